@@ -1,0 +1,77 @@
+"""All fields with their defaults. Other configs start from this one and change what differs.
+
+Fields:
+  seed: everything random (init, split, data order, augmentation) derives from it.
+  data.source: 'synthetic' (built-in phantom, no download), 'duke' (Duke DME .npz or .mat
+    files in data.duke_dir) or 'folder' (data.folder_dir/images/*.png + masks/*.png).
+  data.recipe: band_height rows kept around the retina (0 = all); resize_to (h, w) or () for
+    native resolution; normalisation 'percentile' (gain invariant) or 'divide255' (paper).
+  data.split: 'subject' (val_subjects, or fold `fold` of `num_folds` over subjects) or
+    'random' (val_fraction of the B-scans, the paper's split; leaks neighbouring scans of an eye).
+  model: SegNet widths (one per pooling level), upsample 'unpool' or 'transpose', skip.
+  loss: CE + dice_weight * (1 - Dice), dice_mode 'global' (paper) or 'class_mean'.
+  train: Adam, plateau schedule on the validation loss once per epoch, early stopping,
+    compute_dtype 'float32' or 'bfloat16' (mixed precision; parameters and loss in float32).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"
+  c.data.duke_dir = "../shared/data/duke_dme_chiu2015"
+  c.data.folder_dir = ""
+  c.data.subjects = ()                 # Duke subjects to load; () = all files in duke_dir
+  c.data.grader = 1                    # for original Subject_XX.mat files
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      num_scans=64, height=496, width=512, seed=0, cysts=True, scans_per_subject=8))
+  c.data.recipe = ml_collections.ConfigDict(dict(
+      band_height=224, resize_to=(), normalisation="percentile"))
+  c.data.split = "subject"
+  c.data.val_subjects = ()             # () = use fold `fold` of `num_folds`
+  c.data.num_folds = 4
+  c.data.fold = 0
+  c.data.val_fraction = 0.2            # for split='random'
+  c.data.augment = ml_collections.ConfigDict(dict(
+      flip=True, max_shift=8, intensity=True))
+  c.data.pixel_um = 3.87               # axial pixel size (Duke Spectralis)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "segnet"
+  c.model.widths = (64, 128, 256, 512, 512)
+  c.model.num_classes = 8
+  c.model.convs_per_block = 2
+  c.model.use_batchnorm = True
+  c.model.upsample = "unpool"
+  c.model.skip = False
+
+  c.loss = ml_collections.ConfigDict(dict(dice_weight=0.5, dice_mode="global"))
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 16
+  c.train.num_epochs = 100
+  c.train.learning_rate = 1e-3
+  c.train.plateau_factor = 0.5
+  c.train.plateau_patience = 5
+  c.train.early_stopping_patience = 15
+  c.train.min_delta = 1e-4
+  c.train.compute_dtype = "float32"
+  c.train.num_devices = 0              # 0 = all local devices (data parallel)
+  c.train.image_summary_every = 5      # epochs between TensorBoard image summaries
+  c.train.topology = False             # eval/predict: enforce anatomical layer order
+
+  c.explain = ml_collections.ConfigDict()
+  c.explain.layers = ("dec0_conv1", "head")
+  c.explain.method = "gradcam"         # 'gradcam', 'hirescam' or 'gradcampp'
+  c.explain.target = "all"             # 'all', 'predicted' or 'box'
+  c.explain.box = ()                   # (row0, col0, row1, col1) in raw scan pixels
+  c.explain.deletion_steps = 10
+  c.explain.max_scans = 4              # scans per input file to explain
+
+  c.benchmark = ml_collections.ConfigDict(dict(steps=5, warmup=2, batch_size=0, explain=True))
+  return c

@@ -1,0 +1,29 @@
+"""octseg_jax command line: train (default), eval, predict, explain, benchmark.
+
+  python main.py --config=configs/cpu_demo.py --workdir=runs/demo
+  python main.py --mode=eval --workdir=runs/demo
+  python main.py --mode=predict --workdir=runs/demo --input=scan.npz --output=out/
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from octseg_jax import cli
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, reports.")
+flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
+flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image, or folder.")
+flags.DEFINE_string("output", None, "eval/predict/explain: output folder (default: workdir).")
+flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
+
+
+def main(argv):
+  del argv
+  return cli.run(FLAGS)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,3 @@
+"""octseg_jax: interpretable retinal layer segmentation of OCT B-scans in JAX/Flax."""
+
+__version__ = "0.1.0"

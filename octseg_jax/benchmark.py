@@ -1,0 +1,179 @@
+"""--mode=benchmark: compile time, train-step time, forward time, explain time and its ratio to
+one forward+backward pass, XLA FLOPs, peak memory, and the share of time spent waiting for data.
+
+Inputs are random arrays of the model input size of the config (no data files needed). Times
+are medians over `benchmark.steps` runs after `benchmark.warmup`, each ended with
+block_until_ready.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from octseg_jax import gradcam, losses, train
+from octseg_jax.data import pipeline
+from octseg_jax.io_utils import write_json
+from octseg_jax.models import create_model
+from octseg_jax.preprocessing import round_up
+
+
+def model_input_shape(config):
+  recipe = pipeline.recipe_from_config(config)
+  if recipe.resize_to is not None:
+    rows, cols = recipe.resize_to
+  else:
+    rows = recipe.band_height or config.data.synthetic.height
+    cols = config.data.synthetic.width
+  return round_up(rows, recipe.multiple), round_up(cols, recipe.multiple)
+
+
+def time_fn(fn: Callable, steps: int, warmup: int) -> Dict:
+  """Median wall time of fn() (which must block) over `steps` runs after `warmup`."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return {"median_s": statistics.median(times), "min_s": min(times), "runs": len(times)}
+
+
+def _flops(compiled) -> float:
+  try:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0]
+    return float(cost.get("flops", float("nan")))
+  except Exception:  # Not every backend reports costs.
+    return float("nan")
+
+
+def peak_memory_bytes():
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:
+    return None
+  return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def measure(config) -> Dict:
+  """All benchmark numbers for a config (pure measurement; no files)."""
+  bench = config.benchmark
+  batch = int(bench.batch_size or config.train.batch_size)
+  shape = model_input_shape(config)
+  model = create_model(config.model, config.train.compute_dtype)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(batch,) + shape).astype(np.float32))
+  y = jnp.asarray(rng.integers(0, config.model.num_classes, size=(batch,) + shape).astype(np.uint8))
+  state = train.create_state(config, model, shape, jax.random.key(0))
+  n_params = sum(p.size for p in jax.tree.leaves(state.params))
+  key = jax.random.key(1)
+
+  step_fn = jax.jit(train.make_train_step(model, config), donate_argnums=(0,))
+  t = time.perf_counter()
+  compiled = step_fn.lower(state, x, y, key).compile()
+  compile_s = time.perf_counter() - t
+  flops = _flops(compiled)
+  holder = {"state": state}
+
+  def one_step():
+    holder["state"], loss = compiled(holder["state"], x, y, key)
+    loss.block_until_ready()
+
+  step = time_fn(one_step, bench.steps, bench.warmup)
+
+  # Data wait: the same steps fed by the real host pipeline (gather + device_put per batch).
+  data = pipeline.Prepared(np.asarray(x), np.asarray(y), [], np.zeros(batch), [], [], [])
+
+  def fed_steps(n):
+    t = time.perf_counter()
+    for i in range(n):
+      idx = pipeline.epoch_batches(batch, batch, 0, i, shuffle=True)[0]
+      xb, yb = pipeline.gather(data, idx)
+      holder["state"], loss = compiled(holder["state"], jax.device_put(xb), jax.device_put(yb), key)
+    loss.block_until_ready()
+    return time.perf_counter() - t
+
+  n_fed = max(bench.steps, 2)
+  fed = fed_steps(n_fed)
+  wait_share = max(0.0, 1.0 - n_fed * step["median_s"] / fed)
+
+  variables = {"params": holder["state"].params, "batch_stats": holder["state"].batch_stats}
+  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  forward = time_fn(lambda: fwd(variables, x).block_until_ready(), bench.steps, bench.warmup)
+
+  def loss_eval(p, x):
+    return losses.hybrid(model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
+                                     train=False), y)
+
+  fwd_bwd = jax.jit(jax.grad(loss_eval))
+  fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x)), bench.steps,
+               bench.warmup)
+  result = {
+      "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+      "device_count": jax.device_count(), "jax": jax.__version__,
+      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+      "python": platform.python_version(), "cpu_count": os.cpu_count(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "model": dict(config.model), "compute_dtype": config.train.compute_dtype,
+      "parameters": int(n_params), "batch": batch, "input_shape": list(shape),
+      "compile_s": compile_s, "train_step": step,
+      "images_per_s": batch / step["median_s"],
+      "flops_per_step": flops, "achieved_flops_per_s": flops / step["median_s"],
+      "forward_per_image_s": forward["median_s"] / batch,
+      "forward_backward_s": fb["median_s"],
+      "data_wait_share": wait_share,
+      "peak_memory_bytes": peak_memory_bytes(),
+  }
+  if bench.explain:
+    layers = tuple(config.explain.layers)
+    explain_fn = jax.jit(lambda v, x: gradcam.explain_batch(model, v, x, layers,
+                                                            config.explain.method, "all"))
+    ex = time_fn(lambda: jax.block_until_ready(explain_fn(variables, x)), bench.steps,
+                 bench.warmup)
+    result.update(explain_all_classes_s=ex["median_s"],
+                  explain_ratio_to_forward_backward=ex["median_s"] / fb["median_s"],
+                  explain_classes=int(config.model.num_classes), explain_layers=list(layers))
+  return result
+
+
+def format_table(r: Dict) -> str:
+  rows = [
+      ("device", f"{r['device_kind']} x{r['device_count']} ({r['platform']}), jax {r['jax']}"),
+      ("model", f"{r['parameters'] / 1e6:.2f}M params, widths {list(r['model']['widths'])}, "
+                f"{r['compute_dtype']}"),
+      ("input", f"batch {r['batch']} x {r['input_shape'][0]}x{r['input_shape'][1]}"),
+      ("compile", f"{r['compile_s']:.2f} s"),
+      ("train step", f"{r['train_step']['median_s'] * 1e3:.1f} ms (median), "
+                     f"{r['images_per_s']:.1f} images/s"),
+      ("FLOPs/step", f"{r['flops_per_step'] / 1e9:.2f} GFLOP, achieved "
+                     f"{r['achieved_flops_per_s'] / 1e12:.3f} TFLOP/s"),
+      ("forward", f"{r['forward_per_image_s'] * 1e3:.2f} ms/image"),
+      ("forward+backward", f"{r['forward_backward_s'] * 1e3:.1f} ms/batch"),
+      ("data wait", f"{100 * r['data_wait_share']:.1f}% of fed step time"),
+      ("peak memory", "n/a" if r["peak_memory_bytes"] is None
+       else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"),
+  ]
+  if "explain_all_classes_s" in r:
+    rows.append(("explain (all classes)", f"{r['explain_all_classes_s'] * 1e3:.1f} ms/batch, "
+                 f"{r['explain_ratio_to_forward_backward']:.2f}x forward+backward"))
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def run(config, output_dir: str) -> Dict:
+  result = measure(config)
+  print(format_table(result))
+  os.makedirs(output_dir, exist_ok=True)
+  path = os.path.join(output_dir, "benchmark.json")
+  write_json(path, result)
+  print(f"wrote {path}")
+  return result

@@ -1,0 +1,203 @@
+"""From sources to model-ready arrays: splits, preprocessing, batching, augmentation.
+
+Data order and augmentation are functions of (seed, epoch, step) only, so an interrupted and
+resumed run sees exactly the batches an uninterrupted run sees.
+"""
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from octseg_jax import preprocessing
+from octseg_jax.data import duke, folder, synthetic
+from octseg_jax.data.scans import ScanSet
+from octseg_jax.errors import InputError
+from octseg_jax.preprocessing import IGNORE
+
+SOURCES = ("synthetic", "duke", "folder")
+SPLITS = ("subject", "random")
+
+
+def recipe_from_config(config) -> preprocessing.Recipe:
+  r = config.data.recipe
+  return preprocessing.Recipe(
+      band_height=int(r.band_height),
+      resize_to=tuple(r.resize_to) if len(r.resize_to) else None,
+      multiple=2 ** len(config.model.widths),
+      normalisation=r.normalisation)
+
+
+def load_scans(data_config) -> List[ScanSet]:
+  """The configured source as a list of ScanSets (one per file; sizes may differ)."""
+  source = data_config.source
+  if source == "synthetic":
+    s = data_config.synthetic
+    return [synthetic.generate(s.num_scans, s.height, s.width, s.seed, s.cysts,
+                               s.scans_per_subject)]
+  if source == "duke":
+    return duke.load_dir(data_config.duke_dir, tuple(data_config.subjects))
+  if source == "folder":
+    if not data_config.folder_dir:
+      raise InputError("--config.data.folder_dir: no folder given for source 'folder'")
+    sets = folder.load_folder(data_config.folder_dir, require_masks=True)
+    for i, s in enumerate(sets):
+      s.subjects = np.full(len(s), i + 1)    # no subject ids: every image its own group
+    return sets
+  raise ValueError(f"unknown data source {source!r}; valid: {SOURCES}")
+
+
+def split_indices(subjects: np.ndarray, data_config, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(train, val) scan indices; deterministic for a seed.
+
+  subject: scans of data.val_subjects, or of fold data.fold when the sorted subjects are cut
+    into data.num_folds consecutive groups, go to validation; no subject is on both sides.
+  random: a data.val_fraction share of scans chosen at random (the paper's split).
+  """
+  n = len(subjects)
+  if data_config.split == "random":
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    n_val = max(1, int(round(data_config.val_fraction * n)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+  if data_config.split != "subject":
+    raise ValueError(f"unknown split {data_config.split!r}; valid: {SPLITS}")
+  unique = np.unique(subjects)
+  if len(data_config.val_subjects):
+    val_subjects = np.array(data_config.val_subjects)
+    missing = np.setdiff1d(val_subjects, unique)
+    if missing.size:
+      raise InputError(f"--config.data.val_subjects: subjects {missing.tolist()} are not in "
+                       f"the data (subjects: {unique.tolist()})")
+  else:
+    k, f = data_config.num_folds, data_config.fold
+    if not 0 <= f < k or k > len(unique) or k < 2:
+      raise InputError(f"--config.data.fold={f} / num_folds={k}: need 2 <= num_folds <= "
+                       f"{len(unique)} subjects and 0 <= fold < num_folds")
+    val_subjects = np.array_split(unique, k)[f]
+  is_val = np.isin(subjects, val_subjects)
+  if is_val.all() or not is_val.any():
+    raise InputError("the subject split leaves no scan for training or validation")
+  return np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+
+
+@dataclasses.dataclass
+class Prepared:
+  """Model-ready scans. x float32 [N, h, w] in [0, 1]; y uint8 [N, h, w] (255 = ignore)."""
+  x: np.ndarray
+  y: np.ndarray
+  names: list
+  subjects: np.ndarray
+  placements: list
+  raw_images: list     # uint8 [H, W] per scan, for native-resolution evaluation
+  raw_masks: list
+
+  def __len__(self):
+    return len(self.x)
+
+
+def flatten(sets: List[ScanSet]):
+  """List of ScanSets -> per-scan lists (images, masks, subjects, names)."""
+  images, masks, subjects, names = [], [], [], []
+  for s in sets:
+    for i in range(len(s)):
+      images.append(s.images[i])
+      masks.append(None if s.masks is None else s.masks[i])
+      subjects.append(int(s.subjects[i]))
+      names.append(s.names[i])
+  return images, masks, np.array(subjects), names
+
+
+def prepare_scans(images, masks, names, subjects, recipe, pad_to=None) -> Prepared:
+  """Preprocesses scans to one common model input size (padding marked IGNORE)."""
+  if pad_to is None:
+    shapes = np.array([preprocessing.input_shape(recipe, im.shape) for im in images])
+    pad_to = tuple(int(v) for v in shapes.max(axis=0))
+  xs, ys, places = [], [], []
+  for im, m in zip(images, masks):
+    x, y, p = preprocessing.prepare(im, m, recipe, pad_to)
+    xs.append(x)
+    ys.append(y if y is not None else np.full(x.shape, IGNORE, np.uint8))
+    places.append(p)
+  return Prepared(np.stack(xs), np.stack(ys), list(names), np.asarray(subjects), places,
+                  list(images), list(masks))
+
+
+def build(config) -> Tuple[Prepared, Prepared, Dict]:
+  """Loads, splits and preprocesses the configured data: (train, val, split record)."""
+  images, masks, subjects, names = flatten(load_scans(config.data))
+  train_idx, val_idx = split_indices(subjects, config.data, config.seed)
+  recipe = recipe_from_config(config)
+  shapes = np.array([preprocessing.input_shape(recipe, im.shape) for im in images])
+  pad_to = tuple(int(v) for v in shapes.max(axis=0))       # one size for both splits
+
+  def take(idx):
+    return prepare_scans([images[i] for i in idx], [masks[i] for i in idx],
+                         [names[i] for i in idx], subjects[idx], recipe, pad_to)
+
+  record = {
+      "split": config.data.split, "seed": config.seed,
+      "train": {"names": [names[i] for i in train_idx],
+                "subjects": sorted(set(subjects[train_idx].tolist()))},
+      "val": {"names": [names[i] for i in val_idx],
+              "subjects": sorted(set(subjects[val_idx].tolist()))},
+      "input_shape": list(pad_to),
+  }
+  return take(train_idx), take(val_idx), record
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+  """[steps, batch_size] scan indices for one epoch.
+
+  Training (shuffle=True): a permutation that is a function of (seed, epoch), the last batch
+  filled up from the start of the permutation so every step has the same shape.
+  Evaluation (shuffle=False): in order, the last batch padded with -1 (an empty slot).
+  """
+  if n == 0:
+    raise ValueError("no scans to batch")
+  order = np.random.default_rng([seed, 2, epoch]).permutation(n) if shuffle else np.arange(n)
+  steps = -(-n // batch_size)
+  fill = steps * batch_size - n
+  pad = np.resize(order, fill) if shuffle else np.full(fill, -1)
+  return np.concatenate([order, pad]).reshape(steps, batch_size)
+
+
+def gather(data: Prepared, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Batch arrays for indices; -1 slots give a zero image whose mask is all IGNORE."""
+  safe = np.maximum(idx, 0)
+  x, y = data.x[safe], data.y[safe].copy()
+  y[idx < 0] = IGNORE
+  return x, y
+
+
+def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: int,
+            intensity: bool) -> Tuple[jax.Array, jax.Array]:
+  """Keyed augmentation inside jit. x float [B, H, W] in [0, 1], y uint8 [B, H, W].
+
+  Horizontal flip (a B-scan mirrored is a plausible scan of the other eye), integer shifts of up
+  to max_shift pixels (pixels shifted in are IGNORE), and intensity jitter: gamma 0.7..1.4,
+  gain 0.7..1.3 and offset -0.05..0.05, to make the model robust to device brightness.
+  """
+  def one(key, x, y):
+    k_flip, k_dy, k_dx, k_g, k_a, k_b = jax.random.split(key, 6)
+    if flip:
+      do = jax.random.bernoulli(k_flip)
+      x = jnp.where(do, x[:, ::-1], x)
+      y = jnp.where(do, y[:, ::-1], y)
+    if max_shift:
+      dy = jax.random.randint(k_dy, (), -max_shift, max_shift + 1)
+      dx = jax.random.randint(k_dx, (), -max_shift, max_shift + 1)
+      rows = jnp.arange(x.shape[0])[:, None] - dy
+      cols = jnp.arange(x.shape[1])[None, :] - dx
+      inside = (rows >= 0) & (rows < x.shape[0]) & (cols >= 0) & (cols < x.shape[1])
+      x = jnp.roll(x, (dy, dx), axis=(0, 1))
+      y = jnp.where(inside, jnp.roll(y, (dy, dx), axis=(0, 1)), jnp.uint8(IGNORE))
+    if intensity:
+      gamma = jnp.exp(jax.random.uniform(k_g, (), minval=np.log(0.7), maxval=np.log(1.4)))
+      gain = jax.random.uniform(k_a, (), minval=0.7, maxval=1.3)
+      offset = jax.random.uniform(k_b, (), minval=-0.05, maxval=0.05)
+      x = jnp.clip(gain * jnp.power(jnp.clip(x, 1e-6, 1.0), gamma) + offset, 0.0, 1.0)
+    return x, y
+
+  return jax.vmap(one)(jax.random.split(key, x.shape[0]), x, y)

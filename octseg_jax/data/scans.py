@@ -1,0 +1,103 @@
+"""The ScanSet container and the checks every reader applies to what it read."""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from octseg_jax.errors import fail
+from octseg_jax.preprocessing import IGNORE
+
+NUM_CLASSES = 8
+LAYER_NAMES = ("background", "NFL", "GCL+IPL", "INL", "OPL", "ONL+ISM", "ISE", "OS-RPE")
+BOUNDARY_NAMES = ("ILM", "NFL/GCL", "IPL/INL", "INL/OPL", "OPL/ONL", "ISM/ISE", "OS/RPE", "BM")
+
+
+@dataclasses.dataclass
+class ScanSet:
+  """B-scans of one file (or one generated set) with optional masks.
+
+  images: uint8 [N, H, W]. masks: uint8 [N, H, W] (0..7, 255 = ignore) or None.
+  subjects: int [N], the eye/subject each scan belongs to (for subject-wise splits).
+  names: one name per scan, used for output files.
+  source: the file or generator the scans came from.
+  """
+  images: np.ndarray
+  masks: Optional[np.ndarray]
+  subjects: np.ndarray
+  names: list
+  source: str
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def subset(self, index) -> "ScanSet":
+    index = np.asarray(index, int)
+    return ScanSet(self.images[index], None if self.masks is None else self.masks[index],
+                   self.subjects[index], [self.names[i] for i in index], self.source)
+
+
+def concat(sets) -> ScanSet:
+  """Concatenates ScanSets of equal image size (masks kept only if all have them)."""
+  sets = list(sets)
+  shapes = {s.images.shape[1:] for s in sets}
+  if len(shapes) != 1:
+    raise ValueError(f"cannot stack scans of different sizes {sorted(shapes)}")
+  masks = None
+  if all(s.masks is not None for s in sets):
+    masks = np.concatenate([s.masks for s in sets])
+  return ScanSet(np.concatenate([s.images for s in sets]), masks,
+                 np.concatenate([s.subjects for s in sets]),
+                 sum((list(s.names) for s in sets), []), ",".join(s.source for s in sets))
+
+
+def to_uint8_images(images, path) -> np.ndarray:
+  """Checks and converts images to uint8 [N, H, W].
+
+  Accepted: [H, W], [N, H, W], colour [H, W, 3|4] or [N, H, W, 3|4] (converted to grey with
+  ITU-R 601 weights); uint8, other integers in 0..255, or floats in 0..1 or 0..255.
+  """
+  images = np.asarray(images)
+  if images.dtype == bool or not (np.issubdtype(images.dtype, np.number)):
+    raise fail(path, f"images have dtype {images.dtype}, expected numbers")
+  if images.ndim >= 3 and images.shape[-1] in (3, 4) and images.shape[-2] > 4:
+    rgb = images[..., :3].astype(np.float64)
+    images = rgb @ np.array([0.299, 0.587, 0.114])
+  if images.ndim == 2:
+    images = images[None]
+  if images.ndim != 3:
+    raise fail(path, f"images have shape {images.shape}, expected [H, W] or [N, H, W]")
+  if min(images.shape) == 0:
+    raise fail(path, f"images are empty (shape {images.shape})")
+  if images.shape[1] < 8 or images.shape[2] < 8:
+    raise fail(path, f"images of {images.shape[1]}x{images.shape[2]} pixels are too small")
+  if images.dtype == np.uint8:
+    return images
+  x = images.astype(np.float64)
+  if not np.isfinite(x).all():
+    raise fail(path, f"images contain {int((~np.isfinite(x)).sum())} NaN or infinite pixels")
+  if x.min() < 0 or x.max() > 255:
+    raise fail(path, f"image values span {x.min():g}..{x.max():g}, expected 0..1 or 0..255")
+  if np.issubdtype(images.dtype, np.floating) and x.max() <= 1.0:
+    x = x * 255.0
+  return np.round(x).astype(np.uint8)
+
+
+def check_masks(masks, images: np.ndarray, path) -> np.ndarray:
+  """Checks masks against their images and returns uint8 [N, H, W]."""
+  masks = np.asarray(masks)
+  if masks.ndim == 2:
+    masks = masks[None]
+  if masks.shape != images.shape:
+    raise fail(path, f"masks have shape {masks.shape} but images {images.shape}")
+  if not (np.issubdtype(masks.dtype, np.integer) or np.issubdtype(masks.dtype, np.floating)):
+    raise fail(path, f"masks have dtype {masks.dtype}, expected integers")
+  if np.issubdtype(masks.dtype, np.floating):
+    if not np.isfinite(masks).all() or (masks != np.round(masks)).any():
+      raise fail(path, "masks contain non-integer values")
+  values = np.unique(masks)
+  bad = values[((values < 0) | (values >= NUM_CLASSES)) & (values != IGNORE)]
+  if bad.size:
+    raise fail(path, f"mask values {bad[:5].tolist()} are outside 0..{NUM_CLASSES - 1} and "
+               f"{IGNORE} (ignore)")
+  return masks.astype(np.uint8)

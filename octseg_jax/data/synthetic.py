@@ -1,0 +1,115 @@
+"""A seeded OCT B-scan phantom with exact labels.
+
+Seven layers stacked upward from Bruch's membrane with Duke-like median thicknesses, smooth
+curvature and tilt, a foveal pit where the inner layers thin out, per-layer reflectivity,
+multiplicative speckle, vessel shadows, optional dark cysts (labelled with their enclosing
+layer) and a per-scan gain. Scan i depends only on (seed, i), so the same seed gives the same
+images whatever the number of scans asked for.
+"""
+
+import numpy as np
+from scipy import ndimage
+
+from octseg_jax.data.scans import ScanSet
+
+# Median layer thickness in rows of a 496-row Duke Spectralis B-scan (classes 1..7).
+DUKE_THICKNESS_496 = np.array([9.0, 17.0, 8.0, 7.0, 22.0, 8.0, 7.0])
+# Mean reflectivity of background (vitreous) and classes 1..7 (NFL, GCL+IPL, INL, OPL,
+# ONL+ISM, ISE, RPE): NFL, IPL, OPL, ISE and RPE bright; GCL, INL, ONL dark.
+REFLECTIVITY = np.array([0.05, 0.75, 0.45, 0.22, 0.6, 0.18, 0.72, 0.95])
+CHOROID = 0.5
+
+
+def _smooth_wave(rng, x, amplitude, n_terms=3):
+  """Sum of a few low-frequency sinusoids with random phases: a smooth random profile."""
+  out = np.zeros_like(x)
+  for k in range(1, n_terms + 1):
+    out += rng.normal(0, amplitude / k) * np.sin(2 * np.pi * k * x / 2 + rng.uniform(0, 2 * np.pi))
+  return out
+
+
+def boundaries(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+  """Boundary rows (float) [8, W] for one scan: ILM, ..., BM, top to bottom."""
+  scale = height / 496.0
+  u = np.linspace(-1, 1, width)                                   # column coordinate
+  fovea = rng.uniform(-0.35, 0.35)
+  pit_width = rng.uniform(0.12, 0.22)
+  pit = np.exp(-0.5 * ((u - fovea) / pit_width) ** 2)             # 1 at the foveal centre
+  thick = DUKE_THICKNESS_496 * scale * rng.uniform(0.85, 1.15, size=7)
+  t = thick[:, None] * (1 + _smooth_wave(rng, u[None, :].repeat(7, 0), 0.08))
+  # Inner layers (NFL..OPL) thin out in the pit; ONL thickens slightly.
+  depth = rng.uniform(0.75, 0.95)
+  t[:4] *= 1 - depth * pit
+  t[4] *= 1 + 0.35 * pit
+  t[0] *= 1 + 0.8 * np.clip(u - fovea, 0, None)                   # NFL thicker towards the disc
+  t = np.clip(t, 0, None)
+  bm = (0.62 * height + rng.uniform(-0.06, 0.06) * height
+        + rng.uniform(-0.05, 0.05) * height * u                   # tilt
+        + rng.uniform(0.0, 0.08) * height * u ** 2                # curvature
+        + _smooth_wave(rng, u, 0.01 * height))
+  b = np.empty((8, width))
+  b[7] = bm
+  for k in range(6, -1, -1):                                      # stack layers upward
+    b[k] = b[k + 1] - t[k]
+  return b
+
+
+def label_map(b: np.ndarray, height: int) -> np.ndarray:
+  """Boundaries [8, W] -> uint8 [H, W]; row r is class k when floor(b_k) <= r < floor(b_k+1)."""
+  rows = np.arange(height)[:, None]
+  fb = np.floor(b)
+  mask = np.zeros((height, b.shape[1]), np.uint8)
+  for k in range(7):
+    mask[(rows >= fb[k]) & (rows < fb[k + 1])] = k + 1
+  return mask
+
+
+def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: bool) -> np.ndarray:
+  """Renders a speckled uint8 B-scan for a label map and its boundaries."""
+  height, width = mask.shape
+  rows = np.arange(height)[:, None]
+  signal = REFLECTIVITY[mask].astype(np.float64)
+  # GCL (dark) over IPL (bright) inside class 2: a gradient with depth.
+  in2 = mask == 2
+  frac = np.clip((rows - b[1]) / np.maximum(b[2] - b[1], 1), 0, 1)
+  signal[in2] = (0.3 + 0.35 * frac)[in2]
+  below = rows >= np.floor(b[7])
+  signal[below] = (CHOROID * np.exp(-(rows - b[7]) / (0.12 * height)))[below]
+  if cysts:
+    for _ in range(rng.integers(0, 4)):
+      k = rng.choice([3, 5])                                      # cysts sit in INL or ONL
+      c = rng.integers(int(0.1 * width), int(0.9 * width))
+      top, bot = b[k - 1, c], b[k, c]
+      if bot - top < 4:
+        continue
+      r0 = (top + bot) / 2
+      ry, rx = 0.35 * (bot - top), rng.uniform(4, 14) * width / 500
+      inside = ((rows - r0) / ry) ** 2 + ((np.arange(width)[None] - c) / rx) ** 2 < 1
+      signal[inside & (mask == k)] = 0.04
+  for _ in range(rng.integers(1, 5)):                             # vessel shadows
+    c = rng.integers(0, width)
+    half = rng.uniform(2, 6) * width / 500
+    cols = np.abs(np.arange(width) - c) < half
+    shadow = (rows > b[1][None, :]) & cols[None, :]
+    signal[shadow] *= rng.uniform(0.35, 0.6)
+  signal = ndimage.gaussian_filter(signal, sigma=(0.7, 1.2))
+  speckle = rng.gamma(shape=4.0, scale=1 / 4.0, size=signal.shape)
+  noisy = signal * speckle + rng.normal(0, 0.02, size=signal.shape)
+  gain = rng.uniform(0.45, 1.15)                                  # device/session brightness
+  return np.clip(255 * gain * np.clip(noisy, 0, None) ** 0.8, 0, 255).astype(np.uint8)
+
+
+def generate(num_scans: int, height: int = 496, width: int = 512, seed: int = 0,
+             cysts: bool = True, scans_per_subject: int = 8) -> ScanSet:
+  """Generates `num_scans` phantom B-scans; scans are grouped into pseudo-subjects of
+  `scans_per_subject` so that subject-wise splits behave as on real data."""
+  images = np.empty((num_scans, height, width), np.uint8)
+  masks = np.empty((num_scans, height, width), np.uint8)
+  for i in range(num_scans):
+    rng = np.random.default_rng([seed, i])
+    b = boundaries(rng, height, width)
+    masks[i] = label_map(b, height)
+    images[i] = render(rng, masks[i], b, cysts)
+  subjects = np.arange(num_scans) // scans_per_subject + 1
+  names = [f"phantom_{seed}_{i:04d}" for i in range(num_scans)]
+  return ScanSet(images, masks, subjects, names, f"synthetic(seed={seed})")

@@ -1,0 +1,84 @@
+"""A trained workdir as a callable: load config + best checkpoint, predict at native resolution."""
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from octseg_jax import preprocessing, train
+from octseg_jax.checkpoints import restore_best
+from octseg_jax.data import pipeline
+from octseg_jax.errors import InputError
+from octseg_jax.models import create_model
+
+
+@dataclasses.dataclass
+class Trained:
+  config: Any
+  model: Any
+  variables: dict
+  recipe: preprocessing.Recipe
+  epoch: int
+  workdir: str
+  split: dict
+  logits_fn: Callable = None   # jit: (variables, x [B, h, w]) -> logits [B, h, w, K]
+
+  def __post_init__(self):
+    model = self.model
+    self.logits_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+  def probs(self, x: np.ndarray) -> np.ndarray:
+    """Softmax probabilities [B, h, w, K] for model inputs [B, h, w] (BatchNorm inference)."""
+    return np.asarray(jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1))
+
+
+def read_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise InputError(f"{path}: missing") from None
+  except (OSError, ValueError) as e:
+    raise InputError(f"{path}: not readable JSON ({e})") from None
+
+
+def load_trained(workdir: str) -> Trained:
+  """Config, model and best-checkpoint variables of a training workdir."""
+  config = train.load_config(workdir)
+  split = read_json(os.path.join(workdir, "split.json"))
+  model = create_model(config.model, config.train.compute_dtype)
+  state = jax.eval_shape(lambda: train.create_state(
+      config, model, tuple(split["input_shape"]), jax.random.key(0)))
+  plateau_state = jax.eval_shape(lambda: optax.contrib.reduce_on_plateau().init(jnp.zeros(())))
+  abstract = train.payload_of(state, plateau_state, train.initial_loop())
+  payload, epoch = restore_best(workdir, abstract)
+  variables = {"params": payload["params"], "batch_stats": payload["batch_stats"]}
+  return Trained(config, model, variables, pipeline.recipe_from_config(config), epoch, workdir,
+                 split)
+
+
+def predict_probs(trained: Trained, images: List[np.ndarray], batch_size: int = 8) -> List[np.ndarray]:
+  """Class probabilities float32 [H, W, K] at each raw scan's own resolution.
+
+  Scans are preprocessed with the workdir's recipe, grouped by model input size, run in
+  fixed-size batches (so one compilation serves every batch), and mapped back.
+  """
+  prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
+  out: List[np.ndarray] = [None] * len(images)
+  groups = {}
+  for i, (x, _, _) in enumerate(prepared):
+    groups.setdefault(x.shape, []).append(i)
+  for shape, members in groups.items():
+    for start in range(0, len(members), batch_size):
+      chunk = members[start:start + batch_size]
+      x = np.zeros((batch_size,) + shape, np.float32)
+      x[:len(chunk)] = np.stack([prepared[i][0] for i in chunk])
+      probs = trained.probs(x)
+      for j, i in enumerate(chunk):
+        out[i] = preprocessing.restore(probs[j], prepared[i][2])
+  return out

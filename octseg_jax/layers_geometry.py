@@ -1,0 +1,168 @@
+"""From label maps to what a clinician reads: boundaries, thickness, boundary error, topology.
+
+Conventions (the Duke masks' own): boundary k (k = 1..8: ILM, NFL/GCL, IPL/INL, INL/OPL,
+OPL/ONL, ISM/ISE, OS/RPE, BM) is the row of the top edge of layer k (layer 8 meaning the
+background below BM), so layer k occupies rows [b_k, b_k+1) and its thickness is b_k+1 - b_k.
+Arrays are [..., H, W] label maps and [..., 8, W] boundaries; NaN marks an unknown boundary.
+All functions are pure numpy.
+"""
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from octseg_jax.preprocessing import IGNORE
+
+NUM_LAYERS = 7
+NUM_BOUNDARIES = 8
+
+
+def boundaries_from_labels(labels: np.ndarray, ignore_unknown: bool = True) -> np.ndarray:
+  """Label maps [..., H, W] -> boundary rows [..., 8, W] (float; NaN where unknown).
+
+  b_k = first row whose label is a layer >= k (b_8 = one past the last layer row); a layer
+  absent from a column gets zero thickness (b_k = b_k+1). With ignore_unknown, a boundary whose
+  row above is IGNORE is NaN (it passes through unlabelled fluid at an unknown row), and so is
+  every boundary of a column without layer pixels.
+  """
+  labels = np.asarray(labels)
+  h = labels.shape[-2]
+  rows = np.arange(h).reshape((h, 1))
+  is_layer = (labels >= 1) & (labels <= NUM_LAYERS)
+  has = is_layer.any(axis=-2)                                        # [..., W]
+  last = np.where(is_layer, rows, -1).max(axis=-2)
+  out = np.empty(labels.shape[:-2] + (NUM_BOUNDARIES,) + labels.shape[-1:], np.float64)
+  out[..., 7, :] = last + 1
+  for k in range(NUM_LAYERS, 0, -1):
+    first = np.where(is_layer & (labels >= k), rows, h).min(axis=-2)
+    out[..., k - 1, :] = np.minimum(first, out[..., k, :])
+  out[~np.broadcast_to(has[..., None, :], out.shape)] = np.nan
+  if ignore_unknown:
+    unknown = labels == IGNORE
+    b = np.nan_to_num(out, nan=0).astype(int)
+    above = np.take_along_axis(unknown, np.clip(b - 1, 0, h - 1), axis=-2) & (b > 0)
+    below_last = np.take_along_axis(unknown, np.clip(b[..., 7:8, :], 0, h - 1), axis=-2)
+    above[..., 7:8, :] |= below_last & (b[..., 7:8, :] < h)
+    out[above] = np.nan
+  return out
+
+
+def boundaries_from_probs(probs: np.ndarray) -> np.ndarray:
+  """Sub-pixel boundaries from class probabilities [..., H, W, K] -> [..., 8, W].
+
+  Expected thickness of layer k is the column sum of p_k; the ILM is the expected number of
+  background rows above the retina (background probability summed above the column's most
+  likely retina row). Boundaries are then cumulative sums. For one-hot probabilities of a valid
+  column this equals boundaries_from_labels exactly.
+  """
+  p = np.asarray(probs, np.float64)
+  h = p.shape[-3]
+  layer_mass = p[..., 1:NUM_LAYERS + 1].sum(axis=-1)                 # [..., H, W]
+  centre = np.argmax(layer_mass, axis=-2)                            # [..., W]
+  rows = np.arange(h).reshape((h, 1))
+  above = rows < centre[..., None, :]
+  ilm = np.where(above, p[..., 0], 0.0).sum(axis=-2)                 # [..., W]
+  thick = p[..., 1:NUM_LAYERS + 1].sum(axis=-3)                      # [..., W, 7]
+  thick = np.moveaxis(thick, -1, -2)                                 # [..., 7, W]
+  b = np.concatenate([ilm[..., None, :], ilm[..., None, :] + np.cumsum(thick, axis=-2)], -2)
+  return b
+
+
+def thickness_um(bounds: np.ndarray, pixel_um: float) -> np.ndarray:
+  """Boundaries [..., 8, W] -> thickness of layers 1..7 [..., 7, W] in micrometres."""
+  return np.diff(bounds, axis=-2) * pixel_um
+
+
+def boundary_error(pred: np.ndarray, true: np.ndarray, pixel_um: float) -> Dict[str, np.ndarray]:
+  """Per-boundary error over columns where both are known: mean absolute and mean signed
+  (pred - true, positive = predicted deeper), in pixels and um, with the column count."""
+  diff = pred - true                                                 # [..., 8, W]
+  known = np.isfinite(diff)
+  d = np.moveaxis(np.where(known, diff, 0.0), -2, 0).reshape(NUM_BOUNDARIES, -1)
+  n = np.moveaxis(known, -2, 0).reshape(NUM_BOUNDARIES, -1).sum(axis=1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mae = np.abs(d).sum(axis=1) / n
+    signed = d.sum(axis=1) / n
+  return {"mae_px": mae, "signed_px": signed, "mae_um": mae * pixel_um,
+          "signed_um": signed * pixel_um, "columns": n}
+
+
+def column_is_ordered(labels: np.ndarray) -> np.ndarray:
+  """[..., H, W] -> [..., W] bool: background, then layers 1..7 non-decreasing with each layer
+  contiguous, then background (IGNORE pixels are skipped)."""
+  labels = np.asarray(labels).astype(np.int16)
+  h = labels.shape[-2]
+  # Map to states: top background 0, layers 1..7, bottom background 8; the column is valid when
+  # the state sequence is non-decreasing. A background pixel is 'top' before any layer pixel.
+  is_layer = (labels >= 1) & (labels <= NUM_LAYERS)
+  seen_layer = np.cumsum(is_layer, axis=-2) > 0
+  state = np.where(labels == 0, np.where(seen_layer, 8, 0), labels)
+  known = labels != IGNORE
+  # Carry the last known state down over IGNORE pixels, then check monotonicity.
+  idx = np.where(known, np.arange(h).reshape((h, 1)), 0)
+  idx = np.maximum.accumulate(idx, axis=-2)
+  filled = np.take_along_axis(state, idx, axis=-2)
+  return (np.diff(filled, axis=-2) >= 0).all(axis=-2)
+
+
+def enforce_topology(log_probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """The most probable anatomically valid labelling of each column.
+
+  log_probs [..., H, W, K=8] (log class probabilities, pixels independent). Over labellings of
+  the form 0..0 1..1 2..2 ... 7..7 0..0 (each run may be empty), returns the one maximising the
+  summed log probability (exact MAP under the ordering constraint), by a Viterbi pass over
+  states s = 0 (background above), 1..7 (layers), 8 (background below) with only s -> s' >= s
+  transitions. O(H * 9) per column. Returns (labels uint8 [..., H, W], changed [..., W] bool:
+  columns whose argmax labelling was not already valid).
+  """
+  lp = np.asarray(log_probs, np.float64)
+  lead = lp.shape[:-3]
+  h, w, k = lp.shape[-3:]
+  lp = lp.reshape((-1, h, w, k)).transpose(1, 0, 2, 3).reshape(h, -1, k)   # [H, C, K]
+  state_class = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0])
+  emit = lp[..., state_class]                                              # [H, C, 9]
+  back = np.empty(emit.shape, np.int8)
+  score = emit[0].copy()
+  back[0] = np.arange(9)
+  for r in range(1, h):
+    best_prev = np.maximum.accumulate(score, axis=-1)                      # max over s' <= s
+    arg = _running_argmax(score)
+    score = best_prev + emit[r]
+    back[r] = arg
+  states = np.empty((h, score.shape[0]), np.int8)
+  states[-1] = np.argmax(score, axis=-1)
+  cols = np.arange(score.shape[0])
+  for r in range(h - 1, 0, -1):
+    states[r - 1] = back[r, cols, states[r]]
+  labels = state_class[states].astype(np.uint8)                            # [H, C]
+  labels = labels.reshape(h, -1, w).transpose(1, 0, 2).reshape(lead + (h, w))
+  argmax = np.argmax(np.asarray(log_probs), axis=-1)
+  changed = ~column_is_ordered(argmax)
+  return labels, changed
+
+
+def _running_argmax(score: np.ndarray) -> np.ndarray:
+  """For each s, the index of max(score[..., :s+1]) (first on ties)."""
+  n = score.shape[-1]
+  out = np.empty(score.shape, np.int8)
+  best = score[..., 0].copy()
+  arg = np.zeros(score.shape[:-1], np.int8)
+  out[..., 0] = 0
+  for s in range(1, n):
+    better = score[..., s] > best
+    best = np.where(better, score[..., s], best)
+    arg = np.where(better, s, arg)
+    out[..., s] = arg
+  return out
+
+
+def scan_geometry(labels: np.ndarray, pixel_um: float,
+                  probs: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+  """Boundaries [N, 8, W] (sub-pixel if probs), thickness um [N, 7, W], mean thickness per layer
+  per scan [N, 7] (NaN-aware)."""
+  b = boundaries_from_probs(probs) if probs is not None else boundaries_from_labels(labels)
+  t = thickness_um(b, pixel_um)
+  with np.errstate(invalid="ignore"):
+    mean = np.nanmean(np.where(np.isfinite(t), t, np.nan), axis=-1) \
+        if np.isfinite(t).any() else np.full(t.shape[:-1], np.nan)
+  return {"boundaries": b, "thickness_um": t, "mean_thickness_um": mean}

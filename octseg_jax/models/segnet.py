@@ -1,0 +1,77 @@
+"""SegNet encoder-decoder with pooling-index unpooling (Badrinarayanan et al. 2017), as used
+by the Enhanced SegNet paper for OCT layers.
+
+Layer names are stable so that Grad-CAM can address any of them:
+  enc{i}_conv{j}  encoder level i (0 = full resolution), conv j (0-based), after ReLU
+  dec{i}_conv{j}  decoder level i, conv j, after ReLU (dec0_conv1 is the last decoder conv)
+  dec{i}_up       transposed-conv upsampling (only with upsample='transpose')
+  head            1x1 conv to the class logits
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
+
+UPSAMPLING = ("unpool", "transpose")
+
+
+class ConvBlock(nn.Module):
+  """3x3 conv, optional BatchNorm, ReLU. Its output is what Grad-CAM intercepts."""
+  features: int
+  use_batchnorm: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(self.features, (3, 3), use_bias=not self.use_batchnorm, dtype=self.dtype)(x)
+    if self.use_batchnorm:
+      # Statistics in float32 even under bfloat16 compute.
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+    return nn.relu(x)
+
+
+class SegNet(nn.Module):
+  """x [B, H, W] or [B, H, W, 1] in [0, 1] -> logits [B, H, W, num_classes] (float32).
+
+  H and W must be multiples of 2 ** len(widths).
+  """
+  widths: Sequence[int] = (64, 128, 256, 512, 512)
+  num_classes: int = 8
+  convs_per_block: int = 2
+  use_batchnorm: bool = True
+  upsample: str = "unpool"        # 'unpool' (SegNet, pooling indices) or 'transpose'
+  skip: bool = False              # concatenate the encoder features before decoding
+  dtype: Any = jnp.float32        # compute dtype; parameters stay float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.upsample not in UPSAMPLING:
+      raise ValueError(f"unknown upsample {self.upsample!r}; valid: {UPSAMPLING}")
+    if x.ndim == 3:
+      x = x[..., None]
+    x = x.astype(self.dtype)
+    depth = len(self.widths)
+    skips, indices = [], []
+    for i, width in enumerate(self.widths):                      # encoder
+      for j in range(self.convs_per_block):
+        x = ConvBlock(width, self.use_batchnorm, self.dtype, name=f"enc{i}_conv{j}")(x, train)
+      skips.append(x)
+      x, idx = max_pool_with_argmax(x)
+      indices.append(idx)
+    for i in reversed(range(depth)):                             # decoder
+      if self.upsample == "unpool":
+        x = max_unpool(x, indices[i])
+      else:
+        x = nn.ConvTranspose(self.widths[i], (2, 2), strides=(2, 2), dtype=self.dtype,
+                             name=f"dec{i}_up")(x)
+      if self.skip:
+        x = jnp.concatenate([x, skips[i]], axis=-1)
+      out_width = self.widths[max(i - 1, 0)]
+      for j in range(self.convs_per_block):
+        width = self.widths[i] if j < self.convs_per_block - 1 else out_width
+        x = ConvBlock(width, self.use_batchnorm, self.dtype, name=f"dec{i}_conv{j}")(x, train)
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(x)
+    return logits.astype(jnp.float32)

@@ -1,0 +1,85 @@
+"""Markdown reports from metric dictionaries (pure string building; writing is the caller's)."""
+
+from typing import Dict, Sequence
+
+import numpy as np
+
+from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES
+
+PAPER_IOU = (0.99, 0.82, 0.86, 0.71, 0.68, 0.90, 0.82, 0.78)
+
+
+def fmt(v, digits: int = 4) -> str:
+  if v is None or (isinstance(v, float) and not np.isfinite(v)):
+    return "n/a"
+  return f"{v:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def class_table(summary: Dict, with_paper: bool = True) -> str:
+  """Per-class table shaped like the paper's Table 2 (IoU, accuracy, Dice)."""
+  p, lit = summary["paper"], summary["literature"]
+  dice = [None] + list(lit["layer_dice"])
+  rows = []
+  for k, name in enumerate(LAYER_NAMES):
+    row = [k, name, fmt(p["class_iou"][k]), fmt(p["class_accuracy"][k]),
+           fmt(dice[k]) if k else "excluded"]
+    if with_paper:
+      row.append(PAPER_IOU[k])
+    rows.append(row)
+  header = ["class", "region", "IoU", "accuracy", "Dice (literature)"]
+  return table(header + (["paper IoU"] if with_paper else []), rows)
+
+
+def geometry_table(geometry: Dict) -> str:
+  rows = [[name, fmt(geometry["mae_um"][b], 2), fmt(geometry["signed_um"][b], 2),
+           fmt(geometry["mae_px"][b], 2), int(geometry["columns"][b])]
+          for b, name in enumerate(BOUNDARY_NAMES)]
+  return table(["boundary", "MAE (um)", "signed (um)", "MAE (px)", "columns"], rows)
+
+
+def metrics_markdown(result: Dict) -> str:
+  raw, fix = result["raw"], result["topology"]
+  lines = [
+      "# Evaluation", "",
+      f"Data: {result['data']}; {result['scans']} scans; checkpoint epoch "
+      f"{result['checkpoint_epoch']}; resolution: {result['resolution']}; pixel "
+      f"{result['pixel_um']} um.", "",
+      "## Summary", "",
+      table(["protocol", "metric", "raw argmax", "topology-fixed"], [
+          ["paper", "pixel accuracy", fmt(raw["paper"]["accuracy"]), fmt(fix["paper"]["accuracy"])],
+          ["paper", "global Dice (soft)", fmt(raw["paper"]["global_dice_soft"]), "n/a"],
+          ["paper", "global IoU (soft) = D/(2-D)", fmt(raw["paper"]["global_iou_soft"]), "n/a"],
+          ["paper", "mean class IoU", fmt(raw["paper"]["mean_iou"]), fmt(fix["paper"]["mean_iou"])],
+          ["literature", "mean layer Dice (7 layers)", fmt(raw["literature"]["mean_layer_dice"]),
+           fmt(fix["literature"]["mean_layer_dice"])],
+          ["geometry", "mean boundary MAE (um)", fmt(np.nanmean(raw["geometry"]["mae_um"]), 2),
+           fmt(np.nanmean(fix["geometry"]["mae_um"]), 2)],
+      ]), "",
+      f"Topology fix changed {fix['columns_fixed']} of {fix['columns_total']} columns "
+      "(columns whose argmax labelling was not background, layers 1..7 in order, background).",
+      "",
+      "## Per class (raw argmax; paper protocol IoU and accuracy, literature Dice)", "",
+      class_table(raw), "",
+      "## Boundary error (raw argmax labels)", "", geometry_table(raw["geometry"]), "",
+      "## Boundary error (sub-pixel, from probabilities)", "",
+      geometry_table(raw["geometry_subpixel"]), "",
+      "## Boundary error (topology-fixed labels)", "", geometry_table(fix["geometry"]), "",
+      "## Thickness MAE per layer (um)", "",
+      table(["layer", "raw", "topology-fixed"],
+            [[LAYER_NAMES[k + 1], fmt(raw["geometry"]["thickness_mae_um"][k], 2),
+              fmt(fix["geometry"]["thickness_mae_um"][k], 2)] for k in range(7)]), "",
+      "## Mean layer Dice per subject (raw)", "",
+      table(["subject", "mean layer Dice"],
+            [[s, fmt(v)] for s, v in result["per_subject_mean_layer_dice"].items()]), "",
+      "Protocols: *paper* = pixel accuracy and global Dice/IoU over the one-hot tensors of all 8 "
+      "classes with background (soft, from probabilities), class IoU from hard predictions; "
+      "*literature* = Dice per layer (background excluded, NaN if a class is absent from truth "
+      "and prediction) from hard predictions, accumulated over all scans. Pixels labelled 255 "
+      "never count.", ""]
+  return "\n".join(lines)

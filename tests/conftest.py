@@ -1,0 +1,43 @@
+"""Test setup: CPU only, two host devices (for the sharding test), strict rank promotion."""
+
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=2").strip()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+DUKE_DIR = os.path.join(ROOT, "..", "shared", "data", "duke_dme_chiu2015")
+needs_duke = pytest.mark.skipif(
+    not os.path.exists(os.path.join(DUKE_DIR, "subject_01.npz")),
+    reason=f"Duke DME data not found at {DUKE_DIR} (only present in the development checkout)")
+
+
+def tiny_config(**overrides):
+  """configs/tiny.py with dotted overrides, e.g. tiny_config(**{'train.num_epochs': 2})."""
+  from configs import tiny
+  c = tiny.get_config()
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+  """One tiny training run shared by the eval, predict and explain tests (3 epochs)."""
+  from octseg_jax import train
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  summary = train.train_and_evaluate(tiny_config(), workdir)
+  return workdir, summary

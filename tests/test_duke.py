@@ -1,0 +1,89 @@
+import os
+
+import numpy as np
+import pytest
+import scipy.io
+
+from octseg_jax.data import duke, pipeline
+from octseg_jax.errors import InputError
+from tests.conftest import DUKE_DIR, needs_duke
+
+
+def _volume(tmp_path, name="Subject_03.mat", grader=1):
+  """A small original-format volume: 40 rows, 12 columns, 3 B-scans, scan 1 annotated."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, size=(40, 12, 3)).astype(np.uint8)
+  layers = np.full((8, 12, 3), np.nan)
+  b = np.array([10.2, 12.7, 15.0, 17.9, 20.0, 25.5, 27.0, 30.4])
+  layers[:, 2:10, 1] = b[:, None]            # columns 2..9 annotated
+  layers[3, 5, 1] = 0                        # a missing inner boundary (zero-thickness layer)
+  fluid = np.zeros((40, 12, 3), np.uint8)
+  fluid[13:16, 4, 1] = 1                     # spans the 2|3 boundary at row 15 -> unknown
+  fluid[21:23, 6, 1] = 1                     # inside layer 5 -> stays 5
+  path = os.path.join(tmp_path, name)
+  scipy.io.savemat(path, {"images": images, f"manualLayers{grader}": layers,
+                          f"manualFluid{grader}": fluid})
+  return path, images, b
+
+
+def test_mat_round_trip(tmp_path):
+  path, images, b = _volume(tmp_path)
+  s = duke.load_mat(path)
+  assert s.images.shape == (1, 40, 8) and s.names == ["Subject_03_b01"]
+  np.testing.assert_array_equal(s.images[0], images[:, 2:10, 1])
+  assert (s.subjects == 3).all()
+  col = s.masks[0, :, 0]                     # column 2 of the original: plain layers
+  expected = np.zeros(40, np.uint8)
+  fb = np.floor(b).astype(int)
+  for k in range(7):
+    expected[fb[k]:fb[k + 1]] = k + 1
+  np.testing.assert_array_equal(col, expected)
+  col5 = s.masks[0, :, 3]                    # boundary 4 missing: layer 3 has zero thickness
+  assert (col5 == 3).sum() == 0 and (col5 == 4).sum() == fb[4] - fb[2]
+  col4 = s.masks[0, :, 2]                    # fluid across a boundary -> 255
+  np.testing.assert_array_equal(col4[13:16], 255)
+  col6 = s.masks[0, :, 4]                    # fluid inside layer 5 -> 5
+  np.testing.assert_array_equal(col6[21:23], 5)
+
+
+def test_mat_ignore_mode_grader2_and_errors(tmp_path):
+  path, _, _ = _volume(tmp_path, "Subject_07.mat", grader=2)
+  s = duke.load_mat(path, grader=2, unannotated="ignore")
+  assert s.images.shape == (1, 40, 12)
+  assert (s.masks[0][:, [0, 1, 10, 11]] == 255).all()
+  with pytest.raises(InputError, match="manualLayers1"):
+    duke.load_mat(path, grader=1)
+  bad = os.path.join(tmp_path, "broken.mat")
+  with open(bad, "wb") as f:
+    f.write(b"MATLAB 5.0 MAT-file, truncated")
+  with pytest.raises(InputError, match="broken.mat"):
+    duke.load_mat(bad)
+
+
+def test_npz_format_round_trip(tmp_path):
+  images = np.random.default_rng(1).integers(0, 255, (2, 32, 24)).astype(np.uint8)
+  masks = np.zeros((2, 32, 24), np.uint8)
+  masks[:, 10:20] = 3
+  path = os.path.join(tmp_path, "subject_05.npz")
+  np.savez(path, images=images, masks=masks, subject=np.array([5, 5]),
+           bscan_index=np.array([10, 15]))
+  s = duke.load_npz(path, require_masks=True)
+  np.testing.assert_array_equal(s.images, images)
+  np.testing.assert_array_equal(s.masks, masks)
+  assert s.names == ["subject_05_b10", "subject_05_b15"] and (s.subjects == 5).all()
+
+
+@needs_duke
+def test_shared_duke_data_reads_and_splits_subject_wise():
+  sets = duke.load_dir(DUKE_DIR, (1, 2, 3, 4))
+  assert [int(s.subjects[0]) for s in sets] == [1, 2, 3, 4]
+  assert all(len(s) == 11 and s.images.shape[1] == 496 for s in sets)
+  _, _, subjects, _ = pipeline.flatten(sets)
+  from configs import default
+  cfg = default.get_config().data
+  for fold in range(4):
+    with cfg.unlocked():
+      cfg.fold = fold
+    train, val = pipeline.split_indices(subjects, cfg, seed=0)
+    assert not set(subjects[train]) & set(subjects[val])
+    assert set(subjects[val]) == {fold + 1}

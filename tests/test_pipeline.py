@@ -1,0 +1,76 @@
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from octseg_jax.data import pipeline
+from octseg_jax.errors import InputError
+
+
+def _data_cfg(**kw):
+  c = default.get_config().data
+  with c.unlocked():
+    for k, v in kw.items():
+      c[k] = v
+  return c
+
+
+def test_subject_split_named_and_kfold_partition():
+  subjects = np.repeat(np.arange(1, 9), 3)
+  tr, va = pipeline.split_indices(subjects, _data_cfg(val_subjects=(2, 5)), 0)
+  assert set(subjects[va]) == {2, 5} and not set(subjects[tr]) & {2, 5}
+  seen = []
+  for f in range(4):
+    tr, va = pipeline.split_indices(subjects, _data_cfg(fold=f), 0)
+    assert not set(subjects[tr]) & set(subjects[va])
+    seen += sorted(set(subjects[va]))
+  assert seen == list(range(1, 9))           # every subject validated exactly once
+  with pytest.raises(InputError, match="val_subjects"):
+    pipeline.split_indices(subjects, _data_cfg(val_subjects=(11,)), 0)
+
+
+def test_random_split_deterministic_and_sized():
+  subjects = np.repeat(np.arange(1, 5), 5)
+  a = pipeline.split_indices(subjects, _data_cfg(split="random"), 7)
+  b = pipeline.split_indices(subjects, _data_cfg(split="random"), 7)
+  c = pipeline.split_indices(subjects, _data_cfg(split="random"), 8)
+  np.testing.assert_array_equal(a[1], b[1])
+  assert len(a[1]) == 4 and len(a[0]) == 16 and not set(a[0]) & set(a[1])
+  assert not np.array_equal(a[1], c[1])
+
+
+def test_epoch_batches():
+  t1 = pipeline.epoch_batches(10, 4, seed=0, epoch=3, shuffle=True)
+  t2 = pipeline.epoch_batches(10, 4, seed=0, epoch=3, shuffle=True)
+  np.testing.assert_array_equal(t1, t2)
+  assert t1.shape == (3, 4) and set(t1.ravel()) == set(range(10))
+  assert not np.array_equal(t1, pipeline.epoch_batches(10, 4, seed=0, epoch=4, shuffle=True))
+  ev = pipeline.epoch_batches(10, 4, 0, 0, shuffle=False)
+  np.testing.assert_array_equal(ev.ravel(), list(range(10)) + [-1, -1])
+
+
+def test_gather_marks_empty_slots_ignored():
+  data = pipeline.Prepared(np.ones((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.uint8),
+                           ["a", "b"], np.array([1, 2]), [], [], [])
+  x, y = pipeline.gather(data, np.array([1, -1]))
+  assert (y[0] == 0).all() and (y[1] == 255).all()
+
+
+def test_augment_flip_shift_and_intensity():
+  x = np.tile(np.linspace(0, 1, 8, dtype=np.float32), (2, 6, 1))        # [2, 6, 8]
+  y = np.tile(np.arange(8, dtype=np.uint8), (2, 6, 1))
+  key = jax.random.key(0)
+  xa, ya = pipeline.augment(key, x, y, flip=True, max_shift=2, intensity=False)
+  xa, ya = np.asarray(xa), np.asarray(ya)
+  for b in range(2):
+    known = ya[b] != 255
+    # Labels still equal the (possibly flipped, shifted) column index they came with.
+    assert known.any()
+    cols = np.round(xa[b][known] * 7).astype(int)
+    np.testing.assert_array_equal(ya[b][known], cols)
+  xb, yb = pipeline.augment(key, x, y, flip=False, max_shift=0, intensity=True)
+  np.testing.assert_array_equal(np.asarray(yb), y)
+  assert np.asarray(xb).min() >= 0 and np.asarray(xb).max() <= 1
+  assert not np.allclose(np.asarray(xb), x)
+  # Same key, same result.
+  np.testing.assert_array_equal(xa, np.asarray(pipeline.augment(key, x, y, True, 2, False)[0]))
