@@ -5,10 +5,14 @@
   python main.py --mode=predict --workdir=runs/demo --input=scan.npz --output=out/
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from octseg_jax import xla_setup
 
-from octseg_jax import cli
+xla_setup.apply_cpu_flags()   # before JAX initialises a backend
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from octseg_jax import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -17,6 +21,10 @@ flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, reports.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
 flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image, or folder.")
 flags.DEFINE_string("output", None, "eval/predict/explain: output folder (default: workdir).")
+flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdir config's).")
+flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp"], "explain: method.")
+flags.DEFINE_enum("cam_target", None, ["all", "predicted", "box"], "explain: pixel set M.")
+flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 
 

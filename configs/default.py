@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.early_stopping_patience = 15
   c.train.min_delta = 1e-4
   c.train.compute_dtype = "float32"
+  c.train.checkpoint_every = 1         # epochs between resumable checkpoints
   c.train.num_devices = 0              # 0 = all local devices (data parallel)
   c.train.image_summary_every = 5      # epochs between TensorBoard image summaries
   c.train.topology = False             # eval/predict: enforce anatomical layer order

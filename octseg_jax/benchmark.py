@@ -110,12 +110,12 @@ def measure(config) -> Dict:
   fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
   forward = time_fn(lambda: fwd(variables, x).block_until_ready(), bench.steps, bench.warmup)
 
-  def loss_eval(p, x):
+  def loss_eval(p, x, y):
     return losses.hybrid(model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
                                      train=False), y)
 
   fwd_bwd = jax.jit(jax.grad(loss_eval))
-  fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x)), bench.steps,
+  fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x, y)), bench.steps,
                bench.warmup)
   result = {
       "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,

@@ -61,7 +61,16 @@ def dispatch(flags) -> None:
     predict.run(workdir, _needs(flags.input, "input", mode), _needs(flags.output, "output", mode))
   elif mode == "explain":
     from octseg_jax import explain
-    explain.run(workdir, _needs(flags.input, "input", mode), output, flags.config)
+    box = None
+    if flags.cam_box:
+      try:
+        box = [int(v) for v in flags.cam_box]
+      except ValueError:
+        raise InputError(f"--cam_box={','.join(flags.cam_box)}: expected four integers") from None
+      if len(box) != 4:
+        raise InputError(f"--cam_box: expected row0,col0,row1,col1, got {len(box)} values")
+    explain.run(workdir, _needs(flags.input, "input", mode), output, flags.cam_layers,
+                flags.cam_method, flags.cam_target, box)
 
 
 def run(flags) -> int:

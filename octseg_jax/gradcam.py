@@ -101,14 +101,17 @@ def class_gradients(model, variables, x, layers: Sequence[str], target: str = "a
   grads {layer: [K, B, h, w, C]} with grads[l][c] = d(sum_b Y^c_b)/dA_l; images in a batch do
   not interact in inference mode, so the slice for image b is that image's own gradient)."""
   shapes = activation_shapes(model, variables, x, layers)
-  zeros = {l: jnp.zeros(s.shape, jnp.float32) for l, s in shapes.items()}
+  # At least float32 (bfloat16 activations get float32 gradients); float64 stays float64.
+  dtypes = {l: jnp.promote_types(s.dtype, jnp.float32) for l, s in shapes.items()}
+  zeros = {l: jnp.zeros(s.shape, dtypes[l]) for l, s in shapes.items()}
   f = forward_with_taps(model, variables, x, layers)
   logits, pullback, acts = jax.vjp(f, zeros, has_aux=True)
   weights = score_masks(logits, target, box)                              # [B, H, W, K]
   k = logits.shape[-1]
-  cotangents = weights[None] * jnp.eye(k, dtype=jnp.float32)[:, None, None, None, :]
+  cotangents = (weights[None] * jnp.eye(k, dtype=jnp.float32)[:, None, None, None, :]
+                ).astype(logits.dtype)
   (grads,) = jax.vmap(pullback)(cotangents)                               # {l: [K, B, h, w, C]}
-  return logits, {l: a.astype(jnp.float32) for l, a in acts.items()}, grads
+  return logits, {l: a.astype(dtypes[l]) for l, a in acts.items()}, grads
 
 
 def cam_from_gradients(acts: jax.Array, grads: jax.Array, method: str = "gradcam"):

@@ -8,7 +8,6 @@ from typing import Any, Callable, List
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from octseg_jax import preprocessing, train
 from octseg_jax.checkpoints import restore_best
@@ -52,10 +51,9 @@ def load_trained(workdir: str) -> Trained:
   config = train.load_config(workdir)
   split = read_json(os.path.join(workdir, "split.json"))
   model = create_model(config.model, config.train.compute_dtype)
-  state = jax.eval_shape(lambda: train.create_state(
-      config, model, tuple(split["input_shape"]), jax.random.key(0)))
-  plateau_state = jax.eval_shape(lambda: optax.contrib.reduce_on_plateau().init(jnp.zeros(())))
-  abstract = train.payload_of(state, plateau_state, train.initial_loop())
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1,) + tuple(split["input_shape"])), train=False))
+  abstract = train.inference_payload(variables["params"], variables.get("batch_stats", {}))
   payload, epoch = restore_best(workdir, abstract)
   variables = {"params": payload["params"], "batch_stats": payload["batch_stats"]}
   return Trained(config, model, variables, pipeline.recipe_from_config(config), epoch, workdir,

@@ -30,16 +30,6 @@ def confusion_matrix(labels: jax.Array, preds: jax.Array, num_classes: int) -> j
   return counts[:-1].reshape(num_classes, num_classes).astype(jnp.int32)
 
 
-def soft_intersection(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Sum over labelled pixels of the probability given to the true class (for soft Dice)."""
-  k = logits.shape[-1]
-  valid = valid_mask(labels, k)
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  safe = jnp.where(valid, labels, 0).astype(jnp.int32)
-  p_true = jnp.take_along_axis(probs, safe[..., None], axis=-1)[..., 0]
-  return jnp.sum(jnp.where(valid, p_true, 0.0))
-
-
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
   num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
   with np.errstate(invalid="ignore", divide="ignore"):

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from octseg_jax import losses, metrics
+from octseg_jax import gradcam, losses, metrics
 from octseg_jax.checkpoints import Checkpoints, restore_newest
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
@@ -62,6 +62,11 @@ def payload_of(state: TrainState, plateau_state, loop: Dict) -> Dict:
   return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
           "opt_state": state.opt_state, "plateau": plateau_state,
           "loop": {k: np.asarray(v) for k, v in loop.items()}}
+
+
+def inference_payload(params, batch_stats) -> Dict:
+  """What the best checkpoint holds: only what eval, predict and explain need."""
+  return {"params": params, "batch_stats": batch_stats}
 
 
 def initial_loop() -> Dict:
@@ -203,6 +208,7 @@ def train_and_evaluate(config, workdir: str) -> Dict:
 
   train_step = jax.jit(make_train_step(model, config), donate_argnums=(0,))
   eval_fn = jax.jit(make_eval_step(model))
+  summary_fn = make_summary_fn(model, config)
   from tensorboardX import SummaryWriter   # heavy import, only when training
   writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -249,10 +255,11 @@ def train_and_evaluate(config, workdir: str) -> Dict:
       loop["done"] = np.int32(1)
       print(f"early stopping after epoch {epoch}: no validation improvement in "
             f"{config.train.early_stopping_patience} epochs")
-    payload = payload_of(state, plateau_state, loop)
     if improved:
-      ckpt.save(ckpt.best, epoch, payload)
-    ckpt.save(ckpt.latest, epoch, payload)
+      ckpt.save(ckpt.best, epoch, inference_payload(state.params, state.batch_stats))
+    if (epoch % config.train.checkpoint_every == 0 or loop["done"]
+        or epoch == config.train.num_epochs):
+      ckpt.save(ckpt.latest, epoch, payload_of(state, plateau_state, loop))
 
     seconds = time.time() - start
     epoch_times.append(seconds)
@@ -267,7 +274,7 @@ def train_and_evaluate(config, workdir: str) -> Dict:
     for name, value in zip(CSV_HEADER[1:], row[1:]):
       writer.add_scalar(name, value, epoch)
     if epoch % config.train.image_summary_every == 0 or epoch == 1:
-      _image_summaries(writer, model, variables, val_data, epoch)
+      _image_summaries(writer, summary_fn, variables, val_data, epoch)
     writer.flush()
     remaining = config.train.num_epochs - epoch
     eta = np.mean(epoch_times[-5:]) * remaining
@@ -289,11 +296,26 @@ def _read_best(workdir: str) -> Dict:
     return json.load(f)
 
 
-def _image_summaries(writer, model, variables, data: pipeline.Prepared, epoch: int) -> None:
-  """Input, truth and prediction of the first validation scan, side by side."""
+def make_summary_fn(model, config):
+  """jit: variables, x [1, h, w] -> (logits, {layer: normalised maps [K, 1, h, w]})."""
+  layers = tuple(config.explain.layers)
+
+  def summary(variables, x):
+    out = gradcam.explain_batch(model, variables, x, layers, config.explain.method, "all")
+    return out["logits"], {l: out[l]["norm"] for l in layers}
+
+  return jax.jit(summary)
+
+
+def _image_summaries(writer, summary_fn, variables, data: pipeline.Prepared, epoch: int) -> None:
+  """The first validation scan: input, truth and prediction side by side, and per explained
+  layer the input followed by the K class Grad-CAM maps over it."""
   from octseg_jax import plots
-  logits = model.apply(variables, jnp.asarray(data.x[:1]), train=False)
+  logits, maps = summary_fn(variables, jnp.asarray(data.x[:1]))
   pred = np.asarray(jnp.argmax(logits, -1))[0]
   grey = np.repeat((data.x[0] * 255).astype(np.uint8)[..., None], 3, axis=-1)
   panel = np.concatenate([grey, plots.colorize(data.y[0]), plots.colorize(pred)], axis=1)
   writer.add_image("val/input_truth_prediction", panel, epoch, dataformats="HWC")
+  for layer, m in maps.items():
+    writer.add_image(f"gradcam/{layer}", plots.cam_grid(data.x[0], np.asarray(m[:, 0])), epoch,
+                     dataformats="HWC")

@@ -18,7 +18,7 @@ from octseg_jax.errors import InputError
 from octseg_jax.preprocessing import IGNORE
 
 SOURCES = ("synthetic", "duke", "folder")
-SPLITS = ("subject", "random")
+SPLITS = ("subject", "random", "all")
 
 
 def recipe_from_config(config) -> preprocessing.Recipe:
@@ -55,8 +55,12 @@ def split_indices(subjects: np.ndarray, data_config, seed: int) -> Tuple[np.ndar
   subject: scans of data.val_subjects, or of fold data.fold when the sorted subjects are cut
     into data.num_folds consecutive groups, go to validation; no subject is on both sides.
   random: a data.val_fraction share of scans chosen at random (the paper's split).
+  all: every scan trains and the "validation" set is the training set itself (for a final
+    model on all data; its validation numbers measure fit, not generalisation).
   """
   n = len(subjects)
+  if data_config.split == "all":
+    return np.arange(n), np.arange(n)
   if data_config.split == "random":
     perm = np.random.default_rng([seed, 1]).permutation(n)
     n_val = max(1, int(round(data_config.val_fraction * n)))

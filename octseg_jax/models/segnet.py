@@ -74,4 +74,5 @@ class SegNet(nn.Module):
         width = self.widths[i] if j < self.convs_per_block - 1 else out_width
         x = ConvBlock(width, self.use_batchnorm, self.dtype, name=f"dec{i}_conv{j}")(x, train)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(x)
-    return logits.astype(jnp.float32)
+    # Loss and softmax in at least float32, also under bfloat16 compute.
+    return logits.astype(jnp.promote_types(self.dtype, jnp.float32))

@@ -1,0 +1,188 @@
+"""Runs the Duke experiments of docs/results.md and collects their numbers.
+
+  python scripts/run_experiments.py --plan=gpu --out=runs/experiments --duke_dir=DIR
+
+Each experiment trains in OUT/runs/NAME/foldK, then scores the best checkpoint on its
+validation subjects at native resolution (--mode=eval), and appends to OUT/results.json. Runs
+are started in priority order until --budget_s is spent; a run that would start later is
+recorded as skipped. Plans: 'gpu' (everything, for one GPU session) and 'cpu' (one fold of
+configs/duke_cpu.py).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from octseg_jax import xla_setup  # noqa: E402
+
+xla_setup.apply_cpu_flags()
+
+from configs import duke_cpu, duke_gpu, segnet  # noqa: E402
+from octseg_jax import benchmark, cli, evaluate, explain, train  # noqa: E402
+from octseg_jax.io_utils import write_json  # noqa: E402
+
+ABLATIONS = {                                  # name: overrides of configs/duke_gpu.py
+    "transpose_upsampling": {"model.upsample": "transpose"},
+    "skip_concat": {"model.skip": True},
+    "ce_only": {"loss.dice_weight": 0.0},
+    "resize_256": {"data.recipe.band_height": 216, "data.recipe.resize_to": (256, 256)},
+}
+
+
+SMOKE = {}   # --smoke: tiny models, one epoch, to check the plan end to end on a CPU
+
+
+def configure(module, duke_dir, overrides):
+  c = module.get_config()
+  c.data.duke_dir = duke_dir
+  for key, value in {**overrides, **SMOKE}.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def short(metrics_json):
+  """The numbers results.json keeps from an eval's metrics.json."""
+  raw, fix = metrics_json["raw"], metrics_json["topology"]
+  return {
+      "accuracy": raw["paper"]["accuracy"], "global_dice_soft": raw["paper"]["global_dice_soft"],
+      "global_iou_soft": raw["paper"]["global_iou_soft"], "class_iou": raw["paper"]["class_iou"],
+      "class_accuracy": raw["paper"]["class_accuracy"],
+      "layer_dice": raw["literature"]["layer_dice"],
+      "mean_layer_dice": raw["literature"]["mean_layer_dice"],
+      "boundary_mae_um": raw["geometry"]["mae_um"],
+      "boundary_mae_um_subpixel": raw["geometry_subpixel"]["mae_um"],
+      "thickness_mae_um": raw["geometry"]["thickness_mae_um"],
+      "topology": {"mean_layer_dice": fix["literature"]["mean_layer_dice"],
+                   "layer_dice": fix["literature"]["layer_dice"],
+                   "accuracy": fix["paper"]["accuracy"],
+                   "boundary_mae_um": fix["geometry"]["mae_um"],
+                   "columns_fixed": fix["columns_fixed"], "columns_total": fix["columns_total"]},
+  }
+
+
+class Runner:
+  def __init__(self, out, budget_s):
+    self.out, self.budget_s, self.start = out, budget_s, time.time()
+    self.results_path = os.path.join(out, "results.json")
+    self.results = {}
+    if os.path.exists(self.results_path):
+      with open(self.results_path) as f:
+        self.results = json.load(f)
+
+  def left(self):
+    return self.budget_s - (time.time() - self.start)
+
+  def save(self):
+    write_json(self.results_path, self.results)
+
+  def train_eval(self, name, key, config, min_left_s):
+    entry = self.results.setdefault(name, {})
+    if key in entry and "error" not in entry[key] and "skipped" not in entry[key]:
+      return entry[key]
+    if self.left() < min_left_s:
+      entry[key] = {"skipped": f"budget: {self.left():.0f} s left, needs ~{min_left_s} s"}
+      self.save()
+      return None
+    workdir = os.path.join(self.out, "runs", name, key)
+    t = time.time()
+    try:
+      best = train.train_and_evaluate(config, workdir)
+      train_s = time.time() - t
+      metrics = evaluate.run(workdir, None, workdir)
+      with open(os.path.join(workdir, "log.csv")) as f:
+        epochs = len(f.readlines()) - 1
+      entry[key] = {"best_epoch": best.get("epoch"), "epochs": epochs, "train_s": train_s,
+                    "best_val_loss": best.get("loss"), "native": short(metrics),
+                    "model_resolution_val": {"accuracy": best["paper"]["accuracy"],
+                                             "global_dice_soft": best["paper"]["global_dice_soft"],
+                                             "mean_layer_dice": best["literature"]["mean_layer_dice"]},
+                    "val_subjects": metrics.get("data")}
+    except Exception as e:  # keep going: one failed run must not lose the others
+      entry[key] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+    print(f"[{time.time() - self.start:.0f}s] {name}/{key}: "
+          f"{json.dumps(entry[key])[:300]}", flush=True)
+    self.save()
+    return entry[key]
+
+
+def folds(runner, name, module, duke_dir, overrides, min_left_s, fold_list=range(4)):
+  for f in fold_list:
+    cfg = configure(module, duke_dir, {**overrides, "data.split": "subject", "data.fold": f})
+    runner.train_eval(name, f"fold{f}", cfg, min_left_s)
+
+
+def plan_gpu(runner, duke_dir):
+  bench_dir = os.path.join(runner.out, "benchmark")
+  for tag, module, dtype in (("paper_fp32", segnet, "float32"), ("paper_bf16", segnet, "bfloat16"),
+                             ("duke_gpu_fp32", duke_gpu, "float32")):
+    path = os.path.join(bench_dir, tag)
+    if not os.path.exists(os.path.join(path, "benchmark.json")):
+      cfg = configure(module, duke_dir, {"train.compute_dtype": dtype, "benchmark.steps": 10,
+                                         "benchmark.warmup": 3})
+      try:
+        benchmark.run(cfg, path)
+      except Exception as e:
+        print(f"benchmark {tag} failed: {e}", flush=True)
+  # Paper protocol: random 80/20 split of B-scans, paper preprocessing and model, 100 epochs.
+  paper = configure(segnet, duke_dir, {"train.checkpoint_every": 25})
+  runner.train_eval("paper_protocol", "random_split", paper, 60)
+  bf16 = configure(segnet, duke_dir, {"train.checkpoint_every": 25,
+                                      "train.compute_dtype": "bfloat16"})
+  runner.train_eval("paper_protocol_bf16", "random_split", bf16, 60)
+  paper_dir = os.path.join(runner.out, "runs", "paper_protocol", "random_split")
+  if os.path.isdir(os.path.join(paper_dir, "best")):
+    try:
+      explain.run(paper_dir, os.path.join(duke_dir, "subject_01.npz"),
+                  os.path.join(runner.out, "explain_paper"))
+    except Exception as e:
+      print(f"explain failed: {e}", flush=True)
+  # Literature protocol: 4-fold subject-wise CV of our configuration.
+  folds(runner, "duke_gpu", duke_gpu, duke_dir, {}, 40)
+  # Pretrained model on all subjects for the median best epoch of the folds.
+  cv = [v.get("best_epoch") for v in runner.results.get("duke_gpu", {}).values()
+        if isinstance(v, dict) and v.get("best_epoch")]
+  epochs = int(statistics.median(cv)) if cv else 40
+  final = configure(duke_gpu, duke_dir, {"data.split": "all", "train.num_epochs": epochs,
+                                         "train.early_stopping_patience": 1000,
+                                         "train.plateau_patience": 1000})
+  runner.train_eval("pretrained_all_subjects", "all", final, 30)
+  # Ablations: fold 0 of each first, then the remaining folds while the budget lasts.
+  for f in range(4):
+    for name, overrides in ABLATIONS.items():
+      folds(runner, name, duke_gpu, duke_dir, overrides, 40, [f])
+
+
+def plan_cpu(runner, duke_dir):
+  folds(runner, "duke_cpu", duke_cpu, duke_dir, {}, 0, [0])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--plan", choices=("gpu", "cpu"), default="gpu")
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--duke_dir", default="../shared/data/duke_dme_chiu2015")
+  parser.add_argument("--budget_s", type=float, default=480)
+  parser.add_argument("--smoke", action="store_true")
+  args = parser.parse_args()
+  if args.smoke:
+    SMOKE.update({"model.widths": (4, 8), "train.num_epochs": 1, "benchmark.steps": 1,
+                  "benchmark.warmup": 0, "train.batch_size": 4, "train.eval_batch_size": 4})
+  cli.enable_compilation_cache(os.path.join(os.path.abspath(args.out), "xla_cache"))
+  os.makedirs(args.out, exist_ok=True)
+  runner = Runner(args.out, args.budget_s)
+  {"gpu": plan_gpu, "cpu": plan_cpu}[args.plan](runner, os.path.abspath(args.duke_dir))
+  print(f"done in {time.time() - runner.start:.0f} s; results in {runner.results_path}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,105 @@
+import numpy as np
+
+from octseg_jax import layers_geometry as geom
+
+
+def _column_map(bounds, height):
+  """Label map [H, W] from integer boundaries [8, W] (layer k in rows [b_k, b_k+1))."""
+  rows = np.arange(height)[:, None]
+  m = np.zeros((height, bounds.shape[1]), np.uint8)
+  for k in range(7):
+    m[(rows >= bounds[k]) & (rows < bounds[k + 1])] = k + 1
+  return m
+
+
+B = np.array([[10, 11, 12], [13, 13, 15], [17, 18, 18], [20, 20, 22], [22, 24, 24],
+              [30, 31, 33], [33, 34, 35], [36, 38, 40]])   # [8, 3]; column 0 has NFL/GCL... etc
+
+
+def test_exact_boundaries_and_thickness_um():
+  m = _column_map(B, 50)
+  np.testing.assert_array_equal(geom.boundaries_from_labels(m), B)
+  t = geom.thickness_um(geom.boundaries_from_labels(m), 3.87)
+  np.testing.assert_allclose(t, np.diff(B, axis=0) * 3.87)
+  g = geom.scan_geometry(m[None], 2.0)
+  np.testing.assert_allclose(g["mean_thickness_um"][0], np.diff(B, axis=0).mean(axis=1) * 2.0)
+
+
+def test_zero_thickness_layer_and_one_hot_probs_agree():
+  b = B.copy()
+  b[2, 1] = b[3, 1] = 20           # INL absent in column 1 (as at the fovea)
+  b[1, 1] = 20
+  m = _column_map(b, 50)
+  np.testing.assert_array_equal(geom.boundaries_from_labels(m), b)
+  probs = (m[..., None] == np.arange(8)).astype(float)
+  np.testing.assert_allclose(geom.boundaries_from_probs(probs), b)
+
+
+def test_subpixel_boundary_from_soft_probabilities():
+  # A column whose ILM row is half background, half NFL: the ILM moves up by half a pixel.
+  m = _column_map(B[:, :1], 50)
+  probs = (m[..., None] == np.arange(8)).astype(float)
+  probs[B[0, 0] - 1, 0] = [0.5, 0.5, 0, 0, 0, 0, 0, 0]
+  got = geom.boundaries_from_probs(probs)[:, 0]
+  assert got[0] == B[0, 0] - 0.5 and got[1] == B[1, 0]   # NFL thicker by 0.5, rest unchanged
+
+
+def test_boundary_error_zero_and_signed_shift():
+  m = _column_map(B, 50)
+  true = geom.boundaries_from_labels(m)
+  e = geom.boundary_error(true, true, 3.87)
+  np.testing.assert_array_equal(e["mae_px"], 0)
+  shifted = geom.boundaries_from_labels(np.roll(m, 2, axis=0))   # everything 2 rows deeper
+  e = geom.boundary_error(shifted, true, 3.87)
+  np.testing.assert_allclose(e["signed_px"], 2.0)
+  np.testing.assert_allclose(e["mae_um"], 2 * 3.87)
+  np.testing.assert_array_equal(e["columns"], 3)
+
+
+def test_unlabelled_columns_and_unknown_boundaries_are_skipped():
+  m = _column_map(B, 50)
+  m[:, 2] = 255                    # column 2 unlabelled
+  m[12:14, 0] = 255                # fluid across the NFL/GCL boundary (row 13) in column 0
+  true = geom.boundaries_from_labels(m)
+  assert np.isnan(true[:, 2]).all()
+  assert np.isnan(true[1, 0]) and np.isfinite(true[0, 0]) and np.isfinite(true[2, 0])
+  pred = geom.boundaries_from_labels(_column_map(B, 50))
+  e = geom.boundary_error(pred + 1, true, 1.0)
+  np.testing.assert_array_equal(e["columns"], [2, 1, 2, 2, 2, 2, 2, 2])
+  np.testing.assert_allclose(e["mae_px"], 1.0)
+
+
+def test_topology_fix_on_hand_made_broken_columns():
+  m = _column_map(B, 50)
+  broken = m.copy()
+  broken[5, 0] = 3                 # a stray INL pixel in the vitreous
+  broken[25, 1] = 1                # an NFL pixel inside the ONL
+  broken[14, 2] = 7                # RPE above the GCL
+  assert geom.column_is_ordered(m).all()
+  np.testing.assert_array_equal(geom.column_is_ordered(broken), [False, False, False])
+  # Confident probabilities that follow the broken map, slightly less sure on stray pixels.
+  probs = np.full(broken.shape + (8,), 0.01)
+  np.put_along_axis(probs, broken[..., None].astype(int), 0.9, axis=-1)
+  for r, c in ((5, 0), (25, 1), (14, 2)):
+    probs[r, c, m[r, c]] = 0.5
+  fixed, changed = geom.enforce_topology(np.log(probs))
+  np.testing.assert_array_equal(changed, [True, True, True])
+  np.testing.assert_array_equal(fixed, m)          # the MAP valid labelling is the clean map
+  assert geom.column_is_ordered(fixed).all()
+
+
+def test_topology_is_map_among_valid_labellings_brute_force():
+  # One column of 5 rows and 3 layers' worth of classes: enumerate all valid labellings.
+  rng = np.random.default_rng(0)
+  h = 5
+  logp = np.log(rng.dirichlet(np.ones(8), size=(h, 1)))
+  fixed, _ = geom.enforce_topology(logp)
+  best, best_label = -np.inf, None
+  import itertools
+  # Valid labellings: non-decreasing state sequences over states 0..8 (8 = bottom background).
+  for states in itertools.combinations_with_replacement(range(9), h):
+    labels = np.array([0 if s == 8 else s for s in states])
+    score = logp[np.arange(h), 0, labels].sum()
+    if score > best:
+      best, best_label = score, labels
+  np.testing.assert_array_equal(fixed[:, 0], best_label)

@@ -1,0 +1,142 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from octseg_jax import gradcam
+from octseg_jax.models.segnet import SegNet
+
+LAYERS = ("dec0_conv1", "head")
+
+
+@pytest.fixture(scope="module")
+def model_and_vars():
+  model = SegNet(widths=(4, 8), num_classes=8)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 16)).astype(np.float32))
+  variables = model.init(jax.random.key(0), x, train=False)
+  # One training-mode pass so batch_stats are not the initial zeros/ones.
+  _, upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = {"params": variables["params"], "batch_stats": upd["batch_stats"]}
+  return model, variables, x
+
+
+def test_alpha_equals_head_weights_for_the_layer_feeding_the_linear_head(model_and_vars):
+  model, v, x = model_and_vars
+  logits, acts, grads = gradcam.class_gradients(model, v, x, LAYERS, "all")
+  w = np.asarray(v["params"]["head"]["kernel"])[0, 0]           # [C, K]
+  _, alpha = gradcam.cam_from_gradients(acts["dec0_conv1"], grads["dec0_conv1"], "gradcam")
+  for b in range(2):
+    # Y^c = sum_ij (A_ij . W[:, c] + bias_c): dY^c/dA_ijk = W[k, c] at every pixel.
+    np.testing.assert_allclose(np.asarray(alpha)[:, b, :], w.T, rtol=1e-6)
+  # At the head itself, dY^c/dA^k = 1 if k == c: alpha is the identity.
+  _, alpha_head = gradcam.cam_from_gradients(acts["head"], grads["head"], "gradcam")
+  np.testing.assert_allclose(np.asarray(alpha_head)[:, 0, :], np.eye(8), atol=1e-7)
+
+
+def test_vmapped_pullback_equals_separate_grads(model_and_vars):
+  model, v, x = model_and_vars
+  _, _, grads = gradcam.class_gradients(model, v, x, ("dec1_conv0",), "predicted")
+  shapes = gradcam.activation_shapes(model, v, x, ("dec1_conv0",))
+  f = gradcam.forward_with_taps(model, v, x, ("dec1_conv0",))
+  zeros = {l: jnp.zeros(s.shape) for l, s in shapes.items()}
+  logits = f(zeros)[0]
+  weights = gradcam.score_masks(logits, "predicted")
+  for c in range(8):
+    g = jax.grad(lambda p: jnp.sum(f(p)[0][..., c] * weights[..., c]))(zeros)
+    np.testing.assert_allclose(grads["dec1_conv0"][c], g["dec1_conv0"], rtol=1e-5, atol=1e-6)
+
+
+def test_central_finite_differences_float64():
+  with jax.enable_x64(True):
+    model = SegNet(widths=(4, 8), num_classes=8, dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(1).uniform(size=(1, 16, 16)))
+    v = model.init(jax.random.key(0), x, train=False)
+    # Random BatchNorm shifts: at init they are 0, and with unpooling's zeros some ReLU
+    # inputs are then exactly 0, a kink where a finite difference sees a one-sided slope.
+    leaves, tree = jax.tree.flatten(v)
+    noise = np.random.default_rng(2)
+    v = jax.tree.unflatten(tree, [jnp.asarray(np.asarray(a, np.float64)
+                                              + 0.1 * noise.normal(size=a.shape)) for a in leaves])
+    v = {"params": v["params"], "batch_stats": jax.tree.map(jnp.abs, v["batch_stats"])}
+    layer = "dec1_conv1"
+    _, _, grads = gradcam.class_gradients(model, v, x, (layer,), "all")
+    shapes = gradcam.activation_shapes(model, v, x, (layer,))
+    f = gradcam.forward_with_taps(model, v, x, (layer,))
+    eps = 1e-6
+    for c, idx in ((2, (0, 3, 5, 1)), (5, (0, 7, 0, 3)), (0, (0, 1, 6, 2))):
+      e = jnp.zeros(shapes[layer].shape, jnp.float64).at[idx].set(eps)
+      up = jnp.sum(f({layer: e})[0][..., c])
+      down = jnp.sum(f({layer: -e})[0][..., c])
+      np.testing.assert_allclose(grads[layer][c][idx], (up - down) / (2 * eps), rtol=1e-6)
+
+
+def test_maps_shapes_nonnegative_and_jit_equals_eager(model_and_vars):
+  model, v, x = model_and_vars
+  for method in gradcam.METHODS:
+    eager = gradcam.explain_batch(model, v, x, LAYERS, method, "all")
+    jitted = jax.jit(lambda v, x: gradcam.explain_batch(model, v, x, LAYERS, method, "all"))(v, x)
+    for l in LAYERS:
+      raw = np.asarray(eager[l]["raw"])
+      assert raw.shape == (8, 2, 16, 16) and (raw >= 0).all()
+      norm = np.asarray(eager[l]["norm"])
+      assert norm.max() <= 1.0 + 1e-6 and norm.min() >= 0
+      peaks = norm.reshape(16, -1).max(axis=1)
+      assert np.all((np.abs(peaks - 1) < 1e-6) | (peaks == 0))
+      np.testing.assert_allclose(raw, np.asarray(jitted[l]["raw"]), rtol=1e-5, atol=1e-6)
+
+
+def test_box_target_gives_zero_gradient_outside_the_box(model_and_vars):
+  model, v, x = model_and_vars
+  box = (4, 2, 9, 12)
+  _, _, grads = gradcam.class_gradients(model, v, x, ("head",), "box", box)
+  g = np.asarray(grads["head"])                                  # [K, B, H, W, K]
+  inside = np.zeros((16, 16), bool)
+  inside[4:9, 2:12] = True
+  for c in range(8):
+    assert (g[c][:, ~inside] == 0).all()
+    np.testing.assert_array_equal(g[c][:, inside][..., c], 1.0)
+
+
+def test_deletion_orders_a_faithful_map_ahead_of_random():
+  rng = np.random.default_rng(0)
+  image = jnp.asarray(rng.uniform(0.0, 0.2, size=(12, 12)))
+  region = np.zeros((12, 12), bool)
+  region[3:7, 2:9] = True
+  image = jnp.where(region, 1.0, image)
+  fractions = jnp.linspace(0, 1, 11)
+  # A toy class score: mean brightness of the region (positive, falls when it is deleted).
+  score = lambda imgs: jnp.mean(imgs[:, region], axis=1) + 0.01
+  faithful = jnp.asarray(region, jnp.float32) + 0.001 * jnp.asarray(rng.uniform(size=(12, 12)))
+  random = jnp.asarray(rng.uniform(size=(12, 12)))
+  fill = jnp.float32(0.0)
+  area_f = gradcam.curve_area(fractions, score(gradcam.deletion_images(image, faithful, fractions, fill)))
+  area_r = gradcam.curve_area(fractions, score(gradcam.deletion_images(image, random, fractions, fill)))
+  assert float(area_f) < 0.3 < float(area_r)
+  imgs = gradcam.deletion_images(image, faithful, fractions, fill)
+  np.testing.assert_array_equal(imgs[0], image)
+  assert (np.asarray(imgs[-1]) == 0).all()
+  assert int((np.asarray(imgs[3]) == 0).sum()) == round(0.3 * 144)
+
+
+def test_explaining_changes_no_variable_and_uses_running_averages(model_and_vars):
+  model, v, x = model_and_vars
+  before = jax.tree.map(np.array, v)
+  out = gradcam.explain_batch(model, v, x, LAYERS, "gradcampp", "predicted")
+  jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, v))
+  np.testing.assert_allclose(out["logits"], model.apply(v, x, train=False), rtol=1e-6)
+
+
+def test_localisation_shares():
+  raw = jnp.zeros((2, 4, 4)).at[0, :2].set(1.0).at[1, :, :1].set(1.0)
+  regions = jnp.zeros((4, 4), jnp.int32).at[2:].set(1)
+  mass, area = gradcam.localisation(raw, regions, jnp.ones((4, 4), bool))
+  np.testing.assert_allclose(mass, [1.0, 0.5])
+  np.testing.assert_allclose(area, [0.5, 0.5])
+
+
+def test_unknown_layer_and_method_raise(model_and_vars):
+  model, v, x = model_and_vars
+  with pytest.raises(ValueError, match="unknown layer"):
+    gradcam.class_gradients(model, v, x, ("dec9_conv0",))
+  with pytest.raises(ValueError, match="unknown CAM method"):
+    gradcam.cam_from_gradients(jnp.zeros((1, 2, 2, 3)), jnp.zeros((8, 1, 2, 2, 3)), "scorecam")

@@ -1,0 +1,85 @@
+"""eval, predict, explain and benchmark on the shared tiny trained workdir."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from octseg_jax import evaluate, explain, predict
+from octseg_jax.data import synthetic
+from octseg_jax.io_utils import write_npz, write_png
+from tests.conftest import tiny_config
+
+
+def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  result = evaluate.run(workdir, None, str(tmp_path))
+  with open(tmp_path / "metrics.json") as f:
+    saved = json.load(f)
+  # The validation split is subject 3 of the tiny phantom: scans 8..11, 96 x 64 each.
+  s = synthetic.generate(12, 96, 64, seed=0, scans_per_subject=4)
+  assert saved["scans"] == 4 and saved["raw"]["pixels"] == 4 * 96 * 64
+  assert result["raw"]["pixels"] == int((s.masks[8:] != 255).sum())
+  for protocol in ("paper", "literature"):
+    assert protocol in saved["raw"]
+  assert 0 <= saved["raw"]["paper"]["accuracy"] <= 1
+  assert len(saved["raw"]["geometry"]["mae_um"]) == 8
+  md = (tmp_path / "metrics.md").read_text()
+  assert "| 1 | NFL |" in md and "mean layer Dice" in md
+
+
+def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  s = synthetic.generate(3, 100, 70, seed=9)        # another size than training (96 x 64)
+  write_npz(str(tmp_path / "in" / "scans.npz"), images=s.images[:2], masks=s.masks[:2])
+  write_png(str(tmp_path / "in" / "one.png"), s.images[2])
+  out = tmp_path / "out"
+  predict.run(workdir, str(tmp_path / "in"), str(out))
+  with np.load(out / "scans.npz") as d:
+    assert d["pred"].shape == (2, 100, 70) and d["pred"].dtype == np.uint8
+    assert d["pred"].max() <= 7
+    assert d["boundaries"].shape == (2, 8, 70) and d["thickness_um"].shape == (2, 7, 70)
+    from octseg_jax import layers_geometry as geom
+    assert geom.column_is_ordered(d["pred_ordered"]).all()
+  with np.load(out / "one.npz") as d:
+    assert d["pred"].shape == (1, 100, 70)
+  with open(out / "scans_thickness.csv") as f:
+    rows = list(csv.reader(f))
+  assert rows[0][:3] == ["scan", "column", "NFL_um"] and len(rows) == 1 + 2 * 70
+  for name in ("scans_000_overlay.png", "scans_001_thickness.png", "one_overlay.png"):
+    assert (out / name).stat().st_size > 1000
+
+
+def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  s = synthetic.generate(2, 96, 64, seed=4)
+  write_npz(str(tmp_path / "scan.npz"), images=s.images, masks=s.masks)
+  result = explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
+                       method="hirescam", target="predicted")
+  out = tmp_path / "out"
+  with np.load(out / "scan_000_cam.npz") as d:
+    assert d["head_raw"].shape == (8,) + d["x"].shape and (d["head_raw"] >= 0).all()
+  stats = json.loads((out / "cam_stats.json").read_text())
+  assert stats["settings"]["region"] == "ground truth" and stats["settings"]["scans"] == 2
+  for layer in ("dec0_conv1", "head"):
+    m = stats["mean"][layer]
+    assert len(m["alpha_mean"]) == 8 and len(m["deletion_area"]) == 8
+  assert "| 3 | INL |" in (out / "cam_stats.md").read_text()
+  assert (out / "scan_001_cam.png").stat().st_size > 1000
+
+
+def test_explain_box_maps_scan_pixels_to_model_pixels():
+  from octseg_jax.preprocessing import Placement
+  place = Placement(top=100, band_rows=200, width=500, height=496, model_rows=256, model_cols=256)
+  assert explain.model_box((150, 0, 250, 250), place) == (64, 0, 192, 128)
+
+
+def test_benchmark_smoke(tmp_path):
+  from octseg_jax import benchmark
+  result = benchmark.run(tiny_config(), str(tmp_path))
+  saved = json.loads((tmp_path / "benchmark.json").read_text())
+  assert saved["batch"] == 4 and saved["input_shape"] == [48, 64]
+  assert saved["train_step"]["median_s"] > 0 and saved["flops_per_step"] > 0
+  assert result["explain_ratio_to_forward_backward"] > 0

@@ -1,0 +1,90 @@
+import csv
+import glob
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+import pytest
+
+from octseg_jax import losses, train
+from octseg_jax.data import pipeline
+from octseg_jax.models import create_model
+from tests.conftest import tiny_config
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "log.csv")) as f:
+    return list(csv.DictReader(f))
+
+
+def test_training_smoke_loss_falls_and_files_exist(trained_workdir):
+  workdir, summary = trained_workdir
+  rows = _rows(workdir)
+  assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+  assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+  assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+  for name in ("config.json", "split.json", "best_val_metrics.json"):
+    assert os.path.exists(os.path.join(workdir, name))
+  assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
+  assert os.listdir(os.path.join(workdir, "best")) == [str(summary["epoch"])]
+  with open(os.path.join(workdir, "split.json")) as f:
+    split = json.load(f)
+  assert split["val"]["subjects"] == [3] and 3 not in split["train"]["subjects"]
+  # Validation loss of the best epoch is the minimum of the log.
+  assert summary["loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows))
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(trained_workdir, tmp_path):
+  reference, _ = trained_workdir
+  workdir = str(tmp_path / "resumed")
+  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir)
+  assert len(_rows(workdir)) == 2
+  train.train_and_evaluate(tiny_config(), workdir)    # same command, 3 epochs: resumes at 3
+  a, b = _rows(reference), _rows(workdir)
+  assert len(b) == 3
+  for key in ("train_loss", "val_loss", "val_accuracy", "val_mean_layer_dice"):
+    np.testing.assert_allclose([float(r[key]) for r in b], [float(r[key]) for r in a],
+                               rtol=1e-6, err_msg=key)
+
+
+def test_sharded_step_equals_unsharded():
+  assert jax.device_count() >= 2, "conftest asks for two host devices"
+  config = tiny_config()
+  model = create_model(config.model)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(4, 48, 64)).astype(np.float32)
+  y = rng.integers(0, 8, size=(4, 48, 64)).astype(np.uint8)
+  key = jax.random.key(3)
+  results = []
+  for n in (1, 2):
+    mesh = train.make_mesh(n)
+    state = train.create_state(config, model, (48, 64), jax.random.key(0))
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    data = NamedSharding(mesh, P("data"))
+    step = jax.jit(train.make_train_step(model, config))
+    new_state, loss = step(state, jax.device_put(x, data), jax.device_put(y, data), key)
+    results.append((float(loss), jax.device_get(new_state.params)))
+  np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               results[0][1], results[1][1])
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+  workdir = str(tmp_path / "nan")
+  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 1}), workdir)
+  monkeypatch.setattr(losses, "hybrid", lambda *a, **k: jnp.float32(jnp.nan))
+  with pytest.raises(train.TrainingDiverged, match=r"epoch 2, step 1.*epoch 1"):
+    train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir)
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
+  assert len(_rows(workdir)) == 1
+
+
+def test_split_all_trains_and_validates_on_everything():
+  config = tiny_config(**{"data.split": "all"})
+  train_data, val_data, record = pipeline.build(config)
+  assert len(train_data) == len(val_data) == 12
+  assert record["train"]["names"] == record["val"]["names"]
