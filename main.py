@@ -5,6 +5,8 @@
   python main.py --mode=predict --workdir=runs/demo --input=scan.npz --output=out/
 """
 
+import sys
+
 from octseg_jax import xla_setup
 
 xla_setup.apply_cpu_flags()   # before JAX initialises a backend
@@ -28,10 +30,32 @@ flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels 
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 
 
+def _fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl flag parsing with config-override errors (a field that does not exist, a value of
+  the wrong type) reported in one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if "--debug" in argv:
+      raise
+    # ml_collections puts a repr in the message: undo its escaped quotes and newlines.
+    text = str(e.args[0] if e.args else e).replace("\\'", "'").replace("\\n", " ")
+    if len(text) > 1 and text[0] == text[-1] == "'":
+      text = text[1:-1]
+    _fail("config override: no field " + " ".join(text.split()))
+
+
 def main(argv):
   del argv
   return cli.run(FLAGS)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

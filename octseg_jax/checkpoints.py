@@ -5,6 +5,7 @@ Restoring falls back from a damaged latest checkpoint to the newest one that rea
 """
 
 import os
+import shutil
 from typing import Any, Optional, Tuple
 
 from absl import logging
@@ -40,20 +41,36 @@ class Checkpoints:
     self.best.close()
 
 
-def restore_newest(manager: ocp.CheckpointManager, abstract: Any) -> Tuple[Optional[Any], int]:
+def restore_newest(manager: ocp.CheckpointManager, abstract: Any,
+                   quarantine: Optional[str] = None) -> Tuple[Optional[Any], int]:
   """(payload, epoch) of the newest checkpoint that restores, or (None, 0) if there is none.
 
-  A checkpoint that fails to read (truncated, damaged) is reported and skipped.
+  A checkpoint that fails to read (truncated, damaged) is reported and skipped; with
+  `quarantine` (a folder) it is moved there, so that the epoch can be saved again.
   """
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
     except Exception as e:  # orbax raises many types for damaged files.
-      logging.warning("checkpoint %s/%d is damaged (%s: %s); trying an older one",
-                      manager.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+      first_line = (str(e).splitlines() or [""])[0][:200]
+      logging.warning("checkpoint %s/%d is damaged (%s: %s)", manager.directory, step,
+                      type(e).__name__, first_line)
       print(f"warning: checkpoint {manager.directory}/{step} could not be read "
             f"({type(e).__name__}); falling back to an older one")
+      if quarantine:
+        os.makedirs(quarantine, exist_ok=True)
+        shutil.move(os.path.join(str(manager.directory), str(step)),
+                    os.path.join(quarantine, f"{os.path.basename(str(manager.directory))}_{step}"))
+        manager.reload()
   return None, 0
+
+
+def drop_after(manager: ocp.CheckpointManager, epoch: int) -> None:
+  """Deletes checkpoints of epochs after `epoch`: after resuming there, those epochs run again
+  and are saved anew."""
+  for step in manager.all_steps():
+    if step > epoch:
+      manager.delete(step)
 
 
 def restore_best(workdir: str, abstract: Any) -> Tuple[Any, int]:

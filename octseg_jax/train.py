@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from octseg_jax import gradcam, losses, metrics
-from octseg_jax.checkpoints import Checkpoints, restore_newest
+from octseg_jax.checkpoints import Checkpoints, drop_after, restore_newest
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_csv, write_json, write_text
@@ -196,7 +196,10 @@ def train_and_evaluate(config, workdir: str) -> Dict:
   loop = initial_loop()
 
   ckpt = Checkpoints(workdir)
-  restored, last_epoch = restore_newest(ckpt.latest, payload_of(state, plateau_state, loop))
+  restored, last_epoch = restore_newest(ckpt.latest, payload_of(state, plateau_state, loop),
+                                        quarantine=os.path.join(workdir, "damaged_checkpoints"))
+  drop_after(ckpt.latest, last_epoch)
+  drop_after(ckpt.best, last_epoch)
   if restored is not None:
     state = state.replace(step=restored["step"], params=restored["params"],
                           batch_stats=restored["batch_stats"], opt_state=restored["opt_state"])
@@ -212,79 +215,80 @@ def train_and_evaluate(config, workdir: str) -> Dict:
   from tensorboardX import SummaryWriter   # heavy import, only when training
   writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-  epoch_times = []
-  best_summary = _read_best(workdir) if restored is not None else {}
-  while not int(loop["done"]) and int(loop["epoch"]) < config.train.num_epochs:
-    epoch = int(loop["epoch"]) + 1
-    start = time.time()
-    step_losses = []
-    batches = pipeline.epoch_batches(len(train_data), config.train.batch_size, config.seed,
-                                     epoch, shuffle=True)
-    epoch_key = jax.random.fold_in(aug_key, epoch)
-    for step, idx in enumerate(batches):
-      x, y = pipeline.gather(train_data, idx)
-      state, loss = train_step(state, jax.device_put(x, data_sharding),
-                               jax.device_put(y, data_sharding),
-                               jax.random.fold_in(epoch_key, step))
-      step_losses.append(loss)
-    step_losses = np.asarray(jax.device_get(jnp.stack(step_losses)))
-    bad = np.nonzero(~np.isfinite(step_losses))[0]
-    if bad.size:
-      ckpt.wait()
-      raise TrainingDiverged(
-          f"training diverged: loss is {step_losses[bad[0]]} at epoch {epoch}, step "
-          f"{bad[0] + 1}; the last good checkpoint (epoch {int(loop['epoch'])}) is kept in "
-          f"{os.path.join(workdir, 'checkpoints')}")
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    sums = evaluate(eval_fn, variables, val_data, config.train.eval_batch_size, data_sharding)
-    val = split_metrics(sums, config)
-    lr = float(state.opt_state.hyperparams["learning_rate"])
+  try:
+    epoch_times = []
+    best_summary = _read_best(workdir) if restored is not None else {}
+    while not int(loop["done"]) and int(loop["epoch"]) < config.train.num_epochs:
+      epoch = int(loop["epoch"]) + 1
+      start = time.time()
+      step_losses = []
+      batches = pipeline.epoch_batches(len(train_data), config.train.batch_size, config.seed,
+                                       epoch, shuffle=True)
+      epoch_key = jax.random.fold_in(aug_key, epoch)
+      for step, idx in enumerate(batches):
+        x, y = pipeline.gather(train_data, idx)
+        state, loss = train_step(state, jax.device_put(x, data_sharding),
+                                 jax.device_put(y, data_sharding),
+                                 jax.random.fold_in(epoch_key, step))
+        step_losses.append(loss)
+      step_losses = np.asarray(jax.device_get(jnp.stack(step_losses)))
+      bad = np.nonzero(~np.isfinite(step_losses))[0]
+      if bad.size:
+        raise TrainingDiverged(
+            f"training diverged: loss is {step_losses[bad[0]]} at epoch {epoch}, step "
+            f"{bad[0] + 1}; the last good checkpoint (epoch {int(loop['epoch'])}) is kept in "
+            f"{os.path.join(workdir, 'checkpoints')}")
+      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      sums = evaluate(eval_fn, variables, val_data, config.train.eval_batch_size, data_sharding)
+      val = split_metrics(sums, config)
+      lr = float(state.opt_state.hyperparams["learning_rate"])
 
-    # Plateau schedule and early stopping, once per epoch on the validation loss.
-    _, plateau_state = plateau.update(jnp.zeros(()), plateau_state, value=val["loss"])
-    new_lr = config.train.learning_rate * float(plateau_state.scale)
-    opt_state = state.opt_state._replace(hyperparams={
-        **state.opt_state.hyperparams, "learning_rate": jnp.asarray(new_lr, jnp.float32)})
-    state = state.replace(opt_state=jax.device_put(opt_state, replicated))
-    improved = val["loss"] < float(loop["best_val_loss"]) - config.train.min_delta
-    loop = {"epoch": np.int32(epoch),
-            "best_val_loss": np.float64(val["loss"] if improved else loop["best_val_loss"]),
-            "bad_epochs": np.int32(0 if improved else int(loop["bad_epochs"]) + 1),
-            "done": np.int32(0)}
-    if int(loop["bad_epochs"]) >= config.train.early_stopping_patience:
-      loop["done"] = np.int32(1)
-      print(f"early stopping after epoch {epoch}: no validation improvement in "
-            f"{config.train.early_stopping_patience} epochs")
-    if improved:
-      ckpt.save(ckpt.best, epoch, inference_payload(state.params, state.batch_stats))
-    if (epoch % config.train.checkpoint_every == 0 or loop["done"]
-        or epoch == config.train.num_epochs):
-      ckpt.save(ckpt.latest, epoch, payload_of(state, plateau_state, loop))
+      # Plateau schedule and early stopping, once per epoch on the validation loss.
+      _, plateau_state = plateau.update(jnp.zeros(()), plateau_state, value=val["loss"])
+      new_lr = config.train.learning_rate * float(plateau_state.scale)
+      opt_state = state.opt_state._replace(hyperparams={
+          **state.opt_state.hyperparams, "learning_rate": jnp.asarray(new_lr, jnp.float32)})
+      state = state.replace(opt_state=jax.device_put(opt_state, replicated))
+      improved = val["loss"] < float(loop["best_val_loss"]) - config.train.min_delta
+      loop = {"epoch": np.int32(epoch),
+              "best_val_loss": np.float64(val["loss"] if improved else loop["best_val_loss"]),
+              "bad_epochs": np.int32(0 if improved else int(loop["bad_epochs"]) + 1),
+              "done": np.int32(0)}
+      if int(loop["bad_epochs"]) >= config.train.early_stopping_patience:
+        loop["done"] = np.int32(1)
+        print(f"early stopping after epoch {epoch}: no validation improvement in "
+              f"{config.train.early_stopping_patience} epochs")
+      if improved:
+        ckpt.save(ckpt.best, epoch, inference_payload(state.params, state.batch_stats))
+      if (epoch % config.train.checkpoint_every == 0 or loop["done"]
+          or epoch == config.train.num_epochs):
+        ckpt.save(ckpt.latest, epoch, payload_of(state, plateau_state, loop))
 
-    seconds = time.time() - start
-    epoch_times.append(seconds)
-    row = [epoch, lr, float(step_losses.mean()), val["loss"], val["paper"]["accuracy"],
-           val["paper"]["global_dice_soft"], val["paper"]["global_iou_soft"],
-           val["literature"]["mean_layer_dice"], round(seconds, 3)]
-    history.append([str(v) for v in row])
-    write_csv(os.path.join(workdir, "log.csv"), CSV_HEADER, history)
-    if improved:
-      best_summary = dict(val, epoch=epoch)
-      write_json(os.path.join(workdir, "best_val_metrics.json"), best_summary)
-    for name, value in zip(CSV_HEADER[1:], row[1:]):
-      writer.add_scalar(name, value, epoch)
-    if epoch % config.train.image_summary_every == 0 or epoch == 1:
-      _image_summaries(writer, summary_fn, variables, val_data, epoch)
-    writer.flush()
-    remaining = config.train.num_epochs - epoch
-    eta = np.mean(epoch_times[-5:]) * remaining
-    print(f"epoch {epoch}/{config.train.num_epochs}  lr {lr:.2e}  train_loss "
-          f"{row[2]:.4f}  val_loss {val['loss']:.4f}  acc {row[4]:.4f}  dice {row[5]:.4f}  "
-          f"layer_dice {row[7]:.4f}  {seconds:.1f}s  eta {eta / 60:.1f} min"
-          + ("  *best" if improved else ""), flush=True)
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
+      seconds = time.time() - start
+      epoch_times.append(seconds)
+      row = [epoch, lr, float(step_losses.mean()), val["loss"], val["paper"]["accuracy"],
+             val["paper"]["global_dice_soft"], val["paper"]["global_iou_soft"],
+             val["literature"]["mean_layer_dice"], round(seconds, 3)]
+      history.append([str(v) for v in row])
+      write_csv(os.path.join(workdir, "log.csv"), CSV_HEADER, history)
+      if improved:
+        best_summary = dict(val, epoch=epoch)
+        write_json(os.path.join(workdir, "best_val_metrics.json"), best_summary)
+      for name, value in zip(CSV_HEADER[1:], row[1:]):
+        writer.add_scalar(name, value, epoch)
+      if epoch % config.train.image_summary_every == 0 or epoch == 1:
+        _image_summaries(writer, summary_fn, variables, val_data, epoch)
+      writer.flush()
+      remaining = config.train.num_epochs - epoch
+      eta = np.mean(epoch_times[-5:]) * remaining
+      print(f"epoch {epoch}/{config.train.num_epochs}  lr {lr:.2e}  train_loss "
+            f"{row[2]:.4f}  val_loss {val['loss']:.4f}  acc {row[4]:.4f}  dice {row[5]:.4f}  "
+            f"layer_dice {row[7]:.4f}  {seconds:.1f}s  eta {eta / 60:.1f} min"
+            + ("  *best" if improved else ""), flush=True)
+  finally:   # also on divergence or interruption: finish pending saves
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
   return best_summary
 
 

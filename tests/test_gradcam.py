@@ -112,6 +112,11 @@ def test_deletion_orders_a_faithful_map_ahead_of_random():
   area_f = gradcam.curve_area(fractions, score(gradcam.deletion_images(image, faithful, fractions, fill)))
   area_r = gradcam.curve_area(fractions, score(gradcam.deletion_images(image, random, fractions, fill)))
   assert float(area_f) < 0.3 < float(area_r)
+  # Batched curves [K, S] give the same areas as one at a time; a flat curve has area 1.
+  curves = jnp.stack([score(gradcam.deletion_images(image, r, fractions, fill))
+                      for r in (faithful, random)] + [jnp.full(11, 0.7)])
+  np.testing.assert_allclose(gradcam.curve_area(fractions, curves),
+                             [float(area_f), float(area_r), 1.0], rtol=1e-6)
   imgs = gradcam.deletion_images(image, faithful, fractions, fill)
   np.testing.assert_array_equal(imgs[0], image)
   assert (np.asarray(imgs[-1]) == 0).all()

@@ -13,7 +13,6 @@ README: floor the rows, a missing boundary inside an annotated column takes the 
 import glob
 import os
 import re
-import zipfile
 
 import numpy as np
 
@@ -26,11 +25,13 @@ def load_npz(path: str, require_masks: bool = False) -> ScanSet:
   """Reads one file of the shared .npz format (masks optional unless `require_masks`)."""
   try:
     with np.load(path, allow_pickle=False) as data:
+      if not hasattr(data, "files"):
+        raise ValueError("a single .npy array, not an .npz archive")
       arrays = {k: data[k] for k in data.files}
   except FileNotFoundError:
     raise fail(path, "no such file") from None
-  except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
-    raise fail(path, f"not a readable .npz file ({type(e).__name__}: {e})") from None
+  except Exception as e:  # zip, zlib, pickle and format errors of a damaged file
+    raise fail(path, f"not a readable .npz file ({type(e).__name__}: {str(e)[:120]})") from None
   if "images" not in arrays:
     raise fail(path, f"no 'images' array (keys: {sorted(arrays)})")
   images = to_uint8_images(arrays["images"], path)
@@ -104,7 +105,7 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop") -> ScanSet:
   except FileNotFoundError:
     raise fail(path, "no such file") from None
   except Exception as e:  # scipy raises many types for damaged files.
-    raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {e})") from None
+    raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {str(e)[:120]})") from None
   layers_key, fluid_key = f"manualLayers{grader}", f"manualFluid{grader}"
   missing = [k for k in ("images", layers_key) if k not in data]
   if missing:

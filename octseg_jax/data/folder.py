@@ -13,7 +13,7 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 def read_image(path: str) -> np.ndarray:
   """Reads one image file as an array (colour kept; to_uint8_images makes it grey)."""
-  from PIL import Image, UnidentifiedImageError
+  from PIL import Image
   try:
     with Image.open(path) as im:
       im.load()
@@ -27,18 +27,18 @@ def read_image(path: str) -> np.ndarray:
       return np.asarray(im)
   except FileNotFoundError:
     raise fail(path, "no such file") from None
-  except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-    raise fail(path, f"not a readable image ({type(e).__name__}: {e})") from None
+  except Exception as e:  # PIL raises many types for damaged files.
+    raise fail(path, f"not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def read_mask(path: str) -> np.ndarray:
-  from PIL import Image, UnidentifiedImageError
+  from PIL import Image
   try:
     with Image.open(path) as im:
       im.load()
       return np.asarray(im)
-  except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-    raise fail(path, f"not a readable mask image ({type(e).__name__}: {e})") from None
+  except Exception as e:  # PIL raises many types for damaged files.
+    raise fail(path, f"not a readable mask image ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def load_image_file(path: str) -> ScanSet:

@@ -1,0 +1,128 @@
+"""Markdown tables and figures from a run_experiments.py output folder.
+
+  python scripts/summarise_results.py --results=runs/experiments --figures=docs/figures > tables.md
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from octseg_jax import plots  # noqa: E402
+from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES  # noqa: E402
+from octseg_jax.report import PAPER_IOU, fmt, table  # noqa: E402
+
+PAPER = {"accuracy": 0.9577, "dice": 0.9446, "iou": 0.8951}
+
+
+def folds_of(results, name):
+  return [v for k, v in sorted(results.get(name, {}).items()) if "native" in v]
+
+
+def mean_sd(values):
+  v = np.array(values, float)
+  return f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}" if len(v) > 1 else fmt(float(v[0]))
+
+
+def paper_table(results):
+  rows = []
+  for name, label in (("paper_protocol", "ours, float32"), ("paper_protocol_bf16", "ours, bfloat16")):
+    for run in folds_of(results, name):
+      n, m = run["native"], run["model_resolution_val"]
+      rows.append([label + " (native resolution)", fmt(n["accuracy"]), fmt(n["global_dice_soft"]),
+                   fmt(n["global_iou_soft"]), f"{run['best_epoch']}/{run['epochs']}",
+                   f"{run['train_s']:.0f}"])
+      rows.append([label + " (256x256 model input)", fmt(m["accuracy"]), fmt(m["global_dice_soft"]),
+                   fmt(m["global_dice_soft"] / (2 - m["global_dice_soft"])), "", ""])
+  rows.append(["paper (Table 1)", PAPER["accuracy"], PAPER["dice"], PAPER["iou"], "100", ""])
+  return table(["run", "pixel accuracy", "global Dice", "global IoU", "best/last epoch",
+                "train s"], rows)
+
+
+def paper_class_table(results):
+  run = folds_of(results, "paper_protocol")[0]["native"]
+  rows = [[k, LAYER_NAMES[k], fmt(run["class_iou"][k]), fmt(run["class_accuracy"][k]), PAPER_IOU[k]]
+          for k in range(8)]
+  return table(["class", "region", "IoU (ours)", "accuracy (ours)", "IoU (paper)"], rows)
+
+
+def cv_table(results, names):
+  rows = []
+  for name in names:
+    runs = folds_of(results, name)
+    if not runs:
+      continue
+    ld = [r["native"]["mean_layer_dice"] for r in runs]
+    topo = [r["native"]["topology"]["mean_layer_dice"] for r in runs]
+    b = [np.nanmean(r["native"]["boundary_mae_um"]) for r in runs]
+    bt = [np.nanmean(r["native"]["topology"]["boundary_mae_um"]) for r in runs]
+    rows.append([name, len(runs), mean_sd(ld), mean_sd(topo), mean_sd(b), mean_sd(bt),
+                 f"{np.mean([r['train_s'] for r in runs]):.0f}"])
+  return table(["configuration", "folds", "mean layer Dice", "with topology fix",
+                "boundary MAE (um)", "with topology fix", "train s/fold"], rows)
+
+
+def per_layer_table(results, name):
+  runs = folds_of(results, name)
+  dice = np.array([r["native"]["layer_dice"] for r in runs], float)
+  mae = np.array([r["native"]["boundary_mae_um"] for r in runs], float)
+  rows = [[LAYER_NAMES[k + 1], mean_sd(dice[:, k])] for k in range(7)]
+  rows.append(["mean", mean_sd(np.nanmean(dice, axis=1))])
+  brows = [[BOUNDARY_NAMES[b], mean_sd(mae[:, b])] for b in range(8)]
+  return table(["layer", "Dice (mean ± sd over folds)"], rows), \
+      table(["boundary", "MAE um (mean ± sd over folds)"], brows)
+
+
+def topology_counts(results, name):
+  rows = []
+  for key, r in sorted(results.get(name, {}).items()):
+    if "native" in r:
+      t = r["native"]["topology"]
+      rows.append([key, f"{t['columns_fixed']} / {t['columns_total']}",
+                   fmt(r["native"]["mean_layer_dice"]), fmt(t["mean_layer_dice"]),
+                   fmt(np.nanmean(r["native"]["boundary_mae_um"]), 2),
+                   fmt(np.nanmean(t["boundary_mae_um"]), 2)])
+  return table(["fold", "columns fixed", "layer Dice before", "after", "boundary MAE um before",
+                "after"], rows)
+
+
+def read_log(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--results", required=True)
+  p.add_argument("--figures", default="")
+  a = p.parse_args()
+  with open(os.path.join(a.results, "results.json")) as f:
+    results = json.load(f)
+  print("## Paper protocol\n\n" + paper_table(results) + "\n\n" + paper_class_table(results))
+  print("\n## Literature protocol and ablations\n\n" +
+        cv_table(results, ["duke_gpu", "transpose_upsampling", "skip_concat", "ce_only",
+                           "resize_256"]))
+  dice, mae = per_layer_table(results, "duke_gpu")
+  print("\n### duke_gpu per layer\n\n" + dice + "\n\n" + mae)
+  print("\n### Topology fix, duke_gpu folds\n\n" + topology_counts(results, "duke_gpu"))
+  if a.figures:
+    os.makedirs(a.figures, exist_ok=True)
+    paper_dir = os.path.join(a.results, "runs", "paper_protocol", "random_split")
+    plots.training_curves(os.path.join(a.figures, "paper_training_curves.png"),
+                          read_log(os.path.join(paper_dir, "log.csv")))
+    with open(os.path.join(paper_dir, "metrics.json")) as f:
+      plots.class_bars(os.path.join(a.figures, "paper_class_iou.png"), json.load(f)["raw"])
+    fold0 = os.path.join(a.results, "runs", "duke_gpu", "fold0", "log.csv")
+    if os.path.exists(fold0):
+      plots.training_curves(os.path.join(a.figures, "duke_gpu_fold0_training_curves.png"),
+                            read_log(fold0))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,170 @@
+"""Every reader answers bad input with an InputError naming the file and the problem."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+
+from octseg_jax.data import inputs
+from octseg_jax.data.scans import ScanSet
+from octseg_jax.errors import InputError
+from octseg_jax.io_utils import atomic_path, write_npz, write_png
+from tests.conftest import ROOT
+
+
+def _npz(tmp_path, name="scan.npz", **arrays):
+  path = str(tmp_path / name)
+  np.savez(path, **arrays)
+  return path
+
+
+IMG = np.random.default_rng(0).integers(0, 255, (2, 32, 24)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: str(t / "missing.npz"), "no such file or folder"),
+    (lambda t: str(t), "folder holds no scans"),
+    (lambda t: _npz(t, images=np.zeros((2, 3, 4, 5))), "expected \\[H, W\\] or \\[N, H, W\\]"),
+    (lambda t: _npz(t, pixels=IMG), "no 'images' array"),
+    (lambda t: _npz(t, images=IMG, masks=np.full(IMG.shape, 9, np.uint8)),
+     "mask values \\[9\\] are outside"),
+    (lambda t: _npz(t, images=IMG, masks=np.zeros((2, 32, 20), np.uint8)), "masks have shape"),
+    (lambda t: _npz(t, images=np.where(IMG > 100, np.nan, IMG / 255.0)), "NaN or infinite"),
+    (lambda t: _npz(t, images=np.full((1, 16, 16), np.inf)), "NaN or infinite"),
+    (lambda t: _npz(t, images=IMG.astype(float) * 3), "expected 0..1 or 0..255"),
+    (lambda t: _npz(t, images=np.zeros((1, 4, 4))), "too small"),
+    (lambda t: _npz(t, images=np.array(["a", "b"])), "expected numbers"),
+])
+def test_bad_npz_inputs(tmp_path, make, message):
+  path = make(tmp_path)
+  with pytest.raises(InputError, match=message) as e:
+    inputs.load_path(path, require_masks=False)
+  assert "\n" not in str(e.value)
+  assert str(e.value).startswith(str(path).rstrip("/")) or "missing" in str(e.value)
+
+
+def test_truncated_and_garbage_files(tmp_path):
+  good = _npz(tmp_path, images=IMG, masks=np.zeros_like(IMG))
+  data = open(good, "rb").read()
+  for name, content in (("cut.npz", data[: len(data) // 2]), ("junk.mat", b"\x00" * 300),
+                        ("junk.png", b"\x89PNG\r\n\x1a\n" + b"\x01" * 50),
+                        ("empty.npz", b"")):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=f"{name}: not a readable"):
+      inputs.load_file(str(path))
+
+
+def test_mat_without_expected_keys(tmp_path):
+  path = str(tmp_path / "Subject_01.mat")
+  scipy.io.savemat(path, {"volume": np.zeros((8, 8, 2))})
+  with pytest.raises(InputError, match=r"Subject_01.mat: missing \['images', 'manualLayers1'\]"):
+    inputs.load_path(path)
+
+
+def test_masks_required_for_eval(tmp_path):
+  path = _npz(tmp_path, images=IMG)
+  with pytest.raises(InputError, match="no 'masks' array, and this mode needs masks"):
+    inputs.load_path(path, require_masks=True)
+  write_png(str(tmp_path / "one.png"), IMG[0])
+  with pytest.raises(InputError, match="one.png: has no mask"):
+    inputs.load_path(str(tmp_path / "one.png"), require_masks=True)
+
+
+def test_obvious_fixes_colour_to_grey_floats_and_constant(tmp_path):
+  rgb = np.stack([IMG[0]] * 3, axis=-1)
+  write_png(str(tmp_path / "colour.png"), rgb)
+  s = inputs.load_path(str(tmp_path / "colour.png"))[0]
+  np.testing.assert_array_equal(s.images[0], IMG[0])            # grey channels: exact
+  path = _npz(tmp_path, "float.npz", images=IMG / 255.0, masks=np.zeros(IMG.shape, np.float32))
+  s = inputs.load_path(path, require_masks=True)[0]
+  np.testing.assert_array_equal(s.images, IMG) and s.masks.dtype == np.uint8
+  path = _npz(tmp_path, "flat.npz", images=np.full((1, 32, 32), 80, np.uint8))
+  from octseg_jax import preprocessing as pp
+  x, _, _ = pp.prepare(inputs.load_path(path)[0].images[0], None, pp.Recipe(band_height=16))
+  assert x.shape == (16, 32) and (x == 0).all()
+
+
+def test_folder_of_pairs_and_unsupported_file(tmp_path):
+  os.makedirs(tmp_path / "d" / "images")
+  write_png(str(tmp_path / "d" / "images" / "a.png"), IMG[0])
+  write_png(str(tmp_path / "d" / "masks" / "a.png"), np.zeros((32, 24), np.uint8))
+  sets = inputs.load_path(str(tmp_path / "d"), require_masks=True)
+  assert len(sets) == 1 and sets[0].masks.shape == (1, 32, 24)
+  (tmp_path / "notes.txt").write_text("hello")
+  with pytest.raises(InputError, match="notes.txt: unsupported file type"):
+    inputs.load_path(str(tmp_path / "notes.txt"))
+
+
+def test_fuzz_corrupted_files_end_in_result_or_clear_error(tmp_path):
+  rng = np.random.default_rng(0)
+  originals = {}
+  originals["a.npz"] = open(_npz(tmp_path, "a.npz", images=IMG, masks=(IMG % 8)), "rb").read()
+  scipy.io.savemat(str(tmp_path / "Subject_02.mat"), {
+      "images": IMG.transpose(1, 2, 0),
+      "manualLayers1": np.tile(np.arange(3, 27, 3, dtype=float)[:, None, None], (1, 24, 2))})
+  originals["Subject_02.mat"] = open(tmp_path / "Subject_02.mat", "rb").read()
+  write_png(str(tmp_path / "c.png"), IMG[0])
+  originals["c.png"] = open(tmp_path / "c.png", "rb").read()
+  outcomes = {"ok": 0, "error": 0}
+  for i in range(300):
+    name = list(originals)[i % 3]
+    data = bytearray(originals[name])
+    if rng.uniform() < 0.5:
+      data = data[: rng.integers(0, len(data))]                  # truncated
+    else:
+      for pos in rng.integers(0, len(data), size=rng.integers(1, 20)):
+        data[pos] = rng.integers(0, 256)                         # flipped bytes
+    path = tmp_path / "fuzz" / f"{i:03d}_{name}"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(bytes(data))
+    try:
+      result = inputs.load_file(str(path))
+      assert isinstance(result, ScanSet) and result.images.dtype == np.uint8
+      outcomes["ok"] += 1
+    except InputError as e:
+      assert str(e).startswith(str(path)) and "\n" not in str(e)
+      outcomes["error"] += 1
+  assert outcomes["ok"] + outcomes["error"] == 300 and outcomes["error"] > 100
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+  target = tmp_path / "out.npz"
+  with pytest.raises(RuntimeError):
+    with atomic_path(str(target)) as tmp:
+      with open(tmp, "wb") as f:
+        f.write(b"half")
+      raise RuntimeError("interrupted")
+  assert os.listdir(tmp_path) == []
+  write_npz(str(target), a=np.arange(3))
+  assert os.listdir(tmp_path) == ["out.npz"]
+
+
+def _main(*args, cwd=ROOT, timeout=240):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_one_line_errors_and_exit_codes(tmp_path):
+  r = _main("--mode=predict", f"--workdir={tmp_path}", "--input=nothing.npz", "--output=o")
+  assert r.returncode == 2
+  assert r.stderr.strip() == f"error: {tmp_path}: no config.json (not a training workdir?)"
+  r = _main("--config=configs/tiny.py", "--config.train.num_epoch=3", f"--workdir={tmp_path}")
+  assert r.returncode != 0 and "num_epoch" in r.stderr and "Traceback" not in r.stderr
+  r = _main("--mode=predict", f"--workdir={tmp_path}", "--input=x", "--output=o", "--debug")
+  assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_cli_bad_input_file_against_a_workdir(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  bad = tmp_path / "broken.npz"
+  bad.write_bytes(b"PK\x03\x04 not really")
+  r = _main("--mode=predict", f"--workdir={workdir}", f"--input={bad}", f"--output={tmp_path}/o")
+  assert r.returncode == 2
+  lines = r.stderr.strip().splitlines()
+  assert lines[-1].startswith(f"error: {bad}: not a readable .npz file")
+  assert not any("Traceback" in l for l in lines)
+  assert not os.path.exists(tmp_path / "o" / "broken.npz")
