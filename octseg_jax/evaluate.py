@@ -57,7 +57,7 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
     bounds["true"].append(geom.boundaries_from_labels(m))
     bounds["argmax"].append(geom.boundaries_from_labels(pred))
     bounds["topology"].append(geom.boundaries_from_labels(fixed))
-    bounds["subpixel"].append(geom.boundaries_from_probs(p))
+    bounds["subpixel"].append(geom.boundaries_from_probs(p, fixed))
   cat = {k: np.concatenate(v, axis=-1) for k, v in bounds.items()}   # [8, sum W]
   raw = metrics.summarise(cm_raw, soft)
   raw["geometry"] = _geometry_errors(cat["argmax"], cat["true"], pixel_um)

@@ -47,25 +47,36 @@ def boundaries_from_labels(labels: np.ndarray, ignore_unknown: bool = True) -> n
   return out
 
 
-def boundaries_from_probs(probs: np.ndarray) -> np.ndarray:
+def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None,
+                          window: int = 4) -> np.ndarray:
   """Sub-pixel boundaries from class probabilities [..., H, W, K] -> [..., 8, W].
 
-  Expected thickness of layer k is the column sum of p_k; the ILM is the expected number of
-  background rows above the retina (background probability summed above the column's most
-  likely retina row). Boundaries are then cumulative sums. For one-hot probabilities of a valid
-  column this equals boundaries_from_labels exactly.
+  Each boundary starts from its row in an anatomically ordered labelling (`labels`, by default
+  enforce_topology of the probabilities) and is refined locally: over the `window` rows above
+  and below it, boundary k moves to (b_k - window) + sum of P(row lies above boundary k), where
+  P(above k) = background probability above the retina plus the probabilities of layers 1..k-1.
+  Only nearby rows count, so faint probability mass far from a boundary cannot bias it. For
+  one-hot probabilities of a valid column the result equals boundaries_from_labels exactly.
   """
   p = np.asarray(probs, np.float64)
   h = p.shape[-3]
-  layer_mass = p[..., 1:NUM_LAYERS + 1].sum(axis=-1)                 # [..., H, W]
-  centre = np.argmax(layer_mass, axis=-2)                            # [..., W]
+  if labels is None:
+    labels, _ = enforce_topology(np.log(np.clip(p, 1e-12, 1.0)))
+  hard = boundaries_from_labels(labels, ignore_unknown=False)             # [..., 8, W]
   rows = np.arange(h).reshape((h, 1))
-  above = rows < centre[..., None, :]
-  ilm = np.where(above, p[..., 0], 0.0).sum(axis=-2)                 # [..., W]
-  thick = p[..., 1:NUM_LAYERS + 1].sum(axis=-3)                      # [..., W, 7]
-  thick = np.moveaxis(thick, -1, -2)                                 # [..., 7, W]
-  b = np.concatenate([ilm[..., None, :], ilm[..., None, :] + np.cumsum(thick, axis=-2)], -2)
-  return b
+  centre = np.argmax(p[..., 1:NUM_LAYERS + 1].sum(axis=-1), axis=-2)       # [..., W]
+  top_background = np.where(rows < centre[..., None, :], p[..., 0], 0.0)  # [..., H, W]
+  layers_above = np.cumsum(p[..., 1:NUM_LAYERS + 1], axis=-1)             # [..., H, W, 7]
+  above = [top_background] + [top_background + layers_above[..., k] for k in range(NUM_LAYERS)]
+  above = np.stack(above, axis=-3)                                         # [..., 8, H, W]
+  known = np.isfinite(hard)
+  b = np.where(known, hard, 0).astype(int)
+  out = b - float(window)
+  for offset in range(-window, window):
+    r = b + offset
+    value = np.take_along_axis(above, np.clip(r, 0, h - 1)[..., None, :], axis=-2)[..., 0, :]
+    out = out + np.where(r < 0, 1.0, np.where(r >= h, 0.0, value))
+  return np.where(known, out, np.nan)
 
 
 def thickness_um(bounds: np.ndarray, pixel_um: float) -> np.ndarray:
@@ -154,15 +165,3 @@ def _running_argmax(score: np.ndarray) -> np.ndarray:
     arg = np.where(better, s, arg)
     out[..., s] = arg
   return out
-
-
-def scan_geometry(labels: np.ndarray, pixel_um: float,
-                  probs: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-  """Boundaries [N, 8, W] (sub-pixel if probs), thickness um [N, 7, W], mean thickness per layer
-  per scan [N, 7] (NaN-aware)."""
-  b = boundaries_from_probs(probs) if probs is not None else boundaries_from_labels(labels)
-  t = thickness_um(b, pixel_um)
-  with np.errstate(invalid="ignore"):
-    mean = np.nanmean(np.where(np.isfinite(t), t, np.nan), axis=-1) \
-        if np.isfinite(t).any() else np.full(t.shape[:-1], np.nan)
-  return {"boundaries": b, "thickness_um": t, "mean_thickness_um": mean}

@@ -25,7 +25,7 @@ def predict_set(trained, scans):
   pixel_um = float(trained.config.data.pixel_um)
   pred = np.stack([np.argmax(p, -1) for p in probs]).astype(np.uint8)
   ordered = np.stack([geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs])
-  bounds = np.stack([geom.boundaries_from_probs(p) for p in probs])
+  bounds = np.stack([geom.boundaries_from_probs(p, o) for p, o in zip(probs, ordered)])
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
           "thickness_um": geom.thickness_um(bounds, pixel_um)}
 

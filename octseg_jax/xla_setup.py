@@ -27,8 +27,11 @@ def _installed(name: str) -> str:
 
 def apply_cpu_flags() -> str:
   """Adds CPU_FLAGS to XLA_FLAGS (unless already set) and returns the result. Must run before
-  the first JAX computation. Skipped on GPU installs and on jaxlib versions not checked."""
+  the first JAX computation. Skipped on GPU installs, on jaxlib versions not checked, and when
+  OCTSEG_XLA_DEFAULTS=1 (to measure XLA's own defaults)."""
   flags = os.environ.get("XLA_FLAGS", "")
+  if os.environ.get("OCTSEG_XLA_DEFAULTS") == "1":
+    return flags
   gpu = any(_installed(p) for p in ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm-plugin"))
   if gpu or not _installed("jaxlib").startswith(VERIFIED_JAXLIB):
     return flags

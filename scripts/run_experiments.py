@@ -25,6 +25,7 @@ xla_setup.apply_cpu_flags()
 
 from configs import duke_cpu, duke_gpu, segnet  # noqa: E402
 from octseg_jax import benchmark, cli, evaluate, explain, train  # noqa: E402
+from octseg_jax.config_utils import apply_overrides  # noqa: E402
 from octseg_jax.io_utils import write_json  # noqa: E402
 
 ABLATIONS = {                                  # name: overrides of configs/duke_gpu.py
@@ -41,13 +42,7 @@ SMOKE = {}   # --smoke: tiny models, one epoch, to check the plan end to end on 
 def configure(module, duke_dir, overrides):
   c = module.get_config()
   c.data.duke_dir = duke_dir
-  for key, value in {**overrides, **SMOKE}.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return apply_overrides(c, {**overrides, **SMOKE})
 
 
 def short(metrics_json):

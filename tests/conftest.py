@@ -28,14 +28,8 @@ needs_duke = pytest.mark.skipif(
 def tiny_config(**overrides):
   """configs/tiny.py with dotted overrides, e.g. tiny_config(**{'train.num_epochs': 2})."""
   from configs import tiny
-  c = tiny.get_config()
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  from octseg_jax.config_utils import apply_overrides
+  return apply_overrides(tiny.get_config(), overrides)
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,6 @@ def test_exact_boundaries_and_thickness_um():
   np.testing.assert_array_equal(geom.boundaries_from_labels(m), B)
   t = geom.thickness_um(geom.boundaries_from_labels(m), 3.87)
   np.testing.assert_allclose(t, np.diff(B, axis=0) * 3.87)
-  g = geom.scan_geometry(m[None], 2.0)
-  np.testing.assert_allclose(g["mean_thickness_um"][0], np.diff(B, axis=0).mean(axis=1) * 2.0)
 
 
 def test_zero_thickness_layer_and_one_hot_probs_agree():
