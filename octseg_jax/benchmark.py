@@ -6,7 +6,6 @@ are medians over `benchmark.steps` runs after `benchmark.warmup`, each ended wit
 block_until_ready.
 """
 
-import json
 import os
 import platform
 import statistics

@@ -15,7 +15,6 @@ from octseg_jax.data import inputs, pipeline
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_json, write_text
-from octseg_jax.losses import valid_mask
 
 
 def _confusion(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from octseg_jax import gradcam, plots, preprocessing
-from octseg_jax.data import inputs, pipeline
+from octseg_jax.data import inputs
 from octseg_jax.data.scans import LAYER_NAMES
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_json, write_npz, write_text

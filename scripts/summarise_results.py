@@ -5,7 +5,6 @@
 
 import argparse
 import csv
-import glob
 import json
 import os
 import sys

@@ -2,10 +2,8 @@
 
 import csv
 import json
-import os
 
 import numpy as np
-import pytest
 
 from octseg_jax import evaluate, explain, predict
 from octseg_jax.data import synthetic
@@ -58,6 +56,7 @@ def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
   write_npz(str(tmp_path / "scan.npz"), images=s.images, masks=s.masks)
   result = explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
                        method="hirescam", target="predicted")
+  assert result["settings"]["method"] == "hirescam"
   out = tmp_path / "out"
   with np.load(out / "scan_000_cam.npz") as d:
     assert d["head_raw"].shape == (8,) + d["x"].shape and (d["head_raw"] >= 0).all()
