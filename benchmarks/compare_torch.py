@@ -1,0 +1,74 @@
+"""octseg_jax and the same SegNet in PyTorch, timed in one run, with the ratio (optional).
+
+  python benchmarks/compare_torch.py --config=configs/segnet.py --batch=4 --out=compare.json \
+      [--set model.skip=True --set model.upsample=transpose --set model.widths="(16,32,64,128,128)"]
+
+Writes {"octseg_jax": benchmark.json fields, "pytorch": torch_segnet.py fields,
+"pytorch_over_ours": PyTorch step time / ours} (> 1 means octseg_jax is faster). Without torch
+it says so and writes only the octseg_jax part.
+"""
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from octseg_jax import xla_setup  # noqa: E402
+
+xla_setup.apply_cpu_flags()
+
+from octseg_jax import benchmark  # noqa: E402
+from octseg_jax.config_utils import apply_overrides  # noqa: E402
+from octseg_jax.io_utils import write_json  # noqa: E402
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--config", required=True)
+  p.add_argument("--batch", type=int, required=True)
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--warmup", type=int, default=1)
+  p.add_argument("--set", action="append", default=[], help="field=value (Python literal)")
+  p.add_argument("--out", required=True)
+  a = p.parse_args()
+  spec = importlib.util.spec_from_file_location("cfg", a.config)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  overrides = {}
+  for item in a.set:
+    key, value = item.split("=", 1)
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  overrides.update({"benchmark.batch_size": a.batch, "benchmark.steps": a.steps,
+                    "benchmark.warmup": a.warmup, "benchmark.explain": False})
+  config = apply_overrides(module.get_config(), overrides)
+  ours = benchmark.measure(config)
+  result = {"octseg_jax": ours}
+  h, w = ours["input_shape"]
+  cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "torch_segnet.py"),
+         "--widths", ",".join(str(v) for v in config.model.widths), "--batch", str(a.batch),
+         "--size", f"{h},{w}", "--upsample", config.model.upsample,
+         "--steps", str(a.steps), "--warmup", str(a.warmup)] + (["--skip"] if config.model.skip else [])
+  out = subprocess.run(cmd, capture_output=True, text=True)
+  last = (out.stdout.strip().splitlines() or [""])[-1]
+  if last.startswith("{"):
+    torch = json.loads(last)
+    result["pytorch"] = torch
+    result["pytorch_over_ours"] = torch["train_step_s"] / ours["train_step"]["median_s"]
+    print(f"train step: octseg_jax {ours['train_step']['median_s']:.3f} s, PyTorch "
+          f"{torch['train_step_s']:.3f} s, PyTorch/ours = {result['pytorch_over_ours']:.2f}")
+  else:
+    print(f"no PyTorch comparison: {last or out.stderr.strip()[-300:]}")
+  write_json(a.out, result)
+
+
+if __name__ == "__main__":
+  main()
