@@ -236,8 +236,8 @@ def train_and_evaluate(config, workdir: str) -> Dict:
       if bad.size:
         raise TrainingDiverged(
             f"training diverged: loss is {step_losses[bad[0]]} at epoch {epoch}, step "
-            f"{bad[0] + 1}; the last good checkpoint (epoch {int(loop['epoch'])}) is kept in "
-            f"{os.path.join(workdir, 'checkpoints')}")
+            f"{bad[0] + 1}; the last good checkpoint (epoch {ckpt.latest.latest_step() or 0}) "
+            f"is kept in {os.path.join(workdir, 'checkpoints')}")
       variables = {"params": state.params, "batch_stats": state.batch_stats}
       sums = evaluate(eval_fn, variables, val_data, config.train.eval_batch_size, data_sharding)
       val = split_metrics(sums, config)
