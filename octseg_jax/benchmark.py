@@ -16,21 +16,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import gradcam, losses, train
+from octseg_jax import gradcam, losses, preprocessing, train
 from octseg_jax.data import pipeline
 from octseg_jax.io_utils import write_json
 from octseg_jax.models import create_model
-from octseg_jax.preprocessing import round_up
 
 
 def model_input_shape(config):
+  """Model input size of the config's recipe for a phantom scan of the configured size."""
   recipe = pipeline.recipe_from_config(config)
-  if recipe.resize_to is not None:
-    rows, cols = recipe.resize_to
-  else:
-    rows = recipe.band_height or config.data.synthetic.height
-    cols = config.data.synthetic.width
-  return round_up(rows, recipe.multiple), round_up(cols, recipe.multiple)
+  return preprocessing.input_shape(recipe, (config.data.synthetic.height,
+                                            config.data.synthetic.width))
 
 
 def time_fn(fn: Callable, steps: int, warmup: int) -> Dict:

@@ -17,12 +17,6 @@ from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_json, write_text
 
 
-def _confusion(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
-  valid = (labels != 255) & (labels < NUM_CLASSES)
-  flat = labels[valid].astype(np.int64) * NUM_CLASSES + preds[valid]
-  return np.bincount(flat, minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
-
-
 def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
   err = geom.boundary_error(pred_bounds, true_bounds, pixel_um)
   t_err = np.abs(np.diff(pred_bounds, axis=-2) - np.diff(true_bounds, axis=-2)) * pixel_um
@@ -46,9 +40,9 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
     fixed, changed = geom.enforce_topology(np.log(np.clip(p, 1e-7, 1.0)))
     fixed_cols += int(changed.sum())
     total_cols += changed.size
-    cm = _confusion(m, pred)
+    cm = np.asarray(metrics.confusion_matrix(m, pred, NUM_CLASSES), np.int64)
     cm_raw += cm
-    cm_fix += _confusion(m, fixed)
+    cm_fix += np.asarray(metrics.confusion_matrix(m, fixed, NUM_CLASSES), np.int64)
     per_subject[int(subj)] = per_subject.get(int(subj), 0) + cm
     valid = (m != 255) & (m < NUM_CLASSES)
     soft += float(np.take_along_axis(p, np.where(valid, m, 0)[..., None].astype(int),

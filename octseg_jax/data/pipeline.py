@@ -113,11 +113,8 @@ def flatten(sets: List[ScanSet]):
   return images, masks, np.array(subjects), names
 
 
-def prepare_scans(images, masks, names, subjects, recipe, pad_to=None) -> Prepared:
-  """Preprocesses scans to one common model input size (padding marked IGNORE)."""
-  if pad_to is None:
-    shapes = np.array([preprocessing.input_shape(recipe, im.shape) for im in images])
-    pad_to = tuple(int(v) for v in shapes.max(axis=0))
+def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
+  """Preprocesses scans to one common model input size `pad_to` (padding marked IGNORE)."""
   xs, ys, places = [], [], []
   for im, m in zip(images, masks):
     x, y, p = preprocessing.prepare(im, m, recipe, pad_to)
