@@ -5,8 +5,8 @@
 Each experiment trains in OUT/runs/NAME/foldK, then scores the best checkpoint on its
 validation subjects at native resolution (--mode=eval), and appends to OUT/results.json. Runs
 are started in priority order until --budget_s is spent; a run that would start later is
-recorded as skipped. Plans: 'gpu' (everything, for one GPU session) and 'cpu' (one fold of
-configs/duke_cpu.py).
+recorded as skipped. Plans: 'gpu' (everything, for one GPU session) and 'cpu' (fold 0 of
+configs/duke_cpu.py, then its resize ablation, a second seed and the other ablations on fold 0).
 """
 
 import argparse
@@ -24,16 +24,10 @@ from octseg_jax import xla_setup  # noqa: E402
 xla_setup.apply_cpu_flags()
 
 from configs import duke_cpu, duke_gpu, segnet  # noqa: E402
+from configs.ablations import ABLATIONS  # noqa: E402
 from octseg_jax import benchmark, cli, evaluate, explain, train  # noqa: E402
 from octseg_jax.config_utils import apply_overrides  # noqa: E402
 from octseg_jax.io_utils import write_json  # noqa: E402
-
-ABLATIONS = {                                  # name: overrides of configs/duke_gpu.py
-    "transpose_upsampling": {"model.upsample": "transpose"},
-    "skip_concat": {"model.skip": True},
-    "ce_only": {"loss.dice_weight": 0.0},
-    "resize_256": {"data.recipe.band_height": 216, "data.recipe.resize_to": (256, 256)},
-}
 
 
 SMOKE = {}   # --smoke: tiny models, one epoch, to check the plan end to end on a CPU
@@ -159,6 +153,13 @@ def plan_gpu(runner, duke_dir):
 
 def plan_cpu(runner, duke_dir):
   folds(runner, "duke_cpu", duke_cpu, duke_dir, {}, 0, [0])
+  # Fold 0 at the CPU configuration: the ablation the GPU session did not reach (resize), a
+  # second seed (how far one seed's numbers move), then the other ablations while the budget
+  # lasts. Each run needs ~20-35 min on 2 cores.
+  folds(runner, "duke_cpu_resize_256", duke_cpu, duke_dir, ABLATIONS["resize_256"], 1500, [0])
+  folds(runner, "duke_cpu_seed1", duke_cpu, duke_dir, {"seed": 1}, 2100, [0])
+  for name in ("transpose_upsampling", "skip_concat", "ce_only"):
+    folds(runner, f"duke_cpu_{name}", duke_cpu, duke_dir, ABLATIONS[name], 2100, [0])
 
 
 def main():

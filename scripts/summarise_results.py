@@ -13,6 +13,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs.ablations import ABLATIONS  # noqa: E402
 from octseg_jax import plots  # noqa: E402
 from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES  # noqa: E402
 from octseg_jax.report import PAPER_IOU, fmt, table  # noqa: E402
@@ -51,20 +52,28 @@ def paper_class_table(results):
   return table(["class", "region", "IoU (ours)", "accuracy (ours)", "IoU (paper)"], rows)
 
 
-def cv_table(results, names):
+def cv_table(results, baseline, names):
+  """One row per configuration; the last column compares it with the baseline on the same
+  folds only (ablations may have fewer folds than the baseline)."""
+  base = {k: v for k, v in results.get(baseline, {}).items() if "native" in v}
   rows = []
-  for name in names:
-    runs = folds_of(results, name)
+  for name in [baseline] + names:
+    runs = {k: v for k, v in sorted(results.get(name, {}).items()) if "native" in v}
     if not runs:
       continue
-    ld = [r["native"]["mean_layer_dice"] for r in runs]
-    topo = [r["native"]["topology"]["mean_layer_dice"] for r in runs]
-    b = [np.nanmean(r["native"]["boundary_mae_um"]) for r in runs]
-    bt = [np.nanmean(r["native"]["topology"]["boundary_mae_um"]) for r in runs]
-    rows.append([name, len(runs), mean_sd(ld), mean_sd(topo), mean_sd(b), mean_sd(bt),
-                 f"{np.mean([r['train_s'] for r in runs]):.0f}"])
+    rs = list(runs.values())
+    ld = [r["native"]["mean_layer_dice"] for r in rs]
+    topo = [r["native"]["topology"]["mean_layer_dice"] for r in rs]
+    b = [np.nanmean(r["native"]["boundary_mae_um"]) for r in rs]
+    bt = [np.nanmean(r["native"]["topology"]["boundary_mae_um"]) for r in rs]
+    paired = [runs[k]["native"]["mean_layer_dice"] - base[k]["native"]["mean_layer_dice"]
+              for k in runs if k in base]
+    delta = f"{np.mean(paired):+.4f} ({len(paired)})" if name != baseline and paired else ""
+    rows.append([name, ", ".join(runs), mean_sd(ld), mean_sd(topo), mean_sd(b), mean_sd(bt),
+                 delta, f"{np.mean([r['train_s'] for r in rs]):.0f}"])
   return table(["configuration", "folds", "mean layer Dice", "with topology fix",
-                "boundary MAE (um)", "with topology fix", "train s/fold"], rows)
+                "boundary MAE (um)", "with topology fix", "Dice vs baseline (paired folds)",
+                "train s/fold"], rows)
 
 
 def per_layer_table(results, name):
@@ -103,20 +112,25 @@ def main():
   a = p.parse_args()
   with open(os.path.join(a.results, "results.json")) as f:
     results = json.load(f)
-  print("## Paper protocol\n\n" + paper_table(results) + "\n\n" + paper_class_table(results))
-  print("\n## Literature protocol and ablations\n\n" +
-        cv_table(results, ["duke_gpu", "transpose_upsampling", "skip_concat", "ce_only",
-                           "resize_256"]))
-  dice, mae = per_layer_table(results, "duke_gpu")
-  print("\n### duke_gpu per layer\n\n" + dice + "\n\n" + mae)
-  print("\n### Topology fix, duke_gpu folds\n\n" + topology_counts(results, "duke_gpu"))
+  if "paper_protocol" in results:
+    print("## Paper protocol\n\n" + paper_table(results) + "\n\n" + paper_class_table(results))
+  for baseline, prefix in (("duke_gpu", ""), ("duke_cpu", "duke_cpu_")):
+    if baseline not in results:
+      continue
+    names = [prefix + a for a in ABLATIONS] + [prefix + "seed1"]
+    print(f"\n## Literature protocol and ablations ({baseline})\n\n" +
+          cv_table(results, baseline, names))
+    dice, mae = per_layer_table(results, baseline)
+    print(f"\n### {baseline} per layer\n\n" + dice + "\n\n" + mae)
+    print(f"\n### Topology fix, {baseline} folds\n\n" + topology_counts(results, baseline))
   if a.figures:
     os.makedirs(a.figures, exist_ok=True)
     paper_dir = os.path.join(a.results, "runs", "paper_protocol", "random_split")
-    plots.training_curves(os.path.join(a.figures, "paper_training_curves.png"),
-                          read_log(os.path.join(paper_dir, "log.csv")))
-    with open(os.path.join(paper_dir, "metrics.json")) as f:
-      plots.class_bars(os.path.join(a.figures, "paper_class_iou.png"), json.load(f)["raw"])
+    if os.path.exists(os.path.join(paper_dir, "metrics.json")):
+      plots.training_curves(os.path.join(a.figures, "paper_training_curves.png"),
+                            read_log(os.path.join(paper_dir, "log.csv")))
+      with open(os.path.join(paper_dir, "metrics.json")) as f:
+        plots.class_bars(os.path.join(a.figures, "paper_class_iou.png"), json.load(f)["raw"])
     fold0 = os.path.join(a.results, "runs", "duke_gpu", "fold0", "log.csv")
     if os.path.exists(fold0):
       plots.training_curves(os.path.join(a.figures, "duke_gpu_fold0_training_curves.png"),

@@ -1,0 +1,61 @@
+"""The experiment scripts' pure parts: ablation overrides and the summary tables."""
+
+import importlib.util
+import os
+
+from conftest import ROOT
+
+
+def load_summariser():
+  path = os.path.join(ROOT, "scripts", "summarise_results.py")
+  spec = importlib.util.spec_from_file_location("summarise_results", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def flat(config, prefix=""):
+  out = {}
+  for k, v in config.items():
+    if hasattr(v, "items"):
+      out.update(flat(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def test_each_ablation_changes_exactly_its_fields():
+  from configs import duke_cpu, duke_gpu
+  from configs.ablations import ABLATIONS
+  from octseg_jax.config_utils import apply_overrides
+  for module in (duke_gpu, duke_cpu):
+    base = flat(module.get_config())
+    for name, overrides in ABLATIONS.items():
+      changed = flat(apply_overrides(module.get_config(), overrides))
+      diff = {k for k in base if base[k] != changed[k]}
+      assert diff == set(overrides), (module.__name__, name, diff)
+
+
+def fold(dice, mae):
+  return {"native": {"mean_layer_dice": dice, "boundary_mae_um": [mae, mae + 2.0],
+                     "topology": {"mean_layer_dice": dice + 0.01,
+                                  "boundary_mae_um": [mae - 1.0, mae - 1.0]}},
+          "train_s": 100.0}
+
+
+def test_cv_table_pairs_ablations_with_the_baseline_folds_they_share():
+  s = load_summariser()
+  results = {"base": {"fold0": fold(0.80, 5.0), "fold1": fold(0.90, 7.0)},
+             "variant": {"fold1": fold(0.85, 6.0), "fold2": {"skipped": "budget"}},
+             "absent_from_plan": {}}
+  lines = s.cv_table(results, "base", ["variant", "absent_from_plan"]).splitlines()
+  assert len(lines) == 4          # header, rule, base, variant (no row for runs never made)
+  base = [c.strip() for c in lines[2].split("|")[1:-1]]
+  variant = [c.strip() for c in lines[3].split("|")[1:-1]]
+  # Mean ± population sd over folds: Dice (0.80, 0.90); boundary MAE per fold = mean of the
+  # boundaries (6, 8) -> 7 ± 1.
+  assert base[:7] == ["base", "fold0, fold1", "0.8500 ± 0.0500", "0.8600 ± 0.0500",
+                      "7.0000 ± 1.0000", "5.0000 ± 1.0000", ""]
+  # The variant ran fold 1 only: compared with the baseline's fold 1 (0.90), not its mean.
+  assert variant[:7] == ["variant", "fold1", "0.8500", "0.8600", "7.0000", "5.0000",
+                         "-0.0500 (1)"]
