@@ -53,8 +53,8 @@ def paper_class_table(results):
 
 
 def cv_table(results, baseline, names):
-  """One row per configuration; the last column compares it with the baseline on the same
-  folds only (ablations may have fewer folds than the baseline)."""
+  """One row per configuration; its "vs baseline" column compares it with the baseline on
+  the folds both ran (ablations may have fewer folds than the baseline)."""
   base = {k: v for k, v in results.get(baseline, {}).items() if "native" in v}
   rows = []
   for name in [baseline] + names:
