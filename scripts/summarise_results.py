@@ -22,7 +22,8 @@ PAPER = {"accuracy": 0.9577, "dice": 0.9446, "iou": 0.8951}
 
 
 def folds_of(results, name):
-  return [v for k, v in sorted(results.get(name, {}).items()) if "native" in v]
+  """{fold key: run} of the runs of `name` that were scored (not skipped or failed), sorted."""
+  return {k: v for k, v in sorted(results.get(name, {}).items()) if "native" in v}
 
 
 def mean_sd(values):
@@ -33,7 +34,7 @@ def mean_sd(values):
 def paper_table(results):
   rows = []
   for name, label in (("paper_protocol", "ours, float32"), ("paper_protocol_bf16", "ours, bfloat16")):
-    for run in folds_of(results, name):
+    for run in folds_of(results, name).values():
       n, m = run["native"], run["model_resolution_val"]
       rows.append([label + " (native resolution)", fmt(n["accuracy"]), fmt(n["global_dice_soft"]),
                    fmt(n["global_iou_soft"]), f"{run['best_epoch']}/{run['epochs']}",
@@ -46,7 +47,7 @@ def paper_table(results):
 
 
 def paper_class_table(results):
-  run = folds_of(results, "paper_protocol")[0]["native"]
+  run = next(iter(folds_of(results, "paper_protocol").values()))["native"]
   rows = [[k, LAYER_NAMES[k], fmt(run["class_iou"][k]), fmt(run["class_accuracy"][k]), PAPER_IOU[k]]
           for k in range(8)]
   return table(["class", "region", "IoU (ours)", "accuracy (ours)", "IoU (paper)"], rows)
@@ -55,10 +56,10 @@ def paper_class_table(results):
 def cv_table(results, baseline, names):
   """One row per configuration; its "vs baseline" column compares it with the baseline on
   the folds both ran (ablations may have fewer folds than the baseline)."""
-  base = {k: v for k, v in results.get(baseline, {}).items() if "native" in v}
+  base = folds_of(results, baseline)
   rows = []
   for name in [baseline] + names:
-    runs = {k: v for k, v in sorted(results.get(name, {}).items()) if "native" in v}
+    runs = folds_of(results, name)
     if not runs:
       continue
     rs = list(runs.values())
@@ -77,7 +78,7 @@ def cv_table(results, baseline, names):
 
 
 def per_layer_table(results, name):
-  runs = folds_of(results, name)
+  runs = list(folds_of(results, name).values())
   dice = np.array([r["native"]["layer_dice"] for r in runs], float)
   mae = np.array([r["native"]["boundary_mae_um"] for r in runs], float)
   rows = [[LAYER_NAMES[k + 1], mean_sd(dice[:, k])] for k in range(7)]
@@ -89,13 +90,12 @@ def per_layer_table(results, name):
 
 def topology_counts(results, name):
   rows = []
-  for key, r in sorted(results.get(name, {}).items()):
-    if "native" in r:
-      t = r["native"]["topology"]
-      rows.append([key, f"{t['columns_fixed']} / {t['columns_total']}",
-                   fmt(r["native"]["mean_layer_dice"]), fmt(t["mean_layer_dice"]),
-                   fmt(np.nanmean(r["native"]["boundary_mae_um"]), 2),
-                   fmt(np.nanmean(t["boundary_mae_um"]), 2)])
+  for key, r in folds_of(results, name).items():
+    t = r["native"]["topology"]
+    rows.append([key, f"{t['columns_fixed']} / {t['columns_total']}",
+                 fmt(r["native"]["mean_layer_dice"]), fmt(t["mean_layer_dice"]),
+                 fmt(np.nanmean(r["native"]["boundary_mae_um"]), 2),
+                 fmt(np.nanmean(t["boundary_mae_um"]), 2)])
   return table(["fold", "columns fixed", "layer Dice before", "after", "boundary MAE um before",
                 "after"], rows)
 
