@@ -9,9 +9,16 @@ Fields:
   data.split: 'subject' (val_subjects, or fold `fold` of `num_folds` over subjects) or
     'random' (val_fraction of the B-scans, the paper's split; leaks neighbouring scans of an eye).
   model: SegNet widths (one per pooling level), upsample 'unpool' or 'transpose', skip.
-  loss: CE + dice_weight * (1 - Dice), dice_mode 'global' (paper) or 'class_mean'.
-  train: Adam, plateau schedule on the validation loss once per epoch, early stopping,
-    compute_dtype 'float32' or 'bfloat16' (mixed precision; parameters and loss in float32).
+  loss: by name (octseg_jax/losses.py LOSSES): 'hybrid' = CE + dice_weight * (1 - Dice)
+    (the paper's), 'ce', 'weighted_hybrid' (ReLayNet-style CE weighted by 1 + boundary_weight
+    at layer boundaries + layer_weight on layer pixels, + the Dice term); dice_mode 'global'
+    (paper) or 'class_mean'.
+  train: optimizer 'adam' (paper), 'adamw' (weight_decay) or 'sgd' (momentum); schedule
+    'plateau' (paper: factor/patience on the validation loss once per epoch), 'cosine'
+    (warm-up over warmup_epochs then cosine decay to 0 at num_epochs, per step) or 'constant';
+    early stopping on the validation loss; compute_dtype 'float32' or 'bfloat16' (mixed
+    precision; parameters and loss in float32).
+  Which fields may change when a workdir is resumed: octseg_jax/workdir.py RESUMABLE_FIELDS.
 """
 
 import ml_collections
@@ -49,13 +56,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.upsample = "unpool"
   c.model.skip = False
 
-  c.loss = ml_collections.ConfigDict(dict(dice_weight=0.5, dice_mode="global"))
+  c.loss = ml_collections.ConfigDict(dict(
+      name="hybrid", dice_weight=0.5, dice_mode="global", boundary_weight=10.0,
+      layer_weight=5.0))
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32
   c.train.eval_batch_size = 16
   c.train.num_epochs = 100
+  c.train.optimizer = "adam"
   c.train.learning_rate = 1e-3
+  c.train.weight_decay = 0.0           # adamw only
+  c.train.momentum = 0.9               # sgd only
+  c.train.schedule = "plateau"
+  c.train.warmup_epochs = 0            # cosine only
   c.train.plateau_factor = 0.5
   c.train.plateau_patience = 5
   c.train.early_stopping_patience = 15
@@ -64,7 +78,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1         # epochs between resumable checkpoints
   c.train.num_devices = 0              # 0 = all local devices (data parallel)
   c.train.image_summary_every = 5      # epochs between TensorBoard image summaries
-  c.train.topology = False             # eval/predict: enforce anatomical layer order
 
   c.explain = ml_collections.ConfigDict()
   c.explain.layers = ("dec0_conv1", "head")

@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import gradcam, losses, preprocessing, train
+from octseg_jax import gradcam, preprocessing, train
 from octseg_jax.data import pipeline
 from octseg_jax.io_utils import write_json
 from octseg_jax.models import create_model
+from octseg_jax.task import Task
 
 
 def model_input_shape(config):
@@ -71,11 +72,13 @@ def measure(config) -> Dict:
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(size=(batch,) + shape).astype(np.float32))
   y = jnp.asarray(rng.integers(0, config.model.num_classes, size=(batch,) + shape).astype(np.uint8))
+  task = Task.from_config(config)
   state = train.create_state(config, model, shape, jax.random.key(0))
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   key = jax.random.key(1)
 
-  step_fn = jax.jit(train.make_train_step(model, config), donate_argnums=(0,))
+  step_fn = jax.jit(train.make_train_step(model, task, config.data.augment),
+                    donate_argnums=(0,))
   t = time.perf_counter()
   lowered = step_fn.lower(state, x, y, key)
   compiled = lowered.compile()
@@ -90,7 +93,7 @@ def measure(config) -> Dict:
   step = time_fn(one_step, bench.steps, bench.warmup)
 
   # Data wait: the same steps fed by the real host pipeline (gather + device_put per batch).
-  data = pipeline.Prepared(np.asarray(x), np.asarray(y), [], np.zeros(batch), [], [], [])
+  data = pipeline.Prepared(np.asarray(x), np.asarray(y), [], np.zeros(batch))
 
   def fed_steps(n):
     t = time.perf_counter()
@@ -110,8 +113,8 @@ def measure(config) -> Dict:
   forward = time_fn(lambda: fwd(variables, x).block_until_ready(), bench.steps, bench.warmup)
 
   def loss_eval(p, x, y):
-    return losses.hybrid(model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
-                                     train=False), y)
+    return task.train_loss(model.apply({"params": p, "batch_stats": variables["batch_stats"]},
+                                       x, train=False), y)
 
   fwd_bwd = jax.jit(jax.grad(loss_eval))
   fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x, y)), bench.steps,

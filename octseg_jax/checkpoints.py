@@ -1,17 +1,57 @@
-"""Orbax checkpoints of a workdir: `checkpoints/` keeps the latest two epochs (to resume),
-`best/` the epoch with the best validation loss (for eval, predict and explain).
+"""Orbax checkpoints of a workdir and what they hold.
 
-Restoring falls back from a damaged latest checkpoint to the newest one that reads.
+`checkpoints/` keeps the latest two epochs (to resume): `train_payload`. `best/` keeps the
+epoch with the best validation loss (for eval, predict and explain): `inference_payload`.
+These two functions are the one definition of a checkpoint's contents.
+
+Restoring falls back from a damaged latest checkpoint to the newest one that reads. Only
+errors of reading count as damage: a checkpoint whose parameters have other names or shapes
+than the model's (another model) is an error, and nothing is moved or deleted.
 """
 
 import os
 import shutil
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from absl import logging
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from octseg_jax.errors import InputError
+
+
+def train_payload(state, plateau_state, loop) -> Dict:
+  """What a resumable checkpoint holds: everything needed to continue bit for bit.
+  `loop` is the training loop's small state (epoch, early stopping), a pytree."""
+  return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+          "opt_state": state.opt_state, "plateau": plateau_state, "loop": loop}
+
+
+def inference_payload(params, batch_stats) -> Dict:
+  """What the best checkpoint holds: only what eval, predict and explain need."""
+  return {"params": params, "batch_stats": batch_stats}
+
+
+def _shapes(tree) -> Dict[str, tuple]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", None) or np.shape(leaf))
+          for path, leaf in leaves}
+
+
+def check_model_matches(manager: ocp.CheckpointManager, step: int, abstract: Dict) -> None:
+  """Raises InputError when the stored parameters are not the model's (names or shapes);
+  errors reading the metadata are left to the restore (they are damage)."""
+  try:
+    stored = manager.item_metadata(step)
+    stored = getattr(stored, "tree", stored)
+    stored_params = {k: stored[k] for k in ("params", "batch_stats") if k in stored}
+  except Exception:  # Unreadable metadata: the restore will report the damage.
+    return
+  expected = {k: abstract[k] for k in ("params", "batch_stats")}
+  if _shapes(stored_params) != _shapes(expected):
+    raise InputError(f"{manager.directory}/{step}: holds a model with other layers or shapes "
+                     "than the configured one (was the model config changed?)")
 
 
 class Checkpoints:
@@ -42,27 +82,38 @@ class Checkpoints:
 
 
 def restore_newest(manager: ocp.CheckpointManager, abstract: Any,
-                   quarantine: Optional[str] = None) -> Tuple[Optional[Any], int]:
-  """(payload, epoch) of the newest checkpoint that restores, or (None, 0) if there is none.
+                   quarantine: Optional[str] = None) -> Tuple[Optional[Any], int, list]:
+  """(payload, epoch, damaged epochs) of the newest checkpoint that restores; (None, 0, ...)
+  if none does.
 
   A checkpoint that fails to read (truncated, damaged) is reported and skipped; with
-  `quarantine` (a folder) it is moved there, so that the epoch can be saved again.
+  `quarantine` (a folder) it is moved there, so that the epoch can be saved again. A
+  checkpoint of another model raises InputError (check_model_matches) and is left alone.
   """
+  damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
+    check_model_matches(manager, step, abstract)
     try:
-      return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step
+      return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step, damaged
     except Exception as e:  # orbax raises many types for damaged files.
+      damaged.append(step)
       first_line = (str(e).splitlines() or [""])[0][:200]
       logging.warning("checkpoint %s/%d is damaged (%s: %s)", manager.directory, step,
                       type(e).__name__, first_line)
       print(f"warning: checkpoint {manager.directory}/{step} could not be read "
             f"({type(e).__name__}); falling back to an older one")
       if quarantine:
-        os.makedirs(quarantine, exist_ok=True)
-        shutil.move(os.path.join(str(manager.directory), str(step)),
-                    os.path.join(quarantine, f"{os.path.basename(str(manager.directory))}_{step}"))
-        manager.reload()
-  return None, 0
+        move_to(manager, step, quarantine)
+  return None, 0, damaged
+
+
+def move_to(manager: ocp.CheckpointManager, step: int, folder: str) -> None:
+  """Moves one checkpoint out of the manager's folder into `folder` (nothing is deleted)."""
+  os.makedirs(folder, exist_ok=True)
+  name = os.path.basename(str(manager.directory))
+  shutil.move(os.path.join(str(manager.directory), str(step)),
+              os.path.join(folder, f"{name}_{step}"))
+  manager.reload()
 
 
 def drop_after(manager: ocp.CheckpointManager, epoch: int) -> None:
@@ -79,7 +130,7 @@ def restore_best(workdir: str, abstract: Any) -> Tuple[Any, int]:
   if not os.path.isdir(path):
     raise InputError(f"{workdir}: no best/ checkpoint folder (train first, or check --workdir)")
   manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
-  payload, step = restore_newest(manager, abstract)
+  payload, step, _ = restore_newest(manager, abstract)
   manager.close()
   if payload is None:
     raise InputError(f"{path}: no readable checkpoint")

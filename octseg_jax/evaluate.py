@@ -10,11 +10,13 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from octseg_jax import layers_geometry as geom
-from octseg_jax import metrics, report
+from octseg_jax import metrics, plots, report
 from octseg_jax.data import inputs, pipeline
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_json, write_text
+
+PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
 
 
 def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
@@ -99,7 +101,11 @@ def run(workdir: str, input_path: Optional[str], output: str) -> Dict:
   os.makedirs(output, exist_ok=True)
   write_json(os.path.join(output, "metrics.json"), result)
   write_text(os.path.join(output, "metrics.md"), report.metrics_markdown(result))
+  n = min(PANEL_SCANS, len(images))
+  plots.side_by_side(os.path.join(output, "side_by_side.png"), images[:n], masks[:n],
+                     [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n])
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(f"eval on {data_name}: {len(images)} scans, mean layer Dice {lit:.4f}, accuracy "
-        f"{result['raw']['paper']['accuracy']:.4f}; wrote {output}/metrics.json and metrics.md")
+        f"{result['raw']['paper']['accuracy']:.4f}; wrote {output}/metrics.json, metrics.md "
+        "and side_by_side.png")
   return result

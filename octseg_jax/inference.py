@@ -1,7 +1,6 @@
 """A trained workdir as a callable: load config + best checkpoint, predict at native resolution."""
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, List
 
@@ -9,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import preprocessing, train
-from octseg_jax.checkpoints import restore_best
+from octseg_jax import preprocessing
+from octseg_jax.checkpoints import inference_payload, restore_best
 from octseg_jax.data import pipeline
-from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
+from octseg_jax.workdir import load_config, read_json
 
 
 @dataclasses.dataclass
@@ -36,24 +35,14 @@ class Trained:
     return np.asarray(jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1))
 
 
-def read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise InputError(f"{path}: missing") from None
-  except (OSError, ValueError) as e:
-    raise InputError(f"{path}: not readable JSON ({e})") from None
-
-
 def load_trained(workdir: str) -> Trained:
   """Config, model and best-checkpoint variables of a training workdir."""
-  config = train.load_config(workdir)
+  config = load_config(workdir)
   split = read_json(os.path.join(workdir, "split.json"))
   model = create_model(config.model, config.train.compute_dtype)
   variables = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1,) + tuple(split["input_shape"])), train=False))
-  abstract = train.inference_payload(variables["params"], variables.get("batch_stats", {}))
+  abstract = inference_payload(variables["params"], variables.get("batch_stats", {}))
   payload, epoch = restore_best(workdir, abstract)
   variables = {"params": payload["params"], "batch_stats": payload["batch_stats"]}
   return Trained(config, model, variables, pipeline.recipe_from_config(config), epoch, workdir,

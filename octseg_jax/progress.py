@@ -30,15 +30,19 @@ class Progress:
     every: lines printed every `every` items when not on a terminal (default total // 10).
     stream: where to print (default stdout).
     min_seconds: on a terminal, redraw at most this often.
+    leave: False erases the line at the end on a terminal and prints no closing line elsewhere
+      (for per-step progress that a summary line follows).
   """
 
   def __init__(self, total: int, desc: str, unit: str = "item", every: Optional[int] = None,
-               stream: Optional[TextIO] = None, min_seconds: float = 0.2):
+               stream: Optional[TextIO] = None, min_seconds: float = 0.2,
+               leave: bool = True):
     self.total, self.desc, self.unit = max(int(total), 0), desc, unit
     self.stream = stream if stream is not None else sys.stdout
     self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
     self.every = max(1, int(every) if every else max(1, self.total // 10))
     self.min_seconds = min_seconds
+    self.leave = leave
     self.done = 0
     self.start = time.perf_counter()
     self._last_draw = 0.0
@@ -72,7 +76,10 @@ class Progress:
     if self._closed:
       return
     self._closed = True
-    if self.tty:
+    if not self.leave:
+      if self.tty:
+        self.stream.write("\r\033[K")
+    elif self.tty:
       self.stream.write("\r" + self.line() + "\033[K\n")
     else:
       self.stream.write(self.line() + "\n")

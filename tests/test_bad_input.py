@@ -81,7 +81,8 @@ def test_obvious_fixes_colour_to_grey_floats_and_constant(tmp_path):
   np.testing.assert_array_equal(s.images[0], IMG[0])            # grey channels: exact
   path = _npz(tmp_path, "float.npz", images=IMG / 255.0, masks=np.zeros(IMG.shape, np.float32))
   s = inputs.load_path(path, require_masks=True)[0]
-  np.testing.assert_array_equal(s.images, IMG) and s.masks.dtype == np.uint8
+  np.testing.assert_array_equal(s.images, IMG)
+  assert s.masks.dtype == np.uint8
   path = _npz(tmp_path, "flat.npz", images=np.full((1, 32, 32), 80, np.uint8))
   from octseg_jax import preprocessing as pp
   x, _, _ = pp.prepare(inputs.load_path(path)[0].images[0], None, pp.Recipe(band_height=16))
@@ -128,7 +129,8 @@ def test_fuzz_corrupted_files_end_in_result_or_clear_error(tmp_path):
     except InputError as e:
       assert str(e).startswith(str(path)) and "\n" not in str(e)
       outcomes["error"] += 1
-  assert outcomes["ok"] + outcomes["error"] == 300 and outcomes["error"] > 100
+  # Both outcomes occur (the damage is not always fatal, nor always harmless).
+  assert outcomes["error"] > 100 and outcomes["ok"] > 0, outcomes
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

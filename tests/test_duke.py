@@ -6,7 +6,7 @@ import scipy.io
 
 from octseg_jax.data import duke, pipeline
 from octseg_jax.errors import InputError
-from tests.conftest import DUKE_DIR, needs_duke
+from tests.conftest import DUKE_DIR, needs_duke, tiny_config
 
 
 def _volume(tmp_path, name="Subject_03.mat", grader=1):
@@ -87,3 +87,19 @@ def test_shared_duke_data_reads_and_splits_subject_wise():
     train, val = pipeline.split_indices(subjects, cfg, seed=0)
     assert not set(subjects[train]) & set(subjects[val])
     assert set(subjects[val]) == {fold + 1}
+
+
+def test_config_grader_reaches_the_mat_reader(tmp_path):
+  from octseg_jax.data import pipeline
+  _volume(tmp_path, "Subject_07.mat", grader=2)            # only grader 2's annotations
+  config = tiny_config(**{"data.source": "duke", "data.duke_dir": str(tmp_path),
+                          "data.grader": 2})
+  sets = pipeline.load_scans(config.data)
+  assert len(sets) == 1 and sets[0].masks is not None and sets[0].names[0].startswith("Subject_07")
+  with pytest.raises(InputError, match="manualLayers1"):
+    pipeline.load_scans(tiny_config(**{"data.source": "duke",
+                                       "data.duke_dir": str(tmp_path)}).data)
+  np.savez(tmp_path / "subject_01.npz", images=np.zeros((1, 8, 8), np.uint8),
+           masks=np.zeros((1, 8, 8), np.uint8))
+  with pytest.raises(InputError, match="grader 1's annotations only"):
+    pipeline.load_scans(config.data)

@@ -26,6 +26,9 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   assert len(saved["raw"]["geometry"]["mae_um"]) == 8
   md = (tmp_path / "metrics.md").read_text()
   assert "| 1 | NFL |" in md and "mean layer Dice" in md
+  from PIL import Image
+  panel = Image.open(tmp_path / "side_by_side.png")   # the Figure-4 panel of 3 scans
+  assert panel.size[1] > panel.size[0] / 2
 
 
 def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path):

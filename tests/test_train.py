@@ -12,6 +12,7 @@ import pytest
 from octseg_jax import losses, train
 from octseg_jax.data import pipeline
 from octseg_jax.models import create_model
+from octseg_jax.task import Task
 from tests.conftest import tiny_config
 
 
@@ -26,8 +27,11 @@ def test_training_smoke_loss_falls_and_files_exist(trained_workdir):
   assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
   assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
   assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
-  for name in ("config.json", "split.json", "best_val_metrics.json"):
+  assert list(rows[0]) == ["epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_dice",
+                           "val_iou", "val_mean_layer_dice", "seconds"]
+  for name in ("config.json", "split.json", "best_val_metrics.json", "training_curves.png"):
     assert os.path.exists(os.path.join(workdir, name))
+  assert not os.path.exists(os.path.join(workdir, ".lock"))
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
   assert os.listdir(os.path.join(workdir, "best")) == [str(summary["epoch"])]
@@ -65,7 +69,7 @@ def test_sharded_step_equals_unsharded():
     state = train.create_state(config, model, (48, 64), jax.random.key(0))
     state = jax.device_put(state, NamedSharding(mesh, P()))
     data = NamedSharding(mesh, P("data"))
-    step = jax.jit(train.make_train_step(model, config))
+    step = jax.jit(train.make_train_step(model, Task.from_config(config), config.data.augment))
     new_state, loss = step(state, jax.device_put(x, data), jax.device_put(y, data), key)
     results.append((float(loss), jax.device_get(new_state.params)))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
@@ -76,7 +80,7 @@ def test_sharded_step_equals_unsharded():
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path / "nan")
   train.train_and_evaluate(tiny_config(**{"train.num_epochs": 1}), workdir)
-  monkeypatch.setattr(losses, "hybrid", lambda *a, **k: jnp.float32(jnp.nan))
+  monkeypatch.setitem(losses.LOSSES, "hybrid", lambda *a, **k: jnp.float32(jnp.nan))
   with pytest.raises(train.TrainingDiverged, match=r"epoch 2, step 1.*epoch 1"):
     train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir)
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]

@@ -143,9 +143,10 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop") -> ScanSet:
   return ScanSet(images, masks, subjects, names, path)
 
 
-def load_dir(path: str, subjects=None) -> list:
+def load_dir(path: str, subjects=None, grader: int = 1) -> list:
   """All Duke files in a folder (subject_XX.npz and/or Subject_XX.mat), optionally only the
-  listed subject numbers. Returns a list of ScanSets, one per file."""
+  listed subject numbers. Returns a list of ScanSets, one per file. `grader` (1 or 2) picks
+  whose annotations of the original .mat files are read (the .npz files hold grader 1's)."""
   if not os.path.isdir(path):
     raise fail(path, "no such folder (set --config.data.duke_dir)")
   files = sorted(glob.glob(os.path.join(path, "*.npz")) + glob.glob(os.path.join(path, "*.mat")))
@@ -156,7 +157,11 @@ def load_dir(path: str, subjects=None) -> list:
     number = re.findall(r"\d+", os.path.basename(f))
     if subjects and (not number or int(number[-1]) not in subjects):
       continue
-    sets.append(load_npz(f, require_masks=True) if f.endswith(".npz") else load_mat(f))
+    if f.endswith(".npz") and grader != 1:
+      raise fail(f, f"holds grader 1's annotations only; --config.data.grader={grader} needs "
+                 "the original Subject_XX.mat files")
+    sets.append(load_npz(f, require_masks=True) if f.endswith(".npz")
+                else load_mat(f, grader=grader))
   if not sets:
     raise fail(path, f"no files for subjects {list(subjects)}")
   return sets

@@ -38,7 +38,8 @@ def load_scans(data_config) -> List[ScanSet]:
     return [synthetic.generate(s.num_scans, s.height, s.width, s.seed, s.cysts,
                                s.scans_per_subject)]
   if source == "duke":
-    return duke.load_dir(data_config.duke_dir, tuple(data_config.subjects))
+    return duke.load_dir(data_config.duke_dir, tuple(data_config.subjects),
+                         int(data_config.grader))
   if source == "folder":
     if not data_config.folder_dir:
       raise InputError("--config.data.folder_dir: no folder given for source 'folder'")
@@ -93,9 +94,6 @@ class Prepared:
   y: np.ndarray
   names: list
   subjects: np.ndarray
-  placements: list
-  raw_images: list     # uint8 [H, W] per scan, for native-resolution evaluation
-  raw_masks: list
 
   def __len__(self):
     return len(self.x)
@@ -115,14 +113,12 @@ def flatten(sets: List[ScanSet]):
 
 def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
   """Preprocesses scans to one common model input size `pad_to` (padding marked IGNORE)."""
-  xs, ys, places = [], [], []
+  xs, ys = [], []
   for im, m in zip(images, masks):
-    x, y, p = preprocessing.prepare(im, m, recipe, pad_to)
+    x, y, _ = preprocessing.prepare(im, m, recipe, pad_to)
     xs.append(x)
     ys.append(y if y is not None else np.full(x.shape, IGNORE, np.uint8))
-    places.append(p)
-  return Prepared(np.stack(xs), np.stack(ys), list(names), np.asarray(subjects), places,
-                  list(images), list(masks))
+  return Prepared(np.stack(xs), np.stack(ys), list(names), np.asarray(subjects))
 
 
 def build(config) -> Tuple[Prepared, Prepared, Dict]:

@@ -37,20 +37,6 @@ class ScanSet:
                    self.subjects[index], [self.names[i] for i in index], self.source)
 
 
-def concat(sets) -> ScanSet:
-  """Concatenates ScanSets of equal image size (masks kept only if all have them)."""
-  sets = list(sets)
-  shapes = {s.images.shape[1:] for s in sets}
-  if len(shapes) != 1:
-    raise ValueError(f"cannot stack scans of different sizes {sorted(shapes)}")
-  masks = None
-  if all(s.masks is not None for s in sets):
-    masks = np.concatenate([s.masks for s in sets])
-  return ScanSet(np.concatenate([s.images for s in sets]), masks,
-                 np.concatenate([s.subjects for s in sets]),
-                 sum((list(s.names) for s in sets), []), ",".join(s.source for s in sets))
-
-
 def to_uint8_images(images, path) -> np.ndarray:
   """Checks and converts images to uint8 [N, H, W].
 

@@ -1,0 +1,116 @@
+"""Checked workdirs: reruns with another model are refused untouched, allowed fields resume,
+old configs load with defaults, one training per workdir (lock), refused runs leave no trace,
+hooks skip what the model lacks, the metrics log aligns columns by name."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from octseg_jax import hooks, train, workdir
+from octseg_jax.errors import InputError
+from tests.conftest import ROOT, tiny_config
+
+
+def _hashes(folder):
+  out = {}
+  for root, _, files in os.walk(folder):
+    for f in files:
+      path = os.path.join(root, f)
+      with open(path, "rb") as fh:
+        out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
+
+
+def test_rerun_with_another_model_is_refused_and_changes_nothing(trained_workdir, tmp_path):
+  source, _ = trained_workdir
+  wd = str(tmp_path / "copy")
+  shutil.copytree(source, wd)
+  before = _hashes(wd)
+  with pytest.raises(InputError) as e:
+    train.train_and_evaluate(tiny_config(**{"model.widths": (8, 16)}), wd)
+  message = str(e.value)
+  assert "\n" not in message and "model.widths ((4, 8) -> (8, 16))" in message
+  assert "use a new --workdir" in message
+  assert _hashes(wd) == before
+
+
+def test_allowed_fields_may_change_and_are_listed(trained_workdir):
+  wd, _ = trained_workdir
+  changed = tiny_config(**{"train.num_epochs": 7, "data.duke_dir": "/elsewhere",
+                           "explain.max_scans": 1, "train.checkpoint_every": 2})
+  assert workdir.check_rerun(wd, changed) == [
+      "data.duke_dir", "explain.max_scans", "train.checkpoint_every", "train.num_epochs"]
+  assert workdir.check_rerun(wd, tiny_config()) == []
+
+
+def test_stored_config_without_new_fields_compares_equal_to_defaults(tmp_path):
+  stored = json.loads(tiny_config().to_json_best_effort())
+  del stored["loss"]["name"], stored["train"]["optimizer"], stored["train"]["schedule"]
+  stored["train"]["topology"] = False                    # a field that no longer exists
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  assert workdir.check_rerun(str(tmp_path), tiny_config()) == []
+  loaded = workdir.load_config(str(tmp_path))
+  assert loaded.loss.name == "hybrid" and loaded.train.optimizer == "adam"
+  # The shipped model's config (written before these fields existed) loads the same way.
+  shipped = workdir.load_config(os.path.join(ROOT, "pretrained"))
+  assert shipped.loss.name == "hybrid" and tuple(shipped.model.widths) == (32, 64, 128, 256)
+
+
+def test_busy_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+  wd = str(tmp_path / "wd")
+  os.makedirs(wd)
+  with workdir.WorkdirLock(wd):
+    with pytest.raises(InputError, match=rf"busy, process {os.getpid()} on .* is training"):
+      train.train_and_evaluate(tiny_config(), wd)
+    assert os.listdir(wd) == [".lock"]
+  assert os.listdir(wd) == []                             # released on exit
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  import socket
+  with open(os.path.join(wd, ".lock"), "w") as f:
+    f.write(f"{dead.pid} {socket.gethostname()}\n")
+  with workdir.WorkdirLock(wd) as lock:                   # owner gone: taken over
+    assert open(lock.path).read().split()[0] == str(os.getpid())
+
+
+def test_refused_run_creates_nothing(tmp_path):
+  wd = tmp_path / "never"
+  with pytest.raises(InputError, match="--config.loss.name='focal'"):
+    train.train_and_evaluate(tiny_config(**{"loss.name": "focal"}), str(wd))
+  with pytest.raises(InputError, match="val_subjects"):
+    train.train_and_evaluate(tiny_config(**{"data.val_subjects": (9,)}), str(wd))
+  assert not wd.exists()
+
+
+def test_grad_cam_images_are_skipped_with_one_warning_when_the_layer_is_missing(capsys):
+  import jax
+  from octseg_jax.data import pipeline
+  from octseg_jax.models import create_model
+  config = tiny_config(**{"explain.layers": ("dec9_conv1",)})
+  model = create_model(config.model)
+  x = np.zeros((1, 16, 16), np.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  val = pipeline.Prepared(x, np.zeros((1, 16, 16), np.uint8), ["a"], np.zeros(1))
+  hook = hooks.ImageSummaries()
+  hook.start(hooks.Context("", config, model, val, None, lambda: variables))
+  assert hook.layers == ()
+  out = capsys.readouterr().out
+  assert out.count("warning: TensorBoard Grad-CAM images skipped") == 1 and "dec9_conv1" in out
+
+
+def test_metrics_log_aligns_changed_columns_by_name(tmp_path):
+  log = hooks.MetricsLog(str(tmp_path), resume_epoch=0)
+  log.write({"epoch": 1, "train_loss": 0.5, "val_loss": 0.6})
+  log.write({"epoch": 2, "train_loss": 0.4, "val_loss": 0.5})
+  log.close()
+  resumed = hooks.MetricsLog(str(tmp_path), resume_epoch=1)   # epoch 2 runs again
+  resumed.write({"epoch": 2, "val_loss": 0.45, "val_extra": 3, "train_loss": 0.41})
+  resumed.close()
+  lines = open(tmp_path / "log.csv").read().split()
+  assert lines == ["epoch,train_loss,val_loss,val_extra", "1,0.5,0.6,", "2,0.41,0.45,3"]
