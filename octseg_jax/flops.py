@@ -103,9 +103,12 @@ def _conv_equations(jaxpr):
 
 
 def xla_conv_flops(fn: Callable, *args) -> float:
-  """XLA's cost-analysis FLOPs of the convolutions alone in fn(*args) (args may be
-  jax.ShapeDtypeStruct pytrees: nothing runs). Each convolution of fn's jaxpr is lowered on its own (for the current backend, before optimisation) and its
-  "flops" summed. Other operations (BatchNorm, pooling, the loss, Adam) are left out."""
+  """XLA's cost-analysis FLOPs of the convolutions alone in fn(*args).
+
+  args may be jax.ShapeDtypeStruct pytrees: nothing runs. Each convolution of fn's jaxpr is
+  lowered on its own (current backend, before optimisation) and its "flops" summed; other
+  operations (BatchNorm, pooling, the loss, Adam) are left out.
+  """
   total, seen = 0.0, {}
   for eqn in _conv_equations(jax.make_jaxpr(fn)(*args).jaxpr):
     avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
