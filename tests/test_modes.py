@@ -82,3 +82,9 @@ def test_benchmark_smoke(tmp_path):
   assert saved["batch"] == 4 and saved["input_shape"] == [48, 64]
   assert saved["train_step"]["median_s"] > 0 and saved["flops_per_step"] > 0
   assert result["explain_ratio_to_forward_backward"] > 0
+  from octseg_jax.flops import model_train_step_conv_flops
+  assert saved["conv_flops_per_step"] == model_train_step_conv_flops(tiny_config().model, 4,
+                                                                     (48, 64))
+  record = json.loads((tmp_path / "provenance.json").read_text())
+  assert record["wall_time_s"] > saved["compile_s"]
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["widths"] == [4, 8]
