@@ -26,11 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES  # noqa: E402
 from octseg_jax.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.report import PAPER_IOU, fmt, table  # noqa: E402
+from scripts.summarise_results import PAPER, mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ("README.md", "docs/results.md", "pretrained/README.md")
 GPU, CPU = "docs/results/gpu_h200", "docs/results/cpu_2core"
-PAPER = {"accuracy": 0.9577, "dice": 0.9446, "iou": 0.8951}      # the paper's Table 1
 SD = "population sd over 4 folds"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n"
                    r"<!-- /generated:(?P=name) -->", re.S)
@@ -67,12 +67,6 @@ class Sources:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def mean_sd(values, digits: int = 4) -> str:
-  """Mean ± population sd (numpy's default, ddof=0) of the values."""
-  v = np.asarray(values, float)
-  return f"{np.mean(v):.{digits}f} ± {np.std(v):.{digits}f}"
 
 
 def mean_mae(run: Dict, topology: bool = False) -> float:
