@@ -434,10 +434,78 @@ def _median_best_epoch(src: Sources) -> float:
   return float(np.median([r["best_epoch"] for r in src.cv()]))
 
 
+def _iou_gap(pick: Callable) -> Callable[[Sources], float]:
+  """pick (min or max) of paper IoU - ours over the 7 layers (paper protocol, native)."""
+  def value(src: Sources) -> float:
+    ours = src.run(GPU, "paper_protocol", "random_split")["native"]["class_iou"]
+    return pick(PAPER_IOU[k] - ours[k] for k in range(1, 8))
+  value.__name__ = f"{pick.__name__} of paper IoU - paper_protocol.native.class_iou[1:]"
+  return value
+
+
+def _cam(key: str, k: int) -> Callable[[Sources], float]:
+  def value(src: Sources) -> float:
+    return src.json(f"{GPU}/explain_paper/cam_stats.json")["mean"]["dec0_conv1"][key][k]
+  value.__name__ = f"mean.dec0_conv1.{key}.{k}"
+  return value
+
+
+def _cam_layers(pick: Callable, ratio: bool) -> Callable[[Sources], float]:
+  """pick of the layers' mass in region (or of mass / area share), classes 1-7."""
+  def value(src: Sources) -> float:
+    s = src.json(f"{GPU}/explain_paper/cam_stats.json")["mean"]["dec0_conv1"]
+    return pick(s["mass_in_region"][k] / (s["area_share"][k] if ratio else 0.01)
+                for k in range(1, 8))
+  value.__name__ = f"{pick.__name__} of mass_in_region{' / area_share' if ratio else ' (%)'}"
+  return value
+
+
+def _fold0_delta(folder: str, base: str, name: str) -> Callable[[Sources], float]:
+  """|mean layer Dice of name - base| on fold 0."""
+  def value(src: Sources) -> float:
+    dice = [src.run(folder, n, "fold0")["native"]["mean_layer_dice"] for n in (name, base)]
+    return abs(dice[0] - dice[1])
+  value.__name__ = f"|{name} - {base}| fold0 mean_layer_dice"
+  return value
+
+
+def _nfl_resize_cost(src: Sources) -> float:
+  dice = [src.run(CPU, n, "fold0")["native"]["layer_dice"][0]
+          for n in ("duke_cpu", "duke_cpu_resize_256")]
+  return dice[0] - dice[1]
+
+
 _TU = f"{CPU}/duke_cpu_transpose_upsampling_fold0_log.csv"
+_CAM = f"{GPU}/explain_paper/cam_stats.json"
 # (document, text as it must appear, source file, key); the text is a format string of the
 # value; line breaks in the document do not matter.
 PROSE: List[Tuple[str, str, str, object]] = [
+    ("README.md", "two seeds of the same CPU configuration differ by {:.3f}", f"{CPU}/results.json",
+     _seed_gap),
+    ("README.md", "the resize costing the NFL about {:.2f} Dice", f"{CPU}/results.json",
+     _nfl_resize_cost),
+    ("docs/results.md", "dilution, are {:.2f}-", f"{GPU}/results.json", _iou_gap(min)),
+    ("docs/results.md", "-{:.2f} below the paper's on every layer", f"{GPU}/results.json",
+     _iou_gap(max)),
+    ("docs/results.md", "section 5): there two seeds of the same configuration differ by {:.3f}",
+     f"{CPU}/results.json", _seed_gap),
+    ("docs/results.md", "each layer's map puts {:.0f}-", _CAM, _cam_layers(min, False)),
+    ("docs/results.md", "-{:.0f}% of its mass", _CAM, _cam_layers(max, False)),
+    ("docs/results.md", "true region, {:.0f}-", _CAM, _cam_layers(min, True)),
+    ("docs/results.md", "-{:.0f} times the region's share", _CAM, _cam_layers(max, True)),
+    ("docs/results.md", "except for the NFL ({:.2f} vs", _CAM, _cam("deletion_area", 1)),
+    ("docs/results.md", "vs {:.2f}) and the INL", _CAM, _cam("random_deletion_area", 1)),
+    ("docs/results.md", "and the INL ({:.2f} vs", _CAM, _cam("deletion_area", 3)),
+    ("docs/results.md", "vs {:.2f}), and for ONL+ISM", _CAM, _cam("random_deletion_area", 3)),
+    ("docs/results.md", "Transposed conv was {:.3f} below index unpooling here",
+     f"{CPU}/results.json",
+     _fold0_delta(CPU, "duke_cpu", "duke_cpu_transpose_upsampling")),
+    ("docs/results.md", "index unpooling here and {:.3f} below on the GPU", f"{GPU}/results.json",
+     _fold0_delta(GPU, "duke_gpu", "transpose_upsampling")),
+    ("docs/results.md", "skip concatenation {:.3f} and", f"{CPU}/results.json",
+     _fold0_delta(CPU, "duke_cpu", "duke_cpu_skip_concat")),
+    ("docs/results.md", "and {:.3f} above. The same sign", f"{GPU}/results.json",
+     _fold0_delta(GPU, "duke_gpu", "skip_concat")),
     ("README.md", "SegNet 64..512, batch 32, up to 100 epochs; {:.0f} s wall time",
      f"{GPU}/results.json", "paper_protocol.random_split.train_s"),
     ("README.md", "early stopping at epoch {} of 100", f"{GPU}/results.json",
