@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from octseg_jax import layers_geometry as geom
-from octseg_jax import metrics, report
+from octseg_jax import metrics, provenance, report
 from octseg_jax.data import inputs, pipeline
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
@@ -99,6 +99,8 @@ def run(workdir: str, input_path: Optional[str], output: str) -> Dict:
   os.makedirs(output, exist_ok=True)
   write_json(os.path.join(output, "metrics.json"), result)
   write_text(os.path.join(output, "metrics.md"), report.metrics_markdown(result))
+  provenance.write(output, trained.config, filename="eval_provenance.json",
+                   extra={"mode": "eval", "data": data_name})
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(f"eval on {data_name}: {len(images)} scans, mean layer Dice {lit:.4f}, accuracy "
         f"{result['raw']['paper']['accuracy']:.4f}; wrote {output}/metrics.json and metrics.md")

@@ -80,7 +80,8 @@ def main() -> None:
             "uncached_compile_s": cold["compile_s"], "cached_compile_s": warm["compile_s"],
             "load_average": os.getloadavg()}
   write_json(os.path.join(args.out, "compile_cache.json"), result)
-  provenance.write(args.out, wall_time_s=time.time() - start, filename="compile_cache_provenance.json")
+  provenance.write(args.out, wall_time_s=time.time() - start,
+                   filename="compile_cache_provenance.json")
   print(json.dumps(result, indent=2))
 
 

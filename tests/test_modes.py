@@ -26,6 +26,8 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   assert len(saved["raw"]["geometry"]["mae_um"]) == 8
   md = (tmp_path / "metrics.md").read_text()
   assert "| 1 | NFL |" in md and "mean layer Dice" in md
+  record = json.loads((tmp_path / "eval_provenance.json").read_text())
+  assert record["mode"] == "eval" and record["data"] == saved["data"]
 
 
 def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path):
