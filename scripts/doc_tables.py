@@ -430,6 +430,13 @@ def _nfl_gcl_mae(name: str) -> Callable[[Sources], float]:
   return value
 
 
+def _demo_wall_minutes(src: Sources) -> float:
+  """Wall time of the README's demo commands from the `wall_s` line of its run log."""
+  with open(src.path(f"{CPU}/demo/run.log")) as f:
+    lines = [line.split() for line in f if line.startswith("wall_s ")]
+  return float(lines[-1][1]) / 60
+
+
 def _median_best_epoch(src: Sources) -> float:
   return float(np.median([r["best_epoch"] for r in src.cv()]))
 
@@ -480,6 +487,9 @@ _CAM = f"{GPU}/explain_paper/cam_stats.json"
 # (document, text as it must appear, source file, key); the text is a format string of the
 # value; line breaks in the document do not matter.
 PROSE: List[Tuple[str, str, str, object]] = [
+    ("README.md", "the install took {:.1f} minutes", f"{CPU}/demo/run.log", _demo_wall_minutes),
+    ("README.md", "mean layer Dice {:.3f} in the stored run", f"{CPU}/demo/metrics.json",
+     "raw.literature.mean_layer_dice"),
     ("README.md", "two seeds of the same CPU configuration differ by {:.3f}", f"{CPU}/results.json",
      _seed_gap),
     ("README.md", "the resize costing the NFL about {:.2f} Dice", f"{CPU}/results.json",

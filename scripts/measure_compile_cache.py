@@ -19,8 +19,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from octseg_jax import xla_setup  # noqa: E402
+
+xla_setup.apply_cpu_flags()   # here too, so that provenance.json records the children's flags
+
 CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 from octseg_jax import xla_setup
 xla_setup.apply_cpu_flags()
 import jax
@@ -39,7 +43,8 @@ y = jax.numpy.zeros((batch,) + shape, jax.numpy.uint8)
 step = jax.jit(train.make_train_step(model, config), donate_argnums=(0,))
 t = time.perf_counter()
 step.lower(state, x, y, jax.random.key(1)).compile()
-print(json.dumps({"compile_s": time.perf_counter() - t, "input_shape": list(shape)}))
+print(json.dumps({"compile_s": time.perf_counter() - t, "input_shape": list(shape),
+                  "xla_flags": os.environ.get("XLA_FLAGS", "")}))
 """
 
 
@@ -78,6 +83,7 @@ def main() -> None:
                     "cache", "config": "configs/segnet.py", "overrides": overrides,
             "batch": args.batch, "input_shape": cold["input_shape"],
             "uncached_compile_s": cold["compile_s"], "cached_compile_s": warm["compile_s"],
+            "xla_flags": cold["xla_flags"],
             "load_average": os.getloadavg()}
   write_json(os.path.join(args.out, "compile_cache.json"), result)
   provenance.write(args.out, wall_time_s=time.time() - start,
