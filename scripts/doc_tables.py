@@ -487,6 +487,14 @@ _CAM = f"{GPU}/explain_paper/cam_stats.json"
 # (document, text as it must appear, source file, key); the text is a format string of the
 # value; line breaks in the document do not matter.
 PROSE: List[Tuple[str, str, str, object]] = [
+    ("README.md", "took {:.1f} s to compile in a fresh process", f"{CPU}/compile_cache.json",
+     "uncached_compile_s"),
+    ("README.md", "empty cache and {:.1f} s in the next", f"{CPU}/compile_cache.json",
+     "cached_compile_s"),
+    ("README.md", "`flops_per_step` ({:.1e} and", f"{GPU}/benchmark_paper_fp32.json",
+     "flops_per_step"),
+    ("README.md", "and {:.1e}) is XLA's count", f"{GPU}/benchmark_paper_bf16.json",
+     "flops_per_step"),
     ("README.md", "the install took {:.1f} minutes", f"{CPU}/demo/run.log", _demo_wall_minutes),
     ("README.md", "mean layer Dice {:.3f} in the stored run", f"{CPU}/demo/metrics.json",
      "raw.literature.mean_layer_dice"),
