@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from octseg_jax import layers_geometry as geom
-from octseg_jax import metrics, plots, report
+from octseg_jax import metrics, plots, provenance, report
 from octseg_jax.data import inputs, pipeline
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
@@ -104,6 +104,8 @@ def run(workdir: str, input_path: Optional[str], output: str) -> Dict:
   n = min(PANEL_SCANS, len(images))
   plots.side_by_side(os.path.join(output, "side_by_side.png"), images[:n], masks[:n],
                      [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n])
+  provenance.write(output, trained.config, filename="eval_provenance.json",
+                   extra={"mode": "eval", "data": data_name})
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(f"eval on {data_name}: {len(images)} scans, mean layer Dice {lit:.4f}, accuracy "
         f"{result['raw']['paper']['accuracy']:.4f}; wrote {output}/metrics.json, metrics.md "

@@ -25,7 +25,7 @@ xla_setup.apply_cpu_flags()
 
 from configs import duke_cpu, duke_gpu, segnet  # noqa: E402
 from configs.ablations import ABLATIONS  # noqa: E402
-from octseg_jax import benchmark, cli, evaluate, explain, train  # noqa: E402
+from octseg_jax import benchmark, cli, evaluate, explain, provenance, train  # noqa: E402
 from octseg_jax.config_utils import apply_overrides  # noqa: E402
 from octseg_jax.io_utils import write_json  # noqa: E402
 
@@ -87,6 +87,8 @@ class Runner:
     try:
       best = train.train_and_evaluate(config, workdir)
       train_s = time.time() - t
+      if not os.path.exists(os.path.join(workdir, provenance.FILENAME)):   # train.py writes one
+        provenance.write(workdir, config, wall_time_s=train_s)
       metrics = evaluate.run(workdir, None, workdir)
       with open(os.path.join(workdir, "log.csv")) as f:
         epochs = len(f.readlines()) - 1
@@ -177,6 +179,8 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   runner = Runner(args.out, args.budget_s)
   {"gpu": plan_gpu, "cpu": plan_cpu}[args.plan](runner, os.path.abspath(args.duke_dir))
+  provenance.write(args.out, wall_time_s=time.time() - runner.start,
+                   extra={"plan": args.plan, "budget_s": args.budget_s, "smoke": args.smoke})
   print(f"done in {time.time() - runner.start:.0f} s; results in {runner.results_path}")
 
 

@@ -29,6 +29,8 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   from PIL import Image
   panel = Image.open(tmp_path / "side_by_side.png")   # the Figure-4 panel of 3 scans
   assert panel.size[1] > panel.size[0] / 2
+  record = json.loads((tmp_path / "eval_provenance.json").read_text())
+  assert record["mode"] == "eval" and record["data"] == saved["data"]
 
 
 def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path):
@@ -85,3 +87,9 @@ def test_benchmark_smoke(tmp_path):
   assert saved["batch"] == 4 and saved["input_shape"] == [48, 64]
   assert saved["train_step"]["median_s"] > 0 and saved["flops_per_step"] > 0
   assert result["explain_ratio_to_forward_backward"] > 0
+  from octseg_jax.flops import model_train_step_conv_flops
+  assert saved["conv_flops_per_step"] == model_train_step_conv_flops(tiny_config().model, 4,
+                                                                     (48, 64))
+  record = json.loads((tmp_path / "provenance.json").read_text())
+  assert record["wall_time_s"] > saved["compile_s"]
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["widths"] == [4, 8]
