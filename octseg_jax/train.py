@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from octseg_jax import hooks as hooks_lib
-from octseg_jax import losses, optim
+from octseg_jax import losses, optim, provenance
 from octseg_jax import workdir as workdir_lib
 from octseg_jax.checkpoints import (Checkpoints, drop_after, inference_payload, move_to,
                                     restore_newest, train_payload)
@@ -268,6 +268,7 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
   Nothing is written before the config check, the data and the lock have succeeded, so a
   refused run leaves no trace.
   """
+  wall_start = time.time()
   check_names(config)
   allowed = workdir_lib.check_rerun(workdir, config)
   data = pipeline.build(config)
@@ -306,6 +307,8 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
         print(epoch_line(row, config.train.num_epochs, eta, improved), flush=True)
       for hook in hooks:
         hook.end(ctx)
+      provenance.write(workdir, config, wall_time_s=time.time() - wall_start,
+                       extra={"mode": "train", "epochs": int(run.loop.epoch)})
     finally:   # also on divergence or interruption: finish pending saves
       run.ckpt.wait()
       run.ckpt.close()

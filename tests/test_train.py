@@ -29,7 +29,8 @@ def test_training_smoke_loss_falls_and_files_exist(trained_workdir):
   assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
   assert list(rows[0]) == ["epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_dice",
                            "val_iou", "val_mean_layer_dice", "seconds"]
-  for name in ("config.json", "split.json", "best_val_metrics.json", "training_curves.png"):
+  for name in ("config.json", "split.json", "best_val_metrics.json", "training_curves.png",
+               "provenance.json"):
     assert os.path.exists(os.path.join(workdir, name))
   assert not os.path.exists(os.path.join(workdir, ".lock"))
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
