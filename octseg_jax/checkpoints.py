@@ -13,7 +13,6 @@ import os
 import shutil
 from typing import Any, Dict, Optional, Tuple
 
-from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -98,10 +97,8 @@ def restore_newest(manager: ocp.CheckpointManager, abstract: Any,
     except Exception as e:  # orbax raises many types for damaged files.
       damaged.append(step)
       first_line = (str(e).splitlines() or [""])[0][:200]
-      logging.warning("checkpoint %s/%d is damaged (%s: %s)", manager.directory, step,
-                      type(e).__name__, first_line)
       print(f"warning: checkpoint {manager.directory}/{step} could not be read "
-            f"({type(e).__name__}); falling back to an older one")
+            f"({type(e).__name__}: {first_line}); falling back to an older one")
       if quarantine:
         move_to(manager, step, quarantine)
   return None, 0, damaged

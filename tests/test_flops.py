@@ -7,6 +7,7 @@ import pytest
 from conftest import tiny_config
 from octseg_jax import flops, train
 from octseg_jax.models import create_model
+from octseg_jax.task import Task
 
 
 def test_conv_flops_hand_counts():
@@ -51,8 +52,8 @@ def test_analytic_count_matches_xla_cost_analysis_of_the_convolutions(upsample, 
                          jax.random.key(0))
   x = jax.ShapeDtypeStruct((batch,) + shape, jnp.float32)
   y = jax.ShapeDtypeStruct((batch,) + shape, jnp.uint8)
-  xla = flops.xla_conv_flops(train.make_train_step(model, config), state, x, y,
-                             jax.random.key(1))
+  step = train.make_train_step(model, Task.from_config(config), config.data.augment)
+  xla = flops.xla_conv_flops(step, state, x, y, jax.random.key(1))
   valid = flops.model_train_step_conv_flops(config.model, batch, shape, count_padding=False)
   dense = flops.model_train_step_conv_flops(config.model, batch, shape)
   assert valid == pytest.approx(xla, rel=1e-9)        # same convention: exact

@@ -51,7 +51,7 @@ def test_epoch_batches():
 
 def test_gather_marks_empty_slots_ignored():
   data = pipeline.Prepared(np.ones((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.uint8),
-                           ["a", "b"], np.array([1, 2]), [], [], [])
+                           ["a", "b"], np.array([1, 2]))
   x, y = pipeline.gather(data, np.array([1, -1]))
   assert (y[0] == 0).all() and (y[1] == 255).all()
 
