@@ -131,7 +131,7 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   import matplotlib.pyplot as plt
   x, y = result["map_x_mm"], result["map_y_mm"]
   extent = (x[0], x[-1], y[-1], y[0])
-  fig, axes = plt.subplots(2, 4, figsize=(13, 6.6))
+  fig, axes = plt.subplots(2, 4, figsize=(13, 6.6), layout="constrained")
   for ax, name, m in zip(axes.ravel(), MAP_NAMES, result["maps"]):
     shown = np.ma.masked_invalid(m)
     im = ax.imshow(shown, extent=extent, cmap="turbo", origin="upper", interpolation="nearest")
@@ -146,5 +146,4 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
       ax.set_ylim(y[-1], y[0])
   fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans; blank = farther than "
                f"{enface.REACH_MM} mm from a B-scan", fontsize=10)
-  fig.tight_layout()
   save_figure(path, fig)
