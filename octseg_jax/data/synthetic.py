@@ -198,12 +198,16 @@ def main(argv=None) -> None:
                  help="--volume: Bruch's membrane flat or tilted and curved")
   a = p.parse_args(argv)
   if a.volume:
-    vol, truth = generate_volume(a.num_scans, a.height, a.width, a.seed, shape=a.shape)
+    # Rows as tall as the B-scan phantom's at this height (3.87 um at 496 rows), so a model
+    # trained on phantom B-scans of the same height sees layers of the usual size.
+    row_mm = 0.00387 * 496 / a.height
+    vol, truth = generate_volume(a.num_scans, a.height, a.width, a.seed,
+                                 scale_mm=(0.125, row_mm, None), shape=a.shape)
     write_npz(a.output, images=vol.images, masks=vol.masks, scale_mm=np.array(vol.scale_mm),
               fovea_mm=truth["fovea_mm"])
     print(f"wrote a phantom volume of {a.num_scans} B-scans of {a.height}x{a.width}, scale "
           f"{tuple(round(s, 5) for s in vol.scale_mm)} mm, fovea at "
-          f"{tuple(truth['fovea_mm'].round(3))} mm to {a.output}")
+          f"({truth['fovea_mm'][0]:.2f}, {truth['fovea_mm'][1]:.2f}) mm to {a.output}")
     return
   s = generate(a.num_scans, a.height, a.width, a.seed)
   write_npz(a.output, images=s.images, masks=s.masks, subject=s.subjects.astype(np.int8))

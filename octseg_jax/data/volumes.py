@@ -11,9 +11,10 @@ has no scale, the defaults below apply, and the Volume says so in `notes`:
 
 * SPECTRALIS_ROW_MM: 3.87 um per row (Heidelberg Spectralis axial pixel size).
 * DUKE_DME_SCALE_MM: the Duke DME volumes of Chiu et al. 2015 (61 B-scans of 496 x 768). The
-  paper reports lateral spacing 11.07-11.59 um per column and 118-128 um between B-scans
-  depending on the eye; like eyepy's `import_dukechiu2_mat` we use the middle of each range,
-  11.33 um and 123 um. Stacked annotated Duke B-scans (an .npz with `bscan_index`) sit at
+  spacing varies per eye (about 11.1-11.6 um per column and 118-128 um between B-scans); we
+  use eyepy's `import_dukechiu2_mat` constants, 11.33 um and 123 um, which its source gives as
+  the middle of the paper's ranges (the paper's own text could not be read from this
+  machine). Stacked annotated Duke B-scans (an .npz with `bscan_index`) sit at
   bscan_index * 0.123 mm, so the 11 annotated B-scans are not evenly spaced.
 
 Boundary names: our 8 boundaries (ILM, NFL/GCL, IPL/INL, INL/OPL, OPL/ONL, ISM/ISE, OS/RPE, BM)
