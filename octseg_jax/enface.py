@@ -58,7 +58,8 @@ def enface_maps(values: np.ndarray, positions_mm: np.ndarray, col_mm: float,
     x_mm, y_mm: grid axes [Gx], [Gy].
     reach_mm: how far from a B-scan a grid point still counts as covered.
   Returns:
-    (maps [C, Gy, Gx] with NaN where not covered, covered bool [Gy, Gx]).
+    (maps [C, Gy, Gx], NaN where not covered or unknown; covered bool [Gy, Gx], the points
+    within reach of a B-scan, whatever their values).
   """
   order = np.argsort(positions_mm)
   pos = np.asarray(positions_mm, np.float64)[order]
@@ -78,7 +79,6 @@ def enface_maps(values: np.ndarray, positions_mm: np.ndarray, col_mm: float,
   maps = np.where(tt == 0, a, np.where(tt == 1, b, (1 - tt) * a + tt * b))
   maps = np.moveaxis(maps, 1, 0)                                           # [C, Gy, Gx]
   covered = (distance <= reach_mm + 1e-9)[:, None] & inside_x[None, :]
-  covered &= np.isfinite(maps).all(axis=0)
   return np.where(covered[None], maps, np.nan), covered
 
 
@@ -123,8 +123,8 @@ def etdrs_masks(laterality: str, step_mm: float = GRID_STEP_MM) -> Dict[str, np.
 
 
 def etdrs_table(maps: np.ndarray, covered: np.ndarray, masks: Dict[str, np.ndarray]):
-  """Per sector (ETDRS_SECTORS order) the mean of each map over the covered part and the
-  covered share of the sector area.
+  """Per sector (ETDRS_SECTORS order) the mean of each map over the covered part where it is
+  known and the covered share of the sector area.
 
   Args:
     maps: [C, M, M] on the fovea-centred grid of `masks`. covered: bool [M, M].
