@@ -14,6 +14,7 @@
 """
 
 import os
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -146,4 +147,6 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
       ax.set_ylim(y[-1], y[0])
   fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans; blank = farther than "
                f"{enface.REACH_MM} mm from a B-scan", fontsize=10)
-  save_figure(path, fig)
+  with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
+    warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
+    save_figure(path, fig)
