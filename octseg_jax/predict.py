@@ -4,7 +4,9 @@ Per input file NAME: NAME.npz with `pred` uint8 [N, H, W] (argmax), `pred_ordere
 probable anatomically ordered labelling), `boundaries` float [N, 8, W] (sub-pixel rows from the
 probabilities), `thickness_um` [N, 7, W], `names`; NAME_thickness.csv (per scan and column,
 thickness of each layer in um); and per scan SCAN_overlay.png (boundaries drawn; the true ones
-dashed when masks are given) and SCAN_thickness.png.
+dashed when masks are given) and SCAN_thickness.png. Volumes (data.volumes.is_volume) also get
+NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid keys in NAME.npz
+(octseg_jax.volume_report), with thickness at the file's axial scale.
 """
 
 import os
@@ -46,7 +48,8 @@ def run(workdir: str, input_path: str, output: str, volume: bool = False,
     stem = os.path.splitext(os.path.basename(scans.source.rstrip("/")))[0]
     out = predict_set(trained, scans)
     extra = {}
-    if scans.volume is not None:
+    if scans.volume is not None:   # the file's axial scale, not the training config's
+      out["thickness_um"] = geom.thickness_um(out["boundaries"], scans.volume.scale_mm[1] * 1e3)
       extra = volume_report.write(output, stem, scans.volume, out["boundaries"], fovea_mm)
     write_npz(os.path.join(output, f"{stem}.npz"), names=np.array(scans.names), **out, **extra)
     rows = []

@@ -197,17 +197,25 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
 
 
 def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
-  """A Duke-style .mat (images [H, W, S], 2 of 6 B-scans annotated) through predict."""
+  """A Duke-style .mat (images [H, W, S], 2 of 6 B-scans annotated) and a scaled .npz volume
+  through predict (one folder input)."""
   from octseg_jax import predict
   workdir, _ = trained_workdir
   vol, _ = synthetic.generate_volume(6, 128, 96, seed=5, scale_mm=(0.123, 0.00387, 0.0113))
   bounds = geom.boundaries_from_labels(vol.masks)                              # [S, 8, W]
   layers = np.full((8, 96, 6), np.nan)
   layers[..., [1, 4]] = np.moveaxis(bounds[[1, 4]], 0, -1)
-  mat = str(tmp_path / "Subject_03.mat")
+  (tmp_path / "in").mkdir()
+  mat = str(tmp_path / "in" / "Subject_03.mat")
   scipy.io.savemat(mat, {"images": np.moveaxis(vol.images, 0, -1), "manualLayers1": layers})
+  # Beside it an .npz volume with its own axial scale (6 um rows): thickness follows the file.
+  np.savez(tmp_path / "in" / "scaled.npz", images=vol.images[:2],
+           scale_mm=np.array([0.25, 0.006, 0.02]))
   out = tmp_path / "out"
-  predict.run(workdir, mat, str(out), laterality="OS")
+  predict.run(workdir, str(tmp_path / "in"), str(out), laterality="OS")
+  with np.load(out / "scaled.npz") as d:
+    np.testing.assert_allclose(d["thickness_um"], np.diff(d["boundaries"], axis=1) * 6.0)
+    np.testing.assert_allclose(d["scale_mm"], [0.25, 0.006, 0.02])
   with np.load(out / "Subject_03.npz") as d:
     assert d["pred"].shape == (6, 128, 96)
     assert d["thickness_maps_um"].shape[0] == 8 and str(d["laterality"]) == "OS"
