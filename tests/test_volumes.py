@@ -157,6 +157,9 @@ def test_eye_output_round_trips_through_eyepy(tmp_path):
 def test_heyex_vol_and_xml_fixtures_read_with_scale_and_laterality():
   vol = volumes.read_volume(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"))
   xml = volumes.read_volume(os.path.join(FIXTURES, "heyex_xml", "test_volume"))
+  xml_file = volumes.read_volume(os.path.join(FIXTURES, "heyex_xml", "test_volume",
+                                              "test_dummy.xml"))
+  np.testing.assert_array_equal(xml_file.images, xml.images)
   for v in (vol, xml):
     assert v.images.shape == (10, 40, 50) and v.images.dtype == np.uint8
     np.testing.assert_allclose(v.scale_mm, (0.0314444, 0.003872, 0.011819), rtol=1e-5)

@@ -44,7 +44,7 @@ from octseg_jax.preprocessing import IGNORE
 SPECTRALIS_ROW_MM = 0.00387
 DUKE_DME_SCALE_MM = (0.123, SPECTRALIS_ROW_MM, 0.01133)
 HEYEX_NAMES = ("ILM", "RNFL", "IPL", "INL", "OPL", "PR1", "RPE", "BM")
-SCANNER_SUFFIXES = (".vol", ".e2e", ".eye")
+SCANNER_SUFFIXES = (".vol", ".e2e", ".eye", ".xml")   # .xml: a HEYEX XML export's file
 LATERALITIES = ("OD", "OS")
 
 
