@@ -27,6 +27,9 @@ flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdi
 flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp"], "explain: method.")
 flags.DEFINE_enum("cam_target", None, ["all", "predicted", "box"], "explain: pixel set M.")
 flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")
+flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's volume.")
+flags.DEFINE_enum("laterality", None, ["OD", "OS"], "predict: eye of a volume without one.")
+flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea (default: found).")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 
 

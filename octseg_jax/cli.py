@@ -58,7 +58,9 @@ def dispatch(flags) -> None:
     evaluate.run(workdir, flags.input, output)
   elif mode == "predict":
     from octseg_jax import predict
-    predict.run(workdir, _needs(flags.input, "input", mode), _needs(flags.output, "output", mode))
+    predict.run(workdir, _needs(flags.input, "input", mode), _needs(flags.output, "output", mode),
+                volume=getattr(flags, "volume", False),
+                laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None))
   elif mode == "explain":
     from octseg_jax import explain
     box = None

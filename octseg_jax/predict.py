@@ -4,7 +4,9 @@ Per input file NAME: NAME.npz with `pred` uint8 [N, H, W] (argmax), `pred_ordere
 probable anatomically ordered labelling), `boundaries` float [N, 8, W] (sub-pixel rows from the
 probabilities), `thickness_um` [N, 7, W], `names`; NAME_thickness.csv (per scan and column,
 thickness of each layer in um); and per scan SCAN_overlay.png (boundaries drawn; the true ones
-dashed when masks are given) and SCAN_thickness.png.
+dashed when masks are given) and SCAN_thickness.png. Volumes (data.volumes.is_volume) also get
+NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid keys in NAME.npz
+(octseg_jax.volume_report), with thickness at the file's axial scale.
 """
 
 import os
@@ -30,16 +32,26 @@ def predict_set(trained, scans):
           "thickness_um": geom.thickness_um(bounds, pixel_um)}
 
 
-def run(workdir: str, input_path: str, output: str) -> None:
+def run(workdir: str, input_path: str, output: str, volume: bool = False,
+        laterality: str = None, fovea: str = None) -> None:
+  """Volumes (scanner files, .mat, .npz with scale_mm or with `volume`) also get the en-face
+  maps, ETDRS table and .eye of octseg_jax.volume_report; laterality (--laterality) applies
+  where the file has none, fovea (--fovea=x_mm,y_mm) replaces the automatic one."""
+  from octseg_jax import volume_report
   from octseg_jax.inference import load_trained
+  fovea_mm = volume_report.parse_fovea(fovea)
   trained = load_trained(workdir)
-  sets = inputs.load_path(input_path)
+  sets = inputs.load_path(input_path, volume_options={"force": volume, "laterality": laterality})
   os.makedirs(output, exist_ok=True)
   pixel_um = float(trained.config.data.pixel_um)
   for scans in sets:
     stem = os.path.splitext(os.path.basename(scans.source.rstrip("/")))[0]
     out = predict_set(trained, scans)
-    write_npz(os.path.join(output, f"{stem}.npz"), names=np.array(scans.names), **out)
+    extra = {}
+    if scans.volume is not None:   # the file's axial scale, not the training config's
+      out["thickness_um"] = geom.thickness_um(out["boundaries"], scans.volume.scale_mm[1] * 1e3)
+      extra = volume_report.write(output, stem, scans.volume, out["boundaries"], fovea_mm)
+    write_npz(os.path.join(output, f"{stem}.npz"), names=np.array(scans.names), **out, **extra)
     rows = []
     for i, name in enumerate(scans.names):
       for col in range(out["thickness_um"].shape[-1]):

@@ -88,18 +88,12 @@ def resolve_fluid(mask: np.ndarray, fluid: np.ndarray) -> np.ndarray:
   return out
 
 
-def load_mat(path: str, grader: int = 1, unannotated: str = "crop") -> ScanSet:
-  """Reads an original Duke Subject_XX.mat: the B-scans that `grader` annotated.
-
-  unannotated: 'crop' keeps only the columns annotated in any scan of the volume (like the
-  shared .npz files; columns inside that range but unannotated in one scan become IGNORE), or
-  'ignore' keeps all columns and marks unannotated ones IGNORE.
-  """
+def read_mat_arrays(path: str, grader: int = 1):
+  """Checked arrays of an original Duke Subject_XX.mat: images [H, W, S], grader layers
+  [8, W, S] (float rows, NaN/0 = missing) and fluid [H, W, S] (zeros when absent)."""
   import scipy.io  # Only .mat reading needs it at import time.
   if grader not in (1, 2):
     raise fail(path, f"grader must be 1 or 2, got {grader}")
-  if unannotated not in ("crop", "ignore"):
-    raise ValueError(f"unannotated must be 'crop' or 'ignore', got {unannotated!r}")
   try:
     data = scipy.io.loadmat(path)
   except FileNotFoundError:
@@ -124,6 +118,20 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop") -> ScanSet:
   fluid = np.asarray(data.get(fluid_key, np.zeros_like(vol)))
   if fluid.shape != vol.shape:
     raise fail(path, f"{fluid_key} has shape {fluid.shape}, images {vol.shape}")
+  return vol, layers, fluid
+
+
+def load_mat(path: str, grader: int = 1, unannotated: str = "crop") -> ScanSet:
+  """Reads an original Duke Subject_XX.mat: the B-scans that `grader` annotated.
+
+  unannotated: 'crop' keeps only the columns annotated in any scan of the volume (like the
+  shared .npz files; columns inside that range but unannotated in one scan become IGNORE), or
+  'ignore' keeps all columns and marks unannotated ones IGNORE.
+  """
+  if unannotated not in ("crop", "ignore"):
+    raise ValueError(f"unannotated must be 'crop' or 'ignore', got {unannotated!r}")
+  vol, layers, fluid = read_mat_arrays(path, grader)
+  layers_key = f"manualLayers{grader}"
   finite = np.isfinite(layers) & (layers > 0)
   annotated_scans = np.nonzero(finite.any(axis=(0, 1)))[0]
   if annotated_scans.size == 0:

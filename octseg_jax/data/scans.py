@@ -21,12 +21,14 @@ class ScanSet:
   subjects: int [N], the eye/subject each scan belongs to (for subject-wise splits).
   names: one name per scan, used for output files.
   source: the file or generator the scans came from.
+  volume: the data.volumes.Volume these scans are, when the input was read as a volume.
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
   subjects: np.ndarray
   names: list
   source: str
+  volume: Optional[object] = None
 
   def __len__(self) -> int:
     return len(self.images)

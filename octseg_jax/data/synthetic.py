@@ -115,6 +115,71 @@ def generate(num_scans: int, height: int = 496, width: int = 512, seed: int = 0,
   return ScanSet(images, masks, subjects, names, f"synthetic(seed={seed})")
 
 
+# Volume phantom: known thickness on a 2-D en-face plane, the pit centred on PIT_OFFSET_MM from
+# the scan centre. Layer thickness is a whole number of rows everywhere, so a label map measures
+# it exactly whatever the (tilted, curved) depth of Bruch's membrane.
+PIT_SIGMA_MM = 0.4
+PIT_OFFSET_MM = (0.3, -0.2)
+
+
+def volume_thickness_rows(dx_mm: np.ndarray, dy_mm: np.ndarray, laterality: str = "OD",
+                          row_um: float = 3.87) -> np.ndarray:
+  """True layer thickness in whole rows [7, ...] at en-face offsets (dx right, dy superior, mm)
+  from the foveal pit: the inner layers (NFL..OPL) thin out in a Gaussian pit, the ONL
+  thickens there, and the NFL grows towards the disc (nasal: right for OD, left for OS)."""
+  base = DUKE_THICKNESS_496 * 3.87 / row_um                       # rows at this row size
+  pit = np.exp(-0.5 * (dx_mm ** 2 + dy_mm ** 2) / PIT_SIGMA_MM ** 2)
+  nasal = dx_mm if laterality == "OD" else -dx_mm
+  factor = np.ones((7,) + np.shape(pit))
+  factor[:4] = 1 - 0.85 * pit
+  factor[4] = 1 + 0.35 * pit
+  factor[0] *= 1 + 0.25 * np.clip(nasal, 0, None)
+  return np.round(base.reshape((7,) + (1,) * np.ndim(pit)) * factor)
+
+
+def generate_volume(num_bscans: int = 61, height: int = 496, width: int = 512, seed: int = 0,
+                    scale_mm=(0.125, 0.00387, None), extent_mm: float = 7.5,
+                    shape: str = "flat", laterality: str = "OD", render_images: bool = True):
+  """A phantom volume with known layer thickness and a 2-D foveal pit.
+
+  B-scan 0 is inferior (eyepy's order). The pit sits at PIT_OFFSET_MM from the scan centre.
+  shape: 'flat' (Bruch's membrane on one row) or 'curved' (tilted in both directions and
+  bowl-shaped, +-10% of the height). scale_mm: (between B-scans, per row, per column); a None
+  column spacing spreads `width` columns over extent_mm.
+  Returns (Volume, dict with fovea_mm (x, y) and thickness_rows [N, 7, W]).
+  """
+  from octseg_jax.data.volumes import Volume
+  if shape not in ("flat", "curved"):
+    raise ValueError(f"shape must be 'flat' or 'curved', got {shape!r}")
+  dz, row_mm, col_mm = scale_mm
+  col_mm = col_mm or extent_mm / (width - 1)
+  x = np.arange(width) * col_mm                                    # [W]
+  y = np.arange(num_bscans) * dz                                   # [N], superior upwards
+  fovea = (x[-1] / 2 + PIT_OFFSET_MM[0], y[-1] / 2 + PIT_OFFSET_MM[1])
+  dx, dy = x[None, :] - fovea[0], y[:, None] - fovea[1]            # [1, W], [N, 1]
+  t = volume_thickness_rows(dx, dy, laterality, row_mm * 1000)     # [7, N, W]
+  t = np.moveaxis(t, 0, 1)                                         # [N, 7, W]
+  u, v = (x[None, :] - x[-1] / 2) / x[-1], (y[:, None] - y[-1] / 2) / max(y[-1], 1e-9)
+  bm = np.round(0.8 * height) + np.zeros((num_bscans, width))
+  if shape == "curved":
+    bm = bm + height * (0.06 * u - 0.04 * v - 0.1 * (u ** 2 + v ** 2)) + 0.37
+  b = np.empty((num_bscans, 8, width))
+  b[:, 7] = bm
+  for k in range(6, -1, -1):
+    b[:, k] = b[:, k + 1] - t[:, k]
+  if b.min() < 1:
+    raise ValueError(f"height {height} is too small for the phantom's layers")
+  masks = np.stack([label_map(bi, height) for bi in b])
+  images = np.zeros_like(masks)
+  if render_images:
+    for i in range(num_bscans):
+      images[i] = render(np.random.default_rng([seed, i]), masks[i], b[i], cysts=False)
+  names = [f"phantom_volume_b{i:02d}" for i in range(num_bscans)]
+  vol = Volume(images, masks, np.ones(num_bscans, bool), y, (dz, row_mm, col_mm), laterality,
+               names, f"synthetic_volume(seed={seed}, shape={shape})")
+  return vol, {"fovea_mm": np.array(fovea), "thickness_rows": t}
+
+
 def main(argv=None) -> None:
   """`python -m octseg_jax.data.synthetic --output=F.npz`: phantom scans (with masks) in the
   shared .npz format, for trying predict/eval/explain without data."""
@@ -126,7 +191,24 @@ def main(argv=None) -> None:
   p.add_argument("--height", type=int, default=496)
   p.add_argument("--width", type=int, default=512)
   p.add_argument("--seed", type=int, default=1)
+  p.add_argument("--volume", action="store_true",
+                 help="one eye's volume (--num_scans B-scans over 7.5 mm, a 2-D foveal pit, "
+                 "known thickness) with scale_mm and the true fovea_mm")
+  p.add_argument("--shape", choices=("flat", "curved"), default="curved",
+                 help="--volume: Bruch's membrane flat or tilted and curved")
   a = p.parse_args(argv)
+  if a.volume:
+    # Rows as tall as the B-scan phantom's at this height (3.87 um at 496 rows), so a model
+    # trained on phantom B-scans of the same height sees layers of the usual size.
+    row_mm = 0.00387 * 496 / a.height
+    vol, truth = generate_volume(a.num_scans, a.height, a.width, a.seed,
+                                 scale_mm=(0.125, row_mm, None), shape=a.shape)
+    write_npz(a.output, images=vol.images, masks=vol.masks, scale_mm=np.array(vol.scale_mm),
+              fovea_mm=truth["fovea_mm"])
+    print(f"wrote a phantom volume of {a.num_scans} B-scans of {a.height}x{a.width}, scale "
+          f"{tuple(round(s, 5) for s in vol.scale_mm)} mm, fovea at "
+          f"({truth['fovea_mm'][0]:.2f}, {truth['fovea_mm'][1]:.2f}) mm to {a.output}")
+    return
   s = generate(a.num_scans, a.height, a.width, a.seed)
   write_npz(a.output, images=s.images, masks=s.masks, subject=s.subjects.astype(np.int8))
   print(f"wrote {a.num_scans} phantom scans of {a.height}x{a.width} to {a.output}")

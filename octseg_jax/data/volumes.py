@@ -1,0 +1,256 @@
+"""OCT volumes with their physical scale and laterality: scanner files (through eyepy), Duke
+.mat volumes and .npz volumes.
+
+A Volume holds N B-scans of one eye, ordered as eyepy orders them: B-scan 0 is the bottom-most
+(inferior) one on the fundus image, later B-scans lie further up (superior). Columns run left to
+right on the fundus image, so for a right eye (OD) the nasal side is at high columns and for a
+left eye (OS) at low columns.
+
+Scale is (between B-scans, per row, per column) in mm, eyepy's (z, y, x) order. Where the file
+has no scale, the defaults below apply, and the Volume says so in `notes`:
+
+* SPECTRALIS_ROW_MM: 3.87 um per row (Heidelberg Spectralis axial pixel size).
+* DUKE_DME_SCALE_MM: the Duke DME volumes of Chiu et al. 2015 (61 B-scans of 496 x 768). The
+  spacing varies per eye (about 11.1-11.6 um per column and 118-128 um between B-scans); we
+  use eyepy's `import_dukechiu2_mat` constants, 11.33 um and 123 um, which its source gives as
+  the middle of the paper's ranges (the paper's own text could not be read from this
+  machine). Stacked annotated Duke B-scans (an .npz with `bscan_index`) sit at
+  bscan_index * 0.123 mm, so the 11 annotated B-scans are not evenly spaced.
+
+Boundary names: our 8 boundaries (ILM, NFL/GCL, IPL/INL, INL/OPL, OPL/ONL, ISM/ISE, OS/RPE, BM)
+are stored in .eye files and read from HEYEX files under the Heidelberg/eyepy names of
+HEYEX_NAMES. eyepy's names are the Heidelberg segmentation lines, each the outer (lower) edge of
+the layer it is named after: RNFL = RNFL/GCL, IPL = IPL/INL, INL = INL/OPL, OPL = OPL/ONL;
+PR1 = the ellipsoid zone line (eyepy also calls it EZ), which our ISM/ISE boundary (top of the
+ellipsoid zone) follows; RPE = the inner edge of the RPE band, which is our OS/RPE boundary
+(Heidelberg's RPE layer runs from the RPE line to BM, as our class 7 does); BM = Bruch's
+membrane. Heidelberg's GCL (GCL/IPL), ELM and PR2 (interdigitation zone) lines have no
+counterpart among our 8 boundaries and are not written.
+"""
+
+import dataclasses
+import glob
+import os
+import re
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from octseg_jax.data import duke
+from octseg_jax.data.scans import ScanSet, to_uint8_images
+from octseg_jax.errors import fail
+from octseg_jax.preprocessing import IGNORE
+
+SPECTRALIS_ROW_MM = 0.00387
+DUKE_DME_SCALE_MM = (0.123, SPECTRALIS_ROW_MM, 0.01133)
+HEYEX_NAMES = ("ILM", "RNFL", "IPL", "INL", "OPL", "PR1", "RPE", "BM")
+SCANNER_SUFFIXES = (".vol", ".e2e", ".eye", ".xml")   # .xml: a HEYEX XML export's file
+LATERALITIES = ("OD", "OS")
+
+
+@dataclasses.dataclass
+class Volume:
+  """One eye's B-scans with geometry.
+
+  images: uint8 [N, H, W]. masks: uint8 [N, H, W] (IGNORE where not annotated) or None.
+  annotated: bool [N], the B-scans that carry annotations. positions_mm: float [N], position
+  of each B-scan along the slow axis, increasing towards superior. scale_mm: (between B-scans,
+  per row, per column). laterality: 'OD' or 'OS'. names: one name per B-scan. notes: what was
+  assumed rather than read (defaults), for the output.
+  """
+  images: np.ndarray
+  masks: Optional[np.ndarray]
+  annotated: np.ndarray
+  positions_mm: np.ndarray
+  scale_mm: Tuple[float, float, float]
+  laterality: str
+  names: List[str]
+  source: str
+  notes: List[str] = dataclasses.field(default_factory=list)
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  @property
+  def stem(self) -> str:
+    return os.path.splitext(os.path.basename(self.source.rstrip("/")))[0]
+
+  def to_scanset(self, annotated_only: bool = False) -> ScanSet:
+    """All B-scans as a ScanSet carrying this Volume (or only the annotated ones, without it)."""
+    number = re.findall(r"\d+", self.stem)
+    subjects = np.full(len(self), int(number[-1]) if number else 0)
+    scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source)
+    if not annotated_only:
+      scans.volume = self
+      return scans
+    if self.masks is None or not self.annotated.any():
+      raise fail(self.source, "has no layer annotations (expected the 8 boundaries "
+                 f"{', '.join(HEYEX_NAMES)})")
+    return scans.subset(np.nonzero(self.annotated)[0])
+
+
+def is_heyex_xml_folder(path: str) -> bool:
+  return os.path.isdir(path) and bool(glob.glob(os.path.join(path, "*.xml")))
+
+
+def is_volume(path: str, force: bool = False) -> bool:
+  """Scanner files, HEYEX XML folders and .mat files always; an .npz with `scale_mm`, or any
+  .npz when `force` (--volume)."""
+  lower = path.lower()
+  if lower.endswith(SCANNER_SUFFIXES + (".mat",)) or is_heyex_xml_folder(path):
+    return True
+  if lower.endswith(".npz") and os.path.isfile(path):
+    if force:
+      return True
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        return "scale_mm" in getattr(data, "files", ())
+    except Exception:  # damaged file: the .npz reader reports it
+      return False
+  return False
+
+
+def read_volume(path: str, laterality: Optional[str] = None) -> Volume:
+  """Reads a volume; `laterality` ('OD'/'OS') is used where the file has none."""
+  if laterality is not None and laterality not in LATERALITIES:
+    raise fail("--laterality", f"expected OD or OS, got {laterality!r}")
+  lower = path.rstrip("/").lower()
+  if lower.endswith(".npz"):
+    return read_npz_volume(path, laterality)
+  if lower.endswith(".mat"):
+    return read_duke_mat_volume(path, laterality)
+  return read_eyepy_volume(path, laterality)
+
+
+def _laterality(found, given: Optional[str], notes: list) -> str:
+  found = str(found).upper() if found is not None else ""
+  if found in LATERALITIES:
+    if given is not None and given != found:
+      notes.append(f"laterality {found} from the file (--laterality={given} ignored)")
+    return found
+  if given is not None:
+    notes.append(f"laterality {given} from --laterality")
+    return given
+  notes.append("laterality OD assumed (the file has none; set --laterality)")
+  return "OD"
+
+
+def _import_eyepy(path: str):
+  import eyepy  # Imported here: only scanner files need it.
+  lower = path.rstrip("/").lower()
+  if lower.endswith(".eye"):
+    return eyepy.EyeVolume.load(path)
+  if lower.endswith(".vol"):
+    return eyepy.import_heyex_vol(path)
+  if lower.endswith(".e2e"):
+    return eyepy.import_heyex_e2e(path)
+  if lower.endswith(".xml") or is_heyex_xml_folder(path):
+    return eyepy.import_heyex_xml(path)
+  raise fail(path, f"not a scanner file ({', '.join(SCANNER_SUFFIXES)} or a HEYEX XML folder)")
+
+
+def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
+  """HEYEX .vol / XML folder / .e2e and eyepy .eye through eyepy, with layers as masks."""
+  if not os.path.exists(path):
+    raise fail(path, "no such file or folder")
+  try:
+    ev = _import_eyepy(path)
+    images = np.asarray(ev.data)
+    scale, unit = tuple(float(s) for s in ev.scale), ev.scale_unit
+    bscan_meta = ev.meta["bscan_meta"]
+    layers = {name: np.asarray(layer.data, np.float64) for name, layer in ev.layers.items()}
+    found_laterality = ev.meta.get("laterality") if hasattr(ev.meta, "get") else None
+  except Exception as e:  # eyepy raises many types on damaged or foreign files
+    if type(e).__name__ == "InputError":
+      raise
+    raise fail(path, f"eyepy could not read it ({type(e).__name__}: {str(e)[:120]})") from None
+  images = to_uint8_images(images, path)
+  notes = []
+  if unit != "mm":
+    notes.append(f"scale unit {unit!r} in the file: default scale used")
+    scale = (DUKE_DME_SCALE_MM[0], SPECTRALIS_ROW_MM, DUKE_DME_SCALE_MM[2])
+  positions = _positions_from_meta(bscan_meta, len(images), scale[0])
+  masks, annotated = _masks_from_layers(layers, images.shape)
+  names = [f"{os.path.splitext(os.path.basename(path.rstrip('/')))[0]}_b{i:02d}"
+           for i in range(len(images))]
+  return Volume(images, masks, annotated, positions, scale,
+                _laterality(found_laterality, laterality, notes), names, path, notes)
+
+
+def _positions_from_meta(bscan_meta, n: int, scale_z: float) -> np.ndarray:
+  """Slow-axis B-scan positions in mm, increasing superior. eyepy gives (x, y) start points on
+  the fundus image with y growing downwards; without mm positions the B-scans are taken evenly
+  spaced with B-scan 0 inferior."""
+  try:
+    if len(bscan_meta) == n and all(m["pos_unit"] == "mm" for m in bscan_meta):
+      y = np.array([(m["start_pos"][1] + m["end_pos"][1]) / 2 for m in bscan_meta], float)
+      if np.ptp(y) > 0 or n == 1:
+        return y[0] - y
+  except (KeyError, TypeError, IndexError):
+    pass
+  return np.arange(n) * scale_z
+
+
+def _masks_from_layers(layers: dict, shape) -> Tuple[Optional[np.ndarray], np.ndarray]:
+  """Masks [N, H, W] from the 8 HEYEX_NAMES layers (rows [N, W]); None when any is missing."""
+  n, h, w = shape
+  if not all(name in layers and layers[name].shape == (n, w) for name in HEYEX_NAMES):
+    return None, np.zeros(n, bool)
+  bounds = np.stack([layers[name] for name in HEYEX_NAMES], axis=1)       # [N, 8, W]
+  annotated = (np.isfinite(bounds[:, 0]) & np.isfinite(bounds[:, 7])).any(axis=-1)
+  masks = np.stack([duke.boundaries_to_mask(b, h) if a else np.full((h, w), IGNORE, np.uint8)
+                    for b, a in zip(bounds, annotated)])
+  return masks, annotated
+
+
+def read_npz_volume(path: str, laterality: Optional[str] = None) -> Volume:
+  """An .npz with `images` [N, H, W], optional `masks`, `scale_mm` (3 numbers) and
+  `bscan_index` (B-scan positions in units of the between-B-scan spacing)."""
+  scans = duke.load_npz(path)
+  with np.load(path, allow_pickle=False) as data:
+    scale = data["scale_mm"] if "scale_mm" in data.files else None
+    index = data["bscan_index"] if "bscan_index" in data.files else None
+  notes = []
+  if scale is None:
+    scale = DUKE_DME_SCALE_MM
+    notes.append("scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME defaults; the file has "
+                 "no scale_mm)")
+  else:
+    scale = np.asarray(scale, np.float64).ravel()
+    if scale.shape != (3,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+      raise fail(path, f"scale_mm must be 3 positive numbers (between B-scans, per row, per "
+                 f"column, mm), got {scale.tolist()}")
+  scale = tuple(float(s) for s in scale)
+  n = len(scans)
+  if index is not None and np.asarray(index).shape == (n,):
+    index = np.asarray(index, np.float64)
+    if len(np.unique(index)) != n:
+      raise fail(path, "bscan_index repeats a B-scan position")
+    positions = index * scale[0]
+  else:
+    positions = np.arange(n) * scale[0]
+  masks = scans.masks
+  annotated = np.zeros(n, bool) if masks is None else (masks != IGNORE).any(axis=(1, 2))
+  return Volume(scans.images, masks, annotated, positions, scale,
+                _laterality(None, laterality, notes), scans.names, path, notes)
+
+
+def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: int = 1) -> Volume:
+  """A whole Duke DME Subject_XX.mat volume (all B-scans, masks on the annotated ones).
+
+  Reads with scipy and the mask rules of octseg_jax.data.duke rather than eyepy's
+  import_dukechiu2_mat, which needs every automatic-segmentation key of the original release;
+  the scale is the same (DUKE_DME_SCALE_MM).
+  """
+  vol, layers, fluid = duke.read_mat_arrays(path, grader)
+  images = to_uint8_images(np.moveaxis(vol, -1, 0), path)                 # [S, H, W]
+  n, h, w = images.shape
+  annotated = (np.isfinite(layers) & (layers > 0)).any(axis=(0, 1))       # [S]
+  masks = np.full(images.shape, IGNORE, np.uint8)
+  for s in np.nonzero(annotated)[0]:
+    masks[s] = duke.resolve_fluid(duke.boundaries_to_mask(layers[..., s], h), fluid[..., s] > 0)
+  notes = ["scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME, Chiu et al. 2015)"]
+  stem = os.path.splitext(os.path.basename(path))[0]
+  names = [f"{stem}_b{s:02d}" for s in range(n)]
+  return Volume(images, masks, annotated, np.arange(n) * DUKE_DME_SCALE_MM[0],
+                DUKE_DME_SCALE_MM, _laterality(None, laterality, notes), names, path, notes)

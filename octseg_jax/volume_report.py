@@ -1,0 +1,152 @@
+"""What predict writes for an input volume NAME, next to its per-B-scan outputs:
+
+* NAME_thickness_maps.png: one en-face panel per layer and of the whole retina (ILM to BM), um,
+  with the ETDRS grid and the fovea drawn on the total-thickness map;
+* NAME_etdrs.csv: rows C0, S1, N1, I1, T1, S2, N2, I2, T2; mean thickness per layer and
+  `total` in um over the covered part of the sector (empty when nothing of it is covered), and
+  `coverage`, the share of the sector's area within reach of a B-scan (octseg_jax.enface);
+* NAME.eye: an eyepy EyeVolume with the scan and the predicted boundaries as layer annotations
+  under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
+* extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
+  (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
+  fovea_mm [2], etdrs_um [9, 8], etdrs_coverage [9], etdrs_sectors, bscan_positions_mm [N],
+  scale_mm [3], laterality.
+"""
+
+import os
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+
+from octseg_jax import enface
+from octseg_jax.data.scans import LAYER_NAMES
+from octseg_jax.data.volumes import HEYEX_NAMES, Volume
+from octseg_jax.errors import fail
+from octseg_jax.io_utils import atomic_path, save_figure, write_csv
+
+MAP_NAMES = tuple(LAYER_NAMES[1:]) + ("total",)
+
+
+def parse_fovea(text: Optional[str]):
+  """--fovea=x_mm,y_mm -> (x, y) or None."""
+  if not text:
+    return None
+  try:
+    x, y = (float(v) for v in text.split(","))
+  except ValueError:
+    raise fail("--fovea", f"expected x_mm,y_mm (two numbers), got {text!r}") from None
+  if not (np.isfinite(x) and np.isfinite(y)):
+    raise fail("--fovea", f"expected finite numbers, got {text!r}")
+  return x, y
+
+
+def thickness_values(boundaries: np.ndarray, row_um: float):
+  """Boundaries [N, 8, W] -> (values [N, 8, W]: 7 layers then ILM-BM total, inner [N, W]:
+  ILM to OPL/ONL, the inner retina that thins in the foveal pit), all in um."""
+  layers = np.diff(boundaries, axis=1) * row_um
+  total = (boundaries[:, 7] - boundaries[:, 0]) * row_um
+  inner = (boundaries[:, 4] - boundaries[:, 0]) * row_um
+  return np.concatenate([layers, total[:, None]], axis=1), inner
+
+
+def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[float]] = None):
+  """enface.analyse_volume for a Volume and boundaries [N, 8, W] in rows."""
+  values, inner = thickness_values(boundaries, volume.scale_mm[1] * 1000.0)
+  return enface.analyse_volume(values, inner, volume.positions_mm, volume.scale_mm[2],
+                               volume.laterality, fovea_mm)
+
+
+def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
+          fovea_mm: Optional[Sequence[float]] = None) -> dict:
+  """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys."""
+  result = analyse(volume, boundaries, fovea_mm)
+  write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result)
+  plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem)
+  write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
+  source = "given" if fovea_mm is not None else (
+      "found" if result["fovea_found"] else "scan centre (not found)")
+  covered = [n for n, c in zip(enface.ETDRS_SECTORS, result["etdrs_coverage"]) if c > 0.999]
+  print(f"{stem}: {volume.laterality}, fovea ({result['fovea_mm'][0]:.2f}, "
+        f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors fully covered: "
+        f"{len(covered)}/9" + "".join(f"; {n}" for n in volume.notes))
+  return {"thickness_maps_um": result["maps"].astype(np.float32),
+          "map_x_mm": result["map_x_mm"], "map_y_mm": result["map_y_mm"],
+          "map_covered": result["map_covered"], "fovea_mm": result["fovea_mm"],
+          "etdrs_um": result["etdrs_um"], "etdrs_coverage": result["etdrs_coverage"],
+          "etdrs_sectors": np.array(enface.ETDRS_SECTORS), "map_names": np.array(MAP_NAMES),
+          "bscan_positions_mm": np.asarray(volume.positions_mm, np.float64),
+          "scale_mm": np.asarray(volume.scale_mm, np.float64),
+          "laterality": np.array(volume.laterality)}
+
+
+def write_etdrs_csv(path: str, result: dict) -> None:
+  rows = []
+  for name, means, cov in zip(enface.ETDRS_SECTORS, result["etdrs_um"],
+                              result["etdrs_coverage"]):
+    rows.append([name] + ["" if not np.isfinite(v) else f"{v:.1f}" for v in means]
+                + [f"{cov:.3f}"])
+  header = ["sector"] + [f"{n}_um" if n != "total" else "total_um" for n in MAP_NAMES]
+  write_csv(path, header + ["coverage"], rows)
+
+
+def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
+  """The scan and boundaries [N, 8, W] (rows) as an eyepy .eye file (B-scan 0 bottom-most)."""
+  import eyepy
+  from eyepy.core.eyemeta import EyeBscanMeta, EyeVolumeMeta
+  n, _, w = volume.images.shape
+  dz, dy, dx = volume.scale_mm
+  top = float(np.max(volume.positions_mm))
+  bscan_meta = [EyeBscanMeta(start_pos=(0.0, top - p), end_pos=((w - 1) * dx, top - p),
+                             pos_unit="mm") for p in volume.positions_mm]
+  meta = EyeVolumeMeta(scale_z=dz, scale_x=dx, scale_y=dy, scale_unit="mm",
+                       bscan_meta=bscan_meta, laterality=volume.laterality)
+  ev = eyepy.EyeVolume(data=volume.images, meta=meta)
+  for k, name in enumerate(HEYEX_NAMES):
+    ev.add_layer_annotation(np.asarray(boundaries[:, k, :], np.float64), name=name)
+  with atomic_path(path) as tmp:
+    ev.save(tmp)
+
+
+def draw_etdrs(ax, fovea_mm, laterality: str) -> None:
+  """ETDRS circles and diagonals (in map mm coordinates) with sector labels."""
+  fx, fy = fovea_mm
+  angles = np.linspace(0, 2 * np.pi, 200)
+  for r in enface.ETDRS_RADII_MM:
+    ax.plot(fx + r * np.cos(angles), fy + r * np.sin(angles), color="k", lw=0.7)
+  for a in np.deg2rad([45, 135, 225, 315]):
+    r0, r1 = enface.ETDRS_RADII_MM[0], enface.ETDRS_RADII_MM[-1]
+    ax.plot([fx + r0 * np.cos(a), fx + r1 * np.cos(a)],
+            [fy + r0 * np.sin(a), fy + r1 * np.sin(a)], color="k", lw=0.7)
+  nasal = 1 if laterality == "OD" else -1
+  for ring, r in ((1, 1.0), (2, 2.25)):
+    for label, (ux, uy) in (("S", (0, 1)), ("I", (0, -1)), ("N", (nasal, 0)), ("T", (-nasal, 0))):
+      ax.text(fx + r * ux, fy + r * uy, f"{label}{ring}", ha="center", va="center", fontsize=6)
+  ax.plot([fx], [fy], "k+", ms=6)
+
+
+def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
+  """One panel per map (7 layers, total), colour bars in um, grid drawn on the total map."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  x, y = result["map_x_mm"], result["map_y_mm"]
+  extent = (x[0], x[-1], y[-1], y[0])
+  fig, axes = plt.subplots(2, 4, figsize=(13, 6.6), layout="constrained")
+  for ax, name, m in zip(axes.ravel(), MAP_NAMES, result["maps"]):
+    shown = np.ma.masked_invalid(m)
+    im = ax.imshow(shown, extent=extent, cmap="turbo", origin="upper", interpolation="nearest")
+    ax.set_title(f"{name} (um)" if name != "total" else "total ILM-BM (um)", fontsize=9)
+    ax.set_xlabel("x (mm)", fontsize=7)
+    ax.set_ylabel("y (mm, superior up)", fontsize=7)
+    ax.tick_params(labelsize=6)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+    if name == "total":
+      draw_etdrs(ax, result["fovea_mm"], volume.laterality)
+      ax.set_xlim(x[0], x[-1])
+      ax.set_ylim(y[-1], y[0])
+  fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans; blank = farther than "
+               f"{enface.REACH_MM} mm from a B-scan", fontsize=10)
+  with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
+    warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
+    save_figure(path, fig)

@@ -1,0 +1,230 @@
+"""Volumes: readers (eyepy fixtures, .npz, Duke .mat), en-face maps, fovea, ETDRS, .eye output.
+
+Quantitative checks run the truth label maps of phantom volumes through the geometry path
+(boundaries_from_labels -> thickness -> maps -> ETDRS) and compare with the phantom's
+closed-form thickness averaged over each sector on a fine independent grid.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.io
+
+from octseg_jax import enface, layers_geometry as geom, volume_report
+from octseg_jax.data import inputs, synthetic, volumes
+from octseg_jax.errors import InputError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "..", "shared", "data", "eyepy_fixtures")
+needs_fixtures = pytest.mark.skipif(
+    not os.path.exists(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol")),
+    reason=f"eyepy fixtures not found at {FIXTURES} (only in the development checkout)")
+
+
+def sector_reference(laterality, row_um, step=0.004):
+  """Mean true thickness [9, 8] (7 layers, total) per ETDRS sector, from the phantom's closed
+  form on a fine grid with sector membership by radius and angle."""
+  g = np.arange(-3.0, 3.0 + step / 2, step)
+  x, y = np.meshgrid(g, g)
+  t = synthetic.volume_thickness_rows(x, y, laterality, row_um) * row_um       # [7, ...]
+  t = np.concatenate([t, t.sum(0)[None]])
+  r = np.hypot(x, y)
+  angle = np.degrees(np.arctan2(y, x if laterality == "OD" else -x)) % 360     # 0 = nasal
+  quadrant = np.select([(angle >= 45) & (angle < 135), (angle >= 135) & (angle < 225),
+                        (angle >= 225) & (angle < 315)], ["S", "T", "I"], "N")
+  ring = np.select([r < 0.5, r < 1.5, r < 3.0], [0, 1, 2], -1)
+  out = []
+  for name in enface.ETDRS_SECTORS:
+    sel = ring == 0 if name == "C0" else (ring == int(name[1])) & (quadrant == name[0])
+    out.append(t[:, sel].mean(axis=1))
+  return np.array(out)
+
+
+def analyse_truth(vol, fovea=None):
+  bounds = geom.boundaries_from_labels(vol.masks)                              # [N, 8, W]
+  return volume_report.analyse(vol, bounds, fovea), bounds
+
+
+@pytest.mark.parametrize("shape,laterality,tol", [("flat", "OD", 1.0), ("curved", "OS", 3.0)])
+def test_phantom_etdrs_and_fovea_match_truth(shape, laterality, tol):
+  vol, truth = synthetic.generate_volume(61, 160, 256, shape=shape, laterality=laterality,
+                                         render_images=False)
+  result, bounds = analyse_truth(vol)
+  # Whole rows of thickness: the label maps measure it exactly per column.
+  np.testing.assert_array_equal(np.diff(bounds, axis=1), truth["thickness_rows"])
+  assert result["fovea_found"]
+  assert np.hypot(*(result["fovea_mm"] - truth["fovea_mm"])) < 0.1
+  np.testing.assert_allclose(result["etdrs_coverage"], 1.0)
+  reference = sector_reference(laterality, vol.scale_mm[1] * 1000)
+  err = np.abs(result["etdrs_um"] - reference)
+  assert err.max() < tol, (shape, err.max(axis=1))
+  # Nasal sectors carry the thicker NFL whatever the eye: the side is right for OD and OS.
+  nfl = dict(zip(enface.ETDRS_SECTORS, result["etdrs_um"][:, 0]))
+  assert nfl["N2"] > nfl["T2"] + 10
+
+
+def test_fovea_override_moves_the_grid():
+  vol, truth = synthetic.generate_volume(31, 160, 128, scale_mm=(0.25, 0.00387, None),
+                                         render_images=False)
+  shifted = truth["fovea_mm"] + np.array([1.0, 0.0])
+  result, _ = analyse_truth(vol, fovea=tuple(shifted))
+  np.testing.assert_allclose(result["fovea_mm"], shifted)
+  assert not result["fovea_found"]
+  centre_total = result["etdrs_um"][0, -1]
+  assert centre_total > sector_reference("OD", 3.87)[0, -1] + 20   # off the pit: thicker
+
+
+def test_enface_maps_interpolate_linear_fields_exactly():
+  positions = np.array([0.0, 0.1, 0.35, 0.5])            # uneven spacing
+  col_mm, width = 0.05, 21
+  xs = np.arange(width) * col_mm
+  values = (2.0 + 3.0 * xs[None, :] - 4.0 * positions[:, None])[:, None, :]    # [N, 1, W]
+  x_mm, y_mm = enface.grid_axes((0.5, 0.25), 26, 0.02)
+  maps, covered = enface.enface_maps(values, positions, col_mm, x_mm, y_mm, reach_mm=1.0)
+  expected = 2.0 + 3.0 * x_mm[None, :] - 4.0 * np.clip(y_mm, 0, 0.5)[:, None]
+  np.testing.assert_allclose(maps[0][covered], np.broadcast_to(expected, covered.shape)[covered],
+                             rtol=1e-12, atol=1e-12)
+  # Covered: inside the columns' extent and within reach of the B-scans.
+  assert covered.sum() == ((x_mm >= 0) & (x_mm <= xs[-1])).sum() * len(y_mm)
+  _, near = enface.enface_maps(values, positions, col_mm, x_mm, y_mm, reach_mm=0.05)
+  distance = np.abs(y_mm[:, None] - positions[None, :]).min(axis=1)
+  np.testing.assert_array_equal(near.any(axis=1), distance <= 0.05 + 1e-9)
+
+
+def test_etdrs_masks_follow_anatomy_and_area():
+  step = enface.GRID_STEP_MM
+  for laterality, nasal in (("OD", 1), ("OS", -1)):
+    masks = enface.etdrs_masks(laterality, step)
+    m = masks["C0"].shape[0]
+    c = m // 2
+    px = lambda mm: int(round(mm / step))
+    probes = {"C0": (0, 0), "S1": (0, 1.0), "I1": (0, -1.0), "N1": (nasal, 0),
+              "T1": (-nasal, 0), "S2": (0, 2.2), "N2": (2.2 * nasal, 0), "T2": (-2.2 * nasal, 0),
+              "I2": (0.3, -2.5)}
+    for name, (x, y) in probes.items():
+      row, col = c - px(y), c + px(x)
+      assert masks[name][row, col] == 1, (laterality, name)
+      assert sum(v[row, col] for v in masks.values()) == 1
+    area = sum(v.sum() for v in masks.values()) * step ** 2
+    assert abs(area - np.pi * 9.0) / (np.pi * 9.0) < 0.01
+
+
+def test_sparse_stack_reports_partial_coverage():
+  """The 11 annotated Duke positions (subject 1) out of 61: strips, not the whole grid."""
+  vol, truth = synthetic.generate_volume(61, 160, 192, scale_mm=(0.123, 0.00387, None),
+                                         render_images=False)
+  index = np.array([10, 15, 20, 25, 28, 30, 32, 35, 40, 45, 50])
+  sparse = volumes.Volume(vol.images[index], vol.masks[index], vol.annotated[index],
+                          vol.positions_mm[index], vol.scale_mm, "OD",
+                          [vol.names[i] for i in index], "sparse")
+  result, _ = analyse_truth(sparse, fovea=tuple(truth["fovea_mm"]))
+  # Independent coverage: share of each sector within REACH_MM of a B-scan row.
+  step = 0.004
+  g = np.arange(-3.0, 3.0 + step / 2, step)
+  x, y = np.meshgrid(g, g)
+  near = np.abs((y + truth["fovea_mm"][1])[..., None] - sparse.positions_mm).min(-1) \
+      <= enface.REACH_MM
+  r, angle = np.hypot(x, y), np.degrees(np.arctan2(y, x)) % 360
+  superior = (r >= 1.5) & (r < 3.0) & (angle >= 45) & (angle < 135)
+  central = r < 0.5
+  cov = dict(zip(enface.ETDRS_SECTORS, result["etdrs_coverage"]))
+  assert abs(cov["S2"] - near[superior].mean()) < 0.03
+  assert abs(cov["C0"] - near[central].mean()) < 0.03
+  assert 0 < cov["S2"] < 0.9
+
+
+def test_eye_output_round_trips_through_eyepy(tmp_path):
+  import eyepy
+  vol, _ = synthetic.generate_volume(9, 160, 64, seed=3, laterality="OS")
+  bounds = geom.boundaries_from_labels(vol.masks) + 0.25
+  bounds[2, 3, 10:20] = np.nan
+  path = str(tmp_path / "vol.eye")
+  volume_report.write_eye(path, vol, bounds)
+  ev = eyepy.EyeVolume.load(path)
+  np.testing.assert_array_equal(ev.data, vol.images)
+  assert ev.laterality == "OS"
+  np.testing.assert_allclose(ev.scale, vol.scale_mm)
+  assert list(ev.layers) == list(volumes.HEYEX_NAMES)
+  for k, name in enumerate(volumes.HEYEX_NAMES):
+    np.testing.assert_array_equal(ev.layers[name].data, bounds[:, k])
+  again = volumes.read_volume(path)
+  np.testing.assert_allclose(again.positions_mm, vol.positions_mm, atol=1e-9)
+  assert again.laterality == "OS" and again.annotated.all()
+
+
+@needs_fixtures
+def test_heyex_vol_and_xml_fixtures_read_with_scale_and_laterality():
+  vol = volumes.read_volume(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"))
+  xml = volumes.read_volume(os.path.join(FIXTURES, "heyex_xml", "test_volume"))
+  xml_file = volumes.read_volume(os.path.join(FIXTURES, "heyex_xml", "test_volume",
+                                              "test_dummy.xml"))
+  np.testing.assert_array_equal(xml_file.images, xml.images)
+  for v in (vol, xml):
+    assert v.images.shape == (10, 40, 50) and v.images.dtype == np.uint8
+    np.testing.assert_allclose(v.scale_mm, (0.0314444, 0.003872, 0.011819), rtol=1e-5)
+    assert v.laterality == "OD" and not v.notes
+    # Positions from the file: 10 B-scans from 6.807 mm up to 6.524 mm on the fundus image.
+    np.testing.assert_allclose(v.positions_mm[[0, -1]], [0.0, 6.807 - 6.524], atol=1e-6)
+  assert vol.masks is None                                # the .vol has no layers
+  assert xml.masks is not None and xml.annotated.sum() > 0
+  # eval reads the annotated B-scans of the XML export with masks from its 8 mapped layers.
+  (scans,) = inputs.load_path(os.path.join(FIXTURES, "heyex_xml", "test_volume"), True)
+  assert len(scans) == xml.annotated.sum() and scans.masks.shape[1:] == (40, 50)
+  assert set(np.unique(scans.masks)) <= set(range(8)) | {255}
+  with pytest.raises(InputError, match="no layer annotations"):
+    inputs.load_path(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"), True)
+
+
+def test_npz_volume_scale_positions_and_bad_input(tmp_path):
+  images = np.zeros((3, 32, 40), np.uint8)
+  plain, scaled, duke_like, bad = (str(tmp_path / f) for f in
+                                   ("plain.npz", "scaled.npz", "duke.npz", "bad.npz"))
+  np.savez(plain, images=images)
+  np.savez(scaled, images=images, scale_mm=np.array([0.2, 0.004, 0.01]))
+  np.savez(duke_like, images=images, bscan_index=np.array([10, 15, 28]))
+  np.savez(bad, images=images, scale_mm=np.array([0.2, -1.0, 0.01]))
+  assert not volumes.is_volume(plain) and volumes.is_volume(plain, force=True)
+  assert volumes.is_volume(scaled)
+  v = volumes.read_volume(scaled, "OS")
+  assert v.scale_mm == (0.2, 0.004, 0.01) and v.laterality == "OS"
+  np.testing.assert_allclose(v.positions_mm, [0.0, 0.2, 0.4])
+  d = volumes.read_volume(duke_like)
+  np.testing.assert_allclose(d.positions_mm, np.array([10, 15, 28]) * 0.123)
+  assert d.laterality == "OD" and any("OD assumed" in n for n in d.notes)
+  with pytest.raises(InputError, match="scale_mm must be 3 positive"):
+    volumes.read_volume(bad)
+  with pytest.raises(InputError, match="--fovea"):
+    volume_report.parse_fovea("1.0;2")
+  assert volume_report.parse_fovea("1.5,-0.25") == (1.5, -0.25)
+
+
+def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
+  """A Duke-style .mat (images [H, W, S], 2 of 6 B-scans annotated) and a scaled .npz volume
+  through predict (one folder input)."""
+  from octseg_jax import predict
+  workdir, _ = trained_workdir
+  vol, _ = synthetic.generate_volume(6, 128, 96, seed=5, scale_mm=(0.123, 0.00387, 0.0113))
+  bounds = geom.boundaries_from_labels(vol.masks)                              # [S, 8, W]
+  layers = np.full((8, 96, 6), np.nan)
+  layers[..., [1, 4]] = np.moveaxis(bounds[[1, 4]], 0, -1)
+  (tmp_path / "in").mkdir()
+  mat = str(tmp_path / "in" / "Subject_03.mat")
+  scipy.io.savemat(mat, {"images": np.moveaxis(vol.images, 0, -1), "manualLayers1": layers})
+  # Beside it an .npz volume with its own axial scale (6 um rows): thickness follows the file.
+  np.savez(tmp_path / "in" / "scaled.npz", images=vol.images[:2],
+           scale_mm=np.array([0.25, 0.006, 0.02]))
+  out = tmp_path / "out"
+  predict.run(workdir, str(tmp_path / "in"), str(out), laterality="OS")
+  with np.load(out / "scaled.npz") as d:
+    np.testing.assert_allclose(d["thickness_um"], np.diff(d["boundaries"], axis=1) * 6.0)
+    np.testing.assert_allclose(d["scale_mm"], [0.25, 0.006, 0.02])
+  with np.load(out / "Subject_03.npz") as d:
+    assert d["pred"].shape == (6, 128, 96)
+    assert d["thickness_maps_um"].shape[0] == 8 and str(d["laterality"]) == "OS"
+    np.testing.assert_allclose(d["bscan_positions_mm"], np.arange(6) * 0.123)
+    np.testing.assert_allclose(d["scale_mm"], volumes.DUKE_DME_SCALE_MM)
+  rows = (out / "Subject_03_etdrs.csv").read_text().splitlines()
+  assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-1] == "coverage"
+  assert [r.split(",")[0] for r in rows[1:]] == list(enface.ETDRS_SECTORS)
+  assert (out / "Subject_03.eye").exists() and (out / "Subject_03_thickness_maps.png").exists()
