@@ -51,8 +51,11 @@ def run(workdir: str, input_path: str, output: str) -> None:
       if scans.masks is not None:
         true_b = geom.boundaries_from_labels(scans.masks[i])
         true_t = geom.thickness_um(true_b, pixel_um)
+      unsupported = ~geom.column_is_ordered(out["pred"][i])   # raw labelling out of order
       plots.boundary_overlay(os.path.join(output, f"{name}_overlay.png"), scans.images[i],
-                             out["boundaries"][i], true_b, title=name)
+                             out["boundaries"][i], true_b, title=name, model=workdir,
+                             unsupported=unsupported)
       plots.thickness_profile(os.path.join(output, f"{name}_thickness.png"),
-                              out["thickness_um"][i], true_t, title=f"{name}: layer thickness")
+                              out["thickness_um"][i], true_t, title=f"{name}: layer thickness",
+                              model=workdir, unsupported=unsupported)
     print(f"predicted {len(scans)} scans of {scans.source} -> {output}/{stem}.npz")
