@@ -122,9 +122,9 @@ def stats_markdown(summary: Dict, settings: Dict) -> str:
 
 
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
-        box=None) -> Dict:
+        box=None, overrides=None) -> Dict:
   from octseg_jax.inference import load_trained
-  trained = load_trained(workdir)
+  trained = load_trained(workdir, overrides)
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target

@@ -30,9 +30,9 @@ def predict_set(trained, scans):
           "thickness_um": geom.thickness_um(bounds, pixel_um)}
 
 
-def run(workdir: str, input_path: str, output: str) -> None:
+def run(workdir: str, input_path: str, output: str, overrides=None) -> None:
   from octseg_jax.inference import load_trained
-  trained = load_trained(workdir)
+  trained = load_trained(workdir, overrides)
   sets = inputs.load_path(input_path)
   os.makedirs(output, exist_ok=True)
   pixel_um = float(trained.config.data.pixel_um)
