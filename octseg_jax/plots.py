@@ -178,7 +178,8 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
              for b in range(8)]
   handles += style_legend_handles(true_bounds is not None)
   if masked.any():
-    handles.append(Patch(facecolor="0.6", alpha=0.6, label=NO_SUPPORT.replace(": ", ":\n")))
+    handles.append(Patch(facecolor="0.6", alpha=0.6,
+                         label="no support (not drawn):\nno boundary, or layers\nout of order"))
   ax.set_facecolor("black")
   ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
             title="boundary", title_fontsize=8, facecolor="0.85")
