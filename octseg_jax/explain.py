@@ -168,7 +168,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                 **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
       plots.cam_panel(os.path.join(output, f"{name}_cam.png"), x,
                       {l: np.asarray(out[l]["norm"][:, 0]) for l in layers},
-                      title=f"{name}: {method}, target '{target}'")
+                      title=f"{name}: {method}, target '{target}'", model=workdir)
       per_scan.append({"name": name, "layers": stats})
   if not per_scan:
     raise InputError(f"{input_path}: no scans to explain")
