@@ -70,13 +70,12 @@ def dispatch(flags, override_args=()) -> None:
 
 def _inference_overrides(flags, workdir: str, override_args) -> dict:
   """Checked --config.FIELD=VALUE settings of eval/predict/explain (and the --cam_* aliases)."""
-  from octseg_jax import inference_overrides, train
+  from octseg_jax import inference_overrides
   if flags.config is not None:
     raise InputError(f"--config: --mode={flags.mode} uses {workdir}/config.json; change "
                      "inference settings with --config.FIELD=VALUE instead, for example "
                      "--config.explain.max_scans=1")
-  overrides = inference_overrides.parse(override_args or [], train.load_config(workdir),
-                                        flags.mode)
+  overrides = inference_overrides.parse(override_args or [], flags.mode)
   aliases = {f: getattr(flags, f) for f in inference_overrides.ALIASES}
   if flags.mode != "explain":
     given = [f"--{f}" for f, v in aliases.items() if v]

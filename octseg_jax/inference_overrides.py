@@ -111,10 +111,12 @@ def _all_fields(config, prefix: str = "") -> List[str]:
   return out
 
 
-def parse(args: Sequence[str], config, mode: str) -> Dict[str, object]:
-  """`--config.FIELD=VALUE` args -> {field: typed value}, checked against `config` (the
-  workdir's). Raises InputError naming the option for a misspelt, model-changing or badly
-  typed field."""
+def parse(args: Sequence[str], mode: str) -> Dict[str, object]:
+  """`--config.FIELD=VALUE` args -> {field: typed value}. Raises InputError naming the option
+  for a misspelt field, a model-changing one (any other field of configs/default.py, the one
+  list of fields) or a badly typed value."""
+  from configs import default
+  config = default.get_config()
   out = {}
   for arg in args:
     if not arg.startswith(PREFIX) or "=" not in arg:

@@ -21,7 +21,7 @@ from octseg_jax import plots
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_npz
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_config
 
 
 def _free_port() -> int:
@@ -89,16 +89,11 @@ def test_tensorboard_serves_the_logged_scalars_and_images(trained_workdir):
 # --- inference overrides -----------------------------------------------------------------
 
 
-def _config():
-  from tests.conftest import tiny_config
-  return tiny_config()
-
-
 def test_overrides_accepted_are_typed():
   got = ovr.parse(["--config.explain.max_scans=1", "--config.explain.layers=head,dec0_conv1",
                    "--config.explain.method=hirescam", "--config.explain.box=(1, 2, 30, 40)",
                    "--config.train.eval_batch_size=3",
-                   "--config.explain.deletion_steps=2"], _config(), "explain")
+                   "--config.explain.deletion_steps=2"], "explain")
   assert got == {"explain.max_scans": 1, "explain.layers": ("head", "dec0_conv1"),
                  "explain.method": "hirescam", "explain.box": (1, 2, 30, 40),
                  "train.eval_batch_size": 3, "explain.deletion_steps": 2}
@@ -115,7 +110,7 @@ def test_overrides_accepted_are_typed():
 ])
 def test_overrides_refused_with_one_line(arg, message):
   with pytest.raises(InputError) as e:
-    ovr.parse([arg], _config(), "predict")
+    ovr.parse([arg], "predict")
   text = str(e.value)
   assert message in text and "\n" not in text and text.startswith(arg.split("=")[0])
 
@@ -236,7 +231,7 @@ def test_unsupported_columns():
 
 def test_paper_numbers_only_for_duke_with_the_paper_split():
   from octseg_jax import report
-  c = _config()
+  c = tiny_config()
   assert not report.paper_comparable(c, None)                   # phantom
   c.data.source = "duke"
   assert not report.paper_comparable(c, None)                   # subject-wise split
