@@ -14,7 +14,7 @@ xla_setup.apply_cpu_flags()   # before JAX initialises a backend
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from octseg_jax import cli  # noqa: E402
+from octseg_jax import cli, inference_overrides  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -40,9 +40,14 @@ def _fail(message: str):
 
 def parse_flags(argv):
   """absl flag parsing with config-override errors (a field that does not exist, a value of
-  the wrong type) reported in one line instead of a traceback."""
+  the wrong type) reported in one line instead of a traceback. In eval/predict/explain the
+  `--config.FIELD=VALUE` args are set aside (returned after the positional args) and checked
+  against the workdir's config later (octseg_jax/inference_overrides.py)."""
+  inference_args = []
+  if inference_overrides.mode_of(argv[1:]) in inference_overrides.INFERENCE_MODES:
+    argv, inference_args = inference_overrides.split_argv(argv)
   try:
-    return FLAGS(argv)
+    return FLAGS(argv) + inference_args
   except flags.Error as e:
     _fail(str(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -52,12 +57,12 @@ def parse_flags(argv):
     text = str(e.args[0] if e.args else e).replace("\\'", "'").replace("\\n", " ")
     if len(text) > 1 and text[0] == text[-1] == "'":
       text = text[1:-1]
-    _fail("config override: no field " + " ".join(text.split()))
+    text = " ".join(text.split()).replace(" Did you mean", ". Did you mean")
+    _fail(f"config override: no field {text}" + ("" if text.endswith(("?", ".")) else "."))
 
 
 def main(argv):
-  del argv
-  return cli.run(FLAGS)
+  return cli.run(FLAGS, [a for a in argv[1:] if a.startswith(inference_overrides.PREFIX)])
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import jax
 from octseg_jax.errors import InputError
 
 MODES = ("train", "eval", "predict", "explain", "benchmark")
+BENCHMARK_DIR = os.path.join("runs", "benchmark")   # default --output; ignored by git
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "octseg_jax", "xla")
 
 
@@ -33,7 +34,8 @@ def _needs(flag_value, name: str, mode: str):
   return flag_value
 
 
-def dispatch(flags) -> None:
+def dispatch(flags, override_args=()) -> None:
+  """Runs flags.mode. override_args: the `--config.FIELD=VALUE` args of eval/predict/explain."""
   mode = flags.mode
   if mode in ("train", "benchmark") and flags.config is None:
     raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
@@ -47,43 +49,53 @@ def dispatch(flags) -> None:
     return
   if mode == "benchmark":
     from octseg_jax import benchmark
-    benchmark.run(flags.config, flags.output or flags.workdir or ".")
+    benchmark.run(flags.config, flags.output or flags.workdir or BENCHMARK_DIR)
     return
   workdir = _needs(flags.workdir, "workdir", mode)
   if not os.path.isdir(workdir):
     raise InputError(f"{workdir}: no such workdir")
+  overrides = _inference_overrides(flags, workdir, override_args)
   output = flags.output or workdir
   if mode == "eval":
     from octseg_jax import evaluate
-    evaluate.run(workdir, flags.input, output)
+    evaluate.run(workdir, flags.input, output, overrides=overrides)
   elif mode == "predict":
     from octseg_jax import predict
     predict.run(workdir, _needs(flags.input, "input", mode), _needs(flags.output, "output", mode),
                 volume=getattr(flags, "volume", False),
-                laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None))
+                laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
+                overrides=overrides)
   elif mode == "explain":
     from octseg_jax import explain
-    box = None
-    if flags.cam_box:
-      try:
-        box = [int(v) for v in flags.cam_box]
-      except ValueError:
-        raise InputError(f"--cam_box={','.join(flags.cam_box)}: expected four integers") from None
-      if len(box) != 4:
-        raise InputError(f"--cam_box: expected row0,col0,row1,col1, got {len(box)} values")
-    explain.run(workdir, _needs(flags.input, "input", mode), output, flags.cam_layers,
-                flags.cam_method, flags.cam_target, box)
+    explain.run(workdir, _needs(flags.input, "input", mode), output, overrides=overrides)
 
 
-def run(flags) -> int:
+def _inference_overrides(flags, workdir: str, override_args) -> dict:
+  """Checked --config.FIELD=VALUE settings of eval/predict/explain (and the --cam_* aliases)."""
+  from octseg_jax import inference_overrides
+  if flags.config is not None:
+    raise InputError(f"--config: --mode={flags.mode} uses {workdir}/config.json; change "
+                     "inference settings with --config.FIELD=VALUE instead, for example "
+                     "--config.explain.max_scans=1")
+  overrides = inference_overrides.parse(override_args or [], flags.mode)
+  aliases = {f: getattr(flags, f) for f in inference_overrides.ALIASES}
+  if flags.mode != "explain":
+    given = [f"--{f}" for f, v in aliases.items() if v]
+    if given:
+      raise InputError(f"{given[0]}: only used by --mode=explain")
+    return overrides
+  return inference_overrides.merge_aliases(overrides, aliases)
+
+
+def run(flags, override_args=()) -> int:
   enable_compilation_cache()
   if not flags.debug:
     logging.set_verbosity(logging.WARNING)   # orbax logs every save at INFO
   if flags.debug:
-    dispatch(flags)
+    dispatch(flags, override_args)
     return 0
   try:
-    dispatch(flags)
+    dispatch(flags, override_args)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -15,6 +15,7 @@ from octseg_jax.data import inputs, pipeline
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_json, write_text
+from octseg_jax.progress import Progress
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
 
@@ -28,9 +29,11 @@ def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
   return {k: v.tolist() for k, v in err.items()} | {"thickness_mae_um": thick.tolist()}
 
 
-def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: float) -> Dict:
+def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: float,
+          progress=None) -> Dict:
   """Both metric protocols and boundary/thickness errors for raw argmax and topology-fixed
-  predictions. probs: float [H, W, K] per scan (sizes may differ); masks: uint8 [H, W]."""
+  predictions. probs: float [H, W, K] per scan (sizes may differ); masks: uint8 [H, W].
+  progress: optional Progress, updated once per scan."""
   cm_raw = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
   cm_fix = np.zeros_like(cm_raw)
   soft = 0.0
@@ -53,6 +56,8 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
     bounds["argmax"].append(geom.boundaries_from_labels(pred))
     bounds["topology"].append(geom.boundaries_from_labels(fixed))
     bounds["subpixel"].append(geom.boundaries_from_probs(p, fixed))
+    if progress is not None:
+      progress.update()
   cat = {k: np.concatenate(v, axis=-1) for k, v in bounds.items()}   # [8, sum W]
   raw = metrics.summarise(cm_raw, soft)
   raw["geometry"] = _geometry_errors(cat["argmax"], cat["true"], pixel_um)
@@ -86,18 +91,25 @@ def validation_scans(trained):
   return ([images[i] for i in idx], [masks[i] for i in idx], subjects[idx], wanted)
 
 
-def run(workdir: str, input_path: Optional[str], output: str) -> Dict:
+def run(workdir: str, input_path: Optional[str], output: str, overrides=None) -> Dict:
   from octseg_jax.inference import load_trained, predict_probs
-  trained = load_trained(workdir)
+  trained = load_trained(workdir, overrides)
   if input_path:
     images, masks, subjects, names = pipeline.flatten(inputs.load_path(input_path, True))
     data_name = input_path
   else:
     images, masks, subjects, names = validation_scans(trained)
     data_name = f"validation split of {workdir} (subjects {trained.split['val']['subjects']})"
-  probs = predict_probs(trained, images)
-  result = score(probs, masks, subjects, float(trained.config.data.pixel_um))
-  result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir})
+  batch = int(trained.config.train.eval_batch_size)
+  probs = []
+  with Progress(len(images), "eval: predict", unit="scan") as bar:
+    for start in range(0, len(images), batch):
+      probs += predict_probs(trained, images[start:start + batch], batch)
+      bar.update(len(probs) - bar.done)
+  with Progress(len(images), "eval: score", unit="scan") as bar:
+    result = score(probs, masks, subjects, float(trained.config.data.pixel_um), bar)
+  result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
+                 "paper_comparable": report.paper_comparable(trained.config, input_path)})
   os.makedirs(output, exist_ok=True)
   write_json(os.path.join(output, "metrics.json"), result)
   write_text(os.path.join(output, "metrics.md"), report.metrics_markdown(result))

@@ -122,9 +122,9 @@ def stats_markdown(summary: Dict, settings: Dict) -> str:
 
 
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
-        box=None) -> Dict:
+        box=None, overrides=None) -> Dict:
   from octseg_jax.inference import load_trained
-  trained = load_trained(workdir)
+  trained = load_trained(workdir, overrides)
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target
@@ -168,7 +168,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                 **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
       plots.cam_panel(os.path.join(output, f"{name}_cam.png"), x,
                       {l: np.asarray(out[l]["norm"][:, 0]) for l in layers},
-                      title=f"{name}: {method}, target '{target}'")
+                      title=f"{name}: {method}, target '{target}'", model=workdir)
       per_scan.append({"name": name, "layers": stats})
   if not per_scan:
     raise InputError(f"{input_path}: no scans to explain")

@@ -113,13 +113,15 @@ class ImageSummaries(Hook):
     from octseg_jax import plots
     data, writer = ctx.val_data, ctx.log.writer
     logits, maps = self.summary_fn(ctx.variables(), jnp.asarray(data.x[:1]))
-    pred = np.asarray(jnp.argmax(logits, -1))[0]
-    grey = np.repeat((data.x[0] * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    panel = np.concatenate([grey, plots.colorize(data.y[0]), plots.colorize(pred)], axis=1)
+    pred = np.asarray(jnp.argmax(logits, -1))[0].astype(np.uint8)
+    name = data.names[0] if data.names else "validation scan"
+    panel = plots.labelled_panel(data.x[0], data.y[0], pred, title=f"{name}, epoch {epoch}")
     writer.add_image("val/input_truth_prediction", panel, epoch, dataformats="HWC")
-    for layer, m in maps.items():
-      writer.add_image(f"gradcam/{layer}", plots.cam_grid(data.x[0], np.asarray(m[:, 0])),
-                       epoch, dataformats="HWC")
+    if maps:
+      cams = {layer: np.asarray(m[:, 0]) for layer, m in maps.items()}
+      writer.add_image("gradcam", plots.labelled_cam_panel(
+          data.x[0], cams, title=f"{name}, epoch {epoch}: {ctx.config.explain.method}"),
+          epoch, dataformats="HWC")
 
 
 class TrainingCurves(Hook):

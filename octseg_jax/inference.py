@@ -35,9 +35,13 @@ class Trained:
     return np.asarray(jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1))
 
 
-def load_trained(workdir: str) -> Trained:
-  """Config, model and best-checkpoint variables of a training workdir."""
+def load_trained(workdir: str, overrides=None) -> Trained:
+  """Config, model and best-checkpoint variables of a training workdir. overrides: checked
+  inference settings {field: value} (inference_overrides.parse) set on its config."""
   config = load_config(workdir)
+  if overrides:
+    from octseg_jax.config_utils import apply_overrides
+    config = apply_overrides(config, overrides)
   split = read_json(os.path.join(workdir, "split.json"))
   model = create_model(config.model, config.train.compute_dtype)
   variables = jax.eval_shape(lambda: model.init(
@@ -49,21 +53,24 @@ def load_trained(workdir: str) -> Trained:
                  split)
 
 
-def predict_probs(trained: Trained, images: List[np.ndarray], batch_size: int = 8) -> List[np.ndarray]:
+def predict_probs(trained: Trained, images: List[np.ndarray], batch_size: int = 0) -> List[np.ndarray]:
   """Class probabilities float32 [H, W, K] at each raw scan's own resolution.
 
   Scans are preprocessed with the workdir's recipe, grouped by model input size, run in
-  fixed-size batches (so one compilation serves every batch), and mapped back.
+  fixed-size batches (one compilation serves every batch of a group), and mapped back.
+  batch_size 0 = the config's train.eval_batch_size (overridable in eval/predict/explain).
   """
+  batch_size = batch_size or int(trained.config.train.eval_batch_size)
   prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
   out: List[np.ndarray] = [None] * len(images)
   groups = {}
   for i, (x, _, _) in enumerate(prepared):
     groups.setdefault(x.shape, []).append(i)
   for shape, members in groups.items():
-    for start in range(0, len(members), batch_size):
-      chunk = members[start:start + batch_size]
-      x = np.zeros((batch_size,) + shape, np.float32)
+    size = min(batch_size, len(members))   # a single scan runs as a batch of one
+    for start in range(0, len(members), size):
+      chunk = members[start:start + size]
+      x = np.zeros((size,) + shape, np.float32)
       x[:len(chunk)] = np.stack([prepared[i][0] for i in chunk])
       probs = trained.probs(x)
       for j, i in enumerate(chunk):

@@ -1,12 +1,27 @@
-"""Figures (matplotlib, imported lazily) and label colouring. All files written atomically."""
+"""Figures (matplotlib, imported lazily) and label colouring. All files written atomically.
+
+Every figure names its scan (or run), the model (workdir) and its units. Boundary and layer
+colours come from the Okabe-Ito palette (distinguishable with the common colour-vision
+deficiencies); predictions are solid lines, truth dashed.
+"""
+
+import csv
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-# Background black, then one colour per layer NFL..RPE; IGNORE grey.
-LABEL_COLOURS = np.array([
-    [0, 0, 0], [230, 25, 75], [245, 130, 48], [255, 225, 25], [60, 180, 75],
-    [66, 212, 244], [67, 99, 216], [145, 30, 180]], np.uint8)
+# Okabe & Ito (2008), "Color Universal Design": 7 colours plus white for the ILM, which
+# borders the dark vitreous (the palette's black would vanish on an OCT scan).
+OKABE_ITO = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7")
+# Background black, then one colour per layer NFL..OS-RPE; IGNORE grey.
+LABEL_COLOURS = np.array([[0, 0, 0]] + [[int(c[i:i + 2], 16) for i in (1, 3, 5)]
+                                        for c in OKABE_ITO], np.uint8)
 IGNORE_COLOUR = np.array([128, 128, 128], np.uint8)
+# ILM, NFL/GCL, IPL/INL, INL/OPL, OPL/ONL, ISM/ISE, OS/RPE, BM: neighbours differ in hue.
+BOUNDARY_COLOURS = ("#ffffff", "#e69f00", "#56b4e9", "#d55e00", "#009e73", "#f0e442",
+                    "#cc79a7", "#0072b2")
+PRED_STYLE = "solid"
+TRUTH_DASHES = (3, 2)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -18,15 +33,6 @@ def colorize(labels: np.ndarray) -> np.ndarray:
   return out
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-  """Grey uint8 scan [H, W] with layers tinted; background left untinted."""
-  grey = np.repeat(np.asarray(image, np.float32)[..., None], 3, axis=-1)
-  colour = colorize(labels).astype(np.float32)
-  tint = ((labels > 0) & (labels < len(LABEL_COLOURS)))[..., None]
-  out = np.where(tint, (1 - alpha) * grey + alpha * colour, grey)
-  return np.clip(out, 0, 255).astype(np.uint8)
-
-
 def _plt():
   import matplotlib
   matplotlib.use("Agg")
@@ -34,152 +40,313 @@ def _plt():
   return plt
 
 
-BOUNDARY_COLOURS = ("#e6194b", "#f58231", "#ffe119", "#3cb44b", "#42d4f4", "#4363d8", "#911eb4",
-                    "#f032e6")
+def figure_array(fig) -> np.ndarray:
+  """Renders a matplotlib figure to RGB uint8 [H, W, 3] and closes it (for TensorBoard)."""
+  plt = _plt()
+  fig.canvas.draw()
+  out = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  plt.close(fig)
+  return out
+
+
+def heading(subject: str, model: str = "", detail: str = "") -> str:
+  """Figure title: what is shown (scan or run), then the model, then a reading hint."""
+  text = subject + (f"  |  model: {model}" if model else "")
+  return text + (f"\n{detail}" if detail else "")
+
+
+def style_legend_handles(truth: bool = True) -> list:
+  """Legend entries saying which line style is the prediction and which the truth."""
+  from matplotlib.lines import Line2D
+  handles = [Line2D([], [], color="0.3", lw=1.5, ls=PRED_STYLE, label="prediction (solid)")]
+  if truth:
+    handles.append(Line2D([], [], color="0.3", lw=1.5, dashes=TRUTH_DASHES,
+                          label="truth (dashed)"))
+  return handles
+
+
+def class_legend_handles() -> list:
+  """Legend patches: one per class (its label-map colour and name), plus 'unlabelled'."""
+  from matplotlib.patches import Patch
+  from octseg_jax.data.scans import LAYER_NAMES
+  handles = [Patch(facecolor=LABEL_COLOURS[k] / 255, edgecolor="0.5", label=f"{k} {name}")
+             for k, name in enumerate(LAYER_NAMES)]
+  return handles + [Patch(facecolor=IGNORE_COLOUR / 255, edgecolor="0.5", label="unlabelled")]
+
+
+def grey_uint8(image: np.ndarray) -> np.ndarray:
+  """A scan as uint8 [H, W]: uint8 kept, floats taken as [0, 1] model inputs (clipped)."""
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    return image
+  return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def _label_figure(images: Sequence, truths: Sequence, preds: Sequence, names: Sequence,
+                  title: str):
+  """Rows of input | truth | prediction with a class legend below. Returns the figure."""
+  plt = _plt()
+  n = len(images)
+  h, w = np.asarray(images[0]).shape[:2]
+  panel_w = 3.6
+  panel_h = float(np.clip(panel_w * h / w, 1.2, 4.0))
+  cols = [("input", images)] + ([("truth", truths)] if truths is not None else []) + [
+      ("prediction", preds)]
+  fig, axes = plt.subplots(n, len(cols), figsize=(panel_w * len(cols), panel_h * n + 1.3),
+                           squeeze=False, layout="constrained")
+  for i in range(n):
+    for j, (label, panels) in enumerate(cols):
+      ax = axes[i, j]
+      if label == "input":
+        ax.imshow(grey_uint8(panels[i]), cmap="gray", vmin=0, vmax=255, aspect="auto")
+      else:
+        ax.imshow(colorize(panels[i]), aspect="auto", interpolation="nearest")
+      ax.set_title(f"{names[i]}: {label}" if names[i] else label, fontsize=10)
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.legend(handles=class_legend_handles(), loc="outside lower center", ncol=5, fontsize=9,
+             frameon=False)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def labelled_panel(image: np.ndarray, truth: Optional[np.ndarray], pred: np.ndarray,
+                   title: str = "") -> np.ndarray:
+  """TensorBoard image: input, truth and prediction side by side with class names and a
+  colour legend, at least ~360 px per panel. image [H, W] (uint8, or float in [0, 1]);
+  truth/pred uint8 labels [H, W] (truth may be None) -> RGB uint8 [h, w, 3]."""
+  fig = _label_figure([image], None if truth is None else [truth], [pred], [""], title)
+  return figure_array(fig)
+
+
+def side_by_side(path: str, images, truths, preds, names, title: str = "") -> None:
+  """Paper Figure 4: input, ground truth and prediction per scan (label colours, legend)."""
+  from octseg_jax.io_utils import save_figure
+  save_figure(path, _label_figure(images, truths, preds, names, title))
+
+
+def _finite_range(*arrays) -> tuple:
+  values = np.concatenate([np.ravel(a) for a in arrays if a is not None])
+  values = values[np.isfinite(values)]
+  return (values.min(), values.max()) if values.size else (None, None)
+
+
+NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 
 
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
-                     true_bounds=None, title: str = "") -> None:
-  """Scan with predicted boundaries as solid lines and true ones dashed. bounds [8, W]."""
+                     true_bounds=None, title: str = "", model: str = "",
+                     unsupported=None) -> None:
+  """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
+  top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
+  columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn."""
   from octseg_jax.data.scans import BOUNDARY_NAMES
   from octseg_jax.io_utils import save_figure
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
   plt = _plt()
   h, w = image.shape
-  fig, ax = plt.subplots(figsize=(min(14, 2 + w / 60), min(8, 1 + h / 70)))
+  fig, ax = plt.subplots(figsize=(min(14, 3 + w / 60), min(8, 1.5 + h / 70)))
   ax.imshow(image, cmap="gray", vmin=0, vmax=255, aspect="auto")
   cols = np.arange(w)
+  masked = ~np.all(np.isfinite(pred_bounds), axis=0)
+  if unsupported is not None:
+    masked |= np.asarray(unsupported, bool)
+  pred_bounds = np.where(masked[None], np.nan, pred_bounds)
+  _shade_runs(ax, masked, color="0.6", alpha=0.35, zorder=1)
   for b in range(8):
-    ax.plot(cols, pred_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=0.9,
-            label=BOUNDARY_NAMES[b])
+    ax.plot(cols, pred_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3, ls=PRED_STYLE,
+            zorder=2)
     if true_bounds is not None:
-      ax.plot(cols, true_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=0.9, ls="--")
-  finite = pred_bounds[np.isfinite(pred_bounds)]
-  if finite.size:
-    ax.set_ylim(min(h, finite.max() + 40), max(0, finite.min() - 40))
-  ax.set_title(title + ("  (solid: predicted, dashed: truth)" if true_bounds is not None else ""),
-               fontsize=9)
-  ax.legend(loc="lower right", fontsize=6, ncol=4)
-  ax.set_xlabel("column")
-  ax.set_ylabel("row")
+      ax.plot(cols, true_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3,
+              dashes=TRUTH_DASHES, gapcolor="black", zorder=3)
+  lo, hi = _finite_range(pred_bounds, true_bounds)
+  if lo is not None:
+    ax.set_ylim(min(h, hi + 40), max(0, lo - 40))
+  handles = [Line2D([], [], color=BOUNDARY_COLOURS[b], lw=2.5, label=BOUNDARY_NAMES[b])
+             for b in range(8)]
+  handles += style_legend_handles(true_bounds is not None)
+  if masked.any():
+    handles.append(Patch(facecolor="0.6", alpha=0.6,
+                         label="no support (not drawn):\nno boundary, or layers\nout of order"))
+  ax.set_facecolor("black")
+  ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+            title="boundary", title_fontsize=8, facecolor="0.85")
+  ax.set_title(heading(title, model, "boundaries: solid = prediction" +
+                       (", dashed = truth" if true_bounds is not None else "")), fontsize=9)
+  ax.set_xlabel("column (A-scan, pixels)")
+  ax.set_ylabel("row (pixels)")
   save_figure(path, fig)
 
 
-def training_curves(path: str, rows: list) -> None:
-  """Paper Figure 3: losses, validation accuracy/Dice and learning rate per epoch.
-  rows: dicts of the CSV log (strings or numbers)."""
+def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:
+  """Columns where some layer has no thickness (a boundary was not found): bool [W]."""
+  return ~np.all(np.isfinite(thickness_um), axis=0)
+
+
+def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
+  """Shades each run of True columns of `mask` [W] as a vertical band."""
+  padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+  edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+  for start, stop in zip(edges[::2], edges[1::2]):
+    ax.axvspan(start - 0.5, stop - 0.5, lw=0, **kwargs)
+
+
+def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: str = "",
+                      model: str = "", unsupported=None) -> None:
+  """Small multiples: one panel per layer with its thickness (um) along the scan, prediction
+  solid, truth dashed. Columns without support (no boundary found, or `unsupported` [W], e.g.
+  where the raw labelling is out of layer order) are shaded grey and not drawn.
+  thickness_um, true_um [7, W]."""
+  from matplotlib.patches import Patch
+  from octseg_jax.data.scans import LAYER_NAMES
   from octseg_jax.io_utils import save_figure
   plt = _plt()
-  get = lambda k: np.array([float(r[k]) for r in rows])
-  epoch = get("epoch")
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-  axes[0].plot(epoch, get("train_loss"), label="train")
-  axes[0].plot(epoch, get("val_loss"), label="validation")
-  axes[0].set_title("hybrid loss")
-  axes[0].legend()
-  for k, label in (("val_accuracy", "accuracy"), ("val_dice", "global Dice (soft)"),
-                   ("val_mean_layer_dice", "mean layer Dice")):
-    axes[1].plot(epoch, get(k), label=label)
-  axes[1].set_title("validation")
-  axes[1].legend()
-  axes[2].semilogy(epoch, get("lr"))
-  axes[2].set_title("learning rate")
+  thickness_um = np.asarray(thickness_um, np.float64)
+  masked = unsupported_columns(thickness_um)
+  if unsupported is not None:
+    masked |= np.asarray(unsupported, bool)
+  shown = np.where(masked[None], np.nan, thickness_um)
+  cols = np.arange(thickness_um.shape[-1])
+  fig, axes = plt.subplots(7, 1, figsize=(10, 9.5), sharex=True, layout="constrained")
+  for k, ax in enumerate(axes):
+    ax.plot(cols, shown[k], color="#0072b2", lw=1.2, ls=PRED_STYLE)
+    if true_um is not None:
+      ax.plot(cols, true_um[k], color="black", lw=1.0, dashes=TRUTH_DASHES)
+    _shade_runs(ax, masked, color="0.85")
+    ax.set_ylabel(f"{LAYER_NAMES[k + 1]}\n(um)", fontsize=8, rotation=0, ha="right",
+                  va="center")
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+  axes[-1].set_xlabel("column (A-scan, pixels)")
+  handles = [h for h in style_legend_handles(true_um is not None)]
+  handles[0].set_color("#0072b2")
+  if len(handles) > 1:
+    handles[1].set_color("black")
+  handles.append(Patch(facecolor="0.85", label=NO_SUPPORT))
+  fig.suptitle(heading(title or "layer thickness", model, "thickness of each layer in um"),
+               fontsize=9)
+  fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+  save_figure(path, fig)
+
+
+def read_log(source: Union[str, Sequence[dict]]) -> dict:
+  """A training log as {column: float array}: a CSV path or its rows (dicts). Columns are
+  found by name; empty or non-numeric cells become NaN."""
+  if isinstance(source, str):
+    with open(source, newline="") as f:
+      rows = list(csv.DictReader(f))
+  else:
+    rows = list(source)
+  names = list(rows[0]) if rows else []
+
+  def number(v):
+    try:
+      return float(v)
+    except (TypeError, ValueError):
+      return np.nan
+
+  return {n: np.array([number(r.get(n)) for r in rows]) for n in names}
+
+
+def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "") -> None:
+  """Paper Figure 3: losses, validation metrics and learning rate per epoch. `log`: the
+  workdir's log.csv path or its rows; columns by name (epoch, lr, *_loss, val_*), those
+  missing are left out."""
+  from octseg_jax.io_utils import save_figure
+  plt = _plt()
+  cols = read_log(log)
+  if "epoch" not in cols or not len(cols["epoch"]):
+    raise ValueError(f"{log if isinstance(log, str) else 'log'}: no 'epoch' column or no rows")
+  epoch = cols["epoch"]
+  losses = [n for n in cols if n.endswith("_loss")]
+  scores = [n for n in cols if n.startswith("val_") and n not in losses]
+  fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+  for n in losses:
+    axes[0].plot(epoch, cols[n], marker=".", label=n.replace("_loss", "").replace("val",
+                                                                                "validation"))
+  axes[0].set_title("hybrid loss (CE + Dice term)", fontsize=9)
+  axes[0].set_ylabel("loss")
+  for n in scores:
+    axes[1].plot(epoch, cols[n], marker=".", label=n[4:].replace("_", " "))
+  axes[1].set_title("validation metrics", fontsize=9)
+  axes[1].set_ylabel("score (0-1)")
+  if "lr" in cols:
+    lr = cols["lr"]
+    axes[2].plot(epoch, lr, marker=".")
+    if np.all(lr[np.isfinite(lr)] > 0):
+      axes[2].set_yscale("log")
+  axes[2].set_title("learning rate", fontsize=9)
   for ax in axes:
     ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  fig.suptitle(title or "training curves", fontsize=10)
+  fig.tight_layout()
   save_figure(path, fig)
 
 
-def side_by_side(path: str, images, truths, preds, names) -> None:
-  """Paper Figure 4: input, ground truth and prediction per scan (label colours)."""
-  from octseg_jax.io_utils import save_figure
-  plt = _plt()
-  n = len(images)
-  fig, axes = plt.subplots(n, 3, figsize=(12, 2.6 * n), squeeze=False)
-  for i in range(n):
-    for j, (panel, title) in enumerate(((images[i], "input"), (truths[i], "truth"),
-                                        (preds[i], "prediction"))):
-      ax = axes[i, j]
-      if j == 0:
-        ax.imshow(panel, cmap="gray", vmin=0, vmax=255, aspect="auto")
-      else:
-        ax.imshow(colorize(panel), aspect="auto", interpolation="nearest")
-      ax.set_title(f"{names[i]}: {title}", fontsize=8)
-      ax.axis("off")
-  save_figure(path, fig)
-
-
-def class_bars(path: str, summary: dict) -> None:
-  """Paper Figure 5: class-wise IoU and accuracy, with the paper's IoU as markers."""
+def class_bars(path: str, summary: dict, with_paper: bool = True, title: str = "") -> None:
+  """Paper Figure 5: class-wise IoU and accuracy; the paper's IoU as markers only when
+  `with_paper` (Duke data scored with the paper's protocol)."""
   from octseg_jax.data.scans import LAYER_NAMES
   from octseg_jax.io_utils import save_figure
   from octseg_jax.report import PAPER_IOU
   plt = _plt()
   k = np.arange(len(LAYER_NAMES))
-  fig, ax = plt.subplots(figsize=(9, 3.4))
-  ax.bar(k - 0.2, np.nan_to_num(summary["paper"]["class_iou"]), 0.4, label="IoU")
-  ax.bar(k + 0.2, np.nan_to_num(summary["paper"]["class_accuracy"]), 0.4, label="accuracy")
-  ax.plot(k, PAPER_IOU, "k_", markersize=18, label="paper IoU")
+  fig, ax = plt.subplots(figsize=(9, 3.6))
+  ax.bar(k - 0.2, np.nan_to_num(summary["paper"]["class_iou"]), 0.4, label="IoU",
+         color=OKABE_ITO[4])
+  ax.bar(k + 0.2, np.nan_to_num(summary["paper"]["class_accuracy"]), 0.4, label="accuracy",
+         color=OKABE_ITO[0])
+  if with_paper:
+    ax.plot(k, PAPER_IOU, "k_", markersize=18, mew=2, label="paper IoU (Table 2)")
   ax.set_xticks(k, LAYER_NAMES, rotation=20, fontsize=8)
   ax.set_ylim(0, 1.05)
-  ax.legend(fontsize=8)
+  ax.set_ylabel("score (0-1)")
+  ax.legend(fontsize=8, loc="lower right")
+  ax.set_title(title or "class-wise IoU and accuracy", fontsize=9)
   save_figure(path, fig)
 
 
-def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: str = "") -> None:
-  """Thickness of each layer along the scan (um); truth dashed when given. [7, W]."""
+def _cam_figure(image: np.ndarray, layer_maps: dict, title: str):
+  """The input, then per explained layer a row of the K class maps (normalised) over it,
+  class names on top and a colour bar. image [h, w]; layer_maps {layer: [K, h, w]}."""
   from octseg_jax.data.scans import LAYER_NAMES
-  from octseg_jax.io_utils import save_figure
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(10, 3.6))
-  cols = np.arange(thickness_um.shape[-1])
-  for k in range(7):
-    ax.plot(cols, thickness_um[k], color=BOUNDARY_COLOURS[k], lw=1, label=LAYER_NAMES[k + 1])
-    if true_um is not None:
-      ax.plot(cols, true_um[k], color=BOUNDARY_COLOURS[k], lw=1, ls="--")
-  ax.set_xlabel("column")
-  ax.set_ylabel("thickness (um)")
-  ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=7, ncol=4)
-  save_figure(path, fig)
-
-
-def heat_colours(maps: np.ndarray) -> np.ndarray:
-  """[..., H, W] in [0, 1] -> RGB uint8 [..., H, W, 3] with the 'jet' colour map."""
-  from matplotlib import colormaps
-  return (colormaps["jet"](np.clip(maps, 0, 1))[..., :3] * 255).astype(np.uint8)
-
-
-def cam_grid(image: np.ndarray, maps: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """Input then K heatmaps blended over it, in one row: image [H, W] in [0, 1], maps [K, H, W]
-  normalised -> RGB uint8 [H, (K + 1) W, 3] (for TensorBoard)."""
-  grey = np.repeat((np.clip(image, 0, 1) * 255)[..., None], 3, axis=-1)
-  tiles = [grey] + [(1 - alpha) * grey + alpha * heat_colours(m) for m in maps]
-  return np.concatenate(tiles, axis=1).astype(np.uint8)
-
-
-def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "") -> None:
-  """Paper Figure 6: the input, then for each explained layer a row of the K class maps
-  (normalised) over the input, with a colour bar."""
-  from octseg_jax.data.scans import LAYER_NAMES
-  from octseg_jax.io_utils import save_figure
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
-  fig, axes = plt.subplots(len(layers), k + 1, figsize=(2.1 * (k + 1), 1.9 * len(layers) + 0.4),
+  fig, axes = plt.subplots(len(layers), k + 1, figsize=(2.1 * (k + 1), 1.9 * len(layers) + 0.6),
                            squeeze=False)
   im = None
   for r, layer in enumerate(layers):
     axes[r, 0].imshow(image, cmap="gray", aspect="auto")
-    axes[r, 0].set_title("input" if r == 0 else "", fontsize=8)
-    axes[r, 0].set_ylabel(layer, fontsize=8)
+    axes[r, 0].set_title("input" if r == 0 else "", fontsize=9)
+    axes[r, 0].set_ylabel(f"layer {layer}", fontsize=9)
     for c in range(k):
       ax = axes[r, c + 1]
       ax.imshow(image, cmap="gray", aspect="auto")
       im = ax.imshow(layer_maps[layer][c], cmap="jet", alpha=0.5, vmin=0, vmax=1, aspect="auto")
       if r == 0:
-        ax.set_title(LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}", fontsize=8)
+        ax.set_title(LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}", fontsize=9)
     for ax in axes[r]:
       ax.set_xticks([])
       ax.set_yticks([])
-  fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="normalised Grad-CAM")
+  fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01,
+               label="Grad-CAM, normalised to [0, 1] per class")
   fig.suptitle(title, fontsize=9)
-  save_figure(path, fig)
+  return fig
+
+
+def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
+              model: str = "") -> None:
+  """Paper Figure 6 as a file (see _cam_figure); title names the scan, `model` the workdir."""
+  from octseg_jax.io_utils import save_figure
+  save_figure(path, _cam_figure(image, layer_maps, heading(title, model)))
+
+
+def labelled_cam_panel(image: np.ndarray, layer_maps: dict, title: str = "") -> np.ndarray:
+  """Paper Figure 6 as RGB uint8 [h, w, 3] for TensorBoard: class names and a colour bar."""
+  return figure_array(_cam_figure(image, layer_maps, title))

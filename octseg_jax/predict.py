@@ -33,14 +33,15 @@ def predict_set(trained, scans):
 
 
 def run(workdir: str, input_path: str, output: str, volume: bool = False,
-        laterality: str = None, fovea: str = None) -> None:
+        laterality: str = None, fovea: str = None, overrides=None) -> None:
   """Volumes (scanner files, .mat, .npz with scale_mm or with `volume`) also get the en-face
   maps, ETDRS table and .eye of octseg_jax.volume_report; laterality (--laterality) applies
-  where the file has none, fovea (--fovea=x_mm,y_mm) replaces the automatic one."""
+  where the file has none, fovea (--fovea=x_mm,y_mm) replaces the automatic one; overrides:
+  checked inference settings (inference_overrides)."""
   from octseg_jax import volume_report
   from octseg_jax.inference import load_trained
   fovea_mm = volume_report.parse_fovea(fovea)
-  trained = load_trained(workdir)
+  trained = load_trained(workdir, overrides)
   sets = inputs.load_path(input_path, volume_options={"force": volume, "laterality": laterality})
   os.makedirs(output, exist_ok=True)
   pixel_um = float(trained.config.data.pixel_um)
@@ -63,8 +64,11 @@ def run(workdir: str, input_path: str, output: str, volume: bool = False,
       if scans.masks is not None:
         true_b = geom.boundaries_from_labels(scans.masks[i])
         true_t = geom.thickness_um(true_b, pixel_um)
+      unsupported = ~geom.column_is_ordered(out["pred"][i])   # raw labelling out of order
       plots.boundary_overlay(os.path.join(output, f"{name}_overlay.png"), scans.images[i],
-                             out["boundaries"][i], true_b, title=name)
+                             out["boundaries"][i], true_b, title=name, model=workdir,
+                             unsupported=unsupported)
       plots.thickness_profile(os.path.join(output, f"{name}_thickness.png"),
-                              out["thickness_um"][i], true_t, title=f"{name}: layer thickness")
+                              out["thickness_um"][i], true_t, title=f"{name}: layer thickness",
+                              model=workdir, unsupported=unsupported)
     print(f"predicted {len(scans)} scans of {scans.source} -> {output}/{stem}.npz")
