@@ -11,6 +11,7 @@ import sys
 from absl import logging
 import jax
 
+from octseg_jax import config_checks, outputs
 from octseg_jax.errors import InputError
 
 MODES = ("train", "eval", "predict", "explain", "benchmark")
@@ -33,13 +34,43 @@ def _needs(flag_value, name: str, mode: str):
   return flag_value
 
 
+def _output_folder(flags, mode: str, workdir: str) -> str:
+  """--output, checked; eval and explain default to a new folder in the current directory
+  (never the workdir, which holds the model)."""
+  output = flags.output
+  if not output:
+    if mode == "predict":
+      raise InputError("--output: required for --mode=predict")
+    output = outputs.new_folder_here(mode, workdir)
+    print(f"no --output given: writing to {output}")
+  outputs.check_output_folder(output)
+  outputs.refuse_workdir(output, workdir)
+  return output
+
+
+def _cam_box(flags):
+  if not flags.cam_box:
+    return None
+  try:
+    box = [int(v) for v in flags.cam_box]
+  except ValueError:
+    raise InputError(f"--cam_box={','.join(flags.cam_box)}: expected four integers") from None
+  if len(box) != 4:
+    raise InputError(f"--cam_box: expected row0,col0,row1,col1, got {len(box)} values")
+  return box
+
+
 def dispatch(flags) -> None:
   mode = flags.mode
-  if mode in ("train", "benchmark") and flags.config is None:
-    raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
+  if mode in ("train", "benchmark"):
+    if flags.config is None:
+      raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
+    config_checks.validate(flags.config, check_files=(mode == "train"))
   if mode == "train":
     from octseg_jax import train
     workdir = _needs(flags.workdir, "workdir", mode)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise InputError(f"--workdir={workdir}: is a file, expected a folder")
     summary = train.train_and_evaluate(flags.config, workdir)
     if summary:
       print(f"best epoch {summary.get('epoch')}: val_loss {summary['loss']:.4f}, "
@@ -47,30 +78,32 @@ def dispatch(flags) -> None:
     return
   if mode == "benchmark":
     from octseg_jax import benchmark
-    benchmark.run(flags.config, flags.output or flags.workdir or ".")
+    output = flags.output or flags.workdir or "."
+    outputs.check_output_folder(output)
+    benchmark.run(flags.config, output)
     return
   workdir = _needs(flags.workdir, "workdir", mode)
   if not os.path.isdir(workdir):
     raise InputError(f"{workdir}: no such workdir")
-  output = flags.output or workdir
+  box = _cam_box(flags) if mode == "explain" else None
+  output = _output_folder(flags, mode, workdir)
   if mode == "eval":
     from octseg_jax import evaluate
     evaluate.run(workdir, flags.input, output)
   elif mode == "predict":
     from octseg_jax import predict
-    predict.run(workdir, _needs(flags.input, "input", mode), _needs(flags.output, "output", mode))
+    predict.run(workdir, _needs(flags.input, "input", mode), output,
+                getattr(flags, "figures", "first"))
   elif mode == "explain":
     from octseg_jax import explain
-    box = None
-    if flags.cam_box:
-      try:
-        box = [int(v) for v in flags.cam_box]
-      except ValueError:
-        raise InputError(f"--cam_box={','.join(flags.cam_box)}: expected four integers") from None
-      if len(box) != 4:
-        raise InputError(f"--cam_box: expected row0,col0,row1,col1, got {len(box)} values")
     explain.run(workdir, _needs(flags.input, "input", mode), output, flags.cam_layers,
                 flags.cam_method, flags.cam_target, box)
+
+
+def _os_error_line(e: OSError) -> str:
+  """`path: reason` for an OSError (no space, read-only, a file where a folder should be)."""
+  where = e.filename if e.filename is not None else "output"
+  return f"{where}: {e.strerror or e}"
 
 
 def run(flags) -> int:
@@ -84,6 +117,9 @@ def run(flags) -> int:
     dispatch(flags)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    print(f"error: {_os_error_line(e)}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)

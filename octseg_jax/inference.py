@@ -11,6 +11,7 @@ import numpy as np
 
 from octseg_jax import preprocessing, train
 from octseg_jax.checkpoints import restore_best
+from octseg_jax.config_checks import check_split_record
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
@@ -49,7 +50,8 @@ def read_json(path: str) -> dict:
 def load_trained(workdir: str) -> Trained:
   """Config, model and best-checkpoint variables of a training workdir."""
   config = train.load_config(workdir)
-  split = read_json(os.path.join(workdir, "split.json"))
+  split_path = os.path.join(workdir, "split.json")
+  split = check_split_record(read_json(split_path), split_path)
   model = create_model(config.model, config.train.compute_dtype)
   variables = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1,) + tuple(split["input_shape"])), train=False))

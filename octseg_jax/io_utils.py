@@ -14,18 +14,37 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 
+TEMP_PREFIX = ".octseg-"
+TEMP_PATTERN = TEMP_PREFIX + "*"     # leftovers of an interrupted write, removable by glob
+
+
+def _current_umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def file_mode() -> int:
+  """Permissions of a newly created file under the process's umask (mkstemp uses 0600)."""
+  return 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
-  """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""
+  """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
+
+  The file gets the permissions a plain open() would give it (0666 less the umask).
+  """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   base = os.path.basename(path)
   # Keep the extension last: some writers (matplotlib, PIL) pick the format from it.
   stem, ext = os.path.splitext(base)
-  fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+  fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}.", suffix=f".tmp{ext}", dir=folder)
   os.close(fd)
   try:
     yield tmp
+    os.chmod(tmp, file_mode())
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -161,9 +161,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise InputError(f"{workdir}: no config.json (not a training workdir?)")
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      stored = json.load(f)
   except (OSError, ValueError) as e:
     raise InputError(f"{path}: not a readable config ({e})") from None
+  # Fields the file lacks take their defaults; invalid values are named.
+  from octseg_jax.config_checks import from_workdir_json
+  return from_workdir_json(stored, path)
 
 
 def train_and_evaluate(config, workdir: str) -> Dict:
