@@ -89,13 +89,19 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
-  return cli.run(FLAGS)
+  cli.handle_interrupts()
+  status = cli.run(FLAGS)
+  if status == 130:
+    cli.exit_now(130)   # skip interpreter shutdown, where pending checkpoint threads print
+  return status
 
 
 def run_command(argv) -> int:
   """In-process entry point: parses `argv` (argv[0] is the program name) as the command line
   does and runs it; returns the exit status (0, 2 bad input or option, 130 interrupted)."""
   FLAGS.unparse_flags()
+  for name in [n for n in FLAGS if n.startswith("config.")]:
+    delattr(FLAGS, name)          # override flags of an earlier parse write to its config
   saved, sys.argv = sys.argv, list(argv)     # config_flags reads its overrides from sys.argv
   try:
     parse_flags(list(argv))

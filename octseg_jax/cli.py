@@ -106,6 +106,37 @@ def _os_error_line(e: OSError) -> str:
   return f"{where}: {e.strerror or e}"
 
 
+def exit_now(status: int, message: str = "") -> None:
+  if message:
+    print(message, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)   # no interpreter shutdown: background (orbax) threads cannot print or hang
+
+
+def handle_interrupts(grace_s: float = 20.0) -> None:
+  """Ctrl-C raises KeyboardInterrupt as usual (so atomic writes clean up and run() prints one
+  line), and the process ends with status 130 at the latest `grace_s` later, or at once on a
+  second Ctrl-C: an interrupt inside a pending checkpoint save must not hang the process.
+  Every output is written atomically, so ending without cleanup leaves no half-written file
+  (an unfinished checkpoint is ignored and redone on resume)."""
+  import signal
+  import threading
+  state = {"interrupted": False}
+
+  def on_interrupt(signum, frame):
+    del signum, frame
+    if state["interrupted"]:
+      exit_now(130, "error: interrupted")
+    state["interrupted"] = True
+    timer = threading.Timer(grace_s, exit_now, (130, "error: interrupted"))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGINT, on_interrupt)
+
+
 def run(flags) -> int:
   enable_compilation_cache()
   if not flags.debug:

@@ -236,16 +236,18 @@ def from_workdir_json(stored: Any, path: str):
   return ml_collections.ConfigDict(merged)
 
 
-def check_split_record(split: Any, path: str) -> Dict:
-  """Checks the fields of a workdir's split.json that have no default (input_shape)."""
+def check_split_record(split: Any, path: str, multiple: int = 1) -> Dict:
+  """Checks the fields of a workdir's split.json that have no default (input_shape: two
+  positive multiples of `multiple`, the model's 2 ** number of poolings)."""
   if not isinstance(split, dict):
     raise InputError(f"{path}: expected a JSON object, found {type(split).__name__}")
   shape = split.get("input_shape")
   if shape is None:
     raise InputError(f"{path}: field 'input_shape' is missing (it has no default; "
                      "the workdir is incomplete)")
-  if _int_tuple(2, 2, 1)(shape):
-    raise InputError(f"{path}: field 'input_shape'={shape!r}: expected two integers >= 1")
+  if _int_tuple(2, 2, 1)(shape) or any(s % multiple for s in shape):
+    raise InputError(f"{path}: field 'input_shape'={shape!r}: expected two positive multiples "
+                     f"of {multiple}")
   return split
 
 

@@ -1,6 +1,7 @@
 """A trained workdir as a callable: load config + best checkpoint, predict at native resolution."""
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, List
@@ -29,12 +30,18 @@ class Trained:
   logits_fn: Callable = None   # jit: (variables, x [B, h, w]) -> logits [B, h, w, K]
 
   def __post_init__(self):
-    model = self.model
-    self.logits_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    self.logits_fn = jitted_logits(self.model)
 
   def probs(self, x: np.ndarray) -> np.ndarray:
     """Softmax probabilities [B, h, w, K] for model inputs [B, h, w] (BatchNorm inference)."""
     return np.asarray(jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1))
+
+
+@functools.lru_cache(maxsize=8)
+def jitted_logits(model) -> Callable:
+  """One jitted forward pass per model definition (Linen modules compare by their fields), so
+  loading the same workdir again in one process does not compile again."""
+  return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
 
 def read_json(path: str) -> dict:
@@ -51,10 +58,14 @@ def load_trained(workdir: str) -> Trained:
   """Config, model and best-checkpoint variables of a training workdir."""
   config = train.load_config(workdir)
   split_path = os.path.join(workdir, "split.json")
-  split = check_split_record(read_json(split_path), split_path)
-  model = create_model(config.model, config.train.compute_dtype)
-  variables = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1,) + tuple(split["input_shape"])), train=False))
+  split = check_split_record(read_json(split_path), split_path, 2 ** len(config.model.widths))
+  try:
+    model = create_model(config.model, config.train.compute_dtype)
+    variables = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1,) + tuple(split["input_shape"])), train=False))
+  except (TypeError, ValueError) as e:
+    raise InputError(f"{workdir}/config.json: the model it describes cannot be built "
+                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
   abstract = train.inference_payload(variables["params"], variables.get("batch_stats", {}))
   payload, epoch = restore_best(workdir, abstract)
   variables = {"params": payload["params"], "batch_stats": payload["batch_stats"]}
