@@ -12,32 +12,94 @@ files without a scan extension are skipped, and manifest.json is written last.
 """
 
 import os
-from typing import Dict
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, Iterator, Tuple
 
 import numpy as np
 
 from octseg_jax import layers_geometry as geom
-from octseg_jax import plots
+from octseg_jax import plots, preprocessing
 from octseg_jax.data import inputs
 from octseg_jax.data.scans import LAYER_NAMES, MAX_IMAGE_SIDE
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_csv, write_npz
+from octseg_jax.io_utils import StreamingNpz, write_csv
 from octseg_jax.outputs import RunOutputs, check_output_folder, unique_stems
 
 FILE_SUFFIXES = (".npz", "_thickness.csv")            # per input file
 SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
 
 
-def predict_set(trained, scans):
-  """Predictions and geometry for one ScanSet (arrays, no I/O)."""
-  from octseg_jax.inference import predict_probs
-  probs = predict_probs(trained, list(scans.images))
-  pixel_um = float(trained.config.data.pixel_um)
-  pred = np.stack([np.argmax(p, -1) for p in probs]).astype(np.uint8)
-  ordered = np.stack([geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs])
-  bounds = np.stack([geom.boundaries_from_probs(p, o) for p, o in zip(probs, ordered)])
-  return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
-          "thickness_um": geom.thickness_um(bounds, pixel_um)}
+BATCH_SIZE = 8      # scans per network call; memory is bounded by the batch, not the file
+
+
+def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
+  """Label maps and geometry of a batch of scans of one size, vectorised over the batch.
+
+  probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
+  uint8 [B, H, W] and boundaries float [B, 8, W].
+  """
+  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)))
+  return {"pred": np.argmax(probs, -1).astype(np.uint8), "pred_ordered": ordered,
+          "boundaries": geom.boundaries_from_probs(probs, ordered)}
+
+
+def _launch(trained, images: np.ndarray, batch_size: int):
+  """Preprocesses scans [b, H, W] and starts the network on them without waiting (JAX
+  dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
+  placements of the b scans)."""
+  import jax
+  import jax.numpy as jnp
+  prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
+  x = np.zeros((batch_size,) + prepared[0][0].shape, np.float32)    # one shape per file
+  x[:len(prepared)] = np.stack([p[0] for p in prepared])
+  probs = jax.nn.softmax(trained.logits_fn(trained.variables, jnp.asarray(x)), axis=-1)
+  return probs, [p[2] for p in prepared]
+
+
+def stream_batches(trained, images: np.ndarray,
+                   batch_size: int = BATCH_SIZE) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+  """Yields (first scan index, batch_geometry of the batch) for the scans [N, H, W] of one file,
+  batch by batch. Batch k+1 runs on the device while the host maps batch k back to the scans'
+  resolution and computes its geometry; probabilities are never held for the whole file."""
+  pending = None
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    launched = (start, len(chunk)) + _launch(trained, chunk, batch_size)
+    if pending is not None:
+      yield _finish(pending)
+    pending = launched
+  if pending is not None:
+    yield _finish(pending)
+
+
+def _finish(launched):
+  start, count, probs, placements = launched
+  probs = np.asarray(probs)[:count]                                       # waits for the device
+  raw = np.stack([preprocessing.restore(p, place) for p, place in zip(probs, placements)])
+  return start, batch_geometry(raw)
+
+
+def write_predictions(trained, scans, path: str,
+                      batch_size: int = BATCH_SIZE) -> Dict[str, np.ndarray]:
+  """Streams the predictions of one ScanSet into the prediction file `path` (finalised
+  atomically) and returns its boundaries [N, 8, W] and thickness_um [N, 7, W]."""
+  n, h, w = scans.images.shape
+  writer = StreamingNpz(path, {"pred": ((n, h, w), np.uint8),
+                               "pred_ordered": ((n, h, w), np.uint8)})
+  bounds = np.empty((n, geom.NUM_BOUNDARIES, w))
+  try:
+    for start, out in stream_batches(trained, scans.images, batch_size):
+      writer.append("pred", out["pred"])
+      writer.append("pred_ordered", out["pred_ordered"])
+      bounds[start:start + len(out["pred"])] = out["boundaries"]
+  except BaseException:
+    writer.abort()
+    raise
+  thickness = geom.thickness_um(bounds, float(trained.config.data.pixel_um))
+  writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness)
+  writer.close()
+  return {"boundaries": bounds, "thickness_um": thickness}
 
 
 def thickness_rows(names, thickness_um: np.ndarray) -> list:
@@ -59,15 +121,16 @@ def figure_scans(figures: str, count: int) -> range:
   return range({"none": 0, "first": min(1, count), "all": count}[figures])
 
 
-def write_file_outputs(run: RunOutputs, stem: str, scans, out: Dict, pixel_um: float,
-                       figures: str = "all") -> str:
-  """Writes the prediction file, thickness CSV and figures (`figures`: none, first, all) of
-  one input file; returns the prediction file's path."""
+def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str = "first",
+                       batch_size: int = BATCH_SIZE) -> str:
+  """Predicts one input file and writes its prediction file, thickness CSV and figures
+  (`figures`: none, first, all); returns the prediction file's path."""
   npz_path, csv_path = run.claim(stem, FILE_SUFFIXES)
-  write_npz(npz_path, names=np.array(scans.names), **out)
+  out = write_predictions(trained, scans, npz_path, batch_size)
   write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]],
             thickness_rows(scans.names, out["thickness_um"]))
   run.wrote(npz_path, csv_path)
+  pixel_um = float(trained.config.data.pixel_um)
   for i in figure_scans(figures, len(scans)):
     name = scans.names[i]
     true_b = true_t = None
@@ -80,6 +143,21 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, out: Dict, pixel_um: f
                             title=f"{name}: layer thickness")
     run.wrote(overlay, thickness)
   return npz_path
+
+
+def prefetched(items: Iterable) -> Iterator:
+  """The items of `items`, the next one produced in a background thread (reading and
+  decoding the next file) while the caller works on the current one."""
+  end = object()
+  with ThreadPoolExecutor(max_workers=1) as pool:
+    iterator = iter(items)
+    future = pool.submit(next, iterator, end)
+    while True:
+      item = future.result()
+      if item is end:
+        return
+      future = pool.submit(next, iterator, end)
+      yield item
 
 
 def run(workdir: str, input_path: str, output: str, figures: str = "first") -> Dict:
@@ -103,22 +181,25 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first") -> D
   single = os.path.isfile(input_path)
   first = inputs.load_file(files[0], max_side=max_side) if single else None  # fail before loading
   trained = load_trained(workdir)
-  pixel_um = float(trained.config.data.pixel_um)
   outputs.start()
   for path in skipped:
     outputs.skipped(path, "not a scan file (no scan extension)")
   num_scans = num_files = 0
   stem_of = dict(zip(files, stems))
   readable = [(files[0], first)] if single else inputs.read_files(files, outputs.failed, max_side)
-  for path, scans in readable:
-    written = write_file_outputs(outputs, stem_of[path], scans, predict_set(trained, scans),
-                                 pixel_um, figures)
+  start = time.perf_counter()
+  for path, scans in prefetched(readable):
+    written = write_file_outputs(outputs, stem_of[path], scans, trained, figures)
     num_scans, num_files = num_scans + len(scans), num_files + 1
     print(f"predicted {len(scans)} scans of {path} -> {written}")
+  seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
-             "files_predicted": num_files, "scans": num_scans}
+             "files_predicted": num_files, "scans": num_scans, "seconds": round(seconds, 3),
+             "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
   outputs.finish(summary)
-  print(f"predict: {num_scans} scans of {num_files} files -> {folder}; "
+  rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
+  print(f"predict: {num_scans} scans of {num_files} files in {seconds:.1f} s ({rate} after "
+        f"loading the model) -> {folder}; "
         f"{outputs.num_failed} failed, {len(skipped)} skipped"
         + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))
   if outputs.num_failed:

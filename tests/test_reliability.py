@@ -125,10 +125,12 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
 
-  def full(file, **arrays):
-    file.write(b"partial")
-    raise OSError(28, "No space left on device", getattr(file, "name", None))
-  monkeypatch.setattr(np, "savez_compressed", full)
+  append = io_utils.StreamingNpz.append
+
+  def full(self, name, batch):
+    append(self, name, batch)                       # some bytes reach the disk, then it is full
+    raise OSError(28, "No space left on device", self.parts[name])
+  monkeypatch.setattr(io_utils.StreamingNpz, "append", full)
   status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path / "out")
   assert status == 2 and len(err) == 1
   assert err[0].startswith("error: ") and err[0].endswith(": No space left on device")
