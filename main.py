@@ -5,6 +5,7 @@
   python main.py --mode=predict --workdir=runs/demo --input=scan.npz --output=out/
 """
 
+import os
 import sys
 
 from octseg_jax import xla_setup
@@ -22,7 +23,7 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.",
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, reports.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
 flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image, or folder.")
-flags.DEFINE_string("output", None, "eval/predict/explain: output folder (default: workdir).")
+flags.DEFINE_string("output", None, "eval/predict/explain: output folder (eval, explain: default a new folder here).")
 flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdir config's).")
 flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp"], "explain: method.")
 flags.DEFINE_enum("cam_target", None, ["all", "predicted", "box"], "explain: pixel set M.")
@@ -30,6 +31,9 @@ flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels 
 flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's volume.")
 flags.DEFINE_enum("laterality", None, ["OD", "OS"], "predict: eye of a volume without one.")
 flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea (default: found).")
+flags.DEFINE_enum("figures", "first", ["none", "first", "all"],
+                  "predict: overlay and thickness figures for no scan, the first scan of each "
+                  "file, or every scan.")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 
 
@@ -38,20 +42,47 @@ def _fail(message: str):
   sys.exit(2)
 
 
+def _config_file_problem(argv):
+  """One line naming --config's file and why it cannot be loaded, or None."""
+  for i, arg in enumerate(argv):
+    if arg == "--config" and i + 1 < len(argv):
+      path = argv[i + 1]
+    elif arg.startswith("--config="):
+      path = arg[len("--config="):]
+    else:
+      continue
+    path = path.split(":")[0]          # config_flags allows FILE:ARGUMENT
+    if not os.path.isfile(path):
+      return f"--config={path}: no such file"
+    try:
+      with open(path, "rb") as f:
+        compile(f.read(), path, "exec")
+    except (OSError, SyntaxError, ValueError) as e:
+      return f"--config={path}: not a readable Python config file ({type(e).__name__}: {e})"
+  return None
+
+
 def parse_flags(argv):
-  """absl flag parsing with config-override errors (a field that does not exist, a value of
-  the wrong type) reported in one line instead of a traceback. In eval/predict/explain the
-  `--config.FIELD=VALUE` args are set aside (returned after the positional args) and checked
-  against the workdir's config later (octseg_jax/inference_overrides.py)."""
+  """absl flag parsing with config-file and config-override errors (a missing or broken file,
+  a field that does not exist, a value of the wrong type) reported in one line instead of a
+  traceback. In eval/predict/explain the `--config.FIELD=VALUE` args are set aside (returned
+  after the positional args) and checked against the workdir's config later
+  (octseg_jax/inference_overrides.py)."""
+  debug = "--debug" in argv
+  problem = None if debug else _config_file_problem(argv)
+  if problem:
+    _fail(problem)
   inference_args = []
   if inference_overrides.mode_of(argv[1:]) in inference_overrides.INFERENCE_MODES:
     argv, inference_args = inference_overrides.split_argv(argv)
   try:
     return FLAGS(argv) + inference_args
   except flags.Error as e:
-    _fail(str(e))
+    if debug:
+      raise
+    _fail(" ".join(str(e).split()))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    if "--debug" in argv:
+    if debug:
       raise
     # ml_collections puts a repr in the message: undo its escaped quotes and newlines.
     text = str(e.args[0] if e.args else e).replace("\\'", "'").replace("\\n", " ")
@@ -59,10 +90,38 @@ def parse_flags(argv):
       text = text[1:-1]
     text = " ".join(text.split()).replace(" Did you mean", ". Did you mean")
     _fail(f"config override: no field {text}" + ("" if text.endswith(("?", ".")) else "."))
+  except Exception as e:  # an error inside the config file's get_config()
+    if debug:
+      raise
+    _fail(f"--config: get_config() failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+
+
+def _inference_args(argv):
+  return [a for a in argv[1:] if a.startswith(inference_overrides.PREFIX)]
 
 
 def main(argv):
-  return cli.run(FLAGS, [a for a in argv[1:] if a.startswith(inference_overrides.PREFIX)])
+  cli.handle_interrupts()
+  status = cli.run(FLAGS, _inference_args(argv))
+  if status == 130:
+    cli.exit_now(130)   # skip interpreter shutdown, where pending checkpoint threads print
+  return status
+
+
+def run_command(argv) -> int:
+  """In-process entry point: parses `argv` (argv[0] is the program name) as the command line
+  does and runs it; returns the exit status (0, 2 bad input or option, 130 interrupted)."""
+  FLAGS.unparse_flags()
+  for name in [n for n in FLAGS if n.startswith("config.")]:
+    delattr(FLAGS, name)          # override flags of an earlier parse write to its config
+  saved, sys.argv = sys.argv, list(argv)     # config_flags reads its overrides from sys.argv
+  try:
+    rest = parse_flags(list(argv))
+  except SystemExit as e:
+    return int(e.code) if e.code is not None else 0
+  finally:
+    sys.argv = saved
+  return cli.run(FLAGS, _inference_args(rest))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Fields:
   seed: everything random (init, split, data order, augmentation) derives from it.
   data.source: 'synthetic' (built-in phantom, no download), 'duke' (Duke DME .npz or .mat
     files in data.duke_dir) or 'folder' (data.folder_dir/images/*.png + masks/*.png).
+  data.max_image_side: scans with more rows or columns than this are refused (memory).
   data.recipe: band_height rows kept around the retina (0 = all); resize_to (h, w) or () for
     native resolution; normalisation 'percentile' (gain invariant) or 'divide255' (paper).
   data.split: 'subject' (val_subjects, or fold `fold` of `num_folds` over subjects) or
@@ -46,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.augment = ml_collections.ConfigDict(dict(
       flip=True, max_shift=8, intensity=True))
   c.data.pixel_um = 3.87               # axial pixel size (Duke Spectralis)
+  c.data.max_image_side = 4096         # images with more rows or columns are refused
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "segnet"

@@ -11,6 +11,7 @@ import sys
 from absl import logging
 import jax
 
+from octseg_jax import config_checks, outputs
 from octseg_jax.errors import InputError
 
 MODES = ("train", "eval", "predict", "explain", "benchmark")
@@ -34,14 +35,32 @@ def _needs(flag_value, name: str, mode: str):
   return flag_value
 
 
+def _output_folder(flags, mode: str, workdir: str) -> str:
+  """--output, checked; eval and explain default to a new folder in the current directory
+  (never the workdir, which holds the model)."""
+  output = flags.output
+  if not output:
+    if mode == "predict":
+      raise InputError("--output: required for --mode=predict")
+    output = outputs.new_folder_here(mode, workdir)
+    print(f"no --output given: writing to {output}")
+  outputs.check_output_folder(output)
+  outputs.refuse_workdir(output, workdir)
+  return output
+
+
 def dispatch(flags, override_args=()) -> None:
   """Runs flags.mode. override_args: the `--config.FIELD=VALUE` args of eval/predict/explain."""
   mode = flags.mode
-  if mode in ("train", "benchmark") and flags.config is None:
-    raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
+  if mode in ("train", "benchmark"):
+    if flags.config is None:
+      raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
+    config_checks.validate(flags.config, check_files=(mode == "train"))
   if mode == "train":
     from octseg_jax import train
     workdir = _needs(flags.workdir, "workdir", mode)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise InputError(f"--workdir={workdir}: is a file, expected a folder")
     summary = train.train_and_evaluate(flags.config, workdir)
     if summary:
       print(f"best epoch {summary.get('epoch')}: val_loss {summary['loss']:.4f}, "
@@ -49,20 +68,22 @@ def dispatch(flags, override_args=()) -> None:
     return
   if mode == "benchmark":
     from octseg_jax import benchmark
-    benchmark.run(flags.config, flags.output or flags.workdir or BENCHMARK_DIR)
+    output = flags.output or flags.workdir or BENCHMARK_DIR
+    outputs.check_output_folder(output)
+    benchmark.run(flags.config, output)
     return
   workdir = _needs(flags.workdir, "workdir", mode)
   if not os.path.isdir(workdir):
     raise InputError(f"{workdir}: no such workdir")
   overrides = _inference_overrides(flags, workdir, override_args)
-  output = flags.output or workdir
+  output = _output_folder(flags, mode, workdir)
   if mode == "eval":
     from octseg_jax import evaluate
     evaluate.run(workdir, flags.input, output, overrides=overrides)
   elif mode == "predict":
     from octseg_jax import predict
-    predict.run(workdir, _needs(flags.input, "input", mode), _needs(flags.output, "output", mode),
-                volume=getattr(flags, "volume", False),
+    predict.run(workdir, _needs(flags.input, "input", mode), output,
+                figures=getattr(flags, "figures", "first"), volume=getattr(flags, "volume", False),
                 laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
                 overrides=overrides)
   elif mode == "explain":
@@ -87,6 +108,43 @@ def _inference_overrides(flags, workdir: str, override_args) -> dict:
   return inference_overrides.merge_aliases(overrides, aliases)
 
 
+def _os_error_line(e: OSError) -> str:
+  """`path: reason` for an OSError (no space, read-only, a file where a folder should be)."""
+  where = e.filename if e.filename is not None else "output"
+  return f"{where}: {e.strerror or e}"
+
+
+def exit_now(status: int, message: str = "") -> None:
+  if message:
+    print(message, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)   # no interpreter shutdown: background (orbax) threads cannot print or hang
+
+
+def handle_interrupts(grace_s: float = 20.0) -> None:
+  """Ctrl-C raises KeyboardInterrupt as usual (so atomic writes clean up and run() prints one
+  line), and the process ends with status 130 at the latest `grace_s` later, or at once on a
+  second Ctrl-C: an interrupt inside a pending checkpoint save must not hang the process.
+  Every output is written atomically, so ending without cleanup leaves no half-written file
+  (an unfinished checkpoint is ignored and redone on resume)."""
+  import signal
+  import threading
+  state = {"interrupted": False}
+
+  def on_interrupt(signum, frame):
+    del signum, frame
+    if state["interrupted"]:
+      exit_now(130, "error: interrupted")
+    state["interrupted"] = True
+    timer = threading.Timer(grace_s, exit_now, (130, "error: interrupted"))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGINT, on_interrupt)
+
+
 def run(flags, override_args=()) -> int:
   enable_compilation_cache()
   if not flags.debug:
@@ -98,6 +156,9 @@ def run(flags, override_args=()) -> int:
     dispatch(flags, override_args)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    print(f"error: {_os_error_line(e)}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)

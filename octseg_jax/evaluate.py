@@ -15,6 +15,7 @@ from octseg_jax.data import inputs, pipeline
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_json, write_text
+from octseg_jax.outputs import check_output_folder
 from octseg_jax.progress import Progress
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
@@ -81,7 +82,8 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
 def validation_scans(trained):
   """The validation split of the workdir, rebuilt from its config and split.json."""
   images, masks, subjects, names = pipeline.flatten(pipeline.load_scans(trained.config.data))
-  wanted = trained.split["val"]["names"]
+  from octseg_jax.config_checks import check_split_names
+  wanted = check_split_names(trained.split, os.path.join(trained.workdir, "split.json"))["names"]
   index = {n: i for i, n in enumerate(names)}
   missing = [n for n in wanted if n not in index]
   if missing:
@@ -95,11 +97,16 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   from octseg_jax.inference import load_trained, predict_probs
   trained = load_trained(workdir, overrides)
   if input_path:
-    images, masks, subjects, names = pipeline.flatten(inputs.load_path(input_path, True))
+    max_side = int(trained.config.data.max_image_side)
+    images, masks, subjects, names = pipeline.flatten(inputs.load_path(input_path, True,
+                                                                       max_side))
     data_name = input_path
   else:
     images, masks, subjects, names = validation_scans(trained)
-    data_name = f"validation split of {workdir} (subjects {trained.split['val']['subjects']})"
+    data_name = f"validation split of {workdir} (subjects {trained.split['val'].get('subjects')})"
+  if not any((m != 255).any() for m in masks):
+    raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
+                     "ignore), so there is nothing to score")
   batch = int(trained.config.train.eval_batch_size)
   probs = []
   with Progress(len(images), "eval: predict", unit="scan") as bar:
@@ -110,6 +117,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
     result = score(probs, masks, subjects, float(trained.config.data.pixel_um), bar)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
+  output = check_output_folder(output)
   os.makedirs(output, exist_ok=True)
   write_json(os.path.join(output, "metrics.json"), result)
   write_text(os.path.join(output, "metrics.md"), report.metrics_markdown(result))

@@ -17,6 +17,7 @@ from octseg_jax.data import inputs
 from octseg_jax.data.scans import LAYER_NAMES
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_json, write_npz, write_text
+from octseg_jax.outputs import RunOutputs, check_output_folder
 from octseg_jax.report import fmt, table
 
 
@@ -133,8 +134,15 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
   explainer = Explainer(trained.model, trained.variables, layers, method, target,
                         int(cfg.deletion_steps), trained.config.seed)
-  sets = inputs.load_path(input_path)
-  os.makedirs(output, exist_ok=True)
+  files, skipped = inputs.list_inputs(input_path)
+  run_out = RunOutputs(check_output_folder(output), files, "explain")
+  run_out.refuse_inputs("cam_stats", (".json", ".md"))
+  run_out.start()
+  for path in skipped:
+    run_out.skipped(path, "not a scan file (no scan extension)")
+  sets = [s for _, s in inputs.read_files(files, run_out.failed,
+                                          int(trained.config.data.max_image_side),
+                                          stop_on_error=os.path.isfile(input_path))]
   per_scan = []
   key = jax.random.key(trained.config.seed)
   with_masks = all(s.masks is not None for s in sets)
@@ -163,15 +171,19 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                  random_deletion_probability=d["random_probability"])
         stats[layer] = s
       name = scans.names[i]
-      write_npz(os.path.join(output, f"{name}_cam.npz"), x=x,
+      cam_npz, cam_png = run_out.claim(name, ("_cam.npz", "_cam.png"))
+      write_npz(cam_npz, x=x,
                 **{f"{l}_raw": np.asarray(out[l]["raw"][:, 0]) for l in layers},
                 **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
-      plots.cam_panel(os.path.join(output, f"{name}_cam.png"), x,
+      run_out.wrote(cam_npz, cam_png)
+      plots.cam_panel(cam_png, x,
                       {l: np.asarray(out[l]["norm"][:, 0]) for l in layers},
                       title=f"{name}: {method}, target '{target}'", model=workdir)
       per_scan.append({"name": name, "layers": stats})
   if not per_scan:
-    raise InputError(f"{input_path}: no scans to explain")
+    run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
+    raise InputError(f"{input_path}: no scans to explain (no file could be read; see "
+                     f"{run_out.folder}/errors.csv)")
   summary = {}
   for layer in layers:
     keys = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region", "area_share",
@@ -184,7 +196,14 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
               "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
               "workdir": workdir, "region": "ground truth" if with_masks else "prediction"}
   result = {"settings": settings, "mean": summary, "per_scan": per_scan}
-  write_json(os.path.join(output, "cam_stats.json"), result)
-  write_text(os.path.join(output, "cam_stats.md"), stats_markdown(summary, settings))
-  print(f"explained {len(per_scan)} scans ({method}, layers {list(layers)}) -> {output}")
+  stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
+  write_json(stats_json, result)
+  write_text(stats_md, stats_markdown(summary, settings))
+  run_out.wrote(stats_json, stats_md)
+  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan)})
+  print(f"explained {len(per_scan)} scans ({method}, layers {list(layers)}) -> {output}; "
+        f"{run_out.num_failed} files failed, {len(skipped)} skipped")
+  if run_out.num_failed:
+    raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
+                     f"read (listed in {run_out.folder}/errors.csv)")
   return result

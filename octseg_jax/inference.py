@@ -1,6 +1,7 @@
 """A trained workdir as a callable: load config + best checkpoint, predict at native resolution."""
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, List
 
@@ -10,7 +11,9 @@ import numpy as np
 
 from octseg_jax import preprocessing
 from octseg_jax.checkpoints import inference_payload, restore_best
+from octseg_jax.config_checks import check_split_record
 from octseg_jax.data import pipeline
+from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
 from octseg_jax.workdir import load_config, read_json
 
@@ -27,12 +30,18 @@ class Trained:
   logits_fn: Callable = None   # jit: (variables, x [B, h, w]) -> logits [B, h, w, K]
 
   def __post_init__(self):
-    model = self.model
-    self.logits_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    self.logits_fn = jitted_logits(self.model)
 
   def probs(self, x: np.ndarray) -> np.ndarray:
     """Softmax probabilities [B, h, w, K] for model inputs [B, h, w] (BatchNorm inference)."""
     return np.asarray(jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1))
+
+
+@functools.lru_cache(maxsize=8)
+def jitted_logits(model) -> Callable:
+  """One jitted forward pass per model definition (Linen modules compare by their fields), so
+  loading the same workdir again in one process does not compile again."""
+  return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
 
 def load_trained(workdir: str, overrides=None) -> Trained:
@@ -42,10 +51,15 @@ def load_trained(workdir: str, overrides=None) -> Trained:
   if overrides:
     from octseg_jax.config_utils import apply_overrides
     config = apply_overrides(config, overrides)
-  split = read_json(os.path.join(workdir, "split.json"))
-  model = create_model(config.model, config.train.compute_dtype)
-  variables = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1,) + tuple(split["input_shape"])), train=False))
+  split_path = os.path.join(workdir, "split.json")
+  split = check_split_record(read_json(split_path), split_path, 2 ** len(config.model.widths))
+  try:
+    model = create_model(config.model, config.train.compute_dtype)
+    variables = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1,) + tuple(split["input_shape"])), train=False))
+  except (TypeError, ValueError) as e:
+    raise InputError(f"{workdir}/config.json: the model it describes cannot be built "
+                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
   abstract = inference_payload(variables["params"], variables.get("batch_stats", {}))
   payload, epoch = restore_best(workdir, abstract)
   variables = {"params": payload["params"], "batch_stats": payload["batch_stats"]}

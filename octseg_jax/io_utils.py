@@ -14,18 +14,37 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 
+TEMP_PREFIX = ".octseg-"
+TEMP_PATTERN = TEMP_PREFIX + "*"     # leftovers of an interrupted write, removable by glob
+
+
+def _current_umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def file_mode() -> int:
+  """Permissions of a newly created file under the process's umask (mkstemp uses 0600)."""
+  return 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
-  """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""
+  """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds.
+
+  The file gets the permissions a plain open() would give it (0666 less the umask).
+  """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   base = os.path.basename(path)
   # Keep the extension last: some writers (matplotlib, PIL) pick the format from it.
   stem, ext = os.path.splitext(base)
-  fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+  fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}.", suffix=f".tmp{ext}", dir=folder)
   os.close(fd)
   try:
     yield tmp
+    os.chmod(tmp, file_mode())
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
@@ -94,3 +113,70 @@ def save_figure(path: str, fig, dpi: int = 110) -> None:
   with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=os.path.splitext(path)[1][1:] or "png")
   plt.close(fig)
+
+
+class StreamingNpz:
+  """An .npz archive written batch by batch, for arrays too large to hold at once.
+
+  Each array [N, ...] of known shape and dtype goes to its own temporary .npy file beside
+  `path` as batches arrive (append); close() checks every array is complete, packs them into a
+  zip (deflated, as np.savez_compressed) under a temporary name and renames it onto `path`.
+  np.load reads the result like any .npz. abort() removes the temporary files.
+  """
+
+  def __init__(self, path: str, shapes: dict, small: dict = None):
+    self.path = path
+    self.folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(self.folder, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    self.parts, self.files, self.filled, self.shapes = {}, {}, {}, {}
+    try:
+      for name, (shape, dtype) in shapes.items():
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}.{name}.", suffix=".tmp.npy",
+                                   dir=self.folder)
+        self.parts[name], self.files[name] = tmp, os.fdopen(fd, "wb")
+        self.shapes[name], self.filled[name] = (tuple(shape), np.dtype(dtype)), 0
+        np.lib.format.write_array_header_2_0(self.files[name], {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+            "shape": tuple(int(s) for s in shape)})
+      self.small = dict(small or {})
+    except BaseException:
+      self.abort()
+      raise
+
+  def append(self, name: str, batch: np.ndarray) -> None:
+    """Appends rows [b, ...] of array `name` (shape and dtype must match the declared ones)."""
+    shape, dtype = self.shapes[name]
+    batch = np.ascontiguousarray(batch, dtype)
+    if batch.shape[1:] != shape[1:] or self.filled[name] + len(batch) > shape[0]:
+      raise ValueError(f"{name}: batch {batch.shape} does not fit {shape} after "
+                       f"{self.filled[name]} rows")
+    self.files[name].write(batch.tobytes())
+    self.filled[name] += len(batch)
+
+  def close(self) -> None:
+    import shutil
+    import zipfile
+    for name, f in self.files.items():
+      f.close()
+      if self.filled[name] != self.shapes[name][0][0]:
+        self.abort()
+        raise ValueError(f"{name}: {self.filled[name]} of {self.shapes[name][0][0]} rows written")
+    try:
+      with atomic_path(self.path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+          for name, array in self.small.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as dst:
+              np.lib.format.write_array(dst, np.asarray(array), allow_pickle=False)
+          for name, part in self.parts.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as dst, open(part, "rb") as src:
+              shutil.copyfileobj(src, dst, 1 << 22)
+    finally:
+      self.abort()
+
+  def abort(self) -> None:
+    for name, f in self.files.items():
+      f.close()
+    for part in self.parts.values():
+      if os.path.exists(part):
+        os.remove(part)

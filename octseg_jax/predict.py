@@ -1,74 +1,246 @@
 """--mode=predict: segment scans at their own resolution and write what a clinician reads.
 
-Per input file NAME: NAME.npz with `pred` uint8 [N, H, W] (argmax), `pred_ordered` (the most
-probable anatomically ordered labelling), `boundaries` float [N, 8, W] (sub-pixel rows from the
-probabilities), `thickness_um` [N, 7, W], `names`; NAME_thickness.csv (per scan and column,
-thickness of each layer in um); and per scan SCAN_overlay.png (boundaries drawn; the true ones
-dashed when masks are given) and SCAN_thickness.png. Volumes (data.volumes.is_volume) also get
-NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid keys in NAME.npz
-(octseg_jax.volume_report), with thickness at the file's axial scale.
+Per input file NAME (NAME = the file name without extension, or with it where two inputs
+share a stem): exactly one NAME.npz with `pred` uint8 [N, H, W] (argmax; N = the scans of that
+file), `pred_ordered` (the most probable anatomically ordered labelling), `boundaries` float
+[N, 8, W] (sub-pixel rows from the probabilities), `thickness_um` [N, 7, W], `names`;
+NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
+SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and
+SCAN_thickness.png for the scans that --figures selects (default: the first of each file). Names never replace an input or another output of the run (duplicates are
+numbered). A folder is processed file by file: unreadable files are listed in errors.csv,
+files without a scan extension are skipped, and manifest.json is written last. Volumes
+(data.volumes.is_volume) also get NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid
+keys in NAME.npz (octseg_jax.volume_report), with thickness at the file's axial scale.
 """
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, Iterator, Sequence, Tuple
 
 import numpy as np
 
 from octseg_jax import layers_geometry as geom
-from octseg_jax import plots
+from octseg_jax import plots, preprocessing
 from octseg_jax.data import inputs
-from octseg_jax.data.scans import LAYER_NAMES
-from octseg_jax.io_utils import write_csv, write_npz
+from octseg_jax.data.scans import LAYER_NAMES, MAX_IMAGE_SIDE
+from octseg_jax.errors import InputError
+from octseg_jax.io_utils import StreamingNpz, write_csv
+from octseg_jax.outputs import RunOutputs, check_output_folder, unique_stems
+
+FILE_SUFFIXES = (".npz", "_thickness.csv")            # per input file
+SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
+VOLUME_SUFFIXES = ("_thickness_maps.png", "_etdrs.csv", ".eye")   # per input volume
 
 
-def predict_set(trained, scans):
-  """Predictions and geometry for one ScanSet (arrays, no I/O)."""
-  from octseg_jax.inference import predict_probs
-  probs = predict_probs(trained, list(scans.images))
-  pixel_um = float(trained.config.data.pixel_um)
-  pred = np.stack([np.argmax(p, -1) for p in probs]).astype(np.uint8)
-  ordered = np.stack([geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs])
-  bounds = np.stack([geom.boundaries_from_probs(p, o) for p, o in zip(probs, ordered)])
-  return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
-          "thickness_um": geom.thickness_um(bounds, pixel_um)}
+BATCH_SIZE = 8      # scans per network call; memory is bounded by the batch, not the file
 
 
-def run(workdir: str, input_path: str, output: str, volume: bool = False,
-        laterality: str = None, fovea: str = None, overrides=None) -> None:
-  """Volumes (scanner files, .mat, .npz with scale_mm or with `volume`) also get the en-face
-  maps, ETDRS table and .eye of octseg_jax.volume_report; laterality (--laterality) applies
-  where the file has none, fovea (--fovea=x_mm,y_mm) replaces the automatic one; overrides:
-  checked inference settings (inference_overrides)."""
+def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
+  """Label maps and geometry of a batch of scans of one size, vectorised over the batch.
+
+  probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
+  uint8 [B, H, W] and boundaries float [B, 8, W].
+  """
+  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)))
+  return {"pred": np.argmax(probs, -1).astype(np.uint8), "pred_ordered": ordered,
+          "boundaries": geom.boundaries_from_probs(probs, ordered)}
+
+
+def _launch(trained, images: np.ndarray, batch_size: int):
+  """Preprocesses scans [b, H, W] and starts the network on them without waiting (JAX
+  dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
+  placements of the b scans)."""
+  import jax
+  import jax.numpy as jnp
+  prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
+  x = np.zeros((batch_size,) + prepared[0][0].shape, np.float32)    # one shape per file
+  x[:len(prepared)] = np.stack([p[0] for p in prepared])
+  probs = jax.nn.softmax(trained.logits_fn(trained.variables, jnp.asarray(x)), axis=-1)
+  return probs, [p[2] for p in prepared]
+
+
+def stream_batches(trained, images: np.ndarray,
+                   batch_size: int = BATCH_SIZE) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+  """Yields (first scan index, batch_geometry of the batch) for the scans [N, H, W] of one file,
+  batch by batch. Batch k+1 runs on the device while the host maps batch k back to the scans'
+  resolution and computes its geometry; probabilities are never held for the whole file."""
+  pending = None
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    launched = (start, len(chunk)) + _launch(trained, chunk, batch_size)
+    if pending is not None:
+      yield _finish(pending)
+    pending = launched
+  if pending is not None:
+    yield _finish(pending)
+
+
+def _finish(launched):
+  start, count, probs, placements = launched
+  probs = np.asarray(probs)[:count]                                       # waits for the device
+  raw = np.stack([preprocessing.restore(p, place) for p, place in zip(probs, placements)])
+  return start, batch_geometry(raw)
+
+
+def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: float,
+                      extra_keys=None, keep: Sequence[int] = ()) -> Dict:
+  """Streams the predictions of one ScanSet into the prediction file `path` (finalised
+  atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
+  `pixel_um`) and pred_kept {i: raw labels [H, W]} for the scans `keep` (for figures).
+  extra_keys: boundaries -> {key: array} added to the file (volume maps, grid)."""
+  n, h, w = scans.images.shape
+  writer = StreamingNpz(path, {"pred": ((n, h, w), np.uint8),
+                               "pred_ordered": ((n, h, w), np.uint8)})
+  bounds = np.empty((n, geom.NUM_BOUNDARIES, w))
+  kept = {}
+  try:
+    for start, out in stream_batches(trained, scans.images, batch_size):
+      kept.update({i: out["pred"][i - start] for i in keep
+                   if start <= i < start + len(out["pred"])})
+      writer.append("pred", out["pred"])
+      writer.append("pred_ordered", out["pred_ordered"])
+      bounds[start:start + len(out["pred"])] = out["boundaries"]
+  except BaseException:
+    writer.abort()
+    raise
+  thickness = geom.thickness_um(bounds, pixel_um)
+  writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness)
+  if extra_keys is not None:
+    try:
+      writer.small.update(extra_keys(bounds))
+    except BaseException:
+      writer.abort()
+      raise
+  writer.close()
+  return {"boundaries": bounds, "thickness_um": thickness, "pred_kept": kept}
+
+
+def thickness_rows(names, thickness_um: np.ndarray) -> list:
+  """CSV rows [scan, column, NFL_um, ...] from thickness [N, 7, W]."""
+  rows = []
+  for i, name in enumerate(names):
+    for col in range(thickness_um.shape[-1]):
+      rows.append([name, col] + [f"{v:.2f}" for v in thickness_um[i, :, col]])
+  return rows
+
+
+FIGURES = ("none", "first", "all")
+
+
+def figure_scans(figures: str, count: int) -> range:
+  """Indices of the scans of a file that get figures: none, the first, or all."""
+  if figures not in FIGURES:
+    raise InputError(f"--figures={figures}: valid values are {', '.join(FIGURES)}")
+  return range({"none": 0, "first": min(1, count), "all": count}[figures])
+
+
+def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str = "first",
+                       fovea_mm=None) -> str:
+  """Predicts one input file and writes its prediction file, thickness CSV, figures (`figures`:
+  none, first, all) and, for a volume, its maps, ETDRS table and .eye; returns the prediction
+  file's path."""
+  from octseg_jax import volume_report
+  vol = scans.volume
+  npz_path, csv_path, *vol_paths = run.claim(
+      stem, FILE_SUFFIXES + (VOLUME_SUFFIXES if vol is not None else ()))
+  # A volume's thickness is at the file's own axial scale, not the training config's.
+  pixel_um = vol.scale_mm[1] * 1e3 if vol is not None else float(trained.config.data.pixel_um)
+  base = npz_path[:-len(".npz")]
+  extra_keys = None if vol is None else (lambda bounds: volume_report.write(
+      os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm))
+  drawn = figure_scans(figures, len(scans))
+  out = write_predictions(trained, scans, npz_path, int(trained.config.train.eval_batch_size),
+                          pixel_um, extra_keys, keep=drawn)
+  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]],
+            thickness_rows(scans.names, out["thickness_um"]))
+  run.wrote(npz_path, csv_path, *vol_paths)
+  for i in drawn:
+    name = scans.names[i]
+    true_b = true_t = None
+    if scans.masks is not None:
+      true_b = geom.boundaries_from_labels(scans.masks[i])
+      true_t = geom.thickness_um(true_b, pixel_um)
+    # Columns whose raw labelling is out of anatomical order are shaded, not drawn.
+    unsupported = ~geom.column_is_ordered(out["pred_kept"][i])
+    overlay, thickness = run.claim(name, SCAN_SUFFIXES)
+    plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b, title=name,
+                           model=trained.workdir, unsupported=unsupported)
+    plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
+                            title=f"{name}: layer thickness", model=trained.workdir,
+                            unsupported=unsupported)
+    run.wrote(overlay, thickness)
+  return npz_path
+
+
+def prefetched(items: Iterable) -> Iterator:
+  """The items of `items`, the next one produced in a background thread (reading and
+  decoding the next file) while the caller works on the current one."""
+  end = object()
+  with ThreadPoolExecutor(max_workers=1) as pool:
+    iterator = iter(items)
+    future = pool.submit(next, iterator, end)
+    while True:
+      item = future.result()
+      if item is end:
+        return
+      future = pool.submit(next, iterator, end)
+      yield item
+
+
+def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
+        laterality: str = None, fovea: str = None, overrides=None) -> Dict:
+  """Predicts every readable scan file that `input_path` names into the folder `output`.
+
+  figures: which scans of each file get an overlay and a thickness figure ('none', 'first',
+    'all'); the prediction file and the thickness CSV are always written.
+  volume, laterality, fovea: volumes (scanner files, .mat, .npz with scale_mm or with `volume`)
+    also get the en-face maps, ETDRS table and .eye (octseg_jax.volume_report); laterality
+    applies where the file has none, fovea (x_mm,y_mm) replaces the automatic one.
+  overrides: checked inference settings (inference_overrides).
+  Raises an InputError (after writing the outputs of the readable files, errors.csv and
+  manifest.json) when any file of a folder could not be read; a single bad file fails at once.
+  """
   from octseg_jax import volume_report
   from octseg_jax.inference import load_trained
+  from octseg_jax.workdir import load_config
+  figure_scans(figures, 0)                      # an unknown value fails before any work
   fovea_mm = volume_report.parse_fovea(fovea)
+  volume_options = {"force": volume, "laterality": laterality}
+  max_side = int(load_config(workdir).data.get("max_image_side", MAX_IMAGE_SIDE))
+  files, skipped = inputs.list_inputs(input_path)
+  folder = check_output_folder(output)
+  outputs = RunOutputs(folder, files, "predict")
+  stems = unique_stems(files)
+  for stem in stems:
+    outputs.refuse_inputs(stem, FILE_SUFFIXES)
+  single = os.path.isfile(input_path)
+  first = inputs.load_file(files[0], max_side=max_side, volume_options=volume_options) \
+      if single else None                                         # fail before loading the model
   trained = load_trained(workdir, overrides)
-  sets = inputs.load_path(input_path, volume_options={"force": volume, "laterality": laterality})
-  os.makedirs(output, exist_ok=True)
-  pixel_um = float(trained.config.data.pixel_um)
-  for scans in sets:
-    stem = os.path.splitext(os.path.basename(scans.source.rstrip("/")))[0]
-    out = predict_set(trained, scans)
-    extra = {}
-    if scans.volume is not None:   # the file's axial scale, not the training config's
-      out["thickness_um"] = geom.thickness_um(out["boundaries"], scans.volume.scale_mm[1] * 1e3)
-      extra = volume_report.write(output, stem, scans.volume, out["boundaries"], fovea_mm)
-    write_npz(os.path.join(output, f"{stem}.npz"), names=np.array(scans.names), **out, **extra)
-    rows = []
-    for i, name in enumerate(scans.names):
-      for col in range(out["thickness_um"].shape[-1]):
-        rows.append([name, col] + [f"{v:.2f}" for v in out["thickness_um"][i, :, col]])
-    write_csv(os.path.join(output, f"{stem}_thickness.csv"),
-              ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]], rows)
-    for i, name in enumerate(scans.names):
-      true_b = true_t = None
-      if scans.masks is not None:
-        true_b = geom.boundaries_from_labels(scans.masks[i])
-        true_t = geom.thickness_um(true_b, pixel_um)
-      unsupported = ~geom.column_is_ordered(out["pred"][i])   # raw labelling out of order
-      plots.boundary_overlay(os.path.join(output, f"{name}_overlay.png"), scans.images[i],
-                             out["boundaries"][i], true_b, title=name, model=workdir,
-                             unsupported=unsupported)
-      plots.thickness_profile(os.path.join(output, f"{name}_thickness.png"),
-                              out["thickness_um"][i], true_t, title=f"{name}: layer thickness",
-                              model=workdir, unsupported=unsupported)
-    print(f"predicted {len(scans)} scans of {scans.source} -> {output}/{stem}.npz")
+  outputs.start()
+  for path in skipped:
+    outputs.skipped(path, "not a scan file (no scan extension)")
+  num_scans = num_files = 0
+  stem_of = dict(zip(files, stems))
+  readable = [(files[0], first)] if single else inputs.read_files(
+      files, outputs.failed, max_side, volume_options=volume_options)
+  start = time.perf_counter()
+  for path, scans in prefetched(readable):
+    written = write_file_outputs(outputs, stem_of[path], scans, trained, figures, fovea_mm)
+    num_scans, num_files = num_scans + len(scans), num_files + 1
+    print(f"predicted {len(scans)} scans of {path} -> {written}")
+  seconds = time.perf_counter() - start
+  summary = {"input": input_path, "workdir": workdir, "files": len(files),
+             "files_predicted": num_files, "scans": num_scans, "seconds": round(seconds, 3),
+             "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
+  outputs.finish(summary)
+  rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
+  print(f"predict: {num_scans} scans of {num_files} files in {seconds:.1f} s ({rate} after "
+        f"loading the model) -> {folder}; "
+        f"{outputs.num_failed} failed, {len(skipped)} skipped"
+        + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))
+  if outputs.num_failed:
+    raise InputError(f"{input_path}: {outputs.num_failed} of {len(files)} files could not be "
+                     f"read (listed in {folder}/errors.csv)")
+  return summary

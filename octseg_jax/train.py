@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from octseg_jax import hooks as hooks_lib
-from octseg_jax import losses, optim, provenance
+from octseg_jax import config_checks, optim, provenance
 from octseg_jax import workdir as workdir_lib
 from octseg_jax.checkpoints import (Checkpoints, drop_after, inference_payload, move_to,
                                     restore_newest, train_payload)
@@ -49,17 +49,6 @@ def make_mesh(num_devices: int = 0) -> Mesh:
                        "devices are available")
     devices = devices[:num_devices]
   return Mesh(np.array(devices), ("data",))
-
-
-def check_names(config) -> None:
-  """Every name chosen in the config exists (else one line naming the option)."""
-  for option, value, valid in (
-      ("loss.name", config.loss.name, sorted(losses.LOSSES)),
-      ("loss.dice_mode", config.loss.dice_mode, losses.DICE_MODES),
-      ("train.optimizer", config.train.optimizer, optim.OPTIMIZERS),
-      ("train.schedule", config.train.schedule, optim.SCHEDULES)):
-    if value not in valid:
-      raise InputError(f"--config.{option}={value!r}: unknown; valid: {', '.join(valid)}")
 
 
 def create_state(config, model, input_shape: Tuple[int, int], key: jax.Array,
@@ -269,7 +258,7 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
   refused run leaves no trace.
   """
   wall_start = time.time()
-  check_names(config)
+  config_checks.validate(config, check_files=False)    # before anything is touched
   allowed = workdir_lib.check_rerun(workdir, config)
   data = pipeline.build(config)
   if allowed:

@@ -83,16 +83,24 @@ def merge_onto_defaults(stored: Dict) -> Tuple[ml_collections.ConfigDict, List[s
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The workdir's config.json on top of today's defaults."""
+  """The workdir's config.json on top of today's defaults; every stored value is checked
+  (config_checks.validate) and an invalid one is named with the file."""
+  from octseg_jax.config_checks import validate
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise InputError(f"{workdir}: no config.json (not a training workdir?)")
   stored = read_json(path)
   if not isinstance(stored, dict):
-    raise InputError(f"{path}: not a config (expected a JSON object)")
+    raise InputError(f"{path}: expected a JSON object, found {type(stored).__name__}")
+  defaults = default_config()
+  for key, value in stored.items():
+    if isinstance(defaults.get(key), ml_collections.ConfigDict) and not isinstance(value, dict):
+      raise InputError(f"{path}: field '{key}' should be an object, found "
+                       f"{type(value).__name__}")
+  validate(stored, check_files=False, prefix=f"{path}: field ")
   try:
     return merge_onto_defaults(stored)[0]
-  except (TypeError, ValueError, KeyError) as e:
+  except (TypeError, ValueError, KeyError, AttributeError) as e:
     raise InputError(f"{path}: a field has a value of the wrong type ({e})") from None
 
 

@@ -36,7 +36,7 @@ IMG = np.random.default_rng(0).integers(0, 255, (2, 32, 24)).astype(np.uint8)
     (lambda t: _npz(t, images=np.full((1, 16, 16), np.inf)), "NaN or infinite"),
     (lambda t: _npz(t, images=IMG.astype(float) * 3), "expected 0..1 or 0..255"),
     (lambda t: _npz(t, images=np.zeros((1, 4, 4))), "too small"),
-    (lambda t: _npz(t, images=np.array(["a", "b"])), "expected numbers"),
+    (lambda t: _npz(t, images=np.array(["a", "b"])), "expected real numbers"),
 ])
 def test_bad_npz_inputs(tmp_path, make, message):
   path = make(tmp_path)
@@ -62,7 +62,9 @@ def test_mat_without_expected_keys(tmp_path):
   path = str(tmp_path / "Subject_01.mat")
   scipy.io.savemat(path, {"volume": np.zeros((8, 8, 2))})
   with pytest.raises(InputError, match=r"Subject_01.mat: missing \['images', 'manualLayers1'\]"):
-    inputs.load_path(path)
+    inputs.load_path(path, require_masks=True)
+  with pytest.raises(InputError, match=r"Subject_01.mat: missing \['images'\] \(keys: \['volume'\]\)"):
+    inputs.load_path(path)                         # prediction needs the images only
 
 
 def test_masks_required_for_eval(tmp_path):

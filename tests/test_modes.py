@@ -39,7 +39,7 @@ def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tm
   write_npz(str(tmp_path / "in" / "scans.npz"), images=s.images[:2], masks=s.masks[:2])
   write_png(str(tmp_path / "in" / "one.png"), s.images[2])
   out = tmp_path / "out"
-  predict.run(workdir, str(tmp_path / "in"), str(out))
+  predict.run(workdir, str(tmp_path / "in"), str(out), figures="all")
   with np.load(out / "scans.npz") as d:
     assert d["pred"].shape == (2, 100, 70) and d["pred"].dtype == np.uint8
     assert d["pred"].max() <= 7

@@ -16,41 +16,60 @@ import re
 
 import numpy as np
 
-from octseg_jax.data.scans import ScanSet, check_masks, to_uint8_images
+from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_index_field, check_masks,
+                                   to_uint8_images)
 from octseg_jax.errors import fail
 from octseg_jax.preprocessing import IGNORE
 
 
-def load_npz(path: str, require_masks: bool = False) -> ScanSet:
-  """Reads one file of the shared .npz format (masks optional unless `require_masks`)."""
+NPZ_FIELDS = ("images", "masks", "subject", "bscan_index")   # the fields read; others ignored
+
+
+def _read_npz_fields(path: str) -> dict:
+  """The arrays of NPZ_FIELDS in an .npz archive; a damaged file raises an InputError."""
   try:
-    with np.load(path, allow_pickle=False) as data:
-      if not hasattr(data, "files"):
-        raise ValueError("a single .npy array, not an .npz archive")
-      arrays = {k: data[k] for k in data.files}
+    with open(path, "rb") as f:
+      magic = f.read(6)
   except FileNotFoundError:
     raise fail(path, "no such file") from None
+  if magic == b"\x93NUMPY":
+    raise fail(path, "is a single .npy array, not an .npz archive (save with np.savez(path, "
+               "images=...))")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in NPZ_FIELDS if k in data.files}
   except Exception as e:  # zip, zlib, pickle and format errors of a damaged file
     raise fail(path, f"not a readable .npz file ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def load_npz(path: str, require_masks: bool = False,
+             max_side: int = MAX_IMAGE_SIDE) -> ScanSet:
+  """Reads one file of the shared .npz format (masks optional unless `require_masks`).
+
+  Every field read is checked: `images` (required) by to_uint8_images, `masks` against the
+  images, `subject` and `bscan_index` (optional, one integer per scan or a scalar subject).
+  """
+  arrays = _read_npz_fields(path)
   if "images" not in arrays:
-    raise fail(path, f"no 'images' array (keys: {sorted(arrays)})")
-  images = to_uint8_images(arrays["images"], path)
+    raise fail(path, "no 'images' array")
+  images = to_uint8_images(arrays["images"], path, max_side)
   masks = arrays.get("masks")
   if masks is None and require_masks:
     raise fail(path, "no 'masks' array, and this mode needs masks")
   if masks is not None:
     masks = check_masks(masks, images, path)
   stem = os.path.splitext(os.path.basename(path))[0]
-  subjects = arrays.get("subject")
-  if subjects is None or np.asarray(subjects).shape != (len(images),):
+  if "subject" in arrays:
+    subjects = check_index_field(arrays["subject"], len(images), path, "subject")
+  else:
     number = re.findall(r"\d+", stem)
-    subjects = np.full(len(images), int(number[-1]) if number else 0)
-  index = arrays.get("bscan_index")
-  if index is not None and np.asarray(index).shape == (len(images),):
+    subjects = np.full(len(images), int(number[-1][-9:]) if number else 0)
+  if "bscan_index" in arrays:
+    index = check_index_field(arrays["bscan_index"], len(images), path, "bscan_index")
     names = [f"{stem}_b{int(i):02d}" for i in index]
   else:
     names = [f"{stem}_{i:03d}" for i in range(len(images))]
-  return ScanSet(images, masks, np.asarray(subjects, int), names, path)
+  return ScanSet(images, masks, subjects, names, path)
 
 
 def boundaries_to_mask(bounds: np.ndarray, height: int) -> np.ndarray:
@@ -88,70 +107,107 @@ def resolve_fluid(mask: np.ndarray, fluid: np.ndarray) -> np.ndarray:
   return out
 
 
-def read_mat_arrays(path: str, grader: int = 1):
-  """Checked arrays of an original Duke Subject_XX.mat: images [H, W, S], grader layers
-  [8, W, S] (float rows, NaN/0 = missing) and fluid [H, W, S] (zeros when absent)."""
+def _read_mat(path: str) -> dict:
   import scipy.io  # Only .mat reading needs it at import time.
-  if grader not in (1, 2):
-    raise fail(path, f"grader must be 1 or 2, got {grader}")
   try:
-    data = scipy.io.loadmat(path)
+    return scipy.io.loadmat(path)
   except FileNotFoundError:
     raise fail(path, "no such file") from None
   except Exception as e:  # scipy raises many types for damaged files.
     raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {str(e)[:120]})") from None
-  layers_key, fluid_key = f"manualLayers{grader}", f"manualFluid{grader}"
-  missing = [k for k in ("images", layers_key) if k not in data]
-  if missing:
+
+
+def _numeric_field(data: dict, key: str, path: str) -> np.ndarray:
+  """data[key] as a real numeric array; cells, structs, strings and complex are refused."""
+  value = np.asarray(data[key])
+  if value.dtype == bool or not np.issubdtype(value.dtype, np.number) or \
+     np.issubdtype(value.dtype, np.complexfloating):
+    raise fail(path, f"field '{key}' has MATLAB type {value.dtype}, expected a numeric array")
+  return value
+
+
+def _volume(data: dict, path: str, max_side: int) -> np.ndarray:
+  """The `images` field [H, W, S] (or [H, W]) as uint8 B-scans [S, H, W]."""
+  if "images" not in data:
     found = sorted(k for k in data if not k.startswith("__"))
-    raise fail(path, f"missing {missing} (keys: {found})")
-  vol = np.asarray(data["images"])
-  layers = np.asarray(data[layers_key], np.float64)
+    raise fail(path, f"missing ['images'] (keys: {found})")
+  vol = _numeric_field(data, "images", path)
   if vol.ndim == 2:
     vol = vol[..., None]
-  if layers.ndim == 2:
-    layers = layers[..., None]
-  if vol.ndim != 3 or layers.ndim != 3 or layers.shape[0] != 8 or \
-     layers.shape[1:] != vol.shape[1:]:
-    raise fail(path, f"images {vol.shape} and {layers_key} {layers.shape} do not match "
-               "[H, W, S] and [8, W, S]")
-  fluid = np.asarray(data.get(fluid_key, np.zeros_like(vol)))
-  if fluid.shape != vol.shape:
-    raise fail(path, f"{fluid_key} has shape {fluid.shape}, images {vol.shape}")
-  return vol, layers, fluid
+  if vol.ndim != 3:
+    raise fail(path, f"field 'images' has shape {vol.shape}, expected [H, W, S]")
+  return to_uint8_images(np.moveaxis(vol, -1, 0), path, max_side)
 
 
-def load_mat(path: str, grader: int = 1, unannotated: str = "crop") -> ScanSet:
-  """Reads an original Duke Subject_XX.mat: the B-scans that `grader` annotated.
+def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
+             annotated_only: bool = True, max_side: int = MAX_IMAGE_SIDE) -> ScanSet:
+  """Reads an original Duke Subject_XX.mat.
 
-  unannotated: 'crop' keeps only the columns annotated in any scan of the volume (like the
-  shared .npz files; columns inside that range but unannotated in one scan become IGNORE), or
-  'ignore' keeps all columns and marks unannotated ones IGNORE.
+  annotated_only: True (training, eval) keeps the B-scans that `grader` annotated, with masks;
+    False (prediction) keeps every B-scan of the volume, with masks where the file has the
+    grader's boundaries (unannotated scans and columns IGNORE) and none otherwise.
+  unannotated: with annotated_only, 'crop' keeps only the columns annotated in any scan of the
+    volume (like the shared .npz files; columns inside that range but unannotated in one scan
+    become IGNORE), or 'ignore' keeps all columns and marks unannotated ones IGNORE.
   """
+  if grader not in (1, 2):
+    raise fail(path, f"grader must be 1 or 2, got {grader}")
   if unannotated not in ("crop", "ignore"):
     raise ValueError(f"unannotated must be 'crop' or 'ignore', got {unannotated!r}")
-  vol, layers, fluid = read_mat_arrays(path, grader)
-  layers_key = f"manualLayers{grader}"
-  finite = np.isfinite(layers) & (layers > 0)
-  annotated_scans = np.nonzero(finite.any(axis=(0, 1)))[0]
-  if annotated_scans.size == 0:
-    raise fail(path, f"{layers_key} annotates no B-scan")
-  images = to_uint8_images(np.moveaxis(vol[..., annotated_scans], -1, 0), path)
-  height = images.shape[1]
-  masks = np.stack([
-      resolve_fluid(boundaries_to_mask(layers[..., s], height), fluid[..., s] > 0)
-      for s in annotated_scans])
-  if unannotated == "crop":
-    cols = np.nonzero((masks != IGNORE).any(axis=(0, 1)))[0]
-    images, masks = images[..., cols[0]:cols[-1] + 1], masks[..., cols[0]:cols[-1] + 1]
+  data = _read_mat(path)
+  layers_key, fluid_key = f"manualLayers{grader}", f"manualFluid{grader}"
+  if annotated_only and layers_key not in data:
+    found = sorted(k for k in data if not k.startswith("__"))
+    missing = [k for k in ("images", layers_key) if k not in data]
+    raise fail(path, f"missing {missing} (keys: {found})")
+  images = _volume(data, path, max_side)                              # [S, H, W]
   stem = os.path.splitext(os.path.basename(path))[0]
   number = re.findall(r"\d+", stem)
-  subjects = np.full(len(images), int(number[-1]) if number else 0)
-  names = [f"{stem}_b{int(s):02d}" for s in annotated_scans]
-  return ScanSet(images, masks, subjects, names, path)
+  subject = int(number[-1][-9:]) if number else 0
+  if layers_key not in data:
+    names = [f"{stem}_b{s:02d}" for s in range(len(images))]
+    return ScanSet(images, None, np.full(len(images), subject), names, path)
+  masks = _grader_masks(data, layers_key, fluid_key, images.shape, path)
+  labelled = (masks != IGNORE).any(axis=(1, 2))
+  if annotated_only:
+    if not labelled.any():
+      raise fail(path, f"{layers_key} annotates no B-scan (the top boundary, ILM, or the bottom "
+                 "one, BM, is missing in every column)")
+    keep = np.nonzero(labelled)[0]
+    images, masks = images[keep], masks[keep]
+    if unannotated == "crop":
+      cols = np.nonzero((masks != IGNORE).any(axis=(0, 1)))[0]
+      images, masks = images[..., cols[0]:cols[-1] + 1], masks[..., cols[0]:cols[-1] + 1]
+  else:
+    keep = np.arange(len(images))
+  names = [f"{stem}_b{int(s):02d}" for s in keep]
+  return ScanSet(images, masks, np.full(len(images), subject), names, path)
 
 
-def load_dir(path: str, subjects=None, grader: int = 1) -> list:
+def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str) -> np.ndarray:
+  """Masks uint8 [S, H, W] from the grader's boundaries [8, W, S] (and fluid [H, W, S])."""
+  n, height, width = shape
+  layers = _numeric_field(data, layers_key, path).astype(np.float64)
+  if layers.ndim == 2:
+    layers = layers[..., None]
+  if layers.shape != (8, width, n):
+    raise fail(path, f"images [{height}, {width}, {n}] and {layers_key} {list(layers.shape)} do "
+               "not match [H, W, S] and [8, W, S]")
+  if fluid_key in data:
+    fluid = _numeric_field(data, fluid_key, path)
+    if fluid.ndim == 2:
+      fluid = fluid[..., None]
+    if fluid.shape != (height, width, n):
+      raise fail(path, f"{fluid_key} has shape {list(fluid.shape)}, images [{height}, {width}, {n}]")
+    fluid = np.nan_to_num(fluid.astype(np.float64)) > 0
+  else:
+    fluid = np.zeros((height, width, n), bool)
+  return np.stack([resolve_fluid(boundaries_to_mask(layers[..., s], height), fluid[..., s])
+                   for s in range(n)])
+
+
+def load_dir(path: str, subjects=None, grader: int = 1,
+             max_side: int = MAX_IMAGE_SIDE) -> list:
   """All Duke files in a folder (subject_XX.npz and/or Subject_XX.mat), optionally only the
   listed subject numbers. Returns a list of ScanSets, one per file. `grader` (1 or 2) picks
   whose annotations of the original .mat files are read (the .npz files hold grader 1's)."""
@@ -168,8 +224,8 @@ def load_dir(path: str, subjects=None, grader: int = 1) -> list:
     if f.endswith(".npz") and grader != 1:
       raise fail(f, f"holds grader 1's annotations only; --config.data.grader={grader} needs "
                  "the original Subject_XX.mat files")
-    sets.append(load_npz(f, require_masks=True) if f.endswith(".npz")
-                else load_mat(f, grader=grader))
+    sets.append(load_npz(f, require_masks=True, max_side=max_side) if f.endswith(".npz")
+                else load_mat(f, grader=grader, max_side=max_side))
   if not sets:
     raise fail(path, f"no files for subjects {list(subjects)}")
   return sets

@@ -5,30 +5,74 @@ import os
 
 import numpy as np
 
-from octseg_jax.data.scans import ScanSet, check_masks, to_uint8_images
-from octseg_jax.errors import fail
+from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_image_side, check_masks,
+                                   to_uint8_images)
+from octseg_jax.errors import InputError, fail
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
-def read_image(path: str) -> np.ndarray:
-  """Reads one image file as an array (colour kept; to_uint8_images makes it grey)."""
-  from PIL import Image
+def frame_to_array(im) -> np.ndarray:
+  """One PIL frame as an array in 0..255 by the meaning of its mode.
+
+  Grey and colour 8-bit modes are kept (colour becomes grey later); 1-bit to 0/255; 16-bit
+  modes scaled by 255/65535; 32-bit integers by their range (0..255 kept, 0..65535 as 16-bit,
+  else divided by the maximum); float ('F') by value range: 0..1 to 0..255, 0..255 kept, any
+  other range stretched from its minimum and maximum; palette and other colour spaces via RGB
+  (alpha dropped).
+  """
+  mode = im.mode
+  if mode in ("L", "RGB"):
+    return np.asarray(im)
+  if mode.startswith("I;16"):
+    return np.asarray(im, np.float64) * (255.0 / 65535.0)
+  if mode in ("I", "F"):
+    arr = np.asarray(im, np.float64)
+    if not np.isfinite(arr).all():
+      raise ValueError(f"{int((~np.isfinite(arr)).sum())} NaN or infinite pixels")
+    lo, hi = float(arr.min()), float(arr.max())
+    if mode == "F" and lo >= 0 and hi <= 1:
+      return arr * 255.0
+    if lo >= 0 and hi <= 255:
+      return arr
+    if mode == "I" and lo >= 0 and hi <= 65535:
+      return arr * (255.0 / 65535.0)
+    if hi > lo:
+      return (arr - lo) * (255.0 / (hi - lo))
+    return np.zeros_like(arr)
+  if mode in ("1", "LA", "La"):
+    return np.asarray(im.convert("L"))
+  return np.asarray(im.convert("RGB"))                     # P, PA, RGBA, CMYK, YCbCr, LAB, HSV
+
+
+def read_image(path: str, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+  """Reads every page of an image file as [N, H, W] or [N, H, W, 3] in 0..255.
+
+  EXIF orientation is applied; pages of a multi-page TIFF must share one size; images beyond
+  `max_side` rows or columns are refused before their pixels are decoded.
+  """
+  from PIL import Image, ImageOps, ImageSequence
   try:
     with Image.open(path) as im:
-      im.load()
-      if im.mode in ("I;16", "I;16B", "I"):
-        arr = np.asarray(im, np.float64)
-        return arr / max(arr.max(), 1) * 255.0   # 16-bit scans to 0..255
-      if im.mode not in ("L", "RGB", "RGBA", "P"):
-        im = im.convert("RGB")
-      if im.mode == "P":
-        im = im.convert("RGB")
-      return np.asarray(im)
+      check_image_side(im.height, im.width, path, max_side)
+      pages = []
+      for frame in ImageSequence.Iterator(im):
+        frame = ImageOps.exif_transpose(frame)
+        check_image_side(frame.height, frame.width, path, max_side)
+        pages.append(frame_to_array(frame))
   except FileNotFoundError:
     raise fail(path, "no such file") from None
+  except InputError:
+    raise
   except Exception as e:  # PIL raises many types for damaged files.
     raise fail(path, f"not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
+  shapes = sorted({p.shape for p in pages})
+  if len(shapes) != 1:
+    raise fail(path, f"pages of different sizes {shapes[:3]}; expected one size for all pages")
+  pages = np.stack(pages)
+  if pages.dtype != np.uint8:                 # converted pages are floats in 0..255
+    pages = np.round(np.clip(pages, 0, 255)).astype(np.uint8)
+  return pages
 
 
 def read_mask(path: str) -> np.ndarray:
@@ -41,21 +85,24 @@ def read_mask(path: str) -> np.ndarray:
     raise fail(path, f"not a readable mask image ({type(e).__name__}: {str(e)[:120]})") from None
 
 
-def load_image_file(path: str) -> ScanSet:
-  """One image file as a ScanSet of one scan; a mask is taken from ../masks/NAME if present."""
-  image = to_uint8_images(read_image(path), path)
-  if len(image) != 1:
-    raise fail(path, f"expected one grey or colour image, got shape {image.shape}")
+def load_image_file(path: str, max_side: int = MAX_IMAGE_SIDE) -> ScanSet:
+  """One image file as a ScanSet (one scan per page); for a one-page image under images/, the
+  mask is taken from ../masks/NAME if present."""
+  images = to_uint8_images(read_image(path, max_side), path, max_side)     # [N, H, W]
   mask = None
   name = os.path.basename(path)
+  stem = os.path.splitext(name)[0]
   mask_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "masks", name)
   if os.path.basename(os.path.dirname(os.path.abspath(path))) == "images" and \
      os.path.exists(mask_path):
-    mask = check_masks(read_mask(mask_path), image, mask_path)
-  return ScanSet(image, mask, np.zeros(1, int), [os.path.splitext(name)[0]], path)
+    if len(images) != 1:
+      raise fail(path, f"has {len(images)} pages; masks are read for one-page images only")
+    mask = check_masks(read_mask(mask_path), images, mask_path)
+  names = [stem] if len(images) == 1 else [f"{stem}_p{i:03d}" for i in range(len(images))]
+  return ScanSet(images, mask, np.zeros(len(images), int), names, path)
 
 
-def load_folder(path: str, require_masks: bool = False) -> list:
+def load_folder(path: str, require_masks: bool = False, max_side: int = MAX_IMAGE_SIDE) -> list:
   """DIR/images/*.png (+ DIR/masks/*.png): a list of one-scan ScanSets (sizes may differ)."""
   image_dir = os.path.join(path, "images")
   if not os.path.isdir(image_dir):
@@ -64,7 +111,7 @@ def load_folder(path: str, require_masks: bool = False) -> list:
                  if f.lower().endswith(IMAGE_SUFFIXES))
   if not files:
     raise fail(image_dir, "no image files")
-  sets = [load_image_file(f) for f in files]
+  sets = [load_image_file(f, max_side) for f in files]
   if require_masks:
     missing = [s.source for s in sets if s.masks is None]
     if missing:

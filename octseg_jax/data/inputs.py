@@ -1,20 +1,29 @@
 """Reads whatever a user points --input at: a .npz, a Duke .mat, an image, a scanner file
-(HEYEX .vol, .e2e, a HEYEX XML folder, eyepy .eye), or a folder of these."""
+(HEYEX .vol, .e2e, a HEYEX XML folder, eyepy .eye), or a folder of these.
 
-import glob
+Training and eval stop at the first bad file (`load_path`); predict and explain process every
+readable file of a folder (`list_inputs`, then `load_file` per file) and report the others.
+"""
+
 import os
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 from octseg_jax.data import duke, folder, volumes
-from octseg_jax.errors import fail
+from octseg_jax.data.scans import MAX_IMAGE_SIDE
+from octseg_jax.errors import InputError, fail
 
 SCAN_SUFFIXES = (".npz", ".mat") + volumes.SCANNER_SUFFIXES + folder.IMAGE_SUFFIXES
 
 
-def load_file(path: str, require_masks: bool = False, volume_options=None):
-  """One ScanSet. volume_options (predict: dict(force=--volume, laterality=--laterality)) reads
-  .mat files and volume .npz files as whole volumes (the ScanSet carries its Volume); without
-  it (eval, explain) a .mat gives its annotated B-scans. Scanner files are always volumes; with
-  require_masks only their annotated B-scans are returned."""
+def load_file(path: str, require_masks: bool = False, max_side: int = MAX_IMAGE_SIDE,
+              volume_options=None):
+  """One input file as a ScanSet; an InputError names the file and the problem.
+
+  A .mat volume gives every B-scan when masks are not required, its annotated B-scans when
+  they are. volume_options (predict: dict(force=--volume, laterality=--laterality)) reads .mat
+  files and volume .npz files as whole volumes (the ScanSet carries its Volume). Scanner files
+  are always volumes; with require_masks only their annotated B-scans are returned.
+  """
   lower = path.rstrip("/").lower()
   if volume_options is not None and volumes.is_volume(path, volume_options.get("force", False)):
     vol = volumes.read_volume(path, volume_options.get("laterality"))
@@ -22,29 +31,72 @@ def load_file(path: str, require_masks: bool = False, volume_options=None):
   if lower.endswith(volumes.SCANNER_SUFFIXES) or volumes.is_heyex_xml_folder(path):
     return volumes.read_volume(path).to_scanset(annotated_only=require_masks)
   if lower.endswith(".npz"):
-    return duke.load_npz(path, require_masks)
+    return duke.load_npz(path, require_masks, max_side=max_side)
   if lower.endswith(".mat"):
-    return duke.load_mat(path)
+    return duke.load_mat(path, annotated_only=require_masks, max_side=max_side)
   if lower.endswith(folder.IMAGE_SUFFIXES):
-    scans = folder.load_image_file(path)
+    scans = folder.load_image_file(path, max_side)
     if require_masks and scans.masks is None:
       raise fail(path, "has no mask (expected ../masks/ with the same file name)")
     return scans
   raise fail(path, f"unsupported file type; expected one of {', '.join(SCAN_SUFFIXES)}")
 
 
-def load_path(path: str, require_masks: bool = False, volume_options=None) -> list:
-  """Returns a list of ScanSets, one per input file (a HEYEX XML folder is one input)."""
+def list_inputs(path: str) -> Tuple[List[str], List[str]]:
+  """(scan files, skipped entries) that --input=`path` names, both sorted.
+
+  A file is its own list (an unsupported type is reported when it is read). A folder gives its
+  files with a scan suffix, or those of its images/ subfolder when it has one (image/mask pairs);
+  other entries (a README, a .json, subfolders, hidden files) are skipped. A HEYEX XML export
+  folder is one input (a volume).
+  """
   if not path:
     raise fail("--input", "no input path given")
   if not os.path.exists(path):
     raise fail(path, "no such file or folder")
   if os.path.isfile(path) or volumes.is_heyex_xml_folder(path):
-    return [load_file(path, require_masks, volume_options)]
-  if os.path.isdir(os.path.join(path, "images")):
-    return folder.load_folder(path, require_masks)
-  files = sorted(f for f in glob.glob(os.path.join(path, "*")) if f.lower().endswith(SCAN_SUFFIXES)
-                 or volumes.is_heyex_xml_folder(f))
+    return [path], []
+  if not os.path.isdir(path):
+    raise fail(path, "neither a file nor a folder")
+  root = os.path.join(path, "images") if os.path.isdir(os.path.join(path, "images")) else path
+  try:
+    entries = sorted(os.listdir(root))
+  except OSError as e:
+    raise fail(root, f"cannot list the folder ({e.strerror})") from None
+  files, skipped = [], []
+  for name in entries:
+    full = os.path.join(root, name)
+    if root == path and name in ("images", "masks") and os.path.isdir(full):
+      continue
+    is_scan = (os.path.isfile(full) and not name.startswith(".")
+               and name.lower().endswith(SCAN_SUFFIXES)) or volumes.is_heyex_xml_folder(full)
+    (files if is_scan else skipped).append(full)
   if not files:
-    raise fail(path, f"folder holds no scans ({', '.join(SCAN_SUFFIXES)}) and no images/ folder")
-  return [load_file(f, require_masks, volume_options) for f in files]
+    raise fail(root, f"folder holds no scans ({', '.join(SCAN_SUFFIXES)}) and no images/ folder")
+  return files, skipped
+
+
+def load_path(path: str, require_masks: bool = False, max_side: int = MAX_IMAGE_SIDE,
+              volume_options=None) -> list:
+  """Returns a list of ScanSets, one per input file; stops at the first bad file."""
+  files, _ = list_inputs(path)
+  return [load_file(f, require_masks, max_side, volume_options) for f in files]
+
+
+def read_files(files: Sequence[str], on_error: Callable[[str, str], None],
+               max_side: int = MAX_IMAGE_SIDE,
+               stop_on_error: bool = False,
+               volume_options=None) -> Iterator[Tuple[str, object]]:
+  """Yields (file, ScanSet) for each readable file (masks optional); for each other file calls
+  on_error(file, one-line message) and goes on (batch runs over a folder), or raises the
+  InputError with `stop_on_error` (a single input file)."""
+  for path in files:
+    try:
+      scans = load_file(path, max_side=max_side, volume_options=volume_options)
+    except InputError as e:
+      if stop_on_error:
+        raise
+      on_error(path, str(e))
+      print(f"failed: {e}")
+      continue
+    yield path, scans

@@ -13,7 +13,7 @@ import numpy as np
 
 from octseg_jax import preprocessing
 from octseg_jax.data import duke, folder, synthetic
-from octseg_jax.data.scans import ScanSet
+from octseg_jax.data.scans import MAX_IMAGE_SIDE, ScanSet
 from octseg_jax.errors import InputError
 from octseg_jax.preprocessing import IGNORE
 
@@ -33,17 +33,18 @@ def recipe_from_config(config) -> preprocessing.Recipe:
 def load_scans(data_config) -> List[ScanSet]:
   """The configured source as a list of ScanSets (one per file; sizes may differ)."""
   source = data_config.source
+  max_side = int(data_config.get("max_image_side", MAX_IMAGE_SIDE))
   if source == "synthetic":
     s = data_config.synthetic
     return [synthetic.generate(s.num_scans, s.height, s.width, s.seed, s.cysts,
                                s.scans_per_subject)]
   if source == "duke":
     return duke.load_dir(data_config.duke_dir, tuple(data_config.subjects),
-                         int(data_config.grader))
+                         int(data_config.grader), max_side)
   if source == "folder":
     if not data_config.folder_dir:
       raise InputError("--config.data.folder_dir: no folder given for source 'folder'")
-    sets = folder.load_folder(data_config.folder_dir, require_masks=True)
+    sets = folder.load_folder(data_config.folder_dir, require_masks=True, max_side=max_side)
     for i, s in enumerate(sets):
       s.subjects = np.full(len(s), i + 1)    # no subject ids: every image its own group
     return sets

@@ -9,6 +9,7 @@ from octseg_jax.errors import fail
 from octseg_jax.preprocessing import IGNORE
 
 NUM_CLASSES = 8
+MAX_IMAGE_SIDE = 4096     # default of config data.max_image_side
 LAYER_NAMES = ("background", "NFL", "GCL+IPL", "INL", "OPL", "ONL+ISM", "ISE", "OS-RPE")
 BOUNDARY_NAMES = ("ILM", "NFL/GCL", "IPL/INL", "INL/OPL", "OPL/ONL", "ISM/ISE", "OS/RPE", "BM")
 
@@ -39,15 +40,25 @@ class ScanSet:
                    self.subjects[index], [self.names[i] for i in index], self.source)
 
 
-def to_uint8_images(images, path) -> np.ndarray:
+def check_image_side(rows: int, cols: int, path, max_side: int = MAX_IMAGE_SIDE) -> None:
+  """Refuses scans larger than `max_side` in either direction (they would exhaust memory)."""
+  if rows > max_side or cols > max_side:
+    raise fail(path, f"image of {rows}x{cols} pixels exceeds data.max_image_side={max_side} "
+               "(raise it with --config.data.max_image_side if the machine has the memory)")
+
+
+def to_uint8_images(images, path, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
   """Checks and converts images to uint8 [N, H, W].
 
   Accepted: [H, W], [N, H, W], colour [H, W, 3|4] or [N, H, W, 3|4] (converted to grey with
-  ITU-R 601 weights); uint8, other integers in 0..255, or floats in 0..1 or 0..255.
+  ITU-R 601 weights); uint8, other integers in 0..255, or floats in 0..1 or 0..255. Scans with
+  more than `max_side` rows or columns are refused.
   """
   images = np.asarray(images)
-  if images.dtype == bool or not (np.issubdtype(images.dtype, np.number)):
-    raise fail(path, f"images have dtype {images.dtype}, expected numbers")
+  if images.dtype == bool or not (np.issubdtype(images.dtype, np.number)) or \
+     np.issubdtype(images.dtype, np.complexfloating):
+    raise fail(path, f"images have dtype {images.dtype}, expected real numbers")
+  given_floats = np.issubdtype(images.dtype, np.floating)
   if images.ndim >= 3 and images.shape[-1] in (3, 4) and images.shape[-2] > 4:
     rgb = images[..., :3].astype(np.float64)
     images = rgb @ np.array([0.299, 0.587, 0.114])
@@ -59,6 +70,7 @@ def to_uint8_images(images, path) -> np.ndarray:
     raise fail(path, f"images are empty (shape {images.shape})")
   if images.shape[1] < 8 or images.shape[2] < 8:
     raise fail(path, f"images of {images.shape[1]}x{images.shape[2]} pixels are too small")
+  check_image_side(images.shape[1], images.shape[2], path, max_side)
   if images.dtype == np.uint8:
     return images
   x = images.astype(np.float64)
@@ -66,7 +78,7 @@ def to_uint8_images(images, path) -> np.ndarray:
     raise fail(path, f"images contain {int((~np.isfinite(x)).sum())} NaN or infinite pixels")
   if x.min() < 0 or x.max() > 255:
     raise fail(path, f"image values span {x.min():g}..{x.max():g}, expected 0..1 or 0..255")
-  if np.issubdtype(images.dtype, np.floating) and x.max() <= 1.0:
+  if given_floats and x.max() <= 1.0:
     x = x * 255.0
   return np.round(x).astype(np.uint8)
 
@@ -89,3 +101,25 @@ def check_masks(masks, images: np.ndarray, path) -> np.ndarray:
     raise fail(path, f"mask values {bad[:5].tolist()} are outside 0..{NUM_CLASSES - 1} and "
                f"{IGNORE} (ignore)")
   return masks.astype(np.uint8)
+
+
+def check_index_field(values, count: int, path, field: str) -> np.ndarray:
+  """A per-scan integer field (subject, bscan_index) as int64 [count].
+
+  A scalar is repeated for every scan; anything else must hold `count` finite integers.
+  """
+  values = np.asarray(values)
+  if values.dtype == bool or not np.issubdtype(values.dtype, np.number) or \
+     np.issubdtype(values.dtype, np.complexfloating):
+    raise fail(path, f"field '{field}' has dtype {values.dtype}, expected integers")
+  if values.ndim == 0:
+    values = np.full(count, values)
+  values = values.reshape(-1) if values.size == count else values
+  if values.shape != (count,):
+    raise fail(path, f"field '{field}' has shape {values.shape}, expected ({count},) "
+               "(one value per scan)")
+  if not np.isfinite(values).all() or (values != np.round(values)).any():
+    raise fail(path, f"field '{field}' holds NaN, infinite or non-integer values")
+  if np.abs(values).max(initial=0) > 2 ** 31:
+    raise fail(path, f"field '{field}' holds values beyond 2**31")
+  return values.astype(np.int64)

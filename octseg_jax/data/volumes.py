@@ -242,15 +242,11 @@ def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: in
   import_dukechiu2_mat, which needs every automatic-segmentation key of the original release;
   the scale is the same (DUKE_DME_SCALE_MM).
   """
-  vol, layers, fluid = duke.read_mat_arrays(path, grader)
-  images = to_uint8_images(np.moveaxis(vol, -1, 0), path)                 # [S, H, W]
-  n, h, w = images.shape
-  annotated = (np.isfinite(layers) & (layers > 0)).any(axis=(0, 1))       # [S]
-  masks = np.full(images.shape, IGNORE, np.uint8)
-  for s in np.nonzero(annotated)[0]:
-    masks[s] = duke.resolve_fluid(duke.boundaries_to_mask(layers[..., s], h), fluid[..., s] > 0)
+  scans = duke.load_mat(path, grader, annotated_only=False)    # every B-scan of the volume
+  images, n = scans.images, len(scans)                          # [S, H, W]
+  masks = scans.masks if scans.masks is not None else np.full(images.shape, IGNORE, np.uint8)
+  annotated = (masks != IGNORE).any(axis=(1, 2))                # [S]
   notes = ["scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME, Chiu et al. 2015)"]
-  stem = os.path.splitext(os.path.basename(path))[0]
-  names = [f"{stem}_b{s:02d}" for s in range(n)]
+  names = list(scans.names)
   return Volume(images, masks, annotated, np.arange(n) * DUKE_DME_SCALE_MM[0],
                 DUKE_DME_SCALE_MM, _laterality(None, laterality, notes), names, path, notes)

@@ -1,0 +1,89 @@
+"""Streaming predict: the same arrays as a whole-file pass, figures on demand, bounded batches."""
+
+import os
+
+import numpy as np
+import pytest
+
+from octseg_jax import layers_geometry as geom
+from octseg_jax import predict
+from octseg_jax.data import synthetic
+from octseg_jax.io_utils import StreamingNpz, write_npz
+
+
+def _whole_file_reference(trained, images):
+  """The pre-streaming computation: probabilities of every scan held at once, geometry scan by
+  scan."""
+  from octseg_jax.inference import predict_probs
+  probs = predict_probs(trained, list(images))                 # batches of 8, like streaming
+  pred = np.stack([np.argmax(p, -1) for p in probs]).astype(np.uint8)
+  ordered = np.stack([geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs])
+  bounds = np.stack([geom.boundaries_from_probs(p, o) for p, o in zip(probs, ordered)])
+  return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
+          "thickness_um": geom.thickness_um(bounds, float(trained.config.data.pixel_um))}
+
+
+def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path):
+  from octseg_jax.inference import load_trained
+  workdir, _ = trained_workdir
+  s = synthetic.generate(19, 100, 70, seed=3)                  # 3 batches: 8, 8, 3 scans
+  write_npz(str(tmp_path / "in" / "vol.npz"), images=s.images)
+  write_npz(str(tmp_path / "in" / "small.npz"), images=s.images[:2, :90, :60])
+  summary = predict.run(workdir, str(tmp_path / "in"), str(tmp_path / "out"), figures="none")
+  assert summary["scans"] == 21 and summary["scans_per_second"] > 0
+  trained = load_trained(workdir)
+  for name, images in (("vol", s.images), ("small", s.images[:2, :90, :60])):
+    expected = _whole_file_reference(trained, images)
+    with np.load(tmp_path / "out" / f"{name}.npz") as d:
+      assert sorted(d.files) == ["boundaries", "names", "pred", "pred_ordered", "thickness_um"]
+      for key, value in expected.items():
+        np.testing.assert_array_equal(d[key], value, err_msg=f"{name}: {key}")
+  assert not [f for f in os.listdir(tmp_path / "out") if f.endswith(".png")]   # --figures=none
+
+
+def test_batch_size_does_not_change_the_geometry(trained_workdir):
+  """Vectorised geometry of a batch equals scan-by-scan geometry of the same probabilities."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(5, 30, 12, 8))
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  batched = predict.batch_geometry(probs.astype(np.float32))
+  for i in range(5):
+    one = predict.batch_geometry(probs[i:i + 1].astype(np.float32))
+    for key in batched:
+      np.testing.assert_array_equal(batched[key][i], one[key][0], err_msg=key)
+
+
+@pytest.mark.parametrize("figures, expected", [
+    ("none", []),
+    ("first", ["a_000_overlay.png", "a_000_thickness.png"]),
+    ("all", ["a_000_overlay.png", "a_000_thickness.png", "a_001_overlay.png",
+             "a_001_thickness.png"]),
+])
+def test_figures_on_demand(trained_workdir, tmp_path, figures, expected):
+  workdir, _ = trained_workdir
+  s = synthetic.generate(2, 96, 64, seed=1)
+  write_npz(str(tmp_path / "a.npz"), images=s.images)
+  predict.run(workdir, str(tmp_path / "a.npz"), str(tmp_path / "out"), figures=figures)
+  out = sorted(os.listdir(tmp_path / "out"))
+  assert [f for f in out if f.endswith(".png")] == expected
+  assert "a.npz" in out and "a_thickness.csv" in out                  # always written
+
+
+def test_streaming_npz_round_trip_and_incomplete_arrays(tmp_path):
+  a = np.arange(60, dtype=np.uint8).reshape(5, 3, 4)
+  w = StreamingNpz(str(tmp_path / "x.npz"), {"a": ((5, 3, 4), np.uint8)}, {"n": np.arange(2)})
+  for start in range(0, 5, 2):
+    w.append("a", a[start:start + 2])
+  w.close()
+  with np.load(tmp_path / "x.npz") as d:
+    np.testing.assert_array_equal(d["a"], a)
+    np.testing.assert_array_equal(d["n"], np.arange(2))
+  w = StreamingNpz(str(tmp_path / "y.npz"), {"a": ((5, 3, 4), np.uint8)})
+  w.append("a", a[:2])
+  with pytest.raises(ValueError, match="a: 2 of 5 rows written"):
+    w.close()
+  z = StreamingNpz(str(tmp_path / "z.npz"), {"a": ((1, 3, 4), np.uint8)})
+  with pytest.raises(ValueError, match="does not fit"):
+    z.append("a", a[:2])
+  z.abort()
+  assert os.listdir(tmp_path) == ["x.npz"]                # no temporary file is left

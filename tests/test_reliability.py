@@ -1,0 +1,414 @@
+"""Outputs never replace inputs, folder runs report bad files, every field and config value is
+checked, and every failure is one line with exit status 2 (130 for an interrupt)."""
+
+import csv
+import hashlib
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+import main
+from octseg_jax import config_checks, io_utils
+from octseg_jax.data import inputs, synthetic
+from octseg_jax.errors import InputError
+from octseg_jax.io_utils import write_npz, write_png
+
+IMG = synthetic.generate(3, 64, 48, seed=5)
+
+
+def _hashes(folder):
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def _cli(capsys, *args):
+  """Runs the command line in-process; returns (status, stderr lines)."""
+  capsys.readouterr()
+  status = main.run_command(["main.py", *args])
+  return status, capsys.readouterr().err.strip().splitlines()
+
+
+def _predict(capsys, workdir, input_path, output, *extra):
+  return _cli(capsys, "--mode=predict", f"--workdir={workdir}", f"--input={input_path}",
+              f"--output={output}", *extra)
+
+
+# ---- outputs never replace inputs or each other ------------------------------------------
+
+def test_output_that_would_replace_the_input_is_refused(trained_workdir, tmp_path, capsys):
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images)
+  before = _hashes(tmp_path)
+  status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path)
+  assert status == 2 and len(err) == 1
+  assert err[0] == (f"error: --output={tmp_path}: the output {tmp_path}/scan.npz would replace "
+                    "the input file of that name; choose another output folder")
+  assert _hashes(tmp_path) == before                     # nothing written, input unchanged
+
+
+def test_same_stem_and_same_scan_names_get_distinct_outputs(trained_workdir, tmp_path, capsys):
+  workdir, _ = trained_workdir
+  src = tmp_path / "in"
+  write_npz(str(src / "scan.npz"), images=IMG.images[:2])     # scans scan_000, scan_001
+  write_png(str(src / "scan.png"), IMG.images[2])             # scan 'scan'
+  write_png(str(src / "scan_000.png"), IMG.images[1])         # a scan named like scan.npz's first
+  before = _hashes(src)
+  status, err = _predict(capsys, workdir, src, tmp_path / "out", "--figures=all")
+  assert status == 0, err
+  out = tmp_path / "out"
+  with np.load(out / "scan.npz.npz") as a, np.load(out / "scan.png.npz") as b, \
+       np.load(out / "scan_000.npz") as c:
+    assert a["pred"].shape == (2, 64, 48) and b["pred"].shape == (1, 64, 48)
+    assert c["pred"].shape == (1, 64, 48) and a["pred"].dtype == np.uint8
+    # The same image gives the same prediction wherever it sits.
+    np.testing.assert_array_equal(a["pred"][1], c["pred"][0])
+  figures = sorted(f for f in os.listdir(out) if f.endswith("_overlay.png"))
+  assert figures == ["scan_000_2_overlay.png", "scan_000_overlay.png", "scan_001_overlay.png",
+                     "scan_overlay.png"]
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["complete"] and manifest["files_predicted"] == 3 and manifest["scans"] == 4
+  assert sorted(manifest["outputs"]) == sorted(set(os.listdir(out)) - {"manifest.json"})
+  assert _hashes(src) == before
+  assert not [f for f in os.listdir(out) if f.endswith(".npz")
+              and not f.startswith(("scan.npz", "scan.png", "scan_000"))]   # one .npz per file
+
+
+def test_default_outputs_of_eval_and_explain_are_new_folders_here(trained_workdir, tmp_path,
+                                                                  capsys, monkeypatch):
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1], masks=IMG.masks[:1])
+  before = _hashes(workdir)
+  monkeypatch.chdir(tmp_path)
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={workdir}", "--input=scan.npz")
+  assert status == 0, err
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={workdir}", "--input=scan.npz")
+  assert status == 0, err
+  name = f"eval_{os.path.basename(workdir)}"
+  assert (tmp_path / name / "metrics.json").exists()
+  assert (tmp_path / f"{name}_2" / "metrics.json").exists()        # a new folder each time
+  status, err = _cli(capsys, "--mode=explain", f"--workdir={workdir}", "--input=scan.npz")
+  assert status == 0, err
+  assert (tmp_path / f"explain_{os.path.basename(workdir)}" / "cam_stats.json").exists()
+  assert _hashes(workdir) == before                               # the workdir is untouched
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={workdir}", f"--output={workdir}")
+  assert status == 2 and err == [f"error: --output={workdir}: is the workdir; write results "
+                                 "to another folder"]
+
+
+@pytest.mark.parametrize("output, message", [
+    ("f.txt", "is a file, expected a folder"),
+    ("f.txt/sub", "is a file, so the folder cannot be made"),
+])
+def test_bad_output_paths(trained_workdir, tmp_path, capsys, output, message):
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "in" / "scan.npz"), images=IMG.images[:1])
+  (tmp_path / "f.txt").write_text("x")
+  output = tmp_path / output
+  status, err = _predict(capsys, workdir, tmp_path / "in" / "scan.npz", output)
+  assert status == 2 and len(err) == 1 and message in err[0] and err[0].startswith("error: --output=")
+  assert (tmp_path / "f.txt").read_text() == "x"
+
+
+def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_path, capsys,
+                                                          monkeypatch):
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
+
+  append = io_utils.StreamingNpz.append
+
+  def full(self, name, batch):
+    append(self, name, batch)                       # some bytes reach the disk, then it is full
+    raise OSError(28, "No space left on device", self.parts[name])
+  monkeypatch.setattr(io_utils.StreamingNpz, "append", full)
+  status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path / "out")
+  assert status == 2 and len(err) == 1
+  assert err[0].startswith("error: ") and err[0].endswith(": No space left on device")
+  assert os.listdir(tmp_path / "out") == []       # no temporary file, no prediction, no manifest
+
+
+def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
+  from octseg_jax import cli
+
+  def interrupted(flags):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(cli, "dispatch", interrupted)
+  status, err = _cli(capsys, "--mode=eval", "--workdir=w")
+  assert status == 130 and err == ["error: interrupted"]
+
+
+# ---- folder runs ---------------------------------------------------------------------------
+
+def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_path, capsys):
+  workdir, _ = trained_workdir
+  src = tmp_path / "in"
+  write_npz(str(src / "good.npz"), images=IMG.images[:2])
+  (src / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+  (src / "README.md").write_text("notes")
+  (src / "settings.json").write_text("{}")
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / ".octseg-good.abc123.tmp.npz").write_bytes(b"left over by a killed run")
+  (out / "manifest.json").write_text('{"stale": true}')
+  before = _hashes(src)
+  status, err = _predict(capsys, workdir, src, out)
+  assert status == 2
+  assert err[-1] == (f"error: {src}: 1 of 2 files could not be read (listed in {out}/errors.csv)")
+  with open(out / "errors.csv") as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ["file", "status", "reason"]
+  assert [r[:2] for r in rows[1:]] == [[str(src / "README.md"), "skipped"],
+                                       [str(src / "settings.json"), "skipped"],
+                                       [str(src / "broken.npz"), "failed"]]
+  assert rows[3][2].startswith(f"{src}/broken.npz: not a readable .npz file")
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["failed"] == 1 and manifest["skipped"] == 2 and manifest["scans"] == 2
+  assert sorted(os.listdir(out)) == ["errors.csv", "good.npz", "good_000_overlay.png",
+                                     "good_000_thickness.png", "good_thickness.csv",
+                                     "manifest.json"]                # the leftover is gone
+  assert _hashes(src) == before
+
+
+# ---- config values, checked before anything is written -------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "--config.train.batch_size=0: expected an integer >= 1"),
+    ("train.num_epochs=-1", "--config.train.num_epochs=-1: expected an integer >= 1"),
+    ("data.source=ducks", "--config.data.source='ducks': valid values are synthetic, duke, folder"),
+    ("train.compute_dtype=float16", "valid values are float32, bfloat16"),
+    ("model.widths=()", "--config.model.widths=(): expected 1 to 12 integers >= 1"),
+    ("train.learning_rate=nan", "--config.train.learning_rate=nan: expected a number in (0, 1000]"),
+    ("data.fold=4", "--config.data.fold=4: must be below data.num_folds=4"),
+    ("data.max_image_side=0", "--config.data.max_image_side=0: expected an integer >= 8"),
+    ("explain.method=cam", "--config.explain.method='cam': valid values are gradcam"),
+])
+def test_invalid_config_values_fail_before_the_workdir_exists(tmp_path, capsys, override,
+                                                              message):
+  workdir = tmp_path / "w"
+  status, err = _cli(capsys, "--config=configs/tiny.py", f"--config.{override}",
+                     f"--workdir={workdir}")
+  assert status == 2 and len(err) == 1 and message in err[0], err
+  assert not workdir.exists()
+
+
+def test_config_file_problems(tmp_path, capsys):
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config(:\n")
+  for path, message in ((tmp_path / "none.py", "no such file"),
+                        (broken, "not a readable Python config file (SyntaxError")):
+    status, err = _cli(capsys, f"--config={path}", f"--workdir={tmp_path}/w")
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"error: --config={path}: {message}")
+  assert not (tmp_path / "w").exists()
+
+
+def test_every_shipped_config_is_valid():
+  import importlib
+  for name in ("default", "tiny", "cpu_demo", "duke_cpu", "duke_gpu", "segnet"):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config_checks.validate(config, check_files=False)
+
+
+# ---- workdir JSON ---------------------------------------------------------------------------
+
+def _copy_workdir(workdir, dest):
+  import shutil
+  shutil.copytree(workdir, dest)
+  return str(dest)
+
+
+def test_workdir_config_missing_fields_take_defaults(trained_workdir, tmp_path, capsys):
+  copy = _copy_workdir(trained_workdir[0], tmp_path / "w")
+  path = os.path.join(copy, "config.json")
+  stored = json.loads(open(path).read())
+  del stored["explain"], stored["data"]["pixel_um"], stored["data"]["max_image_side"]
+  open(path, "w").write(json.dumps(stored))
+  from octseg_jax import workdir as workdir_lib
+  config = workdir_lib.load_config(copy)
+  assert config.data.pixel_um == 3.87 and config.explain.method == "gradcam"
+  assert tuple(config.model.widths) == (4, 8)                # stored values are kept
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
+  status, err = _predict(capsys, copy, tmp_path / "scan.npz", tmp_path / "out")
+  assert status == 0, err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c, s: s.pop("input_shape"), "split.json: field 'input_shape' is missing"),
+    (lambda c, s: s.update(input_shape="big"), "split.json: field 'input_shape'='big'"),
+    (lambda c, s: c["train"].update(compute_dtype="int4"),
+     "config.json: field train.compute_dtype='int4': valid values are float32, bfloat16"),
+    (lambda c, s: c.update(model=[1, 2]), "config.json: field 'model' should be an object"),
+])
+def test_workdir_json_with_bad_fields(trained_workdir, tmp_path, capsys, edit, message):
+  copy = _copy_workdir(trained_workdir[0], tmp_path / "w")
+  config = json.loads(open(os.path.join(copy, "config.json")).read())
+  split = json.loads(open(os.path.join(copy, "split.json")).read())
+  edit(config, split)
+  open(os.path.join(copy, "config.json"), "w").write(json.dumps(config))
+  open(os.path.join(copy, "split.json"), "w").write(json.dumps(split))
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
+  status, err = _predict(capsys, copy, tmp_path / "scan.npz", tmp_path / "out")
+  assert status == 2 and len(err) == 1 and message in err[0], err
+  assert not (tmp_path / "out").exists()
+
+
+def test_eval_without_a_labelled_pixel(trained_workdir, tmp_path, capsys):
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1],
+            masks=np.full((1, 64, 48), 255, np.uint8))
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={trained_workdir[0]}",
+                     f"--input={tmp_path}/scan.npz", f"--output={tmp_path}/out")
+  assert status == 2 and err == [f"error: {tmp_path}/scan.npz: no labelled pixel in any mask "
+                                 "(every pixel is 255 = ignore), so there is nothing to score"]
+  assert not (tmp_path / "out").exists()
+
+
+# ---- fields of input files -----------------------------------------------------------------
+
+def _npz(tmp_path, **arrays):
+  path = str(tmp_path / "scan.npz")
+  np.savez(path, **arrays)
+  return path
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(subject=np.array(["a", "b", "c"])), "field 'subject' has dtype <U1, expected integers"),
+    (dict(bscan_index=np.array([0.0, np.nan, 2.0])), "field 'bscan_index' holds NaN"),
+    (dict(bscan_index=np.arange(2)), "field 'bscan_index' has shape (2,), expected (3,)"),
+    (dict(subject=np.array([1.5, 1, 1])), "field 'subject' holds NaN, infinite or non-integer"),
+    (dict(masks=np.full((3, 64, 48), 0.5)), "masks contain non-integer values"),
+])
+def test_npz_fields_with_wrong_content(tmp_path, fields, message):
+  path = _npz(tmp_path, images=IMG.images, **fields)
+  with pytest.raises(InputError) as e:
+    inputs.load_file(path)
+  assert str(e.value).startswith(path) and message in str(e.value)
+
+
+def test_npy_renamed_npz(tmp_path):
+  path = tmp_path / "scan.npz"
+  with open(path, "wb") as f:
+    np.save(f, IMG.images)
+  with pytest.raises(InputError, match="scan.npz: is a single .npy array, not an .npz archive"):
+    inputs.load_file(str(path))
+
+
+def _mat(tmp_path, **fields):
+  path = str(tmp_path / "Subject_04.mat")
+  scipy.io.savemat(path, fields)
+  return path
+
+
+def _layers(width, scans, annotated):
+  """Boundaries [8, W, S]: rows 8, 14, ..., 50 in the annotated scans, NaN elsewhere."""
+  layers = np.full((8, width, scans), np.nan)
+  layers[:, :, annotated] = np.arange(8, 56, 6, dtype=float)[:, None, None]
+  return layers
+
+
+def test_mat_prediction_reads_every_bscan_and_training_the_annotated(tmp_path):
+  vol = np.moveaxis(synthetic.generate(5, 64, 48, seed=2).images, 0, -1)     # [H, W, S]
+  path = _mat(tmp_path, images=vol, manualLayers1=_layers(48, 5, [1, 3]))
+  every = inputs.load_file(path)
+  assert every.images.shape == (5, 64, 48) and every.names[4] == "Subject_04_b04"
+  assert (every.masks[0] == 255).all() and (every.masks[1] != 255).all()
+  np.testing.assert_array_equal(every.images, np.moveaxis(vol, -1, 0))
+  annotated = inputs.load_file(path, require_masks=True)
+  assert annotated.names == ["Subject_04_b01", "Subject_04_b03"]
+  assert (annotated.masks[0, 8:14] == 1).all() and (annotated.masks[0, :8] == 0).all()
+  plain = inputs.load_file(_mat(tmp_path, images=vol))                       # no annotations
+  assert plain.images.shape == (5, 64, 48) and plain.masks is None
+
+
+@pytest.mark.parametrize("fields, message", [
+    (lambda v, l: dict(images=v, manualLayers1=np.array(["ab", "cd"])), "field 'manualLayers1' has MATLAB type"),
+    (lambda v, l: dict(images=v, manualLayers1=l[1:]), "do not match [H, W, S] and [8, W, S]"),
+    (lambda v, l: dict(images=v, manualLayers1=np.where(np.arange(8)[:, None, None] == 0, np.nan, l)),
+     "annotates no B-scan (the top boundary, ILM, or the bottom one, BM, is missing"),
+    (lambda v, l: dict(images=np.array(["x"]), manualLayers1=l), "field 'images' has MATLAB type"),
+    (lambda v, l: dict(images=v, manualLayers1=l, manualFluid1=np.ones((3, 3))), "manualFluid1 has shape"),
+])
+def test_mat_fields_with_wrong_content(tmp_path, fields, message):
+  vol = np.moveaxis(synthetic.generate(2, 64, 48, seed=2).images, 0, -1)
+  path = _mat(tmp_path, **fields(vol, _layers(48, 2, [0, 1])))
+  with pytest.raises(InputError) as e:
+    inputs.load_file(path, require_masks=True)
+  assert str(e.value).startswith(path) and message in str(e.value), str(e.value)
+
+
+def test_mat_with_cell_array_images(tmp_path):
+  cells = np.empty((1, 2), dtype=object)
+  cells[0, 0], cells[0, 1] = np.zeros((4, 4)), "text"
+  path = _mat(tmp_path, images=cells)
+  with pytest.raises(InputError, match="field 'images' has MATLAB type object"):
+    inputs.load_file(path)
+
+
+# ---- images: every PIL mode by its meaning ---------------------------------------------------
+
+def test_image_modes_are_converted_by_meaning(tmp_path):
+  grey = IMG.images[0]                                        # uint8 [64, 48]
+  floats = grey.astype(np.float32) / 255.0
+  Image.fromarray(floats, mode="F").save(tmp_path / "f01.tif")
+  Image.fromarray(floats * 1000.0, mode="F").save(tmp_path / "f1000.tif")
+  Image.fromarray((grey.astype(np.uint16) * 257)).save(tmp_path / "u16.png")
+  Image.fromarray(grey).convert("P").save(tmp_path / "pal.png")
+  Image.fromarray(grey).convert("LA").save(tmp_path / "la.png")
+  read = lambda name: inputs.load_file(str(tmp_path / name)).images[0]
+  np.testing.assert_array_equal(read("f01.tif"), grey)      # 0..1 floats: x 255, not 0/1
+  np.testing.assert_array_equal(read("u16.png"), grey)      # 16 bit: / 257
+  np.testing.assert_array_equal(read("la.png"), grey)
+  np.testing.assert_array_equal(read("pal.png"), grey)      # palette via RGB (grey palette)
+  stretched = read("f1000.tif")                             # other ranges: min..max to 0..255
+  expect = np.round((floats - floats.min()) * (255.0 / (floats.max() - floats.min())))
+  np.testing.assert_array_equal(stretched, expect.astype(np.uint8))
+
+
+def test_multipage_tiff_is_one_file_of_several_scans(tmp_path):
+  pages = [Image.fromarray(im) for im in IMG.images]
+  pages[0].save(tmp_path / "vol.tif", save_all=True, append_images=pages[1:])
+  s = inputs.load_file(str(tmp_path / "vol.tif"))
+  np.testing.assert_array_equal(s.images, IMG.images)
+  assert s.names == ["vol_p000", "vol_p001", "vol_p002"]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+  im = Image.fromarray(IMG.images[0])
+  exif = Image.Exif()
+  exif[0x0112] = 6                                            # rotate 90 degrees clockwise
+  im.save(tmp_path / "rot.jpg", exif=exif, quality=100, subsampling=0)
+  s = inputs.load_file(str(tmp_path / "rot.jpg"))
+  assert s.images.shape == (1, 48, 64)
+  diff = np.abs(s.images[0].astype(int) - np.rot90(IMG.images[0], -1).astype(int))
+  assert diff.mean() < 3                                     # JPEG: close, not exact
+
+
+def test_images_beyond_max_side_are_refused_before_decoding(tmp_path):
+  Image.new("L", (5000, 10)).save(tmp_path / "wide.png")
+  with pytest.raises(InputError, match=r"wide.png: image of 10x5000 pixels exceeds "
+                                       r"data.max_image_side=4096"):
+    inputs.load_file(str(tmp_path / "wide.png"))
+  write_png(str(tmp_path / "ok.png"), IMG.images[0])
+  with pytest.raises(InputError, match="image of 64x48 pixels exceeds data.max_image_side=32"):
+    inputs.load_file(str(tmp_path / "ok.png"), max_side=32)
+  with pytest.raises(InputError, match="exceeds data.max_image_side=32"):
+    inputs.load_file(_npz(tmp_path, images=IMG.images), max_side=32)
+
+
+def test_output_files_follow_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    io_utils.write_text(str(tmp_path / "a.txt"), "x")
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o644
+    os.umask(0o077)
+    io_utils.write_text(str(tmp_path / "b.txt"), "x")
+    assert stat.S_IMODE(os.stat(tmp_path / "b.txt").st_mode) == 0o600
+  finally:
+    os.umask(old)
