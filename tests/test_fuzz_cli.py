@@ -166,9 +166,10 @@ def _npz_bytes(kind, rows, cols, seed):
   elif kind == "3d_wrong":
     arrays["images"] = images[None, None]
   elif kind == "index_fields":
-    arrays["bscan_index"] = rng.choice([np.array([0.0, np.nan]), np.array(["a", "b"]),
-                                        np.arange(3), np.array([4, 9])])
-    arrays["subject"] = rng.choice([np.array(3), np.array([1.5, 2]), np.array([1, 1])])
+    index_fields = [np.array([0.0, np.nan]), np.array(["a", "b"]), np.arange(3), np.array([4, 9])]
+    subjects = [np.array(3), np.array([1.5, 2]), np.array([1, 1])]
+    arrays["bscan_index"] = index_fields[rng.integers(len(index_fields))]
+    arrays["subject"] = subjects[rng.integers(len(subjects))]
   elif kind == "no_images":
     arrays = {"pixels": images}
   buf = io.BytesIO()
