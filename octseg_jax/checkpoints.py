@@ -61,12 +61,14 @@ class Checkpoints:
     opts = dict(create=not read_only, read_only=read_only)
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, **opts))
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, **opts),
+        item_handlers=ocp.StandardCheckpointHandler())
     # Saved only when validation improves, so its latest step is the best one; keeping one
     # makes that explicit without best_fn (whose absence makes best_step() the latest).
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, "best"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts))
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts),
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def save(self, manager: ocp.CheckpointManager, epoch: int, payload: Any) -> None:
     manager.save(epoch, args=ocp.args.StandardSave(payload), force=True)
@@ -126,7 +128,9 @@ def restore_best(workdir: str, abstract: Any) -> Tuple[Any, int]:
   path = os.path.join(os.path.abspath(workdir), "best")
   if not os.path.isdir(path):
     raise InputError(f"{workdir}: no best/ checkpoint folder (train first, or check --workdir)")
-  manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
+  # The handler is named so that the stored tree's metadata can be read (check_model_matches).
+  manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
+                                  item_handlers=ocp.StandardCheckpointHandler())
   payload, step, _ = restore_newest(manager, abstract)
   manager.close()
   if payload is None:

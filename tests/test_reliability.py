@@ -139,7 +139,7 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
 def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
   from octseg_jax import cli
 
-  def interrupted(flags):
+  def interrupted(flags, override_args=()):
     raise KeyboardInterrupt
   monkeypatch.setattr(cli, "dispatch", interrupted)
   status, err = _cli(capsys, "--mode=eval", "--workdir=w")

@@ -114,3 +114,18 @@ def test_metrics_log_aligns_changed_columns_by_name(tmp_path):
   resumed.close()
   lines = open(tmp_path / "log.csv").read().split()
   assert lines == ["epoch,train_loss,val_loss,val_extra", "1,0.5,0.6,", "2,0.41,0.45,3"]
+
+
+def test_a_checkpoint_of_another_model_is_an_error_not_damage(trained_workdir, tmp_path):
+  import jax
+  import jax.numpy as jnp
+  from octseg_jax import checkpoints
+  from octseg_jax.models import create_model
+  wd = str(tmp_path / "copy")
+  shutil.copytree(trained_workdir[0], wd)
+  before = _hashes(wd)
+  model = create_model(tiny_config(**{"model.widths": (8, 16)}).model)
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 48, 64)), train=False))
+  with pytest.raises(InputError, match="holds a model with other layers or shapes"):
+    checkpoints.restore_best(wd, checkpoints.inference_payload(v["params"], v["batch_stats"]))
+  assert _hashes(wd) == before                     # nothing moved to damaged_checkpoints/
