@@ -31,6 +31,7 @@ SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
 
 
 BATCH_SIZE = 8      # scans per network call; memory is bounded by the batch, not the file
+GEOMETRY_SCANS = 2  # scans per vectorised geometry call
 
 
 def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
@@ -39,7 +40,7 @@ def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
   probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
   uint8 [B, H, W] and boundaries float [B, 8, W].
   """
-  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)))
+  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)), report_changed=False)
   return {"pred": np.argmax(probs, -1).astype(np.uint8), "pred_ordered": ordered,
           "boundaries": geom.boundaries_from_probs(probs, ordered)}
 
@@ -74,10 +75,16 @@ def stream_batches(trained, images: np.ndarray,
 
 
 def _finish(launched):
+  """Maps a finished batch back to its scans and computes its geometry, GEOMETRY_SCANS scans
+  at a time (the float64 intermediates of a full batch at native size would take ~1 GB)."""
   start, count, probs, placements = launched
   probs = np.asarray(probs)[:count]                                       # waits for the device
-  raw = np.stack([preprocessing.restore(p, place) for p, place in zip(probs, placements)])
-  return start, batch_geometry(raw)
+  parts = []
+  for i in range(0, count, GEOMETRY_SCANS):
+    chunk = range(i, min(i + GEOMETRY_SCANS, count))
+    raw = np.stack([preprocessing.restore(probs[j], placements[j]) for j in chunk])  # [g, H, W, K]
+    parts.append(batch_geometry(raw))
+  return start, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def write_predictions(trained, scans, path: str,
