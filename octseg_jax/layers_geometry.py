@@ -58,23 +58,25 @@ def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None
   Only nearby rows count, so faint probability mass far from a boundary cannot bias it. For
   one-hot probabilities of a valid column the result equals boundaries_from_labels exactly.
   """
-  p = np.asarray(probs, np.float64)
+  p = np.asarray(probs)
   h = p.shape[-3]
   if labels is None:
-    labels, _ = enforce_topology(np.log(np.clip(p, 1e-12, 1.0)))
+    labels, _ = enforce_topology(np.log(np.clip(p.astype(np.float64), 1e-12, 1.0)))
   hard = boundaries_from_labels(labels, ignore_unknown=False)             # [..., 8, W]
-  rows = np.arange(h).reshape((h, 1))
-  centre = np.argmax(p[..., 1:NUM_LAYERS + 1].sum(axis=-1), axis=-2)       # [..., W]
-  top_background = np.where(rows < centre[..., None, :], p[..., 0], 0.0)  # [..., H, W]
-  layers_above = np.cumsum(p[..., 1:NUM_LAYERS + 1], axis=-1)             # [..., H, W, 7]
-  above = [top_background] + [top_background + layers_above[..., k] for k in range(NUM_LAYERS)]
-  above = np.stack(above, axis=-3)                                         # [..., 8, H, W]
+  centre = np.argmax(p[..., 1:NUM_LAYERS + 1].astype(np.float64).sum(axis=-1), axis=-2)  # [..., W]
   known = np.isfinite(hard)
   b = np.where(known, hard, 0).astype(int)
   out = b - float(window)
   for offset in range(-window, window):
-    r = b + offset
-    value = np.take_along_axis(above, np.clip(r, 0, h - 1)[..., None, :], axis=-2)[..., 0, :]
+    r = b + offset                                                          # [..., 8, W]
+    rc = np.clip(r, 0, h - 1)
+    # Only the rows in the windows are read: P(row above boundary k) at row rc of boundary k.
+    p_r = np.take_along_axis(p, rc[..., None], axis=-3).astype(np.float64)  # [..., 8, W, K]
+    top_background = np.where(rc < centre[..., None, :], p_r[..., 0], 0.0)   # [..., 8, W]
+    layers_above = np.cumsum(p_r[..., 1:NUM_LAYERS + 1], axis=-1)           # [..., 8, W, 7]
+    value = top_background.copy()                      # boundary 1 (ILM): background only
+    for k in range(1, NUM_BOUNDARIES):                 # boundary k+1: plus layers 1..k
+      value[..., k, :] += layers_above[..., k, :, k - 1]
     out = out + np.where(r < 0, 1.0, np.where(r >= h, 0.0, value))
   return np.where(known, out, np.nan)
 
