@@ -58,23 +58,25 @@ def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None
   Only nearby rows count, so faint probability mass far from a boundary cannot bias it. For
   one-hot probabilities of a valid column the result equals boundaries_from_labels exactly.
   """
-  p = np.asarray(probs, np.float64)
+  p = np.asarray(probs)
   h = p.shape[-3]
   if labels is None:
-    labels, _ = enforce_topology(np.log(np.clip(p, 1e-12, 1.0)))
+    labels, _ = enforce_topology(np.log(np.clip(p.astype(np.float64), 1e-12, 1.0)))
   hard = boundaries_from_labels(labels, ignore_unknown=False)             # [..., 8, W]
-  rows = np.arange(h).reshape((h, 1))
-  centre = np.argmax(p[..., 1:NUM_LAYERS + 1].sum(axis=-1), axis=-2)       # [..., W]
-  top_background = np.where(rows < centre[..., None, :], p[..., 0], 0.0)  # [..., H, W]
-  layers_above = np.cumsum(p[..., 1:NUM_LAYERS + 1], axis=-1)             # [..., H, W, 7]
-  above = [top_background] + [top_background + layers_above[..., k] for k in range(NUM_LAYERS)]
-  above = np.stack(above, axis=-3)                                         # [..., 8, H, W]
+  centre = np.argmax(p[..., 1:NUM_LAYERS + 1].astype(np.float64).sum(axis=-1), axis=-2)  # [..., W]
   known = np.isfinite(hard)
   b = np.where(known, hard, 0).astype(int)
   out = b - float(window)
   for offset in range(-window, window):
-    r = b + offset
-    value = np.take_along_axis(above, np.clip(r, 0, h - 1)[..., None, :], axis=-2)[..., 0, :]
+    r = b + offset                                                          # [..., 8, W]
+    rc = np.clip(r, 0, h - 1)
+    # Only the rows in the windows are read: P(row above boundary k) at row rc of boundary k.
+    p_r = np.take_along_axis(p, rc[..., None], axis=-3).astype(np.float64)  # [..., 8, W, K]
+    top_background = np.where(rc < centre[..., None, :], p_r[..., 0], 0.0)   # [..., 8, W]
+    layers_above = np.cumsum(p_r[..., 1:NUM_LAYERS + 1], axis=-1)           # [..., 8, W, 7]
+    value = top_background.copy()                      # boundary 1 (ILM): background only
+    for k in range(1, NUM_BOUNDARIES):                 # boundary k+1: plus layers 1..k
+      value[..., k, :] += layers_above[..., k, :, k - 1]
     out = out + np.where(r < 0, 1.0, np.where(r >= h, 0.0, value))
   return np.where(known, out, np.nan)
 
@@ -116,52 +118,52 @@ def column_is_ordered(labels: np.ndarray) -> np.ndarray:
   return (np.diff(filled, axis=-2) >= 0).all(axis=-2)
 
 
-def enforce_topology(log_probs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def enforce_topology(log_probs: np.ndarray,
+                     report_changed: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
   """The most probable anatomically valid labelling of each column.
 
   log_probs [..., H, W, K=8] (log class probabilities, pixels independent). Over labellings of
   the form 0..0 1..1 2..2 ... 7..7 0..0 (each run may be empty), returns the one maximising the
   summed log probability (exact MAP under the ordering constraint), by a Viterbi pass over
   states s = 0 (background above), 1..7 (layers), 8 (background below) with only s -> s' >= s
-  transitions. O(H * 9) per column. Returns (labels uint8 [..., H, W], changed [..., W] bool:
-  columns whose argmax labelling was not already valid).
+  transitions. O(H * 9) per column, vectorised over all columns of all scans (states on the
+  first axis, so every step works on contiguous rows of columns). Returns (labels uint8
+  [..., H, W], changed [..., W] bool: columns whose argmax labelling was not already valid;
+  None without `report_changed`).
   """
   lp = np.asarray(log_probs, np.float64)
   lead = lp.shape[:-3]
   h, w, k = lp.shape[-3:]
-  lp = lp.reshape((-1, h, w, k)).transpose(1, 0, 2, 3).reshape(h, -1, k)   # [H, C, K]
+  lp = lp.reshape((-1, h, w, k)).transpose(1, 3, 0, 2).reshape(h, k, -1)   # [H, K, C]
   state_class = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0])
-  emit = lp[..., state_class]                                              # [H, C, 9]
+  emit = lp[:, state_class]                                                # [H, 9, C]
   back = np.empty(emit.shape, np.int8)
-  score = emit[0].copy()
-  back[0] = np.arange(9)
+  score = emit[0].copy()                                                   # [9, C]
+  back[0] = np.arange(9)[:, None]
   for r in range(1, h):
-    best_prev = np.maximum.accumulate(score, axis=-1)                      # max over s' <= s
-    arg = _running_argmax(score)
+    best_prev = np.maximum.accumulate(score, axis=0)                       # max over s' <= s
+    back[r] = _running_argmax(score, best_prev)
     score = best_prev + emit[r]
-    back[r] = arg
-  states = np.empty((h, score.shape[0]), np.int8)
-  states[-1] = np.argmax(score, axis=-1)
-  cols = np.arange(score.shape[0])
+  states = np.empty((h, score.shape[1]), np.int8)
+  states[-1] = np.argmax(score, axis=0)
+  cols = np.arange(score.shape[1])
   for r in range(h - 1, 0, -1):
-    states[r - 1] = back[r, cols, states[r]]
+    states[r - 1] = back[r, states[r], cols]
   labels = state_class[states].astype(np.uint8)                            # [H, C]
   labels = labels.reshape(h, -1, w).transpose(1, 0, 2).reshape(lead + (h, w))
+  if not report_changed:
+    return labels, None
   argmax = np.argmax(np.asarray(log_probs), axis=-1)
-  changed = ~column_is_ordered(argmax)
-  return labels, changed
+  return labels, ~column_is_ordered(argmax)
 
 
-def _running_argmax(score: np.ndarray) -> np.ndarray:
-  """For each s, the index of max(score[..., :s+1]) (first on ties)."""
-  n = score.shape[-1]
-  out = np.empty(score.shape, np.int8)
-  best = score[..., 0].copy()
-  arg = np.zeros(score.shape[:-1], np.int8)
-  out[..., 0] = 0
-  for s in range(1, n):
-    better = score[..., s] > best
-    best = np.where(better, score[..., s], best)
-    arg = np.where(better, s, arg)
-    out[..., s] = arg
-  return out
+def _running_argmax(score: np.ndarray, best: Optional[np.ndarray] = None) -> np.ndarray:
+  """For each s, the index of max(score[:s+1]) over the first axis (first on ties), without a
+  Python loop: the running maximum `best` (np.maximum.accumulate of score) changes only where
+  a score beats every earlier one, and the answer at s is the last such place at or before s."""
+  n = score.shape[0]
+  if best is None:
+    best = np.maximum.accumulate(score, axis=0)
+  beats = np.concatenate([np.ones((1,) + score.shape[1:], bool), score[1:] > best[:-1]])
+  index = np.arange(n, dtype=np.int8).reshape((n,) + (1,) * (score.ndim - 1))
+  return np.maximum.accumulate(np.where(beats, index, np.int8(0)), axis=0)

@@ -34,6 +34,7 @@ VOLUME_SUFFIXES = ("_thickness_maps.png", "_etdrs.csv", ".eye")   # per input vo
 
 
 BATCH_SIZE = 8      # scans per network call; memory is bounded by the batch, not the file
+GEOMETRY_SCANS = 1  # scans per geometry call: measured faster than 2 or 8 (cache), same results
 
 
 def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
@@ -42,7 +43,7 @@ def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
   probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
   uint8 [B, H, W] and boundaries float [B, 8, W].
   """
-  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)))
+  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)), report_changed=False)
   return {"pred": np.argmax(probs, -1).astype(np.uint8), "pred_ordered": ordered,
           "boundaries": geom.boundaries_from_probs(probs, ordered)}
 
@@ -77,10 +78,17 @@ def stream_batches(trained, images: np.ndarray,
 
 
 def _finish(launched):
+  """Maps a finished batch back to its scans and computes its geometry GEOMETRY_SCANS scans at
+  a time: the float64 intermediates of a full batch at native size would take ~1 GB, and on the
+  2-core machine one scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
   start, count, probs, placements = launched
   probs = np.asarray(probs)[:count]                                       # waits for the device
-  raw = np.stack([preprocessing.restore(p, place) for p, place in zip(probs, placements)])
-  return start, batch_geometry(raw)
+  parts = []
+  for i in range(0, count, GEOMETRY_SCANS):
+    chunk = range(i, min(i + GEOMETRY_SCANS, count))
+    raw = np.stack([preprocessing.restore(probs[j], placements[j]) for j in chunk])  # [g, H, W, K]
+    parts.append(batch_geometry(raw))
+  return start, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: float,

@@ -339,6 +339,24 @@ def readme_cpu_speed(src: Sources) -> str:
           f"{100 * d16['data_wait_share']:.1f}% with XLA's defaults.")
 
 
+def readme_predict_throughput(src: Sources) -> str:
+  """Predict cost per B-scan and memory growth (benchmarks/predict_throughput.py runs)."""
+  rows = []
+  for name, label in (("predict_throughput_baseline", "before streaming (commit 01896d8)"),
+                      ("predict_throughput", "streaming (current)")):
+    bench = src.json(f"{CPU}/{name}.json")
+    for figures, run in bench["runs"].items():
+      small, large = run[str(min(bench["sizes"]))], run[str(max(bench["sizes"]))]
+      loads = [small["load_average_before"][0], large["load_average_after"][0]]
+      rows.append([label, {"legacy": "every scan"}.get(figures, f"`{figures}`"),
+                   f"{bench['summary'][figures]['marginal_s_per_bscan_wall']:.2f}",
+                   f"{small['peak_rss_mb'] / 1e3:.2f} -> {large['peak_rss_mb'] / 1e3:.2f} GB "
+                   f"(+{bench['summary'][figures]['peak_rss_growth_mb']:.0f} MB)",
+                   f"{min(loads):.0f}-{max(loads):.0f}"])
+  return table(["code", "figures", "s per B-scan (marginal, wall)", "peak RSS N=10 -> N=100",
+                "load (1 min)"], rows)
+
+
 # ---------------------------------------------------------------- pretrained model
 
 
@@ -390,6 +408,7 @@ def pretrained_cv(src: Sources) -> str:
 TABLES: Dict[str, Callable[[Sources], str]] = {
     f.__name__: f for f in (
         readme_paper, readme_class_iou, readme_cv, readme_gpu_speed, readme_cpu_speed,
+        readme_predict_throughput,
         results_paper, results_paper_classes, results_cv_layers, results_cv_folds,
         results_cv_boundaries, results_gpu_ablations, results_topology, results_topology_effect,
         results_cam, results_cpu_fold0, results_cpu_ablations, results_cpu_ablation_layers,

@@ -101,3 +101,10 @@ def test_topology_is_map_among_valid_labellings_brute_force():
     if score > best:
       best, best_label = score, labels
   np.testing.assert_array_equal(fixed[:, 0], best_label)
+
+
+def test_running_argmax_is_first_index_of_the_running_maximum():
+  rng = np.random.default_rng(3)
+  score = rng.integers(0, 4, size=(200, 9)).astype(float)        # many ties
+  expected = np.array([[int(np.argmax(row[:s + 1])) for s in range(9)] for row in score])
+  np.testing.assert_array_equal(geom._running_argmax(score.T), expected.T)   # states first
