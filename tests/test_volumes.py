@@ -228,3 +228,18 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
   assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-1] == "coverage"
   assert [r.split(",")[0] for r in rows[1:]] == list(enface.ETDRS_SECTORS)
   assert (out / "Subject_03.eye").exists() and (out / "Subject_03_thickness_maps.png").exists()
+
+
+@needs_fixtures
+def test_a_heyex_xml_folder_is_one_input_even_inside_a_folder(tmp_path):
+  xml = os.path.join(FIXTURES, "heyex_xml", "test_volume")
+  assert inputs.list_inputs(xml) == ([xml], [])
+  import shutil
+  shutil.copytree(xml, tmp_path / "eye1")
+  shutil.copy(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"), tmp_path / "eye2.vol")
+  (tmp_path / "notes.txt").write_text("not a scan")
+  files, skipped = inputs.list_inputs(str(tmp_path))
+  assert files == [str(tmp_path / "eye1"), str(tmp_path / "eye2.vol")]
+  assert skipped == [str(tmp_path / "notes.txt")]
+  sets = [inputs.load_file(f, volume_options={}) for f in files]
+  assert [len(s) for s in sets] == [10, 10] and all(s.volume is not None for s in sets)
