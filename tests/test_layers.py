@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from octseg_jax.models import layers, segnet
+from octseg_jax.models import layers, reference, segnet
 
 
 def _rand(shape, seed, dtype=np.float64):
@@ -111,22 +111,11 @@ def test_batchnorm_relu_module_equals_flax_batchnorm_then_relu(train):
     _close((gp, gx), (gp_plain, gx_plain), 1e-10)
 
 
-def _plain_segnet(monkeypatch):
-  """SegNet's building blocks swapped for the plain Flax layers (same names)."""
-  monkeypatch.setattr(segnet, "UpConv2x2", lambda features, dtype, name: nn.ConvTranspose(
-      features, (2, 2), strides=(2, 2), dtype=dtype, name=name))
-
-  def bn_relu(use_running_average, momentum, dtype, name):
-    bn = nn.BatchNorm(use_running_average=use_running_average, momentum=momentum, dtype=dtype,
-                      name=name)
-    return lambda x: nn.relu(bn(x))
-  monkeypatch.setattr(segnet, "BatchNormReLU", bn_relu)
-
-
 @pytest.mark.parametrize("upsample,skip", [("unpool", False), ("transpose", True)])
-def test_segnet_equals_segnet_of_plain_flax_layers(monkeypatch, upsample, skip):
-  """Same variables (tree, initial values), logits, BatchNorm updates and gradients, float32 at
-  rtol 1e-5 of each tensor's largest magnitude."""
+def test_segnet_equals_segnet_of_plain_flax_layers(upsample, skip):
+  """With models/reference.py's plain Flax layers and argmax pooling swapped in: same variables
+  (tree, initial values), logits, BatchNorm updates and gradients, float32 at rtol 1e-5 of each
+  tensor's largest magnitude."""
   model = segnet.SegNet(widths=(4, 8, 8), num_classes=3, upsample=upsample, skip=skip)
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 24)).astype(np.float32))
   w = _rand((2, 16, 24, 3), 1, np.float32)
@@ -142,8 +131,7 @@ def test_segnet_equals_segnet_of_plain_flax_layers(monkeypatch, upsample, skip):
     return v, logits, upd, grads, m.apply(v, x, train=False)
 
   fast = outputs(model)
-  with monkeypatch.context() as mp:
-    _plain_segnet(mp)
+  with reference.plain_segnet():
     plain = outputs(segnet.SegNet(widths=(4, 8, 8), num_classes=3, upsample=upsample, skip=skip))
   assert jax.tree.structure(fast[0]) == jax.tree.structure(plain[0])
   for a, b in zip(fast, plain):

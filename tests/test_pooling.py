@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from octseg_jax.models import reference
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
 
@@ -49,35 +50,21 @@ def test_ties_pick_the_first_slot():
   np.testing.assert_array_equal(values[0, :, 0, 0], [2.0, 4.0])
 
 
-def _reference_pool(x):
-  """The transposed-window formulation (windows as a trailing axis of 4, jnp.argmax)."""
-  b, h, w, c = x.shape
-  win = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(
-      b, h // 2, w // 2, c, 4)
-  idx = jnp.argmax(win, axis=-1)
-  return jnp.take_along_axis(win, idx[..., None], axis=-1)[..., 0], idx.astype(jnp.int8)
-
-
-def _reference_unpool(values, idx):
-  b, h, w, c = values.shape
-  win = jnp.where(idx[..., None] == jnp.arange(4, dtype=idx.dtype).reshape(1, 1, 1, 1, 4),
-                  values[..., None], 0.0)
-  return win.reshape(b, h, w, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, c)
-
-
 def test_pool_and_unpool_equal_argmax_reference_with_ties_values_and_gradients():
   """Strided-slot pooling equals the argmax formulation exactly: values, indices (ties from
   values rounded to a coarse grid), the unpooled map and the gradients of both."""
   x = jnp.round(_random((2, 8, 10, 3), seed=4) * 2) / 2             # many ties
   w = _random((2, 8, 10, 3), seed=5)
   values, idx = max_pool_with_argmax(x)
-  ref_values, ref_idx = _reference_pool(x)
+  ref_values, ref_idx = reference.argmax_pool(x)
   np.testing.assert_array_equal(values, ref_values)
   np.testing.assert_array_equal(idx, ref_idx)
   assert np.mean(np.asarray(x[:, ::2, ::2]) == np.asarray(x[:, ::2, 1::2])) > 0.1   # ties seen
-  np.testing.assert_array_equal(max_unpool(values, idx), _reference_unpool(ref_values, ref_idx))
+  np.testing.assert_array_equal(max_unpool(values, idx),
+                                reference.slot_unpool(ref_values, ref_idx))
 
   def round_trip(pool, unpool):
     return lambda x: jnp.sum(w * unpool(*pool(x)))
-  np.testing.assert_array_equal(jax.grad(round_trip(max_pool_with_argmax, max_unpool))(x),
-                                jax.grad(round_trip(_reference_pool, _reference_unpool))(x))
+  ours = jax.grad(round_trip(max_pool_with_argmax, max_unpool))(x)
+  np.testing.assert_array_equal(ours, jax.grad(round_trip(reference.argmax_pool,
+                                                          reference.slot_unpool))(x))
