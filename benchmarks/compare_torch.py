@@ -56,6 +56,7 @@ def main():
   a = p.parse_args()
   config = load_config(a.config, a.set, {"benchmark.batch_size": a.batch, "benchmark.steps": a.steps,
                                          "benchmark.warmup": a.warmup, "benchmark.explain": False})
+  load_before = os.getloadavg()
   ours = benchmark.measure(config)
   result = {"octseg_jax": ours}
   h, w = ours["input_shape"]
@@ -73,6 +74,8 @@ def main():
           f"{torch['train_step_s']:.3f} s, PyTorch/ours = {result['pytorch_over_ours']:.2f}")
   else:
     print(f"no PyTorch comparison: {last or out.stderr.strip()[-300:]}")
+  # The machine may be shared: the 1/5/15-minute load averages before and after both runs.
+  result["load_average"] = {"before": load_before, "after": os.getloadavg()}
   write_json(a.out, result)
 
 
