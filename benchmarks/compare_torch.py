@@ -54,8 +54,9 @@ def main():
   p.add_argument("--set", action="append", default=[], help="field=value (Python literal)")
   p.add_argument("--out", required=True)
   a = p.parse_args()
-  config = load_config(a.config, a.set, {"benchmark.batch_size": a.batch, "benchmark.steps": a.steps,
-                                         "benchmark.warmup": a.warmup, "benchmark.explain": False})
+  config = load_config(a.config, a.set, {
+      "benchmark.batch_size": a.batch, "benchmark.steps": a.steps, "benchmark.warmup": a.warmup,
+      "benchmark.explain": False})
   load_before = os.getloadavg()
   ours = benchmark.measure(config)
   result = {"octseg_jax": ours}
