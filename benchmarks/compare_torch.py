@@ -28,6 +28,23 @@ from octseg_jax.config_utils import apply_overrides  # noqa: E402
 from octseg_jax.io_utils import write_json  # noqa: E402
 
 
+def load_config(path: str, settings, fixed: dict):
+  """The config in the file at `path` with `settings` ('field=value', a Python literal or a
+  plain string) and then `fixed` ({field: value}) applied."""
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  overrides = {}
+  for item in settings:
+    key, value = item.split("=", 1)
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  overrides.update(fixed)
+  return apply_overrides(module.get_config(), overrides)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", required=True)
@@ -37,19 +54,10 @@ def main():
   p.add_argument("--set", action="append", default=[], help="field=value (Python literal)")
   p.add_argument("--out", required=True)
   a = p.parse_args()
-  spec = importlib.util.spec_from_file_location("cfg", a.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  overrides = {}
-  for item in a.set:
-    key, value = item.split("=", 1)
-    try:
-      overrides[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key] = value
-  overrides.update({"benchmark.batch_size": a.batch, "benchmark.steps": a.steps,
-                    "benchmark.warmup": a.warmup, "benchmark.explain": False})
-  config = apply_overrides(module.get_config(), overrides)
+  config = load_config(a.config, a.set, {
+      "benchmark.batch_size": a.batch, "benchmark.steps": a.steps, "benchmark.warmup": a.warmup,
+      "benchmark.explain": False})
+  load_before = os.getloadavg()
   ours = benchmark.measure(config)
   result = {"octseg_jax": ours}
   h, w = ours["input_shape"]
@@ -67,6 +75,8 @@ def main():
           f"{torch['train_step_s']:.3f} s, PyTorch/ours = {result['pytorch_over_ours']:.2f}")
   else:
     print(f"no PyTorch comparison: {last or out.stderr.strip()[-300:]}")
+  # The machine may be shared: the 1/5/15-minute load averages before and after both runs.
+  result["load_average"] = {"before": load_before, "after": os.getloadavg()}
   write_json(a.out, result)
 
 

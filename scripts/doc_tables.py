@@ -339,6 +339,34 @@ def readme_cpu_speed(src: Sources) -> str:
           f"{100 * d16['data_wait_share']:.1f}% with XLA's defaults.")
 
 
+CPU_COMPARE_ROWS = (
+    ("widths 16..128, index unpooling, batch 8, 256 x 256", "compare_w16_unpool_b8_rep", 3),
+    ("widths 16..128, skip + transposed conv, batch 8, 256 x 256",
+     "compare_w16_skip_transpose_b8_rep", 3),
+    ("configs/duke_cpu.py (16..128), batch 8, 224 x 512", "compare_duke_cpu_b8", 0))
+
+
+def readme_cpu_compare(src: Sources) -> str:
+  """benchmarks/compare_torch.py runs on the shared machine: per-run times and the median
+  ratio (runs = 0: one file without a repeat suffix)."""
+  rows = []
+  for label, stem, runs in CPU_COMPARE_ROWS:
+    names = [f"{stem}{i}" for i in range(1, runs + 1)] if runs else [stem]
+    got = [src.json(f"{CPU}/{n}.json") for n in names]
+    ours = [g["octseg_jax"]["train_step"]["median_s"] for g in got]
+    theirs = [g["pytorch"]["train_step_s"] for g in got]
+    ratios = [g["pytorch_over_ours"] for g in got]
+    loads = [v for g in got for v in (g["load_average"]["before"][0],
+                                      g["load_average"]["after"][0])]
+    per_run = f" ({', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+    rows.append([label, str(len(got)), ", ".join(f"{v:.3g} s" for v in ours),
+                 ", ".join(f"{v:.3g} s" for v in theirs),
+                 f"{float(np.median(ratios)):.2f}{per_run}",
+                 f"{min(loads):.0f}-{max(loads):.0f}"])
+  return table(["row", "runs", "octseg_jax (per run)", "PyTorch (per run)",
+                "PyTorch time / ours: median (per run)", "load (1 min)"], rows)
+
+
 def readme_predict_throughput(src: Sources) -> str:
   """Predict cost per B-scan and memory growth (benchmarks/predict_throughput.py runs)."""
   rows = []
@@ -408,7 +436,7 @@ def pretrained_cv(src: Sources) -> str:
 TABLES: Dict[str, Callable[[Sources], str]] = {
     f.__name__: f for f in (
         readme_paper, readme_class_iou, readme_cv, readme_gpu_speed, readme_cpu_speed,
-        readme_predict_throughput,
+        readme_predict_throughput, readme_cpu_compare,
         results_paper, results_paper_classes, results_cv_layers, results_cv_folds,
         results_cv_boundaries, results_gpu_ablations, results_topology, results_topology_effect,
         results_cam, results_cpu_fold0, results_cpu_ablations, results_cpu_ablation_layers,

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from octseg_jax.models import reference
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
 
@@ -47,3 +48,23 @@ def test_ties_pick_the_first_slot():
   values, idx = max_pool_with_argmax(x)
   assert idx[0, :, 0, 0].tolist() == [0, 1]      # all equal -> top-left; 4,4 -> top-right
   np.testing.assert_array_equal(values[0, :, 0, 0], [2.0, 4.0])
+
+
+def test_pool_and_unpool_equal_argmax_reference_with_ties_values_and_gradients():
+  """Strided-slot pooling equals the argmax formulation exactly: values, indices (ties from
+  values rounded to a coarse grid), the unpooled map and the gradients of both."""
+  x = jnp.round(_random((2, 8, 10, 3), seed=4) * 2) / 2             # many ties
+  w = _random((2, 8, 10, 3), seed=5)
+  values, idx = max_pool_with_argmax(x)
+  ref_values, ref_idx = reference.argmax_pool(x)
+  np.testing.assert_array_equal(values, ref_values)
+  np.testing.assert_array_equal(idx, ref_idx)
+  assert np.mean(np.asarray(x[:, ::2, ::2]) == np.asarray(x[:, ::2, 1::2])) > 0.1   # ties seen
+  np.testing.assert_array_equal(max_unpool(values, idx),
+                                reference.slot_unpool(ref_values, ref_idx))
+
+  def round_trip(pool, unpool):
+    return lambda x: jnp.sum(w * unpool(*pool(x)))
+  ours = jax.grad(round_trip(max_pool_with_argmax, max_unpool))(x)
+  np.testing.assert_array_equal(ours, jax.grad(round_trip(reference.argmax_pool,
+                                                          reference.slot_unpool))(x))

@@ -4,7 +4,8 @@ by the Enhanced SegNet paper for OCT layers.
 Layer names are stable so that Grad-CAM can address any of them:
   enc{i}_conv{j}  encoder level i (0 = full resolution), conv j (0-based), after ReLU
   dec{i}_conv{j}  decoder level i, conv j, after ReLU (dec0_conv1 is the last decoder conv)
-  dec{i}_up       transposed-conv upsampling (only with upsample='transpose')
+  dec{i}_up       transposed-conv upsampling (only with upsample='transpose'; the variables of
+                  nn.ConvTranspose(w, (2, 2), strides=(2, 2)), computed as one matmul)
   head            1x1 conv to the class logits
 """
 
@@ -13,13 +14,17 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from octseg_jax.models.layers import BatchNormReLU, UpConv2x2
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
 UPSAMPLING = ("unpool", "transpose")
 
 
 class ConvBlock(nn.Module):
-  """3x3 conv, optional BatchNorm, ReLU. Its output is what Grad-CAM intercepts."""
+  """3x3 conv, optional BatchNorm, ReLU. Its output is what Grad-CAM intercepts.
+
+  Variables as with nn.Conv (Conv_0) and nn.BatchNorm (BatchNorm_0); BatchNorm and ReLU run as
+  one layer with a hand-written backward pass (models/layers.py)."""
   features: int
   use_batchnorm: bool = True
   dtype: Any = jnp.float32
@@ -27,10 +32,11 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = nn.Conv(self.features, (3, 3), use_bias=not self.use_batchnorm, dtype=self.dtype)(x)
-    if self.use_batchnorm:
-      # Statistics in float32 even under bfloat16 compute.
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
-    return nn.relu(x)
+    if not self.use_batchnorm:
+      return nn.relu(x)
+    # Statistics in float32 even under bfloat16 compute.
+    return BatchNormReLU(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                         name="BatchNorm_0")(x)
 
 
 class SegNet(nn.Module):
@@ -65,8 +71,7 @@ class SegNet(nn.Module):
       if self.upsample == "unpool":
         x = max_unpool(x, indices[i])
       else:
-        x = nn.ConvTranspose(self.widths[i], (2, 2), strides=(2, 2), dtype=self.dtype,
-                             name=f"dec{i}_up")(x)
+        x = UpConv2x2(self.widths[i], self.dtype, name=f"dec{i}_up")(x)
       if self.skip:
         x = jnp.concatenate([x, skips[i]], axis=-1)
       out_width = self.widths[max(i - 1, 0)]

@@ -1,0 +1,53 @@
+"""The plain formulations that the fast layers replace, kept as references for the equality
+tests (tests/test_layers.py, tests/test_pooling.py) and the A/B benchmark
+(benchmarks/ab_layers.py). Not used by training or inference.
+"""
+
+import contextlib
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from octseg_jax.models import segnet
+
+
+def argmax_pool(x):
+  """2x2 max pool with argmax as a transposed trailing window axis of 4 and jnp.argmax."""
+  b, h, w, c = x.shape
+  win = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(
+      b, h // 2, w // 2, c, 4)
+  idx = jnp.argmax(win, axis=-1)
+  return jnp.take_along_axis(win, idx[..., None], axis=-1)[..., 0], idx.astype(jnp.int8)
+
+
+def slot_unpool(values, idx):
+  """Unpooling through a trailing axis of 4 slots, transposed back to [B, 2h, 2w, C]."""
+  b, h, w, c = values.shape
+  win = jnp.where(idx[..., None] == jnp.arange(4, dtype=idx.dtype).reshape(1, 1, 1, 1, 4),
+                  values[..., None], jnp.zeros((), values.dtype))
+  return win.reshape(b, h, w, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, c)
+
+
+def flax_conv_transpose(features, dtype, name):
+  return nn.ConvTranspose(features, (2, 2), strides=(2, 2), dtype=dtype, name=name)
+
+
+def flax_batchnorm_relu(use_running_average, momentum, dtype, name):
+  bn = nn.BatchNorm(use_running_average=use_running_average, momentum=momentum, dtype=dtype,
+                    name=name)
+  return lambda x: nn.relu(bn(x))
+
+
+@contextlib.contextmanager
+def plain_segnet():
+  """Within the block, SegNet modules built (and applied) use the plain Flax layers and the
+  argmax pooling: same variable names, so the same checkpoints."""
+  saved = {k: getattr(segnet, k) for k in
+           ("UpConv2x2", "BatchNormReLU", "max_pool_with_argmax", "max_unpool")}
+  segnet.UpConv2x2, segnet.BatchNormReLU = flax_conv_transpose, flax_batchnorm_relu
+  segnet.max_pool_with_argmax, segnet.max_unpool = argmax_pool, slot_unpool
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      setattr(segnet, k, v)

@@ -1,0 +1,138 @@
+"""The fast layers of models/layers.py equal the plain Flax layers they replace: same variables
+(tree and initial values), same outputs, same gradients (float64, rtol 1e-10, or float32 at
+rtol 1e-5), and the whole SegNet equals one built from the plain Flax layers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from octseg_jax.models import layers, reference, segnet
+
+
+def _rand(shape, seed, dtype=np.float64):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape).astype(dtype))
+
+
+def _close(a, b, rtol):
+  """Every leaf of trees a and b equal to rtol of the leaf's largest magnitude."""
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    assert u.shape == v.shape
+    np.testing.assert_allclose(u, v, rtol=0, atol=rtol * max(np.abs(v).max(), 1e-30))
+
+
+def test_upconv_equals_conv_transpose_variables_values_and_gradients():
+  with jax.enable_x64(True):
+    x = _rand((2, 3, 5, 4), 0)                                  # [B, h, w, C]
+    fast = layers.UpConv2x2(6, jnp.float64)
+    plain = nn.ConvTranspose(6, (2, 2), strides=(2, 2), dtype=jnp.float64)
+    v_fast, v_plain = fast.init(jax.random.key(3), x), plain.init(jax.random.key(3), x)
+    assert jax.tree.map(jnp.shape, v_fast) == jax.tree.map(jnp.shape, v_plain)
+    _close(v_fast, v_plain, 0)                                  # same initial values
+    v = {"params": {"kernel": _rand((2, 2, 4, 6), 1), "bias": _rand((6,), 2)}}
+    w = _rand((2, 6, 10, 6), 4)
+    y = fast.apply(v, x)
+    assert y.shape == (2, 6, 10, 6)
+    # Hand-computed: output pixel (2i + a, 2j + b) is x[i, j] @ kernel[1 - a, 1 - b] + bias.
+    k, b = v["params"]["kernel"], v["params"]["bias"]
+    np.testing.assert_allclose(y[1, 2 * 2 + 1, 2 * 4 + 0], x[1, 2, 4] @ k[0, 1] + b, rtol=1e-12)
+    _close(y, plain.apply(v, x), 1e-12)
+
+    def loss(module):
+      return lambda v, x: jnp.sum(w * jnp.sin(module.apply(v, x)))
+    _close(jax.grad(loss(fast), (0, 1))(v, x), jax.grad(loss(plain), (0, 1))(v, x), 1e-10)
+
+
+def _plain_bn_relu(x, scale, bias, eps=1e-5):
+  mean = jnp.mean(x, (0, 1, 2))
+  var = jnp.mean(jnp.square(x - mean.reshape(1, 1, 1, -1)), (0, 1, 2))
+  z = (x - mean.reshape(1, 1, 1, -1)) / jnp.sqrt(var.reshape(1, 1, 1, -1) + eps)
+  return jnp.maximum(z * scale.reshape(1, 1, 1, -1) + bias.reshape(1, 1, 1, -1), 0), mean, var
+
+
+def test_batchnorm_relu_train_values_and_gradients_of_all_outputs():
+  """Against the two-pass textbook formula by autodiff, with a loss that uses y, mean and var
+  (so the hand-written backward pass is checked for every output)."""
+  with jax.enable_x64(True):
+    x = _rand((3, 4, 5, 6), 0) * 2 + 1
+    scale, bias = _rand((6,), 1), _rand((6,), 2)
+    w, wm, wv = _rand((3, 4, 5, 6), 3), _rand((6,), 4), _rand((6,), 5)
+
+    def loss(f):
+      def run(x, scale, bias):
+        y, mean, var = f(x, scale, bias)
+        return jnp.sum(w * y) + jnp.sum(wm * mean) + jnp.sum(wv * jnp.sin(var))
+      return run
+    fast = lambda x, s, b: layers.batchnorm_relu_train(x, s, b, 1e-5)  # noqa: E731
+    _close(fast(x, scale, bias), _plain_bn_relu(x, scale, bias), 1e-12)
+    assert np.mean(np.asarray(fast(x, scale, bias)[0]) == 0) > 0.2   # the ReLU mask matters
+    _close(jax.grad(loss(fast), (0, 1, 2))(x, scale, bias),
+           jax.grad(loss(_plain_bn_relu), (0, 1, 2))(x, scale, bias), 1e-10)
+
+
+class _FlaxBNReLU(nn.Module):
+  use_running_average: bool
+  momentum: float
+  dtype: object
+
+  @nn.compact
+  def __call__(self, x):
+    bn = nn.BatchNorm(use_running_average=self.use_running_average, momentum=self.momentum,
+                      dtype=self.dtype, name="inner")
+    return nn.relu(bn(x))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_relu_module_equals_flax_batchnorm_then_relu(train):
+  with jax.enable_x64(True):
+    x = _rand((2, 4, 3, 5), 0) + 0.5
+    fast = layers.BatchNormReLU(use_running_average=not train, momentum=0.9, dtype=jnp.float64)
+    plain = _FlaxBNReLU(not train, 0.9, jnp.float64)
+    v = fast.init(jax.random.key(0), x)
+    v_plain = plain.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, {"params": v["params"], "batch_stats": v["batch_stats"]}) == \
+        jax.tree.map(jnp.shape, {k: v_plain[k]["inner"] for k in ("params", "batch_stats")})
+    v = {"params": {"scale": _rand((5,), 1), "bias": _rand((5,), 2)},
+         "batch_stats": {"mean": _rand((5,), 3), "var": jnp.abs(_rand((5,), 4)) + 0.1}}
+    v_plain = {k: {"inner": v[k]} for k in v}
+    y, upd = fast.apply(v, x, mutable=["batch_stats"])
+    y_plain, upd_plain = plain.apply(v_plain, x, mutable=["batch_stats"])
+    _close(y, y_plain, 1e-12)
+    _close(upd["batch_stats"], upd_plain["batch_stats"]["inner"], 1e-12)
+    w = _rand(x.shape, 5)
+    g = jax.grad(lambda p, x: jnp.sum(w * fast.apply({**v, "params": p}, x,
+                                                     mutable=["batch_stats"])[0]), (0, 1))
+    g_plain = jax.grad(lambda p, x: jnp.sum(w * plain.apply(
+        {**v_plain, "params": {"inner": p}}, x, mutable=["batch_stats"])[0]), (0, 1))
+    gp, gx = g(v["params"], x)
+    gp_plain, gx_plain = g_plain(v["params"], x)
+    _close((gp, gx), (gp_plain, gx_plain), 1e-10)
+
+
+def test_segnet_equals_segnet_of_plain_flax_layers():
+  """With models/reference.py's plain Flax layers and argmax pooling swapped in: same variables
+  (tree, initial values), logits, BatchNorm updates and gradients, float32 at rtol 1e-5 of each
+  tensor's largest magnitude. The transposed-conv + skip variant uses every swapped layer (the
+  unpooling is checked against its reference in tests/test_pooling.py)."""
+  model = segnet.SegNet(widths=(4, 8), num_classes=3, upsample="transpose", skip=True)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 8, 12)).astype(np.float32))
+  w = _rand((2, 8, 12, 3), 1, np.float32)
+
+  def outputs(m):
+    v = m.init(jax.random.key(0), x, train=False)
+
+    def loss(params):
+      logits, upd = m.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                            mutable=["batch_stats"])
+      return jnp.sum(w * logits), (logits, upd)
+    (_, (logits, upd)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(v["params"])
+    return v, logits, upd, grads, jax.jit(lambda v: m.apply(v, x, train=False))(v)
+
+  fast = outputs(model)
+  with reference.plain_segnet():
+    plain = outputs(segnet.SegNet(widths=(4, 8), num_classes=3, upsample="transpose", skip=True))
+  assert jax.tree.structure(fast[0]) == jax.tree.structure(plain[0])
+  for a, b in zip(fast, plain):
+    _close(a, b, 1e-5)
