@@ -33,8 +33,21 @@ def _needs(flag_value, name: str, mode: str):
   return flag_value
 
 
+def start_processes(flags) -> None:
+  """jax.distributed set-up from the flags (before any JAX computation); only training and the
+  benchmark run on several processes."""
+  from octseg_jax import distributed
+  distributed.initialize(flags.distributed, flags.coordinator_address, flags.num_processes,
+                         flags.process_id, flags.distributed_timeout_s)
+  if distributed.process_count() > 1 and flags.mode not in ("train", "benchmark"):
+    raise InputError(f"--mode={flags.mode}: runs on one process; only train and benchmark "
+                     "run on several")
+
+
 def dispatch(flags) -> None:
   mode = flags.mode
+  if hasattr(flags, "distributed"):
+    start_processes(flags)
   if mode in ("train", "benchmark") and flags.config is None:
     raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
   if mode == "train":
