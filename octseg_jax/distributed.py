@@ -83,7 +83,7 @@ def is_writer() -> bool:
 
 
 def _encode(text: str) -> np.ndarray:
-  raw = text.encode("utf-8")[:MESSAGE_BYTES - 1]
+  raw = text.encode("utf-8")[:MESSAGE_BYTES - 1].decode("utf-8", "ignore").encode("utf-8")
   out = np.zeros(MESSAGE_BYTES, np.uint8)
   out[0] = 1 if text else 0
   out[1:1 + len(raw)] = np.frombuffer(raw, np.uint8)
