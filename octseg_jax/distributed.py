@@ -14,6 +14,9 @@ With one process every function here reduces to the plain single-process behavio
 """
 
 import hashlib
+import os
+import sys
+import threading
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -24,6 +27,7 @@ from octseg_jax.errors import InputError
 DISTRIBUTED_MODES = ("off", "auto")
 DEFAULT_TIMEOUT_S = 300
 MESSAGE_BYTES = 1024
+XLA_GRACE_S = 30     # XLA's own join deadline comes this much after ours
 
 
 def initialize(mode: str = "off", coordinator_address: Optional[str] = None,
@@ -64,13 +68,26 @@ def initialize(mode: str = "off", coordinator_address: Optional[str] = None,
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   where = f"--coordinator_address={coordinator_address}" if coordinator_address else \
       "--distributed=auto"
+  who = f"process {process_id} of {num_processes}" if process_id is not None else "this process"
+  message = f"{where}: {who} could not join the run within {timeout_s} s"
+  # XLA aborts the process when joining times out (a C++ fatal error, not an exception):
+  # this watchdog ends it first, with one line and exit status 2, before XLA's own deadline.
+  watchdog = threading.Timer(timeout_s, _exit_with, (message + " (coordinator unreachable or "
+                                                     "not every process started)",))
+  watchdog.daemon = True
+  watchdog.start()
   try:
-    jax.distributed.initialize(initialization_timeout=timeout_s, **kwargs)
+    jax.distributed.initialize(initialization_timeout=timeout_s + XLA_GRACE_S, **kwargs)
   except Exception as e:  # JAX raises RuntimeError/XlaRuntimeError/ValueError here.
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    who = f"process {process_id} of {num_processes}" if process_id is not None else "this process"
-    raise InputError(f"{where}: {who} could not join the run within {timeout_s} s ({first})") \
-        from None
+    raise InputError(f"{message} ({first})") from None
+  finally:
+    watchdog.cancel()
+
+
+def _exit_with(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  os._exit(2)
 
 
 def process_count() -> int:
