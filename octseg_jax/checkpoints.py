@@ -59,7 +59,10 @@ class Checkpoints:
 
   def __init__(self, workdir: str, read_only: bool = False):
     workdir = os.path.abspath(workdir)    # orbax needs absolute paths
-    opts = dict(create=not read_only, read_only=read_only)
+    # Several processes save synchronously: asynchronous saves of two managers deadlocked
+    # at orbax's barriers with 4 processes (jax 0.10.2, orbax 0.12.8).
+    opts = dict(create=not read_only, read_only=read_only,
+                enable_async_checkpointing=jax.process_count() == 1)
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, **opts))

@@ -160,8 +160,11 @@ def run_scenarios(out: str, scenarios: Sequence[str], config: str, epochs: int) 
   reports, references = [], {}
 
   def reference(devices: int) -> str:
+    workdir = os.path.join(out, f"1x{devices}")
+    if devices not in references and os.path.exists(os.path.join(workdir, "log.csv")) and \
+        len(read_log(workdir)) == epochs:      # kept from an earlier call
+      references[devices] = workdir
     if devices not in references:
-      workdir = os.path.join(out, f"1x{devices}")
       t = time.time()
       res = launch(1, train_args(config, workdir, epochs), devices_per_process=devices)
       reports.append(dict(check_run(f"1x{devices}", workdir, res, None, out),
@@ -179,7 +182,9 @@ def run_scenarios(out: str, scenarios: Sequence[str], config: str, epochs: int) 
       after_kill = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
       res = launch(2, train_args(config, workdir, epochs))
       report = check_run(name, workdir, res, os.path.join(out, "2x1"), out)
-      report.update(killed_before_end=killed, checkpoints_after_kill=after_kill)
+      report.update(killed_before_end=killed, checkpoints_after_kill=after_kill,
+                    resumed_after_epoch_1=any(f"resuming {workdir} after epoch 1" in o
+                                              for _, o in res))
     else:
       n, d = (int(v) for v in name.split("x"))
       same_mesh = reference(n * d)
