@@ -83,6 +83,10 @@ def initialize(mode: str = "off", coordinator_address: Optional[str] = None,
     raise InputError(f"{message} ({first})") from None
   finally:
     watchdog.cancel()
+  # The CPU collectives' context is set up by the first collective, with a 30 s deadline for
+  # all processes to arrive: do it now, while they are together, not after compilations
+  # whose length differs between processes.
+  allgather_rows(np.zeros(1, np.int32))
 
 
 def _exit_with(message: str) -> None:
