@@ -103,6 +103,7 @@ def measure(config) -> Dict:
   lowered = step_fn.lower(state, x, y, key)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
+  distributed.barrier("benchmark train step compiled")
   flops = _flops(lowered)
   conv_flops = model_train_step_conv_flops(config.model, batch, shape)   # see flops.py
   holder = {"state": state}
@@ -130,14 +131,15 @@ def measure(config) -> Dict:
   wait_share = max(0.0, 1.0 - n_fed * step["median_s"] / fed)
 
   variables = {"params": holder["state"].params, "batch_stats": holder["state"].batch_stats}
-  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  fwd = distributed.compile_together(jax.jit(lambda v, x: model.apply(v, x, train=False)),
+                                     variables, x)
   forward = time_fn(lambda: fwd(variables, x).block_until_ready(), bench.steps, bench.warmup)
 
   def loss_eval(p, x, y):
     return task.train_loss(model.apply({"params": p, "batch_stats": variables["batch_stats"]},
                                        x, train=False), y)
 
-  fwd_bwd = jax.jit(jax.grad(loss_eval))
+  fwd_bwd = distributed.compile_together(jax.jit(jax.grad(loss_eval)), variables["params"], x, y)
   fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x, y)), bench.steps,
                bench.warmup)
   result = {
@@ -163,8 +165,8 @@ def measure(config) -> Dict:
   }
   if bench.explain:
     layers = tuple(config.explain.layers)
-    explain_fn = jax.jit(lambda v, x: gradcam.explain_batch(model, v, x, layers,
-                                                            config.explain.method, "all"))
+    explain_fn = distributed.compile_together(jax.jit(lambda v, x: gradcam.explain_batch(
+        model, v, x, layers, config.explain.method, "all")), variables, x)
     ex = time_fn(lambda: jax.block_until_ready(explain_fn(variables, x)), bench.steps,
                  bench.warmup)
     result.update(explain_all_classes_s=ex["median_s"],

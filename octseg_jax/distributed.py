@@ -14,6 +14,7 @@ With one process every function here reduces to the plain single-process behavio
 """
 
 import hashlib
+import itertools
 import os
 import sys
 import threading
@@ -211,8 +212,22 @@ def replicate(tree: Any, sharding) -> Any:
   return jax.tree.map(one, tree)
 
 
-def barrier(name: str) -> None:
-  """Waits until every process reaches `name` (nothing with one process)."""
+_BARRIERS = itertools.count()
+
+
+def barrier(name: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
+  """Waits until every process reaches this point (nothing with one process). It is the
+  coordination service's barrier, not a device collective, so it also waits out compilations
+  that take different times in different processes (gloo waits only 30 s for a peer)."""
   if process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+    from jax._src import distributed as jax_distributed
+    jax_distributed.global_state.client.wait_at_barrier(f"octseg {next(_BARRIERS)} {name}",
+                                                        timeout_s * 1000)
+
+
+def compile_together(jitted, *args):
+  """`jitted` compiled for `args` on every process, then a barrier, so that the first run's
+  collectives find every process ready. Returns the compiled function."""
+  compiled = jitted.lower(*args).compile()
+  barrier("compiled")
+  return compiled

@@ -221,7 +221,22 @@ def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
   run.train_step = jax.jit(make_train_step(model, task, config.data.augment),
                            donate_argnums=(0,), out_shardings=replicated)
   run.eval_fn = jax.jit(make_eval_step(model, task), out_shardings=replicated)
+  if distributed.process_count() > 1:
+    _compile_together(run)
   return run, plateau
+
+
+def _compile_together(run: Run) -> None:
+  """Compiles the train and eval steps ahead of time, then waits for every process (the first
+  collectives of a step time out when processes finish compiling > 30 s apart)."""
+  cfg = run.config.train
+  train_idx = np.zeros(cfg.batch_size, np.int64)
+  key = jax.random.fold_in(jax.random.key(0), 0)
+  run.train_step = distributed.compile_together(
+      run.train_step, run.state, *put_batch(run.train_data, train_idx, run.batch_sharding), key)
+  run.eval_fn = distributed.compile_together(
+      run.eval_fn, run.variables(),
+      *put_batch(run.val_data, np.zeros(cfg.eval_batch_size, np.int64), run.batch_sharding))
 
 
 def train_epoch(run: Run, epoch: int) -> float:
