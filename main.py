@@ -35,6 +35,14 @@ flags.DEFINE_enum("figures", "first", ["none", "first", "all"],
                   "predict: overlay and thickness figures for no scan, the first scan of each "
                   "file, or every scan.")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
+# Several processes (octseg_jax/distributed.py; README "Several machines").
+flags.DEFINE_enum("distributed", "off", ["off", "auto"],
+                  "auto: jax.distributed.initialize() detects the cluster (Slurm, Open MPI).")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (with the next two).")
+flags.DEFINE_integer("num_processes", None, "Number of processes of the run.")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+flags.DEFINE_integer("distributed_timeout_s", 300,
+                     "Seconds to wait for the coordinator and the other processes.")
 
 
 def _fail(message: str):

@@ -14,10 +14,12 @@ from typing import Callable, Dict
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
-from octseg_jax import gradcam, preprocessing, provenance, train
+from octseg_jax import distributed, gradcam, preprocessing, provenance, train
 from octseg_jax.data import pipeline
+from octseg_jax.errors import InputError
 from octseg_jax.flops import model_train_step_conv_flops
 from octseg_jax.io_utils import write_json, write_text
 from octseg_jax.models import create_model
@@ -64,6 +66,21 @@ def peak_memory_bytes():
   return None if not stats else stats.get("peak_bytes_in_use")
 
 
+def _placement(batch: int):
+  """(batch, replicated) placement functions: the default device on one process; on several
+  processes the global batch sharded over all processes' devices (distributed.py)."""
+  if distributed.process_count() == 1:
+    return jnp.asarray, lambda tree: tree
+  mesh = train.make_mesh(0)
+  if batch % mesh.devices.size:
+    raise InputError(f"--config.benchmark.batch_size={batch}: not a multiple of the "
+                           f"{mesh.devices.size} devices of all processes")
+  sharded, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  rows = distributed.local_rows(sharded, batch)
+  return (lambda a: distributed.global_batch(sharded, np.asarray(a)[rows], batch),
+          lambda tree: distributed.replicate(tree, replicated))
+
+
 def measure(config) -> Dict:
   """All benchmark numbers for a config (pure measurement; no files)."""
   bench = config.benchmark
@@ -71,10 +88,12 @@ def measure(config) -> Dict:
   shape = model_input_shape(config)
   model = create_model(config.model, config.train.compute_dtype)
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.uniform(size=(batch,) + shape).astype(np.float32))
-  y = jnp.asarray(rng.integers(0, config.model.num_classes, size=(batch,) + shape).astype(np.uint8))
+  put_batch, put_replicated = _placement(batch)
+  x_host = rng.uniform(size=(batch,) + shape).astype(np.float32)
+  y_host = rng.integers(0, config.model.num_classes, size=(batch,) + shape).astype(np.uint8)
+  x, y = put_batch(x_host), put_batch(y_host)
   task = Task.from_config(config)
-  state = train.create_state(config, model, shape, jax.random.key(0))
+  state = put_replicated(train.create_state(config, model, shape, jax.random.key(0)))
   n_params = sum(p.size for p in jax.tree.leaves(state.params))
   key = jax.random.key(1)
 
@@ -84,6 +103,7 @@ def measure(config) -> Dict:
   lowered = step_fn.lower(state, x, y, key)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
+  distributed.barrier("benchmark train step compiled")
   flops = _flops(lowered)
   conv_flops = model_train_step_conv_flops(config.model, batch, shape)   # see flops.py
   holder = {"state": state}
@@ -95,14 +115,14 @@ def measure(config) -> Dict:
   step = time_fn(one_step, bench.steps, bench.warmup)
 
   # Data wait: the same steps fed by the real host pipeline (gather + device_put per batch).
-  data = pipeline.Prepared(np.asarray(x), np.asarray(y), [], np.zeros(batch))
+  data = pipeline.Prepared(x_host, y_host, [], np.zeros(batch))
 
   def fed_steps(n):
     t = time.perf_counter()
     for i in range(n):
       idx = pipeline.epoch_batches(batch, batch, 0, i, shuffle=True)[0]
       xb, yb = pipeline.gather(data, idx)
-      holder["state"], loss = compiled(holder["state"], jax.device_put(xb), jax.device_put(yb), key)
+      holder["state"], loss = compiled(holder["state"], put_batch(xb), put_batch(yb), key)
     loss.block_until_ready()
     return time.perf_counter() - t
 
@@ -111,14 +131,15 @@ def measure(config) -> Dict:
   wait_share = max(0.0, 1.0 - n_fed * step["median_s"] / fed)
 
   variables = {"params": holder["state"].params, "batch_stats": holder["state"].batch_stats}
-  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  fwd = distributed.compile_together(jax.jit(lambda v, x: model.apply(v, x, train=False)),
+                                     variables, x)
   forward = time_fn(lambda: fwd(variables, x).block_until_ready(), bench.steps, bench.warmup)
 
   def loss_eval(p, x, y):
     return task.train_loss(model.apply({"params": p, "batch_stats": variables["batch_stats"]},
                                        x, train=False), y)
 
-  fwd_bwd = jax.jit(jax.grad(loss_eval))
+  fwd_bwd = distributed.compile_together(jax.jit(jax.grad(loss_eval)), variables["params"], x, y)
   fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x, y)), bench.steps,
                bench.warmup)
   result = {
@@ -131,6 +152,9 @@ def measure(config) -> Dict:
       "parameters": int(n_params), "batch": batch, "input_shape": list(shape),
       "compile_s": compile_s, "train_step": step,
       "images_per_s": batch / step["median_s"],
+      "process_count": distributed.process_count(),
+      "local_device_count": jax.local_device_count(),
+      "images_per_s_per_process": batch / step["median_s"] / distributed.process_count(),
       "flops_per_step": flops, "achieved_flops_per_s": flops / step["median_s"],
       "conv_flops_per_step": conv_flops,
       "achieved_conv_flops_per_s": conv_flops / step["median_s"],
@@ -141,8 +165,8 @@ def measure(config) -> Dict:
   }
   if bench.explain:
     layers = tuple(config.explain.layers)
-    explain_fn = jax.jit(lambda v, x: gradcam.explain_batch(model, v, x, layers,
-                                                            config.explain.method, "all"))
+    explain_fn = distributed.compile_together(jax.jit(lambda v, x: gradcam.explain_batch(
+        model, v, x, layers, config.explain.method, "all")), variables, x)
     ex = time_fn(lambda: jax.block_until_ready(explain_fn(variables, x)), bench.steps,
                  bench.warmup)
     result.update(explain_all_classes_s=ex["median_s"],
@@ -154,6 +178,9 @@ def measure(config) -> Dict:
 def format_table(r: Dict) -> str:
   rows = [
       ("device", f"{r['device_kind']} x{r['device_count']} ({r['platform']}), jax {r['jax']}"),
+      ("processes", f"{r.get('process_count', 1)} ({r.get('local_device_count', 1)} devices "
+                    f"each), {r.get('images_per_s_per_process', r['images_per_s']):.1f} "
+                    "images/s per process"),
       ("model", f"{r['parameters'] / 1e6:.2f}M params, widths {list(r['model']['widths'])}, "
                 f"{r['compute_dtype']}"),
       ("input", f"batch {r['batch']} x {r['input_shape'][0]}x{r['input_shape'][1]}"),
@@ -181,6 +208,8 @@ def run(config, output_dir: str) -> Dict:
   """measure() and write benchmark.json, the resolved config.json and provenance.json."""
   start = time.perf_counter()
   result = measure(config)
+  if not distributed.is_writer():   # one writer: process 0 reports and writes the files
+    return result
   print(format_table(result))
   os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, "benchmark.json")

@@ -58,7 +58,10 @@ class Checkpoints:
 
   def __init__(self, workdir: str, read_only: bool = False):
     workdir = os.path.abspath(workdir)    # orbax needs absolute paths
-    opts = dict(create=not read_only, read_only=read_only)
+    # Several processes save synchronously: asynchronous saves of two managers deadlocked
+    # at orbax's barriers with 4 processes (jax 0.10.2, orbax 0.12.8).
+    opts = dict(create=not read_only, read_only=read_only,
+                enable_async_checkpointing=jax.process_count() == 1)
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, **opts),
@@ -108,10 +111,14 @@ def restore_newest(manager: ocp.CheckpointManager, abstract: Any,
 
 def move_to(manager: ocp.CheckpointManager, step: int, folder: str) -> None:
   """Moves one checkpoint out of the manager's folder into `folder` (nothing is deleted)."""
-  os.makedirs(folder, exist_ok=True)
   name = os.path.basename(str(manager.directory))
-  shutil.move(os.path.join(str(manager.directory), str(step)),
-              os.path.join(folder, f"{name}_{step}"))
+  if jax.process_index() == 0:     # one mover when several processes share the workdir
+    os.makedirs(folder, exist_ok=True)
+    shutil.move(os.path.join(str(manager.directory), str(step)),
+                os.path.join(folder, f"{name}_{step}"))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"move_to {name} {step}")
   manager.reload()
 
 
@@ -123,8 +130,19 @@ def drop_after(manager: ocp.CheckpointManager, epoch: int) -> None:
       manager.delete(step)
 
 
+def on_first_device(abstract: Any) -> Any:
+  """Restore targets on this process's first device. Without a sharding in the target orbax
+  reuses the saved one, which fails for a checkpoint written on other devices (several
+  devices or processes)."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=device),
+                      abstract)
+
+
 def restore_best(workdir: str, abstract: Any) -> Tuple[Any, int]:
-  """The best checkpoint's payload, or an InputError if the workdir has none."""
+  """The best checkpoint's payload (on this process's first device), or an InputError if the
+  workdir has none."""
+  abstract = on_first_device(abstract)
   path = os.path.join(os.path.abspath(workdir), "best")
   if not os.path.isdir(path):
     raise InputError(f"{workdir}: no best/ checkpoint folder (train first, or check --workdir)")

@@ -49,9 +49,22 @@ def _output_folder(flags, mode: str, workdir: str) -> str:
   return output
 
 
+def start_processes(flags) -> None:
+  """jax.distributed set-up from the flags (before any JAX computation); only training and the
+  benchmark run on several processes."""
+  from octseg_jax import distributed
+  distributed.initialize(flags.distributed, flags.coordinator_address, flags.num_processes,
+                         flags.process_id, flags.distributed_timeout_s)
+  if distributed.process_count() > 1 and flags.mode not in ("train", "benchmark"):
+    raise InputError(f"--mode={flags.mode}: runs on one process; only train and benchmark "
+                     "run on several")
+
+
 def dispatch(flags, override_args=()) -> None:
   """Runs flags.mode. override_args: the `--config.FIELD=VALUE` args of eval/predict/explain."""
   mode = flags.mode
+  if hasattr(flags, "distributed"):
+    start_processes(flags)
   if mode in ("train", "benchmark"):
     if flags.config is None:
       raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from octseg_jax import distributed
 from octseg_jax import hooks as hooks_lib
 from octseg_jax import config_checks, optim, provenance
 from octseg_jax import workdir as workdir_lib
@@ -42,12 +43,8 @@ class TrainingDiverged(InputError):
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
-  devices = jax.devices()
-  if num_devices:
-    if num_devices > len(devices):
-      raise InputError(f"--config.train.num_devices={num_devices}: only {len(devices)} "
-                       "devices are available")
-    devices = devices[:num_devices]
+  """The data-parallel mesh: all global devices in process order (distributed.mesh_devices)."""
+  devices = distributed.mesh_devices(jax.devices(), num_devices, jax.process_count())
   return Mesh(np.array(devices), ("data",))
 
 
@@ -86,12 +83,20 @@ def make_eval_step(model, task: Task):
   return eval_step
 
 
+def put_batch(data: pipeline.Prepared, idx: np.ndarray, sharding) -> Tuple[jax.Array, jax.Array]:
+  """The global batch of scan indices `idx` [B] as arrays sharded on the batch axis; this
+  process gathers only its own rows (all of them with one process)."""
+  rows = distributed.local_rows(sharding, len(idx))
+  x, y = pipeline.gather(data, idx[rows])
+  return (distributed.global_batch(sharding, x, len(idx)),
+          distributed.global_batch(sharding, y, len(idx)))
+
+
 def evaluate(eval_fn, variables, data: pipeline.Prepared, batch_size: int, sharding) -> Dict:
-  """The task's sums accumulated (float64) over a whole split."""
+  """The task's sums accumulated (float64) over a whole split (all processes' rows)."""
   totals = None
   for idx in pipeline.epoch_batches(len(data), batch_size, 0, 0, shuffle=False):
-    x, y = pipeline.gather(data, idx)
-    out = eval_fn(variables, jax.device_put(x, sharding), jax.device_put(y, sharding))
+    out = eval_fn(variables, *put_batch(data, idx, sharding))
     out = jax.tree.map(lambda a: np.asarray(a, np.float64), out)
     totals = out if totals is None else jax.tree.map(np.add, totals, out)
   return totals
@@ -135,10 +140,17 @@ def _shardings(config) -> Tuple[NamedSharding, NamedSharding]:
   return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
+def say(message: str) -> None:
+  """Prints on process 0 only (every process computes the same; one of them speaks)."""
+  if distributed.is_writer():
+    print(message, flush=True)
+
+
 def _restore(run: Run, plateau) -> None:
   """Resumes `run` from its newest readable checkpoint, if any. Best checkpoints of epochs
   after the resume point are deleted when they will be recomputed exactly (a clean resume)
-  and moved aside, never deleted, when a damaged checkpoint forced an earlier start."""
+  and moved aside, never deleted, when a damaged checkpoint forced an earlier start.
+  Every process takes part (orbax coordinates the reads and deletions)."""
   quarantine = os.path.join(run.workdir, "damaged_checkpoints")
   abstract = train_payload(run.state, run.plateau_state, run.loop)
   restored, epoch, damaged = restore_newest(run.ckpt.latest, abstract, quarantine)
@@ -146,8 +158,8 @@ def _restore(run: Run, plateau) -> None:
     for step in run.ckpt.best.all_steps():
       if step > epoch:
         move_to(run.ckpt.best, step, quarantine)
-        print(f"warning: best checkpoint of epoch {step} moved to {quarantine} "
-              f"(training restarts after epoch {epoch})")
+        say(f"warning: best checkpoint of epoch {step} moved to {quarantine} "
+            f"(training restarts after epoch {epoch})")
   drop_after(run.ckpt.latest, epoch)
   drop_after(run.ckpt.best, epoch)
   if restored is None:
@@ -159,12 +171,19 @@ def _restore(run: Run, plateau) -> None:
   best_path = os.path.join(run.workdir, "best_val_metrics.json")
   if os.path.exists(best_path):
     run.best = workdir_lib.read_json(best_path)
-  print(f"resuming {run.workdir} after epoch {epoch}")
+  say(f"resuming {run.workdir} after epoch {epoch}")
+
+
+def _host_values(tree):
+  """numpy copies of a pytree: the small loop states kept on the host, so that every process
+  holds them the same way (orbax writes numpy leaves once, from process 0)."""
+  return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
 def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
   """Builds model, task, state, checkpoints and log for `workdir` and resumes it. The workdir
-  must be locked by the caller."""
+  must be locked by the caller. On several processes, every process calls it; process 0
+  writes the files."""
   train_data, val_data, record = data
   batch_sharding, replicated = _shardings(config)
   model = create_model(config.model, config.train.compute_dtype)
@@ -173,19 +192,40 @@ def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
   steps = len(pipeline.epoch_batches(len(train_data), config.train.batch_size, 0, 0, False))
   state = create_state(config, model, record["input_shape"], init_key, steps)
   plateau = optim.make_plateau(config.train)
-  write_json(os.path.join(workdir, "split.json"), record)
-  workdir_lib.write_config(workdir, config)
+
+  def write_files():
+    write_json(os.path.join(workdir, "split.json"), record)
+    workdir_lib.write_config(workdir, config)
+
+  distributed.on_writer(write_files)
   ckpt = Checkpoints(workdir)
-  run = Run(config, workdir, model, task, train_data, val_data, state,
-            plateau.init(jnp.zeros(())), optim.LoopState.initial(), ckpt, None,
-            batch_sharding, replicated)
+  run = Run(config, workdir, model, task, train_data, val_data,
+            distributed.replicate(state, replicated), _host_values(plateau.init(jnp.zeros(()))),
+            optim.LoopState.initial(), ckpt, None, batch_sharding, replicated)
   _restore(run, plateau)
-  run.log = hooks_lib.MetricsLog(workdir, int(run.loop.epoch))
-  run.state = jax.device_put(run.state, replicated)
+  run.plateau_state = _host_values(run.plateau_state)
+  if distributed.is_writer():
+    run.log = hooks_lib.MetricsLog(workdir, int(run.loop.epoch))
+  run.state = distributed.replicate(run.state, replicated)
   run.train_step = jax.jit(make_train_step(model, task, config.data.augment),
-                           donate_argnums=(0,))
-  run.eval_fn = jax.jit(make_eval_step(model, task))
+                           donate_argnums=(0,), out_shardings=replicated)
+  run.eval_fn = jax.jit(make_eval_step(model, task), out_shardings=replicated)
+  if distributed.process_count() > 1:
+    _compile_together(run)
   return run, plateau
+
+
+def _compile_together(run: Run) -> None:
+  """Compiles the train and eval steps ahead of time, then waits for every process (the first
+  collectives of a step time out when processes finish compiling > 30 s apart)."""
+  cfg = run.config.train
+  train_idx = np.zeros(cfg.batch_size, np.int64)
+  key = jax.random.fold_in(jax.random.key(0), 0)
+  run.train_step = distributed.compile_together(
+      run.train_step, run.state, *put_batch(run.train_data, train_idx, run.batch_sharding), key)
+  run.eval_fn = distributed.compile_together(
+      run.eval_fn, run.variables(),
+      *put_batch(run.val_data, np.zeros(cfg.eval_batch_size, np.int64), run.batch_sharding))
 
 
 def train_epoch(run: Run, epoch: int) -> float:
@@ -197,20 +237,18 @@ def train_epoch(run: Run, epoch: int) -> float:
   epoch_key = jax.random.fold_in(aug_key, epoch)
   slow = not run.epoch_seconds or run.epoch_seconds[-1] > SLOW_EPOCH_S
   progress = Progress(len(batches), f"epoch {epoch}", unit="step", leave=False) \
-      if slow and len(batches) > 1 else None
+      if slow and len(batches) > 1 and distributed.is_writer() else None
   step_losses = []
   for step, idx in enumerate(batches):
-    x, y = pipeline.gather(run.train_data, idx)
-    run.state, loss = run.train_step(run.state, jax.device_put(x, run.batch_sharding),
-                                     jax.device_put(y, run.batch_sharding),
-                                     jax.random.fold_in(epoch_key, step))
+    x, y = put_batch(run.train_data, idx, run.batch_sharding)
+    run.state, loss = run.train_step(run.state, x, y, jax.random.fold_in(epoch_key, step))
     step_losses.append(loss)
     if progress:
       loss.block_until_ready()
       progress.update()
   if progress:
     progress.close()
-  step_losses = np.asarray(jax.device_get(jnp.stack(step_losses)))
+  step_losses = np.array([float(loss) for loss in step_losses])
   bad = np.nonzero(~np.isfinite(step_losses))[0]
   if bad.size:
     raise TrainingDiverged(
@@ -224,15 +262,16 @@ def end_epoch(run: Run, plateau, epoch: int, val_loss: float) -> bool:
   """Schedule, early stopping and checkpoints after an epoch; whether it improved."""
   train_cfg = run.config.train
   if train_cfg.schedule == "plateau":
-    _, run.plateau_state = plateau.update(jnp.zeros(()), run.plateau_state, value=val_loss)
+    _, plateau_state = plateau.update(jnp.zeros(()), run.plateau_state, value=val_loss)
+    run.plateau_state = _host_values(plateau_state)
     lr = train_cfg.learning_rate * float(run.plateau_state.scale)
-    run.state = run.state.replace(opt_state=jax.device_put(
+    run.state = run.state.replace(opt_state=distributed.replicate(
         optim.with_learning_rate(run.state.opt_state, lr), run.replicated))
   run.loop, improved = run.loop.after_epoch(val_loss, train_cfg.min_delta,
                                             train_cfg.early_stopping_patience)
   if int(run.loop.stopped):
-    print(f"early stopping after epoch {epoch}: no validation improvement in "
-          f"{train_cfg.early_stopping_patience} epochs")
+    say(f"early stopping after epoch {epoch}: no validation improvement in "
+        f"{train_cfg.early_stopping_patience} epochs")
   if improved:
     run.ckpt.save(run.ckpt.best, epoch, inference_payload(run.state.params,
                                                           run.state.batch_stats))
@@ -251,55 +290,97 @@ def epoch_line(row: Dict, num_epochs: int, eta_s: float, improved: bool) -> str:
           + ("  *best" if improved else ""))
 
 
+def metrics_row(epoch: int, lr: float, train_loss: float, val: Dict, seconds: float) -> Dict:
+  """One epoch's row of log.csv and TensorBoard (keys are the column names)."""
+  return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val["loss"],
+          "val_accuracy": val["paper"]["accuracy"],
+          "val_dice": val["paper"]["global_dice_soft"],
+          "val_iou": val["paper"]["global_iou_soft"],
+          "val_mean_layer_dice": val["literature"]["mean_layer_dice"],
+          "seconds": round(seconds, 3)}
+
+
+def _hook_context(run: Run) -> hooks_lib.Context:
+  """What hooks see. On several processes the variables are handed over as host copies: the
+  hooks run on process 0 alone, so they must not compute on arrays spread over processes."""
+  variables = run.variables if distributed.process_count() == 1 else \
+      (lambda: jax.device_get(run.variables()))
+  return hooks_lib.Context(run.workdir, run.config, run.model, run.val_data, run.log, variables)
+
+
+def run_epochs(run: Run, plateau, hooks) -> None:
+  """The epoch loop until the run is finished (every process; process 0 writes and hooks)."""
+  config, workdir = run.config, run.workdir
+  ctx = _hook_context(run) if distributed.is_writer() else None
+  distributed.on_writer(lambda: [hook.start(ctx) for hook in hooks])
+  while not run.finished():
+    epoch, start = int(run.loop.epoch) + 1, time.time()
+    lr = optim.current_learning_rate(run.state.opt_state)
+    train_loss = train_epoch(run, epoch)
+    sums = evaluate(run.eval_fn, run.variables(), run.val_data,
+                    config.train.eval_batch_size, run.batch_sharding)
+    val = run.task.split_metrics(sums)
+    improved = end_epoch(run, plateau, epoch, val["loss"])
+    if improved:
+      run.best = dict(val, epoch=epoch)
+    run.epoch_seconds.append(time.time() - start)
+    row = metrics_row(epoch, lr, train_loss, val, run.epoch_seconds[-1])
+    eta = np.mean(run.epoch_seconds[-5:]) * (config.train.num_epochs - epoch)
+
+    def write_epoch():
+      if improved:
+        write_json(os.path.join(workdir, "best_val_metrics.json"), run.best)
+      run.log.write(row)
+      for hook in hooks:
+        hook.end_epoch(ctx, epoch, row)
+      print(epoch_line(row, config.train.num_epochs, eta, improved), flush=True)
+
+    distributed.on_writer(write_epoch)
+  distributed.on_writer(lambda: [hook.end(ctx) for hook in hooks])
+
+
+def _check_and_load(config, workdir: str):
+  """The checks before anything is written, on every process: names, the same config on every
+  process, the rerun check (process 0, verdict shared), the data (each process)."""
+  config_checks.validate(config, check_files=False)    # before anything is touched
+  distributed.check_same_config(workdir_lib.config_to_json(config))
+  allowed = distributed.on_writer(lambda: workdir_lib.check_rerun(workdir, config))
+  data = distributed.run_agreed(lambda: pipeline.build(config))
+  if allowed:
+    print(f"resuming with changed settings: {', '.join(allowed)}")
+  return data
+
+
 def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
   """Trains (or resumes) in `workdir`; returns the best epoch's validation metrics.
 
   Nothing is written before the config check, the data and the lock have succeeded, so a
-  refused run leaves no trace.
+  refused run leaves no trace. On several processes (distributed.initialize first) every
+  process calls this with the same config and workdir (a shared filesystem).
   """
   wall_start = time.time()
-  config_checks.validate(config, check_files=False)    # before anything is touched
-  allowed = workdir_lib.check_rerun(workdir, config)
-  data = pipeline.build(config)
-  if allowed:
-    print(f"resuming with changed settings: {', '.join(allowed)}")
-  os.makedirs(workdir, exist_ok=True)
-  with workdir_lib.WorkdirLock(workdir):
+  data = _check_and_load(config, workdir)
+  lock = workdir_lib.WorkdirLock(workdir)
+
+  def take_lock():
+    os.makedirs(workdir, exist_ok=True)
+    lock.acquire()
+
+  distributed.on_writer(take_lock)
+  run = None
+  try:
     run, plateau = start_run(config, workdir, data)
     hooks = hooks_lib.default_hooks() if hooks is None else hooks
-    ctx = hooks_lib.Context(workdir, config, run.model, run.val_data, run.log, run.variables)
-    try:
-      for hook in hooks:
-        hook.start(ctx)
-      while not run.finished():
-        epoch, start = int(run.loop.epoch) + 1, time.time()
-        lr = optim.current_learning_rate(run.state.opt_state)
-        train_loss = train_epoch(run, epoch)
-        sums = evaluate(run.eval_fn, run.variables(), run.val_data,
-                        config.train.eval_batch_size, run.batch_sharding)
-        val = run.task.split_metrics(sums)
-        improved = end_epoch(run, plateau, epoch, val["loss"])
-        if improved:
-          run.best = dict(val, epoch=epoch)
-          write_json(os.path.join(workdir, "best_val_metrics.json"), run.best)
-        run.epoch_seconds.append(time.time() - start)
-        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val["loss"],
-               "val_accuracy": val["paper"]["accuracy"],
-               "val_dice": val["paper"]["global_dice_soft"],
-               "val_iou": val["paper"]["global_iou_soft"],
-               "val_mean_layer_dice": val["literature"]["mean_layer_dice"],
-               "seconds": round(run.epoch_seconds[-1], 3)}
-        run.log.write(row)
-        for hook in hooks:
-          hook.end_epoch(ctx, epoch, row)
-        eta = np.mean(run.epoch_seconds[-5:]) * (config.train.num_epochs - epoch)
-        print(epoch_line(row, config.train.num_epochs, eta, improved), flush=True)
-      for hook in hooks:
-        hook.end(ctx)
-      provenance.write(workdir, config, wall_time_s=time.time() - wall_start,
-                       extra={"mode": "train", "epochs": int(run.loop.epoch)})
-    finally:   # also on divergence or interruption: finish pending saves
+    run_epochs(run, plateau, hooks if distributed.is_writer() else [])
+    distributed.on_writer(lambda: provenance.write(
+        workdir, config, wall_time_s=time.time() - wall_start,
+        extra={"mode": "train", "epochs": int(run.loop.epoch),
+               "processes": distributed.process_count()}))
+  finally:   # also on divergence or interruption: finish pending saves
+    if run is not None:
       run.ckpt.wait()
       run.ckpt.close()
-      run.log.close()
+      if run.log is not None:
+        run.log.close()
+    lock.release()
   return run.best
