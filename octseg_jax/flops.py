@@ -91,9 +91,11 @@ def model_train_step_conv_flops(model_config, batch: int, input_hw: Tuple[int, i
 
 
 def _conv_equations(jaxpr):
-  """Every conv_general_dilated equation of a jaxpr, nested jaxprs included."""
+  """Every conv_general_dilated and dot_general equation of a jaxpr, nested jaxprs included
+  (the model's 2x2 transposed convolution runs as one matmul, models/layers.py; the SegNet has
+  no other matmul)."""
   for eqn in jaxpr.eqns:
-    if eqn.primitive is lax.conv_general_dilated_p:
+    if eqn.primitive in (lax.conv_general_dilated_p, lax.dot_general_p):
       yield eqn
     for param in eqn.params.values():
       for sub in param if isinstance(param, (list, tuple)) else (param,):
@@ -103,7 +105,7 @@ def _conv_equations(jaxpr):
 
 
 def xla_conv_flops(fn: Callable, *args) -> float:
-  """XLA's cost-analysis FLOPs of the convolutions alone in fn(*args).
+  """XLA's cost-analysis FLOPs of the convolutions (and matmuls) alone in fn(*args).
 
   args may be jax.ShapeDtypeStruct pytrees: nothing runs. Each convolution of fn's jaxpr is
   lowered on its own (current backend, before optimisation) and its "flops" summed; other
@@ -112,9 +114,9 @@ def xla_conv_flops(fn: Callable, *args) -> float:
   total, seen = 0.0, {}
   for eqn in _conv_equations(jax.make_jaxpr(fn)(*args).jaxpr):
     avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
-    key = repr((avals, sorted(eqn.params.items())))
+    key = repr((eqn.primitive, avals, sorted(eqn.params.items())))
     if key not in seen:                    # a step repeats shapes; lower each kind once
-      one = jax.jit(lambda lhs, rhs, p=eqn.params: lax.conv_general_dilated_p.bind(lhs, rhs, **p))
+      one = jax.jit(lambda lhs, rhs, p=eqn.params, prim=eqn.primitive: prim.bind(lhs, rhs, **p))
       cost = one.lower(*avals).cost_analysis()
       seen[key] = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
     total += seen[key]
