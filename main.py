@@ -24,9 +24,13 @@ flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
 flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image, or folder.")
 flags.DEFINE_string("output", None, "eval/predict/explain: output folder (default: workdir).")
 flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdir config's).")
-flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp"], "explain: method.")
+flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp", "ablation"],
+                  "explain: method.")
 flags.DEFINE_enum("cam_target", None, ["all", "predicted", "box"], "explain: pixel set M.")
 flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")
+flags.DEFINE_enum("cam_faithfulness", "none", ["none", "deletion", "road", "all"],
+                  "explain: removal curves (deletion, ROAD, or both) per scan and layer.")
+flags.DEFINE_bool("cam_sanity", False, "explain: weight-randomisation check (first scan).")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 
 

@@ -70,7 +70,8 @@ def dispatch(flags) -> None:
       if len(box) != 4:
         raise InputError(f"--cam_box: expected row0,col0,row1,col1, got {len(box)} values")
     explain.run(workdir, _needs(flags.input, "input", mode), output, flags.cam_layers,
-                flags.cam_method, flags.cam_target, box)
+                flags.cam_method, flags.cam_target, box,
+                getattr(flags, "cam_faithfulness", "none"), getattr(flags, "cam_sanity", False))
 
 
 def run(flags) -> int:

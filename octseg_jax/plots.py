@@ -156,25 +156,29 @@ def cam_grid(image: np.ndarray, maps: np.ndarray, alpha: float = 0.5) -> np.ndar
   return np.concatenate(tiles, axis=1).astype(np.uint8)
 
 
-def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "") -> None:
+def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
+              aspect=None) -> None:
   """Paper Figure 6: the input, then for each explained layer a row of the K class maps
-  (normalised) over the input, with a colour bar."""
+  (normalised) over the input, with a colour bar. aspect: height / width of one image pixel
+  (tiles keep the image's shape); None stretches every tile to the same box."""
   from octseg_jax.data.scans import LAYER_NAMES
   from octseg_jax.io_utils import save_figure
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
-  fig, axes = plt.subplots(len(layers), k + 1, figsize=(2.1 * (k + 1), 1.9 * len(layers) + 0.4),
-                           squeeze=False)
+  tile_h = 1.9 if aspect is None else 2.1 * aspect * image.shape[0] / image.shape[1] + 0.25
+  fig, axes = plt.subplots(len(layers), k + 1, squeeze=False,
+                           figsize=(2.1 * (k + 1), tile_h * len(layers) + 0.6))
+  aspect = "auto" if aspect is None else aspect
   im = None
   for r, layer in enumerate(layers):
-    axes[r, 0].imshow(image, cmap="gray", aspect="auto")
+    axes[r, 0].imshow(image, cmap="gray", aspect=aspect)
     axes[r, 0].set_title("input" if r == 0 else "", fontsize=8)
     axes[r, 0].set_ylabel(layer, fontsize=8)
     for c in range(k):
       ax = axes[r, c + 1]
-      ax.imshow(image, cmap="gray", aspect="auto")
-      im = ax.imshow(layer_maps[layer][c], cmap="jet", alpha=0.5, vmin=0, vmax=1, aspect="auto")
+      ax.imshow(image, cmap="gray", aspect=aspect)
+      im = ax.imshow(layer_maps[layer][c], cmap="jet", alpha=0.5, vmin=0, vmax=1, aspect=aspect)
       if r == 0:
         ax.set_title(LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}", fontsize=8)
     for ax in axes[r]:
