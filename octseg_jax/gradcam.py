@@ -209,7 +209,7 @@ def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: 
                       weights)                                             # [B, K]
 
   def ablated_score(k):
-    delta = -a * jax.nn.one_hot(k, c, dtype=a.dtype)
+    delta = -a * jax.nn.one_hot(k, c, dtype=a.dtype)[None, None, None, :]
     return class_scores(forward_from(model, variables, x, cached, layer, delta), weights)
 
   drops = base[None] - jax.lax.map(ablated_score, jnp.arange(c), batch_size=chunk)  # [C, B, K]
