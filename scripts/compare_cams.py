@@ -118,6 +118,7 @@ def main():
   p.add_argument("--layers", default=",".join(LAYERS))
   p.add_argument("--ablation_layers", default=",".join(LAYERS))
   p.add_argument("--ablation_sanity_layers", default="dec1_conv1,dec0_conv0,dec0_conv1,head")
+  p.add_argument("--sanity_layers", default="", help="limit the sanity check (default: all)")
   a = p.parse_args()
   trained = load_trained(a.workdir)
   scans = load_scans(a.scans)
@@ -133,6 +134,8 @@ def main():
                                                    if l in a.ablation_layers.split(",")]
     sanity_layers = (mlayers if method != "ablation" else
                      [l for l in mlayers if l in a.ablation_sanity_layers.split(",")])
+    if a.sanity_layers:
+      sanity_layers = [l for l in sanity_layers if l in a.sanity_layers.split(",")]
     t0 = time.perf_counter()
     res, timing = method_results(trained, method, mlayers, sanity_layers, scans,
                                  jax.random.key(0))

@@ -10,7 +10,7 @@ import pytest
 from scipy import sparse, stats
 from scipy.sparse import linalg
 
-from octseg_jax import explain, faithfulness, gradcam, preprocessing
+from octseg_jax import explain, explain_report, faithfulness, preprocessing
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_npz
@@ -228,5 +228,6 @@ def test_explain_writes_the_summary_npz_per_scan_and_readable_report(trained_wor
   md = (out / "cam_stats.md").read_text()
   assert "feeds the linear 1x1 head" in md and "## Summary" in md and "ROAD MoRF" in md
   # Without removal or sanity there is no summary object.
-  plain = explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "plain"))
-  assert "summary" not in plain and "road_morf_area" not in plain["mean"]["dec0_conv1"]
+  plain = explain_report.summarise(result["per_scan"], None,
+                                   dict(result["settings"], faithfulness=[]))
+  assert "summary" not in plain
