@@ -25,7 +25,8 @@ flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
 flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image, or folder.")
 flags.DEFINE_string("output", None, "eval/predict/explain: output folder (eval, explain: default a new folder here).")
 flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdir config's).")
-flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp"], "explain: method.")
+flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp", "ablation"],
+                  "explain: method.")
 flags.DEFINE_enum("cam_target", None, ["all", "predicted", "box"], "explain: pixel set M.")
 flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")
 flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's volume.")
@@ -34,6 +35,9 @@ flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea (default: fo
 flags.DEFINE_enum("figures", "first", ["none", "first", "all"],
                   "predict: overlay and thickness figures for no scan, the first scan of each "
                   "file, or every scan.")
+flags.DEFINE_enum("cam_faithfulness", "none", ["none", "deletion", "road", "all"],
+                  "explain: removal curves (deletion, ROAD, or both) per scan and layer.")
+flags.DEFINE_bool("cam_sanity", False, "explain: weight-randomisation check (first scan).")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 # Several processes (octseg_jax/distributed.py; README "Several machines").
 flags.DEFINE_enum("distributed", "off", ["off", "auto"],

@@ -101,7 +101,9 @@ def dispatch(flags, override_args=()) -> None:
                 overrides=overrides)
   elif mode == "explain":
     from octseg_jax import explain
-    explain.run(workdir, _needs(flags.input, "input", mode), output, overrides=overrides)
+    explain.run(workdir, _needs(flags.input, "input", mode), output,
+                faithfulness_flag=getattr(flags, "cam_faithfulness", "none"),
+                sanity=getattr(flags, "cam_sanity", False), overrides=overrides)
 
 
 def _inference_overrides(flags, workdir: str, override_args) -> dict:

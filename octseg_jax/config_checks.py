@@ -140,6 +140,8 @@ CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "explain.target": _one_of(CAM_TARGETS),
     "explain.box": _box,
     "explain.deletion_steps": _int_at_least(1),
+    "explain.road_steps": _int_at_least(1),
+    "explain.road_noise": _number_in(0.0, 1.0, open_low=True),
     "explain.max_scans": _int_at_least(1),
     "benchmark.steps": _int_at_least(1),
     "benchmark.warmup": _int_at_least(0),

@@ -1,24 +1,34 @@
-"""--mode=explain: per-class Grad-CAM maps, Table-3 statistics, localisation and deletion.
+"""--mode=explain: per-class CAMs, Table-3 statistics, and optional faithfulness and sanity checks.
 
-Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x and, per
-layer, raw and normalised maps [K, h, w] at model-input resolution), SCAN_cam.png (paper
-Figure 6), and for the whole run cam_stats.json and cam_stats.md.
+Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x and, per layer,
+raw and normalised maps [K, h, w] at model-input resolution) and SCAN_cam.png (paper Figure 6,
+the model's input band drawn at the scan's aspect ratio), directly in --output; for the whole
+run cam_stats.json and cam_stats.md.
+
+By default only the maps and their statistics are computed (one forward pass and K pullbacks
+per scan). --cam_faithfulness=deletion|road|all adds removal curves (octseg_jax.faithfulness),
+all of a scan's perturbed images scored in batches of classes x steps; --cam_sanity adds the
+weight-randomisation check, once per run on the first explained scan.
 """
 
 import os
-from typing import Dict
+import time
+from typing import Dict, List
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import gradcam, plots, preprocessing
+from octseg_jax import faithfulness, gradcam, plots, preprocessing
 from octseg_jax.data import inputs
-from octseg_jax.data.scans import LAYER_NAMES
 from octseg_jax.errors import InputError
+from octseg_jax.explain_report import stats_markdown, summarise
 from octseg_jax.io_utils import write_json, write_npz, write_text
 from octseg_jax.outputs import RunOutputs, check_output_folder
-from octseg_jax.report import fmt, table
+from octseg_jax.progress import Progress
+
+FAITHFULNESS = ("none", "deletion", "road", "all")
+ROAD_MAX_FRACTION = 0.9     # ROAD needs kept pixels to impute from
 
 
 def model_box(box, placement: preprocessing.Placement):
@@ -36,94 +46,215 @@ def model_box(box, placement: preprocessing.Placement):
   return out
 
 
-class Explainer:
-  """Jitted all-class explanation and deletion scoring for one model and settings."""
+def removal_orders(kind: str, maps: np.ndarray, random_rank: np.ndarray):
+  """Rankings [R, h, w] and, per order, the ranking index of each class's curve.
+  maps [K, h, w]; kind 'road' -> MoRF, LeRF, random; 'deletion' -> map, random."""
+  k = maps.shape[0]
+  if kind == "road":
+    rankings = np.concatenate([maps, -maps, random_rank[None]])
+    return rankings, {"morf": np.arange(k), "lerf": k + np.arange(k), "random": np.full(k, 2 * k)}
+  rankings = np.concatenate([maps, random_rank[None]])
+  return rankings, {"map": np.arange(k), "random": np.full(k, k)}
 
-  def __init__(self, model, variables, layers, method, target, steps: int, seed: int = 0):
+
+def per_image_bytes(model, variables, shape) -> int:
+  """Upper bound of one image's inference memory: every top-level module output kept, plus
+  the removal and imputation buffers."""
+  x = jnp.zeros((1,) + tuple(shape))
+  order = gradcam.top_level_order(model, variables, x)
+  shapes = gradcam.activation_shapes(model, variables, x, order)
+  acts = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in shapes.values())
+  return acts + 8 * int(np.prod(shape)) * 4
+
+
+class Explainer:
+  """Jitted all-class explanation, batched removal scoring and the randomisation check for one
+  model and settings."""
+
+  def __init__(self, model, variables, layers, method, target, deletion_steps: int = 10,
+               road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024,
+               seed: int = 0):
     if method not in gradcam.METHODS:
       raise InputError(f"--cam_method={method}: valid methods are {gradcam.METHODS}")
     if target not in gradcam.TARGETS:
       raise InputError(f"--cam_target={target}: valid targets are {gradcam.TARGETS}")
     self.model, self.variables = model, variables
     self.layers, self.method, self.target = tuple(layers), method, target
-    self.fractions = jnp.linspace(0.0, 1.0, steps + 1)
-    self.seed = seed
+    self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
+                      "road": np.linspace(0.0, ROAD_MAX_FRACTION, int(road_steps) + 1)}
+    self.road_noise, self.batch_mb, self.seed = float(road_noise), float(batch_mb), seed
     self._explain = jax.jit(
         lambda v, x, box: gradcam.explain_batch(model, v, x, self.layers, method, target, box),
         static_argnums=2)
-    self._logits = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    self._chunk = jax.jit(self._score_chunk, static_argnums=(0,))
 
-  def explain(self, x: np.ndarray, box=()):
+  def explain(self, x: np.ndarray, box=(), variables=None):
+    """Maps for a batch x [B, h, w] (see gradcam.explain_batch)."""
     try:
-      return self._explain(self.variables, jnp.asarray(x), tuple(box))
+      return self._explain(self.variables if variables is None else variables,
+                           jnp.asarray(x), tuple(box))
     except ValueError as e:
       raise InputError(f"--cam_layers {list(self.layers)}: {e}") from None
 
-  def deletion(self, x: np.ndarray, maps: np.ndarray, weights: np.ndarray, key) -> Dict:
-    """Deletion curves for one scan. x [h, w]; maps [K, h, w]; weights [h, w, K] pixel sets.
-    Pixels are deleted (set to the image mean) in map order and in a random order. Returns per
-    class the score Y^c and the mean class probability over the pixel set, [K, S] each, for
-    both orders, and the relative areas under the probability curves [K]."""
-    k = maps.shape[0]
-    fill = jnp.mean(x)
-    w = jnp.asarray(weights)[None]
-    out = {"fractions": np.asarray(self.fractions)}
-    rand_rank = jax.random.uniform(key, x.shape)
-    for order, rankings in (("map", maps), ("random", [rand_rank] * k)):
-      scores, probs = [], []
-      for c in range(k):
-        imgs = gradcam.deletion_images(jnp.asarray(x), jnp.asarray(rankings[c]),
-                                       self.fractions, fill)
-        logits = self._logits(self.variables, imgs)
-        scores.append(gradcam.class_scores(logits, w)[:, c])
-        probs.append(gradcam.class_probability(logits, w)[:, c])
-      probs = jnp.stack(probs)
-      out[f"{order}_scores"] = np.asarray(jnp.stack(scores))
-      out[f"{order}_probability"] = np.asarray(probs)
-      out[f"{order}_area"] = np.asarray(gradcam.curve_area(self.fractions, probs))
+  def batch_size(self, shape) -> int:
+    """Perturbed images per forward pass under the memory limit explain.removal_batch_mb."""
+    need = per_image_bytes(self.model, self.variables, shape)
+    return max(1, int(self.batch_mb * 2 ** 20 // need))
+
+  def _score_chunk(self, kind, x, rankings, fractions, job_ids, tiebreak, weights, key):
+    """Class probabilities [B, K] of B perturbed images: image b removes the top fractions[b]
+    of rankings[b] from x (deletion: image-mean fill; road: noisy linear imputation)."""
+    removed = jax.vmap(lambda r, f: faithfulness.removal_masks(r, tiebreak, f[None])[0])(
+        rankings, fractions)
+    if kind == "road":
+      keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(job_ids)
+      images = faithfulness.road_impute(x, removed, keys, self.road_noise)
+    else:
+      images = faithfulness.deletion_images(x, removed, jnp.mean(x))
+    logits = self.model.apply(self.variables, images, train=False)
+    return faithfulness.class_probability(logits, weights[None])
+
+  def removal_probabilities(self, kind: str, x, rankings, tiebreak, weights, key,
+                            batch: int) -> np.ndarray:
+    """Probabilities [R, S, K] for every ranking r and removal fraction s > 0, scored `batch`
+    images at a time (the last batch padded so one compilation serves all)."""
+    fractions = self.fractions[kind][1:]
+    jobs = [(r, s) for r in range(len(rankings)) for s in range(len(fractions))]
+    out = np.zeros((len(jobs), weights.shape[-1]), np.float32)
+    for start in range(0, len(jobs), batch):
+      chunk = jobs[start:start + batch]
+      idx = chunk + [chunk[-1]] * (batch - len(chunk))
+      ids = np.arange(start, start + batch)
+      probs = self._chunk(kind, jnp.asarray(x), jnp.asarray(rankings[[r for r, _ in idx]]),
+                          jnp.asarray(fractions[[s for _, s in idx]], jnp.float32),
+                          jnp.asarray(ids, jnp.int32), tiebreak, jnp.asarray(weights), key)
+      out[start:start + len(chunk)] = np.asarray(probs)[:len(chunk)]
+    return out.reshape(len(rankings), len(fractions), -1)
+
+  def removal(self, kind: str, x: np.ndarray, maps: np.ndarray, weights: np.ndarray,
+              base: np.ndarray, key, batch: int = 0, orders=None) -> Dict:
+    """Removal curves of one scan for every class. x [h, w]; maps [K, h, w]; weights [h, w, K];
+    base [K] the unperturbed probabilities; orders: a subset of the kind's orders (default
+    all). Returns per order the curves [K, S + 1] (the first point is `base`) and their areas
+    [K], and the fractions."""
+    k_tie, k_rand, k_noise = jax.random.split(key, 3)
+    tiebreak = jax.random.uniform(k_tie, x.shape)
+    rankings, all_orders = removal_orders(kind, np.asarray(maps),
+                                          np.asarray(jax.random.uniform(k_rand, x.shape)))
+    orders = {o: all_orders[o] for o in (orders or all_orders)}
+    used = np.unique(np.concatenate(list(orders.values())))
+    rankings = rankings[used]
+    orders = {o: np.searchsorted(used, rows) for o, rows in orders.items()}
+    probs = self.removal_probabilities(kind, x, rankings, tiebreak, weights, k_noise,
+                                       batch or self.batch_size(x.shape))
+    classes = np.arange(maps.shape[0])
+    fractions = self.fractions[kind]
+    out = {"fractions": fractions}
+    for order, rows in orders.items():
+      curves = np.concatenate([base[:, None], probs[rows, :, classes]], axis=1)    # [K, S + 1]
+      out[f"{order}_probability"] = curves
+      out[f"{order}_area"] = faithfulness.curve_area(fractions, curves)
     return out
+
+  def sanity(self, x: np.ndarray, box, trained: Dict, region, key) -> Dict:
+    """Spearman correlation [stages, K] per layer and mode between the trained model's raw maps
+    (trained {layer: [K, h, w]}) and the maps after re-initialising module groups: 'cascade'
+    (head, then each block down to the input, cumulatively) and 'independent' (each alone).
+    region: (rows, cols) of the model input that hold the scan."""
+    fresh = self.model.init(key, jnp.asarray(x[None]), train=False)
+    names = [n for n in gradcam.top_level_order(self.model, self.variables, jnp.asarray(x[None]))
+             if n in self.variables["params"]]
+    groups = faithfulness.cascade_groups(names)
+    rows, cols = region
+    result = {"stages": ["+".join(g) for g in groups]}
+    for mode in ("cascade", "independent"):
+      sims = {l: [] for l in self.layers}
+      for i, group in enumerate(groups):
+        modules = [m for g in groups[:i + 1] for m in g] if mode == "cascade" else group
+        out = self.explain(x[None], box, faithfulness.randomised(self.variables, fresh, modules))
+        for l in self.layers:
+          maps = np.asarray(out[l]["raw"][:, 0])
+          sims[l].append([faithfulness.spearman(trained[l][c][:rows, :cols], maps[c][:rows, :cols])
+                          for c in range(maps.shape[0])])
+      for l in self.layers:
+        result.setdefault(l, {})[mode] = np.asarray(sims[l])
+    return result
 
 
 def scan_statistics(out: Dict, layer: str, b: int, regions, valid) -> Dict:
   """Table-3 statistics and localisation for image b of a batch result, one layer."""
   r = out[layer]
   mass, area = gradcam.localisation(r["raw"][:, b], jnp.asarray(regions), jnp.asarray(valid))
-  return {"alpha_mean": np.asarray(jnp.mean(r["alpha"][:, b], axis=-1)),
-          "alpha": np.asarray(r["alpha"][:, b]),
+  alpha = np.asarray(r["alpha"][:, b], np.float64)
+  return {"alpha_mean": alpha.mean(axis=-1), "alpha": alpha,
           "max_raw": np.asarray(jnp.max(r["raw"][:, b], axis=(1, 2))),
-          "mean_norm_intensity": np.asarray(jnp.mean(r["norm"][:, b], axis=(1, 2))),
+          "mean_norm_intensity": np.asarray(r["norm"][:, b], np.float64).mean(axis=(1, 2)),
           "activation_max": float(r["act_max"][b]),
           "mass_in_region": np.asarray(mass), "area_share": np.asarray(area)}
 
 
-def stats_markdown(summary: Dict, settings: Dict) -> str:
-  lines = ["# Grad-CAM statistics", "",
-           f"Method {settings['method']}, target pixel set '{settings['target']}', "
-           f"{settings['scans']} scans from {settings['input']}, checkpoint epoch "
-           f"{settings['epoch']} of {settings['workdir']}. Means over scans.", "",
-           "alpha = mean over channels of the feature-importance weights; max = maximum of the "
-           "raw (unnormalised) map; mean intensity = mean of the [0, 1]-normalised map (the "
-           "paper's eq. 8); in-region = share of the map's mass inside the class's region "
-           f"({settings['region']}) against its share of the area; deletion AUC = area under "
-           "the curve of the class's mean probability over its pixel set, relative to its "
-           "start, while pixels are set to the image mean in map order, against a random order "
-           "(1.0 = never falls; lower = falls faster = more faithful). The class scores Y^c "
-           "along both curves are in cam_stats.json.", ""]
-  for layer, s in summary.items():
-    lines += [f"## {layer} (max activation {fmt(s['activation_max'], 3)})", ""]
-    rows = []
-    for c, name in enumerate(LAYER_NAMES):
-      rows.append([c, name, fmt(s["alpha_mean"][c], 5), fmt(s["max_raw"][c], 4),
-                   fmt(s["mean_norm_intensity"][c], 4), fmt(s["mass_in_region"][c], 3),
-                   fmt(s["area_share"][c], 3), fmt(s["deletion_area"][c], 3),
-                   fmt(s["random_deletion_area"][c], 3)])
-    lines += [table(["class", "region", "alpha (mean)", "max (raw)", "mean intensity",
-                     "in-region", "area share", "deletion AUC", "random AUC"], rows), ""]
-  return "\n".join(lines)
+def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
+  """Maps, statistics and removal curves of one prepared scan."""
+  t0 = time.perf_counter()
+  out = explainer.explain(x[None], sbox)
+  logits = out["logits"]
+  jax.block_until_ready(logits)
+  timing = {"maps_s": time.perf_counter() - t0}
+  pred = np.asarray(jnp.argmax(logits[0], -1))
+  regions = y if y is not None else pred
+  valid = (regions != preprocessing.IGNORE)
+  valid[place.model_rows:], valid[:, place.model_cols:] = False, False
+  weights = np.asarray(gradcam.score_masks(logits, explainer.target, sbox))[0]
+  base = np.asarray(faithfulness.class_probability(logits, weights[None]))[0]
+  stats = {}
+  t0 = time.perf_counter()
+  for layer in explainer.layers:
+    s = scan_statistics(out, layer, 0, regions, valid)
+    maps = np.asarray(out[layer]["norm"][:, 0])
+    for kind in kinds:
+      key, sub = jax.random.split(key)
+      s[kind] = explainer.removal(kind, x, maps, weights, base, sub)
+    stats[layer] = s
+  timing["removal_s"] = time.perf_counter() - t0
+  return {"out": out, "stats": stats, "timing": timing}
+
+
+def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
+               model: str = "") -> None:
+  """SCAN_cam.npz and SCAN_cam.png (the input band at the scan's aspect ratio)."""
+  write_npz(cam_npz, x=x,
+            **{f"{l}_raw": np.asarray(out[l]["raw"][:, 0]) for l in layers},
+            **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
+  rows, cols = place.model_rows, place.model_cols
+  # A model pixel covers band_rows / model_rows scan rows and width / model_cols scan columns.
+  aspect = (place.band_rows / rows) / (place.width / cols)
+  band = (f"model input band: scan rows {place.top}-{place.top + place.band_rows - 1} of "
+          f"{place.height}, all {place.width} columns, at the scan's aspect ratio")
+  plots.cam_panel(cam_png, x[:rows, :cols],
+                  {l: np.asarray(out[l]["norm"][:, 0, :rows, :cols]) for l in layers},
+                  title=f"{title}\n{band}", model=model, aspect=aspect)
+
+
+def faithfulness_kinds(faithfulness_flag) -> List[str]:
+  flag = faithfulness_flag or "none"
+  if flag not in FAITHFULNESS:
+    raise InputError(f"--cam_faithfulness={flag}: valid values are {FAITHFULNESS}")
+  return {"none": [], "deletion": ["deletion"], "road": ["road"],
+          "all": ["deletion", "road"]}[flag]
+
+
+def make_explainer(trained, layers, method, target) -> Explainer:
+  cfg = trained.config.explain
+  return Explainer(trained.model, trained.variables, layers, method, target,
+                   int(cfg.get("deletion_steps", 10)), int(cfg.get("road_steps", 5)),
+                   float(cfg.get("road_noise", 0.01)), float(cfg.get("removal_batch_mb", 1024)),
+                   trained.config.seed)
 
 
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
-        box=None, overrides=None) -> Dict:
+        box=None, faithfulness_flag=None, sanity: bool = False, overrides=None) -> Dict:
+  """Explains up to explain.max_scans scans of every readable file that `input_path` names into
+  the folder `output` (files that cannot be read are listed in errors.csv)."""
   from octseg_jax.inference import load_trained
   trained = load_trained(workdir, overrides)
   cfg = trained.config.explain
@@ -132,8 +263,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   box = tuple(box) if box else tuple(cfg.box)
   if target == "box" and len(box) != 4:
     raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
-  explainer = Explainer(trained.model, trained.variables, layers, method, target,
-                        int(cfg.deletion_steps), trained.config.seed)
+  kinds = faithfulness_kinds(faithfulness_flag)
+  explainer = make_explainer(trained, layers, method, target)
   files, skipped = inputs.list_inputs(input_path)
   run_out = RunOutputs(check_output_folder(output), files, "explain")
   run_out.refuse_inputs("cam_stats", (".json", ".md"))
@@ -143,62 +274,50 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   sets = [s for _, s in inputs.read_files(files, run_out.failed,
                                           int(trained.config.data.max_image_side),
                                           stop_on_error=os.path.isfile(input_path))]
-  per_scan = []
+  total = sum(min(len(s), int(cfg.max_scans)) for s in sets)
+  per_scan, sanity_result = [], None
   key = jax.random.key(trained.config.seed)
   with_masks = all(s.masks is not None for s in sets)
-  for scans in sets:
-    n = min(len(scans), int(cfg.max_scans))
-    for i in range(n):
-      x, y, place = preprocessing.prepare(scans.images[i],
-                                          None if scans.masks is None else scans.masks[i],
-                                          trained.recipe)
-      sbox = model_box(box, place) if target == "box" else ()
-      out = explainer.explain(x[None], sbox)
-      logits = out["logits"]
-      pred = np.asarray(jnp.argmax(logits[0], -1))
-      regions = y if y is not None else pred
-      valid = (regions != preprocessing.IGNORE)
-      valid[place.model_rows:], valid[:, place.model_cols:] = False, False
-      weights = np.asarray(gradcam.score_masks(logits, target, sbox))[0]
-      stats = {}
-      for layer in layers:
-        s = scan_statistics(out, layer, 0, regions, valid)
-        key, sub = jax.random.split(key)
-        d = explainer.deletion(x, np.asarray(out[layer]["norm"][:, 0]), weights, sub)
-        s.update(deletion_area=d["map_area"], random_deletion_area=d["random_area"],
-                 deletion_scores=d["map_scores"], random_deletion_scores=d["random_scores"],
-                 deletion_probability=d["map_probability"],
-                 random_deletion_probability=d["random_probability"])
-        stats[layer] = s
-      name = scans.names[i]
-      cam_npz, cam_png = run_out.claim(name, ("_cam.npz", "_cam.png"))
-      write_npz(cam_npz, x=x,
-                **{f"{l}_raw": np.asarray(out[l]["raw"][:, 0]) for l in layers},
-                **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
-      run_out.wrote(cam_npz, cam_png)
-      plots.cam_panel(cam_png, x,
-                      {l: np.asarray(out[l]["norm"][:, 0]) for l in layers},
-                      title=f"{name}: {method}, target '{target}'", model=workdir)
-      per_scan.append({"name": name, "layers": stats})
+  title = f"{method}, target '{target}'"
+  with Progress(total, "explain", unit="scan") as progress:
+    for scans in sets:
+      for i in range(min(len(scans), int(cfg.max_scans))):
+        x, y, place = preprocessing.prepare(
+            scans.images[i], None if scans.masks is None else scans.masks[i], trained.recipe)
+        sbox = model_box(box, place) if target == "box" else ()
+        key, k_scan, k_sanity = jax.random.split(key, 3)
+        scan = explain_scan(explainer, x, y, place, sbox, kinds, k_scan)
+        if sanity and sanity_result is None:
+          t0 = time.perf_counter()
+          trained_maps = {l: np.asarray(scan["out"][l]["raw"][:, 0]) for l in layers}
+          sanity_result = explainer.sanity(x, sbox, trained_maps,
+                                           (place.model_rows, place.model_cols), k_sanity)
+          sanity_result["scan"] = scans.names[i]
+          scan["timing"]["sanity_s"] = time.perf_counter() - t0
+        cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
+        write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
+                   f"{scans.names[i]}: {title}", model=workdir)
+        run_out.wrote(cam_npz, cam_png)
+        per_scan.append({"name": scans.names[i], "layers": scan["stats"],
+                         "timing": scan["timing"]})
+        progress.update()
   if not per_scan:
     run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
     raise InputError(f"{input_path}: no scans to explain (no file could be read; see "
                      f"{run_out.folder}/errors.csv)")
-  summary = {}
-  for layer in layers:
-    keys = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region", "area_share",
-            "deletion_area", "random_deletion_area")
-    summary[layer] = {k: np.nanmean(np.stack([p["layers"][layer][k] for p in per_scan]), 0)
-                      for k in keys}
-    summary[layer]["activation_max"] = float(np.mean(
-        [p["layers"][layer]["activation_max"] for p in per_scan]))
   settings = {"method": method, "target": target, "box": list(box), "layers": list(layers),
               "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
-              "workdir": workdir, "region": "ground truth" if with_masks else "prediction"}
-  result = {"settings": settings, "mean": summary, "per_scan": per_scan}
+              "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
+              "faithfulness": kinds, "sanity": bool(sanity),
+              "road_noise": explainer.road_noise,
+              "road_fractions": explainer.fractions["road"].tolist(),
+              "deletion_fractions": explainer.fractions["deletion"].tolist(),
+              "last_layer": gradcam.top_level_order(
+                  trained.model, trained.variables, jnp.asarray(x[None]))[-2:]}
+  result = summarise(per_scan, sanity_result, settings)
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
   write_json(stats_json, result)
-  write_text(stats_md, stats_markdown(summary, settings))
+  write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan)})
   print(f"explained {len(per_scan)} scans ({method}, layers {list(layers)}) -> {output}; "

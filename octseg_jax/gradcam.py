@@ -16,6 +16,13 @@ Maps (for activations A [h, w, C] and gradients G = dY^c/dA):
   hirescam   L = ReLU(sum_k G_k * A_k)       (element-wise, no spatial averaging)
   gradcampp  weights_k = sum_ij a_ijk ReLU(G_ijk), a = G^2 / (2 G^2 + sum_ij A G^3)
              (Chattopadhay et al. 2018, with the exponential-score closed form)
+  ablation   gradient-free (Ablation-CAM, Desai & Ramaswamy 2020): channel k is set to zero
+             and the forward pass rerun; alpha_k = (Y^c - Y^c_{-k}) / sum_ij A_ijk, the secant
+             slope of the score along the ablation (it equals Grad-CAM's alpha where the score
+             is linear in A, e.g. for the layer feeding the 1x1 head); L = ReLU(sum_k alpha_k A_k).
+             Costs one forward pass of the layers after the explained one per channel.
+Spatial means are taken in two stages (over columns, then rows) so that a float32 mean over
+~1e5 pixels keeps ~1e-7 relative error.
 Maps are upsampled bilinearly to the input size. Raw maps are kept; normalised maps divide by
 each map's maximum (so they always peak at 1 and the raw maximum is the informative number).
 """
@@ -26,7 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-METHODS = ("gradcam", "hirescam", "gradcampp")
+METHODS = ("gradcam", "hirescam", "gradcampp", "ablation")
+GRADIENT_METHODS = METHODS[:3]
 TARGETS = ("all", "predicted", "box")
 
 
@@ -114,21 +122,31 @@ def class_gradients(model, variables, x, layers: Sequence[str], target: str = "a
   return logits, {l: a.astype(dtypes[l]) for l, a in acts.items()}, grads
 
 
+def spatial_mean(g: jax.Array) -> jax.Array:
+  """Mean over the two spatial axes of [K, B, h, w, C], summed over columns then rows."""
+  return jnp.sum(jnp.sum(g, axis=3), axis=2) / (g.shape[2] * g.shape[3])
+
+
+def weighted_sum(acts: jax.Array, alpha: jax.Array) -> jax.Array:
+  """sum_k alpha_k A_k: acts [B, h, w, C], alpha [K, B, C] -> [K, B, h, w]."""
+  return jnp.einsum("bhwc,kbc->kbhw", acts, alpha)
+
+
 def cam_from_gradients(acts: jax.Array, grads: jax.Array, method: str = "gradcam"):
   """acts [B, h, w, C], grads [K, B, h, w, C] -> (maps [K, B, h, w] >= 0, alpha [K, B, C])."""
   a = acts[None]
   if method == "gradcam":
-    alpha = jnp.mean(grads, axis=(2, 3))                                   # [K, B, C]
-    cam = jnp.einsum("kbhwc,kbc->kbhw", jnp.broadcast_to(a, grads.shape), alpha)
+    alpha = spatial_mean(grads)                                            # [K, B, C]
+    cam = weighted_sum(acts, alpha)
   elif method == "hirescam":
-    alpha = jnp.mean(grads, axis=(2, 3))
+    alpha = spatial_mean(grads)
     cam = jnp.sum(grads * a, axis=-1)
   elif method == "gradcampp":
     g2, g3 = grads ** 2, grads ** 3
-    denom = 2 * g2 + jnp.sum(a * g3, axis=(2, 3), keepdims=True)
+    denom = 2 * g2 + jnp.sum(jnp.sum(a * g3, axis=3, keepdims=True), axis=2, keepdims=True)
     coeff = jnp.where(denom != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
-    alpha = jnp.sum(coeff * jax.nn.relu(grads), axis=(2, 3))
-    cam = jnp.einsum("kbhwc,kbc->kbhw", jnp.broadcast_to(a, grads.shape), alpha)
+    alpha = jnp.sum(jnp.sum(coeff * jax.nn.relu(grads), axis=3), axis=2)
+    cam = weighted_sum(acts, alpha)
   else:
     raise ValueError(f"unknown CAM method {method!r}; valid: {METHODS}")
   return jax.nn.relu(cam), alpha
@@ -145,17 +163,83 @@ def normalise_maps(maps: jax.Array) -> jax.Array:
   return jnp.where(peak > 0, maps / jnp.where(peak > 0, peak, 1.0), 0.0)
 
 
+def top_level_order(model, variables, x) -> Tuple[str, ...]:
+  """Names of the model's top-level submodules in the order a forward pass calls them."""
+  order = []
+
+  def record(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and len(context.module.path) == 1:
+      order.append(context.module.path[0])
+    return next_fun(*args, **kwargs)
+
+  def run(xx):
+    with nn.intercept_methods(record):
+      return model.apply(variables, xx, train=False)
+
+  jax.eval_shape(run, x)
+  return tuple(dict.fromkeys(order))
+
+
+def forward_from(model, variables, x, cached: Dict, layer: str, delta: jax.Array):
+  """Logits when `layer`'s output is cached[layer] + delta and every module in `cached` returns
+  its cached output instead of computing it (the upstream part of the network is not rerun;
+  parameter-free steps such as pooling are). x and the cached arrays share the batch size."""
+  def replay(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and len(context.module.path) == 1:
+      name = context.module.path[0]
+      if name == layer:
+        return cached[name] + delta.astype(cached[name].dtype)
+      if name in cached:
+        return cached[name]
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(replay):
+    return model.apply(variables, x, train=False)
+
+
+def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: Dict,
+                   weights: jax.Array, chunk: int = 8) -> jax.Array:
+  """Ablation-CAM weights [K, B, C] for one layer. acts holds the outputs of `order` up to and
+  including `layer` ([B, ...] each); weights [B, H, W, K] the pixel sets of the class scores.
+  Channels are ablated `chunk` at a time (a batch of chunk * B images)."""
+  cached = {n: acts[n] for n in order[:order.index(layer) + 1]}
+  a = cached[layer]                                                        # [B, h, w, C]
+  c = a.shape[-1]
+  base = class_scores(forward_from(model, variables, x, cached, layer, jnp.zeros_like(a)),
+                      weights)                                             # [B, K]
+
+  def ablated_score(k):
+    delta = -a * jax.nn.one_hot(k, c, dtype=a.dtype)[None, None, None, :]
+    return class_scores(forward_from(model, variables, x, cached, layer, delta), weights)
+
+  drops = base[None] - jax.lax.map(ablated_score, jnp.arange(c), batch_size=chunk)  # [C, B, K]
+  mass = jnp.sum(jnp.sum(a, axis=2), axis=1)                               # [B, C]
+  m = mass.T[:, :, None]                                                   # [C, B, 1]
+  slope = jnp.where(m != 0, drops / jnp.where(m != 0, m, 1.0), 0.0)
+  return jnp.transpose(slope, (2, 1, 0))                                   # [K, B, C]
+
+
 def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gradcam",
                   target: str = "all", box=()) -> Dict:
   """All-class maps for a batch. Returns logits [B, H, W, K] and per layer:
   raw [K, B, H, W] (upsampled, >= 0), norm [K, B, H, W] in [0, 1], alpha [K, B, C],
   act_max [B] (max raw activation of the layer)."""
-  logits, acts, grads = class_gradients(model, variables, x, layers, target, box)
+  if method == "ablation":
+    order = top_level_order(model, variables, x)
+    deepest = max(order.index(l) for l in activation_shapes(model, variables, x, layers))
+    logits, acts = forward_with_taps(model, variables, x, order[:deepest + 1])(None)
+    weights = score_masks(logits, target, box)
+    alphas = {l: ablation_alpha(model, variables, x, l, order, acts, weights) for l in layers}
+    cams = {l: jax.nn.relu(weighted_sum(acts[l], alphas[l])) for l in layers}
+  else:
+    logits, acts, grads = class_gradients(model, variables, x, layers, target, box)
+    results = {l: cam_from_gradients(acts[l], grads[l], method) for l in layers}
+    cams = {l: r[0] for l, r in results.items()}
+    alphas = {l: r[1] for l, r in results.items()}
   out = {"logits": logits}
   for l in layers:
-    cam, alpha = cam_from_gradients(acts[l], grads[l], method)
-    raw = upsample(cam, x.shape[1:3])
-    out[l] = {"raw": raw, "norm": normalise_maps(raw), "alpha": alpha,
+    raw = upsample(cams[l], x.shape[1:3])
+    out[l] = {"raw": raw, "norm": normalise_maps(raw), "alpha": alphas[l],
               "act_max": jnp.max(acts[l], axis=(1, 2, 3))}
   return out
 
@@ -176,30 +260,3 @@ def localisation(raw: jax.Array, regions: jax.Array, valid: jax.Array):
   n_valid = jnp.sum(valid)
   area_share = jnp.where(n_valid > 0, jnp.sum(inside, axis=(1, 2)) / jnp.maximum(n_valid, 1), jnp.nan)
   return mass_share, area_share
-
-
-def deletion_images(image: jax.Array, ranking: jax.Array, fractions: jax.Array,
-                    fill: jax.Array) -> jax.Array:
-  """Images with the top `fraction` of pixels by `ranking` (higher = deleted first) replaced
-  by `fill`. image, ranking [H, W]; fractions [S] -> [S, H, W]."""
-  n = image.size
-  order = jnp.argsort(-ranking.ravel(), stable=True)
-  position = jnp.empty(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-  count = jnp.round(fractions * n).astype(jnp.int32)
-  deleted = position.reshape(image.shape)[None] < count[:, None, None]
-  return jnp.where(deleted, fill, image[None])
-
-
-def class_probability(logits: jax.Array, weights: jax.Array) -> jax.Array:
-  """Mean softmax probability of class c over its pixel set: [B, H, W, K] -> [B, K] in [0, 1].
-  The deletion curves use it because it is bounded, unlike a sum of logits that can be near 0."""
-  probs = jax.nn.softmax(logits, axis=-1)
-  return jnp.sum(probs * weights, axis=(1, 2)) / jnp.maximum(jnp.sum(weights, axis=(1, 2)), 1e-12)
-
-
-def curve_area(fractions: jax.Array, scores: jax.Array) -> jax.Array:
-  """Area under a deletion curve relative to its start, scores [..., S] > 0 for fractions [S]
-  from 0 to 1: 1.0 for a score that never falls, lower = falls faster (more faithful map)."""
-  norm = scores / scores[..., :1]
-  dx = jnp.diff(fractions).reshape((1,) * (norm.ndim - 1) + (-1,))
-  return jnp.sum(0.5 * (norm[..., 1:] + norm[..., :-1]) * dx, axis=-1)   # trapezoid rule

@@ -11,6 +11,7 @@ import difflib
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from octseg_jax.errors import InputError
+from octseg_jax.gradcam import METHODS, TARGETS
 
 PREFIX = "--config."
 INFERENCE_MODES = ("eval", "predict", "explain")
@@ -52,14 +53,26 @@ def _box(value: str) -> Tuple[int, ...]:
   return box
 
 
-# Field -> parser of the command-line text. Methods and targets as gradcam.METHODS/TARGETS.
+def _positive_float(value: str) -> float:
+  try:
+    number = float(value)
+  except ValueError:
+    raise ValueError(f"expected a number, got {value!r}") from None
+  if not number > 0:
+    raise ValueError(f"expected a number above 0, got {value}")
+  return number
+
+
+# Field -> parser of the command-line text.
 FIELDS: Dict[str, Callable] = {
     "explain.layers": _names,
-    "explain.method": _choice("gradcam", "hirescam", "gradcampp"),
-    "explain.target": _choice("all", "predicted", "box"),
+    "explain.method": _choice(*METHODS),
+    "explain.target": _choice(*TARGETS),
     "explain.box": _box,
     "explain.max_scans": _positive_int,
     "explain.deletion_steps": _positive_int,
+    "explain.road_steps": _positive_int,
+    "explain.road_noise": _positive_float,
     "train.eval_batch_size": _positive_int,
 }
 # Short flags of explain mode and the field each one sets.

@@ -311,24 +311,28 @@ def class_bars(path: str, summary: dict, with_paper: bool = True, title: str = "
   save_figure(path, fig)
 
 
-def _cam_figure(image: np.ndarray, layer_maps: dict, title: str):
+def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
   """The input, then per explained layer a row of the K class maps (normalised) over it,
-  class names on top and a colour bar. image [h, w]; layer_maps {layer: [K, h, w]}."""
+  class names on top and a colour bar. image [h, w]; layer_maps {layer: [K, h, w]}.
+  aspect: height / width of one image pixel (tiles keep the image's shape); None stretches
+  every tile to the same box."""
   from octseg_jax.data.scans import LAYER_NAMES
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
-  fig, axes = plt.subplots(len(layers), k + 1, figsize=(2.1 * (k + 1), 1.9 * len(layers) + 0.6),
-                           squeeze=False)
+  tile_h = 1.9 if aspect is None else 2.1 * aspect * image.shape[0] / image.shape[1] + 0.25
+  fig, axes = plt.subplots(len(layers), k + 1, squeeze=False,
+                           figsize=(2.1 * (k + 1), tile_h * len(layers) + 0.6))
+  aspect = "auto" if aspect is None else aspect
   im = None
   for r, layer in enumerate(layers):
-    axes[r, 0].imshow(image, cmap="gray", aspect="auto")
+    axes[r, 0].imshow(image, cmap="gray", aspect=aspect)
     axes[r, 0].set_title("input" if r == 0 else "", fontsize=9)
     axes[r, 0].set_ylabel(f"layer {layer}", fontsize=9)
     for c in range(k):
       ax = axes[r, c + 1]
-      ax.imshow(image, cmap="gray", aspect="auto")
-      im = ax.imshow(layer_maps[layer][c], cmap="jet", alpha=0.5, vmin=0, vmax=1, aspect="auto")
+      ax.imshow(image, cmap="gray", aspect=aspect)
+      im = ax.imshow(layer_maps[layer][c], cmap="jet", alpha=0.5, vmin=0, vmax=1, aspect=aspect)
       if r == 0:
         ax.set_title(LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}", fontsize=9)
     for ax in axes[r]:
@@ -341,10 +345,10 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str):
 
 
 def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
-              model: str = "") -> None:
+              model: str = "", aspect=None) -> None:
   """Paper Figure 6 as a file (see _cam_figure); title names the scan, `model` the workdir."""
   from octseg_jax.io_utils import save_figure
-  save_figure(path, _cam_figure(image, layer_maps, heading(title, model)))
+  save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect))
 
 
 def labelled_cam_panel(image: np.ndarray, layer_maps: dict, title: str = "") -> np.ndarray:

@@ -38,7 +38,8 @@ def xla_flags() -> Dict[str, Any]:
   from octseg_jax import xla_setup
   flags = os.environ.get("XLA_FLAGS", "")
   return {"XLA_FLAGS": flags,
-          "project_cpu_flags": {name: name in flags for name in xla_setup.CPU_FLAGS},
+          "project_cpu_flags": {name: name in flags for name in
+                            xla_setup.cpu_flags_for(xla_setup.installed_version("jaxlib"))},
           "OCTSEG_XLA_DEFAULTS": os.environ.get("OCTSEG_XLA_DEFAULTS"),
           "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS")}
 

@@ -26,7 +26,8 @@ CPU_FLAGS_BY_JAXLIB: Dict[str, Dict[str, str]] = {
 GPU_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-rocm-plugin")
 
 
-def _installed(name: str) -> str:
+def installed_version(name: str) -> str:
+  """The installed version of a distribution ("" when it is not installed)."""
   try:
     return importlib.metadata.version(name)
   except importlib.metadata.PackageNotFoundError:
@@ -48,9 +49,9 @@ def apply_cpu_flags() -> str:
   flags = os.environ.get("XLA_FLAGS", "")
   if os.environ.get("OCTSEG_XLA_DEFAULTS") == "1":
     return flags
-  if any(_installed(p) for p in GPU_PLUGINS):
+  if any(installed_version(p) for p in GPU_PLUGINS):
     return flags
-  for name, value in cpu_flags_for(_installed("jaxlib")).items():
+  for name, value in cpu_flags_for(installed_version("jaxlib")).items():
     if name not in flags:
       flags = f"{flags} {name}={value}".strip()
   os.environ["XLA_FLAGS"] = flags

@@ -367,6 +367,51 @@ def readme_cpu_compare(src: Sources) -> str:
                 "PyTorch time / ours: median (per run)", "load (1 min)"], rows)
 
 
+EXPLAIN = f"{CPU}/explain_pretrained"
+LAYER_CLASSES = ("NFL", "GCL+IPL", "INL", "OPL", "ONL+ISM", "ISE", "OS-RPE")
+
+
+def _cam_rows(compare: Dict) -> List[List[str]]:
+  """scripts/compare_cams.py output -> rows per method and layer (ROAD areas, sanity)."""
+  rows = []
+  for method, result in compare["methods"].items():
+    for layer, r in result["layers"].items():
+      sim = r.get("randomisation_similarity")
+      rows.append([method, layer, f"{r['faithful_classes']} of 7",
+                   "n/a" if sim is None else f"{sim:.3f}",
+                   " ".join(f"{v:.2f}" for v in r["morf_mean"][1:]),
+                   " ".join(f"{v:.2f}" for v in r["random_mean"][1:])])
+  return rows
+
+
+CAM_HEADER = ["method", "layer", "layer classes with MoRF < random", "randomisation similarity",
+              "MoRF area (NFL, GCL+IPL, INL, OPL, ONL+ISM, ISE, OS-RPE)", "random area"]
+
+
+def results_cam_compare_gradcam(src: Sources) -> str:
+  return table(CAM_HEADER, _cam_rows(src.json(f"{EXPLAIN}/compare_cams_gradcam.json")))
+
+
+def results_cam_compare_others(src: Sources) -> str:
+  return table(CAM_HEADER, _cam_rows(src.json(f"{EXPLAIN}/compare_cams_others.json")))
+
+
+def results_cam_pretrained(src: Sources) -> str:
+  """Per class: ROAD areas averaged over the explained scans and the sanity correlations."""
+  stats = src.json(f"{EXPLAIN}/cam_stats.json")
+  layer = next(iter(stats["summary"]))
+  m, sanity = stats["mean"][layer], stats["sanity"][layer]
+  rows = []
+  for c, name in enumerate(("background",) + LAYER_CLASSES):
+    beats = m["road_morf_area"][c] < m["road_random_area"][c]
+    rows.append([f"{c} {name}", f"{m['road_morf_area'][c]:.3f}", f"{m['road_lerf_area'][c]:.3f}",
+                 f"{m['road_random_area'][c]:.3f}", "yes" if beats else "**no**",
+                 f"{float(np.mean([s[c] for s in sanity['cascade']])):.3f}",
+                 f"{float(np.mean([s[c] for s in sanity['independent']])):.3f}"])
+  return table(["class", "ROAD MoRF", "ROAD LeRF", "ROAD random", "MoRF < random",
+                "cascade Spearman (mean)", "independent (mean)"], rows)
+
+
 def readme_predict_throughput(src: Sources) -> str:
   """Predict cost per B-scan and memory growth (benchmarks/predict_throughput.py runs)."""
   rows = []
@@ -436,7 +481,8 @@ def pretrained_cv(src: Sources) -> str:
 TABLES: Dict[str, Callable[[Sources], str]] = {
     f.__name__: f for f in (
         readme_paper, readme_class_iou, readme_cv, readme_gpu_speed, readme_cpu_speed,
-        readme_predict_throughput, readme_cpu_compare,
+        readme_predict_throughput, readme_cpu_compare, results_cam_compare_gradcam,
+        results_cam_compare_others, results_cam_pretrained,
         results_paper, results_paper_classes, results_cv_layers, results_cv_folds,
         results_cv_boundaries, results_gpu_ablations, results_topology, results_topology_effect,
         results_cam, results_cpu_fold0, results_cpu_ablations, results_cpu_ablation_layers,
@@ -558,10 +604,10 @@ PROSE: List[Tuple[str, str, str, object]] = [
     ("docs/results.md", "-{:.0f}% of its mass", _CAM, _cam_layers(max, False)),
     ("docs/results.md", "true region, {:.0f}-", _CAM, _cam_layers(min, True)),
     ("docs/results.md", "-{:.0f} times the region's share", _CAM, _cam_layers(max, True)),
-    ("docs/results.md", "except for the NFL ({:.2f} vs", _CAM, _cam("deletion_area", 1)),
-    ("docs/results.md", "vs {:.2f}) and the INL", _CAM, _cam("random_deletion_area", 1)),
-    ("docs/results.md", "and the INL ({:.2f} vs", _CAM, _cam("deletion_area", 3)),
-    ("docs/results.md", "vs {:.2f}), and for ONL+ISM", _CAM, _cam("random_deletion_area", 3)),
+    ("docs/results.md", "`faithful_classes` **{:.0f}** of 7",
+     f"{CPU}/explain_pretrained/cam_stats.json", "summary.dec0_conv1.faithful_classes"),
+    ("docs/results.md", "`randomisation_similarity` **{:.3f}**",
+     f"{CPU}/explain_pretrained/cam_stats.json", "summary.dec0_conv1.randomisation_similarity"),
     ("docs/results.md", "Transposed conv was {:.3f} below index unpooling here",
      f"{CPU}/results.json",
      _fold0_delta(CPU, "duke_cpu", "duke_cpu_transpose_upsampling")),

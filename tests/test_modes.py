@@ -60,7 +60,8 @@ def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
   s = synthetic.generate(2, 96, 64, seed=4)
   write_npz(str(tmp_path / "scan.npz"), images=s.images, masks=s.masks)
   result = explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
-                       method="hirescam", target="predicted")
+                       layers=["dec0_conv1", "head"], method="hirescam", target="predicted",
+                       faithfulness_flag="deletion")
   assert result["settings"]["method"] == "hirescam"
   out = tmp_path / "out"
   with np.load(out / "scan_000_cam.npz") as d:
