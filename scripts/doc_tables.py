@@ -543,13 +543,6 @@ def _iou_gap(pick: Callable) -> Callable[[Sources], float]:
   return value
 
 
-def _cam(key: str, k: int) -> Callable[[Sources], float]:
-  def value(src: Sources) -> float:
-    return src.json(f"{GPU}/explain_paper/cam_stats.json")["mean"]["dec0_conv1"][key][k]
-  value.__name__ = f"mean.dec0_conv1.{key}.{k}"
-  return value
-
-
 def _cam_layers(pick: Callable, ratio: bool) -> Callable[[Sources], float]:
   """pick of the layers' mass in region (or of mass / area share), classes 1-7."""
   def value(src: Sources) -> float:
