@@ -1,5 +1,8 @@
 """octseg_jax/ensemble.py on hand-made probabilities: closed forms and hand-computed cases."""
 
+import os
+import types
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -124,3 +127,36 @@ def test_uncertainty_vs_error_finds_the_uncertain_columns():
   assert out["per_boundary"][0]["rho"] == pytest.approx(
       stats.spearmanr(unc[0], [0, 0, 1, 1, 2, 3])[0])
   assert out["pooled"]["pairs"] == 48 and out["pooled"]["rho"] > 0.9
+
+
+def test_ensemble_of_one_model_twice_equals_eval_and_has_no_disagreement(trained_workdir, tmp_path):
+  from octseg_jax import evaluate
+  workdir, _ = trained_workdir
+  single = evaluate.score(*_probs_masks_subjects(workdir))
+  r = ensemble.evaluate_ensemble([workdir, workdir], str(tmp_path), flip=False)
+  assert r["views_per_scan"] == 2
+  assert r["raw"]["literature"] == single["raw"]["literature"]
+  assert r["uncertainty"]["mean_mutual_information"] == pytest.approx(0.0, abs=1e-9)
+  assert r["uncertainty"]["flagged_columns"] == 0
+  assert np.nanmax(r["uncertainty"]["boundary_uncertainty_um_mean"]) == pytest.approx(0.0)
+  assert r["calibration"]["pixels"] == sum(r["calibration"]["count"]) > 0
+  assert os.path.exists(os.path.join(tmp_path, "ensemble_metrics.json"))
+  flipped = ensemble.evaluate_ensemble([workdir], str(tmp_path / "flip"), flip=True)
+  assert flipped["views_per_scan"] == 2 and flipped["flip"]
+  assert flipped["uncertainty"]["mean_mutual_information"] >= 0.0
+
+
+def _probs_masks_subjects(workdir):
+  from octseg_jax import evaluate
+  from octseg_jax.inference import load_trained, predict_probs
+  trained = load_trained(workdir)
+  images, masks, subjects, _ = evaluate.validation_scans(trained)
+  return predict_probs(trained, images), masks, subjects, float(trained.config.data.pixel_um)
+
+
+def test_members_with_different_validation_splits_are_refused():
+  from octseg_jax.errors import InputError
+  a = types.SimpleNamespace(split={"val": {"names": ["s1"]}}, workdir="a")
+  b = types.SimpleNamespace(split={"val": {"names": ["s2"]}}, workdir="b")
+  with pytest.raises(InputError, match="b/split.json"):
+    ensemble._common_validation([a, b])
