@@ -9,7 +9,13 @@ Fields:
     native resolution; normalisation 'percentile' (gain invariant) or 'divide255' (paper).
   data.split: 'subject' (val_subjects, or fold `fold` of `num_folds` over subjects) or
     'random' (val_fraction of the B-scans, the paper's split; leaks neighbouring scans of an eye).
-  model: SegNet widths (one per pooling level), upsample 'unpool' or 'transpose', skip.
+  data.augment: flip, max_shift (rows/columns), intensity jitter; optional (0 = off):
+    crop_width (train on random column crops of that width, a multiple of 2 ** len(widths);
+    validation and inference stay full width), column_shift (smooth per-column vertical warp
+    of up to that many rows), speckle (log-sd of multiplicative noise).
+  model: SegNet widths (one per pooling level), upsample 'unpool' or 'transpose', skip,
+    kernel (rows, cols) of the conv blocks (ReLayNet: (7, 3)), position_channel (row / height
+    as a second input channel, as in LF-UNet).
   loss: by name (octseg_jax/losses.py LOSSES): 'hybrid' = CE + dice_weight * (1 - Dice)
     (the paper's), 'ce', 'weighted_hybrid' (ReLayNet-style CE weighted by 1 + boundary_weight
     at layer boundaries + layer_weight on layer pixels, + the Dice term); dice_mode 'global'
@@ -45,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.fold = 0
   c.data.val_fraction = 0.2            # for split='random'
   c.data.augment = ml_collections.ConfigDict(dict(
-      flip=True, max_shift=8, intensity=True))
+      flip=True, max_shift=8, intensity=True, crop_width=0, speckle=0.0, column_shift=0))
   c.data.pixel_um = 3.87               # axial pixel size (Duke Spectralis)
   c.data.max_image_side = 4096         # images with more rows or columns are refused
 
@@ -57,6 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.use_batchnorm = True
   c.model.upsample = "unpool"
   c.model.skip = False
+  c.model.kernel = (3, 3)              # (rows, cols) of the conv blocks
+  c.model.position_channel = False
 
   c.loss = ml_collections.ConfigDict(dict(
       name="hybrid", dice_weight=0.5, dice_mode="global", boundary_weight=10.0,

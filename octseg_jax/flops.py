@@ -34,13 +34,14 @@ class Conv(NamedTuple):
 
 
 def segnet_convs(widths: Sequence[int], num_classes: int, convs_per_block: int, upsample: str,
-                 skip: bool, input_hw: Tuple[int, int], in_channels: int = 1) -> List[Conv]:
+                 skip: bool, input_hw: Tuple[int, int], in_channels: int = 1,
+                 kernel: Tuple[int, int] = (3, 3)) -> List[Conv]:
   """The convolutions of octseg_jax.models.segnet.SegNet, in forward order."""
   convs, channels = [], in_channels
   h, w = input_hw
   for width in widths:                                            # encoder
     for _ in range(convs_per_block):
-      convs.append(Conv((h, w), (3, 3), channels, width))
+      convs.append(Conv((h, w), tuple(kernel), channels, width))
       channels = width
     h, w = h // 2, w // 2
   for i in reversed(range(len(widths))):                          # decoder
@@ -53,7 +54,7 @@ def segnet_convs(widths: Sequence[int], num_classes: int, convs_per_block: int, 
     out_width = widths[max(i - 1, 0)]
     for j in range(convs_per_block):
       width = widths[i] if j < convs_per_block - 1 else out_width
-      convs.append(Conv((h, w), (3, 3), channels, width))
+      convs.append(Conv((h, w), tuple(kernel), channels, width))
       channels = width
   convs.append(Conv((h, w), (1, 1), channels, num_classes))       # head
   return convs
@@ -86,7 +87,9 @@ def model_train_step_conv_flops(model_config, batch: int, input_hw: Tuple[int, i
   """train_step_conv_flops for a config's `model` section (ml_collections or dict)."""
   m = dict(model_config)
   convs = segnet_convs(tuple(m["widths"]), int(m["num_classes"]), int(m["convs_per_block"]),
-                       m["upsample"], bool(m["skip"]), tuple(input_hw))
+                       m["upsample"], bool(m["skip"]), tuple(input_hw),
+                       in_channels=1 + int(bool(m.get("position_channel", False))),
+                       kernel=tuple(m.get("kernel", (3, 3))))
   return train_step_conv_flops(convs, batch, count_padding)
 
 

@@ -61,7 +61,7 @@ def make_train_step(model, task: Task, augment_config):
   aug = augment_config
 
   def train_step(state: TrainState, x, y, key):
-    x, y = pipeline.augment(key, x, y, aug.flip, aug.max_shift, aug.intensity)
+    x, y = pipeline.augment_from_config(key, x, y, aug)
 
     def loss_fn(params):
       logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},

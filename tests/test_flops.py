@@ -41,10 +41,12 @@ def test_segnet_conv_list_matches_the_model_parameters():
     assert sorted(c.kernel + (c.in_channels, c.out_channels) for c in convs) == kernels
 
 
-@pytest.mark.parametrize("upsample,skip", [("unpool", False), ("transpose", True)])
-def test_analytic_count_matches_xla_cost_analysis_of_the_convolutions(upsample, skip):
+@pytest.mark.parametrize("upsample,skip,extra", [
+    ("unpool", False, {}), ("transpose", True, {}),
+    ("unpool", False, {"model.kernel": (7, 3), "model.position_channel": True})])
+def test_analytic_count_matches_xla_cost_analysis_of_the_convolutions(upsample, skip, extra):
   config = tiny_config(**{"model.widths": (4, 8, 16), "model.upsample": upsample,
-                          "model.skip": skip})
+                          "model.skip": skip, **extra})
   shape, batch = (128, 96), 2
   model = create_model(config.model, "float32")
   # Shapes only: nothing is initialised or run, the step is traced and its convolutions lowered.

@@ -16,6 +16,8 @@ VARIANTS = {
     "skip": {"model.skip": True},
     "no_batchnorm": {"model.use_batchnorm": False},
     "bfloat16": {"train.compute_dtype": "bfloat16"},
+    "tall_kernel": {"model.kernel": (5, 3)},
+    "position_channel": {"model.position_channel": True},
 }
 
 

@@ -129,6 +129,7 @@ def build(config) -> Tuple[Prepared, Prepared, Dict]:
   recipe = recipe_from_config(config)
   shapes = np.array([preprocessing.input_shape(recipe, im.shape) for im in images])
   pad_to = tuple(int(v) for v in shapes.max(axis=0))       # one size for both splits
+  check_crop_width(int(config.data.augment.crop_width), pad_to, recipe.multiple)
 
   def take(idx):
     return prepare_scans([images[i] for i in idx], [masks[i] for i in idx],
@@ -169,16 +170,76 @@ def gather(data: Prepared, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
+def augment_from_config(key: jax.Array, x: jax.Array, y: jax.Array,
+                        aug) -> Tuple[jax.Array, jax.Array]:
+  """`augment` with the options of a `config.data.augment` section."""
+  return augment(key, x, y, aug.flip, aug.max_shift, aug.intensity, crop_width=aug.crop_width,
+                 speckle=aug.speckle, column_shift=aug.column_shift)
+
+
+def check_crop_width(crop_width: int, input_shape: Tuple[int, int], multiple: int) -> None:
+  """One line naming the option when a column crop cannot feed the model."""
+  if crop_width and (crop_width % multiple or not 0 < crop_width <= input_shape[1]):
+    raise InputError(f"--config.data.augment.crop_width={crop_width}: must be a multiple of "
+                     f"{multiple} between {multiple} and the input width {input_shape[1]} "
+                     "(0 = no crop)")
+
+
+def random_column_crop(key: jax.Array, x: jax.Array, y: jax.Array, width: int):
+  """x, y [H, W] -> [H, width]: `width` consecutive columns from a random start (jit-able)."""
+  start = jax.random.randint(key, (), 0, x.shape[1] - width + 1)
+  return (jax.lax.dynamic_slice_in_dim(x, start, width, axis=1),
+          jax.lax.dynamic_slice_in_dim(y, start, width, axis=1))
+
+
+def column_shift_offsets(key: jax.Array, width: int, max_shift: int,
+                         knots: int = 5) -> jax.Array:
+  """[width] int32 row offsets, a piecewise-linear curve through `knots` values drawn uniformly
+  in [-max_shift, max_shift] at evenly spaced columns, rounded (a smooth vertical warp)."""
+  values = jax.random.uniform(key, (knots,), minval=-max_shift, maxval=max_shift)
+  curve = jnp.interp(jnp.arange(width, dtype=jnp.float32),
+                     jnp.linspace(0.0, width - 1.0, knots), values)
+  return jnp.round(curve).astype(jnp.int32)
+
+
+def shift_columns(x: jax.Array, y: jax.Array, offsets: jax.Array):
+  """Column c moved down by offsets[c] rows: out[r, c] = in[r - offsets[c], c]; rows shifted in
+  are 0 in x and IGNORE in y."""
+  rows = jnp.arange(x.shape[0])[:, None] - offsets[None, :]                 # [H, W]
+  inside = (rows >= 0) & (rows < x.shape[0])
+  src = jnp.clip(rows, 0, x.shape[0] - 1)
+  x = jnp.where(inside, jnp.take_along_axis(x, src, axis=0), 0.0).astype(x.dtype)
+  y = jnp.where(inside, jnp.take_along_axis(y, src, axis=0), jnp.uint8(IGNORE))
+  return x, y
+
+
+def speckle_noise(key: jax.Array, x: jax.Array, sigma: float) -> jax.Array:
+  """Multiplicative log-normal noise of mean 1: x * exp(sigma * N(0, 1) - sigma^2 / 2),
+  clipped to [0, 1] (OCT speckle is multiplicative)."""
+  z = jax.random.normal(key, x.shape, x.dtype)
+  return jnp.clip(x * jnp.exp(sigma * z - 0.5 * sigma ** 2), 0.0, 1.0)
+
+
 def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: int,
-            intensity: bool) -> Tuple[jax.Array, jax.Array]:
+            intensity: bool, crop_width: int = 0, speckle: float = 0.0,
+            column_shift: int = 0) -> Tuple[jax.Array, jax.Array]:
   """Keyed augmentation inside jit. x float [B, H, W] in [0, 1], y uint8 [B, H, W].
 
   Horizontal flip (a B-scan mirrored is a plausible scan of the other eye), integer shifts of up
   to max_shift pixels (pixels shifted in are IGNORE), and intensity jitter: gamma 0.7..1.4,
   gain 0.7..1.3 and offset -0.05..0.05, to make the model robust to device brightness.
+  Optional (each off at 0, and then the output is exactly that of the three above):
+  crop_width random consecutive columns (output [B, H, crop_width]; cheaper steps), a smooth
+  per-column vertical warp of up to column_shift rows, and multiplicative speckle noise of
+  log-sd `speckle`. Their keys derive from fold_in(key, 1), so the others' draws do not change.
   """
   def one(key, x, y):
     k_flip, k_dy, k_dx, k_g, k_a, k_b = jax.random.split(key, 6)
+    k_crop, k_cols, k_speckle = jax.random.split(jax.random.fold_in(key, 1), 3)
+    if crop_width:
+      x, y = random_column_crop(k_crop, x, y, crop_width)
+    if column_shift:
+      x, y = shift_columns(x, y, column_shift_offsets(k_cols, x.shape[1], column_shift))
     if flip:
       do = jax.random.bernoulli(k_flip)
       x = jnp.where(do, x[:, ::-1], x)
@@ -196,6 +257,8 @@ def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: i
       gain = jax.random.uniform(k_a, (), minval=0.7, maxval=1.3)
       offset = jax.random.uniform(k_b, (), minval=-0.05, maxval=0.05)
       x = jnp.clip(gain * jnp.power(jnp.clip(x, 1e-6, 1.0), gamma) + offset, 0.0, 1.0)
+    if speckle:
+      x = speckle_noise(k_speckle, x, speckle)
     return x, y
 
   return jax.vmap(one)(jax.random.split(key, x.shape[0]), x, y)

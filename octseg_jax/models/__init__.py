@@ -12,8 +12,9 @@ def create_model(model_config, dtype=None):
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
   kwargs = {k: v for k, v in model_config.items() if k != "name"}
-  if "widths" in kwargs:
-    kwargs["widths"] = tuple(kwargs["widths"])
+  for field in ("widths", "kernel"):      # JSON stores tuples as lists
+    if field in kwargs:
+      kwargs[field] = tuple(kwargs[field])
   if dtype is not None:
     kwargs["dtype"] = jnp.dtype(dtype)
   return MODELS[name](**kwargs)

@@ -20,18 +20,29 @@ from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 UPSAMPLING = ("unpool", "transpose")
 
 
+def with_position_channel(x):
+  """[B, H, W, C] -> [B, H, W, C + 1]: the last channel is row / (H - 1), 0 at the top row and
+  1 at the bottom, the same in every column (the relative depth in the model input)."""
+  b, h, w, _ = x.shape
+  rows = jnp.arange(h, dtype=x.dtype) / max(h - 1, 1)                       # [H]
+  return jnp.concatenate([x, jnp.broadcast_to(rows[None, :, None, None], (b, h, w, 1))], -1)
+
+
 class ConvBlock(nn.Module):
-  """3x3 conv, optional BatchNorm, ReLU. Its output is what Grad-CAM intercepts.
+  """kernel conv (3x3 by default), optional BatchNorm, ReLU. Its output is what Grad-CAM
+  intercepts.
 
   Variables as with nn.Conv (Conv_0) and nn.BatchNorm (BatchNorm_0); BatchNorm and ReLU run as
   one layer with a hand-written backward pass (models/layers.py)."""
   features: int
   use_batchnorm: bool = True
   dtype: Any = jnp.float32
+  kernel: Sequence[int] = (3, 3)
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = nn.Conv(self.features, (3, 3), use_bias=not self.use_batchnorm, dtype=self.dtype)(x)
+    x = nn.Conv(self.features, tuple(self.kernel), use_bias=not self.use_batchnorm,
+                dtype=self.dtype)(x)
     if not self.use_batchnorm:
       return nn.relu(x)
     # Statistics in float32 even under bfloat16 compute.
@@ -51,6 +62,8 @@ class SegNet(nn.Module):
   upsample: str = "unpool"        # 'unpool' (SegNet, pooling indices) or 'transpose'
   skip: bool = False              # concatenate the encoder features before decoding
   dtype: Any = jnp.float32        # compute dtype; parameters stay float32
+  kernel: Sequence[int] = (3, 3)  # (rows, cols) of every conv block; ReLayNet uses (7, 3)
+  position_channel: bool = False  # add row / (H - 1) as a second input channel (LF-UNet)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -59,11 +72,13 @@ class SegNet(nn.Module):
     if x.ndim == 3:
       x = x[..., None]
     x = x.astype(self.dtype)
+    if self.position_channel:
+      x = with_position_channel(x)
     depth = len(self.widths)
     skips, indices = [], []
     for i, width in enumerate(self.widths):                      # encoder
       for j in range(self.convs_per_block):
-        x = ConvBlock(width, self.use_batchnorm, self.dtype, name=f"enc{i}_conv{j}")(x, train)
+        x = ConvBlock(width, self.use_batchnorm, self.dtype, self.kernel, name=f"enc{i}_conv{j}")(x, train)
       skips.append(x)
       x, idx = max_pool_with_argmax(x)
       indices.append(idx)
@@ -77,7 +92,7 @@ class SegNet(nn.Module):
       out_width = self.widths[max(i - 1, 0)]
       for j in range(self.convs_per_block):
         width = self.widths[i] if j < self.convs_per_block - 1 else out_width
-        x = ConvBlock(width, self.use_batchnorm, self.dtype, name=f"dec{i}_conv{j}")(x, train)
+        x = ConvBlock(width, self.use_batchnorm, self.dtype, self.kernel, name=f"dec{i}_conv{j}")(x, train)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(x)
     # Loss and softmax in at least float32, also under bfloat16 compute.
     return logits.astype(jnp.promote_types(self.dtype, jnp.float32))
