@@ -13,7 +13,7 @@ unknown).
 """
 
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 from scipy import stats
