@@ -81,22 +81,23 @@ def _placement(batch: int):
           lambda tree: distributed.replicate(tree, replicated))
 
 
-def measure(config) -> Dict:
-  """All benchmark numbers for a config (pure measurement; no files)."""
-  bench = config.benchmark
-  batch = int(bench.batch_size or config.train.batch_size)
-  shape = model_input_shape(config)
-  model = create_model(config.model, config.train.compute_dtype)
-  rng = np.random.default_rng(0)
-  put_batch, put_replicated = _placement(batch)
-  x_host = rng.uniform(size=(batch,) + shape).astype(np.float32)
-  y_host = rng.integers(0, config.model.num_classes, size=(batch,) + shape).astype(np.uint8)
-  x, y = put_batch(x_host), put_batch(y_host)
-  task = Task.from_config(config)
-  state = put_replicated(train.create_state(config, model, shape, jax.random.key(0)))
-  n_params = sum(p.size for p in jax.tree.leaves(state.params))
-  key = jax.random.key(1)
+def _environment() -> Dict:
+  """Device, versions and flags of this process."""
+  return {
+      "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+      "device_count": jax.device_count(), "jax": jax.__version__,
+      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+      "python": platform.python_version(), "cpu_count": os.cpu_count(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "process_count": distributed.process_count(),
+      "local_device_count": jax.local_device_count()}
 
+
+def _train_step_numbers(config, model, task, state, x_host, y_host, put_batch) -> Dict:
+  """Compile time, step time, FLOPs and the data-wait share of the jitted train step; also
+  returns the trained-on state under 'state'."""
+  bench, batch = config.benchmark, x_host.shape[0]
+  x, y, key = put_batch(x_host), put_batch(y_host), jax.random.key(1)
   step_fn = jax.jit(train.make_train_step(model, task, config.data.augment),
                     donate_argnums=(0,))
   t = time.perf_counter()
@@ -104,8 +105,6 @@ def measure(config) -> Dict:
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
   distributed.barrier("benchmark train step compiled")
-  flops = _flops(lowered)
-  conv_flops = model_train_step_conv_flops(config.model, batch, shape)   # see flops.py
   holder = {"state": state}
 
   def one_step():
@@ -113,7 +112,6 @@ def measure(config) -> Dict:
     loss.block_until_ready()
 
   step = time_fn(one_step, bench.steps, bench.warmup)
-
   # Data wait: the same steps fed by the real host pipeline (gather + device_put per batch).
   data = pipeline.Prepared(x_host, y_host, [], np.zeros(batch))
 
@@ -127,10 +125,22 @@ def measure(config) -> Dict:
     return time.perf_counter() - t
 
   n_fed = max(bench.steps, 2)
-  fed = fed_steps(n_fed)
-  wait_share = max(0.0, 1.0 - n_fed * step["median_s"] / fed)
+  wait_share = max(0.0, 1.0 - n_fed * step["median_s"] / fed_steps(n_fed))
+  flops = _flops(lowered)
+  conv_flops = model_train_step_conv_flops(config.model, batch, x_host.shape[1:])  # flops.py
+  per_s = batch / step["median_s"]
+  return {"compile_s": compile_s, "train_step": step, "images_per_s": per_s,
+          "images_per_s_per_process": per_s / distributed.process_count(),
+          "flops_per_step": flops, "achieved_flops_per_s": flops / step["median_s"],
+          "conv_flops_per_step": conv_flops,
+          "achieved_conv_flops_per_s": conv_flops / step["median_s"],
+          "data_wait_share": wait_share, "state": holder["state"]}
 
-  variables = {"params": holder["state"].params, "batch_stats": holder["state"].batch_stats}
+
+def _inference_numbers(config, model, task, variables, x, y) -> Dict:
+  """Forward time per image, one forward+backward, and (benchmark.explain) the all-class
+  Grad-CAM time and its ratio to forward+backward."""
+  bench = config.benchmark
   fwd = distributed.compile_together(jax.jit(lambda v, x: model.apply(v, x, train=False)),
                                      variables, x)
   forward = time_fn(lambda: fwd(variables, x).block_until_ready(), bench.steps, bench.warmup)
@@ -142,27 +152,8 @@ def measure(config) -> Dict:
   fwd_bwd = distributed.compile_together(jax.jit(jax.grad(loss_eval)), variables["params"], x, y)
   fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x, y)), bench.steps,
                bench.warmup)
-  result = {
-      "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-      "device_count": jax.device_count(), "jax": jax.__version__,
-      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-      "python": platform.python_version(), "cpu_count": os.cpu_count(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "model": dict(config.model), "compute_dtype": config.train.compute_dtype,
-      "parameters": int(n_params), "batch": batch, "input_shape": list(shape),
-      "compile_s": compile_s, "train_step": step,
-      "images_per_s": batch / step["median_s"],
-      "process_count": distributed.process_count(),
-      "local_device_count": jax.local_device_count(),
-      "images_per_s_per_process": batch / step["median_s"] / distributed.process_count(),
-      "flops_per_step": flops, "achieved_flops_per_s": flops / step["median_s"],
-      "conv_flops_per_step": conv_flops,
-      "achieved_conv_flops_per_s": conv_flops / step["median_s"],
-      "forward_per_image_s": forward["median_s"] / batch,
-      "forward_backward_s": fb["median_s"],
-      "data_wait_share": wait_share,
-      "peak_memory_bytes": peak_memory_bytes(),
-  }
+  result = {"forward_per_image_s": forward["median_s"] / x.shape[0],
+            "forward_backward_s": fb["median_s"]}
   if bench.explain:
     layers = tuple(config.explain.layers)
     explain_fn = distributed.compile_together(jax.jit(lambda v, x: gradcam.explain_batch(
@@ -172,6 +163,31 @@ def measure(config) -> Dict:
     result.update(explain_all_classes_s=ex["median_s"],
                   explain_ratio_to_forward_backward=ex["median_s"] / fb["median_s"],
                   explain_classes=int(config.model.num_classes), explain_layers=list(layers))
+  return result
+
+
+def measure(config) -> Dict:
+  """All benchmark numbers for a config (pure measurement; no files)."""
+  batch = int(config.benchmark.batch_size or config.train.batch_size)
+  shape = model_input_shape(config)
+  model = create_model(config.model, config.train.compute_dtype)
+  rng = np.random.default_rng(0)
+  put_batch, put_replicated = _placement(batch)
+  x_host = rng.uniform(size=(batch,) + shape).astype(np.float32)
+  y_host = rng.integers(0, config.model.num_classes, size=(batch,) + shape).astype(np.uint8)
+  task = Task.from_config(config)
+  state = put_replicated(train.create_state(config, model, shape, jax.random.key(0)))
+  result = dict(_environment(), model=dict(config.model),
+                compute_dtype=config.train.compute_dtype,
+                parameters=int(sum(p.size for p in jax.tree.leaves(state.params))),
+                batch=batch, input_shape=list(shape))
+  step = _train_step_numbers(config, model, task, state, x_host, y_host, put_batch)
+  state = step.pop("state")
+  result.update(step)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  result.update(_inference_numbers(config, model, task, variables, put_batch(x_host),
+                                   put_batch(y_host)))
+  result["peak_memory_bytes"] = peak_memory_bytes()
   return result
 
 

@@ -137,20 +137,38 @@ def exit_now(status: int, message: str = "") -> None:
   os._exit(status)   # no interpreter shutdown: background (orbax) threads cannot print or hang
 
 
+def _in_gc_callback(frame, depth: int = 8) -> bool:
+  """Whether `frame` (or one of its callers) is a garbage-collector callback or a finaliser,
+  where Python ignores exceptions."""
+  while frame is not None and depth > 0:
+    if "gc_callback" in frame.f_code.co_name or frame.f_code.co_name == "__del__":
+      return True
+    frame, depth = frame.f_back, depth - 1
+  return False
+
+
 def handle_interrupts(grace_s: float = 20.0) -> None:
   """Ctrl-C raises KeyboardInterrupt as usual (so atomic writes clean up and run() prints one
   line), and the process ends with status 130 at the latest `grace_s` later, or at once on a
   second Ctrl-C: an interrupt inside a pending checkpoint save must not hang the process.
   Every output is written atomically, so ending without cleanup leaves no half-written file
   (an unfinished checkpoint is ignored and redone on resume)."""
+  import _thread
   import signal
   import threading
   state = {"interrupted": False}
 
   def on_interrupt(signum, frame):
-    del signum, frame
+    del signum
     if state["interrupted"]:
       exit_now(130, "error: interrupted")
+    if _in_gc_callback(frame):
+      # Python ignores (and prints) exceptions raised inside garbage-collector callbacks such
+      # as jax's: deliver the interrupt again a moment later, outside the callback.
+      retry = threading.Timer(0.05, _thread.interrupt_main)
+      retry.daemon = True
+      retry.start()
+      return
     state["interrupted"] = True
     timer = threading.Timer(grace_s, exit_now, (130, "error: interrupted"))
     timer.daemon = True

@@ -72,8 +72,7 @@ class Explainer:
   model and settings."""
 
   def __init__(self, model, variables, layers, method, target, deletion_steps: int = 10,
-               road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024,
-               seed: int = 0):
+               road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024):
     if method not in gradcam.METHODS:
       raise InputError(f"--cam_method={method}: valid methods are {gradcam.METHODS}")
     if target not in gradcam.TARGETS:
@@ -82,7 +81,7 @@ class Explainer:
     self.layers, self.method, self.target = tuple(layers), method, target
     self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
                       "road": np.linspace(0.0, ROAD_MAX_FRACTION, int(road_steps) + 1)}
-    self.road_noise, self.batch_mb, self.seed = float(road_noise), float(batch_mb), seed
+    self.road_noise, self.batch_mb = float(road_noise), float(batch_mb)
     self._explain = jax.jit(
         lambda v, x, box: gradcam.explain_batch(model, v, x, self.layers, method, target, box),
         static_argnums=2)
@@ -247,8 +246,40 @@ def make_explainer(trained, layers, method, target) -> Explainer:
   cfg = trained.config.explain
   return Explainer(trained.model, trained.variables, layers, method, target,
                    int(cfg.get("deletion_steps", 10)), int(cfg.get("road_steps", 5)),
-                   float(cfg.get("road_noise", 0.01)), float(cfg.get("removal_batch_mb", 1024)),
-                   trained.config.seed)
+                   float(cfg.get("road_noise", 0.01)), float(cfg.get("removal_batch_mb", 1024)))
+
+
+def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,
+                 title: str):
+  """Explains up to explain.max_scans scans of each ScanSet, writing SCAN_cam.npz/.png as it
+  goes (progress per scan). Returns (per-scan statistics, the sanity result or None)."""
+  cfg, layers, target = trained.config.explain, explainer.layers, explainer.target
+  total = sum(min(len(s), int(cfg.max_scans)) for s in sets)
+  per_scan, sanity_result = [], None
+  key = jax.random.key(trained.config.seed)
+  with Progress(total, "explain", unit="scan") as progress:
+    for scans in sets:
+      for i in range(min(len(scans), int(cfg.max_scans))):
+        x, y, place = preprocessing.prepare(
+            scans.images[i], None if scans.masks is None else scans.masks[i], trained.recipe)
+        sbox = model_box(box, place) if target == "box" else ()
+        key, k_scan, k_sanity = jax.random.split(key, 3)
+        scan = explain_scan(explainer, x, y, place, sbox, kinds, k_scan)
+        if sanity and sanity_result is None:
+          t0 = time.perf_counter()
+          trained_maps = {l: np.asarray(scan["out"][l]["raw"][:, 0]) for l in layers}
+          sanity_result = explainer.sanity(x, sbox, trained_maps,
+                                           (place.model_rows, place.model_cols), k_sanity)
+          sanity_result["scan"] = scans.names[i]
+          scan["timing"]["sanity_s"] = time.perf_counter() - t0
+        cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
+        write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
+                   f"{scans.names[i]}: {title}", model=trained.workdir)
+        run_out.wrote(cam_npz, cam_png)
+        per_scan.append({"name": scans.names[i], "layers": scan["stats"],
+                         "timing": scan["timing"]})
+        progress.update()
+  return per_scan, sanity_result
 
 
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
@@ -274,33 +305,9 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   sets = [s for _, s in inputs.read_files(files, run_out.failed,
                                           int(trained.config.data.max_image_side),
                                           stop_on_error=os.path.isfile(input_path))]
-  total = sum(min(len(s), int(cfg.max_scans)) for s in sets)
-  per_scan, sanity_result = [], None
-  key = jax.random.key(trained.config.seed)
+  per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
+                                         f"{method}, target '{target}'")
   with_masks = all(s.masks is not None for s in sets)
-  title = f"{method}, target '{target}'"
-  with Progress(total, "explain", unit="scan") as progress:
-    for scans in sets:
-      for i in range(min(len(scans), int(cfg.max_scans))):
-        x, y, place = preprocessing.prepare(
-            scans.images[i], None if scans.masks is None else scans.masks[i], trained.recipe)
-        sbox = model_box(box, place) if target == "box" else ()
-        key, k_scan, k_sanity = jax.random.split(key, 3)
-        scan = explain_scan(explainer, x, y, place, sbox, kinds, k_scan)
-        if sanity and sanity_result is None:
-          t0 = time.perf_counter()
-          trained_maps = {l: np.asarray(scan["out"][l]["raw"][:, 0]) for l in layers}
-          sanity_result = explainer.sanity(x, sbox, trained_maps,
-                                           (place.model_rows, place.model_cols), k_sanity)
-          sanity_result["scan"] = scans.names[i]
-          scan["timing"]["sanity_s"] = time.perf_counter() - t0
-        cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
-        write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
-                   f"{scans.names[i]}: {title}", model=workdir)
-        run_out.wrote(cam_npz, cam_png)
-        per_scan.append({"name": scans.names[i], "layers": scan["stats"],
-                         "timing": scan["timing"]})
-        progress.update()
   if not per_scan:
     run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
     raise InputError(f"{input_path}: no scans to explain (no file could be read; see "
@@ -312,8 +319,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
               "road_noise": explainer.road_noise,
               "road_fractions": explainer.fractions["road"].tolist(),
               "deletion_fractions": explainer.fractions["deletion"].tolist(),
-              "last_layer": gradcam.top_level_order(
-                  trained.model, trained.variables, jnp.asarray(x[None]))[-2:]}
+              "last_layer": gradcam.top_level_order(trained.model, trained.variables, jnp.asarray(
+                  preprocessing.prepare(sets[0].images[0], None, trained.recipe)[0][None]))[-2:]}
   result = summarise(per_scan, sanity_result, settings)
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
   write_json(stats_json, result)

@@ -412,3 +412,20 @@ def test_output_files_follow_the_umask(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "b.txt").st_mode) == 0o600
   finally:
     os.umask(old)
+
+
+def test_interrupts_are_not_raised_where_python_would_ignore_them():
+  import sys as _sys
+  from octseg_jax import cli
+
+  def _xla_gc_callback():          # named like jax's garbage-collector callback
+    return _sys._getframe()
+
+  class Finalised:
+    def __del__(self):
+      Finalised.frame = _sys._getframe()
+
+  Finalised()
+  assert cli._in_gc_callback(_xla_gc_callback())
+  assert cli._in_gc_callback(Finalised.frame)
+  assert not cli._in_gc_callback(_sys._getframe())
