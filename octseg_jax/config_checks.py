@@ -150,17 +150,18 @@ CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
 }
 
 
-def _get(config, dotted: str):
+def get_field(config, dotted: str):
+  """config['a']['b'] for 'a.b' (ConfigDict or nested dict), or MISSING."""
   node = config
   for part in dotted.split("."):
     try:
       node = node[part]
     except (KeyError, TypeError, AttributeError):
-      return _MISSING
+      return MISSING
   return node
 
 
-_MISSING = object()
+MISSING = object()
 
 
 def _where(prefix: str, field: str, value) -> str:
@@ -178,8 +179,8 @@ def validate(config, check_files: bool = True, prefix: str = "--config.") -> Non
     prefix: how a field is named in messages ('--config.' on the command line).
   """
   for field, check in CHECKS.items():
-    value = _get(config, field)
-    if value is _MISSING:
+    value = get_field(config, field)
+    if value is MISSING:
       continue                   # fields of other versions; a missing one takes its default
     problem = check(value)
     if problem:
@@ -190,11 +191,11 @@ def validate(config, check_files: bool = True, prefix: str = "--config.") -> Non
 
 
 def _check_relations(config, prefix: str) -> None:
-  fold, folds = _get(config, "data.fold"), _get(config, "data.num_folds")
+  fold, folds = get_field(config, "data.fold"), get_field(config, "data.num_folds")
   if _is_int(fold) and _is_int(folds) and fold >= folds:
     raise InputError(f"{_where(prefix, 'data.fold', fold)}: must be below data.num_folds={folds}")
-  recipe = _get(config, "data.recipe.resize_to")
-  widths = _get(config, "model.widths")
+  recipe = get_field(config, "data.recipe.resize_to")
+  widths = get_field(config, "model.widths")
   if isinstance(recipe, (list, tuple)) and len(recipe) == 2 and isinstance(widths, (list, tuple)):
     multiple = 2 ** len(widths)
     if any(r % multiple for r in recipe):
@@ -203,13 +204,13 @@ def _check_relations(config, prefix: str) -> None:
 
 
 def _check_files(config, prefix: str) -> None:
-  source = _get(config, "data.source")
+  source = get_field(config, "data.source")
   if source == "duke":
-    path = _get(config, "data.duke_dir")
+    path = get_field(config, "data.duke_dir")
     if not isinstance(path, str) or not os.path.isdir(path):
       raise InputError(f"{_where(prefix, 'data.duke_dir', path)}: no such folder")
   if source == "folder":
-    path = _get(config, "data.folder_dir")
+    path = get_field(config, "data.folder_dir")
     if not isinstance(path, str) or not path:
       raise InputError(f"{prefix}data.folder_dir: no folder given for source 'folder'")
     if not os.path.isdir(path):

@@ -107,13 +107,8 @@ def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 
 def _has_field(config, field: str) -> bool:
-  node = config
-  for part in field.split("."):
-    try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return False
-  return True
+  from octseg_jax.config_checks import MISSING, get_field
+  return get_field(config, field) is not MISSING
 
 
 def _all_fields(config, prefix: str = "") -> List[str]:

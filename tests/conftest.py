@@ -25,6 +25,27 @@ needs_duke = pytest.mark.skipif(
     reason=f"Duke DME data not found at {DUKE_DIR} (only present in the development checkout)")
 
 
+def load_script(name: str):
+  """scripts/NAME.py as a module (the scripts are not a package)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def file_hashes(folder) -> dict:
+  """{relative path: sha256} of every file below `folder` (to show nothing changed)."""
+  import hashlib
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
 def tiny_config(**overrides):
   """configs/tiny.py with dotted overrides, e.g. tiny_config(**{'train.num_epochs': 2})."""
   from configs import tiny

@@ -6,7 +6,6 @@ same split of every global batch. Restarts after a kill, 4 processes and 2 x 2 d
 checked by scripts/check_distributed.py (its output is in the issue note).
 """
 
-import importlib.util
 import os
 import types
 
@@ -15,22 +14,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import load_script, tiny_config
 from octseg_jax import distributed, evaluate, train
 from octseg_jax.errors import InputError
 
 EPOCHS = 4
 
 
-def load_check_script():
-  path = os.path.join(ROOT, "scripts", "check_distributed.py")
-  spec = importlib.util.spec_from_file_location("check_distributed", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-check = load_check_script()
+check = load_script("check_distributed")
 
 
 @pytest.fixture(scope="module")

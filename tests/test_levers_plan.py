@@ -1,28 +1,12 @@
 """The levers plan of scripts/run_experiments.py: overrides, the lever table, the budget pause."""
 
-import importlib.util
-import os
 import time
 import types
 
 import pytest
 
-from conftest import ROOT
-
-
-def load_runner_module():
-  path = os.path.join(ROOT, "scripts", "run_experiments.py")
-  spec = importlib.util.spec_from_file_location("run_experiments", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def flat(config, prefix=""):
-  out = {}
-  for k, v in config.items():
-    out.update(flat(v, f"{prefix}{k}.") if hasattr(v, "items") else {prefix + k: v})
-  return out
+from octseg_jax.workdir import flatten as flat
+from conftest import load_script
 
 
 def test_each_lever_changes_exactly_its_fields_of_both_bases():
@@ -49,7 +33,7 @@ def run(dice, seconds=100.0):
 
 
 def test_lever_table_pairs_gains_with_the_base_and_compares_with_seed_noise(tmp_path):
-  m = load_runner_module()
+  m = load_script("run_experiments")
   runner = m.Runner(str(tmp_path), 0)
   runner.results = {
       "lever_base": {"fold0_seed0": run(0.80), "fold0_seed1": run(0.82),
@@ -71,7 +55,7 @@ def test_lever_table_pairs_gains_with_the_base_and_compares_with_seed_noise(tmp_
 
 
 def test_pause_hook_stops_only_after_a_checkpointed_epoch_near_the_deadline():
-  m = load_runner_module()
+  m = load_script("run_experiments")
   ctx = types.SimpleNamespace(config=types.SimpleNamespace(
       train=types.SimpleNamespace(checkpoint_every=2, num_epochs=24)))
   hook = m.PauseAtBudget(time.time() + m.PauseAtBudget.RESERVE_S + 100)

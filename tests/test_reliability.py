@@ -2,7 +2,6 @@
 checked, and every failure is one line with exit status 2 (130 for an interrupt)."""
 
 import csv
-import hashlib
 import json
 import os
 import stat
@@ -17,18 +16,9 @@ from octseg_jax import config_checks, io_utils
 from octseg_jax.data import inputs, synthetic
 from octseg_jax.errors import InputError
 from octseg_jax.io_utils import write_npz, write_png
+from tests.conftest import file_hashes
 
 IMG = synthetic.generate(3, 64, 48, seed=5)
-
-
-def _hashes(folder):
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 def _cli(capsys, *args):
@@ -48,12 +38,12 @@ def _predict(capsys, workdir, input_path, output, *extra):
 def test_output_that_would_replace_the_input_is_refused(trained_workdir, tmp_path, capsys):
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images)
-  before = _hashes(tmp_path)
+  before = file_hashes(tmp_path)
   status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path)
   assert status == 2 and len(err) == 1
   assert err[0] == (f"error: --output={tmp_path}: the output {tmp_path}/scan.npz would replace "
                     "the input file of that name; choose another output folder")
-  assert _hashes(tmp_path) == before                     # nothing written, input unchanged
+  assert file_hashes(tmp_path) == before                     # nothing written, input unchanged
 
 
 def test_same_stem_and_same_scan_names_get_distinct_outputs(trained_workdir, tmp_path, capsys):
@@ -62,7 +52,7 @@ def test_same_stem_and_same_scan_names_get_distinct_outputs(trained_workdir, tmp
   write_npz(str(src / "scan.npz"), images=IMG.images[:2])     # scans scan_000, scan_001
   write_png(str(src / "scan.png"), IMG.images[2])             # scan 'scan'
   write_png(str(src / "scan_000.png"), IMG.images[1])         # a scan named like scan.npz's first
-  before = _hashes(src)
+  before = file_hashes(src)
   status, err = _predict(capsys, workdir, src, tmp_path / "out", "--figures=all")
   assert status == 0, err
   out = tmp_path / "out"
@@ -78,7 +68,7 @@ def test_same_stem_and_same_scan_names_get_distinct_outputs(trained_workdir, tmp
   manifest = json.loads((out / "manifest.json").read_text())
   assert manifest["complete"] and manifest["files_predicted"] == 3 and manifest["scans"] == 4
   assert sorted(manifest["outputs"]) == sorted(set(os.listdir(out)) - {"manifest.json"})
-  assert _hashes(src) == before
+  assert file_hashes(src) == before
   assert not [f for f in os.listdir(out) if f.endswith(".npz")
               and not f.startswith(("scan.npz", "scan.png", "scan_000"))]   # one .npz per file
 
@@ -87,7 +77,7 @@ def test_default_outputs_of_eval_and_explain_are_new_folders_here(trained_workdi
                                                                   capsys, monkeypatch):
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1], masks=IMG.masks[:1])
-  before = _hashes(workdir)
+  before = file_hashes(workdir)
   monkeypatch.chdir(tmp_path)
   status, err = _cli(capsys, "--mode=eval", f"--workdir={workdir}", "--input=scan.npz")
   assert status == 0, err
@@ -99,7 +89,7 @@ def test_default_outputs_of_eval_and_explain_are_new_folders_here(trained_workdi
   status, err = _cli(capsys, "--mode=explain", f"--workdir={workdir}", "--input=scan.npz")
   assert status == 0, err
   assert (tmp_path / f"explain_{os.path.basename(workdir)}" / "cam_stats.json").exists()
-  assert _hashes(workdir) == before                               # the workdir is untouched
+  assert file_hashes(workdir) == before                               # the workdir is untouched
   status, err = _cli(capsys, "--mode=eval", f"--workdir={workdir}", f"--output={workdir}")
   assert status == 2 and err == [f"error: --output={workdir}: is the workdir; write results "
                                  "to another folder"]
@@ -159,7 +149,7 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
   out.mkdir()
   (out / ".octseg-good.abc123.tmp.npz").write_bytes(b"left over by a killed run")
   (out / "manifest.json").write_text('{"stale": true}')
-  before = _hashes(src)
+  before = file_hashes(src)
   status, err = _predict(capsys, workdir, src, out)
   assert status == 2
   assert err[-1] == (f"error: {src}: 1 of 2 files could not be read (listed in {out}/errors.csv)")
@@ -175,7 +165,7 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
   assert sorted(os.listdir(out)) == ["errors.csv", "good.npz", "good_000_overlay.png",
                                      "good_000_thickness.png", "good_thickness.csv",
                                      "manifest.json"]                # the leftover is gone
-  assert _hashes(src) == before
+  assert file_hashes(src) == before
 
 
 # ---- config values, checked before anything is written -------------------------------------

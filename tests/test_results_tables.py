@@ -5,23 +5,14 @@ checks the prose numbers of its allow-list; these tests run that check on the co
 and on edited copies of their text, which it must reject.
 """
 
-import importlib.util
 import os
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 
-def load_doc_tables():
-  path = os.path.join(ROOT, "scripts", "doc_tables.py")
-  spec = importlib.util.spec_from_file_location("doc_tables", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-doc_tables = load_doc_tables()
+doc_tables = load_script("doc_tables")
 
 
 def read(doc):

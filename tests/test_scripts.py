@@ -1,27 +1,8 @@
 """The experiment scripts' pure parts: ablation overrides and the summary tables."""
 
-import importlib.util
-import os
 
-from conftest import ROOT
-
-
-def load_summariser():
-  path = os.path.join(ROOT, "scripts", "summarise_results.py")
-  spec = importlib.util.spec_from_file_location("summarise_results", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def flat(config, prefix=""):
-  out = {}
-  for k, v in config.items():
-    if hasattr(v, "items"):
-      out.update(flat(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
+from octseg_jax.workdir import flatten as flat
+from conftest import load_script
 
 
 def test_each_ablation_changes_exactly_its_fields():
@@ -44,7 +25,7 @@ def fold(dice, mae):
 
 
 def test_cv_table_pairs_ablations_with_the_baseline_folds_they_share():
-  s = load_summariser()
+  s = load_script("summarise_results")
   results = {"base": {"fold0": fold(0.80, 5.0), "fold1": fold(0.90, 7.0)},
              "variant": {"fold1": fold(0.85, 6.0), "fold2": {"skipped": "budget"}},
              "absent_from_plan": {}}

@@ -2,7 +2,6 @@
 old configs load with defaults, one training per workdir (lock), refused runs leave no trace,
 hooks skip what the model lacks, the metrics log aligns columns by name."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,30 +13,20 @@ import pytest
 
 from octseg_jax import hooks, train, workdir
 from octseg_jax.errors import InputError
-from tests.conftest import ROOT, tiny_config
-
-
-def _hashes(folder):
-  out = {}
-  for root, _, files in os.walk(folder):
-    for f in files:
-      path = os.path.join(root, f)
-      with open(path, "rb") as fh:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-  return out
+from tests.conftest import ROOT, file_hashes, tiny_config
 
 
 def test_rerun_with_another_model_is_refused_and_changes_nothing(trained_workdir, tmp_path):
   source, _ = trained_workdir
   wd = str(tmp_path / "copy")
   shutil.copytree(source, wd)
-  before = _hashes(wd)
+  before = file_hashes(wd)
   with pytest.raises(InputError) as e:
     train.train_and_evaluate(tiny_config(**{"model.widths": (8, 16)}), wd)
   message = str(e.value)
   assert "\n" not in message and "model.widths ((4, 8) -> (8, 16))" in message
   assert "use a new --workdir" in message
-  assert _hashes(wd) == before
+  assert file_hashes(wd) == before
 
 
 def test_allowed_fields_may_change_and_are_listed(trained_workdir):
@@ -123,9 +112,9 @@ def test_a_checkpoint_of_another_model_is_an_error_not_damage(trained_workdir, t
   from octseg_jax.models import create_model
   wd = str(tmp_path / "copy")
   shutil.copytree(trained_workdir[0], wd)
-  before = _hashes(wd)
+  before = file_hashes(wd)
   model = create_model(tiny_config(**{"model.widths": (8, 16)}).model)
   v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 48, 64)), train=False))
   with pytest.raises(InputError, match="holds a model with other layers or shapes"):
     checkpoints.restore_best(wd, checkpoints.inference_payload(v["params"], v["batch_stats"]))
-  assert _hashes(wd) == before                     # nothing moved to damaged_checkpoints/
+  assert file_hashes(wd) == before                     # nothing moved to damaged_checkpoints/
