@@ -32,9 +32,22 @@ class Trained:
   def __post_init__(self):
     self.logits_fn = jitted_logits(self.model)
 
+  def device_probs(self, x: np.ndarray) -> jax.Array:
+    """Softmax probabilities [B, h, w, K] for model inputs [B, h, w] (BatchNorm inference),
+    left on the device without waiting (JAX dispatches asynchronously)."""
+    return jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1)
+
   def probs(self, x: np.ndarray) -> np.ndarray:
-    """Softmax probabilities [B, h, w, K] for model inputs [B, h, w] (BatchNorm inference)."""
-    return np.asarray(jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1))
+    """device_probs as a host array."""
+    return np.asarray(self.device_probs(x))
+
+
+def padded_batch(inputs: List[np.ndarray], batch_size: int) -> np.ndarray:
+  """Model inputs of one shape [h, w] stacked into a float32 batch of `batch_size`, zero-padded
+  at the end, so that one compilation serves every batch."""
+  x = np.zeros((batch_size,) + inputs[0].shape, np.float32)
+  x[:len(inputs)] = np.stack(inputs)
+  return x
 
 
 @functools.lru_cache(maxsize=8)
@@ -80,13 +93,11 @@ def predict_probs(trained: Trained, images: List[np.ndarray], batch_size: int = 
   groups = {}
   for i, (x, _, _) in enumerate(prepared):
     groups.setdefault(x.shape, []).append(i)
-  for shape, members in groups.items():
+  for members in groups.values():
     size = min(batch_size, len(members))   # a single scan runs as a batch of one
     for start in range(0, len(members), size):
       chunk = members[start:start + size]
-      x = np.zeros((size,) + shape, np.float32)
-      x[:len(chunk)] = np.stack([prepared[i][0] for i in chunk])
-      probs = trained.probs(x)
+      probs = trained.probs(padded_batch([prepared[i][0] for i in chunk], size))
       for j, i in enumerate(chunk):
         out[i] = preprocessing.restore(probs[j], prepared[i][2])
   return out

@@ -52,13 +52,10 @@ def _launch(trained, images: np.ndarray, batch_size: int):
   """Preprocesses scans [b, H, W] and starts the network on them without waiting (JAX
   dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
   placements of the b scans)."""
-  import jax
-  import jax.numpy as jnp
+  from octseg_jax.inference import padded_batch
   prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
-  x = np.zeros((batch_size,) + prepared[0][0].shape, np.float32)    # one shape per file
-  x[:len(prepared)] = np.stack([p[0] for p in prepared])
-  probs = jax.nn.softmax(trained.logits_fn(trained.variables, jnp.asarray(x)), axis=-1)
-  return probs, [p[2] for p in prepared]
+  x = padded_batch([p[0] for p in prepared], batch_size)          # one input shape per file
+  return trained.device_probs(x), [p[2] for p in prepared]
 
 
 def stream_batches(trained, images: np.ndarray,
