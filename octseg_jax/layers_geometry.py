@@ -127,10 +127,52 @@ def enforce_topology(log_probs: np.ndarray,
   summed log probability (exact MAP under the ordering constraint), by a Viterbi pass over
   states s = 0 (background above), 1..7 (layers), 8 (background below) with only s -> s' >= s
   transitions. O(H * 9) per column, vectorised over all columns of all scans (states on the
-  first axis, so every step works on contiguous rows of columns). Returns (labels uint8
+  first axis, so every step works on contiguous rows of columns), over the rows between the
+  certain background at the top and bottom (certain_background_rows; predict's rows outside
+  the model's band) with the same labels as a pass over every row. Returns (labels uint8
   [..., H, W], changed [..., W] bool: columns whose argmax labelling was not already valid;
   None without `report_changed`).
   """
+  log_probs = np.asarray(log_probs)
+  lead = log_probs.shape[:-3]
+  height, w = log_probs.shape[-3:-1]
+  top, stop = certain_background_rows(log_probs)
+  labels = np.zeros(lead + (height, w), np.uint8)
+  if top < stop:
+    labels[..., top:stop, :] = _viterbi(log_probs[..., top:stop, :, :])
+  if not report_changed:
+    return labels, None
+  argmax = np.argmax(log_probs, axis=-1)
+  return labels, ~column_is_ordered(argmax)
+
+
+def certain_background_rows(log_probs: np.ndarray) -> Tuple[int, int]:
+  """(top, stop): rows [0, top) and [stop, H) of log_probs [..., H, W, K] are certain
+  background in every column (log P(background) == 0, every other class < 0), as predict's
+  rows outside the model's band are. The ordered labelling there is background, and the
+  Viterbi pass over rows [top, stop) alone gives exactly the labels of a pass over all rows:
+  above, the path that stays in state 0 scores 0 and every other path less, so row `top` starts
+  from a running best of 0 for every state, as a fresh pass does; below, states 0 and 8 gain 0
+  per row and layers lose, so the pass ends in the first best state of row stop - 1 (state 0
+  only where it is that state), as a pass ending there does."""
+  h, w, k = log_probs.shape[-3:]
+  flat = log_probs.reshape((-1, h, w, k))
+  background = (flat[..., 0] == 0).all(axis=(0, 2))                        # [H]
+  # Every other class must be < 0 there as well (read only in the candidate rows).
+  top = _leading_true((flat[:, :_leading_true(background), :, 1:] < 0).all(axis=(0, 2, 3)))
+  below = flat[:, h - _leading_true(background[::-1]):, :, 1:]
+  bottom = _leading_true((below < 0).all(axis=(0, 2, 3))[::-1])
+  return top, max(h - bottom, top)
+
+
+def _leading_true(mask: np.ndarray) -> int:
+  """How many leading entries of the 1-D bool `mask` are True."""
+  return len(mask) if mask.all() else int(np.argmin(mask))
+
+
+def _viterbi(log_probs: np.ndarray) -> np.ndarray:
+  """The Viterbi pass of enforce_topology over all rows of log_probs [..., H, W, K] ->
+  labels uint8 [..., H, W]."""
   lp = np.asarray(log_probs, np.float64)
   lead = lp.shape[:-3]
   h, w, k = lp.shape[-3:]
@@ -138,32 +180,42 @@ def enforce_topology(log_probs: np.ndarray,
   state_class = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0])
   emit = lp[:, state_class]                                                # [H, 9, C]
   back = np.empty(emit.shape, np.int8)
-  score = emit[0].copy()                                                   # [9, C]
   back[0] = np.arange(9)[:, None]
-  for r in range(1, h):
-    best_prev = np.maximum.accumulate(score, axis=0)                       # max over s' <= s
-    back[r] = _running_argmax(score, best_prev)
-    score = best_prev + emit[r]
+  score = emit[0].copy()                                                   # [9, C]
+  best_prev = np.empty_like(score)
+  for r in range(1, h):               # in place (out=): this loop is most of predict's geometry
+    _running_max(score, out=best_prev)                                     # max over s' <= s
+    _running_argmax(best_prev, out=back[r])
+    np.add(best_prev, emit[r], out=score)
   states = np.empty((h, score.shape[1]), np.int8)
   states[-1] = np.argmax(score, axis=0)
   cols = np.arange(score.shape[1])
   for r in range(h - 1, 0, -1):
     states[r - 1] = back[r, states[r], cols]
   labels = state_class[states].astype(np.uint8)                            # [H, C]
-  labels = labels.reshape(h, -1, w).transpose(1, 0, 2).reshape(lead + (h, w))
-  if not report_changed:
-    return labels, None
-  argmax = np.argmax(np.asarray(log_probs), axis=-1)
-  return labels, ~column_is_ordered(argmax)
+  return labels.reshape(h, -1, w).transpose(1, 0, 2).reshape(lead + (h, w))
 
 
-def _running_argmax(score: np.ndarray, best: Optional[np.ndarray] = None) -> np.ndarray:
-  """For each s, the index of max(score[:s+1]) over the first axis (first on ties), without a
-  Python loop: the running maximum `best` (np.maximum.accumulate of score) changes only where
-  a score beats every earlier one, and the answer at s is the last such place at or before s."""
-  n = score.shape[0]
-  if best is None:
-    best = np.maximum.accumulate(score, axis=0)
-  beats = np.concatenate([np.ones((1,) + score.shape[1:], bool), score[1:] > best[:-1]])
-  index = np.arange(n, dtype=np.int8).reshape((n,) + (1,) * (score.ndim - 1))
-  return np.maximum.accumulate(np.where(beats, index, np.int8(0)), axis=0)
+def _running_argmax(best: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+  """For each s, the index of max(score[:s+1]) over the first axis (first on ties), given the
+  running maximum best = np.maximum.accumulate(score, axis=0): best rises at s exactly where
+  score[s] beats every earlier score, and the answer at s is the last such place at or before
+  s (the running maximum of those indices), so no pair of states is compared. Returns int8
+  (written into `out` when given)."""
+  n = best.shape[0]
+  if out is None:
+    out = np.empty(best.shape, np.int8)
+  index = np.arange(1, n, dtype=np.int8).reshape((n - 1,) + (1,) * (best.ndim - 1))
+  out[0] = 0
+  np.multiply(best[1:] > best[:-1], index, out=out[1:])
+  return _running_max(out, out=out)
+
+
+def _running_max(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+  """np.maximum.accumulate(a, axis=0, out=out) (out may be a), one np.maximum per index of
+  the short first axis: for the Viterbi's [9, columns] arrays this is ~6x faster than numpy's
+  accumulate along axis 0, which steps column by column."""
+  out[0] = a[0]
+  for s in range(1, a.shape[0]):
+    np.maximum(out[s - 1], a[s], out=out[s])
+  return out

@@ -33,7 +33,7 @@ SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
 VOLUME_SUFFIXES = ("_thickness_maps.png", "_etdrs.csv", ".eye")   # per input volume
 
 
-BATCH_SIZE = 8      # scans per network call; memory is bounded by the batch, not the file
+CPU_BATCH_SIZE = 1  # scans per network call on CPU (see network_batch_size)
 GEOMETRY_SCANS = 1  # scans per geometry call: measured faster than 2 or 8 (cache), same results
 
 
@@ -59,7 +59,7 @@ def _launch(trained, images: np.ndarray, batch_size: int):
 
 
 def stream_batches(trained, images: np.ndarray,
-                   batch_size: int = BATCH_SIZE) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+                   batch_size: int = CPU_BATCH_SIZE) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
   """Yields (first scan index, batch_geometry of the batch) for the scans [N, H, W] of one file,
   batch by batch. Batch k+1 runs on the device while the host maps batch k back to the scans'
   resolution and computes its geometry; probabilities are never held for the whole file."""
@@ -72,6 +72,22 @@ def stream_batches(trained, images: np.ndarray,
     pending = launched
   if pending is not None:
     yield _finish(pending)
+
+
+def network_batch_size(trained, overrides=None) -> int:
+  """Scans per network call of predict; memory is bounded by it, not by the file.
+
+  The config's train.eval_batch_size where the user set it for this run
+  (--config.train.eval_batch_size) or on an accelerator; on CPU one scan per call, because
+  one scan's activations stay in the caches: with the shipped model on the 2-core machine
+  both the network alone and the whole predict were faster one scan at a time than in batches
+  of 16, with a fraction of the memory (benchmarks/predict_throughput.py,
+  docs/results/cpu_2core/predict_throughput*.json).
+  """
+  import jax
+  if (overrides and "train.eval_batch_size" in overrides) or jax.default_backend() != "cpu":
+    return int(trained.config.train.eval_batch_size)
+  return CPU_BATCH_SIZE
 
 
 def _finish(launched):
@@ -141,10 +157,10 @@ def figure_scans(figures: str, count: int) -> range:
 
 
 def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str = "first",
-                       fovea_mm=None) -> str:
-  """Predicts one input file and writes its prediction file, thickness CSV, figures (`figures`:
-  none, first, all) and, for a volume, its maps, ETDRS table and .eye; returns the prediction
-  file's path."""
+                       fovea_mm=None, batch_size: int = CPU_BATCH_SIZE) -> str:
+  """Predicts one input file (`batch_size` scans per network call) and writes its prediction
+  file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
+  table and .eye; returns the prediction file's path."""
   from octseg_jax import volume_report
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
@@ -155,8 +171,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   extra_keys = None if vol is None else (lambda bounds: volume_report.write(
       os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm))
   drawn = figure_scans(figures, len(scans))
-  out = write_predictions(trained, scans, npz_path, int(trained.config.train.eval_batch_size),
-                          pixel_um, extra_keys, keep=drawn)
+  out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
   write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]],
             thickness_rows(scans.names, out["thickness_um"]))
   run.wrote(npz_path, csv_path, *vol_paths)
@@ -230,13 +245,16 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   stem_of = dict(zip(files, stems))
   readable = [(files[0], first)] if single else inputs.read_files(
       files, outputs.failed, max_side, volume_options=volume_options)
+  batch_size = network_batch_size(trained, overrides)
   start = time.perf_counter()
   for path, scans in prefetched(readable):
-    written = write_file_outputs(outputs, stem_of[path], scans, trained, figures, fovea_mm)
+    written = write_file_outputs(outputs, stem_of[path], scans, trained, figures, fovea_mm,
+                                 batch_size)
     num_scans, num_files = num_scans + len(scans), num_files + 1
     print(f"predicted {len(scans)} scans of {path} -> {written}")
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
+             "batch_size": batch_size,
              "files_predicted": num_files, "scans": num_scans, "seconds": round(seconds, 3),
              "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
   outputs.finish(summary)

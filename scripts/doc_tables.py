@@ -413,21 +413,28 @@ def results_cam_pretrained(src: Sources) -> str:
 
 
 def readme_predict_throughput(src: Sources) -> str:
-  """Predict cost per B-scan and memory growth (benchmarks/predict_throughput.py runs)."""
+  """Predict cost per B-scan and memory growth (benchmarks/predict_throughput.py runs), with
+  the network alone per scan (timed in the benchmark's own process)."""
   rows = []
   for name, label in (("predict_throughput_baseline", "before streaming (commit 01896d8)"),
-                      ("predict_throughput", "streaming (current)")):
+                      ("predict_throughput_batch16", "streaming, batches of 16"),
+                      ("predict_throughput", "streaming, predict's CPU batch (current)")):
     bench = src.json(f"{CPU}/{name}.json")
+    network = bench.get("network_alone", {}).get("by_batch", {})
     for figures, run in bench["runs"].items():
       small, large = run[str(min(bench["sizes"]))], run[str(max(bench["sizes"]))]
       loads = [small["load_average_before"][0], large["load_average_after"][0]]
+      batch = large.get("batch_size")
+      alone = network.get(str(batch), {}).get("s_per_scan")
       rows.append([label, {"legacy": "every scan"}.get(figures, f"`{figures}`"),
-                   f"{bench['summary'][figures]['marginal_s_per_bscan_wall']:.2f}",
+                   "-" if batch is None else str(batch),
+                   f"{bench['summary'][figures]['marginal_s_per_bscan_wall']:.3f}",
+                   "-" if alone is None else f"{alone:.3f}",
                    f"{small['peak_rss_mb'] / 1e3:.2f} -> {large['peak_rss_mb'] / 1e3:.2f} GB "
                    f"(+{bench['summary'][figures]['peak_rss_growth_mb']:.0f} MB)",
                    f"{min(loads):.0f}-{max(loads):.0f}"])
-  return table(["code", "figures", "s per B-scan (marginal, wall)", "peak RSS N=10 -> N=100",
-                "load (1 min)"], rows)
+  return table(["code", "figures", "scans per network call", "s per B-scan (marginal, wall)",
+                "network alone, s per B-scan", "peak RSS N=10 -> N=100", "load (1 min)"], rows)
 
 
 # ---------------------------------------------------------------- pretrained model

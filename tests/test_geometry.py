@@ -107,4 +107,27 @@ def test_running_argmax_is_first_index_of_the_running_maximum():
   rng = np.random.default_rng(3)
   score = rng.integers(0, 4, size=(200, 9)).astype(float)        # many ties
   expected = np.array([[int(np.argmax(row[:s + 1])) for s in range(9)] for row in score])
-  np.testing.assert_array_equal(geom._running_argmax(score.T), expected.T)   # states first
+  best = np.maximum.accumulate(score.T, axis=0)                     # states first
+  np.testing.assert_array_equal(geom._running_argmax(best), expected.T)
+
+
+def test_topology_skips_certain_background_rows_with_the_same_labels():
+  # Rows certain to be background (P = 1, as predict's rows outside the band) above and below
+  # a band of random, heavily tied probabilities: the pass over the band alone gives the labels
+  # of the plain pass over every row, ties included.
+  rng = np.random.default_rng(5)
+  probs = np.zeros((2, 40, 30, 8))
+  probs[..., 0] = 1.0
+  band = rng.integers(0, 3, size=(2, 22, 30, 8)).astype(float) + 1e-3   # many equal scores
+  band[:, :, :4] = 0.0
+  band[:, :, :4, 0] = 1.0                    # certain background columns inside the band too
+  probs[:, 9:31] = band / band.sum(-1, keepdims=True)
+  logp = np.log(np.clip(probs, 1e-7, 1))
+  assert geom.certain_background_rows(logp) == (9, 31)
+  fixed, changed = geom.enforce_topology(logp)
+  np.testing.assert_array_equal(fixed, geom._viterbi(logp))
+  assert (fixed[:, :9] == 0).all() and (fixed[:, 31:] == 0).all() and fixed.max() > 0
+  np.testing.assert_array_equal(changed, ~geom.column_is_ordered(np.argmax(logp, -1)))
+  everywhere = np.log(np.clip(np.eye(8)[np.zeros((5, 3), int)], 1e-7, 1))
+  assert geom.certain_background_rows(everywhere) == (5, 5)
+  np.testing.assert_array_equal(geom.enforce_topology(everywhere)[0], 0)

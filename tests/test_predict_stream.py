@@ -11,11 +11,11 @@ from octseg_jax.data import synthetic
 from octseg_jax.io_utils import StreamingNpz, write_npz
 
 
-def _whole_file_reference(trained, images):
-  """The pre-streaming computation: probabilities of every scan held at once, geometry scan by
-  scan."""
+def _whole_file_reference(trained, images, batch_size):
+  """The pre-streaming computation: probabilities of every scan held at once (the same batch
+  size as the streamed run), geometry scan by scan."""
   from octseg_jax.inference import predict_probs
-  probs = predict_probs(trained, list(images))                 # batches of 8, like streaming
+  probs = predict_probs(trained, list(images), batch_size)
   pred = np.stack([np.argmax(p, -1) for p in probs]).astype(np.uint8)
   ordered = np.stack([geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs])
   bounds = np.stack([geom.boundaries_from_probs(p, o) for p, o in zip(probs, ordered)])
@@ -23,17 +23,24 @@ def _whole_file_reference(trained, images):
           "thickness_um": geom.thickness_um(bounds, float(trained.config.data.pixel_um))}
 
 
-def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path):
+@pytest.mark.parametrize("overrides, batch_size", [
+    ({"train.eval_batch_size": 8}, 8),     # the user's batch: 3 batches of 8, 8, 3 scans
+    (None, 1),                             # predict's own on CPU: one scan per network call
+])
+def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path, overrides,
+                                                  batch_size):
   from octseg_jax.inference import load_trained
   workdir, _ = trained_workdir
-  s = synthetic.generate(19, 100, 70, seed=3)                  # 3 batches: 8, 8, 3 scans
+  s = synthetic.generate(19, 100, 70, seed=3)
   write_npz(str(tmp_path / "in" / "vol.npz"), images=s.images)
   write_npz(str(tmp_path / "in" / "small.npz"), images=s.images[:2, :90, :60])
-  summary = predict.run(workdir, str(tmp_path / "in"), str(tmp_path / "out"), figures="none")
+  summary = predict.run(workdir, str(tmp_path / "in"), str(tmp_path / "out"), figures="none",
+                        overrides=overrides)
   assert summary["scans"] == 21 and summary["scans_per_second"] > 0
+  assert summary["batch_size"] == batch_size
   trained = load_trained(workdir)
   for name, images in (("vol", s.images), ("small", s.images[:2, :90, :60])):
-    expected = _whole_file_reference(trained, images)
+    expected = _whole_file_reference(trained, images, batch_size)
     with np.load(tmp_path / "out" / f"{name}.npz") as d:
       assert sorted(d.files) == ["boundaries", "names", "pred", "pred_ordered", "thickness_um"]
       for key, value in expected.items():
