@@ -213,8 +213,8 @@ def _running_argmax(best: np.ndarray, out: Optional[np.ndarray] = None) -> np.nd
 
 def _running_max(a: np.ndarray, out: np.ndarray) -> np.ndarray:
   """np.maximum.accumulate(a, axis=0, out=out) (out may be a), one np.maximum per index of
-  the short first axis: for the Viterbi's [9, columns] arrays this is ~6x faster than numpy's
-  accumulate along axis 0, which steps column by column."""
+  the short first axis: for the Viterbi's [9, columns] arrays this is several times faster
+  than numpy's accumulate along axis 0, which steps column by column."""
   out[0] = a[0]
   for s in range(1, a.shape[0]):
     np.maximum(out[s - 1], a[s], out=out[s])

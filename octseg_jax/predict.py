@@ -58,8 +58,8 @@ def _launch(trained, images: np.ndarray, batch_size: int):
   return trained.device_probs(x), [p[2] for p in prepared]
 
 
-def stream_batches(trained, images: np.ndarray,
-                   batch_size: int = CPU_BATCH_SIZE) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
+                   ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
   """Yields (first scan index, batch_geometry of the batch) for the scans [N, H, W] of one file,
   batch by batch. Batch k+1 runs on the device while the host maps batch k back to the scans'
   resolution and computes its geometry; probabilities are never held for the whole file."""

@@ -397,6 +397,10 @@ def results_cam_compare_others(src: Sources) -> str:
   return table(CAM_HEADER, _cam_rows(src.json(f"{EXPLAIN}/compare_cams_others.json")))
 
 
+def results_cam_compare_subject01(src: Sources) -> str:
+  return table(CAM_HEADER, _cam_rows(src.json(f"{EXPLAIN}/compare_subject01/compare_cams.json")))
+
+
 def results_cam_pretrained(src: Sources) -> str:
   """Per class: ROAD areas averaged over the explained scans and the sanity correlations."""
   stats = src.json(f"{EXPLAIN}/cam_stats.json")
@@ -490,7 +494,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
     f.__name__: f for f in (
         readme_paper, readme_class_iou, readme_cv, readme_gpu_speed, readme_cpu_speed,
         readme_predict_throughput, readme_cpu_compare, results_cam_compare_gradcam,
-        results_cam_compare_others, results_cam_pretrained,
+        results_cam_compare_others, results_cam_compare_subject01, results_cam_pretrained,
         results_paper, results_paper_classes, results_cv_layers, results_cv_folds,
         results_cv_boundaries, results_gpu_ablations, results_topology, results_topology_effect,
         results_cam, results_cpu_fold0, results_cpu_ablations, results_cpu_ablation_layers,

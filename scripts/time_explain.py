@@ -38,12 +38,14 @@ def main():
   p.add_argument("--input", required=True)
   p.add_argument("--scans", type=int, default=4)
   p.add_argument("--rounds", type=int, default=3)
-  p.add_argument("--layers", default="")
+  p.add_argument("--layers", default="", help="default: the workdir's explain.layers")
+  p.add_argument("--method", default="", help="default: the workdir's explain.method")
   a = p.parse_args()
   trained = load_trained(a.workdir)
   cfg = trained.config.explain
   layers = tuple(a.layers.split(",")) if a.layers else tuple(cfg.layers)
-  ex = explain.make_explainer(trained, layers, cfg.method, cfg.target)
+  method = a.method or cfg.method
+  ex = explain.make_explainer(trained, layers, method, cfg.target)
   scans = inputs.load_path(a.input)[0]
   xs = [preprocessing.prepare(scans.images[i], None, trained.recipe)[0][None]
         for i in range(min(a.scans, len(scans)))]
@@ -56,7 +58,7 @@ def main():
       rows.append(timed(lambda: predict(x)) + timed(lambda: ex.explain(x)))
   rows = np.asarray(rows)                     # [n, 4]: predict wall, cpu, explain wall, cpu
   med = np.median(rows, axis=0)
-  result = {"layers": list(layers), "method": cfg.method, "scans": len(xs),
+  result = {"layers": list(layers), "method": method, "scans": len(xs),
             "input_shape": list(xs[0].shape[1:]), "rounds": a.rounds,
             "predict_wall_s": med[0], "predict_cpu_s": med[1],
             "explain_wall_s": med[2], "explain_cpu_s": med[3],
