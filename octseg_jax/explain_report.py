@@ -2,6 +2,7 @@
 faithfulness and sanity checks, and a report a person can read (pure; writing is the caller's).
 """
 
+import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -15,9 +16,17 @@ ROAD_ORDERS = ("morf", "lerf", "random")
 DELETION_ORDERS = ("map", "random")
 
 
+def nanmean(values, axis=None):
+  """np.nanmean without its warning: NaN where every value is NaN (a class absent from every
+  explained scan, or a constant map), which the reports show as n/a."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return np.nanmean(values, axis=axis)
+
+
 def _mean(per_scan: List[Dict], layer: str, getter) -> np.ndarray:
-  return np.nanmean(np.stack([np.asarray(getter(p["layers"][layer]), np.float64)
-                              for p in per_scan]), axis=0)
+  return nanmean(np.stack([np.asarray(getter(p["layers"][layer]), np.float64)
+                           for p in per_scan]), axis=0)
 
 
 def layer_means(per_scan: List[Dict], layer: str) -> Dict:
@@ -57,7 +66,7 @@ def summary(means: Dict, sanity: Optional[Dict], layers) -> Dict:
                 if "road_beats_random" in m else None)
     similarity = None
     if sanity is not None:
-      similarity = float(np.nanmean(sanity[layer]["cascade"][:, layer_classes(k)]))
+      similarity = float(nanmean(sanity[layer]["cascade"][:, layer_classes(k)]))
     out[layer] = {"faithful_classes": faithful, "randomisation_similarity": similarity}
   return out
 
@@ -128,9 +137,9 @@ def _sanity_table(s: Dict, stages: List[str]) -> str:
   cascade, independent = np.asarray(s["cascade"]), np.asarray(s["independent"])
   rows = []
   for c, name in enumerate(LAYER_NAMES):
-    mean = float(np.nanmean(cascade[:, c])) if np.isfinite(cascade[:, c]).any() else None
+    mean = float(nanmean(cascade[:, c])) if np.isfinite(cascade[:, c]).any() else None
     rows.append([c, name] + [fmt(v, 2) for v in cascade[:, c]]
-                + [fmt(mean, 3), fmt(float(np.nanmean(independent[:, c])), 3),
+                + [fmt(mean, 3), fmt(float(nanmean(independent[:, c])), 3),
                    "n/a" if mean is None else ("pass" if mean <= SANITY_PASS else "**fail**")])
   header = (["class", "region"] + [f"cascade to {g.split('_')[0]}" for g in stages]
             + ["cascade mean", "independent mean", f"passes (mean <= {SANITY_PASS})"])

@@ -113,10 +113,12 @@ def class_probability(logits: jax.Array, weights: jax.Array) -> jax.Array:
 def curve_area(fractions, scores) -> np.ndarray:
   """Area under a removal curve relative to its start and to the fraction range (float64).
   scores [..., S] > 0 at fractions [S] (the first is 0, the unperturbed image): 1.0 for a score
-  that never falls, lower = falls faster, above 1 = the class gains from the removal."""
+  that never falls, lower = falls faster, above 1 = the class gains from the removal; NaN where
+  the unperturbed score is 0 (a class with no pixels in the scan: nothing to remove)."""
   fractions = np.asarray(fractions, np.float64)
   norm = np.asarray(scores, np.float64)
-  norm = norm / norm[..., :1]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    norm = norm / norm[..., :1]
   return np.trapezoid(norm, fractions, axis=-1) / (fractions[-1] - fractions[0])
 
 

@@ -1,6 +1,7 @@
 """ROAD imputation, removal curves, the randomisation sanity check and explain's summary."""
 
 import json
+import warnings
 
 import flax.linen as nn
 import jax
@@ -86,6 +87,9 @@ def test_curve_area_closed_forms_and_spearman_against_scipy():
   f = np.linspace(0, 0.9, 4)
   np.testing.assert_allclose(faithfulness.curve_area(f, [[2.0, 2.0, 2.0, 2.0],
                                                          [1.0, 2 / 3, 1 / 3, 0.0]]), [1.0, 0.5])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")                      # an absent class is NaN, silently
+    assert np.isnan(faithfulness.curve_area(f, [0.0, 0.0, 0.0, 0.0]))
   rng = np.random.default_rng(0)
   a = np.round(rng.normal(size=500), 1)                 # ties
   b = a + rng.normal(size=500)
