@@ -422,8 +422,9 @@ def readme_predict_throughput(src: Sources) -> str:
   the network alone per scan (timed in the benchmark's own process)."""
   rows = []
   for name, label in (("predict_throughput_baseline", "before streaming (commit 01896d8)"),
-                      ("predict_throughput_batch16", "streaming, batches of 16"),
-                      ("predict_throughput", "streaming, predict's CPU batch (current)")):
+                      ("predict_throughput_batch16",
+                       "current, `--config.train.eval_batch_size=16`"),
+                      ("predict_throughput", "current, predict's own CPU batch")):
     bench = src.json(f"{CPU}/{name}.json")
     network = bench.get("network_alone", {}).get("by_batch", {})
     for figures, run in bench["runs"].items():
