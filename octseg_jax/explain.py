@@ -205,16 +205,17 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
   valid[place.model_rows:], valid[:, place.model_cols:] = False, False
   weights = np.asarray(gradcam.score_masks(logits, explainer.target, sbox))[0]
   base = np.asarray(faithfulness.class_probability(logits, weights[None]))[0]
-  stats = {}
   t0 = time.perf_counter()
-  for layer in explainer.layers:
-    s = scan_statistics(out, layer, 0, regions, valid)
-    maps = np.asarray(out[layer]["norm"][:, 0])
-    for kind in kinds:
-      key, sub = jax.random.split(key)
-      s[kind] = explainer.removal(kind, x, maps, weights, base, sub)
-    stats[layer] = s
-  timing["removal_s"] = time.perf_counter() - t0
+  stats = {layer: scan_statistics(out, layer, 0, regions, valid) for layer in explainer.layers}
+  timing["statistics_s"] = time.perf_counter() - t0
+  if kinds:
+    t0 = time.perf_counter()
+    for layer in explainer.layers:
+      maps = np.asarray(out[layer]["norm"][:, 0])
+      for kind in kinds:
+        key, sub = jax.random.split(key)
+        stats[layer][kind] = explainer.removal(kind, x, maps, weights, base, sub)
+    timing["removal_s"] = time.perf_counter() - t0
   return {"out": out, "stats": stats, "timing": timing}
 
 
@@ -327,8 +328,11 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan)})
-  print(f"explained {len(per_scan)} scans ({method}, layers {list(layers)}) -> {output}; "
-        f"{run_out.num_failed} files failed, {len(skipped)} skipped")
+  available = sum(len(s) for s in sets)
+  capped = (f" of {available} (explain.max_scans={int(cfg.max_scans)} per file; "
+            "--config.explain.max_scans=N explains more)" if available > len(per_scan) else "")
+  print(f"explained {len(per_scan)}{capped} scans ({method}, layers {list(layers)}) -> "
+        f"{output}; {run_out.num_failed} files failed, {len(skipped)} skipped")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

@@ -81,7 +81,8 @@ def summarise(per_scan: List[Dict], sanity: Optional[Dict], settings: Dict) -> D
   if sanity is not None:
     result["sanity"] = sanity
   timing = {k: float(np.mean([p["timing"][k] for p in per_scan if k in p["timing"]]))
-            for k in ("maps_s", "removal_s")}
+            for k in ("maps_s", "statistics_s", "removal_s")
+            if any(k in p["timing"] for p in per_scan)}
   timing.update({k: v for p in per_scan for k, v in p["timing"].items() if k == "sanity_s"})
   result["timing_per_scan"] = timing
   result["per_scan"] = per_scan
@@ -203,6 +204,8 @@ def stats_markdown(result: Dict) -> str:
     if "sanity" in result:
       lines += [_sanity_table(result["sanity"][layer], result["sanity"]["stages"]), ""]
   t = result["timing_per_scan"]
-  lines += [f"Time per scan: maps {t['maps_s']:.2f} s, removal curves {t['removal_s']:.1f} s"
+  lines += [f"Time per scan: maps {t['maps_s']:.2f} s"
+            + (f", statistics {t['statistics_s']:.2f} s" if "statistics_s" in t else "")
+            + (f", removal curves {t['removal_s']:.1f} s" if "removal_s" in t else "")
             + (f"; sanity check (once) {t['sanity_s']:.1f} s." if "sanity_s" in t else ".")]
   return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import numpy as np
 
@@ -73,6 +74,22 @@ def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
     assert len(m["alpha_mean"]) == 8 and len(m["deletion_area"]) == 8
   assert "| 3 | INL |" in (out / "cam_stats.md").read_text()
   assert (out / "scan_001_cam.png").stat().st_size > 1000
+  assert stats["timing_per_scan"]["removal_s"] > 0
+
+
+def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out(
+    trained_workdir, tmp_path, capsys):
+  workdir, _ = trained_workdir
+  s = synthetic.generate(2, 96, 64, seed=4)
+  write_npz(str(tmp_path / "scan.npz"), images=s.images)
+  explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
+              overrides={"explain.max_scans": 1})
+  assert "explained 1 of 2 (explain.max_scans=1 per file" in capsys.readouterr().out
+  stats = json.loads((tmp_path / "out" / "cam_stats.json").read_text())
+  assert sorted(stats["timing_per_scan"]) == ["maps_s", "statistics_s"]
+  assert "removal curves" not in (tmp_path / "out" / "cam_stats.md").read_text()
+  assert sorted(os.listdir(tmp_path / "out")) == [
+      "cam_stats.json", "cam_stats.md", "manifest.json", "scan_000_cam.npz", "scan_000_cam.png"]
 
 
 def test_explain_box_maps_scan_pixels_to_model_pixels():
