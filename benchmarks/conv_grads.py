@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -25,19 +24,15 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
+from octseg_jax import benchmark  # noqa: E402
+
 SHAPES = ((8, 256, 256, 16, 16), (8, 128, 128, 32, 32), (4, 256, 256, 64, 64),
           (4, 64, 64, 256, 256), (4, 16, 16, 512, 512))
 
 
 def best_of(fn, repeats: int) -> float:
   """Fastest of `repeats` calls after one warm-up call (seconds)."""
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
+  return benchmark.time_fn(fn, repeats, warmup=1)["min_s"]
 
 
 def jax_passes(x, k, dy, repeats: int) -> dict:

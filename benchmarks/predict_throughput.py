@@ -70,11 +70,7 @@ def network_seconds_per_scan(workdir: str, batch_sizes, height: int, width: int,
   from octseg_jax.inference import load_trained
   trained = load_trained(workdir)
   shape = preprocessing.input_shape(trained.recipe, (height, width))
-  m = trained.config.model
-  convs = flops.segnet_convs(tuple(m.widths), m.num_classes, m.convs_per_block, m.upsample,
-                             m.skip, shape, 1 + int(bool(m.get("position_channel", False))),
-                             tuple(m.get("kernel", (3, 3))))
-  gflop = sum(flops.conv_flops(c, 1) for c in convs) / 1e9
+  gflop = sum(flops.conv_flops(c, 1) for c in flops.model_convs(trained.config.model, shape)) / 1e9
   inputs = {b: np.random.default_rng(0).uniform(size=(b,) + shape).astype(np.float32)
             for b in batch_sizes}
   for b in batch_sizes:

@@ -82,15 +82,19 @@ def train_step_conv_flops(convs: Sequence[Conv], batch: int, count_padding: bool
   return 3 * sum(forward) - forward[0]
 
 
+def model_convs(model_config, input_hw: Tuple[int, int]) -> List[Conv]:
+  """segnet_convs for a config's `model` section (ml_collections or dict)."""
+  m = dict(model_config)
+  return segnet_convs(tuple(m["widths"]), int(m["num_classes"]), int(m["convs_per_block"]),
+                      m["upsample"], bool(m["skip"]), tuple(input_hw),
+                      in_channels=1 + int(bool(m.get("position_channel", False))),
+                      kernel=tuple(m.get("kernel", (3, 3))))
+
+
 def model_train_step_conv_flops(model_config, batch: int, input_hw: Tuple[int, int],
                                 count_padding: bool = True) -> int:
   """train_step_conv_flops for a config's `model` section (ml_collections or dict)."""
-  m = dict(model_config)
-  convs = segnet_convs(tuple(m["widths"]), int(m["num_classes"]), int(m["convs_per_block"]),
-                       m["upsample"], bool(m["skip"]), tuple(input_hw),
-                       in_channels=1 + int(bool(m.get("position_channel", False))),
-                       kernel=tuple(m.get("kernel", (3, 3))))
-  return train_step_conv_flops(convs, batch, count_padding)
+  return train_step_conv_flops(model_convs(model_config, input_hw), batch, count_padding)
 
 
 def _conv_equations(jaxpr):
