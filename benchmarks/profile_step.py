@@ -35,6 +35,7 @@ from benchmarks.compare_torch import load_config  # noqa: E402
 from octseg_jax import benchmark, train  # noqa: E402
 from octseg_jax.io_utils import write_json  # noqa: E402
 from octseg_jax.models import create_model  # noqa: E402
+from octseg_jax.task import Task  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S.*? ([a-z][\w\-]*)\(")
 
@@ -95,7 +96,8 @@ def profile(config, steps: int) -> dict:
   y = jnp.asarray(rng.integers(0, config.model.num_classes, (batch,) + shape).astype(np.uint8))
   state = train.create_state(config, model, shape, jax.random.key(0))
   key = jax.random.key(1)
-  compiled = jax.jit(train.make_train_step(model, config)).lower(state, x, y, key).compile()
+  step = train.make_train_step(model, Task.from_config(config), config.data.augment)
+  compiled = jax.jit(step).lower(state, x, y, key).compile()
   names, sources = opcodes(compiled.as_text())
   jax.block_until_ready(compiled(state, x, y, key))
   with tempfile.TemporaryDirectory() as tmp:

@@ -52,6 +52,82 @@ def _plain_bn_relu(x, scale, bias, eps=1e-5):
   return jnp.maximum(z * scale.reshape(1, 1, 1, -1) + bias.reshape(1, 1, 1, -1), 0), mean, var
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 8, 16),      # k = 64 rows folded (divides)
+                                   (1, 3, 5, 16),      # 15 pixels: k = 64 does not divide
+                                   (2, 2, 3, 2048)])   # wider than a row: k = 1
+def test_channel_sum_equals_the_plain_sum(shape):
+  with jax.enable_x64(True):
+    x = _rand(shape, 7)
+    s = layers.channel_sum(x)
+    assert s.shape == (1, 1, 1, shape[-1])
+    np.testing.assert_allclose(s, jnp.sum(x, (0, 1, 2), keepdims=True), rtol=1e-12)
+    # Hand-checked cell: channel 1 is the sum of x[..., 1] over every pixel.
+    np.testing.assert_allclose(s[0, 0, 0, 1], np.asarray(x)[..., 1].sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,padding", [
+    ((2, 6, 7, 3), (3, 3, 3, 5), "SAME"),
+    ((1, 5, 4, 2), (1, 3, 2, 4), ((0, 0), (1, 1))),            # no padding in height
+    ((2, 4, 4, 3), (3, 3, 3, 2), ((2, 1), (0, 3))),            # uneven padding
+    ((2, 3, 5, 4), (1, 1, 4, 6), "SAME")])                     # the 1x1 head
+def test_conv_nhwc_equals_lax_conv_values_and_gradients(x_shape, kernel_shape, padding):
+  with jax.enable_x64(True):
+    x, kernel = _rand(x_shape, 11), _rand(kernel_shape, 12)
+
+    def plain(x, k):
+      return jax.lax.conv_general_dilated(x, k, (1, 1), padding,
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def ours(x, k):
+      return layers.conv_general_dilated(x, k, (1, 1), padding,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    y_plain, vjp_plain = jax.vjp(plain, x, kernel)
+    y_ours, vjp_ours = jax.jit(lambda x, k: jax.vjp(ours, x, k))(x, kernel)
+    dy = _rand(y_plain.shape, 13)
+    _close(y_ours, y_plain, 1e-12)
+    _close(jax.jit(vjp_ours)(dy), vjp_plain(dy), 1e-12)
+    # Hand-computed weight gradient: d kernel[i, j, c, f] = sum x_padded[b, h+i, w+j, c] dy[b, h, w, f].
+    pads = (jax.lax.padtype_to_pads(x_shape[1:3], kernel_shape[:2], (1, 1), padding)
+            if isinstance(padding, str) else padding)
+    xp = np.pad(np.asarray(x), ((0, 0),) + tuple(pads) + ((0, 0),))
+    h, w = dy.shape[1:3]
+    i, j = kernel_shape[0] - 1, kernel_shape[1] - 1
+    by_hand = np.einsum("bhwc,bhwf->cf", xp[:, i:i + h, j:j + w], np.asarray(dy))
+    np.testing.assert_allclose(jax.jit(vjp_ours)(dy)[1][i, j], by_hand, rtol=1e-12)
+
+
+def test_conv_general_dilated_leaves_other_convolutions_to_lax():
+  x, kernel = _rand((1, 8, 8, 2), 14, np.float32), _rand((3, 3, 2, 3), 15, np.float32)
+  strided = layers.conv_general_dilated(x, kernel, (2, 2), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  assert strided.shape == (1, 4, 4, 3)
+  np.testing.assert_array_equal(strided, jax.lax.conv_general_dilated(
+      x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  # Through conv_nhwc (stride 1), jax.make_jaxpr shows its custom VJP; strided, it does not.
+  assert "custom_vjp" in str(jax.make_jaxpr(lambda x: layers.conv_general_dilated(
+      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x))
+  assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: layers.conv_general_dilated(
+      x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x))
+
+
+def test_accelerators_get_the_plain_formulations(monkeypatch):
+  monkeypatch.setattr(layers, "on_cpu", lambda: False)
+  x, kernel = _rand((1, 4, 4, 2), 17, np.float32), _rand((3, 3, 2, 3), 18, np.float32)
+  assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: layers.conv_general_dilated(
+      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x))
+  jaxpr = str(jax.make_jaxpr(layers.channel_sum)(x))
+  assert "reshape" not in jaxpr and jaxpr.count("reduce_sum") == 1
+
+
+def test_unfused_transpose_is_the_transpose_for_any_first_element():
+  x = _rand((2, 3, 4, 5), 16, np.float32)
+  for first in (1.0, np.nan, np.inf):                          # either branch of its cond
+    v = x.at[0, 0, 0, 0].set(first)
+    np.testing.assert_array_equal(jax.jit(lambda v: layers.unfused_transpose(v, (3, 1, 2, 0)))(v),
+                                  np.transpose(np.asarray(v), (3, 1, 2, 0)))
+
+
 def test_batchnorm_relu_train_values_and_gradients_of_all_outputs():
   """Against the two-pass textbook formula by autodiff, with a loss that uses y, mean and var
   (so the hand-written backward pass is checked for every output)."""

@@ -1,15 +1,22 @@
-"""Faster equivalents of two Flax layers, with the same parameters, initialisation and values.
+"""Faster equivalents of Flax layers and lax operations, with the same parameters, initialisation
+and values.
 
-  UpConv2x2      = nn.ConvTranspose(features, (2, 2), strides=(2, 2))
-  BatchNormReLU  = nn.relu(nn.BatchNorm(momentum=..., epsilon=...)(x))
+  UpConv2x2             = nn.ConvTranspose(features, (2, 2), strides=(2, 2))
+  BatchNormReLU         = nn.relu(nn.BatchNorm(momentum=..., epsilon=...)(x))
+  conv_general_dilated  = lax.conv_general_dilated (nn.Conv's), with its own backward pass on CPU
+  channel_sum           = jnp.sum(x, (0, 1, 2), keepdims=True), on CPU as a sum of wide rows
 
 XLA on CPU runs the 2x2 stride-2 transposed convolution as an input-dilated convolution whose
 backward pass is slow (about a third of a skip + transposed-conv SegNet step); as one matmul to
 4 x features channels and a depth-to-space reshape it is plain GEMMs forward and backward.
 BatchNormReLU computes the batch statistics in one pass (E[x], E[x^2], like Flax's fast variance)
 and has a hand-written backward pass (two per-channel sums instead of the autodiff graph through
-the statistics). Both are tested against the Flax layers (values and gradients, float64) in
-tests/test_layers.py.
+the statistics); its four per-channel sums are channel_sum's. The convolutions' backward pass is
+the one XLA derives, except that the transposes feeding the gradient convolutions run on their
+own (unfused_transpose) instead of fused with the BatchNorm and ReLU that produce their operands.
+The last two change nothing on accelerators. All are tested against the plain formulations
+(values and gradients, float64) in tests/test_layers.py; their A/B step timings are in
+docs/results/cpu_2core/ab_*.json (benchmarks/ab_layers.py --plain=...).
 """
 
 import functools
@@ -42,16 +49,116 @@ class UpConv2x2(nn.Module):
     return y + bias.reshape(1, 1, 1, self.features)
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def unfused_transpose(x, perm):
+  """jnp.transpose(x, perm), computed on its own. XLA on CPU otherwise fuses a transpose with the
+  elementwise ops that produce its operand (here BatchNorm and ReLU, recomputed), and that fused
+  loop reads the operand with a stride: about 3x the time of transposing the stored operand. A
+  cond whose two branches are the same transpose keeps the operand stored and the transpose a
+  transpose; its value is jnp.transpose(x, perm) whatever the predicate."""
+  def t(v):
+    return jnp.transpose(v, perm)
+  return jax.lax.cond(jnp.isfinite(x[(0,) * x.ndim]), t, t, x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_nhwc(x, kernel, padding):
+  """lax.conv_general_dilated(x, kernel, (1, 1), padding) for x [B, H, W, C], kernel [kh, kw, C,
+  F], padding ((lo, hi), (lo, hi)): stride 1, no dilation, no groups. Its gradients are the
+  convolutions XLA derives, with the transposes that feed them (activation, output gradient,
+  kernel) done as plain transposes (unfused_transpose)."""
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_NHWC)
+
+
+def _conv_forward(x, kernel, padding):
+  # symbolic_zeros: x and kernel come as CustomVJPPrimal; an input gradient is computed only
+  # where x is differentiated (not for the network's input image).
+  x_needs_grad = x.perturbed
+  x, kernel = x.value, kernel.value
+  return conv_nhwc(x, kernel, padding), (x, kernel, x_needs_grad)
+
+
+def _conv_backward(padding, residuals, dy):
+  x, kernel, x_needs_grad = residuals
+  if isinstance(dy, jax.custom_derivatives.SymbolicZero):
+    return None, None
+  kh, kw = kernel.shape[:2]
+  # d x: dy convolved with the kernel flipped in space, its in/out channels swapped.
+  dx = None
+  if x_needs_grad:
+    flipped = unfused_transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+    (lo_h, hi_h), (lo_w, hi_w) = padding
+    dx = jax.lax.conv_general_dilated(
+        dy, flipped, (1, 1), ((kh - 1 - lo_h, kh - 1 - hi_h), (kw - 1 - lo_w, kw - 1 - hi_w)),
+        dimension_numbers=_NHWC).astype(x.dtype)
+  # d kernel[i, j, c, f] = sum over b, h, w of x_padded[b, h + i, w + j, c] dy[b, h, w, f]: a
+  # convolution of x as [C, H, W, B] (channels as its batch) with dy as [H, W, B, F].
+  dk = jax.lax.conv_general_dilated(unfused_transpose(x, (3, 1, 2, 0)),
+                                    unfused_transpose(dy, (1, 2, 0, 3)), (1, 1), padding,
+                                    dimension_numbers=_NHWC)
+  return dx, jnp.transpose(dk, (1, 2, 0, 3)).astype(kernel.dtype)
+
+
+conv_nhwc.defvjp(_conv_forward, _conv_backward, symbolic_zeros=True)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         precision=None):
+  """lax.conv_general_dilated as nn.Conv calls it (its `conv_general_dilated` field), through
+  conv_nhwc for the stride-1, undilated, ungrouped 2-D NHWC convolutions of ConvBlock and the
+  head on the CPU; any other convolution, and every convolution on an accelerator, goes to lax
+  as it is."""
+  plain = (on_cpu() and lhs.ndim == 4 and precision is None and feature_group_count == 1
+           and tuple(window_strides) == (1, 1)
+           and all(d in (None, 1) for d in (lhs_dilation or ())) and
+           all(d in (None, 1) for d in (rhs_dilation or ()))
+           and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+           == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+  if not plain:
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        precision=precision)
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+  return conv_nhwc(lhs, rhs, tuple((int(lo), int(hi)) for lo, hi in padding))
+
+
 def _channels(v):
   """[C] -> [1, 1, 1, C], to broadcast against [B, H, W, C]."""
   return v.reshape(1, 1, 1, -1)
 
 
+_SUM_ROW_WIDTH = 1024   # elements per row of channel_sum's [rows, k * C] view
+
+
+def on_cpu() -> bool:
+  """Whether JAX computes on the CPU: channel_sum and conv_general_dilated rewrite only there
+  (they work around XLA's CPU code generation; elsewhere the plain formulation runs)."""
+  return jax.default_backend() == "cpu"
+
+
+def channel_sum(x):
+  """Per-channel sum [1, 1, 1, C] of x [B, H, W, C]: the pixels are summed as the rows of a
+  [B*H*W / k, k*C] view (k = 1024 // C where it divides) and the k partial sums then folded.
+  Equal to jnp.sum(x, (0, 1, 2), keepdims=True) up to summation order; XLA on CPU reduces the
+  wide rows 1.4-17x faster than the [B*H*W, C] columns (64 to 512 channels)."""
+  b, h, w, c = x.shape
+  k = max(1, _SUM_ROW_WIDTH // c)
+  if (b * h * w) % k or not on_cpu():
+    return jnp.sum(x, _AXES, keepdims=True)
+  return jnp.sum(x.reshape(-1, k * c), 0).reshape(k, c).sum(0).reshape(1, 1, 1, c)
+
+
 def _batch_stats(x):
   """Per-channel mean and biased variance [1, 1, 1, C] of x [B, H, W, C], at least float32."""
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = jnp.mean(x, _AXES, keepdims=True)
-  mean_sq = jnp.mean(jnp.square(x), _AXES, keepdims=True)
+  n = x.size // x.shape[-1]
+  mean = channel_sum(x) / n
+  mean_sq = channel_sum(jnp.square(x)) / n
   return mean, jnp.maximum(0.0, mean_sq - jnp.square(mean))
 
 
@@ -77,8 +184,8 @@ def _bn_backward(epsilon, residuals, cotangents) -> Tuple:
   n = x.size // x.shape[-1]
   dz = jnp.where(y > 0, dy, 0).astype(mean.dtype)             # through the ReLU
   centred = x - mean
-  d_bias = jnp.sum(dz, _AXES, keepdims=True)                   # [1, 1, 1, C]
-  d_scale = jnp.sum(dz * centred, _AXES, keepdims=True) * inv
+  d_bias = channel_sum(dz)                                     # [1, 1, 1, C]
+  d_scale = channel_sum(dz * centred) * inv
   del epsilon                                                 # inside inv already
   # Through the normalisation (x_hat = centred * inv), then the mean and var outputs' own
   # cotangents (d mean / dx = 1/n, d var / dx = 2 (x - mean) / n).

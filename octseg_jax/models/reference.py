@@ -6,9 +6,10 @@ tests (tests/test_layers.py, tests/test_pooling.py) and the A/B benchmark
 import contextlib
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from octseg_jax.models import segnet
+from octseg_jax.models import layers, segnet
 
 
 def argmax_pool(x):
@@ -38,16 +39,30 @@ def flax_batchnorm_relu(use_running_average, momentum, dtype, name):
   return lambda x: nn.relu(bn(x))
 
 
+def plain_channel_sum(x):
+  return jnp.sum(x, (0, 1, 2), keepdims=True)
+
+
+# Each rewrite: the (module, attribute, plain formulation) pairs that undo it.
+REWRITES = {
+    "upconv": ((segnet, "UpConv2x2", flax_conv_transpose),),
+    "batchnorm": ((segnet, "BatchNormReLU", flax_batchnorm_relu),),
+    "pooling": ((segnet, "max_pool_with_argmax", argmax_pool), (segnet, "max_unpool", slot_unpool)),
+    "conv": ((segnet, "conv_general_dilated", jax.lax.conv_general_dilated),),
+    "channel_sum": ((layers, "channel_sum", plain_channel_sum),),
+}
+
+
 @contextlib.contextmanager
-def plain_segnet():
-  """Within the block, SegNet modules built (and applied) use the plain Flax layers and the
-  argmax pooling: same variable names, so the same checkpoints."""
-  saved = {k: getattr(segnet, k) for k in
-           ("UpConv2x2", "BatchNormReLU", "max_pool_with_argmax", "max_unpool")}
-  segnet.UpConv2x2, segnet.BatchNormReLU = flax_conv_transpose, flax_batchnorm_relu
-  segnet.max_pool_with_argmax, segnet.max_unpool = argmax_pool, slot_unpool
+def plain_segnet(rewrites=tuple(REWRITES)):
+  """Within the block, SegNet modules built (and applied) use the plain formulations of the
+  named rewrites (default: all of them): same variable names, so the same checkpoints."""
+  swaps = [swap for name in rewrites for swap in REWRITES[name]]
+  saved = [(module, attr, getattr(module, attr)) for module, attr, _ in swaps]
+  for module, attr, plain in swaps:
+    setattr(module, attr, plain)
   try:
     yield
   finally:
-    for k, v in saved.items():
-      setattr(segnet, k, v)
+    for module, attr, value in saved:
+      setattr(module, attr, value)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from octseg_jax.models.layers import BatchNormReLU, UpConv2x2
+from octseg_jax.models.layers import BatchNormReLU, UpConv2x2, conv_general_dilated
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
 UPSAMPLING = ("unpool", "transpose")
@@ -42,7 +42,7 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = nn.Conv(self.features, tuple(self.kernel), use_bias=not self.use_batchnorm,
-                dtype=self.dtype)(x)
+                dtype=self.dtype, conv_general_dilated=conv_general_dilated)(x)
     if not self.use_batchnorm:
       return nn.relu(x)
     # Statistics in float32 even under bfloat16 compute.
@@ -93,6 +93,7 @@ class SegNet(nn.Module):
       for j in range(self.convs_per_block):
         width = self.widths[i] if j < self.convs_per_block - 1 else out_width
         x = ConvBlock(width, self.use_batchnorm, self.dtype, self.kernel, name=f"dec{i}_conv{j}")(x, train)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head")(x)
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head",
+                     conv_general_dilated=conv_general_dilated)(x)
     # Loss and softmax in at least float32, also under bfloat16 compute.
     return logits.astype(jnp.promote_types(self.dtype, jnp.float32))
