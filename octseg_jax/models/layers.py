@@ -55,7 +55,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 def unfused_transpose(x, perm):
   """jnp.transpose(x, perm), computed on its own. XLA on CPU otherwise fuses a transpose with the
   elementwise ops that produce its operand (here BatchNorm and ReLU, recomputed), and that fused
-  loop reads the operand with a stride: about 3x the time of transposing the stored operand. A
+  loop reads the operand with a stride: several times slower than transposing the stored one. A
   cond whose two branches are the same transpose keeps the operand stored and the transpose a
   transpose; its value is jnp.transpose(x, perm) whatever the predicate."""
   def t(v):
@@ -145,7 +145,7 @@ def channel_sum(x):
   """Per-channel sum [1, 1, 1, C] of x [B, H, W, C]: the pixels are summed as the rows of a
   [B*H*W / k, k*C] view (k = 1024 // C where it divides) and the k partial sums then folded.
   Equal to jnp.sum(x, (0, 1, 2), keepdims=True) up to summation order; XLA on CPU reduces the
-  wide rows 1.4-17x faster than the [B*H*W, C] columns (64 to 512 channels)."""
+  wide rows faster than the [B*H*W, C] columns (benchmarks/ab_layers.py --plain=channel_sum)."""
   b, h, w, c = x.shape
   k = max(1, _SUM_ROW_WIDTH // c)
   if (b * h * w) % k or not on_cpu():
