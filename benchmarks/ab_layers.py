@@ -1,4 +1,4 @@
-"""The fast layers (models/layers.py, pooling.py) against the plain Flax layers, in one process.
+"""The fast layers (models/layers.py, pooling.py) against their plain formulations, in one process.
 
   python benchmarks/ab_layers.py --config=configs/segnet.py --batch=8 \
       --set model.widths="(16,32,64,128,128)" [--set model.skip=True ...] \
@@ -59,7 +59,8 @@ def main():
   rewrites = [r for r in a.plain.split(",") if r]
   unknown = sorted(set(rewrites) - set(reference.REWRITES))
   if unknown:
-    p.error(f"--plain: unknown rewrite(s) {', '.join(unknown)}; known: {', '.join(reference.REWRITES)}")
+    p.error(f"--plain: unknown rewrite(s) {', '.join(unknown)}; "
+            f"known: {', '.join(reference.REWRITES)}")
   config = load_config(a.config, a.set, {"benchmark.batch_size": a.batch})
   shape = benchmark.model_input_shape(config)
   rng = np.random.default_rng(0)
@@ -80,7 +81,8 @@ def main():
       if r:
         times[name].append(time.perf_counter() - t)
   med = {k: statistics.median(v) for k, v in times.items()}
-  result = {"model": dict(config.model), "batch": a.batch, "plain_rewrites": rewrites, "input_shape": list(shape),
+  result = {"model": dict(config.model), "batch": a.batch, "plain_rewrites": rewrites,
+            "input_shape": list(shape),
             "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "load_average": os.getloadavg(), "rounds": a.rounds, "times_s": times,
             "median_s": med, "plain_over_fast": med["plain"] / med["fast"]}
@@ -88,7 +90,8 @@ def main():
     result["fast_over_fast_bf16"] = med["fast"] / med["fast_bf16"]
     print(f"bfloat16 compute: {med['fast_bf16']:.3f} s, float32 / bfloat16 = "
           f"{result['fast_over_fast_bf16']:.2f}")
-  print(f"train step: fast {med['fast']:.3f} s, plain ({', '.join(rewrites)}) {med['plain']:.3f} s, "
+  print(f"train step: fast {med['fast']:.3f} s, plain ({', '.join(rewrites)}) "
+        f"{med['plain']:.3f} s, "
         f"plain / fast = {result['plain_over_fast']:.2f} (load {os.getloadavg()[0]:.1f})")
   write_json(a.out, result)
 

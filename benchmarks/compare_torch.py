@@ -53,7 +53,8 @@ def torch_step(config, input_shape, a):
   cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "torch_segnet.py"),
          "--widths", ",".join(str(v) for v in config.model.widths), "--batch", str(a.batch),
          "--size", f"{h},{w}", "--upsample", config.model.upsample,
-         "--steps", str(a.steps), "--warmup", str(a.warmup)] + (["--skip"] if config.model.skip else [])
+         "--steps", str(a.steps), "--warmup", str(a.warmup)]
+  cmd += ["--skip"] if config.model.skip else []
   out = subprocess.run(cmd, capture_output=True, text=True)
   last = (out.stdout.strip().splitlines() or [""])[-1]
   if last.startswith("{"):

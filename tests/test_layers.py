@@ -87,7 +87,7 @@ def test_conv_nhwc_equals_lax_conv_values_and_gradients(x_shape, kernel_shape, p
     dy = _rand(y_plain.shape, 13)
     _close(y_ours, y_plain, 1e-12)
     _close(jax.jit(vjp_ours)(dy), vjp_plain(dy), 1e-12)
-    # Hand-computed weight gradient: d kernel[i, j, c, f] = sum x_padded[b, h+i, w+j, c] dy[b, h, w, f].
+    # Weight gradient by hand: d kernel[i, j, c, f] = sum x_padded[b, h+i, w+j, c] dy[b, h, w, f].
     pads = (jax.lax.padtype_to_pads(x_shape[1:3], kernel_shape[:2], (1, 1), padding)
             if isinstance(padding, str) else padding)
     xp = np.pad(np.asarray(x), ((0, 0),) + tuple(pads) + ((0, 0),))

@@ -111,13 +111,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   conv_nhwc for the stride-1, undilated, ungrouped 2-D NHWC convolutions of ConvBlock and the
   head on the CPU; any other convolution, and every convolution on an accelerator, goes to lax
   as it is."""
-  plain = (on_cpu() and lhs.ndim == 4 and precision is None and feature_group_count == 1
-           and tuple(window_strides) == (1, 1)
-           and all(d in (None, 1) for d in (lhs_dilation or ())) and
-           all(d in (None, 1) for d in (rhs_dilation or ()))
-           and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-           == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
-  if not plain:
+  rewritable = (on_cpu() and lhs.ndim == 4 and precision is None and feature_group_count == 1
+                and tuple(window_strides) == (1, 1)
+                and all(d in (None, 1) for d in (lhs_dilation or ()))
+                and all(d in (None, 1) for d in (rhs_dilation or ()))
+                and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+                == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+  if not rewritable:
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
