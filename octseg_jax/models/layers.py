@@ -52,6 +52,12 @@ class UpConv2x2(nn.Module):
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def on_cpu() -> bool:
+  """Whether JAX computes on the CPU: channel_sum and conv_general_dilated rewrite only there
+  (they work around XLA's CPU code generation; elsewhere the plain formulation runs)."""
+  return jax.default_backend() == "cpu"
+
+
 def unfused_transpose(x, perm):
   """jnp.transpose(x, perm), computed on its own. XLA on CPU otherwise fuses a transpose with the
   elementwise ops that produce its operand (here BatchNorm and ReLU, recomputed), and that fused
@@ -133,12 +139,6 @@ def _channels(v):
 
 
 _SUM_ROW_WIDTH = 1024   # elements per row of channel_sum's [rows, k * C] view
-
-
-def on_cpu() -> bool:
-  """Whether JAX computes on the CPU: channel_sum and conv_general_dilated rewrite only there
-  (they work around XLA's CPU code generation; elsewhere the plain formulation runs)."""
-  return jax.default_backend() == "cpu"
 
 
 def channel_sum(x):
