@@ -1,6 +1,8 @@
 """Runs the Duke experiments of docs/results.md and collects their numbers.
 
   python scripts/run_experiments.py --plan=gpu --out=runs/experiments --duke_dir=DIR
+  python scripts/run_experiments.py --campaign      # the accuracy campaign (configs/campaign.json)
+  python scripts/run_experiments.py --status        # its runs: done, running, queued; compute left
 
 Each experiment trains in OUT/runs/NAME/foldK, then scores the best checkpoint on its
 validation subjects at native resolution (--mode=eval), and appends to OUT/results.json. Runs
@@ -25,6 +27,11 @@ import statistics
 import sys
 import time
 import traceback
+
+if __name__ == "__main__" and {"--campaign", "--status"} & set(sys.argv[1:]):
+  # The campaign runner (scripts/campaign.py) does no JAX work: dispatch before importing it.
+  import campaign
+  sys.exit(campaign.main([a for a in sys.argv[1:] if a != "--campaign"]))
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

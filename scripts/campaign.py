@@ -1,0 +1,338 @@
+"""The accuracy campaign: a queue of Duke runs (recipe x fold x seed) that survives restarts.
+
+  python scripts/run_experiments.py --campaign            # start (or restart) the runner
+  python scripts/run_experiments.py --status              # done / running / queued, compute left
+
+The queue is the committed plan file `configs/campaign.json`: recipes (a config file, its
+overrides and the commit they run at) and runs. The runner takes the runs in order, one at a
+time, under `nice`:
+
+- each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on
+  main never changes a run in flight, and every run's code is known;
+- a run trains with `main.py --mode=train` into STATE/runs/RECIPE/foldF_seedS (a rerun of the
+  same command resumes from its last checkpoint, bit-identically), then scores its best checkpoint
+  on its validation subjects with `--mode=eval` (native resolution, literature protocol);
+- its raw outputs (resolved config, log.csv, metrics JSON/Markdown, provenance, run.json with
+  commands, commit and seconds) are copied to docs/results/campaign/RECIPE/foldF_seedS/ in this
+  checkout and committed at once (only those paths);
+- a run whose results are committed is skipped; one whose checkpoints were lost starts again.
+
+STATE defaults to ../campaign beside this checkout (checkpoints may be lost with the machine;
+results never are). This module uses only the standard library: the runner itself does no JAX
+work, so editing main while it runs cannot change a run.
+"""
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLAN = os.path.join(REPO, "configs", "campaign.json")
+STATE = os.path.join(os.path.dirname(REPO), "campaign")
+RESULT_FILES = {   # copied name: (source folder, file) of a finished run
+    "config.json": ("train", "config.json"), "log.csv": ("train", "log.csv"),
+    "split.json": ("train", "split.json"), "provenance.json": ("train", "provenance.json"),
+    "metrics.json": ("eval", "metrics.json"), "metrics.md": ("eval", "metrics.md"),
+    "eval_provenance.json": ("eval", "eval_provenance.json"),
+}
+MAX_ATTEMPTS = 2          # per run and runner start: a run that fails twice is passed over
+NICE = 10
+
+
+def load_plan(path=PLAN):
+  with open(path) as f:
+    plan = json.load(f)
+  for run in plan["queue"]:
+    if run["recipe"] not in plan["recipes"]:
+      raise SystemExit(f"{path}: run {run} names no recipe of the plan")
+  return plan
+
+
+def run_id(run) -> str:
+  return f"{run['recipe']}/fold{run['fold']}_seed{run['seed']}"
+
+
+def result_dir(plan, run, repo=REPO) -> str:
+  return os.path.join(repo, plan["results_dir"], run_id(run))
+
+
+def git(*args, repo=REPO, check=True) -> str:
+  out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
+  if check and out.returncode:
+    raise RuntimeError(f"git {' '.join(args)}: {out.stderr.strip()}")
+  return out.stdout.strip()
+
+
+def committed(plan, run, repo=REPO) -> bool:
+  """The run's run.json (written last) is in HEAD of this checkout."""
+  rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), "run.json"), repo)
+  return subprocess.run(["git", "-C", repo, "cat-file", "-e", f"HEAD:{rel}"],
+                        capture_output=True).returncode == 0
+
+
+def worktree(commit: str, state=STATE, repo=REPO) -> str:
+  """A detached worktree of `commit` (created once, never moved)."""
+  sha = git("rev-parse", f"{commit}^{{commit}}", repo=repo)
+  path = os.path.join(state, "worktrees", sha[:12])
+  if not os.path.isdir(os.path.join(path, "octseg_jax")):
+    git("worktree", "prune", repo=repo)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    git("worktree", "add", "--detach", "--force", path, sha, repo=repo)
+  return path
+
+
+def override_arg(field: str, value) -> str:
+  if isinstance(value, (list, tuple)):
+    value = "(" + ",".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  return f"--config.{field}={value}"
+
+
+def commands(plan, run, workdir: str, eval_dir: str, repo=REPO):
+  """The train and eval command lines of a run (run in the recipe's worktree)."""
+  recipe = plan["recipes"][run["recipe"]]
+  duke_dir = os.path.abspath(os.path.join(repo, plan["duke_dir"]))
+  fields = {"seed": run["seed"], "data.split": "subject", "data.fold": run["fold"],
+            "data.duke_dir": duke_dir, **recipe.get("overrides", {})}
+  py = [sys.executable, "main.py"]
+  train = py + [f"--config={recipe['config']}", f"--workdir={workdir}"] + [
+      override_arg(k, v) for k, v in fields.items()]
+  evaluate = py + ["--mode=eval", f"--workdir={workdir}", f"--output={eval_dir}"]
+  return train, evaluate
+
+
+def run_logged(cmd, cwd: str, log_path: str) -> int:
+  """Runs cmd under nice, appending its output to log_path; returns the exit status."""
+  with open(log_path, "a") as log:
+    log.write(f"\n[{now()}] {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: os.nice(NICE))
+    try:
+      return proc.wait()
+    except BaseException:
+      proc.send_signal(signal.SIGINT)      # training stops cleanly after a checkpoint save
+      proc.wait()
+      raise
+
+
+def now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def log_rows(path: str):
+  """The rows of a log.csv as dicts of strings ([] when absent)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = [line.rstrip("\n").split(",") for line in f if line.strip()]
+  return [dict(zip(lines[0], row)) for row in lines[1:]] if lines else []
+
+
+def copy_results(plan, run, workdir: str, eval_dir: str, record: dict, repo=REPO) -> str:
+  """Raw outputs into the checkout's results folder, run.json last; returns the folder."""
+  dest = result_dir(plan, run, repo)
+  tmp = dest + ".partial"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  for name, (where, src) in RESULT_FILES.items():
+    path = os.path.join(workdir if where == "train" else eval_dir, src)
+    if os.path.exists(path):
+      shutil.copyfile(path, os.path.join(tmp, name))
+  with open(os.path.join(tmp, "run.json"), "w") as f:
+    json.dump(record, f, indent=2)
+  shutil.rmtree(dest, ignore_errors=True)
+  os.rename(tmp, dest)
+  return dest
+
+
+def commit_results(paths, message: str, repo=REPO, tries: int = 30) -> None:
+  """Commits exactly `paths` (other staged or unstaged work in the checkout is left alone),
+  retrying while another git command holds the index."""
+  rel = [os.path.relpath(p, repo) for p in paths]
+  for _ in range(tries):
+    add = subprocess.run(["git", "-C", repo, "add", "--", *rel], capture_output=True, text=True)
+    if add.returncode == 0:
+      done = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", message, "--", *rel],
+                            capture_output=True, text=True)
+      if done.returncode == 0 or "nothing" in done.stdout + done.stderr:
+        return
+    time.sleep(2.0)
+  raise RuntimeError(f"could not commit {rel}")
+
+
+def execute(plan, run, state=STATE, repo=REPO) -> bool:
+  """Trains (or resumes) and scores one run, then copies and commits its results."""
+  recipe = plan["recipes"][run["recipe"]]
+  tree = worktree(recipe["commit"], state, repo)
+  workdir = os.path.join(state, "runs", run_id(run))
+  eval_dir = workdir + "_eval"
+  os.makedirs(os.path.dirname(workdir), exist_ok=True)
+  train_cmd, eval_cmd = commands(plan, run, workdir, eval_dir, repo)
+  log_path = workdir + ".out"
+  t0 = time.time()
+  if run_logged(train_cmd, tree, log_path):
+    return False
+  train_s = time.time() - t0
+  shutil.rmtree(eval_dir, ignore_errors=True)      # a half-written eval is redone
+  t1 = time.time()
+  if run_logged(eval_cmd, tree, log_path):
+    return False
+  rows = log_rows(os.path.join(workdir, "log.csv"))
+  record = {"run": run_id(run), "recipe": recipe, "fold": run["fold"], "seed": run["seed"],
+            "commit": git("rev-parse", "HEAD", repo=tree), "train_command": train_cmd[1:],
+            "eval_command": eval_cmd[1:], "finished": now(), "host": socket.gethostname(),
+            "cpus": os.cpu_count(), "nice": NICE,
+            "wall_s_this_start": {"train": train_s, "eval": time.time() - t1},
+            "epochs": len(rows), "train_s_logged": sum(float(r["seconds"]) for r in rows)}
+  dest = copy_results(plan, run, workdir, eval_dir, record, repo)
+  metrics = json.load(open(os.path.join(dest, "metrics.json")))
+  dice = metrics["topology"]["literature"]["mean_layer_dice"]
+  commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}, "
+                 "order fix on, native resolution)", repo)
+  return True
+
+
+def take_lock(state=STATE) -> None:
+  """One runner at a time: a lock file holding the runner's pid (a dead pid is taken over)."""
+  os.makedirs(state, exist_ok=True)
+  path = os.path.join(state, "runner.lock")
+  try:
+    pid = int(open(path).read().strip() or 0)
+  except (OSError, ValueError):
+    pid = 0
+  if pid and pid != os.getpid() and pid_alive(pid):
+    raise SystemExit(f"{path}: the campaign runner is already running (pid {pid})")
+  tmp = f"{path}.{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(str(os.getpid()))
+  os.replace(tmp, path)
+
+
+def pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def write_running(state, run) -> None:
+  path = os.path.join(state, "running.json")
+  if run is None:
+    if os.path.exists(path):
+      os.remove(path)
+    return
+  with open(path + ".tmp", "w") as f:
+    json.dump({"run": run_id(run), "since": now(), "pid": os.getpid()}, f)
+  os.replace(path + ".tmp", path)
+
+
+def commit_uncommitted(plan, repo=REPO) -> None:
+  """Results copied by an earlier runner that stopped before committing them."""
+  for run in plan["queue"]:
+    dest = result_dir(plan, run, repo)
+    if os.path.exists(os.path.join(dest, "run.json")) and not committed(plan, run, repo):
+      commit_results([dest], f"Campaign: {run_id(run)} results (committed on restart)", repo)
+
+
+def run_campaign(plan_path=PLAN, state=STATE, repo=REPO) -> None:
+  """Runs the plan's queue until every run is committed; rereads the plan between runs, so
+  runs appended to configs/campaign.json on main join the queue."""
+  take_lock(state)
+  failures = {}
+  while True:
+    plan = load_plan(plan_path)
+    commit_uncommitted(plan, repo)
+    todo = [r for r in plan["queue"] if not committed(plan, r, repo)
+            and failures.get(run_id(r), 0) < MAX_ATTEMPTS]
+    if not todo:
+      print(f"[{now()}] campaign: nothing left to run", flush=True)
+      write_running(state, None)
+      return
+    run = todo[0]
+    write_running(state, run)
+    print(f"[{now()}] campaign: {run_id(run)} starts", flush=True)
+    ok = execute(plan, run, state, repo)
+    if not ok:
+      failures[run_id(run)] = failures.get(run_id(run), 0) + 1
+    print(f"[{now()}] campaign: {run_id(run)} {'done' if ok else 'FAILED'}", flush=True)
+    write_running(state, None)
+
+
+def finished_seconds(plan, repo=REPO):
+  """{recipe: [seconds of each committed run]} from their run.json (train and eval)."""
+  out = {}
+  for run in plan["queue"]:
+    path = os.path.join(result_dir(plan, run, repo), "run.json")
+    if committed(plan, run, repo) and os.path.exists(path):
+      record = json.load(open(path))
+      out.setdefault(run["recipe"], []).append(record["train_s_logged"]
+                                               + record["wall_s_this_start"]["eval"])
+  return out
+
+
+def estimate_s(plan, recipe: str, seconds) -> float:
+  """Expected seconds of one run: the recipe's own finished runs, else those of recipes with
+  the same config file, else the plan's estimate for the recipe."""
+  if seconds.get(recipe):
+    return statistics.mean(seconds[recipe])
+  config = plan["recipes"][recipe]["config"]
+  alike = [s for name, v in seconds.items() for s in v
+           if plan["recipes"][name]["config"] == config]
+  return statistics.mean(alike) if alike else float(plan["recipes"][recipe]["estimate_s"])
+
+
+def status_lines(plan, state=STATE, repo=REPO):
+  """What is done (with its mean layer Dice), running (epochs so far) and queued, and the
+  compute left in hours."""
+  seconds = finished_seconds(plan, repo)
+  running = None
+  path = os.path.join(state, "running.json")
+  lock = os.path.join(state, "runner.lock")
+  if os.path.exists(path) and os.path.exists(lock):
+    if pid_alive(int(open(lock).read().strip() or 0)):
+      running = json.load(open(path))["run"]
+  lines, left = [], 0.0
+  for run in plan["queue"]:
+    rid, est = run_id(run), estimate_s(plan, run["recipe"], seconds)
+    if committed(plan, run, repo):
+      m = json.load(open(os.path.join(result_dir(plan, run, repo), "metrics.json")))
+      lines.append(f"done     {rid:40s} mean layer Dice "
+                   f"{m['topology']['literature']['mean_layer_dice']:.4f}")
+      continue
+    rows = log_rows(os.path.join(state, "runs", rid, "log.csv"))
+    spent = sum(float(r["seconds"]) for r in rows)
+    left += max(est - spent, 0.0)
+    state_word = "running" if rid == running else "queued"
+    lines.append(f"{state_word:8s} {rid:40s} {len(rows)} epochs so far, ~{est / 60:.0f} min each run")
+  lines.append(f"compute left: ~{left / 3600:.1f} h on this machine "
+               f"({'runner alive' if running else 'runner not running'})")
+  return lines
+
+
+def main(argv=None) -> int:
+  import argparse
+  parser = argparse.ArgumentParser(description="The accuracy campaign's runner.")
+  parser.add_argument("--plan", default=PLAN)
+  parser.add_argument("--state", default=STATE)
+  parser.add_argument("--status", action="store_true")
+  args = parser.parse_args(argv)
+  plan = load_plan(args.plan)
+  if args.status:
+    print("\n".join(status_lines(plan, args.state)))
+    return 0
+  run_campaign(args.plan, args.state)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
