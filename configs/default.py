@@ -15,11 +15,15 @@ Fields:
     of up to that many rows), speckle (log-sd of multiplicative noise).
   model: SegNet widths (one per pooling level), upsample 'unpool' or 'transpose', skip,
     kernel (rows, cols) of the conv blocks (ReLayNet: (7, 3)), position_channel (row / height
-    as a second input channel, as in LF-UNet).
+    as a second input channel, as in LF-UNet); fluid_head (a sigmoid fluid channel from the
+    last decoder features; trained on the data's fluid masks) and boundary_head (per column
+    and boundary a softmax over rows whose expectation is the boundary row, ordered by
+    construction; He et al. 2019), both off by default.
   loss: by name (octseg_jax/losses.py LOSSES): 'hybrid' = CE + dice_weight * (1 - Dice)
     (the paper's), 'ce', 'weighted_hybrid' (ReLayNet-style CE weighted by 1 + boundary_weight
     at layer boundaries + layer_weight on layer pixels, + the Dice term); dice_mode 'global'
-    (paper) or 'class_mean'.
+    (paper) or 'class_mean'. With the heads: + fluid_weight * (BCE + 1 - soft Dice) of the
+    fluid channel, + boundary_head_weight * (smooth-L1 in pixels + row NLL) of the boundaries.
   train: optimizer 'adam' (paper), 'adamw' (weight_decay) or 'sgd' (momentum); schedule
     'plateau' (paper: factor/patience on the validation loss once per epoch), 'cosine'
     (warm-up over warmup_epochs then cosine decay to 0 at num_epochs, per step) or 'constant';
@@ -65,10 +69,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.skip = False
   c.model.kernel = (3, 3)              # (rows, cols) of the conv blocks
   c.model.position_channel = False
+  c.model.fluid_head = False           # a fluid sigmoid channel (multi-task, issue 26)
+  c.model.boundary_head = False        # ordered soft-argmax boundary rows per column
 
   c.loss = ml_collections.ConfigDict(dict(
       name="hybrid", dice_weight=0.5, dice_mode="global", boundary_weight=10.0,
-      layer_weight=5.0))
+      layer_weight=5.0, fluid_weight=1.0, boundary_head_weight=0.1))
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32

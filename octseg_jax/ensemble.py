@@ -179,7 +179,7 @@ def evaluate_ensemble(workdirs: Sequence[str], output: str, flip: bool = True,
   from octseg_jax.io_utils import write_json
   members = [load_trained(w) for w in workdirs]
   _common_validation(members)
-  images, masks, subjects, _ = evaluate.validation_scans(members[0])
+  images, masks, _, subjects, _ = evaluate.validation_scans(members[0])
   pixel_um = float(members[0].config.data.pixel_um)
   views = predict_views(members, images, flip)
   probs = [mean_probs(v) for v in views]

@@ -79,9 +79,53 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   }
 
 
+def score_fluid(fluid_probs, fluid_true, masks, subjects, pixel_um: float) -> Dict:
+  """Fluid Dice counted globally (over the split, per subject, over the scans with fluid) and
+  the absolute fluid-area error per scan, from fluid probabilities [H, W] thresholded at 0.5.
+  Pixels count where the fluid state is known: labelled (mask != 255) or marked fluid."""
+  counts = []
+  for p, f, m in zip(fluid_probs, fluid_true, masks):
+    known = (m != 255) | (f > 0)
+    pred, true = (p > 0.5) & known, (f > 0) & known
+    counts.append((np.sum(pred & true), np.sum(pred & ~true), np.sum(~pred & true),
+                   np.sum(pred), np.sum(true)))
+  c = np.asarray(counts, np.float64).reshape(-1, 5)             # tp, fp, fn, pred, true
+
+  def dice(rows):
+    return metrics.dice_of_counts(*c[rows, :3].sum(axis=0))
+
+  subjects = np.asarray(subjects)
+  area_err = np.abs(c[:, 3] - c[:, 4])
+  return {"dice": dice(slice(None)),
+          "dice_scans_with_fluid": dice(c[:, 4] > 0),
+          "scans_with_fluid": int((c[:, 4] > 0).sum()),
+          "per_subject_dice": {int(s): dice(subjects == s) for s in sorted(set(subjects.tolist()))},
+          "area_abs_error_px": {"mean": float(area_err.mean()), "per_scan": area_err.tolist()},
+          "area_true_px": c[:, 4].tolist(), "area_pred_px": c[:, 3].tolist(),
+          "counted": "globally over the pixels of all scans (not a mean of per-scan Dice)"}
+
+
+def score_heads(outputs: List[Dict], masks, fluid_true, subjects, pixel_um: float) -> Dict:
+  """The optional heads' numbers: fluid (when the scans carry a fluid annotation) and the
+  boundary head's boundary error against the masks' boundaries (no topology fix needed: the
+  head's boundaries are ordered by construction)."""
+  out = {}
+  if "fluid" in outputs[0] and all(f is not None for f in fluid_true):
+    out["fluid"] = score_fluid([o["fluid"] for o in outputs], fluid_true, masks, subjects,
+                               pixel_um)
+  if "boundaries" in outputs[0]:
+    pred = np.concatenate([o["boundaries"] for o in outputs], axis=-1)
+    true = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
+    out["boundary_head"] = {"geometry": _geometry_errors(pred, true, pixel_um)}
+  return out
+
+
 def validation_scans(trained):
-  """The validation split of the workdir, rebuilt from its config and split.json."""
-  images, masks, subjects, names = pipeline.flatten(pipeline.load_scans(trained.config.data))
+  """The validation split of the workdir, rebuilt from its config and split.json: images,
+  masks, fluid masks (None where not annotated), subjects, names."""
+  sets = pipeline.load_scans(trained.config.data)
+  images, masks, subjects, names = pipeline.flatten(sets)
+  fluid = pipeline.fluid_of(sets)
   from octseg_jax.config_checks import check_split_names
   wanted = check_split_names(trained.split, os.path.join(trained.workdir, "split.json"))["names"]
   index = {n: i for i, n in enumerate(names)}
@@ -90,31 +134,49 @@ def validation_scans(trained):
     raise InputError(f"{trained.workdir}/split.json: validation scans {missing[:3]} are not in "
                      "the configured data (was the data moved or changed?)")
   idx = [index[n] for n in wanted]
-  return ([images[i] for i in idx], [masks[i] for i in idx], subjects[idx], wanted)
+  return ([images[i] for i in idx], [masks[i] for i in idx], [fluid[i] for i in idx],
+          subjects[idx], wanted)
+
+
+def scans_to_score(trained, input_path: Optional[str]):
+  """(images, masks, fluid, subjects, names, data name) of an input path or of the workdir's
+  validation split."""
+  if input_path:
+    sets = inputs.load_path(input_path, True, int(trained.config.data.max_image_side))
+    images, masks, subjects, names = pipeline.flatten(sets)
+    return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
+  images, masks, fluid, subjects, names = validation_scans(trained)
+  data_name = (f"validation split of {trained.workdir} "
+               f"(subjects {trained.split['val'].get('subjects')})")
+  return images, masks, fluid, subjects, names, data_name
+
+
+def predict_all(trained, images) -> List[Dict]:
+  """inference.predict_outputs in eval batches, with progress."""
+  from octseg_jax.inference import predict_outputs
+  batch = int(trained.config.train.eval_batch_size)
+  outputs = []
+  with Progress(len(images), "eval: predict", unit="scan") as bar:
+    for start in range(0, len(images), batch):
+      outputs += predict_outputs(trained, images[start:start + batch], batch)
+      bar.update(len(outputs) - bar.done)
+  return outputs
 
 
 def run(workdir: str, input_path: Optional[str], output: str, overrides=None) -> Dict:
-  from octseg_jax.inference import load_trained, predict_probs
+  from octseg_jax.inference import load_trained
   trained = load_trained(workdir, overrides)
-  if input_path:
-    max_side = int(trained.config.data.max_image_side)
-    images, masks, subjects, names = pipeline.flatten(inputs.load_path(input_path, True,
-                                                                       max_side))
-    data_name = input_path
-  else:
-    images, masks, subjects, names = validation_scans(trained)
-    data_name = f"validation split of {workdir} (subjects {trained.split['val'].get('subjects')})"
+  images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path)
   if not any((m != 255).any() for m in masks):
     raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
                      "ignore), so there is nothing to score")
-  batch = int(trained.config.train.eval_batch_size)
-  probs = []
-  with Progress(len(images), "eval: predict", unit="scan") as bar:
-    for start in range(0, len(images), batch):
-      probs += predict_probs(trained, images[start:start + batch], batch)
-      bar.update(len(probs) - bar.done)
+  outputs = predict_all(trained, images)
+  probs = [o["probs"] for o in outputs]
+  pixel_um = float(trained.config.data.pixel_um)
   with Progress(len(images), "eval: score", unit="scan") as bar:
-    result = score(probs, masks, subjects, float(trained.config.data.pixel_um), bar)
+    result = score(probs, masks, subjects, pixel_um, bar)
+  if trained.head_names:
+    result["heads"] = score_heads(outputs, masks, fluid, subjects, pixel_um)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   output = check_output_folder(output)

@@ -28,14 +28,27 @@ class Trained:
   workdir: str
   split: dict
   logits_fn: Callable = None   # jit: (variables, x [B, h, w]) -> logits [B, h, w, K]
+  heads_fn: Callable = None    # jit: (variables, x) -> the heads' outputs (see device_heads)
 
   def __post_init__(self):
     self.logits_fn = jitted_logits(self.model)
+    self.heads_fn = jitted_heads(self.model) if self.head_names else None
+
+  @property
+  def head_names(self) -> tuple:
+    """The optional heads the model has: 'fluid', 'boundaries'."""
+    return tuple(name for name, field in (("fluid", "fluid_head"), ("boundaries", "boundary_head"))
+                 if getattr(self.model, field, False))
 
   def device_probs(self, x: np.ndarray) -> jax.Array:
     """Softmax probabilities [B, h, w, K] for model inputs [B, h, w] (BatchNorm inference),
     left on the device without waiting (JAX dispatches asynchronously)."""
     return jax.nn.softmax(self.logits_fn(self.variables, jnp.asarray(x)), axis=-1)
+
+  def device_heads(self, x: np.ndarray) -> dict:
+    """The heads' outputs at model resolution: 'fluid' (probability [B, h, w]) and
+    'boundaries' (ordered rows [B, 8, w]); {} for a model without heads."""
+    return self.heads_fn(self.variables, jnp.asarray(x)) if self.heads_fn else {}
 
   def probs(self, x: np.ndarray) -> np.ndarray:
     """device_probs as a host array."""
@@ -55,6 +68,20 @@ def jitted_logits(model) -> Callable:
   """One jitted forward pass per model definition (Linen modules compare by their fields), so
   loading the same workdir again in one process does not compile again."""
   return jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+
+@functools.lru_cache(maxsize=8)
+def jitted_heads(model) -> Callable:
+  """The heads' outputs of one forward pass (fluid as a probability), jitted once per model."""
+  def heads(v, x):
+    out = model.apply(v, x, train=False, method="outputs")
+    res = {}
+    if "fluid" in out:
+      res["fluid"] = jax.nn.sigmoid(out["fluid"])
+    if "boundaries" in out:
+      res["boundaries"] = out["boundaries"]
+    return res
+  return jax.jit(heads)
 
 
 def load_trained(workdir: str, overrides=None) -> Trained:
@@ -81,7 +108,26 @@ def load_trained(workdir: str, overrides=None) -> Trained:
 
 
 def predict_probs(trained: Trained, images: List[np.ndarray], batch_size: int = 0) -> List[np.ndarray]:
-  """Class probabilities float32 [H, W, K] at each raw scan's own resolution.
+  """Class probabilities float32 [H, W, K] at each raw scan's own resolution (see
+  predict_outputs)."""
+  return [out["probs"] for out in predict_outputs(trained, images, batch_size)]
+
+
+def restore_heads(heads: dict, j: int, placement: preprocessing.Placement) -> dict:
+  """Scan j of a batch of head outputs, mapped back to its raw scan: 'fluid' [H, W] (0 outside
+  the band), 'boundaries' [8, W] in raw rows."""
+  out = {}
+  if "fluid" in heads:
+    out["fluid"] = preprocessing.restore(np.asarray(heads["fluid"][j])[..., None], placement,
+                                         outside=np.zeros(1, np.float32))[..., 0]
+  if "boundaries" in heads:
+    out["boundaries"] = preprocessing.restore_rows(np.asarray(heads["boundaries"][j]), placement)
+  return out
+
+
+def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int = 0) -> List[dict]:
+  """Per raw scan, at its own resolution: 'probs' (class probabilities float32 [H, W, K]) and,
+  when the model has the heads, 'fluid' (probability [H, W]) and 'boundaries' ([8, W] rows).
 
   Scans are preprocessed with the workdir's recipe, grouped by model input size, run in
   fixed-size batches (one compilation serves every batch of a group), and mapped back.
@@ -97,7 +143,9 @@ def predict_probs(trained: Trained, images: List[np.ndarray], batch_size: int = 
     size = min(batch_size, len(members))   # a single scan runs as a batch of one
     for start in range(0, len(members), size):
       chunk = members[start:start + size]
-      probs = trained.probs(padded_batch([prepared[i][0] for i in chunk], size))
+      x = padded_batch([prepared[i][0] for i in chunk], size)
+      probs, heads = trained.probs(x), trained.device_heads(x)
       for j, i in enumerate(chunk):
-        out[i] = preprocessing.restore(probs[j], prepared[i][2])
+        out[i] = {"probs": preprocessing.restore(probs[j], prepared[i][2]),
+                  **restore_heads(heads, j, prepared[i][2])}
   return out

@@ -17,6 +17,7 @@ from typing import Callable, Dict
 import jax
 import jax.numpy as jnp
 
+from octseg_jax.layers_geometry import NUM_BOUNDARIES
 from octseg_jax.preprocessing import IGNORE
 
 DICE_MODES = ("global", "class_mean")
@@ -141,3 +142,73 @@ def hybrid(logits: jax.Array, labels: jax.Array, dice_weight: float = 0.5,
   """The paper's loss CE + dice_weight * (1 - Dice) on one batch."""
   cfg = types.SimpleNamespace(dice_weight=dice_weight, dice_mode=dice_mode)
   return hybrid_loss(batch_sums(logits, labels), cfg)
+
+
+# The optional heads (model.fluid_head, model.boundary_head): additive sums and their losses,
+# added to the class loss with loss.fluid_weight and loss.boundary_head_weight.
+
+def boundary_targets(labels: jax.Array):
+  """Layer labels [B, H, W] -> (boundary rows [B, 8, W] float32, known [B, 8, W] bool), the
+  rows of layers_geometry.boundaries_from_labels (ignore_unknown=True) in JAX. A boundary at
+  row H (the retina reaching the bottom edge) is not known: no row of the softmax is there."""
+  h, n_layers = labels.shape[1], NUM_BOUNDARIES - 1
+  lab = labels.astype(jnp.int32)
+  rows = jnp.arange(h)[None, :, None]
+  is_layer = (lab >= 1) & (lab <= n_layers)
+  cur = jnp.max(jnp.where(is_layer, rows, -1), axis=1) + 1                   # [B, W], BM
+  out = [cur]
+  for k in range(n_layers, 0, -1):
+    first = jnp.min(jnp.where(is_layer & (lab >= k), rows, h), axis=1)
+    cur = jnp.minimum(first, cur)
+    out.append(cur)
+  b = jnp.stack(out[::-1], axis=1)                                           # [B, 8, W]
+  unknown = lab == IGNORE
+  above = jnp.take_along_axis(unknown, jnp.clip(b - 1, 0, h - 1), axis=1) & (b > 0)
+  below = jnp.take_along_axis(unknown, jnp.clip(b[:, -1:], 0, h - 1), axis=1) & (b[:, -1:] < h)
+  above = above.at[:, -1:].set(above[:, -1:] | below)
+  known = is_layer.any(axis=1)[:, None, :] & ~above & (b < h)
+  return b.astype(jnp.float32), known
+
+
+def boundary_sums(row_logits: jax.Array, boundaries: jax.Array, labels: jax.Array):
+  """Sums of the boundary head over known (column, boundary) pairs: smooth-L1 (pixels, beta
+  1) of the ordered rows, negative log-likelihood of the true row under each boundary's row
+  distribution, absolute error and count per boundary."""
+  target, known = boundary_targets(labels)
+  m = known.astype(jnp.float32)
+  d = jnp.abs(boundaries - target)
+  smooth_l1 = jnp.where(d < 1.0, 0.5 * d * d, d - 0.5)
+  logp = jax.nn.log_softmax(row_logits.astype(jnp.float32), axis=1)          # [B, H, W, 8]
+  rows = jnp.arange(logp.shape[1])[None, :, None, None]
+  true_row = rows == jnp.moveaxis(target, 1, -1).astype(jnp.int32)[:, None]  # [B, H, W, 8]
+  nll = -jnp.moveaxis(jnp.sum(jnp.where(true_row, logp, 0.0), axis=1), -1, 1)  # [B, 8, W]
+  return {"boundary_sl1_sum": jnp.sum(m * smooth_l1), "boundary_nll_sum": jnp.sum(m * nll),
+          "boundary_n": jnp.sum(m), "boundary_abs_sum": jnp.sum(m * d, axis=(0, 2)),
+          "boundary_count": jnp.sum(m, axis=(0, 2))}
+
+
+def fluid_sums(fluid_logit: jax.Array, fluid: jax.Array, known: jax.Array):
+  """Sums of the fluid head over pixels whose fluid state is known: binary cross-entropy, the
+  soft Dice sums of sigmoid probabilities, and the hard (p > 0.5) true/false positives and
+  false negatives."""
+  z = fluid_logit.astype(jnp.float32)
+  t = fluid.astype(jnp.float32)
+  m = known.astype(jnp.float32)
+  p = jax.nn.sigmoid(z) * m
+  hard = (z > 0).astype(jnp.float32) * m
+  return {"fluid_bce_sum": jnp.sum(m * (jax.nn.softplus(z) - z * t)), "fluid_n": jnp.sum(m),
+          "fluid_inter": jnp.sum(p * t), "fluid_psum": jnp.sum(p), "fluid_ysum": jnp.sum(m * t),
+          "fluid_tp": jnp.sum(hard * t), "fluid_fp": jnp.sum(hard * (1 - t)),
+          "fluid_fn": jnp.sum(m * t * (1 - hard))}
+
+
+def fluid_loss_from_sums(sums, xp=jnp):
+  """Mean BCE + (1 - soft Dice) of the fluid channel."""
+  dice = (2 * sums["fluid_inter"] + DICE_SMOOTH) / (sums["fluid_psum"] + sums["fluid_ysum"]
+                                                   + DICE_SMOOTH)
+  return sums["fluid_bce_sum"] / xp.maximum(sums["fluid_n"], 1) + 1.0 - dice
+
+
+def boundary_loss_from_sums(sums, xp=jnp):
+  """Mean smooth-L1 (pixels) + mean row NLL over known (column, boundary) pairs."""
+  return (sums["boundary_sl1_sum"] + sums["boundary_nll_sum"]) / xp.maximum(sums["boundary_n"], 1)

@@ -36,6 +36,12 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
+def dice_of_counts(tp, fp, fn) -> float:
+  """Hard Dice 2 TP / (2 TP + FP + FN) of counts; NaN when the class is absent from both the
+  truth and the prediction (not 1.0, as some published code scores it)."""
+  return float(_ratio(2 * np.asarray(tp, np.float64), 2 * np.asarray(tp, np.float64) + fp + fn))
+
+
 def per_class(confusion: np.ndarray) -> Dict[str, np.ndarray]:
   """Per-class Dice, IoU and accuracy (recall); NaN where the class is absent everywhere."""
   cm = np.asarray(confusion, np.float64)

@@ -12,6 +12,33 @@ from scipy import ndimage
 
 IGNORE = 255
 NORMALISATIONS = ("percentile", "divide255")
+# Training labels of a model with a fluid head carry the fluid mask in the same uint8 map, so
+# that every augmentation moves fluid exactly with the layers: a fluid pixel of layer k is
+# FLUID_CODE + k, a fluid pixel of unknown layer FLUID_UNKNOWN_LAYER; IGNORE stays "nothing
+# known" (padding, pixels shifted in).
+FLUID_CODE = 16
+FLUID_UNKNOWN_LAYER = 254
+
+
+def encode_fluid(mask: np.ndarray, fluid: np.ndarray) -> np.ndarray:
+  """Layer mask (0..K-1, IGNORE) and fluid mask (0/1) -> one uint8 label map (see FLUID_CODE)."""
+  mask = np.asarray(mask, np.uint8)
+  f = np.asarray(fluid).astype(bool)
+  out = mask.copy()
+  known = mask < FLUID_CODE
+  out[f & known] += FLUID_CODE
+  out[f & (mask == IGNORE)] = FLUID_UNKNOWN_LAYER
+  return out
+
+
+def decode_fluid(labels, xp=np):
+  """Label map of encode_fluid (or a plain layer mask) -> (layer labels with IGNORE, fluid
+  0/1, fluid known bool); works on numpy and jax arrays (xp)."""
+  lab = labels.astype(xp.int32)
+  layers = xp.where(lab < FLUID_CODE, lab,
+                    xp.where(lab < FLUID_UNKNOWN_LAYER, lab - FLUID_CODE, IGNORE))
+  fluid = (lab >= FLUID_CODE) & (lab != IGNORE)
+  return layers.astype(labels.dtype), fluid, lab != IGNORE
 
 
 def normalise(image: np.ndarray, method: str = "percentile", low: float = 1.0,
@@ -153,15 +180,30 @@ def prepare(image: np.ndarray, mask: Optional[np.ndarray], recipe: Recipe,
   return x, msk, Placement(top, band, width, height, model_rows, model_cols)
 
 
-def restore(probs: np.ndarray, placement: Placement) -> np.ndarray:
+def restore(probs: np.ndarray, placement: Placement, outside=None) -> np.ndarray:
   """Model-resolution class probabilities [h, w, K] -> raw-resolution [H, W, K].
 
   Padding is cut, a resized band is resized back bilinearly, and rows outside the band get
-  probability 1 for background (class 0).
+  `outside` [K] (default: probability 1 for background, class 0).
   """
   p = probs[:placement.model_rows, :placement.model_cols]
   p = resize_bilinear(p, (placement.band_rows, placement.width))
   out = np.zeros((placement.height, placement.width, probs.shape[-1]), np.float32)
-  out[..., 0] = 1.0
+  if outside is None:
+    out[..., 0] = 1.0
+  else:
+    out[...] = outside
   out[placement.top:placement.top + placement.band_rows] = p
   return out
+
+
+def restore_rows(rows: np.ndarray, placement: Placement) -> np.ndarray:
+  """Model-resolution boundary rows [N, w] (edge coordinates: row r is the top edge of pixel
+  row r) -> raw rows [N, W]: scaled by the band's resize factor, shifted by the band's top, and
+  columns resampled at the raw column centres when the band was resized."""
+  r = np.asarray(rows, np.float64)[:, :placement.model_cols]
+  if placement.model_cols != placement.width:
+    x = (np.arange(placement.width) + 0.5) * placement.model_cols / placement.width - 0.5
+    grid = np.arange(placement.model_cols)
+    r = np.stack([np.interp(x, grid, row) for row in r])
+  return placement.top + r * placement.band_rows / placement.model_rows

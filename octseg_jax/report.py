@@ -102,4 +102,24 @@ def metrics_markdown(result: Dict) -> str:
       "*literature* = Dice per layer (background excluded, NaN if a class is absent from truth "
       "and prediction) from hard predictions, accumulated over all scans. Pixels labelled 255 "
       "never count.", ""]
-  return "\n".join(lines)
+  return "\n".join(lines + heads_markdown(result.get("heads", {})))
+
+
+def heads_markdown(heads: Dict) -> list:
+  """Sections for the optional heads' numbers (fluid, boundary head); [] without heads."""
+  lines = []
+  if "boundary_head" in heads:
+    lines += ["## Boundary error of the boundary head (ordered by construction)", "",
+              geometry_table(heads["boundary_head"]["geometry"]), ""]
+  if "fluid" in heads:
+    f = heads["fluid"]
+    lines += ["## Fluid (threshold 0.5; Dice counted globally over the pixels of all scans)", "",
+              table(["fluid", "value"], [
+                  ["Dice, all scans", fmt(f["dice"])],
+                  [f"Dice, the {f['scans_with_fluid']} scans with fluid",
+                   fmt(f["dice_scans_with_fluid"])],
+                  ["mean absolute area error per scan (pixels)",
+                   fmt(f["area_abs_error_px"]["mean"], 1)]]), "",
+              table(["subject", "fluid Dice"],
+                    [[s, fmt(v)] for s, v in f["per_subject_dice"].items()]), ""]
+  return lines

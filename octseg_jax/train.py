@@ -56,6 +56,12 @@ def create_state(config, model, input_shape: Tuple[int, int], key: jax.Array,
                            tx=optim.make_optimizer(config.train, steps_per_epoch))
 
 
+def task_method(model, task: Task):
+  """What the task's loss reads: the class logits (`__call__`), or every head's output
+  (`outputs`) when the model has heads."""
+  return "outputs" if task.has_heads else "__call__"
+
+
 def make_train_step(model, task: Task, augment_config):
   """jit-able (state, x, y, key) -> (state, loss): augmentation, forward, task loss, update."""
   aug = augment_config
@@ -64,9 +70,10 @@ def make_train_step(model, task: Task, augment_config):
     x, y = pipeline.augment_from_config(key, x, y, aug)
 
     def loss_fn(params):
-      logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                    x, train=True, mutable=["batch_stats"])
-      return task.train_loss(logits, y), updates
+      outputs, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                     x, train=True, mutable=["batch_stats"],
+                                     method=task_method(model, task))
+      return task.train_loss(outputs, y), updates
 
     (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
@@ -78,7 +85,8 @@ def make_train_step(model, task: Task, augment_config):
 def make_eval_step(model, task: Task):
   def eval_step(variables, x, y):
     """Sums over a batch, so a split's metrics do not depend on how it was batched."""
-    return task.eval_sums(model.apply(variables, x, train=False), y)
+    return task.eval_sums(model.apply(variables, x, train=False,
+                                      method=task_method(model, task)), y)
 
   return eval_step
 
@@ -297,7 +305,17 @@ def metrics_row(epoch: int, lr: float, train_loss: float, val: Dict, seconds: fl
           "val_dice": val["paper"]["global_dice_soft"],
           "val_iou": val["paper"]["global_iou_soft"],
           "val_mean_layer_dice": val["literature"]["mean_layer_dice"],
-          "seconds": round(seconds, 3)}
+          **head_columns(val), "seconds": round(seconds, 3)}
+
+
+def head_columns(val: Dict) -> Dict:
+  """The heads' validation numbers (model resolution) as log.csv columns, when present."""
+  out = {}
+  if "fluid_dice" in val:
+    out["val_fluid_dice"] = val["fluid_dice"]
+  if "boundary_head_mae_px" in val:
+    out["val_boundary_head_mae_px"] = float(np.nanmean(val["boundary_head_mae_px"]))
+  return out
 
 
 def _hook_context(run: Run) -> hooks_lib.Context:

@@ -150,7 +150,7 @@ def _probs_masks_subjects(workdir):
   from octseg_jax import evaluate
   from octseg_jax.inference import load_trained, predict_probs
   trained = load_trained(workdir)
-  images, masks, subjects, _ = evaluate.validation_scans(trained)
+  images, masks, _, subjects, _ = evaluate.validation_scans(trained)
   return predict_probs(trained, images), masks, subjects, float(trained.config.data.pixel_um)
 
 

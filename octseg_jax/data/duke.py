@@ -16,13 +16,13 @@ import re
 
 import numpy as np
 
-from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_index_field, check_masks,
+from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_index_field, check_masks,
                                    to_uint8_images)
 from octseg_jax.errors import fail
 from octseg_jax.preprocessing import IGNORE
 
 
-NPZ_FIELDS = ("images", "masks", "subject", "bscan_index")   # the fields read; others ignored
+NPZ_FIELDS = ("images", "masks", "subject", "bscan_index", "fluid")   # the fields read; others ignored
 
 
 def _read_npz_fields(path: str) -> dict:
@@ -58,6 +58,7 @@ def load_npz(path: str, require_masks: bool = False,
     raise fail(path, "no 'masks' array, and this mode needs masks")
   if masks is not None:
     masks = check_masks(masks, images, path)
+  fluid = check_fluid(arrays["fluid"], images, path) if "fluid" in arrays else None
   stem = os.path.splitext(os.path.basename(path))[0]
   if "subject" in arrays:
     subjects = check_index_field(arrays["subject"], len(images), path, "subject")
@@ -69,7 +70,7 @@ def load_npz(path: str, require_masks: bool = False,
     names = [f"{stem}_b{int(i):02d}" for i in index]
   else:
     names = [f"{stem}_{i:03d}" for i in range(len(images))]
-  return ScanSet(images, masks, subjects, names, path)
+  return ScanSet(images, masks, subjects, names, path, fluid=fluid)
 
 
 def boundaries_to_mask(bounds: np.ndarray, height: int) -> np.ndarray:
@@ -167,25 +168,26 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
   if layers_key not in data:
     names = [f"{stem}_b{s:02d}" for s in range(len(images))]
     return ScanSet(images, None, np.full(len(images), subject), names, path)
-  masks = _grader_masks(data, layers_key, fluid_key, images.shape, path)
+  masks, fluid = _grader_masks(data, layers_key, fluid_key, images.shape, path)
   labelled = (masks != IGNORE).any(axis=(1, 2))
   if annotated_only:
     if not labelled.any():
       raise fail(path, f"{layers_key} annotates no B-scan (the top boundary, ILM, or the bottom "
                  "one, BM, is missing in every column)")
     keep = np.nonzero(labelled)[0]
-    images, masks = images[keep], masks[keep]
+    images, masks, fluid = images[keep], masks[keep], fluid[keep]
     if unannotated == "crop":
       cols = np.nonzero((masks != IGNORE).any(axis=(0, 1)))[0]
-      images, masks = images[..., cols[0]:cols[-1] + 1], masks[..., cols[0]:cols[-1] + 1]
+      images, masks, fluid = (a[..., cols[0]:cols[-1] + 1] for a in (images, masks, fluid))
   else:
     keep = np.arange(len(images))
   names = [f"{stem}_b{int(s):02d}" for s in keep]
-  return ScanSet(images, masks, np.full(len(images), subject), names, path)
+  return ScanSet(images, masks, np.full(len(images), subject), names, path, fluid=fluid)
 
 
-def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str) -> np.ndarray:
-  """Masks uint8 [S, H, W] from the grader's boundaries [8, W, S] (and fluid [H, W, S])."""
+def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str):
+  """(masks, fluid) uint8 [S, H, W] from the grader's boundaries [8, W, S] and fluid
+  [H, W, S] (all 0 when the file has none)."""
   n, height, width = shape
   layers = _numeric_field(data, layers_key, path).astype(np.float64)
   if layers.ndim == 2:
@@ -202,8 +204,9 @@ def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str)
     fluid = np.nan_to_num(fluid.astype(np.float64)) > 0
   else:
     fluid = np.zeros((height, width, n), bool)
-  return np.stack([resolve_fluid(boundaries_to_mask(layers[..., s], height), fluid[..., s])
-                   for s in range(n)])
+  masks = np.stack([resolve_fluid(boundaries_to_mask(layers[..., s], height), fluid[..., s])
+                    for s in range(n)])
+  return masks, np.moveaxis(fluid, -1, 0).astype(np.uint8)
 
 
 def load_dir(path: str, subjects=None, grader: int = 1,

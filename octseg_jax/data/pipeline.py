@@ -112,6 +112,21 @@ def flatten(sets: List[ScanSet]):
   return images, masks, np.array(subjects), names
 
 
+def fluid_of(sets: List[ScanSet]) -> list:
+  """Per scan, its fluid mask uint8 [H, W], or None where its source annotates no fluid."""
+  return [None if s.fluid is None else s.fluid[i] for s in sets for i in range(len(s))]
+
+
+def with_fluid(masks: list, fluid: list, source: str) -> list:
+  """Training labels of a model with a fluid head: each mask with its fluid encoded
+  (preprocessing.encode_fluid). A scan without fluid annotation is refused in one line."""
+  if any(f is None for f in fluid):
+    raise InputError(f"--config.model.fluid_head=True: data source {source!r} has scans "
+                     "without a fluid annotation (a 'fluid' array), so the fluid head "
+                     "cannot be trained on them")
+  return [preprocessing.encode_fluid(m, f) for m, f in zip(masks, fluid)]
+
+
 def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
   """Preprocesses scans to one common model input size `pad_to` (padding marked IGNORE)."""
   xs, ys = [], []
@@ -124,7 +139,10 @@ def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
 
 def build(config) -> Tuple[Prepared, Prepared, Dict]:
   """Loads, splits and preprocesses the configured data: (train, val, split record)."""
-  images, masks, subjects, names = flatten(load_scans(config.data))
+  sets = load_scans(config.data)
+  images, masks, subjects, names = flatten(sets)
+  if config.model.fluid_head:
+    masks = with_fluid(masks, fluid_of(sets), config.data.source)
   train_idx, val_idx = split_indices(subjects, config.data, config.seed)
   recipe = recipe_from_config(config)
   shapes = np.array([preprocessing.input_shape(recipe, im.shape) for im in images])

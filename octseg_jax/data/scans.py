@@ -23,6 +23,8 @@ class ScanSet:
   names: one name per scan, used for output files.
   source: the file or generator the scans came from.
   volume: the data.volumes.Volume these scans are, when the input was read as a volume.
+  fluid: uint8 [N, H, W] (1 = intraretinal/subretinal fluid) when the source annotates it,
+    else None. Fluid pixels keep their layer in `masks` (fluid overlaps layers).
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
@@ -30,6 +32,7 @@ class ScanSet:
   names: list
   source: str
   volume: Optional[object] = None
+  fluid: Optional[np.ndarray] = None
 
   def __len__(self) -> int:
     return len(self.images)
@@ -37,7 +40,8 @@ class ScanSet:
   def subset(self, index) -> "ScanSet":
     index = np.asarray(index, int)
     return ScanSet(self.images[index], None if self.masks is None else self.masks[index],
-                   self.subjects[index], [self.names[i] for i in index], self.source)
+                   self.subjects[index], [self.names[i] for i in index], self.source,
+                   fluid=None if self.fluid is None else self.fluid[index])
 
 
 def check_image_side(rows: int, cols: int, path, max_side: int = MAX_IMAGE_SIDE) -> None:
@@ -101,6 +105,22 @@ def check_masks(masks, images: np.ndarray, path) -> np.ndarray:
     raise fail(path, f"mask values {bad[:5].tolist()} are outside 0..{NUM_CLASSES - 1} and "
                f"{IGNORE} (ignore)")
   return masks.astype(np.uint8)
+
+
+def check_fluid(fluid, images: np.ndarray, path, field: str = "fluid") -> np.ndarray:
+  """Checks a fluid mask against its images (same shape, values 0/1) -> uint8 [N, H, W]."""
+  fluid = np.asarray(fluid)
+  if fluid.ndim == 2:
+    fluid = fluid[None]
+  if fluid.shape != images.shape:
+    raise fail(path, f"{field} has shape {fluid.shape} but images {images.shape}")
+  if fluid.dtype == bool:
+    return fluid.astype(np.uint8)
+  if not (np.issubdtype(fluid.dtype, np.integer) or np.issubdtype(fluid.dtype, np.floating)):
+    raise fail(path, f"{field} has dtype {fluid.dtype}, expected 0/1 integers")
+  if not np.isin(fluid, (0, 1)).all():
+    raise fail(path, f"{field} holds values other than 0 and 1")
+  return fluid.astype(np.uint8)
 
 
 def check_index_field(values, count: int, path, field: str) -> np.ndarray:

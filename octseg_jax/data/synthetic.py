@@ -64,11 +64,13 @@ def label_map(b: np.ndarray, height: int) -> np.ndarray:
   return mask
 
 
-def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: bool) -> np.ndarray:
-  """Renders a speckled uint8 B-scan for a label map and its boundaries."""
+def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: bool):
+  """Renders a speckled uint8 B-scan for a label map and its boundaries; returns it with its
+  fluid mask (uint8, 1 inside the cysts; the cysts keep their layer in the label map)."""
   height, width = mask.shape
   rows = np.arange(height)[:, None]
   signal = REFLECTIVITY[mask].astype(np.float64)
+  fluid = np.zeros(mask.shape, np.uint8)
   # GCL (dark) over IPL (bright) inside class 2: a gradient with depth.
   in2 = mask == 2
   frac = np.clip((rows - b[1]) / np.maximum(b[2] - b[1], 1), 0, 1)
@@ -86,6 +88,7 @@ def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: boo
       ry, rx = 0.35 * (bot - top), rng.uniform(4, 14) * width / 500
       inside = ((rows - r0) / ry) ** 2 + ((np.arange(width)[None] - c) / rx) ** 2 < 1
       signal[inside & (mask == k)] = 0.04
+      fluid[inside & (mask == k)] = 1
   for _ in range(rng.integers(1, 5)):                             # vessel shadows
     c = rng.integers(0, width)
     half = rng.uniform(2, 6) * width / 500
@@ -96,7 +99,7 @@ def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: boo
   speckle = rng.gamma(shape=4.0, scale=1 / 4.0, size=signal.shape)
   noisy = signal * speckle + rng.normal(0, 0.02, size=signal.shape)
   gain = rng.uniform(0.45, 1.15)                                  # device/session brightness
-  return np.clip(255 * gain * np.clip(noisy, 0, None) ** 0.8, 0, 255).astype(np.uint8)
+  return np.clip(255 * gain * np.clip(noisy, 0, None) ** 0.8, 0, 255).astype(np.uint8), fluid
 
 
 def generate(num_scans: int, height: int = 496, width: int = 512, seed: int = 0,
@@ -105,14 +108,15 @@ def generate(num_scans: int, height: int = 496, width: int = 512, seed: int = 0,
   `scans_per_subject` so that subject-wise splits behave as on real data."""
   images = np.empty((num_scans, height, width), np.uint8)
   masks = np.empty((num_scans, height, width), np.uint8)
+  fluid = np.empty((num_scans, height, width), np.uint8)
   for i in range(num_scans):
     rng = np.random.default_rng([seed, i])
     b = boundaries(rng, height, width)
     masks[i] = label_map(b, height)
-    images[i] = render(rng, masks[i], b, cysts)
+    images[i], fluid[i] = render(rng, masks[i], b, cysts)
   subjects = np.arange(num_scans) // scans_per_subject + 1
   names = [f"phantom_{seed}_{i:04d}" for i in range(num_scans)]
-  return ScanSet(images, masks, subjects, names, f"synthetic(seed={seed})")
+  return ScanSet(images, masks, subjects, names, f"synthetic(seed={seed})", fluid=fluid)
 
 
 # Volume phantom: known thickness on a 2-D en-face plane, the pit centred on PIT_OFFSET_MM from
@@ -173,7 +177,7 @@ def generate_volume(num_bscans: int = 61, height: int = 496, width: int = 512, s
   images = np.zeros_like(masks)
   if render_images:
     for i in range(num_bscans):
-      images[i] = render(np.random.default_rng([seed, i]), masks[i], b[i], cysts=False)
+      images[i] = render(np.random.default_rng([seed, i]), masks[i], b[i], cysts=False)[0]
   names = [f"phantom_volume_b{i:02d}" for i in range(num_bscans)]
   vol = Volume(images, masks, np.ones(num_bscans, bool), y, (dz, row_mm, col_mm), laterality,
                names, f"synthetic_volume(seed={seed}, shape={shape})")

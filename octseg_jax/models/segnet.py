@@ -7,6 +7,14 @@ Layer names are stable so that Grad-CAM can address any of them:
   dec{i}_up       transposed-conv upsampling (only with upsample='transpose'; the variables of
                   nn.ConvTranspose(w, (2, 2), strides=(2, 2)), computed as one matmul)
   head            1x1 conv to the class logits
+  fluid_head      1x1 conv to the fluid logit (model.fluid_head; a separate sigmoid channel,
+                  since fluid overlaps layers)
+  boundary_head   1x1 conv to one row-logit map per boundary (model.boundary_head): per column,
+                  a softmax over rows whose expectation is the boundary row (soft-argmax),
+                  ordered by construction (models/heads.py)
+
+`__call__` returns the class logits (what Grad-CAM, inference and the paper use); `outputs`
+returns every head's output in a dict. Both build the same variables.
 """
 
 from typing import Any, Sequence
@@ -14,6 +22,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from octseg_jax.models import heads
 from octseg_jax.models.layers import BatchNormReLU, UpConv2x2, conv_general_dilated
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
@@ -64,9 +73,18 @@ class SegNet(nn.Module):
   dtype: Any = jnp.float32        # compute dtype; parameters stay float32
   kernel: Sequence[int] = (3, 3)  # (rows, cols) of every conv block; ReLayNet uses (7, 3)
   position_channel: bool = False  # add row / (H - 1) as a second input channel (LF-UNet)
+  fluid_head: bool = False        # a fluid logit [B, H, W] next to the class logits
+  boundary_head: bool = False     # ordered soft-argmax boundary rows [B, 8, W]
+
+  def __call__(self, x, train: bool = False):
+    """Class logits [B, H, W, num_classes] (float32)."""
+    return self.outputs(x, train)["classes"]
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def outputs(self, x, train: bool = False):
+    """{'classes': logits [B, H, W, K]} plus, with the heads, 'fluid' (logit [B, H, W]),
+    'boundary_logits' (row logits [B, H, W, 8]) and 'boundaries' (ordered rows [B, 8, W]),
+    all float32."""
     if self.upsample not in UPSAMPLING:
       raise ValueError(f"unknown upsample {self.upsample!r}; valid: {UPSAMPLING}")
     if x.ndim == 3:
@@ -96,4 +114,13 @@ class SegNet(nn.Module):
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head",
                      conv_general_dilated=conv_general_dilated)(x)
     # Loss and softmax in at least float32, also under bfloat16 compute.
-    return logits.astype(jnp.promote_types(self.dtype, jnp.float32))
+    out_dtype = jnp.promote_types(self.dtype, jnp.float32)
+    out = {"classes": logits.astype(out_dtype)}
+    if self.fluid_head:
+      fluid = nn.Conv(1, (1, 1), dtype=self.dtype, name="fluid_head")(x)
+      out["fluid"] = fluid[..., 0].astype(out_dtype)
+    if self.boundary_head:
+      rows = nn.Conv(heads.NUM_BOUNDARIES, (1, 1), dtype=self.dtype, name="boundary_head")(x)
+      out["boundary_logits"] = rows.astype(out_dtype)
+      out["boundaries"] = heads.ordered_boundaries(out["boundary_logits"])
+    return out

@@ -1,0 +1,129 @@
+"""The accuracy campaign's lever table, generated from its committed raw outputs.
+
+  python scripts/campaign_table.py        # writes docs/results/campaign/levers.json and .md
+
+Every number comes from docs/results/campaign/RECIPE/foldF_seedS/{metrics.json, run.json}
+(written by scripts/run_experiments.py --campaign): mean layer Dice and boundary MAE at native
+resolution with the anatomical-order fix (literature protocol, validation subjects of the
+fold), paired gains of each recipe over the base on the same (fold, seed), the seed noise of
+the base (mean over folds of |seed 0 - seed 1|), network GFLOP per B-scan of the recipe's
+model at the Duke input size, and training time per run on the machine that ran it.
+A recipe is adopted when it has every screen pair of the base and its mean paired gain
+exceeds the seed noise.
+"""
+
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import campaign  # noqa: E402
+
+DUKE_INPUT = (224, 544)     # model input of a Duke B-scan (224-row band, widest scan padded)
+BASE = "base"
+
+
+def run_numbers(plan, run, repo=campaign.REPO):
+  """The numbers of one committed run, or None."""
+  if not campaign.committed(plan, run, repo):
+    return None
+  folder = campaign.result_dir(plan, run, repo)
+  m = json.load(open(os.path.join(folder, "metrics.json")))
+  record = json.load(open(os.path.join(folder, "run.json")))
+  fix = m["topology"]
+  out = {"mean_layer_dice": fix["literature"]["mean_layer_dice"],
+         "layer_dice": fix["literature"]["layer_dice"],
+         "boundary_mae_um": statistics.mean(fix["geometry"]["mae_um"]),
+         "boundary_mae_um_each": fix["geometry"]["mae_um"],
+         "boundary_signed_um_each": fix["geometry"]["signed_um"],
+         "train_s": record["train_s_logged"], "epochs": record["epochs"],
+         "commit": record["commit"]}
+  heads = m.get("heads", {})
+  if "boundary_head" in heads:
+    out["boundary_head_mae_um"] = statistics.mean(heads["boundary_head"]["geometry"]["mae_um"])
+  if "fluid" in heads:
+    out["fluid_dice"] = heads["fluid"]["dice"]
+  return out
+
+
+def gflop_per_bscan(recipe) -> float:
+  """Network convolution GFLOP of one forward pass at the Duke input size (octseg_jax.flops)."""
+  import importlib.util
+  from octseg_jax import flops
+  from octseg_jax.config_utils import apply_overrides
+  path = os.path.join(campaign.REPO, recipe["config"])
+  spec = importlib.util.spec_from_file_location("recipe_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = apply_overrides(module.get_config(), recipe.get("overrides", {}))
+  return sum(flops.conv_flops(c, 1) for c in flops.model_convs(config.model, DUKE_INPUT)) / 1e9
+
+
+def lever_table(plan, repo=campaign.REPO):
+  """{'seed_noise', 'seed_gaps', 'recipes': {name: numbers}} from the committed runs."""
+  runs = {}
+  for run in plan["queue"]:
+    numbers = run_numbers(plan, run, repo)
+    if numbers:
+      runs.setdefault(run["recipe"], {})[(run["fold"], run["seed"])] = numbers
+  base = runs.get(BASE, {})
+  folds = sorted({f for f, s in base if (f, 0) in base and (f, 1) in base})
+  gaps = [abs(base[(f, 0)]["mean_layer_dice"] - base[(f, 1)]["mean_layer_dice"]) for f in folds]
+  noise = statistics.mean(gaps) if gaps else None
+  table = {"seed_noise": noise, "seed_gaps": gaps, "recipes": {}}
+  for name, recipe in plan["recipes"].items():
+    mine = runs.get(name, {})
+    pairs = {f"fold{f}_seed{s}": mine[(f, s)]["mean_layer_dice"] - base[(f, s)]["mean_layer_dice"]
+             for (f, s) in sorted(mine) if (f, s) in base}
+    gain = statistics.mean(pairs.values()) if pairs else None
+    table["recipes"][name] = {
+        "overrides": recipe.get("overrides", {}), "runs": len(mine),
+        "mean_layer_dice": statistics.mean(r["mean_layer_dice"] for r in mine.values()) if mine else None,
+        "boundary_mae_um": statistics.mean(r["boundary_mae_um"] for r in mine.values()) if mine else None,
+        "paired_gains": pairs, "mean_gain": gain,
+        "adopted": bool(name != BASE and noise is not None and pairs
+                        and len(pairs) == len(base) and gain > noise),
+        "gflop_per_bscan": round(gflop_per_bscan(recipe), 2),
+        "train_s_per_run": statistics.mean(r["train_s"] for r in mine.values()) if mine else None,
+        "runs_detail": {f"fold{f}_seed{s}": r for (f, s), r in sorted(mine.items())}}
+  return table
+
+
+def fmt(v, digits=4):
+  return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(table) -> str:
+  lines = ["| recipe | runs | mean layer Dice | paired gains vs base | mean gain | boundary MAE (um) "
+           "| GFLOP / B-scan | train min / run | adopted |", "|---|---|---|---|---|---|---|---|---|"]
+  for name, r in table["recipes"].items():
+    gains = ", ".join(f"{k}: {v:+.4f}" for k, v in r["paired_gains"].items()) or "n/a"
+    minutes = None if r["train_s_per_run"] is None else r["train_s_per_run"] / 60
+    lines.append(f"| {name} | {r['runs']} | {fmt(r['mean_layer_dice'])} | {gains} | "
+                 f"{fmt(r['mean_gain'])} | {fmt(r['boundary_mae_um'], 2)} | "
+                 f"{r['gflop_per_bscan']:.2f} | {fmt(minutes, 1)} | "
+                 f"{'yes' if r['adopted'] else 'no'} |")
+  lines.append("")
+  lines.append(f"Seed noise of the base (mean over folds of |seed 0 - seed 1|): "
+               f"{fmt(table['seed_noise'])} (gaps {', '.join(fmt(g) for g in table['seed_gaps'])}).")
+  return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+  plan = campaign.load_plan()
+  table = lever_table(plan)
+  out = os.path.join(campaign.REPO, plan["results_dir"])
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "levers.json"), "w") as f:
+    json.dump(table, f, indent=1)
+  with open(os.path.join(out, "levers.md"), "w") as f:
+    f.write(markdown(table))
+  print(markdown(table))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

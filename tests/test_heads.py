@@ -1,0 +1,172 @@
+"""The optional heads: the boundary head (ordered soft-argmax rows) and the fluid head (a
+sigmoid channel), their labels, losses, training and evaluation."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from octseg_jax import evaluate, losses, preprocessing
+from octseg_jax import layers_geometry as geom
+from octseg_jax.data import pipeline, synthetic
+from octseg_jax.models import create_model, heads
+from octseg_jax.task import Task
+
+
+def _model(**fields):
+  cfg = tiny_config(**{f"model.{k}": v for k, v in fields.items()})
+  return cfg, create_model(cfg.model)
+
+
+def test_boundary_head_is_ordered_for_random_parameters_and_has_finite_gradients():
+  cfg, model = _model(boundary_head=True, fluid_head=True)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32))
+  for seed in range(3):
+    v = model.init(jax.random.key(seed), x, train=False)
+    out = model.apply(v, x, train=False, method="outputs")
+    b = np.asarray(out["boundaries"])
+    assert b.shape == (2, 8, 32)
+    assert (np.diff(b, axis=1) >= 0).all()
+    assert ((b >= 0) & (b <= 31)).all()
+  y = np.asarray(synthetic.label_map(synthetic.boundaries(np.random.default_rng(0), 32, 32), 32))
+  labels = jnp.asarray(np.stack([y, y]))
+  task = Task.from_config(cfg)
+
+  def loss(params):
+    out = model.apply({**v, "params": params}, x, train=False, method="outputs")
+    return task.train_loss(out, labels)
+
+  grads = jax.grad(loss)(v["params"])
+  leaves = jax.tree.leaves(grads)
+  assert all(np.isfinite(np.asarray(g)).all() for g in leaves)
+  assert np.abs(np.asarray(grads["boundary_head"]["kernel"])).sum() > 0
+
+
+def test_order_boundaries_is_a_running_maximum():
+  s = jnp.asarray([[[3.0, 1.0], [2.0, 4.0], [5.0, 0.5]]])          # [1, 3, 2]
+  np.testing.assert_allclose(np.asarray(heads.order_boundaries(s)),
+                             [[[3.0, 1.0], [3.0, 4.0], [5.0, 4.0]]])
+
+
+def test_soft_argmax_of_one_hot_rows_is_the_row():
+  logits = jnp.full((1, 6, 2, 8), -1e4).at[0, 4, 0, :].set(0.0).at[0, 1, 1, :].set(0.0)
+  np.testing.assert_allclose(np.asarray(heads.soft_argmax_rows(logits))[0, :, 0], 4.0)
+  np.testing.assert_allclose(np.asarray(heads.soft_argmax_rows(logits))[0, :, 1], 1.0)
+
+
+def _random_masks(rng, n=6, h=40, w=24):
+  masks = []
+  for _ in range(n):
+    m = synthetic.label_map(synthetic.boundaries(rng, h, w), h).astype(np.uint8)
+    holes = rng.random((h, w)) < 0.05                              # fluid of unknown layer
+    m[holes] = preprocessing.IGNORE
+    m[:, rng.integers(0, w)] = preprocessing.IGNORE                # an unannotated column
+    masks.append(m)
+  return np.stack(masks)
+
+
+def test_boundary_targets_equal_the_numpy_boundaries_of_the_masks():
+  rng = np.random.default_rng(3)
+  for _ in range(3):
+    masks = _random_masks(rng)
+    rows, known = losses.boundary_targets(jnp.asarray(masks))
+    ref = geom.boundaries_from_labels(masks)                         # [N, 8, W]
+    ref_known = np.isfinite(ref) & (np.nan_to_num(ref) < masks.shape[1])
+    np.testing.assert_array_equal(np.asarray(known), ref_known)
+    np.testing.assert_array_equal(np.asarray(rows)[ref_known], ref[ref_known])
+
+
+def test_boundary_labels_round_trip_through_a_label_map():
+  rng = np.random.default_rng(5)
+  b = synthetic.boundaries(rng, 64, 40)                                # float rows [8, W]
+  mask = synthetic.label_map(b, 64)
+  rows, known = losses.boundary_targets(jnp.asarray(mask[None]))
+  assert np.asarray(known).all()
+  np.testing.assert_array_equal(np.asarray(rows)[0], np.floor(b))
+  np.testing.assert_array_equal(synthetic.label_map(np.asarray(rows)[0], 64), mask)
+
+
+def test_fluid_loss_against_a_hand_computed_case():
+  z = jnp.asarray([[[0.0, 2.0], [-1.0, 5.0]]])                         # logits [1, 2, 2]
+  t = jnp.asarray([[[1, 0], [0, 1]]])
+  known = jnp.asarray([[[True, True], [True, False]]])                 # last pixel unknown
+  sums = losses.fluid_sums(z, t, known)
+  bce = [np.log(2.0), np.log1p(np.exp(2.0)), np.log1p(np.exp(-1.0))]  # -log p(t) per pixel
+  p = 1 / (1 + np.exp(-np.array([0.0, 2.0, -1.0])))
+  dice = (2 * p[0] + 1.0) / (p.sum() + 1.0 + 1.0)
+  want = np.mean(bce) + 1 - dice
+  np.testing.assert_allclose(float(losses.fluid_loss_from_sums(sums)), want, rtol=1e-5)
+  # Hard counts at p > 0.5: pixel (0,1) is a false positive, (0,0) (p = 0.5) a false negative.
+  assert (float(sums["fluid_tp"]), float(sums["fluid_fp"]), float(sums["fluid_fn"])) == (0, 1, 1)
+
+
+def test_fluid_encoding_round_trips_and_keeps_layers():
+  mask = np.array([[0, 3, 3, 255], [5, 5, 255, 7]], np.uint8)
+  fluid = np.array([[0, 1, 0, 1], [0, 1, 0, 0]], np.uint8)
+  code = preprocessing.encode_fluid(mask, fluid)
+  layers, f, known = preprocessing.decode_fluid(code)
+  np.testing.assert_array_equal(layers, mask)
+  np.testing.assert_array_equal(f, fluid.astype(bool))
+  np.testing.assert_array_equal(known, [[True] * 4, [True, True, False, True]])
+  np.testing.assert_array_equal(preprocessing.decode_fluid(mask)[0], mask)   # plain masks
+
+
+def test_augmentation_moves_fluid_exactly_with_the_image():
+  rng = np.random.default_rng(0)
+  masks = _random_masks(rng, n=4, h=32, w=32)
+  fluid = (rng.random(masks.shape) < 0.2).astype(np.uint8)
+  code = np.stack([preprocessing.encode_fluid(m, f) for m, f in zip(masks, fluid)])
+  x = fluid.astype(np.float32)                                         # the image IS the fluid
+  xa, ya = pipeline.augment(jax.random.key(7), jnp.asarray(x), jnp.asarray(code), flip=True,
+                            max_shift=5, intensity=False, column_shift=3)
+  _, fa, known = preprocessing.decode_fluid(np.asarray(ya))
+  xa = np.asarray(xa)
+  assert known.sum() > 0.5 * known.size and fa.any()
+  np.testing.assert_array_equal(fa[known], xa[known] > 0.5)
+
+
+def test_restore_rows_maps_band_rows_back():
+  p = preprocessing.Placement(top=10, band_rows=20, width=8, height=60, model_rows=40,
+                              model_cols=4)
+  rows = np.array([[4.0, 4.0, 8.0, 8.0, 99.0]])                        # a padded column at the end
+  out = preprocessing.restore_rows(rows, p)
+  assert out.shape == (1, 8)
+  np.testing.assert_allclose(out[0, [0, 1, 6, 7]], [12.0, 12.0, 14.0, 14.0])
+
+
+def test_score_fluid_counts_globally():
+  f1 = np.zeros((4, 4), np.uint8); f1[1, 1:3] = 1                     # noqa: E702
+  f2 = np.zeros((4, 4), np.uint8)
+  p1 = np.zeros((4, 4)); p1[1, 1] = 0.9; p1[2, 2] = 0.8               # noqa: E702
+  p2 = np.zeros((4, 4)); p2[0, 0] = 0.7                                # noqa: E702
+  masks = [np.zeros((4, 4), np.uint8)] * 2
+  out = evaluate.score_fluid([p1, p2], [f1, f2], masks, [1, 2], 3.87)
+  # tp 1, fp 2 (one per scan), fn 1 -> 2 / (2 + 2 + 1)
+  assert out["dice"] == pytest.approx(2 / 5)
+  assert out["dice_scans_with_fluid"] == pytest.approx(2 / 4)
+  assert out["per_subject_dice"] == {1: pytest.approx(0.5), 2: pytest.approx(0.0)}
+  assert out["area_abs_error_px"]["per_scan"] == [0.0, 1.0]
+
+
+def test_training_with_both_heads_logs_and_scores_them(tmp_path):
+  from octseg_jax import train
+  cfg = tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
+                       "train.num_epochs": 2})
+  workdir = str(tmp_path / "w")
+  train.train_and_evaluate(cfg, workdir)
+  header = open(f"{workdir}/log.csv").readline().strip().split(",")
+  assert {"val_fluid_dice", "val_boundary_head_mae_px"} <= set(header)
+  result = evaluate.run(workdir, None, str(tmp_path / "eval"))
+  stored = json.load(open(tmp_path / "eval" / "metrics.json"))
+  assert stored["heads"]["fluid"]["scans_with_fluid"] >= 1
+  mae = stored["heads"]["boundary_head"]["geometry"]["mae_px"]
+  assert len(mae) == 8 and all(np.isfinite(mae))
+  assert result["heads"]["fluid"]["dice"] == stored["heads"]["fluid"]["dice"]
+
+
+def test_fluid_head_refuses_data_without_fluid():
+  with pytest.raises(Exception, match="fluid annotation"):
+    pipeline.with_fluid([np.zeros((2, 2), np.uint8)], [None], "folder")
