@@ -1,0 +1,123 @@
+"""The campaign runner (scripts/campaign.py): queue order, pinned worktrees, results copied and
+committed at once, committed runs skipped, a lost run restarted, and --status. Training and
+scoring are replaced by a fake that writes what they write, so no model is trained here."""
+
+import json
+import os
+import subprocess
+
+from conftest import load_script
+
+campaign = load_script("campaign")
+
+
+def _git(repo, *args):
+  return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                        text=True).stdout.strip()
+
+
+def _repo(tmp_path):
+  repo = tmp_path / "repo"
+  os.makedirs(repo / "configs")
+  os.makedirs(repo / "octseg_jax")
+  (repo / "octseg_jax" / "__init__.py").write_text("")
+  _git(repo, "init", "-q")
+  _git(repo, "config", "user.email", "t@example.com")
+  _git(repo, "config", "user.name", "t")
+  _git(repo, "add", "-A")
+  _git(repo, "commit", "-qm", "code")
+  sha = _git(repo, "rev-parse", "HEAD")
+  plan = {"duke_dir": "data", "results_dir": "docs/results/campaign",
+          "recipes": {"base": {"config": "configs/x.py", "overrides": {}, "commit": sha,
+                               "estimate_s": 600},
+                      "lever": {"config": "configs/x.py", "overrides": {"model.kernel": [7, 3]},
+                                "commit": sha, "estimate_s": 900}},
+          "queue": [{"recipe": "base", "fold": 0, "seed": 0},
+                    {"recipe": "lever", "fold": 0, "seed": 0}]}
+  (repo / "configs" / "campaign.json").write_text(json.dumps(plan))
+  _git(repo, "add", "-A")
+  _git(repo, "commit", "-qm", "plan")
+  return repo, str(repo / "configs" / "campaign.json")
+
+
+def _fake_run(calls, fail_once=None):
+  """Stands in for run_logged: writes a workdir's files (train) or an eval folder's; the first
+  train call of the run `fail_once` fails."""
+  failed = []
+
+  def run_logged(cmd, cwd, log_path):
+    calls.append((cmd, cwd))
+    args = dict(a[2:].split("=", 1) for a in cmd[2:] if a.startswith("--") and "=" in a)
+    if "--mode=eval" in cmd:
+      os.makedirs(args["output"], exist_ok=True)
+      dice = 0.8 if "lever" in args["workdir"] else 0.7
+      with open(os.path.join(args["output"], "metrics.json"), "w") as f:
+        json.dump({"topology": {"literature": {"mean_layer_dice": dice}}}, f)
+      return 0
+    if fail_once and args["workdir"].endswith(fail_once) and not failed:
+      failed.append(1)
+      return 1
+    os.makedirs(args["workdir"], exist_ok=True)
+    for name in ("config.json", "split.json", "provenance.json"):
+      open(os.path.join(args["workdir"], name), "w").write("{}")
+    open(os.path.join(args["workdir"], "log.csv"), "w").write("epoch,seconds\n1,10.5\n2,11.5\n")
+    return 0
+
+  return run_logged
+
+
+def test_commands_pass_fold_seed_data_and_overrides(tmp_path):
+  repo, plan_path = _repo(tmp_path)
+  plan = campaign.load_plan(plan_path)
+  train, evaluate = campaign.commands(plan, plan["queue"][1], "/w", "/w_eval", str(repo))
+  assert train[1:] == ["main.py", "--config=configs/x.py", "--workdir=/w", "--config.seed=0",
+                       "--config.data.split=subject", "--config.data.fold=0",
+                       f"--config.data.duke_dir={os.path.abspath(os.path.join(repo, 'data'))}",
+                       "--config.model.kernel=(7,3)"]
+  assert evaluate[1:] == ["main.py", "--mode=eval", "--workdir=/w", "--output=/w_eval"]
+  assert campaign.override_arg("model.widths", [4]) == "--config.model.widths=(4,)"
+
+
+def test_runner_commits_each_run_skips_committed_ones_and_reports_status(tmp_path, monkeypatch):
+  repo, plan_path = _repo(tmp_path)
+  state = str(tmp_path / "state")
+  calls = []
+  monkeypatch.setattr(campaign, "run_logged", _fake_run(calls, fail_once="lever/fold0_seed0"))
+  sha = campaign.load_plan(plan_path)["recipes"]["base"]["commit"]
+  (repo / "wip.txt").write_text("work in progress on main")      # must not be committed
+  _git(repo, "add", "wip.txt")
+  campaign.run_campaign(plan_path, state, str(repo))
+  # base trained + scored; lever failed once, then trained + scored on its second attempt
+  assert len(calls) == 5
+  assert all(cwd == os.path.join(state, "worktrees", sha[:12]) for _, cwd in calls)
+  assert open(os.path.join(state, "worktrees", sha[:12], "octseg_jax", "__init__.py")).read() == ""
+  log = _git(repo, "log", "--format=%s")
+  assert "Campaign: base/fold0_seed0 results (mean layer Dice 0.7000" in log
+  assert "Campaign: lever/fold0_seed0 results (mean layer Dice 0.8000" in log
+  assert _git(repo, "diff", "--cached", "--name-only") == "wip.txt"   # still staged only
+  record = json.load(open(repo / "docs/results/campaign/base/fold0_seed0/run.json"))
+  assert record["epochs"] == 2 and record["train_s_logged"] == 22.0
+  assert sorted(os.listdir(repo / "docs/results/campaign/base/fold0_seed0")) == sorted(
+      ["config.json", "split.json", "provenance.json", "log.csv", "metrics.json", "run.json"])
+  calls.clear()
+  campaign.run_campaign(plan_path, state, str(repo))                # everything committed
+  assert calls == []
+  lines = campaign.status_lines(campaign.load_plan(plan_path), state, str(repo))
+  assert lines[0].startswith("done     base/fold0_seed0") and "0.7000" in lines[0]
+  assert lines[-1].startswith("compute left: ~0.0 h")
+
+
+def test_a_run_without_committed_results_runs_again(tmp_path, monkeypatch):
+  repo, plan_path = _repo(tmp_path)
+  state = str(tmp_path / "state")
+  calls = []
+  monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
+  plan = campaign.load_plan(plan_path)
+  lines = campaign.status_lines(plan, state, str(repo))
+  assert lines[0].startswith("queued   base/fold0_seed0")
+  assert lines[-1] == "compute left: ~0.4 h on this machine (runner not running)"   # 600 + 900 s
+  campaign.run_campaign(plan_path, state, str(repo))
+  _git(repo, "reset", "-q", "--hard", "HEAD~2")                        # results lost
+  calls.clear()
+  campaign.run_campaign(plan_path, state, str(repo))
+  assert len(calls) == 4
