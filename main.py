@@ -49,6 +49,9 @@ flags.DEFINE_integer("distributed_timeout_s", 300,
                      "Seconds to wait for the coordinator and the other processes.")
 
 
+HELP_FLAGS = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
+
+
 def _fail(message: str):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
@@ -89,6 +92,12 @@ def parse_flags(argv):
     argv, inference_args = inference_overrides.split_argv(argv)
   try:
     return FLAGS(argv) + inference_args
+  except SystemExit as e:
+    # absl's --help / --helpfull print the usage and exit with status 1; asking for help is
+    # not an error.
+    if e.code == 1 and HELP_FLAGS & set(argv[1:]):
+      sys.exit(0)
+    raise
   except flags.Error as e:
     if debug:
       raise

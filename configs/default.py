@@ -93,7 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.compute_dtype = "float32"
   c.train.checkpoint_every = 1         # epochs between resumable checkpoints
   c.train.num_devices = 0              # 0 = all local devices (data parallel)
-  c.train.image_summary_every = 5      # epochs between TensorBoard image summaries
+  c.train.image_summary_every = 5      # epochs between TensorBoard image summaries (0 = none)
 
   c.explain = ml_collections.ConfigDict()
   # Default layer chosen on Duke scans by ROAD faithfulness, the randomisation check and cost

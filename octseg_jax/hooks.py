@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import gradcam
+from octseg_jax import gradcam, preprocessing
 from octseg_jax.io_utils import write_csv
 
 
@@ -108,14 +108,16 @@ class ImageSummaries(Hook):
     self.summary_fn = jax.jit(summary)
 
   def end_epoch(self, ctx, epoch, row):
-    if epoch % ctx.config.train.image_summary_every and epoch != 1:
+    every = int(ctx.config.train.image_summary_every)
+    if not every or (epoch % every and epoch != 1):      # 0 = no image summaries
       return
     from octseg_jax import plots
     data, writer = ctx.val_data, ctx.log.writer
     logits, maps = self.summary_fn(ctx.variables(), jnp.asarray(data.x[:1]))
     pred = np.asarray(jnp.argmax(logits, -1))[0].astype(np.uint8)
     name = data.names[0] if data.names else "validation scan"
-    panel = plots.labelled_panel(data.x[0], data.y[0], pred, title=f"{name}, epoch {epoch}")
+    truth = preprocessing.decode_fluid(data.y[0])[0]      # layer labels (fluid codes removed)
+    panel = plots.labelled_panel(data.x[0], truth, pred, title=f"{name}, epoch {epoch}")
     writer.add_image("val/input_truth_prediction", panel, epoch, dataformats="HWC")
     if maps:
       cams = {layer: np.asarray(m[:, 0]) for layer, m in maps.items()}

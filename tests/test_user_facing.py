@@ -239,3 +239,18 @@ def test_paper_numbers_only_for_duke_with_the_paper_split():
   assert report.paper_comparable(c, None)
   assert not report.paper_comparable(c, "other_scans.npz")     # not its validation split
   assert report.fmt(0.9, 2) == "0.90" and report.fmt(np.float32("nan")) == "n/a"
+
+
+def test_help_exits_0():
+  done = subprocess.run([sys.executable, "main.py", "--help"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120)
+  assert done.returncode == 0 and "--workdir" in done.stdout
+
+
+def test_image_summary_every_0_means_no_image_summaries(tmp_path):
+  from octseg_jax import train
+  workdir = tmp_path / "w"
+  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2,
+                                          "train.image_summary_every": 0}), str(workdir))
+  events = b"".join(p.read_bytes() for p in workdir.rglob("events.out.tfevents*"))
+  assert b"val/input_truth_prediction" not in events and b"val_loss" in events
