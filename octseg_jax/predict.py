@@ -3,7 +3,9 @@
 Per input file NAME (NAME = the file name without extension, or with it where two inputs
 share a stem): exactly one NAME.npz with `pred` uint8 [N, H, W] (argmax; N = the scans of that
 file), `pred_ordered` (the most probable anatomically ordered labelling), `boundaries` float
-[N, 8, W] (sub-pixel rows from the probabilities), `thickness_um` [N, 7, W], `names`;
+[N, 8, W] (sub-pixel rows from the probabilities), `thickness_um` [N, 7, W], `names`, and
+for a model with the heads `fluid` uint8 [N, H, W] (fluid probability > 0.5), `fluid_prob`
+float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
 NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
 SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and
 SCAN_thickness.png for the scans that --figures selects (default: the first of each file). Names never replace an input or another output of the run (duplicates are
@@ -51,11 +53,11 @@ def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
 def _launch(trained, images: np.ndarray, batch_size: int):
   """Preprocesses scans [b, H, W] and starts the network on them without waiting (JAX
   dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
-  placements of the b scans)."""
+  the heads' outputs on the device ({} without heads), placements of the b scans)."""
   from octseg_jax.inference import padded_batch
   prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
   x = padded_batch([p[0] for p in prepared], batch_size)          # one input shape per file
-  return trained.device_probs(x), [p[2] for p in prepared]
+  return trained.device_probs(x), trained.device_heads(x), [p[2] for p in prepared]
 
 
 def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
@@ -94,14 +96,29 @@ def _finish(launched):
   """Maps a finished batch back to its scans and computes its geometry GEOMETRY_SCANS scans at
   a time: the float64 intermediates of a full batch at native size would take ~1 GB, and on the
   2-core machine one scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
-  start, count, probs, placements = launched
+  from octseg_jax.inference import restore_heads
+  start, count, probs, heads, placements = launched
   probs = np.asarray(probs)[:count]                                       # waits for the device
   parts = []
   for i in range(0, count, GEOMETRY_SCANS):
     chunk = range(i, min(i + GEOMETRY_SCANS, count))
     raw = np.stack([preprocessing.restore(probs[j], placements[j]) for j in chunk])  # [g, H, W, K]
     parts.append(batch_geometry(raw))
+    if heads:
+      parts[-1].update(head_outputs([restore_heads(heads, j, placements[j]) for j in chunk]))
   return start, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def head_outputs(restored) -> Dict[str, np.ndarray]:
+  """The prediction-file arrays of the heads for scans of one size: fluid (uint8, p > 0.5),
+  fluid_prob (float16) and boundaries_head (the boundary head's rows [8, W])."""
+  out = {}
+  if "fluid" in restored[0]:
+    prob = np.stack([r["fluid"] for r in restored])
+    out.update(fluid=(prob > 0.5).astype(np.uint8), fluid_prob=prob.astype(np.float16))
+  if "boundaries" in restored[0]:
+    out["boundaries_head"] = np.stack([r["boundaries"] for r in restored])
+  return out
 
 
 def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: float,
@@ -111,22 +128,29 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   `pixel_um`) and pred_kept {i: raw labels [H, W]} for the scans `keep` (for figures).
   extra_keys: boundaries -> {key: array} added to the file (volume maps, grid)."""
   n, h, w = scans.images.shape
-  writer = StreamingNpz(path, {"pred": ((n, h, w), np.uint8),
-                               "pred_ordered": ((n, h, w), np.uint8)})
+  streamed = {"pred": np.uint8, "pred_ordered": np.uint8}
+  if "fluid" in trained.head_names:
+    streamed.update(fluid=np.uint8, fluid_prob=np.float16)
+  writer = StreamingNpz(path, {k: ((n, h, w), dtype) for k, dtype in streamed.items()})
   bounds = np.empty((n, geom.NUM_BOUNDARIES, w))
+  head_bounds = np.empty((n, geom.NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
   kept = {}
   try:
     for start, out in stream_batches(trained, scans.images, batch_size):
       kept.update({i: out["pred"][i - start] for i in keep
                    if start <= i < start + len(out["pred"])})
-      writer.append("pred", out["pred"])
-      writer.append("pred_ordered", out["pred_ordered"])
+      for key in streamed:
+        writer.append(key, out[key])
       bounds[start:start + len(out["pred"])] = out["boundaries"]
+      if head_bounds is not None:
+        head_bounds[start:start + len(out["pred"])] = out["boundaries_head"]
   except BaseException:
     writer.abort()
     raise
   thickness = geom.thickness_um(bounds, pixel_um)
   writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness)
+  if head_bounds is not None:
+    writer.small.update(boundaries_head=head_bounds)
   if extra_keys is not None:
     try:
       writer.small.update(extra_keys(bounds))

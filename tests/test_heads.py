@@ -170,3 +170,28 @@ def test_training_with_both_heads_logs_and_scores_them(tmp_path):
 def test_fluid_head_refuses_data_without_fluid():
   with pytest.raises(Exception, match="fluid annotation"):
     pipeline.with_fluid([np.zeros((2, 2), np.uint8)], [None], "folder")
+
+
+def test_predict_writes_the_heads_outputs(tmp_path):
+  from octseg_jax import train
+  from octseg_jax.io_utils import write_npz
+  import main
+  cfg = tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
+                       "train.num_epochs": 1})
+  workdir = str(tmp_path / "w")
+  train.train_and_evaluate(cfg, workdir)
+  scans = synthetic.generate(2, 96, 64, seed=5)
+  write_npz(str(tmp_path / "scans.npz"), images=scans.images)
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={workdir}",
+                           f"--input={tmp_path / 'scans.npz'}", f"--output={tmp_path / 'out'}",
+                           "--figures=none"]) == 0
+  with np.load(tmp_path / "out" / "scans.npz") as out:
+    assert out["fluid"].shape == (2, 96, 64) and out["fluid"].dtype == np.uint8
+    assert out["fluid_prob"].dtype == np.float16
+    p = out["fluid_prob"].astype(np.float32)
+    clear = np.abs(p - 0.5) > 1e-3
+    np.testing.assert_array_equal(out["fluid"][clear], (p > 0.5)[clear])
+    b = out["boundaries_head"]
+    assert b.shape == (2, 8, 64) and (np.diff(b, axis=1) >= 0).all()
+    # rows outside the 48-row band of the 96-row scans: probability exactly 0
+    assert ((p == 0).all(axis=2).sum(axis=1) >= 96 - 48).all()
