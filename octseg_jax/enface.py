@@ -27,6 +27,10 @@ REACH_MM = 0.15            # half of 0.3 mm, a little more than a 25-line Spectr
 GRID_STEP_MM = 0.02
 ETDRS_SECTORS = ("C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2")
 ETDRS_RADII_MM = (0.5, 1.5, 3.0)
+# Areas of the ETDRS sectors (mm2): the disc, then a quarter of each ring.
+ETDRS_AREAS_MM2 = np.array([np.pi * ETDRS_RADII_MM[0] ** 2]
+                           + [np.pi * (ETDRS_RADII_MM[1] ** 2 - ETDRS_RADII_MM[0] ** 2) / 4] * 4
+                           + [np.pi * (ETDRS_RADII_MM[2] ** 2 - ETDRS_RADII_MM[1] ** 2) / 4] * 4)
 FOVEA_SEARCH_MM = 1.5      # the fovea is searched within this radius of the scan centre
 FOVEA_SMOOTH_MM = 0.1      # Gaussian sigma of the smoothing before the minimum
 
@@ -142,6 +146,12 @@ def etdrs_table(maps: np.ndarray, covered: np.ndarray, masks: Dict[str, np.ndarr
       if known.sum() > 0:
         means[i, c] = np.sum(known * np.nan_to_num(maps[c])) / known.sum()
   return means, coverage
+
+
+def sector_volumes_mm3(mean_height_um: np.ndarray) -> np.ndarray:
+  """Per ETDRS sector, the volume (mm3) of a layer of that mean height (um) over the sector's
+  area: the mean over the measured part of the sector stands for the whole sector."""
+  return np.asarray(mean_height_um, np.float64) * 1e-3 * ETDRS_AREAS_MM2
 
 
 def analyse_volume(values: np.ndarray, inner: np.ndarray, positions_mm: np.ndarray,

@@ -134,6 +134,7 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   writer = StreamingNpz(path, {k: ((n, h, w), dtype) for k, dtype in streamed.items()})
   bounds = np.empty((n, geom.NUM_BOUNDARIES, w))
   head_bounds = np.empty((n, geom.NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
+  fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None     # fluid pixels per column
   kept = {}
   try:
     for start, out in stream_batches(trained, scans.images, batch_size):
@@ -144,6 +145,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
       bounds[start:start + len(out["pred"])] = out["boundaries"]
       if head_bounds is not None:
         head_bounds[start:start + len(out["pred"])] = out["boundaries_head"]
+      if fluid_rows is not None:
+        fluid_rows[start:start + len(out["pred"])] = out["fluid"].sum(axis=1)
   except BaseException:
     writer.abort()
     raise
@@ -151,22 +154,29 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness)
   if head_bounds is not None:
     writer.small.update(boundaries_head=head_bounds)
+  fluid_um = None if fluid_rows is None else fluid_rows * pixel_um
   if extra_keys is not None:
     try:
-      writer.small.update(extra_keys(bounds))
+      writer.small.update(extra_keys(bounds, fluid_um))
     except BaseException:
       writer.abort()
       raise
   writer.close()
-  return {"boundaries": bounds, "thickness_um": thickness, "pred_kept": kept}
+  return {"boundaries": bounds, "thickness_um": thickness, "pred_kept": kept,
+          "fluid_um": fluid_um}
 
 
-def thickness_rows(names, thickness_um: np.ndarray) -> list:
-  """CSV rows [scan, column, NFL_um, ...] from thickness [N, 7, W]."""
+def thickness_rows(names, thickness_um: np.ndarray, fluid_um=None, col_mm=None) -> list:
+  """CSV rows [scan, column, NFL_um, ...] from thickness [N, 7, W]; with fluid heights [N, W]
+  (um) also fluid_um per column and the scan's fluid area in mm2 (empty without a lateral
+  pixel size `col_mm`)."""
   rows = []
   for i, name in enumerate(names):
+    if fluid_um is not None:
+      area = "" if col_mm is None else f"{fluid_um[i].sum() * 1e-3 * col_mm:.5f}"
     for col in range(thickness_um.shape[-1]):
-      rows.append([name, col] + [f"{v:.2f}" for v in thickness_um[i, :, col]])
+      fluid = [] if fluid_um is None else [f"{fluid_um[i, col]:.2f}", area]
+      rows.append([name, col] + [f"{v:.2f}" for v in thickness_um[i, :, col]] + fluid)
   return rows
 
 
@@ -192,12 +202,14 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   # A volume's thickness is at the file's own axial scale, not the training config's.
   pixel_um = vol.scale_mm[1] * 1e3 if vol is not None else float(trained.config.data.pixel_um)
   base = npz_path[:-len(".npz")]
-  extra_keys = None if vol is None else (lambda bounds: volume_report.write(
-      os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm))
+  extra_keys = None if vol is None else (lambda bounds, fluid_um: volume_report.write(
+      os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
-  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]],
-            thickness_rows(scans.names, out["thickness_um"]))
+  fluid_cols = [] if out["fluid_um"] is None else ["fluid_um", "fluid_area_mm2"]
+  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]] + fluid_cols,
+            thickness_rows(scans.names, out["thickness_um"], out["fluid_um"],
+                           None if vol is None else vol.scale_mm[2]))
   run.wrote(npz_path, csv_path, *vol_paths)
   for i in drawn:
     name = scans.names[i]

@@ -50,17 +50,37 @@ def thickness_values(boundaries: np.ndarray, row_um: float):
   return np.concatenate([layers, total[:, None]], axis=1), inner
 
 
-def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[float]] = None):
-  """enface.analyse_volume for a Volume and boundaries [N, 8, W] in rows."""
+def fluid_height_um(fluid: np.ndarray, row_um: float) -> np.ndarray:
+  """Fluid masks [N, H, W] (0/1) -> fluid height per A-scan [N, W] in um (fluid rows x row
+  size: the en-face fluid map's values)."""
+  return np.asarray(fluid, np.float64).sum(axis=-2) * row_um
+
+
+def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[float]] = None,
+            fluid_um: Optional[np.ndarray] = None):
+  """enface.analyse_volume for a Volume and boundaries [N, 8, W] in rows; with fluid heights
+  [N, W] (um) also the en-face fluid map (`fluid_map_um` [G, G]), its ETDRS means
+  (`etdrs_fluid_um` [9]) and volumes (`etdrs_fluid_mm3` [9], `fluid_mm3_total` over the
+  6 mm disc)."""
   values, inner = thickness_values(boundaries, volume.scale_mm[1] * 1000.0)
-  return enface.analyse_volume(values, inner, volume.positions_mm, volume.scale_mm[2],
-                               volume.laterality, fovea_mm)
+  if fluid_um is not None:
+    values = np.concatenate([values, np.asarray(fluid_um, np.float64)[:, None]], axis=1)
+  result = enface.analyse_volume(values, inner, volume.positions_mm, volume.scale_mm[2],
+                                 volume.laterality, fovea_mm)
+  if fluid_um is not None:
+    result["fluid_map_um"], result["maps"] = result["maps"][-1], result["maps"][:-1]
+    result["etdrs_fluid_um"] = result["etdrs_um"][:, -1]
+    result["etdrs_um"] = result["etdrs_um"][:, :-1]
+    result["etdrs_fluid_mm3"] = enface.sector_volumes_mm3(result["etdrs_fluid_um"])
+    result["fluid_mm3_total"] = float(np.nansum(result["etdrs_fluid_mm3"]))
+  return result
 
 
 def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
-          fovea_mm: Optional[Sequence[float]] = None) -> dict:
-  """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys."""
-  result = analyse(volume, boundaries, fovea_mm)
+          fovea_mm: Optional[Sequence[float]] = None, fluid_um: Optional[np.ndarray] = None) -> dict:
+  """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys.
+  fluid_um: fluid height per B-scan and A-scan [N, W] of a model with the fluid head."""
+  result = analyse(volume, boundaries, fovea_mm, fluid_um)
   write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result)
   plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem)
   write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
@@ -70,7 +90,7 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   print(f"{stem}: {volume.laterality}, fovea ({result['fovea_mm'][0]:.2f}, "
         f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors fully covered: "
         f"{len(covered)}/9" + "".join(f"; {n}" for n in volume.notes))
-  return {"thickness_maps_um": result["maps"].astype(np.float32),
+  return {**fluid_keys(result), "thickness_maps_um": result["maps"].astype(np.float32),
           "map_x_mm": result["map_x_mm"], "map_y_mm": result["map_y_mm"],
           "map_covered": result["map_covered"], "fovea_mm": result["fovea_mm"],
           "etdrs_um": result["etdrs_um"], "etdrs_coverage": result["etdrs_coverage"],
@@ -80,14 +100,33 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
           "laterality": np.array(volume.laterality)}
 
 
+def fluid_keys(result: dict) -> dict:
+  """The NAME.npz keys of the fluid map and volumes ({} without the fluid head)."""
+  if "fluid_map_um" not in result:
+    return {}
+  return {"fluid_map_um": result["fluid_map_um"].astype(np.float32),
+          "etdrs_fluid_mm3": result["etdrs_fluid_mm3"],
+          "fluid_mm3_total": np.float64(result["fluid_mm3_total"])}
+
+
 def write_etdrs_csv(path: str, result: dict) -> None:
+  """One row per sector: mean thickness per map (um), coverage and, with the fluid head,
+  fluid_mm3; then a row `total` (the 6 mm disc) holding the fluid volume alone."""
+  fluid = result.get("etdrs_fluid_mm3")
   rows = []
-  for name, means, cov in zip(enface.ETDRS_SECTORS, result["etdrs_um"],
-                              result["etdrs_coverage"]):
+  for i, (name, means, cov) in enumerate(zip(enface.ETDRS_SECTORS, result["etdrs_um"],
+                                             result["etdrs_coverage"])):
     rows.append([name] + ["" if not np.isfinite(v) else f"{v:.1f}" for v in means]
-                + [f"{cov:.3f}"])
+                + [f"{cov:.3f}"] + ([] if fluid is None else [_mm3(fluid[i])]))
   header = ["sector"] + [f"{n}_um" if n != "total" else "total_um" for n in MAP_NAMES]
-  write_csv(path, header + ["coverage"], rows)
+  header += ["coverage"] + ([] if fluid is None else ["fluid_mm3"])
+  if fluid is not None:
+    rows.append(["total"] + [""] * (len(MAP_NAMES) + 1) + [_mm3(result["fluid_mm3_total"])])
+  write_csv(path, header, rows)
+
+
+def _mm3(v) -> str:
+  return "" if not np.isfinite(v) else f"{v:.4f}"
 
 
 def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
@@ -132,11 +171,22 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   import matplotlib.pyplot as plt
   x, y = result["map_x_mm"], result["map_y_mm"]
   extent = (x[0], x[-1], y[-1], y[0])
-  fig, axes = plt.subplots(2, 4, figsize=(13, 6.6), layout="constrained")
-  for ax, name, m in zip(axes.ravel(), MAP_NAMES, result["maps"]):
+  panels = [(f"{name} (um)" if name != "total" else "total ILM-BM (um)", m, "turbo", None)
+            for name, m in zip(MAP_NAMES, result["maps"])]
+  if "fluid_map_um" in result:
+    panels.append((f"fluid height (um); {result['fluid_mm3_total']:.3f} mm3 in the 6 mm disc",
+                   result["fluid_map_um"], "viridis", 0.0))
+  rows = 2 if len(panels) <= 8 else 3
+  fig, axes = plt.subplots(rows, 4 if rows == 2 else 3, figsize=(13, 3.3 * rows + 0.4),
+                           layout="constrained")
+  for ax in axes.ravel()[len(panels):]:
+    ax.set_visible(False)
+  for ax, (label, m, cmap, vmin) in zip(axes.ravel(), panels):
+    name = label.split(" ")[0]
     shown = np.ma.masked_invalid(m)
-    im = ax.imshow(shown, extent=extent, cmap="turbo", origin="upper", interpolation="nearest")
-    ax.set_title(f"{name} (um)" if name != "total" else "total ILM-BM (um)", fontsize=9)
+    im = ax.imshow(shown, extent=extent, cmap=cmap, origin="upper", interpolation="nearest",
+                   vmin=vmin)
+    ax.set_title(label, fontsize=9)
     ax.set_xlabel("x (mm)", fontsize=7)
     ax.set_ylabel("y (mm, superior up)", fontsize=7)
     ax.tick_params(labelsize=6)

@@ -1,6 +1,7 @@
 """The optional heads: the boundary head (ordered soft-argmax rows) and the fluid head (a
 sigmoid channel), their labels, losses, training and evaluation."""
 
+import csv
 import json
 
 import jax
@@ -172,19 +173,27 @@ def test_fluid_head_refuses_data_without_fluid():
     pipeline.with_fluid([np.zeros((2, 2), np.uint8)], [None], "folder")
 
 
-def test_predict_writes_the_heads_outputs(tmp_path):
+@pytest.fixture(scope="module")
+def heads_workdir(tmp_path_factory):
+  """A tiny model with both heads, trained for one epoch."""
   from octseg_jax import train
-  from octseg_jax.io_utils import write_npz
+  workdir = str(tmp_path_factory.mktemp("heads") / "w")
+  train.train_and_evaluate(tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
+                                          "train.num_epochs": 1}), workdir)
+  return workdir
+
+
+def _predict(workdir, path, out, *extra):
   import main
-  cfg = tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
-                       "train.num_epochs": 1})
-  workdir = str(tmp_path / "w")
-  train.train_and_evaluate(cfg, workdir)
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={workdir}", f"--input={path}",
+                           f"--output={out}", "--figures=none", *extra]) == 0
+
+
+def test_predict_writes_the_heads_outputs(heads_workdir, tmp_path):
+  from octseg_jax.io_utils import write_npz
   scans = synthetic.generate(2, 96, 64, seed=5)
   write_npz(str(tmp_path / "scans.npz"), images=scans.images)
-  assert main.run_command(["main.py", "--mode=predict", f"--workdir={workdir}",
-                           f"--input={tmp_path / 'scans.npz'}", f"--output={tmp_path / 'out'}",
-                           "--figures=none"]) == 0
+  _predict(heads_workdir, tmp_path / "scans.npz", tmp_path / "out")
   with np.load(tmp_path / "out" / "scans.npz") as out:
     assert out["fluid"].shape == (2, 96, 64) and out["fluid"].dtype == np.uint8
     assert out["fluid_prob"].dtype == np.float16
@@ -195,3 +204,29 @@ def test_predict_writes_the_heads_outputs(tmp_path):
     assert b.shape == (2, 8, 64) and (np.diff(b, axis=1) >= 0).all()
     # rows outside the 48-row band of the 96-row scans: probability exactly 0
     assert ((p == 0).all(axis=2).sum(axis=1) >= 96 - 48).all()
+    fluid = out["fluid"]
+  rows = list(csv.reader(open(tmp_path / "out" / "scans_thickness.csv")))
+  assert rows[0][-2:] == ["fluid_um", "fluid_area_mm2"]
+  fluid_um = np.array([float(r[-2]) for r in rows[1:]]).reshape(2, 64)
+  np.testing.assert_allclose(fluid_um, fluid.sum(axis=1) * 3.87, atol=0.006)
+  assert {r[-1] for r in rows[1:]} == {""}            # no lateral scale for plain B-scans
+
+
+def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
+  from octseg_jax.io_utils import write_npz
+  vol, _ = synthetic.generate_volume(5, 96, 64, scale_mm=(0.2, 0.0155, 0.03),
+                                     cysts=[(0.0, 0.2, 0.3, 0.3, 2.0)])
+  write_npz(str(tmp_path / "vol.npz"), images=vol.images, scale_mm=np.array(vol.scale_mm))
+  _predict(heads_workdir, tmp_path / "vol.npz", tmp_path / "out", "--volume")
+  rows = list(csv.reader(open(tmp_path / "out" / "vol_etdrs.csv")))
+  assert rows[0][-2:] == ["coverage", "fluid_mm3"] and rows[-1][0] == "total"
+  with np.load(tmp_path / "out" / "vol.npz") as out:
+    fluid_um = out["fluid"].sum(axis=1) * 15.5                      # [N, W]
+    assert out["fluid_map_um"].shape == out["thickness_maps_um"].shape[1:]
+    sectors = [float(r[-1]) if r[-1] else np.nan for r in rows[1:-1]]
+    np.testing.assert_allclose(sectors, out["etdrs_fluid_mm3"], atol=5e-5)
+    assert float(rows[-1][-1]) == pytest.approx(float(out["fluid_mm3_total"]), abs=5e-5)
+    assert np.nanmax(out["fluid_map_um"]) <= fluid_um.max() + 1e-6
+  rows = list(csv.reader(open(tmp_path / "out" / "vol_thickness.csv")))
+  area = float(rows[1][-1])                                           # B-scan 0
+  assert area == pytest.approx(fluid_um[0].sum() * 1e-3 * 0.03, abs=1e-5)

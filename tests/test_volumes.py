@@ -243,3 +243,30 @@ def test_a_heyex_xml_folder_is_one_input_even_inside_a_folder(tmp_path):
   assert skipped == [str(tmp_path / "notes.txt")]
   sets = [inputs.load_file(f, volume_options={}) for f in files]
   assert [len(s) for s in sets] == [10, 10] and all(s.volume is not None for s in sets)
+
+
+CYST = (0.0, 1.0, 0.4, 0.4, 5.0)      # 1 mm superior of the fovea (sector S1), in the ONL
+
+
+def test_phantom_cysts_give_etdrs_fluid_volumes_and_areas_within_5_percent():
+  vol, truth = synthetic.generate_volume(121, 496, 512, scale_mm=(0.05, 0.00387, None),
+                                         render_images=False, cysts=[CYST])
+  fluid = truth["fluid"]
+  assert (vol.masks[fluid > 0] == 5).all()                          # inside the ONL only
+  row_mm, col_mm = vol.scale_mm[1], vol.scale_mm[2]
+  # Areas per B-scan: pixels x pixel area against the ellipse cut at that B-scan.
+  dy = (vol.positions_mm - truth["fovea_mm"][1] - CYST[1]) / CYST[3]
+  central = np.abs(dy) < 0.7
+  area_true = np.pi * CYST[2] * np.sqrt(1 - dy[central] ** 2) * CYST[4] * row_mm \
+      * np.sqrt(1 - dy[central] ** 2)
+  area = fluid[central].sum(axis=(1, 2)) * row_mm * col_mm
+  np.testing.assert_allclose(area, area_true, rtol=0.05)
+  bounds = np.stack([geom.boundaries_from_labels(m) for m in vol.masks])
+  result = volume_report.analyse(vol, bounds, truth["fovea_mm"],
+                                 volume_report.fluid_height_um(fluid, row_mm * 1e3))
+  want = synthetic.cyst_volume_mm3(CYST, row_mm)
+  sectors = dict(zip(enface.ETDRS_SECTORS, result["etdrs_fluid_mm3"]))
+  assert sectors["S1"] == pytest.approx(want, rel=0.05)
+  assert result["fluid_mm3_total"] == pytest.approx(want, rel=0.05)
+  assert all(v == 0 for k, v in sectors.items() if k != "S1")
+  assert np.nanmax(result["fluid_map_um"]) == pytest.approx(2 * CYST[4] * row_mm * 1e3, rel=0.1)

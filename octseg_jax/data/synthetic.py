@@ -64,19 +64,22 @@ def label_map(b: np.ndarray, height: int) -> np.ndarray:
   return mask
 
 
-def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: bool):
+def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: bool,
+           fluid=None):
   """Renders a speckled uint8 B-scan for a label map and its boundaries; returns it with its
-  fluid mask (uint8, 1 inside the cysts; the cysts keep their layer in the label map)."""
+  fluid mask (uint8, 1 inside the cysts; the cysts keep their layer in the label map).
+  fluid: a given fluid mask [H, W] drawn as cysts (instead of random ones)."""
   height, width = mask.shape
   rows = np.arange(height)[:, None]
   signal = REFLECTIVITY[mask].astype(np.float64)
-  fluid = np.zeros(mask.shape, np.uint8)
+  fluid = np.zeros(mask.shape, np.uint8) if fluid is None else np.asarray(fluid, np.uint8)
   # GCL (dark) over IPL (bright) inside class 2: a gradient with depth.
   in2 = mask == 2
   frac = np.clip((rows - b[1]) / np.maximum(b[2] - b[1], 1), 0, 1)
   signal[in2] = (0.3 + 0.35 * frac)[in2]
   below = rows >= np.floor(b[7])
   signal[below] = (CHOROID * np.exp(-(rows - b[7]) / (0.12 * height)))[below]
+  signal[fluid > 0] = 0.04
   if cysts:
     for _ in range(rng.integers(0, 4)):
       k = rng.choice([3, 5])                                      # cysts sit in INL or ONL
@@ -141,16 +144,39 @@ def volume_thickness_rows(dx_mm: np.ndarray, dy_mm: np.ndarray, laterality: str 
   return np.round(base.reshape((7,) + (1,) * np.ndim(pit)) * factor)
 
 
+def cyst_fluid(b: np.ndarray, x: np.ndarray, y: np.ndarray, fovea, cysts, height: int):
+  """Fluid masks [N, H, W] of ellipsoidal cysts centred in the ONL (class 5).
+
+  b: boundaries [N, 8, W]; x [W], y [N] in mm; cysts: (dx_mm, dy_mm, ax_mm, ay_mm, az_rows)
+  per cyst, the centre relative to the fovea (dy superior) and the semi-axes (x, y in mm, depth
+  in rows). The depth centre is the ONL's middle row in each column."""
+  rows = np.arange(height)[None, :, None]
+  centre = (b[:, 4] + b[:, 5])[:, None, :] / 2.0                           # [N, 1, W]
+  fluid = np.zeros((len(y), height, len(x)), bool)
+  for dx, dy, ax, ay, az in cysts:
+    en_face = ((x[None, :] - fovea[0] - dx) / ax) ** 2 + ((y[:, None] - fovea[1] - dy) / ay) ** 2
+    fluid |= en_face[:, None, :] + ((rows + 0.5 - centre) / az) ** 2 < 1
+  return fluid.astype(np.uint8)
+
+
+def cyst_volume_mm3(cyst, row_mm: float) -> float:
+  """The true volume of a cyst of cyst_fluid: 4/3 pi ax ay az."""
+  _, _, ax, ay, az = cyst
+  return 4.0 / 3.0 * np.pi * ax * ay * az * row_mm
+
+
 def generate_volume(num_bscans: int = 61, height: int = 496, width: int = 512, seed: int = 0,
                     scale_mm=(0.125, 0.00387, None), extent_mm: float = 7.5,
-                    shape: str = "flat", laterality: str = "OD", render_images: bool = True):
+                    shape: str = "flat", laterality: str = "OD", render_images: bool = True,
+                    cysts=()):
   """A phantom volume with known layer thickness and a 2-D foveal pit.
 
   B-scan 0 is inferior (eyepy's order). The pit sits at PIT_OFFSET_MM from the scan centre.
   shape: 'flat' (Bruch's membrane on one row) or 'curved' (tilted in both directions and
   bowl-shaped, +-10% of the height). scale_mm: (between B-scans, per row, per column); a None
-  column spacing spreads `width` columns over extent_mm.
-  Returns (Volume, dict with fovea_mm (x, y) and thickness_rows [N, 7, W]).
+  column spacing spreads `width` columns over extent_mm. cysts: ellipsoids in the ONL (see
+  cyst_fluid), drawn dark and marked as fluid.
+  Returns (Volume, dict with fovea_mm (x, y), thickness_rows [N, 7, W] and fluid [N, H, W]).
   """
   from octseg_jax.data.volumes import Volume
   if shape not in ("flat", "curved"):
@@ -174,14 +200,16 @@ def generate_volume(num_bscans: int = 61, height: int = 496, width: int = 512, s
   if b.min() < 1:
     raise ValueError(f"height {height} is too small for the phantom's layers")
   masks = np.stack([label_map(bi, height) for bi in b])
+  fluid = cyst_fluid(b, x, y, fovea, cysts, height)
   images = np.zeros_like(masks)
   if render_images:
     for i in range(num_bscans):
-      images[i] = render(np.random.default_rng([seed, i]), masks[i], b[i], cysts=False)[0]
+      images[i] = render(np.random.default_rng([seed, i]), masks[i], b[i], cysts=False,
+                         fluid=fluid[i])[0]
   names = [f"phantom_volume_b{i:02d}" for i in range(num_bscans)]
   vol = Volume(images, masks, np.ones(num_bscans, bool), y, (dz, row_mm, col_mm), laterality,
                names, f"synthetic_volume(seed={seed}, shape={shape})")
-  return vol, {"fovea_mm": np.array(fovea), "thickness_rows": t}
+  return vol, {"fovea_mm": np.array(fovea), "thickness_rows": t, "fluid": fluid}
 
 
 def main(argv=None) -> None:
