@@ -108,5 +108,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.explain.removal_batch_mb = 1024    # memory for one batch of perturbed images
   c.explain.max_scans = 4              # scans per input file to explain
 
+  c.predict = ml_collections.ConfigDict()
+  c.predict.members = 0                # of an ensemble workdir: use the first N (0 = all;
+                                       # 1 = the first member alone, without flip views)
+  c.predict.uncertain_um = 7.74        # a column is 'uncertain' where the members' spread (sd)
+                                       # of some boundary exceeds this (2 Duke axial pixels)
+
   c.benchmark = ml_collections.ConfigDict(dict(steps=5, warmup=2, batch_size=0, explain=True))
   return c

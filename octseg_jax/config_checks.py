@@ -139,6 +139,8 @@ CHECKS: Dict[str, Callable[[Any], Optional[str]]] = {
     "train.checkpoint_every": _int_at_least(1),
     "train.num_devices": _int_at_least(0),
     "train.image_summary_every": _int_at_least(0),
+    "predict.members": _int_at_least(0),
+    "predict.uncertain_um": _number_in(0.0, 1e6),
     "explain.layers": _names,
     "explain.method": _one_of(CAM_METHODS),
     "explain.target": _one_of(CAM_TARGETS),

@@ -12,6 +12,8 @@ Entropies are in nats. Boundaries follow octseg_jax/layers_geometry.py ([8, W] r
 unknown).
 """
 
+import dataclasses
+import json
 import os
 from typing import Callable, Dict, List, Sequence
 
@@ -22,6 +24,7 @@ from octseg_jax import layers_geometry as geom
 from octseg_jax.preprocessing import IGNORE
 
 DEFAULT_THRESHOLD_UM = 7.74     # 2 axial pixels of the Duke Spectralis scans; not tuned
+ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool}
 
 
 # ---------------------------------------------------------------- combining views
@@ -208,3 +211,121 @@ def evaluate_ensemble(workdirs: Sequence[str], output: str, flip: bool = True,
   os.makedirs(output, exist_ok=True)
   write_json(os.path.join(output, "ensemble_metrics.json"), result)
   return result
+
+
+def view_uncertainty(raw: np.ndarray, views: np.ndarray, placements) -> Dict[str, np.ndarray]:
+  """An ensemble's uncertainty for scans of one size: entropy of the averaged probabilities
+  raw [g, H, W, K] (nats, float16) and the views' spread (population sd, rows) of each
+  sub-pixel boundary at the scans' resolution, boundary_sd_rows [g, 8, W]; views:
+  [V, g, h, w, K] at model resolution, mapped back with `placements`."""
+  from octseg_jax import preprocessing
+  sd = []
+  for j, placement in enumerate(placements):
+    per_view = [preprocessing.restore(v[j], placement) for v in views]       # V x [H, W, K]
+    sd.append(boundary_uncertainty_um(np.stack(per_view), 1.0))
+  return {"entropy": predictive_entropy(raw).astype(np.float16),
+          "boundary_sd_rows": np.stack(sd)}
+
+
+# ---------------------------------------------------------------- an ensemble workdir
+
+@dataclasses.dataclass
+class Ensemble:
+  """An ensemble workdir (ENSEMBLE_FILE) as one trained model: the members' softmax outputs
+  averaged, each member also on the mirrored scan with `flip`. It offers what predict and eval
+  use of inference.Trained (config, recipe, split, device_probs, device_heads, views)."""
+  members: list          # inference.Trained, sharing one preprocessing recipe
+  flip: bool
+  workdir: str
+
+  @property
+  def config(self):
+    return self.members[0].config
+
+  @property
+  def recipe(self):
+    return self.members[0].recipe
+
+  @property
+  def split(self):
+    return self.members[0].split
+
+  @property
+  def epoch(self):
+    return [m.epoch for m in self.members]
+
+  @property
+  def head_names(self) -> tuple:
+    return tuple(h for h in self.members[0].head_names
+                 if all(h in m.head_names for m in self.members))
+
+  @property
+  def num_views(self) -> int:
+    return len(self.members) * (2 if self.flip else 1)
+
+  def device_views(self, x):
+    """Softmax probabilities of every view [V, B, h, w, K] (members x (direct, mirrored))."""
+    import jax.numpy as jnp
+    views = []
+    for m in self.members:
+      views.append(m.device_probs(x))
+      if self.flip:
+        views.append(jnp.flip(m.device_probs(np.ascontiguousarray(np.flip(x, -1))), -2))
+    return jnp.stack(views)
+
+  def device_probs(self, x):
+    return self.device_views(x).mean(axis=0)
+
+  def probs(self, x) -> np.ndarray:
+    return np.asarray(self.device_probs(x))
+
+  def device_heads(self, x) -> dict:
+    """The heads' outputs averaged over the views (fluid probability, boundary rows)."""
+    import jax.numpy as jnp
+    outs = []
+    for m in self.members:
+      outs.append(m.device_heads(x))
+      if self.flip:
+        mirrored = m.device_heads(np.ascontiguousarray(np.flip(x, -1)))
+        outs.append({k: jnp.flip(v, -1) for k, v in mirrored.items()})
+    return {k: jnp.mean(jnp.stack([o[k] for o in outs]), axis=0) for k in self.head_names}
+
+
+def read_ensemble_file(workdir: str) -> dict:
+  """ENSEMBLE_FILE of a workdir, checked: members (a non-empty list of folder paths, relative
+  to the workdir or absolute), flip (bool)."""
+  from octseg_jax.errors import InputError
+  path = os.path.join(workdir, ENSEMBLE_FILE)
+  try:
+    with open(path) as f:
+      spec = json.load(f)
+  except (OSError, ValueError) as e:
+    raise InputError(f"{path}: not a readable JSON file ({type(e).__name__})") from None
+  members = spec.get("members") if isinstance(spec, dict) else None
+  if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
+    raise InputError(f"{path}: 'members' must be a non-empty list of workdir paths")
+  if not isinstance(spec.get("flip", False), bool):
+    raise InputError(f"{path}: 'flip' must be true or false")
+  return {"members": [os.path.join(workdir, m) for m in members],
+          "flip": spec.get("flip", False)}
+
+
+def load_ensemble(workdir: str, overrides=None):
+  """The ensemble workdir as an Ensemble, or with predict.members=N its first N members
+  (N = 1: the first member alone, no flip: the fast single-model path)."""
+  from octseg_jax.errors import InputError
+  from octseg_jax.inference import load_trained
+  spec = read_ensemble_file(workdir)
+  count = int((overrides or {}).get("predict.members", 0)) or len(spec["members"])
+  paths = spec["members"][:count]
+  for path in paths:
+    if os.path.exists(os.path.join(path, ENSEMBLE_FILE)):
+      raise InputError(f"{path}: a member of {workdir} is itself an ensemble")
+  members = [load_trained(p, overrides) for p in paths]
+  for m in members[1:]:
+    if m.recipe != members[0].recipe:
+      raise InputError(f"{m.workdir}: preprocesses scans differently from {members[0].workdir} "
+                       f"({m.recipe} vs {members[0].recipe}); members must share one recipe")
+  if count == 1:
+    return members[0]
+  return Ensemble(members, spec["flip"], workdir)

@@ -120,6 +120,21 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, pixel_um: floa
   return out
 
 
+def calibration(outputs: List[Dict], masks, pixel_um: float) -> Dict:
+  """ECE and reliability of the top-class confidence (ensemble.reliability, over all scans);
+  for an ensemble also the rank correlation of the members' boundary spread with the boundary
+  error of the averaged prediction (sub-pixel, order fix), per boundary and pooled."""
+  from octseg_jax import ensemble
+  out = ensemble.merge_reliability([ensemble.reliability(o["probs"], m)
+                                    for o, m in zip(outputs, masks)])
+  if "boundary_sd_rows" in outputs[0]:
+    sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
+    pred = np.concatenate([geom.boundaries_from_probs(o["probs"]) for o in outputs], axis=-1)
+    true = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
+    out["uncertainty_vs_error"] = ensemble.uncertainty_vs_error(sd, pred, true, pixel_um)
+  return out
+
+
 def validation_scans(trained):
   """The validation split of the workdir, rebuilt from its config and split.json: images,
   masks, fluid masks (None where not annotated), subjects, names."""
@@ -145,6 +160,9 @@ def scans_to_score(trained, input_path: Optional[str]):
     sets = inputs.load_path(input_path, True, int(trained.config.data.max_image_side))
     images, masks, subjects, names = pipeline.flatten(sets)
     return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
+  if hasattr(trained, "members"):                       # an ensemble: one common split
+    from octseg_jax.ensemble import _common_validation
+    _common_validation(trained.members)
   images, masks, fluid, subjects, names = validation_scans(trained)
   data_name = (f"validation split of {trained.workdir} "
                f"(subjects {trained.split['val'].get('subjects')})")
@@ -175,6 +193,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   pixel_um = float(trained.config.data.pixel_um)
   with Progress(len(images), "eval: score", unit="scan") as bar:
     result = score(probs, masks, subjects, pixel_um, bar)
+  result["calibration"] = calibration(outputs, masks, pixel_um)
   if trained.head_names:
     result["heads"] = score_heads(outputs, masks, fluid, subjects, pixel_um)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,

@@ -289,6 +289,9 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   the folder `output` (files that cannot be read are listed in errors.csv)."""
   from octseg_jax.inference import load_trained
   trained = load_trained(workdir, overrides)
+  if hasattr(trained, "members"):
+    raise InputError(f"--workdir={workdir}: an ensemble workdir; explain runs on one model so "
+                     "far: give one of its members' workdirs (or --config.predict.members=1)")
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target

@@ -40,6 +40,12 @@ class Trained:
     return tuple(name for name, field in (("fluid", "fluid_head"), ("boundaries", "boundary_head"))
                  if getattr(self.model, field, False))
 
+  num_views = 1
+
+  def device_views(self, x: np.ndarray) -> jax.Array:
+    """Softmax probabilities of the one view [1, B, h, w, K] (see ensemble.Ensemble)."""
+    return self.device_probs(x)[None]
+
   def device_probs(self, x: np.ndarray) -> jax.Array:
     """Softmax probabilities [B, h, w, K] for model inputs [B, h, w] (BatchNorm inference),
     left on the device without waiting (JAX dispatches asynchronously)."""
@@ -84,9 +90,22 @@ def jitted_heads(model) -> Callable:
   return jax.jit(heads)
 
 
+def stored_config(workdir: str):
+  """The config.json of a training workdir, or of an ensemble workdir's first member (read
+  before the model is loaded, e.g. for its data limits)."""
+  from octseg_jax import ensemble
+  if os.path.exists(os.path.join(workdir, ensemble.ENSEMBLE_FILE)):
+    workdir = ensemble.read_ensemble_file(workdir)["members"][0]
+  return load_config(workdir)
+
+
 def load_trained(workdir: str, overrides=None) -> Trained:
-  """Config, model and best-checkpoint variables of a training workdir. overrides: checked
-  inference settings {field: value} (inference_overrides.parse) set on its config."""
+  """Config, model and best-checkpoint variables of a training workdir, or an ensemble
+  workdir (ensemble.ENSEMBLE_FILE) as an ensemble.Ensemble. overrides: checked inference
+  settings {field: value} (inference_overrides.parse) set on its config."""
+  from octseg_jax import ensemble
+  if os.path.exists(os.path.join(workdir, ensemble.ENSEMBLE_FILE)):
+    return ensemble.load_ensemble(workdir, overrides)
   config = load_config(workdir)
   if overrides:
     from octseg_jax.config_utils import apply_overrides
@@ -144,8 +163,14 @@ def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int 
     for start in range(0, len(members), size):
       chunk = members[start:start + size]
       x = padded_batch([prepared[i][0] for i in chunk], size)
-      probs, heads = trained.probs(x), trained.device_heads(x)
+      views = np.asarray(trained.device_views(x)) if trained.num_views > 1 else None
+      probs = trained.probs(x) if views is None else views.mean(axis=0)
+      heads = trained.device_heads(x)
       for j, i in enumerate(chunk):
         out[i] = {"probs": preprocessing.restore(probs[j], prepared[i][2]),
                   **restore_heads(heads, j, prepared[i][2])}
+        if views is not None:
+          from octseg_jax import ensemble
+          out[i]["boundary_sd_rows"] = ensemble.view_uncertainty(
+              out[i]["probs"][None], views[:, j:j + 1], [prepared[i][2]])["boundary_sd_rows"][0]
   return out

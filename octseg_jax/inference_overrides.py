@@ -74,6 +74,8 @@ FIELDS: Dict[str, Callable] = {
     "explain.road_steps": _positive_int,
     "explain.road_noise": _positive_float,
     "train.eval_batch_size": _positive_int,
+    "predict.members": _positive_int,
+    "predict.uncertain_um": _positive_float,
 }
 # Short flags of explain mode and the field each one sets.
 ALIASES = {"cam_layers": "explain.layers", "cam_method": "explain.method",

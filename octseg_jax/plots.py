@@ -20,6 +20,8 @@ IGNORE_COLOUR = np.array([128, 128, 128], np.uint8)
 # ILM, NFL/GCL, IPL/INL, INL/OPL, OPL/ONL, ISM/ISE, OS/RPE, BM: neighbours differ in hue.
 BOUNDARY_COLOURS = ("#ffffff", "#e69f00", "#56b4e9", "#d55e00", "#009e73", "#f0e442",
                     "#cc79a7", "#0072b2")
+FLUID_COLOUR = "#7fff00"      # fluid outlines: a colour none of the 8 boundaries uses
+UNCERTAIN_COLOUR = "#ff4500"  # columns where an ensemble's members disagree
 PRED_STYLE = "solid"
 TRUTH_DASHES = (3, 2)
 
@@ -137,10 +139,11 @@ NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      true_bounds=None, title: str = "", model: str = "",
-                     unsupported=None) -> None:
+                     unsupported=None, fluid=None, uncertain=None) -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
-  columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn."""
+  columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
+  `fluid` [H, W] (0/1) is outlined; columns in `uncertain` [W] bool are shaded in orange."""
   from octseg_jax.data.scans import BOUNDARY_NAMES
   from octseg_jax.io_utils import save_figure
   from matplotlib.lines import Line2D
@@ -155,6 +158,12 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
     masked |= np.asarray(unsupported, bool)
   pred_bounds = np.where(masked[None], np.nan, pred_bounds)
   _shade_runs(ax, masked, color="0.6", alpha=0.35, zorder=1)
+  if uncertain is not None:
+    _shade_runs(ax, np.asarray(uncertain, bool) & ~masked, color=UNCERTAIN_COLOUR, alpha=0.25,
+                zorder=1)
+  if fluid is not None and np.any(fluid):
+    ax.contour(np.asarray(fluid, np.float32), levels=[0.5], colors=[FLUID_COLOUR],
+               linewidths=1.2, zorder=4)
   for b in range(8):
     ax.plot(cols, pred_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3, ls=PRED_STYLE,
             zorder=2)
@@ -170,6 +179,11 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   if masked.any():
     handles.append(Patch(facecolor="0.6", alpha=0.6,
                          label="no support (not drawn):\nno boundary, or layers\nout of order"))
+  if uncertain is not None and np.any(uncertain):
+    handles.append(Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
+                         label="uncertain: ensemble\nmembers disagree"))
+  if fluid is not None and np.any(fluid):
+    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
   ax.set_facecolor("black")
   ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
             title="boundary", title_fontsize=8, facecolor="0.85")

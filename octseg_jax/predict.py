@@ -53,11 +53,14 @@ def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
 def _launch(trained, images: np.ndarray, batch_size: int):
   """Preprocesses scans [b, H, W] and starts the network on them without waiting (JAX
   dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
-  the heads' outputs on the device ({} without heads), placements of the b scans)."""
+  an ensemble's views [V, batch_size, h, w, K] (None for one model), the heads' outputs ({}
+  without heads), placements of the b scans)."""
   from octseg_jax.inference import padded_batch
   prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
   x = padded_batch([p[0] for p in prepared], batch_size)          # one input shape per file
-  return trained.device_probs(x), trained.device_heads(x), [p[2] for p in prepared]
+  views = trained.device_views(x) if trained.num_views > 1 else None
+  probs = trained.device_probs(x) if views is None else views.mean(axis=0)
+  return probs, views, trained.device_heads(x), [p[2] for p in prepared]
 
 
 def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
@@ -97,7 +100,7 @@ def _finish(launched):
   a time: the float64 intermediates of a full batch at native size would take ~1 GB, and on the
   2-core machine one scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
   from octseg_jax.inference import restore_heads
-  start, count, probs, heads, placements = launched
+  start, count, probs, views, heads, placements = launched
   probs = np.asarray(probs)[:count]                                       # waits for the device
   parts = []
   for i in range(0, count, GEOMETRY_SCANS):
@@ -106,6 +109,10 @@ def _finish(launched):
     parts.append(batch_geometry(raw))
     if heads:
       parts[-1].update(head_outputs([restore_heads(heads, j, placements[j]) for j in chunk]))
+    if views is not None:
+      from octseg_jax import ensemble
+      parts[-1].update(ensemble.view_uncertainty(raw, np.asarray(views)[:, list(chunk)],
+                                                 [placements[j] for j in chunk]))
   return start, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -131,15 +138,19 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   streamed = {"pred": np.uint8, "pred_ordered": np.uint8}
   if "fluid" in trained.head_names:
     streamed.update(fluid=np.uint8, fluid_prob=np.float16)
+  if trained.num_views > 1:
+    streamed.update(entropy=np.float16)
   writer = StreamingNpz(path, {k: ((n, h, w), dtype) for k, dtype in streamed.items()})
   bounds = np.empty((n, geom.NUM_BOUNDARIES, w))
   head_bounds = np.empty((n, geom.NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
   fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None     # fluid pixels per column
-  kept = {}
+  sd_rows = np.empty((n, geom.NUM_BOUNDARIES, w)) if trained.num_views > 1 else None
+  kept, fluid_kept = {}, {}
   try:
     for start, out in stream_batches(trained, scans.images, batch_size):
-      kept.update({i: out["pred"][i - start] for i in keep
-                   if start <= i < start + len(out["pred"])})
+      here = [i for i in keep if start <= i < start + len(out["pred"])]
+      kept.update({i: out["pred"][i - start] for i in here})
+      fluid_kept.update({i: out["fluid"][i - start] for i in here if "fluid" in out})
       for key in streamed:
         writer.append(key, out[key])
       bounds[start:start + len(out["pred"])] = out["boundaries"]
@@ -147,6 +158,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
         head_bounds[start:start + len(out["pred"])] = out["boundaries_head"]
       if fluid_rows is not None:
         fluid_rows[start:start + len(out["pred"])] = out["fluid"].sum(axis=1)
+      if sd_rows is not None:
+        sd_rows[start:start + len(out["pred"])] = out["boundary_sd_rows"]
   except BaseException:
     writer.abort()
     raise
@@ -154,6 +167,9 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness)
   if head_bounds is not None:
     writer.small.update(boundaries_head=head_bounds)
+  sd_um = None if sd_rows is None else sd_rows * pixel_um
+  if sd_um is not None:
+    writer.small.update(boundary_sd_um=sd_um)
   fluid_um = None if fluid_rows is None else fluid_rows * pixel_um
   if extra_keys is not None:
     try:
@@ -163,21 +179,36 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
       raise
   writer.close()
   return {"boundaries": bounds, "thickness_um": thickness, "pred_kept": kept,
-          "fluid_um": fluid_um}
+          "fluid_kept": fluid_kept, "fluid_um": fluid_um, "boundary_sd_um": sd_um}
 
 
-def thickness_rows(names, thickness_um: np.ndarray, fluid_um=None, col_mm=None) -> list:
-  """CSV rows [scan, column, NFL_um, ...] from thickness [N, 7, W]; with fluid heights [N, W]
-  (um) also fluid_um per column and the scan's fluid area in mm2 (empty without a lateral
-  pixel size `col_mm`)."""
+def thickness_rows(names, thickness_um: np.ndarray, extra=None) -> list:
+  """CSV rows [scan, column, NFL_um, ..., extra columns] from thickness [N, 7, W]; extra:
+  {column name: [N, W] of cell texts} (see extra_columns)."""
+  extra = extra or {}
   rows = []
   for i, name in enumerate(names):
-    if fluid_um is not None:
-      area = "" if col_mm is None else f"{fluid_um[i].sum() * 1e-3 * col_mm:.5f}"
     for col in range(thickness_um.shape[-1]):
-      fluid = [] if fluid_um is None else [f"{fluid_um[i, col]:.2f}", area]
-      rows.append([name, col] + [f"{v:.2f}" for v in thickness_um[i, :, col]] + fluid)
+      rows.append([name, col] + [f"{v:.2f}" for v in thickness_um[i, :, col]]
+                  + [cells[i][col] for cells in extra.values()])
   return rows
+
+
+def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
+  """The thickness CSV's optional columns as cell texts [N][W]: with the fluid head fluid_um
+  (per column) and fluid_area_mm2 (per scan, empty without a lateral pixel size col_mm); for an
+  ensemble `uncertain` (1 where the members' spread of some boundary exceeds uncertain_um)."""
+  from octseg_jax import ensemble
+  cols = {}
+  if out["fluid_um"] is not None:
+    fluid = out["fluid_um"]
+    cols["fluid_um"] = [[f"{v:.2f}" for v in scan] for scan in fluid]
+    cols["fluid_area_mm2"] = [["" if col_mm is None else f"{scan.sum() * 1e-3 * col_mm:.5f}"]
+                              * len(scan) for scan in fluid]
+  if out["boundary_sd_um"] is not None:
+    cols["uncertain"] = [[str(int(f)) for f in ensemble.flag_columns(sd, uncertain_um)]
+                         for sd in out["boundary_sd_um"]]
+  return cols
 
 
 FIGURES = ("none", "first", "all")
@@ -191,10 +222,11 @@ def figure_scans(figures: str, count: int) -> range:
 
 
 def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str = "first",
-                       fovea_mm=None, batch_size: int = CPU_BATCH_SIZE) -> str:
+                       fovea_mm=None, batch_size: int = CPU_BATCH_SIZE):
   """Predicts one input file (`batch_size` scans per network call) and writes its prediction
   file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
-  table and .eye; returns the prediction file's path."""
+  table and .eye; returns the prediction file's path and, for an ensemble, how many of its
+  scans have an uncertain column (None for one model)."""
   from octseg_jax import volume_report
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
@@ -206,11 +238,12 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
       os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
-  fluid_cols = [] if out["fluid_um"] is None else ["fluid_um", "fluid_area_mm2"]
-  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]] + fluid_cols,
-            thickness_rows(scans.names, out["thickness_um"], out["fluid_um"],
-                           None if vol is None else vol.scale_mm[2]))
+  extra = extra_columns(out, None if vol is None else vol.scale_mm[2],
+                        float(trained.config.predict.uncertain_um))
+  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]] + list(extra),
+            thickness_rows(scans.names, out["thickness_um"], extra))
   run.wrote(npz_path, csv_path, *vol_paths)
+  flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
   for i in drawn:
     name = scans.names[i]
     true_b = true_t = None
@@ -221,12 +254,14 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
     unsupported = ~geom.column_is_ordered(out["pred_kept"][i])
     overlay, thickness = run.claim(name, SCAN_SUFFIXES)
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b, title=name,
-                           model=trained.workdir, unsupported=unsupported)
+                           model=trained.workdir, unsupported=unsupported,
+                           fluid=out["fluid_kept"].get(i),
+                           uncertain=None if flags is None else flags[i])
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
                             title=f"{name}: layer thickness", model=trained.workdir,
                             unsupported=unsupported)
     run.wrote(overlay, thickness)
-  return npz_path
+  return npz_path, None if flags is None else int(sum(f.any() for f in flags))
 
 
 def prefetched(items: Iterable) -> Iterator:
@@ -244,6 +279,22 @@ def prefetched(items: Iterable) -> Iterator:
       yield item
 
 
+def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
+                  batch_size: int):
+  """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
+  is predicted); returns (scans, files, scans with an uncertain column or None)."""
+  num_scans = num_files = 0
+  uncertain_scans = None
+  for path, scans in prefetched(readable):
+    written, uncertain = write_file_outputs(outputs, stem_of[path], scans, trained, figures,
+                                            fovea_mm, batch_size)
+    if uncertain is not None:
+      uncertain_scans = (uncertain_scans or 0) + uncertain
+    num_scans, num_files = num_scans + len(scans), num_files + 1
+    print(f"predicted {len(scans)} scans of {path} -> {written}")
+  return num_scans, num_files, uncertain_scans
+
+
 def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
         laterality: str = None, fovea: str = None, overrides=None) -> Dict:
   """Predicts every readable scan file that `input_path` names into the folder `output`.
@@ -258,12 +309,11 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   manifest.json) when any file of a folder could not be read; a single bad file fails at once.
   """
   from octseg_jax import volume_report
-  from octseg_jax.inference import load_trained
-  from octseg_jax.workdir import load_config
+  from octseg_jax.inference import load_trained, stored_config
   figure_scans(figures, 0)                      # an unknown value fails before any work
   fovea_mm = volume_report.parse_fovea(fovea)
   volume_options = {"force": volume, "laterality": laterality}
-  max_side = int(load_config(workdir).data.get("max_image_side", MAX_IMAGE_SIDE))
+  max_side = int(stored_config(workdir).data.get("max_image_side", MAX_IMAGE_SIDE))
   files, skipped = inputs.list_inputs(input_path)
   folder = check_output_folder(output)
   outputs = RunOutputs(folder, files, "predict")
@@ -277,22 +327,20 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   outputs.start()
   for path in skipped:
     outputs.skipped(path, "not a scan file (no scan extension)")
-  num_scans = num_files = 0
   stem_of = dict(zip(files, stems))
   readable = [(files[0], first)] if single else inputs.read_files(
       files, outputs.failed, max_side, volume_options=volume_options)
   batch_size = network_batch_size(trained, overrides)
   start = time.perf_counter()
-  for path, scans in prefetched(readable):
-    written = write_file_outputs(outputs, stem_of[path], scans, trained, figures, fovea_mm,
-                                 batch_size)
-    num_scans, num_files = num_scans + len(scans), num_files + 1
-    print(f"predicted {len(scans)} scans of {path} -> {written}")
+  num_scans, num_files, uncertain_scans = predict_files(
+      outputs, readable, stem_of, trained, figures, fovea_mm, batch_size)
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
              "batch_size": batch_size,
              "files_predicted": num_files, "scans": num_scans, "seconds": round(seconds, 3),
              "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
+  if uncertain_scans is not None:
+    summary["scans_with_uncertain_columns"] = uncertain_scans
   outputs.finish(summary)
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
   print(f"predict: {num_scans} scans of {num_files} files in {seconds:.1f} s ({rate} after "

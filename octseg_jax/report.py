@@ -102,7 +102,23 @@ def metrics_markdown(result: Dict) -> str:
       "*literature* = Dice per layer (background excluded, NaN if a class is absent from truth "
       "and prediction) from hard predictions, accumulated over all scans. Pixels labelled 255 "
       "never count.", ""]
-  return "\n".join(lines + heads_markdown(result.get("heads", {})))
+  return "\n".join(lines + heads_markdown(result.get("heads", {}))
+                   + calibration_markdown(result.get("calibration")))
+
+
+def calibration_markdown(cal) -> list:
+  """ECE and, for an ensemble, how well the members' spread ranks the boundary errors."""
+  if not cal:
+    return []
+  lines = ["## Calibration and uncertainty", "",
+           f"Expected calibration error of the top-class confidence ({len(cal['count'])} bins, "
+           f"{cal['pixels']} labelled pixels): {fmt(cal['ece'])}.", ""]
+  vs = cal.get("uncertainty_vs_error")
+  if vs:
+    lines += [f"Spearman rank correlation of the ensemble members' boundary spread with the "
+              f"boundary error: {fmt(vs['pooled']['rho'])} over {vs['pooled']['pairs']} "
+              "(column, boundary) pairs.", ""]
+  return lines
 
 
 def heads_markdown(heads: Dict) -> list:

@@ -28,7 +28,7 @@ from octseg_jax.io_utils import write_text
 RESUMABLE_FIELDS = (
     "train.num_epochs", "train.early_stopping_patience", "train.image_summary_every",
     "train.num_devices", "train.checkpoint_every", "train.eval_batch_size",
-    "data.duke_dir", "data.folder_dir", "explain.*", "benchmark.*",
+    "data.duke_dir", "data.folder_dir", "explain.*", "benchmark.*", "predict.*",
 )
 LOCK_NAME = ".lock"
 

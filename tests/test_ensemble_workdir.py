@@ -1,0 +1,113 @@
+"""Ensemble workdirs (ensemble.json listing member workdirs) as the one trained model of eval
+and predict: exact averaging, the fast single-member path, and the uncertainty outputs."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from octseg_jax import ensemble, inference
+from octseg_jax.data import synthetic
+from octseg_jax.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, trained_workdir):
+  """The suite's tiny model and a second one of another seed (same recipe)."""
+  from octseg_jax import train
+  other = str(tmp_path_factory.mktemp("member") / "seed1")
+  train.train_and_evaluate(tiny_config(**{"seed": 1, "train.num_epochs": 1}), other)
+  return [trained_workdir[0], other]
+
+
+def _ensemble_dir(tmp_path, members, flip):
+  folder = tmp_path / f"ensemble_flip{int(flip)}"
+  folder.mkdir()
+  (folder / "ensemble.json").write_text(json.dumps({"members": members, "flip": flip}))
+  return str(folder)
+
+
+def test_an_ensemble_averages_its_members_probabilities_exactly(tmp_path, members):
+  x = np.random.default_rng(0).random((2, 48, 64)).astype(np.float32)
+  singles = [inference.load_trained(m) for m in members]
+  plain = inference.load_trained(_ensemble_dir(tmp_path, members, False))
+  assert isinstance(plain, ensemble.Ensemble) and plain.num_views == 2
+  np.testing.assert_allclose(plain.probs(x), (singles[0].probs(x) + singles[1].probs(x)) / 2,
+                             rtol=1e-6, atol=1e-7)
+  flipped = inference.load_trained(_ensemble_dir(tmp_path, members, True))
+  views = [s.probs(v)[..., ::-1, :] if mirrored else s.probs(v)
+           for s in singles for v, mirrored in ((x, False), (x[..., ::-1].copy(), True))]
+  np.testing.assert_allclose(flipped.probs(x), np.mean(views, axis=0), rtol=1e-6, atol=1e-7)
+  one = inference.load_trained(str(tmp_path / "ensemble_flip1"), {"predict.members": 1})
+  np.testing.assert_array_equal(one.probs(x), singles[0].probs(x))   # the fast path
+
+
+def test_view_uncertainty_on_known_disagreement():
+  h, w, k = 20, 4, 8
+  def one_hot_view(ilm):                       # background above row ilm, layer 1..7 below
+    labels = np.zeros((h, w), int)
+    for c in range(w):
+      labels[ilm[c]:ilm[c] + 7, c] = np.arange(1, 8)
+    return np.eye(k)[labels]
+  a, b = one_hot_view([5, 5, 5, 5]), one_hot_view([5, 5, 9, 5])   # column 2: ILM..BM 4 rows apart
+  sd = ensemble.boundary_uncertainty_um(np.stack([a, b]), 3.87)
+  np.testing.assert_allclose(sd[:, 2], 2 * 3.87)                  # population sd of 4 rows
+  np.testing.assert_allclose(sd[:, [0, 1, 3]], 0)
+  np.testing.assert_array_equal(ensemble.flag_columns(sd, 7.0), [False, False, True, False])
+  np.testing.assert_array_equal(ensemble.flag_columns(sd, 8.0), [False] * 4)
+
+
+def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
+  import main
+  from octseg_jax.io_utils import write_npz
+  scans = synthetic.generate(2, 96, 64, seed=9)
+  write_npz(str(tmp_path / "scans.npz"), images=scans.images)
+  workdir = _ensemble_dir(tmp_path, members, True)
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={workdir}",
+                           f"--input={tmp_path / 'scans.npz'}", f"--output={tmp_path / 'out'}",
+                           "--config.predict.uncertain_um=0.5"]) == 0
+  with np.load(tmp_path / "out" / "scans.npz") as out:
+    assert out["entropy"].shape == (2, 96, 64) and out["entropy"].dtype == np.float16
+    assert out["entropy"].min() >= 0 and out["entropy"].max() <= np.log(8) + 1e-3
+    sd = out["boundary_sd_um"]
+  assert sd.shape == (2, 8, 64)
+  rows = list(csv.reader(open(tmp_path / "out" / "scans_thickness.csv")))
+  assert rows[0][-1] == "uncertain"
+  flags = np.array([r[-1] == "1" for r in rows[1:]]).reshape(2, 64)
+  np.testing.assert_array_equal(flags, [ensemble.flag_columns(s, 0.5) for s in sd])
+  manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+  assert manifest["scans_with_uncertain_columns"] == int(flags.any(axis=1).sum())
+
+
+def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, members):
+  from octseg_jax import evaluate
+  result = evaluate.run(_ensemble_dir(tmp_path, members, False), None, str(tmp_path / "eval"))
+  assert 0 <= result["calibration"]["ece"] <= 1
+  rho = result["calibration"]["uncertainty_vs_error"]["pooled"]
+  assert rho["pairs"] > 0 and (np.isnan(rho["rho"]) or -1 <= rho["rho"] <= 1)
+  assert "Expected calibration error" in open(tmp_path / "eval" / "metrics.md").read()
+
+
+def test_bad_ensemble_files_are_one_line_errors(tmp_path, members):
+  folder = tmp_path / "bad"
+  folder.mkdir()
+  (folder / "ensemble.json").write_text('{"members": []}')
+  with pytest.raises(InputError, match="members"):
+    inference.load_trained(str(folder))
+  (folder / "ensemble.json").write_text("{")
+  with pytest.raises(InputError, match="not a readable JSON"):
+    inference.load_trained(str(folder))
+
+
+def test_explain_refuses_an_ensemble_in_one_line(tmp_path, members):
+  import main
+  from octseg_jax.io_utils import write_npz
+  write_npz(str(tmp_path / "s.npz"), images=synthetic.generate(1, 96, 64, seed=2).images)
+  workdir = _ensemble_dir(tmp_path, members, False)
+  args = ["main.py", "--mode=explain", f"--workdir={workdir}", f"--input={tmp_path / 's.npz'}",
+          f"--output={tmp_path / 'x'}"]
+  assert main.run_command(args) == 2
+  assert main.run_command(args + ["--config.predict.members=1"]) == 0
