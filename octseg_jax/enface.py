@@ -31,6 +31,7 @@ ETDRS_RADII_MM = (0.5, 1.5, 3.0)
 ETDRS_AREAS_MM2 = np.array([np.pi * ETDRS_RADII_MM[0] ** 2]
                            + [np.pi * (ETDRS_RADII_MM[1] ** 2 - ETDRS_RADII_MM[0] ** 2) / 4] * 4
                            + [np.pi * (ETDRS_RADII_MM[2] ** 2 - ETDRS_RADII_MM[1] ** 2) / 4] * 4)
+MIN_MEASURED = 0.5         # sector values are left empty below this measured share
 FOVEA_SEARCH_MM = 1.5      # the fovea is searched within this radius of the scan centre
 FOVEA_SMOOTH_MM = 0.1      # Gaussian sigma of the smoothing before the minimum
 
@@ -126,26 +127,33 @@ def etdrs_masks(laterality: str, step_mm: float = GRID_STEP_MM) -> Dict[str, np.
   return {name: np.asarray(m, np.float64) for name, m in zip(order, masks)}
 
 
-def etdrs_table(maps: np.ndarray, covered: np.ndarray, masks: Dict[str, np.ndarray]):
+def etdrs_table(maps: np.ndarray, covered: np.ndarray, masks: Dict[str, np.ndarray],
+                measured_channel: int = -1, min_measured: float = MIN_MEASURED):
   """Per sector (ETDRS_SECTORS order) the mean of each map over the covered part where it is
-  known and the covered share of the sector area.
+  known, the covered share of the sector area (within reach of a B-scan) and the measured
+  share (covered and with a known value of map `measured_channel`, e.g. the total thickness).
 
   Args:
     maps: [C, M, M] on the fovea-centred grid of `masks`. covered: bool [M, M].
   Returns:
-    (means [9, C] with NaN where a sector has no covered point, coverage [9]).
+    (means [9, C], NaN where a sector's measured share is below min_measured, coverage [9],
+    measured [9]).
   """
   means = np.full((len(ETDRS_SECTORS), maps.shape[0]), np.nan)
   coverage = np.zeros(len(ETDRS_SECTORS))
+  measured = np.zeros(len(ETDRS_SECTORS))
   for i, name in enumerate(ETDRS_SECTORS):
     weight = masks[name]
     seen = weight * covered
     coverage[i] = seen.sum() / weight.sum()
+    measured[i] = np.sum(seen * np.isfinite(maps[measured_channel])) / weight.sum()
+    if measured[i] < min_measured:
+      continue
     for c in range(maps.shape[0]):
       known = seen * np.isfinite(maps[c])
       if known.sum() > 0:
         means[i, c] = np.sum(known * np.nan_to_num(maps[c])) / known.sum()
-  return means, coverage
+  return means, coverage, measured
 
 
 def sector_volumes_mm3(mean_height_um: np.ndarray) -> np.ndarray:
@@ -157,7 +165,8 @@ def sector_volumes_mm3(mean_height_um: np.ndarray) -> np.ndarray:
 def analyse_volume(values: np.ndarray, inner: np.ndarray, positions_mm: np.ndarray,
                    col_mm: float, laterality: str,
                    fovea_mm: Optional[Sequence[float]] = None,
-                   step_mm: float = GRID_STEP_MM, reach_mm: float = REACH_MM) -> dict:
+                   step_mm: float = GRID_STEP_MM, reach_mm: float = REACH_MM,
+                   measured_channel: int = -1) -> dict:
   """Maps, fovea and ETDRS table of one volume.
 
   Args:
@@ -165,9 +174,11 @@ def analyse_volume(values: np.ndarray, inner: np.ndarray, positions_mm: np.ndarr
     inner: [N, W] inner-retina thickness (for the fovea).
     positions_mm, col_mm: B-scan positions and column spacing.
     laterality: 'OD' or 'OS'. fovea_mm: (x, y) to use instead of searching.
+    measured_channel: the map whose known values make a sector point measured.
   Returns:
     dict: maps [C, G, G], map_x_mm [G], map_y_mm [G], map_covered [G, G], fovea_mm [2],
-    fovea_found (bool: found automatically), etdrs_um [9, C], etdrs_coverage [9].
+    fovea_found (bool: found automatically), etdrs_um [9, C], etdrs_coverage [9],
+    etdrs_measured [9].
   """
   centre, size = scan_grid(positions_mm, values.shape[-1], col_mm, step_mm)
   x_mm, y_mm = grid_axes(centre, size, step_mm)
@@ -182,7 +193,7 @@ def analyse_volume(values: np.ndarray, inner: np.ndarray, positions_mm: np.ndarr
   m = next(iter(masks.values())).shape[0]
   fx, fy = grid_axes(tuple(fovea_mm), m, step_mm)
   centred, centred_covered = enface_maps(values, positions_mm, col_mm, fx, fy, reach_mm)
-  means, coverage = etdrs_table(centred, centred_covered, masks)
+  means, coverage, measured = etdrs_table(centred, centred_covered, masks, measured_channel)
   return {"maps": maps[:-1], "map_x_mm": x_mm, "map_y_mm": y_mm, "map_covered": covered,
           "fovea_mm": np.asarray(fovea_mm, np.float64), "fovea_found": found,
-          "etdrs_um": means, "etdrs_coverage": coverage}
+          "etdrs_um": means, "etdrs_coverage": coverage, "etdrs_measured": measured}

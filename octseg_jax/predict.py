@@ -43,11 +43,15 @@ def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
   """Label maps and geometry of a batch of scans of one size, vectorised over the batch.
 
   probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
-  uint8 [B, H, W] and boundaries float [B, 8, W].
+  uint8 [B, H, W], boundaries float [B, 8, W] and supported bool [B, W]: the columns whose raw
+  labelling is in anatomical order and where every boundary was found (the others are shaded
+  in the figures and have no thickness in the CSV).
   """
   ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)), report_changed=False)
-  return {"pred": np.argmax(probs, -1).astype(np.uint8), "pred_ordered": ordered,
-          "boundaries": geom.boundaries_from_probs(probs, ordered)}
+  pred = np.argmax(probs, -1).astype(np.uint8)
+  bounds = geom.boundaries_from_probs(probs, ordered)
+  return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
+          "supported": geom.column_is_ordered(pred) & np.isfinite(bounds).all(axis=-2)}
 
 
 def _launch(trained, images: np.ndarray, batch_size: int):
@@ -132,8 +136,10 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
                       extra_keys=None, keep: Sequence[int] = ()) -> Dict:
   """Streams the predictions of one ScanSet into the prediction file `path` (finalised
   atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
-  `pixel_um`) and pred_kept {i: raw labels [H, W]} for the scans `keep` (for figures).
-  extra_keys: boundaries -> {key: array} added to the file (volume maps, grid)."""
+  `pixel_um`), supported [N, W], the heads' fluid_um [N, W] and an ensemble's boundary_sd_um
+  [N, 8, W] (None without them) and fluid_kept {i: fluid [H, W]} for the scans `keep` (for
+  figures). extra_keys: (boundaries, fluid_um) -> {key: array} added to the file (volume
+  maps, grid)."""
   n, h, w = scans.images.shape
   streamed = {"pred": np.uint8, "pred_ordered": np.uint8}
   if "fluid" in trained.head_names:
@@ -145,15 +151,16 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   head_bounds = np.empty((n, geom.NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
   fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None     # fluid pixels per column
   sd_rows = np.empty((n, geom.NUM_BOUNDARIES, w)) if trained.num_views > 1 else None
-  kept, fluid_kept = {}, {}
+  fluid_kept = {}
+  supported = np.empty((n, w), bool)
   try:
     for start, out in stream_batches(trained, scans.images, batch_size):
       here = [i for i in keep if start <= i < start + len(out["pred"])]
-      kept.update({i: out["pred"][i - start] for i in here})
       fluid_kept.update({i: out["fluid"][i - start] for i in here if "fluid" in out})
       for key in streamed:
         writer.append(key, out[key])
       bounds[start:start + len(out["pred"])] = out["boundaries"]
+      supported[start:start + len(out["pred"])] = out["supported"]
       if head_bounds is not None:
         head_bounds[start:start + len(out["pred"])] = out["boundaries_head"]
       if fluid_rows is not None:
@@ -178,19 +185,21 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
       writer.abort()
       raise
   writer.close()
-  return {"boundaries": bounds, "thickness_um": thickness, "pred_kept": kept,
-          "fluid_kept": fluid_kept, "fluid_um": fluid_um, "boundary_sd_um": sd_um}
+  return {"boundaries": bounds, "thickness_um": thickness, "fluid_kept": fluid_kept, "fluid_um": fluid_um, "boundary_sd_um": sd_um,
+          "supported": supported}
 
 
-def thickness_rows(names, thickness_um: np.ndarray, extra=None) -> list:
-  """CSV rows [scan, column, NFL_um, ..., extra columns] from thickness [N, 7, W]; extra:
+def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra=None) -> list:
+  """CSV rows [scan, column, NFL_um, ..., supported, extra columns] from thickness [N, 7, W]
+  and supported [N, W] (thickness left empty where a column is not supported); extra:
   {column name: [N, W] of cell texts} (see extra_columns)."""
   extra = extra or {}
   rows = []
   for i, name in enumerate(names):
     for col in range(thickness_um.shape[-1]):
-      rows.append([name, col] + [f"{v:.2f}" for v in thickness_um[i, :, col]]
-                  + [cells[i][col] for cells in extra.values()])
+      ok = bool(supported[i, col])
+      rows.append([name, col] + [f"{v:.2f}" if ok else "" for v in thickness_um[i, :, col]]
+                  + [int(ok)] + [cells[i][col] for cells in extra.values()])
   return rows
 
 
@@ -240,8 +249,9 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
   extra = extra_columns(out, None if vol is None else vol.scale_mm[2],
                         float(trained.config.predict.uncertain_um))
-  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]] + list(extra),
-            thickness_rows(scans.names, out["thickness_um"], extra))
+  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]]
+            + ["supported"] + list(extra),
+            thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *vol_paths)
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
   for i in drawn:
@@ -250,8 +260,9 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
     if scans.masks is not None:
       true_b = geom.boundaries_from_labels(scans.masks[i])
       true_t = geom.thickness_um(true_b, pixel_um)
-    # Columns whose raw labelling is out of anatomical order are shaded, not drawn.
-    unsupported = ~geom.column_is_ordered(out["pred_kept"][i])
+    # Columns without support (out of anatomical order, or a boundary not found) are shaded,
+    # not drawn, and have no thickness in the CSV.
+    unsupported = ~out["supported"][i]
     overlay, thickness = run.claim(name, SCAN_SUFFIXES)
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b, title=name,
                            model=trained.workdir, unsupported=unsupported,

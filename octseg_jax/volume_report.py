@@ -3,8 +3,10 @@
 * NAME_thickness_maps.png: one en-face panel per layer and of the whole retina (ILM to BM), um,
   with the ETDRS grid and the fovea drawn on the total-thickness map;
 * NAME_etdrs.csv: rows C0, S1, N1, I1, T1, S2, N2, I2, T2; mean thickness per layer and
-  `total` in um over the covered part of the sector (empty when nothing of it is covered), and
-  `coverage`, the share of the sector's area within reach of a B-scan (octseg_jax.enface);
+  `total` in um over the measured part of the sector (empty when less than
+  enface.MIN_MEASURED of it is measured), `coverage`, the share of the sector's area within
+  reach of a B-scan, and `measured`, the share with a known total thickness
+  (octseg_jax.enface); with the fluid head `fluid_mm3` and a last row `total` (6 mm disc);
 * NAME.eye: an eyepy EyeVolume with the scan and the predicted boundaries as layer annotations
   under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
@@ -66,7 +68,8 @@ def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[
   if fluid_um is not None:
     values = np.concatenate([values, np.asarray(fluid_um, np.float64)[:, None]], axis=1)
   result = enface.analyse_volume(values, inner, volume.positions_mm, volume.scale_mm[2],
-                                 volume.laterality, fovea_mm)
+                                 volume.laterality, fovea_mm,
+                                 measured_channel=MAP_NAMES.index("total"))
   if fluid_um is not None:
     result["fluid_map_um"], result["maps"] = result["maps"][-1], result["maps"][:-1]
     result["etdrs_fluid_um"] = result["etdrs_um"][:, -1]
@@ -86,14 +89,17 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
   source = "given" if fovea_mm is not None else (
       "found" if result["fovea_found"] else "scan centre (not found)")
-  covered = [n for n, c in zip(enface.ETDRS_SECTORS, result["etdrs_coverage"]) if c > 0.999]
+  measured = result["etdrs_measured"]
   print(f"{stem}: {volume.laterality}, fovea ({result['fovea_mm'][0]:.2f}, "
-        f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors fully covered: "
-        f"{len(covered)}/9" + "".join(f"; {n}" for n in volume.notes))
+        f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
+        f"{int((measured > 0.999).sum())}/9 fully, {int((measured >= enface.MIN_MEASURED).sum())}"
+        f"/9 at least {enface.MIN_MEASURED:.0%} (values given)"
+        + "".join(f"; {n}" for n in volume.notes))
   return {**fluid_keys(result), "thickness_maps_um": result["maps"].astype(np.float32),
           "map_x_mm": result["map_x_mm"], "map_y_mm": result["map_y_mm"],
           "map_covered": result["map_covered"], "fovea_mm": result["fovea_mm"],
           "etdrs_um": result["etdrs_um"], "etdrs_coverage": result["etdrs_coverage"],
+          "etdrs_measured": result["etdrs_measured"],
           "etdrs_sectors": np.array(enface.ETDRS_SECTORS), "map_names": np.array(MAP_NAMES),
           "bscan_positions_mm": np.asarray(volume.positions_mm, np.float64),
           "scale_mm": np.asarray(volume.scale_mm, np.float64),
@@ -114,14 +120,15 @@ def write_etdrs_csv(path: str, result: dict) -> None:
   fluid_mm3; then a row `total` (the 6 mm disc) holding the fluid volume alone."""
   fluid = result.get("etdrs_fluid_mm3")
   rows = []
-  for i, (name, means, cov) in enumerate(zip(enface.ETDRS_SECTORS, result["etdrs_um"],
-                                             result["etdrs_coverage"])):
+  for i, (name, means, cov, meas) in enumerate(zip(
+      enface.ETDRS_SECTORS, result["etdrs_um"], result["etdrs_coverage"],
+      result["etdrs_measured"])):
     rows.append([name] + ["" if not np.isfinite(v) else f"{v:.1f}" for v in means]
-                + [f"{cov:.3f}"] + ([] if fluid is None else [_mm3(fluid[i])]))
+                + [f"{cov:.3f}", f"{meas:.3f}"] + ([] if fluid is None else [_mm3(fluid[i])]))
   header = ["sector"] + [f"{n}_um" if n != "total" else "total_um" for n in MAP_NAMES]
-  header += ["coverage"] + ([] if fluid is None else ["fluid_mm3"])
+  header += ["coverage", "measured"] + ([] if fluid is None else ["fluid_mm3"])
   if fluid is not None:
-    rows.append(["total"] + [""] * (len(MAP_NAMES) + 1) + [_mm3(result["fluid_mm3_total"])])
+    rows.append(["total"] + [""] * (len(MAP_NAMES) + 2) + [_mm3(result["fluid_mm3_total"])])
   write_csv(path, header, rows)
 
 

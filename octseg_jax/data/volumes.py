@@ -122,8 +122,38 @@ def read_volume(path: str, laterality: Optional[str] = None) -> Volume:
   return read_eyepy_volume(path, laterality)
 
 
-def _laterality(found, given: Optional[str], notes: list) -> str:
-  found = str(found).upper() if found is not None else ""
+LATERALITY_CODES = {"OD": "OD", "OS": "OS", "R": "OD", "L": "OS", "RIGHT": "OD", "LEFT": "OS",
+                    "82": "OD", "76": "OS"}   # 82 / 76: ASCII 'R' / 'L' (.e2e through eyepy)
+
+
+def read_laterality(value) -> Optional[str]:
+  """A file's laterality in any form eyepy gives it (OD/OS, R/L, right/left, the ASCII codes
+  82/76 as numbers, text or bytes, an enum with such a name or value) -> 'OD' / 'OS'; None
+  when the file has none; ValueError for a value that is none of these."""
+  if value is None:
+    return None
+  for candidate in (value, getattr(value, "name", None), getattr(value, "value", None)):
+    if isinstance(candidate, bytes):
+      candidate = candidate.decode("ascii", "replace")
+    if isinstance(candidate, (int, np.integer)) and not isinstance(candidate, bool):
+      candidate = str(int(candidate))
+    if isinstance(candidate, str):
+      key = candidate.strip().upper().split(".")[-1]
+      if key in LATERALITY_CODES:
+        return LATERALITY_CODES[key]
+      if key in ("", "NONE", "UNKNOWN"):
+        return None
+  raise ValueError(f"laterality {value!r} is not one of OD/OS, R/L, right/left or 82/76")
+
+
+def _laterality(found, given: Optional[str], notes: list, path: str = "") -> str:
+  try:
+    found = read_laterality(found) or ""
+  except ValueError as e:
+    if given is None:
+      raise fail(path, f"{e}: set --laterality=OD or OS") from None
+    notes.append(f"{e}; laterality {given} from --laterality")
+    return given
   if found in LATERALITIES:
     if given is not None and given != found:
       notes.append(f"laterality {found} from the file (--laterality={given} ignored)")
@@ -174,7 +204,7 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
   names = [f"{os.path.splitext(os.path.basename(path.rstrip('/')))[0]}_b{i:02d}"
            for i in range(len(images))]
   return Volume(images, masks, annotated, positions, scale,
-                _laterality(found_laterality, laterality, notes), names, path, notes)
+                _laterality(found_laterality, laterality, notes, path), names, path, notes)
 
 
 def _positions_from_meta(bscan_meta, n: int, scale_z: float) -> np.ndarray:
