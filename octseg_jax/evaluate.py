@@ -208,7 +208,8 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   provenance.write(output, trained.config, filename="eval_provenance.json",
                    extra={"mode": "eval", "data": data_name})
   lit = result["raw"]["literature"]["mean_layer_dice"]
-  print(f"eval on {data_name}: {len(images)} scans, mean layer Dice {lit:.4f}, accuracy "
-        f"{result['raw']['paper']['accuracy']:.4f}; wrote {output}/metrics.json, metrics.md "
-        "and side_by_side.png")
+  print(report.console_summary(result))
+  print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "
+        f"accuracy {result['raw']['paper']['accuracy']:.4f}; wrote {output}/metrics.json, "
+        "metrics.md and side_by_side.png")
   return result

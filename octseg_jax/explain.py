@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import faithfulness, gradcam, plots, preprocessing
+from octseg_jax import faithfulness, gradcam, plots, preprocessing, report
 from octseg_jax.data import inputs
 from octseg_jax.errors import InputError
 from octseg_jax.explain_report import stats_markdown, summarise
@@ -334,8 +334,9 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   available = sum(len(s) for s in sets)
   capped = (f" of {available} (explain.max_scans={int(cfg.max_scans)} per file; "
             "--config.explain.max_scans=N explains more)" if available > len(per_scan) else "")
-  print(f"explained {len(per_scan)}{capped} scans ({method}, layers {list(layers)}) -> "
-        f"{output}; {run_out.num_failed} files failed, {len(skipped)} skipped")
+  print(f"explained {report.count(len(per_scan), 'scan')}{capped} ({method}, layers "
+        f"{list(layers)}) -> {output}; {report.count(run_out.num_failed, 'file')} failed, "
+        f"{len(skipped)} skipped")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

@@ -23,7 +23,7 @@ from typing import Dict, Iterable, Iterator, Sequence, Tuple
 import numpy as np
 
 from octseg_jax import layers_geometry as geom
-from octseg_jax import plots, preprocessing
+from octseg_jax import plots, preprocessing, report
 from octseg_jax.data import inputs
 from octseg_jax.data.scans import LAYER_NAMES, MAX_IMAGE_SIDE
 from octseg_jax.errors import InputError
@@ -220,6 +220,37 @@ def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
   return cols
 
 
+def summary_header(trained) -> list:
+  """Columns of summary.csv (one row per scan of the run)."""
+  header = ["file", "scan_index", "scan", "row_um", "col_um", "supported_share"]
+  header += [f"{n}_um" for n in LAYER_NAMES[1:]] + ["total_um"]
+  if "fluid" in trained.head_names:
+    header += ["fluid_area_mm2"]
+  if trained.num_views > 1:
+    header += ["uncertain_columns"]
+  return header
+
+
+def summary_rows(path: str, scans, out: Dict, pixel_um: float, col_mm, extra: Dict) -> list:
+  """summary.csv rows of one input file: per scan its scale, the share of supported columns,
+  each layer's and the total thickness averaged over the supported columns (um), the fluid
+  area (mm2; empty without a lateral scale) and the count of uncertain columns."""
+  rows = []
+  for i, name in enumerate(scans.names):
+    ok = out["supported"][i]
+    t = out["thickness_um"][i][:, ok]                                   # [7, supported]
+    means = [f"{v:.2f}" for v in t.mean(axis=1)] if ok.any() else [""] * 7
+    total = f"{t.sum(axis=0).mean():.2f}" if ok.any() else ""
+    row = [path, i, name, f"{pixel_um:.4f}", "" if col_mm is None else f"{col_mm * 1e3:.4f}",
+           f"{ok.mean():.3f}"] + means + [total]
+    if "fluid_area_mm2" in extra:
+      row.append(extra["fluid_area_mm2"][i][0])
+    if "uncertain" in extra:
+      row.append(sum(c == "1" for c in extra["uncertain"][i]))
+    rows.append(row)
+  return rows
+
+
 FIGURES = ("none", "first", "all")
 
 
@@ -234,8 +265,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
                        fovea_mm=None, batch_size: int = CPU_BATCH_SIZE):
   """Predicts one input file (`batch_size` scans per network call) and writes its prediction
   file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
-  table and .eye; returns the prediction file's path and, for an ensemble, how many of its
-  scans have an uncertain column (None for one model)."""
+  table and .eye; returns the prediction file's path, for an ensemble how many of its scans
+  have an uncertain column (None for one model), and its rows of summary.csv."""
   from octseg_jax import volume_report
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
@@ -247,8 +278,9 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
       os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
-  extra = extra_columns(out, None if vol is None else vol.scale_mm[2],
-                        float(trained.config.predict.uncertain_um))
+  col_mm = None if vol is None else vol.scale_mm[2]
+  extra = extra_columns(out, col_mm, float(trained.config.predict.uncertain_um))
+  summary = summary_rows(scans.source, scans, out, pixel_um, col_mm, extra)
   write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]]
             + ["supported"] + list(extra),
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
@@ -272,7 +304,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
                             title=f"{name}: layer thickness", model=trained.workdir,
                             unsupported=unsupported)
     run.wrote(overlay, thickness)
-  return npz_path, None if flags is None else int(sum(f.any() for f in flags))
+  return npz_path, None if flags is None else int(sum(f.any() for f in flags)), summary
 
 
 def prefetched(items: Iterable) -> Iterator:
@@ -295,14 +327,19 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
   is predicted); returns (scans, files, scans with an uncertain column or None)."""
   num_scans = num_files = 0
-  uncertain_scans = None
+  uncertain_scans, summary = None, []
   for path, scans in prefetched(readable):
-    written, uncertain = write_file_outputs(outputs, stem_of[path], scans, trained, figures,
-                                            fovea_mm, batch_size)
+    written, uncertain, rows = write_file_outputs(outputs, stem_of[path], scans, trained,
+                                                  figures, fovea_mm, batch_size)
+    summary += rows
     if uncertain is not None:
       uncertain_scans = (uncertain_scans or 0) + uncertain
     num_scans, num_files = num_scans + len(scans), num_files + 1
-    print(f"predicted {len(scans)} scans of {path} -> {written}")
+    print(f"predicted {report.count(len(scans), 'scan')} of {path} -> {written}")
+  if summary:
+    (path,) = outputs.claim("summary", (".csv",))
+    write_csv(path, summary_header(trained), summary)
+    outputs.wrote(path)
   return num_scans, num_files, uncertain_scans
 
 
@@ -354,7 +391,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
     summary["scans_with_uncertain_columns"] = uncertain_scans
   outputs.finish(summary)
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
-  print(f"predict: {num_scans} scans of {num_files} files in {seconds:.1f} s ({rate} after "
+  print(f"predict: {report.count(num_scans, 'scan')} of {report.count(num_files, 'file')} in "
+        f"{seconds:.1f} s ({rate} after "
         f"loading the model) -> {folder}; "
         f"{outputs.num_failed} failed, {len(skipped)} skipped"
         + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))

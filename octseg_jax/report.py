@@ -24,6 +24,29 @@ def fmt(v, digits: int = 4) -> str:
   return f"{float(v):.{digits}f}"
 
 
+def count(n: int, noun: str, plural: str = "") -> str:
+  """'1 scan', '2 scans' (plural: the plural form where it is not noun + 's')."""
+  return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def console_summary(result: Dict) -> str:
+  """What eval prints: per-layer Dice and the boundary error (mean absolute, signed) per
+  boundary, raw argmax and with the topology fix, as aligned text."""
+  raw, fix = result["raw"], result["topology"]
+  lines = ["layer       Dice (raw)  Dice (order fix)"]
+  for k, name in enumerate(LAYER_NAMES[1:]):
+    lines.append(f"{name:10s}  {fmt(raw['literature']['layer_dice'][k]):>10s}  "
+                 f"{fmt(fix['literature']['layer_dice'][k]):>16s}")
+  lines.append(f"{'mean':10s}  {fmt(raw['literature']['mean_layer_dice']):>10s}  "
+               f"{fmt(fix['literature']['mean_layer_dice']):>16s}")
+  lines.append("boundary    MAE um (raw)  signed um  MAE um (order fix)  signed um")
+  for k, name in enumerate(BOUNDARY_NAMES):
+    g, h = raw["geometry"], fix["geometry"]
+    lines.append(f"{name:10s}  {fmt(g['mae_um'][k], 2):>12s}  {fmt(g['signed_um'][k], 2):>9s}  "
+                 f"{fmt(h['mae_um'][k], 2):>18s}  {fmt(h['signed_um'][k], 2):>9s}")
+  return "\n".join(lines)
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]

@@ -84,7 +84,7 @@ def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out
   write_npz(str(tmp_path / "scan.npz"), images=s.images)
   explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
               overrides={"explain.max_scans": 1})
-  assert "explained 1 of 2 (explain.max_scans=1 per file" in capsys.readouterr().out
+  assert "explained 1 scan of 2 (explain.max_scans=1 per file" in capsys.readouterr().out
   stats = json.loads((tmp_path / "out" / "cam_stats.json").read_text())
   assert sorted(stats["timing_per_scan"]) == ["maps_s", "statistics_s"]
   assert "removal curves" not in (tmp_path / "out" / "cam_stats.md").read_text()

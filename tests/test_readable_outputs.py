@@ -3,6 +3,7 @@ laterality in every form eyepy gives it."""
 
 import csv
 import enum
+import os
 
 import numpy as np
 import pytest
@@ -70,3 +71,40 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
   np.testing.assert_array_equal(got, want)
   for r, ok in zip(rows[1:], got.ravel()):
     assert all((cell != "") == ok for cell in r[2:col])
+
+
+def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path):
+  from octseg_jax import predict
+  from octseg_jax.io_utils import write_npz
+  folder = tmp_path / "in"
+  folder.mkdir()
+  counts = {"a": 2, "b": 1, "c": 3}
+  for stem, n in counts.items():
+    write_npz(str(folder / f"{stem}.npz"), images=synthetic.generate(n, 96, 64, seed=n).images)
+  predict.run(trained_workdir[0], str(folder), str(tmp_path / "out"), figures="none")
+  rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+  assert [(os.path.basename(r["file"]), int(r["scan_index"])) for r in rows] == [
+      (f"{s}.npz", i) for s, n in counts.items() for i in range(n)]
+  with np.load(tmp_path / "out" / "c.npz") as d:
+    t, names = d["thickness_um"][2], d["names"]
+    ok = geom.column_is_ordered(d["pred"][2]) & np.isfinite(d["boundaries"][2]).all(axis=0)
+  last = rows[-1]
+  assert last["scan"] == names[2] and float(last["row_um"]) == 3.87 and last["col_um"] == ""
+  assert float(last["supported_share"]) == pytest.approx(ok.mean(), abs=5e-4)
+  import json
+  assert "summary.csv" in json.load(open(tmp_path / "out" / "manifest.json"))["outputs"]
+
+
+def test_summary_rows_average_the_supported_columns():
+  from types import SimpleNamespace
+  from octseg_jax import predict
+  t = np.zeros((1, 7, 4))
+  t[0, 0] = [10.0, 20.0, 99.0, 30.0]                                  # column 2 unsupported
+  t[0, 4] = [1.0, 2.0, 99.0, 3.0]
+  out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t}
+  scans = SimpleNamespace(names=["s0"])
+  extra = {"fluid_area_mm2": [["0.01200"] * 4], "uncertain": [["0", "1", "1", "0"]]}
+  (row,) = predict.summary_rows("f.npz", scans, out, 3.87, 0.0113, extra)
+  assert row[:6] == ["f.npz", 0, "s0", "3.8700", "11.3000", "0.750"]
+  assert row[6] == "20.00" and row[10] == "2.00" and row[13] == "22.00"   # NFL, ONL, total
+  assert row[14:] == ["0.01200", 2]
