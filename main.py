@@ -124,8 +124,10 @@ def _inference_args(argv):
 def main(argv):
   cli.handle_interrupts()
   status = cli.run(FLAGS, _inference_args(argv))
-  if status == 130:
-    cli.exit_now(130)   # skip interpreter shutdown, where pending checkpoint threads print
+  if status != 0:
+    # Skip interpreter shutdown after an error or an interrupt: pending checkpoint threads and
+    # futures (orbax) would print after the one-line message, or hang.
+    cli.exit_now(status)
   return status
 
 

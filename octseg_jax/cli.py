@@ -12,7 +12,7 @@ from absl import logging
 import jax
 
 from octseg_jax import config_checks, outputs
-from octseg_jax.errors import InputError
+from octseg_jax.errors import InputError, one_line
 
 MODES = ("train", "eval", "predict", "explain", "benchmark")
 BENCHMARK_DIR = os.path.join("runs", "benchmark")   # default --output; ignored by git
@@ -188,10 +188,10 @@ def run(flags, override_args=()) -> int:
   try:
     dispatch(flags, override_args)
   except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
   except OSError as e:
-    print(f"error: {_os_error_line(e)}", file=sys.stderr)
+    print(f"error: {one_line(_os_error_line(e))}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)

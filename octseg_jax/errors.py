@@ -9,6 +9,12 @@ class InputError(Exception):
   """
 
 
+def one_line(text) -> str:
+  """A message as one line: newlines and runs of whitespace (library texts have them) become
+  single spaces."""
+  return " ".join(str(text).split())
+
+
 def fail(path, problem: str) -> "InputError":
   """Builds an InputError whose message names `path` and `problem`."""
   return InputError(f"{path}: {problem}")

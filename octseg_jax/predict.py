@@ -323,14 +323,23 @@ def prefetched(items: Iterable) -> Iterator:
 
 
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
-                  batch_size: int):
+                  batch_size: int, single: bool = False):
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
-  is predicted); returns (scans, files, scans with an uncertain column or None)."""
+  is predicted); returns (scans, files, scans with an uncertain column or None). In a folder
+  run a file whose prediction fails for any reason becomes a failed row of errors.csv and the
+  run goes on; a single input file fails the run."""
   num_scans = num_files = 0
   uncertain_scans, summary = None, []
   for path, scans in prefetched(readable):
-    written, uncertain, rows = write_file_outputs(outputs, stem_of[path], scans, trained,
-                                                  figures, fovea_mm, batch_size)
+    try:
+      written, uncertain, rows = write_file_outputs(outputs, stem_of[path], scans, trained,
+                                                    figures, fovea_mm, batch_size)
+    except Exception as e:  # noqa: BLE001  (any per-file failure; KeyboardInterrupt passes)
+      if single:
+        raise
+      outputs.failed(path, inputs.file_failure(path, e))
+      print(f"failed: {inputs.file_failure(path, e)}")
+      continue
     summary += rows
     if uncertain is not None:
       uncertain_scans = (uncertain_scans or 0) + uncertain
@@ -381,7 +390,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   batch_size = network_batch_size(trained, overrides)
   start = time.perf_counter()
   num_scans, num_files, uncertain_scans = predict_files(
-      outputs, readable, stem_of, trained, figures, fovea_mm, batch_size)
+      outputs, readable, stem_of, trained, figures, fovea_mm, batch_size, single)
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
              "batch_size": batch_size,

@@ -16,17 +16,53 @@ import re
 
 import numpy as np
 
-from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_index_field, check_masks,
-                                   to_uint8_images)
-from octseg_jax.errors import fail
+from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_index_field,
+                                   check_masks, to_uint8_images)
+from octseg_jax.errors import InputError, fail
 from octseg_jax.preprocessing import IGNORE
 
 
 NPZ_FIELDS = ("images", "masks", "subject", "bscan_index", "fluid")   # the fields read; others ignored
+IMAGE_FIELDS = ("images", "masks", "fluid")      # [N,] H, W[, C]: sides checked before reading
+MAX_SCANS_PER_FILE = 1024
+MAX_SMALL_FIELD = 1 << 20                        # elements of any other field
 
 
-def _read_npz_fields(path: str) -> dict:
-  """The arrays of NPZ_FIELDS in an .npz archive; a damaged file raises an InputError."""
+def _npz_header(data, name: str):
+  """(shape, dtype) declared by the .npy header of member `name` of an open NpzFile, read
+  without inflating its data."""
+  with data.zip.open(name + ".npy") as f:
+    version = np.lib.format.read_magic(f)
+    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = reader(f)
+  return shape, dtype
+
+
+def check_npz_shapes(data, path: str, fields, max_side: int = MAX_IMAGE_SIDE) -> None:
+  """Refuses, before any data is inflated, members whose declared shapes exceed the limits:
+  image sides above max_side, more than MAX_SCANS_PER_FILE scans, or other fields larger
+  than MAX_SMALL_FIELD elements; and members that hold Python objects (pickles)."""
+  for name in fields:
+    if name not in data.files:
+      continue
+    shape, dtype = _npz_header(data, name)
+    if dtype.hasobject:
+      raise fail(path, f"'{name}' holds Python objects (a pickle), expected numbers")
+    if name in IMAGE_FIELDS:
+      sides = shape[-3:-1] if len(shape) >= 3 and shape[-1] in (3, 4) else shape[-2:]
+      if any(s > max_side for s in sides):
+        raise fail(path, f"'{name}' declares scans of {' x '.join(map(str, sides))} pixels, "
+                   f"more than data.max_image_side={max_side} (not read)")
+      if int(np.prod(shape)) > MAX_SCANS_PER_FILE * max(1, int(np.prod(sides))):
+        raise fail(path, f"'{name}' declares more than {MAX_SCANS_PER_FILE} scans (not read)")
+    elif int(np.prod(shape)) > MAX_SMALL_FIELD:
+      raise fail(path, f"'{name}' declares {int(np.prod(shape))} values (not read)")
+
+
+def read_npz_fields(path: str, fields=NPZ_FIELDS, max_side: int = MAX_IMAGE_SIDE) -> dict:
+  """The arrays of `fields` in an .npz archive, their declared shapes checked first; a damaged
+  file raises an InputError."""
   try:
     with open(path, "rb") as f:
       magic = f.read(6)
@@ -37,7 +73,10 @@ def _read_npz_fields(path: str) -> dict:
                "images=...))")
   try:
     with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in NPZ_FIELDS if k in data.files}
+      check_npz_shapes(data, path, fields, max_side)
+      return {k: data[k] for k in fields if k in data.files}
+  except InputError:
+    raise
   except Exception as e:  # zip, zlib, pickle and format errors of a damaged file
     raise fail(path, f"not a readable .npz file ({type(e).__name__}: {str(e)[:120]})") from None
 
@@ -49,7 +88,7 @@ def load_npz(path: str, require_masks: bool = False,
   Every field read is checked: `images` (required) by to_uint8_images, `masks` against the
   images, `subject` and `bscan_index` (optional, one integer per scan or a scalar subject).
   """
-  arrays = _read_npz_fields(path)
+  arrays = read_npz_fields(path, max_side=max_side)
   if "images" not in arrays:
     raise fail(path, "no 'images' array")
   images = to_uint8_images(arrays["images"], path, max_side)

@@ -10,7 +10,7 @@ from typing import Callable, Iterator, List, Sequence, Tuple
 
 from octseg_jax.data import duke, folder, volumes
 from octseg_jax.data.scans import MAX_IMAGE_SIDE
-from octseg_jax.errors import InputError, fail
+from octseg_jax.errors import InputError, fail, one_line
 
 SCAN_SUFFIXES = (".npz", ".mat") + volumes.SCANNER_SUFFIXES + folder.IMAGE_SUFFIXES
 
@@ -26,7 +26,7 @@ def load_file(path: str, require_masks: bool = False, max_side: int = MAX_IMAGE_
   """
   lower = path.rstrip("/").lower()
   if volume_options is not None and volumes.is_volume(path, volume_options.get("force", False)):
-    vol = volumes.read_volume(path, volume_options.get("laterality"))
+    vol = volumes.read_volume(path, volume_options.get("laterality"), max_side)
     return vol.to_scanset(annotated_only=require_masks)
   if lower.endswith(volumes.SCANNER_SUFFIXES) or volumes.is_heyex_xml_folder(path):
     return volumes.read_volume(path).to_scanset(annotated_only=require_masks)
@@ -93,10 +93,20 @@ def read_files(files: Sequence[str], on_error: Callable[[str, str], None],
   for path in files:
     try:
       scans = load_file(path, max_side=max_side, volume_options=volume_options)
-    except InputError as e:
+    except Exception as e:  # any per-file failure: a failed row, and on to the next file
       if stop_on_error:
         raise
-      on_error(path, str(e))
-      print(f"failed: {e}")
+      message = file_failure(path, e)
+      on_error(path, message)
+      print(f"failed: {message}")
       continue
     yield path, scans
+
+
+def file_failure(path: str, e: BaseException) -> str:
+  """One line naming the user's file and what went wrong with it, for any exception."""
+  if isinstance(e, InputError):
+    return one_line(e)
+  if isinstance(e, OSError):
+    return one_line(f"{path}: {e.strerror or e}")
+  return one_line(f"{path}: {type(e).__name__}: {e}")[:400]

@@ -110,13 +110,14 @@ def is_volume(path: str, force: bool = False) -> bool:
   return False
 
 
-def read_volume(path: str, laterality: Optional[str] = None) -> Volume:
+def read_volume(path: str, laterality: Optional[str] = None,
+                max_side: int = duke.MAX_IMAGE_SIDE) -> Volume:
   """Reads a volume; `laterality` ('OD'/'OS') is used where the file has none."""
   if laterality is not None and laterality not in LATERALITIES:
     raise fail("--laterality", f"expected OD or OS, got {laterality!r}")
   lower = path.rstrip("/").lower()
   if lower.endswith(".npz"):
-    return read_npz_volume(path, laterality)
+    return read_npz_volume(path, laterality, max_side)
   if lower.endswith(".mat"):
     return read_duke_mat_volume(path, laterality)
   return read_eyepy_volume(path, laterality)
@@ -233,13 +234,17 @@ def _masks_from_layers(layers: dict, shape) -> Tuple[Optional[np.ndarray], np.nd
   return masks, annotated
 
 
-def read_npz_volume(path: str, laterality: Optional[str] = None) -> Volume:
+def read_npz_volume(path: str, laterality: Optional[str] = None,
+                    max_side: int = duke.MAX_IMAGE_SIDE) -> Volume:
   """An .npz with `images` [N, H, W], optional `masks`, `scale_mm` (3 numbers) and
   `bscan_index` (B-scan positions in units of the between-B-scan spacing)."""
-  scans = duke.load_npz(path)
-  with np.load(path, allow_pickle=False) as data:
-    scale = data["scale_mm"] if "scale_mm" in data.files else None
-    index = data["bscan_index"] if "bscan_index" in data.files else None
+  scans = duke.load_npz(path, max_side=max_side)
+  fields = duke.read_npz_fields(path, ("scale_mm", "bscan_index"), max_side)
+  scale, index = fields.get("scale_mm"), fields.get("bscan_index")
+  if scale is not None and not (np.issubdtype(scale.dtype, np.integer)
+                                or np.issubdtype(scale.dtype, np.floating)):
+    raise fail(path, f"scale_mm has dtype {scale.dtype}, expected 3 numbers (between B-scans, "
+               "per row, per column, mm)")
   notes = []
   if scale is None:
     scale = DUKE_DME_SCALE_MM

@@ -1,0 +1,112 @@
+"""Reliability at the edges (issue 28): fields of input files checked before use, size limits
+before decompression, per-file failures in folder runs, one-line messages."""
+
+import io
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from octseg_jax.data import duke, synthetic
+from octseg_jax.errors import InputError
+from octseg_jax.io_utils import write_npz
+
+
+def _npz_declaring(path, name, shape, dtype="|u1", data=b""):
+  """An .npz whose member `name` declares `shape` in its .npy header, followed by `data`
+  (deflated) instead of the bytes the shape promises."""
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False,
+                                                "shape": shape})
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    zf.writestr(name + ".npy", header.getvalue() + data)          # the header has the magic
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path):
+  path = str(tmp_path / "bomb.npz")
+  _npz_declaring(path, "images", (40000, 40000), data=b"\0" * (1 << 20))
+  tracemalloc.start()
+  with pytest.raises(InputError, match=r"40000 x 40000 pixels, more than data.max_image_side"):
+    duke.load_npz(path, max_side=4096)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < 20 * 2 ** 20                      # the 1.6 GB image was never allocated
+  _npz_declaring(path, "images", (5000, 64, 64))
+  with pytest.raises(InputError, match="more than 1024 scans"):
+    duke.load_npz(path)
+  _npz_declaring(path, "subject", (10 ** 8,), dtype="<i8")
+  with pytest.raises(InputError, match="'subject' declares 100000000 values"):
+    duke.load_npz(path)
+
+
+def test_pickled_and_text_scale_are_one_line_errors(tmp_path):
+  images = synthetic.generate(1, 96, 64, seed=1).images
+  for name, scale in (("text", np.array(["0.1", "0.0039", "0.01"])),
+                      ("objects", np.array([0.1, "x", None], dtype=object))):
+    path = str(tmp_path / f"{name}.npz")
+    np.savez(path, images=images, scale_mm=scale)
+    from octseg_jax.data import volumes
+    with pytest.raises(InputError) as e:
+      volumes.read_npz_volume(path)
+    assert "scale_mm" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_folder_run_goes_on_past_an_unreadable_file(trained_workdir, tmp_path, monkeypatch):
+  import main
+  from octseg_jax.data import inputs
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for stem in ("a", "b", "c"):
+    write_npz(str(folder / f"{stem}.npz"), images=synthetic.generate(1, 96, 64, seed=3).images)
+  denied = str(folder / "b.npz")
+  real = inputs.load_file
+
+  def load_file(path, *args, **kwargs):      # what open() raises without read permission
+    if path == denied:                       # (chmod cannot show it: tests may run as root)
+      raise PermissionError(13, "Permission denied", path)
+    return real(path, *args, **kwargs)
+
+  monkeypatch.setattr(inputs, "load_file", load_file)
+  status = main.run_command(["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
+                             f"--input={folder}", f"--output={tmp_path / 'out'}",
+                             "--figures=none"])
+  assert status == 2
+  rows = open(tmp_path / "out" / "errors.csv").read().splitlines()
+  assert rows[1:] == [f"{denied},failed,{denied}: Permission denied"]
+  assert (tmp_path / "out" / "a.npz").exists() and (tmp_path / "out" / "c.npz").exists()
+  assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_file_failing_during_prediction_is_a_failed_row(trained_workdir, tmp_path, monkeypatch):
+  from octseg_jax import predict
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for stem in ("a", "b"):
+    write_npz(str(folder / f"{stem}.npz"), images=synthetic.generate(1, 96, 64, seed=3).images)
+  real = predict.write_file_outputs
+
+  def failing(run, stem, *args, **kwargs):
+    if stem == "a":
+      raise RuntimeError("library text\nwith a second line")
+    return real(run, stem, *args, **kwargs)
+
+  monkeypatch.setattr(predict, "write_file_outputs", failing)
+  with pytest.raises(InputError, match="1 of 2 files"):
+    predict.run(trained_workdir[0], str(folder), str(tmp_path / "out"), figures="none")
+  rows = open(tmp_path / "out" / "errors.csv").read().splitlines()
+  assert rows[1] == f"{folder / 'a.npz'},failed,{folder / 'a.npz'}: RuntimeError: library text with a second line"
+  assert (tmp_path / "out" / "b.npz").exists()
+
+
+def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path):
+  import main
+  from octseg_jax import evaluate
+  def broken(*args, **kwargs):
+    raise InputError("first line\nsecond   line")
+  monkeypatch.setattr(evaluate, "run", broken)
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  assert main.run_command(["main.py", "--mode=eval", f"--workdir={workdir}",
+                           f"--output={tmp_path / 'o'}"]) == 2
+  assert capsys.readouterr().err == "error: first line second line\n"
