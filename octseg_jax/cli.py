@@ -196,4 +196,6 @@ def run(flags, override_args=()) -> int:
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)
     return 130
+  finally:
+    outputs.release_locks()         # of a run that ended in an error (finish() releases)
   return 0

@@ -18,6 +18,17 @@ TEMP_PREFIX = ".octseg-"
 TEMP_PATTERN = TEMP_PREFIX + "*"     # leftovers of an interrupted write, removable by glob
 
 
+def temp_prefix(stem: str) -> str:
+  """Prefix of this process's temporary files for `stem`: TEMP_PREFIX, the pid, the stem."""
+  return f"{TEMP_PREFIX}{os.getpid()}.{stem}."
+
+
+def temp_owner(name: str):
+  """The pid that wrote a temporary file (temp_prefix), or None for other names."""
+  head = os.path.basename(name)[len(TEMP_PREFIX):].split(".", 1)[0]
+  return int(head) if head.isdigit() else None
+
+
 def _current_umask() -> int:
   mask = os.umask(0o022)
   os.umask(mask)
@@ -40,7 +51,7 @@ def atomic_path(path: str) -> Iterator[str]:
   base = os.path.basename(path)
   # Keep the extension last: some writers (matplotlib, PIL) pick the format from it.
   stem, ext = os.path.splitext(base)
-  fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}.", suffix=f".tmp{ext}", dir=folder)
+  fd, tmp = tempfile.mkstemp(prefix=temp_prefix(stem), suffix=f".tmp{ext}", dir=folder)
   os.close(fd)
   try:
     yield tmp
@@ -132,7 +143,7 @@ class StreamingNpz:
     self.parts, self.files, self.filled, self.shapes = {}, {}, {}, {}
     try:
       for name, (shape, dtype) in shapes.items():
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{stem}.{name}.", suffix=".tmp.npy",
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(f"{stem}.{name}"), suffix=".tmp.npy",
                                    dir=self.folder)
         self.parts[name], self.files[name] = tmp, os.fdopen(fd, "wb")
         self.shapes[name], self.filled[name] = (tuple(shape), np.dtype(dtype)), 0

@@ -11,9 +11,18 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import TEMP_PATTERN, write_csv, write_json
+from octseg_jax.io_utils import TEMP_PATTERN, temp_owner, write_csv, write_json
 
 MANIFEST = "manifest.json"
+OUTPUT_LOCK = ".output.lock"
+_HELD = []                    # output-folder locks this process holds (release_locks)
+
+
+def release_locks() -> None:
+  """Releases the output-folder locks of runs of this process that ended without finish()
+  (an error): called by the command line after every mode."""
+  while _HELD:
+    _HELD.pop().release()
 ERRORS = "errors.csv"
 
 
@@ -72,6 +81,7 @@ class RunOutputs:
     self.claimed: set = set()
     self.written: List[str] = []
     self.problems: List[List[str]] = []          # [file, 'failed' | 'skipped', reason]
+    self.lock = None                             # the folder's lock while the run writes
 
   def refuse_inputs(self, base: str, suffixes: Sequence[str]) -> None:
     """InputError when BASE+SUFFIX would be one of the inputs (checked before any write)."""
@@ -92,10 +102,19 @@ class RunOutputs:
       k += 1
 
   def start(self) -> None:
-    """Creates the folder, removes temporary files and the manifest of an earlier run."""
+    """Creates the folder and locks it for this run (a second run into it is refused while
+    this one lives), then removes the temporary files of runs that are gone and the manifest
+    of an earlier run."""
+    from octseg_jax.workdir import FolderLock, _pid_alive
     os.makedirs(self.folder, exist_ok=True)
+    self.lock = FolderLock(self.folder, OUTPUT_LOCK, f"is writing {self.mode} outputs into it",
+                           own_is_stale=True)
+    self.lock.acquire()
+    _HELD.append(self.lock)
     for leftover in glob.glob(os.path.join(self.folder, TEMP_PATTERN)):
-      os.remove(leftover)
+      owner = temp_owner(leftover)
+      if owner is None or owner == os.getpid() or not _pid_alive(owner):
+        os.remove(leftover)
     for record in (MANIFEST, ERRORS):
       path = os.path.join(self.folder, record)
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
@@ -125,3 +144,5 @@ class RunOutputs:
         "mode": self.mode, "complete": True, "outputs": files,
         "failed": self.num_failed, "skipped": len(self.problems) - self.num_failed,
         **(summary or {})})
+    if self.lock is not None:
+      self.lock.release()

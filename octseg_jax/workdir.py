@@ -13,7 +13,6 @@ a second training into a busy workdir stop with one line; a lock whose owner pro
 (same host, PID not running) is taken over.
 """
 
-import errno
 import json
 import os
 import socket
@@ -140,11 +139,19 @@ def _pid_alive(pid: int) -> bool:
   return True
 
 
-class WorkdirLock:
-  """Exclusive ownership of a workdir for one training process (context manager)."""
+class FolderLock:
+  """Exclusive ownership of a folder for one process (context manager): a lock file holding
+  the owner's pid and host, created atomically with its content (written to a temporary file,
+  then hard-linked into place), so a full disk leaves no lock rather than an empty one. A lock
+  whose owner is gone (dead pid on this host, or no readable owner) is taken over, and with
+  `own_is_stale` also one of this very process (an output folder of an earlier run in the
+  process that ended in an error); one of a live process is refused in one line."""
 
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK_NAME)
+  def __init__(self, folder: str, name: str = LOCK_NAME, busy: str = "is training into it",
+               own_is_stale: bool = False):
+    self.path = os.path.join(folder, name)
+    self.busy = busy
+    self.own_is_stale = own_is_stale
     self.held = False
 
   def _owner(self) -> Tuple[int, str]:
@@ -155,26 +162,36 @@ class WorkdirLock:
     except (OSError, ValueError):
       return -1, ""
 
+  def _stale(self) -> bool:
+    pid, host = self._owner()
+    if pid == os.getpid() and host == socket.gethostname():
+      return self.own_is_stale
+    return pid <= 0 or (host == socket.gethostname() and not _pid_alive(pid))
+
   def acquire(self) -> None:
-    for _ in range(2):
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        pid, host = self._owner()
-        if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
-          os.remove(self.path)              # its owner is gone: take it over
-          continue
-        who = f"process {pid} on {host}" if pid > 0 else "another process"
-        raise InputError(f"{os.path.dirname(self.path)}: busy, {who} is training into it "
-                         f"(if it is not, delete {self.path})") from None
-      except OSError as e:
-        if e.errno == errno.ENOENT:
-          raise InputError(f"{os.path.dirname(self.path)}: no such folder") from None
-        raise InputError(f"{self.path}: cannot create the lock file ({e.strerror})") from None
-      with os.fdopen(fd, "w") as f:
+    folder = os.path.dirname(self.path)
+    if not os.path.isdir(folder):
+      raise InputError(f"{folder}: no such folder")
+    tmp = f"{self.path}.{os.getpid()}.tmp"
+    try:
+      with open(tmp, "w") as f:
         f.write(f"{os.getpid()} {socket.gethostname()}\n")
-      self.held = True
-      return
+      for _ in range(2):
+        try:
+          os.link(tmp, self.path)
+          self.held = True
+          return
+        except FileExistsError:
+          if not self._stale():
+            pid, host = self._owner()
+            raise InputError(f"{folder}: busy, process {pid} on {host} {self.busy} (if it "
+                             f"is not, delete {self.path})") from None
+          os.remove(self.path)              # its owner is gone: take it over
+    except OSError as e:
+      raise InputError(f"{folder}: cannot create the lock file ({e.strerror})") from None
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
     raise InputError(f"{self.path}: could not take over a stale lock")
 
   def release(self) -> None:
@@ -192,6 +209,11 @@ class WorkdirLock:
   def __exit__(self, *exc):
     self.release()
     return False
+
+
+def WorkdirLock(workdir: str) -> FolderLock:  # noqa: N802  (the name training has always used)
+  """The lock of a workdir being trained."""
+  return FolderLock(workdir, LOCK_NAME, "is training into it")
 
 
 def write_config(workdir: str, config) -> None:

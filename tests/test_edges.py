@@ -2,6 +2,7 @@
 before decompression, per-file failures in folder runs, one-line messages."""
 
 import io
+import os
 import tracemalloc
 import zipfile
 
@@ -27,7 +28,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_in_bounded_memory(tmp_p
   path = str(tmp_path / "bomb.npz")
   _npz_declaring(path, "images", (40000, 40000), data=b"\0" * (1 << 20))
   tracemalloc.start()
-  with pytest.raises(InputError, match=r"40000 x 40000 pixels, more than data.max_image_side"):
+  with pytest.raises(InputError, match=r"image of 40000x40000 pixels exceeds data.max_image_side"):
     duke.load_npz(path, max_side=4096)
   peak = tracemalloc.get_traced_memory()[1]
   tracemalloc.stop()
@@ -110,3 +111,52 @@ def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path
   assert main.run_command(["main.py", "--mode=eval", f"--workdir={workdir}",
                            f"--output={tmp_path / 'o'}"]) == 2
   assert capsys.readouterr().err == "error: first line second line\n"
+
+
+def _lock_owned_by(folder, name, pid):
+  import socket
+  (folder / name).write_text(f"{pid} {socket.gethostname()}\n")
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused(trained_workdir, tmp_path):
+  import socket
+  import main
+  from octseg_jax import outputs
+  write_npz(str(tmp_path / "s.npz"), images=synthetic.generate(1, 96, 64, seed=3).images)
+  out = tmp_path / "out"
+  out.mkdir()
+  live = os.getppid()                                   # a live process other than this one
+  _lock_owned_by(out, outputs.OUTPUT_LOCK, live)
+  (out / f".octseg-{live}.s.abc.tmp.npz").write_bytes(b"in flight")   # the other run's
+  (out / ".octseg-999999999.s.abc.tmp.npz").write_bytes(b"left by a dead run")
+  args = ["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
+          f"--input={tmp_path / 's.npz'}", f"--output={out}", "--figures=none"]
+  assert main.run_command(args) == 2
+  assert (out / f".octseg-{live}.s.abc.tmp.npz").exists() and not (out / "s.npz").exists()
+  _lock_owned_by(out, outputs.OUTPUT_LOCK, 999999999)   # a dead owner: taken over
+  assert main.run_command(args) == 0
+  assert (out / f".octseg-{live}.s.abc.tmp.npz").exists()          # a live run's: kept
+  assert not (out / ".octseg-999999999.s.abc.tmp.npz").exists()    # a dead run's: removed
+  assert not (out / outputs.OUTPUT_LOCK).exists()                   # released at the end
+  assert socket.gethostname()
+
+
+def test_a_lock_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+  import builtins
+  import errno
+  from octseg_jax import workdir
+  real_open = builtins.open
+
+  def full_disk(path, mode="r", *args, **kwargs):
+    if "w" in mode and str(path).endswith(".tmp"):
+      raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return real_open(path, mode, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "open", full_disk)
+  with pytest.raises(InputError, match="No space left on device"):
+    workdir.WorkdirLock(str(tmp_path)).acquire()
+  monkeypatch.setattr(builtins, "open", real_open)
+  assert os.listdir(tmp_path) == []                    # no lock, no temporary file
+  (tmp_path / workdir.LOCK_NAME).write_text("")         # an empty lock of older versions
+  with workdir.WorkdirLock(str(tmp_path)) as lock:      # is stale: taken over
+    assert lock.held

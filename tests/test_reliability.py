@@ -164,7 +164,7 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
   assert manifest["failed"] == 1 and manifest["skipped"] == 2 and manifest["scans"] == 2
   assert sorted(os.listdir(out)) == ["errors.csv", "good.npz", "good_000_overlay.png",
                                      "good_000_thickness.png", "good_thickness.csv",
-                                     "manifest.json"]                # the leftover is gone
+                                     "manifest.json", "summary.csv"]  # the leftover is gone
   assert file_hashes(src) == before
 
 

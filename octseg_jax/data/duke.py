@@ -16,8 +16,8 @@ import re
 
 import numpy as np
 
-from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_index_field,
-                                   check_masks, to_uint8_images)
+from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_image_side,
+                                   check_index_field, check_masks, to_uint8_images)
 from octseg_jax.errors import InputError, fail
 from octseg_jax.preprocessing import IGNORE
 
@@ -51,9 +51,7 @@ def check_npz_shapes(data, path: str, fields, max_side: int = MAX_IMAGE_SIDE) ->
       raise fail(path, f"'{name}' holds Python objects (a pickle), expected numbers")
     if name in IMAGE_FIELDS:
       sides = shape[-3:-1] if len(shape) >= 3 and shape[-1] in (3, 4) else shape[-2:]
-      if any(s > max_side for s in sides):
-        raise fail(path, f"'{name}' declares scans of {' x '.join(map(str, sides))} pixels, "
-                   f"more than data.max_image_side={max_side} (not read)")
+      check_image_side(*sides, path, max_side)
       if int(np.prod(shape)) > MAX_SCANS_PER_FILE * max(1, int(np.prod(sides))):
         raise fail(path, f"'{name}' declares more than {MAX_SCANS_PER_FILE} scans (not read)")
     elif int(np.prod(shape)) > MAX_SMALL_FIELD:
