@@ -11,6 +11,7 @@ than the model's (another model) is an error, and nothing is moved or deleted.
 
 import os
 import shutil
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -100,6 +101,8 @@ def restore_newest(manager: ocp.CheckpointManager, abstract: Any,
     try:
       return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step, damaged
     except Exception as e:  # orbax raises many types for damaged files.
+      if not os.path.isdir(os.path.join(str(manager.directory), str(step))):
+        raise CheckpointVanished(step) from None   # deleted while read: not damage
       damaged.append(step)
       first_line = (str(e).splitlines() or [""])[0][:200]
       print(f"warning: checkpoint {manager.directory}/{step} could not be read "
@@ -139,18 +142,33 @@ def on_first_device(abstract: Any) -> Any:
                       abstract)
 
 
-def restore_best(workdir: str, abstract: Any) -> Tuple[Any, int]:
+class CheckpointVanished(Exception):
+  """A listed checkpoint was deleted before it was read (a run training into the workdir
+  replaced its best checkpoint)."""
+
+
+def restore_best(workdir: str, abstract: Any, tries: int = 5) -> Tuple[Any, int]:
   """The best checkpoint's payload (on this process's first device), or an InputError if the
-  workdir has none."""
+  workdir has none. While training replaces the best checkpoint, a listed one can vanish
+  before it is read: the listing is read again (`tries` times), and if it keeps changing the
+  error says the workdir is busy, not damaged."""
   abstract = on_first_device(abstract)
   path = os.path.join(os.path.abspath(workdir), "best")
   if not os.path.isdir(path):
     raise InputError(f"{workdir}: no best/ checkpoint folder (train first, or check --workdir)")
-  # The handler is named so that the stored tree's metadata can be read (check_model_matches).
-  manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
-                                  item_handlers=ocp.StandardCheckpointHandler())
-  payload, step, _ = restore_newest(manager, abstract)
-  manager.close()
-  if payload is None:
-    raise InputError(f"{path}: no readable checkpoint")
-  return payload, step
+  for attempt in range(tries):
+    # The handler is named so that the stored tree's metadata can be read (check_model_matches).
+    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
+                                    item_handlers=ocp.StandardCheckpointHandler())
+    try:
+      payload, step, _ = restore_newest(manager, abstract)
+    except CheckpointVanished:
+      time.sleep(0.2 * (attempt + 1))
+      continue
+    finally:
+      manager.close()
+    if payload is None:
+      raise InputError(f"{path}: no readable checkpoint")
+    return payload, step
+  raise InputError(f"{workdir}: busy: the workdir is being trained (its best checkpoint "
+                   "changed while it was read); try again")

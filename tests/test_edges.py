@@ -160,3 +160,35 @@ def test_a_lock_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
   (tmp_path / workdir.LOCK_NAME).write_text("")         # an empty lock of older versions
   with workdir.WorkdirLock(str(tmp_path)) as lock:      # is stale: taken over
     assert lock.held
+
+
+def test_reading_a_workdir_whose_best_checkpoint_is_replaced(trained_workdir, tmp_path,
+                                                            monkeypatch, capsys):
+  import shutil
+  import orbax.checkpoint as ocp
+  from octseg_jax import checkpoints, inference
+  workdir = str(tmp_path / "w")
+  shutil.copytree(trained_workdir[0], workdir)
+  best = os.path.join(workdir, "best")
+  (step,) = [int(d) for d in os.listdir(best) if d.isdigit()]
+  real = ocp.CheckpointManager.restore
+  state = {"step": step, "calls": 0, "swaps": 1}
+
+  def replaced_while_read(self, *args, **kwargs):   # the trainer saves a new best and deletes
+    state["calls"] += 1                              # the listed one while it is being read
+    if state["swaps"]:
+      state["swaps"] -= 1
+      old, state["step"] = state["step"], state["step"] + 1
+      os.rename(os.path.join(best, str(old)), os.path.join(best, str(state["step"])))
+      raise FileNotFoundError(os.path.join(best, str(old)))
+    return real(self, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", replaced_while_read)
+  trained = inference.load_trained(workdir)
+  assert trained.epoch == step + 1 and state["calls"] == 2
+  assert "could not be read" not in capsys.readouterr().out       # no damage claimed
+  assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
+  state["swaps"] = 100                                             # it keeps changing
+  monkeypatch.setattr(checkpoints.time, "sleep", lambda s: None)
+  with pytest.raises(InputError, match="busy: the workdir is being trained"):
+    inference.load_trained(workdir)
