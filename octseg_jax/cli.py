@@ -98,7 +98,7 @@ def dispatch(flags, override_args=()) -> None:
     predict.run(workdir, _needs(flags.input, "input", mode), output,
                 figures=getattr(flags, "figures", "first"), volume=getattr(flags, "volume", False),
                 laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
-                overrides=overrides)
+                overrides=overrides, pixel_um=getattr(flags, "pixel_um", None))
   elif mode == "explain":
     from octseg_jax import explain
     explain.run(workdir, _needs(flags.input, "input", mode), output,

@@ -15,6 +15,7 @@ files without a scan extension are skipped, and manifest.json is written last. V
 keys in NAME.npz (octseg_jax.volume_report), with thickness at the file's axial scale.
 """
 
+import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -222,7 +223,7 @@ def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
 
 def summary_header(trained) -> list:
   """Columns of summary.csv (one row per scan of the run)."""
-  header = ["file", "scan_index", "scan", "row_um", "col_um", "supported_share"]
+  header = ["file", "scan_index", "scan", "row_um", "col_um", "scale_source", "supported_share"]
   header += [f"{n}_um" for n in LAYER_NAMES[1:]] + ["total_um"]
   if "fluid" in trained.head_names:
     header += ["fluid_area_mm2"]
@@ -231,7 +232,8 @@ def summary_header(trained) -> list:
   return header
 
 
-def summary_rows(path: str, scans, out: Dict, pixel_um: float, col_mm, extra: Dict) -> list:
+def summary_rows(path: str, scans, out: Dict, pixel_um: float, col_mm, extra: Dict,
+                 scale_source: str = "") -> list:
   """summary.csv rows of one input file: per scan its scale, the share of supported columns,
   each layer's and the total thickness averaged over the supported columns (um), the fluid
   area (mm2; empty without a lateral scale) and the count of uncertain columns."""
@@ -242,13 +244,59 @@ def summary_rows(path: str, scans, out: Dict, pixel_um: float, col_mm, extra: Di
     means = [f"{v:.2f}" for v in t.mean(axis=1)] if ok.any() else [""] * 7
     total = f"{t.sum(axis=0).mean():.2f}" if ok.any() else ""
     row = [path, i, name, f"{pixel_um:.4f}", "" if col_mm is None else f"{col_mm * 1e3:.4f}",
-           f"{ok.mean():.3f}"] + means + [total]
+           scale_source, f"{ok.mean():.3f}"] + means + [total]
     if "fluid_area_mm2" in extra:
       row.append(extra["fluid_area_mm2"][i][0])
     if "uncertain" in extra:
       row.append(sum(c == "1" for c in extra["uncertain"][i]))
     rows.append(row)
   return rows
+
+
+def parse_pixel_um(text):
+  """--pixel_um=ROW[,COL] (um per row, and per column) -> (row, col or None), or None."""
+  if not text:
+    return None
+  try:
+    values = [float(v) for v in str(text).split(",")]
+  except ValueError:
+    values = []
+  if len(values) not in (1, 2) or not all(np.isfinite(v) and v > 0 for v in values):
+    raise InputError(f"--pixel_um={text}: expected ROW or ROW,COL, positive numbers of um per "
+                     "pixel row (and column)")
+  return values[0], (values[1] if len(values) == 2 else None)
+
+
+def resolve_scale(scans, option, default_row_um: float) -> Dict:
+  """The pixel size of one input file and where it comes from: the file's own (a --pixel_um
+  that disagrees is refused), --pixel_um, or the default (the model config's data.pixel_um
+  for B-scans, Duke DME for volumes without one). It converts units only. A volume given
+  --pixel_um gets it as its scale (scans.volume is replaced)."""
+  vol = scans.volume
+  if vol is not None and vol.scale_source == "file":
+    row, col = vol.scale_mm[1] * 1e3, vol.scale_mm[2] * 1e3
+    if option and (not np.isclose(option[0], row, rtol=1e-6) or
+                   (option[1] is not None and not np.isclose(option[1], col, rtol=1e-6))):
+      raise InputError(f"--pixel_um={','.join(f'{v:g}' for v in option if v)}: {scans.source} "
+                       f"has its own scale ({row:g} um per row, {col:g} um per column) and "
+                       "they disagree")
+    return {"row_um": row, "col_um": col, "source": "file"}
+  if option:
+    if vol is not None:
+      col = option[1] if option[1] is not None else vol.scale_mm[2] * 1e3
+      scans.volume = dataclasses.replace(vol, scale_mm=(vol.scale_mm[0], option[0] / 1e3,
+                                                        col / 1e3), scale_source="option")
+      return {"row_um": option[0], "col_um": col, "source": "option"}
+    return {"row_um": option[0], "col_um": option[1], "source": "option"}
+  if vol is not None:
+    return {"row_um": vol.scale_mm[1] * 1e3, "col_um": vol.scale_mm[2] * 1e3,
+            "source": vol.scale_source}
+  return {"row_um": default_row_um, "col_um": None, "source": "default (data.pixel_um)"}
+
+
+def scale_text(scale: Dict) -> str:
+  col = "" if scale["col_um"] is None else f", {scale['col_um']:g} um per column"
+  return f"{scale['row_um']:g} um per row{col}, {scale['source']}"
 
 
 FIGURES = ("none", "first", "all")
@@ -262,49 +310,60 @@ def figure_scans(figures: str, count: int) -> range:
 
 
 def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str = "first",
-                       fovea_mm=None, batch_size: int = CPU_BATCH_SIZE):
+                       fovea_mm=None, batch_size: int = CPU_BATCH_SIZE,
+                       pixel_um_option=None) -> Dict:
   """Predicts one input file (`batch_size` scans per network call) and writes its prediction
   file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
-  table and .eye; returns the prediction file's path, for an ensemble how many of its scans
-  have an uncertain column (None for one model), and its rows of summary.csv."""
+  table and .eye. Returns the prediction file's `path`, its `scale` (resolve_scale), for an
+  ensemble `uncertain_scans` (how many scans have an uncertain column; None for one model),
+  and its `summary` rows of summary.csv."""
   from octseg_jax import volume_report
+  scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
       stem, FILE_SUFFIXES + (VOLUME_SUFFIXES if vol is not None else ()))
-  # A volume's thickness is at the file's own axial scale, not the training config's.
-  pixel_um = vol.scale_mm[1] * 1e3 if vol is not None else float(trained.config.data.pixel_um)
+  pixel_um = scale["row_um"]
+  col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   base = npz_path[:-len(".npz")]
   extra_keys = None if vol is None else (lambda bounds, fluid_um: volume_report.write(
       os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
-  col_mm = None if vol is None else vol.scale_mm[2]
   extra = extra_columns(out, col_mm, float(trained.config.predict.uncertain_um))
-  summary = summary_rows(scans.source, scans, out, pixel_um, col_mm, extra)
+  extra.update(row_um=[[f"{pixel_um:g}"] * out["supported"].shape[1]] * len(scans),
+               scale_source=[[scale["source"]] * out["supported"].shape[1]] * len(scans))
   write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]]
             + ["supported"] + list(extra),
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *vol_paths)
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
+  draw_figures(run, scans, out, drawn, flags, trained.workdir, scale)
+  return {"path": npz_path, "scale": scale, "summary":
+          summary_rows(scans.source, scans, out, pixel_um, col_mm, extra, scale["source"]),
+          "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags))}
+
+
+def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
+                 scale: Dict) -> None:
+  """Overlay and thickness figures of the scans `drawn`, titled with the scale used."""
   for i in drawn:
     name = scans.names[i]
     true_b = true_t = None
     if scans.masks is not None:
       true_b = geom.boundaries_from_labels(scans.masks[i])
-      true_t = geom.thickness_um(true_b, pixel_um)
+      true_t = geom.thickness_um(true_b, scale["row_um"])
     # Columns without support (out of anatomical order, or a boundary not found) are shaded,
     # not drawn, and have no thickness in the CSV.
     unsupported = ~out["supported"][i]
     overlay, thickness = run.claim(name, SCAN_SUFFIXES)
-    plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b, title=name,
-                           model=trained.workdir, unsupported=unsupported,
-                           fluid=out["fluid_kept"].get(i),
+    plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
+                           title=f"{name} ({scale_text(scale)})", model=model,
+                           unsupported=unsupported, fluid=out["fluid_kept"].get(i),
                            uncertain=None if flags is None else flags[i])
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
-                            title=f"{name}: layer thickness", model=trained.workdir,
+                            title=f"{name}: layer thickness ({scale_text(scale)})", model=model,
                             unsupported=unsupported)
     run.wrote(overlay, thickness)
-  return npz_path, None if flags is None else int(sum(f.any() for f in flags)), summary
 
 
 def prefetched(items: Iterable) -> Iterator:
@@ -323,37 +382,40 @@ def prefetched(items: Iterable) -> Iterator:
 
 
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
-                  batch_size: int, single: bool = False):
+                  batch_size: int, single: bool = False, pixel_um_option=None):
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
-  is predicted); returns (scans, files, scans with an uncertain column or None). In a folder
+  is predicted); returns (scans, files, scans with an uncertain column or None, {file: scale
+  used}). In a folder
   run a file whose prediction fails for any reason becomes a failed row of errors.csv and the
   run goes on; a single input file fails the run."""
   num_scans = num_files = 0
-  uncertain_scans, summary = None, []
+  uncertain_scans, summary, scales = None, [], {}
   for path, scans in prefetched(readable):
     try:
-      written, uncertain, rows = write_file_outputs(outputs, stem_of[path], scans, trained,
-                                                    figures, fovea_mm, batch_size)
+      done = write_file_outputs(outputs, stem_of[path], scans, trained, figures, fovea_mm,
+                                batch_size, pixel_um_option)
     except Exception as e:  # noqa: BLE001  (any per-file failure; KeyboardInterrupt passes)
       if single:
         raise
       outputs.failed(path, inputs.file_failure(path, e))
       print(f"failed: {inputs.file_failure(path, e)}")
       continue
-    summary += rows
-    if uncertain is not None:
-      uncertain_scans = (uncertain_scans or 0) + uncertain
+    summary += done["summary"]
+    scales[path] = done["scale"]
+    if done["uncertain_scans"] is not None:
+      uncertain_scans = (uncertain_scans or 0) + done["uncertain_scans"]
     num_scans, num_files = num_scans + len(scans), num_files + 1
-    print(f"predicted {report.count(len(scans), 'scan')} of {path} -> {written}")
+    print(f"predicted {report.count(len(scans), 'scan')} of {path} ({scale_text(done['scale'])})"
+          f" -> {done['path']}")
   if summary:
     (path,) = outputs.claim("summary", (".csv",))
     write_csv(path, summary_header(trained), summary)
     outputs.wrote(path)
-  return num_scans, num_files, uncertain_scans
+  return num_scans, num_files, uncertain_scans, scales
 
 
 def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
-        laterality: str = None, fovea: str = None, overrides=None) -> Dict:
+        laterality: str = None, fovea: str = None, overrides=None, pixel_um: str = None) -> Dict:
   """Predicts every readable scan file that `input_path` names into the folder `output`.
 
   figures: which scans of each file get an overlay and a thickness figure ('none', 'first',
@@ -362,6 +424,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
     also get the en-face maps, ETDRS table and .eye (octseg_jax.volume_report); laterality
     applies where the file has none, fovea (x_mm,y_mm) replaces the automatic one.
   overrides: checked inference settings (inference_overrides).
+  pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (units only).
   Raises an InputError (after writing the outputs of the readable files, errors.csv and
   manifest.json) when any file of a folder could not be read; a single bad file fails at once.
   """
@@ -369,6 +432,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   from octseg_jax.inference import load_trained, stored_config
   figure_scans(figures, 0)                      # an unknown value fails before any work
   fovea_mm = volume_report.parse_fovea(fovea)
+  pixel_um_option = parse_pixel_um(pixel_um)
   volume_options = {"force": volume, "laterality": laterality}
   max_side = int(stored_config(workdir).data.get("max_image_side", MAX_IMAGE_SIDE))
   files, skipped = inputs.list_inputs(input_path)
@@ -389,20 +453,20 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
       files, outputs.failed, max_side, volume_options=volume_options)
   batch_size = network_batch_size(trained, overrides)
   start = time.perf_counter()
-  num_scans, num_files, uncertain_scans = predict_files(
-      outputs, readable, stem_of, trained, figures, fovea_mm, batch_size, single)
+  num_scans, num_files, uncertain_scans, scales = predict_files(
+      outputs, readable, stem_of, trained, figures, fovea_mm, batch_size, single,
+      pixel_um_option)
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
-             "batch_size": batch_size,
-             "files_predicted": num_files, "scans": num_scans, "seconds": round(seconds, 3),
+             "batch_size": batch_size, "files_predicted": num_files, "scans": num_scans,
+             "seconds": round(seconds, 3), "scales": scales,
              "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
   if uncertain_scans is not None:
     summary["scans_with_uncertain_columns"] = uncertain_scans
   outputs.finish(summary)
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
   print(f"predict: {report.count(num_scans, 'scan')} of {report.count(num_files, 'file')} in "
-        f"{seconds:.1f} s ({rate} after "
-        f"loading the model) -> {folder}; "
+        f"{seconds:.1f} s ({rate} after loading the model) -> {folder}; "
         f"{outputs.num_failed} failed, {len(skipped)} skipped"
         + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))
   if outputs.num_failed:

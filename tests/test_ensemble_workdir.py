@@ -74,9 +74,8 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
     assert out["entropy"].min() >= 0 and out["entropy"].max() <= np.log(8) + 1e-3
     sd = out["boundary_sd_um"]
   assert sd.shape == (2, 8, 64)
-  rows = list(csv.reader(open(tmp_path / "out" / "scans_thickness.csv")))
-  assert rows[0][-1] == "uncertain"
-  flags = np.array([r[-1] == "1" for r in rows[1:]]).reshape(2, 64)
+  rows = list(csv.DictReader(open(tmp_path / "out" / "scans_thickness.csv")))
+  flags = np.array([r["uncertain"] == "1" for r in rows]).reshape(2, 64)
   np.testing.assert_array_equal(flags, [ensemble.flag_columns(s, 0.5) for s in sd])
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["scans_with_uncertain_columns"] == int(flags.any(axis=1).sum())

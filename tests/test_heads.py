@@ -205,11 +205,11 @@ def test_predict_writes_the_heads_outputs(heads_workdir, tmp_path):
     # rows outside the 48-row band of the 96-row scans: probability exactly 0
     assert ((p == 0).all(axis=2).sum(axis=1) >= 96 - 48).all()
     fluid = out["fluid"]
-  rows = list(csv.reader(open(tmp_path / "out" / "scans_thickness.csv")))
-  assert rows[0][-2:] == ["fluid_um", "fluid_area_mm2"]
-  fluid_um = np.array([float(r[-2]) for r in rows[1:]]).reshape(2, 64)
+  rows = list(csv.DictReader(open(tmp_path / "out" / "scans_thickness.csv")))
+  fluid_um = np.array([float(r["fluid_um"]) for r in rows]).reshape(2, 64)
   np.testing.assert_allclose(fluid_um, fluid.sum(axis=1) * 3.87, atol=0.006)
-  assert {r[-1] for r in rows[1:]} == {""}            # no lateral scale for plain B-scans
+  assert {r["fluid_area_mm2"] for r in rows} == {""}   # no lateral scale for plain B-scans
+  assert {(r["row_um"], r["scale_source"]) for r in rows} == {("3.87", "default (data.pixel_um)")}
 
 
 def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
@@ -219,7 +219,7 @@ def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
   write_npz(str(tmp_path / "vol.npz"), images=vol.images, scale_mm=np.array(vol.scale_mm))
   _predict(heads_workdir, tmp_path / "vol.npz", tmp_path / "out", "--volume")
   rows = list(csv.reader(open(tmp_path / "out" / "vol_etdrs.csv")))
-  assert rows[0][-2:] == ["coverage", "fluid_mm3"] and rows[-1][0] == "total"
+  assert rows[0][-3:] == ["coverage", "measured", "fluid_mm3"] and rows[-1][0] == "total"
   with np.load(tmp_path / "out" / "vol.npz") as out:
     fluid_um = out["fluid"].sum(axis=1) * 15.5                      # [N, W]
     assert out["fluid_map_um"].shape == out["thickness_maps_um"].shape[1:]
@@ -227,6 +227,7 @@ def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
     np.testing.assert_allclose(sectors, out["etdrs_fluid_mm3"], atol=5e-5)
     assert float(rows[-1][-1]) == pytest.approx(float(out["fluid_mm3_total"]), abs=5e-5)
     assert np.nanmax(out["fluid_map_um"]) <= fluid_um.max() + 1e-6
-  rows = list(csv.reader(open(tmp_path / "out" / "vol_thickness.csv")))
-  area = float(rows[1][-1])                                           # B-scan 0
+  rows = list(csv.DictReader(open(tmp_path / "out" / "vol_thickness.csv")))
+  area = float(rows[0]["fluid_area_mm2"])                             # B-scan 0
+  assert rows[0]["scale_source"] == "file"
   assert area == pytest.approx(fluid_um[0].sum() * 1e-3 * 0.03, abs=1e-5)

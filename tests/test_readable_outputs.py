@@ -104,7 +104,43 @@ def test_summary_rows_average_the_supported_columns():
   out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t}
   scans = SimpleNamespace(names=["s0"])
   extra = {"fluid_area_mm2": [["0.01200"] * 4], "uncertain": [["0", "1", "1", "0"]]}
-  (row,) = predict.summary_rows("f.npz", scans, out, 3.87, 0.0113, extra)
-  assert row[:6] == ["f.npz", 0, "s0", "3.8700", "11.3000", "0.750"]
-  assert row[6] == "20.00" and row[10] == "2.00" and row[13] == "22.00"   # NFL, ONL, total
-  assert row[14:] == ["0.01200", 2]
+  (row,) = predict.summary_rows("f.npz", scans, out, 3.87, 0.0113, extra, "option")
+  assert row[:7] == ["f.npz", 0, "s0", "3.8700", "11.3000", "option", "0.750"]
+  assert row[7] == "20.00" and row[11] == "2.00" and row[14] == "22.00"   # NFL, ONL, total
+  assert row[15:] == ["0.01200", 2]
+
+
+def test_pixel_um_changes_thickness_by_its_factor_and_nothing_else(trained_workdir, tmp_path):
+  import json
+  import main
+  from octseg_jax.io_utils import write_npz
+  write_npz(str(tmp_path / "s.npz"), images=synthetic.generate(2, 96, 64, seed=5).images)
+  base = ["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
+          f"--input={tmp_path / 's.npz'}", "--figures=none"]
+  assert main.run_command(base + [f"--output={tmp_path / 'a'}"]) == 0
+  assert main.run_command(base + [f"--output={tmp_path / 'b'}", "--pixel_um=7.74,11.5"]) == 0
+  with np.load(tmp_path / "a" / "s.npz") as a, np.load(tmp_path / "b" / "s.npz") as b:
+    for key in ("pred", "pred_ordered", "boundaries"):
+      np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_allclose(b["thickness_um"], 2 * a["thickness_um"], rtol=1e-12)
+  scales = json.load(open(tmp_path / "b" / "manifest.json"))["scales"]
+  assert scales == {str(tmp_path / "s.npz"): {"row_um": 7.74, "col_um": 11.5,
+                                              "source": "option"}}
+  row = next(csv.DictReader(open(tmp_path / "b" / "s_thickness.csv")))
+  assert (row["row_um"], row["scale_source"]) == ("7.74", "option")
+
+
+def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp_path, capsys):
+  import main
+  from octseg_jax.io_utils import write_npz
+  vol, _ = synthetic.generate_volume(3, 96, 64, scale_mm=(0.2, 0.0155, 0.03))
+  write_npz(str(tmp_path / "v.npz"), images=vol.images, scale_mm=np.array(vol.scale_mm))
+  base = ["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
+          f"--input={tmp_path / 'v.npz'}", "--figures=none", f"--output={tmp_path / 'o'}"]
+  assert main.run_command(base + ["--pixel_um=5"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"error: --pixel_um=5: {tmp_path / 'v.npz'} has its own scale (15.5 um per "
+                 "row, 30 um per column) and they disagree"]
+  assert not os.path.exists(tmp_path / "o" / "v.npz")
+  assert main.run_command(base + ["--pixel_um=15.5,30"]) == 0          # the same scale: fine
+  assert main.run_command(base + ["--pixel_um=abc"]) == 2

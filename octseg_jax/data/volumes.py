@@ -43,6 +43,7 @@ from octseg_jax.preprocessing import IGNORE
 
 SPECTRALIS_ROW_MM = 0.00387
 DUKE_DME_SCALE_MM = (0.123, SPECTRALIS_ROW_MM, 0.01133)
+DEFAULT_SCALE_SOURCE = "default (Duke DME)"
 HEYEX_NAMES = ("ILM", "RNFL", "IPL", "INL", "OPL", "PR1", "RPE", "BM")
 SCANNER_SUFFIXES = (".vol", ".e2e", ".eye", ".xml")   # .xml: a HEYEX XML export's file
 LATERALITIES = ("OD", "OS")
@@ -56,7 +57,8 @@ class Volume:
   annotated: bool [N], the B-scans that carry annotations. positions_mm: float [N], position
   of each B-scan along the slow axis, increasing towards superior. scale_mm: (between B-scans,
   per row, per column). laterality: 'OD' or 'OS'. names: one name per B-scan. notes: what was
-  assumed rather than read (defaults), for the output.
+  assumed rather than read (defaults), for the output. scale_source: 'file', or what the scale
+  is when the file gives none ('default (Duke DME)', or 'option' once --pixel_um set it).
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
@@ -67,6 +69,7 @@ class Volume:
   names: List[str]
   source: str
   notes: List[str] = dataclasses.field(default_factory=list)
+  scale_source: str = "file"
 
   def __len__(self) -> int:
     return len(self.images)
@@ -200,12 +203,14 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
   if unit != "mm":
     notes.append(f"scale unit {unit!r} in the file: default scale used")
     scale = (DUKE_DME_SCALE_MM[0], SPECTRALIS_ROW_MM, DUKE_DME_SCALE_MM[2])
+  source = "file" if unit == "mm" else DEFAULT_SCALE_SOURCE
   positions = _positions_from_meta(bscan_meta, len(images), scale[0])
   masks, annotated = _masks_from_layers(layers, images.shape)
   names = [f"{os.path.splitext(os.path.basename(path.rstrip('/')))[0]}_b{i:02d}"
            for i in range(len(images))]
   return Volume(images, masks, annotated, positions, scale,
-                _laterality(found_laterality, laterality, notes, path), names, path, notes)
+                _laterality(found_laterality, laterality, notes, path), names, path, notes,
+                source)
 
 
 def _positions_from_meta(bscan_meta, n: int, scale_z: float) -> np.ndarray:
@@ -246,6 +251,7 @@ def read_npz_volume(path: str, laterality: Optional[str] = None,
     raise fail(path, f"scale_mm has dtype {scale.dtype}, expected 3 numbers (between B-scans, "
                "per row, per column, mm)")
   notes = []
+  source = "file" if scale is not None else DEFAULT_SCALE_SOURCE
   if scale is None:
     scale = DUKE_DME_SCALE_MM
     notes.append("scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME defaults; the file has "
@@ -267,7 +273,7 @@ def read_npz_volume(path: str, laterality: Optional[str] = None,
   masks = scans.masks
   annotated = np.zeros(n, bool) if masks is None else (masks != IGNORE).any(axis=(1, 2))
   return Volume(scans.images, masks, annotated, positions, scale,
-                _laterality(None, laterality, notes), scans.names, path, notes)
+                _laterality(None, laterality, notes), scans.names, path, notes, source)
 
 
 def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: int = 1) -> Volume:
@@ -284,4 +290,5 @@ def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: in
   notes = ["scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME, Chiu et al. 2015)"]
   names = list(scans.names)
   return Volume(images, masks, annotated, np.arange(n) * DUKE_DME_SCALE_MM[0],
-                DUKE_DME_SCALE_MM, _laterality(None, laterality, notes), names, path, notes)
+                DUKE_DME_SCALE_MM, _laterality(None, laterality, notes), names, path, notes,
+                DEFAULT_SCALE_SOURCE)
