@@ -36,14 +36,12 @@ def _needs(flag_value, name: str, mode: str):
 
 
 def _output_folder(flags, mode: str, workdir: str) -> str:
-  """--output, checked; eval and explain default to a new folder in the current directory
-  (never the workdir, which holds the model)."""
+  """--output, checked; eval, predict and explain default to a new folder runs/MODE_WORKDIR
+  under the current directory (never the workdir, which holds the model)."""
   output = flags.output
   if not output:
-    if mode == "predict":
-      raise InputError("--output: required for --mode=predict")
     output = outputs.new_folder_here(mode, workdir)
-    print(f"no --output given: writing to {output}")
+    print(f"No --output given: writing to {output}")
   outputs.check_output_folder(output)
   outputs.refuse_workdir(output, workdir)
   return output

@@ -44,9 +44,13 @@ def check_output_folder(folder: str, option: str = "--output") -> str:
   return path
 
 
+DEFAULT_PARENT = "runs"      # default outputs go under ./runs/ (ignored by the repository's git)
+
+
 def new_folder_here(mode: str, workdir: str) -> str:
-  """A folder name in the current directory that does not exist yet: MODE_WORKDIRNAME[_k]."""
-  base = f"{mode}_{os.path.basename(os.path.abspath(workdir)) or 'run'}"
+  """A folder that does not exist yet for a run without --output, the same rule in every
+  mode: runs/MODE_WORKDIRNAME[_k] under the current directory."""
+  base = os.path.join(DEFAULT_PARENT, f"{mode}_{os.path.basename(os.path.abspath(workdir)) or 'run'}")
   name, k = base, 1
   while os.path.exists(name):
     k += 1

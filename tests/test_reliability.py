@@ -73,7 +73,7 @@ def test_same_stem_and_same_scan_names_get_distinct_outputs(trained_workdir, tmp
               and not f.startswith(("scan.npz", "scan.png", "scan_000"))]   # one .npz per file
 
 
-def test_default_outputs_of_eval_and_explain_are_new_folders_here(trained_workdir, tmp_path,
+def test_default_outputs_of_every_mode_are_new_folders_under_runs(trained_workdir, tmp_path,
                                                                   capsys, monkeypatch):
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1], masks=IMG.masks[:1])
@@ -84,11 +84,14 @@ def test_default_outputs_of_eval_and_explain_are_new_folders_here(trained_workdi
   status, err = _cli(capsys, "--mode=eval", f"--workdir={workdir}", "--input=scan.npz")
   assert status == 0, err
   name = f"eval_{os.path.basename(workdir)}"
-  assert (tmp_path / name / "metrics.json").exists()
-  assert (tmp_path / f"{name}_2" / "metrics.json").exists()        # a new folder each time
+  assert (tmp_path / "runs" / name / "metrics.json").exists()
+  assert (tmp_path / "runs" / f"{name}_2" / "metrics.json").exists()   # a new folder each time
   status, err = _cli(capsys, "--mode=explain", f"--workdir={workdir}", "--input=scan.npz")
   assert status == 0, err
-  assert (tmp_path / f"explain_{os.path.basename(workdir)}" / "cam_stats.json").exists()
+  assert (tmp_path / "runs" / f"explain_{os.path.basename(workdir)}" / "cam_stats.json").exists()
+  status, err = _cli(capsys, "--mode=predict", f"--workdir={workdir}", "--input=scan.npz")
+  assert status == 0, err                                            # the same rule
+  assert (tmp_path / "runs" / f"predict_{os.path.basename(workdir)}" / "scan.npz").exists()
   assert file_hashes(workdir) == before                               # the workdir is untouched
   status, err = _cli(capsys, "--mode=eval", f"--workdir={workdir}", f"--output={workdir}")
   assert status == 2 and err == [f"error: --output={workdir}: is the workdir; write results "
