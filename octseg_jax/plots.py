@@ -139,11 +139,14 @@ NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      true_bounds=None, title: str = "", model: str = "",
-                     unsupported=None, fluid=None, uncertain=None) -> None:
+                     unsupported=None, fluid=None, uncertain=None, pixel_um=None) -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
-  `fluid` [H, W] (0/1) is outlined; columns in `uncertain` [W] bool are shaded in orange."""
+  `fluid` [H, W] (0/1) is outlined; columns in `uncertain` [W] bool are shaded in orange.
+  pixel_um: (row, column) pixel size. The scan is stretched to fit the figure (at its physical
+  aspect a B-scan is a thin strip); the x-axis label says by how much, or that the lateral pixel
+  size is unknown."""
   from octseg_jax.data.scans import BOUNDARY_NAMES
   from octseg_jax.io_utils import save_figure
   from matplotlib.lines import Line2D
@@ -189,9 +192,22 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
             title="boundary", title_fontsize=8, facecolor="0.85")
   ax.set_title(heading(title, model, "boundaries: solid = prediction" +
                        (", dashed = truth" if true_bounds is not None else "")), fontsize=9)
-  ax.set_xlabel("column (A-scan, pixels)")
-  ax.set_ylabel("row (pixels)")
+  ax.set_ylabel("row (pixels)" + (f"; {pixel_um[0]:g} um each" if pixel_um is not None else ""))
+  ax.set_xlabel("column (A-scan, pixels); " + _stretch_note(fig, ax, pixel_um))
   save_figure(path, fig)
+
+
+def _stretch_note(fig, ax, pixel_um) -> str:
+  """How much taller than physical the drawn scan is: displayed height per row over width per
+  column, divided by the physical ratio row size / column size."""
+  if pixel_um is None or pixel_um[1] is None:
+    return "drawn stretched to fit (lateral pixel size unknown; set --pixel_um=ROW,COL)"
+  fig.canvas.draw()
+  box = ax.get_window_extent()
+  (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+  shown = (box.height / abs(y1 - y0)) / (box.width / abs(x1 - x0))
+  return (f"{pixel_um[1]:g} um each; drawn {shown / (pixel_um[0] / pixel_um[1]):.1f}x "
+          "taller than true proportions")
 
 
 def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:
@@ -229,6 +245,10 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
     if true_um is not None:
       ax.plot(cols, true_um[k], color="black", lw=1.0, dashes=TRUTH_DASHES)
     _shade_runs(ax, masked, color="0.85")
+    # Zero-based: a few um of noise on a 30 um layer must not look like a change.
+    top = np.nanmax([np.nanmax(v[k]) if np.isfinite(v[k]).any() else 0.0
+                     for v in (shown, true_um) if v is not None] + [10.0])
+    ax.set_ylim(0, 1.15 * top)
     ax.set_ylabel(f"{LAYER_NAMES[k + 1]}\n(um)", fontsize=8, rotation=0, ha="right",
                   va="center")
     ax.tick_params(labelsize=7)
@@ -290,7 +310,10 @@ def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "")
     lr = cols["lr"]
     axes[2].plot(epoch, lr, marker=".")
     if np.all(lr[np.isfinite(lr)] > 0):
+      from matplotlib.ticker import LogFormatterSciNotation, LogLocator
       axes[2].set_yscale("log")
+      axes[2].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+      axes[2].yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
   axes[2].set_title("learning rate", fontsize=9)
   for ax in axes:
     ax.set_xlabel("epoch")

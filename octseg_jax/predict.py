@@ -359,7 +359,8 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
                            title=f"{name} ({scale_text(scale)})", model=model,
                            unsupported=unsupported, fluid=out["fluid_kept"].get(i),
-                           uncertain=None if flags is None else flags[i])
+                           uncertain=None if flags is None else flags[i],
+                           pixel_um=(scale["row_um"], scale["col_um"]))
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
                             title=f"{name}: layer thickness ({scale_text(scale)})", model=model,
                             unsupported=unsupported)

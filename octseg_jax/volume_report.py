@@ -154,8 +154,9 @@ def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
     ev.save(tmp)
 
 
-def draw_etdrs(ax, fovea_mm, laterality: str) -> None:
-  """ETDRS circles and diagonals (in map mm coordinates) with sector labels."""
+def draw_etdrs(ax, fovea_mm, laterality: str, values=None) -> None:
+  """ETDRS circles and diagonals (in map mm coordinates) with sector labels and, given
+  `values` [9] (ETDRS_SECTORS order, um), each sector's mean under its label."""
   fx, fy = fovea_mm
   angles = np.linspace(0, 2 * np.pi, 200)
   for r in enface.ETDRS_RADII_MM:
@@ -165,10 +166,25 @@ def draw_etdrs(ax, fovea_mm, laterality: str) -> None:
     ax.plot([fx + r0 * np.cos(a), fx + r1 * np.cos(a)],
             [fy + r0 * np.sin(a), fy + r1 * np.sin(a)], color="k", lw=0.7)
   nasal = 1 if laterality == "OD" else -1
-  for ring, r in ((1, 1.0), (2, 2.25)):
-    for label, (ux, uy) in (("S", (0, 1)), ("I", (0, -1)), ("N", (nasal, 0)), ("T", (-nasal, 0))):
-      ax.text(fx + r * ux, fy + r * uy, f"{label}{ring}", ha="center", va="center", fontsize=6)
-  ax.plot([fx], [fy], "k+", ms=6)
+  value = dict(zip(enface.ETDRS_SECTORS, values)) if values is not None else {}
+  centres = [("C0", (0, 0), 0.0)] + [
+      (f"{label}{ring}", unit, r) for ring, r in ((1, 1.0), (2, 2.25))
+      for label, unit in (("S", (0, 1)), ("I", (0, -1)), ("N", (nasal, 0)), ("T", (-nasal, 0)))]
+  for name, (ux, uy), r in centres:
+    v = value.get(name)
+    text = name if v is None else (f"{name}\n{v:.0f}" if np.isfinite(v) else f"{name}\n-")
+    ax.text(fx + r * ux, fy + r * uy, text, ha="center", va="center", fontsize=7,
+            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
+
+
+def robust_limits(m: np.ndarray):
+  """Colour limits of a map: its 2nd and 98th percentiles over known points, so that single
+  outlier points do not wash out the rest (colour bars say values beyond them are clipped)."""
+  known = np.asarray(m, np.float64)[np.isfinite(m)]
+  if not known.size:
+    return 0.0, 1.0
+  lo, hi = np.percentile(known, [2, 98])
+  return float(lo), float(hi if hi > lo else lo + 1.0)
 
 
 def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
@@ -178,32 +194,37 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   import matplotlib.pyplot as plt
   x, y = result["map_x_mm"], result["map_y_mm"]
   extent = (x[0], x[-1], y[-1], y[0])
-  panels = [(f"{name} (um)" if name != "total" else "total ILM-BM (um)", m, "turbo", None)
-            for name, m in zip(MAP_NAMES, result["maps"])]
+  panels = [(f"{name} (um)" if name != "total" else "total ILM-BM (um)", m, "viridis",
+             robust_limits(m)) for name, m in zip(MAP_NAMES, result["maps"])]
   if "fluid_map_um" in result:
     panels.append((f"fluid height (um); {result['fluid_mm3_total']:.3f} mm3 in the 6 mm disc",
-                   result["fluid_map_um"], "viridis", 0.0))
+                   result["fluid_map_um"], "cividis",     # sparse: 0 to its maximum
+                   (0.0, max(float(np.nanmax(result["fluid_map_um"], initial=0.0)), 1.0))))
   rows = 2 if len(panels) <= 8 else 3
   fig, axes = plt.subplots(rows, 4 if rows == 2 else 3, figsize=(13, 3.3 * rows + 0.4),
                            layout="constrained")
   for ax in axes.ravel()[len(panels):]:
     ax.set_visible(False)
-  for ax, (label, m, cmap, vmin) in zip(axes.ravel(), panels):
+  total = MAP_NAMES.index("total")
+  for ax, (label, m, cmap, (vmin, vmax)) in zip(axes.ravel(), panels):
     name = label.split(" ")[0]
     shown = np.ma.masked_invalid(m)
     im = ax.imshow(shown, extent=extent, cmap=cmap, origin="upper", interpolation="nearest",
-                   vmin=vmin)
-    ax.set_title(label, fontsize=9)
-    ax.set_xlabel("x (mm)", fontsize=7)
-    ax.set_ylabel("y (mm, superior up)", fontsize=7)
-    ax.tick_params(labelsize=6)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+                   vmin=vmin, vmax=vmax)
+    ax.set_title(label, fontsize=10)
+    ax.set_xlabel("x (mm)", fontsize=8)
+    ax.set_ylabel("y (mm, superior up)", fontsize=8)
+    ax.tick_params(labelsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, extend="both").ax.tick_params(labelsize=8)
     if name == "total":
-      draw_etdrs(ax, result["fovea_mm"], volume.laterality)
+      draw_etdrs(ax, result["fovea_mm"], volume.laterality, result["etdrs_um"][:, total])
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
-  fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans; blank = farther than "
-               f"{enface.REACH_MM} mm from a B-scan", fontsize=10)
+  fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans, scale "
+               f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
+               f"column ({volume.scale_source})\nblank = farther than {enface.REACH_MM} mm from "
+               "a B-scan; thickness colours clipped at the 2nd-98th percentile; ETDRS sectors: "
+               "mean total thickness (um)", fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
     warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
     save_figure(path, fig)

@@ -225,7 +225,7 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
     np.testing.assert_allclose(d["bscan_positions_mm"], np.arange(6) * 0.123)
     np.testing.assert_allclose(d["scale_mm"], volumes.DUKE_DME_SCALE_MM)
   rows = (out / "Subject_03_etdrs.csv").read_text().splitlines()
-  assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-1] == "coverage"
+  assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-2:] == ["coverage", "measured"]
   assert [r.split(",")[0] for r in rows[1:]] == list(enface.ETDRS_SECTORS)
   assert (out / "Subject_03.eye").exists() and (out / "Subject_03_thickness_maps.png").exists()
 
