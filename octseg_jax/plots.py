@@ -348,36 +348,59 @@ def class_bars(path: str, summary: dict, with_paper: bool = True, title: str = "
   save_figure(path, fig)
 
 
+CAM_COLUMNS = 3          # tiles per row of a CAM panel (input + K classes in a grid)
+CAM_TILE_IN = 4.0        # inches per tile: 440 px wide at save_figure's 110 dpi
+
+
+def network_layer_text(layer: str) -> str:
+  """Plain words for a network layer name (models/segnet.py naming)."""
+  import re
+  if layer == "head":
+    return "the output layer (class scores)"
+  m = re.fullmatch(r"(enc|dec)(\d+)_conv(\d+)", layer)
+  if not m:
+    return f"network layer {layer}"
+  part = "encoder" if m.group(1) == "enc" else "decoder"
+  return f"{part} level {m.group(2)}, convolution {m.group(3)} ({layer})"
+
+
 def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
-  """The input, then per explained layer a row of the K class maps (normalised) over it,
-  class names on top and a colour bar. image [h, w]; layer_maps {layer: [K, h, w]}.
-  aspect: height / width of one image pixel (tiles keep the image's shape); None stretches
-  every tile to the same box."""
+  """Per explained network layer a grid: the input, then for each class where the model
+  looked to label it (its normalised map over the scan), with plain titles and a colour bar.
+  image [h, w]; layer_maps {layer: [K, h, w]}. aspect: height / width of one image pixel
+  (tiles keep the image's shape); None stretches every tile to the same box."""
   from octseg_jax.data.scans import LAYER_NAMES
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
-  tile_h = 1.9 if aspect is None else 2.1 * aspect * image.shape[0] / image.shape[1] + 0.25
-  fig, axes = plt.subplots(len(layers), k + 1, squeeze=False,
-                           figsize=(2.1 * (k + 1), tile_h * len(layers) + 0.6))
+  rows_per = -(-(k + 1) // CAM_COLUMNS)
+  ratio = 0.45 if aspect is None else aspect * image.shape[0] / image.shape[1]
+  fig, axes = plt.subplots(rows_per * len(layers), CAM_COLUMNS, squeeze=False,
+                           figsize=(CAM_TILE_IN * CAM_COLUMNS,
+                                    (CAM_TILE_IN * ratio + 0.45) * rows_per * len(layers) + 0.8),
+                           layout="constrained")
   aspect = "auto" if aspect is None else aspect
   im = None
   for r, layer in enumerate(layers):
-    axes[r, 0].imshow(image, cmap="gray", aspect=aspect)
-    axes[r, 0].set_title("input" if r == 0 else "", fontsize=9)
-    axes[r, 0].set_ylabel(f"layer {layer}", fontsize=9)
+    tiles = axes[r * rows_per:(r + 1) * rows_per].ravel()
+    tiles[0].imshow(image, cmap="gray", aspect=aspect)
+    tiles[0].set_title(f"input scan; the maps below it come from\n{network_layer_text(layer)}",
+                       fontsize=10)
     for c in range(k):
-      ax = axes[r, c + 1]
+      ax = tiles[c + 1]
       ax.imshow(image, cmap="gray", aspect=aspect)
-      im = ax.imshow(layer_maps[layer][c], cmap="jet", alpha=0.5, vmin=0, vmax=1, aspect=aspect)
-      if r == 0:
-        ax.set_title(LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}", fontsize=9)
-    for ax in axes[r]:
+      im = ax.imshow(layer_maps[layer][c], cmap="viridis", alpha=0.55, vmin=0, vmax=1,
+                     aspect=aspect)
+      name = LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}"
+      ax.set_title(f"where the model looked to label the {name}", fontsize=10)
+    for ax in tiles[k + 1:]:
+      ax.set_visible(False)
+    for ax in tiles:
       ax.set_xticks([])
       ax.set_yticks([])
-  fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01,
-               label="Grad-CAM, normalised to [0, 1] per class")
-  fig.suptitle(title, fontsize=9)
+  fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, shrink=0.6,
+               label="relevance, 0 (none) to 1 (the class's strongest), per class")
+  fig.suptitle(title, fontsize=10)
   return fig
 
 
