@@ -109,7 +109,7 @@ class RunOutputs:
     """Creates the folder and locks it for this run (a second run into it is refused while
     this one lives), then removes the temporary files of runs that are gone and the manifest
     of an earlier run."""
-    from octseg_jax.workdir import FolderLock, _pid_alive
+    from octseg_jax.workdir import FolderLock, pid_alive
     os.makedirs(self.folder, exist_ok=True)
     self.lock = FolderLock(self.folder, OUTPUT_LOCK, f"is writing {self.mode} outputs into it",
                            own_is_stale=True)
@@ -117,7 +117,7 @@ class RunOutputs:
     _HELD.append(self.lock)
     for leftover in glob.glob(os.path.join(self.folder, TEMP_PATTERN)):
       owner = temp_owner(leftover)
-      if owner is None or owner == os.getpid() or not _pid_alive(owner):
+      if owner is None or owner == os.getpid() or not pid_alive(owner):
         os.remove(leftover)
     for record in (MANIFEST, ERRORS):
       path = os.path.join(self.folder, record)

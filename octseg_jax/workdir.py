@@ -129,7 +129,7 @@ def check_rerun(workdir: str, config) -> List[str]:
   return allowed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -166,7 +166,7 @@ class FolderLock:
     pid, host = self._owner()
     if pid == os.getpid() and host == socket.gethostname():
       return self.own_is_stale
-    return pid <= 0 or (host == socket.gethostname() and not _pid_alive(pid))
+    return pid <= 0 or (host == socket.gethostname() and not pid_alive(pid))
 
   def acquire(self) -> None:
     folder = os.path.dirname(self.path)

@@ -18,8 +18,8 @@ time, under `nice`:
 - a run whose results are committed is skipped; one whose checkpoints were lost starts again.
 
 STATE defaults to ../campaign beside this checkout (checkpoints may be lost with the machine;
-results never are). This module uses only the standard library: the runner itself does no JAX
-work, so editing main while it runs cannot change a run.
+results never are). The runner itself does no JAX work (it imports only the workdir helpers),
+so editing main while it runs cannot change a run in flight.
 """
 
 import datetime
@@ -34,6 +34,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from octseg_jax.workdir import pid_alive  # noqa: E402  (no JAX: config files and locks only)
 PLAN = os.path.join(REPO, "configs", "campaign.json")
 STATE = os.path.join(os.path.dirname(REPO), "campaign")
 RESULT_FILES = {   # copied name: (source folder, file) of a finished run
@@ -199,30 +201,30 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
   return True
 
 
-def take_lock(state=STATE) -> None:
-  """One runner at a time: a lock file holding the runner's pid (a dead pid is taken over)."""
+RUNNER_LOCK = "runner.lock"
+
+
+def take_lock(state=STATE):
+  """One runner at a time: the state folder's lock (workdir.FolderLock: pid and host; a dead
+  owner's lock is taken over). Returns it (released by the caller)."""
+  from octseg_jax.errors import InputError
+  from octseg_jax.workdir import FolderLock
   os.makedirs(state, exist_ok=True)
-  path = os.path.join(state, "runner.lock")
+  lock = FolderLock(state, RUNNER_LOCK, "is running the campaign", own_is_stale=True)
   try:
-    pid = int(open(path).read().strip() or 0)
-  except (OSError, ValueError):
-    pid = 0
-  if pid and pid != os.getpid() and pid_alive(pid):
-    raise SystemExit(f"{path}: the campaign runner is already running (pid {pid})")
-  tmp = f"{path}.{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(str(os.getpid()))
-  os.replace(tmp, path)
+    lock.acquire()
+  except InputError as e:
+    raise SystemExit(str(e)) from None
+  return lock
 
 
-def pid_alive(pid: int) -> bool:
+def runner_alive(state=STATE) -> bool:
+  """Whether the process named in the runner lock lives."""
   try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
+    pid = int(open(os.path.join(state, RUNNER_LOCK)).read().split()[0])
+  except (OSError, ValueError, IndexError):
     return False
-  except PermissionError:
-    return True
-  return True
+  return pid_alive(pid)
 
 
 def write_running(state, run) -> None:
@@ -247,7 +249,15 @@ def commit_uncommitted(plan, repo=REPO) -> None:
 def run_campaign(plan_path=PLAN, state=STATE, repo=REPO) -> None:
   """Runs the plan's queue until every run is committed; rereads the plan between runs, so
   runs appended to configs/campaign.json on main join the queue."""
-  take_lock(state)
+  lock = take_lock(state)
+  try:
+    run_queue(plan_path, state, repo)
+  finally:
+    lock.release()
+
+
+def run_queue(plan_path, state, repo) -> None:
+  """The runner's loop: the first run of the plan without committed results, until none."""
   failures = {}
   while True:
     plan = load_plan(plan_path)
@@ -297,10 +307,8 @@ def status_lines(plan, state=STATE, repo=REPO):
   seconds = finished_seconds(plan, repo)
   running = None
   path = os.path.join(state, "running.json")
-  lock = os.path.join(state, "runner.lock")
-  if os.path.exists(path) and os.path.exists(lock):
-    if pid_alive(int(open(lock).read().strip() or 0)):
-      running = json.load(open(path))["run"]
+  if os.path.exists(path) and runner_alive(state):
+    running = json.load(open(path))["run"]
   lines, left = [], 0.0
   for run in plan["queue"]:
     rid, est = run_id(run), estimate_s(plan, run["recipe"], seconds)
