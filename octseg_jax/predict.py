@@ -335,7 +335,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]]
             + ["supported"] + list(extra),
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
-  run.wrote(npz_path, csv_path, *vol_paths)
+  run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
   draw_figures(run, scans, out, drawn, flags, trained.workdir, scale)
   return {"path": npz_path, "scale": scale, "summary":

@@ -86,7 +86,10 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   result = analyse(volume, boundaries, fovea_mm, fluid_um)
   write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result)
   plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem)
-  write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
+  if len(volume) >= 2:
+    write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
+  else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them
+    print(f"{stem}: one B-scan, so no {stem}.eye (eyepy needs at least two)")
   source = "given" if fovea_mm is not None else (
       "found" if result["fovea_found"] else "scan centre (not found)")
   measured = result["etdrs_measured"]

@@ -270,3 +270,16 @@ def test_phantom_cysts_give_etdrs_fluid_volumes_and_areas_within_5_percent():
   assert result["fluid_mm3_total"] == pytest.approx(want, rel=0.05)
   assert all(v == 0 for k, v in sectors.items() if k != "S1")
   assert np.nanmax(result["fluid_map_um"]) == pytest.approx(2 * CYST[4] * row_mm * 1e3, rel=0.1)
+
+
+def test_a_one_bscan_mat_volume_predicts_without_an_eye_file(trained_workdir, tmp_path):
+  import json
+  from octseg_jax import predict
+  b = synthetic.generate(1, 96, 64, seed=22)
+  scipy.io.savemat(str(tmp_path / "Subject_01.mat"), {"images": np.moveaxis(b.images, 0, -1)})
+  predict.run(trained_workdir[0], str(tmp_path / "Subject_01.mat"), str(tmp_path / "out"),
+              figures="none")
+  assert (tmp_path / "out" / "Subject_01_etdrs.csv").exists()
+  assert not (tmp_path / "out" / "Subject_01.eye").exists()
+  manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+  assert "Subject_01.eye" not in manifest["outputs"]
