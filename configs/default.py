@@ -38,81 +38,94 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"
-  c.data.duke_dir = "../shared/data/duke_dme_chiu2015"
-  c.data.folder_dir = ""
-  c.data.subjects = ()                 # Duke subjects to load; () = all files in duke_dir
-  c.data.grader = 1                    # for original Subject_XX.mat files
-  c.data.synthetic = ml_collections.ConfigDict(dict(
-      num_scans=64, height=496, width=512, seed=0, cysts=True, scans_per_subject=8))
-  c.data.recipe = ml_collections.ConfigDict(dict(
-      band_height=224, resize_to=(), normalisation="percentile"))
-  c.data.split = "subject"
-  c.data.val_subjects = ()             # () = use fold `fold` of `num_folds`
-  c.data.num_folds = 4
-  c.data.fold = 0
-  c.data.val_fraction = 0.2            # for split='random'
-  c.data.augment = ml_collections.ConfigDict(dict(
-      flip=True, max_shift=8, intensity=True, crop_width=0, speckle=0.0, column_shift=0))
-  c.data.pixel_um = 3.87               # axial pixel size (Duke Spectralis)
-  c.data.max_image_side = 4096         # images with more rows or columns are refused
-
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "segnet"
-  c.model.widths = (64, 128, 256, 512, 512)
-  c.model.num_classes = 8
-  c.model.convs_per_block = 2
-  c.model.use_batchnorm = True
-  c.model.upsample = "unpool"
-  c.model.skip = False
-  c.model.kernel = (3, 3)              # (rows, cols) of the conv blocks
-  c.model.position_channel = False
-  c.model.fluid_head = False           # a fluid sigmoid channel (multi-task, issue 26)
-  c.model.boundary_head = False        # ordered soft-argmax boundary rows per column
-
+  c.data = data_section()
+  c.model = model_section()
   c.loss = ml_collections.ConfigDict(dict(
       name="hybrid", dice_weight=0.5, dice_mode="global", boundary_weight=10.0,
       layer_weight=5.0, fluid_weight=1.0, boundary_head_weight=0.1))
-
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 32
-  c.train.eval_batch_size = 16
-  c.train.num_epochs = 100
-  c.train.optimizer = "adam"
-  c.train.learning_rate = 1e-3
-  c.train.weight_decay = 0.0           # adamw only
-  c.train.momentum = 0.9               # sgd only
-  c.train.schedule = "plateau"
-  c.train.warmup_epochs = 0            # cosine only
-  c.train.plateau_factor = 0.5
-  c.train.plateau_patience = 5
-  c.train.early_stopping_patience = 15
-  c.train.min_delta = 1e-4
-  c.train.compute_dtype = "float32"
-  c.train.checkpoint_every = 1         # epochs between resumable checkpoints
-  c.train.num_devices = 0              # 0 = all local devices (data parallel)
-  c.train.image_summary_every = 5      # epochs between TensorBoard image summaries (0 = none)
-
-  c.explain = ml_collections.ConfigDict()
-  # Default layer chosen on Duke scans by ROAD faithfulness, the randomisation check and cost
-  # (docs/results.md section 3); --cam_layers=dec0_conv1,head gives the paper's Table 3.
-  c.explain.layers = ("dec0_conv1",)
-  c.explain.method = "gradcam"         # 'gradcam', 'hirescam', 'gradcampp' or 'ablation'
-  c.explain.target = "all"             # 'all', 'predicted' or 'box'
-  c.explain.box = ()                   # (row0, col0, row1, col1) in raw scan pixels
-  c.explain.deletion_steps = 10        # deletion fractions 0.1 .. 1.0 (--cam_faithfulness)
-  c.explain.road_steps = 5             # ROAD fractions 0.18 .. 0.9 (--cam_faithfulness=road)
-  c.explain.road_noise = 0.01          # sd of ROAD's imputation noise (model-input intensity)
-  c.explain.removal_batch_mb = 1024    # memory for one batch of perturbed images
-  c.explain.max_scans = 4              # scans per input file to explain
-
+  c.train = train_section()
+  c.explain = explain_section()
   c.predict = ml_collections.ConfigDict()
   c.predict.members = 0                # of an ensemble workdir: use the first N (0 = all;
                                        # 1 = the first member alone, without flip views)
   c.predict.uncertain_um = 7.74        # a column is 'uncertain' where the members' spread (sd)
                                        # of some boundary exceeds this (2 Duke axial pixels)
-
   c.benchmark = ml_collections.ConfigDict(dict(steps=5, warmup=2, batch_size=0, explain=True))
   return c
+
+
+def data_section() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.source = "synthetic"
+  d.duke_dir = "../shared/data/duke_dme_chiu2015"
+  d.folder_dir = ""
+  d.subjects = ()                      # Duke subjects to load; () = all files in duke_dir
+  d.grader = 1                         # for original Subject_XX.mat files
+  d.synthetic = ml_collections.ConfigDict(dict(
+      num_scans=64, height=496, width=512, seed=0, cysts=True, scans_per_subject=8))
+  d.recipe = ml_collections.ConfigDict(dict(
+      band_height=224, resize_to=(), normalisation="percentile"))
+  d.split = "subject"
+  d.val_subjects = ()                  # () = use fold `fold` of `num_folds`
+  d.num_folds = 4
+  d.fold = 0
+  d.val_fraction = 0.2                 # for split='random'
+  d.augment = ml_collections.ConfigDict(dict(
+      flip=True, max_shift=8, intensity=True, crop_width=0, speckle=0.0, column_shift=0))
+  d.pixel_um = 3.87                    # axial pixel size (Duke Spectralis)
+  d.max_image_side = 4096              # images with more rows or columns are refused
+  return d
+
+
+def model_section() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.name = "segnet"
+  m.widths = (64, 128, 256, 512, 512)
+  m.num_classes = 8
+  m.convs_per_block = 2
+  m.use_batchnorm = True
+  m.upsample = "unpool"
+  m.skip = False
+  m.kernel = (3, 3)                    # (rows, cols) of the conv blocks
+  m.position_channel = False
+  m.fluid_head = False                 # a fluid sigmoid channel (multi-task, issue 26)
+  m.boundary_head = False              # ordered soft-argmax boundary rows per column
+  return m
+
+
+def train_section() -> ml_collections.ConfigDict:
+  t = ml_collections.ConfigDict()
+  t.batch_size = 32
+  t.eval_batch_size = 16
+  t.num_epochs = 100
+  t.optimizer = "adam"
+  t.learning_rate = 1e-3
+  t.weight_decay = 0.0                 # adamw only
+  t.momentum = 0.9                     # sgd only
+  t.schedule = "plateau"
+  t.warmup_epochs = 0                  # cosine only
+  t.plateau_factor = 0.5
+  t.plateau_patience = 5
+  t.early_stopping_patience = 15
+  t.min_delta = 1e-4
+  t.compute_dtype = "float32"
+  t.checkpoint_every = 1               # epochs between resumable checkpoints
+  t.num_devices = 0                    # 0 = all local devices (data parallel)
+  t.image_summary_every = 5            # epochs between TensorBoard image summaries (0 = none)
+  return t
+
+
+def explain_section() -> ml_collections.ConfigDict:
+  e = ml_collections.ConfigDict()
+  # Default layer chosen on Duke scans by ROAD faithfulness, the randomisation check and cost
+  # (docs/results.md section 3); --cam_layers=dec0_conv1,head gives the paper's Table 3.
+  e.layers = ("dec0_conv1",)
+  e.method = "gradcam"                 # 'gradcam', 'hirescam', 'gradcampp' or 'ablation'
+  e.target = "all"                     # 'all', 'predicted' or 'box'
+  e.box = ()                           # (row0, col0, row1, col1) in raw scan pixels
+  e.deletion_steps = 10                # deletion fractions 0.1 .. 1.0 (--cam_faithfulness)
+  e.road_steps = 5                     # ROAD fractions 0.18 .. 0.9 (--cam_faithfulness=road)
+  e.road_noise = 0.01                  # sd of ROAD's imputation noise (model-input intensity)
+  e.removal_batch_mb = 1024            # memory for one batch of perturbed images
+  e.max_scans = 4                      # scans per input file to explain
+  return e

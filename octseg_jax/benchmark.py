@@ -147,7 +147,7 @@ def _inference_numbers(config, model, task, variables, x, y) -> Dict:
 
   def loss_eval(p, x, y):
     return task.train_loss(model.apply({"params": p, "batch_stats": variables["batch_stats"]},
-                                       x, train=False), y)
+                                       x, train=False, method=train.task_method(model, task)), y)
 
   fwd_bwd = distributed.compile_together(jax.jit(jax.grad(loss_eval)), variables["params"], x, y)
   fb = time_fn(lambda: jax.block_until_ready(fwd_bwd(variables["params"], x, y)), bench.steps,

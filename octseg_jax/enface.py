@@ -136,8 +136,8 @@ def etdrs_table(maps: np.ndarray, covered: np.ndarray, masks: Dict[str, np.ndarr
   Args:
     maps: [C, M, M] on the fovea-centred grid of `masks`. covered: bool [M, M].
   Returns:
-    (means [9, C], NaN where a sector's measured share is below min_measured, coverage [9],
-    measured [9]).
+    (means [9, C], NaN where the share of a sector with a known value of that map is below
+    min_measured, coverage [9], measured [9]).
   """
   means = np.full((len(ETDRS_SECTORS), maps.shape[0]), np.nan)
   coverage = np.zeros(len(ETDRS_SECTORS))
@@ -147,11 +147,9 @@ def etdrs_table(maps: np.ndarray, covered: np.ndarray, masks: Dict[str, np.ndarr
     seen = weight * covered
     coverage[i] = seen.sum() / weight.sum()
     measured[i] = np.sum(seen * np.isfinite(maps[measured_channel])) / weight.sum()
-    if measured[i] < min_measured:
-      continue
     for c in range(maps.shape[0]):
       known = seen * np.isfinite(maps[c])
-      if known.sum() > 0:
+      if known.sum() >= min_measured * weight.sum():   # this map's own measured share
         means[i, c] = np.sum(known * np.nan_to_num(maps[c])) / known.sum()
   return means, coverage, measured
 

@@ -316,8 +316,8 @@ def load_ensemble(workdir: str, overrides=None):
   from octseg_jax.errors import InputError
   from octseg_jax.inference import load_trained
   spec = read_ensemble_file(workdir)
-  count = int((overrides or {}).get("predict.members", 0)) or len(spec["members"])
-  paths = spec["members"][:count]
+  requested = int((overrides or {}).get("predict.members", 0))
+  paths = spec["members"][:requested or len(spec["members"])]
   for path in paths:
     if os.path.exists(os.path.join(path, ENSEMBLE_FILE)):
       raise InputError(f"{path}: a member of {workdir} is itself an ensemble")
@@ -326,6 +326,9 @@ def load_ensemble(workdir: str, overrides=None):
     if m.recipe != members[0].recipe:
       raise InputError(f"{m.workdir}: preprocesses scans differently from {members[0].workdir} "
                        f"({m.recipe} vs {members[0].recipe}); members must share one recipe")
-  if count == 1:
+    if int(m.config.model.num_classes) != int(members[0].config.model.num_classes):
+      raise InputError(f"{m.workdir}: predicts {m.config.model.num_classes} classes, "
+                       f"{members[0].workdir} {members[0].config.model.num_classes}")
+  if requested == 1:
     return members[0]
   return Ensemble(members, spec["flip"], workdir)

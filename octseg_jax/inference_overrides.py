@@ -42,6 +42,16 @@ def _positive_int(value: str) -> int:
   return number
 
 
+def _non_negative_int(value: str) -> int:
+  try:
+    number = int(value)
+  except ValueError:
+    raise ValueError("expected a whole number") from None
+  if number < 0:
+    raise ValueError("expected a number >= 0")
+  return number
+
+
 def _box(value: str) -> Tuple[int, ...]:
   parts = [v for v in value.strip("()[] ").split(",") if v.strip()]
   try:
@@ -74,7 +84,7 @@ FIELDS: Dict[str, Callable] = {
     "explain.road_steps": _positive_int,
     "explain.road_noise": _positive_float,
     "train.eval_batch_size": _positive_int,
-    "predict.members": _positive_int,
+    "predict.members": _non_negative_int,
     "predict.uncertain_um": _positive_float,
 }
 # Short flags of explain mode and the field each one sets.

@@ -20,13 +20,13 @@ TEMP_PATTERN = TEMP_PREFIX + "*"     # leftovers of an interrupted write, remova
 
 def temp_prefix(stem: str) -> str:
   """Prefix of this process's temporary files for `stem`: TEMP_PREFIX, the pid, the stem."""
-  return f"{TEMP_PREFIX}{os.getpid()}.{stem}."
+  return f"{TEMP_PREFIX}p{os.getpid()}.{stem}."
 
 
 def temp_owner(name: str):
   """The pid that wrote a temporary file (temp_prefix), or None for other names."""
   head = os.path.basename(name)[len(TEMP_PREFIX):].split(".", 1)[0]
-  return int(head) if head.isdigit() else None
+  return int(head[1:]) if head[:1] == "p" and head[1:].isdigit() else None
 
 
 def _current_umask() -> int:

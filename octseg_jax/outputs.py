@@ -127,6 +127,16 @@ class RunOutputs:
   def wrote(self, *paths: str) -> None:
     self.written.extend(paths)
 
+  def discard(self, paths) -> None:
+    """Removes files at names this run claimed, and drops them from the record: the outputs of
+    a file that failed half-way, or an earlier run's files at names about to be written again.
+    Input files are never removed."""
+    for path in paths:
+      if path in self.written:
+        self.written.remove(path)
+      if os.path.realpath(path) not in self.inputs and os.path.isfile(path):
+        os.remove(path)
+
   def failed(self, file: str, reason: str) -> None:
     self.problems.append([file, "failed", reason])
 
@@ -150,3 +160,5 @@ class RunOutputs:
         **(summary or {})})
     if self.lock is not None:
       self.lock.release()
+      if self.lock in _HELD:
+        _HELD.remove(self.lock)

@@ -284,8 +284,10 @@ def resolve_scale(scans, option, default_row_um: float) -> Dict:
   if option:
     if vol is not None:
       col = option[1] if option[1] is not None else vol.scale_mm[2] * 1e3
+      notes = [n for n in vol.notes if not n.startswith("scale")]
       scans.volume = dataclasses.replace(vol, scale_mm=(vol.scale_mm[0], option[0] / 1e3,
-                                                        col / 1e3), scale_source="option")
+                                                        col / 1e3), scale_source="option",
+                                         notes=notes + ["scale per row and column from --pixel_um"])
       return {"row_um": option[0], "col_um": col, "source": "option"}
     return {"row_um": option[0], "col_um": option[1], "source": "option"}
   if vol is not None:
@@ -322,6 +324,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
       stem, FILE_SUFFIXES + (VOLUME_SUFFIXES if vol is not None else ()))
+  run.discard(vol_paths)           # an earlier run's maps or .eye must not pass for this run's
   pixel_um = scale["row_um"]
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   base = npz_path[:-len(".npz")]
@@ -392,12 +395,14 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   num_scans = num_files = 0
   uncertain_scans, summary, scales = None, [], {}
   for path, scans in prefetched(readable):
+    claimed = set(outputs.claimed)
     try:
       done = write_file_outputs(outputs, stem_of[path], scans, trained, figures, fovea_mm,
                                 batch_size, pixel_um_option)
     except Exception as e:  # noqa: BLE001  (any per-file failure; KeyboardInterrupt passes)
       if single:
         raise
+      outputs.discard(outputs.claimed - claimed)     # what the failed file had written
       outputs.failed(path, inputs.file_failure(path, e))
       print(f"failed: {inputs.file_failure(path, e)}")
       continue
@@ -427,7 +432,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   overrides: checked inference settings (inference_overrides).
   pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (units only).
   Raises an InputError (after writing the outputs of the readable files, errors.csv and
-  manifest.json) when any file of a folder could not be read; a single bad file fails at once.
+  manifest.json) when any file of a folder could not be read or predicted; a single bad file
+  fails at once.
   """
   from octseg_jax import volume_report
   from octseg_jax.inference import load_trained, stored_config
@@ -472,5 +478,5 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
         + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))
   if outputs.num_failed:
     raise InputError(f"{input_path}: {outputs.num_failed} of {len(files)} files could not be "
-                     f"read (listed in {folder}/errors.csv)")
+                     f"read or predicted (listed in {folder}/errors.csv)")
   return summary

@@ -13,6 +13,7 @@ a second training into a busy workdir stop with one line; a lock whose owner pro
 (same host, PID not running) is taken over.
 """
 
+import errno
 import json
 import os
 import socket
@@ -176,17 +177,15 @@ class FolderLock:
     try:
       with open(tmp, "w") as f:
         f.write(f"{os.getpid()} {socket.gethostname()}\n")
-      for _ in range(2):
-        try:
-          os.link(tmp, self.path)
+      for _ in range(5):
+        if self._place(tmp):
           self.held = True
           return
-        except FileExistsError:
-          if not self._stale():
-            pid, host = self._owner()
-            raise InputError(f"{folder}: busy, process {pid} on {host} {self.busy} (if it "
-                             f"is not, delete {self.path})") from None
-          os.remove(self.path)              # its owner is gone: take it over
+        if not self._stale():
+          pid, host = self._owner()
+          raise InputError(f"{folder}: busy, process {pid} on {host} {self.busy} (if it "
+                           f"is not, delete {self.path})")
+        self._take_over()
     except OSError as e:
       raise InputError(f"{folder}: cannot create the lock file ({e.strerror})") from None
     finally:
@@ -194,12 +193,51 @@ class FolderLock:
         os.remove(tmp)
     raise InputError(f"{self.path}: could not take over a stale lock")
 
-  def release(self) -> None:
-    if self.held:
+  def _place(self, tmp: str) -> bool:
+    """Puts the complete lock file `tmp` at the lock's path unless one is there: a hard link
+    (atomic), or on file systems without links an exclusive create and write."""
+    try:
+      os.link(tmp, self.path)
+      return True
+    except FileExistsError:
+      return False
+    except OSError as e:
+      if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+        raise
+    try:
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    with open(tmp) as src, os.fdopen(fd, "w") as f:
+      f.write(src.read())
+    return True
+
+  def _take_over(self) -> None:
+    """Moves a stale lock aside (atomic rename) and checks that what moved is still the stale
+    one; a lock another process placed meanwhile is put back."""
+    aside = f"{self.path}.{os.getpid()}.stale"
+    owner = self._owner()
+    try:
+      os.rename(self.path, aside)
+    except FileNotFoundError:
+      return                                         # gone meanwhile: try to place ours
+    moved = FolderLock(os.path.dirname(aside), os.path.basename(aside))._owner()
+    if moved != owner and not FolderLock(os.path.dirname(aside), os.path.basename(aside),
+                                         own_is_stale=self.own_is_stale)._stale():
       try:
-        os.remove(self.path)
-      except FileNotFoundError:
+        os.link(aside, self.path)                    # a live lock: put it back
+      except FileExistsError:
         pass
+    os.remove(aside)
+
+  def release(self) -> None:
+    """Removes the lock file if it is still this process's."""
+    if self.held:
+      if self._owner() == (os.getpid(), socket.gethostname()):
+        try:
+          os.remove(self.path)
+        except FileNotFoundError:
+          pass
       self.held = False
 
   def __enter__(self):

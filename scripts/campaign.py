@@ -57,6 +57,11 @@ def load_plan(path=PLAN):
   return plan
 
 
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
 def run_id(run) -> str:
   return f"{run['recipe']}/fold{run['fold']}_seed{run['seed']}"
 
@@ -194,7 +199,7 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
             "wall_s_this_start": {"train": train_s, "eval": time.time() - t1},
             "epochs": len(rows), "train_s_logged": sum(float(r["seconds"]) for r in rows)}
   dest = copy_results(plan, run, workdir, eval_dir, record, repo)
-  metrics = json.load(open(os.path.join(dest, "metrics.json")))
+  metrics = read_json(os.path.join(dest, "metrics.json"))
   dice = metrics["topology"]["literature"]["mean_layer_dice"]
   commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}, "
                  "order fix on, native resolution)", repo)
@@ -221,7 +226,8 @@ def take_lock(state=STATE):
 def runner_alive(state=STATE) -> bool:
   """Whether the process named in the runner lock lives."""
   try:
-    pid = int(open(os.path.join(state, RUNNER_LOCK)).read().split()[0])
+    with open(os.path.join(state, RUNNER_LOCK)) as f:
+      pid = int(f.read().split()[0])
   except (OSError, ValueError, IndexError):
     return False
   return pid_alive(pid)
@@ -284,7 +290,7 @@ def finished_seconds(plan, repo=REPO):
   for run in plan["queue"]:
     path = os.path.join(result_dir(plan, run, repo), "run.json")
     if committed(plan, run, repo) and os.path.exists(path):
-      record = json.load(open(path))
+      record = read_json(path)
       out.setdefault(run["recipe"], []).append(record["train_s_logged"]
                                                + record["wall_s_this_start"]["eval"])
   return out
@@ -307,8 +313,11 @@ def status_lines(plan, state=STATE, repo=REPO):
   seconds = finished_seconds(plan, repo)
   running = None
   path = os.path.join(state, "running.json")
-  if os.path.exists(path) and runner_alive(state):
-    running = json.load(open(path))["run"]
+  if runner_alive(state):
+    try:
+      running = read_json(path)["run"]
+    except (FileNotFoundError, ValueError):      # between two runs
+      running = None
   lines, left = [], 0.0
   for run in plan["queue"]:
     rid, est = run_id(run), estimate_s(plan, run["recipe"], seconds)

@@ -31,8 +31,8 @@ def run_numbers(plan, run, repo=campaign.REPO):
   if not campaign.committed(plan, run, repo):
     return None
   folder = campaign.result_dir(plan, run, repo)
-  m = json.load(open(os.path.join(folder, "metrics.json")))
-  record = json.load(open(os.path.join(folder, "run.json")))
+  m = campaign.read_json(os.path.join(folder, "metrics.json"))
+  record = campaign.read_json(os.path.join(folder, "run.json"))
   fix = m["topology"]
   out = {"mean_layer_dice": fix["literature"]["mean_layer_dice"],
          "layer_dice": fix["literature"]["layer_dice"],

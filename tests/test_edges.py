@@ -100,6 +100,27 @@ def test_a_file_failing_during_prediction_is_a_failed_row(trained_workdir, tmp_p
   assert (tmp_path / "out" / "b.npz").exists()
 
 
+def test_a_file_failing_half_way_leaves_none_of_its_outputs(trained_workdir, tmp_path,
+                                                           monkeypatch):
+  from octseg_jax import predict
+  folder = tmp_path / "in"
+  folder.mkdir()
+  for stem in ("a", "b"):
+    write_npz(str(folder / f"{stem}.npz"), images=synthetic.generate(1, 96, 64, seed=3).images)
+  real = predict.draw_figures
+
+  def failing(run, scans, *args, **kwargs):      # after a.npz and its CSV were written
+    if scans.names[0].startswith("a"):
+      raise RuntimeError("figure backend failed")
+    return real(run, scans, *args, **kwargs)
+
+  monkeypatch.setattr(predict, "draw_figures", failing)
+  with pytest.raises(InputError, match="1 of 2 files"):
+    predict.run(trained_workdir[0], str(folder), str(tmp_path / "out"))
+  left = sorted(os.listdir(tmp_path / "out"))
+  assert not [f for f in left if f.startswith("a")] and "b.npz" in left
+
+
 def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path):
   import main
   from octseg_jax import evaluate
@@ -127,16 +148,18 @@ def test_a_second_run_into_a_busy_output_folder_is_refused(trained_workdir, tmp_
   out.mkdir()
   live = os.getppid()                                   # a live process other than this one
   _lock_owned_by(out, outputs.OUTPUT_LOCK, live)
-  (out / f".octseg-{live}.s.abc.tmp.npz").write_bytes(b"in flight")   # the other run's
-  (out / ".octseg-999999999.s.abc.tmp.npz").write_bytes(b"left by a dead run")
+  (out / f".octseg-p{live}.s.abc.tmp.npz").write_bytes(b"in flight")   # the other run's
+  (out / ".octseg-p999999999.s.abc.tmp.npz").write_bytes(b"left by a dead run")
+  (out / ".octseg-0001.s.abc.tmp.npz").write_bytes(b"left by an older version")
   args = ["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
           f"--input={tmp_path / 's.npz'}", f"--output={out}", "--figures=none"]
   assert main.run_command(args) == 2
-  assert (out / f".octseg-{live}.s.abc.tmp.npz").exists() and not (out / "s.npz").exists()
+  assert (out / f".octseg-p{live}.s.abc.tmp.npz").exists() and not (out / "s.npz").exists()
   _lock_owned_by(out, outputs.OUTPUT_LOCK, 999999999)   # a dead owner: taken over
   assert main.run_command(args) == 0
-  assert (out / f".octseg-{live}.s.abc.tmp.npz").exists()          # a live run's: kept
-  assert not (out / ".octseg-999999999.s.abc.tmp.npz").exists()    # a dead run's: removed
+  assert (out / f".octseg-p{live}.s.abc.tmp.npz").exists()          # a live run's: kept
+  assert not (out / ".octseg-p999999999.s.abc.tmp.npz").exists()    # a dead run's: removed
+  assert not (out / ".octseg-0001.s.abc.tmp.npz").exists()          # no owner: removed
   assert not (out / outputs.OUTPUT_LOCK).exists()                   # released at the end
   assert socket.gethostname()
 
@@ -192,3 +215,22 @@ def test_reading_a_workdir_whose_best_checkpoint_is_replaced(trained_workdir, tm
   monkeypatch.setattr(checkpoints.time, "sleep", lambda s: None)
   with pytest.raises(InputError, match="busy: the workdir is being trained"):
     inference.load_trained(workdir)
+
+
+def test_a_lock_releases_only_its_own_file_and_works_without_hard_links(tmp_path, monkeypatch):
+  import errno
+  from octseg_jax import workdir
+  lock = workdir.FolderLock(str(tmp_path), "x.lock")
+  lock.acquire()
+  _lock_owned_by(tmp_path, "x.lock", os.getppid())      # another process's lock replaced ours
+  lock.release()
+  assert (tmp_path / "x.lock").read_text().split()[0] == str(os.getppid())
+  os.remove(tmp_path / "x.lock")
+
+  def no_links(src, dst):
+    raise OSError(errno.EPERM, "Operation not permitted", dst)
+
+  monkeypatch.setattr(os, "link", no_links)               # e.g. exFAT, some network mounts
+  with workdir.FolderLock(str(tmp_path), "x.lock") as held:
+    assert held.held and (tmp_path / "x.lock").read_text().split()[0] == str(os.getpid())
+  assert os.listdir(tmp_path) == []

@@ -155,7 +155,8 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
   before = file_hashes(src)
   status, err = _predict(capsys, workdir, src, out)
   assert status == 2
-  assert err[-1] == (f"error: {src}: 1 of 2 files could not be read (listed in {out}/errors.csv)")
+  assert err[-1] == (f"error: {src}: 1 of 2 files could not be read or predicted (listed in "
+                     f"{out}/errors.csv)")
   with open(out / "errors.csv") as f:
     rows = list(csv.reader(f))
   assert rows[0] == ["file", "status", "reason"]

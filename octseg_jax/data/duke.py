@@ -50,10 +50,11 @@ def check_npz_shapes(data, path: str, fields, max_side: int = MAX_IMAGE_SIDE) ->
     if dtype.hasobject:
       raise fail(path, f"'{name}' holds Python objects (a pickle), expected numbers")
     if name in IMAGE_FIELDS:
-      sides = shape[-3:-1] if len(shape) >= 3 and shape[-1] in (3, 4) else shape[-2:]
+      colour = len(shape) >= 3 and shape[-1] in (3, 4)
+      sides = shape[-3:-1] if colour else shape[-2:]
       if len(sides) == 2:                # other shapes: the field's own check says what is wrong
         check_image_side(*sides, path, max_side)
-      if int(np.prod(shape)) > MAX_SCANS_PER_FILE * max(1, int(np.prod(sides))):
+      if int(np.prod(shape[:-3] if colour else shape[:-2])) > MAX_SCANS_PER_FILE:
         raise fail(path, f"'{name}' declares more than {MAX_SCANS_PER_FILE} scans (not read)")
     elif int(np.prod(shape)) > MAX_SMALL_FIELD:
       raise fail(path, f"'{name}' declares {int(np.prod(shape))} values (not read)")
