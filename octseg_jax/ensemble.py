@@ -279,6 +279,10 @@ class Ensemble:
   def probs(self, x) -> np.ndarray:
     return np.asarray(self.device_probs(x))
 
+  def device_outputs(self, x):
+    """(device_probs, device_heads) as for one model (here two passes over the members)."""
+    return self.device_probs(x), self.device_heads(x)
+
   def device_heads(self, x) -> dict:
     """The heads' outputs averaged over the views (fluid probability, boundary rows)."""
     import jax.numpy as jnp

@@ -28,11 +28,11 @@ class Trained:
   workdir: str
   split: dict
   logits_fn: Callable = None   # jit: (variables, x [B, h, w]) -> logits [B, h, w, K]
-  heads_fn: Callable = None    # jit: (variables, x) -> the heads' outputs (see device_heads)
+  heads_fn: Callable = None    # jit: (variables, x) -> (probabilities, the heads' outputs)
 
   def __post_init__(self):
     self.logits_fn = jitted_logits(self.model)
-    self.heads_fn = jitted_heads(self.model) if self.head_names else None
+    self.heads_fn = jitted_with_heads(self.model) if self.head_names else None
 
   @property
   def head_names(self) -> tuple:
@@ -54,7 +54,13 @@ class Trained:
   def device_heads(self, x: np.ndarray) -> dict:
     """The heads' outputs at model resolution: 'fluid' (probability [B, h, w]) and
     'boundaries' (ordered rows [B, 8, w]); {} for a model without heads."""
-    return self.heads_fn(self.variables, jnp.asarray(x)) if self.heads_fn else {}
+    return self.device_outputs(x)[1]
+
+  def device_outputs(self, x: np.ndarray):
+    """(device_probs, device_heads) of one forward pass (a model with heads runs once)."""
+    if self.heads_fn is None:
+      return self.device_probs(x), {}
+    return self.heads_fn(self.variables, jnp.asarray(x))
 
   def probs(self, x: np.ndarray) -> np.ndarray:
     """device_probs as a host array."""
@@ -77,17 +83,18 @@ def jitted_logits(model) -> Callable:
 
 
 @functools.lru_cache(maxsize=8)
-def jitted_heads(model) -> Callable:
-  """The heads' outputs of one forward pass (fluid as a probability), jitted once per model."""
-  def heads(v, x):
+def jitted_with_heads(model) -> Callable:
+  """(class probabilities, the heads' outputs: fluid as a probability, boundary rows) of one
+  forward pass, jitted once per model."""
+  def forward(v, x):
     out = model.apply(v, x, train=False, method="outputs")
-    res = {}
+    heads = {}
     if "fluid" in out:
-      res["fluid"] = jax.nn.sigmoid(out["fluid"])
+      heads["fluid"] = jax.nn.sigmoid(out["fluid"])
     if "boundaries" in out:
-      res["boundaries"] = out["boundaries"]
-    return res
-  return jax.jit(heads)
+      heads["boundaries"] = out["boundaries"]
+    return jax.nn.softmax(out["classes"], axis=-1), heads
+  return jax.jit(forward)
 
 
 def stored_config(workdir: str):
@@ -164,8 +171,11 @@ def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int 
       chunk = members[start:start + size]
       x = padded_batch([prepared[i][0] for i in chunk], size)
       views = np.asarray(trained.device_views(x)) if trained.num_views > 1 else None
-      probs = trained.probs(x) if views is None else views.mean(axis=0)
-      heads = trained.device_heads(x)
+      if views is None:
+        probs, heads = trained.device_outputs(x)
+        probs = np.asarray(probs)
+      else:
+        probs, heads = views.mean(axis=0), trained.device_heads(x)
       for j, i in enumerate(chunk):
         out[i] = {"probs": preprocessing.restore(probs[j], prepared[i][2]),
                   **restore_heads(heads, j, prepared[i][2])}

@@ -63,9 +63,13 @@ def _launch(trained, images: np.ndarray, batch_size: int):
   from octseg_jax.inference import padded_batch
   prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
   x = padded_batch([p[0] for p in prepared], batch_size)          # one input shape per file
-  views = trained.device_views(x) if trained.num_views > 1 else None
-  probs = trained.device_probs(x) if views is None else views.mean(axis=0)
-  return probs, views, trained.device_heads(x), [p[2] for p in prepared]
+  if trained.num_views > 1:
+    views = trained.device_views(x)
+    probs, heads = views.mean(axis=0), trained.device_heads(x)
+  else:
+    views = None
+    probs, heads = trained.device_outputs(x)
+  return probs, views, heads, [p[2] for p in prepared]
 
 
 def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
