@@ -22,7 +22,8 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, reports.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
-flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image, or folder.")
+flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image (PNG, TIFF), "
+                    "scanner file (.vol, .e2e, .eye, HEYEX XML folder) or folder.")
 flags.DEFINE_string("output", None, "eval/predict/explain: output folder (default: a new "
                     "folder runs/MODE_WORKDIR here).")
 flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdir config's).")

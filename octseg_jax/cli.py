@@ -41,7 +41,7 @@ def _output_folder(flags, mode: str, workdir: str) -> str:
   output = flags.output
   if not output:
     output = outputs.new_folder_here(mode, workdir)
-    print(f"No --output given: writing to {output}")
+    print(f"no --output given: writing to {output}")
   outputs.check_output_folder(output)
   outputs.refuse_workdir(output, workdir)
   return output

@@ -335,8 +335,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   capped = (f" of {available} (explain.max_scans={int(cfg.max_scans)} per file; "
             "--config.explain.max_scans=N explains more)" if available > len(per_scan) else "")
   print(f"explained {report.count(len(per_scan), 'scan')}{capped} ({method}, layers "
-        f"{list(layers)}) -> {output}; {report.count(run_out.num_failed, 'file')} failed, "
-        f"{len(skipped)} skipped")
+        f"{', '.join(layers)}) -> {output}; {run_out.num_failed} failed, {len(skipped)} "
+        "skipped")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

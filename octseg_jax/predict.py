@@ -247,7 +247,7 @@ def summary_rows(path: str, scans, out: Dict, pixel_um: float, col_mm, extra: Di
     t = out["thickness_um"][i][:, ok]                                   # [7, supported]
     means = [f"{v:.2f}" for v in t.mean(axis=1)] if ok.any() else [""] * 7
     total = f"{t.sum(axis=0).mean():.2f}" if ok.any() else ""
-    row = [path, i, name, f"{pixel_um:.4f}", "" if col_mm is None else f"{col_mm * 1e3:.4f}",
+    row = [path, i, name, f"{pixel_um:.4g}", "" if col_mm is None else f"{col_mm * 1e3:.4g}",
            scale_source, f"{ok.mean():.3f}"] + means + [total]
     if "fluid_area_mm2" in extra:
       row.append(extra["fluid_area_mm2"][i][0])
@@ -290,10 +290,10 @@ def resolve_scale(scans, option, default_row_um: float) -> Dict:
       col = option[1] if option[1] is not None else vol.scale_mm[2] * 1e3
       notes = [n for n in vol.notes if not n.startswith("scale")]
       scans.volume = dataclasses.replace(vol, scale_mm=(vol.scale_mm[0], option[0] / 1e3,
-                                                        col / 1e3), scale_source="option",
+                                                        col / 1e3), scale_source="--pixel_um",
                                          notes=notes + ["scale per row and column from --pixel_um"])
-      return {"row_um": option[0], "col_um": col, "source": "option"}
-    return {"row_um": option[0], "col_um": option[1], "source": "option"}
+      return {"row_um": option[0], "col_um": col, "source": "--pixel_um"}
+    return {"row_um": option[0], "col_um": option[1], "source": "--pixel_um"}
   if vol is not None:
     return {"row_um": vol.scale_mm[1] * 1e3, "col_um": vol.scale_mm[2] * 1e3,
             "source": vol.scale_source}
@@ -301,8 +301,8 @@ def resolve_scale(scans, option, default_row_um: float) -> Dict:
 
 
 def scale_text(scale: Dict) -> str:
-  col = "" if scale["col_um"] is None else f", {scale['col_um']:g} um per column"
-  return f"{scale['row_um']:g} um per row{col}, {scale['source']}"
+  col = "" if scale["col_um"] is None else f", {scale['col_um']:.4g} um per column"
+  return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"
 
 
 FIGURES = ("none", "first", "all")
@@ -337,7 +337,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
   extra = extra_columns(out, col_mm, float(trained.config.predict.uncertain_um))
-  extra.update(row_um=[[f"{pixel_um:g}"] * out["supported"].shape[1]] * len(scans),
+  extra.update(row_um=[[f"{pixel_um:.4g}"] * out["supported"].shape[1]] * len(scans),
                scale_source=[[scale["source"]] * out["supported"].shape[1]] * len(scans))
   write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]]
             + ["supported"] + list(extra),

@@ -96,7 +96,7 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   print(f"{stem}: {volume.laterality}, fovea ({result['fovea_mm'][0]:.2f}, "
         f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
         f"{int((measured > 0.999).sum())}/9 fully, {int((measured >= enface.MIN_MEASURED).sum())}"
-        f"/9 at least {enface.MIN_MEASURED:.0%} (values given)"
+        f"/9 at least {enface.MIN_MEASURED:.0%} (only those have thickness values)"
         + "".join(f"; {n}" for n in volume.notes))
   return {**fluid_keys(result), "thickness_maps_um": result["maps"].astype(np.float32),
           "map_x_mm": result["map_x_mm"], "map_y_mm": result["map_y_mm"],
@@ -225,9 +225,11 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
       ax.set_ylim(y[-1], y[0])
   fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans, scale "
                f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
-               f"column ({volume.scale_source})\nblank = farther than {enface.REACH_MM} mm from "
-               "a B-scan; thickness colours clipped at the 2nd-98th percentile; ETDRS sectors: "
-               "mean total thickness (um)", fontsize=10)
+               f"column, {volume.scale_mm[0] * 1e3:.4g} um between B-scans "
+               f"({volume.scale_source})\nblank = no thickness measured, or farther than "
+               f"{enface.REACH_MM} mm from a B-scan; thickness colours clipped at the 2nd-98th "
+               "percentile; ETDRS sectors: mean total thickness (um), '-' = less than "
+               f"{enface.MIN_MEASURED:.0%} of the sector measured", fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
     warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
     save_figure(path, fig)

@@ -104,8 +104,8 @@ def test_summary_rows_average_the_supported_columns():
   out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t}
   scans = SimpleNamespace(names=["s0"])
   extra = {"fluid_area_mm2": [["0.01200"] * 4], "uncertain": [["0", "1", "1", "0"]]}
-  (row,) = predict.summary_rows("f.npz", scans, out, 3.87, 0.0113, extra, "option")
-  assert row[:7] == ["f.npz", 0, "s0", "3.8700", "11.3000", "option", "0.750"]
+  (row,) = predict.summary_rows("f.npz", scans, out, 3.87, 0.0113, extra, "--pixel_um")
+  assert row[:7] == ["f.npz", 0, "s0", "3.87", "11.3", "--pixel_um", "0.750"]
   assert row[7] == "20.00" and row[11] == "2.00" and row[14] == "22.00"   # NFL, ONL, total
   assert row[15:] == ["0.01200", 2]
 
@@ -125,9 +125,9 @@ def test_pixel_um_changes_thickness_by_its_factor_and_nothing_else(trained_workd
     np.testing.assert_allclose(b["thickness_um"], 2 * a["thickness_um"], rtol=1e-12)
   scales = json.load(open(tmp_path / "b" / "manifest.json"))["scales"]
   assert scales == {str(tmp_path / "s.npz"): {"row_um": 7.74, "col_um": 11.5,
-                                              "source": "option"}}
+                                              "source": "--pixel_um"}}
   row = next(csv.DictReader(open(tmp_path / "b" / "s_thickness.csv")))
-  assert (row["row_um"], row["scale_source"]) == ("7.74", "option")
+  assert (row["row_um"], row["scale_source"]) == ("7.74", "--pixel_um")
 
 
 def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp_path, capsys):

@@ -243,7 +243,8 @@ def main(argv=None) -> None:
     return
   s = generate(a.num_scans, a.height, a.width, a.seed)
   write_npz(a.output, images=s.images, masks=s.masks, subject=s.subjects.astype(np.int8))
-  print(f"wrote {a.num_scans} phantom scans of {a.height}x{a.width} to {a.output}")
+  print(f"wrote {a.num_scans} phantom scan{'' if a.num_scans == 1 else 's'} of "
+        f"{a.height}x{a.width} to {a.output}")
 
 
 if __name__ == "__main__":

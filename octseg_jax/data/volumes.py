@@ -58,7 +58,7 @@ class Volume:
   of each B-scan along the slow axis, increasing towards superior. scale_mm: (between B-scans,
   per row, per column). laterality: 'OD' or 'OS'. names: one name per B-scan. notes: what was
   assumed rather than read (defaults), for the output. scale_source: 'file', or what the scale
-  is when the file gives none ('default (Duke DME)', or 'option' once --pixel_um set it).
+  is when the file gives none ('default (Duke DME)', or '--pixel_um' once that option set it).
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
