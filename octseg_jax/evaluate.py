@@ -19,6 +19,7 @@ from octseg_jax.outputs import check_output_folder
 from octseg_jax.progress import Progress
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
+SCALE_TEXT = "{:.4g} um per row (the model config's data.pixel_um)"   # eval's one scale
 
 
 def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
@@ -197,6 +198,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   if trained.head_names:
     result["heads"] = score_heads(outputs, masks, fluid, subjects, pixel_um)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
+                 "pixel_um_source": "the model config's data.pixel_um",
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   output = check_output_folder(output)
   os.makedirs(output, exist_ok=True)
@@ -204,12 +206,14 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   write_text(os.path.join(output, "metrics.md"), report.metrics_markdown(result))
   n = min(PANEL_SCANS, len(images))
   plots.side_by_side(os.path.join(output, "side_by_side.png"), images[:n], masks[:n],
-                     [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n])
+                     [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
+                     title=f"boundary errors in um at {SCALE_TEXT.format(pixel_um)}")
   provenance.write(output, trained.config, filename="eval_provenance.json",
                    extra={"mode": "eval", "data": data_name})
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(report.console_summary(result))
   print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "
-        f"accuracy {result['raw']['paper']['accuracy']:.4f}; wrote {output}/metrics.json, "
-        "metrics.md and side_by_side.png")
+        f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
+        f"{SCALE_TEXT.format(pixel_um)}; wrote {output}/metrics.json, metrics.md and "
+        "side_by_side.png")
   return result

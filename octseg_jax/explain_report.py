@@ -175,7 +175,8 @@ def stats_markdown(result: Dict) -> str:
   st = result["settings"]
   fr = lambda f: ", ".join(f"{v:.2f}" for v in f[1:])
   lines = ["# Explanation statistics", "",
-           f"Method {st['method']}, target pixel set '{st['target']}', {st['scans']} scans from "
+           f"Method {st['method']}, target pixel set '{st['target']}', "
+           f"{st['scans']} scan{'' if st['scans'] == 1 else 's'} from "
            f"{st['input']}, checkpoint epoch {st['epoch']} of {st['workdir']}. Means over scans.",
            "", READING.format(region=st["region"]), ""]
   if st["faithfulness"]:

@@ -192,7 +192,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
             title="boundary", title_fontsize=8, facecolor="0.85")
   ax.set_title(heading(title, model, "boundaries: solid = prediction" +
                        (", dashed = truth" if true_bounds is not None else "")), fontsize=9)
-  ax.set_ylabel("row (pixels)" + (f"; {pixel_um[0]:g} um each" if pixel_um is not None else ""))
+  ax.set_ylabel("row (pixels)" + (f"; {pixel_um[0]:.4g} um each" if pixel_um is not None else ""))
   ax.set_xlabel("column (A-scan, pixels); " + _stretch_note(fig, ax, pixel_um))
   save_figure(path, fig)
 
@@ -206,7 +206,7 @@ def _stretch_note(fig, ax, pixel_um) -> str:
   box = ax.get_window_extent()
   (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
   shown = (box.height / abs(y1 - y0)) / (box.width / abs(x1 - x0))
-  return (f"{pixel_um[1]:g} um each; drawn {shown / (pixel_um[0] / pixel_um[1]):.1f}x "
+  return (f"{pixel_um[1]:.4g} um each; drawn {shown / (pixel_um[0] / pixel_um[1]):.1f}x "
           "taller than true proportions")
 
 

@@ -282,7 +282,7 @@ def resolve_scale(scans, option, default_row_um: float) -> Dict:
     if option and (not np.isclose(option[0], row, rtol=1e-6) or
                    (option[1] is not None and not np.isclose(option[1], col, rtol=1e-6))):
       raise InputError(f"--pixel_um={','.join(f'{v:g}' for v in option if v)}: {scans.source} "
-                       f"has its own scale ({row:g} um per row, {col:g} um per column) and "
+                       f"has its own scale ({row:.4g} um per row, {col:.4g} um per column) and "
                        "they disagree")
     return {"row_um": row, "col_um": col, "source": "file"}
   if option:
@@ -337,8 +337,10 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
   extra = extra_columns(out, col_mm, float(trained.config.predict.uncertain_um))
-  extra.update(row_um=[[f"{pixel_um:.4g}"] * out["supported"].shape[1]] * len(scans),
-               scale_source=[[scale["source"]] * out["supported"].shape[1]] * len(scans))
+  cols = out["supported"].shape[1]
+  extra.update(row_um=[[f"{pixel_um:.4g}"] * cols] * len(scans),
+               col_um=[["" if col_mm is None else f"{col_mm * 1e3:.4g}"] * cols] * len(scans),
+               scale_source=[[scale["source"]] * cols] * len(scans))
   write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]]
             + ["supported"] + list(extra),
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))

@@ -51,7 +51,7 @@ class Progress:
   def line(self) -> str:
     elapsed = time.perf_counter() - self.start
     rate = self.done / elapsed if elapsed > 0 else 0.0
-    text = f"{self.desc}: {self.done}/{self.total} {self.unit}s"
+    text = f"{self.desc}: {self.done}/{self.total} {self.unit}{'' if self.total == 1 else 's'}"
     if self.done:
       text += f", {rate:.2f} {self.unit}/s" if rate >= 1 else f", {1 / rate:.1f} s/{self.unit}"
       if self.done < self.total:

@@ -88,7 +88,7 @@ def metrics_markdown(result: Dict) -> str:
   with_paper = bool(result.get("paper_comparable"))
   lines = [
       "# Evaluation", "",
-      f"Data: {result['data']}; {result['scans']} scans; checkpoint epoch "
+      f"Data: {result['data']}; {count(result['scans'], 'scan')}; checkpoint epoch "
       f"{result['checkpoint_epoch']}; resolution: {result['resolution']}; pixel "
       f"{result['pixel_um']} um.", "",
       "## Summary", "",
