@@ -32,24 +32,20 @@ def _choice(*choices: str) -> Callable[[str], str]:
   return parse
 
 
-def _positive_int(value: str) -> int:
-  try:
-    number = int(value)
-  except ValueError:
-    raise ValueError("expected a whole number") from None
-  if number < 1:
-    raise ValueError("expected a number >= 1")
-  return number
+def _int_at_least(low: int) -> Callable[[str], int]:
+  def parse(value: str) -> int:
+    try:
+      number = int(value)
+    except ValueError:
+      raise ValueError("expected a whole number") from None
+    if number < low:
+      raise ValueError(f"expected a number >= {low}")
+    return number
+  return parse
 
 
-def _non_negative_int(value: str) -> int:
-  try:
-    number = int(value)
-  except ValueError:
-    raise ValueError("expected a whole number") from None
-  if number < 0:
-    raise ValueError("expected a number >= 0")
-  return number
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _box(value: str) -> Tuple[int, ...]:
