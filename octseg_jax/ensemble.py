@@ -163,7 +163,7 @@ def predict_views(members: Sequence, images: List[np.ndarray], flip: bool) -> Li
           for i in range(len(images))]
 
 
-def _common_validation(members):
+def check_common_validation(members):
   from octseg_jax.errors import InputError
   names = members[0].split["val"]["names"]
   for m in members[1:]:
@@ -181,7 +181,7 @@ def evaluate_ensemble(workdirs: Sequence[str], output: str, flip: bool = True,
   from octseg_jax.inference import load_trained
   from octseg_jax.io_utils import write_json
   members = [load_trained(w) for w in workdirs]
-  _common_validation(members)
+  check_common_validation(members)
   images, masks, _, subjects, _ = evaluate.validation_scans(members[0])
   pixel_um = float(members[0].config.data.pixel_um)
   views = predict_views(members, images, flip)
@@ -218,13 +218,19 @@ def view_uncertainty(raw: np.ndarray, views: np.ndarray, placements) -> Dict[str
   raw [g, H, W, K] (nats, float16) and the views' spread (population sd, rows) of each
   sub-pixel boundary at the scans' resolution, boundary_sd_rows [g, 8, W]; views:
   [V, g, h, w, K] at model resolution, mapped back with `placements`."""
+  return {"entropy": predictive_entropy(raw).astype(np.float16),
+          "boundary_sd_rows": boundary_spread_rows(views, placements)}
+
+
+def boundary_spread_rows(views: np.ndarray, placements) -> np.ndarray:
+  """[g, 8, W]: the views' spread (population sd, rows) of each sub-pixel boundary at the
+  scans' own resolution; views [V, g, h, w, K] at model resolution."""
   from octseg_jax import preprocessing
   sd = []
   for j, placement in enumerate(placements):
     per_view = [preprocessing.restore(v[j], placement) for v in views]       # V x [H, W, K]
     sd.append(boundary_uncertainty_um(np.stack(per_view), 1.0))
-  return {"entropy": predictive_entropy(raw).astype(np.float16),
-          "boundary_sd_rows": np.stack(sd)}
+  return np.stack(sd)
 
 
 # ---------------------------------------------------------------- an ensemble workdir

@@ -80,7 +80,7 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   }
 
 
-def score_fluid(fluid_probs, fluid_true, masks, subjects, pixel_um: float) -> Dict:
+def score_fluid(fluid_probs, fluid_true, masks, subjects) -> Dict:
   """Fluid Dice counted globally (over the split, per subject, over the scans with fluid) and
   the absolute fluid-area error per scan, from fluid probabilities [H, W] thresholded at 0.5.
   Pixels count where the fluid state is known: labelled (mask != 255) or marked fluid."""
@@ -106,33 +106,32 @@ def score_fluid(fluid_probs, fluid_true, masks, subjects, pixel_um: float) -> Di
           "counted": "globally over the pixels of all scans (not a mean of per-scan Dice)"}
 
 
-def score_heads(outputs: List[Dict], masks, fluid_true, subjects, pixel_um: float) -> Dict:
+def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
+                pixel_um: float) -> Dict:
   """The optional heads' numbers: fluid (when the scans carry a fluid annotation) and the
   boundary head's boundary error against the masks' boundaries (no topology fix needed: the
-  head's boundaries are ordered by construction)."""
+  head's boundaries are ordered by construction). true_bounds: the masks' boundaries [8, sum W]."""
   out = {}
   if "fluid" in outputs[0] and all(f is not None for f in fluid_true):
-    out["fluid"] = score_fluid([o["fluid"] for o in outputs], fluid_true, masks, subjects,
-                               pixel_um)
+    out["fluid"] = score_fluid([o["fluid"] for o in outputs], fluid_true, masks, subjects)
   if "boundaries" in outputs[0]:
     pred = np.concatenate([o["boundaries"] for o in outputs], axis=-1)
-    true = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
-    out["boundary_head"] = {"geometry": _geometry_errors(pred, true, pixel_um)}
+    out["boundary_head"] = {"geometry": _geometry_errors(pred, true_bounds, pixel_um)}
   return out
 
 
-def calibration(outputs: List[Dict], masks, pixel_um: float) -> Dict:
+def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float) -> Dict:
   """ECE and reliability of the top-class confidence (ensemble.reliability, over all scans);
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
-  error of the averaged prediction (sub-pixel, order fix), per boundary and pooled."""
+  error of the averaged prediction (sub-pixel, order fix), per boundary and pooled.
+  true_bounds: the masks' boundaries [8, sum W]."""
   from octseg_jax import ensemble
   out = ensemble.merge_reliability([ensemble.reliability(o["probs"], m)
                                     for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
     pred = np.concatenate([geom.boundaries_from_probs(o["probs"]) for o in outputs], axis=-1)
-    true = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
-    out["uncertainty_vs_error"] = ensemble.uncertainty_vs_error(sd, pred, true, pixel_um)
+    out["uncertainty_vs_error"] = ensemble.uncertainty_vs_error(sd, pred, true_bounds, pixel_um)
   return out
 
 
@@ -162,8 +161,8 @@ def scans_to_score(trained, input_path: Optional[str]):
     images, masks, subjects, names = pipeline.flatten(sets)
     return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
   if hasattr(trained, "members"):                       # an ensemble: one common split
-    from octseg_jax.ensemble import _common_validation
-    _common_validation(trained.members)
+    from octseg_jax.ensemble import check_common_validation
+    check_common_validation(trained.members)
   images, masks, fluid, subjects, names = validation_scans(trained)
   data_name = (f"validation split of {trained.workdir} "
                f"(subjects {trained.split['val'].get('subjects')})")
@@ -194,9 +193,10 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   pixel_um = float(trained.config.data.pixel_um)
   with Progress(len(images), "eval: score", unit="scan") as bar:
     result = score(probs, masks, subjects, pixel_um, bar)
-  result["calibration"] = calibration(outputs, masks, pixel_um)
+  true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
+  result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um)
   if trained.head_names:
-    result["heads"] = score_heads(outputs, masks, fluid, subjects, pixel_um)
+    result["heads"] = score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
                  "pixel_um_source": "the model config's data.pixel_um",
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})

@@ -181,6 +181,6 @@ def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int 
                   **restore_heads(heads, j, prepared[i][2])}
         if views is not None:
           from octseg_jax import ensemble
-          out[i]["boundary_sd_rows"] = ensemble.view_uncertainty(
-              out[i]["probs"][None], views[:, j:j + 1], [prepared[i][2]])["boundary_sd_rows"][0]
+          out[i]["boundary_sd_rows"] = ensemble.boundary_spread_rows(
+              views[:, j:j + 1], [prepared[i][2]])[0]
   return out

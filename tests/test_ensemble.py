@@ -159,4 +159,4 @@ def test_members_with_different_validation_splits_are_refused():
   a = types.SimpleNamespace(split={"val": {"names": ["s1"]}}, workdir="a")
   b = types.SimpleNamespace(split={"val": {"names": ["s2"]}}, workdir="b")
   with pytest.raises(InputError, match="b/split.json"):
-    ensemble._common_validation([a, b])
+    ensemble.check_common_validation([a, b])
