@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import losses, metrics, preprocessing
-
-
+from octseg_jax.learning import losses
+from octseg_jax.learning import metrics
+from octseg_jax.data import preprocessing
 @dataclasses.dataclass(frozen=True)
 class Task:
   """Loss and metrics of a config (`config.loss`, `config.model`): the class loss, plus the

@@ -6,7 +6,7 @@
   `total` in um over the measured part of the sector (empty when less than
   enface.MIN_MEASURED of it is measured), `coverage`, the share of the sector's area within
   reach of a B-scan, and `measured`, the share with a known total thickness
-  (octseg_jax.enface); with the fluid head `fluid_mm3` and a last row `total` (6 mm disc);
+  (octseg_jax.geometry.enface); with the fluid head `fluid_mm3` and a last row `total` (6 mm disc);
 * NAME.eye: an eyepy EyeVolume with the scan and the predicted boundaries as layer annotations
   under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
@@ -21,11 +21,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from octseg_jax import enface
+from octseg_jax.geometry import enface
 from octseg_jax.data.scans import LAYER_NAMES
 from octseg_jax.data.volumes import HEYEX_NAMES, Volume
 from octseg_jax.errors import fail
-from octseg_jax.io_utils import atomic_path, save_figure, write_csv
+from octseg_jax.outputs.atomic import atomic_path, save_figure, write_csv
 
 MAP_NAMES = tuple(LAYER_NAMES[1:]) + ("total",)
 

@@ -34,8 +34,8 @@ def package_versions() -> Dict[str, Optional[str]]:
 
 def xla_flags() -> Dict[str, Any]:
   """XLA_FLAGS as the process sees them, and which of the project's CPU flags are among them
-  (octseg_jax/xla_setup.py adds them on checked CPU installs unless OCTSEG_XLA_DEFAULTS=1)."""
-  from octseg_jax import xla_setup
+  (octseg_jax/runtime/xla_setup.py adds them on checked CPU installs unless OCTSEG_XLA_DEFAULTS=1)."""
+  from octseg_jax.runtime import xla_setup
   flags = os.environ.get("XLA_FLAGS", "")
   return {"XLA_FLAGS": flags,
           "project_cpu_flags": {name: name in flags for name in
@@ -97,7 +97,7 @@ def write(folder: str, config=None, wall_time_s: Optional[float] = None,
   """Writes collect() (with wall_time_s and any extra fields) to folder/filename atomically
   and returns the path. wall_time_s: seconds of the whole operation (for training, all of
   train_and_evaluate: data, compilation, epochs, validation, checkpoints)."""
-  from octseg_jax.io_utils import write_json
+  from octseg_jax.outputs.atomic import write_json
   record = collect(config)
   record["wall_time_s"] = wall_time_s
   record.update(extra or {})

@@ -12,7 +12,7 @@ SCAN_thickness.png for the scans that --figures selects (default: the first of e
 numbered). A folder is processed file by file: unreadable files are listed in errors.csv,
 files without a scan extension are skipped, and manifest.json is written last. Volumes
 (data.volumes.is_volume) also get NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid
-keys in NAME.npz (octseg_jax.volume_report), with thickness at the file's axial scale.
+keys in NAME.npz (octseg_jax.outputs.volume_report), with thickness at the file's axial scale.
 """
 
 import dataclasses
@@ -23,13 +23,15 @@ from typing import Dict, Iterable, Iterator, Sequence, Tuple
 
 import numpy as np
 
-from octseg_jax import layers_geometry as geom
-from octseg_jax import plots, preprocessing, report
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.outputs import plots
+from octseg_jax.data import preprocessing
+from octseg_jax.outputs import report
 from octseg_jax.data import inputs
 from octseg_jax.data.scans import LAYER_NAMES, MAX_IMAGE_SIDE
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import StreamingNpz, write_csv
-from octseg_jax.outputs import RunOutputs, check_output_folder, unique_stems
+from octseg_jax.outputs.atomic import StreamingNpz, write_csv
+from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, unique_stems
 
 FILE_SUFFIXES = (".npz", "_thickness.csv")            # per input file
 SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
@@ -60,7 +62,7 @@ def _launch(trained, images: np.ndarray, batch_size: int):
   dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
   an ensemble's views [V, batch_size, h, w, K] (None for one model), the heads' outputs ({}
   without heads), placements of the b scans)."""
-  from octseg_jax.inference import padded_batch
+  from octseg_jax.serving.inference import padded_batch
   prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
   x = padded_batch([p[0] for p in prepared], batch_size)          # one input shape per file
   if trained.num_views > 1:
@@ -108,7 +110,7 @@ def _finish(launched):
   """Maps a finished batch back to its scans and computes its geometry GEOMETRY_SCANS scans at
   a time: the float64 intermediates of a full batch at native size would take ~1 GB, and on the
   2-core machine one scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
-  from octseg_jax.inference import restore_heads
+  from octseg_jax.serving.inference import restore_heads
   start, count, probs, views, heads, placements = launched
   probs = np.asarray(probs)[:count]                                       # waits for the device
   parts = []
@@ -119,7 +121,7 @@ def _finish(launched):
     if heads:
       parts[-1].update(head_outputs([restore_heads(heads, j, placements[j]) for j in chunk]))
     if views is not None:
-      from octseg_jax import ensemble
+      from octseg_jax.serving import ensemble
       parts[-1].update(ensemble.view_uncertainty(raw, np.asarray(views)[:, list(chunk)],
                                                  [placements[j] for j in chunk]))
   return start, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -212,7 +214,7 @@ def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
   """The thickness CSV's optional columns as cell texts [N][W]: with the fluid head fluid_um
   (per column) and fluid_area_mm2 (per scan, empty without a lateral pixel size col_mm); for an
   ensemble `uncertain` (1 where the members' spread of some boundary exceeds uncertain_um)."""
-  from octseg_jax import ensemble
+  from octseg_jax.serving import ensemble
   cols = {}
   if out["fluid_um"] is not None:
     fluid = out["fluid_um"]
@@ -323,7 +325,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   table and .eye. Returns the prediction file's `path`, its `scale` (resolve_scale), for an
   ensemble `uncertain_scans` (how many scans have an uncertain column; None for one model),
   and its `summary` rows of summary.csv."""
-  from octseg_jax import volume_report
+  from octseg_jax.outputs import volume_report
   scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
@@ -433,7 +435,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   figures: which scans of each file get an overlay and a thickness figure ('none', 'first',
     'all'); the prediction file and the thickness CSV are always written.
   volume, laterality, fovea: volumes (scanner files, .mat, .npz with scale_mm or with `volume`)
-    also get the en-face maps, ETDRS table and .eye (octseg_jax.volume_report); laterality
+    also get the en-face maps, ETDRS table and .eye (octseg_jax.outputs.volume_report); laterality
     applies where the file has none, fovea (x_mm,y_mm) replaces the automatic one.
   overrides: checked inference settings (inference_overrides).
   pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (units only).
@@ -441,8 +443,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   manifest.json) when any file of a folder could not be read or predicted; a single bad file
   fails at once.
   """
-  from octseg_jax import volume_report
-  from octseg_jax.inference import load_trained, stored_config
+  from octseg_jax.outputs import volume_report
+  from octseg_jax.serving.inference import load_trained, stored_config
   figure_scans(figures, 0)                      # an unknown value fails before any work
   fovea_mm = volume_report.parse_fovea(fovea)
   pixel_um_option = parse_pixel_um(pixel_um)

@@ -9,14 +9,17 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from octseg_jax import layers_geometry as geom
-from octseg_jax import metrics, plots, provenance, report
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.learning import metrics
+from octseg_jax.outputs import plots
+from octseg_jax.runtime import provenance
+from octseg_jax.outputs import report
 from octseg_jax.data import inputs, pipeline
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_json, write_text
-from octseg_jax.outputs import check_output_folder
-from octseg_jax.progress import Progress
+from octseg_jax.outputs.atomic import write_json, write_text
+from octseg_jax.outputs.folder_run import check_output_folder
+from octseg_jax.runtime.progress import Progress
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
 SCALE_TEXT = "{:.4g} um per row (the model config's data.pixel_um)"   # eval's one scale
@@ -125,7 +128,7 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float) -> Dic
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
   error of the averaged prediction (sub-pixel, order fix), per boundary and pooled.
   true_bounds: the masks' boundaries [8, sum W]."""
-  from octseg_jax import ensemble
+  from octseg_jax.serving import ensemble
   out = ensemble.merge_reliability([ensemble.reliability(o["probs"], m)
                                     for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
@@ -141,7 +144,7 @@ def validation_scans(trained):
   sets = pipeline.load_scans(trained.config.data)
   images, masks, subjects, names = pipeline.flatten(sets)
   fluid = pipeline.fluid_of(sets)
-  from octseg_jax.config_checks import check_split_names
+  from octseg_jax.config.checks import check_split_names
   wanted = check_split_names(trained.split, os.path.join(trained.workdir, "split.json"))["names"]
   index = {n: i for i, n in enumerate(names)}
   missing = [n for n in wanted if n not in index]
@@ -161,7 +164,7 @@ def scans_to_score(trained, input_path: Optional[str]):
     images, masks, subjects, names = pipeline.flatten(sets)
     return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
   if hasattr(trained, "members"):                       # an ensemble: one common split
-    from octseg_jax.ensemble import check_common_validation
+    from octseg_jax.serving.ensemble import check_common_validation
     check_common_validation(trained.members)
   images, masks, fluid, subjects, names = validation_scans(trained)
   data_name = (f"validation split of {trained.workdir} "
@@ -171,7 +174,7 @@ def scans_to_score(trained, input_path: Optional[str]):
 
 def predict_all(trained, images) -> List[Dict]:
   """inference.predict_outputs in eval batches, with progress."""
-  from octseg_jax.inference import predict_outputs
+  from octseg_jax.serving.inference import predict_outputs
   batch = int(trained.config.train.eval_batch_size)
   outputs = []
   with Progress(len(images), "eval: predict", unit="scan") as bar:
@@ -182,7 +185,7 @@ def predict_all(trained, images) -> List[Dict]:
 
 
 def run(workdir: str, input_path: Optional[str], output: str, overrides=None) -> Dict:
-  from octseg_jax.inference import load_trained
+  from octseg_jax.serving.inference import load_trained
   trained = load_trained(workdir, overrides)
   images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path)
   if not any((m != 255).any() for m in masks):

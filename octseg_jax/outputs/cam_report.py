@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from octseg_jax.data.scans import LAYER_NAMES
-from octseg_jax.report import fmt, table
+from octseg_jax.outputs.report import fmt, table
 
 SANITY_PASS = 0.5        # a class passes when its mean cascade Spearman correlation is <= this
 TABLE3_KEYS = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region", "area_share")

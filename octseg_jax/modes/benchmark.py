@@ -17,13 +17,17 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
-from octseg_jax import distributed, gradcam, preprocessing, provenance, train
+from octseg_jax.runtime import distributed
+from octseg_jax.cam import gradcam
+from octseg_jax.data import preprocessing
+from octseg_jax.runtime import provenance
+from octseg_jax.training import train
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
-from octseg_jax.flops import model_train_step_conv_flops
-from octseg_jax.io_utils import write_json, write_text
+from octseg_jax.models.flops import model_train_step_conv_flops
+from octseg_jax.outputs.atomic import write_json, write_text
 from octseg_jax.models import create_model
-from octseg_jax.task import Task
+from octseg_jax.learning.task import Task
 
 
 def model_input_shape(config):

@@ -17,8 +17,8 @@ from typing import Callable, Dict
 import jax
 import jax.numpy as jnp
 
-from octseg_jax.layers_geometry import NUM_BOUNDARIES
-from octseg_jax.preprocessing import IGNORE
+from octseg_jax.geometry.boundaries import NUM_BOUNDARIES
+from octseg_jax.data.preprocessing import IGNORE
 
 DICE_MODES = ("global", "class_mean")
 DICE_SMOOTH = 1.0

@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import preprocessing
-from octseg_jax.checkpoints import inference_payload, restore_best
-from octseg_jax.config_checks import check_split_record
+from octseg_jax.data import preprocessing
+from octseg_jax.serving.checkpoints import inference_payload, restore_best
+from octseg_jax.config.checks import check_split_record
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
-from octseg_jax.workdir import load_config, read_json
+from octseg_jax.serving.workdir import load_config, read_json
 
 
 @dataclasses.dataclass
@@ -100,7 +100,7 @@ def jitted_with_heads(model) -> Callable:
 def stored_config(workdir: str):
   """The config.json of a training workdir, or of an ensemble workdir's first member (read
   before the model is loaded, e.g. for its data limits)."""
-  from octseg_jax import ensemble
+  from octseg_jax.serving import ensemble
   if os.path.exists(os.path.join(workdir, ensemble.ENSEMBLE_FILE)):
     workdir = ensemble.read_ensemble_file(workdir)["members"][0]
   return load_config(workdir)
@@ -110,12 +110,12 @@ def load_trained(workdir: str, overrides=None) -> Trained:
   """Config, model and best-checkpoint variables of a training workdir, or an ensemble
   workdir (ensemble.ENSEMBLE_FILE) as an ensemble.Ensemble. overrides: checked inference
   settings {field: value} (inference_overrides.parse) set on its config."""
-  from octseg_jax import ensemble
+  from octseg_jax.serving import ensemble
   if os.path.exists(os.path.join(workdir, ensemble.ENSEMBLE_FILE)):
     return ensemble.load_ensemble(workdir, overrides)
   config = load_config(workdir)
   if overrides:
-    from octseg_jax.config_utils import apply_overrides
+    from octseg_jax.config.paths import apply_overrides
     config = apply_overrides(config, overrides)
   split_path = os.path.join(workdir, "split.json")
   split = check_split_record(read_json(split_path), split_path, 2 ** len(config.model.widths))
@@ -180,7 +180,7 @@ def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int 
         out[i] = {"probs": preprocessing.restore(probs[j], prepared[i][2]),
                   **restore_heads(heads, j, prepared[i][2])}
         if views is not None:
-          from octseg_jax import ensemble
+          from octseg_jax.serving import ensemble
           out[i]["boundary_sd_rows"] = ensemble.boundary_spread_rows(
               views[:, j:j + 1], [prepared[i][2]])[0]
   return out

@@ -8,7 +8,7 @@ workdirs and one evaluation of an ensemble on its members' common validation spl
 
 Shapes: a "view" is one set of class probabilities of a scan, [H, W, K]; `views` stacks the
 views of one scan, [V, H, W, K] (ensemble members, each optionally also on the mirrored scan).
-Entropies are in nats. Boundaries follow octseg_jax/layers_geometry.py ([8, W] rows, NaN where
+Entropies are in nats. Boundaries follow octseg_jax/geometry/boundaries.py ([8, W] rows, NaN where
 unknown).
 """
 
@@ -20,8 +20,8 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 from scipy import stats
 
-from octseg_jax import layers_geometry as geom
-from octseg_jax.preprocessing import IGNORE
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.data.preprocessing import IGNORE
 
 DEFAULT_THRESHOLD_UM = 7.74     # 2 axial pixels of the Duke Spectralis scans; not tuned
 ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool}
@@ -152,7 +152,7 @@ def uncertainty_vs_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
 def predict_views(members: Sequence, images: List[np.ndarray], flip: bool) -> List[np.ndarray]:
   """Per raw scan, float32 [V, H, W, K] at its own resolution: each member (inference.Trained)
   on the scan, and with flip also on the mirrored scan (mirrored back); V = members x (1 or 2)."""
-  from octseg_jax.inference import predict_probs
+  from octseg_jax.serving.inference import predict_probs
   per_view = []
   for trained in members:
     per_view.append(predict_probs(trained, images))
@@ -177,9 +177,9 @@ def evaluate_ensemble(workdirs: Sequence[str], output: str, flip: bool = True,
   """Scores the averaged probabilities of `workdirs` (same validation split, e.g. seeds of
   one fold) like --mode=eval, plus calibration, uncertainty and its rank correlation with the
   boundary error; writes OUTPUT/ensemble_metrics.json and returns it."""
-  from octseg_jax import evaluate
-  from octseg_jax.inference import load_trained
-  from octseg_jax.io_utils import write_json
+  from octseg_jax.modes import evaluate
+  from octseg_jax.serving.inference import load_trained
+  from octseg_jax.outputs.atomic import write_json
   members = [load_trained(w) for w in workdirs]
   check_common_validation(members)
   images, masks, _, subjects, _ = evaluate.validation_scans(members[0])
@@ -225,7 +225,7 @@ def view_uncertainty(raw: np.ndarray, views: np.ndarray, placements) -> Dict[str
 def boundary_spread_rows(views: np.ndarray, placements) -> np.ndarray:
   """[g, 8, W]: the views' spread (population sd, rows) of each sub-pixel boundary at the
   scans' own resolution; views [V, g, h, w, K] at model resolution."""
-  from octseg_jax import preprocessing
+  from octseg_jax.data import preprocessing
   sd = []
   for j, placement in enumerate(placements):
     per_view = [preprocessing.restore(v[j], placement) for v in views]       # V x [H, W, K]
@@ -324,7 +324,7 @@ def load_ensemble(workdir: str, overrides=None):
   """The ensemble workdir as an Ensemble, or with predict.members=N its first N members
   (N = 1: the first member alone, no flip: the fast single-model path)."""
   from octseg_jax.errors import InputError
-  from octseg_jax.inference import load_trained
+  from octseg_jax.serving.inference import load_trained
   spec = read_ensemble_file(workdir)
   requested = int((overrides or {}).get("predict.members", 0))
   paths = spec["members"][:requested or len(spec["members"])]

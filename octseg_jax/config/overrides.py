@@ -11,7 +11,7 @@ import difflib
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from octseg_jax.errors import InputError
-from octseg_jax.gradcam import METHODS, TARGETS
+from octseg_jax.cam.gradcam import METHODS, TARGETS
 
 PREFIX = "--config."
 INFERENCE_MODES = ("eval", "predict", "explain")
@@ -115,7 +115,7 @@ def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 
 def _has_field(config, field: str) -> bool:
-  from octseg_jax.config_checks import MISSING, get_field
+  from octseg_jax.config.checks import MISSING, get_field
   return get_field(config, field) is not MISSING
 
 

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from octseg_jax.preprocessing import IGNORE
+from octseg_jax.data.preprocessing import IGNORE
 
 NUM_LAYERS = 7
 NUM_BOUNDARIES = 8

@@ -3,7 +3,7 @@
 Per epoch: train over a (seed, epoch)-determined order with keyed augmentation inside jit,
 evaluate the whole validation split, step the schedule and early stopping on the validation
 loss, save the latest checkpoint (and the best), write the metrics row, run the hooks.
-Rerunning on a workdir checks its stored config (octseg_jax/workdir.py), then resumes from
+Rerunning on a workdir checks its stored config (octseg_jax/serving/workdir.py), then resumes from
 the newest readable checkpoint and ends where an uninterrupted run would.
 """
 
@@ -18,18 +18,20 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
-from octseg_jax import distributed
-from octseg_jax import hooks as hooks_lib
-from octseg_jax import config_checks, optim, provenance
-from octseg_jax import workdir as workdir_lib
-from octseg_jax.checkpoints import (Checkpoints, drop_after, inference_payload, move_to,
+from octseg_jax.runtime import distributed
+from octseg_jax.training import hooks as hooks_lib
+from octseg_jax.config import checks as config_checks
+from octseg_jax.learning import optim
+from octseg_jax.runtime import provenance
+from octseg_jax.serving import workdir as workdir_lib
+from octseg_jax.serving.checkpoints import (Checkpoints, drop_after, inference_payload, move_to,
                                     restore_newest, train_payload)
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_json
+from octseg_jax.outputs.atomic import write_json
 from octseg_jax.models import create_model
-from octseg_jax.progress import Progress
-from octseg_jax.task import Task
+from octseg_jax.runtime.progress import Progress
+from octseg_jax.learning.task import Task
 
 SLOW_EPOCH_S = 10.0   # show per-step progress when the previous epoch took longer
 

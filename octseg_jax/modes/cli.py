@@ -11,7 +11,8 @@ import sys
 from absl import logging
 import jax
 
-from octseg_jax import config_checks, outputs
+from octseg_jax.config import checks as config_checks
+from octseg_jax.outputs import folder_run
 from octseg_jax.errors import InputError, one_line
 
 MODES = ("train", "eval", "predict", "explain", "benchmark")
@@ -40,17 +41,17 @@ def _output_folder(flags, mode: str, workdir: str) -> str:
   under the current directory (never the workdir, which holds the model)."""
   output = flags.output
   if not output:
-    output = outputs.new_folder_here(mode, workdir)
+    output = folder_run.new_folder_here(mode, workdir)
     print(f"no --output given: writing to {output}")
-  outputs.check_output_folder(output)
-  outputs.refuse_workdir(output, workdir)
+  folder_run.check_output_folder(output)
+  folder_run.refuse_workdir(output, workdir)
   return output
 
 
 def start_processes(flags) -> None:
   """jax.distributed set-up from the flags (before any JAX computation); only training and the
   benchmark run on several processes."""
-  from octseg_jax import distributed
+  from octseg_jax.runtime import distributed
   distributed.initialize(flags.distributed, flags.coordinator_address, flags.num_processes,
                          flags.process_id, flags.distributed_timeout_s)
   if distributed.process_count() > 1 and flags.mode not in ("train", "benchmark"):
@@ -68,7 +69,7 @@ def dispatch(flags, override_args=()) -> None:
       raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
     config_checks.validate(flags.config, check_files=(mode == "train"))
   if mode == "train":
-    from octseg_jax import train
+    from octseg_jax.training import train
     workdir = _needs(flags.workdir, "workdir", mode)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
       raise InputError(f"--workdir={workdir}: is a file, expected a folder")
@@ -78,9 +79,9 @@ def dispatch(flags, override_args=()) -> None:
             f"mean layer Dice {summary['literature']['mean_layer_dice']:.4f}")
     return
   if mode == "benchmark":
-    from octseg_jax import benchmark
+    from octseg_jax.modes import benchmark
     output = flags.output or flags.workdir or BENCHMARK_DIR
-    outputs.check_output_folder(output)
+    folder_run.check_output_folder(output)
     benchmark.run(flags.config, output)
     return
   workdir = _needs(flags.workdir, "workdir", mode)
@@ -89,16 +90,16 @@ def dispatch(flags, override_args=()) -> None:
   overrides = _inference_overrides(flags, workdir, override_args)
   output = _output_folder(flags, mode, workdir)
   if mode == "eval":
-    from octseg_jax import evaluate
+    from octseg_jax.modes import evaluate
     evaluate.run(workdir, flags.input, output, overrides=overrides)
   elif mode == "predict":
-    from octseg_jax import predict
+    from octseg_jax.modes import predict
     predict.run(workdir, _needs(flags.input, "input", mode), output,
                 figures=getattr(flags, "figures", "first"), volume=getattr(flags, "volume", False),
                 laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
                 overrides=overrides, pixel_um=getattr(flags, "pixel_um", None))
   elif mode == "explain":
-    from octseg_jax import explain
+    from octseg_jax.modes import explain
     explain.run(workdir, _needs(flags.input, "input", mode), output,
                 faithfulness_flag=getattr(flags, "cam_faithfulness", "none"),
                 sanity=getattr(flags, "cam_sanity", False), overrides=overrides)
@@ -106,7 +107,7 @@ def dispatch(flags, override_args=()) -> None:
 
 def _inference_overrides(flags, workdir: str, override_args) -> dict:
   """Checked --config.FIELD=VALUE settings of eval/predict/explain (and the --cam_* aliases)."""
-  from octseg_jax import inference_overrides
+  from octseg_jax.config import overrides as inference_overrides
   if flags.config is not None:
     raise InputError(f"--config: --mode={flags.mode} uses {workdir}/config.json; change "
                      "inference settings with --config.FIELD=VALUE instead, for example "
@@ -195,5 +196,5 @@ def run(flags, override_args=()) -> int:
     print("error: interrupted", file=sys.stderr)
     return 130
   finally:
-    outputs.release_locks()         # of a run that ended in an error (finish() releases)
+    folder_run.release_locks()         # of a run that ended in an error (finish() releases)
   return 0

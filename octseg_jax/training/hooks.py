@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import gradcam, preprocessing
-from octseg_jax.io_utils import write_csv
+from octseg_jax.cam import gradcam
+from octseg_jax.data import preprocessing
+from octseg_jax.outputs.atomic import write_csv
 
 
 class MetricsLog:
@@ -80,7 +81,7 @@ class ConfigText(Hook):
   """The resolved config as text in TensorBoard."""
 
   def start(self, ctx):
-    from octseg_jax.workdir import config_to_json
+    from octseg_jax.serving.workdir import config_to_json
     ctx.log.writer.add_text("config", "```\n" + config_to_json(ctx.config) + "\n```", 0)
 
 
@@ -111,7 +112,7 @@ class ImageSummaries(Hook):
     every = int(ctx.config.train.image_summary_every)
     if not every or (epoch % every and epoch != 1):      # 0 = no image summaries
       return
-    from octseg_jax import plots
+    from octseg_jax.outputs import plots
     data, writer = ctx.val_data, ctx.log.writer
     logits, maps = self.summary_fn(ctx.variables(), jnp.asarray(data.x[:1]))
     pred = np.asarray(jnp.argmax(logits, -1))[0].astype(np.uint8)
@@ -130,7 +131,7 @@ class TrainingCurves(Hook):
   """training_curves.png in the workdir at the end (the paper's Figure 3)."""
 
   def end(self, ctx):
-    from octseg_jax import plots
+    from octseg_jax.outputs import plots
     if ctx.log.rows:
       plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows)
 

@@ -13,12 +13,12 @@ from typing import Any, Callable, Dict, Optional
 from octseg_jax.data.pipeline import SOURCES, SPLITS
 from octseg_jax.data.scans import NUM_CLASSES
 from octseg_jax.errors import InputError
-from octseg_jax.gradcam import METHODS as CAM_METHODS, TARGETS as CAM_TARGETS
-from octseg_jax.losses import DICE_MODES, LOSSES
+from octseg_jax.cam.gradcam import METHODS as CAM_METHODS, TARGETS as CAM_TARGETS
+from octseg_jax.learning.losses import DICE_MODES, LOSSES
 from octseg_jax.models import MODELS
 from octseg_jax.models.segnet import UPSAMPLING
-from octseg_jax.optim import OPTIMIZERS, SCHEDULES
-from octseg_jax.preprocessing import NORMALISATIONS
+from octseg_jax.learning.optim import OPTIMIZERS, SCHEDULES
+from octseg_jax.data.preprocessing import NORMALISATIONS
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 

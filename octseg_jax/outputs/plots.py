@@ -124,7 +124,7 @@ def labelled_panel(image: np.ndarray, truth: Optional[np.ndarray], pred: np.ndar
 
 def side_by_side(path: str, images, truths, preds, names, title: str = "") -> None:
   """Paper Figure 4: input, ground truth and prediction per scan (label colours, legend)."""
-  from octseg_jax.io_utils import save_figure
+  from octseg_jax.outputs.atomic import save_figure
   save_figure(path, _label_figure(images, truths, preds, names, title))
 
 
@@ -148,7 +148,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   aspect a B-scan is a thin strip); the x-axis label says by how much, or that the lateral pixel
   size is unknown."""
   from octseg_jax.data.scans import BOUNDARY_NAMES
-  from octseg_jax.io_utils import save_figure
+  from octseg_jax.outputs.atomic import save_figure
   from matplotlib.lines import Line2D
   from matplotlib.patches import Patch
   plt = _plt()
@@ -231,7 +231,7 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
   thickness_um, true_um [7, W]."""
   from matplotlib.patches import Patch
   from octseg_jax.data.scans import LAYER_NAMES
-  from octseg_jax.io_utils import save_figure
+  from octseg_jax.outputs.atomic import save_figure
   plt = _plt()
   thickness_um = np.asarray(thickness_um, np.float64)
   masked = unsupported_columns(thickness_um)
@@ -288,7 +288,7 @@ def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "")
   """Paper Figure 3: losses, validation metrics and learning rate per epoch. `log`: the
   workdir's log.csv path or its rows; columns by name (epoch, lr, *_loss, val_*), those
   missing are left out."""
-  from octseg_jax.io_utils import save_figure
+  from octseg_jax.outputs.atomic import save_figure
   plt = _plt()
   cols = read_log(log)
   if "epoch" not in cols or not len(cols["epoch"]):
@@ -329,8 +329,8 @@ def class_bars(path: str, summary: dict, with_paper: bool = True, title: str = "
   """Paper Figure 5: class-wise IoU and accuracy; the paper's IoU as markers only when
   `with_paper` (Duke data scored with the paper's protocol)."""
   from octseg_jax.data.scans import LAYER_NAMES
-  from octseg_jax.io_utils import save_figure
-  from octseg_jax.report import PAPER_IOU
+  from octseg_jax.outputs.atomic import save_figure
+  from octseg_jax.outputs.report import PAPER_IOU
   plt = _plt()
   k = np.arange(len(LAYER_NAMES))
   fig, ax = plt.subplots(figsize=(9, 3.6))
@@ -407,7 +407,7 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
 def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
               model: str = "", aspect=None) -> None:
   """Paper Figure 6 as a file (see _cam_figure); title names the scan, `model` the workdir."""
-  from octseg_jax.io_utils import save_figure
+  from octseg_jax.outputs.atomic import save_figure
   save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect))
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax.losses import valid_mask
+from octseg_jax.learning.losses import valid_mask
 
 
 def confusion_matrix(labels: jax.Array, preds: jax.Array, num_classes: int) -> jax.Array:

@@ -6,7 +6,7 @@ the model's input band drawn at the scan's aspect ratio), directly in --output; 
 run cam_stats.json and cam_stats.md.
 
 By default only the maps and their statistics are computed (one forward pass and K pullbacks
-per scan). --cam_faithfulness=deletion|road|all adds removal curves (octseg_jax.faithfulness),
+per scan). --cam_faithfulness=deletion|road|all adds removal curves (octseg_jax.cam.faithfulness),
 all of a scan's perturbed images scored in batches of classes x steps; --cam_sanity adds the
 weight-randomisation check, once per run on the first explained scan.
 """
@@ -19,13 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import faithfulness, gradcam, plots, preprocessing, report
+from octseg_jax.cam import faithfulness
+from octseg_jax.cam import gradcam
+from octseg_jax.outputs import plots
+from octseg_jax.data import preprocessing
+from octseg_jax.outputs import report
 from octseg_jax.data import inputs
 from octseg_jax.errors import InputError
-from octseg_jax.explain_report import stats_markdown, summarise
-from octseg_jax.io_utils import write_json, write_npz, write_text
-from octseg_jax.outputs import RunOutputs, check_output_folder
-from octseg_jax.progress import Progress
+from octseg_jax.outputs.cam_report import stats_markdown, summarise
+from octseg_jax.outputs.atomic import write_json, write_npz, write_text
+from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
+from octseg_jax.runtime.progress import Progress
 
 FAITHFULNESS = ("none", "deletion", "road", "all")
 ROAD_MAX_FRACTION = 0.9     # ROAD needs kept pixels to impute from
@@ -287,7 +291,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None) -> Dict:
   """Explains up to explain.max_scans scans of every readable file that `input_path` names into
   the folder `output` (files that cannot be read are listed in errors.csv)."""
-  from octseg_jax.inference import load_trained
+  from octseg_jax.serving.inference import load_trained
   trained = load_trained(workdir, overrides)
   if hasattr(trained, "members"):
     raise InputError(f"--workdir={workdir}: an ensemble workdir; explain runs on one model so "

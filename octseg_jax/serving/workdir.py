@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Tuple
 import ml_collections
 
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_text
+from octseg_jax.outputs.atomic import write_text
 
 # Fields that may change between runs into one workdir ("a.b" = one field, "a.*" = a section).
 RESUMABLE_FIELDS = (
@@ -85,7 +85,7 @@ def merge_onto_defaults(stored: Dict) -> Tuple[ml_collections.ConfigDict, List[s
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The workdir's config.json on top of today's defaults; every stored value is checked
   (config_checks.validate) and an invalid one is named with the file."""
-  from octseg_jax.config_checks import validate
+  from octseg_jax.config.checks import validate
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise InputError(f"{workdir}: no config.json (not a training workdir?)")
