@@ -14,8 +14,11 @@ xla_setup.apply_cpu_flags()   # before JAX initialises a backend
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from octseg_jax.cam import faithfulness  # noqa: E402
+from octseg_jax.config import overrides as inference_overrides  # noqa: E402
+from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.modes import cli  # noqa: E402
-from octseg_jax.config import overrides as inference_overrides
+from octseg_jax.outputs.plots import FIGURES  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -27,9 +30,10 @@ flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image (P
 flags.DEFINE_string("output", None, "eval/predict/explain: output folder (default: a new "
                     "folder runs/MODE_WORKDIR here).")
 flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdir config's).")
-flags.DEFINE_enum("cam_method", None, ["gradcam", "hirescam", "gradcampp", "ablation"],
+flags.DEFINE_enum("cam_method", None, list(schema.choices("explain.method")),
                   "explain: method.")
-flags.DEFINE_enum("cam_target", None, ["all", "predicted", "box"], "explain: pixel set M.")
+flags.DEFINE_enum("cam_target", None, list(schema.choices("explain.target")),
+                  "explain: pixel set M.")
 flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")
 flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's volume.")
 flags.DEFINE_enum("laterality", None, ["OD", "OS"], "predict: eye of a volume without one.")
@@ -37,10 +41,10 @@ flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea (default: fo
 flags.DEFINE_string("pixel_um", None, "predict: ROW[,COL] um per pixel row (and column) of "
                     "inputs without their own scale (images, .npz without scale_mm); converts "
                     "units only. Default: the model config's data.pixel_um per row.")
-flags.DEFINE_enum("figures", "first", ["none", "first", "all"],
+flags.DEFINE_enum("figures", "first", list(FIGURES),
                   "predict: overlay and thickness figures for no scan, the first scan of each "
                   "file, or every scan.")
-flags.DEFINE_enum("cam_faithfulness", "none", ["none", "deletion", "road", "all"],
+flags.DEFINE_enum("cam_faithfulness", "none", list(faithfulness.KINDS),
                   "explain: removal curves (deletion, ROAD, or both) per scan and layer.")
 flags.DEFINE_bool("cam_sanity", False, "explain: weight-randomisation check (first scan).")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")

@@ -30,7 +30,7 @@ from octseg_jax.cam import faithfulness
 from octseg_jax.cam import gradcam
 from octseg_jax.data import preprocessing
 from octseg_jax.data import inputs  # noqa: E402
-from octseg_jax.data.scans import LAYER_NAMES  # noqa: E402
+from octseg_jax.anatomy import LAYER_NAMES  # noqa: E402
 from octseg_jax.outputs.cam_report import layer_classes  # noqa: E402
 from octseg_jax.serving.inference import load_trained  # noqa: E402
 from octseg_jax.outputs.atomic import write_json, write_text  # noqa: E402

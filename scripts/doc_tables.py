@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES  # noqa: E402
+from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER, PAPER_IOU  # noqa: E402
 from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
-from octseg_jax.outputs.report import PAPER_IOU, fmt, table  # noqa: E402
-from scripts.summarise_results import PAPER, mean_sd  # noqa: E402
+from octseg_jax.outputs.report import fmt, table  # noqa: E402
+from scripts.summarise_results import mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ("README.md", "docs/results.md", "pretrained/README.md")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from octseg_jax.anatomy import IGNORE
 from octseg_jax.modes import evaluate
 from octseg_jax.learning import losses
 from octseg_jax.data import preprocessing
@@ -65,8 +66,8 @@ def _random_masks(rng, n=6, h=40, w=24):
   for _ in range(n):
     m = synthetic.label_map(synthetic.boundaries(rng, h, w), h).astype(np.uint8)
     holes = rng.random((h, w)) < 0.05                              # fluid of unknown layer
-    m[holes] = preprocessing.IGNORE
-    m[:, rng.integers(0, w)] = preprocessing.IGNORE                # an unannotated column
+    m[holes] = IGNORE
+    m[:, rng.integers(0, w)] = IGNORE                # an unannotated column
     masks.append(m)
   return np.stack(masks)
 

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from octseg_jax.serving.workdir import flatten as flat
+from octseg_jax.config.paths import flatten as flat
 from conftest import load_script
 
 

@@ -1,7 +1,7 @@
 """The experiment scripts' pure parts: ablation overrides and the summary tables."""
 
 
-from octseg_jax.serving.workdir import flatten as flat
+from octseg_jax.config.paths import flatten as flat
 from conftest import load_script
 
 

@@ -103,10 +103,10 @@ def test_overrides_accepted_are_typed():
     ("--config.model.widths=(8,16)", "changes the trained model"),
     ("--config.data.recipe.band_height=64", "changes the trained model"),
     ("--config.explain.max_scan=1", 'no such field in the config. Did you mean "explain.max_scans"?'),
-    ("--config.explain.max_scans=0", "expected a number >= 1"),
+    ("--config.explain.max_scans=0", "expected an integer >= 1"),
     ("--config.explain.max_scans=two", "expected a whole number"),
-    ("--config.explain.method=cam", "expected one of gradcam, hirescam, gradcampp"),
-    ("--config.explain.box=1,2,3", "got 3"),
+    ("--config.explain.method=cam", "valid values are gradcam, hirescam, gradcampp"),
+    ("--config.explain.box=1,2,3", "expected () or (row0, col0, row1, col1)"),
 ])
 def test_overrides_refused_with_one_line(arg, message):
   with pytest.raises(InputError) as e:

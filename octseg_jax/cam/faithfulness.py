@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 # (row offset, column offset, weight) of the ROAD imputation stencil.
+KINDS = ("none", "deletion", "road", "all")   # --cam_faithfulness: which removal curves
 NEIGHBOURS = ((-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6),
               (0, 1, 1 / 6), (1, -1, 1 / 12), (1, 0, 1 / 6), (1, 1, 1 / 12))
 

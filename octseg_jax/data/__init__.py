@@ -1,3 +1,3 @@
 """Data sources. Each returns a ScanSet: uint8 images [N, H, W], uint8 masks or None, meta."""
 
-from octseg_jax.data.scans import ScanSet, LAYER_NAMES, BOUNDARY_NAMES, NUM_CLASSES  # noqa: F401
+from octseg_jax.data.scans import ScanSet  # noqa: F401

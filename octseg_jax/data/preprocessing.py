@@ -10,14 +10,13 @@ from typing import Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-IGNORE = 255
+from octseg_jax.anatomy import FLUID_CODE, FLUID_UNKNOWN_LAYER, IGNORE
+
 NORMALISATIONS = ("percentile", "divide255")
 # Training labels of a model with a fluid head carry the fluid mask in the same uint8 map, so
 # that every augmentation moves fluid exactly with the layers: a fluid pixel of layer k is
 # FLUID_CODE + k, a fluid pixel of unknown layer FLUID_UNKNOWN_LAYER; IGNORE stays "nothing
 # known" (padding, pixels shifted in).
-FLUID_CODE = 16
-FLUID_UNKNOWN_LAYER = 254
 
 
 def encode_fluid(mask: np.ndarray, fluid: np.ndarray) -> np.ndarray:

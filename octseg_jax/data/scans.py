@@ -6,12 +6,9 @@ from typing import Optional
 import numpy as np
 
 from octseg_jax.errors import fail
-from octseg_jax.data.preprocessing import IGNORE
+from octseg_jax.anatomy import IGNORE, NUM_CLASSES
 
-NUM_CLASSES = 8
 MAX_IMAGE_SIDE = 4096     # default of config data.max_image_side
-LAYER_NAMES = ("background", "NFL", "GCL+IPL", "INL", "OPL", "ONL+ISM", "ISE", "OS-RPE")
-BOUNDARY_NAMES = ("ILM", "NFL/GCL", "IPL/INL", "INL/OPL", "OPL/ONL", "ISM/ISE", "OS/RPE", "BM")
 
 
 @dataclasses.dataclass

@@ -11,10 +11,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from octseg_jax.data.preprocessing import IGNORE
+from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES, NUM_LAYERS
 
-NUM_LAYERS = 7
-NUM_BOUNDARIES = 8
 
 
 def boundaries_from_labels(labels: np.ndarray, ignore_unknown: bool = True) -> np.ndarray:

@@ -17,8 +17,7 @@ from typing import Callable, Dict
 import jax
 import jax.numpy as jnp
 
-from octseg_jax.geometry.boundaries import NUM_BOUNDARIES
-from octseg_jax.data.preprocessing import IGNORE
+from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
 DICE_MODES = ("global", "class_mean")
 DICE_SMOOTH = 1.0
@@ -149,7 +148,7 @@ def hybrid(logits: jax.Array, labels: jax.Array, dice_weight: float = 0.5,
 
 def boundary_targets(labels: jax.Array):
   """Layer labels [B, H, W] -> (boundary rows [B, 8, W] float32, known [B, 8, W] bool), the
-  rows of layers_geometry.boundaries_from_labels (ignore_unknown=True) in JAX. A boundary at
+  rows of geometry.boundaries.boundaries_from_labels (ignore_unknown=True) in JAX. A boundary at
   row H (the retina reaching the bottom edge) is not known: no row of the softmax is there."""
   h, n_layers = labels.shape[1], NUM_BOUNDARIES - 1
   lab = labels.astype(jnp.int32)

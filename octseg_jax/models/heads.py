@@ -2,14 +2,12 @@
 whose expectation is the boundary row (soft-argmax, He et al., MICCAI 2019 / MedIA 2021), put
 in anatomical order by construction.
 
-Rows are edge coordinates, as in layers_geometry: boundary k at row r means layer k starts at
+Rows are edge coordinates, as in geometry.boundaries: boundary k at row r means layer k starts at
 pixel row r, so a one-hot distribution on row r gives exactly r.
 """
 
 import jax
 import jax.numpy as jnp
-
-from octseg_jax.geometry.boundaries import NUM_BOUNDARIES  # noqa: F401  (the head's channel count)
 
 
 def soft_argmax_rows(row_logits: jax.Array) -> jax.Array:

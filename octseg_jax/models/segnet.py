@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from octseg_jax.anatomy import NUM_BOUNDARIES
 from octseg_jax.models import heads
 from octseg_jax.models.blocks import BatchNormReLU, UpConv2x2, conv_general_dilated
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
@@ -120,7 +121,7 @@ class SegNet(nn.Module):
       fluid = nn.Conv(1, (1, 1), dtype=self.dtype, name="fluid_head")(x)
       out["fluid"] = fluid[..., 0].astype(out_dtype)
     if self.boundary_head:
-      rows = nn.Conv(heads.NUM_BOUNDARIES, (1, 1), dtype=self.dtype, name="boundary_head")(x)
+      rows = nn.Conv(NUM_BOUNDARIES, (1, 1), dtype=self.dtype, name="boundary_head")(x)
       out["boundary_logits"] = rows.astype(out_dtype)
       out["boundaries"] = heads.ordered_boundaries(out["boundary_logits"])
     return out

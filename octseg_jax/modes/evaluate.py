@@ -15,7 +15,7 @@ from octseg_jax.outputs import plots
 from octseg_jax.runtime import provenance
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs, pipeline
-from octseg_jax.data.scans import NUM_CLASSES
+from octseg_jax.anatomy import IGNORE, NUM_CLASSES, NUM_LAYERS
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_json, write_text
 from octseg_jax.outputs.folder_run import check_output_folder
@@ -28,7 +28,7 @@ SCALE_TEXT = "{:.4g} um per row (the model config's data.pixel_um)"   # eval's o
 def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
   err = geom.boundary_error(pred_bounds, true_bounds, pixel_um)
   t_err = np.abs(np.diff(pred_bounds, axis=-2) - np.diff(true_bounds, axis=-2)) * pixel_um
-  t_err = np.moveaxis(t_err, -2, 0).reshape(geom.NUM_LAYERS, -1)
+  t_err = np.moveaxis(t_err, -2, 0).reshape(NUM_LAYERS, -1)
   with np.errstate(invalid="ignore"):
     thick = np.nanmean(np.where(np.isfinite(t_err), t_err, np.nan), axis=1)
   return {k: v.tolist() for k, v in err.items()} | {"thickness_mae_um": thick.tolist()}
@@ -54,7 +54,7 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
     cm_raw += cm
     cm_fix += np.asarray(metrics.confusion_matrix(m, fixed, NUM_CLASSES), np.int64)
     per_subject[int(subj)] = per_subject.get(int(subj), 0) + cm
-    valid = (m != 255) & (m < NUM_CLASSES)
+    valid = (m != IGNORE) & (m < NUM_CLASSES)
     soft += float(np.take_along_axis(p, np.where(valid, m, 0)[..., None].astype(int),
                                      -1)[..., 0][valid].sum())
     bounds["true"].append(geom.boundaries_from_labels(m))
@@ -89,7 +89,7 @@ def score_fluid(fluid_probs, fluid_true, masks, subjects) -> Dict:
   Pixels count where the fluid state is known: labelled (mask != 255) or marked fluid."""
   counts = []
   for p, f, m in zip(fluid_probs, fluid_true, masks):
-    known = (m != 255) | (f > 0)
+    known = (m != IGNORE) | (f > 0)
     pred, true = (p > 0.5) & known, (f > 0) & known
     counts.append((np.sum(pred & true), np.sum(pred & ~true), np.sum(~pred & true),
                    np.sum(pred), np.sum(true)))
@@ -188,7 +188,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   from octseg_jax.serving.inference import load_trained
   trained = load_trained(workdir, overrides)
   images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path)
-  if not any((m != 255).any() for m in masks):
+  if not any((m != IGNORE).any() for m in masks):
     raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
                      "ignore), so there is nothing to score")
   outputs = predict_all(trained, images)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from octseg_jax.anatomy import IGNORE
 from octseg_jax.cam import faithfulness
 from octseg_jax.cam import gradcam
 from octseg_jax.outputs import plots
@@ -31,7 +32,6 @@ from octseg_jax.outputs.atomic import write_json, write_npz, write_text
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
 
-FAITHFULNESS = ("none", "deletion", "road", "all")
 ROAD_MAX_FRACTION = 0.9     # ROAD needs kept pixels to impute from
 
 
@@ -77,10 +77,6 @@ class Explainer:
 
   def __init__(self, model, variables, layers, method, target, deletion_steps: int = 10,
                road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024):
-    if method not in gradcam.METHODS:
-      raise InputError(f"--cam_method={method}: valid methods are {gradcam.METHODS}")
-    if target not in gradcam.TARGETS:
-      raise InputError(f"--cam_target={target}: valid targets are {gradcam.TARGETS}")
     self.model, self.variables = model, variables
     self.layers, self.method, self.target = tuple(layers), method, target
     self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
@@ -205,7 +201,7 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
   timing = {"maps_s": time.perf_counter() - t0}
   pred = np.asarray(jnp.argmax(logits[0], -1))
   regions = y if y is not None else pred
-  valid = (regions != preprocessing.IGNORE)
+  valid = (regions != IGNORE)
   valid[place.model_rows:], valid[:, place.model_cols:] = False, False
   weights = np.asarray(gradcam.score_masks(logits, explainer.target, sbox))[0]
   base = np.asarray(faithfulness.class_probability(logits, weights[None]))[0]
@@ -241,8 +237,8 @@ def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: s
 
 def faithfulness_kinds(faithfulness_flag) -> List[str]:
   flag = faithfulness_flag or "none"
-  if flag not in FAITHFULNESS:
-    raise InputError(f"--cam_faithfulness={flag}: valid values are {FAITHFULNESS}")
+  if flag not in faithfulness.KINDS:
+    raise InputError(f"--cam_faithfulness={flag}: valid values are {faithfulness.KINDS}")
   return {"none": [], "deletion": ["deletion"], "road": ["road"],
           "all": ["deletion", "road"]}[flag]
 

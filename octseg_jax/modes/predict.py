@@ -28,7 +28,8 @@ from octseg_jax.outputs import plots
 from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs
-from octseg_jax.data.scans import LAYER_NAMES, MAX_IMAGE_SIDE
+from octseg_jax.anatomy import LAYER_NAMES, NUM_BOUNDARIES
+from octseg_jax.data.scans import MAX_IMAGE_SIDE
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import StreamingNpz, write_csv
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, unique_stems
@@ -154,10 +155,10 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   if trained.num_views > 1:
     streamed.update(entropy=np.float16)
   writer = StreamingNpz(path, {k: ((n, h, w), dtype) for k, dtype in streamed.items()})
-  bounds = np.empty((n, geom.NUM_BOUNDARIES, w))
-  head_bounds = np.empty((n, geom.NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
+  bounds = np.empty((n, NUM_BOUNDARIES, w))
+  head_bounds = np.empty((n, NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
   fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None     # fluid pixels per column
-  sd_rows = np.empty((n, geom.NUM_BOUNDARIES, w)) if trained.num_views > 1 else None
+  sd_rows = np.empty((n, NUM_BOUNDARIES, w)) if trained.num_views > 1 else None
   fluid_kept = {}
   supported = np.empty((n, w), bool)
   try:
@@ -307,13 +308,12 @@ def scale_text(scale: Dict) -> str:
   return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"
 
 
-FIGURES = ("none", "first", "all")
 
 
 def figure_scans(figures: str, count: int) -> range:
   """Indices of the scans of a file that get figures: none, the first, or all."""
-  if figures not in FIGURES:
-    raise InputError(f"--figures={figures}: valid values are {', '.join(FIGURES)}")
+  if figures not in plots.FIGURES:
+    raise InputError(f"--figures={figures}: valid values are {', '.join(plots.FIGURES)}")
   return range({"none": 0, "first": min(1, count), "all": count}[figures])
 
 

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from octseg_jax.data.scans import LAYER_NAMES
+from octseg_jax.anatomy import LAYER_NAMES
 from octseg_jax.outputs.report import fmt, table
 
 SANITY_PASS = 0.5        # a class passes when its mean cascade Spearman correlation is <= this

@@ -10,6 +10,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER_IOU
+
+FIGURES = ("none", "first", "all")   # --figures: which scans of a file get figures
 # Okabe & Ito (2008), "Color Universal Design": 7 colours plus white for the ILM, which
 # borders the dark vitreous (the palette's black would vanish on an OCT scan).
 OKABE_ITO = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7")
@@ -70,7 +73,6 @@ def style_legend_handles(truth: bool = True) -> list:
 def class_legend_handles() -> list:
   """Legend patches: one per class (its label-map colour and name), plus 'unlabelled'."""
   from matplotlib.patches import Patch
-  from octseg_jax.data.scans import LAYER_NAMES
   handles = [Patch(facecolor=LABEL_COLOURS[k] / 255, edgecolor="0.5", label=f"{k} {name}")
              for k, name in enumerate(LAYER_NAMES)]
   return handles + [Patch(facecolor=IGNORE_COLOUR / 255, edgecolor="0.5", label="unlabelled")]
@@ -147,7 +149,6 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   pixel_um: (row, column) pixel size. The scan is stretched to fit the figure (at its physical
   aspect a B-scan is a thin strip); the x-axis label says by how much, or that the lateral pixel
   size is unknown."""
-  from octseg_jax.data.scans import BOUNDARY_NAMES
   from octseg_jax.outputs.atomic import save_figure
   from matplotlib.lines import Line2D
   from matplotlib.patches import Patch
@@ -230,7 +231,6 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
   where the raw labelling is out of layer order) are shaded grey and not drawn.
   thickness_um, true_um [7, W]."""
   from matplotlib.patches import Patch
-  from octseg_jax.data.scans import LAYER_NAMES
   from octseg_jax.outputs.atomic import save_figure
   plt = _plt()
   thickness_um = np.asarray(thickness_um, np.float64)
@@ -328,9 +328,7 @@ def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "")
 def class_bars(path: str, summary: dict, with_paper: bool = True, title: str = "") -> None:
   """Paper Figure 5: class-wise IoU and accuracy; the paper's IoU as markers only when
   `with_paper` (Duke data scored with the paper's protocol)."""
-  from octseg_jax.data.scans import LAYER_NAMES
   from octseg_jax.outputs.atomic import save_figure
-  from octseg_jax.outputs.report import PAPER_IOU
   plt = _plt()
   k = np.arange(len(LAYER_NAMES))
   fig, ax = plt.subplots(figsize=(9, 3.6))
@@ -369,7 +367,6 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
   looked to label it (its normalised map over the scan), with plain titles and a colour bar.
   image [h, w]; layer_maps {layer: [K, h, w]}. aspect: height / width of one image pixel
   (tiles keep the image's shape); None stretches every tile to the same box."""
-  from octseg_jax.data.scans import LAYER_NAMES
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]

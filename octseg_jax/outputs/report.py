@@ -4,10 +4,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES
+from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER_IOU
 
-# Table 2 of the paper: class IoU on Duke DME, random 80/20 split of the B-scans.
-PAPER_IOU = (0.99, 0.82, 0.86, 0.71, 0.68, 0.90, 0.82, 0.78)
 
 
 def paper_comparable(config, input_path) -> bool:

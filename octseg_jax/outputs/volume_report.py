@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from octseg_jax.geometry import enface
-from octseg_jax.data.scans import LAYER_NAMES
+from octseg_jax.anatomy import LAYER_NAMES
 from octseg_jax.data.volumes import HEYEX_NAMES, Volume
 from octseg_jax.errors import fail
 from octseg_jax.outputs.atomic import atomic_path, save_figure, write_csv

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats
 
 from octseg_jax.geometry import boundaries as geom
-from octseg_jax.data.preprocessing import IGNORE
+from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
 DEFAULT_THRESHOLD_UM = 7.74     # 2 axial pixels of the Duke Spectralis scans; not tuned
 ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool}
@@ -71,7 +71,7 @@ def disagreement_rate(views: np.ndarray) -> np.ndarray:
 
 def boundary_uncertainty_um(views: np.ndarray, pixel_um: float) -> np.ndarray:
   """[V, H, W, K] -> [8, W]: population sd over views of each view's sub-pixel boundary row
-  (layers_geometry.boundaries_from_probs), in micrometres; NaN where a view lacks the boundary.
+  (geometry.boundaries.boundaries_from_probs), in micrometres; NaN where a view lacks the boundary.
   Needs V >= 2 views (else every column is 0)."""
   bounds = np.stack([geom.boundaries_from_probs(v) for v in np.asarray(views)])   # [V, 8, W]
   return np.std(bounds, axis=0) * pixel_um
@@ -143,7 +143,7 @@ def uncertainty_vs_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
   scans' columns concatenated)."""
   err = np.abs(np.asarray(pred_bounds) - np.asarray(true_bounds)) * pixel_um
   return {"per_boundary": [rank_correlation(uncertainty_um[k], err[k])
-                           for k in range(geom.NUM_BOUNDARIES)],
+                           for k in range(NUM_BOUNDARIES)],
           "pooled": rank_correlation(uncertainty_um, err)}
 
 

@@ -2,9 +2,9 @@
 check and the lock.
 
 Rerunning training on a workdir resumes it. The stored config.json is compared with the new
-config first: fields in RESUMABLE_FIELDS may differ (they are listed, and the new values are
-stored); any other difference ends with one line naming the fields, before anything in the
-workdir is touched. A field missing from a stored config takes its default (configs/default.py)
+config first: the schema's resumable fields may differ (they are listed, and the new values
+are stored); any other difference ends with one line naming the fields, before anything in the
+workdir is touched. A field missing from a stored config takes its default (config.schema)
 and so compares equal to it: workdirs written before a field existed still load and resume.
 Stored fields that no longer exist are ignored.
 
@@ -21,21 +21,12 @@ from typing import Any, Dict, List, Tuple
 
 import ml_collections
 
+from octseg_jax.config import schema
+from octseg_jax.config.paths import flatten, set_field
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_text
 
-# Fields that may change between runs into one workdir ("a.b" = one field, "a.*" = a section).
-RESUMABLE_FIELDS = (
-    "train.num_epochs", "train.early_stopping_patience", "train.image_summary_every",
-    "train.num_devices", "train.checkpoint_every", "train.eval_batch_size",
-    "data.duke_dir", "data.folder_dir", "explain.*", "benchmark.*", "predict.*",
-)
 LOCK_NAME = ".lock"
-
-
-def default_config() -> ml_collections.ConfigDict:
-  from configs import default   # the one list of fields and defaults
-  return default.get_config()
 
 
 def config_to_json(config) -> str:
@@ -53,38 +44,22 @@ def read_json(path: str) -> Any:
     raise InputError(f"{path}: not readable JSON ({e})") from None
 
 
-def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
-  """{'a.b': value} for a nested dict or ConfigDict; lists become tuples (JSON vs config)."""
-  if hasattr(tree, "items") and not isinstance(tree, (str, bytes)):
-    out = {}
-    for key, value in tree.items():
-      out.update(flatten(value, f"{prefix}{key}."))
-    return out
-  if isinstance(tree, list):
-    tree = tuple(tree)
-  return {prefix[:-1]: tree}
-
-
 def merge_onto_defaults(stored: Dict) -> Tuple[ml_collections.ConfigDict, List[str]]:
   """(defaults overwritten by the stored values, stored fields that no longer exist)."""
-  config = default_config()
+  config = schema.default_config()
   defaults = flatten(config)
   obsolete = []
   for key, value in flatten(stored).items():
     if key not in defaults:
       obsolete.append(key)
       continue
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    set_field(config, key, value)
   return config, obsolete
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The workdir's config.json on top of today's defaults; every stored value is checked
-  (config_checks.validate) and an invalid one is named with the file."""
+  (config.checks.validate) and an invalid one is named with the file."""
   from octseg_jax.config.checks import validate
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -92,7 +67,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   stored = read_json(path)
   if not isinstance(stored, dict):
     raise InputError(f"{path}: expected a JSON object, found {type(stored).__name__}")
-  defaults = default_config()
+  defaults = schema.default_config()
   for key, value in stored.items():
     if isinstance(defaults.get(key), ml_collections.ConfigDict) and not isinstance(value, dict):
       raise InputError(f"{path}: field '{key}' should be an object, found "
@@ -104,15 +79,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise InputError(f"{path}: a field has a value of the wrong type ({e})") from None
 
 
-def _resumable(key: str) -> bool:
-  return any(key == f or (f.endswith(".*") and key.startswith(f[:-1])) for f in RESUMABLE_FIELDS)
-
-
 def config_differences(stored, new) -> Tuple[List[str], List[str]]:
   """(allowed, refused) dotted field names whose values differ between two configs."""
   a, b = flatten(stored), flatten(new)
   changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-  return [k for k in changed if _resumable(k)], [k for k in changed if not _resumable(k)]
+  resumable = schema.resumable_fields()
+  return [k for k in changed if k in resumable], [k for k in changed if k not in resumable]
 
 
 def check_rerun(workdir: str, config) -> List[str]:
@@ -126,7 +98,7 @@ def check_rerun(workdir: str, config) -> List[str]:
     shown = ", ".join(f"{k} ({flatten(stored).get(k)!r} -> {flatten(config).get(k)!r})"
                       for k in refused[:4]) + (" ..." if len(refused) > 4 else "")
     raise InputError(f"{workdir}: was trained with another config; changed: {shown}. Only "
-                     f"{', '.join(RESUMABLE_FIELDS)} may change on resume; use a new --workdir")
+                     f"{schema.resumable_summary()} may change on resume; use a new --workdir")
   return allowed
 
 

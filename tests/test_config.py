@@ -1,0 +1,89 @@
+"""The config schema (octseg_jax/config/schema.py): one declaration per field, from which the
+defaults, the checks, the inference overrides and the resume rule all derive."""
+
+import pytest
+
+from configs import default
+from octseg_jax.config import checks, overrides, schema
+from octseg_jax.config.paths import MISSING, apply_overrides, flatten, get_field, set_field
+from octseg_jax.errors import InputError
+
+
+def test_configs_default_is_the_schema_field_for_field():
+  flat = flatten(default.get_config())
+  assert sorted(flat) == sorted(schema.FIELDS)
+  for name, field in schema.FIELDS.items():
+    assert flat[name] == field.default and type(flat[name]) is type(field.default), name
+
+
+def test_every_default_passes_its_own_check():
+  for name, field in schema.FIELDS.items():
+    assert field.check(field.default) is None, name
+  checks.validate(default.get_config(), check_files=False)
+
+
+@pytest.mark.parametrize("field, bad", [
+    ("model.kernel", (0, 3)), ("model.kernel", (3,)), ("model.position_channel", 1),
+    ("data.augment.crop_width", -8), ("data.augment.speckle", float("nan")),
+    ("data.augment.column_shift", -1), ("explain.removal_batch_mb", 0),
+    ("data.duke_dir", 3), ("explain.road_noise", 2.0),
+])
+def test_fields_that_had_no_check_refuse_bad_values(field, bad):
+  config = default.get_config()
+  stored = flatten(config)
+  stored[field] = bad
+  nested = {}
+  for k, v in stored.items():
+    node = nested
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  with pytest.raises(InputError, match=rf"^--config\.{field}="):
+    checks.validate(nested, check_files=False)
+
+
+def test_inference_fields_parse_their_defaults_back():
+  for name in schema.inference_fields():
+    field = schema.FIELDS[name]
+    d = field.default
+    text = ",".join(map(str, d)) if isinstance(d, tuple) else str(d)
+    assert field.parse(text) == d, name
+
+
+def test_inference_and_training_share_one_range():
+  """explain.road_noise was any positive number at inference but (0, 1] in training."""
+  with pytest.raises(InputError, match=r"road_noise=2: expected a number in \(0, 1\]"):
+    overrides.parse(["--config.explain.road_noise=2"], "explain")
+  assert overrides.parse(["--config.explain.road_noise=0.5"], "explain") == \
+      {"explain.road_noise": 0.5}
+  with pytest.raises(InputError, match="changes the trained model"):
+    overrides.parse(["--config.model.kernel=7,3"], "predict")
+  with pytest.raises(InputError, match='Did you mean "explain.max_scans"'):
+    overrides.parse(["--config.explain.max_scan=2"], "explain")
+
+
+def test_resumable_fields_in_words():
+  words = schema.resumable_summary().split(", ")
+  assert {"explain.*", "predict.*", "benchmark.*", "train.num_epochs"} <= set(words)
+  assert "train.batch_size" not in words and "model.*" not in words
+  assert "train.num_epochs" in schema.resumable_fields()
+  assert "explain.layers" in schema.resumable_fields()
+
+
+def test_dotted_paths_round_trip():
+  config = default.get_config()
+  set_field(config, "train.num_epochs", 7)
+  assert get_field(config, "train.num_epochs") == 7
+  assert get_field(config, "train.no_such") is MISSING
+  assert get_field({"a": 1}, "a.b") is MISSING
+  apply_overrides(config, {"data.synthetic.width": 96, "seed": 3})
+  assert flatten(config)["data.synthetic.width"] == 96 and config.seed == 3
+  assert flatten({"a": {"b": [1, 2]}}) == {"a.b": (1, 2)}
+
+
+def test_choices_are_the_registries():
+  from octseg_jax.cam import gradcam
+  from octseg_jax.learning.losses import LOSSES
+  assert schema.choices("explain.method") == tuple(gradcam.METHODS)
+  assert set(schema.choices("loss.name")) == set(LOSSES)
