@@ -8,14 +8,14 @@
 import os
 import sys
 
-from octseg_jax import xla_setup
-
+from octseg_jax.runtime import xla_setup
 xla_setup.apply_cpu_flags()   # before JAX initialises a backend
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from octseg_jax import cli, inference_overrides  # noqa: E402
+from octseg_jax.modes import cli  # noqa: E402
+from octseg_jax.config import overrides as inference_overrides
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -44,7 +44,7 @@ flags.DEFINE_enum("cam_faithfulness", "none", ["none", "deletion", "road", "all"
                   "explain: removal curves (deletion, ROAD, or both) per scan and layer.")
 flags.DEFINE_bool("cam_sanity", False, "explain: weight-randomisation check (first scan).")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
-# Several processes (octseg_jax/distributed.py; README "Several machines").
+# Several processes (octseg_jax/runtime/distributed.py; README "Several machines").
 flags.DEFINE_enum("distributed", "off", ["off", "auto"],
                   "auto: jax.distributed.initialize() detects the cluster (Slurm, Open MPI).")
 flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (with the next two).")
@@ -87,7 +87,7 @@ def parse_flags(argv):
   a field that does not exist, a value of the wrong type) reported in one line instead of a
   traceback. In eval/predict/explain the `--config.FIELD=VALUE` args are set aside (returned
   after the positional args) and checked against the workdir's config later
-  (octseg_jax/inference_overrides.py)."""
+  (octseg_jax/config/overrides.py)."""
   debug = "--debug" in argv
   problem = None if debug else _config_file_problem(argv)
   if problem:

@@ -19,7 +19,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
@@ -28,10 +28,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.compare_torch import load_config  # noqa: E402
-from octseg_jax import benchmark, train  # noqa: E402
-from octseg_jax.io_utils import write_json  # noqa: E402
+from octseg_jax.modes import benchmark  # noqa: E402
+from octseg_jax.training import train
+from octseg_jax.outputs.atomic import write_json  # noqa: E402
 from octseg_jax.models import create_model, reference  # noqa: E402
-from octseg_jax.task import Task  # noqa: E402
+from octseg_jax.learning.task import Task  # noqa: E402
 
 
 def compiled_step(config, x, y):
@@ -70,7 +71,7 @@ def main():
   with reference.plain_segnet(rewrites):
     steps["plain"] = compiled_step(config, x, y)
   if a.bf16:
-    from octseg_jax.config_utils import apply_overrides
+    from octseg_jax.config.paths import apply_overrides
     steps["fast_bf16"] = compiled_step(
         apply_overrides(config, {"train.compute_dtype": "bfloat16"}), x, y)
   times = {k: [] for k in steps}

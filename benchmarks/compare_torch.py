@@ -20,13 +20,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
-from octseg_jax import benchmark  # noqa: E402
-from octseg_jax.config_utils import apply_overrides  # noqa: E402
-from octseg_jax.io_utils import write_json  # noqa: E402
+from octseg_jax.modes import benchmark  # noqa: E402
+from octseg_jax.config.paths import apply_overrides  # noqa: E402
+from octseg_jax.outputs.atomic import write_json  # noqa: E402
 
 
 def load_config(path: str, settings, fixed: dict):

@@ -16,7 +16,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from octseg_jax import benchmark  # noqa: E402
+from octseg_jax.modes import benchmark  # noqa: E402
 
 SHAPES = ((8, 256, 256, 16, 16), (8, 128, 128, 32, 32), (4, 256, 256, 64, 64),
           (4, 64, 64, 256, 256), (4, 16, 16, 512, 512))
@@ -95,7 +95,7 @@ def main() -> None:
             "torch_threads": a.threads, "cpu_count": os.cpu_count(), "rows": rows,
             "load_average_after": list(os.getloadavg())}
   if a.out:
-    from octseg_jax.io_utils import write_json
+    from octseg_jax.outputs.atomic import write_json
     write_json(a.out, result)
 
 

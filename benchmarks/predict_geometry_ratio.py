@@ -25,7 +25,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--old", required=True, help="root of the older checkout")
   args = parser.parse_args()
-  from octseg_jax import predict
+  from octseg_jax.modes import predict
   spec = importlib.util.spec_from_file_location(
       "old_geometry", os.path.join(args.old, "octseg_jax", "layers_geometry.py"))
   old = importlib.util.module_from_spec(spec)

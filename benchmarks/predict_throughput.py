@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()       # the network-alone timing runs with predict's XLA options
 
@@ -63,11 +63,12 @@ def network_seconds_per_scan(workdir: str, batch_sizes, height: int, width: int,
                              repeats: int = 4) -> dict:
   """The network alone (jitted forward pass and softmax, as predict runs it) in this process:
   median seconds per scan over `repeats` rounds of 16 scans for each batch size, and the
-  convolution GFLOP/s it reaches (octseg_jax.flops)."""
+  convolution GFLOP/s it reaches (octseg_jax.models.flops)."""
   import jax
   import numpy as np
-  from octseg_jax import flops, preprocessing
-  from octseg_jax.inference import load_trained
+  from octseg_jax.models import flops
+  from octseg_jax.data import preprocessing
+  from octseg_jax.serving.inference import load_trained
   trained = load_trained(workdir)
   shape = preprocessing.input_shape(trained.recipe, (height, width))
   gflop = sum(flops.conv_flops(c, 1) for c in flops.model_convs(trained.config.model, shape)) / 1e9
@@ -107,8 +108,8 @@ def main() -> None:
 
   import jax
   from octseg_jax.data import synthetic
-  from octseg_jax.io_utils import write_json, write_npz
-  from octseg_jax.workdir import load_config
+  from octseg_jax.outputs.atomic import write_json, write_npz
+  from octseg_jax.serving.workdir import load_config
   sizes = [int(n) for n in args.sizes.split(",")]
   inputs = {}
   for n in sizes:
@@ -140,7 +141,7 @@ def main() -> None:
       "what": f"predict on one .npz of N phantom B-scans of {args.height} x {args.width}",
       "main": os.path.relpath(os.path.abspath(args.main), ROOT), "workdir": args.workdir,
       "model": config.model.to_dict(),
-      "batch_flag": args.batch or "none (predict's own: octseg_jax.predict.network_batch_size)",
+      "batch_flag": args.batch or "none (predict's own: octseg_jax.modes.predict.network_batch_size)",
       "recipe": config.data.recipe.to_dict(), "sizes": sizes,
       "device": {"platform": platform.platform(), "processor": platform.processor(),
                  "cpu_count": os.cpu_count(), "jax": jax.__version__,

@@ -23,7 +23,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
@@ -32,10 +32,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.compare_torch import load_config  # noqa: E402
-from octseg_jax import benchmark, train  # noqa: E402
-from octseg_jax.io_utils import write_json  # noqa: E402
+from octseg_jax.modes import benchmark  # noqa: E402
+from octseg_jax.training import train
+from octseg_jax.outputs.atomic import write_json  # noqa: E402
 from octseg_jax.models import create_model  # noqa: E402
-from octseg_jax.task import Task  # noqa: E402
+from octseg_jax.learning.task import Task  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = \S.*? ([a-z][\w\-]*)\(")
 

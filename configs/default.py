@@ -19,7 +19,7 @@ Fields:
     last decoder features; trained on the data's fluid masks) and boundary_head (per column
     and boundary a softmax over rows whose expectation is the boundary row, ordered by
     construction; He et al. 2019), both off by default.
-  loss: by name (octseg_jax/losses.py LOSSES): 'hybrid' = CE + dice_weight * (1 - Dice)
+  loss: by name (octseg_jax/learning/losses.py LOSSES): 'hybrid' = CE + dice_weight * (1 - Dice)
     (the paper's), 'ce', 'weighted_hybrid' (ReLayNet-style CE weighted by 1 + boundary_weight
     at layer boundaries + layer_weight on layer pixels, + the Dice term); dice_mode 'global'
     (paper) or 'class_mean'. With the heads: + fluid_weight * (BCE + 1 - soft Dice) of the
@@ -29,7 +29,7 @@ Fields:
     (warm-up over warmup_epochs then cosine decay to 0 at num_epochs, per step) or 'constant';
     early stopping on the validation loss; compute_dtype 'float32' or 'bfloat16' (mixed
     precision; parameters and loss in float32).
-  Which fields may change when a workdir is resumed: octseg_jax/workdir.py RESUMABLE_FIELDS.
+  Which fields may change when a workdir is resumed: octseg_jax/serving/workdir.py RESUMABLE_FIELDS.
 """
 
 import ml_collections

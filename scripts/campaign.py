@@ -35,7 +35,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from octseg_jax.workdir import pid_alive  # noqa: E402  (no JAX: config files and locks only)
+from octseg_jax.serving.workdir import pid_alive  # noqa: E402  (no JAX: config files and locks only)
 PLAN = os.path.join(REPO, "configs", "campaign.json")
 STATE = os.path.join(os.path.dirname(REPO), "campaign")
 RESULT_FILES = {   # copied name: (source folder, file) of a finished run
@@ -213,7 +213,7 @@ def take_lock(state=STATE):
   """One runner at a time: the state folder's lock (workdir.FolderLock: pid and host; a dead
   owner's lock is taken over). Returns it (released by the caller)."""
   from octseg_jax.errors import InputError
-  from octseg_jax.workdir import FolderLock
+  from octseg_jax.serving.workdir import FolderLock
   os.makedirs(state, exist_ok=True)
   lock = FolderLock(state, RUNNER_LOCK, "is running the campaign", own_is_stale=True)
   try:

@@ -50,10 +50,10 @@ def run_numbers(plan, run, repo=campaign.REPO):
 
 
 def gflop_per_bscan(recipe) -> float:
-  """Network convolution GFLOP of one forward pass at the Duke input size (octseg_jax.flops)."""
+  """Network convolution GFLOP of one forward pass at the Duke input size (octseg_jax.models.flops)."""
   import importlib.util
-  from octseg_jax import flops
-  from octseg_jax.config_utils import apply_overrides
+  from octseg_jax.models import flops
+  from octseg_jax.config.paths import apply_overrides
   path = os.path.join(campaign.REPO, recipe["config"])
   spec = importlib.util.spec_from_file_location("recipe_config", path)
   module = importlib.util.module_from_spec(spec)

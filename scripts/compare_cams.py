@@ -18,20 +18,23 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from octseg_jax import explain, faithfulness, gradcam, preprocessing  # noqa: E402
+from octseg_jax.modes import explain  # noqa: E402
+from octseg_jax.cam import faithfulness
+from octseg_jax.cam import gradcam
+from octseg_jax.data import preprocessing
 from octseg_jax.data import inputs  # noqa: E402
 from octseg_jax.data.scans import LAYER_NAMES  # noqa: E402
-from octseg_jax.explain_report import layer_classes  # noqa: E402
-from octseg_jax.inference import load_trained  # noqa: E402
-from octseg_jax.io_utils import write_json, write_text  # noqa: E402
-from octseg_jax.report import fmt, table  # noqa: E402
+from octseg_jax.outputs.cam_report import layer_classes  # noqa: E402
+from octseg_jax.serving.inference import load_trained  # noqa: E402
+from octseg_jax.outputs.atomic import write_json, write_text  # noqa: E402
+from octseg_jax.outputs.report import fmt, table  # noqa: E402
 
 LAYERS = ("enc3_conv1", "dec3_conv1", "dec2_conv1", "dec1_conv1", "dec0_conv0", "dec0_conv1",
           "head")

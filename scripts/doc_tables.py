@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES  # noqa: E402
-from octseg_jax.flops import model_train_step_conv_flops  # noqa: E402
-from octseg_jax.report import PAPER_IOU, fmt, table  # noqa: E402
+from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
+from octseg_jax.outputs.report import PAPER_IOU, fmt, table  # noqa: E402
 from scripts.summarise_results import PAPER, mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -288,7 +288,7 @@ def performance_gpu_speed(src: Sources) -> str:
   return (table(["", "train step", "images/s", "convolution FLOP/s",
                  "explain (8 classes, 2 layers) / fwd+bwd"], rows) +
           f"\n\nConvolution FLOPs per training step: {flops / 1e12:.2f} TFLOP (analytic count, "
-          "forward + 2 x backward, `octseg_jax/flops.py`; other operations not counted). "
+          "forward + 2 x backward, `octseg_jax/models/flops.py`; other operations not counted). "
           f"Compile: {fp32['compile_s']:.0f} s (float32), {bf16['compile_s']:.0f} s (bfloat16). "
           f"Peak GPU memory of the float32 benchmark: {fp32['peak_memory_bytes'] / 2**30:.1f} GiB. "
           f"Train step, PyTorch time / ours (float32): "
@@ -965,7 +965,7 @@ def main() -> int:
   parser.add_argument("--root", default=ROOT)
   args = parser.parse_args()
   if args.write:
-    from octseg_jax.io_utils import write_text
+    from octseg_jax.outputs.atomic import write_text
     src = Sources(args.root)
     for doc in DOCS:
       path = os.path.join(args.root, doc)

@@ -3,7 +3,7 @@ on their common validation split, with calibration and boundary uncertainty:
 
   python scripts/eval_ensemble.py --output=OUT WORKDIR [WORKDIR ...] [--no_flip]
 
-Writes OUT/ensemble_metrics.json (octseg_jax/ensemble.py evaluate_ensemble). Bad input: one
+Writes OUT/ensemble_metrics.json (octseg_jax/serving/ensemble.py evaluate_ensemble). Bad input: one
 line and exit status 2.
 """
 
@@ -13,11 +13,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
-from octseg_jax import ensemble  # noqa: E402
+from octseg_jax.serving import ensemble  # noqa: E402
 from octseg_jax.errors import InputError  # noqa: E402
 
 

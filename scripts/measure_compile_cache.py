@@ -19,18 +19,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()   # here too, so that provenance.json records the children's flags
 
 CHILD = r"""
 import json, os, sys, time
-from octseg_jax import xla_setup
+from octseg_jax.runtime import xla_setup
 xla_setup.apply_cpu_flags()
 import jax
 from configs import segnet
-from octseg_jax import benchmark, cli, train
-from octseg_jax.config_utils import apply_overrides
+from octseg_jax.modes import benchmark
+from octseg_jax.modes import cli
+from octseg_jax.training import train
+from octseg_jax.config.paths import apply_overrides
 from octseg_jax.models import create_model
 cache, batch, overrides = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 cli.enable_compilation_cache(cache)
@@ -67,8 +69,8 @@ def compile_once(cache: str, batch: int, overrides: dict) -> dict:
 
 
 def main() -> None:
-  from octseg_jax import provenance
-  from octseg_jax.io_utils import write_json
+  from octseg_jax.runtime import provenance
+  from octseg_jax.outputs.atomic import write_json
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True)
   parser.add_argument("--batch", type=int, default=8)

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
@@ -22,10 +22,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import duke_cpu_fast  # noqa: E402
-from octseg_jax import provenance, train  # noqa: E402
-from octseg_jax.io_utils import write_json  # noqa: E402
+from octseg_jax.runtime import provenance  # noqa: E402
+from octseg_jax.training import train
+from octseg_jax.outputs.atomic import write_json  # noqa: E402
 from octseg_jax.models import create_model  # noqa: E402
-from octseg_jax.task import Task  # noqa: E402
+from octseg_jax.learning.task import Task  # noqa: E402
 
 INPUT_SHAPE = (224, 560)     # the Duke band, widest scan padded (split.json of the folds)
 

@@ -35,17 +35,22 @@ if __name__ == "__main__" and {"--campaign", "--status"} & set(sys.argv[1:]):
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
 from configs import duke_cpu, duke_cpu_fast, duke_gpu, segnet  # noqa: E402
 from configs import levers  # noqa: E402
 from configs.ablations import ABLATIONS  # noqa: E402
-from octseg_jax import benchmark, cli, evaluate, explain, provenance, train  # noqa: E402
-from octseg_jax import hooks as hooks_lib  # noqa: E402
-from octseg_jax.config_utils import apply_overrides  # noqa: E402
-from octseg_jax.io_utils import write_json  # noqa: E402
+from octseg_jax.modes import benchmark  # noqa: E402
+from octseg_jax.modes import cli
+from octseg_jax.modes import evaluate
+from octseg_jax.modes import explain
+from octseg_jax.runtime import provenance
+from octseg_jax.training import train
+from octseg_jax.training import hooks as hooks_lib  # noqa: E402
+from octseg_jax.config.paths import apply_overrides  # noqa: E402
+from octseg_jax.outputs.atomic import write_json  # noqa: E402
 
 
 SMOKE = {}   # --smoke: tiny models, one epoch, to check the plan end to end on a CPU

@@ -16,9 +16,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.ablations import ABLATIONS  # noqa: E402
-from octseg_jax import plots  # noqa: E402
+from octseg_jax.outputs import plots  # noqa: E402
 from octseg_jax.data.scans import BOUNDARY_NAMES, LAYER_NAMES  # noqa: E402
-from octseg_jax.report import PAPER_IOU, fmt, table  # noqa: E402
+from octseg_jax.outputs.report import PAPER_IOU, fmt, table  # noqa: E402
 
 PAPER = {"accuracy": 0.9577, "dice": 0.9446, "iou": 0.8951}
 

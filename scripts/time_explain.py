@@ -14,16 +14,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from octseg_jax import explain, preprocessing  # noqa: E402
+from octseg_jax.modes import explain  # noqa: E402
+from octseg_jax.data import preprocessing
 from octseg_jax.data import inputs  # noqa: E402
-from octseg_jax.inference import load_trained  # noqa: E402
+from octseg_jax.serving.inference import load_trained  # noqa: E402
 
 
 def timed(fn):

@@ -7,7 +7,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from octseg_jax import xla_setup  # noqa: E402
+from octseg_jax.runtime import xla_setup  # noqa: E402
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -49,14 +49,14 @@ def file_hashes(folder) -> dict:
 def tiny_config(**overrides):
   """configs/tiny.py with dotted overrides, e.g. tiny_config(**{'train.num_epochs': 2})."""
   from configs import tiny
-  from octseg_jax.config_utils import apply_overrides
+  from octseg_jax.config.paths import apply_overrides
   return apply_overrides(tiny.get_config(), overrides)
 
 
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory):
   """One tiny training run shared by the eval, predict and explain tests (3 epochs)."""
-  from octseg_jax import train
+  from octseg_jax.training import train
   workdir = str(tmp_path_factory.mktemp("trained"))
   summary = train.train_and_evaluate(tiny_config(), workdir)
   return workdir, summary

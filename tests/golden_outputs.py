@@ -26,7 +26,7 @@ def phantom_inputs(folder: str) -> dict:
   import numpy as np
   import scipy.io
   from octseg_jax.data import synthetic
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   a = synthetic.generate(2, 496, 512, seed=21)
   npz = os.path.join(folder, "phantom.npz")
   write_npz(npz, images=a.images)
@@ -39,7 +39,7 @@ def phantom_inputs(folder: str) -> dict:
 def predictions(folder: str) -> dict:
   """pretrained/'s prediction arrays on the two inputs."""
   import numpy as np
-  from octseg_jax import predict
+  from octseg_jax.modes import predict
   files = phantom_inputs(folder)
   out = {}
   for kind, path in files.items():
@@ -53,9 +53,9 @@ def predictions(folder: str) -> dict:
 
 def explain_stats(workdir: str, folder: str) -> dict:
   """cam_stats.json of explain (gradcam at the config's layers) on a fixed phantom scan."""
-  from octseg_jax import explain
+  from octseg_jax.modes import explain
   from octseg_jax.data import synthetic
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   s = synthetic.generate(1, 96, 64, seed=23)
   path = os.path.join(folder, "explain_in.npz")
   write_npz(path, images=s.images, masks=s.masks)

@@ -11,7 +11,7 @@ import scipy.io
 from octseg_jax.data import inputs
 from octseg_jax.data.scans import ScanSet
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import atomic_path, write_npz, write_png
+from octseg_jax.outputs.atomic import atomic_path, write_npz, write_png
 from tests.conftest import ROOT
 
 
@@ -86,7 +86,7 @@ def test_obvious_fixes_colour_to_grey_floats_and_constant(tmp_path):
   np.testing.assert_array_equal(s.images, IMG)
   assert s.masks.dtype == np.uint8
   path = _npz(tmp_path, "flat.npz", images=np.full((1, 32, 32), 80, np.uint8))
-  from octseg_jax import preprocessing as pp
+  from octseg_jax.data import preprocessing as pp
   x, _, _ = pp.prepare(inputs.load_path(path)[0].images[0], None, pp.Recipe(band_height=16))
   assert x.shape == (16, 32) and (x == 0).all()
 

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import load_script, tiny_config
-from octseg_jax import distributed, evaluate, train
+from octseg_jax.runtime import distributed
+from octseg_jax.modes import evaluate
+from octseg_jax.training import train
 from octseg_jax.errors import InputError
 
 EPOCHS = 4

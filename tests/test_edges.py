@@ -11,7 +11,7 @@ import pytest
 
 from octseg_jax.data import duke, synthetic
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_npz
+from octseg_jax.outputs.atomic import write_npz
 
 
 def _npz_declaring(path, name, shape, dtype="|u1", data=b""):
@@ -80,7 +80,7 @@ def test_folder_run_goes_on_past_an_unreadable_file(trained_workdir, tmp_path, m
 
 
 def test_a_file_failing_during_prediction_is_a_failed_row(trained_workdir, tmp_path, monkeypatch):
-  from octseg_jax import predict
+  from octseg_jax.modes import predict
   folder = tmp_path / "in"
   folder.mkdir()
   for stem in ("a", "b"):
@@ -102,7 +102,7 @@ def test_a_file_failing_during_prediction_is_a_failed_row(trained_workdir, tmp_p
 
 def test_a_file_failing_half_way_leaves_none_of_its_outputs(trained_workdir, tmp_path,
                                                            monkeypatch):
-  from octseg_jax import predict
+  from octseg_jax.modes import predict
   folder = tmp_path / "in"
   folder.mkdir()
   for stem in ("a", "b"):
@@ -123,7 +123,7 @@ def test_a_file_failing_half_way_leaves_none_of_its_outputs(trained_workdir, tmp
 
 def test_a_multi_line_error_is_printed_on_one_line(monkeypatch, capsys, tmp_path):
   import main
-  from octseg_jax import evaluate
+  from octseg_jax.modes import evaluate
   def broken(*args, **kwargs):
     raise InputError("first line\nsecond   line")
   monkeypatch.setattr(evaluate, "run", broken)
@@ -142,12 +142,12 @@ def _lock_owned_by(folder, name, pid):
 def test_a_second_run_into_a_busy_output_folder_is_refused(trained_workdir, tmp_path):
   import socket
   import main
-  from octseg_jax import outputs
+  from octseg_jax.outputs import folder_run
   write_npz(str(tmp_path / "s.npz"), images=synthetic.generate(1, 96, 64, seed=3).images)
   out = tmp_path / "out"
   out.mkdir()
   live = os.getppid()                                   # a live process other than this one
-  _lock_owned_by(out, outputs.OUTPUT_LOCK, live)
+  _lock_owned_by(out, folder_run.OUTPUT_LOCK, live)
   (out / f".octseg-p{live}.s.abc.tmp.npz").write_bytes(b"in flight")   # the other run's
   (out / ".octseg-p999999999.s.abc.tmp.npz").write_bytes(b"left by a dead run")
   (out / ".octseg-0001.s.abc.tmp.npz").write_bytes(b"left by an older version")
@@ -155,19 +155,19 @@ def test_a_second_run_into_a_busy_output_folder_is_refused(trained_workdir, tmp_
           f"--input={tmp_path / 's.npz'}", f"--output={out}", "--figures=none"]
   assert main.run_command(args) == 2
   assert (out / f".octseg-p{live}.s.abc.tmp.npz").exists() and not (out / "s.npz").exists()
-  _lock_owned_by(out, outputs.OUTPUT_LOCK, 999999999)   # a dead owner: taken over
+  _lock_owned_by(out, folder_run.OUTPUT_LOCK, 999999999)   # a dead owner: taken over
   assert main.run_command(args) == 0
   assert (out / f".octseg-p{live}.s.abc.tmp.npz").exists()          # a live run's: kept
   assert not (out / ".octseg-p999999999.s.abc.tmp.npz").exists()    # a dead run's: removed
   assert not (out / ".octseg-0001.s.abc.tmp.npz").exists()          # no owner: removed
-  assert not (out / outputs.OUTPUT_LOCK).exists()                   # released at the end
+  assert not (out / folder_run.OUTPUT_LOCK).exists()                   # released at the end
   assert socket.gethostname()
 
 
 def test_a_lock_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
   import builtins
   import errno
-  from octseg_jax import workdir
+  from octseg_jax.serving import workdir
   real_open = builtins.open
 
   def full_disk(path, mode="r", *args, **kwargs):
@@ -189,7 +189,8 @@ def test_reading_a_workdir_whose_best_checkpoint_is_replaced(trained_workdir, tm
                                                             monkeypatch, capsys):
   import shutil
   import orbax.checkpoint as ocp
-  from octseg_jax import checkpoints, inference
+  from octseg_jax.serving import checkpoints
+  from octseg_jax.serving import inference
   workdir = str(tmp_path / "w")
   shutil.copytree(trained_workdir[0], workdir)
   best = os.path.join(workdir, "best")
@@ -219,7 +220,7 @@ def test_reading_a_workdir_whose_best_checkpoint_is_replaced(trained_workdir, tm
 
 def test_a_lock_releases_only_its_own_file_and_works_without_hard_links(tmp_path, monkeypatch):
   import errno
-  from octseg_jax import workdir
+  from octseg_jax.serving import workdir
   lock = workdir.FolderLock(str(tmp_path), "x.lock")
   lock.acquire()
   _lock_owned_by(tmp_path, "x.lock", os.getppid())      # another process's lock replaced ours

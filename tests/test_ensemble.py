@@ -1,4 +1,4 @@
-"""octseg_jax/ensemble.py on hand-made probabilities: closed forms and hand-computed cases."""
+"""octseg_jax/serving/ensemble.py on hand-made probabilities: closed forms and hand-computed cases."""
 
 import os
 import types
@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from octseg_jax import ensemble
-from octseg_jax import layers_geometry as geom
-
-
+from octseg_jax.serving import ensemble
+from octseg_jax.geometry import boundaries as geom
 def test_flip_views_of_a_mirror_symmetric_model_agree():
   def probs_fn(x):                                    # column-wise, hence flip-equivariant
     return np.stack([x, 1 - x], axis=-1)
@@ -130,7 +128,7 @@ def test_uncertainty_vs_error_finds_the_uncertain_columns():
 
 
 def test_ensemble_of_one_model_twice_equals_eval_and_has_no_disagreement(trained_workdir, tmp_path):
-  from octseg_jax import evaluate
+  from octseg_jax.modes import evaluate
   workdir, _ = trained_workdir
   single = evaluate.score(*_probs_masks_subjects(workdir))
   r = ensemble.evaluate_ensemble([workdir, workdir], str(tmp_path), flip=False)
@@ -147,8 +145,8 @@ def test_ensemble_of_one_model_twice_equals_eval_and_has_no_disagreement(trained
 
 
 def _probs_masks_subjects(workdir):
-  from octseg_jax import evaluate
-  from octseg_jax.inference import load_trained, predict_probs
+  from octseg_jax.modes import evaluate
+  from octseg_jax.serving.inference import load_trained, predict_probs
   trained = load_trained(workdir)
   images, masks, _, subjects, _ = evaluate.validation_scans(trained)
   return predict_probs(trained, images), masks, subjects, float(trained.config.data.pixel_um)

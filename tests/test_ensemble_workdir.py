@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from octseg_jax import ensemble, inference
+from octseg_jax.serving import ensemble
+from octseg_jax.serving import inference
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
 
@@ -17,7 +18,7 @@ from octseg_jax.errors import InputError
 @pytest.fixture(scope="module")
 def members(tmp_path_factory, trained_workdir):
   """The suite's tiny model and a second one of another seed (same recipe)."""
-  from octseg_jax import train
+  from octseg_jax.training import train
   other = str(tmp_path_factory.mktemp("member") / "seed1")
   train.train_and_evaluate(tiny_config(**{"seed": 1, "train.num_epochs": 1}), other)
   return [trained_workdir[0], other]
@@ -62,7 +63,7 @@ def test_view_uncertainty_on_known_disagreement():
 
 def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   import main
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   scans = synthetic.generate(2, 96, 64, seed=9)
   write_npz(str(tmp_path / "scans.npz"), images=scans.images)
   workdir = _ensemble_dir(tmp_path, members, True)
@@ -82,7 +83,7 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
 
 
 def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, members):
-  from octseg_jax import evaluate
+  from octseg_jax.modes import evaluate
   result = evaluate.run(_ensemble_dir(tmp_path, members, False), None, str(tmp_path / "eval"))
   assert 0 <= result["calibration"]["ece"] <= 1
   rho = result["calibration"]["uncertainty_vs_error"]["pooled"]
@@ -103,7 +104,7 @@ def test_bad_ensemble_files_are_one_line_errors(tmp_path, members):
 
 def test_explain_refuses_an_ensemble_in_one_line(tmp_path, members):
   import main
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   write_npz(str(tmp_path / "s.npz"), images=synthetic.generate(1, 96, 64, seed=2).images)
   workdir = _ensemble_dir(tmp_path, members, False)
   args = ["main.py", "--mode=explain", f"--workdir={workdir}", f"--input={tmp_path / 's.npz'}",

@@ -11,10 +11,13 @@ import pytest
 from scipy import sparse, stats
 from scipy.sparse import linalg
 
-from octseg_jax import explain, explain_report, faithfulness, preprocessing
+from octseg_jax.modes import explain
+from octseg_jax.outputs import cam_report
+from octseg_jax.cam import faithfulness
+from octseg_jax.data import preprocessing
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_npz
+from octseg_jax.outputs.atomic import write_npz
 from octseg_jax.models.segnet import SegNet
 
 
@@ -192,7 +195,7 @@ def test_batched_removal_gives_the_curves_of_the_unbatched_loop(tiny, kind):
 
 
 def test_randomised_weights_give_low_similarity_on_a_trained_tiny_model(trained_workdir):
-  from octseg_jax.inference import load_trained
+  from octseg_jax.serving.inference import load_trained
   trained = load_trained(trained_workdir[0])
   s = synthetic.generate(1, 96, 64, seed=9)
   x, _, place = preprocessing.prepare(s.images[0], None, trained.recipe)
@@ -232,6 +235,6 @@ def test_explain_writes_the_summary_npz_per_scan_and_readable_report(trained_wor
   md = (out / "cam_stats.md").read_text()
   assert "feeds the linear 1x1 head" in md and "## Summary" in md and "ROAD MoRF" in md
   # Without removal or sanity there is no summary object.
-  plain = explain_report.summarise(result["per_scan"], None,
+  plain = cam_report.summarise(result["per_scan"], None,
                                    dict(result["settings"], faithfulness=[]))
   assert "summary" not in plain

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from octseg_jax import train
+from octseg_jax.training import train
 from tests.conftest import ROOT, tiny_config
 
 

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import tiny_config
-from octseg_jax import flops, train
+from octseg_jax.models import flops
+from octseg_jax.training import train
 from octseg_jax.models import create_model
-from octseg_jax.task import Task
+from octseg_jax.learning.task import Task
 
 
 def test_conv_flops_hand_counts():

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 import main
-from octseg_jax import config_checks
+from octseg_jax.config import checks as config_checks
 from tests.conftest import ROOT
 
 def fuzz(examples: int):
@@ -96,7 +96,7 @@ FIELDS = {
 @given(field=st.sampled_from(sorted(FIELDS)), data=st.data())
 def test_config_values(field, data, tmp_path_factory, capsys, monkeypatch):
   from configs import tiny
-  from octseg_jax import train
+  from octseg_jax.training import train
   value = data.draw(FIELDS[field])
   workdir = _fresh(tmp_path_factory, "cfg") / "w"
   started = []

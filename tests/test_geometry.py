@@ -1,8 +1,6 @@
 import numpy as np
 
-from octseg_jax import layers_geometry as geom
-
-
+from octseg_jax.geometry import boundaries as geom
 def _column_map(bounds, height):
   """Label map [H, W] from integer boundaries [8, W] (layer k in rows [b_k, b_k+1))."""
   rows = np.arange(height)[:, None]

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from octseg_jax import faithfulness, gradcam
+from octseg_jax.cam import faithfulness
+from octseg_jax.cam import gradcam
 from octseg_jax.models.segnet import SegNet
 
 LAYERS = ("dec0_conv1", "head")

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from octseg_jax import evaluate, losses, preprocessing
-from octseg_jax import layers_geometry as geom
+from octseg_jax.modes import evaluate
+from octseg_jax.learning import losses
+from octseg_jax.data import preprocessing
+from octseg_jax.geometry import boundaries as geom
 from octseg_jax.data import pipeline, synthetic
 from octseg_jax.models import create_model, heads
-from octseg_jax.task import Task
+from octseg_jax.learning.task import Task
 
 
 def _model(**fields):
@@ -153,7 +155,7 @@ def test_score_fluid_counts_globally():
 
 
 def test_training_with_both_heads_logs_and_scores_them(tmp_path):
-  from octseg_jax import train
+  from octseg_jax.training import train
   cfg = tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
                        "train.num_epochs": 2})
   workdir = str(tmp_path / "w")
@@ -176,7 +178,7 @@ def test_fluid_head_refuses_data_without_fluid():
 @pytest.fixture(scope="module")
 def heads_workdir(tmp_path_factory):
   """A tiny model with both heads, trained for one epoch."""
-  from octseg_jax import train
+  from octseg_jax.training import train
   workdir = str(tmp_path_factory.mktemp("heads") / "w")
   train.train_and_evaluate(tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
                                           "train.num_epochs": 1}), workdir)
@@ -190,7 +192,7 @@ def _predict(workdir, path, out, *extra):
 
 
 def test_predict_writes_the_heads_outputs(heads_workdir, tmp_path):
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   scans = synthetic.generate(2, 96, 64, seed=5)
   write_npz(str(tmp_path / "scans.npz"), images=scans.images)
   _predict(heads_workdir, tmp_path / "scans.npz", tmp_path / "out")
@@ -213,7 +215,7 @@ def test_predict_writes_the_heads_outputs(heads_workdir, tmp_path):
 
 
 def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   vol, _ = synthetic.generate_volume(5, 96, 64, scale_mm=(0.2, 0.0155, 0.03),
                                      cysts=[(0.0, 0.2, 0.3, 0.3, 2.0)])
   write_npz(str(tmp_path / "vol.npz"), images=vol.images, scale_mm=np.array(vol.scale_mm))

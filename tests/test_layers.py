@@ -1,4 +1,4 @@
-"""The fast layers of models/layers.py equal the plain Flax layers they replace: same variables
+"""The fast layers of models/blocks.py equal the plain Flax layers they replace: same variables
 (tree and initial values), same outputs, same gradients (float64, rtol 1e-10, or float32 at
 rtol 1e-5), and the whole SegNet equals one built from the plain Flax layers."""
 
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from octseg_jax.models import layers, reference, segnet
+from octseg_jax.models import blocks, reference, segnet
 
 
 def _rand(shape, seed, dtype=np.float64):
@@ -26,7 +26,7 @@ def _close(a, b, rtol):
 def test_upconv_equals_conv_transpose_variables_values_and_gradients():
   with jax.enable_x64(True):
     x = _rand((2, 3, 5, 4), 0)                                  # [B, h, w, C]
-    fast = layers.UpConv2x2(6, jnp.float64)
+    fast = blocks.UpConv2x2(6, jnp.float64)
     plain = nn.ConvTranspose(6, (2, 2), strides=(2, 2), dtype=jnp.float64)
     v_fast, v_plain = fast.init(jax.random.key(3), x), plain.init(jax.random.key(3), x)
     assert jax.tree.map(jnp.shape, v_fast) == jax.tree.map(jnp.shape, v_plain)
@@ -58,7 +58,7 @@ def _plain_bn_relu(x, scale, bias, eps=1e-5):
 def test_channel_sum_equals_the_plain_sum(shape):
   with jax.enable_x64(True):
     x = _rand(shape, 7)
-    s = layers.channel_sum(x)
+    s = blocks.channel_sum(x)
     assert s.shape == (1, 1, 1, shape[-1])
     np.testing.assert_allclose(s, jnp.sum(x, (0, 1, 2), keepdims=True), rtol=1e-12)
     # Hand-checked cell: channel 1 is the sum of x[..., 1] over every pixel.
@@ -79,7 +79,7 @@ def test_conv_nhwc_equals_lax_conv_values_and_gradients(x_shape, kernel_shape, p
                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     def ours(x, k):
-      return layers.conv_general_dilated(x, k, (1, 1), padding,
+      return blocks.conv_general_dilated(x, k, (1, 1), padding,
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     y_plain, vjp_plain = jax.vjp(plain, x, kernel)
@@ -99,24 +99,24 @@ def test_conv_nhwc_equals_lax_conv_values_and_gradients(x_shape, kernel_shape, p
 
 def test_conv_general_dilated_leaves_other_convolutions_to_lax():
   x, kernel = _rand((1, 8, 8, 2), 14, np.float32), _rand((3, 3, 2, 3), 15, np.float32)
-  strided = layers.conv_general_dilated(x, kernel, (2, 2), "SAME",
+  strided = blocks.conv_general_dilated(x, kernel, (2, 2), "SAME",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
   assert strided.shape == (1, 4, 4, 3)
   np.testing.assert_array_equal(strided, jax.lax.conv_general_dilated(
       x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
   # Through conv_nhwc (stride 1), jax.make_jaxpr shows its custom VJP; strided, it does not.
-  assert "custom_vjp" in str(jax.make_jaxpr(lambda x: layers.conv_general_dilated(
+  assert "custom_vjp" in str(jax.make_jaxpr(lambda x: blocks.conv_general_dilated(
       x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x))
-  assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: layers.conv_general_dilated(
+  assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: blocks.conv_general_dilated(
       x, kernel, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x))
 
 
 def test_accelerators_get_the_plain_formulations(monkeypatch):
-  monkeypatch.setattr(layers, "on_cpu", lambda: False)
+  monkeypatch.setattr(blocks, "on_cpu", lambda: False)
   x, kernel = _rand((1, 4, 4, 2), 17, np.float32), _rand((3, 3, 2, 3), 18, np.float32)
-  assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: layers.conv_general_dilated(
+  assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: blocks.conv_general_dilated(
       x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x))
-  jaxpr = str(jax.make_jaxpr(layers.channel_sum)(x))
+  jaxpr = str(jax.make_jaxpr(blocks.channel_sum)(x))
   assert "reshape" not in jaxpr and jaxpr.count("reduce_sum") == 1
 
 
@@ -124,7 +124,7 @@ def test_unfused_transpose_is_the_transpose_for_any_first_element():
   x = _rand((2, 3, 4, 5), 16, np.float32)
   for first in (1.0, np.nan, np.inf):                          # either branch of its cond
     v = x.at[0, 0, 0, 0].set(first)
-    np.testing.assert_array_equal(jax.jit(lambda v: layers.unfused_transpose(v, (3, 1, 2, 0)))(v),
+    np.testing.assert_array_equal(jax.jit(lambda v: blocks.unfused_transpose(v, (3, 1, 2, 0)))(v),
                                   np.transpose(np.asarray(v), (3, 1, 2, 0)))
 
 
@@ -141,7 +141,7 @@ def test_batchnorm_relu_train_values_and_gradients_of_all_outputs():
         y, mean, var = f(x, scale, bias)
         return jnp.sum(w * y) + jnp.sum(wm * mean) + jnp.sum(wv * jnp.sin(var))
       return run
-    fast = lambda x, s, b: layers.batchnorm_relu_train(x, s, b, 1e-5)  # noqa: E731
+    fast = lambda x, s, b: blocks.batchnorm_relu_train(x, s, b, 1e-5)  # noqa: E731
     _close(fast(x, scale, bias), _plain_bn_relu(x, scale, bias), 1e-12)
     assert np.mean(np.asarray(fast(x, scale, bias)[0]) == 0) > 0.2   # the ReLU mask matters
     _close(jax.grad(loss(fast), (0, 1, 2))(x, scale, bias),
@@ -164,7 +164,7 @@ class _FlaxBNReLU(nn.Module):
 def test_batchnorm_relu_module_equals_flax_batchnorm_then_relu(train):
   with jax.enable_x64(True):
     x = _rand((2, 4, 3, 5), 0) + 0.5
-    fast = layers.BatchNormReLU(use_running_average=not train, momentum=0.9, dtype=jnp.float64)
+    fast = blocks.BatchNormReLU(use_running_average=not train, momentum=0.9, dtype=jnp.float64)
     plain = _FlaxBNReLU(not train, 0.9, jnp.float64)
     v = fast.init(jax.random.key(0), x)
     v_plain = plain.init(jax.random.key(0), x)

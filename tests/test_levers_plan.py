@@ -5,14 +5,14 @@ import types
 
 import pytest
 
-from octseg_jax.workdir import flatten as flat
+from octseg_jax.serving.workdir import flatten as flat
 from conftest import load_script
 
 
 def test_each_lever_changes_exactly_its_fields_of_both_bases():
   from configs import duke_cpu_fast, duke_gpu
   from configs.levers import LEVERS
-  from octseg_jax.config_utils import apply_overrides
+  from octseg_jax.config.paths import apply_overrides
   for module in (duke_cpu_fast, duke_gpu):
     base = flat(module.get_config())
     for name, overrides in LEVERS.items():

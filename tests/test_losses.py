@@ -3,9 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from octseg_jax import losses
-
-
+from octseg_jax.learning import losses
 def test_cross_entropy_hand_computed_and_ignore():
   logits = jnp.array([[[[0.0, np.log(3.0)], [np.log(4.0), 0.0]]]])   # [1, 1, 2, 2]
   labels = jnp.array([[[1, 0]]], jnp.uint8)

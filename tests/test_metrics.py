@@ -1,9 +1,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import metrics
-
-
+from octseg_jax.learning import metrics
 def test_confusion_hand_computed_with_ignore():
   labels = jnp.array([[0, 1, 1, 2, 255]], jnp.uint8)
   preds = jnp.array([[0, 1, 2, 2, 1]], jnp.uint8)

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from octseg_jax import train
+from octseg_jax.training import train
 from octseg_jax.models import create_model
-from octseg_jax.task import Task
+from octseg_jax.learning.task import Task
 from tests.conftest import tiny_config
 
 VARIANTS = {

@@ -6,9 +6,11 @@ import os
 
 import numpy as np
 
-from octseg_jax import evaluate, explain, predict
+from octseg_jax.modes import evaluate
+from octseg_jax.modes import explain
+from octseg_jax.modes import predict
 from octseg_jax.data import synthetic
-from octseg_jax.io_utils import write_npz, write_png
+from octseg_jax.outputs.atomic import write_npz, write_png
 from tests.conftest import tiny_config
 
 
@@ -45,7 +47,7 @@ def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tm
     assert d["pred"].shape == (2, 100, 70) and d["pred"].dtype == np.uint8
     assert d["pred"].max() <= 7
     assert d["boundaries"].shape == (2, 8, 70) and d["thickness_um"].shape == (2, 7, 70)
-    from octseg_jax import layers_geometry as geom
+    from octseg_jax.geometry import boundaries as geom
     assert geom.column_is_ordered(d["pred_ordered"]).all()
   with np.load(out / "one.npz") as d:
     assert d["pred"].shape == (1, 100, 70)
@@ -93,19 +95,19 @@ def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out
 
 
 def test_explain_box_maps_scan_pixels_to_model_pixels():
-  from octseg_jax.preprocessing import Placement
+  from octseg_jax.data.preprocessing import Placement
   place = Placement(top=100, band_rows=200, width=500, height=496, model_rows=256, model_cols=256)
   assert explain.model_box((150, 0, 250, 250), place) == (64, 0, 192, 128)
 
 
 def test_benchmark_smoke(tmp_path):
-  from octseg_jax import benchmark
+  from octseg_jax.modes import benchmark
   result = benchmark.run(tiny_config(), str(tmp_path))
   saved = json.loads((tmp_path / "benchmark.json").read_text())
   assert saved["batch"] == 4 and saved["input_shape"] == [48, 64]
   assert saved["train_step"]["median_s"] > 0 and saved["flops_per_step"] > 0
   assert result["explain_ratio_to_forward_backward"] > 0
-  from octseg_jax.flops import model_train_step_conv_flops
+  from octseg_jax.models.flops import model_train_step_conv_flops
   assert saved["conv_flops_per_step"] == model_train_step_conv_flops(tiny_config().model, 4,
                                                                      (48, 64))
   record = json.loads((tmp_path / "provenance.json").read_text())

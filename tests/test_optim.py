@@ -6,10 +6,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from octseg_jax import optim, train
-from octseg_jax.checkpoints import Checkpoints
+from octseg_jax.learning import optim
+from octseg_jax.training import train
+from octseg_jax.serving.checkpoints import Checkpoints
 from octseg_jax.models import create_model
-from octseg_jax.task import Task
+from octseg_jax.learning.task import Task
 from tests.conftest import tiny_config
 
 

@@ -5,16 +5,16 @@ import os
 import numpy as np
 import pytest
 
-from octseg_jax import layers_geometry as geom
-from octseg_jax import predict
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.modes import predict
 from octseg_jax.data import synthetic
-from octseg_jax.io_utils import StreamingNpz, write_npz
+from octseg_jax.outputs.atomic import StreamingNpz, write_npz
 
 
 def _whole_file_reference(trained, images, batch_size):
   """The pre-streaming computation: probabilities of every scan held at once (the same batch
   size as the streamed run), geometry scan by scan."""
-  from octseg_jax.inference import predict_probs
+  from octseg_jax.serving.inference import predict_probs
   probs = predict_probs(trained, list(images), batch_size)
   pred = np.stack([np.argmax(p, -1) for p in probs]).astype(np.uint8)
   ordered = np.stack([geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs])
@@ -29,7 +29,7 @@ def _whole_file_reference(trained, images, batch_size):
 ])
 def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path, overrides,
                                                   batch_size):
-  from octseg_jax.inference import load_trained
+  from octseg_jax.serving.inference import load_trained
   workdir, _ = trained_workdir
   s = synthetic.generate(19, 100, 70, seed=3)
   write_npz(str(tmp_path / "in" / "vol.npz"), images=s.images)

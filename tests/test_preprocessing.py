@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from octseg_jax import preprocessing as pp
+from octseg_jax.data import preprocessing as pp
 from octseg_jax.data import synthetic
 
 

@@ -5,7 +5,9 @@ import os
 import jax
 import numpy as np
 
-from octseg_jax import evaluate, inference, layers_geometry as geom
+from octseg_jax.modes import evaluate
+from octseg_jax.serving import inference
+from octseg_jax.geometry import boundaries as geom
 from octseg_jax.data import duke, synthetic
 from tests.conftest import DUKE_DIR, ROOT, needs_duke
 

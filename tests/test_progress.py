@@ -2,7 +2,7 @@
 
 import io
 
-from octseg_jax.progress import Progress, format_seconds
+from octseg_jax.runtime.progress import Progress, format_seconds
 
 
 def test_non_terminal_output_is_bounded_and_ends_with_the_total():

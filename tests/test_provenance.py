@@ -4,9 +4,7 @@ import json
 import os
 
 from conftest import ROOT, tiny_config
-from octseg_jax import provenance
-
-
+from octseg_jax.runtime import provenance
 def test_collect_records_versions_flags_device_and_commit():
   record = provenance.collect(tiny_config())
   assert set(record["versions"]) == {"python", "jax", "jaxlib", "flax", "optax",

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from octseg_jax import layers_geometry as geom
-from octseg_jax import volume_report
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.outputs import volume_report
 from octseg_jax.data import synthetic, volumes
 from octseg_jax.errors import InputError
 
@@ -57,8 +57,8 @@ def test_etdrs_measured_is_below_1_where_part_of_a_sector_has_no_thickness():
 
 
 def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
-  from octseg_jax import predict
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.modes import predict
+  from octseg_jax.outputs.atomic import write_npz
   s = synthetic.generate(2, 96, 64, seed=11)
   write_npz(str(tmp_path / "scans.npz"), images=s.images)
   predict.run(trained_workdir[0], str(tmp_path / "scans.npz"), str(tmp_path / "out"),
@@ -74,8 +74,8 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
 
 
 def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path):
-  from octseg_jax import predict
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.modes import predict
+  from octseg_jax.outputs.atomic import write_npz
   folder = tmp_path / "in"
   folder.mkdir()
   counts = {"a": 2, "b": 1, "c": 3}
@@ -97,7 +97,7 @@ def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path)
 
 def test_summary_rows_average_the_supported_columns():
   from types import SimpleNamespace
-  from octseg_jax import predict
+  from octseg_jax.modes import predict
   t = np.zeros((1, 7, 4))
   t[0, 0] = [10.0, 20.0, 99.0, 30.0]                                  # column 2 unsupported
   t[0, 4] = [1.0, 2.0, 99.0, 3.0]
@@ -113,7 +113,7 @@ def test_summary_rows_average_the_supported_columns():
 def test_pixel_um_changes_thickness_by_its_factor_and_nothing_else(trained_workdir, tmp_path):
   import json
   import main
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   write_npz(str(tmp_path / "s.npz"), images=synthetic.generate(2, 96, 64, seed=5).images)
   base = ["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
           f"--input={tmp_path / 's.npz'}", "--figures=none"]
@@ -132,7 +132,7 @@ def test_pixel_um_changes_thickness_by_its_factor_and_nothing_else(trained_workd
 
 def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp_path, capsys):
   import main
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   vol, _ = synthetic.generate_volume(3, 96, 64, scale_mm=(0.2, 0.0155, 0.03))
   write_npz(str(tmp_path / "v.npz"), images=vol.images, scale_mm=np.array(vol.scale_mm))
   base = ["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",

@@ -12,10 +12,11 @@ import scipy.io
 from PIL import Image
 
 import main
-from octseg_jax import config_checks, io_utils
+from octseg_jax.config import checks as config_checks
+from octseg_jax.outputs import atomic
 from octseg_jax.data import inputs, synthetic
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_npz, write_png
+from octseg_jax.outputs.atomic import write_npz, write_png
 from tests.conftest import file_hashes
 
 IMG = synthetic.generate(3, 64, 48, seed=5)
@@ -117,12 +118,12 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
 
-  append = io_utils.StreamingNpz.append
+  append = atomic.StreamingNpz.append
 
   def full(self, name, batch):
     append(self, name, batch)                       # some bytes reach the disk, then it is full
     raise OSError(28, "No space left on device", self.parts[name])
-  monkeypatch.setattr(io_utils.StreamingNpz, "append", full)
+  monkeypatch.setattr(atomic.StreamingNpz, "append", full)
   status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path / "out")
   assert status == 2 and len(err) == 1
   assert err[0].startswith("error: ") and err[0].endswith(": No space left on device")
@@ -130,8 +131,7 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
 
 
 def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
-  from octseg_jax import cli
-
+  from octseg_jax.modes import cli
   def interrupted(flags, override_args=()):
     raise KeyboardInterrupt
   monkeypatch.setattr(cli, "dispatch", interrupted)
@@ -225,7 +225,7 @@ def test_workdir_config_missing_fields_take_defaults(trained_workdir, tmp_path, 
   stored = json.loads(open(path).read())
   del stored["explain"], stored["data"]["pixel_um"], stored["data"]["max_image_side"]
   open(path, "w").write(json.dumps(stored))
-  from octseg_jax import workdir as workdir_lib
+  from octseg_jax.serving import workdir as workdir_lib
   config = workdir_lib.load_config(copy)
   assert config.data.pixel_um == 3.87 and config.explain.method == "gradcam"
   assert tuple(config.model.widths) == (4, 8)                # stored values are kept
@@ -399,10 +399,10 @@ def test_images_beyond_max_side_are_refused_before_decoding(tmp_path):
 def test_output_files_follow_the_umask(tmp_path):
   old = os.umask(0o022)
   try:
-    io_utils.write_text(str(tmp_path / "a.txt"), "x")
+    atomic.write_text(str(tmp_path / "a.txt"), "x")
     assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o644
     os.umask(0o077)
-    io_utils.write_text(str(tmp_path / "b.txt"), "x")
+    atomic.write_text(str(tmp_path / "b.txt"), "x")
     assert stat.S_IMODE(os.stat(tmp_path / "b.txt").st_mode) == 0o600
   finally:
     os.umask(old)
@@ -410,8 +410,7 @@ def test_output_files_follow_the_umask(tmp_path):
 
 def test_interrupts_are_not_raised_where_python_would_ignore_them():
   import sys as _sys
-  from octseg_jax import cli
-
+  from octseg_jax.modes import cli
   def _xla_gc_callback():          # named like jax's garbage-collector callback
     return _sys._getframe()
 

@@ -1,14 +1,14 @@
 """The experiment scripts' pure parts: ablation overrides and the summary tables."""
 
 
-from octseg_jax.workdir import flatten as flat
+from octseg_jax.serving.workdir import flatten as flat
 from conftest import load_script
 
 
 def test_each_ablation_changes_exactly_its_fields():
   from configs import duke_cpu, duke_gpu
   from configs.ablations import ABLATIONS
-  from octseg_jax.config_utils import apply_overrides
+  from octseg_jax.config.paths import apply_overrides
   for module in (duke_gpu, duke_cpu):
     base = flat(module.get_config())
     for name, overrides in ABLATIONS.items():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from octseg_jax import layers_geometry as geom
+from octseg_jax.geometry import boundaries as geom
 from octseg_jax.data import synthetic
 
 

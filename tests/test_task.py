@@ -6,11 +6,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from octseg_jax import losses, train
+from octseg_jax.learning import losses
+from octseg_jax.training import train
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
-from octseg_jax.task import Task
+from octseg_jax.learning.task import Task
 from tests.conftest import tiny_config
 
 
@@ -88,7 +89,7 @@ def test_weighted_hybrid_hand_computed():
 
 
 def test_unknown_names_are_one_line_errors():
-  from octseg_jax import config_checks
+  from octseg_jax.config import checks as config_checks
   for field, value in (("loss.name", "focal"), ("train.optimizer", "lamb"),
                        ("train.schedule", "step"), ("loss.dice_mode", "x")):
     with pytest.raises(InputError, match=rf"--config.{field}='{value}': ") as e:

@@ -9,10 +9,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from octseg_jax import losses, train
+from octseg_jax.learning import losses
+from octseg_jax.training import train
 from octseg_jax.data import pipeline
 from octseg_jax.models import create_model
-from octseg_jax.task import Task
+from octseg_jax.learning.task import Task
 from tests.conftest import tiny_config
 
 

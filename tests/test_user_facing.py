@@ -16,11 +16,11 @@ import urllib.request
 import numpy as np
 import pytest
 
-from octseg_jax import inference_overrides as ovr
-from octseg_jax import plots
+from octseg_jax.config import overrides as ovr
+from octseg_jax.outputs import plots
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
-from octseg_jax.io_utils import write_npz
+from octseg_jax.outputs.atomic import write_npz
 from tests.conftest import ROOT, tiny_config
 
 
@@ -170,7 +170,7 @@ def test_training_typo_message_is_a_sentence(tmp_path):
 
 
 def test_eval_progress_off_a_terminal_is_bounded(trained_workdir, tmp_path, capsys):
-  from octseg_jax import evaluate
+  from octseg_jax.modes import evaluate
   workdir, _ = trained_workdir
   s = synthetic.generate(40, 96, 64, seed=3)
   write_npz(str(tmp_path / "many.npz"), images=s.images, masks=s.masks)
@@ -230,7 +230,7 @@ def test_unsupported_columns():
 
 
 def test_paper_numbers_only_for_duke_with_the_paper_split():
-  from octseg_jax import report
+  from octseg_jax.outputs import report
   c = tiny_config()
   assert not report.paper_comparable(c, None)                   # phantom
   c.data.source = "duke"
@@ -248,7 +248,7 @@ def test_help_exits_0():
 
 
 def test_image_summary_every_0_means_no_image_summaries(tmp_path):
-  from octseg_jax import train
+  from octseg_jax.training import train
   workdir = tmp_path / "w"
   train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2,
                                           "train.image_summary_every": 0}), str(workdir))

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from octseg_jax import enface, layers_geometry as geom, volume_report
+from octseg_jax.geometry import enface
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.outputs import volume_report
 from octseg_jax.data import inputs, synthetic, volumes
 from octseg_jax.errors import InputError
 
@@ -202,7 +204,7 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
 def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
   """A Duke-style .mat (images [H, W, S], 2 of 6 B-scans annotated) and a scaled .npz volume
   through predict (one folder input)."""
-  from octseg_jax import predict
+  from octseg_jax.modes import predict
   workdir, _ = trained_workdir
   vol, _ = synthetic.generate_volume(6, 128, 96, seed=5, scale_mm=(0.123, 0.00387, 0.0113))
   bounds = geom.boundaries_from_labels(vol.masks)                              # [S, 8, W]
@@ -274,7 +276,7 @@ def test_phantom_cysts_give_etdrs_fluid_volumes_and_areas_within_5_percent():
 
 def test_a_one_bscan_mat_volume_predicts_without_an_eye_file(trained_workdir, tmp_path):
   import json
-  from octseg_jax import predict
+  from octseg_jax.modes import predict
   b = synthetic.generate(1, 96, 64, seed=22)
   scipy.io.savemat(str(tmp_path / "Subject_01.mat"), {"images": np.moveaxis(b.images, 0, -1)})
   predict.run(trained_workdir[0], str(tmp_path / "Subject_01.mat"), str(tmp_path / "out"),

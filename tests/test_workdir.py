@@ -11,7 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from octseg_jax import hooks, train, workdir
+from octseg_jax.training import hooks
+from octseg_jax.training import train
+from octseg_jax.serving import workdir
 from octseg_jax.errors import InputError
 from tests.conftest import ROOT, file_hashes, tiny_config
 
@@ -108,7 +110,7 @@ def test_metrics_log_aligns_changed_columns_by_name(tmp_path):
 def test_a_checkpoint_of_another_model_is_an_error_not_damage(trained_workdir, tmp_path):
   import jax
   import jax.numpy as jnp
-  from octseg_jax import checkpoints
+  from octseg_jax.serving import checkpoints
   from octseg_jax.models import create_model
   wd = str(tmp_path / "copy")
   shutil.copytree(trained_workdir[0], wd)

@@ -3,9 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from octseg_jax import xla_setup
-
-
+from octseg_jax.runtime import xla_setup
 def test_cpu_flags_added_once_and_user_flags_win(monkeypatch):
   monkeypatch.setattr(xla_setup, "installed_version", lambda name: "0.10.2" if name == "jaxlib" else "")
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_onednn=false")

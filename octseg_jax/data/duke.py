@@ -19,7 +19,7 @@ import numpy as np
 from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_image_side,
                                    check_index_field, check_masks, to_uint8_images)
 from octseg_jax.errors import InputError, fail
-from octseg_jax.preprocessing import IGNORE
+from octseg_jax.data.preprocessing import IGNORE
 
 
 NPZ_FIELDS = ("images", "masks", "subject", "bscan_index", "fluid")   # the fields read; others ignored

@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octseg_jax import preprocessing
+from octseg_jax.data import preprocessing
 from octseg_jax.data import duke, folder, synthetic
 from octseg_jax.data.scans import MAX_IMAGE_SIDE, ScanSet
 from octseg_jax.errors import InputError
-from octseg_jax.preprocessing import IGNORE
+from octseg_jax.data.preprocessing import IGNORE
 
 SOURCES = ("synthetic", "duke", "folder")
 SPLITS = ("subject", "random", "all")

@@ -6,7 +6,7 @@ from typing import Optional
 import numpy as np
 
 from octseg_jax.errors import fail
-from octseg_jax.preprocessing import IGNORE
+from octseg_jax.data.preprocessing import IGNORE
 
 NUM_CLASSES = 8
 MAX_IMAGE_SIDE = 4096     # default of config data.max_image_side

@@ -216,7 +216,7 @@ def main(argv=None) -> None:
   """`python -m octseg_jax.data.synthetic --output=F.npz`: phantom scans (with masks) in the
   shared .npz format, for trying predict/eval/explain without data."""
   import argparse
-  from octseg_jax.io_utils import write_npz
+  from octseg_jax.outputs.atomic import write_npz
   p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
   p.add_argument("--output", required=True)
   p.add_argument("--num_scans", type=int, default=4)

@@ -39,7 +39,7 @@ import numpy as np
 from octseg_jax.data import duke
 from octseg_jax.data.scans import ScanSet, to_uint8_images
 from octseg_jax.errors import fail
-from octseg_jax.preprocessing import IGNORE
+from octseg_jax.data.preprocessing import IGNORE
 
 SPECTRALIS_ROW_MM = 0.00387
 DUKE_DME_SCALE_MM = (0.123, SPECTRALIS_ROW_MM, 0.01133)

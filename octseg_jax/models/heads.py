@@ -9,7 +9,7 @@ pixel row r, so a one-hot distribution on row r gives exactly r.
 import jax
 import jax.numpy as jnp
 
-from octseg_jax.layers_geometry import NUM_BOUNDARIES  # noqa: F401  (the head's channel count)
+from octseg_jax.geometry.boundaries import NUM_BOUNDARIES  # noqa: F401  (the head's channel count)
 
 
 def soft_argmax_rows(row_logits: jax.Array) -> jax.Array:

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from octseg_jax.models import layers, segnet
+from octseg_jax.models import blocks, segnet
 
 
 def argmax_pool(x):
@@ -49,7 +49,7 @@ REWRITES = {
     "batchnorm": ((segnet, "BatchNormReLU", flax_batchnorm_relu),),
     "pooling": ((segnet, "max_pool_with_argmax", argmax_pool), (segnet, "max_unpool", slot_unpool)),
     "conv": ((segnet, "conv_general_dilated", jax.lax.conv_general_dilated),),
-    "channel_sum": ((layers, "channel_sum", plain_channel_sum),),
+    "channel_sum": ((blocks, "channel_sum", plain_channel_sum),),
 }
 
 

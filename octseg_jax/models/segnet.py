@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from octseg_jax.models import heads
-from octseg_jax.models.layers import BatchNormReLU, UpConv2x2, conv_general_dilated
+from octseg_jax.models.blocks import BatchNormReLU, UpConv2x2, conv_general_dilated
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
 UPSAMPLING = ("unpool", "transpose")

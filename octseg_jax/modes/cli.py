@@ -1,0 +1,200 @@
+"""Dispatch of main.py's modes, and the one-line error contract.
+
+An InputError (bad file, bad option, empty workdir, diverged training) prints
+`error: <file or option>: <problem>` on stderr and exits with status 2. --debug shows the
+traceback instead.
+"""
+
+import os
+import sys
+
+from absl import logging
+import jax
+
+from octseg_jax.config import checks as config_checks
+from octseg_jax.outputs import folder_run
+from octseg_jax.errors import InputError, one_line
+
+MODES = ("train", "eval", "predict", "explain", "benchmark")
+BENCHMARK_DIR = os.path.join("runs", "benchmark")   # default --output; ignored by git
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "octseg_jax", "xla")
+
+
+def enable_compilation_cache(path: str = CACHE_DIR) -> None:
+  """Persistent XLA cache: a second run of the same config does not recompile."""
+  try:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  except (AttributeError, ValueError) as e:   # older/newer jax without these options
+    logging.warning("no persistent compilation cache: %s", e)
+
+
+def _needs(flag_value, name: str, mode: str):
+  if not flag_value:
+    raise InputError(f"--{name}: required for --mode={mode}")
+  return flag_value
+
+
+def _output_folder(flags, mode: str, workdir: str) -> str:
+  """--output, checked; eval, predict and explain default to a new folder runs/MODE_WORKDIR
+  under the current directory (never the workdir, which holds the model)."""
+  output = flags.output
+  if not output:
+    output = folder_run.new_folder_here(mode, workdir)
+    print(f"no --output given: writing to {output}")
+  folder_run.check_output_folder(output)
+  folder_run.refuse_workdir(output, workdir)
+  return output
+
+
+def start_processes(flags) -> None:
+  """jax.distributed set-up from the flags (before any JAX computation); only training and the
+  benchmark run on several processes."""
+  from octseg_jax.runtime import distributed
+  distributed.initialize(flags.distributed, flags.coordinator_address, flags.num_processes,
+                         flags.process_id, flags.distributed_timeout_s)
+  if distributed.process_count() > 1 and flags.mode not in ("train", "benchmark"):
+    raise InputError(f"--mode={flags.mode}: runs on one process; only train and benchmark "
+                     "run on several")
+
+
+def dispatch(flags, override_args=()) -> None:
+  """Runs flags.mode. override_args: the `--config.FIELD=VALUE` args of eval/predict/explain."""
+  mode = flags.mode
+  if hasattr(flags, "distributed"):
+    start_processes(flags)
+  if mode in ("train", "benchmark"):
+    if flags.config is None:
+      raise InputError(f"--config: required for --mode={mode} (for example configs/cpu_demo.py)")
+    config_checks.validate(flags.config, check_files=(mode == "train"))
+  if mode == "train":
+    from octseg_jax.training import train
+    workdir = _needs(flags.workdir, "workdir", mode)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise InputError(f"--workdir={workdir}: is a file, expected a folder")
+    summary = train.train_and_evaluate(flags.config, workdir)
+    if summary:
+      print(f"best epoch {summary.get('epoch')}: val_loss {summary['loss']:.4f}, "
+            f"mean layer Dice {summary['literature']['mean_layer_dice']:.4f}")
+    return
+  if mode == "benchmark":
+    from octseg_jax.modes import benchmark
+    output = flags.output or flags.workdir or BENCHMARK_DIR
+    folder_run.check_output_folder(output)
+    benchmark.run(flags.config, output)
+    return
+  workdir = _needs(flags.workdir, "workdir", mode)
+  if not os.path.isdir(workdir):
+    raise InputError(f"{workdir}: no such workdir")
+  overrides = _inference_overrides(flags, workdir, override_args)
+  output = _output_folder(flags, mode, workdir)
+  if mode == "eval":
+    from octseg_jax.modes import evaluate
+    evaluate.run(workdir, flags.input, output, overrides=overrides)
+  elif mode == "predict":
+    from octseg_jax.modes import predict
+    predict.run(workdir, _needs(flags.input, "input", mode), output,
+                figures=getattr(flags, "figures", "first"), volume=getattr(flags, "volume", False),
+                laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
+                overrides=overrides, pixel_um=getattr(flags, "pixel_um", None))
+  elif mode == "explain":
+    from octseg_jax.modes import explain
+    explain.run(workdir, _needs(flags.input, "input", mode), output,
+                faithfulness_flag=getattr(flags, "cam_faithfulness", "none"),
+                sanity=getattr(flags, "cam_sanity", False), overrides=overrides)
+
+
+def _inference_overrides(flags, workdir: str, override_args) -> dict:
+  """Checked --config.FIELD=VALUE settings of eval/predict/explain (and the --cam_* aliases)."""
+  from octseg_jax.config import overrides as inference_overrides
+  if flags.config is not None:
+    raise InputError(f"--config: --mode={flags.mode} uses {workdir}/config.json; change "
+                     "inference settings with --config.FIELD=VALUE instead, for example "
+                     "--config.explain.max_scans=1")
+  overrides = inference_overrides.parse(override_args or [], flags.mode)
+  aliases = {f: getattr(flags, f) for f in inference_overrides.ALIASES}
+  if flags.mode != "explain":
+    given = [f"--{f}" for f, v in aliases.items() if v]
+    if given:
+      raise InputError(f"{given[0]}: only used by --mode=explain")
+    return overrides
+  return inference_overrides.merge_aliases(overrides, aliases)
+
+
+def _os_error_line(e: OSError) -> str:
+  """`path: reason` for an OSError (no space, read-only, a file where a folder should be)."""
+  where = e.filename if e.filename is not None else "output"
+  return f"{where}: {e.strerror or e}"
+
+
+def exit_now(status: int, message: str = "") -> None:
+  if message:
+    print(message, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)   # no interpreter shutdown: background (orbax) threads cannot print or hang
+
+
+def _in_gc_callback(frame, depth: int = 8) -> bool:
+  """Whether `frame` (or one of its callers) is a garbage-collector callback or a finaliser,
+  where Python ignores exceptions."""
+  while frame is not None and depth > 0:
+    if "gc_callback" in frame.f_code.co_name or frame.f_code.co_name == "__del__":
+      return True
+    frame, depth = frame.f_back, depth - 1
+  return False
+
+
+def handle_interrupts(grace_s: float = 20.0) -> None:
+  """Ctrl-C raises KeyboardInterrupt as usual (so atomic writes clean up and run() prints one
+  line), and the process ends with status 130 at the latest `grace_s` later, or at once on a
+  second Ctrl-C: an interrupt inside a pending checkpoint save must not hang the process.
+  Every output is written atomically, so ending without cleanup leaves no half-written file
+  (an unfinished checkpoint is ignored and redone on resume)."""
+  import _thread
+  import signal
+  import threading
+  state = {"interrupted": False}
+
+  def on_interrupt(signum, frame):
+    del signum
+    if state["interrupted"]:
+      exit_now(130, "error: interrupted")
+    if _in_gc_callback(frame):
+      # Python ignores (and prints) exceptions raised inside garbage-collector callbacks such
+      # as jax's: deliver the interrupt again a moment later, outside the callback.
+      retry = threading.Timer(0.05, _thread.interrupt_main)
+      retry.daemon = True
+      retry.start()
+      return
+    state["interrupted"] = True
+    timer = threading.Timer(grace_s, exit_now, (130, "error: interrupted"))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGINT, on_interrupt)
+
+
+def run(flags, override_args=()) -> int:
+  enable_compilation_cache()
+  if not flags.debug:
+    logging.set_verbosity(logging.WARNING)   # orbax logs every save at INFO
+  if flags.debug:
+    dispatch(flags, override_args)
+    return 0
+  try:
+    dispatch(flags, override_args)
+  except InputError as e:
+    print(f"error: {one_line(e)}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    print(f"error: {one_line(_os_error_line(e))}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    return 130
+  finally:
+    folder_run.release_locks()         # of a run that ended in an error (finish() releases)
+  return 0

@@ -1,0 +1,222 @@
+"""--mode=eval: score the best checkpoint at native resolution, both protocols + geometry.
+
+Scores are computed from predictions mapped back to each scan's own resolution (the crop,
+resize and padding of the recipe undone), against the original masks; 255 never counts.
+"""
+
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.learning import metrics
+from octseg_jax.outputs import plots
+from octseg_jax.runtime import provenance
+from octseg_jax.outputs import report
+from octseg_jax.data import inputs, pipeline
+from octseg_jax.data.scans import NUM_CLASSES
+from octseg_jax.errors import InputError
+from octseg_jax.outputs.atomic import write_json, write_text
+from octseg_jax.outputs.folder_run import check_output_folder
+from octseg_jax.runtime.progress import Progress
+
+PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
+SCALE_TEXT = "{:.4g} um per row (the model config's data.pixel_um)"   # eval's one scale
+
+
+def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
+  err = geom.boundary_error(pred_bounds, true_bounds, pixel_um)
+  t_err = np.abs(np.diff(pred_bounds, axis=-2) - np.diff(true_bounds, axis=-2)) * pixel_um
+  t_err = np.moveaxis(t_err, -2, 0).reshape(geom.NUM_LAYERS, -1)
+  with np.errstate(invalid="ignore"):
+    thick = np.nanmean(np.where(np.isfinite(t_err), t_err, np.nan), axis=1)
+  return {k: v.tolist() for k, v in err.items()} | {"thickness_mae_um": thick.tolist()}
+
+
+def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: float,
+          progress=None) -> Dict:
+  """Both metric protocols and boundary/thickness errors for raw argmax and topology-fixed
+  predictions. probs: float [H, W, K] per scan (sizes may differ); masks: uint8 [H, W].
+  progress: optional Progress, updated once per scan."""
+  cm_raw = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+  cm_fix = np.zeros_like(cm_raw)
+  soft = 0.0
+  fixed_cols = total_cols = 0
+  bounds = {"true": [], "argmax": [], "topology": [], "subpixel": []}
+  per_subject: Dict[int, np.ndarray] = {}
+  for p, m, subj in zip(probs, masks, subjects):
+    pred = np.argmax(p, axis=-1).astype(np.uint8)
+    fixed, changed = geom.enforce_topology(np.log(np.clip(p, 1e-7, 1.0)))
+    fixed_cols += int(changed.sum())
+    total_cols += changed.size
+    cm = np.asarray(metrics.confusion_matrix(m, pred, NUM_CLASSES), np.int64)
+    cm_raw += cm
+    cm_fix += np.asarray(metrics.confusion_matrix(m, fixed, NUM_CLASSES), np.int64)
+    per_subject[int(subj)] = per_subject.get(int(subj), 0) + cm
+    valid = (m != 255) & (m < NUM_CLASSES)
+    soft += float(np.take_along_axis(p, np.where(valid, m, 0)[..., None].astype(int),
+                                     -1)[..., 0][valid].sum())
+    bounds["true"].append(geom.boundaries_from_labels(m))
+    bounds["argmax"].append(geom.boundaries_from_labels(pred))
+    bounds["topology"].append(geom.boundaries_from_labels(fixed))
+    bounds["subpixel"].append(geom.boundaries_from_probs(p, fixed))
+    if progress is not None:
+      progress.update()
+  cat = {k: np.concatenate(v, axis=-1) for k, v in bounds.items()}   # [8, sum W]
+  raw = metrics.summarise(cm_raw, soft)
+  raw["geometry"] = _geometry_errors(cat["argmax"], cat["true"], pixel_um)
+  raw["geometry_subpixel"] = _geometry_errors(cat["subpixel"], cat["true"], pixel_um)
+  fix = metrics.summarise(cm_fix)
+  fix["geometry"] = _geometry_errors(cat["topology"], cat["true"], pixel_um)
+  fix["columns_fixed"] = fixed_cols
+  fix["columns_total"] = total_cols
+  return {
+      "scans": len(probs),
+      "resolution": "native (each scan's own size; recipe undone)",
+      "pixel_um": pixel_um,
+      "raw": raw,
+      "topology": fix,
+      "per_subject_mean_layer_dice": {
+          s: metrics.summarise(cm)["literature"]["mean_layer_dice"]
+          for s, cm in sorted(per_subject.items())},
+  }
+
+
+def score_fluid(fluid_probs, fluid_true, masks, subjects) -> Dict:
+  """Fluid Dice counted globally (over the split, per subject, over the scans with fluid) and
+  the absolute fluid-area error per scan, from fluid probabilities [H, W] thresholded at 0.5.
+  Pixels count where the fluid state is known: labelled (mask != 255) or marked fluid."""
+  counts = []
+  for p, f, m in zip(fluid_probs, fluid_true, masks):
+    known = (m != 255) | (f > 0)
+    pred, true = (p > 0.5) & known, (f > 0) & known
+    counts.append((np.sum(pred & true), np.sum(pred & ~true), np.sum(~pred & true),
+                   np.sum(pred), np.sum(true)))
+  c = np.asarray(counts, np.float64).reshape(-1, 5)             # tp, fp, fn, pred, true
+
+  def dice(rows):
+    return metrics.dice_of_counts(*c[rows, :3].sum(axis=0))
+
+  subjects = np.asarray(subjects)
+  area_err = np.abs(c[:, 3] - c[:, 4])
+  return {"dice": dice(slice(None)),
+          "dice_scans_with_fluid": dice(c[:, 4] > 0),
+          "scans_with_fluid": int((c[:, 4] > 0).sum()),
+          "per_subject_dice": {int(s): dice(subjects == s) for s in sorted(set(subjects.tolist()))},
+          "area_abs_error_px": {"mean": float(area_err.mean()), "per_scan": area_err.tolist()},
+          "area_true_px": c[:, 4].tolist(), "area_pred_px": c[:, 3].tolist(),
+          "counted": "globally over the pixels of all scans (not a mean of per-scan Dice)"}
+
+
+def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
+                pixel_um: float) -> Dict:
+  """The optional heads' numbers: fluid (when the scans carry a fluid annotation) and the
+  boundary head's boundary error against the masks' boundaries (no topology fix needed: the
+  head's boundaries are ordered by construction). true_bounds: the masks' boundaries [8, sum W]."""
+  out = {}
+  if "fluid" in outputs[0] and all(f is not None for f in fluid_true):
+    out["fluid"] = score_fluid([o["fluid"] for o in outputs], fluid_true, masks, subjects)
+  if "boundaries" in outputs[0]:
+    pred = np.concatenate([o["boundaries"] for o in outputs], axis=-1)
+    out["boundary_head"] = {"geometry": _geometry_errors(pred, true_bounds, pixel_um)}
+  return out
+
+
+def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float) -> Dict:
+  """ECE and reliability of the top-class confidence (ensemble.reliability, over all scans);
+  for an ensemble also the rank correlation of the members' boundary spread with the boundary
+  error of the averaged prediction (sub-pixel, order fix), per boundary and pooled.
+  true_bounds: the masks' boundaries [8, sum W]."""
+  from octseg_jax.serving import ensemble
+  out = ensemble.merge_reliability([ensemble.reliability(o["probs"], m)
+                                    for o, m in zip(outputs, masks)])
+  if "boundary_sd_rows" in outputs[0]:
+    sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
+    pred = np.concatenate([geom.boundaries_from_probs(o["probs"]) for o in outputs], axis=-1)
+    out["uncertainty_vs_error"] = ensemble.uncertainty_vs_error(sd, pred, true_bounds, pixel_um)
+  return out
+
+
+def validation_scans(trained):
+  """The validation split of the workdir, rebuilt from its config and split.json: images,
+  masks, fluid masks (None where not annotated), subjects, names."""
+  sets = pipeline.load_scans(trained.config.data)
+  images, masks, subjects, names = pipeline.flatten(sets)
+  fluid = pipeline.fluid_of(sets)
+  from octseg_jax.config.checks import check_split_names
+  wanted = check_split_names(trained.split, os.path.join(trained.workdir, "split.json"))["names"]
+  index = {n: i for i, n in enumerate(names)}
+  missing = [n for n in wanted if n not in index]
+  if missing:
+    raise InputError(f"{trained.workdir}/split.json: validation scans {missing[:3]} are not in "
+                     "the configured data (was the data moved or changed?)")
+  idx = [index[n] for n in wanted]
+  return ([images[i] for i in idx], [masks[i] for i in idx], [fluid[i] for i in idx],
+          subjects[idx], wanted)
+
+
+def scans_to_score(trained, input_path: Optional[str]):
+  """(images, masks, fluid, subjects, names, data name) of an input path or of the workdir's
+  validation split."""
+  if input_path:
+    sets = inputs.load_path(input_path, True, int(trained.config.data.max_image_side))
+    images, masks, subjects, names = pipeline.flatten(sets)
+    return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
+  if hasattr(trained, "members"):                       # an ensemble: one common split
+    from octseg_jax.serving.ensemble import check_common_validation
+    check_common_validation(trained.members)
+  images, masks, fluid, subjects, names = validation_scans(trained)
+  data_name = (f"validation split of {trained.workdir} "
+               f"(subjects {trained.split['val'].get('subjects')})")
+  return images, masks, fluid, subjects, names, data_name
+
+
+def predict_all(trained, images) -> List[Dict]:
+  """inference.predict_outputs in eval batches, with progress."""
+  from octseg_jax.serving.inference import predict_outputs
+  batch = int(trained.config.train.eval_batch_size)
+  outputs = []
+  with Progress(len(images), "eval: predict", unit="scan") as bar:
+    for start in range(0, len(images), batch):
+      outputs += predict_outputs(trained, images[start:start + batch], batch)
+      bar.update(len(outputs) - bar.done)
+  return outputs
+
+
+def run(workdir: str, input_path: Optional[str], output: str, overrides=None) -> Dict:
+  from octseg_jax.serving.inference import load_trained
+  trained = load_trained(workdir, overrides)
+  images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path)
+  if not any((m != 255).any() for m in masks):
+    raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
+                     "ignore), so there is nothing to score")
+  outputs = predict_all(trained, images)
+  probs = [o["probs"] for o in outputs]
+  pixel_um = float(trained.config.data.pixel_um)
+  with Progress(len(images), "eval: score", unit="scan") as bar:
+    result = score(probs, masks, subjects, pixel_um, bar)
+  true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
+  result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um)
+  if trained.head_names:
+    result["heads"] = score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
+  result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
+                 "pixel_um_source": "the model config's data.pixel_um",
+                 "paper_comparable": report.paper_comparable(trained.config, input_path)})
+  output = check_output_folder(output)
+  os.makedirs(output, exist_ok=True)
+  write_json(os.path.join(output, "metrics.json"), result)
+  write_text(os.path.join(output, "metrics.md"), report.metrics_markdown(result))
+  n = min(PANEL_SCANS, len(images))
+  plots.side_by_side(os.path.join(output, "side_by_side.png"), images[:n], masks[:n],
+                     [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
+                     title=f"boundary errors in um at {SCALE_TEXT.format(pixel_um)}")
+  provenance.write(output, trained.config, filename="eval_provenance.json",
+                   extra={"mode": "eval", "data": data_name})
+  lit = result["raw"]["literature"]["mean_layer_dice"]
+  print(report.console_summary(result))
+  print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "
+        f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
+        f"{SCALE_TEXT.format(pixel_um)}; wrote {output}/metrics.json, metrics.md and "
+        "side_by_side.png")
+  return result

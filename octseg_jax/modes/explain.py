@@ -1,0 +1,347 @@
+"""--mode=explain: per-class CAMs, Table-3 statistics, and optional faithfulness and sanity checks.
+
+Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x and, per layer,
+raw and normalised maps [K, h, w] at model-input resolution) and SCAN_cam.png (paper Figure 6,
+the model's input band drawn at the scan's aspect ratio), directly in --output; for the whole
+run cam_stats.json and cam_stats.md.
+
+By default only the maps and their statistics are computed (one forward pass and K pullbacks
+per scan). --cam_faithfulness=deletion|road|all adds removal curves (octseg_jax.cam.faithfulness),
+all of a scan's perturbed images scored in batches of classes x steps; --cam_sanity adds the
+weight-randomisation check, once per run on the first explained scan.
+"""
+
+import os
+import time
+from typing import Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from octseg_jax.cam import faithfulness
+from octseg_jax.cam import gradcam
+from octseg_jax.outputs import plots
+from octseg_jax.data import preprocessing
+from octseg_jax.outputs import report
+from octseg_jax.data import inputs
+from octseg_jax.errors import InputError
+from octseg_jax.outputs.cam_report import stats_markdown, summarise
+from octseg_jax.outputs.atomic import write_json, write_npz, write_text
+from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
+from octseg_jax.runtime.progress import Progress
+
+FAITHFULNESS = ("none", "deletion", "road", "all")
+ROAD_MAX_FRACTION = 0.9     # ROAD needs kept pixels to impute from
+
+
+def model_box(box, placement: preprocessing.Placement):
+  """(row0, col0, row1, col1) in raw-scan pixels -> model-input pixels (integer bounds)."""
+  if not len(box):
+    return ()
+  r0, c0, r1, c1 = box
+  sy = placement.model_rows / placement.band_rows
+  sx = placement.model_cols / placement.width
+  to_row = lambda r: int(np.clip(round((r - placement.top) * sy), 0, placement.model_rows))
+  to_col = lambda c: int(np.clip(round(c * sx), 0, placement.model_cols))
+  out = (to_row(r0), to_col(c0), to_row(r1), to_col(c1))
+  if out[2] <= out[0] or out[3] <= out[1]:
+    raise InputError(f"--cam_box {tuple(box)}: empty inside the model's view of the scan")
+  return out
+
+
+def removal_orders(kind: str, maps: np.ndarray, random_rank: np.ndarray):
+  """Rankings [R, h, w] and, per order, the ranking index of each class's curve.
+  maps [K, h, w]; kind 'road' -> MoRF, LeRF, random; 'deletion' -> map, random."""
+  k = maps.shape[0]
+  if kind == "road":
+    rankings = np.concatenate([maps, -maps, random_rank[None]])
+    return rankings, {"morf": np.arange(k), "lerf": k + np.arange(k), "random": np.full(k, 2 * k)}
+  rankings = np.concatenate([maps, random_rank[None]])
+  return rankings, {"map": np.arange(k), "random": np.full(k, k)}
+
+
+def per_image_bytes(model, variables, shape) -> int:
+  """Upper bound of one image's inference memory: every top-level module output kept, plus
+  the removal and imputation buffers."""
+  x = jnp.zeros((1,) + tuple(shape))
+  order = gradcam.top_level_order(model, variables, x)
+  shapes = gradcam.activation_shapes(model, variables, x, order)
+  acts = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in shapes.values())
+  return acts + 8 * int(np.prod(shape)) * 4
+
+
+class Explainer:
+  """Jitted all-class explanation, batched removal scoring and the randomisation check for one
+  model and settings."""
+
+  def __init__(self, model, variables, layers, method, target, deletion_steps: int = 10,
+               road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024):
+    if method not in gradcam.METHODS:
+      raise InputError(f"--cam_method={method}: valid methods are {gradcam.METHODS}")
+    if target not in gradcam.TARGETS:
+      raise InputError(f"--cam_target={target}: valid targets are {gradcam.TARGETS}")
+    self.model, self.variables = model, variables
+    self.layers, self.method, self.target = tuple(layers), method, target
+    self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
+                      "road": np.linspace(0.0, ROAD_MAX_FRACTION, int(road_steps) + 1)}
+    self.road_noise, self.batch_mb = float(road_noise), float(batch_mb)
+    self._explain = jax.jit(
+        lambda v, x, box: gradcam.explain_batch(model, v, x, self.layers, method, target, box),
+        static_argnums=2)
+    self._chunk = jax.jit(self._score_chunk, static_argnums=(0,))
+
+  def explain(self, x: np.ndarray, box=(), variables=None):
+    """Maps for a batch x [B, h, w] (see gradcam.explain_batch)."""
+    try:
+      return self._explain(self.variables if variables is None else variables,
+                           jnp.asarray(x), tuple(box))
+    except ValueError as e:
+      raise InputError(f"--cam_layers {list(self.layers)}: {e}") from None
+
+  def batch_size(self, shape) -> int:
+    """Perturbed images per forward pass under the memory limit explain.removal_batch_mb."""
+    need = per_image_bytes(self.model, self.variables, shape)
+    return max(1, int(self.batch_mb * 2 ** 20 // need))
+
+  def _score_chunk(self, kind, x, rankings, fractions, job_ids, tiebreak, weights, key):
+    """Class probabilities [B, K] of B perturbed images: image b removes the top fractions[b]
+    of rankings[b] from x (deletion: image-mean fill; road: noisy linear imputation)."""
+    removed = jax.vmap(lambda r, f: faithfulness.removal_masks(r, tiebreak, f[None])[0])(
+        rankings, fractions)
+    if kind == "road":
+      keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(job_ids)
+      images = faithfulness.road_impute(x, removed, keys, self.road_noise)
+    else:
+      images = faithfulness.deletion_images(x, removed, jnp.mean(x))
+    logits = self.model.apply(self.variables, images, train=False)
+    return faithfulness.class_probability(logits, weights[None])
+
+  def removal_probabilities(self, kind: str, x, rankings, tiebreak, weights, key,
+                            batch: int) -> np.ndarray:
+    """Probabilities [R, S, K] for every ranking r and removal fraction s > 0, scored `batch`
+    images at a time (the last batch padded so one compilation serves all)."""
+    fractions = self.fractions[kind][1:]
+    jobs = [(r, s) for r in range(len(rankings)) for s in range(len(fractions))]
+    out = np.zeros((len(jobs), weights.shape[-1]), np.float32)
+    for start in range(0, len(jobs), batch):
+      chunk = jobs[start:start + batch]
+      idx = chunk + [chunk[-1]] * (batch - len(chunk))
+      ids = np.arange(start, start + batch)
+      probs = self._chunk(kind, jnp.asarray(x), jnp.asarray(rankings[[r for r, _ in idx]]),
+                          jnp.asarray(fractions[[s for _, s in idx]], jnp.float32),
+                          jnp.asarray(ids, jnp.int32), tiebreak, jnp.asarray(weights), key)
+      out[start:start + len(chunk)] = np.asarray(probs)[:len(chunk)]
+    return out.reshape(len(rankings), len(fractions), -1)
+
+  def removal(self, kind: str, x: np.ndarray, maps: np.ndarray, weights: np.ndarray,
+              base: np.ndarray, key, batch: int = 0, orders=None) -> Dict:
+    """Removal curves of one scan for every class. x [h, w]; maps [K, h, w]; weights [h, w, K];
+    base [K] the unperturbed probabilities; orders: a subset of the kind's orders (default
+    all). Returns per order the curves [K, S + 1] (the first point is `base`) and their areas
+    [K], and the fractions."""
+    k_tie, k_rand, k_noise = jax.random.split(key, 3)
+    tiebreak = jax.random.uniform(k_tie, x.shape)
+    rankings, all_orders = removal_orders(kind, np.asarray(maps),
+                                          np.asarray(jax.random.uniform(k_rand, x.shape)))
+    orders = {o: all_orders[o] for o in (orders or all_orders)}
+    used = np.unique(np.concatenate(list(orders.values())))
+    rankings = rankings[used]
+    orders = {o: np.searchsorted(used, rows) for o, rows in orders.items()}
+    probs = self.removal_probabilities(kind, x, rankings, tiebreak, weights, k_noise,
+                                       batch or self.batch_size(x.shape))
+    classes = np.arange(maps.shape[0])
+    fractions = self.fractions[kind]
+    out = {"fractions": fractions}
+    for order, rows in orders.items():
+      curves = np.concatenate([base[:, None], probs[rows, :, classes]], axis=1)    # [K, S + 1]
+      out[f"{order}_probability"] = curves
+      out[f"{order}_area"] = faithfulness.curve_area(fractions, curves)
+    return out
+
+  def sanity(self, x: np.ndarray, box, trained: Dict, region, key) -> Dict:
+    """Spearman correlation [stages, K] per layer and mode between the trained model's raw maps
+    (trained {layer: [K, h, w]}) and the maps after re-initialising module groups: 'cascade'
+    (head, then each block down to the input, cumulatively) and 'independent' (each alone).
+    region: (rows, cols) of the model input that hold the scan."""
+    fresh = self.model.init(key, jnp.asarray(x[None]), train=False)
+    names = [n for n in gradcam.top_level_order(self.model, self.variables, jnp.asarray(x[None]))
+             if n in self.variables["params"]]
+    groups = faithfulness.cascade_groups(names)
+    rows, cols = region
+    result = {"stages": ["+".join(g) for g in groups]}
+    for mode in ("cascade", "independent"):
+      sims = {l: [] for l in self.layers}
+      for i, group in enumerate(groups):
+        modules = [m for g in groups[:i + 1] for m in g] if mode == "cascade" else group
+        out = self.explain(x[None], box, faithfulness.randomised(self.variables, fresh, modules))
+        for l in self.layers:
+          maps = np.asarray(out[l]["raw"][:, 0])
+          sims[l].append([faithfulness.spearman(trained[l][c][:rows, :cols], maps[c][:rows, :cols])
+                          for c in range(maps.shape[0])])
+      for l in self.layers:
+        result.setdefault(l, {})[mode] = np.asarray(sims[l])
+    return result
+
+
+def scan_statistics(out: Dict, layer: str, b: int, regions, valid) -> Dict:
+  """Table-3 statistics and localisation for image b of a batch result, one layer."""
+  r = out[layer]
+  mass, area = gradcam.localisation(r["raw"][:, b], jnp.asarray(regions), jnp.asarray(valid))
+  alpha = np.asarray(r["alpha"][:, b], np.float64)
+  return {"alpha_mean": alpha.mean(axis=-1), "alpha": alpha,
+          "max_raw": np.asarray(jnp.max(r["raw"][:, b], axis=(1, 2))),
+          "mean_norm_intensity": np.asarray(r["norm"][:, b], np.float64).mean(axis=(1, 2)),
+          "activation_max": float(r["act_max"][b]),
+          "mass_in_region": np.asarray(mass), "area_share": np.asarray(area)}
+
+
+def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
+  """Maps, statistics and removal curves of one prepared scan."""
+  t0 = time.perf_counter()
+  out = explainer.explain(x[None], sbox)
+  logits = out["logits"]
+  jax.block_until_ready(logits)
+  timing = {"maps_s": time.perf_counter() - t0}
+  pred = np.asarray(jnp.argmax(logits[0], -1))
+  regions = y if y is not None else pred
+  valid = (regions != preprocessing.IGNORE)
+  valid[place.model_rows:], valid[:, place.model_cols:] = False, False
+  weights = np.asarray(gradcam.score_masks(logits, explainer.target, sbox))[0]
+  base = np.asarray(faithfulness.class_probability(logits, weights[None]))[0]
+  t0 = time.perf_counter()
+  stats = {layer: scan_statistics(out, layer, 0, regions, valid) for layer in explainer.layers}
+  timing["statistics_s"] = time.perf_counter() - t0
+  if kinds:
+    t0 = time.perf_counter()
+    for layer in explainer.layers:
+      maps = np.asarray(out[layer]["norm"][:, 0])
+      for kind in kinds:
+        key, sub = jax.random.split(key)
+        stats[layer][kind] = explainer.removal(kind, x, maps, weights, base, sub)
+    timing["removal_s"] = time.perf_counter() - t0
+  return {"out": out, "stats": stats, "timing": timing}
+
+
+def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
+               model: str = "") -> None:
+  """SCAN_cam.npz and SCAN_cam.png (the input band at the scan's aspect ratio)."""
+  write_npz(cam_npz, x=x,
+            **{f"{l}_raw": np.asarray(out[l]["raw"][:, 0]) for l in layers},
+            **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
+  rows, cols = place.model_rows, place.model_cols
+  # A model pixel covers band_rows / model_rows scan rows and width / model_cols scan columns.
+  aspect = (place.band_rows / rows) / (place.width / cols)
+  band = (f"model input band: scan rows {place.top}-{place.top + place.band_rows - 1} of "
+          f"{place.height}, all {place.width} columns, at the scan's aspect ratio")
+  plots.cam_panel(cam_png, x[:rows, :cols],
+                  {l: np.asarray(out[l]["norm"][:, 0, :rows, :cols]) for l in layers},
+                  title=f"{title}\n{band}", model=model, aspect=aspect)
+
+
+def faithfulness_kinds(faithfulness_flag) -> List[str]:
+  flag = faithfulness_flag or "none"
+  if flag not in FAITHFULNESS:
+    raise InputError(f"--cam_faithfulness={flag}: valid values are {FAITHFULNESS}")
+  return {"none": [], "deletion": ["deletion"], "road": ["road"],
+          "all": ["deletion", "road"]}[flag]
+
+
+def make_explainer(trained, layers, method, target) -> Explainer:
+  cfg = trained.config.explain
+  return Explainer(trained.model, trained.variables, layers, method, target,
+                   int(cfg.get("deletion_steps", 10)), int(cfg.get("road_steps", 5)),
+                   float(cfg.get("road_noise", 0.01)), float(cfg.get("removal_batch_mb", 1024)))
+
+
+def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,
+                 title: str):
+  """Explains up to explain.max_scans scans of each ScanSet, writing SCAN_cam.npz/.png as it
+  goes (progress per scan). Returns (per-scan statistics, the sanity result or None)."""
+  cfg, layers, target = trained.config.explain, explainer.layers, explainer.target
+  total = sum(min(len(s), int(cfg.max_scans)) for s in sets)
+  per_scan, sanity_result = [], None
+  key = jax.random.key(trained.config.seed)
+  with Progress(total, "explain", unit="scan") as progress:
+    for scans in sets:
+      for i in range(min(len(scans), int(cfg.max_scans))):
+        x, y, place = preprocessing.prepare(
+            scans.images[i], None if scans.masks is None else scans.masks[i], trained.recipe)
+        sbox = model_box(box, place) if target == "box" else ()
+        key, k_scan, k_sanity = jax.random.split(key, 3)
+        scan = explain_scan(explainer, x, y, place, sbox, kinds, k_scan)
+        if sanity and sanity_result is None:
+          t0 = time.perf_counter()
+          trained_maps = {l: np.asarray(scan["out"][l]["raw"][:, 0]) for l in layers}
+          sanity_result = explainer.sanity(x, sbox, trained_maps,
+                                           (place.model_rows, place.model_cols), k_sanity)
+          sanity_result["scan"] = scans.names[i]
+          scan["timing"]["sanity_s"] = time.perf_counter() - t0
+        cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
+        write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
+                   f"{scans.names[i]}: {title}", model=trained.workdir)
+        run_out.wrote(cam_npz, cam_png)
+        per_scan.append({"name": scans.names[i], "layers": scan["stats"],
+                         "timing": scan["timing"]})
+        progress.update()
+  return per_scan, sanity_result
+
+
+def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
+        box=None, faithfulness_flag=None, sanity: bool = False, overrides=None) -> Dict:
+  """Explains up to explain.max_scans scans of every readable file that `input_path` names into
+  the folder `output` (files that cannot be read are listed in errors.csv)."""
+  from octseg_jax.serving.inference import load_trained
+  trained = load_trained(workdir, overrides)
+  if hasattr(trained, "members"):
+    raise InputError(f"--workdir={workdir}: an ensemble workdir; explain runs on one model so "
+                     "far: give one of its members' workdirs (or --config.predict.members=1)")
+  cfg = trained.config.explain
+  layers = tuple(layers or cfg.layers)
+  method, target = method or cfg.method, target or cfg.target
+  box = tuple(box) if box else tuple(cfg.box)
+  if target == "box" and len(box) != 4:
+    raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
+  kinds = faithfulness_kinds(faithfulness_flag)
+  explainer = make_explainer(trained, layers, method, target)
+  files, skipped = inputs.list_inputs(input_path)
+  run_out = RunOutputs(check_output_folder(output), files, "explain")
+  run_out.refuse_inputs("cam_stats", (".json", ".md"))
+  run_out.start()
+  for path in skipped:
+    run_out.skipped(path, "not a scan file (no scan extension)")
+  sets = [s for _, s in inputs.read_files(files, run_out.failed,
+                                          int(trained.config.data.max_image_side),
+                                          stop_on_error=os.path.isfile(input_path))]
+  per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
+                                         f"{method}, target '{target}'")
+  with_masks = all(s.masks is not None for s in sets)
+  if not per_scan:
+    run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
+    raise InputError(f"{input_path}: no scans to explain (no file could be read; see "
+                     f"{run_out.folder}/errors.csv)")
+  settings = {"method": method, "target": target, "box": list(box), "layers": list(layers),
+              "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
+              "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
+              "faithfulness": kinds, "sanity": bool(sanity),
+              "road_noise": explainer.road_noise,
+              "road_fractions": explainer.fractions["road"].tolist(),
+              "deletion_fractions": explainer.fractions["deletion"].tolist(),
+              "last_layer": gradcam.top_level_order(trained.model, trained.variables, jnp.asarray(
+                  preprocessing.prepare(sets[0].images[0], None, trained.recipe)[0][None]))[-2:]}
+  result = summarise(per_scan, sanity_result, settings)
+  stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
+  write_json(stats_json, result)
+  write_text(stats_md, stats_markdown(result))
+  run_out.wrote(stats_json, stats_md)
+  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan)})
+  available = sum(len(s) for s in sets)
+  capped = (f" of {available} (explain.max_scans={int(cfg.max_scans)} per file; "
+            "--config.explain.max_scans=N explains more)" if available > len(per_scan) else "")
+  print(f"explained {report.count(len(per_scan), 'scan')}{capped} ({method}, layers "
+        f"{', '.join(layers)}) -> {output}; {run_out.num_failed} failed, {len(skipped)} "
+        "skipped")
+  if run_out.num_failed:
+    raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
+                     f"read (listed in {run_out.folder}/errors.csv)")
+  return result

@@ -1,0 +1,490 @@
+"""--mode=predict: segment scans at their own resolution and write what a clinician reads.
+
+Per input file NAME (NAME = the file name without extension, or with it where two inputs
+share a stem): exactly one NAME.npz with `pred` uint8 [N, H, W] (argmax; N = the scans of that
+file), `pred_ordered` (the most probable anatomically ordered labelling), `boundaries` float
+[N, 8, W] (sub-pixel rows from the probabilities), `thickness_um` [N, 7, W], `names`, and
+for a model with the heads `fluid` uint8 [N, H, W] (fluid probability > 0.5), `fluid_prob`
+float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
+NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
+SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and
+SCAN_thickness.png for the scans that --figures selects (default: the first of each file). Names never replace an input or another output of the run (duplicates are
+numbered). A folder is processed file by file: unreadable files are listed in errors.csv,
+files without a scan extension are skipped, and manifest.json is written last. Volumes
+(data.volumes.is_volume) also get NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid
+keys in NAME.npz (octseg_jax.outputs.volume_report), with thickness at the file's axial scale.
+"""
+
+import dataclasses
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, Iterator, Sequence, Tuple
+
+import numpy as np
+
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.outputs import plots
+from octseg_jax.data import preprocessing
+from octseg_jax.outputs import report
+from octseg_jax.data import inputs
+from octseg_jax.data.scans import LAYER_NAMES, MAX_IMAGE_SIDE
+from octseg_jax.errors import InputError
+from octseg_jax.outputs.atomic import StreamingNpz, write_csv
+from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, unique_stems
+
+FILE_SUFFIXES = (".npz", "_thickness.csv")            # per input file
+SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
+VOLUME_SUFFIXES = ("_thickness_maps.png", "_etdrs.csv", ".eye")   # per input volume
+
+
+CPU_BATCH_SIZE = 1  # scans per network call on CPU (see network_batch_size)
+GEOMETRY_SCANS = 1  # scans per geometry call: measured faster than 2 or 8 (cache), same results
+
+
+def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
+  """Label maps and geometry of a batch of scans of one size, vectorised over the batch.
+
+  probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
+  uint8 [B, H, W], boundaries float [B, 8, W] and supported bool [B, W]: the columns whose raw
+  labelling is in anatomical order and where every boundary was found (the others are shaded
+  in the figures and have no thickness in the CSV).
+  """
+  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)), report_changed=False)
+  pred = np.argmax(probs, -1).astype(np.uint8)
+  bounds = geom.boundaries_from_probs(probs, ordered)
+  return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
+          "supported": geom.column_is_ordered(pred) & np.isfinite(bounds).all(axis=-2)}
+
+
+def _launch(trained, images: np.ndarray, batch_size: int):
+  """Preprocesses scans [b, H, W] and starts the network on them without waiting (JAX
+  dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
+  an ensemble's views [V, batch_size, h, w, K] (None for one model), the heads' outputs ({}
+  without heads), placements of the b scans)."""
+  from octseg_jax.serving.inference import padded_batch
+  prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
+  x = padded_batch([p[0] for p in prepared], batch_size)          # one input shape per file
+  if trained.num_views > 1:
+    views = trained.device_views(x)
+    probs, heads = views.mean(axis=0), trained.device_heads(x)
+  else:
+    views = None
+    probs, heads = trained.device_outputs(x)
+  return probs, views, heads, [p[2] for p in prepared]
+
+
+def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
+                   ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+  """Yields (first scan index, batch_geometry of the batch) for the scans [N, H, W] of one file,
+  batch by batch. Batch k+1 runs on the device while the host maps batch k back to the scans'
+  resolution and computes its geometry; probabilities are never held for the whole file."""
+  pending = None
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    launched = (start, len(chunk)) + _launch(trained, chunk, batch_size)
+    if pending is not None:
+      yield _finish(pending)
+    pending = launched
+  if pending is not None:
+    yield _finish(pending)
+
+
+def network_batch_size(trained, overrides=None) -> int:
+  """Scans per network call of predict; memory is bounded by it, not by the file.
+
+  The config's train.eval_batch_size where the user set it for this run
+  (--config.train.eval_batch_size) or on an accelerator; on CPU one scan per call, because
+  one scan's activations stay in the caches: with the shipped model on the 2-core machine
+  both the network alone and the whole predict were faster one scan at a time than in batches
+  of 16, with a fraction of the memory (benchmarks/predict_throughput.py,
+  docs/results/cpu_2core/predict_throughput*.json).
+  """
+  import jax
+  if (overrides and "train.eval_batch_size" in overrides) or jax.default_backend() != "cpu":
+    return int(trained.config.train.eval_batch_size)
+  return CPU_BATCH_SIZE
+
+
+def _finish(launched):
+  """Maps a finished batch back to its scans and computes its geometry GEOMETRY_SCANS scans at
+  a time: the float64 intermediates of a full batch at native size would take ~1 GB, and on the
+  2-core machine one scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
+  from octseg_jax.serving.inference import restore_heads
+  start, count, probs, views, heads, placements = launched
+  probs = np.asarray(probs)[:count]                                       # waits for the device
+  parts = []
+  for i in range(0, count, GEOMETRY_SCANS):
+    chunk = range(i, min(i + GEOMETRY_SCANS, count))
+    raw = np.stack([preprocessing.restore(probs[j], placements[j]) for j in chunk])  # [g, H, W, K]
+    parts.append(batch_geometry(raw))
+    if heads:
+      parts[-1].update(head_outputs([restore_heads(heads, j, placements[j]) for j in chunk]))
+    if views is not None:
+      from octseg_jax.serving import ensemble
+      parts[-1].update(ensemble.view_uncertainty(raw, np.asarray(views)[:, list(chunk)],
+                                                 [placements[j] for j in chunk]))
+  return start, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def head_outputs(restored) -> Dict[str, np.ndarray]:
+  """The prediction-file arrays of the heads for scans of one size: fluid (uint8, p > 0.5),
+  fluid_prob (float16) and boundaries_head (the boundary head's rows [8, W])."""
+  out = {}
+  if "fluid" in restored[0]:
+    prob = np.stack([r["fluid"] for r in restored])
+    out.update(fluid=(prob > 0.5).astype(np.uint8), fluid_prob=prob.astype(np.float16))
+  if "boundaries" in restored[0]:
+    out["boundaries_head"] = np.stack([r["boundaries"] for r in restored])
+  return out
+
+
+def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: float,
+                      extra_keys=None, keep: Sequence[int] = ()) -> Dict:
+  """Streams the predictions of one ScanSet into the prediction file `path` (finalised
+  atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
+  `pixel_um`), supported [N, W], the heads' fluid_um [N, W] and an ensemble's boundary_sd_um
+  [N, 8, W] (None without them) and fluid_kept {i: fluid [H, W]} for the scans `keep` (for
+  figures). extra_keys: (boundaries, fluid_um) -> {key: array} added to the file (volume
+  maps, grid)."""
+  n, h, w = scans.images.shape
+  streamed = {"pred": np.uint8, "pred_ordered": np.uint8}
+  if "fluid" in trained.head_names:
+    streamed.update(fluid=np.uint8, fluid_prob=np.float16)
+  if trained.num_views > 1:
+    streamed.update(entropy=np.float16)
+  writer = StreamingNpz(path, {k: ((n, h, w), dtype) for k, dtype in streamed.items()})
+  bounds = np.empty((n, geom.NUM_BOUNDARIES, w))
+  head_bounds = np.empty((n, geom.NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
+  fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None     # fluid pixels per column
+  sd_rows = np.empty((n, geom.NUM_BOUNDARIES, w)) if trained.num_views > 1 else None
+  fluid_kept = {}
+  supported = np.empty((n, w), bool)
+  try:
+    for start, out in stream_batches(trained, scans.images, batch_size):
+      here = [i for i in keep if start <= i < start + len(out["pred"])]
+      fluid_kept.update({i: out["fluid"][i - start] for i in here if "fluid" in out})
+      for key in streamed:
+        writer.append(key, out[key])
+      bounds[start:start + len(out["pred"])] = out["boundaries"]
+      supported[start:start + len(out["pred"])] = out["supported"]
+      if head_bounds is not None:
+        head_bounds[start:start + len(out["pred"])] = out["boundaries_head"]
+      if fluid_rows is not None:
+        fluid_rows[start:start + len(out["pred"])] = out["fluid"].sum(axis=1)
+      if sd_rows is not None:
+        sd_rows[start:start + len(out["pred"])] = out["boundary_sd_rows"]
+  except BaseException:
+    writer.abort()
+    raise
+  thickness = geom.thickness_um(bounds, pixel_um)
+  writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness)
+  if head_bounds is not None:
+    writer.small.update(boundaries_head=head_bounds)
+  sd_um = None if sd_rows is None else sd_rows * pixel_um
+  if sd_um is not None:
+    writer.small.update(boundary_sd_um=sd_um)
+  fluid_um = None if fluid_rows is None else fluid_rows * pixel_um
+  if extra_keys is not None:
+    try:
+      writer.small.update(extra_keys(bounds, fluid_um))
+    except BaseException:
+      writer.abort()
+      raise
+  writer.close()
+  return {"boundaries": bounds, "thickness_um": thickness, "fluid_kept": fluid_kept, "fluid_um": fluid_um, "boundary_sd_um": sd_um,
+          "supported": supported}
+
+
+def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra=None) -> list:
+  """CSV rows [scan, column, NFL_um, ..., supported, extra columns] from thickness [N, 7, W]
+  and supported [N, W] (thickness left empty where a column is not supported); extra:
+  {column name: [N, W] of cell texts} (see extra_columns)."""
+  extra = extra or {}
+  rows = []
+  for i, name in enumerate(names):
+    for col in range(thickness_um.shape[-1]):
+      ok = bool(supported[i, col])
+      rows.append([name, col] + [f"{v:.2f}" if ok else "" for v in thickness_um[i, :, col]]
+                  + [int(ok)] + [cells[i][col] for cells in extra.values()])
+  return rows
+
+
+def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
+  """The thickness CSV's optional columns as cell texts [N][W]: with the fluid head fluid_um
+  (per column) and fluid_area_mm2 (per scan, empty without a lateral pixel size col_mm); for an
+  ensemble `uncertain` (1 where the members' spread of some boundary exceeds uncertain_um)."""
+  from octseg_jax.serving import ensemble
+  cols = {}
+  if out["fluid_um"] is not None:
+    fluid = out["fluid_um"]
+    cols["fluid_um"] = [[f"{v:.2f}" for v in scan] for scan in fluid]
+    cols["fluid_area_mm2"] = [["" if col_mm is None else f"{scan.sum() * 1e-3 * col_mm:.5f}"]
+                              * len(scan) for scan in fluid]
+  if out["boundary_sd_um"] is not None:
+    cols["uncertain"] = [[str(int(f)) for f in ensemble.flag_columns(sd, uncertain_um)]
+                         for sd in out["boundary_sd_um"]]
+  return cols
+
+
+def summary_header(trained) -> list:
+  """Columns of summary.csv (one row per scan of the run)."""
+  header = ["file", "scan_index", "scan", "row_um", "col_um", "scale_source", "supported_share"]
+  header += [f"{n}_um" for n in LAYER_NAMES[1:]] + ["total_um"]
+  if "fluid" in trained.head_names:
+    header += ["fluid_area_mm2"]
+  if trained.num_views > 1:
+    header += ["uncertain_columns"]
+  return header
+
+
+def summary_rows(path: str, scans, out: Dict, pixel_um: float, col_mm, extra: Dict,
+                 scale_source: str = "") -> list:
+  """summary.csv rows of one input file: per scan its scale, the share of supported columns,
+  each layer's and the total thickness averaged over the supported columns (um), the fluid
+  area (mm2; empty without a lateral scale) and the count of uncertain columns."""
+  rows = []
+  for i, name in enumerate(scans.names):
+    ok = out["supported"][i]
+    t = out["thickness_um"][i][:, ok]                                   # [7, supported]
+    means = [f"{v:.2f}" for v in t.mean(axis=1)] if ok.any() else [""] * 7
+    total = f"{t.sum(axis=0).mean():.2f}" if ok.any() else ""
+    row = [path, i, name, f"{pixel_um:.4g}", "" if col_mm is None else f"{col_mm * 1e3:.4g}",
+           scale_source, f"{ok.mean():.3f}"] + means + [total]
+    if "fluid_area_mm2" in extra:
+      row.append(extra["fluid_area_mm2"][i][0])
+    if "uncertain" in extra:
+      row.append(sum(c == "1" for c in extra["uncertain"][i]))
+    rows.append(row)
+  return rows
+
+
+def parse_pixel_um(text):
+  """--pixel_um=ROW[,COL] (um per row, and per column) -> (row, col or None), or None."""
+  if not text:
+    return None
+  try:
+    values = [float(v) for v in str(text).split(",")]
+  except ValueError:
+    values = []
+  if len(values) not in (1, 2) or not all(np.isfinite(v) and v > 0 for v in values):
+    raise InputError(f"--pixel_um={text}: expected ROW or ROW,COL, positive numbers of um per "
+                     "pixel row (and column)")
+  return values[0], (values[1] if len(values) == 2 else None)
+
+
+def resolve_scale(scans, option, default_row_um: float) -> Dict:
+  """The pixel size of one input file and where it comes from: the file's own (a --pixel_um
+  that disagrees is refused), --pixel_um, or the default (the model config's data.pixel_um
+  for B-scans, Duke DME for volumes without one). It converts units only. A volume given
+  --pixel_um gets it as its scale (scans.volume is replaced)."""
+  vol = scans.volume
+  if vol is not None and vol.scale_source == "file":
+    row, col = vol.scale_mm[1] * 1e3, vol.scale_mm[2] * 1e3
+    if option and (not np.isclose(option[0], row, rtol=1e-6) or
+                   (option[1] is not None and not np.isclose(option[1], col, rtol=1e-6))):
+      raise InputError(f"--pixel_um={','.join(f'{v:g}' for v in option if v)}: {scans.source} "
+                       f"has its own scale ({row:.4g} um per row, {col:.4g} um per column) and "
+                       "they disagree")
+    return {"row_um": row, "col_um": col, "source": "file"}
+  if option:
+    if vol is not None:
+      col = option[1] if option[1] is not None else vol.scale_mm[2] * 1e3
+      notes = [n for n in vol.notes if not n.startswith("scale")]
+      scans.volume = dataclasses.replace(vol, scale_mm=(vol.scale_mm[0], option[0] / 1e3,
+                                                        col / 1e3), scale_source="--pixel_um",
+                                         notes=notes + ["scale per row and column from --pixel_um"])
+      return {"row_um": option[0], "col_um": col, "source": "--pixel_um"}
+    return {"row_um": option[0], "col_um": option[1], "source": "--pixel_um"}
+  if vol is not None:
+    return {"row_um": vol.scale_mm[1] * 1e3, "col_um": vol.scale_mm[2] * 1e3,
+            "source": vol.scale_source}
+  return {"row_um": default_row_um, "col_um": None, "source": "default (data.pixel_um)"}
+
+
+def scale_text(scale: Dict) -> str:
+  col = "" if scale["col_um"] is None else f", {scale['col_um']:.4g} um per column"
+  return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"
+
+
+FIGURES = ("none", "first", "all")
+
+
+def figure_scans(figures: str, count: int) -> range:
+  """Indices of the scans of a file that get figures: none, the first, or all."""
+  if figures not in FIGURES:
+    raise InputError(f"--figures={figures}: valid values are {', '.join(FIGURES)}")
+  return range({"none": 0, "first": min(1, count), "all": count}[figures])
+
+
+def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str = "first",
+                       fovea_mm=None, batch_size: int = CPU_BATCH_SIZE,
+                       pixel_um_option=None) -> Dict:
+  """Predicts one input file (`batch_size` scans per network call) and writes its prediction
+  file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
+  table and .eye. Returns the prediction file's `path`, its `scale` (resolve_scale), for an
+  ensemble `uncertain_scans` (how many scans have an uncertain column; None for one model),
+  and its `summary` rows of summary.csv."""
+  from octseg_jax.outputs import volume_report
+  scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
+  vol = scans.volume
+  npz_path, csv_path, *vol_paths = run.claim(
+      stem, FILE_SUFFIXES + (VOLUME_SUFFIXES if vol is not None else ()))
+  run.discard(vol_paths)           # an earlier run's maps or .eye must not pass for this run's
+  pixel_um = scale["row_um"]
+  col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
+  base = npz_path[:-len(".npz")]
+  extra_keys = None if vol is None else (lambda bounds, fluid_um: volume_report.write(
+      os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um))
+  drawn = figure_scans(figures, len(scans))
+  out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
+  extra = extra_columns(out, col_mm, float(trained.config.predict.uncertain_um))
+  cols = out["supported"].shape[1]
+  extra.update(row_um=[[f"{pixel_um:.4g}"] * cols] * len(scans),
+               col_um=[["" if col_mm is None else f"{col_mm * 1e3:.4g}"] * cols] * len(scans),
+               scale_source=[[scale["source"]] * cols] * len(scans))
+  write_csv(csv_path, ["scan", "column"] + [f"{n}_um" for n in LAYER_NAMES[1:]]
+            + ["supported"] + list(extra),
+            thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
+  run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
+  flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
+  draw_figures(run, scans, out, drawn, flags, trained.workdir, scale)
+  return {"path": npz_path, "scale": scale, "summary":
+          summary_rows(scans.source, scans, out, pixel_um, col_mm, extra, scale["source"]),
+          "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags))}
+
+
+def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
+                 scale: Dict) -> None:
+  """Overlay and thickness figures of the scans `drawn`, titled with the scale used."""
+  for i in drawn:
+    name = scans.names[i]
+    true_b = true_t = None
+    if scans.masks is not None:
+      true_b = geom.boundaries_from_labels(scans.masks[i])
+      true_t = geom.thickness_um(true_b, scale["row_um"])
+    # Columns without support (out of anatomical order, or a boundary not found) are shaded,
+    # not drawn, and have no thickness in the CSV.
+    unsupported = ~out["supported"][i]
+    overlay, thickness = run.claim(name, SCAN_SUFFIXES)
+    plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
+                           title=f"{name} ({scale_text(scale)})", model=model,
+                           unsupported=unsupported, fluid=out["fluid_kept"].get(i),
+                           uncertain=None if flags is None else flags[i],
+                           pixel_um=(scale["row_um"], scale["col_um"]))
+    plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
+                            title=f"{name}: layer thickness ({scale_text(scale)})", model=model,
+                            unsupported=unsupported)
+    run.wrote(overlay, thickness)
+
+
+def prefetched(items: Iterable) -> Iterator:
+  """The items of `items`, the next one produced in a background thread (reading and
+  decoding the next file) while the caller works on the current one."""
+  end = object()
+  with ThreadPoolExecutor(max_workers=1) as pool:
+    iterator = iter(items)
+    future = pool.submit(next, iterator, end)
+    while True:
+      item = future.result()
+      if item is end:
+        return
+      future = pool.submit(next, iterator, end)
+      yield item
+
+
+def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
+                  batch_size: int, single: bool = False, pixel_um_option=None):
+  """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
+  is predicted); returns (scans, files, scans with an uncertain column or None, {file: scale
+  used}). In a folder
+  run a file whose prediction fails for any reason becomes a failed row of errors.csv and the
+  run goes on; a single input file fails the run."""
+  num_scans = num_files = 0
+  uncertain_scans, summary, scales = None, [], {}
+  for path, scans in prefetched(readable):
+    claimed = set(outputs.claimed)
+    try:
+      done = write_file_outputs(outputs, stem_of[path], scans, trained, figures, fovea_mm,
+                                batch_size, pixel_um_option)
+    except Exception as e:  # noqa: BLE001  (any per-file failure; KeyboardInterrupt passes)
+      if single:
+        raise
+      outputs.discard(outputs.claimed - claimed)     # what the failed file had written
+      outputs.failed(path, inputs.file_failure(path, e))
+      print(f"failed: {inputs.file_failure(path, e)}")
+      continue
+    summary += done["summary"]
+    scales[path] = done["scale"]
+    if done["uncertain_scans"] is not None:
+      uncertain_scans = (uncertain_scans or 0) + done["uncertain_scans"]
+    num_scans, num_files = num_scans + len(scans), num_files + 1
+    print(f"predicted {report.count(len(scans), 'scan')} of {path} ({scale_text(done['scale'])})"
+          f" -> {done['path']}")
+  if summary:
+    (path,) = outputs.claim("summary", (".csv",))
+    write_csv(path, summary_header(trained), summary)
+    outputs.wrote(path)
+  return num_scans, num_files, uncertain_scans, scales
+
+
+def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
+        laterality: str = None, fovea: str = None, overrides=None, pixel_um: str = None) -> Dict:
+  """Predicts every readable scan file that `input_path` names into the folder `output`.
+
+  figures: which scans of each file get an overlay and a thickness figure ('none', 'first',
+    'all'); the prediction file and the thickness CSV are always written.
+  volume, laterality, fovea: volumes (scanner files, .mat, .npz with scale_mm or with `volume`)
+    also get the en-face maps, ETDRS table and .eye (octseg_jax.outputs.volume_report); laterality
+    applies where the file has none, fovea (x_mm,y_mm) replaces the automatic one.
+  overrides: checked inference settings (inference_overrides).
+  pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (units only).
+  Raises an InputError (after writing the outputs of the readable files, errors.csv and
+  manifest.json) when any file of a folder could not be read or predicted; a single bad file
+  fails at once.
+  """
+  from octseg_jax.outputs import volume_report
+  from octseg_jax.serving.inference import load_trained, stored_config
+  figure_scans(figures, 0)                      # an unknown value fails before any work
+  fovea_mm = volume_report.parse_fovea(fovea)
+  pixel_um_option = parse_pixel_um(pixel_um)
+  volume_options = {"force": volume, "laterality": laterality}
+  max_side = int(stored_config(workdir).data.get("max_image_side", MAX_IMAGE_SIDE))
+  files, skipped = inputs.list_inputs(input_path)
+  folder = check_output_folder(output)
+  outputs = RunOutputs(folder, files, "predict")
+  stems = unique_stems(files)
+  for stem in stems:
+    outputs.refuse_inputs(stem, FILE_SUFFIXES)
+  single = os.path.isfile(input_path)
+  first = inputs.load_file(files[0], max_side=max_side, volume_options=volume_options) \
+      if single else None                                         # fail before loading the model
+  trained = load_trained(workdir, overrides)
+  outputs.start()
+  for path in skipped:
+    outputs.skipped(path, "not a scan file (no scan extension)")
+  stem_of = dict(zip(files, stems))
+  readable = [(files[0], first)] if single else inputs.read_files(
+      files, outputs.failed, max_side, volume_options=volume_options)
+  batch_size = network_batch_size(trained, overrides)
+  start = time.perf_counter()
+  num_scans, num_files, uncertain_scans, scales = predict_files(
+      outputs, readable, stem_of, trained, figures, fovea_mm, batch_size, single,
+      pixel_um_option)
+  seconds = time.perf_counter() - start
+  summary = {"input": input_path, "workdir": workdir, "files": len(files),
+             "batch_size": batch_size, "files_predicted": num_files, "scans": num_scans,
+             "seconds": round(seconds, 3), "scales": scales,
+             "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
+  if uncertain_scans is not None:
+    summary["scans_with_uncertain_columns"] = uncertain_scans
+  outputs.finish(summary)
+  rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
+  print(f"predict: {report.count(num_scans, 'scan')} of {report.count(num_files, 'file')} in "
+        f"{seconds:.1f} s ({rate} after loading the model) -> {folder}; "
+        f"{outputs.num_failed} failed, {len(skipped)} skipped"
+        + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))
+  if outputs.num_failed:
+    raise InputError(f"{input_path}: {outputs.num_failed} of {len(files)} files could not be "
+                     f"read or predicted (listed in {folder}/errors.csv)")
+  return summary

@@ -1,0 +1,212 @@
+"""cam_stats.json and cam_stats.md of --mode=explain: means over scans, the summary of the
+faithfulness and sanity checks, and a report a person can read (pure; writing is the caller's).
+"""
+
+import warnings
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from octseg_jax.data.scans import LAYER_NAMES
+from octseg_jax.outputs.report import fmt, table
+
+SANITY_PASS = 0.5        # a class passes when its mean cascade Spearman correlation is <= this
+TABLE3_KEYS = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region", "area_share")
+ROAD_ORDERS = ("morf", "lerf", "random")
+DELETION_ORDERS = ("map", "random")
+
+
+def nanmean(values, axis=None):
+  """np.nanmean without its warning: NaN where every value is NaN (a class absent from every
+  explained scan, or a constant map), which the reports show as n/a."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return np.nanmean(values, axis=axis)
+
+
+def _mean(per_scan: List[Dict], layer: str, getter) -> np.ndarray:
+  return nanmean(np.stack([np.asarray(getter(p["layers"][layer]), np.float64)
+                           for p in per_scan]), axis=0)
+
+
+def layer_means(per_scan: List[Dict], layer: str) -> Dict:
+  """Means over scans of one layer's statistics and removal areas (flat keys)."""
+  first = per_scan[0]["layers"][layer]
+  m = {k: _mean(per_scan, layer, lambda s, k=k: s[k]) for k in TABLE3_KEYS}
+  m["activation_max"] = float(np.mean([p["layers"][layer]["activation_max"] for p in per_scan]))
+  alphas = np.stack([p["layers"][layer]["alpha"] for p in per_scan])     # [scans, K, C]
+  m["alpha_spread"] = float(np.max(np.abs(alphas - alphas.mean(0)))
+                            / max(np.max(np.abs(alphas)), 1e-30))
+  if "road" in first:
+    for o in ROAD_ORDERS:
+      m[f"road_{o}_area"] = _mean(per_scan, layer, lambda s, o=o: s["road"][f"{o}_area"])
+    m["road_beats_random"] = m["road_morf_area"] < m["road_random_area"]
+  if "deletion" in first:
+    m["deletion_area"] = _mean(per_scan, layer, lambda s: s["deletion"]["map_area"])
+    m["random_deletion_area"] = _mean(per_scan, layer, lambda s: s["deletion"]["random_area"])
+    m["deletion_beats_random"] = m["deletion_area"] < m["random_deletion_area"]
+  return m
+
+
+def layer_classes(k: int) -> np.ndarray:
+  """The retinal layer classes (all but background, class 0)."""
+  return np.arange(1, k)
+
+
+def summary(means: Dict, sanity: Optional[Dict], layers) -> Dict:
+  """{layer: {faithful_classes, randomisation_similarity}} in the order explained.
+  faithful_classes: layer classes whose mean ROAD MoRF area is below the mean random-order
+  area (None without ROAD); randomisation_similarity: mean over layer classes and cascade
+  stages of the raw Spearman correlations (None without the sanity check)."""
+  out = {}
+  for layer in layers:
+    m = means[layer]
+    k = len(m["alpha_mean"])
+    faithful = (int(np.sum(m["road_beats_random"][layer_classes(k)]))
+                if "road_beats_random" in m else None)
+    similarity = None
+    if sanity is not None:
+      similarity = float(nanmean(sanity[layer]["cascade"][:, layer_classes(k)]))
+    out[layer] = {"faithful_classes": faithful, "randomisation_similarity": similarity}
+  return out
+
+
+def summarise(per_scan: List[Dict], sanity: Optional[Dict], settings: Dict) -> Dict:
+  layers = settings["layers"]
+  means = {l: layer_means(per_scan, l) for l in layers}
+  result = {"settings": settings}
+  if settings["faithfulness"] or sanity is not None:
+    result["summary"] = summary(means, sanity, layers)
+  result["mean"] = means
+  if sanity is not None:
+    result["sanity"] = sanity
+  timing = {k: float(np.mean([p["timing"][k] for p in per_scan if k in p["timing"]]))
+            for k in ("maps_s", "statistics_s", "removal_s")
+            if any(k in p["timing"] for p in per_scan)}
+  timing.update({k: v for p in per_scan for k, v in p["timing"].items() if k == "sanity_s"})
+  result["timing_per_scan"] = timing
+  result["per_scan"] = per_scan
+  return result
+
+
+def alpha_meaning(layer: str, settings: Dict, spread: float, scans: int) -> str:
+  """What the feature-importance weights alpha mean at this layer."""
+  method, target = settings["method"], settings["target"]
+  feeding, head = settings["last_layer"]
+  if layer == head:
+    text = ("At the 1x1 head, dY^c/dA^k is 1 for k = c and 0 otherwise: alpha is zero except "
+            "for channel c (alpha (mean) = alpha_c / K) and the map is proportional to "
+            "ReLU(logit_c), by construction; it carries no more than the logit map.")
+  elif layer == feeding and method in ("gradcam", "hirescam", "ablation"):
+    text = ("This layer feeds the linear 1x1 head: alpha is the head's weight column W[:, c]"
+            + (" (times the share of pixels in the class's pixel set)" if target != "all" else "")
+            + ", the same for every image, and the map is ReLU(logit_c - bias_c) up to scale.")
+  else:
+    text = ("alpha depends on the image: it averages the class-score gradients that pass "
+            "through the layers after this one.")
+  if scans > 1:
+    text += (f" Measured: alpha differs between the {scans} scans by at most "
+             f"{spread:.1e} of its largest value"
+             + (" (image-independent)." if spread < 1e-5 else "."))
+  return text
+
+
+def _table3(m: Dict) -> str:
+  rows = [[c, name, fmt(m["alpha_mean"][c], 5), fmt(m["max_raw"][c], 4),
+           fmt(m["mean_norm_intensity"][c], 4), fmt(m["mass_in_region"][c], 3),
+           fmt(m["area_share"][c], 3)] for c, name in enumerate(LAYER_NAMES)]
+  return table(["class", "region", "alpha (mean)", "max (raw map)", "mean intensity",
+                "in-region", "area share"], rows)
+
+
+def _faithfulness_table(m: Dict) -> str:
+  header, rows = ["class", "region"], [[c, n] for c, n in enumerate(LAYER_NAMES)]
+  if "road_morf_area" in m:
+    header += ["ROAD MoRF", "ROAD LeRF", "ROAD random", "MoRF < random"]
+    for c, r in enumerate(rows):
+      r += [fmt(m[f"road_{o}_area"][c], 3) for o in ROAD_ORDERS]
+      r.append("yes" if m["road_beats_random"][c] else "**no**")
+  if "deletion_area" in m:
+    header += ["deletion (map)", "deletion random", "map < random"]
+    for c, r in enumerate(rows):
+      r += [fmt(m["deletion_area"][c], 3), fmt(m["random_deletion_area"][c], 3),
+            "yes" if m["deletion_beats_random"][c] else "**no**"]
+  return table(header, rows)
+
+
+def _sanity_table(s: Dict, stages: List[str]) -> str:
+  cascade, independent = np.asarray(s["cascade"]), np.asarray(s["independent"])
+  rows = []
+  for c, name in enumerate(LAYER_NAMES):
+    mean = float(nanmean(cascade[:, c])) if np.isfinite(cascade[:, c]).any() else None
+    rows.append([c, name] + [fmt(v, 2) for v in cascade[:, c]]
+                + [fmt(mean, 3), fmt(float(nanmean(independent[:, c])), 3),
+                   "n/a" if mean is None else ("pass" if mean <= SANITY_PASS else "**fail**")])
+  header = (["class", "region"] + [f"cascade to {g.split('_')[0]}" for g in stages]
+            + ["cascade mean", "independent mean", f"passes (mean <= {SANITY_PASS})"])
+  return table(header, rows)
+
+
+READING = (
+    "How to read: *alpha (mean)* = mean over the layer's channels of the feature-importance "
+    "weights alpha_k^c; *max (raw map)* = largest value of the class map before normalisation "
+    "(the header's *max activation* is the largest value of the layer's output itself, before "
+    "any weighting); *mean intensity* = mean of the [0, 1]-normalised map (the paper's eq. 8); "
+    "*in-region* = share of the map's mass inside the class's region ({region}) against "
+    "*area share*, that region's share of the image.")
+REMOVAL = (
+    "Removal curves: the class's mean probability over its pixel set while pixels are removed "
+    "most-relevant-first (MoRF, in map order), least-relevant-first (LeRF) or in a random order; "
+    "the area is relative to the unperturbed score and to the removed-fraction range (1.0 = "
+    "never falls, lower = falls faster, above 1 = the class gains). A map is faithful for a "
+    "class when MoRF falls faster than random (MoRF < random). ROAD replaces removed pixels by "
+    "noisy linear imputation from their neighbours (noise sd {noise} in model-input intensity, "
+    "fractions {road}); deletion sets them to the image mean (fractions {deletion}), which draws "
+    "flat bands the network can read as a layer, so trust ROAD where the two disagree.")
+SANITY = (
+    "Sanity check (Adebayo et al. 2018), on scan {scan}: Spearman rank correlation between the "
+    "trained model's map and the map after re-initialising the weights, cascading from the head "
+    "down (each column adds one more block) and each block alone (independent). A map that "
+    "stays similar after randomisation does not depend on what the model learned. "
+    "randomisation similarity = mean over the {n} layer classes and cascade stages.")
+
+
+def stats_markdown(result: Dict) -> str:
+  st = result["settings"]
+  fr = lambda f: ", ".join(f"{v:.2f}" for v in f[1:])
+  lines = ["# Explanation statistics", "",
+           f"Method {st['method']}, target pixel set '{st['target']}', "
+           f"{st['scans']} scan{'' if st['scans'] == 1 else 's'} from "
+           f"{st['input']}, checkpoint epoch {st['epoch']} of {st['workdir']}. Means over scans.",
+           "", READING.format(region=st["region"]), ""]
+  if st["faithfulness"]:
+    lines += [REMOVAL.format(noise=st["road_noise"], road=fr(st["road_fractions"]),
+                             deletion=fr(st["deletion_fractions"])), ""]
+  if "sanity" in result:
+    k = len(result["mean"][st["layers"][0]]["alpha_mean"])
+    lines += [SANITY.format(scan=result["sanity"]["scan"], n=k - 1), ""]
+  if "summary" in result:
+    rows = [[l, "n/a" if s["faithful_classes"] is None else f"{s['faithful_classes']} of 7",
+             fmt(s["randomisation_similarity"], 3)] for l, s in result["summary"].items()]
+    lines += ["## Summary (first row: the default layer)", "",
+              table(["layer", "layer classes with ROAD MoRF < random", "randomisation similarity"],
+                    rows), ""]
+  for layer in st["layers"]:
+    m = result["mean"][layer]
+    lines += [f"## {layer} (max activation {fmt(m['activation_max'], 3)})", "",
+              alpha_meaning(layer, st, m["alpha_spread"], st["scans"]), "", _table3(m), ""]
+    if st["faithfulness"]:
+      lines += [_faithfulness_table(m), ""]
+      if "road_beats_random" in m:
+        fails = [LAYER_NAMES[c] for c in layer_classes(len(m["alpha_mean"]))
+                 if not m["road_beats_random"][c]]
+        lines += ["ROAD: MoRF falls faster than random for every layer class." if not fails
+                  else f"ROAD: MoRF does not beat random for {', '.join(fails)}.", ""]
+    if "sanity" in result:
+      lines += [_sanity_table(result["sanity"][layer], result["sanity"]["stages"]), ""]
+  t = result["timing_per_scan"]
+  lines += [f"Time per scan: maps {t['maps_s']:.2f} s"
+            + (f", statistics {t['statistics_s']:.2f} s" if "statistics_s" in t else "")
+            + (f", removal curves {t['removal_s']:.1f} s" if "removal_s" in t else "")
+            + (f"; sanity check (once) {t['sanity_s']:.1f} s." if "sanity_s" in t else ".")]
+  return "\n".join(lines) + "\n"

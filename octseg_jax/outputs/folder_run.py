@@ -1,0 +1,164 @@
+"""The output folder of a predict, explain or eval run: checked before anything is written,
+names that never replace an input or another output of the same run, and a record of the run.
+
+A batch run lists the files it could not read in errors.csv (file, status, reason) and writes
+manifest.json last; a folder without manifest.json holds an interrupted run, whose leftover
+temporary files the next run into that folder removes.
+"""
+
+import glob
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from octseg_jax.errors import InputError
+from octseg_jax.outputs.atomic import TEMP_PATTERN, temp_owner, write_csv, write_json
+
+MANIFEST = "manifest.json"
+OUTPUT_LOCK = ".output.lock"
+_HELD = []                    # output-folder locks this process holds (release_locks)
+
+
+def release_locks() -> None:
+  """Releases the output-folder locks of runs of this process that ended without finish()
+  (an error): called by the command line after every mode."""
+  while _HELD:
+    _HELD.pop().release()
+ERRORS = "errors.csv"
+
+
+def check_output_folder(folder: str, option: str = "--output") -> str:
+  """Refuses (InputError) an output folder that cannot be one: a file, a path through a file,
+  or a folder that is not writable. Creates nothing. Returns the absolute path."""
+  if not folder:
+    raise InputError(f"{option}: no output folder given")
+  path = os.path.abspath(folder)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise InputError(f"{option}={folder}: is a file, expected a folder")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise InputError(f"{option}={folder}: {existing} is a file, so the folder cannot be made")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise InputError(f"{option}={folder}: {existing} is not writable")
+  return path
+
+
+DEFAULT_PARENT = "runs"      # default outputs go under ./runs/ (ignored by the repository's git)
+
+
+def new_folder_here(mode: str, workdir: str) -> str:
+  """A folder that does not exist yet for a run without --output, the same rule in every
+  mode: runs/MODE_WORKDIRNAME[_k] under the current directory."""
+  base = os.path.join(DEFAULT_PARENT, f"{mode}_{os.path.basename(os.path.abspath(workdir)) or 'run'}")
+  name, k = base, 1
+  while os.path.exists(name):
+    k += 1
+    name = f"{base}_{k}"
+  return name
+
+
+def refuse_workdir(output: str, workdir: str) -> None:
+  """Outputs never go into the model's own folder (it holds config, checkpoints, reports)."""
+  if os.path.realpath(output) == os.path.realpath(workdir):
+    raise InputError(f"--output={output}: is the workdir; write results to another folder")
+
+
+def unique_stems(files: Sequence[str]) -> List[str]:
+  """Output stems for input files: the name without extension, or with it (scan.png) where two
+  inputs share a stem."""
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  return [os.path.basename(f) if stems.count(s) > 1 else s for f, s in zip(files, stems)]
+
+
+class RunOutputs:
+  """Output names and the record of one run into `folder`.
+
+  claim(base, suffixes) returns paths BASE[_k]SUFFIX that no earlier claim of this run and no
+  input file uses, so outputs never replace inputs or each other.
+  """
+
+  def __init__(self, folder: str, inputs: Iterable[str], mode: str):
+    self.folder = folder
+    self.mode = mode
+    self.inputs = {os.path.realpath(f) for f in inputs}
+    self.claimed: set = set()
+    self.written: List[str] = []
+    self.problems: List[List[str]] = []          # [file, 'failed' | 'skipped', reason]
+    self.lock = None                             # the folder's lock while the run writes
+
+  def refuse_inputs(self, base: str, suffixes: Sequence[str]) -> None:
+    """InputError when BASE+SUFFIX would be one of the inputs (checked before any write)."""
+    for suffix in suffixes:
+      path = os.path.join(self.folder, base + suffix)
+      if os.path.realpath(path) in self.inputs:
+        raise InputError(f"--output={self.folder}: the output {path} would replace the input "
+                         "file of that name; choose another output folder")
+
+  def claim(self, base: str, suffixes: Sequence[str]) -> List[str]:
+    k = 1
+    while True:
+      name = base if k == 1 else f"{base}_{k}"
+      paths = [os.path.join(self.folder, name + s) for s in suffixes]
+      if not any(p in self.claimed or os.path.realpath(p) in self.inputs for p in paths):
+        self.claimed.update(paths)
+        return paths
+      k += 1
+
+  def start(self) -> None:
+    """Creates the folder and locks it for this run (a second run into it is refused while
+    this one lives), then removes the temporary files of runs that are gone and the manifest
+    of an earlier run."""
+    from octseg_jax.serving.workdir import FolderLock, pid_alive
+    os.makedirs(self.folder, exist_ok=True)
+    self.lock = FolderLock(self.folder, OUTPUT_LOCK, f"is writing {self.mode} outputs into it",
+                           own_is_stale=True)
+    self.lock.acquire()
+    _HELD.append(self.lock)
+    for leftover in glob.glob(os.path.join(self.folder, TEMP_PATTERN)):
+      owner = temp_owner(leftover)
+      if owner is None or owner == os.getpid() or not pid_alive(owner):
+        os.remove(leftover)
+    for record in (MANIFEST, ERRORS):
+      path = os.path.join(self.folder, record)
+      if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
+        os.remove(path)
+
+  def wrote(self, *paths: str) -> None:
+    self.written.extend(paths)
+
+  def discard(self, paths) -> None:
+    """Removes files at names this run claimed, and drops them from the record: the outputs of
+    a file that failed half-way, or an earlier run's files at names about to be written again.
+    Input files are never removed."""
+    for path in paths:
+      if path in self.written:
+        self.written.remove(path)
+      if os.path.realpath(path) not in self.inputs and os.path.isfile(path):
+        os.remove(path)
+
+  def failed(self, file: str, reason: str) -> None:
+    self.problems.append([file, "failed", reason])
+
+  def skipped(self, file: str, reason: str) -> None:
+    self.problems.append([file, "skipped", reason])
+
+  @property
+  def num_failed(self) -> int:
+    return sum(p[1] == "failed" for p in self.problems)
+
+  def finish(self, summary: Optional[Dict] = None) -> None:
+    """Writes errors.csv (if any file failed or was skipped), then manifest.json."""
+    files = [os.path.relpath(p, self.folder) for p in self.written]
+    if self.problems:
+      path = os.path.join(self.folder, ERRORS)
+      write_csv(path, ["file", "status", "reason"], self.problems)
+      files.append(ERRORS)
+    write_json(os.path.join(self.folder, MANIFEST), {
+        "mode": self.mode, "complete": True, "outputs": files,
+        "failed": self.num_failed, "skipped": len(self.problems) - self.num_failed,
+        **(summary or {})})
+    if self.lock is not None:
+      self.lock.release()
+      if self.lock in _HELD:
+        _HELD.remove(self.lock)

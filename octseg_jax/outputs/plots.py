@@ -1,0 +1,416 @@
+"""Figures (matplotlib, imported lazily) and label colouring. All files written atomically.
+
+Every figure names its scan (or run), the model (workdir) and its units. Boundary and layer
+colours come from the Okabe-Ito palette (distinguishable with the common colour-vision
+deficiencies); predictions are solid lines, truth dashed.
+"""
+
+import csv
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+# Okabe & Ito (2008), "Color Universal Design": 7 colours plus white for the ILM, which
+# borders the dark vitreous (the palette's black would vanish on an OCT scan).
+OKABE_ITO = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7")
+# Background black, then one colour per layer NFL..OS-RPE; IGNORE grey.
+LABEL_COLOURS = np.array([[0, 0, 0]] + [[int(c[i:i + 2], 16) for i in (1, 3, 5)]
+                                        for c in OKABE_ITO], np.uint8)
+IGNORE_COLOUR = np.array([128, 128, 128], np.uint8)
+# ILM, NFL/GCL, IPL/INL, INL/OPL, OPL/ONL, ISM/ISE, OS/RPE, BM: neighbours differ in hue.
+BOUNDARY_COLOURS = ("#ffffff", "#e69f00", "#56b4e9", "#d55e00", "#009e73", "#f0e442",
+                    "#cc79a7", "#0072b2")
+FLUID_COLOUR = "#7fff00"      # fluid outlines: a colour none of the 8 boundaries uses
+UNCERTAIN_COLOUR = "#ff4500"  # columns where an ensemble's members disagree
+PRED_STYLE = "solid"
+TRUTH_DASHES = (3, 2)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+  """uint8 label map [H, W] -> RGB uint8 [H, W, 3] (ids >= 8 shown grey)."""
+  labels = np.asarray(labels)
+  out = np.broadcast_to(IGNORE_COLOUR, labels.shape + (3,)).copy()
+  known = labels < len(LABEL_COLOURS)
+  out[known] = LABEL_COLOURS[labels[known]]
+  return out
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def figure_array(fig) -> np.ndarray:
+  """Renders a matplotlib figure to RGB uint8 [H, W, 3] and closes it (for TensorBoard)."""
+  plt = _plt()
+  fig.canvas.draw()
+  out = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  plt.close(fig)
+  return out
+
+
+def heading(subject: str, model: str = "", detail: str = "") -> str:
+  """Figure title: what is shown (scan or run), then the model, then a reading hint."""
+  text = subject + (f"  |  model: {model}" if model else "")
+  return text + (f"\n{detail}" if detail else "")
+
+
+def style_legend_handles(truth: bool = True) -> list:
+  """Legend entries saying which line style is the prediction and which the truth."""
+  from matplotlib.lines import Line2D
+  handles = [Line2D([], [], color="0.3", lw=1.5, ls=PRED_STYLE, label="prediction (solid)")]
+  if truth:
+    handles.append(Line2D([], [], color="0.3", lw=1.5, dashes=TRUTH_DASHES,
+                          label="truth (dashed)"))
+  return handles
+
+
+def class_legend_handles() -> list:
+  """Legend patches: one per class (its label-map colour and name), plus 'unlabelled'."""
+  from matplotlib.patches import Patch
+  from octseg_jax.data.scans import LAYER_NAMES
+  handles = [Patch(facecolor=LABEL_COLOURS[k] / 255, edgecolor="0.5", label=f"{k} {name}")
+             for k, name in enumerate(LAYER_NAMES)]
+  return handles + [Patch(facecolor=IGNORE_COLOUR / 255, edgecolor="0.5", label="unlabelled")]
+
+
+def grey_uint8(image: np.ndarray) -> np.ndarray:
+  """A scan as uint8 [H, W]: uint8 kept, floats taken as [0, 1] model inputs (clipped)."""
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    return image
+  return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def _label_figure(images: Sequence, truths: Sequence, preds: Sequence, names: Sequence,
+                  title: str):
+  """Rows of input | truth | prediction with a class legend below. Returns the figure."""
+  plt = _plt()
+  n = len(images)
+  h, w = np.asarray(images[0]).shape[:2]
+  panel_w = 3.6
+  panel_h = float(np.clip(panel_w * h / w, 1.2, 4.0))
+  cols = [("input", images)] + ([("truth", truths)] if truths is not None else []) + [
+      ("prediction", preds)]
+  fig, axes = plt.subplots(n, len(cols), figsize=(panel_w * len(cols), panel_h * n + 1.3),
+                           squeeze=False, layout="constrained")
+  for i in range(n):
+    for j, (label, panels) in enumerate(cols):
+      ax = axes[i, j]
+      if label == "input":
+        ax.imshow(grey_uint8(panels[i]), cmap="gray", vmin=0, vmax=255, aspect="auto")
+      else:
+        ax.imshow(colorize(panels[i]), aspect="auto", interpolation="nearest")
+      ax.set_title(f"{names[i]}: {label}" if names[i] else label, fontsize=10)
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.legend(handles=class_legend_handles(), loc="outside lower center", ncol=5, fontsize=9,
+             frameon=False)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def labelled_panel(image: np.ndarray, truth: Optional[np.ndarray], pred: np.ndarray,
+                   title: str = "") -> np.ndarray:
+  """TensorBoard image: input, truth and prediction side by side with class names and a
+  colour legend, at least ~360 px per panel. image [H, W] (uint8, or float in [0, 1]);
+  truth/pred uint8 labels [H, W] (truth may be None) -> RGB uint8 [h, w, 3]."""
+  fig = _label_figure([image], None if truth is None else [truth], [pred], [""], title)
+  return figure_array(fig)
+
+
+def side_by_side(path: str, images, truths, preds, names, title: str = "") -> None:
+  """Paper Figure 4: input, ground truth and prediction per scan (label colours, legend)."""
+  from octseg_jax.outputs.atomic import save_figure
+  save_figure(path, _label_figure(images, truths, preds, names, title))
+
+
+def _finite_range(*arrays) -> tuple:
+  values = np.concatenate([np.ravel(a) for a in arrays if a is not None])
+  values = values[np.isfinite(values)]
+  return (values.min(), values.max()) if values.size else (None, None)
+
+
+NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
+
+
+def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
+                     true_bounds=None, title: str = "", model: str = "",
+                     unsupported=None, fluid=None, uncertain=None, pixel_um=None) -> None:
+  """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
+  top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
+  columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
+  `fluid` [H, W] (0/1) is outlined; columns in `uncertain` [W] bool are shaded in orange.
+  pixel_um: (row, column) pixel size. The scan is stretched to fit the figure (at its physical
+  aspect a B-scan is a thin strip); the x-axis label says by how much, or that the lateral pixel
+  size is unknown."""
+  from octseg_jax.data.scans import BOUNDARY_NAMES
+  from octseg_jax.outputs.atomic import save_figure
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
+  plt = _plt()
+  h, w = image.shape
+  fig, ax = plt.subplots(figsize=(min(14, 3 + w / 60), min(8, 1.5 + h / 70)))
+  ax.imshow(image, cmap="gray", vmin=0, vmax=255, aspect="auto")
+  cols = np.arange(w)
+  masked = ~np.all(np.isfinite(pred_bounds), axis=0)
+  if unsupported is not None:
+    masked |= np.asarray(unsupported, bool)
+  pred_bounds = np.where(masked[None], np.nan, pred_bounds)
+  _shade_runs(ax, masked, color="0.6", alpha=0.35, zorder=1)
+  if uncertain is not None:
+    _shade_runs(ax, np.asarray(uncertain, bool) & ~masked, color=UNCERTAIN_COLOUR, alpha=0.25,
+                zorder=1)
+  if fluid is not None and np.any(fluid):
+    ax.contour(np.asarray(fluid, np.float32), levels=[0.5], colors=[FLUID_COLOUR],
+               linewidths=1.2, zorder=4)
+  for b in range(8):
+    ax.plot(cols, pred_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3, ls=PRED_STYLE,
+            zorder=2)
+    if true_bounds is not None:
+      ax.plot(cols, true_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3,
+              dashes=TRUTH_DASHES, gapcolor="black", zorder=3)
+  lo, hi = _finite_range(pred_bounds, true_bounds)
+  if lo is not None:
+    ax.set_ylim(min(h, hi + 40), max(0, lo - 40))
+  handles = [Line2D([], [], color=BOUNDARY_COLOURS[b], lw=2.5, label=BOUNDARY_NAMES[b])
+             for b in range(8)]
+  handles += style_legend_handles(true_bounds is not None)
+  if masked.any():
+    handles.append(Patch(facecolor="0.6", alpha=0.6,
+                         label="no support (not drawn):\nno boundary, or layers\nout of order"))
+  if uncertain is not None and np.any(uncertain):
+    handles.append(Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
+                         label="uncertain: ensemble\nmembers disagree"))
+  if fluid is not None and np.any(fluid):
+    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
+  ax.set_facecolor("black")
+  ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+            title="boundary", title_fontsize=8, facecolor="0.85")
+  ax.set_title(heading(title, model, "boundaries: solid = prediction" +
+                       (", dashed = truth" if true_bounds is not None else "")), fontsize=9)
+  ax.set_ylabel("row (pixels)" + (f"; {pixel_um[0]:.4g} um each" if pixel_um is not None else ""))
+  ax.set_xlabel("column (A-scan, pixels); " + _stretch_note(fig, ax, pixel_um))
+  save_figure(path, fig)
+
+
+def _stretch_note(fig, ax, pixel_um) -> str:
+  """How much taller than physical the drawn scan is: displayed height per row over width per
+  column, divided by the physical ratio row size / column size."""
+  if pixel_um is None or pixel_um[1] is None:
+    return "drawn stretched to fit (lateral pixel size unknown; set --pixel_um=ROW,COL)"
+  fig.canvas.draw()
+  box = ax.get_window_extent()
+  (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+  shown = (box.height / abs(y1 - y0)) / (box.width / abs(x1 - x0))
+  return (f"{pixel_um[1]:.4g} um each; drawn {shown / (pixel_um[0] / pixel_um[1]):.1f}x "
+          "taller than true proportions")
+
+
+def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:
+  """Columns where some layer has no thickness (a boundary was not found): bool [W]."""
+  return ~np.all(np.isfinite(thickness_um), axis=0)
+
+
+def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
+  """Shades each run of True columns of `mask` [W] as a vertical band."""
+  padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+  edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+  for start, stop in zip(edges[::2], edges[1::2]):
+    ax.axvspan(start - 0.5, stop - 0.5, lw=0, **kwargs)
+
+
+def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: str = "",
+                      model: str = "", unsupported=None) -> None:
+  """Small multiples: one panel per layer with its thickness (um) along the scan, prediction
+  solid, truth dashed. Columns without support (no boundary found, or `unsupported` [W], e.g.
+  where the raw labelling is out of layer order) are shaded grey and not drawn.
+  thickness_um, true_um [7, W]."""
+  from matplotlib.patches import Patch
+  from octseg_jax.data.scans import LAYER_NAMES
+  from octseg_jax.outputs.atomic import save_figure
+  plt = _plt()
+  thickness_um = np.asarray(thickness_um, np.float64)
+  masked = unsupported_columns(thickness_um)
+  if unsupported is not None:
+    masked |= np.asarray(unsupported, bool)
+  shown = np.where(masked[None], np.nan, thickness_um)
+  cols = np.arange(thickness_um.shape[-1])
+  fig, axes = plt.subplots(7, 1, figsize=(10, 9.5), sharex=True, layout="constrained")
+  for k, ax in enumerate(axes):
+    ax.plot(cols, shown[k], color="#0072b2", lw=1.2, ls=PRED_STYLE)
+    if true_um is not None:
+      ax.plot(cols, true_um[k], color="black", lw=1.0, dashes=TRUTH_DASHES)
+    _shade_runs(ax, masked, color="0.85")
+    # Zero-based: a few um of noise on a 30 um layer must not look like a change.
+    top = np.nanmax([np.nanmax(v[k]) if np.isfinite(v[k]).any() else 0.0
+                     for v in (shown, true_um) if v is not None] + [10.0])
+    ax.set_ylim(0, 1.15 * top)
+    ax.set_ylabel(f"{LAYER_NAMES[k + 1]}\n(um)", fontsize=8, rotation=0, ha="right",
+                  va="center")
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+  axes[-1].set_xlabel("column (A-scan, pixels)")
+  handles = [h for h in style_legend_handles(true_um is not None)]
+  handles[0].set_color("#0072b2")
+  if len(handles) > 1:
+    handles[1].set_color("black")
+  handles.append(Patch(facecolor="0.85", label=NO_SUPPORT))
+  fig.suptitle(heading(title or "layer thickness", model, "thickness of each layer in um"),
+               fontsize=9)
+  fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+  save_figure(path, fig)
+
+
+def read_log(source: Union[str, Sequence[dict]]) -> dict:
+  """A training log as {column: float array}: a CSV path or its rows (dicts). Columns are
+  found by name; empty or non-numeric cells become NaN."""
+  if isinstance(source, str):
+    with open(source, newline="") as f:
+      rows = list(csv.DictReader(f))
+  else:
+    rows = list(source)
+  names = list(rows[0]) if rows else []
+
+  def number(v):
+    try:
+      return float(v)
+    except (TypeError, ValueError):
+      return np.nan
+
+  return {n: np.array([number(r.get(n)) for r in rows]) for n in names}
+
+
+def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "") -> None:
+  """Paper Figure 3: losses, validation metrics and learning rate per epoch. `log`: the
+  workdir's log.csv path or its rows; columns by name (epoch, lr, *_loss, val_*), those
+  missing are left out."""
+  from octseg_jax.outputs.atomic import save_figure
+  plt = _plt()
+  cols = read_log(log)
+  if "epoch" not in cols or not len(cols["epoch"]):
+    raise ValueError(f"{log if isinstance(log, str) else 'log'}: no 'epoch' column or no rows")
+  epoch = cols["epoch"]
+  losses = [n for n in cols if n.endswith("_loss")]
+  scores = [n for n in cols if n.startswith("val_") and n not in losses]
+  fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+  for n in losses:
+    axes[0].plot(epoch, cols[n], marker=".", label=n.replace("_loss", "").replace("val",
+                                                                                "validation"))
+  axes[0].set_title("hybrid loss (CE + Dice term)", fontsize=9)
+  axes[0].set_ylabel("loss")
+  for n in scores:
+    axes[1].plot(epoch, cols[n], marker=".", label=n[4:].replace("_", " "))
+  axes[1].set_title("validation metrics", fontsize=9)
+  axes[1].set_ylabel("score (0-1)")
+  if "lr" in cols:
+    lr = cols["lr"]
+    axes[2].plot(epoch, lr, marker=".")
+    if np.all(lr[np.isfinite(lr)] > 0):
+      from matplotlib.ticker import LogFormatterSciNotation, LogLocator
+      axes[2].set_yscale("log")
+      axes[2].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+      axes[2].yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+  axes[2].set_title("learning rate", fontsize=9)
+  for ax in axes:
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  fig.suptitle(title or "training curves", fontsize=10)
+  fig.tight_layout()
+  save_figure(path, fig)
+
+
+def class_bars(path: str, summary: dict, with_paper: bool = True, title: str = "") -> None:
+  """Paper Figure 5: class-wise IoU and accuracy; the paper's IoU as markers only when
+  `with_paper` (Duke data scored with the paper's protocol)."""
+  from octseg_jax.data.scans import LAYER_NAMES
+  from octseg_jax.outputs.atomic import save_figure
+  from octseg_jax.outputs.report import PAPER_IOU
+  plt = _plt()
+  k = np.arange(len(LAYER_NAMES))
+  fig, ax = plt.subplots(figsize=(9, 3.6))
+  ax.bar(k - 0.2, np.nan_to_num(summary["paper"]["class_iou"]), 0.4, label="IoU",
+         color=OKABE_ITO[4])
+  ax.bar(k + 0.2, np.nan_to_num(summary["paper"]["class_accuracy"]), 0.4, label="accuracy",
+         color=OKABE_ITO[0])
+  if with_paper:
+    ax.plot(k, PAPER_IOU, "k_", markersize=18, mew=2, label="paper IoU (Table 2)")
+  ax.set_xticks(k, LAYER_NAMES, rotation=20, fontsize=8)
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("score (0-1)")
+  ax.legend(fontsize=8, loc="lower right")
+  ax.set_title(title or "class-wise IoU and accuracy", fontsize=9)
+  save_figure(path, fig)
+
+
+CAM_COLUMNS = 3          # tiles per row of a CAM panel (input + K classes in a grid)
+CAM_TILE_IN = 4.0        # inches per tile: 440 px wide at save_figure's 110 dpi
+
+
+def network_layer_text(layer: str) -> str:
+  """Plain words for a network layer name (models/segnet.py naming)."""
+  import re
+  if layer == "head":
+    return "the output layer (class scores)"
+  m = re.fullmatch(r"(enc|dec)(\d+)_conv(\d+)", layer)
+  if not m:
+    return f"network layer {layer}"
+  part = "encoder" if m.group(1) == "enc" else "decoder"
+  return f"{part} level {m.group(2)}, convolution {m.group(3)} ({layer})"
+
+
+def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
+  """Per explained network layer a grid: the input, then for each class where the model
+  looked to label it (its normalised map over the scan), with plain titles and a colour bar.
+  image [h, w]; layer_maps {layer: [K, h, w]}. aspect: height / width of one image pixel
+  (tiles keep the image's shape); None stretches every tile to the same box."""
+  from octseg_jax.data.scans import LAYER_NAMES
+  plt = _plt()
+  layers = list(layer_maps)
+  k = next(iter(layer_maps.values())).shape[0]
+  rows_per = -(-(k + 1) // CAM_COLUMNS)
+  ratio = 0.45 if aspect is None else aspect * image.shape[0] / image.shape[1]
+  fig, axes = plt.subplots(rows_per * len(layers), CAM_COLUMNS, squeeze=False,
+                           figsize=(CAM_TILE_IN * CAM_COLUMNS,
+                                    (CAM_TILE_IN * ratio + 0.45) * rows_per * len(layers) + 0.8),
+                           layout="constrained")
+  aspect = "auto" if aspect is None else aspect
+  im = None
+  for r, layer in enumerate(layers):
+    tiles = axes[r * rows_per:(r + 1) * rows_per].ravel()
+    tiles[0].imshow(image, cmap="gray", aspect=aspect)
+    tiles[0].set_title(f"input scan; the maps below it come from\n{network_layer_text(layer)}",
+                       fontsize=10)
+    for c in range(k):
+      ax = tiles[c + 1]
+      ax.imshow(image, cmap="gray", aspect=aspect)
+      im = ax.imshow(layer_maps[layer][c], cmap="viridis", alpha=0.55, vmin=0, vmax=1,
+                     aspect=aspect)
+      name = LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}"
+      ax.set_title(f"where the model looked to label the {name}", fontsize=10)
+    for ax in tiles[k + 1:]:
+      ax.set_visible(False)
+    for ax in tiles:
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, shrink=0.6,
+               label="relevance, 0 (none) to 1 (the class's strongest), per class")
+  fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
+              model: str = "", aspect=None) -> None:
+  """Paper Figure 6 as a file (see _cam_figure); title names the scan, `model` the workdir."""
+  from octseg_jax.outputs.atomic import save_figure
+  save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect))
+
+
+def labelled_cam_panel(image: np.ndarray, layer_maps: dict, title: str = "") -> np.ndarray:
+  """Paper Figure 6 as RGB uint8 [h, w, 3] for TensorBoard: class names and a colour bar."""
+  return figure_array(_cam_figure(image, layer_maps, title))

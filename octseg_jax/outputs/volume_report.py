@@ -1,0 +1,235 @@
+"""What predict writes for an input volume NAME, next to its per-B-scan outputs:
+
+* NAME_thickness_maps.png: one en-face panel per layer and of the whole retina (ILM to BM), um,
+  with the ETDRS grid and the fovea drawn on the total-thickness map;
+* NAME_etdrs.csv: rows C0, S1, N1, I1, T1, S2, N2, I2, T2; mean thickness per layer and
+  `total` in um over the measured part of the sector (empty when less than
+  enface.MIN_MEASURED of it is measured), `coverage`, the share of the sector's area within
+  reach of a B-scan, and `measured`, the share with a known total thickness
+  (octseg_jax.geometry.enface); with the fluid head `fluid_mm3` and a last row `total` (6 mm disc);
+* NAME.eye: an eyepy EyeVolume with the scan and the predicted boundaries as layer annotations
+  under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
+* extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
+  (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
+  fovea_mm [2], etdrs_um [9, 8], etdrs_coverage [9], etdrs_sectors, bscan_positions_mm [N],
+  scale_mm [3], laterality.
+"""
+
+import os
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+
+from octseg_jax.geometry import enface
+from octseg_jax.data.scans import LAYER_NAMES
+from octseg_jax.data.volumes import HEYEX_NAMES, Volume
+from octseg_jax.errors import fail
+from octseg_jax.outputs.atomic import atomic_path, save_figure, write_csv
+
+MAP_NAMES = tuple(LAYER_NAMES[1:]) + ("total",)
+
+
+def parse_fovea(text: Optional[str]):
+  """--fovea=x_mm,y_mm -> (x, y) or None."""
+  if not text:
+    return None
+  try:
+    x, y = (float(v) for v in text.split(","))
+  except ValueError:
+    raise fail("--fovea", f"expected x_mm,y_mm (two numbers), got {text!r}") from None
+  if not (np.isfinite(x) and np.isfinite(y)):
+    raise fail("--fovea", f"expected finite numbers, got {text!r}")
+  return x, y
+
+
+def thickness_values(boundaries: np.ndarray, row_um: float):
+  """Boundaries [N, 8, W] -> (values [N, 8, W]: 7 layers then ILM-BM total, inner [N, W]:
+  ILM to OPL/ONL, the inner retina that thins in the foveal pit), all in um."""
+  layers = np.diff(boundaries, axis=1) * row_um
+  total = (boundaries[:, 7] - boundaries[:, 0]) * row_um
+  inner = (boundaries[:, 4] - boundaries[:, 0]) * row_um
+  return np.concatenate([layers, total[:, None]], axis=1), inner
+
+
+def fluid_height_um(fluid: np.ndarray, row_um: float) -> np.ndarray:
+  """Fluid masks [N, H, W] (0/1) -> fluid height per A-scan [N, W] in um (fluid rows x row
+  size: the en-face fluid map's values)."""
+  return np.asarray(fluid, np.float64).sum(axis=-2) * row_um
+
+
+def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[float]] = None,
+            fluid_um: Optional[np.ndarray] = None):
+  """enface.analyse_volume for a Volume and boundaries [N, 8, W] in rows; with fluid heights
+  [N, W] (um) also the en-face fluid map (`fluid_map_um` [G, G]), its ETDRS means
+  (`etdrs_fluid_um` [9]) and volumes (`etdrs_fluid_mm3` [9], `fluid_mm3_total` over the
+  6 mm disc)."""
+  values, inner = thickness_values(boundaries, volume.scale_mm[1] * 1000.0)
+  if fluid_um is not None:
+    values = np.concatenate([values, np.asarray(fluid_um, np.float64)[:, None]], axis=1)
+  result = enface.analyse_volume(values, inner, volume.positions_mm, volume.scale_mm[2],
+                                 volume.laterality, fovea_mm,
+                                 measured_channel=MAP_NAMES.index("total"))
+  if fluid_um is not None:
+    result["fluid_map_um"], result["maps"] = result["maps"][-1], result["maps"][:-1]
+    result["etdrs_fluid_um"] = result["etdrs_um"][:, -1]
+    result["etdrs_um"] = result["etdrs_um"][:, :-1]
+    result["etdrs_fluid_mm3"] = enface.sector_volumes_mm3(result["etdrs_fluid_um"])
+    result["fluid_mm3_total"] = float(np.nansum(result["etdrs_fluid_mm3"]))
+  return result
+
+
+def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
+          fovea_mm: Optional[Sequence[float]] = None, fluid_um: Optional[np.ndarray] = None) -> dict:
+  """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys.
+  fluid_um: fluid height per B-scan and A-scan [N, W] of a model with the fluid head."""
+  result = analyse(volume, boundaries, fovea_mm, fluid_um)
+  write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result)
+  plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem)
+  if len(volume) >= 2:
+    write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
+  else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them
+    print(f"{stem}: one B-scan, so no {stem}.eye (eyepy needs at least two)")
+  source = "given" if fovea_mm is not None else (
+      "found" if result["fovea_found"] else "scan centre (not found)")
+  measured = result["etdrs_measured"]
+  print(f"{stem}: {volume.laterality}, fovea ({result['fovea_mm'][0]:.2f}, "
+        f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
+        f"{int((measured > 0.999).sum())}/9 fully, {int((measured >= enface.MIN_MEASURED).sum())}"
+        f"/9 at least {enface.MIN_MEASURED:.0%} (only those have thickness values)"
+        + "".join(f"; {n}" for n in volume.notes))
+  return {**fluid_keys(result), "thickness_maps_um": result["maps"].astype(np.float32),
+          "map_x_mm": result["map_x_mm"], "map_y_mm": result["map_y_mm"],
+          "map_covered": result["map_covered"], "fovea_mm": result["fovea_mm"],
+          "etdrs_um": result["etdrs_um"], "etdrs_coverage": result["etdrs_coverage"],
+          "etdrs_measured": result["etdrs_measured"],
+          "etdrs_sectors": np.array(enface.ETDRS_SECTORS), "map_names": np.array(MAP_NAMES),
+          "bscan_positions_mm": np.asarray(volume.positions_mm, np.float64),
+          "scale_mm": np.asarray(volume.scale_mm, np.float64),
+          "laterality": np.array(volume.laterality)}
+
+
+def fluid_keys(result: dict) -> dict:
+  """The NAME.npz keys of the fluid map and volumes ({} without the fluid head)."""
+  if "fluid_map_um" not in result:
+    return {}
+  return {"fluid_map_um": result["fluid_map_um"].astype(np.float32),
+          "etdrs_fluid_mm3": result["etdrs_fluid_mm3"],
+          "fluid_mm3_total": np.float64(result["fluid_mm3_total"])}
+
+
+def write_etdrs_csv(path: str, result: dict) -> None:
+  """One row per sector: mean thickness per map (um), coverage and, with the fluid head,
+  fluid_mm3; then a row `total` (the 6 mm disc) holding the fluid volume alone."""
+  fluid = result.get("etdrs_fluid_mm3")
+  rows = []
+  for i, (name, means, cov, meas) in enumerate(zip(
+      enface.ETDRS_SECTORS, result["etdrs_um"], result["etdrs_coverage"],
+      result["etdrs_measured"])):
+    rows.append([name] + ["" if not np.isfinite(v) else f"{v:.1f}" for v in means]
+                + [f"{cov:.3f}", f"{meas:.3f}"] + ([] if fluid is None else [_mm3(fluid[i])]))
+  header = ["sector"] + [f"{n}_um" if n != "total" else "total_um" for n in MAP_NAMES]
+  header += ["coverage", "measured"] + ([] if fluid is None else ["fluid_mm3"])
+  if fluid is not None:
+    rows.append(["total"] + [""] * (len(MAP_NAMES) + 2) + [_mm3(result["fluid_mm3_total"])])
+  write_csv(path, header, rows)
+
+
+def _mm3(v) -> str:
+  return "" if not np.isfinite(v) else f"{v:.4f}"
+
+
+def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
+  """The scan and boundaries [N, 8, W] (rows) as an eyepy .eye file (B-scan 0 bottom-most)."""
+  import eyepy
+  from eyepy.core.eyemeta import EyeBscanMeta, EyeVolumeMeta
+  n, _, w = volume.images.shape
+  dz, dy, dx = volume.scale_mm
+  top = float(np.max(volume.positions_mm))
+  bscan_meta = [EyeBscanMeta(start_pos=(0.0, top - p), end_pos=((w - 1) * dx, top - p),
+                             pos_unit="mm") for p in volume.positions_mm]
+  meta = EyeVolumeMeta(scale_z=dz, scale_x=dx, scale_y=dy, scale_unit="mm",
+                       bscan_meta=bscan_meta, laterality=volume.laterality)
+  ev = eyepy.EyeVolume(data=volume.images, meta=meta)
+  for k, name in enumerate(HEYEX_NAMES):
+    ev.add_layer_annotation(np.asarray(boundaries[:, k, :], np.float64), name=name)
+  with atomic_path(path) as tmp:
+    ev.save(tmp)
+
+
+def draw_etdrs(ax, fovea_mm, laterality: str, values=None) -> None:
+  """ETDRS circles and diagonals (in map mm coordinates) with sector labels and, given
+  `values` [9] (ETDRS_SECTORS order, um), each sector's mean under its label."""
+  fx, fy = fovea_mm
+  angles = np.linspace(0, 2 * np.pi, 200)
+  for r in enface.ETDRS_RADII_MM:
+    ax.plot(fx + r * np.cos(angles), fy + r * np.sin(angles), color="k", lw=0.7)
+  for a in np.deg2rad([45, 135, 225, 315]):
+    r0, r1 = enface.ETDRS_RADII_MM[0], enface.ETDRS_RADII_MM[-1]
+    ax.plot([fx + r0 * np.cos(a), fx + r1 * np.cos(a)],
+            [fy + r0 * np.sin(a), fy + r1 * np.sin(a)], color="k", lw=0.7)
+  nasal = 1 if laterality == "OD" else -1
+  value = dict(zip(enface.ETDRS_SECTORS, values)) if values is not None else {}
+  centres = [("C0", (0, 0), 0.0)] + [
+      (f"{label}{ring}", unit, r) for ring, r in ((1, 1.0), (2, 2.25))
+      for label, unit in (("S", (0, 1)), ("I", (0, -1)), ("N", (nasal, 0)), ("T", (-nasal, 0)))]
+  for name, (ux, uy), r in centres:
+    v = value.get(name)
+    text = name if v is None else (f"{name}\n{v:.0f}" if np.isfinite(v) else f"{name}\n-")
+    ax.text(fx + r * ux, fy + r * uy, text, ha="center", va="center", fontsize=7,
+            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
+
+
+def robust_limits(m: np.ndarray):
+  """Colour limits of a map: its 2nd and 98th percentiles over known points, so that single
+  outlier points do not wash out the rest (colour bars say values beyond them are clipped)."""
+  known = np.asarray(m, np.float64)[np.isfinite(m)]
+  if not known.size:
+    return 0.0, 1.0
+  lo, hi = np.percentile(known, [2, 98])
+  return float(lo), float(hi if hi > lo else lo + 1.0)
+
+
+def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
+  """One panel per map (7 layers, total), colour bars in um, grid drawn on the total map."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  x, y = result["map_x_mm"], result["map_y_mm"]
+  extent = (x[0], x[-1], y[-1], y[0])
+  panels = [(f"{name} (um)" if name != "total" else "total ILM-BM (um)", m, "viridis",
+             robust_limits(m)) for name, m in zip(MAP_NAMES, result["maps"])]
+  if "fluid_map_um" in result:
+    panels.append((f"fluid height (um); {result['fluid_mm3_total']:.3f} mm3 in the 6 mm disc",
+                   result["fluid_map_um"], "cividis",     # sparse: 0 to its maximum
+                   (0.0, max(float(np.nanmax(result["fluid_map_um"], initial=0.0)), 1.0))))
+  rows = 2 if len(panels) <= 8 else 3
+  fig, axes = plt.subplots(rows, 4 if rows == 2 else 3, figsize=(13, 3.3 * rows + 0.4),
+                           layout="constrained")
+  for ax in axes.ravel()[len(panels):]:
+    ax.set_visible(False)
+  total = MAP_NAMES.index("total")
+  for ax, (label, m, cmap, (vmin, vmax)) in zip(axes.ravel(), panels):
+    name = label.split(" ")[0]
+    shown = np.ma.masked_invalid(m)
+    im = ax.imshow(shown, extent=extent, cmap=cmap, origin="upper", interpolation="nearest",
+                   vmin=vmin, vmax=vmax)
+    ax.set_title(label, fontsize=10)
+    ax.set_xlabel("x (mm)", fontsize=8)
+    ax.set_ylabel("y (mm, superior up)", fontsize=8)
+    ax.tick_params(labelsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, extend="both").ax.tick_params(labelsize=8)
+    if name == "total":
+      draw_etdrs(ax, result["fovea_mm"], volume.laterality, result["etdrs_um"][:, total])
+      ax.set_xlim(x[0], x[-1])
+      ax.set_ylim(y[-1], y[0])
+  fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans, scale "
+               f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
+               f"column, {volume.scale_mm[0] * 1e3:.4g} um between B-scans "
+               f"({volume.scale_source})\nblank = no thickness measured, or farther than "
+               f"{enface.REACH_MM} mm from a B-scan; thickness colours clipped at the 2nd-98th "
+               "percentile; ETDRS sectors: mean total thickness (um), '-' = less than "
+               f"{enface.MIN_MEASURED:.0%} of the sector measured", fontsize=10)
+  with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
+    warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
+    save_figure(path, fig)

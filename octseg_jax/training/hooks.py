@@ -1,0 +1,140 @@
+"""What training does besides training: the metrics log and hooks.
+
+MetricsLog is the one metrics writer: each epoch gives a keyed dict; the CSV header comes from
+the keys (rows are aligned by name, so a resumed run whose columns changed rewrites the file
+with the union of columns instead of misaligned rows), and TensorBoard gets the same keys as
+scalar tags.
+
+A hook has start(ctx), end_epoch(ctx, epoch, row) and end(ctx); each one checks at start what
+it needs and, when the model lacks it, says so once and does nothing.
+"""
+
+import csv
+import dataclasses
+import os
+from typing import Any, Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from octseg_jax.cam import gradcam
+from octseg_jax.data import preprocessing
+from octseg_jax.outputs.atomic import write_csv
+
+
+class MetricsLog:
+  """log.csv and TensorBoard scalars of a workdir, resumed after `epoch`."""
+
+  def __init__(self, workdir: str, resume_epoch: int):
+    from tensorboardX import SummaryWriter   # heavy import, only when training
+    self.path = os.path.join(workdir, "log.csv")
+    self.columns: List[str] = []
+    self.rows: List[Dict[str, str]] = []
+    if os.path.exists(self.path):
+      with open(self.path, newline="") as f:
+        reader = csv.DictReader(f)
+        self.columns = list(reader.fieldnames or [])
+        # Rows after the restored checkpoint are dropped: those epochs run again.
+        self.rows = [r for r in reader if r.get("epoch", "").isdigit()
+                     and int(r["epoch"]) <= resume_epoch]
+    self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, row: Dict[str, Any]) -> None:
+    """Appends one epoch's row (must have 'epoch') to the CSV and TensorBoard."""
+    self.columns += [k for k in row if k not in self.columns]
+    self.rows.append({k: str(v) for k, v in row.items()})
+    write_csv(self.path, self.columns, [[r.get(k, "") for k in self.columns] for r in self.rows])
+    for key, value in row.items():
+      if key != "epoch":
+        self.writer.add_scalar(key, value, int(row["epoch"]))
+    self.writer.flush()
+
+  def close(self) -> None:
+    self.writer.close()
+
+
+@dataclasses.dataclass
+class Context:
+  """What hooks may read: the run's workdir, config, model, validation data, TensorBoard
+  writer, the logged rows, and the current variables (a callable)."""
+  workdir: str
+  config: Any
+  model: Any
+  val_data: Any
+  log: MetricsLog
+  variables: Any            # () -> {'params', 'batch_stats'}
+
+
+class Hook:
+  def start(self, ctx: Context) -> None:
+    pass
+
+  def end_epoch(self, ctx: Context, epoch: int, row: Dict) -> None:
+    pass
+
+  def end(self, ctx: Context) -> None:
+    pass
+
+
+class ConfigText(Hook):
+  """The resolved config as text in TensorBoard."""
+
+  def start(self, ctx):
+    from octseg_jax.serving.workdir import config_to_json
+    ctx.log.writer.add_text("config", "```\n" + config_to_json(ctx.config) + "\n```", 0)
+
+
+class ImageSummaries(Hook):
+  """Every `train.image_summary_every` epochs (and after epoch 1): the first validation scan's
+  input, truth and prediction, and per explained layer the K class Grad-CAM maps over it. The
+  Grad-CAM part runs only when the model has the layers `explain.layers` names."""
+
+  def start(self, ctx):
+    self.layers = tuple(ctx.config.explain.layers)
+    x = jnp.asarray(ctx.val_data.x[:1])
+    try:
+      gradcam.activation_shapes(ctx.model, ctx.variables(), x, self.layers)
+    except ValueError as e:
+      print(f"warning: TensorBoard Grad-CAM images skipped: {e}")
+      self.layers = ()
+    model, layers, method = ctx.model, self.layers, ctx.config.explain.method
+
+    def summary(variables, x):
+      if not layers:
+        return model.apply(variables, x, train=False), {}
+      out = gradcam.explain_batch(model, variables, x, layers, method, "all")
+      return out["logits"], {l: out[l]["norm"] for l in layers}
+
+    self.summary_fn = jax.jit(summary)
+
+  def end_epoch(self, ctx, epoch, row):
+    every = int(ctx.config.train.image_summary_every)
+    if not every or (epoch % every and epoch != 1):      # 0 = no image summaries
+      return
+    from octseg_jax.outputs import plots
+    data, writer = ctx.val_data, ctx.log.writer
+    logits, maps = self.summary_fn(ctx.variables(), jnp.asarray(data.x[:1]))
+    pred = np.asarray(jnp.argmax(logits, -1))[0].astype(np.uint8)
+    name = data.names[0] if data.names else "validation scan"
+    truth = preprocessing.decode_fluid(data.y[0])[0]      # layer labels (fluid codes removed)
+    panel = plots.labelled_panel(data.x[0], truth, pred, title=f"{name}, epoch {epoch}")
+    writer.add_image("val/input_truth_prediction", panel, epoch, dataformats="HWC")
+    if maps:
+      cams = {layer: np.asarray(m[:, 0]) for layer, m in maps.items()}
+      writer.add_image("gradcam", plots.labelled_cam_panel(
+          data.x[0], cams, title=f"{name}, epoch {epoch}: {ctx.config.explain.method}"),
+          epoch, dataformats="HWC")
+
+
+class TrainingCurves(Hook):
+  """training_curves.png in the workdir at the end (the paper's Figure 3)."""
+
+  def end(self, ctx):
+    from octseg_jax.outputs import plots
+    if ctx.log.rows:
+      plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows)
+
+
+def default_hooks() -> List[Hook]:
+  return [ConfigText(), ImageSummaries(), TrainingCurves()]
