@@ -35,7 +35,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from octseg_jax.serving.workdir import pid_alive  # noqa: E402  (no JAX: config files and locks only)
+from octseg_jax.outputs import training_log  # noqa: E402
+from octseg_jax.outputs.lock import pid_alive  # noqa: E402  (no JAX: config files and locks only)
 PLAN = os.path.join(REPO, "configs", "campaign.json")
 STATE = os.path.join(os.path.dirname(REPO), "campaign")
 RESULT_FILES = {   # copied name: (source folder, file) of a finished run
@@ -133,15 +134,6 @@ def now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def log_rows(path: str):
-  """The rows of a log.csv as dicts of strings ([] when absent)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = [line.rstrip("\n").split(",") for line in f if line.strip()]
-  return [dict(zip(lines[0], row)) for row in lines[1:]] if lines else []
-
-
 def copy_results(plan, run, workdir: str, eval_dir: str, record: dict, repo=REPO) -> str:
   """Raw outputs into the checkout's results folder, run.json last; returns the folder."""
   dest = result_dir(plan, run, repo)
@@ -191,7 +183,7 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
   t1 = time.time()
   if run_logged(eval_cmd, tree, log_path):
     return False
-  rows = log_rows(os.path.join(workdir, "log.csv"))
+  rows = training_log.workdir_rows(workdir)
   record = {"run": run_id(run), "recipe": recipe, "fold": run["fold"], "seed": run["seed"],
             "commit": git("rev-parse", "HEAD", repo=tree), "train_command": train_cmd[1:],
             "eval_command": eval_cmd[1:], "finished": now(), "host": socket.gethostname(),
@@ -210,10 +202,10 @@ RUNNER_LOCK = "runner.lock"
 
 
 def take_lock(state=STATE):
-  """One runner at a time: the state folder's lock (workdir.FolderLock: pid and host; a dead
+  """One runner at a time: the state folder's lock (outputs.lock.FolderLock: pid and host; a dead
   owner's lock is taken over). Returns it (released by the caller)."""
   from octseg_jax.errors import InputError
-  from octseg_jax.serving.workdir import FolderLock
+  from octseg_jax.outputs.lock import FolderLock
   os.makedirs(state, exist_ok=True)
   lock = FolderLock(state, RUNNER_LOCK, "is running the campaign", own_is_stale=True)
   try:
@@ -323,7 +315,7 @@ def status_lines(plan, state=STATE, repo=REPO):
       lines.append(f"done     {rid:40s} mean layer Dice "
                    f"{m['topology']['literature']['mean_layer_dice']:.4f}")
       continue
-    rows = log_rows(os.path.join(state, "runs", rid, "log.csv"))
+    rows = training_log.workdir_rows(os.path.join(state, "runs", rid))
     spent = sum(float(r["seconds"]) for r in rows)
     left += max(est - spent, 0.0)
     state_word = "running" if rid == running else "queued"

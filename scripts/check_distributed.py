@@ -9,11 +9,10 @@ run killed after its first checkpoint; reads the checkpoints with --mode=eval; o
   python scripts/check_distributed.py --out runs/cd --scenarios 2x1,restart  # some
   python scripts/check_distributed.py --out runs/cd --benchmark tiny,cpu_demo
 
-tests/test_distributed.py uses `launch` and `read_log` from here.
+tests/test_distributed.py uses `launch` from here.
 """
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -24,6 +23,10 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from octseg_jax.outputs import training_log  # noqa: E402  (numpy only: no JAX in the launcher)
+
 LOSSES = ("train_loss", "val_loss")
 
 
@@ -80,11 +83,6 @@ def launch(num_processes: int, args: Sequence[str], devices_per_process: int = 1
   return finish(start(num_processes, args, devices_per_process), timeout_s)
 
 
-def read_log(workdir: str) -> List[Dict[str, str]]:
-  with open(os.path.join(workdir, "log.csv"), newline="") as f:
-    return list(csv.DictReader(f))
-
-
 def max_rel_diff(a: List[Dict], b: List[Dict], keys=LOSSES) -> Dict[str, float]:
   out = {}
   for k in keys:
@@ -129,7 +127,7 @@ def train_args(config: str, workdir: str, epochs: int, extra: Sequence[str] = ()
 
 def epoch_seconds(workdir: str) -> float:
   """Median seconds of the epochs after the first (which compiles)."""
-  secs = sorted(float(r["seconds"]) for r in read_log(workdir)[1:])
+  secs = sorted(float(r["seconds"]) for r in training_log.workdir_rows(workdir)[1:])
   return secs[len(secs) // 2] if secs else float("nan")
 
 
@@ -142,10 +140,10 @@ def check_run(name: str, workdir: str, results, reference: Optional[str], out: s
     return report
   files = sorted(os.listdir(workdir))
   report["files"] = files
-  report["epochs"] = len(read_log(workdir))
+  report["epochs"] = len(training_log.workdir_rows(workdir))
   report["median_epoch_s"] = epoch_seconds(workdir)
   if reference:
-    report["max_rel_diff"] = max_rel_diff(read_log(reference), read_log(workdir))
+    report["max_rel_diff"] = max_rel_diff(training_log.workdir_rows(reference), training_log.workdir_rows(workdir))
   ev = launch(1, ["--mode=eval", f"--workdir={workdir}", f"--output={out}/eval_{name}"])[0]
   report["eval_exit_code"] = ev[0]
   metrics = os.path.join(out, f"eval_{name}", "metrics.json")
@@ -162,7 +160,7 @@ def run_scenarios(out: str, scenarios: Sequence[str], config: str, epochs: int) 
   def reference(devices: int) -> str:
     workdir = os.path.join(out, f"1x{devices}")
     if devices not in references and os.path.exists(os.path.join(workdir, "log.csv")) and \
-        len(read_log(workdir)) == epochs:      # kept from an earlier call
+        len(training_log.workdir_rows(workdir)) == epochs:      # kept from an earlier call
       references[devices] = workdir
     if devices not in references:
       t = time.time()
@@ -192,7 +190,7 @@ def run_scenarios(out: str, scenarios: Sequence[str], config: str, epochs: int) 
       res = launch(n, train_args(config, workdir, epochs), devices_per_process=d)
       report = check_run(name, workdir, res, same_mesh, out)
       if not any(report["exit_codes"]):
-        report["max_rel_diff_vs_1x1"] = max_rel_diff(read_log(reference(1)), read_log(workdir))
+        report["max_rel_diff_vs_1x1"] = max_rel_diff(training_log.workdir_rows(reference(1)), training_log.workdir_rows(workdir))
     report["wall_s"] = time.time() - t
     reports.append(report)
     print(json.dumps(report), flush=True)

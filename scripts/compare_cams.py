@@ -26,13 +26,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from octseg_jax.modes import explain  # noqa: E402
-from octseg_jax.cam import faithfulness
-from octseg_jax.cam import gradcam
-from octseg_jax.data import preprocessing
+from octseg_jax.cam import faithfulness  # noqa: E402
+from octseg_jax.cam import gradcam  # noqa: E402
 from octseg_jax.data import inputs  # noqa: E402
 from octseg_jax.anatomy import LAYER_NAMES  # noqa: E402
 from octseg_jax.outputs.cam_report import layer_classes  # noqa: E402
-from octseg_jax.serving.inference import load_trained  # noqa: E402
+from octseg_jax.serving import inference  # noqa: E402
 from octseg_jax.outputs.atomic import write_json, write_text  # noqa: E402
 from octseg_jax.outputs.report import fmt, table  # noqa: E402
 
@@ -56,7 +55,7 @@ def method_results(trained, method, layers, sanity_layers, scans, key):
   res = {l: {"morf": [], "random": []} for l in layers}
   timing = {"maps_s": [], "road_s": []}
   for s, (name, image, mask) in enumerate(scans):
-    x, _, place = preprocessing.prepare(image, mask, trained.recipe)
+    x, _, place = inference.prepare(trained, image, mask)
     t0 = time.perf_counter()
     out = explainer.explain(x[None])
     jax.block_until_ready(out["logits"])
@@ -123,7 +122,7 @@ def main():
   p.add_argument("--ablation_sanity_layers", default="dec1_conv1,dec0_conv0,dec0_conv1,head")
   p.add_argument("--sanity_layers", default="", help="limit the sanity check (default: all)")
   a = p.parse_args()
-  trained = load_trained(a.workdir)
+  trained = inference.load_trained(a.workdir)
   scans = load_scans(a.scans)
   layers = a.layers.split(",")
   os.makedirs(a.output, exist_ok=True)

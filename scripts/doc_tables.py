@@ -629,7 +629,7 @@ def readme_explain(src: Sources) -> str:
   others = sorted({faithful(src, f) for f in OTHER_SCANS})
   return (f"Timed on the 2-core CPU, the default maps cost {timing['ratio_wall']:.2f}x the "
           f"prediction forward pass per scan (wall time, {timing['scans']} Duke scans, "
-          "`scripts/time_explain.py`); with `--cam_faithfulness=road --cam_sanity` "
+          "`benchmarks/time_explain.py`); with `--cam_faithfulness=road --cam_sanity` "
           f"{scans} Duke B-scans took {minutes(wall)} with start-up. On the shipped model and Duke subject 1 "
           f"the default map beats random removal for {stats['faithful_classes']} of 7 layer "
           f"classes ({' or '.join(map(str, others))} of 7 on each of two other Duke scans), "
@@ -810,7 +810,7 @@ def performance_compile_cache(src: Sources) -> str:
   return (f"On the 2-core machine the small-width CPU model's train step ({widths[0]}.."
           f"{max(widths)}, batch {c['batch']}) took {c['uncached_compile_s']:.1f} s to compile in "
           f"a fresh process with an empty cache and {c['cached_compile_s']:.1f} s in the next "
-          "fresh process (`scripts/measure_compile_cache.py`, "
+          "fresh process (`benchmarks/measure_compile_cache.py`, "
           "`docs/results/cpu_2core/compile_cache.json`, measured while other jobs ran: load "
           f"average {min(load):.0f}-{max(load):.0f}).")
 

@@ -1,10 +1,13 @@
-"""Scores an ensemble of training workdirs (averaged probabilities, optional flip averaging)
-on their common validation split, with calibration and boundary uncertainty:
+"""Makes an ensemble workdir from training workdirs and scores it with --mode=eval:
 
   python scripts/eval_ensemble.py --output=OUT WORKDIR [WORKDIR ...] [--no_flip]
 
-Writes OUT/ensemble_metrics.json (octseg_jax/serving/ensemble.py evaluate_ensemble). Bad input: one
-line and exit status 2.
+OUT becomes an ensemble workdir (OUT/ensemble.json: the members' absolute paths and whether
+each also runs on the mirrored scan), which predict, explain and eval load like any workdir;
+eval then scores it on the members' common validation split (the one inference path,
+octseg_jax/serving/inference.py) and writes OUT/metrics.json, metrics.md and side_by_side.png,
+with calibration and the rank correlation of the members' boundary spread with the boundary
+error. Bad input: one line and exit status 2.
 """
 
 import argparse
@@ -17,8 +20,23 @@ from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
-from octseg_jax.serving import ensemble  # noqa: E402
 from octseg_jax.errors import InputError  # noqa: E402
+from octseg_jax.modes import evaluate  # noqa: E402
+from octseg_jax.outputs.folder_run import check_output_folder  # noqa: E402
+from octseg_jax.outputs.atomic import write_json  # noqa: E402
+from octseg_jax.serving.inference import ENSEMBLE_FILE  # noqa: E402
+
+
+def make_ensemble(output: str, workdirs, flip: bool) -> None:
+  """OUT/ensemble.json for `workdirs` (refused if OUT already holds one: a new folder each time)."""
+  path = os.path.join(output, ENSEMBLE_FILE)
+  if os.path.exists(path):
+    raise InputError(f"--output={output}: already an ensemble workdir; choose a new folder")
+  missing = [w for w in workdirs if not os.path.isdir(w)]
+  if missing:
+    raise InputError(f"{missing[0]}: not a folder (expected a training workdir)")
+  os.makedirs(output, exist_ok=True)
+  write_json(path, {"members": [os.path.abspath(w) for w in workdirs], "flip": flip})
 
 
 def main():
@@ -26,20 +44,18 @@ def main():
   parser.add_argument("workdirs", nargs="+")
   parser.add_argument("--output", required=True)
   parser.add_argument("--no_flip", action="store_true")
-  parser.add_argument("--threshold_um", type=float, default=ensemble.DEFAULT_THRESHOLD_UM)
   args = parser.parse_args()
   try:
-    r = ensemble.evaluate_ensemble(args.workdirs, args.output, not args.no_flip,
-                                   args.threshold_um)
+    check_output_folder(args.output)
+    make_ensemble(args.output, args.workdirs, not args.no_flip)
+    r = evaluate.run(args.output, None, args.output)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  u = r["uncertainty"]
-  print(f"{len(args.workdirs)} members x {'2' if not args.no_flip else '1'} views: mean layer "
-        f"Dice {r['raw']['literature']['mean_layer_dice']:.4f}, ECE "
-        f"{r['calibration']['ece']:.4f}, flagged columns {u['flagged_columns']}/{u['columns']}, "
-        f"rho(uncertainty, boundary error) {u['vs_boundary_error']['pooled']['rho']:.3f}; "
-        f"wrote {args.output}/ensemble_metrics.json")
+  pooled = r["calibration"].get("uncertainty_vs_error", {}).get("pooled", {})
+  print(f"{len(args.workdirs)} members x {1 if args.no_flip else 2} views: ECE "
+        f"{r['calibration']['ece']:.4f}, rho(boundary spread, boundary error) "
+        f"{pooled.get('rho', float('nan')):.3f}")
 
 
 if __name__ == "__main__":

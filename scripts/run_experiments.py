@@ -50,6 +50,7 @@ from octseg_jax.runtime import provenance
 from octseg_jax.training import train
 from octseg_jax.training import hooks as hooks_lib  # noqa: E402
 from octseg_jax.config.paths import apply_overrides  # noqa: E402
+from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
 
 
@@ -117,8 +118,7 @@ class Runner:
       if not os.path.exists(os.path.join(workdir, provenance.FILENAME)):   # train.py writes one
         provenance.write(workdir, config, wall_time_s=train_s)
       metrics = evaluate.run(workdir, None, workdir)
-      with open(os.path.join(workdir, "log.csv")) as f:
-        epochs = len(f.readlines()) - 1
+      epochs = len(training_log.workdir_rows(workdir))
       entry[key] = {"best_epoch": best.get("epoch"), "epochs": epochs, "train_s": train_s,
                     "best_val_loss": best.get("loss"), "native": short(metrics),
                     "model_resolution_val": {"accuracy": best["paper"]["accuracy"],

@@ -1,13 +1,10 @@
 """Test setup: CPU only, two host devices (for the sharding test), strict rank promotion."""
 
 import os
-import sys
+
+from octseg_jax.runtime import xla_setup   # importable through pytest.ini's pythonpath
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
-
-from octseg_jax.runtime import xla_setup  # noqa: E402
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +

@@ -19,6 +19,7 @@ from octseg_jax.runtime import distributed
 from octseg_jax.modes import evaluate
 from octseg_jax.training import train
 from octseg_jax.errors import InputError
+from octseg_jax.outputs import training_log
 
 EPOCHS = 4
 
@@ -42,7 +43,7 @@ def two_process_run(tmp_path_factory):
 
 def test_two_processes_train_like_one(two_process_run):
   reference, multi, results = two_process_run
-  ref, got = check.read_log(reference), check.read_log(multi)
+  ref, got = training_log.workdir_rows(reference), training_log.workdir_rows(multi)
   assert [r["epoch"] for r in got] == [str(e) for e in range(1, EPOCHS + 1)]
   for key in ("train_loss", "val_loss"):
     np.testing.assert_allclose([float(r[key]) for r in got], [float(r[key]) for r in ref],

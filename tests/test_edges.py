@@ -220,8 +220,8 @@ def test_reading_a_workdir_whose_best_checkpoint_is_replaced(trained_workdir, tm
 
 def test_a_lock_releases_only_its_own_file_and_works_without_hard_links(tmp_path, monkeypatch):
   import errno
-  from octseg_jax.serving import workdir
-  lock = workdir.FolderLock(str(tmp_path), "x.lock")
+  from octseg_jax.outputs.lock import FolderLock
+  lock = FolderLock(str(tmp_path), "x.lock")
   lock.acquire()
   _lock_owned_by(tmp_path, "x.lock", os.getppid())      # another process's lock replaced ours
   lock.release()
@@ -232,6 +232,6 @@ def test_a_lock_releases_only_its_own_file_and_works_without_hard_links(tmp_path
     raise OSError(errno.EPERM, "Operation not permitted", dst)
 
   monkeypatch.setattr(os, "link", no_links)               # e.g. exFAT, some network mounts
-  with workdir.FolderLock(str(tmp_path), "x.lock") as held:
+  with FolderLock(str(tmp_path), "x.lock") as held:
     assert held.held and (tmp_path / "x.lock").read_text().split()[0] == str(os.getpid())
   assert os.listdir(tmp_path) == []

@@ -4,12 +4,13 @@ and predict: exact averaging, the fast single-member path, and the uncertainty o
 import csv
 import json
 import os
+import types
 
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from octseg_jax.serving import ensemble
+from conftest import load_script, tiny_config
+from octseg_jax.learning import uncertainty
 from octseg_jax.serving import inference
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
@@ -35,7 +36,7 @@ def test_an_ensemble_averages_its_members_probabilities_exactly(tmp_path, member
   x = np.random.default_rng(0).random((2, 48, 64)).astype(np.float32)
   singles = [inference.load_trained(m) for m in members]
   plain = inference.load_trained(_ensemble_dir(tmp_path, members, False))
-  assert isinstance(plain, ensemble.Ensemble) and plain.num_views == 2
+  assert isinstance(plain, inference.Ensemble) and plain.num_views == 2
   np.testing.assert_allclose(plain.probs(x), (singles[0].probs(x) + singles[1].probs(x)) / 2,
                              rtol=1e-6, atol=1e-7)
   flipped = inference.load_trained(_ensemble_dir(tmp_path, members, True))
@@ -54,11 +55,11 @@ def test_view_uncertainty_on_known_disagreement():
       labels[ilm[c]:ilm[c] + 7, c] = np.arange(1, 8)
     return np.eye(k)[labels]
   a, b = one_hot_view([5, 5, 5, 5]), one_hot_view([5, 5, 9, 5])   # column 2: ILM..BM 4 rows apart
-  sd = ensemble.boundary_uncertainty_um(np.stack([a, b]), 3.87)
+  sd = uncertainty.boundary_uncertainty_um(np.stack([a, b]), 3.87)
   np.testing.assert_allclose(sd[:, 2], 2 * 3.87)                  # population sd of 4 rows
   np.testing.assert_allclose(sd[:, [0, 1, 3]], 0)
-  np.testing.assert_array_equal(ensemble.flag_columns(sd, 7.0), [False, False, True, False])
-  np.testing.assert_array_equal(ensemble.flag_columns(sd, 8.0), [False] * 4)
+  np.testing.assert_array_equal(uncertainty.flag_columns(sd, 7.0), [False, False, True, False])
+  np.testing.assert_array_equal(uncertainty.flag_columns(sd, 8.0), [False] * 4)
 
 
 def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
@@ -77,7 +78,7 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   assert sd.shape == (2, 8, 64)
   rows = list(csv.DictReader(open(tmp_path / "out" / "scans_thickness.csv")))
   flags = np.array([r["uncertain"] == "1" for r in rows]).reshape(2, 64)
-  np.testing.assert_array_equal(flags, [ensemble.flag_columns(s, 0.5) for s in sd])
+  np.testing.assert_array_equal(flags, [uncertainty.flag_columns(s, 0.5) for s in sd])
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["scans_with_uncertain_columns"] == int(flags.any(axis=1).sum())
 
@@ -111,3 +112,33 @@ def test_explain_refuses_an_ensemble_in_one_line(tmp_path, members):
           f"--output={tmp_path / 'x'}"]
   assert main.run_command(args) == 2
   assert main.run_command(args + ["--config.predict.members=1"]) == 0
+
+
+
+def test_members_with_different_validation_splits_are_refused():
+  from octseg_jax.errors import InputError
+  from octseg_jax.modes import evaluate
+  a = types.SimpleNamespace(split={"val": {"names": ["s1"]}}, workdir="a")
+  b = types.SimpleNamespace(split={"val": {"names": ["s2"]}}, workdir="b")
+  with pytest.raises(InputError, match="b/split.json"):
+    evaluate.check_common_validation([a, b])
+
+
+
+def test_eval_ensemble_script_scores_one_model_twice_like_the_model(tmp_path, trained_workdir):
+  """Two copies of one member: the averaged probabilities are the member's, so eval's numbers
+  are the single model's, and the members' boundary spread is 0 everywhere (rho undefined)."""
+  from octseg_jax.modes import evaluate
+  workdir = trained_workdir[0]
+  single = evaluate.run(workdir, None, str(tmp_path / "single"))
+  script = load_script("eval_ensemble")
+  script.make_ensemble(str(tmp_path / "twice"), [workdir, workdir], flip=False)
+  spec = json.load(open(tmp_path / "twice" / "ensemble.json"))
+  assert spec == {"members": [os.path.abspath(workdir)] * 2, "flip": False}
+  twice = evaluate.run(str(tmp_path / "twice"), None, str(tmp_path / "twice"))
+  assert twice["raw"]["literature"]["mean_layer_dice"] == pytest.approx(
+      single["raw"]["literature"]["mean_layer_dice"], rel=1e-6)
+  assert twice["calibration"]["ece"] == pytest.approx(single["calibration"]["ece"], rel=1e-5)
+  assert np.isnan(twice["calibration"]["uncertainty_vs_error"]["pooled"]["rho"])
+  with pytest.raises(InputError, match="already an ensemble workdir"):
+    script.make_ensemble(str(tmp_path / "twice"), [workdir], flip=True)

@@ -96,9 +96,9 @@ def test_curve_area_closed_forms_and_spearman_against_scipy():
   rng = np.random.default_rng(0)
   a = np.round(rng.normal(size=500), 1)                 # ties
   b = a + rng.normal(size=500)
-  assert faithfulness.spearman(a, b) == pytest.approx(stats.spearmanr(a, b)[0], rel=1e-12)
-  assert faithfulness.spearman(a, np.ones(500)) == 0.0
-  assert np.isnan(faithfulness.spearman(np.ones(500), b))
+  assert faithfulness.map_similarity(a, b) == pytest.approx(stats.spearmanr(a, b)[0], rel=1e-12)
+  assert faithfulness.map_similarity(a, np.ones(500)) == 0.0
+  assert np.isnan(faithfulness.map_similarity(np.ones(500), b))
 
 
 def test_cascade_groups_run_from_the_head_down_and_randomised_replaces_only_them():
@@ -209,7 +209,7 @@ def test_randomised_weights_give_low_similarity_on_a_trained_tiny_model(trained_
   # Control: re-initialising nothing keeps the map (similarity 1).
   same = ex.explain(x[None], (), faithfulness.randomised(trained.variables, trained.variables, []))
   for c in range(1, 8):
-    rho = faithfulness.spearman(maps["dec0_conv1"][c], np.asarray(same["dec0_conv1"]["raw"][c, 0]))
+    rho = faithfulness.map_similarity(maps["dec0_conv1"][c], np.asarray(same["dec0_conv1"]["raw"][c, 0]))
     assert np.isnan(rho) or rho == pytest.approx(1.0)
 
 

@@ -1,5 +1,6 @@
 """The experiment scripts' pure parts: ablation overrides and the summary tables."""
 
+import numpy as np
 
 from octseg_jax.config.paths import flatten as flat
 from conftest import load_script
@@ -40,3 +41,21 @@ def test_cv_table_pairs_ablations_with_the_baseline_folds_they_share():
   # The variant ran fold 1 only: compared with the baseline's fold 1 (0.90), not its mean.
   assert variant[:7] == ["variant", "fold1", "0.8500", "0.8600", "7.0000", "5.0000",
                          "-0.0500 (1)"]
+
+
+def test_make_phantom_writes_the_training_phantom_in_the_npz_format(tmp_path):
+  from octseg_jax.data import inputs, synthetic
+  script = load_script("make_phantom")
+  script.main([f"--output={tmp_path / 'p.npz'}", "--num_scans=2", "--height=96",
+               "--width=64", "--seed=3"])
+  expected = synthetic.generate(2, 96, 64, 3)
+  with np.load(tmp_path / "p.npz") as f:
+    np.testing.assert_array_equal(f["images"], expected.images)
+    np.testing.assert_array_equal(f["masks"], expected.masks)
+  (loaded,) = inputs.load_path(str(tmp_path / "p.npz"), True, 4096)
+  np.testing.assert_array_equal(loaded.masks, expected.masks)
+  script.main([f"--output={tmp_path / 'v.npz'}", "--volume", "--num_scans=5", "--height=96",
+               "--width=64"])
+  with np.load(tmp_path / "v.npz") as f:
+    assert f["images"].shape == (5, 96, 64)
+    np.testing.assert_allclose(f["scale_mm"][:2], [0.125, 0.00387 * 496 / 96])

@@ -211,7 +211,8 @@ def test_training_curves_reads_columns_by_name(tmp_path):
   path = tmp_path / "log.csv"
   path.write_text("lr,epoch,val_loss,train_loss,val_mean_layer_dice,seconds\n"
                   "0.01,1,2.0,2.5,0.1,3\n0.005,2,1.5,,0.4,3\n")
-  cols = plots.read_log(str(path))
+  from octseg_jax.outputs import training_log
+  cols = training_log.as_columns(training_log.read_rows(str(path)))
   np.testing.assert_array_equal(cols["epoch"], [1, 2])
   np.testing.assert_array_equal(cols["lr"], [0.01, 0.005])
   assert np.isnan(cols["train_loss"][1]) and cols["val_mean_layer_dice"][1] == 0.4

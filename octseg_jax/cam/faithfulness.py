@@ -27,7 +27,8 @@ from typing import Dict, List, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
+
+from octseg_jax.learning.uncertainty import spearman
 
 # (row offset, column offset, weight) of the ROAD imputation stencil.
 KINDS = ("none", "deletion", "road", "all")   # --cam_faithfulness: which removal curves
@@ -123,18 +124,14 @@ def curve_area(fractions, scores) -> np.ndarray:
   return np.trapezoid(norm, fractions, axis=-1) / (fractions[-1] - fractions[0])
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-  """Spearman rank correlation of two maps (average ranks for ties, float64). NaN when the
-  first map is constant (nothing to compare); 0 when only the second is (it shares no order).
-  """
-  a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+def map_similarity(a: np.ndarray, b: np.ndarray) -> float:
+  """Spearman's rho of two maps (learning.uncertainty.spearman). NaN when the first map is
+  constant (nothing to compare); 0 when only the second is (it shares no order)."""
   if np.ptp(a) == 0:
     return float("nan")
   if np.ptp(b) == 0:
     return 0.0
-  ra, rb = stats.rankdata(a), stats.rankdata(b)
-  ra, rb = ra - ra.mean(), rb - rb.mean()
-  return float(np.dot(ra, rb) / np.sqrt(np.dot(ra, ra) * np.dot(rb, rb)))
+  return spearman(a, b)
 
 
 def cascade_groups(module_names: Sequence[str]) -> List[List[str]]:

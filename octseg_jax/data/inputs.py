@@ -86,13 +86,13 @@ def load_path(path: str, require_masks: bool = False, max_side: int = MAX_IMAGE_
 def read_files(files: Sequence[str], on_error: Callable[[str, str], None],
                max_side: int = MAX_IMAGE_SIDE,
                stop_on_error: bool = False,
-               volume_options=None) -> Iterator[Tuple[str, object]]:
-  """Yields (file, ScanSet) for each readable file (masks optional); for each other file calls
-  on_error(file, one-line message) and goes on (batch runs over a folder), or raises the
-  InputError with `stop_on_error` (a single input file)."""
+               volume_options=None, require_masks: bool = False) -> Iterator[Tuple[str, object]]:
+  """Yields (file, ScanSet) for each readable file (masks optional unless require_masks); for
+  each other file calls on_error(file, one-line message) and goes on (batch runs over a
+  folder), or raises the InputError with `stop_on_error` (a single input file)."""
   for path in files:
     try:
-      scans = load_file(path, max_side=max_side, volume_options=volume_options)
+      scans = load_file(path, require_masks, max_side, volume_options)
     except Exception as e:  # any per-file failure: a failed row, and on to the next file
       if stop_on_error:
         raise

@@ -13,7 +13,7 @@ import numpy as np
 
 from octseg_jax.data import preprocessing
 from octseg_jax.data import duke, folder, synthetic
-from octseg_jax.data.scans import MAX_IMAGE_SIDE, ScanSet
+from octseg_jax.data.scans import ScanSet
 from octseg_jax.errors import InputError
 from octseg_jax.anatomy import IGNORE
 
@@ -33,7 +33,7 @@ def recipe_from_config(config) -> preprocessing.Recipe:
 def load_scans(data_config) -> List[ScanSet]:
   """The configured source as a list of ScanSets (one per file; sizes may differ)."""
   source = data_config.source
-  max_side = int(data_config.get("max_image_side", MAX_IMAGE_SIDE))
+  max_side = int(data_config.max_image_side)
   if source == "synthetic":
     s = data_config.synthetic
     return [synthetic.generate(s.num_scans, s.height, s.width, s.seed, s.cysts,

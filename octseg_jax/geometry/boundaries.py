@@ -59,7 +59,7 @@ def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None
   p = np.asarray(probs)
   h = p.shape[-3]
   if labels is None:
-    labels, _ = enforce_topology(np.log(np.clip(p.astype(np.float64), 1e-12, 1.0)))
+    labels, _ = ordered_labels(p)
   hard = boundaries_from_labels(labels, ignore_unknown=False)             # [..., 8, W]
   centre = np.argmax(p[..., 1:NUM_LAYERS + 1].astype(np.float64).sum(axis=-1), axis=-2)  # [..., W]
   known = np.isfinite(hard)
@@ -114,6 +114,15 @@ def column_is_ordered(labels: np.ndarray) -> np.ndarray:
   idx = np.maximum.accumulate(idx, axis=-2)
   filled = np.take_along_axis(state, idx, axis=-2)
   return (np.diff(filled, axis=-2) >= 0).all(axis=-2)
+
+
+PROB_FLOOR = 1e-7      # probabilities are clipped here before their log (ordered_labels)
+
+
+def ordered_labels(probs: np.ndarray, report_changed: bool = True):
+  """enforce_topology of class probabilities [..., H, W, K] (their log, clipped at PROB_FLOOR,
+  in the probabilities' dtype): the anatomically ordered labelling and the changed columns."""
+  return enforce_topology(np.log(np.clip(probs, PROB_FLOOR, 1.0)), report_changed)
 
 
 def enforce_topology(log_probs: np.ndarray,

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from octseg_jax.geometry import boundaries as geom
-from octseg_jax.learning import metrics
+from octseg_jax.learning import metrics, uncertainty
 from octseg_jax.outputs import plots
 from octseg_jax.runtime import provenance
 from octseg_jax.outputs import report
@@ -18,7 +18,7 @@ from octseg_jax.data import inputs, pipeline
 from octseg_jax.anatomy import IGNORE, NUM_CLASSES, NUM_LAYERS
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_json, write_text
-from octseg_jax.outputs.folder_run import check_output_folder
+from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
@@ -47,7 +47,7 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   per_subject: Dict[int, np.ndarray] = {}
   for p, m, subj in zip(probs, masks, subjects):
     pred = np.argmax(p, axis=-1).astype(np.uint8)
-    fixed, changed = geom.enforce_topology(np.log(np.clip(p, 1e-7, 1.0)))
+    fixed, changed = geom.ordered_labels(p)
     fixed_cols += int(changed.sum())
     total_cols += changed.size
     cm = np.asarray(metrics.confusion_matrix(m, pred, NUM_CLASSES), np.int64)
@@ -124,17 +124,16 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
 
 
 def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float) -> Dict:
-  """ECE and reliability of the top-class confidence (ensemble.reliability, over all scans);
+  """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans);
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
   error of the averaged prediction (sub-pixel, order fix), per boundary and pooled.
   true_bounds: the masks' boundaries [8, sum W]."""
-  from octseg_jax.serving import ensemble
-  out = ensemble.merge_reliability([ensemble.reliability(o["probs"], m)
-                                    for o, m in zip(outputs, masks)])
+  out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
+                                       for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
     pred = np.concatenate([geom.boundaries_from_probs(o["probs"]) for o in outputs], axis=-1)
-    out["uncertainty_vs_error"] = ensemble.uncertainty_vs_error(sd, pred, true_bounds, pixel_um)
+    out["uncertainty_vs_error"] = uncertainty.uncertainty_vs_error(sd, pred, true_bounds, pixel_um)
   return out
 
 
@@ -156,15 +155,33 @@ def validation_scans(trained):
           subjects[idx], wanted)
 
 
-def scans_to_score(trained, input_path: Optional[str]):
-  """(images, masks, fluid, subjects, names, data name) of an input path or of the workdir's
-  validation split."""
+def check_common_validation(members) -> None:
+  """An ensemble is scored on one split: its members' validation scans must be the same."""
+  names = members[0].split["val"]["names"]
+  for m in members[1:]:
+    if m.split["val"]["names"] != names:
+      raise InputError(f"{m.workdir}/split.json: validation scans differ from those of "
+                       f"{members[0].workdir}; an ensemble is scored on one common split")
+
+
+def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs):
+  """(images, masks, fluid, subjects, names, data name) of the workdir's validation split, or
+  of the readable files with masks that input_path names (the others go to run_out.failed, a
+  single bad file stops the run)."""
   if input_path:
-    sets = inputs.load_path(input_path, True, int(trained.config.data.max_image_side))
+    files, skipped = inputs.list_inputs(input_path)
+    for path in skipped:
+      run_out.skipped(path, "not a scan file (no scan extension)")
+    sets = [s for _, s in inputs.read_files(files, run_out.failed,
+                                            int(trained.config.data.max_image_side),
+                                            stop_on_error=os.path.isfile(input_path),
+                                            require_masks=True)]
+    if not sets:
+      raise InputError(f"{input_path}: no scans with masks to score (see "
+                       f"{run_out.folder}/errors.csv)")
     images, masks, subjects, names = pipeline.flatten(sets)
     return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
   if hasattr(trained, "members"):                       # an ensemble: one common split
-    from octseg_jax.serving.ensemble import check_common_validation
     check_common_validation(trained.members)
   images, masks, fluid, subjects, names = validation_scans(trained)
   data_name = (f"validation split of {trained.workdir} "
@@ -184,39 +201,71 @@ def predict_all(trained, images) -> List[Dict]:
   return outputs
 
 
-def run(workdir: str, input_path: Optional[str], output: str, overrides=None) -> Dict:
-  from octseg_jax.serving.inference import load_trained
-  trained = load_trained(workdir, overrides)
-  images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path)
-  if not any((m != IGNORE).any() for m in masks):
-    raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
-                     "ignore), so there is nothing to score")
-  outputs = predict_all(trained, images)
+OUTPUTS = (("metrics", (".json", ".md")), ("side_by_side", (".png",)),
+           ("eval_provenance", (".json",)))          # eval's files in its output folder
+
+
+def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
+  """score() of the predictions with calibration and, for a model with heads, score_heads."""
   probs = [o["probs"] for o in outputs]
   pixel_um = float(trained.config.data.pixel_um)
-  with Progress(len(images), "eval: score", unit="scan") as bar:
+  with Progress(len(probs), "eval: score", unit="scan") as bar:
     result = score(probs, masks, subjects, pixel_um, bar)
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
   result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um)
   if trained.head_names:
     result["heads"] = score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
+  return result
+
+
+def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, probs, names,
+                  data_name: str) -> None:
+  """metrics.json, metrics.md, side_by_side.png and eval_provenance.json into the run folder."""
+  folder, pixel_um = run_out.folder, float(trained.config.data.pixel_um)
+  paths = [os.path.join(folder, base + suffix) for base, suffixes in OUTPUTS
+           for suffix in suffixes]
+  write_json(paths[0], result)
+  write_text(paths[1], report.metrics_markdown(result))
+  n = min(PANEL_SCANS, len(images))
+  plots.side_by_side(paths[2], images[:n], masks[:n],
+                     [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
+                     title=f"boundary errors in um at {SCALE_TEXT.format(pixel_um)}")
+  provenance.write(folder, trained.config, filename=os.path.basename(paths[3]),
+                   extra={"mode": "eval", "data": data_name})
+  run_out.wrote(*paths)
+
+
+def run(workdir: str, input_path: Optional[str], output: str, overrides=None) -> Dict:
+  """Scores the workdir's best checkpoint on its validation split or on the files with masks
+  that input_path names, into the folder `output` (the folder-run protocol of predict and
+  explain: a lock while it runs, errors.csv for files that could not be read, manifest.json
+  last; exit status 2 when a file failed)."""
+  from octseg_jax.serving.inference import load_trained
+  trained = load_trained(workdir, overrides)
+  files = inputs.list_inputs(input_path)[0] if input_path else []
+  run_out = RunOutputs(check_output_folder(output), files, "eval")
+  for base, suffixes in OUTPUTS:
+    run_out.refuse_inputs(base, suffixes)
+  run_out.start()
+  images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path, run_out)
+  if not any((m != IGNORE).any() for m in masks):
+    raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
+                     "ignore), so there is nothing to score")
+  outputs = predict_all(trained, images)
+  result = score_outputs(trained, outputs, masks, fluid, subjects)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
                  "pixel_um_source": "the model config's data.pixel_um",
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
-  output = check_output_folder(output)
-  os.makedirs(output, exist_ok=True)
-  write_json(os.path.join(output, "metrics.json"), result)
-  write_text(os.path.join(output, "metrics.md"), report.metrics_markdown(result))
-  n = min(PANEL_SCANS, len(images))
-  plots.side_by_side(os.path.join(output, "side_by_side.png"), images[:n], masks[:n],
-                     [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
-                     title=f"boundary errors in um at {SCALE_TEXT.format(pixel_um)}")
-  provenance.write(output, trained.config, filename="eval_provenance.json",
-                   extra={"mode": "eval", "data": data_name})
+  write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
+                data_name)
+  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(images)})
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(report.console_summary(result))
   print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "
         f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
-        f"{SCALE_TEXT.format(pixel_um)}; wrote {output}/metrics.json, metrics.md and "
-        "side_by_side.png")
+        f"{SCALE_TEXT.format(float(trained.config.data.pixel_um))}; wrote "
+        f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")
+  if run_out.num_failed:
+    raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
+                     f"read (listed in {run_out.folder}/errors.csv)")
   return result

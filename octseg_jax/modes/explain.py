@@ -31,6 +31,7 @@ from octseg_jax.outputs.cam_report import stats_markdown, summarise
 from octseg_jax.outputs.atomic import write_json, write_npz, write_text
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
+from octseg_jax.serving import inference
 
 ROAD_MAX_FRACTION = 0.9     # ROAD needs kept pixels to impute from
 
@@ -173,7 +174,7 @@ class Explainer:
         out = self.explain(x[None], box, faithfulness.randomised(self.variables, fresh, modules))
         for l in self.layers:
           maps = np.asarray(out[l]["raw"][:, 0])
-          sims[l].append([faithfulness.spearman(trained[l][c][:rows, :cols], maps[c][:rows, :cols])
+          sims[l].append([faithfulness.map_similarity(trained[l][c][:rows, :cols], maps[c][:rows, :cols])
                           for c in range(maps.shape[0])])
       for l in self.layers:
         result.setdefault(l, {})[mode] = np.asarray(sims[l])
@@ -246,8 +247,8 @@ def faithfulness_kinds(faithfulness_flag) -> List[str]:
 def make_explainer(trained, layers, method, target) -> Explainer:
   cfg = trained.config.explain
   return Explainer(trained.model, trained.variables, layers, method, target,
-                   int(cfg.get("deletion_steps", 10)), int(cfg.get("road_steps", 5)),
-                   float(cfg.get("road_noise", 0.01)), float(cfg.get("removal_batch_mb", 1024)))
+                   int(cfg.deletion_steps), int(cfg.road_steps), float(cfg.road_noise),
+                   float(cfg.removal_batch_mb))
 
 
 def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,
@@ -261,8 +262,8 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
   with Progress(total, "explain", unit="scan") as progress:
     for scans in sets:
       for i in range(min(len(scans), int(cfg.max_scans))):
-        x, y, place = preprocessing.prepare(
-            scans.images[i], None if scans.masks is None else scans.masks[i], trained.recipe)
+        x, y, place = inference.prepare(
+            trained, scans.images[i], None if scans.masks is None else scans.masks[i])
         sbox = model_box(box, place) if target == "box" else ()
         key, k_scan, k_sanity = jax.random.split(key, 3)
         scan = explain_scan(explainer, x, y, place, sbox, kinds, k_scan)
@@ -287,8 +288,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None) -> Dict:
   """Explains up to explain.max_scans scans of every readable file that `input_path` names into
   the folder `output` (files that cannot be read are listed in errors.csv)."""
-  from octseg_jax.serving.inference import load_trained
-  trained = load_trained(workdir, overrides)
+  trained = inference.load_trained(workdir, overrides)
   if hasattr(trained, "members"):
     raise InputError(f"--workdir={workdir}: an ensemble workdir; explain runs on one model so "
                      "far: give one of its members' workdirs (or --config.predict.members=1)")
@@ -324,7 +324,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
               "road_fractions": explainer.fractions["road"].tolist(),
               "deletion_fractions": explainer.fractions["deletion"].tolist(),
               "last_layer": gradcam.top_level_order(trained.model, trained.variables, jnp.asarray(
-                  preprocessing.prepare(sets[0].images[0], None, trained.recipe)[0][None]))[-2:]}
+                  inference.prepare(trained, sets[0].images[0])[0][None]))[-2:]}
   result = summarise(per_scan, sanity_result, settings)
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
   write_json(stats_json, result)

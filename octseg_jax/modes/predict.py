@@ -25,11 +25,9 @@ import numpy as np
 
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.outputs import plots
-from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs
 from octseg_jax.anatomy import LAYER_NAMES, NUM_BOUNDARIES
-from octseg_jax.data.scans import MAX_IMAGE_SIDE
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import StreamingNpz, write_csv
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, unique_stems
@@ -51,44 +49,25 @@ def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
   labelling is in anatomical order and where every boundary was found (the others are shaded
   in the figures and have no thickness in the CSV).
   """
-  ordered, _ = geom.enforce_topology(np.log(np.clip(probs, 1e-7, 1)), report_changed=False)
+  ordered, _ = geom.ordered_labels(probs, report_changed=False)
   pred = np.argmax(probs, -1).astype(np.uint8)
   bounds = geom.boundaries_from_probs(probs, ordered)
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
           "supported": geom.column_is_ordered(pred) & np.isfinite(bounds).all(axis=-2)}
 
 
-def _launch(trained, images: np.ndarray, batch_size: int):
-  """Preprocesses scans [b, H, W] and starts the network on them without waiting (JAX
-  dispatches asynchronously). Returns (probabilities [batch_size, h, w, K] on the device,
-  an ensemble's views [V, batch_size, h, w, K] (None for one model), the heads' outputs ({}
-  without heads), placements of the b scans)."""
-  from octseg_jax.serving.inference import padded_batch
-  prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
-  x = padded_batch([p[0] for p in prepared], batch_size)          # one input shape per file
-  if trained.num_views > 1:
-    views = trained.device_views(x)
-    probs, heads = views.mean(axis=0), trained.device_heads(x)
-  else:
-    views = None
-    probs, heads = trained.device_outputs(x)
-  return probs, views, heads, [p[2] for p in prepared]
-
-
 def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
                    ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
-  """Yields (first scan index, batch_geometry of the batch) for the scans [N, H, W] of one file,
-  batch by batch. Batch k+1 runs on the device while the host maps batch k back to the scans'
-  resolution and computes its geometry; probabilities are never held for the whole file."""
-  pending = None
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    launched = (start, len(chunk)) + _launch(trained, chunk, batch_size)
-    if pending is not None:
-      yield _finish(pending)
-    pending = launched
-  if pending is not None:
-    yield _finish(pending)
+  """Yields (first scan index, outputs of the batch) for the scans [N, H, W] of one file, batch
+  by batch through the one inference path (serving.inference.stream: batch k+1 runs on the
+  device while the host maps batch k back); probabilities are never held for the whole file.
+  The outputs are batch_geometry's, the heads' (head_outputs) and an ensemble's uncertainty
+  (entropy float16 [b, H, W], boundary_sd_rows [b, 8, W])."""
+  from octseg_jax.serving.inference import stream
+  start = 0
+  for scans in stream(trained, list(images), batch_size):
+    yield start, scan_arrays(scans)
+    start += len(scans)
 
 
 def network_batch_size(trained, overrides=None) -> int:
@@ -107,30 +86,27 @@ def network_batch_size(trained, overrides=None) -> int:
   return CPU_BATCH_SIZE
 
 
-def _finish(launched):
-  """Maps a finished batch back to its scans and computes its geometry GEOMETRY_SCANS scans at
-  a time: the float64 intermediates of a full batch at native size would take ~1 GB, and on the
-  2-core machine one scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
-  from octseg_jax.serving.inference import restore_heads
-  start, count, probs, views, heads, placements = launched
-  probs = np.asarray(probs)[:count]                                       # waits for the device
+def scan_arrays(scans) -> Dict[str, np.ndarray]:
+  """The prediction-file arrays of a batch of scans of one size (serving.inference.finish
+  outputs), stacked; geometry is computed GEOMETRY_SCANS scans at a time: the float64
+  intermediates of a full batch at native size would take ~1 GB, and on the 2-core machine one
+  scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
+  from octseg_jax.learning.uncertainty import predictive_entropy
   parts = []
-  for i in range(0, count, GEOMETRY_SCANS):
-    chunk = range(i, min(i + GEOMETRY_SCANS, count))
-    raw = np.stack([preprocessing.restore(probs[j], placements[j]) for j in chunk])  # [g, H, W, K]
+  for i in range(0, len(scans), GEOMETRY_SCANS):
+    chunk = scans[i:i + GEOMETRY_SCANS]
+    raw = np.stack([scan["probs"] for scan in chunk])                       # [g, H, W, K]
     parts.append(batch_geometry(raw))
-    if heads:
-      parts[-1].update(head_outputs([restore_heads(heads, j, placements[j]) for j in chunk]))
-    if views is not None:
-      from octseg_jax.serving import ensemble
-      parts[-1].update(ensemble.view_uncertainty(raw, np.asarray(views)[:, list(chunk)],
-                                                 [placements[j] for j in chunk]))
-  return start, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    parts[-1].update(head_outputs(chunk))
+    if "boundary_sd_rows" in chunk[0]:
+      parts[-1].update(entropy=predictive_entropy(raw).astype(np.float16),
+                       boundary_sd_rows=np.stack([scan["boundary_sd_rows"] for scan in chunk]))
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def head_outputs(restored) -> Dict[str, np.ndarray]:
   """The prediction-file arrays of the heads for scans of one size: fluid (uint8, p > 0.5),
-  fluid_prob (float16) and boundaries_head (the boundary head's rows [8, W])."""
+  fluid_prob (float16) and boundaries_head (the boundary head's rows [8, W]); {} without heads."""
   out = {}
   if "fluid" in restored[0]:
     prob = np.stack([r["fluid"] for r in restored])
@@ -215,7 +191,7 @@ def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
   """The thickness CSV's optional columns as cell texts [N][W]: with the fluid head fluid_um
   (per column) and fluid_area_mm2 (per scan, empty without a lateral pixel size col_mm); for an
   ensemble `uncertain` (1 where the members' spread of some boundary exceeds uncertain_um)."""
-  from octseg_jax.serving import ensemble
+  from octseg_jax.learning.uncertainty import flag_columns
   cols = {}
   if out["fluid_um"] is not None:
     fluid = out["fluid_um"]
@@ -223,7 +199,7 @@ def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
     cols["fluid_area_mm2"] = [["" if col_mm is None else f"{scan.sum() * 1e-3 * col_mm:.5f}"]
                               * len(scan) for scan in fluid]
   if out["boundary_sd_um"] is not None:
-    cols["uncertain"] = [[str(int(f)) for f in ensemble.flag_columns(sd, uncertain_um)]
+    cols["uncertain"] = [[str(int(f)) for f in flag_columns(sd, uncertain_um)]
                          for sd in out["boundary_sd_um"]]
   return cols
 
@@ -449,7 +425,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   fovea_mm = volume_report.parse_fovea(fovea)
   pixel_um_option = parse_pixel_um(pixel_um)
   volume_options = {"force": volume, "laterality": laterality}
-  max_side = int(stored_config(workdir).data.get("max_image_side", MAX_IMAGE_SIDE))
+  max_side = int(stored_config(workdir).data.max_image_side)
   files, skipped = inputs.list_inputs(input_path)
   folder = check_output_folder(output)
   outputs = RunOutputs(folder, files, "predict")

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import TEMP_PATTERN, temp_owner, write_csv, write_json
+from octseg_jax.outputs.lock import FolderLock, pid_alive
 
 MANIFEST = "manifest.json"
 OUTPUT_LOCK = ".output.lock"
@@ -109,7 +110,6 @@ class RunOutputs:
     """Creates the folder and locks it for this run (a second run into it is refused while
     this one lives), then removes the temporary files of runs that are gone and the manifest
     of an earlier run."""
-    from octseg_jax.serving.workdir import FolderLock, pid_alive
     os.makedirs(self.folder, exist_ok=True)
     self.lock = FolderLock(self.folder, OUTPUT_LOCK, f"is writing {self.mode} outputs into it",
                            own_is_stale=True)

@@ -5,12 +5,12 @@ colours come from the Okabe-Ito palette (distinguishable with the common colour-
 deficiencies); predictions are solid lines, truth dashed.
 """
 
-import csv
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER_IOU
+from octseg_jax.outputs import training_log
 
 FIGURES = ("none", "first", "all")   # --figures: which scans of a file get figures
 # Okabe & Ito (2008), "Color Universal Design": 7 colours plus white for the ILM, which
@@ -265,32 +265,13 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
   save_figure(path, fig)
 
 
-def read_log(source: Union[str, Sequence[dict]]) -> dict:
-  """A training log as {column: float array}: a CSV path or its rows (dicts). Columns are
-  found by name; empty or non-numeric cells become NaN."""
-  if isinstance(source, str):
-    with open(source, newline="") as f:
-      rows = list(csv.DictReader(f))
-  else:
-    rows = list(source)
-  names = list(rows[0]) if rows else []
-
-  def number(v):
-    try:
-      return float(v)
-    except (TypeError, ValueError):
-      return np.nan
-
-  return {n: np.array([number(r.get(n)) for r in rows]) for n in names}
-
-
 def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "") -> None:
   """Paper Figure 3: losses, validation metrics and learning rate per epoch. `log`: the
   workdir's log.csv path or its rows; columns by name (epoch, lr, *_loss, val_*), those
   missing are left out."""
   from octseg_jax.outputs.atomic import save_figure
   plt = _plt()
-  cols = read_log(log)
+  cols = training_log.as_columns(training_log.read_rows(log) if isinstance(log, str) else log)
   if "epoch" not in cols or not len(cols["epoch"]):
     raise ValueError(f"{log if isinstance(log, str) else 'log'}: no 'epoch' column or no rows")
   epoch = cols["epoch"]

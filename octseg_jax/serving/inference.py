@@ -1,9 +1,14 @@
-"""A trained workdir as a callable: load config + best checkpoint, predict at native resolution."""
+"""The one inference path: a training workdir (Trained) or an ensemble workdir (Ensemble: its
+members averaged, each optionally also on the mirrored scan) loaded by load_trained, and
+predict_outputs, which preprocesses raw scans, runs the model in fixed-size batches and maps
+every output back to each scan's own resolution. eval, predict, explain, the benchmarks and
+the scripts all predict through here."""
 
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, List
+import json
+from typing import Any, Callable, Dict, Iterator, List
 
 import jax
 import jax.numpy as jnp
@@ -13,9 +18,12 @@ from octseg_jax.data import preprocessing
 from octseg_jax.serving.checkpoints import inference_payload, restore_best
 from octseg_jax.config.checks import check_split_record
 from octseg_jax.data import pipeline
+from octseg_jax.learning import uncertainty
 from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
 from octseg_jax.serving.workdir import load_config, read_json
+
+ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool}
 
 
 @dataclasses.dataclass
@@ -43,7 +51,7 @@ class Trained:
   num_views = 1
 
   def device_views(self, x: np.ndarray) -> jax.Array:
-    """Softmax probabilities of the one view [1, B, h, w, K] (see ensemble.Ensemble)."""
+    """Softmax probabilities of the one view [1, B, h, w, K] (see Ensemble)."""
     return self.device_probs(x)[None]
 
   def device_probs(self, x: np.ndarray) -> jax.Array:
@@ -100,19 +108,22 @@ def jitted_with_heads(model) -> Callable:
 def stored_config(workdir: str):
   """The config.json of a training workdir, or of an ensemble workdir's first member (read
   before the model is loaded, e.g. for its data limits)."""
-  from octseg_jax.serving import ensemble
-  if os.path.exists(os.path.join(workdir, ensemble.ENSEMBLE_FILE)):
-    workdir = ensemble.read_ensemble_file(workdir)["members"][0]
+  if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)):
+    workdir = read_ensemble_file(workdir)["members"][0]
   return load_config(workdir)
 
 
-def load_trained(workdir: str, overrides=None) -> Trained:
+def load_trained(workdir: str, overrides=None):
   """Config, model and best-checkpoint variables of a training workdir, or an ensemble
-  workdir (ensemble.ENSEMBLE_FILE) as an ensemble.Ensemble. overrides: checked inference
-  settings {field: value} (inference_overrides.parse) set on its config."""
-  from octseg_jax.serving import ensemble
-  if os.path.exists(os.path.join(workdir, ensemble.ENSEMBLE_FILE)):
-    return ensemble.load_ensemble(workdir, overrides)
+  workdir (ENSEMBLE_FILE) as an Ensemble. overrides: checked inference settings
+  {field: value} (config.overrides.parse) set on its config."""
+  if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)):
+    return load_ensemble(workdir, overrides)
+  return load_member(workdir, overrides)
+
+
+def load_member(workdir: str, overrides=None) -> Trained:
+  """One training workdir: its config (with overrides), model and best checkpoint."""
   config = load_config(workdir)
   if overrides:
     from octseg_jax.config.paths import apply_overrides
@@ -151,36 +162,200 @@ def restore_heads(heads: dict, j: int, placement: preprocessing.Placement) -> di
   return out
 
 
-def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int = 0) -> List[dict]:
-  """Per raw scan, at its own resolution: 'probs' (class probabilities float32 [H, W, K]) and,
-  when the model has the heads, 'fluid' (probability [H, W]) and 'boundaries' ([8, W] rows).
+def prepare(trained, image: np.ndarray, mask=None):
+  """One raw scan [H, W] (and its mask) as the model sees it, with the workdir's recipe:
+  (model input [h, w], mask at model resolution or None, placement to map outputs back)."""
+  return preprocessing.prepare(image, mask, trained.recipe)
 
-  Scans are preprocessed with the workdir's recipe, grouped by model input size, run in
-  fixed-size batches (one compilation serves every batch of a group), and mapped back.
-  batch_size 0 = the config's train.eval_batch_size (overridable in eval/predict/explain).
-  """
-  batch_size = batch_size or int(trained.config.train.eval_batch_size)
-  prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
-  out: List[np.ndarray] = [None] * len(images)
-  groups = {}
-  for i, (x, _, _) in enumerate(prepared):
-    groups.setdefault(x.shape, []).append(i)
-  for members in groups.values():
-    size = min(batch_size, len(members))   # a single scan runs as a batch of one
-    for start in range(0, len(members), size):
-      chunk = members[start:start + size]
-      x = padded_batch([prepared[i][0] for i in chunk], size)
-      views = np.asarray(trained.device_views(x)) if trained.num_views > 1 else None
-      if views is None:
-        probs, heads = trained.device_outputs(x)
-        probs = np.asarray(probs)
-      else:
-        probs, heads = views.mean(axis=0), trained.device_heads(x)
-      for j, i in enumerate(chunk):
-        out[i] = {"probs": preprocessing.restore(probs[j], prepared[i][2]),
-                  **restore_heads(heads, j, prepared[i][2])}
-        if views is not None:
-          from octseg_jax.serving import ensemble
-          out[i]["boundary_sd_rows"] = ensemble.boundary_spread_rows(
-              views[:, j:j + 1], [prepared[i][2]])[0]
+
+def launch(trained, images: List[np.ndarray], batch_size: int):
+  """Preprocesses raw scans of one model input size and starts the network on them as one
+  batch of `batch_size` (zero-padded), without waiting (JAX dispatches asynchronously).
+  Returns (count, probabilities [batch_size, h, w, K] on the device, an ensemble's views
+  [V, batch_size, h, w, K] or None, the heads' outputs ({} without heads), placements)."""
+  prepared = [prepare(trained, im) for im in images]
+  x = padded_batch([p[0] for p in prepared], batch_size)
+  if trained.num_views > 1:
+    views = trained.device_views(x)
+    probs, heads = views.mean(axis=0), trained.device_heads(x)
+  else:
+    views = None
+    probs, heads = trained.device_outputs(x)
+  return len(images), probs, views, heads, [p[2] for p in prepared]
+
+
+def finish(launched) -> List[dict]:
+  """Waits for a launched batch and maps it back, per raw scan at its own resolution: 'probs'
+  (class probabilities float32 [H, W, K]); with the heads 'fluid' (probability [H, W]) and
+  'boundaries' ([8, W] rows); for an ensemble 'boundary_sd_rows' (the views' spread [8, W])."""
+  count, probs, views, heads, placements = launched
+  probs = np.asarray(probs)
+  views = None if views is None else np.asarray(views)
+  out = []
+  for j in range(count):
+    scan = {"probs": preprocessing.restore(probs[j], placements[j]),
+            **restore_heads(heads, j, placements[j])}
+    if views is not None:
+      scan["boundary_sd_rows"] = boundary_spread_rows(views[:, j:j + 1], [placements[j]])[0]
+    out.append(scan)
   return out
+
+
+def stream(trained, images: List[np.ndarray], batch_size: int) -> Iterator[List[dict]]:
+  """finish() of each batch of `batch_size` scans (one model input size), in order; batch k+1
+  runs on the device while the host maps batch k back, and no more than two batches of
+  outputs are held at once."""
+  pending = None
+  for start in range(0, len(images), batch_size):
+    launched = launch(trained, images[start:start + batch_size], batch_size)
+    if pending is not None:
+      yield finish(pending)
+    pending = launched
+  if pending is not None:
+    yield finish(pending)
+
+
+def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int = 0) -> List[dict]:
+  """finish()'s outputs for raw scans of any sizes, in their order: scans are grouped by model
+  input size and each group runs through stream() in batches of batch_size (a group smaller
+  than that as one batch; one compilation serves every batch of a group). batch_size 0 = the
+  config's train.eval_batch_size (overridable in eval/predict/explain)."""
+  batch_size = batch_size or int(trained.config.train.eval_batch_size)
+  groups = {}
+  for i, im in enumerate(images):
+    shape = preprocessing.input_shape(trained.recipe, np.shape(im))
+    groups.setdefault(shape, []).append(i)
+  out: List[dict] = [None] * len(images)
+  for members in groups.values():
+    size = min(batch_size, len(members))
+    done = 0
+    for outs in stream(trained, [images[i] for i in members], size):
+      for scan in outs:
+        out[members[done]] = scan
+        done += 1
+  return out
+
+
+# ---------------------------------------------------------------- an ensemble workdir
+
+@dataclasses.dataclass
+class Ensemble:
+  """An ensemble workdir (ENSEMBLE_FILE) as one trained model: the members' softmax outputs
+  averaged, each member also on the mirrored scan with `flip`. It offers what predict and eval
+  use of Trained (config, recipe, split, device_probs, device_heads, views)."""
+  members: list          # Trained, sharing one preprocessing recipe
+  flip: bool
+  workdir: str
+
+  @property
+  def config(self):
+    return self.members[0].config
+
+  @property
+  def recipe(self):
+    return self.members[0].recipe
+
+  @property
+  def split(self):
+    return self.members[0].split
+
+  @property
+  def epoch(self):
+    return [m.epoch for m in self.members]
+
+  @property
+  def head_names(self) -> tuple:
+    return tuple(h for h in self.members[0].head_names
+                 if all(h in m.head_names for m in self.members))
+
+  @property
+  def num_views(self) -> int:
+    return len(self.members) * (2 if self.flip else 1)
+
+  def device_views(self, x):
+    """Softmax probabilities of every view [V, B, h, w, K] (members x (direct, mirrored))."""
+    views = []
+    for m in self.members:
+      views.append(m.device_probs(x))
+      if self.flip:
+        views.append(jnp.flip(m.device_probs(np.ascontiguousarray(np.flip(x, -1))), -2))
+    return jnp.stack(views)
+
+  def device_probs(self, x):
+    return self.device_views(x).mean(axis=0)
+
+  def probs(self, x) -> np.ndarray:
+    return np.asarray(self.device_probs(x))
+
+  def device_outputs(self, x):
+    """(device_probs, device_heads) as for one model (here two passes over the members)."""
+    return self.device_probs(x), self.device_heads(x)
+
+  def device_heads(self, x) -> dict:
+    """The heads' outputs averaged over the views (fluid probability, boundary rows)."""
+    outs = []
+    for m in self.members:
+      outs.append(m.device_heads(x))
+      if self.flip:
+        mirrored = m.device_heads(np.ascontiguousarray(np.flip(x, -1)))
+        outs.append({k: jnp.flip(v, -1) for k, v in mirrored.items()})
+    return {k: jnp.mean(jnp.stack([o[k] for o in outs]), axis=0) for k in self.head_names}
+
+
+def read_ensemble_file(workdir: str) -> dict:
+  """ENSEMBLE_FILE of a workdir, checked: members (a non-empty list of folder paths, relative
+  to the workdir or absolute), flip (bool)."""
+  path = os.path.join(workdir, ENSEMBLE_FILE)
+  try:
+    with open(path) as f:
+      spec = json.load(f)
+  except (OSError, ValueError) as e:
+    raise InputError(f"{path}: not a readable JSON file ({type(e).__name__})") from None
+  members = spec.get("members") if isinstance(spec, dict) else None
+  if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
+    raise InputError(f"{path}: 'members' must be a non-empty list of workdir paths")
+  if not isinstance(spec.get("flip", False), bool):
+    raise InputError(f"{path}: 'flip' must be true or false")
+  return {"members": [os.path.join(workdir, m) for m in members],
+          "flip": spec.get("flip", False)}
+
+
+def load_ensemble(workdir: str, overrides=None):
+  """The ensemble workdir as an Ensemble, or with predict.members=N its first N members
+  (N = 1: the first member alone, no flip: the fast single-model path)."""
+  spec = read_ensemble_file(workdir)
+  requested = int((overrides or {}).get("predict.members", 0))
+  paths = spec["members"][:requested or len(spec["members"])]
+  for path in paths:
+    if os.path.exists(os.path.join(path, ENSEMBLE_FILE)):
+      raise InputError(f"{path}: a member of {workdir} is itself an ensemble")
+  members = [load_member(p, overrides) for p in paths]
+  for m in members[1:]:
+    if m.recipe != members[0].recipe:
+      raise InputError(f"{m.workdir}: preprocesses scans differently from {members[0].workdir} "
+                       f"({m.recipe} vs {members[0].recipe}); members must share one recipe")
+    if int(m.config.model.num_classes) != int(members[0].config.model.num_classes):
+      raise InputError(f"{m.workdir}: predicts {m.config.model.num_classes} classes, "
+                       f"{members[0].workdir} {members[0].config.model.num_classes}")
+  if requested == 1:
+    return members[0]
+  return Ensemble(members, spec["flip"], workdir)
+
+
+def view_uncertainty(raw: np.ndarray, views: np.ndarray, placements) -> Dict[str, np.ndarray]:
+  """An ensemble's uncertainty for scans of one size: entropy of the averaged probabilities
+  raw [g, H, W, K] (nats, float16) and the views' spread (population sd, rows) of each
+  sub-pixel boundary at the scans' resolution, boundary_sd_rows [g, 8, W]; views:
+  [V, g, h, w, K] at model resolution, mapped back with `placements`."""
+  return {"entropy": uncertainty.predictive_entropy(raw).astype(np.float16),
+          "boundary_sd_rows": boundary_spread_rows(views, placements)}
+
+
+def boundary_spread_rows(views: np.ndarray, placements) -> np.ndarray:
+  """[g, 8, W]: the views' spread (population sd, rows) of each sub-pixel boundary at the
+  scans' own resolution; views [V, g, h, w, K] at model resolution."""
+  sd = []
+  for j, placement in enumerate(placements):
+    per_view = [preprocessing.restore(v[j], placement) for v in views]       # V x [H, W, K]
+    sd.append(uncertainty.boundary_uncertainty_um(np.stack(per_view), 1.0))
+  return np.stack(sd)

@@ -9,7 +9,6 @@ A hook has start(ctx), end_epoch(ctx, epoch, row) and end(ctx); each one checks 
 it needs and, when the model lacks it, says so once and does nothing.
 """
 
-import csv
 import dataclasses
 import os
 from typing import Any, Dict, List
@@ -20,6 +19,7 @@ import numpy as np
 
 from octseg_jax.cam import gradcam
 from octseg_jax.data import preprocessing
+from octseg_jax.outputs import training_log
 from octseg_jax.outputs.atomic import write_csv
 
 
@@ -28,16 +28,12 @@ class MetricsLog:
 
   def __init__(self, workdir: str, resume_epoch: int):
     from tensorboardX import SummaryWriter   # heavy import, only when training
-    self.path = os.path.join(workdir, "log.csv")
-    self.columns: List[str] = []
-    self.rows: List[Dict[str, str]] = []
-    if os.path.exists(self.path):
-      with open(self.path, newline="") as f:
-        reader = csv.DictReader(f)
-        self.columns = list(reader.fieldnames or [])
-        # Rows after the restored checkpoint are dropped: those epochs run again.
-        self.rows = [r for r in reader if r.get("epoch", "").isdigit()
-                     and int(r["epoch"]) <= resume_epoch]
+    self.path = os.path.join(workdir, training_log.LOG_FILE)
+    rows = training_log.read_rows(self.path)
+    self.columns: List[str] = list(rows[0]) if rows else []
+    # Rows after the restored checkpoint are dropped: those epochs run again.
+    self.rows: List[Dict[str, str]] = [r for r in rows if r.get("epoch", "").isdigit()
+                                       and int(r["epoch"]) <= resume_epoch]
     self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, row: Dict[str, Any]) -> None:

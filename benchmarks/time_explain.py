@@ -2,7 +2,7 @@
 process: for each scan, the prediction forward pass (batch 1) and the default explanation are
 timed alternately (after one compile run each); median over rounds, wall and CPU seconds.
 
-  python scripts/time_explain.py --workdir=pretrained \
+  python benchmarks/time_explain.py --workdir=pretrained \
       --input=../shared/data/duke_dme_chiu2015/subject_01.npz --scans=4 --rounds=3
 """
 
@@ -22,9 +22,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from octseg_jax.modes import explain  # noqa: E402
-from octseg_jax.data import preprocessing
 from octseg_jax.data import inputs  # noqa: E402
-from octseg_jax.serving.inference import load_trained  # noqa: E402
+from octseg_jax.serving import inference  # noqa: E402
 
 
 def timed(fn):
@@ -42,13 +41,13 @@ def main():
   p.add_argument("--layers", default="", help="default: the workdir's explain.layers")
   p.add_argument("--method", default="", help="default: the workdir's explain.method")
   a = p.parse_args()
-  trained = load_trained(a.workdir)
+  trained = inference.load_trained(a.workdir)
   cfg = trained.config.explain
   layers = tuple(a.layers.split(",")) if a.layers else tuple(cfg.layers)
   method = a.method or cfg.method
   ex = explain.make_explainer(trained, layers, method, cfg.target)
   scans = inputs.load_path(a.input)[0]
-  xs = [preprocessing.prepare(scans.images[i], None, trained.recipe)[0][None]
+  xs = [inference.prepare(trained, scans.images[i])[0][None]
         for i in range(min(a.scans, len(scans)))]
   predict = lambda x: trained.logits_fn(trained.variables, x)
   timed(lambda: predict(xs[0]))

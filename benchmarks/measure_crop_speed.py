@@ -3,7 +3,7 @@ column crops) against full-width training (configs/duke_cpu.py inputs, 224 x 560
 process and interleaved so that both see the same machine load; plus the full-width evaluation
 forward pass that every epoch also runs. Writes OUT/crop_speed.json (+ provenance.json).
 
-  python scripts/measure_crop_speed.py --out=docs/results/cpu_2core --rounds=5
+  python benchmarks/measure_crop_speed.py --out=docs/results/cpu_2core --rounds=5
 """
 
 import argparse

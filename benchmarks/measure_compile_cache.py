@@ -4,7 +4,7 @@ Each measurement runs in a fresh Python process (so nothing is cached in memory)
 an empty cache folder, then again with the folder the first run filled. Writes OUT/
 compile_cache.json (with provenance.json beside it).
 
-  python scripts/measure_compile_cache.py --out=docs/results/cpu_2core \
+  python benchmarks/measure_compile_cache.py --out=docs/results/cpu_2core \
       --set model.widths=16,32,64,128,128 --set model.upsample=transpose --set model.skip=True
 """
 

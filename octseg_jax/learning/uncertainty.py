@@ -1,0 +1,107 @@
+"""How sure a prediction is, and whether that finds its errors (pure numpy, float64): per-pixel
+entropy, the spread of boundaries between views, calibration (reliability, ECE), and the rank
+correlation of uncertainty with the boundary error.
+
+A "view" is one set of class probabilities of a scan, [H, W, K]; `views` stacks the views of
+one scan, [V, H, W, K] (ensemble members, each optionally also on the mirrored scan; see
+serving/inference.py). Entropies are in nats. Boundaries follow geometry/boundaries.py ([8, W]
+rows, NaN where unknown).
+"""
+
+from typing import Dict, Sequence
+
+import numpy as np
+from scipy import stats
+
+from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
+from octseg_jax.geometry import boundaries as geom
+
+
+def predictive_entropy(probs: np.ndarray) -> np.ndarray:
+  """[..., K] -> [...]: -sum_k p_k log p_k (0 log 0 = 0); 0 for one-hot, log K for uniform."""
+  p = np.asarray(probs, np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
+
+
+def boundary_uncertainty_um(views: np.ndarray, pixel_um: float) -> np.ndarray:
+  """[V, H, W, K] -> [8, W]: population sd over views of each view's sub-pixel boundary row
+  (geometry.boundaries.boundaries_from_probs), in micrometres; NaN where a view lacks the boundary.
+  Needs V >= 2 views (else every column is 0)."""
+  bounds = np.stack([geom.boundaries_from_probs(v) for v in np.asarray(views)])   # [V, 8, W]
+  return np.std(bounds, axis=0) * pixel_um
+
+
+def flag_columns(uncertainty_um: np.ndarray, threshold_um: float) -> np.ndarray:
+  """[8, W] -> [W] bool: columns where some known boundary's uncertainty exceeds the threshold."""
+  u = np.asarray(uncertainty_um, np.float64)
+  return np.any(np.where(np.isfinite(u), u, -np.inf) > threshold_um, axis=-2)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> Dict:
+  """Reliability diagram data and expected calibration error of the top-class confidence.
+
+  probs [..., K], labels [...] (IGNORE and labels >= K do not count). Confidence c = max_k p_k
+  falls in bin b when edges[b] < c <= edges[b + 1] (edges 0, 1/B, ..., 1). ECE = sum over bins
+  of (count_b / N) * |accuracy_b - mean confidence_b|. Empty bins have NaN means.
+  """
+  p = np.asarray(probs, np.float64)
+  labels = np.asarray(labels)
+  valid = (labels != IGNORE) & (labels < p.shape[-1])
+  conf = p.max(axis=-1)[valid]
+  correct = (np.argmax(p, axis=-1) == labels)[valid]
+  edges = np.linspace(0.0, 1.0, num_bins + 1)
+  bins = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, num_bins - 1)
+  count = np.bincount(bins, minlength=num_bins)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_conf = np.bincount(bins, conf, num_bins) / count
+    accuracy = np.bincount(bins, correct.astype(np.float64), num_bins) / count
+  gaps = np.where(count > 0, np.abs(accuracy - mean_conf), 0.0)
+  return {"edges": edges.tolist(), "count": count.tolist(),
+          "mean_confidence": mean_conf.tolist(), "accuracy": accuracy.tolist(),
+          "ece": float(np.sum(count / max(count.sum(), 1) * gaps)), "pixels": int(count.sum())}
+
+
+def merge_reliability(parts: Sequence[Dict]) -> Dict:
+  """The reliability of several parts (e.g. scans) from their bin counts and means."""
+  count = np.sum([p["count"] for p in parts], axis=0).astype(np.float64)
+  def pooled(key):
+    return np.nansum([np.nan_to_num(np.asarray(p[key], np.float64)) * np.asarray(p["count"])
+                      for p in parts], axis=0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_conf, accuracy = pooled("mean_confidence") / count, pooled("accuracy") / count
+  gaps = np.where(count > 0, np.abs(accuracy - mean_conf), 0.0)
+  return {"edges": parts[0]["edges"], "count": count.astype(int).tolist(),
+          "mean_confidence": mean_conf.tolist(), "accuracy": accuracy.tolist(),
+          "ece": float(np.sum(count / max(count.sum(), 1) * gaps)), "pixels": int(count.sum())}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+  """Spearman's rho of two equal-size arrays (flattened): the Pearson correlation of their
+  ranks, ties sharing their average rank, in float64. NaN when either side is constant."""
+  a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+  if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    return float("nan")
+  ra, rb = stats.rankdata(a), stats.rankdata(b)
+  ra, rb = ra - ra.mean(), rb - rb.mean()
+  return float(np.dot(ra, rb) / np.sqrt(np.dot(ra, ra) * np.dot(rb, rb)))
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> Dict:
+  """spearman over the pairs where both are finite, with their count; rho is NaN with fewer
+  than 3 pairs or a constant side."""
+  a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+  keep = np.isfinite(a) & np.isfinite(b)
+  n = int(keep.sum())
+  return {"rho": spearman(a[keep], b[keep]) if n >= 3 else float("nan"), "pairs": n}
+
+
+def uncertainty_vs_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
+                         true_bounds: np.ndarray, pixel_um: float) -> Dict:
+  """Rank correlation between boundary uncertainty and absolute boundary error (both in um),
+  per boundary (8 entries) and over all boundaries pooled. Arrays [8, W] (W may be several
+  scans' columns concatenated)."""
+  err = np.abs(np.asarray(pred_bounds) - np.asarray(true_bounds)) * pixel_um
+  return {"per_boundary": [rank_correlation(uncertainty_um[k], err[k])
+                           for k in range(NUM_BOUNDARIES)],
+          "pooled": rank_correlation(uncertainty_um, err)}

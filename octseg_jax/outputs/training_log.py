@@ -1,0 +1,36 @@
+"""A training workdir's log.csv, one row per epoch (written by training/hooks.py MetricsLog):
+the one reader, as rows of strings or as numeric columns."""
+
+import csv
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+LOG_FILE = "log.csv"
+
+
+def read_rows(path: str) -> List[Dict[str, str]]:
+  """The rows of a log.csv as dicts of strings (column name -> cell); [] when the file does not
+  exist or holds no row."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def workdir_rows(workdir: str) -> List[Dict[str, str]]:
+  """read_rows of WORKDIR/log.csv."""
+  return read_rows(os.path.join(workdir, LOG_FILE))
+
+
+def as_columns(rows: Sequence[Dict[str, str]]) -> Dict[str, np.ndarray]:
+  """{column: float array} of log rows; empty or non-numeric cells become NaN."""
+  def number(v):
+    try:
+      return float(v)
+    except (TypeError, ValueError):
+      return np.nan
+
+  names = list(rows[0]) if rows else []
+  return {n: np.array([number(r.get(n)) for r in rows]) for n in names}

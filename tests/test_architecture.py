@@ -1,0 +1,89 @@
+"""The import rules of docs/architecture.md, read from the code's own imports (ast): each
+octseg_jax layer imports only the layers below it, the package never imports the top level
+(configs/, scripts/, benchmarks/, tests), configs/ imports only octseg_jax.config, and the
+picture in docs/architecture.md lists the layers in the order this test enforces."""
+
+import ast
+import os
+import re
+
+from conftest import ROOT
+
+# Top to bottom, as in docs/architecture.md; anatomy and errors are the ground floor.
+LAYERS = ("modes", "training", "serving", "config", "runtime", "outputs", "cam", "learning",
+          "models", "geometry", "data", "anatomy", "errors")
+TOP_LEVEL = ("configs", "scripts", "benchmarks", "tests", "main", "conftest")
+
+
+def imported_modules(path: str):
+  """(line, dotted name) of every import in a file, lazy ones inside functions included."""
+  with open(path) as f:
+    tree = ast.parse(f.read(), path)
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from ((node.lineno, a.name) for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      yield node.lineno, node.module
+
+
+def python_files(folder: str):
+  for root, _, files in os.walk(os.path.join(ROOT, folder)):
+    yield from (os.path.join(root, f) for f in sorted(files) if f.endswith(".py"))
+
+
+def layer_of(path_or_module: str) -> str:
+  parts = path_or_module.replace(os.sep, ".").removesuffix(".py").split(".")
+  return parts[parts.index("octseg_jax") + 1]
+
+
+def violations():
+  out = []
+  for path in python_files("octseg_jax"):
+    if os.path.basename(path) == "__init__.py" and os.path.dirname(path).endswith("octseg_jax"):
+      continue
+    here = LAYERS.index(layer_of(os.path.relpath(path, ROOT)))
+    for line, module in imported_modules(path):
+      where = f"{os.path.relpath(path, ROOT)}:{line} imports {module}"
+      if module.split(".")[0] in TOP_LEVEL:
+        out.append(f"{where} (the package never imports the top level)")
+      elif module.startswith("octseg_jax."):
+        there = LAYERS.index(layer_of(module))
+        if there < here:
+          out.append(f"{where} (a layer above)")
+  return out
+
+
+def test_every_package_module_belongs_to_a_layer():
+  found = {layer_of(os.path.relpath(p, ROOT)) for p in python_files("octseg_jax")
+           if os.path.relpath(p, ROOT) != os.path.join("octseg_jax", "__init__.py")}
+  assert found == set(LAYERS)
+
+
+def test_layers_import_only_layers_below_them():
+  assert violations() == []
+
+
+def test_the_rule_finds_an_upward_import(tmp_path, monkeypatch):
+  """The check itself can fail: a learning module importing serving is reported."""
+  fake = tmp_path / "octseg_jax" / "learning"
+  fake.mkdir(parents=True)
+  (fake / "bad.py").write_text("def f():\n  from octseg_jax.serving import inference\n")
+  (tmp_path / "octseg_jax" / "__init__.py").write_text("")
+  monkeypatch.setattr(__import__(__name__), "ROOT", str(tmp_path))
+  assert violations() == ["octseg_jax/learning/bad.py:2 imports octseg_jax.serving "
+                          "(a layer above)"]
+
+
+def test_configs_import_only_the_schema_and_each_other():
+  for path in python_files("configs"):
+    for line, module in imported_modules(path):
+      assert module in ("ml_collections", "configs", "octseg_jax.config") or \
+          module.startswith("configs."), f"{path}:{line} imports {module}"
+
+
+def test_the_architecture_picture_lists_the_layers_in_order():
+  with open(os.path.join(ROOT, "docs", "architecture.md")) as f:
+    picture = f.read().split("```")[1]
+  listed = re.findall(r"^  (\w+)/", picture, re.M)
+  assert tuple(listed) == LAYERS[:-2]
+  assert "anatomy.py  errors.py" in picture

@@ -1,0 +1,106 @@
+"""octseg_jax/learning/uncertainty.py on hand-made probabilities: closed forms and hand-computed cases."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from octseg_jax.geometry import boundaries as geom
+from octseg_jax.learning import uncertainty
+
+
+def test_entropy_closed_forms():
+  p = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+  np.testing.assert_allclose(uncertainty.predictive_entropy(p), [0.0, np.log(2), np.log(3)])
+
+
+def _column_probs(bounds, h=12, k=8):
+  """One-hot [H, W, K] of ordered columns with boundary rows bounds [8, W]."""
+  w = bounds.shape[1]
+  labels = np.zeros((h, w), np.int64)
+  rows = np.arange(h)[:, None]
+  for b in range(7):
+    labels[(rows >= bounds[b]) & (rows < bounds[b + 1])] = b + 1
+  return np.eye(k)[labels]
+
+
+def test_boundary_uncertainty_is_the_sd_of_member_boundaries_in_um():
+  base = np.tile(np.arange(2, 10)[:, None], (1, 3))   # boundaries at rows 2..9, 3 columns
+  moved = base.copy()
+  moved[3, 1] += 1                                     # member 2: boundary 4 of column 1 lower
+  views = np.stack([_column_probs(base), _column_probs(moved)])
+  np.testing.assert_array_equal(geom.boundaries_from_probs(views[1]), moved)
+  u = uncertainty.boundary_uncertainty_um(views, pixel_um=4.0)
+  expected = np.zeros((8, 3))
+  expected[3, 1] = 0.5 * 4.0                           # sd of {r, r+1} is 0.5 px
+  np.testing.assert_allclose(u, expected, atol=1e-12)
+  np.testing.assert_array_equal(uncertainty.flag_columns(u, 1.5), [False, True, False])
+  np.testing.assert_array_equal(uncertainty.flag_columns(u, 2.0), [False, False, False])
+
+
+def test_flag_columns_ignores_unknown_boundaries():
+  u = np.array([[np.nan, 3.0], [1.0, np.nan]])
+  np.testing.assert_array_equal(uncertainty.flag_columns(u, 2.0), [False, True])
+
+
+def test_reliability_by_hand():
+  # 4 pixels: confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.6 (right); one IGNORE.
+  probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.5, 0.5]])
+  labels = np.array([0, 1, 1, 0, 255])
+  r = uncertainty.reliability(probs, labels, num_bins=5)           # edges 0, .2, .4, .6, .8, 1
+  assert r["count"] == [0, 0, 2, 0, 2] and r["pixels"] == 4    # 0.6 lies in (0.4, 0.6]
+  np.testing.assert_allclose(r["mean_confidence"][2], 0.6)
+  np.testing.assert_allclose(r["accuracy"][2], 1.0)
+  np.testing.assert_allclose(r["accuracy"][4], 0.5)
+  np.testing.assert_allclose(r["ece"], 0.5 * 0.4 + 0.5 * 0.4)
+  assert np.isnan(r["accuracy"][0])
+
+
+def test_reliability_of_calibrated_probabilities_is_near_zero():
+  rng = np.random.default_rng(0)
+  p1 = rng.uniform(0.5, 1.0, 200_000)
+  labels = (rng.uniform(size=p1.size) >= p1).astype(int)      # class 0 with probability p1
+  r = uncertainty.reliability(np.stack([p1, 1 - p1], -1), labels, num_bins=10)
+  assert r["ece"] < 0.01
+
+
+def test_merge_reliability_equals_reliability_of_the_union():
+  rng = np.random.default_rng(1)
+  p = rng.dirichlet(np.ones(3), size=500)
+  labels = rng.integers(0, 3, 500)
+  parts = [uncertainty.reliability(p[:200], labels[:200]), uncertainty.reliability(p[200:], labels[200:])]
+  merged, whole = uncertainty.merge_reliability(parts), uncertainty.reliability(p, labels)
+  assert merged["count"] == whole["count"]
+  np.testing.assert_allclose(merged["ece"], whole["ece"], rtol=1e-12)
+  np.testing.assert_allclose(merged["accuracy"], whole["accuracy"], rtol=1e-12)
+
+
+def test_rank_correlation_by_hand_and_against_scipy():
+  assert uncertainty.rank_correlation([1, 2, 3, 4], [10, 20, 30, 40])["rho"] == pytest.approx(1)
+  assert uncertainty.rank_correlation([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == pytest.approx(-1)
+  # Ranks 1..5 vs 2,1,4,3,5: d^2 sum 4, rho = 1 - 6*4/(5*24) = 0.8; NaN pairs are dropped.
+  r = uncertainty.rank_correlation([1, 2, 3, 4, 5, np.nan], [2, 1, 4, 3, 5, 0])
+  assert r == {"rho": pytest.approx(0.8), "pairs": 5}
+  rng = np.random.default_rng(2)
+  a, b = rng.normal(size=50), rng.integers(0, 5, 50)            # ties in b
+  assert uncertainty.rank_correlation(a, b)["rho"] == pytest.approx(stats.spearmanr(a, b)[0])
+  assert np.isnan(uncertainty.rank_correlation([1, 1, 1], [1, 2, 3])["rho"])
+  assert np.isnan(uncertainty.rank_correlation([1, 2], [1, 2])["rho"])          # < 3 pairs
+
+
+def test_spearman_against_scipy_with_ties_and_constant_sides():
+  rng = np.random.default_rng(3)
+  a, b = rng.normal(size=300), rng.integers(0, 7, 300).astype(float)
+  assert uncertainty.spearman(a, b) == pytest.approx(stats.spearmanr(a, b)[0], rel=1e-12)
+  assert uncertainty.spearman(a.reshape(10, 30), -a.reshape(10, 30)) == pytest.approx(-1.0)
+  assert np.isnan(uncertainty.spearman(a, np.ones(300)))
+  assert np.isnan(uncertainty.spearman(np.ones(300), b))
+
+
+def test_uncertainty_vs_error_finds_the_uncertain_columns():
+  true = np.zeros((8, 6))
+  pred = true + np.array([0, 0, 1, 1, 2, 3])[None, :]          # error grows along the columns
+  unc = np.tile(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), (8, 1))
+  out = uncertainty.uncertainty_vs_error(unc, pred, true, pixel_um=3.0)
+  assert out["per_boundary"][0]["rho"] == pytest.approx(
+      stats.spearmanr(unc[0], [0, 0, 1, 1, 2, 3])[0])
+  assert out["pooled"]["pairs"] == 48 and out["pooled"]["rho"] > 0.9
