@@ -9,7 +9,7 @@ run killed after its first checkpoint; reads the checkpoints with --mode=eval; o
   python scripts/check_distributed.py --out runs/cd --scenarios 2x1,restart  # some
   python scripts/check_distributed.py --out runs/cd --benchmark tiny,cpu_demo
 
-tests/test_distributed.py uses `launch` from here.
+tests/runtime/test_distributed.py uses `launch` from here.
 """
 
 import argparse

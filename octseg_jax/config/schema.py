@@ -94,6 +94,10 @@ FIELDS: Dict[str, Field] = {
     "model.fluid_head": F(False, v.flag, "a fluid sigmoid channel from the last decoder features"),
     "model.boundary_head": F(False, v.flag, "per column and boundary an ordered soft-argmax "
                              "over rows (He et al. 2019)"),
+    "model.boundary_head_convs": F(0, v.int_at_least(0), "boundary head: its own conv blocks "
+                                   "on the last decoder features (0: the 1x1 conv shares them)"),
+    "model.boundary_window": F(0, v.int_at_least(0), "boundary head: soft-argmax over the rows "
+                               "within this many of each column's peak (0: all rows)"),
     # loss
     "loss.name": F("hybrid", v.one_of(tuple(sorted(LOSSES))), "'hybrid' = CE + dice_weight * "
                    "(1 - Dice) (paper), 'ce', 'weighted_hybrid' (ReLayNet-weighted CE + Dice)"),
@@ -103,6 +107,9 @@ FIELDS: Dict[str, Field] = {
     "loss.layer_weight": F(5.0, _NUMBER, "weighted_hybrid: extra CE weight on layer pixels"),
     "loss.fluid_weight": F(1.0, _NUMBER, "fluid head: x (BCE + 1 - soft Dice)"),
     "loss.boundary_head_weight": F(0.1, _NUMBER, "boundary head: x (smooth-L1 + row NLL)"),
+    "loss.boundary_target_sigma": F(0.0, v.number_in(0.0, 1e3), "boundary head: the row NLL's "
+                                    "target is a Gaussian of this sd (rows) around the true "
+                                    "row (0: the true row alone)"),
     # train
     "train.batch_size": F(32, v.int_at_least(1)),
     "train.eval_batch_size": F(16, v.int_at_least(1), resumable=True, inference=True),

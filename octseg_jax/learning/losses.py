@@ -169,18 +169,26 @@ def boundary_targets(labels: jax.Array):
   return b.astype(jnp.float32), known
 
 
-def boundary_sums(row_logits: jax.Array, boundaries: jax.Array, labels: jax.Array):
+def boundary_sums(row_logits: jax.Array, boundaries: jax.Array, labels: jax.Array,
+                  target_sigma: float = 0.0):
   """Sums of the boundary head over known (column, boundary) pairs: smooth-L1 (pixels, beta
-  1) of the ordered rows, negative log-likelihood of the true row under each boundary's row
-  distribution, absolute error and count per boundary."""
+  1) of the ordered rows, the row NLL (cross-entropy of each boundary's row distribution
+  against the true row, or with target_sigma > 0 against a Gaussian of that sd in rows around
+  it, normalised over the rows), absolute error and count per boundary."""
   target, known = boundary_targets(labels)
   m = known.astype(jnp.float32)
   d = jnp.abs(boundaries - target)
   smooth_l1 = jnp.where(d < 1.0, 0.5 * d * d, d - 0.5)
   logp = jax.nn.log_softmax(row_logits.astype(jnp.float32), axis=1)          # [B, H, W, 8]
   rows = jnp.arange(logp.shape[1])[None, :, None, None]
-  true_row = rows == jnp.moveaxis(target, 1, -1).astype(jnp.int32)[:, None]  # [B, H, W, 8]
-  nll = -jnp.moveaxis(jnp.sum(jnp.where(true_row, logp, 0.0), axis=1), -1, 1)  # [B, 8, W]
+  true = jnp.moveaxis(target, 1, -1)[:, None]                                # [B, 1, W, 8]
+  if target_sigma > 0:
+    w = jnp.exp(-0.5 * jnp.square((rows - true) / target_sigma))
+    w = w / jnp.sum(w, axis=1, keepdims=True)
+    nll = -jnp.moveaxis(jnp.sum(w * logp, axis=1), -1, 1)                     # [B, 8, W]
+  else:
+    true_row = rows == true.astype(jnp.int32)                                # [B, H, W, 8]
+    nll = -jnp.moveaxis(jnp.sum(jnp.where(true_row, logp, 0.0), axis=1), -1, 1)
   return {"boundary_sl1_sum": jnp.sum(m * smooth_l1), "boundary_nll_sum": jnp.sum(m * nll),
           "boundary_n": jnp.sum(m), "boundary_abs_sum": jnp.sum(m * d, axis=(0, 2)),
           "boundary_count": jnp.sum(m, axis=(0, 2))}

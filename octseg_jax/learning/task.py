@@ -48,7 +48,8 @@ class Task:
     if self.fluid_head:
       sums.update(losses.fluid_sums(outputs["fluid"], fluid, known))
     if self.boundary_head:
-      sums.update(losses.boundary_sums(outputs["boundary_logits"], outputs["boundaries"], labels))
+      sums.update(losses.boundary_sums(outputs["boundary_logits"], outputs["boundaries"], labels,
+                                       float(self.loss_config.boundary_target_sigma)))
     return sums
 
   def loss_of_sums(self, sums, xp=jnp):

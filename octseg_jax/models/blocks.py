@@ -15,7 +15,7 @@ the statistics); its four per-channel sums are channel_sum's. The convolutions' 
 the one XLA derives, except that the transposes feeding the gradient convolutions run on their
 own (unfused_transpose) instead of fused with the BatchNorm and ReLU that produce their operands.
 The last two change nothing on accelerators. All are tested against the plain formulations
-(values and gradients, float64) in tests/test_layers.py; their A/B step timings are in
+(values and gradients, float64) in tests/models/test_blocks.py; their A/B step timings are in
 docs/results/cpu_2core/ab_*.json (benchmarks/ab_layers.py --plain=...).
 """
 

@@ -10,11 +10,18 @@ import jax
 import jax.numpy as jnp
 
 
-def soft_argmax_rows(row_logits: jax.Array) -> jax.Array:
-  """Row logits [B, H, W, N] -> expected row [B, N, W] of each column's softmax over rows."""
+def soft_argmax_rows(row_logits: jax.Array, window: int = 0) -> jax.Array:
+  """Row logits [B, H, W, N] -> expected row [B, N, W] of each column's softmax over rows. With
+  window > 0 the softmax runs only over the rows within `window` of the column's most likely
+  row, so probability far from the peak (a second mode, a shadow) cannot pull the expectation
+  towards it."""
   h = row_logits.shape[1]
-  p = jax.nn.softmax(row_logits.astype(jnp.float32), axis=1)                 # [B, H, W, N]
+  z = row_logits.astype(jnp.float32)
   rows = jnp.arange(h, dtype=jnp.float32)[None, :, None, None]
+  if window > 0:
+    peak = jnp.argmax(z, axis=1, keepdims=True).astype(jnp.float32)          # [B, 1, W, N]
+    z = jnp.where(jnp.abs(rows - peak) <= window, z, -1e9)
+  p = jax.nn.softmax(z, axis=1)                                              # [B, H, W, N]
   return jnp.moveaxis(jnp.sum(p * rows, axis=1), -1, 1)                      # [B, N, W]
 
 
@@ -31,6 +38,6 @@ def order_boundaries(s: jax.Array) -> jax.Array:
   return jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
 
 
-def ordered_boundaries(row_logits: jax.Array) -> jax.Array:
+def ordered_boundaries(row_logits: jax.Array, window: int = 0) -> jax.Array:
   """Row logits [B, H, W, N] -> ordered boundary rows [B, N, W] (float32)."""
-  return order_boundaries(soft_argmax_rows(row_logits))
+  return order_boundaries(soft_argmax_rows(row_logits, window))

@@ -1,5 +1,5 @@
 """The plain formulations that the fast layers replace, kept as references for the equality
-tests (tests/test_layers.py, tests/test_pooling.py) and the A/B benchmark
+tests (tests/models/test_blocks.py, tests/models/test_pooling.py) and the A/B benchmark
 (benchmarks/ab_layers.py). Not used by training or inference.
 """
 

@@ -9,9 +9,11 @@ Layer names are stable so that Grad-CAM can address any of them:
   head            1x1 conv to the class logits
   fluid_head      1x1 conv to the fluid logit (model.fluid_head; a separate sigmoid channel,
                   since fluid overlaps layers)
+  boundary_conv{j} the boundary head's own conv blocks (model.boundary_head_convs), between
+                  the last decoder features and its 1x1 conv
   boundary_head   1x1 conv to one row-logit map per boundary (model.boundary_head): per column,
-                  a softmax over rows whose expectation is the boundary row (soft-argmax),
-                  ordered by construction (models/heads.py)
+                  a softmax over rows (within model.boundary_window rows of the peak) whose
+                  expectation is the boundary row, ordered by construction (models/heads.py)
 
 `__call__` returns the class logits (what Grad-CAM, inference and the paper use); `outputs`
 returns every head's output in a dict. Both build the same variables.
@@ -76,6 +78,8 @@ class SegNet(nn.Module):
   position_channel: bool = False  # add row / (H - 1) as a second input channel (LF-UNet)
   fluid_head: bool = False        # a fluid logit [B, H, W] next to the class logits
   boundary_head: bool = False     # ordered soft-argmax boundary rows [B, 8, W]
+  boundary_head_convs: int = 0    # the boundary head's own conv blocks (0: the shared features)
+  boundary_window: int = 0        # soft-argmax over rows within this of the peak (0: all rows)
 
   def __call__(self, x, train: bool = False):
     """Class logits [B, H, W, num_classes] (float32)."""
@@ -121,7 +125,12 @@ class SegNet(nn.Module):
       fluid = nn.Conv(1, (1, 1), dtype=self.dtype, name="fluid_head")(x)
       out["fluid"] = fluid[..., 0].astype(out_dtype)
     if self.boundary_head:
-      rows = nn.Conv(NUM_BOUNDARIES, (1, 1), dtype=self.dtype, name="boundary_head")(x)
+      features = x
+      for j in range(self.boundary_head_convs):
+        features = ConvBlock(self.widths[0], self.use_batchnorm, self.dtype, self.kernel,
+                             name=f"boundary_conv{j}")(features, train)
+      rows = nn.Conv(NUM_BOUNDARIES, (1, 1), dtype=self.dtype, name="boundary_head")(features)
       out["boundary_logits"] = rows.astype(out_dtype)
-      out["boundaries"] = heads.ordered_boundaries(out["boundary_logits"])
+      out["boundaries"] = heads.ordered_boundaries(out["boundary_logits"],
+                                                   self.boundary_window)
     return out

@@ -234,3 +234,61 @@ def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
   area = float(rows[0]["fluid_area_mm2"])                             # B-scan 0
   assert rows[0]["scale_source"] == "file"
   assert area == pytest.approx(fluid_um[0].sum() * 1e-3 * 0.03, abs=1e-5)
+
+
+def test_windowed_soft_argmax_ignores_a_distant_second_mode():
+  """Column logits: 3 at rows 4 and 5, 2 at row 20 (a second mode), very negative elsewhere.
+  All rows: the expectation is pulled towards 20; window 2: only rows 2..6 count."""
+  z = np.full(24, -50.0)
+  z[[4, 5]], z[20] = 3.0, 2.0
+  logits = jnp.asarray(np.broadcast_to(z[None, :, None, None], (1, 24, 1, 8)))
+  e3, e2 = np.exp(3.0), np.exp(2.0)
+  full = (4 * e3 + 5 * e3 + 20 * e2) / (2 * e3 + e2)
+  np.testing.assert_allclose(np.asarray(heads.soft_argmax_rows(logits))[0, :, 0], full,
+                             rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(heads.soft_argmax_rows(logits, window=2))[0, :, 0],
+                             4.5, rtol=1e-5)
+  grad = jax.grad(lambda l: heads.ordered_boundaries(l, window=2).sum())(logits)
+  g = np.asarray(grad)[0, :, 0, 0]
+  assert np.isfinite(g).all() and g[20] == 0 and np.abs(g[4:6]).sum() > 0
+
+
+def test_gaussian_boundary_target_is_the_cross_entropy_to_a_normalised_gaussian():
+  """Hand-computed in float64: one column, the ILM at row 3 of 8 rows (labels 0 above, 1..7
+  below), other boundaries too; sigma 1.5 weights every row by exp(-(r - t)^2 / (2 sigma^2))."""
+  h = 16
+  labels = np.zeros((1, h, 1), np.int32)
+  labels[0, 3:10, 0] = np.arange(1, 8)                       # boundaries at rows 3..10
+  logits = np.random.default_rng(0).normal(size=(1, h, 1, 8))
+  bounds = jnp.asarray(np.arange(3, 11, dtype=np.float32)[None, :, None])
+  sums = losses.boundary_sums(jnp.asarray(logits, jnp.float32), bounds, jnp.asarray(labels),
+                              target_sigma=1.5)
+  logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))   # [1, H, 1, 8]
+  rows = np.arange(h)[:, None]
+  w = np.exp(-0.5 * ((rows - np.arange(3, 11)[None]) / 1.5) ** 2)    # [H, 8]
+  w /= w.sum(axis=0)
+  expected = -(w * logp[0, :, 0]).sum()
+  np.testing.assert_allclose(float(sums["boundary_nll_sum"]), expected, rtol=1e-5)
+  one_hot = losses.boundary_sums(jnp.asarray(logits, jnp.float32), bounds, jnp.asarray(labels))
+  np.testing.assert_allclose(float(one_hot["boundary_nll_sum"]),
+                             -sum(logp[0, 3 + k, 0, k] for k in range(8)), rtol=1e-5)
+
+
+def test_own_boundary_convs_take_no_gradient_from_the_class_loss():
+  cfg, model = _model(boundary_head=True, boundary_head_convs=2, boundary_window=3)
+  x = jax.random.uniform(jax.random.key(2), (2, 32, 32))
+  v = model.init(jax.random.key(0), x, train=False)
+  assert {"boundary_conv0", "boundary_conv1", "boundary_head"} <= set(v["params"])
+  plain = _model(boundary_head=True)[1].init(jax.random.key(0), x, train=False)
+  assert "boundary_conv0" not in plain["params"]          # 0 convs: the variables of before
+  y = np.asarray(synthetic.label_map(synthetic.boundaries(np.random.default_rng(0), 32, 32), 32))
+  labels = jnp.asarray(np.stack([y, y]))
+
+  def class_loss(params):
+    logits = model.apply({**v, "params": params}, x, train=False)
+    return losses.cross_entropy_from_sums(losses.batch_sums(logits, labels, 0.0, 0.0))
+
+  grads = jax.grad(class_loss)(v["params"])
+  assert all(not np.asarray(g).any() for g in jax.tree.leaves(grads["boundary_conv0"]))
+  out = model.apply(v, x, train=False, method="outputs")
+  assert (np.diff(np.asarray(out["boundaries"]), axis=1) >= 0).all()

@@ -17,7 +17,7 @@ from octseg_jax.outputs import volume_report
 from octseg_jax.data import inputs, synthetic, volumes
 from octseg_jax.errors import InputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT  # noqa: E402
 FIXTURES = os.path.join(ROOT, "..", "shared", "data", "eyepy_fixtures")
 needs_fixtures = pytest.mark.skipif(
     not os.path.exists(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol")),

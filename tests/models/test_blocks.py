@@ -191,7 +191,7 @@ def test_segnet_equals_segnet_of_plain_flax_layers():
   """With models/reference.py's plain Flax layers and argmax pooling swapped in: same variables
   (tree, initial values), logits, BatchNorm updates and gradients, float32 at rtol 1e-5 of each
   tensor's largest magnitude. The transposed-conv + skip variant uses every swapped layer (the
-  unpooling is checked against its reference in tests/test_pooling.py)."""
+  unpooling is checked against its reference in tests/models/test_pooling.py)."""
   model = segnet.SegNet(widths=(4, 8), num_classes=3, upsample="transpose", skip=True)
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 8, 12)).astype(np.float32))
   w = _rand((2, 8, 12, 3), 1, np.float32)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT  # noqa: E402
 TINY = ["--config=configs/segnet.py", "--batch=1", "--set", "model.widths=(4,8)",
         "--set", "data.recipe.resize_to=(16,16)"]
 
