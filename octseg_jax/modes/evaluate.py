@@ -177,6 +177,8 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs):
                                             stop_on_error=os.path.isfile(input_path),
                                             require_masks=True)]
     if not sets:
+      run_out.start()
+      run_out.finish({"input": input_path, "scans": 0})
       raise InputError(f"{input_path}: no scans with masks to score (see "
                        f"{run_out.folder}/errors.csv)")
     images, masks, subjects, names = pipeline.flatten(sets)
@@ -246,11 +248,11 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   run_out = RunOutputs(check_output_folder(output), files, "eval")
   for base, suffixes in OUTPUTS:
     run_out.refuse_inputs(base, suffixes)
-  run_out.start()
   images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path, run_out)
   if not any((m != IGNORE).any() for m in masks):
     raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
                      "ignore), so there is nothing to score")
+  run_out.start()                            # reads first: nothing to score, nothing written
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,

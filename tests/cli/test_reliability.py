@@ -264,6 +264,29 @@ def test_eval_without_a_labelled_pixel(trained_workdir, tmp_path, capsys):
   assert not (tmp_path / "out").exists()
 
 
+def test_eval_of_a_folder_follows_the_folder_run_protocol(trained_workdir, tmp_path, capsys):
+  """Readable files with masks are scored; a damaged file and one without masks are listed in
+  errors.csv, a README is skipped, manifest.json lists the outputs, and the status is 2."""
+  folder = tmp_path / "in"
+  write_npz(str(folder / "good.npz"), images=IMG.images[:2], masks=IMG.masks[:2])
+  write_npz(str(folder / "no_masks.npz"), images=IMG.images[:1])
+  (folder / "broken.npz").write_bytes(b"not a zip")
+  (folder / "README.txt").write_text("notes")
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={trained_workdir[0]}",
+                     f"--input={folder}", f"--output={tmp_path}/out")
+  assert status == 2 and len(err) == 1 and "2 of 3 files could not be read" in err[0], err
+  rows = list(csv.DictReader(open(tmp_path / "out" / "errors.csv")))
+  assert sorted((os.path.basename(r["file"]), r["status"]) for r in rows) == [
+      ("README.txt", "skipped"), ("broken.npz", "failed"), ("no_masks.npz", "failed")]
+  manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+  assert manifest["mode"] == "eval" and manifest["scans"] == 2 and manifest["failed"] == 2
+  assert sorted(manifest["outputs"]) == ["errors.csv", "eval_provenance.json", "metrics.json",
+                                         "metrics.md", "side_by_side.png"]
+  metrics = json.load(open(tmp_path / "out" / "metrics.json"))
+  assert metrics["scans"] == 2 and metrics["data"] == str(folder)
+  assert metrics["raw"]["pixels"] == int((IMG.masks[:2] != 255).sum())      # good.npz alone
+
+
 # ---- fields of input files -----------------------------------------------------------------
 
 def _npz(tmp_path, **arrays):
