@@ -890,6 +890,56 @@ def pretrained_training(src: Sources) -> str:
           "wall time.")
 
 
+CAMPAIGN = "docs/results/campaign/levers.json"     # scripts/campaign_table.py, from the runs
+
+
+def results_campaign_levers(src: Sources) -> str:
+  """The lever screen: runs, mean layer Dice, paired gains over the base, boundary MAE."""
+  t = src.json(CAMPAIGN)
+  rows = []
+  for name, r in t["recipes"].items():
+    if not r["runs"]:
+      continue
+    gains = ", ".join(f"{v:+.4f}" for v in r["paired_gains"].values())
+    rows.append([name, str(r["runs"]), fmt(r["mean_layer_dice"], 4), gains or "-",
+                 fmt(r["mean_gain"], 4) if r["mean_gain"] is not None else "-",
+                 fmt(r["boundary_mae_um"], 2), f"{r['gflop_per_bscan']:.2f}",
+                 fmt(r["train_s_per_run"] / 60, 1)])
+  return (table(["recipe", "runs", "mean layer Dice", "paired gains vs base", "mean gain",
+                 "boundary MAE (um)", "GFLOP / B-scan", "train min / run"], rows) +
+          f"\n\nSeed noise of the base (mean over folds of |seed 0 - seed 1|): "
+          f"{fmt(t['seed_noise'], 4)}.")
+
+
+def results_campaign_layers(src: Sources) -> str:
+  """Per-layer Dice of each screened recipe, averaged over its runs."""
+  t = src.json(CAMPAIGN)
+  rows = []
+  for name, r in t["recipes"].items():
+    runs = list(r["runs_detail"].values())
+    if runs:
+      per_layer = np.mean([run["layer_dice"] for run in runs], axis=0)
+      rows.append([name, str(len(runs))] + [fmt(v, 3) for v in per_layer])
+  return table(["recipe", "runs"] + list(LAYER_NAMES[1:]), rows)
+
+
+def results_campaign_fluid(src: Sources) -> str:
+  """Split-level fluid Dice of every run with the fluid head, by fold and seed."""
+  t = src.json(CAMPAIGN)
+  rows, by_fold = [], {}
+  for name, r in t["recipes"].items():
+    for run, numbers in r["runs_detail"].items():
+      if "fluid_dice" in numbers:
+        rows.append([name, run, fmt(numbers["fluid_dice"], 3), fmt(numbers["mean_layer_dice"], 4)])
+        by_fold.setdefault(run.split("_")[0], []).append(numbers["fluid_dice"])
+  folds = {f: float(np.mean(v)) for f, v in sorted(by_fold.items())}
+  mean = float(np.mean(list(folds.values()))) if folds else float("nan")
+  return (table(["recipe", "run", "fluid Dice (split, global)", "mean layer Dice"], rows) +
+          f"\n\nFluid Dice averaged over the seeds of each fold: "
+          f"{', '.join(f'{f} {v:.3f}' for f, v in folds.items())}; mean over these "
+          f"{len(folds)} folds **{mean:.3f}**.")
+
+
 TABLES: Dict[str, Callable[[Sources], str]] = {
     f.__name__: f for f in (
         readme_predict_time, readme_explain, readme_results,
@@ -899,7 +949,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cam_localisation, results_cam_compare_gradcam, results_cam_compare_others,
         results_cam_compare_subject01, results_cam_pretrained, results_cam_pretrained_summary,
         results_explain_time, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
-        results_cpu_ablation_layers, results_cpu_reading,
+        results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
+        results_campaign_layers, results_campaign_fluid,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
