@@ -8,8 +8,8 @@ resolution with the anatomical-order fix (literature protocol, validation subjec
 fold), paired gains of each recipe over the base on the same (fold, seed), the seed noise of
 the base (mean over folds of |seed 0 - seed 1|), network GFLOP per B-scan of the recipe's
 model at the Duke input size, and training time per run on the machine that ran it.
-A recipe is adopted when it has every screen pair of the base and its mean paired gain
-exceeds the seed noise.
+A recipe is adopted when it has every screen pair of the base (both seeds of the folds where
+the base has both) and its mean paired gain exceeds the seed noise.
 """
 
 import json
@@ -84,8 +84,9 @@ def lever_table(plan, repo=campaign.REPO):
         "mean_layer_dice": statistics.mean(r["mean_layer_dice"] for r in mine.values()) if mine else None,
         "boundary_mae_um": statistics.mean(r["boundary_mae_um"] for r in mine.values()) if mine else None,
         "paired_gains": pairs, "mean_gain": gain,
-        "adopted": bool(name != BASE and noise is not None and pairs
-                        and len(pairs) == len(base) and gain > noise),
+        "adopted": bool(name != BASE and noise is not None
+                        and all(f"fold{f}_seed{s}" in pairs for f in folds for s in (0, 1))
+                        and gain > noise),
         "gflop_per_bscan": round(gflop_per_bscan(recipe), 2),
         "train_s_per_run": statistics.mean(r["train_s"] for r in mine.values()) if mine else None,
         "runs_detail": {f"fold{f}_seed{s}": r for (f, s), r in sorted(mine.items())}}

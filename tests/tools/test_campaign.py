@@ -121,3 +121,29 @@ def test_a_run_without_committed_results_runs_again(tmp_path, monkeypatch):
   calls.clear()
   campaign.run_campaign(plan_path, state, str(repo))
   assert len(calls) == 4
+
+
+def test_lever_table_pairs_runs_with_the_base_and_adopts_beyond_seed_noise(monkeypatch):
+  """Base on folds 0-1 with seeds 0-1 (noise = mean |seed gap| = 0.01) plus folds 2-3 with
+  seed 0 only; lever A gains 0.02 on every screen pair (adopted), lever B 0.005 (not), lever C
+  lacks a screen pair (not decided), whatever the extra base folds."""
+  table_script = load_script("campaign_table")
+  dice = {("base", 0, 0): 0.80, ("base", 0, 1): 0.81, ("base", 1, 0): 0.70,
+          ("base", 1, 1): 0.71, ("base", 2, 0): 0.75, ("base", 3, 0): 0.76}
+  for f, s in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+    dice[("a", f, s)] = dice[("base", f, s)] + 0.02
+    dice[("b", f, s)] = dice[("base", f, s)] + 0.005
+  dice[("c", 0, 0)] = 0.9
+  plan = {"recipes": {n: {"config": "configs/x.py"} for n in ("base", "a", "b", "c")},
+          "queue": [{"recipe": r, "fold": f, "seed": s} for r, f, s in dice]}
+  monkeypatch.setattr(table_script, "run_numbers", lambda plan, run, repo: {
+      "mean_layer_dice": dice[(run["recipe"], run["fold"], run["seed"])], "boundary_mae_um": 5.0,
+      "train_s": 60.0})
+  monkeypatch.setattr(table_script, "gflop_per_bscan", lambda recipe: 1.0)
+  t = table_script.lever_table(plan, repo="unused")
+  assert abs(t["seed_noise"] - 0.01) < 1e-12 and len(t["seed_gaps"]) == 2
+  r = t["recipes"]
+  assert abs(r["a"]["mean_gain"] - 0.02) < 1e-12 and r["a"]["adopted"]
+  assert abs(r["b"]["mean_gain"] - 0.005) < 1e-12 and not r["b"]["adopted"]
+  assert r["c"]["paired_gains"] == {"fold0_seed0": 0.9 - 0.8} and not r["c"]["adopted"]
+  assert r["base"]["runs"] == 6 and not r["base"]["adopted"]
