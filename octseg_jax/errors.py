@@ -1,4 +1,7 @@
-"""The one exception type that users see as a one-line message."""
+"""The one exception type that users see as a one-line message, and the tests on library
+errors that decide it."""
+
+import errno
 
 
 class InputError(Exception):
@@ -18,3 +21,11 @@ def one_line(text) -> str:
 def fail(path, problem: str) -> "InputError":
   """Builds an InputError whose message names `path` and `problem`."""
   return InputError(f"{path}: {problem}")
+
+
+def disk_full(error) -> bool:
+  """Whether an exception, or a library's error text, says the disk is full (ENOSPC; orbax and
+  tensorstore report it as text with os_error_code 28)."""
+  text = str(error)
+  return (getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text
+          or "os_error_code='28'" in text)

@@ -7,13 +7,14 @@ traceback instead.
 
 import os
 import sys
+import threading
 
 from absl import logging
 import jax
 
 from octseg_jax.config import checks as config_checks
 from octseg_jax.outputs import folder_run
-from octseg_jax.errors import InputError, one_line
+from octseg_jax.errors import InputError, disk_full, one_line
 
 MODES = ("train", "eval", "predict", "explain", "benchmark")
 BENCHMARK_DIR = os.path.join("runs", "benchmark")   # default --output; ignored by git
@@ -154,7 +155,6 @@ def handle_interrupts(grace_s: float = 20.0) -> None:
   (an unfinished checkpoint is ignored and redone on resume)."""
   import _thread
   import signal
-  import threading
   state = {"interrupted": False}
 
   def on_interrupt(signum, frame):
@@ -177,10 +177,56 @@ def handle_interrupts(grace_s: float = 20.0) -> None:
   signal.signal(signal.SIGINT, on_interrupt)
 
 
+class DiskFullNoise:
+  """A logging filter that drops records about a full disk (orbax's background save threads,
+  asyncio's unretrieved futures): the run reports it itself, in one line."""
+
+  def filter(self, record) -> bool:
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return not disk_full(text)
+
+
+def after_failed_save(value) -> bool:
+  """Errors of library threads after a checkpoint save failed (tensorstore's callbacks reach
+  orbax's event loop after it closed): a full disk and the closed loop."""
+  return disk_full(value) or (isinstance(value, RuntimeError)
+                              and str(value) == "Event loop is closed")
+
+
+def quiet_excepthook(kind, value, tb) -> None:
+  if not after_failed_save(value):
+    sys.__excepthook__(kind, value, tb)
+
+
+def quiet_thread_excepthook(args) -> None:
+  """threading.excepthook: a library's writer thread (tensorboardX) on a full disk."""
+  if not after_failed_save(args.exc_value):
+    threading.__excepthook__(args)
+
+
+def quiet_unraisablehook(unraisable) -> None:
+  """sys.unraisablehook, through which C++ callbacks report their Python errors."""
+  if not after_failed_save(unraisable.exc_value):
+    sys.__unraisablehook__(unraisable)
+
+
+def quiet_libraries() -> None:
+  """orbax logs every save at INFO, and a full disk as tracebacks from its threads."""
+  import logging as std_logging
+  logging.set_verbosity(logging.WARNING)
+  for handler in std_logging.getLogger().handlers:
+    if not any(isinstance(f, DiskFullNoise) for f in handler.filters):
+      handler.addFilter(DiskFullNoise())
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
+  threading.excepthook = quiet_thread_excepthook
+
+
 def run(flags, override_args=()) -> int:
   enable_compilation_cache()
   if not flags.debug:
-    logging.set_verbosity(logging.WARNING)   # orbax logs every save at INFO
+    quiet_libraries()
   if flags.debug:
     dispatch(flags, override_args)
     return 0

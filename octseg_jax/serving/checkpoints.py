@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from octseg_jax.errors import InputError
+from octseg_jax.errors import InputError, disk_full
 
 
 def train_payload(state, plateau_state, loop) -> Dict:
@@ -75,15 +75,33 @@ class Checkpoints:
         item_handlers=ocp.StandardCheckpointHandler())
 
   def save(self, manager: ocp.CheckpointManager, epoch: int, payload: Any) -> None:
-    manager.save(epoch, args=ocp.args.StandardSave(payload), force=True)
+    try:      # also reports a background save of an earlier epoch that failed
+      manager.save(epoch, args=ocp.args.StandardSave(payload), force=True)
+    except Exception as e:  # orbax raises ValueError, OSError, ... for a failed write
+      raise save_failure(manager, e)
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    """Waits for the background saves of both managers (the first failure is raised)."""
+    for manager in (self.latest, self.best):
+      try:
+        manager.wait_until_finished()
+      except Exception as e:  # orbax raises many types for a failed write
+        raise save_failure(manager, e)
 
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def save_failure(manager: ocp.CheckpointManager, e: BaseException) -> BaseException:
+  """The exception to raise for a failed checkpoint save: one line naming the folder when the
+  disk is full (the earlier checkpoints are intact: orbax writes a step to a temporary folder
+  and renames it when complete), the original exception otherwise."""
+  if disk_full(e):
+    return InputError(f"{manager.directory}: no space left on device while saving a checkpoint; "
+                      "the earlier checkpoints are intact: free space and rerun the same command "
+                      "to resume")
+  return e
 
 
 def restore_newest(manager: ocp.CheckpointManager, abstract: Any,

@@ -396,11 +396,27 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
         workdir, config, wall_time_s=time.time() - wall_start,
         extra={"mode": "train", "epochs": int(run.loop.epoch),
                "processes": distributed.process_count()}))
-  finally:   # also on divergence or interruption: finish pending saves
-    if run is not None:
-      run.ckpt.wait()
-      run.ckpt.close()
-      if run.log is not None:
-        run.log.close()
-    lock.release()
+  finally:   # also on divergence or interruption: finish pending saves, then unlock
+    try:
+      if run is not None:
+        finish_run(run)
+    finally:
+      lock.release()
   return run.best
+
+
+def finish_run(run) -> None:
+  """Waits for the pending checkpoint saves and closes the managers and the log; a failed save
+  is raised after everything is closed (a full disk as one InputError naming the folder)."""
+  failed = True
+  try:
+    run.ckpt.wait()
+    failed = False
+  finally:
+    try:
+      run.ckpt.close()
+    except Exception:  # orbax repeats a failed save here: the first report is the one raised
+      if not failed:
+        raise
+    if run.log is not None:
+      run.log.close()

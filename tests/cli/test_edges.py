@@ -3,6 +3,7 @@ before decompression, per-file failures in folder runs, one-line messages."""
 
 import io
 import os
+import re
 import tracemalloc
 import zipfile
 
@@ -235,3 +236,76 @@ def test_a_lock_releases_only_its_own_file_and_works_without_hard_links(tmp_path
   with FolderLock(str(tmp_path), "x.lock") as held:
     assert held.held and (tmp_path / "x.lock").read_text().split()[0] == str(os.getpid())
   assert os.listdir(tmp_path) == []
+
+
+# ---- a disk that fills up during training ---------------------------------------------------
+
+def _tmpfs(path, size: str) -> bool:
+  """Mounts a tmpfs of `size` at `path` (False where mounting is not permitted)."""
+  import subprocess
+  os.makedirs(path, exist_ok=True)
+  return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                        capture_output=True).returncode == 0
+
+
+def test_training_on_a_disk_that_fills_is_one_line_and_resumes_after_space_is_freed(tmp_path):
+  """A real full disk (a 600 KiB tmpfs holds epoch 1's checkpoints, not epoch 2's): orbax's
+  background save fails; the command ends within the timeout with exit 2 and one line naming
+  the checkpoint folder, leaves no lock, keeps epoch 1; on a larger disk the same command
+  resumes and ends like an uninterrupted run."""
+  import shutil
+  import subprocess
+  import sys
+  from conftest import ROOT
+  disk = tmp_path / "disk"
+  if not _tmpfs(disk, "600k"):
+    pytest.skip("mounting a tmpfs is not permitted here (needs CAP_SYS_ADMIN)")
+  cmd = [sys.executable, os.path.join(ROOT, "main.py"), "--config=configs/tiny.py",
+         f"--workdir={disk}/w", "--config.train.num_epochs=3"]
+  try:
+    full = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    kept = tmp_path / "kept"
+    shutil.copytree(disk / "w", kept)
+  finally:
+    subprocess.run(["umount", str(disk)], check=True)
+  assert full.returncode == 2, full.stderr[-2000:]
+  lines = full.stderr.splitlines()
+  assert len(lines) == 1 and re.fullmatch(
+      f"error: {disk}/w/(best|checkpoints): no space left on device while saving a checkpoint; "
+      "the earlier checkpoints are intact: free space and rerun the same command to resume",
+      lines[0]), lines
+  assert "Traceback" not in full.stdout and not (kept / ".lock").exists()
+  assert [d for d in os.listdir(kept / "best") if d.isdigit()] == ["1"]   # 2 never finalised
+  roomy = tmp_path / "roomy"
+  shutil.copytree(kept, roomy)                       # the same workdir, with space freed
+  cmd[3] = f"--workdir={roomy}"
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  epochs = [r.split(",")[0] for r in (roomy / "log.csv").read_text().splitlines()[1:]]
+  assert epochs == ["1", "2", "3"]
+
+
+def test_a_failed_background_save_is_one_line_and_keeps_the_earlier_checkpoint(tmp_path,
+                                                                            monkeypatch):
+  """orbax's error text for a full disk (as it reports a background save) on epoch 2's save:
+  InputError naming the folder, the lock released, epoch 1 restorable."""
+  import orbax.checkpoint as ocp
+  from conftest import tiny_config
+  from octseg_jax.serving import checkpoints
+  from octseg_jax.training import train
+  real_save = ocp.CheckpointManager.save
+
+  def save(self, step, *args, **kwargs):
+    if step == 2:
+      raise ValueError("RESOURCE_EXHAUSTED: Error writing local file \"x/_sharding\": Failed to "
+                       "write 25599 bytes to file 9: No space left on device "
+                       "[os_error_code='28']")
+    return real_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  workdir = str(tmp_path / "w")
+  with pytest.raises(InputError, match=r"/w/(best|checkpoints): no space left on device") as e:
+    train.train_and_evaluate(tiny_config(**{"train.num_epochs": 3}), workdir)
+  assert "\n" not in str(e.value) and not os.path.exists(os.path.join(workdir, ".lock"))
+  monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+  assert checkpoints.Checkpoints(workdir, read_only=True).latest.all_steps() == [1]
