@@ -13,13 +13,15 @@ README: floor the rows, a missing boundary inside an annotated column takes the 
 import glob
 import os
 import re
+import struct
+import zlib
 
 import numpy as np
 
 from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_image_side,
                                    check_index_field, check_masks, to_uint8_images)
 from octseg_jax.errors import InputError, fail
-from octseg_jax.anatomy import IGNORE
+from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
 
 NPZ_FIELDS = ("images", "masks", "subject", "bscan_index", "fluid")   # the fields read; others ignored
@@ -147,14 +149,87 @@ def resolve_fluid(mask: np.ndarray, fluid: np.ndarray) -> np.ndarray:
   return out
 
 
-def _read_mat(path: str) -> dict:
+MAT_HEADER_BYTES = 512        # of a variable's (inflated) start: enough for flags, dims, name
+
+
+def _mat_subelement(body: bytes, pos: int, endian: str):
+  """(type, data, next position) of the MAT v5 sub-element at `pos` (small or full format)."""
+  kind, size = struct.unpack_from(endian + "II", body, pos)
+  if kind >> 16:                                   # small format: size in the upper half
+    return kind & 0xFFFF, body[pos + 4:pos + 4 + (kind >> 16)], pos + 8
+  return kind, body[pos + 8:pos + 8 + size], pos + 8 + size + (-size % 8)
+
+
+def _mat_matrix_header(body: bytes, endian: str):
+  """(name, shape) from the start of a miMATRIX element (its tag included)."""
+  pos = 8                                                            # after the matrix tag
+  _, _, pos = _mat_subelement(body, pos, endian)                     # array flags
+  _, dims, pos = _mat_subelement(body, pos, endian)                  # dimensions (int32)
+  _, name, _ = _mat_subelement(body, pos, endian)
+  shape = struct.unpack(endian + f"{len(dims) // 4}i", dims)
+  return name.decode("latin-1"), tuple(shape)
+
+
+def mat_variable_shapes(path: str):
+  """[(name, shape)] of the variables of a MATLAB v5 file, read from each variable's header
+  alone: a compressed variable is inflated only up to MAT_HEADER_BYTES, so a file cannot make
+  this cost more memory than its headers (scipy.io.whosmat inflates whole variables)."""
+  out = []
+  with open(path, "rb") as f:
+    head = f.read(128)
+    if len(head) < 128 or head[126:128] not in (b"IM", b"MI"):
+      raise ValueError("no MATLAB v5 header")
+    endian = "<" if head[126:128] == b"IM" else ">"
+    if struct.unpack(endian + "H", head[124:126])[0] != 0x0100:
+      raise ValueError("not version 5 (MATLAB v7.3 files are HDF5: save with -v7)")
+    while len(tag := f.read(8)) == 8:
+      kind, size = struct.unpack(endian + "II", tag)
+      start = f.tell()
+      if kind == 15:                                                  # miCOMPRESSED
+        inflate, body = zlib.decompressobj(), b""
+        while len(body) < MAT_HEADER_BYTES and f.tell() < start + size and not inflate.eof:
+          body += inflate.decompress(inflate.unconsumed_tail or
+                                     f.read(min(4096, start + size - f.tell())),
+                                     MAT_HEADER_BYTES - len(body))
+      else:
+        body = tag + f.read(min(size, MAT_HEADER_BYTES))
+      if struct.unpack_from(endian + "I", body, 0)[0] == 14:         # miMATRIX
+        out.append(_mat_matrix_header(body, endian))
+      f.seek(start + size + (0 if kind == 15 else -size % 8))
+  return out
+
+
+def check_mat_shapes(path: str, declared, max_side: int) -> None:
+  """Refuses, before any data is inflated, variables whose declared shapes exceed the limits:
+  declared = mat_variable_shapes' (name, shape) of the variables that will be read."""
+  for name, shape in declared:
+    if name == "images" or name.startswith("manualFluid"):
+      if len(shape) >= 2:
+        check_image_side(shape[0], shape[1], path, max_side)
+      if len(shape) >= 3 and int(np.prod(shape[2:])) > MAX_SCANS_PER_FILE:
+        raise fail(path, f"'{name}' declares more than {MAX_SCANS_PER_FILE} scans (not read)")
+    elif int(np.prod(shape)) > NUM_BOUNDARIES * max_side * MAX_SCANS_PER_FILE:
+      raise fail(path, f"'{name}' declares {int(np.prod(shape))} values (not read)")
+
+
+def _read_mat(path: str, names, max_side: int = MAX_IMAGE_SIDE) -> dict:
+  """The variables `names` of a MATLAB v5 file (others are not read), their declared shapes
+  checked first (check_mat_shapes); '__variables__' lists every variable the file holds."""
   import scipy.io  # Only .mat reading needs it at import time.
   try:
-    return scipy.io.loadmat(path)
+    every = mat_variable_shapes(path)
+    declared = [v for v in every if v[0] in names]
   except FileNotFoundError:
     raise fail(path, "no such file") from None
   except Exception as e:  # scipy raises many types for damaged files.
     raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {str(e)[:120]})") from None
+  check_mat_shapes(path, declared, max_side)
+  try:
+    data = scipy.io.loadmat(path, variable_names=[v[0] for v in declared])
+  except Exception as e:  # scipy raises many types for damaged files.
+    raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {str(e)[:120]})") from None
+  data["__variables__"] = sorted(v[0] for v in every)    # for messages: what the file holds
+  return data
 
 
 def _numeric_field(data: dict, key: str, path: str) -> np.ndarray:
@@ -169,7 +244,7 @@ def _numeric_field(data: dict, key: str, path: str) -> np.ndarray:
 def _volume(data: dict, path: str, max_side: int) -> np.ndarray:
   """The `images` field [H, W, S] (or [H, W]) as uint8 B-scans [S, H, W]."""
   if "images" not in data:
-    found = sorted(k for k in data if not k.startswith("__"))
+    found = data["__variables__"]
     raise fail(path, f"missing ['images'] (keys: {found})")
   vol = _numeric_field(data, "images", path)
   if vol.ndim == 2:
@@ -194,10 +269,10 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
     raise fail(path, f"grader must be 1 or 2, got {grader}")
   if unannotated not in ("crop", "ignore"):
     raise ValueError(f"unannotated must be 'crop' or 'ignore', got {unannotated!r}")
-  data = _read_mat(path)
   layers_key, fluid_key = f"manualLayers{grader}", f"manualFluid{grader}"
+  data = _read_mat(path, ("images", layers_key, fluid_key), max_side)
   if annotated_only and layers_key not in data:
-    found = sorted(k for k in data if not k.startswith("__"))
+    found = data["__variables__"]
     missing = [k for k in ("images", layers_key) if k not in data]
     raise fail(path, f"missing {missing} (keys: {found})")
   images = _volume(data, path, max_side)                              # [S, H, W]

@@ -42,6 +42,39 @@ def test_a_decompression_bomb_is_refused_from_its_header_in_bounded_memory(tmp_p
     duke.load_npz(path)
 
 
+def test_a_mat_bomb_is_refused_from_its_variable_headers_in_bounded_memory(tmp_path):
+  """A compressed .mat whose 'images' declares 8000 x 8000 pixels (64 MB, a few KB on disk) is
+  refused before it is inflated; a large variable the reader does not use is never read."""
+  import scipy.io
+  path = str(tmp_path / "Subject_99.mat")
+  scipy.io.savemat(path, {"images": np.zeros((8000, 8000, 1), np.uint8)}, do_compression=True)
+  assert os.path.getsize(path) < 2 ** 20
+  tracemalloc.start()
+  with pytest.raises(InputError, match=r"image of 8000x8000 pixels exceeds data.max_image_side"):
+    duke.load_mat(path, annotated_only=False, max_side=4096)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < 20 * 2 ** 20
+  images = synthetic.generate(2, 96, 64, seed=1).images
+  scipy.io.savemat(path, {"images": np.moveaxis(images, 0, -1),
+                          "automaticFluidDME": np.zeros((8000, 8000, 1), np.uint8)},
+                   do_compression=True)
+  tracemalloc.start()
+  scans = duke.load_mat(path, annotated_only=False)
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  np.testing.assert_array_equal(scans.images, images)
+  assert peak < 20 * 2 ** 20                      # automaticFluidDME was not inflated
+  scipy.io.savemat(path, {"automaticFluidDME": np.zeros((2, 2))})
+  with pytest.raises(InputError, match=r"missing \['images', 'manualLayers1'\] \(keys: "
+                     r"\['automaticFluidDME'\]\)"):
+    duke.load_mat(path)
+  scipy.io.savemat(path, {"images": np.zeros((7, 5, 3)), "manualLayers1": np.ones((8, 5, 3)),
+                          "name_of_thirty_one_characters_": np.zeros((2, 3), np.int16)})
+  assert duke.mat_variable_shapes(path) == [
+      (n, tuple(s)) for n, s, _ in scipy.io.whosmat(path)]        # scipy's reading, uncompressed
+
+
 def test_pickled_and_text_scale_are_one_line_errors(tmp_path):
   images = synthetic.generate(1, 96, 64, seed=1).images
   for name, scale in (("text", np.array(["0.1", "0.0039", "0.01"])),
