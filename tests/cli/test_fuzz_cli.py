@@ -10,6 +10,7 @@ workdirs 40, output paths 40: 605 cases.
 
 import hashlib
 import io
+import zipfile
 import math
 import json
 import os
@@ -203,7 +204,13 @@ def _npz_bytes(kind, rows, cols, seed):
   elif kind == "no_images":
     arrays = {"pixels": images}
   buf = io.BytesIO()
-  if kind == "npy":
+  if kind == "bomb":                 # declares 40000 x 40000 pixels, holds 64 KiB of zeros
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (40000, 40000)})
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+      zf.writestr("images.npy", header.getvalue() + b"\0" * 65536)
+  elif kind == "npy":
     np.save(buf, images)
   else:
     np.savez(buf, **arrays)
@@ -230,35 +237,43 @@ def _mat_bytes(kind, rows, cols, seed):
     fields["images"] = cells
   elif kind == "fluid":
     fields["manualFluid1"] = rng.integers(0, 2, (rows, cols + 1, 3))
+  elif kind == "tall":               # 4097 rows of zeros: refused from the variable's header
+    fields["images"] = np.zeros((4097, cols, 3), np.uint8)
   buf = io.BytesIO()
-  scipy.io.savemat(buf, fields)
+  scipy.io.savemat(buf, fields, do_compression=kind in ("compressed", "tall"))
   return buf.getvalue()
+
+
+MUST_FAIL = ("bomb", "tall")         # beyond data.max_image_side, damaged or not
 
 
 @st.composite
 def scan_files(draw):
-  """(file name, content): a well-formed file of some type, then maybe damaged."""
+  """(file type, content, whether it must fail): a well-formed file of some type, then maybe
+  damaged."""
   kind = draw(st.sampled_from(["png", "tif", "jpg", "bmp", "npz", "mat", "txt"]))
   # A few sizes (too small, odd, even): each new model input size costs a compilation.
   rows, cols = draw(st.sampled_from([1, 5, 8, 41, 72])), draw(st.sampled_from([1, 6, 8, 33, 44]))
   seed = draw(st.integers(0, 2 ** 16))
   if kind in ("png", "tif", "jpg", "bmp"):
     fmt = {"png": "PNG", "tif": "TIFF", "jpg": "JPEG", "bmp": "BMP"}[kind]
-    if draw(st.booleans()) and kind == "png":
+    variant = "tall" if draw(st.booleans()) and kind == "png" else "plain"
+    if variant == "tall":
       rows, cols = 1, 4097                                   # beyond data.max_image_side
     data = _image_bytes(draw(st.sampled_from(IMAGE_MODES)), rows, cols, fmt, seed,
                         pages=draw(st.integers(1, 3)) if kind == "tif" else 1)
   elif kind == "npz":
-    data = _npz_bytes(draw(st.sampled_from(
+    variant = draw(st.sampled_from(
         ["plain", "masks", "bad_masks", "float_images", "nan_images", "string_images",
-         "complex_images", "3d_wrong", "index_fields", "no_images", "npy"])),
-        max(rows, 8), max(cols, 8), seed)
+         "complex_images", "3d_wrong", "index_fields", "no_images", "npy", "bomb"]))
+    data = _npz_bytes(variant, max(rows, 8), max(cols, 8), seed)
   elif kind == "mat":
-    data = _mat_bytes(draw(st.sampled_from(
-        ["plain", "no_layers", "layer_strings", "no_top", "wrong_shape", "cells", "fluid"])),
-        max(rows, 12), max(cols, 8), seed)
+    variant = draw(st.sampled_from(
+        ["plain", "no_layers", "layer_strings", "no_top", "wrong_shape", "cells", "fluid",
+         "compressed", "tall"]))
+    data = _mat_bytes(variant, max(rows, 12), max(cols, 8), seed)
   else:
-    data = b"notes"
+    variant, data = "plain", b"notes"
   damage = draw(st.sampled_from(["none", "none", "truncate", "flip"]))
   if damage == "truncate" and len(data) > 1:
     data = data[:draw(st.integers(0, len(data) - 1))]
@@ -267,7 +282,7 @@ def scan_files(draw):
     for pos in draw(st.lists(st.integers(0, len(data) - 1), min_size=1, max_size=12)):
       data[pos] ^= draw(st.integers(1, 255))
     data = bytes(data)
-  return kind, data
+  return kind, data, variant in MUST_FAIL and damage == "none"
 
 
 @fuzz(45)
@@ -278,7 +293,7 @@ def test_damaged_files_in_a_folder_run(files, trained_workdir, tmp_path_factory,
   src, out = root / "in", root / "out"
   src.mkdir()
   names = []
-  for i, (kind, data) in enumerate(files):
+  for i, (kind, data, _) in enumerate(files):
     name = f"f{i}.{kind}"
     (src / name).write_bytes(data)
     names.append(name)
@@ -286,7 +301,7 @@ def test_damaged_files_in_a_folder_run(files, trained_workdir, tmp_path_factory,
   status, err, _ = _cli(capsys, "--mode=predict", f"--workdir={workdir}", f"--input={src}",
                         f"--output={out}", "--figures=none")
   assert {n: _digest(src / n) for n in names} == before            # inputs never change
-  if not any(k != "txt" for k, _ in files):
+  if not any(k != "txt" for k, _, _ in files):
     _assert_one_line_error(status, err, [str(src)])                # nothing to read at all
     return
   manifest = json.loads((out / "manifest.json").read_text())
@@ -296,8 +311,9 @@ def test_damaged_files_in_a_folder_run(files, trained_workdir, tmp_path_factory,
     with open(out / "errors.csv") as f:
       for file, state, reason in list(csv.reader(f))[1:]:
         problems[os.path.basename(file)] = (state, reason)
-  for name, (kind, _) in zip(names, files):
+  for name, (kind, _, must_fail) in zip(names, files):
     stem = os.path.splitext(name)[0]
+    assert not must_fail or problems.get(name, ("",))[0] == "failed", (name, problems)
     if name in problems:
       state, reason = problems[name]
       assert state == ("skipped" if kind == "txt" else "failed")
