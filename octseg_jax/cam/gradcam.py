@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 METHODS = ("gradcam", "hirescam", "gradcampp", "ablation")
 GRADIENT_METHODS = METHODS[:3]
+LINEAR_METHODS = METHODS[:2]      # maps linear in the gradient before the ReLU (ensembles)
 TARGETS = ("all", "predicted", "box")
 
 
@@ -104,17 +105,19 @@ def score_masks(logits: jax.Array, target: str, box: Tuple[int, int, int, int] =
 
 
 def class_gradients(model, variables, x, layers: Sequence[str], target: str = "all",
-                    box=()):
+                    box=(), weights=None):
   """One forward pass, K pullbacks. Returns (logits [B, H, W, K], acts {layer: [B, h, w, C]},
   grads {layer: [K, B, h, w, C]} with grads[l][c] = d(sum_b Y^c_b)/dA_l; images in a batch do
-  not interact in inference mode, so the slice for image b is that image's own gradient)."""
+  not interact in inference mode, so the slice for image b is that image's own gradient).
+  weights: the pixel sets [B, H, W, K] of the class scores, instead of score_masks(target)."""
   shapes = activation_shapes(model, variables, x, layers)
   # At least float32 (bfloat16 activations get float32 gradients); float64 stays float64.
   dtypes = {l: jnp.promote_types(s.dtype, jnp.float32) for l, s in shapes.items()}
   zeros = {l: jnp.zeros(s.shape, dtypes[l]) for l, s in shapes.items()}
   f = forward_with_taps(model, variables, x, layers)
   logits, pullback, acts = jax.vjp(f, zeros, has_aux=True)
-  weights = score_masks(logits, target, box)                              # [B, H, W, K]
+  if weights is None:
+    weights = score_masks(logits, target, box)                            # [B, H, W, K]
   k = logits.shape[-1]
   cotangents = (weights[None] * jnp.eye(k, dtype=jnp.float32)[:, None, None, None, :]
                 ).astype(logits.dtype)
@@ -220,10 +223,10 @@ def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: 
 
 
 def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gradcam",
-                  target: str = "all", box=()) -> Dict:
+                  target: str = "all", box=(), weights=None) -> Dict:
   """All-class maps for a batch. Returns logits [B, H, W, K] and per layer:
   raw [K, B, H, W] (upsampled, >= 0), norm [K, B, H, W] in [0, 1], alpha [K, B, C],
-  act_max [B] (max raw activation of the layer)."""
+  act_max [B] (max raw activation of the layer). weights: see class_gradients."""
   if method == "ablation":
     order = top_level_order(model, variables, x)
     deepest = max(order.index(l) for l in activation_shapes(model, variables, x, layers))
@@ -232,7 +235,7 @@ def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gra
     alphas = {l: ablation_alpha(model, variables, x, l, order, acts, weights) for l in layers}
     cams = {l: jax.nn.relu(weighted_sum(acts[l], alphas[l])) for l in layers}
   else:
-    logits, acts, grads = class_gradients(model, variables, x, layers, target, box)
+    logits, acts, grads = class_gradients(model, variables, x, layers, target, box, weights)
     results = {l: cam_from_gradients(acts[l], grads[l], method) for l in layers}
     cams = {l: r[0] for l, r in results.items()}
     alphas = {l: r[1] for l, r in results.items()}
@@ -242,6 +245,37 @@ def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gra
     out[l] = {"raw": raw, "norm": normalise_maps(raw), "alpha": alphas[l],
               "act_max": jnp.max(acts[l], axis=(1, 2, 3))}
   return out
+
+
+def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
+                  target: str = "all", box=(), flip: bool = False) -> Dict:
+  """The maps of an ensemble's averaged class score. members: [(model, variables)]; each is a
+  view, and with flip also on the mirrored input (its maps mirrored back). The class score of
+  the ensemble is the mean of the views' scores over one pixel set per class (the ensemble's:
+  target 'predicted' takes the argmax of the averaged probabilities). Its gradient with respect
+  to one view's activations is that view's own gradient divided by the number of views V. For
+  a method linear in the gradient before its ReLU (LINEAR_METHODS), and since ReLU(z / V) =
+  ReLU(z) / V, the ensemble's map is the mean of the views' maps. Returns 'probs' (the
+  averaged probabilities [B, H, W, K]) and per layer raw and norm [K, B, H, W]."""
+  if method not in LINEAR_METHODS:
+    raise ValueError(f"an ensemble is explained with a method linear in the gradient "
+                     f"{LINEAR_METHODS}, not {method!r}")
+  views = [(m, v, False) for m, v in members] + ([(m, v, True) for m, v in members] if flip
+                                                 else [])
+  def seen(a, mirrored, axis):          # what a view sees (mirrored along the columns) and back
+    return jnp.flip(a, axis) if mirrored else a
+
+  probs = jnp.mean(jnp.stack([
+      seen(jax.nn.softmax(m.apply(v, seen(x, mirrored, 2), train=False), -1), mirrored, 2)
+      for m, v, mirrored in views]), axis=0)                              # [B, H, W, K]
+  weights = score_masks(jnp.log(probs), target, box)
+  raw = {l: 0.0 for l in layers}
+  for m, v, mirrored in views:
+    out = explain_batch(m, v, seen(x, mirrored, 2), layers, method, target, box,
+                        seen(weights, mirrored, 2))
+    for l in layers:
+      raw[l] = raw[l] + seen(out[l]["raw"], mirrored, -1) / len(views)
+  return {"probs": probs, **{l: {"raw": raw[l], "norm": normalise_maps(raw[l])} for l in layers}}
 
 
 def class_scores(logits: jax.Array, weights: jax.Array) -> jax.Array:

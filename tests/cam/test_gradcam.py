@@ -155,3 +155,44 @@ def test_unknown_layer_and_method_raise(model_and_vars):
     gradcam.class_gradients(model, v, x, ("dec9_conv0",))
   with pytest.raises(ValueError, match="unknown CAM method"):
     gradcam.cam_from_gradients(jnp.zeros((1, 2, 2, 3)), jnp.zeros((8, 1, 2, 2, 3)), "scorecam")
+
+
+def test_an_ensembles_map_is_the_map_of_its_averaged_score():
+  """Two members of different initialisation: Grad-CAM of the mean class score, from jax.grad
+  through both members at once (each member's activations perturbed), equals the mean of the
+  members' own maps (gradcam and hirescam are linear in the gradient); with flip (checked with
+  hirescam) the views are the members on the input and on its mirror. gradcampp is refused."""
+  model = SegNet(widths=(4, 8), num_classes=8)
+  x = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 16, 16)).astype(np.float32))
+  members = [(model, model.init(jax.random.key(s), x, train=False)) for s in (0, 1)]
+  layer = "dec1_conv0"
+  for flip in (False, True):
+    views = [(v, False) for _, v in members] + ([(v, True) for _, v in members] if flip else [])
+    shapes = gradcam.activation_shapes(model, members[0][1], x, (layer,))
+    perts = [{layer: jnp.zeros(shapes[layer].shape)} for _ in views]
+
+    def ensemble_scores(perts):                              # [K]: target 'all', every pixel
+      total = 0.0
+      for (v, mirrored), p in zip(views, perts):
+        xv = jnp.flip(x, 2) if mirrored else x
+        logits, _ = gradcam.forward_with_taps(model, v, xv, (layer,))(p)
+        total = total + jnp.sum(logits, axis=(0, 1, 2))
+      return total / len(views)
+
+    jacobian = jax.jit(jax.jacrev(ensemble_scores))(perts)   # per view {layer: [K, B, h, w, C]}
+    expected = {"gradcam": np.zeros((8, 1, 16, 16)), "hirescam": np.zeros((8, 1, 16, 16))}
+    for (v, mirrored), g in zip(views, jacobian):
+      xv = jnp.flip(x, 2) if mirrored else x
+      _, acts = gradcam.forward_with_taps(model, v, xv, (layer,))(None)
+      alpha = g[layer].mean(axis=(2, 3))                                    # [K, B, C]
+      for method, cam in (("gradcam", jnp.einsum("bhwc,kbc->kbhw", acts[layer], alpha)),
+                          ("hirescam", jnp.sum(g[layer] * acts[layer][None], axis=-1))):
+        cam = gradcam.upsample(jax.nn.relu(cam), (16, 16))
+        expected[method] += np.asarray(jnp.flip(cam, -1) if mirrored else cam)
+    method = "hirescam" if flip else "gradcam"
+    got = jax.jit(lambda x: gradcam.ensemble_maps(members, x, (layer,), method, "all",
+                                                  flip=flip))(x)
+    np.testing.assert_allclose(np.asarray(got[layer]["raw"]), expected[method], rtol=1e-5,
+                               atol=1e-7)
+  with pytest.raises(ValueError, match="linear in the gradient"):
+    gradcam.ensemble_maps(members, x, (layer,), "gradcampp")
