@@ -900,12 +900,14 @@ def results_campaign_levers(src: Sources) -> str:
   for name, r in t["recipes"].items():
     if not r["runs"]:
       continue
-    gains = ", ".join(f"{v:+.4f}" for v in r["paired_gains"].values())
+    gains = ", ".join(f"{k.replace('fold', 'f').replace('_seed', 's')} {v:+.4f}"
+                      for k, v in r["paired_gains"].items())
     rows.append([name, str(r["runs"]), fmt(r["mean_layer_dice"], 4), gains or "-",
                  fmt(r["mean_gain"], 4) if r["mean_gain"] is not None else "-",
                  fmt(r["boundary_mae_um"], 2), f"{r['gflop_per_bscan']:.2f}",
                  fmt(r["train_s_per_run"] / 60, 1)])
-  return (table(["recipe", "runs", "mean layer Dice", "paired gains vs base", "mean gain",
+  return (table(["recipe", "runs", "mean layer Dice", "paired gains vs base (fold, seed)",
+                 "mean gain",
                  "boundary MAE (um)", "GFLOP / B-scan", "train min / run"], rows) +
           f"\n\nSeed noise of the base (mean over folds of |seed 0 - seed 1|): "
           f"{fmt(t['seed_noise'], 4)}.")
