@@ -86,6 +86,17 @@ def _config_file_problem(argv):
   return None
 
 
+def _unknown_field(argv):
+  """The one-line problem of the first `--config.FIELD` override that names no field of the
+  schema (with the closest field), or None."""
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      name = arg[len("--config."):].split("=", 1)[0]
+      if name not in schema.FIELDS:
+        return schema.no_such_field(name)
+  return None
+
+
 def parse_flags(argv):
   """absl flag parsing with config-file and config-override errors (a missing or broken file,
   a field that does not exist, a value of the wrong type) reported in one line instead of a
@@ -99,6 +110,9 @@ def parse_flags(argv):
   inference_args = []
   if inference_overrides.mode_of(argv[1:]) in inference_overrides.INFERENCE_MODES:
     argv, inference_args = inference_overrides.split_argv(argv)
+  problem = None if debug else _unknown_field(argv)
+  if problem:
+    _fail(problem)
   try:
     return FLAGS(argv) + inference_args
   except SystemExit as e:

@@ -8,7 +8,6 @@ name. The explain flags `--cam_layers/--cam_method/--cam_target/--cam_box` are s
 explain.* fields; giving both with different values is an error.
 """
 
-import difflib
 from typing import Dict, List, Sequence, Tuple
 
 from octseg_jax.config import schema
@@ -64,9 +63,7 @@ def parse(args: Sequence[str], mode: str) -> Dict[str, object]:
         raise InputError(f"{option}: changes the trained model, so --mode={mode} cannot "
                          "override it (it uses the workdir's config.json); settable: "
                          + ", ".join(FIELDS))
-      near = difflib.get_close_matches(field, list(schema.FIELDS), n=1)
-      hint = f' Did you mean "{near[0]}"?' if near else ""
-      raise InputError(f"{option}: no such field in the config.{hint}")
+      raise InputError(schema.no_such_field(field))
     try:
       out[field] = schema.FIELDS[field].parse(value)
     except ValueError as e:

@@ -195,3 +195,11 @@ def resumable_summary() -> str:
 
 def inference_fields() -> Tuple[str, ...]:
   return tuple(k for k, f in FIELDS.items() if f.inference)
+
+
+def no_such_field(name: str) -> str:
+  """The one-line problem of `--config.NAME` when NAME is not a field, with the closest one."""
+  import difflib
+  close = difflib.get_close_matches(name, list(FIELDS), n=1)
+  return f"--config.{name}: no such field" + (f"; did you mean --config.{close[0]}?" if close
+                                              else "")

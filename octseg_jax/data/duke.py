@@ -73,6 +73,8 @@ def read_npz_fields(path: str, fields=NPZ_FIELDS, max_side: int = MAX_IMAGE_SIDE
   if magic == b"\x93NUMPY":
     raise fail(path, "is a single .npy array, not an .npz archive (save with np.savez(path, "
                "images=...))")
+  if magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):     # a zip's first entry, an empty zip
+    raise fail(path, "not an .npz archive (no zip header; save with np.savez(path, images=...))")
   try:
     with np.load(path, allow_pickle=False) as data:
       check_npz_shapes(data, path, fields, max_side)

@@ -29,8 +29,7 @@ def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
   err = geom.boundary_error(pred_bounds, true_bounds, pixel_um)
   t_err = np.abs(np.diff(pred_bounds, axis=-2) - np.diff(true_bounds, axis=-2)) * pixel_um
   t_err = np.moveaxis(t_err, -2, 0).reshape(NUM_LAYERS, -1)
-  with np.errstate(invalid="ignore"):
-    thick = np.nanmean(np.where(np.isfinite(t_err), t_err, np.nan), axis=1)
+  thick = metrics.nanmean(np.where(np.isfinite(t_err), t_err, np.nan), axis=1)
   return {k: v.tolist() for k, v in err.items()} | {"thickness_mae_um": thick.tolist()}
 
 

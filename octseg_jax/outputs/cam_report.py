@@ -2,26 +2,18 @@
 faithfulness and sanity checks, and a report a person can read (pure; writing is the caller's).
 """
 
-import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from octseg_jax.anatomy import LAYER_NAMES
+from octseg_jax.learning.metrics import nanmean
 from octseg_jax.outputs.report import fmt, table
 
 SANITY_PASS = 0.5        # a class passes when its mean cascade Spearman correlation is <= this
 TABLE3_KEYS = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region", "area_share")
 ROAD_ORDERS = ("morf", "lerf", "random")
 DELETION_ORDERS = ("map", "random")
-
-
-def nanmean(values, axis=None):
-  """np.nanmean without its warning: NaN where every value is NaN (a class absent from every
-  explained scan, or a constant map), which the reports show as n/a."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    return np.nanmean(values, axis=axis)
 
 
 def _mean(per_scan: List[Dict], layer: str, getter) -> np.ndarray:

@@ -5,6 +5,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER_IOU
+from octseg_jax.learning.metrics import nanmean
 
 
 
@@ -99,8 +100,8 @@ def metrics_markdown(result: Dict) -> str:
            fmt(fix["literature"]["mean_layer_dice"])],
       ]), "",
       table(["geometry", "raw argmax", "topology-fixed"], [
-          ["mean boundary MAE (um)", fmt(np.nanmean(raw["geometry"]["mae_um"]), 2),
-           fmt(np.nanmean(fix["geometry"]["mae_um"]), 2)]]), "",
+          ["mean boundary MAE (um)", fmt(nanmean(raw["geometry"]["mae_um"]), 2),
+           fmt(nanmean(fix["geometry"]["mae_um"]), 2)]]), "",
       f"Topology fix changed {fix['columns_fixed']} of {fix['columns_total']} columns "
       "(columns whose argmax labelling was not background, layers 1..7 in order, background).",
       "",

@@ -21,7 +21,7 @@ import numpy as np
 from octseg_jax.runtime import distributed
 from octseg_jax.training import hooks as hooks_lib
 from octseg_jax.config import checks as config_checks
-from octseg_jax.learning import optim
+from octseg_jax.learning import metrics, optim
 from octseg_jax.runtime import provenance
 from octseg_jax.serving import workdir as workdir_lib
 from octseg_jax.serving.checkpoints import (Checkpoints, drop_after, inference_payload, move_to,
@@ -316,7 +316,7 @@ def head_columns(val: Dict) -> Dict:
   if "fluid_dice" in val:
     out["val_fluid_dice"] = val["fluid_dice"]
   if "boundary_head_mae_px" in val:
-    out["val_boundary_head_mae_px"] = float(np.nanmean(val["boundary_head_mae_px"]))
+    out["val_boundary_head_mae_px"] = float(metrics.nanmean(val["boundary_head_mae_px"]))
   return out
 
 

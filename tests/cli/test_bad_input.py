@@ -172,3 +172,14 @@ def test_cli_bad_input_file_against_a_workdir(trained_workdir, tmp_path):
   assert lines[-1].startswith(f"error: {bad}: not a readable .npz file")
   assert not any("Traceback" in l for l in lines)
   assert not os.path.exists(tmp_path / "o" / "broken.npz")
+
+
+def test_a_text_file_named_npz_is_named_as_no_zip(tmp_path):
+  from octseg_jax.data import duke
+  from octseg_jax.errors import InputError
+  path = tmp_path / "notes.npz"
+  path.write_text("a text file, not an archive")
+  with pytest.raises(InputError) as e:
+    duke.load_npz(str(path))
+  assert str(e.value) == (f"{path}: not an .npz archive (no zip header; save with "
+                          "np.savez(path, images=...))")

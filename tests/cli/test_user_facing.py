@@ -102,7 +102,7 @@ def test_overrides_accepted_are_typed():
 @pytest.mark.parametrize("arg, message", [
     ("--config.model.widths=(8,16)", "changes the trained model"),
     ("--config.data.recipe.band_height=64", "changes the trained model"),
-    ("--config.explain.max_scan=1", 'no such field in the config. Did you mean "explain.max_scans"?'),
+    ("--config.explain.max_scan=1", "no such field; did you mean --config.explain.max_scans?"),
     ("--config.explain.max_scans=0", "expected an integer >= 1"),
     ("--config.explain.max_scans=two", "expected a whole number"),
     ("--config.explain.method=cam", "valid values are gradcam, hirescam, gradcampp"),
@@ -162,8 +162,8 @@ def test_explain_command_line_overrides(trained_workdir, tmp_path):
 def test_training_typo_message_is_a_sentence(tmp_path):
   r = _main("--config=configs/tiny.py", "--config.train.num_epoch=2", f"--workdir={tmp_path}")
   assert r.returncode == 2
-  assert r.stderr.strip() == ("error: config override: no field 'num_epoch'. Did you mean "
-                              '"num_epochs" instead of "num_epoch"?')
+  assert r.stderr.strip() == ("error: --config.train.num_epoch: no such field; did you mean "
+                              "--config.train.num_epochs?")
 
 
 # --- progress ----------------------------------------------------------------------------

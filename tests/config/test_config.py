@@ -59,7 +59,7 @@ def test_inference_and_training_share_one_range():
       {"explain.road_noise": 0.5}
   with pytest.raises(InputError, match="changes the trained model"):
     overrides.parse(["--config.model.kernel=7,3"], "predict")
-  with pytest.raises(InputError, match='Did you mean "explain.max_scans"'):
+  with pytest.raises(InputError, match="did you mean --config.explain.max_scans"):
     overrides.parse(["--config.explain.max_scan=2"], "explain")
 
 
