@@ -942,6 +942,35 @@ def results_campaign_fluid(src: Sources) -> str:
           f"{len(folds)} folds **{mean:.3f}**.")
 
 
+HELDOUT = "docs/results/cpu_2core/explain_heldout"     # scripts/compare_cams.py per fold model
+
+
+def results_cam_heldout(src: Sources) -> str:
+  """Per method and layer on held-out eyes: layer classes whose ROAD MoRF area is below random,
+  per fold and over the folds' pooled areas, and the randomisation similarity (mean of folds)."""
+  folds = sorted(d for d in os.listdir(src.path(HELDOUT)) if d.startswith("fold")
+                 and os.path.exists(src.path(f"{HELDOUT}/{d}/compare_cams.json")))
+  runs = {f: src.json(f"{HELDOUT}/{f}/compare_cams.json") for f in folds}
+  first = runs[folds[0]]
+  rows = []
+  for method, per in first["methods"].items():
+    for layer in first["layers"]:
+      if layer not in per["layers"]:
+        continue
+      entries = [runs[f]["methods"][method]["layers"][layer] for f in folds]
+      morf = np.mean([e["morf_mean"] for e in entries], axis=0)[1:]
+      rand = np.mean([e["random_mean"] for e in entries], axis=0)[1:]
+      sims = [e["randomisation_similarity"] for e in entries if "randomisation_similarity" in e]
+      rows.append([method, layer] + [f"{e['faithful_classes']} of 7" for e in entries] +
+                  [f"{int(np.sum(morf < rand))} of 7",
+                   fmt(float(np.mean(sims)), 3) if sims else "n/a"])
+  scans = "; ".join(f"{f}: " + ", ".join(n for n, *_ in runs[f]["scans"]) for f in folds)
+  return (table(["method", "layer"] + [f"{f} (MoRF < random)" for f in folds] +
+                ["pooled over folds", "randomisation similarity"], rows) +
+          f"\n\nScans (each explained only by the fold model that never trained on its subject): "
+          f"{scans}. Pooled: the ROAD areas averaged over the folds' scans, then compared.")
+
+
 TABLES: Dict[str, Callable[[Sources], str]] = {
     f.__name__: f for f in (
         readme_predict_time, readme_explain, readme_results,
@@ -952,7 +981,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cam_compare_subject01, results_cam_pretrained, results_cam_pretrained_summary,
         results_explain_time, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
-        results_campaign_layers, results_campaign_fluid,
+        results_campaign_layers, results_campaign_fluid, results_cam_heldout,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
