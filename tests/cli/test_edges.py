@@ -342,3 +342,36 @@ def test_a_failed_background_save_is_one_line_and_keeps_the_earlier_checkpoint(t
   assert "\n" not in str(e.value) and not os.path.exists(os.path.join(workdir, ".lock"))
   monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
   assert checkpoints.Checkpoints(workdir, read_only=True).latest.all_steps() == [1]
+
+
+def test_a_write_that_fails_without_a_file_name_is_named_by_its_output(tmp_path, monkeypatch):
+  """A full disk often surfaces in write() or close() as an OSError with no file name; the
+  atomic write names the file it was writing, and leaves no temporary file."""
+  import builtins
+  import errno
+  from octseg_jax.outputs import atomic
+  real_open = builtins.open
+
+  class FullDisk:
+    def __init__(self, f):
+      self.f = f
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+    def write(self, data):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+  def full_disk(path, mode="r", *args, **kwargs):
+    f = real_open(path, mode, *args, **kwargs)
+    return FullDisk(f) if "w" in mode and ".tmp" in str(path) else f
+
+  monkeypatch.setattr(builtins, "open", full_disk)
+  target = str(tmp_path / "config.json")
+  with pytest.raises(OSError) as e:
+    atomic.write_text(target, "{}")
+  assert e.value.filename == target and e.value.errno == errno.ENOSPC
+  assert os.listdir(tmp_path) == []
