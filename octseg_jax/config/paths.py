@@ -32,6 +32,18 @@ def apply_overrides(config, overrides: Dict[str, Any]):
   return config
 
 
+def unflatten(flat: Dict[str, Any]) -> Dict[str, Any]:
+  """{'a.b': value} -> {'a': {'b': value}}: flatten's inverse, parents made as needed."""
+  root: Dict[str, Any] = {}
+  for dotted, value in flat.items():
+    *parents, leaf = dotted.split(".")
+    node = root
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return root
+
+
 def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
   """{'a.b': value} for a nested dict or ConfigDict; lists become tuples (JSON vs config)."""
   if hasattr(tree, "items") and not isinstance(tree, (str, bytes)):

@@ -14,6 +14,7 @@ import ml_collections
 from octseg_jax.anatomy import NUM_CLASSES
 from octseg_jax.cam.gradcam import METHODS as CAM_METHODS, TARGETS as CAM_TARGETS
 from octseg_jax.config import values as v
+from octseg_jax.config.paths import unflatten
 from octseg_jax.data.pipeline import SOURCES, SPLITS
 from octseg_jax.data.preprocessing import NORMALISATIONS
 from octseg_jax.data.scans import MAX_IMAGE_SIDE
@@ -160,14 +161,7 @@ FIELDS: Dict[str, Field] = {
 
 def default_config() -> ml_collections.ConfigDict:
   """Every field at its default, as a nested ConfigDict."""
-  root: Dict[str, Any] = {}
-  for dotted, field in FIELDS.items():
-    *parents, leaf = dotted.split(".")
-    node = root
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = field.default
-  return ml_collections.ConfigDict(root)
+  return ml_collections.ConfigDict(unflatten({k: f.default for k, f in FIELDS.items()}))
 
 
 def choices(dotted: str) -> Tuple:

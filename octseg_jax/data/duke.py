@@ -221,14 +221,13 @@ def _read_mat(path: str, names, max_side: int = MAX_IMAGE_SIDE) -> dict:
   try:
     every = mat_variable_shapes(path)
     declared = [v for v in every if v[0] in names]
+    check_mat_shapes(path, declared, max_side)
+    data = scipy.io.loadmat(path, variable_names=[v[0] for v in declared])
   except FileNotFoundError:
     raise fail(path, "no such file") from None
-  except Exception as e:  # scipy raises many types for damaged files.
-    raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {str(e)[:120]})") from None
-  check_mat_shapes(path, declared, max_side)
-  try:
-    data = scipy.io.loadmat(path, variable_names=[v[0] for v in declared])
-  except Exception as e:  # scipy raises many types for damaged files.
+  except InputError:
+    raise
+  except Exception as e:  # the header parser and scipy raise many types for damaged files
     raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {str(e)[:120]})") from None
   data["__variables__"] = sorted(v[0] for v in every)    # for messages: what the file holds
   return data

@@ -163,12 +163,12 @@ def check_common_validation(members) -> None:
                        f"{members[0].workdir}; an ensemble is scored on one common split")
 
 
-def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs):
+def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, files=(),
+                   skipped=()):
   """(images, masks, fluid, subjects, names, data name) of the workdir's validation split, or
-  of the readable files with masks that input_path names (the others go to run_out.failed, a
-  single bad file stops the run)."""
+  of the readable `files` with masks that input_path names (inputs.list_inputs; the others go
+  to run_out.failed, a single bad file stops the run; `skipped` are not scan files)."""
   if input_path:
-    files, skipped = inputs.list_inputs(input_path)
     for path in skipped:
       run_out.skipped(path, "not a scan file (no scan extension)")
     sets = [s for _, s in inputs.read_files(files, run_out.failed,
@@ -243,11 +243,12 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   last; exit status 2 when a file failed)."""
   from octseg_jax.serving.inference import load_trained
   trained = load_trained(workdir, overrides)
-  files = inputs.list_inputs(input_path)[0] if input_path else []
+  files, skipped = inputs.list_inputs(input_path) if input_path else ([], [])
   run_out = RunOutputs(check_output_folder(output), files, "eval")
   for base, suffixes in OUTPUTS:
     run_out.refuse_inputs(base, suffixes)
-  images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path, run_out)
+  images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path, run_out,
+                                                                 files, skipped)
   if not any((m != IGNORE).any() for m in masks):
     raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
                      "ignore), so there is nothing to score")
