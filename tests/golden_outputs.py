@@ -12,7 +12,6 @@ pixels), floats at rtol 1e-4.
 
 import json
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -8,7 +8,6 @@ import os
 import shutil
 
 import numpy as np
-import pytest
 
 import golden_outputs as golden
 

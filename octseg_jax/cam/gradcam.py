@@ -135,23 +135,27 @@ def weighted_sum(acts: jax.Array, alpha: jax.Array) -> jax.Array:
   return jnp.einsum("bhwc,kbc->kbhw", acts, alpha)
 
 
-def cam_from_gradients(acts: jax.Array, grads: jax.Array, method: str = "gradcam"):
-  """acts [B, h, w, C], grads [K, B, h, w, C] -> (maps [K, B, h, w] >= 0, alpha [K, B, C])."""
+def cam_before_relu(acts: jax.Array, grads: jax.Array, method: str = "gradcam"):
+  """acts [B, h, w, C], grads [K, B, h, w, C] -> (sum_k weight_k A_k [K, B, h, w] before the
+  ReLU, alpha [K, B, C])."""
   a = acts[None]
   if method == "gradcam":
     alpha = spatial_mean(grads)                                            # [K, B, C]
-    cam = weighted_sum(acts, alpha)
-  elif method == "hirescam":
-    alpha = spatial_mean(grads)
-    cam = jnp.sum(grads * a, axis=-1)
-  elif method == "gradcampp":
+    return weighted_sum(acts, alpha), alpha
+  if method == "hirescam":
+    return jnp.sum(grads * a, axis=-1), spatial_mean(grads)
+  if method == "gradcampp":
     g2, g3 = grads ** 2, grads ** 3
     denom = 2 * g2 + jnp.sum(jnp.sum(a * g3, axis=3, keepdims=True), axis=2, keepdims=True)
     coeff = jnp.where(denom != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
     alpha = jnp.sum(jnp.sum(coeff * jax.nn.relu(grads), axis=3), axis=2)
-    cam = weighted_sum(acts, alpha)
-  else:
-    raise ValueError(f"unknown CAM method {method!r}; valid: {METHODS}")
+    return weighted_sum(acts, alpha), alpha
+  raise ValueError(f"unknown CAM method {method!r}; valid: {METHODS}")
+
+
+def cam_from_gradients(acts: jax.Array, grads: jax.Array, method: str = "gradcam"):
+  """acts [B, h, w, C], grads [K, B, h, w, C] -> (maps [K, B, h, w] >= 0, alpha [K, B, C])."""
+  cam, alpha = cam_before_relu(acts, grads, method)
   return jax.nn.relu(cam), alpha
 
 
@@ -249,14 +253,17 @@ def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gra
 
 def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
                   target: str = "all", box=(), flip: bool = False) -> Dict:
-  """The maps of an ensemble's averaged class score. members: [(model, variables)]; each is a
-  view, and with flip also on the mirrored input (its maps mirrored back). The class score of
-  the ensemble is the mean of the views' scores over one pixel set per class (the ensemble's:
-  target 'predicted' takes the argmax of the averaged probabilities). Its gradient with respect
-  to one view's activations is that view's own gradient divided by the number of views V. For
-  a method linear in the gradient before its ReLU (LINEAR_METHODS), and since ReLU(z / V) =
-  ReLU(z) / V, the ensemble's map is the mean of the views' maps. Returns 'probs' (the
-  averaged probabilities [B, H, W, K]) and per layer raw and norm [K, B, H, W]."""
+  """The maps of an ensemble, explained as one wide network. members: [(model, variables)];
+  each is a view, and with flip also on the mirrored input (its outputs mirrored back). The
+  ensemble's probabilities are the mean of the views' softmax outputs; its logits are their
+  log (softmax(log p) = p), so target 'predicted' and removal scores use the averaged output.
+  Its class score is the mean of the views' class scores over one pixel set per class (the
+  ensemble's), and its layer is the views' activations side by side (the mirrored ones
+  mirrored back): the gradient with respect to one view's part is that view's own gradient
+  divided by the number of views V. For a method linear in the gradient before its ReLU
+  (LINEAR_METHODS) the map is therefore ReLU(mean of the views' maps before their ReLU), alpha
+  [K, B, V * C] the views' alphas / V side by side and act_max the largest activation of any
+  view. Returns what explain_batch returns."""
   if method not in LINEAR_METHODS:
     raise ValueError(f"an ensemble is explained with a method linear in the gradient "
                      f"{LINEAR_METHODS}, not {method!r}")
@@ -268,14 +275,24 @@ def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
   probs = jnp.mean(jnp.stack([
       seen(jax.nn.softmax(m.apply(v, seen(x, mirrored, 2), train=False), -1), mirrored, 2)
       for m, v, mirrored in views]), axis=0)                              # [B, H, W, K]
-  weights = score_masks(jnp.log(probs), target, box)
-  raw = {l: 0.0 for l in layers}
+  logits = jnp.log(probs)
+  weights = score_masks(logits, target, box)
+  pre = {l: 0.0 for l in layers}
+  alphas, act_max = {l: [] for l in layers}, {l: [] for l in layers}
   for m, v, mirrored in views:
-    out = explain_batch(m, v, seen(x, mirrored, 2), layers, method, target, box,
-                        seen(weights, mirrored, 2))
+    _, acts, grads = class_gradients(m, v, seen(x, mirrored, 2), layers,
+                                     weights=seen(weights, mirrored, 2))
     for l in layers:
-      raw[l] = raw[l] + seen(out[l]["raw"], mirrored, -1) / len(views)
-  return {"probs": probs, **{l: {"raw": raw[l], "norm": normalise_maps(raw[l])} for l in layers}}
+      cam, alpha = cam_before_relu(acts[l], grads[l] / len(views), method)
+      pre[l] = pre[l] + seen(cam, mirrored, -1)
+      alphas[l].append(alpha)
+      act_max[l].append(jnp.max(acts[l], axis=(1, 2, 3)))
+  out = {"logits": logits}
+  for l in layers:
+    raw = upsample(jax.nn.relu(pre[l]), x.shape[1:3])
+    out[l] = {"raw": raw, "norm": normalise_maps(raw), "alpha": jnp.concatenate(alphas[l], -1),
+              "act_max": jnp.max(jnp.stack(act_max[l]), axis=0)}
+  return out
 
 
 def class_scores(logits: jax.Array, weights: jax.Array) -> jax.Array:

@@ -74,22 +74,42 @@ def per_image_bytes(model, variables, shape) -> int:
 
 class Explainer:
   """Jitted all-class explanation, batched removal scoring and the randomisation check for one
-  model and settings."""
+  model or an ensemble, and settings. members: [(model, variables)], one for a single model;
+  several, or flip, explain the ensemble's averaged output (gradcam.ensemble_maps)."""
 
-  def __init__(self, model, variables, layers, method, target, deletion_steps: int = 10,
-               road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024):
-    self.model, self.variables = model, variables
+  def __init__(self, members, layers, method, target, deletion_steps: int = 10,
+               road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024,
+               flip: bool = False):
+    self.models = [m for m, _ in members]
+    self.model, self.variables = members[0][0], [v for _, v in members]
+    self.flip, self.num_views = bool(flip), len(members) * (2 if flip else 1)
     self.layers, self.method, self.target = tuple(layers), method, target
     self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
                       "road": np.linspace(0.0, ROAD_MAX_FRACTION, int(road_steps) + 1)}
     self.road_noise, self.batch_mb = float(road_noise), float(batch_mb)
-    self._explain = jax.jit(
-        lambda v, x, box: gradcam.explain_batch(model, v, x, self.layers, method, target, box),
-        static_argnums=2)
+    self._explain = jax.jit(self._maps, static_argnums=2)
     self._chunk = jax.jit(self._score_chunk, static_argnums=(0,))
 
+  def _maps(self, variables, x, box):
+    if self.num_views == 1:
+      return gradcam.explain_batch(self.model, variables[0], x, self.layers, self.method,
+                                   self.target, box)
+    return gradcam.ensemble_maps(list(zip(self.models, variables)), x, self.layers,
+                                 self.method, self.target, box, self.flip)
+
+  def logits(self, variables, x):
+    """The model's logits [B, h, w, K]; an ensemble's: the log of its views' mean softmax."""
+    if self.num_views == 1:
+      return self.model.apply(variables[0], x, train=False)
+    views = [(m, v, False) for m, v in zip(self.models, variables)]
+    views += [(m, v, True) for m, v in zip(self.models, variables)] if self.flip else []
+    probs = [jax.nn.softmax(m.apply(v, jnp.flip(x, 2) if mirrored else x, train=False), -1)
+             for m, v, mirrored in views]
+    return jnp.log(jnp.mean(jnp.stack([jnp.flip(p, 2) if mirrored else p
+                                       for p, (_, _, mirrored) in zip(probs, views)]), axis=0))
+
   def explain(self, x: np.ndarray, box=(), variables=None):
-    """Maps for a batch x [B, h, w] (see gradcam.explain_batch)."""
+    """Maps for a batch x [B, h, w] (see gradcam.explain_batch); variables: one per member."""
     try:
       return self._explain(self.variables if variables is None else variables,
                            jnp.asarray(x), tuple(box))
@@ -98,7 +118,9 @@ class Explainer:
 
   def batch_size(self, shape) -> int:
     """Perturbed images per forward pass under the memory limit explain.removal_batch_mb."""
-    need = per_image_bytes(self.model, self.variables, shape)
+    need = per_image_bytes(self.model, self.variables[0], shape)
+    if self.num_views > 1:              # the views' probabilities, held until averaged
+      need += self.num_views * int(np.prod(shape)) * 4 * int(self.model.num_classes)
     return max(1, int(self.batch_mb * 2 ** 20 // need))
 
   def _score_chunk(self, kind, x, rankings, fractions, job_ids, tiebreak, weights, key):
@@ -111,7 +133,7 @@ class Explainer:
       images = faithfulness.road_impute(x, removed, keys, self.road_noise)
     else:
       images = faithfulness.deletion_images(x, removed, jnp.mean(x))
-    logits = self.model.apply(self.variables, images, train=False)
+    logits = self.logits(self.variables, images)
     return faithfulness.class_probability(logits, weights[None])
 
   def removal_probabilities(self, kind: str, x, rankings, tiebreak, weights, key,
@@ -160,10 +182,13 @@ class Explainer:
     """Spearman correlation [stages, K] per layer and mode between the trained model's raw maps
     (trained {layer: [K, h, w]}) and the maps after re-initialising module groups: 'cascade'
     (head, then each block down to the input, cumulatively) and 'independent' (each alone).
+    An ensemble's members are re-initialised together, each from its own key.
     region: (rows, cols) of the model input that hold the scan."""
-    fresh = self.model.init(key, jnp.asarray(x[None]), train=False)
-    names = [n for n in gradcam.top_level_order(self.model, self.variables, jnp.asarray(x[None]))
-             if n in self.variables["params"]]
+    fresh = [m.init(key if i == 0 else jax.random.fold_in(key, i), jnp.asarray(x[None]),
+                    train=False) for i, m in enumerate(self.models)]
+    names = [n for n in gradcam.top_level_order(self.model, self.variables[0],
+                                                jnp.asarray(x[None]))
+             if n in self.variables[0]["params"]]
     groups = faithfulness.cascade_groups(names)
     rows, cols = region
     result = {"stages": ["+".join(g) for g in groups]}
@@ -171,7 +196,8 @@ class Explainer:
       sims = {l: [] for l in self.layers}
       for i, group in enumerate(groups):
         modules = [m for g in groups[:i + 1] for m in g] if mode == "cascade" else group
-        out = self.explain(x[None], box, faithfulness.randomised(self.variables, fresh, modules))
+        out = self.explain(x[None], box, [faithfulness.randomised(v, f, modules)
+                                          for v, f in zip(self.variables, fresh)])
         for l in self.layers:
           maps = np.asarray(out[l]["raw"][:, 0])
           sims[l].append([faithfulness.map_similarity(trained[l][c][:rows, :cols], maps[c][:rows, :cols])
@@ -245,10 +271,17 @@ def faithfulness_kinds(faithfulness_flag) -> List[str]:
 
 
 def make_explainer(trained, layers, method, target) -> Explainer:
+  """The Explainer of a training workdir (Trained) or an ensemble workdir (Ensemble)."""
   cfg = trained.config.explain
-  return Explainer(trained.model, trained.variables, layers, method, target,
+  members = getattr(trained, "members", [trained])
+  if len(members) > 1 or getattr(trained, "flip", False):
+    if method not in gradcam.LINEAR_METHODS:
+      raise InputError(f"--cam_method={method}: {trained.workdir} is an ensemble, explained "
+                       f"as one network with a method linear in the gradient "
+                       f"({', '.join(gradcam.LINEAR_METHODS)})")
+  return Explainer([(m.model, m.variables) for m in members], layers, method, target,
                    int(cfg.deletion_steps), int(cfg.road_steps), float(cfg.road_noise),
-                   float(cfg.removal_batch_mb))
+                   float(cfg.removal_batch_mb), getattr(trained, "flip", False))
 
 
 def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,
@@ -289,9 +322,6 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   """Explains up to explain.max_scans scans of every readable file that `input_path` names into
   the folder `output` (files that cannot be read are listed in errors.csv)."""
   trained = inference.load_trained(workdir, overrides)
-  if hasattr(trained, "members"):
-    raise InputError(f"--workdir={workdir}: an ensemble workdir; explain runs on one model so "
-                     "far: give one of its members' workdirs (or --config.predict.members=1)")
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target
@@ -323,7 +353,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
               "road_noise": explainer.road_noise,
               "road_fractions": explainer.fractions["road"].tolist(),
               "deletion_fractions": explainer.fractions["deletion"].tolist(),
-              "last_layer": gradcam.top_level_order(trained.model, trained.variables, jnp.asarray(
+              "views": explainer.num_views,
+              "last_layer": gradcam.top_level_order(explainer.model, explainer.variables[0], jnp.asarray(
                   inference.prepare(trained, sets[0].images[0])[0][None]))[-2:]}
   result = summarise(per_scan, sanity_result, settings)
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))

@@ -140,7 +140,7 @@ def test_a_model_that_reads_one_region_gets_morf_below_random_under_road():
   mask[8:14, 4:28] = 1.0
   x = np.where(mask > 0, 0.9, 0.1 + 0.05 * rng.uniform(size=mask.shape)).astype(np.float32)
   model = RegionModel(mask)
-  ex = explain.Explainer(model, {}, ("feat",), "gradcam", "all", road_steps=4, road_noise=0.01)
+  ex = explain.Explainer([(model, {})], ("feat",), "gradcam", "all", road_steps=4, road_noise=0.01)
   out = ex.explain(x[None])
   maps = np.asarray(out["feat"]["norm"][:, 0])
   assert maps[1][mask == 0].max() == 0 and maps[1][mask > 0].min() > 0
@@ -162,7 +162,7 @@ def tiny():
 @pytest.mark.parametrize("kind", ["road", "deletion"])
 def test_batched_removal_gives_the_curves_of_the_unbatched_loop(tiny, kind):
   model, v, x = tiny
-  ex = explain.Explainer(model, v, ("dec0_conv1",), "gradcam", "all", deletion_steps=3,
+  ex = explain.Explainer([(model, v)], ("dec0_conv1",), "gradcam", "all", deletion_steps=3,
                          road_steps=3)
   out = ex.explain(x[None])
   maps = np.asarray(out["dec0_conv1"]["norm"][:, 0])
@@ -207,7 +207,7 @@ def test_randomised_weights_give_low_similarity_on_a_trained_tiny_model(trained_
   assert cascade.shape == (len(result["stages"]), 8) and result["stages"][0] == "head"
   assert np.nanmean(cascade[:, 1:]) < 0.5
   # Control: re-initialising nothing keeps the map (similarity 1).
-  same = ex.explain(x[None], (), faithfulness.randomised(trained.variables, trained.variables, []))
+  same = ex.explain(x[None], (), [faithfulness.randomised(trained.variables, trained.variables, [])])
   for c in range(1, 8):
     rho = faithfulness.map_similarity(maps["dec0_conv1"][c], np.asarray(same["dec0_conv1"]["raw"][c, 0]))
     assert np.isnan(rho) or rho == pytest.approx(1.0)

@@ -158,10 +158,13 @@ def test_unknown_layer_and_method_raise(model_and_vars):
 
 
 def test_an_ensembles_map_is_the_map_of_its_averaged_score():
-  """Two members of different initialisation: Grad-CAM of the mean class score, from jax.grad
-  through both members at once (each member's activations perturbed), equals the mean of the
-  members' own maps (gradcam and hirescam are linear in the gradient); with flip (checked with
-  hirescam) the views are the members on the input and on its mirror. gradcampp is refused."""
+  """Two members of different initialisation, explained as one wide network: Grad-CAM of the
+  mean class score, from jax.jacrev through both members at once (each member's activations
+  perturbed), with the map ReLU(sum over the views' channels of weight x activation), the
+  mirrored views' maps mirrored back at the layer's resolution before the ReLU. With flip
+  (checked with hirescam) the views are the members on the input and on its mirror. alpha is
+  the views' alphas side by side; gradcampp is refused; one member without flip is
+  explain_batch."""
   model = SegNet(widths=(4, 8), num_classes=8)
   x = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 16, 16)).astype(np.float32))
   members = [(model, model.init(jax.random.key(s), x, train=False)) for s in (0, 1)]
@@ -180,19 +183,32 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
       return total / len(views)
 
     jacobian = jax.jit(jax.jacrev(ensemble_scores))(perts)   # per view {layer: [K, B, h, w, C]}
-    expected = {"gradcam": np.zeros((8, 1, 16, 16)), "hirescam": np.zeros((8, 1, 16, 16))}
+    wide = {"gradcam": 0.0, "hirescam": 0.0}
+    alphas = []
     for (v, mirrored), g in zip(views, jacobian):
       xv = jnp.flip(x, 2) if mirrored else x
       _, acts = gradcam.forward_with_taps(model, v, xv, (layer,))(None)
       alpha = g[layer].mean(axis=(2, 3))                                    # [K, B, C]
+      alphas.append(np.asarray(alpha))
       for method, cam in (("gradcam", jnp.einsum("bhwc,kbc->kbhw", acts[layer], alpha)),
                           ("hirescam", jnp.sum(g[layer] * acts[layer][None], axis=-1))):
-        cam = gradcam.upsample(jax.nn.relu(cam), (16, 16))
-        expected[method] += np.asarray(jnp.flip(cam, -1) if mirrored else cam)
+        wide[method] = wide[method] + np.asarray(jnp.flip(cam, -1) if mirrored else cam)
     method = "hirescam" if flip else "gradcam"
+    expected = gradcam.upsample(jax.nn.relu(jnp.asarray(wide[method])), (16, 16))
     got = jax.jit(lambda x: gradcam.ensemble_maps(members, x, (layer,), method, "all",
                                                   flip=flip))(x)
-    np.testing.assert_allclose(np.asarray(got[layer]["raw"]), expected[method], rtol=1e-5,
+    np.testing.assert_allclose(np.asarray(got[layer]["raw"]), np.asarray(expected), rtol=1e-5,
                                atol=1e-7)
+    np.testing.assert_allclose(np.asarray(got[layer]["alpha"]), np.concatenate(alphas, -1),
+                               rtol=1e-5, atol=1e-9)
+    probs = np.mean([np.asarray(jax.nn.softmax(model.apply(v, jnp.flip(x, 2) if m else x,
+                                                             train=False), -1))[:, :, ::-1 if m else 1]
+                     for v, m in views], axis=0)
+    np.testing.assert_allclose(np.asarray(jax.nn.softmax(got["logits"], -1)), probs, rtol=1e-5)
   with pytest.raises(ValueError, match="linear in the gradient"):
     gradcam.ensemble_maps(members, x, (layer,), "gradcampp")
+  one = gradcam.ensemble_maps(members[:1], x, (layer,), "gradcam")
+  ref = gradcam.explain_batch(model, members[0][1], x, (layer,), "gradcam")
+  for key in ("raw", "alpha", "act_max"):
+    np.testing.assert_allclose(np.asarray(one[layer][key]), np.asarray(ref[layer][key]),
+                               rtol=1e-5, atol=1e-7)

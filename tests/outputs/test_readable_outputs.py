@@ -91,6 +91,8 @@ def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path)
   last = rows[-1]
   assert last["scan"] == names[2] and float(last["row_um"]) == 3.87 and last["col_um"] == ""
   assert float(last["supported_share"]) == pytest.approx(ok.mean(), abs=5e-4)
+  assert ok.any()                   # the total: the layers' sum, averaged over supported columns
+  assert float(last["total_um"]) == pytest.approx(t[:, ok].sum(axis=0).mean(), abs=5e-3)
   import json
   assert "summary.csv" in json.load(open(tmp_path / "out" / "manifest.json"))["outputs"]
 

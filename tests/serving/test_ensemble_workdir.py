@@ -6,6 +6,7 @@ import json
 import os
 import types
 
+import jax
 import numpy as np
 import pytest
 
@@ -103,16 +104,32 @@ def test_bad_ensemble_files_are_one_line_errors(tmp_path, members):
     inference.load_trained(str(folder))
 
 
-def test_explain_refuses_an_ensemble_in_one_line(tmp_path, members):
+def test_explain_of_an_ensemble_explains_its_averaged_output(tmp_path, members):
+  """explain of an ensemble workdir (2 members) runs with ROAD and the sanity check; its maps are gradcam.ensemble_maps of the members, the probabilities it removes
+  pixels from are the ensemble's (the one inference path), and a method that is not linear
+  in the gradient is refused in one line."""
   import main
+  from octseg_jax.cam import gradcam
+  from octseg_jax.modes import explain
   from octseg_jax.outputs.atomic import write_npz
   write_npz(str(tmp_path / "s.npz"), images=synthetic.generate(1, 96, 64, seed=2).images)
   workdir = _ensemble_dir(tmp_path, members, False)
-  args = ["main.py", "--mode=explain", f"--workdir={workdir}", f"--input={tmp_path / 's.npz'}",
-          f"--output={tmp_path / 'x'}"]
-  assert main.run_command(args) == 2
-  assert main.run_command(args + ["--config.predict.members=1"]) == 0
-
+  args = ["main.py", "--mode=explain", f"--workdir={workdir}", f"--input={tmp_path / 's.npz'}"]
+  assert main.run_command(args + [f"--output={tmp_path / 'x'}", "--cam_faithfulness=road",
+                                  "--cam_sanity", "--config.explain.road_steps=2"]) == 0
+  stats = json.load(open(tmp_path / "x" / "cam_stats.json"))
+  assert stats["settings"]["views"] == 2 and stats["sanity"]["stages"]
+  assert main.run_command(args + [f"--output={tmp_path / 'y'}", "--cam_method=gradcampp"]) == 2
+  ensemble = inference.load_trained(workdir)
+  x = np.random.default_rng(1).random((1, 48, 64)).astype(np.float32)
+  ex = explain.make_explainer(ensemble, ("dec0_conv1",), "gradcam", "all")
+  got = ex.explain(x)
+  pairs = [(m.model, m.variables) for m in ensemble.members]
+  want = jax.jit(lambda x: gradcam.ensemble_maps(pairs, x, ("dec0_conv1",), "gradcam"))(x)
+  np.testing.assert_allclose(np.asarray(got["dec0_conv1"]["raw"]),
+                             np.asarray(want["dec0_conv1"]["raw"]), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.exp(np.asarray(ex.logits(ex.variables, x))), ensemble.probs(x),
+                             rtol=1e-5, atol=1e-7)
 
 
 def test_members_with_different_validation_splits_are_refused():
