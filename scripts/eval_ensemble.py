@@ -1,6 +1,12 @@
 """Makes an ensemble workdir from training workdirs and scores it with --mode=eval:
 
   python scripts/eval_ensemble.py --output=OUT WORKDIR [WORKDIR ...] [--no_flip]
+  python scripts/eval_ensemble.py --package --no_eval --output=NEW WORKDIR [WORKDIR ...]
+
+--package makes a self-contained ensemble workdir to ship (pretrained/): each member's best
+checkpoint and its config.json, split.json, log.csv and provenance.json are copied into
+NEW/members/NAME (NAME: the member folder's name), ensemble.json names them by relative path,
+and NEW, which must not exist, appears only when complete. --no_eval only builds it.
 
 OUT becomes an ensemble workdir (OUT/ensemble.json: the members' absolute paths and whether
 each also runs on the mirrored scan), which predict, explain and eval load like any workdir;
@@ -12,6 +18,7 @@ error. Bad input: one line and exit status 2.
 
 import argparse
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,15 +46,50 @@ def make_ensemble(output: str, workdirs, flip: bool) -> None:
   write_json(path, {"members": [os.path.abspath(w) for w in workdirs], "flip": flip})
 
 
+MEMBER_FILES = ("config.json", "split.json", "log.csv", "provenance.json")
+
+
+def package(output: str, workdirs, flip: bool) -> None:
+  """A self-contained ensemble workdir at `output` (refused if it exists), built next to it
+  and renamed into place when complete."""
+  if os.path.exists(output):
+    raise InputError(f"--output={output}: already exists; --package writes a new folder")
+  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  if len(set(names)) != len(names):
+    raise InputError(f"member folder names repeat ({', '.join(names)}); give distinct names")
+  for w in workdirs:
+    if not os.path.isdir(os.path.join(w, "best")):
+      raise InputError(f"{w}: no best/ checkpoint folder (not a trained workdir)")
+  partial = output.rstrip("/") + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  for w, name in zip(workdirs, names):
+    dst = os.path.join(partial, "members", name)
+    shutil.copytree(os.path.join(w, "best"), os.path.join(dst, "best"))
+    for f in MEMBER_FILES:
+      if os.path.exists(os.path.join(w, f)):
+        shutil.copy2(os.path.join(w, f), os.path.join(dst, f))
+  write_json(os.path.join(partial, ENSEMBLE_FILE),
+             {"members": [f"members/{n}" for n in names], "flip": flip})
+  os.rename(partial, output)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdirs", nargs="+")
   parser.add_argument("--output", required=True)
   parser.add_argument("--no_flip", action="store_true")
+  parser.add_argument("--package", action="store_true", help="copy the members into OUTPUT")
+  parser.add_argument("--no_eval", action="store_true", help="only build the workdir")
   args = parser.parse_args()
   try:
-    check_output_folder(args.output)
-    make_ensemble(args.output, args.workdirs, not args.no_flip)
+    if args.package:
+      package(args.output, args.workdirs, not args.no_flip)
+    else:
+      check_output_folder(args.output)
+      make_ensemble(args.output, args.workdirs, not args.no_flip)
+    if args.no_eval:
+      print(f"{args.output}: ensemble workdir of {len(args.workdirs)} members")
+      return
     r = evaluate.run(args.output, None, args.output)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)

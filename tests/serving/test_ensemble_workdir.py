@@ -159,3 +159,26 @@ def test_eval_ensemble_script_scores_one_model_twice_like_the_model(tmp_path, tr
   assert np.isnan(twice["calibration"]["uncertainty_vs_error"]["pooled"]["rho"])
   with pytest.raises(InputError, match="already an ensemble workdir"):
     script.make_ensemble(str(tmp_path / "twice"), [workdir], flip=True)
+
+
+def test_a_packaged_ensemble_is_self_contained_and_predicts_like_its_sources(tmp_path, members):
+  """--package copies each member's best checkpoint and files under NEW/members/ and names them
+  by relative path: moved elsewhere, it gives the probabilities of the ensemble of the source
+  workdirs exactly; an existing output and repeated member names are refused."""
+  script = load_script("eval_ensemble")
+  script.package(str(tmp_path / "pkg"), members, flip=True)
+  spec = json.load(open(tmp_path / "pkg" / "ensemble.json"))
+  names = [os.path.basename(m) for m in members]
+  assert spec == {"members": [f"members/{n}" for n in names], "flip": True}
+  assert sorted(os.listdir(tmp_path / "pkg" / "members" / names[0])) == [
+      "best", "config.json", "log.csv", "provenance.json", "split.json"]
+  os.rename(tmp_path / "pkg", tmp_path / "moved")
+  x = np.random.default_rng(4).random((1, 48, 64)).astype(np.float32)
+  np.testing.assert_array_equal(inference.load_trained(str(tmp_path / "moved")).probs(x),
+                                inference.load_trained(_ensemble_dir(tmp_path, members,
+                                                                     True)).probs(x))
+  with pytest.raises(InputError, match="already exists"):
+    script.package(str(tmp_path / "moved"), members, flip=True)
+  with pytest.raises(InputError, match="repeat"):
+    script.package(str(tmp_path / "again"), [members[0], members[0]], flip=True)
+  assert not os.path.exists(tmp_path / "again")
