@@ -81,7 +81,11 @@ class Explainer:
                road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024,
                flip: bool = False):
     self.models = [m for m, _ in members]
-    self.model, self.variables = members[0][0], [v for _, v in members]
+    # One placement for every variable (restored checkpoints are committed to a device, a fresh
+    # init is not), so that the sanity check's mixtures reuse one compilation.
+    self.device = jax.devices()[0]
+    self.model = members[0][0]
+    self.variables = [jax.device_put(v, self.device) for _, v in members]
     self.flip, self.num_views = bool(flip), len(members) * (2 if flip else 1)
     self.layers, self.method, self.target = tuple(layers), method, target
     self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
@@ -139,9 +143,11 @@ class Explainer:
   def removal_probabilities(self, kind: str, x, rankings, tiebreak, weights, key,
                             batch: int) -> np.ndarray:
     """Probabilities [R, S, K] for every ranking r and removal fraction s > 0, scored `batch`
-    images at a time (the last batch padded so one compilation serves all)."""
+    images at a time, at most all of them at once (the last batch padded so that one
+    compilation serves all)."""
     fractions = self.fractions[kind][1:]
     jobs = [(r, s) for r in range(len(rankings)) for s in range(len(fractions))]
+    batch = min(batch, len(jobs))         # no batch larger than the work (padding is work too)
     out = np.zeros((len(jobs), weights.shape[-1]), np.float32)
     for start in range(0, len(jobs), batch):
       chunk = jobs[start:start + batch]
@@ -184,8 +190,9 @@ class Explainer:
     (head, then each block down to the input, cumulatively) and 'independent' (each alone).
     An ensemble's members are re-initialised together, each from its own key.
     region: (rows, cols) of the model input that hold the scan."""
-    fresh = [m.init(key if i == 0 else jax.random.fold_in(key, i), jnp.asarray(x[None]),
-                    train=False) for i, m in enumerate(self.models)]
+    fresh = [jax.device_put(m.init(key if i == 0 else jax.random.fold_in(key, i),
+                                   jnp.asarray(x[None]), train=False), self.device)
+             for i, m in enumerate(self.models)]
     names = [n for n in gradcam.top_level_order(self.model, self.variables[0],
                                                 jnp.asarray(x[None]))
              if n in self.variables[0]["params"]]
