@@ -948,7 +948,7 @@ ENSEMBLES = "docs/results/campaign/ensembles"   # scripts/eval_ensemble.py on se
 def results_campaign_ensembles(src: Sources) -> str:
   """The ensemble gain by cross-validation: each fold's seed-0 and seed-1 members of a recipe,
   averaged with flip, against the mean of the two members alone (same validation subjects)."""
-  rows, gains = [], []
+  rows, gains, dice_of = [], {True: [], False: []}, {}
   for d in sorted(os.listdir(src.path(ENSEMBLES))):
     if not os.path.exists(src.path(f"{ENSEMBLES}/{d}/metrics.json")):
       continue
@@ -958,18 +958,28 @@ def results_campaign_ensembles(src: Sources) -> str:
     ens = src.json(f"{ENSEMBLES}/{d}/metrics.json")
     single = [m["topology"]["literature"]["mean_layer_dice"] for m in members]
     dice = ens["topology"]["literature"]["mean_layer_dice"]
-    gains.append(dice - float(np.mean(single)))
+    gains[spec["flip"]].append(dice - float(np.mean(single)))
+    dice_of[(tuple(runs), spec["flip"])] = dice
     fluid = [m.get("heads", {}).get("fluid", {}).get("dice") for m in members + [ens]]
     rows.append([d, " + ".join(r.split("/")[1] for r in runs), str(spec["flip"]).lower(),
-                 ", ".join(fmt(v, 4) for v in single), fmt(dice, 4), f"{gains[-1]:+.4f}",
+                 ", ".join(fmt(v, 4) for v in single), fmt(dice, 4), f"{gains[spec['flip']][-1]:+.4f}",
                  "-" if None in fluid else
                  f"{fmt(float(np.mean(fluid[:-1])), 3)} -> {fmt(fluid[-1], 3)}",
                  fmt(ens["calibration"]["ece"], 4)])
   return (table(["ensemble", "members", "flip", "each member's mean layer Dice", "ensemble",
                  "gain", "fluid Dice (members' mean -> ensemble)", "ECE"], rows) +
-          f"\n\nMean ensemble gain over {len(gains)} folds x recipes: **{np.mean(gains):+.4f}** "
-          "mean layer Dice (literature protocol, native resolution, order fix on; each "
-          "ensemble scored on the validation subjects that neither member trained on).")
+          "\n\n" + summary_of_ensembles(gains, dice_of))
+
+
+def summary_of_ensembles(gains, dice_of) -> str:
+  """The mean gain with and without flip, and the flip's own paired share."""
+  flip = [dice_of[(r, True)] - dice_of[(r, False)] for r, f in dice_of if f and (r, False) in dice_of]
+  parts = [f"{'with' if f else 'without'} flip ({'2 views' if f else '1 view'} per member) "
+           f"**{np.mean(g):+.4f}** over {len(g)} folds x recipes" for f, g in gains.items() if g]
+  return ("Mean ensemble gain in mean layer Dice over the members alone: " + "; ".join(parts) +
+          (f". The flip's own share, paired: {np.mean(flip):+.4f} ({len(flip)} pairs)" if flip
+           else "") + " (literature protocol, native resolution, order fix on; each ensemble "
+          "scored on the validation subjects that neither member trained on).")
 
 
 HELDOUT = "docs/results/cpu_2core/explain_heldout"     # scripts/compare_cams.py per fold model
