@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import campaign  # noqa: E402
 
-DUKE_INPUT = (224, 544)     # model input of a Duke B-scan (224-row band, widest scan padded)
 BASE = "base"
 
 
@@ -52,6 +51,7 @@ def run_numbers(plan, run, repo=campaign.REPO):
 def gflop_per_bscan(recipe) -> float:
   """Network convolution GFLOP of one forward pass at the Duke input size (octseg_jax.models.flops)."""
   import importlib.util
+  from octseg_jax.data import duke
   from octseg_jax.models import flops
   from octseg_jax.config.paths import apply_overrides
   path = os.path.join(campaign.REPO, recipe["config"])
@@ -59,7 +59,7 @@ def gflop_per_bscan(recipe) -> float:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = apply_overrides(module.get_config(), recipe.get("overrides", {}))
-  return sum(flops.conv_flops(c, 1) for c in flops.model_convs(config.model, DUKE_INPUT)) / 1e9
+  return sum(flops.conv_flops(c, 1) for c in flops.model_convs(config.model, duke.MODEL_INPUT)) / 1e9
 
 
 def lever_table(plan, repo=campaign.REPO):

@@ -1,8 +1,11 @@
 """Which CAM method and layer to explain by default? ROAD faithfulness and the randomisation
 sanity check of every method on layers from the bottleneck to the head, on a few scans.
 
-  python scripts/compare_cams.py --workdir=pretrained --output=docs/results/cpu_2core/explain_pretrained \
+  python scripts/compare_cams.py --workdir=../campaign/runs/base/fold3_seed0 --output=OUT \
       --scans=../shared/data/duke_dme_chiu2015/subject_07.npz:3,../shared/data/duke_dme_chiu2015/subject_08.npz:3
+
+WORKDIR is one training workdir (a fold model explains the subjects it never trained on); an
+ensemble workdir such as pretrained/ is explained with gradcam and hirescam only.
 
 Per method and layer: the ROAD most-relevant-first and random-order areas per class (means over
 the scans), how many of the 7 layer classes beat random, and the mean cascade Spearman
@@ -113,7 +116,7 @@ def markdown(result) -> str:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--workdir", default="pretrained")
+  p.add_argument("--workdir", required=True, help="a training workdir")
   p.add_argument("--output", required=True)
   p.add_argument("--scans", required=True, help="FILE:INDEX,FILE:INDEX,...")
   p.add_argument("--methods", default=",".join(gradcam.METHODS))

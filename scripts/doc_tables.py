@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import re
+import statistics
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -25,12 +26,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER, PAPER_IOU  # noqa: E402
+from octseg_jax.data import duke  # noqa: E402
 from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.outputs.report import fmt, table  # noqa: E402
 from scripts.summarise_results import mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ("README.md", "docs/results.md", "docs/performance.md", "pretrained/README.md")
+DOCS = ("README.md", "docs/results.md", "docs/performance.md", "pretrained/README.md",
+        "docs/results/gpu_h200/pretrained_v1/README.md")
 GPU, CPU = "docs/results/gpu_h200", "docs/results/cpu_2core"
 SD = "population sd over 4 folds"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n?"
@@ -433,20 +436,18 @@ def performance_predict_throughput(src: Sources) -> str:
 # ---------------------------------------------------------------- pretrained model
 
 
-def pretrained_checkpoint(src: Sources) -> str:
-  config, log = src.json("pretrained/config.json"), src.log("pretrained/log.csv")
-  best = src.path("pretrained/best")
-  files = [os.path.join(d, f) for d, _, names in os.walk(best) for f in names]
-  size = sum(os.path.getsize(f) for f in files)
+PREVIOUS = f"{GPU}/pretrained_v1"    # the model shipped in pretrained/ until the ensemble
+
+
+def previous_schedule(src: Sources) -> str:
+  config, log = src.json(f"{PREVIOUS}/config.json"), src.log(f"{PREVIOUS}/log.csv")
   lrs = sorted({float(r["lr"]) for r in log})
   t = config["train"]
   return (f"Schedule of this model: {len(log)} epochs (`train.num_epochs={t['num_epochs']}`), "
           f"Adam {t['learning_rate']:g}, plateau and early-stopping patience "
           f"{t['plateau_patience']} and {t['early_stopping_patience']}, i.e. both off (there is "
           "no held-out subject to watch), so the learning rate stayed at "
-          + " / ".join(f"{v:g}" for v in lrs) + " for all epochs. Checkpoint: "
-          f"`best/{sorted(os.listdir(best))[-1]}` holds parameters and BatchNorm statistics "
-          f"only: {size:,} bytes in {len(files)} files ({size / 1e6:.2f} MB).")
+          + " / ".join(f"{v:g}" for v in lrs) + " for all epochs.")
 
 
 def performance_bf16_vs_fp32(src: Sources) -> str:
@@ -462,7 +463,7 @@ def performance_bf16_vs_fp32(src: Sources) -> str:
           "also stopped at different epochs, so part of the gap may be run-to-run noise.")
 
 
-def pretrained_cv(src: Sources) -> str:
+def previous_cv(src: Sources) -> str:
   runs = src.cv()
   lrs = [sorted({float(r["lr"]) for r in src.log(f"{GPU}/runs/duke_gpu_fold{k}/log.csv")})
          for k in range(len(runs))]
@@ -599,10 +600,26 @@ def readme_results(src: Sources) -> str:
       "* Literature protocol (`configs/duke_gpu.py`, 4-fold subject-wise cross-validation, "
       "per-layer Dice from hard predictions, background excluded, native resolution): "
       + cv_summary(src) + ".",
+      shipped_headline(src),
       f"* Ablations (fold 0 only): two seeds of one CPU configuration differ by "
       f"{seed_gap(src):.3f} mean layer Dice, {seed_noise_verdict(src, deltas, 'on GPU or CPU')}"
       + (f", {rank}" if rank else "") + "; per layer, the changes larger than any difference "
       "between the seeds: " + (per_layer or "none") + "."])
+
+
+def shipped_headline(src: Sources) -> str:
+  """The README's line on the shipped ensemble: single-member CV, the ensemble gain, fluid."""
+  members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
+  dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members]
+  fluid = [m["metrics"]["heads"]["fluid"]["dice"] for m in members
+           if "fluid" in m["metrics"].get("heads", {})]
+  gains = shipped_gain(src, members[0]["run"].split("/")[0], spec["flip"])
+  return (f"* Shipped ensemble (`pretrained/`, {len(members)} CPU fold models of the campaign's "
+          f"`{members[0]['run'].split('/')[0]}` recipe): its members score mean layer Dice "
+          f"{mean_sd(dice, 3)} on the subjects they never saw"
+          + (f", fluid Dice {np.mean(fluid):.3f}" if fluid else "")
+          + (f"; with the cross-validated ensemble gain ({np.mean(gains):+.3f}) about "
+             f"**{np.mean(dice) + np.mean(gains):.3f}** expected" if gains else "") + ".")
 
 
 def readme_predict_time(src: Sources) -> str:
@@ -610,7 +627,7 @@ def readme_predict_time(src: Sources) -> str:
   runs, sizes = bench["runs"]["first"], sorted(bench["sizes"])
   loads = [runs[str(s)][k][0] for s in sizes for k in ("load_average_before",
                                                         "load_average_after")]
-  return (f"Shipped model (`{bench['workdir']}/`), 496 x 512 phantom B-scans, default figures, "
+  return (f"Previous shipped model (`{bench['workdir']}/` v1, one SegNet 32..256), 496 x 512 phantom B-scans, default figures, "
           "2-core CPU, a fresh process per file: "
           + " and ".join(f"{s} B-scans {runs[str(s)]['wall_s']:.1f} s" for s in sizes)
           + f" in all, so {bench['summary']['first']['marginal_s_per_bscan_wall']:.2f} s per "
@@ -630,7 +647,7 @@ def readme_explain(src: Sources) -> str:
   return (f"Timed on the 2-core CPU, the default maps cost {timing['ratio_wall']:.2f}x the "
           f"prediction forward pass per scan (wall time, {timing['scans']} Duke scans, "
           "`benchmarks/time_explain.py`); with `--cam_faithfulness=road --cam_sanity` "
-          f"{scans} Duke B-scans took {minutes(wall)} with start-up. On the shipped model and Duke subject 1 "
+          f"{scans} Duke B-scans took {minutes(wall)} with start-up. On the previous shipped model (v1) and Duke subject 1 "
           f"the default map beats random removal for {stats['faithful_classes']} of 7 layer "
           f"classes ({' or '.join(map(str, others))} of 7 on each of two other Duke scans), "
           f"randomisation similarity {stats['randomisation_similarity']:.3f}; on that file only "
@@ -879,15 +896,129 @@ def performance_cpu_allocator(src: Sources) -> str:
 # ---------------------------------------------------------------- pretrained/README.md
 
 
-def pretrained_training(src: Sources) -> str:
+def previous_training(src: Sources) -> str:
   run = src.run(GPU, "pretrained_all_subjects", "all")
-  epochs = src.json("pretrained/config.json")["train"]["num_epochs"]
+  epochs = src.json(f"{PREVIOUS}/config.json")["train"]["num_epochs"]
   median = float(np.median([r["best_epoch"] for r in src.cv()]))
   how = ("is the median best epoch of the 4 cross-validation folds "
          f"({median:.1f}, truncated to an integer)" if int(median) == epochs else
          f"differs from the median best epoch of the 4 cross-validation folds ({median:.1f})")
   return (f"Training: {epochs} epochs, which {how}, on one NVIDIA H200 in {run['train_s']:.0f} s "
           "wall time.")
+
+
+# ---------------------------------------------------------------- the shipped ensemble
+
+
+def shipped_members(src: Sources) -> List[Dict]:
+  """Per member of pretrained/: its folder, campaign run (recipe/foldF_seedS, from the
+  ensemble's `sources`), split, training log, best epoch and the run's held-out metrics."""
+  spec = src.json("pretrained/ensemble.json")
+  out = []
+  for member, source in zip(spec["members"], spec["sources"]):
+    run = os.path.join(*source.split("/")[-2:])
+    folder = f"pretrained/{member}"
+    out.append({"member": member, "run": run, "split": src.json(f"{folder}/split.json"),
+                "epochs": len(src.log(f"{folder}/log.csv")),
+                "best": int(sorted(os.listdir(src.path(f"{folder}/best")))[-1]),
+                "metrics": src.json(f"docs/results/campaign/{run}/metrics.json"),
+                "record": src.json(f"docs/results/campaign/{run}/run.json")})
+  return out
+
+
+def shipped_gain(src: Sources, recipe: str, flip: bool) -> List[float]:
+  """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting."""
+  gains = []
+  for d in sorted(os.listdir(src.path(ENSEMBLES))):
+    if not os.path.exists(src.path(f"{ENSEMBLES}/{d}/metrics.json")):
+      continue
+    spec = src.json(f"{ENSEMBLES}/{d}/ensemble.json")
+    runs = [os.path.join(*m.split("/")[-2:]) for m in spec["members"]]
+    if spec["flip"] != flip or any(r.split("/")[0] != recipe for r in runs):
+      continue
+    single = [src.json(f"docs/results/campaign/{r}/metrics.json")["topology"]["literature"]
+              ["mean_layer_dice"] for r in runs]
+    dice = src.json(f"{ENSEMBLES}/{d}/metrics.json")["topology"]["literature"]["mean_layer_dice"]
+    gains.append(dice - float(np.mean(single)))
+  return gains
+
+
+def pretrained_members(src: Sources) -> str:
+  """The members: campaign run, subjects trained on and held out, epochs, held-out Dice."""
+  rows = []
+  for m in shipped_members(src):
+    lit = m["metrics"]["topology"]["literature"]
+    fluid = m["metrics"].get("heads", {}).get("fluid", {}).get("dice")
+    rows.append([f"`{m['member']}`", m["run"], m["record"]["commit"][:7],
+                 ", ".join(map(str, m["split"]["train"]["subjects"])),
+                 ", ".join(map(str, m["split"]["val"]["subjects"])),
+                 f"{m['best']} of {m['epochs']}", fmt(lit["mean_layer_dice"], 4),
+                 "-" if fluid is None else fmt(fluid, 3)])
+  return table(["member", "campaign run", "commit", "trained on subjects",
+                "held out (scored on)", "best epoch", "held-out mean layer Dice",
+                "held-out fluid Dice"], rows)
+
+
+def pretrained_accuracy(src: Sources) -> str:
+  """Expected accuracy on new eyes: single-member cross-validation plus the ensemble gain."""
+  members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
+  lit = [m["metrics"]["topology"]["literature"] for m in members]
+  dice = [r["mean_layer_dice"] for r in lit]
+  layers = np.mean([r["layer_dice"] for r in lit], axis=0)
+  mae = [statistics.mean(m["metrics"]["topology"]["geometry"]["mae_um"]) for m in members]
+  fluid = [m["metrics"]["heads"]["fluid"]["dice"] for m in members
+           if "fluid" in m["metrics"].get("heads", {})]
+  recipe = members[0]["run"].split("/")[0]
+  gains = shipped_gain(src, recipe, spec["flip"])
+  folds = len(members)
+  text = (f"Single-member cross-validation ({folds} subject-wise folds of subjects 1-8; each "
+          "member scored on the subjects it never trained on; literature protocol, native "
+          f"resolution, order fix on): mean layer Dice **{mean_sd(dice, 3)}** (population sd "
+          f"over {folds} members; members "
+          + ", ".join(f"{v:.3f}" for v in dice) + f"); {layer_list(layers)}; boundary MAE "
+          f"{mean_sd(mae, 1)} um")
+  if fluid:
+    text += (f"; fluid Dice (split, global) **{np.mean(fluid):.3f}** (members "
+             + ", ".join(f"{v:.3f}" for v in fluid) + ")")
+  text += "."
+  if gains:
+    text += (" Averaging gains: 2-member seed ensembles of the same recipe and fold, "
+             f"{'with' if spec['flip'] else 'without'} flip, scored by cross-validation, gained "
+             f"{np.mean(gains):+.4f} mean layer Dice over their members ({len(gains)} folds: "
+             + ", ".join(f"{g:+.4f}" for g in gains) + "). The expected mean layer Dice of "
+             f"this {len(members)}-member ensemble on new eyes is therefore about "
+             f"**{np.mean(dice) + np.mean(gains):.3f}** (more members may add more): an "
+             "estimate, not a measurement, since together its members saw all 8 subjects.")
+  return text
+
+
+def shipped_gflop(src: Sources):
+  """(GFLOP per B-scan of the shipped ensemble, of one member, views, of the previous model)
+  at the Duke input size of the lever table."""
+  from octseg_jax.models import flops
+  from octseg_jax.serving.workdir import load_config
+  spec = src.json("pretrained/ensemble.json")
+  per = [sum(flops.conv_flops(c, 1) for c in flops.model_convs(
+      load_config(src.path(f"pretrained/{m}")).model, duke.MODEL_INPUT)) / 1e9
+      for m in spec["members"]]
+  previous = sum(flops.conv_flops(c, 1) for c in flops.model_convs(
+      load_config(src.path(PREVIOUS)).model, duke.MODEL_INPUT)) / 1e9
+  views = 2 if spec["flip"] else 1
+  return views * sum(per), per[0], views * len(per), previous
+
+
+def pretrained_cost(src: Sources) -> str:
+  """Size and network cost of the shipped ensemble against the previous single model."""
+  total, one, views, previous = shipped_gflop(src)
+  files = [os.path.join(d, f) for d, _, names in os.walk(src.path("pretrained/members"))
+           for f in names if "/best/" in os.path.join(d, f)]
+  size = sum(os.path.getsize(f) for f in files)
+  return (f"Network cost: {views} forward passes of {one:.2f} GFLOP = **{total:.1f} GFLOP of "
+          f"convolutions per B-scan** at a {duke.MODEL_INPUT[0]} x {duke.MODEL_INPUT[1]} model "
+          f"input, {total / previous:.2f}x the previous shipped model's {previous:.1f} GFLOP at "
+          f"the same input. `--config.predict.members=1` runs the first member alone "
+          f"({one:.2f} GFLOP). Checkpoints (parameters and BatchNorm statistics only): "
+          f"{size:,} bytes in {len(files)} files ({size / 1e6:.2f} MB).")
 
 
 CAMPAIGN = "docs/results/campaign/levers.json"     # scripts/campaign_table.py, from the runs
@@ -923,6 +1054,19 @@ def results_campaign_layers(src: Sources) -> str:
       per_layer = np.mean([run["layer_dice"] for run in runs], axis=0)
       rows.append([name, str(len(runs))] + [fmt(v, 3) for v in per_layer])
   return table(["recipe", "runs"] + list(LAYER_NAMES[1:]), rows)
+
+
+def results_campaign_boundaries(src: Sources) -> str:
+  """Per-boundary error of each screened recipe, averaged over its runs: MAE (signed bias)."""
+  t = src.json(CAMPAIGN)
+  rows = []
+  for name, r in t["recipes"].items():
+    runs = list(r["runs_detail"].values())
+    if runs:
+      mae = np.mean([run["boundary_mae_um_each"] for run in runs], axis=0)
+      bias = np.mean([run["boundary_signed_um_each"] for run in runs], axis=0)
+      rows.append([name, str(len(runs))] + [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)])
+  return table(["recipe", "runs"] + list(BOUNDARY_NAMES), rows)
 
 
 def results_campaign_fluid(src: Sources) -> str:
@@ -1021,13 +1165,15 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cam_compare_subject01, results_cam_pretrained, results_cam_pretrained_summary,
         results_explain_time, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
-        results_campaign_layers, results_campaign_fluid, results_campaign_ensembles,
+        results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
+        results_campaign_ensembles,
         results_cam_heldout,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
         performance_conv_grads, performance_cpu_allocator, performance_cpu_earlier_round,
-        pretrained_checkpoint, pretrained_training, pretrained_cv)}
+        previous_schedule, previous_training, previous_cv, pretrained_members,
+        pretrained_accuracy, pretrained_cost)}
 
 
 # ---------------------------------------------------------------- render and check

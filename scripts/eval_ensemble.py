@@ -5,8 +5,8 @@
 
 --package makes a self-contained ensemble workdir to ship (pretrained/): each member's best
 checkpoint and its config.json, split.json, log.csv and provenance.json are copied into
-NEW/members/NAME (NAME: the member folder's name), ensemble.json names them by relative path,
-and NEW, which must not exist, appears only when complete. --no_eval only builds it.
+NEW/members/NAME (NAME: the member folder's name), ensemble.json names them by relative path
+(and, as provenance, `sources`: the folders they were copied from), and NEW, which must not exist, appears only when complete. --no_eval only builds it.
 
 OUT becomes an ensemble workdir (OUT/ensemble.json: the members' absolute paths and whether
 each also runs on the mirrored scan), which predict, explain and eval load like any workdir;
@@ -69,7 +69,8 @@ def package(output: str, workdirs, flip: bool) -> None:
       if os.path.exists(os.path.join(w, f)):
         shutil.copy2(os.path.join(w, f), os.path.join(dst, f))
   write_json(os.path.join(partial, ENSEMBLE_FILE),
-             {"members": [f"members/{n}" for n in names], "flip": flip})
+             {"members": [f"members/{n}" for n in names], "flip": flip,
+              "sources": [os.path.abspath(w) for w in workdirs]})
   os.rename(partial, output)
 
 

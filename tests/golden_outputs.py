@@ -46,7 +46,8 @@ def predictions(folder: str) -> dict:
                 figures="none")
     stem = os.path.splitext(os.path.basename(path))[0]
     with np.load(os.path.join(folder, f"out_{kind}", f"{stem}.npz")) as d:
-      out.update({f"{kind}_{k}": d[k] for k in ("pred", "pred_ordered", "boundaries")})
+      out.update({f"{kind}_{k}": d[k] for k in ("pred", "pred_ordered", "boundaries", "fluid")
+                  if k in d.files})
   return out
 
 

@@ -30,6 +30,10 @@ MAX_SCANS_PER_FILE = 1024
 MAX_SMALL_FIELD = 1 << 20                        # elements of any other field
 
 
+# The model input of a Duke B-scan under the Duke configs: the 224-row retina band, the widest
+# scan (542 columns) padded to a multiple of 16 (the lever table's GFLOP per B-scan).
+MODEL_INPUT = (224, 544)
+
 def _npz_header(data, name: str):
   """(shape, dtype) declared by the .npy header of member `name` of an open NpzFile, read
   without inflating its data."""

@@ -169,7 +169,8 @@ def test_a_packaged_ensemble_is_self_contained_and_predicts_like_its_sources(tmp
   script.package(str(tmp_path / "pkg"), members, flip=True)
   spec = json.load(open(tmp_path / "pkg" / "ensemble.json"))
   names = [os.path.basename(m) for m in members]
-  assert spec == {"members": [f"members/{n}" for n in names], "flip": True}
+  assert spec == {"members": [f"members/{n}" for n in names], "flip": True,
+                  "sources": [os.path.abspath(m) for m in members]}
   assert sorted(os.listdir(tmp_path / "pkg" / "members" / names[0])) == [
       "best", "config.json", "log.csv", "provenance.json", "split.json"]
   os.rename(tmp_path / "pkg", tmp_path / "moved")

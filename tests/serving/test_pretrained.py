@@ -2,7 +2,6 @@
 
 import os
 
-import jax
 import numpy as np
 
 from octseg_jax.modes import evaluate
@@ -14,20 +13,29 @@ from tests.conftest import DUKE_DIR, ROOT, needs_duke
 PRETRAINED = os.path.join(ROOT, "pretrained")
 
 
-def test_pretrained_loads_and_predicts_any_size():
+def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts_any_size():
+  """pretrained/ is self-contained (members by relative path), its members were held out on
+  disjoint subjects that together cover 1-8, and it gives probabilities, fluid and the
+  members' spread at any scan size."""
   trained = inference.load_trained(PRETRAINED)
-  assert tuple(trained.config.model.widths) == (32, 64, 128, 256)
-  n_params = sum(np.size(p) for p in jax.tree.leaves(trained.variables["params"]))
-  assert 2.0e6 < n_params < 2.6e6
+  assert isinstance(trained, inference.Ensemble) and not trained.flip
+  assert all(m.workdir.startswith(PRETRAINED) for m in trained.members)
+  held_out = [s for m in trained.members for s in m.split["val"]["subjects"]]
+  assert len(held_out) == len(set(held_out))
+  for m in trained.members:
+    assert not set(m.split["train"]["subjects"]) & set(m.split["val"]["subjects"])
+    assert tuple(m.config.model.widths) == (16, 32, 64, 128) and m.head_names == ("fluid",)
   image = synthetic.generate(1, 300, 210, seed=3).images[0]
-  probs = inference.predict_probs(trained, [image])[0]
-  assert probs.shape == (300, 210, 8)
-  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+  (out,) = inference.predict_outputs(trained, [image])
+  assert out["probs"].shape == (300, 210, 8) and out["fluid"].shape == (300, 210)
+  np.testing.assert_allclose(out["probs"].sum(-1), 1.0, atol=1e-4)
+  assert 0 <= out["fluid"].min() and out["fluid"].max() <= 1
+  assert out["boundary_sd_rows"].shape == (8, 210)
 
 
 @needs_duke
 def test_pretrained_segments_real_scans_it_was_trained_on():
-  # A fit check, not a generalisation claim: subjects 1-8 were all in its training data.
+  # A fit check, not a generalisation claim: subjects 1-8 were all in its members' training data.
   trained = inference.load_trained(PRETRAINED)
   scans = duke.load_npz(os.path.join(DUKE_DIR, "subject_03.npz")).subset([0, 5])
   probs = inference.predict_probs(trained, list(scans.images))

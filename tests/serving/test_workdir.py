@@ -48,8 +48,8 @@ def test_stored_config_without_new_fields_compares_equal_to_defaults(tmp_path):
   assert workdir.check_rerun(str(tmp_path), tiny_config()) == []
   loaded = workdir.load_config(str(tmp_path))
   assert loaded.loss.name == "hybrid" and loaded.train.optimizer == "adam"
-  # The shipped model's config (written before these fields existed) loads the same way.
-  shipped = workdir.load_config(os.path.join(ROOT, "pretrained"))
+  # The previous shipped model's config (written before these fields existed) loads the same way.
+  shipped = workdir.load_config(os.path.join(ROOT, "docs/results/gpu_h200/pretrained_v1"))
   assert shipped.loss.name == "hybrid" and tuple(shipped.model.widths) == (32, 64, 128, 256)
 
 

@@ -110,7 +110,7 @@ def test_numbers_that_left_the_prose_are_read_from_their_files():
        f"{raw(f'{CPU}/ab_conv_channel_sum_paper_b4.json')['plain_over_fast']:.2f}"),
       ("docs/performance.md", "performance_cpu_allocator",
        f"to {glibc['pytorch']['train_step_s']:.2f} s and ours"),
-      ("pretrained/README.md", "pretrained_training",
+      ("docs/results/gpu_h200/pretrained_v1/README.md", "previous_training",
        f"in {results['pretrained_all_subjects']['all']['train_s']:.0f} s wall time"),
   ]
   for doc, name, text in expected:
