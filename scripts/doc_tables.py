@@ -1,6 +1,6 @@
-"""The measured numbers of README.md, docs/results.md, docs/performance.md and
-pretrained/README.md, generated from the raw outputs committed in docs/results/ and pretrained/,
-so that a published number cannot drift from its file.
+"""The measured numbers of README.md, docs/results.md, docs/performance.md, pretrained/README.md
+and docs/results/gpu_h200/pretrained_v1/README.md, generated from the raw outputs committed in
+docs/results/ and pretrained/, so that a published number cannot drift from its file.
 
 Measured numbers appear only inside generated blocks: each sits between
 `<!-- generated:NAME -->` and `<!-- /generated:NAME -->` and is the output of TABLES[NAME] (a
@@ -920,7 +920,7 @@ def shipped_members(src: Sources) -> List[Dict]:
     folder = f"pretrained/{member}"
     out.append({"member": member, "run": run, "split": src.json(f"{folder}/split.json"),
                 "epochs": len(src.log(f"{folder}/log.csv")),
-                "best": int(sorted(os.listdir(src.path(f"{folder}/best")))[-1]),
+                "best": max(int(e) for e in os.listdir(src.path(f"{folder}/best"))),
                 "metrics": src.json(f"docs/results/campaign/{run}/metrics.json"),
                 "record": src.json(f"docs/results/campaign/{run}/run.json")})
   return out
@@ -971,10 +971,12 @@ def pretrained_accuracy(src: Sources) -> str:
   recipe = members[0]["run"].split("/")[0]
   gains = shipped_gain(src, recipe, spec["flip"])
   folds = len(members)
-  text = (f"Single-member cross-validation ({folds} subject-wise folds of subjects 1-8; each "
-          "member scored on the subjects it never trained on; literature protocol, native "
-          f"resolution, order fix on): mean layer Dice **{mean_sd(dice, 3)}** (population sd "
-          f"over {folds} members; members "
+  held = "; ".join(", ".join(map(str, m["split"]["val"]["subjects"])) for m in members)
+  text = (f"Single-member cross-validation ({folds} of the 4 subject-wise folds of subjects "
+          f"1-8, held out: {held}; each member scored on the subjects it never trained on, "
+          "which also chose its best epoch; literature protocol, native resolution, order fix "
+          f"on): mean layer Dice **{mean_sd(dice, 3)}** (population sd over {folds} members; "
+          "members "
           + ", ".join(f"{v:.3f}" for v in dice) + f"); {layer_list(layers)}; boundary MAE "
           f"{mean_sd(mae, 1)} um")
   if fluid:
@@ -988,8 +990,22 @@ def pretrained_accuracy(src: Sources) -> str:
              + ", ".join(f"{g:+.4f}" for g in gains) + "). The expected mean layer Dice of "
              f"this {len(members)}-member ensemble on new eyes is therefore about "
              f"**{np.mean(dice) + np.mean(gains):.3f}** (more members may add more): an "
-             "estimate, not a measurement, since together its members saw all 8 subjects.")
-  return text
+             "estimate, not a measurement, since together its members trained on subjects "
+             + ", ".join(map(str, sorted({s for m in members
+                                          for s in m["split"]["train"]["subjects"]}))) + ".")
+  expected = np.mean(dice) + (np.mean(gains) if gains else 0.0)
+  return text + " " + previous_on_same_folds(src, members, expected)
+
+
+def previous_on_same_folds(src: Sources, members, expected: float) -> str:
+  """The previous shipped model's recipe (configs/duke_gpu.py, one model) on the same folds."""
+  folds = [int(m["run"].split("/")[1].split("_")[0][len("fold"):]) for m in members]
+  cv = src.cv()
+  v1 = [cv[f]["native"]["mean_layer_dice"] for f in folds]
+  return (f"On the same folds the previous shipped model's recipe (`configs/duke_gpu.py`, one "
+          f"SegNet 32..256, H200) scored {np.mean(v1):.3f} (" + ", ".join(f"{v:.3f}" for v in v1)
+          + f"), {expected - np.mean(v1):+.3f} from it to this predictor's expected "
+          f"{expected:.3f}; this predictor adds the fluid output and the members' disagreement.")
 
 
 def shipped_gflop(src: Sources):
@@ -1091,7 +1107,8 @@ ENSEMBLES = "docs/results/campaign/ensembles"   # scripts/eval_ensemble.py on se
 
 def results_campaign_ensembles(src: Sources) -> str:
   """The ensemble gain by cross-validation: each fold's seed-0 and seed-1 members of a recipe,
-  averaged with flip, against the mean of the two members alone (same validation subjects)."""
+  averaged with or without flip, against the mean of the two members alone (same validation
+  subjects)."""
   rows, gains, dice_of = [], {True: [], False: []}, {}
   for d in sorted(os.listdir(src.path(ENSEMBLES))):
     if not os.path.exists(src.path(f"{ENSEMBLES}/{d}/metrics.json")):

@@ -1,12 +1,14 @@
 """Makes an ensemble workdir from training workdirs and scores it with --mode=eval:
 
   python scripts/eval_ensemble.py --output=OUT WORKDIR [WORKDIR ...] [--no_flip]
-  python scripts/eval_ensemble.py --package --no_eval --output=NEW WORKDIR [WORKDIR ...]
+  python scripts/eval_ensemble.py --package --output=NEW WORKDIR [WORKDIR ...] [--no_flip]
 
---package makes a self-contained ensemble workdir to ship (pretrained/): each member's best
-checkpoint and its config.json, split.json, log.csv and provenance.json are copied into
-NEW/members/NAME (NAME: the member folder's name), ensemble.json names them by relative path
-(and, as provenance, `sources`: the folders they were copied from), and NEW, which must not exist, appears only when complete. --no_eval only builds it.
+--package makes a self-contained ensemble workdir to ship (pretrained/) and does not score it
+(fold models share no validation split): each member's best checkpoint and its config.json,
+split.json, log.csv and provenance.json are copied into NEW/members/NAME (NAME: the member
+folder's name), ensemble.json names them by relative path (and, as provenance, `sources`: the
+folders they were copied from), and NEW, which must not exist, appears only when complete.
+--no_eval builds an ensemble workdir without scoring it.
 
 OUT becomes an ensemble workdir (OUT/ensemble.json: the members' absolute paths and whether
 each also runs on the mirrored scan), which predict, explain and eval load like any workdir;
@@ -61,7 +63,8 @@ def package(output: str, workdirs, flip: bool) -> None:
     if not os.path.isdir(os.path.join(w, "best")):
       raise InputError(f"{w}: no best/ checkpoint folder (not a trained workdir)")
   partial = output.rstrip("/") + ".partial"
-  shutil.rmtree(partial, ignore_errors=True)
+  if os.path.exists(partial):
+    raise InputError(f"{partial}: left by an interrupted --package; remove it and rerun")
   for w, name in zip(workdirs, names):
     dst = os.path.join(partial, "members", name)
     shutil.copytree(os.path.join(w, "best"), os.path.join(dst, "best"))
@@ -88,7 +91,7 @@ def main():
     else:
       check_output_folder(args.output)
       make_ensemble(args.output, args.workdirs, not args.no_flip)
-    if args.no_eval:
+    if args.no_eval or args.package:
       print(f"{args.output}: ensemble workdir of {len(args.workdirs)} members")
       return
     r = evaluate.run(args.output, None, args.output)

@@ -251,6 +251,25 @@ def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gra
   return out
 
 
+def ensemble_views(members, flip: bool = False):
+  """[(model, variables, mirrored)]: each member on the input, and with flip on its mirror."""
+  return [(m, v, False) for m, v in members] + ([(m, v, True) for m, v in members] if flip
+                                                else [])
+
+
+def seen(a, mirrored: bool, axis: int):
+  """What a mirrored view sees (`a` mirrored along the columns at `axis`), and back."""
+  return jnp.flip(a, axis) if mirrored else a
+
+
+def ensemble_logits(members, x, flip: bool = False) -> jax.Array:
+  """An ensemble's logits [B, H, W, K]: the log of its views' mean softmax (softmax of it is
+  the averaged probabilities). members: [(model, variables)]."""
+  return jnp.log(jnp.mean(jnp.stack([
+      seen(jax.nn.softmax(m.apply(v, seen(x, mirrored, 2), train=False), -1), mirrored, 2)
+      for m, v, mirrored in ensemble_views(members, flip)]), axis=0))
+
+
 def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
                   target: str = "all", box=(), flip: bool = False) -> Dict:
   """The maps of an ensemble, explained as one wide network. members: [(model, variables)];
@@ -267,15 +286,8 @@ def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
   if method not in LINEAR_METHODS:
     raise ValueError(f"an ensemble is explained with a method linear in the gradient "
                      f"{LINEAR_METHODS}, not {method!r}")
-  views = [(m, v, False) for m, v in members] + ([(m, v, True) for m, v in members] if flip
-                                                 else [])
-  def seen(a, mirrored, axis):          # what a view sees (mirrored along the columns) and back
-    return jnp.flip(a, axis) if mirrored else a
-
-  probs = jnp.mean(jnp.stack([
-      seen(jax.nn.softmax(m.apply(v, seen(x, mirrored, 2), train=False), -1), mirrored, 2)
-      for m, v, mirrored in views]), axis=0)                              # [B, H, W, K]
-  logits = jnp.log(probs)
+  views = ensemble_views(members, flip)
+  logits = ensemble_logits(members, x, flip)
   weights = score_masks(logits, target, box)
   pre = {l: 0.0 for l in layers}
   alphas, act_max = {l: [] for l in layers}, {l: [] for l in layers}

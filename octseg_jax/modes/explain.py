@@ -105,12 +105,7 @@ class Explainer:
     """The model's logits [B, h, w, K]; an ensemble's: the log of its views' mean softmax."""
     if self.num_views == 1:
       return self.model.apply(variables[0], x, train=False)
-    views = [(m, v, False) for m, v in zip(self.models, variables)]
-    views += [(m, v, True) for m, v in zip(self.models, variables)] if self.flip else []
-    probs = [jax.nn.softmax(m.apply(v, jnp.flip(x, 2) if mirrored else x, train=False), -1)
-             for m, v, mirrored in views]
-    return jnp.log(jnp.mean(jnp.stack([jnp.flip(p, 2) if mirrored else p
-                                       for p, (_, _, mirrored) in zip(probs, views)]), axis=0))
+    return gradcam.ensemble_logits(list(zip(self.models, variables)), x, self.flip)
 
   def explain(self, x: np.ndarray, box=(), variables=None):
     """Maps for a batch x [B, h, w] (see gradcam.explain_batch); variables: one per member."""
@@ -281,6 +276,9 @@ def make_explainer(trained, layers, method, target) -> Explainer:
   """The Explainer of a training workdir (Trained) or an ensemble workdir (Ensemble)."""
   cfg = trained.config.explain
   members = getattr(trained, "members", [trained])
+  if any(m.model != members[0].model for m in members):
+    raise InputError(f"--workdir={trained.workdir}: its members are different networks; explain "
+                     "needs one architecture (the sanity check re-initialises the same modules)")
   if len(members) > 1 or getattr(trained, "flip", False):
     if method not in gradcam.LINEAR_METHODS:
       raise InputError(f"--cam_method={method}: {trained.workdir} is an ensemble, explained "

@@ -75,7 +75,7 @@ def network_batch_size(trained, overrides=None) -> int:
 
   The config's train.eval_batch_size where the user set it for this run
   (--config.train.eval_batch_size) or on an accelerator; on CPU one scan per call, because
-  one scan's activations stay in the caches: with the shipped model on the 2-core machine
+  one scan's activations stay in the caches: with the v1 shipped model on the 2-core machine
   both the network alone and the whole predict were faster one scan at a time than in batches
   of 16, with a fraction of the memory (benchmarks/predict_throughput.py,
   docs/results/cpu_2core/predict_throughput*.json).

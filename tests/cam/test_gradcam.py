@@ -161,25 +161,32 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
   """Two members of different initialisation, explained as one wide network: Grad-CAM of the
   mean class score, from jax.jacrev through both members at once (each member's activations
   perturbed), with the map ReLU(sum over the views' channels of weight x activation), the
-  mirrored views' maps mirrored back at the layer's resolution before the ReLU. With flip
-  (checked with hirescam) the views are the members on the input and on its mirror. alpha is
-  the views' alphas side by side; gradcampp is refused; one member without flip is
-  explain_batch."""
+  mirrored views' maps mirrored back at the layer's resolution before the ReLU. With flip the
+  views are the members on the input and on its mirror (checked with hirescam, and with target
+  'predicted', whose pixel sets come from the averaged probabilities and are mirrored for the
+  mirrored views). alpha is the views' alphas side by side; gradcampp is refused; one member
+  without flip is explain_batch."""
   model = SegNet(widths=(4, 8), num_classes=8)
   x = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 16, 16)).astype(np.float32))
   members = [(model, model.init(jax.random.key(s), x, train=False)) for s in (0, 1)]
   layer = "dec1_conv0"
-  for flip in (False, True):
+  for flip, method, target in ((False, "gradcam", "all"), (True, "hirescam", "all"),
+                               (True, "gradcam", "predicted")):
     views = [(v, False) for _, v in members] + ([(v, True) for _, v in members] if flip else [])
+    probs = np.mean([np.asarray(jax.nn.softmax(model.apply(v, jnp.flip(x, 2) if m else x,
+                                                             train=False), -1))[:, :, ::-1 if m else 1]
+                     for v, m in views], axis=0)                          # [B, H, W, K]
+    weights = (np.ones_like(probs) if target == "all" else
+               np.eye(8, dtype=np.float32)[np.argmax(probs, -1)])
     shapes = gradcam.activation_shapes(model, members[0][1], x, (layer,))
     perts = [{layer: jnp.zeros(shapes[layer].shape)} for _ in views]
 
-    def ensemble_scores(perts):                              # [K]: target 'all', every pixel
+    def ensemble_scores(perts):                              # [K]: the mean of the views' scores
       total = 0.0
       for (v, mirrored), p in zip(views, perts):
-        xv = jnp.flip(x, 2) if mirrored else x
+        xv, w = (jnp.flip(x, 2), weights[:, :, ::-1]) if mirrored else (x, weights)
         logits, _ = gradcam.forward_with_taps(model, v, xv, (layer,))(p)
-        total = total + jnp.sum(logits, axis=(0, 1, 2))
+        total = total + jnp.sum(logits * w, axis=(0, 1, 2))
       return total / len(views)
 
     jacobian = jax.jit(jax.jacrev(ensemble_scores))(perts)   # per view {layer: [K, B, h, w, C]}
@@ -190,20 +197,16 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
       _, acts = gradcam.forward_with_taps(model, v, xv, (layer,))(None)
       alpha = g[layer].mean(axis=(2, 3))                                    # [K, B, C]
       alphas.append(np.asarray(alpha))
-      for method, cam in (("gradcam", jnp.einsum("bhwc,kbc->kbhw", acts[layer], alpha)),
-                          ("hirescam", jnp.sum(g[layer] * acts[layer][None], axis=-1))):
-        wide[method] = wide[method] + np.asarray(jnp.flip(cam, -1) if mirrored else cam)
-    method = "hirescam" if flip else "gradcam"
+      for name, cam in (("gradcam", jnp.einsum("bhwc,kbc->kbhw", acts[layer], alpha)),
+                        ("hirescam", jnp.sum(g[layer] * acts[layer][None], axis=-1))):
+        wide[name] = wide[name] + np.asarray(jnp.flip(cam, -1) if mirrored else cam)
     expected = gradcam.upsample(jax.nn.relu(jnp.asarray(wide[method])), (16, 16))
-    got = jax.jit(lambda x: gradcam.ensemble_maps(members, x, (layer,), method, "all",
+    got = jax.jit(lambda x: gradcam.ensemble_maps(members, x, (layer,), method, target,
                                                   flip=flip))(x)
     np.testing.assert_allclose(np.asarray(got[layer]["raw"]), np.asarray(expected), rtol=1e-5,
                                atol=1e-7)
     np.testing.assert_allclose(np.asarray(got[layer]["alpha"]), np.concatenate(alphas, -1),
                                rtol=1e-5, atol=1e-9)
-    probs = np.mean([np.asarray(jax.nn.softmax(model.apply(v, jnp.flip(x, 2) if m else x,
-                                                             train=False), -1))[:, :, ::-1 if m else 1]
-                     for v, m in views], axis=0)
     np.testing.assert_allclose(np.asarray(jax.nn.softmax(got["logits"], -1)), probs, rtol=1e-5)
   with pytest.raises(ValueError, match="linear in the gradient"):
     gradcam.ensemble_maps(members, x, (layer,), "gradcampp")
