@@ -28,10 +28,11 @@ def _model(**fields):
 def test_boundary_head_is_ordered_for_random_parameters_and_has_finite_gradients():
   cfg, model = _model(boundary_head=True, fluid_head=True)
   x = jax.random.uniform(jax.random.key(1), (2, 32, 32))
+  init = jax.jit(lambda key: model.init(key, x, train=False))
+  boundaries = jax.jit(lambda v: model.apply(v, x, train=False, method="outputs")["boundaries"])
   for seed in range(3):
-    v = model.init(jax.random.key(seed), x, train=False)
-    out = model.apply(v, x, train=False, method="outputs")
-    b = np.asarray(out["boundaries"])
+    v = init(jax.random.key(seed))
+    b = np.asarray(boundaries(v))
     assert b.shape == (2, 8, 32)
     assert (np.diff(b, axis=1) >= 0).all()
     assert ((b >= 0) & (b <= 31)).all()
@@ -43,7 +44,7 @@ def test_boundary_head_is_ordered_for_random_parameters_and_has_finite_gradients
     out = model.apply({**v, "params": params}, x, train=False, method="outputs")
     return task.train_loss(out, labels)
 
-  grads = jax.grad(loss)(v["params"])
+  grads = jax.jit(jax.grad(loss))(v["params"])
   leaves = jax.tree.leaves(grads)
   assert all(np.isfinite(np.asarray(g)).all() for g in leaves)
   assert np.abs(np.asarray(grads["boundary_head"]["kernel"])).sum() > 0
@@ -155,12 +156,18 @@ def test_score_fluid_counts_globally():
   assert out["area_abs_error_px"]["per_scan"] == [0.0, 1.0]
 
 
-def test_training_with_both_heads_logs_and_scores_them(tmp_path):
+@pytest.fixture(scope="module")
+def heads_workdir(tmp_path_factory):
+  """A tiny model with both heads, trained for two epochs (one training for this module)."""
   from octseg_jax.training import train
-  cfg = tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
-                       "train.num_epochs": 2})
-  workdir = str(tmp_path / "w")
-  train.train_and_evaluate(cfg, workdir)
+  workdir = str(tmp_path_factory.mktemp("heads") / "w")
+  train.train_and_evaluate(tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
+                                          "train.num_epochs": 2}), workdir)
+  return workdir
+
+
+def test_training_with_both_heads_logs_and_scores_them(heads_workdir, tmp_path):
+  workdir = heads_workdir
   header = open(f"{workdir}/log.csv").readline().strip().split(",")
   assert {"val_fluid_dice", "val_boundary_head_mae_px"} <= set(header)
   result = evaluate.run(workdir, None, str(tmp_path / "eval"))
@@ -174,16 +181,6 @@ def test_training_with_both_heads_logs_and_scores_them(tmp_path):
 def test_fluid_head_refuses_data_without_fluid():
   with pytest.raises(Exception, match="fluid annotation"):
     pipeline.with_fluid([np.zeros((2, 2), np.uint8)], [None], "folder")
-
-
-@pytest.fixture(scope="module")
-def heads_workdir(tmp_path_factory):
-  """A tiny model with both heads, trained for one epoch."""
-  from octseg_jax.training import train
-  workdir = str(tmp_path_factory.mktemp("heads") / "w")
-  train.train_and_evaluate(tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
-                                          "train.num_epochs": 1}), workdir)
-  return workdir
 
 
 def _predict(workdir, path, out, *extra):
