@@ -71,7 +71,9 @@ def network_seconds_per_scan(workdir: str, batch_sizes, height: int, width: int,
   from octseg_jax.serving.inference import load_trained
   trained = load_trained(workdir)
   shape = preprocessing.input_shape(trained.recipe, (height, width))
-  gflop = sum(flops.conv_flops(c, 1) for c in flops.model_convs(trained.config.model, shape)) / 1e9
+  members = getattr(trained, "members", [trained])                     # an ensemble: all views
+  gflop = (2 if getattr(trained, "flip", False) else 1) * sum(
+      flops.conv_flops(c, 1) for m in members for c in flops.model_convs(m.config.model, shape)) / 1e9
   inputs = {b: np.random.default_rng(0).uniform(size=(b,) + shape).astype(np.float32)
             for b in batch_sizes}
   for b in batch_sizes:
@@ -109,7 +111,7 @@ def main() -> None:
   import jax
   from octseg_jax.data import synthetic
   from octseg_jax.outputs.atomic import write_json, write_npz
-  from octseg_jax.serving.workdir import load_config
+  from octseg_jax.serving.inference import stored_config as load_config   # ensembles too
   sizes = [int(n) for n in args.sizes.split(",")]
   inputs = {}
   for n in sizes:

@@ -1172,6 +1172,36 @@ def results_cam_heldout(src: Sources) -> str:
           f"{scans}. Pooled: the ROAD areas averaged over the folds' scans, then compared.")
 
 
+EXPLAIN_COST = f"{CPU}/explain_cost"       # benchmarks/explain_vs_predict.sh (farm-bench)
+
+
+def farm_bench_medians(text: str) -> Dict[str, float]:
+  """The median column of a farm-bench report: {'A wall s': ..., 'A/B wall': ..., ...}."""
+  out = {}
+  for line in text.splitlines():
+    m = re.match(r"^(A/B \w+|[AB] \w+ \w+)\s+([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s*$", line)
+    if m:
+      out[m.group(1)] = float(m.group(3))
+  return out
+
+
+def results_explain_cost(src: Sources) -> str:
+  """Whole explain commands against predict on the same 4 Duke scans, per candidate default."""
+  rows = []
+  for name in sorted(os.listdir(src.path(EXPLAIN_COST))):
+    if not name.endswith(".txt"):
+      continue
+    text = open(src.path(f"{EXPLAIN_COST}/{name}")).read()
+    med = farm_bench_medians(text)
+    flags = re.search(r"explain flags: ([^;]*);", text).group(1)
+    loads = re.findall(r"load average (?:before|after): ([\d.]+)", text)
+    rows.append([f"`{flags}`" if flags != "none" else "the default",
+                 f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
+                 f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}", " -> ".join(loads)])
+  return table(["explain", "explain wall s", "predict wall s", "ratio (wall)", "ratio (cpu)",
+                "load average before -> after"], rows)
+
+
 TABLES: Dict[str, Callable[[Sources], str]] = {
     f.__name__: f for f in (
         readme_predict_time, readme_explain, readme_results,
@@ -1184,7 +1214,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles,
-        results_cam_heldout,
+        results_cam_heldout, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
