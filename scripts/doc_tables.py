@@ -623,11 +623,13 @@ def shipped_headline(src: Sources) -> str:
 
 
 def readme_predict_time(src: Sources) -> str:
-  bench = src.json(f"{CPU}/predict_throughput.json")
+  bench = src.json(f"{CPU}/predict_throughput_ensemble.json")
   runs, sizes = bench["runs"]["first"], sorted(bench["sizes"])
   loads = [runs[str(s)][k][0] for s in sizes for k in ("load_average_before",
                                                         "load_average_after")]
-  return (f"Previous shipped model (`{bench['workdir']}/` v1, one SegNet 32..256), 496 x 512 phantom B-scans, default figures, "
+  members = len(src.json("pretrained/ensemble.json")["members"])
+  return (f"Shipped ensemble (`{bench['workdir']}/`, {members} members), 496 x 512 phantom "
+          "B-scans, default figures, "
           "2-core CPU, a fresh process per file: "
           + " and ".join(f"{s} B-scans {runs[str(s)]['wall_s']:.1f} s" for s in sizes)
           + f" in all, so {bench['summary']['first']['marginal_s_per_bscan_wall']:.2f} s per "
@@ -1004,7 +1006,7 @@ def previous_on_same_folds(src: Sources, members, expected: float) -> str:
   v1 = [cv[f]["native"]["mean_layer_dice"] for f in folds]
   return (f"On the same folds the previous shipped model's recipe (`configs/duke_gpu.py`, one "
           f"SegNet 32..256, H200) scored {np.mean(v1):.3f} (" + ", ".join(f"{v:.3f}" for v in v1)
-          + f"), {expected - np.mean(v1):+.3f} from it to this predictor's expected "
+          + f"), {expected - np.mean(v1):+.4f} from it to this predictor's expected "
           f"{expected:.3f}; this predictor adds the fluid output and the members' disagreement.")
 
 

@@ -21,7 +21,7 @@ def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts
   assert isinstance(trained, inference.Ensemble) and not trained.flip
   assert all(m.workdir.startswith(PRETRAINED) for m in trained.members)
   held_out = [s for m in trained.members for s in m.split["val"]["subjects"]]
-  assert len(held_out) == len(set(held_out))
+  assert sorted(held_out) == list(range(1, 9))             # each subject held out exactly once
   for m in trained.members:
     assert not set(m.split["train"]["subjects"]) & set(m.split["val"]["subjects"])
     assert tuple(m.config.model.widths) == (16, 32, 64, 128) and m.head_names == ("fluid",)
