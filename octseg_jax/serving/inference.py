@@ -176,8 +176,8 @@ def launch(trained, images: List[np.ndarray], batch_size: int):
   prepared = [prepare(trained, im) for im in images]
   x = padded_batch([p[0] for p in prepared], batch_size)
   if trained.num_views > 1:
-    views = trained.device_views(x)
-    probs, heads = views.mean(axis=0), trained.device_heads(x)
+    views, heads = trained.device_views_and_heads(x)
+    probs = views.mean(axis=0)
   else:
     views = None
     probs, heads = trained.device_outputs(x)
@@ -272,14 +272,25 @@ class Ensemble:
   def num_views(self) -> int:
     return len(self.members) * (2 if self.flip else 1)
 
+  def device_views_and_heads(self, x):
+    """One forward pass per view: the softmax probabilities of every view [V, B, h, w, K]
+    (members x (direct, mirrored)) and the heads' outputs averaged over the views (fluid
+    probability, boundary rows; the mirrored ones mirrored back)."""
+    views, heads = [], []
+    for m in self.members:
+      probs, out = m.device_outputs(x)
+      views.append(probs)
+      heads.append(out)
+      if self.flip:
+        probs, out = m.device_outputs(np.ascontiguousarray(np.flip(x, -1)))
+        views.append(jnp.flip(probs, -2))
+        heads.append({k: jnp.flip(v, -1) for k, v in out.items()})
+    return jnp.stack(views), {k: jnp.mean(jnp.stack([h[k] for h in heads]), axis=0)
+                              for k in self.head_names}
+
   def device_views(self, x):
     """Softmax probabilities of every view [V, B, h, w, K] (members x (direct, mirrored))."""
-    views = []
-    for m in self.members:
-      views.append(m.device_probs(x))
-      if self.flip:
-        views.append(jnp.flip(m.device_probs(np.ascontiguousarray(np.flip(x, -1))), -2))
-    return jnp.stack(views)
+    return self.device_views_and_heads(x)[0]
 
   def device_probs(self, x):
     return self.device_views(x).mean(axis=0)
@@ -288,18 +299,13 @@ class Ensemble:
     return np.asarray(self.device_probs(x))
 
   def device_outputs(self, x):
-    """(device_probs, device_heads) as for one model (here two passes over the members)."""
-    return self.device_probs(x), self.device_heads(x)
+    """(device_probs, device_heads) as for one model, from one pass over the views."""
+    views, heads = self.device_views_and_heads(x)
+    return views.mean(axis=0), heads
 
   def device_heads(self, x) -> dict:
     """The heads' outputs averaged over the views (fluid probability, boundary rows)."""
-    outs = []
-    for m in self.members:
-      outs.append(m.device_heads(x))
-      if self.flip:
-        mirrored = m.device_heads(np.ascontiguousarray(np.flip(x, -1)))
-        outs.append({k: jnp.flip(v, -1) for k, v in mirrored.items()})
-    return {k: jnp.mean(jnp.stack([o[k] for o in outs]), axis=0) for k in self.head_names}
+    return self.device_views_and_heads(x)[1]
 
 
 def read_ensemble_file(workdir: str) -> dict:
