@@ -1062,28 +1062,28 @@ def results_campaign_levers(src: Sources) -> str:
           f"{fmt(t['seed_noise'], 4)}.")
 
 
+def screened_runs(src: Sources):
+  """(recipe, [its runs' numbers]) of every recipe with at least one committed run."""
+  return [(name, list(r["runs_detail"].values()))
+          for name, r in src.json(CAMPAIGN)["recipes"].items() if r["runs_detail"]]
+
+
 def results_campaign_layers(src: Sources) -> str:
   """Per-layer Dice of each screened recipe, averaged over its runs."""
-  t = src.json(CAMPAIGN)
   rows = []
-  for name, r in t["recipes"].items():
-    runs = list(r["runs_detail"].values())
-    if runs:
-      per_layer = np.mean([run["layer_dice"] for run in runs], axis=0)
-      rows.append([name, str(len(runs))] + [fmt(v, 3) for v in per_layer])
+  for name, runs in screened_runs(src):
+    per_layer = np.mean([run["layer_dice"] for run in runs], axis=0)
+    rows.append([name, str(len(runs))] + [fmt(v, 3) for v in per_layer])
   return table(["recipe", "runs"] + list(LAYER_NAMES[1:]), rows)
 
 
 def results_campaign_boundaries(src: Sources) -> str:
   """Per-boundary error of each screened recipe, averaged over its runs: MAE (signed bias)."""
-  t = src.json(CAMPAIGN)
   rows = []
-  for name, r in t["recipes"].items():
-    runs = list(r["runs_detail"].values())
-    if runs:
-      mae = np.mean([run["boundary_mae_um_each"] for run in runs], axis=0)
-      bias = np.mean([run["boundary_signed_um_each"] for run in runs], axis=0)
-      rows.append([name, str(len(runs))] + [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)])
+  for name, runs in screened_runs(src):
+    mae = np.mean([run["boundary_mae_um_each"] for run in runs], axis=0)
+    bias = np.mean([run["boundary_signed_um_each"] for run in runs], axis=0)
+    rows.append([name, str(len(runs))] + [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)])
   return table(["recipe", "runs"] + list(BOUNDARY_NAMES), rows)
 
 
