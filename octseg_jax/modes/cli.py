@@ -123,8 +123,13 @@ def _inference_overrides(flags, workdir: str, override_args) -> dict:
   return inference_overrides.merge_aliases(overrides, aliases)
 
 
-def _os_error_line(e: OSError) -> str:
-  """`path: reason` for an OSError (no space, read-only, a file where a folder should be)."""
+def _os_error_line(e: OSError, flags=None) -> str:
+  """`path: reason` for an OSError (no space, read-only, a file where a folder should be). A
+  full disk during training without a file name (a log or event-file write) names the workdir."""
+  training = flags is not None and flags.mode == "train" and flags.workdir
+  if e.filename is None and training and disk_full(e):
+    return (f"{flags.workdir}: no space left on device while training; the earlier checkpoints "
+            "are intact: free space and rerun the same command to resume")
   where = e.filename if e.filename is not None else "output"
   return f"{where}: {e.strerror or e}"
 
@@ -236,7 +241,7 @@ def run(flags, override_args=()) -> int:
     print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
   except OSError as e:
-    print(f"error: {one_line(_os_error_line(e))}", file=sys.stderr)
+    print(f"error: {one_line(_os_error_line(e, flags))}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)

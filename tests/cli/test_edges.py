@@ -303,10 +303,12 @@ def test_training_on_a_disk_that_fills_is_one_line_and_resumes_after_space_is_fr
     subprocess.run(["umount", str(disk)], check=True)
   assert full.returncode == 2, full.stderr[-2000:]
   lines = full.stderr.splitlines()
-  assert len(lines) == 1 and re.fullmatch(
-      f"error: {disk}/w/(best|checkpoints): no space left on device while saving a checkpoint; "
-      "the earlier checkpoints are intact: free space and rerun the same command to resume",
-      lines[0]), lines
+  resume = ("; the earlier checkpoints are intact: free space and rerun the same command to "
+            "resume")
+  assert len(lines) == 1 and (       # which write meets the full disk first varies with load
+      re.fullmatch(f"error: {disk}/w/(best|checkpoints): no space left on device while saving "
+                   f"a checkpoint{resume}", lines[0])
+      or lines[0] == f"error: {disk}/w: no space left on device while training{resume}"), lines
   assert "Traceback" not in full.stdout and not (kept / ".lock").exists()
   assert [d for d in os.listdir(kept / "best") if d.isdigit()] == ["1"]   # 2 never finalised
   roomy = tmp_path / "roomy"
@@ -375,3 +377,20 @@ def test_a_write_that_fails_without_a_file_name_is_named_by_its_output(tmp_path,
     atomic.write_text(target, "{}")
   assert e.value.filename == target and e.value.errno == errno.ENOSPC
   assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_without_a_file_name_during_training_names_the_workdir():
+  """ENOSPC from a write that carries no file name (a log or event file) names the workdir in
+  training, and the generic 'output' elsewhere; a named file is always named."""
+  import errno
+  import types
+  from octseg_jax.modes import cli
+  full = OSError(errno.ENOSPC, "No space left on device")
+  train = types.SimpleNamespace(mode="train", workdir="W")
+  assert cli._os_error_line(full, train) == (
+      "W: no space left on device while training; the earlier checkpoints are intact: free "
+      "space and rerun the same command to resume")
+  assert cli._os_error_line(full, types.SimpleNamespace(mode="predict", workdir="W")) == (
+      "output: No space left on device")
+  named = OSError(errno.ENOSPC, "No space left on device", "W/log.csv")
+  assert cli._os_error_line(named, train) == "W/log.csv: No space left on device"
