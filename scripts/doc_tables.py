@@ -609,13 +609,10 @@ def readme_results(src: Sources) -> str:
 
 def shipped_headline(src: Sources) -> str:
   """The README's line on the shipped ensemble: single-member CV, the ensemble gain, fluid."""
-  members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
-  dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members]
-  fluid = [m["metrics"]["heads"]["fluid"]["dice"] for m in members
-           if "fluid" in m["metrics"].get("heads", {})]
-  gains = shipped_gain(src, members[0]["run"].split("/")[0], spec["flip"])
+  n = shipped_numbers(src)
+  members, dice, fluid, gains = n["members"], n["dice"], n["fluid"], n["gains"]
   return (f"* Shipped ensemble (`pretrained/`, {len(members)} CPU fold models of the campaign's "
-          f"`{members[0]['run'].split('/')[0]}` recipe): its members score mean layer Dice "
+          f"`{n['recipe']}` recipe): its members score mean layer Dice "
           f"{mean_sd(dice, 3)} on the subjects they never saw"
           + (f", fluid Dice {np.mean(fluid):.3f}" if fluid else "")
           + (f"; with the cross-validated ensemble gain ({np.mean(gains):+.3f}) about "
@@ -928,21 +925,29 @@ def shipped_members(src: Sources) -> List[Dict]:
   return out
 
 
-def shipped_gain(src: Sources, recipe: str, flip: bool) -> List[float]:
-  """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting."""
-  gains = []
+def seed_ensembles(src: Sources) -> List[Dict]:
+  """Every scored ensemble of ENSEMBLES: its folder name, ensemble.json, member runs
+  (recipe/foldF_seedS), the members' and its own metrics, the members' and its mean layer Dice
+  and the gain (its Dice minus the members' mean)."""
+  out = []
   for d in sorted(os.listdir(src.path(ENSEMBLES))):
     if not os.path.exists(src.path(f"{ENSEMBLES}/{d}/metrics.json")):
       continue
     spec = src.json(f"{ENSEMBLES}/{d}/ensemble.json")
     runs = [os.path.join(*m.split("/")[-2:]) for m in spec["members"]]
-    if spec["flip"] != flip or any(r.split("/")[0] != recipe for r in runs):
-      continue
-    single = [src.json(f"docs/results/campaign/{r}/metrics.json")["topology"]["literature"]
-              ["mean_layer_dice"] for r in runs]
-    dice = src.json(f"{ENSEMBLES}/{d}/metrics.json")["topology"]["literature"]["mean_layer_dice"]
-    gains.append(dice - float(np.mean(single)))
-  return gains
+    members = [src.json(f"docs/results/campaign/{r}/metrics.json") for r in runs]
+    ens = src.json(f"{ENSEMBLES}/{d}/metrics.json")
+    single = [m["topology"]["literature"]["mean_layer_dice"] for m in members]
+    dice = ens["topology"]["literature"]["mean_layer_dice"]
+    out.append({"name": d, "spec": spec, "runs": runs, "members": members, "ensemble": ens,
+                "single": single, "dice": dice, "gain": dice - float(np.mean(single))})
+  return out
+
+
+def shipped_gain(src: Sources, recipe: str, flip: bool) -> List[float]:
+  """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting."""
+  return [e["gain"] for e in seed_ensembles(src) if e["spec"]["flip"] == flip
+          and all(r.split("/")[0] == recipe for r in e["runs"])]
 
 
 def pretrained_members(src: Sources) -> str:
@@ -961,17 +966,24 @@ def pretrained_members(src: Sources) -> str:
                 "held-out fluid Dice"], rows)
 
 
+def shipped_numbers(src: Sources) -> Dict:
+  """The shipped ensemble's members, ensemble.json, recipe, the members' held-out mean layer
+  and fluid Dice, and the cross-validated gains of its recipe's seed ensembles."""
+  members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
+  recipe = members[0]["run"].split("/")[0]
+  return {"members": members, "spec": spec, "recipe": recipe,
+          "dice": [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members],
+          "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in members
+                    if "fluid" in m["metrics"].get("heads", {})],
+          "gains": shipped_gain(src, recipe, spec["flip"])}
+
+
 def pretrained_accuracy(src: Sources) -> str:
   """Expected accuracy on new eyes: single-member cross-validation plus the ensemble gain."""
-  members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
-  lit = [m["metrics"]["topology"]["literature"] for m in members]
-  dice = [r["mean_layer_dice"] for r in lit]
-  layers = np.mean([r["layer_dice"] for r in lit], axis=0)
+  n = shipped_numbers(src)
+  members, spec, dice, fluid, gains = n["members"], n["spec"], n["dice"], n["fluid"], n["gains"]
+  layers = np.mean([m["metrics"]["topology"]["literature"]["layer_dice"] for m in members], axis=0)
   mae = [statistics.mean(m["metrics"]["topology"]["geometry"]["mae_um"]) for m in members]
-  fluid = [m["metrics"]["heads"]["fluid"]["dice"] for m in members
-           if "fluid" in m["metrics"].get("heads", {})]
-  recipe = members[0]["run"].split("/")[0]
-  gains = shipped_gain(src, recipe, spec["flip"])
   folds = len(members)
   held = "; ".join(", ".join(map(str, m["split"]["val"]["subjects"])) for m in members)
   text = (f"Single-member cross-validation ({folds} of the 4 subject-wise folds of subjects "
@@ -1112,21 +1124,14 @@ def results_campaign_ensembles(src: Sources) -> str:
   averaged with or without flip, against the mean of the two members alone (same validation
   subjects)."""
   rows, gains, dice_of = [], {True: [], False: []}, {}
-  for d in sorted(os.listdir(src.path(ENSEMBLES))):
-    if not os.path.exists(src.path(f"{ENSEMBLES}/{d}/metrics.json")):
-      continue
-    spec = src.json(f"{ENSEMBLES}/{d}/ensemble.json")
-    runs = [os.path.join(*m.split("/")[-2:]) for m in spec["members"]]   # recipe/foldF_seedS
-    members = [src.json(f"docs/results/campaign/{r}/metrics.json") for r in runs]
-    ens = src.json(f"{ENSEMBLES}/{d}/metrics.json")
-    single = [m["topology"]["literature"]["mean_layer_dice"] for m in members]
-    dice = ens["topology"]["literature"]["mean_layer_dice"]
-    gains[spec["flip"]].append(dice - float(np.mean(single)))
-    dice_of[(tuple(runs), spec["flip"])] = dice
-    fluid = [m.get("heads", {}).get("fluid", {}).get("dice") for m in members + [ens]]
-    rows.append([d, " + ".join(r.split("/")[1] for r in runs), str(spec["flip"]).lower(),
-                 ", ".join(fmt(v, 4) for v in single), fmt(dice, 4), f"{gains[spec['flip']][-1]:+.4f}",
-                 "-" if None in fluid else
+  for e in seed_ensembles(src):
+    flip, ens = e["spec"]["flip"], e["ensemble"]
+    gains[flip].append(e["gain"])
+    dice_of[(tuple(e["runs"]), flip)] = e["dice"]
+    fluid = [m.get("heads", {}).get("fluid", {}).get("dice") for m in e["members"] + [ens]]
+    rows.append([e["name"], " + ".join(r.split("/")[1] for r in e["runs"]), str(flip).lower(),
+                 ", ".join(fmt(v, 4) for v in e["single"]), fmt(e["dice"], 4),
+                 f"{e['gain']:+.4f}", "-" if None in fluid else
                  f"{fmt(float(np.mean(fluid[:-1])), 3)} -> {fmt(fluid[-1], 3)}",
                  fmt(ens["calibration"]["ece"], 4)])
   return (table(["ensemble", "members", "flip", "each member's mean layer Dice", "ensemble",
