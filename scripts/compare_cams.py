@@ -11,10 +11,12 @@ Per method and layer: the ROAD most-relevant-first and random-order areas per cl
 the scans), how many of the 7 layer classes beat random, and the mean cascade Spearman
 similarity (sanity check on the first scan). Ablation-CAM reruns the network once per channel,
 so its sanity check is limited to --ablation_sanity_layers. Writes compare_cams.json and
-compare_cams.md (results are saved after every scan and method).
+compare_cams.md (results are saved after every method). --resume keeps the methods an
+interrupted run of the same model, scans and layers already saved, and computes the rest.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -35,6 +37,7 @@ from octseg_jax.data import inputs  # noqa: E402
 from octseg_jax.anatomy import LAYER_NAMES  # noqa: E402
 from octseg_jax.outputs.cam_report import layer_classes  # noqa: E402
 from octseg_jax.serving import inference  # noqa: E402
+from octseg_jax.serving.workdir import read_json  # noqa: E402
 from octseg_jax.outputs.atomic import write_json, write_text  # noqa: E402
 from octseg_jax.outputs.report import fmt, table  # noqa: E402
 
@@ -114,6 +117,21 @@ def markdown(result) -> str:
              "MoRF area (" + ", ".join(LAYER_NAMES[1:]) + ")", "random area"], rows), ""])
 
 
+def saved_methods(path: str, result) -> dict:
+  """The methods a previous run saved at PATH, if it explained the same model, epoch, scans,
+  layers and removal settings as RESULT; exits with one line (status 2) if it did not."""
+  if not os.path.exists(path):
+    return {}
+  saved = read_json(path)
+  same = json.loads(json.dumps({k: v for k, v in result.items() if k != "methods"}))
+  changed = [k for k, v in same.items() if saved.get(k) != v]
+  if changed:
+    print(f"error: --resume: {path} was written for another {', '.join(changed)}; "
+          "choose another --output", file=sys.stderr)
+    sys.exit(2)
+  return saved["methods"]
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True, help="a training workdir")
@@ -124,6 +142,8 @@ def main():
   p.add_argument("--ablation_layers", default=",".join(LAYERS))
   p.add_argument("--ablation_sanity_layers", default="dec1_conv1,dec0_conv0,dec0_conv1,head")
   p.add_argument("--sanity_layers", default="", help="limit the sanity check (default: all)")
+  p.add_argument("--resume", action="store_true",
+                 help="keep the methods already in OUTPUT/compare_cams.json")
   a = p.parse_args()
   trained = inference.load_trained(a.workdir)
   scans = load_scans(a.scans)
@@ -134,7 +154,11 @@ def main():
             "scans": [(n, int(i.shape[0]), int(i.shape[1])) for n, i, _ in scans],
             "fractions": explainer.fractions["road"].tolist(), "noise": explainer.road_noise,
             "methods": {}}
+  if a.resume:
+    result["methods"] = saved_methods(os.path.join(a.output, "compare_cams.json"), result)
   for method in a.methods.split(","):
+    if method in result["methods"]:
+      continue
     mlayers = layers if method != "ablation" else [l for l in layers
                                                    if l in a.ablation_layers.split(",")]
     sanity_layers = (mlayers if method != "ablation" else

@@ -59,3 +59,23 @@ def test_make_phantom_writes_the_training_phantom_in_the_npz_format(tmp_path):
   with np.load(tmp_path / "v.npz") as f:
     assert f["images"].shape == (5, 96, 64)
     np.testing.assert_allclose(f["scale_mm"][:2], [0.125, 0.00387 * 496 / 96])
+
+
+def test_compare_cams_resume_keeps_saved_methods_only_for_the_same_run(tmp_path, capsys):
+  import json
+  import pytest
+  s = load_script("compare_cams")
+  path = str(tmp_path / "compare_cams.json")
+  result = {"workdir": "w", "epoch": 3, "layers": ["head"], "scans": [("a_b1", 4, 5)],
+            "fractions": [0.0, 0.5], "noise": 0.01, "methods": {}}
+  assert s.saved_methods(path, result) == {}
+  saved = dict(result, scans=[["a_b1", 4, 5]], methods={"gradcam": {"seconds": 1.0}})
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  assert s.saved_methods(path, result) == {"gradcam": {"seconds": 1.0}}
+  with pytest.raises(SystemExit) as e:
+    s.saved_methods(path, dict(result, scans=[("a_b2", 4, 5)], epoch=4))
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err == (f"error: --resume: {path} was written for another epoch, scans; "
+                 "choose another --output")
