@@ -23,6 +23,8 @@ PY
     --vs "python main.py --mode=predict --workdir=$workdir --input=$tmp/four.npz --output=$tmp/predict" \
     -- python main.py --mode=explain --workdir=$workdir --input=$tmp/four.npz --output=$tmp/explain "$@"
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  python -c 'import json, sys; s = json.load(open(sys.argv[1]))["settings"]
+print("explained: " + s["method"] + " at " + ",".join(s["layers"]))' "$tmp/explain/cam_stats.json"
 } > "$out.partial" 2>&1
 mv "$out.partial" "$out"
 rm -rf "$tmp"

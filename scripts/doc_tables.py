@@ -26,8 +26,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER, PAPER_IOU  # noqa: E402
+from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.data import duke  # noqa: E402
 from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
+from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
+from octseg_jax.outputs.cam_report import SANITY_PASS, heldout_evidence  # noqa: E402
 from octseg_jax.outputs.report import fmt, table  # noqa: E402
 from scripts.summarise_results import mean_sd  # noqa: E402
 
@@ -633,27 +636,35 @@ def readme_predict_time(src: Sources) -> str:
           f"further B-scan (load average {span(loads)}).")
 
 
+def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str, float]]:
+  """farm-bench medians of the explain_vs_predict run that explained METHOD at LAYERS (its
+  cam_stats.json says so, or its flags named both)."""
+  for name in sorted(os.listdir(src.path(EXPLAIN_COST))):
+    text = open(src.path(f"{EXPLAIN_COST}/{name}")).read() if name.endswith(".txt") else ""
+    if (re.search(rf"^explained: {method} at {layers}$", text, re.M) or
+        f"explain flags: --cam_method={method} --cam_layers={layers};" in text):
+      return farm_bench_medians(text)
+  return None
+
+
 def readme_explain(src: Sources) -> str:
-  timing = src.json(f"{EXPLAIN}/time_explain_subject01.json")
-  wall, _, scans = wall_clock_s(src.path(ROAD_SANITY))
-  stats = src.json(f"{EXPLAIN}/cam_stats.json")["summary"]["dec0_conv1"]
-  compare = src.json(f"{EXPLAIN}/compare_subject01/compare_cams.json")["methods"]
-  pairs = [(method, layer, r["faithful_classes"]) for method, result in compare.items()
-           for layer, r in result["layers"].items()]
-  best = max(c for _, _, c in pairs)
-  hires = src.json(f"{EXPLAIN}/time_explain_subject01_hirescam_enc3_conv1.json")
-  others = sorted({faithful(src, f) for f in OTHER_SCANS})
-  return (f"Timed on the 2-core CPU, the default maps cost {timing['ratio_wall']:.2f}x the "
-          f"prediction forward pass per scan (wall time, {timing['scans']} Duke scans, "
-          "`benchmarks/time_explain.py`); with `--cam_faithfulness=road --cam_sanity` "
-          f"{scans} Duke B-scans took {minutes(wall)} with start-up. On the previous shipped model (v1) and Duke subject 1 "
-          f"the default map beats random removal for {stats['faithful_classes']} of 7 layer "
-          f"classes ({' or '.join(map(str, others))} of 7 on each of two other Duke scans), "
-          f"randomisation similarity {stats['randomisation_similarity']:.3f}; on that file only "
-          + and_list([f"{CAM_METHODS[method]} at `{layer}`" for method, layer, c in pairs
-                      if c == best])
-          + f" reach {best} of 7, HiResCAM there at {hires['ratio_wall']:.1f}x the prediction "
-          "time, so they are options, not the default.")
+  """The default CAM method and layer, its held-out evidence and its cost on pretrained/."""
+  explain = schema.default_config().explain
+  method, layers = explain.method, ",".join(explain.layers)
+  runs = heldout_runs(src)
+  found = heldout_evidence(runs)[method][layers]
+  cost = explain_cost_of(src, method, layers)
+  per_fold = ", ".join(str(c) for c in found["per_fold_faithful"])
+  return (f"The default is {CAM_METHODS[method]} at `{layers}` (`explain.method`, "
+          f"`explain.layers`), chosen on eyes the models never saw: each of the campaign's "
+          f"{len(runs)} fold models explained B-scans of the 2 subjects it never trained on, "
+          f"and there the default beats random removal (ROAD) for "
+          f"{int(sum(found['passed'][1:]))} of 7 layer classes with the areas pooled over the "
+          f"folds ({per_fold} of 7 per fold), randomisation similarity "
+          f"{found['similarity']:.3f} (table in docs/results.md §3.5). On the shipped ensemble "
+          f"it costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans (whole commands, 2-core "
+          "CPU, `benchmarks/explain_vs_predict.sh`). `pretrained/cam_evidence.json` carries "
+          "that evidence, and `cam_stats.md` says per class whether the map passed on it.")
 
 
 # ---------------------------------------------------------------- docs/results.md sentences
@@ -1153,30 +1164,58 @@ def summary_of_ensembles(gains, dice_of) -> str:
 HELDOUT = "docs/results/cpu_2core/explain_heldout"     # scripts/compare_cams.py per fold model
 
 
+def heldout_runs(src: Sources) -> Dict[str, Dict]:
+  """{fold: compare_cams.json} of the held-out CAM comparison, for the folds that have one."""
+  folds = sorted(d for d in os.listdir(src.path(HELDOUT)) if d.startswith("fold")
+                 and os.path.exists(src.path(f"{HELDOUT}/{d}/compare_cams.json")))
+  return {f: src.json(f"{HELDOUT}/{f}/compare_cams.json") for f in folds}
+
+
 def results_cam_heldout(src: Sources) -> str:
   """Per method and layer on held-out eyes: layer classes whose ROAD MoRF area is below random,
   per fold and over the folds' pooled areas, and the randomisation similarity (mean of folds)."""
-  folds = sorted(d for d in os.listdir(src.path(HELDOUT)) if d.startswith("fold")
-                 and os.path.exists(src.path(f"{HELDOUT}/{d}/compare_cams.json")))
-  runs = {f: src.json(f"{HELDOUT}/{f}/compare_cams.json") for f in folds}
-  first = runs[folds[0]]
-  rows = []
-  for method, per in first["methods"].items():
-    for layer in first["layers"]:
-      if layer not in per["layers"]:
-        continue
-      entries = [runs[f]["methods"][method]["layers"][layer] for f in folds]
-      morf = np.mean([e["morf_mean"] for e in entries], axis=0)[1:]
-      rand = np.mean([e["random_mean"] for e in entries], axis=0)[1:]
-      sims = [e["randomisation_similarity"] for e in entries if "randomisation_similarity" in e]
-      rows.append([method, layer] + [f"{e['faithful_classes']} of 7" for e in entries] +
-                  [f"{int(np.sum(morf < rand))} of 7",
-                   fmt(float(np.mean(sims)), 3) if sims else "n/a"])
-  scans = "; ".join(f"{f}: " + ", ".join(n for n, *_ in runs[f]["scans"]) for f in folds)
-  return (table(["method", "layer"] + [f"{f} (MoRF < random)" for f in folds] +
+  runs = heldout_runs(src)
+  evidence = heldout_evidence(runs)
+  rows = [[method, layer] + [f"{c} of 7" for c in e["per_fold_faithful"]] +
+          [f"{int(np.sum(e['passed'][1:]))} of 7", fmt(e["similarity"], 3)]
+          for method, per in evidence.items() for layer, e in per.items()]
+  scans = "; ".join(f"{f}: " + ", ".join(n for n, *_ in r["scans"]) for f, r in runs.items())
+  return (table(["method", "layer"] + [f"{f} (MoRF < random)" for f in runs] +
                 ["pooled over folds", "randomisation similarity"], rows) +
           f"\n\nScans (each explained only by the fold model that never trained on its subject): "
           f"{scans}. Pooled: the ROAD areas averaged over the folds' scans, then compared.")
+
+
+def cam_ranking(evidence: Dict) -> List[Tuple[Tuple, str, str]]:
+  """Issue 30's rule on held-out evidence, best first: the gradient-linear methods (the only
+  ones an ensemble is explained with) at randomisation similarity <= SANITY_PASS, ranked by
+  layer classes beating random with the folds pooled, then the worst fold, then the fold
+  passes summed over classes, then the lower similarity."""
+  ranked = []
+  for method in LINEAR_METHODS:
+    for layer, e in evidence.get(method, {}).items():
+      if e["similarity"] is not None and e["similarity"] <= SANITY_PASS:
+        key = (int(sum(e["passed"][1:])), min(e["per_fold_faithful"]),
+               int(sum(e["folds_passed"][1:])), -e["similarity"])
+        ranked.append((key, method, layer))
+  return sorted(ranked, reverse=True)
+
+
+def results_cam_default(src: Sources) -> str:
+  """The default CAM method and layer against the rule's ranking on held-out eyes."""
+  runs = heldout_runs(src)
+  ranked = cam_ranking(heldout_evidence(runs))
+  explain = schema.default_config().explain
+  default = (explain.method, ",".join(explain.layers))
+  place = [(m, l) for _, m, l in ranked].index(default) + 1
+  def describe(key, method, layer):
+    cost = explain_cost_of(src, method, layer)
+    return (f"{CAM_METHODS[method]} at `{layer}`: {key[0]} of 7 pooled, worst fold {key[1]} "
+            f"of 7, {key[2]} of {7 * len(runs)} fold passes, similarity {-key[3]:.3f}, "
+            + (f"{cost['A/B wall']:.2f}x predict" if cost else "cost not measured"))
+  return (f"Ranked by that rule over {len(runs)} folds: "
+          + "; ".join(f"({i + 1}) {describe(*r)}" for i, r in enumerate(ranked[:3]))
+          + f". The default ({CAM_METHODS[default[0]]} at `{default[1]}`) ranks {place}.")
 
 
 EXPLAIN_COST = f"{CPU}/explain_cost"       # benchmarks/explain_vs_predict.sh (farm-bench)
@@ -1202,11 +1241,17 @@ def results_explain_cost(src: Sources) -> str:
     med = farm_bench_medians(text)
     flags = re.search(r"explain flags: ([^;]*);", text).group(1)
     loads = re.findall(r"load average (?:before|after): ([\d.]+)", text)
-    rows.append([f"`{flags}`" if flags != "none" else "the default",
+    explained = re.search(r"^explained: (\S+) at (\S+)$", text, re.M)
+    if explained:      # the run's own cam_stats.json says what it explained
+      what = (f"{explained.group(1)} at `{explained.group(2)}`"
+              + (" (the default)" if flags == "none" else ""))
+    else:
+      what = f"`{flags}`" if flags != "none" else "the default"
+    rows.append([what,
                  f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
                  f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}", " -> ".join(loads)])
-  return table(["explain", "explain wall s", "predict wall s", "ratio (wall)", "ratio (cpu)",
-                "load average before -> after"], rows)
+  return table(["explain (method at layers)", "explain wall s", "predict wall s",
+                "ratio (wall)", "ratio (cpu)", "load average before -> after"], rows)
 
 
 TABLES: Dict[str, Callable[[Sources], str]] = {
@@ -1221,7 +1266,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles,
-        results_cam_heldout, results_explain_cost,
+        results_cam_heldout, results_cam_default, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,

@@ -27,11 +27,12 @@ from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs
 from octseg_jax.errors import InputError
-from octseg_jax.outputs.cam_report import stats_markdown, summarise
+from octseg_jax.outputs.cam_report import EVIDENCE_FILE, stats_markdown, summarise
 from octseg_jax.outputs.atomic import write_json, write_npz, write_text
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
 from octseg_jax.serving import inference
+from octseg_jax.serving.workdir import read_json
 
 ROAD_MAX_FRACTION = 0.9     # ROAD needs kept pixels to impute from
 
@@ -322,6 +323,38 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
   return per_scan, sanity_result
 
 
+def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_path, workdir,
+                     method, target, box, layers) -> Dict:
+  """What cam_stats.json records about the run."""
+  with_masks = all(s.masks is not None for s in sets)
+  first = jnp.asarray(inference.prepare(trained, sets[0].images[0])[0][None])
+  return {"method": method, "target": target, "box": list(box), "layers": list(layers),
+          "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
+          "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
+          "faithfulness": kinds, "sanity": bool(sanity),
+          "road_noise": explainer.road_noise,
+          "road_fractions": explainer.fractions["road"].tolist(),
+          "deletion_fractions": explainer.fractions["deletion"].tolist(),
+          "views": explainer.num_views,
+          "last_layer": gradcam.top_level_order(explainer.model, explainer.variables[0],
+                                                first)[-2:]}
+
+
+def workdir_evidence(workdir: str, method: str, layers) -> Dict:
+  """The workdir's held-out evidence (cam_evidence.json) for `method` at `layers`, or None
+  when the workdir has none."""
+  path = os.path.join(workdir, EVIDENCE_FILE)
+  if not os.path.exists(path):
+    return None
+  evidence = read_json(path)
+  if not (isinstance(evidence, dict) and isinstance(evidence.get("methods"), dict)
+          and isinstance(evidence.get("models"), str)):
+    raise InputError(f"{path}: not a held-out evidence file (written by "
+                     "scripts/cam_evidence.py: 'models' and 'methods')")
+  found = evidence["methods"].get(method, {})
+  return dict(evidence, methods={method: {l: found[l] for l in layers if l in found}})
+
+
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None) -> Dict:
   """Explains up to explain.max_scans scans of every readable file that `input_path` names into
@@ -335,6 +368,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
   kinds = faithfulness_kinds(faithfulness_flag)
   explainer = make_explainer(trained, layers, method, target)
+  evidence = workdir_evidence(workdir, method, layers)       # a bad file fails before any work
   files, skipped = inputs.list_inputs(input_path)
   run_out = RunOutputs(check_output_folder(output), files, "explain")
   run_out.refuse_inputs("cam_stats", (".json", ".md"))
@@ -346,22 +380,14 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                                           stop_on_error=os.path.isfile(input_path))]
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}'")
-  with_masks = all(s.masks is not None for s in sets)
   if not per_scan:
     run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
     raise InputError(f"{input_path}: no scans to explain (no file could be read; see "
                      f"{run_out.folder}/errors.csv)")
-  settings = {"method": method, "target": target, "box": list(box), "layers": list(layers),
-              "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
-              "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
-              "faithfulness": kinds, "sanity": bool(sanity),
-              "road_noise": explainer.road_noise,
-              "road_fractions": explainer.fractions["road"].tolist(),
-              "deletion_fractions": explainer.fractions["deletion"].tolist(),
-              "views": explainer.num_views,
-              "last_layer": gradcam.top_level_order(explainer.model, explainer.variables[0], jnp.asarray(
-                  inference.prepare(trained, sets[0].images[0])[0][None]))[-2:]}
+  settings = explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_path,
+                              workdir, method, target, box, layers)
   result = summarise(per_scan, sanity_result, settings)
+  result["heldout"] = evidence
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
   write_json(stats_json, result)
   write_text(stats_md, stats_markdown(result))

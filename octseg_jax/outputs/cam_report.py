@@ -14,6 +14,7 @@ SANITY_PASS = 0.5        # a class passes when its mean cascade Spearman correla
 TABLE3_KEYS = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region", "area_share")
 ROAD_ORDERS = ("morf", "lerf", "random")
 DELETION_ORDERS = ("map", "random")
+EVIDENCE_FILE = "cam_evidence.json"   # in a workdir: held-out evidence (scripts/cam_evidence.py)
 
 
 def _mean(per_scan: List[Dict], layer: str, getter) -> np.ndarray:
@@ -79,6 +80,56 @@ def summarise(per_scan: List[Dict], sanity: Optional[Dict], settings: Dict) -> D
   result["timing_per_scan"] = timing
   result["per_scan"] = per_scan
   return result
+
+
+def heldout_evidence(runs: Dict[str, Dict]) -> Dict:
+  """What fold models showed on the eyes they never trained on. runs: {fold: the result of
+  scripts/compare_cams.py for that fold's model on its held-out scans}. Returns {method:
+  {layer: ...}} for the methods and layers every fold explained, each with per_fold_faithful
+  (layer classes whose mean ROAD MoRF area beats random, per fold), morf and random (ROAD
+  areas per class [K], averaged over the folds' scan means), passed [K] (pooled MoRF <
+  random), folds_passed [K] (folds whose own means show MoRF < random) and similarity (mean
+  randomisation similarity of the folds that ran the check, None if none did)."""
+  folds = sorted(runs)
+  common = set.intersection(*(set(runs[f]["methods"]) for f in folds))
+  out = {}
+  for method in [m for m in runs[folds[0]]["methods"] if m in common]:
+    per = [runs[f]["methods"][method]["layers"] for f in folds]
+    out[method] = {}
+    for layer in [l for l in per[0] if all(l in p for p in per)]:
+      entries = [p[layer] for p in per]
+      morf = np.mean([e["morf_mean"] for e in entries], axis=0)
+      rand = np.mean([e["random_mean"] for e in entries], axis=0)
+      each = np.array([np.asarray(e["morf_mean"]) < np.asarray(e["random_mean"])
+                       for e in entries])
+      sims = [e["randomisation_similarity"] for e in entries
+              if e.get("randomisation_similarity") is not None]
+      out[method][layer] = {
+          "per_fold_faithful": [int(e["faithful_classes"]) for e in entries],
+          "morf": morf.tolist(), "random": rand.tolist(), "passed": (morf < rand).tolist(),
+          "folds_passed": each.sum(axis=0).astype(int).tolist(),
+          "similarity": float(np.mean(sims)) if sims else None}
+  return out
+
+
+def heldout_markdown(evidence: Optional[Dict], method: str, layer: str) -> str:
+  """The per-class held-out verdict for one explained layer, or why there is none."""
+  if evidence is None:
+    return (f"Held-out evidence: none for this model ({EVIDENCE_FILE} in its workdir, written "
+            "by scripts/cam_evidence.py, says whether a map beat random removal on eyes the "
+            "model never saw).")
+  found = evidence["methods"].get(method, {}).get(layer)
+  if found is None:
+    return f"Held-out evidence: {method} at {layer} was not measured ({evidence['models']})."
+  n = len(found["per_fold_faithful"])
+  rows = [[c, LAYER_NAMES[c], fmt(found["morf"][c], 3), fmt(found["random"][c], 3),
+           "yes" if found["passed"][c] else "**no**", f"{found['folds_passed'][c]} of {n}"]
+          for c in layer_classes(len(found["morf"]))]
+  return "\n".join([
+      f"Held-out evidence for {method} at {layer}: {evidence['models']}. ROAD areas averaged "
+      f"over the folds; randomisation similarity {fmt(found['similarity'], 3)}.", "",
+      table(["class", "region", "ROAD MoRF (held out)", "ROAD random (held out)",
+             "passed on held-out eyes", "folds with MoRF < random"], rows)])
 
 
 def alpha_meaning(layer: str, settings: Dict, spread: float, scans: int) -> str:
@@ -196,6 +247,7 @@ def stats_markdown(result: Dict) -> str:
                   else f"ROAD: MoRF does not beat random for {', '.join(fails)}.", ""]
     if "sanity" in result:
       lines += [_sanity_table(result["sanity"][layer], result["sanity"]["stages"]), ""]
+    lines += [heldout_markdown(result.get("heldout"), st["method"], layer), ""]
   t = result["timing_per_scan"]
   lines += [f"Time per scan: maps {t['maps_s']:.2f} s"
             + (f", statistics {t['statistics_s']:.2f} s" if "statistics_s" in t else "")

@@ -1,6 +1,7 @@
 """ROAD imputation, removal curves, the randomisation sanity check and explain's summary."""
 
 import json
+import os
 import warnings
 
 import flax.linen as nn
@@ -238,3 +239,63 @@ def test_explain_writes_the_summary_npz_per_scan_and_readable_report(trained_wor
   plain = cam_report.summarise(result["per_scan"], None,
                                    dict(result["settings"], faithfulness=[]))
   assert "summary" not in plain
+
+
+def _compare(morf, random, faithful, similarity=None):
+  layer = {"morf_mean": morf, "random_mean": random, "faithful_classes": faithful}
+  if similarity is not None:
+    layer["randomisation_similarity"] = similarity
+  return layer
+
+
+def test_heldout_evidence_pools_folds_and_keeps_what_every_fold_ran():
+  k3 = [1.0, 0.5, 0.9]        # background, two layer classes: MoRF areas of fold a
+  runs = {"fold0": {"methods": {"gradcam": {"layers": {
+              "dec2_conv1": _compare(k3, [1.0, 0.8, 0.8], 1, 0.2),
+              "head": _compare(k3, [1.0, 1.0, 1.0], 2)}},
+          "ablation": {"layers": {"head": _compare(k3, k3, 0)}}}},
+          "fold1": {"methods": {"gradcam": {"layers": {
+              "dec2_conv1": _compare([1.0, 0.7, 0.6], [1.0, 0.8, 0.8], 2, 0.4)}}}}}
+  ev = cam_report.heldout_evidence(runs)
+  assert list(ev) == ["gradcam"] and list(ev["gradcam"]) == ["dec2_conv1"]
+  e = ev["gradcam"]["dec2_conv1"]
+  assert e["per_fold_faithful"] == [1, 2]
+  np.testing.assert_allclose(e["morf"], [1.0, 0.6, 0.75])
+  np.testing.assert_allclose(e["random"], [1.0, 0.8, 0.8])
+  assert e["passed"] == [False, True, True]       # pooled: 0.6 < 0.8, 0.75 < 0.8
+  assert e["folds_passed"] == [0, 2, 1]           # class 2 only in fold 1 (0.9 vs 0.8 in fold 0)
+  assert e["similarity"] == pytest.approx(0.3)
+
+
+def test_explain_says_per_class_whether_the_map_passed_on_heldout_evidence(
+    trained_workdir, tmp_path):
+  import shutil
+  workdir = str(tmp_path / "w")
+  shutil.copytree(trained_workdir[0], workdir)
+  s = synthetic.generate(1, 96, 64, seed=4)
+  write_npz(str(tmp_path / "scan.npz"), images=s.images)
+  morf, rand = [1.0, 0.5, 0.6, 0.9, 0.5, 0.5, 0.5, 0.5], [1.0] + [0.8] * 7
+  layer = {"per_fold_faithful": [6, 7], "morf": morf, "random": rand,
+           "passed": [m < r for m, r in zip(morf, rand)],
+           "folds_passed": [0, 2, 2, 1, 2, 2, 2, 2], "similarity": 0.05}
+  evidence = {"models": "2 hand-made folds", "source": [],
+              "methods": {"gradcam": {"dec0_conv1": layer, "head": layer},
+                          "hirescam": {"dec0_conv1": layer}}}
+  with open(os.path.join(workdir, cam_report.EVIDENCE_FILE), "w") as f:
+    f.write("{not json")
+  with pytest.raises(InputError, match=r"cam_evidence.json: not readable JSON"):
+    explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "bad"))
+  assert not os.path.exists(tmp_path / "bad")
+  with open(os.path.join(workdir, cam_report.EVIDENCE_FILE), "w") as f:
+    json.dump(evidence, f)
+  result = explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
+                       layers=["dec0_conv1", "dec1_conv1"], method="gradcam")
+  assert result["heldout"]["methods"] == {"gradcam": {"dec0_conv1": layer}}
+  md = (tmp_path / "out" / "cam_stats.md").read_text()
+  assert "| 3 | INL | 0.900 | 0.800 | **no** | 1 of 2 |" in md
+  assert "| 2 | GCL+IPL | 0.600 | 0.800 | yes | 2 of 2 |" in md
+  assert "| 0 | background |" not in md.split("Held-out evidence for")[1].split("##")[0]
+  assert "Held-out evidence: gradcam at dec1_conv1 was not measured (2 hand-made folds)." in md
+  explain.run(trained_workdir[0], str(tmp_path / "scan.npz"), str(tmp_path / "plain"))
+  assert "Held-out evidence: none for this model" in (tmp_path / "plain" / "cam_stats.md"
+                                                      ).read_text()

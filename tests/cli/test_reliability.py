@@ -227,7 +227,7 @@ def test_workdir_config_missing_fields_take_defaults(trained_workdir, tmp_path, 
   open(path, "w").write(json.dumps(stored))
   from octseg_jax.serving import workdir as workdir_lib
   config = workdir_lib.load_config(copy)
-  assert config.data.pixel_um == 3.87 and config.explain.method == "gradcam"
+  assert config.data.pixel_um == 3.87 and config.explain.method == "hirescam"
   assert tuple(config.model.widths) == (4, 8)                # stored values are kept
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
   status, err = _predict(capsys, copy, tmp_path / "scan.npz", tmp_path / "out")

@@ -2,6 +2,7 @@
 and predict: exact averaging, the fast single-member path, and the uncertainty outputs."""
 
 import csv
+import dataclasses
 import json
 import os
 import types
@@ -13,7 +14,7 @@ import pytest
 from conftest import load_script, tiny_config
 from octseg_jax.learning import uncertainty
 from octseg_jax.serving import inference
-from octseg_jax.data import synthetic
+from octseg_jax.data import preprocessing, synthetic
 from octseg_jax.errors import InputError
 
 
@@ -186,3 +187,27 @@ def test_a_packaged_ensemble_is_self_contained_and_predicts_like_its_sources(tmp
   with pytest.raises(InputError, match="repeat"):
     script.package(str(tmp_path / "again"), [members[0], members[0]], flip=True)
   assert not os.path.exists(tmp_path / "again")
+
+
+def test_boundary_spread_at_model_resolution_maps_back_to_the_scan():
+  h, w, k = 20, 4, 8
+  def one_hot_view(ilm):                       # background above row ilm, layer 1..7 below
+    labels = np.zeros((h, w), int)
+    for c in range(w):
+      labels[ilm[c]:ilm[c] + 7, c] = np.arange(1, 8)
+    return np.eye(k, dtype=np.float32)[labels]
+  views = np.stack([one_hot_view([5, 5, 5, 5]), one_hot_view([5, 5, 9, 5])])[:, None]
+  band = preprocessing.Placement(top=6, band_rows=h, width=w, height=40, model_rows=h,
+                                 model_cols=w)
+  sd = inference.boundary_spread_rows(views, [band])[0]
+  restored = np.stack([preprocessing.restore(v[0], band) for v in views])
+  np.testing.assert_array_equal(sd, uncertainty.boundary_uncertainty_um(restored, 1.0))
+  np.testing.assert_allclose(sd[:, 2], 2.0)                       # population sd of 4 rows
+  np.testing.assert_allclose(sd[:, [0, 1, 3]], 0)
+  resized = dataclasses.replace(band, band_rows=2 * h, width=2 * w)   # band resized 2x
+  sd2 = inference.boundary_spread_rows(views, [resized])[0]
+  assert sd2.shape == (8, 2 * w)
+  # raw columns sit at model columns -0.25, 0.25, ..., 3.25: the rows the views disagree by,
+  # 4 model rows at column 2, interpolate to 0 0 0 1 3 3 1 0 and double in raw rows; the
+  # population sd of two values is half their difference
+  np.testing.assert_allclose(sd2, np.tile([0, 0, 0, 1, 3, 3, 1, 0], (8, 1)), atol=1e-12)

@@ -43,3 +43,26 @@ def test_pretrained_segments_real_scans_it_was_trained_on():
   assert result["raw"]["literature"]["mean_layer_dice"] > 0.8
   fixed = geom.enforce_topology(np.log(np.clip(probs[0], 1e-7, 1)))[0]
   assert geom.column_is_ordered(fixed).all()
+
+
+def test_pretrained_explains_with_the_default_and_carries_its_heldout_evidence():
+  """The members explain with the schema's default method and layer, and cam_evidence.json
+  is what scripts/cam_evidence.py writes from the committed held-out runs today."""
+  import json
+  from octseg_jax.config import schema
+  from tests.conftest import load_script
+  default = schema.default_config().explain
+  for m in inference.load_trained(PRETRAINED).members:
+    assert (m.config.explain.method, tuple(m.config.explain.layers)) == (
+        default.method, tuple(default.layers))
+  with open(os.path.join(PRETRAINED, "cam_evidence.json")) as f:
+    shipped = json.load(f)
+  cwd = os.getcwd()
+  try:
+    os.chdir(ROOT)
+    assert load_script("cam_evidence").evidence_file("docs/results/cpu_2core/explain_heldout"
+                                                     ) == shipped
+  finally:
+    os.chdir(cwd)
+  found = shipped["methods"][default.method][",".join(default.layers)]
+  assert sum(found["passed"][1:]) >= 6 and found["similarity"] <= 0.5   # issue 30's targets

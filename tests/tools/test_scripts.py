@@ -79,3 +79,32 @@ def test_compare_cams_resume_keeps_saved_methods_only_for_the_same_run(tmp_path,
   err = capsys.readouterr().err.strip()
   assert err == (f"error: --resume: {path} was written for another epoch, scans; "
                  "choose another --output")
+
+
+def test_cam_evidence_writes_the_pooled_folds_and_refuses_bad_input_in_one_line(tmp_path,
+                                                                                capsys):
+  import json
+  s = load_script("cam_evidence")
+  heldout = tmp_path / "heldout"
+  layer = {"morf_mean": [1.0, 0.5], "random_mean": [1.0, 0.9], "faithful_classes": 1,
+           "randomisation_similarity": 0.1}
+  for fold, subject in (("fold0", "subject_01"), ("fold1", "subject_03")):
+    (heldout / fold).mkdir(parents=True)
+    (heldout / fold / "compare_cams.json").write_text(json.dumps({
+        "workdir": f"/x/runs/base/{fold}_seed0", "scans": [[f"{subject}_b5", 4, 5]],
+        "methods": {"hirescam": {"layers": {"dec3_conv1": layer}}}}))
+  out = tmp_path / "cam_evidence.json"
+  assert s.main([f"--heldout={heldout}", f"--output={out}"]) == 0
+  ev = json.loads(out.read_text())
+  assert ev["models"] == ("2 campaign fold models, each on B-scans of the subjects it never "
+                          "trained on (base/fold0_seed0: subject_01_b5; base/fold1_seed0: "
+                          "subject_03_b5)")
+  assert ev["methods"]["hirescam"]["dec3_conv1"]["folds_passed"] == [0, 2]
+  capsys.readouterr()
+  assert s.main([f"--heldout={tmp_path / 'none'}", f"--output={out}"]) == 2
+  assert capsys.readouterr().err == f"error: {tmp_path / 'none'}: not a folder\n"
+  (heldout / "fold1" / "compare_cams.json").write_text(json.dumps({"workdir": "w"}))
+  assert s.main([f"--heldout={heldout}", f"--output={tmp_path / 'o.json'}"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: {heldout}: a compare_cams.json is not scripts/compare_cams.py")
+  assert err.count("\n") == 1 and not (tmp_path / "o.json").exists()
