@@ -1111,20 +1111,26 @@ def results_campaign_boundaries(src: Sources) -> str:
 
 
 def results_campaign_fluid(src: Sources) -> str:
-  """Split-level fluid Dice of every run with the fluid head, by fold and seed."""
+  """Split-level fluid Dice of every run with the fluid head, by fold and seed, and per recipe
+  the mean over its folds of the seed means."""
   t = src.json(CAMPAIGN)
-  rows, by_fold = [], {}
+  rows, by_recipe = [], {}
   for name, r in t["recipes"].items():
     for run, numbers in r["runs_detail"].items():
       if "fluid_dice" in numbers:
         rows.append([name, run, fmt(numbers["fluid_dice"], 3), fmt(numbers["mean_layer_dice"], 4)])
-        by_fold.setdefault(run.split("_")[0], []).append(numbers["fluid_dice"])
-  folds = {f: float(np.mean(v)) for f, v in sorted(by_fold.items())}
-  mean = float(np.mean(list(folds.values()))) if folds else float("nan")
+        by_recipe.setdefault(name, {}).setdefault(run.split("_")[0], []).append(
+            numbers["fluid_dice"])
+  lines = []
+  for name, by_fold in by_recipe.items():
+    folds = {f: float(np.mean(v)) for f, v in sorted(by_fold.items())}
+    each = ", ".join(f"{f} {v:.3f}" for f, v in folds.items())
+    lines.append(f"{name}: {each}" + (f"; mean over these {len(folds)} folds "
+                                      f"**{np.mean(list(folds.values())):.3f}**"
+                                      if len(folds) > 1 else " (one fold so far)"))
   return (table(["recipe", "run", "fluid Dice (split, global)", "mean layer Dice"], rows) +
-          f"\n\nFluid Dice averaged over the seeds of each fold: "
-          f"{', '.join(f'{f} {v:.3f}' for f, v in folds.items())}; mean over these "
-          f"{len(folds)} folds **{mean:.3f}**.")
+          "\n\nFluid Dice averaged over the seeds of each fold, per recipe: " +
+          "; ".join(lines) + ".")
 
 
 ENSEMBLES = "docs/results/campaign/ensembles"   # scripts/eval_ensemble.py on seed pairs
