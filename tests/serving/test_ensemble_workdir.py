@@ -49,13 +49,15 @@ def test_an_ensemble_averages_its_members_probabilities_exactly(tmp_path, member
   np.testing.assert_array_equal(one.probs(x), singles[0].probs(x))   # the fast path
 
 
+def one_hot_view(ilm, h: int = 20) -> np.ndarray:
+  """[h, len(ilm), 8] one-hot probabilities: background above row ilm[c], layers 1..7 below."""
+  labels = np.zeros((h, len(ilm)), int)
+  for c in range(len(ilm)):
+    labels[ilm[c]:ilm[c] + 7, c] = np.arange(1, 8)
+  return np.eye(8, dtype=np.float32)[labels]
+
+
 def test_view_uncertainty_on_known_disagreement():
-  h, w, k = 20, 4, 8
-  def one_hot_view(ilm):                       # background above row ilm, layer 1..7 below
-    labels = np.zeros((h, w), int)
-    for c in range(w):
-      labels[ilm[c]:ilm[c] + 7, c] = np.arange(1, 8)
-    return np.eye(k)[labels]
   a, b = one_hot_view([5, 5, 5, 5]), one_hot_view([5, 5, 9, 5])   # column 2: ILM..BM 4 rows apart
   sd = uncertainty.boundary_uncertainty_um(np.stack([a, b]), 3.87)
   np.testing.assert_allclose(sd[:, 2], 2 * 3.87)                  # population sd of 4 rows
@@ -190,12 +192,7 @@ def test_a_packaged_ensemble_is_self_contained_and_predicts_like_its_sources(tmp
 
 
 def test_boundary_spread_at_model_resolution_maps_back_to_the_scan():
-  h, w, k = 20, 4, 8
-  def one_hot_view(ilm):                       # background above row ilm, layer 1..7 below
-    labels = np.zeros((h, w), int)
-    for c in range(w):
-      labels[ilm[c]:ilm[c] + 7, c] = np.arange(1, 8)
-    return np.eye(k, dtype=np.float32)[labels]
+  h, w = 20, 4
   views = np.stack([one_hot_view([5, 5, 5, 5]), one_hot_view([5, 5, 9, 5])])[:, None]
   band = preprocessing.Placement(top=6, band_rows=h, width=w, height=40, model_rows=h,
                                  model_cols=w)
