@@ -219,7 +219,8 @@ def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: 
     delta = -a * jax.nn.one_hot(k, c, dtype=a.dtype)[None, None, None, :]
     return class_scores(forward_from(model, variables, x, cached, layer, delta), weights)
 
-  drops = base[None] - jax.lax.map(ablated_score, jnp.arange(c), batch_size=chunk)  # [C, B, K]
+  drops = base[None] - jax.lax.map(ablated_score, jnp.arange(c),
+                                   batch_size=max(1, min(int(chunk), c)))    # [C, B, K]
   mass = jnp.sum(jnp.sum(a, axis=2), axis=1)                               # [B, C]
   m = mass.T[:, :, None]                                                   # [C, B, 1]
   slope = jnp.where(m != 0, drops / jnp.where(m != 0, m, 1.0), 0.0)
@@ -227,16 +228,18 @@ def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: 
 
 
 def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gradcam",
-                  target: str = "all", box=(), weights=None) -> Dict:
+                  target: str = "all", box=(), weights=None, ablation_chunk: int = 8) -> Dict:
   """All-class maps for a batch. Returns logits [B, H, W, K] and per layer:
   raw [K, B, H, W] (upsampled, >= 0), norm [K, B, H, W] in [0, 1], alpha [K, B, C],
-  act_max [B] (max raw activation of the layer). weights: see class_gradients."""
+  act_max [B] (max raw activation of the layer). weights: see class_gradients;
+  ablation_chunk: channels Ablation-CAM ablates per pass (see ablation_alpha)."""
   if method == "ablation":
     order = top_level_order(model, variables, x)
     deepest = max(order.index(l) for l in activation_shapes(model, variables, x, layers))
     logits, acts = forward_with_taps(model, variables, x, order[:deepest + 1])(None)
     weights = score_masks(logits, target, box)
-    alphas = {l: ablation_alpha(model, variables, x, l, order, acts, weights) for l in layers}
+    alphas = {l: ablation_alpha(model, variables, x, l, order, acts, weights, ablation_chunk)
+              for l in layers}
     cams = {l: jax.nn.relu(weighted_sum(acts[l], alphas[l])) for l in layers}
   else:
     logits, acts, grads = class_gradients(model, variables, x, layers, target, box, weights)

@@ -92,13 +92,13 @@ class Explainer:
     self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
                       "road": np.linspace(0.0, ROAD_MAX_FRACTION, int(road_steps) + 1)}
     self.road_noise, self.batch_mb = float(road_noise), float(batch_mb)
-    self._explain = jax.jit(self._maps, static_argnums=2)
+    self._explain = jax.jit(self._maps, static_argnums=(2, 3))
     self._chunk = jax.jit(self._score_chunk, static_argnums=(0,))
 
-  def _maps(self, variables, x, box):
+  def _maps(self, variables, x, box, ablation_chunk):
     if self.num_views == 1:
       return gradcam.explain_batch(self.model, variables[0], x, self.layers, self.method,
-                                   self.target, box)
+                                   self.target, box, ablation_chunk=ablation_chunk)
     return gradcam.ensemble_maps(list(zip(self.models, variables)), x, self.layers,
                                  self.method, self.target, box, self.flip)
 
@@ -109,10 +109,13 @@ class Explainer:
     return gradcam.ensemble_logits(list(zip(self.models, variables)), x, self.flip)
 
   def explain(self, x: np.ndarray, box=(), variables=None):
-    """Maps for a batch x [B, h, w] (see gradcam.explain_batch); variables: one per member."""
+    """Maps for a batch x [B, h, w] (see gradcam.explain_batch); variables: one per member.
+    Ablation-CAM ablates as many channels per pass as explain.removal_batch_mb allows."""
+    chunk = (max(1, self.batch_size(x.shape[1:]) // x.shape[0]) if self.method == "ablation"
+             else 0)
     try:
       return self._explain(self.variables if variables is None else variables,
-                           jnp.asarray(x), tuple(box))
+                           jnp.asarray(x), tuple(box), chunk)
     except ValueError as e:
       raise InputError(f"--cam_layers {list(self.layers)}: {e}") from None
 

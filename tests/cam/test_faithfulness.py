@@ -15,6 +15,7 @@ from scipy.sparse import linalg
 from octseg_jax.modes import explain
 from octseg_jax.outputs import cam_report
 from octseg_jax.cam import faithfulness
+from octseg_jax.cam import gradcam
 from octseg_jax.data import preprocessing
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
@@ -299,3 +300,25 @@ def test_explain_says_per_class_whether_the_map_passed_on_heldout_evidence(
   explain.run(trained_workdir[0], str(tmp_path / "scan.npz"), str(tmp_path / "plain"))
   assert "Held-out evidence: none for this model" in (tmp_path / "plain" / "cam_stats.md"
                                                       ).read_text()
+
+
+def test_ablation_cam_ablates_as_many_channels_per_pass_as_the_memory_limit_allows(tiny,
+                                                                                   monkeypatch):
+  model, v, x = tiny
+  seen = []
+  real = gradcam.explain_batch
+  def spy(*args, **kwargs):
+    seen.append(kwargs["ablation_chunk"])
+    return real(*args, **kwargs)
+  monkeypatch.setattr(gradcam, "explain_batch", spy)
+  maps = {}
+  for mb in (1e-6, 1e6):                       # one channel per pass; every channel at once
+    ex = explain.Explainer([(model, v)], ("dec1_conv0",), "ablation", "all", batch_mb=mb)
+    maps[mb] = ex.explain(np.stack([x, x[::-1]]))
+    budget = mb * 2 ** 20 // explain.per_image_bytes(model, v, x.shape)
+    assert seen[-1] == max(1, int(budget) // 2)             # images per pass / batch of 2
+  assert seen[0] == 1 and seen[1] > maps[1e6]["dec1_conv0"]["alpha"].shape[-1]   # > channels
+  assert float(np.max(maps[1e6]["dec1_conv0"]["raw"])) > 0
+  for key in ("raw", "alpha"):
+    np.testing.assert_allclose(maps[1e-6]["dec1_conv0"][key], maps[1e6]["dec1_conv0"][key],
+                               rtol=1e-5, atol=1e-6)
