@@ -636,14 +636,30 @@ def readme_predict_time(src: Sources) -> str:
           f"further B-scan (load average {span(loads)}).")
 
 
-def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str, float]]:
-  """farm-bench medians of the explain_vs_predict run that explained METHOD at LAYERS (its
-  cam_stats.json says so, or its flags named both)."""
+def explain_cost_runs(src: Sources) -> List[Dict]:
+  """Each benchmarks/explain_vs_predict.sh report in EXPLAIN_COST: its flags, what it explained
+  ((method, layers) from the run's own cam_stats.json, or None in older reports), the
+  farm-bench medians and the load averages before and after."""
+  runs = []
   for name in sorted(os.listdir(src.path(EXPLAIN_COST))):
-    text = open(src.path(f"{EXPLAIN_COST}/{name}")).read() if name.endswith(".txt") else ""
-    if (re.search(rf"^explained: {method} at {layers}$", text, re.M) or
-        f"explain flags: --cam_method={method} --cam_layers={layers};" in text):
-      return farm_bench_medians(text)
+    if not name.endswith(".txt"):
+      continue
+    text = open(src.path(f"{EXPLAIN_COST}/{name}")).read()
+    explained = re.search(r"^explained: (\S+) at (\S+)$", text, re.M)
+    runs.append({"flags": re.search(r"explain flags: ([^;]*);", text).group(1),
+                 "explained": explained.groups() if explained else None,
+                 "medians": farm_bench_medians(text),
+                 "loads": re.findall(r"load average (?:before|after): ([\d.]+)", text)})
+  return runs
+
+
+def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str, float]]:
+  """farm-bench medians of the first explain_vs_predict run that explained METHOD at LAYERS
+  (its cam_stats.json says so, or its flags named both)."""
+  for run in explain_cost_runs(src):
+    if (run["explained"] == (method, layers) or
+        run["flags"] == f"--cam_method={method} --cam_layers={layers}"):
+      return run["medians"]
   return None
 
 
@@ -1257,22 +1273,15 @@ def farm_bench_medians(text: str) -> Dict[str, float]:
 def results_explain_cost(src: Sources) -> str:
   """Whole explain commands against predict on the same 4 Duke scans, per candidate default."""
   rows = []
-  for name in sorted(os.listdir(src.path(EXPLAIN_COST))):
-    if not name.endswith(".txt"):
-      continue
-    text = open(src.path(f"{EXPLAIN_COST}/{name}")).read()
-    med = farm_bench_medians(text)
-    flags = re.search(r"explain flags: ([^;]*);", text).group(1)
-    loads = re.findall(r"load average (?:before|after): ([\d.]+)", text)
-    explained = re.search(r"^explained: (\S+) at (\S+)$", text, re.M)
-    if explained:      # the run's own cam_stats.json says what it explained
-      what = (f"{explained.group(1)} at `{explained.group(2)}`"
+  for run in explain_cost_runs(src):
+    flags, med = run["flags"], run["medians"]
+    if run["explained"]:      # the run's own cam_stats.json says what it explained
+      what = (f"{run['explained'][0]} at `{run['explained'][1]}`"
               + (" (the default)" if flags == "none" else ""))
     else:
       what = f"`{flags}`" if flags != "none" else "the default"
-    rows.append([what,
-                 f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
-                 f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}", " -> ".join(loads)])
+    rows.append([what, f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
+                 f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}", " -> ".join(run["loads"])])
   return table(["explain (method at layers)", "explain wall s", "predict wall s",
                 "ratio (wall)", "ratio (cpu)", "load average before -> after"], rows)
 
