@@ -36,6 +36,7 @@ import jax.numpy as jnp
 METHODS = ("gradcam", "hirescam", "gradcampp", "ablation")
 GRADIENT_METHODS = METHODS[:3]
 LINEAR_METHODS = METHODS[:2]      # maps linear in the gradient before the ReLU (ensembles)
+ABLATION_CHUNK = 8                # channels Ablation-CAM ablates per pass unless told otherwise
 TARGETS = ("all", "predicted", "box")
 
 
@@ -205,7 +206,7 @@ def forward_from(model, variables, x, cached: Dict, layer: str, delta: jax.Array
 
 
 def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: Dict,
-                   weights: jax.Array, chunk: int = 8) -> jax.Array:
+                   weights: jax.Array, chunk: int = ABLATION_CHUNK) -> jax.Array:
   """Ablation-CAM weights [K, B, C] for one layer. acts holds the outputs of `order` up to and
   including `layer` ([B, ...] each); weights [B, H, W, K] the pixel sets of the class scores.
   Channels are ablated `chunk` at a time (a batch of chunk * B images)."""
@@ -228,7 +229,8 @@ def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: 
 
 
 def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gradcam",
-                  target: str = "all", box=(), weights=None, ablation_chunk: int = 8) -> Dict:
+                  target: str = "all", box=(), weights=None,
+                  ablation_chunk: int = ABLATION_CHUNK) -> Dict:
   """All-class maps for a batch. Returns logits [B, H, W, K] and per layer:
   raw [K, B, H, W] (upsampled, >= 0), norm [K, B, H, W] in [0, 1], alpha [K, B, C],
   act_max [B] (max raw activation of the layer). weights: see class_gradients;
