@@ -5,6 +5,7 @@ and values.
   BatchNormReLU         = nn.relu(nn.BatchNorm(momentum=..., epsilon=...)(x))
   conv_general_dilated  = lax.conv_general_dilated (nn.Conv's), with its own backward pass on CPU
   channel_sum           = jnp.sum(x, (0, 1, 2), keepdims=True), on CPU as a sum of wide rows
+  lecun_normal          = nn.initializers.lecun_normal(), drawn as one flat vector
 
 XLA on CPU runs the 2x2 stride-2 transposed convolution as an input-dilated convolution whose
 backward pass is slow (about a third of a skip + transposed-conv SegNet step); as one matmul to
@@ -14,12 +15,16 @@ and has a hand-written backward pass (two per-channel sums instead of the autodi
 the statistics); its four per-channel sums are channel_sum's. The convolutions' backward pass is
 the one XLA derives, except that the transposes feeding the gradient convolutions run on their
 own (unfused_transpose) instead of fused with the BatchNorm and ReLU that produce their operands.
-The last two change nothing on accelerators. All are tested against the plain formulations
+The last two change nothing on accelerators. lecun_normal draws the same numbers as Flax's
+(partitionable threefry gives element i the same bits whatever the shape): XLA on CPU compiles a
+rank-4 truncated-normal draw in seconds, a flat one in a tenth of that, and a model's
+initialisation compiles one draw per kernel shape. All are tested against the plain formulations
 (values and gradients, float64) in tests/models/test_blocks.py; their A/B step timings are in
 docs/results/cpu_2core/ab_*.json (benchmarks/ab_layers.py --plain=...).
 """
 
 import functools
+import math
 from typing import Any, Tuple
 
 import flax.linen as nn
@@ -27,6 +32,16 @@ import jax
 import jax.numpy as jnp
 
 _AXES = (0, 1, 2)   # reduction axes of [B, H, W, C]
+
+
+def lecun_normal(key, shape, dtype=jnp.float32):
+  """nn.initializers.lecun_normal()(key, shape, dtype), value for value: a truncated normal on
+  (-2, 2) scaled to variance 1 / fan_in (fan_in: the product of all but the last axis), drawn
+  flat and reshaped. Equal to Flax's under jax_threefry_partitionable (JAX's default)."""
+  size = math.prod(shape)
+  variance = jnp.array(1.0 / (size // shape[-1]), dtype)
+  stddev = jnp.sqrt(variance) / jnp.array(.87962566103423978, dtype)
+  return jax.random.truncated_normal(key, -2, 2, (size,), dtype).reshape(shape) * stddev
 
 
 class UpConv2x2(nn.Module):
@@ -37,7 +52,7 @@ class UpConv2x2(nn.Module):
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, c, self.features),
+    kernel = self.param("kernel", lecun_normal, (2, 2, c, self.features),
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)

@@ -50,6 +50,7 @@ REWRITES = {
     "pooling": ((segnet, "max_pool_with_argmax", argmax_pool), (segnet, "max_unpool", slot_unpool)),
     "conv": ((segnet, "conv_general_dilated", jax.lax.conv_general_dilated),),
     "channel_sum": ((blocks, "channel_sum", plain_channel_sum),),
+    "init": ((segnet, "lecun_normal", nn.initializers.lecun_normal()),),
 }
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from octseg_jax.anatomy import NUM_BOUNDARIES
 from octseg_jax.models import heads
-from octseg_jax.models.blocks import BatchNormReLU, UpConv2x2, conv_general_dilated
+from octseg_jax.models.blocks import BatchNormReLU, UpConv2x2, conv_general_dilated, lecun_normal
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
 UPSAMPLING = ("unpool", "transpose")
@@ -54,7 +54,8 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = nn.Conv(self.features, tuple(self.kernel), use_bias=not self.use_batchnorm,
-                dtype=self.dtype, conv_general_dilated=conv_general_dilated)(x)
+                dtype=self.dtype, conv_general_dilated=conv_general_dilated,
+                kernel_init=lecun_normal)(x)
     if not self.use_batchnorm:
       return nn.relu(x)
     # Statistics in float32 even under bfloat16 compute.
@@ -117,19 +118,20 @@ class SegNet(nn.Module):
         width = self.widths[i] if j < self.convs_per_block - 1 else out_width
         x = ConvBlock(width, self.use_batchnorm, self.dtype, self.kernel, name=f"dec{i}_conv{j}")(x, train)
     logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head",
-                     conv_general_dilated=conv_general_dilated)(x)
+                     conv_general_dilated=conv_general_dilated, kernel_init=lecun_normal)(x)
     # Loss and softmax in at least float32, also under bfloat16 compute.
     out_dtype = jnp.promote_types(self.dtype, jnp.float32)
     out = {"classes": logits.astype(out_dtype)}
     if self.fluid_head:
-      fluid = nn.Conv(1, (1, 1), dtype=self.dtype, name="fluid_head")(x)
+      fluid = nn.Conv(1, (1, 1), dtype=self.dtype, name="fluid_head", kernel_init=lecun_normal)(x)
       out["fluid"] = fluid[..., 0].astype(out_dtype)
     if self.boundary_head:
       features = x
       for j in range(self.boundary_head_convs):
         features = ConvBlock(self.widths[0], self.use_batchnorm, self.dtype, self.kernel,
                              name=f"boundary_conv{j}")(features, train)
-      rows = nn.Conv(NUM_BOUNDARIES, (1, 1), dtype=self.dtype, name="boundary_head")(features)
+      rows = nn.Conv(NUM_BOUNDARIES, (1, 1), dtype=self.dtype, name="boundary_head",
+                     kernel_init=lecun_normal)(features)
       out["boundary_logits"] = rows.astype(out_dtype)
       out["boundaries"] = heads.ordered_boundaries(out["boundary_logits"],
                                                    self.boundary_window)

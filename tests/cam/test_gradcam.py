@@ -49,8 +49,10 @@ def test_vmapped_pullback_equals_separate_grads(model_and_vars):
   zeros = {l: jnp.zeros(s.shape) for l, s in shapes.items()}
   logits = f(zeros)[0]
   weights = gradcam.score_masks(logits, "predicted")
+  # One class's score at a time: a plain jax.grad per class (one compile, the class an argument).
+  single = jax.jit(jax.grad(lambda p, onehot: jnp.sum(f(p)[0] * weights * onehot)))
   for c in range(8):
-    g = jax.grad(lambda p: jnp.sum(f(p)[0][..., c] * weights[..., c]))(zeros)
+    g = single(zeros, jnp.eye(8)[c][None, None, None])
     np.testing.assert_allclose(grads["dec1_conv0"][c], g["dec1_conv0"], rtol=1e-5, atol=1e-6)
 
 
@@ -162,7 +164,7 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
   mean class score, from jax.jacrev through both members at once (each member's activations
   perturbed), with the map ReLU(sum over the views' channels of weight x activation), the
   mirrored views' maps mirrored back at the layer's resolution before the ReLU. With flip the
-  views are the members on the input and on its mirror (checked with hirescam, and with target
+  views are the members on the input and on its mirror (checked with hirescam and target
   'predicted', whose pixel sets come from the averaged probabilities and are mirrored for the
   mirrored views). alpha is the views' alphas side by side; gradcampp is refused; one member
   without flip is explain_batch."""
@@ -170,8 +172,7 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
   x = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 16, 16)).astype(np.float32))
   members = [(model, model.init(jax.random.key(s), x, train=False)) for s in (0, 1)]
   layer = "dec1_conv0"
-  for flip, method, target in ((False, "gradcam", "all"), (True, "hirescam", "all"),
-                               (True, "gradcam", "predicted")):
+  for flip, method, target in ((False, "gradcam", "all"), (True, "hirescam", "predicted")):
     views = [(v, False) for _, v in members] + ([(v, True) for _, v in members] if flip else [])
     probs = np.mean([np.asarray(jax.nn.softmax(model.apply(v, jnp.flip(x, 2) if m else x,
                                                              train=False), -1))[:, :, ::-1 if m else 1]
