@@ -297,9 +297,9 @@ def test_explain_says_per_class_whether_the_map_passed_on_heldout_evidence(
   assert "| 2 | GCL+IPL | 0.600 | 0.800 | yes | 2 of 2 |" in md
   assert "| 0 | background |" not in md.split("Held-out evidence for")[1].split("##")[0]
   assert "Held-out evidence: gradcam at dec1_conv1 was not measured (2 hand-made folds)." in md
-  explain.run(trained_workdir[0], str(tmp_path / "scan.npz"), str(tmp_path / "plain"))
-  assert "Held-out evidence: none for this model" in (tmp_path / "plain" / "cam_stats.md"
-                                                      ).read_text()
+  assert explain.workdir_evidence(trained_workdir[0], "gradcam", ["dec0_conv1"]) is None
+  assert cam_report.heldout_markdown(None, "gradcam", "dec0_conv1").startswith(
+      "Held-out evidence: none for this model")                   # a workdir without the file
 
 
 def test_ablation_cam_ablates_as_many_channels_per_pass_as_the_memory_limit_allows(tiny,
