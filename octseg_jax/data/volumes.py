@@ -47,6 +47,7 @@ DEFAULT_SCALE_SOURCE = "default (Duke DME)"
 HEYEX_NAMES = ("ILM", "RNFL", "IPL", "INL", "OPL", "PR1", "RPE", "BM")
 SCANNER_SUFFIXES = (".vol", ".e2e", ".eye", ".xml")   # .xml: a HEYEX XML export's file
 LATERALITIES = ("OD", "OS")
+LATERALITY_ASSUMED = "assumed OD (the file has none; set --laterality)"
 
 
 @dataclasses.dataclass
@@ -59,6 +60,8 @@ class Volume:
   per row, per column). laterality: 'OD' or 'OS'. names: one name per B-scan. notes: what was
   assumed rather than read (defaults), for the output. scale_source: 'file', or what the scale
   is when the file gives none ('default (Duke DME)', or '--pixel_um' once that option set it).
+  laterality_source: 'file', '--laterality', or LATERALITY_ASSUMED (the file has none and no
+  option gave it: nasal and temporal may be swapped, which every output says).
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
@@ -70,6 +73,7 @@ class Volume:
   source: str
   notes: List[str] = dataclasses.field(default_factory=list)
   scale_source: str = "file"
+  laterality_source: str = "file"
 
   def __len__(self) -> int:
     return len(self.images)
@@ -150,23 +154,24 @@ def read_laterality(value) -> Optional[str]:
   raise ValueError(f"laterality {value!r} is not one of OD/OS, R/L, right/left or 82/76")
 
 
-def _laterality(found, given: Optional[str], notes: list, path: str = "") -> str:
+def _laterality(found, given: Optional[str], notes: list, path: str = "") -> Tuple[str, str]:
+  """(laterality, where it came from: 'file', '--laterality' or LATERALITY_ASSUMED)."""
   try:
     found = read_laterality(found) or ""
   except ValueError as e:
     if given is None:
       raise fail(path, f"{e}: set --laterality=OD or OS") from None
     notes.append(f"{e}; laterality {given} from --laterality")
-    return given
+    return given, "--laterality"
   if found in LATERALITIES:
     if given is not None and given != found:
       notes.append(f"laterality {found} from the file (--laterality={given} ignored)")
-    return found
+    return found, "file"
   if given is not None:
     notes.append(f"laterality {given} from --laterality")
-    return given
-  notes.append("laterality OD assumed (the file has none; set --laterality)")
-  return "OD"
+    return given, "--laterality"
+  notes.append(f"laterality {LATERALITY_ASSUMED}")
+  return "OD", LATERALITY_ASSUMED
 
 
 def _import_eyepy(path: str):
@@ -208,9 +213,9 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
   masks, annotated = _masks_from_layers(layers, images.shape)
   names = [f"{os.path.splitext(os.path.basename(path.rstrip('/')))[0]}_b{i:02d}"
            for i in range(len(images))]
-  return Volume(images, masks, annotated, positions, scale,
-                _laterality(found_laterality, laterality, notes, path), names, path, notes,
-                source)
+  side, side_source = _laterality(found_laterality, laterality, notes, path)
+  return Volume(images, masks, annotated, positions, scale, side, names, path, notes, source,
+                side_source)
 
 
 def _positions_from_meta(bscan_meta, n: int, scale_z: float) -> np.ndarray:
@@ -272,8 +277,9 @@ def read_npz_volume(path: str, laterality: Optional[str] = None,
     positions = np.arange(n) * scale[0]
   masks = scans.masks
   annotated = np.zeros(n, bool) if masks is None else (masks != IGNORE).any(axis=(1, 2))
-  return Volume(scans.images, masks, annotated, positions, scale,
-                _laterality(None, laterality, notes), scans.names, path, notes, source)
+  side, side_source = _laterality(None, laterality, notes)
+  return Volume(scans.images, masks, annotated, positions, scale, side, scans.names, path,
+                notes, source, side_source)
 
 
 def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: int = 1) -> Volume:
@@ -289,6 +295,6 @@ def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: in
   annotated = (masks != IGNORE).any(axis=(1, 2))                # [S]
   notes = ["scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME, Chiu et al. 2015)"]
   names = list(scans.names)
+  side, side_source = _laterality(None, laterality, notes)
   return Volume(images, masks, annotated, np.arange(n) * DUKE_DME_SCALE_MM[0],
-                DUKE_DME_SCALE_MM, _laterality(None, laterality, notes), names, path, notes,
-                DEFAULT_SCALE_SOURCE)
+                DUKE_DME_SCALE_MM, side, names, path, notes, DEFAULT_SCALE_SOURCE, side_source)

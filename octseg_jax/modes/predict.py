@@ -298,9 +298,10 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
                        pixel_um_option=None) -> Dict:
   """Predicts one input file (`batch_size` scans per network call) and writes its prediction
   file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
-  table and .eye. Returns the prediction file's `path`, its `scale` (resolve_scale), for an
-  ensemble `uncertain_scans` (how many scans have an uncertain column; None for one model),
-  and its `summary` rows of summary.csv."""
+  table and .eye. Returns the prediction file's `path`, its `scale` (resolve_scale), for a
+  volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
+  `uncertain_scans` (how many scans have an uncertain column; None for one model), and its
+  `summary` rows of summary.csv."""
   from octseg_jax.outputs import volume_report
   scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
@@ -325,7 +326,9 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
   draw_figures(run, scans, out, drawn, flags, trained.workdir, scale)
-  return {"path": npz_path, "scale": scale, "summary":
+  side = None if vol is None else {"laterality": vol.laterality,
+                                    "source": vol.laterality_source}
+  return {"path": npz_path, "scale": scale, "laterality": side, "summary":
           summary_rows(scans.source, scans, out, pixel_um, col_mm, extra, scale["source"]),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags))}
 
@@ -373,11 +376,11 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
                   batch_size: int, single: bool = False, pixel_um_option=None):
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
   is predicted); returns (scans, files, scans with an uncertain column or None, {file: scale
-  used}). In a folder
+  used}, {volume file: laterality used}). In a folder
   run a file whose prediction fails for any reason becomes a failed row of errors.csv and the
   run goes on; a single input file fails the run."""
   num_scans = num_files = 0
-  uncertain_scans, summary, scales = None, [], {}
+  uncertain_scans, summary, scales, sides = None, [], {}, {}
   for path, scans in prefetched(readable):
     claimed = set(outputs.claimed)
     try:
@@ -392,6 +395,8 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
       continue
     summary += done["summary"]
     scales[path] = done["scale"]
+    if done["laterality"] is not None:
+      sides[path] = done["laterality"]
     if done["uncertain_scans"] is not None:
       uncertain_scans = (uncertain_scans or 0) + done["uncertain_scans"]
     num_scans, num_files = num_scans + len(scans), num_files + 1
@@ -401,7 +406,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     (path,) = outputs.claim("summary", (".csv",))
     write_csv(path, summary_header(trained), summary)
     outputs.wrote(path)
-  return num_scans, num_files, uncertain_scans, scales
+  return num_scans, num_files, uncertain_scans, scales, sides
 
 
 def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
@@ -444,7 +449,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
       files, outputs.failed, max_side, volume_options=volume_options)
   batch_size = network_batch_size(trained, overrides)
   start = time.perf_counter()
-  num_scans, num_files, uncertain_scans, scales = predict_files(
+  num_scans, num_files, uncertain_scans, scales, sides = predict_files(
       outputs, readable, stem_of, trained, figures, fovea_mm, batch_size, single,
       pixel_um_option)
   seconds = time.perf_counter() - start
@@ -454,6 +459,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
              "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
   if uncertain_scans is not None:
     summary["scans_with_uncertain_columns"] = uncertain_scans
+  if sides:
+    summary["lateralities"] = sides
   outputs.finish(summary)
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
   print(f"predict: {report.count(num_scans, 'scan')} of {report.count(num_files, 'file')} in "

@@ -6,13 +6,15 @@
   `total` in um over the measured part of the sector (empty when less than
   enface.MIN_MEASURED of it is measured), `coverage`, the share of the sector's area within
   reach of a B-scan, and `measured`, the share with a known total thickness
-  (octseg_jax.geometry.enface); with the fluid head `fluid_mm3` and a last row `total` (6 mm disc);
+  (octseg_jax.geometry.enface); `laterality` and `laterality_source` (file, --laterality, or
+  assumed: the sector names N and T depend on it); with the fluid head `fluid_mm3` and a last
+  row `total` (6 mm disc);
 * NAME.eye: an eyepy EyeVolume with the scan and the predicted boundaries as layer annotations
   under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
   (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
   fovea_mm [2], etdrs_um [9, 8], etdrs_coverage [9], etdrs_sectors, bscan_positions_mm [N],
-  scale_mm [3], laterality.
+  scale_mm [3], laterality, laterality_source (data.volumes.Volume).
 """
 
 import os
@@ -23,7 +25,7 @@ import numpy as np
 
 from octseg_jax.geometry import enface
 from octseg_jax.anatomy import LAYER_NAMES
-from octseg_jax.data.volumes import HEYEX_NAMES, Volume
+from octseg_jax.data.volumes import HEYEX_NAMES, LATERALITY_ASSUMED, Volume
 from octseg_jax.errors import fail
 from octseg_jax.outputs.atomic import atomic_path, save_figure, write_csv
 
@@ -84,7 +86,8 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys.
   fluid_um: fluid height per B-scan and A-scan [N, W] of a model with the fluid head."""
   result = analyse(volume, boundaries, fovea_mm, fluid_um)
-  write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result)
+  write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result,
+                  (volume.laterality, volume.laterality_source))
   plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem)
   if len(volume) >= 2:
     write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
@@ -93,7 +96,7 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   source = "given" if fovea_mm is not None else (
       "found" if result["fovea_found"] else "scan centre (not found)")
   measured = result["etdrs_measured"]
-  print(f"{stem}: {volume.laterality}, fovea ({result['fovea_mm'][0]:.2f}, "
+  print(f"{stem}: {laterality_text(volume)}, fovea ({result['fovea_mm'][0]:.2f}, "
         f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
         f"{int((measured > 0.999).sum())}/9 fully, {int((measured >= enface.MIN_MEASURED).sum())}"
         f"/9 at least {enface.MIN_MEASURED:.0%} (only those have thickness values)"
@@ -106,7 +109,15 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
           "etdrs_sectors": np.array(enface.ETDRS_SECTORS), "map_names": np.array(MAP_NAMES),
           "bscan_positions_mm": np.asarray(volume.positions_mm, np.float64),
           "scale_mm": np.asarray(volume.scale_mm, np.float64),
-          "laterality": np.array(volume.laterality)}
+          "laterality": np.array(volume.laterality),
+          "laterality_source": np.array(volume.laterality_source)}
+
+
+def laterality_text(volume: Volume, why: str = "") -> str:
+  """'OD' / 'OS', or 'OD ASSUMED (why)' where the file gave none."""
+  if volume.laterality_source != LATERALITY_ASSUMED:
+    return volume.laterality
+  return f"{volume.laterality} ASSUMED" + (f" ({why})" if why else "")
 
 
 def fluid_keys(result: dict) -> dict:
@@ -118,20 +129,25 @@ def fluid_keys(result: dict) -> dict:
           "fluid_mm3_total": np.float64(result["fluid_mm3_total"])}
 
 
-def write_etdrs_csv(path: str, result: dict) -> None:
-  """One row per sector: mean thickness per map (um), coverage and, with the fluid head,
-  fluid_mm3; then a row `total` (the 6 mm disc) holding the fluid volume alone."""
+def write_etdrs_csv(path: str, result: dict, laterality=("OD", "file")) -> None:
+  """One row per sector: mean thickness per map (um), coverage, measured, the laterality the
+  sectors are named for and where it came from ((laterality, source): nasal and temporal
+  depend on it) and, with the fluid head, fluid_mm3; then a row `total` (the 6 mm disc)
+  holding the fluid volume alone."""
   fluid = result.get("etdrs_fluid_mm3")
   rows = []
   for i, (name, means, cov, meas) in enumerate(zip(
       enface.ETDRS_SECTORS, result["etdrs_um"], result["etdrs_coverage"],
       result["etdrs_measured"])):
     rows.append([name] + ["" if not np.isfinite(v) else f"{v:.1f}" for v in means]
-                + [f"{cov:.3f}", f"{meas:.3f}"] + ([] if fluid is None else [_mm3(fluid[i])]))
+                + [f"{cov:.3f}", f"{meas:.3f}", *laterality]
+                + ([] if fluid is None else [_mm3(fluid[i])]))
   header = ["sector"] + [f"{n}_um" if n != "total" else "total_um" for n in MAP_NAMES]
-  header += ["coverage", "measured"] + ([] if fluid is None else ["fluid_mm3"])
+  header += ["coverage", "measured", "laterality", "laterality_source"]
+  header += [] if fluid is None else ["fluid_mm3"]
   if fluid is not None:
-    rows.append(["total"] + [""] * (len(MAP_NAMES) + 2) + [_mm3(result["fluid_mm3_total"])])
+    rows.append(["total"] + [""] * (len(MAP_NAMES) + 2) + [*laterality]
+                + [_mm3(result["fluid_mm3_total"])])
   write_csv(path, header, rows)
 
 
@@ -177,17 +193,26 @@ def draw_etdrs(ax, fovea_mm, laterality: str, values=None) -> None:
     v = value.get(name)
     text = name if v is None else (f"{name}\n{v:.0f}" if np.isfinite(v) else f"{name}\n-")
     ax.text(fx + r * ux, fy + r * uy, text, ha="center", va="center", fontsize=7,
+            clip_on=True,   # a small scan's map ends inside the grid: no labels beyond it
             bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
 
 
-def robust_limits(m: np.ndarray):
+MIN_COLOUR_SPAN_UM = 20.0   # about 5 pixel rows at 3.9 um: thinner spans would colour noise
+
+
+def robust_limits(m: np.ndarray, min_span: float = MIN_COLOUR_SPAN_UM):
   """Colour limits of a map: its 2nd and 98th percentiles over known points, so that single
-  outlier points do not wash out the rest (colour bars say values beyond them are clipped)."""
+  outlier points do not wash out the rest (colour bars say values beyond them are clipped),
+  widened about their middle to at least `min_span` (not below 0), so that the few um of
+  noise of a thin, even layer (ISE, OS-RPE) do not fill the whole colour map."""
   known = np.asarray(m, np.float64)[np.isfinite(m)]
   if not known.size:
-    return 0.0, 1.0
+    return 0.0, min_span
   lo, hi = np.percentile(known, [2, 98])
-  return float(lo), float(hi if hi > lo else lo + 1.0)
+  if hi - lo < min_span:
+    lo = max(0.0, (lo + hi - min_span) / 2)
+    hi = lo + min_span
+  return float(lo), float(hi)
 
 
 def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
@@ -223,12 +248,13 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
       draw_etdrs(ax, result["fovea_mm"], volume.laterality, result["etdrs_um"][:, total])
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
-  fig.suptitle(f"{title}: {volume.laterality}, {len(volume)} B-scans, scale "
+  side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
+  fig.suptitle(f"{title}: {side}, {len(volume)} B-scans, scale "
                f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
                f"column, {volume.scale_mm[0] * 1e3:.4g} um between B-scans "
                f"({volume.scale_source})\nblank = no thickness measured, or farther than "
                f"{enface.REACH_MM} mm from a B-scan; thickness colours clipped at the 2nd-98th "
-               "percentile; ETDRS sectors: mean total thickness (um), '-' = less than "
+               f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart); ETDRS sectors: mean total thickness (um), '-' = less than "
                f"{enface.MIN_MEASURED:.0%} of the sector measured", fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
     warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")

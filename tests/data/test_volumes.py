@@ -5,6 +5,7 @@ Quantitative checks run the truth label maps of phantom volumes through the geom
 closed-form thickness averaged over each sector on a fine independent grid.
 """
 
+import json
 import os
 
 import numpy as np
@@ -178,6 +179,16 @@ def test_heyex_vol_and_xml_fixtures_read_with_scale_and_laterality():
     inputs.load_path(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"), True)
 
 
+def test_map_colour_limits_are_percentiles_at_least_min_span_apart():
+  wide = np.concatenate([np.linspace(100.0, 300.0, 101), [np.nan, 1e4]])   # one outlier
+  lo, hi = volume_report.robust_limits(wide)
+  np.testing.assert_allclose((lo, hi), np.percentile(wide[:-2].tolist() + [1e4], [2, 98]))
+  thin = 30.0 + np.linspace(-3.0, 3.0, 50)                    # an even layer: 6 um of noise
+  assert volume_report.robust_limits(thin) == pytest.approx((20.0, 40.0))
+  assert volume_report.robust_limits(np.array([2.0, 3.0])) == (0.0, 20.0)   # not below 0
+  assert volume_report.robust_limits(np.full(4, np.nan)) == (0.0, 20.0)
+
+
 def test_npz_volume_scale_positions_and_bad_input(tmp_path):
   images = np.zeros((3, 32, 40), np.uint8)
   plain, scaled, duke_like, bad = (str(tmp_path / f) for f in
@@ -193,7 +204,9 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
   np.testing.assert_allclose(v.positions_mm, [0.0, 0.2, 0.4])
   d = volumes.read_volume(duke_like)
   np.testing.assert_allclose(d.positions_mm, np.array([10, 15, 28]) * 0.123)
-  assert d.laterality == "OD" and any("OD assumed" in n for n in d.notes)
+  assert d.laterality == "OD" and any("OD (the file has none" in n for n in d.notes)
+  assert (d.laterality_source, v.laterality_source) == (volumes.LATERALITY_ASSUMED,
+                                                        "--laterality")
   with pytest.raises(InputError, match="scale_mm must be 3 positive"):
     volumes.read_volume(bad)
   with pytest.raises(InputError, match="--fovea"):
@@ -227,8 +240,14 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
     np.testing.assert_allclose(d["bscan_positions_mm"], np.arange(6) * 0.123)
     np.testing.assert_allclose(d["scale_mm"], volumes.DUKE_DME_SCALE_MM)
   rows = (out / "Subject_03_etdrs.csv").read_text().splitlines()
-  assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-2:] == ["coverage", "measured"]
+  assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-4:] == [
+      "coverage", "measured", "laterality", "laterality_source"]
   assert [r.split(",")[0] for r in rows[1:]] == list(enface.ETDRS_SECTORS)
+  assert {tuple(r.split(",")[-2:]) for r in rows[1:]} == {("OS", "--laterality")}
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["lateralities"] == {mat: {"laterality": "OS", "source": "--laterality"},
+                                      str(tmp_path / "in" / "scaled.npz"):
+                                      {"laterality": "OS", "source": "--laterality"}}
   assert (out / "Subject_03.eye").exists() and (out / "Subject_03_thickness_maps.png").exists()
 
 

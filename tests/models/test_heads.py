@@ -15,7 +15,7 @@ from octseg_jax.modes import evaluate
 from octseg_jax.learning import losses
 from octseg_jax.data import preprocessing
 from octseg_jax.geometry import boundaries as geom
-from octseg_jax.data import pipeline, synthetic
+from octseg_jax.data import pipeline, synthetic, volumes
 from octseg_jax.models import create_model, heads
 from octseg_jax.learning.task import Task
 
@@ -219,7 +219,9 @@ def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
   write_npz(str(tmp_path / "vol.npz"), images=vol.images, scale_mm=np.array(vol.scale_mm))
   _predict(heads_workdir, tmp_path / "vol.npz", tmp_path / "out", "--volume")
   rows = list(csv.reader(open(tmp_path / "out" / "vol_etdrs.csv")))
-  assert rows[0][-3:] == ["coverage", "measured", "fluid_mm3"] and rows[-1][0] == "total"
+  assert rows[0][-5:] == ["coverage", "measured", "laterality", "laterality_source",
+                         "fluid_mm3"] and rows[-1][0] == "total"
+  assert {tuple(r[-3:-1]) for r in rows[1:]} == {("OD", volumes.LATERALITY_ASSUMED)}
   with np.load(tmp_path / "out" / "vol.npz") as out:
     fluid_um = out["fluid"].sum(axis=1) * 15.5                      # [N, W]
     assert out["fluid_map_um"].shape == out["thickness_maps_um"].shape[1:]

@@ -31,8 +31,10 @@ def test_laterality_enums_and_unreadable_values():
   notes = []
   with pytest.raises(InputError, match="set --laterality"):
     volumes._laterality("X", None, notes, "scan.e2e")
-  assert volumes._laterality("X", "OS", notes, "scan.e2e") == "OS" and "'X'" in notes[0]
-  assert volumes._laterality("76", None, [], "scan.e2e") == "OS"
+  assert volumes._laterality("X", "OS", notes, "scan.e2e") == ("OS", "--laterality")
+  assert "'X'" in notes[0]
+  assert volumes._laterality("76", None, [], "scan.e2e") == ("OS", "file")
+  assert volumes._laterality(None, None, [], "scan.e2e") == ("OD", volumes.LATERALITY_ASSUMED)
 
 
 def test_etdrs_measured_is_below_1_where_part_of_a_sector_has_no_thickness():
