@@ -190,6 +190,14 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, file
   return images, masks, fluid, subjects, names, data_name
 
 
+def scans_in_training(trained, names) -> int:
+  """How many of the scored scans a model (any member of an ensemble) trained on, matched by
+  scan name (Duke scans are named subject_SS_bII wherever they come from)."""
+  members = getattr(trained, "members", [trained])
+  seen = set().union(*(m.split["train"]["names"] for m in members))
+  return sum(str(n) in seen for n in names)
+
+
 def predict_all(trained, images) -> List[Dict]:
   """inference.predict_outputs in eval batches, with progress."""
   from octseg_jax.serving.inference import predict_outputs
@@ -256,6 +264,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
+                 "scans_in_training": scans_in_training(trained, names),
                  "pixel_um_source": "the model config's data.pixel_um",
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
@@ -267,6 +276,8 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
         f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
         f"{SCALE_TEXT.format(float(trained.config.data.pixel_um))}; wrote "
         f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")
+  if result["scans_in_training"]:
+    print(f"warning: {report.training_overlap_text(result)}")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

@@ -82,6 +82,11 @@ def paper_note(result: Dict) -> str:
           "80/20 split of B-scans, and this evaluation is not that protocol.")
 
 
+def training_overlap_text(result: Dict) -> str:
+  return (f"{result['scans_in_training']} of {count(result['scans'], 'scan')} were in the "
+          "model's training set (matched by scan name), so these numbers are not held-out")
+
+
 def metrics_markdown(result: Dict) -> str:
   raw, fix = result["raw"], result["topology"]
   with_paper = bool(result.get("paper_comparable"))
@@ -89,7 +94,8 @@ def metrics_markdown(result: Dict) -> str:
       "# Evaluation", "",
       f"Data: {result['data']}; {count(result['scans'], 'scan')}; checkpoint epoch "
       f"{result['checkpoint_epoch']}; resolution: {result['resolution']}; pixel "
-      f"{result['pixel_um']} um.", "",
+      f"{result['pixel_um']} um." + (f" **Warning: {training_overlap_text(result)}**"
+                                     if result.get("scans_in_training") else ""), "",
       "## Summary", "",
       table(["protocol", "metric", "raw argmax", "topology-fixed"], [
           ["paper", "pixel accuracy", fmt(raw["paper"]["accuracy"]), fmt(fix["paper"]["accuracy"])],

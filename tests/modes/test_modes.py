@@ -34,6 +34,22 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   assert panel.size[1] > panel.size[0] / 2
   record = json.loads((tmp_path / "eval_provenance.json").read_text())
   assert record["mode"] == "eval" and record["data"] == saved["data"]
+  assert saved["scans_in_training"] == 0 and "Warning" not in md       # the validation split
+
+
+def test_eval_says_how_many_scans_the_model_trained_on():
+  import types
+  from octseg_jax.outputs import report
+  member = lambda names: types.SimpleNamespace(split={"train": {"names": names}})
+  one = member(["subject_01_b10", "subject_01_b15"])
+  scored = ["subject_01_b10", "subject_01_b15", "subject_02_b10"]
+  assert evaluate.scans_in_training(one, scored) == 2
+  ensemble = types.SimpleNamespace(members=[member(["subject_03_b10"]),
+                                            member(["subject_02_b10"])])
+  assert evaluate.scans_in_training(ensemble, scored) == 1              # any member's
+  assert report.training_overlap_text({"scans_in_training": 2, "scans": 3}) == (
+      "2 of 3 scans were in the model's training set (matched by scan name), so these "
+      "numbers are not held-out")
 
 
 def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path):
