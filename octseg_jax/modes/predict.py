@@ -34,6 +34,7 @@ from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, uniqu
 
 FILE_SUFFIXES = (".npz", "_thickness.csv")            # per input file
 SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
+LOW_SUPPORT = 0.5   # a scan with every thickness in fewer of its columns gets a warning
 VOLUME_SUFFIXES = ("_thickness_maps.png", "_etdrs.csv", ".eye")   # per input volume
 
 
@@ -300,7 +301,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
   table and .eye. Returns the prediction file's `path`, its `scale` (resolve_scale), for a
   volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
-  `uncertain_scans` (how many scans have an uncertain column; None for one model), and its
+  `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
+  (how many scans have every layer's thickness in fewer than LOW_SUPPORT of their columns) and its
   `summary` rows of summary.csv."""
   from octseg_jax.outputs import volume_report
   scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
@@ -330,7 +332,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
           summary_rows(scans.source, scans, out, pixel_um, col_mm, extra, scale["source"]),
-          "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags))}
+          "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
+          "low_support": int((out["supported"].mean(axis=1) < LOW_SUPPORT).sum())}
 
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
@@ -376,11 +379,11 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
                   batch_size: int, single: bool = False, pixel_um_option=None):
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
   is predicted); returns (scans, files, scans with an uncertain column or None, {file: scale
-  used}, {volume file: laterality used}). In a folder
+  used}, {volume file: laterality used}, scans with low support). In a folder
   run a file whose prediction fails for any reason becomes a failed row of errors.csv and the
   run goes on; a single input file fails the run."""
   num_scans = num_files = 0
-  uncertain_scans, summary, scales, sides = None, [], {}, {}
+  uncertain_scans, summary, scales, sides, low = None, [], {}, {}, 0
   for path, scans in prefetched(readable):
     claimed = set(outputs.claimed)
     try:
@@ -402,11 +405,17 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     num_scans, num_files = num_scans + len(scans), num_files + 1
     print(f"predicted {report.count(len(scans), 'scan')} of {path} ({scale_text(done['scale'])})"
           f" -> {done['path']}")
+    if done["low_support"]:
+      low += done["low_support"]
+      print(f"warning: {done['low_support']} of {report.count(len(scans), 'scan')} of {path} "
+            f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
+            f"than {LOW_SUPPORT:.0%} of the columns (the rest shaded 'no support'): is it a "
+            "retinal B-scan like the model's training data?")
   if summary:
     (path,) = outputs.claim("summary", (".csv",))
     write_csv(path, summary_header(trained), summary)
     outputs.wrote(path)
-  return num_scans, num_files, uncertain_scans, scales, sides
+  return num_scans, num_files, uncertain_scans, scales, sides, low
 
 
 def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
@@ -449,7 +458,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
       files, outputs.failed, max_side, volume_options=volume_options)
   batch_size = network_batch_size(trained, overrides)
   start = time.perf_counter()
-  num_scans, num_files, uncertain_scans, scales, sides = predict_files(
+  num_scans, num_files, uncertain_scans, scales, sides, low = predict_files(
       outputs, readable, stem_of, trained, figures, fovea_mm, batch_size, single,
       pixel_um_option)
   seconds = time.perf_counter() - start
@@ -461,6 +470,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
     summary["scans_with_uncertain_columns"] = uncertain_scans
   if sides:
     summary["lateralities"] = sides
+  summary["scans_with_low_support"] = low
   outputs.finish(summary)
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
   print(f"predict: {report.count(num_scans, 'scan')} of {report.count(num_files, 'file')} in "

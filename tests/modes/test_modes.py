@@ -52,7 +52,7 @@ def test_eval_says_how_many_scans_the_model_trained_on():
       "numbers are not held-out")
 
 
-def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path):
+def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path, capsys):
   workdir, _ = trained_workdir
   s = synthetic.generate(3, 100, 70, seed=9)        # another size than training (96 x 64)
   write_npz(str(tmp_path / "in" / "scans.npz"), images=s.images[:2], masks=s.masks[:2])
@@ -72,6 +72,17 @@ def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tm
   assert rows[0][:3] == ["scan", "column", "NFL_um"] and len(rows) == 1 + 2 * 70
   for name in ("scans_000_overlay.png", "scans_001_thickness.png", "one_overlay.png"):
     assert (out / name).stat().st_size > 1000
+  # Scans with every thickness in fewer than half of their columns: counted and warned about.
+  shares = []
+  for table in ("scans_thickness.csv", "one_thickness.csv"):
+    with open(out / table) as f:
+      cells = list(csv.DictReader(f))
+    shares += [np.mean([int(r["supported"]) for r in cells if r["scan"] == name])
+               for name in {r["scan"] for r in cells}]
+  low = sum(share < predict.LOW_SUPPORT for share in shares)
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["scans_with_low_support"] == low
+  assert ("warning:" in capsys.readouterr().out) == (low > 0)
 
 
 def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
