@@ -378,10 +378,11 @@ def prefetched(items: Iterable) -> Iterator:
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
                   batch_size: int, single: bool = False, pixel_um_option=None):
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
-  is predicted); returns (scans, files, scans with an uncertain column or None, {file: scale
-  used}, {volume file: laterality used}, scans with low support). In a folder
-  run a file whose prediction fails for any reason becomes a failed row of errors.csv and the
-  run goes on; a single input file fails the run."""
+  is predicted); returns manifest.json's facts of them: scans, files_predicted, scales ({file:
+  scale used}), scans_with_low_support, for volumes lateralities ({file: laterality used}), for
+  an ensemble scans_with_uncertain_columns. In a folder run a file whose prediction fails for
+  any reason becomes a failed row of errors.csv and the run goes on; a single input file fails
+  the run."""
   num_scans = num_files = 0
   uncertain_scans, summary, scales, sides, low = None, [], {}, {}, 0
   for path, scans in prefetched(readable):
@@ -415,7 +416,13 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     (path,) = outputs.claim("summary", (".csv",))
     write_csv(path, summary_header(trained), summary)
     outputs.wrote(path)
-  return num_scans, num_files, uncertain_scans, scales, sides, low
+  facts = {"scans": num_scans, "files_predicted": num_files, "scales": scales,
+           "scans_with_low_support": low}
+  if uncertain_scans is not None:
+    facts["scans_with_uncertain_columns"] = uncertain_scans
+  if sides:
+    facts["lateralities"] = sides
+  return facts
 
 
 def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
@@ -458,19 +465,13 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
       files, outputs.failed, max_side, volume_options=volume_options)
   batch_size = network_batch_size(trained, overrides)
   start = time.perf_counter()
-  num_scans, num_files, uncertain_scans, scales, sides, low = predict_files(
-      outputs, readable, stem_of, trained, figures, fovea_mm, batch_size, single,
-      pixel_um_option)
+  facts = predict_files(outputs, readable, stem_of, trained, figures, fovea_mm, batch_size,
+                        single, pixel_um_option)
   seconds = time.perf_counter() - start
+  num_scans, num_files = facts["scans"], facts["files_predicted"]
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
-             "batch_size": batch_size, "files_predicted": num_files, "scans": num_scans,
-             "seconds": round(seconds, 3), "scales": scales,
+             "batch_size": batch_size, **facts, "seconds": round(seconds, 3),
              "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
-  if uncertain_scans is not None:
-    summary["scans_with_uncertain_columns"] = uncertain_scans
-  if sides:
-    summary["lateralities"] = sides
-  summary["scans_with_low_support"] = low
   outputs.finish(summary)
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
   print(f"predict: {report.count(num_scans, 'scan')} of {report.count(num_files, 'file')} in "
