@@ -114,9 +114,11 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
 
 
 def laterality_text(volume: Volume, why: str = "") -> str:
-  """'OD' / 'OS', or 'OD ASSUMED (why)' where the file gave none."""
+  """'OD (laterality from the file)', 'OS (laterality from --laterality)', or 'OD ASSUMED
+  (why)' where neither gave one."""
   if volume.laterality_source != LATERALITY_ASSUMED:
-    return volume.laterality
+    source = "the file" if volume.laterality_source == "file" else volume.laterality_source
+    return f"{volume.laterality} (laterality from {source})"
   return f"{volume.laterality} ASSUMED" + (f" ({why})" if why else "")
 
 

@@ -52,7 +52,8 @@ def test_eval_says_how_many_scans_the_model_trained_on():
       "numbers are not held-out")
 
 
-def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path, capsys):
+def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path, capsys,
+                                                             monkeypatch):
   workdir, _ = trained_workdir
   s = synthetic.generate(3, 100, 70, seed=9)        # another size than training (96 x 64)
   write_npz(str(tmp_path / "in" / "scans.npz"), images=s.images[:2], masks=s.masks[:2])
@@ -83,6 +84,11 @@ def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tm
   manifest = json.loads((out / "manifest.json").read_text())
   assert manifest["scans_with_low_support"] == low
   assert ("warning:" in capsys.readouterr().out) == (low > 0)
+  monkeypatch.setattr(predict, "LOW_SUPPORT", 1.01)       # every scan is below it
+  predict.run(workdir, str(tmp_path / "in" / "one.png"), str(tmp_path / "low"), figures="none")
+  assert json.loads((tmp_path / "low" / "manifest.json").read_text())[
+      "scans_with_low_support"] == 1
+  assert "warning: 1 of 1 scan of" in capsys.readouterr().out
 
 
 def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):

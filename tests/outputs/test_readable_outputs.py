@@ -4,6 +4,7 @@ laterality in every form eyepy gives it."""
 import csv
 import enum
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,6 +36,11 @@ def test_laterality_enums_and_unreadable_values():
   assert "'X'" in notes[0]
   assert volumes._laterality("76", None, [], "scan.e2e") == ("OS", "file")
   assert volumes._laterality(None, None, [], "scan.e2e") == ("OD", volumes.LATERALITY_ASSUMED)
+  said = [volume_report.laterality_text(SimpleNamespace(laterality=side, laterality_source=src),
+                                        "why") for side, src in
+          (("OS", "file"), ("OS", "--laterality"), ("OD", volumes.LATERALITY_ASSUMED))]
+  assert said == ["OS (laterality from the file)", "OS (laterality from --laterality)",
+                  "OD ASSUMED (why)"]                      # console and maps title
 
 
 def test_etdrs_measured_is_below_1_where_part_of_a_sector_has_no_thickness():
