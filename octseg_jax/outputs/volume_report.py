@@ -131,7 +131,7 @@ def fluid_keys(result: dict) -> dict:
           "fluid_mm3_total": np.float64(result["fluid_mm3_total"])}
 
 
-def write_etdrs_csv(path: str, result: dict, laterality=("OD", "file")) -> None:
+def write_etdrs_csv(path: str, result: dict, laterality: Sequence[str]) -> None:
   """One row per sector: mean thickness per map (um), coverage, measured, the laterality the
   sectors are named for and where it came from ((laterality, source): nasal and temporal
   depend on it) and, with the fluid head, fluid_mm3; then a row `total` (the 6 mm disc)
@@ -256,8 +256,9 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
                f"column, {volume.scale_mm[0] * 1e3:.4g} um between B-scans "
                f"({volume.scale_source})\nblank = no thickness measured, or farther than "
                f"{enface.REACH_MM} mm from a B-scan; thickness colours clipped at the 2nd-98th "
-               f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart); ETDRS sectors: mean total thickness (um), '-' = less than "
-               f"{enface.MIN_MEASURED:.0%} of the sector measured", fontsize=10)
+               f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart); ETDRS sectors: mean "
+               f"total thickness (um), '-' = less than {enface.MIN_MEASURED:.0%} of the sector "
+               "measured", fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
     warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
     save_figure(path, fig)
