@@ -28,8 +28,10 @@ membrane. Heidelberg's GCL (GCL/IPL), ELM and PR2 (interdigitation zone) lines h
 counterpart among our 8 boundaries and are not written.
 """
 
+import contextlib
 import dataclasses
 import glob
+import logging
 import os
 import re
 from typing import List, Optional, Tuple
@@ -117,6 +119,21 @@ def is_volume(path: str, force: bool = False) -> bool:
   return False
 
 
+def volume_hint(path: str) -> Optional[str]:
+  """For an .npz read as separate B-scans: a hint when it holds `bscan_index`, the positions of
+  B-scans of one volume (as the Duke subject files do), that --volume would map them."""
+  if not path.lower().endswith(".npz"):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      if "bscan_index" not in getattr(data, "files", ()):
+        return None
+  except Exception:  # noqa: BLE001  (it was read a moment ago; a hint is not worth a failure)
+    return None
+  return (f"note: {path} holds bscan_index (B-scans of one volume): add --volume for en-face "
+          "thickness maps and the ETDRS table")
+
+
 def read_volume(path: str, laterality: Optional[str] = None,
                 max_side: int = duke.MAX_IMAGE_SIDE) -> Volume:
   """Reads a volume; `laterality` ('OD'/'OS') is used where the file has none."""
@@ -174,6 +191,24 @@ def _laterality(found, given: Optional[str], notes: list, path: str = "") -> Tup
   return "OD", LATERALITY_ASSUMED
 
 
+@contextlib.contextmanager
+def eyepy_messages(messages: list):
+  """Collects what eyepy logs (its warnings about a file) into `messages` instead of letting
+  them reach the console as log lines: the reader reports them as the volume's notes."""
+  class Collect(logging.Handler):
+    def emit(self, record):
+      messages.append(f"eyepy: {record.getMessage()}")
+  logger = logging.getLogger("eyepy")
+  handler, propagate = Collect(logging.WARNING), logger.propagate
+  logger.addHandler(handler)
+  logger.propagate = False
+  try:
+    yield messages
+  finally:
+    logger.removeHandler(handler)
+    logger.propagate = propagate
+
+
 def _import_eyepy(path: str):
   import eyepy  # Imported here: only scanner files need it.
   lower = path.rstrip("/").lower()
@@ -192,19 +227,20 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
   """HEYEX .vol / XML folder / .e2e and eyepy .eye through eyepy, with layers as masks."""
   if not os.path.exists(path):
     raise fail(path, "no such file or folder")
+  notes = []
   try:
-    ev = _import_eyepy(path)
-    images = np.asarray(ev.data)
-    scale, unit = tuple(float(s) for s in ev.scale), ev.scale_unit
-    bscan_meta = ev.meta["bscan_meta"]
-    layers = {name: np.asarray(layer.data, np.float64) for name, layer in ev.layers.items()}
-    found_laterality = ev.meta.get("laterality") if hasattr(ev.meta, "get") else None
+    with eyepy_messages(notes):
+      ev = _import_eyepy(path)
+      images = np.asarray(ev.data)
+      scale, unit = tuple(float(s) for s in ev.scale), ev.scale_unit
+      bscan_meta = ev.meta["bscan_meta"]
+      layers = {name: np.asarray(layer.data, np.float64) for name, layer in ev.layers.items()}
+      found_laterality = ev.meta.get("laterality") if hasattr(ev.meta, "get") else None
   except Exception as e:  # eyepy raises many types on damaged or foreign files
     if type(e).__name__ == "InputError":
       raise
     raise fail(path, f"eyepy could not read it ({type(e).__name__}: {str(e)[:120]})") from None
   images = to_uint8_images(images, path)
-  notes = []
   if unit != "mm":
     notes.append(f"scale unit {unit!r} in the file: default scale used")
     scale = (DUKE_DME_SCALE_MM[0], SPECTRALIS_ROW_MM, DUKE_DME_SCALE_MM[2])

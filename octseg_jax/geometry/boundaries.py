@@ -84,6 +84,18 @@ def thickness_um(bounds: np.ndarray, pixel_um: float) -> np.ndarray:
   return np.diff(bounds, axis=-2) * pixel_um
 
 
+def retina_found(bounds: np.ndarray) -> np.ndarray:
+  """Columns where the retina was found (ILM and BM both known): bool [..., W] from boundaries
+  [..., 8, W]. Elsewhere nothing was measured, fluid included: its height there is unknown,
+  not 0."""
+  return np.isfinite(bounds[..., 0, :]) & np.isfinite(bounds[..., -1, :])
+
+
+def fluid_where_measured(fluid_um: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+  """Fluid heights [..., W] (um) with NaN in the columns where no retina was found."""
+  return np.where(retina_found(bounds), np.asarray(fluid_um, np.float64), np.nan)
+
+
 def boundary_error(pred: np.ndarray, true: np.ndarray, pixel_um: float) -> Dict[str, np.ndarray]:
   """Per-boundary error over columns where both are known: mean absolute and mean signed
   (pred - true, positive = predicted deeper), in pixels and um, with the column count."""

@@ -5,6 +5,7 @@ resize and padding of the recipe undone), against the original masks; 255 never 
 """
 
 import os
+import time
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -190,14 +191,6 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, file
   return images, masks, fluid, subjects, names, data_name
 
 
-def scans_in_training(trained, names) -> int:
-  """How many of the scored scans a model (any member of an ensemble) trained on, matched by
-  scan name (Duke scans are named subject_SS_bII wherever they come from)."""
-  members = getattr(trained, "members", [trained])
-  seen = set().union(*(m.split["train"]["names"] for m in members))
-  return sum(str(n) in seen for n in names)
-
-
 def predict_all(trained, images) -> List[Dict]:
   """inference.predict_outputs in eval batches, with progress."""
   from octseg_jax.serving.inference import predict_outputs
@@ -228,9 +221,10 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
 
 
 def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, probs, names,
-                  data_name: str) -> None:
-  """metrics.json, metrics.md, side_by_side.png and eval_provenance.json into the run folder."""
-  folder, pixel_um = run_out.folder, float(trained.config.data.pixel_um)
+                  data_name: str, started: float) -> None:
+  """metrics.json, metrics.md, side_by_side.png and eval_provenance.json (with the seconds
+  since `started`, time.time()) into the run folder."""
+  folder = run_out.folder
   paths = [os.path.join(folder, base + suffix) for base, suffixes in OUTPUTS
            for suffix in suffixes]
   write_json(paths[0], result)
@@ -238,9 +232,11 @@ def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, pro
   n = min(PANEL_SCANS, len(images))
   plots.side_by_side(paths[2], images[:n], masks[:n],
                      [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
-                     title=f"boundary errors in um at {SCALE_TEXT.format(pixel_um)}")
-  provenance.write(folder, trained.config, filename=os.path.basename(paths[3]),
-                   extra={"mode": "eval", "data": data_name})
+                     title=f"input | grader's labels | the model's labels (argmax, before the "
+                     f"order fix): the first {report.count(n, 'scan')} of the {len(images)} "
+                     "scored, in the order scored")
+  provenance.write(folder, trained.config, wall_time_s=time.time() - started,
+                   filename=os.path.basename(paths[3]), extra={"mode": "eval", "data": data_name})
   run_out.wrote(*paths)
 
 
@@ -249,8 +245,9 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   that input_path names, into the folder `output` (the folder-run protocol of predict and
   explain: a lock while it runs, errors.csv for files that could not be read, manifest.json
   last; exit status 2 when a file failed)."""
-  from octseg_jax.serving.inference import load_trained
-  trained = load_trained(workdir, overrides)
+  from octseg_jax.serving import inference
+  started = time.time()
+  trained = inference.load_trained(workdir, overrides)
   files, skipped = inputs.list_inputs(input_path) if input_path else ([], [])
   run_out = RunOutputs(check_output_folder(output), files, "eval")
   for base, suffixes in OUTPUTS:
@@ -264,12 +261,14 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
-                 "scans_in_training": scans_in_training(trained, names),
+                 "scans_in_training": inference.scans_in_training(trained, names),
                  "pixel_um_source": "the model config's data.pixel_um",
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
-                data_name)
-  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(images)})
+                data_name, started)
+  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(images),
+                  "scale": {"row_um": float(trained.config.data.pixel_um),
+                            "source": result["pixel_um_source"]}})
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(report.console_summary(result))
   print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "

@@ -26,7 +26,7 @@ import numpy as np
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.outputs import plots
 from octseg_jax.outputs import report
-from octseg_jax.data import inputs
+from octseg_jax.data import inputs, volumes
 from octseg_jax.anatomy import LAYER_NAMES, NUM_BOUNDARIES
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import StreamingNpz, write_csv
@@ -121,7 +121,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
                       extra_keys=None, keep: Sequence[int] = ()) -> Dict:
   """Streams the predictions of one ScanSet into the prediction file `path` (finalised
   atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
-  `pixel_um`), supported [N, W], the heads' fluid_um [N, W] and an ensemble's boundary_sd_um
+  `pixel_um`), supported [N, W], the heads' fluid_um [N, W] (NaN where no retina was found:
+  geom.fluid_where_measured) and an ensemble's boundary_sd_um
   [N, 8, W] (None without them) and fluid_kept {i: fluid [H, W]} for the scans `keep` (for
   figures). extra_keys: (boundaries, fluid_um) -> {key: array} added to the file (volume
   maps, grid)."""
@@ -162,7 +163,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   sd_um = None if sd_rows is None else sd_rows * pixel_um
   if sd_um is not None:
     writer.small.update(boundary_sd_um=sd_um)
-  fluid_um = None if fluid_rows is None else fluid_rows * pixel_um
+  fluid_um = None if fluid_rows is None else geom.fluid_where_measured(fluid_rows * pixel_um,
+                                                                     bounds)
   if extra_keys is not None:
     try:
       writer.small.update(extra_keys(bounds, fluid_um))
@@ -190,18 +192,23 @@ def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra
 
 def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
   """The thickness CSV's optional columns as cell texts [N][W]: with the fluid head fluid_um
-  (per column) and fluid_area_mm2 (per scan, empty without a lateral pixel size col_mm); for an
-  ensemble `uncertain` (1 where the members' spread of some boundary exceeds uncertain_um)."""
+  (per column; empty where no retina was found, NaN in out["fluid_um"]) and fluid_area_mm2
+  (per scan, over the columns with a retina; empty without a lateral pixel size col_mm or
+  without any such column); for an ensemble `uncertain` (1 where the members' spread of some
+  boundary exceeds uncertain_um) and that threshold (uncertain_threshold_um)."""
   from octseg_jax.learning.uncertainty import flag_columns
   cols = {}
   if out["fluid_um"] is not None:
     fluid = out["fluid_um"]
-    cols["fluid_um"] = [[f"{v:.2f}" for v in scan] for scan in fluid]
-    cols["fluid_area_mm2"] = [["" if col_mm is None else f"{scan.sum() * 1e-3 * col_mm:.5f}"]
-                              * len(scan) for scan in fluid]
+    cols["fluid_um"] = [["" if np.isnan(v) else f"{v:.2f}" for v in scan] for scan in fluid]
+    cols["fluid_area_mm2"] = [
+        ["" if col_mm is None or np.isnan(scan).all()
+         else f"{np.nansum(scan) * 1e-3 * col_mm:.5f}"] * len(scan) for scan in fluid]
   if out["boundary_sd_um"] is not None:
     cols["uncertain"] = [[str(int(f)) for f in flag_columns(sd, uncertain_um)]
                          for sd in out["boundary_sd_um"]]
+    cols["uncertain_threshold_um"] = [[f"{uncertain_um:.4g}"] * sd.shape[-1]
+                                      for sd in out["boundary_sd_um"]]
   return cols
 
 
@@ -285,8 +292,6 @@ def scale_text(scale: Dict) -> str:
   return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"
 
 
-
-
 def figure_scans(figures: str, count: int) -> range:
   """Indices of the scans of a file that get figures: none, the first, or all."""
   if figures not in plots.FIGURES:
@@ -303,8 +308,10 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
   `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
   (how many scans have every layer's thickness in fewer than LOW_SUPPORT of their columns) and its
-  `summary` rows of summary.csv."""
+  `summary` rows of summary.csv and `in_training`, how many of its scans the model trained on
+  (by name)."""
   from octseg_jax.outputs import volume_report
+  from octseg_jax.serving.inference import scans_in_training
   scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
@@ -333,7 +340,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
           summary_rows(scans.source, scans, out, pixel_um, col_mm, extra, scale["source"]),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
-          "low_support": int((out["supported"].mean(axis=1) < LOW_SUPPORT).sum())}
+          "low_support": int((out["supported"].mean(axis=1) < LOW_SUPPORT).sum()),
+          "in_training": scans_in_training(trained, scans.names)}
 
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
@@ -375,16 +383,33 @@ def prefetched(items: Iterable) -> Iterator:
       yield item
 
 
+def print_file_result(path: str, num_scans: int, done: Dict) -> None:
+  """The console lines of one predicted file: where it went, at what scale, and warnings
+  about scans with little support or that the model trained on."""
+  scans = report.count(num_scans, "scan")
+  print(f"predicted {scans} of {path} ({scale_text(done['scale'])}) -> {done['path']}")
+  if done["low_support"]:
+    print(f"warning: {done['low_support']} of {scans} of {path} "
+          f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
+          f"than {LOW_SUPPORT:.0%} of the columns (the rest shaded 'no support'): is it a "
+          "retinal B-scan like the model's training data?")
+  if done["in_training"]:
+    print(f"warning: {done['in_training']} of {scans} of {path} "
+          f"{'was' if done['in_training'] == 1 else 'were'} in the model's training set "
+          "(matched by scan name): its outputs there say nothing about new eyes")
+
+
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
                   batch_size: int, single: bool = False, pixel_um_option=None):
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
   is predicted); returns manifest.json's facts of them: scans, files_predicted, scales ({file:
-  scale used}), scans_with_low_support, for volumes lateralities ({file: laterality used}), for
-  an ensemble scans_with_uncertain_columns. In a folder run a file whose prediction fails for
+  scale used}), scans_with_low_support, scans_in_training, for volumes lateralities ({file:
+  laterality used}), for an ensemble scans_with_uncertain_columns and uncertain_um (the spread
+  that flags a column). In a folder run a file whose prediction fails for
   any reason becomes a failed row of errors.csv and the run goes on; a single input file fails
   the run."""
   num_scans = num_files = 0
-  uncertain_scans, summary, scales, sides, low = None, [], {}, {}, 0
+  uncertain_scans, summary, scales, sides, low, seen = None, [], {}, {}, 0, 0
   for path, scans in prefetched(readable):
     claimed = set(outputs.claimed)
     try:
@@ -404,22 +429,20 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     if done["uncertain_scans"] is not None:
       uncertain_scans = (uncertain_scans or 0) + done["uncertain_scans"]
     num_scans, num_files = num_scans + len(scans), num_files + 1
-    print(f"predicted {report.count(len(scans), 'scan')} of {path} ({scale_text(done['scale'])})"
-          f" -> {done['path']}")
-    if done["low_support"]:
-      low += done["low_support"]
-      print(f"warning: {done['low_support']} of {report.count(len(scans), 'scan')} of {path} "
-            f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
-            f"than {LOW_SUPPORT:.0%} of the columns (the rest shaded 'no support'): is it a "
-            "retinal B-scan like the model's training data?")
+    low += done["low_support"]
+    seen += done["in_training"]
+    print_file_result(path, len(scans), done)
+    if scans.volume is None and (hint := volumes.volume_hint(path)):
+      print(hint)
   if summary:
     (path,) = outputs.claim("summary", (".csv",))
     write_csv(path, summary_header(trained), summary)
     outputs.wrote(path)
   facts = {"scans": num_scans, "files_predicted": num_files, "scales": scales,
-           "scans_with_low_support": low}
+           "scans_with_low_support": low, "scans_in_training": seen}
   if uncertain_scans is not None:
     facts["scans_with_uncertain_columns"] = uncertain_scans
+    facts["uncertain_um"] = float(trained.config.predict.uncertain_um)
   if sides:
     facts["lateralities"] = sides
   return facts

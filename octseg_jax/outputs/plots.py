@@ -110,8 +110,11 @@ def _label_figure(images: Sequence, truths: Sequence, preds: Sequence, names: Se
       ax.set_yticks([])
   fig.legend(handles=class_legend_handles(), loc="outside lower center", ncol=5, fontsize=9,
              frameon=False)
-  if title:
-    fig.suptitle(title, fontsize=10)
+  ratio = drawn_pixel_ratio(fig, axes[0, 0])
+  shape = ("pixels drawn square" if abs(ratio - 1) < 0.05 else
+           f"each pixel drawn {ratio:.2f}x as tall as wide")
+  fig.suptitle((f"{title}\n" if title else "") + f"{h} x {w} pixels, {shape} (in um a B-scan "
+               "column is usually wider than a row: not true proportions)", fontsize=10)
   return fig
 
 
@@ -154,7 +157,9 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   from matplotlib.patches import Patch
   plt = _plt()
   h, w = image.shape
-  fig, ax = plt.subplots(figsize=(min(14, 3 + w / 60), min(8, 1.5 + h / 70)))
+  # tall enough for the legend beside it; constrained layout keeps legend and labels apart
+  fig, ax = plt.subplots(figsize=(min(14, 5 + w / 60), float(np.clip(1.5 + h / 70, 3.8, 8))),
+                         layout="constrained")
   ax.imshow(image, cmap="gray", vmin=0, vmax=255, aspect="auto")
   cols = np.arange(w)
   masked = ~np.all(np.isfinite(pred_bounds), axis=0)
@@ -198,15 +203,21 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   save_figure(path, fig)
 
 
+def drawn_pixel_ratio(fig, ax) -> float:
+  """Displayed height of one data unit (a row) over displayed width of one (a column) in `ax`,
+  after laying out the figure: 1 where pixels are drawn square."""
+  fig.canvas.draw()
+  box = ax.get_window_extent()
+  (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+  return (box.height / abs(y1 - y0)) / (box.width / abs(x1 - x0))
+
+
 def _stretch_note(fig, ax, pixel_um) -> str:
   """How much taller than physical the drawn scan is: displayed height per row over width per
   column, divided by the physical ratio row size / column size."""
   if pixel_um is None or pixel_um[1] is None:
     return "drawn stretched to fit (lateral pixel size unknown; set --pixel_um=ROW,COL)"
-  fig.canvas.draw()
-  box = ax.get_window_extent()
-  (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-  shown = (box.height / abs(y1 - y0)) / (box.width / abs(x1 - x0))
+  shown = drawn_pixel_ratio(fig, ax)
   return (f"{pixel_um[1]:.4g} um each; drawn {shown / (pixel_um[0] / pixel_um[1]):.1f}x "
           "taller than true proportions")
 

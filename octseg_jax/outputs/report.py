@@ -43,7 +43,23 @@ def console_summary(result: Dict) -> str:
     g, h = raw["geometry"], fix["geometry"]
     lines.append(f"{name:10s}  {fmt(g['mae_um'][k], 2):>12s}  {fmt(g['signed_um'][k], 2):>9s}  "
                  f"{fmt(h['mae_um'][k], 2):>18s}  {fmt(h['signed_um'][k], 2):>9s}")
-  return "\n".join(lines)
+  return "\n".join(lines + heads_summary(result.get("heads", {})))
+
+
+def heads_summary(heads: Dict) -> list:
+  """eval's console lines of the optional heads: fluid Dice (global, and over the scans with
+  fluid) and the boundary head's mean boundary error."""
+  lines = []
+  if "fluid" in heads:
+    f = heads["fluid"]
+    lines.append(f"fluid       Dice {fmt(f['dice'])} (pixels of all scans), "
+                 f"{fmt(f['dice_scans_with_fluid'])} over the "
+                 f"{count(f['scans_with_fluid'], 'scan')} with fluid")
+  if "boundary_head" in heads:
+    mae = np.asarray(heads["boundary_head"]["geometry"]["mae_um"], np.float64)
+    lines.append(f"boundary head: mean boundary MAE {fmt(float(nanmean(mae)), 2)} um "
+                 "(its own rows, ordered by construction)")
+  return lines
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from octseg_jax.geometry import boundaries as geom
 from octseg_jax.geometry import enface
 from octseg_jax.anatomy import LAYER_NAMES
 from octseg_jax.data.volumes import HEYEX_NAMES, LATERALITY_ASSUMED, Volume
@@ -65,10 +66,14 @@ def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[
   """enface.analyse_volume for a Volume and boundaries [N, 8, W] in rows; with fluid heights
   [N, W] (um) also the en-face fluid map (`fluid_map_um` [G, G]), its ETDRS means
   (`etdrs_fluid_um` [9]) and volumes (`etdrs_fluid_mm3` [9], `fluid_mm3_total` over the
-  6 mm disc)."""
+  6 mm disc). Fluid counts as measured only where the retina was found (ILM and BM: the
+  total-thickness map is known), so its map is blank where that one is, a sector's volume is
+  NaN where too little of it is measured (enface.MIN_MEASURED), and the disc's total is NaN
+  unless every sector has a volume."""
   values, inner = thickness_values(boundaries, volume.scale_mm[1] * 1000.0)
   if fluid_um is not None:
-    values = np.concatenate([values, np.asarray(fluid_um, np.float64)[:, None]], axis=1)
+    fluid = geom.fluid_where_measured(fluid_um, boundaries)
+    values = np.concatenate([values, fluid[:, None]], axis=1)
   result = enface.analyse_volume(values, inner, volume.positions_mm, volume.scale_mm[2],
                                  volume.laterality, fovea_mm,
                                  measured_channel=MAP_NAMES.index("total"))
@@ -77,7 +82,7 @@ def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[
     result["etdrs_fluid_um"] = result["etdrs_um"][:, -1]
     result["etdrs_um"] = result["etdrs_um"][:, :-1]
     result["etdrs_fluid_mm3"] = enface.sector_volumes_mm3(result["etdrs_fluid_um"])
-    result["fluid_mm3_total"] = float(np.nansum(result["etdrs_fluid_mm3"]))
+    result["fluid_mm3_total"] = float(np.sum(result["etdrs_fluid_mm3"]))   # NaN if one is
   return result
 
 
@@ -217,6 +222,22 @@ def robust_limits(m: np.ndarray, min_span: float = MIN_COLOUR_SPAN_UM):
   return float(lo), float(hi)
 
 
+def draw_map(fig, ax, label: str, m: np.ndarray, extent, cmap: str, limits) -> None:
+  """One en-face panel in mm with its colour bar; a map with no known point says so instead
+  of drawing a colour bar for values that do not exist."""
+  im = ax.imshow(np.ma.masked_invalid(m), extent=extent, cmap=cmap, origin="upper",
+                 interpolation="nearest", vmin=limits[0], vmax=limits[1])
+  ax.set_title(label, fontsize=10)
+  ax.set_xlabel("x (mm)", fontsize=8)
+  ax.set_ylabel("y (mm, superior up)", fontsize=8)
+  ax.tick_params(labelsize=8)
+  if np.isfinite(m).any():
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, extend="both").ax.tick_params(labelsize=8)
+  else:
+    ax.text(0.5, 0.08, "nothing measured", transform=ax.transAxes, ha="center", va="bottom",
+            fontsize=10)      # low: the ETDRS labels sit in the middle of the total map
+
+
 def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   """One panel per map (7 layers, total), colour bars in um, grid drawn on the total map."""
   import matplotlib
@@ -227,7 +248,10 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   panels = [(f"{name} (um)" if name != "total" else "total ILM-BM (um)", m, "viridis",
              robust_limits(m)) for name, m in zip(MAP_NAMES, result["maps"])]
   if "fluid_map_um" in result:
-    panels.append((f"fluid height (um); {result['fluid_mm3_total']:.3f} mm3 in the 6 mm disc",
+    total_mm3 = result["fluid_mm3_total"]
+    panels.append(("fluid height (um); " + (f"{total_mm3:.3f} mm3 in the 6 mm disc"
+                                            if np.isfinite(total_mm3) else
+                                            "6 mm disc not measured in full: no total"),
                    result["fluid_map_um"], "cividis",     # sparse: 0 to its maximum
                    (0.0, max(float(np.nanmax(result["fluid_map_um"], initial=0.0)), 1.0))))
   rows = 2 if len(panels) <= 8 else 3
@@ -238,14 +262,7 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   total = MAP_NAMES.index("total")
   for ax, (label, m, cmap, (vmin, vmax)) in zip(axes.ravel(), panels):
     name = label.split(" ")[0]
-    shown = np.ma.masked_invalid(m)
-    im = ax.imshow(shown, extent=extent, cmap=cmap, origin="upper", interpolation="nearest",
-                   vmin=vmin, vmax=vmax)
-    ax.set_title(label, fontsize=10)
-    ax.set_xlabel("x (mm)", fontsize=8)
-    ax.set_ylabel("y (mm, superior up)", fontsize=8)
-    ax.tick_params(labelsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, extend="both").ax.tick_params(labelsize=8)
+    draw_map(fig, ax, label, m, extent, cmap, (vmin, vmax))
     if name == "total":
       draw_etdrs(ax, result["fovea_mm"], volume.laterality, result["etdrs_um"][:, total])
       ax.set_xlim(x[0], x[-1])

@@ -76,6 +76,15 @@ class Trained:
     return np.asarray(self.device_probs(x))
 
 
+def scans_in_training(trained, names) -> int:
+  """How many of the scans `names` a model (any member of an ensemble) trained on, matched by
+  scan name (Duke scans are named subject_SS_bII wherever they come from: eval's split, a
+  subject's .npz or .mat given to eval or predict)."""
+  members = getattr(trained, "members", [trained])
+  seen = set().union(*(m.split["train"]["names"] for m in members))
+  return sum(str(n) in seen for n in names)
+
+
 def padded_batch(inputs: List[np.ndarray], batch_size: int) -> np.ndarray:
   """Model inputs of one shape [h, w] stacked into a float32 batch of `batch_size`, zero-padded
   at the end, so that one compilation serves every batch."""

@@ -34,19 +34,33 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   assert panel.size[1] > panel.size[0] / 2
   record = json.loads((tmp_path / "eval_provenance.json").read_text())
   assert record["mode"] == "eval" and record["data"] == saved["data"]
+  assert 0 < record["wall_time_s"] < 600
   assert saved["scans_in_training"] == 0 and "Warning" not in md       # the validation split
+  manifest = json.loads((tmp_path / "manifest.json").read_text())
+  assert manifest["scale"] == {"row_um": 3.87, "source": "the model config's data.pixel_um"}
+
+
+def test_eval_console_reports_the_heads():
+  from octseg_jax.outputs import report
+  heads = {"fluid": {"dice": 0.5, "dice_scans_with_fluid": 0.625, "scans_with_fluid": 1},
+           "boundary_head": {"geometry": {"mae_um": [1.0, 2.0, np.nan, 3.0]}}}
+  assert report.heads_summary(heads) == [
+      "fluid       Dice 0.5000 (pixels of all scans), 0.6250 over the 1 scan with fluid",
+      "boundary head: mean boundary MAE 2.00 um (its own rows, ordered by construction)"]
+  assert report.heads_summary({}) == []
 
 
 def test_eval_says_how_many_scans_the_model_trained_on():
   import types
   from octseg_jax.outputs import report
+  from octseg_jax.serving import inference
   member = lambda names: types.SimpleNamespace(split={"train": {"names": names}})
   one = member(["subject_01_b10", "subject_01_b15"])
   scored = ["subject_01_b10", "subject_01_b15", "subject_02_b10"]
-  assert evaluate.scans_in_training(one, scored) == 2
+  assert inference.scans_in_training(one, scored) == 2
   ensemble = types.SimpleNamespace(members=[member(["subject_03_b10"]),
                                             member(["subject_02_b10"])])
-  assert evaluate.scans_in_training(ensemble, scored) == 1              # any member's
+  assert inference.scans_in_training(ensemble, scored) == 1              # any member's
   assert report.training_overlap_text({"scans_in_training": 2, "scans": 3}) == (
       "2 of 3 scans were in the model's training set (matched by scan name), so these "
       "numbers are not held-out")

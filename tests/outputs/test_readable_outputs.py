@@ -64,6 +64,49 @@ def test_etdrs_measured_is_below_1_where_part_of_a_sector_has_no_thickness():
   assert np.isnan(part["etdrs_um"][empty]).all() and np.isfinite(part["etdrs_um"][~empty]).all()
 
 
+def test_fluid_is_not_measured_where_no_retina_was_found(tmp_path):
+  """A cyst superior of the fovea, and no boundary in the B-scans above it: the fluid there
+  is unknown, not 0. The fluid map is blank exactly where the total-thickness map is, sector
+  volumes are empty where the thickness is, and the disc's total is empty."""
+  cyst = (0.0, 1.0, 0.4, 0.4, 5.0)
+  vol, truth = synthetic.generate_volume(61, 160, 192, scale_mm=(0.1, 0.00387, None),
+                                         render_images=False, cysts=[cyst])
+  bounds = np.stack([geom.boundaries_from_labels(m) for m in vol.masks])
+  fluid_um = volume_report.fluid_height_um(truth["fluid"], 3.87)
+  full = volume_report.analyse(vol, bounds, truth["fovea_mm"], fluid_um)
+  assert np.isfinite(full["fluid_map_um"]).sum() == np.isfinite(full["maps"][-1]).sum()
+  assert full["fluid_mm3_total"] > 0 and np.isfinite(full["etdrs_fluid_mm3"]).all()
+  holes = bounds.copy()
+  holes[vol.positions_mm > truth["fovea_mm"][1] + 0.5] = np.nan      # the cyst's B-scans too
+  part = volume_report.analyse(vol, holes, truth["fovea_mm"], fluid_um)
+  np.testing.assert_array_equal(np.isnan(part["fluid_map_um"]), np.isnan(part["maps"][-1]))
+  assert np.isnan(part["fluid_map_um"]).sum() > np.isnan(full["fluid_map_um"]).sum()
+  total = volume_report.MAP_NAMES.index("total")
+  np.testing.assert_array_equal(np.isnan(part["etdrs_fluid_mm3"]),
+                                np.isnan(part["etdrs_um"][:, total]))
+  sectors = dict(zip(("C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2"),
+                     part["etdrs_fluid_mm3"]))
+  assert np.isnan(sectors["S2"]) and sectors["I1"] == 0 and sectors["I2"] == 0
+  assert np.isnan(part["fluid_mm3_total"])
+  volume_report.write_etdrs_csv(str(tmp_path / "e.csv"), part, ("OD", "file"))
+  rows = list(csv.DictReader(open(tmp_path / "e.csv")))
+  assert rows[5]["sector"] == "S2" and rows[5]["fluid_mm3"] == "" and rows[5]["total_um"] == ""
+  assert rows[-1]["sector"] == "total" and rows[-1]["fluid_mm3"] == ""
+  assert rows[3]["sector"] == "I1" and rows[3]["fluid_mm3"] == "0.0000"
+
+
+def test_thickness_csv_leaves_fluid_empty_where_no_retina_was_found():
+  from octseg_jax.modes import predict
+  bounds = np.tile(np.arange(8.0)[:, None], (2, 1, 3)) * 5              # [2, 8, 3]
+  bounds[0, 0, 1] = np.nan                                             # no ILM in column 1
+  bounds[1, 7, :] = np.nan                                             # no BM in scan 1
+  fluid = geom.fluid_where_measured(np.array([[1.0, 4.0, 2.0], [3.0, 3.0, 3.0]]), bounds)
+  np.testing.assert_array_equal(np.isnan(fluid), [[False, True, False], [True, True, True]])
+  cols = predict.extra_columns({"fluid_um": fluid, "boundary_sd_um": None}, 0.01, 7.0)
+  assert cols["fluid_um"] == [["1.00", "", "2.00"], ["", "", ""]]
+  assert cols["fluid_area_mm2"] == [["0.00003"] * 3, [""] * 3]        # 3 um x 0.01 mm
+
+
 def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
   from octseg_jax.modes import predict
   from octseg_jax.outputs.atomic import write_npz
@@ -79,6 +122,24 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
   np.testing.assert_array_equal(got, want)
   for r, ok in zip(rows[1:], got.ravel()):
     assert all((cell != "") == ok for cell in r[2:col])
+
+
+def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_path, capsys):
+  import json
+  from PIL import Image
+  from octseg_jax.modes import predict
+  split = json.load(open(os.path.join(trained_workdir[0], "split.json")))
+  seen = split["train"]["names"][0]                                 # a training scan's name
+  folder = tmp_path / "in"
+  folder.mkdir()
+  image = synthetic.generate(1, 96, 64, seed=3).images[0]
+  for stem in (seen, "new_eye"):
+    Image.fromarray(image).save(folder / f"{stem}.png")
+  predict.run(trained_workdir[0], str(folder), str(tmp_path / "out"), figures="none")
+  out = capsys.readouterr().out
+  assert f"warning: 1 of 1 scan of {folder / seen}.png was in the model's training set" in out
+  assert out.count("in the model's training set") == 1               # not for new_eye.png
+  assert json.load(open(tmp_path / "out" / "manifest.json"))["scans_in_training"] == 1
 
 
 def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path):
@@ -154,3 +215,15 @@ def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp
   assert not os.path.exists(tmp_path / "o" / "v.npz")
   assert main.run_command(base + ["--pixel_um=15.5,30"]) == 0          # the same scale: fine
   assert main.run_command(base + ["--pixel_um=abc"]) == 2
+
+
+def test_an_npz_of_volume_bscans_gets_a_volume_hint(tmp_path):
+  from octseg_jax.outputs.atomic import write_npz
+  images = synthetic.generate(2, 96, 64, seed=1).images
+  write_npz(str(tmp_path / "subject.npz"), images=images, bscan_index=np.array([10, 15]))
+  write_npz(str(tmp_path / "plain.npz"), images=images)
+  hint = volumes.volume_hint(str(tmp_path / "subject.npz"))
+  assert hint.startswith(f"note: {tmp_path / 'subject.npz'} holds bscan_index") and \
+      "--volume" in hint
+  assert volumes.volume_hint(str(tmp_path / "plain.npz")) is None
+  assert volumes.volume_hint(str(tmp_path / "missing.npz")) is None

@@ -85,6 +85,8 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   np.testing.assert_array_equal(flags, [uncertainty.flag_columns(s, 0.5) for s in sd])
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["scans_with_uncertain_columns"] == int(flags.any(axis=1).sum())
+  assert manifest["uncertain_um"] == 0.5                    # the threshold used, recorded
+  assert {r["uncertain_threshold_um"] for r in rows} == {"0.5"}
 
 
 def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, members):
