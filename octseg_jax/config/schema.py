@@ -78,6 +78,8 @@ FIELDS: Dict[str, Field] = {
                                  "width (a multiple of 2 ** len(widths)); 0 = full width"),
     "data.augment.speckle": F(0.0, v.number_in(0.0, 10.0), "log-sd of multiplicative noise"),
     "data.augment.column_shift": F(0, v.int_at_least(0), "smooth per-column vertical warp (rows)"),
+    "data.augment.shadows": F(0, v.int_at_least(0), "simulated vessel shadows per scan: dark "
+                              "column bands from the ILM down (labels unchanged); 0 = off"),
     "data.pixel_um": F(3.87, v.number_in(0.0, 1e6, open_low=True),
                        "axial pixel size (Duke Spectralis) of inputs without their own scale"),
     "data.max_image_side": F(MAX_IMAGE_SIDE, v.int_at_least(8), "larger scans are refused (memory)"),

@@ -15,7 +15,7 @@ from octseg_jax.data import preprocessing
 from octseg_jax.data import duke, folder, synthetic
 from octseg_jax.data.scans import ScanSet
 from octseg_jax.errors import InputError
-from octseg_jax.anatomy import IGNORE
+from octseg_jax.anatomy import IGNORE, NUM_LAYERS
 
 SOURCES = ("synthetic", "duke", "folder")
 SPLITS = ("subject", "random", "all")
@@ -192,7 +192,7 @@ def augment_from_config(key: jax.Array, x: jax.Array, y: jax.Array,
                         aug) -> Tuple[jax.Array, jax.Array]:
   """`augment` with the options of a `config.data.augment` section."""
   return augment(key, x, y, aug.flip, aug.max_shift, aug.intensity, crop_width=aug.crop_width,
-                 speckle=aug.speckle, column_shift=aug.column_shift)
+                 speckle=aug.speckle, column_shift=aug.column_shift, shadows=aug.shadows)
 
 
 def check_crop_width(crop_width: int, input_shape: Tuple[int, int], multiple: int) -> None:
@@ -238,9 +238,36 @@ def speckle_noise(key: jax.Array, x: jax.Array, sigma: float) -> jax.Array:
   return jnp.clip(x * jnp.exp(sigma * z - 0.5 * sigma ** 2), 0.0, 1.0)
 
 
+SHADOW_WIDTH = (2.0, 12.0)        # columns (half-intensity width of a vessel shadow)
+SHADOW_DEPTH = (0.25, 0.75)       # share of the signal a shadow removes at its centre
+
+
+def vessel_shadows(key: jax.Array, x: jax.Array, y: jax.Array, count: int) -> jax.Array:
+  """x [H, W] with `count` simulated vessel shadows: a retinal vessel in the inner retina casts
+  a dark vertical band from the vessel down through the outer retina and choroid. Each has a
+  Gaussian column profile (half-intensity width uniform in SHADOW_WIDTH columns, centre
+  uniform) and removes a share uniform in SHADOW_DEPTH of the signal at its centre, in every
+  row from the column's first layer pixel (ILM; none where the column has no layer label)
+  down. Labels are unchanged: graders mark layers through shadows."""
+  k_c, k_w, k_d = jax.random.split(key, 3)
+  h, w = x.shape
+  centre = jax.random.uniform(k_c, (count, 1), minval=0.0, maxval=w - 1.0)
+  width = jax.random.uniform(k_w, (count, 1), minval=SHADOW_WIDTH[0], maxval=SHADOW_WIDTH[1])
+  depth = jax.random.uniform(k_d, (count, 1), minval=SHADOW_DEPTH[0], maxval=SHADOW_DEPTH[1])
+  cols = jnp.arange(w, dtype=x.dtype)[None, :]
+  # exp(-4 ln2 d^2 / width^2): half the depth at +-width / 2
+  profile = depth * jnp.exp(-4.0 * np.log(2.0) * ((cols - centre) / width) ** 2)   # [count, W]
+  keep = jnp.prod(1.0 - profile, axis=0)                                        # [W]
+  layers, _, _ = preprocessing.decode_fluid(y, jnp)                             # fluid codes too
+  layer = (layers >= 1) & (layers <= NUM_LAYERS)                                # [H, W]
+  ilm = jnp.where(layer.any(axis=0), jnp.argmax(layer, axis=0), h)              # [W]
+  below = jnp.arange(h)[:, None] >= ilm[None, :]
+  return jnp.where(below, x * keep[None, :], x).astype(x.dtype)
+
+
 def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: int,
             intensity: bool, crop_width: int = 0, speckle: float = 0.0,
-            column_shift: int = 0) -> Tuple[jax.Array, jax.Array]:
+            column_shift: int = 0, shadows: int = 0) -> Tuple[jax.Array, jax.Array]:
   """Keyed augmentation inside jit. x float [B, H, W] in [0, 1], y uint8 [B, H, W].
 
   Horizontal flip (a B-scan mirrored is a plausible scan of the other eye), integer shifts of up
@@ -249,7 +276,8 @@ def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: i
   Optional (each off at 0, and then the output is exactly that of the three above):
   crop_width random consecutive columns (output [B, H, crop_width]; cheaper steps), a smooth
   per-column vertical warp of up to column_shift rows, and multiplicative speckle noise of
-  log-sd `speckle`. Their keys derive from fold_in(key, 1), so the others' draws do not change.
+  log-sd `speckle`, and `shadows` simulated vessel shadows (vessel_shadows; key from
+  fold_in(key, 2)). Their keys derive from fold_in, so the others' draws do not change.
   """
   def one(key, x, y):
     k_flip, k_dy, k_dx, k_g, k_a, k_b = jax.random.split(key, 6)
@@ -275,6 +303,8 @@ def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: i
       gain = jax.random.uniform(k_a, (), minval=0.7, maxval=1.3)
       offset = jax.random.uniform(k_b, (), minval=-0.05, maxval=0.05)
       x = jnp.clip(gain * jnp.power(jnp.clip(x, 1e-6, 1.0), gamma) + offset, 0.0, 1.0)
+    if shadows:
+      x = vessel_shadows(jax.random.fold_in(key, 2), x, y, shadows)
     if speckle:
       x = speckle_noise(k_speckle, x, speckle)
     return x, y

@@ -73,7 +73,7 @@ def test_options_off_equal_todays_augmentation(flip, shift, intensity):
   key = jax.random.key(3)
   old = pipeline.augment(key, x, y, flip, shift, intensity)
   new = pipeline.augment(key, x, y, flip, shift, intensity, crop_width=0, speckle=0.0,
-                         column_shift=0)
+                         column_shift=0, shadows=0)
   for a, b in zip(old, new):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   aug = default.get_config().data.augment
@@ -132,6 +132,34 @@ def test_speckle_has_mean_one_and_the_given_log_sd():
   np.testing.assert_array_equal(np.asarray(ya), y)
 
 
+def test_vessel_shadows_darken_whole_columns_from_the_ilm_down():
+  h, w = 12, 40
+  x = np.full((h, w), 0.5, np.float32)
+  y = np.zeros((h, w), np.uint8)
+  ilm = 2 + np.arange(w) % 5                                      # first layer row per column
+  for c in range(w):
+    y[ilm[c]:, c] = 3
+  y[ilm[7], 7] = 16 + 1                                           # fluid-coded NFL pixel
+  y[:, 30] = 255                                                  # no layer label at all
+  out = np.asarray(pipeline.vessel_shadows(jax.random.key(4), jnp.asarray(x), jnp.asarray(y), 3),
+                   np.float64)
+  keep = out / 0.5
+  for c in range(w):
+    if c == 30:
+      np.testing.assert_array_equal(keep[:, c], 1.0)
+      continue
+    np.testing.assert_array_equal(keep[:ilm[c], c], 1.0)          # above the ILM: untouched
+    np.testing.assert_allclose(keep[ilm[c]:, c], keep[-1, c], rtol=1e-6)   # one factor down
+  factor = np.delete(keep[-1], 30)
+  assert factor.min() >= (1 - pipeline.SHADOW_DEPTH[1]) ** 3 - 1e-6 and factor.max() <= 1
+  # each shadow's centre column loses at least 0.84 of its smallest depth (width >= 2)
+  assert factor.min() <= 1 - 0.84 * pipeline.SHADOW_DEPTH[0]
+  x3, y3 = x[None], y[None]
+  xa, ya = pipeline.augment(jax.random.key(5), x3, y3, False, 0, False, shadows=2)
+  np.testing.assert_array_equal(np.asarray(ya), y3)               # labels unchanged
+  assert (np.asarray(xa) < 0.5).any()
+
+
 def test_crop_width_is_checked():
   pipeline.check_crop_width(0, (32, 48), 16)
   pipeline.check_crop_width(32, (32, 48), 16)
@@ -141,7 +169,7 @@ def test_crop_width_is_checked():
 
 
 LEVERS_ON = {"data.augment.crop_width": 32, "data.augment.speckle": 0.1,
-             "data.augment.column_shift": 2, "model.kernel": (5, 3),
+             "data.augment.column_shift": 2, "data.augment.shadows": 2, "model.kernel": (5, 3),
              "model.position_channel": True}
 
 
