@@ -110,6 +110,8 @@ FIELDS: Dict[str, Field] = {
     "loss.layer_weight": F(5.0, _NUMBER, "weighted_hybrid: extra CE weight on layer pixels"),
     "loss.fluid_weight": F(1.0, _NUMBER, "fluid head: x (BCE + 1 - soft Dice)"),
     "loss.boundary_head_weight": F(0.1, _NUMBER, "boundary head: x (smooth-L1 + row NLL)"),
+    "loss.depth_weight": F(0.0, _NUMBER, "x smooth-L1 (px) of each boundary's depth below the "
+                           "ILM from the pixel head's soft layer thicknesses; 0 = off"),
     "loss.boundary_target_sigma": F(0.0, v.number_in(0.0, 1e3), "boundary head: the row NLL's "
                                     "target is a Gaussian of this sd (rows) around the true "
                                     "row (0: the true row alone)"),

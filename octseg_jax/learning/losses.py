@@ -194,6 +194,28 @@ def boundary_sums(row_logits: jax.Array, boundaries: jax.Array, labels: jax.Arra
           "boundary_count": jnp.sum(m, axis=(0, 2))}
 
 
+def depth_sums(logits: jax.Array, labels: jax.Array):
+  """Sums of the depth loss, a boundary loss on the pixel head: per column, the soft depth of
+  boundary k + 1 below the ILM is the summed probability of layers 1..k over the column's rows
+  (soft thicknesses, differentiable), compared with the true depth (boundary_targets) by
+  smooth-L1 in pixels (beta 1) where both boundaries are known. Returns depth_sl1_sum,
+  depth_n, and per boundary 2..8 depth_abs_sum [7] (pixels)."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)                # [B, H, W, K]
+  soft = jnp.cumsum(jnp.sum(probs[..., 1:NUM_BOUNDARIES], axis=1), axis=-1)  # [B, W, 7]
+  soft = jnp.moveaxis(soft, -1, 1)                                           # [B, 7, W]
+  target, known = boundary_targets(labels)
+  m = (known[:, 1:] & known[:, :1]).astype(jnp.float32)
+  d = jnp.abs(soft - (target[:, 1:] - target[:, :1]))
+  smooth_l1 = jnp.where(d < 1.0, 0.5 * d * d, d - 0.5)
+  return {"depth_sl1_sum": jnp.sum(m * smooth_l1), "depth_n": jnp.sum(m),
+          "depth_abs_sum": jnp.sum(m * d, axis=(0, 2))}
+
+
+def depth_loss_from_sums(sums, xp=jnp):
+  """Mean smooth-L1 (pixels) of the soft boundary depths over known (column, boundary) pairs."""
+  return sums["depth_sl1_sum"] / xp.maximum(sums["depth_n"], 1)
+
+
 def fluid_sums(fluid_logit: jax.Array, fluid: jax.Array, known: jax.Array):
   """Sums of the fluid head over pixels whose fluid state is known: binary cross-entropy, the
   soft Dice sums of sigmoid probabilities, and the hard (p > 0.5) true/false positives and

@@ -21,7 +21,8 @@ from octseg_jax.data import preprocessing
 class Task:
   """Loss and metrics of a config (`config.loss`, `config.model`): the class loss, plus the
   fluid and boundary heads' losses when the model has them (model.fluid_head,
-  model.boundary_head), weighted by loss.fluid_weight and loss.boundary_head_weight."""
+  model.boundary_head), weighted by loss.fluid_weight and loss.boundary_head_weight, and the
+  pixel head's depth loss weighted by loss.depth_weight (off at 0)."""
   loss_config: Any
   num_classes: int
   fluid_head: bool = False
@@ -50,6 +51,8 @@ class Task:
     if self.boundary_head:
       sums.update(losses.boundary_sums(outputs["boundary_logits"], outputs["boundaries"], labels,
                                        float(self.loss_config.boundary_target_sigma)))
+    if self.loss_config.depth_weight:
+      sums.update(losses.depth_sums(logits, labels))
     return sums
 
   def loss_of_sums(self, sums, xp=jnp):
@@ -60,6 +63,8 @@ class Task:
     if self.boundary_head:
       loss = loss + (self.loss_config.boundary_head_weight
                      * losses.boundary_loss_from_sums(sums, xp))
+    if self.loss_config.depth_weight:
+      loss = loss + self.loss_config.depth_weight * losses.depth_loss_from_sums(sums, xp)
     return loss
 
   def train_loss(self, outputs, labels: jax.Array) -> jax.Array:

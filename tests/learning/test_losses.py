@@ -50,3 +50,24 @@ def test_hybrid_ignores_255_pixels_whatever_their_logits():
   np.testing.assert_allclose(ce_only, losses.cross_entropy(logits, jnp.asarray(labels)))
   d = losses.soft_dice(logits, jnp.asarray(labels))
   np.testing.assert_allclose(a, ce_only + 0.5 * (1 - d), rtol=1e-6)
+
+
+def test_depth_loss_hand_computed():
+  """Rows 0-1 background, rows 2..8 layers 1..7 (one row each), row 9 background below BM.
+  Sharp logits of the truth: every soft depth is exact. Layer 4's row predicted as layer 3:
+  the depth of boundary 4 (top of layer 4) is 1 row too deep, the others exact."""
+  col = np.array([0, 0, 1, 2, 3, 4, 5, 6, 7, 0], np.uint8)
+  labels = np.tile(col[None, :, None], (1, 1, 3))                              # [1, 10, 3]
+  sharp = lambda lab: jnp.asarray(100.0 * np.eye(8, dtype=np.float32)[lab])
+  exact = losses.depth_sums(sharp(labels), jnp.asarray(labels))
+  assert float(exact["depth_n"]) == 7 * 3 and float(exact["depth_sl1_sum"]) < 1e-6
+  wrong = labels.copy()
+  wrong[0, 5] = 3                                                               # layer 4 -> 3
+  out = losses.depth_sums(sharp(wrong), jnp.asarray(labels))
+  np.testing.assert_allclose(np.asarray(out["depth_abs_sum"]), [0, 0, 3, 0, 0, 0, 0], atol=1e-5)
+  np.testing.assert_allclose(float(out["depth_sl1_sum"]), 3 * 0.5, rtol=1e-5)   # d = 1: 0.5
+  np.testing.assert_allclose(float(losses.depth_loss_from_sums(out)), 1.5 / 21, rtol=1e-5)
+  ignored = labels.copy()
+  ignored[0, 4, 1] = 255                      # layer 3's row unlabelled in column 1: the
+  n = float(losses.depth_sums(sharp(labels), jnp.asarray(ignored))["depth_n"])
+  assert n == 7 * 3 - 2                       # boundaries 3 and 4 there are unknown (targets)
