@@ -43,7 +43,7 @@ flags.DEFINE_string("pixel_um", None, "predict: ROW[,COL] um per pixel row (and 
                     "units only. Default: the model config's data.pixel_um per row.")
 flags.DEFINE_enum("figures", "first", list(FIGURES),
                   "predict: overlay and thickness figures for no scan, the first scan of each "
-                  "file, or every scan.")
+                  "file, or every scan (a volume's thickness maps are always drawn).")
 flags.DEFINE_enum("cam_faithfulness", "none", list(faithfulness.KINDS),
                   "explain: removal curves (deletion, ROAD, or both) per scan and layer.")
 flags.DEFINE_bool("cam_sanity", False, "explain: weight-randomisation check (first scan).")

@@ -84,9 +84,9 @@ def _items(value: str) -> Tuple[str, ...]:
 def parse_text(value: str, default) -> Any:
   """Command-line text as a value of the default's type (ValueError says what was expected).
   Tuples of names (a non-empty default of strings) and of integers (any other tuple)."""
-  if isinstance(default, bool):
-    if value.lower() in ("true", "false"):
-      return value.lower() == "true"
+  if isinstance(default, bool):          # absl's boolean syntax, as training's --config flags
+    if value.lower() in ("true", "t", "1", "false", "f", "0"):
+      return value.lower() in ("true", "t", "1")
     raise ValueError("expected true or false")
   if isinstance(default, int):
     try:

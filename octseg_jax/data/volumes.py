@@ -40,16 +40,18 @@ import numpy as np
 
 from octseg_jax.data import duke
 from octseg_jax.data.scans import ScanSet, to_uint8_images
-from octseg_jax.errors import fail
+from octseg_jax.errors import InputError, fail
 from octseg_jax.anatomy import IGNORE
 
 SPECTRALIS_ROW_MM = 0.00387
 DUKE_DME_SCALE_MM = (0.123, SPECTRALIS_ROW_MM, 0.01133)
+DUKE_SCALE_TEXT = ("scale assumed: {:.4g} um between B-scans, {:.4g} um per row, {:.4g} um per "
+                   "column".format(*(1e3 * v for v in DUKE_DME_SCALE_MM)))
 DEFAULT_SCALE_SOURCE = "default (Duke DME)"
 HEYEX_NAMES = ("ILM", "RNFL", "IPL", "INL", "OPL", "PR1", "RPE", "BM")
 SCANNER_SUFFIXES = (".vol", ".e2e", ".eye", ".xml")   # .xml: a HEYEX XML export's file
 LATERALITIES = ("OD", "OS")
-LATERALITY_ASSUMED = "assumed OD (the file has none; set --laterality)"
+LATERALITY_ASSUMED = "assumed"   # laterality_source where neither the file nor an option gave one
 
 
 @dataclasses.dataclass
@@ -181,13 +183,14 @@ def _laterality(found, given: Optional[str], notes: list, path: str = "") -> Tup
     notes.append(f"{e}; laterality {given} from --laterality")
     return given, "--laterality"
   if found in LATERALITIES:
-    if given is not None and given != found:
-      notes.append(f"laterality {found} from the file (--laterality={given} ignored)")
+    if given is not None and given != found:   # as a --pixel_um that disagrees with the file
+      raise InputError(f"--laterality={given}: {path} has its own laterality ({found}) and "
+                       "they disagree")
     return found, "file"
   if given is not None:
     notes.append(f"laterality {given} from --laterality")
     return given, "--laterality"
-  notes.append(f"laterality {LATERALITY_ASSUMED}")
+  notes.append("laterality OD assumed (the file has none; set --laterality)")
   return "OD", LATERALITY_ASSUMED
 
 
@@ -295,8 +298,7 @@ def read_npz_volume(path: str, laterality: Optional[str] = None,
   source = "file" if scale is not None else DEFAULT_SCALE_SOURCE
   if scale is None:
     scale = DUKE_DME_SCALE_MM
-    notes.append("scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME defaults; the file has "
-                 "no scale_mm)")
+    notes.append(f"{DUKE_SCALE_TEXT} (Duke DME defaults; the file has no scale_mm)")
   else:
     scale = np.asarray(scale, np.float64).ravel()
     if scale.shape != (3,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
@@ -329,7 +331,7 @@ def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: in
   images, n = scans.images, len(scans)                          # [S, H, W]
   masks = scans.masks if scans.masks is not None else np.full(images.shape, IGNORE, np.uint8)
   annotated = (masks != IGNORE).any(axis=(1, 2))                # [S]
-  notes = ["scale (0.123, 0.00387, 0.01133) mm assumed (Duke DME, Chiu et al. 2015)"]
+  notes = [f"{DUKE_SCALE_TEXT} (Duke DME, Chiu et al. 2015)"]
   names = list(scans.names)
   side, side_source = _laterality(None, laterality, notes)
   return Volume(images, masks, annotated, np.arange(n) * DUKE_DME_SCALE_MM[0],

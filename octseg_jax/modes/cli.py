@@ -89,6 +89,7 @@ def dispatch(flags, override_args=()) -> None:
   if not os.path.isdir(workdir):
     raise InputError(f"{workdir}: no such workdir")
   overrides = _inference_overrides(flags, workdir, override_args)
+  _refuse_predict_flags(flags)
   output = _output_folder(flags, mode, workdir)
   if mode == "eval":
     from octseg_jax.modes import evaluate
@@ -104,6 +105,20 @@ def dispatch(flags, override_args=()) -> None:
     explain.run(workdir, _needs(flags.input, "input", mode), output,
                 faithfulness_flag=getattr(flags, "cam_faithfulness", "none"),
                 sanity=getattr(flags, "cam_sanity", False), overrides=overrides)
+
+
+PREDICT_FLAGS = {"volume": False, "laterality": None, "fovea": None, "pixel_um": None,
+                 "figures": "first"}                 # predict's own flags and their defaults
+
+
+def _refuse_predict_flags(flags) -> None:
+  """eval and explain refuse predict's flags rather than ignore them: eval scores at the
+  model's own scale, so a --pixel_um it did not use would be read as the scale of its numbers."""
+  if flags.mode == "predict":
+    return
+  for name, default in PREDICT_FLAGS.items():
+    if getattr(flags, name, default) != default:
+      raise InputError(f"--{name}: only used by --mode=predict")
 
 
 def _inference_overrides(flags, workdir: str, override_args) -> dict:

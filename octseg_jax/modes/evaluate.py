@@ -234,7 +234,8 @@ def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, pro
                      [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
                      title=f"input | grader's labels | the model's labels (argmax, before the "
                      f"order fix): the first {report.count(n, 'scan')} of the {len(images)} "
-                     "scored, in the order scored")
+                     f"scored, in the order scored; rows of "
+                     f"{SCALE_TEXT.format(float(trained.config.data.pixel_um))}")
   provenance.write(folder, trained.config, wall_time_s=time.time() - started,
                    filename=os.path.basename(paths[3]), extra={"mode": "eval", "data": data_name})
   run_out.wrote(*paths)

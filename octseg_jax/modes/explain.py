@@ -395,13 +395,19 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   write_json(stats_json, result)
   write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
-  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan)})
+  seen = inference.scans_in_training(trained, [p["name"] for p in per_scan])
+  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
+                  "scans_in_training": seen})
   available = sum(len(s) for s in sets)
   capped = (f" of {available} (explain.max_scans={int(cfg.max_scans)} per file; "
             "--config.explain.max_scans=N explains more)" if available > len(per_scan) else "")
   print(f"explained {report.count(len(per_scan), 'scan')}{capped} ({method}, layers "
-        f"{', '.join(layers)}) -> {output}; {run_out.num_failed} failed, {len(skipped)} "
-        "skipped")
+        f"{', '.join(layers)}) -> {run_out.folder}; {run_out.num_failed} failed, "
+        f"{len(skipped)} skipped")
+  if seen:
+    print(f"warning: {seen} of {report.count(len(per_scan), 'scan')} explained "
+          f"{'was' if seen == 1 else 'were'} in the model's training set (matched by scan "
+          "name): maps of scans it learned say less about how it reads new eyes")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

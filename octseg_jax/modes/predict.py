@@ -190,23 +190,21 @@ def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra
   return rows
 
 
-def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
+def extra_columns(out: Dict, uncertain_um: float) -> Dict[str, list]:
   """The thickness CSV's optional columns as cell texts [N][W]: with the fluid head fluid_um
-  (per column; empty where no retina was found, NaN in out["fluid_um"]) and fluid_area_mm2
-  (per scan, over the columns with a retina; empty without a lateral pixel size col_mm or
-  without any such column); for an ensemble `uncertain` (1 where the members' spread of some
-  boundary exceeds uncertain_um) and that threshold (uncertain_threshold_um)."""
+  (empty where no retina was found, NaN in out["fluid_um"]; a B-scan's fluid area is a
+  summary.csv column, not repeated on every column's row); for an ensemble `uncertain` (1
+  where the members' spread of some boundary exceeds uncertain_um; empty where the column is
+  not supported, as its thickness is) and that threshold (uncertain_threshold_um)."""
   from octseg_jax.learning.uncertainty import flag_columns
   cols = {}
   if out["fluid_um"] is not None:
-    fluid = out["fluid_um"]
-    cols["fluid_um"] = [["" if np.isnan(v) else f"{v:.2f}" for v in scan] for scan in fluid]
-    cols["fluid_area_mm2"] = [
-        ["" if col_mm is None or np.isnan(scan).all()
-         else f"{np.nansum(scan) * 1e-3 * col_mm:.5f}"] * len(scan) for scan in fluid]
+    cols["fluid_um"] = [["" if np.isnan(v) else f"{v:.2f}" for v in scan]
+                        for scan in out["fluid_um"]]
   if out["boundary_sd_um"] is not None:
-    cols["uncertain"] = [[str(int(f)) for f in flag_columns(sd, uncertain_um)]
-                         for sd in out["boundary_sd_um"]]
+    cols["uncertain"] = [[str(int(f)) if ok else "" for f, ok in
+                          zip(flag_columns(sd, uncertain_um), supported)]
+                         for sd, supported in zip(out["boundary_sd_um"], out["supported"])]
     cols["uncertain_threshold_um"] = [[f"{uncertain_um:.4g}"] * sd.shape[-1]
                                       for sd in out["boundary_sd_um"]]
   return cols
@@ -214,7 +212,8 @@ def extra_columns(out: Dict, col_mm, uncertain_um: float) -> Dict[str, list]:
 
 def summary_header(trained) -> list:
   """Columns of summary.csv (one row per scan of the run)."""
-  header = ["file", "scan_index", "scan", "row_um", "col_um", "scale_source", "supported_share"]
+  header = ["file", "scan_index", "scan", "row_um", "col_um", "scale_source", "supported_share",
+            "low_support", "in_training"]
   header += [f"{n}_um" for n in LAYER_NAMES[1:]] + ["total_um"]
   if "fluid" in trained.head_names:
     header += ["fluid_area_mm2"]
@@ -223,21 +222,35 @@ def summary_header(trained) -> list:
   return header
 
 
-def summary_rows(path: str, scans, out: Dict, pixel_um: float, col_mm, extra: Dict,
-                 scale_source: str = "") -> list:
-  """summary.csv rows of one input file: per scan its scale, the share of supported columns,
-  each layer's and the total thickness averaged over the supported columns (um), the fluid
-  area (mm2; empty without a lateral scale) and the count of uncertain columns."""
+def fluid_area_text(fluid_um: np.ndarray, col_mm) -> str:
+  """A B-scan's fluid area (mm2) from its fluid heights per column [W] (um; NaN where no retina
+  was found), over the columns with a retina; empty without a lateral pixel size col_mm or
+  without any such column."""
+  if col_mm is None or np.isnan(fluid_um).all():
+    return ""
+  return f"{np.nansum(fluid_um) * 1e-3 * col_mm:.5f}"
+
+
+def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
+                 training_names=frozenset()) -> list:
+  """summary.csv rows of one input file: per scan its scale, the share of supported columns
+  and two flags, `low_support` (a share below LOW_SUPPORT: then no thickness values, as an
+  ETDRS sector less than half measured has none) and `in_training` (its name is one of the
+  model's training scans), each layer's and the total thickness averaged over the supported
+  columns (um), the fluid area (mm2) and the count of uncertain columns."""
   rows = []
+  col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   for i, name in enumerate(scans.names):
     ok = out["supported"][i]
+    low = ok.mean() < LOW_SUPPORT
     t = out["thickness_um"][i][:, ok]                                   # [7, supported]
-    means = [f"{v:.2f}" for v in t.mean(axis=1)] if ok.any() else [""] * 7
-    total = f"{t.sum(axis=0).mean():.2f}" if ok.any() else ""
-    row = [path, i, name, f"{pixel_um:.4g}", "" if col_mm is None else f"{col_mm * 1e3:.4g}",
-           scale_source, f"{ok.mean():.3f}"] + means + [total]
-    if "fluid_area_mm2" in extra:
-      row.append(extra["fluid_area_mm2"][i][0])
+    means = [""] * 7 if low or not ok.any() else [f"{v:.2f}" for v in t.mean(axis=1)]
+    total = "" if low or not ok.any() else f"{t.sum(axis=0).mean():.2f}"
+    row = [path, i, name, f"{scale['row_um']:.4g}",
+           "" if col_mm is None else f"{scale['col_um']:.4g}", scale["source"],
+           f"{ok.mean():.3f}", int(low), int(str(name) in training_names)] + means + [total]
+    if out.get("fluid_um") is not None:
+      row.append(fluid_area_text(out["fluid_um"][i], col_mm))
     if "uncertain" in extra:
       row.append(sum(c == "1" for c in extra["uncertain"][i]))
     rows.append(row)
@@ -311,7 +324,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   `summary` rows of summary.csv and `in_training`, how many of its scans the model trained on
   (by name)."""
   from octseg_jax.outputs import volume_report
-  from octseg_jax.serving.inference import scans_in_training
+  from octseg_jax.serving.inference import scans_in_training, training_scan_names
   scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
@@ -321,10 +334,11 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   base = npz_path[:-len(".npz")]
   extra_keys = None if vol is None else (lambda bounds, fluid_um: volume_report.write(
-      os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um))
+      os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um,
+      trained.workdir))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
-  extra = extra_columns(out, col_mm, float(trained.config.predict.uncertain_um))
+  extra = extra_columns(out, float(trained.config.predict.uncertain_um))
   cols = out["supported"].shape[1]
   extra.update(row_um=[[f"{pixel_um:.4g}"] * cols] * len(scans),
                col_um=[["" if col_mm is None else f"{col_mm * 1e3:.4g}"] * cols] * len(scans),
@@ -338,7 +352,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
-          summary_rows(scans.source, scans, out, pixel_um, col_mm, extra, scale["source"]),
+          summary_rows(scans.source, scans, out, scale, extra, training_scan_names(trained)),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
           "low_support": int((out["supported"].mean(axis=1) < LOW_SUPPORT).sum()),
           "in_training": scans_in_training(trained, scans.names)}
@@ -364,7 +378,7 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
                            pixel_um=(scale["row_um"], scale["col_um"]))
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
                             title=f"{name}: layer thickness ({scale_text(scale)})", model=model,
-                            unsupported=unsupported)
+                            unsupported=unsupported, uncertain=None if flags is None else flags[i])
     run.wrote(overlay, thickness)
 
 
@@ -383,11 +397,17 @@ def prefetched(items: Iterable) -> Iterator:
       yield item
 
 
-def print_file_result(path: str, num_scans: int, done: Dict) -> None:
-  """The console lines of one predicted file: where it went, at what scale, and warnings
-  about scans with little support or that the model trained on."""
+def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float) -> None:
+  """The console lines of one predicted file: where it went, at what scale, how many scans
+  have uncertain columns (an ensemble), and warnings about scans with little support or that
+  the model trained on."""
   scans = report.count(num_scans, "scan")
   print(f"predicted {scans} of {path} ({scale_text(done['scale'])}) -> {done['path']}")
+  if done["uncertain_scans"]:
+    print(f"uncertain: {done['uncertain_scans']} of {scans} of {path} "
+          f"{'has' if done['uncertain_scans'] == 1 else 'have'} columns where the ensemble's "
+          f"members disagree by more than {uncertain_um:.4g} um (CSV `uncertain`, orange in "
+          "the figures)")
   if done["low_support"]:
     print(f"warning: {done['low_support']} of {scans} of {path} "
           f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
@@ -396,7 +416,7 @@ def print_file_result(path: str, num_scans: int, done: Dict) -> None:
   if done["in_training"]:
     print(f"warning: {done['in_training']} of {scans} of {path} "
           f"{'was' if done['in_training'] == 1 else 'were'} in the model's training set "
-          "(matched by scan name): its outputs there say nothing about new eyes")
+          "(matched by scan name): outputs on them do not show how it reads new eyes")
 
 
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
@@ -423,7 +443,8 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
       print(f"failed: {inputs.file_failure(path, e)}")
       continue
     summary += done["summary"]
-    scales[path] = done["scale"]
+    scales[path] = {k: float(f"{v:.6g}") if isinstance(v, float) else v
+                    for k, v in done["scale"].items()}        # 11.819, not 11.818999999999999
     if done["laterality"] is not None:
       sides[path] = done["laterality"]
     if done["uncertain_scans"] is not None:
@@ -431,7 +452,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     num_scans, num_files = num_scans + len(scans), num_files + 1
     low += done["low_support"]
     seen += done["in_training"]
-    print_file_result(path, len(scans), done)
+    print_file_result(path, len(scans), done, float(trained.config.predict.uncertain_um))
     if scans.volume is None and (hint := volumes.volume_hint(path)):
       print(hint)
   if summary:
@@ -469,7 +490,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   fovea_mm = volume_report.parse_fovea(fovea)
   pixel_um_option = parse_pixel_um(pixel_um)
   volume_options = {"force": volume, "laterality": laterality}
-  max_side = int(stored_config(workdir).data.max_image_side)
+  stored = stored_config(workdir)
+  max_side = int(stored.data.max_image_side)
   files, skipped = inputs.list_inputs(input_path)
   folder = check_output_folder(output)
   outputs = RunOutputs(folder, files, "predict")
@@ -479,6 +501,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   single = os.path.isfile(input_path)
   first = inputs.load_file(files[0], max_side=max_side, volume_options=volume_options) \
       if single else None                                         # fail before loading the model
+  if first is not None:                           # a scale the file refuses: before any output
+    resolve_scale(first, pixel_um_option, float(stored.data.pixel_um))
   trained = load_trained(workdir, overrides)
   outputs.start()
   for path in skipped:

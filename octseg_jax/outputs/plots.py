@@ -236,10 +236,11 @@ def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
 
 
 def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: str = "",
-                      model: str = "", unsupported=None) -> None:
+                      model: str = "", unsupported=None, uncertain=None) -> None:
   """Small multiples: one panel per layer with its thickness (um) along the scan, prediction
   solid, truth dashed. Columns without support (no boundary found, or `unsupported` [W], e.g.
-  where the raw labelling is out of layer order) are shaded grey and not drawn.
+  where the raw labelling is out of layer order) are shaded grey and not drawn; `uncertain`
+  [W] columns (an ensemble's members disagree) are shaded orange, as in the overlay.
   thickness_um, true_um [7, W]."""
   from matplotlib.patches import Patch
   from octseg_jax.outputs.atomic import save_figure
@@ -256,6 +257,8 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
     if true_um is not None:
       ax.plot(cols, true_um[k], color="black", lw=1.0, dashes=TRUTH_DASHES)
     _shade_runs(ax, masked, color="0.85")
+    if uncertain is not None:
+      _shade_runs(ax, np.asarray(uncertain, bool) & ~masked, color=UNCERTAIN_COLOUR, alpha=0.25)
     # Zero-based: a few um of noise on a 30 um layer must not look like a change.
     top = np.nanmax([np.nanmax(v[k]) if np.isfinite(v[k]).any() else 0.0
                      for v in (shown, true_um) if v is not None] + [10.0])
@@ -270,10 +273,21 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
   if len(handles) > 1:
     handles[1].set_color("black")
   handles.append(Patch(facecolor="0.85", label=NO_SUPPORT))
+  if uncertain is not None and np.any(uncertain):
+    handles.append(Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
+                         label="uncertain: ensemble members disagree"))
+  if masked.all():
+    axes[3].text(0.5, 0.5, "nothing measured: no column has every boundary", fontsize=10,
+                 transform=axes[3].transAxes, ha="center", va="center")
   fig.suptitle(heading(title or "layer thickness", model, "thickness of each layer in um"),
                fontsize=9)
   fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
   save_figure(path, fig)
+
+
+SCORE_LABELS = {"val_dice": "soft Dice, 8 classes pooled (paper)",
+                "val_mean_layer_dice": "mean layer Dice (literature)",
+                "val_iou": "soft IoU, 8 classes pooled (paper)"}   # training_curves legend
 
 
 def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "") -> None:
@@ -295,20 +309,27 @@ def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "")
   axes[0].set_title("hybrid loss (CE + Dice term)", fontsize=9)
   axes[0].set_ylabel("loss")
   for n in scores:
-    axes[1].plot(epoch, cols[n], marker=".", label=n[4:].replace("_", " "))
+    axes[1].plot(epoch, cols[n], marker=".", label=SCORE_LABELS.get(n, n[4:].replace("_", " ")))
   axes[1].set_title("validation metrics", fontsize=9)
   axes[1].set_ylabel("score (0-1)")
   if "lr" in cols:
     lr = cols["lr"]
     axes[2].plot(epoch, lr, marker=".")
-    if np.all(lr[np.isfinite(lr)] > 0):
+    known = lr[np.isfinite(lr)]
+    if known.size and np.all(known > 0):
       from matplotlib.ticker import LogFormatterSciNotation, LogLocator
       axes[2].set_yscale("log")
+      # a factor 3 of room each side: always several 1-2-5 ticks, even for a constant rate
+      axes[2].set_ylim(known.min() / 3, known.max() * 3)
       axes[2].yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
       axes[2].yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
-  axes[2].set_title("learning rate", fontsize=9)
+      axes[2].set_title(f"learning rate: {known[0]:.2g} at epoch 1, {known[-1]:.2g} at the "
+                        "last", fontsize=9)
+  axes[2].set_ylabel("learning rate")
+  from matplotlib.ticker import MaxNLocator
   for ax in axes:
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=8)
@@ -373,7 +394,7 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
   for r, layer in enumerate(layers):
     tiles = axes[r * rows_per:(r + 1) * rows_per].ravel()
     tiles[0].imshow(image, cmap="gray", aspect=aspect)
-    tiles[0].set_title(f"input scan; the maps below it come from\n{network_layer_text(layer)}",
+    tiles[0].set_title(f"input scan; the other maps come from\n{network_layer_text(layer)}",
                        fontsize=10)
     for c in range(k):
       ax = tiles[c + 1]

@@ -23,6 +23,13 @@ def fmt(v, digits: int = 4) -> str:
   return f"{float(v):.{digits}f}"
 
 
+def epochs_text(epoch) -> str:
+  """A checkpoint epoch, or an ensemble's epochs as '38, 40, 40, 40 (one per member)'."""
+  if isinstance(epoch, (list, tuple)):
+    return ", ".join(str(e) for e in epoch) + " (one per member)"
+  return str(epoch)
+
+
 def count(n: int, noun: str, plural: str = "") -> str:
   """'1 scan', '2 scans' (plural: the plural form where it is not noun + 's')."""
   return f"{n} {noun if n == 1 else (plural or noun + 's')}"
@@ -109,7 +116,7 @@ def metrics_markdown(result: Dict) -> str:
   lines = [
       "# Evaluation", "",
       f"Data: {result['data']}; {count(result['scans'], 'scan')}; checkpoint epoch "
-      f"{result['checkpoint_epoch']}; resolution: {result['resolution']}; pixel "
+      f"{epochs_text(result['checkpoint_epoch'])}; resolution: {result['resolution']}; pixel "
       f"{result['pixel_um']} um." + (f" **Warning: {training_overlap_text(result)}**"
                                      if result.get("scans_in_training") else ""), "",
       "## Summary", "",

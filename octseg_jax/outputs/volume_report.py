@@ -87,19 +87,21 @@ def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[
 
 
 def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
-          fovea_mm: Optional[Sequence[float]] = None, fluid_um: Optional[np.ndarray] = None) -> dict:
+          fovea_mm: Optional[Sequence[float]] = None, fluid_um: Optional[np.ndarray] = None,
+          model: str = "") -> dict:
   """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys.
-  fluid_um: fluid height per B-scan and A-scan [N, W] of a model with the fluid head."""
+  fluid_um: fluid height per B-scan and A-scan [N, W] of a model with the fluid head; model:
+  the workdir named in the maps title."""
   result = analyse(volume, boundaries, fovea_mm, fluid_um)
   write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result,
                   (volume.laterality, volume.laterality_source))
-  plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem)
+  plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem, model)
   if len(volume) >= 2:
     write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
   else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them
     print(f"{stem}: one B-scan, so no {stem}.eye (eyepy needs at least two)")
   source = "given" if fovea_mm is not None else (
-      "found" if result["fovea_found"] else "scan centre (not found)")
+      "found" if result["fovea_found"] else "not found: the scan centre")
   measured = result["etdrs_measured"]
   print(f"{stem}: {laterality_text(volume)}, fovea ({result['fovea_mm'][0]:.2f}, "
         f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
@@ -222,13 +224,14 @@ def robust_limits(m: np.ndarray, min_span: float = MIN_COLOUR_SPAN_UM):
   return float(lo), float(hi)
 
 
-def draw_map(fig, ax, label: str, m: np.ndarray, extent, cmap: str, limits) -> None:
+def draw_map(fig, ax, label: str, m: np.ndarray, extent, cmap: str, limits,
+             laterality: str) -> None:
   """One en-face panel in mm with its colour bar; a map with no known point says so instead
-  of drawing a colour bar for values that do not exist."""
+  of drawing a colour bar for values that do not exist. Nasal is to the right for OD."""
   im = ax.imshow(np.ma.masked_invalid(m), extent=extent, cmap=cmap, origin="upper",
                  interpolation="nearest", vmin=limits[0], vmax=limits[1])
   ax.set_title(label, fontsize=10)
-  ax.set_xlabel("x (mm)", fontsize=8)
+  ax.set_xlabel("x (mm); nasal " + ("right" if laterality == "OD" else "left"), fontsize=8)
   ax.set_ylabel("y (mm, superior up)", fontsize=8)
   ax.tick_params(labelsize=8)
   if np.isfinite(m).any():
@@ -238,7 +241,7 @@ def draw_map(fig, ax, label: str, m: np.ndarray, extent, cmap: str, limits) -> N
             fontsize=10)      # low: the ETDRS labels sit in the middle of the total map
 
 
-def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
+def plot_maps(path: str, result: dict, volume: Volume, title: str, model: str = "") -> None:
   """One panel per map (7 layers, total), colour bars in um, grid drawn on the total map."""
   import matplotlib
   matplotlib.use("Agg")
@@ -255,20 +258,21 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
                    result["fluid_map_um"], "cividis",     # sparse: 0 to its maximum
                    (0.0, max(float(np.nanmax(result["fluid_map_um"], initial=0.0)), 1.0))))
   rows = 2 if len(panels) <= 8 else 3
-  fig, axes = plt.subplots(rows, 4 if rows == 2 else 3, figsize=(13, 3.3 * rows + 0.4),
-                           layout="constrained")
+  fig, axes = plt.subplots(rows, 4 if rows == 2 else 3, layout="constrained",
+                           figsize=(13, (3.3 if rows == 2 else 4.2) * rows + 0.4))  # near square
   for ax in axes.ravel()[len(panels):]:
     ax.set_visible(False)
   total = MAP_NAMES.index("total")
   for ax, (label, m, cmap, (vmin, vmax)) in zip(axes.ravel(), panels):
     name = label.split(" ")[0]
-    draw_map(fig, ax, label, m, extent, cmap, (vmin, vmax))
+    draw_map(fig, ax, label, m, extent, cmap, (vmin, vmax), volume.laterality)
     if name == "total":
       draw_etdrs(ax, result["fovea_mm"], volume.laterality, result["etdrs_um"][:, total])
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
   side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
-  fig.suptitle(f"{title}: {side}, {len(volume)} B-scans, scale "
+  fig.suptitle(f"{title}" + (f" (model: {model})" if model else "") + f": {side}, "
+               f"{len(volume)} B-scans, scale "
                f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
                f"column, {volume.scale_mm[0] * 1e3:.4g} um between B-scans "
                f"({volume.scale_source})\nblank = no thickness measured, or farther than "

@@ -76,12 +76,18 @@ class Trained:
     return np.asarray(self.device_probs(x))
 
 
-def scans_in_training(trained, names) -> int:
-  """How many of the scans `names` a model (any member of an ensemble) trained on, matched by
-  scan name (Duke scans are named subject_SS_bII wherever they come from: eval's split, a
-  subject's .npz or .mat given to eval or predict)."""
+def training_scan_names(trained) -> frozenset:
+  """The names of the scans a model (any member of an ensemble) trained on. Duke scans are
+  named subject_SS_bII wherever they come from (eval's split, a subject's .npz or .mat given to
+  eval, predict or explain), so matching by name finds them; an image file is named by its
+  file name and is found only if it keeps the scan's name."""
   members = getattr(trained, "members", [trained])
-  seen = set().union(*(m.split["train"]["names"] for m in members))
+  return frozenset().union(*(m.split["train"]["names"] for m in members))
+
+
+def scans_in_training(trained, names) -> int:
+  """How many of the scans `names` the model trained on (training_scan_names)."""
+  seen = training_scan_names(trained)
   return sum(str(n) in seen for n in names)
 
 

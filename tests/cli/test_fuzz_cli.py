@@ -105,15 +105,15 @@ def _values(spec) -> st.SearchStrategy:
 
 def _must_refuse(spec, value) -> bool:
   """Refusals the schema promises whatever its code says: a non-finite number, a negative
-  integer (no field takes one), text for a number, a number for a flag, a value outside a
-  field's choices, negative integers in a tuple."""
+  integer (no field takes one), text for a number, a number other than 0 or 1 for a flag, a
+  value outside a field's choices, negative integers in a tuple."""
   default = spec.default
   if isinstance(value, float) and not math.isfinite(value):
     return True
   if isinstance(value, int) and not isinstance(value, bool) and value < 0:
     return True
   if isinstance(default, bool) and not isinstance(value, bool):
-    return True
+    return value not in (0, 1)      # absl's boolean flag syntax takes 0 and 1 (and true/false)
   if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
     return True
   choices = getattr(spec.check, "choices", None)

@@ -208,7 +208,7 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
   np.testing.assert_allclose(v.positions_mm, [0.0, 0.2, 0.4])
   d = volumes.read_volume(duke_like)
   np.testing.assert_allclose(d.positions_mm, np.array([10, 15, 28]) * 0.123)
-  assert d.laterality == "OD" and any("OD (the file has none" in n for n in d.notes)
+  assert d.laterality == "OD" and any("OD assumed (the file has none" in n for n in d.notes)
   assert (d.laterality_source, v.laterality_source) == (volumes.LATERALITY_ASSUMED,
                                                         "--laterality")
   with pytest.raises(InputError, match="scale_mm must be 3 positive"):

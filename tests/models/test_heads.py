@@ -211,7 +211,9 @@ def test_predict_writes_the_heads_outputs(heads_workdir, tmp_path):
   np.testing.assert_array_equal(cells == "", ~found)       # no retina: fluid unknown, not 0
   fluid_um = np.array([float(c) if c else np.nan for c in cells.ravel()]).reshape(2, 64)
   np.testing.assert_allclose(fluid_um[found], (fluid.sum(axis=1) * 3.87)[found], atol=0.006)
-  assert {r["fluid_area_mm2"] for r in rows} == {""}   # no lateral scale for plain B-scans
+  assert "fluid_area_mm2" not in rows[0]                # a per-scan value: summary.csv's
+  summary = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+  assert [r["fluid_area_mm2"] for r in summary] == ["", ""]   # no lateral scale for B-scans
   assert {(r["row_um"], r["scale_source"]) for r in rows} == {("3.87", "default (data.pixel_um)")}
 
 
@@ -234,7 +236,7 @@ def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
     assert np.isnan(out["fluid_mm3_total"]) and rows[-1][-1] == ""
     assert np.nanmax(out["fluid_map_um"]) <= fluid_um.max() + 1e-6
     found = geom.retina_found(out["boundaries"])
-  rows = list(csv.DictReader(open(tmp_path / "out" / "vol_thickness.csv")))
+  rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
   area = float(rows[0]["fluid_area_mm2"])                             # B-scan 0
   assert rows[0]["scale_source"] == "file"
   assert area == pytest.approx(fluid_um[0][found[0]].sum() * 1e-3 * 0.03, abs=1e-5)

@@ -35,6 +35,11 @@ def test_laterality_enums_and_unreadable_values():
   assert volumes._laterality("X", "OS", notes, "scan.e2e") == ("OS", "--laterality")
   assert "'X'" in notes[0]
   assert volumes._laterality("76", None, [], "scan.e2e") == ("OS", "file")
+  assert volumes._laterality("76", "OS", [], "scan.e2e") == ("OS", "file")      # they agree
+  with pytest.raises(InputError) as refused:                       # refused, not ignored
+    volumes._laterality("76", "OD", [], "scan.e2e")
+  assert str(refused.value) == ("--laterality=OD: scan.e2e has its own laterality (OS) and "
+                                "they disagree")
   assert volumes._laterality(None, None, [], "scan.e2e") == ("OD", volumes.LATERALITY_ASSUMED)
   said = [volume_report.laterality_text(SimpleNamespace(laterality=side, laterality_source=src),
                                         "why") for side, src in
@@ -102,9 +107,21 @@ def test_thickness_csv_leaves_fluid_empty_where_no_retina_was_found():
   bounds[1, 7, :] = np.nan                                             # no BM in scan 1
   fluid = geom.fluid_where_measured(np.array([[1.0, 4.0, 2.0], [3.0, 3.0, 3.0]]), bounds)
   np.testing.assert_array_equal(np.isnan(fluid), [[False, True, False], [True, True, True]])
-  cols = predict.extra_columns({"fluid_um": fluid, "boundary_sd_um": None}, 0.01, 7.0)
-  assert cols["fluid_um"] == [["1.00", "", "2.00"], ["", "", ""]]
-  assert cols["fluid_area_mm2"] == [["0.00003"] * 3, [""] * 3]        # 3 um x 0.01 mm
+  cols = predict.extra_columns({"fluid_um": fluid, "boundary_sd_um": None}, 7.0)
+  assert cols == {"fluid_um": [["1.00", "", "2.00"], ["", "", ""]]}   # no per-scan column
+  assert [predict.fluid_area_text(f, 0.01) for f in fluid] == ["0.00003", ""]   # 3 um x 0.01 mm
+  assert predict.fluid_area_text(fluid[0], None) == ""                # no lateral scale
+
+
+def test_uncertain_is_empty_where_a_column_is_not_supported():
+  from octseg_jax.modes import predict
+  sd = np.zeros((1, 8, 4))
+  sd[0, 3, [0, 2]] = 9.0                                              # columns 0 and 2 spread
+  out = {"fluid_um": None, "boundary_sd_um": sd,
+         "supported": np.array([[True, True, False, True]])}
+  cols = predict.extra_columns(out, 7.0)
+  assert cols["uncertain"] == [["1", "0", "", "0"]]
+  assert cols["uncertain_threshold_um"] == [["7"] * 4]
 
 
 def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
@@ -140,6 +157,11 @@ def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_pat
   assert f"warning: 1 of 1 scan of {folder / seen}.png was in the model's training set" in out
   assert out.count("in the model's training set") == 1               # not for new_eye.png
   assert json.load(open(tmp_path / "out" / "manifest.json"))["scans_in_training"] == 1
+  from octseg_jax.modes import explain
+  explain.run(trained_workdir[0], str(folder), str(tmp_path / "cams"))
+  out = capsys.readouterr().out
+  assert "warning: 1 of 2 scans explained was in the model's training set" in out
+  assert json.load(open(tmp_path / "cams" / "manifest.json"))["scans_in_training"] == 1
 
 
 def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path):
@@ -160,8 +182,12 @@ def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path)
   last = rows[-1]
   assert last["scan"] == names[2] and float(last["row_um"]) == 3.87 and last["col_um"] == ""
   assert float(last["supported_share"]) == pytest.approx(ok.mean(), abs=5e-4)
-  assert ok.any()                   # the total: the layers' sum, averaged over supported columns
-  assert float(last["total_um"]) == pytest.approx(t[:, ok].sum(axis=0).mean(), abs=5e-3)
+  assert last["low_support"] == str(int(ok.mean() < predict.LOW_SUPPORT))
+  assert last["in_training"] == "0"
+  if ok.mean() >= predict.LOW_SUPPORT:  # the total: the layers' sum over supported columns
+    assert float(last["total_um"]) == pytest.approx(t[:, ok].sum(axis=0).mean(), abs=5e-3)
+  else:                                 # too little supported: no values, as in ETDRS sectors
+    assert last["total_um"] == ""
   import json
   assert "summary.csv" in json.load(open(tmp_path / "out" / "manifest.json"))["outputs"]
 
@@ -172,13 +198,19 @@ def test_summary_rows_average_the_supported_columns():
   t = np.zeros((1, 7, 4))
   t[0, 0] = [10.0, 20.0, 99.0, 30.0]                                  # column 2 unsupported
   t[0, 4] = [1.0, 2.0, 99.0, 3.0]
-  out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t}
+  fluid_um = np.array([[100.0, 0.0, np.nan, 6.0]])
+  out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t,
+         "fluid_um": fluid_um}
   scans = SimpleNamespace(names=["s0"])
-  extra = {"fluid_area_mm2": [["0.01200"] * 4], "uncertain": [["0", "1", "1", "0"]]}
-  (row,) = predict.summary_rows("f.npz", scans, out, 3.87, 0.0113, extra, "--pixel_um")
-  assert row[:7] == ["f.npz", 0, "s0", "3.87", "11.3", "--pixel_um", "0.750"]
-  assert row[7] == "20.00" and row[11] == "2.00" and row[14] == "22.00"   # NFL, ONL, total
-  assert row[15:] == ["0.01200", 2]
+  extra = {"uncertain": [["0", "1", "", "0"]]}
+  scale = {"row_um": 3.87, "col_um": 11.3, "source": "--pixel_um"}
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, frozenset({"s0"}))
+  assert row[:9] == ["f.npz", 0, "s0", "3.87", "11.3", "--pixel_um", "0.750", 0, 1]
+  assert row[9] == "20.00" and row[13] == "2.00" and row[16] == "22.00"   # NFL, ONL, total
+  assert row[17:] == ["0.00120", 1]                     # 106 um x 0.0113 mm; 1 uncertain
+  out["supported"] = np.array([[True, False, False, False]])            # 25% < LOW_SUPPORT
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra)
+  assert row[6:9] == ["0.250", 1, 0] and row[9:17] == [""] * 8          # no means, flagged
 
 
 def test_pixel_um_changes_thickness_by_its_factor_and_nothing_else(trained_workdir, tmp_path):
@@ -212,7 +244,7 @@ def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp
   err = capsys.readouterr().err.strip().splitlines()
   assert err == [f"error: --pixel_um=5: {tmp_path / 'v.npz'} has its own scale (15.5 um per "
                  "row, 30 um per column) and they disagree"]
-  assert not os.path.exists(tmp_path / "o" / "v.npz")
+  assert not os.path.exists(tmp_path / "o")                   # refused before any output
   assert main.run_command(base + ["--pixel_um=15.5,30"]) == 0          # the same scale: fine
   assert main.run_command(base + ["--pixel_um=abc"]) == 2
 

@@ -82,7 +82,10 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   assert sd.shape == (2, 8, 64)
   rows = list(csv.DictReader(open(tmp_path / "out" / "scans_thickness.csv")))
   flags = np.array([r["uncertain"] == "1" for r in rows]).reshape(2, 64)
-  np.testing.assert_array_equal(flags, [uncertainty.flag_columns(s, 0.5) for s in sd])
+  supported = np.array([r["supported"] == "1" for r in rows]).reshape(2, 64)
+  want = np.array([uncertainty.flag_columns(s, 0.5) for s in sd])
+  np.testing.assert_array_equal(flags, want & supported)
+  assert all((r["uncertain"] == "") == (r["supported"] == "0") for r in rows)
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["scans_with_uncertain_columns"] == int(flags.any(axis=1).sum())
   assert manifest["uncertain_um"] == 0.5                    # the threshold used, recorded
