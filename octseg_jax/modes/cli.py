@@ -77,7 +77,9 @@ def dispatch(flags, override_args=()) -> None:
     summary = train.train_and_evaluate(flags.config, workdir)
     if summary:
       print(f"best epoch {summary.get('epoch')}: val_loss {summary['loss']:.4f}, "
-            f"mean layer Dice {summary['literature']['mean_layer_dice']:.4f}")
+            f"mean layer Dice {summary['literature']['mean_layer_dice']:.4f} (validation "
+            f"split, model input); {os.path.abspath(workdir)} holds log.csv, "
+            "training_curves.png and the checkpoints")
     return
   if mode == "benchmark":
     from octseg_jax.modes import benchmark
@@ -90,6 +92,8 @@ def dispatch(flags, override_args=()) -> None:
     raise InputError(f"{workdir}: no such workdir")
   overrides = _inference_overrides(flags, workdir, override_args)
   _refuse_predict_flags(flags)
+  if mode in ("predict", "explain"):
+    _needs(flags.input, "input", mode)        # before the output folder is announced
   output = _output_folder(flags, mode, workdir)
   if mode == "eval":
     from octseg_jax.modes import evaluate

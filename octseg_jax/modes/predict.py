@@ -251,8 +251,8 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
            f"{ok.mean():.3f}", int(low), int(str(name) in training_names)] + means + [total]
     if out.get("fluid_um") is not None:
       row.append(fluid_area_text(out["fluid_um"][i], col_mm))
-    if "uncertain" in extra:
-      row.append(sum(c == "1" for c in extra["uncertain"][i]))
+    if "uncertain" in extra:       # empty where no column is supported: nothing to flag
+      row.append(sum(c == "1" for c in extra["uncertain"][i]) if ok.any() else "")
     rows.append(row)
   return rows
 

@@ -95,13 +95,14 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   result = analyse(volume, boundaries, fovea_mm, fluid_um)
   write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result,
                   (volume.laterality, volume.laterality_source))
-  plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume, stem, model)
+  source = "given with --fovea" if fovea_mm is not None else (
+      "found" if result["fovea_found"] else "NOT FOUND: the scan centre is used")
+  plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume,
+            f"{stem}" + (f" (model: {model})" if model else "") + f"; fovea {source}")
   if len(volume) >= 2:
     write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
   else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them
     print(f"{stem}: one B-scan, so no {stem}.eye (eyepy needs at least two)")
-  source = "given" if fovea_mm is not None else (
-      "found" if result["fovea_found"] else "not found: the scan centre")
   measured = result["etdrs_measured"]
   print(f"{stem}: {laterality_text(volume)}, fovea ({result['fovea_mm'][0]:.2f}, "
         f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
@@ -234,14 +235,17 @@ def draw_map(fig, ax, label: str, m: np.ndarray, extent, cmap: str, limits,
   ax.set_xlabel("x (mm); nasal " + ("right" if laterality == "OD" else "left"), fontsize=8)
   ax.set_ylabel("y (mm, superior up)", fontsize=8)
   ax.tick_params(labelsize=8)
-  if np.isfinite(m).any():
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, extend="both").ax.tick_params(labelsize=8)
+  if np.isfinite(m).any():      # arrows only at the ends that values lie beyond (clipped)
+    low, high = np.nanmin(m) < limits[0], np.nanmax(m) > limits[1]
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (low, high), "neither")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, extend=extend).ax.tick_params(labelsize=8)
   else:
     ax.text(0.5, 0.08, "nothing measured", transform=ax.transAxes, ha="center", va="bottom",
             fontsize=10)      # low: the ETDRS labels sit in the middle of the total map
 
 
-def plot_maps(path: str, result: dict, volume: Volume, title: str, model: str = "") -> None:
+def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   """One panel per map (7 layers, total), colour bars in um, grid drawn on the total map."""
   import matplotlib
   matplotlib.use("Agg")
@@ -271,8 +275,7 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str, model: str = 
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
   side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
-  fig.suptitle(f"{title}" + (f" (model: {model})" if model else "") + f": {side}, "
-               f"{len(volume)} B-scans, scale "
+  fig.suptitle(f"{title}; {side}, {len(volume)} B-scans, scale "
                f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
                f"column, {volume.scale_mm[0] * 1e3:.4g} um between B-scans "
                f"({volume.scale_source})\nblank = no thickness measured, or farther than "

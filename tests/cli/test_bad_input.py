@@ -195,3 +195,14 @@ def test_eval_and_explain_refuse_predicts_flags(trained_workdir, tmp_path, capsy
                            "--input=x.npz", f"--output={tmp_path / 'o'}", flag]) == 2
   assert capsys.readouterr().err.strip() == f"error: --{name}: only used by --mode=predict"
   assert not os.path.exists(tmp_path / "o")                       # refused before any output
+
+
+def test_a_missing_input_is_refused_before_an_output_folder_is_announced(trained_workdir,
+                                                                         tmp_path, capsys,
+                                                                         monkeypatch):
+  import main
+  monkeypatch.chdir(tmp_path)
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}"]) == 2
+  out = capsys.readouterr()
+  assert out.err.strip() == "error: --input: required for --mode=predict"
+  assert "writing to" not in out.out and not os.path.exists(tmp_path / "runs")

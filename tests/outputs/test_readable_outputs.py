@@ -211,6 +211,9 @@ def test_summary_rows_average_the_supported_columns():
   out["supported"] = np.array([[True, False, False, False]])            # 25% < LOW_SUPPORT
   (row,) = predict.summary_rows("f.npz", scans, out, scale, extra)
   assert row[6:9] == ["0.250", 1, 0] and row[9:17] == [""] * 8          # no means, flagged
+  out["supported"] = np.zeros((1, 4), bool)
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, {"uncertain": [[""] * 4]})
+  assert row[-1] == ""                              # no supported column: no count, not 0
 
 
 def test_pixel_um_changes_thickness_by_its_factor_and_nothing_else(trained_workdir, tmp_path):
