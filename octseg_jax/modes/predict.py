@@ -210,6 +210,12 @@ def extra_columns(out: Dict, uncertain_um: float) -> Dict[str, list]:
   return cols
 
 
+def low_support(supported: np.ndarray) -> np.ndarray:
+  """Scans [N] (or one scan) with every layer's thickness in fewer than LOW_SUPPORT of their
+  columns, from supported [..., W]: warned about, and given no means in summary.csv."""
+  return np.asarray(supported).mean(axis=-1) < LOW_SUPPORT
+
+
 def summary_header(trained) -> list:
   """Columns of summary.csv (one row per scan of the run)."""
   header = ["file", "scan_index", "scan", "row_um", "col_um", "scale_source", "supported_share",
@@ -242,7 +248,7 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   for i, name in enumerate(scans.names):
     ok = out["supported"][i]
-    low = ok.mean() < LOW_SUPPORT
+    low = bool(low_support(ok))
     t = out["thickness_um"][i][:, ok]                                   # [7, supported]
     means = [""] * 7 if low or not ok.any() else [f"{v:.2f}" for v in t.mean(axis=1)]
     total = "" if low or not ok.any() else f"{t.sum(axis=0).mean():.2f}"
@@ -354,7 +360,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
           summary_rows(scans.source, scans, out, scale, extra, training_scan_names(trained)),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
-          "low_support": int((out["supported"].mean(axis=1) < LOW_SUPPORT).sum()),
+          "low_support": int(low_support(out["supported"]).sum()),
           "in_training": scans_in_training(trained, scans.names)}
 
 
