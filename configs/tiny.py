@@ -17,7 +17,7 @@ def get_config():
   c.train.eval_batch_size = 4
   c.train.num_epochs = 3
   c.train.learning_rate = 1e-2
-  c.train.image_summary_every = 1
+  c.train.image_summary_every = 10   # images after epoch 1 only: they were half a tiny run
   c.explain.layers = ("dec1_conv1",)   # the first decoder block, as dec3_conv1 in 4 levels
   c.explain.max_scans = 2
   c.explain.deletion_steps = 4

@@ -1,12 +1,23 @@
 """Test setup: CPU only, two host devices (for the sharding test), strict rank promotion."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 from octseg_jax.runtime import xla_setup   # importable through pytest.ini's pythonpath
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One fresh persistent compilation cache for the whole run, shared with the main.py processes
+# the tests start: a program compiled once (the tiny training step, say) is loaded after that.
+# Nothing is read from or written to the user's ~/.cache.
+XLA_CACHE = tempfile.mkdtemp(prefix="octseg-tests-xla-")
+atexit.register(shutil.rmtree, XLA_CACHE, True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = XLA_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=2").strip()
 xla_setup.apply_cpu_flags()

@@ -21,11 +21,15 @@ BENCHMARK_DIR = os.path.join("runs", "benchmark")   # default --output; ignored 
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "octseg_jax", "xla")
 
 
-def enable_compilation_cache(path: str = CACHE_DIR) -> None:
-  """Persistent XLA cache: a second run of the same config does not recompile."""
+def enable_compilation_cache(path: str = "") -> None:
+  """Persistent XLA cache: a second run of the same config does not recompile. The folder is
+  `path`, else jax's own JAX_COMPILATION_CACHE_DIR, else CACHE_DIR; compiles under a second
+  are not stored unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise."""
   try:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_compilation_cache_dir",
+                      path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or CACHE_DIR)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   except (AttributeError, ValueError) as e:   # older/newer jax without these options
     logging.warning("no persistent compilation cache: %s", e)

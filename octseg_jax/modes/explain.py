@@ -11,6 +11,7 @@ all of a scan's perturbed images scored in batches of classes x steps; --cam_san
 weight-randomisation check, once per run on the first explained scan.
 """
 
+import functools
 import os
 import time
 from typing import Dict, List
@@ -189,9 +190,10 @@ class Explainer:
     (head, then each block down to the input, cumulatively) and 'independent' (each alone).
     An ensemble's members are re-initialised together, each from its own key.
     region: (rows, cols) of the model input that hold the scan."""
-    fresh = [jax.device_put(m.init(key if i == 0 else jax.random.fold_in(key, i),
-                                   jnp.asarray(x[None]), train=False), self.device)
-             for i, m in enumerate(self.models)]
+    inits = [jax.jit(functools.partial(m.init, train=False)) for m in self.models]  # not eager
+    fresh = [jax.device_put(init(key if i == 0 else jax.random.fold_in(key, i),
+                                 jnp.asarray(x[None])), self.device)
+             for i, init in enumerate(inits)]
     names = [n for n in gradcam.top_level_order(self.model, self.variables[0],
                                                 jnp.asarray(x[None]))
              if n in self.variables[0]["params"]]

@@ -185,12 +185,13 @@ def test_batched_removal_gives_the_curves_of_the_unbatched_loop(tiny, kind):
       return faithfulness.road_impute(x, removed, jax.random.fold_in(k_noise, job)[None], 0.01)
     return faithfulness.deletion_images(x, removed, np.mean(x))
 
+  score = jax.jit(lambda img: faithfulness.class_probability(model.apply(v, img, train=False),
+                                                             weights[None]))
   probs = np.zeros((len(rankings), len(fractions) - 1, 8))
   for r in range(len(rankings)):
     for s, f in enumerate(fractions[1:]):
       img = one_image(jnp.asarray(rankings[r]), jnp.float32(f), r * (len(fractions) - 1) + s)
-      probs[r, s] = np.asarray(faithfulness.class_probability(
-          model.apply(v, img, train=False), weights[None]))[0]
+      probs[r, s] = np.asarray(score(img))[0]
   for order, rows in orders.items():
     curves = np.concatenate([base[:, None], probs[rows, :, np.arange(8)]], axis=1)
     np.testing.assert_allclose(batched[f"{order}_probability"], curves, rtol=1e-5, atol=1e-6)

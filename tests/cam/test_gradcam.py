@@ -60,7 +60,7 @@ def test_central_finite_differences_float64():
   with jax.enable_x64(True):
     model = SegNet(widths=(4, 8), num_classes=8, dtype=jnp.float64)
     x = jnp.asarray(np.random.default_rng(1).uniform(size=(1, 16, 16)))
-    v = model.init(jax.random.key(0), x, train=False)
+    v = jax.jit(lambda key: model.init(key, x, train=False))(jax.random.key(0))
     # Random BatchNorm shifts: at init they are 0, and with unpooling's zeros some ReLU
     # inputs are then exactly 0, a kink where a finite difference sees a one-sided slope.
     leaves, tree = jax.tree.flatten(v)
@@ -71,7 +71,7 @@ def test_central_finite_differences_float64():
     layer = "dec1_conv1"
     _, _, grads = gradcam.class_gradients(model, v, x, (layer,), "all")
     shapes = gradcam.activation_shapes(model, v, x, (layer,))
-    f = gradcam.forward_with_taps(model, v, x, (layer,))
+    f = jax.jit(gradcam.forward_with_taps(model, v, x, (layer,)))
     eps = 1e-6
     for c, idx in ((2, (0, 3, 5, 1)), (5, (0, 7, 0, 3)), (0, (0, 1, 6, 2))):
       e = jnp.zeros(shapes[layer].shape, jnp.float64).at[idx].set(eps)
@@ -170,12 +170,15 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
   without flip is explain_batch."""
   model = SegNet(widths=(4, 8), num_classes=8)
   x = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 16, 16)).astype(np.float32))
-  members = [(model, model.init(jax.random.key(s), x, train=False)) for s in (0, 1)]
+  init = jax.jit(lambda key: model.init(key, x, train=False))
+  members = [(model, init(jax.random.key(s))) for s in (0, 1)]
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   layer = "dec1_conv0"
+  taps = jax.jit(lambda v, x: gradcam.forward_with_taps(model, v, x, (layer,))(None))
   for flip, method, target in ((False, "gradcam", "all"), (True, "hirescam", "predicted")):
     views = [(v, False) for _, v in members] + ([(v, True) for _, v in members] if flip else [])
-    probs = np.mean([np.asarray(jax.nn.softmax(model.apply(v, jnp.flip(x, 2) if m else x,
-                                                             train=False), -1))[:, :, ::-1 if m else 1]
+    probs = np.mean([np.asarray(jax.nn.softmax(apply(v, jnp.flip(x, 2) if m else x),
+                                               -1))[:, :, ::-1 if m else 1]
                      for v, m in views], axis=0)                          # [B, H, W, K]
     weights = (np.ones_like(probs) if target == "all" else
                np.eye(8, dtype=np.float32)[np.argmax(probs, -1)])
@@ -195,7 +198,7 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
     alphas = []
     for (v, mirrored), g in zip(views, jacobian):
       xv = jnp.flip(x, 2) if mirrored else x
-      _, acts = gradcam.forward_with_taps(model, v, xv, (layer,))(None)
+      _, acts = taps(v, xv)
       alpha = g[layer].mean(axis=(2, 3))                                    # [K, B, C]
       alphas.append(np.asarray(alpha))
       for name, cam in (("gradcam", jnp.einsum("bhwc,kbc->kbhw", acts[layer], alpha)),
@@ -211,8 +214,9 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
     np.testing.assert_allclose(np.asarray(jax.nn.softmax(got["logits"], -1)), probs, rtol=1e-5)
   with pytest.raises(ValueError, match="linear in the gradient"):
     gradcam.ensemble_maps(members, x, (layer,), "gradcampp")
-  one = gradcam.ensemble_maps(members[:1], x, (layer,), "gradcam")
-  ref = gradcam.explain_batch(model, members[0][1], x, (layer,), "gradcam")
+  one = jax.jit(lambda x: gradcam.ensemble_maps(members[:1], x, (layer,), "gradcam"))(x)
+  ref = jax.jit(lambda v, x: gradcam.explain_batch(model, v, x, (layer,), "gradcam"))(
+      members[0][1], x)
   for key in ("raw", "alpha", "act_max"):
     np.testing.assert_allclose(np.asarray(one[layer][key]), np.asarray(ref[layer][key]),
                                rtol=1e-5, atol=1e-7)

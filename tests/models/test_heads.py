@@ -283,9 +283,10 @@ def test_gaussian_boundary_target_is_the_cross_entropy_to_a_normalised_gaussian(
 def test_own_boundary_convs_take_no_gradient_from_the_class_loss():
   cfg, model = _model(boundary_head=True, boundary_head_convs=2, boundary_window=3)
   x = jax.random.uniform(jax.random.key(2), (2, 32, 32))
-  v = model.init(jax.random.key(0), x, train=False)
+  v = jax.jit(lambda key: model.init(key, x, train=False))(jax.random.key(0))
   assert {"boundary_conv0", "boundary_conv1", "boundary_head"} <= set(v["params"])
-  plain = _model(boundary_head=True)[1].init(jax.random.key(0), x, train=False)
+  plain = jax.eval_shape(lambda: _model(boundary_head=True)[1].init(jax.random.key(0), x,
+                                                                    train=False))
   assert "boundary_conv0" not in plain["params"]          # 0 convs: the variables of before
   y = np.asarray(synthetic.label_map(synthetic.boundaries(np.random.default_rng(0), 32, 32), 32))
   labels = jnp.asarray(np.stack([y, y]))
@@ -294,7 +295,7 @@ def test_own_boundary_convs_take_no_gradient_from_the_class_loss():
     logits = model.apply({**v, "params": params}, x, train=False)
     return losses.cross_entropy_from_sums(losses.batch_sums(logits, labels, 0.0, 0.0))
 
-  grads = jax.grad(class_loss)(v["params"])
+  grads = jax.jit(jax.grad(class_loss))(v["params"])
   assert all(not np.asarray(g).any() for g in jax.tree.leaves(grads["boundary_conv0"]))
-  out = model.apply(v, x, train=False, method="outputs")
+  out = jax.jit(lambda v: model.apply(v, x, train=False, method="outputs"))(v)
   assert (np.diff(np.asarray(out["boundaries"]), axis=1) >= 0).all()
