@@ -13,9 +13,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One fresh persistent compilation cache for the whole run, shared with the main.py processes
 # the tests start: a program compiled once (the tiny training step, say) is loaded after that.
 # Nothing is read from or written to the user's ~/.cache.
-XLA_CACHE = tempfile.mkdtemp(prefix="octseg-tests-xla-")
-atexit.register(shutil.rmtree, XLA_CACHE, True)
-os.environ["JAX_COMPILATION_CACHE_DIR"] = XLA_CACHE
+# (Test modules import this file as `conftest`; were it imported twice, the guard keeps one.)
+if "OCTSEG_TESTS_XLA_CACHE" not in os.environ:
+  os.environ["OCTSEG_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="octseg-tests-xla-")
+  atexit.register(shutil.rmtree, os.environ["OCTSEG_TESTS_XLA_CACHE"], True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["OCTSEG_TESTS_XLA_CACHE"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +

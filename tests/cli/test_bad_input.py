@@ -12,7 +12,7 @@ from octseg_jax.data import inputs
 from octseg_jax.data.scans import ScanSet
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import atomic_path, write_npz, write_png
-from tests.conftest import ROOT
+from conftest import ROOT
 
 
 def _npz(tmp_path, name="scan.npz", **arrays):

@@ -28,7 +28,7 @@ from PIL import Image
 import main
 from octseg_jax.config import schema
 from octseg_jax.config.paths import get_field
-from tests.conftest import ROOT
+from conftest import ROOT
 
 def fuzz(examples: int):
   """Deterministic cases (the same every run), no example database, no time limit per case."""

@@ -17,7 +17,7 @@ from octseg_jax.outputs import atomic
 from octseg_jax.data import inputs, synthetic
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_npz, write_png
-from tests.conftest import file_hashes
+from conftest import file_hashes
 
 IMG = synthetic.generate(3, 64, 48, seed=5)
 

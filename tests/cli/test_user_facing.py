@@ -21,7 +21,7 @@ from octseg_jax.outputs import plots
 from octseg_jax.data import synthetic
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_npz
-from tests.conftest import ROOT, tiny_config
+from conftest import ROOT, tiny_config
 
 
 def _free_port() -> int:

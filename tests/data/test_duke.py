@@ -6,7 +6,7 @@ import scipy.io
 
 from octseg_jax.data import duke, pipeline
 from octseg_jax.errors import InputError
-from tests.conftest import DUKE_DIR, needs_duke, tiny_config
+from conftest import DUKE_DIR, needs_duke, tiny_config
 
 
 def _volume(tmp_path, name="Subject_03.mat", grader=1):

@@ -11,7 +11,7 @@ from octseg_jax.training import train
 from octseg_jax.serving.checkpoints import Checkpoints
 from octseg_jax.models import create_model
 from octseg_jax.learning.task import Task
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def _run(tmp_path, config):

@@ -12,7 +12,7 @@ from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
 from octseg_jax.learning.task import Task
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 @pytest.mark.parametrize("overrides", [

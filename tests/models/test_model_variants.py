@@ -8,7 +8,7 @@ import pytest
 from octseg_jax.training import train
 from octseg_jax.models import create_model
 from octseg_jax.learning.task import Task
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 VARIANTS = {
     "unpool": {},

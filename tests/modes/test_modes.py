@@ -11,7 +11,7 @@ from octseg_jax.modes import explain
 from octseg_jax.modes import predict
 from octseg_jax.data import synthetic
 from octseg_jax.outputs.atomic import write_npz, write_png
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_path):

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from octseg_jax.training import train
-from tests.conftest import ROOT, tiny_config
+from conftest import ROOT, tiny_config
 
 
 def _rows(workdir):

@@ -8,7 +8,7 @@ from octseg_jax.modes import evaluate
 from octseg_jax.serving import inference
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.data import duke, synthetic
-from tests.conftest import DUKE_DIR, ROOT, needs_duke
+from conftest import DUKE_DIR, ROOT, needs_duke
 
 PRETRAINED = os.path.join(ROOT, "pretrained")
 
@@ -50,7 +50,7 @@ def test_pretrained_explains_with_the_default_and_carries_its_heldout_evidence()
   is what scripts/cam_evidence.py writes from the committed held-out runs today."""
   import json
   from octseg_jax.config import schema
-  from tests.conftest import load_script
+  from conftest import load_script
   default = schema.default_config().explain
   for m in inference.load_trained(PRETRAINED).members:
     assert (m.config.explain.method, tuple(m.config.explain.layers)) == (

@@ -15,7 +15,7 @@ from octseg_jax.training import hooks
 from octseg_jax.training import train
 from octseg_jax.serving import workdir
 from octseg_jax.errors import InputError
-from tests.conftest import ROOT, file_hashes, tiny_config
+from conftest import ROOT, file_hashes, tiny_config
 
 
 def test_rerun_with_another_model_is_refused_and_changes_nothing(trained_workdir, tmp_path):

@@ -183,7 +183,7 @@ def _rows(workdir):
 
 def test_training_with_every_lever_on_resumes_bit_identically(tmp_path):
   from octseg_jax.training import train
-  from tests.conftest import tiny_config
+  from conftest import tiny_config
   whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
   train.train_and_evaluate(tiny_config(**LEVERS_ON), whole)
   train.train_and_evaluate(tiny_config(**LEVERS_ON, **{"train.num_epochs": 2}), resumed)

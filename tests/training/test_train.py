@@ -14,7 +14,7 @@ from octseg_jax.training import train
 from octseg_jax.data import pipeline
 from octseg_jax.models import create_model
 from octseg_jax.learning.task import Task
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def _rows(workdir):
