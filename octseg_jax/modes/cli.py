@@ -96,21 +96,21 @@ def dispatch(flags, override_args=()) -> None:
     raise InputError(f"{workdir}: no such workdir")
   overrides = _inference_overrides(flags, workdir, override_args)
   _refuse_predict_flags(flags)
-  if mode in ("predict", "explain"):
-    _needs(flags.input, "input", mode)        # before the output folder is announced
+  if mode in ("predict", "explain"):         # before the output folder is announced
+    _needs(flags.input, "input", mode)
   output = _output_folder(flags, mode, workdir)
   if mode == "eval":
     from octseg_jax.modes import evaluate
     evaluate.run(workdir, flags.input, output, overrides=overrides)
   elif mode == "predict":
     from octseg_jax.modes import predict
-    predict.run(workdir, _needs(flags.input, "input", mode), output,
+    predict.run(workdir, flags.input, output,
                 figures=getattr(flags, "figures", "first"), volume=getattr(flags, "volume", False),
                 laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
                 overrides=overrides, pixel_um=getattr(flags, "pixel_um", None))
   elif mode == "explain":
     from octseg_jax.modes import explain
-    explain.run(workdir, _needs(flags.input, "input", mode), output,
+    explain.run(workdir, flags.input, output,
                 faithfulness_flag=getattr(flags, "cam_faithfulness", "none"),
                 sanity=getattr(flags, "cam_sanity", False), overrides=overrides)
 

@@ -190,10 +190,9 @@ class Explainer:
     (head, then each block down to the input, cumulatively) and 'independent' (each alone).
     An ensemble's members are re-initialised together, each from its own key.
     region: (rows, cols) of the model input that hold the scan."""
-    inits = [jax.jit(functools.partial(m.init, train=False)) for m in self.models]  # not eager
-    fresh = [jax.device_put(init(key if i == 0 else jax.random.fold_in(key, i),
-                                 jnp.asarray(x[None])), self.device)
-             for i, init in enumerate(inits)]
+    fresh = [jax.device_put(_fresh_variables(m, key if i == 0 else jax.random.fold_in(key, i),
+                                             jnp.asarray(x[None])), self.device)
+             for i, m in enumerate(self.models)]
     names = [n for n in gradcam.top_level_order(self.model, self.variables[0],
                                                 jnp.asarray(x[None]))
              if n in self.variables[0]["params"]]
@@ -213,6 +212,12 @@ class Explainer:
       for l in self.layers:
         result.setdefault(l, {})[mode] = np.asarray(sims[l])
     return result
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _fresh_variables(model, key, x):
+  """A new initialisation of `model`: compiled, not op by op, and once for equal members."""
+  return model.init(key, x, train=False)
 
 
 def scan_statistics(out: Dict, layer: str, b: int, regions, valid) -> Dict:

@@ -98,7 +98,7 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   source = "given with --fovea" if fovea_mm is not None else (
       "found" if result["fovea_found"] else "NOT FOUND: the scan centre is used")
   plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume,
-            f"{stem}" + (f" (model: {model})" if model else "") + f"; fovea {source}")
+            stem + (f" (model: {model})" if model else "") + f"; fovea {source}")
   if len(volume) >= 2:
     write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
   else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them
