@@ -42,7 +42,10 @@ def run_numbers(plan, run, repo=campaign.REPO):
          "commit": record["commit"]}
   heads = m.get("heads", {})
   if "boundary_head" in heads:
-    out["boundary_head_mae_um"] = statistics.mean(heads["boundary_head"]["geometry"]["mae_um"])
+    geometry = heads["boundary_head"]["geometry"]
+    out["boundary_head_mae_um"] = statistics.mean(geometry["mae_um"])
+    out["boundary_head_mae_um_each"] = geometry["mae_um"]
+    out["boundary_head_signed_um_each"] = geometry["signed_um"]
   if "fluid" in heads:
     out["fluid_dice"] = heads["fluid"]["dice"]
   return out

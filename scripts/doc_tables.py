@@ -1093,12 +1093,20 @@ def results_campaign_levers(src: Sources) -> str:
     rows.append([name, str(r["runs"]), fmt(r["mean_layer_dice"], 4), gains or "-",
                  fmt(r["mean_gain"], 4) if r["mean_gain"] is not None else "-",
                  fmt(r["boundary_mae_um"], 2), f"{r['gflop_per_bscan']:.2f}",
-                 fmt(r["train_s_per_run"] / 60, 1)])
+                 fmt(r["train_s_per_run"] / 60, 1), "yes" if r["adopted"] else "no"])
   return (table(["recipe", "runs", "mean layer Dice", "paired gains vs base (fold, seed)",
-                 "mean gain",
-                 "boundary MAE (um)", "GFLOP / B-scan", "train min / run"], rows) +
+                 "mean gain", "boundary MAE (um)", "GFLOP / B-scan", "train min / run",
+                 "adopted"], rows) +
           f"\n\nSeed noise of the base (mean over folds of |seed 0 - seed 1|): "
-          f"{fmt(t['seed_noise'], 4)}.")
+          f"{fmt(t['seed_noise'], 4)}. Adopted: every screen pair of the base run and the mean "
+          f"paired gain above the seed noise. What each recipe changes: " +
+          "; ".join(f"{name} `{overrides_text(r['overrides'])}`"
+                    for name, r in t["recipes"].items() if r["runs"] and r["overrides"]) + ".")
+
+
+def overrides_text(overrides: Dict) -> str:
+  """A recipe's config overrides as they are passed on the command line."""
+  return " ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in overrides.items())
 
 
 def screened_runs(src: Sources):
@@ -1123,6 +1131,12 @@ def results_campaign_boundaries(src: Sources) -> str:
     mae = np.mean([run["boundary_mae_um_each"] for run in runs], axis=0)
     bias = np.mean([run["boundary_signed_um_each"] for run in runs], axis=0)
     rows.append([name, str(len(runs))] + [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)])
+    head = [run for run in runs if "boundary_head_mae_um_each" in run]
+    if head:
+      mae = np.mean([run["boundary_head_mae_um_each"] for run in head], axis=0)
+      bias = np.mean([run["boundary_head_signed_um_each"] for run in head], axis=0)
+      rows.append([f"{name}, boundary head", str(len(head))] +
+                  [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)])
   return table(["recipe", "runs"] + list(BOUNDARY_NAMES), rows)
 
 
@@ -1166,9 +1180,11 @@ def results_campaign_ensembles(src: Sources) -> str:
                  ", ".join(fmt(v, 4) for v in e["single"]), fmt(e["dice"], 4),
                  f"{e['gain']:+.4f}", "-" if None in fluid else
                  f"{fmt(float(np.mean(fluid[:-1])), 3)} -> {fmt(fluid[-1], 3)}",
-                 fmt(ens["calibration"]["ece"], 4)])
+                 fmt(ens["calibration"]["ece"], 4),
+                 fmt(ens["calibration"]["uncertainty_vs_error"]["pooled"]["rho"], 3)])
   return (table(["ensemble", "members", "flip", "each member's mean layer Dice", "ensemble",
-                 "gain", "fluid Dice (members' mean -> ensemble)", "ECE"], rows) +
+                 "gain", "fluid Dice (members' mean -> ensemble)", "ECE",
+                 "rho(boundary sd, error)"], rows) +
           "\n\n" + summary_of_ensembles(gains, dice_of))
 
 
