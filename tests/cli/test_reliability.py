@@ -234,6 +234,41 @@ def test_workdir_config_missing_fields_take_defaults(trained_workdir, tmp_path, 
   assert status == 0, err
 
 
+def _keep_only(stored: dict, reference: dict, prefix: str = "") -> list:
+  """Deletes from `stored` (in place) every field `reference` lacks; returns their names."""
+  gone = []
+  for key in list(stored):
+    if key not in reference:
+      gone.append(prefix + key)
+      del stored[key]
+    elif isinstance(stored[key], dict) and isinstance(reference[key], dict):
+      gone += _keep_only(stored[key], reference[key], f"{prefix}{key}.")
+  return gone
+
+
+def test_a_workdir_from_before_the_campaign_restores_and_predicts_the_same(trained_workdir,
+                                                                           tmp_path):
+  """The tiny workdir with its config.json cut to the fields of the first shipped model's
+  (written before the kernel, skip, fluid and boundary heads, weighted losses and the predict
+  section existed): its checkpoint restores into the same model and gives the same
+  probabilities, bit for bit, with the new fields at their defaults."""
+  from octseg_jax.serving import inference
+  copy = _copy_workdir(trained_workdir[0], tmp_path / "old")
+  path = os.path.join(copy, "config.json")
+  v1 = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "results",
+                                   "gpu_h200", "pretrained_v1", "config.json")))
+  stored = json.load(open(path))
+  gone = _keep_only(stored, v1)
+  assert {"model.kernel", "model.fluid_head", "model.boundary_head", "loss.name",
+          "predict"} <= set(gone)
+  open(path, "w").write(json.dumps(stored))
+  old, new = inference.load_trained(copy), inference.load_trained(trained_workdir[0])
+  assert not old.config.model.boundary_head and not old.config.model.fluid_head
+  assert old.config.predict.members == new.config.predict.members
+  x = IMG.images[:2].astype(np.float32) / 255.0
+  np.testing.assert_array_equal(old.probs(x), new.probs(x))
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c, s: s.pop("input_shape"), "split.json: field 'input_shape' is missing"),
     (lambda c, s: s.update(input_shape="big"), "split.json: field 'input_shape'='big'"),

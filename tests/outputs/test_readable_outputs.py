@@ -262,3 +262,33 @@ def test_an_npz_of_volume_bscans_gets_a_volume_hint(tmp_path):
       "--volume" in hint
   assert volumes.volume_hint(str(tmp_path / "plain.npz")) is None
   assert volumes.volume_hint(str(tmp_path / "missing.npz")) is None
+
+
+def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkeypatch):
+  """The overlay's drawn pixels, sampled in each column at a row with no boundary line: a grey
+  scan stays grey (R = G = B) except in the uncertain columns, which the orange shading tints
+  (R > B); an uncertain column without support gets the grey no-support shading only."""
+  import matplotlib
+  matplotlib.use("Agg")
+  from octseg_jax.outputs import atomic, plots
+  figures = []
+  monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
+  h, w = 100, 64
+  bounds = np.tile(np.arange(40, 48, dtype=np.float64)[:, None], (1, w))
+  uncertain = np.zeros(w, bool)
+  uncertain[10:20] = uncertain[40:45] = True
+  unsupported = np.zeros(w, bool)
+  unsupported[42:50] = True
+  plots.boundary_overlay(str(tmp_path / "o.png"), np.full((h, w), 128, np.uint8), bounds,
+                         unsupported=unsupported, uncertain=uncertain)
+  fig = figures[0]
+  ax = fig.axes[0]
+  fig.canvas.draw()
+  pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+  x, y = ax.transData.transform(np.stack([np.arange(w), np.full(w, 70.0)], axis=1)).T
+  sampled = pixels[np.round(pixels.shape[0] - y).astype(int), np.round(x).astype(int)]
+  tinted = sampled[:, 0] - sampled[:, 2] > 20
+  np.testing.assert_array_equal(tinted, uncertain & ~unsupported)
+  plain = ~tinted
+  np.testing.assert_array_equal(sampled[plain, 0], sampled[plain, 2])
+  assert (sampled[unsupported, 0] != sampled[~uncertain & ~unsupported][0, 0]).all()
