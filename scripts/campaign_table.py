@@ -12,6 +12,7 @@ A recipe is adopted when it has every screen pair of the base (both seeds of the
 the base has both) and its mean paired gain exceeds the seed noise.
 """
 
+import csv
 import json
 import os
 import statistics
@@ -40,6 +41,7 @@ def run_numbers(plan, run, repo=campaign.REPO):
          "boundary_signed_um_each": fix["geometry"]["signed_um"],
          "train_s": record["train_s_logged"], "epochs": record["epochs"],
          "commit": record["commit"]}
+  out.update(selection(os.path.join(folder, "log.csv"), m["checkpoint_epoch"]))
   heads = m.get("heads", {})
   if "boundary_head" in heads:
     geometry = heads["boundary_head"]["geometry"]
@@ -49,6 +51,17 @@ def run_numbers(plan, run, repo=campaign.REPO):
   if "fluid" in heads:
     out["fluid_dice"] = heads["fluid"]["dice"]
   return out
+
+
+def selection(log_path: str, epoch: int):
+  """What choosing the checkpoint on the validation subjects bought: the logged validation mean
+  layer Dice (model resolution) at the chosen epoch minus at the last epoch, and the epochs."""
+  with open(log_path) as f:
+    rows = list(csv.DictReader(f))
+  dice = {int(r["epoch"]): float(r["val_mean_layer_dice"]) for r in rows}
+  last = max(dice)
+  return {"selected_epoch": epoch, "last_epoch": last,
+          "selection_gain": dice[epoch] - dice[last]}
 
 
 def gflop_per_bscan(recipe) -> float:
