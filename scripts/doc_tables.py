@@ -1141,17 +1141,17 @@ def results_campaign_layers(src: Sources) -> str:
 
 def results_campaign_boundaries(src: Sources) -> str:
   """Per-boundary error of each screened recipe, averaged over its runs: MAE (signed bias)."""
+  def row(label, runs, prefix):
+    mae = np.mean([run[f"{prefix}_mae_um_each"] for run in runs], axis=0)
+    bias = np.mean([run[f"{prefix}_signed_um_each"] for run in runs], axis=0)
+    return [label, str(len(runs))] + [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)]
+
   rows = []
   for name, runs in screened_runs(src):
-    mae = np.mean([run["boundary_mae_um_each"] for run in runs], axis=0)
-    bias = np.mean([run["boundary_signed_um_each"] for run in runs], axis=0)
-    rows.append([name, str(len(runs))] + [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)])
+    rows.append(row(name, runs, "boundary"))
     head = [run for run in runs if "boundary_head_mae_um_each" in run]
     if head:
-      mae = np.mean([run["boundary_head_mae_um_each"] for run in head], axis=0)
-      bias = np.mean([run["boundary_head_signed_um_each"] for run in head], axis=0)
-      rows.append([f"{name}, boundary head", str(len(head))] +
-                  [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)])
+      rows.append(row(f"{name}, boundary head", head, "boundary_head"))
   return table(["recipe", "runs"] + list(BOUNDARY_NAMES), rows)
 
 
