@@ -55,10 +55,12 @@ def run_numbers(plan, run, repo=campaign.REPO):
 
 def selection(log_path: str, epoch: int):
   """What choosing the checkpoint on the validation subjects bought: the logged validation mean
-  layer Dice (model resolution) at the chosen epoch minus at the last epoch, and the epochs."""
+  layer Dice (model resolution) at the kept epoch minus at the last epoch, and the epochs."""
   with open(log_path) as f:
     rows = list(csv.DictReader(f))
   dice = {int(r["epoch"]): float(r["val_mean_layer_dice"]) for r in rows}
+  if len(dice) != len(rows) or epoch not in dice:
+    raise SystemExit(f"{log_path}: epochs repeat, or kept epoch {epoch} is not logged")
   last = max(dice)
   return {"selected_epoch": epoch, "last_epoch": last,
           "selection_gain": dice[epoch] - dice[last]}
@@ -96,7 +98,9 @@ def lever_table(plan, repo=campaign.REPO):
              for (f, s) in sorted(mine) if (f, s) in base}
     gain = statistics.mean(pairs.values()) if pairs else None
     table["recipes"][name] = {
-        "overrides": recipe.get("overrides", {}), "runs": len(mine),
+        "overrides": recipe.get("overrides", {}),
+        "override_args": [campaign.override_arg(k, v) for k, v in recipe.get("overrides", {}).items()],
+        "runs": len(mine),
         "mean_layer_dice": statistics.mean(r["mean_layer_dice"] for r in mine.values()) if mine else None,
         "boundary_mae_um": statistics.mean(r["boundary_mae_um"] for r in mine.values()) if mine else None,
         "paired_gains": pairs, "mean_gain": gain,

@@ -1098,9 +1098,10 @@ def results_campaign_levers(src: Sources) -> str:
                  "mean gain", "boundary MAE (um)", "GFLOP / B-scan", "train min / run",
                  "adopted"], rows) +
           f"\n\nSeed noise of the base (mean over folds of |seed 0 - seed 1|): "
-          f"{fmt(t['seed_noise'], 4)}. Adopted: every screen pair of the base run and the mean "
-          f"paired gain above the seed noise. What each recipe changes: " +
-          "; ".join(f"{name} `{overrides_text(r['overrides'])}`"
+          f"{fmt(t['seed_noise'], 4)}. Adopted: the recipe has run every (fold, seed) pair where "
+          f"the base has both seeds, and its mean paired gain exceeds the seed noise. What each "
+          f"recipe changes (its options to main.py): " +
+          "; ".join(f"{name} `{' '.join(r['override_args'])}`"
                     for name, r in t["recipes"].items() if r["runs"] and r["overrides"]) +
           ". " + selection_text(t))
 
@@ -1110,18 +1111,14 @@ def selection_text(t: Dict) -> str:
   flatter the scores: the logged Dice at the chosen epoch minus at the last one."""
   runs = [r for recipe in t["recipes"].values() for r in recipe["runs_detail"].values()]
   gains = [r["selection_gain"] for r in runs]
-  late = sum(r["last_epoch"] - r["selected_epoch"] <= 3 for r in runs)
-  return (f"Epoch selection: each run keeps the epoch of lowest validation loss on the fold's "
-          f"validation subjects, the same subjects it is scored on. In the logs (model "
-          f"resolution) that epoch's mean layer Dice exceeds the last epoch's by "
-          f"{np.mean(gains):+.4f} on average over {len(runs)} runs ({min(gains):+.4f} to "
-          f"{max(gains):+.4f}). The validation loss was lowest within the last 3 epochs in {late} "
-          f"of {len(runs)} runs.")
-
-
-def overrides_text(overrides: Dict) -> str:
-  """A recipe's config overrides as they are passed on the command line."""
-  return " ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in overrides.items())
+  kept_last = sum(r["selected_epoch"] == r["last_epoch"] for r in runs)
+  late = sum(r["last_epoch"] - r["selected_epoch"] <= 2 for r in runs)
+  return (f"Epoch selection: each run keeps the last epoch that lowered its validation loss "
+          f"(by more than train.min_delta) on the fold's validation subjects, the same subjects "
+          f"it is scored on. {kept_last} of {len(runs)} runs kept their last epoch and {late} of "
+          f"{len(runs)} one of their last 3 epochs. In the logs (model resolution) the kept epoch's mean layer Dice "
+          f"differs from the last epoch's by {np.mean(gains):+.4f} on average over the "
+          f"{len(runs)} runs ({min(gains):+.4f} to {max(gains):+.4f}).")
 
 
 def screened_runs(src: Sources):
@@ -1151,7 +1148,7 @@ def results_campaign_boundaries(src: Sources) -> str:
     rows.append(row(name, runs, "boundary"))
     head = [run for run in runs if "boundary_head_mae_um_each" in run]
     if head:
-      rows.append(row(f"{name}, boundary head", head, "boundary_head"))
+      rows.append(row(f"{name} (the head's own boundaries)", head, "boundary_head"))
   return table(["recipe", "runs"] + list(BOUNDARY_NAMES), rows)
 
 

@@ -249,9 +249,9 @@ def _keep_only(stored: dict, reference: dict, prefix: str = "") -> list:
 def test_a_workdir_from_before_the_campaign_restores_and_predicts_the_same(trained_workdir,
                                                                            tmp_path):
   """The tiny workdir with its config.json cut to the fields of the first shipped model's
-  (written before the kernel, skip, fluid and boundary heads, weighted losses and the predict
-  section existed): its checkpoint restores into the same model and gives the same
-  probabilities, bit for bit, with the new fields at their defaults."""
+  (written before the kernel option, the fluid and boundary heads, the loss choice and the
+  predict section existed): the missing fields take the values v1 models were trained with,
+  and its checkpoint restores into the same model with the same probabilities, bit for bit."""
   from octseg_jax.serving import inference
   copy = _copy_workdir(trained_workdir[0], tmp_path / "old")
   path = os.path.join(copy, "config.json")
@@ -263,8 +263,9 @@ def test_a_workdir_from_before_the_campaign_restores_and_predicts_the_same(train
           "predict"} <= set(gone)
   open(path, "w").write(json.dumps(stored))
   old, new = inference.load_trained(copy), inference.load_trained(trained_workdir[0])
-  assert not old.config.model.boundary_head and not old.config.model.fluid_head
-  assert old.config.predict.members == new.config.predict.members
+  model, loss = old.config.model, old.config.loss
+  assert tuple(model.kernel) == (3, 3) and not model.boundary_head and not model.fluid_head
+  assert loss.name == "hybrid" and old.config.predict.members == 0
   x = IMG.images[:2].astype(np.float32) / 255.0
   np.testing.assert_array_equal(old.probs(x), new.probs(x))
 

@@ -268,8 +268,6 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   """The overlay's drawn pixels, sampled in each column at a row with no boundary line: a grey
   scan stays grey (R = G = B) except in the uncertain columns, which the orange shading tints
   (R > B); an uncertain column without support gets the grey no-support shading only."""
-  import matplotlib
-  matplotlib.use("Agg")
   from octseg_jax.outputs import atomic, plots
   figures = []
   monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
@@ -286,6 +284,7 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
   x, y = ax.transData.transform(np.stack([np.arange(w), np.full(w, 70.0)], axis=1)).T
+  plots._plt().close(fig)
   sampled = pixels[np.round(pixels.shape[0] - y).astype(int), np.round(x).astype(int)]
   tinted = sampled[:, 0] - sampled[:, 2] > 20
   np.testing.assert_array_equal(tinted, uncertain & ~unsupported)

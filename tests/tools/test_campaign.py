@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from conftest import load_script
 
 campaign = load_script("campaign")
@@ -147,3 +149,20 @@ def test_lever_table_pairs_runs_with_the_base_and_adopts_beyond_seed_noise(monke
   assert abs(r["b"]["mean_gain"] - 0.005) < 1e-12 and not r["b"]["adopted"]
   assert r["c"]["paired_gains"] == {"fold0_seed0": 0.9 - 0.8} and not r["c"]["adopted"]
   assert r["base"]["runs"] == 6 and not r["base"]["adopted"]
+
+
+def test_selection_compares_the_kept_epoch_with_the_last_and_refuses_repeated_epochs(tmp_path):
+  """A 5-epoch log whose run kept epoch 3: the gain is Dice(3) - Dice(5), by hand; a log with an
+  epoch twice (or without the kept epoch) is refused rather than read silently."""
+  table_script = load_script("campaign_table")
+  log = tmp_path / "log.csv"
+  log.write_text("epoch,val_loss,val_mean_layer_dice\n1,0.9,0.50\n2,0.5,0.70\n3,0.4,0.80\n"
+                 "4,0.45,0.75\n5,0.41,0.78\n")
+  got = table_script.selection(str(log), 3)
+  assert got["selected_epoch"] == 3 and got["last_epoch"] == 5
+  assert abs(got["selection_gain"] - (0.80 - 0.78)) < 1e-12
+  for text, kept in (("epoch,val_mean_layer_dice\n1,0.5\n2,0.6\n2,0.7\n", 2),
+                     ("epoch,val_mean_layer_dice\n1,0.5\n2,0.6\n", 7)):
+    log.write_text(text)
+    with pytest.raises(SystemExit, match="log.csv"):
+      table_script.selection(str(log), kept)
