@@ -17,7 +17,7 @@ from octseg_jax.outputs import atomic
 from octseg_jax.data import inputs, synthetic
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_npz, write_png
-from conftest import file_hashes
+from conftest import ROOT, file_hashes
 
 IMG = synthetic.generate(3, 64, 48, seed=5)
 
@@ -255,8 +255,7 @@ def test_a_workdir_from_before_the_campaign_restores_and_predicts_the_same(train
   from octseg_jax.serving import inference
   copy = _copy_workdir(trained_workdir[0], tmp_path / "old")
   path = os.path.join(copy, "config.json")
-  v1 = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "results",
-                                   "gpu_h200", "pretrained_v1", "config.json")))
+  v1 = json.load(open(os.path.join(ROOT, "docs/results/gpu_h200/pretrained_v1/config.json")))
   stored = json.load(open(path))
   gone = _keep_only(stored, v1)
   assert {"model.kernel", "model.fluid_head", "model.boundary_head", "loss.name",
