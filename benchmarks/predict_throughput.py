@@ -92,7 +92,7 @@ def network_seconds_per_scan(workdir: str, batch_sizes, height: int, width: int,
                        for b, t in times.items()}}
 
 
-def main() -> None:
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="pretrained")
   parser.add_argument("--sizes", default="10,100", help="scans per file, comma separated")
@@ -106,19 +106,29 @@ def main() -> None:
   parser.add_argument("--scratch", default=os.path.join(ROOT, "runs", "predict_benchmark"))
   parser.add_argument("--output", default=os.path.join(
       ROOT, "docs", "results", "cpu_2core", "predict_throughput.json"))
-  args = parser.parse_args()
+  return parser.parse_args(argv)
 
-  import jax
+
+def phantom_inputs(args, sizes):
+  """{N: path of a phantom .npz with N B-scans} under args.scratch (written once)."""
   from octseg_jax.data import synthetic
-  from octseg_jax.outputs.atomic import write_json, write_npz
-  from octseg_jax.serving.inference import stored_config as load_config   # ensembles too
-  sizes = [int(n) for n in args.sizes.split(",")]
+  from octseg_jax.outputs.atomic import write_npz
   inputs = {}
   for n in sizes:
     path = os.path.join(args.scratch, f"phantom_{n}.npz")
     if not os.path.exists(path):
       write_npz(path, images=synthetic.generate(n, args.height, args.width, seed=11).images)
     inputs[n] = path
+  return inputs
+
+
+def main() -> None:
+  args = parse_args()
+  import jax
+  from octseg_jax.outputs.atomic import write_json
+  from octseg_jax.serving.inference import stored_config as load_config   # ensembles too
+  sizes = [int(n) for n in args.sizes.split(",")]
+  inputs = phantom_inputs(args, sizes)
   runs = {}
   for figures in args.figures.split(","):
     for n in sizes:

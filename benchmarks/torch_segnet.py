@@ -64,7 +64,7 @@ def build(torch, widths, num_classes, upsample, skip):
   return SegNet()
 
 
-def main():
+def parse_args(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("--widths", default="64,128,256,512,512")
   p.add_argument("--batch", type=int, default=4)
@@ -75,21 +75,24 @@ def main():
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--threads", type=int, default=0)
   p.add_argument("--device", default="auto")
-  a = p.parse_args()
-  try:
-    import torch
-  except ImportError:
-    print("torch is not installed: nothing to compare (pip install torch)")
-    return 0
-  if a.threads:
-    torch.set_num_threads(a.threads)
-  device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-  widths = [int(w) for w in a.widths.split(",")]
-  h, w = (int(v) for v in a.size.split(","))
-  model = build(torch, widths, 8, a.upsample, a.skip).to(device)
+  return p.parse_args(argv)
+
+
+def median_seconds(fn, warmup: int, steps: int) -> float:
+  """Median wall time of `steps` calls of fn after `warmup` untimed ones."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def train_and_forward(torch, model, x, y, device: str):
+  """(one training step: hybrid loss CE + 0.5 (1 - Dice), Adam; one no-grad forward pass)."""
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  x = torch.rand(a.batch, 1, h, w, device=device)
-  y = torch.randint(0, 8, (a.batch, h, w), device=device)
 
   def sync():
     if device == "cuda":
@@ -106,26 +109,34 @@ def main():
     opt.step()
     sync()
 
-  def timed(fn):
-    for _ in range(a.warmup):
-      fn()
-    times = []
-    for _ in range(a.steps):
-      t = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-  model.train()
-  step_s = timed(step)
-  model.eval()
-
   def forward():
     with torch.no_grad():
       model(x)
     sync()
 
-  fwd_s = timed(forward)
+  return step, forward
+
+
+def main():
+  a = parse_args()
+  try:
+    import torch
+  except ImportError:
+    print("torch is not installed: nothing to compare (pip install torch)")
+    return 0
+  if a.threads:
+    torch.set_num_threads(a.threads)
+  device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+  widths = [int(w) for w in a.widths.split(",")]
+  h, w = (int(v) for v in a.size.split(","))
+  model = build(torch, widths, 8, a.upsample, a.skip).to(device)
+  x = torch.rand(a.batch, 1, h, w, device=device)
+  y = torch.randint(0, 8, (a.batch, h, w), device=device)
+  step, forward = train_and_forward(torch, model, x, y, device)
+  model.train()
+  step_s = median_seconds(step, a.warmup, a.steps)
+  model.eval()
+  fwd_s = median_seconds(forward, a.warmup, a.steps)
   print(json.dumps({
       "framework": "pytorch", "torch": torch.__version__, "device": device,
       "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",

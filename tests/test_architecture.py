@@ -87,3 +87,36 @@ def test_the_architecture_picture_lists_the_layers_in_order():
   listed = re.findall(r"^  (\w+)/", picture, re.M)
   assert tuple(listed) == LAYERS[:-2]
   assert "anatomy.py  errors.py" in picture
+
+
+MAX_FUNCTION_LINES = 59     # "functions under 60 lines", docstring and decorators included
+
+
+def long_functions(folders=("octseg_jax", "scripts", "benchmarks", "tests"), root=None):
+  """'path:line name (N lines)' for every function or method of N > MAX_FUNCTION_LINES lines."""
+  root = root or ROOT
+  paths = [p for folder in folders for p in python_files(folder)]
+  paths += [os.path.join(root, "main.py")] if os.path.exists(os.path.join(root, "main.py")) else []
+  out = []
+  for path in paths:
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        lines = node.end_lineno - first + 1
+        if lines > MAX_FUNCTION_LINES:
+          out.append(f"{os.path.relpath(path, root)}:{node.lineno} {node.name} ({lines} lines)")
+  return out
+
+
+def test_functions_are_under_60_lines():
+  assert long_functions() == []
+
+
+def test_the_length_rule_finds_a_long_function(tmp_path, monkeypatch):
+  (tmp_path / "scripts").mkdir()
+  body = "".join(f"  x{i} = {i}\n" for i in range(59))
+  (tmp_path / "scripts" / "long.py").write_text(f"def short():\n  pass\n\n\ndef f():\n{body}")
+  monkeypatch.setattr(__import__(__name__), "ROOT", str(tmp_path))
+  assert long_functions(("scripts",), str(tmp_path)) == ["scripts/long.py:5 f (60 lines)"]

@@ -521,17 +521,24 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   facts = predict_files(outputs, readable, stem_of, trained, figures, fovea_mm, batch_size,
                         single, pixel_um_option)
   seconds = time.perf_counter() - start
-  num_scans, num_files = facts["scans"], facts["files_predicted"]
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
              "batch_size": batch_size, **facts, "seconds": round(seconds, 3),
-             "scans_per_second": round(num_scans / seconds, 3) if seconds > 0 else None}
+             "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}
   outputs.finish(summary)
+  report_run(outputs, input_path, summary, len(skipped))
+  return summary
+
+
+def report_run(outputs: RunOutputs, input_path: str, summary: Dict, num_skipped: int) -> None:
+  """predict's one-line summary; an InputError when any file failed (its outputs are written)."""
+  seconds, num_scans = summary["seconds"], summary["scans"]
+  folder = outputs.folder
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
-  print(f"predict: {report.count(num_scans, 'scan')} of {report.count(num_files, 'file')} in "
+  print(f"predict: {report.count(num_scans, 'scan')} of "
+        f"{report.count(summary['files_predicted'], 'file')} in "
         f"{seconds:.1f} s ({rate} after loading the model) -> {folder}; "
-        f"{outputs.num_failed} failed, {len(skipped)} skipped"
+        f"{outputs.num_failed} failed, {num_skipped} skipped"
         + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))
   if outputs.num_failed:
-    raise InputError(f"{input_path}: {outputs.num_failed} of {len(files)} files could not be "
+    raise InputError(f"{input_path}: {outputs.num_failed} of {summary['files']} files could not be "
                      f"read or predicted (listed in {folder}/errors.csv)")
-  return summary

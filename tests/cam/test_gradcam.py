@@ -159,6 +159,41 @@ def test_unknown_layer_and_method_raise(model_and_vars):
     gradcam.cam_from_gradients(jnp.zeros((1, 2, 2, 3)), jnp.zeros((8, 1, 2, 2, 3)), "scorecam")
 
 
+def wide_network_reference(model, members, x, layer, flip, method, target):
+  """The plain reference for one ensemble map: (map [K, B, H, W] before normalising, the views'
+  alphas side by side, the averaged probabilities), from jax.jacrev of the mean class score."""
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  taps = jax.jit(lambda v, x: gradcam.forward_with_taps(model, v, x, (layer,))(None))
+  views = [(v, False) for _, v in members] + ([(v, True) for _, v in members] if flip else [])
+  probs = np.mean([np.asarray(jax.nn.softmax(apply(v, jnp.flip(x, 2) if m else x),
+                                             -1))[:, :, ::-1 if m else 1]
+                   for v, m in views], axis=0)                          # [B, H, W, K]
+  weights = (np.ones_like(probs) if target == "all" else
+             np.eye(8, dtype=np.float32)[np.argmax(probs, -1)])
+  shapes = gradcam.activation_shapes(model, members[0][1], x, (layer,))
+  perts = [{layer: jnp.zeros(shapes[layer].shape)} for _ in views]
+
+  def ensemble_scores(perts):                              # [K]: the mean of the views' scores
+    total = 0.0
+    for (v, mirrored), p in zip(views, perts):
+      xv, w = (jnp.flip(x, 2), weights[:, :, ::-1]) if mirrored else (x, weights)
+      logits, _ = gradcam.forward_with_taps(model, v, xv, (layer,))(p)
+      total = total + jnp.sum(logits * w, axis=(0, 1, 2))
+    return total / len(views)
+
+  jacobian = jax.jit(jax.jacrev(ensemble_scores))(perts)   # per view {layer: [K, B, h, w, C]}
+  wide, alphas = {"gradcam": 0.0, "hirescam": 0.0}, []
+  for (v, mirrored), g in zip(views, jacobian):
+    _, acts = taps(v, jnp.flip(x, 2) if mirrored else x)
+    alpha = g[layer].mean(axis=(2, 3))                                    # [K, B, C]
+    alphas.append(np.asarray(alpha))
+    for name, cam in (("gradcam", jnp.einsum("bhwc,kbc->kbhw", acts[layer], alpha)),
+                      ("hirescam", jnp.sum(g[layer] * acts[layer][None], axis=-1))):
+      wide[name] = wide[name] + np.asarray(jnp.flip(cam, -1) if mirrored else cam)
+  expected = gradcam.upsample(jax.nn.relu(jnp.asarray(wide[method])), x.shape[1:])
+  return expected, np.concatenate(alphas, -1), probs
+
+
 def test_an_ensembles_map_is_the_map_of_its_averaged_score():
   """Two members of different initialisation, explained as one wide network: Grad-CAM of the
   mean class score, from jax.jacrev through both members at once (each member's activations
@@ -172,45 +207,15 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
   x = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 16, 16)).astype(np.float32))
   init = jax.jit(lambda key: model.init(key, x, train=False))
   members = [(model, init(jax.random.key(s))) for s in (0, 1)]
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   layer = "dec1_conv0"
-  taps = jax.jit(lambda v, x: gradcam.forward_with_taps(model, v, x, (layer,))(None))
   for flip, method, target in ((False, "gradcam", "all"), (True, "hirescam", "predicted")):
-    views = [(v, False) for _, v in members] + ([(v, True) for _, v in members] if flip else [])
-    probs = np.mean([np.asarray(jax.nn.softmax(apply(v, jnp.flip(x, 2) if m else x),
-                                               -1))[:, :, ::-1 if m else 1]
-                     for v, m in views], axis=0)                          # [B, H, W, K]
-    weights = (np.ones_like(probs) if target == "all" else
-               np.eye(8, dtype=np.float32)[np.argmax(probs, -1)])
-    shapes = gradcam.activation_shapes(model, members[0][1], x, (layer,))
-    perts = [{layer: jnp.zeros(shapes[layer].shape)} for _ in views]
-
-    def ensemble_scores(perts):                              # [K]: the mean of the views' scores
-      total = 0.0
-      for (v, mirrored), p in zip(views, perts):
-        xv, w = (jnp.flip(x, 2), weights[:, :, ::-1]) if mirrored else (x, weights)
-        logits, _ = gradcam.forward_with_taps(model, v, xv, (layer,))(p)
-        total = total + jnp.sum(logits * w, axis=(0, 1, 2))
-      return total / len(views)
-
-    jacobian = jax.jit(jax.jacrev(ensemble_scores))(perts)   # per view {layer: [K, B, h, w, C]}
-    wide = {"gradcam": 0.0, "hirescam": 0.0}
-    alphas = []
-    for (v, mirrored), g in zip(views, jacobian):
-      xv = jnp.flip(x, 2) if mirrored else x
-      _, acts = taps(v, xv)
-      alpha = g[layer].mean(axis=(2, 3))                                    # [K, B, C]
-      alphas.append(np.asarray(alpha))
-      for name, cam in (("gradcam", jnp.einsum("bhwc,kbc->kbhw", acts[layer], alpha)),
-                        ("hirescam", jnp.sum(g[layer] * acts[layer][None], axis=-1))):
-        wide[name] = wide[name] + np.asarray(jnp.flip(cam, -1) if mirrored else cam)
-    expected = gradcam.upsample(jax.nn.relu(jnp.asarray(wide[method])), (16, 16))
+    expected, alphas, probs = wide_network_reference(model, members, x, layer, flip, method,
+                                                     target)
     got = jax.jit(lambda x: gradcam.ensemble_maps(members, x, (layer,), method, target,
                                                   flip=flip))(x)
     np.testing.assert_allclose(np.asarray(got[layer]["raw"]), np.asarray(expected), rtol=1e-5,
                                atol=1e-7)
-    np.testing.assert_allclose(np.asarray(got[layer]["alpha"]), np.concatenate(alphas, -1),
-                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(got[layer]["alpha"]), alphas, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(np.asarray(jax.nn.softmax(got["logits"], -1)), probs, rtol=1e-5)
   with pytest.raises(ValueError, match="linear in the gradient"):
     gradcam.ensemble_maps(members, x, (layer,), "gradcampp")
