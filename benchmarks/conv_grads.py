@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from octseg_jax.modes import benchmark  # noqa: E402
+from octseg_jax.runtime.timing import time_fn  # noqa: E402
 
 SHAPES = ((8, 256, 256, 16, 16), (8, 128, 128, 32, 32), (4, 256, 256, 64, 64),
           (4, 64, 64, 256, 256), (4, 16, 16, 512, 512))
@@ -32,7 +32,7 @@ SHAPES = ((8, 256, 256, 16, 16), (8, 128, 128, 32, 32), (4, 256, 256, 64, 64),
 
 def best_of(fn, repeats: int) -> float:
   """Fastest of `repeats` calls after one warm-up call (seconds)."""
-  return benchmark.time_fn(fn, repeats, warmup=1)["min_s"]
+  return time_fn(fn, repeats, warmup=1)["min_s"]
 
 
 def jax_passes(x, k, dy, repeats: int) -> dict:

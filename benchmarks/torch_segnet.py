@@ -1,6 +1,6 @@
 """The same SegNet in PyTorch, timed the way `--mode=benchmark` times ours (optional).
 
-Not imported by octseg_jax. Exits with a message when torch is absent.
+Not imported by octseg_jax; it imports only its pure-Python timer (octseg_jax/runtime/timing.py). Exits with a message when torch is absent.
 
   python benchmarks/torch_segnet.py --widths 64,128,256,512,512 --batch 4 --size 256,256
   python benchmarks/torch_segnet.py ... --upsample transpose --skip   # the paper's variant
@@ -12,9 +12,12 @@ median forward time per image (eval mode, no grad).
 
 import argparse
 import json
-import statistics
+import os
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from octseg_jax.runtime.timing import time_fn  # noqa: E402  (pure Python: no JAX here)
 
 
 def build(torch, widths, num_classes, upsample, skip):
@@ -78,18 +81,6 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def median_seconds(fn, warmup: int, steps: int) -> float:
-  """Median wall time of `steps` calls of fn after `warmup` untimed ones."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
-
-
 def train_and_forward(torch, model, x, y, device: str):
   """(one training step: hybrid loss CE + 0.5 (1 - Dice), Adam; one no-grad forward pass)."""
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -134,9 +125,9 @@ def main():
   y = torch.randint(0, 8, (a.batch, h, w), device=device)
   step, forward = train_and_forward(torch, model, x, y, device)
   model.train()
-  step_s = median_seconds(step, a.warmup, a.steps)
+  step_s = time_fn(step, a.steps, a.warmup)["median_s"]
   model.eval()
-  fwd_s = median_seconds(forward, a.warmup, a.steps)
+  fwd_s = time_fn(forward, a.steps, a.warmup)["median_s"]
   print(json.dumps({
       "framework": "pytorch", "torch": torch.__version__, "device": device,
       "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",

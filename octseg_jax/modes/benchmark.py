@@ -8,9 +8,8 @@ block_until_ready.
 
 import os
 import platform
-import statistics
 import time
-from typing import Callable, Dict
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +20,7 @@ from octseg_jax.runtime import distributed
 from octseg_jax.cam import gradcam
 from octseg_jax.data import preprocessing
 from octseg_jax.runtime import provenance
+from octseg_jax.runtime.timing import time_fn
 from octseg_jax.training import train
 from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
@@ -35,18 +35,6 @@ def model_input_shape(config):
   recipe = pipeline.recipe_from_config(config)
   return preprocessing.input_shape(recipe, (config.data.synthetic.height,
                                             config.data.synthetic.width))
-
-
-def time_fn(fn: Callable, steps: int, warmup: int) -> Dict:
-  """Median wall time of fn() (which must block) over `steps` runs after `warmup`."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return {"median_s": statistics.median(times), "min_s": min(times), "runs": len(times)}
 
 
 def _flops(stage) -> float:
