@@ -354,7 +354,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
-  draw_figures(run, scans, out, drawn, flags, trained.workdir, scale)
+  draw_figures(run, scans, out, drawn, flags, trained.workdir, scale,
+               float(trained.config.predict.uncertain_um))
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
@@ -365,8 +366,9 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
 
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
-                 scale: Dict) -> None:
-  """Overlay and thickness figures of the scans `drawn`, titled with the scale used."""
+                 scale: Dict, uncertain_um: float) -> None:
+  """Overlay and thickness figures of the scans `drawn`, titled with the scale used; `flags`:
+  per scan the uncertain columns (a boundary's spread above uncertain_um) or None."""
   for i in drawn:
     name = scans.names[i]
     true_b = true_t = None
@@ -381,10 +383,11 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
                            title=f"{name} ({scale_text(scale)})", model=model,
                            unsupported=unsupported, fluid=out["fluid_kept"].get(i),
                            uncertain=None if flags is None else flags[i],
-                           pixel_um=(scale["row_um"], scale["col_um"]))
+                           pixel_um=(scale["row_um"], scale["col_um"]), uncertain_um=uncertain_um)
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
                             title=f"{name}: layer thickness ({scale_text(scale)})", model=model,
-                            unsupported=unsupported, uncertain=None if flags is None else flags[i])
+                            unsupported=unsupported, uncertain=None if flags is None else flags[i],
+                            uncertain_um=uncertain_um)
     run.wrote(overlay, thickness)
 
 
@@ -522,7 +525,9 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
                         single, pixel_um_option)
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
-             "batch_size": batch_size, **facts, "seconds": round(seconds, 3),
+             "members": len(getattr(trained, "members", [trained])),
+             "views": trained.num_views, "batch_size": batch_size, **facts,
+             "seconds": round(seconds, 3),
              "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}
   outputs.finish(summary)
   report_run(outputs, input_path, summary, len(skipped))

@@ -7,6 +7,7 @@ temporary files the next run into that folder removes.
 """
 
 import glob
+import json
 import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -108,8 +109,8 @@ class RunOutputs:
 
   def start(self) -> None:
     """Creates the folder and locks it for this run (a second run into it is refused while
-    this one lives), then removes the temporary files of runs that are gone and the manifest
-    of an earlier run."""
+    this one lives), then removes the temporary files of runs that are gone, and the outputs
+    (earlier_outputs), errors.csv and manifest of an earlier run."""
     os.makedirs(self.folder, exist_ok=True)
     self.lock = FolderLock(self.folder, OUTPUT_LOCK, f"is writing {self.mode} outputs into it",
                            own_is_stale=True)
@@ -119,10 +120,29 @@ class RunOutputs:
       owner = temp_owner(leftover)
       if owner is None or owner == os.getpid() or not pid_alive(owner):
         os.remove(leftover)
+    self.discard(self.earlier_outputs())
     for record in (MANIFEST, ERRORS):
       path = os.path.join(self.folder, record)
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
         os.remove(path)
+
+  def earlier_outputs(self) -> List[str]:
+    """The files that an earlier run of this mode listed in the folder's manifest.json (paths
+    inside the folder only): a rerun replaces them all, so that no figure or table of the
+    earlier run can pass for one of this run's. Nothing when there is no readable manifest."""
+    try:
+      with open(os.path.join(self.folder, MANIFEST)) as f:
+        earlier = json.load(f)
+    except (OSError, ValueError):
+      return []
+    if not isinstance(earlier, dict) or earlier.get("mode") != self.mode:
+      return []
+    listed = earlier.get("outputs")
+    if not isinstance(listed, list):
+      return []
+    root = os.path.realpath(self.folder)
+    paths = [os.path.join(self.folder, name) for name in listed if isinstance(name, str)]
+    return [p for p in paths if os.path.commonpath([root, os.path.realpath(p)]) == root]
 
   def wrote(self, *paths: str) -> None:
     self.written.extend(paths)

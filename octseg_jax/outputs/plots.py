@@ -144,12 +144,13 @@ NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      true_bounds=None, title: str = "", model: str = "",
-                     unsupported=None, fluid=None, uncertain=None, pixel_um=None) -> None:
+                     unsupported=None, fluid=None, uncertain=None, pixel_um=None,
+                     uncertain_um=None) -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
-  `fluid` [H, W] (0/1) is outlined; columns in `uncertain` [W] bool are shaded in orange.
-  pixel_um: (row, column) pixel size. The scan is stretched to fit the figure (at its physical
+  `fluid` [H, W] (0/1) is outlined; columns in `uncertain` [W] bool are shaded in orange (the
+  legend names the spread `uncertain_um` that flags them). pixel_um: (row, column) pixel size. The scan is stretched to fit the figure (at its physical
   aspect a B-scan is a thin strip); the x-axis label says by how much, or that the lateral pixel
   size is unknown."""
   from octseg_jax.outputs.atomic import save_figure
@@ -166,7 +167,9 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   if unsupported is not None:
     masked |= np.asarray(unsupported, bool)
   pred_bounds = np.where(masked[None], np.nan, pred_bounds)
-  _shade_runs(ax, masked, color="0.6", alpha=0.35, zorder=1)
+  # Hatched as well as grey: a grey band alone vanishes on a grey scan.
+  _shade_runs(ax, masked, facecolor=(0.6, 0.6, 0.6, 0.35), edgecolor="0.85", hatch="////",
+              zorder=1)
   if uncertain is not None:
     _shade_runs(ax, np.asarray(uncertain, bool) & ~masked, color=UNCERTAIN_COLOUR, alpha=0.25,
                 zorder=1)
@@ -186,11 +189,10 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
              for b in range(8)]
   handles += style_legend_handles(true_bounds is not None)
   if masked.any():
-    handles.append(Patch(facecolor="0.6", alpha=0.6,
+    handles.append(Patch(facecolor="0.6", edgecolor="0.3", hatch="////",
                          label="no support (not drawn):\nno boundary, or layers\nout of order"))
   if uncertain is not None and np.any(uncertain):
-    handles.append(Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
-                         label="uncertain: ensemble\nmembers disagree"))
+    handles.append(uncertain_patch(uncertain_um, "\n"))
   if fluid is not None and np.any(fluid):
     handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
   ax.set_facecolor("black")
@@ -227,6 +229,14 @@ def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:
   return ~np.all(np.isfinite(thickness_um), axis=0)
 
 
+def uncertain_patch(uncertain_um, sep: str = " "):
+  """The legend entry of the orange uncertain columns, with the spread that flags them."""
+  from matplotlib.patches import Patch
+  rule = "" if uncertain_um is None else f"{sep}(a boundary's sd > {uncertain_um:.3g} um)"
+  return Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
+               label=f"uncertain: ensemble{sep}members disagree{rule}")
+
+
 def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
   """Shades each run of True columns of `mask` [W] as a vertical band."""
   padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
@@ -236,7 +246,8 @@ def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
 
 
 def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: str = "",
-                      model: str = "", unsupported=None, uncertain=None) -> None:
+                      model: str = "", unsupported=None, uncertain=None,
+                      uncertain_um=None) -> None:
   """Small multiples: one panel per layer with its thickness (um) along the scan, prediction
   solid, truth dashed. Columns without support (no boundary found, or `unsupported` [W], e.g.
   where the raw labelling is out of layer order) are shaded grey and not drawn; `uncertain`
@@ -274,8 +285,7 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
     handles[1].set_color("black")
   handles.append(Patch(facecolor="0.85", label=NO_SUPPORT))
   if uncertain is not None and np.any(uncertain):
-    handles.append(Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
-                         label="uncertain: ensemble members disagree"))
+    handles.append(uncertain_patch(uncertain_um))
   if masked.all():
     axes[3].text(0.5, 0.5, "nothing measured: no column has every boundary", fontsize=10,
                  transform=axes[3].transAxes, ha="center", va="center")

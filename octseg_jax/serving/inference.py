@@ -135,7 +135,18 @@ def load_trained(workdir: str, overrides=None):
   {field: value} (config.overrides.parse) set on its config."""
   if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)):
     return load_ensemble(workdir, overrides)
+  requested_members(overrides, 1, workdir)
   return load_member(workdir, overrides)
+
+
+def requested_members(overrides, available: int, workdir: str) -> int:
+  """predict.members of the overrides (0 = all), refused when above the workdir's members."""
+  requested = int((overrides or {}).get("predict.members", 0))
+  if requested > available:
+    raise InputError(f"--config.predict.members={requested}: {workdir} has "
+                     f"{available} member{'s' if available > 1 else ''}"
+                     + ("" if available > 1 else " (a single model)"))
+  return requested
 
 
 def load_member(workdir: str, overrides=None) -> Trained:
@@ -346,7 +357,7 @@ def load_ensemble(workdir: str, overrides=None):
   """The ensemble workdir as an Ensemble, or with predict.members=N its first N members
   (N = 1: the first member alone, no flip: the fast single-model path)."""
   spec = read_ensemble_file(workdir)
-  requested = int((overrides or {}).get("predict.members", 0))
+  requested = requested_members(overrides, len(spec["members"]), workdir)
   paths = spec["members"][:requested or len(spec["members"])]
   for path in paths:
     if os.path.exists(os.path.join(path, ENSEMBLE_FILE)):

@@ -68,10 +68,38 @@ def test_same_stem_and_same_scan_names_get_distinct_outputs(trained_workdir, tmp
                      "scan_overlay.png"]
   manifest = json.loads((out / "manifest.json").read_text())
   assert manifest["complete"] and manifest["files_predicted"] == 3 and manifest["scans"] == 4
+  assert manifest["members"] == manifest["views"] == 1             # one model, no flip
   assert sorted(manifest["outputs"]) == sorted(set(os.listdir(out)) - {"manifest.json"})
   assert file_hashes(src) == before
   assert not [f for f in os.listdir(out) if f.endswith(".npz")
               and not f.startswith(("scan.npz", "scan.png", "scan_000"))]   # one .npz per file
+
+
+def test_a_rerun_replaces_every_output_of_the_earlier_run(trained_workdir, tmp_path, capsys):
+  """A rerun into the same --output removes what the earlier run's manifest listed (its figures
+  too, though this run draws none) and keeps files that no run wrote; a manifest entry outside
+  the folder (an edited manifest) is never followed, and inputs are never removed."""
+  workdir, _ = trained_workdir
+  out = tmp_path / "out"
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:2])
+  assert _predict(capsys, workdir, tmp_path / "scan.npz", out, "--figures=all")[0] == 0
+  assert {"scan_000_overlay.png", "scan_001_thickness.png"} <= set(os.listdir(out))
+  (out / "notes.txt").write_text("mine")
+  manifest = json.loads((out / "manifest.json").read_text())
+  first = manifest["outputs"]
+  (tmp_path / "elsewhere.txt").write_text("not the run's")
+  (out / "manifest.json").write_text(json.dumps(
+      {**manifest, "outputs": first + ["../scan.npz", "../elsewhere.txt"]}))
+  before = file_hashes(tmp_path)
+  status, err = _predict(capsys, workdir, tmp_path / "scan.npz", out, "--figures=none")
+  assert status == 0, err
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert set(os.listdir(out)) == set(manifest["outputs"]) | {"manifest.json", "notes.txt"}
+  assert not [f for f in first if f.endswith(".png") and os.path.exists(out / f)]
+  after = file_hashes(tmp_path)
+  assert after["out/notes.txt"] == before["out/notes.txt"]
+  assert after["scan.npz"] == before["scan.npz"]
+  assert after["elsewhere.txt"] == before["elsewhere.txt"]
 
 
 def test_default_outputs_of_every_mode_are_new_folders_under_runs(trained_workdir, tmp_path,

@@ -267,7 +267,8 @@ def test_an_npz_of_volume_bscans_gets_a_volume_hint(tmp_path):
 def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkeypatch):
   """The overlay's drawn pixels, sampled in each column at a row with no boundary line: a grey
   scan stays grey (R = G = B) except in the uncertain columns, which the orange shading tints
-  (R > B); an uncertain column without support gets the grey no-support shading only."""
+  (R > B); an uncertain column without support gets the grey no-support shading only. The
+  legend names the spread that flags a column."""
   from octseg_jax.outputs import atomic, plots
   figures = []
   monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
@@ -278,9 +279,11 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   unsupported = np.zeros(w, bool)
   unsupported[42:50] = True
   plots.boundary_overlay(str(tmp_path / "o.png"), np.full((h, w), 128, np.uint8), bounds,
-                         unsupported=unsupported, uncertain=uncertain)
+                         unsupported=unsupported, uncertain=uncertain, uncertain_um=7.74)
   fig = figures[0]
   ax = fig.axes[0]
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert "uncertain: ensemble\nmembers disagree\n(a boundary's sd > 7.74 um)" in labels
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
   x, y = ax.transData.transform(np.stack([np.arange(w), np.full(w, 70.0)], axis=1)).T

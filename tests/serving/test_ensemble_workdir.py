@@ -49,6 +49,21 @@ def test_an_ensemble_averages_its_members_probabilities_exactly(tmp_path, member
   np.testing.assert_array_equal(one.probs(x), singles[0].probs(x))   # the fast path
 
 
+def test_more_members_than_the_workdir_has_are_refused(tmp_path, members):
+  """predict.members above the members of an ensemble, or above 1 for one model: one line
+  naming the option and the workdir, before any member is loaded."""
+  ensemble = _ensemble_dir(tmp_path, members, False)
+  with pytest.raises(InputError, match=r"^--config.predict.members=3: .*ensemble_flip0 has 2 "
+                                       r"members$"):
+    inference.load_trained(ensemble, {"predict.members": 3})
+  with pytest.raises(InputError, match=r"^--config.predict.members=2: .* has 1 member \(a "
+                                       r"single model\)$"):
+    inference.load_trained(members[0], {"predict.members": 2})
+  assert isinstance(inference.load_trained(ensemble, {"predict.members": 2}), inference.Ensemble)
+  assert not isinstance(inference.load_trained(members[0], {"predict.members": 1}),
+                        inference.Ensemble)
+
+
 def one_hot_view(ilm, h: int = 20) -> np.ndarray:
   """[h, len(ilm), 8] one-hot probabilities: background above row ilm[c], layers 1..7 below."""
   labels = np.zeros((h, len(ilm)), int)
@@ -89,6 +104,7 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["scans_with_uncertain_columns"] == int(flags.any(axis=1).sum())
   assert manifest["uncertain_um"] == 0.5                    # the threshold used, recorded
+  assert (manifest["members"], manifest["views"]) == (2, 4)  # 2 members, each also mirrored
   assert {r["uncertain_threshold_um"] for r in rows} == {"0.5"}
 
 
@@ -110,7 +126,9 @@ def test_an_ensemble_of_one_model_twice_is_nowhere_uncertain(tmp_path, members):
   rows = list(csv.DictReader(open(tmp_path / "out" / "scans_thickness.csv")))
   assert any(r["supported"] == "1" for r in rows)
   assert {r["uncertain"] for r in rows if r["supported"] == "1"} == {"0"}
-  assert json.load(open(tmp_path / "out" / "manifest.json"))["scans_with_uncertain_columns"] == 0
+  manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+  assert manifest["scans_with_uncertain_columns"] == 0
+  assert (manifest["members"], manifest["views"]) == (2, 2)
 
 
 def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, members):
