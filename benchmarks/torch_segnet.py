@@ -1,6 +1,7 @@
 """The same SegNet in PyTorch, timed the way `--mode=benchmark` times ours (optional).
 
-Not imported by octseg_jax; it imports only its pure-Python timer (octseg_jax/runtime/timing.py). Exits with a message when torch is absent.
+Not imported by octseg_jax; it imports only its pure-Python timer (octseg_jax/runtime/timing.py).
+Exits with a message when torch is absent.
 
   python benchmarks/torch_segnet.py --widths 64,128,256,512,512 --batch 4 --size 256,256
   python benchmarks/torch_segnet.py ... --upsample transpose --skip   # the paper's variant
