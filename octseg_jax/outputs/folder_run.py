@@ -6,6 +6,7 @@ manifest.json last; a folder without manifest.json holds an interrupted run, who
 temporary files the next run into that folder removes.
 """
 
+import fnmatch
 import glob
 import json
 import os
@@ -127,30 +128,33 @@ class RunOutputs:
         os.remove(path)
 
   def earlier_outputs(self) -> List[str]:
-    """The files that an earlier run of this mode listed in the folder's manifest.json (paths
-    inside the folder only): a rerun replaces them all, so that no figure or table of the
-    earlier run can pass for one of this run's. Nothing when there is no readable manifest."""
+    """The files that the earlier run into this folder (of any mode) listed in its
+    manifest.json, inside the folder only and never the folder's own records (lock, manifest,
+    errors.csv, temporary files): this run replaces the manifest, so they would be left
+    unlisted, and no figure or table of the earlier run may pass for one of this run's.
+    Nothing when there is no readable manifest."""
     try:
       with open(os.path.join(self.folder, MANIFEST)) as f:
         earlier = json.load(f)
     except (OSError, ValueError):
       return []
-    if not isinstance(earlier, dict) or earlier.get("mode") != self.mode:
-      return []
-    listed = earlier.get("outputs")
+    listed = earlier.get("outputs") if isinstance(earlier, dict) else None
     if not isinstance(listed, list):
       return []
     root = os.path.realpath(self.folder)
+    records = (OUTPUT_LOCK, MANIFEST, ERRORS)
     paths = [os.path.join(self.folder, name) for name in listed if isinstance(name, str)]
-    return [p for p in paths if os.path.commonpath([root, os.path.realpath(p)]) == root]
+    return [p for p in paths if os.path.commonpath([root, os.path.realpath(p)]) == root
+            and os.path.basename(p) not in records
+            and not fnmatch.fnmatch(os.path.basename(p), TEMP_PATTERN)]
 
   def wrote(self, *paths: str) -> None:
     self.written.extend(paths)
 
   def discard(self, paths) -> None:
     """Removes files at names this run claimed, and drops them from the record: the outputs of
-    a file that failed half-way, or an earlier run's files at names about to be written again.
-    Input files are never removed."""
+    a file that failed half-way, an earlier run's files at names about to be written again, or
+    those its manifest listed (earlier_outputs). Input files are never removed."""
     for path in paths:
       if path in self.written:
         self.written.remove(path)

@@ -154,8 +154,6 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   The scan is stretched to fit the figure (at its physical aspect a B-scan is a thin strip);
   the x-axis label says by how much, or that the lateral pixel size is unknown."""
   from octseg_jax.outputs.atomic import save_figure
-  from matplotlib.lines import Line2D
-  from matplotlib.patches import Patch
   plt = _plt()
   h, w = image.shape
   # tall enough for the legend beside it; constrained layout keeps legend and labels apart
@@ -167,9 +165,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   if unsupported is not None:
     masked |= np.asarray(unsupported, bool)
   pred_bounds = np.where(masked[None], np.nan, pred_bounds)
-  # Hatched as well as grey: a grey band alone vanishes on a grey scan.
-  _shade_runs(ax, masked, facecolor=(0.6, 0.6, 0.6, 0.35), edgecolor="0.85", hatch="////",
-              zorder=1)
+  _shade_runs(ax, masked, zorder=1, **NO_SUPPORT_BAND)
   if uncertain is not None:
     _shade_runs(ax, np.asarray(uncertain, bool) & ~masked, color=UNCERTAIN_COLOUR, alpha=0.25,
                 zorder=1)
@@ -185,18 +181,11 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   lo, hi = _finite_range(pred_bounds, true_bounds)
   if lo is not None:
     ax.set_ylim(min(h, hi + 40), max(0, lo - 40))
-  handles = [Line2D([], [], color=BOUNDARY_COLOURS[b], lw=2.5, label=BOUNDARY_NAMES[b])
-             for b in range(8)]
-  handles += style_legend_handles(true_bounds is not None)
-  if masked.any():
-    handles.append(Patch(facecolor="0.6", edgecolor="0.3", hatch="////",
-                         label="no support (not drawn):\nno boundary, or layers\nout of order"))
-  if uncertain is not None and np.any(uncertain):
-    handles.append(uncertain_patch(uncertain_um, "\n"))
-  if fluid is not None and np.any(fluid):
-    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
   ax.set_facecolor("black")
-  ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+  ax.legend(handles=overlay_legend(true_bounds is not None, masked.any(),
+                                   uncertain is not None and np.any(uncertain), uncertain_um,
+                                   fluid is not None and np.any(fluid)),
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
             title="boundary", title_fontsize=8, facecolor="0.85")
   ax.set_title(heading(title, model, "boundaries: solid = prediction" +
                        (", dashed = truth" if true_bounds is not None else "")), fontsize=9)
@@ -229,10 +218,34 @@ def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:
   return ~np.all(np.isfinite(thickness_um), axis=0)
 
 
+# The overlay's no-support columns: hatched as well as grey, since a grey band alone vanishes on
+# a grey scan (the legend swatch is drawn with the same style).
+NO_SUPPORT_BAND = {"facecolor": (0.6, 0.6, 0.6, 0.35), "edgecolor": "0.85", "hatch": "////"}
+
+
+def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um,
+                   fluid: bool) -> list:
+  """The overlay's legend entries: the 8 boundaries, prediction / truth styles, and the
+  no-support, uncertain and fluid marks where the figure shows them."""
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
+  handles = [Line2D([], [], color=BOUNDARY_COLOURS[b], lw=2.5, label=BOUNDARY_NAMES[b])
+             for b in range(8)]
+  handles += style_legend_handles(truth)
+  if unsupported:
+    handles.append(Patch(**NO_SUPPORT_BAND,
+                         label="no support (not drawn):\nno boundary, or layers\nout of order"))
+  if uncertain:
+    handles.append(uncertain_patch(uncertain_um, "\n"))
+  if fluid:
+    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
+  return handles
+
+
 def uncertain_patch(uncertain_um, sep: str = " "):
   """The legend entry of the orange uncertain columns, with the spread that flags them."""
   from matplotlib.patches import Patch
-  rule = "" if uncertain_um is None else f"{sep}(a boundary's sd > {uncertain_um:.3g} um)"
+  rule = "" if uncertain_um is None else f"{sep}(a boundary's sd > {uncertain_um:.4g} um)"
   return Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
                label=f"uncertain: ensemble{sep}members disagree{rule}")
 

@@ -1,5 +1,5 @@
-"""Wall-clock timing of a blocking call, the one way the benchmarks time things (pure Python:
-benchmarks/torch_segnet.py times PyTorch with it without importing JAX)."""
+"""Wall-clock timing of a blocking call: --mode=benchmark and the single-program benchmark
+scripts (pure Python: benchmarks/torch_segnet.py times PyTorch with it without importing JAX)."""
 
 import statistics
 import time

@@ -135,17 +135,19 @@ def load_trained(workdir: str, overrides=None):
   {field: value} (config.overrides.parse) set on its config."""
   if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)):
     return load_ensemble(workdir, overrides)
+  trained = load_member(workdir, overrides)      # a broken workdir is reported first
   requested_members(overrides, 1, workdir)
-  return load_member(workdir, overrides)
+  return trained
 
 
 def requested_members(overrides, available: int, workdir: str) -> int:
   """predict.members of the overrides (0 = all), refused when above the workdir's members."""
   requested = int((overrides or {}).get("predict.members", 0))
   if requested > available:
+    single = not os.path.exists(os.path.join(workdir, ENSEMBLE_FILE))
     raise InputError(f"--config.predict.members={requested}: {workdir} has "
                      f"{available} member{'s' if available > 1 else ''}"
-                     + ("" if available > 1 else " (a single model)"))
+                     + (" (a single model)" if single else f" (its {ENSEMBLE_FILE})"))
   return requested
 
 

@@ -102,6 +102,29 @@ def test_a_rerun_replaces_every_output_of_the_earlier_run(trained_workdir, tmp_p
   assert after["elsewhere.txt"] == before["elsewhere.txt"]
 
 
+@pytest.mark.parametrize("manifest, removed", [
+    ({"mode": "eval", "outputs": ["a.png", "sub/b.csv"]}, ["a.png", "sub/b.csv"]),  # any mode
+    ({"mode": "predict", "outputs": ["a.png", 3, None, "../outside.txt", "/abs.txt"]},
+     ["a.png"]),
+    ({"mode": "predict", "outputs": [".output.lock", "manifest.json", "errors.csv",
+                                     atomic.TEMP_PREFIX + "1-x.npz", "a.png"]}, ["a.png"]),
+    ({"mode": "predict", "outputs": "a.png"}, []),             # not a list: nothing followed
+    (["a.png"], []), (None, []), ("not json", []),
+])
+def test_earlier_outputs_follow_only_files_of_the_folder(tmp_path, manifest, removed):
+  """What a run into a folder removes of the earlier run: the manifest's listed files inside
+  the folder, never the folder's own records, temporary files, paths outside it, or anything
+  from a manifest of the wrong shape."""
+  from octseg_jax.outputs.folder_run import RunOutputs
+  folder = tmp_path / "out"
+  (folder / "sub").mkdir(parents=True)
+  text = manifest if manifest == "not json" else json.dumps(manifest)
+  (folder / "manifest.json").write_text(text)
+  run = RunOutputs(str(folder), [], "predict")
+  got = sorted(os.path.relpath(p, folder) for p in run.earlier_outputs())
+  assert got == sorted(removed)
+
+
 def test_default_outputs_of_every_mode_are_new_folders_under_runs(trained_workdir, tmp_path,
                                                                   capsys, monkeypatch):
   workdir, _ = trained_workdir

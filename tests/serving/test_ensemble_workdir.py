@@ -54,7 +54,7 @@ def test_more_members_than_the_workdir_has_are_refused(tmp_path, members):
   naming the option and the workdir, before any member is loaded."""
   ensemble = _ensemble_dir(tmp_path, members, False)
   with pytest.raises(InputError, match=r"^--config.predict.members=3: .*ensemble_flip0 has 2 "
-                                       r"members$"):
+                                       r"members \(its ensemble.json\)$"):
     inference.load_trained(ensemble, {"predict.members": 3})
   with pytest.raises(InputError, match=r"^--config.predict.members=2: .* has 1 member \(a "
                                        r"single model\)$"):
