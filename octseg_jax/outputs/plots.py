@@ -219,7 +219,7 @@ def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:
 
 
 # The overlay's no-support columns: hatched as well as grey, since a grey band alone vanishes on
-# a grey scan (the legend swatch is drawn with the same style).
+# a grey scan (the legend swatch has the same style with darker hatching for its light ground).
 NO_SUPPORT_BAND = {"facecolor": (0.6, 0.6, 0.6, 0.35), "edgecolor": "0.85", "hatch": "////"}
 
 
@@ -233,7 +233,7 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
              for b in range(8)]
   handles += style_legend_handles(truth)
   if unsupported:
-    handles.append(Patch(**NO_SUPPORT_BAND,
+    handles.append(Patch(**{**NO_SUPPORT_BAND, "edgecolor": "0.3"},   # dark on the light legend
                          label="no support (not drawn):\nno boundary, or layers\nout of order"))
   if uncertain:
     handles.append(uncertain_patch(uncertain_um, "\n"))
