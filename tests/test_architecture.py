@@ -28,8 +28,8 @@ def imported_modules(path: str):
 
 
 def python_files(folder: str, root: str = None):
-  for root, _, files in os.walk(os.path.join(root or ROOT, folder)):
-    yield from (os.path.join(root, f) for f in sorted(files) if f.endswith(".py"))
+  for here, _, files in os.walk(os.path.join(root or ROOT, folder)):
+    yield from (os.path.join(here, f) for f in sorted(files) if f.endswith(".py"))
 
 
 def layer_of(path_or_module: str) -> str:

@@ -344,7 +344,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
       trained.workdir))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
-  extra = extra_columns(out, float(trained.config.predict.uncertain_um))
+  uncertain_um = float(trained.config.predict.uncertain_um)
+  extra = extra_columns(out, uncertain_um)
   cols = out["supported"].shape[1]
   extra.update(row_um=[[f"{pixel_um:.4g}"] * cols] * len(scans),
                col_um=[["" if col_mm is None else f"{col_mm * 1e3:.4g}"] * cols] * len(scans),
@@ -354,8 +355,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
-  draw_figures(run, scans, out, drawn, flags, trained.workdir, scale,
-               float(trained.config.predict.uncertain_um))
+  draw_figures(run, scans, out, drawn, flags, trained.workdir, scale, uncertain_um)
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
