@@ -971,10 +971,20 @@ def seed_ensembles(src: Sources) -> List[Dict]:
   return out
 
 
-def shipped_gain(src: Sources, recipe: str, flip: bool) -> List[float]:
-  """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting."""
-  return [e["gain"] for e in seed_ensembles(src) if e["spec"]["flip"] == flip
-          and all(r.split("/")[0] == recipe for r in e["runs"])]
+def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], List[str]]:
+  """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting,
+  and the recipes they come from. While `recipe` has none, those of the recipes that train the
+  same network (the same `model` in their resolved config.json), named as such."""
+  ensembles = [e for e in seed_ensembles(src) if e["spec"]["flip"] == flip
+               and len({r.split("/")[0] for r in e["runs"]}) == 1]
+  own = [e for e in ensembles if e["runs"][0].split("/")[0] == recipe]
+  if own:
+    return [e["gain"] for e in own], [recipe]
+  from octseg_jax.serving.workdir import load_config   # fills the defaults of older configs
+  def model(run):
+    return load_config(src.path(f"docs/results/campaign/{run}")).model.to_dict()
+  same = [e for e in ensembles if model(e["runs"][0]) == model(f"{recipe}/fold0_seed0")]
+  return [e["gain"] for e in same], sorted({e["runs"][0].split("/")[0] for e in same})
 
 
 def pretrained_members(src: Sources) -> str:
@@ -998,11 +1008,45 @@ def shipped_numbers(src: Sources) -> Dict:
   and fluid Dice, and the cross-validated gains of its recipe's seed ensembles."""
   members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
   recipe = members[0]["run"].split("/")[0]
+  gains, gain_recipes = shipped_gain(src, recipe, spec["flip"])
   return {"members": members, "spec": spec, "recipe": recipe,
           "dice": [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members],
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in members
                     if "fluid" in m["metrics"].get("heads", {})],
-          "gains": shipped_gain(src, recipe, spec["flip"])}
+          "gains": gains, "gain_recipes": gain_recipes}
+
+
+UPSAMPLING = {"unpool": "pooling-index unpooling", "transpose": "transposed convolutions"}
+LOSSES = {"hybrid": "hybrid loss CE + {dice_weight:g} (1 - Dice)",
+          "weighted_hybrid": "ReLayNet's weighted loss (weighted CE + {dice_weight:g} (1 - Dice))"}
+
+
+def pretrained_recipe(src: Sources) -> str:
+  """The members' recipe: its campaign name, config file and options (configs/campaign.json),
+  and what the members' own config.json says they are."""
+  n = shipped_numbers(src)
+  recipe = src.json("configs/campaign.json")["recipes"][n["recipe"]]
+  args = src.json(CAMPAIGN)["recipes"][n["recipe"]]["override_args"]
+  c = src.json(f"pretrained/{n['members'][0]['member']}/config.json")
+  model, loss, train = c["model"], c["loss"], c["train"]
+  net = (f"SegNet {'-'.join(map(str, model['widths']))} with "
+         f"{UPSAMPLING.get(model['upsample'], model['upsample'])}"
+         + (" and skip connections" if model["skip"] else "")
+         + f", {model['kernel'][0]}x{model['kernel'][1]} kernels")
+  objective = (LOSSES.get(loss["name"], f"loss `{loss['name']}`").format(**loss)
+               + (" plus the fluid loss BCE + soft Dice" if model["fluid_head"] else ""))
+  return ("* Members (`members/NAME`, listed in `ensemble.json` with the campaign folders they "
+          f"were copied from): the campaign recipe `{n['recipe']}` (`{recipe['config']}`"
+          + (f" with `{' '.join(args)}`" if args else "") + f": {net}, {objective}, "
+          f"{train['optimizer'].capitalize()} with the {train['schedule']} schedule for up to "
+          f"{train['num_epochs']} epochs (early stopping after "
+          f"{train['early_stopping_patience']} epochs without a lower validation loss), "
+          f"{c['data']['recipe']['band_height']}-row retina band at native resolution), one model "
+          "per subject-wise fold of Duke DME subjects 1-8 (grader 1), seed "
+          + ", ".join(sorted({m["run"].split("_seed")[1] for m in n["members"]}))
+          + ": each trained on the "
+          "subjects of its other folds, keeping the checkpoint of its best epoch on its own "
+          "held-out subjects (table below). Trained on the shared 2-core CPU development machine.")
 
 
 def pretrained_accuracy(src: Sources) -> str:
@@ -1025,7 +1069,10 @@ def pretrained_accuracy(src: Sources) -> str:
              + ", ".join(f"{v:.3f}" for v in fluid) + ")")
   text += "."
   if gains:
-    text += (" Averaging gains: 2-member seed ensembles of the same recipe and fold, "
+    of = ("the same recipe" if n["gain_recipes"] == [n["recipe"]] else
+          "`" + "`, `".join(n["gain_recipes"]) + "` (the same network; this recipe's own seed "
+          "ensembles are not scored yet)")
+    text += (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
              f"{'with' if spec['flip'] else 'without'} flip, scored by cross-validation, gained "
              f"{np.mean(gains):+.4f} mean layer Dice over their members ({len(gains)} folds: "
              + ", ".join(f"{g:+.4f}" for g in gains) + "). The expected mean layer Dice of "
@@ -1103,7 +1150,22 @@ def results_campaign_levers(src: Sources) -> str:
           f"recipe changes (its options to main.py): " +
           "; ".join(f"{name} `{' '.join(r['override_args'])}`"
                     for name, r in t["recipes"].items() if r["runs"] and r["overrides"]) +
-          ". " + selection_text(t))
+          ". " + comparisons_text(t) + selection_text(t))
+
+
+def comparisons_text(t: Dict) -> str:
+  """The candidates paired with the recipe they would replace in pretrained/ (not the base)."""
+  out = ""
+  for c in t.get("comparisons", []):
+    gains = ", ".join(f"{k.replace('fold', 'f').replace('_seed', 's')} {v:+.4f}"
+                      for k, v in c["paired_gains"].items())
+    verdict = (f"so it replaces {c['against']}" if c["replaces"] else
+               f"so it does not replace {c['against']}" if c["complete"] else
+               "undecided until it has run folds " + ", ".join(map(str, c["folds_needed"])))
+    out += (f"Replacing the shipped recipe: {c['recipe']} paired with {c['against']} ({c['why']}) "
+            f"gains {gains}, mean **{c['mean_gain']:+.4f}** against the seed noise "
+            f"{t['seed_noise']:.4f}, {verdict}. ")
+  return out
 
 
 def selection_text(t: Dict) -> str:
@@ -1331,7 +1393,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
         performance_conv_grads, performance_cpu_allocator, performance_cpu_earlier_round,
-        previous_schedule, previous_training, previous_cv, pretrained_members,
+        previous_schedule, previous_training, previous_cv, pretrained_recipe, pretrained_members,
         pretrained_accuracy, pretrained_cost)}
 
 

@@ -151,6 +151,39 @@ def test_lever_table_pairs_runs_with_the_base_and_adopts_beyond_seed_noise(monke
   assert r["base"]["runs"] == 6 and not r["base"]["adopted"]
 
 
+def test_comparison_pairs_a_candidate_with_the_recipe_it_would_replace(monkeypatch):
+  """Noise 0.01 (base seed gaps on folds 0-1). Candidate n against shipped s: s ran folds 0-3
+  with seed 0 and fold 0 with seed 1; n gains 0.02, 0.01, 0.03 on (0,0), (1,0), (0,1) and has no
+  fold 2-3 yet (undecided), then 0.00 and 0.04 there (mean 0.02 > 0.01: replaces); a candidate
+  gaining 0.005 everywhere is decided against."""
+  table_script = load_script("campaign_table")
+  dice = {("base", 0, 0): 0.80, ("base", 0, 1): 0.81, ("base", 1, 0): 0.70, ("base", 1, 1): 0.71}
+  for f in range(4):
+    dice[("s", f, 0)] = 0.6 + f / 10
+    dice[("w", f, 0)] = dice[("s", f, 0)] + 0.005
+  dice[("s", 0, 1)] = 0.65
+  dice.update({("n", 0, 0): 0.62, ("n", 1, 0): 0.71, ("n", 0, 1): 0.68})
+  monkeypatch.setattr(table_script, "run_numbers", lambda plan, run, repo: {
+      "mean_layer_dice": dice[(run["recipe"], run["fold"], run["seed"])], "boundary_mae_um": 5.0,
+      "train_s": 60.0})
+  monkeypatch.setattr(table_script, "gflop_per_bscan", lambda recipe: 1.0)
+
+  def table():
+    plan = {"recipes": {n: {"config": "configs/x.py"} for n in ("base", "s", "n", "w")},
+            "queue": [{"recipe": r, "fold": f, "seed": s} for r, f, s in dice],
+            "comparisons": [{"recipe": "n", "against": "s"}, {"recipe": "w", "against": "s"}]}
+    return table_script.lever_table(plan, repo="unused")["comparisons"]
+
+  n, w = table()
+  assert n["paired_gains"].keys() == {"fold0_seed0", "fold1_seed0", "fold0_seed1"}
+  assert abs(n["mean_gain"] - 0.02) < 1e-12 and n["folds_needed"] == [0, 1, 2, 3]
+  assert not n["complete"] and not n["replaces"]
+  assert w["complete"] and abs(w["mean_gain"] - 0.005) < 1e-12 and not w["replaces"]
+  dice.update({("n", 2, 0): 0.80, ("n", 3, 0): 0.94})
+  n, _ = table()
+  assert n["complete"] and abs(n["mean_gain"] - 0.02) < 1e-12 and n["replaces"]
+
+
 def test_selection_compares_the_kept_epoch_with_the_last_and_refuses_repeated_epochs(tmp_path):
   """A 5-epoch log whose run kept epoch 3: the gain is Dice(3) - Dice(5), by hand; a log with an
   epoch twice (or without the kept epoch) is refused rather than read silently."""
