@@ -286,7 +286,7 @@ def faithfulness_kinds(faithfulness_flag) -> List[str]:
 def make_explainer(trained, layers, method, target) -> Explainer:
   """The Explainer of a training workdir (Trained) or an ensemble workdir (Ensemble)."""
   cfg = trained.config.explain
-  members = getattr(trained, "members", [trained])
+  members = trained.members
   if any(m.model != members[0].model for m in members):
     raise InputError(f"--workdir={trained.workdir}: its members are different networks; explain "
                      "needs one architecture (the sanity check re-initialises the same modules)")

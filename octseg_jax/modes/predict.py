@@ -525,7 +525,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
                         single, pixel_um_option)
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
-             "members": len(getattr(trained, "members", [trained])),
+             "members": len(trained.members),
              "views": trained.num_views, "batch_size": batch_size, **facts,
              "seconds": round(seconds, 3),
              "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}

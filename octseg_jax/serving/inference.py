@@ -51,6 +51,11 @@ class Trained:
 
   num_views = 1
 
+  @property
+  def members(self) -> list:
+    """The models whose outputs are averaged: this one (an Ensemble lists its own)."""
+    return [self]
+
   def device_views(self, x: np.ndarray) -> jax.Array:
     """Softmax probabilities of the one view [1, B, h, w, K] (see Ensemble)."""
     return self.device_probs(x)[None]
@@ -81,8 +86,7 @@ def training_scan_names(trained) -> frozenset:
   named subject_SS_bII wherever they come from (eval's split, a subject's .npz or .mat given to
   eval, predict or explain), so matching by name finds them; an image file is named by its
   file name and is found only if it keeps the scan's name."""
-  members = getattr(trained, "members", [trained])
-  return frozenset().union(*(m.split["train"]["names"] for m in members))
+  return frozenset().union(*(m.split["train"]["names"] for m in trained.members))
 
 
 def scans_in_training(trained, names) -> int:

@@ -59,9 +59,10 @@ def test_more_members_than_the_workdir_has_are_refused(tmp_path, members):
   with pytest.raises(InputError, match=r"^--config.predict.members=2: .* has 1 member \(a "
                                        r"single model\)$"):
     inference.load_trained(members[0], {"predict.members": 2})
-  assert isinstance(inference.load_trained(ensemble, {"predict.members": 2}), inference.Ensemble)
-  assert not isinstance(inference.load_trained(members[0], {"predict.members": 1}),
-                        inference.Ensemble)
+  two = inference.load_trained(ensemble, {"predict.members": 2})
+  assert isinstance(two, inference.Ensemble) and len(two.members) == 2
+  single = inference.load_trained(members[0], {"predict.members": 1})
+  assert not isinstance(single, inference.Ensemble) and single.members == [single]
 
 
 def one_hot_view(ilm, h: int = 20) -> np.ndarray:
