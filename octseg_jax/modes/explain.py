@@ -290,14 +290,14 @@ def make_explainer(trained, layers, method, target) -> Explainer:
   if any(m.model != members[0].model for m in members):
     raise InputError(f"--workdir={trained.workdir}: its members are different networks; explain "
                      "needs one architecture (the sanity check re-initialises the same modules)")
-  if len(members) > 1 or getattr(trained, "flip", False):
+  if len(members) > 1 or trained.flip:
     if method not in gradcam.LINEAR_METHODS:
       raise InputError(f"--cam_method={method}: {trained.workdir} is an ensemble, explained "
                        f"as one network with a method linear in the gradient "
                        f"({', '.join(gradcam.LINEAR_METHODS)})")
   return Explainer([(m.model, m.variables) for m in members], layers, method, target,
                    int(cfg.deletion_steps), int(cfg.road_steps), float(cfg.road_noise),
-                   float(cfg.removal_batch_mb), getattr(trained, "flip", False))
+                   float(cfg.removal_batch_mb), trained.flip)
 
 
 def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,

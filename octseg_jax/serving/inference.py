@@ -50,6 +50,7 @@ class Trained:
                  if getattr(self.model, field, False))
 
   num_views = 1
+  flip = False                 # one model runs on the scan only (Ensemble: also mirrored)
 
   @property
   def members(self) -> list:
