@@ -153,7 +153,7 @@ def markdown(table) -> str:
     gains = ", ".join(f"{k}: {v:+.4f}" for k, v in c["paired_gains"].items()) or "n/a"
     verdict = ("replaces it" if c["replaces"] else "does not replace it" if c["complete"]
                else "undecided (folds " + ", ".join(map(str, c["folds_needed"])) + " needed)")
-    lines.append(f"\n{c['recipe']} against {c['against']}: {gains}; mean {fmt(c['mean_gain'])}; "
+    lines.append(f"\n{c['recipe']} against {c['against']}: {gains}; mean {'n/a' if c['mean_gain'] is None else format(c['mean_gain'], '+.4f')}; "
                  f"{verdict}.")
   return "\n".join(lines) + "\n"
 

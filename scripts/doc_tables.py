@@ -1157,6 +1157,8 @@ def comparisons_text(t: Dict) -> str:
   """The candidates paired with the recipe they would replace in pretrained/ (not the base)."""
   out = ""
   for c in t.get("comparisons", []):
+    if not c["paired_gains"]:
+      continue
     gains = ", ".join(f"{k.replace('fold', 'f').replace('_seed', 's')} {v:+.4f}"
                       for k, v in c["paired_gains"].items())
     verdict = (f"so it replaces {c['against']}" if c["replaces"] else
