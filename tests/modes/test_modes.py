@@ -54,7 +54,10 @@ def test_eval_says_how_many_scans_the_model_trained_on():
   import types
   from octseg_jax.outputs import report
   from octseg_jax.serving import inference
-  member = lambda names: types.SimpleNamespace(split={"train": {"names": names}})
+  def member(names):                  # a single model is its own one member, as Trained is
+    m = types.SimpleNamespace(split={"train": {"names": names}})
+    m.members = [m]
+    return m
   one = member(["subject_01_b10", "subject_01_b15"])
   scored = ["subject_01_b10", "subject_01_b15", "subject_02_b10"]
   assert inference.scans_in_training(one, scored) == 2
