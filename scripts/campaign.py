@@ -183,19 +183,25 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
   t1 = time.time()
   if run_logged(eval_cmd, tree, log_path):
     return False
-  rows = training_log.workdir_rows(workdir)
-  record = {"run": run_id(run), "recipe": recipe, "fold": run["fold"], "seed": run["seed"],
-            "commit": git("rev-parse", "HEAD", repo=tree), "train_command": train_cmd[1:],
-            "eval_command": eval_cmd[1:], "finished": now(), "host": socket.gethostname(),
-            "cpus": os.cpu_count(), "nice": NICE,
-            "wall_s_this_start": {"train": train_s, "eval": time.time() - t1},
-            "epochs": len(rows), "train_s_logged": sum(float(r["seconds"]) for r in rows)}
+  record = run_record(plan, run, workdir, git("rev-parse", "HEAD", repo=tree),
+                      (train_cmd, eval_cmd), {"train": train_s, "eval": time.time() - t1})
+  record["nice"] = NICE
   dest = copy_results(plan, run, workdir, eval_dir, record, repo)
   metrics = read_json(os.path.join(dest, "metrics.json"))
   dice = metrics["topology"]["literature"]["mean_layer_dice"]
   commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}, "
                  "order fix on, native resolution)", repo)
   return True
+
+
+def run_record(plan, run, workdir: str, commit: str, cmds, wall_s: dict) -> dict:
+  """run.json of a finished run: what ran (recipe, commands, commit), where, and how long."""
+  rows = training_log.workdir_rows(workdir)
+  return {"run": run_id(run), "recipe": plan["recipes"][run["recipe"]], "fold": run["fold"],
+          "seed": run["seed"], "commit": commit, "train_command": cmds[0][1:],
+          "eval_command": cmds[1][1:], "finished": now(), "host": socket.gethostname(),
+          "cpus": os.cpu_count(), "wall_s_this_start": wall_s, "epochs": len(rows),
+          "train_s_logged": sum(float(r["seconds"]) for r in rows)}
 
 
 RUNNER_LOCK = "runner.lock"

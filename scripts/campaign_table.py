@@ -1,6 +1,7 @@
 """The accuracy campaign's lever table, generated from its committed raw outputs.
 
   python scripts/campaign_table.py        # writes docs/results/campaign/levers.json and .md
+  python scripts/campaign_table.py --plan=configs/campaign_h200.json   # the H200 screen's, likewise
 
 Every number comes from docs/results/campaign/RECIPE/foldF_seedS/{metrics.json, run.json}
 (written by scripts/run_experiments.py --campaign): mean layer Dice and boundary MAE at native
@@ -158,8 +159,11 @@ def markdown(table) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-  plan = campaign.load_plan()
+def main(argv=None) -> int:
+  import argparse
+  p = argparse.ArgumentParser(description="The campaign's lever table from its committed runs.")
+  p.add_argument("--plan", default=campaign.PLAN, help="plan file (default configs/campaign.json)")
+  plan = campaign.load_plan(p.parse_args(argv).plan)
   table = lever_table(plan)
   out = os.path.join(campaign.REPO, plan["results_dir"])
   os.makedirs(out, exist_ok=True)
