@@ -1126,11 +1126,62 @@ def pretrained_cost(src: Sources) -> str:
 
 
 CAMPAIGN = "docs/results/campaign/levers.json"     # scripts/campaign_table.py, from the runs
+H200 = "docs/results/campaign_h200/levers.json"    # the same, --plan=configs/campaign_h200.json
 
 
 def results_campaign_levers(src: Sources) -> str:
-  """The lever screen: runs, mean layer Dice, paired gains over the base, boundary MAE."""
-  t = src.json(CAMPAIGN)
+  """The CPU lever screen (configs/campaign.json)."""
+  return lever_block(src.json(CAMPAIGN))
+
+
+def results_h200_levers(src: Sources) -> str:
+  """The H200 screen (configs/campaign_h200.json), and how its base agrees with the CPU base."""
+  return lever_block(src.json(H200)) + " " + device_agreement(src) + " " + h200_ship_text(src)
+
+
+def results_h200_layers(src: Sources) -> str:
+  return results_campaign_layers(src, H200)
+
+
+def device_agreement(src: Sources) -> str:
+  """The same recipe (the base) on the two machines, run for run on the same fold and seed."""
+  gpu = src.json(H200)["recipes"]["base"]["runs_detail"]
+  cpu = src.json(CAMPAIGN)["recipes"]["base"]["runs_detail"]
+  diffs = {k: gpu[k]["mean_layer_dice"] - cpu[k]["mean_layer_dice"] for k in gpu if k in cpu}
+  listed = ", ".join(f"{k.replace('fold', 'f').replace('_seed', 's')} {v:+.4f}"
+                     for k, v in diffs.items())
+  gap, noise = np.mean(np.abs(list(diffs.values()))), src.json(CAMPAIGN)["seed_noise"]
+  return (f"The base on the H200 minus the base on the CPU, same fold and seed: {listed} "
+          f"(mean absolute difference {gap:.4f}, {'below' if gap < noise else 'above'} the CPU "
+          f"seed noise {noise:.4f}; the two machines do not train to the same weights).")
+
+
+def h200_ship_text(src: Sources) -> str:
+  """Whether the best H200 recipe's fold models would replace pretrained/: its seed-0 4-fold mean
+  against the shipped members' on the same folds, and the issue's cost rule (at most 2x the
+  previous shipped model's GFLOP unless the gain over the cheaper choice exceeds 0.01)."""
+  recipes = src.json(H200)["recipes"]
+  full = {name: [r["runs_detail"][f"fold{f}_seed0"]["mean_layer_dice"] for f in range(4)]
+          for name, r in recipes.items() if name != "base"
+          and all(f"fold{f}_seed0" in r["runs_detail"] for f in range(4))}
+  if not full:
+    return ""
+  best = max(full, key=lambda name: np.mean(full[name]))
+  n, (shipped_gflop_now, _, _, previous) = shipped_numbers(src), shipped_gflop(src)
+  gain = float(np.mean(full[best]) - np.mean(n["dice"]))
+  cost = len(n["members"]) * recipes[best]["gflop_per_bscan"]
+  ships = cost <= 2 * previous or gain > 0.01
+  return (f"The best of them, {best}, scores {np.mean(full[best]):.4f} over its 4 seed-0 fold "
+          f"models, {gain:+.4f} against the shipped members' {np.mean(n['dice']):.4f} on the same "
+          f"folds and seed (different machines). As a {len(n['members'])}-member ensemble it "
+          f"would cost {cost:.1f} GFLOP per B-scan ({cost / previous:.1f}x the previous shipped "
+          f"model's {previous:.1f}; pretrained/ now {shipped_gflop_now:.1f}); the issue allows more "
+          f"than 2x only for a gain above 0.01 over the cheaper choice, so it "
+          f"{'would replace' if ships else 'does not replace'} pretrained/.")
+
+
+def lever_block(t: Dict) -> str:
+  """A lever screen: runs, mean layer Dice, paired gains over the base, boundary MAE."""
   rows = []
   for name, r in t["recipes"].items():
     if not r["runs"]:
@@ -1185,16 +1236,16 @@ def selection_text(t: Dict) -> str:
           f"{len(runs)} runs ({min(gains):+.4f} to {max(gains):+.4f}).")
 
 
-def screened_runs(src: Sources):
+def screened_runs(src: Sources, levers: str = CAMPAIGN):
   """(recipe, [its runs' numbers]) of every recipe with at least one committed run."""
   return [(name, list(r["runs_detail"].values()))
-          for name, r in src.json(CAMPAIGN)["recipes"].items() if r["runs_detail"]]
+          for name, r in src.json(levers)["recipes"].items() if r["runs_detail"]]
 
 
-def results_campaign_layers(src: Sources) -> str:
+def results_campaign_layers(src: Sources, levers: str = CAMPAIGN) -> str:
   """Per-layer Dice of each screened recipe, averaged over its runs."""
   rows = []
-  for name, runs in screened_runs(src):
+  for name, runs in screened_runs(src, levers):
     per_layer = np.mean([run["layer_dice"] for run in runs], axis=0)
     rows.append([name, str(len(runs))] + [fmt(v, 3) for v in per_layer])
   return table(["recipe", "runs"] + list(LAYER_NAMES[1:]), rows)
@@ -1345,8 +1396,15 @@ def results_cam_shipped(src: Sources) -> str:
           f"{st['scans']} B-scans of {os.path.basename(st['input'])} with the default "
           f"({CAM_METHODS[st['method']]} at `{layer}`, {st['views']} views): MoRF beats random "
           f"for **{s['faithful_classes']} of 7** layer classes, randomisation similarity "
-          f"**{s['randomisation_similarity']:.3f}**. Its members trained on this subject, so "
-          "this shows the report, not held-out evidence.")
+          f"**{s['randomisation_similarity']:.3f}**. {trained_on(src, st['input'])} of its "
+          f"{len(shipped_members(src))} members trained on this subject, so this shows the "
+          "report, not held-out evidence.")
+
+
+def trained_on(src: Sources, input_path: str) -> int:
+  """How many of pretrained/'s members trained on the Duke subject file `input_path`."""
+  subject = int(re.search(r"subject_(\d+)", os.path.basename(input_path)).group(1))
+  return sum(subject in m["split"]["train"]["subjects"] for m in shipped_members(src))
 
 
 EXPLAIN_COST = f"{CPU}/explain_cost"       # benchmarks/explain_vs_predict.sh (farm-bench)
@@ -1389,7 +1447,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_explain_time, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
-        results_campaign_ensembles,
+        results_campaign_ensembles, results_h200_levers, results_h200_layers,
         results_cam_heldout, results_cam_default, results_cam_shipped, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
