@@ -50,11 +50,17 @@ NICE = 10
 
 
 def load_plan(path=PLAN):
-  with open(path) as f:
-    plan = json.load(f)
+  """The plan file; one line and exit status 2 if it cannot be read as JSON."""
+  try:
+    with open(path) as f:
+      plan = json.load(f)
+  except (OSError, ValueError) as e:
+    print(f"error: {path}: not a readable plan file ({e})", file=sys.stderr)
+    sys.exit(2)
   for run in plan["queue"]:
     if run["recipe"] not in plan["recipes"]:
-      raise SystemExit(f"{path}: run {run} names no recipe of the plan")
+      print(f"error: {path}: run {run} names no recipe of the plan", file=sys.stderr)
+      sys.exit(2)
   return plan
 
 
@@ -115,15 +121,21 @@ def commands(plan, run, workdir: str, eval_dir: str, repo=REPO):
   return train, evaluate
 
 
-def run_logged(cmd, cwd: str, log_path: str) -> int:
-  """Runs cmd under nice, appending its output to log_path; returns the exit status."""
+def run_logged(cmd, cwd: str, log_path: str, nice: int = NICE, env=None,
+               deadline: float = None) -> int:
+  """Runs cmd under `nice`, appending its output to log_path; returns the exit status. With a
+  `deadline` (time.time()), a command still going then is killed with its process group (-9)."""
   with open(log_path, "a") as log:
     log.write(f"\n[{now()}] {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: os.nice(NICE))
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=lambda: os.nice(nice), start_new_session=deadline is not None)
     try:
-      return proc.wait()
+      return proc.wait(timeout=None if deadline is None else max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+      return -9
     except BaseException:
       proc.send_signal(signal.SIGINT)      # training stops cleanly after a checkpoint save
       proc.wait()

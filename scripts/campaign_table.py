@@ -16,6 +16,7 @@ pretrained/): paired gains on the (fold, seed) runs both have, decided once the 
 run every fold that the other recipe ran with seed 0, by the same seed-noise rule.
 """
 
+import argparse
 import csv
 import json
 import os
@@ -154,13 +155,12 @@ def markdown(table) -> str:
     gains = ", ".join(f"{k}: {v:+.4f}" for k, v in c["paired_gains"].items()) or "n/a"
     verdict = ("replaces it" if c["replaces"] else "does not replace it" if c["complete"]
                else "undecided (folds " + ", ".join(map(str, c["folds_needed"])) + " needed)")
-    lines.append(f"\n{c['recipe']} against {c['against']}: {gains}; mean {'n/a' if c['mean_gain'] is None else format(c['mean_gain'], '+.4f')}; "
-                 f"{verdict}.")
+    mean = "n/a" if c["mean_gain"] is None else format(c["mean_gain"], "+.4f")
+    lines.append(f"\n{c['recipe']} against {c['against']}: {gains}; mean {mean}; {verdict}.")
   return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-  import argparse
   p = argparse.ArgumentParser(description="The campaign's lever table from its committed runs.")
   p.add_argument("--plan", default=campaign.PLAN, help="plan file (default configs/campaign.json)")
   plan = campaign.load_plan(p.parse_args(argv).plan)

@@ -1,4 +1,4 @@
-"""A campaign plan's queue on one lent accelerator machine: several runs at once, within a time limit.
+"""A campaign plan's queue on a lent GPU machine: several runs at once, within a time limit.
 
   python scripts/device_campaign.py --plan=configs/campaign_h200.json --commit=SHA \\
       --duke_dir=.devdata/duke_dme_chiu2015 --jobs=8 --minutes=9 --pack=$OUT
@@ -9,23 +9,25 @@ it (campaign.commands: `main.py --mode=train`, then `--mode=eval` at native reso
 literature protocol), `--jobs` at a time in queue order, without worktrees or nice. A finished
 run's raw outputs go to the plan's results_dir with its run.json (campaign.run_record, with
 --commit as its commit), and the whole results_dir is packed again into PACK/results.tar.gz after
-each run (and every run's output into PACK/logs.tar.gz), so that what finished comes back even if the machine is stopped. No run starts later
-than --minutes minus --min_run_minutes; a run still going at --minutes is stopped and not
-recorded. If every one of the first --jobs runs fails, the rest are not started (a broken
-install shows in their logs, PACK/logs.tar.gz, instead of spending the lease).
+each run (and every run's output into PACK/logs.tar.gz), so that what finished comes back even
+if the machine is stopped. No run starts later than --minutes minus --min_run_minutes; a run
+still going at --minutes is stopped and not recorded. After a failure and before any run has
+finished well, a run waits until one does (then it starts) or until every started run has
+failed (then it and the rest are skipped): a broken install costs only the runs already going,
+and their logs show why.
 
-At the end, of the plan's `ship` recipes, the one with the best seed-0 mean layer Dice over the
-folds it finished has its seed-0 fold models (best checkpoint, config.json, split.json, log.csv,
-provenance.json) packed into PACK/members_RECIPE_foldF.tar, for scripts/eval_ensemble.py
---package. Back on the CPU machine: `tar xzf results.tar.gz`, then
-`python scripts/campaign_table.py --plan=PLAN`.
+At the end, of the plan's `ship` recipes whose seed-0 fold models are on this machine, the one
+with the most such folds, then the best mean layer Dice over them, has those fold models (best
+checkpoint, config.json, split.json, log.csv, provenance.json) packed into
+PACK/members_RECIPE_foldF.tar, for scripts/eval_ensemble.py --package. Back on the CPU machine:
+`tar xzf results.tar.gz`, commit, then `python scripts/campaign_table.py --plan=PLAN`.
+Exit status 1 if runs were due and none finished; 2 for a bad option or plan file.
 """
 
 import argparse
 import concurrent.futures
 import os
-import signal
-import subprocess
+import shutil
 import sys
 import tarfile
 import threading
@@ -48,22 +50,10 @@ def parse_args(argv):
   p.add_argument("--min_run_minutes", type=float, default=2.0)
   p.add_argument("--pack", required=True, help="folder for results.tar.gz and member tars")
   p.add_argument("--state", default="/tmp/device_campaign")
-  return p.parse_args(argv)
-
-
-def run_until(cmd, log_path: str, deadline: float, env) -> int:
-  """Runs cmd (output appended to log_path); stopped at `deadline` (returns -9 then)."""
-  with open(log_path, "a") as log:
-    log.write(f"\n[{campaign.now()}] {' '.join(cmd)}\n")
-    log.flush()
-    proc = subprocess.Popen(cmd, cwd=campaign.REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
-    try:
-      return proc.wait(timeout=max(1.0, deadline - time.time()))
-    except subprocess.TimeoutExpired:
-      os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
-      return -9
+  args = p.parse_args(argv)
+  if args.jobs < 1 or args.minutes <= 0 or args.min_run_minutes < 0:
+    p.error("--jobs must be at least 1, --minutes above 0 and --min_run_minutes not negative")
+  return args
 
 
 def execute(plan, run, args, deadline: float, env) -> bool:
@@ -74,10 +64,11 @@ def execute(plan, run, args, deadline: float, env) -> bool:
   cmds = campaign.commands(plan, run, workdir, eval_dir, campaign.REPO)
   log_path = workdir + ".out"
   t0 = time.time()
-  if run_until(cmds[0], log_path, deadline, env):
+  if campaign.run_logged(cmds[0], campaign.REPO, log_path, 0, env, deadline):
     return False
+  shutil.rmtree(eval_dir, ignore_errors=True)      # a half-written eval is redone
   t1 = time.time()
-  if run_until(cmds[1], log_path, deadline, env):
+  if campaign.run_logged(cmds[1], campaign.REPO, log_path, 0, env, deadline):
     return False
   record = campaign.run_record(plan, run, workdir, args.commit, cmds,
                                {"train": t1 - t0, "eval": time.time() - t1})
@@ -102,14 +93,22 @@ def pack_results(plan, args, lock: threading.Lock) -> None:
       os.replace(out + ".tmp", out)
 
 
-def seed0_means(plan):
-  """{recipe: mean layer Dice of its finished seed-0 runs} for the plan's ship recipes."""
+def local_model(args, run) -> str:
+  """The run's workdir on this machine if its best checkpoint is here, else ''."""
+  workdir = os.path.join(args.state, "runs", campaign.run_id(run))
+  return workdir if os.path.isdir(os.path.join(workdir, "best")) else ""
+
+
+def seed0_means(plan, args):
+  """{recipe: (mean layer Dice, count)} of the finished seed-0 runs of the plan's ship recipes
+  whose fold models are on this machine (results from an earlier lease have none)."""
   means = {}
   for name in plan.get("ship", []):
     dice = []
     for run in plan["queue"]:
       path = os.path.join(campaign.result_dir(plan, run), "metrics.json")
-      if run["recipe"] == name and run["seed"] == 0 and os.path.exists(path):
+      if (run["recipe"] == name and run["seed"] == 0 and os.path.exists(path)
+          and local_model(args, run)):
         dice.append(campaign.read_json(path)["topology"]["literature"]["mean_layer_dice"])
     if dice:
       means[name] = (sum(dice) / len(dice), len(dice))
@@ -117,31 +116,46 @@ def seed0_means(plan):
 
 
 def pack_members(plan, args) -> None:
-  """The best ship recipe's seed-0 fold models into PACK/members_RECIPE_foldF.tar."""
-  means = seed0_means(plan)
+  """The best ship recipe's seed-0 fold models into PACK/members_RECIPE_foldF.tar (each written
+  aside, then renamed)."""
+  means = seed0_means(plan, args)
   if not means:
     return
   best = max(means, key=lambda n: (means[n][1], means[n][0]))   # most folds, then Dice
   print(f"ship candidates (mean, folds): {means}; packing {best}", flush=True)
   for run in plan["queue"]:
-    workdir = os.path.join(args.state, "runs", campaign.run_id(run))
-    if run["recipe"] != best or run["seed"] != 0 or not os.path.exists(
+    workdir = local_model(args, run)
+    if run["recipe"] != best or run["seed"] != 0 or not workdir or not os.path.exists(
         os.path.join(campaign.result_dir(plan, run), "run.json")):
       continue
     out = os.path.join(args.pack, f"members_{best}_fold{run['fold']}.tar")
-    with tarfile.open(out, "w") as tar:
+    with tarfile.open(out + ".tmp", "w") as tar:
       for name in MEMBER_FILES + ("best",):
         tar.add(os.path.join(workdir, name), arcname=f"fold{run['fold']}_seed0/{name}")
+    os.replace(out + ".tmp", out)
 
 
-def worker(plan, run, args, clock, env, pack_lock, outcomes) -> None:
-  """One queued run, if there is still time and the install works; records the outcome."""
-  first = clock["first"]
-  if time.time() > clock["last_start"] or (
-      all(r in outcomes for r in first) and not any(outcomes[r] for r in first)):
-    outcomes[campaign.run_id(run)] = None
-    return
+def may_start(clock, started, outcomes) -> bool:
+  """Whether the next run starts: not after the last start time; after a failure and before any
+  run finished well, only once one does (it waits), and never if every started run failed."""
+  while time.time() <= clock["last_start"]:
+    finished = [outcomes[r] for r in list(started) if r in outcomes]
+    if not finished or any(finished):
+      return True
+    if len(finished) == len(started):
+      return False
+    time.sleep(1.0)
+  return False
+
+
+def worker(plan, run, args, clock, env, pack_lock, state) -> None:
+  """One queued run, if may_start; records its outcome (None: not started) and packs."""
   name = campaign.run_id(run)
+  started, outcomes = state["started"], state["outcomes"]
+  if not may_start(clock, started, outcomes):
+    outcomes[name] = None
+    return
+  started.append(name)
   print(f"[{campaign.now()}] {name} starts", flush=True)
   ok = execute(plan, run, args, clock["deadline"], env)
   outcomes[name] = ok
@@ -159,16 +173,15 @@ def main(argv=None) -> int:
   env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONUNBUFFERED="1")
   todo = [r for r in plan["queue"] if not os.path.exists(
       os.path.join(campaign.result_dir(plan, r), "run.json"))]
-  clock["first"] = [campaign.run_id(r) for r in todo[:args.jobs]]
-  outcomes, pack_lock = {}, threading.Lock()
+  state, pack_lock = {"started": [], "outcomes": {}}, threading.Lock()
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-    for f in [pool.submit(worker, plan, r, args, clock, env, pack_lock, outcomes) for r in todo]:
+    for f in [pool.submit(worker, plan, r, args, clock, env, pack_lock, state) for r in todo]:
       f.result()
   pack_results(plan, args, pack_lock)
   pack_members(plan, args)
-  done = sum(1 for v in outcomes.values() if v)
+  done = sum(1 for v in state["outcomes"].values() if v)
   print(f"{done} of {len(todo)} runs finished in {(time.time() - start) / 60:.1f} min", flush=True)
-  return 0
+  return 1 if todo and not done else 0
 
 
 if __name__ == "__main__":

@@ -1046,7 +1046,13 @@ def pretrained_recipe(src: Sources) -> str:
           + ", ".join(sorted({m["run"].split("_seed")[1] for m in n["members"]}))
           + ": each trained on the "
           "subjects of its other folds, keeping the checkpoint of its best epoch on its own "
-          "held-out subjects (table below). Trained on the shared 2-core CPU development machine.")
+          "held-out subjects (table below). " + trained_where(n["members"]))
+
+
+def trained_where(members) -> str:
+  """Where the members trained, from their campaign run.json (host and CPU count)."""
+  machines = sorted({(m["record"]["host"], m["record"]["cpus"]) for m in members})
+  return "Trained on " + and_list([f"a {cpus}-core CPU (host `{host}`)" for host, cpus in machines]) + "."
 
 
 def pretrained_accuracy(src: Sources) -> str:
@@ -1153,7 +1159,8 @@ def device_agreement(src: Sources) -> str:
   gap, noise = np.mean(np.abs(list(diffs.values()))), src.json(CAMPAIGN)["seed_noise"]
   return (f"The base on the H200 minus the base on the CPU, same fold and seed: {listed} "
           f"(mean absolute difference {gap:.4f}, {'below' if gap < noise else 'above'} the CPU "
-          f"seed noise {noise:.4f}; the two machines do not train to the same weights).")
+          f"seed noise {noise:.4f}"
+          + ("; the two machines do not train to the same weights)." if gap > 0 else ")."))
 
 
 def h200_ship_text(src: Sources) -> str:
@@ -1169,14 +1176,16 @@ def h200_ship_text(src: Sources) -> str:
   best = max(full, key=lambda name: np.mean(full[name]))
   n, (shipped_gflop_now, _, _, previous) = shipped_numbers(src), shipped_gflop(src)
   gain = float(np.mean(full[best]) - np.mean(n["dice"]))
-  cost = len(n["members"]) * recipes[best]["gflop_per_bscan"]
-  ships = cost <= 2 * previous or gain > 0.01
+  views = 2 if n["spec"]["flip"] else 1
+  cost = views * len(n["members"]) * recipes[best]["gflop_per_bscan"]
+  ships = gain > 0 and (cost <= 2 * previous or gain > 0.01)
   return (f"The best of them, {best}, scores {np.mean(full[best]):.4f} over its 4 seed-0 fold "
           f"models, {gain:+.4f} against the shipped members' {np.mean(n['dice']):.4f} on the same "
           f"folds and seed (different machines). As a {len(n['members'])}-member ensemble it "
           f"would cost {cost:.1f} GFLOP per B-scan ({cost / previous:.1f}x the previous shipped "
           f"model's {previous:.1f}; pretrained/ now {shipped_gflop_now:.1f}); the issue allows more "
-          f"than 2x only for a gain above 0.01 over the cheaper choice, so it "
+          f"than 2x only for a gain above 0.01 over the cheaper choice (and none without a "
+          f"gain), so it "
           f"{'would replace' if ships else 'does not replace'} pretrained/.")
 
 

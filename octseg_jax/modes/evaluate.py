@@ -183,7 +183,7 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, file
                        f"{run_out.folder}/errors.csv)")
     images, masks, subjects, names = pipeline.flatten(sets)
     return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
-  check_common_validation(trained.members)             # an ensemble: one common split
+  check_common_validation(trained.members)       # an ensemble's members share one split
   images, masks, fluid, subjects, names = validation_scans(trained)
   data_name = (f"validation split of {trained.workdir} "
                f"(subjects {trained.split['val'].get('subjects')})")

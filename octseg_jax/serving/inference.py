@@ -276,7 +276,7 @@ def predict_outputs(trained: Trained, images: List[np.ndarray], batch_size: int 
 class Ensemble:
   """An ensemble workdir (ENSEMBLE_FILE) as one trained model: the members' softmax outputs
   averaged, each member also on the mirrored scan with `flip`. It offers what predict and eval
-  use of Trained (config, recipe, split, device_probs, device_heads, views)."""
+  use of Trained (config, recipe, split, members, flip, device_probs, device_heads, views)."""
   members: list          # Trained, sharing one preprocessing recipe
   flip: bool
   workdir: str

@@ -2,6 +2,7 @@
 stops the rest), what is packed for the trip back, and which recipe's fold models are packed.
 Training is replaced by a fake, so no model is trained here."""
 
+import concurrent.futures
 import json
 import os
 import tarfile
@@ -41,36 +42,55 @@ def _finish(plan, run, args, dice):
   json.dump({}, open(os.path.join(dest, "run.json"), "w"))
 
 
-def test_a_broken_install_stops_the_queue_after_the_first_jobs_fail(tmp_path, monkeypatch):
-  queue = [{"recipe": "base", "fold": f, "seed": 0} for f in range(4)]
-  plan, args = _plan(tmp_path, queue), _args(tmp_path, jobs=2)
-  started = []
-  def failing(plan, run, args, deadline, env):
+def _failing(started):
+  def execute(plan, run, args, deadline, env):
     started.append(dc.campaign.run_id(run))
+    time.sleep(0.2)
     os.makedirs(os.path.join(args.state, "runs", "base"), exist_ok=True)
     open(os.path.join(args.state, "runs", dc.campaign.run_id(run) + ".out"), "w").write("boom")
     return False
-  monkeypatch.setattr(dc, "execute", failing)
-  clock = {"deadline": time.time() + 60, "last_start": time.time() + 60,
-           "first": ["base/fold0_seed0", "base/fold1_seed0"]}
-  outcomes = {}
-  for run in queue:
-    dc.worker(plan, run, args, clock, {}, threading.Lock(), outcomes)
-  assert started == ["base/fold0_seed0", "base/fold1_seed0"]
-  assert outcomes == {"base/fold0_seed0": False, "base/fold1_seed0": False,
-                      "base/fold2_seed0": None, "base/fold3_seed0": None}
+  return execute
+
+
+def _clock(last_start_in_s=60):
+  return {"deadline": time.time() + 60, "last_start": time.time() + last_start_in_s}
+
+
+def test_a_broken_install_stops_the_queue_after_the_runs_already_going(tmp_path, monkeypatch):
+  queue = [{"recipe": "base", "fold": f, "seed": s} for s in (0, 1) for f in range(4)]
+  plan, args = _plan(tmp_path, queue), _args(tmp_path, jobs=3)
+  started = []
+  monkeypatch.setattr(dc, "execute", _failing(started))
+  state = {"started": [], "outcomes": {}}
+  clock, lock = _clock(), threading.Lock()
+  with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:    # as main runs them
+    for f in [pool.submit(dc.worker, plan, r, args, clock, {}, lock, state)
+              for r in queue]:
+      f.result()
+  assert started == [dc.campaign.run_id(r) for r in queue[:3]]      # the first wave only
+  assert [state["outcomes"][dc.campaign.run_id(r)] for r in queue] == [False] * 3 + [None] * 5
   with tarfile.open(tmp_path / "pack" / "logs.tar.gz") as tar:       # the failures come back
-    assert sorted(tar.getnames()) == ["base/fold0_seed0.out", "base/fold1_seed0.out"]
+    assert sorted(tar.getnames()) == [f"base/fold{f}_seed0.out" for f in range(3)]
+
+
+def test_a_run_after_a_failure_waits_for_a_success_and_then_starts():
+  started, outcomes = ["a", "b"], {"a": False}
+  def b_finishes_well():
+    time.sleep(0.3)
+    outcomes["b"] = True
+  threading.Thread(target=b_finishes_well).start()
+  assert dc.may_start(_clock(), started, outcomes) and outcomes["b"] is True
+  assert dc.may_start(_clock(), [], {})                             # nothing started yet
+  assert not dc.may_start(_clock(), ["a"], {"a": False})            # every started run failed
 
 
 def test_no_run_starts_after_the_last_start_time(tmp_path, monkeypatch):
   run = {"recipe": "a", "fold": 0, "seed": 0}
   plan, args = _plan(tmp_path, [run]), _args(tmp_path)
   monkeypatch.setattr(dc, "execute", lambda *a: (_ for _ in ()).throw(AssertionError("ran")))
-  clock = {"deadline": time.time() + 60, "last_start": time.time() - 1, "first": ["a/fold0_seed0"]}
-  outcomes = {}
-  dc.worker(plan, run, args, clock, {}, threading.Lock(), outcomes)
-  assert outcomes == {"a/fold0_seed0": None}
+  state = {"started": [], "outcomes": {}}
+  dc.worker(plan, run, args, _clock(-1), {}, threading.Lock(), state)
+  assert state["outcomes"] == {"a/fold0_seed0": None}
 
 
 def test_results_and_the_ship_recipe_with_most_folds_are_packed(tmp_path):
@@ -80,7 +100,14 @@ def test_results_and_the_ship_recipe_with_most_folds_are_packed(tmp_path):
   plan, args = _plan(tmp_path, queue, ship=["a", "b"]), _args(tmp_path)
   for run, dice in zip(queue, [0.80, 0.81, 0.82, 0.90, 0.91, 0.99]):
     _finish(plan, run, args, dice)
-  assert dc.seed0_means(plan) == {"a": (0.81, 3), "b": (0.905, 2)}   # seed 1 not counted
+  assert dc.seed0_means(plan, args) == {"a": (0.81, 3), "b": (0.905, 2)}  # seed 1 not counted
+  gone = {"recipe": "a", "fold": 3, "seed": 0}            # results from an earlier lease: no model
+  plan["queue"].append(gone)
+  os.makedirs(dc.campaign.result_dir(plan, gone))
+  json.dump({"topology": {"literature": {"mean_layer_dice": 0.5}}},
+            open(os.path.join(dc.campaign.result_dir(plan, gone), "metrics.json"), "w"))
+  json.dump({}, open(os.path.join(dc.campaign.result_dir(plan, gone), "run.json"), "w"))
+  assert dc.seed0_means(plan, args)["a"] == (0.81, 3)
   dc.pack_results(plan, args, threading.Lock())
   dc.pack_members(plan, args)
   assert sorted(os.listdir(args.pack)) == ["logs.tar.gz", "members_a_fold0.tar",
@@ -92,3 +119,13 @@ def test_results_and_the_ship_recipe_with_most_folds_are_packed(tmp_path):
   with tarfile.open(os.path.join(args.pack, "results.tar.gz")) as tar:
     member = tar.extractfile(plan["results_dir"].lstrip("/") + "/b/fold0_seed1/metrics.json")
     assert json.load(member)["topology"]["literature"]["mean_layer_dice"] == 0.99
+
+
+def test_a_command_past_its_deadline_is_stopped(tmp_path):
+  log = str(tmp_path / "run.out")
+  t0 = time.time()
+  assert dc.campaign.run_logged(["sleep", "30"], str(tmp_path), log, 0, None, t0 + 1.5) == -9
+  assert time.time() - t0 < 10
+  assert dc.campaign.run_logged(["sh", "-c", "echo hi"], str(tmp_path), log, 0, None,
+                                time.time() + 30) == 0
+  assert open(log).read().rstrip().endswith("hi")
