@@ -1052,7 +1052,8 @@ def pretrained_recipe(src: Sources) -> str:
 def trained_where(members) -> str:
   """Where the members trained, from their campaign run.json (host and CPU count)."""
   machines = sorted({(m["record"]["host"], m["record"]["cpus"]) for m in members})
-  return "Trained on " + and_list([f"a {cpus}-core CPU (host `{host}`)" for host, cpus in machines]) + "."
+  return ("Trained on "
+          + and_list([f"a {cpus}-core CPU (host `{host}`)" for host, cpus in machines]) + ".")
 
 
 def pretrained_accuracy(src: Sources) -> str:
