@@ -56,9 +56,14 @@ def parse_args(argv):
   return args
 
 
+def run_workdir(args, run) -> str:
+  """The run's training workdir on this machine (its eval folder and log beside it)."""
+  return os.path.join(args.state, "runs", campaign.run_id(run))
+
+
 def execute(plan, run, args, deadline: float, env) -> bool:
   """Trains and scores one run; copies its raw outputs to the plan's results_dir."""
-  workdir = os.path.join(args.state, "runs", campaign.run_id(run))
+  workdir = run_workdir(args, run)
   eval_dir = workdir + "_eval"
   os.makedirs(os.path.dirname(workdir), exist_ok=True)
   cmds = campaign.commands(plan, run, workdir, eval_dir, campaign.REPO)
@@ -95,7 +100,7 @@ def pack_results(plan, args, lock: threading.Lock) -> None:
 
 def local_model(args, run) -> str:
   """The run's workdir on this machine if its best checkpoint is here, else ''."""
-  workdir = os.path.join(args.state, "runs", campaign.run_id(run))
+  workdir = run_workdir(args, run)
   return workdir if os.path.isdir(os.path.join(workdir, "best")) else ""
 
 
