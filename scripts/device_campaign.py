@@ -6,7 +6,8 @@
 For the project's lent GPU machine, which runs a copy of the working tree (no git there) for a
 few minutes: every run of the plan's queue trains and is scored exactly as the CPU runner does
 it (campaign.commands: `main.py --mode=train`, then `--mode=eval` at native resolution,
-literature protocol), `--jobs` at a time in queue order, without worktrees or nice. A finished
+literature protocol), `--jobs` at a time in queue order, without worktrees or nice, each
+run's JAX allowed 0.9 / jobs of the GPU's memory (run_env). A finished
 run's raw outputs go to the plan's results_dir with its run.json (campaign.run_record, with
 --commit as its commit), and the whole results_dir is packed again into PACK/results.tar.gz after
 each run (and every run's output into PACK/logs.tar.gz), so that what finished comes back even
@@ -54,6 +55,15 @@ def parse_args(argv):
   if args.jobs < 1 or args.minutes <= 0 or args.min_run_minutes < 0:
     p.error("--jobs must be at least 1, --minutes above 0 and --min_run_minutes not negative")
   return args
+
+
+def run_env(environ, jobs: int):
+  """The runs' environment: each JAX process allocates GPU memory as it needs it, up to its
+  share, 0.9 / jobs of the GPU (without a cap, the first runs to grow took the memory and the
+  runs beside them failed in their first epoch: the second H200 lease, docs/results.md 8)."""
+  share = f"{0.9 / jobs:.4f}"
+  return dict(environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", XLA_CLIENT_MEM_FRACTION=share,
+              XLA_PYTHON_CLIENT_MEM_FRACTION=share, PYTHONUNBUFFERED="1")
 
 
 def run_workdir(args, run) -> str:
@@ -175,7 +185,7 @@ def main(argv=None) -> int:
   start = time.time()
   clock = {"deadline": start + 60 * args.minutes,
            "last_start": start + 60 * (args.minutes - args.min_run_minutes)}
-  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONUNBUFFERED="1")
+  env = run_env(os.environ, args.jobs)
   todo = [r for r in plan["queue"] if not os.path.exists(
       os.path.join(campaign.result_dir(plan, r), "run.json"))]
   state, pack_lock = {"started": [], "outcomes": {}}, threading.Lock()

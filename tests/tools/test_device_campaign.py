@@ -130,3 +130,23 @@ def test_a_command_past_its_deadline_is_stopped(tmp_path):
   assert dc.campaign.run_logged(["sh", "-c", "echo hi"], str(tmp_path), log, 0, None,
                                 time.time() + 30) == 0
   assert open(log).read().rstrip().endswith("hi")
+
+
+def test_each_run_may_grow_to_its_share_of_the_gpu_memory_and_no_more(tmp_path, monkeypatch):
+  queue = [{"recipe": "a", "fold": f, "seed": 0} for f in range(2)]
+  plan_path = tmp_path / "plan.json"
+  plan_path.write_text(json.dumps(_plan(tmp_path, queue)))
+  seen = []
+  def execute(plan, run, args, deadline, env):       # what main hands each run
+    seen.append(env)
+    return dc.campaign.run_logged(["sh", "-c", "echo $XLA_CLIENT_MEM_FRACTION "
+                                   "$XLA_PYTHON_CLIENT_MEM_FRACTION $XLA_PYTHON_CLIENT_PREALLOCATE"],
+                                  str(tmp_path), str(tmp_path / "env.out"), 0, env) == 0
+  monkeypatch.setattr(dc, "execute", execute)
+  monkeypatch.setenv("OCTSEG_KEPT", "yes")
+  assert dc.main([f"--plan={plan_path}", "--commit=abc", "--duke_dir=data", "--jobs=8",
+                  f"--pack={tmp_path / 'pack'}", f"--state={tmp_path / 'state'}"]) == 0
+  assert len(seen) == 2 and all(env["OCTSEG_KEPT"] == "yes" for env in seen)
+  lines = [l for l in open(tmp_path / "env.out").read().splitlines() if l and l[0] != "["]
+  assert lines == ["0.1125 0.1125 false"] * 2                    # 0.9 of the GPU over 8 jobs
+  assert dc.run_env({}, 3)["XLA_CLIENT_MEM_FRACTION"] == "0.3000"
