@@ -18,9 +18,9 @@ failed (then it and the rest are skipped): a broken install costs only the runs 
 and their logs show why.
 
 At the end, of the plan's `ship` recipes whose seed-0 fold models are on this machine, the one
-with the most such folds, then the best mean layer Dice over them, has those fold models (best
-checkpoint, config.json, split.json, log.csv, provenance.json) packed into
-PACK/members_RECIPE_foldF.tar, for scripts/eval_ensemble.py --package. Back on the CPU machine:
+with the most such folds, then the best mean layer Dice over them, has those fold models packed
+by scripts/eval_ensemble.py --package, each member folder (foldF_seed0: best checkpoint and the
+files a member needs) into PACK/members_RECIPE_foldF_seed0.tar. Back on the CPU machine:
 `tar xzf results.tar.gz`, commit, then `python scripts/campaign_table.py --plan=PLAN`.
 Exit status 1 if runs were due and none finished; 2 for a bad option or plan file.
 """
@@ -37,9 +37,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import campaign  # noqa: E402  (no JAX: the runs are subprocesses)
-
-MEMBER_FILES = ("config.json", "split.json", "log.csv", "provenance.json")
-
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -131,22 +128,29 @@ def seed0_means(plan, args):
 
 
 def pack_members(plan, args) -> None:
-  """The best ship recipe's seed-0 fold models into PACK/members_RECIPE_foldF.tar (each written
-  aside, then renamed)."""
+  """The best ship recipe's seed-0 fold models, packaged by `scripts/eval_ensemble.py
+  --package` (the one place that says which files a member needs) into STATE/ensemble_RECIPE,
+  then each member folder into PACK/members_RECIPE_NAME.tar (written aside, then renamed)."""
   means = seed0_means(plan, args)
   if not means:
     return
   best = max(means, key=lambda n: (means[n][1], means[n][0]))   # most folds, then Dice
   print(f"ship candidates (mean, folds): {means}; packing {best}", flush=True)
-  for run in plan["queue"]:
-    workdir = local_model(args, run)
-    if run["recipe"] != best or run["seed"] != 0 or not workdir or not os.path.exists(
-        os.path.join(campaign.result_dir(plan, run), "run.json")):
-      continue
-    out = os.path.join(args.pack, f"members_{best}_fold{run['fold']}.tar")
+  workdirs = [local_model(args, run) for run in plan["queue"]
+              if run["recipe"] == best and run["seed"] == 0 and local_model(args, run)
+              and os.path.exists(os.path.join(campaign.result_dir(plan, run), "run.json"))]
+  package = os.path.join(args.state, f"ensemble_{best}")
+  for old in (package, package + ".partial"):
+    shutil.rmtree(old, ignore_errors=True)
+  cmd = [sys.executable, os.path.join(campaign.REPO, "scripts", "eval_ensemble.py"),
+         "--package", f"--output={package}"] + workdirs
+  if campaign.run_logged(cmd, campaign.REPO, package + ".out", 0):
+    print(f"packing {best} failed: {package}.out", flush=True)
+    return
+  for name in sorted(os.listdir(os.path.join(package, "members"))):
+    out = os.path.join(args.pack, f"members_{best}_{name}.tar")
     with tarfile.open(out + ".tmp", "w") as tar:
-      for name in MEMBER_FILES + ("best",):
-        tar.add(os.path.join(workdir, name), arcname=f"fold{run['fold']}_seed0/{name}")
+      tar.add(os.path.join(package, "members", name), arcname=name)
     os.replace(out + ".tmp", out)
 
 

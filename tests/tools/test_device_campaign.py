@@ -13,6 +13,7 @@ import types
 from conftest import load_script
 
 dc = load_script("device_campaign")
+ee = load_script("eval_ensemble")
 
 
 def _plan(tmp_path, queue, ship=()):
@@ -31,7 +32,7 @@ def _finish(plan, run, args, dice):
   """What a finished run leaves: its workdir (best checkpoint, member files) and results."""
   workdir = os.path.join(args.state, "runs", dc.campaign.run_id(run))
   os.makedirs(os.path.join(workdir, "best", "7"))
-  for name in dc.MEMBER_FILES:
+  for name in ee.MEMBER_FILES + ("tensorboard", "checkpoints"):    # the last two stay here
     open(os.path.join(workdir, name), "w").write(name)
   with open(workdir + ".out", "w") as f:
     f.write("log of " + dc.campaign.run_id(run))
@@ -111,12 +112,14 @@ def test_results_and_the_ship_recipe_with_most_folds_are_packed(tmp_path):
   assert dc.seed0_means(plan, args)["a"] == (0.81, 3)
   dc.pack_results(plan, args, threading.Lock())
   dc.pack_members(plan, args)
-  assert sorted(os.listdir(args.pack)) == ["logs.tar.gz", "members_a_fold0.tar",
-                                           "members_a_fold1.tar", "members_a_fold2.tar",
-                                           "results.tar.gz"]
-  with tarfile.open(os.path.join(args.pack, "members_a_fold1.tar")) as tar:
+  assert sorted(os.listdir(args.pack)) == ["logs.tar.gz", "members_a_fold0_seed0.tar",
+                                           "members_a_fold1_seed0.tar",
+                                           "members_a_fold2_seed0.tar", "results.tar.gz"]
+  with tarfile.open(os.path.join(args.pack, "members_a_fold1_seed0.tar")) as tar:
     names = set(tar.getnames())
-  assert names == {f"fold1_seed0/{n}" for n in dc.MEMBER_FILES + ("best", "best/7")}
+    assert tar.extractfile("fold1_seed0/split.json").read() == b"split.json"
+  assert names == {"fold1_seed0"} | {f"fold1_seed0/{n}"
+                                     for n in ee.MEMBER_FILES + ("best", "best/7")}
   with tarfile.open(os.path.join(args.pack, "results.tar.gz")) as tar:
     member = tar.extractfile(plan["results_dir"].lstrip("/") + "/b/fold0_seed1/metrics.json")
     assert json.load(member)["topology"]["literature"]["mean_layer_dice"] == 0.99
