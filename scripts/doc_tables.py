@@ -38,6 +38,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ("README.md", "docs/results.md", "docs/performance.md", "pretrained/README.md",
         "docs/results/gpu_h200/pretrained_v1/README.md")
 GPU, CPU = "docs/results/gpu_h200", "docs/results/cpu_2core"
+CAMPAIGN_PLAN = "configs/campaign.json"
+CAMPAIGN_RUNS = "docs/results/campaign"          # CAMPAIGN_PLAN's results_dir: RECIPE/foldF_seedS
+CAMPAIGN = f"{CAMPAIGN_RUNS}/levers.json"        # scripts/campaign_table.py, from the runs
+H200 = "docs/results/campaign_h200/levers.json"  # the same, --plan=configs/campaign_h200.json
+ENSEMBLES = f"{CAMPAIGN_RUNS}/ensembles"         # scripts/eval_ensemble.py on seed pairs
 SD = "population sd over 4 folds"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n?"
                    r"<!-- /generated:(?P=name) -->", re.S)
@@ -947,8 +952,8 @@ def shipped_members(src: Sources) -> List[Dict]:
     out.append({"member": member, "run": run, "split": src.json(f"{folder}/split.json"),
                 "epochs": len(src.log(f"{folder}/log.csv")),
                 "best": max(int(e) for e in os.listdir(src.path(f"{folder}/best"))),
-                "metrics": src.json(f"docs/results/campaign/{run}/metrics.json"),
-                "record": src.json(f"docs/results/campaign/{run}/run.json")})
+                "metrics": src.json(f"{CAMPAIGN_RUNS}/{run}/metrics.json"),
+                "record": src.json(f"{CAMPAIGN_RUNS}/{run}/run.json")})
   return out
 
 
@@ -962,7 +967,7 @@ def seed_ensembles(src: Sources) -> List[Dict]:
       continue
     spec = src.json(f"{ENSEMBLES}/{d}/ensemble.json")
     runs = [os.path.join(*m.split("/")[-2:]) for m in spec["members"]]
-    members = [src.json(f"docs/results/campaign/{r}/metrics.json") for r in runs]
+    members = [src.json(f"{CAMPAIGN_RUNS}/{r}/metrics.json") for r in runs]
     ens = src.json(f"{ENSEMBLES}/{d}/metrics.json")
     single = [m["topology"]["literature"]["mean_layer_dice"] for m in members]
     dice = ens["topology"]["literature"]["mean_layer_dice"]
@@ -982,7 +987,7 @@ def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], Li
     return [e["gain"] for e in own], [recipe]
   from octseg_jax.serving.workdir import load_config   # fills the defaults of older configs
   def model(run):
-    return load_config(src.path(f"docs/results/campaign/{run}")).model.to_dict()
+    return load_config(src.path(f"{CAMPAIGN_RUNS}/{run}")).model.to_dict()
   same = [e for e in ensembles if model(e["runs"][0]) == model(f"{recipe}/fold0_seed0")]
   return [e["gain"] for e in same], sorted({e["runs"][0].split("/")[0] for e in same})
 
@@ -1022,10 +1027,10 @@ LOSSES = {"hybrid": "hybrid loss CE + {dice_weight:g} (1 - Dice)",
 
 
 def pretrained_recipe(src: Sources) -> str:
-  """The members' recipe: its campaign name, config file and options (configs/campaign.json),
+  """The members' recipe: its campaign name, config file and options (CAMPAIGN_PLAN),
   and what the members' own config.json says they are."""
   n = shipped_numbers(src)
-  recipe = src.json("configs/campaign.json")["recipes"][n["recipe"]]
+  recipe = src.json(CAMPAIGN_PLAN)["recipes"][n["recipe"]]
   args = src.json(CAMPAIGN)["recipes"][n["recipe"]]["override_args"]
   c = src.json(f"pretrained/{n['members'][0]['member']}/config.json")
   model, loss, train = c["model"], c["loss"], c["train"]
@@ -1132,8 +1137,6 @@ def pretrained_cost(src: Sources) -> str:
           f"{size:,} bytes in {len(files)} files ({size / 1e6:.2f} MB).")
 
 
-CAMPAIGN = "docs/results/campaign/levers.json"     # scripts/campaign_table.py, from the runs
-H200 = "docs/results/campaign_h200/levers.json"    # the same, --plan=configs/campaign_h200.json
 
 
 def results_campaign_levers(src: Sources) -> str:
@@ -1298,9 +1301,6 @@ def results_campaign_fluid(src: Sources) -> str:
   return (table(["recipe", "run", "fluid Dice (split, global)", "mean layer Dice"], rows) +
           "\n\nFluid Dice averaged over the seeds of each fold, per recipe: " +
           "; ".join(lines) + ".")
-
-
-ENSEMBLES = "docs/results/campaign/ensembles"   # scripts/eval_ensemble.py on seed pairs
 
 
 def results_campaign_ensembles(src: Sources) -> str:

@@ -205,3 +205,9 @@ def test_unknown_block_name_fails():
   with pytest.raises(KeyError, match="nonexistent"):
     doc_tables.render("<!-- generated:nonexistent -->\nx\n<!-- /generated:nonexistent -->",
                       doc_tables.Sources(ROOT))
+
+
+def test_the_campaign_runs_folder_is_the_plans_results_dir():
+  plan = json.load(open(os.path.join(ROOT, doc_tables.CAMPAIGN_PLAN)))
+  assert plan["results_dir"] == doc_tables.CAMPAIGN_RUNS
+  assert doc_tables.CAMPAIGN.startswith(doc_tables.CAMPAIGN_RUNS + "/")
