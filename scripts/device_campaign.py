@@ -7,7 +7,7 @@ For the project's lent GPU machine, which runs a copy of the working tree (no gi
 few minutes: every run of the plan's queue trains and is scored exactly as the CPU runner does
 it (campaign.commands: `main.py --mode=train`, then `--mode=eval` at native resolution,
 literature protocol), `--jobs` at a time in queue order, without worktrees or nice, each
-run's JAX allowed 0.9 / jobs of the GPU's memory (run_env). A finished
+run's JAX on --platform only, with 0.9 / jobs of the GPU's memory (run_env). A finished
 run's raw outputs go to the plan's results_dir with its run.json (campaign.run_record, with
 --commit as its commit), and the whole results_dir is packed again into PACK/results.tar.gz after
 each run (and every run's output into PACK/logs.tar.gz), so that what finished comes back even
@@ -21,7 +21,9 @@ At the end, of the plan's `ship` recipes whose seed-0 fold models are on this ma
 with the most such folds, then the best mean layer Dice over them, has those fold models packed
 by scripts/eval_ensemble.py --package, each member folder (foldF_seed0: best checkpoint and the
 files a member needs) into PACK/members_RECIPE_foldF_seed0.tar. Back on the CPU machine:
-`tar xzf results.tar.gz`, commit, then `python scripts/campaign_table.py --plan=PLAN`.
+`tar xzf results.tar.gz`, commit, then `python scripts/campaign_table.py --plan=PLAN`; the
+member tars unpack into DIR/foldF_seed0, for `eval_ensemble.py --package --output=NEW
+DIR/fold*_seed0`. --platform=cpu tries the driver on a machine without GPU.
 Exit status 1 if runs were due and none finished; 2 for a bad option or plan file.
 """
 
@@ -38,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import campaign  # noqa: E402  (no JAX: the runs are subprocesses)
 
+
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--plan", required=True)
@@ -48,19 +51,25 @@ def parse_args(argv):
   p.add_argument("--min_run_minutes", type=float, default=2.0)
   p.add_argument("--pack", required=True, help="folder for results.tar.gz and member tars")
   p.add_argument("--state", default="/tmp/device_campaign")
+  p.add_argument("--platform", default="cuda", choices=("cuda", "cpu"),
+                 help="JAX_PLATFORMS of the runs: a run that cannot start CUDA fails at once "
+                      "instead of training on the CPU (cpu: a trial on a machine without GPU)")
   args = p.parse_args(argv)
+  args.state = os.path.abspath(args.state)
   if args.jobs < 1 or args.minutes <= 0 or args.min_run_minutes < 0:
     p.error("--jobs must be at least 1, --minutes above 0 and --min_run_minutes not negative")
   return args
 
 
-def run_env(environ, jobs: int):
-  """The runs' environment: each JAX process allocates GPU memory as it needs it, up to its
-  share, 0.9 / jobs of the GPU (without a cap, the first runs to grow took the memory and the
-  runs beside them failed in their first epoch: the second H200 lease, docs/results.md 8)."""
-  share = f"{0.9 / jobs:.4f}"
-  return dict(environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", XLA_CLIENT_MEM_FRACTION=share,
-              XLA_PYTHON_CLIENT_MEM_FRACTION=share, PYTHONUNBUFFERED="1")
+def run_env(environ, jobs: int, platform: str = "cuda"):
+  """The runs' environment: JAX on `platform` only, allocating GPU memory as it needs it up to
+  its share, 0.9 / jobs of the GPU (with JAX's default limit of 75% each, the first runs to grow
+  took the memory and runs beside them failed in their first epoch: the second H200 lease,
+  docs/results.md section 8). Only XLA_CLIENT_MEM_FRACTION: jaxlib refuses to start its GPU
+  plugin when the deprecated XLA_PYTHON_CLIENT_MEM_FRACTION is also set."""
+  env = {k: v for k, v in environ.items() if k != "XLA_PYTHON_CLIENT_MEM_FRACTION"}
+  return dict(env, JAX_PLATFORMS=platform, XLA_PYTHON_CLIENT_PREALLOCATE="false",
+              XLA_CLIENT_MEM_FRACTION=f"{0.9 / jobs:.4f}", PYTHONUNBUFFERED="1")
 
 
 def run_workdir(args, run) -> str:
@@ -111,47 +120,53 @@ def local_model(args, run) -> str:
   return workdir if os.path.isdir(os.path.join(workdir, "best")) else ""
 
 
+def local_seed0_runs(plan, args, recipe: str):
+  """The recipe's finished seed-0 runs (run.json written) whose fold models are on this machine
+  (results from an earlier lease have none)."""
+  return [run for run in plan["queue"] if run["recipe"] == recipe and run["seed"] == 0
+          and os.path.exists(os.path.join(campaign.result_dir(plan, run), "run.json"))
+          and local_model(args, run)]
+
+
 def seed0_means(plan, args):
-  """{recipe: (mean layer Dice, count)} of the finished seed-0 runs of the plan's ship recipes
-  whose fold models are on this machine (results from an earlier lease have none)."""
+  """{recipe: (mean layer Dice, count)} over local_seed0_runs of each of the plan's ship
+  recipes that has any."""
   means = {}
   for name in plan.get("ship", []):
-    dice = []
-    for run in plan["queue"]:
-      path = os.path.join(campaign.result_dir(plan, run), "metrics.json")
-      if (run["recipe"] == name and run["seed"] == 0 and os.path.exists(path)
-          and local_model(args, run)):
-        dice.append(campaign.read_json(path)["topology"]["literature"]["mean_layer_dice"])
+    dice = [campaign.read_json(os.path.join(campaign.result_dir(plan, run), "metrics.json"))
+            ["topology"]["literature"]["mean_layer_dice"]
+            for run in local_seed0_runs(plan, args, name)]
     if dice:
       means[name] = (sum(dice) / len(dice), len(dice))
   return means
 
 
 def pack_members(plan, args) -> None:
-  """The best ship recipe's seed-0 fold models, packaged by `scripts/eval_ensemble.py
-  --package` (the one place that says which files a member needs) into STATE/ensemble_RECIPE,
-  then each member folder into PACK/members_RECIPE_NAME.tar (written aside, then renamed)."""
+  """The best ship recipe's local_seed0_runs, packaged by `scripts/eval_ensemble.py --package`
+  (the one place that says which files a member needs; its output in PACK/package_RECIPE.out)
+  into STATE/ensemble_RECIPE, then each member folder into PACK/members_RECIPE_NAME.tar
+  (written aside, then renamed)."""
   means = seed0_means(plan, args)
   if not means:
     return
   best = max(means, key=lambda n: (means[n][1], means[n][0]))   # most folds, then Dice
   print(f"ship candidates (mean, folds): {means}; packing {best}", flush=True)
-  workdirs = [local_model(args, run) for run in plan["queue"]
-              if run["recipe"] == best and run["seed"] == 0 and local_model(args, run)
-              and os.path.exists(os.path.join(campaign.result_dir(plan, run), "run.json"))]
   package = os.path.join(args.state, f"ensemble_{best}")
-  for old in (package, package + ".partial"):
+  for old in (package, package + ".partial"):                    # an earlier call's
     shutil.rmtree(old, ignore_errors=True)
   cmd = [sys.executable, os.path.join(campaign.REPO, "scripts", "eval_ensemble.py"),
-         "--package", f"--output={package}"] + workdirs
-  if campaign.run_logged(cmd, campaign.REPO, package + ".out", 0):
-    print(f"packing {best} failed: {package}.out", flush=True)
+         "--package", f"--output={package}"] + [
+             local_model(args, run) for run in local_seed0_runs(plan, args, best)]
+  log = os.path.join(args.pack, f"package_{best}.out")
+  if campaign.run_logged(cmd, campaign.REPO, log, 0):
+    print(f"packing {best} failed: see package_{best}.out", flush=True)
     return
   for name in sorted(os.listdir(os.path.join(package, "members"))):
     out = os.path.join(args.pack, f"members_{best}_{name}.tar")
     with tarfile.open(out + ".tmp", "w") as tar:
       tar.add(os.path.join(package, "members", name), arcname=name)
     os.replace(out + ".tmp", out)
+  shutil.rmtree(package)
 
 
 def may_start(clock, started, outcomes) -> bool:
@@ -189,7 +204,7 @@ def main(argv=None) -> int:
   start = time.time()
   clock = {"deadline": start + 60 * args.minutes,
            "last_start": start + 60 * (args.minutes - args.min_run_minutes)}
-  env = run_env(os.environ, args.jobs)
+  env = run_env(os.environ, args.jobs, args.platform)
   todo = [r for r in plan["queue"] if not os.path.exists(
       os.path.join(campaign.result_dir(plan, r), "run.json"))]
   state, pack_lock = {"started": [], "outcomes": {}}, threading.Lock()

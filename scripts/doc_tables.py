@@ -41,7 +41,9 @@ GPU, CPU = "docs/results/gpu_h200", "docs/results/cpu_2core"
 CAMPAIGN_PLAN = "configs/campaign.json"
 CAMPAIGN_RUNS = "docs/results/campaign"          # CAMPAIGN_PLAN's results_dir: RECIPE/foldF_seedS
 CAMPAIGN = f"{CAMPAIGN_RUNS}/levers.json"        # scripts/campaign_table.py, from the runs
-H200 = "docs/results/campaign_h200/levers.json"  # the same, --plan=configs/campaign_h200.json
+H200_PLAN = "configs/campaign_h200.json"
+H200_RUNS = "docs/results/campaign_h200"         # H200_PLAN's results_dir
+H200 = f"{H200_RUNS}/levers.json"                # the same, --plan=H200_PLAN
 ENSEMBLES = f"{CAMPAIGN_RUNS}/ensembles"         # scripts/eval_ensemble.py on seed pairs
 SD = "population sd over 4 folds"
 BLOCK = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n?"
@@ -1137,15 +1139,13 @@ def pretrained_cost(src: Sources) -> str:
           f"{size:,} bytes in {len(files)} files ({size / 1e6:.2f} MB).")
 
 
-
-
 def results_campaign_levers(src: Sources) -> str:
-  """The CPU lever screen (configs/campaign.json)."""
+  """The CPU lever screen (CAMPAIGN_PLAN)."""
   return lever_block(src.json(CAMPAIGN))
 
 
 def results_h200_levers(src: Sources) -> str:
-  """The H200 screen (configs/campaign_h200.json), and how its base agrees with the CPU base."""
+  """The H200 screen (H200_PLAN), and how its base agrees with the CPU base."""
   return lever_block(src.json(H200)) + " " + device_agreement(src) + " " + h200_ship_text(src)
 
 

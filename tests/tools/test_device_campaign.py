@@ -10,6 +10,8 @@ import threading
 import time
 import types
 
+import pytest
+
 from conftest import load_script
 
 dc = load_script("device_campaign")
@@ -114,7 +116,8 @@ def test_results_and_the_ship_recipe_with_most_folds_are_packed(tmp_path):
   dc.pack_members(plan, args)
   assert sorted(os.listdir(args.pack)) == ["logs.tar.gz", "members_a_fold0_seed0.tar",
                                            "members_a_fold1_seed0.tar",
-                                           "members_a_fold2_seed0.tar", "results.tar.gz"]
+                                           "members_a_fold2_seed0.tar", "package_a.out",
+                                           "results.tar.gz"]
   with tarfile.open(os.path.join(args.pack, "members_a_fold1_seed0.tar")) as tar:
     names = set(tar.getnames())
     assert tar.extractfile("fold1_seed0/split.json").read() == b"split.json"
@@ -140,16 +143,53 @@ def test_each_run_may_grow_to_its_share_of_the_gpu_memory_and_no_more(tmp_path, 
   plan_path = tmp_path / "plan.json"
   plan_path.write_text(json.dumps(_plan(tmp_path, queue)))
   seen = []
-  def execute(plan, run, args, deadline, env):       # what main hands each run
+  def execute(plan, run, args, deadline, env):       # what main hands each run's commands
     seen.append(env)
-    return dc.campaign.run_logged(["sh", "-c", "echo $XLA_CLIENT_MEM_FRACTION "
-                                   "$XLA_PYTHON_CLIENT_MEM_FRACTION $XLA_PYTHON_CLIENT_PREALLOCATE"],
+    return dc.campaign.run_logged(["sh", "-c", "echo $JAX_PLATFORMS $XLA_CLIENT_MEM_FRACTION "
+                                   "$XLA_PYTHON_CLIENT_PREALLOCATE "
+                                   "${XLA_PYTHON_CLIENT_MEM_FRACTION:-unset}"],
                                   str(tmp_path), str(tmp_path / "env.out"), 0, env) == 0
   monkeypatch.setattr(dc, "execute", execute)
   monkeypatch.setenv("OCTSEG_KEPT", "yes")
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")   # deprecated: would clash
   assert dc.main([f"--plan={plan_path}", "--commit=abc", "--duke_dir=data", "--jobs=8",
                   f"--pack={tmp_path / 'pack'}", f"--state={tmp_path / 'state'}"]) == 0
   assert len(seen) == 2 and all(env["OCTSEG_KEPT"] == "yes" for env in seen)
   lines = [l for l in open(tmp_path / "env.out").read().splitlines() if l and l[0] != "["]
-  assert lines == ["0.1125 0.1125 false"] * 2                    # 0.9 of the GPU over 8 jobs
-  assert dc.run_env({}, 3)["XLA_CLIENT_MEM_FRACTION"] == "0.3000"
+  assert lines == ["cuda 0.1125 false unset"] * 2                # 0.9 of the GPU over 8 jobs
+
+
+def test_jaxlib_reads_the_runs_memory_share_as_its_gpu_options(monkeypatch):
+  from jaxlib import xla_client                 # what the CUDA plugin calls when it starts
+  env = dc.run_env({"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5", "PATH": "/bin"}, 3)
+  for k in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+            "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_ALLOCATOR"):
+    monkeypatch.delenv(k, raising=False)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  options = xla_client.generate_pjrt_gpu_plugin_options()
+  assert options["memory_fraction"] == 0.3 and options["preallocate"] is False
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")    # both set: jaxlib refuses
+  with pytest.raises(ValueError):
+    xla_client.generate_pjrt_gpu_plugin_options()
+
+
+def test_packing_clears_an_earlier_calls_folders_and_a_failure_packs_nothing(tmp_path,
+                                                                            monkeypatch):
+  queue = [{"recipe": "a", "fold": f, "seed": 0} for f in range(2)]
+  plan, args = _plan(tmp_path, queue, ship=["a"]), _args(tmp_path)
+  for run in queue:
+    _finish(plan, run, args, 0.8)
+  for old in ("ensemble_a/members/stale", "ensemble_a.partial"):  # left by an earlier call
+    os.makedirs(os.path.join(args.state, old))
+  dc.pack_members(plan, args)
+  assert sorted(f for f in os.listdir(args.pack) if f.endswith(".tar")) == [
+      "members_a_fold0_seed0.tar", "members_a_fold1_seed0.tar"]
+  assert sorted(os.listdir(args.state)) == ["runs"]          # the package folder is removed
+  for f in os.listdir(args.pack):
+    os.remove(os.path.join(args.pack, f))
+  monkeypatch.setattr(dc.campaign, "run_logged", lambda cmd, cwd, log, *a: open(log, "w").write(
+      "error: boom\n") and 2)
+  dc.pack_members(plan, args)
+  assert os.listdir(args.pack) == ["package_a.out"]          # why, and no member tar
+  assert open(os.path.join(args.pack, "package_a.out")).read() == "error: boom\n"

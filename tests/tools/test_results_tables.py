@@ -207,7 +207,7 @@ def test_unknown_block_name_fails():
                       doc_tables.Sources(ROOT))
 
 
-def test_the_campaign_runs_folder_is_the_plans_results_dir():
-  plan = json.load(open(os.path.join(ROOT, doc_tables.CAMPAIGN_PLAN)))
-  assert plan["results_dir"] == doc_tables.CAMPAIGN_RUNS
-  assert doc_tables.CAMPAIGN.startswith(doc_tables.CAMPAIGN_RUNS + "/")
+def test_the_campaign_runs_folders_are_the_plans_results_dirs():
+  for plan, runs in ((doc_tables.CAMPAIGN_PLAN, doc_tables.CAMPAIGN_RUNS),
+                     (doc_tables.H200_PLAN, doc_tables.H200_RUNS)):
+    assert json.load(open(os.path.join(ROOT, plan)))["results_dir"] == runs
