@@ -95,10 +95,17 @@ def test_numbers_that_left_the_prose_are_read_from_their_files():
   cache = raw(f"{CPU}/compile_cache.json")
   glibc = raw(f"{CPU}/allocator/compare_paper_unpool_b4_glibc_keep_freed.json")
   stats = raw(f"{CPU}/explain_pretrained/cam_stats.json")["summary"]["dec0_conv1"]
+  fourfold = [(sum(r["runs_detail"][f"fold{f}_seed0"]["mean_layer_dice"] for f in range(4)) / 4,
+               name, levers) for levers in ("campaign", "campaign_h200")
+              for name, r in raw(f"docs/results/{levers}/levers.json")["recipes"].items()
+              if all(f"fold{f}_seed0" in r["runs_detail"] for f in range(4))]
+  best = max(fourfold)
+  machine = {"campaign": "this 2-core CPU", "campaign_h200": "the H200"}[best[2]]
   expected = [
       ("README.md", "readme_results",
        f"trained in {results['paper_protocol']['random_split']['train_s']:.0f} s"),
-      ("README.md", "readme_results", f"differ by {gap:.3f} mean layer Dice"),
+      ("README.md", "readme_results", f"over its 4 seed-0 fold models is `{best[1]}` on "
+       f"{machine}: mean layer Dice **{best[0]:.3f}**"),
       ("docs/results.md", "results_seed_noise", f"moved the mean layer Dice by {gap:.3f}"),
       ("docs/results.md", "results_cpu_reading", f"seed 1 scores {gap:.4f} below seed 0"),
       ("docs/results.md", "results_cam_pretrained_summary",
