@@ -45,12 +45,16 @@ def xla_flags() -> Dict[str, Any]:
 
 
 def device_description(device=None) -> Dict[str, Any]:
-  """The device a result ran on (default: JAX's first device) and how many there were."""
+  """The device a result ran on (default: JAX's first device), how many there were, and the
+  most memory this process had in use on it so far (None where the backend keeps no count, as
+  on the CPU): to size the memory share of runs that share a GPU (scripts/device_campaign.py)."""
   try:
     import jax
     device = device if device is not None else jax.devices()[0]
+    stats = device.memory_stats() or {}
     return {"platform": device.platform, "device_kind": device.device_kind,
-            "device_count": jax.device_count(), "cpu_count": os.cpu_count()}
+            "device_count": jax.device_count(), "cpu_count": os.cpu_count(),
+            "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
   except Exception as e:  # Provenance must never stop a run from finishing.
     return {"error": f"{type(e).__name__}: {e}", "cpu_count": os.cpu_count()}
 

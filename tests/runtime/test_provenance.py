@@ -14,8 +14,20 @@ def test_collect_records_versions_flags_device_and_commit():
   assert record["xla"]["XLA_FLAGS"] == os.environ.get("XLA_FLAGS", "")
   assert record["device"]["platform"] == jax.devices()[0].platform
   assert record["device"]["device_count"] == jax.device_count()
+  stats = jax.devices()[0].memory_stats()
+  assert record["device"]["peak_bytes_in_use"] == (stats or {}).get("peak_bytes_in_use")
   if os.path.exists(os.path.join(ROOT, ".git")):
     assert len(record["git"]["commit"]) == 40
+
+
+def test_the_device_record_carries_the_peak_memory_where_the_backend_counts_it():
+  class Device:                      # a GPU-like device: jax's memory_stats() keys
+    platform, device_kind = "gpu", "NVIDIA H200"
+    def memory_stats(self):
+      return {"bytes_in_use": 5, "peak_bytes_in_use": 7 * 2**30}
+  assert provenance.device_description(Device())["peak_bytes_in_use"] == 7 * 2**30
+  Device.memory_stats = lambda self: None                       # the CPU backend's answer
+  assert provenance.device_description(Device())["peak_bytes_in_use"] is None
 
 
 def test_git_commit_is_none_outside_a_checkout(tmp_path):
