@@ -1169,6 +1169,10 @@ def results_h200_layers(src: Sources) -> str:
   return results_campaign_layers(src, H200)
 
 
+def results_h200_boundaries(src: Sources) -> str:
+  return results_campaign_boundaries(src, H200)
+
+
 def device_agreement(src: Sources) -> str:
   """The same recipe (the base) on the two machines, run for run on the same fold and seed."""
   gpu = src.json(H200)["recipes"]["base"]["runs_detail"]
@@ -1280,7 +1284,7 @@ def results_campaign_layers(src: Sources, levers: str = CAMPAIGN) -> str:
   return table(["recipe", "runs"] + list(LAYER_NAMES[1:]), rows)
 
 
-def results_campaign_boundaries(src: Sources) -> str:
+def results_campaign_boundaries(src: Sources, levers: str = CAMPAIGN) -> str:
   """Per-boundary error of each screened recipe, averaged over its runs: MAE (signed bias)."""
   def row(label, runs, prefix):
     mae = np.mean([run[f"{prefix}_mae_um_each"] for run in runs], axis=0)
@@ -1288,7 +1292,7 @@ def results_campaign_boundaries(src: Sources) -> str:
     return [label, str(len(runs))] + [f"{m:.2f} ({b:+.2f})" for m, b in zip(mae, bias)]
 
   rows = []
-  for name, runs in screened_runs(src):
+  for name, runs in screened_runs(src, levers):
     rows.append(row(name, runs, "boundary"))
     head = [run for run in runs if "boundary_head_mae_um_each" in run]
     if head:
@@ -1474,6 +1478,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_h200_levers, results_h200_layers,
+        results_h200_boundaries,
         results_cam_heldout, results_cam_default, results_cam_shipped, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
