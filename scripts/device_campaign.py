@@ -156,7 +156,7 @@ def pack_members(plan, args) -> None:
     shutil.rmtree(old, ignore_errors=True)
   cmd = [sys.executable, os.path.join(campaign.REPO, "scripts", "eval_ensemble.py"),
          "--package", f"--output={package}"] + [
-             local_model(args, run) for run in local_seed0_runs(plan, args, best)]
+             run_workdir(args, run) for run in local_seed0_runs(plan, args, best)]
   log = os.path.join(args.pack, f"package_{best}.out")
   if campaign.run_logged(cmd, campaign.REPO, log, 0):
     print(f"packing {best} failed: see package_{best}.out", flush=True)

@@ -610,24 +610,31 @@ def readme_results(src: Sources) -> str:
       campaign_headline(src)])
 
 
+def seed0_fold_runs(t: Dict) -> Dict[str, List[Dict]]:
+  """{recipe: the numbers of its 4 seed-0 fold runs} of a lever table's recipes that have all 4."""
+  out = {}
+  for name, r in t["recipes"].items():
+    runs = [r["runs_detail"].get(f"fold{f}_seed0") for f in range(4)]
+    if all(runs):
+      out[name] = runs
+  return out
+
+
 def campaign_headline(src: Sources) -> str:
   """The README's line on the accuracy campaign: the best recipe over its 4 seed-0 fold models
   (either screen), its thin layers and boundary error, and the levers adopted."""
-  best, machines = None, {CAMPAIGN: "this 2-core CPU", H200: "the H200"}
-  for levers, machine in machines.items():
-    for name, r in src.json(levers)["recipes"].items():
-      runs = [r["runs_detail"].get(f"fold{f}_seed0") for f in range(4)]
-      if all(runs) and (best is None or np.mean([x["mean_layer_dice"] for x in runs]) >
-                        np.mean([x["mean_layer_dice"] for x in best[2]])):
-        best = (name, machine, runs)
-  name, machine, runs = best
+  machines = {CAMPAIGN: "this 2-core CPU", H200: "the H200"}
+  dice, name, machine, runs = max(
+      ((np.mean([x["mean_layer_dice"] for x in runs]), name, machine, runs)
+       for levers, machine in machines.items()
+       for name, runs in seed0_fold_runs(src.json(levers)).items()), key=lambda c: c[0])
   layer = {k: np.mean([x["layer_dice"][LAYER_NAMES.index(k) - 1] for x in runs])
            for k in ("INL", "OPL")}
   adopted = [f"`{n}` on {machine} ({r['mean_gain']:+.4f})" for levers, machine in machines.items()
              for n, r in src.json(levers)["recipes"].items() if r["adopted"]]
   return (f"* Accuracy campaign (4-fold cross-validation as above, order fix on; docs/results.md "
           f"sections 7-8): the best recipe so far over its 4 seed-0 fold models is `{name}` on "
-          f"{machine}: mean layer Dice **{np.mean([x['mean_layer_dice'] for x in runs]):.3f}**, "
+          f"{machine}: mean layer Dice **{dice:.3f}**, "
           f"INL {layer['INL']:.3f}, OPL {layer['OPL']:.3f}, boundary error "
           f"{np.mean([x['boundary_mae_um'] for x in runs]):.1f} um. Levers adopted (paired gain "
           f"over the base above the seed noise): {', '.join(adopted) or 'none'}.")
@@ -1191,17 +1198,16 @@ def h200_ship_text(src: Sources) -> str:
   """Whether the best H200 recipe's fold models would replace pretrained/: its seed-0 4-fold mean
   against the shipped members' on the same folds, and the issue's cost rule (at most 2x the
   previous shipped model's GFLOP unless the gain over the cheaper choice exceeds 0.01)."""
-  recipes = src.json(H200)["recipes"]
-  full = {name: [r["runs_detail"][f"fold{f}_seed0"]["mean_layer_dice"] for f in range(4)]
-          for name, r in recipes.items() if name != "base"
-          and all(f"fold{f}_seed0" in r["runs_detail"] for f in range(4))}
+  t = src.json(H200)
+  full = {name: [x["mean_layer_dice"] for x in runs]
+          for name, runs in seed0_fold_runs(t).items() if name != "base"}
   if not full:
     return ""
   best = max(full, key=lambda name: np.mean(full[name]))
   n, (shipped_gflop_now, _, _, previous) = shipped_numbers(src), shipped_gflop(src)
   gain = float(np.mean(full[best]) - np.mean(n["dice"]))
   views = 2 if n["spec"]["flip"] else 1
-  cost = views * len(n["members"]) * recipes[best]["gflop_per_bscan"]
+  cost = views * len(n["members"]) * t["recipes"][best]["gflop_per_bscan"]
   ships = gain > 0 and (cost <= 2 * previous or gain > 0.01)
   return (f"The best of them, {best}, scores {np.mean(full[best]):.4f} over its 4 seed-0 fold "
           f"models, {gain:+.4f} against the shipped members' {np.mean(n['dice']):.4f} on the same "
