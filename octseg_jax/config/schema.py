@@ -51,8 +51,11 @@ FIELDS: Dict[str, Field] = {
     # data: where scans come from and how they become network inputs
     "data.source": F("synthetic", v.one_of(SOURCES), "'synthetic' (built-in phantom), 'duke' "
                      "(.npz/.mat in data.duke_dir) or 'folder' (images/*.png + masks/*.png)"),
-    "data.duke_dir": F("../shared/data/duke_dme_chiu2015", v.text, resumable=True),
-    "data.folder_dir": F("", v.text, resumable=True),
+    # Where the data lives, not what the model is: resume and eval may point elsewhere (eval
+    # still finds the workdir's validation scans by name, split.json).
+    "data.duke_dir": F("../shared/data/duke_dme_chiu2015", v.text, resumable=True,
+                       inference=True),
+    "data.folder_dir": F("", v.text, resumable=True, inference=True),
     "data.subjects": F((), v.int_tuple(0, 10_000, 0), "Duke subjects to load; () = all"),
     "data.grader": F(1, v.one_of((1, 2)), "for original Subject_XX.mat files"),
     "data.synthetic.num_scans": F(64, v.int_at_least(2)),

@@ -35,19 +35,22 @@ def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
 
 
 def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: float,
-          progress=None) -> Dict:
+          progress=None, fluid=None) -> Dict:
   """Both metric protocols and boundary/thickness errors for raw argmax and topology-fixed
   predictions. probs: float [H, W, K] per scan (sizes may differ); masks: uint8 [H, W].
-  progress: optional Progress, updated once per scan."""
+  progress: optional Progress, updated once per scan. fluid: the grader's fluid masks [H, W]
+  per scan, or None: with them, the topology-fixed scores also split by fluid_columns."""
   cm_raw = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
   cm_fix = np.zeros_like(cm_raw)
   soft = 0.0
   fixed_cols = total_cols = 0
   bounds = {"true": [], "argmax": [], "topology": [], "subpixel": []}
   per_subject: Dict[int, np.ndarray] = {}
+  fixed_labels = []
   for p, m, subj in zip(probs, masks, subjects):
     pred = np.argmax(p, axis=-1).astype(np.uint8)
     fixed, changed = geom.ordered_labels(p)
+    fixed_labels.append(fixed)
     fixed_cols += int(changed.sum())
     total_cols += changed.size
     cm = np.asarray(metrics.confusion_matrix(m, pred, NUM_CLASSES), np.int64)
@@ -71,6 +74,8 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   fix["geometry"] = _geometry_errors(cat["topology"], cat["true"], pixel_um)
   fix["columns_fixed"] = fixed_cols
   fix["columns_total"] = total_cols
+  if fluid is not None:
+    fix["by_fluid_columns"] = score_fluid_columns(fixed_labels, masks, fluid, pixel_um)
   return {
       "scans": len(probs),
       "resolution": "native (each scan's own size; recipe undone)",
@@ -81,6 +86,32 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
           s: metrics.summarise(cm)["literature"]["mean_layer_dice"]
           for s, cm in sorted(per_subject.items())},
   }
+
+
+def fluid_columns(fluid: np.ndarray) -> np.ndarray:
+  """The columns [W] of a fluid mask [H, W] with at least one pixel of grader-marked fluid."""
+  return (np.asarray(fluid) > 0).any(axis=-2)
+
+
+def score_fluid_columns(labels, masks, fluid, pixel_um: float) -> Dict:
+  """Layer Dice (literature protocol) and boundary error of label maps [H, W] per scan, scored
+  apart in the columns with grader-marked fluid and in those without (fluid_columns): in DME,
+  where the layers' error lives. A group with no column has NaN scores and 0 columns."""
+  out = {}
+  for group, wet in (("without_fluid", False), ("with_fluid", True)):
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    pred, true = [], []
+    for lab, m, f in zip(labels, masks, fluid):
+      cols = fluid_columns(f) == wet
+      cm += np.asarray(metrics.confusion_matrix(m[:, cols], lab[:, cols], NUM_CLASSES), np.int64)
+      pred.append(geom.boundaries_from_labels(lab[:, cols]))
+      true.append(geom.boundaries_from_labels(m[:, cols]))
+    summary = metrics.summarise(cm)
+    out[group] = {"columns": int(sum(p.shape[-1] for p in pred)), "pixels": summary["pixels"],
+                  "literature": summary["literature"],
+                  "geometry": _geometry_errors(np.concatenate(pred, axis=-1),
+                                               np.concatenate(true, axis=-1), pixel_um)}
+  return out
 
 
 def score_fluid(fluid_probs, fluid_true, masks, subjects) -> Dict:
@@ -211,7 +242,8 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
   probs = [o["probs"] for o in outputs]
   pixel_um = float(trained.config.data.pixel_um)
   with Progress(len(probs), "eval: score", unit="scan") as bar:
-    result = score(probs, masks, subjects, pixel_um, bar)
+    result = score(probs, masks, subjects, pixel_um, bar,
+                   fluid if all(f is not None for f in fluid) else None)
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
   result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um)
   if trained.head_names:

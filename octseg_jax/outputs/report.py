@@ -50,7 +50,21 @@ def console_summary(result: Dict) -> str:
     g, h = raw["geometry"], fix["geometry"]
     lines.append(f"{name:10s}  {fmt(g['mae_um'][k], 2):>12s}  {fmt(g['signed_um'][k], 2):>9s}  "
                  f"{fmt(h['mae_um'][k], 2):>18s}  {fmt(h['signed_um'][k], 2):>9s}")
-  return "\n".join(lines + heads_summary(result.get("heads", {})))
+  return "\n".join(lines + fluid_columns_summary(fix.get("by_fluid_columns"))
+                   + heads_summary(result.get("heads", {})))
+
+
+def fluid_columns_summary(split) -> list:
+  """eval's console line of the fluid-column split: mean layer Dice and mean boundary MAE
+  (order fix) with and without fluid; [] without a fluid annotation."""
+  if not split:
+    return []
+  dry, wet = split["without_fluid"], split["with_fluid"]
+  def text(g):
+    mae = float(nanmean(np.asarray(g["geometry"]["mae_um"], np.float64)))
+    return (f"{g['columns']} columns: mean layer Dice {fmt(g['literature']['mean_layer_dice'])}, "
+            f"boundary MAE {fmt(mae, 2)} um")
+  return [f"with fluid {text(wet)}; without {text(dry)} (order fix)"]
 
 
 def heads_summary(heads: Dict) -> list:
@@ -153,8 +167,30 @@ def metrics_markdown(result: Dict) -> str:
       "*literature* = Dice per layer (background excluded, NaN if a class is absent from truth "
       "and prediction) from hard predictions, accumulated over all scans. Pixels labelled 255 "
       "never count.", ""]
-  return "\n".join(lines + heads_markdown(result.get("heads", {}))
+  return "\n".join(lines + fluid_columns_markdown(fix.get("by_fluid_columns"))
+                   + heads_markdown(result.get("heads", {}))
                    + calibration_markdown(result.get("calibration")))
+
+
+def fluid_columns_markdown(split) -> list:
+  """The topology-fixed layer Dice and boundary error in the columns with grader-marked fluid
+  and in those without, side by side; [] when the scans carry no fluid annotation."""
+  if not split:
+    return []
+  dry, wet = split["without_fluid"], split["with_fluid"]
+  dice = [[LAYER_NAMES[k + 1], fmt(dry["literature"]["layer_dice"][k]),
+           fmt(wet["literature"]["layer_dice"][k])] for k in range(7)]
+  dice.append(["mean", fmt(dry["literature"]["mean_layer_dice"]),
+               fmt(wet["literature"]["mean_layer_dice"])])
+  bounds = [[name] + [fmt(g["geometry"][key][b], 2) for g in (dry, wet)
+                      for key in ("mae_um", "signed_um")]
+            for b, name in enumerate(BOUNDARY_NAMES)]
+  return ["## Columns with and without fluid (topology-fixed labels)", "",
+          f"A column counts as 'with fluid' when the grader marked fluid in at least one of its "
+          f"pixels: {dry['columns']} columns without, {wet['columns']} with.", "",
+          table(["layer", "Dice without fluid", "Dice with fluid"], dice), "",
+          table(["boundary", "MAE without (um)", "signed without (um)", "MAE with (um)",
+                 "signed with (um)"], bounds), ""]
 
 
 def calibration_markdown(cal) -> list:

@@ -285,6 +285,34 @@ def test_workdir_config_missing_fields_take_defaults(trained_workdir, tmp_path, 
   assert status == 0, err
 
 
+def test_eval_of_a_workdir_whose_data_moved(trained_workdir, tmp_path, capsys):
+  """A workdir trained on a folder of PNGs that has since moved: eval names the missing folder
+  in one line and takes the new place from --config.data.folder_dir (where the data lives is
+  not part of the model), scoring the same validation scans as before."""
+  copy = _copy_workdir(trained_workdir[0], tmp_path / "w")
+  split = json.load(open(os.path.join(copy, "split.json")))
+  phantom = synthetic.generate(12, 96, 64, seed=0, scans_per_subject=4)   # configs/tiny.py
+  data = tmp_path / "moved_here"
+  for name in split["val"]["names"]:
+    i = phantom.names.index(name)
+    write_png(str(data / "images" / f"{name}.png"), phantom.images[i])
+    write_png(str(data / "masks" / f"{name}.png"), phantom.masks[i])
+  path = os.path.join(copy, "config.json")
+  stored = json.load(open(path))
+  stored["data"].update(source="folder", folder_dir=str(tmp_path / "was_here"))
+  open(path, "w").write(json.dumps(stored))
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={copy}", f"--output={tmp_path / 'e1'}")
+  assert status == 2 and len(err) == 1 and str(tmp_path / "was_here") in err[0]
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={copy}", f"--output={tmp_path / 'e2'}",
+                     f"--config.data.folder_dir={data}")
+  assert status == 0, err
+  assert _cli(capsys, "--mode=eval", f"--workdir={trained_workdir[0]}",
+              f"--output={tmp_path / 'e3'}")[0] == 0
+  moved, original = (json.load(open(tmp_path / e / "metrics.json")) for e in ("e2", "e3"))
+  assert moved["scans"] == original["scans"] == len(split["val"]["names"])
+  assert moved["topology"]["literature"] == original["topology"]["literature"]
+
+
 def _keep_only(stored: dict, reference: dict, prefix: str = "") -> list:
   """Deletes from `stored` (in place) every field `reference` lacks; returns their names."""
   gone = []

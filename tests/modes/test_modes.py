@@ -29,6 +29,11 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   assert len(saved["raw"]["geometry"]["mae_um"]) == 8
   md = (tmp_path / "metrics.md").read_text()
   assert "| 1 | NFL |" in md and "mean layer Dice" in md
+  split = saved["topology"]["by_fluid_columns"]            # the phantom marks fluid
+  assert split["without_fluid"]["columns"] + split["with_fluid"]["columns"] == 4 * 64
+  assert split["without_fluid"]["pixels"] + split["with_fluid"]["pixels"] == \
+      saved["topology"]["pixels"]
+  assert "## Columns with and without fluid" in md
   from PIL import Image
   panel = Image.open(tmp_path / "side_by_side.png")   # the Figure-4 panel of 3 scans
   assert panel.size[1] > panel.size[0] / 2

@@ -1,0 +1,84 @@
+"""eval's split of the scores into the columns with grader-marked fluid and those without."""
+
+import numpy as np
+import pytest
+
+from octseg_jax.modes import evaluate
+from octseg_jax.outputs import report
+
+H, W, UM = 20, 6, 3.87
+TRUE_BOUNDS = [2, 4, 6, 8, 10, 12, 14, 16]    # layer k in rows [b_k, b_k+1), 2 rows each
+
+
+def _label_map(bounds):
+  """Label map [H, W] from one boundary list per column, bounds [8, W]."""
+  rows = np.arange(H)[:, None]
+  m = np.zeros((H, W), np.uint8)
+  for k in range(7):
+    m[(rows >= bounds[k]) & (rows < bounds[k + 1])] = k + 1
+  return m
+
+
+def _case():
+  """Two scans. Scan 1 has fluid in columns 4-5, where the prediction puts OPL/ONL one row
+  higher (row 9 instead of 10); elsewhere both scans are predicted exactly. Scan 2 has no
+  fluid."""
+  true_b = np.tile(np.array(TRUE_BOUNDS)[:, None], (1, W))
+  pred_b = true_b.copy()
+  pred_b[4, 4:] = 9
+  fluid = np.zeros((H, W), np.uint8)
+  fluid[10:12, 4:] = 1
+  truth = _label_map(true_b)
+  return ([_label_map(pred_b), truth], [truth, truth],
+          [fluid, np.zeros((H, W), np.uint8)])
+
+
+def test_fluid_columns_split_against_a_hand_computed_case():
+  labels, masks, fluid = _case()
+  out = evaluate.score_fluid_columns(labels, masks, fluid, UM)
+  dry, wet = out["without_fluid"], out["with_fluid"]
+  assert (dry["columns"], wet["columns"]) == (4 + 6, 2)
+  assert (dry["pixels"], wet["pixels"]) == (10 * H, 2 * H)
+  assert dry["literature"]["layer_dice"] == pytest.approx([1.0] * 7)
+  assert dry["geometry"]["mae_um"] == pytest.approx([0.0] * 8)
+  # With fluid: OPL 4 true pixels, 2 predicted, 2 shared -> 4/6; ONL 4 true, 6 predicted,
+  # 4 shared -> 8/10; every other layer exact.
+  assert wet["literature"]["layer_dice"] == pytest.approx([1, 1, 1, 4 / 6, 0.8, 1, 1])
+  assert wet["geometry"]["mae_um"] == pytest.approx([0, 0, 0, 0, UM, 0, 0, 0])
+  assert wet["geometry"]["signed_um"] == pytest.approx([0, 0, 0, 0, -UM, 0, 0, 0])
+  assert wet["geometry"]["thickness_mae_um"] == pytest.approx([0, 0, 0, UM, UM, 0, 0])
+
+
+def test_score_adds_the_split_only_with_fluid_and_its_groups_add_up():
+  labels, masks, fluid = _case()
+  probs = [np.eye(8)[lab] for lab in labels]       # one-hot: the order fix keeps them
+  with_split = evaluate.score(probs, masks, [1, 2], UM, fluid=fluid)
+  split = with_split["topology"]["by_fluid_columns"]
+  assert split == evaluate.score_fluid_columns(labels, masks, fluid, UM)
+  assert split["without_fluid"]["pixels"] + split["with_fluid"]["pixels"] == \
+      with_split["topology"]["pixels"]
+  assert "by_fluid_columns" not in evaluate.score(probs, masks, [1, 2], UM)["topology"]
+
+
+def test_a_split_without_fluid_scores_an_empty_group_as_missing():
+  labels, masks, _ = _case()
+  out = evaluate.score_fluid_columns(labels, masks, [np.zeros((H, W), np.uint8)] * 2, UM)
+  assert out["with_fluid"]["columns"] == 0 and out["with_fluid"]["pixels"] == 0
+  assert np.isnan(out["with_fluid"]["literature"]["mean_layer_dice"])
+  assert out["without_fluid"]["columns"] == 2 * W
+  md = "\n".join(report.fluid_columns_markdown(out))
+  assert "12 columns without, 0 with" in md
+  # OPL over all 12 columns: 24 true pixels, 22 predicted, 22 shared -> 44/46.
+  assert "| OPL | 0.9565 | n/a |" in md
+  assert "| OPL/ONL | 0.65 | -0.65 | n/a | n/a |" in md     # 2 of 12 columns one row high
+  assert report.fluid_columns_markdown(None) == []
+
+
+def test_eval_console_line_of_the_split():
+  labels, masks, fluid = _case()
+  out = evaluate.score_fluid_columns(labels, masks, fluid, UM)
+  # With fluid: Dice (1*5 + 4/6 + 0.8) / 7; boundary MAE 3.87 / 8 = 0.48 um.
+  assert report.fluid_columns_summary(out) == [
+      f"with fluid 2 columns: mean layer Dice {(5 + 4 / 6 + 0.8) / 7:.4f}, boundary MAE "
+      "0.48 um; without 10 columns: mean layer Dice 1.0000, boundary MAE 0.00 um (order fix)"]
+  assert report.fluid_columns_summary(None) == []
