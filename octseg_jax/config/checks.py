@@ -12,7 +12,7 @@ from typing import Any, Dict
 
 from octseg_jax.config.paths import MISSING, get_field
 from octseg_jax.config.schema import FIELDS
-from octseg_jax.config.values import int_tuple, is_int
+from octseg_jax.config.values import int_tuple, is_int, is_number
 from octseg_jax.errors import InputError
 
 
@@ -46,6 +46,13 @@ def _check_relations(config, prefix: str) -> None:
   fold, folds = get_field(config, "data.fold"), get_field(config, "data.num_folds")
   if is_int(fold) and is_int(folds) and fold >= folds:
     raise InputError(f"{_where(prefix, 'data.fold', fold)}: must be below data.num_folds={folds}")
+  column_weight = get_field(config, "loss.fluid_column_weight")
+  if is_number(column_weight) and column_weight > 0 and not (
+      get_field(config, "model.fluid_head") is True
+      and get_field(config, "loss.name") == "weighted_hybrid"):
+    raise InputError(f"{_where(prefix, 'loss.fluid_column_weight', column_weight)}: needs "
+                     "model.fluid_head=True (the fluid columns come from its labels) and "
+                     "loss.name='weighted_hybrid' (the weighted CE it weights)")
   recipe = get_field(config, "data.recipe.resize_to")
   widths = get_field(config, "model.widths")
   if isinstance(recipe, (list, tuple)) and len(recipe) == 2 and isinstance(widths, (list, tuple)):

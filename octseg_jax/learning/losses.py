@@ -12,7 +12,7 @@ Adding a loss: write `def my_loss(sums, cfg, xp) -> scalar` using the sums below
 """
 
 import types
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +29,13 @@ def valid_mask(labels: jax.Array, num_classes: int) -> jax.Array:
 
 
 def pixel_weights(labels: jax.Array, num_classes: int, boundary_weight: float,
-                  layer_weight: float) -> jax.Array:
+                  layer_weight: float, column_weight: float = 0.0,
+                  columns: Optional[jax.Array] = None) -> jax.Array:
   """ReLayNet-style per-pixel weights [B, H, W]: 1 + boundary_weight where the label differs
   from the labelled pixel directly above or below (in-image neighbours; IGNORE neighbours do
   not count, so fluid and padding draw no boundary), + layer_weight on every labelled
-  non-background pixel; 0 on unlabelled pixels."""
+  non-background pixel, + column_weight on every labelled pixel of the flagged `columns`
+  (bool [B, W], e.g. the columns with fluid); 0 on unlabelled pixels."""
   valid = valid_mask(labels, num_classes)
   lab = labels.astype(jnp.int32)
   differs = (lab[:, 1:] != lab[:, :-1]) & valid[:, 1:] & valid[:, :-1]        # [B, H-1, W]
@@ -41,15 +43,19 @@ def pixel_weights(labels: jax.Array, num_classes: int, boundary_weight: float,
   boundary = (jnp.concatenate([none, differs], axis=1)                         # above differs
               | jnp.concatenate([differs, none], axis=1))                      # below differs
   weights = 1.0 + boundary_weight * boundary + layer_weight * (lab > 0)
+  if columns is not None:
+    weights = weights + column_weight * columns[:, None, :]
   return jnp.where(valid, weights, 0.0)
 
 
 def batch_sums(logits: jax.Array, labels: jax.Array, boundary_weight: float = 10.0,
-               layer_weight: float = 5.0) -> Dict[str, jax.Array]:
+               layer_weight: float = 5.0, column_weight: float = 0.0,
+               columns: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
   """Additive sums over the labelled pixels of a batch, from which every loss is computed.
 
   nll_sum, n_valid: summed negative log-likelihood and pixel count; weighted_nll_sum,
-  weight_sum: the same with `pixel_weights`; inter, psum, ysum [K]: sum of p*y, p and y per
+  weight_sum: the same with `pixel_weights` (column_weight on `columns` [B, W] among them);
+  inter, psum, ysum [K]: sum of p*y, p and y per
   class (softmax probabilities p, one-hot labels y). Unused sums cost nothing under jit.
   """
   k = logits.shape[-1]
@@ -60,7 +66,7 @@ def batch_sums(logits: jax.Array, labels: jax.Array, boundary_weight: float = 10
   onehot = jax.nn.one_hot(labels, k, dtype=logp.dtype)                         # [B, H, W, K]
   nll = -jnp.sum(logp * onehot, axis=-1)                                       # [B, H, W]
   probs = jnp.exp(logp) * valid[..., None]
-  weights = pixel_weights(labels, k, boundary_weight, layer_weight)
+  weights = pixel_weights(labels, k, boundary_weight, layer_weight, column_weight, columns)
   return {
       "nll_sum": jnp.sum(nll),
       "n_valid": jnp.sum(valid).astype(jnp.float32),

@@ -22,7 +22,8 @@ class Task:
   """Loss and metrics of a config (`config.loss`, `config.model`): the class loss, plus the
   fluid and boundary heads' losses when the model has them (model.fluid_head,
   model.boundary_head), weighted by loss.fluid_weight and loss.boundary_head_weight, and the
-  pixel head's depth loss weighted by loss.depth_weight (off at 0)."""
+  pixel head's depth loss weighted by loss.depth_weight (off at 0). With the fluid head, the
+  weighted CE also weighs the columns with fluid (loss.fluid_column_weight, off at 0)."""
   loss_config: Any
   num_classes: int
   fluid_head: bool = False
@@ -42,10 +43,13 @@ class Task:
   def _sums(self, outputs, labels) -> Dict[str, jax.Array]:
     """outputs: class logits [B, H, W, K], or the model's `outputs` dict with the heads."""
     logits = outputs["classes"] if isinstance(outputs, dict) else outputs
+    columns = None
     if self.fluid_head:
       labels, fluid, known = preprocessing.decode_fluid(labels, jnp)
+      columns = jnp.any(fluid & known, axis=1)               # [B, W]: columns with fluid
     sums = losses.batch_sums(logits, labels, self.loss_config.boundary_weight,
-                             self.loss_config.layer_weight)
+                             self.loss_config.layer_weight,
+                             self.loss_config.fluid_column_weight, columns)
     if self.fluid_head:
       sums.update(losses.fluid_sums(outputs["fluid"], fluid, known))
     if self.boundary_head:

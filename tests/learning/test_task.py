@@ -88,6 +88,48 @@ def test_weighted_hybrid_hand_computed():
                              float(losses.hybrid(logits, labels)), rtol=1e-6)
 
 
+def test_pixel_weights_add_the_column_weight_on_labelled_pixels_of_flagged_columns():
+  labels = jnp.array([[[0, 0], [1, 1], [1, 255]]], jnp.uint8)           # 3 rows, 2 columns
+  columns = jnp.array([[False, True]])
+  w = np.asarray(losses.pixel_weights(labels, 8, 10.0, 5.0, column_weight=3.0, columns=columns))
+  # Column 0 as without columns: 11, 16, 6. Column 1: 11 + 3, 16 + 3, and 0 (unlabelled).
+  np.testing.assert_array_equal(w[0], [[11, 14], [16, 19], [6, 0]])
+
+
+def test_fluid_column_weight_through_the_task_hand_computed():
+  """Two columns of rows 0, 1, 1 (K = 2); grader fluid in column 1, row 2. With the fluid head
+  the weighted CE adds loss.fluid_column_weight on every labelled pixel of column 1, and the
+  validation loss of the one-batch split stays the train loss."""
+  from octseg_jax.data import preprocessing
+  mask = np.array([[0, 0], [1, 1], [1, 1]], np.uint8)
+  fluid = np.zeros_like(mask)
+  fluid[2, 1] = 1
+  labels = jnp.asarray(preprocessing.encode_fluid(mask, fluid)[None])
+  outputs = {"classes": jnp.zeros((1, 3, 2, 2)), "fluid": jnp.zeros((1, 3, 2))}
+  def task(weight):
+    cfg = tiny_config(**{"loss.name": "weighted_hybrid", "model.fluid_head": True,
+                         "loss.fluid_column_weight": weight})
+    return Task(cfg.loss, 2, fluid_head=True)
+  sums = task(3.0)._sums(outputs, labels)
+  # Column 0: 11 + 16 + 6; column 1: 14 + 19 + 9. Uniform logits: every NLL is log 2.
+  assert float(sums["weight_sum"]) == 75.0
+  np.testing.assert_allclose(float(sums["weighted_nll_sum"]), 75 * np.log(2), rtol=1e-6)
+  assert float(task(0.0)._sums(outputs, labels)["weight_sum"]) == 66.0
+  split = jax.tree.map(np.asarray, task(3.0).eval_sums(outputs, labels))
+  np.testing.assert_allclose(task(3.0).split_metrics(split)["loss"],
+                             float(task(3.0).train_loss(outputs, labels)), rtol=1e-6)
+
+
+def test_fluid_column_weight_needs_the_fluid_head_and_the_weighted_loss():
+  from octseg_jax.config import checks as config_checks
+  on = {"loss.fluid_column_weight": 2.0, "loss.name": "weighted_hybrid", "model.fluid_head": True}
+  config_checks.validate(tiny_config(**on), check_files=False)
+  for off in ({"model.fluid_head": False}, {"loss.name": "hybrid"}):
+    with pytest.raises(InputError, match=r"^--config.loss.fluid_column_weight=2.0: needs "
+                       r"model.fluid_head=True"):
+      config_checks.validate(tiny_config(**(on | off)), check_files=False)
+
+
 def test_unknown_names_are_one_line_errors():
   from octseg_jax.config import checks as config_checks
   for field, value in (("loss.name", "focal"), ("train.optimizer", "lamb"),
