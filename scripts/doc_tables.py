@@ -1486,6 +1486,17 @@ def fluid_column_runs(src: Sources, folder: str) -> List[Dict]:
   return [src.json(f"{FLUID_COLUMNS}/{folder}/fold{f}_seed0/metrics.json") for f in range(4)]
 
 
+def fluid_column_means(runs: List[Dict], group: str) -> Dict:
+  """One column group ('without_fluid' or 'with_fluid') of eval's by_fluid_columns over runs:
+  columns summed; mean layer Dice, per-layer Dice, per-boundary MAE and bias (um) averaged."""
+  g = [r["topology"]["by_fluid_columns"][group] for r in runs]
+  return {"columns": sum(x["columns"] for x in g),
+          "dice": float(np.mean([x["literature"]["mean_layer_dice"] for x in g])),
+          "layers": np.mean([x["literature"]["layer_dice"] for x in g], axis=0),
+          "mae": np.mean([x["geometry"]["mae_um"] for x in g], axis=0),
+          "bias": np.mean([x["geometry"]["signed_um"] for x in g], axis=0)}
+
+
 def results_fluid_columns(src: Sources) -> str:
   """Per predictor, the order-fixed scores in the columns without and with grader-marked fluid:
   the mean over the 4 folds of each fold's numbers (columns summed), and how the re-scored
@@ -1493,16 +1504,13 @@ def results_fluid_columns(src: Sources) -> str:
   rows, drift = [], []
   for folder, label, runs_dir in FLUID_COLUMN_MODELS:
     runs = fluid_column_runs(src, folder)
-    total = sum(g["columns"] for r in runs for g in r["topology"]["by_fluid_columns"].values())
-    for group in ("without_fluid", "with_fluid"):
-      g = [r["topology"]["by_fluid_columns"][group] for r in runs]
-      dice = np.mean([x["literature"]["layer_dice"] for x in g], axis=0)
-      mae = np.mean([x["geometry"]["mae_um"] for x in g], axis=0)
-      bias = np.mean([x["geometry"]["signed_um"] for x in g], axis=0)
-      cols = sum(x["columns"] for x in g)
-      rows.append([label, group.replace("_", " "), f"{cols} ({100 * cols / total:.0f}%)",
-                   f"{np.mean([x['literature']['mean_layer_dice'] for x in g]):.4f}",
-                   f"{dice[2]:.3f}", f"{dice[3]:.3f}", f"{np.mean(mae):.2f}",
+    groups = {g: fluid_column_means(runs, g) for g in ("without_fluid", "with_fluid")}
+    total = sum(m["columns"] for m in groups.values())
+    for group, m in groups.items():
+      mae, bias = m["mae"], m["bias"]
+      rows.append([label, group.replace("_", " "),
+                   f"{m['columns']} ({100 * m['columns'] / total:.0f}%)", f"{m['dice']:.4f}",
+                   f"{m['layers'][2]:.3f}", f"{m['layers'][3]:.3f}", f"{np.mean(mae):.2f}",
                    f"{mae[3]:.2f} ({bias[3]:+.2f})", f"{mae[4]:.2f} ({bias[4]:+.2f})"])
     for f, r in enumerate(runs):
       at_training = src.json(f"{runs_dir}/{folder}/fold{f}_seed0/metrics.json")
@@ -1519,12 +1527,11 @@ def targets_in_columns(src: Sources) -> str:
   """Issue 25's targets (TARGETS) met or not by each FLUID_COLUMN_MODELS predictor in each
   column group, from the 4-fold means."""
   parts = []
-  for folder, label, _ in FLUID_COLUMN_MODELS:
+  for folder, _, _ in FLUID_COLUMN_MODELS:
     for group in ("without_fluid", "with_fluid"):
-      g = [r["topology"]["by_fluid_columns"][group] for r in fluid_column_runs(src, folder)]
-      have = {"mean layer Dice": np.mean([x["literature"]["mean_layer_dice"] for x in g]),
-              "lowest layer Dice": np.min(np.mean([x["literature"]["layer_dice"] for x in g], 0)),
-              "boundary MAE (um)": np.mean([x["geometry"]["mae_um"] for x in g])}
+      m = fluid_column_means(fluid_column_runs(src, folder), group)
+      have = {"mean layer Dice": m["dice"], "lowest layer Dice": float(np.min(m["layers"])),
+              "boundary MAE (um)": float(np.mean(m["mae"]))}
       met = [name for name, (goal, op) in TARGETS.items()
              if (have[name] >= goal if op == ">=" else have[name] <= goal)]
       parts.append(f"{folder} {group.replace('_', ' ')}: "
@@ -1532,6 +1539,32 @@ def targets_in_columns(src: Sources) -> str:
                    + f" (lowest layer {have['lowest layer Dice']:.3f})")
   goals = ", ".join(f"{name} {op} {goal}" for name, (goal, op) in TARGETS.items())
   return f"Against the issue's targets ({goals}), 4-fold means: " + "; ".join(parts) + "."
+
+
+def pretrained_fluid_columns(src: Sources) -> str:
+  """pretrained/'s members scored apart in the columns with and without fluid: each member's
+  re-scoring (FLUID_COLUMNS/RUN, which must be of that member's own checkpoint)."""
+  members = shipped_members(src)
+  runs = []
+  for m in members:
+    run = src.json(f"{FLUID_COLUMNS}/{m['run']}/metrics.json")
+    if run["workdir"] != f"pretrained/{m['member']}":
+      raise ValueError(f"{FLUID_COLUMNS}/{m['run']}: scored {run['workdir']}, not "
+                       f"pretrained/{m['member']}; rerun its eval")
+    runs.append(run)
+  wet, dry = fluid_column_means(runs, "with_fluid"), fluid_column_means(runs, "without_fluid")
+  share = 100 * wet["columns"] / (wet["columns"] + dry["columns"])
+
+  def scores(m):
+    return (f"mean layer Dice {m['dice']:.3f} (INL {m['layers'][2]:.3f}, OPL "
+            f"{m['layers'][3]:.3f}) and boundary MAE {np.mean(m['mae']):.1f} um")
+  return (f"Where it is weakest (each member on its own held-out subjects, order fix on; "
+          f"docs/results.md section 9): in the B-scan columns where the grader marked fluid "
+          f"({wet['columns']} of {wet['columns'] + dry['columns']} held-out columns, "
+          f"{share:.0f}%), {scores(wet)}, with the OPL/ONL boundary placed "
+          f"{-wet['bias'][4]:.1f} um above the grader's on average; in the columns without "
+          f"fluid, {scores(dry)}. Layer boundaries drawn through cysts are the least reliable "
+          "part of its output.")
 
 
 TABLES: Dict[str, Callable[[Sources], str]] = {
@@ -1553,7 +1586,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
         performance_conv_grads, performance_cpu_allocator, performance_cpu_earlier_round,
         previous_schedule, previous_training, previous_cv, pretrained_recipe, pretrained_members,
-        pretrained_accuracy, pretrained_cost)}
+        pretrained_accuracy, pretrained_fluid_columns, pretrained_cost)}
 
 
 # ---------------------------------------------------------------- render and check
