@@ -47,6 +47,8 @@ def run_numbers(plan, run, repo=campaign.REPO):
          "train_s": record["train_s_logged"], "epochs": record["epochs"],
          "commit": record["commit"]}
   out.update(selection(os.path.join(folder, "log.csv"), m["checkpoint_epoch"]))
+  if "by_fluid_columns" in fix:      # eval from 9c8c308 on: the columns with and without fluid
+    out["by_fluid_columns"] = fix["by_fluid_columns"]
   heads = m.get("heads", {})
   if "boundary_head" in heads:
     geometry = heads["boundary_head"]["geometry"]

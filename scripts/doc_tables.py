@@ -1486,15 +1486,50 @@ def fluid_column_runs(src: Sources, folder: str) -> List[Dict]:
   return [src.json(f"{FLUID_COLUMNS}/{folder}/fold{f}_seed0/metrics.json") for f in range(4)]
 
 
-def fluid_column_means(runs: List[Dict], group: str) -> Dict:
-  """One column group ('without_fluid' or 'with_fluid') of eval's by_fluid_columns over runs:
-  columns summed; mean layer Dice, per-layer Dice, per-boundary MAE and bias (um) averaged."""
-  g = [r["topology"]["by_fluid_columns"][group] for r in runs]
+def fluid_column_means(splits: List[Dict], group: str) -> Dict:
+  """One column group ('without_fluid' or 'with_fluid') of eval's by_fluid_columns records
+  (metrics.json's topology.by_fluid_columns, one per run): columns summed; mean layer Dice,
+  per-layer Dice, per-boundary MAE and bias (um) averaged over the runs."""
+  g = [split[group] for split in splits]
   return {"columns": sum(x["columns"] for x in g),
           "dice": float(np.mean([x["literature"]["mean_layer_dice"] for x in g])),
           "layers": np.mean([x["literature"]["layer_dice"] for x in g], axis=0),
           "mae": np.mean([x["geometry"]["mae_um"] for x in g], axis=0),
           "bias": np.mean([x["geometry"]["signed_um"] for x in g], axis=0)}
+
+
+FLUID_COLUMN_HEADER = ["how many (share)", "mean layer Dice", "INL", "OPL", "boundary MAE (um)",
+                       "INL/OPL MAE (bias)", "OPL/ONL MAE (bias)"]
+
+
+def fluid_column_cells(m: Dict, total: int) -> List[str]:
+  """The FLUID_COLUMN_HEADER cells of one fluid_column_means group (total: all its columns)."""
+  mae, bias = m["mae"], m["bias"]
+  return [f"{m['columns']} ({100 * m['columns'] / total:.0f}%)", f"{m['dice']:.4f}",
+          f"{m['layers'][2]:.3f}", f"{m['layers'][3]:.3f}", f"{np.mean(mae):.2f}",
+          f"{mae[3]:.2f} ({bias[3]:+.2f})", f"{mae[4]:.2f} ({bias[4]:+.2f})"]
+
+
+def results_campaign_fluid_columns(src: Sources) -> str:
+  """The campaign runs whose eval split the columns with and without fluid (their pinned
+  commit is 9c8c308 or later), per machine and recipe, as results_fluid_columns."""
+  rows = []
+  for machine, levers in (("CPU", CAMPAIGN), ("H200", H200)):
+    for name, r in src.json(levers)["recipes"].items():
+      splits = {k: v["by_fluid_columns"] for k, v in r["runs_detail"].items()
+                if "by_fluid_columns" in v}
+      if not splits:
+        continue
+      groups = {g: fluid_column_means(list(splits.values()), g)
+                for g in ("without_fluid", "with_fluid")}
+      total = sum(m["columns"] for m in groups.values())
+      for group, m in groups.items():
+        rows.append([machine, name, ", ".join(splits), group.replace("_", " ")]
+                    + fluid_column_cells(m, total))
+  if not rows:
+    return ("No campaign run scored with this split has finished yet (the recipes pinned to "
+            "9c8c308 or later are the first).")
+  return table(["machine", "recipe", "runs", "columns"] + FLUID_COLUMN_HEADER, rows)
 
 
 def results_fluid_columns(src: Sources) -> str:
@@ -1504,20 +1539,16 @@ def results_fluid_columns(src: Sources) -> str:
   rows, drift = [], []
   for folder, label, runs_dir in FLUID_COLUMN_MODELS:
     runs = fluid_column_runs(src, folder)
-    groups = {g: fluid_column_means(runs, g) for g in ("without_fluid", "with_fluid")}
+    splits = [r["topology"]["by_fluid_columns"] for r in runs]
+    groups = {g: fluid_column_means(splits, g) for g in ("without_fluid", "with_fluid")}
     total = sum(m["columns"] for m in groups.values())
     for group, m in groups.items():
-      mae, bias = m["mae"], m["bias"]
-      rows.append([label, group.replace("_", " "),
-                   f"{m['columns']} ({100 * m['columns'] / total:.0f}%)", f"{m['dice']:.4f}",
-                   f"{m['layers'][2]:.3f}", f"{m['layers'][3]:.3f}", f"{np.mean(mae):.2f}",
-                   f"{mae[3]:.2f} ({bias[3]:+.2f})", f"{mae[4]:.2f} ({bias[4]:+.2f})"])
+      rows.append([label, group.replace("_", " ")] + fluid_column_cells(m, total))
     for f, r in enumerate(runs):
       at_training = src.json(f"{runs_dir}/{folder}/fold{f}_seed0/metrics.json")
       drift.append(abs(r["topology"]["literature"]["mean_layer_dice"]
                        - at_training["topology"]["literature"]["mean_layer_dice"]))
-  return (table(["fold models", "columns", "how many (share)", "mean layer Dice", "INL", "OPL",
-                 "boundary MAE (um)", "INL/OPL MAE (bias)", "OPL/ONL MAE (bias)"], rows)
+  return (table(["fold models", "columns"] + FLUID_COLUMN_HEADER, rows)
           + "\n\n" + targets_in_columns(src) + " Re-scored here, every fold model's overall mean "
           f"layer Dice (order fix) is within {max(drift):.1e} of its score at the end of training "
           "(the H200 runs were scored on the H200).")
@@ -1529,7 +1560,8 @@ def targets_in_columns(src: Sources) -> str:
   parts = []
   for folder, _, _ in FLUID_COLUMN_MODELS:
     for group in ("without_fluid", "with_fluid"):
-      m = fluid_column_means(fluid_column_runs(src, folder), group)
+      m = fluid_column_means([r["topology"]["by_fluid_columns"]
+                              for r in fluid_column_runs(src, folder)], group)
       have = {"mean layer Dice": m["dice"], "lowest layer Dice": float(np.min(m["layers"])),
               "boundary MAE (um)": float(np.mean(m["mae"]))}
       met = [name for name, (goal, op) in TARGETS.items()
@@ -1552,7 +1584,8 @@ def pretrained_fluid_columns(src: Sources) -> str:
       raise ValueError(f"{FLUID_COLUMNS}/{m['run']}: scored {run['workdir']}, not "
                        f"pretrained/{m['member']}; rerun its eval")
     runs.append(run)
-  wet, dry = fluid_column_means(runs, "with_fluid"), fluid_column_means(runs, "without_fluid")
+  splits = [r["topology"]["by_fluid_columns"] for r in runs]
+  wet, dry = (fluid_column_means(splits, g) for g in ("with_fluid", "without_fluid"))
   share = 100 * wet["columns"] / (wet["columns"] + dry["columns"])
 
   def scores(m):
@@ -1579,7 +1612,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_h200_levers, results_h200_layers,
-        results_h200_boundaries, results_fluid_columns,
+        results_h200_boundaries, results_fluid_columns, results_campaign_fluid_columns,
         results_cam_heldout, results_cam_default, results_cam_shipped, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,

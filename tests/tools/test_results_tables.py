@@ -218,3 +218,48 @@ def test_the_campaign_runs_folders_are_the_plans_results_dirs():
   for plan, runs in ((doc_tables.CAMPAIGN_PLAN, doc_tables.CAMPAIGN_RUNS),
                      (doc_tables.H200_PLAN, doc_tables.H200_RUNS)):
     assert json.load(open(os.path.join(ROOT, plan)))["results_dir"] == runs
+
+
+class _Injected(doc_tables.Sources):
+  """The committed raw outputs with some JSON files replaced by given objects."""
+
+  def __init__(self, files):
+    super().__init__(ROOT)
+    self._cache.update(files)
+
+
+def _split(dice_wet, dice_dry, opl_onl_bias, columns=(10, 30)):
+  def group(dice, bias, n):
+    return {"columns": n, "pixels": 4 * n,
+            "literature": {"mean_layer_dice": dice, "layer_dice": [dice] * 7},
+            "geometry": {"mae_um": [2.0] * 4 + [abs(bias)] + [2.0] * 3,
+                         "signed_um": [0.0] * 4 + [bias] + [0.0] * 3}}
+  return {"with_fluid": group(dice_wet, opl_onl_bias, columns[0]),
+          "without_fluid": group(dice_dry, 0.0, columns[1])}
+
+
+def test_campaign_fluid_columns_average_the_runs_that_have_the_split():
+  runs = {"fold0_seed0": {"by_fluid_columns": _split(0.70, 0.86, -10.0)},
+          "fold2_seed0": {"by_fluid_columns": _split(0.80, 0.88, -4.0, (30, 10))},
+          "fold1_seed0": {"mean_layer_dice": 0.85}}                  # scored before the split
+  src = _Injected({doc_tables.CAMPAIGN: {"recipes": {"fcw": {"runs_detail": runs}}},
+                   doc_tables.H200: {"recipes": {"old": {"runs_detail": runs | {
+                       "fold0_seed0": {}, "fold2_seed0": {}}}}}})
+  lines = doc_tables.results_campaign_fluid_columns(src).splitlines()
+  assert len(lines) == 4                                       # header, rule, two groups
+  # Without fluid: 40 of 80 columns, Dice (0.86 + 0.88) / 2; MAE (7 x 2 + 0) / 8 = 1.75.
+  assert lines[2] == ("| CPU | fcw | fold0_seed0, fold2_seed0 | without fluid | 40 (50%) | "
+                      "0.8700 | 0.870 | 0.870 | 1.75 | 2.00 (+0.00) | 0.00 (+0.00) |")
+  # With fluid: OPL/ONL MAE (10 + 4) / 2 = 7, bias -7; mean MAE (14 + 7) / 8 = 2.62.
+  assert lines[3] == ("| CPU | fcw | fold0_seed0, fold2_seed0 | with fluid | 40 (50%) | "
+                      "0.7500 | 0.750 | 0.750 | 2.62 | 2.00 (+0.00) | 7.00 (-7.00) |")
+  none = _Injected({doc_tables.CAMPAIGN: {"recipes": {}}, doc_tables.H200: {"recipes": {}}})
+  assert doc_tables.results_campaign_fluid_columns(none).startswith("No campaign run")
+
+
+def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
+  rel = f"{doc_tables.FLUID_COLUMNS}/plateau_80_fluid/fold1_seed0/metrics.json"
+  other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
+  with pytest.raises(ValueError, match="scored /somewhere/else/fold1_seed0, not "
+                     "pretrained/members/fold1_seed0"):
+    doc_tables.pretrained_fluid_columns(_Injected({rel: other}))
