@@ -113,7 +113,7 @@ FIELDS: Dict[str, Field] = {
     "loss.layer_weight": F(5.0, _NUMBER, "weighted_hybrid: extra CE weight on layer pixels"),
     "loss.fluid_weight": F(1.0, _NUMBER, "fluid head: x (BCE + 1 - soft Dice)"),
     "loss.fluid_column_weight": F(0.0, _NUMBER, "weighted_hybrid with the fluid head: extra CE "
-                                  "weight on every labelled pixel of a column with marked fluid"),
+                                  "weight on every layer pixel of a column with marked fluid"),
     "loss.boundary_head_weight": F(0.1, _NUMBER, "boundary head: x (smooth-L1 + row NLL)"),
     "loss.depth_weight": F(0.0, _NUMBER, "x smooth-L1 (px) of each boundary's depth below the "
                            "ILM from the pixel head's soft layer thicknesses; 0 = off"),

@@ -40,6 +40,12 @@ def decode_fluid(labels, xp=np):
   return layers.astype(labels.dtype), fluid, lab != IGNORE
 
 
+def fluid_columns(fluid, xp=np):
+  """The columns [..., W] of fluid masks [..., H, W] with at least one pixel of marked fluid
+  (numpy or jax arrays, xp)."""
+  return xp.any(fluid > 0, axis=-2)
+
+
 def normalise(image: np.ndarray, method: str = "percentile", low: float = 1.0,
               high: float = 99.5) -> np.ndarray:
   """Maps intensities to [0, 1] as float32.

@@ -34,8 +34,8 @@ def pixel_weights(labels: jax.Array, num_classes: int, boundary_weight: float,
   """ReLayNet-style per-pixel weights [B, H, W]: 1 + boundary_weight where the label differs
   from the labelled pixel directly above or below (in-image neighbours; IGNORE neighbours do
   not count, so fluid and padding draw no boundary), + layer_weight on every labelled
-  non-background pixel, + column_weight on every labelled pixel of the flagged `columns`
-  (bool [B, W], e.g. the columns with fluid); 0 on unlabelled pixels."""
+  non-background pixel, + column_weight on every layer (non-background) pixel of the flagged
+  `columns` (bool [B, W], e.g. the columns with fluid); 0 on unlabelled pixels."""
   valid = valid_mask(labels, num_classes)
   lab = labels.astype(jnp.int32)
   differs = (lab[:, 1:] != lab[:, :-1]) & valid[:, 1:] & valid[:, :-1]        # [B, H-1, W]
@@ -43,8 +43,8 @@ def pixel_weights(labels: jax.Array, num_classes: int, boundary_weight: float,
   boundary = (jnp.concatenate([none, differs], axis=1)                         # above differs
               | jnp.concatenate([differs, none], axis=1))                      # below differs
   weights = 1.0 + boundary_weight * boundary + layer_weight * (lab > 0)
-  if columns is not None:
-    weights = weights + column_weight * columns[:, None, :]
+  if columns is not None and column_weight:
+    weights = weights + column_weight * (columns[:, None, :] & (lab > 0))
   return jnp.where(valid, weights, 0.0)
 
 

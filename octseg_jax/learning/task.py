@@ -46,7 +46,7 @@ class Task:
     columns = None
     if self.fluid_head:
       labels, fluid, known = preprocessing.decode_fluid(labels, jnp)
-      columns = jnp.any(fluid & known, axis=1)               # [B, W]: columns with fluid
+      columns = preprocessing.fluid_columns(fluid, jnp)      # [B, W]
     sums = losses.batch_sums(logits, labels, self.loss_config.boundary_weight,
                              self.loss_config.layer_weight,
                              self.loss_config.fluid_column_weight, columns)

@@ -15,7 +15,7 @@ from octseg_jax.learning import metrics, uncertainty
 from octseg_jax.outputs import plots
 from octseg_jax.runtime import provenance
 from octseg_jax.outputs import report
-from octseg_jax.data import inputs, pipeline
+from octseg_jax.data import inputs, pipeline, preprocessing
 from octseg_jax.anatomy import IGNORE, NUM_CLASSES, NUM_LAYERS
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_json, write_text
@@ -50,7 +50,8 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   for p, m, subj in zip(probs, masks, subjects):
     pred = np.argmax(p, axis=-1).astype(np.uint8)
     fixed, changed = geom.ordered_labels(p)
-    fixed_labels.append(fixed)
+    if fluid is not None:
+      fixed_labels.append(fixed)
     fixed_cols += int(changed.sum())
     total_cols += changed.size
     cm = np.asarray(metrics.confusion_matrix(m, pred, NUM_CLASSES), np.int64)
@@ -88,21 +89,16 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   }
 
 
-def fluid_columns(fluid: np.ndarray) -> np.ndarray:
-  """The columns [W] of a fluid mask [H, W] with at least one pixel of grader-marked fluid."""
-  return (np.asarray(fluid) > 0).any(axis=-2)
-
-
 def score_fluid_columns(labels, masks, fluid, pixel_um: float) -> Dict:
   """Layer Dice (literature protocol) and boundary error of label maps [H, W] per scan, scored
-  apart in the columns with grader-marked fluid and in those without (fluid_columns): in DME,
-  where the layers' error lives. A group with no column has NaN scores and 0 columns."""
+  apart in the columns with grader-marked fluid and in those without
+  (preprocessing.fluid_columns). A group with no column has NaN scores and 0 columns."""
   out = {}
   for group, wet in (("without_fluid", False), ("with_fluid", True)):
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     pred, true = [], []
     for lab, m, f in zip(labels, masks, fluid):
-      cols = fluid_columns(f) == wet
+      cols = preprocessing.fluid_columns(f) == wet
       cm += np.asarray(metrics.confusion_matrix(m[:, cols], lab[:, cols], NUM_CLASSES), np.int64)
       pred.append(geom.boundaries_from_labels(lab[:, cols]))
       true.append(geom.boundaries_from_labels(m[:, cols]))

@@ -92,13 +92,14 @@ def test_pixel_weights_add_the_column_weight_on_labelled_pixels_of_flagged_colum
   labels = jnp.array([[[0, 0], [1, 1], [1, 255]]], jnp.uint8)           # 3 rows, 2 columns
   columns = jnp.array([[False, True]])
   w = np.asarray(losses.pixel_weights(labels, 8, 10.0, 5.0, column_weight=3.0, columns=columns))
-  # Column 0 as without columns: 11, 16, 6. Column 1: 11 + 3, 16 + 3, and 0 (unlabelled).
-  np.testing.assert_array_equal(w[0], [[11, 14], [16, 19], [6, 0]])
+  # Column 0 as without columns: 11, 16, 6. Column 1: background 11 (not a layer pixel),
+  # layer 16 + 3, and 0 (unlabelled).
+  np.testing.assert_array_equal(w[0], [[11, 11], [16, 19], [6, 0]])
 
 
 def test_fluid_column_weight_through_the_task_hand_computed():
   """Two columns of rows 0, 1, 1 (K = 2); grader fluid in column 1, row 2. With the fluid head
-  the weighted CE adds loss.fluid_column_weight on every labelled pixel of column 1, and the
+  the weighted CE adds loss.fluid_column_weight on every layer pixel of column 1, and the
   validation loss of the one-batch split stays the train loss."""
   from octseg_jax.data import preprocessing
   mask = np.array([[0, 0], [1, 1], [1, 1]], np.uint8)
@@ -111,9 +112,9 @@ def test_fluid_column_weight_through_the_task_hand_computed():
                          "loss.fluid_column_weight": weight})
     return Task(cfg.loss, 2, fluid_head=True)
   sums = task(3.0)._sums(outputs, labels)
-  # Column 0: 11 + 16 + 6; column 1: 14 + 19 + 9. Uniform logits: every NLL is log 2.
-  assert float(sums["weight_sum"]) == 75.0
-  np.testing.assert_allclose(float(sums["weighted_nll_sum"]), 75 * np.log(2), rtol=1e-6)
+  # Column 0: 11 + 16 + 6; column 1: 11 + 19 + 9. Uniform logits: every NLL is log 2.
+  assert float(sums["weight_sum"]) == 72.0
+  np.testing.assert_allclose(float(sums["weighted_nll_sum"]), 72 * np.log(2), rtol=1e-6)
   assert float(task(0.0)._sums(outputs, labels)["weight_sum"]) == 66.0
   split = jax.tree.map(np.asarray, task(3.0).eval_sums(outputs, labels))
   np.testing.assert_allclose(task(3.0).split_metrics(split)["loss"],
