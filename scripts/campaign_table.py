@@ -12,8 +12,8 @@ model at the Duke input size, and training time per run on the machine that ran 
 A recipe is adopted when it has every screen pair of the base (both seeds of the folds where
 the base has both) and its mean paired gain exceeds the seed noise. The plan's `comparisons`
 pair a candidate with another recipe instead of the base (the recipe it would replace in
-pretrained/): paired gains on the (fold, seed) runs both have, decided once the candidate has
-run every fold that the other recipe ran with seed 0, by the same seed-noise rule.
+pretrained/): paired gains on the (fold, seed) runs both have, decided once both have run every
+fold that the plan gives the other recipe with seed 0, by the same seed-noise rule.
 """
 
 import argparse
@@ -117,20 +117,25 @@ def lever_table(plan, repo=campaign.REPO):
         "gflop_per_bscan": round(gflop_per_bscan(recipe), 2),
         "train_s_per_run": statistics.mean(r["train_s"] for r in mine.values()) if mine else None,
         "runs_detail": {f"fold{f}_seed{s}": r for (f, s), r in sorted(mine.items())}}
-  table["comparisons"] = [comparison(runs, spec, noise) for spec in plan.get("comparisons", [])]
+  planned = {}                                  # recipe -> its seed-0 folds in the plan
+  for run in plan["queue"]:
+    if run["seed"] == 0:
+      planned.setdefault(run["recipe"], set()).add(run["fold"])
+  table["comparisons"] = [comparison(runs, spec, noise, sorted(planned.get(spec["against"], ())))
+                          for spec in plan.get("comparisons", [])]
   return table
 
 
-def comparison(runs, spec, noise):
+def comparison(runs, spec, noise, folds):
   """spec['recipe'] against spec['against'] on the (fold, seed) pairs both ran: the gains, their
-  mean, whether every seed-0 fold of the other recipe has its pair, and whether the mean gain
-  then exceeds the seed noise (the candidate replaces the other recipe)."""
+  mean, whether both have run every fold of `folds` (the other recipe's seed-0 folds in the plan,
+  run or still queued) with seed 0, and whether the mean gain then exceeds the seed noise (the
+  candidate replaces the other recipe)."""
   mine, other = runs.get(spec["recipe"], {}), runs.get(spec["against"], {})
   pairs = {f"fold{f}_seed{s}": mine[(f, s)]["mean_layer_dice"] - other[(f, s)]["mean_layer_dice"]
            for (f, s) in sorted(mine) if (f, s) in other}
   gain = statistics.mean(pairs.values()) if pairs else None
-  folds = sorted(f for f, s in other if s == 0)
-  complete = bool(folds) and all((f, 0) in mine for f in folds)
+  complete = bool(folds) and all((f, 0) in mine and (f, 0) in other for f in folds)
   return {"recipe": spec["recipe"], "against": spec["against"], "why": spec.get("why", ""),
           "paired_gains": pairs, "mean_gain": gain, "folds_needed": folds, "complete": complete,
           "replaces": bool(complete and noise is not None and gain > noise)}
@@ -156,7 +161,8 @@ def markdown(table) -> str:
   for c in table.get("comparisons", []):
     gains = ", ".join(f"{k}: {v:+.4f}" for k, v in c["paired_gains"].items()) or "n/a"
     verdict = ("replaces it" if c["replaces"] else "does not replace it" if c["complete"]
-               else "undecided (folds " + ", ".join(map(str, c["folds_needed"])) + " needed)")
+               else "undecided (folds " + ", ".join(map(str, c["folds_needed"])) + " of both needed)"
+               if c["folds_needed"] else f"undecided ({c['against']} has no seed-0 run in the plan)")
     mean = "n/a" if c["mean_gain"] is None else format(c["mean_gain"], "+.4f")
     lines.append(f"\n{c['recipe']} against {c['against']}: {gains}; mean {mean}; {verdict}.")
   return "\n".join(lines) + "\n"

@@ -184,6 +184,32 @@ def test_comparison_pairs_a_candidate_with_the_recipe_it_would_replace(monkeypat
   assert n["complete"] and abs(n["mean_gain"] - 0.02) < 1e-12 and n["replaces"]
 
 
+def test_a_comparison_waits_for_the_other_recipes_queued_folds(monkeypatch):
+  """The other recipe t has folds 0-3 in the plan but has only run fold 0: a candidate that
+  beats it there by far is not decided on that one pair; against a recipe with no seed-0 run
+  in the plan the verdict says so."""
+  table_script = load_script("campaign_table")
+  done = {("base", 0, 0): 0.80, ("base", 0, 1): 0.81, ("t", 0, 0): 0.80, ("c", 0, 0): 0.90}
+  queue = [{"recipe": r, "fold": f, "seed": s} for r, f, s in done]
+  queue += [{"recipe": r, "fold": f, "seed": 0} for r in ("t", "c") for f in (1, 2, 3)]
+  monkeypatch.setattr(table_script, "run_numbers", lambda plan, run, repo: None if (
+      run["recipe"], run["fold"], run["seed"]) not in done else {
+      "mean_layer_dice": done[(run["recipe"], run["fold"], run["seed"])],
+      "boundary_mae_um": 5.0, "train_s": 60.0})
+  monkeypatch.setattr(table_script, "gflop_per_bscan", lambda recipe: 1.0)
+  plan = {"recipes": {n: {"config": "configs/x.py"} for n in ("base", "t", "c", "u")},
+          "queue": queue,
+          "comparisons": [{"recipe": "c", "against": "t"}, {"recipe": "c", "against": "u"}]}
+  table = table_script.lever_table(plan, repo="unused")
+  c_t, c_u = table["comparisons"]
+  assert c_t["paired_gains"].keys() == {"fold0_seed0"} and c_t["folds_needed"] == [0, 1, 2, 3]
+  assert not c_t["complete"] and not c_t["replaces"]
+  text = table_script.markdown(table)
+  assert "c against t: fold0_seed0: +0.1000; mean +0.1000; undecided (folds 0, 1, 2, 3 of both " \
+      "needed)." in text
+  assert "c against u: n/a; mean n/a; undecided (u has no seed-0 run in the plan)." in text
+
+
 def test_selection_compares_the_kept_epoch_with_the_last_and_refuses_repeated_epochs(tmp_path):
   """A 5-epoch log whose run kept epoch 3: the gain is Dice(3) - Dice(5), by hand; a log with an
   epoch twice (or without the kept epoch) is refused rather than read silently."""
