@@ -1549,9 +1549,30 @@ def results_fluid_columns(src: Sources) -> str:
       drift.append(abs(r["topology"]["literature"]["mean_layer_dice"]
                        - at_training["topology"]["literature"]["mean_layer_dice"]))
   return (table(["fold models", "columns"] + FLUID_COLUMN_HEADER, rows)
-          + "\n\n" + targets_in_columns(src) + " Re-scored here, every fold model's overall mean "
+          + "\n\n" + fluid_column_spread(src) + " " + targets_in_columns(src)
+          + " Re-scored here, every fold model's overall mean "
           f"layer Dice (order fix) is within {max(drift):.1e} of its score at the end of training "
           "(the H200 runs were scored on the H200).")
+
+
+def fluid_column_spread(src: Sources) -> str:
+  """Per FLUID_COLUMN_MODELS predictor: the OPL/ONL bias in the columns with fluid fold by fold,
+  and the share of the summed absolute boundary error (MAE x known columns, over the 4 folds)
+  that lies in those columns: all 8 boundaries, INL/OPL and OPL/ONL."""
+  parts = []
+  for folder, _, _ in FLUID_COLUMN_MODELS:
+    splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, folder)]
+    bias = ", ".join(f"{s['with_fluid']['geometry']['signed_um'][4]:+.1f}" for s in splits)
+    summed = {g: np.sum([np.asarray(s[g]["geometry"]["mae_um"])
+                         * np.asarray(s[g]["geometry"]["columns"]) for s in splits], axis=0)
+              for g in ("with_fluid", "without_fluid")}
+    share = summed["with_fluid"] / (summed["with_fluid"] + summed["without_fluid"])
+    total = summed["with_fluid"].sum() / (summed["with_fluid"].sum()
+                                           + summed["without_fluid"].sum())
+    parts.append(f"{folder}: OPL/ONL bias with fluid, folds 0-3, {bias} um; share of the summed "
+                 f"absolute boundary error in the columns with fluid {100 * total:.0f}% (all 8 "
+                 f"boundaries), {100 * share[3]:.0f}% (INL/OPL), {100 * share[4]:.0f}% (OPL/ONL)")
+  return "; ".join(parts) + "."
 
 
 def targets_in_columns(src: Sources) -> str:
@@ -1594,8 +1615,10 @@ def pretrained_fluid_columns(src: Sources) -> str:
   return (f"Where it is weakest (each member on its own held-out subjects, order fix on; "
           f"docs/results.md section 9): in the B-scan columns where the grader marked fluid "
           f"({wet['columns']} of {wet['columns'] + dry['columns']} held-out columns, "
-          f"{share:.0f}%), {scores(wet)}, with the OPL/ONL boundary placed "
-          f"{-wet['bias'][4]:.1f} um above the grader's on average; in the columns without "
+          f"{share:.0f}%), {scores(wet)}, with a mean signed OPL/ONL error of "
+          f"{wet['bias'][4]:+.1f} um (negative: above the grader's; members "
+          + ", ".join(f"{s['with_fluid']['geometry']['signed_um'][4]:+.1f}" for s in splits)
+          + " um); in the columns without "
           f"fluid, {scores(dry)}. Layer boundaries drawn through cysts are the least reliable "
           "part of its output.")
 

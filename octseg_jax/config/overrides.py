@@ -15,8 +15,6 @@ from octseg_jax.errors import InputError
 
 PREFIX = "--config."
 INFERENCE_MODES = ("eval", "predict", "explain")
-# The fields inference may set (config.schema: Field.inference); each parses with Field.parse.
-FIELDS = schema.inference_fields()
 # Short flags of explain mode and the field each one sets.
 ALIASES = {"cam_layers": "explain.layers", "cam_method": "explain.method",
            "cam_target": "explain.target", "cam_box": "explain.box"}
@@ -53,16 +51,21 @@ def parse(args: Sequence[str], mode: str) -> Dict[str, object]:
   for a misspelt field, a model-changing one (any other field of config.schema, the one
   list of fields) or a badly typed value."""
   out = {}
+  settable = schema.inference_fields(mode)       # config.schema: Field.inference
   for arg in args:
     if not arg.startswith(PREFIX) or "=" not in arg:
       raise InputError(f"{arg}: expected --config.FIELD=VALUE")
     field, value = arg[len(PREFIX):].split("=", 1)
     option = f"{PREFIX}{field}"
-    if field not in FIELDS:
+    if field not in settable:
+      if field in schema.inference_fields():
+        modes = " and ".join(f"--mode={m}" for m in schema.FIELDS[field].inference)
+        raise InputError(f"{option}: only {modes} reads it (--mode={mode} reads its scans from "
+                         "--input)")
       if field in schema.FIELDS:
         raise InputError(f"{option}: changes the trained model, so --mode={mode} cannot "
                          "override it (it uses the workdir's config.json); settable: "
-                         + ", ".join(FIELDS))
+                         + ", ".join(settable))
       raise InputError(schema.no_such_field(field))
     try:
       out[field] = schema.FIELDS[field].parse(value)

@@ -7,7 +7,7 @@ command-line choices (main.py) all read FIELDS.
 """
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import ml_collections
 
@@ -32,7 +32,8 @@ class Field:
   check: v.Check
   doc: str = ""
   resumable: bool = False   # may differ when training resumes into an existing workdir
-  inference: bool = False   # eval/predict/explain accept --config.FIELD=VALUE for it
+  # eval/predict/explain accept --config.FIELD=VALUE for it: True in all three, or the modes.
+  inference: Union[bool, Tuple[str, ...]] = False
 
   def parse(self, text: str):
     """Command-line text -> a checked value (ValueError names the problem)."""
@@ -52,10 +53,11 @@ FIELDS: Dict[str, Field] = {
     "data.source": F("synthetic", v.one_of(SOURCES), "'synthetic' (built-in phantom), 'duke' "
                      "(.npz/.mat in data.duke_dir) or 'folder' (images/*.png + masks/*.png)"),
     # Where the data lives, not what the model is: resume and eval may point elsewhere (eval
-    # still finds the workdir's validation scans by name, split.json).
+    # still finds the workdir's validation scans by name, split.json); predict and explain
+    # read --input instead.
     "data.duke_dir": F("../shared/data/duke_dme_chiu2015", v.text, resumable=True,
-                       inference=True),
-    "data.folder_dir": F("", v.text, resumable=True, inference=True),
+                       inference=("eval",)),
+    "data.folder_dir": F("", v.text, resumable=True, inference=("eval",)),
     "data.subjects": F((), v.int_tuple(0, 10_000, 0), "Duke subjects to load; () = all"),
     "data.grader": F(1, v.one_of((1, 2)), "for original Subject_XX.mat files"),
     "data.synthetic.num_scans": F(64, v.int_at_least(2)),
@@ -196,8 +198,10 @@ def resumable_summary() -> str:
   return ", ".join(out)
 
 
-def inference_fields() -> Tuple[str, ...]:
-  return tuple(k for k, f in FIELDS.items() if f.inference)
+def inference_fields(mode: Optional[str] = None) -> Tuple[str, ...]:
+  """The fields that --mode=MODE may set (that any inference mode may set, for None)."""
+  return tuple(k for k, f in FIELDS.items() if f.inference is True
+               or (f.inference and (mode is None or mode in f.inference)))
 
 
 def no_such_field(name: str) -> str:

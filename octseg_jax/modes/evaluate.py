@@ -213,8 +213,16 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, file
   check_common_validation(trained.members)       # an ensemble's members share one split
   images, masks, fluid, subjects, names = validation_scans(trained)
   data_name = (f"validation split of {trained.workdir} "
-               f"(subjects {trained.split['val'].get('subjects')})")
+               f"(subjects {trained.split['val'].get('subjects')}){data_folder_text(trained)}")
   return images, masks, fluid, subjects, names, data_name
+
+
+def data_folder_text(trained) -> str:
+  """' read from FOLDER' for a source read from a folder (which eval may be told to read
+  elsewhere, --config.data.duke_dir / folder_dir), '' for the synthetic phantom."""
+  data = trained.config.data
+  folder = {"duke": data.duke_dir, "folder": data.folder_dir}.get(data.source)
+  return f" read from {os.path.abspath(folder)}" if folder else ""
 
 
 def predict_all(trained, images) -> List[Dict]:

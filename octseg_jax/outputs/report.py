@@ -4,7 +4,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER_IOU
+from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, NUM_LAYERS, PAPER_IOU
 from octseg_jax.learning.metrics import nanmean
 
 
@@ -158,7 +158,7 @@ def metrics_markdown(result: Dict) -> str:
       "## Thickness MAE per layer (um)", "",
       table(["layer", "raw", "topology-fixed"],
             [[LAYER_NAMES[k + 1], fmt(raw["geometry"]["thickness_mae_um"][k], 2),
-              fmt(fix["geometry"]["thickness_mae_um"][k], 2)] for k in range(7)]), "",
+              fmt(fix["geometry"]["thickness_mae_um"][k], 2)] for k in range(NUM_LAYERS)]), "",
       "## Mean layer Dice per subject (raw)", "",
       table(["subject", "mean layer Dice"],
             [[s, fmt(v)] for s, v in result["per_subject_mean_layer_dice"].items()]), "",
@@ -179,18 +179,22 @@ def fluid_columns_markdown(split) -> list:
     return []
   dry, wet = split["without_fluid"], split["with_fluid"]
   dice = [[LAYER_NAMES[k + 1], fmt(dry["literature"]["layer_dice"][k]),
-           fmt(wet["literature"]["layer_dice"][k])] for k in range(7)]
+           fmt(wet["literature"]["layer_dice"][k])] for k in range(NUM_LAYERS)]
   dice.append(["mean", fmt(dry["literature"]["mean_layer_dice"]),
                fmt(wet["literature"]["mean_layer_dice"])])
-  bounds = [[name] + [fmt(g["geometry"][key][b], 2) for g in (dry, wet)
-                      for key in ("mae_um", "signed_um")]
+  bounds = [[name] + [cell for g in (dry, wet)
+                      for cell in (fmt(g["geometry"]["mae_um"][b], 2),
+                                   fmt(g["geometry"]["signed_um"][b], 2),
+                                   int(g["geometry"]["columns"][b]))]
             for b, name in enumerate(BOUNDARY_NAMES)]
   return ["## Columns with and without fluid (topology-fixed labels)", "",
           f"A column counts as 'with fluid' when the grader marked fluid in at least one of its "
           f"pixels: {dry['columns']} columns without, {wet['columns']} with.", "",
           table(["layer", "Dice without fluid", "Dice with fluid"], dice), "",
-          table(["boundary", "MAE without (um)", "signed without (um)", "MAE with (um)",
-                 "signed with (um)"], bounds), ""]
+          table(["boundary", "MAE without (um)", "signed without (um)", "columns without",
+                 "MAE with (um)", "signed with (um)", "columns with"], bounds), "",
+          "Columns: those where both the grader's and the model's boundary are known (a boundary "
+          "through unlabelled fluid is not)."]
 
 
 def calibration_markdown(cal) -> list:

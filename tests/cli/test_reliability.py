@@ -310,6 +310,8 @@ def test_eval_of_a_workdir_whose_data_moved(trained_workdir, tmp_path, capsys):
               f"--output={tmp_path / 'e3'}")[0] == 0
   moved, original = (json.load(open(tmp_path / e / "metrics.json")) for e in ("e2", "e3"))
   assert moved["scans"] == original["scans"] == len(split["val"]["names"])
+  assert moved["data"].endswith(f" read from {data}")          # what was scored, recorded
+  assert "read from" not in original["data"]                   # the phantom has no folder
   assert moved["topology"]["literature"] == original["topology"]["literature"]
 
 

@@ -63,6 +63,19 @@ def test_inference_and_training_share_one_range():
     overrides.parse(["--config.explain.max_scan=2"], "explain")
 
 
+def test_data_paths_are_settable_where_they_are_read():
+  """eval reads the workdir's validation scans from the data folder; predict and explain read
+  --input, so there the data paths are refused rather than ignored."""
+  assert overrides.parse(["--config.data.duke_dir=/d"], "eval") == {"data.duke_dir": "/d"}
+  for mode in ("predict", "explain"):
+    with pytest.raises(InputError, match=rf"^--config.data.folder_dir: only --mode=eval reads "
+                       rf"it \(--mode={mode} reads its scans from --input\)$"):
+      overrides.parse(["--config.data.folder_dir=/d"], mode)
+  assert "data.duke_dir" in schema.inference_fields("eval")
+  assert "data.duke_dir" not in schema.inference_fields("predict")
+  assert "train.eval_batch_size" in schema.inference_fields("predict")
+
+
 def test_resumable_fields_in_words():
   words = schema.resumable_summary().split(", ")
   assert {"explain.*", "predict.*", "benchmark.*", "train.num_epochs"} <= set(words)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from octseg_jax.anatomy import IGNORE
 from octseg_jax.modes import evaluate
 from octseg_jax.outputs import report
 
@@ -49,6 +50,22 @@ def test_fluid_columns_split_against_a_hand_computed_case():
   assert wet["geometry"]["thickness_mae_um"] == pytest.approx([0, 0, 0, UM, UM, 0, 0])
 
 
+def test_a_boundary_through_unlabelled_fluid_is_not_scored():
+  """A cyst across INL/OPL (row 8) in column 5, unlabelled in the mask as in the Duke data: the
+  column counts as with fluid, its INL/OPL boundary is unknown there (not scored), and its two
+  unlabelled pixels count in no Dice."""
+  truth = _label_map(np.tile(np.array(TRUE_BOUNDS)[:, None], (1, W)))
+  mask = truth.copy()
+  mask[7:9, 5] = IGNORE
+  fluid = np.zeros((H, W), np.uint8)
+  fluid[7:9, 5] = 1
+  wet = evaluate.score_fluid_columns([truth], [mask], [fluid], UM)["with_fluid"]
+  assert wet["columns"] == 1 and wet["pixels"] == H - 2
+  assert wet["geometry"]["columns"] == [1, 1, 1, 0, 1, 1, 1, 1]
+  assert np.isnan(wet["geometry"]["mae_um"][3]) and wet["geometry"]["mae_um"][4] == 0.0
+  assert wet["literature"]["layer_dice"] == pytest.approx([1.0] * 7)
+
+
 def test_score_adds_the_split_only_with_fluid_and_its_groups_add_up():
   labels, masks, fluid = _case()
   probs = [np.eye(8)[lab] for lab in labels]       # one-hot: the order fix keeps them
@@ -70,7 +87,7 @@ def test_a_split_without_fluid_scores_an_empty_group_as_missing():
   assert "12 columns without, 0 with" in md
   # OPL over all 12 columns: 24 true pixels, 22 predicted, 22 shared -> 44/46.
   assert "| OPL | 0.9565 | n/a |" in md
-  assert "| OPL/ONL | 0.65 | -0.65 | n/a | n/a |" in md     # 2 of 12 columns one row high
+  assert "| OPL/ONL | 0.65 | -0.65 | 12 | n/a | n/a | 0 |" in md   # 2 of 12 columns one row high
   assert report.fluid_columns_markdown(None) == []
 
 
