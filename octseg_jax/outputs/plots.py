@@ -145,11 +145,12 @@ NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      true_bounds=None, title: str = "", model: str = "",
                      unsupported=None, fluid=None, uncertain=None, pixel_um=None,
-                     uncertain_um=None) -> None:
+                     uncertain_um=None, fluid_label: str = "fluid (predicted)") -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
-  `fluid` [H, W] (0/1) is outlined; columns in `uncertain` [W] bool are shaded in orange (the
+  `fluid` [H, W] (0/1) is outlined (named `fluid_label` in the legend); columns in `uncertain`
+  [W] bool are shaded in orange (the
   legend names the spread `uncertain_um` that flags them). pixel_um: (row, column) pixel size.
   The scan is stretched to fit the figure (at its physical aspect a B-scan is a thin strip);
   the x-axis label says by how much, or that the lateral pixel size is unknown."""
@@ -184,7 +185,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   ax.set_facecolor("black")
   ax.legend(handles=overlay_legend(true_bounds is not None, masked.any(),
                                    uncertain is not None and np.any(uncertain), uncertain_um,
-                                   fluid is not None and np.any(fluid)),
+                                   fluid is not None and np.any(fluid), fluid_label),
             loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
             title="boundary", title_fontsize=8, facecolor="0.85")
   ax.set_title(heading(title, model, "boundaries: solid = prediction" +
@@ -224,7 +225,7 @@ NO_SUPPORT_BAND = {"facecolor": (0.6, 0.6, 0.6, 0.35), "edgecolor": "0.85", "hat
 
 
 def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um,
-                   fluid: bool) -> list:
+                   fluid: bool, fluid_label: str = "fluid (predicted)") -> list:
   """The overlay's legend entries: the 8 boundaries, prediction / truth styles, and the
   no-support, uncertain and fluid marks where the figure shows them."""
   from matplotlib.lines import Line2D
@@ -238,7 +239,7 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
   if uncertain:
     handles.append(uncertain_patch(uncertain_um, "\n"))
   if fluid:
-    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
+    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label=fluid_label))
   return handles
 
 

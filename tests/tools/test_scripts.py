@@ -108,3 +108,29 @@ def test_cam_evidence_writes_the_pooled_folds_and_refuses_bad_input_in_one_line(
   err = capsys.readouterr().err
   assert err.startswith(f"error: {heldout}: a compare_cams.json is not scripts/compare_cams.py")
   assert err.count("\n") == 1 and not (tmp_path / "o.json").exists()
+
+
+def test_fluid_column_figure_picks_the_scan_with_the_largest_error_in_fluid_columns(
+    trained_workdir, tmp_path, capsys):
+  """By hand: scan 0's OPL/ONL is 2 rows off in its one fluid column (and 9 off in a dry one,
+  which does not count); scan 1's 3 rows off in one of its two fluid columns, the other unknown
+  (NaN, skipped) -> 3 > 2, scan 1. A scan without a fluid column gives NaN. The script then
+  draws a tiny workdir's validation scan, and refuses a missing output folder in one line."""
+  s = load_script("fluid_column_figure")
+  true = np.zeros((8, 3))
+  pred0, pred1 = true.copy(), true.copy()
+  pred0[4] = [2, 9, 0]
+  pred1[4] = [0, 3, np.nan]
+  f0, f1 = np.zeros((5, 3), np.uint8), np.zeros((5, 3), np.uint8)
+  f0[2, 0] = 1
+  f1[1, 1:] = 1
+  assert s.fluid_column_error(pred0, true, f0) == 2.0
+  assert s.fluid_column_error(pred1, true, f1) == 3.0
+  assert np.isnan(s.fluid_column_error(pred0, true, np.zeros((5, 3))))
+  assert s.worst_scan([pred0, pred1], [true, true], [f0, f1]) == 1
+  out = tmp_path / "figure.png"
+  assert s.main([f"--workdir={trained_workdir[0]}", f"--output={out}"]) == 0
+  assert out.stat().st_size > 10_000
+  assert s.main([f"--workdir={trained_workdir[0]}", f"--output={tmp_path}/no/f.png"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"error: --output={tmp_path}/no/f.png: its folder does not exist"]
