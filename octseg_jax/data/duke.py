@@ -294,10 +294,13 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
       raise fail(path, f"{layers_key} annotates no B-scan (the top boundary, ILM, or the bottom "
                  "one, BM, is missing in every column)")
     keep = np.nonzero(labelled)[0]
-    images, masks, fluid = images[keep], masks[keep], fluid[keep]
+    images, masks = images[keep], masks[keep]
+    fluid = None if fluid is None else fluid[keep]
     if unannotated == "crop":
-      cols = np.nonzero((masks != IGNORE).any(axis=(0, 1)))[0]
-      images, masks, fluid = (a[..., cols[0]:cols[-1] + 1] for a in (images, masks, fluid))
+      found = np.nonzero((masks != IGNORE).any(axis=(0, 1)))[0]
+      cols = slice(found[0], found[-1] + 1)
+      images, masks = images[..., cols], masks[..., cols]
+      fluid = None if fluid is None else fluid[..., cols]
   else:
     keep = np.arange(len(images))
   names = [f"{stem}_b{int(s):02d}" for s in keep]
@@ -306,7 +309,7 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
 
 def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str):
   """(masks, fluid) uint8 [S, H, W] from the grader's boundaries [8, W, S] and fluid
-  [H, W, S] (all 0 when the file has none)."""
+  [H, W, S]; fluid is None when the file has no fluid annotation (not 'no fluid')."""
   n, height, width = shape
   layers = _numeric_field(data, layers_key, path).astype(np.float64)
   if layers.ndim == 2:
@@ -322,7 +325,7 @@ def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str)
       raise fail(path, f"{fluid_key} has shape {list(fluid.shape)}, images [{height}, {width}, {n}]")
     fluid = np.nan_to_num(fluid.astype(np.float64)) > 0
   else:
-    fluid = np.zeros((height, width, n), bool)
+    return np.stack([boundaries_to_mask(layers[..., s], height) for s in range(n)]), None
   masks = np.stack([resolve_fluid(boundaries_to_mask(layers[..., s], height), fluid[..., s])
                     for s in range(n)])
   return masks, np.moveaxis(fluid, -1, 0).astype(np.uint8)

@@ -46,6 +46,23 @@ def test_mat_round_trip(tmp_path):
   np.testing.assert_array_equal(col6[21:23], 5)
 
 
+def test_mat_without_a_fluid_annotation_has_none_rather_than_no_fluid(tmp_path):
+  """A .mat with the grader's layers but no manualFluid: fluid is unknown (None), so eval
+  neither scores a fluid head against it nor counts its columns as dry; the layers read as
+  with an empty fluid annotation."""
+  path, _, _ = _volume(tmp_path)
+  data = scipy.io.loadmat(path)
+  bare = os.path.join(tmp_path, "Subject_04.mat")
+  scipy.io.savemat(bare, {"images": data["images"], "manualLayers1": data["manualLayers1"]})
+  s = duke.load_mat(bare)
+  assert s.fluid is None and pipeline.fluid_of([s]) == [None]
+  with_empty = os.path.join(tmp_path, "Subject_05.mat")
+  scipy.io.savemat(with_empty, {"images": data["images"], "manualLayers1": data["manualLayers1"],
+                                "manualFluid1": np.zeros_like(data["manualFluid1"])})
+  np.testing.assert_array_equal(s.masks, duke.load_mat(with_empty).masks)
+  assert duke.load_mat(with_empty).fluid.shape == s.masks.shape
+
+
 def test_mat_ignore_mode_grader2_and_errors(tmp_path):
   path, _, _ = _volume(tmp_path, "Subject_07.mat", grader=2)
   s = duke.load_mat(path, grader=2, unannotated="ignore")
