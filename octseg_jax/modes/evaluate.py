@@ -245,9 +245,12 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
   """score() of the predictions with calibration and, for a model with heads, score_heads."""
   probs = [o["probs"] for o in outputs]
   pixel_um = float(trained.config.data.pixel_um)
+  unknown = sum(f is None for f in fluid)        # scans whose fluid nobody marked
   with Progress(len(probs), "eval: score", unit="scan") as bar:
-    result = score(probs, masks, subjects, pixel_um, bar,
-                   fluid if all(f is not None for f in fluid) else None)
+    result = score(probs, masks, subjects, pixel_um, bar, None if unknown else fluid)
+  if 0 < unknown < len(fluid):
+    result["topology"]["by_fluid_columns_skipped"] = (
+        f"{unknown} of {len(fluid)} scans carry no fluid annotation")
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
   result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um)
   if trained.head_names:

@@ -167,14 +167,19 @@ def metrics_markdown(result: Dict) -> str:
       "*literature* = Dice per layer (background excluded, NaN if a class is absent from truth "
       "and prediction) from hard predictions, accumulated over all scans. Pixels labelled 255 "
       "never count.", ""]
-  return "\n".join(lines + fluid_columns_markdown(fix.get("by_fluid_columns"))
+  return "\n".join(lines + fluid_columns_markdown(fix.get("by_fluid_columns"),
+                                                  fix.get("by_fluid_columns_skipped"))
                    + heads_markdown(result.get("heads", {}))
                    + calibration_markdown(result.get("calibration")))
 
 
-def fluid_columns_markdown(split) -> list:
+def fluid_columns_markdown(split, skipped: str = "") -> list:
   """The topology-fixed layer Dice and boundary error in the columns with grader-marked fluid
-  and in those without, side by side; [] when the scans carry no fluid annotation."""
+  and in those without, side by side; why they were not scored when only some scans carry a
+  fluid annotation (`skipped`); [] when none does."""
+  if skipped:
+    return ["## Columns with and without fluid", "",
+            f"Not scored: {skipped} (the split needs every scan's).", ""]
   if not split:
     return []
   dry, wet = split["without_fluid"], split["with_fluid"]

@@ -89,6 +89,8 @@ def test_a_split_without_fluid_scores_an_empty_group_as_missing():
   assert "| OPL | 0.9565 | n/a |" in md
   assert "| OPL/ONL | 0.65 | -0.65 | 12 | n/a | n/a | 0 |" in md   # 2 of 12 columns one row high
   assert report.fluid_columns_markdown(None) == []
+  assert report.fluid_columns_markdown(None, "1 of 2 scans carry no fluid annotation")[2] == (
+      "Not scored: 1 of 2 scans carry no fluid annotation (the split needs every scan's).")
 
 
 def test_eval_console_line_of_the_split():
@@ -99,3 +101,18 @@ def test_eval_console_line_of_the_split():
       f"with fluid 2 columns: mean layer Dice {(5 + 4 / 6 + 0.8) / 7:.4f}, boundary MAE "
       "0.48 um; without 10 columns: mean layer Dice 1.0000, boundary MAE 0.00 um (order fix)"]
   assert report.fluid_columns_summary(None) == []
+
+
+def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
+  import types
+  labels, masks, fluid = _case()
+  trained = types.SimpleNamespace(config=types.SimpleNamespace(
+      data=types.SimpleNamespace(pixel_um=UM)), head_names=())
+  outputs = [{"probs": np.eye(8)[lab]} for lab in labels]
+  partial = evaluate.score_outputs(trained, outputs, masks, [fluid[0], None], [1, 2])
+  assert "by_fluid_columns" not in partial["topology"]
+  assert partial["topology"]["by_fluid_columns_skipped"] == \
+      "1 of 2 scans carry no fluid annotation"
+  for given in (fluid, [None, None]):            # every scan's, or none: nothing to explain
+    assert "by_fluid_columns_skipped" not in evaluate.score_outputs(
+        trained, outputs, masks, given, [1, 2])["topology"]
