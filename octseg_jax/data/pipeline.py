@@ -5,6 +5,7 @@ resumed run sees exactly the batches an uninterrupted run sees.
 """
 
 import dataclasses
+import hashlib
 from typing import Dict, List, Tuple
 
 import jax
@@ -137,10 +138,21 @@ def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
   return Prepared(np.stack(xs), np.stack(ys), list(names), np.asarray(subjects))
 
 
+def scans_digest(images, masks) -> str:
+  """SHA-256 of scans in order (each image's and mask's shape and bytes): the split record
+  keeps it for the validation scans, so that eval can tell the same names with other pixels."""
+  h = hashlib.sha256()
+  for a in (x for pair in zip(images, masks) for x in pair):
+    a = np.ascontiguousarray(a, np.uint8)
+    h.update(str(a.shape).encode() + a.tobytes())
+  return h.hexdigest()
+
+
 def build(config) -> Tuple[Prepared, Prepared, Dict]:
   """Loads, splits and preprocesses the configured data: (train, val, split record)."""
   sets = load_scans(config.data)
   images, masks, subjects, names = flatten(sets)
+  plain_masks = masks
   if config.model.fluid_head:
     masks = with_fluid(masks, fluid_of(sets), config.data.source)
   train_idx, val_idx = split_indices(subjects, config.data, config.seed)
@@ -158,7 +170,9 @@ def build(config) -> Tuple[Prepared, Prepared, Dict]:
       "train": {"names": [names[i] for i in train_idx],
                 "subjects": sorted(set(subjects[train_idx].tolist()))},
       "val": {"names": [names[i] for i in val_idx],
-              "subjects": sorted(set(subjects[val_idx].tolist()))},
+              "subjects": sorted(set(subjects[val_idx].tolist())),
+              "sha256": scans_digest([images[i] for i in val_idx],
+                                     [plain_masks[i] for i in val_idx])},
       "input_shape": list(pad_to),
   }
   return take(train_idx), take(val_idx), record

@@ -178,6 +178,12 @@ def validation_scans(trained):
     raise InputError(f"{trained.workdir}/split.json: validation scans {missing[:3]} are not in "
                      "the configured data (was the data moved or changed?)")
   idx = [index[n] for n in wanted]
+  recorded = trained.split["val"].get("sha256")        # absent in workdirs before 2026-12
+  if recorded and recorded != pipeline.scans_digest([images[i] for i in idx],
+                                                    [masks[i] for i in idx]):
+    raise InputError(f"{trained.workdir}/split.json: the validation scans read"
+                     f"{data_folder_text(trained)} have the names, not the pixels, of those the "
+                     "model was validated on (other data under the same names?)")
   return ([images[i] for i in idx], [masks[i] for i in idx], [fluid[i] for i in idx],
           subjects[idx], wanted)
 

@@ -312,6 +312,14 @@ def test_eval_of_a_workdir_whose_data_moved(trained_workdir, tmp_path, capsys):
   assert moved["scans"] == original["scans"] == len(split["val"]["names"])
   assert moved["data"].endswith(f" read from {data}")          # what was scored, recorded
   assert "read from" not in original["data"]                   # the phantom has no folder
+  # Other pixels under the same names are refused in one line (split.json's val.sha256).
+  first = split["val"]["names"][0]
+  image = phantom.images[phantom.names.index(first)].copy()
+  image[0, 0] ^= 1
+  write_png(str(data / "images" / f"{first}.png"), image)
+  status, err = _cli(capsys, "--mode=eval", f"--workdir={copy}", f"--output={tmp_path / 'e4'}",
+                     f"--config.data.folder_dir={data}")
+  assert status == 2 and len(err) == 1 and "have the names, not the pixels" in err[0]
   assert moved["topology"]["literature"] == original["topology"]["literature"]
 
 

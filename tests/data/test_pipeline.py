@@ -74,3 +74,25 @@ def test_augment_flip_shift_and_intensity():
   assert not np.allclose(np.asarray(xb), x)
   # Same key, same result.
   np.testing.assert_array_equal(xa, np.asarray(pipeline.augment(key, x, y, True, 2, False)[0]))
+
+
+def test_the_split_record_keeps_a_digest_of_the_validation_scans():
+  """scans_digest changes with one pixel and with the shape alone; build's record holds it for
+  the validation scans' images and plain masks (the fluid encoding of a fluid-head model's
+  training labels does not enter it)."""
+  from conftest import tiny_config
+  a, m = np.zeros((4, 6), np.uint8), np.ones((4, 6), np.uint8)
+  b = a.copy()
+  b[1, 2] = 7
+  assert pipeline.scans_digest([a], [m]) == pipeline.scans_digest([a.copy()], [m.copy()])
+  assert pipeline.scans_digest([a], [m]) != pipeline.scans_digest([b], [m])
+  assert pipeline.scans_digest([a], [m]) != pipeline.scans_digest([a.reshape(6, 4)],
+                                                                  [m.reshape(6, 4)])
+  for fluid_head in (False, True):
+    config = tiny_config(**{"model.fluid_head": fluid_head})
+    _, _, record = pipeline.build(config)
+    sets = pipeline.load_scans(config.data)
+    images, masks, _, names = pipeline.flatten(sets)
+    idx = [names.index(n) for n in record["val"]["names"]]
+    assert record["val"]["sha256"] == pipeline.scans_digest([images[i] for i in idx],
+                                                            [masks[i] for i in idx])
