@@ -642,11 +642,26 @@ def campaign_headline(src: Sources) -> str:
   adopted = [f"`{n}` on {machine} ({r['mean_gain']:+.4f})" for levers, machine in machines.items()
              for n, r in src.json(levers)["recipes"].items() if r["adopted"]]
   return (f"* Accuracy campaign (4-fold cross-validation as above, order fix on; docs/results.md "
-          f"sections 7-8): the best recipe so far over its 4 seed-0 fold models is `{name}` on "
+          f"sections 7-9): the best recipe so far over its 4 seed-0 fold models is `{name}` on "
           f"{machine}: mean layer Dice **{dice:.3f}**, "
           f"INL {layer['INL']:.3f}, OPL {layer['OPL']:.3f}, boundary error "
-          f"{np.mean([x['boundary_mae_um'] for x in runs]):.1f} um. Levers adopted (paired gain "
-          f"over the base above the seed noise): {', '.join(adopted) or 'none'}.")
+          f"{np.mean([x['boundary_mae_um'] for x in runs]):.1f} um{fluid_column_clause(src, name)}. "
+          f"Levers adopted (paired gain over the base above the seed noise): "
+          f"{', '.join(adopted) or 'none'}.")
+
+
+def fluid_column_clause(src: Sources, recipe: str) -> str:
+  """'; scored apart, X in the columns without fluid and Y in the Z% with fluid' for a recipe
+  whose fold models section 9 re-scored (FLUID_COLUMN_MODELS), else ''."""
+  if recipe not in [folder for folder, _, _ in FLUID_COLUMN_MODELS]:
+    return ""
+  splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, recipe)]
+  wet, dry = (fluid_column_means(splits, g) for g in ("with_fluid", "without_fluid"))
+  share = 100 * wet["columns"] / (wet["columns"] + dry["columns"])
+  most = [BOUNDARY_NAMES[b] for b, s in enumerate(wet_error_shares(splits)[0]) if s > 0.5]
+  return (f"; scored apart, {dry['dice']:.3f} in the B-scan columns without grader-marked fluid "
+          f"and {wet['dice']:.3f} in the {share:.0f}% with fluid"
+          + (f", where most of its {and_list(most)} error lies" if most else ""))
 
 
 def shipped_headline(src: Sources) -> str:
@@ -1555,6 +1570,16 @@ def results_fluid_columns(src: Sources) -> str:
           "(the H200 runs were scored on the H200).")
 
 
+def wet_error_shares(splits: List[Dict]) -> Tuple[np.ndarray, float]:
+  """(per boundary, over all 8) the share of the summed absolute boundary error (MAE x known
+  columns, over the runs' by_fluid_columns records) that lies in the columns with fluid."""
+  summed = {g: np.sum([np.asarray(s[g]["geometry"]["mae_um"])
+                       * np.asarray(s[g]["geometry"]["columns"]) for s in splits], axis=0)
+            for g in ("with_fluid", "without_fluid")}
+  wet, everywhere = summed["with_fluid"], summed["with_fluid"] + summed["without_fluid"]
+  return wet / everywhere, float(wet.sum() / everywhere.sum())
+
+
 def fluid_column_spread(src: Sources) -> str:
   """Per FLUID_COLUMN_MODELS predictor: the OPL/ONL bias in the columns with fluid fold by fold,
   and the share of the summed absolute boundary error (MAE x known columns, over the 4 folds)
@@ -1563,12 +1588,7 @@ def fluid_column_spread(src: Sources) -> str:
   for folder, _, _ in FLUID_COLUMN_MODELS:
     splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, folder)]
     bias = ", ".join(f"{s['with_fluid']['geometry']['signed_um'][4]:+.1f}" for s in splits)
-    summed = {g: np.sum([np.asarray(s[g]["geometry"]["mae_um"])
-                         * np.asarray(s[g]["geometry"]["columns"]) for s in splits], axis=0)
-              for g in ("with_fluid", "without_fluid")}
-    share = summed["with_fluid"] / (summed["with_fluid"] + summed["without_fluid"])
-    total = summed["with_fluid"].sum() / (summed["with_fluid"].sum()
-                                           + summed["without_fluid"].sum())
+    share, total = wet_error_shares(splits)
     parts.append(f"{folder}: OPL/ONL bias with fluid, folds 0-3, {bias} um; share of the summed "
                  f"absolute boundary error in the columns with fluid {100 * total:.0f}% (all 8 "
                  f"boundaries), {100 * share[3]:.0f}% (INL/OPL), {100 * share[4]:.0f}% (OPL/ONL)")
