@@ -633,8 +633,8 @@ def campaign_headline(src: Sources) -> str:
   """The README's line on the accuracy campaign: the best recipe over its 4 seed-0 fold models
   (either screen), its thin layers and boundary error, and the levers adopted."""
   machines = {CAMPAIGN: "this 2-core CPU", H200: "the H200"}
-  dice, name, machine, runs = max(
-      ((np.mean([x["mean_layer_dice"] for x in runs]), name, machine, runs)
+  dice, name, machine, runs, levers = max(
+      ((np.mean([x["mean_layer_dice"] for x in runs]), name, machine, runs, levers)
        for levers, machine in machines.items()
        for name, runs in seed0_fold_runs(src.json(levers)).items()), key=lambda c: c[0])
   layer = {k: np.mean([x["layer_dice"][LAYER_NAMES.index(k) - 1] for x in runs])
@@ -645,17 +645,23 @@ def campaign_headline(src: Sources) -> str:
           f"sections 7-9): the best recipe so far over its 4 seed-0 fold models is `{name}` on "
           f"{machine}: mean layer Dice **{dice:.3f}**, "
           f"INL {layer['INL']:.3f}, OPL {layer['OPL']:.3f}, boundary error "
-          f"{np.mean([x['boundary_mae_um'] for x in runs]):.1f} um{fluid_column_clause(src, name)}. "
+          f"{np.mean([x['boundary_mae_um'] for x in runs]):.1f} um"
+          f"{fluid_column_clause(src, name, levers, runs)}. "
           f"Levers adopted (paired gain over the base above the seed noise): "
           f"{', '.join(adopted) or 'none'}.")
 
 
-def fluid_column_clause(src: Sources, recipe: str) -> str:
+def fluid_column_clause(src: Sources, recipe: str, levers: str, runs: List[Dict]) -> str:
   """'; scored apart, X in the columns without fluid and Y in the Z% with fluid' for a recipe
-  whose fold models section 9 re-scored (FLUID_COLUMN_MODELS), else ''."""
-  if recipe not in [folder for folder, _, _ in FLUID_COLUMN_MODELS]:
+  of the lever table `levers` whose 4 seed-0 fold runs (`runs`) carry eval's split, or whose
+  fold models section 9 re-scored (FLUID_COLUMN_MODELS, same machine); else ''."""
+  runs_dir = {CAMPAIGN: CAMPAIGN_RUNS, H200: H200_RUNS}[levers]
+  if all("by_fluid_columns" in r for r in runs):
+    splits = [r["by_fluid_columns"] for r in runs]
+  elif (recipe, runs_dir) in [(folder, d) for folder, _, d in FLUID_COLUMN_MODELS]:
+    splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, recipe)]
+  else:
     return ""
-  splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, recipe)]
   wet, dry = (fluid_column_means(splits, g) for g in ("with_fluid", "without_fluid"))
   share = 100 * wet["columns"] / (wet["columns"] + dry["columns"])
   most = [BOUNDARY_NAMES[b] for b, s in enumerate(wet_error_shares(splits)[0]) if s > 0.5]
@@ -1587,9 +1593,12 @@ def fluid_column_spread(src: Sources) -> str:
   parts = []
   for folder, _, _ in FLUID_COLUMN_MODELS:
     splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, folder)]
-    bias = ", ".join(f"{s['with_fluid']['geometry']['signed_um'][4]:+.1f}" for s in splits)
+    folds = np.array([s["with_fluid"]["geometry"]["signed_um"][4] for s in splits])
+    worst = int(np.argmax(np.abs(folds)))
+    bias = (", ".join(f"{b:+.1f}" for b in folds) + f" um (mean {folds.mean():+.1f}; without "
+            f"fold {worst}, {np.delete(folds, worst).mean():+.1f})")
     share, total = wet_error_shares(splits)
-    parts.append(f"{folder}: OPL/ONL bias with fluid, folds 0-3, {bias} um; share of the summed "
+    parts.append(f"{folder}: OPL/ONL bias with fluid, folds 0-3, {bias}; share of the summed "
                  f"absolute boundary error in the columns with fluid {100 * total:.0f}% (all 8 "
                  f"boundaries), {100 * share[3]:.0f}% (INL/OPL), {100 * share[4]:.0f}% (OPL/ONL)")
   return "; ".join(parts) + "."

@@ -60,8 +60,7 @@ def parse(args: Sequence[str], mode: str) -> Dict[str, object]:
     if field not in settable:
       if field in schema.inference_fields():
         modes = " and ".join(f"--mode={m}" for m in schema.FIELDS[field].inference)
-        raise InputError(f"{option}: only {modes} reads it (--mode={mode} reads its scans from "
-                         "--input)")
+        raise InputError(f"{option}: only {modes} accepts it, not --mode={mode}")
       if field in schema.FIELDS:
         raise InputError(f"{option}: changes the trained model, so --mode={mode} cannot "
                          "override it (it uses the workdir's config.json); settable: "

@@ -31,6 +31,14 @@ def recipe_from_config(config) -> preprocessing.Recipe:
       normalisation=r.normalisation)
 
 
+def data_folder(data_config):
+  """The folder the configured source reads (data.duke_dir or data.folder_dir); None for the
+  synthetic phantom."""
+  if data_config.source in ("duke", "folder"):
+    return getattr(data_config, f"{data_config.source}_dir")
+  return None
+
+
 def load_scans(data_config) -> List[ScanSet]:
   """The configured source as a list of ScanSets (one per file; sizes may differ)."""
   source = data_config.source
@@ -40,12 +48,12 @@ def load_scans(data_config) -> List[ScanSet]:
     return [synthetic.generate(s.num_scans, s.height, s.width, s.seed, s.cysts,
                                s.scans_per_subject)]
   if source == "duke":
-    return duke.load_dir(data_config.duke_dir, tuple(data_config.subjects),
+    return duke.load_dir(data_folder(data_config), tuple(data_config.subjects),
                          int(data_config.grader), max_side)
   if source == "folder":
-    if not data_config.folder_dir:
+    if not data_folder(data_config):
       raise InputError("--config.data.folder_dir: no folder given for source 'folder'")
-    sets = folder.load_folder(data_config.folder_dir, require_masks=True, max_side=max_side)
+    sets = folder.load_folder(data_folder(data_config), require_masks=True, max_side=max_side)
     for i, s in enumerate(sets):
       s.subjects = np.full(len(s), i + 1)    # no subject ids: every image its own group
     return sets
@@ -139,12 +147,12 @@ def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
 
 
 def scans_digest(images, masks) -> str:
-  """SHA-256 of scans in order (each image's and mask's shape and bytes): the split record
-  keeps it for the validation scans, so that eval can tell the same names with other pixels."""
+  """SHA-256 of scans in order (each image's and mask's dtype, shape and bytes): the split
+  record keeps it for the validation scans, so that eval can tell the same names with other
+  pixels."""
   h = hashlib.sha256()
-  for a in (x for pair in zip(images, masks) for x in pair):
-    a = np.ascontiguousarray(a, np.uint8)
-    h.update(str(a.shape).encode() + a.tobytes())
+  for a in (np.ascontiguousarray(x) for pair in zip(images, masks) for x in pair):
+    h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
   return h.hexdigest()
 
 

@@ -142,8 +142,11 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
   boundary head's boundary error against the masks' boundaries (no topology fix needed: the
   head's boundaries are ordered by construction). true_bounds: the masks' boundaries [8, sum W]."""
   out = {}
-  if "fluid" in outputs[0] and all(f is not None for f in fluid_true):
+  unknown = sum(f is None for f in fluid_true)
+  if "fluid" in outputs[0] and not unknown:
     out["fluid"] = score_fluid([o["fluid"] for o in outputs], fluid_true, masks, subjects)
+  elif "fluid" in outputs[0] and unknown < len(fluid_true):
+    out["fluid_skipped"] = f"{unknown} of {len(fluid_true)} scans carry no fluid annotation"
   if "boundaries" in outputs[0]:
     pred = np.concatenate([o["boundaries"] for o in outputs], axis=-1)
     out["boundary_head"] = {"geometry": _geometry_errors(pred, true_bounds, pixel_um)}
@@ -178,21 +181,30 @@ def validation_scans(trained):
     raise InputError(f"{trained.workdir}/split.json: validation scans {missing[:3]} are not in "
                      "the configured data (was the data moved or changed?)")
   idx = [index[n] for n in wanted]
-  recorded = trained.split["val"].get("sha256")        # absent in workdirs before 2026-12
-  if recorded and recorded != pipeline.scans_digest([images[i] for i in idx],
-                                                    [masks[i] for i in idx]):
-    raise InputError(f"{trained.workdir}/split.json: the validation scans read"
-                     f"{data_folder_text(trained)} have the names, not the pixels, of those the "
-                     "model was validated on (other data under the same names?)")
+  check_scans_digest(trained, [images[i] for i in idx], [masks[i] for i in idx])
   return ([images[i] for i in idx], [masks[i] for i in idx], [fluid[i] for i in idx],
           subjects[idx], wanted)
 
 
+def check_scans_digest(trained, images, masks) -> None:
+  """Refuses validation scans whose pixels are not those the model (each ensemble member) was
+  validated on: split.json's val.sha256 (pipeline.scans_digest; absent before 2026-12, and
+  then not checked)."""
+  recorded = {m.split["val"].get("sha256") for m in trained.members} - {None}
+  if recorded and recorded != {pipeline.scans_digest(images, masks)}:
+    read = data_folder_text(trained)
+    scans = f"the validation scans ({read})" if read else "the validation scans"
+    raise InputError(f"{trained.workdir}/split.json: {scans} have the names, not the pixels, "
+                     "of those the model was validated on (other data under the same names?); "
+                     "score other data with --input")
+
+
 def check_common_validation(members) -> None:
   """An ensemble is scored on one split: its members' validation scans must be the same."""
-  names = members[0].split["val"]["names"]
+  names, digest = members[0].split["val"]["names"], members[0].split["val"].get("sha256")
   for m in members[1:]:
-    if m.split["val"]["names"] != names:
+    other = m.split["val"].get("sha256")
+    if m.split["val"]["names"] != names or (digest and other and other != digest):
       raise InputError(f"{m.workdir}/split.json: validation scans differ from those of "
                        f"{members[0].workdir}; an ensemble is scored on one common split")
 
@@ -218,17 +230,17 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, file
     return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
   check_common_validation(trained.members)       # an ensemble's members share one split
   images, masks, fluid, subjects, names = validation_scans(trained)
+  read = data_folder_text(trained)
   data_name = (f"validation split of {trained.workdir} "
-               f"(subjects {trained.split['val'].get('subjects')}){data_folder_text(trained)}")
+               f"(subjects {trained.split['val'].get('subjects')})" + (f" {read}" if read else ""))
   return images, masks, fluid, subjects, names, data_name
 
 
 def data_folder_text(trained) -> str:
-  """' read from FOLDER' for a source read from a folder (which eval may be told to read
+  """'read from FOLDER' for a source read from a folder (which eval may be told to read
   elsewhere, --config.data.duke_dir / folder_dir), '' for the synthetic phantom."""
-  data = trained.config.data
-  folder = {"duke": data.duke_dir, "folder": data.folder_dir}.get(data.source)
-  return f" read from {os.path.abspath(folder)}" if folder else ""
+  folder = pipeline.data_folder(trained.config.data)
+  return f"read from {os.path.abspath(folder)}" if folder else ""
 
 
 def predict_all(trained, images) -> List[Dict]:

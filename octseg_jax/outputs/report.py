@@ -223,6 +223,9 @@ def heads_markdown(heads: Dict) -> list:
   if "boundary_head" in heads:
     lines += ["## Boundary error of the boundary head (ordered by construction)", "",
               geometry_table(heads["boundary_head"]["geometry"]), ""]
+  if "fluid_skipped" in heads:
+    lines += ["## Fluid", "", f"Not scored: {heads['fluid_skipped']} (the fluid Dice needs "
+              "every scan's).", ""]
   if "fluid" in heads:
     f = heads["fluid"]
     lines += ["## Fluid (threshold 0.5; Dice counted globally over the pixels of all scans)", "",

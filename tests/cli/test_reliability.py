@@ -320,6 +320,11 @@ def test_eval_of_a_workdir_whose_data_moved(trained_workdir, tmp_path, capsys):
   status, err = _cli(capsys, "--mode=eval", f"--workdir={copy}", f"--output={tmp_path / 'e4'}",
                      f"--config.data.folder_dir={data}")
   assert status == 2 and len(err) == 1 and "have the names, not the pixels" in err[0]
+  # A workdir written before the digest existed is scored as before.
+  split["val"].pop("sha256")
+  open(os.path.join(copy, "split.json"), "w").write(json.dumps(split))
+  assert _cli(capsys, "--mode=eval", f"--workdir={copy}", f"--output={tmp_path / 'e5'}",
+              f"--config.data.folder_dir={data}")[0] == 0
   assert moved["topology"]["literature"] == original["topology"]["literature"]
 
 

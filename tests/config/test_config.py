@@ -68,12 +68,15 @@ def test_data_paths_are_settable_where_they_are_read():
   --input, so there the data paths are refused rather than ignored."""
   assert overrides.parse(["--config.data.duke_dir=/d"], "eval") == {"data.duke_dir": "/d"}
   for mode in ("predict", "explain"):
-    with pytest.raises(InputError, match=rf"^--config.data.folder_dir: only --mode=eval reads "
-                       rf"it \(--mode={mode} reads its scans from --input\)$"):
+    with pytest.raises(InputError, match=rf"^--config.data.folder_dir: only --mode=eval accepts "
+                       rf"it, not --mode={mode}$"):
       overrides.parse(["--config.data.folder_dir=/d"], mode)
   assert "data.duke_dir" in schema.inference_fields("eval")
   assert "data.duke_dir" not in schema.inference_fields("predict")
   assert "train.eval_batch_size" in schema.inference_fields("predict")
+  for name, field in schema.FIELDS.items():       # a misspelt mode would hide a field
+    if isinstance(field.inference, tuple):
+      assert set(field.inference) <= set(overrides.INFERENCE_MODES), name
 
 
 def test_resumable_fields_in_words():

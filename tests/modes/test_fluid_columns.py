@@ -116,3 +116,9 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
   for given in (fluid, [None, None]):            # every scan's, or none: nothing to explain
     assert "by_fluid_columns_skipped" not in evaluate.score_outputs(
         trained, outputs, masks, given, [1, 2])["topology"]
+  # A fluid head's Dice is skipped for the same reason, and says so.
+  heads = evaluate.score_heads([o | {"fluid": np.zeros((H, W))} for o in outputs], masks,
+                               [fluid[0], None], [1, 2], None, UM)
+  assert heads == {"fluid_skipped": "1 of 2 scans carry no fluid annotation"}
+  assert "Not scored: 1 of 2 scans carry no fluid annotation (the fluid Dice needs every " \
+      "scan's)." in report.heads_markdown(heads)

@@ -190,6 +190,31 @@ def test_members_with_different_validation_splits_are_refused():
   b = types.SimpleNamespace(split={"val": {"names": ["s2"]}}, workdir="b")
   with pytest.raises(InputError, match="b/split.json"):
     evaluate.check_common_validation([a, b])
+  # Same names, other pixels (val.sha256) are refused; a member without a digest is not.
+  c, d, e = (types.SimpleNamespace(split={"val": {"names": ["s1"], **v}}, workdir=w)
+             for v, w in (({"sha256": "x"}, "c"), ({"sha256": "y"}, "d"), ({}, "e")))
+  with pytest.raises(InputError, match="d/split.json"):
+    evaluate.check_common_validation([c, d])
+  evaluate.check_common_validation([c, e])
+
+
+def test_eval_checks_every_members_digest_of_the_validation_scans():
+  from octseg_jax.data import pipeline
+  from octseg_jax.errors import InputError
+  from octseg_jax.modes import evaluate
+  images, masks = [np.zeros((3, 4), np.uint8)], [np.ones((3, 4), np.uint8)]
+  digest = pipeline.scans_digest(images, masks)
+  data = types.SimpleNamespace(source="synthetic")
+  def trained(*digests):
+    members = [types.SimpleNamespace(split={"val": {"names": ["s"]} | (
+        {"sha256": d} if d else {})}) for d in digests]
+    return types.SimpleNamespace(members=members, workdir="w",
+                                 config=types.SimpleNamespace(data=data))
+  evaluate.check_scans_digest(trained(digest, None), images, masks)   # old member: unchecked
+  for digests in ((None, "other"), (digest, "other")):
+    with pytest.raises(InputError, match=r"^w/split.json: the validation scans have the names, "
+                       "not the pixels"):
+      evaluate.check_scans_digest(trained(*digests), images, masks)
 
 
 
