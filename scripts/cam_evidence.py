@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from octseg_jax.errors import InputError  # noqa: E402
-from octseg_jax.outputs.atomic import write_json  # noqa: E402
+from octseg_jax.outputs.atomic import check_output_file, write_json  # noqa: E402
 from octseg_jax.outputs.cam_report import heldout_evidence  # noqa: E402
 from octseg_jax.serving.workdir import read_json  # noqa: E402
 
@@ -48,8 +48,7 @@ def main(argv=None) -> int:
   p.add_argument("--output", required=True, help="the JSON file to write (in a workdir)")
   a = p.parse_args(argv)
   try:
-    if not os.path.isdir(os.path.dirname(os.path.abspath(a.output))):
-      raise InputError(f"--output={a.output}: its folder does not exist")
+    check_output_file(a.output)
     evidence = evidence_file(a.heldout)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from octseg_jax.anatomy import BOUNDARY_NAMES  # noqa: E402
 from octseg_jax.data import preprocessing, volumes  # noqa: E402
 from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.geometry import boundaries as geom  # noqa: E402
+from octseg_jax.outputs.atomic import check_output_file  # noqa: E402
 
 BOUNDARY = BOUNDARY_NAMES.index("OPL/ONL")
 
@@ -75,8 +76,7 @@ def main(argv=None) -> int:
   p.add_argument("--duke_dir", default=None, help="where the Duke data lives, if moved")
   a = p.parse_args(argv)
   try:
-    if not os.path.isdir(os.path.dirname(os.path.abspath(a.output))):
-      raise InputError(f"--output={a.output}: its folder does not exist")
+    check_output_file(a.output)
     name = draw(a.workdir, a.output, a.duke_dir)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -13,6 +13,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from octseg_jax.errors import InputError
+
 
 TEMP_PREFIX = ".octseg-"
 TEMP_PATTERN = TEMP_PREFIX + "*"     # leftovers of an interrupted write, removable by glob
@@ -65,6 +67,13 @@ def atomic_path(path: str) -> Iterator[str]:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def check_output_file(path: str, option: str = "--output") -> None:
+  """Refuses (InputError naming the option) an output file whose folder does not exist, before
+  any work is done for it."""
+  if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    raise InputError(f"{option}={path}: its folder does not exist")
 
 
 def write_bytes(path: str, data: bytes) -> None:
