@@ -55,8 +55,8 @@ def batch_sums(logits: jax.Array, labels: jax.Array, boundary_weight: float = 10
 
   nll_sum, n_valid: summed negative log-likelihood and pixel count; weighted_nll_sum,
   weight_sum: the same with `pixel_weights` (column_weight on `columns` [B, W] among them);
-  inter, psum, ysum [K]: sum of p*y, p and y per
-  class (softmax probabilities p, one-hot labels y). Unused sums cost nothing under jit.
+  inter, psum, ysum [K]: sum of p*y, p and y per class (softmax probabilities p, one-hot
+  labels y). Unused sums cost nothing under jit.
   """
   k = logits.shape[-1]
   valid = valid_mask(labels, k)

@@ -89,6 +89,15 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   }
 
 
+def partly_unknown_fluid(fluid) -> str:
+  """'K of N scans carry no fluid annotation' when some but not all of the fluid masks are None
+  (the scores that need every scan's are then skipped, and say so), else ''."""
+  unknown = sum(f is None for f in fluid)
+  if 0 < unknown < len(fluid):
+    return f"{unknown} of {len(fluid)} scans carry no fluid annotation"
+  return ""
+
+
 def score_fluid_columns(labels, masks, fluid, pixel_um: float) -> Dict:
   """Layer Dice (literature protocol) and boundary error of label maps [H, W] per scan, scored
   apart in the columns with grader-marked fluid and in those without
@@ -142,11 +151,10 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
   boundary head's boundary error against the masks' boundaries (no topology fix needed: the
   head's boundaries are ordered by construction). true_bounds: the masks' boundaries [8, sum W]."""
   out = {}
-  unknown = sum(f is None for f in fluid_true)
-  if "fluid" in outputs[0] and not unknown:
+  if "fluid" in outputs[0] and all(f is not None for f in fluid_true):
     out["fluid"] = score_fluid([o["fluid"] for o in outputs], fluid_true, masks, subjects)
-  elif "fluid" in outputs[0] and unknown < len(fluid_true):
-    out["fluid_skipped"] = f"{unknown} of {len(fluid_true)} scans carry no fluid annotation"
+  elif "fluid" in outputs[0] and partly_unknown_fluid(fluid_true):
+    out["fluid_skipped"] = partly_unknown_fluid(fluid_true)
   if "boundaries" in outputs[0]:
     pred = np.concatenate([o["boundaries"] for o in outputs], axis=-1)
     out["boundary_head"] = {"geometry": _geometry_errors(pred, true_bounds, pixel_um)}
@@ -263,12 +271,11 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
   """score() of the predictions with calibration and, for a model with heads, score_heads."""
   probs = [o["probs"] for o in outputs]
   pixel_um = float(trained.config.data.pixel_um)
-  unknown = sum(f is None for f in fluid)        # scans whose fluid nobody marked
+  known = all(f is not None for f in fluid)
   with Progress(len(probs), "eval: score", unit="scan") as bar:
-    result = score(probs, masks, subjects, pixel_um, bar, None if unknown else fluid)
-  if 0 < unknown < len(fluid):
-    result["topology"]["by_fluid_columns_skipped"] = (
-        f"{unknown} of {len(fluid)} scans carry no fluid annotation")
+    result = score(probs, masks, subjects, pixel_um, bar, fluid if known else None)
+  if partly_unknown_fluid(fluid):
+    result["topology"]["by_fluid_columns_skipped"] = partly_unknown_fluid(fluid)
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
   result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um)
   if trained.head_names:

@@ -150,8 +150,8 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
   `fluid` [H, W] (0/1) is outlined (named `fluid_label` in the legend); columns in `uncertain`
-  [W] bool are shaded in orange (the
-  legend names the spread `uncertain_um` that flags them). pixel_um: (row, column) pixel size.
+  [W] bool are shaded in orange (the legend names the spread `uncertain_um` that flags them).
+  pixel_um: (row, column) pixel size.
   The scan is stretched to fit the figure (at its physical aspect a B-scan is a thin strip);
   the x-axis label says by how much, or that the lateral pixel size is unknown."""
   from octseg_jax.outputs.atomic import save_figure
