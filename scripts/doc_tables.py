@@ -659,7 +659,7 @@ def fluid_column_clause(src: Sources, recipe: str, levers: str, runs: List[Dict]
   if all("by_fluid_columns" in r for r in runs):
     splits = [r["by_fluid_columns"] for r in runs]
   elif (recipe, runs_dir) in [(folder, d) for folder, _, d in FLUID_COLUMN_MODELS]:
-    splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, recipe)]
+    splits = fluid_column_splits(src, recipe)
   else:
     return ""
   wet, dry = (fluid_column_means(splits, g) for g in ("with_fluid", "without_fluid"))
@@ -1507,6 +1507,11 @@ def fluid_column_runs(src: Sources, folder: str) -> List[Dict]:
   return [src.json(f"{FLUID_COLUMNS}/{folder}/fold{f}_seed0/metrics.json") for f in range(4)]
 
 
+def fluid_column_splits(src: Sources, folder: str) -> List[Dict]:
+  """The by_fluid_columns records (topology) of a FLUID_COLUMN_MODELS folder, folds 0-3."""
+  return [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, folder)]
+
+
 def fluid_column_means(splits: List[Dict], group: str) -> Dict:
   """One column group ('without_fluid' or 'with_fluid') of eval's by_fluid_columns records
   (metrics.json's topology.by_fluid_columns, one per run): columns summed; mean layer Dice,
@@ -1592,7 +1597,7 @@ def fluid_column_spread(src: Sources) -> str:
   that lies in those columns: all 8 boundaries, INL/OPL and OPL/ONL."""
   parts = []
   for folder, _, _ in FLUID_COLUMN_MODELS:
-    splits = [r["topology"]["by_fluid_columns"] for r in fluid_column_runs(src, folder)]
+    splits = fluid_column_splits(src, folder)
     folds = np.array([s["with_fluid"]["geometry"]["signed_um"][4] for s in splits])
     worst = int(np.argmax(np.abs(folds)))
     bias = (", ".join(f"{b:+.1f}" for b in folds) + f" um (mean {folds.mean():+.1f}; without "
@@ -1610,8 +1615,7 @@ def targets_in_columns(src: Sources) -> str:
   parts = []
   for folder, _, _ in FLUID_COLUMN_MODELS:
     for group in ("without_fluid", "with_fluid"):
-      m = fluid_column_means([r["topology"]["by_fluid_columns"]
-                              for r in fluid_column_runs(src, folder)], group)
+      m = fluid_column_means(fluid_column_splits(src, folder), group)
       have = {"mean layer Dice": m["dice"], "lowest layer Dice": float(np.min(m["layers"])),
               "boundary MAE (um)": float(np.mean(m["mae"]))}
       met = [name for name, (goal, op) in TARGETS.items()
