@@ -45,6 +45,7 @@ H200_PLAN = "configs/campaign_h200.json"
 H200_RUNS = "docs/results/campaign_h200"         # H200_PLAN's results_dir
 H200 = f"{H200_RUNS}/levers.json"                # the same, --plan=H200_PLAN
 ENSEMBLES = f"{CAMPAIGN_RUNS}/ensembles"         # scripts/eval_ensemble.py on seed pairs
+SMOOTHING = "docs/results/smoothing"             # scripts/smoothing_cv.py: cv.json, cv_pairs.json
 FLUID_COLUMNS = "docs/results/fluid_columns"     # --mode=eval of fold models: RECIPE/foldF_seed0
 # The fold models re-scored there: (folder, how they were trained, the runs scored at training).
 FLUID_COLUMN_MODELS = (
@@ -678,8 +679,10 @@ def shipped_headline(src: Sources) -> str:
           f"`{n['recipe']}` recipe): its members score mean layer Dice "
           f"{mean_sd(dice, 3)} on the subjects they never saw"
           + (f", fluid Dice {np.mean(fluid):.3f}" if fluid else "")
-          + (f"; with the cross-validated ensemble gain ({np.mean(gains):+.3f}) about "
-             f"**{np.mean(dice) + np.mean(gains):.3f}** expected" if gains else "") + ".")
+          + (f"; with the cross-validated ensemble gain ({np.mean(gains):+.3f})"
+             + (f" and boundary smoothing ({n['smoothing']['ensemble_gain']:+.3f})"
+                if n["smoothing"] else "")
+             + f" about **{n['expected']:.3f}** expected" if gains else "") + ".")
 
 
 def readme_predict_time(src: Sources) -> str:
@@ -1069,11 +1072,44 @@ def shipped_numbers(src: Sources) -> Dict:
   members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
   recipe = members[0]["run"].split("/")[0]
   gains, gain_recipes = shipped_gain(src, recipe, spec["flip"])
-  return {"members": members, "spec": spec, "recipe": recipe,
-          "dice": [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members],
+  dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members]
+  smoothing = shipped_smoothing(src, spec)
+  return {"members": members, "spec": spec, "recipe": recipe, "dice": dice,
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in members
                     if "fluid" in m["metrics"].get("heads", {})],
-          "gains": gains, "gain_recipes": gain_recipes}
+          "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
+          "expected": float(np.mean(dice) + (np.mean(gains) if gains else 0.0)
+                            + (smoothing["ensemble_gain"] if smoothing else 0.0))}
+
+
+def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:
+  """scripts/smoothing_cv.py's sets in SMOOTHING/NAME.json."""
+  return src.json(f"{SMOOTHING}/{name}")["sets"]
+
+
+def shipped_smoothing(src: Sources, spec: Dict) -> Optional[Dict]:
+  """The shipped ensemble's predict.smooth_sd_columns (ensemble.json settings) with its
+  cross-validated gains: on its own members (the SMOOTHING/cv.json set whose fold models are
+  exactly pretrained's members; refused otherwise) and on 2-member ensembles that hold them
+  (cv_pairs.json), each fold's sd chosen on the other folds. None when the setting is off."""
+  sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
+  if not sd:
+    return None
+  shipped = sorted(os.path.normpath(f"pretrained/{m}") for m in spec["members"])
+  own = [s for s in smoothing_sets(src, "cv.json").values()
+         if sorted(f["workdir"] for f in s["folds"].values()) == shipped]
+  if len(own) != 1 or own[0]["cv"]["chosen_sd"] != sd:
+    raise ValueError(f"pretrained/ensemble.json smooths with sd {sd:g} columns, but "
+                     f"{SMOOTHING}/cv.json has no cross-validation of its members choosing it")
+  pairs = [(f, s["cv"]["per_fold"][name]) for s in smoothing_sets(src, "cv_pairs.json").values()
+           for name, f in s["folds"].items()
+           if any(os.path.normpath(m) in shipped for m in f["members"])]
+  if not pairs:
+    raise ValueError(f"{SMOOTHING}/cv_pairs.json: no ensemble holding pretrained's members")
+  return {"sd": sd, "member_gains": [v["gain"] for v in own[0]["cv"]["per_fold"].values()],
+          "member_sds": [v["sd"] for v in own[0]["cv"]["per_fold"].values()],
+          "pair_gains": [v["gain"] for _, v in pairs],
+          "ensemble_gain": float(np.mean([v["gain"] for _, v in pairs]))}
 
 
 UPSAMPLING = {"unpool": "pooling-index unpooling", "transpose": "transposed convolutions"}
@@ -1142,14 +1178,31 @@ def pretrained_accuracy(src: Sources) -> str:
     text += (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
              f"{'with' if spec['flip'] else 'without'} flip, scored by cross-validation, gained "
              f"{np.mean(gains):+.4f} mean layer Dice over their members ({len(gains)} folds: "
-             + ", ".join(f"{g:+.4f}" for g in gains) + "). The expected mean layer Dice of "
+             + ", ".join(f"{g:+.4f}" for g in gains) + ")." + smoothing_sentence(n)
+             + " The expected mean layer Dice of "
              f"this {len(members)}-member ensemble on new eyes is therefore about "
-             f"**{np.mean(dice) + np.mean(gains):.3f}** (more members may add more): an "
+             f"**{n['expected']:.3f}** (more members may add more): an "
              "estimate, not a measurement, since together its members trained on subjects "
              + ", ".join(map(str, sorted({s for m in members
                                           for s in m["split"]["train"]["subjects"]}))) + ".")
-  expected = np.mean(dice) + (np.mean(gains) if gains else 0.0)
-  return text + " " + previous_on_same_folds(src, members, expected)
+  return text + " " + previous_on_same_folds(src, members, n["expected"])
+
+
+def smoothing_sentence(n: Dict) -> str:
+  """How the shipped smoothing (predict.smooth_sd_columns) was chosen and what it adds."""
+  sm = n["smoothing"]
+  if not sm:
+    return ""
+  return (f" Its ordered boundaries are then smoothed along the B-scan (Gaussian, sd "
+          f"{sm['sd']:g} columns: `settings` in `ensemble.json`, predict.smooth_sd_columns), the sd "
+          "chosen by cross-validation (docs/results.md section 10): on each member's own "
+          "held-out subjects, with that fold's sd chosen on the other folds ("
+          + ", ".join(f"{v:g}" for v in sm["member_sds"]) + f" columns), it gained "
+          f"{np.mean(sm['member_gains']):+.4f} (" + ", ".join(f"{g:+.4f}" for g in
+                                                             sm["member_gains"])
+          + f"); on {len(sm['pair_gains'])} held-out 2-member ensembles of a member with another "
+          f"recipe's fold model, {sm['ensemble_gain']:+.4f} (" +
+          ", ".join(f"{g:+.4f}" for g in sm["pair_gains"]) + "), the gain counted here.")
 
 
 def previous_on_same_folds(src: Sources, members, expected: float) -> str:
@@ -1558,6 +1611,54 @@ def results_campaign_fluid_columns(src: Sources) -> str:
   return table(["machine", "recipe", "runs", "columns"] + FLUID_COLUMN_HEADER, rows)
 
 
+SMOOTHING_KINDS = (("cv.json", "one fold model"), ("cv_pairs.json", "2 fold models, averaged"))
+
+
+def smoothing_gain_row(name: str, kind: str, st: Dict) -> List[str]:
+  """One set's leave-one-fold-out reading: sd per fold, Dice and MAE at sd 0 -> chosen sd,
+  the gains per fold, and the gains in the columns without and with fluid."""
+  folds, per = st["folds"], st["cv"]["per_fold"]
+  at = {f: folds[f]["by_sd"][f"{per[f]['sd']:g}"] for f in folds}
+  zero = {f: folds[f]["by_sd"]["0"] for f in folds}
+
+  def mean(of, key):
+    return float(np.mean([of[f][key] for f in folds]))
+
+  def split_gain(group):
+    key = "mean_layer_dice_by_fluid_columns"
+    return float(np.mean([at[f][key][group] - zero[f][key][group] for f in folds]))
+  held = "; ".join(", ".join(map(str, folds[f]["subjects"])) for f in folds)
+  return [name, kind, held, ", ".join(f"{per[f]['sd']:g}" for f in folds),
+          f"{mean(zero, 'mean_layer_dice'):.4f} → {mean(at, 'mean_layer_dice'):.4f}",
+          ", ".join(f"{per[f]['gain']:+.4f}" for f in folds), f"**{st['cv']['mean_gain']:+.4f}**",
+          f"{mean(zero, 'mean_boundary_mae_um'):.2f} → {mean(at, 'mean_boundary_mae_um'):.2f}",
+          f"{split_gain('without_fluid'):+.4f} / {split_gain('with_fluid'):+.4f}"]
+
+
+def results_smoothing(src: Sources) -> str:
+  """Boundary smoothing along the B-scan, chosen by cross-validation (scripts/smoothing_cv.py):
+  the leave-one-fold-out gains of each set with 2 or more folds, then every set's mean layer
+  Dice at each sd."""
+  rows, by_sd, gains = [], [], []
+  for fname, kind in SMOOTHING_KINDS:
+    sds = src.json(f"{SMOOTHING}/{fname}")["sds"]
+    for name, st in smoothing_sets(src, fname).items():
+      if st["cv"]:
+        rows.append(smoothing_gain_row(name, kind, st))
+        gains += [v["gain"] for v in st["cv"]["per_fold"].values()]
+      by_sd.append([name, kind, str(len(st["folds"]))] + [
+          f"{np.mean([f['by_sd'][f'{sd:g}']['mean_layer_dice'] for f in st['folds'].values()]):.4f}"
+          for sd in sds])
+  first = table(["fold models", "each", "held out", "sd chosen on the other folds (columns)",
+                 "mean layer Dice, sd 0 → chosen", "gain per fold", "mean gain",
+                 "boundary MAE (um), sd 0 → chosen", "gain without / with fluid"], rows)
+  second = table(["fold models", "each", "folds"] + [f"sd {sd:g}" for sd in sds], by_sd)
+  positive = sum(g > 0 for g in gains)
+  return (first + f"\n\n{positive} of the {len(gains)} held-out fold gains are positive "
+          f"({min(gains):+.4f} to {max(gains):+.4f}).\n\nMean layer Dice over each set's folds "
+          "at every sd (0 = no smoothing; sd in columns):\n\n" + second)
+
+
 def results_fluid_columns(src: Sources) -> str:
   """Per predictor, the order-fixed scores in the columns without and with grader-marked fluid:
   the mean over the 4 folds of each fold's numbers (columns summed), and how the re-scored
@@ -1645,8 +1746,11 @@ def pretrained_fluid_columns(src: Sources) -> str:
   def scores(m):
     return (f"mean layer Dice {m['dice']:.3f} (INL {m['layers'][2]:.3f}, OPL "
             f"{m['layers'][3]:.3f}) and boundary MAE {np.mean(m['mae']):.1f} um")
-  return (f"Where it is weakest (each member on its own held-out subjects, order fix on; "
-          f"docs/results.md section 9): in the B-scan columns where the grader marked fluid "
+  sd = {r["topology"].get("smooth_sd_columns", 0.0) for r in runs}
+  smoothing = ("no boundary smoothing" if sd == {0.0} else "boundary smoothing sd "
+               + ", ".join(f"{v:g}" for v in sorted(sd)) + " columns")
+  return (f"Where it is weakest (each member on its own held-out subjects, order fix on, "
+          f"{smoothing}; docs/results.md section 9): in the B-scan columns where the grader marked fluid "
           f"({wet['columns']} of {wet['columns'] + dry['columns']} held-out columns, "
           f"{share:.0f}%), {scores(wet)}, with a mean signed OPL/ONL error of "
           f"{wet['bias'][4]:+.1f} um (negative: above the grader's; members "
@@ -1675,7 +1779,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
         performance_conv_grads, performance_cpu_allocator, performance_cpu_earlier_round,
         previous_schedule, previous_training, previous_cv, pretrained_recipe, pretrained_members,
-        pretrained_accuracy, pretrained_fluid_columns, pretrained_cost)}
+        pretrained_accuracy, pretrained_fluid_columns, pretrained_cost, results_smoothing)}
 
 
 # ---------------------------------------------------------------- render and check

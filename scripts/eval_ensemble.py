@@ -8,7 +8,9 @@
 split.json, log.csv and provenance.json are copied into NEW/members/NAME (NAME: the member
 folder's name), ensemble.json names them by relative path (and, as provenance, `sources`: the
 folders they were copied from), and NEW, which must not exist, appears only when complete.
---no_eval builds an ensemble workdir without scoring it.
+--no_eval builds an ensemble workdir without scoring it. `--config.FIELD=VALUE` (predict's
+inference fields, e.g. --config.predict.smooth_sd_columns=6) are stored as ensemble.json's
+`settings`, which eval and predict apply beneath their own --config overrides.
 
 OUT becomes an ensemble workdir (OUT/ensemble.json: the members' absolute paths and whether
 each also runs on the mirrored scan), which predict, explain and eval load like any workdir;
@@ -29,6 +31,7 @@ from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
+from octseg_jax.config import overrides  # noqa: E402
 from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.modes import evaluate  # noqa: E402
 from octseg_jax.outputs.folder_run import check_output_folder  # noqa: E402
@@ -36,7 +39,7 @@ from octseg_jax.outputs.atomic import write_json  # noqa: E402
 from octseg_jax.serving.inference import ENSEMBLE_FILE  # noqa: E402
 
 
-def make_ensemble(output: str, workdirs, flip: bool) -> None:
+def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
   """OUT/ensemble.json for `workdirs` (refused if OUT already holds one: a new folder each time)."""
   path = os.path.join(output, ENSEMBLE_FILE)
   if os.path.exists(path):
@@ -45,13 +48,14 @@ def make_ensemble(output: str, workdirs, flip: bool) -> None:
   if missing:
     raise InputError(f"{missing[0]}: not a folder (expected a training workdir)")
   os.makedirs(output, exist_ok=True)
-  write_json(path, {"members": [os.path.abspath(w) for w in workdirs], "flip": flip})
+  write_json(path, {"members": [os.path.abspath(w) for w in workdirs], "flip": flip}
+             | ({"settings": settings} if settings else {}))
 
 
 MEMBER_FILES = ("config.json", "split.json", "log.csv", "provenance.json")
 
 
-def package(output: str, workdirs, flip: bool) -> None:
+def package(output: str, workdirs, flip: bool, settings=None) -> None:
   """A self-contained ensemble workdir at `output` (refused if it exists), built next to it
   and renamed into place when complete."""
   if os.path.exists(output):
@@ -73,8 +77,19 @@ def package(output: str, workdirs, flip: bool) -> None:
         shutil.copy2(os.path.join(w, f), os.path.join(dst, f))
   write_json(os.path.join(partial, ENSEMBLE_FILE),
              {"members": [f"members/{n}" for n in names], "flip": flip,
-              "sources": [os.path.abspath(w) for w in workdirs]})
+              "sources": [os.path.abspath(w) for w in workdirs]}
+             | ({"settings": settings} if settings else {}))
   os.rename(partial, output)
+
+
+def ensemble_settings(args) -> dict:
+  """`--config.FIELD=VALUE` args -> ensemble.json's settings (predict's inference fields; not
+  predict.members, which selects members)."""
+  settings = overrides.parse(args, "predict")
+  if "predict.members" in settings:
+    raise InputError("--config.predict.members: selects members when the ensemble is used; "
+                     "list the members instead")
+  return settings
 
 
 def main():
@@ -84,13 +99,15 @@ def main():
   parser.add_argument("--no_flip", action="store_true")
   parser.add_argument("--package", action="store_true", help="copy the members into OUTPUT")
   parser.add_argument("--no_eval", action="store_true", help="only build the workdir")
-  args = parser.parse_args()
+  rest, settings_args = overrides.split_argv(sys.argv[1:])
+  args = parser.parse_args(rest)
   try:
+    settings = ensemble_settings(settings_args)
     if args.package:
-      package(args.output, args.workdirs, not args.no_flip)
+      package(args.output, args.workdirs, not args.no_flip, settings)
     else:
       check_output_folder(args.output)
-      make_ensemble(args.output, args.workdirs, not args.no_flip)
+      make_ensemble(args.output, args.workdirs, not args.no_flip, settings)
     if args.no_eval or args.package:
       print(f"{args.output}: ensemble workdir of {len(args.workdirs)} members")
       return

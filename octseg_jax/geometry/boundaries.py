@@ -4,12 +4,13 @@ Conventions (the Duke masks' own): boundary k (k = 1..8: ILM, NFL/GCL, IPL/INL, 
 OPL/ONL, ISM/ISE, OS/RPE, BM) is the row of the top edge of layer k (layer 8 meaning the
 background below BM), so layer k occupies rows [b_k, b_k+1) and its thickness is b_k+1 - b_k.
 Arrays are [..., H, W] label maps and [..., 8, W] boundaries; NaN marks an unknown boundary.
-All functions are pure numpy.
+All functions are pure numpy (and scipy.ndimage's Gaussian filter).
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from scipy import ndimage
 
 from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES, NUM_LAYERS
 
@@ -135,6 +136,71 @@ def ordered_labels(probs: np.ndarray, report_changed: bool = True):
   """enforce_topology of class probabilities [..., H, W, K] (their log, clipped at PROB_FLOOR,
   in the probabilities' dtype): the anatomically ordered labelling and the changed columns."""
   return enforce_topology(np.log(np.clip(probs, PROB_FLOOR, 1.0)), report_changed)
+
+
+def predicted_geometry(probs: np.ndarray, smooth_sd: float = 0.0, report_changed: bool = True):
+  """What predict writes and eval scores, from class probabilities [..., H, W, K]: (the ordered
+  labelling, its changed columns (None without report_changed), the sub-pixel boundaries
+  [..., 8, W] refined around it (boundaries_from_probs)). With smooth_sd > 0 (the config's
+  predict.smooth_sd_columns) both are smoothed along the B-scan by the same Gaussian: the
+  labelling by smooth_labelling, the sub-pixel boundaries by smooth_boundaries."""
+  labels, changed = ordered_labels(probs, report_changed)
+  bounds = boundaries_from_probs(probs, labels)
+  if smooth_sd > 0:
+    labels, bounds = smooth_labelling(labels, smooth_sd), smooth_boundaries(bounds, smooth_sd)
+  return labels, changed, bounds
+
+
+def smooth_labelling(labels: np.ndarray, sd_columns: float) -> np.ndarray:
+  """An ordered labelling [..., H, W] (uint8) redrawn from its boundaries smoothed along the
+  B-scan (smooth_boundaries, Gaussian sd `sd_columns` columns) and rounded to whole rows
+  (labels_from_boundaries). Columns without layer pixels keep their labels; sd 0 returns
+  `labels` itself."""
+  if sd_columns <= 0:
+    return labels
+  bounds = boundaries_from_labels(labels, ignore_unknown=False)
+  redrawn = labels_from_boundaries(smooth_boundaries(bounds, sd_columns), labels.shape[-2])
+  known = np.isfinite(bounds).all(axis=-2)
+  return np.where(known[..., None, :], redrawn, labels).astype(np.uint8)
+
+
+def smooth_boundaries(bounds: np.ndarray, sd_columns: float) -> np.ndarray:
+  """Boundaries [..., 8, W] convolved along the columns with a Gaussian of sd `sd_columns`
+  (scipy.ndimage.gaussian_filter1d, truncated at 4 sd), separately within each run of columns
+  where all 8 boundaries are known; a run's ends are extended by their own value (mode
+  'nearest'), and other columns are left as they are. Every boundary of a column gets the same
+  weights, so boundaries in anatomical order stay in order. Returns float64; sd 0 a copy."""
+  out = np.array(bounds, np.float64)
+  if sd_columns <= 0:
+    return out
+  flat = out.reshape((-1,) + out.shape[-2:])                          # a view of out
+  for scan in flat:
+    for start, stop in known_runs(np.isfinite(scan).all(axis=0)):
+      scan[:, start:stop] = ndimage.gaussian_filter1d(scan[:, start:stop], sd_columns,
+                                                      axis=-1, mode="nearest")
+  return out
+
+
+def known_runs(known: np.ndarray) -> List[Tuple[int, int]]:
+  """The runs of True in a 1-D bool array as (start, stop) pairs, in order."""
+  edges = np.diff(np.concatenate([[0], known.astype(np.int8), [0]]))
+  return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def labels_from_boundaries(bounds: np.ndarray, height: int) -> np.ndarray:
+  """Boundaries [..., 8, W] in anatomical order -> label maps uint8 [..., H, W]: each boundary
+  rounded to the nearest row, background above b_1, layer k in rows [b_k, b_k+1) and
+  background from b_8 down; a column with an unknown boundary is all background. For an
+  ordered labelling L, labels_from_boundaries(boundaries_from_labels(L), H) == L in every
+  column with layer pixels."""
+  b = np.asarray(bounds, np.float64)
+  known = np.isfinite(b).all(axis=-2)                                 # [..., W]
+  rows = np.arange(height, dtype=np.float64).reshape((height, 1))
+  above = np.zeros(b.shape[:-2] + (height, b.shape[-1]), np.uint8)    # boundaries at or above
+  for k in range(NUM_BOUNDARIES):
+    above += rows >= np.round(b[..., k:k + 1, :])
+  labels = np.where(above == NUM_BOUNDARIES, 0, above).astype(np.uint8)
+  return np.where(known[..., None, :], labels, 0).astype(np.uint8)
 
 
 def enforce_topology(log_probs: np.ndarray,

@@ -35,11 +35,14 @@ def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
 
 
 def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: float,
-          progress=None, fluid=None) -> Dict:
+          progress=None, fluid=None, smooth_sd: float = 0.0) -> Dict:
   """Both metric protocols and boundary/thickness errors for raw argmax and topology-fixed
   predictions. probs: float [H, W, K] per scan (sizes may differ); masks: uint8 [H, W].
   progress: optional Progress, updated once per scan. fluid: the grader's fluid masks [H, W]
-  per scan, or None: with them, the topology-fixed scores also split by fluid_columns."""
+  per scan, or None: with them, the topology-fixed scores also split by fluid_columns.
+  smooth_sd: the topology-fixed labels and the sub-pixel boundaries smoothed along the B-scan
+  (sd in columns; predict.smooth_sd_columns): geometry.predicted_geometry, as predict writes
+  them."""
   cm_raw = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
   cm_fix = np.zeros_like(cm_raw)
   soft = 0.0
@@ -49,7 +52,7 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   fixed_labels = []
   for p, m, subj in zip(probs, masks, subjects):
     pred = np.argmax(p, axis=-1).astype(np.uint8)
-    fixed, changed = geom.ordered_labels(p)
+    fixed, changed, subpixel = geom.predicted_geometry(p, smooth_sd)
     if fluid is not None:
       fixed_labels.append(fixed)
     fixed_cols += int(changed.sum())
@@ -64,7 +67,7 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
     bounds["true"].append(geom.boundaries_from_labels(m))
     bounds["argmax"].append(geom.boundaries_from_labels(pred))
     bounds["topology"].append(geom.boundaries_from_labels(fixed))
-    bounds["subpixel"].append(geom.boundaries_from_probs(p, fixed))
+    bounds["subpixel"].append(subpixel)
     if progress is not None:
       progress.update()
   cat = {k: np.concatenate(v, axis=-1) for k, v in bounds.items()}   # [8, sum W]
@@ -75,6 +78,7 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   fix["geometry"] = _geometry_errors(cat["topology"], cat["true"], pixel_um)
   fix["columns_fixed"] = fixed_cols
   fix["columns_total"] = total_cols
+  fix["smooth_sd_columns"] = float(smooth_sd)
   if fluid is not None:
     fix["by_fluid_columns"] = score_fluid_columns(fixed_labels, masks, fluid, pixel_um)
   return {
@@ -273,7 +277,8 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
   pixel_um = float(trained.config.data.pixel_um)
   known = all(f is not None for f in fluid)
   with Progress(len(probs), "eval: score", unit="scan") as bar:
-    result = score(probs, masks, subjects, pixel_um, bar, fluid if known else None)
+    result = score(probs, masks, subjects, pixel_um, bar, fluid if known else None,
+                   float(trained.config.predict.smooth_sd_columns))
   if partly_unknown_fluid(fluid):
     result["topology"]["by_fluid_columns_skipped"] = partly_unknown_fluid(fluid)
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)

@@ -42,17 +42,17 @@ CPU_BATCH_SIZE = 1  # scans per network call on CPU (see network_batch_size)
 GEOMETRY_SCANS = 1  # scans per geometry call: measured faster than 2 or 8 (cache), same results
 
 
-def batch_geometry(probs: np.ndarray) -> Dict[str, np.ndarray]:
+def batch_geometry(probs: np.ndarray, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
   """Label maps and geometry of a batch of scans of one size, vectorised over the batch.
 
   probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
-  uint8 [B, H, W], boundaries float [B, 8, W] and supported bool [B, W]: the columns whose raw
-  labelling is in anatomical order and where every boundary was found (the others are shaded
-  in the figures and have no thickness in the CSV).
+  uint8 [B, H, W] and boundaries float [B, 8, W] (sub-pixel): geometry.predicted_geometry,
+  smoothed along the B-scan with smooth_sd > 0 (the config's predict.smooth_sd_columns); and
+  supported bool [B, W]: the columns whose raw labelling is in anatomical order and where every
+  boundary was found (the others are shaded in the figures and have no thickness in the CSV).
   """
-  ordered, _ = geom.ordered_labels(probs, report_changed=False)
+  ordered, _, bounds = geom.predicted_geometry(probs, smooth_sd, report_changed=False)
   pred = np.argmax(probs, -1).astype(np.uint8)
-  bounds = geom.boundaries_from_probs(probs, ordered)
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
           "supported": geom.column_is_ordered(pred) & np.isfinite(bounds).all(axis=-2)}
 
@@ -67,7 +67,7 @@ def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
   from octseg_jax.serving.inference import stream
   start = 0
   for scans in stream(trained, list(images), batch_size):
-    yield start, scan_arrays(scans)
+    yield start, scan_arrays(scans, float(trained.config.predict.smooth_sd_columns))
     start += len(scans)
 
 
@@ -87,7 +87,7 @@ def network_batch_size(trained, overrides=None) -> int:
   return CPU_BATCH_SIZE
 
 
-def scan_arrays(scans) -> Dict[str, np.ndarray]:
+def scan_arrays(scans, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
   """The prediction-file arrays of a batch of scans of one size (serving.inference.finish
   outputs), stacked; geometry is computed GEOMETRY_SCANS scans at a time: the float64
   intermediates of a full batch at native size would take ~1 GB, and on the 2-core machine one
@@ -97,7 +97,7 @@ def scan_arrays(scans) -> Dict[str, np.ndarray]:
   for i in range(0, len(scans), GEOMETRY_SCANS):
     chunk = scans[i:i + GEOMETRY_SCANS]
     raw = np.stack([scan["probs"] for scan in chunk])                       # [g, H, W, K]
-    parts.append(batch_geometry(raw))
+    parts.append(batch_geometry(raw, smooth_sd))
     parts[-1].update(head_outputs(chunk))
     if "boundary_sd_rows" in chunk[0]:
       parts[-1].update(entropy=predictive_entropy(raw).astype(np.float16),
@@ -526,7 +526,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
              "members": len(trained.members),
-             "views": trained.num_views, "batch_size": batch_size, **facts,
+             "views": trained.num_views, "batch_size": batch_size,
+             "smooth_sd_columns": float(trained.config.predict.smooth_sd_columns), **facts,
              "seconds": round(seconds, 3),
              "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}
   outputs.finish(summary)

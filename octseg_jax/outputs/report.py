@@ -50,6 +50,7 @@ def console_summary(result: Dict) -> str:
     g, h = raw["geometry"], fix["geometry"]
     lines.append(f"{name:10s}  {fmt(g['mae_um'][k], 2):>12s}  {fmt(g['signed_um'][k], 2):>9s}  "
                  f"{fmt(h['mae_um'][k], 2):>18s}  {fmt(h['signed_um'][k], 2):>9s}")
+  lines += [smoothing_text(fix).strip()] if smoothing_text(fix) else []
   return "\n".join(lines + fluid_columns_summary(fix.get("by_fluid_columns"))
                    + heads_summary(result.get("heads", {})))
 
@@ -124,6 +125,13 @@ def training_overlap_text(result: Dict) -> str:
           "model's training set (matched by scan name), so these numbers are not held-out")
 
 
+def smoothing_text(fix: Dict) -> str:
+  """metrics.md's sentence on predict.smooth_sd_columns ('' when off or not recorded)."""
+  sd = fix.get("smooth_sd_columns", 0.0)
+  return (f" The topology-fixed labels' boundaries were then smoothed along the B-scan "
+          f"(Gaussian, sd {sd:.4g} columns; predict.smooth_sd_columns).") if sd else ""
+
+
 def metrics_markdown(result: Dict) -> str:
   raw, fix = result["raw"], result["topology"]
   with_paper = bool(result.get("paper_comparable"))
@@ -146,8 +154,8 @@ def metrics_markdown(result: Dict) -> str:
           ["mean boundary MAE (um)", fmt(nanmean(raw["geometry"]["mae_um"]), 2),
            fmt(nanmean(fix["geometry"]["mae_um"]), 2)]]), "",
       f"Topology fix changed {fix['columns_fixed']} of {fix['columns_total']} columns "
-      "(columns whose argmax labelling was not background, layers 1..7 in order, background).",
-      "",
+      "(columns whose argmax labelling was not background, layers 1..7 in order, background)."
+      + smoothing_text(fix), "",
       "## Per class (raw argmax; paper protocol IoU and accuracy, literature Dice)", "",
       paper_note(result), "",
       class_table(raw, with_paper), "",

@@ -24,7 +24,7 @@ from octseg_jax.geometry import boundaries as geom
 from octseg_jax.models import create_model
 from octseg_jax.serving.workdir import load_config, read_json
 
-ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool}
+ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool, "settings"}
 
 
 @dataclasses.dataclass
@@ -357,13 +357,31 @@ def read_ensemble_file(workdir: str) -> dict:
   if not isinstance(spec.get("flip", False), bool):
     raise InputError(f"{path}: 'flip' must be true or false")
   return {"members": [os.path.join(workdir, m) for m in members],
-          "flip": spec.get("flip", False)}
+          "flip": spec.get("flip", False), "settings": ensemble_settings(spec, path)}
+
+
+def ensemble_settings(spec: dict, path: str) -> Dict[str, Any]:
+  """ENSEMBLE_FILE's optional 'settings': {field: value} of inference fields (config.schema's
+  Field.inference) that the ensemble is used with, each checked by its schema entry; eval and
+  predict apply them beneath the command line's --config overrides."""
+  from octseg_jax.config import schema
+  settings = spec.get("settings", {})
+  if not isinstance(settings, dict):
+    raise InputError(f"{path}: 'settings' must be an object of inference fields")
+  for field, value in settings.items():
+    if field not in schema.inference_fields() or field == "predict.members":
+      raise InputError(f"{path}: settings: {field!r} is not an inference setting")
+    problem = schema.FIELDS[field].check(value)
+    if problem:
+      raise InputError(f"{path}: settings: {field}={value!r}: {problem}")
+  return dict(settings)
 
 
 def load_ensemble(workdir: str, overrides=None):
   """The ensemble workdir as an Ensemble, or with predict.members=N its first N members
   (N = 1: the first member alone, no flip: the fast single-model path)."""
   spec = read_ensemble_file(workdir)
+  overrides = {**spec["settings"], **(overrides or {})}
   requested = requested_members(overrides, len(spec["members"]), workdir)
   paths = spec["members"][:requested or len(spec["members"])]
   for path in paths:

@@ -129,3 +129,92 @@ def test_topology_skips_certain_background_rows_with_the_same_labels():
   everywhere = np.log(np.clip(np.eye(8)[np.zeros((5, 3), int)], 1e-7, 1))
   assert geom.certain_background_rows(everywhere) == (5, 5)
   np.testing.assert_array_equal(geom.enforce_topology(everywhere)[0], 0)
+
+
+def _gaussian_reference(values, sd):
+  """float64 Gaussian smoothing of a 1-D sequence written out: weights exp(-j^2 / 2 sd^2) for
+  |j| <= round(4 sd), normalised, the ends extended by their own value."""
+  radius = int(4 * sd + 0.5)
+  j = np.arange(-radius, radius + 1)
+  w = np.exp(-0.5 * (j / sd) ** 2)
+  w /= w.sum()
+  padded = np.concatenate([[values[0]] * radius, values, [values[-1]] * radius])
+  return np.array([np.dot(w, padded[i:i + 2 * radius + 1]) for i in range(len(values))])
+
+
+def test_labels_from_boundaries_round_trips_ordered_labellings():
+  """Random ordered boundaries (with absent layers and a column without retina) -> labels ->
+  boundaries -> labels gives the same labels and boundaries."""
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    w = 9
+    steps = rng.integers(0, 4, size=(8, w)) * (rng.random((8, w)) > 0.2)
+    b = (rng.integers(1, 6, size=(1, w)) + np.cumsum(steps, axis=0)).astype(float)
+    m = _column_map(b.astype(int), 40)
+    m[:, 4] = 0                                                     # no retina here
+    got = geom.labels_from_boundaries(geom.boundaries_from_labels(m), 40)
+    np.testing.assert_array_equal(got, m)
+    expect = b.copy()
+    expect[:, 4] = np.nan
+    np.testing.assert_array_equal(geom.boundaries_from_labels(got), expect)
+
+
+def test_labels_from_boundaries_rounds_each_boundary_to_the_nearest_row():
+  b = np.array([[1.4], [1.6], [2.0], [2.49], [3.51], [4.0], [5.2], [6.7]])   # [8, 1]
+  # rounded: 1, 2, 2, 2, 4, 4, 5, 7: NFL is row 1, GCL+IPL and INL are empty, OPL rows 2-3,
+  # ONL+ISM empty, ISE row 4, OS-RPE rows 5-6, background from row 7.
+  np.testing.assert_array_equal(geom.labels_from_boundaries(b, 9)[:, 0],
+                                [0, 1, 4, 4, 6, 7, 7, 0, 0])
+
+
+def test_smooth_boundaries_equals_a_written_out_gaussian_within_each_known_run():
+  rng = np.random.default_rng(1)
+  b = np.sort(rng.normal(50, 10, size=(8, 30)), axis=0)
+  b[:, 12] = np.nan                                                 # splits two runs
+  b[3, 25] = np.nan                                                 # one unknown boundary
+  got = geom.smooth_boundaries(b[None], 2.5)[0]
+  for start, stop in ((0, 12), (13, 25), (26, 30)):
+    for k in range(8):
+      np.testing.assert_allclose(got[k, start:stop], _gaussian_reference(b[k, start:stop], 2.5),
+                                 rtol=1e-12)
+  np.testing.assert_array_equal(got[:, [12, 25]], b[:, [12, 25]])
+  assert geom.known_runs(np.isfinite(b).all(axis=0)) == [(0, 12), (13, 25), (26, 30)]
+  np.testing.assert_array_equal(geom.smooth_boundaries(b, 0), b)
+
+
+def test_smoothing_keeps_order_and_leaves_straight_boundaries_straight():
+  rng = np.random.default_rng(2)
+  b = 20 + np.cumsum(rng.integers(0, 5, size=(4, 8, 60)), axis=1).astype(float)
+  for sd in (0.7, 3.0, 12.0):
+    s = geom.smooth_boundaries(b, sd)
+    assert (np.diff(s, axis=-2) >= -1e-9).all()
+  line = 30.0 + 0.25 * np.arange(60)
+  straight = np.broadcast_to(line + 4 * np.arange(8)[:, None], (8, 60))
+  np.testing.assert_allclose(geom.smooth_boundaries(straight, 3.0)[:, 12:-12], straight[:, 12:-12],
+                             rtol=1e-12)
+
+
+def test_smoothing_removes_column_jitter_from_the_ordered_labelling():
+  """Straight true boundaries, predicted one row too deep and too shallow in turn: the
+  smoothed labelling (sd 3) is the truth away from the scan's ends; predicted_geometry with
+  smooth_sd is smooth_labelling of the unsmoothed labelling and smooth_boundaries of its
+  sub-pixel boundaries, and without it the order fix alone."""
+  w = 60
+  truth = np.repeat(np.array([[10], [14], [18], [22], [26], [30], [34], [38]]), w, axis=1)
+  jitter = truth + np.where(np.arange(w) % 2 == 0, 1, -1)
+  m = _column_map(truth, 50)
+  probs = (_column_map(jitter, 50)[..., None] == np.arange(8)).astype(np.float32)
+  plain, _ = geom.ordered_labels(probs)
+  smoothed, changed, bounds = geom.predicted_geometry(probs, smooth_sd=3.0)
+  assert not changed.any() and (plain[:, 15:-15] != m[:, 15:-15]).any()
+  np.testing.assert_array_equal(smoothed[:, 15:-15], m[:, 15:-15])
+  np.testing.assert_array_equal(smoothed, geom.smooth_labelling(plain, 3.0))
+  np.testing.assert_array_equal(bounds, geom.smooth_boundaries(jitter.astype(float), 3.0))
+  np.testing.assert_allclose(bounds[:, 15:-15], truth[:, 15:-15], atol=0.02)
+  unsmoothed = geom.predicted_geometry(probs)
+  np.testing.assert_array_equal(unsmoothed[0], plain)
+  np.testing.assert_array_equal(unsmoothed[2], jitter)
+  assert geom.smooth_labelling(plain, 0.0) is plain
+  blank = plain.copy()
+  blank[:, 7] = 0                                                   # a column without retina
+  assert (geom.smooth_labelling(blank, 3.0)[:, 7] == 0).all()

@@ -11,10 +11,11 @@ from octseg_jax.data import synthetic
 from octseg_jax.outputs.atomic import StreamingNpz, write_npz
 
 
-def _whole_file_reference(trained, images, batch_size):
+def _whole_file_reference(trained, images, batch_size, smooth_sd=0.0):
   """The computation without the streaming path: each scan preprocessed by hand, the model's
   jitted forward pass on zero-padded batches of the same size, softmax, every probability map
-  held at once and mapped back, geometry scan by scan."""
+  held at once and mapped back, geometry scan by scan (the ordered labels smoothed along the
+  B-scan with smooth_sd)."""
   import jax
   from octseg_jax.data import preprocessing
   prepared = [preprocessing.prepare(im, None, trained.recipe) for im in images]
@@ -26,8 +27,10 @@ def _whole_file_reference(trained, images, batch_size):
     p = np.asarray(jax.nn.softmax(trained.logits_fn(trained.variables, x), axis=-1))
     probs += [preprocessing.restore(p[j], c[2]) for j, c in enumerate(chunk)]
   pred = np.stack([np.argmax(p, -1) for p in probs]).astype(np.uint8)
-  ordered = np.stack([geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs])
-  bounds = np.stack([geom.boundaries_from_probs(p, o) for p, o in zip(probs, ordered)])
+  plain = [geom.enforce_topology(np.log(np.clip(p, 1e-7, 1)))[0] for p in probs]
+  bounds = np.stack([geom.smooth_boundaries(geom.boundaries_from_probs(p, o), smooth_sd)
+                     for p, o in zip(probs, plain)])
+  ordered = np.stack([geom.smooth_labelling(o, smooth_sd) for o in plain])
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
           "thickness_um": geom.thickness_um(bounds, float(trained.config.data.pixel_um))}
 
@@ -35,6 +38,7 @@ def _whole_file_reference(trained, images, batch_size):
 @pytest.mark.parametrize("overrides, batch_size", [
     ({"train.eval_batch_size": 8}, 8),     # the user's batch: 3 batches of 8, 8, 3 scans
     (None, 1),                             # predict's own on CPU: one scan per network call
+    ({"predict.smooth_sd_columns": 2.5}, 1),   # boundaries smoothed along the B-scan
 ])
 def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path, overrides,
                                                   batch_size):
@@ -46,10 +50,14 @@ def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path, ove
   summary = predict.run(workdir, str(tmp_path / "in"), str(tmp_path / "out"), figures="none",
                         overrides=overrides)
   assert summary["scans"] == 21 and summary["scans_per_second"] > 0
-  assert summary["batch_size"] == batch_size
+  smooth_sd = (overrides or {}).get("predict.smooth_sd_columns", 0.0)
+  assert summary["batch_size"] == batch_size and summary["smooth_sd_columns"] == smooth_sd
   trained = load_trained(workdir)
   for name, images in (("vol", s.images), ("small", s.images[:2, :90, :60])):
-    expected = _whole_file_reference(trained, images, batch_size)
+    expected = _whole_file_reference(trained, images, batch_size, smooth_sd)
+    if smooth_sd and name == "vol":                 # the setting changes the labels here
+      plain = _whole_file_reference(trained, images, batch_size)
+      assert (plain["pred_ordered"] != expected["pred_ordered"]).any()
     with np.load(tmp_path / "out" / f"{name}.npz") as d:
       assert sorted(d.files) == ["boundaries", "names", "pred", "pred_ordered", "thickness_um"]
       for key, value in expected.items():

@@ -278,3 +278,46 @@ def test_boundary_spread_at_model_resolution_maps_back_to_the_scan():
   # 4 model rows at column 2, interpolate to 0 0 0 1 3 3 1 0 and double in raw rows; the
   # population sd of two values is half their difference
   np.testing.assert_allclose(sd2, np.tile([0, 0, 0, 1, 3, 3, 1, 0], (8, 1)), atol=1e-12)
+
+
+def test_an_ensembles_settings_apply_beneath_the_command_line(tmp_path, members):
+  """ensemble.json's settings (inference fields the ensemble is used with) are set on every
+  member's config; a --config override of the same field wins; bad settings are one line
+  naming the file."""
+  folder = tmp_path / "set"
+  folder.mkdir()
+  spec = {"members": members, "flip": False, "settings": {"predict.smooth_sd_columns": 4}}
+  (folder / "ensemble.json").write_text(json.dumps(spec))
+  ensemble = inference.load_trained(str(folder))
+  assert [m.config.predict.smooth_sd_columns for m in ensemble.members] == [4, 4]
+  assert ensemble.config.predict.smooth_sd_columns == 4
+  one = inference.load_trained(str(folder), {"predict.members": 1})
+  assert one.config.predict.smooth_sd_columns == 4
+  off = inference.load_trained(str(folder), {"predict.smooth_sd_columns": 0.0})
+  assert off.config.predict.smooth_sd_columns == 0.0
+  path = str(folder / "ensemble.json")
+  for settings, problem in (({"model.widths": [4, 8]}, "'model.widths' is not an inference "
+                             "setting"),
+                            ({"predict.members": 1}, "'predict.members' is not an inference "
+                             "setting"),
+                            ({"predict.smooth_sd_columns": -1}, "predict.smooth_sd_columns=-1: "),
+                            ([1], "'settings' must be an object")):
+    (folder / "ensemble.json").write_text(json.dumps(spec | {"settings": settings}))
+    with pytest.raises(InputError) as e:
+      inference.load_trained(str(folder))
+    assert str(e.value).startswith(f"{path}: ") and problem in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_packaged_settings_are_stored_in_the_ensemble_file(tmp_path, members):
+  script = load_script("eval_ensemble")
+  settings = script.ensemble_settings(["--config.predict.smooth_sd_columns=6"])
+  assert settings == {"predict.smooth_sd_columns": 6.0}
+  script.package(str(tmp_path / "pkg"), members, flip=False, settings=settings)
+  spec = json.load(open(tmp_path / "pkg" / "ensemble.json"))
+  assert spec["settings"] == {"predict.smooth_sd_columns": 6.0}
+  assert inference.load_trained(str(tmp_path / "pkg")).config.predict.smooth_sd_columns == 6.0
+  with pytest.raises(InputError, match="predict.members"):
+    script.ensemble_settings(["--config.predict.members=1"])
+  with pytest.raises(InputError, match="only --mode=eval"):
+    script.ensemble_settings(["--config.data.duke_dir=x"])

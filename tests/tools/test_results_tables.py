@@ -263,3 +263,24 @@ def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
   with pytest.raises(ValueError, match="scored /somewhere/else/fold1_seed0, not "
                      "pretrained/members/fold1_seed0"):
     doc_tables.pretrained_fluid_columns(_Injected({rel: other}))
+
+
+def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it():
+  """pretrained/'s smoothing sd must be the one its members' own leave-one-fold-out chose
+  (SMOOTHING/cv.json), and the expected accuracy adds the gain on 2-model averages holding a
+  member (cv_pairs.json), by hand: the mean of the pooled per-fold gains."""
+  spec = raw("pretrained/ensemble.json")
+  cv, pairs = (raw(f"{doc_tables.SMOOTHING}/{n}") for n in ("cv.json", "cv_pairs.json"))
+  got = doc_tables.shipped_smoothing(_Injected({}), spec)
+  gains = [v["gain"] for s in pairs["sets"].values() for v in s["cv"]["per_fold"].values()]
+  assert got["sd"] == spec["settings"]["predict.smooth_sd_columns"]
+  assert got["ensemble_gain"] == pytest.approx(sum(gains) / len(gains), rel=1e-12)
+  assert doc_tables.shipped_smoothing(_Injected({}), spec | {"settings": {}}) is None
+  other = spec | {"settings": {"predict.smooth_sd_columns": 12.0}}
+  with pytest.raises(ValueError, match="smooths with sd 12 columns, but"):
+    doc_tables.shipped_smoothing(_Injected({}), other)
+  moved = json.loads(json.dumps(cv))
+  for fold in moved["sets"]["plateau_80_fluid"]["folds"].values():
+    fold["workdir"] = fold["workdir"].replace("pretrained/", "elsewhere/")
+  with pytest.raises(ValueError, match="no cross-validation of its members"):
+    doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": moved}), spec)

@@ -1,6 +1,9 @@
 """The experiment scripts' pure parts: ablation overrides and the summary tables."""
 
+import json
+
 import numpy as np
+import pytest
 
 from octseg_jax.config.paths import flatten as flat
 from conftest import load_script
@@ -134,3 +137,40 @@ def test_fluid_column_figure_picks_the_scan_with_the_largest_error_in_fluid_colu
   assert s.main([f"--workdir={trained_workdir[0]}", f"--output={tmp_path}/no/f.png"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert err == [f"error: --output={tmp_path}/no/f.png: its folder does not exist"]
+
+
+def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, tmp_path,
+                                                                capsys):
+  """By hand: a gets sd 2 (b+c: 1.55 at sd 2 > 1.51 at sd 4), b gets sd 4 (a+c: 1.62 > 1.61),
+  c gets sd 2 (a+b: 1.56 > 1.55); each gain is read at that sd against sd 0 (0.01, 0.02,
+  0.02); the shipped sd is the best over all folds (2: 2.36). One fold chooses nothing. The
+  script scores a tiny workdir at every sd and refuses bad input in one line."""
+  s = load_script("smoothing_cv")
+  sds = [0.0, 2.0, 4.0]
+
+  def fold(*dice):
+    return {"by_sd": {f"{sd:g}": {"mean_layer_dice": d} for sd, d in zip(sds, dice)}}
+  folds = {"a": fold(0.80, 0.81, 0.83), "b": fold(0.70, 0.75, 0.72), "c": fold(0.78, 0.80, 0.79)}
+  cv = s.leave_one_fold_out(folds, sds)
+  assert {k: v["sd"] for k, v in cv["per_fold"].items()} == {"a": 2.0, "b": 4.0, "c": 2.0}
+  assert [v["gain"] for v in cv["per_fold"].values()] == pytest.approx([0.01, 0.02, 0.02])
+  assert cv["mean_gain"] == pytest.approx(0.05 / 3) and cv["chosen_sd"] == 2.0
+  assert s.leave_one_fold_out({"a": folds["a"]}, sds) is None
+  out = tmp_path / "cv.json"
+  assert s.main([f"--output={out}", "--sds=0,3", f"--set=tiny:{trained_workdir[0]}"]) == 0
+  record = json.loads(out.read_text())
+  tiny = record["sets"]["tiny"]
+  assert tiny["cv"] is None and record["sds"] == [0.0, 3.0]
+  only = next(iter(tiny["folds"].values()))
+  assert list(only["by_sd"]) == ["0", "3"] and only["members"] == [only["workdir"]]
+  assert 0 < only["by_sd"]["3"]["mean_layer_dice"] <= 1
+  capsys.readouterr()
+  for args, problem in (([f"--set=tiny:{tmp_path}/nope"], f"{tmp_path}/nope is not a folder"),
+                        (["--set=tiny"], "expected NAME:WORKDIR"),
+                        (["--sds=2,4", f"--set=t:{trained_workdir[0]}"], "including 0"),
+                        ([f"--set=t:{trained_workdir[0]}", "--config.model.widths=[4]"],
+                         "changes the trained model")):
+    assert s.main([f"--output={tmp_path}/x.json"] + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and problem in err[0], err
+  assert not (tmp_path / "x.json").exists()

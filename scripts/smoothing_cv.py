@@ -1,0 +1,167 @@
+"""Chooses predict.smooth_sd_columns by cross-validation: fold models scored on their own
+held-out subjects at each smoothing sd, and the sd for each fold chosen on the other folds.
+
+  python scripts/smoothing_cv.py --output=docs/results/smoothing/cv.json --sds=0,2,4,6,8,12 \\
+      --set=shipped:pretrained/members/fold0_seed0,pretrained/members/fold1_seed0,... \\
+      [--set=NAME:WORKDIR,...] [--config.data.duke_dir=DIR]
+
+Each --set is one recipe's fold models (one per fold, each validated on its own subjects).
+Every model predicts its validation split once, through the one inference path
+(serving.inference.predict_outputs), and evaluate.score scores the same probabilities at every
+sd (literature protocol, native resolution, order fix on; sd 0 = no smoothing). For a set,
+each fold's sd is the one with the highest mean layer Dice over the set's other folds
+(leave-one-fold-out), so a fold's gain is measured on subjects that chose nothing; `chosen_sd`
+is the sd with the highest mean over all its folds (the setting to ship). The output JSON is
+written atomically with provenance. `--config.data.duke_dir` reads the data from a moved
+folder, as eval's. Bad input: one line, exit status 2.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from octseg_jax.runtime import xla_setup  # noqa: E402
+
+xla_setup.apply_cpu_flags()
+
+from octseg_jax.config import overrides  # noqa: E402
+from octseg_jax.errors import InputError  # noqa: E402
+from octseg_jax.outputs.atomic import check_output_file, write_json  # noqa: E402
+
+
+def parse_sets(texts) -> dict:
+  """['NAME:WD,WD', ...] -> {NAME: [WD, ...]} (names unique, every workdir a folder)."""
+  sets = {}
+  for text in texts:
+    name, sep, rest = text.partition(":")
+    workdirs = [w for w in rest.split(",") if w]
+    if not sep or not name or not workdirs:
+      raise InputError(f"--set={text}: expected NAME:WORKDIR[,WORKDIR...]")
+    if name in sets:
+      raise InputError(f"--set={text}: the name {name!r} is given twice")
+    folds = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+    if len(set(folds)) != len(folds):
+      raise InputError(f"--set={text}: two workdirs share a folder name ({', '.join(folds)})")
+    missing = [w for w in workdirs if not os.path.isdir(w)]
+    if missing:
+      raise InputError(f"--set={text}: {missing[0]} is not a folder")
+    sets[name] = workdirs
+  return sets
+
+
+def parse_sds(text: str) -> list:
+  """'0,2,4' -> [0.0, 2.0, 4.0]: non-negative, distinct, with 0 (the unsmoothed reference)."""
+  try:
+    sds = [float(t) for t in text.split(",") if t.strip()]
+  except ValueError:
+    raise InputError(f"--sds={text}: expected comma-separated numbers") from None
+  if 0.0 not in sds or min(sds) < 0 or len(set(sds)) != len(sds):
+    raise InputError(f"--sds={text}: expected distinct non-negative sds including 0")
+  return sorted(sds)
+
+
+def fold_scores(workdir: str, sds, eval_overrides) -> dict:
+  """One fold model's held-out scores at every sd (evaluate.score of one prediction)."""
+  from octseg_jax.modes import evaluate
+  from octseg_jax.serving import inference
+  trained = inference.load_trained(workdir, eval_overrides)
+  images, masks, fluid, subjects, names = evaluate.validation_scans(trained)
+  outputs = evaluate.predict_all(trained, images)
+  probs = [o["probs"] for o in outputs]
+  known = all(f is not None for f in fluid)
+  pixel_um = float(trained.config.data.pixel_um)
+  by_sd = {}
+  for sd in sds:
+    fix = evaluate.score(probs, masks, subjects, pixel_um, fluid=fluid if known else None,
+                         smooth_sd=sd)["topology"]
+    by_sd[f"{sd:g}"] = summary_of(fix)
+  return {"workdir": shown(workdir), "members": [shown(m.workdir) for m in trained.members],
+          "flip": bool(getattr(trained, "flip", False)),
+          "subjects": sorted({int(s) for s in subjects}), "scans": len(names), "by_sd": by_sd}
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shown(path: str) -> str:
+  """A workdir as the record names it: relative to the checkout when inside it."""
+  full = os.path.abspath(path)
+  inside = os.path.commonpath([full, ROOT]) == ROOT
+  return os.path.relpath(full, ROOT) if inside else os.path.normpath(full)
+
+
+def summary_of(fix: dict) -> dict:
+  """The numbers kept per sd from evaluate.score's topology block."""
+  g = fix["geometry"]
+  out = {"mean_layer_dice": fix["literature"]["mean_layer_dice"],
+         "layer_dice": fix["literature"]["layer_dice"], "boundary_mae_um": g["mae_um"],
+         "boundary_signed_um": g["signed_um"], "mean_boundary_mae_um": float(np.mean(g["mae_um"]))}
+  split = fix.get("by_fluid_columns")
+  if split:
+    out["mean_layer_dice_by_fluid_columns"] = {
+        k: split[k]["literature"]["mean_layer_dice"] for k in ("without_fluid", "with_fluid") if k in split}
+  return out
+
+
+def leave_one_fold_out(folds: dict, sds) -> dict:
+  """Per fold: the sd with the best mean layer Dice over the other folds, and this fold's gain
+  at that sd over sd 0; with 'chosen_sd', the best sd over all folds. None for one fold (no
+  other fold to choose on)."""
+  if len(folds) < 2:
+    return None
+  keys = [f"{sd:g}" for sd in sds]
+  dice = np.array([[folds[f]["by_sd"][k]["mean_layer_dice"] for k in keys] for f in folds])
+  out = {"per_fold": {}}
+  for i, fold in enumerate(folds):
+    others = np.delete(dice, i, axis=0).mean(axis=0)
+    j = int(np.argmax(others))
+    out["per_fold"][fold] = {"sd": sds[j], "gain": float(dice[i, j] - dice[i, 0])}
+  out["mean_gain"] = float(np.mean([v["gain"] for v in out["per_fold"].values()]))
+  out["chosen_sd"] = sds[int(np.argmax(dice.mean(axis=0)))]
+  return out
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  rest, config_args = overrides.split_argv(argv)
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--output", required=True, help="the JSON to write")
+  p.add_argument("--sds", default="0,2,4,6,8,12", help="smoothing sds in columns (with 0)")
+  p.add_argument("--set", action="append", default=[], help="NAME:WORKDIR,WORKDIR,...")
+  a = p.parse_args(rest)
+  start = time.perf_counter()
+  try:
+    check_output_file(a.output)
+    eval_overrides = overrides.parse(config_args, "eval")
+    sds, sets = parse_sds(a.sds), parse_sets(a.set)
+    if not sets:
+      raise InputError("--set: give at least one NAME:WORKDIR,... set of fold models")
+    result = {"sds": sds, "sets": {}}
+    for name, workdirs in sets.items():
+      folds = {os.path.basename(os.path.normpath(w)): fold_scores(w, sds, eval_overrides)
+               for w in workdirs}
+      result["sets"][name] = {"folds": folds, "cv": leave_one_fold_out(folds, sds)}
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  from octseg_jax.runtime import provenance
+  result["protocol"] = ("literature (mean layer Dice of the 7 layers), native resolution, "
+                        "order fix on; each fold model on its own validation subjects")
+  result["provenance"] = provenance.collect() | {"wall_time_s": time.perf_counter() - start}
+  write_json(a.output, result)
+  for name, s in result["sets"].items():
+    if s["cv"] is None:
+      print(f"{name}: one fold model, no sd chosen (scores at every sd are in {a.output})")
+      continue
+    print(f"{name}: chosen sd {s['cv']['chosen_sd']:g} columns; leave-one-fold-out gain "
+          f"{s['cv']['mean_gain']:+.4f}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
