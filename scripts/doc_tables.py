@@ -1073,7 +1073,7 @@ def shipped_numbers(src: Sources) -> Dict:
   recipe = members[0]["run"].split("/")[0]
   gains, gain_recipes = shipped_gain(src, recipe, spec["flip"])
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members]
-  smoothing = shipped_smoothing(src, spec)
+  smoothing = shipped_smoothing(src, spec, members)
   return {"members": members, "spec": spec, "recipe": recipe, "dice": dice,
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in members
                     if "fluid" in m["metrics"].get("heads", {})],
@@ -1087,11 +1087,12 @@ def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:
   return src.json(f"{SMOOTHING}/{name}")["sets"]
 
 
-def shipped_smoothing(src: Sources, spec: Dict) -> Optional[Dict]:
+def shipped_smoothing(src: Sources, spec: Dict, members: List[Dict]) -> Optional[Dict]:
   """The shipped ensemble's predict.smooth_sd_columns (ensemble.json settings) with its
   cross-validated gains: on its own members (the SMOOTHING/cv.json set whose fold models are
-  exactly pretrained's members; refused otherwise) and on 2-member ensembles that hold them
-  (cv_pairs.json), each fold's sd chosen on the other folds. None when the setting is off."""
+  exactly pretrained's members, and whose unsmoothed scores are the members' committed ones;
+  refused otherwise) and on 2-member ensembles that hold them (cv_pairs.json), each fold's sd
+  chosen on the other folds. None when the setting is off."""
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
   if not sd:
     return None
@@ -1101,6 +1102,13 @@ def shipped_smoothing(src: Sources, spec: Dict) -> Optional[Dict]:
   if len(own) != 1 or own[0]["cv"]["chosen_sd"] != sd:
     raise ValueError(f"pretrained/ensemble.json smooths with sd {sd:g} columns, but "
                      f"{SMOOTHING}/cv.json has no cross-validation of its members choosing it")
+  scored = {f["workdir"]: f["by_sd"]["0"]["mean_layer_dice"] for f in own[0]["folds"].values()}
+  for m in members:
+    name = f"pretrained/{m['member']}"
+    committed = m["metrics"]["topology"]["literature"]["mean_layer_dice"]
+    if abs(scored[name] - committed) > 1e-9:
+      raise ValueError(f"{SMOOTHING}/cv.json: {name} scores {scored[name]:.4f} unsmoothed, not "
+                       f"its committed {committed:.4f}; rerun the cross-validation")
   pairs = [(f, s["cv"]["per_fold"][name]) for s in smoothing_sets(src, "cv_pairs.json").values()
            for name, f in s["folds"].items()
            if any(os.path.normpath(m) in shipped for m in f["members"])]
@@ -1185,7 +1193,7 @@ def pretrained_accuracy(src: Sources) -> str:
              "estimate, not a measurement, since together its members trained on subjects "
              + ", ".join(map(str, sorted({s for m in members
                                           for s in m["split"]["train"]["subjects"]}))) + ".")
-  return text + " " + previous_on_same_folds(src, members, n["expected"])
+  return text + " " + previous_on_same_folds(src, members, n["expected"], n["smoothing"])
 
 
 def smoothing_sentence(n: Dict) -> str:
@@ -1194,7 +1202,8 @@ def smoothing_sentence(n: Dict) -> str:
   if not sm:
     return ""
   return (f" Its ordered boundaries are then smoothed along the B-scan (Gaussian, sd "
-          f"{sm['sd']:g} columns: `settings` in `ensemble.json`, predict.smooth_sd_columns), the sd "
+          f"{sm['sd']:g} columns: `settings` in `ensemble.json`, predict.smooth_sd_columns), "
+          "the sd "
           "chosen by cross-validation (docs/results.md section 10): on each member's own "
           "held-out subjects, with that fold's sd chosen on the other folds ("
           + ", ".join(f"{v:g}" for v in sm["member_sds"]) + f" columns), it gained "
@@ -1202,18 +1211,24 @@ def smoothing_sentence(n: Dict) -> str:
                                                              sm["member_gains"])
           + f"); on {len(sm['pair_gains'])} held-out 2-member ensembles of a member with another "
           f"recipe's fold model, {sm['ensemble_gain']:+.4f} (" +
-          ", ".join(f"{g:+.4f}" for g in sm["pair_gains"]) + "), the gain counted here.")
+          ", ".join(f"{g:+.4f}" for g in sm["pair_gains"]) + "; not independent where a fold "
+          "appears twice with the same member), the gain counted here: averaging already steadies "
+          "the boundaries, so a 4-member average may gain less.")
 
 
-def previous_on_same_folds(src: Sources, members, expected: float) -> str:
-  """The previous shipped model's recipe (configs/duke_gpu.py, one model) on the same folds."""
+def previous_on_same_folds(src: Sources, members, expected: float, smoothing=None) -> str:
+  """The previous shipped model's recipe (configs/duke_gpu.py, one model) on the same folds
+  (not smoothed: the smoothing's share of the difference is named)."""
   folds = [int(m["run"].split("/")[1].split("_")[0][len("fold"):]) for m in members]
   cv = src.cv()
   v1 = [cv[f]["native"]["mean_layer_dice"] for f in folds]
   return (f"On the same folds the previous shipped model's recipe (`configs/duke_gpu.py`, one "
           f"SegNet 32..256, H200) scored {np.mean(v1):.3f} (" + ", ".join(f"{v:.3f}" for v in v1)
           + f"), {expected - np.mean(v1):+.4f} from it to this predictor's expected "
-          f"{expected:.3f}; this predictor adds the fluid output and the members' disagreement.")
+          f"{expected:.3f}"
+          + (f" ({smoothing['ensemble_gain']:+.4f} of it the boundary smoothing, which that "
+             "recipe's models could use too)" if smoothing else "")
+          + "; this predictor adds the fluid output and the members' disagreement.")
 
 
 def shipped_gflop(src: Sources):
@@ -1750,7 +1765,8 @@ def pretrained_fluid_columns(src: Sources) -> str:
   smoothing = ("no boundary smoothing" if sd == {0.0} else "boundary smoothing sd "
                + ", ".join(f"{v:g}" for v in sorted(sd)) + " columns")
   return (f"Where it is weakest (each member on its own held-out subjects, order fix on, "
-          f"{smoothing}; docs/results.md section 9): in the B-scan columns where the grader marked fluid "
+          f"{smoothing}; docs/results.md section 9): in the B-scan columns where the grader "
+          "marked fluid "
           f"({wet['columns']} of {wet['columns'] + dry['columns']} held-out columns, "
           f"{share:.0f}%), {scores(wet)}, with a mean signed OPL/ONL error of "
           f"{wet['bias'][4]:+.1f} um (negative: above the grader's; members "

@@ -36,7 +36,7 @@ from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.modes import evaluate  # noqa: E402
 from octseg_jax.outputs.folder_run import check_output_folder  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
-from octseg_jax.serving.inference import ENSEMBLE_FILE  # noqa: E402
+from octseg_jax.serving.inference import ENSEMBLE_FILE, check_ensemble_settings  # noqa: E402
 
 
 def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
@@ -83,12 +83,12 @@ def package(output: str, workdirs, flip: bool, settings=None) -> None:
 
 
 def ensemble_settings(args) -> dict:
-  """`--config.FIELD=VALUE` args -> ensemble.json's settings (predict's inference fields; not
-  predict.members, which selects members)."""
+  """`--config.FIELD=VALUE` args -> ensemble.json's settings, parsed as predict's overrides and
+  checked by serving.inference.check_ensemble_settings (the reader's own rule)."""
   settings = overrides.parse(args, "predict")
-  if "predict.members" in settings:
-    raise InputError("--config.predict.members: selects members when the ensemble is used; "
-                     "list the members instead")
+  problem = check_ensemble_settings(settings)
+  if problem:
+    raise InputError(f"--config: {problem}")
   return settings
 
 

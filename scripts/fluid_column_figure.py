@@ -54,7 +54,9 @@ def draw(workdir: str, output: str, duke_dir=None) -> str:
   if any(f is None for f in fluid):
     raise InputError(f"{workdir}: its validation scans carry no fluid annotation")
   outputs = inference.predict_outputs(trained, images, int(trained.config.train.eval_batch_size))
-  pred = [geom.boundaries_from_labels(geom.ordered_labels(o["probs"])[0]) for o in outputs]
+  smooth_sd = float(trained.config.predict.smooth_sd_columns)
+  pred = [geom.boundaries_from_labels(geom.predicted_geometry(o["probs"], smooth_sd, False)[0])
+          for o in outputs]
   true = [geom.boundaries_from_labels(m) for m in masks]
   i = worst_scan(pred, true, fluid)
   row_um = float(trained.config.data.pixel_um)

@@ -33,6 +33,9 @@ from octseg_jax.config import overrides  # noqa: E402
 from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.outputs.atomic import check_output_file, write_json  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELD = "predict.smooth_sd_columns"          # the setting this script chooses
+
 
 def parse_sets(texts) -> dict:
   """['NAME:WD,WD', ...] -> {NAME: [WD, ...]} (names unique, every workdir a folder)."""
@@ -55,14 +58,38 @@ def parse_sets(texts) -> dict:
 
 
 def parse_sds(text: str) -> list:
-  """'0,2,4' -> [0.0, 2.0, 4.0]: non-negative, distinct, with 0 (the unsmoothed reference)."""
+  """'0,2,4' -> [0.0, 2.0, 4.0]: distinct, each a valid predict.smooth_sd_columns (its schema
+  check), with 0 (the unsmoothed reference)."""
+  from octseg_jax.config import schema
   try:
     sds = [float(t) for t in text.split(",") if t.strip()]
   except ValueError:
     raise InputError(f"--sds={text}: expected comma-separated numbers") from None
-  if 0.0 not in sds or min(sds) < 0 or len(set(sds)) != len(sds):
-    raise InputError(f"--sds={text}: expected distinct non-negative sds including 0")
+  problems = [p for p in map(schema.FIELDS[FIELD].check, sds) if p]
+  if problems:
+    raise InputError(f"--sds={text}: {problems[0]}")
+  if 0.0 not in sds or len(set(sds)) != len(sds):
+    raise InputError(f"--sds={text}: expected distinct sds including 0")
   return sorted(sds)
+
+
+def check_disjoint_folds(name: str, workdirs) -> None:
+  """Refuses a set whose fold models share validation subjects (split.json; an ensemble's
+  first member's): leave-one-fold-out needs folds scored on different eyes."""
+  from octseg_jax.serving.inference import ENSEMBLE_FILE, read_ensemble_file
+  from octseg_jax.serving.workdir import read_json
+  seen = {}
+  for w in workdirs:
+    first = (read_ensemble_file(w)["members"][0]
+             if os.path.exists(os.path.join(w, ENSEMBLE_FILE)) else w)
+    path = os.path.join(first, "split.json")
+    if not os.path.exists(path):
+      raise InputError(f"--set={name}: {path} does not exist (not a trained workdir?)")
+    for subject in read_json(path)["val"]["subjects"]:
+      if subject in seen:
+        raise InputError(f"--set={name}: {w} and {seen[subject]} both hold out subject "
+                         f"{subject}; a set's fold models must be scored on different subjects")
+      seen[subject] = w
 
 
 def fold_scores(workdir: str, sds, eval_overrides) -> dict:
@@ -81,11 +108,8 @@ def fold_scores(workdir: str, sds, eval_overrides) -> dict:
                          smooth_sd=sd)["topology"]
     by_sd[f"{sd:g}"] = summary_of(fix)
   return {"workdir": shown(workdir), "members": [shown(m.workdir) for m in trained.members],
-          "flip": bool(getattr(trained, "flip", False)),
+          "flip": bool(getattr(trained, "flip", False)), "data": evaluate.data_folder_text(trained),
           "subjects": sorted({int(s) for s in subjects}), "scans": len(names), "by_sd": by_sd}
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def shown(path: str) -> str:
@@ -104,7 +128,8 @@ def summary_of(fix: dict) -> dict:
   split = fix.get("by_fluid_columns")
   if split:
     out["mean_layer_dice_by_fluid_columns"] = {
-        k: split[k]["literature"]["mean_layer_dice"] for k in ("without_fluid", "with_fluid") if k in split}
+        k: split[k]["literature"]["mean_layer_dice"]
+        for k in ("without_fluid", "with_fluid") if k in split}
   return out
 
 
@@ -138,9 +163,13 @@ def main(argv=None) -> int:
   try:
     check_output_file(a.output)
     eval_overrides = overrides.parse(config_args, "eval")
+    if FIELD in eval_overrides:
+      raise InputError(f"--config.{FIELD}: this script sets it (give --sds)")
     sds, sets = parse_sds(a.sds), parse_sets(a.set)
     if not sets:
       raise InputError("--set: give at least one NAME:WORKDIR,... set of fold models")
+    for name, workdirs in sets.items():
+      check_disjoint_folds(name, workdirs)
     result = {"sds": sds, "sets": {}}
     for name, workdirs in sets.items():
       folds = {os.path.basename(os.path.normpath(w)): fold_scores(w, sds, eval_overrides)

@@ -160,9 +160,10 @@ FIELDS: Dict[str, Field] = {
     # predict
     "predict.members": F(0, v.int_at_least(0), "of an ensemble: the first N (0 = all; 1 = the "
                          "first member without flip views)", True, True),
-    "predict.smooth_sd_columns": F(0.0, _NUMBER, "the ordered labelling's boundaries smoothed "
-                                   "along the B-scan by a Gaussian of this sd in columns (A-scans)"
-                                   " before they are drawn; 0 = off", True, ("eval", "predict")),
+    "predict.smooth_sd_columns": F(0.0, v.number_in(0.0, 100.0), "the ordered labels, boundaries"
+                                   " and thickness smoothed along the B-scan by a Gaussian of this "
+                                   "sd in columns (A-scans, not um: chosen on Duke's 11.33 um); 0 "
+                                   "= off", True, ("eval", "predict")),
     "predict.uncertain_um": F(7.74, _NUMBER, "a column is 'uncertain' where some boundary's "
                               "spread (sd) exceeds this (2 Duke axial pixels)", True, True),
     # benchmark

@@ -189,7 +189,8 @@ def known_runs(known: np.ndarray) -> List[Tuple[int, int]]:
 
 def labels_from_boundaries(bounds: np.ndarray, height: int) -> np.ndarray:
   """Boundaries [..., 8, W] in anatomical order -> label maps uint8 [..., H, W]: each boundary
-  rounded to the nearest row, background above b_1, layer k in rows [b_k, b_k+1) and
+  rounded to the nearest row (halves down: floor(b + 0.5), so order is kept and a column with
+  a retina of at least one row keeps one), background above b_1, layer k in rows [b_k, b_k+1) and
   background from b_8 down; a column with an unknown boundary is all background. For an
   ordered labelling L, labels_from_boundaries(boundaries_from_labels(L), H) == L in every
   column with layer pixels."""
@@ -198,7 +199,7 @@ def labels_from_boundaries(bounds: np.ndarray, height: int) -> np.ndarray:
   rows = np.arange(height, dtype=np.float64).reshape((height, 1))
   above = np.zeros(b.shape[:-2] + (height, b.shape[-1]), np.uint8)    # boundaries at or above
   for k in range(NUM_BOUNDARIES):
-    above += rows >= np.round(b[..., k:k + 1, :])
+    above += rows >= np.floor(b[..., k:k + 1, :] + 0.5)
   labels = np.where(above == NUM_BOUNDARIES, 0, above).astype(np.uint8)
   return np.where(known[..., None, :], labels, 0).astype(np.uint8)
 

@@ -165,16 +165,19 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
   return out
 
 
-def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float) -> Dict:
+def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
+                smooth_sd: float = 0.0) -> Dict:
   """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans);
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
-  error of the averaged prediction (sub-pixel, order fix), per boundary and pooled.
+  error of the averaged prediction (its sub-pixel boundaries as predict writes them:
+  geometry.predicted_geometry with smooth_sd), per boundary and pooled.
   true_bounds: the masks' boundaries [8, sum W]."""
   out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
                                        for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
-    pred = np.concatenate([geom.boundaries_from_probs(o["probs"]) for o in outputs], axis=-1)
+    pred = np.concatenate([geom.predicted_geometry(o["probs"], smooth_sd, False)[2]
+                           for o in outputs], axis=-1)
     out["uncertainty_vs_error"] = uncertainty.uncertainty_vs_error(sd, pred, true_bounds, pixel_um)
   return out
 
@@ -276,13 +279,13 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
   probs = [o["probs"] for o in outputs]
   pixel_um = float(trained.config.data.pixel_um)
   known = all(f is not None for f in fluid)
+  smooth_sd = float(trained.config.predict.smooth_sd_columns)
   with Progress(len(probs), "eval: score", unit="scan") as bar:
-    result = score(probs, masks, subjects, pixel_um, bar, fluid if known else None,
-                   float(trained.config.predict.smooth_sd_columns))
+    result = score(probs, masks, subjects, pixel_um, bar, fluid if known else None, smooth_sd)
   if partly_unknown_fluid(fluid):
     result["topology"]["by_fluid_columns_skipped"] = partly_unknown_fluid(fluid)
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
-  result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um)
+  result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um, smooth_sd)
   if trained.head_names:
     result["heads"] = score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
   return result

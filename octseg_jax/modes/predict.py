@@ -3,9 +3,10 @@
 Per input file NAME (NAME = the file name without extension, or with it where two inputs
 share a stem): exactly one NAME.npz with `pred` uint8 [N, H, W] (argmax; N = the scans of that
 file), `pred_ordered` (the most probable anatomically ordered labelling), `boundaries` float
-[N, 8, W] (sub-pixel rows from the probabilities), `thickness_um` [N, 7, W], `names`, and
-for a model with the heads `fluid` uint8 [N, H, W] (fluid probability > 0.5), `fluid_prob`
-float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
+[N, 8, W] (sub-pixel rows from the probabilities; both smoothed along the B-scan with
+predict.smooth_sd_columns: geometry.boundaries.predicted_geometry), `thickness_um` [N, 7, W],
+`names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid probability > 0.5),
+`fluid_prob` float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
 NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
 SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and
 SCAN_thickness.png for the scans that --figures selects (default: the first of each file). Names never replace an input or another output of the run (duplicates are

@@ -128,8 +128,8 @@ def training_overlap_text(result: Dict) -> str:
 def smoothing_text(fix: Dict) -> str:
   """metrics.md's sentence on predict.smooth_sd_columns ('' when off or not recorded)."""
   sd = fix.get("smooth_sd_columns", 0.0)
-  return (f" The topology-fixed labels' boundaries were then smoothed along the B-scan "
-          f"(Gaussian, sd {sd:.4g} columns; predict.smooth_sd_columns).") if sd else ""
+  return (f" The topology-fixed labels and the sub-pixel boundaries were then smoothed along "
+          f"the B-scan (Gaussian, sd {sd:.4g} columns; predict.smooth_sd_columns).") if sd else ""
 
 
 def metrics_markdown(result: Dict) -> str:

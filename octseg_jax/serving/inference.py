@@ -361,20 +361,30 @@ def read_ensemble_file(workdir: str) -> dict:
 
 
 def ensemble_settings(spec: dict, path: str) -> Dict[str, Any]:
-  """ENSEMBLE_FILE's optional 'settings': {field: value} of inference fields (config.schema's
-  Field.inference) that the ensemble is used with, each checked by its schema entry; eval and
-  predict apply them beneath the command line's --config overrides."""
-  from octseg_jax.config import schema
+  """ENSEMBLE_FILE's optional 'settings' {field: value}, checked by check_ensemble_settings;
+  eval and predict apply them beneath the command line's --config overrides."""
   settings = spec.get("settings", {})
   if not isinstance(settings, dict):
-    raise InputError(f"{path}: 'settings' must be an object of inference fields")
+    raise InputError(f"{path}: 'settings' must be an object of predict.* fields")
+  problem = check_ensemble_settings(settings)
+  if problem:
+    raise InputError(f"{path}: settings: {problem}")
+  return dict(settings)
+
+
+def check_ensemble_settings(settings: Dict[str, Any]) -> str:
+  """The problem with an ensemble's settings, or '': each must be a predict.* field (how the
+  predictor is used: config.schema), other than predict.members (which selects members), with
+  a value its schema check accepts."""
+  from octseg_jax.config import schema
   for field, value in settings.items():
-    if field not in schema.inference_fields() or field == "predict.members":
-      raise InputError(f"{path}: settings: {field!r} is not an inference setting")
+    if not field.startswith("predict.") or field not in schema.FIELDS \
+        or field == "predict.members":
+      return f"{field!r} is not a setting of the predictor (predict.* other than members)"
     problem = schema.FIELDS[field].check(value)
     if problem:
-      raise InputError(f"{path}: settings: {field}={value!r}: {problem}")
-  return dict(settings)
+      return f"{field}={value!r}: {problem}"
+  return ""
 
 
 def load_ensemble(workdir: str, overrides=None):

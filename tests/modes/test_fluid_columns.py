@@ -107,7 +107,8 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
   import types
   labels, masks, fluid = _case()
   trained = types.SimpleNamespace(config=types.SimpleNamespace(
-      data=types.SimpleNamespace(pixel_um=UM)), head_names=())
+      data=types.SimpleNamespace(pixel_um=UM),
+      predict=types.SimpleNamespace(smooth_sd_columns=0.0)), head_names=())
   outputs = [{"probs": np.eye(8)[lab]} for lab in labels]
   partial = evaluate.score_outputs(trained, outputs, masks, [fluid[0], None], [1, 2])
   assert "by_fluid_columns" not in partial["topology"]

@@ -197,9 +197,19 @@ def test_eval_scores_the_labels_predict_draws_with_smoothing(trained_workdir, tm
   assert fix["smooth_sd_columns"] == 6.0
   assert fix["literature"]["mean_layer_dice"] == pytest.approx(
       metrics.summarise(cm)["literature"]["mean_layer_dice"], rel=1e-12)
-  sentence = "smoothed along the B-scan (Gaussian, sd 6 columns; predict.smooth_sd_columns)"
+  sentence = "then smoothed along the B-scan (Gaussian, sd 6 columns; predict.smooth_sd_columns)"
   assert sentence in (tmp_path / "eval" / "metrics.md").read_text()
   assert sentence in report.console_summary(result)
+  predict.run(workdir, str(tmp_path / "scans.npz"), str(tmp_path / "pred"), figures="none",
+              overrides={"predict.smooth_sd_columns": 6.0})
+  with np.load(tmp_path / "pred" / "scans.npz") as d:            # what predict wrote
+    written = metrics.summarise(sum(np.asarray(metrics.confusion_matrix(m, p, 8), np.int64)
+                                    for m, p in zip(masks, d["pred_ordered"])))
+    true = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
+    err = geom.boundary_error(np.concatenate(list(d["boundaries"]), axis=-1), true, 3.87)
+  assert fix["literature"]["mean_layer_dice"] == written["literature"]["mean_layer_dice"]
+  np.testing.assert_allclose(result["raw"]["geometry_subpixel"]["mae_um"], err["mae_um"],
+                             rtol=1e-12)
   plain = evaluate.run(workdir, str(tmp_path / "scans.npz"), str(tmp_path / "plain"))
   assert plain["topology"]["smooth_sd_columns"] == 0.0
   assert "smoothed along" not in report.console_summary(plain)

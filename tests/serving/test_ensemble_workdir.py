@@ -296,11 +296,11 @@ def test_an_ensembles_settings_apply_beneath_the_command_line(tmp_path, members)
   off = inference.load_trained(str(folder), {"predict.smooth_sd_columns": 0.0})
   assert off.config.predict.smooth_sd_columns == 0.0
   path = str(folder / "ensemble.json")
-  for settings, problem in (({"model.widths": [4, 8]}, "'model.widths' is not an inference "
-                             "setting"),
-                            ({"predict.members": 1}, "'predict.members' is not an inference "
-                             "setting"),
+  for settings, problem in (({"model.widths": [4, 8]}, "'model.widths' is not a setting"),
+                            ({"predict.members": 1}, "'predict.members' is not a setting"),
+                            ({"train.eval_batch_size": 2}, "'train.eval_batch_size' is not a"),
                             ({"predict.smooth_sd_columns": -1}, "predict.smooth_sd_columns=-1: "),
+                            ({"predict.smooth_sd_columns": 1e3}, "predict.smooth_sd_columns="),
                             ([1], "'settings' must be an object")):
     (folder / "ensemble.json").write_text(json.dumps(spec | {"settings": settings}))
     with pytest.raises(InputError) as e:
@@ -317,7 +317,9 @@ def test_packaged_settings_are_stored_in_the_ensemble_file(tmp_path, members):
   spec = json.load(open(tmp_path / "pkg" / "ensemble.json"))
   assert spec["settings"] == {"predict.smooth_sd_columns": 6.0}
   assert inference.load_trained(str(tmp_path / "pkg")).config.predict.smooth_sd_columns == 6.0
-  with pytest.raises(InputError, match="predict.members"):
+  with pytest.raises(InputError, match="^--config: 'predict.members' is not a setting"):
     script.ensemble_settings(["--config.predict.members=1"])
+  with pytest.raises(InputError, match="^--config: 'train.eval_batch_size' is not a setting"):
+    script.ensemble_settings(["--config.train.eval_batch_size=2"])
   with pytest.raises(InputError, match="only --mode=eval"):
     script.ensemble_settings(["--config.data.duke_dir=x"])

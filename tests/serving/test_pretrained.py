@@ -1,5 +1,6 @@
 """The committed pretrained/ workdir loads and segments scans."""
 
+import json
 import os
 
 import numpy as np
@@ -16,9 +17,16 @@ PRETRAINED = os.path.join(ROOT, "pretrained")
 def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts_any_size():
   """pretrained/ is self-contained (members by relative path), its members were held out on
   disjoint subjects that together cover 1-8, and it gives probabilities, fluid and the
-  members' spread at any scan size."""
+  members' spread at any scan size. It smooths its boundaries along the B-scan with the sd
+  its members' cross-validation chose (docs/results/smoothing/cv.json), and the command line
+  can turn that off."""
   trained = inference.load_trained(PRETRAINED)
   assert isinstance(trained, inference.Ensemble) and not trained.flip
+  with open(os.path.join(ROOT, "docs/results/smoothing/cv.json")) as f:
+    chosen = json.load(f)["sets"]["plateau_80_fluid"]["cv"]["chosen_sd"]
+  assert [m.config.predict.smooth_sd_columns for m in trained.members] == [chosen] * 4
+  off = inference.load_trained(PRETRAINED, {"predict.smooth_sd_columns": 0.0, "predict.members": 1})
+  assert off.config.predict.smooth_sd_columns == 0.0
   assert all(m.workdir.startswith(PRETRAINED) for m in trained.members)
   held_out = [s for m in trained.members for s in m.split["val"]["subjects"]]
   assert sorted(held_out) == list(range(1, 9))             # each subject held out exactly once

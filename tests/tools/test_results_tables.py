@@ -267,20 +267,32 @@ def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
 
 def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it():
   """pretrained/'s smoothing sd must be the one its members' own leave-one-fold-out chose
-  (SMOOTHING/cv.json), and the expected accuracy adds the gain on 2-model averages holding a
-  member (cv_pairs.json), by hand: the mean of the pooled per-fold gains."""
+  (SMOOTHING/cv.json, whose unsmoothed scores must be the members' committed ones), and the
+  expected accuracy adds the gain on 2-model averages holding a member (cv_pairs.json), by
+  hand: the mean of the pooled per-fold gains."""
   spec = raw("pretrained/ensemble.json")
   cv, pairs = (raw(f"{doc_tables.SMOOTHING}/{n}") for n in ("cv.json", "cv_pairs.json"))
-  got = doc_tables.shipped_smoothing(_Injected({}), spec)
+  src = _Injected({})
+  members = doc_tables.shipped_members(src)
+  got = doc_tables.shipped_smoothing(src, spec, members)
+  own = cv["sets"]["plateau_80_fluid"]["cv"]["per_fold"]
   gains = [v["gain"] for s in pairs["sets"].values() for v in s["cv"]["per_fold"].values()]
   assert got["sd"] == spec["settings"]["predict.smooth_sd_columns"]
+  assert got["member_gains"] == [own[f"fold{k}_seed0"]["gain"] for k in range(4)]
+  assert got["member_sds"] == [own[f"fold{k}_seed0"]["sd"] for k in range(4)]
   assert got["ensemble_gain"] == pytest.approx(sum(gains) / len(gains), rel=1e-12)
-  assert doc_tables.shipped_smoothing(_Injected({}), spec | {"settings": {}}) is None
+  assert doc_tables.shipped_smoothing(src, spec | {"settings": {}}, members) is None
   other = spec | {"settings": {"predict.smooth_sd_columns": 12.0}}
   with pytest.raises(ValueError, match="smooths with sd 12 columns, but"):
-    doc_tables.shipped_smoothing(_Injected({}), other)
+    doc_tables.shipped_smoothing(src, other, members)
   moved = json.loads(json.dumps(cv))
   for fold in moved["sets"]["plateau_80_fluid"]["folds"].values():
     fold["workdir"] = fold["workdir"].replace("pretrained/", "elsewhere/")
   with pytest.raises(ValueError, match="no cross-validation of its members"):
-    doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": moved}), spec)
+    doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": moved}), spec,
+                                 members)
+  stale = json.loads(json.dumps(cv))
+  stale["sets"]["plateau_80_fluid"]["folds"]["fold1_seed0"]["by_sd"]["0"]["mean_layer_dice"] = 0.5
+  with pytest.raises(ValueError, match="fold1_seed0 scores 0.5000 unsmoothed, not its committed"):
+    doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": stale}), spec,
+                                 members)

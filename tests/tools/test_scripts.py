@@ -1,6 +1,7 @@
 """The experiment scripts' pure parts: ablation overrides and the summary tables."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -165,7 +166,13 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   assert list(only["by_sd"]) == ["0", "3"] and only["members"] == [only["workdir"]]
   assert 0 < only["by_sd"]["3"]["mean_layer_dice"] <= 1
   capsys.readouterr()
+  twin = tmp_path / "twin"
+  shutil.copytree(trained_workdir[0], twin)
   for args, problem in (([f"--set=tiny:{tmp_path}/nope"], f"{tmp_path}/nope is not a folder"),
+                        ([f"--set=t:{trained_workdir[0]},{twin}"], "both hold out subject"),
+                        (["--sds=0,inf", f"--set=t:{trained_workdir[0]}"], "expected a number"),
+                        ([f"--set=t:{trained_workdir[0]}", "--config.predict.smooth_sd_columns=2"],
+                         "this script sets it"),
                         (["--set=tiny"], "expected NAME:WORKDIR"),
                         (["--sds=2,4", f"--set=t:{trained_workdir[0]}"], "including 0"),
                         ([f"--set=t:{trained_workdir[0]}", "--config.model.widths=[4]"],
