@@ -5,6 +5,7 @@ set -e
 cd "$(dirname "$0")/../../.."
 P=pretrained/members; H=/work/h200/s13/wh; C=/work/campaign/runs; E=/work/exp/pairs
 DUKE=--config.data.duke_dir=../shared/data/duke_dme_chiu2015
+rm -rf $E   # eval_ensemble.py writes a new ensemble folder each time
 # 2-member ensembles (no flip) of a shipped member with another recipe's model of its fold
 for f in 0 1 2 3; do
   python scripts/eval_ensemble.py --no_eval --no_flip --output=$E/wh_pair/fold${f}_pair \
