@@ -189,9 +189,9 @@ def known_runs(known: np.ndarray) -> List[Tuple[int, int]]:
 
 def labels_from_boundaries(bounds: np.ndarray, height: int) -> np.ndarray:
   """Boundaries [..., 8, W] in anatomical order -> label maps uint8 [..., H, W]: each boundary
-  rounded to the nearest row (halves down: floor(b + 0.5), so order is kept and a column with
-  a retina of at least one row keeps one), background above b_1, layer k in rows [b_k, b_k+1) and
-  background from b_8 down; a column with an unknown boundary is all background. For an
+  rounded to the nearest row (halves up: floor(b + 0.5), so order is kept and a column with a
+  retina of at least one row keeps one), background above b_1, layer k in rows [b_k, b_k+1)
+  and background from b_8 down; a column with an unknown boundary is all background. For an
   ordered labelling L, labels_from_boundaries(boundaries_from_labels(L), H) == L in every
   column with layer pixels."""
   b = np.asarray(bounds, np.float64)

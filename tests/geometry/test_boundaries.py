@@ -165,8 +165,8 @@ def test_labels_from_boundaries_rounds_each_boundary_to_the_nearest_row():
   # ONL+ISM empty, ISE row 4, OS-RPE rows 5-6, background from row 7.
   np.testing.assert_array_equal(geom.labels_from_boundaries(b, 9)[:, 0],
                                 [0, 1, 4, 4, 6, 7, 7, 0, 0])
-  # Halves round down-to-up (floor(b + 0.5)), never to even: a one-row retina at 1.5 .. 2.5
-  # keeps its row (round-half-even would give 2 .. 2, an empty column).
+  # Halves round up (floor(b + 0.5)), never to even: a one-row retina at 1.5 .. 2.5 keeps
+  # its row 2 (round-half-even would give 2 .. 2, an empty column).
   one_row = np.array([[1.5]] * 7 + [[2.5]])
   np.testing.assert_array_equal(geom.labels_from_boundaries(one_row, 4)[:, 0], [0, 0, 7, 0])
 
