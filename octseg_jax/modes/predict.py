@@ -356,7 +356,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
-  draw_figures(run, scans, out, drawn, flags, trained.workdir, scale, uncertain_um)
+  draw_figures(run, scans, out, drawn, flags, model_label(trained), scale, uncertain_um)
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
@@ -364,6 +364,13 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
           "low_support": int(low_support(out["supported"]).sum()),
           "in_training": scans_in_training(trained, scans.names)}
+
+
+def model_label(trained) -> str:
+  """The figures' model name: the workdir, and the boundary smoothing when it is on."""
+  sd = float(trained.config.predict.smooth_sd_columns)
+  return trained.workdir + (f" (boundaries smoothed along the B-scan, sd {sd:g} columns)"
+                            if sd else "")
 
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,

@@ -111,3 +111,14 @@ def test_streaming_npz_round_trip_and_incomplete_arrays(tmp_path):
     z.append("a", a[:2])
   z.abort()
   assert os.listdir(tmp_path) == ["x.npz"]                # no temporary file is left
+
+
+def test_the_figures_name_the_smoothing():
+  import types
+
+  def trained(sd):
+    return types.SimpleNamespace(workdir="pretrained", config=types.SimpleNamespace(
+        predict=types.SimpleNamespace(smooth_sd_columns=sd)))
+  assert predict.model_label(trained(0.0)) == "pretrained"
+  assert predict.model_label(trained(6.0)) == \
+      "pretrained (boundaries smoothed along the B-scan, sd 6 columns)"
