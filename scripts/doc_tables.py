@@ -1189,7 +1189,7 @@ def pretrained_accuracy(src: Sources) -> str:
              + ", ".join(f"{g:+.4f}" for g in gains) + ")." + smoothing_sentence(n)
              + " The expected mean layer Dice of "
              f"this {len(members)}-member ensemble on new eyes is therefore about "
-             f"**{n['expected']:.3f}** (more members may add more): an "
+             f"**{n['expected']:.3f}** (more members may add more averaging gain): an "
              "estimate, not a measurement, since together its members trained on subjects "
              + ", ".join(map(str, sorted({s for m in members
                                           for s in m["split"]["train"]["subjects"]}))) + ".")

@@ -127,9 +127,11 @@ def summary_of(fix: dict) -> dict:
          "boundary_signed_um": g["signed_um"], "mean_boundary_mae_um": float(np.mean(g["mae_um"]))}
   split = fix.get("by_fluid_columns")
   if split:
+    groups = [k for k in ("without_fluid", "with_fluid") if k in split]
     out["mean_layer_dice_by_fluid_columns"] = {
-        k: split[k]["literature"]["mean_layer_dice"]
-        for k in ("without_fluid", "with_fluid") if k in split}
+        k: split[k]["literature"]["mean_layer_dice"] for k in groups}
+    out["boundary_signed_um_by_fluid_columns"] = {
+        k: split[k]["geometry"]["signed_um"] for k in groups}
   return out
 
 
@@ -160,6 +162,8 @@ def main(argv=None) -> int:
   p.add_argument("--set", action="append", default=[], help="NAME:WORKDIR,WORKDIR,...")
   a = p.parse_args(rest)
   start = time.perf_counter()
+  from octseg_jax.runtime import provenance
+  record = provenance.collect()                        # the code as the run starts
   try:
     check_output_file(a.output)
     eval_overrides = overrides.parse(config_args, "eval")
@@ -178,10 +182,9 @@ def main(argv=None) -> int:
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  from octseg_jax.runtime import provenance
   result["protocol"] = ("literature (mean layer Dice of the 7 layers), native resolution, "
                         "order fix on; each fold model on its own validation subjects")
-  result["provenance"] = provenance.collect() | {"wall_time_s": time.perf_counter() - start}
+  result["provenance"] = record | {"wall_time_s": time.perf_counter() - start}
   write_json(a.output, result)
   for name, s in result["sets"].items():
     if s["cv"] is None:

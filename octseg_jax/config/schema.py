@@ -162,8 +162,8 @@ FIELDS: Dict[str, Field] = {
                          "first member without flip views)", True, True),
     "predict.smooth_sd_columns": F(0.0, v.number_in(0.0, 100.0), "the ordered labels, boundaries"
                                    " and thickness smoothed along the B-scan by a Gaussian of this "
-                                   "sd in columns (A-scans, not um: chosen on Duke's 11.33 um); 0 "
-                                   "= off", True, ("eval", "predict")),
+                                   "sd in columns (A-scans, not um; pretrained/'s 6 was chosen on "
+                                   "Duke's 11.33 um columns); 0 = off", True, ("eval", "predict")),
     "predict.uncertain_um": F(7.74, _NUMBER, "a column is 'uncertain' where some boundary's "
                               "spread (sd) exceeds this (2 Duke axial pixels)", True, True),
     # benchmark

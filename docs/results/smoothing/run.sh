@@ -24,6 +24,6 @@ nice python scripts/smoothing_cv.py --output=docs/results/smoothing/cv.json \
     --set=plateau_80_fluid:$P/fold0_seed0,$P/fold1_seed0,$P/fold2_seed0,$P/fold3_seed0 \
     --set=wide_80_fluid_skip_wh:$H/fold0_seed0,$H/fold1_seed0,$H/fold2_seed0,$H/fold3_seed0 \
     --set=plateau_80_fluid_skip:$C/plateau_80_fluid_skip/fold2_seed0,$C/plateau_80_fluid_skip/fold3_seed0 \
-    --set=plateau_80_fluid_skip_wh:$C/plateau_80_fluid_skip_wh/fold0_seed0 \
+    --set=plateau_80_fluid_skip_wh:$C/plateau_80_fluid_skip_wh/fold0_seed0,$C/plateau_80_fluid_skip_wh/fold2_seed0 \
     --set=plateau_80_fluid_skip_wh_fcw5:$C/plateau_80_fluid_skip_wh_fcw5/fold0_seed0 \
     --set=plateau_80_fluid_skip_wh_fw03:$C/plateau_80_fluid_skip_wh_fw03/fold0_seed0
