@@ -323,3 +323,31 @@ def test_packaged_settings_are_stored_in_the_ensemble_file(tmp_path, members):
     script.ensemble_settings(["--config.train.eval_batch_size=2"])
   with pytest.raises(InputError, match="only --mode=eval"):
     script.ensemble_settings(["--config.data.duke_dir=x"])
+
+
+def test_an_ensembles_uncertainty_is_scored_against_the_boundaries_predict_writes(tmp_path,
+                                                                                 members):
+  """With smoothing on, eval's rank correlation of the members' spread with the boundary error
+  is uncertainty_vs_error of predict's written spread and (smoothed) boundaries."""
+  from octseg_jax.geometry import boundaries as geom
+  from octseg_jax.modes import evaluate, predict
+  from octseg_jax.outputs.atomic import write_npz
+  s = synthetic.generate(4, 100, 70, seed=3)
+  write_npz(str(tmp_path / "scans.npz"), images=s.images, masks=s.masks)
+  ensemble = _ensemble_dir(tmp_path, members, False)
+  setting = {"predict.smooth_sd_columns": 6.0}
+  result = evaluate.run(ensemble, str(tmp_path / "scans.npz"), str(tmp_path / "eval"), setting)
+  predict.run(ensemble, str(tmp_path / "scans.npz"), str(tmp_path / "pred"), figures="none",
+              overrides=setting)
+  true = np.concatenate([geom.boundaries_from_labels(m) for m in s.masks], axis=-1)
+  with np.load(tmp_path / "pred" / "scans.npz") as d:
+    spread = np.concatenate(list(d["boundary_sd_um"]), axis=-1)
+    written = np.concatenate(list(d["boundaries"]), axis=-1)
+  want = uncertainty.uncertainty_vs_error(spread, written, true, 3.87)
+  plain = np.concatenate([geom.predicted_geometry(p, 0.0, False)[2] for p in
+                          inference.predict_probs(inference.load_trained(ensemble), s.images)],
+                         axis=-1)
+  assert not np.allclose(plain, written, equal_nan=True)        # smoothing moved them
+  got = result["calibration"]["uncertainty_vs_error"]["pooled"]
+  assert got["pairs"] == want["pooled"]["pairs"] > 0
+  assert got["rho"] == pytest.approx(want["pooled"]["rho"], rel=1e-6, nan_ok=True)
