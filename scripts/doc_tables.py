@@ -1627,6 +1627,7 @@ def results_campaign_fluid_columns(src: Sources) -> str:
 
 
 SMOOTHING_KINDS = (("cv.json", "one fold model"), ("cv_pairs.json", "2 fold models, averaged"))
+OPL_ONL = BOUNDARY_NAMES.index("OPL/ONL")
 
 
 def smoothing_gain_row(name: str, kind: str, st: Dict) -> List[str]:
@@ -1654,13 +1655,15 @@ def results_smoothing(src: Sources) -> str:
   """Boundary smoothing along the B-scan, chosen by cross-validation (scripts/smoothing_cv.py):
   the leave-one-fold-out gains of each set with 2 or more folds, then every set's mean layer
   Dice at each sd."""
-  rows, by_sd, gains = [], [], []
+  rows, by_sd, gains, bias = [], [], [], []
   for fname, kind in SMOOTHING_KINDS:
     sds = src.json(f"{SMOOTHING}/{fname}")["sds"]
     for name, st in smoothing_sets(src, fname).items():
       if st["cv"]:
         rows.append(smoothing_gain_row(name, kind, st))
         gains += [v["gain"] for v in st["cv"]["per_fold"].values()]
+        bias.append(f"{name} {wet_opl_onl_bias(st, False):+.1f} → "
+                    f"{wet_opl_onl_bias(st, True):+.1f}")
       by_sd.append([name, kind, str(len(st["folds"]))] + [
           f"{np.mean([f['by_sd'][f'{sd:g}']['mean_layer_dice'] for f in st['folds'].values()]):.4f}"
           for sd in sds])
@@ -1670,8 +1673,19 @@ def results_smoothing(src: Sources) -> str:
   second = table(["fold models", "each", "folds"] + [f"sd {sd:g}" for sd in sds], by_sd)
   positive = sum(g > 0 for g in gains)
   return (first + f"\n\n{positive} of the {len(gains)} held-out fold gains are positive "
-          f"({min(gains):+.4f} to {max(gains):+.4f}).\n\nMean layer Dice over each set's folds "
-          "at every sd (0 = no smoothing; sd in columns):\n\n" + second)
+          f"({min(gains):+.4f} to {max(gains):+.4f}). In the columns with fluid, the mean signed "
+          f"{BOUNDARY_NAMES[OPL_ONL]} error (um, sd 0 → chosen sd; negative = above the grader's): "
+          + "; ".join(bias) + ".\n\nMean layer Dice over each set's folds at every sd (0 = no "
+          "smoothing; sd in columns):\n\n" + second)
+
+
+def wet_opl_onl_bias(st: Dict, smoothed: bool) -> float:
+  """A set's mean over folds of the signed OPL/ONL error in the columns with fluid, at sd 0 or
+  at each fold's chosen sd."""
+  folds, per = st["folds"], st["cv"]["per_fold"]
+  return float(np.mean([
+      folds[f]["by_sd"][f"{per[f]['sd']:g}" if smoothed else "0"][
+          "boundary_signed_um_by_fluid_columns"]["with_fluid"][OPL_ONL] for f in folds]))
 
 
 def results_fluid_columns(src: Sources) -> str:
