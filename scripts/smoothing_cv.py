@@ -31,6 +31,7 @@ xla_setup.apply_cpu_flags()
 
 from octseg_jax.config import overrides  # noqa: E402
 from octseg_jax.errors import InputError  # noqa: E402
+from octseg_jax.geometry import boundaries as geom  # noqa: E402
 from octseg_jax.outputs.atomic import check_output_file, write_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,10 +103,12 @@ def fold_scores(workdir: str, sds, eval_overrides) -> dict:
   probs = [o["probs"] for o in outputs]
   known = all(f is not None for f in fluid)
   pixel_um = float(trained.config.data.pixel_um)
+  unsmoothed = [geom.predicted_geometry(p) for p in probs]       # the order fix once per model
   by_sd = {}
   for sd in sds:
+    geometry = [geom.smooth_geometry(g, sd) for g in unsmoothed]
     fix = evaluate.score(probs, masks, subjects, pixel_um, fluid=fluid if known else None,
-                         smooth_sd=sd)["topology"]
+                         smooth_sd=sd, geometry=geometry)["topology"]
     by_sd[f"{sd:g}"] = summary_of(fix)
   return {"workdir": shown(workdir), "members": [shown(m.workdir) for m in trained.members],
           "flip": bool(getattr(trained, "flip", False)), "data": evaluate.data_folder_text(trained),

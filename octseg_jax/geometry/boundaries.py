@@ -143,12 +143,20 @@ def predicted_geometry(probs: np.ndarray, smooth_sd: float = 0.0, report_changed
   labelling, its changed columns (None without report_changed), the sub-pixel boundaries
   [..., 8, W] refined around it (boundaries_from_probs)). With smooth_sd > 0 (the config's
   predict.smooth_sd_columns) both are smoothed along the B-scan by the same Gaussian: the
-  labelling by smooth_labelling, the sub-pixel boundaries by smooth_boundaries."""
+  labelling by smooth_labelling, the sub-pixel boundaries by smooth_boundaries
+  (smooth_geometry)."""
   labels, changed = ordered_labels(probs, report_changed)
-  bounds = boundaries_from_probs(probs, labels)
-  if smooth_sd > 0:
-    labels, bounds = smooth_labelling(labels, smooth_sd), smooth_boundaries(bounds, smooth_sd)
-  return labels, changed, bounds
+  return smooth_geometry((labels, changed, boundaries_from_probs(probs, labels)), smooth_sd)
+
+
+def smooth_geometry(geometry: Tuple, smooth_sd: float) -> Tuple:
+  """predicted_geometry's unsmoothed (labels, changed, sub-pixel boundaries) as
+  predicted_geometry gives them with smooth_sd, without running the order fix again; sd 0
+  returns `geometry` itself."""
+  if smooth_sd <= 0:
+    return geometry
+  labels, changed, bounds = geometry
+  return smooth_labelling(labels, smooth_sd), changed, smooth_boundaries(bounds, smooth_sd)
 
 
 def smooth_labelling(labels: np.ndarray, sd_columns: float) -> np.ndarray:

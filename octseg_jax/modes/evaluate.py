@@ -35,14 +35,15 @@ def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
 
 
 def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: float,
-          progress=None, fluid=None, smooth_sd: float = 0.0) -> Dict:
+          progress=None, fluid=None, smooth_sd: float = 0.0, geometry=None) -> Dict:
   """Both metric protocols and boundary/thickness errors for raw argmax and topology-fixed
   predictions. probs: float [H, W, K] per scan (sizes may differ); masks: uint8 [H, W].
   progress: optional Progress, updated once per scan. fluid: the grader's fluid masks [H, W]
   per scan, or None: with them, the topology-fixed scores also split by fluid_columns.
   smooth_sd: the topology-fixed labels and the sub-pixel boundaries smoothed along the B-scan
   (sd in columns; predict.smooth_sd_columns): geometry.predicted_geometry, as predict writes
-  them."""
+  them. geometry: that function's result per scan, when the caller already has it (computed
+  here otherwise)."""
   cm_raw = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
   cm_fix = np.zeros_like(cm_raw)
   soft = 0.0
@@ -50,9 +51,10 @@ def score(probs: List[np.ndarray], masks: List[np.ndarray], subjects, pixel_um: 
   bounds = {"true": [], "argmax": [], "topology": [], "subpixel": []}
   per_subject: Dict[int, np.ndarray] = {}
   fixed_labels = []
-  for p, m, subj in zip(probs, masks, subjects):
+  for i, (p, m, subj) in enumerate(zip(probs, masks, subjects)):
     pred = np.argmax(p, axis=-1).astype(np.uint8)
-    fixed, changed, subpixel = geom.predicted_geometry(p, smooth_sd)
+    fixed, changed, subpixel = (geometry[i] if geometry is not None
+                                else geom.predicted_geometry(p, smooth_sd))
     if fluid is not None:
       fixed_labels.append(fixed)
     fixed_cols += int(changed.sum())
@@ -166,19 +168,18 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
 
 
 def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
-                smooth_sd: float = 0.0) -> Dict:
+                pred_bounds: np.ndarray) -> Dict:
   """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans);
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
-  error of the averaged prediction (its sub-pixel boundaries as predict writes them:
-  geometry.predicted_geometry with smooth_sd), per boundary and pooled.
-  true_bounds: the masks' boundaries [8, sum W]."""
+  error of the averaged prediction, per boundary and pooled. true_bounds, pred_bounds: the
+  masks' boundaries and the prediction's sub-pixel ones as predict writes them
+  (geometry.predicted_geometry), [8, sum W]."""
   out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
                                        for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
-    pred = np.concatenate([geom.predicted_geometry(o["probs"], smooth_sd, False)[2]
-                           for o in outputs], axis=-1)
-    out["uncertainty_vs_error"] = uncertainty.uncertainty_vs_error(sd, pred, true_bounds, pixel_um)
+    out["uncertainty_vs_error"] = uncertainty.uncertainty_vs_error(sd, pred_bounds, true_bounds,
+                                                                   pixel_um)
   return out
 
 
@@ -280,12 +281,18 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
   pixel_um = float(trained.config.data.pixel_um)
   known = all(f is not None for f in fluid)
   smooth_sd = float(trained.config.predict.smooth_sd_columns)
+  geometry = []                          # once for score and calibration: the order fix is slow
   with Progress(len(probs), "eval: score", unit="scan") as bar:
-    result = score(probs, masks, subjects, pixel_um, bar, fluid if known else None, smooth_sd)
+    for p in probs:
+      geometry.append(geom.predicted_geometry(p, smooth_sd))
+      bar.update()
+  result = score(probs, masks, subjects, pixel_um, None, fluid if known else None, smooth_sd,
+                 geometry)
   if partly_unknown_fluid(fluid):
     result["topology"]["by_fluid_columns_skipped"] = partly_unknown_fluid(fluid)
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
-  result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um, smooth_sd)
+  result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um,
+                                      np.concatenate([g[2] for g in geometry], axis=-1))
   if trained.head_names:
     result["heads"] = score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
   return result

@@ -50,7 +50,8 @@ def console_summary(result: Dict) -> str:
     g, h = raw["geometry"], fix["geometry"]
     lines.append(f"{name:10s}  {fmt(g['mae_um'][k], 2):>12s}  {fmt(g['signed_um'][k], 2):>9s}  "
                  f"{fmt(h['mae_um'][k], 2):>18s}  {fmt(h['signed_um'][k], 2):>9s}")
-  lines += [smoothing_text(fix).strip()] if smoothing_text(fix) else []
+  smoothing = smoothing_text(fix).strip()
+  lines += [smoothing] if smoothing else []
   return "\n".join(lines + fluid_columns_summary(fix.get("by_fluid_columns"))
                    + heads_summary(result.get("heads", {})))
 

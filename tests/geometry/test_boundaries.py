@@ -218,6 +218,10 @@ def test_smoothing_removes_column_jitter_from_the_ordered_labelling():
   unsmoothed = geom.predicted_geometry(probs)
   np.testing.assert_array_equal(unsmoothed[0], plain)
   np.testing.assert_array_equal(unsmoothed[2], jitter)
+  later = geom.smooth_geometry(unsmoothed, 3.0)              # smoothing without a second order fix
+  for got, want in zip(later, (smoothed, changed, bounds)):
+    np.testing.assert_array_equal(got, want)
+  assert geom.smooth_geometry(unsmoothed, 0.0) is unsmoothed
   assert geom.smooth_labelling(plain, 0.0) is plain
   blank = plain.copy()
   blank[:, 7] = 0                                                   # a column without retina
