@@ -7,6 +7,9 @@ All chosen by name from `config.train`:
     reduce_on_plateau stepped once per epoch), 'cosine' (linear warm-up over warmup_epochs,
     then cosine decay to 0 at num_epochs, per step), 'constant'.
 Early stopping ends training after early_stopping_patience epochs without improvement.
+Weight averaging (train.ema_decay, off at 0): an exponential moving average of the parameters
+and batch statistics, updated after every optimiser step, is what is validated and saved as the
+best checkpoint.
 The optimiser's learning rate is an injected hyperparameter, so it is saved in the optimiser
 state and read back for the log.
 """
@@ -14,6 +17,7 @@ state and read back for the log.
 from typing import Tuple
 
 import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -60,6 +64,18 @@ def with_learning_rate(opt_state, value: float):
   hyper = dict(opt_state.hyperparams)
   hyper["learning_rate"] = jnp.asarray(value, jnp.float32)
   return opt_state._replace(hyperparams=hyper)
+
+
+def ema_decay_at(decay: float, step):
+  """The weight the average keeps at optimiser step `step` (1 after the first update):
+  min(decay, (1 + step) / (10 + step)), the warm-up of TensorFlow's ExponentialMovingAverage
+  with num_updates, so that the average soon forgets the initial weights."""
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(average, new, decay):
+  """decay * average + (1 - decay) * new, leaf by leaf (two pytrees of the same structure)."""
+  return jax.tree.map(lambda a, x: (decay * a + (1.0 - decay) * x).astype(a.dtype), average, new)
 
 
 def make_plateau(train_cfg) -> optax.GradientTransformationExtraArgs:

@@ -90,7 +90,8 @@ def _train_step_numbers(config, model, task, state, x_host, y_host, put_batch) -
   returns the trained-on state under 'state'."""
   bench, batch = config.benchmark, x_host.shape[0]
   x, y, key = put_batch(x_host), put_batch(y_host), jax.random.key(1)
-  step_fn = jax.jit(train.make_train_step(model, task, config.data.augment),
+  step_fn = jax.jit(train.make_train_step(model, task, config.data.augment,
+                                          config.train.ema_decay),
                     donate_argnums=(0,))
   t = time.perf_counter()
   lowered = step_fn.lower(state, x, y, key)

@@ -23,9 +23,14 @@ from octseg_jax.errors import InputError, disk_full
 
 def train_payload(state, plateau_state, loop) -> Dict:
   """What a resumable checkpoint holds: everything needed to continue bit for bit.
-  `loop` is the training loop's small state (epoch, early stopping), a pytree."""
-  return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
-          "opt_state": state.opt_state, "plateau": plateau_state, "loop": loop}
+  `loop` is the training loop's small state (epoch, early stopping), a pytree. With weight
+  averaging on (train.ema_decay) it also holds the average (`ema`); without, it has no such
+  key, as before the option."""
+  payload = {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+             "opt_state": state.opt_state, "plateau": plateau_state, "loop": loop}
+  if state.ema is not None:
+    payload["ema"] = state.ema
+  return payload
 
 
 def inference_payload(params, batch_stats) -> Dict:

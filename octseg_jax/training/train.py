@@ -38,6 +38,7 @@ SLOW_EPOCH_S = 10.0   # show per-step progress when the previous epoch took long
 
 class TrainState(train_state.TrainState):
   batch_stats: Any = None
+  ema: Any = None   # {"params", "batch_stats"} averaged over steps (train.ema_decay), or None
 
 
 class TrainingDiverged(InputError):
@@ -53,9 +54,11 @@ def make_mesh(num_devices: int = 0) -> Mesh:
 def create_state(config, model, input_shape: Tuple[int, int], key: jax.Array,
                  steps_per_epoch: int = 1) -> TrainState:
   variables = model.init(key, jnp.zeros((1,) + tuple(input_shape), jnp.float32), train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                           batch_stats=variables.get("batch_stats", {}),
-                           tx=optim.make_optimizer(config.train, steps_per_epoch))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  ema = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) \
+      if config.train.ema_decay else None
+  return TrainState.create(apply_fn=model.apply, params=params, batch_stats=batch_stats,
+                           ema=ema, tx=optim.make_optimizer(config.train, steps_per_epoch))
 
 
 def task_method(model, task: Task):
@@ -64,8 +67,9 @@ def task_method(model, task: Task):
   return "outputs" if task.has_heads else "__call__"
 
 
-def make_train_step(model, task: Task, augment_config):
-  """jit-able (state, x, y, key) -> (state, loss): augmentation, forward, task loss, update."""
+def make_train_step(model, task: Task, augment_config, ema_decay: float = 0.0):
+  """jit-able (state, x, y, key) -> (state, loss): augmentation, forward, task loss, update,
+  and the weight average's update when ema_decay is not 0."""
   aug = augment_config
 
   def train_step(state: TrainState, x, y, key):
@@ -79,6 +83,10 @@ def make_train_step(model, task: Task, augment_config):
 
     (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+    if ema_decay:
+      state = state.replace(ema=optim.ema_update(
+          state.ema, {"params": state.params, "batch_stats": state.batch_stats},
+          optim.ema_decay_at(ema_decay, state.step)))
     return state, loss
 
   return train_step
@@ -134,6 +142,10 @@ class Run:
   epoch_seconds: List[float] = dataclasses.field(default_factory=list)
 
   def variables(self) -> Dict:
+    """The weights validated and saved as the best checkpoint: the average when
+    train.ema_decay is on, else the trained weights."""
+    if self.state.ema is not None:
+      return self.state.ema
     return {"params": self.state.params, "batch_stats": self.state.batch_stats}
 
   def finished(self) -> bool:
@@ -176,7 +188,7 @@ def _restore(run: Run, plateau) -> None:
     return
   run.state = run.state.replace(step=restored["step"], params=restored["params"],
                                 batch_stats=restored["batch_stats"],
-                                opt_state=restored["opt_state"])
+                                opt_state=restored["opt_state"], ema=restored.get("ema"))
   run.plateau_state, run.loop = restored["plateau"], restored["loop"]
   best_path = os.path.join(run.workdir, "best_val_metrics.json")
   if os.path.exists(best_path):
@@ -217,7 +229,8 @@ def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
   if distributed.is_writer():
     run.log = hooks_lib.MetricsLog(workdir, int(run.loop.epoch))
   run.state = distributed.replicate(run.state, replicated)
-  run.train_step = jax.jit(make_train_step(model, task, config.data.augment),
+  run.train_step = jax.jit(make_train_step(model, task, config.data.augment,
+                                           config.train.ema_decay),
                            donate_argnums=(0,), out_shardings=replicated)
   run.eval_fn = jax.jit(make_eval_step(model, task), out_shardings=replicated)
   if distributed.process_count() > 1:
@@ -283,8 +296,7 @@ def end_epoch(run: Run, plateau, epoch: int, val_loss: float) -> bool:
     say(f"early stopping after epoch {epoch}: no validation improvement in "
         f"{train_cfg.early_stopping_patience} epochs")
   if improved:
-    run.ckpt.save(run.ckpt.best, epoch, inference_payload(run.state.params,
-                                                          run.state.batch_stats))
+    run.ckpt.save(run.ckpt.best, epoch, inference_payload(**run.variables()))
   if epoch % train_cfg.checkpoint_every == 0 or run.finished():
     run.ckpt.save(run.ckpt.latest, epoch, train_payload(run.state, run.plateau_state,
                                                         run.loop))

@@ -89,3 +89,20 @@ def test_loop_state_counts_bad_epochs_with_min_delta():
   s, imp3 = s.after_epoch(0.85, 0.1, 2)
   assert (imp1, imp2, imp3) == (True, False, True)
   assert int(s.epoch) == 3 and int(s.bad_epochs) == 0 and float(s.best_val_loss) == 0.85
+
+
+def test_ema_decay_warms_up_like_tensorflows_moving_average():
+  """min(decay, (1 + step) / (10 + step)): 2/11 after the first step, 1/2 after the eighth,
+  the decay itself once the ramp passes it."""
+  np.testing.assert_allclose(optim.ema_decay_at(0.9, 1), 2 / 11, rtol=1e-6)
+  np.testing.assert_allclose(optim.ema_decay_at(0.9, 8), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(optim.ema_decay_at(0.9, 1000), 0.9, rtol=1e-6)
+
+
+def test_ema_update_by_hand():
+  average = {"a": jnp.array([1.0, 2.0]), "b": {"c": jnp.array(4.0)}}
+  new = {"a": jnp.array([3.0, 6.0]), "b": {"c": jnp.array(0.0)}}
+  out = optim.ema_update(average, new, 0.75)
+  np.testing.assert_allclose(out["a"], [1.5, 3.0])          # 0.75 * 1 + 0.25 * 3, ...
+  np.testing.assert_allclose(out["b"]["c"], 3.0)
+  assert out["a"].dtype == jnp.float32

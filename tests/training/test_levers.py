@@ -171,7 +171,7 @@ def test_crop_width_is_checked():
 LEVERS_ON = {"data.augment.crop_width": 32, "data.augment.speckle": 0.1,
              "data.augment.column_shift": 2, "data.augment.shadows": 2, "model.kernel": (5, 3),
              "loss.depth_weight": 0.1,
-             "model.position_channel": True}
+             "model.position_channel": True, "train.ema_decay": 0.9}
 
 
 def _rows(workdir):
