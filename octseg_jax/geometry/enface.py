@@ -100,7 +100,10 @@ def find_fovea(inner_map: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray,
                centre_mm: Tuple[float, float], search_mm: float = FOVEA_SEARCH_MM,
                smooth_mm: float = FOVEA_SMOOTH_MM) -> Optional[Tuple[float, float]]:
   """(x, y) mm of the minimum of the smoothed inner-retina thickness map [Gy, Gx] within
-  search_mm of centre_mm, or None when no covered point lies there."""
+  search_mm of centre_mm, or None when no covered point lies there or the minimum is not a
+  pit: it must lie inside the searched, covered area (all 8 grid neighbours covered and
+  searched). A minimum on that area's edge only says the retina thins towards a fovea
+  outside it, as on a strip of B-scans beside the fovea."""
   step = abs(x_mm[1] - x_mm[0]) if len(x_mm) > 1 else 1.0
   smooth = smooth_nan(inner_map, smooth_mm / step)
   near = (x_mm[None, :] - centre_mm[0]) ** 2 + (y_mm[:, None] - centre_mm[1]) ** 2 \
@@ -109,6 +112,9 @@ def find_fovea(inner_map: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray,
   if not np.isfinite(candidates).any():
     return None
   row, col = np.unravel_index(np.argmin(candidates), candidates.shape)
+  around = np.pad(np.isfinite(candidates), 1)[row:row + 3, col:col + 3]
+  if not around.all():
+    return None
   return float(x_mm[col]), float(y_mm[row])
 
 

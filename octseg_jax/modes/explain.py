@@ -120,6 +120,16 @@ class Explainer:
     except ValueError as e:
       raise InputError(f"--cam_layers {list(self.layers)}: {e}") from None
 
+  def check_layers(self) -> None:
+    """InputError naming --cam_layers when a layer is not one of the network's: shapes only
+    (nothing is computed), so that a misspelt layer fails before any file is read."""
+    side = 2 ** len(self.model.widths)          # the smallest input the network takes
+    try:
+      gradcam.activation_shapes(self.model, self.variables[0], jnp.zeros((1, side, side)),
+                                self.layers)
+    except ValueError as e:
+      raise InputError(f"--cam_layers {list(self.layers)}: {e}") from None
+
   def batch_size(self, shape) -> int:
     """Perturbed images per forward pass under the memory limit explain.removal_batch_mb."""
     need = per_image_bytes(self.model, self.variables[0], shape)
@@ -378,16 +388,18 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
   kinds = faithfulness_kinds(faithfulness_flag)
   explainer = make_explainer(trained, layers, method, target)
+  explainer.check_layers()
   evidence = workdir_evidence(workdir, method, layers)       # a bad file fails before any work
   files, skipped = inputs.list_inputs(input_path)
   run_out = RunOutputs(check_output_folder(output), files, "explain")
   run_out.refuse_inputs("cam_stats", (".json", ".md"))
-  run_out.start()
   for path in skipped:
     run_out.skipped(path, "not a scan file (no scan extension)")
+  # Read before the folder is made: a single bad file fails with nothing written.
   sets = [s for _, s in inputs.read_files(files, run_out.failed,
                                           int(trained.config.data.max_image_side),
                                           stop_on_error=os.path.isfile(input_path))]
+  run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}'")
   if not per_scan:

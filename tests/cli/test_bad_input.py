@@ -206,3 +206,27 @@ def test_a_missing_input_is_refused_before_an_output_folder_is_announced(trained
   out = capsys.readouterr()
   assert out.err.strip() == "error: --input: required for --mode=predict"
   assert "writing to" not in out.out and not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("mode", ["predict", "eval", "explain"])
+def test_a_single_unreadable_file_leaves_no_output_folder(trained_workdir, tmp_path, capsys,
+                                                          mode):
+  """The file is read before the output folder is made, in every mode."""
+  import main
+  bad = tmp_path / "broken.npz"
+  bad.write_bytes(b"PK\x03\x04 not really")
+  assert main.run_command(["main.py", f"--mode={mode}", f"--workdir={trained_workdir[0]}",
+                           f"--input={bad}", f"--output={tmp_path / 'o'}"]) == 2
+  assert capsys.readouterr().err.strip().startswith(f"error: {bad}: not a readable .npz file")
+  assert not os.path.exists(tmp_path / "o")
+
+
+def test_a_misspelt_cam_layer_fails_before_any_file_is_read(trained_workdir, tmp_path, capsys):
+  import main
+  assert main.run_command(["main.py", "--mode=explain", f"--workdir={trained_workdir[0]}",
+                           "--input=nothing_here.npz", f"--output={tmp_path / 'o'}",
+                           "--cam_layers=dec3_conv9"]) == 2
+  out = capsys.readouterr()
+  assert out.err.strip().startswith("error: --cam_layers ['dec3_conv9']: unknown layer(s) "
+                                    "['dec3_conv9']")
+  assert "explain:" not in out.out + out.err and not os.path.exists(tmp_path / "o")

@@ -308,3 +308,24 @@ def test_a_one_bscan_mat_volume_predicts_without_an_eye_file(trained_workdir, tm
   assert not (tmp_path / "out" / "Subject_01.eye").exists()
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert "Subject_01.eye" not in manifest["outputs"]
+
+
+def _pit_map(pit_mm=(0.0, 0.0)):
+  """An inner-retina map: 100 um thinning to 20 um in a Gaussian pit (sd 0.3 mm)."""
+  x_mm, y_mm = enface.grid_axes((0.0, 0.0), 251, 0.02)         # +-2.5 mm
+  r2 = (x_mm[None, :] - pit_mm[0]) ** 2 + (y_mm[:, None] - pit_mm[1]) ** 2
+  return 100.0 - 80.0 * np.exp(-r2 / (2 * 0.3 ** 2)), x_mm, y_mm
+
+
+def test_the_fovea_is_a_pit_inside_the_covered_area():
+  image, x_mm, y_mm = _pit_map((0.2, -0.1))
+  found = enface.find_fovea(image, x_mm, y_mm, (0.0, 0.0))
+  np.testing.assert_allclose(found, (0.2, -0.1), atol=1e-9)
+  # A strip of B-scans 0.6-0.9 mm superior to the pit: the thinnest point is the strip's
+  # edge nearest the pit, not a pit, so no fovea is found.
+  strip = np.where(((y_mm >= 0.5) & (y_mm <= 0.8))[:, None], image, np.nan)
+  assert enface.find_fovea(strip, x_mm, y_mm, (0.0, 0.0)) is None
+  # A pit beyond the search radius: the minimum lies on the searched disc's edge.
+  far, x_mm, y_mm = _pit_map((1.4, 0.0))
+  assert enface.find_fovea(far, x_mm, y_mm, (0.0, 0.0), search_mm=1.0) is None
+  assert enface.find_fovea(far, x_mm, y_mm, (0.0, 0.0), search_mm=1.5) is not None

@@ -188,8 +188,11 @@ def test_members_with_different_validation_splits_are_refused():
   from octseg_jax.modes import evaluate
   a = types.SimpleNamespace(split={"val": {"names": ["s1"]}}, workdir="a")
   b = types.SimpleNamespace(split={"val": {"names": ["s2"]}}, workdir="b")
-  with pytest.raises(InputError, match="b/split.json"):
+  with pytest.raises(InputError) as refused:
     evaluate.check_common_validation([a, b])
+  assert str(refused.value) == ("b/split.json: validation scans differ from those of a; an "
+                                "ensemble is scored on one common split or on data given "
+                                "with --input")
   # Same names, other pixels (val.sha256) are refused; a member without a digest is not.
   c, d, e = (types.SimpleNamespace(split={"val": {"names": ["s1"], **v}}, workdir=w)
              for v, w in (({"sha256": "x"}, "c"), ({"sha256": "y"}, "d"), ({}, "e")))
