@@ -181,12 +181,29 @@ def _rows(workdir):
     return list(csv.DictReader(f))
 
 
+def _best_is_the_weight_average(workdir):
+  """With train.ema_decay the best checkpoint holds the average that the resumable checkpoint
+  of its epoch holds beside the trained weights (which differ from it). After 2 epochs both
+  resumable checkpoints are kept, so the best epoch's is there."""
+  from octseg_jax.serving.checkpoints import Checkpoints
+  ckpt = Checkpoints(workdir, read_only=True)
+  epoch = ckpt.best.latest_step()
+  assert sorted(ckpt.latest.all_steps()) == [1, 2] and epoch in (1, 2)
+  latest, best = ckpt.latest.restore(epoch), ckpt.best.restore(epoch)
+  ckpt.close()
+  assert set(best) == {"params", "batch_stats"}
+  jax.tree.map(np.testing.assert_array_equal, best, latest["ema"])
+  assert any(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b),
+                                          best["params"], latest["params"])))
+
+
 def test_training_with_every_lever_on_resumes_bit_identically(tmp_path):
   from octseg_jax.training import train
   from conftest import tiny_config
   whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
   train.train_and_evaluate(tiny_config(**LEVERS_ON), whole)
   train.train_and_evaluate(tiny_config(**LEVERS_ON, **{"train.num_epochs": 2}), resumed)
+  _best_is_the_weight_average(resumed)
   train.train_and_evaluate(tiny_config(**LEVERS_ON), resumed)     # resumes after epoch 2
   a, b = _rows(whole), _rows(resumed)
   assert len(a) == len(b) == 3

@@ -80,50 +80,28 @@ def test_sharded_step_equals_unsharded():
 
 
 def test_weight_average_follows_the_trained_weights_step_by_step():
-  """With train.ema_decay the step trains exactly as without, and keeps the average
-  a_k = d_k a_(k-1) + (1 - d_k) w_k, d_k = min(decay, (1 + k) / (10 + k)), a_0 = w_0, of the
-  parameters and batch statistics (float64 reference). At decay 0.2 the first step's 2/11
-  is below the cap and the later ones are capped."""
-  plain, averaged = tiny_config(), tiny_config(**{"train.ema_decay": 0.2})
-  model = create_model(plain.model)
+  """With train.ema_decay the step keeps the average a_k = d_k a_(k-1) + (1 - d_k) w_k,
+  d_k = min(decay, (1 + k) / (10 + k)), a_0 = w_0, of the parameters and batch statistics
+  w_k it trains (float64 reference). At decay 0.2 the first step's 2/11 is below the cap and
+  the later ones are capped."""
+  config = tiny_config(**{"train.ema_decay": 0.2})
+  model = create_model(config.model)
   rng = np.random.default_rng(0)
-  x = rng.uniform(size=(4, 48, 64)).astype(np.float32)
-  y = rng.integers(0, 8, size=(4, 48, 64)).astype(np.uint8)
-  states, steps = [], []
-  for config in (plain, averaged):
-    states.append(train.create_state(config, model, (48, 64), jax.random.key(0)))
-    steps.append(jax.jit(train.make_train_step(model, Task.from_config(config),
-                                               config.data.augment, config.train.ema_decay)))
-  assert states[0].ema is None
+  x = rng.uniform(size=(2, 16, 32)).astype(np.float32)
+  y = rng.integers(0, 8, size=(2, 16, 32)).astype(np.uint8)
+  state = train.create_state(config, model, (16, 32), jax.random.key(0))
+  step = jax.jit(train.make_train_step(model, Task.from_config(config), config.data.augment,
+                                       config.train.ema_decay))
+  assert train.create_state(tiny_config(), model, (16, 32), jax.random.key(0)).ema is None
   as64 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
-  expected = as64({"params": states[0].params, "batch_stats": states[0].batch_stats})
+  expected = as64({"params": state.params, "batch_stats": state.batch_stats})
   for k in (1, 2, 3):
-    key = jax.random.key(k)
-    states = [step(state, x, y, key)[0] for step, state in zip(steps, states)]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-                 states[0].params, states[1].params)
+    state, _ = step(state, x, y, jax.random.key(k))
     d = min(0.2, (1 + k) / (10 + k))
-    new = as64({"params": states[0].params, "batch_stats": states[0].batch_stats})
-    expected = jax.tree.map(lambda a, w: d * a + (1 - d) * w, expected, new)
+    trained = as64({"params": state.params, "batch_stats": state.batch_stats})
+    expected = jax.tree.map(lambda a, w: d * a + (1 - d) * w, expected, trained)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 states[1].ema, expected)
-
-
-def test_with_weight_averaging_the_best_checkpoint_holds_the_average(tmp_path):
-  """One epoch: it is the best, so the best checkpoint is the average that the resumable one
-  holds beside the trained weights (which differ from it)."""
-  from octseg_jax.serving.checkpoints import Checkpoints
-  workdir = str(tmp_path / "ema")
-  train.train_and_evaluate(tiny_config(**{"train.ema_decay": 0.5, "train.num_epochs": 1}),
-                           workdir)
-  ckpt = Checkpoints(workdir, read_only=True)
-  latest, best = ckpt.latest.restore(1), ckpt.best.restore(1)
-  ckpt.close()
-  assert set(best) == {"params", "batch_stats"}
-  jax.tree.map(np.testing.assert_array_equal, best, latest["ema"])
-  differs = jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b),
-                                         best["params"], latest["params"]))
-  assert any(differs)
+                 state.ema, expected)
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
