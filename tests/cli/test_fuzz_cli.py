@@ -67,8 +67,14 @@ def _render(value, inner: bool = False) -> str:
   return repr(value) if inner and isinstance(value, str) else str(value)
 
 
+BOOL_WORDS = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}
+
+
 def _same(got, value) -> bool:
-  """The value training received equals the one given (ints given for floats become floats)."""
+  """The value training received equals the one given (ints given for floats become floats,
+  absl's words for a flag its truth value)."""
+  if isinstance(got, bool) and isinstance(value, str):
+    return value.lower() in BOOL_WORDS and got is BOOL_WORDS[value.lower()]
   if isinstance(value, tuple):
     return isinstance(got, (list, tuple)) and len(got) == len(value) and \
         all(_same(g, v) for g, v in zip(got, value))
@@ -112,6 +118,8 @@ def _must_refuse(spec, value) -> bool:
     return True
   if isinstance(value, int) and not isinstance(value, bool) and value < 0:
     return True
+  if isinstance(default, bool) and isinstance(value, str):
+    return value.lower() not in BOOL_WORDS       # absl's boolean syntax: true, t, false, f, ...
   if isinstance(default, bool) and not isinstance(value, bool):
     return value not in (0, 1)      # absl's boolean flag syntax takes 0 and 1 (and true/false)
   if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
