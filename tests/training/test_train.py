@@ -57,51 +57,43 @@ def test_resume_ends_where_an_uninterrupted_run_ends(trained_workdir, tmp_path):
                                rtol=1e-6, err_msg=key)
 
 
-def test_sharded_step_equals_unsharded():
+def _weights64(state):
+  return jax.tree.map(lambda a: np.asarray(a, np.float64),
+                      jax.device_get({"params": state.params, "batch_stats": state.batch_stats}))
+
+
+def test_sharded_step_equals_unsharded_and_keeps_the_weight_average():
+  """One and two devices train alike over 2 steps, and each keeps the average (train.ema_decay
+  0.2) a_k = d_k a_(k-1) + (1 - d_k) w_k, d_k = min(decay, (1 + k) / (10 + k)), a_0 = w_0, of
+  the parameters and batch statistics it trains: d_1 = 2/11 is below the cap, d_2 the cap
+  (float64 reference)."""
   assert jax.device_count() >= 2, "conftest asks for two host devices"
-  config = tiny_config()
+  config = tiny_config(**{"train.ema_decay": 0.2})
   model = create_model(config.model)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(4, 48, 64)).astype(np.float32)
   y = rng.integers(0, 8, size=(4, 48, 64)).astype(np.uint8)
-  key = jax.random.key(3)
+  assert train.create_state(tiny_config(), model, (48, 64), jax.random.key(0)).ema is None
   results = []
   for n in (1, 2):
     mesh = train.make_mesh(n)
     state = train.create_state(config, model, (48, 64), jax.random.key(0))
     state = jax.device_put(state, NamedSharding(mesh, P()))
     data = NamedSharding(mesh, P("data"))
-    step = jax.jit(train.make_train_step(model, Task.from_config(config), config.data.augment))
-    new_state, loss = step(state, jax.device_put(x, data), jax.device_put(y, data), key)
-    results.append((float(loss), jax.device_get(new_state.params)))
+    step = jax.jit(train.make_train_step(model, Task.from_config(config), config.data.augment,
+                                         config.train.ema_decay))
+    expected = _weights64(state)
+    for k in (1, 2):
+      state, loss = step(state, jax.device_put(x, data), jax.device_put(y, data),
+                         jax.random.key(k))
+      d = min(0.2, (1 + k) / (10 + k))
+      expected = jax.tree.map(lambda a, w: d * a + (1 - d) * w, expected, _weights64(state))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 jax.device_get(state.ema), expected)
+    results.append((float(loss), jax.device_get(state.params)))
   np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                results[0][1], results[1][1])
-
-
-def test_weight_average_follows_the_trained_weights_step_by_step():
-  """With train.ema_decay the step keeps the average a_k = d_k a_(k-1) + (1 - d_k) w_k,
-  d_k = min(decay, (1 + k) / (10 + k)), a_0 = w_0, of the parameters and batch statistics
-  w_k it trains (float64 reference). At decay 0.2 the first step's 2/11 is below the cap and
-  the later ones are capped."""
-  config = tiny_config(**{"train.ema_decay": 0.2})
-  model = create_model(config.model)
-  rng = np.random.default_rng(0)
-  x = rng.uniform(size=(2, 16, 32)).astype(np.float32)
-  y = rng.integers(0, 8, size=(2, 16, 32)).astype(np.uint8)
-  state = train.create_state(config, model, (16, 32), jax.random.key(0))
-  step = jax.jit(train.make_train_step(model, Task.from_config(config), config.data.augment,
-                                       config.train.ema_decay))
-  assert train.create_state(tiny_config(), model, (16, 32), jax.random.key(0)).ema is None
-  as64 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
-  expected = as64({"params": state.params, "batch_stats": state.batch_stats})
-  for k in (1, 2, 3):
-    state, _ = step(state, x, y, jax.random.key(k))
-    d = min(0.2, (1 + k) / (10 + k))
-    trained = as64({"params": state.params, "batch_stats": state.batch_stats})
-    expected = jax.tree.map(lambda a, w: d * a + (1 - d) * w, expected, trained)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 state.ema, expected)
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
