@@ -153,12 +153,19 @@ def _main(*args, cwd=ROOT, timeout=240):
                         capture_output=True, text=True, timeout=timeout)
 
 
-def test_cli_one_line_errors_and_exit_codes(tmp_path):
-  r = _main("--mode=predict", f"--workdir={tmp_path}", "--input=nothing.npz", "--output=o")
-  assert r.returncode == 2
-  assert r.stderr.strip() == f"error: {tmp_path}: no config.json (not a training workdir?)"
-  r = _main("--config=configs/tiny.py", "--config.train.num_epoch=3", f"--workdir={tmp_path}")
-  assert r.returncode != 0 and "num_epoch" in r.stderr and "Traceback" not in r.stderr
+def test_cli_one_line_errors_and_exit_codes(tmp_path, capsys, monkeypatch):
+  """In process (the entry point's own exit codes: test_fuzz_cli), then --debug's traceback
+  from the real entry point."""
+  import main
+  monkeypatch.chdir(ROOT)
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={tmp_path}",
+                           "--input=nothing.npz", "--output=o"]) == 2
+  assert capsys.readouterr().err.strip() == (f"error: {tmp_path}: no config.json (not a "
+                                             "training workdir?)")
+  assert main.run_command(["main.py", "--config=configs/tiny.py", "--config.train.num_epoch=3",
+                           f"--workdir={tmp_path}"]) != 0
+  err = capsys.readouterr().err
+  assert "num_epoch" in err and "Traceback" not in err
   r = _main("--mode=predict", f"--workdir={tmp_path}", "--input=x", "--output=o", "--debug")
   assert r.returncode != 0 and "Traceback" in r.stderr
 
