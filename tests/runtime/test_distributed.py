@@ -21,7 +21,7 @@ from octseg_jax.training import train
 from octseg_jax.errors import InputError
 from octseg_jax.outputs import training_log
 
-EPOCHS = 4
+EPOCHS = 3
 
 
 check = load_script("check_distributed")
@@ -53,9 +53,9 @@ def test_two_processes_train_like_one(two_process_run):
   assert files.count("log.csv") == 1 and files.count("config.json") == 1
   assert ".lock" not in files
   assert len(os.listdir(os.path.join(multi, "tensorboard"))) == 1
-  assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["3", "4"]
+  assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == [str(EPOCHS - 1), str(EPOCHS)]
   # Only process 0 prints the epoch lines; both end with the same summary.
-  assert sum("epoch 4/4" in out for _, out in results) == 1
+  assert sum(f"epoch {EPOCHS}/{EPOCHS}" in out for _, out in results) == 1
   summaries = [out.strip().splitlines()[-1] for _, out in results]
   assert summaries[0] == summaries[1] and summaries[0].startswith("best epoch")
 
