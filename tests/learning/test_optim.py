@@ -91,12 +91,11 @@ def test_loop_state_counts_bad_epochs_with_min_delta():
   assert int(s.epoch) == 3 and int(s.bad_epochs) == 0 and float(s.best_val_loss) == 0.85
 
 
-def test_ema_decay_warms_up_like_tensorflows_moving_average():
-  """min(decay, (1 + step) / (10 + step)): 2/11 after the first step, 1/2 after the eighth,
-  the decay itself once the ramp passes it."""
-  np.testing.assert_allclose(optim.ema_decay_at(0.9, 1), 2 / 11, rtol=1e-6)
-  np.testing.assert_allclose(optim.ema_decay_at(0.9, 8), 0.5, rtol=1e-6)
-  np.testing.assert_allclose(optim.ema_decay_at(0.9, 1000), 0.9, rtol=1e-6)
+def test_ema_decay_by_hand():
+  """decay (1 - decay^(k-1)) / (1 - decay^k) at decay 1/2: 0, 1/3, 3/7; the decay in the limit."""
+  np.testing.assert_allclose([optim.ema_decay_at(0.5, k) for k in (1, 2, 3)],
+                             [0.0, 1 / 3, 3 / 7], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(optim.ema_decay_at(0.98, 2000), 0.98, rtol=1e-6)
 
 
 def test_ema_update_by_hand():
@@ -105,4 +104,5 @@ def test_ema_update_by_hand():
   out = optim.ema_update(average, new, 0.75)
   np.testing.assert_allclose(out["a"], [1.5, 3.0])          # 0.75 * 1 + 0.25 * 3, ...
   np.testing.assert_allclose(out["b"]["c"], 3.0)
-  assert out["a"].dtype == jnp.float32
+  mixed = optim.ema_update({"a": jnp.array([1.0], jnp.bfloat16)}, {"a": jnp.array([3.0])}, 0.5)
+  assert mixed["a"].dtype == jnp.bfloat16 and float(mixed["a"][0]) == 2.0   # the average's type
