@@ -96,24 +96,36 @@ def smooth_nan(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.where(known & (den > 0), num / den, np.nan)
 
 
+def scanned_area(positions_mm: np.ndarray, width: int, col_mm: float, x_mm: np.ndarray,
+                 y_mm: np.ndarray) -> np.ndarray:
+  """bool [Gy, Gx]: the grid points between the first and last B-scan and within the B-scans'
+  lateral extent (gaps between sparse B-scans and columns without values included)."""
+  y = (y_mm >= np.min(positions_mm) - 1e-9) & (y_mm <= np.max(positions_mm) + 1e-9)
+  x = (x_mm >= -1e-9) & (x_mm <= (width - 1) * col_mm + 1e-9)
+  return y[:, None] & x[None, :]
+
+
 def find_fovea(inner_map: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray,
-               centre_mm: Tuple[float, float], search_mm: float = FOVEA_SEARCH_MM,
+               centre_mm: Tuple[float, float], inside: Optional[np.ndarray] = None,
+               search_mm: float = FOVEA_SEARCH_MM,
                smooth_mm: float = FOVEA_SMOOTH_MM) -> Optional[Tuple[float, float]]:
   """(x, y) mm of the minimum of the smoothed inner-retina thickness map [Gy, Gx] within
-  search_mm of centre_mm, or None when no covered point lies there or the minimum is not a
-  pit: it must lie inside the searched, covered area (all 8 grid neighbours covered and
-  searched). A minimum on that area's edge only says the retina thins towards a fovea
-  outside it, as on a strip of B-scans beside the fovea."""
+  search_mm of centre_mm and within `inside` (bool [Gy, Gx], scanned_area; None: the whole
+  grid), or None when no point with a value lies there or the minimum is not a pit: its 8
+  grid neighbours must be searched and inside too. A minimum on that area's edge only says
+  the retina thins towards a fovea outside it (a strip of B-scans beside the fovea), so a pit
+  on the first or last B-scan or at a B-scan's end is not found either."""
   step = abs(x_mm[1] - x_mm[0]) if len(x_mm) > 1 else 1.0
   smooth = smooth_nan(inner_map, smooth_mm / step)
-  near = (x_mm[None, :] - centre_mm[0]) ** 2 + (y_mm[:, None] - centre_mm[1]) ** 2 \
+  area = (x_mm[None, :] - centre_mm[0]) ** 2 + (y_mm[:, None] - centre_mm[1]) ** 2 \
       <= search_mm ** 2
-  candidates = np.where(near & np.isfinite(smooth), smooth, np.inf)
+  if inside is not None:
+    area = area & inside
+  candidates = np.where(area & np.isfinite(smooth), smooth, np.inf)
   if not np.isfinite(candidates).any():
     return None
   row, col = np.unravel_index(np.argmin(candidates), candidates.shape)
-  around = np.pad(np.isfinite(candidates), 1)[row:row + 3, col:col + 3]
-  if not around.all():
+  if not np.pad(area, 1)[row:row + 3, col:col + 3].all():
     return None
   return float(x_mm[col]), float(y_mm[row])
 
@@ -190,7 +202,8 @@ def analyse_volume(values: np.ndarray, inner: np.ndarray, positions_mm: np.ndarr
   maps, covered = enface_maps(both, positions_mm, col_mm, x_mm, y_mm, reach_mm)
   found = fovea_mm is None
   if found:
-    fovea_mm = find_fovea(maps[-1], x_mm, y_mm, centre)
+    inside = scanned_area(positions_mm, values.shape[-1], col_mm, x_mm, y_mm)
+    fovea_mm = find_fovea(maps[-1], x_mm, y_mm, centre, inside)
     if fovea_mm is None:
       fovea_mm, found = centre, False
   masks = etdrs_masks(laterality, step_mm)

@@ -310,22 +310,35 @@ def test_a_one_bscan_mat_volume_predicts_without_an_eye_file(trained_workdir, tm
   assert "Subject_01.eye" not in manifest["outputs"]
 
 
-def _pit_map(pit_mm=(0.0, 0.0)):
-  """An inner-retina map: 100 um thinning to 20 um in a Gaussian pit (sd 0.3 mm)."""
+def _pit_volume(positions, pit, nan_columns=slice(0, 0), width=151, col_mm=0.02):
+  """enface.analyse_volume of B-scans at `positions` (mm) whose inner retina is 100 um,
+  thinning to 20 um in a Gaussian pit (sd 0.3 mm) at `pit` (x, y mm); the B-scan nearest the
+  pit has no values in `nan_columns`."""
+  positions = np.asarray(positions, np.float64)
+  x = np.arange(width) * col_mm
+  r2 = (x[None, :] - pit[0]) ** 2 + (positions[:, None] - pit[1]) ** 2
+  inner = 100.0 - 80.0 * np.exp(-r2 / (2 * 0.3 ** 2))
+  inner[np.argmin(np.abs(positions - pit[1])), nan_columns] = np.nan
+  return enface.analyse_volume(inner[:, None], inner, positions, col_mm, "OD")
+
+
+@pytest.mark.parametrize("positions, pit, nan_columns, within_mm", [
+    (np.arange(31) * 0.1, (1.6, 1.4), slice(0, 0), 0.05),       # a dense volume
+    (np.arange(7) * 0.5, (1.5, 1.25), slice(0, 0), 0.3),        # sparse: the pit in a gap
+    (np.arange(31) * 0.1, (1.5, 1.5), slice(76, 80), 0.1),      # no values beside the pit
+    (np.arange(3) * 0.1, (1.5, 0.9), slice(0, 0), None),        # a strip 0.7 mm beside it
+    (np.arange(16) * 0.1, (1.5, 1.5), slice(0, 0), None),       # the pit on the last B-scan
+])
+def test_the_fovea_is_a_pit_inside_the_scanned_area(positions, pit, nan_columns, within_mm):
+  result = _pit_volume(positions, pit, nan_columns)
+  assert result["fovea_found"] == (within_mm is not None)
+  if within_mm is not None:
+    assert np.hypot(*(result["fovea_mm"] - np.array(pit))) <= within_mm
+
+
+def test_a_pit_beyond_the_search_radius_is_not_found():
   x_mm, y_mm = enface.grid_axes((0.0, 0.0), 251, 0.02)         # +-2.5 mm
-  r2 = (x_mm[None, :] - pit_mm[0]) ** 2 + (y_mm[:, None] - pit_mm[1]) ** 2
-  return 100.0 - 80.0 * np.exp(-r2 / (2 * 0.3 ** 2)), x_mm, y_mm
-
-
-def test_the_fovea_is_a_pit_inside_the_covered_area():
-  image, x_mm, y_mm = _pit_map((0.2, -0.1))
-  found = enface.find_fovea(image, x_mm, y_mm, (0.0, 0.0))
-  np.testing.assert_allclose(found, (0.2, -0.1), atol=1e-9)
-  # A strip of B-scans 0.6-0.9 mm superior to the pit: the thinnest point is the strip's
-  # edge nearest the pit, not a pit, so no fovea is found.
-  strip = np.where(((y_mm >= 0.5) & (y_mm <= 0.8))[:, None], image, np.nan)
-  assert enface.find_fovea(strip, x_mm, y_mm, (0.0, 0.0)) is None
-  # A pit beyond the search radius: the minimum lies on the searched disc's edge.
-  far, x_mm, y_mm = _pit_map((1.4, 0.0))
-  assert enface.find_fovea(far, x_mm, y_mm, (0.0, 0.0), search_mm=1.0) is None
-  assert enface.find_fovea(far, x_mm, y_mm, (0.0, 0.0), search_mm=1.5) is not None
+  image = 100.0 - 80.0 * np.exp(-((x_mm[None, :] - 1.4) ** 2 + y_mm[:, None] ** 2) / 0.18)
+  assert enface.find_fovea(image, x_mm, y_mm, (0.0, 0.0), search_mm=1.0) is None
+  np.testing.assert_allclose(enface.find_fovea(image, x_mm, y_mm, (0.0, 0.0), search_mm=1.5),
+                             (1.4, 0.0), atol=1e-9)
