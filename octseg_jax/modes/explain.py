@@ -118,7 +118,10 @@ class Explainer:
       return self._explain(self.variables if variables is None else variables,
                            jnp.asarray(x), tuple(box), chunk)
     except ValueError as e:
-      raise InputError(f"--cam_layers {list(self.layers)}: {e}") from None
+      raise self._bad_layers(e) from None
+
+  def _bad_layers(self, e: ValueError) -> InputError:
+    return InputError(f"--cam_layers {list(self.layers)}: {e}")
 
   def check_layers(self) -> None:
     """InputError naming --cam_layers when a layer is not one of the network's: shapes only
@@ -128,7 +131,7 @@ class Explainer:
       gradcam.activation_shapes(self.model, self.variables[0], jnp.zeros((1, side, side)),
                                 self.layers)
     except ValueError as e:
-      raise InputError(f"--cam_layers {list(self.layers)}: {e}") from None
+      raise self._bad_layers(e) from None
 
   def batch_size(self, shape) -> int:
     """Perturbed images per forward pass under the memory limit explain.removal_batch_mb."""

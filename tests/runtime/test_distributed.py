@@ -22,6 +22,7 @@ from octseg_jax.errors import InputError
 from octseg_jax.outputs import training_log
 
 EPOCHS = 3
+EMA_DECAY = 0.9
 
 
 check = load_script("check_distributed")
@@ -32,9 +33,12 @@ def two_process_run(tmp_path_factory):
   """(reference workdir trained here on 2 devices, workdir trained by 2 processes)."""
   base = tmp_path_factory.mktemp("distributed")
   multi = str(base / "two_processes")
-  procs = check.start(2, check.train_args("configs/tiny.py", multi, EPOCHS))
+  # With the weight average on, the validation losses compared are the average's.
+  procs = check.start(2, check.train_args("configs/tiny.py", multi, EPOCHS,
+                                          [f"--config.train.ema_decay={EMA_DECAY}"]))
   reference = str(base / "one_process")
-  train.train_and_evaluate(tiny_config(**{"train.num_epochs": EPOCHS}), reference, hooks=[])
+  train.train_and_evaluate(tiny_config(**{"train.num_epochs": EPOCHS,
+                                          "train.ema_decay": EMA_DECAY}), reference, hooks=[])
   results = check.finish(procs, timeout_s=900)
   for rc, out in results:
     assert rc == 0, out[-3000:]
