@@ -137,9 +137,9 @@ FIELDS: Dict[str, Field] = {
     "train.plateau_patience": F(5, v.int_at_least(0)),
     "train.early_stopping_patience": F(15, v.int_at_least(0), resumable=True),
     "train.min_delta": F(1e-4, _NUMBER),
-    "train.ema_decay": F(0.0, v.number_in(0.0, 0.9999), "validate and keep the weights' "
-                         "exponentially weighted mean over the steps so far, this decay per "
-                         "step (time constant 1 / (1 - decay) steps); 0 = off"),
+    "train.ema_decay": F(0.0, v.number_in(0.0, 0.9999), "validate and keep a moving average "
+                         "of the weights, this decay per step once its warm-up "
+                         "min(decay, (1 + step) / (10 + step)) reaches it; 0 = off"),
     "train.compute_dtype": F("float32", v.one_of(COMPUTE_DTYPES),
                              "bfloat16 = mixed precision (parameters and loss in float32)"),
     "train.checkpoint_every": F(1, v.int_at_least(1), "epochs between resumable checkpoints",

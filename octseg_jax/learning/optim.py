@@ -7,9 +7,9 @@ All chosen by name from `config.train`:
     reduce_on_plateau stepped once per epoch), 'cosine' (linear warm-up over warmup_epochs,
     then cosine decay to 0 at num_epochs, per step), 'constant'.
 Early stopping ends training after early_stopping_patience epochs without improvement.
-Weight averaging (train.ema_decay, off at 0): the exponentially weighted mean of the parameters
-and batch statistics trained so far (bias-corrected, so the initial weights have no part),
-updated after every optimiser step, is what is validated and saved as the best checkpoint.
+Weight averaging (train.ema_decay, off at 0): an exponential moving average of the parameters
+and batch statistics, updated after every optimiser step with a memory that grows with training
+(ema_decay_at), is what is validated and saved as the best checkpoint.
 The optimiser's learning rate is an injected hyperparameter, so it is saved in the optimiser
 state and read back for the log.
 """
@@ -68,13 +68,12 @@ def with_learning_rate(opt_state, value: float):
 
 def ema_decay_at(decay: float, step):
   """The weight the average keeps at optimiser step `step` (1 after the first update):
-  decay (1 - decay^(step - 1)) / (1 - decay^step), 0 at the first step and `decay` in the
-  limit. With it the average after step k is the normalised exponentially weighted mean
-  sum_j decay^(k - j) w_j / sum_j decay^(k - j) of the trained weights w_1..w_k (Adam's bias
-  correction folded into the recursion): a time constant of 1 / (1 - decay) steps from the
-  first step on, with no weight left on the initial weights."""
-  step = jnp.asarray(step, jnp.float32)
-  return decay * (1.0 - decay ** (step - 1.0)) / (1.0 - decay ** step)
+  min(decay, (1 + step) / (10 + step)), the warm-up of TensorFlow's ExponentialMovingAverage
+  with num_updates. Its memory, about (10 + step) / 9 steps, grows with training until it
+  reaches 1 / (1 - decay) steps (step 440 at decay 0.98), so that early on, while the weights
+  move fast, the average stays near them and the validation loss that drives the schedule and
+  early stopping is not that of a blend of far-apart early weights."""
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
 def ema_update(average, new, decay):

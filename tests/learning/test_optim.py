@@ -91,11 +91,12 @@ def test_loop_state_counts_bad_epochs_with_min_delta():
   assert int(s.epoch) == 3 and int(s.bad_epochs) == 0 and float(s.best_val_loss) == 0.85
 
 
-def test_ema_decay_by_hand():
-  """decay (1 - decay^(k-1)) / (1 - decay^k) at decay 1/2: 0, 1/3, 3/7; the decay in the limit."""
-  np.testing.assert_allclose([optim.ema_decay_at(0.5, k) for k in (1, 2, 3)],
-                             [0.0, 1 / 3, 3 / 7], rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(optim.ema_decay_at(0.98, 2000), 0.98, rtol=1e-6)
+def test_ema_decay_warms_up_like_tensorflows_moving_average():
+  """min(decay, (1 + step) / (10 + step)): 2/11 after the first step, 1/2 after the eighth,
+  the decay itself once the ramp passes it."""
+  np.testing.assert_allclose(optim.ema_decay_at(0.9, 1), 2 / 11, rtol=1e-6)
+  np.testing.assert_allclose(optim.ema_decay_at(0.9, 8), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(optim.ema_decay_at(0.9, 1000), 0.9, rtol=1e-6)
 
 
 def test_ema_update_by_hand():

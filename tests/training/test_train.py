@@ -64,8 +64,9 @@ def _weights64(state):
 
 def test_sharded_step_equals_unsharded_and_keeps_the_weight_average():
   """One and two devices train alike over 3 steps, and each keeps the average (train.ema_decay
-  0.2) of the parameters and batch statistics w_1..w_3 it trained, in closed form
-  (0.04 w_1 + 0.2 w_2 + w_3) / 1.24, a float64 reference; the initial weights have no part."""
+  0.2) a_k = d_k a_(k-1) + (1 - d_k) w_k, d_k = min(decay, (1 + k) / (10 + k)), a_0 = w_0, of
+  the parameters and batch statistics it trains: d_1 = 2/11 is below the cap, d_2 and d_3 the
+  cap (float64 reference)."""
   assert jax.device_count() >= 2, "conftest asks for two host devices"
   config = tiny_config(**{"train.ema_decay": 0.2})
   model = create_model(config.model)
@@ -81,12 +82,12 @@ def test_sharded_step_equals_unsharded_and_keeps_the_weight_average():
     data = NamedSharding(mesh, P("data"))
     step = jax.jit(train.make_train_step(model, Task.from_config(config), config.data.augment,
                                          config.train.ema_decay))
-    trained = []
+    expected = _weights64(state)
     for k in (1, 2, 3):
       state, loss = step(state, jax.device_put(x, data), jax.device_put(y, data),
                          jax.random.key(k))
-      trained.append(_weights64(state))
-    expected = jax.tree.map(lambda w1, w2, w3: (0.04 * w1 + 0.2 * w2 + w3) / 1.24, *trained)
+      d = min(0.2, (1 + k) / (10 + k))
+      expected = jax.tree.map(lambda a, w: d * a + (1 - d) * w, expected, _weights64(state))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  jax.device_get(state.ema), expected)
     results.append((float(loss), jax.device_get(state.params)))
