@@ -70,7 +70,7 @@ def enface_maps(values: np.ndarray, positions_mm: np.ndarray, col_mm: float,
   pos = np.asarray(positions_mm, np.float64)[order]
   vals = np.asarray(values, np.float64)[order]                             # [N, C, W]
   cols = np.arange(vals.shape[-1]) * col_mm
-  inside_x = (x_mm >= cols[0] - 1e-9) & (x_mm <= cols[-1] + 1e-9)
+  inside_x = lateral_extent(x_mm, vals.shape[-1], col_mm)
   prof = np.stack([[np.interp(x_mm, cols, v) for v in scan] for scan in vals])  # [N, C, Gx]
   yc = np.clip(y_mm, pos[0], pos[-1])
   upper = np.clip(np.searchsorted(pos, yc, side="left"), 1, max(len(pos) - 1, 1))
@@ -96,13 +96,17 @@ def smooth_nan(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.where(known & (den > 0), num / den, np.nan)
 
 
+def lateral_extent(x_mm: np.ndarray, width: int, col_mm: float) -> np.ndarray:
+  """bool [Gx]: the grid columns within the B-scans' columns 0 .. width - 1 (x = j * col_mm)."""
+  return (x_mm >= -1e-9) & (x_mm <= (width - 1) * col_mm + 1e-9)
+
+
 def scanned_area(positions_mm: np.ndarray, width: int, col_mm: float, x_mm: np.ndarray,
                  y_mm: np.ndarray) -> np.ndarray:
   """bool [Gy, Gx]: the grid points between the first and last B-scan and within the B-scans'
   lateral extent (gaps between sparse B-scans and columns without values included)."""
   y = (y_mm >= np.min(positions_mm) - 1e-9) & (y_mm <= np.max(positions_mm) + 1e-9)
-  x = (x_mm >= -1e-9) & (x_mm <= (width - 1) * col_mm + 1e-9)
-  return y[:, None] & x[None, :]
+  return y[:, None] & lateral_extent(x_mm, width, col_mm)[None, :]
 
 
 def find_fovea(inner_map: np.ndarray, x_mm: np.ndarray, y_mm: np.ndarray,

@@ -177,7 +177,7 @@ def measure(config) -> Dict:
   step = _train_step_numbers(config, model, task, state, x_host, y_host, put_batch)
   state = step.pop("state")
   result.update(step)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  variables = train.trained_variables(state)
   result.update(_inference_numbers(config, model, task, variables, put_batch(x_host),
                                    put_batch(y_host)))
   result["peak_memory_bytes"] = peak_memory_bytes()

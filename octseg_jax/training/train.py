@@ -54,11 +54,17 @@ def make_mesh(num_devices: int = 0) -> Mesh:
 def create_state(config, model, input_shape: Tuple[int, int], key: jax.Array,
                  steps_per_epoch: int = 1) -> TrainState:
   variables = model.init(key, jnp.zeros((1,) + tuple(input_shape), jnp.float32), train=False)
-  params, batch_stats = variables["params"], variables.get("batch_stats", {})
-  ema = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) \
-      if config.train.ema_decay else None
-  return TrainState.create(apply_fn=model.apply, params=params, batch_stats=batch_stats,
-                           ema=ema, tx=optim.make_optimizer(config.train, steps_per_epoch))
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                            batch_stats=variables.get("batch_stats", {}),
+                            tx=optim.make_optimizer(config.train, steps_per_epoch))
+  if config.train.ema_decay:      # a copy: the step donates the state's buffers
+    state = state.replace(ema=jax.tree.map(jnp.copy, trained_variables(state)))
+  return state
+
+
+def trained_variables(state: TrainState) -> Dict:
+  """The trained weights as the model's variables: {"params", "batch_stats"}."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def task_method(model, task: Task):
@@ -85,8 +91,7 @@ def make_train_step(model, task: Task, augment_config, ema_decay: float = 0.0):
     state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
     if ema_decay:
       state = state.replace(ema=optim.ema_update(
-          state.ema, {"params": state.params, "batch_stats": state.batch_stats},
-          optim.ema_decay_at(ema_decay, state.step)))
+          state.ema, trained_variables(state), optim.ema_decay_at(ema_decay, state.step)))
     return state, loss
 
   return train_step
@@ -146,7 +151,7 @@ class Run:
     train.ema_decay is on, else the trained weights."""
     if self.state.ema is not None:
       return self.state.ema
-    return {"params": self.state.params, "batch_stats": self.state.batch_stats}
+    return trained_variables(self.state)
 
   def finished(self) -> bool:
     return bool(int(self.loop.stopped)) or int(self.loop.epoch) >= self.config.train.num_epochs
