@@ -38,9 +38,10 @@ flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels 
 flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's volume.")
 flags.DEFINE_enum("laterality", None, ["OD", "OS"], "predict: eye of a volume without one.")
 flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea (default: found).")
-flags.DEFINE_string("pixel_um", None, "predict: ROW[,COL] um per pixel row (and column) of "
-                    "inputs without their own scale (images, .npz without scale_mm); converts "
-                    "units only. Default: the model config's data.pixel_um per row.")
+flags.DEFINE_string("pixel_um", None, "predict, explain: ROW[,COL] um per pixel row (and "
+                    "column) of inputs without their own scale (images, .npz without scale_mm); "
+                    "converts units only (explain: its scale bars). Default: the model config's "
+                    "data.pixel_um per row.")
 flags.DEFINE_enum("figures", "first", list(FIGURES),
                   "predict: overlay and thickness figures for no scan, the first scan of each "
                   "file, or every scan (a volume's thickness maps are always drawn).")

@@ -5,8 +5,11 @@ Training and eval stop at the first bad file (`load_path`); predict and explain 
 readable file of a folder (`list_inputs`, then `load_file` per file) and report the others.
 """
 
+import dataclasses
 import os
-from typing import Callable, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
 
 from octseg_jax.data import duke, folder, volumes
 from octseg_jax.data.scans import MAX_IMAGE_SIDE
@@ -110,3 +113,51 @@ def file_failure(path: str, e: BaseException) -> str:
   if isinstance(e, OSError):
     return one_line(f"{path}: {e.strerror or e}")
   return one_line(f"{path}: {type(e).__name__}: {e}")[:400]
+
+
+def parse_pixel_um(text):
+  """--pixel_um=ROW[,COL] (um per row, and per column) -> (row, col or None), or None."""
+  if not text:
+    return None
+  try:
+    values = [float(v) for v in str(text).split(",")]
+  except ValueError:
+    values = []
+  if len(values) not in (1, 2) or not all(np.isfinite(v) and v > 0 for v in values):
+    raise InputError(f"--pixel_um={text}: expected ROW or ROW,COL, positive numbers of um per "
+                     "pixel row (and column)")
+  return values[0], (values[1] if len(values) == 2 else None)
+
+
+def resolve_scale(scans, option, default_row_um: float) -> Dict:
+  """The pixel size of one input file and where it comes from: the file's own (a --pixel_um
+  that disagrees is refused), --pixel_um, or the default (the model config's data.pixel_um
+  for B-scans, Duke DME for volumes without one). It converts units only. A volume given
+  --pixel_um gets it as its scale (scans.volume is replaced)."""
+  vol = scans.volume
+  if vol is not None and vol.scale_source == "file":
+    row, col = vol.scale_mm[1] * 1e3, vol.scale_mm[2] * 1e3
+    if option and (not np.isclose(option[0], row, rtol=1e-6) or
+                   (option[1] is not None and not np.isclose(option[1], col, rtol=1e-6))):
+      raise InputError(f"--pixel_um={','.join(f'{v:g}' for v in option if v)}: {scans.source} "
+                       f"has its own scale ({row:.4g} um per row, {col:.4g} um per column) and "
+                       "they disagree")
+    return {"row_um": row, "col_um": col, "source": "file"}
+  if option:
+    if vol is not None:
+      col = option[1] if option[1] is not None else vol.scale_mm[2] * 1e3
+      notes = [n for n in vol.notes if not n.startswith("scale")]
+      scans.volume = dataclasses.replace(vol, scale_mm=(vol.scale_mm[0], option[0] / 1e3,
+                                                        col / 1e3), scale_source="--pixel_um",
+                                         notes=notes + ["scale per row and column from --pixel_um"])
+      return {"row_um": option[0], "col_um": col, "source": "--pixel_um"}
+    return {"row_um": option[0], "col_um": option[1], "source": "--pixel_um"}
+  if vol is not None:
+    return {"row_um": vol.scale_mm[1] * 1e3, "col_um": vol.scale_mm[2] * 1e3,
+            "source": vol.scale_source}
+  return {"row_um": default_row_um, "col_um": None, "source": "default (data.pixel_um)"}
+
+
+def scale_text(scale: Dict) -> str:
+  col = "" if scale["col_um"] is None else f", {scale['col_um']:.4g} um per column"
+  return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"

@@ -112,21 +112,23 @@ def dispatch(flags, override_args=()) -> None:
     from octseg_jax.modes import explain
     explain.run(workdir, flags.input, output,
                 faithfulness_flag=getattr(flags, "cam_faithfulness", "none"),
-                sanity=getattr(flags, "cam_sanity", False), overrides=overrides)
+                sanity=getattr(flags, "cam_sanity", False), overrides=overrides,
+                pixel_um=getattr(flags, "pixel_um", None))
 
 
-PREDICT_FLAGS = {"volume": False, "laterality": None, "fovea": None, "pixel_um": None,
-                 "figures": "first"}                 # predict's own flags and their defaults
+# predict's own flags: their defaults and the modes that use them
+PREDICT_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)),
+                 "fovea": (None, ("predict",)), "pixel_um": (None, ("predict", "explain")),
+                 "figures": ("first", ("predict",))}
 
 
 def _refuse_predict_flags(flags) -> None:
-  """eval and explain refuse predict's flags rather than ignore them: eval scores at the
-  model's own scale, so a --pixel_um it did not use would be read as the scale of its numbers."""
-  if flags.mode == "predict":
-    return
-  for name, default in PREDICT_FLAGS.items():
-    if getattr(flags, name, default) != default:
-      raise InputError(f"--{name}: only used by --mode=predict")
+  """Modes refuse predict's flags they do not use rather than ignore them: eval scores at the
+  model's own scale, so a --pixel_um it did not use would be read as the scale of its numbers
+  (explain uses it for its scale bars)."""
+  for name, (default, modes) in PREDICT_FLAGS.items():
+    if flags.mode not in modes and getattr(flags, name, default) != default:
+      raise InputError(f"--{name}: only used by " + " and ".join(f"--mode={m}" for m in modes))
 
 
 def _inference_overrides(flags, workdir: str, override_args) -> dict:

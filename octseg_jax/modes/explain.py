@@ -26,7 +26,7 @@ from octseg_jax.cam import gradcam
 from octseg_jax.outputs import plots
 from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
-from octseg_jax.data import inputs
+from octseg_jax.data import inputs, volumes
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.cam_report import EVIDENCE_FILE, stats_markdown, summarise
 from octseg_jax.outputs.atomic import write_json, write_npz, write_text
@@ -272,20 +272,31 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
   return {"out": out, "stats": stats, "timing": timing}
 
 
+def model_pixel_um(place, scale: Dict):
+  """(row um, column um or None) of one model-input pixel: it covers band_rows / model_rows
+  scan rows and width / model_cols scan columns."""
+  col = scale["col_um"]
+  return (scale["row_um"] * place.band_rows / place.model_rows,
+          None if col is None else col * place.width / place.model_cols)
+
+
 def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
-               model: str = "") -> None:
-  """SCAN_cam.npz and SCAN_cam.png (the input band at the scan's aspect ratio)."""
+               model: str = "", scale: Dict = None) -> None:
+  """SCAN_cam.npz and SCAN_cam.png (the input band at the scan's aspect ratio, with scale bars
+  from `scale`, inputs.resolve_scale's pixel size of the scan)."""
   write_npz(cam_npz, x=x,
             **{f"{l}_raw": np.asarray(out[l]["raw"][:, 0]) for l in layers},
             **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
   rows, cols = place.model_rows, place.model_cols
-  # A model pixel covers band_rows / model_rows scan rows and width / model_cols scan columns.
   aspect = (place.band_rows / rows) / (place.width / cols)
   band = (f"model input band: scan rows {place.top}-{place.top + place.band_rows - 1} of "
           f"{place.height}, all {place.width} columns, at the scan's aspect ratio")
+  if scale is not None:
+    band += f"; {inputs.scale_text(scale)}"
   plots.cam_panel(cam_png, x[:rows, :cols],
                   {l: np.asarray(out[l]["norm"][:, 0, :rows, :cols]) for l in layers},
-                  title=f"{title}\n{band}", model=model, aspect=aspect)
+                  title=f"{title}\n{band}", model=model, aspect=aspect,
+                  pixel_um=None if scale is None else model_pixel_um(place, scale))
 
 
 def faithfulness_kinds(faithfulness_flag) -> List[str]:
@@ -315,14 +326,15 @@ def make_explainer(trained, layers, method, target) -> Explainer:
 
 def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,
                  title: str):
-  """Explains up to explain.max_scans scans of each ScanSet, writing SCAN_cam.npz/.png as it
-  goes (progress per scan). Returns (per-scan statistics, the sanity result or None)."""
+  """Explains up to explain.max_scans scans of each ScanSet of `sets` ((ScanSet, scale)
+  pairs), writing SCAN_cam.npz/.png as it goes (progress per scan). Returns (per-scan
+  statistics, the sanity result or None)."""
   cfg, layers, target = trained.config.explain, explainer.layers, explainer.target
-  total = sum(min(len(s), int(cfg.max_scans)) for s in sets)
+  total = sum(min(len(s), int(cfg.max_scans)) for s, _ in sets)
   per_scan, sanity_result = [], None
   key = jax.random.key(trained.config.seed)
   with Progress(total, "explain", unit="scan") as progress:
-    for scans in sets:
+    for scans, scale in sets:
       for i in range(min(len(scans), int(cfg.max_scans))):
         x, y, place = inference.prepare(
             trained, scans.images[i], None if scans.masks is None else scans.masks[i])
@@ -338,7 +350,7 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
           scan["timing"]["sanity_s"] = time.perf_counter() - t0
         cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
         write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
-                   f"{scans.names[i]}: {title}", model=trained.workdir)
+                   f"{scans.names[i]}: {title}", model=trained.workdir, scale=scale)
         run_out.wrote(cam_npz, cam_png)
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],
                          "timing": scan["timing"]})
@@ -349,8 +361,8 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
 def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_path, workdir,
                      method, target, box, layers) -> Dict:
   """What cam_stats.json records about the run."""
-  with_masks = all(s.masks is not None for s in sets)
-  first = jnp.asarray(inference.prepare(trained, sets[0].images[0])[0][None])
+  with_masks = all(s.masks is not None for s, _ in sets)
+  first = jnp.asarray(inference.prepare(trained, sets[0][0].images[0])[0][None])
   return {"method": method, "target": target, "box": list(box), "layers": list(layers),
           "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
           "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
@@ -359,6 +371,7 @@ def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_pa
           "road_fractions": explainer.fractions["road"].tolist(),
           "deletion_fractions": explainer.fractions["deletion"].tolist(),
           "views": explainer.num_views,
+          "scales": {scans.source: scale for scans, scale in sets},
           "last_layer": gradcam.top_level_order(explainer.model, explainer.variables[0],
                                                 first)[-2:]}
 
@@ -378,10 +391,36 @@ def workdir_evidence(workdir: str, method: str, layers) -> Dict:
   return dict(evidence, methods={method: {l: found[l] for l in layers if l in found}})
 
 
+def read_scaled(files, trained, run_out, single: bool, option) -> List:
+  """(ScanSet, scale) of each readable file of `files`, the scale as predict finds it
+  (inputs.resolve_scale, with --pixel_um `option`; a file predict reads as a volume, such as a
+  .mat or an .npz with scale_mm, is read once more as one for its scale). A file that cannot be
+  read, or whose own scale disagrees with --pixel_um, fails the run when it is the only input
+  (`single`) and is listed in errors.csv in a folder run."""
+  max_side = int(trained.config.data.max_image_side)
+  read = inputs.read_files(files, run_out.failed, max_side, stop_on_error=single)
+  sets, default_row_um = [], float(trained.config.data.pixel_um)
+  for path, scans in read:
+    try:
+      scaled = scans
+      if scans.volume is None and volumes.is_volume(path):
+        scaled = volumes.read_volume(path, None, max_side).to_scanset()
+      sets.append((scans, inputs.resolve_scale(scaled, option, default_row_um)))
+    except InputError as e:
+      if single:
+        raise
+      run_out.failed(path, inputs.file_failure(path, e))
+      print(f"failed: {inputs.file_failure(path, e)}")
+  return sets
+
+
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
-        box=None, faithfulness_flag=None, sanity: bool = False, overrides=None) -> Dict:
+        box=None, faithfulness_flag=None, sanity: bool = False, overrides=None,
+        pixel_um: str = None) -> Dict:
   """Explains up to explain.max_scans scans of every readable file that `input_path` names into
-  the folder `output` (files that cannot be read are listed in errors.csv)."""
+  the folder `output` (files that cannot be read are listed in errors.csv). pixel_um:
+  --pixel_um=ROW[,COL], the pixel size of inputs without their own (the panels' scale bars)."""
+  pixel_um_option = inputs.parse_pixel_um(pixel_um)
   trained = inference.load_trained(workdir, overrides)
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
@@ -399,9 +438,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   for path in skipped:
     run_out.skipped(path, "not a scan file (no scan extension)")
   # Read before the folder is made: a single bad file fails with nothing written.
-  sets = [s for _, s in inputs.read_files(files, run_out.failed,
-                                          int(trained.config.data.max_image_side),
-                                          stop_on_error=os.path.isfile(input_path))]
+  sets = read_scaled(files, trained, run_out, os.path.isfile(input_path), pixel_um_option)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}'")
@@ -420,7 +457,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   seen = inference.scans_in_training(trained, [p["name"] for p in per_scan])
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
                   "scans_in_training": seen})
-  available = sum(len(s) for s in sets)
+  available = sum(len(s) for s, _ in sets)
   capped = (f" of {available} (explain.max_scans={int(cfg.max_scans)} per file; "
             "--config.explain.max_scans=N explains more)" if available > len(per_scan) else "")
   print(f"explained {report.count(len(per_scan), 'scan')}{capped} ({method}, layers "

@@ -16,7 +16,6 @@ files without a scan extension are skipped, and manifest.json is written last. V
 keys in NAME.npz (octseg_jax.outputs.volume_report), with thickness at the file's axial scale.
 """
 
-import dataclasses
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -264,54 +263,6 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
   return rows
 
 
-def parse_pixel_um(text):
-  """--pixel_um=ROW[,COL] (um per row, and per column) -> (row, col or None), or None."""
-  if not text:
-    return None
-  try:
-    values = [float(v) for v in str(text).split(",")]
-  except ValueError:
-    values = []
-  if len(values) not in (1, 2) or not all(np.isfinite(v) and v > 0 for v in values):
-    raise InputError(f"--pixel_um={text}: expected ROW or ROW,COL, positive numbers of um per "
-                     "pixel row (and column)")
-  return values[0], (values[1] if len(values) == 2 else None)
-
-
-def resolve_scale(scans, option, default_row_um: float) -> Dict:
-  """The pixel size of one input file and where it comes from: the file's own (a --pixel_um
-  that disagrees is refused), --pixel_um, or the default (the model config's data.pixel_um
-  for B-scans, Duke DME for volumes without one). It converts units only. A volume given
-  --pixel_um gets it as its scale (scans.volume is replaced)."""
-  vol = scans.volume
-  if vol is not None and vol.scale_source == "file":
-    row, col = vol.scale_mm[1] * 1e3, vol.scale_mm[2] * 1e3
-    if option and (not np.isclose(option[0], row, rtol=1e-6) or
-                   (option[1] is not None and not np.isclose(option[1], col, rtol=1e-6))):
-      raise InputError(f"--pixel_um={','.join(f'{v:g}' for v in option if v)}: {scans.source} "
-                       f"has its own scale ({row:.4g} um per row, {col:.4g} um per column) and "
-                       "they disagree")
-    return {"row_um": row, "col_um": col, "source": "file"}
-  if option:
-    if vol is not None:
-      col = option[1] if option[1] is not None else vol.scale_mm[2] * 1e3
-      notes = [n for n in vol.notes if not n.startswith("scale")]
-      scans.volume = dataclasses.replace(vol, scale_mm=(vol.scale_mm[0], option[0] / 1e3,
-                                                        col / 1e3), scale_source="--pixel_um",
-                                         notes=notes + ["scale per row and column from --pixel_um"])
-      return {"row_um": option[0], "col_um": col, "source": "--pixel_um"}
-    return {"row_um": option[0], "col_um": option[1], "source": "--pixel_um"}
-  if vol is not None:
-    return {"row_um": vol.scale_mm[1] * 1e3, "col_um": vol.scale_mm[2] * 1e3,
-            "source": vol.scale_source}
-  return {"row_um": default_row_um, "col_um": None, "source": "default (data.pixel_um)"}
-
-
-def scale_text(scale: Dict) -> str:
-  col = "" if scale["col_um"] is None else f", {scale['col_um']:.4g} um per column"
-  return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"
-
-
 def figure_scans(figures: str, count: int) -> range:
   """Indices of the scans of a file that get figures: none, the first, or all."""
   if figures not in plots.FIGURES:
@@ -332,7 +283,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   (by name)."""
   from octseg_jax.outputs import volume_report
   from octseg_jax.serving.inference import scans_in_training, training_scan_names
-  scale = resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
+  scale = inputs.resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   npz_path, csv_path, *vol_paths = run.claim(
       stem, FILE_SUFFIXES + (VOLUME_SUFFIXES if vol is not None else ()))
@@ -387,13 +338,14 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
     # not drawn, and have no thickness in the CSV.
     unsupported = ~out["supported"][i]
     overlay, thickness = run.claim(name, SCAN_SUFFIXES)
+    where = inputs.scale_text(scale)
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
-                           title=f"{name} ({scale_text(scale)})", model=model,
+                           title=f"{name} ({where})", model=model,
                            unsupported=unsupported, fluid=out["fluid_kept"].get(i),
                            uncertain=None if flags is None else flags[i],
                            pixel_um=(scale["row_um"], scale["col_um"]), uncertain_um=uncertain_um)
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
-                            title=f"{name}: layer thickness ({scale_text(scale)})", model=model,
+                            title=f"{name}: layer thickness ({where})", model=model,
                             unsupported=unsupported, uncertain=None if flags is None else flags[i],
                             uncertain_um=uncertain_um)
     run.wrote(overlay, thickness)
@@ -419,7 +371,7 @@ def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float
   have uncertain columns (an ensemble), and warnings about scans with little support or that
   the model trained on."""
   scans = report.count(num_scans, "scan")
-  print(f"predicted {scans} of {path} ({scale_text(done['scale'])}) -> {done['path']}")
+  print(f"predicted {scans} of {path} ({inputs.scale_text(done['scale'])}) -> {done['path']}")
   if done["uncertain_scans"]:
     print(f"uncertain: {done['uncertain_scans']} of {scans} of {path} "
           f"{'has' if done['uncertain_scans'] == 1 else 'have'} columns where the ensemble's "
@@ -505,7 +457,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   from octseg_jax.serving.inference import load_trained, stored_config
   figure_scans(figures, 0)                      # an unknown value fails before any work
   fovea_mm = volume_report.parse_fovea(fovea)
-  pixel_um_option = parse_pixel_um(pixel_um)
+  pixel_um_option = inputs.parse_pixel_um(pixel_um)
   volume_options = {"force": volume, "laterality": laterality}
   stored = stored_config(workdir)
   max_side = int(stored.data.max_image_side)
@@ -519,7 +471,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   first = inputs.load_file(files[0], max_side=max_side, volume_options=volume_options) \
       if single else None                                         # fail before loading the model
   if first is not None:                           # a scale the file refuses: before any output
-    resolve_scale(first, pixel_um_option, float(stored.data.pixel_um))
+    inputs.resolve_scale(first, pixel_um_option, float(stored.data.pixel_um))
   trained = load_trained(workdir, overrides)
   outputs.start()
   for path in skipped:

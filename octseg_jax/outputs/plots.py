@@ -399,11 +399,53 @@ def network_layer_text(layer: str) -> str:
   return f"{part} level {m.group(2)}, convolution {m.group(3)} ({layer})"
 
 
-def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
+def nice_length(limit: float) -> float:
+  """The longest of 1, 2 or 5 times a power of ten that is at most `limit` (> 0): a scale
+  bar's length."""
+  power = 10.0 ** np.floor(np.log10(limit))
+  return max(m * power for m in (1, 2, 5) if m * power <= limit * (1 + 1e-9))
+
+
+def length_text(um: float) -> str:
+  return f"{um / 1e3:g} mm" if um >= 1e3 else f"{um:g} um"
+
+
+def draw_scale_bars(ax, shape, pixel_um) -> None:
+  """Scale bars in the lower left of an image axis: a horizontal one (about a third of the
+  width at most) when the column size is known, and a vertical one (half the height at most).
+  shape (rows, columns) of the image; pixel_um (row um, column um or None) of one image pixel."""
+  import matplotlib.patheffects as effects
+  rows, cols = shape
+  halo = [effects.withStroke(linewidth=3.5, foreground="black")]
+  style = {"color": "white", "fontsize": 8, "path_effects": halo}
+  x0, y0 = 0.04 * cols, 0.84 * rows
+  tall = nice_length(0.5 * rows * pixel_um[0])
+  ax.plot([x0, x0], [y0, y0 - tall / pixel_um[0]], color="white", lw=2, path_effects=halo,
+          solid_capstyle="butt")
+  ax.text(x0 + 0.015 * cols, y0 - tall / pixel_um[0] / 2, length_text(tall), va="center",
+          **style)
+  if pixel_um[1] is not None:
+    wide = nice_length(cols * pixel_um[1] / 3)
+    ax.plot([x0, x0 + wide / pixel_um[1]], [y0, y0], color="white", lw=2, path_effects=halo,
+            solid_capstyle="butt")
+    ax.text(x0 + wide / pixel_um[1] / 2, y0 + 0.03 * rows, length_text(wide), ha="center",
+            va="top", **style)
+
+
+def _input_tile_title(layer: str, pixel_um) -> str:
+  text = f"input scan; the other maps come from\n{network_layer_text(layer)}"
+  if pixel_um is None:
+    return text
+  return text + ("\nscale bars hold for every tile" if pixel_um[1] is not None else
+                 "\ncolumn size unknown: vertical scale bar only")
+
+
+def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pixel_um=None):
   """Per explained network layer a grid: the input, then for each class where the model
   looked to label it (its normalised map over the scan), with plain titles and a colour bar.
   image [h, w]; layer_maps {layer: [K, h, w]}. aspect: height / width of one image pixel
-  (tiles keep the image's shape); None stretches every tile to the same box."""
+  (tiles keep the image's shape); None stretches every tile to the same box. pixel_um (row um,
+  column um or None) of one image pixel: scale bars on the input tile."""
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
@@ -418,8 +460,9 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
   for r, layer in enumerate(layers):
     tiles = axes[r * rows_per:(r + 1) * rows_per].ravel()
     tiles[0].imshow(image, cmap="gray", aspect=aspect)
-    tiles[0].set_title(f"input scan; the other maps come from\n{network_layer_text(layer)}",
-                       fontsize=10)
+    tiles[0].set_title(_input_tile_title(layer, pixel_um), fontsize=10)
+    if pixel_um is not None:
+      draw_scale_bars(tiles[0], image.shape, pixel_um)
     for c in range(k):
       ax = tiles[c + 1]
       ax.imshow(image, cmap="gray", aspect=aspect)
@@ -439,10 +482,10 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None):
 
 
 def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
-              model: str = "", aspect=None) -> None:
+              model: str = "", aspect=None, pixel_um=None) -> None:
   """Paper Figure 6 as a file (see _cam_figure); title names the scan, `model` the workdir."""
   from octseg_jax.outputs.atomic import save_figure
-  save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect))
+  save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect, pixel_um))
 
 
 def labelled_cam_panel(image: np.ndarray, layer_maps: dict, title: str = "") -> np.ndarray:

@@ -145,12 +145,14 @@ def test_explain_command_line_overrides(trained_workdir, tmp_path):
   common = ["--mode=explain", f"--workdir={workdir}", f"--input={tmp_path / 'scans.npz'}"]
   r = _main(*common, f"--output={tmp_path / 'out'}", "--config.explain.max_scans=1",
             "--config.explain.layers=head", "--config.explain.deletion_steps=2",
-            "--cam_method=hirescam")
+            "--cam_method=hirescam", "--pixel_um=3.87,11.33")
   assert r.returncode == 0, r.stderr
   assert sorted(p for p in os.listdir(tmp_path / "out") if p.endswith("_cam.npz")) == [
       "scans_000_cam.npz"]                       # one scan, straight into --output
   settings = json.loads((tmp_path / "out" / "cam_stats.json").read_text())["settings"]
   assert settings["layers"] == ["head"] and settings["method"] == "hirescam"
+  assert settings["scales"] == {str(tmp_path / "scans.npz"): {
+      "row_um": 3.87, "col_um": 11.33, "source": "--pixel_um"}}
   for bad, message in ((["--config.model.widths=(4,)"], "changes the trained model"),
                        (["--config=configs/tiny.py"], "uses"),
                        (["--cam_target=all", "--config.explain.target=predicted"], "disagree")):

@@ -146,6 +146,8 @@ def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out
   assert "explained 1 scan of 2 (explain.max_scans=1 per file" in capsys.readouterr().out
   stats = json.loads((tmp_path / "out" / "cam_stats.json").read_text())
   assert sorted(stats["timing_per_scan"]) == ["maps_s", "statistics_s"]
+  assert stats["settings"]["scales"] == {str(tmp_path / "scan.npz"): {
+      "row_um": 3.87, "col_um": None, "source": "default (data.pixel_um)"}}
   assert "removal curves" not in (tmp_path / "out" / "cam_stats.md").read_text()
   assert sorted(os.listdir(tmp_path / "out")) == [
       "cam_stats.json", "cam_stats.md", "manifest.json", "scan_000_cam.npz", "scan_000_cam.png"]
@@ -155,6 +157,10 @@ def test_explain_box_maps_scan_pixels_to_model_pixels():
   from octseg_jax.data.preprocessing import Placement
   place = Placement(top=100, band_rows=200, width=500, height=496, model_rows=256, model_cols=256)
   assert explain.model_box((150, 0, 250, 250), place) == (64, 0, 192, 128)
+  # a model pixel covers 200 / 256 scan rows and 500 / 256 scan columns
+  np.testing.assert_allclose(explain.model_pixel_um(place, {"row_um": 3.87, "col_um": 11.33}),
+                             (3.87 * 200 / 256, 11.33 * 500 / 256), rtol=1e-12)
+  assert explain.model_pixel_um(place, {"row_um": 4.0, "col_um": None}) == (3.125, None)
 
 
 def test_benchmark_smoke(tmp_path):

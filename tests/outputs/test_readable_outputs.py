@@ -250,6 +250,30 @@ def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp
   assert not os.path.exists(tmp_path / "o")                   # refused before any output
   assert main.run_command(base + ["--pixel_um=15.5,30"]) == 0          # the same scale: fine
   assert main.run_command(base + ["--pixel_um=abc"]) == 2
+  capsys.readouterr()
+  explain = base[:1] + ["--mode=explain"] + base[2:4] + [f"--output={tmp_path / 'e'}"]
+  assert main.run_command(explain + ["--pixel_um=5"]) == 2     # explain finds scales as predict
+  assert capsys.readouterr().err.strip().splitlines() == err
+  assert not os.path.exists(tmp_path / "e")
+
+
+def test_scale_bars_are_round_lengths_drawn_to_scale():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from octseg_jax.outputs import plots
+  assert [plots.nice_length(v) for v in (7, 10, 0.3, 1999, 250, 666.7)] == [
+      5, 10, 0.2, 1000, 200, 500]
+  assert [plots.length_text(v) for v in (500, 1000, 2000)] == ["500 um", "1 mm", "2 mm"]
+  for col_um, bars in ((10.0, {"200 um": (0, 50), "500 um": (50, 0)}),
+                       (None, {"200 um": (0, 50)})):
+    fig, ax = plt.subplots()
+    ax.imshow(np.zeros((100, 200)))
+    plots.draw_scale_bars(ax, (100, 200), (4.0, col_um))    # 200 rows x 4 um, 200 columns x 10
+    drawn = [(abs(np.ptp(l.get_xdata())), abs(np.ptp(l.get_ydata()))) for l in ax.lines]
+    assert sorted(drawn) == sorted(bars.values())            # (columns, rows) spanned
+    assert sorted(t.get_text() for t in ax.texts) == sorted(bars)
+    plt.close(fig)
 
 
 def test_an_npz_of_volume_bscans_gets_a_volume_hint(tmp_path):
