@@ -158,6 +158,11 @@ def resolve_scale(scans, option, default_row_um: float) -> Dict:
   return {"row_um": default_row_um, "col_um": None, "source": "default (data.pixel_um)"}
 
 
+def scale_record(scale: Dict) -> Dict:
+  """A resolve_scale result as the JSON outputs record it: 11.819, not 11.818999999999999."""
+  return {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in scale.items()}
+
+
 def scale_text(scale: Dict) -> str:
   col = "" if scale["col_um"] is None else f", {scale['col_um']:.4g} um per column"
   return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"

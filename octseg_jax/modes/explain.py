@@ -371,7 +371,7 @@ def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_pa
           "road_fractions": explainer.fractions["road"].tolist(),
           "deletion_fractions": explainer.fractions["deletion"].tolist(),
           "views": explainer.num_views,
-          "scales": {scans.source: scale for scans, scale in sets},
+          "scales": {scans.source: inputs.scale_record(scale) for scans, scale in sets},
           "last_layer": gradcam.top_level_order(explainer.model, explainer.variables[0],
                                                 first)[-2:]}
 

@@ -412,8 +412,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
       print(f"failed: {inputs.file_failure(path, e)}")
       continue
     summary += done["summary"]
-    scales[path] = {k: float(f"{v:.6g}") if isinstance(v, float) else v
-                    for k, v in done["scale"].items()}        # 11.819, not 11.818999999999999
+    scales[path] = inputs.scale_record(done["scale"])
     if done["laterality"] is not None:
       sides[path] = done["laterality"]
     if done["uncertain_scans"] is not None:

@@ -234,6 +234,9 @@ def test_pixel_um_changes_thickness_by_its_factor_and_nothing_else(trained_workd
                                               "source": "--pixel_um"}}
   row = next(csv.DictReader(open(tmp_path / "b" / "s_thickness.csv")))
   assert (row["row_um"], row["scale_source"]) == ("7.74", "--pixel_um")
+  from octseg_jax.data import inputs                # as manifest.json and cam_stats.json say it
+  assert inputs.scale_record({"row_um": 3.872, "col_um": 11.818999999999999, "source": "file"}
+                             ) == {"row_um": 3.872, "col_um": 11.819, "source": "file"}
 
 
 def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp_path, capsys):
