@@ -99,11 +99,16 @@ def read_files(files: Sequence[str], on_error: Callable[[str, str], None],
     except Exception as e:  # any per-file failure: a failed row, and on to the next file
       if stop_on_error:
         raise
-      message = file_failure(path, e)
-      on_error(path, message)
-      print(f"failed: {message}")
+      report_failure(on_error, path, e)
       continue
     yield path, scans
+
+
+def report_failure(on_error: Callable[[str, str], None], path: str, e: BaseException) -> None:
+  """A file of a folder run failed: on_error(file, one-line message) and the console line."""
+  message = file_failure(path, e)
+  on_error(path, message)
+  print(f"failed: {message}")
 
 
 def file_failure(path: str, e: BaseException) -> str:
@@ -129,14 +134,18 @@ def parse_pixel_um(text):
   return values[0], (values[1] if len(values) == 2 else None)
 
 
-def resolve_scale(scans, option, default_row_um: float) -> Dict:
+def resolve_scale(scans, option, default_row_um: float, own=None) -> Dict:
   """The pixel size of one input file and where it comes from: the file's own (a --pixel_um
   that disagrees is refused), --pixel_um, or the default (the model config's data.pixel_um
-  for B-scans, Duke DME for volumes without one). It converts units only. A volume given
-  --pixel_um gets it as its scale (scans.volume is replaced)."""
+  for B-scans, Duke DME for volumes without one). It converts units only. own: (scale_mm,
+  source) of a file that predict reads as a volume but the caller read as B-scans
+  (volumes.file_scale); otherwise scans.volume's. A volume given --pixel_um gets it as its
+  scale (scans.volume is replaced)."""
   vol = scans.volume
-  if vol is not None and vol.scale_source == "file":
-    row, col = vol.scale_mm[1] * 1e3, vol.scale_mm[2] * 1e3
+  if own is None and vol is not None:
+    own = (vol.scale_mm, vol.scale_source)
+  if own is not None and own[1] == "file":
+    row, col = own[0][1] * 1e3, own[0][2] * 1e3
     if option and (not np.isclose(option[0], row, rtol=1e-6) or
                    (option[1] is not None and not np.isclose(option[1], col, rtol=1e-6))):
       raise InputError(f"--pixel_um={','.join(f'{v:g}' for v in option if v)}: {scans.source} "
@@ -144,17 +153,15 @@ def resolve_scale(scans, option, default_row_um: float) -> Dict:
                        "they disagree")
     return {"row_um": row, "col_um": col, "source": "file"}
   if option:
+    col = option[1] if option[1] is not None or own is None else own[0][2] * 1e3
     if vol is not None:
-      col = option[1] if option[1] is not None else vol.scale_mm[2] * 1e3
       notes = [n for n in vol.notes if not n.startswith("scale")]
       scans.volume = dataclasses.replace(vol, scale_mm=(vol.scale_mm[0], option[0] / 1e3,
                                                         col / 1e3), scale_source="--pixel_um",
                                          notes=notes + ["scale per row and column from --pixel_um"])
-      return {"row_um": option[0], "col_um": col, "source": "--pixel_um"}
-    return {"row_um": option[0], "col_um": option[1], "source": "--pixel_um"}
-  if vol is not None:
-    return {"row_um": vol.scale_mm[1] * 1e3, "col_um": vol.scale_mm[2] * 1e3,
-            "source": vol.scale_source}
+    return {"row_um": option[0], "col_um": col, "source": "--pixel_um"}
+  if own is not None:
+    return {"row_um": own[0][1] * 1e3, "col_um": own[0][2] * 1e3, "source": own[1]}
   return {"row_um": default_row_um, "col_um": None, "source": "default (data.pixel_um)"}
 
 

@@ -283,28 +283,43 @@ def _masks_from_layers(layers: dict, shape) -> Tuple[Optional[np.ndarray], np.nd
   return masks, annotated
 
 
+def npz_scale(path: str, scale) -> Tuple[Tuple[float, float, float], str]:
+  """(scale_mm, source) of a volume .npz from its `scale_mm` field (None: Duke DME defaults)."""
+  if scale is None:
+    return DUKE_DME_SCALE_MM, DEFAULT_SCALE_SOURCE
+  if not (np.issubdtype(scale.dtype, np.integer) or np.issubdtype(scale.dtype, np.floating)):
+    raise fail(path, f"scale_mm has dtype {scale.dtype}, expected 3 numbers (between B-scans, "
+               "per row, per column, mm)")
+  scale = np.asarray(scale, np.float64).ravel()
+  if scale.shape != (3,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+    raise fail(path, f"scale_mm must be 3 positive numbers (between B-scans, per row, per "
+               f"column, mm), got {scale.tolist()}")
+  return tuple(float(s) for s in scale), "file"
+
+
+def file_scale(path: str, max_side: int = duke.MAX_IMAGE_SIDE):
+  """For a file read as separate B-scans that predict reads as a volume without --volume (a
+  .mat, an .npz with scale_mm: is_volume), the (scale_mm, source) read_volume would give it,
+  reading only its scale; None for other files."""
+  lower = path.lower()
+  if lower.endswith(".mat"):
+    return DUKE_DME_SCALE_MM, DEFAULT_SCALE_SOURCE
+  if lower.endswith(".npz"):
+    scale = duke.read_npz_fields(path, ("scale_mm",), max_side).get("scale_mm")
+    return None if scale is None else npz_scale(path, scale)
+  return None
+
+
 def read_npz_volume(path: str, laterality: Optional[str] = None,
                     max_side: int = duke.MAX_IMAGE_SIDE) -> Volume:
   """An .npz with `images` [N, H, W], optional `masks`, `scale_mm` (3 numbers) and
   `bscan_index` (B-scan positions in units of the between-B-scan spacing)."""
   scans = duke.load_npz(path, max_side=max_side)
   fields = duke.read_npz_fields(path, ("scale_mm", "bscan_index"), max_side)
-  scale, index = fields.get("scale_mm"), fields.get("bscan_index")
-  if scale is not None and not (np.issubdtype(scale.dtype, np.integer)
-                                or np.issubdtype(scale.dtype, np.floating)):
-    raise fail(path, f"scale_mm has dtype {scale.dtype}, expected 3 numbers (between B-scans, "
-               "per row, per column, mm)")
-  notes = []
-  source = "file" if scale is not None else DEFAULT_SCALE_SOURCE
-  if scale is None:
-    scale = DUKE_DME_SCALE_MM
-    notes.append(f"{DUKE_SCALE_TEXT} (Duke DME defaults; the file has no scale_mm)")
-  else:
-    scale = np.asarray(scale, np.float64).ravel()
-    if scale.shape != (3,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-      raise fail(path, f"scale_mm must be 3 positive numbers (between B-scans, per row, per "
-                 f"column, mm), got {scale.tolist()}")
-  scale = tuple(float(s) for s in scale)
+  scale, source = npz_scale(path, fields.get("scale_mm"))
+  index = fields.get("bscan_index")
+  notes = [] if source == "file" else [
+      f"{DUKE_SCALE_TEXT} (Duke DME defaults; the file has no scale_mm)"]
   n = len(scans)
   if index is not None and np.asarray(index).shape == (n,):
     index = np.asarray(index, np.float64)

@@ -393,24 +393,21 @@ def workdir_evidence(workdir: str, method: str, layers) -> Dict:
 
 def read_scaled(files, trained, run_out, single: bool, option) -> List:
   """(ScanSet, scale) of each readable file of `files`, the scale as predict finds it
-  (inputs.resolve_scale, with --pixel_um `option`; a file predict reads as a volume, such as a
-  .mat or an .npz with scale_mm, is read once more as one for its scale). A file that cannot be
-  read, or whose own scale disagrees with --pixel_um, fails the run when it is the only input
-  (`single`) and is listed in errors.csv in a folder run."""
+  (inputs.resolve_scale with --pixel_um `option`; for a .mat or an .npz with scale_mm, which
+  predict reads as volumes, volumes.file_scale). A file that cannot be read or whose own scale
+  disagrees with --pixel_um fails the run when it is the only input (`single`) and is listed
+  in errors.csv in a folder run."""
   max_side = int(trained.config.data.max_image_side)
   read = inputs.read_files(files, run_out.failed, max_side, stop_on_error=single)
   sets, default_row_um = [], float(trained.config.data.pixel_um)
   for path, scans in read:
     try:
-      scaled = scans
-      if scans.volume is None and volumes.is_volume(path):
-        scaled = volumes.read_volume(path, None, max_side).to_scanset()
-      sets.append((scans, inputs.resolve_scale(scaled, option, default_row_um)))
-    except InputError as e:
+      own = volumes.file_scale(path, max_side) if scans.volume is None else None
+      sets.append((scans, inputs.resolve_scale(scans, option, default_row_um, own)))
+    except Exception as e:  # noqa: BLE001  (as inputs.read_files: any per-file failure)
       if single:
         raise
-      run_out.failed(path, inputs.file_failure(path, e))
-      print(f"failed: {inputs.file_failure(path, e)}")
+      inputs.report_failure(run_out.failed, path, e)
   return sets
 
 
@@ -418,7 +415,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None,
         pixel_um: str = None) -> Dict:
   """Explains up to explain.max_scans scans of every readable file that `input_path` names into
-  the folder `output` (files that cannot be read are listed in errors.csv). pixel_um:
+  the folder `output` (files that cannot be read or are refused are listed in errors.csv). pixel_um:
   --pixel_um=ROW[,COL], the pixel size of inputs without their own (the panels' scale bars)."""
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
   trained = inference.load_trained(workdir, overrides)
@@ -444,7 +441,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                                          f"{method}, target '{target}'")
   if not per_scan:
     run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
-    raise InputError(f"{input_path}: no scans to explain (no file could be read; see "
+    raise InputError(f"{input_path}: no scans to explain (no file could be read or used; see "
                      f"{run_out.folder}/errors.csv)")
   settings = explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_path,
                               workdir, method, target, box, layers)
@@ -469,5 +466,5 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
           "name): maps of scans it learned say less about how it reads new eyes")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
-                     f"read (listed in {run_out.folder}/errors.csv)")
+                     f"read or used (listed in {run_out.folder}/errors.csv)")
   return result

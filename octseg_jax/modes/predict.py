@@ -275,7 +275,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
                        pixel_um_option=None) -> Dict:
   """Predicts one input file (`batch_size` scans per network call) and writes its prediction
   file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
-  table and .eye. Returns the prediction file's `path`, its `scale` (resolve_scale), for a
+  table and .eye. Returns the prediction file's `path`, its `scale` (inputs.resolve_scale), for a
   volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
   `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
   (how many scans have every layer's thickness in fewer than LOW_SUPPORT of their columns) and its
@@ -408,8 +408,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
       if single:
         raise
       outputs.discard(outputs.claimed - claimed)     # what the failed file had written
-      outputs.failed(path, inputs.file_failure(path, e))
-      print(f"failed: {inputs.file_failure(path, e)}")
+      inputs.report_failure(outputs.failed, path, e)
       continue
     summary += done["summary"]
     scales[path] = inputs.scale_record(done["scale"])

@@ -437,7 +437,7 @@ def _input_tile_title(layer: str, pixel_um) -> str:
   if pixel_um is None:
     return text
   return text + ("\nscale bars hold for every tile" if pixel_um[1] is not None else
-                 "\ncolumn size unknown: vertical scale bar only")
+                 "\nno column size (--pixel_um=ROW,COL):\nvertical scale bar only")
 
 
 def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pixel_um=None):

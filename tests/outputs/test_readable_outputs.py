@@ -258,6 +258,42 @@ def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp
   assert main.run_command(explain + ["--pixel_um=5"]) == 2     # explain finds scales as predict
   assert capsys.readouterr().err.strip().splitlines() == err
   assert not os.path.exists(tmp_path / "e")
+  folder = tmp_path / "folder"                  # in a folder run: listed, the others explained
+  folder.mkdir()
+  os.rename(tmp_path / "v.npz", folder / "v.npz")
+  write_npz(str(folder / "s.npz"), images=vol.images[:1])
+  assert main.run_command(explain[:3] + [f"--input={folder}", f"--output={tmp_path / 'f'}",
+                                         "--pixel_um=5", "--config.explain.max_scans=1"]) == 2
+  assert [r["file"] for r in csv.DictReader(open(tmp_path / "f" / "errors.csv"))] == [
+      str(folder / "v.npz")]
+  assert sorted(os.listdir(tmp_path / "f"))[-2:] == ["s_000_cam.npz", "s_000_cam.png"]
+
+
+def test_the_scale_of_a_file_read_as_bscans_is_the_one_predict_reads():
+  import tempfile
+  from octseg_jax.data import inputs
+  from octseg_jax.data.scans import ScanSet
+  from octseg_jax.outputs.atomic import write_npz
+  scans = ScanSet(np.zeros((1, 8, 8), np.uint8), None, np.zeros(1, int), ["a"], "a.mat")
+  own = volumes.file_scale("a.mat")                      # Duke DME's defaults, nothing read
+  assert own == (volumes.DUKE_DME_SCALE_MM, volumes.DEFAULT_SCALE_SOURCE)
+  assert inputs.resolve_scale(scans, None, 3.0, own) == {
+      "row_um": 3.87, "col_um": 11.33, "source": "default (Duke DME)"}
+  assert inputs.resolve_scale(scans, (5.0, None), 3.0, own) == {   # the column keeps its default
+      "row_um": 5.0, "col_um": 11.33, "source": "--pixel_um"}
+  assert inputs.resolve_scale(scans, (5.0, None), 3.0) == {"row_um": 5.0, "col_um": None,
+                                                           "source": "--pixel_um"}
+  with tempfile.TemporaryDirectory() as d:
+    write_npz(os.path.join(d, "plain.npz"), images=np.zeros((1, 8, 8), np.uint8))
+    write_npz(os.path.join(d, "vol.npz"), images=np.zeros((1, 8, 8), np.uint8),
+              scale_mm=np.array([0.2, 0.004, 0.01]))
+    assert volumes.file_scale(os.path.join(d, "plain.npz")) is None   # B-scans for predict too
+    own = volumes.file_scale(os.path.join(d, "vol.npz"))
+  assert own == ((0.2, 0.004, 0.01), "file")
+  assert inputs.resolve_scale(scans, (4.0, 10.0), 3.0, own) == {"row_um": 4.0, "col_um": 10.0,
+                                                                "source": "file"}
+  with pytest.raises(InputError, match="has its own scale"):
+    inputs.resolve_scale(scans, (5.0, None), 3.0, own)
 
 
 def test_scale_bars_are_round_lengths_drawn_to_scale():
@@ -272,7 +308,7 @@ def test_scale_bars_are_round_lengths_drawn_to_scale():
                        (None, {"200 um": (0, 50)})):
     fig, ax = plt.subplots()
     ax.imshow(np.zeros((100, 200)))
-    plots.draw_scale_bars(ax, (100, 200), (4.0, col_um))    # 200 rows x 4 um, 200 columns x 10
+    plots.draw_scale_bars(ax, (100, 200), (4.0, col_um))    # 100 rows x 4 um, 200 columns x 10
     drawn = [(abs(np.ptp(l.get_xdata())), abs(np.ptp(l.get_ydata()))) for l in ax.lines]
     assert sorted(drawn) == sorted(bars.values())            # (columns, rows) spanned
     assert sorted(t.get_text() for t in ax.texts) == sorted(bars)
