@@ -171,5 +171,10 @@ def scale_record(scale: Dict) -> Dict:
 
 
 def scale_text(scale: Dict) -> str:
+  """A resolve_scale result in words, for titles and the console: the sizes, then whether they
+  were read (from the file, from --pixel_um) or assumed (a default)."""
   col = "" if scale["col_um"] is None else f", {scale['col_um']:.4g} um per column"
-  return f"{scale['row_um']:.4g} um per row{col}, {scale['source']}"
+  source = scale["source"]
+  how = (f"assumed: {source}" if source.startswith("default") else
+         "from the file" if source == "file" else f"from {source}")
+  return f"{scale['row_um']:.4g} um per row{col}, {how}"

@@ -294,6 +294,10 @@ def test_the_scale_of_a_file_read_as_bscans_is_the_one_predict_reads():
                                                                 "source": "file"}
   with pytest.raises(InputError, match="has its own scale"):
     inputs.resolve_scale(scans, (5.0, None), 3.0, own)
+  said = [inputs.scale_text(inputs.resolve_scale(scans, opt, 3.0, o)) for opt, o in (
+      (None, own), ((5.0, None), None), (None, volumes.file_scale("a.mat")))]
+  assert said == ["4 um per row, 10 um per column, from the file", "5 um per row, from --pixel_um",
+                  "3.87 um per row, 11.33 um per column, assumed: default (Duke DME)"]
 
 
 def test_scale_bars_are_round_lengths_drawn_to_scale():
