@@ -138,7 +138,7 @@ def _main(*args):
                         capture_output=True, text=True, timeout=240)
 
 
-def test_explain_command_line_overrides(trained_workdir, tmp_path):
+def test_explain_command_line_overrides(trained_workdir, tmp_path, capsys):
   workdir, _ = trained_workdir
   s = synthetic.generate(3, 96, 64, seed=5)
   write_npz(str(tmp_path / "scans.npz"), images=s.images, masks=s.masks)
@@ -153,11 +153,14 @@ def test_explain_command_line_overrides(trained_workdir, tmp_path):
   assert settings["layers"] == ["head"] and settings["method"] == "hirescam"
   assert settings["scales"] == {str(tmp_path / "scans.npz"): {
       "row_um": 3.87, "col_um": 11.33, "source": "--pixel_um"}}
+  import main                                  # the refusals in process (the same entry point)
+  capsys.readouterr()
   for bad, message in ((["--config.model.widths=(4,)"], "changes the trained model"),
                        (["--config=configs/tiny.py"], "uses"),
                        (["--cam_target=all", "--config.explain.target=predicted"], "disagree")):
-    r = _main(*common, f"--output={tmp_path / 'bad'}", *bad)
-    assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1
+    assert main.run_command(["main.py", *common, f"--output={tmp_path / 'bad'}", *bad]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
     assert not os.path.exists(tmp_path / "bad")
 
 
