@@ -2,8 +2,8 @@
 
 Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x and, per layer,
 raw and normalised maps [K, h, w] at model-input resolution) and SCAN_cam.png (paper Figure 6,
-the model's input band drawn at the scan's aspect ratio), directly in --output; for the whole
-run cam_stats.json and cam_stats.md.
+the model's input band drawn at the scan's aspect ratio, with scale bars at the file's pixel size
+or --pixel_um), directly in --output; for the whole run cam_stats.json and cam_stats.md.
 
 By default only the maps and their statistics are computed (one forward pass and K pullbacks
 per scan). --cam_faithfulness=deletion|road|all adds removal curves (octseg_jax.cam.faithfulness),
@@ -415,8 +415,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None,
         pixel_um: str = None) -> Dict:
   """Explains up to explain.max_scans scans of every readable file that `input_path` names into
-  the folder `output` (files that cannot be read or are refused are listed in errors.csv). pixel_um:
-  --pixel_um=ROW[,COL], the pixel size of inputs without their own (the panels' scale bars)."""
+  the folder `output` (files that cannot be read or are refused are listed in errors.csv).
+  pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (scale bars)."""
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
   trained = inference.load_trained(workdir, overrides)
   cfg = trained.config.explain
