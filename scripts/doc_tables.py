@@ -51,7 +51,9 @@ FLUID_COLUMNS = "docs/results/fluid_columns"     # --mode=eval of fold models: R
 FLUID_COLUMN_MODELS = (
     ("plateau_80_fluid", "the shipped members (plateau_80_fluid, 16..128, this CPU)",
      CAMPAIGN_RUNS),
-    ("wide_80_fluid_skip_wh", "wide_80_fluid_skip_wh (32..256, trained on the H200)", H200_RUNS))
+    ("wide_80_fluid_skip_wh", "wide_80_fluid_skip_wh (32..256, trained on the H200)", H200_RUNS),
+    ("plateau_80_fluid_skip_wh", "plateau_80_fluid_skip_wh (16..128, skip connections and "
+     "ReLayNet's weighted loss, this CPU)", CAMPAIGN_RUNS))
 # Issue 25's targets for the 4-fold cross-validation: mean layer Dice, every layer, boundary MAE.
 TARGETS = {"mean layer Dice": (0.87, ">="), "lowest layer Dice": (0.78, ">="),
            "boundary MAE (um)": (5.0, "<=")}
