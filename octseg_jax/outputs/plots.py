@@ -86,12 +86,30 @@ def grey_uint8(image: np.ndarray) -> np.ndarray:
   return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
+def retina_rows(label_maps: Sequence, height: int, margin: float = 0.15) -> tuple:
+  """(first, stop) rows that hold every layer label (classes 1-7, not background or
+  unlabelled) of `label_maps` ([H, W] each), widened by `margin` of that extent (at least 8
+  rows) on each side within [0, height); (0, height) when none has a layer label."""
+  rows = np.zeros(height, bool)
+  for labels in label_maps:
+    labels = np.asarray(labels)
+    rows |= ((labels >= 1) & (labels < len(LABEL_COLOURS))).any(axis=1)
+  if not rows.any():
+    return 0, height
+  first, last = np.flatnonzero(rows)[[0, -1]]
+  pad = max(8, int(round(margin * (last + 1 - first))))
+  return max(0, int(first) - pad), min(height, int(last) + 1 + pad)
+
+
 def _label_figure(images: Sequence, truths: Sequence, preds: Sequence, names: Sequence,
                   title: str):
-  """Rows of input | truth | prediction with a class legend below. Returns the figure."""
+  """Rows of input | truth | prediction with a class legend below, all cropped to the rows
+  of the retina (retina_rows over every truth and prediction). Returns the figure."""
   plt = _plt()
   n = len(images)
-  h, w = np.asarray(images[0]).shape[:2]
+  height, w = np.asarray(images[0]).shape[:2]
+  top, stop = retina_rows(list(preds) + list(truths if truths is not None else []), height)
+  h = stop - top
   panel_w = 3.6
   panel_h = float(np.clip(panel_w * h / w, 1.2, 4.0))
   cols = [("input", images)] + ([("truth", truths)] if truths is not None else []) + [
@@ -102,9 +120,10 @@ def _label_figure(images: Sequence, truths: Sequence, preds: Sequence, names: Se
     for j, (label, panels) in enumerate(cols):
       ax = axes[i, j]
       if label == "input":
-        ax.imshow(grey_uint8(panels[i]), cmap="gray", vmin=0, vmax=255, aspect="auto")
+        ax.imshow(grey_uint8(panels[i])[top:stop], cmap="gray", vmin=0, vmax=255,
+                  aspect="auto")
       else:
-        ax.imshow(colorize(panels[i]), aspect="auto", interpolation="nearest")
+        ax.imshow(colorize(panels[i][top:stop]), aspect="auto", interpolation="nearest")
       ax.set_title(f"{names[i]}: {label}" if names[i] else label, fontsize=10)
       ax.set_xticks([])
       ax.set_yticks([])
@@ -113,8 +132,9 @@ def _label_figure(images: Sequence, truths: Sequence, preds: Sequence, names: Se
   ratio = drawn_pixel_ratio(fig, axes[0, 0])
   shape = ("pixels drawn square" if abs(ratio - 1) < 0.05 else
            f"each pixel drawn {ratio:.2f}x as tall as wide")
-  fig.suptitle((f"{title}\n" if title else "") + f"{h} x {w} pixels, {shape} (in um a B-scan "
-               "column is usually wider than a row: not true proportions)", fontsize=10)
+  rows = f"rows {top}-{stop - 1} of {height} (the retina)" if h < height else f"{height} rows"
+  fig.suptitle((f"{title}\n" if title else "") + f"{rows} x {w} columns, {shape} (in um a "
+               "B-scan column is usually wider than a row: not true proportions)", fontsize=10)
   return fig
 
 

@@ -206,6 +206,23 @@ def test_labelled_panel_carries_the_class_legend():
     assert tuple(plots.LABEL_COLOURS[k]) in colours
 
 
+def test_side_by_side_shows_the_rows_of_the_retina():
+  from octseg_jax.anatomy import IGNORE
+  truth, pred = np.zeros((100, 16), np.uint8), np.zeros((100, 16), np.uint8)
+  truth[:10], truth[40:60], pred[45:71] = IGNORE, 3, 1     # unlabelled rows do not count
+  assert plots.retina_rows([truth, pred], 100) == (32, 79)  # rows 40-70, 8 rows around
+  assert plots.retina_rows([np.zeros((100, 16), np.uint8)], 100) == (0, 100)
+  edge = np.zeros((100, 16), np.uint8)
+  edge[:5], edge[60:] = 1, 7
+  assert plots.retina_rows([edge], 100, margin=0.1) == (0, 100)
+  edge[60:] = 0
+  assert plots.retina_rows([edge], 100) == (0, 13)
+  fig = plots._label_figure([np.zeros((100, 16))], [truth], [pred], ["scan"], "")
+  assert [ax.images[0].get_array().shape[0] for ax in fig.axes if ax.images] == [47] * 3
+  assert "rows 32-78 of 100 (the retina) x 16 columns" in fig._suptitle.get_text()
+  plots._plt().close(fig)
+
+
 def test_boundary_colours_are_distinct():
   rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in plots.BOUNDARY_COLOURS])
   dist = np.linalg.norm(rgb[:, None].astype(float) - rgb[None], axis=-1)
