@@ -281,7 +281,7 @@ def model_pixel_um(place, scale: Dict):
 
 
 def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
-               model: str = "", scale: Dict = None) -> None:
+               scale: Dict, model: str = "") -> None:
   """SCAN_cam.npz and SCAN_cam.png (the input band at the scan's aspect ratio, with scale bars
   from `scale`, inputs.resolve_scale's pixel size of the scan)."""
   write_npz(cam_npz, x=x,
@@ -290,13 +290,12 @@ def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: s
   rows, cols = place.model_rows, place.model_cols
   aspect = (place.band_rows / rows) / (place.width / cols)
   band = (f"model input band: scan rows {place.top}-{place.top + place.band_rows - 1} of "
-          f"{place.height}, all {place.width} columns, at the scan's aspect ratio")
-  if scale is not None:
-    band += f"; {inputs.scale_text(scale)}"
+          f"{place.height}, all {place.width} columns, at the scan's aspect ratio; "
+          f"{inputs.scale_text(scale)}")
   plots.cam_panel(cam_png, x[:rows, :cols],
                   {l: np.asarray(out[l]["norm"][:, 0, :rows, :cols]) for l in layers},
                   title=f"{title}\n{band}", model=model, aspect=aspect,
-                  pixel_um=None if scale is None else model_pixel_um(place, scale))
+                  pixel_um=model_pixel_um(place, scale))
 
 
 def faithfulness_kinds(faithfulness_flag) -> List[str]:
@@ -350,7 +349,7 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
           scan["timing"]["sanity_s"] = time.perf_counter() - t0
         cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
         write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
-                   f"{scans.names[i]}: {title}", model=trained.workdir, scale=scale)
+                   f"{scans.names[i]}: {title}", scale, model=trained.workdir)
         run_out.wrote(cam_npz, cam_png)
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],
                          "timing": scan["timing"]})

@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER_IOU
+from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, NUM_CLASSES, PAPER_IOU
 from octseg_jax.outputs import training_log
 
 FIGURES = ("none", "first", "all")   # --figures: which scans of a file get figures
@@ -93,7 +93,7 @@ def retina_rows(label_maps: Sequence, height: int, margin: float = 0.15) -> tupl
   rows = np.zeros(height, bool)
   for labels in label_maps:
     labels = np.asarray(labels)
-    rows |= ((labels >= 1) & (labels < len(LABEL_COLOURS))).any(axis=1)
+    rows |= ((labels >= 1) & (labels < NUM_CLASSES)).any(axis=1)
   if not rows.any():
     return 0, height
   first, last = np.flatnonzero(rows)[[0, -1]]

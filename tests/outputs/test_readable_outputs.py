@@ -269,8 +269,7 @@ def test_a_pixel_um_that_disagrees_with_the_file_is_refused(trained_workdir, tmp
   assert sorted(os.listdir(tmp_path / "f"))[-2:] == ["s_000_cam.npz", "s_000_cam.png"]
 
 
-def test_the_scale_of_a_file_read_as_bscans_is_the_one_predict_reads():
-  import tempfile
+def test_the_scale_of_a_file_read_as_bscans_is_the_one_predict_reads(tmp_path):
   from octseg_jax.data import inputs
   from octseg_jax.data.scans import ScanSet
   from octseg_jax.outputs.atomic import write_npz
@@ -283,12 +282,11 @@ def test_the_scale_of_a_file_read_as_bscans_is_the_one_predict_reads():
       "row_um": 5.0, "col_um": 11.33, "source": "--pixel_um"}
   assert inputs.resolve_scale(scans, (5.0, None), 3.0) == {"row_um": 5.0, "col_um": None,
                                                            "source": "--pixel_um"}
-  with tempfile.TemporaryDirectory() as d:
-    write_npz(os.path.join(d, "plain.npz"), images=np.zeros((1, 8, 8), np.uint8))
-    write_npz(os.path.join(d, "vol.npz"), images=np.zeros((1, 8, 8), np.uint8),
-              scale_mm=np.array([0.2, 0.004, 0.01]))
-    assert volumes.file_scale(os.path.join(d, "plain.npz")) is None   # B-scans for predict too
-    own = volumes.file_scale(os.path.join(d, "vol.npz"))
+  write_npz(str(tmp_path / "plain.npz"), images=np.zeros((1, 8, 8), np.uint8))
+  write_npz(str(tmp_path / "vol.npz"), images=np.zeros((1, 8, 8), np.uint8),
+            scale_mm=np.array([0.2, 0.004, 0.01]))
+  assert volumes.file_scale(str(tmp_path / "plain.npz")) is None     # B-scans for predict too
+  own = volumes.file_scale(str(tmp_path / "vol.npz"))
   assert own == ((0.2, 0.004, 0.01), "file")
   assert inputs.resolve_scale(scans, (4.0, 10.0), 3.0, own) == {"row_um": 4.0, "col_um": 10.0,
                                                                 "source": "file"}
