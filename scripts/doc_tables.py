@@ -49,7 +49,10 @@ SMOOTHING = "docs/results/smoothing"             # scripts/smoothing_cv.py: cv.j
 FLUID_COLUMNS = "docs/results/fluid_columns"     # --mode=eval of fold models: RECIPE/foldF_seed0
 # The fold models re-scored there: (folder, how they were trained, the runs scored at training).
 FLUID_COLUMN_MODELS = (
-    ("plateau_80_fluid", "the shipped members (plateau_80_fluid, 16..128, this CPU)",
+    ("plateau_80_fluid_skip_wh_ema", "the shipped members (plateau_80_fluid_skip_wh_ema, "
+     "16..128, skip connections, ReLayNet's weighted loss, weights averaged, this CPU)",
+     CAMPAIGN_RUNS),
+    ("plateau_80_fluid", "the members shipped before (plateau_80_fluid, 16..128, this CPU)",
      CAMPAIGN_RUNS),
     ("wide_80_fluid_skip_wh", "wide_80_fluid_skip_wh (32..256, trained on the H200)", H200_RUNS),
     ("plateau_80_fluid_skip_wh", "plateau_80_fluid_skip_wh (16..128, skip connections and "
