@@ -1222,12 +1222,12 @@ def smoothing_sentence(n: Dict) -> str:
 
 
 def previous_on_same_folds(src: Sources, members, expected: float, smoothing=None) -> str:
-  """The previous shipped model's recipe (configs/duke_gpu.py, one model) on the same folds
+  """The first shipped model's recipe (v1: configs/duke_gpu.py, one model) on the same folds
   (not smoothed: the smoothing's share of the difference is named)."""
   folds = [int(m["run"].split("/")[1].split("_")[0][len("fold"):]) for m in members]
   cv = src.cv()
   v1 = [cv[f]["native"]["mean_layer_dice"] for f in folds]
-  return (f"On the same folds the previous shipped model's recipe (`configs/duke_gpu.py`, one "
+  return (f"On the same folds the first shipped model's recipe (v1: `configs/duke_gpu.py`, one "
           f"SegNet 32..256, H200) scored {np.mean(v1):.3f} (" + ", ".join(f"{v:.3f}" for v in v1)
           + f"), {expected - np.mean(v1):+.4f} from it to this predictor's expected "
           f"{expected:.3f}"
@@ -1252,14 +1252,15 @@ def shipped_gflop(src: Sources):
 
 
 def pretrained_cost(src: Sources) -> str:
-  """Size and network cost of the shipped ensemble against the previous single model."""
+  """Size and network cost of the shipped ensemble against the first shipped model (v1)."""
   total, one, views, previous = shipped_gflop(src)
   files = [os.path.join(d, f) for d, _, names in os.walk(src.path("pretrained/members"))
            for f in names if "/best/" in os.path.join(d, f)]
   size = sum(os.path.getsize(f) for f in files)
   return (f"Network cost: {views} forward passes of {one:.2f} GFLOP = **{total:.1f} GFLOP of "
           f"convolutions per B-scan** at a {duke.MODEL_INPUT[0]} x {duke.MODEL_INPUT[1]} model "
-          f"input, {total / previous:.2f}x the previous shipped model's {previous:.1f} GFLOP at "
+          f"input, {total / previous:.2f}x the first shipped model's (v1, one network) {previous:.1f} "
+          f"GFLOP at "
           f"the same input. `--config.predict.members=1` runs the first member alone "
           f"({one:.2f} GFLOP). Checkpoints (parameters and BatchNorm statistics only): "
           f"{size:,} bytes in {len(files)} files ({size / 1e6:.2f} MB).")
@@ -1300,7 +1301,7 @@ def device_agreement(src: Sources) -> str:
 def h200_ship_text(src: Sources) -> str:
   """Whether the best H200 recipe's fold models would replace pretrained/: its seed-0 4-fold mean
   against the shipped members' on the same folds, and the issue's cost rule (at most 2x the
-  previous shipped model's GFLOP unless the gain over the cheaper choice exceeds 0.01)."""
+  first shipped model's GFLOP unless the gain over the cheaper choice exceeds 0.01)."""
   t = src.json(H200)
   full = {name: [x["mean_layer_dice"] for x in runs]
           for name, runs in seed0_fold_runs(t).items() if name != "base"}
@@ -1315,7 +1316,7 @@ def h200_ship_text(src: Sources) -> str:
   return (f"The best of them, {best}, scores {np.mean(full[best]):.4f} over its 4 seed-0 fold "
           f"models, {gain:+.4f} against the shipped members' {np.mean(n['dice']):.4f} on the same "
           f"folds and seed (different machines). As a {len(n['members'])}-member ensemble it "
-          f"would cost {cost:.1f} GFLOP per B-scan ({cost / previous:.1f}x the previous shipped "
+          f"would cost {cost:.1f} GFLOP per B-scan ({cost / previous:.1f}x the first shipped "
           f"model's {previous:.1f}; pretrained/ now {shipped_gflop_now:.1f}); the issue allows more "
           f"than 2x only for a gain above 0.01 over the cheaper choice (and none without a "
           f"gain), so it "

@@ -22,8 +22,10 @@ def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts
   can turn that off."""
   trained = inference.load_trained(PRETRAINED)
   assert isinstance(trained, inference.Ensemble) and not trained.flip
+  with open(os.path.join(PRETRAINED, "ensemble.json")) as f:
+    recipe = json.load(f)["sources"][0].split("/")[-2]      # .../runs/RECIPE/fold0_seed0
   with open(os.path.join(ROOT, "docs/results/smoothing/cv.json")) as f:
-    chosen = json.load(f)["sets"]["plateau_80_fluid"]["cv"]["chosen_sd"]
+    chosen = json.load(f)["sets"][recipe]["cv"]["chosen_sd"]
   assert [m.config.predict.smooth_sd_columns for m in trained.members] == [chosen] * 4
   off = inference.load_trained(PRETRAINED, {"predict.smooth_sd_columns": 0.0, "predict.members": 1})
   assert off.config.predict.smooth_sd_columns == 0.0

@@ -257,8 +257,13 @@ def test_campaign_fluid_columns_average_the_runs_that_have_the_split():
   assert doc_tables.results_campaign_fluid_columns(none).startswith("No campaign run")
 
 
+def shipped_recipe() -> str:
+  """The campaign recipe of pretrained/'s members (their ensemble.json sources)."""
+  return doc_tables.shipped_members(_Injected({}))[0]["run"].split("/")[0]
+
+
 def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
-  rel = f"{doc_tables.FLUID_COLUMNS}/plateau_80_fluid/fold1_seed0/metrics.json"
+  rel = f"{doc_tables.FLUID_COLUMNS}/{shipped_recipe()}/fold1_seed0/metrics.json"
   other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
   with pytest.raises(ValueError, match="scored /somewhere/else/fold1_seed0, not "
                      "pretrained/members/fold1_seed0"):
@@ -275,8 +280,11 @@ def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it
   src = _Injected({})
   members = doc_tables.shipped_members(src)
   got = doc_tables.shipped_smoothing(src, spec, members)
-  own = cv["sets"]["plateau_80_fluid"]["cv"]["per_fold"]
-  gains = [v["gain"] for s in pairs["sets"].values() for v in s["cv"]["per_fold"].values()]
+  recipe = shipped_recipe()
+  own = cv["sets"][recipe]["cv"]["per_fold"]
+  gains = [s["cv"]["per_fold"][name]["gain"] for s in pairs["sets"].values()
+           for name, fold in s["folds"].items()
+           if any(m.startswith("pretrained/members/") for m in fold["members"])]
   assert got["sd"] == spec["settings"]["predict.smooth_sd_columns"]
   assert got["member_gains"] == [own[f"fold{k}_seed0"]["gain"] for k in range(4)]
   assert got["member_sds"] == [own[f"fold{k}_seed0"]["sd"] for k in range(4)]
@@ -286,13 +294,13 @@ def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it
   with pytest.raises(ValueError, match="smooths with sd 12 columns, but"):
     doc_tables.shipped_smoothing(src, other, members)
   moved = json.loads(json.dumps(cv))
-  for fold in moved["sets"]["plateau_80_fluid"]["folds"].values():
+  for fold in moved["sets"][recipe]["folds"].values():
     fold["workdir"] = fold["workdir"].replace("pretrained/", "elsewhere/")
   with pytest.raises(ValueError, match="no cross-validation of its members"):
     doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": moved}), spec,
                                  members)
   stale = json.loads(json.dumps(cv))
-  stale["sets"]["plateau_80_fluid"]["folds"]["fold1_seed0"]["by_sd"]["0"]["mean_layer_dice"] = 0.5
+  stale["sets"][recipe]["folds"]["fold1_seed0"]["by_sd"]["0"]["mean_layer_dice"] = 0.5
   with pytest.raises(ValueError, match="fold1_seed0 scores 0.5000 unsmoothed, not its committed"):
     doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": stale}), spec,
                                  members)

@@ -7,7 +7,7 @@ cd /work/main
 R=/work/campaign/runs
 HERE=docs/results/campaign/ensembles
 mkdir -p /work/ens
-for recipe in plateau_80_fluid fluid_multitask base; do for f in 0 1; do
+for recipe in plateau_80_fluid_skip_wh_ema plateau_80_fluid fluid_multitask base; do for f in 0 1; do
   name=${recipe}_fold${f}_noflip
   out=/work/ens/$name
   [ -f $HERE/$name/metrics.json ] && continue
