@@ -680,14 +680,15 @@ def shipped_headline(src: Sources) -> str:
   """The README's line on the shipped ensemble: single-member CV, the ensemble gain, fluid."""
   n = shipped_numbers(src)
   members, dice, fluid, gains = n["members"], n["dice"], n["fluid"], n["gains"]
+  added = (([f"the cross-validated ensemble gain ({np.mean(gains):+.3f})"] if gains else [])
+           + ([f"boundary smoothing ({n['smoothing']['ensemble_gain']:+.3f})"]
+              if n["smoothing"] else []))
   return (f"* Shipped ensemble (`pretrained/`, {len(members)} CPU fold models of the campaign's "
           f"`{n['recipe']}` recipe): its members score mean layer Dice "
           f"{mean_sd(dice, 3)} on the subjects they never saw"
           + (f", fluid Dice {np.mean(fluid):.3f}" if fluid else "")
-          + (f"; with the cross-validated ensemble gain ({np.mean(gains):+.3f})"
-             + (f" and boundary smoothing ({n['smoothing']['ensemble_gain']:+.3f})"
-                if n["smoothing"] else "")
-             + f" about **{n['expected']:.3f}** expected" if gains else "") + ".")
+          + (f"; with {and_list(added)} about **{n['expected']:.3f}** expected" if added else "")
+          + ("" if gains else " (its seed ensembles' averaging gain not yet measured)") + ".")
 
 
 def readme_predict_time(src: Sources) -> str:
@@ -1168,7 +1169,7 @@ def trained_where(members) -> str:
 def pretrained_accuracy(src: Sources) -> str:
   """Expected accuracy on new eyes: single-member cross-validation plus the ensemble gain."""
   n = shipped_numbers(src)
-  members, spec, dice, fluid, gains = n["members"], n["spec"], n["dice"], n["fluid"], n["gains"]
+  members, dice, fluid, gains = n["members"], n["dice"], n["fluid"], n["gains"]
   layers = np.mean([m["metrics"]["topology"]["literature"]["layer_dice"] for m in members], axis=0)
   mae = [statistics.mean(m["metrics"]["topology"]["geometry"]["mae_um"]) for m in members]
   folds = len(members)
@@ -1183,22 +1184,31 @@ def pretrained_accuracy(src: Sources) -> str:
   if fluid:
     text += (f"; fluid Dice (split, global) **{np.mean(fluid):.3f}** (members "
              + ", ".join(f"{v:.3f}" for v in fluid) + ")")
-  text += "."
-  if gains:
-    of = ("the same recipe" if n["gain_recipes"] == [n["recipe"]] else
-          "`" + "`, `".join(n["gain_recipes"]) + "` (the same network; this recipe's own seed "
-          "ensembles are not scored yet)")
-    text += (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
-             f"{'with' if spec['flip'] else 'without'} flip, scored by cross-validation, gained "
-             f"{np.mean(gains):+.4f} mean layer Dice over their members ({len(gains)} folds: "
-             + ", ".join(f"{g:+.4f}" for g in gains) + ")." + smoothing_sentence(n)
-             + " The expected mean layer Dice of "
-             f"this {len(members)}-member ensemble on new eyes is therefore about "
-             f"**{n['expected']:.3f}** (more members may add more averaging gain): an "
-             "estimate, not a measurement, since together its members trained on subjects "
-             + ", ".join(map(str, sorted({s for m in members
-                                          for s in m["split"]["train"]["subjects"]}))) + ".")
+  text += "." + averaging_sentence(n) + smoothing_sentence(n)
+  text += (" The expected mean layer Dice of "
+           f"this {len(members)}-member ensemble on new eyes is therefore about "
+           f"**{n['expected']:.3f}** ("
+           + ("more members may add more averaging gain" if gains else
+              "no averaging gain counted: its seed ensembles are not scored yet")
+           + "): an estimate, not a measurement, since together its members trained on subjects "
+           + ", ".join(map(str, sorted({s for m in members
+                                        for s in m["split"]["train"]["subjects"]}))) + ".")
   return text + " " + previous_on_same_folds(src, members, n["expected"], n["smoothing"])
+
+
+def averaging_sentence(n: Dict) -> str:
+  """The cross-validated gain of 2-member seed ensembles of the shipped recipe (or of recipes
+  training the same network), with the shipped flip setting; '' while none is scored."""
+  gains = n["gains"]
+  if not gains:
+    return ""
+  of = ("the same recipe" if n["gain_recipes"] == [n["recipe"]] else
+        "`" + "`, `".join(n["gain_recipes"]) + "` (the same network; this recipe's own seed "
+        "ensembles are not scored yet)")
+  return (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
+          f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
+          f"gained {np.mean(gains):+.4f} mean layer Dice over their members ({len(gains)} "
+          "folds: " + ", ".join(f"{g:+.4f}" for g in gains) + ").")
 
 
 def smoothing_sentence(n: Dict) -> str:
