@@ -706,7 +706,7 @@ def readme_predict_time(src: Sources) -> str:
 
 
 def explain_cost_runs(src: Sources) -> List[Dict]:
-  """Each benchmarks/explain_vs_predict.sh report in EXPLAIN_COST: its flags, what it explained
+  """Each benchmarks/explain_vs_predict.sh report in EXPLAIN_COST: its date, flags, what it explained
   ((method, layers) from the run's own cam_stats.json, or None in older reports), the
   farm-bench medians and the load averages before and after."""
   runs = []
@@ -715,7 +715,8 @@ def explain_cost_runs(src: Sources) -> List[Dict]:
       continue
     text = open(src.path(f"{EXPLAIN_COST}/{name}")).read()
     explained = re.search(r"^explained: (\S+) at (\S+)$", text, re.M)
-    runs.append({"flags": re.search(r"explain flags: ([^;]*);", text).group(1),
+    runs.append({"date": re.search(r"^farm-bench \d+ \| ([\d-]+),", text, re.M).group(1),
+                 "flags": re.search(r"explain flags: ([^;]*);", text).group(1),
                  "explained": explained.groups() if explained else None,
                  "medians": farm_bench_medians(text),
                  "loads": re.findall(r"load average (?:before|after): ([\d.]+)", text)})
@@ -746,10 +747,36 @@ def readme_explain(src: Sources) -> str:
           f"and there the default beats random removal (ROAD) for "
           f"{int(sum(found['passed'][1:]))} of 7 layer classes with the areas pooled over the "
           f"folds ({per_fold} of 7 per fold), randomisation similarity "
-          f"{found['similarity']:.3f} (table in docs/results.md §3.5). On the shipped ensemble "
-          f"it costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans (whole commands, 2-core "
-          "CPU, `benchmarks/explain_vs_predict.sh`). `pretrained/cam_evidence.json` carries "
-          "that evidence, and `cam_stats.md` says per class whether the map passed on it.")
+          f"{found['similarity']:.3f} (table in docs/results.md §3.5).{own_members_evidence(src)} "
+          f"On the shipped ensemble it costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans "
+          "(whole commands, 2-core CPU, `benchmarks/explain_vs_predict.sh`). "
+          f"`pretrained/cam_evidence.json` carries {evidence_of(src)}, and `cam_stats.md` says "
+          "per class whether the map passed on it.")
+
+
+def own_members_evidence(src: Sources) -> str:
+  """' On the shipped members themselves ...': the default's held-out ROAD result on
+  pretrained/'s members (HELDOUT_SHIPPED), or '' while none is committed."""
+  runs = heldout_runs(src, HELDOUT_SHIPPED)
+  explain = schema.default_config().explain
+  found = runs and heldout_evidence(runs).get(explain.method, {}).get(",".join(explain.layers))
+  if not found:
+    return ""
+  failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
+  return (f" On the shipped members themselves, each explaining the same B-scans of its own "
+          f"held-out subjects, it beats random removal for {int(sum(found['passed'][1:]))} of 7 "
+          f"pooled ({', '.join(str(c) for c in found['per_fold_faithful'])} of 7 per fold"
+          + (f"; not {and_list(failing)}" if failing else "")
+          + f"), randomisation similarity {found['similarity']:.3f}.")
+
+
+def evidence_of(src: Sources) -> str:
+  """Whose held-out evidence pretrained/cam_evidence.json holds (its `source` folders)."""
+  folders = {os.path.dirname(os.path.dirname(p))
+             for p in src.json("pretrained/cam_evidence.json")["source"]}
+  return ("its own members' evidence" if folders == {HELDOUT_SHIPPED} else
+          "the base fold models' evidence" if folders == {HELDOUT} else
+          "the evidence of " + ", ".join(sorted(folders)))
 
 
 # ---------------------------------------------------------------- docs/results.md sentences
@@ -1477,19 +1504,44 @@ def summary_of_ensembles(gains, dice_of) -> str:
 
 
 HELDOUT = "docs/results/cpu_2core/explain_heldout"     # scripts/compare_cams.py per fold model
+HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
 
 
-def heldout_runs(src: Sources) -> Dict[str, Dict]:
-  """{fold: compare_cams.json} of the held-out CAM comparison, for the folds that have one."""
-  folds = sorted(d for d in os.listdir(src.path(HELDOUT)) if d.startswith("fold")
-                 and os.path.exists(src.path(f"{HELDOUT}/{d}/compare_cams.json")))
-  return {f: src.json(f"{HELDOUT}/{f}/compare_cams.json") for f in folds}
+def heldout_runs(src: Sources, folder: str = HELDOUT) -> Dict[str, Dict]:
+  """{fold: compare_cams.json} of a held-out CAM comparison, for the folds that have one."""
+  folds = sorted(d for d in os.listdir(src.path(folder)) if d.startswith("fold")
+                 and os.path.exists(src.path(f"{folder}/{d}/compare_cams.json")))
+  return {f: src.json(f"{folder}/{f}/compare_cams.json") for f in folds}
 
 
 def results_cam_heldout(src: Sources) -> str:
+  """The held-out CAM comparison of the campaign's base fold models (cam_heldout_table)."""
+  return cam_heldout_table(heldout_runs(src))
+
+
+def results_cam_heldout_shipped(src: Sources) -> str:
+  """The same comparison on pretrained/'s members (the default's candidates only), and where
+  the default ranks there by issue 30's rule."""
+  runs = heldout_runs(src, HELDOUT_SHIPPED)
+  members = {os.path.normpath(f"pretrained/{m['member']}") for m in shipped_members(src)}
+  if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != sorted(members):
+    raise ValueError(f"{HELDOUT_SHIPPED}: not the 4 members of pretrained/; rerun its run.sh")
+  ranked = cam_ranking(heldout_evidence(runs))
+  explain = schema.default_config().explain
+  default = (explain.method, ",".join(explain.layers))
+  order = "; ".join(f"({k}) {CAM_METHODS[m]} at `{l}`: {key[0]} of 7 pooled, worst fold "
+                    f"{key[1]} of 7, {key[2]} of {7 * len(runs)} fold passes, similarity "
+                    f"{-key[3]:.3f}" for k, (key, m, l) in enumerate(ranked, 1))
+  place = [(m, l) for _, m, l in ranked].index(default) + 1 if default in [
+      (m, l) for _, m, l in ranked] else None
+  return (cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}. The default "
+          f"({CAM_METHODS[default[0]]} at `{default[1]}`) "
+          + (f"ranks {place} of {len(ranked)}." if place else "fails the rule's sanity limit."))
+
+
+def cam_heldout_table(runs: Dict[str, Dict]) -> str:
   """Per method and layer on held-out eyes: layer classes whose ROAD MoRF area is below random,
   per fold and over the folds' pooled areas, and the randomisation similarity (mean of folds)."""
-  runs = heldout_runs(src)
   evidence = heldout_evidence(runs)
   rows = [[method, layer] + [f"{c} of 7" for c in e["per_fold_faithful"]] +
           [f"{int(np.sum(e['passed'][1:]))} of 7", fmt(e["similarity"], 3)]
@@ -1580,9 +1632,9 @@ def results_explain_cost(src: Sources) -> str:
               + (" (the default)" if flags == "none" else ""))
     else:
       what = f"`{flags}`" if flags != "none" else "the default"
-    rows.append([what, f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
+    rows.append([what, run["date"], f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
                  f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}", " -> ".join(run["loads"])])
-  return table(["explain (method at layers)", "explain wall s", "predict wall s",
+  return table(["explain (method at layers)", "timed", "explain wall s", "predict wall s",
                 "ratio (wall)", "ratio (cpu)", "load average before -> after"], rows)
 
 
@@ -1819,7 +1871,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_h200_levers, results_h200_layers,
         results_h200_boundaries, results_fluid_columns, results_campaign_fluid_columns,
-        results_cam_heldout, results_cam_default, results_cam_shipped, results_explain_cost,
+        results_cam_heldout, results_cam_default, results_cam_heldout_shipped,
+        results_cam_shipped, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,

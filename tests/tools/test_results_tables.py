@@ -270,6 +270,31 @@ def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
     doc_tables.pretrained_fluid_columns(_Injected({rel: other}))
 
 
+def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_class():
+  """The members' own held-out CAM table is refused when a fold's run explained another model,
+  and the README sentence names the classes whose pooled MoRF area is not below random."""
+  rel = f"{doc_tables.HELDOUT_SHIPPED}/fold1/compare_cams.json"
+  other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
+  with pytest.raises(ValueError, match="not the 4 members of pretrained/"):
+    doc_tables.results_cam_heldout_shipped(_Injected({rel: other}))
+  # Every fold's default map made no better than random for NFL (MoRF area 9 > random): the
+  # pooled NFL fails, and the sentence says so; the other classes keep their committed areas.
+  default = doc_tables.schema.default_config().explain
+  files = {}
+  for f in range(4):
+    path = f"{doc_tables.HELDOUT_SHIPPED}/fold{f}/compare_cams.json"
+    run = json.loads(json.dumps(raw(path)))
+    run["methods"][default.method]["layers"][default.layers[0]]["morf_mean"][1] = 9.0
+    files[path] = run
+  found = doc_tables.heldout_evidence(doc_tables.heldout_runs(_Injected(files),
+                                                              doc_tables.HELDOUT_SHIPPED))
+  failing = [doc_tables.LAYER_NAMES[k] for k, ok in
+             enumerate(found[default.method][default.layers[0]]["passed"]) if k and not ok]
+  assert failing[0] == "NFL"
+  assert f"; not {doc_tables.and_list(failing)})" in doc_tables.own_members_evidence(
+      _Injected(files))
+
+
 def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it():
   """pretrained/'s smoothing sd must be the one its members' own leave-one-fold-out chose
   (SMOOTHING/cv.json, whose unsmoothed scores must be the members' committed ones), and the
