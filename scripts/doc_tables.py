@@ -1235,7 +1235,8 @@ def averaging_sentence(n: Dict) -> str:
   return (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members ({len(gains)} "
-          "folds: " + ", ".join(f"{g:+.4f}" for g in gains) + ").")
+          f"fold{'s' if len(gains) != 1 else ''}: " + ", ".join(f"{g:+.4f}" for g in gains)
+          + ").")
 
 
 def smoothing_sentence(n: Dict) -> str:
