@@ -706,8 +706,8 @@ def readme_predict_time(src: Sources) -> str:
 
 
 def explain_cost_runs(src: Sources) -> List[Dict]:
-  """Each benchmarks/explain_vs_predict.sh report in EXPLAIN_COST: its date, flags, what it explained
-  ((method, layers) from the run's own cam_stats.json, or None in older reports), the
+  """Each benchmarks/explain_vs_predict.sh report in EXPLAIN_COST: its date, flags, what it
+  explained ((method, layers) from the run's own cam_stats.json, or None in older reports), the
   farm-bench medians and the load averages before and after."""
   runs = []
   for name in sorted(os.listdir(src.path(EXPLAIN_COST))):
@@ -1297,9 +1297,9 @@ def pretrained_cost(src: Sources) -> str:
   size = sum(os.path.getsize(f) for f in files)
   return (f"Network cost: {views} forward passes of {one:.2f} GFLOP = **{total:.1f} GFLOP of "
           f"convolutions per B-scan** at a {duke.MODEL_INPUT[0]} x {duke.MODEL_INPUT[1]} model "
-          f"input, {total / previous:.2f}x the first shipped model's (v1, one network) {previous:.1f} "
-          f"GFLOP at "
-          f"the same input. `--config.predict.members=1` runs the first member alone "
+          f"input, {total / previous:.2f}x the first shipped model's (v1, one network) "
+          f"{previous:.1f} GFLOP at the same input. `--config.predict.members=1` runs the first "
+          f"member alone "
           f"({one:.2f} GFLOP). Checkpoints (parameters and BatchNorm statistics only): "
           f"{size:,} bytes in {len(files)} files ({size / 1e6:.2f} MB).")
 
@@ -1504,7 +1504,7 @@ def summary_of_ensembles(gains, dice_of) -> str:
           "scored on the validation subjects that neither member trained on).")
 
 
-HELDOUT = "docs/results/cpu_2core/explain_heldout"     # scripts/compare_cams.py per fold model
+HELDOUT = f"{CPU}/explain_heldout"                    # scripts/compare_cams.py per fold model
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
 
 
