@@ -31,7 +31,7 @@ from octseg_jax.data import duke  # noqa: E402
 from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
 from octseg_jax.outputs.cam_report import SANITY_PASS, heldout_evidence  # noqa: E402
-from octseg_jax.outputs.report import fmt, table  # noqa: E402
+from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
 from scripts.summarise_results import mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -735,8 +735,7 @@ def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str
 
 def readme_explain(src: Sources) -> str:
   """The default CAM method and layer, its held-out evidence and its cost on pretrained/."""
-  explain = schema.default_config().explain
-  method, layers = explain.method, ",".join(explain.layers)
+  method, layers = default_cam()
   runs = heldout_runs(src)
   found = heldout_evidence(runs)[method][layers]
   cost = explain_cost_of(src, method, layers)
@@ -758,8 +757,8 @@ def own_members_evidence(src: Sources) -> str:
   """' On the shipped members themselves ...': the default's held-out ROAD result on
   pretrained/'s members (HELDOUT_SHIPPED), or '' while none is committed."""
   runs = heldout_runs(src, HELDOUT_SHIPPED)
-  explain = schema.default_config().explain
-  found = runs and heldout_evidence(runs).get(explain.method, {}).get(",".join(explain.layers))
+  method, layers = default_cam()
+  found = runs and heldout_evidence(runs).get(method, {}).get(layers)
   if not found:
     return ""
   failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
@@ -1234,9 +1233,8 @@ def averaging_sentence(n: Dict) -> str:
         "ensembles are not scored yet)")
   return (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
-          f"gained {np.mean(gains):+.4f} mean layer Dice over their members ({len(gains)} "
-          f"fold{'s' if len(gains) != 1 else ''}: " + ", ".join(f"{g:+.4f}" for g in gains)
-          + ").")
+          f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
+          f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ").")
 
 
 def smoothing_sentence(n: Dict) -> str:
@@ -1528,13 +1526,11 @@ def results_cam_heldout_shipped(src: Sources) -> str:
   if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != sorted(members):
     raise ValueError(f"{HELDOUT_SHIPPED}: not the 4 members of pretrained/; rerun its run.sh")
   ranked = cam_ranking(heldout_evidence(runs))
-  explain = schema.default_config().explain
-  default = (explain.method, ",".join(explain.layers))
-  order = "; ".join(f"({k}) {CAM_METHODS[m]} at `{l}`: {key[0]} of 7 pooled, worst fold "
-                    f"{key[1]} of 7, {key[2]} of {7 * len(runs)} fold passes, similarity "
-                    f"{-key[3]:.3f}" for k, (key, m, l) in enumerate(ranked, 1))
-  place = [(m, l) for _, m, l in ranked].index(default) + 1 if default in [
-      (m, l) for _, m, l in ranked] else None
+  default = default_cam()
+  order = "; ".join(f"({k}) {rank_text(key, m, l, len(runs))}"
+                    for k, (key, m, l) in enumerate(ranked, 1))
+  pairs = [(m, l) for _, m, l in ranked]
+  place = pairs.index(default) + 1 if default in pairs else None
   return (cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}. The default "
           f"({CAM_METHODS[default[0]]} at `{default[1]}`) "
           + (f"ranks {place} of {len(ranked)}." if place else "fails the rule's sanity limit."))
@@ -1552,6 +1548,18 @@ def cam_heldout_table(runs: Dict[str, Dict]) -> str:
                 ["pooled over folds", "randomisation similarity"], rows) +
           f"\n\nScans (each explained only by the fold model that never trained on its subject): "
           f"{scans}. Pooled: the ROAD areas averaged over the folds' scans, then compared.")
+
+
+def default_cam() -> Tuple[str, str]:
+  """The schema's default CAM (method, layers joined by commas), as the evidence keys them."""
+  explain = schema.default_config().explain
+  return explain.method, ",".join(explain.layers)
+
+
+def rank_text(key: Tuple, method: str, layer: str, folds: int) -> str:
+  """One candidate of cam_ranking with its ranking key, in words."""
+  return (f"{CAM_METHODS[method]} at `{layer}`: {key[0]} of 7 pooled, worst fold {key[1]} of 7, "
+          f"{key[2]} of {7 * folds} fold passes, similarity {-key[3]:.3f}")
 
 
 def cam_ranking(evidence: Dict) -> List[Tuple[Tuple, str, str]]:
@@ -1573,13 +1581,11 @@ def results_cam_default(src: Sources) -> str:
   """The default CAM method and layer against the rule's ranking on held-out eyes."""
   runs = heldout_runs(src)
   ranked = cam_ranking(heldout_evidence(runs))
-  explain = schema.default_config().explain
-  default = (explain.method, ",".join(explain.layers))
+  default = default_cam()
   place = [(m, l) for _, m, l in ranked].index(default) + 1
   def describe(key, method, layer):
     cost = explain_cost_of(src, method, layer)
-    return (f"{CAM_METHODS[method]} at `{layer}`: {key[0]} of 7 pooled, worst fold {key[1]} "
-            f"of 7, {key[2]} of {7 * len(runs)} fold passes, similarity {-key[3]:.3f}, "
+    return (rank_text(key, method, layer, len(runs)) + ", "
             + (f"{cost['A/B wall']:.2f}x predict" if cost else "cost not measured"))
   return (f"Ranked by that rule over {len(runs)} folds: "
           + "; ".join(f"({i + 1}) {describe(*r)}" for i, r in enumerate(ranked[:3]))
