@@ -20,6 +20,7 @@ from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.outputs.atomic import check_output_file, write_json  # noqa: E402
 from octseg_jax.outputs.cam_report import heldout_evidence  # noqa: E402
 from octseg_jax.serving.workdir import read_json  # noqa: E402
+from scripts.campaign import run_of_workdir  # noqa: E402
 
 HELDOUT = "docs/results/cpu_2core/explain_heldout"
 
@@ -33,7 +34,7 @@ def evidence_file(heldout: str) -> dict:
   if not folds:
     raise InputError(f"{heldout}: no fold*/compare_cams.json")
   runs = {f: read_json(os.path.join(heldout, f, "compare_cams.json")) for f in folds}
-  names = [os.path.join(*r["workdir"].rstrip("/").split("/")[-2:]) for r in runs.values()]
+  names = [run_of_workdir(r["workdir"]) for r in runs.values()]
   scans = "; ".join(f"{n}: " + ", ".join(s[0] for s in r["scans"])
                     for n, r in zip(names, runs.values()))
   return {"models": (f"{len(folds)} campaign fold models, each on B-scans of the subjects it "

@@ -70,7 +70,14 @@ def read_json(path: str):
 
 
 def run_id(run) -> str:
+  """RECIPE/foldF_seedS: where the run trains (STATE/runs/...) and its results go."""
   return f"{run['recipe']}/fold{run['fold']}_seed{run['seed']}"
+
+
+def run_of_workdir(workdir: str) -> str:
+  """The run_id of a run's workdir (.../RECIPE/foldF_seedS, a trailing '/' ignored): how an
+  ensemble's member paths or a record's workdir name their campaign run."""
+  return "/".join(workdir.rstrip("/").split("/")[-2:])
 
 
 def result_dir(plan, run, repo=REPO) -> str:

@@ -32,6 +32,7 @@ from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
 from octseg_jax.outputs.cam_report import SANITY_PASS, heldout_evidence  # noqa: E402
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
+from scripts.campaign import run_of_workdir  # noqa: E402
 from scripts.summarise_results import mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1037,7 +1038,7 @@ def shipped_members(src: Sources) -> List[Dict]:
   spec = src.json("pretrained/ensemble.json")
   out = []
   for member, source in zip(spec["members"], spec["sources"]):
-    run = os.path.join(*source.split("/")[-2:])
+    run = run_of_workdir(source)
     folder = f"pretrained/{member}"
     out.append({"member": member, "run": run, "split": src.json(f"{folder}/split.json"),
                 "epochs": len(src.log(f"{folder}/log.csv")),
@@ -1056,7 +1057,7 @@ def seed_ensembles(src: Sources) -> List[Dict]:
     if not os.path.exists(src.path(f"{ENSEMBLES}/{d}/metrics.json")):
       continue
     spec = src.json(f"{ENSEMBLES}/{d}/ensemble.json")
-    runs = [os.path.join(*m.split("/")[-2:]) for m in spec["members"]]
+    runs = [run_of_workdir(m) for m in spec["members"]]
     members = [src.json(f"{CAMPAIGN_RUNS}/{r}/metrics.json") for r in runs]
     ens = src.json(f"{ENSEMBLES}/{d}/metrics.json")
     single = [m["topology"]["literature"]["mean_layer_dice"] for m in members]

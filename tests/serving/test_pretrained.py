@@ -9,7 +9,7 @@ from octseg_jax.modes import evaluate
 from octseg_jax.serving import inference
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.data import duke, synthetic
-from conftest import DUKE_DIR, ROOT, needs_duke
+from conftest import DUKE_DIR, ROOT, load_script, needs_duke
 
 PRETRAINED = os.path.join(ROOT, "pretrained")
 
@@ -23,7 +23,8 @@ def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts
   trained = inference.load_trained(PRETRAINED)
   assert isinstance(trained, inference.Ensemble) and not trained.flip
   with open(os.path.join(PRETRAINED, "ensemble.json")) as f:
-    recipe = json.load(f)["sources"][0].split("/")[-2]      # .../runs/RECIPE/fold0_seed0
+    run = load_script("campaign").run_of_workdir(json.load(f)["sources"][0])
+  recipe = run.split("/")[0]
   with open(os.path.join(ROOT, "docs/results/smoothing/cv.json")) as f:
     chosen = json.load(f)["sets"][recipe]["cv"]["chosen_sd"]
   assert [m.config.predict.smooth_sd_columns for m in trained.members] == [chosen] * 4
