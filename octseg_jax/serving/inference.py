@@ -18,7 +18,6 @@ from octseg_jax.data import preprocessing
 from octseg_jax.serving.checkpoints import inference_payload, restore_best
 from octseg_jax.config.checks import check_split_record
 from octseg_jax.data import pipeline
-from octseg_jax.learning import uncertainty
 from octseg_jax.errors import InputError
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.models import create_model
@@ -206,7 +205,8 @@ def launch(trained, images: List[np.ndarray], batch_size: int):
   """Preprocesses raw scans of one model input size and starts the network on them as one
   batch of `batch_size` (zero-padded), without waiting (JAX dispatches asynchronously).
   Returns (count, probabilities [batch_size, h, w, K] on the device, an ensemble's views
-  [V, batch_size, h, w, K] or None, the heads' outputs ({} without heads), placements)."""
+  [V, batch_size, h, w, K] or None, the heads' outputs ({} without heads), placements, the
+  boundary smoothing predict.smooth_sd_columns)."""
   prepared = [prepare(trained, im) for im in images]
   x = padded_batch([p[0] for p in prepared], batch_size)
   if trained.num_views > 1:
@@ -215,14 +215,16 @@ def launch(trained, images: List[np.ndarray], batch_size: int):
   else:
     views = None
     probs, heads = trained.device_outputs(x)
-  return len(images), probs, views, heads, [p[2] for p in prepared]
+  return (len(images), probs, views, heads, [p[2] for p in prepared],
+          float(trained.config.predict.smooth_sd_columns))
 
 
 def finish(launched) -> List[dict]:
   """Waits for a launched batch and maps it back, per raw scan at its own resolution: 'probs'
   (class probabilities float32 [H, W, K]); with the heads 'fluid' (probability [H, W]) and
-  'boundaries' ([8, W] rows); for an ensemble 'boundary_sd_rows' (the views' spread [8, W])."""
-  count, probs, views, heads, placements = launched
+  'boundaries' ([8, W] rows); for an ensemble 'boundary_sd_rows' (the views' spread [8, W] of
+  their boundaries smoothed as the written ones are, boundary_spread_rows)."""
+  count, probs, views, heads, placements, smooth_sd = launched
   probs = np.asarray(probs)
   views = None if views is None else np.asarray(views)
   out = []
@@ -230,7 +232,8 @@ def finish(launched) -> List[dict]:
     scan = {"probs": preprocessing.restore(probs[j], placements[j]),
             **restore_heads(heads, j, placements[j])}
     if views is not None:
-      scan["boundary_sd_rows"] = boundary_spread_rows(views[:, j:j + 1], [placements[j]])[0]
+      scan["boundary_sd_rows"] = boundary_spread_rows(views[:, j:j + 1], [placements[j]],
+                                                      smooth_sd)[0]
     out.append(scan)
   return out
 
@@ -410,24 +413,19 @@ def load_ensemble(workdir: str, overrides=None):
   return Ensemble(members, spec["flip"], workdir)
 
 
-def view_uncertainty(raw: np.ndarray, views: np.ndarray, placements) -> Dict[str, np.ndarray]:
-  """An ensemble's uncertainty for scans of one size: entropy of the averaged probabilities
-  raw [g, H, W, K] (nats, float16) and the views' spread (population sd, rows) of each
-  sub-pixel boundary at the scans' resolution, boundary_sd_rows [g, 8, W]; views:
-  [V, g, h, w, K] at model resolution, mapped back with `placements`."""
-  return {"entropy": uncertainty.predictive_entropy(raw).astype(np.float16),
-          "boundary_sd_rows": boundary_spread_rows(views, placements)}
-
-
-def boundary_spread_rows(views: np.ndarray, placements) -> np.ndarray:
+def boundary_spread_rows(views: np.ndarray, placements, smooth_sd: float = 0.0) -> np.ndarray:
   """[g, 8, W]: the views' spread (population sd, rows) of each sub-pixel boundary at the
   scans' own resolution; views [V, g, h, w, K] at model resolution. Each view's boundaries are
   found at model resolution and mapped back (preprocessing.restore_rows); without a resize
-  that equals finding them on the views restored to the scan, at a fraction of the cost."""
+  that equals finding them on the views restored to the scan, at a fraction of the cost. With
+  smooth_sd > 0 (predict.smooth_sd_columns) each view's boundaries are first smoothed along
+  the B-scan as the written boundaries are (geometry.smooth_boundaries), so the spread is of
+  what the views would write, not of their column-to-column jitter."""
   sd = []
   for j, placement in enumerate(placements):
     v = views[:, j, :placement.model_rows, :placement.model_cols]              # [V, h', w', K]
     rows = geom.boundaries_from_probs(v)                                     # [V, 8, w']
     raw = preprocessing.restore_rows(rows.reshape(-1, rows.shape[-1]), placement)
-    sd.append(np.std(raw.reshape(len(v), rows.shape[1], -1), axis=0))
+    raw = geom.smooth_boundaries(raw.reshape(len(v), rows.shape[1], -1), smooth_sd)
+    sd.append(np.std(raw, axis=0))
   return np.stack(sd)

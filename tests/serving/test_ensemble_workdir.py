@@ -283,6 +283,26 @@ def test_boundary_spread_at_model_resolution_maps_back_to_the_scan():
   np.testing.assert_allclose(sd2, np.tile([0, 0, 0, 1, 3, 3, 1, 0], (8, 1)), atol=1e-12)
 
 
+def test_boundary_spread_is_of_the_boundaries_smoothed_as_predict_writes_them():
+  """With predict.smooth_sd_columns each view's boundaries are smoothed along the B-scan before
+  their spread is taken. Two views 4 rows apart at the middle one of 17 columns differ, after a
+  Gaussian of sd 2 columns (truncated at 4 sd: 8 columns each side), by 4 rows times the
+  kernel's weight at each column's distance from it; the population sd of two values is half
+  their difference. Unsmoothed, the spread is 2 rows there and 0 elsewhere."""
+  w, c = 17, 8
+  shifted = [5] * w
+  shifted[c] = 9
+  views = np.stack([one_hot_view([5] * w), one_hot_view(shifted)])[:, None]
+  band = preprocessing.Placement(top=0, band_rows=20, width=w, height=20, model_rows=20,
+                                 model_cols=w)
+  kernel = np.exp(-np.arange(-8, 9) ** 2 / (2 * 2.0 ** 2))
+  weights = kernel / kernel.sum()                                 # distance -8..8 -> 0..16
+  np.testing.assert_allclose(inference.boundary_spread_rows(views, [band], 2.0)[0],
+                             np.tile(2.0 * weights[np.arange(w) - c + 8], (8, 1)), rtol=1e-6)
+  plain = inference.boundary_spread_rows(views, [band])[0]
+  np.testing.assert_allclose(plain, np.tile(np.where(np.arange(w) == c, 2.0, 0.0), (8, 1)))
+
+
 def test_an_ensembles_settings_apply_beneath_the_command_line(tmp_path, members):
   """ensemble.json's settings (inference fields the ensemble is used with) are set on every
   member's config; a --config override of the same field wins; bad settings are one line
