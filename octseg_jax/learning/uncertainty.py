@@ -105,3 +105,23 @@ def uncertainty_vs_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
   return {"per_boundary": [rank_correlation(uncertainty_um[k], err[k])
                            for k in range(NUM_BOUNDARIES)],
           "pooled": rank_correlation(uncertainty_um, err)}
+
+
+def flagged_columns_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
+                          true_bounds: np.ndarray, pixel_um: float, threshold_um: float) -> Dict:
+  """How the 'uncertain' flag (flag_columns at threshold_um, as predict sets it) splits the
+  boundary error. Arrays [8, W] as in uncertainty_vs_error. Counts the scored columns (some
+  boundary known in both) and the flagged ones among them, and gives the mean absolute boundary
+  error (um) over the known (boundary, column) pairs of the flagged and of the other scored
+  columns (NaN where there are none)."""
+  err = np.abs(np.asarray(pred_bounds, np.float64) - np.asarray(true_bounds, np.float64))
+  err = err * pixel_um
+  scored = np.isfinite(err).any(axis=0)
+  flagged = flag_columns(uncertainty_um, threshold_um) & scored
+  def mae(columns):
+    e = err[:, columns]
+    e = e[np.isfinite(e)]
+    return float(e.mean()) if e.size else float("nan")
+  return {"threshold_um": float(threshold_um), "columns": int(scored.sum()),
+          "flagged": int(flagged.sum()), "mae_flagged_um": mae(flagged),
+          "mae_unflagged_um": mae(scored & ~flagged)}

@@ -223,6 +223,12 @@ def calibration_markdown(cal) -> list:
     lines += [f"Spearman rank correlation of the ensemble members' boundary spread with the "
               f"boundary error: {fmt(vs['pooled']['rho'])} over {vs['pooled']['pairs']} "
               "(column, boundary) pairs.", ""]
+  flag = cal.get("uncertain_columns")
+  if flag:
+    lines += [f"Columns predict flags uncertain (some boundary's spread over "
+              f"{flag['threshold_um']:.4g} um): {flag['flagged']} of {flag['columns']} "
+              f"scored columns; boundary MAE {fmt(flag['mae_flagged_um'], 2)} um in them, "
+              f"{fmt(flag['mae_unflagged_um'], 2)} um in the others.", ""]
   return lines
 
 

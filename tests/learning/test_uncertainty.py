@@ -96,6 +96,23 @@ def test_spearman_against_scipy_with_ties_and_constant_sides():
   assert np.isnan(uncertainty.spearman(np.ones(300), b))
 
 
+def test_flagged_columns_error_splits_the_error_by_the_uncertain_flag():
+  """Hand-computed: 4 columns, errors 1, 1, 3, 5 px at 2 um/px on every known boundary; column
+  3's boundaries unknown in the prediction (not scored); spreads over 7 um in columns 2 and 3
+  (column 3 still unscored). Flagged: column 2 alone; MAE 6 um there, 2 um in columns 0-1."""
+  true = np.zeros((8, 4))
+  pred = true + np.array([1.0, -1.0, 3.0, 5.0])
+  pred[:, 3] = np.nan
+  spread = np.tile([0.0, 6.9, 7.5, 20.0], (8, 1))
+  spread[0, 2] = np.nan                               # an unknown spread does not flag alone
+  out = uncertainty.flagged_columns_error(spread, pred, true, 2.0, 7.0)
+  assert out == {"threshold_um": 7.0, "columns": 3, "flagged": 1, "mae_flagged_um": 6.0,
+                 "mae_unflagged_um": 2.0}
+  none = uncertainty.flagged_columns_error(spread, pred, true, 2.0, 100.0)
+  assert none["flagged"] == 0 and np.isnan(none["mae_flagged_um"])
+  assert none["mae_unflagged_um"] == pytest.approx((2 + 2 + 6) / 3)
+
+
 def test_uncertainty_vs_error_finds_the_uncertain_columns():
   true = np.zeros((8, 6))
   pred = true + np.array([0, 0, 1, 1, 2, 3])[None, :]          # error grows along the columns

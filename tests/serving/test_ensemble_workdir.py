@@ -138,7 +138,11 @@ def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, membe
   assert 0 <= result["calibration"]["ece"] <= 1
   rho = result["calibration"]["uncertainty_vs_error"]["pooled"]
   assert rho["pairs"] > 0 and (np.isnan(rho["rho"]) or -1 <= rho["rho"] <= 1)
-  assert "Expected calibration error" in open(tmp_path / "eval" / "metrics.md").read()
+  flag = result["calibration"]["uncertain_columns"]
+  assert flag["threshold_um"] == 7.74 and 0 <= flag["flagged"] <= flag["columns"] > 0
+  text = open(tmp_path / "eval" / "metrics.md").read()
+  assert "Expected calibration error" in text
+  assert f"{flag['flagged']} of {flag['columns']} scored columns" in text
 
 
 def test_bad_ensemble_files_are_one_line_errors(tmp_path, members):
