@@ -1503,6 +1503,30 @@ def summary_of_ensembles(gains, dice_of) -> str:
           "scored on the validation subjects that neither member trained on).")
 
 
+UNCERTAINTY_SMOOTHING = "docs/results/uncertainty_smoothing"   # its run.sh: eval before/after
+
+
+def results_uncertainty_smoothing(src: Sources) -> str:
+  """The shipped recipe's seed ensembles scored with pretrained/'s boundary smoothing, with the
+  members' spread of their unsmoothed boundaries (before) and of their boundaries smoothed as
+  the written ones are (after): the spread's rank correlation with the boundary error, and how
+  the uncertain flag splits the error (after)."""
+  rows = []
+  for fold in sorted(os.listdir(src.path(f"{UNCERTAINTY_SMOOTHING}/after"))):
+    before, after = (src.json(f"{UNCERTAINTY_SMOOTHING}/{when}/{fold}/metrics.json")
+                     for when in ("before", "after"))
+    flag = after["calibration"]["uncertain_columns"]
+    sd = after["topology"]["smooth_sd_columns"]
+    rho = [m["calibration"]["uncertainty_vs_error"]["pooled"]["rho"] for m in (before, after)]
+    rows.append([f"{os.path.basename(after['workdir'])} (sd {sd:g} columns)", fmt(rho[0], 3),
+                 fmt(rho[1], 3),
+                 f"{flag['flagged']} of {flag['columns']} (over {flag['threshold_um']:g} um)",
+                 fmt(flag["mae_flagged_um"], 1), fmt(flag["mae_unflagged_um"], 1)])
+  return table(["ensemble (smoothing)", "rho, spread of unsmoothed boundaries",
+                "rho, spread of smoothed boundaries", "columns flagged uncertain",
+                "boundary MAE flagged (um)", "boundary MAE others (um)"], rows)
+
+
 HELDOUT = f"{CPU}/explain_heldout"                    # scripts/compare_cams.py per fold model
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
 
@@ -1877,9 +1901,9 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_explain_time, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
-        results_campaign_ensembles, results_h200_levers, results_h200_layers,
-        results_h200_boundaries, results_fluid_columns, results_campaign_fluid_columns,
-        results_cam_heldout, results_cam_default, results_cam_heldout_shipped,
+        results_campaign_ensembles, results_uncertainty_smoothing, results_h200_levers,
+        results_h200_layers, results_h200_boundaries, results_fluid_columns,
+        results_campaign_fluid_columns, results_cam_heldout, results_cam_default, results_cam_heldout_shipped,
         results_cam_shipped, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
