@@ -111,6 +111,13 @@ def boundary_error(pred: np.ndarray, true: np.ndarray, pixel_um: float) -> Dict[
           "signed_um": signed * pixel_um, "columns": n}
 
 
+def supported_columns(raw_labels: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+  """[..., W] bool: the columns where predict reports thickness and flags uncertainty: the raw
+  (argmax) labelling [..., H, W] is in anatomical order (column_is_ordered) and every one of the
+  boundaries [..., 8, W] was found."""
+  return column_is_ordered(raw_labels) & np.isfinite(bounds).all(axis=-2)
+
+
 def column_is_ordered(labels: np.ndarray) -> np.ndarray:
   """[..., H, W] -> [..., W] bool: background, then layers 1..7 non-decreasing with each layer
   contiguous, then background (IGNORE pixels are skipped)."""

@@ -20,8 +20,8 @@ from octseg_jax.geometry import boundaries as geom
 def predictive_entropy(probs: np.ndarray) -> np.ndarray:
   """[..., K] -> [...]: -sum_k p_k log p_k (0 log 0 = 0); 0 for one-hot, log K for uniform."""
   p = np.asarray(probs, np.float64)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
+  with np.errstate(divide="ignore", invalid="ignore"):                # 0.0 - x: no -0.0
+    return 0.0 - np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
 
 
 def boundary_uncertainty_um(views: np.ndarray, pixel_um: float) -> np.ndarray:
@@ -108,20 +108,21 @@ def uncertainty_vs_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
 
 
 def flagged_columns_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
-                          true_bounds: np.ndarray, pixel_um: float, threshold_um: float) -> Dict:
-  """How the 'uncertain' flag (flag_columns at threshold_um, as predict sets it) splits the
-  boundary error. Arrays [8, W] as in uncertainty_vs_error. Counts the scored columns (some
-  boundary known in both) and the flagged ones among them, and gives the mean absolute boundary
-  error (um) over the known (boundary, column) pairs of the flagged and of the other scored
-  columns (NaN where there are none)."""
+                          true_bounds: np.ndarray, pixel_um: float, threshold_um: float,
+                          supported: np.ndarray) -> Dict:
+  """How the 'uncertain' flag splits the boundary error, on the columns predict flags:
+  `supported` [W] (geometry.supported_columns), flagged where flag_columns at threshold_um is.
+  Arrays [8, W] as in uncertainty_vs_error. Counts the supported columns and the flagged ones
+  among them, and gives the mean absolute boundary error (um) over the (boundary, column) pairs
+  known in both of the flagged and of the other supported columns (NaN where there are none)."""
   err = np.abs(np.asarray(pred_bounds, np.float64) - np.asarray(true_bounds, np.float64))
   err = err * pixel_um
-  scored = np.isfinite(err).any(axis=0)
-  flagged = flag_columns(uncertainty_um, threshold_um) & scored
+  supported = np.asarray(supported, bool)
+  flagged = flag_columns(uncertainty_um, threshold_um) & supported
   def mae(columns):
     e = err[:, columns]
     e = e[np.isfinite(e)]
     return float(e.mean()) if e.size else float("nan")
-  return {"threshold_um": float(threshold_um), "columns": int(scored.sum()),
+  return {"threshold_um": float(threshold_um), "columns": int(supported.sum()),
           "flagged": int(flagged.sum()), "mae_flagged_um": mae(flagged),
-          "mae_unflagged_um": mae(scored & ~flagged)}
+          "mae_unflagged_um": mae(supported & ~flagged)}

@@ -168,13 +168,14 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
 
 
 def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
-                pred_bounds: np.ndarray, uncertain_um: float) -> Dict:
+                pred_bounds: np.ndarray, supported: np.ndarray, uncertain_um: float) -> Dict:
   """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans);
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
   error of the averaged prediction, per boundary and pooled, and the error in the columns
-  predict would flag uncertain (spread over uncertain_um) and in the others. true_bounds,
-  pred_bounds: the masks' boundaries and the prediction's sub-pixel ones as predict writes them
-  (geometry.predicted_geometry), [8, sum W]."""
+  predict flags uncertain (spread over uncertain_um, among its supported columns) and in the
+  others. true_bounds, pred_bounds: the masks' boundaries and the prediction's sub-pixel ones
+  as predict writes them (geometry.predicted_geometry), [8, sum W]; supported [sum W] its
+  columns that predict measures (geometry.supported_columns)."""
   out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
                                        for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
@@ -182,7 +183,7 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
     out["uncertainty_vs_error"] = uncertainty.uncertainty_vs_error(sd, pred_bounds, true_bounds,
                                                                    pixel_um)
     out["uncertain_columns"] = uncertainty.flagged_columns_error(sd, pred_bounds, true_bounds,
-                                                                 pixel_um, uncertain_um)
+                                                                 pixel_um, uncertain_um, supported)
   return out
 
 
@@ -295,9 +296,11 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
   if partly_unknown_fluid(fluid):
     result["topology"]["by_fluid_columns_skipped"] = partly_unknown_fluid(fluid)
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
+  supported = np.concatenate([geom.supported_columns(np.argmax(p, -1), g[2])
+                              for p, g in zip(probs, geometry)])
   result["calibration"] = calibration(outputs, masks, true_bounds, pixel_um,
                                       np.concatenate([g[2] for g in geometry], axis=-1),
-                                      float(trained.config.predict.uncertain_um))
+                                      supported, float(trained.config.predict.uncertain_um))
   if trained.head_names:
     result["heads"] = score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
   return result

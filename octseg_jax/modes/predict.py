@@ -5,7 +5,8 @@ share a stem): exactly one NAME.npz with `pred` uint8 [N, H, W] (argmax; N = the
 file), `pred_ordered` (the most probable anatomically ordered labelling), `boundaries` float
 [N, 8, W] (sub-pixel rows from the probabilities; both smoothed along the B-scan with
 predict.smooth_sd_columns: geometry.boundaries.predicted_geometry), `thickness_um` [N, 7, W],
-`names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid probability > 0.5),
+`supported` bool [N, W] (the columns measured: the CSV's thickness is empty elsewhere, while
+`boundaries` and `thickness_um` there are the order fix's estimate), `names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid probability > 0.5),
 `fluid_prob` float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
 NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
 SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and
@@ -48,13 +49,13 @@ def batch_geometry(probs: np.ndarray, smooth_sd: float = 0.0) -> Dict[str, np.nd
   probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
   uint8 [B, H, W] and boundaries float [B, 8, W] (sub-pixel): geometry.predicted_geometry,
   smoothed along the B-scan with smooth_sd > 0 (the config's predict.smooth_sd_columns); and
-  supported bool [B, W]: the columns whose raw labelling is in anatomical order and where every
-  boundary was found (the others are shaded in the figures and have no thickness in the CSV).
+  supported bool [B, W] (geometry.supported_columns; the other columns are shaded in the
+  figures and have no thickness in the CSV).
   """
   ordered, _, bounds = geom.predicted_geometry(probs, smooth_sd, report_changed=False)
   pred = np.argmax(probs, -1).astype(np.uint8)
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
-          "supported": geom.column_is_ordered(pred) & np.isfinite(bounds).all(axis=-2)}
+          "supported": geom.supported_columns(pred, bounds)}
 
 
 def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
@@ -157,7 +158,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
     writer.abort()
     raise
   thickness = geom.thickness_um(bounds, pixel_um)
-  writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness)
+  writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness,
+                      supported=supported)
   if head_bounds is not None:
     writer.small.update(boundaries_head=head_bounds)
   sd_um = None if sd_rows is None else sd_rows * pixel_um

@@ -25,6 +25,7 @@ BOUNDARY_COLOURS = ("#ffffff", "#e69f00", "#56b4e9", "#d55e00", "#009e73", "#f0e
                     "#cc79a7", "#0072b2")
 FLUID_COLOUR = "#7fff00"      # fluid outlines: a colour none of the 8 boundaries uses
 UNCERTAIN_COLOUR = "#ff4500"  # columns where an ensemble's members disagree
+UNCERTAIN_STRIPS = ((0.0, 0.025), (0.975, 1.0))  # the overlay's marks of them (axes fraction)
 PRED_STYLE = "solid"
 TRUTH_DASHES = (3, 2)
 
@@ -170,7 +171,8 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
   `fluid` [H, W] (0/1) is outlined (named `fluid_label` in the legend); columns in `uncertain`
-  [W] bool are shaded in orange (the legend names the spread `uncertain_um` that flags them).
+  [W] bool are marked by orange strips along the top and bottom edges and a faint orange shade
+  (the legend names the spread `uncertain_um` that flags them).
   pixel_um: (row, column) pixel size.
   The scan is stretched to fit the figure (at its physical aspect a B-scan is a thin strip);
   the x-axis label says by how much, or that the lateral pixel size is unknown."""
@@ -187,9 +189,11 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
     masked |= np.asarray(unsupported, bool)
   pred_bounds = np.where(masked[None], np.nan, pred_bounds)
   _shade_runs(ax, masked, zorder=1, **NO_SUPPORT_BAND)
-  if uncertain is not None:
-    _shade_runs(ax, np.asarray(uncertain, bool) & ~masked, color=UNCERTAIN_COLOUR, alpha=0.25,
-                zorder=1)
+  if uncertain is not None:                # a faint shade keeps the boundaries readable; the
+    flagged = np.asarray(uncertain, bool) & ~masked           # strips at both edges find them
+    _shade_runs(ax, flagged, color=UNCERTAIN_COLOUR, alpha=0.12, zorder=1)
+    for ymin, ymax in UNCERTAIN_STRIPS:
+      _shade_runs(ax, flagged, color=UNCERTAIN_COLOUR, ymin=ymin, ymax=ymax, zorder=5)
   if fluid is not None and np.any(fluid):
     ax.contour(np.asarray(fluid, np.float32), levels=[0.5], colors=[FLUID_COLOUR],
                linewidths=1.2, zorder=4)
@@ -257,18 +261,20 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
     handles.append(Patch(**{**NO_SUPPORT_BAND, "edgecolor": "0.3"},   # dark on the light legend
                          label="no support (not drawn):\nno boundary, or layers\nout of order"))
   if uncertain:
-    handles.append(uncertain_patch(uncertain_um, "\n"))
+    marks = "\n(orange marks at the top\nand bottom edges)"
+    handles.append(uncertain_patch(uncertain_um, "\n", marks, alpha=1.0))
   if fluid:
     handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label=fluid_label))
   return handles
 
 
-def uncertain_patch(uncertain_um, sep: str = " "):
-  """The legend entry of the orange uncertain columns, with the spread that flags them."""
+def uncertain_patch(uncertain_um, sep: str = " ", marks: str = "", alpha: float = 0.5):
+  """The legend entry of the orange uncertain columns, with the spread that flags them and how
+  the figure marks them (`marks`, appended)."""
   from matplotlib.patches import Patch
   rule = "" if uncertain_um is None else f"{sep}(a boundary's sd > {uncertain_um:.4g} um)"
-  return Patch(facecolor=UNCERTAIN_COLOUR, alpha=0.5,
-               label=f"uncertain: ensemble{sep}members disagree{rule}")
+  return Patch(facecolor=UNCERTAIN_COLOUR, alpha=alpha,
+               label=f"uncertain: ensemble{sep}members disagree{rule}{marks}")
 
 
 def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:

@@ -220,15 +220,20 @@ def calibration_markdown(cal) -> list:
            f"{cal['pixels']} labelled pixels): {fmt(cal['ece'])}.", ""]
   vs = cal.get("uncertainty_vs_error")
   if vs:
-    lines += [f"Spearman rank correlation of the ensemble members' boundary spread with the "
-              f"boundary error: {fmt(vs['pooled']['rho'])} over {vs['pooled']['pairs']} "
-              "(column, boundary) pairs.", ""]
+    per = ", ".join(f"{name} {fmt(b['rho'], 2)}" for name, b in zip(BOUNDARY_NAMES,
+                                                                    vs["per_boundary"]))
+    lines += [f"Spearman rank correlation of the ensemble members' boundary spread "
+              "(`boundary_sd_um`) with the absolute error of the boundaries predict writes "
+              f"(sub-pixel, smoothed as written): {fmt(vs['pooled']['rho'])} over "
+              f"{vs['pooled']['pairs']} (column, boundary) pairs of the 8 boundaries; per "
+              f"boundary {per} (1: the spread ranks the errors perfectly; 0: not at all).", ""]
   flag = cal.get("uncertain_columns")
   if flag:
-    lines += [f"Columns predict flags uncertain (some boundary's spread over "
-              f"{flag['threshold_um']:.4g} um): {flag['flagged']} of {flag['columns']} "
-              f"scored columns; boundary MAE {fmt(flag['mae_flagged_um'], 2)} um in them, "
-              f"{fmt(flag['mae_unflagged_um'], 2)} um in the others.", ""]
+    lines += [f"Columns predict flags `uncertain` (some boundary's spread over "
+              f"{flag['threshold_um']:.4g} um): {flag['flagged']} of the {flag['columns']} "
+              "columns it measures (`supported`); mean absolute boundary error "
+              f"{fmt(flag['mae_flagged_um'], 2)} um in them, {fmt(flag['mae_unflagged_um'], 2)} "
+              "um in the others.", ""]
   return lines
 
 

@@ -11,6 +11,7 @@ from octseg_jax.learning import uncertainty
 def test_entropy_closed_forms():
   p = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]])
   np.testing.assert_allclose(uncertainty.predictive_entropy(p), [0.0, np.log(2), np.log(3)])
+  assert not np.signbit(uncertainty.predictive_entropy(p)[0])   # +0.0, not -0.0, if certain
 
 
 def _column_probs(bounds, h=12, k=8):
@@ -97,18 +98,20 @@ def test_spearman_against_scipy_with_ties_and_constant_sides():
 
 
 def test_flagged_columns_error_splits_the_error_by_the_uncertain_flag():
-  """Hand-computed: 4 columns, errors 1, 1, 3, 5 px at 2 um/px on every known boundary; column
-  3's boundaries unknown in the prediction (not scored); spreads over 7 um in columns 2 and 3
-  (column 3 still unscored). Flagged: column 2 alone; MAE 6 um there, 2 um in columns 0-1."""
-  true = np.zeros((8, 4))
-  pred = true + np.array([1.0, -1.0, 3.0, 5.0])
-  pred[:, 3] = np.nan
-  spread = np.tile([0.0, 6.9, 7.5, 20.0], (8, 1))
+  """Hand-computed: 5 columns, errors 1, 1, 3, 5, 4 px at 2 um/px on every boundary known in
+  both; column 3 unsupported, column 4 supported but its truth unknown (no error pairs);
+  spreads over 7 um in columns 2, 3 and 4. Flagged: columns 2 and 4 (of 4 supported); MAE 6 um
+  over column 2's pairs, 2 um in columns 0-1."""
+  true = np.zeros((8, 5))
+  pred = true + np.array([1.0, -1.0, 3.0, 5.0, 4.0])
+  true[:, 4] = np.nan
+  spread = np.tile([0.0, 6.9, 7.5, 20.0, 9.0], (8, 1))
   spread[0, 2] = np.nan                               # an unknown spread does not flag alone
-  out = uncertainty.flagged_columns_error(spread, pred, true, 2.0, 7.0)
-  assert out == {"threshold_um": 7.0, "columns": 3, "flagged": 1, "mae_flagged_um": 6.0,
+  supported = np.array([True, True, True, False, True])
+  out = uncertainty.flagged_columns_error(spread, pred, true, 2.0, 7.0, supported)
+  assert out == {"threshold_um": 7.0, "columns": 4, "flagged": 2, "mae_flagged_um": 6.0,
                  "mae_unflagged_um": 2.0}
-  none = uncertainty.flagged_columns_error(spread, pred, true, 2.0, 100.0)
+  none = uncertainty.flagged_columns_error(spread, pred, true, 2.0, 100.0, supported)
   assert none["flagged"] == 0 and np.isnan(none["mae_flagged_um"])
   assert none["mae_unflagged_um"] == pytest.approx((2 + 2 + 6) / 3)
 

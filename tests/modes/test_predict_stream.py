@@ -32,7 +32,8 @@ def _whole_file_reference(trained, images, batch_size, smooth_sd=0.0):
                      for p, o in zip(probs, plain)])
   ordered = np.stack([geom.smooth_labelling(o, smooth_sd) for o in plain])
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
-          "thickness_um": geom.thickness_um(bounds, float(trained.config.data.pixel_um))}
+          "thickness_um": geom.thickness_um(bounds, float(trained.config.data.pixel_um)),
+          "supported": geom.column_is_ordered(pred) & np.isfinite(bounds).all(axis=-2)}
 
 
 @pytest.mark.parametrize("overrides, batch_size", [
@@ -59,7 +60,8 @@ def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path, ove
       plain = _whole_file_reference(trained, images, batch_size)
       assert (plain["pred_ordered"] != expected["pred_ordered"]).any()
     with np.load(tmp_path / "out" / f"{name}.npz") as d:
-      assert sorted(d.files) == ["boundaries", "names", "pred", "pred_ordered", "thickness_um"]
+      assert sorted(d.files) == ["boundaries", "names", "pred", "pred_ordered", "supported",
+                                 "thickness_um"]
       for key, value in expected.items():
         np.testing.assert_array_equal(d[key], value, err_msg=f"{name}: {key}")
   assert not [f for f in os.listdir(tmp_path / "out") if f.endswith(".png")]   # --figures=none

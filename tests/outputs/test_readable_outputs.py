@@ -331,9 +331,10 @@ def test_an_npz_of_volume_bscans_gets_a_volume_hint(tmp_path):
 
 def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkeypatch):
   """The overlay's drawn pixels, sampled in each column at a row with no boundary line: a grey
-  scan stays grey (R = G = B) except in the uncertain columns, which the orange shading tints
-  (R > B); an uncertain column without support gets the grey no-support shading only. The
-  legend names the spread that flags a column."""
+  scan stays grey (R = G = B) except in the uncertain columns, which the faint orange shading
+  tints (R > B); an uncertain column without support gets the grey no-support shading only.
+  Along the top edge the uncertain supported columns are marked in full orange. The legend
+  names the spread that flags a column and the marks."""
   from octseg_jax.outputs import atomic, plots
   figures = []
   monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
@@ -348,11 +349,16 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   fig = figures[0]
   ax = fig.axes[0]
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
-  assert "uncertain: ensemble\nmembers disagree\n(a boundary's sd > 7.74 um)" in labels
+  assert ("uncertain: ensemble\nmembers disagree\n(a boundary's sd > 7.74 um)\n(orange marks "
+          "at the top\nand bottom edges)") in labels
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
   x, y = ax.transData.transform(np.stack([np.arange(w), np.full(w, 70.0)], axis=1)).T
+  top = ax.transAxes.transform((0.0, 0.99))[1]
   plots._plt().close(fig)
+  marks = pixels[int(round(pixels.shape[0] - top)), np.round(x).astype(int)]
+  orange = np.all(np.abs(marks - [255, 69, 0]) <= 2, axis=1)     # UNCERTAIN_COLOUR, opaque
+  np.testing.assert_array_equal(orange, uncertain & ~unsupported)
   sampled = pixels[np.round(pixels.shape[0] - y).astype(int), np.round(x).astype(int)]
   tinted = sampled[:, 0] - sampled[:, 2] > 20
   np.testing.assert_array_equal(tinted, uncertain & ~unsupported)

@@ -99,6 +99,8 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   rows = list(csv.DictReader(open(tmp_path / "out" / "scans_thickness.csv")))
   flags = np.array([r["uncertain"] == "1" for r in rows]).reshape(2, 64)
   supported = np.array([r["supported"] == "1" for r in rows]).reshape(2, 64)
+  with np.load(tmp_path / "out" / "scans.npz") as out:
+    np.testing.assert_array_equal(out["supported"], supported)     # the npz says it too
   want = np.array([uncertainty.flag_columns(s, 0.5) for s in sd])
   np.testing.assert_array_equal(flags, want & supported)
   assert all((r["uncertain"] == "") == (r["supported"] == "0") for r in rows)
@@ -142,7 +144,7 @@ def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, membe
   assert flag["threshold_um"] == 7.74 and 0 <= flag["flagged"] <= flag["columns"] > 0
   text = open(tmp_path / "eval" / "metrics.md").read()
   assert "Expected calibration error" in text
-  assert f"{flag['flagged']} of {flag['columns']} scored columns" in text
+  assert f"{flag['flagged']} of the {flag['columns']} columns it measures" in text
 
 
 def test_bad_ensemble_files_are_one_line_errors(tmp_path, members):
@@ -355,7 +357,9 @@ def test_packaged_settings_are_stored_in_the_ensemble_file(tmp_path, members):
 def test_an_ensembles_uncertainty_is_scored_against_the_boundaries_predict_writes(tmp_path,
                                                                                  members):
   """With smoothing on, eval's rank correlation of the members' spread with the boundary error
-  is uncertainty_vs_error of predict's written spread and (smoothed) boundaries."""
+  is uncertainty_vs_error of predict's written spread and (smoothed) boundaries, and eval counts
+  the uncertain columns predict flags (its written spread over the threshold, in the columns
+  its npz marks `supported`)."""
   from octseg_jax.geometry import boundaries as geom
   from octseg_jax.modes import evaluate, predict
   from octseg_jax.outputs.atomic import write_npz
@@ -363,13 +367,20 @@ def test_an_ensembles_uncertainty_is_scored_against_the_boundaries_predict_write
   write_npz(str(tmp_path / "scans.npz"), images=s.images, masks=s.masks)
   ensemble = _ensemble_dir(tmp_path, members, False)
   setting = {"predict.smooth_sd_columns": 6.0}
-  result = evaluate.run(ensemble, str(tmp_path / "scans.npz"), str(tmp_path / "eval"), setting)
   predict.run(ensemble, str(tmp_path / "scans.npz"), str(tmp_path / "pred"), figures="none",
               overrides=setting)
   true = np.concatenate([geom.boundaries_from_labels(m) for m in s.masks], axis=-1)
   with np.load(tmp_path / "pred" / "scans.npz") as d:
     spread = np.concatenate(list(d["boundary_sd_um"]), axis=-1)
     written = np.concatenate(list(d["boundaries"]), axis=-1)
+    supported = np.concatenate(list(d["supported"]))
+  threshold = float(np.median(np.max(np.nan_to_num(spread, nan=-1.0), axis=0)[supported]))
+  result = evaluate.run(ensemble, str(tmp_path / "scans.npz"), str(tmp_path / "eval"),
+                        setting | {"predict.uncertain_um": threshold})
+  flag = result["calibration"]["uncertain_columns"]       # predict's flag, same columns
+  flagged = uncertainty.flag_columns(spread, threshold) & supported
+  assert (flag["columns"], flag["flagged"]) == (supported.sum(), flagged.sum())
+  assert 0 < flag["flagged"] < flag["columns"]
   want = uncertainty.uncertainty_vs_error(spread, written, true, 3.87)
   plain = np.concatenate([geom.predicted_geometry(p, 0.0, False)[2] for p in
                           inference.predict_probs(inference.load_trained(ensemble), s.images)],
