@@ -1523,8 +1523,9 @@ def results_uncertainty_smoothing(src: Sources) -> str:
                  f"{flag['flagged']} of {flag['columns']} (over {flag['threshold_um']:g} um)",
                  fmt(flag["mae_flagged_um"], 1), fmt(flag["mae_unflagged_um"], 1)])
   return table(["ensemble (smoothing)", "rho, spread of unsmoothed boundaries",
-                "rho, spread of smoothed boundaries", "columns flagged uncertain",
-                "boundary MAE flagged (um)", "boundary MAE others (um)"], rows)
+                "rho, spread of smoothed boundaries",
+                "columns flagged uncertain, of those measured", "boundary MAE flagged (um)",
+                "boundary MAE others (um)"], rows)
 
 
 HELDOUT = f"{CPU}/explain_heldout"                    # scripts/compare_cams.py per fold model
@@ -1903,8 +1904,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_uncertainty_smoothing, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
-        results_campaign_fluid_columns, results_cam_heldout, results_cam_default, results_cam_heldout_shipped,
-        results_cam_shipped, results_explain_cost,
+        results_campaign_fluid_columns, results_cam_heldout, results_cam_default,
+        results_cam_heldout_shipped, results_cam_shipped, results_explain_cost,
         performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
