@@ -96,12 +96,19 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> Dict:
   return {"rho": spearman(a[keep], b[keep]) if n >= 3 else float("nan"), "pairs": n}
 
 
+def boundary_error_um(pred_bounds: np.ndarray, true_bounds: np.ndarray,
+                      pixel_um: float) -> np.ndarray:
+  """[8, W] absolute boundary error in um (NaN where either boundary is unknown), float64."""
+  error = np.abs(np.asarray(pred_bounds, np.float64) - np.asarray(true_bounds, np.float64))
+  return error * pixel_um
+
+
 def uncertainty_vs_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
                          true_bounds: np.ndarray, pixel_um: float) -> Dict:
   """Rank correlation between boundary uncertainty and absolute boundary error (both in um),
   per boundary (8 entries) and over all boundaries pooled. Arrays [8, W] (W may be several
   scans' columns concatenated)."""
-  err = np.abs(np.asarray(pred_bounds) - np.asarray(true_bounds)) * pixel_um
+  err = boundary_error_um(pred_bounds, true_bounds, pixel_um)
   return {"per_boundary": [rank_correlation(uncertainty_um[k], err[k])
                            for k in range(NUM_BOUNDARIES)],
           "pooled": rank_correlation(uncertainty_um, err)}
@@ -113,10 +120,10 @@ def flagged_columns_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
   """How the 'uncertain' flag splits the boundary error, on the columns predict flags:
   `supported` [W] (geometry.supported_columns), flagged where flag_columns at threshold_um is.
   Arrays [8, W] as in uncertainty_vs_error. Counts the supported columns and the flagged ones
-  among them, and gives the mean absolute boundary error (um) over the (boundary, column) pairs
-  known in both of the flagged and of the other supported columns (NaN where there are none)."""
-  err = np.abs(np.asarray(pred_bounds, np.float64) - np.asarray(true_bounds, np.float64))
-  err = err * pixel_um
+  among them, and gives the mean absolute boundary error (um; boundary_error_um) of the flagged
+  and of the other supported columns, over their (boundary, column) pairs where both the
+  predicted and the true boundary are known (NaN where there are none)."""
+  err = boundary_error_um(pred_bounds, true_bounds, pixel_um)
   supported = np.asarray(supported, bool)
   flagged = flag_columns(uncertainty_um, threshold_um) & supported
   def mae(columns):

@@ -175,7 +175,9 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   predict flags uncertain (spread over uncertain_um, among its supported columns) and in the
   others. true_bounds, pred_bounds: the masks' boundaries and the prediction's sub-pixel ones
   as predict writes them (geometry.predicted_geometry), [8, sum W]; supported [sum W] its
-  columns that predict measures (geometry.supported_columns)."""
+  columns that predict measures (geometry.supported_columns). The spread is converted at
+  pixel_um (the config's data.pixel_um), as predict does for inputs without their own scale;
+  for inputs with one, predict flags at the file's row size."""
   out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
                                        for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:

@@ -5,8 +5,9 @@ share a stem): exactly one NAME.npz with `pred` uint8 [N, H, W] (argmax; N = the
 file), `pred_ordered` (the most probable anatomically ordered labelling), `boundaries` float
 [N, 8, W] (sub-pixel rows from the probabilities; both smoothed along the B-scan with
 predict.smooth_sd_columns: geometry.boundaries.predicted_geometry), `thickness_um` [N, 7, W],
-`supported` bool [N, W] (the columns measured: the CSV's thickness is empty elsewhere, while
-`boundaries` and `thickness_um` there are the order fix's estimate), `names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid probability > 0.5),
+`supported` bool [N, W] (the columns measured: the CSV's thickness is empty elsewhere, where
+`boundaries` and `thickness_um` are the order fix's estimate, or NaN where a boundary was not
+found), `names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid prob > 0.5),
 `fluid_prob` float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
 NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
 SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and

@@ -291,7 +291,8 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
   """Small multiples: one panel per layer with its thickness (um) along the scan, prediction
   solid, truth dashed. Columns without support (no boundary found, or `unsupported` [W], e.g.
   where the raw labelling is out of layer order) are shaded grey and not drawn; `uncertain`
-  [W] columns (an ensemble's members disagree) are shaded orange, as in the overlay.
+  [W] columns (an ensemble's members disagree) are shaded orange (the overlay, with boundary
+  lines to keep readable, marks them with strips at its edges over a fainter shade).
   thickness_um, true_um [7, W]."""
   from matplotlib.patches import Patch
   from octseg_jax.outputs.atomic import save_figure

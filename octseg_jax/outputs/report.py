@@ -212,7 +212,8 @@ def fluid_columns_markdown(split, skipped: str = "") -> list:
 
 
 def calibration_markdown(cal) -> list:
-  """ECE and, for an ensemble, how well the members' spread ranks the boundary errors."""
+  """ECE and, for an ensemble, how well the members' spread ranks the boundary errors and how
+  the uncertain flag splits them."""
   if not cal:
     return []
   lines = ["## Calibration and uncertainty", "",

@@ -354,11 +354,12 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
   x, y = ax.transData.transform(np.stack([np.arange(w), np.full(w, 70.0)], axis=1)).T
-  top = ax.transAxes.transform((0.0, 0.99))[1]
+  edges = [ax.transAxes.transform((0.0, f))[1] for f in (0.99, 0.01)]   # top, bottom strips
   plots._plt().close(fig)
-  marks = pixels[int(round(pixels.shape[0] - top)), np.round(x).astype(int)]
-  orange = np.all(np.abs(marks - [255, 69, 0]) <= 2, axis=1)     # UNCERTAIN_COLOUR, opaque
-  np.testing.assert_array_equal(orange, uncertain & ~unsupported)
+  for edge in edges:
+    marks = pixels[int(round(pixels.shape[0] - edge)), np.round(x).astype(int)]
+    orange = np.all(np.abs(marks - [255, 69, 0]) <= 2, axis=1)   # UNCERTAIN_COLOUR, opaque
+    np.testing.assert_array_equal(orange, uncertain & ~unsupported)
   sampled = pixels[np.round(pixels.shape[0] - y).astype(int), np.round(x).astype(int)]
   tinted = sampled[:, 0] - sampled[:, 2] > 20
   np.testing.assert_array_equal(tinted, uncertain & ~unsupported)

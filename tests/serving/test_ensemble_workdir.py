@@ -73,7 +73,7 @@ def one_hot_view(ilm, h: int = 20) -> np.ndarray:
   return np.eye(8, dtype=np.float32)[labels]
 
 
-def test_view_uncertainty_on_known_disagreement():
+def test_boundary_uncertainty_and_flags_on_known_disagreement():
   a, b = one_hot_view([5, 5, 5, 5]), one_hot_view([5, 5, 9, 5])   # column 2: ILM..BM 4 rows apart
   sd = uncertainty.boundary_uncertainty_um(np.stack([a, b]), 3.87)
   np.testing.assert_allclose(sd[:, 2], 2 * 3.87)                  # population sd of 4 rows
@@ -386,6 +386,10 @@ def test_an_ensembles_uncertainty_is_scored_against_the_boundaries_predict_write
                           inference.predict_probs(inference.load_trained(ensemble), s.images)],
                          axis=-1)
   assert not np.allclose(plain, written, equal_nan=True)        # smoothing moved them
+  smoothed, unsmoothed = ([o["boundary_sd_rows"] for o in inference.predict_outputs(
+      inference.load_trained(ensemble, setting_), s.images)] for setting_ in (setting, None))
+  np.testing.assert_allclose(spread, np.concatenate(smoothed, axis=-1) * 3.87, rtol=1e-6)
+  assert not np.allclose(np.concatenate(unsmoothed, axis=-1) * 3.87, spread, equal_nan=True)
   got = result["calibration"]["uncertainty_vs_error"]["pooled"]
   assert got["pairs"] == want["pooled"]["pairs"] > 0
   assert got["rho"] == pytest.approx(want["pooled"]["rho"], rel=1e-6, nan_ok=True)
