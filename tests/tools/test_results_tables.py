@@ -329,3 +329,23 @@ def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it
   with pytest.raises(ValueError, match="fold1_seed0 scores 0.5000 unsmoothed, not its committed"):
     doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": stale}), spec,
                                  members)
+
+
+def test_uncertainty_smoothing_rows_pair_before_and_after_per_fold():
+  """Hand-built metrics: each fold's row takes rho from its before and after runs and the flag
+  split from the after run alone."""
+  def metrics(rho, flag=None):
+    cal = {"uncertainty_vs_error": {"pooled": {"rho": rho, "pairs": 10}}}
+    if flag:
+      cal["uncertain_columns"] = {"threshold_um": 7.74, "columns": 100, "flagged": flag,
+                                  "mae_flagged_um": 9.04, "mae_unflagged_um": 5.55}
+    return {"workdir": "/x/ens_fold0", "topology": {"smooth_sd_columns": 6.0},
+            "calibration": cal}
+  folder = doc_tables.UNCERTAINTY_SMOOTHING
+  files = {f"{folder}/before/fold0/metrics.json": metrics(0.1), f"{folder}/after/fold0/"
+           "metrics.json": metrics(0.25, 7), f"{folder}/before/fold1/metrics.json": metrics(0.3),
+           f"{folder}/after/fold1/metrics.json": metrics(0.2, 3)}
+  rows = doc_tables.results_uncertainty_smoothing(_Injected(files)).splitlines()[2:]
+  assert rows == ["| ens_fold0 (sd 6 columns) | 0.100 | 0.250 | 7 of 100 (over 7.74 um) | 9.0 | "
+                  "5.5 |", "| ens_fold0 (sd 6 columns) | 0.300 | 0.200 | 3 of 100 (over 7.74 um) "
+                  "| 9.0 | 5.5 |"]
