@@ -52,6 +52,17 @@ def scan_grid(positions_mm: np.ndarray, width: int, col_mm: float,
   return (x_extent / 2.0, (y_lo + y_hi) / 2.0), int(np.floor(side / step_mm)) + 1
 
 
+def distance_to_scan_mm(point_mm: Tuple[float, float], positions_mm: np.ndarray, width: int,
+                        col_mm: float) -> float:
+  """Distance (mm) from an en-face point (x, y) to the scanned rectangle (scan_grid's extent:
+  x from 0 to (width - 1) col_mm, y between the first and last B-scan); 0 inside it."""
+  x_extent = (width - 1) * col_mm
+  y_lo, y_hi = float(np.min(positions_mm)), float(np.max(positions_mm))
+  dx = max(0.0, -point_mm[0], point_mm[0] - x_extent)
+  dy = max(0.0, y_lo - point_mm[1], point_mm[1] - y_hi)
+  return float(np.hypot(dx, dy))
+
+
 def enface_maps(values: np.ndarray, positions_mm: np.ndarray, col_mm: float,
                 x_mm: np.ndarray, y_mm: np.ndarray, reach_mm: float = REACH_MM):
   """Interpolates per-B-scan values onto an en-face grid.

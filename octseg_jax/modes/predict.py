@@ -288,6 +288,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   from octseg_jax.serving.inference import scans_in_training, training_scan_names
   scale = inputs.resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
+  if vol is not None:
+    volume_report.check_fovea(vol, fovea_mm)            # before any output of this file
   npz_path, csv_path, *vol_paths = run.claim(
       stem, FILE_SUFFIXES + (VOLUME_SUFFIXES if vol is not None else ()))
   run.discard(vol_paths)           # an earlier run's maps or .eye must not pass for this run's
@@ -473,6 +475,8 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
       if single else None                                         # fail before loading the model
   if first is not None:                           # a scale the file refuses: before any output
     inputs.resolve_scale(first, pixel_um_option, float(stored.data.pixel_um))
+    if first.volume is not None:
+      volume_report.check_fovea(first.volume, fovea_mm, files[0])
   trained = load_trained(workdir, overrides)
   outputs.start()
   for path in skipped:

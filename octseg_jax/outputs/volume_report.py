@@ -46,6 +46,23 @@ def parse_fovea(text: Optional[str]):
   return x, y
 
 
+def check_fovea(volume: Volume, fovea_mm: Optional[Sequence[float]], path: str = "") -> None:
+  """Refuses a --fovea so far from the scanned area (more than the ETDRS grid's outer radius
+  plus the en-face maps' reach) that no sector could be measured; None passes."""
+  if fovea_mm is None:
+    return
+  far = enface.ETDRS_RADII_MM[-1] + enface.REACH_MM
+  d = enface.distance_to_scan_mm(fovea_mm, volume.positions_mm, volume.images.shape[2],
+                                 volume.scale_mm[2])
+  if d > far:
+    x_extent = (volume.images.shape[2] - 1) * volume.scale_mm[2]
+    where = f" for {path}" if path else ""
+    raise fail("--fovea", f"({fovea_mm[0]:g}, {fovea_mm[1]:g}) mm is {d:.2f} mm from the "
+               f"scanned area{where} (x 0 to {x_extent:.2f}, y {np.min(volume.positions_mm):.2f} "
+               f"to {np.max(volume.positions_mm):.2f} mm): no ETDRS sector (radius "
+               f"{enface.ETDRS_RADII_MM[-1]:g} mm) would be measured")
+
+
 def thickness_values(boundaries: np.ndarray, row_um: float):
   """Boundaries [N, 8, W] -> (values [N, 8, W]: 7 layers then ILM-BM total, inner [N, W]:
   ILM to OPL/ONL, the inner retina that thins in the foveal pit), all in um."""

@@ -238,3 +238,29 @@ def test_a_misspelt_cam_layer_fails_before_any_file_is_read(trained_workdir, tmp
   assert out.err.strip().startswith("error: --cam_layers ['dec3_conv9']: unknown layer(s) "
                                     "['dec3_conv9']")
   assert "explain:" not in out.out + out.err and not os.path.exists(tmp_path / "o")
+
+
+def test_a_fovea_far_from_the_scan_is_refused_before_any_output(trained_workdir, tmp_path,
+                                                                 capsys):
+  """--fovea more than the ETDRS grid's radius (plus the maps' reach) from the scanned area:
+  one line naming the option and the file, exit 2, no output folder; in a folder run the
+  volume is a failed row of errors.csv and writes nothing of its own."""
+  import csv
+  import main
+  images = np.random.default_rng(1).integers(0, 255, (3, 64, 41)).astype(np.uint8)
+  vol = _npz(tmp_path, "vol.npz", images=images, scale_mm=np.array([0.2, 0.004, 0.01]))
+  args = ["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}", "--fovea=50,50"]
+  assert main.run_command(args + [f"--input={vol}", f"--output={tmp_path / 'o'}"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: --fovea: (50, 50) mm is ") and vol in err
+  assert "\n" not in err and not os.path.exists(tmp_path / "o")
+  (tmp_path / "in").mkdir()
+  os.replace(vol, tmp_path / "in" / "vol.npz")
+  _npz(tmp_path / "in", "flat.npz", images=images)                # not a volume: no grid
+  assert main.run_command(args + [f"--input={tmp_path / 'in'}",
+                                  f"--output={tmp_path / 'f'}"]) == 2
+  rows = list(csv.DictReader(open(tmp_path / "f" / "errors.csv")))
+  assert [r["file"].endswith("vol.npz") for r in rows] == [True]
+  assert "--fovea" in rows[0]["reason"]
+  assert not [f for f in os.listdir(tmp_path / "f") if f.startswith("vol")]
+  assert os.path.exists(tmp_path / "f" / "flat.npz")

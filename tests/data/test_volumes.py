@@ -215,6 +215,13 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
     volumes.read_volume(bad)
   with pytest.raises(InputError, match="--fovea"):
     volume_report.parse_fovea("1.0;2")
+  # scanned: x 0 to 0.39 mm (40 columns of 0.01), y 0 to 0.4 mm; refused beyond 3 + 0.15 mm
+  assert enface.distance_to_scan_mm((0.2, 0.3), v.positions_mm, 40, 0.01) == 0.0
+  assert enface.distance_to_scan_mm((-3.0, 4.4), v.positions_mm, 40, 0.01) == pytest.approx(5.0)
+  volume_report.check_fovea(v, (0.39 + 3.1, 0.2))
+  volume_report.check_fovea(v, None)
+  with pytest.raises(InputError, match=r"--fovea: \(3.59, 0.2\) mm is 3.20 mm from"):
+    volume_report.check_fovea(v, (3.59, 0.2))
   assert volume_report.parse_fovea("1.5,-0.25") == (1.5, -0.25)
 
 
