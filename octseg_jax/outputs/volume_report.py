@@ -200,17 +200,17 @@ def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
     ev.save(tmp)
 
 
-def draw_etdrs(ax, fovea_mm, laterality: str, values=None) -> None:
-  """ETDRS circles and diagonals (in map mm coordinates) with sector labels and, given
-  `values` [9] (ETDRS_SECTORS order, um), each sector's mean under its label."""
+def draw_etdrs(ax, fovea_mm, laterality: str, values=None, colour: str = "k") -> None:
+  """ETDRS circles and diagonals (in map mm coordinates, lines in `colour`) with sector labels
+  and, given `values` [9] (ETDRS_SECTORS order, um), each sector's mean under its label."""
   fx, fy = fovea_mm
   angles = np.linspace(0, 2 * np.pi, 200)
   for r in enface.ETDRS_RADII_MM:
-    ax.plot(fx + r * np.cos(angles), fy + r * np.sin(angles), color="k", lw=0.7)
+    ax.plot(fx + r * np.cos(angles), fy + r * np.sin(angles), color=colour, lw=0.7)
   for a in np.deg2rad([45, 135, 225, 315]):
     r0, r1 = enface.ETDRS_RADII_MM[0], enface.ETDRS_RADII_MM[-1]
     ax.plot([fx + r0 * np.cos(a), fx + r1 * np.cos(a)],
-            [fy + r0 * np.sin(a), fy + r1 * np.sin(a)], color="k", lw=0.7)
+            [fy + r0 * np.sin(a), fy + r1 * np.sin(a)], color=colour, lw=0.7)
   nasal = 1 if laterality == "OD" else -1
   value = dict(zip(enface.ETDRS_SECTORS, values)) if values is not None else {}
   centres = [("C0", (0, 0), 0.0)] + [
@@ -263,7 +263,8 @@ def draw_map(fig, ax, label: str, m: np.ndarray, extent, cmap: str, limits,
 
 
 def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
-  """One panel per map (7 layers, total), colour bars in um, grid drawn on the total map."""
+  """One panel per map (7 layers, total, fluid height with the fluid head), colour bars in um,
+  the ETDRS grid drawn on the total map (with each sector's mean) and on the fluid map."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -287,8 +288,10 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   for ax, (label, m, cmap, (vmin, vmax)) in zip(axes.ravel(), panels):
     name = label.split(" ")[0]
     draw_map(fig, ax, label, m, extent, cmap, (vmin, vmax), volume.laterality)
-    if name == "total":
-      draw_etdrs(ax, result["fovea_mm"], volume.laterality, result["etdrs_um"][:, total])
+    if name in ("total", "fluid"):     # fluid: the grid alone, to place it about the fovea
+      draw_etdrs(ax, result["fovea_mm"], volume.laterality,
+                 result["etdrs_um"][:, total] if name == "total" else None,
+                 "k" if name == "total" else "white")     # white on cividis' dark low end
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
   side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
