@@ -28,7 +28,8 @@ from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs, volumes
 from octseg_jax.errors import InputError
-from octseg_jax.outputs.cam_report import EVIDENCE_FILE, stats_markdown, summarise
+from octseg_jax.outputs.cam_report import (EVIDENCE_FILE, heldout_passed, stats_markdown,
+                                           summarise)
 from octseg_jax.outputs.atomic import write_json, write_npz, write_text
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
@@ -281,9 +282,10 @@ def model_pixel_um(place, scale: Dict):
 
 
 def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
-               scale: Dict, model: str = "") -> None:
+               scale: Dict, model: str = "", checks=None) -> None:
   """SCAN_cam.npz and SCAN_cam.png (the input band at the scan's aspect ratio, with scale bars
-  from `scale`, inputs.resolve_scale's pixel size of the scan)."""
+  from `scale`, inputs.resolve_scale's pixel size of the scan; each class marked by `checks`,
+  cam_report.heldout_passed)."""
   write_npz(cam_npz, x=x,
             **{f"{l}_raw": np.asarray(out[l]["raw"][:, 0]) for l in layers},
             **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
@@ -295,7 +297,7 @@ def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: s
   plots.cam_panel(cam_png, x[:rows, :cols],
                   {l: np.asarray(out[l]["norm"][:, 0, :rows, :cols]) for l in layers},
                   title=f"{title}\n{band}", model=model, aspect=aspect,
-                  pixel_um=model_pixel_um(place, scale))
+                  pixel_um=model_pixel_um(place, scale), checks=checks)
 
 
 def faithfulness_kinds(faithfulness_flag) -> List[str]:
@@ -324,10 +326,11 @@ def make_explainer(trained, layers, method, target) -> Explainer:
 
 
 def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,
-                 title: str):
+                 title: str, checks=None):
   """Explains up to explain.max_scans scans of each ScanSet of `sets` ((ScanSet, scale)
-  pairs), writing SCAN_cam.npz/.png as it goes (progress per scan). Returns (per-scan
-  statistics, the sanity result or None)."""
+  pairs), writing SCAN_cam.npz/.png as it goes (progress per scan; `checks`, the held-out
+  verdicts the figures show: write_scan). Returns (per-scan statistics, the sanity result or
+  None)."""
   cfg, layers, target = trained.config.explain, explainer.layers, explainer.target
   total = sum(min(len(s), int(cfg.max_scans)) for s, _ in sets)
   per_scan, sanity_result = [], None
@@ -349,7 +352,7 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
           scan["timing"]["sanity_s"] = time.perf_counter() - t0
         cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
         write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
-                   f"{scans.names[i]}: {title}", scale, model=trained.workdir)
+                   f"{scans.names[i]}: {title}", scale, model=trained.workdir, checks=checks)
         run_out.wrote(cam_npz, cam_png)
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],
                          "timing": scan["timing"]})
@@ -437,7 +440,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   sets = read_scaled(files, trained, run_out, os.path.isfile(input_path), pixel_um_option)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
-                                         f"{method}, target '{target}'")
+                                         f"{method}, target '{target}'",
+                                         heldout_passed(evidence, method))
   if not per_scan:
     run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
     raise InputError(f"{input_path}: no scans to explain (no file could be read or used; see "

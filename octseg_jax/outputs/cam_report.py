@@ -112,6 +112,15 @@ def heldout_evidence(runs: Dict[str, Dict]) -> Dict:
   return out
 
 
+def heldout_passed(evidence: Optional[Dict], method: str) -> Dict[str, List[bool]]:
+  """{layer: per class, whether `method`'s map there beat random removal on held-out eyes}
+  from a workdir's evidence (explain's figures mark each class by it); {} without evidence."""
+  if evidence is None:
+    return {}
+  return {layer: list(found["passed"])
+          for layer, found in evidence["methods"].get(method, {}).items()}
+
+
 def heldout_markdown(evidence: Optional[Dict], method: str, layer: str) -> str:
   """The per-class held-out verdict for one explained layer, or why there is none."""
   if evidence is None:

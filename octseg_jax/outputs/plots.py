@@ -467,12 +467,15 @@ def _input_tile_title(layer: str, pixel_um) -> str:
                  "\nno column size (--pixel_um=ROW,COL):\nvertical scale bar only")
 
 
-def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pixel_um=None):
+def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pixel_um=None,
+                checks=None):
   """Per explained network layer a grid: the input, then for each class where the model
   looked to label it (its normalised map over the scan), with plain titles and a colour bar.
   image [h, w]; layer_maps {layer: [K, h, w]}. aspect: height / width of one image pixel
   (tiles keep the image's shape); None stretches every tile to the same box. pixel_um (row um,
-  column um or None) of one image pixel: scale bars on the input tile."""
+  column um or None) of one image pixel: scale bars on the input tile. checks {layer: [K]
+  bool}: whether each class's map beat random removal on held-out eyes, said under its title
+  (in red where it did not)."""
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
@@ -496,7 +499,11 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
       im = ax.imshow(layer_maps[layer][c], cmap="viridis", alpha=0.55, vmin=0, vmax=1,
                      aspect=aspect)
       name = LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}"
-      ax.set_title(f"where the model looked to label the {name}", fontsize=10)
+      passed = (checks or {}).get(layer, [None] * k)[c]
+      verdict = {None: "", True: "\non held-out eyes: beats random removal",
+                 False: "\non held-out eyes: NOT better than random"}[passed]
+      ax.set_title(f"where the model looked to label the {name}{verdict}", fontsize=10,
+                   color="firebrick" if passed is False else "black")
     for ax in tiles[k + 1:]:
       ax.set_visible(False)
     for ax in tiles:
@@ -509,10 +516,11 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
 
 
 def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
-              model: str = "", aspect=None, pixel_um=None) -> None:
+              model: str = "", aspect=None, pixel_um=None, checks=None) -> None:
   """Paper Figure 6 as a file (see _cam_figure); title names the scan, `model` the workdir."""
   from octseg_jax.outputs.atomic import save_figure
-  save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect, pixel_um))
+  save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect, pixel_um,
+                                checks))
 
 
 def labelled_cam_panel(image: np.ndarray, layer_maps: dict, title: str = "") -> np.ndarray:

@@ -366,3 +366,33 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   plain = ~tinted
   np.testing.assert_array_equal(sampled[plain, 0], sampled[plain, 2])
   assert (sampled[unsupported, 0] != sampled[~uncertain & ~unsupported][0, 0]).all()
+
+
+def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
+  """With held-out verdicts each class tile says whether its map beat random removal there, a
+  failure in red; a layer without verdicts keeps the plain titles."""
+  from octseg_jax.outputs import plots
+  maps = np.random.default_rng(0).uniform(size=(3, 20, 30))
+  fig = plots._cam_figure(np.zeros((20, 30)), {"dec3_conv1": maps, "enc0_conv1": maps}, "t",
+                          checks={"dec3_conv1": [True, False, True]})
+  titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes if ax.get_visible()
+            and ax.get_title().startswith("where")]
+  plots._plt().close(fig)
+  assert titles == [
+      ("where the model looked to label the background\non held-out eyes: beats random removal",
+       "black"),
+      ("where the model looked to label the NFL\non held-out eyes: NOT better than random",
+       "firebrick"),
+      ("where the model looked to label the GCL+IPL\non held-out eyes: beats random removal",
+       "black"),
+      ("where the model looked to label the background", "black"),
+      ("where the model looked to label the NFL", "black"),
+      ("where the model looked to label the GCL+IPL", "black")]
+
+
+def test_heldout_passed_reads_the_method_s_layers_from_the_evidence():
+  from octseg_jax.outputs.cam_report import heldout_passed
+  evidence = {"models": "m", "methods": {"hirescam": {"dec3_conv1": {"passed": [True, False]}},
+                                          "gradcam": {"dec0_conv1": {"passed": [False, True]}}}}
+  assert heldout_passed(evidence, "hirescam") == {"dec3_conv1": [True, False]}
+  assert heldout_passed(evidence, "gradcampp") == {} and heldout_passed(None, "hirescam") == {}
