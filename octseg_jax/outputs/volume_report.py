@@ -121,7 +121,9 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them
     print(f"{stem}: one B-scan, so no {stem}.eye (eyepy needs at least two)")
   measured = result["etdrs_measured"]
-  print(f"{stem}: {laterality_text(volume)}, fovea ({result['fovea_mm'][0]:.2f}, "
+  side = ("" if volume.laterality_source == LATERALITY_ASSUMED      # its note below says it
+          else f"{laterality_text(volume)}, ")
+  print(f"{stem}: {side}fovea ({result['fovea_mm'][0]:.2f}, "
         f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
         f"{int((measured > 0.999).sum())}/9 fully, {int((measured >= enface.MIN_MEASURED).sum())}"
         f"/9 at least {enface.MIN_MEASURED:.0%} (only those have thickness values)"
