@@ -38,6 +38,9 @@ GRADIENT_METHODS = METHODS[:3]
 LINEAR_METHODS = METHODS[:2]      # maps linear in the gradient before the ReLU (ensembles)
 ABLATION_CHUNK = 8                # channels Ablation-CAM ablates per pass unless told otherwise
 TARGETS = ("all", "predicted", "box")
+TARGET_TEXT = {"all": "each class's score summed over every pixel",     # for figure titles
+               "predicted": "each class's score summed over the pixels predicted as it",
+               "box": "each class's score summed over the given box"}
 
 
 def _tap(layers, acts, perturbations=None):

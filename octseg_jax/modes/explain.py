@@ -440,7 +440,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   sets = read_scaled(files, trained, run_out, os.path.isfile(input_path), pixel_um_option)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
-                                         f"{method}, target '{target}'",
+                                         f"{method}, target '{target}' "
+                                         f"({gradcam.TARGET_TEXT[target]})",
                                          heldout_passed(evidence, method))
   if not per_scan:
     run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})

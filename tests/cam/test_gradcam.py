@@ -225,3 +225,7 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
   for key in ("raw", "alpha", "act_max"):
     np.testing.assert_allclose(np.asarray(one[layer][key]), np.asarray(ref[layer][key]),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_every_target_has_the_words_its_figures_use():
+  assert set(gradcam.TARGET_TEXT) == set(gradcam.TARGETS)
