@@ -499,7 +499,8 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
       im = ax.imshow(layer_maps[layer][c], cmap="viridis", alpha=0.55, vmin=0, vmax=1,
                      aspect=aspect)
       name = LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}"
-      passed = (checks or {}).get(layer, [None] * k)[c]
+      verdicts = (checks or {}).get(layer, ())
+      passed = verdicts[c] if c < len(verdicts) else None
       verdict = {None: "", True: "\non held-out eyes: beats random removal",
                  False: "\non held-out eyes: NOT better than random"}[passed]
       ax.set_title(f"where the model looked to label the {name}{verdict}", fontsize=10,

@@ -108,7 +108,7 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
   labels, masks, fluid = _case()
   trained = types.SimpleNamespace(config=types.SimpleNamespace(
       data=types.SimpleNamespace(pixel_um=UM),
-      predict=types.SimpleNamespace(smooth_sd_columns=0.0)), head_names=())
+      predict=types.SimpleNamespace(smooth_sd_columns=0.0, uncertain_um=7.74)), head_names=())
   outputs = [{"probs": np.eye(8)[lab]} for lab in labels]
   partial = evaluate.score_outputs(trained, outputs, masks, [fluid[0], None], [1, 2])
   assert "by_fluid_columns" not in partial["topology"]
