@@ -46,6 +46,7 @@ H200_PLAN = "configs/campaign_h200.json"
 H200_RUNS = "docs/results/campaign_h200"         # H200_PLAN's results_dir
 H200 = f"{H200_RUNS}/levers.json"                # the same, --plan=H200_PLAN
 ENSEMBLES = f"{CAMPAIGN_RUNS}/ensembles"         # scripts/eval_ensemble.py on seed pairs
+UNCERTAINTY_SMOOTHING = "docs/results/uncertainty_smoothing"   # its run.sh: eval before/after
 SMOOTHING = "docs/results/smoothing"             # scripts/smoothing_cv.py: cv.json, cv_pairs.json
 FLUID_COLUMNS = "docs/results/fluid_columns"     # --mode=eval of fold models: RECIPE/foldF_seed0
 # The fold models re-scored there: (folder, how they were trained, the runs scored at training).
@@ -1303,6 +1304,35 @@ def pretrained_cost(src: Sources) -> str:
           f"{size:,} bytes in {len(files)} files ({size / 1e6:.2f} MB).")
 
 
+def pretrained_uncertainty(src: Sources) -> str:
+  """How well the shipped recipe's uncertain flag finds its errors on held-out eyes: the
+  recipe's seed ensembles scored with the shipped smoothing (UNCERTAINTY_SMOOTHING, after)."""
+  recipe = shipped_members(src)[0]["run"].split("/")[0]
+  smooth = src.json("pretrained/ensemble.json")["settings"]["predict.smooth_sd_columns"]
+  runs = []
+  for fold in sorted(os.listdir(src.path(f"{UNCERTAINTY_SMOOTHING}/after"))):
+    m = src.json(f"{UNCERTAINTY_SMOOTHING}/after/{fold}/metrics.json")
+    spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
+    if ({run_of_workdir(w).split("/")[0] for w in spec["members"]} == {recipe}
+        and m["topology"]["smooth_sd_columns"] == smooth):
+      runs.append(m["calibration"])
+  if not runs:
+    return f"No held-out measurement of the uncertainty of `{recipe}` yet."
+  flags = [c["uncertain_columns"] for c in runs]
+  def span(values, digits):
+    return f"{fmt(min(values), digits)}-{fmt(max(values), digits)}"
+  share = [f["flagged"] / f["columns"] * 100 for f in flags]
+  return (f"How well the flag finds errors on eyes the models never saw ({count(len(runs), 'fold')}"
+          f": the seed-0 and seed-1 models of `{recipe}` averaged, scored by eval with the "
+          f"shipped smoothing; docs/results.md section 7): {span(share, 1)}% "
+          f"of the measured columns are flagged (spread over {flags[0]['threshold_um']:g} um), "
+          f"with a mean absolute boundary error of {span([f['mae_flagged_um'] for f in flags], 1)}"
+          f" um in them against {span([f['mae_unflagged_um'] for f in flags], 1)} um in the "
+          "others; the spread ranks single errors only weakly (Spearman's rho "
+          f"{span([c['uncertainty_vs_error']['pooled']['rho'] for c in runs], 2)} over column "
+          "and boundary).")
+
+
 def results_campaign_levers(src: Sources) -> str:
   """The CPU lever screen (CAMPAIGN_PLAN)."""
   return lever_block(src.json(CAMPAIGN))
@@ -1501,9 +1531,6 @@ def summary_of_ensembles(gains, dice_of) -> str:
           (f". The flip's own share, paired: {np.mean(flip):+.4f} ({len(flip)} pairs)" if flip
            else "") + " (literature protocol, native resolution, order fix on; each ensemble "
           "scored on the validation subjects that neither member trained on).")
-
-
-UNCERTAINTY_SMOOTHING = "docs/results/uncertainty_smoothing"   # its run.sh: eval before/after
 
 
 def results_uncertainty_smoothing(src: Sources) -> str:
@@ -1911,7 +1938,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
         performance_conv_grads, performance_cpu_allocator, performance_cpu_earlier_round,
         previous_schedule, previous_training, previous_cv, pretrained_recipe, pretrained_members,
-        pretrained_accuracy, pretrained_fluid_columns, pretrained_cost, results_smoothing)}
+        pretrained_accuracy, pretrained_fluid_columns, pretrained_cost, pretrained_uncertainty,
+        results_smoothing)}
 
 
 # ---------------------------------------------------------------- render and check

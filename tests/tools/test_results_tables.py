@@ -349,3 +349,22 @@ def test_uncertainty_smoothing_rows_pair_before_and_after_per_fold():
   assert rows == ["| ens_fold0 (sd 6 columns) | 0.100 | 0.250 | 7 of 100 (over 7.74 um) | 9.0 | "
                   "5.5 |", "| ens_fold0 (sd 6 columns) | 0.300 | 0.200 | 3 of 100 (over 7.74 um) "
                   "| 9.0 | 5.5 |"]
+
+
+def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shipped():
+  """The pretrained/README sentence uses the after-runs whose ensemble members are of the
+  shipped recipe and whose smoothing is the shipped one; with none it says so."""
+  folder, ensembles = doc_tables.UNCERTAINTY_SMOOTHING, doc_tables.ENSEMBLES
+  real = _Injected({})
+  files = {}
+  for fold in ("fold0", "fold1"):
+    m = real.json(f"{folder}/after/{fold}/metrics.json")
+    name = os.path.basename(m["workdir"])
+    files[f"{ensembles}/{name}/ensemble.json"] = {"members": ["/r/other/fold0_seed0"]}
+  assert doc_tables.pretrained_uncertainty(_Injected(files)) == (
+      f"No held-out measurement of the uncertainty of `{shipped_recipe()}` yet.")
+  text = doc_tables.pretrained_uncertainty(real)
+  assert text.startswith("How well the flag finds errors on eyes the models never saw (2 folds")
+  unsmoothed = {f"{folder}/after/fold0/metrics.json": dict(
+      real.json(f"{folder}/after/fold0/metrics.json"), topology={"smooth_sd_columns": 0.0})}
+  assert "(1 fold:" in doc_tables.pretrained_uncertainty(_Injected(unsmoothed))
