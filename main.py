@@ -37,7 +37,8 @@ flags.DEFINE_enum("cam_target", None, list(schema.choices("explain.target")),
 flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")
 flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's volume.")
 flags.DEFINE_enum("laterality", None, ["OD", "OS"], "predict: eye of a volume without one.")
-flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea (default: found).")
+flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea in the maps' mm (x along "
+                    "the B-scan from its first column, y the B-scan positions; default: found).")
 flags.DEFINE_string("pixel_um", None, "predict, explain: ROW[,COL] um per pixel row (and "
                     "column) of inputs without their own scale (images, .npz without scale_mm); "
                     "converts units only (explain: its scale bars). Default: the model config's "

@@ -1306,29 +1306,40 @@ def pretrained_cost(src: Sources) -> str:
 
 def pretrained_uncertainty(src: Sources) -> str:
   """How well the shipped recipe's uncertain flag finds its errors on held-out eyes: the
-  recipe's seed ensembles scored with the shipped smoothing (UNCERTAINTY_SMOOTHING, after)."""
-  recipe = shipped_members(src)[0]["run"].split("/")[0]
-  smooth = src.json("pretrained/ensemble.json")["settings"]["predict.smooth_sd_columns"]
-  runs = []
+  recipe's seed ensembles scored as pretrained/ predicts (UNCERTAINTY_SMOOTHING, after: the
+  same smoothing, flip and flag threshold)."""
+  first = shipped_members(src)[0]
+  recipe, shipped = first["run"].split("/")[0], src.json("pretrained/ensemble.json")
+  as_shipped = (shipped["settings"]["predict.smooth_sd_columns"], shipped["flip"],
+                src.json(f"pretrained/{first['member']}/config.json")["predict"]["uncertain_um"])
+  runs, seeds = [], set()
   for fold in sorted(os.listdir(src.path(f"{UNCERTAINTY_SMOOTHING}/after"))):
     m = src.json(f"{UNCERTAINTY_SMOOTHING}/after/{fold}/metrics.json")
     spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
-    if ({run_of_workdir(w).split("/")[0] for w in spec["members"]} == {recipe}
-        and m["topology"]["smooth_sd_columns"] == smooth):
+    members = [run_of_workdir(w) for w in spec["members"]]
+    if ({r.split("/")[0] for r in members} == {recipe} and as_shipped == (
+        m["topology"]["smooth_sd_columns"], spec["flip"],
+        m["calibration"]["uncertain_columns"]["threshold_um"])):
       runs.append(m["calibration"])
+      seeds |= {r.split("_seed")[-1] for r in members}
   if not runs:
-    return f"No held-out measurement of the uncertainty of `{recipe}` yet."
+    return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
+  return uncertainty_sentence(runs, recipe, sorted(seeds))
+
+
+def uncertainty_sentence(runs: List[Dict], recipe: str, seeds: List[str]) -> str:
+  """pretrained_uncertainty's text from eval's calibration records of `runs`."""
   flags = [c["uncertain_columns"] for c in runs]
   def span(values, digits):
     return f"{fmt(min(values), digits)}-{fmt(max(values), digits)}"
   share = [f["flagged"] / f["columns"] * 100 for f in flags]
   return (f"How well the flag finds errors on eyes the models never saw ({count(len(runs), 'fold')}"
-          f": the seed-0 and seed-1 models of `{recipe}` averaged, scored by eval with the "
-          f"shipped smoothing; docs/results.md section 7): {span(share, 1)}% "
-          f"of the measured columns are flagged (spread over {flags[0]['threshold_um']:g} um), "
-          f"with a mean absolute boundary error of {span([f['mae_flagged_um'] for f in flags], 1)}"
-          f" um in them against {span([f['mae_unflagged_um'] for f in flags], 1)} um in the "
-          "others; the spread ranks single errors only weakly (Spearman's rho "
+          f": the seed {' and '.join(seeds)} models of `{recipe}` averaged, scored by eval as "
+          f"shipped; docs/results.md section 7): {span(share, 1)}% of the measured columns are "
+          f"flagged (spread over {flags[0]['threshold_um']:g} um), with a mean absolute boundary "
+          f"error of {span([f['mae_flagged_um'] for f in flags], 1)} um in them against "
+          f"{span([f['mae_unflagged_um'] for f in flags], 1)} um in the others; the spread ranks "
+          "single errors only weakly (Spearman's rho "
           f"{span([c['uncertainty_vs_error']['pooled']['rho'] for c in runs], 2)} over column "
           "and boundary).")
 

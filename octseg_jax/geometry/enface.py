@@ -53,11 +53,13 @@ def scan_grid(positions_mm: np.ndarray, width: int, col_mm: float,
 
 
 def distance_to_scan_mm(point_mm: Tuple[float, float], positions_mm: np.ndarray, width: int,
-                        col_mm: float) -> float:
+                        col_mm: float, reach_mm: float = 0.0) -> float:
   """Distance (mm) from an en-face point (x, y) to the scanned rectangle (scan_grid's extent:
-  x from 0 to (width - 1) col_mm, y between the first and last B-scan); 0 inside it."""
+  x from 0 to (width - 1) col_mm, y between the first and last B-scan, widened by reach_mm
+  in y, as enface_maps reaches beyond a B-scan but not beyond its ends); 0 inside it."""
   x_extent = (width - 1) * col_mm
-  y_lo, y_hi = float(np.min(positions_mm)), float(np.max(positions_mm))
+  y_lo = float(np.min(positions_mm)) - reach_mm
+  y_hi = float(np.max(positions_mm)) + reach_mm
   dx = max(0.0, -point_mm[0], point_mm[0] - x_extent)
   dy = max(0.0, y_lo - point_mm[1], point_mm[1] - y_hi)
   return float(np.hypot(dx, dy))

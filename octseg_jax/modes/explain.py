@@ -442,7 +442,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}' "
                                          f"({gradcam.TARGET_TEXT[target]})",
-                                         heldout_passed(evidence, method))
+                                         heldout_passed(evidence, method, target))
   if not per_scan:
     run_out.finish({"input": input_path, "workdir": workdir, "scans": 0})
     raise InputError(f"{input_path}: no scans to explain (no file could be read or used; see "

@@ -112,12 +112,14 @@ def heldout_evidence(runs: Dict[str, Dict]) -> Dict:
   return out
 
 
-def heldout_passed(evidence: Optional[Dict], method: str) -> Dict[str, List[bool]]:
-  """{layer: per class, whether `method`'s map there beat random removal on held-out eyes}
-  from a workdir's evidence (explain's figures mark each class by it); {} without evidence."""
-  if evidence is None:
+def heldout_passed(evidence: Optional[Dict], method: str, target: str) -> Dict[str, List]:
+  """{layer: per class, whether `method`'s map there beat random removal on held-out eyes
+  (None for the background, which cam_stats.md does not judge either)} from a workdir's
+  evidence, for explain's figures; {} without evidence or for a target other than 'all', the
+  one the evidence was measured with (scripts/compare_cams.py)."""
+  if evidence is None or target != "all":
     return {}
-  return {layer: list(found["passed"])
+  return {layer: [None] + [bool(p) for p in found["passed"][1:]]
           for layer, found in evidence["methods"].get(method, {}).items()}
 
 

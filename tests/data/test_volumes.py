@@ -215,13 +215,22 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
     volumes.read_volume(bad)
   with pytest.raises(InputError, match="--fovea"):
     volume_report.parse_fovea("1.0;2")
-  # scanned: x 0 to 0.39 mm (40 columns of 0.01), y 0 to 0.4 mm; refused beyond 3 + 0.15 mm
+  # scanned: x 0 to 0.39 mm (40 columns of 0.01), y 0 to 0.4 mm, which the maps widen by
+  # their 0.15 mm reach in y only; refused where the 3 mm grid reaches none of it
   assert enface.distance_to_scan_mm((0.2, 0.3), v.positions_mm, 40, 0.01) == 0.0
   assert enface.distance_to_scan_mm((-3.0, 4.4), v.positions_mm, 40, 0.01) == pytest.approx(5.0)
-  volume_report.check_fovea(v, (0.39 + 3.1, 0.2))
-  volume_report.check_fovea(v, None)
-  with pytest.raises(InputError, match=r"--fovea: \(3.59, 0.2\) mm is 3.20 mm from"):
-    volume_report.check_fovea(v, (3.59, 0.2))
+  assert enface.distance_to_scan_mm((-3.0, 4.55), v.positions_mm, 40, 0.01,
+                                    0.15) == pytest.approx(5.0)
+  for near in ((0.39 + 2.9, 0.2), (0.2, 0.4 + 0.15 + 2.9), None):
+    volume_report.check_fovea(v, near)
+  with pytest.raises(InputError, match=r"--fovea: \(3.49, 0.2\) mm is 3.10 mm from the area"):
+    volume_report.check_fovea(v, (3.49, 0.2))
+  with pytest.raises(InputError, match=r"is 3.05 mm from .* y -0.15 to 0.55 mm"):
+    volume_report.check_fovea(v, (0.2, 3.6))
+  # the Duke-like volume's B-scans lie at 1.23 to 3.44 mm, not from 0
+  volume_report.check_fovea(d, (0.2, 0.0))
+  with pytest.raises(InputError, match="is 3.08 mm from"):
+    volume_report.check_fovea(d, (0.2, -2.0))
   assert volume_report.parse_fovea("1.5,-0.25") == (1.5, -0.25)
 
 
@@ -349,3 +358,26 @@ def test_a_pit_beyond_the_search_radius_is_not_found():
   assert enface.find_fovea(image, x_mm, y_mm, (0.0, 0.0), search_mm=1.0) is None
   np.testing.assert_allclose(enface.find_fovea(image, x_mm, y_mm, (0.0, 0.0), search_mm=1.5),
                              (1.4, 0.0), atol=1e-9)
+
+
+def test_the_maps_draw_the_etdrs_grid_on_the_total_and_fluid_panels(monkeypatch, capsys,
+                                                                     tmp_path):
+  """The total map gets the grid in black with each sector's mean; the fluid map the grid
+  alone, white with a dark edge: 3 circles and 4 diagonals each, on no other panel. The
+  console line names an assumed laterality once (its note), not also as 'OD ASSUMED'."""
+  import dataclasses
+  vol, _ = synthetic.generate_volume(9, 256, 64, seed=2, scale_mm=(0.3, 0.0039, 0.05),
+                                     render_images=False)
+  note = "laterality OD assumed (the file has none; set --laterality)"
+  vol = dataclasses.replace(vol, laterality_source=volumes.LATERALITY_ASSUMED, notes=[note])
+  bounds = geom.boundaries_from_labels(vol.masks)
+  figures = []
+  monkeypatch.setattr(volume_report, "save_figure", lambda path, fig: figures.append(fig))
+  monkeypatch.setattr(volume_report, "write_eye", lambda *args: None)
+  volume_report.write(str(tmp_path), "v", vol, bounds, fluid_um=np.zeros(bounds[:, 0].shape))
+  panels = {ax.get_title().split(" ")[0]: ax for ax in figures[0].axes if ax.get_title()}
+  grids = {name: [line.get_color() for line in ax.get_lines()] for name, ax in panels.items()}
+  assert grids.pop("total") == ["k"] * 7 and grids.pop("fluid") == ["white"] * 7
+  assert set(map(len, grids.values())) == {0} and len(grids) == 7       # the 7 layer maps
+  (line,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("v: ")]
+  assert line.endswith(note) and line.lower().count("assumed") == 1

@@ -370,17 +370,17 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
 
 def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
   """With held-out verdicts each class tile says whether its map beat random removal there, a
-  failure in red; a layer without verdicts keeps the plain titles."""
+  failure in red; a class without a verdict (None) and a layer without verdicts keep the
+  plain titles."""
   from octseg_jax.outputs import plots
   maps = np.random.default_rng(0).uniform(size=(3, 20, 30))
   fig = plots._cam_figure(np.zeros((20, 30)), {"dec3_conv1": maps, "enc0_conv1": maps}, "t",
-                          checks={"dec3_conv1": [True, False, True]})
+                          checks={"dec3_conv1": [None, False, True]})
   titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes if ax.get_visible()
             and ax.get_title().startswith("where")]
   plots._plt().close(fig)
   assert titles == [
-      ("where the model looked to label the background\non held-out eyes: beats random removal",
-       "black"),
+      ("where the model looked to label the background", "black"),
       ("where the model looked to label the NFL\non held-out eyes: NOT better than random",
        "firebrick"),
       ("where the model looked to label the GCL+IPL\non held-out eyes: beats random removal",
@@ -391,8 +391,13 @@ def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
 
 
 def test_heldout_passed_reads_the_method_s_layers_from_the_evidence():
+  """Per layer the classes' verdicts, none for the background (cam_stats.md judges only the
+  layers) and none at all for a target other than 'all', which the evidence did not measure."""
   from octseg_jax.outputs.cam_report import heldout_passed
-  evidence = {"models": "m", "methods": {"hirescam": {"dec3_conv1": {"passed": [True, False]}},
-                                          "gradcam": {"dec0_conv1": {"passed": [False, True]}}}}
-  assert heldout_passed(evidence, "hirescam") == {"dec3_conv1": [True, False]}
-  assert heldout_passed(evidence, "gradcampp") == {} and heldout_passed(None, "hirescam") == {}
+  evidence = {"models": "m", "methods": {
+      "hirescam": {"dec3_conv1": {"passed": [True, False, True]}},
+      "gradcam": {"dec0_conv1": {"passed": [False, True, False]}}}}
+  assert heldout_passed(evidence, "hirescam", "all") == {"dec3_conv1": [None, False, True]}
+  assert heldout_passed(evidence, "hirescam", "predicted") == {}
+  assert heldout_passed(evidence, "gradcampp", "all") == {}
+  assert heldout_passed(None, "hirescam", "all") == {}
