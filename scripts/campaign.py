@@ -74,6 +74,13 @@ def run_id(run) -> str:
   return f"{run['recipe']}/fold{run['fold']}_seed{run['seed']}"
 
 
+def run_parts(run: str):
+  """(recipe, fold, seed) of a run_id RECIPE/foldF_seedS: its inverse."""
+  recipe, rest = run.split("/")
+  fold, seed = rest[len("fold"):].split("_seed")
+  return recipe, int(fold), int(seed)
+
+
 def run_of_workdir(workdir: str) -> str:
   """The run_id of a run's workdir (.../RECIPE/foldF_seedS, a trailing '/' ignored): how an
   ensemble's member paths or a record's workdir name their campaign run."""

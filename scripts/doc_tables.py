@@ -32,7 +32,7 @@ from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
 from octseg_jax.outputs.cam_report import SANITY_PASS, heldout_evidence  # noqa: E402
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
-from scripts.campaign import run_of_workdir  # noqa: E402
+from scripts.campaign import run_of_workdir, run_parts  # noqa: E402
 from scripts.summarise_results import mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -1073,15 +1073,15 @@ def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], Li
   and the recipes they come from. While `recipe` has none, those of the recipes that train the
   same network (the same `model` in their resolved config.json), named as such."""
   ensembles = [e for e in seed_ensembles(src) if e["spec"]["flip"] == flip
-               and len({r.split("/")[0] for r in e["runs"]}) == 1]
-  own = [e for e in ensembles if e["runs"][0].split("/")[0] == recipe]
+               and len({run_parts(r)[0] for r in e["runs"]}) == 1]
+  own = [e for e in ensembles if run_parts(e["runs"][0])[0] == recipe]
   if own:
     return [e["gain"] for e in own], [recipe]
   from octseg_jax.serving.workdir import load_config   # fills the defaults of older configs
   def model(run):
     return load_config(src.path(f"{CAMPAIGN_RUNS}/{run}")).model.to_dict()
   same = [e for e in ensembles if model(e["runs"][0]) == model(f"{recipe}/fold0_seed0")]
-  return [e["gain"] for e in same], sorted({e["runs"][0].split("/")[0] for e in same})
+  return [e["gain"] for e in same], sorted({run_parts(e["runs"][0])[0] for e in same})
 
 
 def pretrained_members(src: Sources) -> str:
@@ -1104,7 +1104,7 @@ def shipped_numbers(src: Sources) -> Dict:
   """The shipped ensemble's members, ensemble.json, recipe, the members' held-out mean layer
   and fluid Dice, and the cross-validated gains of its recipe's seed ensembles."""
   members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
-  recipe = members[0]["run"].split("/")[0]
+  recipe = run_parts(members[0]["run"])[0]
   gains, gain_recipes = shipped_gain(src, recipe, spec["flip"])
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members]
   smoothing = shipped_smoothing(src, spec, members)
@@ -1181,7 +1181,7 @@ def pretrained_recipe(src: Sources) -> str:
           f"{train['early_stopping_patience']} epochs without a lower validation loss), "
           f"{c['data']['recipe']['band_height']}-row retina band at native resolution), one model "
           "per subject-wise fold of Duke DME subjects 1-8 (grader 1), seed "
-          + ", ".join(sorted({m["run"].split("_seed")[1] for m in n["members"]}))
+          + ", ".join(str(s) for s in sorted({run_parts(m["run"])[2] for m in n["members"]}))
           + ": each trained on the "
           "subjects of its other folds, keeping the checkpoint of its best epoch on its own "
           "held-out subjects (table below). " + trained_where(n["members"]))
@@ -1262,7 +1262,7 @@ def smoothing_sentence(n: Dict) -> str:
 def previous_on_same_folds(src: Sources, members, expected: float, smoothing=None) -> str:
   """The first shipped model's recipe (v1: configs/duke_gpu.py, one model) on the same folds
   (not smoothed: the smoothing's share of the difference is named)."""
-  folds = [int(m["run"].split("/")[1].split("_")[0][len("fold"):]) for m in members]
+  folds = [run_parts(m["run"])[1] for m in members]
   cv = src.cv()
   v1 = [cv[f]["native"]["mean_layer_dice"] for f in folds]
   return (f"On the same folds the first shipped model's recipe (v1: `configs/duke_gpu.py`, one "
@@ -1309,22 +1309,22 @@ def pretrained_uncertainty(src: Sources) -> str:
   recipe's seed ensembles scored as pretrained/ predicts (UNCERTAINTY_SMOOTHING, after: the
   same smoothing, flip and flag threshold)."""
   first = shipped_members(src)[0]
-  recipe, shipped = first["run"].split("/")[0], src.json("pretrained/ensemble.json")
+  recipe, shipped = run_parts(first["run"])[0], src.json("pretrained/ensemble.json")
   as_shipped = (shipped["settings"]["predict.smooth_sd_columns"], shipped["flip"],
                 src.json(f"pretrained/{first['member']}/config.json")["predict"]["uncertain_um"])
   runs, seeds = [], set()
   for fold in sorted(os.listdir(src.path(f"{UNCERTAINTY_SMOOTHING}/after"))):
     m = src.json(f"{UNCERTAINTY_SMOOTHING}/after/{fold}/metrics.json")
     spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
-    members = [run_of_workdir(w) for w in spec["members"]]
-    if ({r.split("/")[0] for r in members} == {recipe} and as_shipped == (
+    members = [run_parts(run_of_workdir(w)) for w in spec["members"]]
+    if ({r[0] for r in members} == {recipe} and as_shipped == (
         m["topology"]["smooth_sd_columns"], spec["flip"],
         m["calibration"]["uncertain_columns"]["threshold_um"])):
       runs.append(m["calibration"])
-      seeds |= {r.split("_seed")[-1] for r in members}
+      seeds |= {r[2] for r in members}
   if not runs:
     return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
-  return uncertainty_sentence(runs, recipe, sorted(seeds))
+  return uncertainty_sentence(runs, recipe, [str(s) for s in sorted(seeds)])
 
 
 def uncertainty_sentence(runs: List[Dict], recipe: str, seeds: List[str]) -> str:

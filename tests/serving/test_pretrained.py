@@ -23,8 +23,8 @@ def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts
   trained = inference.load_trained(PRETRAINED)
   assert isinstance(trained, inference.Ensemble) and not trained.flip
   with open(os.path.join(PRETRAINED, "ensemble.json")) as f:
-    run = load_script("campaign").run_of_workdir(json.load(f)["sources"][0])
-  recipe = run.split("/")[0]
+    campaign = load_script("campaign")
+    recipe = campaign.run_parts(campaign.run_of_workdir(json.load(f)["sources"][0]))[0]
   with open(os.path.join(ROOT, "docs/results/smoothing/cv.json")) as f:
     chosen = json.load(f)["sets"][recipe]["cv"]["chosen_sd"]
   assert [m.config.predict.smooth_sd_columns for m in trained.members] == [chosen] * 4

@@ -225,3 +225,10 @@ def test_selection_compares_the_kept_epoch_with_the_last_and_refuses_repeated_ep
     log.write_text(text)
     with pytest.raises(SystemExit, match="log.csv"):
       table_script.selection(str(log), kept)
+
+
+def test_a_run_id_parses_back_and_is_named_from_its_workdir():
+  run = {"recipe": "plateau_80_fluid_skip_wh_ema", "fold": 3, "seed": 12}
+  assert campaign.run_parts(campaign.run_id(run)) == ("plateau_80_fluid_skip_wh_ema", 3, 12)
+  assert campaign.run_of_workdir("/w/runs/plateau_80_fluid_skip_wh_ema/fold3_seed12/") == \
+      campaign.run_id(run)

@@ -259,7 +259,7 @@ def test_campaign_fluid_columns_average_the_runs_that_have_the_split():
 
 def shipped_recipe() -> str:
   """The campaign recipe of pretrained/'s members (their ensemble.json sources)."""
-  return doc_tables.shipped_members(_Injected({}))[0]["run"].split("/")[0]
+  return doc_tables.run_parts(doc_tables.shipped_members(_Injected({}))[0]["run"])[0]
 
 
 def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
