@@ -43,23 +43,27 @@ def grid_axes(centre_mm: Tuple[float, float], size: int, step_mm: float):
   return centre_mm[0] + offsets, centre_mm[1] - offsets
 
 
+def scan_extent_mm(positions_mm: np.ndarray, width: int, col_mm: float,
+                   reach_mm: float = 0.0) -> Tuple[float, float, float, float]:
+  """(x_hi, y_lo, y_hi), x_lo being 0: the scanned rectangle, x from the first column to
+  (width - 1) col_mm, y between the first and last B-scan, widened by reach_mm in y only (as
+  enface_maps reaches beyond a B-scan but not beyond its ends)."""
+  return ((width - 1) * col_mm, float(np.min(positions_mm)) - reach_mm,
+          float(np.max(positions_mm)) + reach_mm)
+
+
 def scan_grid(positions_mm: np.ndarray, width: int, col_mm: float,
               step_mm: float = GRID_STEP_MM) -> Tuple[Tuple[float, float], int]:
   """Centre and size of the square grid that covers the whole scanned area."""
-  x_extent = (width - 1) * col_mm
-  y_lo, y_hi = float(np.min(positions_mm)), float(np.max(positions_mm))
+  x_extent, y_lo, y_hi = scan_extent_mm(positions_mm, width, col_mm)
   side = max(x_extent, y_hi - y_lo)
   return (x_extent / 2.0, (y_lo + y_hi) / 2.0), int(np.floor(side / step_mm)) + 1
 
 
 def distance_to_scan_mm(point_mm: Tuple[float, float], positions_mm: np.ndarray, width: int,
                         col_mm: float, reach_mm: float = 0.0) -> float:
-  """Distance (mm) from an en-face point (x, y) to the scanned rectangle (scan_grid's extent:
-  x from 0 to (width - 1) col_mm, y between the first and last B-scan, widened by reach_mm
-  in y, as enface_maps reaches beyond a B-scan but not beyond its ends); 0 inside it."""
-  x_extent = (width - 1) * col_mm
-  y_lo = float(np.min(positions_mm)) - reach_mm
-  y_hi = float(np.max(positions_mm)) + reach_mm
+  """Distance (mm) from an en-face point (x, y) to scan_extent_mm's rectangle; 0 inside it."""
+  x_extent, y_lo, y_hi = scan_extent_mm(positions_mm, width, col_mm, reach_mm)
   dx = max(0.0, -point_mm[0], point_mm[0] - x_extent)
   dy = max(0.0, y_lo - point_mm[1], point_mm[1] - y_hi)
   return float(np.hypot(dx, dy))

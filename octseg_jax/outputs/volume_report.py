@@ -54,15 +54,13 @@ def check_fovea(volume: Volume, fovea_mm: Optional[Sequence[float]], path: str =
   if fovea_mm is None:
     return
   far = enface.ETDRS_RADII_MM[-1]
-  d = enface.distance_to_scan_mm(fovea_mm, volume.positions_mm, volume.images.shape[2],
-                                 volume.scale_mm[2], enface.REACH_MM)
+  geometry = (volume.positions_mm, volume.images.shape[2], volume.scale_mm[2], enface.REACH_MM)
+  d = enface.distance_to_scan_mm(fovea_mm, *geometry)
   if d >= far:
-    x_extent = (volume.images.shape[2] - 1) * volume.scale_mm[2]
-    y = np.array([np.min(volume.positions_mm), np.max(volume.positions_mm)])
-    y += [-enface.REACH_MM, enface.REACH_MM]
+    x_extent, y_lo, y_hi = enface.scan_extent_mm(*geometry)
     where = f" for {path}" if path else ""
     raise fail("--fovea", f"({fovea_mm[0]:g}, {fovea_mm[1]:g}) mm is {d:.2f} mm from the area "
-               f"the maps cover{where} (x 0 to {x_extent:.2f}, y {y[0]:.2f} to {y[1]:.2f} mm): "
+               f"the maps cover{where} (x 0 to {x_extent:.2f}, y {y_lo:.2f} to {y_hi:.2f} mm): "
                f"no ETDRS sector (radius {far:g} mm) would be measured")
 
 
@@ -206,22 +204,22 @@ def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
 
 
 def draw_etdrs(ax, fovea_mm, laterality: str, values=None, colour: str = "k") -> None:
-  """ETDRS circles and diagonals (in map mm coordinates, lines in `colour`; a light colour gets a
-  dark edge, to stay visible over blank map areas) with sector labels and, given `values` [9]
-  (ETDRS_SECTORS order, um), each sector's mean under its label."""
+  """ETDRS circles and diagonals (in map mm coordinates, lines in `colour`; any colour but
+  black is drawn a little wider with a dark edge, to stay visible over blank map areas) with
+  sector labels and, given `values` [9] (ETDRS_SECTORS order, um), each sector's mean under
+  its label."""
   from matplotlib import patheffects
   edge = [] if colour == "k" else [patheffects.Stroke(linewidth=2.4, foreground="0.2"),
                                    patheffects.Normal()]
+  lines = {"color": colour, "lw": 1.0 if edge else 0.7, "path_effects": edge}
   fx, fy = fovea_mm
   angles = np.linspace(0, 2 * np.pi, 200)
   for r in enface.ETDRS_RADII_MM:
-    ax.plot(fx + r * np.cos(angles), fy + r * np.sin(angles), color=colour,
-            lw=1.0 if edge else 0.7, path_effects=edge)
+    ax.plot(fx + r * np.cos(angles), fy + r * np.sin(angles), **lines)
   for a in np.deg2rad([45, 135, 225, 315]):
     r0, r1 = enface.ETDRS_RADII_MM[0], enface.ETDRS_RADII_MM[-1]
     ax.plot([fx + r0 * np.cos(a), fx + r1 * np.cos(a)],
-            [fy + r0 * np.sin(a), fy + r1 * np.sin(a)], color=colour, lw=1.0 if edge else 0.7,
-            path_effects=edge)
+            [fy + r0 * np.sin(a), fy + r1 * np.sin(a)], **lines)
   nasal = 1 if laterality == "OD" else -1
   value = dict(zip(enface.ETDRS_SECTORS, values)) if values is not None else {}
   centres = [("C0", (0, 0), 0.0)] + [
