@@ -382,14 +382,15 @@ def test_an_ensembles_uncertainty_is_scored_against_the_boundaries_predict_write
   assert (flag["columns"], flag["flagged"]) == (supported.sum(), flagged.sum())
   assert 0 < flag["flagged"] < flag["columns"]
   want = uncertainty.uncertainty_vs_error(spread, written, true, 3.87)
-  plain = np.concatenate([geom.predicted_geometry(p, 0.0, False)[2] for p in
-                          inference.predict_probs(inference.load_trained(ensemble), s.images)],
-                         axis=-1)
+  smoothed, unsmoothed = (inference.predict_outputs(inference.load_trained(ensemble, setting_),
+                                                    s.images) for setting_ in (setting, None))
+  plain = np.concatenate([geom.predicted_geometry(o["probs"], 0.0, False)[2]
+                          for o in unsmoothed], axis=-1)
   assert not np.allclose(plain, written, equal_nan=True)        # smoothing moved them
-  smoothed, unsmoothed = ([o["boundary_sd_rows"] for o in inference.predict_outputs(
-      inference.load_trained(ensemble, setting_), s.images)] for setting_ in (setting, None))
-  np.testing.assert_allclose(spread, np.concatenate(smoothed, axis=-1) * 3.87, rtol=1e-6)
-  assert not np.allclose(np.concatenate(unsmoothed, axis=-1) * 3.87, spread, equal_nan=True)
+  def spread_um(outputs):
+    return np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * 3.87
+  np.testing.assert_allclose(spread, spread_um(smoothed), rtol=1e-6)
+  assert not np.allclose(spread_um(unsmoothed), spread, equal_nan=True)
   got = result["calibration"]["uncertainty_vs_error"]["pooled"]
   assert got["pairs"] == want["pooled"]["pairs"] > 0
   assert got["rho"] == pytest.approx(want["pooled"]["rho"], rel=1e-6, nan_ok=True)
