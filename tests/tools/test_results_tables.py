@@ -331,20 +331,26 @@ def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it
                                  members)
 
 
+def _eval_metrics(rho, name="ens_fold0", flagged=None, columns=100, mae=(9.04, 5.55), sd=6.0,
+                  threshold=7.74):
+  """An ensemble eval's metrics.json as the uncertainty tables read it: the pooled rank
+  correlation and, with `flagged`, the uncertain flag's split."""
+  cal = {"uncertainty_vs_error": {"pooled": {"rho": rho, "pairs": 10}}}
+  if flagged is not None:
+    cal["uncertain_columns"] = {"threshold_um": threshold, "columns": columns,
+                                "flagged": flagged, "mae_flagged_um": mae[0],
+                                "mae_unflagged_um": mae[1]}
+  return {"workdir": f"/x/{name}", "topology": {"smooth_sd_columns": sd}, "calibration": cal}
+
+
 def test_uncertainty_smoothing_rows_pair_before_and_after_per_fold():
   """Hand-built metrics: each fold's row takes rho from its before and after runs and the flag
   split from the after run alone."""
-  def metrics(rho, flag=None):
-    cal = {"uncertainty_vs_error": {"pooled": {"rho": rho, "pairs": 10}}}
-    if flag:
-      cal["uncertain_columns"] = {"threshold_um": 7.74, "columns": 100, "flagged": flag,
-                                  "mae_flagged_um": 9.04, "mae_unflagged_um": 5.55}
-    return {"workdir": "/x/ens_fold0", "topology": {"smooth_sd_columns": 6.0},
-            "calibration": cal}
   folder = doc_tables.UNCERTAINTY_SMOOTHING
-  files = {f"{folder}/before/fold0/metrics.json": metrics(0.1), f"{folder}/after/fold0/"
-           "metrics.json": metrics(0.25, 7), f"{folder}/before/fold1/metrics.json": metrics(0.3),
-           f"{folder}/after/fold1/metrics.json": metrics(0.2, 3)}
+  files = {f"{folder}/before/fold0/metrics.json": _eval_metrics(0.1),
+           f"{folder}/after/fold0/metrics.json": _eval_metrics(0.25, flagged=7),
+           f"{folder}/before/fold1/metrics.json": _eval_metrics(0.3),
+           f"{folder}/after/fold1/metrics.json": _eval_metrics(0.2, flagged=3)}
   rows = doc_tables.results_uncertainty_smoothing(_Injected(files)).splitlines()[2:]
   assert rows == ["| ens_fold0 (sd 6 columns) | 0.100 | 0.250 | 7 of 100 (over 7.74 um) | 9.0 | "
                   "5.5 |", "| ens_fold0 (sd 6 columns) | 0.300 | 0.200 | 3 of 100 (over 7.74 um) "
@@ -358,10 +364,7 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
   folder, ensembles = doc_tables.UNCERTAINTY_SMOOTHING, doc_tables.ENSEMBLES
   recipe = shipped_recipe()
   def run(name, flagged, mae, rho, sd=6.0, threshold=7.74):
-    cal = {"uncertain_columns": {"threshold_um": threshold, "columns": 200, "flagged": flagged,
-                                 "mae_flagged_um": mae[0], "mae_unflagged_um": mae[1]},
-           "uncertainty_vs_error": {"pooled": {"rho": rho, "pairs": 9}}}
-    return {"workdir": f"/x/{name}", "topology": {"smooth_sd_columns": sd}, "calibration": cal}
+    return _eval_metrics(rho, name, flagged, 200, mae, sd, threshold)
   def files(after1, members1=f"{recipe}/fold1", flip1=False):
     return {f"{folder}/after/fold0/metrics.json": run("e0", 6, (8.04, 5.55), 0.19),
             f"{folder}/after/fold1/metrics.json": after1,
