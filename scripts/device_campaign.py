@@ -101,8 +101,9 @@ def pack_results(plan, args, lock: threading.Lock) -> None:
   """PACK/results.tar.gz (the plan's results_dir as it is now) and PACK/logs.tar.gz (every run's
   train and eval output so far), each written aside and then renamed."""
   runs = os.path.join(args.state, "runs")
-  logs = [os.path.join(d, f) for d, _, files in os.walk(runs) for f in files if f.endswith(".out")]
-  with lock:
+  with lock:     # listed under the lock: a pack of an older listing must not land last
+    logs = [os.path.join(d, f) for d, _, files in os.walk(runs) for f in files
+            if f.endswith(".out")]
     for name, paths in (("results", [(os.path.join(campaign.REPO, plan["results_dir"]),
                                       plan["results_dir"])]),
                         ("logs", [(p, os.path.relpath(p, runs)) for p in logs])):
