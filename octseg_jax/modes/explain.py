@@ -393,15 +393,16 @@ def workdir_evidence(workdir: str, method: str, layers) -> Dict:
   return dict(evidence, methods={method: {l: found[l] for l in layers if l in found}})
 
 
-def read_scaled(files, trained, run_out, single: bool, option) -> List:
+def read_scaled(files, data_cfg, run_out, single: bool, option) -> List:
   """(ScanSet, scale) of each readable file of `files`, the scale as predict finds it
   (inputs.resolve_scale with --pixel_um `option`; for a .mat or an .npz with scale_mm, which
   predict reads as volumes, volumes.file_scale). A file that cannot be read or whose own scale
   disagrees with --pixel_um fails the run when it is the only input (`single`) and is listed
-  in errors.csv in a folder run."""
-  max_side = int(trained.config.data.max_image_side)
+  in errors.csv in a folder run. data_cfg: the workdir's data settings (its pixel size and
+  largest image side)."""
+  max_side = int(data_cfg.max_image_side)
   read = inputs.read_files(files, run_out.failed, max_side, stop_on_error=single)
-  sets, default_row_um = [], float(trained.config.data.pixel_um)
+  sets, default_row_um = [], float(data_cfg.pixel_um)
   for path, scans in read:
     try:
       own = volumes.file_scale(path, max_side) if scans.volume is None else None
@@ -413,6 +414,21 @@ def read_scaled(files, trained, run_out, single: bool, option) -> List:
   return sets
 
 
+def print_explained(explained: int, available: int, max_scans: int, what: str, run_out,
+                    skipped: int, seen: int) -> None:
+  """The console's closing lines: scans explained (of how many, when explain.max_scans capped
+  them), `what` (method and layers), the output folder, failed and skipped files, and a warning
+  when `seen` of them were in the model's training set."""
+  capped = (f" of {available} (explain.max_scans={max_scans} per file; "
+            "--config.explain.max_scans=N explains more)" if available > explained else "")
+  print(f"explained {report.count(explained, 'scan')}{capped} ({what}) -> {run_out.folder}; "
+        f"{run_out.num_failed} failed, {skipped} skipped")
+  if seen:
+    print(f"warning: {seen} of {report.count(explained, 'scan')} explained "
+          f"{'was' if seen == 1 else 'were'} in the model's training set (matched by scan "
+          "name): maps of scans it learned say less about how it reads new eyes")
+
+
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None,
         pixel_um: str = None) -> Dict:
@@ -420,6 +436,12 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   the folder `output` (files that cannot be read or are refused are listed in errors.csv).
   pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (scale bars)."""
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
+  data_cfg = inference.stored_config(workdir).data
+  files, skipped = inputs.list_inputs(input_path)
+  run_out = RunOutputs(check_output_folder(output), files, "explain")
+  run_out.refuse_inputs("cam_stats", (".json", ".md"))
+  single = os.path.isfile(input_path)       # one file is read before the model is loaded
+  sets = read_scaled(files, data_cfg, run_out, True, pixel_um_option) if single else None
   trained = inference.load_trained(workdir, overrides)
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
@@ -429,15 +451,12 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
   kinds = faithfulness_kinds(faithfulness_flag)
   explainer = make_explainer(trained, layers, method, target)
-  explainer.check_layers()
-  evidence = workdir_evidence(workdir, method, layers)       # a bad file fails before any work
-  files, skipped = inputs.list_inputs(input_path)
-  run_out = RunOutputs(check_output_folder(output), files, "explain")
-  run_out.refuse_inputs("cam_stats", (".json", ".md"))
+  explainer.check_layers()             # a folder's files are read after the options are checked
+  evidence = workdir_evidence(workdir, method, layers)
   for path in skipped:
     run_out.skipped(path, "not a scan file (no scan extension)")
-  # Read before the folder is made: a single bad file fails with nothing written.
-  sets = read_scaled(files, trained, run_out, os.path.isfile(input_path), pixel_um_option)
+  # Read before the folder is made: nothing is written for a bad single file.
+  sets = sets or read_scaled(files, data_cfg, run_out, False, pixel_um_option)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}' "
@@ -458,16 +477,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   seen = inference.scans_in_training(trained, [p["name"] for p in per_scan])
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
                   "scans_in_training": seen})
-  available = sum(len(s) for s, _ in sets)
-  capped = (f" of {available} (explain.max_scans={int(cfg.max_scans)} per file; "
-            "--config.explain.max_scans=N explains more)" if available > len(per_scan) else "")
-  print(f"explained {report.count(len(per_scan), 'scan')}{capped} ({method}, layers "
-        f"{', '.join(layers)}) -> {run_out.folder}; {run_out.num_failed} failed, "
-        f"{len(skipped)} skipped")
-  if seen:
-    print(f"warning: {seen} of {report.count(len(per_scan), 'scan')} explained "
-          f"{'was' if seen == 1 else 'were'} in the model's training set (matched by scan "
-          "name): maps of scans it learned say less about how it reads new eyes")
+  print_explained(len(per_scan), sum(len(s) for s, _ in sets), int(cfg.max_scans),
+                  f"{method}, layers {', '.join(layers)}", run_out, len(skipped), seen)
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read or used (listed in {run_out.folder}/errors.csv)")

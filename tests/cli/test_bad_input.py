@@ -229,15 +229,34 @@ def test_a_single_unreadable_file_leaves_no_output_folder(trained_workdir, tmp_p
   assert not os.path.exists(tmp_path / "o")
 
 
-def test_a_misspelt_cam_layer_fails_before_any_file_is_read(trained_workdir, tmp_path, capsys):
+def test_a_misspelt_cam_layer_fails_before_a_folders_files_are_read(trained_workdir, tmp_path,
+                                                                     capsys):
   import main
+  (tmp_path / "in").mkdir()
+  (tmp_path / "in" / "broken.npz").write_bytes(b"PK\x03\x04 not really")
   assert main.run_command(["main.py", "--mode=explain", f"--workdir={trained_workdir[0]}",
-                           "--input=nothing_here.npz", f"--output={tmp_path / 'o'}",
+                           f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'o'}",
                            "--cam_layers=dec3_conv9"]) == 2
   out = capsys.readouterr()
   assert out.err.strip().startswith("error: --cam_layers ['dec3_conv9']: unknown layer(s) "
                                     "['dec3_conv9']")
-  assert "explain:" not in out.out + out.err and not os.path.exists(tmp_path / "o")
+  assert "broken.npz" not in out.out + out.err and not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.parametrize("mode", ["predict", "explain"])
+def test_a_single_bad_file_fails_before_the_model_is_loaded(trained_workdir, tmp_path, capsys,
+                                                            monkeypatch, mode):
+  import main
+  from octseg_jax.serving import inference
+
+  def no_loading(*args, **kwargs):
+    raise AssertionError("the model was loaded before the input was read")
+  monkeypatch.setattr(inference, "load_trained", no_loading)
+  bad = tmp_path / "broken.npz"
+  bad.write_bytes(b"PK\x03\x04 not really")
+  assert main.run_command(["main.py", f"--mode={mode}", f"--workdir={trained_workdir[0]}",
+                           f"--input={bad}", f"--output={tmp_path / 'o'}"]) == 2
+  assert capsys.readouterr().err.strip().startswith(f"error: {bad}: not a readable .npz file")
 
 
 def test_a_fovea_far_from_the_scan_is_refused_before_any_output(trained_workdir, tmp_path,
