@@ -1313,8 +1313,7 @@ def pretrained_uncertainty(src: Sources) -> str:
   as_shipped = (shipped["settings"]["predict.smooth_sd_columns"], shipped["flip"],
                 src.json(f"pretrained/{first['member']}/config.json")["predict"]["uncertain_um"])
   runs, seeds = [], set()
-  for fold in sorted(os.listdir(src.path(f"{UNCERTAINTY_SMOOTHING}/after"))):
-    m = src.json(f"{UNCERTAINTY_SMOOTHING}/after/{fold}/metrics.json")
+  for m in smoothing_runs(src, "after").values():
     spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
     members = [run_parts(run_of_workdir(w)) for w in spec["members"]]
     if ({r[0] for r in members} == {recipe} and as_shipped == (
@@ -1544,15 +1543,20 @@ def summary_of_ensembles(gains, dice_of) -> str:
           "scored on the validation subjects that neither member trained on).")
 
 
+def smoothing_runs(src: Sources, when: str) -> Dict[str, Dict]:
+  """{ensemble: eval's metrics.json} of UNCERTAINTY_SMOOTHING's `when` ('before', 'after')."""
+  folder = f"{UNCERTAINTY_SMOOTHING}/{when}"
+  return {e: src.json(f"{folder}/{e}/metrics.json") for e in sorted(os.listdir(src.path(folder)))}
+
+
 def results_uncertainty_smoothing(src: Sources) -> str:
   """The shipped recipe's seed ensembles scored with pretrained/'s boundary smoothing, with the
   members' spread of their unsmoothed boundaries (before) and of their boundaries smoothed as
   the written ones are (after): the spread's rank correlation with the boundary error, and how
   the uncertain flag splits the error (after)."""
-  rows = []
-  for fold in sorted(os.listdir(src.path(f"{UNCERTAINTY_SMOOTHING}/after"))):
-    before, after = (src.json(f"{UNCERTAINTY_SMOOTHING}/{when}/{fold}/metrics.json")
-                     for when in ("before", "after"))
+  rows, unsmoothed = [], smoothing_runs(src, "before")
+  for name, after in smoothing_runs(src, "after").items():
+    before = unsmoothed[name]
     flag = after["calibration"]["uncertain_columns"]
     sd = after["topology"]["smooth_sd_columns"]
     rho = [m["calibration"]["uncertainty_vs_error"]["pooled"]["rho"] for m in (before, after)]
@@ -1593,8 +1597,7 @@ def results_cam_heldout_shipped(src: Sources) -> str:
   default = default_cam()
   order = "; ".join(f"({k}) {rank_text(key, m, l, len(runs))}"
                     for k, (key, m, l) in enumerate(ranked, 1))
-  pairs = [(m, l) for _, m, l in ranked]
-  place = pairs.index(default) + 1 if default in pairs else None
+  place = default_place(ranked)
   return (cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}. The default "
           f"({CAM_METHODS[default[0]]} at `{default[1]}`) "
           + (f"ranks {place} of {len(ranked)}." if place else "fails the rule's sanity limit."))
@@ -1618,6 +1621,13 @@ def default_cam() -> Tuple[str, str]:
   """The schema's default CAM (method, layers joined by commas), as the evidence keys them."""
   explain = schema.default_config().explain
   return explain.method, ",".join(explain.layers)
+
+
+def default_place(ranked: List[Tuple[Tuple, str, str]]):
+  """The 1-based place of the schema's default CAM in cam_ranking's list, or None when the
+  rule left it out (it failed the sanity limit)."""
+  pairs = [(m, l) for _, m, l in ranked]
+  return pairs.index(default_cam()) + 1 if default_cam() in pairs else None
 
 
 def rank_text(key: Tuple, method: str, layer: str, folds: int) -> str:
@@ -1646,7 +1656,9 @@ def results_cam_default(src: Sources) -> str:
   runs = heldout_runs(src)
   ranked = cam_ranking(heldout_evidence(runs))
   default = default_cam()
-  place = [(m, l) for _, m, l in ranked].index(default) + 1
+  place = default_place(ranked)
+  if place is None:
+    raise ValueError(f"{HELDOUT}: the default CAM {default} is not among the ranked candidates")
   def describe(key, method, layer):
     cost = explain_cost_of(src, method, layer)
     return (rank_text(key, method, layer, len(runs)) + ", "
