@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from octseg_jax.learning.uncertainty import spearman
+from octseg_jax.models.segnet import CLASS_HEAD
 
 # (row offset, column offset, weight) of the ROAD imputation stencil.
 KINDS = ("none", "deletion", "road", "all")   # --cam_faithfulness: which removal curves
@@ -140,7 +141,7 @@ def cascade_groups(module_names: Sequence[str]) -> List[List[str]]:
   def block(name):
     return name.split("_")[0]
   def rank(b):
-    if b == "head":
+    if b == CLASS_HEAD:
       return (0, 0)
     if b.startswith("dec"):
       return (1, int(b[3:]))

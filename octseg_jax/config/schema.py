@@ -87,7 +87,8 @@ FIELDS: Dict[str, Field] = {
                               "column bands from the ILM down (labels unchanged); 0 = off"),
     "data.pixel_um": F(3.87, v.number_in(0.0, 1e6, open_low=True),
                        "axial pixel size (Duke Spectralis) of inputs without their own scale"),
-    "data.max_image_side": F(MAX_IMAGE_SIDE, v.int_at_least(8), "larger scans are refused (memory)"),
+    "data.max_image_side": F(MAX_IMAGE_SIDE, v.int_at_least(8), "larger scans are refused (memory)",
+                             inference=True),
     # model
     "model.name": F("segnet", v.one_of(tuple(MODELS))),
     "model.widths": F((64, 128, 256, 512, 512), v.int_tuple(1, 12, 1), "one per pooling level"),

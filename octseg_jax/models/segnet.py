@@ -29,6 +29,8 @@ from octseg_jax.models import heads
 from octseg_jax.models.blocks import BatchNormReLU, UpConv2x2, conv_general_dilated, lecun_normal
 from octseg_jax.models.pooling import max_pool_with_argmax, max_unpool
 
+CLASS_HEAD = "head"      # the 1x1 conv to the class logits (Grad-CAM's last module)
+
 UPSAMPLING = ("unpool", "transpose")
 
 
@@ -117,7 +119,7 @@ class SegNet(nn.Module):
       for j in range(self.convs_per_block):
         width = self.widths[i] if j < self.convs_per_block - 1 else out_width
         x = ConvBlock(width, self.use_batchnorm, self.dtype, self.kernel, name=f"dec{i}_conv{j}")(x, train)
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="head",
+    logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name=CLASS_HEAD,
                      conv_general_dilated=conv_general_dilated, kernel_init=lecun_normal)(x)
     # Loss and softmax in at least float32, also under bfloat16 compute.
     out_dtype = jnp.promote_types(self.dtype, jnp.float32)

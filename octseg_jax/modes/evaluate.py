@@ -340,7 +340,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None) ->
   files, skipped = inputs.list_inputs(input_path) if input_path else ([], [])
   run_out = RunOutputs(check_output_folder(output), files, "eval")
   for base, suffixes in OUTPUTS:
-    run_out.refuse_inputs(base, suffixes)
+    run_out.refuse_replacing(base, suffixes)
   images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path, run_out,
                                                                  files, skipped)
   if not any((m != IGNORE).any() for m in masks):

@@ -28,6 +28,7 @@ from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs, volumes
 from octseg_jax.errors import InputError
+from octseg_jax.models.segnet import CLASS_HEAD
 from octseg_jax.outputs.cam_report import (EVIDENCE_FILE, heldout_passed, stats_markdown,
                                            summarise)
 from octseg_jax.outputs.atomic import write_json, write_npz, write_text
@@ -374,8 +375,15 @@ def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_pa
           "deletion_fractions": explainer.fractions["deletion"].tolist(),
           "views": explainer.num_views,
           "scales": {scans.source: inputs.scale_record(scale) for scans, scale in sets},
-          "last_layer": gradcam.top_level_order(explainer.model, explainer.variables[0],
-                                                first)[-2:]}
+          "last_layer": feeding_class_head(explainer, first)}
+
+
+def feeding_class_head(explainer, x) -> List[str]:
+  """[the module that feeds the class head, the class head]: the pair cam_report's alpha
+  meaning needs (the fluid and boundary heads, where present, come after the class head)."""
+  order = gradcam.top_level_order(explainer.model, explainer.variables[0], x)
+  at = order.index(CLASS_HEAD)
+  return [order[at - 1], CLASS_HEAD]
 
 
 def workdir_evidence(workdir: str, method: str, layers) -> Dict:
@@ -414,6 +422,19 @@ def read_scaled(files, data_cfg, run_out, single: bool, option) -> List:
   return sets
 
 
+def checked_box(flag, target: str, default) -> tuple:
+  """The box of target 'box' as a tuple: `flag` (--cam_box, or --config.explain.box), else the
+  workdir's explain.box. A box given for another target is refused; target 'box' needs four
+  numbers."""
+  if flag and target != "box":
+    raise InputError(f"--cam_box (explain.box): only used with --cam_target=box (the target is "
+                     f"'{target}')")
+  box = tuple(flag) if flag else tuple(default)
+  if target == "box" and len(box) != 4:
+    raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
+  return box
+
+
 def print_explained(explained: int, available: int, max_scans: int, what: str, run_out,
                     skipped: int, seen: int) -> None:
   """The console's closing lines: scans explained (of how many, when explain.max_scans capped
@@ -436,19 +457,17 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   the folder `output` (files that cannot be read or are refused are listed in errors.csv).
   pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (scale bars)."""
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
-  data_cfg = inference.stored_config(workdir).data
+  data_cfg = inference.stored_config(workdir, overrides).data
   files, skipped = inputs.list_inputs(input_path)
   run_out = RunOutputs(check_output_folder(output), files, "explain")
-  run_out.refuse_inputs("cam_stats", (".json", ".md"))
+  run_out.refuse_replacing("cam_stats", (".json", ".md"))
   single = os.path.isfile(input_path)       # one file is read before the model is loaded
   sets = read_scaled(files, data_cfg, run_out, True, pixel_um_option) if single else None
   trained = inference.load_trained(workdir, overrides)
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target
-  box = tuple(box) if box else tuple(cfg.box)
-  if target == "box" and len(box) != 4:
-    raise InputError("--cam_box: target 'box' needs row0,col0,row1,col1 in scan pixels")
+  box = checked_box(box or (overrides or {}).get("explain.box"), target, cfg.box)
   kinds = faithfulness_kinds(faithfulness_flag)
   explainer = make_explainer(trained, layers, method, target)
   explainer.check_layers()             # a folder's files are read after the options are checked

@@ -292,7 +292,6 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
     volume_report.check_fovea(vol, fovea_mm)            # before any output of this file
   npz_path, csv_path, *vol_paths = run.claim(
       stem, FILE_SUFFIXES + (VOLUME_SUFFIXES if vol is not None else ()))
-  run.discard(vol_paths)           # an earlier run's maps or .eye must not pass for this run's
   pixel_um = scale["row_um"]
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   base = npz_path[:-len(".npz")]
@@ -462,21 +461,20 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   fovea_mm = volume_report.parse_fovea(fovea)
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
   volume_options = {"force": volume, "laterality": laterality}
-  stored = stored_config(workdir)
+  stored = stored_config(workdir, overrides)
   max_side = int(stored.data.max_image_side)
   files, skipped = inputs.list_inputs(input_path)
   folder = check_output_folder(output)
   outputs = RunOutputs(folder, files, "predict")
   stems = unique_stems(files)
-  for stem in stems:
-    outputs.refuse_inputs(stem, FILE_SUFFIXES)
+  for stem, suffixes in [(s, FILE_SUFFIXES) for s in stems] + [("summary", (".csv",))]:
+    outputs.refuse_replacing(stem, suffixes)
   single = os.path.isfile(input_path)
   first = inputs.load_file(files[0], max_side=max_side, volume_options=volume_options) \
       if single else None                                         # fail before loading the model
   if first is not None:                           # a scale the file refuses: before any output
     inputs.resolve_scale(first, pixel_um_option, float(stored.data.pixel_um))
-    if first.volume is not None:
-      volume_report.check_fovea(first.volume, fovea_mm, files[0])
+    volume_report.check_volume_options(first.volume, files[0], fovea_mm, laterality, volume)
   trained = load_trained(workdir, overrides)
   outputs.start()
   for path in skipped:

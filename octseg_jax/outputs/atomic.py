@@ -45,7 +45,8 @@ def file_mode() -> int:
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds. An
-  OSError that names no file (a write or close on a full disk) is raised naming `path`.
+  OSError that names no file (a write or close on a full disk) or the temporary file (a rename
+  onto a folder) is raised naming `path`.
 
   The file gets the permissions a plain open() would give it (0666 less the umask).
   """
@@ -61,7 +62,7 @@ def atomic_path(path: str) -> Iterator[str]:
     os.chmod(tmp, file_mode())
     os.replace(tmp, path)
   except OSError as e:
-    if e.filename is None:      # a failed write or close (a full disk) names no file: ours
+    if e.filename in (None, tmp):    # a full disk names no file; the temporary name is ours
       raise OSError(e.errno, e.strerror, path) from None
     raise
   finally:

@@ -1,5 +1,6 @@
 """The output folder of a predict, explain or eval run: checked before anything is written,
-names that never replace an input or another output of the same run, and a record of the run.
+names that never replace an input, another output of the same run or a file that no earlier run
+wrote, and a record of the run.
 
 A batch run lists the files it could not read in errors.csv (file, status, reason) and writes
 manifest.json last; a folder without manifest.json holds an interrupted run, whose leftover
@@ -13,6 +14,7 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from octseg_jax.errors import InputError
+from octseg_jax.outputs import report
 from octseg_jax.outputs.atomic import TEMP_PATTERN, temp_owner, write_csv, write_json
 from octseg_jax.outputs.lock import FolderLock, pid_alive
 
@@ -90,20 +92,30 @@ class RunOutputs:
     self.problems: List[List[str]] = []          # [file, 'failed' | 'skipped', reason]
     self.lock = None                             # the folder's lock while the run writes
 
-  def refuse_inputs(self, base: str, suffixes: Sequence[str]) -> None:
-    """InputError when BASE+SUFFIX would be one of the inputs (checked before any write)."""
+  def refuse_replacing(self, base: str, suffixes: Sequence[str]) -> None:
+    """InputError when BASE+SUFFIX would replace one of the inputs, or a file or folder there
+    that no earlier run into the folder wrote (its manifest.json does not list it): checked
+    before anything is written."""
+    earlier = {os.path.normpath(p) for p in self.earlier_outputs()}
     for suffix in suffixes:
       path = os.path.join(self.folder, base + suffix)
       if os.path.realpath(path) in self.inputs:
         raise InputError(f"--output={self.folder}: the output {path} would replace the input "
                          "file of that name; choose another output folder")
+      if os.path.lexists(path) and os.path.normpath(path) not in earlier:
+        raise InputError(f"--output={self.folder}: {path} is not an output of an earlier run "
+                         f"(no {MANIFEST} there lists it), so it is not replaced; move it or "
+                         "choose another output folder")
 
   def claim(self, base: str, suffixes: Sequence[str]) -> List[str]:
+    """Paths BASE[_k]SUFFIX, the first k at which none is claimed, an input, or a file or folder
+    already there (after start, which removed the earlier run's: what is left, no run wrote)."""
     k = 1
     while True:
       name = base if k == 1 else f"{base}_{k}"
       paths = [os.path.join(self.folder, name + s) for s in suffixes]
-      if not any(p in self.claimed or os.path.realpath(p) in self.inputs for p in paths):
+      if not any(p in self.claimed or os.path.realpath(p) in self.inputs or os.path.lexists(p)
+                 for p in paths):
         self.claimed.update(paths)
         return paths
       k += 1
@@ -111,7 +123,10 @@ class RunOutputs:
   def start(self) -> None:
     """Creates the folder and locks it for this run (a second run into it is refused while
     this one lives), then removes the temporary files of runs that are gone, and the outputs
-    (earlier_outputs), errors.csv and manifest of an earlier run."""
+    (earlier_outputs), errors.csv and manifest of an earlier run, saying how many it removes.
+    Refused before anything is made when the folder's manifest.json or errors.csv is not an
+    earlier run's."""
+    self.refuse_foreign_records()
     os.makedirs(self.folder, exist_ok=True)
     self.lock = FolderLock(self.folder, OUTPUT_LOCK, f"is writing {self.mode} outputs into it",
                            own_is_stale=True)
@@ -121,26 +136,50 @@ class RunOutputs:
       owner = temp_owner(leftover)
       if owner is None or owner == os.getpid() or not pid_alive(owner):
         os.remove(leftover)
-    self.discard(self.earlier_outputs())
+    earlier = [p for p in self.earlier_outputs() if os.path.isfile(p)]
+    if earlier:
+      print(f"{self.mode}: replacing the {report.count(len(earlier), 'output')} of the earlier "
+            f"run in {self.folder} (its {MANIFEST})")
+    self.discard(earlier)
     for record in (MANIFEST, ERRORS):
       path = os.path.join(self.folder, record)
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
         os.remove(path)
+
+  def refuse_foreign_records(self) -> None:
+    """InputError when the folder holds a manifest.json that is not a run's record, or an
+    errors.csv that the earlier run's manifest does not list: start would replace them."""
+    manifest = self.earlier_manifest()
+    listed = manifest["outputs"] if manifest else []
+    for record in (MANIFEST, ERRORS):
+      path = os.path.join(self.folder, record)
+      if os.path.lexists(path) and not (manifest if record == MANIFEST else record in listed):
+        raise InputError(f"--output={self.folder}: {path} is not the record of an earlier run, "
+                         "so it is not replaced; move it or choose another output folder")
+
+  def earlier_manifest(self) -> Optional[Dict]:
+    """The folder's manifest.json when a run wrote it (a JSON object with a 'mode' and an
+    'outputs' list), else None."""
+    try:
+      with open(os.path.join(self.folder, MANIFEST)) as f:
+        earlier = json.load(f)
+    except (OSError, ValueError):
+      return None
+    if isinstance(earlier, dict) and "mode" in earlier and isinstance(earlier.get("outputs"),
+                                                                        list):
+      return earlier
+    return None
 
   def earlier_outputs(self) -> List[str]:
     """The files that the earlier run into this folder (of any mode) listed in its
     manifest.json, inside the folder only and never the folder's own records (lock, manifest,
     errors.csv, temporary files): this run replaces the manifest, so they would be left
     unlisted, and no figure or table of the earlier run may pass for one of this run's.
-    Nothing when there is no readable manifest."""
-    try:
-      with open(os.path.join(self.folder, MANIFEST)) as f:
-        earlier = json.load(f)
-    except (OSError, ValueError):
+    Nothing when there is no manifest a run wrote (earlier_manifest)."""
+    earlier = self.earlier_manifest()
+    if earlier is None:
       return []
-    listed = earlier.get("outputs") if isinstance(earlier, dict) else None
-    if not isinstance(listed, list):
-      return []
+    listed = earlier["outputs"]
     root = os.path.realpath(self.folder)
     records = (OUTPUT_LOCK, MANIFEST, ERRORS)
     paths = [os.path.join(self.folder, name) for name in listed if isinstance(name, str)]

@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, NUM_CLASSES, PAPER_IOU
+from octseg_jax.models.segnet import CLASS_HEAD
 from octseg_jax.outputs import training_log
 
 FIGURES = ("none", "first", "all")   # --figures: which scans of a file get figures
@@ -417,7 +418,7 @@ CAM_TILE_IN = 4.0        # inches per tile: 440 px wide at save_figure's 110 dpi
 def network_layer_text(layer: str) -> str:
   """Plain words for a network layer name (models/segnet.py naming)."""
   import re
-  if layer == "head":
+  if layer == CLASS_HEAD:
     return "the output layer (class scores)"
   m = re.fullmatch(r"(enc|dec)(\d+)_conv(\d+)", layer)
   if not m:

@@ -46,6 +46,21 @@ def parse_fovea(text: Optional[str]):
   return x, y
 
 
+def check_volume_options(volume: Optional[Volume], path: str, fovea_mm, laterality, force: bool):
+  """For a single input file: refuses --fovea, --laterality or --volume where the file is not
+  read as a volume (they would do nothing), and a --fovea far from the scan (check_fovea)."""
+  if volume is not None:
+    check_fovea(volume, fovea_mm, path)
+    return
+  given = [name for name, value in (("--volume", force), ("--fovea", fovea_mm),
+                                    ("--laterality", laterality)) if value]
+  if given:
+    npz = path.lower().endswith(".npz") and not force
+    raise fail(given[0], f"{path} is not read as a volume (scanner files, HEYEX XML folders, .mat, "
+               ".npz with scale_mm or with --volume), so it would do nothing"
+               + ("; add --volume to read this .npz as one" if npz else ""))
+
+
 def check_fovea(volume: Volume, fovea_mm: Optional[Sequence[float]], path: str = "") -> None:
   """Refuses a --fovea whose ETDRS grid (outer radius 3 mm) reaches no point the en-face maps
   cover (enface.distance_to_scan_mm with their reach): no sector could be measured; None

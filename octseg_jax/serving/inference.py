@@ -125,12 +125,22 @@ def jitted_with_heads(model) -> Callable:
   return jax.jit(forward)
 
 
-def stored_config(workdir: str):
-  """The config.json of a training workdir, or of an ensemble workdir's first member (read
-  before the model is loaded, e.g. for its data limits)."""
+def stored_config(workdir: str, overrides=None):
+  """The config.json of a training workdir, or of an ensemble workdir's first member, with the
+  checked inference `overrides` set as load_trained sets them (read before the model is
+  loaded, e.g. for its data limits)."""
   if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)):
     workdir = read_ensemble_file(workdir)["members"][0]
-  return load_config(workdir)
+  return member_config(workdir, overrides)
+
+
+def member_config(workdir: str, overrides=None):
+  """A training workdir's config.json with the checked inference `overrides` set."""
+  config = load_config(workdir)
+  if overrides:
+    from octseg_jax.config.paths import apply_overrides
+    config = apply_overrides(config, overrides)
+  return config
 
 
 def load_trained(workdir: str, overrides=None):
@@ -157,10 +167,7 @@ def requested_members(overrides, available: int, workdir: str) -> int:
 
 def load_member(workdir: str, overrides=None) -> Trained:
   """One training workdir: its config (with overrides), model and best checkpoint."""
-  config = load_config(workdir)
-  if overrides:
-    from octseg_jax.config.paths import apply_overrides
-    config = apply_overrides(config, overrides)
+  config = member_config(workdir, overrides)
   split_path = os.path.join(workdir, "split.json")
   split = check_split_record(read_json(split_path), split_path, 2 ** len(config.model.widths))
   try:

@@ -229,3 +229,19 @@ def test_an_ensembles_map_is_the_map_of_its_averaged_score():
 
 def test_every_target_has_the_words_its_figures_use():
   assert set(gradcam.TARGET_TEXT) == set(gradcam.TARGETS)
+
+
+@pytest.mark.parametrize("heads", [{}, {"fluid_head": True},
+                                   {"fluid_head": True, "boundary_head": True}])
+def test_the_module_feeding_the_class_head_with_every_head(heads):
+  """cam_report's alpha meaning needs the class head and the module before it; the fluid and
+  boundary heads come after the class head in the forward pass."""
+  import types
+  from octseg_jax.modes.explain import feeding_class_head
+  model = SegNet(widths=(4, 8), num_classes=8, **heads)
+  x = jnp.zeros((1, 16, 16))
+  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+  order = gradcam.top_level_order(model, variables, x)
+  assert feeding_class_head(types.SimpleNamespace(model=model, variables=[variables]), x) == [
+      "dec0_conv1", "head"]
+  assert (order[-2:] == ("dec0_conv1", "head")) == (not heads)    # the old reading's failure

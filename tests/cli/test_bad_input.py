@@ -283,3 +283,52 @@ def test_a_fovea_far_from_the_scan_is_refused_before_any_output(trained_workdir,
   assert "--fovea" in rows[0]["reason"]
   assert not [f for f in os.listdir(tmp_path / "f") if f.startswith("vol")]
   assert os.path.exists(tmp_path / "f" / "flat.npz")
+
+
+@pytest.mark.parametrize("flag, name", [("--volume", "scan.png"), ("--fovea=1,1", "scan.png"),
+                                        ("--laterality=OS", "scan.png"),
+                                        ("--fovea=1,1", "scan.npz")])
+def test_volume_options_on_a_single_scan_that_is_no_volume_are_refused(trained_workdir, tmp_path,
+                                                                       capsys, flag, name):
+  """They would do nothing: one line naming the option and the file, before any output."""
+  import main
+  from PIL import Image
+  image = np.random.default_rng(2).integers(0, 255, (64, 41)).astype(np.uint8)
+  path = str(tmp_path / name)
+  if name.endswith(".png"):
+    Image.fromarray(image).save(path)
+  else:
+    np.savez(path, images=image[None])
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
+                           f"--input={path}", f"--output={tmp_path / 'o'}", flag]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f"error: {flag.split('=')[0]}: {path} is not read as a volume ")
+  assert "\n" not in err and not os.path.exists(tmp_path / "o")
+  assert err.endswith("add --volume to read this .npz as one") == name.endswith(".npz")
+
+
+def test_a_box_without_the_box_target_is_refused(trained_workdir, tmp_path, capsys):
+  import main
+  path = _npz(tmp_path, "scan.npz", images=np.zeros((1, 64, 41), np.uint8))
+  assert main.run_command(["main.py", "--mode=explain", f"--workdir={trained_workdir[0]}",
+                           f"--input={path}", f"--output={tmp_path / 'o'}",
+                           "--cam_box=1,2,30,40"]) == 2
+  assert capsys.readouterr().err.strip() == ("error: --cam_box (explain.box): only used with "
+                                             "--cam_target=box (the target is 'all')")
+  assert not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.parametrize("mode", ["predict", "explain"])
+def test_the_image_size_limit_is_set_per_run_as_its_message_says(trained_workdir, tmp_path,
+                                                                 capsys, mode):
+  """--config.data.max_image_side reaches the read of a single file, before the model loads."""
+  import main
+  path = _npz(tmp_path, "scan.npz", images=np.zeros((1, 70, 41), np.uint8))
+  args = ["main.py", f"--mode={mode}", f"--workdir={trained_workdir[0]}", f"--input={path}"]
+  assert main.run_command(args + [f"--output={tmp_path / 'a'}",
+                                  "--config.data.max_image_side=64"]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"error: {path}: image of 70x41 pixels exceeds data.max_image_side=64 (raise it with "
+      "--config.data.max_image_side if the machine has the memory)")
+  assert main.run_command(args + [f"--output={tmp_path / 'b'}",
+                                  "--config.data.max_image_side=70"]) == 0

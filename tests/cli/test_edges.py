@@ -379,6 +379,18 @@ def test_a_write_that_fails_without_a_file_name_is_named_by_its_output(tmp_path,
   assert os.listdir(tmp_path) == []
 
 
+def test_a_rename_onto_a_folder_is_named_by_its_output(tmp_path):
+  """A folder at the output's name: the error names the output, not the temporary file."""
+  import errno
+  from octseg_jax.outputs import atomic
+  target = tmp_path / "scan.npz"
+  target.mkdir()
+  with pytest.raises(OSError) as e:
+    atomic.write_text(str(target), "{}")
+  assert e.value.filename == str(target) and e.value.errno == errno.EISDIR
+  assert os.listdir(tmp_path) == ["scan.npz"] and os.listdir(target) == []
+
+
 def test_a_full_disk_without_a_file_name_during_training_names_the_workdir():
   """ENOSPC from a write that carries no file name (a log or event file) names the workdir in
   training, and the generic 'output' elsewhere; a named file is always named."""

@@ -102,6 +102,47 @@ def test_a_rerun_replaces_every_output_of_the_earlier_run(trained_workdir, tmp_p
   assert after["elsewhere.txt"] == before["elsewhere.txt"]
 
 
+@pytest.mark.parametrize("mode, name", [("predict", "summary.csv"), ("predict", "scan.npz"),
+                                        ("eval", "metrics.json"), ("explain", "cam_stats.md"),
+                                        ("predict", "manifest.json"), ("eval", "errors.csv")])
+def test_a_file_that_no_run_wrote_is_never_replaced(trained_workdir, tmp_path, capsys, mode,
+                                                    name):
+  """An output (or record) name already taken by a file that no earlier run's manifest lists:
+  one line naming it, exit 2, the folder unchanged."""
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1], masks=IMG.masks[:1])
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / name).write_text("mine")
+  before = file_hashes(out)
+  status, err = _cli(capsys, f"--mode={mode}", f"--workdir={workdir}",
+                     f"--input={tmp_path / 'scan.npz'}", f"--output={out}")
+  assert status == 2 and len(err) == 1, err
+  assert err[0].startswith(f"error: --output={out}: {out / name} is not ")
+  assert file_hashes(out) == before and os.listdir(out) == [name]
+
+
+def test_a_figure_name_taken_by_a_users_file_gets_the_next_name(trained_workdir, tmp_path,
+                                                                 capsys):
+  """Names claimed while the run writes (per-scan figures) skip a file no run wrote; a rerun
+  says how many of the earlier run's outputs it replaces."""
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "scan_000_overlay.png").write_text("mine")
+  assert _predict(capsys, workdir, tmp_path / "scan.npz", out, "--figures=all")[0] == 0
+  assert (out / "scan_000_overlay.png").read_text() == "mine"
+  listed = json.loads((out / "manifest.json").read_text())["outputs"]
+  assert {"scan_000_2_overlay.png", "scan_000_2_thickness.png"} <= set(listed)
+  capsys.readouterr()
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={workdir}",
+                           f"--input={tmp_path / 'scan.npz'}", f"--output={out}"]) == 0
+  assert (f"predict: replacing the {len(listed)} outputs of the earlier run in {out} "
+          "(its manifest.json)") in capsys.readouterr().out
+  assert (out / "scan_000_overlay.png").read_text() == "mine"
+
+
 @pytest.mark.parametrize("manifest, removed", [
     ({"mode": "eval", "outputs": ["a.png", "sub/b.csv"]}, ["a.png", "sub/b.csv"]),  # any mode
     ({"mode": "predict", "outputs": ["a.png", 3, None, "../outside.txt", "/abs.txt"]},
@@ -202,7 +243,7 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
   out = tmp_path / "out"
   out.mkdir()
   (out / ".octseg-good.abc123.tmp.npz").write_bytes(b"left over by a killed run")
-  (out / "manifest.json").write_text('{"stale": true}')
+  (out / "manifest.json").write_text('{"mode": "eval", "outputs": [], "stale": true}')
   before = file_hashes(src)
   status, err = _predict(capsys, workdir, src, out)
   assert status == 2
