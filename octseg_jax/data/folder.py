@@ -2,6 +2,7 @@
 
 import glob
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -85,16 +86,23 @@ def read_mask(path: str) -> np.ndarray:
     raise fail(path, f"not a readable mask image ({type(e).__name__}: {str(e)[:120]})") from None
 
 
+def mask_path_of(path: str) -> Optional[str]:
+  """Where the mask of the image DIR/images/NAME is read from (DIR/masks/NAME); None for an
+  image that is not in an images/ folder (it has no mask)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.basename(folder) != "images":
+    return None
+  return os.path.join(os.path.dirname(folder), "masks", os.path.basename(path))
+
+
 def load_image_file(path: str, max_side: int = MAX_IMAGE_SIDE) -> ScanSet:
   """One image file as a ScanSet (one scan per page); for a one-page image under images/, the
   mask is taken from ../masks/NAME if present."""
   images = to_uint8_images(read_image(path, max_side), path, max_side)     # [N, H, W]
   mask = None
-  name = os.path.basename(path)
-  stem = os.path.splitext(name)[0]
-  mask_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "masks", name)
-  if os.path.basename(os.path.dirname(os.path.abspath(path))) == "images" and \
-     os.path.exists(mask_path):
+  stem = os.path.splitext(os.path.basename(path))[0]
+  mask_path = mask_path_of(path)
+  if mask_path is not None and os.path.exists(mask_path):
     if len(images) != 1:
       raise fail(path, f"has {len(images)} pages; masks are read for one-page images only")
     mask = check_masks(read_mask(mask_path), images, mask_path)

@@ -40,7 +40,10 @@ def load_file(path: str, require_masks: bool = False, max_side: int = MAX_IMAGE_
   if lower.endswith(folder.IMAGE_SUFFIXES):
     scans = folder.load_image_file(path, max_side)
     if require_masks and scans.masks is None:
-      raise fail(path, "has no mask (expected ../masks/ with the same file name)")
+      where = folder.mask_path_of(path)
+      raise fail(path, f"has no mask ({where} does not exist)" if where else
+                 "has no mask (masks are read from DIR/masks/NAME for an image DIR/images/NAME; "
+                 "this image is not in an images/ folder)")
     return scans
   raise fail(path, f"unsupported file type; expected one of {', '.join(SCAN_SUFFIXES)}")
 

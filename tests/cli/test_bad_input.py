@@ -73,8 +73,16 @@ def test_masks_required_for_eval(tmp_path):
   with pytest.raises(InputError, match="no 'masks' array, and this mode needs masks"):
     inputs.load_path(path, require_masks=True)
   write_png(str(tmp_path / "one.png"), IMG[0])
-  with pytest.raises(InputError, match="one.png: has no mask"):
+  with pytest.raises(InputError) as e:
     inputs.load_path(str(tmp_path / "one.png"), require_masks=True)
+  assert str(e.value) == (f"{tmp_path}/one.png: has no mask (masks are read from "
+                          "DIR/masks/NAME for an image DIR/images/NAME; this image is not in an "
+                          "images/ folder)")
+  write_png(str(tmp_path / "images" / "two.png"), IMG[0])
+  with pytest.raises(InputError) as e:
+    inputs.load_path(str(tmp_path / "images" / "two.png"), require_masks=True)
+  assert str(e.value) == (f"{tmp_path}/images/two.png: has no mask ({tmp_path}/masks/two.png "
+                          "does not exist)")
 
 
 def test_obvious_fixes_colour_to_grey_floats_and_constant(tmp_path):
