@@ -1,8 +1,10 @@
 """--mode=explain: per-class CAMs, Table-3 statistics, and optional faithfulness and sanity checks.
 
 Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x and, per layer,
-raw and normalised maps [K, h, w] at model-input resolution) and SCAN_cam.png (paper Figure 6,
-the model's input band drawn at the scan's aspect ratio, with scale bars at the file's pixel size
+raw and normalised maps [K, h, w] at model-input resolution; where x came from: scan rows
+band_top to band_top + band_rows - 1 of scan_rows, all scan_cols columns, resized to
+x[:input_rows, :input_cols], the rest of x padding) and SCAN_cam.png (paper Figure 6,
+the model's input band drawn with the scan's pixels square, with scale bars at the file's pixel size
 or --pixel_um), directly in --output; for the whole run cam_stats.json and cam_stats.md.
 
 By default only the maps and their statistics are computed (one forward pass and K pullbacks
@@ -284,16 +286,20 @@ def model_pixel_um(place, scale: Dict):
 
 def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
                scale: Dict, model: str = "", checks=None) -> None:
-  """SCAN_cam.npz and SCAN_cam.png (the input band at the scan's aspect ratio, with scale bars
-  from `scale`, inputs.resolve_scale's pixel size of the scan; each class marked by `checks`,
+  """SCAN_cam.npz and SCAN_cam.png (the input band with the scan's pixels drawn square, with
+  scale bars from `scale`, inputs.resolve_scale's pixel size of the scan; each class marked by `checks`,
   cam_report.heldout_passed)."""
-  write_npz(cam_npz, x=x,
+  write_npz(cam_npz, x=x, band_top=place.top, band_rows=place.band_rows,
+            scan_rows=place.height, scan_cols=place.width, input_rows=place.model_rows,
+            input_cols=place.model_cols,
             **{f"{l}_raw": np.asarray(out[l]["raw"][:, 0]) for l in layers},
             **{f"{l}_norm": np.asarray(out[l]["norm"][:, 0]) for l in layers})
   rows, cols = place.model_rows, place.model_cols
   aspect = (place.band_rows / rows) / (place.width / cols)
+  wider = ("" if scale["col_um"] is None else
+           f" (physically {scale['col_um'] / scale['row_um']:.1f}x as wide)")
   band = (f"model input band: scan rows {place.top}-{place.top + place.band_rows - 1} of "
-          f"{place.height}, all {place.width} columns, at the scan's aspect ratio; "
+          f"{place.height}, all {place.width} columns, scan pixels drawn square{wider}; "
           f"{inputs.scale_text(scale)}")
   plots.cam_panel(cam_png, x[:rows, :cols],
                   {l: np.asarray(out[l]["norm"][:, 0, :rows, :cols]) for l in layers},

@@ -126,6 +126,12 @@ def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
   out = tmp_path / "out"
   with np.load(out / "scan_000_cam.npz") as d:
     assert d["head_raw"].shape == (8,) + d["x"].shape and (d["head_raw"] >= 0).all()
+    from octseg_jax.serving import inference
+    x, _, place = inference.prepare(inference.load_trained(workdir), s.images[0])
+    assert [int(d[k]) for k in ("band_top", "band_rows", "scan_rows", "scan_cols", "input_rows",
+                                "input_cols")] == [place.top, place.band_rows, 96, 64,
+                                                   place.model_rows, place.model_cols]
+    np.testing.assert_array_equal(d["x"], x)
   stats = json.loads((out / "cam_stats.json").read_text())
   assert stats["settings"]["region"] == "ground truth" and stats["settings"]["scans"] == 2
   for layer in ("dec0_conv1", "head"):
