@@ -39,10 +39,10 @@ flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's vol
 flags.DEFINE_enum("laterality", None, ["OD", "OS"], "predict: eye of a volume without one.")
 flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea in the maps' mm (x along "
                     "the B-scan from its first column, y the B-scan positions; default: found).")
-flags.DEFINE_string("pixel_um", None, "predict, explain: ROW[,COL] um per pixel row (and "
+flags.DEFINE_string("pixel_um", None, "predict, explain, eval: ROW[,COL] um per pixel row (and "
                     "column) of inputs without their own scale (images, .npz without scale_mm); "
-                    "converts units only (explain: its scale bars). Default: the model config's "
-                    "data.pixel_um per row.")
+                    "converts units only (explain: its scale bars; eval: its um errors). "
+                    "Default: the model config's data.pixel_um per row.")
 flags.DEFINE_enum("figures", "first", list(FIGURES),
                   "predict: overlay and thickness figures for no scan, the first scan of each "
                   "file, or every scan (a volume's thickness maps are always drawn).")

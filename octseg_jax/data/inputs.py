@@ -107,6 +107,27 @@ def read_files(files: Sequence[str], on_error: Callable[[str, str], None],
     yield path, scans
 
 
+def read_scaled(files: Sequence[str], on_error: Callable[[str, str], None], data_cfg, option,
+                stop_on_error: bool = False, require_masks: bool = False) -> List[Tuple]:
+  """(ScanSet, scale) of each readable file of `files` (read_files), the scale as predict finds
+  it (resolve_scale with --pixel_um `option`; for a .mat or an .npz with scale_mm, which predict
+  reads as volumes, volumes.file_scale). A file that cannot be read or whose own scale
+  disagrees with --pixel_um stops the run with `stop_on_error` (a single input file) and is
+  on_error's otherwise. data_cfg: the workdir's data settings (pixel_um, max_image_side)."""
+  max_side = int(data_cfg.max_image_side)
+  sets, default_row_um = [], float(data_cfg.pixel_um)
+  for path, scans in read_files(files, on_error, max_side, stop_on_error,
+                                require_masks=require_masks):
+    try:
+      own = volumes.file_scale(path, max_side) if scans.volume is None else None
+      sets.append((scans, resolve_scale(scans, option, default_row_um, own)))
+    except Exception as e:  # noqa: BLE001  (as read_files: any per-file failure)
+      if stop_on_error:
+        raise
+      report_failure(on_error, path, e)
+  return sets
+
+
 def report_failure(on_error: Callable[[str, str], None], path: str, e: BaseException) -> None:
   """A file of a folder run failed: on_error(file, one-line message) and the console line."""
   message = file_failure(path, e)

@@ -101,7 +101,8 @@ def dispatch(flags, override_args=()) -> None:
   output = _output_folder(flags, mode, workdir)
   if mode == "eval":
     from octseg_jax.modes import evaluate
-    evaluate.run(workdir, flags.input, output, overrides=overrides)
+    evaluate.run(workdir, flags.input, output, overrides=overrides,
+                 pixel_um=getattr(flags, "pixel_um", None))
   elif mode == "predict":
     from octseg_jax.modes import predict
     predict.run(workdir, flags.input, output,
@@ -118,7 +119,7 @@ def dispatch(flags, override_args=()) -> None:
 
 # predict's own flags: their defaults and the modes that use them
 PREDICT_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)),
-                 "fovea": (None, ("predict",)), "pixel_um": (None, ("predict", "explain")),
+                 "fovea": (None, ("predict",)), "pixel_um": (None, ("predict", "explain", "eval")),
                  "figures": ("first", ("predict",))}
 
 

@@ -23,7 +23,6 @@ from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
-SCALE_TEXT = "{:.4g} um per row (the model config's data.pixel_um)"   # eval's one scale
 
 
 def _geometry_errors(pred_bounds, true_bounds, pixel_um) -> Dict:
@@ -176,8 +175,7 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   others. true_bounds, pred_bounds: the masks' boundaries and the prediction's sub-pixel ones
   as predict writes them (geometry.predicted_geometry), [8, sum W]; supported [sum W] its
   columns that predict measures (geometry.supported_columns). The spread is converted at
-  pixel_um (the config's data.pixel_um), as predict does for inputs without their own scale;
-  for inputs with one, predict flags at the file's row size."""
+  pixel_um (the files' row size, run_scale), as predict flags it."""
   out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
                                        for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
@@ -233,30 +231,55 @@ def check_common_validation(members) -> None:
 
 
 def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, files=(),
-                   skipped=()):
-  """(images, masks, fluid, subjects, names, data name) of the workdir's validation split, or
-  of the readable `files` with masks that input_path names (inputs.list_inputs; the others go
-  to run_out.failed, a single bad file stops the run; `skipped` are not scan files)."""
-  if input_path:
-    for path in skipped:
-      run_out.skipped(path, "not a scan file (no scan extension)")
-    sets = [s for _, s in inputs.read_files(files, run_out.failed,
-                                            int(trained.config.data.max_image_side),
-                                            stop_on_error=os.path.isfile(input_path),
-                                            require_masks=True)]
-    if not sets:
-      run_out.start()
-      run_out.finish({"input": input_path, "scans": 0})
-      raise InputError(f"{input_path}: no scans with masks to score (see "
-                       f"{run_out.folder}/errors.csv)")
-    images, masks, subjects, names = pipeline.flatten(sets)
-    return images, masks, pipeline.fluid_of(sets), subjects, names, input_path
+                   skipped=(), pixel_um_option=None):
+  """(images, masks, fluid, subjects, names, data name, scale) of the workdir's validation
+  split, or of the readable `files` with masks that input_path names (inputs.list_inputs; the
+  others go to run_out.failed, a single bad file stops the run; `skipped` are not scan files).
+  scale: the files' one pixel size (run_scale), the config's data.pixel_um for the split."""
+  if not input_path:
+    if pixel_um_option:
+      raise InputError("--pixel_um: only for files given with --input (the validation split is "
+                       "scored at the model config's data.pixel_um)")
+    return validation_to_score(trained)
+  for path in skipped:
+    run_out.skipped(path, "not a scan file (no scan extension)")
+  read = inputs.read_scaled(files, run_out.failed, trained.config.data, pixel_um_option,
+                            stop_on_error=os.path.isfile(input_path), require_masks=True)
+  if not read:
+    run_out.start()
+    run_out.finish({"input": input_path, "scans": 0})
+    raise InputError(f"{input_path}: no scans with masks to score (see "
+                     f"{run_out.folder}/errors.csv)")
+  images, masks, subjects, names = pipeline.flatten([s for s, _ in read])
+  return (images, masks, pipeline.fluid_of([s for s, _ in read]), subjects, names, input_path,
+          run_scale(read, input_path))
+
+
+def run_scale(read, input_path: str) -> Dict:
+  """The one row size of eval's files [(ScanSet, scale)]: boundary errors are reported at one
+  scale per run, so files of different row sizes are refused (score them in separate runs)."""
+  first = {}                                  # row size -> the first file that has it
+  for scans, scale in read:
+    first.setdefault(round(scale["row_um"], 6), (scans.source, scale))
+  if len(first) > 1:
+    (a, sa), (b, sb) = list(first.values())[:2]
+    raise InputError(f"{input_path}: its files have different pixel sizes ({a}: "
+                     f"{inputs.scale_text(sa)}; {b}: {inputs.scale_text(sb)}); eval reports "
+                     "boundary errors at one scale: score them in separate runs")
+  sources = sorted({scale["source"] for _, scale in read})
+  return {"row_um": read[0][1]["row_um"], "col_um": None, "source": " and ".join(sources)}
+
+
+def validation_to_score(trained):
+  """scans_to_score's record of the workdir's validation split, at the config's data.pixel_um."""
   check_common_validation(trained.members)       # an ensemble's members share one split
   images, masks, fluid, subjects, names = validation_scans(trained)
   read = data_folder_text(trained)
   data_name = (f"validation split of {trained.workdir} "
                f"(subjects {trained.split['val'].get('subjects')})" + (f" {read}" if read else ""))
-  return images, masks, fluid, subjects, names, data_name
+  scale = {"row_um": float(trained.config.data.pixel_um), "col_um": None,
+           "source": "the model config's data.pixel_um"}
+  return images, masks, fluid, subjects, names, data_name, scale
 
 
 def data_folder_text(trained) -> str:
@@ -282,10 +305,10 @@ OUTPUTS = (("metrics", (".json", ".md")), ("side_by_side", (".png",)),
            ("eval_provenance", (".json",)))          # eval's files in its output folder
 
 
-def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
-  """score() of the predictions with calibration and, for a model with heads, score_heads."""
+def score_outputs(trained, outputs, masks, fluid, subjects, pixel_um: float) -> Dict:
+  """score() of the predictions with calibration and, for a model with heads, score_heads;
+  boundary errors in um at pixel_um per row."""
   probs = [o["probs"] for o in outputs]
-  pixel_um = float(trained.config.data.pixel_um)
   known = all(f is not None for f in fluid)
   smooth_sd = float(trained.config.predict.smooth_sd_columns)
   geometry = []                          # once for score and calibration: the order fix is slow
@@ -309,7 +332,7 @@ def score_outputs(trained, outputs, masks, fluid, subjects) -> Dict:
 
 
 def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, probs, names,
-                  data_name: str, started: float) -> None:
+                  data_name: str, started: float, scale: Dict) -> None:
   """metrics.json, metrics.md, side_by_side.png and eval_provenance.json (with the seconds
   since `started`, time.time()) into the run folder."""
   folder = run_out.folder
@@ -322,47 +345,48 @@ def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, pro
                      [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
                      title=f"input | grader's labels | the model's labels (argmax, before the "
                      f"order fix): the first {report.count(n, 'scan')} of the {len(images)} "
-                     f"scored, in the order scored; rows of "
-                     f"{SCALE_TEXT.format(float(trained.config.data.pixel_um))}")
+                     f"scored, in the order scored; {inputs.scale_text(scale)}")
   provenance.write(folder, trained.config, wall_time_s=time.time() - started,
                    filename=os.path.basename(paths[3]), extra={"mode": "eval", "data": data_name})
   run_out.wrote(*paths)
 
 
-def run(workdir: str, input_path: Optional[str], output: str, overrides=None) -> Dict:
+def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
+        pixel_um: str = None) -> Dict:
   """Scores the workdir's best checkpoint on its validation split or on the files with masks
   that input_path names, into the folder `output` (the folder-run protocol of predict and
   explain: a lock while it runs, errors.csv for files that could not be read, manifest.json
-  last; exit status 2 when a file failed)."""
+  last; exit status 2 when a file failed). Boundary errors in um at the files' own row size,
+  or --pixel_um (`pixel_um`) for files without one (run_scale)."""
   from octseg_jax.serving import inference
   started = time.time()
+  pixel_um_option = inputs.parse_pixel_um(pixel_um)
   trained = inference.load_trained(workdir, overrides)
   files, skipped = inputs.list_inputs(input_path) if input_path else ([], [])
   run_out = RunOutputs(check_output_folder(output), files, "eval")
   for base, suffixes in OUTPUTS:
     run_out.refuse_replacing(base, suffixes)
-  images, masks, fluid, subjects, names, data_name = scans_to_score(trained, input_path, run_out,
-                                                                 files, skipped)
+  images, masks, fluid, subjects, names, data_name, scale = scans_to_score(
+      trained, input_path, run_out, files, skipped, pixel_um_option)
   if not any((m != IGNORE).any() for m in masks):
     raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
                      "ignore), so there is nothing to score")
   run_out.start()                            # reads first: nothing to score, nothing written
   outputs = predict_all(trained, images)
-  result = score_outputs(trained, outputs, masks, fluid, subjects)
+  result = score_outputs(trained, outputs, masks, fluid, subjects, scale["row_um"])
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
                  "scans_in_training": inference.scans_in_training(trained, names),
-                 "pixel_um_source": "the model config's data.pixel_um",
+                 "pixel_um_source": scale["source"],
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
-                data_name, started)
+                data_name, started, scale)
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(images),
-                  "scale": {"row_um": float(trained.config.data.pixel_um),
-                            "source": result["pixel_um_source"]}})
+                  "scale": {"row_um": scale["row_um"], "source": scale["source"]}})
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(report.console_summary(result))
   print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "
         f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
-        f"{SCALE_TEXT.format(float(trained.config.data.pixel_um))}; wrote "
+        f"{inputs.scale_text(scale)}; wrote "
         f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")
   if result["scans_in_training"]:
     print(f"warning: {report.training_overlap_text(result)}")

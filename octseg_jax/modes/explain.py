@@ -28,7 +28,7 @@ from octseg_jax.cam import gradcam
 from octseg_jax.outputs import plots
 from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
-from octseg_jax.data import inputs, volumes
+from octseg_jax.data import inputs
 from octseg_jax.errors import InputError
 from octseg_jax.models.segnet import CLASS_HEAD
 from octseg_jax.outputs.cam_report import (EVIDENCE_FILE, heldout_passed, stats_markdown,
@@ -407,27 +407,6 @@ def workdir_evidence(workdir: str, method: str, layers) -> Dict:
   return dict(evidence, methods={method: {l: found[l] for l in layers if l in found}})
 
 
-def read_scaled(files, data_cfg, run_out, single: bool, option) -> List:
-  """(ScanSet, scale) of each readable file of `files`, the scale as predict finds it
-  (inputs.resolve_scale with --pixel_um `option`; for a .mat or an .npz with scale_mm, which
-  predict reads as volumes, volumes.file_scale). A file that cannot be read or whose own scale
-  disagrees with --pixel_um fails the run when it is the only input (`single`) and is listed
-  in errors.csv in a folder run. data_cfg: the workdir's data settings (its pixel size and
-  largest image side)."""
-  max_side = int(data_cfg.max_image_side)
-  read = inputs.read_files(files, run_out.failed, max_side, stop_on_error=single)
-  sets, default_row_um = [], float(data_cfg.pixel_um)
-  for path, scans in read:
-    try:
-      own = volumes.file_scale(path, max_side) if scans.volume is None else None
-      sets.append((scans, inputs.resolve_scale(scans, option, default_row_um, own)))
-    except Exception as e:  # noqa: BLE001  (as inputs.read_files: any per-file failure)
-      if single:
-        raise
-      inputs.report_failure(run_out.failed, path, e)
-  return sets
-
-
 def checked_box(flag, target: str, default) -> tuple:
   """The box of target 'box' as a tuple: `flag` (--cam_box, or --config.explain.box), else the
   workdir's explain.box. A box given for another target is refused; target 'box' needs four
@@ -468,7 +447,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   run_out = RunOutputs(check_output_folder(output), files, "explain")
   run_out.refuse_replacing("cam_stats", (".json", ".md"))
   single = os.path.isfile(input_path)       # one file is read before the model is loaded
-  sets = read_scaled(files, data_cfg, run_out, True, pixel_um_option) if single else None
+  sets = inputs.read_scaled(files, run_out.failed, data_cfg, pixel_um_option, stop_on_error=True) if single else None
   trained = inference.load_trained(workdir, overrides)
   cfg = trained.config.explain
   layers = tuple(layers or cfg.layers)
@@ -481,7 +460,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   for path in skipped:
     run_out.skipped(path, "not a scan file (no scan extension)")
   # Read before the folder is made: nothing is written for a bad single file.
-  sets = sets or read_scaled(files, data_cfg, run_out, False, pixel_um_option)
+  sets = sets or inputs.read_scaled(files, run_out.failed, data_cfg, pixel_um_option)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}' "

@@ -107,16 +107,15 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
   import types
   labels, masks, fluid = _case()
   trained = types.SimpleNamespace(config=types.SimpleNamespace(
-      data=types.SimpleNamespace(pixel_um=UM),
       predict=types.SimpleNamespace(smooth_sd_columns=0.0, uncertain_um=7.74)), head_names=())
   outputs = [{"probs": np.eye(8)[lab]} for lab in labels]
-  partial = evaluate.score_outputs(trained, outputs, masks, [fluid[0], None], [1, 2])
+  partial = evaluate.score_outputs(trained, outputs, masks, [fluid[0], None], [1, 2], UM)
   assert "by_fluid_columns" not in partial["topology"]
   assert partial["topology"]["by_fluid_columns_skipped"] == \
       "1 of 2 scans carry no fluid annotation"
   for given in (fluid, [None, None]):            # every scan's, or none: nothing to explain
     assert "by_fluid_columns_skipped" not in evaluate.score_outputs(
-        trained, outputs, masks, given, [1, 2])["topology"]
+        trained, outputs, masks, given, [1, 2], UM)["topology"]
   # A fluid head's Dice is skipped for the same reason, and says so.
   heads = evaluate.score_heads([o | {"fluid": np.zeros((H, W))} for o in outputs], masks,
                                [fluid[0], None], [1, 2], None, UM)

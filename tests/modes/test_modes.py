@@ -225,3 +225,39 @@ def test_eval_scores_the_labels_predict_draws_with_smoothing(trained_workdir, tm
   plain = evaluate.run(workdir, str(tmp_path / "scans.npz"), str(tmp_path / "plain"))
   assert plain["topology"]["smooth_sd_columns"] == 0.0
   assert "smoothed along" not in report.console_summary(plain)
+
+
+def test_eval_reports_um_at_the_files_own_row_size(trained_workdir, tmp_path, capsys):
+  """Boundary errors in um at the file's scale_mm row size, or --pixel_um for a file without
+  one (the pixel errors unchanged); files of two row sizes, or --pixel_um for the validation
+  split, are refused with one line."""
+  import main
+  workdir, _ = trained_workdir
+  s = synthetic.generate(2, 96, 64, seed=4)
+  write_npz(str(tmp_path / "own.npz"), images=s.images, masks=s.masks,
+            scale_mm=np.array([0.12, 0.0025, 0.01]))
+  write_npz(str(tmp_path / "plain.npz"), images=s.images, masks=s.masks)
+  own = evaluate.run(workdir, str(tmp_path / "own.npz"), str(tmp_path / "a"))
+  given = evaluate.run(workdir, str(tmp_path / "plain.npz"), str(tmp_path / "b"), pixel_um="2")
+  for result, row_um, source in ((own, 2.5, "file"), (given, 2.0, "--pixel_um")):
+    g = result["raw"]["geometry"]
+    np.testing.assert_allclose(g["mae_um"], np.asarray(g["mae_px"]) * row_um, rtol=1e-6)
+    assert result["pixel_um_source"] == source
+  np.testing.assert_array_equal(own["raw"]["geometry"]["mae_px"],
+                                given["raw"]["geometry"]["mae_px"])
+  assert json.loads((tmp_path / "a" / "manifest.json").read_text())["scale"] == {
+      "row_um": 2.5, "source": "file"}
+  (tmp_path / "mixed").mkdir()
+  for name in ("own.npz", "plain.npz"):
+    os.replace(tmp_path / name, tmp_path / "mixed" / name)
+  args = ["main.py", "--mode=eval", f"--workdir={workdir}", f"--output={tmp_path / 'c'}"]
+  capsys.readouterr()
+  assert main.run_command(args + [f"--input={tmp_path / 'mixed'}"]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"error: {tmp_path / 'mixed'}: its files have different pixel sizes ({tmp_path}/mixed/"
+      "own.npz: 2.5 um per row, 10 um per column, from the file; "
+      f"{tmp_path}/mixed/plain.npz: 3.87 um per row, assumed: default (data.pixel_um)); eval "
+      "reports boundary errors at one scale: score them in separate runs")
+  assert main.run_command(args + ["--pixel_um=2"]) == 2
+  assert capsys.readouterr().err.strip().startswith("error: --pixel_um: only for files given "
+                                                    "with --input")
