@@ -46,6 +46,17 @@ def parse_fovea(text: Optional[str]):
   return x, y
 
 
+def bscan_spacing_text(volume: Volume) -> str:
+  """How far apart the file's B-scans are: the volume's spacing, or the range of their gaps
+  where they are a selection of its B-scans (the annotated B-scans of a Duke subject file)."""
+  spacing_um = volume.scale_mm[0] * 1e3
+  gaps_um = np.diff(np.sort(np.asarray(volume.positions_mm, float))) * 1e3
+  if gaps_um.size == 0 or np.allclose(gaps_um, spacing_um, rtol=0.01):
+    return f"{spacing_um:.4g} um between B-scans"
+  return (f"B-scans {gaps_um.min():.4g}-{gaps_um.max():.4g} um apart (of a volume "
+          f"{spacing_um:.4g} um between B-scans)")
+
+
 def check_volume_options(volume: Optional[Volume], path: str, fovea_mm, laterality, force: bool):
   """For a single input file: refuses --fovea, --laterality or --volume where the file is not
   read as a volume (they would do nothing), and a --fovea far from the scan (check_fovea)."""
@@ -321,7 +332,7 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
   fig.suptitle(f"{title}; {side}, {len(volume)} B-scans, scale "
                f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
-               f"column, {volume.scale_mm[0] * 1e3:.4g} um between B-scans "
+               f"column, {bscan_spacing_text(volume)} "
                f"({volume.scale_source})\nblank = no thickness measured, or farther than "
                f"{enface.REACH_MM} mm from a B-scan; thickness colours clipped at the 2nd-98th "
                f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart); ETDRS sectors: mean "

@@ -401,3 +401,14 @@ def test_heldout_passed_reads_the_method_s_layers_from_the_evidence():
   assert heldout_passed(evidence, "hirescam", "predicted") == {}
   assert heldout_passed(evidence, "gradcampp", "all") == {}
   assert heldout_passed(None, "hirescam", "all") == {}
+
+
+def test_the_maps_title_gives_the_gaps_of_a_selection_of_bscans():
+  """A Duke subject file holds 11 of a volume's 61 B-scans: the title gives their gaps, not the
+  volume's spacing; evenly spaced B-scans get the spacing alone."""
+  spaced = SimpleNamespace(scale_mm=(0.123, 0.00387, 0.01133),
+                           positions_mm=np.array([10, 15, 20, 25, 28, 30]) * 0.123)
+  assert volume_report.bscan_spacing_text(spaced) == (
+      "B-scans 246-615 um apart (of a volume 123 um between B-scans)")
+  even = SimpleNamespace(scale_mm=(0.123, 0.00387, 0.01133), positions_mm=np.arange(5) * 0.123)
+  assert volume_report.bscan_spacing_text(even) == "123 um between B-scans"
