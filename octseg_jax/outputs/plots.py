@@ -262,7 +262,7 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
     handles.append(Patch(**{**NO_SUPPORT_BAND, "edgecolor": "0.3"},   # dark on the light legend
                          label="no support (not drawn):\nno boundary, or layers\nout of order"))
   if uncertain:
-    marks = "\n(orange marks at the top\nand bottom edges)"
+    marks = "\n(orange marks at the top\nand bottom edges over\na faint orange shade)"
     handles.append(uncertain_patch(uncertain_um, "\n", marks, alpha=1.0))
   if fluid:
     handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label=fluid_label))
