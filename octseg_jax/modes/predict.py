@@ -351,7 +351,7 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
                             title=f"{name}: layer thickness ({where})", model=model,
                             unsupported=unsupported, uncertain=None if flags is None else flags[i],
-                            uncertain_um=uncertain_um)
+                            uncertain_um=uncertain_um, col_um=scale["col_um"])
     run.wrote(overlay, thickness)
 
 

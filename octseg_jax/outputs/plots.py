@@ -288,13 +288,14 @@ def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
 
 def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: str = "",
                       model: str = "", unsupported=None, uncertain=None,
-                      uncertain_um=None) -> None:
+                      uncertain_um=None, col_um=None) -> None:
   """Small multiples: one panel per layer with its thickness (um) along the scan, prediction
   solid, truth dashed. Columns without support (no boundary found, or `unsupported` [W], e.g.
   where the raw labelling is out of layer order) are shaded grey and not drawn; `uncertain`
   [W] columns (an ensemble's members disagree) are shaded orange (the overlay, with boundary
   lines to keep readable, marks them with strips at its edges over a fainter shade).
-  thickness_um, true_um [7, W]."""
+  thickness_um, true_um [7, W]; col_um: the column size, when known (the x-axis label gives it
+  and the scan's width in mm)."""
   from matplotlib.patches import Patch
   from octseg_jax.outputs.atomic import save_figure
   plt = _plt()
@@ -320,7 +321,9 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
                   va="center")
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-  axes[-1].set_xlabel("column (A-scan, pixels)")
+  width = thickness_um.shape[-1]
+  axes[-1].set_xlabel("column (A-scan, pixels)" + ("" if col_um is None else
+                      f"; {col_um:.4g} um each, {width * col_um / 1e3:.2f} mm across"))
   handles = [h for h in style_legend_handles(true_um is not None)]
   handles[0].set_color("#0072b2")
   if len(handles) > 1:

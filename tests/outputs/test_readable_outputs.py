@@ -412,3 +412,14 @@ def test_the_maps_title_gives_the_gaps_of_a_selection_of_bscans():
       "B-scans 246-615 um apart (of a volume 123 um between B-scans)")
   even = SimpleNamespace(scale_mm=(0.123, 0.00387, 0.01133), positions_mm=np.arange(5) * 0.123)
   assert volume_report.bscan_spacing_text(even) == "123 um between B-scans"
+
+
+@pytest.mark.parametrize("col_um, label", [
+    (None, "column (A-scan, pixels)"),
+    (11.33, "column (A-scan, pixels); 11.33 um each, 0.45 mm across")])   # 40 x 11.33 um
+def test_the_thickness_plot_gives_the_column_size_when_known(monkeypatch, col_um, label):
+  from octseg_jax.outputs import atomic, plots
+  figures = []
+  monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
+  plots.thickness_profile("unused.png", np.full((7, 40), 30.0), col_um=col_um)
+  assert figures[0].axes[6].get_xlabel() == label
