@@ -494,12 +494,18 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
              "seconds": round(seconds, 3),
              "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}
   outputs.finish(summary)
-  report_run(outputs, input_path, summary, len(skipped))
+  report_run(outputs, input_path, summary, len(skipped), dict(volume_options, fovea=fovea_mm))
   return summary
 
 
-def report_run(outputs: RunOutputs, input_path: str, summary: Dict, num_skipped: int) -> None:
-  """predict's one-line summary; an InputError when any file failed (its outputs are written)."""
+VOLUME_FLAGS = {"force": "--volume", "laterality": "--laterality", "fovea": "--fovea"}
+
+
+def report_run(outputs: RunOutputs, input_path: str, summary: Dict, num_skipped: int,
+               volume_options: Dict) -> None:
+  """predict's one-line summary, with a note when volume options were given (volume_options,
+  keyed as VOLUME_FLAGS) but no file was read as a volume; an InputError when any file failed
+  (its outputs are written)."""
   seconds, num_scans = summary["seconds"], summary["scans"]
   folder = outputs.folder
   rate = f"{num_scans / seconds:.2f} scans/s" if seconds > 0 and num_scans else "no scans"
@@ -508,6 +514,10 @@ def report_run(outputs: RunOutputs, input_path: str, summary: Dict, num_skipped:
         f"{seconds:.1f} s ({rate} after loading the model) -> {folder}; "
         f"{outputs.num_failed} failed, {num_skipped} skipped"
         + (f" (listed in {folder}/errors.csv)" if outputs.problems else ""))
+  given = [flag for key, flag in VOLUME_FLAGS.items() if volume_options.get(key)]
+  if given and "lateralities" not in summary:          # lateralities: one per volume read
+    print(f"note: {', '.join(given)} only apply to volumes, and no file of {input_path} was "
+          "read as one")
   if outputs.num_failed:
     raise InputError(f"{input_path}: {outputs.num_failed} of {summary['files']} files could not be "
                      f"read or predicted (listed in {folder}/errors.csv)")

@@ -339,3 +339,15 @@ def test_the_image_size_limit_is_set_per_run_as_its_message_says(trained_workdir
       "--config.data.max_image_side if the machine has the memory)")
   assert main.run_command(args + [f"--output={tmp_path / 'b'}",
                                   "--config.data.max_image_side=70"]) == 0
+
+
+def test_a_folder_without_volumes_says_its_volume_options_did_nothing(trained_workdir, tmp_path,
+                                                                      capsys):
+  import main
+  (tmp_path / "in").mkdir()
+  _npz(tmp_path / "in", "scan.npz", images=np.zeros((1, 64, 41), np.uint8))
+  assert main.run_command(["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
+                           f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'o'}",
+                           "--fovea=1,1", "--laterality=OS", "--figures=none"]) == 0
+  assert (f"note: --laterality, --fovea only apply to volumes, and no file of {tmp_path / 'in'} "
+          "was read as one") in capsys.readouterr().out.splitlines()
