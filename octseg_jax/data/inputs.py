@@ -1,8 +1,9 @@
 """Reads whatever a user points --input at: a .npz, a Duke .mat, an image, a scanner file
 (HEYEX .vol, .e2e, a HEYEX XML folder, eyepy .eye), or a folder of these.
 
-Training and eval stop at the first bad file (`load_path`); predict and explain process every
-readable file of a folder (`list_inputs`, then `load_file` per file) and report the others.
+Scripts stop at the first bad file (`load_path`); predict, explain and eval process every
+readable file of a folder (`list_inputs`, then `read_files` or `read_scaled`, which read each
+file with `load_file`) and report the others.
 """
 
 import dataclasses
@@ -158,6 +159,9 @@ def parse_pixel_um(text):
   return values[0], (values[1] if len(values) == 2 else None)
 
 
+DEFAULT_ROW_SOURCE = "default (data.pixel_um)"     # the model config's row size, assumed
+
+
 def resolve_scale(scans, option, default_row_um: float, own=None) -> Dict:
   """The pixel size of one input file and where it comes from: the file's own (a --pixel_um
   that disagrees is refused), --pixel_um, or the default (the model config's data.pixel_um
@@ -186,7 +190,7 @@ def resolve_scale(scans, option, default_row_um: float, own=None) -> Dict:
     return {"row_um": option[0], "col_um": col, "source": "--pixel_um"}
   if own is not None:
     return {"row_um": own[0][1] * 1e3, "col_um": own[0][2] * 1e3, "source": own[1]}
-  return {"row_um": default_row_um, "col_um": None, "source": "default (data.pixel_um)"}
+  return {"row_um": default_row_um, "col_um": None, "source": DEFAULT_ROW_SOURCE}
 
 
 def scale_record(scale: Dict) -> Dict:

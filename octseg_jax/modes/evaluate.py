@@ -175,7 +175,8 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   others. true_bounds, pred_bounds: the masks' boundaries and the prediction's sub-pixel ones
   as predict writes them (geometry.predicted_geometry), [8, sum W]; supported [sum W] its
   columns that predict measures (geometry.supported_columns). The spread is converted at
-  pixel_um (the files' row size, run_scale), as predict flags it."""
+  pixel_um (the files' row size, run_scale, or the config's for the validation split), as
+  predict flags it."""
   out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
                                        for o, m in zip(outputs, masks)])
   if "boundary_sd_rows" in outputs[0]:
@@ -230,21 +231,16 @@ def check_common_validation(members) -> None:
                        "or on data given with --input")
 
 
-def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, files=(),
-                   skipped=(), pixel_um_option=None):
+def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, read=None,
+                   skipped=()):
   """(images, masks, fluid, subjects, names, data name, scale) of the workdir's validation
-  split, or of the readable `files` with masks that input_path names (inputs.list_inputs; the
-  others go to run_out.failed, a single bad file stops the run; `skipped` are not scan files).
-  scale: the files' one pixel size (run_scale), the config's data.pixel_um for the split."""
+  split, or of `read` (read_to_score), the files with masks that input_path names, whose
+  unreadable files went to run_out.failed (`skipped`: not scan files). scale: the files' one
+  pixel size (run_scale), the config's data.pixel_um for the split."""
   if not input_path:
-    if pixel_um_option:
-      raise InputError("--pixel_um: only for files given with --input (the validation split is "
-                       "scored at the model config's data.pixel_um)")
     return validation_to_score(trained)
   for path in skipped:
     run_out.skipped(path, "not a scan file (no scan extension)")
-  read = inputs.read_scaled(files, run_out.failed, trained.config.data, pixel_um_option,
-                            stop_on_error=os.path.isfile(input_path), require_masks=True)
   if not read:
     run_out.start()
     run_out.finish({"input": input_path, "scans": 0})
@@ -253,6 +249,19 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, file
   images, masks, subjects, names = pipeline.flatten([s for s, _ in read])
   return (images, masks, pipeline.fluid_of([s for s, _ in read]), subjects, names, input_path,
           run_scale(read, input_path))
+
+
+def read_to_score(input_path, files, run_out: RunOutputs, data_cfg, pixel_um_option):
+  """[(ScanSet, scale)] of the readable `files` with masks that input_path names (a single bad
+  file stops the run, a folder's go to run_out.failed); none for the validation split, which
+  takes no --pixel_um. data_cfg: the workdir's data settings (its stored config's)."""
+  if not input_path:
+    if pixel_um_option:
+      raise InputError("--pixel_um: only for files given with --input (the validation split is "
+                       "scored at the model config's data.pixel_um)")
+    return None
+  return inputs.read_scaled(files, run_out.failed, data_cfg, pixel_um_option,
+                            stop_on_error=os.path.isfile(input_path), require_masks=True)
 
 
 def run_scale(read, input_path: str) -> Dict:
@@ -266,8 +275,11 @@ def run_scale(read, input_path: str) -> Dict:
     raise InputError(f"{input_path}: its files have different pixel sizes ({a}: "
                      f"{inputs.scale_text(sa)}; {b}: {inputs.scale_text(sb)}); eval reports "
                      "boundary errors at one scale: score them in separate runs")
-  sources = sorted({scale["source"] for _, scale in read})
-  return {"row_um": read[0][1]["row_um"], "col_um": None, "source": " and ".join(sources)}
+  sources = sorted({scale["source"] for _, scale in read}, key=lambda s: (s.startswith("default"),
+                                                                         s))
+  source = (sources[0] if len(sources) == 1 else
+            f"{' or '.join(sources)}, by file (manifest.json scales)")
+  return {"row_um": read[0][1]["row_um"], "col_um": None, "source": source}
 
 
 def validation_to_score(trained):
@@ -278,7 +290,7 @@ def validation_to_score(trained):
   data_name = (f"validation split of {trained.workdir} "
                f"(subjects {trained.split['val'].get('subjects')})" + (f" {read}" if read else ""))
   scale = {"row_um": float(trained.config.data.pixel_um), "col_um": None,
-           "source": "the model config's data.pixel_um"}
+           "source": inputs.DEFAULT_ROW_SOURCE}
   return images, masks, fluid, subjects, names, data_name, scale
 
 
@@ -336,8 +348,7 @@ def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, pro
   """metrics.json, metrics.md, side_by_side.png and eval_provenance.json (with the seconds
   since `started`, time.time()) into the run folder."""
   folder = run_out.folder
-  paths = [os.path.join(folder, base + suffix) for base, suffixes in OUTPUTS
-           for suffix in suffixes]
+  paths = [p for base, suffixes in OUTPUTS for p in run_out.claim(base, suffixes)]
   write_json(paths[0], result)
   write_text(paths[1], report.metrics_markdown(result))
   n = min(PANEL_SCANS, len(images))
@@ -361,13 +372,15 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   from octseg_jax.serving import inference
   started = time.time()
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
-  trained = inference.load_trained(workdir, overrides)
   files, skipped = inputs.list_inputs(input_path) if input_path else ([], [])
   run_out = RunOutputs(check_output_folder(output), files, "eval")
   for base, suffixes in OUTPUTS:
     run_out.refuse_replacing(base, suffixes)
+  read = read_to_score(input_path, files, run_out,                # before the model is loaded
+                       inference.stored_config(workdir, overrides).data, pixel_um_option)
+  trained = inference.load_trained(workdir, overrides)
   images, masks, fluid, subjects, names, data_name, scale = scans_to_score(
-      trained, input_path, run_out, files, skipped, pixel_um_option)
+      trained, input_path, run_out, read, skipped)
   if not any((m != IGNORE).any() for m in masks):
     raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
                      "ignore), so there is nothing to score")
@@ -381,7 +394,8 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
                 data_name, started, scale)
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(images),
-                  "scale": {"row_um": scale["row_um"], "source": scale["source"]}})
+                  "scale": {"row_um": scale["row_um"], "source": scale["source"]},
+                  "scales": {s.source: inputs.scale_record(r) for s, r in read or ()}})
   lit = result["raw"]["literature"]["mean_layer_dice"]
   print(report.console_summary(result))
   print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "

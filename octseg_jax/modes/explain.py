@@ -287,8 +287,8 @@ def model_pixel_um(place, scale: Dict):
 def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
                scale: Dict, model: str = "", checks=None) -> None:
   """SCAN_cam.npz and SCAN_cam.png (the input band with the scan's pixels drawn square, with
-  scale bars from `scale`, inputs.resolve_scale's pixel size of the scan; each class marked by `checks`,
-  cam_report.heldout_passed)."""
+  scale bars from `scale`, inputs.resolve_scale's pixel size of the scan; each class marked by
+  `checks`, cam_report.heldout_passed)."""
   write_npz(cam_npz, x=x, band_top=place.top, band_rows=place.band_rows,
             scan_rows=place.height, scan_cols=place.width, input_rows=place.model_rows,
             input_cols=place.model_cols,
@@ -442,25 +442,26 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   the folder `output` (files that cannot be read or are refused are listed in errors.csv).
   pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (scale bars)."""
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
-  data_cfg = inference.stored_config(workdir, overrides).data
-  files, skipped = inputs.list_inputs(input_path)
-  run_out = RunOutputs(check_output_folder(output), files, "explain")
-  run_out.refuse_replacing("cam_stats", (".json", ".md"))
-  single = os.path.isfile(input_path)       # one file is read before the model is loaded
-  sets = inputs.read_scaled(files, run_out.failed, data_cfg, pixel_um_option, stop_on_error=True) if single else None
-  trained = inference.load_trained(workdir, overrides)
-  cfg = trained.config.explain
+  stored = inference.stored_config(workdir, overrides)     # options checked before any loading
+  cfg = stored.explain
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target
   box = checked_box(box or (overrides or {}).get("explain.box"), target, cfg.box)
   kinds = faithfulness_kinds(faithfulness_flag)
+  files, skipped = inputs.list_inputs(input_path)
+  run_out = RunOutputs(check_output_folder(output), files, "explain")
+  run_out.refuse_replacing("cam_stats", (".json", ".md"))
+  single = os.path.isfile(input_path)       # one file is read before the model is loaded
+  sets = inputs.read_scaled(files, run_out.failed, stored.data, pixel_um_option,
+                            stop_on_error=True) if single else None
+  trained = inference.load_trained(workdir, overrides)
   explainer = make_explainer(trained, layers, method, target)
   explainer.check_layers()             # a folder's files are read after the options are checked
   evidence = workdir_evidence(workdir, method, layers)
   for path in skipped:
     run_out.skipped(path, "not a scan file (no scan extension)")
   # Read before the folder is made: nothing is written for a bad single file.
-  sets = sets or inputs.read_scaled(files, run_out.failed, data_cfg, pixel_um_option)
+  sets = sets or inputs.read_scaled(files, run_out.failed, stored.data, pixel_um_option)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}' "

@@ -467,8 +467,9 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   folder = check_output_folder(output)
   outputs = RunOutputs(folder, files, "predict")
   stems = unique_stems(files)
-  for stem, suffixes in [(s, FILE_SUFFIXES) for s in stems] + [("summary", (".csv",))]:
-    outputs.refuse_replacing(stem, suffixes)
+  for stem in stems:                                   # a volume's outputs share its stem
+    outputs.refuse_replacing(stem, FILE_SUFFIXES + VOLUME_SUFFIXES)
+  outputs.refuse_replacing("summary", (".csv",))
   single = os.path.isfile(input_path)
   first = inputs.load_file(files[0], max_side=max_side, volume_options=volume_options) \
       if single else None                                         # fail before loading the model

@@ -2,9 +2,10 @@
 names that never replace an input, another output of the same run or a file that no earlier run
 wrote, and a record of the run.
 
-A batch run lists the files it could not read in errors.csv (file, status, reason) and writes
-manifest.json last; a folder without manifest.json holds an interrupted run, whose leftover
-temporary files the next run into that folder removes.
+A batch run lists the files it could not read in errors.csv (file, status, reason). From its
+start, manifest.json lists every name the run has claimed, with "complete": false; the run
+writes it again last, complete. A folder whose manifest is not complete holds an interrupted
+run, whose outputs and leftover temporary files the next run into that folder removes.
 """
 
 import fnmatch
@@ -79,8 +80,9 @@ def unique_stems(files: Sequence[str]) -> List[str]:
 class RunOutputs:
   """Output names and the record of one run into `folder`.
 
-  claim(base, suffixes) returns paths BASE[_k]SUFFIX that no earlier claim of this run and no
-  input file uses, so outputs never replace inputs or each other.
+  claim(base, suffixes) returns paths BASE[_k]SUFFIX that no earlier claim of this run, no
+  input file and no file already there (after start: one no run wrote) uses, so outputs never
+  replace inputs, each other or a user's files.
   """
 
   def __init__(self, folder: str, inputs: Iterable[str], mode: str):
@@ -90,13 +92,19 @@ class RunOutputs:
     self.claimed: set = set()
     self.written: List[str] = []
     self.problems: List[List[str]] = []          # [file, 'failed' | 'skipped', reason]
-    self.lock = None                             # the folder's lock while the run writes
+    self.lock = FolderLock(folder, OUTPUT_LOCK, f"is writing {mode} outputs into it",
+                           own_is_stale=True)      # held from start to finish
+    self._replaceable = None                       # refuse_replacing's earlier outputs
 
   def refuse_replacing(self, base: str, suffixes: Sequence[str]) -> None:
-    """InputError when BASE+SUFFIX would replace one of the inputs, or a file or folder there
-    that no earlier run into the folder wrote (its manifest.json does not list it): checked
-    before anything is written."""
-    earlier = {os.path.normpath(p) for p in self.earlier_outputs()}
+    """InputError when the folder is busy (another live run writes into it), or BASE+SUFFIX
+    would replace one of the inputs or a file or folder there that no earlier run into the
+    folder wrote (its manifest.json does not list it): checked before anything is written."""
+    if self._replaceable is None:
+      if os.path.isdir(self.folder):
+        self.lock.refuse_if_busy()
+      self._replaceable = {os.path.normpath(p) for p in self.earlier_outputs()}
+    earlier = self._replaceable
     for suffix in suffixes:
       path = os.path.join(self.folder, base + suffix)
       if os.path.realpath(path) in self.inputs:
@@ -117,6 +125,8 @@ class RunOutputs:
       if not any(p in self.claimed or os.path.realpath(p) in self.inputs or os.path.lexists(p)
                  for p in paths):
         self.claimed.update(paths)
+        if self.lock.held:                 # listed before they are written (an interruption)
+          self.write_manifest(complete=False)
         return paths
       k += 1
 
@@ -128,8 +138,6 @@ class RunOutputs:
     earlier run's."""
     self.refuse_foreign_records()
     os.makedirs(self.folder, exist_ok=True)
-    self.lock = FolderLock(self.folder, OUTPUT_LOCK, f"is writing {self.mode} outputs into it",
-                           own_is_stale=True)
     self.lock.acquire()
     _HELD.append(self.lock)
     for leftover in glob.glob(os.path.join(self.folder, TEMP_PATTERN)):
@@ -145,15 +153,19 @@ class RunOutputs:
       path = os.path.join(self.folder, record)
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
         os.remove(path)
+    self.write_manifest(complete=False)
 
   def refuse_foreign_records(self) -> None:
     """InputError when the folder holds a manifest.json that is not a run's record, or an
-    errors.csv that the earlier run's manifest does not list: start would replace them."""
+    errors.csv that the earlier run's manifest does not list (an interrupted run's may not):
+    start would replace them."""
     manifest = self.earlier_manifest()
-    listed = manifest["outputs"] if manifest else []
+    ours = {MANIFEST: manifest is not None,
+            ERRORS: manifest is not None and (ERRORS in manifest["outputs"]
+                                              or not manifest.get("complete"))}
     for record in (MANIFEST, ERRORS):
       path = os.path.join(self.folder, record)
-      if os.path.lexists(path) and not (manifest if record == MANIFEST else record in listed):
+      if os.path.lexists(path) and not ours[record]:
         raise InputError(f"--output={self.folder}: {path} is not the record of an earlier run, "
                          "so it is not replaced; move it or choose another output folder")
 
@@ -210,18 +222,24 @@ class RunOutputs:
   def num_failed(self) -> int:
     return sum(p[1] == "failed" for p in self.problems)
 
-  def finish(self, summary: Optional[Dict] = None) -> None:
-    """Writes errors.csv (if any file failed or was skipped), then manifest.json."""
-    files = [os.path.relpath(p, self.folder) for p in self.written]
-    if self.problems:
-      path = os.path.join(self.folder, ERRORS)
-      write_csv(path, ["file", "status", "reason"], self.problems)
+  def write_manifest(self, complete: bool, summary: Optional[Dict] = None) -> None:
+    """manifest.json: complete, the files written (and errors.csv when there is one) with the
+    run's `summary`; not complete, every name claimed so far (some not written yet)."""
+    paths = self.written if complete else sorted(self.claimed)
+    files = [os.path.relpath(p, self.folder) for p in paths]
+    if complete and self.problems:
       files.append(ERRORS)
     write_json(os.path.join(self.folder, MANIFEST), {
-        "mode": self.mode, "complete": True, "outputs": files,
+        "mode": self.mode, "complete": complete, "outputs": files,
         "failed": self.num_failed, "skipped": len(self.problems) - self.num_failed,
         **(summary or {})})
-    if self.lock is not None:
+
+  def finish(self, summary: Optional[Dict] = None) -> None:
+    """Writes errors.csv (if any file failed or was skipped), then manifest.json, complete."""
+    if self.problems:
+      write_csv(os.path.join(self.folder, ERRORS), ["file", "status", "reason"], self.problems)
+    self.write_manifest(complete=True, summary=summary)
+    if self.lock.held:
       self.lock.release()
       if self.lock in _HELD:
         _HELD.remove(self.lock)

@@ -65,9 +65,7 @@ class FolderLock:
           self.held = True
           return
         if not self._stale():
-          pid, host = self._owner()
-          raise InputError(f"{folder}: busy, process {pid} on {host} {self.busy} (if it "
-                           f"is not, delete {self.path})")
+          raise self._busy_error()
         self._take_over()
     except OSError as e:
       raise InputError(f"{folder}: cannot create the lock file ({e.strerror})") from None
@@ -75,6 +73,17 @@ class FolderLock:
       if os.path.exists(tmp):
         os.remove(tmp)
     raise InputError(f"{self.path}: could not take over a stale lock")
+
+  def refuse_if_busy(self) -> None:
+    """The InputError acquire would raise now (a live owner holds the lock), without taking
+    it: for checks made before a run starts writing."""
+    if os.path.exists(self.path) and not self._stale():
+      raise self._busy_error()
+
+  def _busy_error(self) -> InputError:
+    pid, host = self._owner()
+    return InputError(f"{os.path.dirname(self.path)}: busy, process {pid} on {host} "
+                      f"{self.busy} (if it is not, delete {self.path})")
 
   def _place(self, tmp: str) -> bool:
     """Puts the complete lock file `tmp` at the lock's path unless one is there: a hard link

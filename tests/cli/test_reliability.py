@@ -219,7 +219,9 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
   status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path / "out")
   assert status == 2 and len(err) == 1
   assert err[0].startswith("error: ") and err[0].endswith(": No space left on device")
-  assert os.listdir(tmp_path / "out") == []       # no temporary file, no prediction, no manifest
+  assert os.listdir(tmp_path / "out") == ["manifest.json"]   # no temporary file, no prediction
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  assert not manifest["complete"] and "scan.npz" in manifest["outputs"]   # what a rerun replaces
 
 
 def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
@@ -615,3 +617,47 @@ def test_interrupts_are_not_raised_where_python_would_ignore_them():
   assert cli._in_gc_callback(_xla_gc_callback())
   assert cli._in_gc_callback(Finalised.frame)
   assert not cli._in_gc_callback(_sys._getframe())
+
+
+@pytest.mark.parametrize("mode", ["predict", "eval", "explain"])
+def test_a_rerun_after_an_interrupted_run_replaces_its_outputs(trained_workdir, tmp_path, capsys,
+                                                               monkeypatch, mode):
+  """An interruption before the complete manifest leaves the provisional one, which lists every
+  name the run claimed: the rerun replaces those outputs (no refusal, no _2 names)."""
+  from octseg_jax.outputs import folder_run
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1], masks=IMG.masks[:1])
+  out = tmp_path / "out"
+  args = ["main.py", f"--mode={mode}", f"--workdir={workdir}",
+          f"--input={tmp_path / 'scan.npz'}", f"--output={out}"]
+
+  def interrupted(self, summary=None):
+    raise KeyboardInterrupt
+  with monkeypatch.context() as m:
+    m.setattr(folder_run.RunOutputs, "finish", interrupted)
+    assert main.run_command(args) == 130
+  provisional = json.loads((out / "manifest.json").read_text())
+  left = sorted(f for f in os.listdir(out) if f not in ("manifest.json", folder_run.OUTPUT_LOCK))
+  assert not provisional["complete"] and left and set(left) <= set(provisional["outputs"])
+  capsys.readouterr()
+  assert main.run_command(args) == 0
+  assert f"{mode}: replacing the {len(left)} outputs of the earlier run" in capsys.readouterr().out
+  manifest = json.loads((out / "manifest.json").read_text())
+  assert manifest["complete"] and sorted(os.listdir(out)) == sorted(
+      manifest["outputs"] + ["manifest.json"])
+  assert not [f for f in manifest["outputs"] if "_2" in f]
+
+
+def test_a_busy_folder_is_refused_as_busy_before_its_files_are_judged(trained_workdir, tmp_path,
+                                                                      capsys):
+  from octseg_jax.outputs import folder_run
+  from octseg_jax.outputs.lock import FolderLock
+  write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "scan.npz").write_bytes(b"being written by the live run")
+  with open(out / folder_run.OUTPUT_LOCK, "w") as f:
+    f.write(f"{os.getppid()} {__import__('socket').gethostname()}\n")     # a live owner
+  status, err = _predict(capsys, trained_workdir[0], tmp_path / "scan.npz", out)
+  assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {out}: busy, process ")
+  assert FolderLock(str(out), folder_run.OUTPUT_LOCK)._owner()[0] == os.getppid()

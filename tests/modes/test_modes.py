@@ -44,7 +44,8 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   assert 0 < record["wall_time_s"] < 600
   assert saved["scans_in_training"] == 0 and "Warning" not in md       # the validation split
   manifest = json.loads((tmp_path / "manifest.json").read_text())
-  assert manifest["scale"] == {"row_um": 3.87, "source": "the model config's data.pixel_um"}
+  assert manifest["scale"] == {"row_um": 3.87, "source": "default (data.pixel_um)"}
+  assert manifest["scales"] == {}                            # no --input files
 
 
 def test_eval_console_reports_the_heads():
@@ -245,8 +246,10 @@ def test_eval_reports_um_at_the_files_own_row_size(trained_workdir, tmp_path, ca
     assert result["pixel_um_source"] == source
   np.testing.assert_array_equal(own["raw"]["geometry"]["mae_px"],
                                 given["raw"]["geometry"]["mae_px"])
-  assert json.loads((tmp_path / "a" / "manifest.json").read_text())["scale"] == {
-      "row_um": 2.5, "source": "file"}
+  manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+  assert manifest["scale"] == {"row_um": 2.5, "source": "file"}
+  assert manifest["scales"] == {str(tmp_path / "own.npz"): {"row_um": 2.5, "col_um": 10.0,
+                                                            "source": "file"}}
   (tmp_path / "mixed").mkdir()
   for name in ("own.npz", "plain.npz"):
     os.replace(tmp_path / name, tmp_path / "mixed" / name)
