@@ -99,6 +99,20 @@ def _unknown_field(argv):
   return None
 
 
+def _badly_typed_override(argv):
+  """The one-line problem of the first `--config.FIELD=VALUE` whose value the schema's parser
+  refuses (as eval/predict/explain word it), or None: absl's own words name Python internals
+  ("invalid literal for int() with base 10")."""
+  for arg in inference_overrides.split_argv(argv[1:])[1]:
+    field, _, value = arg[len("--config."):].partition("=")
+    if field in schema.FIELDS:
+      try:
+        schema.FIELDS[field].parse(value)
+      except ValueError as e:
+        return f"--config.{field}={value}: {e}"
+  return None
+
+
 def parse_flags(argv):
   """absl flag parsing with config-file and config-override errors (a missing or broken file,
   a field that does not exist, a value of the wrong type) reported in one line instead of a
@@ -126,7 +140,7 @@ def parse_flags(argv):
   except flags.Error as e:
     if debug:
       raise
-    _fail(" ".join(str(e).split()))
+    _fail(_badly_typed_override(argv) or " ".join(str(e).split()))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if debug:
       raise

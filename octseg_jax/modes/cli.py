@@ -67,6 +67,7 @@ def start_processes(flags) -> None:
 def dispatch(flags, override_args=()) -> None:
   """Runs flags.mode. override_args: the `--config.FIELD=VALUE` args of eval/predict/explain."""
   mode = flags.mode
+  _refuse_mode_flags(flags)
   if hasattr(flags, "distributed"):
     start_processes(flags)
   if mode in ("train", "benchmark"):
@@ -95,7 +96,6 @@ def dispatch(flags, override_args=()) -> None:
   if not os.path.isdir(workdir):
     raise InputError(f"{workdir}: no such workdir")
   overrides = _inference_overrides(flags, workdir, override_args)
-  _refuse_predict_flags(flags)
   if mode in ("predict", "explain"):         # before the output folder is announced
     _needs(flags.input, "input", mode)
   output = _output_folder(flags, mode, workdir)
@@ -117,17 +117,16 @@ def dispatch(flags, override_args=()) -> None:
                 pixel_um=getattr(flags, "pixel_um", None))
 
 
-# predict's own flags: their defaults and the modes that use them
-PREDICT_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)),
-                 "fovea": (None, ("predict",)), "pixel_um": (None, ("predict", "explain", "eval")),
-                 "figures": ("first", ("predict",))}
+# the flags of some modes only: their defaults and the modes that use them
+MODE_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)),
+              "fovea": (None, ("predict",)), "pixel_um": (None, ("predict", "explain", "eval")),
+              "figures": ("first", ("predict",)), "input": (None, ("predict", "explain", "eval"))}
 
 
-def _refuse_predict_flags(flags) -> None:
-  """Modes refuse predict's flags they do not use rather than ignore them: eval scores at the
-  model's own scale, so a --pixel_um it did not use would be read as the scale of its numbers
-  (explain uses it for its scale bars)."""
-  for name, (default, modes) in PREDICT_FLAGS.items():
+def _refuse_mode_flags(flags) -> None:
+  """Every mode refuses the flags of MODE_FLAGS it does not use rather than ignore them (a
+  --input given to training, a --pixel_um read as the scale of numbers it did not change)."""
+  for name, (default, modes) in MODE_FLAGS.items():
     if flags.mode not in modes and getattr(flags, name, default) != default:
       raise InputError(f"--{name}: only used by " + " and ".join(f"--mode={m}" for m in modes))
 

@@ -268,6 +268,14 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
 
 # ---- config values, checked before anything is written -------------------------------------
 
+def test_training_refuses_the_flags_of_inference(tmp_path, capsys):
+  status, err = _cli(capsys, "--config=configs/tiny.py", f"--workdir={tmp_path / 'w'}",
+                     "--input=scan.npz")
+  assert status == 2 and err == ["error: --input: only used by --mode=predict and "
+                                 "--mode=explain and --mode=eval"]
+  assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.batch_size=0", "--config.train.batch_size=0: expected an integer >= 1"),
     ("train.num_epochs=-1", "--config.train.num_epochs=-1: expected an integer >= 1"),
@@ -278,6 +286,8 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
     ("data.fold=4", "--config.data.fold=4: must be below data.num_folds=4"),
     ("data.max_image_side=0", "--config.data.max_image_side=0: expected an integer >= 8"),
     ("explain.method=cam", "--config.explain.method='cam': valid values are gradcam"),
+    ("train.num_epochs=abc", "--config.train.num_epochs=abc: expected a whole number"),
+    ("model.fluid_head=yes", "--config.model.fluid_head=yes: expected true or false"),
 ])
 def test_invalid_config_values_fail_before_the_workdir_exists(tmp_path, capsys, override,
                                                               message):
