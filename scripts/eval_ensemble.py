@@ -41,13 +41,18 @@ from octseg_jax.serving.inference import ENSEMBLE_FILE, check_ensemble_settings 
 
 
 def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
-  """OUT/ensemble.json for `workdirs` (refused if OUT already holds one: a new folder each time)."""
+  """OUT/ensemble.json for `workdirs` (refused if OUT already holds one: a new folder each time;
+  a member that is itself an ensemble is refused)."""
   path = os.path.join(output, ENSEMBLE_FILE)
   if os.path.exists(path):
     raise InputError(f"--output={output}: already an ensemble workdir; choose a new folder")
   missing = [w for w in workdirs if not os.path.isdir(w)]
   if missing:
     raise InputError(f"{missing[0]}: not a folder (expected a training workdir)")
+  nested = [w for w in workdirs if os.path.exists(os.path.join(w, ENSEMBLE_FILE))]
+  if nested:
+    raise InputError(f"{nested[0]}: is itself an ensemble workdir; members are training "
+                     "workdirs (list its members instead)")
   os.makedirs(output, exist_ok=True)
   write_json(path, {"members": [os.path.abspath(w) for w in workdirs], "flip": flip}
              | ({"settings": settings} if settings else {}))
@@ -93,6 +98,17 @@ def ensemble_settings(args) -> dict:
   return settings
 
 
+def undo(made) -> None:
+  """Removes the ensemble.json this command wrote and the folder it made, when the command
+  failed (a rerun with other members would be refused: 'already an ensemble workdir'). A folder
+  that holds anything else is kept."""
+  for path in reversed(made or []):
+    if os.path.isfile(path):
+      os.remove(path)
+    elif os.path.isdir(path) and not os.listdir(path):
+      os.rmdir(path)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdirs", nargs="+")
@@ -102,18 +118,22 @@ def main():
   parser.add_argument("--no_eval", action="store_true", help="only build the workdir")
   rest, settings_args = overrides.split_argv(sys.argv[1:])
   args = parser.parse_args(rest)
+  made = None                                  # what this command made, undone on a failure
   try:
     settings = ensemble_settings(settings_args)
     if args.package:
       package(args.output, args.workdirs, not args.no_flip, settings)
     else:
       check_output_folder(args.output)
+      made = [args.output] if not os.path.exists(args.output) else []
       make_ensemble(args.output, args.workdirs, not args.no_flip, settings)
+      made.append(os.path.join(args.output, ENSEMBLE_FILE))
     if args.no_eval or args.package:
       print(f"{args.output}: ensemble workdir of {len(args.workdirs)} members")
       return
     r = evaluate.run(args.output, None, args.output)
   except InputError as e:
+    undo(made)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   pooled = r["calibration"].get("uncertainty_vs_error", {}).get("pooled", {})

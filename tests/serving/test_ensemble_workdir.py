@@ -246,6 +246,31 @@ def test_eval_ensemble_script_scores_one_model_twice_like_the_model(tmp_path, tr
     script.make_ensemble(str(tmp_path / "twice"), [workdir], flip=True)
 
 
+def test_a_failed_ensemble_build_leaves_nothing_and_an_ensemble_is_no_member(
+    tmp_path, trained_workdir, monkeypatch, capsys):
+  """A failure after ensemble.json was written (here: its scoring) removes what the command
+  made, so the same command can be rerun; an ensemble workdir given as a member is refused."""
+  import sys
+  workdir = trained_workdir[0]
+  script = load_script("eval_ensemble")
+
+  def refused(*args, **kwargs):
+    raise InputError("scoring refused")
+  monkeypatch.setattr(script.evaluate, "run", refused)
+  out = tmp_path / "ens"
+  monkeypatch.setattr(sys, "argv", ["eval_ensemble.py", workdir, workdir, f"--output={out}"])
+  with pytest.raises(SystemExit) as e:
+    script.main()
+  assert e.value.code == 2 and not out.exists()
+  assert capsys.readouterr().err == "error: scoring refused\n"
+  script.make_ensemble(str(out), [workdir, workdir], flip=False)
+  with pytest.raises(InputError) as e:
+    script.make_ensemble(str(tmp_path / "nested"), [str(out), workdir], flip=False)
+  assert str(e.value) == (f"{out}: is itself an ensemble workdir; members are training "
+                          "workdirs (list its members instead)")
+  assert not (tmp_path / "nested").exists()
+
+
 def test_a_packaged_ensemble_is_self_contained_and_predicts_like_its_sources(tmp_path, members):
   """--package copies each member's best checkpoint and files under NEW/members/ and names them
   by relative path: moved elsewhere, it gives the probabilities of the ensemble of the source
