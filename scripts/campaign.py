@@ -361,14 +361,21 @@ def main(argv=None) -> int:
   import argparse
   parser = argparse.ArgumentParser(description="The accuracy campaign's runner.")
   parser.add_argument("--plan", default=PLAN)
-  parser.add_argument("--state", default=STATE)
+  parser.add_argument("--state", default=None, help=f"the runner's state folder ({STATE})")
   parser.add_argument("--status", action="store_true")
   args = parser.parse_args(argv)
   plan = load_plan(args.plan)
+  state = args.state or STATE
   if args.status:
-    print("\n".join(status_lines(plan, args.state)))
+    if not os.path.isdir(state):
+      if args.state:
+        print(f"error: --state={args.state}: no such folder", file=sys.stderr)
+        return 2
+      print(f"note: no runner state at {state} (the runner has not run beside this checkout): "
+            "the runs in flight, if any, are not shown; --state=FOLDER reads another")
+    print("\n".join(status_lines(plan, state)))
     return 0
-  run_campaign(args.plan, args.state)
+  run_campaign(args.plan, state)
   return 0
 
 

@@ -287,7 +287,10 @@ PLANS = {"gpu": plan_gpu, "cpu": plan_cpu, "levers_cpu": plan_levers_cpu,
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(
+      description=__doc__.splitlines()[0],
+      epilog="--campaign and --status [--state=FOLDER] run or report the accuracy campaign "
+             "(scripts/campaign.py, configs/campaign.json) instead.")
   parser.add_argument("--plan", choices=sorted(PLANS), default="gpu")
   parser.add_argument("--out", required=True)
   parser.add_argument("--duke_dir", default="../shared/data/duke_dme_chiu2015")

@@ -109,6 +109,20 @@ def test_runner_commits_each_run_skips_committed_ones_and_reports_status(tmp_pat
   assert lines[-1].startswith("compute left: ~0.0 h")
 
 
+def test_status_names_a_missing_state_folder(tmp_path, monkeypatch, capsys):
+  """--status beside a checkout where the runner never ran says so (runs in flight elsewhere
+  are not shown); a --state that does not exist is an error."""
+  repo, plan_path = _repo(tmp_path)
+  monkeypatch.setattr(campaign, "STATE", str(tmp_path / "nowhere"))
+  monkeypatch.setattr(campaign, "REPO", str(repo))
+  assert campaign.main(["--status", f"--plan={plan_path}"]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].startswith(f"note: no runner state at {tmp_path / 'nowhere'} (the runner has "
+                           "not run beside this checkout)")
+  assert campaign.main(["--status", f"--plan={plan_path}", f"--state={tmp_path / 'x'}"]) == 2
+  assert capsys.readouterr().err == f"error: --state={tmp_path / 'x'}: no such folder\n"
+
+
 def test_a_run_without_committed_results_runs_again(tmp_path, monkeypatch):
   repo, plan_path = _repo(tmp_path)
   state = str(tmp_path / "state")
