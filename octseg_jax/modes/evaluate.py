@@ -168,7 +168,9 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
 
 def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
                 pred_bounds: np.ndarray, supported: np.ndarray, uncertain_um: float) -> Dict:
-  """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans);
+  """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans'
+  labelled pixels, the rows outside the model's band, certain background, included) and under
+  'band' the ECE over the band's pixels only;
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
   error of the averaged prediction, per boundary and pooled, and the error in the columns
   predict flags uncertain (spread over uncertain_um, among its supported columns) and in the
@@ -179,6 +181,12 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   predict flags it."""
   out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
                                        for o, m in zip(outputs, masks)])
+  in_band = uncertainty.merge_reliability([uncertainty.reliability(
+      o["probs"][o["band"][0]:o["band"][1]], m[o["band"][0]:o["band"][1]])
+      for o, m in zip(outputs, masks)])
+  out["band"] = {"ece": in_band["ece"], "pixels": in_band["pixels"],
+                 "about": "the pixels of the model's input band only (the rows outside it are "
+                          "certain background in the output and count in 'ece')"}
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
     out["uncertainty_vs_error"] = uncertainty.uncertainty_vs_error(sd, pred_bounds, true_bounds,

@@ -218,7 +218,10 @@ def calibration_markdown(cal) -> list:
     return []
   lines = ["## Calibration and uncertainty", "",
            f"Expected calibration error of the top-class confidence ({len(cal['count'])} bins, "
-           f"{cal['pixels']} labelled pixels): {fmt(cal['ece'])}.", ""]
+           f"{cal['pixels']} labelled pixels): {fmt(cal['ece'])}"
+           + (f"; over the {cal['band']['pixels']} of them in the model's input band (the "
+              f"rows outside it are certain background): {fmt(cal['band']['ece'])}"
+              if "band" in cal else "") + ".", ""]
   vs = cal.get("uncertainty_vs_error")
   if vs:
     per = ", ".join(f"{name} {fmt(b['rho'], 2)}" for name, b in zip(BOUNDARY_NAMES,

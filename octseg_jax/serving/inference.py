@@ -228,16 +228,19 @@ def launch(trained, images: List[np.ndarray], batch_size: int):
 
 def finish(launched) -> List[dict]:
   """Waits for a launched batch and maps it back, per raw scan at its own resolution: 'probs'
-  (class probabilities float32 [H, W, K]); with the heads 'fluid' (probability [H, W]) and
-  'boundaries' ([8, W] rows); for an ensemble 'boundary_sd_rows' (the views' spread [8, W] of
-  their boundaries smoothed as the written ones are, boundary_spread_rows)."""
+  (class probabilities float32 [H, W, K]; rows outside the model's input band are certain
+  background), 'band' ((first, stop) raw rows of that band); with the heads 'fluid'
+  (probability [H, W]) and 'boundaries' ([8, W] rows); for an ensemble 'boundary_sd_rows' (the
+  views' spread [8, W] of their boundaries smoothed as the written ones are,
+  boundary_spread_rows)."""
   count, probs, views, heads, placements, smooth_sd = launched
   probs = np.asarray(probs)
   views = None if views is None else np.asarray(views)
   out = []
   for j in range(count):
-    scan = {"probs": preprocessing.restore(probs[j], placements[j]),
-            **restore_heads(heads, j, placements[j])}
+    place = placements[j]
+    scan = {"probs": preprocessing.restore(probs[j], place),
+            "band": (place.top, place.top + place.band_rows), **restore_heads(heads, j, place)}
     if views is not None:
       scan["boundary_sd_rows"] = boundary_spread_rows(views[:, j:j + 1], [placements[j]],
                                                       smooth_sd)[0]

@@ -108,7 +108,7 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
   labels, masks, fluid = _case()
   trained = types.SimpleNamespace(config=types.SimpleNamespace(
       predict=types.SimpleNamespace(smooth_sd_columns=0.0, uncertain_um=7.74)), head_names=())
-  outputs = [{"probs": np.eye(8)[lab]} for lab in labels]
+  outputs = [{"probs": np.eye(8)[lab], "band": (0, H)} for lab in labels]
   partial = evaluate.score_outputs(trained, outputs, masks, [fluid[0], None], [1, 2], UM)
   assert "by_fluid_columns" not in partial["topology"]
   assert partial["topology"]["by_fluid_columns_skipped"] == \
@@ -122,3 +122,16 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
   assert heads == {"fluid_skipped": "1 of 2 scans carry no fluid annotation"}
   assert "Not scored: 1 of 2 scans carry no fluid annotation (the fluid Dice needs every " \
       "scan's)." in report.heads_markdown(heads)
+
+
+def test_eval_gives_the_calibration_error_of_the_band_apart():
+  """Inside the band every pixel is right at confidence 0.6 (gap 0.4); outside it the output is
+  certain, right background: ECE 0.4 over the band, 0.4 x 10/20 rows over all pixels."""
+  probs = np.zeros((H, W, 8))
+  probs[..., 0] = 1.0
+  probs[5:15, :, 0], probs[5:15, :, 1:] = 0.6, 0.4 / 7
+  outputs = [{"probs": probs, "band": (5, 15)}]
+  cal = evaluate.calibration(outputs, [np.zeros((H, W), np.uint8)], None, UM, None, None, 7.74)
+  assert cal["ece"] == pytest.approx(0.2, rel=1e-12)
+  assert cal["band"]["ece"] == pytest.approx(0.4, rel=1e-12)
+  assert cal["band"]["pixels"] == 10 * W and cal["pixels"] == H * W
