@@ -73,16 +73,17 @@ def forward_with_taps(model, variables, x, layers: Sequence[str]):
 
 
 def activation_shapes(model, variables, x, layers):
-  """{layer: ShapeDtypeStruct} of the tapped outputs (and checks that each layer exists)."""
+  """{layer: ShapeDtypeStruct} of the tapped outputs (and checks that each layer exists).
+  variables may be abstract (jax.ShapeDtypeStruct leaves): nothing is computed."""
   layers = tuple(layers)
 
-  def shapes_only(xx):
+  def shapes_only(vv, xx):
     acts = {}
     with nn.intercept_methods(_tap(layers, acts)):
-      model.apply(variables, xx, train=False)
+      model.apply(vv, xx, train=False)
     return acts
 
-  shapes = jax.eval_shape(shapes_only, x)
+  shapes = jax.eval_shape(shapes_only, variables, x)
   missing = [l for l in layers if l not in shapes]
   if missing:
     raise ValueError(f"unknown layer(s) {missing}; valid names follow "
