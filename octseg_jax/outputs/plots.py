@@ -346,9 +346,9 @@ SCORE_LABELS = {"val_dice": "soft Dice, 8 classes pooled (paper)",
 
 
 def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "") -> None:
-  """Paper Figure 3: losses, validation metrics and learning rate per epoch. `log`: the
-  workdir's log.csv path or its rows; columns by name (epoch, lr, *_loss, val_*), those
-  missing are left out."""
+  """Paper Figure 3: losses, validation metrics and learning rate per epoch, with the epoch of
+  the lowest validation loss marked. `log`: the workdir's log.csv path or its rows; columns by
+  name (epoch, lr, *_loss, val_*), those missing are left out."""
   from octseg_jax.outputs.atomic import save_figure
   plt = _plt()
   cols = training_log.as_columns(training_log.read_rows(log) if isinstance(log, str) else log)
@@ -365,7 +365,7 @@ def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "")
   axes[0].set_ylabel("loss")
   for n in scores:
     axes[1].plot(epoch, cols[n], marker=".", label=SCORE_LABELS.get(n, n[4:].replace("_", " ")))
-  axes[1].set_title("validation metrics", fontsize=9)
+  axes[1].set_title("validation metrics (at the model's input resolution)", fontsize=9)
   axes[1].set_ylabel("score (0-1)")
   if "lr" in cols:
     lr = cols["lr"]
@@ -382,12 +382,20 @@ def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "")
                         "last", fontsize=9)
   axes[2].set_ylabel("learning rate")
   from matplotlib.ticker import MaxNLocator
+  val = cols.get("val_loss")
+  best = (int(epoch[np.nanargmin(val)]) if val is not None and np.isfinite(val).any()
+          else None)
   for ax in axes:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
+    if best is not None:
+      ax.axvline(best, color="0.4", ls=":", lw=1,
+                 label=f"lowest validation loss (epoch {best})" if ax is axes[0] else None)
     if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
+      below = ax is axes[1]                     # below its axes: it would hide the curves
+      ax.legend(fontsize=8, **({"loc": "upper center", "bbox_to_anchor": (0.5, -0.2),
+                                 "ncol": 2} if below else {}))
   fig.suptitle(title or "training curves", fontsize=10)
   fig.tight_layout()
   save_figure(path, fig)

@@ -129,7 +129,9 @@ class TrainingCurves(Hook):
   def end(self, ctx):
     from octseg_jax.outputs import plots
     if ctx.log.rows:
-      plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows)
+      workdir = os.path.abspath(ctx.workdir)
+      plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows,
+                            title=f"training curves of {workdir}")
 
 
 def default_hooks() -> List[Hook]:

@@ -240,6 +240,15 @@ def test_training_curves_reads_columns_by_name(tmp_path):
   assert np.isnan(cols["train_loss"][1]) and cols["val_mean_layer_dice"][1] == 0.4
   plots.training_curves(str(tmp_path / "curves.png"), str(path), title="run")
   assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+  from octseg_jax.outputs import atomic
+  figures = []
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(atomic, "save_figure", lambda p, fig: figures.append(fig))
+    plots.training_curves("unused.png", str(path))
+  loss = figures[0].axes[0]               # the lowest validation loss (1.5) is at epoch 2
+  assert "lowest validation loss (epoch 2)" in [t.get_text() for t in loss.get_legend().texts]
+  assert [line.get_xdata()[0] for ax in figures[0].axes for line in ax.lines
+          if line.get_linestyle() == ":"] == [2, 2, 2]
   with pytest.raises(ValueError, match="no 'epoch' column"):
     (tmp_path / "bad.csv").write_text("lr\n0.1\n")
     plots.training_curves(str(tmp_path / "c2.png"), str(tmp_path / "bad.csv"))
