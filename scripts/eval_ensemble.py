@@ -137,9 +137,12 @@ def main():
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   pooled = r["calibration"].get("uncertainty_vs_error", {}).get("pooled", {})
+  rho = pooled.get("rho", float("nan"))
+  why = "" if rho == rho else (f" (over {pooled.get('pairs', 0)} (boundary, column) pairs with "
+                               "both a spread and an error; undefined below 3 or when either "
+                               "is constant)")
   print(f"{len(args.workdirs)} members x {1 if args.no_flip else 2} views: ECE "
-        f"{r['calibration']['ece']:.4f}, rho(boundary spread, boundary error) "
-        f"{pooled.get('rho', float('nan')):.3f}")
+        f"{r['calibration']['ece']:.4f}, rho(boundary spread, boundary error) {rho:.3f}{why}")
 
 
 if __name__ == "__main__":

@@ -269,6 +269,16 @@ def test_a_failed_ensemble_build_leaves_nothing_and_an_ensemble_is_no_member(
   assert str(e.value) == (f"{out}: is itself an ensemble workdir; members are training "
                           "workdirs (list its members instead)")
   assert not (tmp_path / "nested").exists()
+  # An undefined rank correlation says why.
+  scored = {"calibration": {"ece": 0.01, "uncertainty_vs_error": {
+      "pooled": {"rho": float("nan"), "pairs": 0}}}}
+  monkeypatch.setattr(script.evaluate, "run", lambda *a, **k: scored)
+  monkeypatch.setattr(sys, "argv", ["eval_ensemble.py", workdir, workdir,
+                                    f"--output={tmp_path / 'ens2'}"])
+  script.main()
+  assert capsys.readouterr().out.strip().endswith(
+      "rho(boundary spread, boundary error) nan (over 0 (boundary, column) pairs with both a "
+      "spread and an error; undefined below 3 or when either is constant)")
 
 
 def test_a_packaged_ensemble_is_self_contained_and_predicts_like_its_sources(tmp_path, members):
