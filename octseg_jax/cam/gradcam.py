@@ -73,17 +73,16 @@ def forward_with_taps(model, variables, x, layers: Sequence[str]):
 
 
 def activation_shapes(model, variables, x, layers):
-  """{layer: ShapeDtypeStruct} of the tapped outputs (and checks that each layer exists).
-  variables may be abstract (jax.ShapeDtypeStruct leaves): nothing is computed."""
+  """{layer: ShapeDtypeStruct} of the tapped outputs (and checks that each layer exists)."""
   layers = tuple(layers)
 
-  def shapes_only(vv, xx):
+  def shapes_only(xx):
     acts = {}
     with nn.intercept_methods(_tap(layers, acts)):
-      model.apply(vv, xx, train=False)
+      model.apply(variables, xx, train=False)
     return acts
 
-  shapes = jax.eval_shape(shapes_only, variables, x)
+  shapes = jax.eval_shape(shapes_only, x)
   missing = [l for l in layers if l not in shapes]
   if missing:
     raise ValueError(f"unknown layer(s) {missing}; valid names follow "

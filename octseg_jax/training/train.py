@@ -376,24 +376,10 @@ def run_epochs(run: Run, plateau, hooks) -> None:
   distributed.on_writer(lambda: [hook.end(ctx) for hook in hooks])
 
 
-def check_explain_modules(config) -> None:
-  """Refuses an explain.layers that names no module of the configured network (shapes only):
-  explain on the trained workdir would fail on it, naming a --cam_layers never typed."""
-  from octseg_jax.cam import gradcam
-  model = create_model(config.model, config.train.compute_dtype)
-  x = jnp.zeros((1,) + (2 ** len(config.model.widths),) * 2)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-  try:
-    gradcam.activation_shapes(model, variables, x, config.explain.layers)
-  except ValueError as e:
-    raise InputError(f"--config.explain.layers={tuple(config.explain.layers)}: {e}") from None
-
-
 def _check_and_load(config, workdir: str):
   """The checks before anything is written, on every process: names, the same config on every
   process, the rerun check (process 0, verdict shared), the data (each process)."""
   config_checks.validate(config, check_files=False)    # before anything is touched
-  check_explain_modules(config)
   distributed.check_same_config(workdir_lib.config_to_json(config))
   allowed = distributed.on_writer(lambda: workdir_lib.check_rerun(workdir, config))
   data = distributed.run_agreed(lambda: pipeline.build(config))

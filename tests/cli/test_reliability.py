@@ -288,7 +288,6 @@ def test_training_refuses_the_flags_of_inference(tmp_path, capsys):
     ("explain.method=cam", "--config.explain.method='cam': valid values are gradcam"),
     ("train.num_epochs=abc", "--config.train.num_epochs=abc: expected a whole number"),
     ("model.fluid_head=yes", "--config.model.fluid_head=yes: expected true or false"),
-    ('explain.layers=("nope",)', "--config.explain.layers=('nope',): unknown layer(s) ['nope']"),
 ])
 def test_invalid_config_values_fail_before_the_workdir_exists(tmp_path, capsys, override,
                                                               message):
