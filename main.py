@@ -99,13 +99,13 @@ def _unknown_field(argv):
   return None
 
 
-def _badly_typed_override(argv):
-  """The one-line problem of the first `--config.FIELD=VALUE` whose value the schema's parser
-  refuses (as eval/predict/explain word it), or None: absl's own words name Python internals
-  ("invalid literal for int() with base 10")."""
+def _badly_typed_override(argv, absl_error: str):
+  """The one-line problem of the `--config.FIELD=VALUE` that absl's error names, in the
+  schema parser's words (as eval/predict/explain word it), or None: absl's own words name
+  Python internals ("invalid literal for int() with base 10")."""
   for arg in inference_overrides.split_argv(argv[1:])[1]:
     field, _, value = arg[len("--config."):].partition("=")
-    if field in schema.FIELDS:
+    if field in schema.FIELDS and f"--config.{field}=" in absl_error:
       try:
         schema.FIELDS[field].parse(value)
       except ValueError as e:
@@ -140,7 +140,7 @@ def parse_flags(argv):
   except flags.Error as e:
     if debug:
       raise
-    _fail(_badly_typed_override(argv) or " ".join(str(e).split()))
+    _fail(_badly_typed_override(argv, str(e)) or " ".join(str(e).split()))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if debug:
       raise

@@ -98,10 +98,20 @@ def ensemble_settings(args) -> dict:
   return settings
 
 
+def missing_folders(path: str) -> list:
+  """The folders of `path` that do not exist yet, outermost first (what makedirs will make)."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.insert(0, path)
+    path = os.path.dirname(path)
+  return missing
+
+
 def undo(made) -> None:
-  """Removes the ensemble.json this command wrote and the folder it made, when the command
-  failed (a rerun with other members would be refused: 'already an ensemble workdir'). A folder
-  that holds anything else is kept."""
+  """Removes the ensemble.json this command wrote and the folders it made (innermost first),
+  when the command failed (a rerun with other members would be refused: 'already an ensemble
+  workdir'). A folder that holds anything else is kept."""
   for path in reversed(made or []):
     if os.path.isfile(path):
       os.remove(path)
@@ -118,29 +128,30 @@ def main():
   parser.add_argument("--no_eval", action="store_true", help="only build the workdir")
   rest, settings_args = overrides.split_argv(sys.argv[1:])
   args = parser.parse_args(rest)
-  made = None                                  # what this command made, undone on a failure
+  made = []                                    # what this command made, undone on a failure
   try:
     settings = ensemble_settings(settings_args)
     if args.package:
       package(args.output, args.workdirs, not args.no_flip, settings)
     else:
       check_output_folder(args.output)
-      made = [args.output] if not os.path.exists(args.output) else []
+      made = missing_folders(args.output)
       make_ensemble(args.output, args.workdirs, not args.no_flip, settings)
       made.append(os.path.join(args.output, ENSEMBLE_FILE))
     if args.no_eval or args.package:
       print(f"{args.output}: ensemble workdir of {len(args.workdirs)} members")
       return
     r = evaluate.run(args.output, None, args.output)
-  except InputError as e:
+  except BaseException as e:           # an InputError, another error or Ctrl-C: undo, then say
     undo(made)
+    if not isinstance(e, InputError):
+      raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   pooled = r["calibration"].get("uncertainty_vs_error", {}).get("pooled", {})
   rho = pooled.get("rho", float("nan"))
-  why = "" if rho == rho else (f" (over {pooled.get('pairs', 0)} (boundary, column) pairs with "
-                               "both a spread and an error; undefined below 3 or when either "
-                               "is constant)")
+  why = "" if rho == rho else (f" ({pooled.get('pairs', 0)} (boundary, column) pairs with "
+                               "both a spread and an error)")
   print(f"{len(args.workdirs)} members x {1 if args.no_flip else 2} views: ECE "
         f"{r['calibration']['ece']:.4f}, rho(boundary spread, boundary error) {rho:.3f}{why}")
 

@@ -118,9 +118,14 @@ def dispatch(flags, override_args=()) -> None:
 
 
 # the flags of some modes only: their defaults and the modes that use them
+INFERENCE = ("predict", "explain", "eval")
 MODE_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)),
-              "fovea": (None, ("predict",)), "pixel_um": (None, ("predict", "explain", "eval")),
-              "figures": ("first", ("predict",)), "input": (None, ("predict", "explain", "eval"))}
+              "fovea": (None, ("predict",)), "pixel_um": (None, INFERENCE),
+              "figures": ("first", ("predict",)), "input": (None, INFERENCE),
+              "output": (None, INFERENCE + ("benchmark",)),
+              "cam_faithfulness": ("none", ("explain",)), "cam_sanity": (False, ("explain",)),
+              **{alias: (None, ("explain",)) for alias in ("cam_layers", "cam_method",
+                                                           "cam_target", "cam_box")}}
 
 
 def _refuse_mode_flags(flags) -> None:
@@ -139,13 +144,10 @@ def _inference_overrides(flags, workdir: str, override_args) -> dict:
                      "inference settings with --config.FIELD=VALUE instead, for example "
                      "--config.explain.max_scans=1")
   overrides = inference_overrides.parse(override_args or [], flags.mode)
-  aliases = {f: getattr(flags, f) for f in inference_overrides.ALIASES}
-  if flags.mode != "explain":
-    given = [f"--{f}" for f, v in aliases.items() if v]
-    if given:
-      raise InputError(f"{given[0]}: only used by --mode=explain")
+  if flags.mode != "explain":                      # the --cam_* aliases: _refuse_mode_flags
     return overrides
-  return inference_overrides.merge_aliases(overrides, aliases)
+  return inference_overrides.merge_aliases(
+      overrides, {f: getattr(flags, f) for f in inference_overrides.ALIASES})
 
 
 def _os_error_line(e: OSError, flags=None) -> str:

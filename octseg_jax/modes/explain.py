@@ -124,18 +124,19 @@ class Explainer:
     except ValueError as e:
       raise self._bad_layers(e) from None
 
-  def _bad_layers(self, e: ValueError) -> InputError:
-    return InputError(f"--cam_layers {list(self.layers)}: {e}")
+  def _bad_layers(self, e: ValueError, option: str = "--cam_layers") -> InputError:
+    return InputError(f"{option} {list(self.layers)}: {e}")
 
-  def check_layers(self) -> None:
-    """InputError naming --cam_layers when a layer is not one of the network's: shapes only
-    (nothing is computed), so that a misspelt layer fails before any file is read."""
+  def check_layers(self, option: str = "--cam_layers") -> None:
+    """InputError naming `option` (where the layers came from) when a layer is not one of the
+    network's: shapes only (nothing is computed), so that a misspelt layer fails before any
+    file is read."""
     side = 2 ** len(self.model.widths)          # the smallest input the network takes
     try:
       gradcam.activation_shapes(self.model, self.variables[0], jnp.zeros((1, side, side)),
                                 self.layers)
     except ValueError as e:
-      raise self._bad_layers(e) from None
+      raise self._bad_layers(e, option) from None
 
   def batch_size(self, shape) -> int:
     """Perturbed images per forward pass under the memory limit explain.removal_batch_mb."""
@@ -444,6 +445,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
   stored = inference.stored_config(workdir, overrides)     # options checked before any loading
   cfg = stored.explain
+  option = ("--cam_layers" if layers or "explain.layers" in (overrides or {}) else
+            f"explain.layers of {workdir}/config.json")
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target
   box = checked_box(box or (overrides or {}).get("explain.box"), target, cfg.box)
@@ -456,7 +459,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                             stop_on_error=True) if single else None
   trained = inference.load_trained(workdir, overrides)
   explainer = make_explainer(trained, layers, method, target)
-  explainer.check_layers()             # a folder's files are read after the options are checked
+  explainer.check_layers(option)       # a folder's files are read after the options are checked
   evidence = workdir_evidence(workdir, method, layers)
   for path in skipped:
     run_out.skipped(path, "not a scan file (no scan extension)")

@@ -345,10 +345,12 @@ SCORE_LABELS = {"val_dice": "soft Dice, 8 classes pooled (paper)",
                 "val_iou": "soft IoU, 8 classes pooled (paper)"}   # training_curves legend
 
 
-def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "") -> None:
-  """Paper Figure 3: losses, validation metrics and learning rate per epoch, with the epoch of
-  the lowest validation loss marked. `log`: the workdir's log.csv path or its rows; columns by
-  name (epoch, lr, *_loss, val_*), those missing are left out."""
+def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "",
+                    kept_epoch: Optional[int] = None) -> None:
+  """Paper Figure 3: losses, validation metrics and learning rate per epoch, with `kept_epoch`
+  (the best checkpoint's) marked, or else the epoch of the lowest validation loss. `log`: the
+  workdir's log.csv path or its rows; columns by name (epoch, lr, *_loss, val_*), those
+  missing are left out."""
   from octseg_jax.outputs.atomic import save_figure
   plt = _plt()
   cols = training_log.as_columns(training_log.read_rows(log) if isinstance(log, str) else log)
@@ -383,15 +385,16 @@ def training_curves(path: str, log: Union[str, Sequence[dict]], title: str = "")
   axes[2].set_ylabel("learning rate")
   from matplotlib.ticker import MaxNLocator
   val = cols.get("val_loss")
-  best = (int(epoch[np.nanargmin(val)]) if val is not None and np.isfinite(val).any()
-          else None)
+  best, what = kept_epoch, "checkpoint kept"
+  if best is None and val is not None and np.isfinite(val).any():
+    best, what = int(epoch[np.nanargmin(val)]), "lowest validation loss"
   for ax in axes:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if best is not None:
       ax.axvline(best, color="0.4", ls=":", lw=1,
-                 label=f"lowest validation loss (epoch {best})" if ax is axes[0] else None)
+                 label=f"{what} (epoch {best})" if ax is axes[0] else None)
     if ax.get_legend_handles_labels()[0]:
       below = ax is axes[1]                     # below its axes: it would hide the curves
       ax.legend(fontsize=8, **({"loc": "upper center", "bbox_to_anchor": (0.5, -0.2),

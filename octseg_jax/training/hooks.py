@@ -10,6 +10,7 @@ it needs and, when the model lacks it, says so once and does nothing.
 """
 
 import dataclasses
+import json
 import os
 from typing import Any, Dict, List
 
@@ -123,15 +124,23 @@ class ImageSummaries(Hook):
           epoch, dataformats="HWC")
 
 
+BEST_METRICS = "best_val_metrics.json"    # in the workdir: the kept checkpoint's metrics
+
+
 class TrainingCurves(Hook):
   """training_curves.png in the workdir at the end (the paper's Figure 3)."""
 
   def end(self, ctx):
     from octseg_jax.outputs import plots
     if ctx.log.rows:
-      workdir = os.path.abspath(ctx.workdir)
+      best = os.path.join(ctx.workdir, BEST_METRICS)      # written at each improving epoch
+      kept = None
+      if os.path.exists(best):
+        with open(best) as f:
+          kept = json.load(f).get("epoch")
       plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows,
-                            title=f"training curves of {workdir}")
+                            title=f"training curves of {os.path.abspath(ctx.workdir)}",
+                            kept_epoch=kept)
 
 
 def default_hooks() -> List[Hook]:

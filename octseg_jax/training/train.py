@@ -195,7 +195,7 @@ def _restore(run: Run, plateau) -> None:
                                 batch_stats=restored["batch_stats"],
                                 opt_state=restored["opt_state"], ema=restored.get("ema"))
   run.plateau_state, run.loop = restored["plateau"], restored["loop"]
-  best_path = os.path.join(run.workdir, "best_val_metrics.json")
+  best_path = os.path.join(run.workdir, hooks_lib.BEST_METRICS)
   if os.path.exists(best_path):
     run.best = workdir_lib.read_json(best_path)
   say(f"resuming {run.workdir} after epoch {epoch}")
@@ -366,7 +366,7 @@ def run_epochs(run: Run, plateau, hooks) -> None:
 
     def write_epoch():
       if improved:
-        write_json(os.path.join(workdir, "best_val_metrics.json"), run.best)
+        write_json(os.path.join(workdir, hooks_lib.BEST_METRICS), run.best)
       run.log.write(row)
       for hook in hooks:
         hook.end_epoch(ctx, epoch, row)

@@ -351,3 +351,22 @@ def test_a_folder_without_volumes_says_its_volume_options_did_nothing(trained_wo
                            "--fovea=1,1", "--laterality=OS", "--figures=none"]) == 0
   assert (f"note: --laterality, --fovea only apply to volumes, and no file of {tmp_path / 'in'} "
           "was read as one") in capsys.readouterr().out.splitlines()
+
+
+def test_a_bad_layer_from_the_workdir_config_is_named_as_such(trained_workdir, tmp_path,
+                                                              capsys):
+  """explain.layers stored in a workdir's config.json (training does not check them against
+  the network) is named as the workdir's, not as a --cam_layers the user never typed."""
+  import json
+  import shutil
+  import main
+  workdir = tmp_path / "w"
+  shutil.copytree(trained_workdir[0], workdir)
+  config = json.loads((workdir / "config.json").read_text())
+  config["explain"]["layers"] = ["dec9_conv1"]
+  (workdir / "config.json").write_text(json.dumps(config))
+  path = _npz(tmp_path, "scan.npz", images=np.zeros((1, 64, 41), np.uint8))
+  assert main.run_command(["main.py", "--mode=explain", f"--workdir={workdir}",
+                           f"--input={path}", f"--output={tmp_path / 'o'}"]) == 2
+  assert capsys.readouterr().err.startswith(
+      f"error: explain.layers of {workdir}/config.json ['dec9_conv1']: unknown layer(s)")

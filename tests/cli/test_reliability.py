@@ -268,12 +268,27 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
 
 # ---- config values, checked before anything is written -------------------------------------
 
-def test_training_refuses_the_flags_of_inference(tmp_path, capsys):
-  status, err = _cli(capsys, "--config=configs/tiny.py", f"--workdir={tmp_path / 'w'}",
-                     "--input=scan.npz")
-  assert status == 2 and err == ["error: --input: only used by --mode=predict and "
-                                 "--mode=explain and --mode=eval"]
+@pytest.mark.parametrize("mode, flag, users", [
+    ("train", "--input=scan.npz", "--mode=predict and --mode=explain and --mode=eval"),
+    ("train", "--output=out", "--mode=predict and --mode=explain and --mode=eval and "
+                              "--mode=benchmark"),
+    ("train", "--cam_layers=head", "--mode=explain"),
+    ("eval", "--cam_sanity", "--mode=explain"),
+    ("predict", "--cam_faithfulness=road", "--mode=explain")])
+def test_a_mode_refuses_the_flags_of_other_modes(trained_workdir, tmp_path, capsys, mode, flag,
+                                                 users):
+  config = ["--config=configs/tiny.py"] if mode == "train" else ["--input=x.npz"]
+  workdir = tmp_path / "w" if mode == "train" else trained_workdir[0]
+  status, err = _cli(capsys, f"--mode={mode}", f"--workdir={workdir}", *config, flag)
+  assert status == 2 and err == [f"error: {flag.split('=')[0]}: only used by {users}"]
   assert not (tmp_path / "w").exists()
+
+
+def test_absl_s_error_is_kept_when_it_is_not_about_a_config_value(tmp_path, capsys):
+  status, err = _cli(capsys, "--mode=trian", "--config=configs/tiny.py",
+                     "--config.train.num_epochs=abc", f"--workdir={tmp_path / 'w'}")
+  assert status == 2 and err == ["error: flag --mode=trian: value should be one of "
+                                 "<train|eval|predict|explain|benchmark>"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -245,6 +245,9 @@ def test_training_curves_reads_columns_by_name(tmp_path):
   with pytest.MonkeyPatch.context() as m:
     m.setattr(atomic, "save_figure", lambda p, fig: figures.append(fig))
     plots.training_curves("unused.png", str(path))
+    plots.training_curves("unused.png", str(path), kept_epoch=1)     # the checkpoint kept
+  assert "checkpoint kept (epoch 1)" in [t.get_text() for t in
+                                         figures[1].axes[0].get_legend().texts]
   loss = figures[0].axes[0]               # the lowest validation loss (1.5) is at epoch 2
   assert "lowest validation loss (epoch 2)" in [t.get_text() for t in loss.get_legend().texts]
   assert [line.get_xdata()[0] for ax in figures[0].axes for line in ax.lines
