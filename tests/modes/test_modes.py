@@ -127,8 +127,10 @@ def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
   out = tmp_path / "out"
   with np.load(out / "scan_000_cam.npz") as d:
     assert d["head_raw"].shape == (8,) + d["x"].shape and (d["head_raw"] >= 0).all()
-    from octseg_jax.serving import inference
-    x, _, place = inference.prepare(inference.load_trained(workdir), s.images[0])
+    from octseg_jax.data import pipeline, preprocessing
+    from octseg_jax.serving.inference import stored_config
+    recipe = pipeline.recipe_from_config(stored_config(workdir))     # no checkpoint to load
+    x, _, place = preprocessing.prepare(s.images[0], None, recipe)
     assert [int(d[k]) for k in ("band_top", "band_rows", "scan_rows", "scan_cols", "input_rows",
                                 "input_cols")] == [place.top, place.band_rows, 96, 64,
                                                    place.model_rows, place.model_cols]
