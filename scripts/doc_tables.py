@@ -1597,7 +1597,7 @@ def results_cam_heldout_shipped(src: Sources) -> str:
   default = default_cam()
   order = "; ".join(f"({k}) {rank_text(key, m, l, len(runs))}"
                     for k, (key, m, l) in enumerate(ranked, 1))
-  place = default_place(ranked)
+  place = default_place(ranked, default)
   return (cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}. The default "
           f"({CAM_METHODS[default[0]]} at `{default[1]}`) "
           + (f"ranks {place} of {len(ranked)}." if place else "fails the rule's sanity limit."))
@@ -1623,11 +1623,11 @@ def default_cam() -> Tuple[str, str]:
   return explain.method, ",".join(explain.layers)
 
 
-def default_place(ranked: List[Tuple[Tuple, str, str]]):
-  """The 1-based place of the schema's default CAM in cam_ranking's list, or None when the
-  rule left it out (it failed the sanity limit)."""
+def default_place(ranked: List[Tuple[Tuple, str, str]], default: Tuple[str, str]):
+  """The 1-based place of the default CAM (default_cam) in cam_ranking's list, or None when
+  the rule left it out (it failed the sanity limit)."""
   pairs = [(m, l) for _, m, l in ranked]
-  return pairs.index(default_cam()) + 1 if default_cam() in pairs else None
+  return pairs.index(default) + 1 if default in pairs else None
 
 
 def rank_text(key: Tuple, method: str, layer: str, folds: int) -> str:
@@ -1656,7 +1656,7 @@ def results_cam_default(src: Sources) -> str:
   runs = heldout_runs(src)
   ranked = cam_ranking(heldout_evidence(runs))
   default = default_cam()
-  place = default_place(ranked)
+  place = default_place(ranked, default)
   if place is None:
     raise ValueError(f"{HELDOUT}: the default CAM {default} is not among the ranked candidates")
   def describe(key, method, layer):

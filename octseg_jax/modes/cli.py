@@ -13,6 +13,7 @@ from absl import logging
 import jax
 
 from octseg_jax.config import checks as config_checks
+from octseg_jax.config.overrides import ALIASES
 from octseg_jax.outputs import folder_run
 from octseg_jax.errors import InputError, disk_full, one_line
 
@@ -124,8 +125,7 @@ MODE_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)
               "figures": ("first", ("predict",)), "input": (None, INFERENCE),
               "output": (None, INFERENCE + ("benchmark",)),
               "cam_faithfulness": ("none", ("explain",)), "cam_sanity": (False, ("explain",)),
-              **{alias: (None, ("explain",)) for alias in ("cam_layers", "cam_method",
-                                                           "cam_target", "cam_box")}}
+              **{alias: (None, ("explain",)) for alias in ALIASES}}
 
 
 def _refuse_mode_flags(flags) -> None:

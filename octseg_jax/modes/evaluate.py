@@ -179,11 +179,14 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   columns that predict measures (geometry.supported_columns). The spread is converted at
   pixel_um (the files' row size, run_scale, or the config's for the validation split), as
   predict flags it."""
-  out = uncertainty.merge_reliability([uncertainty.reliability(o["probs"], m)
-                                       for o, m in zip(outputs, masks)])
-  in_band = uncertainty.merge_reliability([uncertainty.reliability(
-      o["probs"][o["band"][0]:o["band"][1]], m[o["band"][0]:o["band"][1]])
-      for o, m in zip(outputs, masks)])
+  band, outside = [], []                 # each pixel binned once: all = band + the rows outside
+  for o, m in zip(outputs, masks):
+    top, stop = o["band"]
+    band.append(uncertainty.reliability(o["probs"][top:stop], m[top:stop]))
+    outside += [uncertainty.reliability(o["probs"][:top], m[:top]),
+                uncertainty.reliability(o["probs"][stop:], m[stop:])]
+  out = uncertainty.merge_reliability(band + outside)
+  in_band = uncertainty.merge_reliability(band)
   out["band"] = {"ece": in_band["ece"], "pixels": in_band["pixels"],
                  "about": "the pixels of the model's input band only (the rows outside it are "
                           "certain background in the output and count in 'ece')"}

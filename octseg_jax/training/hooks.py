@@ -10,7 +10,6 @@ it needs and, when the model lacks it, says so once and does nothing.
 """
 
 import dataclasses
-import json
 import os
 from typing import Any, Dict, List
 
@@ -22,6 +21,7 @@ from octseg_jax.cam import gradcam
 from octseg_jax.data import preprocessing
 from octseg_jax.outputs import training_log
 from octseg_jax.outputs.atomic import write_csv
+from octseg_jax.serving.workdir import read_json
 
 
 class MetricsLog:
@@ -134,10 +134,7 @@ class TrainingCurves(Hook):
     from octseg_jax.outputs import plots
     if ctx.log.rows:
       best = os.path.join(ctx.workdir, BEST_METRICS)      # written at each improving epoch
-      kept = None
-      if os.path.exists(best):
-        with open(best) as f:
-          kept = json.load(f).get("epoch")
+      kept = read_json(best).get("epoch") if os.path.exists(best) else None
       plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows,
                             title=f"training curves of {os.path.abspath(ctx.workdir)}",
                             kept_epoch=kept)
