@@ -340,7 +340,7 @@ def test_a_failed_background_save_is_one_line_and_keeps_the_earlier_checkpoint(t
   monkeypatch.setattr(ocp.CheckpointManager, "save", save)
   workdir = str(tmp_path / "w")
   with pytest.raises(InputError, match=r"/w/(best|checkpoints): no space left on device") as e:
-    train.train_and_evaluate(tiny_config(**{"train.num_epochs": 3}), workdir)
+    train.train_and_evaluate(tiny_config(**{"train.num_epochs": 3}), workdir, hooks=[])
   assert "\n" not in str(e.value) and not os.path.exists(os.path.join(workdir, ".lock"))
   monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
   assert checkpoints.Checkpoints(workdir, read_only=True).latest.all_steps() == [1]

@@ -162,7 +162,7 @@ def heads_workdir(tmp_path_factory):
   from octseg_jax.training import train
   workdir = str(tmp_path_factory.mktemp("heads") / "w")
   train.train_and_evaluate(tiny_config(**{"model.fluid_head": True, "model.boundary_head": True,
-                                          "train.num_epochs": 2}), workdir)
+                                          "train.num_epochs": 2}), workdir, hooks=[])
   return workdir
 
 

@@ -23,7 +23,7 @@ def members(tmp_path_factory, trained_workdir):
   """The suite's tiny model and a second one of another seed (same recipe)."""
   from octseg_jax.training import train
   other = str(tmp_path_factory.mktemp("member") / "seed1")
-  train.train_and_evaluate(tiny_config(**{"seed": 1, "train.num_epochs": 1}), other)
+  train.train_and_evaluate(tiny_config(**{"seed": 1, "train.num_epochs": 1}), other, hooks=[])
   return [trained_workdir[0], other]
 
 

@@ -50,14 +50,14 @@ def test_kill_9_then_same_command_resumes_and_matches(trained_workdir, tmp_path)
 def test_damaged_latest_checkpoint_falls_back_and_says_so(trained_workdir, tmp_path, capsys):
   reference, _ = trained_workdir
   workdir = str(tmp_path / "damaged")
-  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir)
+  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir, hooks=[])
   # Damage every file of the newest checkpoint (epoch 2).
   for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "2")):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"\x00garbage")
   capsys.readouterr()
-  train.train_and_evaluate(tiny_config(), workdir)
+  train.train_and_evaluate(tiny_config(), workdir, hooks=[])
   out = capsys.readouterr().out
   assert "checkpoints/2 could not be read" in out and "resuming" in out and "after epoch 1" in out
   _assert_same_run(_rows(reference), _rows(workdir))

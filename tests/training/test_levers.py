@@ -201,10 +201,11 @@ def test_training_with_every_lever_on_resumes_bit_identically(tmp_path):
   from octseg_jax.training import train
   from conftest import tiny_config
   whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
-  train.train_and_evaluate(tiny_config(**LEVERS_ON), whole)
-  train.train_and_evaluate(tiny_config(**LEVERS_ON, **{"train.num_epochs": 2}), resumed)
+  train.train_and_evaluate(tiny_config(**LEVERS_ON), whole, hooks=[])
+  train.train_and_evaluate(tiny_config(**LEVERS_ON, **{"train.num_epochs": 2}), resumed,
+                           hooks=[])
   _best_is_the_weight_average(resumed)
-  train.train_and_evaluate(tiny_config(**LEVERS_ON), resumed)     # resumes after epoch 2
+  train.train_and_evaluate(tiny_config(**LEVERS_ON), resumed, hooks=[])   # after epoch 2
   a, b = _rows(whole), _rows(resumed)
   assert len(a) == len(b) == 3
   for key in ("train_loss", "val_loss", "val_mean_layer_dice"):

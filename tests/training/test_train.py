@@ -47,9 +47,10 @@ def test_training_smoke_loss_falls_and_files_exist(trained_workdir):
 def test_resume_ends_where_an_uninterrupted_run_ends(trained_workdir, tmp_path):
   reference, _ = trained_workdir
   workdir = str(tmp_path / "resumed")
-  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir)
+  # Without the hooks (figures, image summaries): they must not change the run either.
+  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir, hooks=[])
   assert len(_rows(workdir)) == 2
-  train.train_and_evaluate(tiny_config(), workdir)    # same command, 3 epochs: resumes at 3
+  train.train_and_evaluate(tiny_config(), workdir, hooks=[])   # same command, 3 epochs: resumes
   a, b = _rows(reference), _rows(workdir)
   assert len(b) == 3
   for key in ("train_loss", "val_loss", "val_accuracy", "val_mean_layer_dice"):
@@ -98,10 +99,10 @@ def test_sharded_step_equals_unsharded_and_keeps_the_weight_average():
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path / "nan")
-  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 1}), workdir)
+  train.train_and_evaluate(tiny_config(**{"train.num_epochs": 1}), workdir, hooks=[])
   monkeypatch.setitem(losses.LOSSES, "hybrid", lambda *a, **k: jnp.float32(jnp.nan))
   with pytest.raises(train.TrainingDiverged, match=r"epoch 2, step 1.*epoch 1"):
-    train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir)
+    train.train_and_evaluate(tiny_config(**{"train.num_epochs": 2}), workdir, hooks=[])
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["1"]
   assert len(_rows(workdir)) == 1
 
