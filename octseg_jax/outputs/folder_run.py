@@ -3,9 +3,12 @@ names that never replace an input, another output of the same run or a file that
 wrote, and a record of the run.
 
 A batch run lists the files it could not read in errors.csv (file, status, reason). From its
-start, manifest.json lists every name the run has claimed, with "complete": false; the run
-writes it again last, complete. A folder whose manifest is not complete holds an interrupted
-run, whose outputs and leftover temporary files the next run into that folder removes.
+start the folder holds manifest.json with "complete": false, listing the names claimed before
+the start, and each later claim is appended to .output.claims (one JSON string per line) before
+its file is written, so a run of N files writes O(N) bytes of records, not a manifest per claim;
+the run writes the manifest again last, complete, and removes the claims file. A folder whose
+manifest is not complete holds an interrupted run, whose outputs (the manifest's and the claims
+file's names) and leftover temporary files the next run into that folder removes.
 """
 
 import fnmatch
@@ -21,6 +24,7 @@ from octseg_jax.outputs.lock import FolderLock, pid_alive
 
 MANIFEST = "manifest.json"
 OUTPUT_LOCK = ".output.lock"
+CLAIMS = ".output.claims"     # an unfinished run's claims after its start (not TEMP_PATTERN's)
 _HELD = []                    # output-folder locks this process holds (release_locks)
 
 
@@ -125,8 +129,8 @@ class RunOutputs:
       if not any(p in self.claimed or os.path.realpath(p) in self.inputs or os.path.lexists(p)
                  for p in paths):
         self.claimed.update(paths)
-        if self.lock.held:                 # listed before they are written (an interruption)
-          self.write_manifest(complete=False)
+        if self.lock.held:                 # recorded before they are written (an interruption)
+          self.append_claims(paths)
         return paths
       k += 1
 
@@ -149,11 +153,31 @@ class RunOutputs:
       print(f"{self.mode}: replacing the {report.count(len(earlier), 'output')} of the earlier "
             f"run in {self.folder} (its {MANIFEST})")
     self.discard(earlier)
-    for record in (MANIFEST, ERRORS):
+    for record in (MANIFEST, ERRORS, CLAIMS):
       path = os.path.join(self.folder, record)
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
         os.remove(path)
     self.write_manifest(complete=False)
+
+  def append_claims(self, paths: Sequence[str]) -> None:
+    """Adds claimed names to the claims file (CLAIMS), one JSON string per line."""
+    with open(os.path.join(self.folder, CLAIMS), "a", encoding="utf-8") as f:
+      f.write("".join(json.dumps(os.path.relpath(p, self.folder)) + "\n" for p in paths))
+
+  def earlier_claims(self) -> List[str]:
+    """The names in the claims file an interrupted run left (its last line may be cut)."""
+    try:
+      with open(os.path.join(self.folder, CLAIMS), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    except (OSError, ValueError):
+      return []
+    names = []
+    for line in lines:
+      try:
+        names.append(json.loads(line))
+      except ValueError:
+        continue
+    return names
 
   def refuse_foreign_records(self) -> None:
     """InputError when the folder holds a manifest.json that is not a run's record, or an
@@ -191,9 +215,9 @@ class RunOutputs:
     earlier = self.earlier_manifest()
     if earlier is None:
       return []
-    listed = earlier["outputs"]
+    listed = earlier["outputs"] + ([] if earlier.get("complete") else self.earlier_claims())
     root = os.path.realpath(self.folder)
-    records = (OUTPUT_LOCK, MANIFEST, ERRORS)
+    records = (OUTPUT_LOCK, MANIFEST, ERRORS, CLAIMS)
     paths = [os.path.join(self.folder, name) for name in listed if isinstance(name, str)]
     return [p for p in paths if os.path.commonpath([root, os.path.realpath(p)]) == root
             and os.path.basename(p) not in records
@@ -224,13 +248,15 @@ class RunOutputs:
 
   def write_manifest(self, complete: bool, summary: Optional[Dict] = None) -> None:
     """manifest.json: complete, the files written (and errors.csv when there is one) with the
-    run's `summary`; not complete, every name claimed so far (some not written yet)."""
+    run's `summary`; not complete (at the start), the names claimed so far, and where the
+    later claims go."""
     paths = self.written if complete else sorted(self.claimed)
     files = [os.path.relpath(p, self.folder) for p in paths]
     if complete and self.problems:
       files.append(ERRORS)
+    later = {} if complete else {"later_claims": CLAIMS}
     write_json(os.path.join(self.folder, MANIFEST), {
-        "mode": self.mode, "complete": complete, "outputs": files,
+        "mode": self.mode, "complete": complete, "outputs": files, **later,
         "failed": self.num_failed, "skipped": len(self.problems) - self.num_failed,
         **(summary or {})})
 
@@ -239,6 +265,9 @@ class RunOutputs:
     if self.problems:
       write_csv(os.path.join(self.folder, ERRORS), ["file", "status", "reason"], self.problems)
     self.write_manifest(complete=True, summary=summary)
+    claims = os.path.join(self.folder, CLAIMS)
+    if os.path.exists(claims):
+      os.remove(claims)
     if self.lock.held:
       self.lock.release()
       if self.lock in _HELD:

@@ -13,7 +13,7 @@ from PIL import Image
 
 import main
 from octseg_jax.config import checks as config_checks
-from octseg_jax.outputs import atomic
+from octseg_jax.outputs import atomic, folder_run
 from octseg_jax.data import inputs, synthetic
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_npz, write_png
@@ -147,8 +147,9 @@ def test_a_figure_name_taken_by_a_users_file_gets_the_next_name(trained_workdir,
     ({"mode": "eval", "outputs": ["a.png", "sub/b.csv"]}, ["a.png", "sub/b.csv"]),  # any mode
     ({"mode": "predict", "outputs": ["a.png", 3, None, "../outside.txt", "/abs.txt"]},
      ["a.png"]),
-    ({"mode": "predict", "outputs": [".output.lock", "manifest.json", "errors.csv",
-                                     atomic.TEMP_PREFIX + "1-x.npz", "a.png"]}, ["a.png"]),
+    ({"mode": "predict", "outputs": [".output.lock", ".output.claims", "manifest.json",
+                                     "errors.csv", atomic.TEMP_PREFIX + "1-x.npz", "a.png"]},
+     ["a.png"]),
     ({"mode": "predict", "outputs": "a.png"}, []),             # not a list: nothing followed
     (["a.png"], []), (None, []), ("not json", []),
 ])
@@ -164,6 +165,45 @@ def test_earlier_outputs_follow_only_files_of_the_folder(tmp_path, manifest, rem
   run = RunOutputs(str(folder), [], "predict")
   got = sorted(os.path.relpath(p, folder) for p in run.earlier_outputs())
   assert got == sorted(removed)
+
+
+def test_claims_after_the_start_are_appended_and_replaced_by_the_next_run(tmp_path, capsys):
+  """After the start a claim appends a line to the claims file; the manifest is not rewritten
+  (O(N) bytes of records for N files, not O(N^2)). The next run replaces what the interrupted
+  run claimed before and after its start (a cut last line is skipped); a finished run lists
+  what it wrote and leaves no claims file."""
+  folder = tmp_path / "out"
+  run = folder_run.RunOutputs(str(folder), [], "predict")
+  run.claim("summary", [".csv"])                                   # before the start
+  run.start()
+  manifest = (folder / folder_run.MANIFEST).read_bytes()
+  for i in range(3):
+    for path in run.claim(f"s{i}", [".npz", "_overlay.png"]):
+      open(path, "w").close()
+  later = [f"s{i}{suffix}" for i in range(3) for suffix in (".npz", "_overlay.png")]
+  assert (folder / folder_run.MANIFEST).read_bytes() == manifest
+  provisional = json.loads(manifest)
+  assert not provisional["complete"] and provisional["outputs"] == ["summary.csv"]
+  assert provisional["later_claims"] == folder_run.CLAIMS
+  lines = (folder / folder_run.CLAIMS).read_text().splitlines()
+  assert [json.loads(line) for line in lines] == later
+  with open(folder / folder_run.CLAIMS, "a") as f:
+    f.write('"s3.n')                                  # the line an interruption cut short
+  folder_run.release_locks()                          # the interrupted run ends
+  rerun = folder_run.RunOutputs(str(folder), [], "predict")
+  assert sorted(os.path.relpath(p, folder) for p in rerun.earlier_outputs()) == sorted(
+      ["summary.csv"] + later)
+  capsys.readouterr()
+  rerun.start()
+  assert "replacing the 6 outputs of the earlier run" in capsys.readouterr().out
+  assert sorted(os.listdir(folder)) == [folder_run.OUTPUT_LOCK, folder_run.MANIFEST]
+  (path,) = rerun.claim("s0", [".npz"])
+  open(path, "w").close()
+  rerun.wrote(path)
+  rerun.finish()
+  assert sorted(os.listdir(folder)) == [folder_run.MANIFEST, "s0.npz"]
+  done = json.loads((folder / folder_run.MANIFEST).read_text())
+  assert done["complete"] and done["outputs"] == ["s0.npz"] and "later_claims" not in done
 
 
 def test_default_outputs_of_every_mode_are_new_folders_under_runs(trained_workdir, tmp_path,
@@ -219,9 +259,11 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
   status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path / "out")
   assert status == 2 and len(err) == 1
   assert err[0].startswith("error: ") and err[0].endswith(": No space left on device")
-  assert os.listdir(tmp_path / "out") == ["manifest.json"]   # no temporary file, no prediction
-  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-  assert not manifest["complete"] and "scan.npz" in manifest["outputs"]   # what a rerun replaces
+  out = tmp_path / "out"
+  assert sorted(os.listdir(out)) == [folder_run.CLAIMS, folder_run.MANIFEST]   # no partial file
+  manifest = json.loads((out / folder_run.MANIFEST).read_text())
+  claimed = folder_run.RunOutputs(str(out), [], "predict").earlier_outputs()
+  assert not manifest["complete"] and str(out / "scan.npz") in claimed   # what a rerun replaces
 
 
 def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
@@ -649,7 +691,6 @@ def test_a_rerun_after_an_interrupted_run_replaces_its_outputs(trained_workdir, 
                                                                monkeypatch, mode):
   """An interruption before the complete manifest leaves the provisional one, which lists every
   name the run claimed: the rerun replaces those outputs (no refusal, no _2 names)."""
-  from octseg_jax.outputs import folder_run
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1], masks=IMG.masks[:1])
   out = tmp_path / "out"
@@ -662,8 +703,11 @@ def test_a_rerun_after_an_interrupted_run_replaces_its_outputs(trained_workdir, 
     m.setattr(folder_run.RunOutputs, "finish", interrupted)
     assert main.run_command(args) == 130
   provisional = json.loads((out / "manifest.json").read_text())
-  left = sorted(f for f in os.listdir(out) if f not in ("manifest.json", folder_run.OUTPUT_LOCK))
-  assert not provisional["complete"] and left and set(left) <= set(provisional["outputs"])
+  records = ("manifest.json", folder_run.OUTPUT_LOCK, folder_run.CLAIMS)
+  left = sorted(f for f in os.listdir(out) if f not in records)
+  claimed = folder_run.RunOutputs(str(out), [], mode).earlier_outputs()
+  assert not provisional["complete"] and left and set(left) <= {
+      os.path.relpath(p, out) for p in claimed}
   capsys.readouterr()
   assert main.run_command(args) == 0
   assert f"{mode}: replacing the {len(left)} outputs of the earlier run" in capsys.readouterr().out
@@ -675,7 +719,6 @@ def test_a_rerun_after_an_interrupted_run_replaces_its_outputs(trained_workdir, 
 
 def test_a_busy_folder_is_refused_as_busy_before_its_files_are_judged(trained_workdir, tmp_path,
                                                                       capsys):
-  from octseg_jax.outputs import folder_run
   from octseg_jax.outputs.lock import FolderLock
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
   out = tmp_path / "out"
