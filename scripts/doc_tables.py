@@ -47,6 +47,7 @@ H200_RUNS = "docs/results/campaign_h200"         # H200_PLAN's results_dir
 H200 = f"{H200_RUNS}/levers.json"                # the same, --plan=H200_PLAN
 ENSEMBLES = f"{CAMPAIGN_RUNS}/ensembles"         # scripts/eval_ensemble.py on seed pairs
 UNCERTAINTY_SMOOTHING = "docs/results/uncertainty_smoothing"   # its run.sh: eval before/after
+SHIPPED_CALIBRATION = "docs/results/shipped_calibration"   # its run.sh: eval as shipped, band ECE
 SMOOTHING = "docs/results/smoothing"             # scripts/smoothing_cv.py: cv.json, cv_pairs.json
 FLUID_COLUMNS = "docs/results/fluid_columns"     # --mode=eval of fold models: RECIPE/foldF_seed0
 # The fold models re-scored there: (folder, how they were trained, the runs scored at training).
@@ -1305,15 +1306,15 @@ def pretrained_cost(src: Sources) -> str:
 
 
 def pretrained_uncertainty(src: Sources) -> str:
-  """How well the shipped recipe's uncertain flag finds its errors on held-out eyes: the
-  recipe's seed ensembles scored as pretrained/ predicts (UNCERTAINTY_SMOOTHING, after: the
-  same smoothing, flip and flag threshold)."""
+  """How well the shipped recipe's uncertain flag finds its errors on held-out eyes, and how
+  well its confidence is calibrated: the recipe's seed ensembles scored as pretrained/ predicts
+  (SHIPPED_CALIBRATION: the same smoothing, flip and flag threshold)."""
   first = shipped_members(src)[0]
   recipe, shipped = run_parts(first["run"])[0], src.json("pretrained/ensemble.json")
   as_shipped = (shipped["settings"]["predict.smooth_sd_columns"], shipped["flip"],
                 src.json(f"pretrained/{first['member']}/config.json")["predict"]["uncertain_um"])
   runs, seeds = [], set()
-  for m in smoothing_runs(src, "after").values():
+  for m in eval_runs(src, SHIPPED_CALIBRATION).values():
     spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
     members = [run_parts(run_of_workdir(w)) for w in spec["members"]]
     if ({r[0] for r in members} == {recipe} and as_shipped == (
@@ -1340,7 +1341,10 @@ def uncertainty_sentence(runs: List[Dict], recipe: str, seeds: List[str]) -> str
           f"{span([f['mae_unflagged_um'] for f in flags], 1)} um in the others; the spread ranks "
           "single errors only weakly (Spearman's rho "
           f"{span([c['uncertainty_vs_error']['pooled']['rho'] for c in runs], 2)} over column "
-          "and boundary).")
+          "and boundary). Expected calibration error of the top-class confidence (15 bins): "
+          f"{span([c['band']['ece'] for c in runs], 4)} over the pixels of the model's input "
+          f"band, {span([c['ece'] for c in runs], 4)} over all labelled pixels (the rows outside "
+          "the band count as certain background).")
 
 
 def results_campaign_levers(src: Sources) -> str:
@@ -1543,10 +1547,10 @@ def summary_of_ensembles(gains, dice_of) -> str:
           "scored on the validation subjects that neither member trained on).")
 
 
-def smoothing_runs(src: Sources, when: str) -> Dict[str, Dict]:
-  """{ensemble: eval's metrics.json} of UNCERTAINTY_SMOOTHING's `when` ('before', 'after')."""
-  folder = f"{UNCERTAINTY_SMOOTHING}/{when}"
-  return {e: src.json(f"{folder}/{e}/metrics.json") for e in sorted(os.listdir(src.path(folder)))}
+def eval_runs(src: Sources, folder: str) -> Dict[str, Dict]:
+  """{name: eval's metrics.json} of each run folder FOLDER/NAME (run.sh beside them)."""
+  return {e: src.json(f"{folder}/{e}/metrics.json") for e in sorted(os.listdir(src.path(folder)))
+          if os.path.isdir(src.path(f"{folder}/{e}"))}
 
 
 def results_uncertainty_smoothing(src: Sources) -> str:
@@ -1554,8 +1558,8 @@ def results_uncertainty_smoothing(src: Sources) -> str:
   members' spread of their unsmoothed boundaries (before) and of their boundaries smoothed as
   the written ones are (after): the spread's rank correlation with the boundary error, and how
   the uncertain flag splits the error (after)."""
-  rows, unsmoothed = [], smoothing_runs(src, "before")
-  for name, after in smoothing_runs(src, "after").items():
+  rows, unsmoothed = [], eval_runs(src, f"{UNCERTAINTY_SMOOTHING}/before")
+  for name, after in eval_runs(src, f"{UNCERTAINTY_SMOOTHING}/after").items():
     before = unsmoothed[name]
     flag = after["calibration"]["uncertain_columns"]
     sd = after["topology"]["smooth_sd_columns"]

@@ -332,10 +332,12 @@ def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it
 
 
 def _eval_metrics(rho, name="ens_fold0", flagged=None, columns=100, mae=(9.04, 5.55), sd=6.0,
-                  threshold=7.74):
+                  threshold=7.74, ece=(0.01, 0.004)):
   """An ensemble eval's metrics.json as the uncertainty tables read it: the pooled rank
-  correlation and, with `flagged`, the uncertain flag's split."""
-  cal = {"uncertainty_vs_error": {"pooled": {"rho": rho, "pairs": 10}}}
+  correlation, the ECE (over the band, over all pixels) and, with `flagged`, the uncertain
+  flag's split."""
+  cal = {"uncertainty_vs_error": {"pooled": {"rho": rho, "pairs": 10}},
+         "band": {"ece": ece[0]}, "ece": ece[1]}
   if flagged is not None:
     cal["uncertain_columns"] = {"threshold_um": threshold, "columns": columns,
                                 "flagged": flagged, "mae_flagged_um": mae[0],
@@ -358,28 +360,31 @@ def test_uncertainty_smoothing_rows_pair_before_and_after_per_fold():
 
 
 def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shipped():
-  """The pretrained/README sentence, hand-computed from two hand-built after-runs of the
-  shipped recipe (its seeds read from the members' run names); a run of another recipe, with
-  another smoothing, flip or flag threshold than the shipped ones is left out."""
-  folder, ensembles = doc_tables.UNCERTAINTY_SMOOTHING, doc_tables.ENSEMBLES
+  """The pretrained/README sentence, hand-computed from two hand-built runs of the shipped
+  recipe (its seeds read from the members' run names); a run of another recipe, with another
+  smoothing, flip or flag threshold than the shipped ones is left out."""
+  folder, ensembles = doc_tables.SHIPPED_CALIBRATION, doc_tables.ENSEMBLES
   recipe = shipped_recipe()
-  def run(name, flagged, mae, rho, sd=6.0, threshold=7.74):
-    return _eval_metrics(rho, name, flagged, 200, mae, sd, threshold)
+  def run(name, flagged, mae, rho, sd=6.0, threshold=7.74, ece=(0.0121, 0.0054)):
+    return _eval_metrics(rho, name, flagged, 200, mae, sd, threshold, ece)
   def files(after1, members1=f"{recipe}/fold1", flip1=False):
-    return {f"{folder}/after/fold0/metrics.json": run("e0", 6, (8.04, 5.55), 0.19),
-            f"{folder}/after/fold1/metrics.json": after1,
+    return {f"{folder}/fold0/metrics.json": run("e0", 6, (8.04, 5.55), 0.19),
+            f"{folder}/fold1/metrics.json": after1,
             f"{ensembles}/e0/ensemble.json": {"flip": False, "members": [
                 f"/r/{recipe}/fold0_seed0", f"/r/{recipe}/fold0_seed1"]},
             f"{ensembles}/e1/ensemble.json": {"flip": flip1, "members": [
                 f"/r/{members1}_seed0", f"/r/{members1}_seed2"]}}
-  text = doc_tables.pretrained_uncertainty(_Injected(files(run("e1", 8, (10.6, 5.8), 0.163))))
+  text = doc_tables.pretrained_uncertainty(_Injected(files(
+      run("e1", 8, (10.6, 5.8), 0.163, ece=(0.0092, 0.0041)))))
   assert text == (
       f"How well the flag finds errors on eyes the models never saw (2 folds: the seed 0 and 1 "
       f"and 2 models of `{recipe}` averaged, scored by eval as shipped; docs/results.md section "
       "7): 3.0-4.0% of the measured columns are flagged (spread over 7.74 um), with a mean "
       "absolute boundary error of 8.0-10.6 um in them against 5.5-5.8 um in the others; the "
       "spread ranks single errors only weakly (Spearman's rho 0.16-0.19 over column and "
-      "boundary).")
+      "boundary). Expected calibration error of the top-class confidence (15 bins): "
+      "0.0092-0.0121 over the pixels of the model's input band, 0.0041-0.0054 over all labelled "
+      "pixels (the rows outside the band count as certain background).")
   for other in (files(run("e1", 8, (1, 1), 0.1), members1="other/fold1"),
                 files(run("e1", 8, (1, 1), 0.1, sd=0.0)), files(run("e1", 8, (1, 1), 0.1),
                                                                flip1=True),
