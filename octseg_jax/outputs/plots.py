@@ -170,7 +170,9 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      uncertain_um=None, fluid_label: str = "fluid (predicted)") -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
-  columns in `unsupported` [W] bool are shaded and their predicted boundaries not drawn;
+  columns in `unsupported` [W] bool are shaded, each run of them marked at the top edge (a run
+  of one or two columns is narrower than a line), and their predicted boundaries not drawn
+  (the lines end square at the last drawn column);
   `fluid` [H, W] (0/1) is outlined (named `fluid_label` in the legend); columns in `uncertain`
   [W] bool are marked by orange strips along the top and bottom edges and a faint orange shade
   (the legend names the spread `uncertain_um` that flags them).
@@ -189,7 +191,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   if unsupported is not None:
     masked |= np.asarray(unsupported, bool)
   pred_bounds = np.where(masked[None], np.nan, pred_bounds)
-  _shade_runs(ax, masked, zorder=1, **NO_SUPPORT_BAND)
+  _mark_no_support(fig, ax, masked)
   if uncertain is not None:                # a faint shade keeps the boundaries readable; the
     flagged = np.asarray(uncertain, bool) & ~masked           # strips at both edges find them
     _shade_runs(ax, flagged, color=UNCERTAIN_COLOUR, alpha=0.12, zorder=1)
@@ -200,7 +202,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                linewidths=1.2, zorder=4)
   for b in range(8):
     ax.plot(cols, pred_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3, ls=PRED_STYLE,
-            zorder=2)
+            solid_capstyle="butt", zorder=2)
     if true_bounds is not None:
       ax.plot(cols, true_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3,
               dashes=TRUTH_DASHES, gapcolor="black", zorder=3)
@@ -218,6 +220,17 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   ax.set_ylabel("row (pixels)" + (f"; {pixel_um[0]:.4g} um each" if pixel_um is not None else ""))
   ax.set_xlabel("column (A-scan, pixels); " + _stretch_note(fig, ax, pixel_um))
   save_figure(path, fig)
+
+
+def _mark_no_support(fig, ax, masked: np.ndarray) -> None:
+  """The overlay's no-support columns [W]: each run shaded, and marked once just inside the
+  top edge at its centre (a run of a column or two is narrower than a boundary line)."""
+  from matplotlib.transforms import offset_copy
+  _shade_runs(ax, masked, zorder=1, **NO_SUPPORT_BAND)
+  runs = _runs(masked)
+  below_top = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-6, units="points")
+  ax.plot([(start + stop - 1) / 2 for start, stop in runs], [1.0] * len(runs),
+          transform=below_top, zorder=6, **NO_SUPPORT_MARK)
 
 
 def drawn_pixel_ratio(fig, ax) -> float:
@@ -247,6 +260,9 @@ def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:
 # The overlay's no-support columns: hatched as well as grey, since a grey band alone vanishes on
 # a grey scan (the legend swatch has the same style with darker hatching for its light ground).
 NO_SUPPORT_BAND = {"facecolor": (0.6, 0.6, 0.6, 0.35), "edgecolor": "0.85", "hatch": "////"}
+# Its mark at the top edge, one per run of such columns, visible however narrow the run.
+NO_SUPPORT_MARK = {"ls": "none", "marker": "v", "markersize": 9, "markerfacecolor": "0.85",
+                   "markeredgecolor": "black", "markeredgewidth": 0.8}
 
 
 def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um,
@@ -261,6 +277,8 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
   if unsupported:
     handles.append(Patch(**{**NO_SUPPORT_BAND, "edgecolor": "0.3"},   # dark on the light legend
                          label="no support (not drawn):\nno boundary, or layers\nout of order"))
+    handles.append(Line2D([], [], **NO_SUPPORT_MARK,
+                          label="a run of no-support\ncolumns (at the top,\nhowever narrow)"))
   if uncertain:
     marks = "\n(orange marks at the top\nand bottom edges over\na faint orange shade)"
     handles.append(uncertain_patch(uncertain_um, "\n", marks, alpha=1.0))
@@ -278,11 +296,16 @@ def uncertain_patch(uncertain_um, sep: str = " ", marks: str = "", alpha: float 
                label=f"uncertain: ensemble{sep}members disagree{rule}{marks}")
 
 
-def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
-  """Shades each run of True columns of `mask` [W] as a vertical band."""
+def _runs(mask: np.ndarray) -> list:
+  """[(start, stop)] of each run of True columns of `mask` [W] (stop exclusive)."""
   padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
   edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-  for start, stop in zip(edges[::2], edges[1::2]):
+  return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
+  """Shades each run of True columns of `mask` [W] as a vertical band."""
+  for start, stop in _runs(mask):
     ax.axvspan(start - 0.5, stop - 0.5, lw=0, **kwargs)
 
 

@@ -368,6 +368,39 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   assert (sampled[unsupported, 0] != sampled[~uncertain & ~unsupported][0, 0]).all()
 
 
+def test_overlay_marks_every_no_support_run_and_leaves_a_one_column_run_undrawn(tmp_path,
+                                                                               monkeypatch):
+  """Each run of no-support columns gets one mark at the top edge (at the run's centre), and a
+  run of a single column of a scan's width interrupts the boundary lines there in the drawn
+  pixels (checked for the 7 coloured lines: the white ILM line is not told apart from the
+  band's light hatching by colour)."""
+  import matplotlib.colors
+  from octseg_jax.outputs import atomic, plots
+  figures = []
+  monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
+  h, w = 100, 768                                    # a scan's width: columns narrower than a line
+  bounds = np.tile(np.arange(30, 70, 5, dtype=np.float64)[:, None], (1, w))
+  unsupported = np.zeros(w, bool)
+  unsupported[100] = unsupported[200:202] = unsupported[250:260] = True
+  plots.boundary_overlay(str(tmp_path / "o.png"), np.zeros((h, w), np.uint8), bounds,
+                         unsupported=unsupported)
+  fig = figures[0]
+  ax = fig.axes[0]
+  (marks,) = [line for line in ax.get_lines() if line.get_marker() == "v"]
+  np.testing.assert_array_equal(marks.get_xdata(), [100.0, 200.5, 254.5])
+  fig.canvas.draw()
+  pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+  plots._plt().close(fig)
+  for b in range(1, 8):
+    (x, y), (x_near, _) = ax.transData.transform([(100, bounds[b, 0] - 0.5),
+                                                  (90, bounds[b, 0] - 0.5)])
+    row = int(round(pixels.shape[0] - y))
+    colour = np.array(matplotlib.colors.to_rgb(plots.BOUNDARY_COLOURS[b])) * 255
+    def drawn(col):
+      return np.abs(pixels[row - 1:row + 2, int(round(col))] - colour).max(axis=-1).min() <= 40
+    assert drawn(x_near) and not drawn(x), b
+
+
 def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
   """With held-out verdicts each class tile says whether its map beat random removal there, a
   failure in red; a class without a verdict (None) and a layer without verdicts keep the
