@@ -167,11 +167,14 @@ def resolve_scale(scans, option, default_row_um: float, own=None) -> Dict:
   that disagrees is refused), --pixel_um, or the default (the model config's data.pixel_um
   for B-scans, Duke DME for volumes without one). It converts units only. own: (scale_mm,
   source) of a file that predict reads as a volume but the caller read as B-scans
-  (volumes.file_scale); otherwise scans.volume's. A volume given --pixel_um gets it as its
+  (volumes.file_scale); otherwise scans.volume's, or for B-scans taken from a volume (a
+  scanner file's annotated ones) scans.volume_scale. A volume given --pixel_um gets it as its
   scale (scans.volume is replaced)."""
   vol = scans.volume
   if own is None and vol is not None:
     own = (vol.scale_mm, vol.scale_source)
+  elif own is None:
+    own = scans.volume_scale                # a volume's annotated B-scans (eval)
   if own is not None and own[1] == "file":
     row, col = own[0][1] * 1e3, own[0][2] * 1e3
     if option and (not np.isclose(option[0], row, rtol=1e-6) or

@@ -22,6 +22,8 @@ class ScanSet:
   volume: the data.volumes.Volume these scans are, when the input was read as a volume.
   fluid: uint8 [N, H, W] (1 = intraretinal/subretinal fluid) when the source annotates it,
     else None. Fluid pixels keep their layer in `masks` (fluid overlaps layers).
+  volume_scale: (scale_mm, source) of the volume the scans came from (Volume.scale_mm and
+    scale_source), kept by subset (eval's annotated B-scans of a scanner file), else None.
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
@@ -30,6 +32,7 @@ class ScanSet:
   source: str
   volume: Optional[object] = None
   fluid: Optional[np.ndarray] = None
+  volume_scale: Optional[tuple] = None
 
   def __len__(self) -> int:
     return len(self.images)
@@ -38,7 +41,8 @@ class ScanSet:
     index = np.asarray(index, int)
     return ScanSet(self.images[index], None if self.masks is None else self.masks[index],
                    self.subjects[index], [self.names[i] for i in index], self.source,
-                   fluid=None if self.fluid is None else self.fluid[index])
+                   fluid=None if self.fluid is None else self.fluid[index],
+                   volume_scale=self.volume_scale)
 
 
 def check_image_side(rows: int, cols: int, path, max_side: int = MAX_IMAGE_SIDE) -> None:

@@ -90,7 +90,8 @@ class Volume:
     """All B-scans as a ScanSet carrying this Volume (or only the annotated ones, without it)."""
     number = re.findall(r"\d+", self.stem)
     subjects = np.full(len(self), int(number[-1]) if number else 0)
-    scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source)
+    scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source,
+                    volume_scale=(self.scale_mm, self.scale_source))
     if not annotated_only:
       scans.volume = self
       return scans

@@ -238,8 +238,8 @@ def check_common_validation(members) -> None:
     other = m.split["val"].get("sha256")
     if m.split["val"]["names"] != names or (digest and other and other != digest):
       raise InputError(f"{m.workdir}/split.json: validation scans differ from those of "
-                       f"{members[0].workdir}; an ensemble is scored on one common split "
-                       "or on data given with --input")
+                       f"{members[0].workdir} (members of other folds?); an ensemble is scored "
+                       "on one common split, so give it labelled scans with --input")
 
 
 def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, read=None,

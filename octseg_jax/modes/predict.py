@@ -247,6 +247,7 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
   ETDRS sector less than half measured has none) and `in_training` (its name is one of the
   model's training scans), each layer's and the total thickness averaged over the supported
   columns (um), the fluid area (mm2) and the count of uncertain columns."""
+  from octseg_jax.serving.inference import in_training
   rows = []
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   for i, name in enumerate(scans.names):
@@ -257,7 +258,7 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
     total = "" if low or not ok.any() else f"{t.sum(axis=0).mean():.2f}"
     row = [path, i, name, f"{scale['row_um']:.4g}",
            "" if col_mm is None else f"{scale['col_um']:.4g}", scale["source"],
-           f"{ok.mean():.3f}", int(low), int(str(name) in training_names)] + means + [total]
+           f"{ok.mean():.3f}", int(low), int(in_training(name, training_names))] + means + [total]
     if out.get("fluid_um") is not None:
       row.append(fluid_area_text(out["fluid_um"][i], col_mm))
     if "uncertain" in extra:       # empty where no column is supported: nothing to flag

@@ -150,8 +150,9 @@ class RunOutputs:
         os.remove(leftover)
     earlier = [p for p in self.earlier_outputs() if os.path.isfile(p)]
     if earlier:
-      print(f"{self.mode}: replacing the {report.count(len(earlier), 'output')} of the earlier "
-            f"run in {self.folder} (its {MANIFEST})")
+      print(f"{self.mode}: removing the {report.count(len(earlier), 'output')} of the earlier "
+            f"run in {self.folder} (its {MANIFEST} lists them; a folder holds one run's "
+            "outputs: give each run its own --output to keep them)")
     self.discard(earlier)
     for record in (MANIFEST, ERRORS, CLAIMS):
       path = os.path.join(self.folder, record)

@@ -82,17 +82,24 @@ class Trained:
 
 
 def training_scan_names(trained) -> frozenset:
-  """The names of the scans a model (any member of an ensemble) trained on. Duke scans are
-  named subject_SS_bII wherever they come from (eval's split, a subject's .npz or .mat given to
-  eval, predict or explain), so matching by name finds them; an image file is named by its
-  file name and is found only if it keeps the scan's name."""
-  return frozenset().union(*(m.split["train"]["names"] for m in trained.members))
+  """The names of the scans a model (any member of an ensemble) trained on, case-folded
+  (match with in_training). Duke scans are named STEM_bII wherever they come from (eval's
+  split, a subject's .npz or .mat given to eval, predict or explain), where STEM is the file's
+  name: subject_SS in the shared .npz files, Subject_SS in Duke's own .mat files, so names are
+  matched whatever their case; an image file is named by its file name and is found only if it
+  keeps the scan's name."""
+  return frozenset(str(n).casefold() for m in trained.members for n in m.split["train"]["names"])
+
+
+def in_training(name, training_names: frozenset) -> bool:
+  """Whether the scan `name` is one of `training_names` (training_scan_names), in any case."""
+  return str(name).casefold() in training_names
 
 
 def scans_in_training(trained, names) -> int:
   """How many of the scans `names` the model trained on (training_scan_names)."""
   seen = training_scan_names(trained)
-  return sum(str(n) in seen for n in names)
+  return sum(in_training(n, seen) for n in names)
 
 
 def padded_batch(inputs: List[np.ndarray], batch_size: int) -> np.ndarray:

@@ -138,8 +138,9 @@ def test_a_figure_name_taken_by_a_users_file_gets_the_next_name(trained_workdir,
   capsys.readouterr()
   assert main.run_command(["main.py", "--mode=predict", f"--workdir={workdir}",
                            f"--input={tmp_path / 'scan.npz'}", f"--output={out}"]) == 0
-  assert (f"predict: replacing the {len(listed)} outputs of the earlier run in {out} "
-          "(its manifest.json)") in capsys.readouterr().out
+  assert (f"predict: removing the {len(listed)} outputs of the earlier run in {out} "
+          "(its manifest.json lists them; a folder holds one run's outputs: give each run its "
+          "own --output to keep them)") in capsys.readouterr().out
   assert (out / "scan_000_overlay.png").read_text() == "mine"
 
 
@@ -195,7 +196,7 @@ def test_claims_after_the_start_are_appended_and_replaced_by_the_next_run(tmp_pa
       ["summary.csv"] + later)
   capsys.readouterr()
   rerun.start()
-  assert "replacing the 6 outputs of the earlier run" in capsys.readouterr().out
+  assert "removing the 6 outputs of the earlier run" in capsys.readouterr().out
   assert sorted(os.listdir(folder)) == [folder_run.OUTPUT_LOCK, folder_run.MANIFEST]
   (path,) = rerun.claim("s0", [".npz"])
   open(path, "w").close()
@@ -710,7 +711,7 @@ def test_a_rerun_after_an_interrupted_run_replaces_its_outputs(trained_workdir, 
       os.path.relpath(p, out) for p in claimed}
   capsys.readouterr()
   assert main.run_command(args) == 0
-  assert f"{mode}: replacing the {len(left)} outputs of the earlier run" in capsys.readouterr().out
+  assert f"{mode}: removing the {len(left)} outputs of the earlier run" in capsys.readouterr().out
   manifest = json.loads((out / "manifest.json").read_text())
   assert manifest["complete"] and sorted(os.listdir(out)) == sorted(
       manifest["outputs"] + ["manifest.json"])

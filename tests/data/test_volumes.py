@@ -5,6 +5,7 @@ Quantitative checks run the truth label maps of phantom volumes through the geom
 closed-form thickness averaged over each sector on a fine independent grid.
 """
 
+import dataclasses
 import json
 import os
 
@@ -179,6 +180,10 @@ def test_heyex_vol_and_xml_fixtures_read_with_scale_and_laterality(caplog):
   (scans,) = inputs.load_path(os.path.join(FIXTURES, "heyex_xml", "test_volume"), True)
   assert len(scans) == xml.annotated.sum() and scans.masks.shape[1:] == (40, 50)
   assert set(np.unique(scans.masks)) <= set(range(8)) | {255}
+  # ... at the export's own pixel size (eval's um errors), not the model config's default
+  scale = inputs.resolve_scale(scans, None, 3.87)
+  assert scale["source"] == "file"
+  np.testing.assert_allclose([scale["row_um"], scale["col_um"]], [3.872, 11.819], rtol=1e-5)
   with pytest.raises(InputError, match="no layer annotations"):
     inputs.load_path(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"), True)
 
@@ -205,6 +210,10 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
   assert volumes.is_volume(scaled)
   v = volumes.read_volume(scaled, "OS")
   assert v.scale_mm == (0.2, 0.004, 0.01) and v.laterality == "OS"
+  labelled = dataclasses.replace(v, masks=synthetic.generate(3, 32, 40, seed=0).masks,
+                                 annotated=np.ones(3, bool))          # eval: annotated B-scans
+  assert inputs.resolve_scale(labelled.to_scanset(annotated_only=True), None, 3.87) == {
+      "row_um": 4.0, "col_um": 10.0, "source": "file"}
   np.testing.assert_allclose(v.positions_mm, [0.0, 0.2, 0.4])
   d = volumes.read_volume(duke_like)
   np.testing.assert_allclose(d.positions_mm, np.array([10, 15, 28]) * 0.123)

@@ -72,6 +72,8 @@ def test_eval_says_how_many_scans_the_model_trained_on():
   ensemble = types.SimpleNamespace(members=[member(["subject_03_b10"]),
                                             member(["subject_02_b10"])])
   assert inference.scans_in_training(ensemble, scored) == 1              # any member's
+  # Duke's own .mat files are Subject_SS.mat, the shared .npz files subject_SS.npz: one scan.
+  assert inference.scans_in_training(one, ["Subject_01_b10", "SUBJECT_01_B15", "Subject_01"]) == 2
   assert report.training_overlap_text({"scans_in_training": 2, "scans": 3}) == (
       "2 of 3 scans were in the model's training set (matched by scan name), so these "
       "numbers are not held-out")

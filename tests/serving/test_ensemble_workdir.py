@@ -189,6 +189,20 @@ def test_explain_of_an_ensemble_explains_its_averaged_output(tmp_path, members):
                              rtol=1e-5, atol=1e-7)
 
 
+def test_a_config_file_for_inference_names_what_the_workdir_uses(tmp_path, members, capsys):
+  """--config=FILE in predict is refused naming the file the workdir's settings come from: an
+  ensemble's ensemble.json (it has no config.json), a single model's config.json."""
+  import main
+  for workdir, stored in ((_ensemble_dir(tmp_path, members, False), "ensemble.json (its "
+                           "members' config.json)"), (members[0], "config.json")):
+    capsys.readouterr()
+    assert main.run_command(["main.py", "--mode=predict", f"--workdir={workdir}",
+                             "--input=x.npz", "--config=configs/tiny.py"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --config: --mode=predict uses {workdir}/{stored}; change inference settings "
+        "with --config.FIELD=VALUE instead, for example --config.explain.max_scans=1")
+
+
 def test_members_with_different_validation_splits_are_refused():
   from octseg_jax.errors import InputError
   from octseg_jax.modes import evaluate
@@ -196,9 +210,9 @@ def test_members_with_different_validation_splits_are_refused():
   b = types.SimpleNamespace(split={"val": {"names": ["s2"]}}, workdir="b")
   with pytest.raises(InputError) as refused:
     evaluate.check_common_validation([a, b])
-  assert str(refused.value) == ("b/split.json: validation scans differ from those of a; an "
-                                "ensemble is scored on one common split or on data given "
-                                "with --input")
+  assert str(refused.value) == ("b/split.json: validation scans differ from those of a "
+                                "(members of other folds?); an ensemble is scored on one "
+                                "common split, so give it labelled scans with --input")
   # Same names, other pixels (val.sha256) are refused; a member without a digest is not.
   c, d, e = (types.SimpleNamespace(split={"val": {"names": ["s1"], **v}}, workdir=w)
              for v, w in (({"sha256": "x"}, "c"), ({"sha256": "y"}, "d"), ({}, "e")))
