@@ -27,7 +27,8 @@ class Progress:
     total: number of items.
     desc: what is being done ('predict', 'epoch 3').
     unit: item name for the rate ('scan', 'step').
-    every: lines printed every `every` items when not on a terminal (default total // 10).
+    every: lines printed every `every` items when not on a terminal (default: total / 10
+      rounded up, so at most 10 lines before the closing one).
     stream: where to print (default stdout).
     min_seconds: on a terminal, redraw at most this often.
     leave: False erases the line at the end on a terminal and prints no closing line elsewhere
@@ -40,7 +41,7 @@ class Progress:
     self.total, self.desc, self.unit = max(int(total), 0), desc, unit
     self.stream = stream if stream is not None else sys.stdout
     self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-    self.every = max(1, int(every) if every else max(1, self.total // 10))
+    self.every = max(1, int(every) if every else -(-self.total // 10))
     self.min_seconds = min_seconds
     self.leave = leave
     self.done = 0

@@ -28,6 +28,12 @@ def test_small_totals_print_each_item_and_close_once():
   p.close()
   assert [l.split(",")[0] for l in out.getvalue().splitlines()] == [
       "explain: 1/3 scans", "explain: 2/3 scans", "explain: 3/3 scans"]
+  out = io.StringIO()                       # 11 (a Duke subject's B-scans): every 2nd, not each
+  with Progress(11, "eval: score", unit="scan", stream=out) as p:
+    for _ in range(11):
+      p.update()
+  assert [l.split(",")[0].split(" ")[-2] for l in out.getvalue().splitlines()] == [
+      "2/11", "4/11", "6/11", "8/11", "10/11", "11/11"]
 
 
 class _Tty(io.StringIO):
