@@ -52,7 +52,7 @@ def read_image(path: str, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
   EXIF orientation is applied; pages of a multi-page TIFF must share one size; images beyond
   `max_side` rows or columns are refused before their pixels are decoded.
   """
-  from PIL import Image, ImageOps, ImageSequence
+  from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
   try:
     with Image.open(path) as im:
       check_image_side(im.height, im.width, path, max_side)
@@ -65,6 +65,9 @@ def read_image(path: str, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     raise fail(path, "no such file") from None
   except InputError:
     raise
+  except UnidentifiedImageError:           # its message repeats the path and says no more
+    raise fail(path, "not a readable image (no image format Pillow knows: another kind of "
+               "file under an image suffix, or damaged from its first bytes)") from None
   except Exception as e:  # PIL raises many types for damaged files.
     raise fail(path, f"not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
   shapes = sorted({p.shape for p in pages})

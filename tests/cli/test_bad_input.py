@@ -201,6 +201,15 @@ def test_a_text_file_named_npz_is_named_as_no_zip(tmp_path):
                           "np.savez(path, images=...))")
 
 
+def test_a_text_file_named_png_is_named_as_no_image_format(tmp_path):
+  path = tmp_path / "notes.png"
+  path.write_text("a text file, not an image")
+  with pytest.raises(InputError) as e:
+    inputs.load_file(str(path))
+  assert str(e.value) == (f"{path}: not a readable image (no image format Pillow knows: another "
+                          "kind of file under an image suffix, or damaged from its first bytes)")
+
+
 @pytest.mark.parametrize("mode, flag", [("eval", "--fovea=1,1"), ("explain", "--volume"),
                                         ("eval", "--laterality=OS"), ("explain", "--figures=all")])
 def test_eval_and_explain_refuse_predicts_flags(trained_workdir, tmp_path, capsys, mode, flag):
