@@ -87,17 +87,18 @@ class Volume:
     return os.path.splitext(os.path.basename(self.source.rstrip("/")))[0]
 
   def to_scanset(self, annotated_only: bool = False) -> ScanSet:
-    """All B-scans as a ScanSet carrying this Volume (or only the annotated ones, without it)."""
+    """All B-scans as a ScanSet carrying this Volume (or only the annotated ones, without it
+    but with its scale: volume_scale)."""
     number = re.findall(r"\d+", self.stem)
     subjects = np.full(len(self), int(number[-1]) if number else 0)
-    scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source,
-                    volume_scale=(self.scale_mm, self.scale_source))
+    scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source)
     if not annotated_only:
       scans.volume = self
       return scans
     if self.masks is None or not self.annotated.any():
       raise fail(self.source, "has no layer annotations (expected the 8 boundaries "
                  f"{', '.join(HEYEX_NAMES)})")
+    scans.volume_scale = (self.scale_mm, self.scale_source)     # the volume is not carried
     return scans.subset(np.nonzero(self.annotated)[0])
 
 

@@ -34,6 +34,7 @@ def release_locks() -> None:
   while _HELD:
     _HELD.pop().release()
 ERRORS = "errors.csv"
+RECORDS = (MANIFEST, ERRORS, CLAIMS)     # the folder's records of a run, besides its lock
 
 
 def check_output_folder(folder: str, option: str = "--output") -> str:
@@ -103,7 +104,7 @@ class RunOutputs:
   def refuse_replacing(self, base: str, suffixes: Sequence[str]) -> None:
     """InputError when the folder is busy (another live run writes into it), or BASE+SUFFIX
     would replace one of the inputs or a file or folder there that no earlier run into the
-    folder wrote (its manifest.json does not list it): checked before anything is written."""
+    folder wrote (earlier_outputs does not list it): checked before anything is written."""
     if self._replaceable is None:
       if os.path.isdir(self.folder):
         self.lock.refuse_if_busy()
@@ -137,9 +138,8 @@ class RunOutputs:
   def start(self) -> None:
     """Creates the folder and locks it for this run (a second run into it is refused while
     this one lives), then removes the temporary files of runs that are gone, and the outputs
-    (earlier_outputs), errors.csv and manifest of an earlier run, saying how many it removes.
-    Refused before anything is made when the folder's manifest.json or errors.csv is not an
-    earlier run's."""
+    (earlier_outputs) and records (RECORDS) of an earlier run, saying how many outputs it
+    removes. Refused before anything is made when a record there is not an earlier run's."""
     self.refuse_foreign_records()
     os.makedirs(self.folder, exist_ok=True)
     self.lock.acquire()
@@ -154,16 +154,23 @@ class RunOutputs:
             f"run in {self.folder} (its {MANIFEST} lists them; a folder holds one run's "
             "outputs: give each run its own --output to keep them)")
     self.discard(earlier)
-    for record in (MANIFEST, ERRORS, CLAIMS):
+    for record in RECORDS:
       path = os.path.join(self.folder, record)
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
         os.remove(path)
     self.write_manifest(complete=False)
 
   def append_claims(self, paths: Sequence[str]) -> None:
-    """Adds claimed names to the claims file (CLAIMS), one JSON string per line."""
-    with open(os.path.join(self.folder, CLAIMS), "a", encoding="utf-8") as f:
-      f.write("".join(json.dumps(os.path.relpath(p, self.folder)) + "\n" for p in paths))
+    """Adds claimed names to the claims file (CLAIMS), one JSON string per line; an OSError
+    that names no file (a full disk) names the claims file, as atomic writes name theirs."""
+    claims = os.path.join(self.folder, CLAIMS)
+    try:
+      with open(claims, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(os.path.relpath(p, self.folder)) + "\n" for p in paths))
+    except OSError as e:
+      if e.filename is None:
+        raise OSError(e.errno, e.strerror, claims) from None
+      raise
 
   def earlier_claims(self) -> List[str]:
     """The names in the claims file an interrupted run left (its last line may be cut)."""
@@ -181,14 +188,15 @@ class RunOutputs:
     return names
 
   def refuse_foreign_records(self) -> None:
-    """InputError when the folder holds a manifest.json that is not a run's record, or an
-    errors.csv that the earlier run's manifest does not list (an interrupted run's may not):
-    start would replace them."""
+    """InputError when the folder holds a manifest.json that is not a run's record, an
+    errors.csv that the earlier run's manifest does not list (an interrupted run's may not), or
+    a claims file beside no run's manifest: start would replace them."""
     manifest = self.earlier_manifest()
     ours = {MANIFEST: manifest is not None,
             ERRORS: manifest is not None and (ERRORS in manifest["outputs"]
-                                              or not manifest.get("complete"))}
-    for record in (MANIFEST, ERRORS):
+                                              or not manifest.get("complete")),
+            CLAIMS: manifest is not None}
+    for record in RECORDS:
       path = os.path.join(self.folder, record)
       if os.path.lexists(path) and not ours[record]:
         raise InputError(f"--output={self.folder}: {path} is not the record of an earlier run, "
@@ -209,16 +217,16 @@ class RunOutputs:
 
   def earlier_outputs(self) -> List[str]:
     """The files that the earlier run into this folder (of any mode) listed in its
-    manifest.json, inside the folder only and never the folder's own records (lock, manifest,
-    errors.csv, temporary files): this run replaces the manifest, so they would be left
-    unlisted, and no figure or table of the earlier run may pass for one of this run's.
-    Nothing when there is no manifest a run wrote (earlier_manifest)."""
+    manifest.json (and, when it was interrupted, in its claims file), inside the folder only and
+    never the folder's own records (lock, RECORDS, temporary files): this run replaces the
+    manifest, so they would be left unlisted, and no figure or table of the earlier run may pass
+    for one of this run's. Nothing when there is no manifest a run wrote (earlier_manifest)."""
     earlier = self.earlier_manifest()
     if earlier is None:
       return []
     listed = earlier["outputs"] + ([] if earlier.get("complete") else self.earlier_claims())
     root = os.path.realpath(self.folder)
-    records = (OUTPUT_LOCK, MANIFEST, ERRORS, CLAIMS)
+    records = (OUTPUT_LOCK,) + RECORDS
     paths = [os.path.join(self.folder, name) for name in listed if isinstance(name, str)]
     return [p for p in paths if os.path.commonpath([root, os.path.realpath(p)]) == root
             and os.path.basename(p) not in records

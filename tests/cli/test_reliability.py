@@ -104,7 +104,8 @@ def test_a_rerun_replaces_every_output_of_the_earlier_run(trained_workdir, tmp_p
 
 @pytest.mark.parametrize("mode, name", [("predict", "summary.csv"), ("predict", "scan.npz"),
                                         ("eval", "metrics.json"), ("explain", "cam_stats.md"),
-                                        ("predict", "manifest.json"), ("eval", "errors.csv")])
+                                        ("predict", "manifest.json"), ("eval", "errors.csv"),
+                                        ("explain", ".output.claims")])
 def test_a_file_that_no_run_wrote_is_never_replaced(trained_workdir, tmp_path, capsys, mode,
                                                     name):
   """An output (or record) name already taken by a file that no earlier run's manifest lists:
@@ -265,6 +266,37 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
   manifest = json.loads((out / folder_run.MANIFEST).read_text())
   claimed = folder_run.RunOutputs(str(out), [], "predict").earlier_outputs()
   assert not manifest["complete"] and str(out / "scan.npz") in claimed   # what a rerun replaces
+
+
+def test_a_full_disk_while_claiming_names_the_claims_file(tmp_path, monkeypatch):
+  """A write that fails without a file name (a full disk) while a claim is recorded is named
+  by the claims file, as the atomic writes name their output."""
+  import builtins
+  import errno
+  folder = tmp_path / "out"
+  run = folder_run.RunOutputs(str(folder), [], "predict")
+  run.start()
+  real_open = builtins.open
+
+  class Full:
+    def __init__(self, f):
+      self.f = f
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+    def write(self, data):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(builtins, "open", lambda path, *a, **k: Full(real_open(path, *a, **k))
+                      if str(path).endswith(folder_run.CLAIMS) else real_open(path, *a, **k))
+  with pytest.raises(OSError) as e:
+    run.claim("scan", [".npz"])
+  folder_run.release_locks()
+  assert e.value.filename == str(folder / folder_run.CLAIMS) and e.value.errno == errno.ENOSPC
 
 
 def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
@@ -690,8 +722,9 @@ def test_interrupts_are_not_raised_where_python_would_ignore_them():
 @pytest.mark.parametrize("mode", ["predict", "eval", "explain"])
 def test_a_rerun_after_an_interrupted_run_replaces_its_outputs(trained_workdir, tmp_path, capsys,
                                                                monkeypatch, mode):
-  """An interruption before the complete manifest leaves the provisional one, which lists every
-  name the run claimed: the rerun replaces those outputs (no refusal, no _2 names)."""
+  """An interruption before the complete manifest leaves the provisional one and the claims
+  file, which list every name the run claimed: the rerun replaces those outputs (no refusal,
+  no _2 names)."""
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1], masks=IMG.masks[:1])
   out = tmp_path / "out"

@@ -146,7 +146,7 @@ def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_pat
   from PIL import Image
   from octseg_jax.modes import predict
   split = json.load(open(os.path.join(trained_workdir[0], "split.json")))
-  seen = split["train"]["names"][0]                                 # a training scan's name
+  seen = split["train"]["names"][0].upper()     # a training scan's name, in another case
   folder = tmp_path / "in"
   folder.mkdir()
   image = synthetic.generate(1, 96, 64, seed=3).images[0]
@@ -157,6 +157,9 @@ def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_pat
   assert f"warning: 1 of 1 scan of {folder / seen}.png was in the model's training set" in out
   assert out.count("in the model's training set") == 1               # not for new_eye.png
   assert json.load(open(tmp_path / "out" / "manifest.json"))["scans_in_training"] == 1
+  with open(tmp_path / "out" / "summary.csv") as f:
+    flags = {row["scan"]: row["in_training"] for row in csv.DictReader(f)}
+  assert flags == {seen: "1", "new_eye": "0"}
   from octseg_jax.modes import explain
   explain.run(trained_workdir[0], str(folder), str(tmp_path / "cams"))
   out = capsys.readouterr().out
