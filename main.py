@@ -21,8 +21,11 @@ from octseg_jax.modes import cli  # noqa: E402
 from octseg_jax.outputs.plots import FIGURES  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Training configuration file (configs/*.py). Any field is set with "
+    "--config.FIELD=VALUE, in training and, for inference settings, in predict, eval and "
+    "explain (the fields and their meaning: octseg_jax/config/schema.py). Bad input exits 2, "
+    "Ctrl-C 130.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, reports.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
 flags.DEFINE_string("input", None, "eval/predict/explain: a .npz, .mat, image (PNG, TIFF), "

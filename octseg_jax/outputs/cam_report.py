@@ -113,13 +113,15 @@ def heldout_evidence(runs: Dict[str, Dict]) -> Dict:
 
 
 def heldout_passed(evidence: Optional[Dict], method: str, target: str) -> Dict[str, List]:
-  """{layer: per class, whether `method`'s map there beat random removal on held-out eyes
-  (None for the background, which cam_stats.md does not judge either)} from a workdir's
-  evidence, for explain's figures; {} without evidence or for a target other than 'all', the
-  one the evidence was measured with (scripts/compare_cams.py)."""
+  """{layer: per class (passed, folds passed, folds): whether `method`'s map there beat random
+  removal on held-out eyes, on the ROAD areas averaged over the folds, and in how many of the
+  folds it did (None for the background, which cam_stats.md does not judge either)} from a
+  workdir's evidence, for explain's figures; {} without evidence or for a target other than
+  'all', the one the evidence was measured with (scripts/compare_cams.py)."""
   if evidence is None or target != "all":
     return {}
-  return {layer: [None] + [bool(p) for p in found["passed"][1:]]
+  return {layer: [None] + [(bool(p), int(k), len(found["per_fold_faithful"]))
+                           for p, k in zip(found["passed"][1:], found["folds_passed"][1:])]
           for layer, found in evidence["methods"].get(method, {}).items()}
 
 

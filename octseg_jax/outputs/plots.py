@@ -538,11 +538,9 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
                      aspect=aspect)
       name = LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}"
       verdicts = (checks or {}).get(layer, ())
-      passed = verdicts[c] if c < len(verdicts) else None
-      verdict = {None: "", True: "\non held-out eyes: beats random removal",
-                 False: "\non held-out eyes: NOT better than random"}[passed]
-      ax.set_title(f"where the model looked to label the {name}{verdict}", fontsize=10,
-                   color="firebrick" if passed is False else "black")
+      found = verdicts[c] if c < len(verdicts) else None
+      ax.set_title(f"where the model looked to label the {name}{_verdict_text(found)}",
+                   fontsize=10, color="firebrick" if found and not found[0] else "black")
     for ax in tiles[k + 1:]:
       ax.set_visible(False)
     for ax in tiles:
@@ -552,6 +550,16 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
                label="relevance, 0 (none) to 1 (the class's strongest), per class")
   fig.suptitle(title, fontsize=10)
   return fig
+
+
+def _verdict_text(found) -> str:
+  """A CAM tile's held-out verdict (cam_report.heldout_passed: passed on the fold-averaged ROAD
+  areas, folds passed, folds), or nothing without one."""
+  if found is None:
+    return ""
+  passed, folds_passed, folds = found
+  return (f"\non held-out eyes: {'beats random removal' if passed else 'NOT better than random'}"
+          f"\n(mean of {folds} folds; better in {folds_passed} of {folds})")
 
 
 def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",

@@ -224,12 +224,17 @@ def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
     write_json(os.path.join(workdir, "split.json"), record)
     workdir_lib.write_config(workdir, config)
 
-  distributed.on_writer(write_files)
   ckpt = Checkpoints(workdir)
   run = Run(config, workdir, model, task, train_data, val_data,
             distributed.replicate(state, replicated), _host_values(plateau.init(jnp.zeros(()))),
             optim.LoopState.initial(), ckpt, None, batch_sharding, replicated)
   _restore(run, plateau)
+  if run.finished() and int(run.loop.epoch):      # a finished run: its record stays as it is
+    say(f"nothing to train: {workdir} has trained {int(run.loop.epoch)} epochs"
+        + (" and stopped early" if int(run.loop.stopped) else "")
+        + f" (train.num_epochs={config.train.num_epochs}); its config.json is kept")
+  else:
+    distributed.on_writer(write_files)
   run.plateau_state = _host_values(run.plateau_state)
   if distributed.is_writer():
     run.log = hooks_lib.MetricsLog(workdir, int(run.loop.epoch))
@@ -407,12 +412,15 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
   run = None
   try:
     run, plateau = start_run(config, workdir, data)
+    trained_before = int(run.loop.epoch)
     hooks = hooks_lib.default_hooks() if hooks is None else hooks
     run_epochs(run, plateau, hooks if distributed.is_writer() else [])
-    distributed.on_writer(lambda: provenance.write(
-        workdir, config, wall_time_s=time.time() - wall_start,
-        extra={"mode": "train", "epochs": int(run.loop.epoch),
-               "processes": distributed.process_count()}))
+    if int(run.loop.epoch) > trained_before or not os.path.exists(
+        os.path.join(workdir, provenance.FILENAME)):    # a finished run's record is kept
+      distributed.on_writer(lambda: provenance.write(
+          workdir, config, wall_time_s=time.time() - wall_start,
+          extra={"mode": "train", "epochs": int(run.loop.epoch),
+                 "processes": distributed.process_count()}))
   finally:   # also on divergence or interruption: finish pending saves, then unlock
     try:
       if run is not None:

@@ -405,22 +405,22 @@ def test_overlay_marks_every_no_support_run_and_leaves_a_one_column_run_undrawn(
 
 
 def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
-  """With held-out verdicts each class tile says whether its map beat random removal there, a
-  failure in red; a class without a verdict (None) and a layer without verdicts keep the
-  plain titles."""
+  """With held-out verdicts each class tile says whether its map beat random removal there on
+  the fold-averaged areas and in how many folds, a failure in red; a class without a verdict
+  (None) and a layer without verdicts keep the plain titles."""
   from octseg_jax.outputs import plots
   maps = np.random.default_rng(0).uniform(size=(3, 20, 30))
   fig = plots._cam_figure(np.zeros((20, 30)), {"dec3_conv1": maps, "enc0_conv1": maps}, "t",
-                          checks={"dec3_conv1": [None, False, True]})
+                          checks={"dec3_conv1": [None, (False, 1, 4), (True, 1, 4)]})
   titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes if ax.get_visible()
             and ax.get_title().startswith("where")]
   plots._plt().close(fig)
   assert titles == [
       ("where the model looked to label the background", "black"),
-      ("where the model looked to label the NFL\non held-out eyes: NOT better than random",
-       "firebrick"),
-      ("where the model looked to label the GCL+IPL\non held-out eyes: beats random removal",
-       "black"),
+      ("where the model looked to label the NFL\non held-out eyes: NOT better than random\n"
+       "(mean of 4 folds; better in 1 of 4)", "firebrick"),
+      ("where the model looked to label the GCL+IPL\non held-out eyes: beats random removal\n"
+       "(mean of 4 folds; better in 1 of 4)", "black"),
       ("where the model looked to label the background", "black"),
       ("where the model looked to label the NFL", "black"),
       ("where the model looked to label the GCL+IPL", "black")]
@@ -431,9 +431,11 @@ def test_heldout_passed_reads_the_method_s_layers_from_the_evidence():
   layers) and none at all for a target other than 'all', which the evidence did not measure."""
   from octseg_jax.outputs.cam_report import heldout_passed
   evidence = {"models": "m", "methods": {
-      "hirescam": {"dec3_conv1": {"passed": [True, False, True]}},
+      "hirescam": {"dec3_conv1": {"passed": [True, False, True], "folds_passed": [4, 1, 3],
+                                  "per_fold_faithful": [[]] * 4}},
       "gradcam": {"dec0_conv1": {"passed": [False, True, False]}}}}
-  assert heldout_passed(evidence, "hirescam", "all") == {"dec3_conv1": [None, False, True]}
+  assert heldout_passed(evidence, "hirescam", "all") == {
+      "dec3_conv1": [None, (False, 1, 4), (True, 3, 4)]}
   assert heldout_passed(evidence, "hirescam", "predicted") == {}
   assert heldout_passed(evidence, "gradcampp", "all") == {}
   assert heldout_passed(None, "hirescam", "all") == {}

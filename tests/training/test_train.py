@@ -58,6 +58,26 @@ def test_resume_ends_where_an_uninterrupted_run_ends(trained_workdir, tmp_path):
                                rtol=1e-6, err_msg=key)
 
 
+def test_a_finished_run_trains_nothing_and_keeps_its_record(trained_workdir, tmp_path, capsys):
+  """Rerun with fewer epochs than it has trained (or as many): one line says there is nothing
+  to train, and config.json, provenance.json, the log, the split and the checkpoints stay as
+  they were (config.json said 2 epochs against provenance's 3)."""
+  import shutil
+  from conftest import file_hashes
+  workdir = str(tmp_path / "done")
+  shutil.copytree(trained_workdir[0], workdir)
+  kept = {k: v for k, v in file_hashes(workdir).items() if not k.startswith("tensorboard")
+          and k != "training_curves.png"}
+  for epochs in (2, 3):
+    capsys.readouterr()
+    best = train.train_and_evaluate(tiny_config(**{"train.num_epochs": epochs}), workdir,
+                                    hooks=[])
+    assert (f"nothing to train: {workdir} has trained 3 epochs (train.num_epochs={epochs}); "
+            "its config.json is kept") in capsys.readouterr().out
+    assert {k: v for k, v in file_hashes(workdir).items() if k in kept} == kept
+    assert best == trained_workdir[1]
+
+
 def _weights64(state):
   return jax.tree.map(lambda a: np.asarray(a, np.float64),
                       jax.device_get({"params": state.params, "batch_stats": state.batch_stats}))
