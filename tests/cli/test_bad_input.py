@@ -190,24 +190,16 @@ def test_cli_bad_input_file_against_a_workdir(trained_workdir, tmp_path):
   assert not os.path.exists(tmp_path / "o" / "broken.npz")
 
 
-def test_a_text_file_named_npz_is_named_as_no_zip(tmp_path):
-  from octseg_jax.data import duke
-  from octseg_jax.errors import InputError
-  path = tmp_path / "notes.npz"
-  path.write_text("a text file, not an archive")
-  with pytest.raises(InputError) as e:
-    duke.load_npz(str(path))
-  assert str(e.value) == (f"{path}: not an .npz archive (no zip header; save with "
-                          "np.savez(path, images=...))")
-
-
-def test_a_text_file_named_png_is_named_as_no_image_format(tmp_path):
-  path = tmp_path / "notes.png"
-  path.write_text("a text file, not an image")
+@pytest.mark.parametrize("name, message", [
+    ("notes.npz", "not an .npz archive (no zip header; save with np.savez(path, images=...))"),
+    ("notes.png", "not a readable image (no image format Pillow knows: another kind of file "
+                  "under an image suffix, or damaged from its first bytes)")])
+def test_a_text_file_under_a_scan_suffix_is_named_in_plain_words(tmp_path, name, message):
+  path = tmp_path / name
+  path.write_text("a text file, not a scan")
   with pytest.raises(InputError) as e:
     inputs.load_file(str(path))
-  assert str(e.value) == (f"{path}: not a readable image (no image format Pillow knows: another "
-                          "kind of file under an image suffix, or damaged from its first bytes)")
+  assert str(e.value) == f"{path}: {message}"
 
 
 @pytest.mark.parametrize("mode, flag", [("eval", "--fovea=1,1"), ("explain", "--volume"),

@@ -346,37 +346,61 @@ def test_a_failed_background_save_is_one_line_and_keeps_the_earlier_checkpoint(t
   assert checkpoints.Checkpoints(workdir, read_only=True).latest.all_steps() == [1]
 
 
+class _FullDisk:
+  """A file whose writes fail as on a full disk: an OSError that names no file, as write() and
+  close() often raise it."""
+
+  def __init__(self, f):
+    self.f = f
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.f.close()
+
+  def write(self, data):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _fill_disk_for(monkeypatch, chosen) -> None:
+  """open(path, mode) gives a _FullDisk where chosen(path, mode), the real file elsewhere."""
+  import builtins
+  real_open = builtins.open
+
+  def opener(path, mode="r", *args, **kwargs):
+    f = real_open(path, mode, *args, **kwargs)
+    return _FullDisk(f) if chosen(str(path), mode) else f
+  monkeypatch.setattr(builtins, "open", opener)
+
+
 def test_a_write_that_fails_without_a_file_name_is_named_by_its_output(tmp_path, monkeypatch):
   """A full disk often surfaces in write() or close() as an OSError with no file name; the
   atomic write names the file it was writing, and leaves no temporary file."""
-  import builtins
   import errno
   from octseg_jax.outputs import atomic
-  real_open = builtins.open
-
-  class FullDisk:
-    def __init__(self, f):
-      self.f = f
-
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *exc):
-      self.f.close()
-
-    def write(self, data):
-      raise OSError(errno.ENOSPC, "No space left on device")
-
-  def full_disk(path, mode="r", *args, **kwargs):
-    f = real_open(path, mode, *args, **kwargs)
-    return FullDisk(f) if "w" in mode and ".tmp" in str(path) else f
-
-  monkeypatch.setattr(builtins, "open", full_disk)
+  _fill_disk_for(monkeypatch, lambda path, mode: "w" in mode and ".tmp" in path)
   target = str(tmp_path / "config.json")
   with pytest.raises(OSError) as e:
     atomic.write_text(target, "{}")
   assert e.value.filename == target and e.value.errno == errno.ENOSPC
   assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_while_claiming_names_the_claims_file(tmp_path, monkeypatch):
+  """The same for a claim recorded in an output folder's claims file (appended, not written
+  atomically)."""
+  import errno
+  from octseg_jax.outputs import folder_run
+  folder = tmp_path / "out"
+  run = folder_run.RunOutputs(str(folder), [], "predict")
+  run.start()
+  _fill_disk_for(monkeypatch, lambda path, mode: path.endswith(folder_run.CLAIMS))
+  with pytest.raises(OSError) as e:
+    run.claim("scan", [".npz"])
+  folder_run.release_locks()
+  assert e.value.filename == str(folder / folder_run.CLAIMS) and e.value.errno == errno.ENOSPC
 
 
 def test_a_rename_onto_a_folder_is_named_by_its_output(tmp_path):

@@ -268,37 +268,6 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
   assert not manifest["complete"] and str(out / "scan.npz") in claimed   # what a rerun replaces
 
 
-def test_a_full_disk_while_claiming_names_the_claims_file(tmp_path, monkeypatch):
-  """A write that fails without a file name (a full disk) while a claim is recorded is named
-  by the claims file, as the atomic writes name their output."""
-  import builtins
-  import errno
-  folder = tmp_path / "out"
-  run = folder_run.RunOutputs(str(folder), [], "predict")
-  run.start()
-  real_open = builtins.open
-
-  class Full:
-    def __init__(self, f):
-      self.f = f
-
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *exc):
-      self.f.close()
-
-    def write(self, data):
-      raise OSError(errno.ENOSPC, "No space left on device")
-
-  monkeypatch.setattr(builtins, "open", lambda path, *a, **k: Full(real_open(path, *a, **k))
-                      if str(path).endswith(folder_run.CLAIMS) else real_open(path, *a, **k))
-  with pytest.raises(OSError) as e:
-    run.claim("scan", [".npz"])
-  folder_run.release_locks()
-  assert e.value.filename == str(folder / folder_run.CLAIMS) and e.value.errno == errno.ENOSPC
-
-
 def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
   from octseg_jax.modes import cli
   def interrupted(flags, override_args=()):
