@@ -57,6 +57,15 @@ def model_box(box, placement: preprocessing.Placement):
   return out
 
 
+def box_in_view(box, placement: preprocessing.Placement) -> tuple:
+  """(row0, col0, row1, col1) in scan pixels, cut to the model's view of the scan (its band of
+  rows, all columns): the part of the box whose pixels the maps explain (model_box)."""
+  r0, c0, r1, c1 = (int(v) for v in box)
+  top, stop = placement.top, placement.top + placement.band_rows
+  return (min(max(r0, top), stop), min(max(c0, 0), placement.width),
+          min(max(r1, top), stop), min(max(c1, 0), placement.width))
+
+
 def removal_orders(kind: str, maps: np.ndarray, random_rank: np.ndarray):
   """Rankings [R, h, w] and, per order, the ranking index of each class's curve.
   maps [K, h, w]; kind 'road' -> MoRF, LeRF, random; 'deletion' -> map, random."""
@@ -286,10 +295,11 @@ def model_pixel_um(place, scale: Dict):
 
 
 def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: str,
-               scale: Dict, model: str = "", checks=None) -> None:
+               scale: Dict, model: str = "", checks=None, box=()) -> None:
   """SCAN_cam.npz and SCAN_cam.png (the input band with the scan's pixels drawn square, with
   scale bars from `scale`, inputs.resolve_scale's pixel size of the scan; each class marked by
-  `checks`, cam_report.heldout_passed)."""
+  `checks`, cam_report.heldout_passed; `box`, --cam_box in scan pixels, dashed and named as
+  far as it lies in the model's view)."""
   write_npz(cam_npz, x=x, band_top=place.top, band_rows=place.band_rows,
             scan_rows=place.height, scan_cols=place.width, input_rows=place.model_rows,
             input_cols=place.model_cols,
@@ -302,10 +312,14 @@ def write_scan(cam_npz: str, cam_png: str, x, out: Dict, layers, place, title: s
   band = (f"model input band: scan rows {place.top}-{place.top + place.band_rows - 1} of "
           f"{place.height}, all {place.width} columns, scan pixels drawn square{wider}; "
           f"{inputs.scale_text(scale)}")
+  if len(box):
+    r0, c0, r1, c1 = box_in_view(box, place)
+    band += f"\nbox (dashed): scan rows {r0}-{r1}, columns {c0}-{c1} (--cam_box in view)"
   plots.cam_panel(cam_png, x[:rows, :cols],
                   {l: np.asarray(out[l]["norm"][:, 0, :rows, :cols]) for l in layers},
                   title=f"{title}\n{band}", model=model, aspect=aspect,
-                  pixel_um=model_pixel_um(place, scale), checks=checks)
+                  pixel_um=model_pixel_um(place, scale), checks=checks,
+                  box=model_box(box, place))
 
 
 def faithfulness_kinds(faithfulness_flag) -> List[str]:
@@ -341,7 +355,7 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
   None)."""
   cfg, layers, target = trained.config.explain, explainer.layers, explainer.target
   total = sum(min(len(s), int(cfg.max_scans)) for s, _ in sets)
-  per_scan, sanity_result = [], None
+  per_scan, sanity_result, clipped = [], None, False
   key = jax.random.key(trained.config.seed)
   with Progress(total, "explain", unit="scan") as progress:
     for scans, scale in sets:
@@ -349,6 +363,12 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
         x, y, place = inference.prepare(
             trained, scans.images[i], None if scans.masks is None else scans.masks[i])
         sbox = model_box(box, place) if target == "box" else ()
+        if len(sbox) and not clipped and box_in_view(box, place) != tuple(box):
+          clipped = True                                   # said once per run
+          print(f"note: --cam_box {tuple(box)} reaches beyond the model's view of "
+                f"{scans.names[i]} (scan rows {place.top}-{place.top + place.band_rows}, "
+                f"columns 0-{place.width}); its maps explain the part inside, "
+                f"{box_in_view(box, place)} (drawn dashed)")
         key, k_scan, k_sanity = jax.random.split(key, 3)
         scan = explain_scan(explainer, x, y, place, sbox, kinds, k_scan)
         if sanity and sanity_result is None:
@@ -360,7 +380,8 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
           scan["timing"]["sanity_s"] = time.perf_counter() - t0
         cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
         write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
-                   f"{scans.names[i]}: {title}", scale, model=trained.workdir, checks=checks)
+                   f"{scans.names[i]}: {title}", scale, model=trained.workdir, checks=checks,
+                   box=box if len(sbox) else ())
         run_out.wrote(cam_npz, cam_png)
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],
                          "timing": scan["timing"]})

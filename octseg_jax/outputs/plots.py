@@ -506,14 +506,15 @@ def _input_tile_title(layer: str, pixel_um) -> str:
 
 
 def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pixel_um=None,
-                checks=None):
+                checks=None, box=()):
   """Per explained network layer a grid: the input, then for each class where the model
   looked to label it (its normalised map over the scan), with plain titles and a colour bar.
   image [h, w]; layer_maps {layer: [K, h, w]}. aspect: height / width of one image pixel
   (tiles keep the image's shape); None stretches every tile to the same box. pixel_um (row um,
   column um or None) of one image pixel: scale bars on the input tile. checks {layer: [K]
-  bool}: whether each class's map beat random removal on held-out eyes, said under its title
-  (in red where it did not)."""
+  (passed, folds passed, folds) or None}: whether each class's map beat random removal on
+  held-out eyes, said under its title (in red where it did not). box (row0, col0, row1, col1)
+  in image pixels: the --cam_box region the maps explain, dashed on every tile."""
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
@@ -528,6 +529,7 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
   for r, layer in enumerate(layers):
     tiles = axes[r * rows_per:(r + 1) * rows_per].ravel()
     tiles[0].imshow(image, cmap="gray", aspect=aspect)
+    _draw_box(tiles[0], box)
     tiles[0].set_title(_input_tile_title(layer, pixel_um), fontsize=10)
     if pixel_um is not None:
       draw_scale_bars(tiles[0], image.shape, pixel_um)
@@ -536,6 +538,7 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
       ax.imshow(image, cmap="gray", aspect=aspect)
       im = ax.imshow(layer_maps[layer][c], cmap="viridis", alpha=0.55, vmin=0, vmax=1,
                      aspect=aspect)
+      _draw_box(ax, box)
       name = LAYER_NAMES[c] if c < len(LAYER_NAMES) else f"class {c}"
       verdicts = (checks or {}).get(layer, ())
       found = verdicts[c] if c < len(verdicts) else None
@@ -552,6 +555,15 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
   return fig
 
 
+def _draw_box(ax, box) -> None:
+  """The --cam_box region (row0, col0, row1, col1; end exclusive), dashed in white."""
+  if len(box):
+    from matplotlib.patches import Rectangle
+    r0, c0, r1, c1 = box
+    ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, lw=1.2,
+                           edgecolor="white", ls=(0, (4, 3)), zorder=3))
+
+
 def _verdict_text(found) -> str:
   """A CAM tile's held-out verdict (cam_report.heldout_passed: passed on the fold-averaged ROAD
   areas, folds passed, folds), or nothing without one."""
@@ -563,11 +575,11 @@ def _verdict_text(found) -> str:
 
 
 def cam_panel(path: str, image: np.ndarray, layer_maps: dict, title: str = "",
-              model: str = "", aspect=None, pixel_um=None, checks=None) -> None:
+              model: str = "", aspect=None, pixel_um=None, checks=None, box=()) -> None:
   """Paper Figure 6 as a file (see _cam_figure); title names the scan, `model` the workdir."""
   from octseg_jax.outputs.atomic import save_figure
   save_figure(path, _cam_figure(image, layer_maps, heading(title, model), aspect, pixel_um,
-                                checks))
+                                checks, box))
 
 
 def labelled_cam_panel(image: np.ndarray, layer_maps: dict, title: str = "") -> np.ndarray:

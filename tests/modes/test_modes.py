@@ -164,6 +164,36 @@ def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out
       "cam_stats.json", "cam_stats.md", "manifest.json", "scan_000_cam.npz", "scan_000_cam.png"]
 
 
+def test_a_box_beyond_the_models_view_is_said_once_and_drawn_as_used(trained_workdir, tmp_path,
+                                                                     capsys, monkeypatch):
+  """--cam_box reaching beyond the model's view: one note per run naming the part explained,
+  and each figure draws that part (model-input pixels) and names it in scan pixels."""
+  from octseg_jax.outputs import plots
+  drawn = []
+  monkeypatch.setattr(plots, "cam_panel", lambda path, *a, **k: drawn.append((k["box"],
+                                                                                k["title"])))
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=synthetic.generate(2, 96, 64, seed=4).images)
+  explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"), target="box",
+              box=(10, 0, 9999, 40), overrides={"explain.max_scans": 2})
+  out = capsys.readouterr().out
+  (note,) = [line for line in out.splitlines() if line.startswith("note: --cam_box")]
+  assert note == ("note: --cam_box (10, 0, 9999, 40) reaches beyond the model's view of "
+                  "scan_000 (scan rows 35-83, columns 0-64); its maps explain the part inside, "
+                  "(35, 0, 83, 40) (drawn dashed)")                  # the tiny model's band
+  assert len(drawn) == 2 and "box (dashed): scan rows 35-83, columns 0-40" in drawn[0][1]
+  for box, title in drawn:                           # scan_001's band lies a row higher
+    assert title.endswith(", columns 0-40 (--cam_box in view)")
+    assert box[0] == 0 and box[1] == 0 and box[3] > 0  # from the band's top, model pixels
+
+
+def test_box_in_view_cuts_a_box_to_the_band_and_the_columns():
+  from octseg_jax.data.preprocessing import Placement
+  place = Placement(top=100, band_rows=200, width=500, height=496, model_rows=256, model_cols=256)
+  assert explain.box_in_view((150, 0, 250, 250), place) == (150, 0, 250, 250)
+  assert explain.box_in_view((0, -5, 9999, 9999), place) == (100, 0, 300, 500)
+
+
 def test_explain_box_maps_scan_pixels_to_model_pixels():
   from octseg_jax.data.preprocessing import Placement
   place = Placement(top=100, band_rows=200, width=500, height=496, model_rows=256, model_cols=256)

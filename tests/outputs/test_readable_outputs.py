@@ -426,6 +426,17 @@ def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
       ("where the model looked to label the GCL+IPL", "black")]
 
 
+def test_cam_figure_draws_the_box_on_every_tile():
+  from matplotlib.patches import Rectangle
+  from octseg_jax.outputs import plots
+  maps = np.random.default_rng(0).uniform(size=(3, 20, 30))
+  fig = plots._cam_figure(np.zeros((20, 30)), {"dec3_conv1": maps}, "t", box=(2, 3, 12, 23))
+  boxes = [[(p.get_x(), p.get_y(), p.get_width(), p.get_height()) for p in ax.patches
+            if isinstance(p, Rectangle)] for ax in fig.axes if ax.get_visible() and ax.images]
+  plots._plt().close(fig)
+  assert boxes == [[(2.5, 1.5, 20, 10)]] * 4                 # the input tile and 3 classes
+
+
 def test_heldout_passed_reads_the_method_s_layers_from_the_evidence():
   """Per layer the classes' verdicts, none for the background (cam_stats.md judges only the
   layers) and none at all for a target other than 'all', which the evidence did not measure."""
