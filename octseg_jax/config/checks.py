@@ -17,6 +17,10 @@ from octseg_jax.errors import InputError
 
 
 def _where(prefix: str, field: str, value) -> str:
+  """--config.FIELD=VALUE as given: a string quoted, and a tuple field's text that could not be
+  read as numbers as typed (absl keeps it as a one-string tuple)."""
+  if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
+    return f"{prefix}{field}={value[0]}"
   shown = repr(value) if isinstance(value, str) else value
   return f"{prefix}{field}={shown}"
 

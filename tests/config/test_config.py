@@ -43,6 +43,15 @@ def test_fields_that_had_no_check_refuse_bad_values(field, bad):
     checks.validate(nested, check_files=False)
 
 
+def test_a_tuple_field_typed_with_a_non_number_is_quoted_as_typed():
+  """absl keeps --config.model.widths=4,8,x as the one-string tuple ('4,8,x',): the message
+  gives the text as typed, not the tuple."""
+  config = apply_overrides(default.get_config(), {"model.widths": ("4,8,x",)})
+  with pytest.raises(InputError) as e:
+    checks.validate(config, check_files=False)
+  assert str(e.value) == "--config.model.widths=4,8,x: expected 1 to 12 integers >= 1"
+
+
 def test_inference_fields_parse_their_defaults_back():
   for name in schema.inference_fields():
     field = schema.FIELDS[name]
