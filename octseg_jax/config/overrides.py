@@ -75,11 +75,15 @@ def parse(args: Sequence[str], mode: str) -> Dict[str, object]:
 
 def merge_aliases(overrides: Dict[str, object], flag_values: Dict[str, object]) -> Dict:
   """Adds the short flags (--cam_*) to the overrides. A flag and the override of the same
-  field with different values is an error. flag_values: {flag name: value or None}."""
+  field with different values is an error, and so is a flag given empty (--cam_layers=),
+  which would otherwise mean the default. flag_values: {flag name: value or None}."""
   merged = dict(overrides)
   for flag, value in flag_values.items():
-    if value is None or value == []:
+    if value is None:
       continue
+    if value in ([], ""):
+      raise InputError(f"--{flag}=: empty; give a value ({PREFIX}{ALIASES[flag]}) or leave the "
+                       "flag out for the workdir's")
     field = ALIASES[flag]
     text = ",".join(value) if isinstance(value, (list, tuple)) else str(value)
     try:

@@ -122,6 +122,10 @@ def test_alias_flags_must_agree_with_overrides():
   with pytest.raises(InputError, match="--cam_method=gradcam and --config.explain.method="
                      "hirescam disagree"):
     ovr.merge_aliases({"explain.method": "hirescam"}, {"cam_method": "gradcam"})
+  with pytest.raises(InputError) as e:                    # not a silent fallback to the default
+    ovr.merge_aliases({}, {"cam_layers": []})
+  assert str(e.value) == ("--cam_layers=: empty; give a value (--config.explain.layers) or leave "
+                          "the flag out for the workdir's")
 
 
 def test_argv_split_and_mode():
