@@ -37,7 +37,8 @@ from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.modes import evaluate  # noqa: E402
 from octseg_jax.outputs.folder_run import check_output_folder  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
-from octseg_jax.serving.inference import ENSEMBLE_FILE, check_ensemble_settings  # noqa: E402
+from octseg_jax.serving.inference import (  # noqa: E402
+    ENSEMBLE_FILE, check_ensemble_settings, is_ensemble)
 
 
 def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
@@ -49,7 +50,7 @@ def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
   missing = [w for w in workdirs if not os.path.isdir(w)]
   if missing:
     raise InputError(f"{missing[0]}: not a folder (expected a training workdir)")
-  nested = [w for w in workdirs if os.path.exists(os.path.join(w, ENSEMBLE_FILE))]
+  nested = [w for w in workdirs if is_ensemble(w)]
   if nested:
     raise InputError(f"{nested[0]}: is itself an ensemble workdir; members are training "
                      "workdirs (list its members instead)")

@@ -139,11 +139,10 @@ def _refuse_mode_flags(flags) -> None:
 def _inference_overrides(flags, workdir: str, override_args) -> dict:
   """Checked --config.FIELD=VALUE settings of eval/predict/explain (and the --cam_* aliases)."""
   from octseg_jax.config import overrides as inference_overrides
-  from octseg_jax.serving.inference import ENSEMBLE_FILE
+  from octseg_jax.serving.inference import ENSEMBLE_FILE, is_ensemble
   if flags.config is not None:
-    stored = (f"{workdir}/{ENSEMBLE_FILE} (its members' config.json)"
-              if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)) else
-              f"{workdir}/config.json")
+    stored = (f"{workdir}/{ENSEMBLE_FILE} (its members' config.json)" if is_ensemble(workdir)
+              else f"{workdir}/config.json")
     raise InputError(f"--config: --mode={flags.mode} uses {stored}; change inference settings "
                      "with --config.FIELD=VALUE instead, for example --config.explain.max_scans=1")
   overrides = inference_overrides.parse(override_args or [], flags.mode)

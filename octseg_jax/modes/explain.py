@@ -363,12 +363,13 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
         x, y, place = inference.prepare(
             trained, scans.images[i], None if scans.masks is None else scans.masks[i])
         sbox = model_box(box, place) if target == "box" else ()
-        if len(sbox) and not clipped and box_in_view(box, place) != tuple(box):
+        inside = box_in_view(box, place) if len(sbox) else ()
+        if inside and not clipped and inside != tuple(box):
           clipped = True                                   # said once per run
           print(f"note: --cam_box {tuple(box)} reaches beyond the model's view of "
                 f"{scans.names[i]} (scan rows {place.top}-{place.top + place.band_rows}, "
-                f"columns 0-{place.width}); its maps explain the part inside, "
-                f"{box_in_view(box, place)} (drawn dashed)")
+                f"columns 0-{place.width}); its maps explain the part inside, {inside} "
+                "(drawn dashed)")
         key, k_scan, k_sanity = jax.random.split(key, 3)
         scan = explain_scan(explainer, x, y, place, sbox, kinds, k_scan)
         if sanity and sanity_result is None:

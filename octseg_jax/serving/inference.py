@@ -132,11 +132,16 @@ def jitted_with_heads(model) -> Callable:
   return jax.jit(forward)
 
 
+def is_ensemble(workdir: str) -> bool:
+  """Whether `workdir` is an ensemble workdir (it holds ENSEMBLE_FILE)."""
+  return os.path.exists(os.path.join(workdir, ENSEMBLE_FILE))
+
+
 def stored_config(workdir: str, overrides=None):
   """The config.json of a training workdir, or of an ensemble workdir's first member, with the
   checked inference `overrides` set as load_trained sets them (read before the model is
   loaded, e.g. for its data limits)."""
-  if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)):
+  if is_ensemble(workdir):
     workdir = read_ensemble_file(workdir)["members"][0]
   return member_config(workdir, overrides)
 
@@ -154,7 +159,7 @@ def load_trained(workdir: str, overrides=None):
   """Config, model and best-checkpoint variables of a training workdir, or an ensemble
   workdir (ENSEMBLE_FILE) as an Ensemble. overrides: checked inference settings
   {field: value} (config.overrides.parse) set on its config."""
-  if os.path.exists(os.path.join(workdir, ENSEMBLE_FILE)):
+  if is_ensemble(workdir):
     return load_ensemble(workdir, overrides)
   trained = load_member(workdir, overrides)      # a broken workdir is reported first
   requested_members(overrides, 1, workdir)
@@ -165,7 +170,7 @@ def requested_members(overrides, available: int, workdir: str) -> int:
   """predict.members of the overrides (0 = all), refused when above the workdir's members."""
   requested = int((overrides or {}).get("predict.members", 0))
   if requested > available:
-    single = not os.path.exists(os.path.join(workdir, ENSEMBLE_FILE))
+    single = not is_ensemble(workdir)
     raise InputError(f"--config.predict.members={requested}: {workdir} has "
                      f"{available} member{'s' if available > 1 else ''}"
                      + (" (a single model)" if single else f" (its {ENSEMBLE_FILE})"))
@@ -415,7 +420,7 @@ def load_ensemble(workdir: str, overrides=None):
   requested = requested_members(overrides, len(spec["members"]), workdir)
   paths = spec["members"][:requested or len(spec["members"])]
   for path in paths:
-    if os.path.exists(os.path.join(path, ENSEMBLE_FILE)):
+    if is_ensemble(path):
       raise InputError(f"{path}: a member of {workdir} is itself an ensemble")
   members = [load_member(p, overrides) for p in paths]
   for m in members[1:]:
