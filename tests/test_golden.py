@@ -57,6 +57,9 @@ def test_tiny_training_log_and_explain_stats_are_golden(trained_workdir, tmp_pat
     with open(stats_path, "w") as f:
       json.dump(stats, f, indent=1)
   got = list(csv.DictReader(open(os.path.join(workdir, "log.csv"))))
+  with open(os.path.join(workdir, "log.csv"), newline="") as f:
+    assert "\r" not in f.read()                           # Unix line ends
+  assert got[0]["lr"] == "0.01"       # the float32 rate as typed, not 0.009999999776482582
   want = list(csv.DictReader(open(log)))
   assert [list(r) for r in got] == [list(r) for r in want]
   for g, w in zip(got, want):

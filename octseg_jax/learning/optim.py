@@ -56,7 +56,9 @@ def make_optimizer(train_cfg, steps_per_epoch: int) -> optax.GradientTransformat
 
 
 def current_learning_rate(opt_state) -> float:
-  return float(opt_state.hyperparams["learning_rate"])
+  """The injected (float32) rate as the shortest decimal that float32 reads back exactly:
+  0.001, not 0.0010000000474974513 (what log.csv shows)."""
+  return float(str(np.float32(opt_state.hyperparams["learning_rate"])))
 
 
 def with_learning_rate(opt_state, value: float):

@@ -114,7 +114,7 @@ def _nan_to_none(obj: Any) -> Any:
 
 def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
   buf = io.StringIO()
-  writer = csv.writer(buf)
+  writer = csv.writer(buf, lineterminator="\n")     # Unix line ends, as the other outputs
   writer.writerow(header)
   writer.writerows(rows)
   write_text(path, buf.getvalue())

@@ -139,6 +139,7 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
   np.testing.assert_array_equal(got, want)
   for r, ok in zip(rows[1:], got.ravel()):
     assert all((cell != "") == ok for cell in r[2:col])
+  assert b"\r" not in (tmp_path / "out" / "scans_thickness.csv").read_bytes()   # Unix ends
 
 
 def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_path, capsys):
