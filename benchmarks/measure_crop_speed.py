@@ -22,13 +22,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import duke_cpu_fast  # noqa: E402
+from octseg_jax.data import duke  # noqa: E402
 from octseg_jax.runtime import provenance  # noqa: E402
 from octseg_jax.training import train
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
 from octseg_jax.models import create_model  # noqa: E402
 from octseg_jax.learning.task import Task  # noqa: E402
 
-INPUT_SHAPE = (224, 560)     # the Duke band, widest scan padded (split.json of the folds)
 
 
 def timed(fn):
@@ -48,13 +48,14 @@ def main():
   task = Task.from_config(config)
   rng = np.random.default_rng(0)
   b = config.train.batch_size
-  x = jax.numpy.asarray(rng.uniform(size=(b,) + INPUT_SHAPE).astype(np.float32))
-  y = jax.numpy.asarray(rng.integers(0, 8, size=(b,) + INPUT_SHAPE).astype(np.uint8))
+  x = jax.numpy.asarray(rng.uniform(size=(b,) + duke.TRAINING_INPUT).astype(np.float32))
+  y = jax.numpy.asarray(rng.integers(0, 8, size=(b,) + duke.TRAINING_INPUT).astype(np.uint8))
   full_aug = config.data.augment.copy_and_resolve_references()
   full_aug.crop_width = 0
   steps = {"crop_256": jax.jit(train.make_train_step(model, task, config.data.augment)),
            "full_width": jax.jit(train.make_train_step(model, task, full_aug))}
-  states = {k: train.create_state(config, model, INPUT_SHAPE, jax.random.key(0)) for k in steps}
+  states = {k: train.create_state(config, model, duke.TRAINING_INPUT, jax.random.key(0))
+            for k in steps}
   xe = x[:1].repeat(config.train.eval_batch_size, 0)
   ye = y[:1].repeat(config.train.eval_batch_size, 0)
   eval_fn = jax.jit(train.make_eval_step(model, task))
@@ -70,7 +71,7 @@ def main():
     if r:
       times["eval_batch_full_width"].append(s)
   med = {k: statistics.median(v) for k, v in times.items()}
-  result = {"input_shape": list(INPUT_SHAPE), "batch_size": b,
+  result = {"input_shape": list(duke.TRAINING_INPUT), "batch_size": b,
             "eval_batch_size": config.train.eval_batch_size, "rounds": args.rounds,
             "seconds": times, "median_s": med,
             "crop_over_full_step_ratio": med["crop_256"] / med["full_width"],

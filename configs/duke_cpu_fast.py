@@ -2,8 +2,9 @@
 configs/duke_cpu.py (SegNet 16..128, native resolution, subject-wise fold) trained on random
 224 x 256 column crops (validation and scoring stay full width), 24 epochs with a 1-epoch
 warm-up and cosine decay instead of the plateau schedule (no early stop before the end of the
-cosine), a resumable checkpoint every 2 epochs. Levers are screened as one-change overrides
-of this recipe (scripts/run_experiments.py --plan=levers_cpu)."""
+cosine), a resumable checkpoint every 2 epochs. Issue 13's lever plan screened one-change
+overrides of it; crops cost accuracy on fold 0, so the campaign's base is configs/duke_cpu.py
+(docs/results.md)."""
 
 from configs import duke_cpu
 

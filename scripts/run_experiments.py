@@ -10,14 +10,9 @@ are started in priority order until --budget_s is spent; a run that would start 
 recorded as skipped. Plans: 'gpu' (everything, for one GPU session) and 'cpu' (fold 0 of
 configs/duke_cpu.py, then its resize ablation, a second seed and the other ablations on fold 0).
 
-Plans 'levers_cpu' (base configs/duke_cpu_fast.py) and 'levers_gpu' (base configs/duke_gpu.py)
-stage issue 13's levers (configs/levers.py): screen the base and every lever on folds 0, 1 x
-seeds 0, 1; then confirm on folds 0-3 (seed 0) the base and each lever whose mean paired gain
-in mean layer Dice over its 4 screen pairs exceeds the seed noise (the mean over the screen
-folds of |base seed 0 - base seed 1|). Runs are named lever_NAME/foldF_seedS. A run in
-progress when the budget runs out stops after its next checkpoint ("paused" in results.json)
-and resumes, bit-identically, in the next session with the same --out; OUT/levers.json holds
-the lever table (paired gains, seed noise, seconds per fold).
+Issue 13's lever plans ('levers_cpu', 'levers_gpu', at commit e868cbe and before) were
+retired: the accuracy campaign (--campaign) screens levers, and scripts/campaign_table.py is
+the one lever table and adoption rule.
 """
 
 import argparse
@@ -39,8 +34,7 @@ from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
 
-from configs import duke_cpu, duke_cpu_fast, duke_gpu, segnet  # noqa: E402
-from configs import levers  # noqa: E402
+from configs import duke_cpu, duke_gpu, segnet  # noqa: E402
 from configs.ablations import ABLATIONS  # noqa: E402
 from octseg_jax.modes import benchmark  # noqa: E402
 from octseg_jax.modes import cli
@@ -48,7 +42,6 @@ from octseg_jax.modes import evaluate
 from octseg_jax.modes import explain
 from octseg_jax.runtime import provenance
 from octseg_jax.training import train
-from octseg_jax.training import hooks as hooks_lib  # noqa: E402
 from octseg_jax.config.paths import apply_overrides  # noqa: E402
 from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
@@ -98,23 +91,19 @@ class Runner:
   def save(self):
     write_json(self.results_path, self.results)
 
-  def train_eval(self, name, key, config, min_left_s, pause_at_budget=False):
+  def train_eval(self, name, key, config, min_left_s):
     entry = self.results.setdefault(name, {})
-    if key in entry and not {"error", "skipped", "paused"} & set(entry[key]):
+    if key in entry and not {"error", "skipped"} & set(entry[key]):
       return entry[key]
-    earlier_s = entry.get(key, {}).get("train_s_so_far", 0.0)
     if self.left() < min_left_s:
       entry[key] = {"skipped": f"budget: {self.left():.0f} s left, needs ~{min_left_s} s"}
       self.save()
       return None
     workdir = os.path.join(self.out, "runs", name, key)
     t = time.time()
-    hooks = None
-    if pause_at_budget:
-      hooks = hooks_lib.default_hooks() + [PauseAtBudget(self.start + self.budget_s)]
     try:
-      best = train.train_and_evaluate(config, workdir, hooks)
-      train_s = time.time() - t + earlier_s
+      best = train.train_and_evaluate(config, workdir)
+      train_s = time.time() - t
       if not os.path.exists(os.path.join(workdir, provenance.FILENAME)):   # train.py writes one
         provenance.write(workdir, config, wall_time_s=train_s)
       metrics = evaluate.run(workdir, None, workdir)
@@ -125,41 +114,12 @@ class Runner:
                                              "global_dice_soft": best["paper"]["global_dice_soft"],
                                              "mean_layer_dice": best["literature"]["mean_layer_dice"]},
                     "val_subjects": metrics.get("data")}
-    except BudgetPause as e:
-      entry[key] = {"paused": str(e), "train_s_so_far": time.time() - t + earlier_s}
     except Exception as e:  # keep going: one failed run must not lose the others
       entry[key] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
     print(f"[{time.time() - self.start:.0f}s] {name}/{key}: "
           f"{json.dumps(entry[key])[:300]}", flush=True)
     self.save()
     return entry[key]
-
-
-class BudgetPause(Exception):
-  """Training stopped after a checkpoint because the session's budget ends."""
-
-
-class PauseAtBudget:
-  """Hook: after an epoch that saved a resumable checkpoint, stop when the next
-  checkpoint_every epochs (at the last epoch's pace) plus the scoring reserve would pass the
-  deadline (time.time() seconds)."""
-  RESERVE_S = 120.0        # --mode=eval of the fold after training
-
-  def __init__(self, deadline):
-    self.deadline = deadline
-
-  def start(self, ctx):
-    pass
-
-  def end_epoch(self, ctx, epoch, row):
-    every = ctx.config.train.checkpoint_every
-    if epoch % every or epoch >= ctx.config.train.num_epochs:
-      return
-    if time.time() + every * float(row["seconds"]) + self.RESERVE_S > self.deadline:
-      raise BudgetPause(f"budget: stopped after epoch {epoch} (checkpointed); rerun to resume")
-
-  def end(self, ctx):
-    pass
 
 
 def folds(runner, name, module, duke_dir, overrides, min_left_s, fold_list=range(4)):
@@ -220,70 +180,7 @@ def plan_cpu(runner, duke_dir):
     folds(runner, f"duke_cpu_{name}", duke_cpu, duke_dir, ABLATIONS[name], 2100, [0])
 
 
-def lever_runs(runner, name, fold_seeds):
-  """{(fold, seed): mean layer Dice at native resolution} of the finished runs of `name`."""
-  out = {}
-  for f, seed in fold_seeds:
-    r = runner.results.get(name, {}).get(f"fold{f}_seed{seed}", {})
-    if "native" in r:
-      out[(f, seed)] = r["native"]["mean_layer_dice"]
-  return out
-
-
-def lever_table(runner):
-  """Screen numbers of every lever against the base: paired gains, seed noise, seconds."""
-  screen = [(f, s) for f in levers.SCREEN_FOLDS for s in levers.SCREEN_SEEDS]
-  base = lever_runs(runner, "lever_base", screen)
-  gaps = [abs(base[(f, 0)] - base[(f, 1)]) for f in levers.SCREEN_FOLDS
-          if (f, 0) in base and (f, 1) in base]
-  noise = statistics.mean(gaps) if len(gaps) == len(levers.SCREEN_FOLDS) else None
-  table = {"seed_noise": noise, "seed_gaps": gaps, "levers": {}}
-  for name in ["base"] + list(levers.LEVERS):
-    runs = lever_runs(runner, f"lever_{name}", screen)
-    gains = [runs[k] - base[k] for k in runs if k in base]
-    seconds = [r["train_s"] for r in runner.results.get(f"lever_{name}", {}).values()
-               if "train_s" in r]
-    table["levers"][name] = {
-        "screen_runs": len(runs),
-        "mean_layer_dice": statistics.mean(runs.values()) if runs else None,
-        "paired_gains": gains, "mean_gain": statistics.mean(gains) if gains else None,
-        "winner": bool(noise is not None and len(gains) == len(screen) and name != "base"
-                       and statistics.mean(gains) > noise),
-        "seconds_per_fold": statistics.mean(seconds) if seconds else None}
-  return table
-
-
-def plan_levers(runner, duke_dir, base_module, min_left_s):
-  """Screen every lever (base first) on 2 folds x 2 seeds, then confirm the winners."""
-  def run(name, overrides, f, seed):
-    cfg = configure(base_module, duke_dir, {**overrides, "seed": seed, "data.split": "subject",
-                                            "data.fold": f})
-    runner.train_eval(f"lever_{name}", f"fold{f}_seed{seed}", cfg, min_left_s,
-                      pause_at_budget=True)
-
-  candidates = {"base": {}, **levers.LEVERS}
-  for name, overrides in candidates.items():
-    for seed in levers.SCREEN_SEEDS:
-      for f in levers.SCREEN_FOLDS:
-        run(name, overrides, f, seed)
-  table = lever_table(runner)
-  write_json(os.path.join(runner.out, "levers.json"), table)
-  for name in ["base"] + [n for n, v in table["levers"].items() if v["winner"]]:
-    for f in levers.CONFIRM_FOLDS:
-      run(name, candidates[name], f, 0)
-  write_json(os.path.join(runner.out, "levers.json"), lever_table(runner))
-
-
-def plan_levers_cpu(runner, duke_dir):
-  plan_levers(runner, duke_dir, duke_cpu_fast, 600)
-
-
-def plan_levers_gpu(runner, duke_dir):
-  plan_levers(runner, duke_dir, duke_gpu, 30)
-
-
-PLANS = {"gpu": plan_gpu, "cpu": plan_cpu, "levers_cpu": plan_levers_cpu,
-         "levers_gpu": plan_levers_gpu}
+PLANS = {"gpu": plan_gpu, "cpu": plan_cpu}
 
 
 def main():

@@ -30,9 +30,12 @@ MAX_SCANS_PER_FILE = 1024
 MAX_SMALL_FIELD = 1 << 20                        # elements of any other field
 
 
-# The model input of a Duke B-scan under the Duke configs: the 224-row retina band, the widest
-# scan (542 columns) padded to a multiple of 16 (the lever table's GFLOP per B-scan).
+# The model input of a Duke B-scan under the Duke configs (the 224-row retina band, columns
+# padded to a multiple of 16): of the commonest scan (542 columns, subjects 5, 6 and 8), the
+# lever table's GFLOP per B-scan; of a training batch, which is padded to the widest scan (548
+# columns, subject 4), the shape that split.json records and training benchmarks time.
 MODEL_INPUT = (224, 544)
+TRAINING_INPUT = (224, 560)
 
 def _npz_header(data, name: str):
   """(shape, dtype) declared by the .npy header of member `name` of an open NpzFile, read

@@ -16,6 +16,14 @@ def test_configs_default_is_the_schema_field_for_field():
     assert flat[name] == field.default and type(flat[name]) is type(field.default), name
 
 
+def test_cpu_crop_recipe_differs_from_duke_cpu_only_in_crop_and_schedule():
+  from configs import duke_cpu, duke_cpu_fast
+  a, b = flatten(duke_cpu.get_config()), flatten(duke_cpu_fast.get_config())
+  assert {k for k in a if a[k] != b[k]} == {
+      "data.augment.crop_width", "train.num_epochs", "train.schedule", "train.warmup_epochs",
+      "train.early_stopping_patience", "train.checkpoint_every", "train.image_summary_every"}
+
+
 def test_every_default_passes_its_own_check():
   for name, field in schema.FIELDS.items():
     assert field.check(field.default) is None, name

@@ -106,6 +106,16 @@ def test_shared_duke_data_reads_and_splits_subject_wise():
     assert set(subjects[val]) == {fold + 1}
 
 
+@needs_duke
+def test_reference_model_inputs_are_the_data_s_scan_widths_padded():
+  widths = [s.images.shape[2] for s in duke.load_dir(DUKE_DIR, range(1, 9))]
+  commonest = max(set(widths), key=widths.count)
+  assert (commonest, max(widths)) == (542, 548)
+  pad = lambda w: -(-w // 16) * 16
+  assert duke.MODEL_INPUT == (224, pad(commonest))
+  assert duke.TRAINING_INPUT == (224, pad(max(widths)))
+
+
 def test_config_grader_reaches_the_mat_reader(tmp_path):
   from octseg_jax.data import pipeline
   _volume(tmp_path, "Subject_07.mat", grader=2)            # only grader 2's annotations

@@ -220,6 +220,17 @@ def test_the_campaign_runs_folders_are_the_plans_results_dirs():
     assert json.load(open(os.path.join(ROOT, plan)))["results_dir"] == runs
 
 
+def test_committed_lever_tables_are_what_their_plans_runs_give():
+  """levers.json (read by the documents) is scripts/campaign_table.py's table of the committed
+  runs, so a run committed without the table regenerated fails here."""
+  campaign, campaign_table = load_script("campaign"), load_script("campaign_table")
+  for plan, runs in ((doc_tables.CAMPAIGN_PLAN, doc_tables.CAMPAIGN_RUNS),
+                     (doc_tables.H200_PLAN, doc_tables.H200_RUNS)):
+    table = campaign_table.lever_table(campaign.load_plan(os.path.join(ROOT, plan)), ROOT)
+    assert json.loads(json.dumps(table)) == raw(f"{runs}/levers.json"), plan
+    assert campaign_table.markdown(table) == read(f"{runs}/levers.md"), plan
+
+
 class _Injected(doc_tables.Sources):
   """The committed raw outputs with some JSON files replaced by given objects."""
 
