@@ -33,6 +33,7 @@ from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
 from octseg_jax.outputs.cam_report import SANITY_PASS, heldout_evidence  # noqa: E402
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
 from scripts.campaign import run_of_workdir, run_parts  # noqa: E402
+from scripts.cam_evidence import HELDOUT  # noqa: E402     # compare_cams.py per fold model
 from scripts.summarise_results import mean_sd  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -387,7 +388,6 @@ def performance_cpu_compare(src: Sources) -> str:
 
 
 EXPLAIN = f"{CPU}/explain_pretrained"
-LAYER_CLASSES = ("NFL", "GCL+IPL", "INL", "OPL", "ONL+ISM", "ISE", "OS-RPE")
 
 
 def _cam_rows(compare: Dict) -> List[List[str]]:
@@ -425,7 +425,7 @@ def results_cam_pretrained(src: Sources) -> str:
   layer = next(iter(stats["summary"]))
   m, sanity = stats["mean"][layer], stats["sanity"][layer]
   rows = []
-  for c, name in enumerate(("background",) + LAYER_CLASSES):
+  for c, name in enumerate(LAYER_NAMES):
     beats = m["road_morf_area"][c] < m["road_random_area"][c]
     rows.append([f"{c} {name}", f"{m['road_morf_area'][c]:.3f}", f"{m['road_lerf_area'][c]:.3f}",
                  f"{m['road_random_area'][c]:.3f}", "yes" if beats else "**no**",
@@ -1574,7 +1574,6 @@ def results_uncertainty_smoothing(src: Sources) -> str:
                 "boundary MAE others (um)"], rows)
 
 
-HELDOUT = f"{CPU}/explain_heldout"                    # scripts/compare_cams.py per fold model
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
 
 

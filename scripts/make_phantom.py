@@ -17,6 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from octseg_jax.data import synthetic  # noqa: E402
+from octseg_jax.data.scans import SPECTRALIS_ROW_UM  # noqa: E402
 from octseg_jax.outputs.atomic import write_npz  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def main(argv=None) -> None:
   if a.volume:
     # Rows as tall as the B-scan phantom's at this height (3.87 um at 496 rows), so a model
     # trained on phantom B-scans of the same height sees layers of the usual size.
-    row_mm = 0.00387 * 496 / a.height
+    row_mm = SPECTRALIS_ROW_UM / 1000 * 496 / a.height
     vol, truth = synthetic.generate_volume(a.num_scans, a.height, a.width, a.seed,
                                  scale_mm=(0.125, row_mm, None), shape=a.shape)
     write_npz(a.output, images=vol.images, masks=vol.masks, scale_mm=np.array(vol.scale_mm),

@@ -14,7 +14,7 @@ from octseg_jax.config import schema
 from octseg_jax.errors import InputError
 
 PREFIX = "--config."
-INFERENCE_MODES = ("eval", "predict", "explain")
+INFERENCE_MODES = ("predict", "explain", "eval")
 # Short flags of explain mode and the field each one sets.
 ALIASES = {"cam_layers": "explain.layers", "cam_method": "explain.method",
            "cam_target": "explain.target", "cam_box": "explain.box"}

@@ -17,7 +17,7 @@ from octseg_jax.config import values as v
 from octseg_jax.config.paths import unflatten
 from octseg_jax.data.pipeline import SOURCES, SPLITS
 from octseg_jax.data.preprocessing import NORMALISATIONS
-from octseg_jax.data.scans import MAX_IMAGE_SIDE
+from octseg_jax.data.scans import MAX_IMAGE_SIDE, SPECTRALIS_ROW_UM
 from octseg_jax.learning.losses import DICE_MODES, LOSSES
 from octseg_jax.learning.optim import OPTIMIZERS, SCHEDULES
 from octseg_jax.models import MODELS
@@ -85,7 +85,7 @@ FIELDS: Dict[str, Field] = {
     "data.augment.column_shift": F(0, v.int_at_least(0), "smooth per-column vertical warp (rows)"),
     "data.augment.shadows": F(0, v.int_at_least(0), "simulated vessel shadows per scan: dark "
                               "column bands from the ILM down (labels unchanged); 0 = off"),
-    "data.pixel_um": F(3.87, v.number_in(0.0, 1e6, open_low=True),
+    "data.pixel_um": F(SPECTRALIS_ROW_UM, v.number_in(0.0, 1e6, open_low=True),
                        "axial pixel size (Duke Spectralis) of inputs without their own scale"),
     "data.max_image_side": F(MAX_IMAGE_SIDE, v.int_at_least(8), "larger scans are refused (memory)",
                              inference=True),
@@ -168,8 +168,9 @@ FIELDS: Dict[str, Field] = {
                                    " and thickness smoothed along the B-scan by a Gaussian of this "
                                    "sd in columns (A-scans, not um; pretrained/'s 6 was chosen on "
                                    "Duke's 11.33 um columns); 0 = off", True, ("eval", "predict")),
-    "predict.uncertain_um": F(7.74, _NUMBER, "a column is 'uncertain' where some boundary's "
-                              "spread (sd) exceeds this (2 Duke axial pixels)", True, True),
+    "predict.uncertain_um": F(2 * SPECTRALIS_ROW_UM, _NUMBER, "a column is 'uncertain' where "
+                              "some boundary's spread (sd) exceeds this (2 Duke axial pixels)",
+                              True, True),
     # benchmark
     "benchmark.steps": F(5, v.int_at_least(1), resumable=True),
     "benchmark.warmup": F(2, v.int_at_least(0), resumable=True),

@@ -9,6 +9,7 @@ from octseg_jax.errors import fail
 from octseg_jax.anatomy import IGNORE, NUM_CLASSES
 
 MAX_IMAGE_SIDE = 4096     # default of config data.max_image_side
+SPECTRALIS_ROW_UM = 3.87  # Heidelberg Spectralis axial pixel size (Duke DME): um per row
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ images whatever the number of scans asked for.
 import numpy as np
 from scipy import ndimage
 
-from octseg_jax.data.scans import ScanSet
+from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet
 
 # Median layer thickness in rows of a 496-row Duke Spectralis B-scan (classes 1..7).
 DUKE_THICKNESS_496 = np.array([9.0, 17.0, 8.0, 7.0, 22.0, 8.0, 7.0])
@@ -130,11 +130,11 @@ PIT_OFFSET_MM = (0.3, -0.2)
 
 
 def volume_thickness_rows(dx_mm: np.ndarray, dy_mm: np.ndarray, laterality: str = "OD",
-                          row_um: float = 3.87) -> np.ndarray:
+                          row_um: float = SPECTRALIS_ROW_UM) -> np.ndarray:
   """True layer thickness in whole rows [7, ...] at en-face offsets (dx right, dy superior, mm)
   from the foveal pit: the inner layers (NFL..OPL) thin out in a Gaussian pit, the ONL
   thickens there, and the NFL grows towards the disc (nasal: right for OD, left for OS)."""
-  base = DUKE_THICKNESS_496 * 3.87 / row_um                       # rows at this row size
+  base = DUKE_THICKNESS_496 * SPECTRALIS_ROW_UM / row_um        # rows at this row size
   pit = np.exp(-0.5 * (dx_mm ** 2 + dy_mm ** 2) / PIT_SIGMA_MM ** 2)
   nasal = dx_mm if laterality == "OD" else -dx_mm
   factor = np.ones((7,) + np.shape(pit))
@@ -166,7 +166,7 @@ def cyst_volume_mm3(cyst, row_mm: float) -> float:
 
 
 def generate_volume(num_bscans: int = 61, height: int = 496, width: int = 512, seed: int = 0,
-                    scale_mm=(0.125, 0.00387, None), extent_mm: float = 7.5,
+                    scale_mm=(0.125, SPECTRALIS_ROW_UM / 1000, None), extent_mm: float = 7.5,
                     shape: str = "flat", laterality: str = "OD", render_images: bool = True,
                     cysts=()):
   """A phantom volume with known layer thickness and a 2-D foveal pit.

@@ -39,11 +39,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from octseg_jax.data import duke
-from octseg_jax.data.scans import ScanSet, to_uint8_images
+from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet, to_uint8_images
 from octseg_jax.errors import InputError, fail
 from octseg_jax.anatomy import IGNORE
 
-SPECTRALIS_ROW_MM = 0.00387
+SPECTRALIS_ROW_MM = SPECTRALIS_ROW_UM / 1000
 DUKE_DME_SCALE_MM = (0.123, SPECTRALIS_ROW_MM, 0.01133)
 DUKE_SCALE_TEXT = ("scale assumed: {:.4g} um between B-scans, {:.4g} um per row, {:.4g} um per "
                    "column".format(*(1e3 * v for v in DUKE_DME_SCALE_MM)))

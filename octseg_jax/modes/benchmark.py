@@ -28,6 +28,7 @@ from octseg_jax.models.flops import model_train_step_conv_flops
 from octseg_jax.outputs.atomic import write_json, write_text
 from octseg_jax.models import create_model
 from octseg_jax.learning.task import Task
+from octseg_jax.serving.workdir import CONFIG_FILE
 
 
 def model_input_shape(config):
@@ -223,7 +224,7 @@ def run(config, output_dir: str) -> Dict:
   os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, "benchmark.json")
   write_json(path, result)
-  write_text(os.path.join(output_dir, "config.json"), config.to_json_best_effort(indent=2))
+  write_text(os.path.join(output_dir, CONFIG_FILE), config.to_json_best_effort(indent=2))
   provenance.write(output_dir, config, wall_time_s=time.perf_counter() - start)
   print(f"wrote {path}")
   return result

@@ -13,7 +13,7 @@ from absl import logging
 import jax
 
 from octseg_jax.config import checks as config_checks
-from octseg_jax.config.overrides import ALIASES
+from octseg_jax.config.overrides import ALIASES, INFERENCE_MODES as INFERENCE
 from octseg_jax.outputs import folder_run
 from octseg_jax.errors import InputError, disk_full, one_line
 
@@ -119,7 +119,6 @@ def dispatch(flags, override_args=()) -> None:
 
 
 # the flags of some modes only: their defaults and the modes that use them
-INFERENCE = ("predict", "explain", "eval")
 MODE_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)),
               "fovea": (None, ("predict",)), "pixel_um": (None, INFERENCE),
               "figures": ("first", ("predict",)), "input": (None, INFERENCE),

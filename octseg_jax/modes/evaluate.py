@@ -21,6 +21,7 @@ from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_json, write_text
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
+from octseg_jax.serving.workdir import SPLIT_FILE
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
 
@@ -206,7 +207,7 @@ def validation_scans(trained):
   images, masks, subjects, names = pipeline.flatten(sets)
   fluid = pipeline.fluid_of(sets)
   from octseg_jax.config.checks import check_split_names
-  wanted = check_split_names(trained.split, os.path.join(trained.workdir, "split.json"))["names"]
+  wanted = check_split_names(trained.split, os.path.join(trained.workdir, SPLIT_FILE))["names"]
   index = {n: i for i, n in enumerate(names)}
   missing = [n for n in wanted if n not in index]
   if missing:

@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, NUM_CLASSES, PAPER_IOU
+from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, NUM_BOUNDARIES, NUM_CLASSES, PAPER_IOU
 from octseg_jax.models.segnet import CLASS_HEAD
 from octseg_jax.outputs import training_log
 
@@ -200,7 +200,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   if fluid is not None and np.any(fluid):
     ax.contour(np.asarray(fluid, np.float32), levels=[0.5], colors=[FLUID_COLOUR],
                linewidths=1.2, zorder=4)
-  for b in range(8):
+  for b in range(NUM_BOUNDARIES):
     ax.plot(cols, pred_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3, ls=PRED_STYLE,
             solid_capstyle="butt", zorder=2)
     if true_bounds is not None:
@@ -272,7 +272,7 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
   from matplotlib.lines import Line2D
   from matplotlib.patches import Patch
   handles = [Line2D([], [], color=BOUNDARY_COLOURS[b], lw=2.5, label=BOUNDARY_NAMES[b])
-             for b in range(8)]
+             for b in range(NUM_BOUNDARIES)]
   handles += style_legend_handles(truth)
   if unsupported:
     handles.append(Patch(**{**NO_SUPPORT_BAND, "edgecolor": "0.3"},   # dark on the light legend

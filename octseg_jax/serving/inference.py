@@ -21,7 +21,7 @@ from octseg_jax.data import pipeline
 from octseg_jax.errors import InputError
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.models import create_model
-from octseg_jax.serving.workdir import load_config, read_json
+from octseg_jax.serving.workdir import SPLIT_FILE, load_config, read_json
 
 ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool, "settings"}
 
@@ -180,7 +180,7 @@ def requested_members(overrides, available: int, workdir: str) -> int:
 def load_member(workdir: str, overrides=None) -> Trained:
   """One training workdir: its config (with overrides), model and best checkpoint."""
   config = member_config(workdir, overrides)
-  split_path = os.path.join(workdir, "split.json")
+  split_path = os.path.join(workdir, SPLIT_FILE)
   split = check_split_record(read_json(split_path), split_path, 2 ** len(config.model.widths))
   try:
     model = create_model(config.model, config.train.compute_dtype)

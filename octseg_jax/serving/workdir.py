@@ -26,6 +26,8 @@ from octseg_jax.outputs.atomic import write_text
 from octseg_jax.outputs.lock import FolderLock
 
 LOCK_NAME = ".lock"
+CONFIG_FILE = "config.json"     # the resolved config of a training workdir
+SPLIT_FILE = "split.json"       # its split record: subjects, scan names, model input shape
 
 
 def config_to_json(config) -> str:
@@ -60,7 +62,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The workdir's config.json on top of today's defaults; every stored value is checked
   (config.checks.validate) and an invalid one is named with the file."""
   from octseg_jax.config.checks import validate
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise InputError(f"{workdir}: no config.json (not a training workdir?)")
   stored = read_json(path)
@@ -89,7 +91,7 @@ def config_differences(stored, new) -> Tuple[List[str], List[str]]:
 def check_rerun(workdir: str, config) -> List[str]:
   """Compares a rerun's config with the workdir's stored one (read-only). Returns the allowed
   differences; raises InputError naming the others."""
-  if not os.path.exists(os.path.join(workdir, "config.json")):
+  if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
     return []
   stored = load_config(workdir)
   allowed, refused = config_differences(stored, config)
@@ -107,4 +109,4 @@ def WorkdirLock(workdir: str) -> FolderLock:  # noqa: N802  (the name training h
 
 
 def write_config(workdir: str, config) -> None:
-  write_text(os.path.join(workdir, "config.json"), config_to_json(config))
+  write_text(os.path.join(workdir, CONFIG_FILE), config_to_json(config))

@@ -221,7 +221,7 @@ def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
   plateau = optim.make_plateau(config.train)
 
   def write_files():
-    write_json(os.path.join(workdir, "split.json"), record)
+    write_json(os.path.join(workdir, workdir_lib.SPLIT_FILE), record)
     workdir_lib.write_config(workdir, config)
 
   ckpt = Checkpoints(workdir)
