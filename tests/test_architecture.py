@@ -1,8 +1,8 @@
 """The import rules of docs/architecture.md, read from the code's own imports (ast): each
 octseg_jax layer imports only the layers below it, the package never imports the top level
-(configs/, scripts/, benchmarks/, tests), configs/ imports only octseg_jax.config, and the
-picture in docs/architecture.md lists the layers in the order this test enforces; and every
-function is under 60 lines."""
+(configs/, scripts/, benchmarks/, tests), configs/ imports only octseg_jax.config and each
+other, the pure-math layers do no I/O, and the picture in docs/architecture.md lists the layers
+in the order this test enforces; and every function is under 60 lines."""
 
 import ast
 import os
@@ -17,14 +17,25 @@ TOP_LEVEL = ("configs", "scripts", "benchmarks", "tests", "main", "conftest")
 
 
 def imported_modules(path: str):
-  """(line, dotted name) of every import in a file, lazy ones inside functions included."""
+  """(line, dotted name) of every import in a file, lazy ones inside functions included;
+  relative imports resolved against the file's package, and `from octseg_jax import X` read
+  as octseg_jax.X."""
   with open(path) as f:
     tree = ast.parse(f.read(), path)
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       yield from ((node.lineno, a.name) for a in node.names)
-    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-      yield node.lineno, node.module
+    elif isinstance(node, ast.ImportFrom):
+      module = node.module or ""
+      if node.level:
+        package = os.path.dirname(path).split(os.sep)
+        package = package[len(package) - package[::-1].index("octseg_jax") - 1:] \
+            if "octseg_jax" in package else package[-1:]
+        module = ".".join(package[:len(package) - node.level + 1] + ([module] if module else []))
+      if module == "octseg_jax":
+        yield from ((node.lineno, f"octseg_jax.{a.name}") for a in node.names)
+      else:
+        yield node.lineno, module
 
 
 def python_files(folder: str, root: str = None):
@@ -68,11 +79,53 @@ def test_the_rule_finds_an_upward_import(tmp_path, monkeypatch):
   """The check itself can fail: a learning module importing serving is reported."""
   fake = tmp_path / "octseg_jax" / "learning"
   fake.mkdir(parents=True)
-  (fake / "bad.py").write_text("def f():\n  from octseg_jax.serving import inference\n")
+  (fake / "bad.py").write_text("def f():\n  from octseg_jax.serving import inference\n"
+                                "from octseg_jax import modes\nfrom ..training import train\n"
+                                "from . import losses\nfrom .. import anatomy\n")
   (tmp_path / "octseg_jax" / "__init__.py").write_text("")
   monkeypatch.setattr(__import__(__name__), "ROOT", str(tmp_path))
-  assert violations() == ["octseg_jax/learning/bad.py:2 imports octseg_jax.serving "
-                          "(a layer above)"]
+  assert sorted(violations()) == [
+      f"octseg_jax/learning/bad.py:{line} imports {module} (a layer above)"
+      for line, module in ((2, "octseg_jax.serving"), (3, "octseg_jax.modes"),
+                           (4, "octseg_jax.training"))]
+
+
+PURE = ("models", "geometry", "learning", "cam", os.path.join("data", "preprocessing.py"))
+IO_NAMES = {"open", "print", "input"}
+IO_MODULES = {"os", "sys", "io", "shutil", "glob", "json", "csv", "pickle", "matplotlib", "PIL"}
+
+
+def io_in_pure_math(root=None):
+  """'path:line what' for each call of open/print/input and each import of a file, printing or
+  figure module in the pure-math modules (PURE)."""
+  out = []
+  for folder in PURE:
+    paths = [os.path.join(root or ROOT, "octseg_jax", folder)] if folder.endswith(".py") \
+        else python_files(os.path.join("octseg_jax", folder), root)
+    for path in paths:
+      with open(path) as f:
+        tree = ast.parse(f.read(), path)
+      where = os.path.relpath(path, root or ROOT)
+      out += [f"{where}:{n.lineno} calls {n.func.id}" for n in ast.walk(tree)
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+              and n.func.id in IO_NAMES]
+      out += [f"{where}:{line} imports {m}" for line, m in imported_modules(path)
+              if m.split(".")[0] in IO_MODULES]
+  return out
+
+
+def test_pure_math_does_no_io():
+  assert io_in_pure_math() == []
+
+
+def test_the_io_rule_finds_a_print_and_a_file_module(tmp_path):
+  for folder in ("models", "geometry", "learning", "cam", "data"):
+    (tmp_path / "octseg_jax" / folder).mkdir(parents=True)
+  (tmp_path / "octseg_jax" / "data" / "preprocessing.py").write_text("x = 1\n")
+  (tmp_path / "octseg_jax" / "geometry" / "bad.py").write_text(
+      "import numpy as np\ndef f():\n  print(1)\n  import os.path\n")
+  assert io_in_pure_math(str(tmp_path)) == ["octseg_jax/geometry/bad.py:3 calls print",
+                                            "octseg_jax/geometry/bad.py:4 imports os.path"]
 
 
 def test_configs_import_only_the_schema_and_each_other():
