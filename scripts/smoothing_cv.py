@@ -7,7 +7,7 @@ held-out subjects at each smoothing sd, and the sd for each fold chosen on the o
 
 Each --set is one recipe's fold models (one per fold, each validated on its own subjects).
 Every model predicts its validation split once, through the one inference path
-(serving.inference.predict_outputs), and evaluate.score scores the same probabilities at every
+(serving.inference.predict_outputs), and scoring.score scores the same probabilities at every
 sd (literature protocol, native resolution, order fix on; sd 0 = no smoothing). For a set,
 each fold's sd is the one with the highest mean layer Dice over the set's other folds
 (leave-one-fold-out), so a fold's gain is measured on subjects that chose nothing; `chosen_sd`
@@ -93,7 +93,8 @@ def check_disjoint_folds(name: str, workdirs) -> None:
 
 
 def fold_scores(workdir: str, sds, eval_overrides) -> dict:
-  """One fold model's held-out scores at every sd (evaluate.score of one prediction)."""
+  """One fold model's held-out scores at every sd (scoring.score of one prediction)."""
+  from octseg_jax.learning import scoring
   from octseg_jax.modes import evaluate
   from octseg_jax.serving import inference
   trained = inference.load_trained(workdir, eval_overrides)
@@ -106,7 +107,7 @@ def fold_scores(workdir: str, sds, eval_overrides) -> dict:
   by_sd = {}
   for sd in sds:
     geometry = [geom.smooth_geometry(g, sd) for g in unsmoothed]
-    fix = evaluate.score(probs, masks, subjects, pixel_um, fluid=fluid if known else None,
+    fix = scoring.score(probs, masks, subjects, pixel_um, fluid=fluid if known else None,
                          smooth_sd=sd, geometry=geometry)["topology"]
     by_sd[f"{sd:g}"] = summary_of(fix)
   return {"workdir": shown(workdir), "members": [shown(m.workdir) for m in trained.members],
@@ -122,7 +123,7 @@ def shown(path: str) -> str:
 
 
 def summary_of(fix: dict) -> dict:
-  """The numbers kept per sd from evaluate.score's topology block."""
+  """The numbers kept per sd from scoring.score's topology block."""
   g = fix["geometry"]
   out = {"mean_layer_dice": fix["literature"]["mean_layer_dice"],
          "layer_dice": fix["literature"]["layer_dice"], "boundary_mae_um": g["mae_um"],

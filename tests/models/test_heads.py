@@ -11,6 +11,7 @@ import pytest
 
 from conftest import tiny_config
 from octseg_jax.anatomy import IGNORE
+from octseg_jax.learning import scoring
 from octseg_jax.modes import evaluate
 from octseg_jax.learning import losses
 from octseg_jax.data import preprocessing
@@ -148,7 +149,7 @@ def test_score_fluid_counts_globally():
   p1 = np.zeros((4, 4)); p1[1, 1] = 0.9; p1[2, 2] = 0.8               # noqa: E702
   p2 = np.zeros((4, 4)); p2[0, 0] = 0.7                                # noqa: E702
   masks = [np.zeros((4, 4), np.uint8)] * 2
-  out = evaluate.score_fluid([p1, p2], [f1, f2], masks, [1, 2])
+  out = scoring.score_fluid([p1, p2], [f1, f2], masks, [1, 2])
   # tp 1, fp 2 (one per scan), fn 1 -> 2 / (2 + 2 + 1)
   assert out["dice"] == pytest.approx(2 / 5)
   assert out["dice_scans_with_fluid"] == pytest.approx(2 / 4)

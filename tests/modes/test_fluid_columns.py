@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from octseg_jax.anatomy import IGNORE
+from octseg_jax.learning import scoring
 from octseg_jax.modes import evaluate
 from octseg_jax.outputs import report
 
@@ -36,7 +37,7 @@ def _case():
 
 def test_fluid_columns_split_against_a_hand_computed_case():
   labels, masks, fluid = _case()
-  out = evaluate.score_fluid_columns(labels, masks, fluid, UM)
+  out = scoring.score_fluid_columns(labels, masks, fluid, UM)
   dry, wet = out["without_fluid"], out["with_fluid"]
   assert (dry["columns"], wet["columns"]) == (4 + 6, 2)
   assert (dry["pixels"], wet["pixels"]) == (10 * H, 2 * H)
@@ -59,7 +60,7 @@ def test_a_boundary_through_unlabelled_fluid_is_not_scored():
   mask[7:9, 5] = IGNORE
   fluid = np.zeros((H, W), np.uint8)
   fluid[7:9, 5] = 1
-  wet = evaluate.score_fluid_columns([truth], [mask], [fluid], UM)["with_fluid"]
+  wet = scoring.score_fluid_columns([truth], [mask], [fluid], UM)["with_fluid"]
   assert wet["columns"] == 1 and wet["pixels"] == H - 2
   assert wet["geometry"]["columns"] == [1, 1, 1, 0, 1, 1, 1, 1]
   assert np.isnan(wet["geometry"]["mae_um"][3]) and wet["geometry"]["mae_um"][4] == 0.0
@@ -69,17 +70,17 @@ def test_a_boundary_through_unlabelled_fluid_is_not_scored():
 def test_score_adds_the_split_only_with_fluid_and_its_groups_add_up():
   labels, masks, fluid = _case()
   probs = [np.eye(8)[lab] for lab in labels]       # one-hot: the order fix keeps them
-  with_split = evaluate.score(probs, masks, [1, 2], UM, fluid=fluid)
+  with_split = scoring.score(probs, masks, [1, 2], UM, fluid=fluid)
   split = with_split["topology"]["by_fluid_columns"]
-  assert split == evaluate.score_fluid_columns(labels, masks, fluid, UM)
+  assert split == scoring.score_fluid_columns(labels, masks, fluid, UM)
   assert split["without_fluid"]["pixels"] + split["with_fluid"]["pixels"] == \
       with_split["topology"]["pixels"]
-  assert "by_fluid_columns" not in evaluate.score(probs, masks, [1, 2], UM)["topology"]
+  assert "by_fluid_columns" not in scoring.score(probs, masks, [1, 2], UM)["topology"]
 
 
 def test_a_split_without_fluid_scores_an_empty_group_as_missing():
   labels, masks, _ = _case()
-  out = evaluate.score_fluid_columns(labels, masks, [np.zeros((H, W), np.uint8)] * 2, UM)
+  out = scoring.score_fluid_columns(labels, masks, [np.zeros((H, W), np.uint8)] * 2, UM)
   assert out["with_fluid"]["columns"] == 0 and out["with_fluid"]["pixels"] == 0
   assert np.isnan(out["with_fluid"]["literature"]["mean_layer_dice"])
   assert out["without_fluid"]["columns"] == 2 * W
@@ -95,7 +96,7 @@ def test_a_split_without_fluid_scores_an_empty_group_as_missing():
 
 def test_eval_console_line_of_the_split():
   labels, masks, fluid = _case()
-  out = evaluate.score_fluid_columns(labels, masks, fluid, UM)
+  out = scoring.score_fluid_columns(labels, masks, fluid, UM)
   # With fluid: Dice (1*5 + 4/6 + 0.8) / 7; boundary MAE 3.87 / 8 = 0.48 um.
   assert report.fluid_columns_summary(out) == [
       f"with fluid 2 columns: mean layer Dice {(5 + 4 / 6 + 0.8) / 7:.4f}, boundary MAE "
@@ -117,7 +118,7 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
     assert "by_fluid_columns_skipped" not in evaluate.score_outputs(
         trained, outputs, masks, given, [1, 2], UM)["topology"]
   # A fluid head's Dice is skipped for the same reason, and says so.
-  heads = evaluate.score_heads([o | {"fluid": np.zeros((H, W))} for o in outputs], masks,
+  heads = scoring.score_heads([o | {"fluid": np.zeros((H, W))} for o in outputs], masks,
                                [fluid[0], None], [1, 2], None, UM)
   assert heads == {"fluid_skipped": "1 of 2 scans carry no fluid annotation"}
   assert "Not scored: 1 of 2 scans carry no fluid annotation (the fluid Dice needs every " \
@@ -131,7 +132,7 @@ def test_eval_gives_the_calibration_error_of_the_band_apart():
   probs[..., 0] = 1.0
   probs[5:15, :, 0], probs[5:15, :, 1:] = 0.6, 0.4 / 7
   outputs = [{"probs": probs, "band": (5, 15)}]
-  cal = evaluate.calibration(outputs, [np.zeros((H, W), np.uint8)], None, UM, None, None, 7.74)
+  cal = scoring.calibration(outputs, [np.zeros((H, W), np.uint8)], None, UM, None, None, 7.74)
   assert cal["ece"] == pytest.approx(0.2, rel=1e-12)
   assert cal["band"]["ece"] == pytest.approx(0.4, rel=1e-12)
   assert cal["band"]["pixels"] == 10 * W and cal["pixels"] == H * W

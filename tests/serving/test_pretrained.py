@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from octseg_jax.modes import evaluate
+from octseg_jax.learning import scoring
 from octseg_jax.serving import inference
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.data import duke, synthetic
@@ -50,7 +50,7 @@ def test_pretrained_segments_real_scans_it_was_trained_on():
   trained = inference.load_trained(PRETRAINED)
   scans = duke.load_npz(os.path.join(DUKE_DIR, "subject_03.npz")).subset([0, 5])
   probs = inference.predict_probs(trained, list(scans.images))
-  result = evaluate.score(probs, list(scans.masks), scans.subjects, 3.87)
+  result = scoring.score(probs, list(scans.masks), scans.subjects, 3.87)
   assert result["raw"]["literature"]["mean_layer_dice"] > 0.8
   fixed = geom.enforce_topology(np.log(np.clip(probs[0], 1e-7, 1)))[0]
   assert geom.column_is_ordered(fixed).all()
