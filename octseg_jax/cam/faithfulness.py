@@ -32,6 +32,7 @@ from octseg_jax.learning.uncertainty import spearman
 from octseg_jax.models.segnet import CLASS_HEAD
 
 # (row offset, column offset, weight) of the ROAD imputation stencil.
+ROAD_NOISE = 0.01      # sd of ROAD's imputation noise, model-input intensity (explain.road_noise)
 KINDS = ("none", "deletion", "road", "all")   # --cam_faithfulness: which removal curves
 NEIGHBOURS = ((-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6),
               (0, 1, 1 / 6), (1, -1, 1 / 12), (1, 0, 1 / 6), (1, 1, 1 / 12))
@@ -90,7 +91,7 @@ def _solve_harmonic(images, unknown, tol: float, max_iter: int):
   return u
 
 
-def road_impute(images: jax.Array, removed: jax.Array, keys, noise: float = 0.01,
+def road_impute(images: jax.Array, removed: jax.Array, keys, noise: float = ROAD_NOISE,
                 tol: float = 1e-4, max_iter: int = 1000) -> jax.Array:
   """Noisy linear imputation. images [N, H, W] (or [H, W] broadcast), removed bool [N, H, W],
   keys [N] (one noise key per image, so an image's result does not depend on its batch)

@@ -12,13 +12,15 @@ from typing import Any, Dict, Optional, Tuple, Union
 import ml_collections
 
 from octseg_jax.anatomy import NUM_CLASSES
+from octseg_jax.cam.faithfulness import ROAD_NOISE
 from octseg_jax.cam.gradcam import METHODS as CAM_METHODS, TARGETS as CAM_TARGETS
 from octseg_jax.config import values as v
 from octseg_jax.config.paths import unflatten
 from octseg_jax.data.pipeline import SOURCES, SPLITS
-from octseg_jax.data.preprocessing import NORMALISATIONS
+from octseg_jax.data.preprocessing import BAND_HEIGHT, NORMALISATIONS
 from octseg_jax.data.scans import MAX_IMAGE_SIDE, SPECTRALIS_ROW_UM
-from octseg_jax.learning.losses import DICE_MODES, LOSSES
+from octseg_jax.learning.losses import (BOUNDARY_WEIGHT, DICE_MODES, DICE_WEIGHT, LAYER_WEIGHT,
+                                        LOSSES)
 from octseg_jax.learning.optim import OPTIMIZERS, SCHEDULES
 from octseg_jax.models import MODELS
 from octseg_jax.models.segnet import UPSAMPLING
@@ -66,9 +68,10 @@ FIELDS: Dict[str, Field] = {
     "data.synthetic.seed": F(0, v.int_at_least(0)),
     "data.synthetic.cysts": F(True, v.flag, "dark fluid ellipses in INL/OPL (a fluid key)"),
     "data.synthetic.scans_per_subject": F(8, v.int_at_least(1)),
-    "data.recipe.band_height": F(224, v.int_at_least(0), "rows kept around the retina; 0 = all"),
+    "data.recipe.band_height": F(BAND_HEIGHT, v.int_at_least(0),
+                                 "rows kept around the retina; 0 = all"),
     "data.recipe.resize_to": F((), v.resize_to, "(rows, cols), or () for native resolution"),
-    "data.recipe.normalisation": F("percentile", v.one_of(NORMALISATIONS),
+    "data.recipe.normalisation": F(NORMALISATIONS[0], v.one_of(NORMALISATIONS),
                                    "'percentile' (gain invariant) or 'divide255' (paper)"),
     "data.split": F("subject", v.one_of(SPLITS), "'subject' (val_subjects or fold of "
                     "num_folds) or 'random' (val_fraction of B-scans; leaks an eye's scans)"),
@@ -110,10 +113,12 @@ FIELDS: Dict[str, Field] = {
     # loss
     "loss.name": F("hybrid", v.one_of(tuple(sorted(LOSSES))), "'hybrid' = CE + dice_weight * "
                    "(1 - Dice) (paper), 'ce', 'weighted_hybrid' (ReLayNet-weighted CE + Dice)"),
-    "loss.dice_weight": F(0.5, _NUMBER),
+    "loss.dice_weight": F(DICE_WEIGHT, _NUMBER),
     "loss.dice_mode": F("global", v.one_of(DICE_MODES), "'global' (paper) or 'class_mean'"),
-    "loss.boundary_weight": F(10.0, _NUMBER, "weighted_hybrid: extra CE weight at boundaries"),
-    "loss.layer_weight": F(5.0, _NUMBER, "weighted_hybrid: extra CE weight on layer pixels"),
+    "loss.boundary_weight": F(BOUNDARY_WEIGHT, _NUMBER,
+                              "weighted_hybrid: extra CE weight at boundaries"),
+    "loss.layer_weight": F(LAYER_WEIGHT, _NUMBER, "weighted_hybrid: extra CE weight on layer "
+                           "pixels"),
     "loss.fluid_weight": F(1.0, _NUMBER, "fluid head: x (BCE + 1 - soft Dice)"),
     "loss.fluid_column_weight": F(0.0, _NUMBER, "weighted_hybrid with the fluid head: extra CE "
                                   "weight on every layer pixel of a column with marked fluid"),
@@ -156,7 +161,7 @@ FIELDS: Dict[str, Field] = {
     "explain.box": F((), v.box, "(row0, col0, row1, col1) in raw scan pixels", True, True),
     "explain.deletion_steps": F(10, v.int_at_least(1), "fractions 0.1 .. 1.0", True, True),
     "explain.road_steps": F(5, v.int_at_least(1), "ROAD fractions 0.18 .. 0.9", True, True),
-    "explain.road_noise": F(0.01, v.number_in(0.0, 1.0, open_low=True),
+    "explain.road_noise": F(ROAD_NOISE, v.number_in(0.0, 1.0, open_low=True),
                             "sd of ROAD's imputation noise (model-input intensity)", True, True),
     "explain.removal_batch_mb": F(1024, v.int_at_least(1), "memory for one batch of perturbed "
                                   "images", True),

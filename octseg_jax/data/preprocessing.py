@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from octseg_jax.anatomy import FLUID_CODE, FLUID_UNKNOWN_LAYER, IGNORE
 
-NORMALISATIONS = ("percentile", "divide255")
+NORMALISATIONS = ("percentile", "divide255")     # the first is the default
+BAND_HEIGHT = 224        # rows kept around the retina by default (data.recipe.band_height)
 # Training labels of a model with a fluid head carry the fluid mask in the same uint8 map, so
 # that every augmentation moves fluid exactly with the layers: a fluid pixel of layer k is
 # FLUID_CODE + k, a fluid pixel of unknown layer FLUID_UNKNOWN_LAYER; IGNORE stays "nothing
@@ -130,10 +131,10 @@ class Recipe:
   multiple: model inputs are padded to a multiple of this (2 ** number of pooling steps).
   normalisation: 'percentile' (default, gain invariant) or 'divide255' (the paper).
   """
-  band_height: int = 224
+  band_height: int = BAND_HEIGHT
   resize_to: Optional[Tuple[int, int]] = None
   multiple: int = 16
-  normalisation: str = "percentile"
+  normalisation: str = NORMALISATIONS[0]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,9 @@ from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
 DICE_MODES = ("global", "class_mean")
 DICE_SMOOTH = 1.0
+DICE_WEIGHT = 0.5         # the paper's CE + 0.5 * (1 - Dice) (config loss.dice_weight)
+BOUNDARY_WEIGHT = 10.0    # weighted_hybrid's extra CE weights (loss.boundary_weight,
+LAYER_WEIGHT = 5.0        # loss.layer_weight)
 
 
 def valid_mask(labels: jax.Array, num_classes: int) -> jax.Array:
@@ -48,8 +51,8 @@ def pixel_weights(labels: jax.Array, num_classes: int, boundary_weight: float,
   return jnp.where(valid, weights, 0.0)
 
 
-def batch_sums(logits: jax.Array, labels: jax.Array, boundary_weight: float = 10.0,
-               layer_weight: float = 5.0, column_weight: float = 0.0,
+def batch_sums(logits: jax.Array, labels: jax.Array, boundary_weight: float = BOUNDARY_WEIGHT,
+               layer_weight: float = LAYER_WEIGHT, column_weight: float = 0.0,
                columns: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
   """Additive sums over the labelled pixels of a batch, from which every loss is computed.
 
@@ -142,7 +145,7 @@ def soft_dice(logits: jax.Array, labels: jax.Array, mode: str = "global",
   return dice_from_sums(batch_sums(logits, labels), mode, smooth)
 
 
-def hybrid(logits: jax.Array, labels: jax.Array, dice_weight: float = 0.5,
+def hybrid(logits: jax.Array, labels: jax.Array, dice_weight: float = DICE_WEIGHT,
            dice_mode: str = "global") -> jax.Array:
   """The paper's loss CE + dice_weight * (1 - Dice) on one batch."""
   cfg = types.SimpleNamespace(dice_weight=dice_weight, dice_mode=dice_mode)

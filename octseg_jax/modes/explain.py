@@ -25,6 +25,7 @@ import numpy as np
 from octseg_jax.anatomy import IGNORE
 from octseg_jax.cam import faithfulness
 from octseg_jax.cam import gradcam
+from octseg_jax.config import schema
 from octseg_jax.outputs import plots
 from octseg_jax.data import preprocessing
 from octseg_jax.outputs import report
@@ -87,14 +88,18 @@ def per_image_bytes(model, variables, shape) -> int:
   return acts + 8 * int(np.prod(shape)) * 4
 
 
+_DEFAULTS = schema.default_config().explain    # the Explainer's defaults are the config's
+
+
 class Explainer:
   """Jitted all-class explanation, batched removal scoring and the randomisation check for one
   model or an ensemble, and settings. members: [(model, variables)], one for a single model;
   several, or flip, explain the ensemble's averaged output (gradcam.ensemble_maps)."""
 
-  def __init__(self, members, layers, method, target, deletion_steps: int = 10,
-               road_steps: int = 5, road_noise: float = 0.01, batch_mb: float = 1024,
-               flip: bool = False):
+  def __init__(self, members, layers, method, target,
+               deletion_steps: int = _DEFAULTS.deletion_steps,
+               road_steps: int = _DEFAULTS.road_steps, road_noise: float = _DEFAULTS.road_noise,
+               batch_mb: float = _DEFAULTS.removal_batch_mb, flip: bool = False):
     self.models = [m for m, _ in members]
     # One placement for every variable (restored checkpoints are committed to a device, a fresh
     # init is not), so that the sanity check's mixtures reuse one compilation.
