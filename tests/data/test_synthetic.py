@@ -24,8 +24,11 @@ def test_same_seed_same_images_and_prefix_stable():
 def test_thickness_close_to_duke_medians_at_496_rows():
   s = synthetic.generate(8, 496, 256, seed=0, cysts=False)
   counts = np.stack([(s.masks == k).sum(axis=1) for k in range(1, 8)], 1)   # [N, 7, W]
-  median = np.median(counts, axis=(0, 2))
-  np.testing.assert_allclose(median, synthetic.DUKE_THICKNESS_496, rtol=0.35)
+  gap = np.median(counts, axis=(0, 2)) - synthetic.DUKE_THICKNESS_496      # rows
+  # The foveal pit thins GCL+IPL, INL and OPL (indices 1-3) in part of each scan, so their
+  # medians lie at or below Duke's, by at most 3 rows; the other layers' within a row.
+  assert np.all(gap[1:4] <= 0) and np.all(gap[1:4] >= -3), gap
+  assert np.all(np.abs(gap[[0, 4, 5, 6]]) <= 1), gap
 
 
 def test_layers_have_their_reflectivity_order():
