@@ -16,6 +16,14 @@ LAYERS = ("modes", "training", "serving", "config", "runtime", "outputs", "cam",
 TOP_LEVEL = ("configs", "scripts", "benchmarks", "tests", "main", "conftest")
 
 
+def package_of(path: str) -> list:
+  """The package a file is in, as names: the folders from the last 'octseg_jax' on."""
+  parts = os.path.dirname(path).split(os.sep)
+  if "octseg_jax" not in parts:
+    return parts[-1:]
+  return parts[len(parts) - 1 - parts[::-1].index("octseg_jax"):]
+
+
 def imported_modules(path: str):
   """(line, dotted name) of every import in a file, lazy ones inside functions included;
   relative imports resolved against the file's package, and `from octseg_jax import X` read
@@ -27,10 +35,8 @@ def imported_modules(path: str):
       yield from ((node.lineno, a.name) for a in node.names)
     elif isinstance(node, ast.ImportFrom):
       module = node.module or ""
-      if node.level:
-        package = os.path.dirname(path).split(os.sep)
-        package = package[len(package) - package[::-1].index("octseg_jax") - 1:] \
-            if "octseg_jax" in package else package[-1:]
+      if node.level:                     # from . import x, from ..serving import y
+        package = package_of(path)
         module = ".".join(package[:len(package) - node.level + 1] + ([module] if module else []))
       if module == "octseg_jax":
         yield from ((node.lineno, f"octseg_jax.{a.name}") for a in node.names)
