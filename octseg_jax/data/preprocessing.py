@@ -66,20 +66,40 @@ def normalise(image: np.ndarray, method: str = "percentile", low: float = 1.0,
   return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+PADDING_TOLERANCE = 0.05     # padding lies within 5% of the image's maximum (JPEG, rescaling)
+PADDING_RING = 8             # rows past its edge where JPEG rings (one 8 x 8 block)
+
+
+def edge_padding(x: np.ndarray) -> np.ndarray:
+  """Registration padding [H, W] bool: per column, the runs of rows from the top and from the
+  bottom edge that lie within PADDING_TOLERANCE of the image's maximum, and the PADDING_RING
+  rows beyond a run. Duke's padding is exactly 255, but a JPEG, a 16-bit export or a rescaled
+  copy of the scan moves it below 255 (to 229 at a gain of 0.9), where it would pass for the
+  brightest layer."""
+  h = x.shape[0]
+  bright = x >= (1 - PADDING_TOLERANCE) * np.max(x)
+  top = np.cumprod(bright, axis=0, dtype=bool).sum(axis=0)               # [W] rows from the top
+  bottom = np.cumprod(bright[::-1], axis=0, dtype=bool).sum(axis=0)
+  rows = np.arange(h)[:, None]
+  ring = lambda run: np.where(run > 0, np.minimum(run + PADDING_RING, h), 0)
+  out = (rows < ring(top)) | (rows >= h - ring(bottom))
+  return out & (np.max(x) > 0)
+
+
 def find_retina_band(image: np.ndarray, height: int) -> int:
   """Returns the first row of a `height`-row band centred on the retina, from the image alone.
 
   Per column the retina is the run between the first row brighter than halfway between the
   vitreous level and the column's peak (the ILM side) and the peak itself (the RPE, the
-  brightest layer). Saturated registration padding (255) is ignored. The band is centred on the
-  middle of [2nd percentile of tops, 98th percentile of peaks + a margin for the RPE/BM], so a
-  tilted retina stays inside it.
+  brightest layer). Saturated pixels (255) and registration padding (edge_padding) are
+  ignored. The band is centred on the middle of [2nd percentile of tops, 98th percentile of
+  peaks + a margin for the RPE/BM], so a tilted retina stays inside it.
   """
   h = image.shape[0]
   if height <= 0 or height >= h:
     return 0
   x = np.asarray(image, np.float32)
-  valid = x < 255
+  valid = (x < 255) & ~edge_padding(x)
   fill = np.median(x[valid]) if valid.any() else 0.0
   x = np.where(valid, x, fill)
   smooth = ndimage.gaussian_filter(x, sigma=(4.0, 8.0))

@@ -47,6 +47,39 @@ def test_band_contains_the_retina_of_phantoms():
     assert top <= layer_rows.min() and layer_rows.max() < top + 216
 
 
+def _padded_phantom():
+  """A phantom B-scan with Duke-like registration padding: 255 over the top rows of the right
+  half of the columns and the bottom rows of the left half (as a vertical shift leaves it); the
+  scan itself below 240, so that only the padding is saturated."""
+  img = np.minimum(synthetic.generate(1, 496, 256, seed=3).images[0], 239).astype(np.float32)
+  img[:60, 128:] = 255
+  img[440:, :128] = 255
+  return img
+
+
+def test_padding_is_found_below_255_as_a_jpeg_or_a_gain_leaves_it():
+  img = _padded_phantom()
+  truth = np.zeros(img.shape, bool)                   # the padding and PADDING_RING rows
+  truth[:60 + pp.PADDING_RING, 128:] = truth[440 - pp.PADDING_RING:, :128] = True
+  np.testing.assert_array_equal(pp.edge_padding(img), truth)
+  rng = np.random.default_rng(0)
+  jpeg_like = np.clip(img + rng.integers(-6, 1, img.shape), 0, 255)   # padding 249..255
+  for variant in (img * 0.9, img - 1, jpeg_like):
+    np.testing.assert_array_equal(pp.edge_padding(variant), truth)
+  assert not pp.edge_padding(np.zeros((8, 8))).any()
+
+
+def test_the_band_does_not_move_when_padding_falls_below_255():
+  img = _padded_phantom()
+  top = pp.find_retina_band(img, 224)
+  for variant in (img * 0.9, img - 1, np.floor(img * 256 / 257)):
+    assert pp.find_retina_band(variant, 224) == top
+  assert pp.find_retina_band(np.where(img == 255, 254, img), 224) == top
+  labels = synthetic.generate(1, 496, 256, seed=3).masks[0]
+  rows = np.nonzero(((labels >= 1) & (labels <= 7)).any(axis=1))[0]
+  assert top <= rows[0] and rows[-1] < top + 224           # the retina is inside the band
+
+
 @pytest.mark.parametrize("resize", [None, (64, 64)])
 def test_prepare_then_restore_recovers_the_mask(resize):
   s = synthetic.generate(2, 160, 100, seed=4)
