@@ -106,6 +106,7 @@ class RunOutputs:
     would replace one of the inputs or a file or folder there that no earlier run into the
     folder wrote (earlier_outputs does not list it): checked before anything is written."""
     if self._replaceable is None:
+      self.refuse_input_folder()
       if os.path.isdir(self.folder):
         self.lock.refuse_if_busy()
       self._replaceable = {os.path.normpath(p) for p in self.earlier_outputs()}
@@ -119,6 +120,17 @@ class RunOutputs:
         raise InputError(f"--output={self.folder}: {path} is not an output of an earlier run "
                          f"(no {MANIFEST} there lists it), so it is not replaced; move it or "
                          "choose another output folder")
+
+  def refuse_input_folder(self) -> None:
+    """InputError when the folder holds input files: outputs beside them (figures, .npz) would
+    be read as scans by the next run of that folder."""
+    here = os.path.realpath(self.folder)
+    beside = sorted(f for f in self.inputs if os.path.dirname(f) == here)
+    if beside:
+      raise InputError(f"--output={self.folder}: holds the input {os.path.basename(beside[0])}"
+                       f"{f' and {len(beside) - 1} more' if len(beside) > 1 else ''}; outputs "
+                       "beside the inputs would be read as scans by the next run of that folder; "
+                       "choose another output folder")
 
   def claim(self, base: str, suffixes: Sequence[str]) -> List[str]:
     """Paths BASE[_k]SUFFIX, the first k at which none is claimed, an input, or a file or folder

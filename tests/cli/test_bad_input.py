@@ -225,6 +225,26 @@ def test_a_missing_input_is_refused_before_an_output_folder_is_announced(trained
 
 
 @pytest.mark.parametrize("mode", ["predict", "eval", "explain"])
+def test_outputs_are_refused_beside_their_inputs(trained_workdir, tmp_path, capsys, mode):
+  """--output naming the input folder (or a file input's folder) is refused in every mode,
+  before anything is written there: a later run of the folder would read the outputs."""
+  import main
+  from octseg_jax.data import synthetic
+  s = synthetic.generate(1, 96, 64, seed=1)
+  for i in range(2):
+    write_npz(str(tmp_path / f"s{i}.npz"), images=s.images, masks=s.masks)
+  before = sorted(os.listdir(tmp_path))
+  for given in (tmp_path, tmp_path / "s0.npz"):
+    assert main.run_command(["main.py", f"--mode={mode}", f"--workdir={trained_workdir[0]}",
+                             f"--input={given}", f"--output={tmp_path}"]) == 2
+    hint = " and 1 more" if given == tmp_path else ""
+    assert capsys.readouterr().err.strip() == (
+        f"error: --output={tmp_path}: holds the input s0.npz{hint}; outputs beside the inputs "
+        "would be read as scans by the next run of that folder; choose another output folder")
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("mode", ["predict", "eval", "explain"])
 def test_a_single_unreadable_file_leaves_no_output_folder(trained_workdir, tmp_path, capsys,
                                                           mode):
   """The file is read before the output folder is made, in every mode."""

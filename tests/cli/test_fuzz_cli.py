@@ -453,7 +453,7 @@ def test_exit_codes_of_the_entry_point(trained_workdir, tmp_path):
   np.savez(tmp_path / "scan.npz", images=np.zeros((1, 40, 32), np.uint8))
   r = _main("--mode=predict", f"--workdir={workdir}", f"--input={tmp_path}/scan.npz",
             f"--output={tmp_path}")
-  assert r.returncode == 2 and r.stderr.count("\n") == 1 and "would replace the input" in r.stderr
+  assert r.returncode == 2 and r.stderr.count("\n") == 1 and "holds the input scan.npz" in r.stderr
   r = _main("--mode=predict", f"--workdir={workdir}", f"--input={tmp_path}/scan.npz",
             f"--output={tmp_path}/out", "--figures=none")
   assert r.returncode == 0 and r.stderr == "", r.stderr
