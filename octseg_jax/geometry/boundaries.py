@@ -111,6 +111,9 @@ def boundary_error(pred: np.ndarray, true: np.ndarray, pixel_um: float) -> Dict[
           "signed_um": signed * pixel_um, "columns": n}
 
 
+LOW_SUPPORT = 0.5   # a scan or sector supported in fewer of its columns is read with a warning
+
+
 def supported_columns(raw_labels: np.ndarray, bounds: np.ndarray) -> np.ndarray:
   """[..., W] bool: the columns where predict reports thickness and flags uncertainty: the raw
   (argmax) labelling [..., H, W] is in anatomical order (column_is_ordered) and every one of the

@@ -36,7 +36,6 @@ from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, uniqu
 
 FILE_SUFFIXES = (".npz", "_thickness.csv")            # per input file
 SCAN_SUFFIXES = ("_overlay.png", "_thickness.png")     # per scan (figures)
-LOW_SUPPORT = 0.5   # a scan with every thickness in fewer of its columns gets a warning
 VOLUME_SUFFIXES = ("_thickness_maps.png", "_etdrs.csv", ".eye")   # per input volume
 
 
@@ -126,8 +125,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   `pixel_um`), supported [N, W], the heads' fluid_um [N, W] (NaN where no retina was found:
   geom.fluid_where_measured) and an ensemble's boundary_sd_um
   [N, 8, W] (None without them) and fluid_kept {i: fluid [H, W]} for the scans `keep` (for
-  figures). extra_keys: (boundaries, fluid_um) -> {key: array} added to the file (volume
-  maps, grid)."""
+  figures). extra_keys: (boundaries, fluid_um, supported) -> {key: array} added to the file
+  (volume maps, grid)."""
   n, h, w = scans.images.shape
   streamed = {"pred": np.uint8, "pred_ordered": np.uint8}
   if "fluid" in trained.head_names:
@@ -170,7 +169,7 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
                                                                      bounds)
   if extra_keys is not None:
     try:
-      writer.small.update(extra_keys(bounds, fluid_um))
+      writer.small.update(extra_keys(bounds, fluid_um, supported))
     except BaseException:
       writer.abort()
       raise
@@ -214,9 +213,9 @@ def extra_columns(out: Dict, uncertain_um: float) -> Dict[str, list]:
 
 
 def low_support(supported: np.ndarray) -> np.ndarray:
-  """Scans [N] (or one scan) with every layer's thickness in fewer than LOW_SUPPORT of their
+  """Scans [N] (or one scan) with every layer's thickness in fewer than geom.LOW_SUPPORT of their
   columns, from supported [..., W]: warned about, and given no means in summary.csv."""
-  return np.asarray(supported).mean(axis=-1) < LOW_SUPPORT
+  return np.asarray(supported).mean(axis=-1) < geom.LOW_SUPPORT
 
 
 def summary_header(trained) -> list:
@@ -243,7 +242,7 @@ def fluid_area_text(fluid_um: np.ndarray, col_mm) -> str:
 def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
                  training_names=frozenset()) -> list:
   """summary.csv rows of one input file: per scan its scale, the share of supported columns
-  and two flags, `low_support` (a share below LOW_SUPPORT: then no thickness values, as an
+  and two flags, `low_support` (a share below geom.LOW_SUPPORT: then no thickness values, as an
   ETDRS sector less than half measured has none) and `in_training` (its name is one of the
   model's training scans), each layer's and the total thickness averaged over the supported
   columns (um), the fluid area (mm2) and the count of uncertain columns."""
@@ -282,9 +281,9 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   table and .eye. Returns the prediction file's `path`, its `scale` (inputs.resolve_scale), for a
   volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
   `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
-  (how many scans have every layer's thickness in fewer than LOW_SUPPORT of their columns) and its
-  `summary` rows of summary.csv and `in_training`, how many of its scans the model trained on
-  (by name)."""
+  (how many scans have every layer's thickness in fewer than geom.LOW_SUPPORT of their
+  columns) and its `summary` rows of summary.csv and `in_training`, how many of its scans the
+  model trained on (by name)."""
   from octseg_jax.outputs import volume_report
   from octseg_jax.serving.inference import scans_in_training, training_scan_names
   scale = inputs.resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
@@ -296,9 +295,10 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   pixel_um = scale["row_um"]
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   base = npz_path[:-len(".npz")]
-  extra_keys = None if vol is None else (lambda bounds, fluid_um: volume_report.write(
-      os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um,
-      trained.workdir))
+  extra_keys = None if vol is None else (
+      lambda bounds, fluid_um, supported: volume_report.write(
+          os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um,
+          trained.workdir, supported))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
   uncertain_um = float(trained.config.predict.uncertain_um)
@@ -385,7 +385,7 @@ def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float
   if done["low_support"]:
     print(f"warning: {done['low_support']} of {scans} of {path} "
           f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
-          f"than {LOW_SUPPORT:.0%} of the columns (the rest shaded 'no support'): is it a "
+          f"than {geom.LOW_SUPPORT:.0%} of the columns (the rest shaded 'no support'): is it a "
           "retinal B-scan like the model's training data?")
   if done["in_training"]:
     print(f"warning: {done['in_training']} of {scans} of {path} "

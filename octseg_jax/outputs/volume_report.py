@@ -5,15 +5,18 @@
 * NAME_etdrs.csv: rows C0, S1, N1, I1, T1, S2, N2, I2, T2; mean thickness per layer and
   `total` in um over the measured part of the sector (empty when less than
   enface.MIN_MEASURED of it is measured), `coverage`, the share of the sector's area within
-  reach of a B-scan, and `measured`, the share with a known total thickness
-  (octseg_jax.geometry.enface); `laterality` and `laterality_source` (file, --laterality, or
+  reach of a B-scan, `measured`, the share with a known total thickness
+  (octseg_jax.geometry.enface), and `supported`, the share of the measured part where the
+  model's own labels were in anatomical order (the columns summary.csv averages; elsewhere the
+  thickness is the order fix's); `laterality` and `laterality_source` (file, --laterality, or
   assumed: the sector names N and T depend on it); with the fluid head `fluid_mm3` and a last
   row `total` (6 mm disc);
 * NAME.eye: an eyepy EyeVolume with the scan and the predicted boundaries as layer annotations
   under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
   (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
-  fovea_mm [2], etdrs_um [9, 8], etdrs_coverage [9], etdrs_sectors, bscan_positions_mm [N],
+  fovea_mm [2], etdrs_um [9, 8], etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9],
+  etdrs_sectors, bscan_positions_mm [N],
   scale_mm [3], laterality, laterality_source (data.volumes.Volume).
 """
 
@@ -106,21 +109,29 @@ def fluid_height_um(fluid: np.ndarray, row_um: float) -> np.ndarray:
 
 
 def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[float]] = None,
-            fluid_um: Optional[np.ndarray] = None):
+            fluid_um: Optional[np.ndarray] = None, supported: Optional[np.ndarray] = None):
   """enface.analyse_volume for a Volume and boundaries [N, 8, W] in rows; with fluid heights
   [N, W] (um) also the en-face fluid map (`fluid_map_um` [G, G]), its ETDRS means
   (`etdrs_fluid_um` [9]) and volumes (`etdrs_fluid_mm3` [9], `fluid_mm3_total` over the
   6 mm disc). Fluid counts as measured only where the retina was found (ILM and BM: the
   total-thickness map is known), so its map is blank where that one is, a sector's volume is
   NaN where too little of it is measured (enface.MIN_MEASURED), and the disc's total is NaN
-  unless every sector has a volume."""
+  unless every sector has a volume. With supported [N, W] (bool: predict's columns whose labels
+  were in anatomical order) also `etdrs_supported` [9], the supported share of each sector's
+  measured part (NaN where the sector has no thickness values)."""
   values, inner = thickness_values(boundaries, volume.scale_mm[1] * 1000.0)
   if fluid_um is not None:
     fluid = geom.fluid_where_measured(fluid_um, boundaries)
     values = np.concatenate([values, fluid[:, None]], axis=1)
+  if supported is not None:
+    share = np.where(np.isfinite(values[:, MAP_NAMES.index("total")]), supported, np.nan)
+    values = np.concatenate([values, share[:, None]], axis=1)
   result = enface.analyse_volume(values, inner, volume.positions_mm, volume.scale_mm[2],
                                  volume.laterality, fovea_mm,
                                  measured_channel=MAP_NAMES.index("total"))
+  if supported is not None:
+    result["etdrs_supported"] = result["etdrs_um"][:, -1]
+    result["etdrs_um"], result["maps"] = result["etdrs_um"][:, :-1], result["maps"][:-1]
   if fluid_um is not None:
     result["fluid_map_um"], result["maps"] = result["maps"][-1], result["maps"][:-1]
     result["etdrs_fluid_um"] = result["etdrs_um"][:, -1]
@@ -132,11 +143,11 @@ def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[
 
 def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
           fovea_mm: Optional[Sequence[float]] = None, fluid_um: Optional[np.ndarray] = None,
-          model: str = "") -> dict:
+          model: str = "", supported: Optional[np.ndarray] = None) -> dict:
   """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys.
   fluid_um: fluid height per B-scan and A-scan [N, W] of a model with the fluid head; model:
-  the workdir named in the maps title."""
-  result = analyse(volume, boundaries, fovea_mm, fluid_um)
+  the workdir named in the maps title; supported: predict's supported columns [N, W]."""
+  result = analyse(volume, boundaries, fovea_mm, fluid_um, supported)
   write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result,
                   (volume.laterality, volume.laterality_source))
   source = "given with --fovea" if fovea_mm is not None else (
@@ -154,17 +165,32 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
         f"{result['fovea_mm'][1]:.2f}) mm ({source}), ETDRS sectors measured: "
         f"{int((measured > 0.999).sum())}/9 fully, {int((measured >= enface.MIN_MEASURED).sum())}"
         f"/9 at least {enface.MIN_MEASURED:.0%} (only those have thickness values)"
-        + "".join(f"; {n}" for n in volume.notes))
+        + support_text(result) + "".join(f"; {n}" for n in volume.notes))
   return {**fluid_keys(result), "thickness_maps_um": result["maps"].astype(np.float32),
           "map_x_mm": result["map_x_mm"], "map_y_mm": result["map_y_mm"],
           "map_covered": result["map_covered"], "fovea_mm": result["fovea_mm"],
           "etdrs_um": result["etdrs_um"], "etdrs_coverage": result["etdrs_coverage"],
           "etdrs_measured": result["etdrs_measured"],
+          **({} if supported is None else {"etdrs_supported": result["etdrs_supported"]}),
           "etdrs_sectors": np.array(enface.ETDRS_SECTORS), "map_names": np.array(MAP_NAMES),
           "bscan_positions_mm": np.asarray(volume.positions_mm, np.float64),
           "scale_mm": np.asarray(volume.scale_mm, np.float64),
           "laterality": np.array(volume.laterality),
           "laterality_source": np.array(volume.laterality_source)}
+
+
+def support_text(result: dict) -> str:
+  """'; supported in A-B% of a sector's measured part' (etdrs_supported: the model's own layer
+  order), with a warning when a sector falls below geometry.LOW_SUPPORT; '' without it."""
+  share = result.get("etdrs_supported")
+  if share is None or not np.isfinite(share).any():
+    return ""
+  text = (f"; supported (the model's own layer order) in {np.nanmin(share):.0%}-"
+          f"{np.nanmax(share):.0%} of a sector's measured part")
+  if np.nanmin(share) < geom.LOW_SUPPORT:
+    text += (" (below " + f"{geom.LOW_SUPPORT:.0%}" + ", ETDRS `supported`: the thickness "
+             "there is mostly the order fix's, not the model's; read with care)")
+  return text
 
 
 def laterality_text(volume: Volume, why: str = "") -> str:
@@ -186,25 +212,35 @@ def fluid_keys(result: dict) -> dict:
 
 
 def write_etdrs_csv(path: str, result: dict, laterality: Sequence[str]) -> None:
-  """One row per sector: mean thickness per map (um), coverage, measured, the laterality the
+  """One row per sector: mean thickness per map (um), coverage, measured, supported (when
+  predict gave it), the laterality the
   sectors are named for and where it came from ((laterality, source): nasal and temporal
   depend on it) and, with the fluid head, fluid_mm3; then a row `total` (the 6 mm disc)
   holding the fluid volume alone."""
-  fluid = result.get("etdrs_fluid_mm3")
+  fluid, supported = result.get("etdrs_fluid_mm3"), result.get("etdrs_supported")
   rows = []
   for i, (name, means, cov, meas) in enumerate(zip(
       enface.ETDRS_SECTORS, result["etdrs_um"], result["etdrs_coverage"],
       result["etdrs_measured"])):
     rows.append([name] + ["" if not np.isfinite(v) else f"{v:.1f}" for v in means]
-                + [f"{cov:.3f}", f"{meas:.3f}", *laterality]
+                + [f"{cov:.3f}", f"{meas:.3f}"] + _share(supported, i) + [*laterality]
                 + ([] if fluid is None else [_mm3(fluid[i])]))
   header = ["sector"] + [f"{n}_um" if n != "total" else "total_um" for n in MAP_NAMES]
-  header += ["coverage", "measured", "laterality", "laterality_source"]
+  header += ["coverage", "measured"] + (["supported"] if supported is not None else [])
+  header += ["laterality", "laterality_source"]
   header += [] if fluid is None else ["fluid_mm3"]
   if fluid is not None:
-    rows.append(["total"] + [""] * (len(MAP_NAMES) + 2) + [*laterality]
+    rows.append(["total"] + [""] * (len(MAP_NAMES) + 2) + _share(supported, None)
+                + [*laterality]
                 + [_mm3(result["fluid_mm3_total"])])
   write_csv(path, header, rows)
+
+
+def _share(supported, i) -> list:
+  """The `supported` cell of sector i ([] without the column; empty on the total row)."""
+  if supported is None:
+    return []
+  return ["" if i is None or not np.isfinite(supported[i]) else f"{supported[i]:.3f}"]
 
 
 def _mm3(v) -> str:

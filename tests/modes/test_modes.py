@@ -107,11 +107,11 @@ def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tm
       cells = list(csv.DictReader(f))
     shares += [np.mean([int(r["supported"]) for r in cells if r["scan"] == name])
                for name in {r["scan"] for r in cells}]
-  low = sum(share < predict.LOW_SUPPORT for share in shares)
+  low = sum(share < geom.LOW_SUPPORT for share in shares)
   manifest = json.loads((out / "manifest.json").read_text())
   assert manifest["scans_with_low_support"] == low
   assert ("warning:" in capsys.readouterr().out) == (low > 0)
-  monkeypatch.setattr(predict, "LOW_SUPPORT", 1.01)       # every scan is below it
+  monkeypatch.setattr(geom, "LOW_SUPPORT", 1.01)       # every scan is below it
   predict.run(workdir, str(tmp_path / "in" / "one.png"), str(tmp_path / "low"), figures="none")
   assert json.loads((tmp_path / "low" / "manifest.json").read_text())[
       "scans_with_low_support"] == 1

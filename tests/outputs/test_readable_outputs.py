@@ -69,6 +69,34 @@ def test_etdrs_measured_is_below_1_where_part_of_a_sector_has_no_thickness():
   assert np.isnan(part["etdrs_um"][empty]).all() and np.isfinite(part["etdrs_um"][~empty]).all()
 
 
+def test_etdrs_supported_is_the_share_of_columns_in_the_model_s_own_order(tmp_path, capsys):
+  """Every column supported: 1 in every sector, the same thickness as without the flag; the
+  B-scans superior of the fovea unsupported: S2 (all above) 0, I2 and C0 (none above) 1, the
+  sectors between in between; the CSV's `supported` column and the console line say so."""
+  vol, truth = synthetic.generate_volume(61, 160, 192, scale_mm=(0.1, 0.00387, None),
+                                         render_images=False)
+  bounds = np.stack([geom.boundaries_from_labels(m) for m in vol.masks])
+  plain = volume_report.analyse(vol, bounds, truth["fovea_mm"])
+  everywhere = np.ones(bounds[:, 0].shape, bool)
+  full = volume_report.analyse(vol, bounds, truth["fovea_mm"], supported=everywhere)
+  np.testing.assert_array_equal(full["etdrs_supported"], np.ones(9))
+  np.testing.assert_array_equal(full["etdrs_um"], plain["etdrs_um"])
+  np.testing.assert_array_equal(full["maps"], plain["maps"])
+  above = vol.positions_mm > truth["fovea_mm"][1] + 0.6             # outside C0 (0.5 mm)
+  part = volume_report.analyse(vol, bounds, truth["fovea_mm"],
+                               supported=everywhere & ~above[:, None])
+  share = dict(zip(("C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2"),
+                   part["etdrs_supported"]))
+  assert share["S2"] == 0 and share["I2"] == 1 and share["C0"] == 1 and share["I1"] == 1
+  assert 0 < share["S1"] < 1 and 0 < share["N2"] < 1 and 0 < share["T2"] < 1
+  assert volume_report.support_text(full) == ("; supported (the model's own layer order) in "
+                                              "100%-100% of a sector's measured part")
+  assert "below 50%" in volume_report.support_text(part)
+  volume_report.write_etdrs_csv(str(tmp_path / "e.csv"), part, ("OD", "file"))
+  rows = list(csv.DictReader(open(tmp_path / "e.csv")))
+  assert [r["supported"] for r in rows] == [f"{v:.3f}" for v in part["etdrs_supported"]]
+
+
 def test_fluid_is_not_measured_where_no_retina_was_found(tmp_path):
   """A cyst superior of the fovea, and no boundary in the B-scans above it: the fluid there
   is unknown, not 0. The fluid map is blank exactly where the total-thickness map is, sector
@@ -186,9 +214,9 @@ def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path)
   last = rows[-1]
   assert last["scan"] == names[2] and float(last["row_um"]) == 3.87 and last["col_um"] == ""
   assert float(last["supported_share"]) == pytest.approx(ok.mean(), abs=5e-4)
-  assert last["low_support"] == str(int(ok.mean() < predict.LOW_SUPPORT))
+  assert last["low_support"] == str(int(ok.mean() < geom.LOW_SUPPORT))
   assert last["in_training"] == "0"
-  if ok.mean() >= predict.LOW_SUPPORT:  # the total: the layers' sum over supported columns
+  if ok.mean() >= geom.LOW_SUPPORT:  # the total: the layers' sum over supported columns
     assert float(last["total_um"]) == pytest.approx(t[:, ok].sum(axis=0).mean(), abs=5e-3)
   else:                                 # too little supported: no values, as in ETDRS sectors
     assert last["total_um"] == ""
