@@ -153,7 +153,8 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   source = "given with --fovea" if fovea_mm is not None else (
       "found" if result["fovea_found"] else "NOT FOUND: the scan centre is used")
   plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume,
-            stem + (f" (model: {model})" if model else "") + f"; fovea {source}")
+            stem + (f" (model: {model})" if model else "") + f"; fovea {source}"
+            + support_text(result, short=True))
   if len(volume) >= 2:
     write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
   else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them
@@ -179,15 +180,20 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
           "laterality_source": np.array(volume.laterality_source)}
 
 
-def support_text(result: dict) -> str:
+def support_text(result: dict, short: bool = False) -> str:
   """'; supported in A-B% of a sector's measured part' (etdrs_supported: the model's own layer
-  order), with a warning when a sector falls below geometry.LOW_SUPPORT; '' without it."""
+  order), with a warning when a sector falls below geometry.LOW_SUPPORT; '' without it. short:
+  the maps title's wording."""
   share = result.get("etdrs_supported")
   if share is None or not np.isfinite(share).any():
     return ""
-  text = (f"; supported (the model's own layer order) in {np.nanmin(share):.0%}-"
-          f"{np.nanmax(share):.0%} of a sector's measured part")
-  if np.nanmin(share) < geom.LOW_SUPPORT:
+  low, high = np.nanmin(share), np.nanmax(share)
+  if short:
+    return (f"; model's own layer order in {low:.0%}-{high:.0%} of a sector"
+            + (" (low: thickness partly the order fix's)" if low < geom.LOW_SUPPORT else ""))
+  text = (f"; supported (the model's own layer order) in {low:.0%}-{high:.0%} of a sector's "
+          "measured part")
+  if low < geom.LOW_SUPPORT:
     text += (" (below " + f"{geom.LOW_SUPPORT:.0%}" + ", ETDRS `supported`: the thickness "
              "there is mostly the order fix's, not the model's; read with care)")
   return text
