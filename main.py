@@ -81,6 +81,8 @@ def _config_file_problem(argv):
     else:
       continue
     path = path.split(":")[0]          # config_flags allows FILE:ARGUMENT
+    if os.path.isdir(path):
+      return f"--config={path}: is a folder; give a config file such as configs/tiny.py"
     if not os.path.isfile(path):
       return f"--config={path}: no such file"
     try:

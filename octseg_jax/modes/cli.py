@@ -95,7 +95,9 @@ def dispatch(flags, override_args=()) -> None:
     return
   workdir = _needs(flags.workdir, "workdir", mode)
   if not os.path.isdir(workdir):
-    raise InputError(f"{workdir}: no such workdir")
+    raise InputError(f"--workdir={workdir}: " + ("is a file, not a workdir (a folder)"
+                                                  if os.path.exists(workdir) else
+                                                  "no such workdir"))
   overrides = _inference_overrides(flags, workdir, override_args)
   if mode in ("predict", "explain"):         # before the output folder is announced
     _needs(flags.input, "input", mode)

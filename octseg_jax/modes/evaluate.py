@@ -64,9 +64,10 @@ def check_common_validation(members) -> None:
   for m in members[1:]:
     other = m.split["val"].get("sha256")
     if m.split["val"]["names"] != names or (digest and other and other != digest):
-      raise InputError(f"{m.workdir}/split.json: validation scans differ from those of "
-                       f"{members[0].workdir} (members of other folds?); an ensemble is scored "
-                       "on one common split, so give it labelled scans with --input")
+      raise InputError(f"--input: needed to score this ensemble: its members were validated on "
+                       f"different scans ({m.workdir}/split.json against {members[0].workdir}'s: "
+                       "members of other folds?), so it has no common split; give labelled "
+                       "scans that none of its members trained on")
 
 
 def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, read=None,

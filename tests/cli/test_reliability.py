@@ -361,10 +361,17 @@ def test_config_file_problems(tmp_path, capsys):
   broken = tmp_path / "broken.py"
   broken.write_text("def get_config(:\n")
   for path, message in ((tmp_path / "none.py", "no such file"),
+                        (tmp_path, "is a folder; give a config file such as configs/tiny.py"),
                         (broken, "not a readable Python config file (SyntaxError")):
     status, err = _cli(capsys, f"--config={path}", f"--workdir={tmp_path}/w")
     assert status == 2 and len(err) == 1 and err[0].startswith(f"error: --config={path}: {message}")
   assert not (tmp_path / "w").exists()
+  note = tmp_path / "notes.txt"
+  note.write_text("a file, not a workdir")
+  for workdir, message in ((note, "is a file, not a workdir (a folder)"),
+                           (tmp_path / "gone", "no such workdir")):
+    status, err = _cli(capsys, "--mode=predict", f"--workdir={workdir}", "--input=x.npz")
+    assert status == 2 and err == [f"error: --workdir={workdir}: {message}"]
 
 
 def test_every_shipped_config_is_valid():

@@ -210,9 +210,10 @@ def test_members_with_different_validation_splits_are_refused():
   b = types.SimpleNamespace(split={"val": {"names": ["s2"]}}, workdir="b")
   with pytest.raises(InputError) as refused:
     evaluate.check_common_validation([a, b])
-  assert str(refused.value) == ("b/split.json: validation scans differ from those of a "
-                                "(members of other folds?); an ensemble is scored on one "
-                                "common split, so give it labelled scans with --input")
+  assert str(refused.value) == ("--input: needed to score this ensemble: its members were "
+                                "validated on different scans (b/split.json against a's: "
+                                "members of other folds?), so it has no common split; give "
+                                "labelled scans that none of its members trained on")
   # Same names, other pixels (val.sha256) are refused; a member without a digest is not.
   c, d, e = (types.SimpleNamespace(split={"val": {"names": ["s1"], **v}}, workdir=w)
              for v, w in (({"sha256": "x"}, "c"), ({"sha256": "y"}, "d"), ({}, "e")))
