@@ -354,11 +354,9 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
   handles.append(Patch(facecolor="0.85", label=NO_SUPPORT))
   if uncertain is not None and np.any(uncertain):
     handles.append(uncertain_patch(uncertain_um))
-  if masked.all():
-    axes[3].text(0.5, 0.5, "nothing measured: no column has every boundary", fontsize=10,
-                 transform=axes[3].transAxes, ha="center", va="center")
-  fig.suptitle(heading(title or "layer thickness", model, "thickness of each layer in um"),
-               fontsize=9)
+  detail = "thickness of each layer in um" + (
+      "; NOTHING MEASURED: no column has every boundary in layer order" if masked.all() else "")
+  fig.suptitle(heading(title or "layer thickness", model, detail), fontsize=9)
   fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
   save_figure(path, fig)
 
