@@ -41,10 +41,18 @@ def test_output_that_would_replace_the_input_is_refused(trained_workdir, tmp_pat
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images)
   before = file_hashes(tmp_path)
   status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path)
-  assert status == 2 and len(err) == 1
-  assert err[0] == (f"error: --output={tmp_path}: the output {tmp_path}/scan.npz would replace "
-                    "the input file of that name; choose another output folder")
+  assert status == 2 and err == [f"error: --output={tmp_path}: holds the input scan.npz; "
+                                 "outputs beside the inputs would be read as scans by the next "
+                                 "run of that folder; choose another output folder"]
   assert file_hashes(tmp_path) == before                     # nothing written, input unchanged
+  linked = tmp_path / "out"                  # an output name that is a link to the input
+  linked.mkdir()
+  (linked / "scan.npz").symlink_to(tmp_path / "scan.npz")
+  status, err = _predict(capsys, workdir, tmp_path / "scan.npz", linked)
+  assert status == 2 and err == [f"error: --output={linked}: the output {linked}/scan.npz would "
+                                 "replace the input file of that name; choose another output "
+                                 "folder"]
+  assert file_hashes(tmp_path) == {**before, "out/scan.npz": before["scan.npz"]}   # the link
 
 
 def test_same_stem_and_same_scan_names_get_distinct_outputs(trained_workdir, tmp_path, capsys):
