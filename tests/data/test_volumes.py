@@ -269,8 +269,8 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
     np.testing.assert_allclose(d["bscan_positions_mm"], np.arange(6) * 0.123)
     np.testing.assert_allclose(d["scale_mm"], volumes.DUKE_DME_SCALE_MM)
   rows = (out / "Subject_03_etdrs.csv").read_text().splitlines()
-  assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-4:] == [
-      "coverage", "measured", "laterality", "laterality_source"]
+  assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-5:] == [
+      "coverage", "measured", "supported", "laterality", "laterality_source"]
   assert [r.split(",")[0] for r in rows[1:]] == list(enface.ETDRS_SECTORS)
   assert {tuple(r.split(",")[-2:]) for r in rows[1:]} == {("OS", "--laterality")}
   manifest = json.loads((out / "manifest.json").read_text())

@@ -225,8 +225,8 @@ def test_predict_volume_writes_fluid_volumes(heads_workdir, tmp_path):
   write_npz(str(tmp_path / "vol.npz"), images=vol.images, scale_mm=np.array(vol.scale_mm))
   _predict(heads_workdir, tmp_path / "vol.npz", tmp_path / "out", "--volume")
   rows = list(csv.reader(open(tmp_path / "out" / "vol_etdrs.csv")))
-  assert rows[0][-5:] == ["coverage", "measured", "laterality", "laterality_source",
-                         "fluid_mm3"] and rows[-1][0] == "total"
+  assert rows[0][-6:] == ["coverage", "measured", "supported", "laterality",
+                         "laterality_source", "fluid_mm3"] and rows[-1][0] == "total"
   assert {tuple(r[-3:-1]) for r in rows[1:]} == {("OD", volumes.LATERALITY_ASSUMED)}
   with np.load(tmp_path / "out" / "vol.npz") as out:
     fluid_um = out["fluid"].sum(axis=1) * 15.5                      # [N, W]
