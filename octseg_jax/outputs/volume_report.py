@@ -16,8 +16,8 @@
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
   (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
   fovea_mm [2], etdrs_um [9, 8], etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9],
-  etdrs_sectors, bscan_positions_mm [N],
-  scale_mm [3], laterality, laterality_source (data.volumes.Volume).
+  etdrs_sectors, bscan_positions_mm [N], scale_mm [3], laterality, laterality_source
+  (data.volumes.Volume).
 """
 
 import os
@@ -219,10 +219,9 @@ def fluid_keys(result: dict) -> dict:
 
 def write_etdrs_csv(path: str, result: dict, laterality: Sequence[str]) -> None:
   """One row per sector: mean thickness per map (um), coverage, measured, supported (when
-  predict gave it), the laterality the
-  sectors are named for and where it came from ((laterality, source): nasal and temporal
-  depend on it) and, with the fluid head, fluid_mm3; then a row `total` (the 6 mm disc)
-  holding the fluid volume alone."""
+  predict gave it), the laterality the sectors are named for and where it came from
+  ((laterality, source): nasal and temporal depend on it) and, with the fluid head, fluid_mm3;
+  then a row `total` (the 6 mm disc) holding the fluid volume alone."""
   fluid, supported = result.get("etdrs_fluid_mm3"), result.get("etdrs_supported")
   rows = []
   for i, (name, means, cov, meas) in enumerate(zip(
