@@ -37,6 +37,9 @@ from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.modes import evaluate  # noqa: E402
 from octseg_jax.outputs.folder_run import check_output_folder  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
+from octseg_jax.outputs.training_log import LOG_FILE  # noqa: E402
+from octseg_jax.runtime import provenance  # noqa: E402
+from octseg_jax.serving.workdir import CONFIG_FILE, SPLIT_FILE  # noqa: E402
 from octseg_jax.serving.inference import (  # noqa: E402
     ENSEMBLE_FILE, check_ensemble_settings, is_ensemble)
 
@@ -59,7 +62,7 @@ def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
              | ({"settings": settings} if settings else {}))
 
 
-MEMBER_FILES = ("config.json", "split.json", "log.csv", "provenance.json")
+MEMBER_FILES = (CONFIG_FILE, SPLIT_FILE, LOG_FILE, provenance.FILENAME)
 
 
 def package(output: str, workdirs, flip: bool, settings=None) -> None:

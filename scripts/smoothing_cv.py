@@ -78,11 +78,11 @@ def check_disjoint_folds(name: str, workdirs) -> None:
   """Refuses a set whose fold models share validation subjects (split.json; an ensemble's
   first member's): leave-one-fold-out needs folds scored on different eyes."""
   from octseg_jax.serving.inference import is_ensemble, read_ensemble_file
-  from octseg_jax.serving.workdir import read_json
+  from octseg_jax.serving.workdir import SPLIT_FILE, read_json
   seen = {}
   for w in workdirs:
     first = read_ensemble_file(w)["members"][0] if is_ensemble(w) else w
-    path = os.path.join(first, "split.json")
+    path = os.path.join(first, SPLIT_FILE)
     if not os.path.exists(path):
       raise InputError(f"--set={name}: {path} does not exist (not a trained workdir?)")
     for subject in read_json(path)["val"]["subjects"]:

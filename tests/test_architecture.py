@@ -98,7 +98,11 @@ def test_the_rule_finds_an_upward_import(tmp_path, monkeypatch):
 
 PURE = ("models", "geometry", "learning", "cam", os.path.join("data", "preprocessing.py"))
 IO_NAMES = {"open", "print", "input"}
-IO_MODULES = {"os", "sys", "io", "shutil", "glob", "json", "csv", "pickle", "matplotlib", "PIL"}
+IO_ATTRIBUTES = {"save", "savez", "savez_compressed", "load", "loadtxt", "savetxt", "tofile",
+                 "fromfile", "write_text", "write_bytes", "read_text", "read_bytes", "print"}
+IO_MODULES = {"os", "sys", "io", "shutil", "glob", "json", "csv", "pickle", "pathlib",
+              "tempfile", "subprocess", "logging", "absl", "orbax", "tensorboardX", "matplotlib",
+              "PIL", "imageio", "scipy.io"}
 
 
 def io_in_pure_math(root=None):
@@ -112,11 +116,16 @@ def io_in_pure_math(root=None):
       with open(path) as f:
         tree = ast.parse(f.read(), path)
       where = os.path.relpath(path, root or ROOT)
-      out += [f"{where}:{n.lineno} calls {n.func.id}" for n in ast.walk(tree)
-              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-              and n.func.id in IO_NAMES]
-      out += [f"{where}:{line} imports {m}" for line, m in imported_modules(path)
-              if m.split(".")[0] in IO_MODULES]
+      calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+      out += [f"{where}:{n.lineno} calls {n.func.id}" for n in calls
+              if isinstance(n.func, ast.Name) and n.func.id in IO_NAMES]
+      out += [f"{where}:{n.lineno} calls .{n.func.attr}" for n in calls   # np.save, debug.print
+              if isinstance(n.func, ast.Attribute) and n.func.attr in IO_ATTRIBUTES]
+      names = list(imported_modules(path)) + [            # and from scipy import io
+          (n.lineno, f"{n.module}.{a.name}") for n in ast.walk(tree)
+          if isinstance(n, ast.ImportFrom) and n.module and not n.level for a in n.names]
+      out += sorted({f"{where}:{line} imports {m}" for line, m in names
+                     if m.split(".")[0] in IO_MODULES or ".".join(m.split(".")[:2]) in IO_MODULES})
   return out
 
 
@@ -129,9 +138,11 @@ def test_the_io_rule_finds_a_print_and_a_file_module(tmp_path):
     (tmp_path / "octseg_jax" / folder).mkdir(parents=True)
   (tmp_path / "octseg_jax" / "data" / "preprocessing.py").write_text("x = 1\n")
   (tmp_path / "octseg_jax" / "geometry" / "bad.py").write_text(
-      "import numpy as np\ndef f():\n  print(1)\n  import os.path\n")
-  assert io_in_pure_math(str(tmp_path)) == ["octseg_jax/geometry/bad.py:3 calls print",
-                                            "octseg_jax/geometry/bad.py:4 imports os.path"]
+      "import numpy as np\ndef f():\n  print(1)\n  import os.path\n  np.save('x', 1)\n"
+      "  from scipy import io\n  from scipy import ndimage\n")
+  assert sorted(io_in_pure_math(str(tmp_path))) == [
+      "octseg_jax/geometry/bad.py:3 calls print", "octseg_jax/geometry/bad.py:4 imports os.path",
+      "octseg_jax/geometry/bad.py:5 calls .save", "octseg_jax/geometry/bad.py:6 imports scipy.io"]
 
 
 def test_configs_import_only_the_schema_and_each_other():

@@ -212,11 +212,13 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   started = time.time()
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
   files, skipped = inputs.list_inputs(input_path) if input_path else ([], [])
-  run_out = RunOutputs(check_output_folder(output), files, "eval")
+  stored = inference.stored_config(workdir, overrides).data
+  run_out = RunOutputs(check_output_folder(output), files, "eval",
+                       [input_path or pipeline.data_folder(stored)])    # what is read whole
   for base, suffixes in OUTPUTS:
     run_out.refuse_replacing(base, suffixes)
-  read = read_to_score(input_path, files, run_out,                # before the model is loaded
-                       inference.stored_config(workdir, overrides).data, pixel_um_option)
+  read = read_to_score(input_path, files, run_out, stored,      # before the model is loaded
+                       pixel_um_option)
   trained = inference.load_trained(workdir, overrides)
   images, masks, fluid, subjects, names, data_name, scale = scans_to_score(
       trained, input_path, run_out, read, skipped)

@@ -479,7 +479,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   box = checked_box(box or (overrides or {}).get("explain.box"), target, cfg.box)
   kinds = faithfulness_kinds(faithfulness_flag)
   files, skipped = inputs.list_inputs(input_path)
-  run_out = RunOutputs(check_output_folder(output), files, "explain")
+  run_out = RunOutputs(check_output_folder(output), files, "explain", [input_path])
   run_out.refuse_replacing("cam_stats", (".json", ".md"))
   single = os.path.isfile(input_path)       # one file is read before the model is loaded
   sets = inputs.read_scaled(files, run_out.failed, stored.data, pixel_um_option,

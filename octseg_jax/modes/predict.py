@@ -466,7 +466,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   max_side = int(stored.data.max_image_side)
   files, skipped = inputs.list_inputs(input_path)
   folder = check_output_folder(output)
-  outputs = RunOutputs(folder, files, "predict")
+  outputs = RunOutputs(folder, files, "predict", [input_path])
   stems = unique_stems(files)
   for stem in stems:                                   # a volume's outputs share its stem
     outputs.refuse_replacing(stem, FILE_SUFFIXES + VOLUME_SUFFIXES)

@@ -90,10 +90,14 @@ class RunOutputs:
   replace inputs, each other or a user's files.
   """
 
-  def __init__(self, folder: str, inputs: Iterable[str], mode: str):
+  def __init__(self, folder: str, inputs: Iterable[str], mode: str,
+               read_folders: Sequence[Optional[str]] = ()):
     self.folder = folder
     self.mode = mode
+    inputs = list(inputs)
     self.inputs = {os.path.realpath(f) for f in inputs}
+    self.given = [os.path.abspath(f) for f in inputs]       # as given: links not resolved
+    self.read_folders = [f for f in read_folders if f]      # folders the run reads as a whole
     self.claimed: set = set()
     self.written: List[str] = []
     self.problems: List[List[str]] = []          # [file, 'failed' | 'skipped', reason]
@@ -122,15 +126,23 @@ class RunOutputs:
                          "choose another output folder")
 
   def refuse_input_folder(self) -> None:
-    """InputError when the folder holds input files: outputs beside them (figures, .npz) would
-    be read as scans by the next run of that folder."""
-    here = os.path.realpath(self.folder)
-    beside = sorted(f for f in self.inputs if os.path.dirname(f) == here)
+    """InputError when the folder is one the run reads (the --input folder, eval's data folder)
+    or holds input files, by the folders as given (a folder of links to files elsewhere
+    counts) and as the file system sees them (os.path.samefile: letter case, links): outputs
+    there (figures, .npz) would be read as scans by the next run of that folder."""
+    if not os.path.isdir(self.folder):
+      return                                          # a folder still to be made holds nothing
+    same = lambda where: os.path.isdir(where) and os.path.samefile(where, self.folder)
+    beside = sorted(os.path.basename(f) for f in self.given if same(os.path.dirname(f)))
     if beside:
-      raise InputError(f"--output={self.folder}: holds the input {os.path.basename(beside[0])}"
+      raise InputError(f"--output={self.folder}: holds the input {beside[0]}"
                        f"{f' and {len(beside) - 1} more' if len(beside) > 1 else ''}; outputs "
                        "beside the inputs would be read as scans by the next run of that folder; "
                        "choose another output folder")
+    if any(same(f) for f in self.read_folders):
+      raise InputError(f"--output={self.folder}: is the folder the scans are read from; outputs "
+                       "there would be read as scans by the next run of that folder; choose "
+                       "another output folder")
 
   def claim(self, base: str, suffixes: Sequence[str]) -> List[str]:
     """Paths BASE[_k]SUFFIX, the first k at which none is claimed, an input, or a file or folder

@@ -194,8 +194,8 @@ def support_text(result: dict, short: bool = False) -> str:
   text = (f"; supported (the model's own layer order) in {low:.0%}-{high:.0%} of a sector's "
           "measured part")
   if low < geom.LOW_SUPPORT:
-    text += (" (below " + f"{geom.LOW_SUPPORT:.0%}" + ", ETDRS `supported`: the thickness "
-             "there is mostly the order fix's, not the model's; read with care)")
+    text += (f" (below {geom.LOW_SUPPORT:.0%}, the ETDRS table's supported column: the "
+             "thickness there is mostly the order fix's, not the model's; read with care)")
   return text
 
 

@@ -244,6 +244,27 @@ def test_outputs_are_refused_beside_their_inputs(trained_workdir, tmp_path, caps
     assert sorted(os.listdir(tmp_path)) == before
 
 
+def test_the_input_folder_is_found_through_links_and_read_folders(tmp_path):
+  """A folder of links to scans elsewhere is the input folder (not the links' targets); a link
+  to the input folder is that folder; a folder the run reads whole (eval's data folder, an
+  export folder given as --input) is refused though it lists no input file."""
+  from octseg_jax.outputs.folder_run import RunOutputs
+  data, links = tmp_path / "data", tmp_path / "links"
+  data.mkdir()
+  links.mkdir()
+  write_npz(str(data / "a.npz"), images=IMG)
+  (links / "a.npz").symlink_to(data / "a.npz")
+  (tmp_path / "alias").symlink_to(links)
+  inputs = [str(links / "a.npz")]
+  for folder in (links, tmp_path / "alias"):
+    with pytest.raises(InputError, match="holds the input a.npz; outputs beside"):
+      RunOutputs(str(folder), inputs, "predict", [str(links)]).refuse_input_folder()
+  RunOutputs(str(data), inputs, "predict", [str(links)]).refuse_input_folder()    # not named
+  RunOutputs(str(tmp_path / "new"), inputs, "predict").refuse_input_folder()      # not made yet
+  with pytest.raises(InputError, match="is the folder the scans are read from"):
+    RunOutputs(str(data), [], "eval", [None, str(data)]).refuse_input_folder()
+
+
 @pytest.mark.parametrize("mode", ["predict", "eval", "explain"])
 def test_a_single_unreadable_file_leaves_no_output_folder(trained_workdir, tmp_path, capsys,
                                                           mode):
