@@ -169,8 +169,9 @@ def score_outputs(trained, outputs, masks, fluid, subjects, pixel_um: float) -> 
       bar.update()
   result = scoring.score(probs, masks, subjects, pixel_um, None, fluid if known else None,
                          smooth_sd, geometry)
-  if scoring.partly_unknown_fluid(fluid):
-    result["topology"]["by_fluid_columns_skipped"] = scoring.partly_unknown_fluid(fluid)
+  unknown = scoring.partly_unknown_fluid(fluid)
+  if unknown:
+    result["topology"]["by_fluid_columns_skipped"] = unknown
   true_bounds = np.concatenate([geom.boundaries_from_labels(m) for m in masks], axis=-1)
   supported = np.concatenate([geom.supported_columns(np.argmax(p, -1), g[2])
                               for p, g in zip(probs, geometry)])

@@ -133,7 +133,8 @@ class RunOutputs:
     if not os.path.isdir(self.folder):
       return                                          # a folder still to be made holds nothing
     same = lambda where: os.path.isdir(where) and os.path.samefile(where, self.folder)
-    beside = sorted(os.path.basename(f) for f in self.given if same(os.path.dirname(f)))
+    held = {where for where in {os.path.dirname(f) for f in self.given} if same(where)}
+    beside = sorted(os.path.basename(f) for f in self.given if os.path.dirname(f) in held)
     if beside:
       raise InputError(f"--output={self.folder}: holds the input {beside[0]}"
                        f"{f' and {len(beside) - 1} more' if len(beside) > 1 else ''}; outputs "
