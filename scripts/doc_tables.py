@@ -592,6 +592,24 @@ def minutes(seconds: float) -> str:
   return f"{whole // 60} min {whole % 60} s"
 
 
+ROAD_VS_DELETION = f"{EXPLAIN}/subject07_b11_all_layers/cam_stats.json"   # v1, one scan
+
+
+def results_road_vs_deletion(src: Sources) -> str:
+  """Per layer class at dec0_conv1: removal areas with ROAD and with mean-fill deletion, each
+  against its own random order (docs/results.md 3.2)."""
+  m = src.json(ROAD_VS_DELETION)["mean"]["dec0_conv1"]
+  rows = []
+  for c, name in list(enumerate(LAYER_NAMES))[1:]:
+    road, dele = m["road_morf_area"][c], m["deletion_area"][c]
+    rows.append([name, f"{road:.3f}", f"{m['road_random_area'][c]:.3f}",
+                 "yes" if road < m["road_random_area"][c] else "**no**", f"{dele:.3f}",
+                 f"{m['random_deletion_area'][c]:.3f}",
+                 "yes" if dele < m["random_deletion_area"][c] else "**no**"])
+  return table(["layer", "ROAD MoRF", "ROAD random", "ROAD MoRF < random", "deletion (map order)",
+                "deletion random", "deletion < random"], rows)
+
+
 def faithful(src: Sources, rel: str, layer: str = "dec0_conv1") -> int:
   """faithful_classes of a layer in an explain run's cam_stats.json or a compare_cams.py output."""
   got = src.json(rel)
@@ -1951,7 +1969,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cv_layers, results_cv_folds, results_cv_boundaries, results_gpu_ablations,
         results_gpu_ablations_noise, results_topology, results_topology_effect, results_cam,
         results_cam_localisation, results_cam_compare_gradcam, results_cam_compare_others,
-        results_cam_compare_subject01, results_cam_pretrained, results_cam_pretrained_summary,
+        results_cam_compare_subject01, results_road_vs_deletion, results_cam_pretrained,
+        results_cam_pretrained_summary,
         results_explain_time, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
