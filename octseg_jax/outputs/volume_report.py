@@ -371,12 +371,12 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
   side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
-  fig.suptitle(f"{title}; {side}, {len(volume)} B-scans, scale "
+  fig.suptitle(f"{title}\n{side}, {len(volume)} B-scans, scale "     # lines no wider than the maps
                f"{volume.scale_mm[1] * 1e3:.4g} um per row, {volume.scale_mm[2] * 1e3:.4g} um per "
                f"column, {bscan_spacing_text(volume)} "
                f"({volume.scale_source})\nblank = no thickness measured, or farther than "
                f"{enface.REACH_MM} mm from a B-scan; thickness colours clipped at the 2nd-98th "
-               f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart); ETDRS sectors: mean "
+               f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart)\nETDRS sectors: mean "
                f"total thickness (um), '-' = less than {enface.MIN_MEASURED:.0%} of the sector "
                "measured", fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
