@@ -268,14 +268,16 @@ def run(flags, override_args=()) -> int:
   try:
     dispatch(flags, override_args)
   except InputError as e:
+    folder_run.end_unfinished(refused=True)      # a refused run leaves no half-written output
     print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
   except OSError as e:
+    folder_run.end_unfinished(refused=True)
     print(f"error: {one_line(_os_error_line(e, flags))}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)
     return 130
   finally:
-    folder_run.release_locks()         # of a run that ended in an error (finish() releases)
+    folder_run.end_unfinished()        # an interrupted run keeps its records for the next run
   return 0

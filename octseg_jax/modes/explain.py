@@ -58,6 +58,14 @@ def model_box(box, placement: preprocessing.Placement):
   return out
 
 
+def refuse_box_outside_views(sets, trained, box, max_scans: int) -> None:
+  """InputError (model_box) before anything is written when --cam_box misses the model's view
+  of a scan the run would explain."""
+  for scans, _ in sets:
+    for image in scans.images[:max_scans]:
+      model_box(box, inference.prepare(trained, image)[2])
+
+
 def box_in_view(box, placement: preprocessing.Placement) -> tuple:
   """(row0, col0, row1, col1) in scan pixels, cut to the model's view of the scan (its band of
   rows, all columns): the part of the box whose pixels the maps explain (model_box)."""
@@ -492,6 +500,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     run_out.skipped(path, "not a scan file (no scan extension)")
   # Read before the folder is made: nothing is written for a bad single file.
   sets = sets or inputs.read_scaled(files, run_out.failed, stored.data, pixel_um_option)
+  if target == "box":
+    refuse_box_outside_views(sets, trained, box, int(cfg.max_scans))
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{method}, target '{target}' "

@@ -8,7 +8,9 @@ the start, and each later claim is appended to .output.claims (one JSON string p
 its file is written, so a run of N files writes O(N) bytes of records, not a manifest per claim;
 the run writes the manifest again last, complete, and removes the claims file. A folder whose
 manifest is not complete holds an interrupted run, whose outputs (the manifest's and the claims
-file's names) and leftover temporary files the next run into that folder removes.
+file's names) and leftover temporary files the next run into that folder removes. A run refused
+after its start (bad input, a full disk) removes its own outputs and records at once
+(end_unfinished), and the folder if it made it.
 """
 
 import fnmatch
@@ -25,14 +27,25 @@ from octseg_jax.outputs.lock import FolderLock, pid_alive
 MANIFEST = "manifest.json"
 OUTPUT_LOCK = ".output.lock"
 CLAIMS = ".output.claims"     # an unfinished run's claims after its start (not TEMP_PATTERN's)
-_HELD = []                    # output-folder locks this process holds (release_locks)
+_UNFINISHED = []              # runs of this process started and not finished (end_unfinished)
 
 
-def release_locks() -> None:
-  """Releases the output-folder locks of runs of this process that ended without finish()
-  (an error): called by the command line after every mode."""
-  while _HELD:
-    _HELD.pop().release()
+def end_unfinished(refused: bool = False) -> None:
+  """Ends the runs of this process that stopped without finish() (an error), releasing their
+  locks: called by the command line after every mode. A refused run (bad input or a full disk,
+  `refused`) also removes what it wrote, its records and the folder it made, if that is then
+  empty, so that no half-written output stays; an interrupted one keeps its records, for the
+  next run into the folder to clear."""
+  while _UNFINISHED:
+    run = _UNFINISHED.pop()
+    try:
+      if refused:
+        run.abandon()
+      run.lock.release()
+      if refused and run.made_folder and not os.listdir(run.folder):
+        os.rmdir(run.folder)
+    except OSError:      # the error being reported matters more than a leftover
+      pass
 ERRORS = "errors.csv"
 RECORDS = (MANIFEST, ERRORS, CLAIMS)     # the folder's records of a run, besides its lock
 
@@ -104,6 +117,7 @@ class RunOutputs:
     self.lock = FolderLock(folder, OUTPUT_LOCK, f"is writing {mode} outputs into it",
                            own_is_stale=True)      # held from start to finish
     self._replaceable = None                       # refuse_replacing's earlier outputs
+    self.made_folder = False                       # start made the folder (end_unfinished)
 
   def refuse_replacing(self, base: str, suffixes: Sequence[str]) -> None:
     """InputError when the folder is busy (another live run writes into it), or BASE+SUFFIX
@@ -166,9 +180,10 @@ class RunOutputs:
     (earlier_outputs) and records (RECORDS) of an earlier run, saying how many outputs it
     removes. Refused before anything is made when a record there is not an earlier run's."""
     self.refuse_foreign_records()
+    self.made_folder = not os.path.isdir(self.folder)
     os.makedirs(self.folder, exist_ok=True)
     self.lock.acquire()
-    _HELD.append(self.lock)
+    _UNFINISHED.append(self)
     for leftover in glob.glob(os.path.join(self.folder, TEMP_PATTERN)):
       owner = temp_owner(leftover)
       if owner is None or owner == os.getpid() or not pid_alive(owner):
@@ -270,6 +285,18 @@ class RunOutputs:
       if os.path.realpath(path) not in self.inputs and os.path.isfile(path):
         os.remove(path)
 
+  def abandon(self) -> None:
+    """Removes the files at this run's names (a name claimed was free when claimed, so a file
+    there is this run's), its temporary files and its records: a refused run leaves none."""
+    self.discard(sorted(self.claimed))
+    for leftover in glob.glob(os.path.join(self.folder, TEMP_PATTERN)):
+      if temp_owner(leftover) == os.getpid():
+        os.remove(leftover)
+    for record in RECORDS:
+      path = os.path.join(self.folder, record)
+      if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
+        os.remove(path)
+
   def failed(self, file: str, reason: str) -> None:
     self.problems.append([file, "failed", reason])
 
@@ -304,5 +331,5 @@ class RunOutputs:
       os.remove(claims)
     if self.lock.held:
       self.lock.release()
-      if self.lock in _HELD:
-        _HELD.remove(self.lock)
+      if self in _UNFINISHED:
+        _UNFINISHED.remove(self)

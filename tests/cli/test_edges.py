@@ -399,7 +399,7 @@ def test_a_full_disk_while_claiming_names_the_claims_file(tmp_path, monkeypatch)
   _fill_disk_for(monkeypatch, lambda path, mode: path.endswith(folder_run.CLAIMS))
   with pytest.raises(OSError) as e:
     run.claim("scan", [".npz"])
-  folder_run.release_locks()
+  folder_run.end_unfinished()
   assert e.value.filename == str(folder / folder_run.CLAIMS) and e.value.errno == errno.ENOSPC
 
 

@@ -177,6 +177,28 @@ def test_earlier_outputs_follow_only_files_of_the_folder(tmp_path, manifest, rem
   assert got == sorted(removed)
 
 
+def test_a_refused_run_removes_its_outputs_and_records_and_the_folder_it_made(tmp_path):
+  """end_unfinished(refused=True), after an InputError or a full disk mid-run: the run's files,
+  records and lock go, and the folder when the run made it; a user's file in a folder that
+  was there stays, and so does the folder. An interrupted run keeps its records."""
+  made, kept = tmp_path / "new", tmp_path / "old"
+  kept.mkdir()
+  (kept / "notes.txt").write_text("mine")
+  for folder in (made, kept):
+    run = folder_run.RunOutputs(str(folder), [], "explain")
+    run.start()
+    (path,) = run.claim("scan_cam", [".npz"])
+    open(path, "w").close()
+    run.wrote(path)
+    folder_run.end_unfinished(refused=True)
+  assert not made.exists() and os.listdir(kept) == ["notes.txt"]
+  run = folder_run.RunOutputs(str(made), [], "explain")
+  run.start()
+  folder_run.end_unfinished()
+  manifest = json.loads((made / folder_run.MANIFEST).read_text())
+  assert manifest["complete"] is False and os.listdir(made) == [folder_run.MANIFEST]
+
+
 def test_claims_after_the_start_are_appended_and_replaced_by_the_next_run(tmp_path, capsys):
   """After the start a claim appends a line to the claims file; the manifest is not rewritten
   (O(N) bytes of records for N files, not O(N^2)). The next run replaces what the interrupted
@@ -199,7 +221,7 @@ def test_claims_after_the_start_are_appended_and_replaced_by_the_next_run(tmp_pa
   assert [json.loads(line) for line in lines] == later
   with open(folder / folder_run.CLAIMS, "a") as f:
     f.write('"s3.n')                                  # the line an interruption cut short
-  folder_run.release_locks()                          # the interrupted run ends
+  folder_run.end_unfinished()                          # the interrupted run ends
   rerun = folder_run.RunOutputs(str(folder), [], "predict")
   assert sorted(os.path.relpath(p, folder) for p in rerun.earlier_outputs()) == sorted(
       ["summary.csv"] + later)

@@ -187,6 +187,19 @@ def test_a_box_beyond_the_models_view_is_said_once_and_drawn_as_used(trained_wor
     assert box[0] == 0 and box[1] == 0 and box[3] > 0  # from the band's top, model pixels
 
 
+def test_a_box_outside_every_view_is_refused_before_the_output_folder_is_made(trained_workdir,
+                                                                              tmp_path):
+  """A --cam_box below the retina band of the scan to explain: one InputError, nothing written
+  (the check ran after the run's start, which left a manifest of an unfinished run)."""
+  from octseg_jax.errors import InputError
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=synthetic.generate(1, 96, 64, seed=4).images)
+  with pytest.raises(InputError, match=r"--cam_box \(90, 0, 95, 40\): empty inside"):
+    explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"), target="box",
+                box=(90, 0, 95, 40))
+  assert not (tmp_path / "out").exists()
+
+
 def test_box_in_view_cuts_a_box_to_the_band_and_the_columns():
   from octseg_jax.data.preprocessing import Placement
   place = Placement(top=100, band_rows=200, width=500, height=496, model_rows=256, model_cols=256)
