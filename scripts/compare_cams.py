@@ -63,15 +63,17 @@ def method_results(trained, method, layers, sanity_layers, scans, key):
   for s, (name, image, mask) in enumerate(scans):
     x, _, place = inference.prepare(trained, image, mask)
     t0 = time.perf_counter()
-    out = explainer.explain(x[None])
+    extent = (place.model_rows, place.model_cols)      # x beyond it pads the scan
+    out = explainer.explain(x[None], extent=extent)
     jax.block_until_ready(out["logits"])
     timing["maps_s"].append(time.perf_counter() - t0)
-    weights = np.asarray(gradcam.score_masks(out["logits"], "all"))[0]
+    weights = np.asarray(gradcam.score_masks(out["logits"], "all", (), extent))[0]
     base = np.asarray(faithfulness.class_probability(out["logits"], weights[None]))[0]
     t0 = time.perf_counter()
     for l in layers:
       r = explainer.removal("road", x, np.asarray(out[l]["norm"][:, 0]), weights, base,
-                            jax.random.fold_in(key, s), orders=("morf", "random"))
+                            jax.random.fold_in(key, s), orders=("morf", "random"),
+                            extent=extent)
       res[l]["morf"].append(r["morf_area"])
       res[l]["random"].append(r["random_area"])
     timing["road_s"].append(time.perf_counter() - t0)
@@ -79,7 +81,7 @@ def method_results(trained, method, layers, sanity_layers, scans, key):
       sub = explain.make_explainer(trained, sanity_layers, method, "all")
       maps = {l: np.asarray(out[l]["raw"][:, 0]) for l in sanity_layers}
       t0 = time.perf_counter()
-      san = sub.sanity(x, (), maps, (place.model_rows, place.model_cols), jax.random.key(1))
+      san = sub.sanity(x, (), maps, extent, jax.random.key(1))
       timing["sanity_s"] = time.perf_counter() - t0
       for l in sanity_layers:
         res[l]["cascade"] = san[l]["cascade"]

@@ -38,12 +38,20 @@ NEIGHBOURS = ((-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6),
               (0, 1, 1 / 6), (1, -1, 1 / 12), (1, 0, 1 / 6), (1, 1, 1 / 12))
 
 
-def removal_masks(ranking: jax.Array, tiebreak: jax.Array, fractions: jax.Array) -> jax.Array:
+def removal_masks(ranking: jax.Array, tiebreak: jax.Array, fractions: jax.Array,
+                  valid=None) -> jax.Array:
   """Pixels removed at each fraction: the top round(f * n) by `ranking` (ties broken by
-  `tiebreak`, higher first). ranking, tiebreak [H, W]; fractions [S] -> bool [S, H, W]."""
-  n = ranking.size
+  `tiebreak`, higher first). ranking, tiebreak [H, W]; fractions [S] -> bool [S, H, W].
+  valid: bool [H, W], the pixels that may be removed (a padded input's scan); n counts them,
+  and the others are never removed."""
+  if valid is None:
+    n = ranking.size
+  else:
+    n = jnp.sum(valid)
+    ranking = jnp.where(valid, ranking, -jnp.inf)               # ranked after every valid one
   order = jnp.lexsort((-tiebreak.ravel(), -ranking.ravel()))     # last key is the primary one
-  position = jnp.empty(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+  size = ranking.size
+  position = jnp.empty(size, jnp.int32).at[order].set(jnp.arange(size, dtype=jnp.int32))
   count = jnp.round(fractions * n).astype(jnp.int32)
   return position.reshape(ranking.shape)[None] < count.reshape(-1, 1, 1)
 

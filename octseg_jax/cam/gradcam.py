@@ -25,6 +25,8 @@ Spatial means are taken in two stages (over columns, then rows) so that a float3
 ~1e5 pixels keeps ~1e-7 relative error.
 Maps are upsampled bilinearly to the input size. Raw maps are kept; normalised maps divide by
 each map's maximum (so they always peak at 1 and the raw maximum is the informative number).
+Given the scan's extent in a padded input (explain: the rows and columns that hold the scan),
+class scores count only its pixels and maps are zero beyond it (scan_pixels, scan_maps).
 """
 
 from typing import Dict, Sequence, Tuple
@@ -90,8 +92,21 @@ def activation_shapes(model, variables, x, layers):
   return shapes
 
 
-def score_masks(logits: jax.Array, target: str, box: Tuple[int, int, int, int] = ()) -> jax.Array:
-  """Pixel sets M_c as float weights [B, H, W, K] (constant w.r.t. the activations)."""
+def scan_pixels(shape: Tuple[int, int], extent: Tuple[int, ...] = ()) -> jax.Array:
+  """bool [H, W]: the pixels of a model input of `shape` that hold the scan, its first
+  extent = (rows, cols) (the rest pads it to the network's multiple); all with extent ()."""
+  h, w = shape
+  rows, cols = extent if len(extent) else (h, w)
+  return (jnp.arange(h) < rows)[:, None] & (jnp.arange(w) < cols)[None, :]
+
+
+def score_masks(logits: jax.Array, target: str, box: Tuple[int, int, int, int] = (),
+                extent: Tuple[int, ...] = ()) -> jax.Array:
+  """Pixel sets M_c as float weights [B, H, W, K] (constant w.r.t. the activations), inside the
+  scan's extent (scan_pixels) when one is given: padding is no class's evidence."""
+  if len(extent):
+    inside = scan_pixels(logits.shape[1:3], extent)[None, :, :, None]
+    return score_masks(logits, target, box) * inside.astype(jnp.float32)
   b, h, w, k = logits.shape
   if target == "all":
     return jnp.ones(logits.shape, jnp.float32)
@@ -109,11 +124,12 @@ def score_masks(logits: jax.Array, target: str, box: Tuple[int, int, int, int] =
 
 
 def class_gradients(model, variables, x, layers: Sequence[str], target: str = "all",
-                    box=(), weights=None):
+                    box=(), weights=None, extent=()):
   """One forward pass, K pullbacks. Returns (logits [B, H, W, K], acts {layer: [B, h, w, C]},
   grads {layer: [K, B, h, w, C]} with grads[l][c] = d(sum_b Y^c_b)/dA_l; images in a batch do
   not interact in inference mode, so the slice for image b is that image's own gradient).
-  weights: the pixel sets [B, H, W, K] of the class scores, instead of score_masks(target)."""
+  weights: the pixel sets [B, H, W, K] of the class scores, instead of score_masks(target, box,
+  extent)."""
   shapes = activation_shapes(model, variables, x, layers)
   # At least float32 (bfloat16 activations get float32 gradients); float64 stays float64.
   dtypes = {l: jnp.promote_types(s.dtype, jnp.float32) for l, s in shapes.items()}
@@ -121,7 +137,7 @@ def class_gradients(model, variables, x, layers: Sequence[str], target: str = "a
   f = forward_with_taps(model, variables, x, layers)
   logits, pullback, acts = jax.vjp(f, zeros, has_aux=True)
   if weights is None:
-    weights = score_masks(logits, target, box)                            # [B, H, W, K]
+    weights = score_masks(logits, target, box, extent)                    # [B, H, W, K]
   k = logits.shape[-1]
   cotangents = (weights[None] * jnp.eye(k, dtype=jnp.float32)[:, None, None, None, :]
                 ).astype(logits.dtype)
@@ -166,6 +182,15 @@ def cam_from_gradients(acts: jax.Array, grads: jax.Array, method: str = "gradcam
 def upsample(maps: jax.Array, size: Tuple[int, int]) -> jax.Array:
   """[..., h, w] -> [..., H, W] bilinear."""
   return jax.image.resize(maps, maps.shape[:-2] + tuple(size), method="linear")
+
+
+def scan_maps(raw: jax.Array, extent: Tuple[int, ...] = ()) -> Tuple[jax.Array, jax.Array]:
+  """(raw, norm) of upsampled maps [..., H, W]: zero outside the scan's extent (scan_pixels),
+  so that padding neither sets the normalisation nor ranks in removal; norm divides by the
+  maximum over the scan."""
+  if len(extent):
+    raw = jnp.where(scan_pixels(raw.shape[-2:], extent), raw, 0.0)
+  return raw, normalise_maps(raw)
 
 
 def normalise_maps(maps: jax.Array) -> jax.Array:
@@ -233,28 +258,31 @@ def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: 
 
 def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gradcam",
                   target: str = "all", box=(), weights=None,
-                  ablation_chunk: int = ABLATION_CHUNK) -> Dict:
+                  ablation_chunk: int = ABLATION_CHUNK, extent=()) -> Dict:
   """All-class maps for a batch. Returns logits [B, H, W, K] and per layer:
   raw [K, B, H, W] (upsampled, >= 0), norm [K, B, H, W] in [0, 1], alpha [K, B, C],
   act_max [B] (max raw activation of the layer). weights: see class_gradients;
-  ablation_chunk: channels Ablation-CAM ablates per pass (see ablation_alpha)."""
+  ablation_chunk: channels Ablation-CAM ablates per pass (see ablation_alpha); extent: (rows,
+  cols) of x that hold the scans (scan_maps, score_masks), () for all of x."""
   if method == "ablation":
     order = top_level_order(model, variables, x)
     deepest = max(order.index(l) for l in activation_shapes(model, variables, x, layers))
     logits, acts = forward_with_taps(model, variables, x, order[:deepest + 1])(None)
-    weights = score_masks(logits, target, box)
+    if weights is None:
+      weights = score_masks(logits, target, box, extent)
     alphas = {l: ablation_alpha(model, variables, x, l, order, acts, weights, ablation_chunk)
               for l in layers}
     cams = {l: jax.nn.relu(weighted_sum(acts[l], alphas[l])) for l in layers}
   else:
-    logits, acts, grads = class_gradients(model, variables, x, layers, target, box, weights)
+    logits, acts, grads = class_gradients(model, variables, x, layers, target, box, weights,
+                                          extent)
     results = {l: cam_from_gradients(acts[l], grads[l], method) for l in layers}
     cams = {l: r[0] for l, r in results.items()}
     alphas = {l: r[1] for l, r in results.items()}
   out = {"logits": logits}
   for l in layers:
-    raw = upsample(cams[l], x.shape[1:3])
-    out[l] = {"raw": raw, "norm": normalise_maps(raw), "alpha": alphas[l],
+    raw, norm = scan_maps(upsample(cams[l], x.shape[1:3]), extent)
+    out[l] = {"raw": raw, "norm": norm, "alpha": alphas[l],
               "act_max": jnp.max(acts[l], axis=(1, 2, 3))}
   return out
 
@@ -279,7 +307,7 @@ def ensemble_logits(members, x, flip: bool = False) -> jax.Array:
 
 
 def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
-                  target: str = "all", box=(), flip: bool = False) -> Dict:
+                  target: str = "all", box=(), flip: bool = False, extent=()) -> Dict:
   """The maps of an ensemble, explained as one wide network. members: [(model, variables)];
   each is a view, and with flip also on the mirrored input (its outputs mirrored back). The
   ensemble's probabilities are the mean of the views' softmax outputs; its logits are their
@@ -290,13 +318,13 @@ def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
   divided by the number of views V. For a method linear in the gradient before its ReLU
   (LINEAR_METHODS) the map is therefore ReLU(mean of the views' maps before their ReLU), alpha
   [K, B, V * C] the views' alphas / V side by side and act_max the largest activation of any
-  view. Returns what explain_batch returns."""
+  view; extent as explain_batch's. Returns what explain_batch returns."""
   if method not in LINEAR_METHODS:
     raise ValueError(f"an ensemble is explained with a method linear in the gradient "
                      f"{LINEAR_METHODS}, not {method!r}")
   views = ensemble_views(members, flip)
   logits = ensemble_logits(members, x, flip)
-  weights = score_masks(logits, target, box)
+  weights = score_masks(logits, target, box, extent)
   pre = {l: 0.0 for l in layers}
   alphas, act_max = {l: [] for l in layers}, {l: [] for l in layers}
   for m, v, mirrored in views:
@@ -309,8 +337,8 @@ def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
       act_max[l].append(jnp.max(acts[l], axis=(1, 2, 3)))
   out = {"logits": logits}
   for l in layers:
-    raw = upsample(jax.nn.relu(pre[l]), x.shape[1:3])
-    out[l] = {"raw": raw, "norm": normalise_maps(raw), "alpha": jnp.concatenate(alphas[l], -1),
+    raw, norm = scan_maps(upsample(jax.nn.relu(pre[l]), x.shape[1:3]), extent)
+    out[l] = {"raw": raw, "norm": norm, "alpha": jnp.concatenate(alphas[l], -1),
               "act_max": jnp.max(jnp.stack(act_max[l]), axis=0)}
   return out
 

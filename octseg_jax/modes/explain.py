@@ -3,9 +3,11 @@
 Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x and, per layer,
 raw and normalised maps [K, h, w] at model-input resolution; where x came from: scan rows
 band_top to band_top + band_rows - 1 of scan_rows, all scan_cols columns, resized to
-x[:input_rows, :input_cols], the rest of x padding) and SCAN_cam.png (paper Figure 6,
-the model's input band drawn with the scan's pixels square, with scale bars at the file's pixel size
-or --pixel_um), directly in --output; for the whole run cam_stats.json and cam_stats.md.
+x[:input_rows, :input_cols], the rest of x padding, where the maps are 0: class scores,
+normalisation, statistics and removal curves count the scan's pixels only) and SCAN_cam.png
+(paper Figure 6, the model's input band drawn with the scan's pixels square, with scale bars
+at the file's pixel size or --pixel_um), directly in --output; for the whole run
+cam_stats.json and cam_stats.md.
 
 By default only the maps and their statistics are computed (one forward pass and K pullbacks
 per scan). --cam_faithfulness=deletion|road|all adds removal curves (octseg_jax.cam.faithfulness),
@@ -119,15 +121,16 @@ class Explainer:
     self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
                       "road": np.linspace(0.0, ROAD_MAX_FRACTION, int(road_steps) + 1)}
     self.road_noise, self.batch_mb = float(road_noise), float(batch_mb)
-    self._explain = jax.jit(self._maps, static_argnums=(2, 3))
+    self._explain = jax.jit(self._maps, static_argnums=(2, 3, 4))
     self._chunk = jax.jit(self._score_chunk, static_argnums=(0,))
 
-  def _maps(self, variables, x, box, ablation_chunk):
+  def _maps(self, variables, x, box, ablation_chunk, extent):
     if self.num_views == 1:
       return gradcam.explain_batch(self.model, variables[0], x, self.layers, self.method,
-                                   self.target, box, ablation_chunk=ablation_chunk)
+                                   self.target, box, ablation_chunk=ablation_chunk,
+                                   extent=extent)
     return gradcam.ensemble_maps(list(zip(self.models, variables)), x, self.layers,
-                                 self.method, self.target, box, self.flip)
+                                 self.method, self.target, box, self.flip, extent)
 
   def logits(self, variables, x):
     """The model's logits [B, h, w, K]; an ensemble's: the log of its views' mean softmax."""
@@ -135,14 +138,15 @@ class Explainer:
       return self.model.apply(variables[0], x, train=False)
     return gradcam.ensemble_logits(list(zip(self.models, variables)), x, self.flip)
 
-  def explain(self, x: np.ndarray, box=(), variables=None):
-    """Maps for a batch x [B, h, w] (see gradcam.explain_batch); variables: one per member.
+  def explain(self, x: np.ndarray, box=(), variables=None, extent=()):
+    """Maps for a batch x [B, h, w] (see gradcam.explain_batch); variables: one per member;
+    extent: (rows, cols) of x that hold the scans (the rest pads them; () for all of x).
     Ablation-CAM ablates as many channels per pass as explain.removal_batch_mb allows."""
     chunk = (max(1, self.batch_size(x.shape[1:]) // x.shape[0]) if self.method == "ablation"
              else 0)
     try:
       return self._explain(self.variables if variables is None else variables,
-                           jnp.asarray(x), tuple(box), chunk)
+                           jnp.asarray(x), tuple(box), chunk, tuple(int(v) for v in extent))
     except ValueError as e:
       raise self._bad_layers(e) from None
 
@@ -167,10 +171,11 @@ class Explainer:
       need += self.num_views * int(np.prod(shape)) * 4 * int(self.model.num_classes)
     return max(1, int(self.batch_mb * 2 ** 20 // need))
 
-  def _score_chunk(self, kind, x, rankings, fractions, job_ids, tiebreak, weights, key):
+  def _score_chunk(self, kind, x, rankings, fractions, job_ids, tiebreak, weights, key, valid):
     """Class probabilities [B, K] of B perturbed images: image b removes the top fractions[b]
-    of rankings[b] from x (deletion: image-mean fill; road: noisy linear imputation)."""
-    removed = jax.vmap(lambda r, f: faithfulness.removal_masks(r, tiebreak, f[None])[0])(
+    of rankings[b] from the valid pixels of x (deletion: image-mean fill; road: noisy linear
+    imputation)."""
+    removed = jax.vmap(lambda r, f: faithfulness.removal_masks(r, tiebreak, f[None], valid)[0])(
         rankings, fractions)
     if kind == "road":
       keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(job_ids)
@@ -181,7 +186,7 @@ class Explainer:
     return faithfulness.class_probability(logits, weights[None])
 
   def removal_probabilities(self, kind: str, x, rankings, tiebreak, weights, key,
-                            batch: int) -> np.ndarray:
+                            batch: int, valid) -> np.ndarray:
     """Probabilities [R, S, K] for every ranking r and removal fraction s > 0, scored `batch`
     images at a time, at most all of them at once (the last batch padded so that one
     compilation serves all)."""
@@ -195,15 +200,17 @@ class Explainer:
       ids = np.arange(start, start + batch)
       probs = self._chunk(kind, jnp.asarray(x), jnp.asarray(rankings[[r for r, _ in idx]]),
                           jnp.asarray(fractions[[s for _, s in idx]], jnp.float32),
-                          jnp.asarray(ids, jnp.int32), tiebreak, jnp.asarray(weights), key)
+                          jnp.asarray(ids, jnp.int32), tiebreak, jnp.asarray(weights), key,
+                          valid)
       out[start:start + len(chunk)] = np.asarray(probs)[:len(chunk)]
     return out.reshape(len(rankings), len(fractions), -1)
 
   def removal(self, kind: str, x: np.ndarray, maps: np.ndarray, weights: np.ndarray,
-              base: np.ndarray, key, batch: int = 0, orders=None) -> Dict:
+              base: np.ndarray, key, batch: int = 0, orders=None, extent=()) -> Dict:
     """Removal curves of one scan for every class. x [h, w]; maps [K, h, w]; weights [h, w, K];
     base [K] the unperturbed probabilities; orders: a subset of the kind's orders (default
-    all). Returns per order the curves [K, S + 1] (the first point is `base`) and their areas
+    all); extent: (rows, cols) of x that hold the scan, the only pixels removed (fractions of
+    them). Returns per order the curves [K, S + 1] (the first point is `base`) and their areas
     [K], and the fractions."""
     k_tie, k_rand, k_noise = jax.random.split(key, 3)
     tiebreak = jax.random.uniform(k_tie, x.shape)
@@ -214,7 +221,8 @@ class Explainer:
     rankings = rankings[used]
     orders = {o: np.searchsorted(used, rows) for o, rows in orders.items()}
     probs = self.removal_probabilities(kind, x, rankings, tiebreak, weights, k_noise,
-                                       batch or self.batch_size(x.shape))
+                                       batch or self.batch_size(x.shape),
+                                       gradcam.scan_pixels(x.shape, extent))
     classes = np.arange(maps.shape[0])
     fractions = self.fractions[kind]
     out = {"fractions": fractions}
@@ -244,7 +252,7 @@ class Explainer:
       for i, group in enumerate(groups):
         modules = [m for g in groups[:i + 1] for m in g] if mode == "cascade" else group
         out = self.explain(x[None], box, [faithfulness.randomised(v, f, modules)
-                                          for v, f in zip(self.variables, fresh)])
+                                          for v, f in zip(self.variables, fresh)], region)
         for l in self.layers:
           maps = np.asarray(out[l]["raw"][:, 0])
           sims[l].append([faithfulness.map_similarity(trained[l][c][:rows, :cols], maps[c][:rows, :cols])
@@ -260,14 +268,17 @@ def _fresh_variables(model, key, x):
   return model.init(key, x, train=False)
 
 
-def scan_statistics(out: Dict, layer: str, b: int, regions, valid) -> Dict:
-  """Table-3 statistics and localisation for image b of a batch result, one layer."""
+def scan_statistics(out: Dict, layer: str, b: int, regions, valid, extent) -> Dict:
+  """Table-3 statistics and localisation for image b of a batch result, one layer, over the
+  scan's extent (rows, cols) of the model input (the rest pads it)."""
   r = out[layer]
   mass, area = gradcam.localisation(r["raw"][:, b], jnp.asarray(regions), jnp.asarray(valid))
   alpha = np.asarray(r["alpha"][:, b], np.float64)
+  rows, cols = extent
   return {"alpha_mean": alpha.mean(axis=-1), "alpha": alpha,
-          "max_raw": np.asarray(jnp.max(r["raw"][:, b], axis=(1, 2))),
-          "mean_norm_intensity": np.asarray(r["norm"][:, b], np.float64).mean(axis=(1, 2)),
+          "max_raw": np.asarray(jnp.max(r["raw"][:, b, :rows, :cols], axis=(1, 2))),
+          "mean_norm_intensity": np.asarray(r["norm"][:, b, :rows, :cols],
+                                            np.float64).mean(axis=(1, 2)),
           "activation_max": float(r["act_max"][b]),
           "mass_in_region": np.asarray(mass), "area_share": np.asarray(area)}
 
@@ -275,7 +286,8 @@ def scan_statistics(out: Dict, layer: str, b: int, regions, valid) -> Dict:
 def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
   """Maps, statistics and removal curves of one prepared scan."""
   t0 = time.perf_counter()
-  out = explainer.explain(x[None], sbox)
+  extent = (place.model_rows, place.model_cols)        # x beyond it pads the scan
+  out = explainer.explain(x[None], sbox, extent=extent)
   logits = out["logits"]
   jax.block_until_ready(logits)
   timing = {"maps_s": time.perf_counter() - t0}
@@ -283,10 +295,11 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
   regions = y if y is not None else pred
   valid = (regions != IGNORE)
   valid[place.model_rows:], valid[:, place.model_cols:] = False, False
-  weights = np.asarray(gradcam.score_masks(logits, explainer.target, sbox))[0]
+  weights = np.asarray(gradcam.score_masks(logits, explainer.target, sbox, extent))[0]
   base = np.asarray(faithfulness.class_probability(logits, weights[None]))[0]
   t0 = time.perf_counter()
-  stats = {layer: scan_statistics(out, layer, 0, regions, valid) for layer in explainer.layers}
+  stats = {layer: scan_statistics(out, layer, 0, regions, valid, extent)
+           for layer in explainer.layers}
   timing["statistics_s"] = time.perf_counter() - t0
   if kinds:
     t0 = time.perf_counter()
@@ -294,7 +307,8 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
       maps = np.asarray(out[layer]["norm"][:, 0])
       for kind in kinds:
         key, sub = jax.random.split(key)
-        stats[layer][kind] = explainer.removal(kind, x, maps, weights, base, sub)
+        stats[layer][kind] = explainer.removal(kind, x, maps, weights, base, sub,
+                                               extent=extent)
     timing["removal_s"] = time.perf_counter() - t0
   return {"out": out, "stats": stats, "timing": timing}
 

@@ -568,6 +568,9 @@ def _verdict_text(found) -> str:
   if found is None:
     return ""
   passed, folds_passed, folds = found
+  if passed and 2 * folds_passed <= folds:       # the mean passes, most folds alone do not
+    return (f"\non held-out eyes: mixed, beats random removal on the\nmean of {folds} folds, "
+            f"in only {folds_passed} of {folds} alone")
   return (f"\non held-out eyes: {'beats random removal' if passed else 'NOT better than random'}"
           f"\n(mean of {folds} folds; better in {folds_passed} of {folds})")
 

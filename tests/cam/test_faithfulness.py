@@ -88,6 +88,21 @@ def test_removal_masks_count_pixels_and_break_ties_by_the_tiebreak_not_position(
   np.testing.assert_array_equal(np.sort(removed_tied)[::-1], expected)
 
 
+def test_removal_masks_within_a_valid_region_count_and_remove_only_its_pixels():
+  """A padded input: fractions count the valid pixels, and a pixel outside is never removed,
+  even the one ranked highest; within the region the order is the ranking's."""
+  ranking = jnp.asarray(np.random.default_rng(1).uniform(size=(6, 5)), jnp.float32)
+  ranking = ranking.at[5, 4].set(9.0)                      # the top pixel lies in the padding
+  valid = np.zeros((6, 5), bool)
+  valid[:4, :3] = True                                     # 12 pixels hold the scan
+  masks = np.asarray(faithfulness.removal_masks(ranking, jnp.zeros((6, 5)),
+                                                jnp.array([0.25, 0.5, 1.0]), jnp.asarray(valid)))
+  assert [int(m.sum()) for m in masks] == [3, 6, 12]
+  assert not masks[:, ~valid].any() and masks[2][valid].all()
+  top = np.sort(np.asarray(ranking)[valid])[::-1]
+  np.testing.assert_array_equal(np.sort(np.asarray(ranking)[masks[1]])[::-1], top[:6])
+
+
 def test_curve_area_closed_forms_and_spearman_against_scipy():
   f = np.linspace(0, 0.9, 4)
   np.testing.assert_allclose(faithfulness.curve_area(f, [[2.0, 2.0, 2.0, 2.0],

@@ -107,6 +107,32 @@ def test_box_target_gives_zero_gradient_outside_the_box(model_and_vars):
     np.testing.assert_array_equal(g[c][:, inside][..., c], 1.0)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "ablation"])
+def test_a_scans_extent_keeps_padding_out_of_scores_and_maps(model_and_vars, method):
+  """extent = the whole input changes nothing; a smaller one (the rest padding) zeroes the
+  score weights and the maps beyond it, and each nonzero map peaks at 1 inside it. Against
+  the whole input's class scores restricted by hand (weights)."""
+  model, v, x = model_and_vars
+  full = gradcam.explain_batch(model, v, x, ("dec0_conv1",), method)
+  same = gradcam.explain_batch(model, v, x, ("dec0_conv1",), method, extent=(16, 16))
+  np.testing.assert_array_equal(np.asarray(same["dec0_conv1"]["raw"]),
+                                np.asarray(full["dec0_conv1"]["raw"]))
+  cut = gradcam.explain_batch(model, v, x, ("dec0_conv1",), method, extent=(12, 10))
+  inside = np.zeros((16, 16), bool)
+  inside[:12, :10] = True
+  weights = np.broadcast_to(inside[None, :, :, None], (2, 16, 16, 8)).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(gradcam.score_masks(full["logits"], "all", (),
+                                                               (12, 10))), weights)
+  by_hand = gradcam.explain_batch(model, v, x, ("dec0_conv1",), method,
+                                  weights=jnp.asarray(weights))["dec0_conv1"]["raw"]
+  raw, norm = (np.asarray(cut["dec0_conv1"][k]) for k in ("raw", "norm"))
+  assert (raw[..., ~inside] == 0).all() and (norm[..., ~inside] == 0).all()
+  np.testing.assert_allclose(raw[..., inside], np.asarray(by_hand)[..., inside], rtol=1e-5,
+                             atol=1e-6)
+  peaks = norm[..., inside].max(axis=-1)
+  np.testing.assert_allclose(peaks[raw[..., inside].max(axis=-1) > 0], 1.0, rtol=1e-6)
+
+
 def test_deletion_orders_a_faithful_map_ahead_of_random():
   rng = np.random.default_rng(0)
   image = jnp.asarray(rng.uniform(0.0, 0.2, size=(12, 12)))

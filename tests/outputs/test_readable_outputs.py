@@ -448,8 +448,8 @@ def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
       ("where the model looked to label the background", "black"),
       ("where the model looked to label the NFL\non held-out eyes: NOT better than random\n"
        "(mean of 4 folds; better in 1 of 4)", "firebrick"),
-      ("where the model looked to label the GCL+IPL\non held-out eyes: beats random removal\n"
-       "(mean of 4 folds; better in 1 of 4)", "black"),
+      ("where the model looked to label the GCL+IPL\non held-out eyes: mixed, beats random "
+       "removal on the\nmean of 4 folds, in only 1 of 4 alone", "black"),
       ("where the model looked to label the background", "black"),
       ("where the model looked to label the NFL", "black"),
       ("where the model looked to label the GCL+IPL", "black")]
@@ -479,6 +479,19 @@ def test_heldout_passed_reads_the_method_s_layers_from_the_evidence():
   assert heldout_passed(evidence, "hirescam", "predicted") == {}
   assert heldout_passed(evidence, "gradcampp", "all") == {}
   assert heldout_passed(None, "hirescam", "all") == {}
+
+
+def test_a_cam_tile_calls_a_verdict_mixed_when_most_folds_alone_fail():
+  """The fold-averaged ROAD areas decide the verdict; a class that passes on the mean but in at
+  most half of the folds alone is called mixed, not 'beats random removal'."""
+  from octseg_jax.outputs.plots import _verdict_text
+  assert _verdict_text((True, 3, 4)) == ("\non held-out eyes: beats random removal"
+                                         "\n(mean of 4 folds; better in 3 of 4)")
+  assert _verdict_text((True, 2, 4)) == ("\non held-out eyes: mixed, beats random removal on "
+                                         "the\nmean of 4 folds, in only 2 of 4 alone")
+  assert _verdict_text((False, 1, 4)) == ("\non held-out eyes: NOT better than random"
+                                          "\n(mean of 4 folds; better in 1 of 4)")
+  assert _verdict_text(None) == ""
 
 
 def test_the_maps_title_gives_the_gaps_of_a_selection_of_bscans():
