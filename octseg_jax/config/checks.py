@@ -92,6 +92,11 @@ def check_split_record(split: Any, path: str, multiple: int = 1) -> Dict:
   if int_tuple(2, 2, 1)(shape) or any(s % multiple for s in shape):
     raise InputError(f"{path}: field 'input_shape'={shape!r}: expected two positive multiples "
                      f"of {multiple}")
+  train = split.get("train", {})
+  for field in ("names", "fingerprints"):      # optional; inference matches scans with them
+    values = train.get(field, []) if isinstance(train, dict) else None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+      raise InputError(f"{path}: field 'train.{field}' is not a list of strings")
   return split
 
 

@@ -146,6 +146,15 @@ def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
   return Prepared(np.stack(xs), np.stack(ys), list(names), np.asarray(subjects))
 
 
+def pixel_fingerprint(image) -> str:
+  """16 hex digits of BLAKE2b over an image's dtype, shape and bytes: the split record keeps one
+  per training scan, so that inference can tell a training scan read under another name (a
+  lossless copy: any changed pixel gives another fingerprint)."""
+  a = np.ascontiguousarray(image)
+  return hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode() + a.tobytes(),
+                         digest_size=8).hexdigest()
+
+
 def scans_digest(images, masks) -> str:
   """SHA-256 of scans in order (each image's and mask's dtype, shape and bytes): the split
   record keeps it for the validation scans, so that eval can tell the same names with other
@@ -176,7 +185,8 @@ def build(config) -> Tuple[Prepared, Prepared, Dict]:
   record = {
       "split": config.data.split, "seed": config.seed,
       "train": {"names": [names[i] for i in train_idx],
-                "subjects": sorted(set(subjects[train_idx].tolist()))},
+                "subjects": sorted(set(subjects[train_idx].tolist())),
+                "fingerprints": [pixel_fingerprint(images[i]) for i in train_idx]},
       "val": {"names": [names[i] for i in val_idx],
               "subjects": sorted(set(subjects[val_idx].tolist())),
               "sha256": scans_digest([images[i] for i in val_idx],

@@ -230,7 +230,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects, scale["row_um"])
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
-                 "scans_in_training": inference.scans_in_training(trained, names),
+                 "scans_in_training": inference.scans_in_training(trained, names, images),
                  "pixel_um_source": scale["source"],
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,

@@ -533,7 +533,9 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   write_json(stats_json, result)
   write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
-  seen = inference.scans_in_training(trained, [p["name"] for p in per_scan])
+  explained = [(s.names[i], s.images[i]) for s, _ in sets
+               for i in range(min(len(s), int(cfg.max_scans)))]      # per_scan's, in order
+  seen = inference.scans_in_training(trained, *zip(*explained))
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
                   "scans_in_training": seen})
   print_explained(len(per_scan), sum(len(s) for s, _ in sets), int(cfg.max_scans),

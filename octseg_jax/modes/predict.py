@@ -239,14 +239,13 @@ def fluid_area_text(fluid_um: np.ndarray, col_mm) -> str:
   return f"{np.nansum(fluid_um) * 1e-3 * col_mm:.5f}"
 
 
-def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
-                 training_names=frozenset()) -> list:
+def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, training) -> list:
   """summary.csv rows of one input file: per scan its scale, the share of supported columns
   and two flags, `low_support` (a share below geom.LOW_SUPPORT: then no thickness values, as an
-  ETDRS sector less than half measured has none) and `in_training` (its name is one of the
-  model's training scans), each layer's and the total thickness averaged over the supported
-  columns (um), the fluid area (mm2) and the count of uncertain columns."""
-  from octseg_jax.serving.inference import in_training
+  ETDRS sector less than half measured has none) and `in_training` (one of the model's
+  training scans by name or pixels: inference.TrainingScans `training`), each layer's and the
+  total thickness averaged over the supported columns (um), the fluid area (mm2) and the count
+  of uncertain columns."""
   rows = []
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   for i, name in enumerate(scans.names):
@@ -257,7 +256,8 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict,
     total = "" if low or not ok.any() else f"{t.sum(axis=0).mean():.2f}"
     row = [path, i, name, f"{scale['row_um']:.4g}",
            "" if col_mm is None else f"{scale['col_um']:.4g}", scale["source"],
-           f"{ok.mean():.3f}", int(low), int(in_training(name, training_names))] + means + [total]
+           f"{ok.mean():.3f}", int(low), int(training.holds(name, scans.images[i])),
+           *means, total]
     if out.get("fluid_um") is not None:
       row.append(fluid_area_text(out["fluid_um"][i], col_mm))
     if "uncertain" in extra:       # empty where no column is supported: nothing to flag
@@ -283,9 +283,9 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
   (how many scans have every layer's thickness in fewer than geom.LOW_SUPPORT of their
   columns) and its `summary` rows of summary.csv and `in_training`, how many of its scans the
-  model trained on (by name)."""
+  model trained on (by name or pixels)."""
   from octseg_jax.outputs import volume_report
-  from octseg_jax.serving.inference import scans_in_training, training_scan_names
+  from octseg_jax.serving.inference import scans_in_training, training_scans
   scale = inputs.resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   if vol is not None:
@@ -316,10 +316,10 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
-          summary_rows(scans.source, scans, out, scale, extra, training_scan_names(trained)),
+          summary_rows(scans.source, scans, out, scale, extra, training_scans(trained)),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
           "low_support": int(low_support(out["supported"]).sum()),
-          "in_training": scans_in_training(trained, scans.names)}
+          "in_training": scans_in_training(trained, scans.names, scans.images)}
 
 
 def model_label(trained) -> str:
@@ -390,7 +390,7 @@ def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float
   if done["in_training"]:
     print(f"warning: {done['in_training']} of {scans} of {path} "
           f"{'was' if done['in_training'] == 1 else 'were'} in the model's training set "
-          "(matched by scan name): outputs on them do not show how it reads new eyes")
+          "(matched by scan name or pixels): outputs on them do not show how it reads new eyes")
 
 
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,

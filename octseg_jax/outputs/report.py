@@ -123,7 +123,8 @@ def paper_note(result: Dict) -> str:
 
 def training_overlap_text(result: Dict) -> str:
   return (f"{result['scans_in_training']} of {count(result['scans'], 'scan')} were in the "
-          "model's training set (matched by scan name), so these numbers are not held-out")
+          "model's training set (matched by scan name or pixels), so these numbers are not "
+          "held-out")
 
 
 def smoothing_text(fix: Dict) -> str:

@@ -81,25 +81,37 @@ class Trained:
     return np.asarray(self.device_probs(x))
 
 
-def training_scan_names(trained) -> frozenset:
-  """The names of the scans a model (any member of an ensemble) trained on, case-folded
-  (match with in_training). Duke scans are named STEM_bII wherever they come from (eval's
-  split, a subject's .npz or .mat given to eval, predict or explain), where STEM is the file's
-  name: subject_SS in the shared .npz files, Subject_SS in Duke's own .mat files, so names are
-  matched whatever their case; an image file is named by its file name and is found only if it
-  keeps the scan's name."""
-  return frozenset(str(n).casefold() for m in trained.members for n in m.split["train"]["names"])
+@dataclasses.dataclass(frozen=True)
+class TrainingScans:
+  """The scans a model (any member of an ensemble) trained on, by name and by pixels.
+
+  Duke scans are named STEM_bII wherever they come from (eval's split, a subject's .npz or
+  .mat given to eval, predict or explain), where STEM is the file's name: subject_SS in the
+  shared .npz files, Subject_SS in Duke's own .mat files, so names match whatever their case.
+  A scan under another name (an image file, a user's .npz) is found by its pixels
+  (pipeline.pixel_fingerprint: lossless copies), where split.json records them (workdirs
+  trained since 2026-12-06, and pretrained/)."""
+  names: frozenset
+  fingerprints: frozenset
+
+  def holds(self, name, image=None) -> bool:
+    return str(name).casefold() in self.names or (
+        image is not None and bool(self.fingerprints)
+        and pipeline.pixel_fingerprint(image) in self.fingerprints)
 
 
-def in_training(name, training_names: frozenset) -> bool:
-  """Whether the scan `name` is one of `training_names` (training_scan_names), in any case."""
-  return str(name).casefold() in training_names
+def training_scans(trained) -> TrainingScans:
+  train = [m.split.get("train", {}) for m in trained.members]
+  return TrainingScans(frozenset(str(n).casefold() for t in train for n in t.get("names", ())),
+                       frozenset(f for t in train for f in t.get("fingerprints", ())))
 
 
-def scans_in_training(trained, names) -> int:
-  """How many of the scans `names` the model trained on (training_scan_names)."""
-  seen = training_scan_names(trained)
-  return sum(in_training(n, seen) for n in names)
+def scans_in_training(trained, names, images=None) -> int:
+  """How many of the scans `names` (with their `images`, uint8 [H, W] each) the model trained
+  on (TrainingScans)."""
+  seen = training_scans(trained)
+  images = [None] * len(names) if images is None else images
+  return sum(seen.holds(n, im) for n, im in zip(names, images))
 
 
 def padded_batch(inputs: List[np.ndarray], batch_size: int) -> np.ndarray:

@@ -520,6 +520,8 @@ def test_a_workdir_from_before_the_campaign_restores_and_predicts_the_same(train
 @pytest.mark.parametrize("edit, message", [
     (lambda c, s: s.pop("input_shape"), "split.json: field 'input_shape' is missing"),
     (lambda c, s: s.update(input_shape="big"), "split.json: field 'input_shape'='big'"),
+    (lambda c, s: s["train"].update(fingerprints=7),
+     "split.json: field 'train.fingerprints' is not a list of strings"),
     (lambda c, s: c["train"].update(compute_dtype="int4"),
      "config.json: field train.compute_dtype='int4': valid values are float32, bfloat16"),
     (lambda c, s: c.update(model=[1, 2]), "config.json: field 'model' should be an object"),

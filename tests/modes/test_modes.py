@@ -75,8 +75,30 @@ def test_eval_says_how_many_scans_the_model_trained_on():
   # Duke's own .mat files are Subject_SS.mat, the shared .npz files subject_SS.npz: one scan.
   assert inference.scans_in_training(one, ["Subject_01_b10", "SUBJECT_01_B15", "Subject_01"]) == 2
   assert report.training_overlap_text({"scans_in_training": 2, "scans": 3}) == (
-      "2 of 3 scans were in the model's training set (matched by scan name), so these "
+      "2 of 3 scans were in the model's training set (matched by scan name or pixels), so these "
       "numbers are not held-out")
+
+
+def test_a_training_scan_under_another_name_is_found_by_its_pixels():
+  """split.json's train.fingerprints: a training scan read under another name (an exported
+  PNG, a user's .npz) counts as seen; one changed pixel or a workdir without fingerprints
+  (trained before them) falls back to names."""
+  import types
+  from octseg_jax.data import pipeline
+  from octseg_jax.serving import inference
+  scan = np.random.default_rng(0).integers(0, 256, (20, 30), dtype=np.uint8)
+  other = scan.copy()
+  other[3, 4] ^= 1
+  def member(train):
+    m = types.SimpleNamespace(split={"train": train})
+    m.members = [m]
+    return m
+  new = member({"names": ["subject_01_b10"], "fingerprints": [pipeline.pixel_fingerprint(scan)]})
+  old = member({"names": ["subject_01_b10"]})
+  names = ["my_export", "my_export_edited", "subject_01_b10"]
+  assert inference.scans_in_training(new, names, [scan, other, other]) == 2
+  assert inference.scans_in_training(old, names, [scan, other, other]) == 1
+  assert pipeline.pixel_fingerprint(scan) != pipeline.pixel_fingerprint(scan.astype(np.int16))
 
 
 def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path, capsys,

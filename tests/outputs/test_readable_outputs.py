@@ -227,24 +227,26 @@ def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path)
 def test_summary_rows_average_the_supported_columns():
   from types import SimpleNamespace
   from octseg_jax.modes import predict
+  from octseg_jax.serving.inference import TrainingScans
   t = np.zeros((1, 7, 4))
   t[0, 0] = [10.0, 20.0, 99.0, 30.0]                                  # column 2 unsupported
   t[0, 4] = [1.0, 2.0, 99.0, 3.0]
   fluid_um = np.array([[100.0, 0.0, np.nan, 6.0]])
   out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t,
          "fluid_um": fluid_um}
-  scans = SimpleNamespace(names=["s0"])
+  scans = SimpleNamespace(names=["s0"], images=np.zeros((1, 8, 4), np.uint8))
+  seen, unseen = (TrainingScans(frozenset(n), frozenset()) for n in ({"s0"}, ()))
   extra = {"uncertain": [["0", "1", "", "0"]]}
   scale = {"row_um": 3.87, "col_um": 11.3, "source": "--pixel_um"}
-  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, frozenset({"s0"}))
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, seen)
   assert row[:9] == ["f.npz", 0, "s0", "3.87", "11.3", "--pixel_um", "0.750", 0, 1]
   assert row[9] == "20.00" and row[13] == "2.00" and row[16] == "22.00"   # NFL, ONL, total
   assert row[17:] == ["0.00120", 1]                     # 106 um x 0.0113 mm; 1 uncertain
   out["supported"] = np.array([[True, False, False, False]])            # 25% < LOW_SUPPORT
-  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra)
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, unseen)
   assert row[6:9] == ["0.250", 1, 0] and row[9:17] == [""] * 8          # no means, flagged
   out["supported"] = np.zeros((1, 4), bool)
-  (row,) = predict.summary_rows("f.npz", scans, out, scale, {"uncertain": [[""] * 4]})
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, {"uncertain": [[""] * 4]}, unseen)
   assert row[-1] == ""                              # no supported column: no count, not 0
 
 

@@ -181,3 +181,32 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and problem in err[0], err
   assert not (tmp_path / "x.json").exists()
+
+
+def test_add_fingerprints_gives_an_old_workdir_what_training_records(trained_workdir, tmp_path,
+                                                                      capsys):
+  """A workdir trained before fingerprints (split.json without them) gets the ones training
+  records now, from its configured data, and nothing else in split.json changes; a split naming
+  a scan the data lacks is refused in one line before anything is written."""
+  script = load_script("add_fingerprints")
+  old = str(tmp_path / "old")
+  shutil.copytree(trained_workdir[0], old)
+  with open(f"{old}/split.json") as f:
+    trained = json.load(f)
+  assert len(trained["train"]["fingerprints"]) == len(trained["train"]["names"]) > 0
+  before = json.loads(json.dumps(trained))
+  del before["train"]["fingerprints"]
+  with open(f"{old}/split.json", "w") as f:
+    json.dump(before, f)
+  assert script.main([old]) == 0
+  with open(f"{old}/split.json") as f:
+    assert json.load(f) == trained
+  before["train"]["names"].append("no_such_scan")
+  with open(f"{old}/split.json", "w") as f:
+    json.dump(before, f)
+  assert script.main([old]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"error: {old}/split.json: 1 training scans (first no_such_scan) are not in "
+                 "the configured data (synthetic); give --duke_dir"]
+  with open(f"{old}/split.json") as f:
+    assert json.load(f) == before

@@ -1,0 +1,64 @@
+"""Adds train.fingerprints to the split.json of workdirs trained before they were recorded:
+
+  python scripts/add_fingerprints.py WORKDIR [WORKDIR ...] [--duke_dir=DIR]
+
+Training records, per training scan, pipeline.pixel_fingerprint of its pixels, so that
+predict, eval and explain find a training scan read under another name (an exported PNG, a
+user's .npz: inference.TrainingScans). For an older workdir this reads its configured data
+again (--duke_dir: where the Duke files are now, if they moved), checks that every training
+scan the split names is there, and rewrites split.json with the fingerprints added (atomic;
+nothing else changes). An ensemble workdir is done member by member: pass the members. Bad
+input: one line and exit status 2.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from octseg_jax.data import pipeline  # noqa: E402
+from octseg_jax.errors import InputError  # noqa: E402
+from octseg_jax.outputs.atomic import write_json  # noqa: E402
+from octseg_jax.serving.workdir import SPLIT_FILE, load_config, read_json  # noqa: E402
+
+
+def fingerprinted_split(workdir: str, duke_dir: str = "") -> dict:
+  """The workdir's split record with train.fingerprints from its configured data."""
+  config = load_config(workdir)
+  if duke_dir:
+    config.data.duke_dir = duke_dir
+  path = os.path.join(workdir, SPLIT_FILE)
+  split = read_json(path)
+  images, _, _, names = pipeline.flatten(pipeline.load_scans(config.data))
+  by_name = dict(zip(names, images))
+  train = split.get("train") if isinstance(split, dict) else None
+  wanted = train.get("names") if isinstance(train, dict) else None
+  if not isinstance(wanted, list):
+    raise InputError(f"{path}: no list train.names to fingerprint")
+  missing = [n for n in wanted if n not in by_name]
+  if missing:
+    raise InputError(f"{path}: {len(missing)} training scans (first {missing[0]}) are not in "
+                     f"the configured data ({config.data.source}); give --duke_dir")
+  train["fingerprints"] = [pipeline.pixel_fingerprint(by_name[n]) for n in wanted]
+  return split
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("workdirs", nargs="+")
+  parser.add_argument("--duke_dir", default="")
+  args = parser.parse_args(argv)
+  try:
+    splits = [(w, fingerprinted_split(w, args.duke_dir)) for w in args.workdirs]
+  except InputError as e:        # all read before any is written
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  for workdir, split in splits:
+    write_json(os.path.join(workdir, SPLIT_FILE), split)
+    print(f"{workdir}: {len(split['train']['fingerprints'])} training scans fingerprinted")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
