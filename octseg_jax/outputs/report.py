@@ -5,6 +5,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, NUM_LAYERS, PAPER_IOU
+from octseg_jax.geometry.boundaries import LOW_SUPPORT
 from octseg_jax.learning.metrics import nanmean
 
 
@@ -51,9 +52,25 @@ def console_summary(result: Dict) -> str:
     lines.append(f"{name:10s}  {fmt(g['mae_um'][k], 2):>12s}  {fmt(g['signed_um'][k], 2):>9s}  "
                  f"{fmt(h['mae_um'][k], 2):>18s}  {fmt(h['signed_um'][k], 2):>9s}")
   smoothing = smoothing_text(fix).strip()
-  lines += [smoothing] if smoothing else []
+  lines += ([smoothing] if smoothing else []) + boundary_columns_text(fix)
   return "\n".join(lines + fluid_columns_summary(fix.get("by_fluid_columns"))
                    + heads_summary(result.get("heads", {})))
+
+
+def boundary_columns_text(fix: Dict) -> list:
+  """eval's line on the columns its boundary errors (order fix) average over: those where the
+  truth and the prediction both have the boundary, with a warning where that is fewer than
+  LOW_SUPPORT of the columns scored (a few columns give an error, not an estimate)."""
+  cols, total = fix["geometry"].get("columns"), fix.get("columns_total")
+  if cols is None or not total:
+    return []
+  lo, hi = min(cols), max(cols)
+  line = (f"boundary errors over {lo if lo == hi else f'{lo}-{hi}'} of {total} columns (where "
+          "the truth and the prediction both have the boundary)")
+  if lo < LOW_SUPPORT * total:
+    line += (f"; warning: under {LOW_SUPPORT:.0%} of the columns for "
+             f"{sum(c < LOW_SUPPORT * total for c in cols)} of {len(cols)} boundaries")
+  return [line]
 
 
 def fluid_columns_summary(split) -> list:
@@ -158,6 +175,7 @@ def metrics_markdown(result: Dict) -> str:
       f"Topology fix changed {fix['columns_fixed']} of {fix['columns_total']} columns "
       "(columns whose argmax labelling was not background, layers 1..7 in order, background)."
       + smoothing_text(fix), "",
+      *[s for t in boundary_columns_text(fix) for s in (t[0].upper() + t[1:] + ".", "")],
       "## Per class (raw argmax; paper protocol IoU and accuracy, literature Dice)", "",
       paper_note(result), "",
       class_table(raw, with_paper), "",

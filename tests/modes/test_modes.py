@@ -58,6 +58,22 @@ def test_eval_console_reports_the_heads():
   assert report.heads_summary({}) == []
 
 
+def test_eval_says_over_how_many_columns_its_boundary_errors_are():
+  """The columns both the truth and the prediction have each boundary in, against all scored:
+  a range, and a warning naming how many boundaries fall under LOW_SUPPORT of the columns
+  (an XML export labelled in 4 of 500 columns printed a mean MAE without either)."""
+  from octseg_jax.outputs import report
+  fix = {"geometry": {"columns": [500] * 8}, "columns_total": 500}
+  assert report.boundary_columns_text(fix) == [
+      "boundary errors over 500 of 500 columns (where the truth and the prediction both have "
+      "the boundary)"]
+  fix = {"geometry": {"columns": [4, 4, 4, 300, 250, 500, 500, 500]}, "columns_total": 500}
+  assert report.boundary_columns_text(fix) == [
+      "boundary errors over 4-500 of 500 columns (where the truth and the prediction both have "
+      "the boundary); warning: under 50% of the columns for 3 of 8 boundaries"]
+  assert report.boundary_columns_text({"geometry": {}}) == []
+
+
 def test_eval_says_how_many_scans_the_model_trained_on():
   import types
   from octseg_jax.outputs import report
