@@ -270,11 +270,12 @@ def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
     ev.save(tmp)
 
 
-def draw_etdrs(ax, fovea_mm, laterality: str, values=None, colour: str = "k") -> None:
+def draw_etdrs(ax, fovea_mm, laterality: str, values=None, colour: str = "k",
+               digits: int = 0) -> None:
   """ETDRS circles and diagonals (in map mm coordinates, lines in `colour`; any colour but
   black is drawn a little wider with a dark edge, to stay visible over blank map areas) with
-  sector labels and, given `values` [9] (ETDRS_SECTORS order, um), each sector's mean under
-  its label."""
+  sector labels and, given `values` [9] (ETDRS_SECTORS order: mean thickness in um, or fluid
+  volume in mm3 with `digits` 3), each sector's value under its label."""
   from matplotlib import patheffects
   edge = [] if colour == "k" else [patheffects.Stroke(linewidth=2.4, foreground="0.2"),
                                    patheffects.Normal()]
@@ -294,7 +295,7 @@ def draw_etdrs(ax, fovea_mm, laterality: str, values=None, colour: str = "k") ->
       for label, unit in (("S", (0, 1)), ("I", (0, -1)), ("N", (nasal, 0)), ("T", (-nasal, 0)))]
   for name, (ux, uy), r in centres:
     v = value.get(name)
-    text = name if v is None else (f"{name}\n{v:.0f}" if np.isfinite(v) else f"{name}\n-")
+    text = name if v is None else (f"{name}\n{v:.{digits}f}" if np.isfinite(v) else f"{name}\n-")
     ax.text(fx + r * ux, fy + r * uy, text, ha="center", va="center", fontsize=7,
             clip_on=True,   # a small scan's map ends inside the grid: no labels beyond it
             bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
@@ -364,10 +365,11 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   for ax, (label, m, cmap, (vmin, vmax)) in zip(axes.ravel(), panels):
     name = label.split(" ")[0]
     draw_map(fig, ax, label, m, extent, cmap, (vmin, vmax), volume.laterality)
-    if name in ("total", "fluid"):     # fluid: the grid alone, to place it about the fovea
+    if name in ("total", "fluid"):     # fluid: each sector's volume, as NAME_etdrs.csv
       draw_etdrs(ax, result["fovea_mm"], volume.laterality,
-                 result["etdrs_um"][:, total] if name == "total" else None,
-                 "k" if name == "total" else "white")     # white on cividis' dark low end
+                 result["etdrs_um"][:, total] if name == "total" else result["etdrs_fluid_mm3"],
+                 "k" if name == "total" else "white",     # white on cividis' dark low end
+                 0 if name == "total" else 3)
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
   side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
@@ -377,8 +379,10 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
                f"({volume.scale_source})\nblank = no thickness measured, or farther than "
                f"{enface.REACH_MM} mm from a B-scan; thickness colours clipped at the 2nd-98th "
                f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart)\nETDRS sectors: mean "
-               f"total thickness (um), '-' = less than {enface.MIN_MEASURED:.0%} of the sector "
-               "measured", fontsize=10)
+               f"total thickness (um)" + ("; fluid map: fluid volume (mm3)"
+                                          if "fluid_map_um" in result else "")
+               + f", '-' = less than {enface.MIN_MEASURED:.0%} of the sector measured",
+               fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
     warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
     save_figure(path, fig)

@@ -383,10 +383,17 @@ def test_the_maps_draw_the_etdrs_grid_on_the_total_and_fluid_panels(monkeypatch,
   figures = []
   monkeypatch.setattr(volume_report, "save_figure", lambda path, fig: figures.append(fig))
   monkeypatch.setattr(volume_report, "write_eye", lambda *args: None)
-  volume_report.write(str(tmp_path), "v", vol, bounds, fluid_um=np.zeros(bounds[:, 0].shape))
+  fluid_um = np.zeros(bounds[:, 0].shape)
+  fluid_um[:, 20:40] = 50.0                               # a band of fluid 50 um high
+  keys = volume_report.write(str(tmp_path), "v", vol, bounds, fluid_um=fluid_um)
   panels = {ax.get_title().split(" ")[0]: ax for ax in figures[0].axes if ax.get_title()}
   grids = {name: [line.get_color() for line in ax.get_lines()] for name, ax in panels.items()}
   assert grids.pop("total") == ["k"] * 7 and grids.pop("fluid") == ["white"] * 7
+  written = [t.get_text() for t in panels["fluid"].texts if "\n" in t.get_text()]
+  expected = [f"{name}\n{v:.3f}" if np.isfinite(v) else f"{name}\n-" for name, v in
+              zip(enface.ETDRS_SECTORS, keys["etdrs_fluid_mm3"])]       # the CSV's volumes
+  assert sorted(written) == sorted(expected) and any(v > 0 for v in keys["etdrs_fluid_mm3"])
+  assert "fluid map: fluid volume (mm3)" in figures[0]._suptitle.get_text()
   assert set(map(len, grids.values())) == {0} and len(grids) == 7       # the 7 layer maps
   (line,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("v: ")]
   assert line.endswith(note) and line.lower().count("assumed") == 1
