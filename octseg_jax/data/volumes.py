@@ -202,7 +202,10 @@ def eyepy_messages(messages: list):
   them reach the console as log lines: the reader reports them as the volume's notes."""
   class Collect(logging.Handler):
     def emit(self, record):
-      messages.append(f"eyepy: {record.getMessage()}")
+      text = record.getMessage()
+      about = (" (about the file's own layer annotations, which only eval reads, as its truth)"
+               if "layer" in text.lower() else "")
+      messages.append(f"eyepy: {text}{about}")
   logger = logging.getLogger("eyepy")
   handler, propagate = Collect(logging.WARNING), logger.propagate
   logger.addHandler(handler)
