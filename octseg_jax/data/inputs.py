@@ -49,6 +49,13 @@ def load_file(path: str, require_masks: bool = False, max_side: int = MAX_IMAGE_
   raise fail(path, f"unsupported file type; expected one of {', '.join(SCAN_SUFFIXES)}")
 
 
+def is_one_input(path: str) -> bool:
+  """Whether --input=`path` names one input (a file, or a HEYEX XML export folder: one volume),
+  which is read before the model is loaded and refused in one line, rather than a folder of
+  inputs, each of which may fail on its own (errors.csv)."""
+  return os.path.isfile(path) or volumes.is_heyex_xml_folder(path)
+
+
 def list_inputs(path: str) -> Tuple[List[str], List[str]]:
   """(scan files, skipped entries) that --input=`path` names, both sorted.
 
@@ -61,7 +68,7 @@ def list_inputs(path: str) -> Tuple[List[str], List[str]]:
     raise fail("--input", "no input path given")
   if not os.path.exists(path):
     raise fail(path, "no such file or folder")
-  if os.path.isfile(path) or volumes.is_heyex_xml_folder(path):
+  if is_one_input(path):
     return [path], []
   if not os.path.isdir(path):
     raise fail(path, "neither a file nor a folder")

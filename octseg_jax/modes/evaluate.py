@@ -100,7 +100,7 @@ def read_to_score(input_path, files, run_out: RunOutputs, data_cfg, pixel_um_opt
                        "scored at the model config's data.pixel_um)")
     return None
   return inputs.read_scaled(files, run_out.failed, data_cfg, pixel_um_option,
-                            stop_on_error=os.path.isfile(input_path), require_masks=True)
+                            stop_on_error=inputs.is_one_input(input_path), require_masks=True)
 
 
 def run_scale(read, input_path: str) -> Dict:

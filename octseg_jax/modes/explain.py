@@ -503,7 +503,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   files, skipped = inputs.list_inputs(input_path)
   run_out = RunOutputs(check_output_folder(output), files, "explain", [input_path])
   run_out.refuse_replacing("cam_stats", (".json", ".md"))
-  single = os.path.isfile(input_path)       # one file is read before the model is loaded
+  single = inputs.is_one_input(input_path)     # read before the model is loaded
   sets = inputs.read_scaled(files, run_out.failed, stored.data, pixel_um_option,
                             stop_on_error=True) if single else None
   trained = inference.load_trained(workdir, overrides)

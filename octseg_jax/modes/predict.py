@@ -471,7 +471,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = "first", volu
   for stem in stems:                                   # a volume's outputs share its stem
     outputs.refuse_replacing(stem, FILE_SUFFIXES + VOLUME_SUFFIXES)
   outputs.refuse_replacing("summary", (".csv",))
-  single = os.path.isfile(input_path)
+  single = inputs.is_one_input(input_path)
   first = inputs.load_file(files[0], max_side=max_side, volume_options=volume_options) \
       if single else None                                         # fail before loading the model
   if first is not None:                           # a scale the file refuses: before any output

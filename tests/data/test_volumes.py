@@ -297,6 +297,27 @@ def test_a_heyex_xml_folder_is_one_input_even_inside_a_folder(tmp_path):
   assert [len(s) for s in sets] == [10, 10] and all(s.volume is not None for s in sets)
 
 
+@needs_fixtures
+def test_a_damaged_heyex_xml_folder_is_refused_in_one_line_as_its_xml_file(trained_workdir,
+                                                                           tmp_path, capsys):
+  """--input=XML_FOLDER names one volume, as --input=its .xml does: read before anything is
+  written, and a missing B-scan image is one line and status 2, with no output folder (it ran
+  as a folder of inputs: three lines, errors.csv and manifest.json)."""
+  import shutil
+  import main
+  damaged = tmp_path / "export"
+  shutil.copytree(os.path.join(FIXTURES, "heyex_xml", "test_volume"), damaged)
+  os.remove(damaged / "B5.tif")
+  assert inputs.is_one_input(str(damaged)) and not inputs.is_one_input(str(tmp_path))
+  for given in (damaged, damaged / "test_dummy.xml"):
+    capsys.readouterr()
+    status = main.run_command(["main.py", "--mode=predict", f"--workdir={trained_workdir[0]}",
+                               f"--input={given}", f"--output={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "B5.tif" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 CYST = (0.0, 1.0, 0.4, 0.4, 5.0)      # 1 mm superior of the fovea (sector S1), in the ONL
 
 
