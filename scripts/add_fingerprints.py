@@ -17,8 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from octseg_jax.config.checks import check_split_record  # noqa: E402
 from octseg_jax.data import pipeline  # noqa: E402
-from octseg_jax.errors import InputError  # noqa: E402
+from octseg_jax.errors import InputError, one_line  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
 from octseg_jax.serving.workdir import SPLIT_FILE, load_config, read_json  # noqa: E402
 
@@ -29,18 +30,18 @@ def fingerprinted_split(workdir: str, duke_dir: str = "") -> dict:
   if duke_dir:
     config.data.duke_dir = duke_dir
   path = os.path.join(workdir, SPLIT_FILE)
-  split = read_json(path)
+  split = check_split_record(read_json(path), path)
+  wanted = split.get("train", {}).get("names")
+  if not wanted:
+    raise InputError(f"{path}: no train.names to fingerprint")
   images, _, _, names = pipeline.flatten(pipeline.load_scans(config.data))
   by_name = dict(zip(names, images))
-  train = split.get("train") if isinstance(split, dict) else None
-  wanted = train.get("names") if isinstance(train, dict) else None
-  if not isinstance(wanted, list):
-    raise InputError(f"{path}: no list train.names to fingerprint")
   missing = [n for n in wanted if n not in by_name]
   if missing:
     raise InputError(f"{path}: {len(missing)} training scans (first {missing[0]}) are not in "
-                     f"the configured data ({config.data.source}); give --duke_dir")
-  train["fingerprints"] = [pipeline.pixel_fingerprint(by_name[n]) for n in wanted]
+                     f"the configured data ({config.data.source})"
+                     + ("; give --duke_dir" if config.data.source == "duke" else ""))
+  split["train"]["fingerprints"] = [pipeline.pixel_fingerprint(by_name[n]) for n in wanted]
   return split
 
 
@@ -51,12 +52,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     splits = [(w, fingerprinted_split(w, args.duke_dir)) for w in args.workdirs]
-  except InputError as e:        # all read before any is written
-    print(f"error: {e}", file=sys.stderr)
+    for workdir, split in splits:         # all read before any is written; each atomically
+      write_json(os.path.join(workdir, SPLIT_FILE), split)
+      print(f"{workdir}: {len(split['train']['fingerprints'])} training scans fingerprinted")
+  except (InputError, OSError) as e:
+    print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
-  for workdir, split in splits:
-    write_json(os.path.join(workdir, SPLIT_FILE), split)
-    print(f"{workdir}: {len(split['train']['fingerprints'])} training scans fingerprinted")
   return 0
 
 

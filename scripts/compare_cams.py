@@ -155,6 +155,7 @@ def main():
   result = {"workdir": a.workdir, "epoch": trained.epoch, "layers": layers,
             "scans": [(n, int(i.shape[0]), int(i.shape[1])) for n, i, _ in scans],
             "fractions": explainer.fractions["road"].tolist(), "noise": explainer.road_noise,
+            "pixels": "scan only",   # scores, maps and removal without the padding (2026-12-06)
             "methods": {}}
   if a.resume:
     result["methods"] = saved_methods(os.path.join(a.output, "compare_cams.json"), result)

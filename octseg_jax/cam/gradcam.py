@@ -92,19 +92,20 @@ def activation_shapes(model, variables, x, layers):
   return shapes
 
 
-def scan_pixels(shape: Tuple[int, int], extent: Tuple[int, ...] = ()) -> jax.Array:
+def scan_pixels(shape: Tuple[int, int], extent=None) -> jax.Array:
   """bool [H, W]: the pixels of a model input of `shape` that hold the scan, its first
-  extent = (rows, cols) (the rest pads it to the network's multiple); all with extent ()."""
+  extent = (rows, cols) (the rest pads it to the network's multiple; ints or a traced int
+  array, so that scans of one padded size share a compilation); all with extent None."""
   h, w = shape
-  rows, cols = extent if len(extent) else (h, w)
+  rows, cols = (h, w) if extent is None else extent
   return (jnp.arange(h) < rows)[:, None] & (jnp.arange(w) < cols)[None, :]
 
 
 def score_masks(logits: jax.Array, target: str, box: Tuple[int, int, int, int] = (),
-                extent: Tuple[int, ...] = ()) -> jax.Array:
+                extent=None) -> jax.Array:
   """Pixel sets M_c as float weights [B, H, W, K] (constant w.r.t. the activations), inside the
   scan's extent (scan_pixels) when one is given: padding is no class's evidence."""
-  if len(extent):
+  if extent is not None:
     inside = scan_pixels(logits.shape[1:3], extent)[None, :, :, None]
     return score_masks(logits, target, box) * inside.astype(jnp.float32)
   b, h, w, k = logits.shape
@@ -124,7 +125,7 @@ def score_masks(logits: jax.Array, target: str, box: Tuple[int, int, int, int] =
 
 
 def class_gradients(model, variables, x, layers: Sequence[str], target: str = "all",
-                    box=(), weights=None, extent=()):
+                    box=(), weights=None, extent=None):
   """One forward pass, K pullbacks. Returns (logits [B, H, W, K], acts {layer: [B, h, w, C]},
   grads {layer: [K, B, h, w, C]} with grads[l][c] = d(sum_b Y^c_b)/dA_l; images in a batch do
   not interact in inference mode, so the slice for image b is that image's own gradient).
@@ -184,11 +185,11 @@ def upsample(maps: jax.Array, size: Tuple[int, int]) -> jax.Array:
   return jax.image.resize(maps, maps.shape[:-2] + tuple(size), method="linear")
 
 
-def scan_maps(raw: jax.Array, extent: Tuple[int, ...] = ()) -> Tuple[jax.Array, jax.Array]:
+def scan_maps(raw: jax.Array, extent=None) -> Tuple[jax.Array, jax.Array]:
   """(raw, norm) of upsampled maps [..., H, W]: zero outside the scan's extent (scan_pixels),
   so that padding neither sets the normalisation nor ranks in removal; norm divides by the
   maximum over the scan."""
-  if len(extent):
+  if extent is not None:
     raw = jnp.where(scan_pixels(raw.shape[-2:], extent), raw, 0.0)
   return raw, normalise_maps(raw)
 
@@ -258,12 +259,12 @@ def ablation_alpha(model, variables, x, layer: str, order: Sequence[str], acts: 
 
 def explain_batch(model, variables, x, layers: Sequence[str], method: str = "gradcam",
                   target: str = "all", box=(), weights=None,
-                  ablation_chunk: int = ABLATION_CHUNK, extent=()) -> Dict:
+                  ablation_chunk: int = ABLATION_CHUNK, extent=None) -> Dict:
   """All-class maps for a batch. Returns logits [B, H, W, K] and per layer:
   raw [K, B, H, W] (upsampled, >= 0), norm [K, B, H, W] in [0, 1], alpha [K, B, C],
   act_max [B] (max raw activation of the layer). weights: see class_gradients;
   ablation_chunk: channels Ablation-CAM ablates per pass (see ablation_alpha); extent: (rows,
-  cols) of x that hold the scans (scan_maps, score_masks), () for all of x."""
+  cols) of x that hold the scans (scan_maps, score_masks), None for all of x."""
   if method == "ablation":
     order = top_level_order(model, variables, x)
     deepest = max(order.index(l) for l in activation_shapes(model, variables, x, layers))
@@ -307,7 +308,7 @@ def ensemble_logits(members, x, flip: bool = False) -> jax.Array:
 
 
 def ensemble_maps(members, x, layers: Sequence[str], method: str = "gradcam",
-                  target: str = "all", box=(), flip: bool = False, extent=()) -> Dict:
+                  target: str = "all", box=(), flip: bool = False, extent=None) -> Dict:
   """The maps of an ensemble, explained as one wide network. members: [(model, variables)];
   each is a view, and with flip also on the mirrored input (its outputs mirrored back). The
   ensemble's probabilities are the mean of the views' softmax outputs; its logits are their

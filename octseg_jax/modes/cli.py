@@ -265,19 +265,20 @@ def run(flags, override_args=()) -> int:
   if flags.debug:
     dispatch(flags, override_args)
     return 0
+  earlier = folder_run.unfinished_runs()         # only this command's runs are ended here
   try:
     dispatch(flags, override_args)
   except InputError as e:
-    folder_run.end_unfinished(refused=True)      # a refused run leaves no half-written output
+    folder_run.end_unfinished(refused=True, keep=earlier)   # no half-written output stays
     print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
   except OSError as e:
-    folder_run.end_unfinished(refused=True)
+    folder_run.end_unfinished(refused=True, keep=earlier)
     print(f"error: {one_line(_os_error_line(e, flags))}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)
     return 130
   finally:
-    folder_run.end_unfinished()        # an interrupted run keeps its records for the next run
+    folder_run.end_unfinished(keep=earlier)    # an interrupted run keeps its records
   return 0

@@ -4,9 +4,10 @@ Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x an
 raw and normalised maps [K, h, w] at model-input resolution; where x came from: scan rows
 band_top to band_top + band_rows - 1 of scan_rows, all scan_cols columns, resized to
 x[:input_rows, :input_cols], the rest of x padding, where the maps are 0: class scores,
-normalisation, statistics and removal curves count the scan's pixels only) and SCAN_cam.png
-(paper Figure 6, the model's input band drawn with the scan's pixels square, with scale bars
-at the file's pixel size or --pixel_um), directly in --output; for the whole run
+normalisation, the maps' statistics and removal curves count the scan's pixels only; the
+network still sees the padding, so alpha and the layer's max activation include it) and
+SCAN_cam.png (paper Figure 6, the model's input band drawn with the scan's pixels square, with
+scale bars at the file's pixel size or --pixel_um), directly in --output; for the whole run
 cam_stats.json and cam_stats.md.
 
 By default only the maps and their statistics are computed (one forward pass and K pullbacks
@@ -45,8 +46,9 @@ from octseg_jax.serving.workdir import read_json
 ROAD_MAX_FRACTION = 0.9     # ROAD needs kept pixels to impute from
 
 
-def model_box(box, placement: preprocessing.Placement):
-  """(row0, col0, row1, col1) in raw-scan pixels -> model-input pixels (integer bounds)."""
+def model_box(box, placement: preprocessing.Placement, scan: str = "the scan"):
+  """(row0, col0, row1, col1) in raw-scan pixels -> model-input pixels (integer bounds);
+  InputError naming `scan` where the box misses the model's view of it."""
   if not len(box):
     return ()
   r0, c0, r1, c1 = box
@@ -56,7 +58,9 @@ def model_box(box, placement: preprocessing.Placement):
   to_col = lambda c: int(np.clip(round(c * sx), 0, placement.model_cols))
   out = (to_row(r0), to_col(c0), to_row(r1), to_col(c1))
   if out[2] <= out[0] or out[3] <= out[1]:
-    raise InputError(f"--cam_box {tuple(box)}: empty inside the model's view of the scan")
+    raise InputError(f"--cam_box {tuple(box)}: empty inside the model's view of {scan} (scan "
+                     f"rows {placement.top}-{placement.top + placement.band_rows}, columns "
+                     f"0-{placement.width})")
   return out
 
 
@@ -64,8 +68,8 @@ def refuse_box_outside_views(sets, trained, box, max_scans: int) -> None:
   """InputError (model_box) before anything is written when --cam_box misses the model's view
   of a scan the run would explain."""
   for scans, _ in sets:
-    for image in scans.images[:max_scans]:
-      model_box(box, inference.prepare(trained, image)[2])
+    for image, name in zip(scans.images[:max_scans], scans.names):
+      model_box(box, inference.prepare(trained, image)[2], f"{name} of {scans.source}")
 
 
 def box_in_view(box, placement: preprocessing.Placement) -> tuple:
@@ -121,7 +125,7 @@ class Explainer:
     self.fractions = {"deletion": np.linspace(0.0, 1.0, int(deletion_steps) + 1),
                       "road": np.linspace(0.0, ROAD_MAX_FRACTION, int(road_steps) + 1)}
     self.road_noise, self.batch_mb = float(road_noise), float(batch_mb)
-    self._explain = jax.jit(self._maps, static_argnums=(2, 3, 4))
+    self._explain = jax.jit(self._maps, static_argnums=(2, 3))
     self._chunk = jax.jit(self._score_chunk, static_argnums=(0,))
 
   def _maps(self, variables, x, box, ablation_chunk, extent):
@@ -140,13 +144,15 @@ class Explainer:
 
   def explain(self, x: np.ndarray, box=(), variables=None, extent=()):
     """Maps for a batch x [B, h, w] (see gradcam.explain_batch); variables: one per member;
-    extent: (rows, cols) of x that hold the scans (the rest pads them; () for all of x).
+    extent: (rows, cols) of x that hold the scans (the rest pads them; () for all of x),
+    traced: scans padded to one size share a compilation.
     Ablation-CAM ablates as many channels per pass as explain.removal_batch_mb allows."""
     chunk = (max(1, self.batch_size(x.shape[1:]) // x.shape[0]) if self.method == "ablation"
              else 0)
     try:
       return self._explain(self.variables if variables is None else variables,
-                           jnp.asarray(x), tuple(box), chunk, tuple(int(v) for v in extent))
+                           jnp.asarray(x), tuple(box), chunk,
+                           jnp.asarray(extent, jnp.int32) if len(extent) else None)
     except ValueError as e:
       raise self._bad_layers(e) from None
 
@@ -173,15 +179,15 @@ class Explainer:
 
   def _score_chunk(self, kind, x, rankings, fractions, job_ids, tiebreak, weights, key, valid):
     """Class probabilities [B, K] of B perturbed images: image b removes the top fractions[b]
-    of rankings[b] from the valid pixels of x (deletion: image-mean fill; road: noisy linear
-    imputation)."""
+    of rankings[b] from the valid pixels of x (deletion: filled with their mean; road: noisy
+    linear imputation)."""
     removed = jax.vmap(lambda r, f: faithfulness.removal_masks(r, tiebreak, f[None], valid)[0])(
         rankings, fractions)
     if kind == "road":
       keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(job_ids)
       images = faithfulness.road_impute(x, removed, keys, self.road_noise)
     else:
-      images = faithfulness.deletion_images(x, removed, jnp.mean(x))
+      images = faithfulness.deletion_images(x, removed, jnp.sum(x * valid) / jnp.sum(valid))
     logits = self.logits(self.variables, images)
     return faithfulness.class_probability(logits, weights[None])
 
@@ -222,7 +228,7 @@ class Explainer:
     orders = {o: np.searchsorted(used, rows) for o, rows in orders.items()}
     probs = self.removal_probabilities(kind, x, rankings, tiebreak, weights, k_noise,
                                        batch or self.batch_size(x.shape),
-                                       gradcam.scan_pixels(x.shape, extent))
+                                       gradcam.scan_pixels(x.shape, extent or None))
     classes = np.arange(maps.shape[0])
     fractions = self.fractions[kind]
     out = {"fractions": fractions}
@@ -481,8 +487,8 @@ def print_explained(explained: int, available: int, max_scans: int, what: str, r
         f"{run_out.num_failed} failed, {skipped} skipped")
   if seen:
     print(f"warning: {seen} of {report.count(explained, 'scan')} explained "
-          f"{'was' if seen == 1 else 'were'} in the model's training set (matched by scan "
-          "name): maps of scans it learned say less about how it reads new eyes")
+          f"{'was' if seen == 1 else 'were'} in the model's training set ({report.TRAINING_MATCH})"
+          ": maps of scans it learned say less about how it reads new eyes")
 
 
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,

@@ -390,7 +390,7 @@ def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float
   if done["in_training"]:
     print(f"warning: {done['in_training']} of {scans} of {path} "
           f"{'was' if done['in_training'] == 1 else 'were'} in the model's training set "
-          "(matched by scan name or pixels): outputs on them do not show how it reads new eyes")
+          f"({report.TRAINING_MATCH}): outputs on them do not show how it reads new eyes")
 
 
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,

@@ -28,16 +28,23 @@ MANIFEST = "manifest.json"
 OUTPUT_LOCK = ".output.lock"
 CLAIMS = ".output.claims"     # an unfinished run's claims after its start (not TEMP_PATTERN's)
 _UNFINISHED = []              # runs of this process started and not finished (end_unfinished)
+ERRORS = "errors.csv"
+RECORDS = (MANIFEST, ERRORS, CLAIMS)     # the folder's records of a run, besides its lock
 
 
-def end_unfinished(refused: bool = False) -> None:
-  """Ends the runs of this process that stopped without finish() (an error), releasing their
-  locks: called by the command line after every mode. A refused run (bad input or a full disk,
-  `refused`) also removes what it wrote, its records and the folder it made, if that is then
-  empty, so that no half-written output stays; an interrupted one keeps its records, for the
-  next run into the folder to clear."""
-  while _UNFINISHED:
-    run = _UNFINISHED.pop()
+def unfinished_runs() -> tuple:
+  """The runs of this process started and not finished, now: end_unfinished keeps them."""
+  return tuple(_UNFINISHED)
+
+
+def end_unfinished(refused: bool = False, keep: tuple = ()) -> None:
+  """Ends the runs of this process that stopped without finish() (an error), but those in
+  `keep` (unfinished_runs before a command), releasing their locks: called by the command line
+  after every mode. A refused run (bad input or a full disk, `refused`) also removes what it
+  wrote, its records and the folder it made, if that is then empty, so that no half-written
+  output stays; an interrupted one keeps its records, for the next run into the folder."""
+  for run in [r for r in _UNFINISHED if not any(r is k for k in keep)]:
+    _UNFINISHED.remove(run)
     try:
       if refused:
         run.abandon()
@@ -46,8 +53,6 @@ def end_unfinished(refused: bool = False) -> None:
         os.rmdir(run.folder)
     except OSError:      # the error being reported matters more than a leftover
       pass
-ERRORS = "errors.csv"
-RECORDS = (MANIFEST, ERRORS, CLAIMS)     # the folder's records of a run, besides its lock
 
 
 def check_output_folder(folder: str, option: str = "--output") -> str:
@@ -118,6 +123,7 @@ class RunOutputs:
                            own_is_stale=True)      # held from start to finish
     self._replaceable = None                       # refuse_replacing's earlier outputs
     self.made_folder = False                       # start made the folder (end_unfinished)
+    self.records_are_mine = False                  # start wrote this run's manifest
 
   def refuse_replacing(self, base: str, suffixes: Sequence[str]) -> None:
     """InputError when the folder is busy (another live run writes into it), or BASE+SUFFIX
@@ -199,6 +205,7 @@ class RunOutputs:
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
         os.remove(path)
     self.write_manifest(complete=False)
+    self.records_are_mine = True         # from here on abandon may remove the records
 
   def append_claims(self, paths: Sequence[str]) -> None:
     """Adds claimed names to the claims file (CLAIMS), one JSON string per line; an OSError
@@ -287,12 +294,13 @@ class RunOutputs:
 
   def abandon(self) -> None:
     """Removes the files at this run's names (a name claimed was free when claimed, so a file
-    there is this run's), its temporary files and its records: a refused run leaves none."""
+    there is this run's), its temporary files and its records: a refused run leaves none.
+    Before start has written this run's manifest, the records are an earlier run's: kept."""
     self.discard(sorted(self.claimed))
     for leftover in glob.glob(os.path.join(self.folder, TEMP_PATTERN)):
       if temp_owner(leftover) == os.getpid():
         os.remove(leftover)
-    for record in RECORDS:
+    for record in RECORDS if self.records_are_mine else ():
       path = os.path.join(self.folder, record)
       if os.path.exists(path) and os.path.realpath(path) not in self.inputs:
         os.remove(path)

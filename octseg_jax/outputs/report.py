@@ -138,10 +138,13 @@ def paper_note(result: Dict) -> str:
           "80/20 split of B-scans, and this evaluation is not that protocol.")
 
 
+# How serving.inference.TrainingScans finds a scan the model trained on, in every warning.
+TRAINING_MATCH = "matched by scan name or pixels"
+
+
 def training_overlap_text(result: Dict) -> str:
   return (f"{result['scans_in_training']} of {count(result['scans'], 'scan')} were in the "
-          "model's training set (matched by scan name or pixels), so these numbers are not "
-          "held-out")
+          f"model's training set ({TRAINING_MATCH}), so these numbers are not held-out")
 
 
 def smoothing_text(fix: Dict) -> str:

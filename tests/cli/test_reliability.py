@@ -194,6 +194,11 @@ def test_a_refused_run_removes_its_outputs_and_records_and_the_folder_it_made(tm
   assert not made.exists() and os.listdir(kept) == ["notes.txt"]
   run = folder_run.RunOutputs(str(made), [], "explain")
   run.start()
+  earlier = folder_run.unfinished_runs()             # a run that a later command leaves alone
+  later = folder_run.RunOutputs(str(tmp_path / "later"), [], "explain")
+  later.start()
+  folder_run.end_unfinished(refused=True, keep=earlier)
+  assert not (tmp_path / "later").exists() and folder_run.unfinished_runs() == earlier
   folder_run.end_unfinished()
   manifest = json.loads((made / folder_run.MANIFEST).read_text())
   assert manifest["complete"] is False and os.listdir(made) == [folder_run.MANIFEST]

@@ -117,6 +117,29 @@ def test_a_training_scan_under_another_name_is_found_by_its_pixels():
   assert pipeline.pixel_fingerprint(scan) != pipeline.pixel_fingerprint(scan.astype(np.int16))
 
 
+def test_a_training_scan_saved_as_png_or_npz_under_another_name_is_flagged(trained_workdir,
+                                                                           tmp_path):
+  """End to end: training fingerprints its scans as loaded, and predict reads a PNG export and a
+  user's .npz of one of them to the same uint8 pixels, so summary.csv flags both; a held-out
+  scan is not flagged."""
+  from PIL import Image
+  from octseg_jax.data import pipeline
+  from octseg_jax.serving import inference
+  workdir, _ = trained_workdir
+  trained = inference.load_trained(workdir)
+  images, _, _, names = pipeline.flatten(pipeline.load_scans(trained.config.data))
+  by_name = dict(zip(names, images))
+  seen = by_name[trained.split["train"]["names"][0]]
+  unseen = by_name[trained.split["val"]["names"][0]]
+  Image.fromarray(seen).save(tmp_path / "export.png")
+  write_npz(str(tmp_path / "mine.npz"), images=np.stack([seen, unseen]))
+  for name in ("export.png", "mine.npz"):
+    predict.run(workdir, str(tmp_path / name), str(tmp_path / f"out_{name}"), figures="none")
+    with open(tmp_path / f"out_{name}" / "summary.csv") as f:
+      flags = [row["in_training"] for row in csv.DictReader(f)]
+    assert flags == (["1"] if name.endswith(".png") else ["1", "0"])
+
+
 def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path, capsys,
                                                              monkeypatch):
   workdir, _ = trained_workdir
@@ -232,7 +255,8 @@ def test_a_box_outside_every_view_is_refused_before_the_output_folder_is_made(tr
   from octseg_jax.errors import InputError
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=synthetic.generate(1, 96, 64, seed=4).images)
-  with pytest.raises(InputError, match=r"--cam_box \(90, 0, 95, 40\): empty inside"):
+  with pytest.raises(InputError, match=r"--cam_box \(90, 0, 95, 40\): empty inside the "
+                     r"model's view of scan_000 of .*scan.npz \(scan rows 35-83, columns 0-64\)"):
     explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"), target="box",
                 box=(90, 0, 95, 40))
   assert not (tmp_path / "out").exists()
