@@ -6,7 +6,7 @@ resumed run sees exactly the batches an uninterrupted run sees.
 
 import dataclasses
 import hashlib
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -99,11 +99,13 @@ def split_indices(subjects: np.ndarray, data_config, seed: int) -> Tuple[np.ndar
 
 @dataclasses.dataclass
 class Prepared:
-  """Model-ready scans. x float32 [N, h, w] in [0, 1]; y uint8 [N, h, w] (255 = ignore)."""
+  """Model-ready scans. x float32 [N, h, w] in [0, 1]; y uint8 [N, h, w] (255 = ignore);
+  extents int [N, 2]: the (rows, cols) of x that hold each scan, the rest padding (None: all)."""
   x: np.ndarray
   y: np.ndarray
   names: list
   subjects: np.ndarray
+  extents: Optional[np.ndarray] = None
 
   def __len__(self):
     return len(self.x)
@@ -138,12 +140,14 @@ def with_fluid(masks: list, fluid: list, source: str) -> list:
 
 def prepare_scans(images, masks, names, subjects, recipe, pad_to) -> Prepared:
   """Preprocesses scans to one common model input size `pad_to` (padding marked IGNORE)."""
-  xs, ys = [], []
+  xs, ys, extents = [], [], []
   for im, m in zip(images, masks):
-    x, y, _ = preprocessing.prepare(im, m, recipe, pad_to)
+    x, y, place = preprocessing.prepare(im, m, recipe, pad_to)
     xs.append(x)
     ys.append(y if y is not None else np.full(x.shape, IGNORE, np.uint8))
-  return Prepared(np.stack(xs), np.stack(ys), list(names), np.asarray(subjects))
+    extents.append((place.model_rows, place.model_cols))
+  return Prepared(np.stack(xs), np.stack(ys), list(names), np.asarray(subjects),
+                  np.asarray(extents, np.int32).reshape(-1, 2))
 
 
 def pixel_fingerprint(image) -> str:

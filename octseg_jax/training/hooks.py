@@ -84,7 +84,8 @@ class ConfigText(Hook):
 
 class ImageSummaries(Hook):
   """Every `train.image_summary_every` epochs (and after epoch 1): the first validation scan's
-  input, truth and prediction, and per explained layer the K class Grad-CAM maps over it. The
+  input, truth and prediction, and per explained layer the K class Grad-CAM maps over it, over
+  the scan's pixels only (its extent; the rest pads it to the split's input shape). The
   Grad-CAM part runs only when the model has the layers `explain.layers` names."""
 
   def start(self, ctx):
@@ -97,10 +98,10 @@ class ImageSummaries(Hook):
       self.layers = ()
     model, layers, method = ctx.model, self.layers, ctx.config.explain.method
 
-    def summary(variables, x):
+    def summary(variables, x, extent):     # extent: the scan's part of x (None: all of it)
       if not layers:
         return model.apply(variables, x, train=False), {}
-      out = gradcam.explain_batch(model, variables, x, layers, method, "all")
+      out = gradcam.explain_batch(model, variables, x, layers, method, "all", extent=extent)
       return out["logits"], {l: out[l]["norm"] for l in layers}
 
     self.summary_fn = jax.jit(summary)
@@ -111,7 +112,8 @@ class ImageSummaries(Hook):
       return
     from octseg_jax.outputs import plots
     data, writer = ctx.val_data, ctx.log.writer
-    logits, maps = self.summary_fn(ctx.variables(), jnp.asarray(data.x[:1]))
+    extent = None if data.extents is None else jnp.asarray(data.extents[0])
+    logits, maps = self.summary_fn(ctx.variables(), jnp.asarray(data.x[:1]), extent)
     pred = np.asarray(jnp.argmax(logits, -1))[0].astype(np.uint8)
     name = data.names[0] if data.names else "validation scan"
     truth = preprocessing.decode_fluid(data.y[0])[0]      # layer labels (fluid codes removed)

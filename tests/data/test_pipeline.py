@@ -96,3 +96,20 @@ def test_the_split_record_keeps_a_digest_of_the_validation_scans():
     idx = [names.index(n) for n in record["val"]["names"]]
     assert record["val"]["sha256"] == pipeline.scans_digest([images[i] for i in idx],
                                                             [masks[i] for i in idx])
+
+
+def test_prepared_scans_record_the_part_of_the_padded_input_that_holds_each():
+  """Two scans of different widths padded to one input shape: each scan's extent is what
+  preprocessing.prepare places it in alone, and the labels beyond it are padding (ignore)."""
+  from octseg_jax.data import preprocessing, synthetic
+  config = default.get_config()
+  config.data.recipe.band_height = 32
+  recipe = pipeline.recipe_from_config(config)
+  narrow, wide = synthetic.generate(1, 64, 40, seed=1), synthetic.generate(1, 64, 72, seed=2)
+  data = pipeline.prepare_scans([narrow.images[0], wide.images[0]],
+                                [narrow.masks[0], wide.masks[0]], ["n", "w"], np.zeros(2),
+                                recipe, (32, 80))
+  alone = [preprocessing.prepare(s.images[0], s.masks[0], recipe)[2] for s in (narrow, wide)]
+  assert data.extents.tolist() == [[p.model_rows, p.model_cols] for p in alone] == [[32, 40],
+                                                                                     [32, 72]]
+  assert (data.y[0][:, 40:] == 255).all() and (data.y[1][:, 72:] == 255).all()

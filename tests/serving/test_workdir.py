@@ -95,6 +95,25 @@ def test_grad_cam_images_are_skipped_with_one_warning_when_the_layer_is_missing(
   assert out.count("warning: TensorBoard Grad-CAM images skipped") == 1 and "dec9_conv1" in out
 
 
+def test_tensorboard_grad_cam_maps_are_zero_beyond_the_validation_scan(capsys):
+  """The TensorBoard Grad-CAM of the first validation scan, padded to the split's input shape,
+  explains the scan's extent only: zero maps beyond it, as explain's."""
+  import jax
+  from octseg_jax.data import pipeline
+  from octseg_jax.models import create_model
+  config = tiny_config()
+  model = create_model(config.model)
+  x = np.random.default_rng(0).uniform(size=(1, 16, 32)).astype(np.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  val = pipeline.Prepared(x, np.zeros((1, 16, 32), np.uint8), ["a"], np.zeros(1),
+                          np.array([[16, 20]], np.int32))
+  hook = hooks.ImageSummaries()
+  hook.start(hooks.Context("", config, model, val, None, lambda: variables))
+  _, maps = hook.summary_fn(variables, x, val.extents[0])
+  assert maps and all(not np.asarray(m)[..., 20:].any() for m in maps.values())
+  assert any(np.asarray(m)[..., :20].any() for m in maps.values())
+
+
 def test_metrics_log_aligns_changed_columns_by_name(tmp_path):
   log = hooks.MetricsLog(str(tmp_path), resume_epoch=0)
   log.write({"epoch": 1, "train_loss": 0.5, "val_loss": 0.6})
