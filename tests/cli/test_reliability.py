@@ -284,6 +284,8 @@ def test_bad_output_paths(trained_workdir, tmp_path, capsys, output, message):
 
 def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_path, capsys,
                                                           monkeypatch):
+  """A full disk mid-run: one line, status 2, and the run's files and records removed (the
+  folder too, where the run made it); a user's file in the folder stays."""
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=IMG.images[:1])
 
@@ -296,11 +298,12 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(trained_workdir, tmp_p
   status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path / "out")
   assert status == 2 and len(err) == 1
   assert err[0].startswith("error: ") and err[0].endswith(": No space left on device")
-  out = tmp_path / "out"
-  assert sorted(os.listdir(out)) == [folder_run.CLAIMS, folder_run.MANIFEST]   # no partial file
-  manifest = json.loads((out / folder_run.MANIFEST).read_text())
-  claimed = folder_run.RunOutputs(str(out), [], "predict").earlier_outputs()
-  assert not manifest["complete"] and str(out / "scan.npz") in claimed   # what a rerun replaces
+  assert not (tmp_path / "out").exists()           # the run made the folder: none of it stays
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "notes.txt").write_text("x")
+  status, err = _predict(capsys, workdir, tmp_path / "scan.npz", tmp_path / "mine")
+  assert status == 2 and len(err) == 1 and err[0].endswith(": No space left on device")
+  assert os.listdir(tmp_path / "mine") == ["notes.txt"]          # no partial file, no records
 
 
 def test_interrupt_is_exit_130_without_traceback(capsys, monkeypatch):
