@@ -131,13 +131,13 @@ def test_a_training_scan_saved_as_png_or_npz_under_another_name_is_flagged(train
   by_name = dict(zip(names, images))
   seen = by_name[trained.split["train"]["names"][0]]
   unseen = by_name[trained.split["val"]["names"][0]]
-  Image.fromarray(seen).save(tmp_path / "export.png")
-  write_npz(str(tmp_path / "mine.npz"), images=np.stack([seen, unseen]))
-  for name in ("export.png", "mine.npz"):
-    predict.run(workdir, str(tmp_path / name), str(tmp_path / f"out_{name}"), figures="none")
-    with open(tmp_path / f"out_{name}" / "summary.csv") as f:
-      flags = [row["in_training"] for row in csv.DictReader(f)]
-    assert flags == (["1"] if name.endswith(".png") else ["1", "0"])
+  (tmp_path / "in").mkdir()
+  Image.fromarray(seen).save(tmp_path / "in" / "export.png")
+  write_npz(str(tmp_path / "in" / "mine.npz"), images=np.stack([seen, unseen]))
+  predict.run(workdir, str(tmp_path / "in"), str(tmp_path / "out"), figures="none")
+  with open(tmp_path / "out" / "summary.csv") as f:
+    flags = [(os.path.basename(r["file"]), r["in_training"]) for r in csv.DictReader(f)]
+  assert sorted(flags) == [("export.png", "1"), ("mine.npz", "0"), ("mine.npz", "1")]
 
 
 def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tmp_path, capsys,
