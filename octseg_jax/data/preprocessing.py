@@ -76,9 +76,9 @@ def edge_padding(x: np.ndarray) -> np.ndarray:
   PADDING_RING rows beyond a run. Runs of any length count: where Duke's padding ends, its
   columns hold 1-2 padded rows (a longer minimum moved the band of a scan at gain 0.9 by up to
   100 rows). A scan cropped so tightly that its brightest layer touches an edge loses those
-  rows to this test; find_retina_band then fills them with the median. Duke's padding is exactly 255, but a JPEG, a 16-bit export or a rescaled
-  copy of the scan moves it below 255 (to 229 at a gain of 0.9), where it would pass for the
-  brightest layer."""
+  rows to this test; find_retina_band then fills them with the median. Duke's padding is
+  exactly 255, but a JPEG, a 16-bit export or a rescaled copy of the scan moves it below 255
+  (to 229 at a gain of 0.9), where it would pass for the brightest layer."""
   h = x.shape[0]
   peak = np.nanmax(x) if np.isfinite(x).any() else 0.0
   bright = x >= (1 - PADDING_TOLERANCE) * peak

@@ -239,11 +239,11 @@ def fluid_area_text(fluid_um: np.ndarray, col_mm) -> str:
   return f"{np.nansum(fluid_um) * 1e-3 * col_mm:.5f}"
 
 
-def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, training) -> list:
+def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) -> list:
   """summary.csv rows of one input file: per scan its scale, the share of supported columns
   and two flags, `low_support` (a share below geom.LOW_SUPPORT: then no thickness values, as an
-  ETDRS sector less than half measured has none) and `in_training` (one of the model's
-  training scans by name or pixels: inference.TrainingScans `training`), each layer's and the
+  ETDRS sector less than half measured has none) and `in_training` (`seen` [N]: one of the
+  model's training scans by name or pixels, inference.TrainingScans), each layer's and the
   total thickness averaged over the supported columns (um), the fluid area (mm2) and the count
   of uncertain columns."""
   rows = []
@@ -256,7 +256,7 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, training
     total = "" if low or not ok.any() else f"{t.sum(axis=0).mean():.2f}"
     row = [path, i, name, f"{scale['row_um']:.4g}",
            "" if col_mm is None else f"{scale['col_um']:.4g}", scale["source"],
-           f"{ok.mean():.3f}", int(low), int(training.holds(name, scans.images[i])),
+           f"{ok.mean():.3f}", int(low), int(seen[i]),
            *means, total]
     if out.get("fluid_um") is not None:
       row.append(fluid_area_text(out["fluid_um"][i], col_mm))
@@ -285,7 +285,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   columns) and its `summary` rows of summary.csv and `in_training`, how many of its scans the
   model trained on (by name or pixels)."""
   from octseg_jax.outputs import volume_report
-  from octseg_jax.serving.inference import scans_in_training, training_scans
+  from octseg_jax.serving.inference import training_scans
   scale = inputs.resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   if vol is not None:
@@ -313,13 +313,15 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
   draw_figures(run, scans, out, drawn, flags, model_label(trained), scale, uncertain_um)
+  training = training_scans(trained)            # each scan fingerprinted once, for both uses
+  seen = [training.holds(n, im) for n, im in zip(scans.names, scans.images)]
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
-          summary_rows(scans.source, scans, out, scale, extra, training_scans(trained)),
+          summary_rows(scans.source, scans, out, scale, extra, seen),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
           "low_support": int(low_support(out["supported"]).sum()),
-          "in_training": scans_in_training(trained, scans.names, scans.images)}
+          "in_training": sum(seen)}
 
 
 def model_label(trained) -> str:

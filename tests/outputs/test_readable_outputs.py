@@ -227,7 +227,6 @@ def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path)
 def test_summary_rows_average_the_supported_columns():
   from types import SimpleNamespace
   from octseg_jax.modes import predict
-  from octseg_jax.serving.inference import TrainingScans
   t = np.zeros((1, 7, 4))
   t[0, 0] = [10.0, 20.0, 99.0, 30.0]                                  # column 2 unsupported
   t[0, 4] = [1.0, 2.0, 99.0, 3.0]
@@ -235,7 +234,7 @@ def test_summary_rows_average_the_supported_columns():
   out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t,
          "fluid_um": fluid_um}
   scans = SimpleNamespace(names=["s0"], images=np.zeros((1, 8, 4), np.uint8))
-  seen, unseen = (TrainingScans(frozenset(n), frozenset()) for n in ({"s0"}, ()))
+  seen, unseen = [True], [False]
   extra = {"uncertain": [["0", "1", "", "0"]]}
   scale = {"row_um": 3.87, "col_um": 11.3, "source": "--pixel_um"}
   (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, seen)
