@@ -869,6 +869,68 @@ def results_explain_time(src: Sources) -> str:
           "`/usr/bin/time`).")
 
 
+CROP = f"{CPU}/levers"     # the first lever plan's crop recipe (configs/duke_cpu_fast.py)
+
+
+def crop_scores(src: Sources, run: str) -> Dict:
+  """Mean layer Dice (raw, topology-fixed), per-layer Dice and ILM/BM error of a crop-recipe
+  run, from the plan's results.json (training-time scoring) or eval's metrics.json."""
+  name, _, key = run.partition("_fold")
+  plan = src.json(f"{CROP}/results.json").get(f"lever_{name}", {}).get(f"fold{key}")
+  if plan is not None:
+    n = plan["native"]
+    return {"mean": n["mean_layer_dice"], "fixed": n["topology"]["mean_layer_dice"],
+            "layers": n["layer_dice"], "mae": n["boundary_mae_um"]}
+  m = src.json(f"{CROP}/{run}_metrics.json")
+  return {"mean": m["raw"]["literature"]["mean_layer_dice"],
+          "fixed": m["topology"]["literature"]["mean_layer_dice"],
+          "layers": m["raw"]["literature"]["layer_dice"], "mae": m["raw"]["geometry"]["mae_um"]}
+
+
+def crop_row(what: str, scores: Dict, log: List[Dict[str, str]]) -> List[str]:
+  secs = [float(r["seconds"]) for r in log]
+  return [what, f"{sum(secs):.0f} ({min(secs):.0f}-{max(secs):.0f})", fmt(scores["mean"], 3),
+          fmt(scores["fixed"], 3), " ".join(f"{v:.3f}" for v in scores["layers"]),
+          f"{scores['mae'][0]:.1f} / {scores['mae'][-1]:.1f}"]
+
+
+def results_crop_recipe(src: Sources) -> str:
+  """The crop recipe's runs beside the full-width 40-epoch run, its speed and the flip check."""
+  rows = [crop_row(what, crop_scores(src, run), src.log(f"{CROP}/{log}_log.csv"))
+          for run, log, what in (
+              ("base_fold0_seed0", "lever_base_fold0_seed0", "24 epochs, crops, fold 0"),
+              ("base_fold1_seed0", "lever_base_fold1_seed0", "24 epochs, crops, fold 1"),
+              ("fast40_fold0_seed0", "fast40_fold0_seed0", "40 epochs, crops, fold 0"))]
+  full = src.run(CPU, "duke_cpu", "fold0")["native"]
+  rows.append(crop_row("40 epochs, full width (`configs/duke_cpu.py`), fold 0",
+                       {"mean": full["mean_layer_dice"],
+                        "fixed": full["topology"]["mean_layer_dice"],
+                        "layers": full["layer_dice"], "mae": full["boundary_mae_um"]},
+                       src.log(f"{CPU}/duke_cpu_fold0_log.csv")))
+  speed, flip = src.json(f"{CPU}/crop_speed.json"), src.json(
+      f"{CROP}/lever_base_fold0_seed0_flip_ensemble_metrics.json")
+  med, load = speed["median_s"], speed["loadavg_before"] + speed["loadavg_after"]
+  u = flip["uncertainty"]
+  within = [b["rho"] for b in u["vs_boundary_error"]["per_boundary"]]
+  return "\n".join([
+      table(["run (seed 0)", "epoch s, sum (range)", "mean layer Dice", "topology-fixed",
+             "layers (" + ", ".join(LAYER_NAMES[1:]) + ")", "ILM / BM MAE (um)"], rows), "",
+      f"* Speed (`crop_speed.json`, {speed['rounds']} interleaved rounds, load average "
+      f"{min(load):.0f}-{max(load):.0f}): a training step (batch {speed['batch_size']}) "
+      f"{med['full_width']:.1f} s at full width ({speed['input_shape'][0]} x "
+      f"{speed['input_shape'][1]}) against {med['crop_256']:.1f} s on the crop (ratio "
+      f"{speed['crop_over_full_step_ratio']:.2f}); an evaluation batch of "
+      f"{speed['eval_batch_size']} full-width scans {med['eval_batch_full_width']:.1f} s.",
+      f"* The 24-epoch fold-0 model with flip averaging (`scripts/eval_ensemble.py`, one member, "
+      f"two views): mean layer Dice {flip['raw']['literature']['mean_layer_dice']:.3f}, expected "
+      f"calibration error {flip['calibration']['ece']:.3f} ({len(flip['calibration']['count'])} "
+      f"bins of top-class confidence over all labelled pixels), {u['flagged_columns']} of "
+      f"{u['columns']} columns flagged at over {u['threshold_um']} um of boundary sd between the "
+      f"views; Spearman's rho of that sd with the boundary error "
+      f"{u['vs_boundary_error']['pooled']['rho']:.2f} pooled over the 8 boundaries, "
+      f"{span(within, 2)} within each."])
+
+
 def results_cpu_run(src: Sources) -> str:
   epochs, wall = cpu_wall(src, "duke_cpu")
   rows = len(src.log(f"{CPU}/duke_cpu_fold0_log.csv"))
@@ -1971,7 +2033,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cam_localisation, results_cam_compare_gradcam, results_cam_compare_others,
         results_cam_compare_subject01, results_road_vs_deletion, results_cam_pretrained,
         results_cam_pretrained_summary,
-        results_explain_time, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
+        results_explain_time, results_crop_recipe, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_uncertainty_smoothing, results_h200_levers,
