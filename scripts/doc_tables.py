@@ -419,6 +419,24 @@ def results_cam_compare_subject01(src: Sources) -> str:
   return table(CAM_HEADER, _cam_rows(src.json(f"{EXPLAIN}/compare_subject01/compare_cams.json")))
 
 
+def results_cam_cost_subject01(src: Sources) -> str:
+  """The explain cost of subject 1's most faithful pair (HiResCAM at the bottleneck) against
+  the default of then (benchmarks/time_explain.py runs), with both pairs' faithful counts."""
+  compare = src.json(f"{EXPLAIN}/compare_subject01/compare_cams.json")["methods"]
+  hires, default = (src.json(f"{EXPLAIN}/time_explain_subject01{tail}.json")
+                    for tail in ("_hirescam_enc3_conv1", ""))
+  best, ours = compare["hirescam"]["layers"]["enc3_conv1"], compare["gradcam"]["layers"]["dec0_conv1"]
+  sim = best.get("randomisation_similarity")
+  return (f"HiResCAM at `enc3_conv1` reaches {best['faithful_classes']} of 7 on this file "
+          "(randomisation similarity " + ("not computed" if sim is None else f"{sim:.3f}")
+          + f"), Grad-CAM at `dec0_conv1` {ours['faithful_classes']} of 7; HiResCAM there "
+          f"took **{hires['ratio_wall']:.2f}x** the prediction time per scan (wall; "
+          f"{hires['ratio_cpu']:.2f}x CPU), against **{default['ratio_wall']:.2f}x** "
+          f"({default['ratio_cpu']:.2f}x CPU) for the default (`benchmarks/time_explain.py`, "
+          f"{hires['scans']} scans x {hires['rounds']} rounds, idle machine; "
+          "`time_explain_subject01_hirescam_enc3_conv1.json`, `time_explain_subject01.json`).")
+
+
 def results_cam_pretrained(src: Sources) -> str:
   """Per class: ROAD areas averaged over the explained scans and the sanity correlations."""
   stats = src.json(f"{EXPLAIN}/cam_stats.json")
@@ -2031,7 +2049,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cv_layers, results_cv_folds, results_cv_boundaries, results_gpu_ablations,
         results_gpu_ablations_noise, results_topology, results_topology_effect, results_cam,
         results_cam_localisation, results_cam_compare_gradcam, results_cam_compare_others,
-        results_cam_compare_subject01, results_road_vs_deletion, results_cam_pretrained,
+        results_cam_compare_subject01, results_cam_cost_subject01, results_road_vs_deletion, results_cam_pretrained,
         results_cam_pretrained_summary,
         results_explain_time, results_crop_recipe, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
         results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
