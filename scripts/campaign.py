@@ -39,10 +39,13 @@ from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.lock import pid_alive  # noqa: E402  (no JAX: config files and locks only)
 PLAN = os.path.join(REPO, "configs", "campaign.json")
 STATE = os.path.join(os.path.dirname(REPO), "campaign")
+RUN_RECORD = "run.json"     # in a finished run's results folder: what ran, where, how long
+RUNNING = "running.json"    # in the runner's state folder: the run in progress
+METRICS = "metrics.json"    # eval's scores (octseg_jax.modes.evaluate.OUTPUTS; no JAX here)
 RESULT_FILES = {   # copied name: (source folder, file) of a finished run
     "config.json": ("train", "config.json"), "log.csv": ("train", "log.csv"),
     "split.json": ("train", "split.json"), "provenance.json": ("train", "provenance.json"),
-    "metrics.json": ("eval", "metrics.json"), "metrics.md": ("eval", "metrics.md"),
+    METRICS: ("eval", METRICS), "metrics.md": ("eval", "metrics.md"),
     "eval_provenance.json": ("eval", "eval_provenance.json"),
 }
 MAX_ATTEMPTS = 2          # per run and runner start: a run that fails twice is passed over
@@ -100,7 +103,7 @@ def git(*args, repo=REPO, check=True) -> str:
 
 def committed(plan, run, repo=REPO) -> bool:
   """The run's run.json (written last) is in HEAD of this checkout."""
-  rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), "run.json"), repo)
+  rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), RUN_RECORD), repo)
   return subprocess.run(["git", "-C", repo, "cat-file", "-e", f"HEAD:{rel}"],
                         capture_output=True).returncode == 0
 
@@ -170,7 +173,7 @@ def copy_results(plan, run, workdir: str, eval_dir: str, record: dict, repo=REPO
     path = os.path.join(workdir if where == "train" else eval_dir, src)
     if os.path.exists(path):
       shutil.copyfile(path, os.path.join(tmp, name))
-  with open(os.path.join(tmp, "run.json"), "w") as f:
+  with open(os.path.join(tmp, RUN_RECORD), "w") as f:
     json.dump(record, f, indent=2)
   shutil.rmtree(dest, ignore_errors=True)
   os.rename(tmp, dest)
@@ -213,7 +216,7 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
                       (train_cmd, eval_cmd), {"train": train_s, "eval": time.time() - t1})
   record["nice"] = NICE
   dest = copy_results(plan, run, workdir, eval_dir, record, repo)
-  metrics = read_json(os.path.join(dest, "metrics.json"))
+  metrics = read_json(os.path.join(dest, METRICS))
   dice = metrics["topology"]["literature"]["mean_layer_dice"]
   commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}, "
                  "order fix on, native resolution)", repo)
@@ -258,7 +261,7 @@ def runner_alive(state=STATE) -> bool:
 
 
 def write_running(state, run) -> None:
-  path = os.path.join(state, "running.json")
+  path = os.path.join(state, RUNNING)
   if run is None:
     if os.path.exists(path):
       os.remove(path)
@@ -272,7 +275,7 @@ def commit_uncommitted(plan, repo=REPO) -> None:
   """Results copied by an earlier runner that stopped before committing them."""
   for run in plan["queue"]:
     dest = result_dir(plan, run, repo)
-    if os.path.exists(os.path.join(dest, "run.json")) and not committed(plan, run, repo):
+    if os.path.exists(os.path.join(dest, RUN_RECORD)) and not committed(plan, run, repo):
       commit_results([dest], f"Campaign: {run_id(run)} results (committed on restart)", repo)
 
 
@@ -312,7 +315,7 @@ def finished_seconds(plan, repo=REPO):
   """{recipe: [seconds of each committed run]} from their run.json (train and eval)."""
   out = {}
   for run in plan["queue"]:
-    path = os.path.join(result_dir(plan, run, repo), "run.json")
+    path = os.path.join(result_dir(plan, run, repo), RUN_RECORD)
     if committed(plan, run, repo) and os.path.exists(path):
       record = read_json(path)
       out.setdefault(run["recipe"], []).append(record["train_s_logged"]
@@ -333,7 +336,7 @@ def status_lines(plan, state=STATE, repo=REPO):
   compute left in hours."""
   seconds = finished_seconds(plan, repo)
   running = None
-  path = os.path.join(state, "running.json")
+  path = os.path.join(state, RUNNING)
   if runner_alive(state):
     try:
       running = read_json(path)["run"]
@@ -343,7 +346,7 @@ def status_lines(plan, state=STATE, repo=REPO):
   for run in plan["queue"]:
     rid, est = run_id(run), estimate_s(plan, run["recipe"], seconds)
     if committed(plan, run, repo):
-      m = json.load(open(os.path.join(result_dir(plan, run, repo), "metrics.json")))
+      m = json.load(open(os.path.join(result_dir(plan, run, repo), METRICS)))
       lines.append(f"done     {rid:40s} mean layer Dice "
                    f"{m['topology']['literature']['mean_layer_dice']:.4f}")
       continue

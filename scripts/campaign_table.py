@@ -36,8 +36,8 @@ def run_numbers(plan, run, repo=campaign.REPO):
   if not campaign.committed(plan, run, repo):
     return None
   folder = campaign.result_dir(plan, run, repo)
-  m = campaign.read_json(os.path.join(folder, "metrics.json"))
-  record = campaign.read_json(os.path.join(folder, "run.json"))
+  m = campaign.read_json(os.path.join(folder, campaign.METRICS))
+  record = campaign.read_json(os.path.join(folder, campaign.RUN_RECORD))
   fix = m["topology"]
   out = {"mean_layer_dice": fix["literature"]["mean_layer_dice"],
          "layer_dice": fix["literature"]["layer_dice"],

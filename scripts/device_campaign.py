@@ -125,7 +125,7 @@ def local_seed0_runs(plan, args, recipe: str):
   """The recipe's finished seed-0 runs (run.json written) whose fold models are on this machine
   (results from an earlier lease have none)."""
   return [run for run in plan["queue"] if run["recipe"] == recipe and run["seed"] == 0
-          and os.path.exists(os.path.join(campaign.result_dir(plan, run), "run.json"))
+          and os.path.exists(os.path.join(campaign.result_dir(plan, run), campaign.RUN_RECORD))
           and local_model(args, run)]
 
 
@@ -134,7 +134,7 @@ def seed0_means(plan, args):
   recipes that has any."""
   means = {}
   for name in plan.get("ship", []):
-    dice = [campaign.read_json(os.path.join(campaign.result_dir(plan, run), "metrics.json"))
+    dice = [campaign.read_json(os.path.join(campaign.result_dir(plan, run), campaign.METRICS))
             ["topology"]["literature"]["mean_layer_dice"]
             for run in local_seed0_runs(plan, args, name)]
     if dice:
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
            "last_start": start + 60 * (args.minutes - args.min_run_minutes)}
   env = run_env(os.environ, args.jobs, args.platform)
   todo = [r for r in plan["queue"] if not os.path.exists(
-      os.path.join(campaign.result_dir(plan, r), "run.json"))]
+      os.path.join(campaign.result_dir(plan, r), campaign.RUN_RECORD))]
   state, pack_lock = {"started": [], "outcomes": {}}, threading.Lock()
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
     for f in [pool.submit(worker, plan, r, args, clock, env, pack_lock, state) for r in todo]:

@@ -32,7 +32,7 @@ from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
 from octseg_jax.outputs.cam_report import SANITY_PASS, heldout_evidence  # noqa: E402
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
-from scripts.campaign import run_of_workdir, run_parts  # noqa: E402
+from scripts.campaign import METRICS, RUN_RECORD, run_of_workdir, run_parts  # noqa: E402
 from scripts.cam_evidence import HELDOUT  # noqa: E402     # compare_cams.py per fold model
 from scripts.summarise_results import mean_sd  # noqa: E402
 
@@ -1143,8 +1143,8 @@ def shipped_members(src: Sources) -> List[Dict]:
     out.append({"member": member, "run": run, "split": src.json(f"{folder}/split.json"),
                 "epochs": len(src.log(f"{folder}/log.csv")),
                 "best": max(int(e) for e in os.listdir(src.path(f"{folder}/best"))),
-                "metrics": src.json(f"{CAMPAIGN_RUNS}/{run}/metrics.json"),
-                "record": src.json(f"{CAMPAIGN_RUNS}/{run}/run.json")})
+                "metrics": src.json(f"{CAMPAIGN_RUNS}/{run}/{METRICS}"),
+                "record": src.json(f"{CAMPAIGN_RUNS}/{run}/{RUN_RECORD}")})
   return out
 
 
@@ -1158,7 +1158,7 @@ def seed_ensembles(src: Sources) -> List[Dict]:
       continue
     spec = src.json(f"{ENSEMBLES}/{d}/ensemble.json")
     runs = [run_of_workdir(m) for m in spec["members"]]
-    members = [src.json(f"{CAMPAIGN_RUNS}/{r}/metrics.json") for r in runs]
+    members = [src.json(f"{CAMPAIGN_RUNS}/{r}/{METRICS}") for r in runs]
     ens = src.json(f"{ENSEMBLES}/{d}/metrics.json")
     single = [m["topology"]["literature"]["mean_layer_dice"] for m in members]
     dice = ens["topology"]["literature"]["mean_layer_dice"]
@@ -1953,7 +1953,7 @@ def results_fluid_columns(src: Sources) -> str:
     for group, m in groups.items():
       rows.append([label, group.replace("_", " ")] + fluid_column_cells(m, total))
     for f, r in enumerate(runs):
-      at_training = src.json(f"{runs_dir}/{folder}/fold{f}_seed0/metrics.json")
+      at_training = src.json(f"{runs_dir}/{folder}/fold{f}_seed0/{METRICS}")
       drift.append(abs(r["topology"]["literature"]["mean_layer_dice"]
                        - at_training["topology"]["literature"]["mean_layer_dice"]))
   return (table(["fold models", "columns"] + FLUID_COLUMN_HEADER, rows)
