@@ -7,7 +7,8 @@ predict, eval and explain find a training scan read under another name (an expor
 user's .npz: inference.TrainingScans). For an older workdir this reads its configured data
 again (--duke_dir: where the Duke files are now, if they moved), checks that every training
 scan the split names is there, and rewrites split.json with the fingerprints added (atomic;
-nothing else changes). An ensemble workdir is done member by member: pass the members. Bad
+nothing else changes), holding each workdir's training lock meanwhile, so that a workdir being
+trained is refused rather than raced. An ensemble workdir is done member by member: pass the members. Bad
 input: one line and exit status 2.
 """
 
@@ -21,7 +22,8 @@ from octseg_jax.config.checks import check_split_record  # noqa: E402
 from octseg_jax.data import pipeline  # noqa: E402
 from octseg_jax.errors import InputError, one_line  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
-from octseg_jax.serving.workdir import SPLIT_FILE, load_config, read_json  # noqa: E402
+from octseg_jax.serving.workdir import (SPLIT_FILE, WorkdirLock, load_config,  # noqa: E402
+                                        read_json)
 
 
 def fingerprinted_split(workdir: str, duke_dir: str = "") -> dict:
@@ -50,7 +52,10 @@ def main(argv=None) -> int:
   parser.add_argument("workdirs", nargs="+")
   parser.add_argument("--duke_dir", default="")
   args = parser.parse_args(argv)
+  locks = [WorkdirLock(w) for w in dict.fromkeys(map(os.path.abspath, args.workdirs))]
   try:
+    for lock in locks:                    # no training starts in them meanwhile
+      lock.acquire()
     splits = [(w, fingerprinted_split(w, args.duke_dir)) for w in args.workdirs]
     for workdir, split in splits:         # all read before any is written; each atomically
       write_json(os.path.join(workdir, SPLIT_FILE), split)
@@ -58,6 +63,9 @@ def main(argv=None) -> int:
   except (InputError, OSError) as e:
     print(f"error: {one_line(e)}", file=sys.stderr)
     return 2
+  finally:
+    for lock in locks:
+      lock.release()
   return 0
 
 

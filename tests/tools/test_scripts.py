@@ -1,7 +1,9 @@
 """The experiment scripts' pure parts: ablation overrides and the summary tables."""
 
 import json
+import os
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -201,6 +203,7 @@ def test_add_fingerprints_gives_an_old_workdir_what_training_records(trained_wor
   assert script.main([old]) == 0
   with open(f"{old}/split.json") as f:
     assert json.load(f) == trained
+  assert not os.path.exists(f"{old}/.lock")     # held while it ran, released
   before["train"]["names"].append("no_such_scan")
   with open(f"{old}/split.json", "w") as f:
     json.dump(before, f)
@@ -210,3 +213,14 @@ def test_add_fingerprints_gives_an_old_workdir_what_training_records(trained_wor
                  "the configured data (synthetic)"]
   with open(f"{old}/split.json") as f:
     assert json.load(f) == before
+  before["train"]["names"].pop()        # a workdir that a live process trains: refused, as is
+  with open(f"{old}/split.json", "w") as f:
+    json.dump(before, f)
+  with open(f"{old}/.lock", "w") as f:
+    f.write(f"{os.getppid()} {socket.gethostname()}\n")
+  assert script.main([old]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(f"error: {old}: busy, process {os.getppid()}"), err
+  with open(f"{old}/split.json") as f:
+    assert json.load(f) == before
+  assert os.path.exists(f"{old}/.lock")   # the trainer's lock stays
