@@ -18,8 +18,9 @@ import zlib
 
 import numpy as np
 
-from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_fluid, check_image_side,
-                                   check_index_field, check_masks, to_uint8_images)
+from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, bscan_name, check_fluid,
+                                   check_image_side, check_index_field, check_masks,
+                                   to_uint8_images)
 from octseg_jax.errors import InputError, fail
 from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
@@ -117,7 +118,7 @@ def load_npz(path: str, require_masks: bool = False,
     subjects = np.full(len(images), int(number[-1][-9:]) if number else 0)
   if "bscan_index" in arrays:
     index = check_index_field(arrays["bscan_index"], len(images), path, "bscan_index")
-    names = [f"{stem}_b{int(i):02d}" for i in index]
+    names = [bscan_name(stem, i) for i in index]
   else:
     names = [f"{stem}_{i:03d}" for i in range(len(images))]
   return ScanSet(images, masks, subjects, names, path, fluid=fluid)
@@ -288,7 +289,7 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
   number = re.findall(r"\d+", stem)
   subject = int(number[-1][-9:]) if number else 0
   if layers_key not in data:
-    names = [f"{stem}_b{s:02d}" for s in range(len(images))]
+    names = [bscan_name(stem, s) for s in range(len(images))]
     return ScanSet(images, None, np.full(len(images), subject), names, path)
   masks, fluid = _grader_masks(data, layers_key, fluid_key, images.shape, path)
   labelled = (masks != IGNORE).any(axis=(1, 2))
@@ -306,7 +307,7 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
       fluid = None if fluid is None else fluid[..., cols]
   else:
     keep = np.arange(len(images))
-  names = [f"{stem}_b{int(s):02d}" for s in keep]
+  names = [bscan_name(stem, s) for s in keep]
   return ScanSet(images, masks, np.full(len(images), subject), names, path, fluid=fluid)
 
 

@@ -1,6 +1,7 @@
 """The ScanSet container and the checks every reader applies to what it read."""
 
 import dataclasses
+import re
 from typing import Optional
 
 import numpy as np
@@ -44,6 +45,18 @@ class ScanSet:
                    self.subjects[index], [self.names[i] for i in index], self.source,
                    fluid=None if self.fluid is None else self.fluid[index],
                    volume_scale=self.volume_scale)
+
+
+def bscan_name(stem: str, index: int) -> str:
+  """The name of B-scan `index` of the volume `stem` (a Duke file, a scanner volume): STEM_bII."""
+  return f"{stem}_b{int(index):02d}"
+
+
+def volume_of(name) -> Optional[str]:
+  """The volume STEM (casefolded: Duke's Subject_SS.mat and the shared subject_SS.npz are one
+  eye) of a scan named bscan_name(STEM, i); None for other names."""
+  found = re.fullmatch(r"(.+)_b\d+", str(name).casefold())
+  return found.group(1) if found else None
 
 
 def check_image_side(rows: int, cols: int, path, max_side: int = MAX_IMAGE_SIDE) -> None:

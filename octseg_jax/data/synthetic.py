@@ -10,7 +10,7 @@ images whatever the number of scans asked for.
 import numpy as np
 from scipy import ndimage
 
-from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet
+from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet, bscan_name
 
 # Median layer thickness in rows of a 496-row Duke Spectralis B-scan (classes 1..7).
 DUKE_THICKNESS_496 = np.array([9.0, 17.0, 8.0, 7.0, 22.0, 8.0, 7.0])
@@ -206,7 +206,7 @@ def generate_volume(num_bscans: int = 61, height: int = 496, width: int = 512, s
     for i in range(num_bscans):
       images[i] = render(np.random.default_rng([seed, i]), masks[i], b[i], cysts=False,
                          fluid=fluid[i])[0]
-  names = [f"phantom_volume_b{i:02d}" for i in range(num_bscans)]
+  names = [bscan_name("phantom_volume", i) for i in range(num_bscans)]
   vol = Volume(images, masks, np.ones(num_bscans, bool), y, (dz, row_mm, col_mm), laterality,
                names, f"synthetic_volume(seed={seed}, shape={shape})")
   return vol, {"fovea_mm": np.array(fovea), "thickness_rows": t, "fluid": fluid}

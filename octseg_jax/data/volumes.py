@@ -39,7 +39,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from octseg_jax.data import duke
-from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet, to_uint8_images
+from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet, bscan_name, to_uint8_images
 from octseg_jax.errors import InputError, fail
 from octseg_jax.anatomy import IGNORE
 
@@ -255,8 +255,8 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
   source = "file" if unit == "mm" else DEFAULT_SCALE_SOURCE
   positions = _positions_from_meta(bscan_meta, len(images), scale[0])
   masks, annotated = _masks_from_layers(layers, images.shape)
-  names = [f"{os.path.splitext(os.path.basename(path.rstrip('/')))[0]}_b{i:02d}"
-           for i in range(len(images))]
+  stem = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
+  names = [bscan_name(stem, i) for i in range(len(images))]
   side, side_source = _laterality(found_laterality, laterality, notes, path)
   return Volume(images, masks, annotated, positions, scale, side, names, path, notes, source,
                 side_source)

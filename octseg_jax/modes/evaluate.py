@@ -230,7 +230,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects, scale["row_um"])
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
-                 "scans_in_training": inference.scans_in_training(trained, names, images),
+                 **inference.training_overlap(trained, names, images),
                  "pixel_um_source": scale["source"],
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
@@ -244,8 +244,9 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
         f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
         f"{inputs.scale_text(scale)}; wrote "
         f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")
-  if result["scans_in_training"]:
-    print(f"warning: {report.training_overlap_text(result)}")
+  if report.training_overlap(result):
+    print(f"warning: {report.training_overlap_text(result, len(images))}, so these numbers are "
+          "not held-out")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

@@ -477,18 +477,18 @@ def checked_box(flag, target: str, default) -> tuple:
 
 
 def print_explained(explained: int, available: int, max_scans: int, what: str, run_out,
-                    skipped: int, seen: int) -> None:
+                    skipped: int, seen: Dict) -> None:
   """The console's closing lines: scans explained (of how many, when explain.max_scans capped
   them), `what` (method and layers), the output folder, failed and skipped files, and a warning
-  when `seen` of them were in the model's training set."""
+  when any of them were in the model's training set or from its training volumes (`seen`:
+  inference.training_overlap)."""
   capped = (f" of {available} (explain.max_scans={max_scans} per file; "
             "--config.explain.max_scans=N explains more)" if available > explained else "")
   print(f"explained {report.count(explained, 'scan')}{capped} ({what}) -> {run_out.folder}; "
         f"{run_out.num_failed} failed, {skipped} skipped")
-  if seen:
-    print(f"warning: {seen} of {report.count(explained, 'scan')} explained "
-          f"{'was' if seen == 1 else 'were'} in the model's training set ({report.TRAINING_MATCH})"
-          ": maps of scans it learned say less about how it reads new eyes")
+  if report.training_overlap(seen):
+    print(f"warning: {report.training_overlap_text(seen, explained, ' explained')}: maps of "
+          "scans it learned say less about how it reads new eyes")
 
 
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
@@ -541,9 +541,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   run_out.wrote(stats_json, stats_md)
   explained = [(s.names[i], s.images[i]) for s, _ in sets
                for i in range(min(len(s), int(cfg.max_scans)))]      # per_scan's, in order
-  seen = inference.scans_in_training(trained, *zip(*explained))
-  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
-                  "scans_in_training": seen})
+  seen = inference.training_overlap(trained, *zip(*explained))
+  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan), **seen})
   print_explained(len(per_scan), sum(len(s) for s, _ in sets), int(cfg.max_scans),
                   f"{method}, layers {', '.join(layers)}", run_out, len(skipped), seen)
   if run_out.num_failed:

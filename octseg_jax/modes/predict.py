@@ -221,7 +221,7 @@ def low_support(supported: np.ndarray) -> np.ndarray:
 def summary_header(trained) -> list:
   """Columns of summary.csv (one row per scan of the run)."""
   header = ["file", "scan_index", "scan", "row_um", "col_um", "scale_source", "supported_share",
-            "low_support", "in_training"]
+            "low_support", "in_training", "training_volume"]
   header += [f"{n}_um" for n in LAYER_NAMES[1:]] + ["total_um"]
   if "fluid" in trained.head_names:
     header += ["fluid_area_mm2"]
@@ -241,11 +241,11 @@ def fluid_area_text(fluid_um: np.ndarray, col_mm) -> str:
 
 def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) -> list:
   """summary.csv rows of one input file: per scan its scale, the share of supported columns
-  and two flags, `low_support` (a share below geom.LOW_SUPPORT: then no thickness values, as an
-  ETDRS sector less than half measured has none) and `in_training` (`seen` [N]: one of the
-  model's training scans by name or pixels, inference.TrainingScans), each layer's and the
-  total thickness averaged over the supported columns (um), the fluid area (mm2) and the count
-  of uncertain columns."""
+  and three flags, `low_support` (a share below geom.LOW_SUPPORT: then no thickness values, as
+  an ETDRS sector less than half measured has none), `in_training` and `training_volume`
+  (`seen`, TrainingScans.flags: one of the model's training scans by name or pixels; that or
+  another B-scan of a volume it trained on), each layer's and the total thickness averaged over
+  the supported columns (um), the fluid area (mm2) and the count of uncertain columns."""
   rows = []
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   for i, name in enumerate(scans.names):
@@ -256,7 +256,7 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) ->
     total = "" if low or not ok.any() else f"{t.sum(axis=0).mean():.2f}"
     row = [path, i, name, f"{scale['row_um']:.4g}",
            "" if col_mm is None else f"{scale['col_um']:.4g}", scale["source"],
-           f"{ok.mean():.3f}", int(low), int(seen[i]),
+           f"{ok.mean():.3f}", int(low), int(seen[0][i]), int(seen[1][i]),
            *means, total]
     if out.get("fluid_um") is not None:
       row.append(fluid_area_text(out["fluid_um"][i], col_mm))
@@ -282,8 +282,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
   `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
   (how many scans have every layer's thickness in fewer than geom.LOW_SUPPORT of their
-  columns) and its `summary` rows of summary.csv and `in_training`, how many of its scans the
-  model trained on (by name or pixels)."""
+  columns), its `summary` rows of summary.csv and its `training` counts (how many of its scans
+  the model trained on, and how many are from volumes it trained on: training_overlap)."""
   from octseg_jax.outputs import volume_report
   from octseg_jax.serving.inference import training_scans
   scale = inputs.resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
@@ -313,15 +313,15 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
   draw_figures(run, scans, out, drawn, flags, model_label(trained), scale, uncertain_um)
-  training = training_scans(trained)            # each scan fingerprinted once, for both uses
-  seen = [training.holds(n, im) for n, im in zip(scans.names, scans.images)]
+  seen = training_scans(trained).flags(scans.names, scans.images)    # fingerprinted once
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
           summary_rows(scans.source, scans, out, scale, extra, seen),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
           "low_support": int(low_support(out["supported"]).sum()),
-          "in_training": sum(seen)}
+          "training": {"scans_in_training": sum(seen[0]),
+                       "scans_from_training_volumes": sum(seen[1])}}
 
 
 def model_label(trained) -> str:
@@ -389,23 +389,23 @@ def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float
           f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
           f"than {geom.LOW_SUPPORT:.0%} of the columns (the rest shaded 'no support'): is it a "
           "retinal B-scan like the model's training data?")
-  if done["in_training"]:
-    print(f"warning: {done['in_training']} of {scans} of {path} "
-          f"{'was' if done['in_training'] == 1 else 'were'} in the model's training set "
-          f"({report.TRAINING_MATCH}): outputs on them do not show how it reads new eyes")
+  if report.training_overlap(done["training"]):
+    print(f"warning: {report.training_overlap_text(done['training'], num_scans, f' of {path}')}"
+          ": outputs on them do not show how it reads new eyes")
 
 
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,
                   batch_size: int, single: bool = False, pixel_um_option=None):
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
   is predicted); returns manifest.json's facts of them: scans, files_predicted, scales ({file:
-  scale used}), scans_with_low_support, scans_in_training, for volumes lateralities ({file:
-  laterality used}), for an ensemble scans_with_uncertain_columns and uncertain_um (the spread
-  that flags a column). In a folder run a file whose prediction fails for
-  any reason becomes a failed row of errors.csv and the run goes on; a single input file fails
-  the run."""
+  scale used}), scans_with_low_support, scans_in_training, scans_from_training_volumes, for
+  volumes lateralities ({file: laterality used}), for an ensemble scans_with_uncertain_columns
+  and uncertain_um (the spread that flags a column). In a folder run a file whose prediction
+  fails for any reason becomes a failed row of errors.csv and the run goes on; a single input
+  file fails the run."""
   num_scans = num_files = 0
-  uncertain_scans, summary, scales, sides, low, seen = None, [], {}, {}, 0, 0
+  uncertain_scans, summary, scales, sides, low = None, [], {}, {}, 0
+  seen = {"scans_in_training": 0, "scans_from_training_volumes": 0}
   for path, scans in prefetched(readable):
     claimed = set(outputs.claimed)
     try:
@@ -425,7 +425,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
       uncertain_scans = (uncertain_scans or 0) + done["uncertain_scans"]
     num_scans, num_files = num_scans + len(scans), num_files + 1
     low += done["low_support"]
-    seen += done["in_training"]
+    seen = {k: v + done["training"][k] for k, v in seen.items()}
     print_file_result(path, len(scans), done, float(trained.config.predict.uncertain_um))
     if scans.volume is None and (hint := volumes.volume_hint(path)):
       print(hint)
@@ -434,7 +434,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     write_csv(path, summary_header(trained), summary)
     outputs.wrote(path)
   facts = {"scans": num_scans, "files_predicted": num_files, "scales": scales,
-           "scans_with_low_support": low, "scans_in_training": seen}
+           "scans_with_low_support": low, **seen}
   if uncertain_scans is not None:
     facts["scans_with_uncertain_columns"] = uncertain_scans
     facts["uncertain_um"] = float(trained.config.predict.uncertain_um)

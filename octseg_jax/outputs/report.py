@@ -138,13 +138,30 @@ def paper_note(result: Dict) -> str:
           "80/20 split of B-scans, and this evaluation is not that protocol.")
 
 
-# How serving.inference.TrainingScans finds a scan the model trained on, in every warning.
+# How serving.inference.TrainingScans finds a scan the model trained on, and a scan of a volume
+# it trained on, in every warning.
 TRAINING_MATCH = "matched by scan name or pixels"
+TRAINING_VOLUME = "other B-scans of the same eye, by the volume STEM of their names STEM_bII"
 
 
-def training_overlap_text(result: Dict) -> str:
-  return (f"{result['scans_in_training']} of {count(result['scans'], 'scan')} were in the "
-          f"model's training set ({TRAINING_MATCH}), so these numbers are not held-out")
+def training_overlap(counts: Dict) -> bool:
+  """Whether counts (manifest.json's or eval's: inference.training_overlap) hold a training
+  scan or a scan of a training volume (records from before the volumes count only the first)."""
+  return bool(counts.get("scans_from_training_volumes", counts.get("scans_in_training", 0)))
+
+
+def training_overlap_text(counts: Dict, scans: int, of: str = "") -> str:
+  """'X of N scans{of} were in the model's training set (...)' and, where more are from the
+  volumes it trained on, '; Y of N are from volumes it trained on (...)'."""
+  seen = counts.get("scans_in_training", 0)
+  volume = counts.get("scans_from_training_volumes", seen)
+  total = f"{count(scans, 'scan')}{of}"
+  parts = [f"{seen} of {total} {'was' if seen == 1 else 'were'} in the model's training set "
+           f"({TRAINING_MATCH})"] if seen else []
+  if volume > seen:
+    parts.append(f"{volume} of {total if not parts else scans} {'is' if volume == 1 else 'are'} "
+                 f"from volumes it trained on ({TRAINING_VOLUME})")
+  return "; ".join(parts)
 
 
 def smoothing_text(fix: Dict) -> str:
@@ -161,8 +178,9 @@ def metrics_markdown(result: Dict) -> str:
       "# Evaluation", "",
       f"Data: {result['data']}; {count(result['scans'], 'scan')}; checkpoint epoch "
       f"{epochs_text(result['checkpoint_epoch'])}; resolution: {result['resolution']}; pixel "
-      f"{result['pixel_um']} um." + (f" **Warning: {training_overlap_text(result)}**"
-                                     if result.get("scans_in_training") else ""), "",
+      f"{result['pixel_um']} um." + (
+          f" **Warning: {training_overlap_text(result, result['scans'])}, so these numbers "
+          "are not held-out**" if training_overlap(result) else ""), "",
       "## Summary", "",
       table(["protocol", "metric", "raw argmax", "topology-fixed"], [
           ["paper", "pixel accuracy", fmt(raw["paper"]["accuracy"]), fmt(fix["paper"]["accuracy"])],

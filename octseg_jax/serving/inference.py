@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import os
 import json
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ from octseg_jax.data import preprocessing
 from octseg_jax.serving.checkpoints import inference_payload, restore_best
 from octseg_jax.config.checks import check_split_record
 from octseg_jax.data import pipeline
+from octseg_jax.data.scans import volume_of
 from octseg_jax.errors import InputError
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.models import create_model
@@ -83,35 +84,47 @@ class Trained:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingScans:
-  """The scans a model (any member of an ensemble) trained on, by name and by pixels.
+  """The scans a model (any member of an ensemble) trained on, by name and by pixels, and the
+  volumes they came from.
 
   Duke scans are named STEM_bII wherever they come from (eval's split, a subject's .npz or
   .mat given to eval, predict or explain), where STEM is the file's name: subject_SS in the
   shared .npz files, Subject_SS in Duke's own .mat files, so names match whatever their case.
   A scan under another name (an image file, a user's .npz) is found by its pixels
   (pipeline.pixel_fingerprint: lossless copies), where split.json records them (workdirs
-  trained since 2026-12-06, and pretrained/)."""
+  trained since 2026-12-06, and pretrained/). Another B-scan of a volume that gave training
+  scans (scans.volume_of: the STEM of STEM_bII, such as the other slices of a Duke .mat) is no
+  training scan, but it is no new eye either: `flags` says both."""
   names: frozenset
   fingerprints: frozenset
+  volumes: frozenset = frozenset()
 
   def holds(self, name, image=None) -> bool:
     return str(name).casefold() in self.names or (
         image is not None and bool(self.fingerprints)
         and pipeline.pixel_fingerprint(image) in self.fingerprints)
 
+  def flags(self, names, images=None) -> Tuple[List[bool], List[bool]]:
+    """Per scan: (a training scan, from a training volume: a training scan or another B-scan
+    of a volume that gave training scans)."""
+    images = [None] * len(names) if images is None else images
+    seen = [self.holds(n, im) for n, im in zip(names, images)]
+    return seen, [s or volume_of(n) in self.volumes for s, n in zip(seen, names)]
+
 
 def training_scans(trained) -> TrainingScans:
   train = [m.split.get("train", {}) for m in trained.members]
-  return TrainingScans(frozenset(str(n).casefold() for t in train for n in t.get("names", ())),
-                       frozenset(f for t in train for f in t.get("fingerprints", ())))
+  names = frozenset(str(n).casefold() for t in train for n in t.get("names", ()))
+  return TrainingScans(names, frozenset(f for t in train for f in t.get("fingerprints", ())),
+                       frozenset(v for v in map(volume_of, names) if v is not None))
 
 
-def scans_in_training(trained, names, images=None) -> int:
+def training_overlap(trained, names, images=None) -> Dict[str, int]:
   """How many of the scans `names` (with their `images`, uint8 [H, W] each) the model trained
-  on (TrainingScans)."""
-  seen = training_scans(trained)
-  images = [None] * len(names) if images is None else images
-  return sum(seen.holds(n, im) for n, im in zip(names, images))
+  on, and how many are from volumes it trained on (TrainingScans.flags): the counts that
+  manifest.json and eval's metrics record."""
+  seen, volume = training_scans(trained).flags(names, images)
+  return {"scans_in_training": sum(seen), "scans_from_training_volumes": sum(volume)}
 
 
 def padded_batch(inputs: List[np.ndarray], batch_size: int) -> np.ndarray:

@@ -82,17 +82,47 @@ def test_eval_says_how_many_scans_the_model_trained_on():
     m = types.SimpleNamespace(split={"train": {"names": names}})
     m.members = [m]
     return m
+  seen = lambda trained, names: inference.training_overlap(trained, names)["scans_in_training"]
   one = member(["subject_01_b10", "subject_01_b15"])
   scored = ["subject_01_b10", "subject_01_b15", "subject_02_b10"]
-  assert inference.scans_in_training(one, scored) == 2
+  assert seen(one, scored) == 2
   ensemble = types.SimpleNamespace(members=[member(["subject_03_b10"]),
                                             member(["subject_02_b10"])])
-  assert inference.scans_in_training(ensemble, scored) == 1              # any member's
+  assert seen(ensemble, scored) == 1              # any member's
   # Duke's own .mat files are Subject_SS.mat, the shared .npz files subject_SS.npz: one scan.
-  assert inference.scans_in_training(one, ["Subject_01_b10", "SUBJECT_01_B15", "Subject_01"]) == 2
-  assert report.training_overlap_text({"scans_in_training": 2, "scans": 3}) == (
-      "2 of 3 scans were in the model's training set (matched by scan name or pixels), so these "
-      "numbers are not held-out")
+  assert seen(one, ["Subject_01_b10", "SUBJECT_01_B15", "Subject_01"]) == 2
+  assert report.training_overlap_text({"scans_in_training": 2}, 3) == (
+      "2 of 3 scans were in the model's training set (matched by scan name or pixels)")
+
+
+def test_other_bscans_of_a_training_volume_are_counted_apart():
+  """A scan named STEM_bII whose STEM (any case) training names share is from a volume the
+  model trained on, though no training scan (the other slices of a Duke .mat); other names are
+  not, and a training scan always is; the warning says both counts."""
+  import types
+  from octseg_jax.data.scans import bscan_name, volume_of
+  from octseg_jax.outputs import report
+  from octseg_jax.serving import inference
+  m = types.SimpleNamespace(split={"train": {"names": ["subject_01_b10", "phantom_1_0003"]}})
+  m.members = [m]
+  names = ["Subject_01_b10", "Subject_01_b33", "subject_011_b10", "subject_01", "phantom_1_0004",
+           "my_scan_b2"]
+  assert inference.training_scans(m).flags(names) == (
+      [True, False, False, False, False, False], [True, True, False, False, False, False])
+  assert inference.training_overlap(m, names) == {"scans_in_training": 1,
+                                                 "scans_from_training_volumes": 2}
+  assert volume_of(bscan_name("Subject_07", 33)) == "subject_07" and volume_of("a_b") is None
+  assert report.training_overlap_text({"scans_in_training": 11,
+                                       "scans_from_training_volumes": 61}, 61, " of S.mat") == (
+      "11 of 61 scans of S.mat were in the model's training set (matched by scan name or "
+      "pixels); 61 of 61 are from volumes it trained on (other B-scans of the same eye, by the "
+      "volume STEM of their names STEM_bII)")
+  assert report.training_overlap_text({"scans_in_training": 0,
+                                       "scans_from_training_volumes": 1}, 2) == (
+      "1 of 2 scans is from volumes it trained on (other B-scans of the same eye, by the volume "
+      "STEM of their names STEM_bII)")
+  assert not report.training_overlap({"scans_in_training": 0})       # records from before
+  assert report.training_overlap({"scans_in_training": 1})
 
 
 def test_a_training_scan_under_another_name_is_found_by_its_pixels():
@@ -112,8 +142,9 @@ def test_a_training_scan_under_another_name_is_found_by_its_pixels():
   new = member({"names": ["subject_01_b10"], "fingerprints": [pipeline.pixel_fingerprint(scan)]})
   old = member({"names": ["subject_01_b10"]})
   names = ["my_export", "my_export_edited", "subject_01_b10"]
-  assert inference.scans_in_training(new, names, [scan, other, other]) == 2
-  assert inference.scans_in_training(old, names, [scan, other, other]) == 1
+  count = lambda m: inference.training_overlap(m, names, [scan, other, other])
+  assert count(new) == {"scans_in_training": 2, "scans_from_training_volumes": 2}
+  assert count(old) == {"scans_in_training": 1, "scans_from_training_volumes": 1}
   assert pipeline.pixel_fingerprint(scan) != pipeline.pixel_fingerprint(scan.astype(np.int16))
 
 

@@ -185,15 +185,49 @@ def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_pat
   out = capsys.readouterr().out
   assert f"warning: 1 of 1 scan of {folder / seen}.png was in the model's training set" in out
   assert out.count("in the model's training set") == 1               # not for new_eye.png
-  assert json.load(open(tmp_path / "out" / "manifest.json"))["scans_in_training"] == 1
+  manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+  assert (manifest["scans_in_training"], manifest["scans_from_training_volumes"]) == (1, 1)
   with open(tmp_path / "out" / "summary.csv") as f:
-    flags = {row["scan"]: row["in_training"] for row in csv.DictReader(f)}
-  assert flags == {seen: "1", "new_eye": "0"}
+    flags = {row["scan"]: (row["in_training"], row["training_volume"])
+             for row in csv.DictReader(f)}
+  assert flags == {seen: ("1", "1"), "new_eye": ("0", "0")}     # a training scan: its volume too
   from octseg_jax.modes import explain
   explain.run(trained_workdir[0], str(folder), str(tmp_path / "cams"))
   out = capsys.readouterr().out
   assert "warning: 1 of 2 scans explained was in the model's training set" in out
   assert json.load(open(tmp_path / "cams" / "manifest.json"))["scans_in_training"] == 1
+
+
+def test_predict_flags_other_bscans_of_a_volume_the_model_trained_on(trained_workdir, tmp_path,
+                                                                      capsys):
+  """A file whose B-scans are named STEM_bII (bscan_index) where training had STEM_b03: b03 is
+  a training scan, b04 is from its volume; summary.csv, manifest.json and the warning say so."""
+  import json
+  import shutil
+  from octseg_jax.modes import predict
+  from octseg_jax.outputs.atomic import write_npz
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(trained_workdir[0], workdir)
+  with open(f"{workdir}/split.json") as f:
+    split = json.load(f)
+  split["train"]["names"].append("eye7_b03")
+  with open(f"{workdir}/split.json", "w") as f:
+    json.dump(split, f)
+  scans = synthetic.generate(3, 96, 64, seed=5).images
+  write_npz(str(tmp_path / "Eye7.npz"), images=scans, bscan_index=np.array([3, 4, 9]))
+  write_npz(str(tmp_path / "other.npz"), images=scans[:1], bscan_index=np.array([3]))
+  for name in ("Eye7", "other"):
+    predict.run(workdir, str(tmp_path / f"{name}.npz"), str(tmp_path / f"out_{name}"),
+                figures="none")
+  out = capsys.readouterr().out
+  assert (f"warning: 1 of 3 scans of {tmp_path / 'Eye7.npz'} was in the model's training set "
+          "(matched by scan name or pixels); 3 of 3 are from volumes it trained on") in out
+  assert out.count("warning:") == 1                                   # none for other.npz
+  with open(tmp_path / "out_Eye7" / "summary.csv") as f:
+    rows = [(r["scan"], r["in_training"], r["training_volume"]) for r in csv.DictReader(f)]
+  assert rows == [("Eye7_b03", "1", "1"), ("Eye7_b04", "0", "1"), ("Eye7_b09", "0", "1")]
+  manifest = json.load(open(tmp_path / "out_Eye7" / "manifest.json"))
+  assert (manifest["scans_in_training"], manifest["scans_from_training_volumes"]) == (1, 3)
 
 
 def test_a_folder_run_writes_one_summary_row_per_scan(trained_workdir, tmp_path):
