@@ -789,7 +789,9 @@ def readme_explain(src: Sources) -> str:
           f"On the shipped ensemble it costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans "
           "(whole commands, 2-core CPU, `benchmarks/explain_vs_predict.sh`). "
           f"`pretrained/cam_evidence.json` carries {evidence_of(src)}, and `cam_stats.md` says "
-          "per class whether the map passed on it.")
+          "per class whether the map passed on it. This evidence predates the rule that class "
+          "scores, maps and removal count the scan's pixels only, not the network's padding "
+          "(docs/results.md §3.5), and has not been rerun.")
 
 
 def own_members_evidence(src: Sources) -> str:
@@ -1527,7 +1529,8 @@ def lever_block(t: Dict) -> str:
 
 
 def comparisons_text(t: Dict) -> str:
-  """The candidates paired with the recipe they would replace in pretrained/ (not the base)."""
+  """The candidates paired with the recipe they would replace (in pretrained/, or as the
+  candidate for it; not the base), as the plan's `comparisons` say why."""
   out = ""
   for c in t.get("comparisons", []):
     if not c["paired_gains"]:
@@ -1535,9 +1538,10 @@ def comparisons_text(t: Dict) -> str:
     gains = ", ".join(f"{k.replace('fold', 'f').replace('_seed', 's')} {v:+.4f}"
                       for k, v in c["paired_gains"].items())
     verdict = (f"so it replaces {c['against']}" if c["replaces"] else
-               f"so it does not replace {c['against']}" if c["complete"] else
+               f"so it does not replace {c['against']} (not above the seed noise)"
+               if c["complete"] else
                "undecided until it has run folds " + ", ".join(map(str, c["folds_needed"])))
-    out += (f"Replacing the shipped recipe: {c['recipe']} paired with {c['against']} ({c['why']}) "
+    out += (f"Paired reading: {c['recipe']} with {c['against']} ({c['why']}) "
             f"gains {gains}, mean **{c['mean_gain']:+.4f}** against the seed noise "
             f"{t['seed_noise']:.4f}, {verdict}. ")
   return out

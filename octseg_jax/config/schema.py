@@ -74,7 +74,8 @@ FIELDS: Dict[str, Field] = {
     "data.recipe.normalisation": F(NORMALISATIONS[0], v.one_of(NORMALISATIONS),
                                    "'percentile' (gain invariant) or 'divide255' (paper)"),
     "data.split": F("subject", v.one_of(SPLITS), "'subject' (val_subjects or fold of "
-                    "num_folds) or 'random' (val_fraction of B-scans; leaks an eye's scans)"),
+                    "num_folds), 'random' (val_fraction of B-scans; leaks an eye's scans) or "
+                    "'all' (validation = the training scans: fit, not generalisation)"),
     "data.val_subjects": F((), v.int_tuple(0, 10_000, 0), "() = fold `fold` of `num_folds`"),
     "data.num_folds": F(4, v.int_at_least(2)),
     "data.fold": F(0, v.int_at_least(0)),
@@ -164,7 +165,8 @@ FIELDS: Dict[str, Field] = {
     "explain.road_noise": F(ROAD_NOISE, v.number_in(0.0, 1.0, open_low=True),
                             "sd of ROAD's imputation noise (model-input intensity)", True, True),
     "explain.removal_batch_mb": F(1024, v.int_at_least(1), "memory for one batch of perturbed "
-                                  "images", True),
+                                  "images (and of Ablation-CAM's ablated channels)", True,
+                                  ("explain",)),
     "explain.max_scans": F(4, v.int_at_least(1), "scans per input file", True, True),
     # predict
     "predict.members": F(0, v.int_at_least(0), "of an ensemble: the first N (0 = all; 1 = the "

@@ -91,6 +91,9 @@ def test_data_paths_are_settable_where_they_are_read():
   assert "data.duke_dir" in schema.inference_fields("eval")
   assert "data.duke_dir" not in schema.inference_fields("predict")
   assert "train.eval_batch_size" in schema.inference_fields("predict")
+  for mode in ("explain", "predict"):            # README: each mode accepts its own MODE.*
+    own = {k for k in schema.FIELDS if k.startswith(mode + ".")}
+    assert own <= set(schema.inference_fields(mode)), own - set(schema.inference_fields(mode))
   for name, field in schema.FIELDS.items():       # a misspelt mode would hide a field
     if isinstance(field.inference, tuple):
       assert set(field.inference) <= set(overrides.INFERENCE_MODES), name
