@@ -236,11 +236,14 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
                 data_name, started, scale)
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(images),
+                  **{k: result[k] for k in ("scans_in_training", "scans_from_training_volumes")},
                   "scale": {"row_um": scale["row_um"], "source": scale["source"]},
                   "scales": {s.source: inputs.scale_record(r) for s, r in read or ()}})
-  lit = result["raw"]["literature"]["mean_layer_dice"]
+  lit = result["topology"]["literature"]["mean_layer_dice"]      # what predict outputs
   print(report.console_summary(result))
-  print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f}, "
+  print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f} "
+        f"(order fix, as predict outputs; raw argmax "
+        f"{result['raw']['literature']['mean_layer_dice']:.4f}), "
         f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
         f"{inputs.scale_text(scale)}; wrote "
         f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")

@@ -140,8 +140,9 @@ def paper_note(result: Dict) -> str:
 
 # How serving.inference.TrainingScans finds a scan the model trained on, and a scan of a volume
 # it trained on, in every warning.
-TRAINING_MATCH = "matched by scan name or pixels"
-TRAINING_VOLUME = "other B-scans of the same eye, by the volume STEM of their names STEM_bII"
+TRAINING_MATCH = "matched by pixels, or by name where the model records no pixels"
+TRAINING_VOLUME = ("by name: other B-scans of the same eye, STEM_bII, or a training scan's name "
+                   "with other pixels")
 
 
 def training_overlap(counts: Dict) -> bool:

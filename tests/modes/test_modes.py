@@ -16,7 +16,7 @@ from octseg_jax.outputs.atomic import write_npz, write_png
 from conftest import tiny_config
 
 
-def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_path):
+def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_path, capsys):
   workdir, _ = trained_workdir
   result = evaluate.run(workdir, None, str(tmp_path))
   with open(tmp_path / "metrics.json") as f:
@@ -44,6 +44,10 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
   assert 0 < record["wall_time_s"] < 600
   assert saved["scans_in_training"] == 0 and "Warning" not in md       # the validation split
   manifest = json.loads((tmp_path / "manifest.json").read_text())
+  assert manifest["scans_in_training"] == manifest["scans_from_training_volumes"] == 0
+  fixed, raw = (saved[k]["literature"]["mean_layer_dice"] for k in ("topology", "raw"))
+  assert (f"mean layer Dice {fixed:.4f} (order fix, as predict outputs; raw argmax {raw:.4f})"
+          in capsys.readouterr().out)
   assert manifest["scale"] == {"row_um": 3.87, "source": "default (data.pixel_um)"}
   assert manifest["scales"] == {}                            # no --input files
 
@@ -92,7 +96,8 @@ def test_eval_says_how_many_scans_the_model_trained_on():
   # Duke's own .mat files are Subject_SS.mat, the shared .npz files subject_SS.npz: one scan.
   assert seen(one, ["Subject_01_b10", "SUBJECT_01_B15", "Subject_01"]) == 2
   assert report.training_overlap_text({"scans_in_training": 2}, 3) == (
-      "2 of 3 scans were in the model's training set (matched by scan name or pixels)")
+      "2 of 3 scans were in the model's training set (matched by pixels, or by name where the "
+      "model records no pixels)")
 
 
 def test_other_bscans_of_a_training_volume_are_counted_apart():
@@ -112,23 +117,23 @@ def test_other_bscans_of_a_training_volume_are_counted_apart():
   assert inference.training_overlap(m, names) == {"scans_in_training": 1,
                                                  "scans_from_training_volumes": 2}
   assert volume_of(bscan_name("Subject_07", 33)) == "subject_07" and volume_of("a_b") is None
+  by_name = ("by name: other B-scans of the same eye, STEM_bII, or a training scan's name with "
+             "other pixels")
   assert report.training_overlap_text({"scans_in_training": 11,
                                        "scans_from_training_volumes": 61}, 61, " of S.mat") == (
-      "11 of 61 scans of S.mat were in the model's training set (matched by scan name or "
-      "pixels); 61 of 61 are from volumes it trained on (other B-scans of the same eye, by the "
-      "volume STEM of their names STEM_bII)")
+      "11 of 61 scans of S.mat were in the model's training set (matched by pixels, or by name "
+      f"where the model records no pixels); 61 of 61 are from volumes it trained on ({by_name})")
   assert report.training_overlap_text({"scans_in_training": 0,
                                        "scans_from_training_volumes": 1}, 2) == (
-      "1 of 2 scans is from volumes it trained on (other B-scans of the same eye, by the volume "
-      "STEM of their names STEM_bII)")
+      f"1 of 2 scans is from volumes it trained on ({by_name})")
   assert not report.training_overlap({"scans_in_training": 0})       # records from before
   assert report.training_overlap({"scans_in_training": 1})
 
 
 def test_a_training_scan_under_another_name_is_found_by_its_pixels():
   """split.json's train.fingerprints: a training scan read under another name (an exported
-  PNG, a user's .npz) counts as seen; one changed pixel or a workdir without fingerprints
-  (trained before them) falls back to names."""
+  PNG, a user's .npz) counts as seen, and a training scan's name with one changed pixel only as
+  from a training volume; a workdir without fingerprints (trained before them) goes by names."""
   import types
   from octseg_jax.data import pipeline
   from octseg_jax.serving import inference
@@ -143,7 +148,7 @@ def test_a_training_scan_under_another_name_is_found_by_its_pixels():
   old = member({"names": ["subject_01_b10"]})
   names = ["my_export", "my_export_edited", "subject_01_b10"]
   count = lambda m: inference.training_overlap(m, names, [scan, other, other])
-  assert count(new) == {"scans_in_training": 2, "scans_from_training_volumes": 2}
+  assert count(new) == {"scans_in_training": 1, "scans_from_training_volumes": 2}
   assert count(old) == {"scans_in_training": 1, "scans_from_training_volumes": 1}
   assert pipeline.pixel_fingerprint(scan) != pipeline.pixel_fingerprint(scan.astype(np.int16))
 
