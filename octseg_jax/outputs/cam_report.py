@@ -112,6 +112,15 @@ def heldout_evidence(runs: Dict[str, Dict]) -> Dict:
   return out
 
 
+def heldout_verdict(passed: bool, folds_passed: int, folds: int) -> str:
+  """One class's held-out verdict, the same in cam_stats.md and the figures: 'yes' (its map beat
+  random removal on the fold-averaged ROAD areas and in most folds alone), 'mixed' (on the
+  average only, in at most half the folds alone) or 'no'."""
+  if not passed:
+    return "no"
+  return "mixed" if 2 * folds_passed <= folds else "yes"
+
+
 def heldout_passed(evidence: Optional[Dict], method: str, target: str) -> Dict[str, List]:
   """{layer: per class (passed, folds passed, folds): whether `method`'s map there beat random
   removal on held-out eyes, on the ROAD areas averaged over the folds, and in how many of the
@@ -136,7 +145,9 @@ def heldout_markdown(evidence: Optional[Dict], method: str, layer: str) -> str:
     return f"Held-out evidence: {method} at {layer} was not measured ({evidence['models']})."
   n = len(found["per_fold_faithful"])
   rows = [[c, LAYER_NAMES[c], fmt(found["morf"][c], 3), fmt(found["random"][c], 3),
-           "yes" if found["passed"][c] else "**no**", f"{found['folds_passed'][c]} of {n}"]
+           {"yes": "yes", "mixed": "mixed (the mean only)", "no": "**no**"}[heldout_verdict(
+               found["passed"][c], found["folds_passed"][c], n)],
+           f"{found['folds_passed'][c]} of {n}"]
           for c in layer_classes(len(found["morf"]))]
   return "\n".join([
       f"Held-out evidence for {method} at {layer}: {evidence['models']}. ROAD areas averaged "

@@ -12,6 +12,7 @@ import numpy as np
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, NUM_BOUNDARIES, NUM_CLASSES, PAPER_IOU
 from octseg_jax.models.segnet import CLASS_HEAD
 from octseg_jax.outputs import training_log
+from octseg_jax.outputs.cam_report import heldout_verdict
 
 FIGURES = ("none", "first", "all")   # --figures: which scans of a file get figures
 # Okabe & Ito (2008), "Color Universal Design": 7 colours plus white for the ILM, which
@@ -568,7 +569,7 @@ def _verdict_text(found) -> str:
   if found is None:
     return ""
   passed, folds_passed, folds = found
-  if passed and 2 * folds_passed <= folds:       # the mean passes, most folds alone do not
+  if heldout_verdict(passed, folds_passed, folds) == "mixed":
     return (f"\non held-out eyes: mixed, beats random removal on the\nmean of {folds} folds, "
             f"in only {folds_passed} of {folds} alone")
   return (f"\non held-out eyes: {'beats random removal' if passed else 'NOT better than random'}"

@@ -541,6 +541,22 @@ def test_a_cam_tile_calls_a_verdict_mixed_when_most_folds_alone_fail():
   assert _verdict_text(None) == ""
 
 
+def test_cam_stats_md_gives_the_figures_held_out_verdict():
+  """cam_stats.md's held-out column says what the figure's tile says: yes, mixed (the mean of
+  the folds only) or no, with the folds that passed alone."""
+  from octseg_jax.outputs.cam_report import heldout_markdown, heldout_verdict
+  assert [heldout_verdict(*v) for v in ((True, 3, 4), (True, 2, 4), (False, 4, 4))] == [
+      "yes", "mixed", "no"]
+  found = {"passed": [True] * 4 + [False] * 4, "folds_passed": [4, 4, 1, 3, 0, 4, 4, 4],
+           "morf": [0.5] * 8, "random": [0.6] * 8, "per_fold_faithful": [6] * 4,
+           "similarity": 0.03}
+  md = heldout_markdown({"models": "m", "methods": {"hirescam": {"dec3_conv1": found}}},
+                        "hirescam", "dec3_conv1")
+  verdicts = [line.split(" | ")[4] for line in md.splitlines() if line.startswith("| ")][1:]
+  assert verdicts == ["yes", "mixed (the mean only)", "yes", "**no**", "**no**", "**no**",
+                      "**no**"]
+
+
 def test_the_maps_title_gives_the_gaps_of_a_selection_of_bscans():
   """A Duke subject file holds 11 of a volume's 61 B-scans: the title gives their gaps, not the
   volume's spacing; evenly spaced B-scans get the spacing alone."""
