@@ -533,15 +533,14 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                      f"{run_out.folder}/errors.csv)")
   settings = explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_path,
                               workdir, method, target, box, layers)
-  result = summarise(per_scan, sanity_result, settings)
-  result["heldout"] = evidence
+  explained = [(s.names[i], s.images[i]) for s, _ in sets
+               for i in range(min(len(s), int(cfg.max_scans)))]      # per_scan's, in order
+  seen = inference.training_overlap(trained, *zip(*explained))
+  result = {**summarise(per_scan, sanity_result, settings), "heldout": evidence, **seen}
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
   write_json(stats_json, result)
   write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
-  explained = [(s.names[i], s.images[i]) for s, _ in sets
-               for i in range(min(len(s), int(cfg.max_scans)))]      # per_scan's, in order
-  seen = inference.training_overlap(trained, *zip(*explained))
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan), **seen})
   print_explained(len(per_scan), sum(len(s) for s, _ in sets), int(cfg.max_scans),
                   f"{method}, layers {', '.join(layers)}", run_out, len(skipped), seen)

@@ -203,8 +203,11 @@ def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_pat
   out = capsys.readouterr().out
   assert ("warning: 1 of 3 scans explained was in the model's training set (matched by pixels, "
           "or by name where the model records no pixels); 2 of 3 are from volumes") in out
-  manifest = json.load(open(tmp_path / "cams" / "manifest.json"))
-  assert (manifest["scans_in_training"], manifest["scans_from_training_volumes"]) == (1, 2)
+  for record in ("manifest.json", "cam_stats.json"):
+    saved = json.load(open(tmp_path / "cams" / record))
+    assert (saved["scans_in_training"], saved["scans_from_training_volumes"]) == (1, 2)
+  assert "**Warning: 1 of 3 scans was in the model's training set" in (
+      tmp_path / "cams" / "cam_stats.md").read_text()
 
 
 def test_predict_flags_other_bscans_of_a_volume_the_model_trained_on(trained_workdir, tmp_path,
