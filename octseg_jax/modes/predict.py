@@ -295,10 +295,12 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   pixel_um = scale["row_um"]
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   base = npz_path[:-len(".npz")]
+  seen = training_scans(trained).flags(scans.names, scans.images)    # fingerprinted once
   extra_keys = None if vol is None else (
       lambda bounds, fluid_um, supported: volume_report.write(
           os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um,
-          trained.workdir, supported))
+          trained.workdir, supported,
+          report.training_volume_title(sum(seen[0]), sum(seen[1]), len(scans))))
   drawn = figure_scans(figures, len(scans))
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
   uncertain_um = float(trained.config.predict.uncertain_um)
@@ -312,8 +314,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
-  draw_figures(run, scans, out, drawn, flags, model_label(trained), scale, uncertain_um)
-  seen = training_scans(trained).flags(scans.names, scans.images)    # fingerprinted once
+  draw_figures(run, scans, out, drawn, flags, model_label(trained), scale, uncertain_um, seen)
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
@@ -332,11 +333,13 @@ def model_label(trained) -> str:
 
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
-                 scale: Dict, uncertain_um: float) -> None:
-  """Overlay and thickness figures of the scans `drawn`, titled with the scale used; `flags`:
-  per scan the uncertain columns (a boundary's spread above uncertain_um) or None."""
+                 scale: Dict, uncertain_um: float, seen=None) -> None:
+  """Overlay and thickness figures of the scans `drawn`, titled with the scale used and, where
+  `seen` (TrainingScans.flags) says so, that the model learned the scan; `flags`: per scan the
+  uncertain columns (a boundary's spread above uncertain_um) or None."""
   for i in drawn:
     name = scans.names[i]
+    label = name + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))
     true_b = true_t = None
     if scans.masks is not None:
       true_b = geom.boundaries_from_labels(scans.masks[i])
@@ -347,12 +350,12 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
     overlay, thickness = run.claim(name, SCAN_SUFFIXES)
     where = inputs.scale_text(scale)
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
-                           title=f"{name} ({where})", model=model,
+                           title=f"{label} ({where})", model=model,
                            unsupported=unsupported, fluid=out["fluid_kept"].get(i),
                            uncertain=None if flags is None else flags[i],
                            pixel_um=(scale["row_um"], scale["col_um"]), uncertain_um=uncertain_um)
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
-                            title=f"{name}: layer thickness ({where})", model=model,
+                            title=f"{label}: layer thickness ({where})", model=model,
                             unsupported=unsupported, uncertain=None if flags is None else flags[i],
                             uncertain_um=uncertain_um, col_um=scale["col_um"])
     run.wrote(overlay, thickness)

@@ -165,6 +165,19 @@ def training_overlap_text(counts: Dict, scans: int, of: str = "") -> str:
   return "; ".join(parts)
 
 
+def training_title(seen: bool, volume: bool) -> str:
+  """A scan figure's title note on a scan the model learned (TrainingScans.flags), or ''."""
+  return ("; a TRAINING SCAN of this model" if seen else
+          "; from a volume this model trained on" if volume else "")
+
+
+def training_volume_title(seen: int, volume: int, scans: int) -> str:
+  """A volume's maps title note when the model trained on its B-scans (`seen` of `scans`
+  training scans, `volume` from training volumes), or ''."""
+  return (f"THIS MODEL TRAINED ON THIS VOLUME: {seen} of its {scans} B-scans are training scans, "
+          f"{volume} are from volumes it trained on; not a new eye") if volume else ""
+
+
 def smoothing_text(fix: Dict) -> str:
   """metrics.md's sentence on predict.smooth_sd_columns ('' when off or not recorded)."""
   sd = fix.get("smooth_sd_columns", 0.0)

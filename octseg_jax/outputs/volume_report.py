@@ -143,10 +143,11 @@ def analyse(volume: Volume, boundaries: np.ndarray, fovea_mm: Optional[Sequence[
 
 def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
           fovea_mm: Optional[Sequence[float]] = None, fluid_um: Optional[np.ndarray] = None,
-          model: str = "", supported: Optional[np.ndarray] = None) -> dict:
+          model: str = "", supported: Optional[np.ndarray] = None, note: str = "") -> dict:
   """Writes NAME_thickness_maps.png, NAME_etdrs.csv and NAME.eye; returns the NAME.npz keys.
   fluid_um: fluid height per B-scan and A-scan [N, W] of a model with the fluid head; model:
-  the workdir named in the maps title; supported: predict's supported columns [N, W]."""
+  the workdir named in the maps title; supported: predict's supported columns [N, W]; note:
+  a line under the title's first (report.training_volume_title)."""
   result = analyse(volume, boundaries, fovea_mm, fluid_um, supported)
   write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result,
                   (volume.laterality, volume.laterality_source))
@@ -154,7 +155,7 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
       "found" if result["fovea_found"] else "NOT FOUND: the scan centre is used")
   plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume,
             stem + (f" (model: {model})" if model else "") + f"; fovea {source}"
-            + support_text(result, short=True))
+            + support_text(result, short=True) + (f"\n{note}" if note else ""))
   if len(volume) >= 2:
     write_eye(os.path.join(output, f"{stem}.eye"), volume, boundaries)
   else:   # eyepy places B-scans on a fundus by an affine fit, which needs two of them

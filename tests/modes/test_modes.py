@@ -128,6 +128,12 @@ def test_other_bscans_of_a_training_volume_are_counted_apart():
       f"1 of 2 scans is from volumes it trained on ({by_name})")
   assert not report.training_overlap({"scans_in_training": 0})       # records from before
   assert report.training_overlap({"scans_in_training": 1})
+  assert [report.training_title(*f) for f in ((True, True), (False, True), (False, False))] == [
+      "; a TRAINING SCAN of this model", "; from a volume this model trained on", ""]
+  assert report.training_volume_title(0, 0, 5) == ""
+  assert report.training_volume_title(2, 5, 5) == (
+      "THIS MODEL TRAINED ON THIS VOLUME: 2 of its 5 B-scans are training scans, 5 are from "
+      "volumes it trained on; not a new eye")
 
 
 def test_a_training_scan_under_another_name_is_found_by_its_pixels():

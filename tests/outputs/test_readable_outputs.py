@@ -211,7 +211,7 @@ def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_pat
 
 
 def test_predict_flags_other_bscans_of_a_volume_the_model_trained_on(trained_workdir, tmp_path,
-                                                                      capsys):
+                                                                      capsys, monkeypatch):
   """A file whose B-scans are named STEM_bII (bscan_index) where training had STEM_b03: b03 is
   a training scan, b04 is from its volume; summary.csv, manifest.json and the warning say so."""
   import json
@@ -230,9 +230,15 @@ def test_predict_flags_other_bscans_of_a_volume_the_model_trained_on(trained_wor
     json.dump(split, f)
   write_npz(str(tmp_path / "Eye7.npz"), images=scans, bscan_index=np.array([3, 4, 9]))
   write_npz(str(tmp_path / "other.npz"), images=scans[1:2], bscan_index=np.array([3]))
+  titles = []                                       # the figures' titles, not drawn here
+  monkeypatch.setattr(predict.plots, "boundary_overlay", lambda *a, **k: titles.append(k["title"]))
+  monkeypatch.setattr(predict.plots, "thickness_profile", lambda *a, **k: None)
   for name in ("Eye7", "other"):
     predict.run(workdir, str(tmp_path / f"{name}.npz"), str(tmp_path / f"out_{name}"),
-                figures="none")
+                figures="all")
+  assert [t.split(" (")[0] for t in titles] == [
+      "Eye7_b03; a TRAINING SCAN of this model", "Eye7_b04; from a volume this model trained on",
+      "Eye7_b09; from a volume this model trained on", "other_b03"]
   out = capsys.readouterr().out
   assert (f"warning: 1 of 3 scans of {tmp_path / 'Eye7.npz'} was in the model's training set "
           "(matched by pixels, or by name where the model records no pixels); 3 of 3 are from "
