@@ -183,6 +183,13 @@ def score_outputs(trained, outputs, masks, fluid, subjects, pixel_um: float) -> 
   return result
 
 
+def panel_scans(count: int) -> List[int]:
+  """The scans of eval's Figure-4 panel: PANEL_SCANS of `count`, spread evenly from the first
+  to the last (the middle B-scans of a volume are nearest the fovea), all when fewer."""
+  return sorted(set(np.linspace(0, count - 1, min(PANEL_SCANS, count)).round().astype(int)
+                    .tolist()))
+
+
 def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, probs, names,
                   data_name: str, started: float, scale: Dict) -> None:
   """metrics.json, metrics.md, side_by_side.png and eval_provenance.json (with the seconds
@@ -191,12 +198,14 @@ def write_outputs(run_out: RunOutputs, result: Dict, trained, images, masks, pro
   paths = [p for base, suffixes in OUTPUTS for p in run_out.claim(base, suffixes)]
   write_json(paths[0], result)
   write_text(paths[1], report.metrics_markdown(result))
-  n = min(PANEL_SCANS, len(images))
-  plots.side_by_side(paths[2], images[:n], masks[:n],
-                     [np.argmax(p, -1).astype(np.uint8) for p in probs[:n]], names[:n],
+  shown = panel_scans(len(images))
+  plots.side_by_side(paths[2], [images[i] for i in shown], [masks[i] for i in shown],
+                     [np.argmax(probs[i], -1).astype(np.uint8) for i in shown],
+                     [names[i] for i in shown],
                      title=f"input | grader's labels | the model's labels (argmax, before the "
-                     f"order fix): the first {report.count(n, 'scan')} of the {len(images)} "
-                     f"scored, in the order scored; {inputs.scale_text(scale)}")
+                     f"order fix): {report.count(len(shown), 'scan')} of the {len(images)} "
+                     f"scored, spread evenly in the order scored (first to last); "
+                     f"{inputs.scale_text(scale)}")
   provenance.write(folder, trained.config, wall_time_s=time.time() - started,
                    filename=os.path.basename(paths[3]), extra={"mode": "eval", "data": data_name})
   run_out.wrote(*paths)

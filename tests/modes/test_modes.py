@@ -37,6 +37,7 @@ def test_eval_writes_both_protocols_at_native_resolution(trained_workdir, tmp_pa
       saved["topology"]["pixels"]
   assert "## Columns with and without fluid" in md
   from PIL import Image
+  assert [evaluate.panel_scans(n) for n in (1, 2, 4, 11)] == [[0], [0, 1], [0, 2, 3], [0, 5, 10]]
   panel = Image.open(tmp_path / "side_by_side.png")   # the Figure-4 panel of 3 scans
   assert panel.size[1] > panel.size[0] / 2
   record = json.loads((tmp_path / "eval_provenance.json").read_text())
