@@ -8,8 +8,8 @@ user's .npz: inference.TrainingScans). For an older workdir this reads its confi
 again (--duke_dir: where the Duke files are now, if they moved), checks that every training
 scan the split names is there, and rewrites split.json with the fingerprints added (atomic;
 nothing else changes), holding each workdir's training lock meanwhile, so that a workdir being
-trained is refused rather than raced. An ensemble workdir is done member by member: pass the members. Bad
-input: one line and exit status 2.
+trained is refused rather than raced. An ensemble workdir is done member by member: pass the
+members. Bad input: one line and exit status 2.
 """
 
 import argparse

@@ -425,14 +425,16 @@ def results_cam_cost_subject01(src: Sources) -> str:
   compare = src.json(f"{EXPLAIN}/compare_subject01/compare_cams.json")["methods"]
   hires, default = (src.json(f"{EXPLAIN}/time_explain_subject01{tail}.json")
                     for tail in ("_hirescam_enc3_conv1", ""))
-  best, ours = compare["hirescam"]["layers"]["enc3_conv1"], compare["gradcam"]["layers"]["dec0_conv1"]
+  best = compare["hirescam"]["layers"]["enc3_conv1"]
+  ours = compare["gradcam"]["layers"]["dec0_conv1"]                  # the default then
   sim = best.get("randomisation_similarity")
   return (f"HiResCAM at `enc3_conv1` reaches {best['faithful_classes']} of 7 on this file "
           "(randomisation similarity " + ("not computed" if sim is None else f"{sim:.3f}")
           + f"), Grad-CAM at `dec0_conv1` {ours['faithful_classes']} of 7; HiResCAM there "
           f"took **{hires['ratio_wall']:.2f}x** the prediction time per scan (wall; "
           f"{hires['ratio_cpu']:.2f}x CPU), against **{default['ratio_wall']:.2f}x** "
-          f"({default['ratio_cpu']:.2f}x CPU) for the default (`benchmarks/time_explain.py`, "
+          f"({default['ratio_cpu']:.2f}x CPU) for the default then, Grad-CAM at `dec0_conv1` "
+          "(`benchmarks/time_explain.py`, "
           f"{hires['scans']} scans x {hires['rounds']} rounds, idle machine; "
           "`time_explain_subject01_hirescam_enc3_conv1.json`, `time_explain_subject01.json`).")
 
@@ -894,11 +896,11 @@ CROP = f"{CPU}/levers"     # the first lever plan's crop recipe (configs/duke_cp
 
 def crop_scores(src: Sources, run: str) -> Dict:
   """Mean layer Dice (raw, topology-fixed), per-layer Dice and ILM/BM error of a crop-recipe
-  run, from the plan's results.json (training-time scoring) or eval's metrics.json."""
+  run, from the plan's results.json (its --mode=eval scores, `native`) or eval's metrics.json."""
   name, _, key = run.partition("_fold")
-  plan = src.json(f"{CROP}/results.json").get(f"lever_{name}", {}).get(f"fold{key}")
-  if plan is not None:
-    n = plan["native"]
+  scored = src.json(f"{CROP}/results.json").get(f"lever_{name}", {}).get(f"fold{key}")
+  if scored is not None:
+    n = scored["native"]
     return {"mean": n["mean_layer_dice"], "fixed": n["topology"]["mean_layer_dice"],
             "layers": n["layer_dice"], "mae": n["boundary_mae_um"]}
   m = src.json(f"{CROP}/{run}_metrics.json")
@@ -908,6 +910,7 @@ def crop_scores(src: Sources, run: str) -> Dict:
 
 
 def crop_row(what: str, scores: Dict, log: List[Dict[str, str]]) -> List[str]:
+  """A row of results_crop_recipe: the run, its epoch seconds (sum, range) and crop_scores."""
   secs = [float(r["seconds"]) for r in log]
   return [what, f"{sum(secs):.0f} ({min(secs):.0f}-{max(secs):.0f})", fmt(scores["mean"], 3),
           fmt(scores["fixed"], 3), " ".join(f"{v:.3f}" for v in scores["layers"]),
@@ -2053,10 +2056,11 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cv_layers, results_cv_folds, results_cv_boundaries, results_gpu_ablations,
         results_gpu_ablations_noise, results_topology, results_topology_effect, results_cam,
         results_cam_localisation, results_cam_compare_gradcam, results_cam_compare_others,
-        results_cam_compare_subject01, results_cam_cost_subject01, results_road_vs_deletion, results_cam_pretrained,
-        results_cam_pretrained_summary,
-        results_explain_time, results_crop_recipe, results_cpu_run, results_cpu_fold0, results_cpu_ablations,
-        results_cpu_ablation_layers, results_cpu_reading, results_campaign_levers,
+        results_cam_compare_subject01, results_cam_cost_subject01, results_road_vs_deletion,
+        results_cam_pretrained, results_cam_pretrained_summary,
+        results_explain_time, results_crop_recipe, results_cpu_run, results_cpu_fold0,
+        results_cpu_ablations, results_cpu_ablation_layers, results_cpu_reading,
+        results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_uncertainty_smoothing, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,

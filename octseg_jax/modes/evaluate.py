@@ -257,8 +257,8 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
         f"{inputs.scale_text(scale)}; wrote "
         f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")
   if report.training_overlap(result):
-    print(f"warning: {report.training_overlap_text(result, len(images))}, so these numbers are "
-          "not held-out")
+    print(f"warning: {report.training_overlap_text(result, len(images))}, "
+          f"{report.NOT_HELD_OUT['eval']}")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

@@ -384,11 +384,13 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
                  title: str, checks=None):
   """Explains up to explain.max_scans scans of each ScanSet of `sets` ((ScanSet, scale)
   pairs), writing SCAN_cam.npz/.png as it goes (progress per scan; `checks`, the held-out
-  verdicts the figures show: write_scan). Returns (per-scan statistics, the sanity result or
-  None)."""
+  verdicts the figures show: write_scan; titles say when the model learned the scan). Returns
+  (per-scan statistics with in_training and training_volume, TrainingScans.flags; the sanity
+  result or None)."""
   cfg, layers, target = trained.config.explain, explainer.layers, explainer.target
   total = sum(min(len(s), int(cfg.max_scans)) for s, _ in sets)
   per_scan, sanity_result, clipped = [], None, False
+  training = inference.training_scans(trained)
   key = jax.random.key(trained.config.seed)
   with Progress(total, "explain", unit="scan") as progress:
     for scans, scale in sets:
@@ -412,13 +414,15 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
                                            (place.model_rows, place.model_cols), k_sanity)
           sanity_result["scan"] = scans.names[i]
           scan["timing"]["sanity_s"] = time.perf_counter() - t0
+        (seen,), (volume,) = training.flags(scans.names[i:i + 1], scans.images[i:i + 1])
         cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
         write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
-                   f"{scans.names[i]}: {title}", scale, model=trained.workdir, checks=checks,
-                   box=box if len(sbox) else ())
+                   f"{scans.names[i]}{report.training_title(seen, volume)}: {title}", scale,
+                   model=trained.workdir, checks=checks, box=box if len(sbox) else ())
         run_out.wrote(cam_npz, cam_png)
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],
-                         "timing": scan["timing"]})
+                         "timing": scan["timing"], "in_training": seen,
+                         "training_volume": volume})
         progress.update()
   return per_scan, sanity_result
 
@@ -487,8 +491,8 @@ def print_explained(explained: int, available: int, max_scans: int, what: str, r
   print(f"explained {report.count(explained, 'scan')}{capped} ({what}) -> {run_out.folder}; "
         f"{run_out.num_failed} failed, {skipped} skipped")
   if report.training_overlap(seen):
-    print(f"warning: {report.training_overlap_text(seen, explained, ' explained')}: maps of "
-          "scans it learned say less about how it reads new eyes")
+    print(f"warning: {report.training_overlap_text(seen, explained, ' explained')}: "
+          f"{report.NOT_HELD_OUT['explain']}")
 
 
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
@@ -533,9 +537,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                      f"{run_out.folder}/errors.csv)")
   settings = explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_path,
                               workdir, method, target, box, layers)
-  explained = [(s.names[i], s.images[i]) for s, _ in sets
-               for i in range(min(len(s), int(cfg.max_scans)))]      # per_scan's, in order
-  seen = inference.training_overlap(trained, *zip(*explained))
+  seen = {"scans_in_training": sum(p["in_training"] for p in per_scan),
+          "scans_from_training_volumes": sum(p["training_volume"] for p in per_scan)}
   result = {**summarise(per_scan, sanity_result, settings), "heldout": evidence, **seen}
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
   write_json(stats_json, result)

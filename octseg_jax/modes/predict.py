@@ -243,8 +243,8 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) ->
   """summary.csv rows of one input file: per scan its scale, the share of supported columns
   and three flags, `low_support` (a share below geom.LOW_SUPPORT: then no thickness values, as
   an ETDRS sector less than half measured has none), `in_training` and `training_volume`
-  (`seen`, TrainingScans.flags: one of the model's training scans; that, or named like one or
-  like another B-scan of a volume it trained on), each layer's and the total thickness averaged over
+  (`seen`, TrainingScans.flags: one of the model's training scans by name or pixels; that, or
+  another B-scan of a volume it trained on), each layer's and the total thickness averaged over
   the supported columns (um), the fluid area (mm2) and the count of uncertain columns."""
   rows = []
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
@@ -394,7 +394,7 @@ def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float
           "retinal B-scan like the model's training data?")
   if report.training_overlap(done["training"]):
     print(f"warning: {report.training_overlap_text(done['training'], num_scans, f' of {path}')}"
-          ": outputs on them do not show how it reads new eyes")
+          f": {report.NOT_HELD_OUT['predict']}")
 
 
 def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fovea_mm,

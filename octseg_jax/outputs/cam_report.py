@@ -8,8 +8,8 @@ import numpy as np
 
 from octseg_jax.anatomy import LAYER_NAMES
 from octseg_jax.learning.metrics import nanmean
-from octseg_jax.outputs.report import (epochs_text, fmt, table, training_overlap,
-                                       training_overlap_text)
+from octseg_jax.outputs.report import (NOT_HELD_OUT, epochs_text, fmt, table,
+                                       training_overlap, training_overlap_text)
 
 SANITY_PASS = 0.5        # a class passes when its mean cascade Spearman correlation is <= this
 TABLE3_KEYS = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region", "area_share")
@@ -247,8 +247,8 @@ def stats_markdown(result: Dict) -> str:
            f"{st['scans']} scan{'' if st['scans'] == 1 else 's'} from "
            f"{st['input']}, checkpoint epoch {epochs_text(st['epoch'])} of {st['workdir']}. "
            "Means over scans." + (f" **Warning: {training_overlap_text(result, st['scans'])}: "
-                                  "maps of scans it learned say less about how it reads new "
-                                  "eyes.**" if training_overlap(result) else ""),
+                                  f"{NOT_HELD_OUT['explain']}.**"
+                                  if training_overlap(result) else ""),
            "", READING.format(region=st["region"]), ""]
   if st["faithfulness"]:
     lines += [REMOVAL.format(noise=st["road_noise"], road=fr(st["road_fractions"]),

@@ -140,9 +140,12 @@ def paper_note(result: Dict) -> str:
 
 # How serving.inference.TrainingScans finds a scan the model trained on, and a scan of a volume
 # it trained on, in every warning.
-TRAINING_MATCH = "matched by pixels, or by name where the model records no pixels"
-TRAINING_VOLUME = ("by name: other B-scans of the same eye, STEM_bII, or a training scan's name "
-                   "with other pixels")
+TRAINING_MATCH = "matched by scan name or pixels"
+TRAINING_VOLUME = "training scans and other B-scans of their eyes, by the volume STEM of STEM_bII"
+# What each mode's warning adds: why a learned scan matters there.
+NOT_HELD_OUT = {"eval": "so these numbers are not held-out",
+                "predict": "outputs on them do not show how it reads new eyes",
+                "explain": "maps of scans it learned say less about how it reads new eyes"}
 
 
 def training_overlap(counts: Dict) -> bool:
@@ -174,8 +177,8 @@ def training_title(seen: bool, volume: bool) -> str:
 def training_volume_title(seen: int, volume: int, scans: int) -> str:
   """A volume's maps title note when the model trained on its B-scans (`seen` of `scans`
   training scans, `volume` from training volumes), or ''."""
-  return (f"THIS MODEL TRAINED ON THIS VOLUME: {seen} of its {scans} B-scans are training scans, "
-          f"{volume} are from volumes it trained on; not a new eye") if volume else ""
+  return (f"THIS MODEL TRAINED ON THIS VOLUME (training scans: {seen} of its "
+          f"{count(scans, 'B-scan')}); not a new eye") if volume else ""
 
 
 def smoothing_text(fix: Dict) -> str:
@@ -193,8 +196,8 @@ def metrics_markdown(result: Dict) -> str:
       f"Data: {result['data']}; {count(result['scans'], 'scan')}; checkpoint epoch "
       f"{epochs_text(result['checkpoint_epoch'])}; resolution: {result['resolution']}; pixel "
       f"{result['pixel_um']} um." + (
-          f" **Warning: {training_overlap_text(result, result['scans'])}, so these numbers "
-          "are not held-out**" if training_overlap(result) else ""), "",
+          f" **Warning: {training_overlap_text(result, result['scans'])}, "
+          f"{NOT_HELD_OUT['eval']}**" if training_overlap(result) else ""), "",
       "## Summary", "",
       table(["protocol", "metric", "raw argmax", "topology-fixed"], [
           ["paper", "pixel accuracy", fmt(raw["paper"]["accuracy"]), fmt(fix["paper"]["accuracy"])],

@@ -90,28 +90,26 @@ class TrainingScans:
   Duke scans are named STEM_bII wherever they come from (eval's split, a subject's .npz or
   .mat given to eval, predict or explain), where STEM is the file's name: subject_SS in the
   shared .npz files, Subject_SS in Duke's own .mat files, so names match whatever their case.
-  Where split.json records the training scans' pixels (pipeline.pixel_fingerprint: workdirs
-  trained since 2026-12-06, and pretrained/) and the image is given, the pixels decide: a
-  lossless copy under any name (an image file, a user's .npz) is a training scan, and a scan
-  with a training scan's name but other pixels is not. Otherwise the name decides. A scan named
-  like a training scan or its volume (scans.volume_of: the STEM of STEM_bII, such as the other
-  slices of a Duke .mat) is at least from a training volume, no new eye: `flags` says both."""
+  A scan under another name (an image file, a user's .npz) is found by its pixels
+  (pipeline.pixel_fingerprint: lossless copies), where split.json records them (workdirs
+  trained since 2026-12-06, and pretrained/). Another B-scan of a volume that gave training
+  scans (scans.volume_of: the STEM of STEM_bII, such as the other slices of a Duke .mat) is no
+  training scan, but no new eye either: `flags` says both."""
   names: frozenset
   fingerprints: frozenset
   volumes: frozenset = frozenset()
 
   def holds(self, name, image=None) -> bool:
-    if image is not None and self.fingerprints:
-      return pipeline.pixel_fingerprint(image) in self.fingerprints
-    return str(name).casefold() in self.names
+    return str(name).casefold() in self.names or (
+        image is not None and bool(self.fingerprints)
+        and pipeline.pixel_fingerprint(image) in self.fingerprints)
 
   def flags(self, names, images=None) -> Tuple[List[bool], List[bool]]:
-    """Per scan: (a training scan, from a training volume: a training scan, or named like one
-    or like a B-scan of a volume that gave training scans)."""
+    """Per scan: (a training scan, from a training volume: a training scan or another B-scan
+    of a volume that gave training scans)."""
     images = [None] * len(names) if images is None else images
     seen = [self.holds(n, im) for n, im in zip(names, images)]
-    return seen, [s or str(n).casefold() in self.names or volume_of(n) in self.volumes
-                  for s, n in zip(seen, names)]
+    return seen, [s or volume_of(n) in self.volumes for s, n in zip(seen, names)]
 
 
 def training_scans(trained) -> TrainingScans:

@@ -97,8 +97,7 @@ def test_eval_says_how_many_scans_the_model_trained_on():
   # Duke's own .mat files are Subject_SS.mat, the shared .npz files subject_SS.npz: one scan.
   assert seen(one, ["Subject_01_b10", "SUBJECT_01_B15", "Subject_01"]) == 2
   assert report.training_overlap_text({"scans_in_training": 2}, 3) == (
-      "2 of 3 scans were in the model's training set (matched by pixels, or by name where the "
-      "model records no pixels)")
+      "2 of 3 scans were in the model's training set (matched by scan name or pixels)")
 
 
 def test_other_bscans_of_a_training_volume_are_counted_apart():
@@ -118,12 +117,11 @@ def test_other_bscans_of_a_training_volume_are_counted_apart():
   assert inference.training_overlap(m, names) == {"scans_in_training": 1,
                                                  "scans_from_training_volumes": 2}
   assert volume_of(bscan_name("Subject_07", 33)) == "subject_07" and volume_of("a_b") is None
-  by_name = ("by name: other B-scans of the same eye, STEM_bII, or a training scan's name with "
-             "other pixels")
+  by_name = "training scans and other B-scans of their eyes, by the volume STEM of STEM_bII"
   assert report.training_overlap_text({"scans_in_training": 11,
                                        "scans_from_training_volumes": 61}, 61, " of S.mat") == (
-      "11 of 61 scans of S.mat were in the model's training set (matched by pixels, or by name "
-      f"where the model records no pixels); 61 of 61 are from volumes it trained on ({by_name})")
+      "11 of 61 scans of S.mat were in the model's training set (matched by scan name or "
+      f"pixels); 61 of 61 are from volumes it trained on ({by_name})")
   assert report.training_overlap_text({"scans_in_training": 0,
                                        "scans_from_training_volumes": 1}, 2) == (
       f"1 of 2 scans is from volumes it trained on ({by_name})")
@@ -133,14 +131,15 @@ def test_other_bscans_of_a_training_volume_are_counted_apart():
       "; a TRAINING SCAN of this model", "; from a volume this model trained on", ""]
   assert report.training_volume_title(0, 0, 5) == ""
   assert report.training_volume_title(2, 5, 5) == (
-      "THIS MODEL TRAINED ON THIS VOLUME: 2 of its 5 B-scans are training scans, 5 are from "
-      "volumes it trained on; not a new eye")
+      "THIS MODEL TRAINED ON THIS VOLUME (training scans: 2 of its 5 B-scans); not a new eye")
+  assert report.training_volume_title(0, 1, 1) == (
+      "THIS MODEL TRAINED ON THIS VOLUME (training scans: 0 of its 1 B-scan); not a new eye")
 
 
 def test_a_training_scan_under_another_name_is_found_by_its_pixels():
   """split.json's train.fingerprints: a training scan read under another name (an exported
-  PNG, a user's .npz) counts as seen, and a training scan's name with one changed pixel only as
-  from a training volume; a workdir without fingerprints (trained before them) goes by names."""
+  PNG, a user's .npz) counts as seen; one changed pixel or a workdir without fingerprints
+  (trained before them) falls back to names."""
   import types
   from octseg_jax.data import pipeline
   from octseg_jax.serving import inference
@@ -155,7 +154,7 @@ def test_a_training_scan_under_another_name_is_found_by_its_pixels():
   old = member({"names": ["subject_01_b10"]})
   names = ["my_export", "my_export_edited", "subject_01_b10"]
   count = lambda m: inference.training_overlap(m, names, [scan, other, other])
-  assert count(new) == {"scans_in_training": 1, "scans_from_training_volumes": 2}
+  assert count(new) == {"scans_in_training": 2, "scans_from_training_volumes": 2}
   assert count(old) == {"scans_in_training": 1, "scans_from_training_volumes": 1}
   assert pipeline.pixel_fingerprint(scan) != pipeline.pixel_fingerprint(scan.astype(np.int16))
 
