@@ -283,18 +283,19 @@ def test_summary_rows_average_the_supported_columns():
   out = {"supported": np.array([[True, True, False, True]]), "thickness_um": t,
          "fluid_um": fluid_um}
   scans = SimpleNamespace(names=["s0"], images=np.zeros((1, 8, 4), np.uint8))
-  seen, unseen = [True], [False]
+  seen, volume_only = ([True], [True]), ([False], [True])     # TrainingScans.flags
   extra = {"uncertain": [["0", "1", "", "0"]]}
   scale = {"row_um": 3.87, "col_um": 11.3, "source": "--pixel_um"}
   (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, seen)
-  assert row[:9] == ["f.npz", 0, "s0", "3.87", "11.3", "--pixel_um", "0.750", 0, 1]
-  assert row[9] == "20.00" and row[13] == "2.00" and row[16] == "22.00"   # NFL, ONL, total
-  assert row[17:] == ["0.00120", 1]                     # 106 um x 0.0113 mm; 1 uncertain
+  assert row[:10] == ["f.npz", 0, "s0", "3.87", "11.3", "--pixel_um", "0.750", 0, 1, 1]
+  assert row[10] == "20.00" and row[14] == "2.00" and row[17] == "22.00"  # NFL, ONL, total
+  assert row[18:] == ["0.00120", 1]                     # 106 um x 0.0113 mm; 1 uncertain
   out["supported"] = np.array([[True, False, False, False]])            # 25% < LOW_SUPPORT
-  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, unseen)
-  assert row[6:9] == ["0.250", 1, 0] and row[9:17] == [""] * 8          # no means, flagged
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, extra, volume_only)
+  assert row[6:10] == ["0.250", 1, 0, 1] and row[10:18] == [""] * 8     # no means, flagged
   out["supported"] = np.zeros((1, 4), bool)
-  (row,) = predict.summary_rows("f.npz", scans, out, scale, {"uncertain": [[""] * 4]}, unseen)
+  (row,) = predict.summary_rows("f.npz", scans, out, scale, {"uncertain": [[""] * 4]},
+                                volume_only)
   assert row[-1] == ""                              # no supported column: no count, not 0
 
 
