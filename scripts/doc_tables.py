@@ -900,13 +900,17 @@ def crop_scores(src: Sources, run: str) -> Dict:
   name, _, key = run.partition("_fold")
   scored = src.json(f"{CROP}/results.json").get(f"lever_{name}", {}).get(f"fold{key}")
   if scored is not None:
-    n = scored["native"]
-    return {"mean": n["mean_layer_dice"], "fixed": n["topology"]["mean_layer_dice"],
-            "layers": n["layer_dice"], "mae": n["boundary_mae_um"]}
+    return native_scores(scored["native"])
   m = src.json(f"{CROP}/{run}_metrics.json")
   return {"mean": m["raw"]["literature"]["mean_layer_dice"],
           "fixed": m["topology"]["literature"]["mean_layer_dice"],
           "layers": m["raw"]["literature"]["layer_dice"], "mae": m["raw"]["geometry"]["mae_um"]}
+
+
+def native_scores(n: Dict) -> Dict:
+  """crop_scores' keys from a results.json entry's `native` scores."""
+  return {"mean": n["mean_layer_dice"], "fixed": n["topology"]["mean_layer_dice"],
+          "layers": n["layer_dice"], "mae": n["boundary_mae_um"]}
 
 
 def crop_row(what: str, scores: Dict, log: List[Dict[str, str]]) -> List[str]:
@@ -924,11 +928,8 @@ def results_crop_recipe(src: Sources) -> str:
               ("base_fold0_seed0", "lever_base_fold0_seed0", "24 epochs, crops, fold 0"),
               ("base_fold1_seed0", "lever_base_fold1_seed0", "24 epochs, crops, fold 1"),
               ("fast40_fold0_seed0", "fast40_fold0_seed0", "40 epochs, crops, fold 0"))]
-  full = src.run(CPU, "duke_cpu", "fold0")["native"]
   rows.append(crop_row("40 epochs, full width (`configs/duke_cpu.py`), fold 0",
-                       {"mean": full["mean_layer_dice"],
-                        "fixed": full["topology"]["mean_layer_dice"],
-                        "layers": full["layer_dice"], "mae": full["boundary_mae_um"]},
+                       native_scores(src.run(CPU, "duke_cpu", "fold0")["native"]),
                        src.log(f"{CPU}/duke_cpu_fold0_log.csv")))
   speed, flip = src.json(f"{CPU}/crop_speed.json"), src.json(
       f"{CROP}/lever_base_fold0_seed0_flip_ensemble_metrics.json")

@@ -238,14 +238,15 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   run_out.start()                            # reads first: nothing to score, nothing written
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects, scale["row_um"])
+  overlap = inference.training_overlap(trained, names, images)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
-                 **inference.training_overlap(trained, names, images),
+                 **overlap,
                  "pixel_um_source": scale["source"],
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})
   write_outputs(run_out, result, trained, images, masks, [o["probs"] for o in outputs], names,
                 data_name, started, scale)
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(images),
-                  **{k: result[k] for k in ("scans_in_training", "scans_from_training_volumes")},
+                  **overlap,
                   "scale": {"row_um": scale["row_um"], "source": scale["source"]},
                   "scales": {s.source: inputs.scale_record(r) for s, r in read or ()}})
   lit = result["topology"]["literature"]["mean_layer_dice"]      # what predict outputs

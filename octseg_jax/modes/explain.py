@@ -537,8 +537,8 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
                      f"{run_out.folder}/errors.csv)")
   settings = explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_path,
                               workdir, method, target, box, layers)
-  seen = {"scans_in_training": sum(p["in_training"] for p in per_scan),
-          "scans_from_training_volumes": sum(p["training_volume"] for p in per_scan)}
+  seen = inference.overlap_counts([p["in_training"] for p in per_scan],
+                                  [p["training_volume"] for p in per_scan])
   result = {**summarise(per_scan, sanity_result, settings), "heldout": evidence, **seen}
   stats_json, stats_md = run_out.claim("cam_stats", (".json", ".md"))
   write_json(stats_json, result)

@@ -285,7 +285,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   columns), its `summary` rows of summary.csv and its `training` counts (how many of its scans
   the model trained on, and how many are from volumes it trained on: training_overlap)."""
   from octseg_jax.outputs import volume_report
-  from octseg_jax.serving.inference import training_scans
+  from octseg_jax.serving.inference import overlap_counts, training_scans
   scale = inputs.resolve_scale(scans, pixel_um_option, float(trained.config.data.pixel_um))
   vol = scans.volume
   if vol is not None:
@@ -321,8 +321,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
           summary_rows(scans.source, scans, out, scale, extra, seen),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
           "low_support": int(low_support(out["supported"]).sum()),
-          "training": {"scans_in_training": sum(seen[0]),
-                       "scans_from_training_volumes": sum(seen[1])}}
+          "training": overlap_counts(*seen)}
 
 
 def model_label(trained) -> str:
@@ -406,9 +405,10 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   and uncertain_um (the spread that flags a column). In a folder run a file whose prediction
   fails for any reason becomes a failed row of errors.csv and the run goes on; a single input
   file fails the run."""
+  from octseg_jax.serving.inference import overlap_counts
   num_scans = num_files = 0
   uncertain_scans, summary, scales, sides, low = None, [], {}, {}, 0
-  seen = {"scans_in_training": 0, "scans_from_training_volumes": 0}
+  seen = overlap_counts([], [])
   for path, scans in prefetched(readable):
     claimed = set(outputs.claimed)
     try:

@@ -123,8 +123,12 @@ def training_overlap(trained, names, images=None) -> Dict[str, int]:
   """How many of the scans `names` (with their `images`, uint8 [H, W] each) the model trained
   on, and how many are from volumes it trained on (TrainingScans.flags): the counts that
   manifest.json and eval's metrics record."""
-  seen, volume = training_scans(trained).flags(names, images)
-  return {"scans_in_training": sum(seen), "scans_from_training_volumes": sum(volume)}
+  return overlap_counts(*training_scans(trained).flags(names, images))
+
+
+def overlap_counts(seen, volume) -> Dict[str, int]:
+  """The counts of TrainingScans.flags' two per-scan lists, under the keys every record uses."""
+  return {"scans_in_training": int(sum(seen)), "scans_from_training_volumes": int(sum(volume))}
 
 
 def padded_batch(inputs: List[np.ndarray], batch_size: int) -> np.ndarray:
