@@ -223,25 +223,26 @@ def test_predict_flags_other_bscans_of_a_volume_the_model_trained_on(trained_wor
   split["train"]["names"].append("eye7_b03")
   with open(f"{workdir}/split.json", "w") as f:
     json.dump(split, f)
-  write_npz(str(tmp_path / "Eye7.npz"), images=scans, bscan_index=np.array([3, 4, 9]))
-  write_npz(str(tmp_path / "other.npz"), images=scans[1:2], bscan_index=np.array([3]))
+  folder = tmp_path / "in"                          # one folder run: one model load
+  folder.mkdir()
+  write_npz(str(folder / "Eye7.npz"), images=scans, bscan_index=np.array([3, 4, 9]))
+  write_npz(str(folder / "other.npz"), images=scans[1:2], bscan_index=np.array([3]))
   titles = []                                       # the figures' titles, not drawn here
   monkeypatch.setattr(predict.plots, "boundary_overlay", lambda *a, **k: titles.append(k["title"]))
   monkeypatch.setattr(predict.plots, "thickness_profile", lambda *a, **k: None)
-  for name in ("Eye7", "other"):
-    predict.run(workdir, str(tmp_path / f"{name}.npz"), str(tmp_path / f"out_{name}"),
-                figures="all")
+  predict.run(workdir, str(folder), str(tmp_path / "out"), figures="all")
   assert [t.split(" (")[0] for t in titles] == [
       "Eye7_b03; a TRAINING SCAN of this model", "Eye7_b04; from a volume this model trained on",
       "Eye7_b09; from a volume this model trained on", "other_b03"]
   out = capsys.readouterr().out
-  assert (f"warning: 1 of 3 scans of {tmp_path / 'Eye7.npz'} was in the model's training set "
+  assert (f"warning: 1 of 3 scans of {folder / 'Eye7.npz'} was in the model's training set "
           "(matched by scan name or pixels); 3 of 3 are from volumes it trained on") in out
   assert out.count("warning:") == 1                                   # none for other.npz
-  with open(tmp_path / "out_Eye7" / "summary.csv") as f:
+  with open(tmp_path / "out" / "summary.csv") as f:
     rows = [(r["scan"], r["in_training"], r["training_volume"]) for r in csv.DictReader(f)]
-  assert rows == [("Eye7_b03", "1", "1"), ("Eye7_b04", "0", "1"), ("Eye7_b09", "0", "1")]
-  manifest = json.load(open(tmp_path / "out_Eye7" / "manifest.json"))
+  assert rows == [("Eye7_b03", "1", "1"), ("Eye7_b04", "0", "1"), ("Eye7_b09", "0", "1"),
+                  ("other_b03", "0", "0")]
+  manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert (manifest["scans_in_training"], manifest["scans_from_training_volumes"]) == (1, 3)
 
 
