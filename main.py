@@ -18,7 +18,7 @@ from octseg_jax.cam import faithfulness  # noqa: E402
 from octseg_jax.config import overrides as inference_overrides  # noqa: E402
 from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.modes import cli  # noqa: E402
-from octseg_jax.outputs.plots import FIGURES  # noqa: E402
+from octseg_jax.outputs.plots import DEFAULT_FIGURES, FIGURES  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -46,9 +46,10 @@ flags.DEFINE_string("pixel_um", None, "predict, explain, eval: ROW[,COL] um per 
                     "column) of inputs without their own scale (images, .npz without scale_mm); "
                     "converts units only (explain: its scale bars; eval: its um errors). "
                     "Default: the model config's data.pixel_um per row.")
-flags.DEFINE_enum("figures", "first", list(FIGURES),
+flags.DEFINE_enum("figures", DEFAULT_FIGURES, list(FIGURES),
                   "predict: overlay and thickness figures for no scan, the first scan of each "
-                  "file, or every scan (a volume's thickness maps are always drawn).")
+                  "file, a volume's B-scan nearest its fovea (the first scan of other files), "
+                  "or every scan (a volume's thickness maps are always drawn).")
 flags.DEFINE_enum("cam_faithfulness", "none", list(faithfulness.KINDS),
                   "explain: removal curves (deletion, ROAD, or both) per scan and layer.")
 flags.DEFINE_bool("cam_sanity", False, "explain: weight-randomisation check (first scan).")

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
   parser.add_argument("workdirs", nargs="+")
   parser.add_argument("--duke_dir", default="")
   args = parser.parse_args(argv)
-  locks = [WorkdirLock(w) for w in dict.fromkeys(map(os.path.abspath, args.workdirs))]
+  locks = [WorkdirLock(w, "is adding fingerprints to its split.json")
+           for w in dict.fromkeys(map(os.path.abspath, args.workdirs))]
   try:
     for lock in locks:                    # no training starts in them meanwhile
       lock.acquire()

@@ -15,6 +15,7 @@ import jax
 from octseg_jax.config import checks as config_checks
 from octseg_jax.config.overrides import ALIASES, INFERENCE_MODES as INFERENCE
 from octseg_jax.outputs import folder_run
+from octseg_jax.outputs.plots import DEFAULT_FIGURES
 from octseg_jax.errors import InputError, disk_full, one_line
 
 MODES = ("train", "eval", "predict", "explain", "benchmark")
@@ -109,7 +110,8 @@ def dispatch(flags, override_args=()) -> None:
   elif mode == "predict":
     from octseg_jax.modes import predict
     predict.run(workdir, flags.input, output,
-                figures=getattr(flags, "figures", "first"), volume=getattr(flags, "volume", False),
+                figures=getattr(flags, "figures", DEFAULT_FIGURES),
+                volume=getattr(flags, "volume", False),
                 laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
                 overrides=overrides, pixel_um=getattr(flags, "pixel_um", None))
   elif mode == "explain":
@@ -123,7 +125,7 @@ def dispatch(flags, override_args=()) -> None:
 # the flags of some modes only: their defaults and the modes that use them
 MODE_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)),
               "fovea": (None, ("predict",)), "pixel_um": (None, INFERENCE),
-              "figures": ("first", ("predict",)), "input": (None, INFERENCE),
+              "figures": (DEFAULT_FIGURES, ("predict",)), "input": (None, INFERENCE),
               "output": (None, INFERENCE + ("benchmark",)),
               "cam_faithfulness": ("none", ("explain",)), "cam_sanity": (False, ("explain",)),
               **{alias: (None, ("explain",)) for alias in ALIASES}}

@@ -11,9 +11,10 @@ found), `names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid p
 `fluid_prob` float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
 NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
 SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and
-SCAN_thickness.png for the scans that --figures selects (default: the first of each file). Names never replace an input or another output of the run (duplicates are
-numbered). A folder is processed file by file: unreadable files are listed in errors.csv,
-files without a scan extension are skipped, and manifest.json is written last. Volumes
+SCAN_thickness.png for the scans that --figures selects (default: a volume's B-scan nearest its
+fovea, the first scan of other files). Names never replace an input or another output of the run
+(duplicates are numbered). A folder is processed file by file: unreadable files are listed in
+errors.csv, files without a scan extension are skipped, and manifest.json is written last. Volumes
 (data.volumes.is_volume) also get NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid
 keys in NAME.npz (octseg_jax.outputs.volume_report), with thickness at the file's axial scale.
 """
@@ -266,18 +267,29 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) ->
   return rows
 
 
-def figure_scans(figures: str, count: int) -> range:
-  """Indices of the scans of a file that get figures: none, the first, or all."""
+def figure_scans(figures: str, count: int, positions_mm=None, fovea_mm=None) -> Dict[int, str]:
+  """The scans of a file that get figures, {index: what the title adds}: none, the first, all,
+  or (fovea) for a volume (positions_mm: its B-scan positions [N]) the B-scan nearest its fovea
+  (fovea_mm: (x, y) in the maps' mm; before it is known, every B-scan, whose fluid masks are
+  kept until then) and for other files the first scan."""
   if figures not in plots.FIGURES:
     raise InputError(f"--figures={figures}: valid values are {', '.join(plots.FIGURES)}")
-  return range({"none": 0, "first": min(1, count), "all": count}[figures])
+  if figures == "fovea" and positions_mm is not None:
+    if fovea_mm is None:
+      return dict.fromkeys(range(count), "")
+    nearest = int(np.argmin(np.abs(np.asarray(positions_mm, np.float64) - fovea_mm[1])))
+    return {nearest: f", the B-scan nearest the fovea (y {fovea_mm[1]:.2f} mm)"}
+  first = min(1, count)
+  return dict.fromkeys(range({"none": 0, "first": first, "fovea": first, "all": count}[figures]),
+                       "")
 
 
-def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str = "first",
+def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
+                       figures: str = plots.DEFAULT_FIGURES,
                        fovea_mm=None, batch_size: int = CPU_BATCH_SIZE,
                        pixel_um_option=None) -> Dict:
   """Predicts one input file (`batch_size` scans per network call) and writes its prediction
-  file, thickness CSV, figures (`figures`: none, first, all) and, for a volume, its maps, ETDRS
+  file, thickness CSV, figures (`figures`: figure_scans) and, for a volume, its maps, ETDRS
   table and .eye. Returns the prediction file's `path`, its `scale` (inputs.resolve_scale), for a
   volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
   `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
@@ -296,13 +308,19 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained, figures: str 
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   base = npz_path[:-len(".npz")]
   seen = training_scans(trained).flags(scans.names, scans.images)    # fingerprinted once
-  extra_keys = None if vol is None else (
-      lambda bounds, fluid_um, supported: volume_report.write(
-          os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um,
-          trained.workdir, supported,
-          report.training_volume_title(sum(seen[0]), sum(seen[1]), len(scans))))
-  drawn = figure_scans(figures, len(scans))
-  out = write_predictions(trained, scans, npz_path, batch_size, pixel_um, extra_keys, keep=drawn)
+  found = {}                   # the volume report's keys (its fovea decides --figures=fovea)
+
+  def extra_keys(bounds, fluid_um, supported):
+    found.update(volume_report.write(
+        os.path.dirname(base), os.path.basename(base), vol, bounds, fovea_mm, fluid_um,
+        trained.workdir, supported,
+        report.training_volume_title(sum(seen[0]), sum(seen[1]), len(scans))))
+    return found
+  positions = None if vol is None else vol.positions_mm
+  out = write_predictions(trained, scans, npz_path, batch_size, pixel_um,
+                          None if vol is None else extra_keys,
+                          keep=figure_scans(figures, len(scans), positions))
+  drawn = figure_scans(figures, len(scans), positions, found.get("fovea_mm"))
   uncertain_um = float(trained.config.predict.uncertain_um)
   extra = extra_columns(out, uncertain_um)
   cols = out["supported"].shape[1]
@@ -333,12 +351,13 @@ def model_label(trained) -> str:
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
                  scale: Dict, uncertain_um: float, seen=None) -> None:
-  """Overlay and thickness figures of the scans `drawn`, titled with the scale used and, where
-  `seen` (TrainingScans.flags) says so, that the model learned the scan; `flags`: per scan the
-  uncertain columns (a boundary's spread above uncertain_um) or None."""
-  for i in drawn:
+  """Overlay and thickness figures of the scans `drawn` ({index: what the title adds}:
+  figure_scans), titled with the scale used and, where `seen` (TrainingScans.flags) says so,
+  that the model learned the scan; `flags`: per scan the uncertain columns (a boundary's spread
+  above uncertain_um) or None."""
+  for i, why in drawn.items():
     name = scans.names[i]
-    label = name + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))
+    label = name + why + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))
     true_b = true_t = None
     if scans.masks is not None:
       true_b = geom.boundaries_from_labels(scans.masks[i])
@@ -446,12 +465,14 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   return facts
 
 
-def run(workdir: str, input_path: str, output: str, figures: str = "first", volume: bool = False,
-        laterality: str = None, fovea: str = None, overrides=None, pixel_um: str = None) -> Dict:
+def run(workdir: str, input_path: str, output: str, figures: str = plots.DEFAULT_FIGURES,
+        volume: bool = False, laterality: str = None, fovea: str = None, overrides=None,
+        pixel_um: str = None) -> Dict:
   """Predicts every readable scan file that `input_path` names into the folder `output`.
 
   figures: which scans of each file get an overlay and a thickness figure ('none', 'first',
-    'all'); the prediction file and the thickness CSV are always written.
+    'fovea': a volume's B-scan nearest its fovea, the first scan of other files, 'all');
+    the prediction file and the thickness CSV are always written.
   volume, laterality, fovea: volumes (scanner files, .mat, .npz with scale_mm or with `volume`)
     also get the en-face maps, ETDRS table and .eye (octseg_jax.outputs.volume_report); laterality
     applies where the file has none, fovea (x_mm,y_mm) replaces the automatic one.

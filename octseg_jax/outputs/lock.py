@@ -29,7 +29,8 @@ class FolderLock:
   then hard-linked into place), so a full disk leaves no lock rather than an empty one. A lock
   whose owner is gone (dead pid on this host, or no readable owner) is taken over, and with
   `own_is_stale` also one of this very process (an output folder of an earlier run in the
-  process that ended in an error); one of a live process is refused in one line."""
+  process that ended in an error); one of a live process is refused in one line, which says
+  what the owner does (its `busy`, written after pid and host; older locks: this one's)."""
 
   def __init__(self, folder: str, name: str, busy: str = "is training into it",
                own_is_stale: bool = False):
@@ -59,7 +60,7 @@ class FolderLock:
     tmp = f"{self.path}.{os.getpid()}.tmp"
     try:
       with open(tmp, "w") as f:
-        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        f.write(f"{os.getpid()} {socket.gethostname()} {self.busy}\n")
       for _ in range(5):
         if self._place(tmp):
           self.held = True
@@ -82,8 +83,13 @@ class FolderLock:
 
   def _busy_error(self) -> InputError:
     pid, host = self._owner()
+    try:
+      with open(self.path) as f:
+        busy = " ".join(f.read().split()[2:]) or self.busy
+    except OSError:
+      busy = self.busy
     return InputError(f"{os.path.dirname(self.path)}: busy, process {pid} on {host} "
-                      f"{self.busy} (if it is not, delete {self.path})")
+                      f"{busy} (if it is not, delete {self.path})")
 
   def _place(self, tmp: str) -> bool:
     """Puts the complete lock file `tmp` at the lock's path unless one is there: a hard link

@@ -14,7 +14,10 @@ from octseg_jax.models.segnet import CLASS_HEAD
 from octseg_jax.outputs import training_log
 from octseg_jax.outputs.cam_report import heldout_verdict
 
-FIGURES = ("none", "first", "all")   # --figures: which scans of a file get figures
+# --figures: which scans of a file get figures (fovea: a volume's B-scan nearest its fovea, the
+# first scan of other files), and the default
+FIGURES = ("none", "first", "fovea", "all")
+DEFAULT_FIGURES = "fovea"
 # Okabe & Ito (2008), "Color Universal Design": 7 colours plus white for the ILM, which
 # borders the dark vitreous (the palette's black would vanish on an OCT scan).
 OKABE_ITO = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7")

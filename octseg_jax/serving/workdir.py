@@ -103,9 +103,10 @@ def check_rerun(workdir: str, config) -> List[str]:
   return allowed
 
 
-def WorkdirLock(workdir: str) -> FolderLock:  # noqa: N802  (the name training has always used)
-  """The lock of a workdir being trained (outputs.lock.FolderLock)."""
-  return FolderLock(workdir, LOCK_NAME, "is training into it")
+def WorkdirLock(workdir: str, busy: str = "is training into it") -> FolderLock:  # noqa: N802
+  """The lock of a workdir being trained or changed (outputs.lock.FolderLock; `busy`: what its
+  holder does, for the line that refuses another; the name training has always used)."""
+  return FolderLock(workdir, LOCK_NAME, busy)
 
 
 def write_config(workdir: str, config) -> None:

@@ -17,6 +17,7 @@ from octseg_jax.geometry import enface
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.outputs import volume_report
 from octseg_jax.data import inputs, synthetic, volumes
+from octseg_jax.data.scans import bscan_name
 from octseg_jax.errors import InputError
 
 from conftest import ROOT  # noqa: E402
@@ -270,6 +271,10 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
     assert d["thickness_maps_um"].shape[0] == 8 and str(d["laterality"]) == "OS"
     np.testing.assert_allclose(d["bscan_positions_mm"], np.arange(6) * 0.123)
     np.testing.assert_allclose(d["scale_mm"], volumes.DUKE_DME_SCALE_MM)
+    nearest = int(np.argmin(np.abs(d["bscan_positions_mm"] - d["fovea_mm"][1])))
+  # the default figures: of a volume, the B-scan nearest the fovea the maps found
+  assert sorted(f for f in os.listdir(out) if f.startswith("Subject_03_b")) == [
+      f"{bscan_name('Subject_03', nearest)}_{kind}.png" for kind in ("overlay", "thickness")]
   rows = (out / "Subject_03_etdrs.csv").read_text().splitlines()
   assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-5:] == [
       "coverage", "measured", "supported", "laterality", "laterality_source"]

@@ -8,6 +8,7 @@ import pytest
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.modes import predict
 from octseg_jax.data import synthetic
+from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import StreamingNpz, write_npz
 
 
@@ -77,6 +78,20 @@ def test_batch_size_does_not_change_the_geometry():
     one = predict.batch_geometry(probs[i:i + 1].astype(np.float32))
     for key in batched:
       np.testing.assert_array_equal(batched[key][i], one[key][0], err_msg=key)
+
+
+def test_figure_scans_of_a_volume_wait_for_its_fovea():
+  """--figures=fovea: a volume keeps every B-scan until its fovea is found, then draws the one
+  nearest it (positions 0.1 mm apart, fovea at y 0.17 mm: B-scan 2); other files their first."""
+  positions = np.array([0.0, 0.1, 0.2, 0.3])
+  assert list(predict.figure_scans("fovea", 4, positions)) == [0, 1, 2, 3]
+  assert predict.figure_scans("fovea", 4, positions, (1.0, 0.17)) == {
+      2: ", the B-scan nearest the fovea (y 0.17 mm)"}
+  assert predict.figure_scans("fovea", 4) == predict.figure_scans("first", 4) == {0: ""}
+  assert predict.figure_scans("fovea", 0) == predict.figure_scans("none", 4) == {}
+  assert predict.figure_scans("first", 4, positions, (1.0, 0.17)) == {0: ""}
+  with pytest.raises(InputError, match="--figures=middle: valid values are none, first, fovea"):
+    predict.figure_scans("middle", 4)
 
 
 @pytest.mark.parametrize("figures, expected", [

@@ -60,6 +60,10 @@ def test_busy_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
     with pytest.raises(InputError, match=rf"busy, process {os.getpid()} on .* is training"):
       train.train_and_evaluate(tiny_config(), wd)
     assert os.listdir(wd) == [".lock"]
+  with workdir.WorkdirLock(wd, "is adding fingerprints to its split.json"):
+    with pytest.raises(InputError, match=rf"busy, process {os.getpid()} on \S+ is adding "
+                       rf"fingerprints to its split.json \(if it is not, delete {wd}/.lock\)$"):
+      train.train_and_evaluate(tiny_config(), wd)       # the holder's words, not the refused's
   assert os.listdir(wd) == []                             # released on exit
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
