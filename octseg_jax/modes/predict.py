@@ -30,7 +30,7 @@ from octseg_jax.geometry import boundaries as geom
 from octseg_jax.outputs import plots
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs, volumes
-from octseg_jax.anatomy import LAYER_NAMES, NUM_BOUNDARIES
+from octseg_jax.anatomy import IGNORE, LAYER_NAMES, NUM_BOUNDARIES
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import StreamingNpz, write_csv
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, unique_stems
@@ -358,10 +358,11 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
   for i, why in drawn.items():
     name = scans.names[i]
     label = name + why + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))
-    true_b = true_t = None
-    if scans.masks is not None:
+    true_b = true_t = true_fluid = None
+    if scans.masks is not None and (scans.masks[i] != IGNORE).any():     # an annotated scan
       true_b = geom.boundaries_from_labels(scans.masks[i])
       true_t = geom.thickness_um(true_b, scale["row_um"])
+      true_fluid = None if scans.fluid is None else scans.fluid[i]
     # Columns without support (out of anatomical order, or a boundary not found) are shaded,
     # not drawn, and have no thickness in the CSV.
     unsupported = ~out["supported"][i]
@@ -370,6 +371,7 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
                            title=f"{label} ({where})", model=model,
                            unsupported=unsupported, fluid=out["fluid_kept"].get(i),
+                           true_fluid=true_fluid,
                            uncertain=None if flags is None else flags[i],
                            pixel_um=(scale["row_um"], scale["col_um"]), uncertain_um=uncertain_um)
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,

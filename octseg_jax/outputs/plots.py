@@ -171,13 +171,15 @@ NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      true_bounds=None, title: str = "", model: str = "",
                      unsupported=None, fluid=None, uncertain=None, pixel_um=None,
-                     uncertain_um=None, fluid_label: str = "fluid (predicted)") -> None:
+                     uncertain_um=None, fluid_label: str = "fluid (predicted)",
+                     true_fluid=None) -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded, each run of them marked at the top edge (a run
   of one or two columns is narrower than a line), and their predicted boundaries not drawn
   (the lines end square at the last drawn column);
-  `fluid` [H, W] (0/1) is outlined (named `fluid_label` in the legend); columns in `uncertain`
+  `fluid` [H, W] (0/1) is outlined (named `fluid_label` in the legend), and the grader's
+  `true_fluid` [H, W] (0/1; None: no fluid annotation) dashed over it; columns in `uncertain`
   [W] bool are marked by orange strips along the top and bottom edges and a faint orange shade
   (the legend names the spread `uncertain_um` that flags them).
   pixel_um: (row, column) pixel size.
@@ -201,9 +203,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
     _shade_runs(ax, flagged, color=UNCERTAIN_COLOUR, alpha=0.12, zorder=1)
     for ymin, ymax in UNCERTAIN_STRIPS:
       _shade_runs(ax, flagged, color=UNCERTAIN_COLOUR, ymin=ymin, ymax=ymax, zorder=5)
-  if fluid is not None and np.any(fluid):
-    ax.contour(np.asarray(fluid, np.float32), levels=[0.5], colors=[FLUID_COLOUR],
-               linewidths=1.2, zorder=4)
+  _outline_fluid(ax, fluid, true_fluid)
   for b in range(NUM_BOUNDARIES):
     ax.plot(cols, pred_bounds[b] - 0.5, color=BOUNDARY_COLOURS[b], lw=1.3, ls=PRED_STYLE,
             solid_capstyle="butt", zorder=2)
@@ -216,14 +216,28 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   ax.set_facecolor("black")
   ax.legend(handles=overlay_legend(true_bounds is not None, masked.any(),
                                    uncertain is not None and np.any(uncertain), uncertain_um,
-                                   fluid is not None and np.any(fluid), fluid_label),
+                                   fluid is not None and np.any(fluid), fluid_label,
+                                   None if true_fluid is None else bool(np.any(true_fluid))),
             loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
             title="boundary", title_fontsize=8, facecolor="0.85")
-  ax.set_title(heading(title, model, "boundaries: solid = prediction" +
+  drawn = "boundaries and fluid" if true_fluid is not None else "boundaries"
+  ax.set_title(heading(title, model, f"{drawn}: solid = prediction" +
                        (", dashed = truth" if true_bounds is not None else "")), fontsize=9)
   ax.set_ylabel("row (pixels)" + (f"; {pixel_um[0]:.4g} um each" if pixel_um is not None else ""))
   ax.set_xlabel("column (A-scan, pixels); " + _stretch_note(fig, ax, pixel_um))
   save_figure(path, fig)
+
+
+def _outline_fluid(ax, fluid, true_fluid) -> None:
+  """The overlay's fluid outlines [H, W] (0/1, None: not drawn): the prediction solid, the
+  grader's dashed with black gaps on top (as the boundaries)."""
+  if fluid is not None and np.any(fluid):
+    ax.contour(np.asarray(fluid, np.float32), levels=[0.5], colors=[FLUID_COLOUR],
+               linewidths=1.2, zorder=4)
+  if true_fluid is not None and np.any(true_fluid):
+    for colour, style in (("black", "solid"), (FLUID_COLOUR, (0, TRUTH_DASHES))):
+      ax.contour(np.asarray(true_fluid, np.float32), levels=[0.5], colors=[colour],
+                 linewidths=1.2, linestyles=[style], zorder=4)
 
 
 def _mark_no_support(fig, ax, masked: np.ndarray) -> None:
@@ -270,9 +284,11 @@ NO_SUPPORT_MARK = {"ls": "none", "marker": "v", "markersize": 9, "markerfacecolo
 
 
 def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um,
-                   fluid: bool, fluid_label: str = "fluid (predicted)") -> list:
+                   fluid: bool, fluid_label: str = "fluid (predicted)",
+                   true_fluid=None) -> list:
   """The overlay's legend entries: the 8 boundaries, prediction / truth styles, and the
-  no-support, uncertain and fluid marks where the figure shows them."""
+  no-support, uncertain and fluid marks where the figure shows them; true_fluid: whether the
+  grader marked fluid on the scan (None: it carries no fluid annotation)."""
   from matplotlib.lines import Line2D
   from matplotlib.patches import Patch
   handles = [Line2D([], [], color=BOUNDARY_COLOURS[b], lw=2.5, label=BOUNDARY_NAMES[b])
@@ -288,6 +304,10 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
     handles.append(uncertain_patch(uncertain_um, "\n", marks, alpha=1.0))
   if fluid:
     handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label=fluid_label))
+  if true_fluid is not None:
+    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, dashes=TRUTH_DASHES,
+                          gapcolor="black", label="fluid (grader)" if true_fluid
+                          else "fluid (grader):\nnone marked"))
   return handles
 
 

@@ -219,21 +219,30 @@ def test_predict_flags_other_bscans_of_a_volume_the_model_trained_on(trained_wor
   shutil.copytree(trained_workdir[0], workdir)
   with open(f"{workdir}/split.json") as f:
     split = json.load(f)
-  scans = synthetic.generate(3, 96, 64, seed=5).images
+  phantom = synthetic.generate(3, 96, 64, seed=5)
+  scans, masks = phantom.images, phantom.masks.copy()
+  masks[1] = 255                                     # an unannotated B-scan between two
+  fluid = np.zeros_like(masks)
+  fluid[0, 40:50, 10:20] = 1                         # the grader's fluid on the first
   split["train"]["names"].append("eye7_b03")
   with open(f"{workdir}/split.json", "w") as f:
     json.dump(split, f)
   folder = tmp_path / "in"                          # one folder run: one model load
   folder.mkdir()
-  write_npz(str(folder / "Eye7.npz"), images=scans, bscan_index=np.array([3, 4, 9]))
+  write_npz(str(folder / "Eye7.npz"), images=scans, masks=masks, fluid=fluid,
+            bscan_index=np.array([3, 4, 9]))
   write_npz(str(folder / "other.npz"), images=scans[1:2], bscan_index=np.array([3]))
-  titles = []                                       # the figures' titles, not drawn here
-  monkeypatch.setattr(predict.plots, "boundary_overlay", lambda *a, **k: titles.append(k["title"]))
+  drawn = []                                        # what the overlays get, not drawn here
+  monkeypatch.setattr(predict.plots, "boundary_overlay", lambda path, image, bounds, truth, **k:
+                      drawn.append((k["title"], truth is None, k["true_fluid"])))
   monkeypatch.setattr(predict.plots, "thickness_profile", lambda *a, **k: None)
   predict.run(workdir, str(folder), str(tmp_path / "out"), figures="all")
-  assert [t.split(" (")[0] for t in titles] == [
+  assert [t.split(" (")[0] for t, _, _ in drawn] == [
       "Eye7_b03; a TRAINING SCAN of this model", "Eye7_b04; from a volume this model trained on",
       "Eye7_b09; from a volume this model trained on", "other_b03"]
+  # truth (boundaries and the grader's fluid) on the annotated B-scans only
+  assert [(no_truth, f if f is None else int(f.sum())) for _, no_truth, f in drawn] == [
+      (False, 100), (True, None), (False, 0), (True, None)]
   out = capsys.readouterr().out
   assert (f"warning: 1 of 3 scans of {folder / 'Eye7.npz'} was in the model's training set "
           "(matched by scan name or pixels); 3 of 3 are from volumes it trained on") in out
@@ -450,6 +459,40 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   plain = ~tinted
   np.testing.assert_array_equal(sampled[plain, 0], sampled[plain, 2])
   assert (sampled[unsupported, 0] != sampled[~uncertain & ~unsupported][0, 0]).all()
+
+
+def test_overlay_outlines_the_graders_fluid_dashed_over_the_prediction(tmp_path, monkeypatch):
+  """The predicted fluid (rows 10-19, columns 5-14) is one solid outline; the grader's (rows
+  30-39, columns 20-29) a black solid one under a dashed one in the fluid colour, each around
+  its own square (contour at 0.5: half a pixel outside the marked pixels). The legend and the
+  title say so; a grader who marked no fluid is named as such."""
+  from octseg_jax.outputs import atomic, plots
+  figures = []
+  monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
+  h, w = 60, 40
+  pred, truth = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
+  pred[10:20, 5:15] = truth[30:40, 20:30] = 1
+  bounds = np.tile(np.arange(2, 58, 7, dtype=np.float64)[:, None], (1, w))
+  for grader in (truth, np.zeros_like(truth)):
+    plots.boundary_overlay(str(tmp_path / "o.png"), np.zeros((h, w), np.uint8), bounds, bounds,
+                           fluid=pred, true_fluid=grader)
+  outlines = [(c.get_edgecolor()[0].round(3).tolist(), c.get_linestyle()[0][1] is not None,
+               np.concatenate([p.vertices for p in c.get_paths()]))
+              for c in figures[0].axes[0].collections if hasattr(c, "levels")]
+  fluid_rgb = [round(v, 3) for v in plots._plt().matplotlib.colors.to_rgba(plots.FLUID_COLOUR)]
+  assert [(colour, dashed) for colour, dashed, _ in outlines] == [
+      (fluid_rgb, False), ([0.0, 0.0, 0.0, 1.0], False), (fluid_rgb, True)]
+  for (_, _, xy), (r0, c0) in zip(outlines, [(10, 5), (30, 20), (30, 20)]):
+    np.testing.assert_allclose([xy[:, 1].min(), xy[:, 1].max(), xy[:, 0].min(),
+                                xy[:, 0].max()], [r0 - 0.5, r0 + 9.5, c0 - 0.5, c0 + 9.5])
+  legends = [[t.get_text() for t in fig.axes[0].get_legend().get_texts()][-2:]
+             for fig in figures]
+  assert legends == [["fluid (predicted)", "fluid (grader)"],
+                     ["fluid (predicted)", "fluid (grader):\nnone marked"]]
+  title = figures[1].axes[0].get_title()
+  assert "boundaries and fluid: solid = prediction, dashed = truth" in title
+  for fig in figures:
+    plots._plt().close(fig)
 
 
 def test_overlay_marks_every_no_support_run_and_leaves_a_one_column_run_undrawn(tmp_path,
