@@ -66,6 +66,9 @@ class Volume:
   is when the file gives none ('default (Duke DME)', or '--pixel_um' once that option set it).
   laterality_source: 'file', '--laterality', or LATERALITY_ASSUMED (the file has none and no
   option gave it: nasal and temporal may be swapped, which every output says).
+  placement: for a scanner file read through eyepy, its fundus image and where each B-scan lies
+  on it ({'localizer': eyepy EyeEnface, 'bscan_meta': eyepy's per-B-scan meta [N]}), which the
+  .eye output keeps; None for other files.
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
@@ -78,6 +81,7 @@ class Volume:
   notes: List[str] = dataclasses.field(default_factory=list)
   scale_source: str = "file"
   laterality_source: str = "file"
+  placement: Optional[dict] = None
 
   def __len__(self) -> int:
     return len(self.images)
@@ -244,6 +248,7 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
       bscan_meta = ev.meta["bscan_meta"]
       layers = {name: np.asarray(layer.data, np.float64) for name, layer in ev.layers.items()}
       found_laterality = ev.meta.get("laterality") if hasattr(ev.meta, "get") else None
+      placement = {"localizer": ev.localizer, "bscan_meta": list(bscan_meta)}
   except Exception as e:  # eyepy raises many types on damaged or foreign files
     if type(e).__name__ == "InputError":
       raise
@@ -259,7 +264,7 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
   names = [bscan_name(stem, i) for i in range(len(images))]
   side, side_source = _laterality(found_laterality, laterality, notes, path)
   return Volume(images, masks, annotated, positions, scale, side, names, path, notes, source,
-                side_source)
+                side_source, placement)
 
 
 def _positions_from_meta(bscan_meta, n: int, scale_z: float) -> np.ndarray:

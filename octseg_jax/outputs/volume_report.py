@@ -254,17 +254,21 @@ def _mm3(v) -> str:
 
 
 def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
-  """The scan and boundaries [N, 8, W] (rows) as an eyepy .eye file (B-scan 0 bottom-most)."""
+  """The scan and boundaries [N, 8, W] (rows) as an eyepy .eye file (B-scan 0 bottom-most),
+  with a scanner file's fundus image and B-scan placement on it (Volume.placement) where it
+  has them, else eyepy's default fundus projection and B-scans placed by positions_mm."""
   import eyepy
   from eyepy.core.eyemeta import EyeBscanMeta, EyeVolumeMeta
   n, _, w = volume.images.shape
   dz, dy, dx = volume.scale_mm
   top = float(np.max(volume.positions_mm))
-  bscan_meta = [EyeBscanMeta(start_pos=(0.0, top - p), end_pos=((w - 1) * dx, top - p),
-                             pos_unit="mm") for p in volume.positions_mm]
+  placement = volume.placement or {}
+  bscan_meta = placement.get("bscan_meta") or [
+      EyeBscanMeta(start_pos=(0.0, top - p), end_pos=((w - 1) * dx, top - p), pos_unit="mm")
+      for p in volume.positions_mm]
   meta = EyeVolumeMeta(scale_z=dz, scale_x=dx, scale_y=dy, scale_unit="mm",
                        bscan_meta=bscan_meta, laterality=volume.laterality)
-  ev = eyepy.EyeVolume(data=volume.images, meta=meta)
+  ev = eyepy.EyeVolume(data=volume.images, meta=meta, localizer=placement.get("localizer"))
   for k, name in enumerate(HEYEX_NAMES):
     ev.add_layer_annotation(np.asarray(boundaries[:, k, :], np.float64), name=name)
   with atomic_path(path) as tmp:

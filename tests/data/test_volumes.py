@@ -159,6 +159,25 @@ def test_eye_output_round_trips_through_eyepy(tmp_path):
 
 
 @needs_fixtures
+def test_eye_output_of_a_scanner_file_keeps_its_fundus_image_and_bscan_placement(tmp_path):
+  """The .eye written for a HEYEX .vol carries the file's own fundus (NIR) image, not eyepy's
+  projection of the B-scans, and each B-scan where the file places it on that image."""
+  import eyepy
+  source = os.path.join(FIXTURES, "heyex_vol", "test_volume.vol")
+  vol, original = volumes.read_volume(source), eyepy.import_heyex_vol(source)
+  n, _, w = vol.images.shape
+  bounds = np.broadcast_to(np.arange(20.0, 100.0, 10.0)[None, :, None], (n, 8, w))
+  volume_report.write_eye(str(tmp_path / "v.eye"), vol, bounds)
+  ev = eyepy.EyeVolume.load(str(tmp_path / "v.eye"))
+  np.testing.assert_array_equal(ev.localizer.data, original.localizer.data)
+  assert ev.localizer.data.shape != (n, w)                 # eyepy's projection would be [N, W]
+  assert [(m["start_pos"], m["end_pos"]) for m in ev.meta["bscan_meta"]] == [
+      (m["start_pos"], m["end_pos"]) for m in original.meta["bscan_meta"]]
+  np.testing.assert_allclose(volumes.read_volume(str(tmp_path / "v.eye")).positions_mm,
+                             vol.positions_mm)
+
+
+@needs_fixtures
 def test_heyex_vol_and_xml_fixtures_read_with_scale_and_laterality(caplog):
   vol = volumes.read_volume(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"))
   # eyepy's log line about the .vol's layer count becomes a note, not a console log line
