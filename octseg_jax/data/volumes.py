@@ -68,7 +68,8 @@ class Volume:
   option gave it: nasal and temporal may be swapped, which every output says).
   placement: for a scanner file read through eyepy, its fundus image and where each B-scan lies
   on it ({'localizer': eyepy EyeEnface, 'bscan_meta': eyepy's per-B-scan meta [N]}), which the
-  .eye output keeps; None for other files.
+  .eye output keeps; None for other files. fluid: uint8 [N, H, W] the grader's fluid (1) where
+  the file annotates it (ScanSet.fluid), else None.
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
@@ -82,6 +83,7 @@ class Volume:
   scale_source: str = "file"
   laterality_source: str = "file"
   placement: Optional[dict] = None
+  fluid: Optional[np.ndarray] = None
 
   def __len__(self) -> int:
     return len(self.images)
@@ -95,7 +97,8 @@ class Volume:
     but with its scale: volume_scale)."""
     number = re.findall(r"\d+", self.stem)
     subjects = np.full(len(self), int(number[-1]) if number else 0)
-    scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source)
+    scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source,
+                    fluid=self.fluid)
     if not annotated_only:
       scans.volume = self
       return scans
@@ -342,7 +345,7 @@ def read_npz_volume(path: str, laterality: Optional[str] = None,
   annotated = np.zeros(n, bool) if masks is None else (masks != IGNORE).any(axis=(1, 2))
   side, side_source = _laterality(None, laterality, notes)
   return Volume(scans.images, masks, annotated, positions, scale, side, scans.names, path,
-                notes, source, side_source)
+                notes, source, side_source, fluid=scans.fluid)
 
 
 def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: int = 1) -> Volume:
@@ -360,4 +363,5 @@ def read_duke_mat_volume(path: str, laterality: Optional[str] = None, grader: in
   names = list(scans.names)
   side, side_source = _laterality(None, laterality, notes)
   return Volume(images, masks, annotated, np.arange(n) * DUKE_DME_SCALE_MM[0],
-                DUKE_DME_SCALE_MM, side, names, path, notes, DEFAULT_SCALE_SOURCE, side_source)
+                DUKE_DME_SCALE_MM, side, names, path, notes, DEFAULT_SCALE_SOURCE, side_source,
+                fluid=scans.fluid)

@@ -267,18 +267,20 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) ->
   return rows
 
 
-def figure_scans(figures: str, count: int, positions_mm=None, fovea_mm=None) -> Dict[int, str]:
+def figure_scans(figures: str, count: int, positions_mm=None, fovea=None) -> Dict[int, str]:
   """The scans of a file that get figures, {index: what the title adds}: none, the first, all,
   or (fovea) for a volume (positions_mm: its B-scan positions [N]) the B-scan nearest its fovea
-  (fovea_mm: (x, y) in the maps' mm; before it is known, every B-scan, whose fluid masks are
-  kept until then) and for other files the first scan."""
+  (fovea: (fovea_mm (x, y) in the maps' mm, where it came from: volume_report.FOVEA_FOUND...);
+  before it is known, every B-scan, whose fluid masks are kept until then) and for other files
+  the first scan."""
   if figures not in plots.FIGURES:
     raise InputError(f"--figures={figures}: valid values are {', '.join(plots.FIGURES)}")
   if figures == "fovea" and positions_mm is not None:
-    if fovea_mm is None:
+    if fovea is None:
       return dict.fromkeys(range(count), "")
-    nearest = int(np.argmin(np.abs(np.asarray(positions_mm, np.float64) - fovea_mm[1])))
-    return {nearest: f", the B-scan nearest the fovea (y {fovea_mm[1]:.2f} mm)"}
+    (_, y), source = fovea
+    nearest = int(np.argmin(np.abs(np.asarray(positions_mm, np.float64) - y)))
+    return {nearest: f", the B-scan nearest the fovea ({source}; y {y:.2f} mm)"}
   first = min(1, count)
   return dict.fromkeys(range({"none": 0, "first": first, "fovea": first, "all": count}[figures]),
                        "")
@@ -320,7 +322,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um,
                           None if vol is None else extra_keys,
                           keep=figure_scans(figures, len(scans), positions))
-  drawn = figure_scans(figures, len(scans), positions, found.get("fovea_mm"))
+  drawn = figure_scans(figures, len(scans), positions, None if vol is None else (
+      found["fovea_mm"], str(found["fovea_source"])))
   uncertain_um = float(trained.config.predict.uncertain_um)
   extra = extra_columns(out, uncertain_um)
   cols = out["supported"].shape[1]

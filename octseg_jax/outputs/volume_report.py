@@ -15,7 +15,7 @@
   under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
   (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
-  fovea_mm [2], etdrs_um [9, 8], etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9],
+  fovea_mm [2], fovea_source (FOVEA_FOUND, FOVEA_GIVEN or FOVEA_NOT_FOUND), etdrs_um [9, 8], etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9],
   etdrs_sectors, bscan_positions_mm [N], scale_mm [3], laterality, laterality_source
   (data.volumes.Volume).
 """
@@ -34,6 +34,9 @@ from octseg_jax.errors import fail
 from octseg_jax.outputs.atomic import atomic_path, save_figure, write_csv
 
 MAP_NAMES = tuple(LAYER_NAMES[1:]) + ("total",)
+# where a volume's fovea came from (the maps' title, the figures' B-scan, fovea_source)
+FOVEA_FOUND, FOVEA_GIVEN = "found", "given with --fovea"
+FOVEA_NOT_FOUND = "NOT FOUND: the scan centre is used"
 
 
 def parse_fovea(text: Optional[str]):
@@ -151,8 +154,8 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   result = analyse(volume, boundaries, fovea_mm, fluid_um, supported)
   write_etdrs_csv(os.path.join(output, f"{stem}_etdrs.csv"), result,
                   (volume.laterality, volume.laterality_source))
-  source = "given with --fovea" if fovea_mm is not None else (
-      "found" if result["fovea_found"] else "NOT FOUND: the scan centre is used")
+  source = FOVEA_GIVEN if fovea_mm is not None else (
+      FOVEA_FOUND if result["fovea_found"] else FOVEA_NOT_FOUND)
   plot_maps(os.path.join(output, f"{stem}_thickness_maps.png"), result, volume,
             stem + (f" (model: {model})" if model else "") + f"; fovea {source}"
             + support_text(result, short=True) + (f"\n{note}" if note else ""))
@@ -171,6 +174,7 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
   return {**fluid_keys(result), "thickness_maps_um": result["maps"].astype(np.float32),
           "map_x_mm": result["map_x_mm"], "map_y_mm": result["map_y_mm"],
           "map_covered": result["map_covered"], "fovea_mm": result["fovea_mm"],
+          "fovea_source": np.array(source),
           "etdrs_um": result["etdrs_um"], "etdrs_coverage": result["etdrs_coverage"],
           "etdrs_measured": result["etdrs_measured"],
           **({} if supported is None else {"etdrs_supported": result["etdrs_supported"]}),

@@ -46,6 +46,24 @@ def test_mat_round_trip(tmp_path):
   np.testing.assert_array_equal(col6[21:23], 5)
 
 
+def test_a_volume_read_from_a_mat_or_npz_keeps_the_graders_fluid(tmp_path):
+  """Read as a volume (predict's reading of a .mat, or .npz with --volume), the grader's fluid
+  reaches the scans predict draws: every B-scan's, and the annotated ones' with annotated_only."""
+  from octseg_jax.data import volumes
+  from octseg_jax.outputs.atomic import write_npz
+  path, _, _ = _volume(tmp_path)
+  want = np.moveaxis(scipy.io.loadmat(path)["manualFluid1"], -1, 0)          # [3, 40, 12]
+  vol = volumes.read_duke_mat_volume(path)
+  np.testing.assert_array_equal(vol.fluid, want)
+  np.testing.assert_array_equal(vol.to_scanset().fluid, want)
+  np.testing.assert_array_equal(vol.to_scanset(annotated_only=True).fluid, want[1:2])
+  npz = str(tmp_path / "eye.npz")
+  write_npz(npz, images=vol.images, masks=vol.masks, fluid=want)
+  np.testing.assert_array_equal(volumes.read_npz_volume(npz).to_scanset().fluid, want)
+  write_npz(npz, images=vol.images, masks=vol.masks)
+  assert volumes.read_npz_volume(npz).to_scanset().fluid is None        # no annotation: None
+
+
 def test_mat_without_a_fluid_annotation_has_none_rather_than_no_fluid(tmp_path):
   """A .mat with the grader's layers but no manualFluid: fluid is unknown (None), so eval
   neither scores a fluid head against it nor counts its columns as dry; the layers read as

@@ -444,3 +444,7 @@ def test_the_maps_draw_the_etdrs_grid_on_the_total_and_fluid_panels(monkeypatch,
   assert set(map(len, grids.values())) == {0} and len(grids) == 7       # the 7 layer maps
   (line,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith("v: ")]
   assert line.endswith(note) and line.lower().count("assumed") == 1
+  # where the fovea came from, for the prediction file and the figures' B-scan title
+  given = volume_report.write(str(tmp_path), "v", vol, bounds, tuple(keys["fovea_mm"]))
+  assert [str(k["fovea_source"]) for k in (keys, given)] == [volume_report.FOVEA_FOUND,
+                                                             volume_report.FOVEA_GIVEN]
