@@ -15,8 +15,8 @@
   under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
   (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
-  fovea_mm [2], fovea_source (FOVEA_FOUND, FOVEA_GIVEN or FOVEA_NOT_FOUND), etdrs_um [9, 8], etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9],
-  etdrs_sectors, bscan_positions_mm [N], scale_mm [3], laterality, laterality_source
+  fovea_mm [2], fovea_source (FOVEA_FOUND, FOVEA_GIVEN or FOVEA_NOT_FOUND), etdrs_um [9, 8],
+  etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9], etdrs_sectors, bscan_positions_mm [N], scale_mm [3], laterality, laterality_source
   (data.volumes.Volume).
 """
 
