@@ -53,14 +53,15 @@ def parse_fovea(text: Optional[str]):
 
 
 def bscan_spacing_text(volume: Volume) -> str:
-  """How far apart the file's B-scans are: the volume's spacing, or the range of their gaps
-  where they are a selection of its B-scans (the annotated B-scans of a Duke subject file)."""
+  """How far apart the file's B-scans are: the volume's spacing (the gaps within 1% or 1 um of
+  it: scanner files give positions to the um), or the range of their gaps where they are a
+  selection of its B-scans (the annotated B-scans of a Duke subject file)."""
   spacing_um = volume.scale_mm[0] * 1e3
   gaps_um = np.diff(np.sort(np.asarray(volume.positions_mm, float))) * 1e3
-  if gaps_um.size == 0 or np.allclose(gaps_um, spacing_um, rtol=0.01):
+  if gaps_um.size == 0 or np.allclose(gaps_um, spacing_um, rtol=0.01, atol=1.0):
     return f"{spacing_um:.4g} um between B-scans"
-  return (f"B-scans {gaps_um.min():.4g}-{gaps_um.max():.4g} um apart (of a volume "
-          f"{spacing_um:.4g} um between B-scans)")
+  return (f"B-scans {gaps_um.min():.4g}-{gaps_um.max():.4g} um apart (a selection of a "
+          f"volume's, {spacing_um:.4g} um between B-scans)")
 
 
 def check_volume_options(volume: Optional[Volume], path: str, fovea_mm, laterality, force: bool):

@@ -607,13 +607,17 @@ def test_cam_stats_md_gives_the_figures_held_out_verdict():
 
 def test_the_maps_title_gives_the_gaps_of_a_selection_of_bscans():
   """A Duke subject file holds 11 of a volume's 61 B-scans: the title gives their gaps, not the
-  volume's spacing; evenly spaced B-scans get the spacing alone."""
+  volume's spacing; evenly spaced B-scans get the spacing alone, also where a scanner file's
+  positions, given to the um, make gaps of 31 and 32 um in a volume of 31.44 um spacing."""
   spaced = SimpleNamespace(scale_mm=(0.123, 0.00387, 0.01133),
                            positions_mm=np.array([10, 15, 20, 25, 28, 30]) * 0.123)
   assert volume_report.bscan_spacing_text(spaced) == (
-      "B-scans 246-615 um apart (of a volume 123 um between B-scans)")
+      "B-scans 246-615 um apart (a selection of a volume's, 123 um between B-scans)")
   even = SimpleNamespace(scale_mm=(0.123, 0.00387, 0.01133), positions_mm=np.arange(5) * 0.123)
   assert volume_report.bscan_spacing_text(even) == "123 um between B-scans"
+  rounded = SimpleNamespace(scale_mm=(0.03144, 0.00387, 0.0118),
+                            positions_mm=np.round(np.arange(10) * 0.03144, 3))
+  assert volume_report.bscan_spacing_text(rounded) == "31.44 um between B-scans"
 
 
 @pytest.mark.parametrize("col_um, label", [
