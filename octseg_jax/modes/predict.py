@@ -268,7 +268,7 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) ->
 
 
 def figure_scans(figures: str, count: int, positions_mm=None, fovea=None) -> Dict[int, str]:
-  """The scans of a file that get figures, {index: what the title adds}: none, the first, all,
+  """The scans of a file that get figures, {index: a line the title adds}: none, the first, all,
   or (fovea) for a volume (positions_mm: its B-scan positions [N]) the B-scan nearest its fovea
   (fovea: (fovea_mm (x, y) in the maps' mm, where it came from: volume_report.FOVEA_FOUND...);
   before it is known, every B-scan, whose fluid masks are kept until then) and for other files
@@ -280,7 +280,7 @@ def figure_scans(figures: str, count: int, positions_mm=None, fovea=None) -> Dic
       return dict.fromkeys(range(count), "")
     (_, y), source = fovea
     nearest = int(np.argmin(np.abs(np.asarray(positions_mm, np.float64) - y)))
-    return {nearest: f", the B-scan nearest the fovea ({source}; y {y:.2f} mm)"}
+    return {nearest: f"\nthe B-scan nearest the fovea ({source}; y {y:.2f} mm)"}
   first = min(1, count)
   return dict.fromkeys(range({"none": 0, "first": first, "fovea": first, "all": count}[figures]),
                        "")
@@ -354,13 +354,13 @@ def model_label(trained) -> str:
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
                  scale: Dict, uncertain_um: float, seen=None) -> None:
-  """Overlay and thickness figures of the scans `drawn` ({index: what the title adds}:
+  """Overlay and thickness figures of the scans `drawn` ({index: a line the titles add}:
   figure_scans), titled with the scale used and, where `seen` (TrainingScans.flags) says so,
   that the model learned the scan; `flags`: per scan the uncertain columns (a boundary's spread
   above uncertain_um) or None."""
   for i, why in drawn.items():
     name = scans.names[i]
-    label = name + why + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))
+    label = name + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))
     true_b = true_t = true_fluid = None
     if scans.masks is not None and (scans.masks[i] != IGNORE).any():     # an annotated scan
       true_b = geom.boundaries_from_labels(scans.masks[i])
@@ -372,13 +372,13 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
     overlay, thickness = run.claim(name, SCAN_SUFFIXES)
     where = inputs.scale_text(scale)
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
-                           title=f"{label} ({where})", model=model,
+                           title=f"{label} ({where}){why}", model=model,
                            unsupported=unsupported, fluid=out["fluid_kept"].get(i),
                            true_fluid=true_fluid,
                            uncertain=None if flags is None else flags[i],
                            pixel_um=(scale["row_um"], scale["col_um"]), uncertain_um=uncertain_um)
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
-                            title=f"{label}: layer thickness ({where})", model=model,
+                            title=f"{label}: layer thickness ({where}){why}", model=model,
                             unsupported=unsupported, uncertain=None if flags is None else flags[i],
                             uncertain_um=uncertain_um, col_um=scale["col_um"])
     run.wrote(overlay, thickness)

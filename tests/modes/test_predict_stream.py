@@ -86,7 +86,7 @@ def test_figure_scans_of_a_volume_wait_for_its_fovea():
   positions = np.array([0.0, 0.1, 0.2, 0.3])
   assert list(predict.figure_scans("fovea", 4, positions)) == [0, 1, 2, 3]
   assert predict.figure_scans("fovea", 4, positions, ((1.0, 0.17), "found")) == {
-      2: ", the B-scan nearest the fovea (found; y 0.17 mm)"}
+      2: "\nthe B-scan nearest the fovea (found; y 0.17 mm)"}
   assert predict.figure_scans("fovea", 4) == predict.figure_scans("first", 4) == {0: ""}
   assert predict.figure_scans("fovea", 0) == predict.figure_scans("none", 4) == {}
   assert predict.figure_scans("first", 4, positions, ((1.0, 0.17), "found")) == {0: ""}
