@@ -237,8 +237,8 @@ RUNNER_LOCK = "runner.lock"
 
 
 def take_lock(state=STATE):
-  """One runner at a time: the state folder's lock (outputs.lock.FolderLock: pid and host; a dead
-  owner's lock is taken over). Returns it (released by the caller)."""
+  """One runner at a time: the state folder's lock (outputs.lock.FolderLock: pid, host and
+  activity; a dead owner's lock is taken over). Returns it (released by the caller)."""
   from octseg_jax.errors import InputError
   from octseg_jax.outputs.lock import FolderLock
   os.makedirs(state, exist_ok=True)

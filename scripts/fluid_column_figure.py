@@ -62,7 +62,7 @@ def draw(workdir: str, output: str, duke_dir=None) -> str:
   row_um = float(trained.config.data.pixel_um)
   error_um = fluid_column_error(pred[i], true[i], fluid[i]) * row_um
   plots.boundary_overlay(
-      output, images[i], pred[i], true[i], fluid=fluid[i], fluid_label="fluid (grader)",
+      output, images[i], pred[i], true[i], true_fluid=fluid[i],
       pixel_um=(row_um, 1e3 * volumes.DUKE_DME_SCALE_MM[2]
                 if trained.config.data.source == "duke" else None),
       title=(f"{names[i]}, held out by {os.path.normpath(workdir)}: the scan whose fluid columns "

@@ -67,8 +67,9 @@ class Volume:
   laterality_source: 'file', '--laterality', or LATERALITY_ASSUMED (the file has none and no
   option gave it: nasal and temporal may be swapped, which every output says).
   placement: for a scanner file read through eyepy, its fundus image and where each B-scan lies
-  on it ({'localizer': eyepy EyeEnface, 'bscan_meta': eyepy's per-B-scan meta [N]}), which the
-  .eye output keeps; None for other files. fluid: uint8 [N, H, W] the grader's fluid (1) where
+  on it ({'localizer': eyepy EyeEnface, 'bscan_meta': eyepy's per-B-scan meta [N],
+  'transform': eyepy's map of the volume onto the fundus}), which the .eye output keeps; None
+  for other files. fluid: uint8 [N, H, W] the grader's fluid (1) where
   the file annotates it (ScanSet.fluid), else None.
   """
   images: np.ndarray
@@ -251,7 +252,8 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
       bscan_meta = ev.meta["bscan_meta"]
       layers = {name: np.asarray(layer.data, np.float64) for name, layer in ev.layers.items()}
       found_laterality = ev.meta.get("laterality") if hasattr(ev.meta, "get") else None
-      placement = {"localizer": ev.localizer, "bscan_meta": list(bscan_meta)}
+      placement = {"localizer": ev.localizer, "bscan_meta": list(bscan_meta),
+                   "transform": ev.localizer_transform}
   except Exception as e:  # eyepy raises many types on damaged or foreign files
     if type(e).__name__ == "InputError":
       raise

@@ -10,13 +10,14 @@ predict.smooth_sd_columns: geometry.boundaries.predicted_geometry), `thickness_u
 found), `names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid prob > 0.5),
 `fluid_prob` float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
 NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
-SCAN_overlay.png (boundaries drawn; the true ones dashed when masks are given) and
-SCAN_thickness.png for the scans that --figures selects (default: a volume's B-scan nearest its
-fovea, the first scan of other files). Names never replace an input or another output of the run
-(duplicates are numbered). A folder is processed file by file: unreadable files are listed in
-errors.csv, files without a scan extension are skipped, and manifest.json is written last. Volumes
-(data.volumes.is_volume) also get NAME_thickness_maps.png, NAME_etdrs.csv, NAME.eye and map/grid
-keys in NAME.npz (octseg_jax.outputs.volume_report), with thickness at the file's axial scale.
+SCAN_overlay.png (boundaries drawn; on annotated scans the true ones and the grader's fluid
+dashed) and SCAN_thickness.png for the scans that --figures selects (default: a volume's B-scan
+nearest its fovea, the first scan of other files). Names never replace an input or another
+output of the run (duplicates are numbered). A folder is processed file by file: unreadable
+files are listed in errors.csv, files without a scan extension are skipped, and manifest.json is
+written last. Volumes (data.volumes.is_volume) also get NAME_thickness_maps.png, NAME_etdrs.csv,
+NAME.eye and map/grid keys in NAME.npz (octseg_jax.outputs.volume_report), with thickness at the
+file's axial scale.
 """
 
 import os
@@ -125,9 +126,10 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
   `pixel_um`), supported [N, W], the heads' fluid_um [N, W] (NaN where no retina was found:
   geom.fluid_where_measured) and an ensemble's boundary_sd_um
-  [N, 8, W] (None without them) and fluid_kept {i: fluid [H, W]} for the scans `keep` (for
-  figures). extra_keys: (boundaries, fluid_um, supported) -> {key: array} added to the file
-  (volume maps, grid)."""
+  [N, 8, W] (None without them) and fluid_kept {i: fluid [H, W] packed along W (np.packbits:
+  a volume's B-scans wait in it for its fovea)} for the scans `keep` (for figures).
+  extra_keys: (boundaries, fluid_um, supported) -> {key: array} added to the file (volume maps,
+  grid)."""
   n, h, w = scans.images.shape
   streamed = {"pred": np.uint8, "pred_ordered": np.uint8}
   if "fluid" in trained.head_names:
@@ -137,14 +139,15 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   writer = StreamingNpz(path, {k: ((n, h, w), dtype) for k, dtype in streamed.items()})
   bounds = np.empty((n, NUM_BOUNDARIES, w))
   head_bounds = np.empty((n, NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
-  fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None     # fluid pixels per column
+  fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None  # fluid px per column
   sd_rows = np.empty((n, NUM_BOUNDARIES, w)) if trained.num_views > 1 else None
   fluid_kept = {}
   supported = np.empty((n, w), bool)
   try:
     for start, out in stream_batches(trained, scans.images, batch_size):
       here = [i for i in keep if start <= i < start + len(out["pred"])]
-      fluid_kept.update({i: out["fluid"][i - start] for i in here if "fluid" in out})
+      fluid_kept.update({i: np.packbits(out["fluid"][i - start], axis=-1) for i in here
+                         if "fluid" in out})
       for key in streamed:
         writer.append(key, out[key])
       bounds[start:start + len(out["pred"])] = out["boundaries"]
@@ -175,8 +178,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
       writer.abort()
       raise
   writer.close()
-  return {"boundaries": bounds, "thickness_um": thickness, "fluid_kept": fluid_kept, "fluid_um": fluid_um, "boundary_sd_um": sd_um,
-          "supported": supported}
+  return {"boundaries": bounds, "thickness_um": thickness, "fluid_kept": fluid_kept,
+          "fluid_um": fluid_um, "boundary_sd_um": sd_um, "supported": supported}
 
 
 def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra=None) -> list:
@@ -319,11 +322,13 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
         report.training_volume_title(sum(seen[0]), sum(seen[1]), len(scans))))
     return found
   positions = None if vol is None else vol.positions_mm
+  given = None if vol is None or fovea_mm is None else (fovea_mm, volume_report.FOVEA_GIVEN)
   out = write_predictions(trained, scans, npz_path, batch_size, pixel_um,
                           None if vol is None else extra_keys,
-                          keep=figure_scans(figures, len(scans), positions))
+                          keep=figure_scans(figures, len(scans), positions, given))
   drawn = figure_scans(figures, len(scans), positions, None if vol is None else (
       found["fovea_mm"], str(found["fovea_source"])))
+  out["fluid_kept"] = {i: out["fluid_kept"][i] for i in drawn if i in out["fluid_kept"]}
   uncertain_um = float(trained.config.predict.uncertain_um)
   extra = extra_columns(out, uncertain_um)
   cols = out["supported"].shape[1]
@@ -343,6 +348,11 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
           "low_support": int(low_support(out["supported"]).sum()),
           "training": overlap_counts(*seen)}
+
+
+def unpacked(packed, width: int):
+  """A kept fluid mask [H, W] (uint8 0/1) from its np.packbits form (None stays None)."""
+  return None if packed is None else np.unpackbits(packed, axis=-1, count=width)
 
 
 def model_label(trained) -> str:
@@ -373,7 +383,8 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
     where = inputs.scale_text(scale)
     plots.boundary_overlay(overlay, scans.images[i], out["boundaries"][i], true_b,
                            title=f"{label} ({where}){why}", model=model,
-                           unsupported=unsupported, fluid=out["fluid_kept"].get(i),
+                           unsupported=unsupported, fluid=unpacked(out["fluid_kept"].get(i),
+                                                                   scans.images.shape[-1]),
                            true_fluid=true_fluid,
                            uncertain=None if flags is None else flags[i],
                            pixel_um=(scale["row_um"], scale["col_um"]), uncertain_um=uncertain_um)

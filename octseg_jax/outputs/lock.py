@@ -1,8 +1,8 @@
-"""One process owns a folder at a time: a lock file holding the owner's PID and host, placed
-atomically with its content. Training locks its workdir (serving/workdir.py WorkdirLock),
-predict and explain their output folder (outputs/folder_run.py), the campaign runner its state
-folder (scripts/campaign.py). A lock whose owner is gone is taken over; one of a live process
-is refused in one line (InputError)."""
+"""One process owns a folder at a time: a lock file holding the owner's PID, host and what it
+does, placed atomically with its content. Training locks its workdir (serving/workdir.py
+WorkdirLock), predict and explain their output folder (outputs/folder_run.py), the campaign
+runner its state folder (scripts/campaign.py). A lock whose owner is gone is taken over; one of
+a live process is refused in one line (InputError)."""
 
 import errno
 import os
@@ -25,8 +25,8 @@ def pid_alive(pid: int) -> bool:
 
 class FolderLock:
   """Exclusive ownership of a folder for one process (context manager): a lock file holding
-  the owner's pid and host, created atomically with its content (written to a temporary file,
-  then hard-linked into place), so a full disk leaves no lock rather than an empty one. A lock
+  the owner's pid, host and `busy`, created atomically with its content (written to a temporary
+  file, then hard-linked into place), so a full disk leaves no lock rather than an empty one. A lock
   whose owner is gone (dead pid on this host, or no readable owner) is taken over, and with
   `own_is_stale` also one of this very process (an output folder of an earlier run in the
   process that ended in an error); one of a live process is refused in one line, which says

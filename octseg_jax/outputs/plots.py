@@ -171,15 +171,14 @@ NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      true_bounds=None, title: str = "", model: str = "",
                      unsupported=None, fluid=None, uncertain=None, pixel_um=None,
-                     uncertain_um=None, fluid_label: str = "fluid (predicted)",
-                     true_fluid=None) -> None:
+                     uncertain_um=None, true_fluid=None) -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded, each run of them marked at the top edge (a run
   of one or two columns is narrower than a line), and their predicted boundaries not drawn
   (the lines end square at the last drawn column);
-  `fluid` [H, W] (0/1) is outlined (named `fluid_label` in the legend), and the grader's
-  `true_fluid` [H, W] (0/1; None: no fluid annotation) dashed over it; columns in `uncertain`
+  the predicted `fluid` [H, W] (0/1) is outlined, and the grader's `true_fluid` [H, W] (0/1;
+  None: no fluid annotation) dashed over it; columns in `uncertain`
   [W] bool are marked by orange strips along the top and bottom edges and a faint orange shade
   (the legend names the spread `uncertain_um` that flags them).
   pixel_um: (row, column) pixel size.
@@ -216,7 +215,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   ax.set_facecolor("black")
   ax.legend(handles=overlay_legend(true_bounds is not None, masked.any(),
                                    uncertain is not None and np.any(uncertain), uncertain_um,
-                                   fluid is not None and np.any(fluid), fluid_label,
+                                   fluid is not None and np.any(fluid),
                                    None if true_fluid is None else bool(np.any(true_fluid))),
             loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
             title="boundary", title_fontsize=8, facecolor="0.85")
@@ -284,8 +283,7 @@ NO_SUPPORT_MARK = {"ls": "none", "marker": "v", "markersize": 9, "markerfacecolo
 
 
 def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um,
-                   fluid: bool, fluid_label: str = "fluid (predicted)",
-                   true_fluid=None) -> list:
+                   fluid: bool, true_fluid=None) -> list:
   """The overlay's legend entries: the 8 boundaries, prediction / truth styles, and the
   no-support, uncertain and fluid marks where the figure shows them; true_fluid: whether the
   grader marked fluid on the scan (None: it carries no fluid annotation)."""
@@ -303,7 +301,7 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
     marks = "\n(orange marks at the top\nand bottom edges over\na faint orange shade)"
     handles.append(uncertain_patch(uncertain_um, "\n", marks, alpha=1.0))
   if fluid:
-    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label=fluid_label))
+    handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
   if true_fluid is not None:
     handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, dashes=TRUTH_DASHES,
                           gapcolor="black", label="fluid (grader)" if true_fluid

@@ -16,8 +16,8 @@
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
   (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
   fovea_mm [2], fovea_source (FOVEA_FOUND, FOVEA_GIVEN or FOVEA_NOT_FOUND), etdrs_um [9, 8],
-  etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9], etdrs_sectors, bscan_positions_mm [N], scale_mm [3], laterality, laterality_source
-  (data.volumes.Volume).
+  etdrs_coverage [9], etdrs_measured [9], etdrs_supported [9], etdrs_sectors,
+  bscan_positions_mm [N], scale_mm [3], laterality, laterality_source (data.volumes.Volume).
 """
 
 import os
@@ -273,7 +273,8 @@ def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
       for p in volume.positions_mm]
   meta = EyeVolumeMeta(scale_z=dz, scale_x=dx, scale_y=dy, scale_unit="mm",
                        bscan_meta=bscan_meta, laterality=volume.laterality)
-  ev = eyepy.EyeVolume(data=volume.images, meta=meta, localizer=placement.get("localizer"))
+  ev = eyepy.EyeVolume(data=volume.images, meta=meta, localizer=placement.get("localizer"),
+                       transformation=placement.get("transform"))
   for k, name in enumerate(HEYEX_NAMES):
     ev.add_layer_annotation(np.asarray(boundaries[:, k, :], np.float64), name=name)
   with atomic_path(path) as tmp:

@@ -8,9 +8,9 @@ workdir is touched. A field missing from a stored config takes its default (conf
 and so compares equal to it: workdirs written before a field existed still load and resume.
 Stored fields that no longer exist are ignored.
 
-A lock file (`.lock`, outputs/lock.py: the owner's PID and host) makes a second training into a
-busy workdir stop with one line; a lock whose owner process is gone (same host, PID not
-running) is taken over.
+A lock file (`.lock`, outputs/lock.py: the owner's PID, host and what it does) makes a second
+training into a busy workdir stop with one line; a lock whose owner process is gone (same host,
+PID not running) is taken over.
 """
 
 import json

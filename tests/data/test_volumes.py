@@ -173,6 +173,8 @@ def test_eye_output_of_a_scanner_file_keeps_its_fundus_image_and_bscan_placement
   assert ev.localizer.data.shape != (n, w)                 # eyepy's projection would be [N, W]
   assert [(m["start_pos"], m["end_pos"]) for m in ev.meta["bscan_meta"]] == [
       (m["start_pos"], m["end_pos"]) for m in original.meta["bscan_meta"]]
+  np.testing.assert_allclose(ev.localizer_transform.params,       # layers' en-face projections
+                             original.localizer_transform.params)
   np.testing.assert_allclose(volumes.read_volume(str(tmp_path / "v.eye")).positions_mm,
                              vol.positions_mm)
 
@@ -281,7 +283,7 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
   np.savez(tmp_path / "in" / "scaled.npz", images=vol.images[:2],
            scale_mm=np.array([0.25, 0.006, 0.02]))
   out = tmp_path / "out"
-  predict.run(workdir, str(tmp_path / "in"), str(out), laterality="OS")
+  predict.run(workdir, str(tmp_path / "in"), str(out), laterality="OS", fovea="0.5,0.25")
   with np.load(out / "scaled.npz") as d:
     np.testing.assert_allclose(d["thickness_um"], np.diff(d["boundaries"], axis=1) * 6.0)
     np.testing.assert_allclose(d["scale_mm"], [0.25, 0.006, 0.02])
@@ -290,10 +292,12 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
     assert d["thickness_maps_um"].shape[0] == 8 and str(d["laterality"]) == "OS"
     np.testing.assert_allclose(d["bscan_positions_mm"], np.arange(6) * 0.123)
     np.testing.assert_allclose(d["scale_mm"], volumes.DUKE_DME_SCALE_MM)
-    nearest = int(np.argmin(np.abs(d["bscan_positions_mm"] - d["fovea_mm"][1])))
-  # the default figures: of a volume, the B-scan nearest the fovea the maps found
-  assert sorted(f for f in os.listdir(out) if f.startswith("Subject_03_b")) == [
-      f"{bscan_name('Subject_03', nearest)}_{kind}.png" for kind in ("overlay", "thickness")]
+    assert str(d["fovea_source"]) == volume_report.FOVEA_GIVEN
+  # the default figures: of each volume, the B-scan nearest its fovea (y 0.25 mm: B-scan 2 of
+  # Subject_03, at 0.246 mm; B-scan 1 of scaled.npz, at 0.25 mm)
+  assert sorted(f for f in os.listdir(out) if f.endswith(("_overlay.png", "_thickness.png"))) \
+      == [f"{scan}_{kind}.png" for scan in (bscan_name("Subject_03", 2), "scaled_001")
+          for kind in ("overlay", "thickness")]
   rows = (out / "Subject_03_etdrs.csv").read_text().splitlines()
   assert rows[0].split(",")[0] == "sector" and rows[0].split(",")[-5:] == [
       "coverage", "measured", "supported", "laterality", "laterality_source"]

@@ -72,6 +72,11 @@ def test_busy_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
     f.write(f"{dead.pid} {socket.gethostname()}\n")
   with workdir.WorkdirLock(wd) as lock:                   # owner gone: taken over
     assert open(lock.path).read().split()[0] == str(os.getpid())
+  with open(os.path.join(wd, ".lock"), "w") as f:         # an older lock: pid and host only
+    f.write(f"{os.getppid()} {socket.gethostname()}\n")
+  with pytest.raises(InputError, match=rf"process {os.getppid()} on \S+ is adding fingerprints "
+                     r"to its split.json \(if"):          # the refused one's words then
+    workdir.WorkdirLock(wd, "is adding fingerprints to its split.json").acquire()
 
 
 def test_refused_run_creates_nothing(tmp_path):
