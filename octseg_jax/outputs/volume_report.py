@@ -186,6 +186,17 @@ def write(output: str, stem: str, volume: Volume, boundaries: np.ndarray,
           "laterality_source": np.array(volume.laterality_source)}
 
 
+def low_support_sectors(result: dict) -> tuple:
+  """The ETDRS sectors with a total thickness that stands on less than geometry.LOW_SUPPORT of
+  columns in the model's own layer order (etdrs_supported; none without it)."""
+  share = result.get("etdrs_supported")
+  if share is None:
+    return ()
+  total = result["etdrs_um"][:, MAP_NAMES.index("total")]
+  return tuple(name for name, s, t in zip(enface.ETDRS_SECTORS, share, total)
+               if np.isfinite(s) and np.isfinite(t) and s < geom.LOW_SUPPORT)
+
+
 def support_text(result: dict, short: bool = False) -> str:
   """'; supported in A-B% of a sector's measured part' (etdrs_supported: the model's own layer
   order), with a warning when a sector falls below geometry.LOW_SUPPORT; '' without it. short:
@@ -282,11 +293,12 @@ def write_eye(path: str, volume: Volume, boundaries: np.ndarray) -> None:
 
 
 def draw_etdrs(ax, fovea_mm, laterality: str, values=None, colour: str = "k",
-               digits: int = 0) -> None:
+               digits: int = 0, starred=()) -> None:
   """ETDRS circles and diagonals (in map mm coordinates, lines in `colour`; any colour but
   black is drawn a little wider with a dark edge, to stay visible over blank map areas) with
   sector labels and, given `values` [9] (ETDRS_SECTORS order: mean thickness in um, or fluid
-  volume in mm3 with `digits` 3), each sector's value under its label."""
+  volume in mm3 with `digits` 3), each sector's value under its label, with a '*' in the
+  sectors named in `starred`."""
   from matplotlib import patheffects
   edge = [] if colour == "k" else [patheffects.Stroke(linewidth=2.4, foreground="0.2"),
                                    patheffects.Normal()]
@@ -306,7 +318,9 @@ def draw_etdrs(ax, fovea_mm, laterality: str, values=None, colour: str = "k",
       for label, unit in (("S", (0, 1)), ("I", (0, -1)), ("N", (nasal, 0)), ("T", (-nasal, 0)))]
   for name, (ux, uy), r in centres:
     v = value.get(name)
-    text = name if v is None else (f"{name}\n{v:.{digits}f}" if np.isfinite(v) else f"{name}\n-")
+    star = "*" if name in starred else ""
+    text = name if v is None else (f"{name}\n{v:.{digits}f}{star}" if np.isfinite(v)
+                                   else f"{name}\n-")
     ax.text(fx + r * ux, fy + r * uy, text, ha="center", va="center", fontsize=7,
             clip_on=True,   # a small scan's map ends inside the grid: no labels beyond it
             bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
@@ -373,6 +387,7 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
   for ax in axes.ravel()[len(panels):]:
     ax.set_visible(False)
   total = MAP_NAMES.index("total")
+  starred = low_support_sectors(result)
   for ax, (label, m, cmap, (vmin, vmax)) in zip(axes.ravel(), panels):
     name = label.split(" ")[0]
     draw_map(fig, ax, label, m, extent, cmap, (vmin, vmax), volume.laterality)
@@ -380,7 +395,7 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
       draw_etdrs(ax, result["fovea_mm"], volume.laterality,
                  result["etdrs_um"][:, total] if name == "total" else result["etdrs_fluid_mm3"],
                  "k" if name == "total" else "white",     # white on cividis' dark low end
-                 0 if name == "total" else 3)
+                 0 if name == "total" else 3, starred if name == "total" else ())
       ax.set_xlim(x[0], x[-1])
       ax.set_ylim(y[-1], y[0])
   side = laterality_text(volume, "the file has none: nasal and temporal may be swapped")
@@ -392,8 +407,9 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
                f"percentile (at least {MIN_COLOUR_SPAN_UM:.0f} um apart)\nETDRS sectors: mean "
                f"total thickness (um)" + ("; fluid map: fluid volume (mm3)"
                                           if "fluid_map_um" in result else "")
-               + f", '-' = less than {enface.MIN_MEASURED:.0%} of the sector measured",
-               fontsize=10)
+               + f", '-' = less than {enface.MIN_MEASURED:.0%} of the sector measured"
+               + (f", '*' = the model's own layer order in under {geom.LOW_SUPPORT:.0%} of it "
+                  "(thickness mostly the order fix's)" if starred else ""), fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
     warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
     save_figure(path, fig)

@@ -452,3 +452,30 @@ def test_the_maps_draw_the_etdrs_grid_on_the_total_and_fluid_panels(monkeypatch,
   given = volume_report.write(str(tmp_path), "v", vol, bounds, tuple(keys["fovea_mm"]))
   assert [str(k["fovea_source"]) for k in (keys, given)] == [volume_report.FOVEA_FOUND,
                                                              volume_report.FOVEA_GIVEN]
+
+
+def test_the_total_map_stars_the_sectors_the_model_did_not_order_itself(monkeypatch, tmp_path):
+  """With the model's own layer order in the scan's left half only, the sectors under half
+  supported (etdrs_supported, as NAME_etdrs.csv) get a '*' after their thickness and the title
+  says what it means; all columns supported: no star, no footnote."""
+  vol, _ = synthetic.generate_volume(9, 256, 64, seed=2, scale_mm=(0.3, 0.0039, 0.05),
+                                     render_images=False)
+  bounds = geom.boundaries_from_labels(vol.masks)
+  figures = []
+  monkeypatch.setattr(volume_report, "save_figure", lambda path, fig: figures.append(fig))
+  monkeypatch.setattr(volume_report, "write_eye", lambda *args: None)
+  half = np.zeros(bounds[:, 0].shape, bool)
+  half[:, :32] = True
+  keys = [volume_report.write(str(tmp_path), "v", vol, bounds, supported=s)
+          for s in (half, np.ones_like(half))]
+  total = [k["etdrs_um"][:, -1] for k in keys]
+  low = [n for n, s, t in zip(enface.ETDRS_SECTORS, keys[0]["etdrs_supported"], total[0])
+         if s < 0.5 and np.isfinite(t)]
+  assert 0 < len(low) < np.isfinite(total[0]).sum()         # some sectors, not all
+  for fig, k, t, starred in zip(figures, keys, total, (low, [])):
+    (ax,) = [ax for ax in fig.axes if ax.get_title().startswith("total")]
+    written = sorted(x.get_text() for x in ax.texts if "\n" in x.get_text())
+    assert written == sorted(f"{n}\n{v:.0f}" + ("*" if n in starred else "") if np.isfinite(v)
+                             else f"{n}\n-" for n, v in zip(enface.ETDRS_SECTORS, t))
+    assert ("'*' = the model's own layer order in under 50%" in fig._suptitle.get_text()) \
+        == bool(starred)
