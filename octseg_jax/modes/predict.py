@@ -125,11 +125,10 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   """Streams the predictions of one ScanSet into the prediction file `path` (finalised
   atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
   `pixel_um`), supported [N, W], the heads' fluid_um [N, W] (NaN where no retina was found:
-  geom.fluid_where_measured) and an ensemble's boundary_sd_um
-  [N, 8, W] (None without them) and fluid_kept {i: fluid [H, W] packed along W (np.packbits:
-  a volume's B-scans wait in it for its fovea)} for the scans `keep` (for figures).
-  extra_keys: (boundaries, fluid_um, supported) -> {key: array} added to the file (volume maps,
-  grid)."""
+  geom.fluid_where_measured), an ensemble's boundary_sd_um [N, 8, W] (None without them) and
+  fluid_kept {i: fluid [H, W], np.packbits along W} for the scans `keep` (figures; a volume's
+  wait there for its fovea). extra_keys: (boundaries, fluid_um, supported) -> {key: array}
+  added to the file (volume maps, grid)."""
   n, h, w = scans.images.shape
   streamed = {"pred": np.uint8, "pred_ordered": np.uint8}
   if "fluid" in trained.head_names:
