@@ -598,9 +598,10 @@ def and_list(items: List[str]) -> str:
 
 
 def span(values, digits: int = 0) -> str:
-  """'lo-hi' of values (one value when they round alike)."""
+  """'lo-hi' of values (one value when they round alike; 'lo to hi' when one is negative, so
+  that a minus sign is not read as the dash)."""
   lo, hi = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
-  return lo if lo == hi else f"{lo}-{hi}"
+  return lo if lo == hi else f"{lo}{' to ' if '-' in lo + hi else '-'}{hi}"
 
 
 CAM_METHODS = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM", "gradcampp": "Grad-CAM++",
@@ -1434,8 +1435,6 @@ def pretrained_uncertainty(src: Sources) -> str:
 def uncertainty_sentence(runs: List[Dict], recipe: str, seeds: List[str]) -> str:
   """pretrained_uncertainty's text from eval's calibration records of `runs`."""
   flags = [c["uncertain_columns"] for c in runs]
-  def span(values, digits):
-    return f"{fmt(min(values), digits)}-{fmt(max(values), digits)}"
   share = [f["flagged"] / f["columns"] * 100 for f in flags]
   return (f"How well the flag finds errors on eyes the models never saw ({count(len(runs), 'fold')}"
           f": the seed {' and '.join(seeds)} models of `{recipe}` averaged, scored by eval as "
