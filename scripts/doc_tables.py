@@ -1218,8 +1218,16 @@ def shipped_numbers(src: Sources) -> Dict:
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in members
                     if "fluid" in m["metrics"].get("heads", {})],
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
+          "seed_gaps": seed_gaps(src, recipe),
           "expected": float(np.mean(dice) + (np.mean(gains) if gains else 0.0)
                             + (smoothing["ensemble_gain"] if smoothing else 0.0))}
+
+
+def seed_gaps(src: Sources, recipe: str) -> List[float]:
+  """|seed 0 - seed 1| of `recipe`'s mean layer Dice on each fold where the campaign ran both."""
+  runs = src.json(CAMPAIGN)["recipes"].get(recipe, {}).get("runs_detail", {})
+  return [abs(runs[f"fold{f}_seed0"]["mean_layer_dice"] - runs[f"fold{f}_seed1"]["mean_layer_dice"])
+          for f in range(4) if f"fold{f}_seed0" in runs and f"fold{f}_seed1" in runs]
 
 
 def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:
@@ -1342,7 +1350,12 @@ def averaging_sentence(n: Dict) -> str:
   return (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
-          f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ").")
+          f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ")"
+          + ("" if not n["seed_gaps"] else
+             f"; the recipe's seed noise (mean |seed 0 - seed 1| of the members' Dice) is "
+             f"{np.mean(n['seed_gaps']):.4f} ({count(len(n['seed_gaps']), 'fold')}: "
+             + ", ".join(f"{g:.4f}" for g in n["seed_gaps"]) + ")")
+          + ".")
 
 
 def smoothing_sentence(n: Dict) -> str:
