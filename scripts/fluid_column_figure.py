@@ -1,6 +1,6 @@
 """Draws where a fold model's layer error lives: the held-out B-scan whose columns with fluid
-have the largest OPL/ONL boundary error, with the model's boundaries (order fix on), the
-grader's, and the grader's fluid outlined.
+have the largest OPL/ONL boundary error, with the model's boundaries (order fix on) and fluid
+(a model with the fluid head), and the grader's.
 
   python scripts/fluid_column_figure.py --workdir=pretrained/members/fold2_seed0 \\
       --output=docs/figures/fluid_columns_fold2.png
@@ -63,6 +63,7 @@ def draw(workdir: str, output: str, duke_dir=None) -> str:
   error_um = fluid_column_error(pred[i], true[i], fluid[i]) * row_um
   plots.boundary_overlay(
       output, images[i], pred[i], true[i], true_fluid=fluid[i],
+      fluid=(outputs[i]["fluid"] > 0.5).astype(np.uint8) if "fluid" in outputs[i] else None,
       pixel_um=(row_um, 1e3 * volumes.DUKE_DME_SCALE_MM[2]
                 if trained.config.data.source == "duke" else None),
       title=(f"{names[i]}, held out by {os.path.normpath(workdir)}: the scan whose fluid columns "

@@ -30,7 +30,7 @@ class FolderLock:
   whose owner is gone (dead pid on this host, or no readable owner) is taken over, and with
   `own_is_stale` also one of this very process (an output folder of an earlier run in the
   process that ended in an error); one of a live process is refused in one line, which says
-  what the owner does (its `busy`, written after pid and host; older locks: this one's)."""
+  what the owner does (its `busy`, written after pid and host; older locks: that it holds it)."""
 
   def __init__(self, folder: str, name: str, busy: str = "is training into it",
                own_is_stale: bool = False):
@@ -85,9 +85,9 @@ class FolderLock:
     pid, host = self._owner()
     try:
       with open(self.path) as f:
-        busy = " ".join(f.read().split()[2:]) or self.busy
+        busy = " ".join(f.read().split()[2:]) or "holds its lock"     # older locks: pid, host
     except OSError:
-      busy = self.busy
+      busy = "holds its lock"
     return InputError(f"{os.path.dirname(self.path)}: busy, process {pid} on {host} "
                       f"{busy} (if it is not, delete {self.path})")
 

@@ -1,7 +1,8 @@
 """What predict writes for an input volume NAME, next to its per-B-scan outputs:
 
 * NAME_thickness_maps.png: one en-face panel per layer and of the whole retina (ILM to BM), um,
-  with the ETDRS grid and the fovea drawn on the total-thickness map;
+  with the ETDRS grid and the fovea drawn on the total-thickness map (a '*' after a sector's
+  thickness where under geometry LOW_SUPPORT of it is in the model's own layer order);
 * NAME_etdrs.csv: rows C0, S1, N1, I1, T1, S2, N2, I2, T2; mean thickness per layer and
   `total` in um over the measured part of the sector (empty when less than
   enface.MIN_MEASURED of it is measured), `coverage`, the share of the sector's area within
@@ -12,7 +13,8 @@
   assumed: the sector names N and T depend on it); with the fluid head `fluid_mm3` and a last
   row `total` (6 mm disc);
 * NAME.eye: an eyepy EyeVolume with the scan and the predicted boundaries as layer annotations
-  under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab;
+  under the Heidelberg names (data.volumes.HEYEX_NAMES), for eyepy and eyelab, with a scanner
+  file's own fundus image and B-scan placement (Volume.placement);
 * extra keys for the one NAME.npz (returned, written by predict): thickness_maps_um [8, G, G]
   (7 layers, then total), map_x_mm [G], map_y_mm [G] (row 0 superior), map_covered [G, G],
   fovea_mm [2], fovea_source (FOVEA_FOUND, FOVEA_GIVEN or FOVEA_NOT_FOUND), etdrs_um [9, 8],
@@ -207,7 +209,7 @@ def support_text(result: dict, short: bool = False) -> str:
   low, high = np.nanmin(share), np.nanmax(share)
   if short:
     return (f"; model's own layer order in {low:.0%}-{high:.0%} of a sector"
-            + (" (low: thickness partly the order fix's)" if low < geom.LOW_SUPPORT else ""))
+            + (" (low: thickness mostly the order fix's)" if low < geom.LOW_SUPPORT else ""))
   text = (f"; supported (the model's own layer order) in {low:.0%}-{high:.0%} of a sector's "
           "measured part")
   if low < geom.LOW_SUPPORT:
@@ -408,8 +410,9 @@ def plot_maps(path: str, result: dict, volume: Volume, title: str) -> None:
                f"total thickness (um)" + ("; fluid map: fluid volume (mm3)"
                                           if "fluid_map_um" in result else "")
                + f", '-' = less than {enface.MIN_MEASURED:.0%} of the sector measured"
-               + (f", '*' = the model's own layer order in under {geom.LOW_SUPPORT:.0%} of it "
-                  "(thickness mostly the order fix's)" if starred else ""), fontsize=10)
+               + (f"\n'*' = the model's own layer order in under {geom.LOW_SUPPORT:.0%} of the "
+                  "sector's measured part (its thickness mostly the order fix's)"
+                  if starred else ""), fontsize=10)
   with warnings.catch_warnings():   # tiny or empty maps: matplotlib gives up on the layout
     warnings.filterwarnings("ignore", message=".*constrained_layout not applied.*")
     save_figure(path, fig)

@@ -267,7 +267,7 @@ def test_npz_volume_scale_positions_and_bad_input(tmp_path):
   assert volume_report.parse_fovea("1.5,-0.25") == (1.5, -0.25)
 
 
-def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
+def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path, monkeypatch):
   """A Duke-style .mat (images [H, W, S], 2 of 6 B-scans annotated) and a scaled .npz volume
   through predict (one folder input)."""
   from octseg_jax.modes import predict
@@ -283,7 +283,15 @@ def test_duke_mat_volume_predicts_every_bscan(trained_workdir, tmp_path):
   np.savez(tmp_path / "in" / "scaled.npz", images=vol.images[:2],
            scale_mm=np.array([0.25, 0.006, 0.02]))
   out = tmp_path / "out"
+  kept = []                                   # the scans whose fluid waits for the figures
+  real = predict.write_predictions
+  def recording(trained, scans, *args, keep=(), **kwargs):
+    kept.append((scans.names[0], dict(keep)))
+    return real(trained, scans, *args, keep=keep, **kwargs)
+  monkeypatch.setattr(predict, "write_predictions", recording)
   predict.run(workdir, str(tmp_path / "in"), str(out), laterality="OS", fovea="0.5,0.25")
+  assert [(name, list(keep)) for name, keep in kept] == [      # --fovea: only its B-scans
+      (bscan_name("Subject_03", 0), [2]), ("scaled_000", [1])]
   with np.load(out / "scaled.npz") as d:
     np.testing.assert_allclose(d["thickness_um"], np.diff(d["boundaries"], axis=1) * 6.0)
     np.testing.assert_allclose(d["scale_mm"], [0.25, 0.006, 0.02])
@@ -378,9 +386,9 @@ def test_a_one_bscan_mat_volume_predicts_without_an_eye_file(trained_workdir, tm
   from octseg_jax.modes import predict
   b = synthetic.generate(1, 96, 64, seed=22)
   scipy.io.savemat(str(tmp_path / "Subject_01.mat"), {"images": np.moveaxis(b.images, 0, -1)})
-  predict.run(trained_workdir[0], str(tmp_path / "Subject_01.mat"), str(tmp_path / "out"),
-              figures="none")
+  predict.run(trained_workdir[0], str(tmp_path / "Subject_01.mat"), str(tmp_path / "out"))
   assert (tmp_path / "out" / "Subject_01_etdrs.csv").exists()
+  assert (tmp_path / "out" / "Subject_01_b00_overlay.png").exists()   # default: its fovea's
   assert not (tmp_path / "out" / "Subject_01.eye").exists()
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert "Subject_01.eye" not in manifest["outputs"]

@@ -92,6 +92,9 @@ def test_figure_scans_of_a_volume_wait_for_its_fovea():
   assert predict.figure_scans("first", 4, positions, ((1.0, 0.17), "found")) == {0: ""}
   with pytest.raises(InputError, match="--figures=middle: valid values are none, first, fovea"):
     predict.figure_scans("middle", 4)
+  mask = np.random.default_rng(0).integers(0, 2, (5, 61)).astype(np.uint8)   # 61: not 8k wide
+  np.testing.assert_array_equal(predict.unpacked(np.packbits(mask, axis=-1), 61), mask)
+  assert predict.unpacked(None, 61) is None
 
 
 @pytest.mark.parametrize("figures, expected", [

@@ -74,8 +74,7 @@ def test_busy_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
     assert open(lock.path).read().split()[0] == str(os.getpid())
   with open(os.path.join(wd, ".lock"), "w") as f:         # an older lock: pid and host only
     f.write(f"{os.getppid()} {socket.gethostname()}\n")
-  with pytest.raises(InputError, match=rf"process {os.getppid()} on \S+ is adding fingerprints "
-                     r"to its split.json \(if"):          # the refused one's words then
+  with pytest.raises(InputError, match=rf"process {os.getppid()} on \S+ holds its lock \(if"):
     workdir.WorkdirLock(wd, "is adding fingerprints to its split.json").acquire()
 
 
