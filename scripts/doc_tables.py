@@ -1226,8 +1226,9 @@ def shipped_numbers(src: Sources) -> Dict:
 def seed_gaps(src: Sources, recipe: str) -> List[float]:
   """|seed 0 - seed 1| of `recipe`'s mean layer Dice on each fold where the campaign ran both."""
   runs = src.json(CAMPAIGN)["recipes"].get(recipe, {}).get("runs_detail", {})
-  return [abs(runs[f"fold{f}_seed0"]["mean_layer_dice"] - runs[f"fold{f}_seed1"]["mean_layer_dice"])
-          for f in range(4) if f"fold{f}_seed0" in runs and f"fold{f}_seed1" in runs]
+  dice = {k: r["mean_layer_dice"] for k, r in runs.items()}
+  return [abs(dice[f"fold{f}_seed0"] - dice[f"fold{f}_seed1"])
+          for f in range(4) if f"fold{f}_seed0" in dice and f"fold{f}_seed1" in dice]
 
 
 def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:

@@ -69,8 +69,8 @@ class Volume:
   placement: for a scanner file read through eyepy, its fundus image and where each B-scan lies
   on it ({'localizer': eyepy EyeEnface, 'bscan_meta': eyepy's per-B-scan meta [N],
   'transform': eyepy's map of the volume onto the fundus}), which the .eye output keeps; None
-  for other files. fluid: uint8 [N, H, W] the grader's fluid (1) where
-  the file annotates it (ScanSet.fluid), else None.
+  for other files. fluid: uint8 [N, H, W], the grader's fluid (1) where the file annotates it
+  (ScanSet.fluid), else None.
   """
   images: np.ndarray
   masks: Optional[np.ndarray]
