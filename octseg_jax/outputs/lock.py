@@ -24,13 +24,13 @@ def pid_alive(pid: int) -> bool:
 
 
 class FolderLock:
-  """Exclusive ownership of a folder for one process (context manager): a lock file holding
-  the owner's pid, host and `busy`, created atomically with its content (written to a temporary
-  file, then hard-linked into place), so a full disk leaves no lock rather than an empty one. A lock
-  whose owner is gone (dead pid on this host, or no readable owner) is taken over, and with
+  """Exclusive ownership of a folder for one process (context manager): a lock file holding the
+  owner's pid, host and `busy`, created atomically with its content (written to a temporary
+  file, then hard-linked into place), so a full disk leaves no lock rather than an empty one. A
+  lock whose owner is gone (dead pid on this host, or no readable owner) is taken over, and with
   `own_is_stale` also one of this very process (an output folder of an earlier run in the
-  process that ended in an error); one of a live process is refused in one line, which says
-  what the owner does (its `busy`, written after pid and host; older locks: that it holds it)."""
+  process that ended in an error); one of a live process is refused in one line, which says what
+  the owner does (its `busy`, written after pid and host; older locks: that it holds it)."""
 
   def __init__(self, folder: str, name: str, busy: str = "is training into it",
                own_is_stale: bool = False):

@@ -178,9 +178,9 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   of one or two columns is narrower than a line), and their predicted boundaries not drawn
   (the lines end square at the last drawn column);
   the predicted `fluid` [H, W] (0/1) is outlined, and the grader's `true_fluid` [H, W] (0/1;
-  None: no fluid annotation) dashed over it; columns in `uncertain`
-  [W] bool are marked by orange strips along the top and bottom edges and a faint orange shade
-  (the legend names the spread `uncertain_um` that flags them).
+  None: no fluid annotation) dashed over it; columns in `uncertain` [W] bool are marked by
+  orange strips along the top and bottom edges and a faint orange shade (the legend names the
+  spread `uncertain_um` that flags them).
   pixel_um: (row, column) pixel size.
   The scan is stretched to fit the figure (at its physical aspect a B-scan is a thin strip);
   the x-axis label says by how much, or that the lateral pixel size is unknown."""
