@@ -40,12 +40,17 @@ class FolderLock:
     self.held = False
 
   def _owner(self) -> Tuple[int, str]:
+    return self._record()[:2]
+
+  def _record(self) -> Tuple[int, str, str]:
+    """The lock file's (pid, host, what the owner does: 'holds its lock' for older locks of
+    pid and host only); (-1, '', that) when it cannot be read."""
     try:
       with open(self.path) as f:
-        pid, host = f.read().split()[:2]
-      return int(pid), host
+        pid, host, *busy = f.read().split()
+      return int(pid), host, " ".join(busy) or "holds its lock"
     except (OSError, ValueError):
-      return -1, ""
+      return -1, "", "holds its lock"
 
   def _stale(self) -> bool:
     pid, host = self._owner()
@@ -82,12 +87,7 @@ class FolderLock:
       raise self._busy_error()
 
   def _busy_error(self) -> InputError:
-    pid, host = self._owner()
-    try:
-      with open(self.path) as f:
-        busy = " ".join(f.read().split()[2:]) or "holds its lock"     # older locks: pid, host
-    except OSError:
-      busy = "holds its lock"
+    pid, host, busy = self._record()
     return InputError(f"{os.path.dirname(self.path)}: busy, process {pid} on {host} "
                       f"{busy} (if it is not, delete {self.path})")
 
