@@ -87,6 +87,13 @@ def gflop_per_bscan(recipe) -> float:
   return sum(flops.conv_flops(c, 1) for c in flops.model_convs(config.model, duke.MODEL_INPUT)) / 1e9
 
 
+def seed_gaps(runs) -> list:
+  """|seed 0 - seed 1| of the mean layer Dice on each fold of `runs` ({(fold, seed): numbers})
+  that has both seeds, in fold order."""
+  folds = sorted({f for f, s in runs if (f, 0) in runs and (f, 1) in runs})
+  return [abs(runs[(f, 0)]["mean_layer_dice"] - runs[(f, 1)]["mean_layer_dice"]) for f in folds]
+
+
 def lever_table(plan, repo=campaign.REPO):
   """{'seed_noise', 'seed_gaps', 'recipes': {name: numbers}} from the committed runs."""
   runs = {}
@@ -96,7 +103,7 @@ def lever_table(plan, repo=campaign.REPO):
       runs.setdefault(run["recipe"], {})[(run["fold"], run["seed"])] = numbers
   base = runs.get(BASE, {})
   folds = sorted({f for f, s in base if (f, 0) in base and (f, 1) in base})
-  gaps = [abs(base[(f, 0)]["mean_layer_dice"] - base[(f, 1)]["mean_layer_dice"]) for f in folds]
+  gaps = seed_gaps(base)
   noise = statistics.mean(gaps) if gaps else None
   table = {"seed_noise": noise, "seed_gaps": gaps, "recipes": {}}
   for name, recipe in plan["recipes"].items():
@@ -110,7 +117,7 @@ def lever_table(plan, repo=campaign.REPO):
         "runs": len(mine),
         "mean_layer_dice": statistics.mean(r["mean_layer_dice"] for r in mine.values()) if mine else None,
         "boundary_mae_um": statistics.mean(r["boundary_mae_um"] for r in mine.values()) if mine else None,
-        "paired_gains": pairs, "mean_gain": gain,
+        "paired_gains": pairs, "mean_gain": gain, "seed_gaps": seed_gaps(mine),
         "adopted": bool(name != BASE and noise is not None
                         and all(f"fold{f}_seed{s}" in pairs for f in folds for s in (0, 1))
                         and gain > noise),

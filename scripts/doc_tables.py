@@ -1218,17 +1218,9 @@ def shipped_numbers(src: Sources) -> Dict:
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in members
                     if "fluid" in m["metrics"].get("heads", {})],
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
-          "seed_gaps": seed_gaps(src, recipe),
+          "seed_gaps": src.json(CAMPAIGN)["recipes"].get(recipe, {}).get("seed_gaps", []),
           "expected": float(np.mean(dice) + (np.mean(gains) if gains else 0.0)
                             + (smoothing["ensemble_gain"] if smoothing else 0.0))}
-
-
-def seed_gaps(src: Sources, recipe: str) -> List[float]:
-  """|seed 0 - seed 1| of `recipe`'s mean layer Dice on each fold where the campaign ran both."""
-  runs = src.json(CAMPAIGN)["recipes"].get(recipe, {}).get("runs_detail", {})
-  dice = {k: r["mean_layer_dice"] for k, r in runs.items()}
-  return [abs(dice[f"fold{f}_seed0"] - dice[f"fold{f}_seed1"])
-          for f in range(4) if f"fold{f}_seed0" in dice and f"fold{f}_seed1" in dice]
 
 
 def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:
