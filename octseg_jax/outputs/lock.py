@@ -11,6 +11,8 @@ from typing import Tuple
 
 from octseg_jax.errors import InputError
 
+HOLDS = "holds its lock"      # what a lock's owner does, where it says nothing more
+
 
 def pid_alive(pid: int) -> bool:
   """Whether a process of this host with that PID exists (one of another user counts)."""
@@ -32,7 +34,7 @@ class FolderLock:
   process that ended in an error); one of a live process is refused in one line, which says what
   the owner does (its `busy`, written after pid and host; older locks: that it holds it)."""
 
-  def __init__(self, folder: str, name: str, busy: str = "is training into it",
+  def __init__(self, folder: str, name: str, busy: str = HOLDS,
                own_is_stale: bool = False):
     self.path = os.path.join(folder, name)
     self.busy = busy
@@ -43,14 +45,14 @@ class FolderLock:
     return self._record()[:2]
 
   def _record(self) -> Tuple[int, str, str]:
-    """The lock file's (pid, host, what the owner does: 'holds its lock' for older locks of
+    """The lock file's (pid, host, what the owner does: HOLDS for older locks of
     pid and host only); (-1, '', that) when it cannot be read."""
     try:
       with open(self.path) as f:
         pid, host, *busy = f.read().split()
-      return int(pid), host, " ".join(busy) or "holds its lock"
+      return int(pid), host, " ".join(busy) or HOLDS
     except (OSError, ValueError):
-      return -1, "", "holds its lock"
+      return -1, "", HOLDS
 
   def _stale(self) -> bool:
     pid, host = self._owner()
