@@ -57,6 +57,31 @@ def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None
   Only nearby rows count, so faint probability mass far from a boundary cannot bias it. For
   one-hot probabilities of a valid column the result equals boundaries_from_labels exactly.
   """
+  start, above = _rows_above(probs, labels, window)
+  return start + above.sum(axis=0)
+
+
+def boundary_position_sd(probs: np.ndarray, labels: Optional[np.ndarray] = None,
+                         window: int = 4) -> np.ndarray:
+  """How sharply the probabilities place each boundary: [..., H, W, K] -> [..., 8, W] rows.
+
+  boundaries_from_probs reads q_j = P(row b_k - window + j lies above boundary k), j = 0..
+  2 window - 1, as the survival function of the boundary's offset X from b_k - window:
+  E[X] = sum_j q_j (its position), E[X^2] = sum_j (2j + 1) q_j, and this is the sd
+  sqrt(E[X^2] - E[X]^2) (0 where the variance rounds below 0; NaN where the boundary is
+  unknown). 0 for one-hot probabilities; at most `window` rows. For averaged probabilities (an
+  ensemble) it is the sd of the members' mixture: their own spreads and their disagreement."""
+  _, above = _rows_above(probs, labels, window)
+  steps = 2.0 * np.arange(above.shape[0], dtype=np.float64) + 1.0
+  mean = above.sum(axis=0)
+  second = np.tensordot(steps, np.nan_to_num(above), axes=1)
+  return np.where(np.isfinite(mean), np.sqrt(np.maximum(second - mean ** 2, 0.0)), np.nan)
+
+
+def _rows_above(probs: np.ndarray, labels: Optional[np.ndarray], window: int):
+  """(b_k - window [..., 8, W], q [2 window, ..., 8, W]: P(row b_k - window + j lies above
+  boundary k), 1 above the scan and 0 below it; NaN where the boundary is unknown) for
+  boundaries_from_probs and boundary_position_sd."""
   p = np.asarray(probs)
   h = p.shape[-3]
   if labels is None:
@@ -65,7 +90,7 @@ def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None
   centre = np.argmax(p[..., 1:NUM_LAYERS + 1].astype(np.float64).sum(axis=-1), axis=-2)  # [..., W]
   known = np.isfinite(hard)
   b = np.where(known, hard, 0).astype(int)
-  out = b - float(window)
+  above = []
   for offset in range(-window, window):
     r = b + offset                                                          # [..., 8, W]
     rc = np.clip(r, 0, h - 1)
@@ -76,8 +101,9 @@ def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None
     value = top_background.copy()                      # boundary 1 (ILM): background only
     for k in range(1, NUM_BOUNDARIES):                 # boundary k+1: plus layers 1..k
       value[..., k, :] += layers_above[..., k, :, k - 1]
-    out = out + np.where(r < 0, 1.0, np.where(r >= h, 0.0, value))
-  return np.where(known, out, np.nan)
+    value = np.where(r < 0, 1.0, np.where(r >= h, 0.0, value))
+    above.append(np.where(known, value, np.nan))
+  return np.where(known, b - float(window), np.nan), np.stack(above)
 
 
 def thickness_um(bounds: np.ndarray, pixel_um: float) -> np.ndarray:

@@ -3,7 +3,7 @@ both metric protocols (learning.metrics), boundary and thickness error, the topo
 labels split by columns with and without fluid, the optional heads (fluid, boundary head) and
 calibration with the ensemble's uncertainty against its error."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -155,7 +155,8 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
 
 
 def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
-                pred_bounds: np.ndarray, supported: np.ndarray, uncertain_um: float) -> Dict:
+                pred_bounds: np.ndarray, supported: np.ndarray, uncertain_um: float,
+                position_sd: Optional[np.ndarray] = None) -> Dict:
   """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans'
   labelled pixels, the rows outside the model's band, certain background, included) and under
   'band' the ECE over the band's pixels only;
@@ -166,7 +167,10 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   as predict writes them (geometry.predicted_geometry), [8, sum W]; supported [sum W] its
   columns that predict measures (geometry.supported_columns). The spread is converted at
   pixel_um (the files' row size, run_scale, or the config's for the validation split), as
-  predict flags it."""
+  predict flags it. position_sd [8, sum W] (rows; geometry.boundary_position_sd of the
+  averaged probabilities, smoothed as the boundaries are) gets the same rank correlation and,
+  as the members' spread, the error of the most uncertain tenth of the (boundary, column)
+  pairs against the rest (uncertainty.top_share_error)."""
   band, outside = [], []                 # each pixel binned once: all = band + the rows outside
   for o, m in zip(outputs, masks):
     top, stop = o["band"]
@@ -184,4 +188,11 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
                                                                    pixel_um)
     out["uncertain_columns"] = uncertainty.flagged_columns_error(sd, pred_bounds, true_bounds,
                                                                  pixel_um, uncertain_um, supported)
+    out["uncertainty_vs_error"]["top_tenth"] = uncertainty.top_share_error(
+        sd, pred_bounds, true_bounds, pixel_um)
+  if position_sd is not None:
+    sd = np.asarray(position_sd) * pixel_um
+    out["position_sd_vs_error"] = {
+        **uncertainty.uncertainty_vs_error(sd, pred_bounds, true_bounds, pixel_um),
+        "top_tenth": uncertainty.top_share_error(sd, pred_bounds, true_bounds, pixel_um)}
   return out

@@ -114,6 +114,25 @@ def uncertainty_vs_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
           "pooled": rank_correlation(uncertainty_um, err)}
 
 
+def top_share_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
+                    true_bounds: np.ndarray, pixel_um: float, share: float = 0.1) -> Dict:
+  """Whether an uncertainty finds the large boundary errors: over the (boundary, column) pairs
+  where the uncertainty and the error (boundary_error_um) are both known, the mean absolute
+  error of the `share` with the highest uncertainty (ties broken by position, so exactly
+  ceil(share * pairs) of them) against that of the others. Arrays [8, W] as in
+  uncertainty_vs_error; NaN means where a part is empty."""
+  u = np.ravel(np.asarray(uncertainty_um, np.float64))
+  err = np.ravel(boundary_error_um(pred_bounds, true_bounds, pixel_um))
+  keep = np.isfinite(u) & np.isfinite(err)
+  u, err = u[keep], err[keep]
+  top = np.zeros(u.size, bool)
+  top[np.argsort(-u, kind="stable")[:int(np.ceil(share * u.size))]] = True
+  def mae(part):
+    return float(err[part].mean()) if part.any() else float("nan")
+  return {"share": float(share), "pairs": int(u.size), "mae_top_um": mae(top),
+          "mae_rest_um": mae(~top)}
+
+
 def flagged_columns_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
                           true_bounds: np.ndarray, pixel_um: float, threshold_um: float,
                           supported: np.ndarray) -> Dict:

@@ -162,10 +162,13 @@ def score_outputs(trained, outputs, masks, fluid, subjects, pixel_um: float) -> 
   probs = [o["probs"] for o in outputs]
   known = all(f is not None for f in fluid)
   smooth_sd = float(trained.config.predict.smooth_sd_columns)
-  geometry = []                          # once for score and calibration: the order fix is slow
+  geometry, position_sd = [], []        # once for score and calibration: the order fix is slow
   with Progress(len(probs), "eval: score", unit="scan") as bar:
     for p in probs:
-      geometry.append(geom.predicted_geometry(p, smooth_sd))
+      raw = geom.predicted_geometry(p)
+      geometry.append(geom.smooth_geometry(raw, smooth_sd))
+      position_sd.append(geom.smooth_boundaries(geom.boundary_position_sd(p, raw[0]),
+                                                smooth_sd))
       bar.update()
   result = scoring.score(probs, masks, subjects, pixel_um, None, fluid if known else None,
                          smooth_sd, geometry)
@@ -177,7 +180,8 @@ def score_outputs(trained, outputs, masks, fluid, subjects, pixel_um: float) -> 
                               for p, g in zip(probs, geometry)])
   result["calibration"] = scoring.calibration(outputs, masks, true_bounds, pixel_um,
                                       np.concatenate([g[2] for g in geometry], axis=-1),
-                                      supported, float(trained.config.predict.uncertain_um))
+                                      supported, float(trained.config.predict.uncertain_um),
+                                      np.concatenate(position_sd, axis=-1))
   if trained.head_names:
     result["heads"] = scoring.score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
   return result

@@ -279,15 +279,13 @@ def calibration_markdown(cal) -> list:
            + (f"; over the {cal['band']['pixels']} of them in the model's input band (the "
               f"rows outside it are certain background): {fmt(cal['band']['ece'])}"
               if "band" in cal else "") + ".", ""]
-  vs = cal.get("uncertainty_vs_error")
-  if vs:
-    per = ", ".join(f"{name} {fmt(b['rho'], 2)}" for name, b in zip(BOUNDARY_NAMES,
-                                                                    vs["per_boundary"]))
-    lines += [f"Spearman rank correlation of the ensemble members' boundary spread "
-              "(`boundary_sd_um`) with the absolute error of the boundaries predict writes "
-              f"(sub-pixel, smoothed as written): {fmt(vs['pooled']['rho'])} over "
-              f"{vs['pooled']['pairs']} (column, boundary) pairs of the 8 boundaries; per "
-              f"boundary {per} (1: the spread ranks the errors perfectly; 0: not at all).", ""]
+  for key, what in (("uncertainty_vs_error", "the ensemble members' boundary spread "
+                                            "(`boundary_sd_um`)"),
+                    ("position_sd_vs_error", "each boundary's position sd in the (averaged) "
+                                             "probabilities (`boundary_position_sd`, smoothed "
+                                             "as the boundaries are)")):
+    if cal.get(key):
+      lines += uncertainty_rank_lines(what, cal[key])
   flag = cal.get("uncertain_columns")
   if flag:
     lines += [f"Columns predict flags `uncertain` (some boundary's spread over "
@@ -296,6 +294,21 @@ def calibration_markdown(cal) -> list:
               f"{fmt(flag['mae_flagged_um'], 2)} um in them, {fmt(flag['mae_unflagged_um'], 2)} "
               "um in the others.", ""]
   return lines
+
+
+def uncertainty_rank_lines(what: str, vs: Dict) -> list:
+  """How well an uncertainty (`what`) ranks the boundary errors: Spearman's rho pooled and per
+  boundary, and the error of its most uncertain tenth against the rest where given."""
+  per = ", ".join(f"{name} {fmt(b['rho'], 2)}" for name, b in zip(BOUNDARY_NAMES,
+                                                                  vs["per_boundary"]))
+  top = vs.get("top_tenth")
+  return [f"Spearman rank correlation of {what} with the absolute error of the boundaries "
+          f"predict writes (sub-pixel, smoothed as written): {fmt(vs['pooled']['rho'])} over "
+          f"{vs['pooled']['pairs']} (column, boundary) pairs of the 8 boundaries; per "
+          f"boundary {per} (1: it ranks the errors perfectly; 0: not at all)."
+          + (f" The {top['share']:.0%} of the pairs it ranks most uncertain: mean absolute "
+             f"error {fmt(top['mae_top_um'], 2)} um; the others: {fmt(top['mae_rest_um'], 2)} um."
+             if top else ""), ""]
 
 
 def heads_markdown(heads: Dict) -> list:

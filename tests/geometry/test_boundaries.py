@@ -40,6 +40,36 @@ def test_subpixel_boundary_from_soft_probabilities():
   assert got[0] == B[0, 0] - 0.5 and got[1] == B[1, 0]   # NFL thicker by 0.5, rest unchanged
 
 
+def test_boundary_position_sd_of_one_hot_and_of_a_half_pixel_is_closed_form():
+  m = _column_map(B, 50)
+  probs = (m[..., None] == np.arange(8)).astype(float)
+  np.testing.assert_array_equal(geom.boundary_position_sd(probs), 0.0)
+  probs[B[0, 0] - 1, 0] = [0.5, 0.5, 0, 0, 0, 0, 0, 0]    # the ILM at row 9 or 10, 1:1
+  sd = geom.boundary_position_sd(probs)
+  assert sd[0, 0] == 0.5 and np.all(sd[1:, 0] == 0) and np.all(sd[:, 1:] == 0)
+
+
+def test_boundary_position_sd_of_shifted_maps_averaged_is_their_spread():
+  # Averaged probabilities of one labelling shifted by d_i rows with weights w_i (as members
+  # of an ensemble): every boundary lies at b + d_i with probability w_i, so its sd is the
+  # weighted sd of the shifts and its position (boundaries_from_probs) the weighted mean.
+  shifts, weights = np.array([0, 2, 3, -1]), np.array([0.4, 0.3, 0.2, 0.1])
+  maps = [_column_map(B + d, 60) for d in shifts]
+  probs = sum(w * (m[..., None] == np.arange(8)) for w, m in zip(weights, maps))
+  mean = np.dot(weights, shifts)
+  sd = np.sqrt(np.dot(weights, (shifts - mean) ** 2))
+  np.testing.assert_allclose(geom.boundary_position_sd(probs, maps[0]), sd, rtol=1e-12)
+  np.testing.assert_allclose(geom.boundaries_from_probs(probs, maps[0]), B + mean, rtol=1e-12)
+
+
+def test_boundary_position_sd_is_nan_where_the_boundary_is_unknown():
+  m = _column_map(B, 50)
+  m[:, 1] = 0                                              # no retina in column 1
+  probs = (m[..., None] == np.arange(8)).astype(float)
+  sd = geom.boundary_position_sd(probs, m)
+  assert np.isnan(sd[:, 1]).all() and np.all(sd[:, [0, 2]] == 0)
+
+
 def test_boundary_error_zero_and_signed_shift():
   m = _column_map(B, 50)
   true = geom.boundaries_from_labels(m)

@@ -124,3 +124,16 @@ def test_uncertainty_vs_error_finds_the_uncertain_columns():
   assert out["per_boundary"][0]["rho"] == pytest.approx(
       stats.spearmanr(unc[0], [0, 0, 1, 1, 2, 3])[0])
   assert out["pooled"]["pairs"] == 48 and out["pooled"]["rho"] > 0.9
+
+
+def test_top_share_error_splits_the_most_uncertain_pairs_by_hand():
+  true = np.zeros((8, 5))
+  pred = true + np.array([4.0, 0.0, 1.0, 0.0, 2.0])[None, :]         # error in rows
+  unc = np.tile(np.array([9.0, 1.0, 5.0, 1.0, 3.0]), (8, 1))
+  unc[0, 0] = np.nan                                                   # 39 pairs known
+  out = uncertainty.top_share_error(unc, pred, true, pixel_um=2.0, share=0.2)
+  # ceil(0.2 * 39) = 8 pairs: the 7 known of column 0 (error 8 um) and, by position, the
+  # first of column 2 (uncertainty 5, error 2 um); the rest: 7 x 2 um, 16 x 0, 8 x 4 um.
+  assert out["pairs"] == 39 and out["share"] == 0.2
+  assert out["mae_top_um"] == pytest.approx((7 * 8 + 2) / 8)
+  assert out["mae_rest_um"] == pytest.approx((7 * 2 + 8 * 4) / 31)
