@@ -185,6 +185,17 @@ def predicted_geometry(probs: np.ndarray, smooth_sd: float = 0.0, report_changed
   return smooth_geometry((labels, changed, boundaries_from_probs(probs, labels)), smooth_sd)
 
 
+def geometry_and_position_sd(probs: np.ndarray, smooth_sd: float = 0.0,
+                             report_changed: bool = True) -> Tuple[Tuple, np.ndarray]:
+  """(predicted_geometry(probs, smooth_sd, report_changed), each boundary's position sd in
+  rows [..., 8, W]: boundary_position_sd around the ordered labelling's boundaries, smoothed
+  along the B-scan by the same Gaussian as they are (a weighted mean of sds: the sd of the
+  smoothed boundary where the columns' errors move together, more than it where they do not))."""
+  raw = predicted_geometry(probs, 0.0, report_changed)
+  position_sd = boundary_position_sd(probs, raw[0])
+  return smooth_geometry(raw, smooth_sd), smooth_boundaries(position_sd, smooth_sd)
+
+
 def smooth_geometry(geometry: Tuple, smooth_sd: float) -> Tuple:
   """predicted_geometry's unsmoothed (labels, changed, sub-pixel boundaries) as
   predicted_geometry gives them with smooth_sd, without running the order fix again; sd 0

@@ -165,10 +165,9 @@ def score_outputs(trained, outputs, masks, fluid, subjects, pixel_um: float) -> 
   geometry, position_sd = [], []        # once for score and calibration: the order fix is slow
   with Progress(len(probs), "eval: score", unit="scan") as bar:
     for p in probs:
-      raw = geom.predicted_geometry(p)
-      geometry.append(geom.smooth_geometry(raw, smooth_sd))
-      position_sd.append(geom.smooth_boundaries(geom.boundary_position_sd(p, raw[0]),
-                                                smooth_sd))
+      g, sd = geom.geometry_and_position_sd(p, smooth_sd)
+      geometry.append(g)
+      position_sd.append(sd)
       bar.update()
   result = scoring.score(probs, masks, subjects, pixel_um, None, fluid if known else None,
                          smooth_sd, geometry)

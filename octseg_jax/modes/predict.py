@@ -31,7 +31,7 @@ from octseg_jax.geometry import boundaries as geom
 from octseg_jax.outputs import plots
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs, volumes
-from octseg_jax.anatomy import IGNORE, LAYER_NAMES, NUM_BOUNDARIES
+from octseg_jax.anatomy import IGNORE, LAYER_NAMES
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import StreamingNpz, write_csv
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, unique_stems
@@ -50,14 +50,16 @@ def batch_geometry(probs: np.ndarray, smooth_sd: float = 0.0) -> Dict[str, np.nd
 
   probs: float32 [B, H, W, K] at the scans' own resolution. Returns pred and pred_ordered
   uint8 [B, H, W] and boundaries float [B, 8, W] (sub-pixel): geometry.predicted_geometry,
-  smoothed along the B-scan with smooth_sd > 0 (the config's predict.smooth_sd_columns); and
-  supported bool [B, W] (geometry.supported_columns; the other columns are shaded in the
-  figures and have no thickness in the CSV).
+  smoothed along the B-scan with smooth_sd > 0 (the config's predict.smooth_sd_columns), with
+  each boundary's position sd in rows (position_sd_rows [B, 8, W],
+  geometry.geometry_and_position_sd); and supported bool [B, W] (geometry.supported_columns;
+  the other columns are shaded in the figures and have no thickness in the CSV).
   """
-  ordered, _, bounds = geom.predicted_geometry(probs, smooth_sd, report_changed=False)
+  (ordered, _, bounds), position_sd = geom.geometry_and_position_sd(probs, smooth_sd,
+                                                                     report_changed=False)
   pred = np.argmax(probs, -1).astype(np.uint8)
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
-          "supported": geom.supported_columns(pred, bounds)}
+          "position_sd_rows": position_sd, "supported": geom.supported_columns(pred, bounds)}
 
 
 def stream_batches(trained, images: np.ndarray, batch_size: int = CPU_BATCH_SIZE
@@ -136,49 +138,53 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   if trained.num_views > 1:
     streamed.update(entropy=np.float16)
   writer = StreamingNpz(path, {k: ((n, h, w), dtype) for k, dtype in streamed.items()})
-  bounds = np.empty((n, NUM_BOUNDARIES, w))
-  head_bounds = np.empty((n, NUM_BOUNDARIES, w)) if "boundaries" in trained.head_names else None
-  fluid_rows = np.empty((n, w)) if "fluid" in trained.head_names else None  # fluid px per column
-  sd_rows = np.empty((n, NUM_BOUNDARIES, w)) if trained.num_views > 1 else None
   fluid_kept = {}
-  supported = np.empty((n, w), bool)
   try:
+    per_scan = {}                        # batch_geometry's and the heads' arrays per scan [N, ...]
     for start, out in stream_batches(trained, scans.images, batch_size):
-      here = [i for i in keep if start <= i < start + len(out["pred"])]
-      fluid_kept.update({i: np.packbits(out["fluid"][i - start], axis=-1) for i in here
-                         if "fluid" in out})
+      fluid_kept.update({i: np.packbits(out["fluid"][i - start], axis=-1) for i in keep
+                         if start <= i < start + len(out["pred"]) and "fluid" in out})
       for key in streamed:
         writer.append(key, out[key])
-      bounds[start:start + len(out["pred"])] = out["boundaries"]
-      supported[start:start + len(out["pred"])] = out["supported"]
-      if head_bounds is not None:
-        head_bounds[start:start + len(out["pred"])] = out["boundaries_head"]
-      if fluid_rows is not None:
-        fluid_rows[start:start + len(out["pred"])] = out["fluid"].sum(axis=1)
-      if sd_rows is not None:
-        sd_rows[start:start + len(out["pred"])] = out["boundary_sd_rows"]
+      if "fluid" in out:
+        out["fluid_rows"] = out["fluid"].sum(axis=1)                  # fluid pixels per column
+      for key in PER_SCAN_KEYS:
+        if key in out:
+          kind = np.float64 if out[key].dtype.kind in "fiu" else out[key].dtype
+          per_scan.setdefault(key, np.empty((n,) + out[key].shape[1:], kind))
+          per_scan[key][start:start + len(out["pred"])] = out[key]
+    found = finish_predictions(writer, scans.names, per_scan, pixel_um, extra_keys)
   except BaseException:
     writer.abort()
     raise
+  return {**found, "fluid_kept": fluid_kept}
+
+
+PER_SCAN_KEYS = ("boundaries", "supported", "position_sd_rows", "boundaries_head",
+                 "boundary_sd_rows", "fluid_rows")   # write_predictions keeps them per scan
+
+
+def finish_predictions(writer, names, per_scan: Dict, pixel_um: float, extra_keys) -> Dict:
+  """The prediction file's per-scan keys from write_predictions' arrays (boundaries, thickness,
+  supported, each boundary's position sd and an ensemble's spread in um, the boundary head's
+  rows) and extra_keys', then the file closed; returns what write_predictions returns."""
+  bounds, supported = per_scan["boundaries"], per_scan["supported"]
   thickness = geom.thickness_um(bounds, pixel_um)
-  writer.small.update(names=np.array(scans.names), boundaries=bounds, thickness_um=thickness,
-                      supported=supported)
-  if head_bounds is not None:
-    writer.small.update(boundaries_head=head_bounds)
-  sd_um = None if sd_rows is None else sd_rows * pixel_um
+  writer.small.update(names=np.array(names), boundaries=bounds, thickness_um=thickness,
+                      supported=supported,
+                      boundary_position_sd_um=per_scan["position_sd_rows"] * pixel_um)
+  if "boundaries_head" in per_scan:
+    writer.small.update(boundaries_head=per_scan["boundaries_head"])
+  sd_um = per_scan["boundary_sd_rows"] * pixel_um if "boundary_sd_rows" in per_scan else None
   if sd_um is not None:
     writer.small.update(boundary_sd_um=sd_um)
-  fluid_um = None if fluid_rows is None else geom.fluid_where_measured(fluid_rows * pixel_um,
-                                                                     bounds)
+  fluid_um = (geom.fluid_where_measured(per_scan["fluid_rows"] * pixel_um, bounds)
+              if "fluid_rows" in per_scan else None)
   if extra_keys is not None:
-    try:
-      writer.small.update(extra_keys(bounds, fluid_um, supported))
-    except BaseException:
-      writer.abort()
-      raise
+    writer.small.update(extra_keys(bounds, fluid_um, supported))
   writer.close()
-  return {"boundaries": bounds, "thickness_um": thickness, "fluid_kept": fluid_kept,
-          "fluid_um": fluid_um, "boundary_sd_um": sd_um, "supported": supported}
+  return {"boundaries": bounds, "thickness_um": thickness, "fluid_um": fluid_um,
+          "boundary_sd_um": sd_um, "supported": supported}
 
 
 def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra=None) -> list:

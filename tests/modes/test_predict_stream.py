@@ -32,8 +32,12 @@ def _whole_file_reference(trained, images, batch_size, smooth_sd=0.0):
   bounds = np.stack([geom.smooth_boundaries(geom.boundaries_from_probs(p, o), smooth_sd)
                      for p, o in zip(probs, plain)])
   ordered = np.stack([geom.smooth_labelling(o, smooth_sd) for o in plain])
+  position_sd = np.stack([geom.smooth_boundaries(geom.boundary_position_sd(p, o), smooth_sd)
+                          for p, o in zip(probs, plain)])
+  pixel_um = float(trained.config.data.pixel_um)
   return {"pred": pred, "pred_ordered": ordered, "boundaries": bounds,
-          "thickness_um": geom.thickness_um(bounds, float(trained.config.data.pixel_um)),
+          "thickness_um": geom.thickness_um(bounds, pixel_um),
+          "boundary_position_sd_um": position_sd * pixel_um,
           "supported": geom.column_is_ordered(pred) & np.isfinite(bounds).all(axis=-2)}
 
 
@@ -61,8 +65,8 @@ def test_streamed_outputs_equal_a_whole_file_pass(trained_workdir, tmp_path, ove
       plain = _whole_file_reference(trained, images, batch_size)
       assert (plain["pred_ordered"] != expected["pred_ordered"]).any()
     with np.load(tmp_path / "out" / f"{name}.npz") as d:
-      assert sorted(d.files) == ["boundaries", "names", "pred", "pred_ordered", "supported",
-                                 "thickness_um"]
+      assert sorted(d.files) == ["boundaries", "boundary_position_sd_um", "names", "pred",
+                                 "pred_ordered", "supported", "thickness_um"]
       for key, value in expected.items():
         np.testing.assert_array_equal(d[key], value, err_msg=f"{name}: {key}")
   assert not [f for f in os.listdir(tmp_path / "out") if f.endswith(".png")]   # --figures=none
