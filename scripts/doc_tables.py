@@ -154,8 +154,10 @@ def cv_summary(src: Sources) -> str:
   runs = src.cv()
   dice = np.array([r["native"]["layer_dice"] for r in runs], float)
   mean = [r["native"]["mean_layer_dice"] for r in runs]
+  fixed = [r["native"]["topology"]["mean_layer_dice"] for r in runs]
   return (f"mean layer Dice **{mean_sd(mean, 3)}** ({SD}; folds "
           + ", ".join(f"{v:.3f}" for v in mean) + f"); {layer_list(dice.mean(axis=0))}; "
+          f"with the topology fix, as the lines below are scored, {np.mean(fixed):.3f}; "
           f"mean boundary error {mean_sd([mean_mae(r) for r in runs], 1)} um, "
           f"{mean_sd([mean_mae(r, True) for r in runs], 1)} um with the topology fix")
 
@@ -662,7 +664,10 @@ def readme_results(src: Sources) -> str:
       f"{PAPER['accuracy']} / {PAPER['dice']} / {PAPER['iou']}.",
       "* Literature protocol (`configs/duke_gpu.py`, 4-fold subject-wise cross-validation, "
       "per-layer Dice from hard predictions, background excluded, native resolution): "
-      + cv_summary(src) + ".",
+      + cv_summary(src) + ". Not on the same test scans as published results such as "
+      "ReLayNet's (trained on subjects 1-5, tested on 6-10, both graders, fluid a class of its "
+      "own; here subjects 1-8 only, grader 1, and a fluid pixel takes the layer around it or is "
+      "not scored): docs/results.md section 2.",
       shipped_headline(src),
       campaign_headline(src)])
 
@@ -702,18 +707,21 @@ def campaign_headline(src: Sources) -> str:
 def fluid_column_clause(src: Sources, recipe: str, levers: str, runs: List[Dict]) -> str:
   """'; scored apart, X in the columns without fluid and Y in the Z% with fluid' for a recipe
   of the lever table `levers` whose 4 seed-0 fold runs (`runs`) carry eval's split, or whose
-  fold models section 9 re-scored (FLUID_COLUMN_MODELS, same machine); else ''."""
+  fold models section 9 re-scored on the 2-core CPU (FLUID_COLUMN_MODELS); else ''."""
   runs_dir = {CAMPAIGN: CAMPAIGN_RUNS, H200: H200_RUNS}[levers]
+  where = ""
   if all("by_fluid_columns" in r for r in runs):
     splits = [r["by_fluid_columns"] for r in runs]
   elif (recipe, runs_dir) in [(folder, d) for folder, _, d in FLUID_COLUMN_MODELS]:
     splits = fluid_column_splits(src, recipe)
+    where = " (its fold models re-scored on the 2-core CPU)" if runs_dir == H200_RUNS else ""
   else:
     return ""
   wet, dry = (fluid_column_means(splits, g) for g in ("with_fluid", "without_fluid"))
   share = 100 * wet["columns"] / (wet["columns"] + dry["columns"])
   most = [BOUNDARY_NAMES[b] for b, s in enumerate(wet_error_shares(splits)[0]) if s > 0.5]
-  return (f"; scored apart, {dry['dice']:.3f} in the B-scan columns without grader-marked fluid "
+  return (f"; scored apart{where}, {dry['dice']:.3f} in the B-scan columns without "
+          "grader-marked fluid "
           f"and {wet['dice']:.3f} in the {share:.0f}% with fluid"
           + (f", where most of its {and_list(most)} error lies" if most else ""))
 
@@ -792,9 +800,29 @@ def readme_explain(src: Sources) -> str:
           f"On the shipped ensemble it costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans "
           "(whole commands, 2-core CPU, `benchmarks/explain_vs_predict.sh`). "
           f"`pretrained/cam_evidence.json` carries {evidence_of(src)}, and `cam_stats.md` says "
-          "per class whether the map passed on it. This evidence predates the rule that class "
-          "scores, maps and removal count the scan's pixels only, not the network's padding "
-          "(docs/results.md §3.5), and has not been rerun.")
+          f"per class whether the map passed on it.{padding_rule_note(src)}")
+
+
+def padding_rule_note(src: Sources) -> str:
+  """' ... predate the rule ...': which held-out CAM runs (the base fold models', which chose
+  the default, and the shipped members') were scored before class scores, maps and removal
+  counted the scan's pixels only (compare_cams.json without `pixels`), or ''."""
+  runs = (("the base fold models' runs", HELDOUT), ("the shipped members' runs", HELDOUT_SHIPPED))
+  old = [name for name, folder in runs if counts_padding(heldout_runs(src, folder))]
+  new = [name for name, _ in runs if name not in old]
+  rule = ("the rule that class scores, maps and removal count the scan's pixels only, not the "
+          "network's padding (docs/results.md §3.5)")
+  if not old:
+    return ""
+  if not new:
+    return f" This evidence predates {rule}, and has not been rerun."
+  return (f" {old[0][0].upper()}{old[0][1:]} predate {rule} and have not been rerun; "
+          f"{new[0]} follow it.")
+
+
+def counts_padding(runs: Dict[str, Dict]) -> bool:
+  """Whether any held-out CAM run (heldout_runs) predates scoring the scan's pixels only."""
+  return any(run.get("pixels") != "scan only" for run in runs.values())
 
 
 def own_members_evidence(src: Sources) -> str:
@@ -827,9 +855,16 @@ def evidence_of(src: Sources) -> str:
 
 def results_seed_noise(src: Sources) -> str:
   gap = seed_gap(src)
-  return ("One run per configuration and fold (seed 0), except one repeat with seed 1 on the "
-          f"CPU (section 5), which moved the mean layer Dice by {gap:.3f}: differences below "
-          f"about {gap:.2f} Dice are within run-to-run noise.")
+  levers = src.json(CAMPAIGN)
+  n = shipped_numbers(src)
+  shipped, gaps = n["recipe"], n["seed_gaps"]
+  return ("Sections 1-5: one run per configuration and fold (seed 0), except one repeat with "
+          f"seed 1 on the CPU (section 5), which moved the mean layer Dice by {gap:.3f}: "
+          f"differences below about {gap:.2f} Dice are within run-to-run noise there. The "
+          "accuracy campaign (section 7) measured its own seed noise, mean |seed 0 - seed 1| "
+          f"of the mean layer Dice: {levers['seed_noise']:.4f} for its base over "
+          f"{count(len(levers['seed_gaps']), 'fold')}, {np.mean(gaps):.4f} for the shipped "
+          f"recipe `{shipped}` (weights averaged over steps) over {count(len(gaps), 'fold')}.")
 
 
 def results_paper_iou_gap(src: Sources) -> str:
@@ -1258,6 +1293,7 @@ def shipped_smoothing(src: Sources, spec: Dict, members: List[Dict]) -> Optional
   return {"sd": sd, "member_gains": [v["gain"] for v in own[0]["cv"]["per_fold"].values()],
           "member_sds": [v["sd"] for v in own[0]["cv"]["per_fold"].values()],
           "pair_gains": [v["gain"] for _, v in pairs],
+          "pairs_share_folds": len({tuple(f["subjects"]) for f, _ in pairs}) < len(pairs),
           "ensemble_gain": float(np.mean([v["gain"] for _, v in pairs]))}
 
 
@@ -1328,7 +1364,15 @@ def pretrained_accuracy(src: Sources) -> str:
            + "): an estimate, not a measurement, since together its members trained on subjects "
            + ", ".join(map(str, sorted({s for m in members
                                         for s in m["split"]["train"]["subjects"]}))) + ".")
-  return text + " " + previous_on_same_folds(src, members, n["expected"], n["smoothing"])
+  screened = sum(r["runs"] > 0 for levers in (CAMPAIGN, H200)
+                 for r in src.json(levers)["recipes"].values())
+  return (text + f" Its recipe was chosen among the {screened} recipes the campaign screened "
+          "(CPU and H200) by their scores on these same 8 subjects, with no untouched test "
+          "subjects (9 and 10 are not in this repository), so these numbers lean optimistic"
+          + ("; the spread over folds is larger than any gain above. "
+             if np.std(n["dice"]) > max(n["gains"] + [n["smoothing"]["ensemble_gain"]
+                                                     if n["smoothing"] else 0.0]) else ". ")
+          + previous_on_same_folds(src, members, n["expected"], n["smoothing"]))
 
 
 def averaging_sentence(n: Dict) -> str:
@@ -1366,9 +1410,11 @@ def smoothing_sentence(n: Dict) -> str:
                                                              sm["member_gains"])
           + f"); on {len(sm['pair_gains'])} held-out 2-member ensembles of a member with another "
           f"recipe's fold model, {sm['ensemble_gain']:+.4f} (" +
-          ", ".join(f"{g:+.4f}" for g in sm["pair_gains"]) + "; not independent where a fold "
-          "appears twice with the same member), the gain counted here: averaging already steadies "
-          "the boundaries, so a 4-member average may gain less.")
+          ", ".join(f"{g:+.4f}" for g in sm["pair_gains"])
+          + ("; not independent where a fold appears twice with the same member"
+             if sm["pairs_share_folds"] else "; one per fold")
+          + "), the gain counted here: averaging already steadies the boundaries, so a 4-member "
+          "average may gain less.")
 
 
 def previous_on_same_folds(src: Sources, members, expected: float, smoothing=None) -> str:
@@ -1376,9 +1422,9 @@ def previous_on_same_folds(src: Sources, members, expected: float, smoothing=Non
   (not smoothed: the smoothing's share of the difference is named)."""
   folds = [run_parts(m["run"])[1] for m in members]
   cv = src.cv()
-  v1 = [cv[f]["native"]["mean_layer_dice"] for f in folds]
+  v1 = [cv[f]["native"]["topology"]["mean_layer_dice"] for f in folds]
   return (f"On the same folds the first shipped model's recipe (v1: `configs/duke_gpu.py`, one "
-          f"SegNet 32..256, H200) scored {np.mean(v1):.3f} (" + ", ".join(f"{v:.3f}" for v in v1)
+          f"SegNet 32..256, H200) scored {np.mean(v1):.3f} with the order fix, as here (" + ", ".join(f"{v:.3f}" for v in v1)
           + f"), {expected - np.mean(v1):+.4f} from it to this predictor's expected "
           f"{expected:.3f}"
           + (f" ({smoothing['ensemble_gain']:+.4f} of it the boundary smoothing, which that "
@@ -1685,6 +1731,35 @@ def results_uncertainty_smoothing(src: Sources) -> str:
                 "boundary MAE others (um)"], rows)
 
 
+POSITION_SD = "docs/results/position_sd"      # its run.sh: each shipped member alone, held out
+
+
+def results_position_sd(src: Sources) -> str:
+  """How well each boundary's position sd (calibration.position_sd_vs_error) and, for an
+  ensemble, the members' spread rank the boundary errors on held-out eyes: each shipped member
+  alone (POSITION_SD) and the shipped recipe's seed ensembles scored as shipped whose eval
+  reports both (SHIPPED_CALIBRATION)."""
+  runs = [(f"shipped member of {name.split('_')[-1]}, alone", m)
+          for name, m in eval_runs(src, POSITION_SD).items()]
+  runs += [(f"seed ensemble of {name} (seeds 0 and 1)", m)
+           for name, m in eval_runs(src, SHIPPED_CALIBRATION).items()
+           if "position_sd_vs_error" in m["calibration"]]
+  rows = []
+  for label, m in runs:
+    cal = m["calibration"]
+    cells = [label, ", ".join(sorted(m["per_subject_mean_layer_dice"])),
+             fmt(m["topology"]["literature"]["mean_layer_dice"], 4)]
+    for key in ("uncertainty_vs_error", "position_sd_vs_error"):
+      vs = cal.get(key)
+      cells += (["-", "-"] if vs is None else
+                [fmt(vs["pooled"]["rho"], 3), f"{vs['top_tenth']['mae_top_um']:.1f} / "
+                                              f"{vs['top_tenth']['mae_rest_um']:.1f}"])
+    rows.append(cells)
+  return table(["model", "held-out subjects", "mean layer Dice (smoothed)",
+                "rho, members' spread", "MAE (um) of its most uncertain tenth / the rest",
+                "rho, position sd", "MAE (um) of its most uncertain tenth / the rest"], rows)
+
+
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
 
 
@@ -1714,7 +1789,21 @@ def results_cam_heldout_shipped(src: Sources) -> str:
   place = default_place(ranked, default)
   return (cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}. The default "
           f"({CAM_METHODS[default[0]]} at `{default[1]}`) "
-          + (f"ranks {place} of {len(ranked)}." if place else "fails the rule's sanity limit."))
+          + (f"ranks {place} of {len(ranked)}.{ahead_of_default(ranked, place)}" if place
+             else "fails the rule's sanity limit."))
+
+
+def ahead_of_default(ranked: List[Tuple[Tuple, str, str]], place: int) -> str:
+  """' Above it ...': which of cam_ranking's candidates rank above the default (at 1-based
+  `place`) on the rule's first key (classes beating random, folds pooled), and how many only
+  on its later keys; '' where none does."""
+  first = ranked[place - 1][0][0]
+  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7 pooled, the default {first})"
+           for k, m, l in ranked[:place - 1] if k[0] > first]
+  later = place - 1 - len(ahead)
+  return ((f" Above it on the rule's first key: {and_list(ahead)}." if ahead else "")
+          + (f" {count(later, 'candidate')} above it only on the later keys (worst fold, fold "
+             "passes, similarity)." if later else ""))
 
 
 def cam_heldout_table(runs: Dict[str, Dict]) -> str:
@@ -1728,7 +1817,11 @@ def cam_heldout_table(runs: Dict[str, Dict]) -> str:
   return (table(["method", "layer"] + [f"{f} (MoRF < random)" for f in runs] +
                 ["pooled over folds", "randomisation similarity"], rows) +
           f"\n\nScans (each explained only by the fold model that never trained on its subject): "
-          f"{scans}. Pooled: the ROAD areas averaged over the folds' scans, then compared.")
+          f"{scans}. Pooled: the ROAD areas averaged over the folds' scans, then compared. "
+          + ("These runs predate the rule that class scores, maps and removal count the scan's "
+             "pixels only, not the network's padding." if counts_padding(runs) else
+             "Class scores, maps and removal count the scan's pixels only, not the network's "
+             "padding (compare_cams.json `pixels`)."))
 
 
 def default_cam() -> Tuple[str, str]:
@@ -2068,7 +2161,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_cpu_ablations, results_cpu_ablation_layers, results_cpu_reading,
         results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
-        results_campaign_ensembles, results_uncertainty_smoothing, results_h200_levers,
+        results_campaign_ensembles, results_uncertainty_smoothing, results_position_sd,
+        results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_cam_heldout, results_cam_default,
         results_cam_heldout_shipped, results_cam_shipped, results_explain_cost,

@@ -69,7 +69,8 @@ def boundary_position_sd(probs: np.ndarray, labels: Optional[np.ndarray] = None,
   2 window - 1, as the survival function of the boundary's offset X from b_k - window:
   E[X] = sum_j q_j (its position), E[X^2] = sum_j (2j + 1) q_j, and this is the sd
   sqrt(E[X^2] - E[X]^2) (0 where the variance rounds below 0; NaN where the boundary is
-  unknown). 0 for one-hot probabilities; at most `window` rows. For averaged probabilities (an
+  unknown). 0 for one-hot probabilities; at most `window` rows where q falls with j, as it
+  does when the probabilities order the layers. For averaged probabilities (an
   ensemble) it is the sd of the members' mixture: their own spreads and their disagreement."""
   _, above = _rows_above(probs, labels, window)
   steps = 2.0 * np.arange(above.shape[0], dtype=np.float64) + 1.0

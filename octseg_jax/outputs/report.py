@@ -282,8 +282,8 @@ def calibration_markdown(cal) -> list:
   for key, what in (("uncertainty_vs_error", "the ensemble members' boundary spread "
                                             "(`boundary_sd_um`)"),
                     ("position_sd_vs_error", "each boundary's position sd in the (averaged) "
-                                             "probabilities (`boundary_position_sd`, smoothed "
-                                             "as the boundaries are)")):
+                                             "probabilities (`boundary_position_sd_um`, "
+                                             "smoothed as the boundaries are)")):
     if cal.get(key):
       lines += uncertainty_rank_lines(what, cal[key])
   flag = cal.get("uncertain_columns")

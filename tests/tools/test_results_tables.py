@@ -173,7 +173,7 @@ def test_an_empty_block_is_filled():
   filled = doc_tables.render(text, doc_tables.Sources(ROOT))
   body = next(doc_tables.BLOCK.finditer(filled)).group("body")
   assert body == doc_tables.results_seed_noise(doc_tables.Sources(ROOT))
-  assert body.startswith("One run per configuration and fold (seed 0)")
+  assert body.startswith("Sections 1-5: one run per configuration and fold (seed 0)")
 
 
 def test_write_restores_an_edited_block():
@@ -384,7 +384,12 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
             f"{ensembles}/e0/ensemble.json": {"flip": False, "members": [
                 f"/r/{recipe}/fold0_seed0", f"/r/{recipe}/fold0_seed1"]},
             f"{ensembles}/e1/ensemble.json": {"flip": flip1, "members": [
-                f"/r/{members1}_seed0", f"/r/{members1}_seed2"]}}
+                f"/r/{members1}_seed0", f"/r/{members1}_seed2"]},
+            **other_recipe(2), **other_recipe(3)}
+  def other_recipe(fold):        # the committed folds 2-3 replaced by another recipe's runs
+    return {f"{folder}/fold{fold}/metrics.json": run(f"e{fold}", 1, (1, 1), 0.1),
+            f"{ensembles}/e{fold}/ensemble.json": {"flip": False, "members": [
+                f"/r/other/fold{fold}_seed0", f"/r/other/fold{fold}_seed1"]}}
   text = doc_tables.pretrained_uncertainty(_Injected(files(
       run("e1", 8, (10.6, 5.8), 0.163, ece=(0.0092, 0.0041)))))
   assert text == (

@@ -1,13 +1,12 @@
 #!/bin/bash
 # docs/results/shipped_calibration: eval of the shipped recipe's seed ensembles
-# Folds 2 and 3 were added 2026-12-06 at a commit whose eval also ranks the boundary errors by
-# each boundary's position sd (calibration.position_sd_vs_error); their seed-1 members are kept on
-# this machine only (/work/campaign/runs), as folds 0-1's were when run.sh ran.
-# (plateau_80_fluid_skip_wh_ema seeds 0+1, folds 2 and 3 (folds 0 and 1: run.sh), no flip; docs/results/campaign/ensembles)
-# as pretrained/ predicts (--config.predict.smooth_sd_columns=6), at a commit whose eval also
-# reports the expected calibration error over the model's input band (calibration.band): the
-# committed ensemble runs predate it. Each fold is scored on its validation subjects, which
-# neither member saw. Usage: run.sh COMMIT (run from its own worktree: clean provenance).
+# (plateau_80_fluid_skip_wh_ema seeds 0+1, folds 2 and 3, no flip; folds 0 and 1: run.sh;
+# docs/results/campaign/ensembles) as pretrained/ predicts (--config.predict.smooth_sd_columns=6).
+# Added 2026-12-06 at a commit whose eval also ranks the boundary errors by each boundary's
+# position sd (calibration.position_sd_vs_error); their seed-1 members live on this machine only
+# (/work/campaign/runs), as folds 0-1's did when run.sh ran. Each fold is scored on its
+# validation subjects, which neither member saw. Usage: run_folds23.sh COMMIT (run from its own
+# worktree: clean provenance).
 set -e
 commit=${1:?usage: run.sh COMMIT}
 cd "$(dirname "$0")/../../.."
