@@ -35,7 +35,7 @@ from octseg_jax.cam import faithfulness  # noqa: E402
 from octseg_jax.cam import gradcam  # noqa: E402
 from octseg_jax.data import inputs  # noqa: E402
 from octseg_jax.anatomy import LAYER_NAMES  # noqa: E402
-from octseg_jax.outputs.cam_report import layer_classes  # noqa: E402
+from octseg_jax.outputs.cam_report import SCAN_PIXELS, layer_classes  # noqa: E402
 from octseg_jax.serving import inference  # noqa: E402
 from octseg_jax.serving.workdir import read_json  # noqa: E402
 from octseg_jax.outputs.atomic import write_json, write_text  # noqa: E402
@@ -155,7 +155,7 @@ def main():
   result = {"workdir": a.workdir, "epoch": trained.epoch, "layers": layers,
             "scans": [(n, int(i.shape[0]), int(i.shape[1])) for n, i, _ in scans],
             "fractions": explainer.fractions["road"].tolist(), "noise": explainer.road_noise,
-            "pixels": "scan only",   # scores, maps and removal without the padding (2026-12-06)
+            "pixels": SCAN_PIXELS,   # scores, maps and removal without the padding (2026-12-06)
             "methods": {}}
   if a.resume:
     result["methods"] = saved_methods(os.path.join(a.output, "compare_cams.json"), result)

@@ -30,7 +30,8 @@ from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.data import duke  # noqa: E402
 from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
-from octseg_jax.outputs.cam_report import SANITY_PASS, heldout_evidence  # noqa: E402
+from octseg_jax.outputs.cam_report import (  # noqa: E402
+    SANITY_PASS, SCAN_PIXELS, heldout_evidence)
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
 from scripts.campaign import METRICS, RUN_RECORD, run_of_workdir, run_parts  # noqa: E402
 from scripts.cam_evidence import HELDOUT  # noqa: E402     # compare_cams.py per fold model
@@ -157,7 +158,7 @@ def cv_summary(src: Sources) -> str:
   fixed = [r["native"]["topology"]["mean_layer_dice"] for r in runs]
   return (f"mean layer Dice **{mean_sd(mean, 3)}** ({SD}; folds "
           + ", ".join(f"{v:.3f}" for v in mean) + f"); {layer_list(dice.mean(axis=0))}; "
-          f"with the topology fix, as the lines below are scored, {np.mean(fixed):.3f}; "
+          f"with the topology (order) fix {np.mean(fixed):.3f}; "
           f"mean boundary error {mean_sd([mean_mae(r) for r in runs], 1)} um, "
           f"{mean_sd([mean_mae(r, True) for r in runs], 1)} um with the topology fix")
 
@@ -807,11 +808,11 @@ def padding_rule_note(src: Sources) -> str:
   """' ... predate the rule ...': which held-out CAM runs (the base fold models', which chose
   the default, and the shipped members') were scored before class scores, maps and removal
   counted the scan's pixels only (compare_cams.json without `pixels`), or ''."""
-  runs = (("the base fold models' runs", HELDOUT), ("the shipped members' runs", HELDOUT_SHIPPED))
-  old = [name for name, folder in runs if counts_padding(heldout_runs(src, folder))]
-  new = [name for name, _ in runs if name not in old]
-  rule = ("the rule that class scores, maps and removal count the scan's pixels only, not the "
-          "network's padding (docs/results.md §3.5)")
+  sets = [(name, heldout_runs(src, folder)) for name, folder in (
+      ("the base fold models' runs", HELDOUT), ("the shipped members' runs", HELDOUT_SHIPPED))]
+  old = [name for name, runs in sets if runs and counts_padding(runs)]
+  new = [name for name, runs in sets if runs and name not in old]
+  rule = f"{PADDING_RULE} (docs/results.md §3.5)"
   if not old:
     return ""
   if not new:
@@ -820,9 +821,13 @@ def padding_rule_note(src: Sources) -> str:
           f"{new[0]} follow it.")
 
 
+PADDING_RULE = ("the rule that class scores, maps and removal count the scan's pixels only, not "
+                "the network's padding")
+
+
 def counts_padding(runs: Dict[str, Dict]) -> bool:
   """Whether any held-out CAM run (heldout_runs) predates scoring the scan's pixels only."""
-  return any(run.get("pixels") != "scan only" for run in runs.values())
+  return any(run.get("pixels") != SCAN_PIXELS for run in runs.values())
 
 
 def own_members_evidence(src: Sources) -> str:
@@ -838,7 +843,20 @@ def own_members_evidence(src: Sources) -> str:
           f"held-out subjects, it beats random removal for {int(sum(found['passed'][1:]))} of 7 "
           f"pooled ({', '.join(str(c) for c in found['per_fold_faithful'])} of 7 per fold"
           + (f"; not {and_list(failing)}" if failing else "")
-          + f"), randomisation similarity {found['similarity']:.3f}.")
+          + f"), randomisation similarity {found['similarity']:.3f}." + first_key_leaders(runs))
+
+
+def first_key_leaders(runs: Dict[str, Dict]) -> str:
+  """' There X ...': the candidates that beat the default on issue 30's first key (classes
+  beating random, folds pooled) in a held-out comparison, or ''."""
+  ranked = cam_ranking(heldout_evidence(runs))
+  place = default_place(ranked, default_cam())
+  if not place:
+    return ""
+  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7)" for k, m, l in leaders(ranked, place)]
+  return (f" There {and_list(ahead)} {'passes' if len(ahead) == 1 else 'pass'} more classes "
+          "pooled; the default stays the base fold models' choice (docs/results.md §3.5)."
+          if ahead else "")
 
 
 def evidence_of(src: Sources) -> str:
@@ -855,16 +873,17 @@ def evidence_of(src: Sources) -> str:
 
 def results_seed_noise(src: Sources) -> str:
   gap = seed_gap(src)
-  levers = src.json(CAMPAIGN)
-  n = shipped_numbers(src)
-  shipped, gaps = n["recipe"], n["seed_gaps"]
+  cpu, gpu, n = src.json(CAMPAIGN), src.json(H200), shipped_numbers(src)
+  parts = [f"{t['seed_noise']:.4f} for its {where} base over {count(len(t['seed_gaps']), 'fold')}"
+           for t, where in ((cpu, "CPU"), (gpu, "H200")) if t["seed_gaps"]]
+  if n["seed_gaps"]:
+    parts.append(f"{np.mean(n['seed_gaps']):.4f} for the shipped recipe `{n['recipe']}` over "
+                 f"{count(len(n['seed_gaps']), 'fold')}")
   return ("Sections 1-5: one run per configuration and fold (seed 0), except one repeat with "
           f"seed 1 on the CPU (section 5), which moved the mean layer Dice by {gap:.3f}: "
-          f"differences below about {gap:.2f} Dice are within run-to-run noise there. The "
-          "accuracy campaign (section 7) measured its own seed noise, mean |seed 0 - seed 1| "
-          f"of the mean layer Dice: {levers['seed_noise']:.4f} for its base over "
-          f"{count(len(levers['seed_gaps']), 'fold')}, {np.mean(gaps):.4f} for the shipped "
-          f"recipe `{shipped}` (weights averaged over steps) over {count(len(gaps), 'fold')}.")
+          f"differences below about {gap:.2f} Dice are within run-to-run noise there."
+          + (" The accuracy campaign (sections 7-8) measured its own seed noise, mean "
+             f"|seed 0 - seed 1| of the mean layer Dice: {and_list(parts)}." if parts else ""))
 
 
 def results_paper_iou_gap(src: Sources) -> str:
@@ -1366,12 +1385,14 @@ def pretrained_accuracy(src: Sources) -> str:
                                         for s in m["split"]["train"]["subjects"]}))) + ".")
   screened = sum(r["runs"] > 0 for levers in (CAMPAIGN, H200)
                  for r in src.json(levers)["recipes"].values())
+  sm = n["smoothing"] or {"member_gains": [], "pair_gains": []}
+  cited = n["gains"] + sm["member_gains"] + sm["pair_gains"]
   return (text + f" Its recipe was chosen among the {screened} recipes the campaign screened "
-          "(CPU and H200) by their scores on these same 8 subjects, with no untouched test "
-          "subjects (9 and 10 are not in this repository), so these numbers lean optimistic"
-          + ("; the spread over folds is larger than any gain above. "
-             if np.std(n["dice"]) > max(n["gains"] + [n["smoothing"]["ensemble_gain"]
-                                                     if n["smoothing"] else 0.0]) else ". ")
+          "(CPU and H200) by their scores on these same 8 subjects, and nothing here was scored "
+          "on the untouched subjects 9 and 10, so these numbers lean optimistic"
+          + (f"; the folds differ from each other more (sd {np.std(n['dice']):.3f}) than any "
+             "gain above, so a new eye's score depends more on the eye than on these choices. "
+             if cited and np.std(n["dice"]) > max(cited) else ". ")
           + previous_on_same_folds(src, members, n["expected"], n["smoothing"]))
 
 
@@ -1418,13 +1439,15 @@ def smoothing_sentence(n: Dict) -> str:
 
 
 def previous_on_same_folds(src: Sources, members, expected: float, smoothing=None) -> str:
-  """The first shipped model's recipe (v1: configs/duke_gpu.py, one model) on the same folds
-  (not smoothed: the smoothing's share of the difference is named)."""
+  """The first shipped model's recipe (v1: configs/duke_gpu.py, one model) on the same folds,
+  scored with the order fix as the shipped members are (not smoothed: the smoothing's share of
+  the difference is named)."""
   folds = [run_parts(m["run"])[1] for m in members]
   cv = src.cv()
   v1 = [cv[f]["native"]["topology"]["mean_layer_dice"] for f in folds]
   return (f"On the same folds the first shipped model's recipe (v1: `configs/duke_gpu.py`, one "
-          f"SegNet 32..256, H200) scored {np.mean(v1):.3f} with the order fix, as here (" + ", ".join(f"{v:.3f}" for v in v1)
+          f"SegNet 32..256, H200) scored {np.mean(v1):.3f} with the order fix, as here ("
+          + ", ".join(f"{v:.3f}" for v in v1)
           + f"), {expected - np.mean(v1):+.4f} from it to this predictor's expected "
           f"{expected:.3f}"
           + (f" ({smoothing['ensemble_gain']:+.4f} of it the boundary smoothing, which that "
@@ -1466,22 +1489,31 @@ def pretrained_uncertainty(src: Sources) -> str:
   """How well the shipped recipe's uncertain flag finds its errors on held-out eyes, and how
   well its confidence is calibrated: the recipe's seed ensembles scored as pretrained/ predicts
   (SHIPPED_CALIBRATION: the same smoothing, flip and flag threshold)."""
+  recipe = run_parts(shipped_members(src)[0]["run"])[0]
+  found = shipped_calibration_runs(src)
+  if not found:
+    return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
+  seeds = sorted({seed for _, _, run_seeds in found for seed in run_seeds})
+  return uncertainty_sentence([m["calibration"] for _, m, _ in found], recipe,
+                              [str(s) for s in seeds])
+
+
+def shipped_calibration_runs(src: Sources) -> List[Tuple[str, Dict, List[int]]]:
+  """(name, metrics.json, member seeds) of the SHIPPED_CALIBRATION runs that are seed ensembles
+  of pretrained/'s recipe scored as it predicts (its smoothing, flip and flag threshold)."""
   first = shipped_members(src)[0]
   recipe, shipped = run_parts(first["run"])[0], src.json("pretrained/ensemble.json")
   as_shipped = (shipped["settings"]["predict.smooth_sd_columns"], shipped["flip"],
                 src.json(f"pretrained/{first['member']}/config.json")["predict"]["uncertain_um"])
-  runs, seeds = [], set()
-  for m in eval_runs(src, SHIPPED_CALIBRATION).values():
+  found = []
+  for name, m in eval_runs(src, SHIPPED_CALIBRATION).items():
     spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
     members = [run_parts(run_of_workdir(w)) for w in spec["members"]]
     if ({r[0] for r in members} == {recipe} and as_shipped == (
         m["topology"]["smooth_sd_columns"], spec["flip"],
         m["calibration"]["uncertain_columns"]["threshold_um"])):
-      runs.append(m["calibration"])
-      seeds |= {r[2] for r in members}
-  if not runs:
-    return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
-  return uncertainty_sentence(runs, recipe, [str(s) for s in sorted(seeds)])
+      found.append((name, m, sorted({r[2] for r in members})))
+  return found
 
 
 def uncertainty_sentence(runs: List[Dict], recipe: str, seeds: List[str]) -> str:
@@ -1737,27 +1769,27 @@ POSITION_SD = "docs/results/position_sd"      # its run.sh: each shipped member 
 def results_position_sd(src: Sources) -> str:
   """How well each boundary's position sd (calibration.position_sd_vs_error) and, for an
   ensemble, the members' spread rank the boundary errors on held-out eyes: each shipped member
-  alone (POSITION_SD) and the shipped recipe's seed ensembles scored as shipped whose eval
-  reports both (SHIPPED_CALIBRATION)."""
-  runs = [(f"shipped member of {name.split('_')[-1]}, alone", m)
-          for name, m in eval_runs(src, POSITION_SD).items()]
-  runs += [(f"seed ensemble of {name} (seeds 0 and 1)", m)
-           for name, m in eval_runs(src, SHIPPED_CALIBRATION).items()
+  alone (POSITION_SD) and the shipped recipe's seed ensembles scored as shipped
+  (shipped_calibration_runs) whose eval reports both."""
+  runs = [(f"shipped member `{m['workdir']}` alone", m)
+          for m in eval_runs(src, POSITION_SD).values()]
+  runs += [(f"seed ensemble of {name} (seeds {and_list([str(x) for x in seeds])})", m)
+           for name, m, seeds in shipped_calibration_runs(src)
            if "position_sd_vs_error" in m["calibration"]]
   rows = []
   for label, m in runs:
-    cal = m["calibration"]
     cells = [label, ", ".join(sorted(m["per_subject_mean_layer_dice"])),
              fmt(m["topology"]["literature"]["mean_layer_dice"], 4)]
     for key in ("uncertainty_vs_error", "position_sd_vs_error"):
-      vs = cal.get(key)
+      vs = m["calibration"].get(key)
       cells += (["-", "-"] if vs is None else
                 [fmt(vs["pooled"]["rho"], 3), f"{vs['top_tenth']['mae_top_um']:.1f} / "
                                               f"{vs['top_tenth']['mae_rest_um']:.1f}"])
     rows.append(cells)
   return table(["model", "held-out subjects", "mean layer Dice (smoothed)",
-                "rho, members' spread", "MAE (um) of its most uncertain tenth / the rest",
-                "rho, position sd", "MAE (um) of its most uncertain tenth / the rest"], rows)
+                "rho, members' spread", "MAE (um): the spread's most uncertain tenth / the rest",
+                "rho, position sd", "MAE (um): the position sd's most uncertain tenth / the rest"],
+               rows)
 
 
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
@@ -1793,17 +1825,25 @@ def results_cam_heldout_shipped(src: Sources) -> str:
              else "fails the rule's sanity limit."))
 
 
+def leaders(ranked: List[Tuple[Tuple, str, str]], place: int) -> List[Tuple[Tuple, str, str]]:
+  """cam_ranking's candidates ahead of the one at 1-based `place` on the rule's first key."""
+  return [c for c in ranked[:place - 1] if c[0][0] > ranked[place - 1][0][0]]
+
+
 def ahead_of_default(ranked: List[Tuple[Tuple, str, str]], place: int) -> str:
   """' Above it ...': which of cam_ranking's candidates rank above the default (at 1-based
   `place`) on the rule's first key (classes beating random, folds pooled), and how many only
   on its later keys; '' where none does."""
-  first = ranked[place - 1][0][0]
-  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7 pooled, the default {first})"
-           for k, m, l in ranked[:place - 1] if k[0] > first]
-  later = place - 1 - len(ahead)
+  own = ranked[place - 1][0]
+  above = ranked[:place - 1]
+  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7 pooled, the default {own[0]})"
+           for k, m, l in leaders(ranked, place)]
+  later = sum(k[0] == own[0] and k != own for k, _, _ in above)
+  tied = sum(k == own for k, _, _ in above)
   return ((f" Above it on the rule's first key: {and_list(ahead)}." if ahead else "")
           + (f" {count(later, 'candidate')} above it only on the later keys (worst fold, fold "
-             "passes, similarity)." if later else ""))
+             "passes, similarity)." if later else "")
+          + (f" {count(tied, 'candidate')} tied with it on every key." if tied else ""))
 
 
 def cam_heldout_table(runs: Dict[str, Dict]) -> str:
@@ -1818,8 +1858,7 @@ def cam_heldout_table(runs: Dict[str, Dict]) -> str:
                 ["pooled over folds", "randomisation similarity"], rows) +
           f"\n\nScans (each explained only by the fold model that never trained on its subject): "
           f"{scans}. Pooled: the ROAD areas averaged over the folds' scans, then compared. "
-          + ("These runs predate the rule that class scores, maps and removal count the scan's "
-             "pixels only, not the network's padding." if counts_padding(runs) else
+          + (f"These runs predate {PADDING_RULE}." if counts_padding(runs) else
              "Class scores, maps and removal count the scan's pixels only, not the network's "
              "padding (compare_cams.json `pixels`)."))
 

@@ -46,8 +46,11 @@ def boundaries_from_labels(labels: np.ndarray, ignore_unknown: bool = True) -> n
   return out
 
 
+REFINE_WINDOW = 4      # rows above and below a boundary that boundaries_from_probs reads
+
+
 def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None,
-                          window: int = 4) -> np.ndarray:
+                          window: int = REFINE_WINDOW) -> np.ndarray:
   """Sub-pixel boundaries from class probabilities [..., H, W, K] -> [..., 8, W].
 
   Each boundary starts from its row in an anatomically ordered labelling (`labels`, by default
@@ -57,12 +60,19 @@ def boundaries_from_probs(probs: np.ndarray, labels: Optional[np.ndarray] = None
   Only nearby rows count, so faint probability mass far from a boundary cannot bias it. For
   one-hot probabilities of a valid column the result equals boundaries_from_labels exactly.
   """
-  start, above = _rows_above(probs, labels, window)
-  return start + above.sum(axis=0)
+  return _summed(*_rows_above(probs, labels, window))
+
+
+def _summed(start: np.ndarray, above: np.ndarray) -> np.ndarray:
+  """b_k - window plus the q_j in order, as boundaries_from_probs has always added them."""
+  out = start
+  for q in above:
+    out = out + q
+  return out
 
 
 def boundary_position_sd(probs: np.ndarray, labels: Optional[np.ndarray] = None,
-                         window: int = 4) -> np.ndarray:
+                         window: int = REFINE_WINDOW) -> np.ndarray:
   """How sharply the probabilities place each boundary: [..., H, W, K] -> [..., 8, W] rows.
 
   boundaries_from_probs reads q_j = P(row b_k - window + j lies above boundary k), j = 0..
@@ -72,10 +82,14 @@ def boundary_position_sd(probs: np.ndarray, labels: Optional[np.ndarray] = None,
   unknown). 0 for one-hot probabilities; at most `window` rows where q falls with j, as it
   does when the probabilities order the layers. For averaged probabilities (an
   ensemble) it is the sd of the members' mixture: their own spreads and their disagreement."""
-  _, above = _rows_above(probs, labels, window)
+  return _position_sd(_rows_above(probs, labels, window)[1])
+
+
+def _position_sd(above: np.ndarray) -> np.ndarray:
+  """boundary_position_sd from _rows_above's q [2 window, ..., 8, W]."""
   steps = 2.0 * np.arange(above.shape[0], dtype=np.float64) + 1.0
   mean = above.sum(axis=0)
-  second = np.tensordot(steps, np.nan_to_num(above), axes=1)
+  second = np.tensordot(steps, above, axes=1)
   return np.where(np.isfinite(mean), np.sqrt(np.maximum(second - mean ** 2, 0.0)), np.nan)
 
 
@@ -192,9 +206,10 @@ def geometry_and_position_sd(probs: np.ndarray, smooth_sd: float = 0.0,
   rows [..., 8, W]: boundary_position_sd around the ordered labelling's boundaries, smoothed
   along the B-scan by the same Gaussian as they are (a weighted mean of sds: the sd of the
   smoothed boundary where the columns' errors move together, more than it where they do not))."""
-  raw = predicted_geometry(probs, 0.0, report_changed)
-  position_sd = boundary_position_sd(probs, raw[0])
-  return smooth_geometry(raw, smooth_sd), smooth_boundaries(position_sd, smooth_sd)
+  labels, changed = ordered_labels(probs, report_changed)
+  start, above = _rows_above(probs, labels, REFINE_WINDOW)
+  geometry = smooth_geometry((labels, changed, _summed(start, above)), smooth_sd)
+  return geometry, smooth_boundaries(_position_sd(above), smooth_sd)
 
 
 def smooth_geometry(geometry: Tuple, smooth_sd: float) -> Tuple:

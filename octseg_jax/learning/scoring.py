@@ -184,15 +184,18 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
                           "certain background in the output and count in 'ece')"}
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
-    out["uncertainty_vs_error"] = uncertainty.uncertainty_vs_error(sd, pred_bounds, true_bounds,
-                                                                   pixel_um)
+    out["uncertainty_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
     out["uncertain_columns"] = uncertainty.flagged_columns_error(sd, pred_bounds, true_bounds,
                                                                  pixel_um, uncertain_um, supported)
-    out["uncertainty_vs_error"]["top_tenth"] = uncertainty.top_share_error(
-        sd, pred_bounds, true_bounds, pixel_um)
   if position_sd is not None:
-    sd = np.asarray(position_sd) * pixel_um
-    out["position_sd_vs_error"] = {
-        **uncertainty.uncertainty_vs_error(sd, pred_bounds, true_bounds, pixel_um),
-        "top_tenth": uncertainty.top_share_error(sd, pred_bounds, true_bounds, pixel_um)}
+    out["position_sd_vs_error"] = ranks_errors(np.asarray(position_sd) * pixel_um, pred_bounds,
+                                               true_bounds, pixel_um)
   return out
+
+
+def ranks_errors(uncertainty_um: np.ndarray, pred_bounds, true_bounds, pixel_um: float) -> Dict:
+  """How an uncertainty [8, W] (um) ranks the boundary errors: uncertainty_vs_error's rank
+  correlations and, under top_tenth, top_share_error's split."""
+  return {**uncertainty.uncertainty_vs_error(uncertainty_um, pred_bounds, true_bounds, pixel_um),
+          "top_tenth": uncertainty.top_share_error(uncertainty_um, pred_bounds, true_bounds,
+                                                   pixel_um)}

@@ -7,7 +7,9 @@ file), `pred_ordered` (the most probable anatomically ordered labelling), `bound
 predict.smooth_sd_columns: geometry.boundaries.predicted_geometry), `thickness_um` [N, 7, W],
 `supported` bool [N, W] (the columns measured: the CSV's thickness is empty elsewhere, where
 `boundaries` and `thickness_um` are the order fix's estimate, or NaN where a boundary was not
-found), `names`, and for a model with the heads `fluid` uint8 [N, H, W] (fluid prob > 0.5),
+found), `boundary_position_sd_um` [N, 8, W] (how sharply the probabilities place each
+boundary: geometry.boundaries.boundary_position_sd), `names`, and for a model with the heads
+`fluid` uint8 [N, H, W] (fluid prob > 0.5),
 `fluid_prob` float16 [N, H, W] and `boundaries_head` [N, 8, W] (the boundary head's ordered rows);
 NAME_thickness.csv (per scan and column, thickness of each layer in um); and per scan
 SCAN_overlay.png (boundaries drawn; on annotated scans the true ones and the grader's fluid
@@ -150,8 +152,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
         out["fluid_rows"] = out["fluid"].sum(axis=1)                  # fluid pixels per column
       for key in PER_SCAN_KEYS:
         if key in out:
-          kind = np.float64 if out[key].dtype.kind in "fiu" else out[key].dtype
-          per_scan.setdefault(key, np.empty((n,) + out[key].shape[1:], kind))
+          dtype = np.float64 if out[key].dtype.kind in "fiu" else out[key].dtype
+          per_scan.setdefault(key, np.empty((n,) + out[key].shape[1:], dtype))
           per_scan[key][start:start + len(out["pred"])] = out[key]
     found = finish_predictions(writer, scans.names, per_scan, pixel_um, extra_keys)
   except BaseException:

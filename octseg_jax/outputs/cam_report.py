@@ -16,6 +16,7 @@ TABLE3_KEYS = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region",
 ROAD_ORDERS = ("morf", "lerf", "random")
 DELETION_ORDERS = ("map", "random")
 EVIDENCE_FILE = "cam_evidence.json"   # in a workdir: held-out evidence (scripts/cam_evidence.py)
+SCAN_PIXELS = "scan only"   # compare_cams.json `pixels`: scores, maps and removal without padding
 
 
 def _mean(per_scan: List[Dict], layer: str, getter) -> np.ndarray:

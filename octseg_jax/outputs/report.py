@@ -288,7 +288,7 @@ def calibration_markdown(cal) -> list:
       lines += uncertainty_rank_lines(what, cal[key])
   flag = cal.get("uncertain_columns")
   if flag:
-    lines += [f"Columns predict flags `uncertain` (some boundary's spread over "
+    lines += [f"Columns predict flags `uncertain` (some boundary's members' spread over "
               f"{flag['threshold_um']:.4g} um): {flag['flagged']} of the {flag['columns']} "
               "columns it measures (`supported`); mean absolute boundary error "
               f"{fmt(flag['mae_flagged_um'], 2)} um in them, {fmt(flag['mae_unflagged_um'], 2)} "

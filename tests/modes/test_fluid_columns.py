@@ -136,3 +136,28 @@ def test_eval_gives_the_calibration_error_of_the_band_apart():
   assert cal["ece"] == pytest.approx(0.2, rel=1e-12)
   assert cal["band"]["ece"] == pytest.approx(0.4, rel=1e-12)
   assert cal["band"]["pixels"] == 10 * W and cal["pixels"] == H * W
+
+
+def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
+  """One model (no members' spread): the position sd, here growing with the error along the
+  columns, ranks the errors perfectly (rho 1); its top tenth of the 8 x W pairs is the last
+  column's 8 pairs (error 6 rows), the rest average the other columns' errors; the report
+  says both, and nothing about a members' spread."""
+  probs = np.zeros((H, W, 8))
+  probs[..., 0] = 1.0
+  outputs = [{"probs": probs, "band": (0, H)}]
+  true = np.zeros((8, W))
+  pred = true + np.arange(W)[None, :] * 6.0 / (W - 1)           # error 0..6 rows
+  sd = np.tile(np.arange(W, dtype=float), (8, 1))
+  cal = scoring.calibration(outputs, [np.zeros((H, W), np.uint8)], true, UM, pred,
+                            np.ones(W, bool), 7.74, sd)
+  assert "uncertainty_vs_error" not in cal
+  vs = cal["position_sd_vs_error"]
+  assert vs["pooled"]["rho"] == pytest.approx(1.0) and vs["pooled"]["pairs"] == 8 * W
+  top = int(np.ceil(0.1 * 8 * W))
+  err = np.sort((pred - true).ravel() * UM)[::-1]
+  assert vs["top_tenth"]["mae_top_um"] == pytest.approx(err[:top].mean())
+  assert vs["top_tenth"]["mae_rest_um"] == pytest.approx(err[top:].mean())
+  text = "\n".join(report.calibration_markdown(cal))
+  assert "position sd" in text and "members' boundary spread" not in text
+  assert f"mean absolute error {report.fmt(err[:top].mean(), 2)} um" in text

@@ -407,3 +407,35 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
                 files(run("e1", 8, (1, 1), 0.1, threshold=5.0))):
     assert "(1 fold: the seed 0 and 1 models" in doc_tables.pretrained_uncertainty(
         _Injected(other))
+
+
+def test_the_default_cam_is_placed_against_the_candidates_above_it_by_hand():
+  default = doc_tables.default_cam()
+  ranked = [((7, 4, 20, -0.01), "hirescam", "dec2_conv1"),       # ahead on the first key
+            ((6, 5, 23, -0.04), "gradcam", "dec3_conv1"),        # ahead on the later keys
+            ((6, 4, 20, -0.03), "gradcam", "enc3_conv1"),        # tied on every key
+            ((6, 4, 20, -0.03), default[0], default[1])]         # the default, at place 4
+  place = doc_tables.default_place(ranked, default)
+  assert place == 4
+  assert doc_tables.leaders(ranked, place) == [ranked[0]]
+  assert doc_tables.ahead_of_default(ranked, place) == (
+      " Above it on the rule's first key: HiResCAM at `dec2_conv1` (7 of 7 pooled, the default "
+      "6). 1 candidate above it only on the later keys (worst fold, fold passes, similarity). "
+      "1 candidate tied with it on every key.")
+  assert doc_tables.ahead_of_default(ranked[3:], 1) == ""
+
+
+@pytest.mark.parametrize("stamped, expected", [
+    ((True, True), ""),
+    ((False, False), " This evidence predates the rule"),
+    ((False, True), " The base fold models' runs predate the rule"),
+    ((True, False), " The shipped members' runs predate the rule")])
+def test_the_padding_note_names_the_runs_that_predate_the_rule(monkeypatch, stamped, expected):
+  folders = {doc_tables.HELDOUT: stamped[0], doc_tables.HELDOUT_SHIPPED: stamped[1]}
+  def runs(src, folder=doc_tables.HELDOUT):
+    return {"fold0": {"pixels": doc_tables.SCAN_PIXELS} if folders[folder] else {}}
+  monkeypatch.setattr(doc_tables, "heldout_runs", runs)
+  note = doc_tables.padding_rule_note(doc_tables.Sources(ROOT))
+  assert note.startswith(expected) and (note == "") == (expected == "")
+  if stamped == (False, True):
+    assert note.endswith("the shipped members' runs follow it.")
