@@ -4,7 +4,7 @@
 # predicts (--config.predict.smooth_sd_columns=6): how well each boundary's position sd in the
 # member's probabilities (calibration.position_sd_vs_error) ranks the boundary errors, the one
 # uncertainty a single model (--config.predict.members=1) has. The seed ensembles' reading, with
-# the members' spread beside it: ../shipped_calibration/fold{2,3} (run_folds23.sh).
+# the members' spread beside it: ../shipped_calibration/fold{2,3} (its run.sh).
 # Usage: run.sh COMMIT (run from its own worktree: clean provenance; shared 2-core CPU).
 set -e
 commit=${1:?usage: run.sh COMMIT}
