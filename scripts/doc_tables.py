@@ -1778,18 +1778,28 @@ def results_position_sd(src: Sources) -> str:
            if "position_sd_vs_error" in m["calibration"]]
   rows = []
   for label, m in runs:
-    cells = [label, ", ".join(sorted(m["per_subject_mean_layer_dice"])),
-             fmt(m["topology"]["literature"]["mean_layer_dice"], 4)]
-    for key in ("uncertainty_vs_error", "position_sd_vs_error"):
-      vs = m["calibration"].get(key)
-      cells += (["-", "-"] if vs is None else
-                [fmt(vs["pooled"]["rho"], 3), f"{vs['top_tenth']['mae_top_um']:.1f} / "
-                                              f"{vs['top_tenth']['mae_rest_um']:.1f}"])
-    rows.append(cells)
-  return table(["model", "held-out subjects", "mean layer Dice (smoothed)",
-                "rho, members' spread", "MAE (um): the spread's most uncertain tenth / the rest",
-                "rho, position sd", "MAE (um): the position sd's most uncertain tenth / the rest"],
-               rows)
+    cal = m["calibration"]
+    for what, rank, flag in (("members' spread", "uncertainty_vs_error", "uncertain_columns"),
+                             ("position sd", "position_sd_vs_error", "position_sd_columns")):
+      if rank in cal:
+        rows.append([label, ", ".join(sorted(m["per_subject_mean_layer_dice"])),
+                     fmt(m["topology"]["literature"]["mean_layer_dice"], 4), what]
+                    + uncertainty_cells(cal[rank], cal.get(flag)))
+  return table(["model", "held-out subjects", "mean layer Dice (smoothed)", "uncertainty",
+                "rho with the boundary error", "MAE (um): its most uncertain tenth / the rest",
+                "columns over the flag's threshold, of those measured",
+                "MAE (um): those columns / the others"], rows)
+
+
+def uncertainty_cells(rank: Dict, flag: Optional[Dict]) -> List[str]:
+  """results_position_sd's cells of one uncertainty: its rank correlation and top-tenth split
+  (scoring.ranks_errors), and its split at the flag's threshold (flagged_columns_error)."""
+  cells = [fmt(rank["pooled"]["rho"], 3),
+           f"{rank['top_tenth']['mae_top_um']:.1f} / {rank['top_tenth']['mae_rest_um']:.1f}"]
+  if flag is None:
+    return cells + ["-", "-"]
+  return cells + [f"{flag['flagged']} of {flag['columns']} (over {flag['threshold_um']:g} um)",
+                  f"{fmt(flag['mae_flagged_um'], 1)} / {fmt(flag['mae_unflagged_um'], 1)}"]
 
 
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members

@@ -170,7 +170,8 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   predict flags it. position_sd [8, sum W] (rows; geometry.boundary_position_sd of the
   averaged probabilities, smoothed as the boundaries are) gets the same rank correlation and,
   as the members' spread, the error of the most uncertain tenth of the (boundary, column)
-  pairs against the rest (uncertainty.top_share_error)."""
+  pairs against the rest (uncertainty.top_share_error), and under position_sd_columns how a
+  flag at the same uncertain_um on it would split the error (predict's flag uses the spread)."""
   band, outside = [], []                 # each pixel binned once: all = band + the rows outside
   for o, m in zip(outputs, masks):
     top, stop = o["band"]
@@ -188,8 +189,10 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
     out["uncertain_columns"] = uncertainty.flagged_columns_error(sd, pred_bounds, true_bounds,
                                                                  pixel_um, uncertain_um, supported)
   if position_sd is not None:
-    out["position_sd_vs_error"] = ranks_errors(np.asarray(position_sd) * pixel_um, pred_bounds,
-                                               true_bounds, pixel_um)
+    sd = np.asarray(position_sd) * pixel_um
+    out["position_sd_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
+    out["position_sd_columns"] = uncertainty.flagged_columns_error(
+        sd, pred_bounds, true_bounds, pixel_um, uncertain_um, supported)
   return out
 
 

@@ -286,13 +286,16 @@ def calibration_markdown(cal) -> list:
                                              "smoothed as the boundaries are)")):
     if cal.get(key):
       lines += uncertainty_rank_lines(what, cal[key])
-  flag = cal.get("uncertain_columns")
-  if flag:
-    lines += [f"Columns predict flags `uncertain` (some boundary's members' spread over "
-              f"{flag['threshold_um']:.4g} um): {flag['flagged']} of the {flag['columns']} "
-              "columns it measures (`supported`); mean absolute boundary error "
-              f"{fmt(flag['mae_flagged_um'], 2)} um in them, {fmt(flag['mae_unflagged_um'], 2)} "
-              "um in the others.", ""]
+  for key, what in (("uncertain_columns", "Columns predict flags `uncertain` (some boundary's "
+                                          "members' spread over"),
+                    ("position_sd_columns", "Columns a flag on the position sd at the same "
+                                            "threshold would mark (some boundary's over")):
+    flag = cal.get(key)
+    if flag:
+      lines += [f"{what} {flag['threshold_um']:.4g} um): {flag['flagged']} of the "
+                f"{flag['columns']} columns predict measures (`supported`); mean absolute "
+                f"boundary error {fmt(flag['mae_flagged_um'], 2)} um in them, "
+                f"{fmt(flag['mae_unflagged_um'], 2)} um in the others.", ""]
   return lines
 
 

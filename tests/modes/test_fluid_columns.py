@@ -158,6 +158,12 @@ def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
   err = np.sort((pred - true).ravel() * UM)[::-1]
   assert vs["top_tenth"]["mae_top_um"] == pytest.approx(err[:top].mean())
   assert vs["top_tenth"]["mae_rest_um"] == pytest.approx(err[top:].mean())
+  # A flag at 7.74 um on it: sd 3, 4, 5 rows (11.6-19.4 um) in columns 3-5, errors 3.6-6 rows.
+  flag = cal["position_sd_columns"]
+  assert (flag["flagged"], flag["columns"]) == (3, W) and "uncertain_columns" not in cal
+  assert flag["mae_flagged_um"] == pytest.approx(4.8 * UM)
+  assert flag["mae_unflagged_um"] == pytest.approx(1.2 * UM)
   text = "\n".join(report.calibration_markdown(cal))
   assert "position sd" in text and "members' boundary spread" not in text
+  assert "would mark (some boundary's over 7.74 um): 3 of the 6 columns" in text
   assert f"mean absolute error {report.fmt(err[:top].mean(), 2)} um" in text
