@@ -279,6 +279,9 @@ def calibration_markdown(cal) -> list:
            + (f"; over the {cal['band']['pixels']} of them in the model's input band (the "
               f"rows outside it are certain background): {fmt(cal['band']['ece'])}"
               if "band" in cal else "") + ".", ""]
+  if "position_sd_vs_error" in cal or "uncertainty_vs_error" in cal:
+    lines += ["The uncertainties below rank where the boundaries are more likely wrong: check "
+              "those columns first; a low uncertainty does not prove a boundary right.", ""]
   for key, what in (("uncertainty_vs_error", "the ensemble members' boundary spread "
                                             "(`boundary_sd_um`)"),
                     ("position_sd_vs_error", "each boundary's position sd in the (averaged) "
@@ -288,13 +291,15 @@ def calibration_markdown(cal) -> list:
       lines += uncertainty_rank_lines(what, cal[key])
   for key, what in (("uncertain_columns", "Columns predict flags `uncertain` (some boundary's "
                                           "members' spread over"),
-                    ("position_sd_columns", "Columns a flag on the position sd at the same "
-                                            "threshold would mark (some boundary's over")):
+                    ("position_sd_columns", "Columns the same threshold would mark on the "
+                                            "position sd, which predict does not flag by (some "
+                                            "boundary's over")):
     flag = cal.get(key)
     if flag:
+      share = flag["flagged"] / flag["columns"] if flag["columns"] else float("nan")
       lines += [f"{what} {flag['threshold_um']:.4g} um): {flag['flagged']} of the "
-                f"{flag['columns']} columns predict measures (`supported`); mean absolute "
-                f"boundary error {fmt(flag['mae_flagged_um'], 2)} um in them, "
+                f"{flag['columns']} columns predict measures (`supported`, {share:.1%}); mean "
+                f"absolute boundary error {fmt(flag['mae_flagged_um'], 2)} um in them, "
                 f"{fmt(flag['mae_unflagged_um'], 2)} um in the others.", ""]
   return lines
 

@@ -165,5 +165,6 @@ def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
   assert flag["mae_unflagged_um"] == pytest.approx(1.2 * UM)
   text = "\n".join(report.calibration_markdown(cal))
   assert "position sd" in text and "members' boundary spread" not in text
-  assert "would mark (some boundary's over 7.74 um): 3 of the 6 columns" in text
+  assert ("position sd, which predict does not flag by (some boundary's over 7.74 um): 3 of "
+          "the 6 columns predict measures (`supported`, 50.0%)") in text
   assert f"mean absolute error {report.fmt(err[:top].mean(), 2)} um" in text
