@@ -4,13 +4,14 @@ one of the same layout, side by side in one process on the same class probabilit
 turn) and their ratio with the load average, and writes them to --out as JSON.
 
   git archive ad603dd | tar -x -C runs/base_src
-  python benchmarks/geometry_cost_ratio.py --old=runs/base_src --out=F.json
+  python benchmarks/geometry_cost_ratio.py --old=runs/base_src --old_commit=ad603dd --out=F.json
 """
 
 import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -33,6 +34,7 @@ def load_predict(root: str):
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--old", required=True, help="root of the older checkout")
+  parser.add_argument("--old_commit", required=True, help="the commit --old was archived from")
   parser.add_argument("--out", required=True, help="JSON file to write")
   args = parser.parse_args()
   old, new = load_predict(os.path.abspath(args.old)), load_predict(ROOT)
@@ -48,7 +50,10 @@ def main() -> None:
   for key in ("pred_ordered", "boundaries", "supported"):
     assert all(np.array_equal(a[key], b[key], equal_nan=True)
                for a, b in zip(outs["old"], outs["new"])), key
-  result = {"old": os.path.abspath(args.old), "scans": len(probs), "smooth_sd_columns": 6.0,
+  head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                        text=True).stdout.strip()
+  result = {"old_commit": args.old_commit, "new_commit": head, "scans": len(probs),
+            "smooth_sd_columns": 6.0,
             "old_s_per_scan": round(float(np.median(times["old"])) / len(probs), 4),
             "new_s_per_scan": round(float(np.median(times["new"])) / len(probs), 4),
             "new_over_old": round(float(np.median(times["new"]) / np.median(times["old"])), 3),
