@@ -1,6 +1,6 @@
 """predict's per-scan geometry (modes.predict.batch_geometry), this checkout against an older
 one of the same layout, side by side in one process on the same class probabilities (8 scans of
-496 x 512): labels and boundaries must be identical. Prints seconds per scan (medians of 5, in
+496 x 512): labels and boundaries must be identical. Prints seconds per scan (medians of REPEATS, in
 turn) and their ratio with the load average, and writes them to --out as JSON.
 
   git archive ad603dd | tar -x -C runs/base_src
@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPEATS = 11           # each side timed in turn, medians
 
 
 def load_predict(root: str):
@@ -42,7 +43,7 @@ def main() -> None:
   probs = probs.astype(np.float32)                                       # [8, H, W, K]
   times = {"old": [], "new": []}
   outs = {}
-  for _ in range(5):
+  for _ in range(REPEATS):
     for name, module in (("old", old), ("new", new)):
       start = time.perf_counter()
       outs[name] = [module.batch_geometry(p[None], 6.0) for p in probs]
