@@ -1,7 +1,7 @@
 """predict's per-scan geometry (modes.predict.batch_geometry), this checkout against an older
 one of the same layout, side by side in one process on the same class probabilities (8 scans of
-496 x 512): labels and boundaries must be identical. Prints seconds per scan (medians of REPEATS, in
-turn) and their ratio with the load average, and writes them to --out as JSON.
+496 x 512): labels and boundaries must be identical. Prints seconds per scan (medians of
+REPEATS, in turn) and their ratio with the load average, and writes them to --out as JSON.
 
   git archive ad603dd | tar -x -C runs/base_src
   python benchmarks/geometry_cost_ratio.py --old=runs/base_src --old_commit=ad603dd --out=F.json
@@ -54,7 +54,7 @@ def main() -> None:
   head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                         text=True).stdout.strip()
   result = {"old_commit": args.old_commit, "new_commit": head, "scans": len(probs),
-            "smooth_sd_columns": 6.0,
+            "smooth_sd_columns": 6.0, "repeats": REPEATS,
             "old_s_per_scan": round(float(np.median(times["old"])) / len(probs), 4),
             "new_s_per_scan": round(float(np.median(times["new"])) / len(probs), 4),
             "new_over_old": round(float(np.median(times["new"]) / np.median(times["old"])), 3),
