@@ -1070,6 +1070,18 @@ def results_cpu_reading(src: Sources) -> str:
 # ---------------------------------------------------------------- docs/performance.md
 
 
+def performance_geometry_position_sd(src: Sources) -> str:
+  """The cost of the position sd in predict's geometry (benchmarks/geometry_cost_ratio.py)."""
+  r = src.json(f"{CPU}/geometry_cost_position_sd.json")
+  return (f"Since 2026-12-06 predict's geometry also gives each boundary's position sd "
+          f"(`boundary_position_sd_um`): {r['new_s_per_scan']:.4f} s against "
+          f"{r['old_s_per_scan']:.4f} s per scan of 496 x 512 before it ({r['new_over_old']:.3f}x; "
+          f"commit {r['new_commit']} against {r['old_commit']}, smoothing sd "
+          f"{r['smooth_sd_columns']:g} columns, medians of {r['repeats']} in turn in one process, "
+          f"{r['cpus']}-core CPU, load {r['load_average'][0]:.2f}; "
+          "`benchmarks/geometry_cost_ratio.py`, outputs asserted equal).")
+
+
 def performance_predict_targets(src: Sources) -> str:
   """What predict_throughput means against issue 20's targets (0.2 s per B-scan with the
   default figures, 0.15 s without, +300 MB for 90 more scans)."""
@@ -2215,7 +2227,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_cam_heldout, results_cam_default,
         results_cam_heldout_shipped, results_cam_shipped, results_explain_cost,
-        performance_predict_throughput, performance_predict_targets, performance_gpu_speed,
+        performance_predict_throughput, performance_predict_targets,
+        performance_geometry_position_sd, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,
         performance_cpu_compare, performance_cpu_layer_rewrites, performance_cpu_profile,
         performance_conv_grads, performance_cpu_allocator, performance_cpu_earlier_round,
