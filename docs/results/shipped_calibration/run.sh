@@ -6,7 +6,7 @@
 # committed ensemble runs predate it. Each fold is scored on its validation subjects, which
 # neither member saw. Usage: run.sh COMMIT [FOLD ...] (default folds 0 1; run from its own
 # worktree: clean provenance). Folds 0-1 ran at c668a37; folds 2-3 were added 2026-12-06 with
-# `run.sh 544b5b7 2 3`, a commit whose eval also ranks the boundary errors by each boundary's
+# `run.sh 00d233b 2 3`, a commit whose eval also ranks the boundary errors by each boundary's
 # position sd (calibration.position_sd_vs_error); the seed-1 members live on this machine only
 # (/work/campaign/runs).
 set -e
