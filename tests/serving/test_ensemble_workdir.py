@@ -144,7 +144,7 @@ def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, membe
   assert flag["threshold_um"] == 7.74 and 0 <= flag["flagged"] <= flag["columns"] > 0
   text = open(tmp_path / "eval" / "metrics.md").read()
   assert "Expected calibration error" in text
-  assert f"{flag['flagged']} of the {flag['columns']} columns it measures" in text
+  assert f"{flag['flagged']} of the {flag['columns']} columns predict measures" in text
 
 
 def test_bad_ensemble_files_are_one_line_errors(tmp_path, members):
