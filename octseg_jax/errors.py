@@ -18,6 +18,18 @@ def one_line(text) -> str:
   return " ".join(str(text).split())
 
 
+def library_reason(error: BaseException, limit: int = 120) -> str:
+  """A library's exception as 'Type: text' in one line, the text at most `limit` characters:
+  an OSError with a file name gives its reason and that name; a longer text keeps its start and
+  its end (where a path ends in the file's name), cut in the middle."""
+  text = one_line(f"{error.strerror}: {error.filename}" if isinstance(error, OSError)
+                  and error.strerror and error.filename else error)
+  if len(text) > limit:
+    head = limit // 3
+    text = f"{text[:head]}...{text[head + 3 - limit:]}"
+  return f"{type(error).__name__}: {text}"
+
+
 def fail(path, problem: str) -> "InputError":
   """Builds an InputError whose message names `path` and `problem`."""
   return InputError(f"{path}: {problem}")

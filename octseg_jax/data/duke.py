@@ -21,7 +21,7 @@ import numpy as np
 from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, bscan_name, check_fluid,
                                    check_image_side, check_index_field, check_masks,
                                    to_uint8_images)
-from octseg_jax.errors import InputError, fail
+from octseg_jax.errors import InputError, fail, library_reason
 from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
 
@@ -90,7 +90,7 @@ def read_npz_fields(path: str, fields=NPZ_FIELDS, max_side: int = MAX_IMAGE_SIDE
   except InputError:
     raise
   except Exception as e:  # zip, zlib, pickle and format errors of a damaged file
-    raise fail(path, f"not a readable .npz file ({type(e).__name__}: {str(e)[:120]})") from None
+    raise fail(path, f"not a readable .npz file ({library_reason(e)})") from None
 
 
 def load_npz(path: str, require_masks: bool = False,
@@ -236,7 +236,7 @@ def _read_mat(path: str, names, max_side: int = MAX_IMAGE_SIDE) -> dict:
   except InputError:
     raise
   except Exception as e:  # the header parser and scipy raise many types for damaged files
-    raise fail(path, f"not a readable MATLAB v5 file ({type(e).__name__}: {str(e)[:120]})") from None
+    raise fail(path, f"not a readable MATLAB v5 file ({library_reason(e)})") from None
   data["__variables__"] = sorted(v[0] for v in every)    # for messages: what the file holds
   return data
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, check_image_side, check_masks,
                                    to_uint8_images)
-from octseg_jax.errors import InputError, fail
+from octseg_jax.errors import InputError, fail, library_reason
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -69,7 +69,7 @@ def read_image(path: str, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     raise fail(path, "not a readable image (no image format Pillow knows: another kind of "
                "file under an image suffix, or damaged from its first bytes)") from None
   except Exception as e:  # PIL raises many types for damaged files.
-    raise fail(path, f"not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
+    raise fail(path, f"not a readable image ({library_reason(e)})") from None
   shapes = sorted({p.shape for p in pages})
   if len(shapes) != 1:
     raise fail(path, f"pages of different sizes {shapes[:3]}; expected one size for all pages")
@@ -86,7 +86,7 @@ def read_mask(path: str) -> np.ndarray:
       im.load()
       return np.asarray(im)
   except Exception as e:  # PIL raises many types for damaged files.
-    raise fail(path, f"not a readable mask image ({type(e).__name__}: {str(e)[:120]})") from None
+    raise fail(path, f"not a readable mask image ({library_reason(e)})") from None
 
 
 def mask_path_of(path: str) -> Optional[str]:

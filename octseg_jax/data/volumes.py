@@ -40,7 +40,7 @@ import numpy as np
 
 from octseg_jax.data import duke
 from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet, bscan_name, to_uint8_images
-from octseg_jax.errors import InputError, fail
+from octseg_jax.errors import InputError, fail, library_reason
 from octseg_jax.anatomy import IGNORE
 
 SPECTRALIS_ROW_MM = SPECTRALIS_ROW_UM / 1000
@@ -257,7 +257,7 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
   except Exception as e:  # eyepy raises many types on damaged or foreign files
     if type(e).__name__ == "InputError":
       raise
-    raise fail(path, f"eyepy could not read it ({type(e).__name__}: {str(e)[:120]})") from None
+    raise fail(path, f"eyepy could not read it ({library_reason(e)})") from None
   images = to_uint8_images(images, path)
   if unit != "mm":
     notes.append(f"scale unit {unit!r} in the file: default scale used")

@@ -412,3 +412,13 @@ def test_a_bad_layer_from_the_workdir_config_is_named_as_such(trained_workdir, t
                            f"--input={path}", f"--output={tmp_path / 'o'}"]) == 2
   assert capsys.readouterr().err.startswith(
       f"error: explain.layers of {workdir}/config.json ['dec9_conv1']: unknown layer(s)")
+
+
+def test_a_library_reason_keeps_the_file_name_at_the_end_of_a_long_path():
+  from octseg_jax.errors import library_reason
+  deep = "/tmp/" + "d" * 150 + "/export/B5.tif"
+  reason = library_reason(FileNotFoundError(2, "No such file or directory", deep))
+  assert reason.startswith("FileNotFoundError: No such file or directory: /tmp/d")
+  assert reason.endswith("dd/export/B5.tif") and "..." in reason
+  assert len(reason) == len("FileNotFoundError: ") + 120
+  assert library_reason(ValueError("two\n  lines")) == "ValueError: two lines"
