@@ -87,11 +87,15 @@ def gflop_per_bscan(recipe) -> float:
   return sum(flops.conv_flops(c, 1) for c in flops.model_convs(config.model, duke.MODEL_INPUT)) / 1e9
 
 
+def seeded_folds(runs) -> list:
+  """The folds of `runs` ({(fold, seed): numbers}) that have both seeds 0 and 1, in order."""
+  return sorted({f for f, s in runs if (f, 0) in runs and (f, 1) in runs})
+
+
 def seed_gaps(runs) -> list:
-  """|seed 0 - seed 1| of the mean layer Dice on each fold of `runs` ({(fold, seed): numbers})
-  that has both seeds, in fold order."""
-  folds = sorted({f for f, s in runs if (f, 0) in runs and (f, 1) in runs})
-  return [abs(runs[(f, 0)]["mean_layer_dice"] - runs[(f, 1)]["mean_layer_dice"]) for f in folds]
+  """|seed 0 - seed 1| of the mean layer Dice on each of seeded_folds(runs)."""
+  return [abs(runs[(f, 0)]["mean_layer_dice"] - runs[(f, 1)]["mean_layer_dice"])
+          for f in seeded_folds(runs)]
 
 
 def lever_table(plan, repo=campaign.REPO):
@@ -102,7 +106,7 @@ def lever_table(plan, repo=campaign.REPO):
     if numbers:
       runs.setdefault(run["recipe"], {})[(run["fold"], run["seed"])] = numbers
   base = runs.get(BASE, {})
-  folds = sorted({f for f, s in base if (f, 0) in base and (f, 1) in base})
+  folds = seeded_folds(base)
   gaps = seed_gaps(base)
   noise = statistics.mean(gaps) if gaps else None
   table = {"seed_noise": noise, "seed_gaps": gaps, "recipes": {}}

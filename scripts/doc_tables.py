@@ -835,7 +835,8 @@ def own_members_evidence(src: Sources) -> str:
   pretrained/'s members (HELDOUT_SHIPPED), or '' while none is committed."""
   runs = heldout_runs(src, HELDOUT_SHIPPED)
   method, layers = default_cam()
-  found = runs and heldout_evidence(runs).get(method, {}).get(layers)
+  evidence = heldout_evidence(runs) if runs else {}
+  found = evidence.get(method, {}).get(layers)
   if not found:
     return ""
   failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
@@ -843,13 +844,14 @@ def own_members_evidence(src: Sources) -> str:
           f"held-out subjects, it beats random removal for {int(sum(found['passed'][1:]))} of 7 "
           f"pooled ({', '.join(str(c) for c in found['per_fold_faithful'])} of 7 per fold"
           + (f"; not {and_list(failing)}" if failing else "")
-          + f"), randomisation similarity {found['similarity']:.3f}." + first_key_leaders(runs))
+          + f"), randomisation similarity {found['similarity']:.3f}."
+          + first_key_leaders(evidence))
 
 
-def first_key_leaders(runs: Dict[str, Dict]) -> str:
+def first_key_leaders(evidence: Dict) -> str:
   """' There X ...': the candidates that beat the default on issue 30's first key (classes
-  beating random, folds pooled) in a held-out comparison, or ''."""
-  ranked = cam_ranking(heldout_evidence(runs))
+  beating random, folds pooled) in held-out evidence (heldout_evidence), or ''."""
+  ranked = cam_ranking(evidence)
   place = default_place(ranked, default_cam())
   if not place:
     return ""
