@@ -178,6 +178,10 @@ FIELDS: Dict[str, Field] = {
     "predict.uncertain_um": F(2 * SPECTRALIS_ROW_UM, _NUMBER, "a column is 'uncertain' where "
                               "some boundary's spread (sd) exceeds this (2 Duke axial pixels)",
                               True, True),
+    "predict.uncertain_position_sd_um": F(0.0, _NUMBER, "a single model's column is 'uncertain' "
+                                          "where some boundary's position sd exceeds this (an "
+                                          "ensemble's flag uses the spread); 0 = no flag",
+                                          True, True),
     # benchmark
     "benchmark.steps": F(5, v.int_at_least(1), resumable=True),
     "benchmark.warmup": F(2, v.int_at_least(0), resumable=True),

@@ -156,7 +156,7 @@ def score_heads(outputs: List[Dict], masks, fluid_true, subjects, true_bounds,
 
 def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
                 pred_bounds: np.ndarray, supported: np.ndarray, uncertain_um: float,
-                position_sd: Optional[np.ndarray] = None) -> Dict:
+                position_sd: Optional[np.ndarray] = None, position_sd_um: float = 0.0) -> Dict:
   """ECE and reliability of the top-class confidence (uncertainty.reliability, over all scans'
   labelled pixels, the rows outside the model's band, certain background, included) and under
   'band' the ECE over the band's pixels only;
@@ -171,7 +171,9 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   averaged probabilities, smoothed as the boundaries are) gets the same rank correlation and,
   as the members' spread, the error of the most uncertain tenth of the (boundary, column)
   pairs against the rest (uncertainty.top_share_error), and under position_sd_columns how a
-  flag at the same uncertain_um on it would split the error (predict's flag uses the spread)."""
+  flag at position_sd_um on it (uncertain_um where 0) splits the error, and whether predict
+  flags by it (predict_flags: a single model, position_sd_um set). Each flag also gets its curve over thresholds (uncertainty.flag_curve; a column is
+  wrong where a boundary is off by more than uncertain_um), to choose a threshold by CV."""
   band, outside = [], []                 # each pixel binned once: all = band + the rows outside
   for o, m in zip(outputs, masks):
     top, stop = o["band"]
@@ -186,14 +188,27 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
     out["uncertainty_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
-    out["uncertain_columns"] = uncertainty.flagged_columns_error(sd, pred_bounds, true_bounds,
-                                                                 pixel_um, uncertain_um, supported)
+    out.update(flag_scores("uncertain", sd, pred_bounds, true_bounds, pixel_um, uncertain_um,
+                           supported, uncertain_um))
   if position_sd is not None:
     sd = np.asarray(position_sd) * pixel_um
     out["position_sd_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
-    out["position_sd_columns"] = uncertainty.flagged_columns_error(
-        sd, pred_bounds, true_bounds, pixel_um, uncertain_um, supported)
+    out.update(flag_scores("position_sd", sd, pred_bounds, true_bounds, pixel_um,
+                           position_sd_um or uncertain_um, supported, uncertain_um))
+    out["position_sd_columns"]["predict_flags"] = bool(position_sd_um) and "uncertain_columns" \
+        not in out                      # predict flags a single model by its position sd
   return out
+
+
+def flag_scores(name: str, uncertainty_um, pred_bounds, true_bounds, pixel_um: float,
+                threshold_um: float, supported, wrong_um: float) -> Dict:
+  """NAME_columns (uncertainty.flagged_columns_error at threshold_um) and NAME_columns_curve
+  (uncertainty.flag_curve, wrong beyond wrong_um, at FLAG_CURVE_UM and threshold_um) of an
+  uncertainty [8, W] in um."""
+  args = (uncertainty_um, pred_bounds, true_bounds, pixel_um)
+  thresholds = uncertainty.FLAG_CURVE_UM + (float(threshold_um),)
+  return {f"{name}_columns": uncertainty.flagged_columns_error(*args, threshold_um, supported),
+          f"{name}_columns_curve": uncertainty.flag_curve(*args, supported, wrong_um, thresholds)}
 
 
 def ranks_errors(uncertainty_um: np.ndarray, pred_bounds, true_bounds, pixel_um: float) -> Dict:

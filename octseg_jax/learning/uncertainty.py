@@ -152,3 +152,72 @@ def flagged_columns_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
   return {"threshold_um": float(threshold_um), "columns": int(supported.sum()),
           "flagged": int(flagged.sum()), "mae_flagged_um": mae(flagged),
           "mae_unflagged_um": mae(supported & ~flagged)}
+
+
+FLAG_CURVE_UM = tuple(round(0.5 * k, 1) for k in range(1, 41))   # thresholds 0.5 .. 20 um
+
+
+def flag_curve(uncertainty_um: np.ndarray, pred_bounds: np.ndarray, true_bounds: np.ndarray,
+               pixel_um: float, supported: np.ndarray, wrong_um: float,
+               thresholds_um: Sequence[float] = FLAG_CURVE_UM) -> Dict:
+  """What a column flag would find at each threshold, as counts that add over scans and folds
+  (a threshold is then chosen on some folds and checked on another: scripts/flag_threshold_cv),
+  at the thresholds given (sorted, each once).
+  Over the supported columns [W] with some boundary whose predicted and true rows are both known
+  (`scored`), a column is `wrong` where such a boundary's error (boundary_error_um) exceeds
+  wrong_um; at each threshold a column is flagged as flag_columns flags it. Gives per threshold
+  the flagged columns, the wrong ones among them (`hits`), and their summed boundary error and
+  (boundary, column) pairs, beside the totals. Arrays [8, W] as in uncertainty_vs_error."""
+  err = boundary_error_um(pred_bounds, true_bounds, pixel_um)
+  known = np.isfinite(err)
+  scored = np.asarray(supported, bool) & known.any(axis=0)
+  err, known = err[:, scored], known[:, scored]
+  wrong = np.any(np.where(known, err, -np.inf) > wrong_um, axis=0)
+  pairs, err_sum = known.sum(axis=0), np.where(known, err, 0.0).sum(axis=0)
+  u = np.asarray(uncertainty_um, np.float64)[:, scored]
+  thresholds_um = sorted({float(t) for t in thresholds_um})
+  flagged = np.stack([flag_columns(u, t) for t in thresholds_um])          # [T, scored]
+  return {"wrong_um": float(wrong_um), "thresholds_um": [float(t) for t in thresholds_um],
+          "columns": int(scored.sum()), "wrong": int(wrong.sum()),
+          "pairs": int(pairs.sum()), "error_sum_um": float(err_sum.sum()),
+          "flagged": flagged.sum(axis=1).tolist(), "hits": (flagged & wrong).sum(axis=1).tolist(),
+          "flagged_pairs": (flagged * pairs).sum(axis=1).tolist(),
+          "flagged_error_sum_um": (flagged * err_sum).sum(axis=1).tolist()}
+
+
+def pool_curves(curves: Sequence[Dict]) -> Dict:
+  """The flag_curve of several parts (folds) from their counts; the parts must share their
+  thresholds and wrong_um (else ValueError)."""
+  first = curves[0]
+  for c in curves[1:]:
+    if c["thresholds_um"] != first["thresholds_um"] or c["wrong_um"] != first["wrong_um"]:
+      raise ValueError("flag curves with different thresholds or wrong_um cannot be pooled")
+  out = {"wrong_um": first["wrong_um"], "thresholds_um": list(first["thresholds_um"])}
+  for key in ("columns", "wrong", "pairs", "error_sum_um"):
+    out[key] = sum(c[key] for c in curves)
+  for key in ("flagged", "hits", "flagged_pairs", "flagged_error_sum_um"):
+    out[key] = np.sum([c[key] for c in curves], axis=0).tolist()
+  return out
+
+
+def flag_stats(curve: Dict, index: int) -> Dict:
+  """A flag_curve read at its threshold `index`: the share of the columns flagged, precision
+  (wrong among the flagged), recall (flagged among the wrong), F1 (their harmonic mean,
+  2 hits / (flagged + wrong)) and the mean absolute boundary error of the flagged and the other
+  columns' pairs (um). NaN where a ratio has no denominator."""
+  def ratio(a, b):
+    return float(a / b) if b else float("nan")
+  flagged, hits = curve["flagged"][index], curve["hits"][index]
+  pairs, err = curve["flagged_pairs"][index], curve["flagged_error_sum_um"][index]
+  return {"threshold_um": float(curve["thresholds_um"][index]),
+          "flagged_share": ratio(flagged, curve["columns"]), "precision": ratio(hits, flagged),
+          "recall": ratio(hits, curve["wrong"]), "f1": ratio(2 * hits, flagged + curve["wrong"]),
+          "mae_flagged_um": ratio(err, pairs),
+          "mae_unflagged_um": ratio(curve["error_sum_um"] - err, curve["pairs"] - pairs)}
+
+
+def best_flag_index(curve: Dict) -> int:
+  """The threshold index of a flag_curve with the highest F1 (flag_stats); the lowest such
+  threshold on a tie."""
+  f1 = [flag_stats(curve, i)["f1"] for i in range(len(curve["thresholds_um"]))]
+  return int(np.argmax(np.nan_to_num(f1, nan=-1.0)))

@@ -180,7 +180,8 @@ def score_outputs(trained, outputs, masks, fluid, subjects, pixel_um: float) -> 
   result["calibration"] = scoring.calibration(outputs, masks, true_bounds, pixel_um,
                                       np.concatenate([g[2] for g in geometry], axis=-1),
                                       supported, float(trained.config.predict.uncertain_um),
-                                      np.concatenate(position_sd, axis=-1))
+                                      np.concatenate(position_sd, axis=-1),
+                                      float(trained.config.predict.uncertain_position_sd_um))
   if trained.head_names:
     result["heads"] = scoring.score_heads(outputs, masks, fluid, subjects, true_bounds, pixel_um)
   return result

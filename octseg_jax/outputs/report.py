@@ -289,19 +289,29 @@ def calibration_markdown(cal) -> list:
                                              "smoothed as the boundaries are)")):
     if cal.get(key):
       lines += uncertainty_rank_lines(what, cal[key])
-  for key, what in (("uncertain_columns", "Columns predict flags `uncertain` (some boundary's "
-                                          "members' spread over"),
-                    ("position_sd_columns", "Columns the same threshold would mark on the "
-                                            "position sd, which predict does not flag by (some "
-                                            "boundary's over")):
+  for key in ("uncertain_columns", "position_sd_columns"):
     flag = cal.get(key)
     if flag:
       share = flag["flagged"] / flag["columns"] if flag["columns"] else float("nan")
-      lines += [f"{what} {flag['threshold_um']:.4g} um): {flag['flagged']} of the "
-                f"{flag['columns']} columns predict measures (`supported`, {share:.1%}); mean "
-                f"absolute boundary error {fmt(flag['mae_flagged_um'], 2)} um in them, "
+      lines += [f"{flag_text(key, flag)} {flag['threshold_um']:.4g} um): {flag['flagged']} of "
+                f"the {flag['columns']} columns predict measures (`supported`, {share:.1%}); "
+                f"mean absolute boundary error {fmt(flag['mae_flagged_um'], 2)} um in them, "
                 f"{fmt(flag['mae_unflagged_um'], 2)} um in the others.", ""]
+  if any(key.endswith("_columns_curve") for key in cal):
+    lines += ["What each flag would find at other thresholds is in metrics.json "
+              "(`calibration.*_columns_curve`, counts to choose a threshold by "
+              "cross-validation: scripts/flag_threshold_cv.py).", ""]
   return lines
+
+
+def flag_text(key: str, flag: Dict) -> str:
+  """The opening of the report's sentence on a column flag (calibration_markdown)."""
+  if key == "uncertain_columns":
+    return "Columns predict flags `uncertain` (some boundary's members' spread over"
+  if flag.get("predict_flags"):
+    return "Columns predict flags `uncertain` (some boundary's position sd over"
+  return ("Columns a flag on the position sd would mark, which predict does not flag by (some "
+          "boundary's over")
 
 
 def uncertainty_rank_lines(what: str, vs: Dict) -> list:

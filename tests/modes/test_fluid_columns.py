@@ -108,7 +108,8 @@ def test_eval_says_why_the_split_is_missing_when_only_some_scans_mark_fluid():
   import types
   labels, masks, fluid = _case()
   trained = types.SimpleNamespace(config=types.SimpleNamespace(
-      predict=types.SimpleNamespace(smooth_sd_columns=0.0, uncertain_um=7.74)), head_names=())
+      predict=types.SimpleNamespace(smooth_sd_columns=0.0, uncertain_um=7.74,
+                                    uncertain_position_sd_um=0.0)), head_names=())
   outputs = [{"probs": np.eye(8)[lab], "band": (0, H)} for lab in labels]
   partial = evaluate.score_outputs(trained, outputs, masks, [fluid[0], None], [1, 2], UM)
   assert "by_fluid_columns" not in partial["topology"]
@@ -165,6 +166,21 @@ def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
   assert flag["mae_unflagged_um"] == pytest.approx(1.2 * UM)
   text = "\n".join(report.calibration_markdown(cal))
   assert "position sd" in text and "members' boundary spread" not in text
-  assert ("position sd, which predict does not flag by (some boundary's over 7.74 um): 3 of "
-          "the 6 columns predict measures (`supported`, 50.0%)") in text
+  assert ("Columns a flag on the position sd would mark, which predict does not flag by (some "
+          "boundary's over 7.74 um): 3 of the 6 columns predict measures (`supported`, 50.0%)"
+          ) in text
   assert f"mean absolute error {report.fmt(err[:top].mean(), 2)} um" in text
+  # Its curve: wrong beyond 7.74 um are columns 2-5 (errors 2.4-6 rows); at 8 um the flag is
+  # the same 3 columns, all wrong.
+  curve = cal["position_sd_columns_curve"]
+  assert (curve["columns"], curve["wrong"], curve["wrong_um"]) == (W, 4, 7.74)
+  at8 = curve["thresholds_um"].index(8.0)
+  assert (curve["flagged"][at8], curve["hits"][at8]) == (3, 3)
+  # With predict.uncertain_position_sd_um at 15 um predict flags this single model by it:
+  # columns 4-5 (sd 4 and 5 rows, 15.5 and 19.4 um).
+  cal = scoring.calibration(outputs, [np.zeros((H, W), np.uint8)], true, UM, pred,
+                            np.ones(W, bool), 7.74, sd, 15.0)
+  flag = cal["position_sd_columns"]
+  assert (flag["flagged"], flag["threshold_um"], flag["predict_flags"]) == (2, 15.0, True)
+  assert ("Columns predict flags `uncertain` (some boundary's position sd over 15 um): 2 of the"
+          " 6 columns") in "\n".join(report.calibration_markdown(cal))
