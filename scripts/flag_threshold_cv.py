@@ -7,8 +7,8 @@ held-out subjects (no model is run here: it reads eval's metrics.json).
 Each --set is one recipe's fold models, one metrics.json per fold (its folder names the fold),
 each scored by --mode=eval on subjects the model never saw. For each flag the evals carry
 (calibration.NAME_columns_curve: `uncertain`, the members' spread; `position_sd`, each
-boundary's position sd), a column counts as wrong where some boundary is off by more than the
-curve's wrong_um (predict.uncertain_um), and each fold's threshold is the one with the highest
+boundary's position sd), a column counts as wrong where its boundaries are off by more than the
+curve's wrong_um (predict.uncertain_um) on average, and each fold's threshold is the one with the highest
 F1 of finding the wrong columns over the set's other folds pooled (leave-one-fold-out), read
 on the fold itself; `chosen_um` is the threshold with the highest F1 over all folds pooled
 (the setting to ship), and `current` reads each fold at the threshold its eval flagged at.
@@ -128,8 +128,8 @@ def main(argv=None) -> int:
     sets = parse_sets(a.set)
     if not sets:
       raise InputError("--set: give at least one NAME:METRICS_JSON,... set of fold evals")
-    result = {"criterion": "F1 of finding the columns with a boundary off by more than "
-                           "wrong_um, leave-one-fold-out", "sets": {}}
+    result = {"criterion": "F1 of finding the columns whose boundaries are off by more than "
+                           "wrong_um on average, leave-one-fold-out", "sets": {}}
     for name, folds in sets.items():
       flags = [f for f in FLAGS if all(f"{f}_columns_curve" in m["calibration"]
                                        for m in folds.values())]

@@ -173,7 +173,8 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   pairs against the rest (uncertainty.top_share_error), and under position_sd_columns how a
   flag at position_sd_um on it (uncertain_um where 0) splits the error, and whether predict
   flags by it (predict_flags: a single model, position_sd_um set). Each flag also gets its curve over thresholds (uncertainty.flag_curve; a column is
-  wrong where a boundary is off by more than uncertain_um), to choose a threshold by CV."""
+  wrong where its boundaries are off by more than uncertain_um on average), to choose a
+  threshold by cross-validation."""
   band, outside = [], []                 # each pixel binned once: all = band + the rows outside
   for o, m in zip(outputs, masks):
     top, stop = o["band"]

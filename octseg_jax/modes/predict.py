@@ -25,7 +25,7 @@ file's axial scale.
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, Iterator, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,6 +45,33 @@ VOLUME_SUFFIXES = ("_thickness_maps.png", "_etdrs.csv", ".eye")   # per input vo
 
 CPU_BATCH_SIZE = 1  # scans per network call on CPU (see network_batch_size)
 GEOMETRY_SCANS = 1  # scans per geometry call: measured faster than 2 or 8 (cache), same results
+
+
+class ColumnFlag(NamedTuple):
+  """What flags a column `uncertain` in predict (column_flag)."""
+  key: str                   # the uncertainty [N, 8, W] (um) of write_predictions' result
+  config_field: str          # the threshold's field, as manifest.json names it
+  threshold_um: float
+  legend: Tuple[str, ...]    # the figures' words for it, one line each, the rule last
+  console: str               # the console's, after "columns where"
+
+
+def column_flag(trained) -> Optional[ColumnFlag]:
+  """An ensemble (several views) flags the columns where the members' spread of some boundary
+  exceeds predict.uncertain_um; a single model those where some boundary's position sd exceeds
+  predict.uncertain_position_sd_um, when it is set (pretrained/'s was chosen by cross-validation
+  on its members: docs/results.md); None otherwise."""
+  if trained.num_views > 1:
+    t = float(trained.config.predict.uncertain_um)
+    return ColumnFlag("boundary_sd_um", "uncertain_um", t, ("ensemble", "members disagree",
+                      f"a boundary's sd > {t:.4g} um"), "the ensemble's members disagree by "
+                      f"more than {t:.4g} um")
+  t = float(trained.config.predict.uncertain_position_sd_um)
+  if not t:
+    return None
+  return ColumnFlag("position_sd_um", "uncertain_position_sd_um", t,
+                    ("a boundary", "spread over rows", f"its position sd > {t:.4g} um"),
+                    f"the model spreads a boundary with a position sd over {t:.4g} um")
 
 
 def batch_geometry(probs: np.ndarray, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
@@ -129,7 +156,8 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   """Streams the predictions of one ScanSet into the prediction file `path` (finalised
   atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
   `pixel_um`), supported [N, W], the heads' fluid_um [N, W] (NaN where no retina was found:
-  geom.fluid_where_measured), an ensemble's boundary_sd_um [N, 8, W] (None without them) and
+  geom.fluid_where_measured), an ensemble's boundary_sd_um [N, 8, W] (None without them), each
+  boundary's position_sd_um [N, 8, W] and
   fluid_kept {i: fluid [H, W], np.packbits along W} for the scans `keep` (figures; a volume's
   wait there for its fovea). extra_keys: (boundaries, fluid_um, supported) -> {key: array}
   added to the file (volume maps, grid)."""
@@ -172,9 +200,10 @@ def finish_predictions(writer, names, per_scan: Dict, pixel_um: float, extra_key
   rows) and extra_keys', then the file closed; returns what write_predictions returns."""
   bounds, supported = per_scan["boundaries"], per_scan["supported"]
   thickness = geom.thickness_um(bounds, pixel_um)
+  position_sd_um = per_scan["position_sd_rows"] * pixel_um
   writer.small.update(names=np.array(names), boundaries=bounds, thickness_um=thickness,
                       supported=supported,
-                      boundary_position_sd_um=per_scan["position_sd_rows"] * pixel_um)
+                      boundary_position_sd_um=position_sd_um)
   if "boundaries_head" in per_scan:
     writer.small.update(boundaries_head=per_scan["boundaries_head"])
   sd_um = per_scan["boundary_sd_rows"] * pixel_um if "boundary_sd_rows" in per_scan else None
@@ -186,7 +215,7 @@ def finish_predictions(writer, names, per_scan: Dict, pixel_um: float, extra_key
     writer.small.update(extra_keys(bounds, fluid_um, supported))
   writer.close()
   return {"boundaries": bounds, "thickness_um": thickness, "fluid_um": fluid_um,
-          "boundary_sd_um": sd_um, "supported": supported}
+          "boundary_sd_um": sd_um, "position_sd_um": position_sd_um, "supported": supported}
 
 
 def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra=None) -> list:
@@ -203,23 +232,24 @@ def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra
   return rows
 
 
-def extra_columns(out: Dict, uncertain_um: float) -> Dict[str, list]:
+def extra_columns(out: Dict, flag: Optional[ColumnFlag]) -> Dict[str, list]:
   """The thickness CSV's optional columns as cell texts [N][W]: with the fluid head fluid_um
   (empty where no retina was found, NaN in out["fluid_um"]; a B-scan's fluid area is a
-  summary.csv column, not repeated on every column's row); for an ensemble `uncertain` (1
-  where the members' spread of some boundary exceeds uncertain_um; empty where the column is
-  not supported, as its thickness is) and that threshold (uncertain_threshold_um)."""
+  summary.csv column, not repeated on every column's row); with a column flag (column_flag)
+  `uncertain` (1 where the flag's uncertainty of some boundary exceeds its threshold; empty
+  where the column is not supported, as its thickness is) and that threshold
+  (uncertain_threshold_um)."""
   from octseg_jax.learning.uncertainty import flag_columns
   cols = {}
   if out["fluid_um"] is not None:
     cols["fluid_um"] = [["" if np.isnan(v) else f"{v:.2f}" for v in scan]
                         for scan in out["fluid_um"]]
-  if out["boundary_sd_um"] is not None:
+  if flag is not None:
     cols["uncertain"] = [[str(int(f)) if ok else "" for f, ok in
-                          zip(flag_columns(sd, uncertain_um), supported)]
-                         for sd, supported in zip(out["boundary_sd_um"], out["supported"])]
-    cols["uncertain_threshold_um"] = [[f"{uncertain_um:.4g}"] * sd.shape[-1]
-                                      for sd in out["boundary_sd_um"]]
+                          zip(flag_columns(sd, flag.threshold_um), supported)]
+                         for sd, supported in zip(out[flag.key], out["supported"])]
+    cols["uncertain_threshold_um"] = [[f"{flag.threshold_um:.4g}"] * sd.shape[-1]
+                                      for sd in out[flag.key]]
   return cols
 
 
@@ -236,7 +266,7 @@ def summary_header(trained) -> list:
   header += [f"{n}_um" for n in LAYER_NAMES[1:]] + ["total_um"]
   if "fluid" in trained.head_names:
     header += ["fluid_area_mm2"]
-  if trained.num_views > 1:
+  if column_flag(trained) is not None:
     header += ["uncertain_columns"]
   return header
 
@@ -303,8 +333,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
   """Predicts one input file (`batch_size` scans per network call) and writes its prediction
   file, thickness CSV, figures (`figures`: figure_scans) and, for a volume, its maps, ETDRS
   table and .eye. Returns the prediction file's `path`, its `scale` (inputs.resolve_scale), for a
-  volume its `laterality` ({'laterality', 'source'}; None otherwise), for an ensemble
-  `uncertain_scans` (how many scans have an uncertain column; None for one model), `low_support`
+  volume its `laterality` ({'laterality', 'source'}; None otherwise), with a column flag
+  `uncertain_scans` (how many scans have an uncertain column; None without), `low_support`
   (how many scans have every layer's thickness in fewer than geom.LOW_SUPPORT of their
   columns), its `summary` rows of summary.csv and its `training` counts (how many of its scans
   the model trained on, and how many are from volumes it trained on: training_overlap)."""
@@ -336,8 +366,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
   drawn = figure_scans(figures, len(scans), positions, None if vol is None else (
       found["fovea_mm"], str(found["fovea_source"])))
   out["fluid_kept"] = {i: out["fluid_kept"][i] for i in drawn if i in out["fluid_kept"]}
-  uncertain_um = float(trained.config.predict.uncertain_um)
-  extra = extra_columns(out, uncertain_um)
+  flag = column_flag(trained)
+  extra = extra_columns(out, flag)
   cols = out["supported"].shape[1]
   extra.update(row_um=[[f"{pixel_um:.4g}"] * cols] * len(scans),
                col_um=[["" if col_mm is None else f"{col_mm * 1e3:.4g}"] * cols] * len(scans),
@@ -347,7 +377,8 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
-  draw_figures(run, scans, out, drawn, flags, model_label(trained), scale, uncertain_um, seen)
+  draw_figures(run, scans, out, drawn, flags, model_label(trained), scale,
+               None if flag is None else flag.legend, seen)
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
@@ -370,11 +401,11 @@ def model_label(trained) -> str:
 
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
-                 scale: Dict, uncertain_um: float, seen=None) -> None:
+                 scale: Dict, uncertain_rule=None, seen=None) -> None:
   """Overlay and thickness figures of the scans `drawn` ({index: a line the titles add}:
   figure_scans), titled with the scale used and, where `seen` (TrainingScans.flags) says so,
-  that the model learned the scan; `flags`: per scan the uncertain columns (a boundary's spread
-  above uncertain_um) or None."""
+  that the model learned the scan; `flags`: per scan the uncertain columns or None, and
+  uncertain_rule what flags them (ColumnFlag.legend)."""
   for i, why in drawn.items():
     name = scans.names[i]
     label = name + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))
@@ -394,11 +425,12 @@ def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
                                                                    scans.images.shape[-1]),
                            true_fluid=true_fluid,
                            uncertain=None if flags is None else flags[i],
-                           pixel_um=(scale["row_um"], scale["col_um"]), uncertain_um=uncertain_um)
+                           pixel_um=(scale["row_um"], scale["col_um"]),
+                           uncertain_rule=uncertain_rule)
     plots.thickness_profile(thickness, out["thickness_um"][i], true_t,
                             title=f"{label}: layer thickness ({where}){why}", model=model,
                             unsupported=unsupported, uncertain=None if flags is None else flags[i],
-                            uncertain_um=uncertain_um, col_um=scale["col_um"])
+                            uncertain_rule=uncertain_rule, col_um=scale["col_um"])
     run.wrote(overlay, thickness)
 
 
@@ -417,17 +449,16 @@ def prefetched(items: Iterable) -> Iterator:
       yield item
 
 
-def print_file_result(path: str, num_scans: int, done: Dict, uncertain_um: float) -> None:
+def print_file_result(path: str, num_scans: int, done: Dict, flag: Optional[ColumnFlag]) -> None:
   """The console lines of one predicted file: where it went, at what scale, how many scans
-  have uncertain columns (an ensemble), and warnings about scans with little support or that
-  the model trained on."""
+  have uncertain columns (`flag`: column_flag), and warnings about scans with little support
+  or that the model trained on."""
   scans = report.count(num_scans, "scan")
   print(f"predicted {scans} of {path} ({inputs.scale_text(done['scale'])}) -> {done['path']}")
   if done["uncertain_scans"]:
     print(f"uncertain: {done['uncertain_scans']} of {scans} of {path} "
-          f"{'has' if done['uncertain_scans'] == 1 else 'have'} columns where the ensemble's "
-          f"members disagree by more than {uncertain_um:.4g} um (CSV `uncertain`, orange in "
-          "the figures)")
+          f"{'has' if done['uncertain_scans'] == 1 else 'have'} columns where {flag.console} "
+          "(CSV `uncertain`; orange in the figures drawn)")
   if done["low_support"]:
     print(f"warning: {done['low_support']} of {scans} of {path} "
           f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
@@ -443,8 +474,9 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   """write_file_outputs for each (path, ScanSet) of `readable` (the next file read while one
   is predicted); returns manifest.json's facts of them: scans, files_predicted, scales ({file:
   scale used}), scans_with_low_support, scans_in_training, scans_from_training_volumes, for
-  volumes lateralities ({file: laterality used}), for an ensemble scans_with_uncertain_columns
-  and uncertain_um (the spread that flags a column). In a folder run a file whose prediction
+  volumes lateralities ({file: laterality used}), with a column flag (column_flag)
+  scans_with_uncertain_columns and its threshold (uncertain_um: an ensemble's spread, or
+  uncertain_position_sd_um: a single model's position sd). In a folder run a file whose prediction
   fails for any reason becomes a failed row of errors.csv and the run goes on; a single input
   file fails the run."""
   from octseg_jax.serving.inference import overlap_counts
@@ -471,7 +503,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     num_scans, num_files = num_scans + len(scans), num_files + 1
     low += done["low_support"]
     seen = {k: v + done["training"][k] for k, v in seen.items()}
-    print_file_result(path, len(scans), done, float(trained.config.predict.uncertain_um))
+    print_file_result(path, len(scans), done, column_flag(trained))
     if scans.volume is None and (hint := volumes.volume_hint(path)):
       print(hint)
   if summary:
@@ -481,8 +513,9 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   facts = {"scans": num_scans, "files_predicted": num_files, "scales": scales,
            "scans_with_low_support": low, **seen}
   if uncertain_scans is not None:
+    flag = column_flag(trained)
     facts["scans_with_uncertain_columns"] = uncertain_scans
-    facts["uncertain_um"] = float(trained.config.predict.uncertain_um)
+    facts[flag.config_field] = flag.threshold_um
   if sides:
     facts["lateralities"] = sides
   return facts

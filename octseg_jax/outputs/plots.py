@@ -171,7 +171,7 @@ NO_SUPPORT = "no support: no boundary or labels out of layer order (not drawn)"
 def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
                      true_bounds=None, title: str = "", model: str = "",
                      unsupported=None, fluid=None, uncertain=None, pixel_um=None,
-                     uncertain_um=None, true_fluid=None) -> None:
+                     uncertain_rule=None, true_fluid=None) -> None:
   """Scan with the 8 predicted boundaries as solid lines and the true ones dashed (drawn on
   top, black gaps, so they stay visible where both agree). bounds [8, W] rows (NaN = none);
   columns in `unsupported` [W] bool are shaded, each run of them marked at the top edge (a run
@@ -179,8 +179,8 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   (the lines end square at the last drawn column);
   the predicted `fluid` [H, W] (0/1) is outlined, and the grader's `true_fluid` [H, W] (0/1;
   None: no fluid annotation) dashed over it; columns in `uncertain` [W] bool are marked by
-  orange strips along the top and bottom edges and a faint orange shade (the legend names the
-  spread `uncertain_um` that flags them).
+  orange strips along the top and bottom edges and a faint orange shade (the legend says what
+  flags them: `uncertain_rule`, uncertain_patch).
   pixel_um: (row, column) pixel size.
   The scan is stretched to fit the figure (at its physical aspect a B-scan is a thin strip);
   the x-axis label says by how much, or that the lateral pixel size is unknown."""
@@ -214,7 +214,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
     ax.set_ylim(min(h, hi + 40), max(0, lo - 40))
   ax.set_facecolor("black")
   ax.legend(handles=overlay_legend(true_bounds is not None, masked.any(),
-                                   uncertain is not None and np.any(uncertain), uncertain_um,
+                                   uncertain is not None and np.any(uncertain), uncertain_rule,
                                    fluid is not None and np.any(fluid),
                                    None if true_fluid is None else bool(np.any(true_fluid))),
             loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
@@ -282,7 +282,7 @@ NO_SUPPORT_MARK = {"ls": "none", "marker": "v", "markersize": 9, "markerfacecolo
                    "markeredgecolor": "black", "markeredgewidth": 0.8}
 
 
-def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um,
+def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_rule,
                    fluid: bool, true_fluid=None) -> list:
   """The overlay's legend entries: the 8 boundaries, prediction / truth styles, and the
   no-support, uncertain and fluid marks where the figure shows them; true_fluid: whether the
@@ -299,7 +299,7 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
                           label="a run of no-support\ncolumns (at the top,\nhowever narrow)"))
   if uncertain:
     marks = "\n(orange marks at the top\nand bottom edges over\na faint orange shade)"
-    handles.append(uncertain_patch(uncertain_um, "\n", marks, alpha=1.0))
+    handles.append(uncertain_patch(uncertain_rule, "\n", marks, alpha=1.0))
   if fluid:
     handles.append(Line2D([], [], color=FLUID_COLOUR, lw=2, label="fluid (predicted)"))
   if true_fluid is not None:
@@ -309,13 +309,17 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_um
   return handles
 
 
-def uncertain_patch(uncertain_um, sep: str = " ", marks: str = "", alpha: float = 0.5):
-  """The legend entry of the orange uncertain columns, with the spread that flags them and how
-  the figure marks them (`marks`, appended)."""
+UNCERTAIN_DEFAULT = ("ensemble", "members disagree")   # a legend's words without a rule
+
+
+def uncertain_patch(uncertain_rule=None, sep: str = " ", marks: str = "", alpha: float = 0.5):
+  """The legend entry of the orange uncertain columns: what flags them (uncertain_rule, lines
+  with the threshold last: predict.ColumnFlag.legend; None: an ensemble's disagreement) and
+  how the figure marks them (`marks`, appended)."""
   from matplotlib.patches import Patch
-  rule = "" if uncertain_um is None else f"{sep}(a boundary's sd > {uncertain_um:.4g} um)"
+  *words, rule = uncertain_rule or UNCERTAIN_DEFAULT + ("",)
   return Patch(facecolor=UNCERTAIN_COLOUR, alpha=alpha,
-               label=f"uncertain: ensemble{sep}members disagree{rule}{marks}")
+               label=f"uncertain: {sep.join(words)}{f'{sep}({rule})' if rule else ''}{marks}")
 
 
 def _runs(mask: np.ndarray) -> list:
@@ -333,11 +337,11 @@ def _shade_runs(ax, mask: np.ndarray, **kwargs) -> None:
 
 def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: str = "",
                       model: str = "", unsupported=None, uncertain=None,
-                      uncertain_um=None, col_um=None) -> None:
+                      uncertain_rule=None, col_um=None) -> None:
   """Small multiples: one panel per layer with its thickness (um) along the scan, prediction
   solid, truth dashed. Columns without support (no boundary found, or `unsupported` [W], e.g.
   where the raw labelling is out of layer order) are shaded grey and not drawn; `uncertain`
-  [W] columns (an ensemble's members disagree) are shaded orange (the overlay, with boundary
+  [W] columns (flagged as uncertain_rule says) are shaded orange (the overlay, with boundary
   lines to keep readable, marks them with strips at its edges over a fainter shade).
   thickness_um, true_um [7, W]; col_um: the column size, when known (the x-axis label gives it
   and the scan's width in mm)."""
@@ -375,7 +379,7 @@ def thickness_profile(path: str, thickness_um: np.ndarray, true_um=None, title: 
     handles[1].set_color("black")
   handles.append(Patch(facecolor="0.85", label=NO_SUPPORT))
   if uncertain is not None and np.any(uncertain):
-    handles.append(uncertain_patch(uncertain_um))
+    handles.append(uncertain_patch(uncertain_rule))
   detail = "thickness of each layer in um" + (
       "; NOTHING MEASURED: no column has every boundary in layer order" if masked.all() else "")
   fig.suptitle(heading(title or "layer thickness", model, detail), fontsize=9)

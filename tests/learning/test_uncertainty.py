@@ -117,21 +117,22 @@ def test_flagged_columns_error_splits_the_error_by_the_uncertain_flag():
 
 
 def test_flag_curve_counts_by_hand():
-  """flagged_columns_error's case at three thresholds, a column wrong beyond 5 um; read
-  (flag_stats), pooled and its best threshold chosen by hand. Scored:
-  columns 0-2 (3 unsupported, 4 without truth), errors 2, 2, 6 um, column 1 with one boundary
-  unknown (7 pairs); wrong: column 2. Spreads 0, 6.9, 7.5: 5 um flags columns 1-2, 7 um column 2,
+  """flagged_columns_error's case at three thresholds, a column wrong beyond a mean error of
+  5 um; read (flag_stats), pooled and its best threshold chosen by hand. Scored: columns 0-2
+  (3 unsupported, 4 without truth), errors 2, 2, 6 um, column 1 with one boundary unknown (7
+  pairs), column 0 with one boundary at 10 um (mean 3 um: not wrong); wrong: column 2. Spreads 0, 6.9, 7.5: 5 um flags columns 1-2, 7 um column 2,
   8 um none."""
   true = np.zeros((8, 5))
   pred = true + np.array([1.0, -1.0, 3.0, 5.0, 4.0])
   true[:, 4] = np.nan
   true[5, 1] = np.nan
+  pred[3, 0] = 5.0
   spread = np.tile([0.0, 6.9, 7.5, 20.0, 9.0], (8, 1))
   spread[0, 2] = np.nan
   supported = np.array([True, True, True, False, True])
-  out = uncertainty.flag_curve(spread, pred, true, 2.0, supported, 5.0, (5.0, 7.0, 8.0))
+  out = uncertainty.flag_curve(spread, pred, true, 2.0, supported, 5.0, (8.0, 5.0, 7.0, 5.0))
   assert out == {"wrong_um": 5.0, "thresholds_um": [5.0, 7.0, 8.0], "columns": 3, "wrong": 1,
-                 "pairs": 23, "error_sum_um": 8 * 2 + 7 * 2 + 8 * 6.0,
+                 "pairs": 23, "error_sum_um": 8 * 3 + 7 * 2 + 8 * 6.0,
                  "flagged": [2, 1, 0], "hits": [1, 1, 0], "flagged_pairs": [15, 8, 0],
                  "flagged_error_sum_um": [7 * 2 + 8 * 6.0, 8 * 6.0, 0.0]}
   # Read at each threshold, and pooled with itself (every count doubles, every ratio stays).
@@ -139,12 +140,12 @@ def test_flag_curve_counts_by_hand():
     at5, at7, at8 = (uncertainty.flag_stats(curve, i) for i in range(3))
     assert at5 == pytest.approx({"threshold_um": 5.0, "flagged_share": 2 / 3, "precision": 0.5,
                                  "recall": 1.0, "f1": 2 / 3, "mae_flagged_um": 62 / 15,
-                                 "mae_unflagged_um": 2.0})
+                                 "mae_unflagged_um": 3.0})
     assert at7 == pytest.approx({"threshold_um": 7.0, "flagged_share": 1 / 3, "precision": 1.0,
                                  "recall": 1.0, "f1": 1.0, "mae_flagged_um": 6.0,
-                                 "mae_unflagged_um": 2.0})
+                                 "mae_unflagged_um": 38 / 15})
     assert np.isnan(at8["precision"]) and np.isnan(at8["mae_flagged_um"])
-    assert (at8["recall"], at8["f1"], at8["mae_unflagged_um"]) == (0.0, 0.0, 78 / 23)
+    assert (at8["recall"], at8["f1"], at8["mae_unflagged_um"]) == (0.0, 0.0, 86 / 23)
     assert uncertainty.best_flag_index(curve) == 1
   assert uncertainty.pool_curves([out, out])["hits"] == [2, 2, 0]
   with pytest.raises(ValueError, match="cannot be pooled"):

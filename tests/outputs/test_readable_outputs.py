@@ -135,32 +135,52 @@ def test_thickness_csv_leaves_fluid_empty_where_no_retina_was_found():
   bounds[1, 7, :] = np.nan                                             # no BM in scan 1
   fluid = geom.fluid_where_measured(np.array([[1.0, 4.0, 2.0], [3.0, 3.0, 3.0]]), bounds)
   np.testing.assert_array_equal(np.isnan(fluid), [[False, True, False], [True, True, True]])
-  cols = predict.extra_columns({"fluid_um": fluid, "boundary_sd_um": None}, 7.0)
+  cols = predict.extra_columns({"fluid_um": fluid, "boundary_sd_um": None}, None)
   assert cols == {"fluid_um": [["1.00", "", "2.00"], ["", "", ""]]}   # no per-scan column
   assert [predict.fluid_area_text(f, 0.01) for f in fluid] == ["0.00003", ""]   # 3 um x 0.01 mm
   assert predict.fluid_area_text(fluid[0], None) == ""                # no lateral scale
 
 
+def _flag_of(views: int, position_sd_um: float = 0.0):
+  """predict.column_flag of a model with `views` views (uncertain_um 7)."""
+  from octseg_jax.modes import predict
+  settings = SimpleNamespace(uncertain_um=7.0, uncertain_position_sd_um=position_sd_um)
+  return predict.column_flag(SimpleNamespace(num_views=views,
+                                             config=SimpleNamespace(predict=settings)))
+
+
 def test_uncertain_is_empty_where_a_column_is_not_supported():
+  """An ensemble flags by the members' spread, a single model by its position sd where
+  predict.uncertain_position_sd_um is set (here 7 um; not at all where it is 0)."""
   from octseg_jax.modes import predict
   sd = np.zeros((1, 8, 4))
   sd[0, 3, [0, 2]] = 9.0                                              # columns 0 and 2 spread
-  out = {"fluid_um": None, "boundary_sd_um": sd,
+  out = {"fluid_um": None, "boundary_sd_um": sd, "position_sd_um": sd[:, :, ::-1],
          "supported": np.array([[True, True, False, True]])}
-  cols = predict.extra_columns(out, 7.0)
+  cols = predict.extra_columns(out, _flag_of(2))
   assert cols["uncertain"] == [["1", "0", "", "0"]]
   assert cols["uncertain_threshold_um"] == [["7"] * 4]
+  single = predict.extra_columns(out, _flag_of(1, 7.0))               # columns 1 and 3 spread
+  assert single["uncertain"] == [["0", "1", "", "1"]]
+  assert _flag_of(1) is None and predict.extra_columns(out, None) == {}
+  assert _flag_of(1, 7.0).legend[-1] == "its position sd > 7 um"
 
 
-def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
+def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path, capsys):
+  """Also a single model's `uncertain` flag by its position sd
+  (predict.uncertain_position_sd_um): the CSV, summary.csv, manifest.json and console agree
+  with flag_columns on the prediction file's boundary_position_sd_um."""
+  import json
+  from octseg_jax.learning.uncertainty import flag_columns
   from octseg_jax.modes import predict
   from octseg_jax.outputs.atomic import write_npz
   s = synthetic.generate(2, 96, 64, seed=11)
   write_npz(str(tmp_path / "scans.npz"), images=s.images)
   predict.run(trained_workdir[0], str(tmp_path / "scans.npz"), str(tmp_path / "out"),
-              figures="none")
+              figures="none", overrides={"predict.uncertain_position_sd_um": 7.744})
   with np.load(tmp_path / "out" / "scans.npz") as d:
     want = geom.column_is_ordered(d["pred"]) & np.isfinite(d["boundaries"]).all(axis=1)
+    flagged = np.array([flag_columns(sd, 7.744) for sd in d["boundary_position_sd_um"]]) & want
   rows = list(csv.reader(open(tmp_path / "out" / "scans_thickness.csv")))
   col = rows[0].index("supported")
   got = np.array([r[col] == "1" for r in rows[1:]]).reshape(2, 64)
@@ -168,6 +188,16 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path):
   for r, ok in zip(rows[1:], got.ravel()):
     assert all((cell != "") == ok for cell in r[2:col])
   assert b"\r" not in (tmp_path / "out" / "scans_thickness.csv").read_bytes()   # Unix ends
+  flags = np.array([r[rows[0].index("uncertain")] == "1" for r in rows[1:]]).reshape(2, 64)
+  np.testing.assert_array_equal(flags, flagged)
+  assert 0 < flagged.sum() < want.sum()      # some columns (the tiny model: sd 7.73-7.76 um)
+  summary = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+  assert [int(r["uncertain_columns"]) for r in summary] == flagged.sum(axis=1).tolist()
+  manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+  assert manifest["uncertain_position_sd_um"] == 7.744 and "uncertain_um" not in manifest
+  assert manifest["scans_with_uncertain_columns"] == int(flagged.any(axis=1).sum())
+  assert "columns where the model spreads a boundary with a position sd over 7.744 um" in \
+      capsys.readouterr().out
 
 
 def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_path, capsys):
@@ -438,7 +468,9 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   unsupported = np.zeros(w, bool)
   unsupported[42:50] = True
   plots.boundary_overlay(str(tmp_path / "o.png"), np.full((h, w), 128, np.uint8), bounds,
-                         unsupported=unsupported, uncertain=uncertain, uncertain_um=7.74)
+                         unsupported=unsupported, uncertain=uncertain,
+                         uncertain_rule=("ensemble", "members disagree",
+                                         "a boundary's sd > 7.74 um"))
   fig = figures[0]
   ax = fig.axes[0]
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
