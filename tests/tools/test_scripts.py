@@ -185,6 +185,54 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   assert not (tmp_path / "x.json").exists()
 
 
+def _fold_eval(folder, subjects, columns, wrong, flagged, hits):
+  """A metrics.json in `folder` with a position-sd flag curve at thresholds 1, 2, 3 um (each
+  column 8 pairs, 1 um of error per pair; the eval flagged at 2 um)."""
+  curve = {"wrong_um": 7.74, "thresholds_um": [1.0, 2.0, 3.0], "columns": columns,
+           "wrong": wrong, "pairs": 8 * columns, "error_sum_um": 8.0 * columns,
+           "flagged": flagged, "hits": hits, "flagged_pairs": [8 * f for f in flagged],
+           "flagged_error_sum_um": [8.0 * f for f in flagged]}
+  folder.mkdir()
+  (folder / "metrics.json").write_text(json.dumps({
+      "per_subject_mean_layer_dice": {str(s): 0.8 for s in subjects}, "calibration": {
+          "position_sd_columns": {"threshold_um": 2.0}, "position_sd_columns_curve": curve}}))
+  return str(folder / "metrics.json")
+
+
+def test_flag_threshold_cv_chooses_each_folds_threshold_on_the_other_folds(tmp_path, capsys):
+  """By hand (F1 = 2 hits / (flagged + wrong)): a's others (b+c) F1 20/25, 12/17, 4/12 choose
+  1 um, held out 8/12; b's (a+c) 24/29, 14/21, 6/15 choose 1 um, held out 4/8; c's (a+b)
+  12/20, 10/12, 2/7 choose 2 um, held out 8/13; all folds 28/37, 18/25, 6/17 choose 1 um. The
+  evals' own threshold (2 um) is read apart; bad input is one line, exit status 2."""
+  s = load_script("flag_threshold_cv")
+  paths = [_fold_eval(tmp_path / "a", [1, 2], 10, 4, [8, 4, 1], [4, 3, 1]),
+           _fold_eval(tmp_path / "b", [3, 4], 10, 2, [6, 2, 0], [2, 2, 0]),
+           _fold_eval(tmp_path / "c", [5, 6], 10, 8, [9, 5, 2], [8, 4, 2])]
+  out = tmp_path / "cv.json"
+  assert s.main([f"--output={out}", f"--set=m:{','.join(paths)}"]) == 0
+  flag = json.loads(out.read_text())["sets"]["m"]["flags"]["position_sd"]
+  cv = flag["cv"]
+  assert [v["held_out"]["threshold_um"] for v in cv["per_fold"].values()] == [1.0, 1.0, 2.0]
+  assert [v["held_out"]["f1"] for v in cv["per_fold"].values()] == pytest.approx(
+      [8 / 12, 4 / 8, 8 / 13])
+  assert cv["per_fold"]["c"]["chosen_on_others"]["f1"] == pytest.approx(10 / 12)
+  assert cv["held_out_mean"]["f1"] == pytest.approx((8 / 12 + 4 / 8 + 8 / 13) / 3)
+  assert cv["chosen_um"] == 1.0 and cv["all_folds"]["f1"] == pytest.approx(28 / 37)
+  assert flag["current"]["b"]["recall"] == 1.0 and flag["current"]["a"]["precision"] == 0.75
+  assert "m position_sd: chosen 1 um" in capsys.readouterr().out
+  shared = _fold_eval(tmp_path / "d", [2, 7], 10, 1, [1, 1, 1], [1, 1, 1])
+  (tmp_path / "e").mkdir()
+  (tmp_path / "e" / "metrics.json").write_text("{")
+  for arg, problem in ((f"--set=m:{paths[0]},{shared}", "d and a both score subject 2"),
+                       (f"--set=m:{tmp_path}/e/metrics.json", "not JSON"),
+                       (f"--set=m:{tmp_path}/nope.json", "cannot be read"),
+                       ("--set=m", "expected NAME:METRICS_JSON")):
+    assert s.main([f"--output={tmp_path}/x.json", arg]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.count("\n") == 1, err
+  assert not os.path.exists(tmp_path / "x.json")
+
+
 def test_add_fingerprints_gives_an_old_workdir_what_training_records(trained_workdir, tmp_path,
                                                                       capsys):
   """A workdir trained before fingerprints (split.json without them) gets the ones training
