@@ -1509,7 +1509,7 @@ def pretrained_uncertainty(src: Sources) -> str:
     return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
   seeds = sorted({seed for _, _, run_seeds in found for seed in run_seeds})
   return uncertainty_sentence([m["calibration"] for _, m, _ in found], recipe,
-                              [str(s) for s in seeds])
+                              [str(s) for s in seeds]) + single_member_flag(src)
 
 
 def shipped_calibration_runs(src: Sources) -> List[Tuple[str, Dict, List[int]]]:
@@ -1814,6 +1814,79 @@ def uncertainty_cells(rank: Dict, flag: Optional[Dict]) -> List[str]:
     return cells + ["-", "-"]
   return cells + [f"{flag['flagged']} of {flag['columns']} (over {flag['threshold_um']:g} um)",
                   f"{fmt(flag['mae_flagged_um'], 1)} / {fmt(flag['mae_unflagged_um'], 1)}"]
+
+
+FLAG_THRESHOLD = "docs/results/flag_threshold"   # its run.sh: scripts/flag_threshold_cv.py
+FLAG_NAMES = {"uncertain": "members' spread", "position_sd": "position sd"}
+FLAG_SETS = {"members": "each shipped member alone",
+             "seed_ensembles": "the shipped recipe's 2-member seed ensembles"}
+
+
+def results_flag_threshold(src: Sources) -> str:
+  """Each column flag of FLAG_THRESHOLD/cv.json on held-out eyes: at the threshold its evals
+  flagged at, and at each fold's threshold chosen on the other folds (means over the folds)."""
+  rows = []
+  for name, s in src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].items():
+    for flag, f in s["flags"].items():
+      at = {v["threshold_um"] for v in f["current"].values()}
+      label = [FLAG_SETS.get(name, name), FLAG_NAMES[flag]]
+      rows.append(label + [f"the evals' own, {and_list(sorted(map(fmt_um, at)))}",
+                           str(len(f["current"]))] + flag_cells(list(f["current"].values())))
+      if f["cv"]:
+        held = [v["held_out"] for v in f["cv"]["per_fold"].values()]
+        chosen = and_list([fmt_um(h["threshold_um"]) for h in held])
+        rows.append(label + [f"chosen on the other folds: {chosen}", str(len(held))]
+                    + flag_cells(held))
+  return table(["fold models", "uncertainty", "threshold (um)", "folds",
+                f"columns off (mean error over {fmt_um(f['wrong_um'])} um)", "columns flagged",
+                "precision", "recall", "F1", "MAE (um): flagged / others"], rows)
+
+
+def fmt_um(value: float) -> str:
+  return f"{value:g}"
+
+
+def flag_cells(stats: List[Dict]) -> List[str]:
+  """results_flag_threshold's cells: means over the folds of uncertainty.flag_stats."""
+  def mean(key):
+    return float(np.nanmean([s[key] if s[key] is not None else np.nan for s in stats]))
+  return [f"{mean('wrong_share'):.1%}", f"{mean('flagged_share'):.1%}", fmt(mean("precision"), 2),
+          fmt(mean("recall"), 2),
+          fmt(mean("f1"), 2), f"{fmt(mean('mae_flagged_um'), 1)} / "
+          f"{fmt(mean('mae_unflagged_um'), 1)}"]
+
+
+def single_member_flag(src: Sources) -> str:
+  """pretrained_uncertainty's sentence on --config.predict.members=1: its flag's threshold
+  (ensemble.json settings) must be the one FLAG_THRESHOLD/cv.json chose on exactly pretrained's
+  members (each on its held-out subjects), whose held-out reading it gives."""
+  setting = src.json("pretrained/ensemble.json").get("settings", {}).get(
+      "predict.uncertain_position_sd_um", 0.0)
+  shipped = sorted(os.path.normpath(f"pretrained/{m}")
+                   for m in src.json("pretrained/ensemble.json")["members"])
+  own = [s for s in src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].values()
+         if sorted(s["metrics"].values()) == shipped and "position_sd" in s["flags"]]
+  cv = own[0]["flags"]["position_sd"]["cv"] if len(own) == 1 else None
+  if not setting or cv is None or cv["chosen_um"] != setting:
+    raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
+                     f" um, but {FLAG_THRESHOLD}/cv.json has no cross-validation of its members "
+                     "choosing it")
+  held = [v["held_out"] for v in cv["per_fold"].values()]
+  wrong = own[0]["flags"]["position_sd"]["wrong_um"]
+  return (f" With `--config.predict.members=1` the first member alone flags a column where some "
+          f"boundary's position sd exceeds {setting:g} um (`predict.uncertain_position_sd_um`), "
+          f"the threshold with the best F1 of finding the columns whose boundaries are off by "
+          f"more than {wrong:g} um on average, chosen on the 4 members (each on its own held-out "
+          f"subjects; chosen on the other 3 folds, each fold's threshold was "
+          f"{span([h['threshold_um'] for h in held], 1)} um): on the fold left out it flagged "
+          f"{span([100 * h['flagged_share'] for h in held], 0)}% of the measured columns and "
+          f"found {span([100 * h['recall'] for h in held], 0)}% of those that were off "
+          f"(recall; {span([100 * h['wrong_share'] for h in held], 0)}% of the columns were), "
+          f"and {span([100 * h['precision'] for h in held], 0)}% of the flagged columns were "
+          f"off (precision), with a mean absolute boundary error of "
+          f"{span([h['mae_flagged_um'] for h in held], 1)} um in them against "
+          f"{span([h['mae_unflagged_um'] for h in held], 1)} um in the others "
+          f"(docs/results.md section 7).")
 
 
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
@@ -2225,7 +2298,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_uncertainty_smoothing, results_position_sd,
-        results_h200_levers,
+        results_flag_threshold, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_cam_heldout, results_cam_default,
         results_cam_heldout_shipped, results_cam_shipped, results_explain_cost,

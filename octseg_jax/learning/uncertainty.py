@@ -203,7 +203,8 @@ def pool_curves(curves: Sequence[Dict]) -> Dict:
 
 
 def flag_stats(curve: Dict, index: int) -> Dict:
-  """A flag_curve read at its threshold `index`: the share of the columns flagged, precision
+  """A flag_curve read at its threshold `index`: the share of the columns wrong (any threshold)
+  and flagged, precision
   (wrong among the flagged), recall (flagged among the wrong), F1 (their harmonic mean,
   2 hits / (flagged + wrong)) and the mean absolute boundary error of the flagged and the other
   columns' pairs (um). NaN where a ratio has no denominator."""
@@ -212,6 +213,7 @@ def flag_stats(curve: Dict, index: int) -> Dict:
   flagged, hits = curve["flagged"][index], curve["hits"][index]
   pairs, err = curve["flagged_pairs"][index], curve["flagged_error_sum_um"][index]
   return {"threshold_um": float(curve["thresholds_um"][index]),
+          "wrong_share": ratio(curve["wrong"], curve["columns"]),
           "flagged_share": ratio(flagged, curve["columns"]), "precision": ratio(hits, flagged),
           "recall": ratio(hits, curve["wrong"]), "f1": ratio(2 * hits, flagged + curve["wrong"]),
           "mae_flagged_um": ratio(err, pairs),

@@ -377,8 +377,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
             thickness_rows(scans.names, out["thickness_um"], out["supported"], extra))
   run.wrote(npz_path, csv_path, *[p for p in vol_paths if os.path.exists(p)])
   flags = None if "uncertain" not in extra else [np.array(r) == "1" for r in extra["uncertain"]]
-  draw_figures(run, scans, out, drawn, flags, model_label(trained), scale,
-               None if flag is None else flag.legend, seen)
+  draw_figures(run, scans, out, drawn, flags, model_label(trained), scale, flag, seen)
   side = None if vol is None else {"laterality": vol.laterality,
                                     "source": vol.laterality_source}
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
@@ -401,11 +400,12 @@ def model_label(trained) -> str:
 
 
 def draw_figures(run: RunOutputs, scans, out: Dict, drawn, flags, model: str,
-                 scale: Dict, uncertain_rule=None, seen=None) -> None:
+                 scale: Dict, flag: Optional[ColumnFlag] = None, seen=None) -> None:
   """Overlay and thickness figures of the scans `drawn` ({index: a line the titles add}:
   figure_scans), titled with the scale used and, where `seen` (TrainingScans.flags) says so,
-  that the model learned the scan; `flags`: per scan the uncertain columns or None, and
-  uncertain_rule what flags them (ColumnFlag.legend)."""
+  that the model learned the scan; `flags`: per scan the uncertain columns or None, and `flag`
+  what flags them (column_flag; the legend's words)."""
+  uncertain_rule = None if flag is None else flag.legend
   for i, why in drawn.items():
     name = scans.names[i]
     label = name + ("" if seen is None else report.training_title(seen[0][i], seen[1][i]))

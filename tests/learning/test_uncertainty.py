@@ -138,10 +138,10 @@ def test_flag_curve_counts_by_hand():
   # Read at each threshold, and pooled with itself (every count doubles, every ratio stays).
   for curve in (out, uncertainty.pool_curves([out, out])):
     at5, at7, at8 = (uncertainty.flag_stats(curve, i) for i in range(3))
-    assert at5 == pytest.approx({"threshold_um": 5.0, "flagged_share": 2 / 3, "precision": 0.5,
+    assert at5 == pytest.approx({"threshold_um": 5.0, "wrong_share": 1 / 3, "flagged_share": 2 / 3, "precision": 0.5,
                                  "recall": 1.0, "f1": 2 / 3, "mae_flagged_um": 62 / 15,
                                  "mae_unflagged_um": 3.0})
-    assert at7 == pytest.approx({"threshold_um": 7.0, "flagged_share": 1 / 3, "precision": 1.0,
+    assert at7 == pytest.approx({"threshold_um": 7.0, "wrong_share": 1 / 3, "flagged_share": 1 / 3, "precision": 1.0,
                                  "recall": 1.0, "f1": 1.0, "mae_flagged_um": 6.0,
                                  "mae_unflagged_um": 38 / 15})
     assert np.isnan(at8["precision"]) and np.isnan(at8["mae_flagged_um"])

@@ -30,6 +30,13 @@ def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts
   assert [m.config.predict.smooth_sd_columns for m in trained.members] == [chosen] * 4
   off = inference.load_trained(PRETRAINED, {"predict.smooth_sd_columns": 0.0, "predict.members": 1})
   assert off.config.predict.smooth_sd_columns == 0.0
+  # The ensemble flags by its members' spread; its first member alone by the position sd, at
+  # the threshold the members' cross-validation chose (docs/results/flag_threshold/cv.json).
+  from octseg_jax.modes.predict import column_flag
+  with open(os.path.join(ROOT, "docs/results/flag_threshold/cv.json")) as f:
+    chosen_um = json.load(f)["sets"]["members"]["flags"]["position_sd"]["cv"]["chosen_um"]
+  assert column_flag(trained).key == "boundary_sd_um"
+  assert column_flag(off)[:3] == ("position_sd_um", "uncertain_position_sd_um", chosen_um)
   assert all(m.workdir.startswith(PRETRAINED) for m in trained.members)
   held_out = [s for m in trained.members for s in m.split["val"]["subjects"]]
   assert sorted(held_out) == list(range(1, 9))             # each subject held out exactly once

@@ -400,13 +400,45 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
       "spread ranks single errors only weakly (Spearman's rho 0.16-0.19 over column and "
       "boundary). Expected calibration error of the top-class confidence (15 bins): "
       "0.0092-0.0121 over the pixels of the model's input band, 0.0041-0.0054 over all labelled "
-      "pixels (the rows outside the band count as certain background).")
+      "pixels (the rows outside the band count as certain background)." + doc_tables.
+      single_member_flag(_Injected({})))
   for other in (files(run("e1", 8, (1, 1), 0.1), members1="other/fold1"),
                 files(run("e1", 8, (1, 1), 0.1, sd=0.0)), files(run("e1", 8, (1, 1), 0.1),
                                                                flip1=True),
                 files(run("e1", 8, (1, 1), 0.1, threshold=5.0))):
     assert "(1 fold: the seed 0 and 1 models" in doc_tables.pretrained_uncertainty(
         _Injected(other))
+
+
+def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
+  """pretrained_uncertainty's members=1 sentence from a hand-built cv.json over exactly the
+  shipped members; refused where the shipped threshold is not the one chosen on them."""
+  spec = doc_tables.Sources(ROOT).json("pretrained/ensemble.json")
+  members = {f"fold{i}": os.path.normpath(f"pretrained/{m}")
+             for i, m in enumerate(spec["members"])}
+  def held(t, share, recall, precision, wrong, mae):
+    return {"held_out": {"threshold_um": t, "flagged_share": share, "recall": recall,
+                         "precision": precision, "wrong_share": wrong, "mae_flagged_um": mae,
+                         "mae_unflagged_um": 4.0}}
+  per_fold = {"fold0": held(9.0, 0.20, 0.5, 0.3, 0.10, 8.0),
+              "fold1": held(8.5, 0.10, 0.7, 0.4, 0.20, 12.0)}
+  def cv(chosen, names=members):
+    return {"sets": {"m": {"metrics": names, "flags": {"position_sd": {"wrong_um": 7.74, "cv": {
+        "chosen_um": chosen, "per_fold": per_fold}}}}}}
+  shipped = spec["settings"]["predict.uncertain_position_sd_um"]
+  text = doc_tables.single_member_flag(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json":
+                                                  cv(shipped)}))
+  assert (f"exceeds {shipped:g} um (`predict.uncertain_position_sd_um`), the threshold with "
+          "the best F1 of finding the columns whose boundaries are off by more than 7.74 um on "
+          "average, chosen on the 4 members (each on its own held-out subjects; chosen on the "
+          "other 3 folds, each fold's threshold was 8.5-9.0 um): on the fold left out it flagged "
+          "10-20% of the measured columns and found 50-70% of those that were off (recall; "
+          "10-20% of the columns were), and 30-40% of the flagged columns were off (precision), "
+          "with a mean absolute boundary error of 8.0-12.0 um in them against 4.0 um in the "
+          "others") in text
+  for wrong in (cv(shipped + 1), cv(shipped, dict(list(members.items())[:3]))):
+    with pytest.raises(ValueError, match="no cross-validation of its members choosing it"):
+      doc_tables.single_member_flag(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": wrong}))
 
 
 def test_the_default_cam_is_placed_against_the_candidates_above_it_by_hand():
