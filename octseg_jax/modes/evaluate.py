@@ -254,16 +254,17 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
                   "scale": {"row_um": scale["row_um"], "source": scale["source"]},
                   "scales": {s.source: inputs.scale_record(r) for s, r in read or ()}})
   lit = result["topology"]["literature"]["mean_layer_dice"]      # what predict outputs
+  if report.training_overlap(result):                  # before the numbers it qualifies
+    print(f"warning: {report.training_overlap_text(result, len(images))}, "
+          f"{report.NOT_HELD_OUT['eval']}")
+  sd = float(trained.config.predict.smooth_sd_columns)
   print(report.console_summary(result))
   print(f"eval on {data_name}: {report.count(len(images), 'scan')}, mean layer Dice {lit:.4f} "
-        f"(order fix, as predict outputs; raw argmax "
-        f"{result['raw']['literature']['mean_layer_dice']:.4f}), "
+        f"(order fix{f', smoothed along the B-scan with sd {sd:g} columns' if sd else ''}, "
+        f"as predict outputs; raw argmax {result['raw']['literature']['mean_layer_dice']:.4f}), "
         f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
         f"{inputs.scale_text(scale)}; wrote "
         f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")
-  if report.training_overlap(result):
-    print(f"warning: {report.training_overlap_text(result, len(images))}, "
-          f"{report.NOT_HELD_OUT['eval']}")
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
                      f"read (listed in {run_out.folder}/errors.csv)")

@@ -336,7 +336,7 @@ def test_benchmark_smoke(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["model"]["widths"] == [4, 8]
 
 
-def test_eval_scores_the_labels_predict_draws_with_smoothing(trained_workdir, tmp_path):
+def test_eval_scores_the_labels_predict_draws_with_smoothing(trained_workdir, tmp_path, capsys):
   """--config.predict.smooth_sd_columns: eval's topology-fixed scores are those of the ordered
   labels smoothed along the B-scan (recomputed here from the probabilities), the setting is
   recorded, and metrics.md and the console say so."""
@@ -364,6 +364,8 @@ def test_eval_scores_the_labels_predict_draws_with_smoothing(trained_workdir, tm
   sentence = "then smoothed along the B-scan (Gaussian, sd 6 columns; predict.smooth_sd_columns)"
   assert sentence in (tmp_path / "eval" / "metrics.md").read_text()
   assert sentence in report.console_summary(result)
+  assert "(order fix, smoothed along the B-scan with sd 6 columns, as predict outputs" in \
+      capsys.readouterr().out                                   # the headline line too
   predict.run(workdir, str(tmp_path / "scans.npz"), str(tmp_path / "pred"), figures="none",
               overrides={"predict.smooth_sd_columns": 6.0})
   with np.load(tmp_path / "pred" / "scans.npz") as d:            # what predict wrote
