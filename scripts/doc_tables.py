@@ -1856,6 +1856,28 @@ def flag_cells(stats: List[Dict]) -> List[str]:
           f"{fmt(mean('mae_unflagged_um'), 1)}"]
 
 
+def results_seed1_retrained(src: Sources) -> str:
+  """The seed-1 models retrained for the seed ensembles (FLAG_THRESHOLD/seed1_retrained/foldF,
+  its retrain_seed1.sh) against their first campaign training: held-out score, kept epoch and
+  the first epoch's training loss."""
+  folder = f"{FLAG_THRESHOLD}/seed1_retrained"
+  if not os.path.isdir(src.path(folder)):
+    return "No seed-1 model retrained yet."
+  parts = []
+  for fold in sorted(os.listdir(src.path(folder))):
+    runs = (f"{folder}/{fold}", f"docs/results/campaign/plateau_80_fluid_skip_wh_ema/{fold}_seed1")
+    new, old = (src.json(f"{d}/metrics.json")["topology"]["literature"]["mean_layer_dice"]
+                for d in runs)
+    logs = [src.log(f"{d}/log.csv") for d in runs]
+    epochs = [src.json(f"{d}/metrics.json")["checkpoint_epoch"] for d in runs]
+    parts.append(f"{fold}: {new:.4f} against {old:.4f} ({new - old:+.4f}; kept epoch "
+                 f"{epochs[0]} against {epochs[1]}; first epoch's training loss "
+                 f"{float(logs[0][0]['train_loss']):.6f} against "
+                 f"{float(logs[1][0]['train_loss']):.6f})")
+  return (f"Retrained at the same commit, seed, data and options, held-out mean layer Dice "
+          f"(order fix) against the first training's: {'; '.join(parts)}.")
+
+
 def single_member_flag(src: Sources) -> str:
   """pretrained_uncertainty's sentence on --config.predict.members=1: its flag's threshold
   (ensemble.json settings) must be the one FLAG_THRESHOLD/cv.json chose on exactly pretrained's
@@ -2298,7 +2320,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_campaign_levers,
         results_campaign_layers, results_campaign_boundaries, results_campaign_fluid,
         results_campaign_ensembles, results_uncertainty_smoothing, results_position_sd,
-        results_flag_threshold, results_h200_levers,
+        results_flag_threshold, results_seed1_retrained, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_cam_heldout, results_cam_default,
         results_cam_heldout_shipped, results_cam_shipped, results_explain_cost,

@@ -172,9 +172,9 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   as the members' spread, the error of the most uncertain tenth of the (boundary, column)
   pairs against the rest (uncertainty.top_share_error), and under position_sd_columns how a
   flag at position_sd_um on it (uncertain_um where 0) splits the error, and whether predict
-  flags by it (predict_flags: a single model, position_sd_um set). Each flag also gets its curve over thresholds (uncertainty.flag_curve; a column is
-  wrong where its boundaries are off by more than uncertain_um on average), to choose a
-  threshold by cross-validation."""
+  flags by it (predict_flags: a single model, position_sd_um set). Each flag also gets its
+  curve over thresholds (uncertainty.flag_curve; a column is wrong where its boundaries are off
+  by more than uncertain_um on average), to choose a threshold by cross-validation."""
   band, outside = [], []                 # each pixel binned once: all = band + the rows outside
   for o, m in zip(outputs, masks):
     top, stop = o["band"]

@@ -120,8 +120,8 @@ def test_flag_curve_counts_by_hand():
   """flagged_columns_error's case at three thresholds, a column wrong beyond a mean error of
   5 um; read (flag_stats), pooled and its best threshold chosen by hand. Scored: columns 0-2
   (3 unsupported, 4 without truth), errors 2, 2, 6 um, column 1 with one boundary unknown (7
-  pairs), column 0 with one boundary at 10 um (mean 3 um: not wrong); wrong: column 2. Spreads 0, 6.9, 7.5: 5 um flags columns 1-2, 7 um column 2,
-  8 um none."""
+  pairs), column 0 with one boundary at 10 um (mean 3 um: not wrong); wrong: column 2.
+  Spreads 0, 6.9, 7.5: 5 um flags columns 1-2, 7 um column 2, 8 um none."""
   true = np.zeros((8, 5))
   pred = true + np.array([1.0, -1.0, 3.0, 5.0, 4.0])
   true[:, 4] = np.nan
@@ -138,10 +138,12 @@ def test_flag_curve_counts_by_hand():
   # Read at each threshold, and pooled with itself (every count doubles, every ratio stays).
   for curve in (out, uncertainty.pool_curves([out, out])):
     at5, at7, at8 = (uncertainty.flag_stats(curve, i) for i in range(3))
-    assert at5 == pytest.approx({"threshold_um": 5.0, "wrong_share": 1 / 3, "flagged_share": 2 / 3, "precision": 0.5,
+    assert at5 == pytest.approx({"threshold_um": 5.0, "wrong_share": 1 / 3,
+                                 "flagged_share": 2 / 3, "precision": 0.5,
                                  "recall": 1.0, "f1": 2 / 3, "mae_flagged_um": 62 / 15,
                                  "mae_unflagged_um": 3.0})
-    assert at7 == pytest.approx({"threshold_um": 7.0, "wrong_share": 1 / 3, "flagged_share": 1 / 3, "precision": 1.0,
+    assert at7 == pytest.approx({"threshold_um": 7.0, "wrong_share": 1 / 3,
+                                 "flagged_share": 1 / 3, "precision": 1.0,
                                  "recall": 1.0, "f1": 1.0, "mae_flagged_um": 6.0,
                                  "mae_unflagged_um": 38 / 15})
     assert np.isnan(at8["precision"]) and np.isnan(at8["mae_flagged_um"])
