@@ -25,7 +25,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import named_sets  # noqa: E402
 from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.learning import uncertainty  # noqa: E402
 from octseg_jax.outputs.atomic import check_output_file, write_json  # noqa: E402
@@ -37,18 +39,12 @@ def parse_sets(texts) -> dict:
   """['NAME:M.json,M.json', ...] -> {NAME: {fold: metrics}} (fold = the file's folder name;
   names unique, folds distinct, every file a readable eval metrics.json with a flag curve)."""
   sets = {}
-  for text in texts:
-    name, sep, rest = text.partition(":")
-    paths = [p for p in rest.split(",") if p]
-    if not sep or not name or not paths:
-      raise InputError(f"--set={text}: expected NAME:METRICS_JSON[,METRICS_JSON...]")
-    if name in sets:
-      raise InputError(f"--set={text}: the name {name!r} is given twice")
+  for name, paths in named_sets.parse(texts, "METRICS_JSON").items():
     folds = {}
     for path in paths:
       fold = os.path.basename(os.path.dirname(os.path.abspath(path)))
       if fold in folds:
-        raise InputError(f"--set={text}: two files share the folder name {fold}")
+        raise InputError(f"--set={name}:...: two files share the folder name {fold}")
       folds[fold] = read_metrics(path)
     check_disjoint(name, folds)
     sets[name] = folds

@@ -24,7 +24,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import named_sets  # noqa: E402
 from octseg_jax.runtime import xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()
@@ -39,22 +41,16 @@ FIELD = "predict.smooth_sd_columns"          # the setting this script chooses
 
 
 def parse_sets(texts) -> dict:
-  """['NAME:WD,WD', ...] -> {NAME: [WD, ...]} (names unique, every workdir a folder)."""
-  sets = {}
-  for text in texts:
-    name, sep, rest = text.partition(":")
-    workdirs = [w for w in rest.split(",") if w]
-    if not sep or not name or not workdirs:
-      raise InputError(f"--set={text}: expected NAME:WORKDIR[,WORKDIR...]")
-    if name in sets:
-      raise InputError(f"--set={text}: the name {name!r} is given twice")
+  """['NAME:WD,WD', ...] -> {NAME: [WD, ...]} (named_sets.parse; every workdir a folder, their
+  folder names distinct)."""
+  sets = named_sets.parse(texts, "WORKDIR")
+  for name, workdirs in sets.items():
     folds = [os.path.basename(os.path.normpath(w)) for w in workdirs]
     if len(set(folds)) != len(folds):
-      raise InputError(f"--set={text}: two workdirs share a folder name ({', '.join(folds)})")
+      raise InputError(f"--set={name}:...: two workdirs share a folder name ({', '.join(folds)})")
     missing = [w for w in workdirs if not os.path.isdir(w)]
     if missing:
-      raise InputError(f"--set={text}: {missing[0]} is not a folder")
-    sets[name] = workdirs
+      raise InputError(f"--set={name}:...: {missing[0]} is not a folder")
   return sets
 
 
