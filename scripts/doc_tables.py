@@ -1818,6 +1818,9 @@ def uncertainty_cells(rank: Dict, flag: Optional[Dict]) -> List[str]:
 
 FLAG_THRESHOLD = "docs/results/flag_threshold"   # its run.sh: scripts/flag_threshold_cv.py
 FLAG_NAMES = {"uncertain": "members' spread", "position_sd": "position sd"}
+EVAL_THRESHOLD = {"uncertain": "predict.uncertain_um",
+                  "position_sd": "eval's: predict.uncertain_position_sd_um, or predict."
+                                 "uncertain_um where that is unset"}
 FLAG_SETS = {"members": "each shipped member alone",
              "seed_ensembles": "the shipped recipe's 2-member seed ensembles"}
 
@@ -1828,10 +1831,11 @@ def results_flag_threshold(src: Sources) -> str:
   rows = []
   for name, s in src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].items():
     for flag, f in s["flags"].items():
-      at = {v["threshold_um"] for v in f["current"].values()}
+      at = and_list([fmt_um(t) for t in sorted({v["threshold_um"] for v in
+                                                f["current"].values()})])
       label = [FLAG_SETS.get(name, name), FLAG_NAMES[flag]]
-      rows.append(label + [f"the evals' own, {and_list(sorted(map(fmt_um, at)))}",
-                           str(len(f["current"]))] + flag_cells(list(f["current"].values())))
+      rows.append(label + [f"{at} ({EVAL_THRESHOLD[flag]})", str(len(f["current"]))]
+                  + flag_cells(list(f["current"].values())))
       if f["cv"]:
         held = [v["held_out"] for v in f["cv"]["per_fold"].values()]
         chosen = and_list([fmt_um(h["threshold_um"]) for h in held])
@@ -1842,6 +1846,11 @@ def results_flag_threshold(src: Sources) -> str:
                 "precision", "recall", "F1", "MAE (um): flagged / others"], rows)
 
 
+def known(values) -> List[float]:
+  """The values that are not None (JSON null: a ratio without a denominator)."""
+  return [v for v in values if v is not None]
+
+
 def fmt_um(value: float) -> str:
   return f"{value:g}"
 
@@ -1849,11 +1858,10 @@ def fmt_um(value: float) -> str:
 def flag_cells(stats: List[Dict]) -> List[str]:
   """results_flag_threshold's cells: means over the folds of uncertainty.flag_stats."""
   def mean(key):
-    return float(np.nanmean([s[key] if s[key] is not None else np.nan for s in stats]))
-  return [f"{mean('wrong_share'):.1%}", f"{mean('flagged_share'):.1%}", fmt(mean("precision"), 2),
-          fmt(mean("recall"), 2),
-          fmt(mean("f1"), 2), f"{fmt(mean('mae_flagged_um'), 1)} / "
-          f"{fmt(mean('mae_unflagged_um'), 1)}"]
+    return float(np.mean(known(s[key] for s in stats) or [np.nan]))
+  return [f"{mean('wrong_share'):.1%}", f"{mean('flagged_share'):.1%}",
+          fmt(mean("precision"), 2), fmt(mean("recall"), 2), fmt(mean("f1"), 2),
+          f"{fmt(mean('mae_flagged_um'), 1)} / {fmt(mean('mae_unflagged_um'), 1)}"]
 
 
 def results_seed1_retrained(src: Sources) -> str:
@@ -1882,32 +1890,35 @@ def single_member_flag(src: Sources) -> str:
   """pretrained_uncertainty's sentence on --config.predict.members=1: its flag's threshold
   (ensemble.json settings) must be the one FLAG_THRESHOLD/cv.json chose on exactly pretrained's
   members (each on its held-out subjects), whose held-out reading it gives."""
-  setting = src.json("pretrained/ensemble.json").get("settings", {}).get(
-      "predict.uncertain_position_sd_um", 0.0)
-  shipped = sorted(os.path.normpath(f"pretrained/{m}")
-                   for m in src.json("pretrained/ensemble.json")["members"])
+  spec = src.json("pretrained/ensemble.json")
+  setting = spec.get("settings", {}).get("predict.uncertain_position_sd_um", 0.0)
+  shipped = sorted(os.path.normpath(f"pretrained/{m}") for m in spec["members"])
+  smoothing = spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0)
   own = [s for s in src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].values()
-         if sorted(s["metrics"].values()) == shipped and "position_sd" in s["flags"]]
+         if sorted(map(str, s["workdirs"].values())) == shipped and "position_sd" in s["flags"]
+         and set(s["smooth_sd_columns"].values()) == {smoothing}]
   cv = own[0]["flags"]["position_sd"]["cv"] if len(own) == 1 else None
   if not setting or cv is None or cv["chosen_um"] != setting:
     raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
                      f" um, but {FLAG_THRESHOLD}/cv.json has no cross-validation of its members "
-                     "choosing it")
+                     f"(scored with its smoothing) choosing it")
   held = [v["held_out"] for v in cv["per_fold"].values()]
-  wrong = own[0]["flags"]["position_sd"]["wrong_um"]
+  def pct(key):
+    return span([100 * v for v in known(h[key] for h in held)], 0)
+  chosen = sorted({h["threshold_um"] for h in held})
   return (f" With `--config.predict.members=1` the first member alone flags a column where some "
           f"boundary's position sd exceeds {setting:g} um (`predict.uncertain_position_sd_um`), "
           f"the threshold with the best F1 of finding the columns whose boundaries are off by "
-          f"more than {wrong:g} um on average, chosen on the 4 members (each on its own held-out "
-          f"subjects; chosen on the other 3 folds, each fold's threshold was "
-          f"{span([h['threshold_um'] for h in held], 1)} um): on the fold left out it flagged "
-          f"{span([100 * h['flagged_share'] for h in held], 0)}% of the measured columns and "
-          f"found {span([100 * h['recall'] for h in held], 0)}% of those that were off "
-          f"(recall; {span([100 * h['wrong_share'] for h in held], 0)}% of the columns were), "
-          f"and {span([100 * h['precision'] for h in held], 0)}% of the flagged columns were "
-          f"off (precision), with a mean absolute boundary error of "
-          f"{span([h['mae_flagged_um'] for h in held], 1)} um in them against "
-          f"{span([h['mae_unflagged_um'] for h in held], 1)} um in the others "
+          f"more than {own[0]['flags']['position_sd']['wrong_um']:g} um on average, chosen on "
+          f"the {len(held)} members (each on its own held-out subjects; chosen on the other "
+          f"{count(len(held) - 1, 'fold')}, each fold's threshold was "
+          f"{'-'.join(fmt_um(t) for t in sorted({chosen[0], chosen[-1]}))} um): on the fold left "
+          f"out it "
+          f"flagged {pct('flagged_share')}% of the measured columns and found {pct('recall')}% "
+          f"of those that were off (recall; {pct('wrong_share')}% of the columns were), and "
+          f"{pct('precision')}% of the flagged columns were off (precision), with a mean "
+          f"absolute boundary error of {span(known(h['mae_flagged_um'] for h in held), 1)} um in "
+          f"them against {span(known(h['mae_unflagged_um'] for h in held), 1)} um in the others "
           f"(docs/results.md section 7).")
 
 

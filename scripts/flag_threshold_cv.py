@@ -89,25 +89,29 @@ def cross_validate(curves: dict) -> dict:
     out["per_fold"][fold] = {"chosen_on_others": uncertainty.flag_stats(others, index),
                              "held_out": uncertainty.flag_stats(curves[fold], index)}
   held_out = [v["held_out"] for v in out["per_fold"].values()]
-  out["held_out_mean"] = {k: float(np.mean([h[k] for h in held_out])) for k in held_out[0]}
+  out["held_out_mean"] = {k: float(np.nanmean([h[k] for h in held_out])) for k in held_out[0]
+                          if k != "threshold_um"}                # each fold's own threshold
   pooled = uncertainty.pool_curves(list(curves.values()))
   out["all_folds"] = uncertainty.flag_stats(pooled, uncertainty.best_flag_index(pooled))
   out["chosen_um"] = out["all_folds"]["threshold_um"]
   return out
 
 
-def flag_summary(folds: dict, flag: str) -> dict:
-  """One flag of a set: each fold at its eval's own threshold (`current`) and, with two or more
-  folds, cross_validate's choice (None for one fold)."""
+def flag_summary(name: str, folds: dict, flag: str) -> dict:
+  """One flag of set `name`: each fold at its eval's own threshold (`current`) and, with two
+  or more folds, cross_validate's choice (None for one fold)."""
   curves = {f: m["calibration"][f"{flag}_columns_curve"] for f, m in folds.items()}
   current = {}
   for fold, m in folds.items():
     at = m["calibration"][f"{flag}_columns"]["threshold_um"]
-    current[fold] = uncertainty.flag_stats(curves[fold], curves[fold]["thresholds_um"].index(at))
+    index = np.flatnonzero(np.isclose(curves[fold]["thresholds_um"], at, rtol=0, atol=1e-9))
+    if not index.size:
+      raise InputError(f"--set={name}:...: {fold}'s {flag} curve lacks its own threshold {at:g}")
+    current[fold] = uncertainty.flag_stats(curves[fold], int(index[0]))
   try:
     cv = cross_validate(curves) if len(curves) > 1 else None
   except ValueError as e:
-    raise InputError(f"{flag}: {e}") from None
+    raise InputError(f"--set={name}:...: {flag}: {e}") from None
   return {"wrong_um": next(iter(curves.values()))["wrong_um"], "current": current, "cv": cv}
 
 
@@ -130,8 +134,11 @@ def main(argv=None) -> int:
     for name, folds in sets.items():
       flags = [f for f in FLAGS if all(f"{f}_columns_curve" in m["calibration"]
                                        for m in folds.values())]
-      result["sets"][name] = {"metrics": {f: m.get("workdir") for f, m in folds.items()},
-                              "flags": {f: flag_summary(folds, f) for f in flags}}
+      result["sets"][name] = {
+          "workdirs": {f: m.get("workdir") for f, m in folds.items()},
+          "smooth_sd_columns": {f: m.get("topology", {}).get("smooth_sd_columns")
+                                for f, m in folds.items()},
+          "flags": {f: flag_summary(name, folds, f) for f in flags}}
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -174,7 +174,8 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   flag at position_sd_um on it (uncertain_um where 0) splits the error, and whether predict
   flags by it (predict_flags: a single model, position_sd_um set). Each flag also gets its
   curve over thresholds (uncertainty.flag_curve; a column is wrong where its boundaries are off
-  by more than uncertain_um on average), to choose a threshold by cross-validation."""
+  by more than uncertainty.WRONG_UM, 2 Duke axial pixels, on average), to choose a threshold by
+  cross-validation."""
   band, outside = [], []                 # each pixel binned once: all = band + the rows outside
   for o, m in zip(outputs, masks):
     top, stop = o["band"]
@@ -190,26 +191,27 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
     out["uncertainty_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
     out.update(flag_scores("uncertain", sd, pred_bounds, true_bounds, pixel_um, uncertain_um,
-                           supported, uncertain_um))
+                           supported))
   if position_sd is not None:
     sd = np.asarray(position_sd) * pixel_um
     out["position_sd_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
     out.update(flag_scores("position_sd", sd, pred_bounds, true_bounds, pixel_um,
-                           position_sd_um or uncertain_um, supported, uncertain_um))
+                           position_sd_um or uncertain_um, supported))
     out["position_sd_columns"]["predict_flags"] = bool(position_sd_um) and "uncertain_columns" \
         not in out                      # predict flags a single model by its position sd
   return out
 
 
 def flag_scores(name: str, uncertainty_um, pred_bounds, true_bounds, pixel_um: float,
-                threshold_um: float, supported, wrong_um: float) -> Dict:
+                threshold_um: float, supported) -> Dict:
   """NAME_columns (uncertainty.flagged_columns_error at threshold_um) and NAME_columns_curve
-  (uncertainty.flag_curve, wrong beyond wrong_um, at FLAG_CURVE_UM and threshold_um) of an
+  (uncertainty.flag_curve, wrong beyond WRONG_UM, at FLAG_CURVE_UM and threshold_um) of an
   uncertainty [8, W] in um."""
   args = (uncertainty_um, pred_bounds, true_bounds, pixel_um)
   thresholds = uncertainty.FLAG_CURVE_UM + (float(threshold_um),)
   return {f"{name}_columns": uncertainty.flagged_columns_error(*args, threshold_um, supported),
-          f"{name}_columns_curve": uncertainty.flag_curve(*args, supported, wrong_um, thresholds)}
+          f"{name}_columns_curve": uncertainty.flag_curve(*args, supported, uncertainty.WRONG_UM,
+                                                          thresholds)}
 
 
 def ranks_errors(uncertainty_um: np.ndarray, pred_bounds, true_bounds, pixel_um: float) -> Dict:

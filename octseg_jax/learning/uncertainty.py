@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats
 
 from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
+from octseg_jax.data.scans import SPECTRALIS_ROW_UM
 from octseg_jax.geometry import boundaries as geom
 
 
@@ -155,6 +156,7 @@ def flagged_columns_error(uncertainty_um: np.ndarray, pred_bounds: np.ndarray,
 
 
 FLAG_CURVE_UM = tuple(round(0.5 * k, 1) for k in range(1, 41))   # thresholds 0.5 .. 20 um
+WRONG_UM = 2 * SPECTRALIS_ROW_UM   # a column's mean boundary error that a flag should find
 
 
 def flag_curve(uncertainty_um: np.ndarray, pred_bounds: np.ndarray, true_bounds: np.ndarray,
@@ -188,17 +190,20 @@ def flag_curve(uncertainty_um: np.ndarray, pred_bounds: np.ndarray, true_bounds:
 
 
 def pool_curves(curves: Sequence[Dict]) -> Dict:
-  """The flag_curve of several parts (folds) from their counts; the parts must share their
-  thresholds and wrong_um (else ValueError)."""
-  first = curves[0]
-  for c in curves[1:]:
-    if c["thresholds_um"] != first["thresholds_um"] or c["wrong_um"] != first["wrong_um"]:
-      raise ValueError("flag curves with different thresholds or wrong_um cannot be pooled")
-  out = {"wrong_um": first["wrong_um"], "thresholds_um": list(first["thresholds_um"])}
+  """The flag_curve of several parts (folds) from their counts, at the thresholds they all
+  have (each eval adds its own flag's threshold to FLAG_CURVE_UM); ValueError where their
+  wrong_um differ or they share no threshold."""
+  if len({c["wrong_um"] for c in curves}) > 1:
+    raise ValueError("flag curves with different wrong_um cannot be pooled")
+  shared = sorted(set.intersection(*(set(c["thresholds_um"]) for c in curves)))
+  if not shared:
+    raise ValueError("flag curves without a threshold in common cannot be pooled")
+  out = {"wrong_um": curves[0]["wrong_um"], "thresholds_um": shared}
   for key in ("columns", "wrong", "pairs", "error_sum_um"):
     out[key] = sum(c[key] for c in curves)
+  at = [[c["thresholds_um"].index(t) for t in shared] for c in curves]
   for key in ("flagged", "hits", "flagged_pairs", "flagged_error_sum_um"):
-    out[key] = np.sum([c[key] for c in curves], axis=0).tolist()
+    out[key] = np.sum([np.asarray(c[key])[i] for c, i in zip(curves, at)], axis=0).tolist()
   return out
 
 

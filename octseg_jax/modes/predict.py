@@ -49,7 +49,8 @@ GEOMETRY_SCANS = 1  # scans per geometry call: measured faster than 2 or 8 (cach
 
 class ColumnFlag(NamedTuple):
   """What flags a column `uncertain` in predict (column_flag)."""
-  key: str                   # the uncertainty [N, 8, W] (um) of write_predictions' result
+  key: str                   # its uncertainty [N, 8, W] (um): the prediction file's key, and
+                             # write_predictions' result's
   config_field: str          # the threshold's field, as manifest.json names it
   threshold_um: float
   legend: Tuple[str, ...]    # the figures' words for it, one line each, the rule last
@@ -69,7 +70,7 @@ def column_flag(trained) -> Optional[ColumnFlag]:
   t = float(trained.config.predict.uncertain_position_sd_um)
   if not t:
     return None
-  return ColumnFlag("position_sd_um", "uncertain_position_sd_um", t,
+  return ColumnFlag("boundary_position_sd_um", "uncertain_position_sd_um", t,
                     ("a boundary", "spread over rows", f"its position sd > {t:.4g} um"),
                     f"the model spreads a boundary with a position sd over {t:.4g} um")
 
@@ -157,7 +158,7 @@ def write_predictions(trained, scans, path: str, batch_size: int, pixel_um: floa
   atomically) and returns its boundaries [N, 8, W], thickness_um [N, 7, W] (rows of
   `pixel_um`), supported [N, W], the heads' fluid_um [N, W] (NaN where no retina was found:
   geom.fluid_where_measured), an ensemble's boundary_sd_um [N, 8, W] (None without them), each
-  boundary's position_sd_um [N, 8, W] and
+  boundary's boundary_position_sd_um [N, 8, W] and
   fluid_kept {i: fluid [H, W], np.packbits along W} for the scans `keep` (figures; a volume's
   wait there for its fovea). extra_keys: (boundaries, fluid_um, supported) -> {key: array}
   added to the file (volume maps, grid)."""
@@ -215,7 +216,8 @@ def finish_predictions(writer, names, per_scan: Dict, pixel_um: float, extra_key
     writer.small.update(extra_keys(bounds, fluid_um, supported))
   writer.close()
   return {"boundaries": bounds, "thickness_um": thickness, "fluid_um": fluid_um,
-          "boundary_sd_um": sd_um, "position_sd_um": position_sd_um, "supported": supported}
+          "boundary_sd_um": sd_um, "boundary_position_sd_um": position_sd_um,
+          "supported": supported}
 
 
 def thickness_rows(names, thickness_um: np.ndarray, supported: np.ndarray, extra=None) -> list:
@@ -237,8 +239,9 @@ def extra_columns(out: Dict, flag: Optional[ColumnFlag]) -> Dict[str, list]:
   (empty where no retina was found, NaN in out["fluid_um"]; a B-scan's fluid area is a
   summary.csv column, not repeated on every column's row); with a column flag (column_flag)
   `uncertain` (1 where the flag's uncertainty of some boundary exceeds its threshold; empty
-  where the column is not supported, as its thickness is) and that threshold
-  (uncertain_threshold_um)."""
+  where the column is not supported, as its thickness is), that threshold
+  (uncertain_threshold_um) and the uncertainty it applies to (uncertain_by: its key in NAME.npz,
+  boundary_sd_um or boundary_position_sd_um)."""
   from octseg_jax.learning.uncertainty import flag_columns
   cols = {}
   if out["fluid_um"] is not None:
@@ -250,6 +253,7 @@ def extra_columns(out: Dict, flag: Optional[ColumnFlag]) -> Dict[str, list]:
                          for sd, supported in zip(out[flag.key], out["supported"])]
     cols["uncertain_threshold_um"] = [[f"{flag.threshold_um:.4g}"] * sd.shape[-1]
                                       for sd in out[flag.key]]
+    cols["uncertain_by"] = [[flag.key] * sd.shape[-1] for sd in out[flag.key]]
   return cols
 
 
@@ -475,8 +479,9 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   is predicted); returns manifest.json's facts of them: scans, files_predicted, scales ({file:
   scale used}), scans_with_low_support, scans_in_training, scans_from_training_volumes, for
   volumes lateralities ({file: laterality used}), with a column flag (column_flag)
-  scans_with_uncertain_columns and its threshold (uncertain_um: an ensemble's spread, or
-  uncertain_position_sd_um: a single model's position sd). In a folder run a file whose prediction
+  scans_with_uncertain_columns, its threshold (uncertain_um: an ensemble's spread, or
+  uncertain_position_sd_um: a single model's position sd) and uncertain_by (the uncertainty's
+  key in the prediction files). In a folder run a file whose prediction
   fails for any reason becomes a failed row of errors.csv and the run goes on; a single input
   file fails the run."""
   from octseg_jax.serving.inference import overlap_counts
@@ -516,6 +521,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
     flag = column_flag(trained)
     facts["scans_with_uncertain_columns"] = uncertain_scans
     facts[flag.config_field] = flag.threshold_um
+    facts["uncertain_by"] = flag.key
   if sides:
     facts["lateralities"] = sides
   return facts

@@ -29,7 +29,7 @@ IGNORE_COLOUR = np.array([128, 128, 128], np.uint8)
 BOUNDARY_COLOURS = ("#ffffff", "#e69f00", "#56b4e9", "#d55e00", "#009e73", "#f0e442",
                     "#cc79a7", "#0072b2")
 FLUID_COLOUR = "#7fff00"      # fluid outlines: a colour none of the 8 boundaries uses
-UNCERTAIN_COLOUR = "#ff4500"  # columns where an ensemble's members disagree
+UNCERTAIN_COLOUR = "#ff4500"  # the columns flagged uncertain (predict.column_flag)
 UNCERTAIN_STRIPS = ((0.0, 0.025), (0.975, 1.0))  # the overlay's marks of them (axes fraction)
 PRED_STYLE = "solid"
 TRUTH_DASHES = (3, 2)
@@ -309,17 +309,14 @@ def overlay_legend(truth: bool, unsupported: bool, uncertain: bool, uncertain_ru
   return handles
 
 
-UNCERTAIN_DEFAULT = ("ensemble", "members disagree")   # a legend's words without a rule
-
-
 def uncertain_patch(uncertain_rule=None, sep: str = " ", marks: str = "", alpha: float = 0.5):
   """The legend entry of the orange uncertain columns: what flags them (uncertain_rule, lines
-  with the threshold last: predict.ColumnFlag.legend; None: an ensemble's disagreement) and
-  how the figure marks them (`marks`, appended)."""
+  with the threshold last: predict.ColumnFlag.legend; None: not said) and how the figure marks
+  them (`marks`, appended)."""
   from matplotlib.patches import Patch
-  *words, rule = uncertain_rule or UNCERTAIN_DEFAULT + ("",)
-  return Patch(facecolor=UNCERTAIN_COLOUR, alpha=alpha,
-               label=f"uncertain: {sep.join(words)}{f'{sep}({rule})' if rule else ''}{marks}")
+  *words, rule = uncertain_rule or ("",)
+  said = f": {sep.join(words)}{sep}({rule})" if uncertain_rule else ""
+  return Patch(facecolor=UNCERTAIN_COLOUR, alpha=alpha, label=f"uncertain{said}{marks}")
 
 
 def _runs(mask: np.ndarray) -> list:

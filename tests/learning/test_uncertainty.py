@@ -150,8 +150,16 @@ def test_flag_curve_counts_by_hand():
     assert (at8["recall"], at8["f1"], at8["mae_unflagged_um"]) == (0.0, 0.0, 86 / 23)
     assert uncertainty.best_flag_index(curve) == 1
   assert uncertainty.pool_curves([out, out])["hits"] == [2, 2, 0]
-  with pytest.raises(ValueError, match="cannot be pooled"):
+  with pytest.raises(ValueError, match="different wrong_um cannot be pooled"):
     uncertainty.pool_curves([out, {**out, "wrong_um": 6.0}])
+  # Curves pool at the thresholds they share: one more threshold (6 um) in the second is left
+  # out; no shared threshold is refused.
+  six = uncertainty.flag_curve(spread, pred, true, 2.0, supported, 5.0, (5.0, 6.0, 7.0, 8.0))
+  both = uncertainty.pool_curves([out, six])
+  assert both["thresholds_um"] == [5.0, 7.0, 8.0] and both["flagged"] == [4, 2, 0]
+  assert both["flagged_error_sum_um"] == [2 * 62.0, 2 * 48.0, 0.0]
+  with pytest.raises(ValueError, match="without a threshold in common"):
+    uncertainty.pool_curves([out, {**six, "thresholds_um": [1.0, 2.0, 3.0, 4.0]}])
   default = uncertainty.flag_curve(spread, pred, true, 2.0, supported, 5.0)
   assert default["thresholds_um"] == [0.5 * k for k in range(1, 41)]
   assert default["flagged"] == [2] * 13 + [1] + [0] * 26             # 6.5, 7.0, 7.5 um

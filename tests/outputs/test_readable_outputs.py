@@ -155,13 +155,15 @@ def test_uncertain_is_empty_where_a_column_is_not_supported():
   from octseg_jax.modes import predict
   sd = np.zeros((1, 8, 4))
   sd[0, 3, [0, 2]] = 9.0                                              # columns 0 and 2 spread
-  out = {"fluid_um": None, "boundary_sd_um": sd, "position_sd_um": sd[:, :, ::-1],
+  out = {"fluid_um": None, "boundary_sd_um": sd, "boundary_position_sd_um": sd[:, :, ::-1],
          "supported": np.array([[True, True, False, True]])}
   cols = predict.extra_columns(out, _flag_of(2))
   assert cols["uncertain"] == [["1", "0", "", "0"]]
   assert cols["uncertain_threshold_um"] == [["7"] * 4]
+  assert cols["uncertain_by"] == [["boundary_sd_um"] * 4]
   single = predict.extra_columns(out, _flag_of(1, 7.0))               # columns 1 and 3 spread
   assert single["uncertain"] == [["0", "1", "", "1"]]
+  assert single["uncertain_by"] == [["boundary_position_sd_um"] * 4]
   assert _flag_of(1) is None and predict.extra_columns(out, None) == {}
   assert _flag_of(1, 7.0).legend[-1] == "its position sd > 7 um"
 
@@ -195,6 +197,7 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path, capsys
   assert [int(r["uncertain_columns"]) for r in summary] == flagged.sum(axis=1).tolist()
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["uncertain_position_sd_um"] == 7.744 and "uncertain_um" not in manifest
+  assert manifest["uncertain_by"] == "boundary_position_sd_um"
   assert manifest["scans_with_uncertain_columns"] == int(flagged.any(axis=1).sum())
   assert "columns where the model spreads a boundary with a position sd over 7.744 um" in \
       capsys.readouterr().out

@@ -107,8 +107,10 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["scans_with_uncertain_columns"] == int(flags.any(axis=1).sum())
   assert manifest["uncertain_um"] == 0.5                    # the threshold used, recorded
+  assert manifest["uncertain_by"] == "boundary_sd_um"
   assert (manifest["members"], manifest["views"]) == (2, 4)  # 2 members, each also mirrored
   assert {r["uncertain_threshold_um"] for r in rows} == {"0.5"}
+  assert {r["uncertain_by"] for r in rows} == {"boundary_sd_um"}
 
 
 def test_an_ensemble_of_one_model_twice_is_nowhere_uncertain(tmp_path, members):

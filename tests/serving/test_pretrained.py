@@ -36,7 +36,8 @@ def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts
   with open(os.path.join(ROOT, "docs/results/flag_threshold/cv.json")) as f:
     chosen_um = json.load(f)["sets"]["members"]["flags"]["position_sd"]["cv"]["chosen_um"]
   assert column_flag(trained).key == "boundary_sd_um"
-  assert column_flag(off)[:3] == ("position_sd_um", "uncertain_position_sd_um", chosen_um)
+  assert column_flag(off)[:3] == ("boundary_position_sd_um", "uncertain_position_sd_um",
+                                  chosen_um)
   assert all(m.workdir.startswith(PRETRAINED) for m in trained.members)
   held_out = [s for m in trained.members for s in m.split["val"]["subjects"]]
   assert sorted(held_out) == list(range(1, 9))             # each subject held out exactly once

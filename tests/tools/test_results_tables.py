@@ -412,7 +412,8 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
 
 def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
   """pretrained_uncertainty's members=1 sentence from a hand-built cv.json over exactly the
-  shipped members; refused where the shipped threshold is not the one chosen on them."""
+  shipped members (3 folds read, one flagging nothing: its precision is null); refused where
+  the threshold chosen, the members or their smoothing are not the shipped ones."""
   spec = doc_tables.Sources(ROOT).json("pretrained/ensemble.json")
   members = {f"fold{i}": os.path.normpath(f"pretrained/{m}")
              for i, m in enumerate(spec["members"])}
@@ -421,23 +422,26 @@ def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
                          "precision": precision, "wrong_share": wrong, "mae_flagged_um": mae,
                          "mae_unflagged_um": 4.0}}
   per_fold = {"fold0": held(9.0, 0.20, 0.5, 0.3, 0.10, 8.0),
-              "fold1": held(8.5, 0.10, 0.7, 0.4, 0.20, 12.0)}
-  def cv(chosen, names=members):
-    return {"sets": {"m": {"metrics": names, "flags": {"position_sd": {"wrong_um": 7.74, "cv": {
-        "chosen_um": chosen, "per_fold": per_fold}}}}}}
+              "fold1": held(8.5, 0.10, 0.7, 0.4, 0.20, 12.0),
+              "fold2": held(9.0, 0.0, 0.0, None, 0.15, None)}     # nothing flagged: no ratio
+  def cv(chosen, names=members, smoothing=spec["settings"]["predict.smooth_sd_columns"]):
+    return {"sets": {"m": {"workdirs": names, "smooth_sd_columns": {f: smoothing for f in names},
+                           "flags": {"position_sd": {"wrong_um": 7.74, "cv": {
+                               "chosen_um": chosen, "per_fold": per_fold}}}}}}
   shipped = spec["settings"]["predict.uncertain_position_sd_um"]
   text = doc_tables.single_member_flag(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json":
                                                   cv(shipped)}))
   assert (f"exceeds {shipped:g} um (`predict.uncertain_position_sd_um`), the threshold with "
           "the best F1 of finding the columns whose boundaries are off by more than 7.74 um on "
-          "average, chosen on the 4 members (each on its own held-out subjects; chosen on the "
-          "other 3 folds, each fold's threshold was 8.5-9.0 um): on the fold left out it flagged "
-          "10-20% of the measured columns and found 50-70% of those that were off (recall; "
+          "average, chosen on the 3 members (each on its own held-out subjects; chosen on the "
+          "other 2 folds, each fold's threshold was 8.5-9 um): on the fold left out it flagged "
+          "0-20% of the measured columns and found 0-70% of those that were off (recall; "
           "10-20% of the columns were), and 30-40% of the flagged columns were off (precision), "
           "with a mean absolute boundary error of 8.0-12.0 um in them against 4.0 um in the "
           "others") in text
-  for wrong in (cv(shipped + 1), cv(shipped, dict(list(members.items())[:3]))):
-    with pytest.raises(ValueError, match="no cross-validation of its members choosing it"):
+  for wrong in (cv(shipped + 1), cv(shipped, dict(list(members.items())[:3])),
+                cv(shipped, smoothing=0.0)):
+    with pytest.raises(ValueError, match="no cross-validation of its members .scored with"):
       doc_tables.single_member_flag(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": wrong}))
 
 

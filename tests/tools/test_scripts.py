@@ -185,7 +185,7 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   assert not (tmp_path / "x.json").exists()
 
 
-def _fold_eval(folder, subjects, columns, wrong, flagged, hits):
+def _fold_eval(folder, subjects, columns, wrong, flagged, hits, own=2.0):
   """A metrics.json in `folder` with a position-sd flag curve at thresholds 1, 2, 3 um (each
   column 8 pairs, 1 um of error per pair; the eval flagged at 2 um)."""
   curve = {"wrong_um": 7.74, "thresholds_um": [1.0, 2.0, 3.0], "columns": columns,
@@ -195,7 +195,7 @@ def _fold_eval(folder, subjects, columns, wrong, flagged, hits):
   folder.mkdir()
   (folder / "metrics.json").write_text(json.dumps({
       "per_subject_mean_layer_dice": {str(s): 0.8 for s in subjects}, "calibration": {
-          "position_sd_columns": {"threshold_um": 2.0}, "position_sd_columns_curve": curve}}))
+          "position_sd_columns": {"threshold_um": own}, "position_sd_columns_curve": curve}}))
   return str(folder / "metrics.json")
 
 
@@ -220,11 +220,14 @@ def test_flag_threshold_cv_chooses_each_folds_threshold_on_the_other_folds(tmp_p
   assert cv["chosen_um"] == 1.0 and cv["all_folds"]["f1"] == pytest.approx(28 / 37)
   assert flag["current"]["b"]["recall"] == 1.0 and flag["current"]["a"]["precision"] == 0.75
   assert "m position_sd: chosen 1 um" in capsys.readouterr().out
+  assert json.loads(out.read_text())["sets"]["m"]["workdirs"] == {"a": None, "b": None, "c": None}
   shared = _fold_eval(tmp_path / "d", [2, 7], 10, 1, [1, 1, 1], [1, 1, 1])
+  lacking = _fold_eval(tmp_path / "f", [9], 10, 1, [1, 1, 1], [1, 1, 1], own=2.5)
   (tmp_path / "e").mkdir()
   (tmp_path / "e" / "metrics.json").write_text("{")
   for arg, problem in ((f"--set=m:{paths[0]},{shared}", "d and a both score subject 2"),
                        (f"--set=m:{tmp_path}/e/metrics.json", "not JSON"),
+                       (f"--set=m:{lacking}", "f's position_sd curve lacks its own threshold 2.5"),
                        (f"--set=m:{tmp_path}/nope.json", "cannot be read"),
                        ("--set=m", "expected NAME:METRICS_JSON")):
     assert s.main([f"--output={tmp_path}/x.json", arg]) == 2
