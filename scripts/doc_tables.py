@@ -1508,8 +1508,9 @@ def pretrained_uncertainty(src: Sources) -> str:
   if not found:
     return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
   seeds = sorted({seed for _, _, run_seeds in found for seed in run_seeds})
-  return uncertainty_sentence([m["calibration"] for _, m, _ in found], recipe,
-                              [str(s) for s in seeds]) + single_member_flag(src)
+  return (uncertainty_sentence([m["calibration"] for _, m, _ in found], recipe,
+                               [str(s) for s in seeds]) + ensemble_flag_recall(src)
+          + single_member_flag(src))
 
 
 def shipped_calibration_runs(src: Sources) -> List[Tuple[str, Dict, List[int]]]:
@@ -1884,6 +1885,27 @@ def results_seed1_retrained(src: Sources) -> str:
                  f"{float(logs[1][0]['train_loss']):.6f})")
   return (f"Retrained at the same commit, seed, data and options, held-out mean layer Dice "
           f"(order fix) against the first training's: {'; '.join(parts)}.")
+
+
+def ensemble_flag_recall(src: Sources) -> str:
+  """pretrained_uncertainty's sentence on how many of the wrong columns the ensemble's flag
+  finds: the seed ensembles of FLAG_THRESHOLD/cv.json at the shipped predict.uncertain_um
+  ('' where none was read at it)."""
+  flag = src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].get("seed_ensembles", {}).get(
+      "flags", {}).get("uncertain")
+  first = shipped_members(src)[0]["member"]
+  shipped = src.json(f"pretrained/{first}/config.json")["predict"]["uncertain_um"]
+  at = [v for v in (flag or {}).get("current", {}).values() if v["threshold_um"] == shipped]
+  if not at:
+    return ""
+  def pct(key):
+    return span([100 * v for v in known(h[key] for h in at)], 0)
+  return (f" Read as a search for the columns whose boundaries are off by more than "
+          f"{flag['wrong_um']:g} um on average ({count(len(at), 'fold')} of 2-member seed "
+          f"ensembles, docs/results.md section 7), that flag found {pct('recall')}% of them "
+          f"(recall), and {pct('precision')}% of the columns it flagged were off (precision): "
+          f"its threshold, 2 Duke axial pixels, was set by hand, not chosen on held-out eyes, "
+          f"and it is sparing.")
 
 
 def single_member_flag(src: Sources) -> str:

@@ -65,14 +65,29 @@ def column_flag(trained) -> Optional[ColumnFlag]:
   if trained.num_views > 1:
     t = float(trained.config.predict.uncertain_um)
     return ColumnFlag("boundary_sd_um", "uncertain_um", t, ("ensemble", "members disagree",
-                      f"a boundary's sd > {t:.4g} um"), "the ensemble's members disagree by "
-                      f"more than {t:.4g} um")
+                      f"their sd of a boundary > {t:.4g} um"), "the ensemble's members disagree "
+                      f"by more than {t:.4g} um")
   t = float(trained.config.predict.uncertain_position_sd_um)
   if not t:
     return None
   return ColumnFlag("boundary_position_sd_um", "uncertain_position_sd_um", t,
                     ("a boundary", "spread over rows", f"its position sd > {t:.4g} um"),
-                    f"the model spreads a boundary with a position sd over {t:.4g} um")
+                    f"some boundary's position sd (how widely the model's probabilities spread it) "
+                    f"exceeds {t:.4g} um")
+
+
+def print_flag_note(trained, overrides=None) -> None:
+  """A console note where a run has no `uncertain` flag (a single model without
+  predict.uncertain_position_sd_um), or where that option was given for an ensemble, which
+  flags by its members' spread instead (column_flag)."""
+  field = "predict.uncertain_position_sd_um"
+  if trained.num_views > 1 and field in (overrides or {}):
+    print(f"note: --config.{field} applies to a single model; this ensemble flags columns by its "
+          f"members' spread (--config.predict.uncertain_um)")
+  elif column_flag(trained) is None:
+    print(f"note: no `uncertain` flag: a single model flags columns by its boundaries' position "
+          f"sd where --config.{field} is set (0: no flag; pretrained/ sets it for "
+          f"--config.predict.members=1)")
 
 
 def batch_geometry(probs: np.ndarray, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
@@ -566,6 +581,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = plots.DEFAULT
     inputs.resolve_scale(first, pixel_um_option, float(stored.data.pixel_um))
     volume_report.check_volume_options(first.volume, files[0], fovea_mm, laterality, volume)
   trained = load_trained(workdir, overrides)
+  print_flag_note(trained, overrides)
   outputs.start()
   for path in skipped:
     outputs.skipped(path, "not a scan file (no scan extension)")
@@ -578,8 +594,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = plots.DEFAULT
                         single, pixel_um_option)
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
-             "members": len(trained.members),
-             "views": trained.num_views, "batch_size": batch_size,
+             "members": len(trained.members), "views": trained.num_views, "batch_size": batch_size,
              "smooth_sd_columns": float(trained.config.predict.smooth_sd_columns), **facts,
              "seconds": round(seconds, 3),
              "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}

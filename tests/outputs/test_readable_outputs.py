@@ -149,6 +149,24 @@ def _flag_of(views: int, position_sd_um: float = 0.0):
                                              config=SimpleNamespace(predict=settings)))
 
 
+def test_predict_notes_a_missing_flag_and_an_option_the_ensemble_does_not_use(capsys):
+  from octseg_jax.modes import predict
+  def trained(views, position_sd_um):
+    settings = SimpleNamespace(uncertain_um=7.0, uncertain_position_sd_um=position_sd_um)
+    return SimpleNamespace(num_views=views, config=SimpleNamespace(predict=settings))
+  field = "predict.uncertain_position_sd_um"
+  predict.print_flag_note(trained(2, 5.0), {field: 5.0})       # given for an ensemble
+  predict.print_flag_note(trained(1, 0.0), {})                 # a single model, no flag
+  predict.print_flag_note(trained(1, 5.0), {field: 5.0})       # a single model's flag: silent
+  predict.print_flag_note(trained(2, 5.0), {})                 # set by settings: silent
+  assert capsys.readouterr().out.splitlines() == [
+      f"note: --config.{field} applies to a single model; this ensemble flags columns by its "
+      "members' spread (--config.predict.uncertain_um)",
+      f"note: no `uncertain` flag: a single model flags columns by its boundaries' position sd "
+      f"where --config.{field} is set (0: no flag; pretrained/ sets it for "
+      "--config.predict.members=1)"]
+
+
 def test_uncertain_is_empty_where_a_column_is_not_supported():
   """An ensemble flags by the members' spread, a single model by its position sd where
   predict.uncertain_position_sd_um is set (here 7 um; not at all where it is 0)."""
@@ -199,8 +217,8 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path, capsys
   assert manifest["uncertain_position_sd_um"] == 7.744 and "uncertain_um" not in manifest
   assert manifest["uncertain_by"] == "boundary_position_sd_um"
   assert manifest["scans_with_uncertain_columns"] == int(flagged.any(axis=1).sum())
-  assert "columns where the model spreads a boundary with a position sd over 7.744 um" in \
-      capsys.readouterr().out
+  assert ("columns where some boundary's position sd (how widely the model's probabilities "
+          "spread it) exceeds 7.744 um") in capsys.readouterr().out
 
 
 def test_predict_warns_about_scans_the_model_trained_on(trained_workdir, tmp_path, capsys):
@@ -473,11 +491,11 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   plots.boundary_overlay(str(tmp_path / "o.png"), np.full((h, w), 128, np.uint8), bounds,
                          unsupported=unsupported, uncertain=uncertain,
                          uncertain_rule=("ensemble", "members disagree",
-                                         "a boundary's sd > 7.74 um"))
+                                         "their sd of a boundary > 7.74 um"))
   fig = figures[0]
   ax = fig.axes[0]
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
-  assert ("uncertain: ensemble\nmembers disagree\n(a boundary's sd > 7.74 um)\n(orange marks "
+  assert ("uncertain: ensemble\nmembers disagree\n(their sd of a boundary > 7.74 um)\n(orange marks "
           "at the top\nand bottom edges over\na faint orange shade)") in labels
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)

@@ -401,13 +401,31 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
       "boundary). Expected calibration error of the top-class confidence (15 bins): "
       "0.0092-0.0121 over the pixels of the model's input band, 0.0041-0.0054 over all labelled "
       "pixels (the rows outside the band count as certain background)." + doc_tables.
-      single_member_flag(_Injected({})))
+      ensemble_flag_recall(_Injected({})) + doc_tables.single_member_flag(_Injected({})))
   for other in (files(run("e1", 8, (1, 1), 0.1), members1="other/fold1"),
                 files(run("e1", 8, (1, 1), 0.1, sd=0.0)), files(run("e1", 8, (1, 1), 0.1),
                                                                flip1=True),
                 files(run("e1", 8, (1, 1), 0.1, threshold=5.0))):
     assert "(1 fold: the seed 0 and 1 models" in doc_tables.pretrained_uncertainty(
         _Injected(other))
+
+
+def test_the_ensemble_flag_recall_sentence_by_hand():
+  """From a hand-built cv.json: two folds at the shipped threshold (7.74 um), one at another
+  threshold (left out), one of them flagging nothing (precision null)."""
+  def fold(t, recall, precision):
+    return {"threshold_um": t, "recall": recall, "precision": precision}
+  cv = {"sets": {"seed_ensembles": {"flags": {"uncertain": {"wrong_um": 7.74, "current": {
+      "a": fold(7.74, 0.1, 0.5), "b": fold(7.74, 0.0, None), "c": fold(5.0, 0.9, 0.9)}}}}}}
+  text = doc_tables.ensemble_flag_recall(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": cv}))
+  assert text == (" Read as a search for the columns whose boundaries are off by more than 7.74 um"
+                  " on average (2 folds of 2-member seed ensembles, docs/results.md section 7), "
+                  "that flag found 0-10% of them (recall), and 50% of the columns it flagged "
+                  "were off (precision): its threshold, 2 Duke axial pixels, was set by hand, not "
+                  "chosen on held-out eyes, and it is sparing.")
+  none = {"sets": {"members": {"flags": {}}}}
+  assert doc_tables.ensemble_flag_recall(
+      _Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": none})) == ""
 
 
 def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
