@@ -495,8 +495,8 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   fig = figures[0]
   ax = fig.axes[0]
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
-  assert ("uncertain: ensemble\nmembers disagree\n(their sd of a boundary > 7.74 um)\n(orange marks "
-          "at the top\nand bottom edges over\na faint orange shade)") in labels
+  assert ("uncertain: ensemble\nmembers disagree\n(their sd of a boundary > 7.74 um)\n"
+          "(orange marks at the top\nand bottom edges over\na faint orange shade)") in labels
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
   x, y = ax.transData.transform(np.stack([np.arange(w), np.full(w, 70.0)], axis=1)).T
