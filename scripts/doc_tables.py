@@ -1879,12 +1879,34 @@ def results_seed1_retrained(src: Sources) -> str:
                 for d in runs)
     logs = [src.log(f"{d}/log.csv") for d in runs]
     epochs = [src.json(f"{d}/metrics.json")["checkpoint_epoch"] for d in runs]
-    parts.append(f"{fold}: {new:.4f} against {old:.4f} ({new - old:+.4f}; kept epoch "
+    parts.append(f"fold {fold[4:]}: {new:.4f} against {old:.4f} ({new - old:+.4f}; kept epoch "
                  f"{epochs[0]} against {epochs[1]}; first epoch's training loss "
                  f"{float(logs[0][0]['train_loss']):.6f} against "
                  f"{float(logs[1][0]['train_loss']):.6f})")
   return (f"Retrained at the same commit, seed, data and options, held-out mean layer Dice "
-          f"(order fix) against the first training's: {'; '.join(parts)}.")
+          f"(order fix) against the first training's: {'; '.join(parts)}."
+          + determinism_sentence(src, folder))
+
+
+def determinism_sentence(src: Sources, retrained: str) -> str:
+  """Whether the first epoch of fold 0 seed 1, trained twice more on this machine
+  (FLAG_THRESHOLD/determinism/run_*), and the first training's match the retrained run's first
+  epoch in every logged number but its seconds ('' without those runs)."""
+  folder = f"{FLAG_THRESHOLD}/determinism"
+  if not os.path.isdir(src.path(folder)) or not os.path.isdir(src.path(f"{retrained}/fold0")):
+    return ""
+  def numbers(path):
+    return {k: v for k, v in src.log(path)[0].items() if k != "seconds"}
+  runs = sorted(d for d in os.listdir(src.path(folder)) if d.startswith("run_"))
+  ours = numbers(f"{retrained}/fold0/log.csv")
+  here = all(numbers(f"{folder}/{r}/log.csv") == ours for r in runs)
+  first = numbers("docs/results/campaign/plateau_80_fluid_skip_wh_ema/fold0_seed1/log.csv")
+  why = (" So training is deterministic on this machine, and the first training's machine "
+         "computed otherwise." if here and first != ours else "")
+  return (f" Fold 0's first epoch, trained again here in {count(len(runs), 'run')} "
+          f"(`{folder}`), logged {'the same numbers as' if here else 'other numbers than'} the "
+          f"retrained run to the last digit; the first training's first epoch logged "
+          f"{'the same' if first == ours else 'other'} numbers.{why}")
 
 
 def ensemble_flag_recall(src: Sources) -> str:
