@@ -8,7 +8,7 @@ Each --set is one recipe's fold models, one metrics.json per fold (its folder na
 each scored by --mode=eval on subjects the model never saw. For each flag the evals carry
 (calibration.NAME_columns_curve: `uncertain`, the members' spread; `position_sd`, each
 boundary's position sd), a column counts as wrong where its boundaries are off by more than
-the curve's wrong_um (predict.uncertain_um) on average, and each fold's threshold is the one
+the curve's wrong_um (uncertainty.WRONG_UM) on average, and each fold's threshold is the one
 with the highest F1 of finding the wrong columns over the set's other folds pooled
 (leave-one-fold-out), read on the fold itself; `chosen_um` is the threshold with the highest
 F1 over all folds pooled (the setting to ship), and `current` reads each fold at the threshold

@@ -164,14 +164,13 @@ def flag_curve(uncertainty_um: np.ndarray, pred_bounds: np.ndarray, true_bounds:
                thresholds_um: Sequence[float] = FLAG_CURVE_UM) -> Dict:
   """What a column flag would find at each threshold, as counts that add over scans and folds
   (a threshold is then chosen on some folds and checked on another: scripts/flag_threshold_cv),
-  at the thresholds given (sorted, each once).
-  Over the supported columns [W] with some boundary whose predicted and true rows are both known
-  (`scored`), a column is `wrong` where the mean error (boundary_error_um) of those boundaries
-  exceeds wrong_um (a mean, not the largest: on Duke's held-out eyes some boundary of most
-  columns is off by over 2 pixels); at each threshold a column is flagged as flag_columns
-  flags it. Gives per threshold
-  the flagged columns, the wrong ones among them (`hits`), and their summed boundary error and
-  (boundary, column) pairs, beside the totals. Arrays [8, W] as in uncertainty_vs_error."""
+  at the thresholds given (sorted, each once). Over the supported columns [W] with some
+  boundary whose predicted and true rows are both known (`scored`), a column is `wrong` where
+  the mean error (boundary_error_um) of those boundaries exceeds wrong_um (a mean, not the
+  largest: on Duke's held-out eyes some boundary of most columns is off by over 2 pixels); at
+  each threshold a column is flagged as flag_columns flags it. Gives per threshold the flagged
+  columns, the wrong ones among them (`hits`), and their summed boundary error and (boundary,
+  column) pairs, beside the totals. Arrays [8, W] as in uncertainty_vs_error."""
   err = boundary_error_um(pred_bounds, true_bounds, pixel_um)
   known = np.isfinite(err)
   scored = np.asarray(supported, bool) & known.any(axis=0)
@@ -208,11 +207,11 @@ def pool_curves(curves: Sequence[Dict]) -> Dict:
 
 
 def flag_stats(curve: Dict, index: int) -> Dict:
-  """A flag_curve read at its threshold `index`: the share of the columns wrong (any threshold)
-  and flagged, precision
-  (wrong among the flagged), recall (flagged among the wrong), F1 (their harmonic mean,
-  2 hits / (flagged + wrong)) and the mean absolute boundary error of the flagged and the other
-  columns' pairs (um). NaN where a ratio has no denominator."""
+  """A flag_curve read at its threshold `index`: the share of the columns wrong (at any
+  threshold) and flagged, precision (wrong among the flagged), recall (flagged among the
+  wrong), F1 (their harmonic mean, 2 hits / (flagged + wrong)) and the mean absolute boundary
+  error of the flagged and the other columns' pairs (um). NaN where a ratio has no
+  denominator."""
   def ratio(a, b):
     return float(a / b) if b else float("nan")
   flagged, hits = curve["flagged"][index], curve["hits"][index]
