@@ -1513,13 +1513,19 @@ def pretrained_uncertainty(src: Sources) -> str:
           + single_member_flag(src))
 
 
+def shipped_uncertain_um(src: Sources) -> float:
+  """predict.uncertain_um of pretrained/'s members (their config.json): the ensemble's flag."""
+  first = shipped_members(src)[0]["member"]
+  return src.json(f"pretrained/{first}/config.json")["predict"]["uncertain_um"]
+
+
 def shipped_calibration_runs(src: Sources) -> List[Tuple[str, Dict, List[int]]]:
   """(name, metrics.json, member seeds) of the SHIPPED_CALIBRATION runs that are seed ensembles
   of pretrained/'s recipe scored as it predicts (its smoothing, flip and flag threshold)."""
   first = shipped_members(src)[0]
   recipe, shipped = run_parts(first["run"])[0], src.json("pretrained/ensemble.json")
   as_shipped = (shipped["settings"]["predict.smooth_sd_columns"], shipped["flip"],
-                src.json(f"pretrained/{first['member']}/config.json")["predict"]["uncertain_um"])
+                shipped_uncertain_um(src))
   found = []
   for name, m in eval_runs(src, SHIPPED_CALIBRATION).items():
     spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
@@ -1818,6 +1824,7 @@ def uncertainty_cells(rank: Dict, flag: Optional[Dict]) -> List[str]:
 
 
 FLAG_THRESHOLD = "docs/results/flag_threshold"   # its run.sh: scripts/flag_threshold_cv.py
+FIRST_SEED1 = f"{CAMPAIGN_RUNS}/plateau_80_fluid_skip_wh_ema"   # FOLD_seed1: first trainings
 FLAG_NAMES = {"uncertain": "members' spread", "position_sd": "position sd"}
 EVAL_THRESHOLD = {"uncertain": "predict.uncertain_um",
                   "position_sd": "eval's: predict.uncertain_position_sd_um, or predict."
@@ -1852,6 +1859,11 @@ def known(values) -> List[float]:
   return [v for v in values if v is not None]
 
 
+def percent_span(stats: List[Dict], key: str) -> str:
+  """span of the known ratios `key` of flag_stats records, in whole per cent."""
+  return span([100 * v for v in known(s[key] for s in stats)], 0)
+
+
 def fmt_um(value: float) -> str:
   return f"{value:g}"
 
@@ -1874,7 +1886,7 @@ def results_seed1_retrained(src: Sources) -> str:
     return "No seed-1 model retrained yet."
   parts = []
   for fold in sorted(os.listdir(src.path(folder))):
-    runs = (f"{folder}/{fold}", f"docs/results/campaign/plateau_80_fluid_skip_wh_ema/{fold}_seed1")
+    runs = (f"{folder}/{fold}", f"{FIRST_SEED1}/{fold}_seed1")
     new, old = (src.json(f"{d}/metrics.json")["topology"]["literature"]["mean_layer_dice"]
                 for d in runs)
     logs = [src.log(f"{d}/log.csv") for d in runs]
@@ -1900,7 +1912,7 @@ def determinism_sentence(src: Sources, retrained: str) -> str:
   runs = sorted(d for d in os.listdir(src.path(folder)) if d.startswith("run_"))
   ours = numbers(f"{retrained}/fold0/log.csv")
   here = all(numbers(f"{folder}/{r}/log.csv") == ours for r in runs)
-  first = numbers("docs/results/campaign/plateau_80_fluid_skip_wh_ema/fold0_seed1/log.csv")
+  first = numbers(f"{FIRST_SEED1}/fold0_seed1/log.csv")
   why = (" So training is deterministic on this machine, and the first training's machine "
          "computed otherwise." if here and first != ours else "")
   return (f" Fold 0's first epoch, trained again here in {count(len(runs), 'run')} "
@@ -1915,13 +1927,12 @@ def ensemble_flag_recall(src: Sources) -> str:
   ('' where none was read at it)."""
   flag = src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].get("seed_ensembles", {}).get(
       "flags", {}).get("uncertain")
-  first = shipped_members(src)[0]["member"]
-  shipped = src.json(f"pretrained/{first}/config.json")["predict"]["uncertain_um"]
+  shipped = shipped_uncertain_um(src)
   at = [v for v in (flag or {}).get("current", {}).values() if v["threshold_um"] == shipped]
   if not at:
     return ""
   def pct(key):
-    return span([100 * v for v in known(h[key] for h in at)], 0)
+    return percent_span(at, key)
   return (f" Read as a search for the columns whose boundaries are off by more than "
           f"{flag['wrong_um']:g} um on average ({count(len(at), 'fold')} of 2-member seed "
           f"ensembles, docs/results.md section 7), that flag found {pct('recall')}% of them "
@@ -1948,7 +1959,7 @@ def single_member_flag(src: Sources) -> str:
                      f"(scored with its smoothing) choosing it")
   held = [v["held_out"] for v in cv["per_fold"].values()]
   def pct(key):
-    return span([100 * v for v in known(h[key] for h in held)], 0)
+    return percent_span(held, key)
   chosen = sorted({h["threshold_um"] for h in held})
   return (f" With `--config.predict.members=1` the first member alone flags a column where some "
           f"boundary's position sd exceeds {setting:g} um (`predict.uncertain_position_sd_um`), "
