@@ -197,8 +197,8 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
     out["position_sd_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
     out.update(flag_scores("position_sd", sd, pred_bounds, true_bounds, pixel_um,
                            position_sd_um or uncertain_um, supported))
-    out["position_sd_columns"]["predict_flags"] = bool(position_sd_um) and "uncertain_columns" \
-        not in out                      # predict flags a single model by its position sd
+    rule = uncertainty.flag_rule("boundary_sd_rows" in outputs[0], uncertain_um, position_sd_um)
+    out["position_sd_columns"]["predict_flags"] = bool(rule) and rule[0] == uncertainty.POSITION_SD
   return out
 
 

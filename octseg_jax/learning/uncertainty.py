@@ -39,6 +39,19 @@ def flag_columns(uncertainty_um: np.ndarray, threshold_um: float) -> np.ndarray:
   return np.any(np.where(np.isfinite(u), u, -np.inf) > threshold_um, axis=-2)
 
 
+SPREAD, POSITION_SD = "spread", "position_sd"    # the uncertainties a column flag may use
+
+
+def flag_rule(several_views: bool, uncertain_um: float, position_sd_um: float):
+  """What flags a column `uncertain`, as (uncertainty, threshold um), or None: several views
+  (an ensemble) flag by their spread of some boundary over uncertain_um, one view by some
+  boundary's position sd over position_sd_um where that is set (> 0). The one home of the rule:
+  predict's column flag and eval's calibration both follow it."""
+  if several_views:
+    return SPREAD, float(uncertain_um)
+  return (POSITION_SD, float(position_sd_um)) if position_sd_um else None
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> Dict:
   """Reliability diagram data and expected calibration error of the top-class confidence.
 

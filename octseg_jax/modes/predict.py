@@ -30,6 +30,7 @@ from typing import Dict, Iterable, Iterator, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 
 from octseg_jax.geometry import boundaries as geom
+from octseg_jax.learning import uncertainty
 from octseg_jax.outputs import plots
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs, volumes
@@ -58,18 +59,21 @@ class ColumnFlag(NamedTuple):
 
 
 def column_flag(trained) -> Optional[ColumnFlag]:
-  """An ensemble (several views) flags the columns where the members' spread of some boundary
-  exceeds predict.uncertain_um; a single model those where some boundary's position sd exceeds
+  """The flag of uncertainty.flag_rule, named for predict's outputs: an ensemble (several
+  views) flags the columns where the members' spread of some boundary exceeds
+  predict.uncertain_um; a single model those where some boundary's position sd exceeds
   predict.uncertain_position_sd_um, when it is set (pretrained/'s was chosen by cross-validation
   on its members: docs/results.md); None otherwise."""
-  if trained.num_views > 1:
-    t = float(trained.config.predict.uncertain_um)
+  config = trained.config.predict
+  rule = uncertainty.flag_rule(trained.num_views > 1, config.uncertain_um,
+                               config.uncertain_position_sd_um)
+  if rule is None:
+    return None
+  kind, t = rule
+  if kind == uncertainty.SPREAD:
     return ColumnFlag("boundary_sd_um", "uncertain_um", t, ("ensemble", "members disagree",
                       f"their sd of a boundary > {t:.4g} um"), "the ensemble's members disagree "
                       f"by more than {t:.4g} um")
-  t = float(trained.config.predict.uncertain_position_sd_um)
-  if not t:
-    return None
   return ColumnFlag("boundary_position_sd_um", "uncertain_position_sd_um", t,
                     ("a boundary", "spread over rows", f"its position sd > {t:.4g} um"),
                     f"some boundary's position sd (how widely the model's probabilities spread it) "
@@ -142,7 +146,6 @@ def scan_arrays(scans, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
   outputs), stacked; geometry is computed GEOMETRY_SCANS scans at a time: the float64
   intermediates of a full batch at native size would take ~1 GB, and on the 2-core machine one
   scan per call measured faster than 2 (0.24 against 0.40 s per scan)."""
-  from octseg_jax.learning.uncertainty import predictive_entropy
   parts = []
   for i in range(0, len(scans), GEOMETRY_SCANS):
     chunk = scans[i:i + GEOMETRY_SCANS]
@@ -150,7 +153,7 @@ def scan_arrays(scans, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
     parts.append(batch_geometry(raw, smooth_sd))
     parts[-1].update(head_outputs(chunk))
     if "boundary_sd_rows" in chunk[0]:
-      parts[-1].update(entropy=predictive_entropy(raw).astype(np.float16),
+      parts[-1].update(entropy=uncertainty.predictive_entropy(raw).astype(np.float16),
                        boundary_sd_rows=np.stack([scan["boundary_sd_rows"] for scan in chunk]))
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -257,14 +260,13 @@ def extra_columns(out: Dict, flag: Optional[ColumnFlag]) -> Dict[str, list]:
   where the column is not supported, as its thickness is), that threshold
   (uncertain_threshold_um) and the uncertainty it applies to (uncertain_by: its key in NAME.npz,
   boundary_sd_um or boundary_position_sd_um)."""
-  from octseg_jax.learning.uncertainty import flag_columns
   cols = {}
   if out["fluid_um"] is not None:
     cols["fluid_um"] = [["" if np.isnan(v) else f"{v:.2f}" for v in scan]
                         for scan in out["fluid_um"]]
   if flag is not None:
     cols["uncertain"] = [[str(int(f)) if ok else "" for f, ok in
-                          zip(flag_columns(sd, flag.threshold_um), supported)]
+                          zip(uncertainty.flag_columns(sd, flag.threshold_um), supported)]
                          for sd, supported in zip(out[flag.key], out["supported"])]
     cols["uncertain_threshold_um"] = [[f"{flag.threshold_um:.4g}"] * sd.shape[-1]
                                       for sd in out[flag.key]]
@@ -595,6 +597,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = plots.DEFAULT
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
              "members": len(trained.members), "views": trained.num_views, "batch_size": batch_size,
+             "member_workdirs": [m.workdir for m in trained.members],
              "smooth_sd_columns": float(trained.config.predict.smooth_sd_columns), **facts,
              "seconds": round(seconds, 3),
              "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}

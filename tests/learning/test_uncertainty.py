@@ -43,6 +43,15 @@ def test_flag_columns_ignores_unknown_boundaries():
   np.testing.assert_array_equal(uncertainty.flag_columns(u, 2.0), [False, True])
 
 
+def test_flag_rule_by_case():
+  """Several views flag by their spread (even where a position sd threshold is set); one view
+  by its position sd only where that threshold is set."""
+  assert uncertainty.flag_rule(True, 7.74, 9.0) == (uncertainty.SPREAD, 7.74)
+  assert uncertainty.flag_rule(True, 7.74, 0.0) == (uncertainty.SPREAD, 7.74)
+  assert uncertainty.flag_rule(False, 7.74, 9.0) == (uncertainty.POSITION_SD, 9.0)
+  assert uncertainty.flag_rule(False, 7.74, 0.0) is None
+
+
 def test_reliability_by_hand():
   # 4 pixels: confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.6 (right); one IGNORE.
   probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.5, 0.5]])

@@ -216,6 +216,7 @@ def test_thickness_csv_marks_supported_columns(trained_workdir, tmp_path, capsys
   manifest = json.load(open(tmp_path / "out" / "manifest.json"))
   assert manifest["uncertain_position_sd_um"] == 7.744 and "uncertain_um" not in manifest
   assert manifest["uncertain_by"] == "boundary_position_sd_um"
+  assert manifest["member_workdirs"] == [trained_workdir[0]]       # which model predicted
   assert manifest["scans_with_uncertain_columns"] == int(flagged.any(axis=1).sum())
   assert ("columns where some boundary's position sd (how widely the model's probabilities "
           "spread it) exceeds 7.744 um") in capsys.readouterr().out

@@ -109,6 +109,7 @@ def test_predict_with_an_ensemble_writes_uncertainty(tmp_path, members):
   assert manifest["uncertain_um"] == 0.5                    # the threshold used, recorded
   assert manifest["uncertain_by"] == "boundary_sd_um"
   assert (manifest["members"], manifest["views"]) == (2, 4)  # 2 members, each also mirrored
+  assert manifest["member_workdirs"] == members               # in the ensemble's order
   assert {r["uncertain_threshold_um"] for r in rows} == {"0.5"}
   assert {r["uncertain_by"] for r in rows} == {"boundary_sd_um"}
 
@@ -144,6 +145,8 @@ def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, membe
   assert rho["pairs"] > 0 and (np.isnan(rho["rho"]) or -1 <= rho["rho"] <= 1)
   flag = result["calibration"]["uncertain_columns"]
   assert flag["threshold_um"] == 7.74 and 0 <= flag["flagged"] <= flag["columns"] > 0
+  assert result["member_workdirs"] == members
+  assert result["calibration"]["position_sd_columns"]["predict_flags"] is False   # spread flags
   text = open(tmp_path / "eval" / "metrics.md").read()
   assert "Expected calibration error" in text
   assert f"{flag['flagged']} of the {flag['columns']} columns predict measures" in text
@@ -176,6 +179,7 @@ def test_explain_of_an_ensemble_explains_its_averaged_output(tmp_path, members):
                                   "--cam_sanity", "--config.explain.road_steps=2"]) == 0
   stats = json.load(open(tmp_path / "x" / "cam_stats.json"))
   assert stats["settings"]["views"] == 2 and stats["sanity"]["stages"]
+  assert stats["settings"]["member_workdirs"] == members
   assert main.run_command(args + [f"--output={tmp_path / 'y'}", "--cam_method=gradcampp"]) == 2
   ensemble = inference.load_trained(workdir)
   x = np.random.default_rng(1).random((1, 48, 64)).astype(np.float32)
