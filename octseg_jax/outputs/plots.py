@@ -241,13 +241,14 @@ def _outline_fluid(ax, fluid, true_fluid) -> None:
 
 def _mark_no_support(fig, ax, masked: np.ndarray) -> None:
   """The overlay's no-support columns [W]: each run shaded, and marked once just inside the
-  top edge at its centre (a run of a column or two is narrower than a boundary line)."""
+  top edge at its centre (a run of a column or two is narrower than a boundary line); the
+  mark of a run at the first or last column reaches past the edge, not cut at it."""
   from matplotlib.transforms import offset_copy
   _shade_runs(ax, masked, zorder=1, **NO_SUPPORT_BAND)
   runs = _runs(masked)
   below_top = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-6, units="points")
   ax.plot([(start + stop - 1) / 2 for start, stop in runs], [1.0] * len(runs),
-          transform=below_top, zorder=6, **NO_SUPPORT_MARK)
+          transform=below_top, zorder=6, clip_on=False, **NO_SUPPORT_MARK)
 
 
 def drawn_pixel_ratio(fig, ax) -> float:

@@ -551,10 +551,10 @@ def test_overlay_outlines_the_graders_fluid_dashed_over_the_prediction(tmp_path,
 
 def test_overlay_marks_every_no_support_run_and_leaves_a_one_column_run_undrawn(tmp_path,
                                                                                monkeypatch):
-  """Each run of no-support columns gets one mark at the top edge (at the run's centre), and a
-  run of a single column of a scan's width interrupts the boundary lines there in the drawn
-  pixels (checked for the 7 coloured lines: the white ILM line is not told apart from the
-  band's light hatching by colour)."""
+  """Each run of no-support columns gets one mark at the top edge (at the run's centre; whole at
+  the first column), and a run of a single column of a scan's width interrupts the boundary
+  lines there in the drawn pixels (checked for the 7 coloured lines: the white ILM line is not
+  told apart from the band's light hatching by colour)."""
   import matplotlib.colors
   from octseg_jax.outputs import atomic, plots
   figures = []
@@ -562,13 +562,14 @@ def test_overlay_marks_every_no_support_run_and_leaves_a_one_column_run_undrawn(
   h, w = 100, 768                                    # a scan's width: columns narrower than a line
   bounds = np.tile(np.arange(30, 70, 5, dtype=np.float64)[:, None], (1, w))
   unsupported = np.zeros(w, bool)
-  unsupported[100] = unsupported[200:202] = unsupported[250:260] = True
+  unsupported[0] = unsupported[100] = unsupported[200:202] = unsupported[250:260] = True
   plots.boundary_overlay(str(tmp_path / "o.png"), np.zeros((h, w), np.uint8), bounds,
                          unsupported=unsupported)
   fig = figures[0]
   ax = fig.axes[0]
   (marks,) = [line for line in ax.get_lines() if line.get_marker() == "v"]
-  np.testing.assert_array_equal(marks.get_xdata(), [100.0, 200.5, 254.5])
+  np.testing.assert_array_equal(marks.get_xdata(), [0.0, 100.0, 200.5, 254.5])
+  assert not marks.get_clip_on()                 # the mark at column 0 is whole, not cut in half
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
   plots._plt().close(fig)
