@@ -126,11 +126,14 @@ def override_arg(field: str, value) -> str:
 
 
 def commands(plan, run, workdir: str, eval_dir: str, repo=REPO):
-  """The train and eval command lines of a run (run in the recipe's worktree)."""
+  """The train and eval command lines of a run (run in the recipe's worktree): the recipe's
+  overrides, then its fold_overrides for the run's fold ({"F": {field: value}}, e.g. the
+  subjects a fold trains on in a learning curve)."""
   recipe = plan["recipes"][run["recipe"]]
   duke_dir = os.path.abspath(os.path.join(repo, plan["duke_dir"]))
   fields = {"seed": run["seed"], "data.split": "subject", "data.fold": run["fold"],
-            "data.duke_dir": duke_dir, **recipe.get("overrides", {})}
+            "data.duke_dir": duke_dir, **recipe.get("overrides", {}),
+            **recipe.get("fold_overrides", {}).get(str(run["fold"]), {})}
   py = [sys.executable, "main.py"]
   train = py + [f"--config={recipe['config']}", f"--workdir={workdir}"] + [
       override_arg(k, v) for k, v in fields.items()]

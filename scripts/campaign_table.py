@@ -118,6 +118,7 @@ def lever_table(plan, repo=campaign.REPO):
     table["recipes"][name] = {
         "overrides": recipe.get("overrides", {}),
         "override_args": [campaign.override_arg(k, v) for k, v in recipe.get("overrides", {}).items()],
+        "fold_overrides": recipe.get("fold_overrides", {}),
         "runs": len(mine),
         "mean_layer_dice": statistics.mean(r["mean_layer_dice"] for r in mine.values()) if mine else None,
         "boundary_mae_um": statistics.mean(r["boundary_mae_um"] for r in mine.values()) if mine else None,

@@ -78,6 +78,13 @@ def test_commands_pass_fold_seed_data_and_overrides(tmp_path):
                        "--config.model.kernel=(7,3)"]
   assert evaluate[1:] == ["main.py", "--mode=eval", "--workdir=/w", "--output=/w_eval"]
   assert campaign.override_arg("model.widths", [4]) == "--config.model.widths=(4,)"
+  plan["recipes"]["lever"]["fold_overrides"] = {"1": {"data.subjects": [3, 4, 7, 8],
+                                                      "model.kernel": [5, 3]}}
+  for fold, tail in ((0, ["--config.model.kernel=(7,3)"]),      # no entry for fold 0
+                     (1, ["--config.model.kernel=(5,3)", "--config.data.subjects=(3,4,7,8)"])):
+    train, _ = campaign.commands(plan, {"recipe": "lever", "fold": fold, "seed": 0}, "/w",
+                                 "/w_eval", str(repo))
+    assert train[8:] == tail and train[6] == f"--config.data.fold={fold}"
 
 
 def test_runner_commits_each_run_skips_committed_ones_and_reports_status(tmp_path, monkeypatch):
