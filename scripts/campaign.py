@@ -149,7 +149,8 @@ def run_logged(cmd, cwd: str, log_path: str, nice: int = NICE, env=None,
     log.write(f"\n[{now()}] {' '.join(cmd)}\n")
     log.flush()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            preexec_fn=lambda: os.nice(nice), start_new_session=deadline is not None)
+                            preexec_fn=lambda: child_setup(nice),
+                            start_new_session=deadline is not None)
     try:
       return proc.wait(timeout=None if deadline is None else max(1.0, deadline - time.time()))
     except subprocess.TimeoutExpired:
@@ -160,6 +161,14 @@ def run_logged(cmd, cwd: str, log_path: str, nice: int = NICE, env=None,
       proc.send_signal(signal.SIGINT)      # training stops cleanly after a checkpoint save
       proc.wait()
       raise
+
+
+def child_setup(nice: int) -> None:
+  """In a run's process before it starts: `nice`, and SIGINT's default action, which a runner
+  started in the background (`cmd &`) would otherwise pass on ignored, so that the runner's
+  SIGINT stops the run cleanly (KeyboardInterrupt after its last checkpoint)."""
+  os.nice(nice)
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def now() -> str:
@@ -381,7 +390,8 @@ def main(argv=None) -> int:
             "the runs in flight, if any, are not shown; --state=FOLDER reads another")
     print("\n".join(status_lines(plan, state)))
     return 0
-  run_campaign(args.plan, state)
+  signal.signal(signal.SIGINT, signal.default_int_handler)   # kill -INT stops it, even when
+  run_campaign(args.plan, state)                              # started in the background
   return 0
 
 

@@ -253,3 +253,19 @@ def test_a_run_id_parses_back_and_is_named_from_its_workdir():
   assert campaign.run_parts(campaign.run_id(run)) == ("plateau_80_fluid_skip_wh_ema", 3, 12)
   assert campaign.run_of_workdir("/w/runs/plateau_80_fluid_skip_wh_ema/fold3_seed12/") == \
       campaign.run_id(run)
+
+
+def test_a_run_gets_sigint_back_when_the_runner_was_started_ignoring_it(tmp_path):
+  """A runner started in the background (`cmd &`) inherits SIGINT ignored; its runs must not,
+  or the runner's SIGINT could not stop a training cleanly (KeyboardInterrupt)."""
+  import signal
+  import sys
+  check = ("import signal, sys; "
+           "sys.exit(0 if signal.getsignal(signal.SIGINT) is signal.default_int_handler else 3)")
+  before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    status = campaign.run_logged([sys.executable, "-c", check], str(tmp_path),
+                                 str(tmp_path / "log"), nice=0)
+  finally:
+    signal.signal(signal.SIGINT, before)
+  assert status == 0, (tmp_path / "log").read_text()
