@@ -496,6 +496,19 @@ def print_explained(explained: int, available: int, max_scans: int, what: str, r
           f"{report.NOT_HELD_OUT['explain']}")
 
 
+def layers_source(workdir: str, layers, overrides) -> str:
+  """Where explain's layers come from, as its errors name it: --cam_layers (or
+  --config.explain.layers), an ensemble's settings, or the (first member's) config.json."""
+  if layers or "explain.layers" in (overrides or {}):
+    return "--cam_layers"
+  if not inference.is_ensemble(workdir):
+    return f"explain.layers of {workdir}/config.json"
+  spec = inference.read_ensemble_file(workdir)
+  return (f"explain.layers of {workdir}/{inference.ENSEMBLE_FILE} (its settings)"
+          if "explain.layers" in spec["settings"] else
+          f"explain.layers of {spec['members'][0]}/config.json (the first member's)")
+
+
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None,
         pixel_um: str = None) -> Dict:
@@ -505,8 +518,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
   stored = inference.stored_config(workdir, overrides)     # options checked before any loading
   cfg = stored.explain
-  option = ("--cam_layers" if layers or "explain.layers" in (overrides or {}) else
-            f"explain.layers of {workdir}/config.json")
+  option = layers_source(workdir, layers, overrides)
   layers = tuple(layers or cfg.layers)
   method, target = method or cfg.method, target or cfg.target
   box = checked_box(box or (overrides or {}).get("explain.box"), target, cfg.box)

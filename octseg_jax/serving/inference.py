@@ -25,6 +25,7 @@ from octseg_jax.models import create_model
 from octseg_jax.serving.workdir import SPLIT_FILE, load_config, read_json
 
 ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool, "settings"}
+SETTING_PREFIXES = ("predict.", "explain.")   # the fields an ensemble's settings may set
 
 
 @dataclasses.dataclass
@@ -171,8 +172,14 @@ def stored_config(workdir: str, overrides=None):
   checked inference `overrides` set as load_trained sets them (read before the model is
   loaded, e.g. for its data limits)."""
   if is_ensemble(workdir):
-    workdir = read_ensemble_file(workdir)["members"][0]
+    spec = read_ensemble_file(workdir)
+    return member_config(spec["members"][0], with_settings(spec, overrides))
   return member_config(workdir, overrides)
+
+
+def with_settings(spec: dict, overrides=None) -> Dict[str, Any]:
+  """An ensemble's settings (read_ensemble_file) with the command line's overrides over them."""
+  return {**spec["settings"], **(overrides or {})}
 
 
 def member_config(workdir: str, overrides=None):
@@ -416,10 +423,10 @@ def read_ensemble_file(workdir: str) -> dict:
 
 def ensemble_settings(spec: dict, path: str) -> Dict[str, Any]:
   """ENSEMBLE_FILE's optional 'settings' {field: value}, checked by check_ensemble_settings;
-  eval and predict apply them beneath the command line's --config overrides."""
+  eval, predict and explain apply them beneath the command line's --config overrides."""
   settings = spec.get("settings", {})
   if not isinstance(settings, dict):
-    raise InputError(f"{path}: 'settings' must be an object of predict.* fields")
+    raise InputError(f"{path}: 'settings' must be an object of predict.* and explain.* fields")
   problem = check_ensemble_settings(settings)
   if problem:
     raise InputError(f"{path}: settings: {problem}")
@@ -427,14 +434,16 @@ def ensemble_settings(spec: dict, path: str) -> Dict[str, Any]:
 
 
 def check_ensemble_settings(settings: Dict[str, Any]) -> str:
-  """The problem with an ensemble's settings, or '': each must be a predict.* field (how the
-  predictor is used: config.schema), other than predict.members (which selects members), with
-  a value its schema check accepts."""
+  """The problem with an ensemble's settings, or '': each must be a field of how the predictor
+  is used (config.schema): predict.* other than predict.members (which selects members), or
+  explain.* (e.g. the method and layers chosen on its members' held-out eyes), with a value
+  its schema check accepts."""
   from octseg_jax.config import schema
   for field, value in settings.items():
-    if not field.startswith("predict.") or field not in schema.FIELDS \
+    if not field.startswith(SETTING_PREFIXES) or field not in schema.FIELDS \
         or field == "predict.members":
-      return f"{field!r} is not a setting of the predictor (predict.* other than members)"
+      return (f"{field!r} is not a setting of the predictor (predict.* other than members, or "
+              "explain.*)")
     problem = schema.FIELDS[field].check(value)
     if problem:
       return f"{field}={value!r}: {problem}"
@@ -445,7 +454,7 @@ def load_ensemble(workdir: str, overrides=None):
   """The ensemble workdir as an Ensemble, or with predict.members=N its first N members
   (N = 1: the first member alone, no flip: the fast single-model path)."""
   spec = read_ensemble_file(workdir)
-  overrides = {**spec["settings"], **(overrides or {})}
+  overrides = with_settings(spec, overrides)
   requested = requested_members(overrides, len(spec["members"]), workdir)
   paths = spec["members"][:requested or len(spec["members"])]
   for path in paths:

@@ -367,9 +367,10 @@ def test_boundary_spread_is_of_the_boundaries_smoothed_as_predict_writes_them():
 
 
 def test_an_ensembles_settings_apply_beneath_the_command_line(tmp_path, members):
-  """ensemble.json's settings (inference fields the ensemble is used with) are set on every
-  member's config; a --config override of the same field wins; bad settings are one line
-  naming the file."""
+  """ensemble.json's settings (inference fields the ensemble is used with: predict.*, and
+  explain.*, e.g. its CAM method and layers) are set on every member's config, and on the
+  config explain reads before loading; a --config override of the same field wins; bad
+  settings are one line naming the file."""
   folder = tmp_path / "set"
   folder.mkdir()
   spec = {"members": members, "flip": False, "settings": {"predict.smooth_sd_columns": 4}}
@@ -382,7 +383,20 @@ def test_an_ensembles_settings_apply_beneath_the_command_line(tmp_path, members)
   off = inference.load_trained(str(folder), {"predict.smooth_sd_columns": 0.0})
   assert off.config.predict.smooth_sd_columns == 0.0
   path = str(folder / "ensemble.json")
+  from octseg_jax.modes import explain
+  assert explain.layers_source(str(folder), (), {}) == \
+      f"explain.layers of {members[0]}/config.json (the first member's)"
+  cam = {"explain.method": "gradcam", "explain.layers": ["dec0_conv1"]}   # explain's settings
+  (folder / "ensemble.json").write_text(json.dumps(spec | {"settings": cam}))
+  stored = inference.stored_config(str(folder))                 # what explain reads first
+  assert (stored.explain.method, tuple(stored.explain.layers)) == ("gradcam", ("dec0_conv1",))
+  assert inference.stored_config(str(folder), {"explain.method": "hirescam"}).explain.method \
+      == "hirescam"
+  assert explain.layers_source(str(folder), (), {}) == \
+      f"explain.layers of {folder}/ensemble.json (its settings)"
+  assert explain.layers_source(str(folder), ("head",), {}) == "--cam_layers"
   for settings, problem in (({"model.widths": [4, 8]}, "'model.widths' is not a setting"),
+                            ({"explain.method": "nope"}, "explain.method='nope': "),
                             ({"predict.members": 1}, "'predict.members' is not a setting"),
                             ({"train.eval_batch_size": 2}, "'train.eval_batch_size' is not a"),
                             ({"predict.smooth_sd_columns": -1}, "predict.smooth_sd_columns=-1: "),
