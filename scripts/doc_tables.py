@@ -775,9 +775,9 @@ def explain_cost_runs(src: Sources) -> List[Dict]:
 
 
 def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str, float]]:
-  """farm-bench medians of the first explain_vs_predict run that explained METHOD at LAYERS
-  (its cam_stats.json says so, or its flags named both)."""
-  for run in explain_cost_runs(src):
+  """farm-bench medians of the latest explain_vs_predict run that explained METHOD at LAYERS
+  (its cam_stats.json says so, or its flags named both): the members shipped last."""
+  for run in sorted(explain_cost_runs(src), key=lambda r: r["date"], reverse=True):
     if (run["explained"] == (method, layers) or
         run["flags"] == f"--cam_method={method} --cam_layers={layers}"):
       return run["medians"]
@@ -785,40 +785,51 @@ def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str
 
 
 def readme_explain(src: Sources) -> str:
-  """The default CAM method and layer, its held-out evidence and its cost on pretrained/."""
-  method, layers = default_cam()
-  runs = heldout_runs(src)
+  """pretrained/'s CAM method and layer, the held-out evidence of its own members that chose
+  it (CAM_CHOICE, where it must rank first by issue 30's rule), its cost, and the schema's
+  default for a newly trained model."""
+  method, layers = shipped_cam(src)
+  runs = shipped_cam_runs(src, CAM_CHOICE)
+  ranked = cam_ranking(heldout_evidence(runs))
+  key = ranked[0][0]
+  if default_place(ranked, (method, layers)) != 1:
+    raise ValueError(f"{CAM_CHOICE}: pretrained/ explains with {method} at {layers}, not the "
+                     f"first by issue 30's rule ({ranked[0][1]} at {ranked[0][2]})")
   found = heldout_evidence(runs)[method][layers]
+  failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
   cost = explain_cost_of(src, method, layers)
-  per_fold = ", ".join(str(c) for c in found["per_fold_faithful"])
-  return (f"The default is {CAM_METHODS[method]} at `{layers}` (`explain.method`, "
-          f"`explain.layers`), chosen on eyes the models never saw: each of the campaign's "
-          f"{len(runs)} fold models explained B-scans of the 2 subjects it never trained on, "
-          f"and there the default beats random removal (ROAD) for "
-          f"{int(sum(found['passed'][1:]))} of 7 layer classes with the areas pooled over the "
-          f"folds ({per_fold} of 7 per fold), randomisation similarity "
-          f"{found['similarity']:.3f} (table in docs/results.md §3.5).{own_members_evidence(src)} "
-          f"On the shipped ensemble it costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans "
-          "(whole commands, 2-core CPU, `benchmarks/explain_vs_predict.sh`). "
-          f"`pretrained/cam_evidence.json` carries {evidence_of(src)}, and `cam_stats.md` says "
-          f"per class whether the map passed on it.{padding_rule_note(src)}")
+  if cost is None:
+    raise ValueError(f"{EXPLAIN_COST}: no benchmarks/explain_vs_predict.sh run of {method} at "
+                     f"{layers}")
+  scans = len(next(iter(runs.values()))["scans"])
+  new = default_cam()
+  return (f"`pretrained/` explains with {CAM_METHODS[method]} at `{layers}` (`explain.method`, "
+          f"`explain.layers`, set in its `ensemble.json`), chosen on eyes its members never saw:"
+          f" each of its {len(runs)} members explained {scans} B-scans of the 2 subjects it "
+          f"never trained on, and there it ranks first of the {len(ranked)} candidates by "
+          f"issue 30's rule (docs/results.md §3.5), beating random removal (ROAD) for {key[0]} "
+          f"of 7 layer classes with the areas pooled over the folds "
+          f"({', '.join(str(c) for c in found['per_fold_faithful'])} of 7 per fold"
+          + (f"; not {and_list(failing)}" if failing else "")
+          + f"), randomisation similarity {found['similarity']:.3f}. On the shipped ensemble it "
+          f"costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans (whole commands, 2-core "
+          "CPU, `benchmarks/explain_vs_predict.sh`). "
+          + ("A model you train explains with the same by default. " if new == (method, layers)
+             else f"A model you train explains by default with {CAM_METHODS[new[0]]} at "
+             f"`{new[1]}`, the choice on the campaign's base fold models (no skip connections; "
+             "same section). ")
+          + f"`pretrained/cam_evidence.json` carries {evidence_of(src)}, and `cam_stats.md` "
+          "says per class whether the map passed on it.")
 
 
-def padding_rule_note(src: Sources) -> str:
-  """' ... predate the rule ...': which held-out CAM runs (the base fold models', which chose
-  the default, and the shipped members') were scored before class scores, maps and removal
-  counted the scan's pixels only (compare_cams.json without `pixels`), or ''."""
-  sets = [(name, heldout_runs(src, folder)) for name, folder in (
-      ("the base fold models' runs", HELDOUT), ("the shipped members' runs", HELDOUT_SHIPPED))]
-  old = [name for name, runs in sets if runs and counts_padding(runs)]
-  new = [name for name, runs in sets if runs and name not in old]
-  rule = f"{PADDING_RULE} (docs/results.md §3.5)"
-  if not old:
-    return ""
-  if not new:
-    return f" This evidence predates {rule}, and has not been rerun."
-  return (f" {old[0][0].upper()}{old[0][1:]} predate {rule} and have not been rerun; "
-          f"{new[0]} follow it.")
+def shipped_cam(src: Sources) -> Tuple[str, str]:
+  """The CAM (method, layers joined by commas) pretrained/ explains with: its ensemble.json
+  settings over its first member's config.json (serving.inference.with_settings)."""
+  spec = src.json("pretrained/ensemble.json")
+  stored = src.json(f"pretrained/{spec['members'][0]}/config.json")["explain"]
+  settings = spec.get("settings", {})
+  return (settings.get("explain.method", stored["method"]),
+          ",".join(settings.get("explain.layers", stored["layers"])))
 
 
 PADDING_RULE = ("the rule that class scores, maps and removal count the scan's pixels only, not "
@@ -830,42 +841,11 @@ def counts_padding(runs: Dict[str, Dict]) -> bool:
   return any(run.get("pixels") != SCAN_PIXELS for run in runs.values())
 
 
-def own_members_evidence(src: Sources) -> str:
-  """' On the shipped members themselves ...': the default's held-out ROAD result on
-  pretrained/'s members (HELDOUT_SHIPPED), or '' while none is committed."""
-  runs = heldout_runs(src, HELDOUT_SHIPPED)
-  method, layers = default_cam()
-  evidence = heldout_evidence(runs) if runs else {}
-  found = evidence.get(method, {}).get(layers)
-  if not found:
-    return ""
-  failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
-  return (f" On the shipped members themselves, each explaining the same B-scans of its own "
-          f"held-out subjects, it beats random removal for {int(sum(found['passed'][1:]))} of 7 "
-          f"pooled ({', '.join(str(c) for c in found['per_fold_faithful'])} of 7 per fold"
-          + (f"; not {and_list(failing)}" if failing else "")
-          + f"), randomisation similarity {found['similarity']:.3f}."
-          + first_key_leaders(evidence))
-
-
-def first_key_leaders(evidence: Dict) -> str:
-  """' There X ...': the candidates that beat the default on issue 30's first key (classes
-  beating random, folds pooled) in held-out evidence (heldout_evidence), or ''."""
-  ranked = cam_ranking(evidence)
-  place = default_place(ranked, default_cam())
-  if not place:
-    return ""
-  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7)" for k, m, l in leaders(ranked, place)]
-  return (f" There {and_list(ahead)} {'passes' if len(ahead) == 1 else 'pass'} more classes "
-          "pooled; the default stays the base fold models' choice (docs/results.md §3.5)."
-          if ahead else "")
-
-
 def evidence_of(src: Sources) -> str:
   """Whose held-out evidence pretrained/cam_evidence.json holds (its `source` folders)."""
   folders = {os.path.dirname(os.path.dirname(p))
              for p in src.json("pretrained/cam_evidence.json")["source"]}
-  return ("its own members' evidence" if folders == {HELDOUT_SHIPPED} else
+  return ("its own members' evidence" if folders == {CAM_CHOICE} else
           "the base fold models' evidence" if folders == {HELDOUT} else
           "the evidence of " + ", ".join(sorted(folders)))
 
@@ -1978,6 +1958,8 @@ def single_member_flag(src: Sources) -> str:
 
 
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
+HELDOUT_SHIPPED6 = f"{CPU}/explain_heldout_shipped_6scans"   # theirs on 6 B-scans per fold
+CAM_CHOICE = HELDOUT_SHIPPED6      # the held-out runs whose ranking chose pretrained/'s CAM
 
 
 def heldout_runs(src: Sources, folder: str = HELDOUT) -> Dict[str, Dict]:
@@ -1992,22 +1974,69 @@ def results_cam_heldout(src: Sources) -> str:
   return cam_heldout_table(heldout_runs(src))
 
 
-def results_cam_heldout_shipped(src: Sources) -> str:
-  """The same comparison on pretrained/'s members (the default's candidates only), and where
-  the default ranks there by issue 30's rule."""
-  runs = heldout_runs(src, HELDOUT_SHIPPED)
+def shipped_cam_runs(src: Sources, folder: str) -> Dict[str, Dict]:
+  """heldout_runs of pretrained/'s members in `folder`; ValueError where a fold explained
+  another model."""
+  runs = heldout_runs(src, folder)
   members = {os.path.normpath(f"pretrained/{m['member']}") for m in shipped_members(src)}
   if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != sorted(members):
-    raise ValueError(f"{HELDOUT_SHIPPED}: not the 4 members of pretrained/; rerun its run.sh")
+    raise ValueError(f"{folder}: not the 4 members of pretrained/; rerun its run.sh")
+  return runs
+
+
+def shipped_cam_comparison(src: Sources, folder: str) -> str:
+  """The held-out CAM comparison of pretrained/'s members in `folder` (the candidates only),
+  and where the schema's default and pretrained/'s CAM rank there by issue 30's rule."""
+  runs = shipped_cam_runs(src, folder)
   ranked = cam_ranking(heldout_evidence(runs))
-  default = default_cam()
   order = "; ".join(f"({k}) {rank_text(key, m, l, len(runs))}"
                     for k, (key, m, l) in enumerate(ranked, 1))
-  place = default_place(ranked, default)
-  return (cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}. The default "
-          f"({CAM_METHODS[default[0]]} at `{default[1]}`) "
-          + (f"ranks {place} of {len(ranked)}.{ahead_of_default(ranked, place)}" if place
-             else "fails the rule's sanity limit."))
+  text = cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}."
+  for what, name, cam in (("The schema's default", "the default", default_cam()),
+                          ("pretrained/'s CAM", "pretrained/'s", shipped_cam(src))):
+    place = default_place(ranked, cam)
+    text += (f" {what} ({CAM_METHODS[cam[0]]} at `{cam[1]}`) "
+             + (f"ranks {place} of {len(ranked)}.{ahead_of_default(ranked, place, name)}"
+                if place else "fails the rule's sanity limit."))
+  return text
+
+
+def results_cam_heldout_shipped(src: Sources) -> str:
+  """shipped_cam_comparison of the members' first runs (2 B-scans per fold)."""
+  return shipped_cam_comparison(src, HELDOUT_SHIPPED)
+
+
+def results_cam_heldout_shipped_6scans(src: Sources) -> str:
+  """shipped_cam_comparison on 6 B-scans per fold (the runs that chose pretrained/'s CAM), how
+  narrowly it leads, where it ranked on the first runs' 2 B-scans, and its cost against the
+  schema default's (explain_cost_of: the latest timing of each)."""
+  evidence = heldout_evidence(shipped_cam_runs(src, HELDOUT_SHIPPED6))
+  ranked = cam_ranking(evidence)
+  first = cam_ranking(heldout_evidence(shipped_cam_runs(src, HELDOUT_SHIPPED)))
+  mine, schema_cam = shipped_cam(src), default_cam()
+  costs = [explain_cost_of(src, *cam) for cam in (mine, schema_cam)]
+  failed = [LAYER_NAMES[k] for k in range(1, 8)
+            if not any(evidence[m][l]["passed"][k] for _, m, l in ranked)]
+  return (shipped_cam_comparison(src, HELDOUT_SHIPPED6) + " " + lead_text(ranked)
+          + (f" No candidate beats random for {and_list(failed)} pooled." if failed else "")
+          + f" On the first two of these B-scans per fold alone (the table before) it ranked "
+          f"{default_place(first, mine)} of {len(first)}. It costs "
+          f"{costs[0]['A/B wall']:.2f}x predict on the shipped ensemble, the schema's default "
+          f"{costs[1]['A/B wall']:.2f}x (table below).")
+
+
+def lead_text(ranked: List[Tuple[Tuple, str, str]]) -> str:
+  """How narrowly cam_ranking's first leads: the candidates tied with it on the rule's first
+  two keys (classes pooled, worst fold) and their fold passes."""
+  top = ranked[0][0]
+  tied = [k for k, _, _ in ranked[1:] if k[:2] == top[:2]]
+  if not tied:
+    return "The first leads on the rule's first two keys."
+  passes = sorted({k[2] for k in tied})
+  return (f"{count(len(tied), 'candidate')} {'ties' if len(tied) == 1 else 'tie'} with the first"
+          f" on the rule's first two keys (classes pooled, worst fold), with "
+          f"{'-'.join(str(p) for p in sorted({passes[0], passes[-1]}))} fold passes against its "
+          f"{top[2]}.")
 
 
 def leaders(ranked: List[Tuple[Tuple, str, str]], place: int) -> List[Tuple[Tuple, str, str]]:
@@ -2015,13 +2044,14 @@ def leaders(ranked: List[Tuple[Tuple, str, str]], place: int) -> List[Tuple[Tupl
   return [c for c in ranked[:place - 1] if c[0][0] > ranked[place - 1][0][0]]
 
 
-def ahead_of_default(ranked: List[Tuple[Tuple, str, str]], place: int) -> str:
-  """' Above it ...': which of cam_ranking's candidates rank above the default (at 1-based
-  `place`) on the rule's first key (classes beating random, folds pooled), and how many only
-  on its later keys; '' where none does."""
+def ahead_of_default(ranked: List[Tuple[Tuple, str, str]], place: int,
+                     name: str = "the default") -> str:
+  """' Above it ...': which of cam_ranking's candidates rank above the default (or the CAM
+  `name` says, at 1-based `place`) on the rule's first key (classes beating random, folds
+  pooled), and how many only on its later keys; '' where none does."""
   own = ranked[place - 1][0]
   above = ranked[:place - 1]
-  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7 pooled, the default {own[0]})"
+  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7 pooled, {name} {own[0]})"
            for k, m, l in leaders(ranked, place)]
   later = sum(k[0] == own[0] and k != own for k, _, _ in above)
   tied = sum(k == own for k, _, _ in above)
@@ -2138,12 +2168,13 @@ def farm_bench_medians(text: str) -> Dict[str, float]:
 
 def results_explain_cost(src: Sources) -> str:
   """Whole explain commands against predict on the same 4 Duke scans, per candidate default."""
-  rows = []
+  rows, shipped = [], shipped_cam(src)
   for run in explain_cost_runs(src):
     flags, med = run["flags"], run["medians"]
     if run["explained"]:      # the run's own cam_stats.json says what it explained
-      what = (f"{run['explained'][0]} at `{run['explained'][1]}`"
-              + (" (the default)" if flags == "none" else ""))
+      what = (f"{run['explained'][0]} at `{run['explained'][1]}`" + (
+          "" if flags != "none" else " (pretrained/'s)" if tuple(run["explained"]) == shipped
+          else " (pretrained/'s then)"))
     else:
       what = f"`{flags}`" if flags != "none" else "the default"
     rows.append([what, run["date"], f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
@@ -2389,7 +2420,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_flag_threshold, results_seed1_retrained, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_cam_heldout, results_cam_default,
-        results_cam_heldout_shipped, results_cam_shipped, results_explain_cost,
+        results_cam_heldout_shipped, results_cam_heldout_shipped_6scans, results_cam_shipped,
+        results_explain_cost,
         performance_predict_throughput, performance_predict_targets,
         performance_geometry_position_sd, performance_gpu_speed,
         performance_gpu_paper_training, performance_bf16_vs_fp32, performance_compile_cache,

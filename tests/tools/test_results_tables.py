@@ -282,28 +282,31 @@ def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
 
 
 def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_class():
-  """The members' own held-out CAM table is refused when a fold's run explained another model,
-  and the README sentence names the classes whose pooled MoRF area is not below random."""
-  rel = f"{doc_tables.HELDOUT_SHIPPED}/fold1/compare_cams.json"
+  """The members' own held-out CAM table is refused when a fold's run explained another model;
+  the README sentence names the classes whose pooled MoRF area is not below random, and is
+  refused when pretrained/'s CAM does not rank first on the evidence that chose it."""
+  rel = f"{doc_tables.CAM_CHOICE}/fold1/compare_cams.json"
   other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
   with pytest.raises(ValueError, match="not the 4 members of pretrained/"):
-    doc_tables.results_cam_heldout_shipped(_Injected({rel: other}))
-  # Every fold's default map made no better than random for NFL (MoRF area 9 > random): the
-  # pooled NFL fails, and the sentence says so; the other classes keep their committed areas.
-  default = doc_tables.schema.default_config().explain
+    doc_tables.results_cam_heldout_shipped_6scans(_Injected({rel: other}))
+  src = doc_tables.Sources(ROOT)
+  method, layers = doc_tables.shipped_cam(src)
+  found = doc_tables.heldout_evidence(doc_tables.heldout_runs(src, doc_tables.CAM_CHOICE))
+  failing = [doc_tables.LAYER_NAMES[k] for k, ok in enumerate(found[method][layers]["passed"])
+             if k and not ok]
+  text = doc_tables.readme_explain(src)
+  assert (f"; not {doc_tables.and_list(failing)})" in text) if failing else "; not " not in text
+  # Every fold's map of pretrained/'s CAM made no better than random for 3 classes (MoRF area
+  # 9 > random): it falls behind a candidate, and the sentence is refused.
   files = {}
   for f in range(4):
-    path = f"{doc_tables.HELDOUT_SHIPPED}/fold{f}/compare_cams.json"
+    path = f"{doc_tables.CAM_CHOICE}/fold{f}/compare_cams.json"
     run = json.loads(json.dumps(raw(path)))
-    run["methods"][default.method]["layers"][default.layers[0]]["morf_mean"][1] = 9.0
+    for k in (1, 2, 3):
+      run["methods"][method]["layers"][layers]["morf_mean"][k] = 9.0
     files[path] = run
-  found = doc_tables.heldout_evidence(doc_tables.heldout_runs(_Injected(files),
-                                                              doc_tables.HELDOUT_SHIPPED))
-  failing = [doc_tables.LAYER_NAMES[k] for k, ok in
-             enumerate(found[default.method][default.layers[0]]["passed"]) if k and not ok]
-  assert failing[0] == "NFL"
-  assert f"; not {doc_tables.and_list(failing)})" in doc_tables.own_members_evidence(
-      _Injected(files))
+  with pytest.raises(ValueError, match="not the first by issue 30's rule"):
+    doc_tables.readme_explain(_Injected(files))
 
 
 def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it():
@@ -477,19 +480,3 @@ def test_the_default_cam_is_placed_against_the_candidates_above_it_by_hand():
       "6). 1 candidate above it only on the later keys (worst fold, fold passes, similarity). "
       "1 candidate tied with it on every key.")
   assert doc_tables.ahead_of_default(ranked[3:], 1) == ""
-
-
-@pytest.mark.parametrize("stamped, expected", [
-    ((True, True), ""),
-    ((False, False), " This evidence predates the rule"),
-    ((False, True), " The base fold models' runs predate the rule"),
-    ((True, False), " The shipped members' runs predate the rule")])
-def test_the_padding_note_names_the_runs_that_predate_the_rule(monkeypatch, stamped, expected):
-  folders = {doc_tables.HELDOUT: stamped[0], doc_tables.HELDOUT_SHIPPED: stamped[1]}
-  def runs(src, folder=doc_tables.HELDOUT):
-    return {"fold0": {"pixels": doc_tables.SCAN_PIXELS} if folders[folder] else {}}
-  monkeypatch.setattr(doc_tables, "heldout_runs", runs)
-  note = doc_tables.padding_rule_note(doc_tables.Sources(ROOT))
-  assert note.startswith(expected) and (note == "") == (expected == "")
-  if stamped == (False, True):
-    assert note.endswith("the shipped members' runs follow it.")
