@@ -798,9 +798,10 @@ def readme_explain(src: Sources) -> str:
   found = heldout_evidence(runs)[method][layers]
   failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
   cost = explain_cost_of(src, method, layers)
-  if cost is None:
+  if cost is None or cost["A/B wall"] > CAM_COST_BUDGET:
     raise ValueError(f"{EXPLAIN_COST}: no benchmarks/explain_vs_predict.sh run of {method} at "
-                     f"{layers}")
+                     f"{layers}" if cost is None else f"{method} at {layers} costs "
+                     f"{cost['A/B wall']:.2f}x predict, over issue 30's {CAM_COST_BUDGET}x")
   scans = len(next(iter(runs.values()))["scans"])
   new = default_cam()
   return (f"`pretrained/` explains with {CAM_METHODS[method]} at `{layers}` (`explain.method`, "
@@ -1960,6 +1961,7 @@ def single_member_flag(src: Sources) -> str:
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
 HELDOUT_SHIPPED6 = f"{CPU}/explain_heldout_shipped_6scans"   # theirs on 6 B-scans per fold
 CAM_CHOICE = HELDOUT_SHIPPED6      # the held-out runs whose ranking chose pretrained/'s CAM
+CAM_COST_BUDGET = 3.0              # issue 30: explain at most 3x predict (whole commands)
 
 
 def heldout_runs(src: Sources, folder: str = HELDOUT) -> Dict[str, Dict]:

@@ -244,7 +244,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   result = score_outputs(trained, outputs, masks, fluid, subjects, scale["row_um"])
   overlap = inference.training_overlap(trained, names, images)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
-                 "member_workdirs": [m.workdir for m in trained.members],
+                 **inference.model_record(trained),
                  **overlap,
                  "pixel_um_source": scale["source"],
                  "paper_comparable": report.paper_comparable(trained.config, input_path)})

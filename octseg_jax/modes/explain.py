@@ -434,13 +434,12 @@ def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_pa
   first = jnp.asarray(inference.prepare(trained, sets[0][0].images[0])[0][None])
   return {"method": method, "target": target, "box": list(box), "layers": list(layers),
           "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
-          "workdir": workdir, "member_workdirs": [m.workdir for m in trained.members],
-          "region": "ground truth" if with_masks else "prediction",
+          "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
           "faithfulness": kinds, "sanity": bool(sanity),
           "road_noise": explainer.road_noise,
           "road_fractions": explainer.fractions["road"].tolist(),
           "deletion_fractions": explainer.fractions["deletion"].tolist(),
-          "views": explainer.num_views,
+          **inference.model_record(trained),            # members, views, member_workdirs
           "scales": {scans.source: inputs.scale_record(scale) for scans, scale in sets},
           "last_layer": feeding_class_head(explainer, first)}
 

@@ -562,7 +562,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = plots.DEFAULT
   fails at once.
   """
   from octseg_jax.outputs import volume_report
-  from octseg_jax.serving.inference import load_trained, stored_config
+  from octseg_jax.serving.inference import load_trained, model_record, stored_config
   figure_scans(figures, 0)                      # an unknown value fails before any work
   fovea_mm = volume_report.parse_fovea(fovea)
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
@@ -596,8 +596,7 @@ def run(workdir: str, input_path: str, output: str, figures: str = plots.DEFAULT
                         single, pixel_um_option)
   seconds = time.perf_counter() - start
   summary = {"input": input_path, "workdir": workdir, "files": len(files),
-             "members": len(trained.members), "views": trained.num_views, "batch_size": batch_size,
-             "member_workdirs": [m.workdir for m in trained.members],
+             **model_record(trained), "batch_size": batch_size,
              "smooth_sd_columns": float(trained.config.predict.smooth_sd_columns), **facts,
              "seconds": round(seconds, 3),
              "scans_per_second": round(facts["scans"] / seconds, 3) if seconds > 0 else None}

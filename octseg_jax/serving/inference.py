@@ -162,6 +162,14 @@ def jitted_with_heads(model) -> Callable:
   return jax.jit(forward)
 
 
+def model_record(trained) -> Dict[str, Any]:
+  """What a run's record (predict's manifest, eval's metrics.json, explain's cam_stats.json)
+  says of the model that ran: how many members and views, and the members' workdirs in order
+  (which one --config.predict.members=1 picked)."""
+  return {"members": len(trained.members), "views": trained.num_views,
+          "member_workdirs": [m.workdir for m in trained.members]}
+
+
 def is_ensemble(workdir: str) -> bool:
   """Whether `workdir` is an ensemble workdir (it holds ENSEMBLE_FILE)."""
   return os.path.exists(os.path.join(workdir, ENSEMBLE_FILE))

@@ -309,6 +309,16 @@ def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_cl
     doc_tables.readme_explain(_Injected(files))
 
 
+def test_the_readme_refuses_a_shipped_cam_over_the_cost_budget_or_untimed(monkeypatch):
+  src = doc_tables.Sources(ROOT)
+  monkeypatch.setattr(doc_tables, "explain_cost_of", lambda src, m, l: {"A/B wall": 3.2})
+  with pytest.raises(ValueError, match="costs 3.20x predict, over issue 30's 3.0x"):
+    doc_tables.readme_explain(src)
+  monkeypatch.setattr(doc_tables, "explain_cost_of", lambda src, m, l: None)
+  with pytest.raises(ValueError, match="no benchmarks/explain_vs_predict.sh run of"):
+    doc_tables.readme_explain(src)
+
+
 def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it():
   """pretrained/'s smoothing sd must be the one its members' own leave-one-fold-out chose
   (SMOOTHING/cv.json, whose unsmoothed scores must be the members' committed ones), and the
