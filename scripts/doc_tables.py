@@ -2141,7 +2141,7 @@ def results_cam_shipped(src: Sources) -> str:
   layer = st["layers"][0]
   s = stats["summary"][layer]
   return (f"On the shipped ensemble itself, `--cam_faithfulness=road --cam_sanity` on the first "
-          f"{st['scans']} B-scans of {os.path.basename(st['input'])} with the default "
+          f"{st['scans']} B-scans of {os.path.basename(st['input'])} with its CAM "
           f"({CAM_METHODS[st['method']]} at `{layer}`, {st['views']} views): MoRF beats random "
           f"for **{s['faithful_classes']} of 7** layer classes, randomisation similarity "
           f"**{s['randomisation_similarity']:.3f}**. {trained_on(src, st['input'])} of its "
