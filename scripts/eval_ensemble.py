@@ -9,9 +9,9 @@ split.json, log.csv and provenance.json are copied into NEW/members/NAME (NAME: 
 folder's name), ensemble.json names them by relative path (and, as provenance, `sources`: the
 folders they were copied from), and NEW, which must not exist, appears only when complete.
 --no_eval builds an ensemble workdir without scoring it. `--config.FIELD=VALUE` (predict.*
-fields other than predict.members, e.g. --config.predict.smooth_sd_columns=6; checked by
-serving.inference.check_ensemble_settings) are stored as ensemble.json's `settings`, which
-eval and predict apply beneath their own --config overrides.
+fields other than predict.members, e.g. --config.predict.smooth_sd_columns=6, and explain.*
+fields; checked by serving.inference.check_ensemble_settings) are stored as ensemble.json's
+`settings`, which eval, predict and explain apply beneath their own --config overrides.
 
 OUT becomes an ensemble workdir (OUT/ensemble.json: the members' absolute paths and whether
 each also runs on the mirrored scan), which predict, explain and eval load like any workdir;

@@ -411,6 +411,8 @@ def test_an_ensembles_settings_apply_beneath_the_command_line(tmp_path, members)
 
 def test_packaged_settings_are_stored_in_the_ensemble_file(tmp_path, members):
   script = load_script("eval_ensemble")
+  assert script.ensemble_settings(["--config.explain.method=gradcam"]) == {
+      "explain.method": "gradcam"}
   settings = script.ensemble_settings(["--config.predict.smooth_sd_columns=6"])
   assert settings == {"predict.smooth_sd_columns": 6.0}
   script.package(str(tmp_path / "pkg"), members, flip=False, settings=settings)
