@@ -35,7 +35,7 @@ flags.DEFINE_string("output", None, "eval/predict/explain: output folder (defaul
 flags.DEFINE_list("cam_layers", None, "explain: layer names (default: the workdir config's, "
                   "or an ensemble's settings).")
 flags.DEFINE_enum("cam_method", None, list(schema.choices("explain.method")),
-                  "explain: method (default: as --cam_layers).")
+                  "explain: method (default: the workdir config's, or an ensemble's settings).")
 flags.DEFINE_enum("cam_target", None, list(schema.choices("explain.target")),
                   "explain: pixel set M.")
 flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")

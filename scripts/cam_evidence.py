@@ -1,11 +1,12 @@
 """Writes the held-out evidence a shipped predictor's explanations are judged by:
 
-  python scripts/cam_evidence.py --heldout=docs/results/cpu_2core/explain_heldout_shipped \
+  python scripts/cam_evidence.py --heldout=docs/results/cpu_2core/explain_heldout_shipped_6scans \
       --output=pretrained/cam_evidence.json
 
 It reads scripts/compare_cams.py's results of fold models, each explaining B-scans of the
 subjects it never trained on (--heldout, one compare_cams.json per fold folder: by default the
-campaign base recipe's; explain_heldout_shipped holds pretrained/'s members'), and keeps
+campaign base recipe's; explain_heldout_shipped_6scans holds pretrained/'s members', on 6 B-scans
+per fold), and keeps
 per method, layer and class whether the map beat random removal (ROAD most-relevant-first area
 below the random-order area) pooled over the folds, in how many folds it did, and the
 randomisation similarity. explain then says per class, in cam_stats.md, whether the map it drew

@@ -4,7 +4,8 @@
   python scripts/run_experiments.py --status              # done / running / queued, compute left
 
 The queue is the committed plan file `configs/campaign.json`: recipes (a config file, its
-overrides and the commit they run at) and runs. The runner takes the runs in order, one at a
+overrides, optional `fold_overrides` per fold, and the commit they run at; `kind`
+"learning_curve" marks a reading that is never adopted) and runs. The runner takes the runs in order, one at a
 time, under `nice`:
 
 - each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on

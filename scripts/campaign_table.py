@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import campaign  # noqa: E402
 
 BASE = "base"
+CURVE = "learning_curve"   # a recipe kind: a reading of the data, never adopted
 
 
 def run_numbers(plan, run, repo=campaign.REPO):
@@ -118,12 +119,14 @@ def lever_table(plan, repo=campaign.REPO):
     table["recipes"][name] = {
         "overrides": recipe.get("overrides", {}),
         "override_args": [campaign.override_arg(k, v) for k, v in recipe.get("overrides", {}).items()],
-        "fold_overrides": recipe.get("fold_overrides", {}),
+        "kind": recipe.get("kind", "lever"),
+        "fold_override_args": {f: [campaign.override_arg(k, v) for k, v in o.items()]
+                               for f, o in recipe.get("fold_overrides", {}).items()},
         "runs": len(mine),
         "mean_layer_dice": statistics.mean(r["mean_layer_dice"] for r in mine.values()) if mine else None,
         "boundary_mae_um": statistics.mean(r["boundary_mae_um"] for r in mine.values()) if mine else None,
         "paired_gains": pairs, "mean_gain": gain, "seed_gaps": seed_gaps(mine),
-        "adopted": bool(name != BASE and noise is not None
+        "adopted": bool(name != BASE and noise is not None and recipe.get("kind") != CURVE
                         and all(f"fold{f}_seed{s}" in pairs for f in folds for s in (0, 1))
                         and gain > noise),
         "gflop_per_bscan": round(gflop_per_bscan(recipe), 2),
@@ -133,16 +136,17 @@ def lever_table(plan, repo=campaign.REPO):
   for run in plan["queue"]:
     if run["seed"] == 0:
       planned.setdefault(run["recipe"], set()).add(run["fold"])
-  table["comparisons"] = [comparison(runs, spec, noise, sorted(planned.get(spec["against"], ())))
+  table["comparisons"] = [comparison(runs, spec, noise, sorted(planned.get(spec["against"], ())),
+                                    plan["recipes"][spec["recipe"]].get("kind") == CURVE)
                           for spec in plan.get("comparisons", [])]
   return table
 
 
-def comparison(runs, spec, noise, folds):
+def comparison(runs, spec, noise, folds, curve: bool = False):
   """spec['recipe'] against spec['against'] on the (fold, seed) pairs both ran: the gains, their
   mean, whether both have run every fold of `folds` (the other recipe's seed-0 folds in the plan,
   run or still queued) with seed 0, and whether the mean gain then exceeds the seed noise (the
-  candidate replaces the other recipe)."""
+  candidate replaces the other recipe; never for a learning curve, `curve`)."""
   mine, other = runs.get(spec["recipe"], {}), runs.get(spec["against"], {})
   pairs = {f"fold{f}_seed{s}": mine[(f, s)]["mean_layer_dice"] - other[(f, s)]["mean_layer_dice"]
            for (f, s) in sorted(mine) if (f, s) in other}
@@ -150,7 +154,8 @@ def comparison(runs, spec, noise, folds):
   complete = bool(folds) and all((f, 0) in mine and (f, 0) in other for f in folds)
   return {"recipe": spec["recipe"], "against": spec["against"], "why": spec.get("why", ""),
           "paired_gains": pairs, "mean_gain": gain, "folds_needed": folds, "complete": complete,
-          "replaces": bool(complete and noise is not None and gain > noise)}
+          "learning_curve": curve,
+          "replaces": bool(not curve and complete and noise is not None and gain > noise)}
 
 
 def fmt(v, digits=4):
@@ -172,7 +177,8 @@ def markdown(table) -> str:
                f"{fmt(table['seed_noise'])} (gaps {', '.join(fmt(g) for g in table['seed_gaps'])}).")
   for c in table.get("comparisons", []):
     gains = ", ".join(f"{k}: {v:+.4f}" for k, v in c["paired_gains"].items()) or "n/a"
-    verdict = ("replaces it" if c["replaces"] else "does not replace it" if c["complete"]
+    verdict = ("a learning curve, no verdict" if c.get("learning_curve") and c["complete"]
+               else "replaces it" if c["replaces"] else "does not replace it" if c["complete"]
                else "undecided (folds " + ", ".join(map(str, c["folds_needed"])) + " of both needed)"
                if c["folds_needed"] else f"undecided ({c['against']} has no seed-0 run in the plan)")
     mean = "n/a" if c["mean_gain"] is None else format(c["mean_gain"], "+.4f")

@@ -1612,9 +1612,15 @@ def lever_block(t: Dict) -> str:
           f"{fmt(t['seed_noise'], 4)}. Adopted: the recipe has run every (fold, seed) pair where "
           f"the base has both seeds, and its mean paired gain exceeds the seed noise. What each "
           f"recipe changes (its options to main.py): " +
-          "; ".join(f"{name} `{' '.join(r['override_args'])}`"
+          "; ".join(f"{name} `{' '.join(r['override_args'])}`" + fold_options(r)
                     for name, r in t["recipes"].items() if r["runs"] and r["overrides"]) +
           ". " + comparisons_text(t) + selection_text(t))
+
+
+def fold_options(recipe: Dict) -> str:
+  """' and per fold ...': a recipe's fold_overrides as options to main.py, or ''."""
+  per_fold = recipe.get("fold_override_args", {})
+  return "".join(f", fold {f} `{' '.join(args)}`" for f, args in sorted(per_fold.items()))
 
 
 def comparisons_text(t: Dict) -> str:
@@ -1626,7 +1632,8 @@ def comparisons_text(t: Dict) -> str:
       continue
     gains = ", ".join(f"{k.replace('fold', 'f').replace('_seed', 's')} {v:+.4f}"
                       for k, v in c["paired_gains"].items())
-    verdict = (f"so it replaces {c['against']}" if c["replaces"] else
+    verdict = ("a learning curve, so no verdict" if c.get("learning_curve") and c["complete"]
+               else f"so it replaces {c['against']}" if c["replaces"] else
                f"so it does not replace {c['against']} (not above the seed noise)"
                if c["complete"] else
                "undecided until it has run folds " + ", ".join(map(str, c["folds_needed"])))
@@ -1959,8 +1966,8 @@ def single_member_flag(src: Sources) -> str:
 
 
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
-HELDOUT_SHIPPED6 = f"{CPU}/explain_heldout_shipped_6scans"   # theirs on 6 B-scans per fold
-CAM_CHOICE = HELDOUT_SHIPPED6      # the held-out runs whose ranking chose pretrained/'s CAM
+CAM_CHOICE = f"{CPU}/explain_heldout_shipped_6scans"   # theirs on 6 B-scans per fold: the
+                                                       # runs whose ranking chose pretrained/'s CAM
 CAM_COST_BUDGET = 3.0              # issue 30: explain at most 3x predict (whole commands)
 
 
@@ -2012,14 +2019,18 @@ def results_cam_heldout_shipped_6scans(src: Sources) -> str:
   """shipped_cam_comparison on 6 B-scans per fold (the runs that chose pretrained/'s CAM), how
   narrowly it leads, where it ranked on the first runs' 2 B-scans, and its cost against the
   schema default's (explain_cost_of: the latest timing of each)."""
-  evidence = heldout_evidence(shipped_cam_runs(src, HELDOUT_SHIPPED6))
+  evidence = heldout_evidence(shipped_cam_runs(src, CAM_CHOICE))
   ranked = cam_ranking(evidence)
   first = cam_ranking(heldout_evidence(shipped_cam_runs(src, HELDOUT_SHIPPED)))
   mine, schema_cam = shipped_cam(src), default_cam()
   costs = [explain_cost_of(src, *cam) for cam in (mine, schema_cam)]
+  if None in costs or default_place(first, mine) is None:
+    raise ValueError(f"{CAM_CHOICE}: pretrained/'s CAM or the schema's default was never timed "
+                     f"({EXPLAIN_COST}), or pretrained/'s fails the sanity limit on "
+                     f"{HELDOUT_SHIPPED}")
   failed = [LAYER_NAMES[k] for k in range(1, 8)
             if not any(evidence[m][l]["passed"][k] for _, m, l in ranked)]
-  return (shipped_cam_comparison(src, HELDOUT_SHIPPED6) + " " + lead_text(ranked)
+  return (shipped_cam_comparison(src, CAM_CHOICE) + " " + lead_text(ranked)
           + (f" No candidate beats random for {and_list(failed)} pooled." if failed else "")
           + f" On the first two of these B-scans per fold alone (the table before) it ranked "
           f"{default_place(first, mine)} of {len(first)}. It costs "

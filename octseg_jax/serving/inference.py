@@ -22,6 +22,7 @@ from octseg_jax.data.scans import volume_of
 from octseg_jax.errors import InputError
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.models import create_model
+from octseg_jax.cam.gradcam import LINEAR_METHODS
 from octseg_jax.serving.workdir import SPLIT_FILE, load_config, read_json
 
 ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool, "settings"}
@@ -176,9 +177,9 @@ def is_ensemble(workdir: str) -> bool:
 
 
 def stored_config(workdir: str, overrides=None):
-  """The config.json of a training workdir, or of an ensemble workdir's first member, with the
-  checked inference `overrides` set as load_trained sets them (read before the model is
-  loaded, e.g. for its data limits)."""
+  """The config.json of a training workdir, or of an ensemble workdir's first member with its
+  settings (with_settings), with the checked inference `overrides` set as load_trained sets
+  them (read before the model is loaded, e.g. for its data limits and explain's method)."""
   if is_ensemble(workdir):
     spec = read_ensemble_file(workdir)
     return member_config(spec["members"][0], with_settings(spec, overrides))
@@ -444,8 +445,8 @@ def ensemble_settings(spec: dict, path: str) -> Dict[str, Any]:
 def check_ensemble_settings(settings: Dict[str, Any]) -> str:
   """The problem with an ensemble's settings, or '': each must be a field of how the predictor
   is used (config.schema): predict.* other than predict.members (which selects members), or
-  explain.* (e.g. the method and layers chosen on its members' held-out eyes), with a value
-  its schema check accepts."""
+  explain.* (e.g. the method and layers chosen on its members' held-out eyes; a method linear
+  in the gradient, as explain needs for an ensemble), with a value its schema check accepts."""
   from octseg_jax.config import schema
   for field, value in settings.items():
     if not field.startswith(SETTING_PREFIXES) or field not in schema.FIELDS \
@@ -455,6 +456,9 @@ def check_ensemble_settings(settings: Dict[str, Any]) -> str:
     problem = schema.FIELDS[field].check(value)
     if problem:
       return f"{field}={value!r}: {problem}"
+    if field == "explain.method" and value not in LINEAR_METHODS:
+      return (f"{field}={value!r}: an ensemble is explained with a gradient-linear method only "
+              f"({', '.join(LINEAR_METHODS)})")
   return ""
 
 

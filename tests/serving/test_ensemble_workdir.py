@@ -397,6 +397,7 @@ def test_an_ensembles_settings_apply_beneath_the_command_line(tmp_path, members)
   assert explain.layers_source(str(folder), ("head",), {}) == "--cam_layers"
   for settings, problem in (({"model.widths": [4, 8]}, "'model.widths' is not a setting"),
                             ({"explain.method": "nope"}, "explain.method='nope': "),
+                            ({"explain.method": "ablation"}, "gradient-linear method only"),
                             ({"predict.members": 1}, "'predict.members' is not a setting"),
                             ({"train.eval_batch_size": 2}, "'train.eval_batch_size' is not a"),
                             ({"predict.smooth_sd_columns": -1}, "predict.smooth_sd_columns=-1: "),

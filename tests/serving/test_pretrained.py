@@ -83,8 +83,9 @@ def test_pretrained_explains_with_its_own_choice_and_carries_its_heldout_evidenc
   cwd = os.getcwd()
   try:
     os.chdir(ROOT)
-    assert load_script("cam_evidence").evidence_file(
-        "docs/results/cpu_2core/explain_heldout_shipped_6scans") == shipped
+    doc_tables = load_script("doc_tables")
+    assert load_script("cam_evidence").evidence_file(doc_tables.CAM_CHOICE) == shipped
+    assert doc_tables.shipped_cam(doc_tables.Sources(ROOT)) == (chosen[0], ",".join(chosen[1]))
   finally:
     os.chdir(cwd)
   found = shipped["methods"][chosen[0]][",".join(chosen[1])]

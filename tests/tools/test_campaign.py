@@ -231,6 +231,30 @@ def test_a_comparison_waits_for_the_other_recipes_queued_folds(monkeypatch):
   assert "c against u: n/a; mean n/a; undecided (u has no seed-0 run in the plan)." in text
 
 
+def test_a_learning_curve_is_never_adopted_nor_replaces_its_recipe(monkeypatch):
+  """A recipe of kind learning_curve (fewer training subjects per fold) that, against all
+  sense, beats the recipe it is read against by far on every fold is neither adopted nor a
+  replacement: the table gives no verdict; its fold_overrides are listed as options."""
+  table_script = load_script("campaign_table")
+  done = {(r, f, s): dice for f in range(4) for s in (0, 1)
+          for r, dice in (("base", 0.80), ("t", 0.80), ("lc", 0.90))}
+  monkeypatch.setattr(table_script, "run_numbers", lambda plan, run, repo: {
+      "mean_layer_dice": done[(run["recipe"], run["fold"], run["seed"])],
+      "boundary_mae_um": 5.0, "train_s": 60.0})
+  monkeypatch.setattr(table_script, "gflop_per_bscan", lambda recipe: 1.0)
+  plan = {"recipes": {"base": {"config": "x"}, "t": {"config": "x"},
+                      "lc": {"config": "x", "kind": "learning_curve",
+                             "fold_overrides": {"0": {"data.subjects": [1, 2, 5]}}}},
+          "queue": [{"recipe": r, "fold": f, "seed": s} for r, f, s in done],
+          "comparisons": [{"recipe": "lc", "against": "t"}]}
+  table = table_script.lever_table(plan, repo="unused")
+  (c,) = table["comparisons"]
+  assert c["complete"] and abs(c["mean_gain"] - 0.1) < 1e-12 and not c["replaces"]
+  assert not table["recipes"]["lc"]["adopted"]
+  assert table["recipes"]["lc"]["fold_override_args"] == {"0": ["--config.data.subjects=(1,2,5)"]}
+  assert "; a learning curve, no verdict." in table_script.markdown(table)
+
+
 def test_selection_compares_the_kept_epoch_with_the_last_and_refuses_repeated_epochs(tmp_path):
   """A 5-epoch log whose run kept epoch 3: the gain is Dice(3) - Dice(5), by hand; a log with an
   epoch twice (or without the kept epoch) is refused rather than read silently."""

@@ -490,3 +490,15 @@ def test_the_default_cam_is_placed_against_the_candidates_above_it_by_hand():
       "6). 1 candidate above it only on the later keys (worst fold, fold passes, similarity). "
       "1 candidate tied with it on every key.")
   assert doc_tables.ahead_of_default(ranked[3:], 1) == ""
+
+
+def test_lead_text_counts_the_candidates_tied_on_the_first_two_keys_by_hand():
+  ranked = [((6, 5, 24, -0.02), "gradcam", "enc3_conv1"),
+            ((6, 5, 24, -0.06), "hirescam", "enc3_conv1"),
+            ((6, 5, 22, -0.03), "hirescam", "dec3_conv1"),
+            ((6, 4, 22, -0.04), "gradcam", "dec3_conv1")]       # behind on the worst fold
+  assert doc_tables.lead_text(ranked) == (
+      "2 candidates tie with the first on the rule's first two keys (classes pooled, worst "
+      "fold), with 22-24 fold passes against its 24.")
+  assert doc_tables.lead_text(ranked[:1] + ranked[3:]) == \
+      "The first leads on the rule's first two keys."
