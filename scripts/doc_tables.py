@@ -790,12 +790,13 @@ def readme_explain(src: Sources) -> str:
   default for a newly trained model."""
   method, layers = shipped_cam(src)
   runs = shipped_cam_runs(src, CAM_CHOICE)
-  ranked = cam_ranking(heldout_evidence(runs))
+  evidence = heldout_evidence(runs)
+  ranked = cam_ranking(evidence)
   key = ranked[0][0]
   if default_place(ranked, (method, layers)) != 1:
     raise ValueError(f"{CAM_CHOICE}: pretrained/ explains with {method} at {layers}, not the "
                      f"first by issue 30's rule ({ranked[0][1]} at {ranked[0][2]})")
-  found = heldout_evidence(runs)[method][layers]
+  found = evidence[method][layers]
   failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
   cost = explain_cost_of(src, method, layers)
   if cost is None or cost["A/B wall"] > CAM_COST_BUDGET:
@@ -1618,7 +1619,7 @@ def lever_block(t: Dict) -> str:
 
 
 def fold_options(recipe: Dict) -> str:
-  """' and per fold ...': a recipe's fold_overrides as options to main.py, or ''."""
+  """', fold F `...`' per fold: a recipe's fold_overrides as options to main.py, or ''."""
   per_fold = recipe.get("fold_override_args", {})
   return "".join(f", fold {f} `{' '.join(args)}`" for f, args in sorted(per_fold.items()))
 
@@ -1993,11 +1994,11 @@ def shipped_cam_runs(src: Sources, folder: str) -> Dict[str, Dict]:
   return runs
 
 
-def shipped_cam_comparison(src: Sources, folder: str) -> str:
-  """The held-out CAM comparison of pretrained/'s members in `folder` (the candidates only),
-  and where the schema's default and pretrained/'s CAM rank there by issue 30's rule."""
-  runs = shipped_cam_runs(src, folder)
-  ranked = cam_ranking(heldout_evidence(runs))
+def shipped_cam_comparison(src: Sources, runs: Dict[str, Dict],
+                           ranked: List[Tuple[Tuple, str, str]]) -> str:
+  """The held-out CAM comparison of pretrained/'s members (shipped_cam_runs, the candidates
+  only; `ranked` their cam_ranking), and where the schema's default and pretrained/'s CAM rank
+  there by issue 30's rule."""
   order = "; ".join(f"({k}) {rank_text(key, m, l, len(runs))}"
                     for k, (key, m, l) in enumerate(ranked, 1))
   text = cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}."
@@ -2012,28 +2013,31 @@ def shipped_cam_comparison(src: Sources, folder: str) -> str:
 
 def results_cam_heldout_shipped(src: Sources) -> str:
   """shipped_cam_comparison of the members' first runs (2 B-scans per fold)."""
-  return shipped_cam_comparison(src, HELDOUT_SHIPPED)
+  runs = shipped_cam_runs(src, HELDOUT_SHIPPED)
+  return shipped_cam_comparison(src, runs, cam_ranking(heldout_evidence(runs)))
 
 
 def results_cam_heldout_shipped_6scans(src: Sources) -> str:
   """shipped_cam_comparison on 6 B-scans per fold (the runs that chose pretrained/'s CAM), how
   narrowly it leads, where it ranked on the first runs' 2 B-scans, and its cost against the
   schema default's (explain_cost_of: the latest timing of each)."""
-  evidence = heldout_evidence(shipped_cam_runs(src, CAM_CHOICE))
+  runs = shipped_cam_runs(src, CAM_CHOICE)
+  evidence = heldout_evidence(runs)
   ranked = cam_ranking(evidence)
   first = cam_ranking(heldout_evidence(shipped_cam_runs(src, HELDOUT_SHIPPED)))
   mine, schema_cam = shipped_cam(src), default_cam()
   costs = [explain_cost_of(src, *cam) for cam in (mine, schema_cam)]
-  if None in costs or default_place(first, mine) is None:
+  first_place = default_place(first, mine)
+  if None in costs or first_place is None:
     raise ValueError(f"{CAM_CHOICE}: pretrained/'s CAM or the schema's default was never timed "
                      f"({EXPLAIN_COST}), or pretrained/'s fails the sanity limit on "
                      f"{HELDOUT_SHIPPED}")
   failed = [LAYER_NAMES[k] for k in range(1, 8)
             if not any(evidence[m][l]["passed"][k] for _, m, l in ranked)]
-  return (shipped_cam_comparison(src, CAM_CHOICE) + " " + lead_text(ranked)
+  return (shipped_cam_comparison(src, runs, ranked) + " " + lead_text(ranked)
           + (f" No candidate beats random for {and_list(failed)} pooled." if failed else "")
           + f" On the first two of these B-scans per fold alone (the table before) it ranked "
-          f"{default_place(first, mine)} of {len(first)}. It costs "
+          f"{first_place} of {len(first)}. It costs "
           f"{costs[0]['A/B wall']:.2f}x predict on the shipped ensemble, the schema's default "
           f"{costs[1]['A/B wall']:.2f}x (table below).")
 
