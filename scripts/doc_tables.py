@@ -33,6 +33,7 @@ from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
 from octseg_jax.outputs.cam_report import (  # noqa: E402
     SANITY_PASS, SCAN_PIXELS, heldout_evidence)
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
+from octseg_jax.serving.inference import stored_config  # noqa: E402
 from scripts.campaign import METRICS, RUN_RECORD, run_of_workdir, run_parts  # noqa: E402
 from scripts.cam_evidence import HELDOUT  # noqa: E402     # compare_cams.py per fold model
 from scripts.summarise_results import mean_sd  # noqa: E402
@@ -793,7 +794,7 @@ def readme_explain(src: Sources) -> str:
   evidence = heldout_evidence(runs)
   ranked = cam_ranking(evidence)
   key = ranked[0][0]
-  if default_place(ranked, (method, layers)) != 1:
+  if place_of(ranked, (method, layers)) != 1:
     raise ValueError(f"{CAM_CHOICE}: pretrained/ explains with {method} at {layers}, not the "
                      f"first by issue 30's rule ({ranked[0][1]} at {ranked[0][2]})")
   found = evidence[method][layers]
@@ -825,13 +826,10 @@ def readme_explain(src: Sources) -> str:
 
 
 def shipped_cam(src: Sources) -> Tuple[str, str]:
-  """The CAM (method, layers joined by commas) pretrained/ explains with: its ensemble.json
-  settings over its first member's config.json (serving.inference.with_settings)."""
-  spec = src.json("pretrained/ensemble.json")
-  stored = src.json(f"pretrained/{spec['members'][0]}/config.json")["explain"]
-  settings = spec.get("settings", {})
-  return (settings.get("explain.method", stored["method"]),
-          ",".join(settings.get("explain.layers", stored["layers"])))
+  """The CAM (method, layers joined by commas) pretrained/ explains with, read as explain
+  reads it (serving.inference.stored_config: its settings over its first member's config)."""
+  explain = stored_config(src.path("pretrained")).explain
+  return explain.method, ",".join(explain.layers)
 
 
 PADDING_RULE = ("the rule that class scores, maps and removal count the scan's pixels only, not "
@@ -2004,9 +2002,9 @@ def shipped_cam_comparison(src: Sources, runs: Dict[str, Dict],
   text = cam_heldout_table(runs) + f"\n\nRanked by the same rule: {order}."
   for what, name, cam in (("The schema's default", "the default", default_cam()),
                           ("pretrained/'s CAM", "pretrained/'s", shipped_cam(src))):
-    place = default_place(ranked, cam)
+    place = place_of(ranked, cam)
     text += (f" {what} ({CAM_METHODS[cam[0]]} at `{cam[1]}`) "
-             + (f"ranks {place} of {len(ranked)}.{ahead_of_default(ranked, place, name)}"
+             + (f"ranks {place} of {len(ranked)}.{ranked_above(ranked, place, name)}"
                 if place else "fails the rule's sanity limit."))
   return text
 
@@ -2027,7 +2025,7 @@ def results_cam_heldout_shipped_6scans(src: Sources) -> str:
   first = cam_ranking(heldout_evidence(shipped_cam_runs(src, HELDOUT_SHIPPED)))
   mine, schema_cam = shipped_cam(src), default_cam()
   costs = [explain_cost_of(src, *cam) for cam in (mine, schema_cam)]
-  first_place = default_place(first, mine)
+  first_place = place_of(first, mine)
   if None in costs or first_place is None:
     raise ValueError(f"{CAM_CHOICE}: pretrained/'s CAM or the schema's default was never timed "
                      f"({EXPLAIN_COST}), or pretrained/'s fails the sanity limit on "
@@ -2061,11 +2059,12 @@ def leaders(ranked: List[Tuple[Tuple, str, str]], place: int) -> List[Tuple[Tupl
   return [c for c in ranked[:place - 1] if c[0][0] > ranked[place - 1][0][0]]
 
 
-def ahead_of_default(ranked: List[Tuple[Tuple, str, str]], place: int,
-                     name: str = "the default") -> str:
-  """' Above it ...': which of cam_ranking's candidates rank above the default (or the CAM
-  `name` says, at 1-based `place`) on the rule's first key (classes beating random, folds
-  pooled), and how many only on its later keys; '' where none does."""
+def ranked_above(ranked: List[Tuple[Tuple, str, str]], place: int,
+                 name: str = "the default") -> str:
+  """' Above it ...': which of cam_ranking's candidates rank above the CAM at 1-based `place`
+  (`name` in the words: the schema's default, or pretrained/'s) on the rule's first key
+  (classes beating random, folds pooled), and how many only on its later keys; '' where none
+  does."""
   own = ranked[place - 1][0]
   above = ranked[:place - 1]
   ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7 pooled, {name} {own[0]})"
@@ -2101,11 +2100,11 @@ def default_cam() -> Tuple[str, str]:
   return explain.method, ",".join(explain.layers)
 
 
-def default_place(ranked: List[Tuple[Tuple, str, str]], default: Tuple[str, str]):
-  """The 1-based place of the default CAM (default_cam) in cam_ranking's list, or None when
-  the rule left it out (it failed the sanity limit)."""
+def place_of(ranked: List[Tuple[Tuple, str, str]], cam: Tuple[str, str]):
+  """The 1-based place of a CAM (method, layers), such as default_cam() or shipped_cam(), in
+  cam_ranking's list, or None when the rule left it out (it failed the sanity limit)."""
   pairs = [(m, l) for _, m, l in ranked]
-  return pairs.index(default) + 1 if default in pairs else None
+  return pairs.index(cam) + 1 if cam in pairs else None
 
 
 def rank_text(key: Tuple, method: str, layer: str, folds: int) -> str:
@@ -2134,7 +2133,7 @@ def results_cam_default(src: Sources) -> str:
   runs = heldout_runs(src)
   ranked = cam_ranking(heldout_evidence(runs))
   default = default_cam()
-  place = default_place(ranked, default)
+  place = place_of(ranked, default)
   if place is None:
     raise ValueError(f"{HELDOUT}: the default CAM {default} is not among the ranked candidates")
   def describe(key, method, layer):

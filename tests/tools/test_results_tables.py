@@ -482,14 +482,14 @@ def test_the_default_cam_is_placed_against_the_candidates_above_it_by_hand():
             ((6, 5, 23, -0.04), "gradcam", "dec3_conv1"),        # ahead on the later keys
             ((6, 4, 20, -0.03), "gradcam", "enc3_conv1"),        # tied on every key
             ((6, 4, 20, -0.03), default[0], default[1])]         # the default, at place 4
-  place = doc_tables.default_place(ranked, default)
+  place = doc_tables.place_of(ranked, default)
   assert place == 4
   assert doc_tables.leaders(ranked, place) == [ranked[0]]
-  assert doc_tables.ahead_of_default(ranked, place) == (
+  assert doc_tables.ranked_above(ranked, place) == (
       " Above it on the rule's first key: HiResCAM at `dec2_conv1` (7 of 7 pooled, the default "
       "6). 1 candidate above it only on the later keys (worst fold, fold passes, similarity). "
       "1 candidate tied with it on every key.")
-  assert doc_tables.ahead_of_default(ranked[3:], 1) == ""
+  assert doc_tables.ranked_above(ranked[3:], 1) == ""
 
 
 def test_lead_text_counts_the_candidates_tied_on_the_first_two_keys_by_hand():
