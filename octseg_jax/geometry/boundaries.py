@@ -162,6 +162,13 @@ def supported_columns(raw_labels: np.ndarray, bounds: np.ndarray) -> np.ndarray:
   return column_is_ordered(raw_labels) & np.isfinite(bounds).all(axis=-2)
 
 
+def labelling_support(labels: np.ndarray) -> np.ndarray:
+  """[..., W] bool: supported_columns of an argmax labelling [..., H, W] before the order fix,
+  from its own boundaries: where the argmax is in order, the order fix leaves it unchanged, so
+  these are the columns predict would report (on whatever grid `labels` is)."""
+  return supported_columns(labels, boundaries_from_labels(labels))
+
+
 def column_is_ordered(labels: np.ndarray) -> np.ndarray:
   """[..., H, W] -> [..., W] bool: background, then layers 1..7 non-decreasing with each layer
   contiguous, then background (IGNORE pixels are skipped)."""

@@ -31,6 +31,7 @@ from octseg_jax.cam import gradcam
 from octseg_jax.config import schema
 from octseg_jax.outputs import plots
 from octseg_jax.data import preprocessing
+from octseg_jax.geometry import boundaries as geom
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs
 from octseg_jax.errors import InputError
@@ -290,7 +291,8 @@ def scan_statistics(out: Dict, layer: str, b: int, regions, valid, extent) -> Di
 
 
 def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
-  """Maps, statistics and removal curves of one prepared scan."""
+  """Maps, statistics and removal curves of one prepared scan, and the share of its columns
+  (model input) whose argmax is in anatomical order (geometry.labelling_support)."""
   t0 = time.perf_counter()
   extent = (place.model_rows, place.model_cols)        # x beyond it pads the scan
   out = explainer.explain(x[None], sbox, extent=extent)
@@ -298,6 +300,7 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
   jax.block_until_ready(logits)
   timing = {"maps_s": time.perf_counter() - t0}
   pred = np.asarray(jnp.argmax(logits[0], -1))
+  support = float(geom.labelling_support(pred[:extent[0], :extent[1]]).mean())
   regions = y if y is not None else pred
   valid = (regions != IGNORE)
   valid[place.model_rows:], valid[:, place.model_cols:] = False, False
@@ -316,7 +319,7 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
         stats[layer][kind] = explainer.removal(kind, x, maps, weights, base, sub,
                                                extent=extent)
     timing["removal_s"] = time.perf_counter() - t0
-  return {"out": out, "stats": stats, "timing": timing}
+  return {"out": out, "stats": stats, "timing": timing, "supported_share": support}
 
 
 def model_pixel_um(place, scale: Dict):
@@ -422,7 +425,8 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
         run_out.wrote(cam_npz, cam_png)
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],
                          "timing": scan["timing"], "in_training": seen,
-                         "training_volume": volume})
+                         "training_volume": volume, "supported_share": scan["supported_share"],
+                         "low_support": scan["supported_share"] < geom.LOW_SUPPORT})
         progress.update()
   return per_scan, sanity_result
 
@@ -480,16 +484,24 @@ def checked_box(flag, target: str, default) -> tuple:
   return box
 
 
-def print_explained(explained: int, available: int, max_scans: int, what: str, run_out,
+def print_explained(per_scan: List[Dict], available: int, max_scans: int, what: str, run_out,
                     skipped: int, seen: Dict) -> None:
-  """The console's closing lines: scans explained (of how many, when explain.max_scans capped
-  them), `what` (method and layers), the output folder, failed and skipped files, and a warning
-  when any of them were in the model's training set or from its training volumes (`seen`:
+  """The console's closing lines: scans explained (per_scan; of how many, when
+  explain.max_scans capped them), `what` (method and layers), the output folder, failed and
+  skipped files, and warnings when any of them have little of the layer order predict reports
+  (`low_support`) or were in the model's training set or from its training volumes (`seen`:
   inference.training_overlap)."""
+  explained = len(per_scan)
   capped = (f" of {available} (explain.max_scans={max_scans} per file; "
             "--config.explain.max_scans=N explains more)" if available > explained else "")
   print(f"explained {report.count(explained, 'scan')}{capped} ({what}) -> {run_out.folder}; "
         f"{run_out.num_failed} failed, {skipped} skipped")
+  low = sum(p["low_support"] for p in per_scan)
+  if low:
+    print(report.low_support_warning(low, f"{report.count(explained, 'scan')} explained",
+                                     "the layers in anatomical order",
+                                     " of the model's input (the maps explain outputs that "
+                                     "predict would not measure)"))
   if report.training_overlap(seen):
     print(f"warning: {report.training_overlap_text(seen, explained, ' explained')}: "
           f"{report.NOT_HELD_OUT['explain']}")
@@ -557,7 +569,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan), **seen})
-  print_explained(len(per_scan), sum(len(s) for s, _ in sets), int(cfg.max_scans),
+  print_explained(per_scan, sum(len(s) for s, _ in sets), int(cfg.max_scans),
                   f"{method}, layers {', '.join(layers)}", run_out, len(skipped), seen)
   if run_out.num_failed:
     raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "

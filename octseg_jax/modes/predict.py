@@ -481,10 +481,8 @@ def print_file_result(path: str, num_scans: int, done: Dict, flag: Optional[Colu
           f"{'has' if done['uncertain_scans'] == 1 else 'have'} columns where {flag.console} "
           "(CSV `uncertain`; orange in the figures drawn)")
   if done["low_support"]:
-    print(f"warning: {done['low_support']} of {scans} of {path} "
-          f"{'has' if done['low_support'] == 1 else 'have'} every layer's thickness in fewer "
-          f"than {geom.LOW_SUPPORT:.0%} of the columns (the rest shaded 'no support'): is it a "
-          "retinal B-scan like the model's training data?")
+    print(report.low_support_warning(done["low_support"], f"{scans} of {path}",
+                                     "every layer's thickness", " (the rest shaded 'no support')"))
   if report.training_overlap(done["training"]):
     print(f"warning: {report.training_overlap_text(done['training'], num_scans, f' of {path}')}"
           f": {report.NOT_HELD_OUT['predict']}")

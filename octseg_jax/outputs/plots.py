@@ -519,8 +519,12 @@ def draw_scale_bars(ax, shape, pixel_um) -> None:
             va="top", **style)
 
 
-def _input_tile_title(layer: str, pixel_um) -> str:
+def _input_tile_title(layer: str, pixel_um, unjudged: bool = False) -> str:
+  """The input tile's title: the layer the maps come from, the scale bars and, where the maps
+  have no held-out verdict (`unjudged`), that cam_stats.md says why."""
   text = f"input scan; the other maps come from\n{network_layer_text(layer)}"
+  if unjudged:
+    text += "\nno held-out verdict for these maps\n(cam_stats.md says why)"
   if pixel_um is None:
     return text
   return text + ("\nscale bars hold for every tile" if pixel_um[1] is not None else
@@ -536,7 +540,8 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
   column um or None) of one image pixel: scale bars on the input tile. checks {layer: [K]
   (passed, folds passed, folds) or None}: whether each class's map beat random removal on
   held-out eyes, said under its title (in red where it did not). box (row0, col0, row1, col1)
-  in image pixels: the --cam_box region the maps explain, dashed on every tile."""
+  in image pixels: the --cam_box region the maps explain, dashed on every tile. A layer that
+  checks (when given) holds no verdicts for says so on its input tile."""
   plt = _plt()
   layers = list(layer_maps)
   k = next(iter(layer_maps.values())).shape[0]
@@ -552,7 +557,8 @@ def _cam_figure(image: np.ndarray, layer_maps: dict, title: str, aspect=None, pi
     tiles = axes[r * rows_per:(r + 1) * rows_per].ravel()
     tiles[0].imshow(image, cmap="gray", aspect=aspect)
     _draw_box(tiles[0], box)
-    tiles[0].set_title(_input_tile_title(layer, pixel_um), fontsize=10)
+    unjudged = checks is not None and not checks.get(layer)
+    tiles[0].set_title(_input_tile_title(layer, pixel_um, unjudged), fontsize=10)
     if pixel_um is not None:
       draw_scale_bars(tiles[0], image.shape, pixel_um)
     for c in range(k):

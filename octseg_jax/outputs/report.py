@@ -148,6 +148,15 @@ NOT_HELD_OUT = {"eval": "so these numbers are not held-out",
                 "explain": "maps of scans it learned say less about how it reads new eyes"}
 
 
+def low_support_warning(low: int, scans: str, measured: str, note: str = "") -> str:
+  """The console's warning about `low` of `scans` ('3 scans of FILE') with `measured` in fewer
+  than LOW_SUPPORT of their columns (`note` follows 'columns'): the sign of an input unlike the
+  model's training data, the same for predict and explain."""
+  return (f"warning: {low} of {scans} {'has' if low == 1 else 'have'} {measured} in fewer than "
+          f"{LOW_SUPPORT:.0%} of the columns{note}: is it a retinal B-scan like the model's "
+          "training data?")
+
+
 def training_overlap(counts: Dict) -> bool:
   """Whether counts (manifest.json's or eval's: inference.training_overlap) hold a training
   scan or a scan of a training volume (records from before the volumes count only the first)."""
@@ -294,7 +303,8 @@ def calibration_markdown(cal) -> list:
     if flag:
       share = flag["flagged"] / flag["columns"] if flag["columns"] else float("nan")
       lines += [f"{flag_text(key, flag)} {flag['threshold_um']:.4g} um): {flag['flagged']} of "
-                f"the {flag['columns']} columns predict measures (`supported`, {share:.1%}); "
+                f"the {flag['columns']} columns predict measures (`supported`), {share:.1%} of "
+                "them; "
                 f"mean absolute boundary error {fmt(flag['mae_flagged_um'], 2)} um in them, "
                 f"{fmt(flag['mae_unflagged_um'], 2)} um in the others.", ""]
   if any(key.endswith("_columns_curve") for key in cal):

@@ -167,8 +167,8 @@ def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
   text = "\n".join(report.calibration_markdown(cal))
   assert "position sd" in text and "members' boundary spread" not in text
   assert ("Columns a flag on the position sd would mark, which predict does not flag by (some "
-          "boundary's over 7.74 um): 3 of the 6 columns predict measures (`supported`, 50.0%)"
-          ) in text
+          "boundary's over 7.74 um): 3 of the 6 columns predict measures (`supported`), 50.0% "
+          "of them") in text
   assert f"mean absolute error {report.fmt(err[:top].mean(), 2)} um" in text
   # Its curve: wrong beyond 7.74 um are columns 2-5 (errors 2.4-6 rows); at 8 um the flag is
   # the same 3 columns, all wrong.

@@ -221,7 +221,7 @@ def test_predict_at_native_resolution_for_npz_png_and_folder(trained_workdir, tm
   assert "warning: 1 of 1 scan of" in capsys.readouterr().out
 
 
-def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
+def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path, capsys):
   workdir, _ = trained_workdir
   s = synthetic.generate(2, 96, 64, seed=4)
   write_npz(str(tmp_path / "scan.npz"), images=s.images, masks=s.masks)
@@ -248,6 +248,28 @@ def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
   assert "| 3 | INL |" in (out / "cam_stats.md").read_text()
   assert (out / "scan_001_cam.png").stat().st_size > 1000
   assert stats["timing_per_scan"]["removal_s"] > 0
+  # Each scan's share of columns in anatomical order: the model's own argmax on its input,
+  # within the scan's extent; counted below LOW_SUPPORT and warned about.
+  from octseg_jax.serving import inference
+  trained = inference.load_trained(workdir)
+  for i, scan in enumerate(stats["per_scan"]):
+    with np.load(out / f"scan_{i:03d}_cam.npz") as d:
+      logits = inference.jitted_logits(trained.model)(trained.variables, d["x"][None])
+      pred = np.argmax(np.asarray(logits)[0], -1)[:int(d["input_rows"]), :int(d["input_cols"])]
+    # explain's logits come from its own forward pass: allow one column's argmax to differ.
+    assert abs(scan["supported_share"] - geom.labelling_support(pred).mean()) <= 1 / pred.shape[1]
+    assert scan["low_support"] == (scan["supported_share"] < geom.LOW_SUPPORT)
+  low = sum(scan["low_support"] for scan in stats["per_scan"])
+  assert stats["scans_with_low_support"] == low
+  assert ("have the layers in anatomical order" in capsys.readouterr().out) == (low > 0)
+
+
+def test_a_labellings_support_is_its_ordered_columns_with_every_boundary():
+  col = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0])             # every layer, in order
+  labels = np.stack([col, col[::-1], np.zeros(9, int), np.r_[col[:-2], 0, 0]], axis=1)
+  # Reversed: out of order; no layer pixels: no boundary; OS-RPE missing: a boundary of
+  # zero thickness is still found (b_7 = b_8), as predict's supported columns count it.
+  np.testing.assert_array_equal(geom.labelling_support(labels), [True, False, False, True])
 
 
 def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out(

@@ -586,14 +586,18 @@ def test_overlay_marks_every_no_support_run_and_leaves_a_one_column_run_undrawn(
 def test_cam_figure_says_per_class_whether_it_passed_on_held_out_eyes():
   """With held-out verdicts each class tile says whether its map beat random removal there on
   the fold-averaged areas and in how many folds, a failure in red; a class without a verdict
-  (None) and a layer without verdicts keep the plain titles."""
+  (None) and a layer without verdicts keep the plain titles, and the layer says on its input
+  tile that its maps have no verdict."""
   from octseg_jax.outputs import plots
   maps = np.random.default_rng(0).uniform(size=(3, 20, 30))
   fig = plots._cam_figure(np.zeros((20, 30)), {"dec3_conv1": maps, "enc0_conv1": maps}, "t",
                           checks={"dec3_conv1": [None, (False, 1, 4), (True, 1, 4)]})
   titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes if ax.get_visible()
             and ax.get_title().startswith("where")]
+  inputs = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("input")]
   plots._plt().close(fig)
+  # The layer without verdicts says so on its input tile; the one with them does not.
+  assert ["no held-out verdict" in t for t in inputs] == [False, True]
   assert titles == [
       ("where the model looked to label the background", "black"),
       ("where the model looked to label the NFL\non held-out eyes: NOT better than random\n"
