@@ -246,6 +246,8 @@ def _mark_no_support(fig, ax, masked: np.ndarray) -> None:
   from matplotlib.transforms import offset_copy
   _shade_runs(ax, masked, zorder=1, **NO_SUPPORT_BAND)
   runs = _runs(masked)
+  if not runs:             # an empty unclipped line would stretch the saved figure's tight box
+    return
   below_top = offset_copy(ax.get_xaxis_transform(), fig=fig, y=-6, units="points")
   ax.plot([(start + stop - 1) / 2 for start, stop in runs], [1.0] * len(runs),
           transform=below_top, zorder=6, clip_on=False, **NO_SUPPORT_MARK)

@@ -515,6 +515,23 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   assert (sampled[unsupported, 0] != sampled[~uncertain & ~unsupported][0, 0]).all()
 
 
+def test_an_overlay_without_no_support_columns_has_no_blank_margin(tmp_path):
+  """The saved overlay (tight box) ends at its axis labels whether or not any column lacks
+  support: no invisible mark stretches it to the figure's corner."""
+  from PIL import Image
+  from octseg_jax.outputs import plots
+  h, w = 120, 300
+  bounds = np.tile(np.arange(30, 70, 5, dtype=np.float64)[:, None], (1, w))
+  margins = []
+  for name, unsupported in (("none", np.zeros(w, bool)), ("some", np.arange(w) < 5)):
+    plots.boundary_overlay(str(tmp_path / f"{name}.png"), np.full((h, w), 128, np.uint8), bounds,
+                           unsupported=unsupported)
+    ink = np.asarray(Image.open(tmp_path / f"{name}.png").convert("L")) < 250
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    margins.append((ink.shape[0] - 1 - rows[-1], cols[0]))          # blank rows below, left
+  assert max(max(m) for m in margins) < 20, margins
+
+
 def test_overlay_outlines_the_graders_fluid_dashed_over_the_prediction(tmp_path, monkeypatch):
   """The predicted fluid (rows 10-19, columns 5-14) is one solid outline; the grader's (rows
   30-39, columns 20-29) a black solid one under a dashed one in the fluid colour, each around
