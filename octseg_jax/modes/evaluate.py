@@ -266,7 +266,5 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
         f"accuracy {result['raw']['paper']['accuracy']:.4f}, boundary errors at "
         f"{inputs.scale_text(scale)}; wrote "
         f"{run_out.folder}/metrics.json, metrics.md and side_by_side.png")
-  if run_out.num_failed:
-    raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
-                     f"read (listed in {run_out.folder}/errors.csv)")
+  run_out.refuse_failures(input_path, "")
   return result

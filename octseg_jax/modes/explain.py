@@ -571,7 +571,5 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan), **seen})
   print_explained(per_scan, sum(len(s) for s, _ in sets), int(cfg.max_scans),
                   f"{method}, layers {', '.join(layers)}", run_out, len(skipped), seen)
-  if run_out.num_failed:
-    raise InputError(f"{input_path}: {run_out.num_failed} of {len(files)} files could not be "
-                     f"read or used (listed in {run_out.folder}/errors.csv)")
+  run_out.refuse_failures(input_path, "used")
   return result

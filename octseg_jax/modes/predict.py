@@ -623,6 +623,4 @@ def report_run(outputs: RunOutputs, input_path: str, summary: Dict, num_skipped:
   if given and "lateralities" not in summary:          # lateralities: one per volume read
     print(f"note: {', '.join(given)} only apply to volumes, and no file of {input_path} was "
           "read as one")
-  if outputs.num_failed:
-    raise InputError(f"{input_path}: {outputs.num_failed} of {summary['files']} files could not be "
-                     f"read or predicted (listed in {folder}/errors.csv)")
+  outputs.refuse_failures(input_path, "predicted")

@@ -315,6 +315,15 @@ class RunOutputs:
   def num_failed(self) -> int:
     return sum(p[1] == "failed" for p in self.problems)
 
+  def refuse_failures(self, input_path: str, verb: str) -> None:
+    """After the run: one line (exit status 2) when any of the scan files it took failed;
+    files skipped as no scan are listed in errors.csv, not counted. verb: what failed besides
+    reading ('used', 'predicted'; '' for reading alone)."""
+    if self.num_failed:
+      raise InputError(f"{input_path}: {self.num_failed} of "
+                       f"{report.count(len(self.given), 'scan file')} could not be read"
+                       f"{f' or {verb}' if verb else ''} (listed in {self.folder}/errors.csv)")
+
   def write_manifest(self, complete: bool, summary: Optional[Dict] = None) -> None:
     """manifest.json: complete, the files written (and errors.csv when there is one) with the
     run's `summary`; not complete (at the start), the names claimed so far, and where the

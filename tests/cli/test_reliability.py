@@ -327,7 +327,7 @@ def test_folder_run_lists_failures_and_skips_then_exits_2(trained_workdir, tmp_p
   before = file_hashes(src)
   status, err = _predict(capsys, workdir, src, out)
   assert status == 2
-  assert err[-1] == (f"error: {src}: 1 of 2 files could not be read or predicted (listed in "
+  assert err[-1] == (f"error: {src}: 1 of 2 scan files could not be read or predicted (listed in "
                      f"{out}/errors.csv)")
   with open(out / "errors.csv") as f:
     rows = list(csv.reader(f))
@@ -563,7 +563,7 @@ def test_eval_of_a_folder_follows_the_folder_run_protocol(trained_workdir, tmp_p
   (folder / "README.txt").write_text("notes")
   status, err = _cli(capsys, "--mode=eval", f"--workdir={trained_workdir[0]}",
                      f"--input={folder}", f"--output={tmp_path}/out")
-  assert status == 2 and len(err) == 1 and "2 of 3 files could not be read" in err[0], err
+  assert status == 2 and len(err) == 1 and "2 of 3 scan files could not be read" in err[0], err
   rows = list(csv.DictReader(open(tmp_path / "out" / "errors.csv")))
   assert sorted((os.path.basename(r["file"]), r["status"]) for r in rows) == [
       ("README.txt", "skipped"), ("broken.npz", "failed"), ("no_masks.npz", "failed")]
