@@ -35,7 +35,8 @@ from octseg_jax.cam import faithfulness  # noqa: E402
 from octseg_jax.cam import gradcam  # noqa: E402
 from octseg_jax.data import inputs  # noqa: E402
 from octseg_jax.anatomy import LAYER_NAMES  # noqa: E402
-from octseg_jax.outputs.cam_report import SCAN_PIXELS, layer_classes  # noqa: E402
+from octseg_jax.outputs.cam_report import (  # noqa: E402
+    EVIDENCE_TARGET, SCAN_PIXELS, layer_classes)
 from octseg_jax.serving import inference  # noqa: E402
 from octseg_jax.serving.workdir import read_json  # noqa: E402
 from octseg_jax.outputs.atomic import write_json, write_text  # noqa: E402
@@ -57,7 +58,7 @@ def load_scans(spec: str):
 
 def method_results(trained, method, layers, sanity_layers, scans, key):
   """ROAD MoRF/random areas per scan and layer, and cascade similarities on the first scan."""
-  explainer = explain.make_explainer(trained, layers, method, "all")
+  explainer = explain.make_explainer(trained, layers, method, EVIDENCE_TARGET)
   res = {l: {"morf": [], "random": []} for l in layers}
   timing = {"maps_s": [], "road_s": []}
   for s, (name, image, mask) in enumerate(scans):
@@ -67,7 +68,7 @@ def method_results(trained, method, layers, sanity_layers, scans, key):
     out = explainer.explain(x[None], extent=extent)
     jax.block_until_ready(out["logits"])
     timing["maps_s"].append(time.perf_counter() - t0)
-    weights = np.asarray(gradcam.score_masks(out["logits"], "all", (), extent))[0]
+    weights = np.asarray(gradcam.score_masks(out["logits"], EVIDENCE_TARGET, (), extent))[0]
     base = np.asarray(faithfulness.class_probability(out["logits"], weights[None]))[0]
     t0 = time.perf_counter()
     for l in layers:
@@ -78,7 +79,7 @@ def method_results(trained, method, layers, sanity_layers, scans, key):
       res[l]["random"].append(r["random_area"])
     timing["road_s"].append(time.perf_counter() - t0)
     if s == 0 and sanity_layers:
-      sub = explain.make_explainer(trained, sanity_layers, method, "all")
+      sub = explain.make_explainer(trained, sanity_layers, method, EVIDENCE_TARGET)
       maps = {l: np.asarray(out[l]["raw"][:, 0]) for l in sanity_layers}
       t0 = time.perf_counter()
       san = sub.sanity(x, (), maps, extent, jax.random.key(1))
@@ -151,7 +152,7 @@ def main():
   scans = load_scans(a.scans)
   layers = a.layers.split(",")
   os.makedirs(a.output, exist_ok=True)
-  explainer = explain.make_explainer(trained, layers[:1], "gradcam", "all")
+  explainer = explain.make_explainer(trained, layers[:1], "gradcam", EVIDENCE_TARGET)
   result = {"workdir": a.workdir, "epoch": trained.epoch, "layers": layers,
             "scans": [(n, int(i.shape[0]), int(i.shape[1])) for n, i, _ in scans],
             "fractions": explainer.fractions["road"].tolist(), "noise": explainer.road_noise,

@@ -2255,73 +2255,79 @@ def results_campaign_fluid_columns(src: Sources) -> str:
   return table(["machine", "recipe", "runs", "columns"] + FLUID_COLUMN_HEADER, rows)
 
 
-CURVE_SUBJECTS = (6, 8)        # the learning curve is read forward from 6 to all 8 subjects
+CURVE_TO = 8          # a learning curve is read forward to training on all 8 Duke subjects
 
 
-def curve_row(src: Sources, recipes: Tuple[str, str], run: str, pair: Tuple[Dict, Dict]):
-  """One fold of a learning curve: the fold, its validation subjects, each run's training
-  subjects (split.json), mean layer Dice of both, their gap (more subjects minus fewer)
-  overall, in INL and OPL and in the columns without and with fluid, and both MAEs."""
+def trained_subjects(src: Sources, recipe: str, run: str) -> List[int]:
+  """The subjects a committed campaign run trained on (its split.json)."""
+  return src.json(f"{CAMPAIGN_RUNS}/{recipe}/{run}/split.json")["train"]["subjects"]
+
+
+def curve_row(src: Sources, c: Dict, run: str, pair: Tuple[Dict, Dict], gap: float) -> List[str]:
+  """One fold of learning curve `c` (a comparison): the fold, its validation subjects, both
+  runs' training subjects, their mean layer Dice, the paired gap (more subjects minus fewer,
+  `gap`) and the gaps in INL, OPL and the columns without and with fluid, how much each run's
+  epoch selection on the scored pair lifted it (selection_gain), and both boundary MAEs."""
   few, full = pair
-  splits = [src.json(f"{CAMPAIGN_RUNS}/{r}/{run}/split.json") for r in recipes]
+  val = src.json(f"{CAMPAIGN_RUNS}/{c['recipe']}/{run}/split.json")["val"]["subjects"]
   dice = {g: [r["by_fluid_columns"][g]["literature"]["mean_layer_dice"] for r in pair]
           for g in ("without_fluid", "with_fluid") if all("by_fluid_columns" in r for r in pair)}
-  gaps = [full["mean_layer_dice"] - few["mean_layer_dice"]] + [
-      full["layer_dice"][k] - few["layer_dice"][k] for k in (2, 3)] + [
+  gaps = [gap] + [full["layer_dice"][k] - few["layer_dice"][k] for k in (2, 3)] + [
       dice[g][1] - dice[g][0] if g in dice else None for g in ("without_fluid", "with_fluid")]
-  return ([run.split("_")[0].replace("fold", ""), ", ".join(map(str, splits[0]["val"]["subjects"])),
-           ", ".join(map(str, splits[0]["train"]["subjects"])),
-           str(len(splits[1]["train"]["subjects"])), f"{few['mean_layer_dice']:.4f}",
-           f"{full['mean_layer_dice']:.4f}"]
+  return ([run.split("_")[0].replace("fold", ""), ", ".join(map(str, val))]
+          + [", ".join(map(str, trained_subjects(src, c[k], run))) for k in ("recipe", "against")]
+          + [f"{few['mean_layer_dice']:.4f}", f"{full['mean_layer_dice']:.4f}"]
           + ["n/a" if g is None else f"{g:+.4f}" for g in gaps]
-          + [f"{few['boundary_mae_um']:.2f}", f"{full['boundary_mae_um']:.2f}"]), gaps[0]
+          + [f"{few['selection_gain']:+.4f} / {full['selection_gain']:+.4f}",
+             f"{few['boundary_mae_um']:.2f} / {full['boundary_mae_um']:.2f}"])
 
 
 def curve_reading(t: Dict, c: Dict, gaps: List[float], counts: Tuple[int, int]) -> str:
-  """The learning curve's reading, by the rule section 11 states before its runs: the mean gap
-  against the seed noise of the recipe trained on more subjects, and the log-linear step from
-  counts[1] to CURVE_SUBJECTS[1] training subjects (Dice = a + b ln n through both points)."""
-  full = t["recipes"][c["against"]]
-  noise = statistics.mean(full["seed_gaps"])
+  """Learning curve `c` read by the rule section 11 states before its runs: data-limited when
+  the mean gap over its seed-0 folds exceeds the seed noise of the recipe on more subjects;
+  then read forward on a log-linear curve (Dice = a + b ln n through both points) from
+  counts[1] to CURVE_TO training subjects."""
+  noise = statistics.mean(t["recipes"][c["against"]]["seed_gaps"])
   gap = statistics.mean(gaps)
   if not c["complete"]:
     return (f"{len(gaps)} of {len(c['folds_needed'])} folds have run; the reading waits for "
             f"all of them (mean gap so far {gap:+.4f}).")
-  seed0 = [r["mean_layer_dice"] for k, r in full["runs_detail"].items() if k.endswith("_seed0")]
-  step = gap * np.log(CURVE_SUBJECTS[1] / counts[1]) / np.log(counts[1] / counts[0])
-  limited = gap > noise
-  return (f"Mean gap over the {len(gaps)} folds **{gap:+.4f}**, against the seed noise "
-          f"{noise:.4f} of {c['against']} (mean |seed 0 - seed 1| over its folds): "
-          + ("beyond it, so the recipe is data-limited at this scale. " if limited else
-             "within it, so from " + f"{counts[0]} to {counts[1]} training subjects the recipe "
-             "is not measurably data-limited. ")
-          + f"Read forward on a log-linear curve, {counts[1]} to {CURVE_SUBJECTS[1]} training "
-          f"subjects would add {step:+.4f} (an extrapolation, not a measurement: ln("
-          f"{CURVE_SUBJECTS[1]}/{counts[1]}) / ln({counts[1]}/{counts[0]}) of the gap), taking "
-          f"the {len(seed0)}-fold mean {statistics.mean(seed0):.4f} of its seed-0 fold models to "
-          f"about {statistics.mean(seed0) + step:.4f} against the target "
-          f"{TARGETS['mean layer Dice'][0]:.2f}.")
+  head = (f"Mean gap over the {len(gaps)} folds **{gap:+.4f}**, against the seed noise "
+          f"{noise:.4f} of {c['against']} (mean |seed 0 - seed 1| over its folds): ")
+  if gap <= noise:
+    return head + (f"within it, so from {counts[0]} to {counts[1]} training subjects the "
+                   "recipe is not measurably data-limited, and there is no slope to read "
+                   "forward.")
+  step = gap * np.log(CURVE_TO / counts[1]) / np.log(counts[1] / counts[0])
+  return head + (f"beyond it, so the recipe is data-limited at this scale. Read forward on a "
+                 f"log-linear curve, training on {CURVE_TO} subjects instead of {counts[1]} "
+                 f"would add about {step:+.4f} (ln({CURVE_TO}/{counts[1]}) / "
+                 f"ln({counts[1]}/{counts[0]}) of the gap): an extrapolation with the caveats "
+                 "above, not a measurement.")
 
 
 def results_learning_curve(src: Sources) -> str:
-  """The campaign's learning curves (comparisons of kind learning_curve): per fold, the recipe
-  on fewer training subjects against the same recipe on all 6, paired on one validation pair."""
+  """The campaign's learning curves (comparisons of kind learning_curve): per seed-0 fold, the
+  recipe on fewer training subjects against the same recipe on all 6 of the fold, paired on its
+  validation pair (the gap: the comparison's paired gain, negated)."""
   t = src.json(CAMPAIGN)
   out = []
   for c in (c for c in t.get("comparisons", []) if c.get("learning_curve")):
     few, full = (t["recipes"][c[k]]["runs_detail"] for k in ("recipe", "against"))
-    done = [run for run in sorted(few) if run in full]
+    done = [run for run in sorted(few) if run.endswith("_seed0") and run in full]
     if not done:
       out.append(f"No fold of {c['recipe']} has finished yet (queued in {CAMPAIGN_PLAN}).")
       continue
-    rows, gaps = zip(*(curve_row(src, (c["recipe"], c["against"]), run, (few[run], full[run]))
-                       for run in done))
-    counts = (len(rows[0][2].split(", ")), int(rows[0][3]))
-    out.append(table(["fold", "validation subjects", "trained on (fewer)", "subjects (more)",
-                      f"Dice, {counts[0]} subjects", f"Dice, {counts[1]} subjects", "gap",
-                      "INL gap", "OPL gap", "gap without fluid", "gap with fluid",
-                      f"MAE (um), {counts[0]}", f"MAE (um), {counts[1]}"], list(rows))
-               + "\n\n" + curve_reading(t, c, list(gaps), counts))
+    gaps = [-c["paired_gains"][run] for run in done]
+    counts = tuple(len(trained_subjects(src, c[k], done[0])) for k in ("recipe", "against"))
+    rows = [curve_row(src, c, run, (few[run], full[run]), gap) for run, gap in zip(done, gaps)]
+    out.append(table(["fold", "validation subjects"] +
+                     [f"trained on ({n} subjects)" for n in counts] +
+                     [f"Dice, {n} subjects" for n in counts] +
+                     ["gap", "INL gap", "OPL gap", "gap without fluid", "gap with fluid",
+                      f"epoch-selection gain, {counts[0]} / {counts[1]}",
+                      f"boundary MAE (um), {counts[0]} / {counts[1]}"], rows)
+               + "\n\n" + curve_reading(t, c, gaps, counts))
   return "\n\n".join(out)
 
 

@@ -162,6 +162,12 @@ def supported_columns(raw_labels: np.ndarray, bounds: np.ndarray) -> np.ndarray:
   return column_is_ordered(raw_labels) & np.isfinite(bounds).all(axis=-2)
 
 
+def low_support(supported: np.ndarray) -> np.ndarray:
+  """Scans [N] (or one scan) supported (supported_columns [..., W]) in fewer than LOW_SUPPORT of
+  their columns: predict and explain warn about them, and summary.csv gives them no means."""
+  return np.asarray(supported).mean(axis=-1) < LOW_SUPPORT
+
+
 def labelling_support(labels: np.ndarray) -> np.ndarray:
   """[..., W] bool: supported_columns of an argmax labelling [..., H, W] before the order fix,
   from its own boundaries: where the argmax is in order, the order fix leaves it unchanged, so

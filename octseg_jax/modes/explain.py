@@ -291,8 +291,8 @@ def scan_statistics(out: Dict, layer: str, b: int, regions, valid, extent) -> Di
 
 
 def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
-  """Maps, statistics and removal curves of one prepared scan, and the share of its columns
-  (model input) whose argmax is in anatomical order (geometry.labelling_support)."""
+  """Maps, statistics and removal curves of one prepared scan, the share of its columns (model
+  input) that predict would measure (geometry.labelling_support) and whether it is low."""
   t0 = time.perf_counter()
   extent = (place.model_rows, place.model_cols)        # x beyond it pads the scan
   out = explainer.explain(x[None], sbox, extent=extent)
@@ -300,7 +300,7 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
   jax.block_until_ready(logits)
   timing = {"maps_s": time.perf_counter() - t0}
   pred = np.asarray(jnp.argmax(logits[0], -1))
-  support = float(geom.labelling_support(pred[:extent[0], :extent[1]]).mean())
+  support = geom.labelling_support(pred[:extent[0], :extent[1]])
   regions = y if y is not None else pred
   valid = (regions != IGNORE)
   valid[place.model_rows:], valid[:, place.model_cols:] = False, False
@@ -319,7 +319,8 @@ def explain_scan(explainer: Explainer, x, y, place, sbox, kinds, key) -> Dict:
         stats[layer][kind] = explainer.removal(kind, x, maps, weights, base, sub,
                                                extent=extent)
     timing["removal_s"] = time.perf_counter() - t0
-  return {"out": out, "stats": stats, "timing": timing, "supported_share": support}
+  return {"out": out, "stats": stats, "timing": timing, "supported_share": float(support.mean()),
+          "low_support": bool(geom.low_support(support))}
 
 
 def model_pixel_um(place, scale: Dict):
@@ -426,7 +427,7 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],
                          "timing": scan["timing"], "in_training": seen,
                          "training_volume": volume, "supported_share": scan["supported_share"],
-                         "low_support": scan["supported_share"] < geom.LOW_SUPPORT})
+                         "low_support": scan["low_support"]})
         progress.update()
   return per_scan, sanity_result
 
@@ -499,7 +500,7 @@ def print_explained(per_scan: List[Dict], available: int, max_scans: int, what: 
   low = sum(p["low_support"] for p in per_scan)
   if low:
     print(report.low_support_warning(low, f"{report.count(explained, 'scan')} explained",
-                                     "the layers in anatomical order",
+                                     "the layers in anatomical order (every boundary found)",
                                      " of the model's input (the maps explain outputs that "
                                      "predict would not measure)"))
   if report.training_overlap(seen):

@@ -274,12 +274,6 @@ def extra_columns(out: Dict, flag: Optional[ColumnFlag]) -> Dict[str, list]:
   return cols
 
 
-def low_support(supported: np.ndarray) -> np.ndarray:
-  """Scans [N] (or one scan) with every layer's thickness in fewer than geom.LOW_SUPPORT of their
-  columns, from supported [..., W]: warned about, and given no means in summary.csv."""
-  return np.asarray(supported).mean(axis=-1) < geom.LOW_SUPPORT
-
-
 def summary_header(trained) -> list:
   """Columns of summary.csv (one row per scan of the run)."""
   header = ["file", "scan_index", "scan", "row_um", "col_um", "scale_source", "supported_share",
@@ -312,7 +306,7 @@ def summary_rows(path: str, scans, out: Dict, scale: Dict, extra: Dict, seen) ->
   col_mm = None if scale["col_um"] is None else scale["col_um"] / 1e3
   for i, name in enumerate(scans.names):
     ok = out["supported"][i]
-    low = bool(low_support(ok))
+    low = bool(geom.low_support(ok))
     t = out["thickness_um"][i][:, ok]                                   # [7, supported]
     means = [""] * 7 if low or not ok.any() else [f"{v:.2f}" for v in t.mean(axis=1)]
     total = "" if low or not ok.any() else f"{t.sum(axis=0).mean():.2f}"
@@ -404,7 +398,7 @@ def write_file_outputs(run: RunOutputs, stem: str, scans, trained,
   return {"path": npz_path, "scale": scale, "laterality": side, "summary":
           summary_rows(scans.source, scans, out, scale, extra, seen),
           "uncertain_scans": None if flags is None else int(sum(f.any() for f in flags)),
-          "low_support": int(low_support(out["supported"]).sum()),
+          "low_support": int(geom.low_support(out["supported"]).sum()),
           "training": overlap_counts(*seen)}
 
 

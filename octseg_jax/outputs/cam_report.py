@@ -16,6 +16,7 @@ TABLE3_KEYS = ("alpha_mean", "max_raw", "mean_norm_intensity", "mass_in_region",
 ROAD_ORDERS = ("morf", "lerf", "random")
 DELETION_ORDERS = ("map", "random")
 EVIDENCE_FILE = "cam_evidence.json"   # in a workdir: held-out evidence (scripts/cam_evidence.py)
+EVIDENCE_TARGET = "all"     # the CAM target the held-out evidence is measured with (compare_cams)
 SCAN_PIXELS = "scan only"   # compare_cams.json `pixels`: scores, maps and removal without padding
 
 
@@ -130,19 +131,23 @@ def heldout_passed(evidence: Optional[Dict], method: str, target: str) -> Dict[s
   folds it did (None for the background, which cam_stats.md does not judge either)} from a
   workdir's evidence, for explain's figures; {} without evidence or for a target other than
   'all', the one the evidence was measured with (scripts/compare_cams.py)."""
-  if evidence is None or target != "all":
+  if evidence is None or target != EVIDENCE_TARGET:
     return {}
   return {layer: [None] + [(bool(p), int(k), len(found["per_fold_faithful"]))
                            for p, k in zip(found["passed"][1:], found["folds_passed"][1:])]
           for layer, found in evidence["methods"].get(method, {}).items()}
 
 
-def heldout_markdown(evidence: Optional[Dict], method: str, layer: str) -> str:
-  """The per-class held-out verdict for one explained layer, or why there is none."""
+def heldout_markdown(evidence: Optional[Dict], method: str, layer: str, target: str) -> str:
+  """The per-class held-out verdict for one explained layer, or why there is none (as
+  heldout_passed: none without evidence or for a target other than EVIDENCE_TARGET)."""
   if evidence is None:
     return (f"Held-out evidence: none for this model ({EVIDENCE_FILE} in its workdir, written "
             "by scripts/cam_evidence.py, says whether a map beat random removal on eyes the "
             "model never saw).")
+  if target != EVIDENCE_TARGET:
+    return (f"Held-out evidence: measured with target '{EVIDENCE_TARGET}' only "
+            f"({evidence['models']}); these maps, of target '{target}', have no held-out verdict.")
   found = evidence["methods"].get(method, {}).get(layer)
   if found is None:
     return f"Held-out evidence: {method} at {layer} was not measured ({evidence['models']})."
@@ -277,7 +282,7 @@ def stats_markdown(result: Dict) -> str:
                   else f"ROAD: MoRF does not beat random for {', '.join(fails)}.", ""]
     if "sanity" in result:
       lines += [_sanity_table(result["sanity"][layer], result["sanity"]["stages"]), ""]
-    lines += [heldout_markdown(result.get("heldout"), st["method"], layer), ""]
+    lines += [heldout_markdown(result.get("heldout"), st["method"], layer, st["target"]), ""]
   t = result["timing_per_scan"]
   lines += [f"Time per scan: maps {t['maps_s']:.2f} s"
             + (f", statistics {t['statistics_s']:.2f} s" if "statistics_s" in t else "")

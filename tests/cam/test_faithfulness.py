@@ -314,7 +314,7 @@ def test_explain_says_per_class_whether_the_map_passed_on_heldout_evidence(
   assert "| 0 | background |" not in md.split("Held-out evidence for")[1].split("##")[0]
   assert "Held-out evidence: gradcam at dec1_conv1 was not measured (2 hand-made folds)." in md
   assert explain.workdir_evidence(trained_workdir[0], "gradcam", ["dec0_conv1"]) is None
-  assert cam_report.heldout_markdown(None, "gradcam", "dec0_conv1").startswith(
+  assert cam_report.heldout_markdown(None, "gradcam", "dec0_conv1", "all").startswith(
       "Held-out evidence: none for this model")                   # a workdir without the file
 
 

@@ -674,11 +674,15 @@ def test_cam_stats_md_gives_the_figures_held_out_verdict():
   found = {"passed": [True] * 4 + [False] * 4, "folds_passed": [4, 4, 1, 3, 0, 4, 4, 4],
            "morf": [0.5] * 8, "random": [0.6] * 8, "per_fold_faithful": [6] * 4,
            "similarity": 0.03}
-  md = heldout_markdown({"models": "m", "methods": {"hirescam": {"dec3_conv1": found}}},
-                        "hirescam", "dec3_conv1")
+  evidence = {"models": "m", "methods": {"hirescam": {"dec3_conv1": found}}}
+  md = heldout_markdown(evidence, "hirescam", "dec3_conv1", "all")
   verdicts = [line.split(" | ")[4] for line in md.splitlines() if line.startswith("| ")][1:]
   assert verdicts == ["yes", "mixed (the mean only)", "yes", "**no**", "**no**", "**no**",
                       "**no**"]
+  # Maps of another target get no verdict, as in the figures (heldout_passed), and say why.
+  assert heldout_markdown(evidence, "hirescam", "dec3_conv1", "predicted") == (
+      "Held-out evidence: measured with target 'all' only (m); these maps, of target "
+      "'predicted', have no held-out verdict.")
 
 
 def test_the_maps_title_gives_the_gaps_of_a_selection_of_bscans():

@@ -507,20 +507,24 @@ def test_lead_text_counts_the_candidates_tied_on_the_first_two_keys_by_hand():
 def _curve_sources(complete: bool):
   """A learning curve 'few' (4 training subjects) against 'full' (6) on folds 0 and 1 (fold 1
   of 'few' only when `complete`), with their split.json files."""
-  def run(dice, inl, opl, mae, split=None):
+  def run(dice, inl, opl, mae, selection, split=None):
     layers = [dice] * 7
     layers[2:4] = [inl, opl]
-    return {"mean_layer_dice": dice, "layer_dice": layers, "boundary_mae_um": mae} | (
-        {"by_fluid_columns": split} if split else {})
-  few = {"fold0_seed0": run(0.80, 0.70, 0.68, 7.5, _split(0.70, 0.85, 0.0))}
+    return {"mean_layer_dice": dice, "layer_dice": layers, "boundary_mae_um": mae,
+            "selection_gain": selection} | ({"by_fluid_columns": split} if split else {})
+  few = {"fold0_seed0": run(0.80, 0.70, 0.68, 7.5, 0.002, _split(0.70, 0.85, 0.0)),
+         "fold0_seed1": run(0.70, 0.70, 0.68, 7.5, 0.0)}           # a seed-1 run: not read
   if complete:
-    few["fold1_seed0"] = run(0.82, 0.75, 0.74, 7.0)                 # scored before the split
-  full = {"fold0_seed0": run(0.83, 0.74, 0.70, 7.0, _split(0.74, 0.86, 0.0)),
-          "fold0_seed1": run(0.826, 0.74, 0.70, 7.0),
-          "fold1_seed0": run(0.84, 0.76, 0.75, 6.5), "fold1_seed1": run(0.845, 0.76, 0.75, 6.5)}
+    few["fold1_seed0"] = run(0.82, 0.75, 0.74, 7.0, 0.0)           # scored before the split
+  full = {"fold0_seed0": run(0.83, 0.74, 0.70, 7.0, 0.001, _split(0.74, 0.86, 0.0)),
+          "fold0_seed1": run(0.826, 0.74, 0.70, 7.0, 0.0),
+          "fold1_seed0": run(0.84, 0.76, 0.75, 6.5, 0.0),
+          "fold1_seed1": run(0.845, 0.76, 0.75, 6.5, 0.0)}
+  # campaign_table's paired gains: the recipe (few) minus the one it is read against (full).
+  gains = {k: few[k]["mean_layer_dice"] - full[k]["mean_layer_dice"] for k in few}
   files = {doc_tables.CAMPAIGN: {
       "comparisons": [{"recipe": "few", "against": "full", "learning_curve": True,
-                       "folds_needed": [0, 1], "complete": complete}],
+                       "folds_needed": [0, 1], "complete": complete, "paired_gains": gains}],
       "recipes": {"few": {"runs_detail": few},
                   "full": {"runs_detail": full, "seed_gaps": [0.004, 0.005]}}}}
   for recipe, train in (("few", ([5, 6, 7, 8], [1, 2, 7, 8])), ("full", ([3, 4, 5, 6, 7, 8],
@@ -533,24 +537,26 @@ def _curve_sources(complete: bool):
 
 def test_the_learning_curve_pairs_each_fold_and_reads_the_gap_by_hand():
   lines = doc_tables.results_learning_curve(_curve_sources(complete=True)).splitlines()
+  assert lines[0].startswith("| fold | validation subjects | trained on (4 subjects) | "
+                             "trained on (6 subjects) | Dice, 4 subjects | Dice, 6 subjects |")
   # Fold 0: gap 0.83 - 0.80; INL 0.74 - 0.70, OPL 0.70 - 0.68; dry 0.86 - 0.85, wet 0.74 - 0.70.
-  assert lines[2] == ("| 0 | 1, 2 | 5, 6, 7, 8 | 6 | 0.8000 | 0.8300 | +0.0300 | +0.0400 | "
-                      "+0.0200 | +0.0100 | +0.0400 | 7.50 | 7.00 |")
-  assert lines[3] == ("| 1 | 3, 4 | 1, 2, 7, 8 | 6 | 0.8200 | 0.8400 | +0.0200 | +0.0100 | "
-                      "+0.0100 | n/a | n/a | 7.00 | 6.50 |")
-  # Mean gap 0.025 > noise (0.004 + 0.005) / 2; forward 0.025 ln(8/6) / ln(6/4) = 0.01774,
-  # from the seed-0 mean (0.83 + 0.84) / 2 = 0.835 to 0.85274.
+  assert lines[2] == ("| 0 | 1, 2 | 5, 6, 7, 8 | 3, 4, 5, 6, 7, 8 | 0.8000 | 0.8300 | +0.0300 | "
+                      "+0.0400 | +0.0200 | +0.0100 | +0.0400 | +0.0020 / +0.0010 | 7.50 / 7.00 |")
+  assert lines[3] == ("| 1 | 3, 4 | 1, 2, 7, 8 | 1, 2, 5, 6, 7, 8 | 0.8200 | 0.8400 | +0.0200 | "
+                      "+0.0100 | +0.0100 | n/a | n/a | +0.0000 / +0.0000 | 7.00 / 6.50 |")
+  assert len(lines) == 6                                   # header, rule, 2 folds, blank, text
+  # Mean gap 0.025 > noise (0.004 + 0.005) / 2; forward 0.025 ln(8/6) / ln(6/4) = 0.01774.
   reading = lines[-1]
   assert reading.startswith("Mean gap over the 2 folds **+0.0250**, against the seed noise "
                             "0.0045 of full")
   assert "beyond it, so the recipe is data-limited" in reading
-  assert "6 to 8 training subjects would add +0.0177" in reading
-  assert "2-fold mean 0.8350 of its seed-0 fold models to about 0.8527 against the target 0.87" \
-      in reading
+  assert "training on 8 subjects instead of 6 would add about +0.0177" in reading
   noisy = _curve_sources(complete=True)
   noisy.json(doc_tables.CAMPAIGN)["recipes"]["full"]["seed_gaps"] = [0.02, 0.04]    # noise 0.03
+  text = doc_tables.results_learning_curve(noisy)
   assert "within it, so from 4 to 6 training subjects the recipe is not measurably " \
-      "data-limited" in doc_tables.results_learning_curve(noisy)
+      "data-limited, and there is no slope to read forward." in text
+  assert "would add" not in text
 
 
 def test_the_learning_curve_waits_for_every_fold_and_says_when_none_has_run():
