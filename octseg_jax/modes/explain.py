@@ -421,7 +421,8 @@ def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanit
         (seen,), (volume,) = training.flags(scans.names[i:i + 1], scans.images[i:i + 1])
         cam_npz, cam_png = run_out.claim(scans.names[i], ("_cam.npz", "_cam.png"))
         write_scan(cam_npz, cam_png, x, scan["out"], layers, place,
-                   f"{scans.names[i]}{report.training_title(seen, volume)}: {title}", scale,
+                   f"{scans.names[i]}{report.training_title(seen, volume)}"
+                   f"{report.low_support_title(scan['low_support'])}: {title}", scale,
                    model=trained.workdir, checks=checks, box=box if len(sbox) else ())
         run_out.wrote(cam_npz, cam_png)
         per_scan.append({"name": scans.names[i], "layers": scan["stats"],

@@ -183,6 +183,13 @@ def training_title(seen: bool, volume: bool) -> str:
           "; from a volume this model trained on" if volume else "")
 
 
+def low_support_title(low: bool) -> str:
+  """A scan figure's title note on a scan with little of the layer order predict measures
+  (geometry.low_support), or ''."""
+  return (f"; LAYERS IN ORDER IN UNDER {LOW_SUPPORT:.0%} OF ITS COLUMNS (unlike the model's "
+          "training data)" if low else "")
+
+
 def training_volume_title(seen: int, volume: int, scans: int) -> str:
   """A volume's maps title note when the model trained on its B-scans (`seen` of `scans`
   training scans, `volume` from training volumes), or ''."""

@@ -304,13 +304,15 @@ def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out
 def test_a_box_beyond_the_models_view_is_said_once_and_drawn_as_used(trained_workdir, tmp_path,
                                                                      capsys, monkeypatch):
   """--cam_box reaching beyond the model's view: one note per run naming the part explained,
-  and each figure draws that part (model-input pixels) and names it in scan pixels."""
+  and each figure draws that part (model-input pixels) and names it in scan pixels; a scan with
+  low support says so in its figure's title."""
   from octseg_jax.outputs import plots
   drawn = []
   monkeypatch.setattr(plots, "cam_panel", lambda path, *a, **k: drawn.append((k["box"],
                                                                                 k["title"])))
   workdir, _ = trained_workdir
   write_npz(str(tmp_path / "scan.npz"), images=synthetic.generate(2, 96, 64, seed=4).images)
+  monkeypatch.setattr(geom, "LOW_SUPPORT", 1.01)              # every scan is below it
   explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"), target="box",
               box=(10, 0, 9999, 40), overrides={"explain.max_scans": 2})
   out = capsys.readouterr().out
@@ -319,6 +321,8 @@ def test_a_box_beyond_the_models_view_is_said_once_and_drawn_as_used(trained_wor
                   "scan_000 (scan rows 35-83, columns 0-64); its maps explain the part inside, "
                   "(35, 0, 83, 40) (drawn dashed)")                  # the tiny model's band
   assert len(drawn) == 2 and "box (dashed): scan rows 35-83, columns 0-40" in drawn[0][1]
+  assert all(title.startswith(f"scan_00{i}; LAYERS IN ORDER IN UNDER 50% OF ITS COLUMNS (unlike ")
+             for i, (_, title) in enumerate(drawn))             # low support, in the title
   for box, title in drawn:                           # scan_001's band lies a row higher
     assert title.endswith(", columns 0-40 (--cam_box in view)")
     assert box[0] == 0 and box[1] == 0 and box[3] > 0  # from the band's top, model pixels
