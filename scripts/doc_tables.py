@@ -35,6 +35,7 @@ from octseg_jax.outputs.cam_report import (  # noqa: E402
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
 from octseg_jax.serving.inference import stored_config  # noqa: E402
 from scripts.campaign import METRICS, RUN_RECORD, run_of_workdir, run_parts  # noqa: E402
+from scripts.campaign_table import CURVE  # noqa: E402
 from scripts.cam_evidence import HELDOUT  # noqa: E402     # compare_cams.py per fold model
 from scripts.summarise_results import mean_sd  # noqa: E402
 
@@ -1377,8 +1378,7 @@ def pretrained_accuracy(src: Sources) -> str:
            + "): an estimate, not a measurement, since together its members trained on subjects "
            + ", ".join(map(str, sorted({s for m in members
                                         for s in m["split"]["train"]["subjects"]}))) + ".")
-  screened = sum(r["runs"] > 0 for levers in (CAMPAIGN, H200)
-                 for r in src.json(levers)["recipes"].values())
+  screened = screened_recipes(src)
   sm = n["smoothing"] or {"member_gains": [], "pair_gains": []}
   cited = n["gains"] + sm["member_gains"] + sm["pair_gains"]
   return (text + f" Its recipe was chosen among the {screened} recipes the campaign screened "
@@ -1655,6 +1655,13 @@ def selection_text(t: Dict) -> str:
           f"{len(runs)} one of their last 3 epochs. In the logs (model resolution) the kept epoch's mean layer Dice "
           f"differs from the last epoch's by {np.mean(gains):+.4f} on average over the "
           f"{len(runs)} runs ({min(gains):+.4f} to {max(gains):+.4f}).")
+
+
+def screened_recipes(src: Sources) -> int:
+  """How many recipes with a committed run the campaign chose pretrained/'s among (CPU and
+  H200): every recipe but a learning curve, which reads the data and is never a candidate."""
+  return sum(r["runs"] > 0 and r["kind"] != CURVE for levers in (CAMPAIGN, H200)
+             for r in src.json(levers)["recipes"].values())
 
 
 def screened_runs(src: Sources, levers: str = CAMPAIGN):

@@ -568,3 +568,11 @@ def test_the_learning_curve_waits_for_every_fold_and_says_when_none_has_run():
       "recipes": {"few": {"runs_detail": {}}, "full": {"runs_detail": {}}}}})
   assert doc_tables.results_learning_curve(none) == (
       f"No fold of few has finished yet (queued in {doc_tables.CAMPAIGN_PLAN}).")
+
+
+def test_a_learning_curve_is_not_counted_among_the_recipes_pretrained_was_chosen_from():
+  recipes = {"a": {"runs": 2, "kind": "lever"}, "b": {"runs": 0, "kind": "lever"},
+             "curve": {"runs": 1, "kind": "learning_curve"}}
+  src = _Injected({doc_tables.CAMPAIGN: {"recipes": recipes},
+                   doc_tables.H200: {"recipes": {"c": {"runs": 4, "kind": "lever"}}}})
+  assert doc_tables.screened_recipes(src) == 2                       # a and c
