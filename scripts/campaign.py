@@ -392,7 +392,12 @@ def main(argv=None) -> int:
     print("\n".join(status_lines(plan, state)))
     return 0
   signal.signal(signal.SIGINT, signal.default_int_handler)   # kill -INT stops it, even when
-  run_campaign(args.plan, state)                              # started in the background
+  try:                                                        # started in the background
+    run_campaign(args.plan, state)
+  except KeyboardInterrupt:
+    print(f"[{now()}] campaign: interrupted; the run in flight resumes from its last checkpoint "
+          "when the runner is started again", flush=True)
+    return 130
   return 0
 
 

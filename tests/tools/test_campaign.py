@@ -293,3 +293,15 @@ def test_a_run_gets_sigint_back_when_the_runner_was_started_ignoring_it(tmp_path
   finally:
     signal.signal(signal.SIGINT, before)
   assert status == 0, (tmp_path / "log").read_text()
+
+
+def test_an_interrupted_runner_says_so_in_one_line(monkeypatch, capsys):
+  """kill -INT (KeyboardInterrupt) ends the runner with one line and status 130, not a
+  traceback in its log."""
+  def interrupted(*args):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(campaign, "run_campaign", interrupted)
+  assert campaign.main([]) == 130
+  (line,) = capsys.readouterr().out.splitlines()
+  assert line.endswith("campaign: interrupted; the run in flight resumes from its last "
+                       "checkpoint when the runner is started again")
