@@ -127,7 +127,7 @@ def test_a_file_failing_during_prediction_is_a_failed_row(trained_workdir, tmp_p
     return real(run, stem, *args, **kwargs)
 
   monkeypatch.setattr(predict, "write_file_outputs", failing)
-  with pytest.raises(InputError, match="1 of 2 files"):
+  with pytest.raises(InputError, match="1 of 2 scan files"):
     predict.run(trained_workdir[0], str(folder), str(tmp_path / "out"), figures="none")
   rows = open(tmp_path / "out" / "errors.csv").read().splitlines()
   assert rows[1] == f"{folder / 'a.npz'},failed,{folder / 'a.npz'}: RuntimeError: library text with a second line"
@@ -149,7 +149,7 @@ def test_a_file_failing_half_way_leaves_none_of_its_outputs(trained_workdir, tmp
     return real(run, scans, *args, **kwargs)
 
   monkeypatch.setattr(predict, "draw_figures", failing)
-  with pytest.raises(InputError, match="1 of 2 files"):
+  with pytest.raises(InputError, match="1 of 2 scan files"):
     predict.run(trained_workdir[0], str(folder), str(tmp_path / "out"))
   left = sorted(os.listdir(tmp_path / "out"))
   assert not [f for f in left if f.startswith("a")] and "b.npz" in left
