@@ -5,8 +5,8 @@
 
 The queue is the committed plan file `configs/campaign.json`: recipes (a config file, its
 overrides, optional `fold_overrides` per fold, and the commit they run at; `kind`
-"learning_curve" marks a reading that is never adopted) and runs. The runner takes the runs in order, one at a
-time, under `nice`:
+"learning_curve" marks a reading that is never adopted) and runs. The runner takes the runs in
+order, one at a time, under `nice`:
 
 - each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on
   main never changes a run in flight, and every run's code is known;

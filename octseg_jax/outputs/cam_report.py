@@ -81,7 +81,7 @@ def summarise(per_scan: List[Dict], sanity: Optional[Dict], settings: Dict) -> D
             if any(k in p["timing"] for p in per_scan)}
   timing.update({k: v for p in per_scan for k, v in p["timing"].items() if k == "sanity_s"})
   result["timing_per_scan"] = timing
-  result["scans_with_low_support"] = sum(bool(p.get("low_support")) for p in per_scan)
+  result["scans_with_low_support"] = sum(p["low_support"] for p in per_scan)
   result["per_scan"] = per_scan
   return result
 
