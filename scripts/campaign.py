@@ -4,15 +4,18 @@
   python scripts/run_experiments.py --status              # done / running / queued, compute left
 
 The queue is the committed plan file `configs/campaign.json`: recipes (a config file, its
-overrides, optional `fold_overrides` per fold, and the commit they run at; `kind`
-"learning_curve" marks a reading that is never adopted) and runs. The runner takes the runs in
-order, one at a time, under `nice`:
+overrides, optional `fold_overrides` per fold, optional `score_subjects` per fold for a recipe
+whose validation split is its training scans, and the commit they run at; `kind`
+"learning_curve" marks a reading that is never adopted, "final" a recipe trained on every
+subject, which has no held-out score) and runs (a fold number, or ALL). The runner takes the
+runs in order, one at a time, under `nice`:
 
 - each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on
   main never changes a run in flight, and every run's code is known;
 - a run trains with `main.py --mode=train` into STATE/runs/RECIPE/foldF_seedS (a rerun of the
   same command resumes from its last checkpoint, bit-identically), then scores its best checkpoint
-  on its validation subjects with `--mode=eval` (native resolution, literature protocol);
+  on its validation subjects (or its score_subjects) with `--mode=eval` (native resolution,
+  literature protocol);
 - its raw outputs (resolved config, log.csv, metrics JSON/Markdown, provenance, run.json with
   commands, commit and seconds) are copied to docs/results/campaign/RECIPE/foldF_seedS/ in this
   checkout and committed at once (only those paths);
@@ -49,6 +52,8 @@ RESULT_FILES = {   # copied name: (source folder, file) of a finished run
     METRICS: ("eval", METRICS), "metrics.md": ("eval", "metrics.md"),
     "eval_provenance.json": ("eval", "eval_provenance.json"),
 }
+ALL = "all"    # a run's fold that holds no subject out: trained on every subject of the plan's
+               # data (data.split 'all', for pretrained/), so its eval scores the fit, not new eyes
 MAX_ATTEMPTS = 2          # per run and runner start: a run that fails twice is passed over
 NICE = 10
 
@@ -74,15 +79,17 @@ def read_json(path: str):
 
 
 def run_id(run) -> str:
-  """RECIPE/foldF_seedS: where the run trains (STATE/runs/...) and its results go."""
-  return f"{run['recipe']}/fold{run['fold']}_seed{run['seed']}"
+  """RECIPE/foldF_seedS (RECIPE/all_seedS for fold ALL): where the run trains (STATE/runs/...)
+  and its results go."""
+  fold = ALL if run["fold"] == ALL else f"fold{run['fold']}"
+  return f"{run['recipe']}/{fold}_seed{run['seed']}"
 
 
 def run_parts(run: str):
-  """(recipe, fold, seed) of a run_id RECIPE/foldF_seedS: its inverse."""
+  """(recipe, fold, seed) of a run_id: its inverse."""
   recipe, rest = run.split("/")
-  fold, seed = rest[len("fold"):].split("_seed")
-  return recipe, int(fold), int(seed)
+  fold, seed = rest.split("_seed")
+  return recipe, (ALL if fold == ALL else int(fold[len("fold"):])), int(seed)
 
 
 def run_of_workdir(workdir: str) -> str:
@@ -129,17 +136,36 @@ def override_arg(field: str, value) -> str:
 def commands(plan, run, workdir: str, eval_dir: str, repo=REPO):
   """The train and eval command lines of a run (run in the recipe's worktree): the recipe's
   overrides, then its fold_overrides for the run's fold ({"F": {field: value}}, e.g. the
-  subjects a fold trains on in a learning curve)."""
-  recipe = plan["recipes"][run["recipe"]]
+  subjects a fold trains on in a learning curve). eval scores the workdir's validation split,
+  or, where the recipe names the fold's `score_subjects` ({"F": [subjects]}: a recipe whose
+  validation split is its training scans), those subjects' files (scored_input)."""
+  recipe, fold = plan["recipes"][run["recipe"]], run["fold"]
   duke_dir = os.path.abspath(os.path.join(repo, plan["duke_dir"]))
-  fields = {"seed": run["seed"], "data.split": "subject", "data.fold": run["fold"],
-            "data.duke_dir": duke_dir, **recipe.get("overrides", {}),
-            **recipe.get("fold_overrides", {}).get(str(run["fold"]), {})}
+  split = {"data.split": "all"} if fold == ALL else {"data.split": "subject", "data.fold": fold}
+  fields = {"seed": run["seed"], **split, "data.duke_dir": duke_dir,
+            **recipe.get("overrides", {}), **recipe.get("fold_overrides", {}).get(str(fold), {})}
   py = [sys.executable, "main.py"]
   train = py + [f"--config={recipe['config']}", f"--workdir={workdir}"] + [
       override_arg(k, v) for k, v in fields.items()]
   evaluate = py + ["--mode=eval", f"--workdir={workdir}", f"--output={eval_dir}"]
+  if str(fold) in recipe.get("score_subjects", {}):
+    evaluate.append(f"--input={workdir}_scored")
   return train, evaluate
+
+
+def scored_input(plan, run, workdir: str, repo=REPO) -> None:
+  """The folder eval reads for a run whose recipe names its fold's score_subjects: links to
+  those subjects' files of the plan's duke_dir, made again each time (WORKDIR_scored)."""
+  subjects = plan["recipes"][run["recipe"]].get("score_subjects", {}).get(str(run["fold"]))
+  if not subjects:
+    return
+  from octseg_jax.data import duke            # numpy only, no JAX
+  folder = workdir + "_scored"
+  shutil.rmtree(folder, ignore_errors=True)
+  os.makedirs(folder)
+  duke_dir = os.path.abspath(os.path.join(repo, plan["duke_dir"]))
+  for path in duke.subject_files(duke_dir, tuple(subjects)):
+    os.symlink(path, os.path.join(folder, os.path.basename(path)))
 
 
 def run_logged(cmd, cwd: str, log_path: str, nice: int = NICE, env=None,
@@ -222,6 +248,7 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
     return False
   train_s = time.time() - t0
   shutil.rmtree(eval_dir, ignore_errors=True)      # a half-written eval is redone
+  scored_input(plan, run, workdir, repo)
   t1 = time.time()
   if run_logged(eval_cmd, tree, log_path):
     return False
@@ -232,8 +259,15 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
   metrics = read_json(os.path.join(dest, METRICS))
   dice = metrics["topology"]["literature"]["mean_layer_dice"]
   commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}, "
-                 "order fix on, native resolution)", repo)
+                 + "".join(f"{n}, " for n in scored_on(run)) + "order fix on, native resolution)",
+                 repo)
   return True
+
+
+def scored_on(run) -> list:
+  """What a run's eval scored, as its commit message and --status say it: nothing for a run
+  scored on held-out subjects; for a fold ALL run, its fit."""
+  return ["the fit on its training scans, not new eyes"] if run["fold"] == ALL else []
 
 
 def run_record(plan, run, workdir: str, commit: str, cmds, wall_s: dict) -> dict:
@@ -361,7 +395,8 @@ def status_lines(plan, state=STATE, repo=REPO):
     if committed(plan, run, repo):
       m = json.load(open(os.path.join(result_dir(plan, run, repo), METRICS)))
       lines.append(f"done     {rid:40s} mean layer Dice "
-                   f"{m['topology']['literature']['mean_layer_dice']:.4f}")
+                   f"{m['topology']['literature']['mean_layer_dice']:.4f}"
+                   + "".join(f" ({n})" for n in scored_on(run)))
       continue
     rows = training_log.workdir_rows(os.path.join(state, "runs", rid))
     spent = sum(float(r["seconds"]) for r in rows)

@@ -30,6 +30,8 @@ import campaign  # noqa: E402
 
 BASE = "base"
 CURVE = "learning_curve"   # a recipe kind: a reading of the data, never adopted
+FINAL = "final"            # a recipe kind: trained on every subject (fold campaign.ALL) for
+                           # pretrained/, with no held-out score, so no row of the table
 
 
 def run_numbers(plan, run, repo=campaign.REPO):
@@ -103,7 +105,7 @@ def lever_table(plan, repo=campaign.REPO):
   """{'seed_noise', 'seed_gaps', 'recipes': {name: numbers}} from the committed runs."""
   runs = {}
   for run in plan["queue"]:
-    numbers = run_numbers(plan, run, repo)
+    numbers = None if run["fold"] == campaign.ALL else run_numbers(plan, run, repo)
     if numbers:
       runs.setdefault(run["recipe"], {})[(run["fold"], run["seed"])] = numbers
   base = runs.get(BASE, {})
@@ -112,6 +114,8 @@ def lever_table(plan, repo=campaign.REPO):
   noise = statistics.mean(gaps) if gaps else None
   table = {"seed_noise": noise, "seed_gaps": gaps, "recipes": {}}
   for name, recipe in plan["recipes"].items():
+    if recipe.get("kind") == FINAL:
+      continue
     mine = runs.get(name, {})
     pairs = {f"fold{f}_seed{s}": mine[(f, s)]["mean_layer_dice"] - base[(f, s)]["mean_layer_dice"]
              for (f, s) in sorted(mine) if (f, s) in base}

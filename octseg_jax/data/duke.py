@@ -114,8 +114,7 @@ def load_npz(path: str, require_masks: bool = False,
   if "subject" in arrays:
     subjects = check_index_field(arrays["subject"], len(images), path, "subject")
   else:
-    number = re.findall(r"\d+", stem)
-    subjects = np.full(len(images), int(number[-1][-9:]) if number else 0)
+    subjects = np.full(len(images), subject_number(stem) or 0)
   if "bscan_index" in arrays:
     index = check_index_field(arrays["bscan_index"], len(images), path, "bscan_index")
     names = [bscan_name(stem, i) for i in index]
@@ -286,8 +285,7 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
     raise fail(path, f"missing {missing} (keys: {found})")
   images = _volume(data, path, max_side)                              # [S, H, W]
   stem = os.path.splitext(os.path.basename(path))[0]
-  number = re.findall(r"\d+", stem)
-  subject = int(number[-1][-9:]) if number else 0
+  subject = subject_number(stem) or 0
   if layers_key not in data:
     names = [bscan_name(stem, s) for s in range(len(images))]
     return ScanSet(images, None, np.full(len(images), subject), names, path)
@@ -340,21 +338,32 @@ def load_dir(path: str, subjects=None, grader: int = 1,
   """All Duke files in a folder (subject_XX.npz and/or Subject_XX.mat), optionally only the
   listed subject numbers. Returns a list of ScanSets, one per file. `grader` (1 or 2) picks
   whose annotations of the original .mat files are read (the .npz files hold grader 1's)."""
-  if not os.path.isdir(path):
-    raise fail(path, "no such folder (set --config.data.duke_dir)")
-  files = sorted(glob.glob(os.path.join(path, "*.npz")) + glob.glob(os.path.join(path, "*.mat")))
-  if not files:
-    raise fail(path, "no .npz or .mat files in this folder")
   sets = []
-  for f in files:
-    number = re.findall(r"\d+", os.path.basename(f))
-    if subjects and (not number or int(number[-1]) not in subjects):
-      continue
+  for f in subject_files(path, subjects):
     if f.endswith(".npz") and grader != 1:
       raise fail(f, f"holds grader 1's annotations only; --config.data.grader={grader} needs "
                  "the original Subject_XX.mat files")
     sets.append(load_npz(f, require_masks=True, max_side=max_side) if f.endswith(".npz")
                 else load_mat(f, grader=grader, max_side=max_side))
-  if not sets:
-    raise fail(path, f"no files for subjects {list(subjects)}")
   return sets
+
+
+def subject_files(path: str, subjects=None) -> list:
+  """The Duke files of a folder (subject_XX.npz and/or Subject_XX.mat), sorted, optionally only
+  those whose name's last number is one of the listed subjects."""
+  if not os.path.isdir(path):
+    raise fail(path, "no such folder (set --config.data.duke_dir)")
+  files = sorted(glob.glob(os.path.join(path, "*.npz")) + glob.glob(os.path.join(path, "*.mat")))
+  if not files:
+    raise fail(path, "no .npz or .mat files in this folder")
+  chosen = [f for f in files if not subjects or subject_number(f) in subjects]
+  if not chosen:
+    raise fail(path, f"no files for subjects {list(subjects)}")
+  return chosen
+
+
+def subject_number(path: str):
+  """The subject a Duke file holds: the last number in its name, at most 9 digits of it (None
+  without one)."""
+  number = re.findall(r"\d+", os.path.basename(path))
+  return int(number[-1][-9:]) if number else None

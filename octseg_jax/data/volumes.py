@@ -33,7 +33,6 @@ import dataclasses
 import glob
 import logging
 import os
-import re
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -96,8 +95,7 @@ class Volume:
   def to_scanset(self, annotated_only: bool = False) -> ScanSet:
     """All B-scans as a ScanSet carrying this Volume (or only the annotated ones, without it
     but with its scale: volume_scale)."""
-    number = re.findall(r"\d+", self.stem)
-    subjects = np.full(len(self), int(number[-1]) if number else 0)
+    subjects = np.full(len(self), duke.subject_number(self.stem) or 0)
     scans = ScanSet(self.images, self.masks, subjects, list(self.names), self.source,
                     fluid=self.fluid)
     if not annotated_only:

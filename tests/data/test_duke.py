@@ -152,6 +152,22 @@ def test_the_band_of_a_duke_scan_survives_jpeg_gain_and_16_bit_export():
     assert [abs(preprocessing.find_retina_band(v, 224) - top) <= 1 for v in variants] == [True] * 4
 
 
+def test_a_folder_s_files_are_chosen_by_the_last_number_of_their_names(tmp_path):
+  """subject_files: sorted .npz and .mat files whose name's last number (9 digits at most) is a
+  listed subject; all of them for none listed; one line naming the folder otherwise."""
+  for name in ("subject_03.npz", "Subject_10.mat", "scan_v2_04.npz", "notes.txt", "x.npz"):
+    (tmp_path / name).write_text("")
+  got = lambda subjects: [os.path.basename(f) for f in duke.subject_files(str(tmp_path), subjects)]
+  assert got((3, 4)) == ["scan_v2_04.npz", "subject_03.npz"]
+  assert got(()) == ["Subject_10.mat", "scan_v2_04.npz", "subject_03.npz", "x.npz"]
+  assert [duke.subject_number(n) for n in ("Subject_10.mat", "x.npz", "p_1234567890123")] == [
+      10, None, 567890123]
+  with pytest.raises(InputError, match=f"^{tmp_path}: no files for subjects \\[7\\]"):
+    duke.subject_files(str(tmp_path), (7,))
+  with pytest.raises(InputError, match="no such folder"):
+    duke.subject_files(str(tmp_path / "none"), (7,))
+
+
 def test_config_grader_reaches_the_mat_reader(tmp_path):
   from octseg_jax.data import pipeline
   _volume(tmp_path, "Subject_07.mat", grader=2)            # only grader 2's annotations

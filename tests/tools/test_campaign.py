@@ -87,6 +87,41 @@ def test_commands_pass_fold_seed_data_and_overrides(tmp_path):
     assert train[8:] == tail and train[6] == f"--config.data.fold={fold}"
 
 
+def test_a_recipe_scored_on_named_subjects_and_a_run_on_every_subject(tmp_path):
+  """A recipe whose validation split is its training scans names the subjects each fold is
+  scored on: eval reads WORKDIR_scored, links to exactly those subjects' files of duke_dir
+  (made again each time); a fold 'all' run trains on every subject (data.split 'all', no
+  data.fold) and is scored as it is (its fit)."""
+  repo, plan_path = _repo(tmp_path)
+  plan = campaign.load_plan(plan_path)
+  os.makedirs(repo / "data")
+  for name in ("subject_01.npz", "subject_03.npz", "subject_04.npz", "Subject_13.mat"):
+    (repo / "data" / name).write_text(name)
+  plan["recipes"]["lever"]["score_subjects"] = {"1": [3, 4]}
+  workdir = str(tmp_path / "runs" / "lever" / "fold1_seed0")
+  run = {"recipe": "lever", "fold": 1, "seed": 0}
+  _, evaluate = campaign.commands(plan, run, workdir, workdir + "_eval", str(repo))
+  assert evaluate[-1] == f"--input={workdir}_scored"
+  os.makedirs(workdir + "_scored")
+  os.symlink(str(repo / "data" / "subject_01.npz"), workdir + "_scored/subject_01.npz")  # stale
+  campaign.scored_input(plan, run, workdir, str(repo))
+  links = sorted(os.listdir(workdir + "_scored"))
+  assert links == ["subject_03.npz", "subject_04.npz"]
+  assert [open(os.path.join(workdir + "_scored", n)).read() for n in links] == links
+  _, evaluate = campaign.commands(plan, {"recipe": "lever", "fold": 0, "seed": 0}, "/w",
+                                  "/w_eval", str(repo))
+  assert evaluate[-1] == "--output=/w_eval"                   # no score_subjects for fold 0
+  every = {"recipe": "base", "fold": "all", "seed": 2}
+  train, evaluate = campaign.commands(plan, every, "/w", "/w_eval", str(repo))
+  assert train[4:6] == ["--config.seed=2", "--config.data.split=all"]
+  assert not any(a.startswith("--config.data.fold") for a in train)
+  assert evaluate[-1] == "--output=/w_eval"
+  assert campaign.run_id(every) == "base/all_seed2"
+  assert campaign.run_parts("base/all_seed2") == ("base", "all", 2)
+  assert campaign.scored_on(every) == ["the fit on its training scans, not new eyes"]
+  assert campaign.scored_on(run) == []
+
+
 def test_runner_commits_each_run_skips_committed_ones_and_reports_status(tmp_path, monkeypatch):
   repo, plan_path = _repo(tmp_path)
   state = str(tmp_path / "state")
@@ -253,6 +288,25 @@ def test_a_learning_curve_is_never_adopted_nor_replaces_its_recipe(monkeypatch):
   assert not table["recipes"]["lc"]["adopted"]
   assert table["recipes"]["lc"]["fold_override_args"] == {"0": ["--config.data.subjects=(1,2,5)"]}
   assert "; a learning curve, no verdict." in table_script.markdown(table)
+
+
+def test_a_final_recipe_has_no_row_and_its_fit_is_never_read(monkeypatch):
+  """A recipe of kind final (fold 'all' runs, trained on every subject for pretrained/) has no
+  held-out score: the table gives it no row and never reads its runs' numbers."""
+  table_script = load_script("campaign_table")
+  read = []
+
+  def numbers(plan, run, repo):
+    read.append(run["recipe"])
+    return {"mean_layer_dice": 0.8, "boundary_mae_um": 5.0, "train_s": 60.0}
+  monkeypatch.setattr(table_script, "run_numbers", numbers)
+  monkeypatch.setattr(table_script, "gflop_per_bscan", lambda recipe: 1.0)
+  plan = {"recipes": {"base": {"config": "x"}, "f": {"config": "x", "kind": "final"}},
+          "queue": [{"recipe": "base", "fold": 0, "seed": 0},
+                    {"recipe": "f", "fold": "all", "seed": 0}]}
+  table = table_script.lever_table(plan, repo="unused")
+  assert list(table["recipes"]) == ["base"] and read == ["base"]
+  assert "| f |" not in table_script.markdown(table)
 
 
 def test_selection_compares_the_kept_epoch_with_the_last_and_refuses_repeated_epochs(tmp_path):
