@@ -2338,6 +2338,69 @@ def results_learning_curve(src: Sources) -> str:
   return "\n\n".join(out)
 
 
+VALIDATION_FREE = "validation_free"   # a recipe kind: trained without a validation pair
+
+
+def validation_free_row(src: Sources, c: Dict, run: str, pair: Tuple[Dict, Dict]) -> List[str]:
+  """One fold of comparison `c` (a recipe trained without a validation pair against the one
+  with it): the subjects scored (its run.json's score_subjects, which must be the other's
+  validation pair), both mean layer Dice, the difference in it, INL and OPL, the kept and last
+  epochs, and both boundary MAEs."""
+  mine, other = pair
+  fold = run.split("_")[0].replace("fold", "")
+  scored = src.json(f"{CAMPAIGN_RUNS}/{c['recipe']}/{run}/run.json")["recipe"]["score_subjects"]
+  val = src.json(f"{CAMPAIGN_RUNS}/{c['against']}/{run}/split.json")["val"]["subjects"]
+  if sorted(scored[fold]) != sorted(val):
+    raise SystemExit(f"{c['recipe']}/{run} scored subjects {scored[fold]}, not {c['against']}'s "
+                     f"validation pair {val}")
+  diffs = [mine["mean_layer_dice"] - other["mean_layer_dice"]] + [
+      mine["layer_dice"][k] - other["layer_dice"][k] for k in (2, 3)]
+  return ([fold, ", ".join(map(str, val)), f"{mine['mean_layer_dice']:.4f}",
+           f"{other['mean_layer_dice']:.4f}"] + [f"{d:+.4f}" for d in diffs]
+          + [f"{r['selected_epoch']} of {r['last_epoch']}" for r in pair]
+          + [f"{mine['boundary_mae_um']:.2f} / {other['boundary_mae_um']:.2f}"])
+
+
+def validation_free_reading(t: Dict, c: Dict, diffs: List[float]) -> str:
+  """Comparison `c` read by the rule section 11 states before its runs: training without a
+  validation pair costs no more than the seed noise of the other recipe when the mean paired
+  difference over its seed-0 folds is above minus that noise."""
+  noise = statistics.mean(t["recipes"][c["against"]]["seed_gaps"])
+  diff = statistics.mean(diffs)
+  if not c["complete"]:
+    return (f"{len(diffs)} of {len(c['folds_needed'])} folds have run; the reading waits for "
+            f"all of them (mean difference so far {diff:+.4f}).")
+  head = (f"Mean difference over the {len(diffs)} folds **{diff:+.4f}**, against the seed noise "
+          f"{noise:.4f} of {c['against']}: ")
+  if diff > -noise:
+    return head + ("training without a validation pair costs no more than the seed noise, so "
+                   "by the rule above the members trained on all 8 subjects replace "
+                   "pretrained/'s.")
+  return head + ("training without a validation pair costs more than the seed noise, so by the "
+                 "rule above pretrained/ keeps its fold models.")
+
+
+def results_validation_free(src: Sources) -> str:
+  """The campaign's recipes trained without a validation pair (kind validation_free) against
+  the recipe they are read against, per seed-0 fold, paired on the held-out pair."""
+  t = src.json(CAMPAIGN)
+  out = []
+  for c in (c for c in t.get("comparisons", [])
+            if t["recipes"][c["recipe"]].get("kind") == VALIDATION_FREE):
+    mine, other = (t["recipes"][c[k]]["runs_detail"] for k in ("recipe", "against"))
+    done = [run for run in sorted(mine) if run.endswith("_seed0") and run in other]
+    if not done:
+      out.append(f"No fold of {c['recipe']} has finished yet (queued in {CAMPAIGN_PLAN}).")
+      continue
+    rows = [validation_free_row(src, c, run, (mine[run], other[run])) for run in done]
+    out.append(table(["fold", "held-out subjects", f"Dice, {c['recipe']}",
+                      f"Dice, {c['against']}", "difference", "INL difference",
+                      "OPL difference", "kept epoch, no validation pair",
+                      "kept epoch, validation pair", "boundary MAE (um), without / with"], rows)
+               + "\n\n" + validation_free_reading(t, c, [c["paired_gains"][r] for r in done]))
+  return "\n\n".join(out)
+
+
 SMOOTHING_KINDS = (("cv.json", "one fold model"), ("cv_pairs.json", "2 fold models, averaged"))
 OPL_ONL = BOUNDARY_NAMES.index("OPL/ONL")
 
@@ -2518,7 +2581,8 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_campaign_ensembles, results_uncertainty_smoothing, results_position_sd,
         results_flag_threshold, results_seed1_retrained, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
-        results_campaign_fluid_columns, results_learning_curve, results_cam_heldout,
+        results_campaign_fluid_columns, results_learning_curve, results_validation_free,
+        results_cam_heldout,
         results_cam_default, results_cam_heldout_shipped, results_cam_heldout_shipped_6scans,
         results_cam_shipped, results_explain_cost,
         performance_predict_throughput, performance_predict_targets,

@@ -576,3 +576,55 @@ def test_a_learning_curve_is_not_counted_among_the_recipes_pretrained_was_chosen
   src = _Injected({doc_tables.CAMPAIGN: {"recipes": recipes},
                    doc_tables.H200: {"recipes": {"c": {"runs": 4, "kind": "lever"}}}})
   assert doc_tables.screened_recipes(src) == 2                       # a and c
+
+
+def _validation_free_sources(complete: bool, mine_fold1: float = 0.835, scored_fold0=(1, 2)):
+  """'nv' (no validation pair, kind validation_free) against 'with' on folds 0 and 1 (fold 1
+  of 'nv' only when `complete`), with with's split.json files and nv's run.json."""
+  def run(dice, inl, opl, mae, kept, last):
+    layers = [dice] * 7
+    layers[2:4] = [inl, opl]
+    return {"mean_layer_dice": dice, "layer_dice": layers, "boundary_mae_um": mae,
+            "selected_epoch": kept, "last_epoch": last}
+  mine = {"fold0_seed0": run(0.826, 0.75, 0.69, 7.2, 80, 80)}
+  if complete:
+    mine["fold1_seed0"] = run(mine_fold1, 0.76, 0.74, 6.6, 78, 80)
+  other = {"fold0_seed0": run(0.830, 0.74, 0.70, 7.0, 76, 80),
+           "fold1_seed0": run(0.840, 0.76, 0.75, 6.5, 80, 80)}
+  gains = {k: mine[k]["mean_layer_dice"] - other[k]["mean_layer_dice"] for k in mine}
+  files = {doc_tables.CAMPAIGN: {
+      "comparisons": [{"recipe": "nv", "against": "with", "folds_needed": [0, 1],
+                       "complete": complete, "paired_gains": gains}],
+      "recipes": {"nv": {"runs_detail": mine, "kind": "validation_free"},
+                  "with": {"runs_detail": other, "seed_gaps": [0.004, 0.006]}}}}
+  for fold in (0, 1):
+    pair = [2 * fold + 1, 2 * fold + 2]
+    files[f"{doc_tables.CAMPAIGN_RUNS}/with/fold{fold}_seed0/split.json"] = {"val": {
+        "subjects": pair}}
+    files[f"{doc_tables.CAMPAIGN_RUNS}/nv/fold{fold}_seed0/run.json"] = {"recipe": {
+        "score_subjects": {"0": list(scored_fold0), "1": [3, 4]}}}
+  return _Injected(files)
+
+
+def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_rule():
+  lines = doc_tables.results_validation_free(_validation_free_sources(True)).splitlines()
+  assert lines[0].startswith("| fold | held-out subjects | Dice, nv | Dice, with | difference |")
+  # Fold 0: 0.826 - 0.830; INL 0.75 - 0.74; OPL 0.69 - 0.70.
+  assert lines[2] == ("| 0 | 1, 2 | 0.8260 | 0.8300 | -0.0040 | +0.0100 | -0.0100 | 80 of 80 | "
+                      "76 of 80 | 7.20 / 7.00 |")
+  assert lines[3] == ("| 1 | 3, 4 | 0.8350 | 0.8400 | -0.0050 | +0.0000 | -0.0100 | 78 of 80 | "
+                      "80 of 80 | 6.60 / 6.50 |")
+  # Mean difference -0.0045 is above minus the noise (0.004 + 0.006) / 2 = 0.005.
+  assert lines[-1] == ("Mean difference over the 2 folds **-0.0045**, against the seed noise "
+                       "0.0050 of with: training without a validation pair costs no more than "
+                       "the seed noise, so by the rule above the members trained on all 8 "
+                       "subjects replace pretrained/'s.")
+  worse = doc_tables.results_validation_free(_validation_free_sources(True, mine_fold1=0.830))
+  assert worse.endswith("**-0.0070**, against the seed noise 0.0050 of with: training without "
+                        "a validation pair costs more than the seed noise, so by the rule above "
+                        "pretrained/ keeps its fold models.")
+  waiting = doc_tables.results_validation_free(_validation_free_sources(False))
+  assert waiting.endswith("1 of 2 folds have run; the reading waits for all of them (mean "
+                          "difference so far -0.0040).")
+  with pytest.raises(SystemExit, match="nv/fold0_seed0 scored subjects \\[1, 3\\], not with's"):
+    doc_tables.results_validation_free(_validation_free_sources(True, scored_fold0=(1, 3)))
