@@ -7,8 +7,9 @@ The queue is the committed plan file `configs/campaign.json`: recipes (a config 
 overrides, optional `fold_overrides` per fold, optional `score_subjects` per fold for a recipe
 whose validation split is its training scans, and the commit they run at; `kind`
 "learning_curve" marks a reading that is never adopted, "validation_free" a recipe trained
-without a validation pair, "final" one trained on every subject, which has no held-out score) and runs (a fold number, or ALL). The runner takes the
-runs in order, one at a time, under `nice`:
+without a validation pair, "final" one trained on every subject, which has no held-out
+score) and runs (a fold number, or ALL). The runner takes the runs in order, one at a time,
+under `nice`:
 
 - each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on
   main never changes a run in flight, and every run's code is known;
