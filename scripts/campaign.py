@@ -8,23 +8,26 @@ overrides, optional `fold_overrides` per fold, optional `score_subjects` per fol
 whose validation split is its training scans, and the commit they run at; `kind`
 "learning_curve" marks a reading that is never adopted, "validation_free" a recipe trained
 without a validation pair, "final" one trained on every subject, which has no held-out
-score) and runs (a fold number, or ALL). The runner takes the runs in order, one at a time,
+score) and runs (a fold number, or "all"). The runner takes the runs in order, one at a time,
 under `nice`:
 
 - each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on
   main never changes a run in flight, and every run's code is known;
-- a run trains with `main.py --mode=train` into STATE/runs/RECIPE/foldF_seedS (a rerun of the
+- a run trains with `main.py --mode=train` into STATE/runs/RECIPE/foldF_seedS (all_seedS for
+  fold "all"; a rerun of the
   same command resumes from its last checkpoint, bit-identically), then scores its best checkpoint
   on its validation subjects (or its score_subjects) with `--mode=eval` (native resolution,
   literature protocol);
 - its raw outputs (resolved config, log.csv, metrics JSON/Markdown, provenance, run.json with
-  commands, commit and seconds) are copied to docs/results/campaign/RECIPE/foldF_seedS/ in this
-  checkout and committed at once (only those paths);
+  commands, commit, seconds and the files scored for score_subjects) are copied to
+  docs/results/campaign/RECIPE/foldF_seedS/ in this checkout and committed at once (only those
+  paths);
 - a run whose results are committed is skipped; one whose checkpoints were lost starts again.
 
 STATE defaults to ../campaign beside this checkout (checkpoints may be lost with the machine;
-results never are). The runner itself does no JAX work (it imports only the workdir helpers),
-so editing main while it runs cannot change a run in flight.
+results never are). The runner itself does no JAX work (it imports only the workdir helpers,
+and duke.subject_files to choose the files a score_subjects run is scored on, which run.json
+records), so editing main while it runs cannot change a run's training.
 """
 
 import datetime
@@ -71,6 +74,13 @@ def load_plan(path=PLAN):
     if run["recipe"] not in plan["recipes"]:
       print(f"error: {path}: run {run} names no recipe of the plan", file=sys.stderr)
       sys.exit(2)
+  for name, recipe in plan["recipes"].items():
+    for fold, subjects in recipe.get("score_subjects", {}).items():
+      if not (isinstance(subjects, list) and subjects
+              and all(isinstance(n, int) for n in subjects)):
+        print(f"error: {path}: recipe {name}: score_subjects of fold {fold} must be a non-empty "
+              f"list of subject numbers, not {subjects!r}", file=sys.stderr)
+        sys.exit(2)
   return plan
 
 
@@ -149,24 +159,47 @@ def commands(plan, run, workdir: str, eval_dir: str, repo=REPO):
   train = py + [f"--config={recipe['config']}", f"--workdir={workdir}"] + [
       override_arg(k, v) for k, v in fields.items()]
   evaluate = py + ["--mode=eval", f"--workdir={workdir}", f"--output={eval_dir}"]
-  if str(fold) in recipe.get("score_subjects", {}):
+  if score_subjects(plan, run):
     evaluate.append(f"--input={workdir}_scored")
   return train, evaluate
 
 
-def scored_input(plan, run, workdir: str, repo=REPO) -> None:
-  """The folder eval reads for a run whose recipe names its fold's score_subjects: links to
-  those subjects' files of the plan's duke_dir, made again each time (WORKDIR_scored)."""
-  subjects = plan["recipes"][run["recipe"]].get("score_subjects", {}).get(str(run["fold"]))
+def score_subjects(plan, run):
+  """The subjects a run's eval scores instead of its validation split (its recipe's
+  score_subjects of the run's fold; load_plan refuses empty lists), or None."""
+  return plan["recipes"][run["recipe"]].get("score_subjects", {}).get(str(run["fold"]))
+
+
+def scored_input(plan, run, workdir: str, repo=REPO) -> dict:
+  """The folder eval reads for a run with score_subjects, WORKDIR_scored, made again each time:
+  links to those subjects' files of the plan's duke_dir. Returns {link name: file} ({} for a
+  run scored on its validation split)."""
+  subjects = score_subjects(plan, run)
   if not subjects:
-    return
+    return {}
   from octseg_jax.data import duke            # numpy only, no JAX
   folder = workdir + "_scored"
   shutil.rmtree(folder, ignore_errors=True)
   os.makedirs(folder)
   duke_dir = os.path.abspath(os.path.join(repo, plan["duke_dir"]))
-  for path in duke.subject_files(duke_dir, tuple(subjects)):
-    os.symlink(path, os.path.join(folder, os.path.basename(path)))
+  links = {os.path.basename(p): p for p in duke.subject_files(duke_dir, tuple(subjects))}
+  for name, path in links.items():
+    os.symlink(path, os.path.join(folder, name))
+  return links
+
+
+def prepare_eval(plan, run, workdir: str, eval_dir: str, log_path: str, repo=REPO):
+  """Before a run's eval (both runners): a half-written eval folder is removed and the files of
+  score_subjects linked (scored_input). Returns the links, or None when they cannot be made,
+  the reason appended to the run's log: that run fails, the runner goes on."""
+  from octseg_jax.errors import InputError
+  shutil.rmtree(eval_dir, ignore_errors=True)      # a half-written eval is redone
+  try:
+    return scored_input(plan, run, workdir, repo)
+  except (InputError, OSError) as e:
+    with open(log_path, "a") as f:
+      f.write(f"campaign: cannot link the files {run_id(run)} is scored on: {e}\n")
+    return None
 
 
 def run_logged(cmd, cwd: str, log_path: str, nice: int = NICE, env=None,
@@ -248,37 +281,38 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
   if run_logged(train_cmd, tree, log_path):
     return False
   train_s = time.time() - t0
-  shutil.rmtree(eval_dir, ignore_errors=True)      # a half-written eval is redone
-  scored_input(plan, run, workdir, repo)
+  links = prepare_eval(plan, run, workdir, eval_dir, log_path, repo)
   t1 = time.time()
-  if run_logged(eval_cmd, tree, log_path):
+  if links is None or run_logged(eval_cmd, tree, log_path):
     return False
   record = run_record(plan, run, workdir, git("rev-parse", "HEAD", repo=tree),
-                      (train_cmd, eval_cmd), {"train": train_s, "eval": time.time() - t1})
+                      (train_cmd, eval_cmd), {"train": train_s, "eval": time.time() - t1}, links)
   record["nice"] = NICE
   dest = copy_results(plan, run, workdir, eval_dir, record, repo)
   metrics = read_json(os.path.join(dest, METRICS))
   dice = metrics["topology"]["literature"]["mean_layer_dice"]
-  commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}, "
-                 + "".join(f"{n}, " for n in scored_on(run)) + "order fix on, native resolution)",
-                 repo)
+  commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}"
+                 f"{fit_note(run)}, order fix on, native resolution)", repo)
   return True
 
 
-def scored_on(run) -> list:
-  """What a run's eval scored, as its commit message and --status say it: nothing for a run
-  scored on held-out subjects; for a fold ALL run, its fit."""
-  return ["the fit on its training scans, not new eyes"] if run["fold"] == ALL else []
+def fit_note(run) -> str:
+  """What a fold "all" run's eval scored, as its commit message and --status say it ('' for a
+  run scored on subjects it never trained on)."""
+  return " [the fit on its training scans, not new eyes]" if run["fold"] == ALL else ""
 
 
-def run_record(plan, run, workdir: str, commit: str, cmds, wall_s: dict) -> dict:
-  """run.json of a finished run: what ran (recipe, commands, commit), where, and how long."""
+def run_record(plan, run, workdir: str, commit: str, cmds, wall_s: dict,
+               scored_files=None) -> dict:
+  """run.json of a finished run: what ran (recipe, commands, commit), where, how long, and the
+  files linked for its eval (scored_input), if any."""
   rows = training_log.workdir_rows(workdir)
   return {"run": run_id(run), "recipe": plan["recipes"][run["recipe"]], "fold": run["fold"],
           "seed": run["seed"], "commit": commit, "train_command": cmds[0][1:],
           "eval_command": cmds[1][1:], "finished": now(), "host": socket.gethostname(),
           "cpus": os.cpu_count(), "wall_s_this_start": wall_s, "epochs": len(rows),
-          "train_s_logged": sum(float(r["seconds"]) for r in rows)}
+          "train_s_logged": sum(float(r["seconds"]) for r in rows)} | (
+              {"scored_files": scored_files} if scored_files else {})
 
 
 RUNNER_LOCK = "runner.lock"
@@ -397,7 +431,7 @@ def status_lines(plan, state=STATE, repo=REPO):
       m = json.load(open(os.path.join(result_dir(plan, run, repo), METRICS)))
       lines.append(f"done     {rid:40s} mean layer Dice "
                    f"{m['topology']['literature']['mean_layer_dice']:.4f}"
-                   + "".join(f" ({n})" for n in scored_on(run)))
+                   + fit_note(run))
       continue
     rows = training_log.workdir_rows(os.path.join(state, "runs", rid))
     spent = sum(float(r["seconds"]) for r in rows)

@@ -29,9 +29,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import campaign  # noqa: E402
 
 BASE = "base"
-CURVE = "learning_curve"   # a recipe kind: a reading of the data, never adopted
-FINAL = "final"            # a recipe kind: trained on every subject (fold campaign.ALL) for
-                           # pretrained/, with no held-out score, so no row of the table
+LEVER = "lever"            # the default recipe kind: a candidate, adopted by the seed-noise rule
+CURVE = "learning_curve"   # a reading of the data: never adopted, never a replacement
+VALIDATION_FREE = "validation_free"   # trained without a validation pair: never adopted nor a
+                                      # replacement; its comparison is read by section 11's rule
+READINGS = (CURVE, VALIDATION_FREE)
+READING_VERDICT = {CURVE: "a learning curve, no verdict",
+                   VALIDATION_FREE: "read by the rule of docs/results.md section 11"}
+FINAL = "final"            # trained on every subject (fold campaign.ALL) for pretrained/, with
+                           # no held-out score, so no row of the table and no run read
 
 
 def run_numbers(plan, run, repo=campaign.REPO):
@@ -104,8 +110,8 @@ def seed_gaps(runs) -> list:
 def lever_table(plan, repo=campaign.REPO):
   """{'seed_noise', 'seed_gaps', 'recipes': {name: numbers}} from the committed runs."""
   runs = {}
-  for run in plan["queue"]:
-    numbers = None if run["fold"] == campaign.ALL else run_numbers(plan, run, repo)
+  for run in (r for r in plan["queue"] if kind(plan, r["recipe"]) != FINAL):
+    numbers = run_numbers(plan, run, repo)
     if numbers:
       runs.setdefault(run["recipe"], {})[(run["fold"], run["seed"])] = numbers
   base = runs.get(BASE, {})
@@ -114,7 +120,7 @@ def lever_table(plan, repo=campaign.REPO):
   noise = statistics.mean(gaps) if gaps else None
   table = {"seed_noise": noise, "seed_gaps": gaps, "recipes": {}}
   for name, recipe in plan["recipes"].items():
-    if recipe.get("kind") == FINAL:
+    if kind(plan, name) == FINAL:
       continue
     mine = runs.get(name, {})
     pairs = {f"fold{f}_seed{s}": mine[(f, s)]["mean_layer_dice"] - base[(f, s)]["mean_layer_dice"]
@@ -123,14 +129,14 @@ def lever_table(plan, repo=campaign.REPO):
     table["recipes"][name] = {
         "overrides": recipe.get("overrides", {}),
         "override_args": [campaign.override_arg(k, v) for k, v in recipe.get("overrides", {}).items()],
-        "kind": recipe.get("kind", "lever"),
+        "kind": kind(plan, name),
         "fold_override_args": {f: [campaign.override_arg(k, v) for k, v in o.items()]
                                for f, o in recipe.get("fold_overrides", {}).items()},
         "runs": len(mine),
         "mean_layer_dice": statistics.mean(r["mean_layer_dice"] for r in mine.values()) if mine else None,
         "boundary_mae_um": statistics.mean(r["boundary_mae_um"] for r in mine.values()) if mine else None,
         "paired_gains": pairs, "mean_gain": gain, "seed_gaps": seed_gaps(mine),
-        "adopted": bool(name != BASE and noise is not None and recipe.get("kind") != CURVE
+        "adopted": bool(name != BASE and noise is not None and kind(plan, name) == LEVER
                         and all(f"fold{f}_seed{s}" in pairs for f in folds for s in (0, 1))
                         and gain > noise),
         "gflop_per_bscan": round(gflop_per_bscan(recipe), 2),
@@ -138,19 +144,24 @@ def lever_table(plan, repo=campaign.REPO):
         "runs_detail": {f"fold{f}_seed{s}": r for (f, s), r in sorted(mine.items())}}
   planned = {}                                  # recipe -> its seed-0 folds in the plan
   for run in plan["queue"]:
-    if run["seed"] == 0:
+    if run["seed"] == 0 and kind(plan, run["recipe"]) != FINAL:
       planned.setdefault(run["recipe"], set()).add(run["fold"])
   table["comparisons"] = [comparison(runs, spec, noise, sorted(planned.get(spec["against"], ())),
-                                    plan["recipes"][spec["recipe"]].get("kind") == CURVE)
+                                    kind(plan, spec["recipe"]))
                           for spec in plan.get("comparisons", [])]
   return table
 
 
-def comparison(runs, spec, noise, folds, curve: bool = False):
+def kind(plan, recipe: str) -> str:
+  """A recipe's kind (LEVER unless the plan says otherwise)."""
+  return plan["recipes"][recipe].get("kind", LEVER)
+
+
+def comparison(runs, spec, noise, folds, recipe_kind: str = LEVER):
   """spec['recipe'] against spec['against'] on the (fold, seed) pairs both ran: the gains, their
   mean, whether both have run every fold of `folds` (the other recipe's seed-0 folds in the plan,
   run or still queued) with seed 0, and whether the mean gain then exceeds the seed noise (the
-  candidate replaces the other recipe; never for a learning curve, `curve`)."""
+  candidate replaces the other recipe; never for a recipe of a READINGS kind)."""
   mine, other = runs.get(spec["recipe"], {}), runs.get(spec["against"], {})
   pairs = {f"fold{f}_seed{s}": mine[(f, s)]["mean_layer_dice"] - other[(f, s)]["mean_layer_dice"]
            for (f, s) in sorted(mine) if (f, s) in other}
@@ -158,8 +169,8 @@ def comparison(runs, spec, noise, folds, curve: bool = False):
   complete = bool(folds) and all((f, 0) in mine and (f, 0) in other for f in folds)
   return {"recipe": spec["recipe"], "against": spec["against"], "why": spec.get("why", ""),
           "paired_gains": pairs, "mean_gain": gain, "folds_needed": folds, "complete": complete,
-          "learning_curve": curve,
-          "replaces": bool(not curve and complete and noise is not None and gain > noise)}
+          "kind": recipe_kind, "replaces": bool(recipe_kind not in READINGS and complete
+                                                and noise is not None and gain > noise)}
 
 
 def fmt(v, digits=4):
@@ -181,7 +192,7 @@ def markdown(table) -> str:
                f"{fmt(table['seed_noise'])} (gaps {', '.join(fmt(g) for g in table['seed_gaps'])}).")
   for c in table.get("comparisons", []):
     gains = ", ".join(f"{k}: {v:+.4f}" for k, v in c["paired_gains"].items()) or "n/a"
-    verdict = ("a learning curve, no verdict" if c.get("learning_curve") and c["complete"]
+    verdict = (READING_VERDICT[c["kind"]] if c["kind"] in READINGS and c["complete"]
                else "replaces it" if c["replaces"] else "does not replace it" if c["complete"]
                else "undecided (folds " + ", ".join(map(str, c["folds_needed"])) + " of both needed)"
                if c["folds_needed"] else f"undecided ({c['against']} has no seed-0 run in the plan)")

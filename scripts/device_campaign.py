@@ -87,12 +87,12 @@ def execute(plan, run, args, deadline: float, env) -> bool:
   t0 = time.time()
   if campaign.run_logged(cmds[0], campaign.REPO, log_path, 0, env, deadline):
     return False
-  shutil.rmtree(eval_dir, ignore_errors=True)      # a half-written eval is redone
+  links = campaign.prepare_eval(plan, run, workdir, eval_dir, log_path, campaign.REPO)
   t1 = time.time()
-  if campaign.run_logged(cmds[1], campaign.REPO, log_path, 0, env, deadline):
+  if links is None or campaign.run_logged(cmds[1], campaign.REPO, log_path, 0, env, deadline):
     return False
   record = campaign.run_record(plan, run, workdir, args.commit, cmds,
-                               {"train": t1 - t0, "eval": time.time() - t1})
+                               {"train": t1 - t0, "eval": time.time() - t1}, links)
   campaign.copy_results(plan, run, workdir, eval_dir, record, campaign.REPO)
   return True
 

@@ -118,8 +118,8 @@ def test_a_recipe_scored_on_named_subjects_and_a_run_on_every_subject(tmp_path):
   assert evaluate[-1] == "--output=/w_eval"
   assert campaign.run_id(every) == "base/all_seed2"
   assert campaign.run_parts("base/all_seed2") == ("base", "all", 2)
-  assert campaign.scored_on(every) == ["the fit on its training scans, not new eyes"]
-  assert campaign.scored_on(run) == []
+  assert campaign.fit_note(every) == " [the fit on its training scans, not new eyes]"
+  assert campaign.fit_note(run) == ""
 
 
 def test_runner_commits_each_run_skips_committed_ones_and_reports_status(tmp_path, monkeypatch):
@@ -149,6 +149,54 @@ def test_runner_commits_each_run_skips_committed_ones_and_reports_status(tmp_pat
   lines = campaign.status_lines(campaign.load_plan(plan_path), state, str(repo))
   assert lines[0].startswith("done     base/fold0_seed0") and "0.7000" in lines[0]
   assert lines[-1].startswith("compute left: ~0.0 h")
+
+
+def test_a_run_whose_scored_files_cannot_be_linked_fails_alone_and_links_are_recorded(
+    tmp_path, monkeypatch):
+  """A score_subjects run whose subjects have no file in duke_dir fails (twice, the reason in
+  its log) without stopping the runner, which goes on to the next run; a run whose files are
+  there is scored on exactly them, and its run.json records the links. A fold 'all' run's
+  commit message and --status line name its score a fit."""
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["recipes"]["lever"]["score_subjects"] = {"0": [9]}          # no subject_09 file
+  plan["recipes"]["nv"] = dict(plan["recipes"]["base"], score_subjects={"1": [3]})
+  plan["queue"] = [{"recipe": "lever", "fold": 0, "seed": 0}, {"recipe": "nv", "fold": 1,
+                                                                "seed": 0},
+                   {"recipe": "base", "fold": "all", "seed": 0}]
+  open(plan_path, "w").write(json.dumps(plan))
+  os.makedirs(repo / "data")
+  (repo / "data" / "subject_03.npz").write_text("3")
+  state = str(tmp_path / "state")
+  calls = []
+  monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
+  campaign.run_campaign(plan_path, state, str(repo))
+  evals = [cmd for cmd, _ in calls if "--mode=eval" in cmd]
+  assert len(evals) == 2 and evals[0][-1] == f"--input={state}/runs/nv/fold1_seed0_scored"
+  assert open(f"{state}/runs/lever/fold0_seed0.out").read().count(
+      "campaign: cannot link the files lever/fold0_seed0 is scored on: ") == 2
+  record = json.load(open(repo / "docs/results/campaign/nv/fold1_seed0/run.json"))
+  assert record["scored_files"] == {"subject_03.npz": str(repo / "data" / "subject_03.npz")}
+  assert "scored_files" not in json.load(open(repo / "docs/results/campaign/base/all_seed0/"
+                                              "run.json"))
+  log = _git(repo, "log", "--format=%s")
+  assert ("Campaign: base/all_seed0 results (mean layer Dice 0.7000 [the fit on its training "
+          "scans, not new eyes], order fix on, native resolution)") in log
+  lines = campaign.status_lines(campaign.load_plan(plan_path), state, str(repo))
+  assert lines[0].startswith("queued   lever/fold0_seed0")
+  assert lines[2].endswith("0.7000 [the fit on its training scans, not new eyes]")
+
+
+def test_a_plan_with_an_empty_score_subjects_list_is_refused(tmp_path, capsys):
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["recipes"]["lever"]["score_subjects"] = {"1": []}
+  open(plan_path, "w").write(json.dumps(plan))
+  with pytest.raises(SystemExit) as stop:
+    campaign.load_plan(plan_path)
+  assert stop.value.code == 2
+  assert capsys.readouterr().err == (f"error: {plan_path}: recipe lever: score_subjects of fold "
+                                     "1 must be a non-empty list of subject numbers, not []\n")
 
 
 def test_status_names_a_missing_state_folder(tmp_path, monkeypatch, capsys):
@@ -266,10 +314,14 @@ def test_a_comparison_waits_for_the_other_recipes_queued_folds(monkeypatch):
   assert "c against u: n/a; mean n/a; undecided (u has no seed-0 run in the plan)." in text
 
 
-def test_a_learning_curve_is_never_adopted_nor_replaces_its_recipe(monkeypatch):
-  """A recipe of kind learning_curve (fewer training subjects per fold) that, against all
-  sense, beats the recipe it is read against by far on every fold is neither adopted nor a
-  replacement: the table gives no verdict; its fold_overrides are listed as options."""
+@pytest.mark.parametrize("kind,verdict", [
+    ("learning_curve", "a learning curve, no verdict"),
+    ("validation_free", "read by the rule of docs/results.md section 11")])
+def test_a_reading_is_never_adopted_nor_replaces_its_recipe(monkeypatch, kind, verdict):
+  """A recipe of a reading kind (fewer training subjects per fold; no validation pair) that,
+  against all sense, beats the recipe it is read against by far on every fold is neither
+  adopted nor a replacement: the table gives its own verdict; its fold_overrides are listed as
+  options."""
   table_script = load_script("campaign_table")
   done = {(r, f, s): dice for f in range(4) for s in (0, 1)
           for r, dice in (("base", 0.80), ("t", 0.80), ("lc", 0.90))}
@@ -278,7 +330,7 @@ def test_a_learning_curve_is_never_adopted_nor_replaces_its_recipe(monkeypatch):
       "boundary_mae_um": 5.0, "train_s": 60.0})
   monkeypatch.setattr(table_script, "gflop_per_bscan", lambda recipe: 1.0)
   plan = {"recipes": {"base": {"config": "x"}, "t": {"config": "x"},
-                      "lc": {"config": "x", "kind": "learning_curve",
+                      "lc": {"config": "x", "kind": kind,
                              "fold_overrides": {"0": {"data.subjects": [1, 2, 5]}}}},
           "queue": [{"recipe": r, "fold": f, "seed": s} for r, f, s in done],
           "comparisons": [{"recipe": "lc", "against": "t"}]}
@@ -287,7 +339,7 @@ def test_a_learning_curve_is_never_adopted_nor_replaces_its_recipe(monkeypatch):
   assert c["complete"] and abs(c["mean_gain"] - 0.1) < 1e-12 and not c["replaces"]
   assert not table["recipes"]["lc"]["adopted"]
   assert table["recipes"]["lc"]["fold_override_args"] == {"0": ["--config.data.subjects=(1,2,5)"]}
-  assert "; a learning curve, no verdict." in table_script.markdown(table)
+  assert f"; {verdict}." in table_script.markdown(table)
 
 
 def test_a_final_recipe_has_no_row_and_its_fit_is_never_read(monkeypatch):

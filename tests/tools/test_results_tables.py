@@ -523,7 +523,7 @@ def _curve_sources(complete: bool):
   # campaign_table's paired gains: the recipe (few) minus the one it is read against (full).
   gains = {k: few[k]["mean_layer_dice"] - full[k]["mean_layer_dice"] for k in few}
   files = {doc_tables.CAMPAIGN: {
-      "comparisons": [{"recipe": "few", "against": "full", "learning_curve": True,
+      "comparisons": [{"recipe": "few", "against": "full", "kind": "learning_curve",
                        "folds_needed": [0, 1], "complete": complete, "paired_gains": gains}],
       "recipes": {"few": {"runs_detail": few},
                   "full": {"runs_detail": full, "seed_gaps": [0.004, 0.005]}}}}
@@ -564,7 +564,7 @@ def test_the_learning_curve_waits_for_every_fold_and_says_when_none_has_run():
   assert text.endswith("1 of 2 folds have run; the reading waits for all of them (mean gap so "
                        "far +0.0300).")
   none = _Injected({doc_tables.CAMPAIGN: {"comparisons": [
-      {"recipe": "few", "against": "full", "learning_curve": True}],
+      {"recipe": "few", "against": "full", "kind": "learning_curve"}],
       "recipes": {"few": {"runs_detail": {}}, "full": {"runs_detail": {}}}}})
   assert doc_tables.results_learning_curve(none) == (
       f"No fold of few has finished yet (queued in {doc_tables.CAMPAIGN_PLAN}).")
@@ -572,15 +572,18 @@ def test_the_learning_curve_waits_for_every_fold_and_says_when_none_has_run():
 
 def test_a_learning_curve_is_not_counted_among_the_recipes_pretrained_was_chosen_from():
   recipes = {"a": {"runs": 2, "kind": "lever"}, "b": {"runs": 0, "kind": "lever"},
-             "curve": {"runs": 1, "kind": "learning_curve"}}
+             "curve": {"runs": 1, "kind": "learning_curve"},
+             "noval": {"runs": 3, "kind": "validation_free"}}
   src = _Injected({doc_tables.CAMPAIGN: {"recipes": recipes},
                    doc_tables.H200: {"recipes": {"c": {"runs": 4, "kind": "lever"}}}})
   assert doc_tables.screened_recipes(src) == 2                       # a and c
 
 
-def _validation_free_sources(complete: bool, mine_fold1: float = 0.835, scored_fold0=(1, 2)):
+def _validation_free_sources(complete: bool, mine_fold1: float = 0.835, scored_fold0=("1", "2"),
+                             curve: bool = True):
   """'nv' (no validation pair, kind validation_free) against 'with' on folds 0 and 1 (fold 1
-  of 'nv' only when `complete`), with with's split.json files and nv's run.json."""
+  of 'nv' only when `complete`), with their split.json files and nv's metrics.json; with
+  `curve`, a learning curve 'few' read against 'with' too."""
   def run(dice, inl, opl, mae, kept, last):
     layers = [dice] * 7
     layers[2:4] = [inl, opl]
@@ -592,39 +595,92 @@ def _validation_free_sources(complete: bool, mine_fold1: float = 0.835, scored_f
   other = {"fold0_seed0": run(0.830, 0.74, 0.70, 7.0, 76, 80),
            "fold1_seed0": run(0.840, 0.76, 0.75, 6.5, 80, 80)}
   gains = {k: mine[k]["mean_layer_dice"] - other[k]["mean_layer_dice"] for k in mine}
+  # The curve 'few' (4 subjects) against 'with': gaps 0.03 and 0.02 (its paired gains, negated).
+  lc = {"recipe": "few", "against": "with", "kind": "learning_curve", "complete": True,
+        "folds_needed": [0, 1], "paired_gains": {"fold0_seed0": -0.03, "fold1_seed0": -0.02}}
   files = {doc_tables.CAMPAIGN: {
-      "comparisons": [{"recipe": "nv", "against": "with", "folds_needed": [0, 1],
-                       "complete": complete, "paired_gains": gains}],
-      "recipes": {"nv": {"runs_detail": mine, "kind": "validation_free"},
+      "comparisons": ([lc] if curve else []) + [
+          {"recipe": "nv", "against": "with", "kind": "validation_free", "folds_needed": [0, 1],
+           "complete": complete, "paired_gains": gains}],
+      "recipes": {"few": {"runs_detail": {"fold0_seed0": {}, "fold1_seed0": {}}},
+                  "nv": {"runs_detail": mine, "kind": "validation_free"},
                   "with": {"runs_detail": other, "seed_gaps": [0.004, 0.006]}}}}
-  for fold in (0, 1):
+  files[f"{doc_tables.CAMPAIGN_RUNS}/few/fold0_seed0/split.json"] = {"train": {
+      "subjects": [5, 6, 7, 8]}}
+  for fold, width in ((0, 560), (1, 544)):
     pair = [2 * fold + 1, 2 * fold + 2]
-    files[f"{doc_tables.CAMPAIGN_RUNS}/with/fold{fold}_seed0/split.json"] = {"val": {
-        "subjects": pair}}
-    files[f"{doc_tables.CAMPAIGN_RUNS}/nv/fold{fold}_seed0/run.json"] = {"recipe": {
-        "score_subjects": {"0": list(scored_fold0), "1": [3, 4]}}}
+    files[f"{doc_tables.CAMPAIGN_RUNS}/with/fold{fold}_seed0/split.json"] = {
+        "val": {"subjects": pair}, "train": {"subjects": [1, 2, 3, 4, 5, 6]},
+        "input_shape": [224, 560]}
+    files[f"{doc_tables.CAMPAIGN_RUNS}/nv/fold{fold}_seed0/split.json"] = {
+        "input_shape": [224, width]}
+    scored = scored_fold0 if fold == 0 else ("3", "4")
+    files[f"{doc_tables.CAMPAIGN_RUNS}/nv/fold{fold}_seed0/metrics.json"] = {
+        "per_subject_mean_layer_dice": {n: 0.8 for n in scored}}
   return _Injected(files)
 
 
 def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_rule():
   lines = doc_tables.results_validation_free(_validation_free_sources(True)).splitlines()
   assert lines[0].startswith("| fold | held-out subjects | Dice, nv | Dice, with | difference |")
-  # Fold 0: 0.826 - 0.830; INL 0.75 - 0.74; OPL 0.69 - 0.70.
+  # Fold 0: 0.826 - 0.830; INL 0.75 - 0.74; OPL 0.69 - 0.70; widths 560 and 560.
   assert lines[2] == ("| 0 | 1, 2 | 0.8260 | 0.8300 | -0.0040 | +0.0100 | -0.0100 | 80 of 80 | "
-                      "76 of 80 | 7.20 / 7.00 |")
+                      "76 of 80 | 7.20 / 7.00 | 560 / 560 |")
   assert lines[3] == ("| 1 | 3, 4 | 0.8350 | 0.8400 | -0.0050 | +0.0000 | -0.0100 | 78 of 80 | "
-                      "80 of 80 | 6.60 / 6.50 |")
-  # Mean difference -0.0045 is above minus the noise (0.004 + 0.006) / 2 = 0.005.
-  assert lines[-1] == ("Mean difference over the 2 folds **-0.0045**, against the seed noise "
-                       "0.0050 of with: training without a validation pair costs no more than "
-                       "the seed noise, so by the rule above the members trained on all 8 "
-                       "subjects replace pretrained/'s.")
+                      "80 of 80 | 6.60 / 6.50 | 544 / 560 |")
+  # Mean difference -0.0045 is above minus the noise (0.004 + 0.006) / 2 = 0.005, and with the
+  # curve's step (mean gap 0.025 > noise: 0.025 ln(8/6) / ln(6/4) = 0.0177) the net is +0.0132.
+  assert lines[-1] == ("Mean difference over the 2 folds **-0.0045** (tolerance: minus the seed "
+                       "noise 0.0050 of with); with the learning curve's step to 8 subjects "
+                       "(+0.0177, an extrapolation) the expected net change is +0.0132: by the "
+                       "rule above the members trained on all 8 subjects replace pretrained/'s "
+                       "(no loss beyond the tolerance and an extrapolated net gain, not a "
+                       "measured one).")
   worse = doc_tables.results_validation_free(_validation_free_sources(True, mine_fold1=0.830))
-  assert worse.endswith("**-0.0070**, against the seed noise 0.0050 of with: training without "
-                        "a validation pair costs more than the seed noise, so by the rule above "
-                        "pretrained/ keeps its fold models.")
+  assert worse.endswith("**-0.0070** (tolerance: minus the seed noise 0.0050 of with); with the "
+                        "learning curve's step to 8 subjects (+0.0177, an extrapolation) the "
+                        "expected net change is +0.0107: by the rule above pretrained/ keeps "
+                        "its fold models.")
+  no_curve = doc_tables.results_validation_free(_validation_free_sources(True, curve=False))
+  assert no_curve.endswith("(+0.0000, an extrapolation) the expected net change is -0.0045: by "
+                           "the rule above pretrained/ keeps its fold models.")
   waiting = doc_tables.results_validation_free(_validation_free_sources(False))
   assert waiting.endswith("1 of 2 folds have run; the reading waits for all of them (mean "
                           "difference so far -0.0040).")
   with pytest.raises(SystemExit, match="nv/fold0_seed0 scored subjects \\[1, 3\\], not with's"):
-    doc_tables.results_validation_free(_validation_free_sources(True, scored_fold0=(1, 3)))
+    doc_tables.results_validation_free(_validation_free_sources(True, scored_fold0=("1", "3")))
+
+
+def test_epoch_selection_leaves_out_runs_that_chose_on_their_training_scans():
+  """selection_text counts the runs that chose their epoch on the subjects they are scored on:
+  a recipe without a validation pair chose on its training scans and is left out (by hand:
+  gains +0.002 and 0.0, mean +0.0010)."""
+  def run(kept, last, gain):
+    return {"selected_epoch": kept, "last_epoch": last, "selection_gain": gain}
+  t = {"recipes": {"a": {"kind": "lever", "runs_detail": {"f0": run(78, 80, 0.002),
+                                                          "f1": run(80, 80, 0.0)}},
+                   "nv": {"kind": "validation_free", "runs_detail": {"f0": run(40, 80, 0.5)}}}}
+  text = doc_tables.selection_text(t)
+  assert "1 of 2 runs kept their last epoch and 2 of 2 one of their last 3 epochs" in text
+  assert text.endswith("by +0.0010 on average over the 2 runs (+0.0000 to +0.0020).")
+
+
+def test_a_reading_s_comparison_gets_its_own_verdict_never_a_replacement():
+  """comparisons_text and campaign_table's markdown word a complete comparison of a reading
+  kind by campaign_table.READING_VERDICT, its one home."""
+  c = {"recipe": "nv", "against": "with", "why": "w", "paired_gains": {"fold0_seed0": 0.02},
+       "mean_gain": 0.02, "complete": True, "replaces": False, "kind": "validation_free",
+       "folds_needed": [0]}
+  text = doc_tables.comparisons_text({"comparisons": [c], "seed_noise": 0.005})
+  assert text == ("Paired reading: nv with with (w) gains f0s0 +0.0200, mean **+0.0200** against "
+                  "the seed noise 0.0050, read by the rule of docs/results.md section 11. ")
+
+
+def test_members_trained_on_every_subject_are_refused_by_the_pretrained_tables():
+  """A pretrained/ whose ensemble.json names a fold 'all' run has no held-out metrics: the
+  tables refuse it by name rather than report its fit as held-out accuracy."""
+  src = _Injected({"pretrained/ensemble.json": {
+      "members": ["members/all_seed0"], "sources": ["/w/runs/r/all_seed0"]}})
+  with pytest.raises(SystemExit, match="^pretrained/ensemble.json: member members/all_seed0 "
+                                       "\\(r/all_seed0\\) trained on every subject"):
+    doc_tables.shipped_members(src)
