@@ -693,7 +693,8 @@ def campaign_headline(src: Sources) -> str:
   dice, name, machine, runs, levers = max(
       ((np.mean([x["mean_layer_dice"] for x in runs]), name, machine, runs, levers)
        for levers, machine in machines.items()
-       for name, runs in seed0_fold_runs(src.json(levers)).items()), key=lambda c: c[0])
+       for name, runs in seed0_fold_runs(src.json(levers)).items()
+       if src.json(levers)["recipes"][name]["kind"] != CURVE), key=lambda c: c[0])
   layer = {k: np.mean([x["layer_dice"][LAYER_NAMES.index(k) - 1] for x in runs])
            for k in ("INL", "OPL")}
   adopted = [f"`{n}` on {machine} ({r['mean_gain']:+.4f})" for levers, machine in machines.items()
@@ -705,7 +706,23 @@ def campaign_headline(src: Sources) -> str:
           f"{np.mean([x['boundary_mae_um'] for x in runs]):.1f} um"
           f"{fluid_column_clause(src, name, levers, runs)}. "
           f"Levers adopted (paired gain over the base above the seed noise): "
-          f"{', '.join(adopted) or 'none'}.")
+          f"{', '.join(adopted) or 'none'}.{curve_clause(src)}")
+
+
+def curve_clause(src: Sources) -> str:
+  """' Learning curve (...): ...' for the campaign's complete learning curves, as section 11
+  reads them (curve_step), or ''."""
+  t, out = src.json(CAMPAIGN), ""
+  for c in (c for c in t.get("comparisons", []) if c["kind"] == CURVE and c["complete"]):
+    done, gaps, counts = curve_folds(src, t, c)
+    step = curve_step(t, c, gaps, counts)
+    out += (f" Learning curve (docs/results.md section 11): trained on {counts[0]} instead of "
+            f"{counts[1]} subjects per fold, `{c['against']}` loses {statistics.mean(gaps):.4f} mean layer "
+            f"Dice over {len(done)} folds, " + (
+                "within its seed noise." if step is None else
+                f"beyond its seed noise; read forward, {CURVE_TO} subjects would add about "
+                f"{step:+.4f} (an extrapolation, not a measurement)."))
+  return out
 
 
 def fluid_column_clause(src: Sources, recipe: str, levers: str, runs: List[Dict]) -> str:

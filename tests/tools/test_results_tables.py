@@ -684,3 +684,13 @@ def test_members_trained_on_every_subject_are_refused_by_the_pretrained_tables()
   with pytest.raises(SystemExit, match="^pretrained/ensemble.json: member members/all_seed0 "
                                        "\\(r/all_seed0\\) trained on every subject"):
     doc_tables.shipped_members(src)
+
+
+def test_the_readme_states_a_complete_learning_curve_as_section_11_reads_it():
+  """curve_clause: the gap and the extrapolated step of curve_step (by hand as in the section's
+  test: gaps 0.03 and 0.02, step 0.025 ln(8/6) / ln(6/4) = 0.0177); nothing while folds wait."""
+  assert doc_tables.curve_clause(_curve_sources(complete=True)) == (
+      " Learning curve (docs/results.md section 11): trained on 4 instead of 6 subjects per "
+      "fold, `full` loses 0.0250 mean layer Dice over 2 folds, beyond its seed noise; read "
+      "forward, 8 subjects would add about +0.0177 (an extrapolation, not a measurement).")
+  assert doc_tables.curve_clause(_curve_sources(complete=False)) == ""
