@@ -717,8 +717,8 @@ def curve_clause(src: Sources) -> str:
     done, gaps, counts = curve_folds(src, t, c)
     step = curve_step(t, c, gaps, counts)
     out += (f" Learning curve (docs/results.md section 11): trained on {counts[0]} instead of "
-            f"{counts[1]} subjects per fold, `{c['against']}` loses {statistics.mean(gaps):.4f} mean layer "
-            f"Dice over {len(done)} folds, " + (
+            f"{counts[1]} subjects per fold, `{c['against']}` loses "
+            f"{statistics.mean(gaps):.4f} mean layer Dice over {len(done)} folds, " + (
                 "within its seed noise." if step is None else
                 f"beyond its seed noise; read forward, {CURVE_TO} subjects would add about "
                 f"{step:+.4f} (an extrapolation, not a measurement)."))
