@@ -14,10 +14,9 @@ under `nice`:
 - each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on
   main never changes a run in flight, and every run's code is known;
 - a run trains with `main.py --mode=train` into STATE/runs/RECIPE/foldF_seedS (all_seedS for
-  fold "all"; a rerun of the
-  same command resumes from its last checkpoint, bit-identically), then scores its best checkpoint
-  on its validation subjects (or its score_subjects) with `--mode=eval` (native resolution,
-  literature protocol);
+  fold "all"; a rerun of the same command resumes from its last checkpoint, bit-identically),
+  then scores its best checkpoint on its validation subjects (or its score_subjects) with
+  `--mode=eval` (native resolution, literature protocol);
 - its raw outputs (resolved config, log.csv, metrics JSON/Markdown, provenance, run.json with
   commands, commit, seconds and the files scored for score_subjects) are copied to
   docs/results/campaign/RECIPE/foldF_seedS/ in this checkout and committed at once (only those
