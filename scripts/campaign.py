@@ -150,9 +150,8 @@ def commands(plan, run, workdir: str, eval_dir: str, repo=REPO):
   or, where the recipe names the fold's `score_subjects` ({"F": [subjects]}: a recipe whose
   validation split is its training scans), those subjects' files (scored_input)."""
   recipe, fold = plan["recipes"][run["recipe"]], run["fold"]
-  duke_dir = os.path.abspath(os.path.join(repo, plan["duke_dir"]))
   split = {"data.split": "all"} if fold == ALL else {"data.split": "subject", "data.fold": fold}
-  fields = {"seed": run["seed"], **split, "data.duke_dir": duke_dir,
+  fields = {"seed": run["seed"], **split, "data.duke_dir": duke_folder(plan, repo),
             **recipe.get("overrides", {}), **recipe.get("fold_overrides", {}).get(str(fold), {})}
   py = [sys.executable, "main.py"]
   train = py + [f"--config={recipe['config']}", f"--workdir={workdir}"] + [
@@ -161,6 +160,11 @@ def commands(plan, run, workdir: str, eval_dir: str, repo=REPO):
   if score_subjects(plan, run):
     evaluate.append(f"--input={workdir}_scored")
   return train, evaluate
+
+
+def duke_folder(plan, repo=REPO) -> str:
+  """The plan's duke_dir as an absolute path (it is relative to the checkout)."""
+  return os.path.abspath(os.path.join(repo, plan["duke_dir"]))
 
 
 def score_subjects(plan, run):
@@ -180,8 +184,8 @@ def scored_input(plan, run, workdir: str, repo=REPO) -> dict:
   folder = workdir + "_scored"
   shutil.rmtree(folder, ignore_errors=True)
   os.makedirs(folder)
-  duke_dir = os.path.abspath(os.path.join(repo, plan["duke_dir"]))
-  links = {os.path.basename(p): p for p in duke.subject_files(duke_dir, tuple(subjects))}
+  links = {os.path.basename(p): p
+           for p in duke.subject_files(duke_folder(plan, repo), tuple(subjects))}
   for name, path in links.items():
     os.symlink(path, os.path.join(folder, name))
   return links

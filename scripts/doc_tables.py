@@ -2316,11 +2316,21 @@ def curve_row(src: Sources, c: Dict, run: str, pair: Tuple[Dict, Dict], gap: flo
              f"{few['boundary_mae_um']:.2f} / {full['boundary_mae_um']:.2f}"])
 
 
+def paired_seed0(t: Dict, c: Dict):
+  """Comparison `c`'s two recipes' runs (runs_detail) and the seed-0 runs both have, sorted."""
+  mine, other = (t["recipes"][c[k]]["runs_detail"] for k in ("recipe", "against"))
+  return mine, other, [run for run in sorted(mine) if run.endswith("_seed0") and run in other]
+
+
+def against_noise(t: Dict, c: Dict) -> float:
+  """The seed noise of the recipe comparison `c` is read against (mean |seed 0 - seed 1|)."""
+  return statistics.mean(t["recipes"][c["against"]]["seed_gaps"])
+
+
 def curve_folds(src: Sources, t: Dict, c: Dict):
   """Learning curve `c`'s seed-0 folds run by both recipes, their gaps (more subjects minus
   fewer: the comparison's paired gains, negated) and the two training-subject counts."""
-  few, full = (t["recipes"][c[k]]["runs_detail"] for k in ("recipe", "against"))
-  done = [run for run in sorted(few) if run.endswith("_seed0") and run in full]
+  done = paired_seed0(t, c)[2]
   counts = tuple(len(trained_subjects(src, c[k], done[0])) for k in ("recipe", "against")
                  ) if done else None
   return done, [-c["paired_gains"][run] for run in done], counts
@@ -2331,16 +2341,15 @@ def curve_step(t: Dict, c: Dict, gaps: List[float], counts: Tuple[int, int]) -> 
   every fold exceeds the seed noise of the recipe on more subjects; then the gap read forward
   on a log-linear curve (Dice = a + b ln n through both points) from counts[1] to CURVE_TO
   training subjects. None while folds are missing or when it is not data-limited."""
-  noise = statistics.mean(t["recipes"][c["against"]]["seed_gaps"])
   gap = statistics.mean(gaps)
-  if not c["complete"] or gap <= noise:
+  if not c["complete"] or gap <= against_noise(t, c):
     return None
   return gap * np.log(CURVE_TO / counts[1]) / np.log(counts[1] / counts[0])
 
 
 def curve_reading(t: Dict, c: Dict, gaps: List[float], counts: Tuple[int, int]) -> str:
   """Learning curve `c` read by curve_step's rule, in words."""
-  noise = statistics.mean(t["recipes"][c["against"]]["seed_gaps"])
+  noise = against_noise(t, c)
   gap, step = statistics.mean(gaps), curve_step(t, c, gaps, counts)
   if not c["complete"]:
     return (f"{len(gaps)} of {len(c['folds_needed'])} folds have run; the reading waits for "
@@ -2369,7 +2378,7 @@ def results_learning_curve(src: Sources) -> str:
     if not done:
       out.append(f"No fold of {c['recipe']} has finished yet (queued in {CAMPAIGN_PLAN}).")
       continue
-    few, full = (t["recipes"][c[k]]["runs_detail"] for k in ("recipe", "against"))
+    few, full, _ = paired_seed0(t, c)
     rows = [curve_row(src, c, run, (few[run], full[run]), gap) for run, gap in zip(done, gaps)]
     out.append(table(["fold", "validation subjects"] +
                      [f"trained on ({n} subjects)" for n in counts] +
@@ -2414,7 +2423,7 @@ def validation_free_reading(src: Sources, t: Dict, c: Dict, diffs: List[float]) 
   if not c["complete"]:
     return (f"{len(diffs)} of {len(c['folds_needed'])} folds have run; the reading waits for "
             f"all of them (mean difference so far {diff:+.4f}).")
-  noise = statistics.mean(t["recipes"][c["against"]]["seed_gaps"])
+  noise = against_noise(t, c)
   curves = [k for k in t["comparisons"] if k["kind"] == CURVE and k["against"] == c["against"]]
   step = next((curve_step(t, k, *curve_folds(src, t, k)[1:]) for k in curves), None) or 0.0
   passed = diff > -noise and diff + step > 0
@@ -2433,8 +2442,7 @@ def results_validation_free(src: Sources) -> str:
   t = src.json(CAMPAIGN)
   out = []
   for c in (c for c in t.get("comparisons", []) if c["kind"] == VALIDATION_FREE):
-    mine, other = (t["recipes"][c[k]]["runs_detail"] for k in ("recipe", "against"))
-    done = [run for run in sorted(mine) if run.endswith("_seed0") and run in other]
+    mine, other, done = paired_seed0(t, c)
     if not done:
       out.append(f"No fold of {c['recipe']} has finished yet (queued in {CAMPAIGN_PLAN}).")
       continue
