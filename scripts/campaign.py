@@ -181,11 +181,12 @@ def scored_input(plan, run, workdir: str, repo=REPO) -> dict:
   if not subjects:
     return {}
   from octseg_jax.data import duke            # numpy only, no JAX
+  links = {os.path.basename(p): p
+           for p in duke.subject_files(duke_folder(plan, repo), tuple(subjects),
+                                       option="the plan's duke_dir")}
   folder = workdir + "_scored"
   shutil.rmtree(folder, ignore_errors=True)
   os.makedirs(folder)
-  links = {os.path.basename(p): p
-           for p in duke.subject_files(duke_folder(plan, repo), tuple(subjects))}
   for name, path in links.items():
     os.symlink(path, os.path.join(folder, name))
   return links

@@ -2322,9 +2322,17 @@ def paired_seed0(t: Dict, c: Dict):
   return mine, other, [run for run in sorted(mine) if run.endswith("_seed0") and run in other]
 
 
-def against_noise(t: Dict, c: Dict) -> float:
-  """The seed noise of the recipe comparison `c` is read against (mean |seed 0 - seed 1|)."""
-  return statistics.mean(t["recipes"][c["against"]]["seed_gaps"])
+def against_noise(t: Dict, c: Dict) -> Optional[float]:
+  """The seed noise of the recipe comparison `c` is read against (mean |seed 0 - seed 1|), or
+  None while no fold of it has run with two seeds."""
+  gaps = t["recipes"][c["against"]].get("seed_gaps")
+  return statistics.mean(gaps) if gaps else None
+
+
+def noise_wait(c: Dict) -> str:
+  """A complete reading's sentence while the recipe it is read against has no seed noise."""
+  return (f"The reading waits for the seed noise of {c['against']}: no fold of it has run "
+          "with two seeds yet.")
 
 
 def curve_folds(src: Sources, t: Dict, c: Dict):
@@ -2341,8 +2349,8 @@ def curve_step(t: Dict, c: Dict, gaps: List[float], counts: Tuple[int, int]) -> 
   every fold exceeds the seed noise of the recipe on more subjects; then the gap read forward
   on a log-linear curve (Dice = a + b ln n through both points) from counts[1] to CURVE_TO
   training subjects. None while folds are missing or when it is not data-limited."""
-  gap = statistics.mean(gaps)
-  if not c["complete"] or gap <= against_noise(t, c):
+  gap, noise = statistics.mean(gaps), against_noise(t, c)
+  if not c["complete"] or noise is None or gap <= noise:
     return None
   return gap * np.log(CURVE_TO / counts[1]) / np.log(counts[1] / counts[0])
 
@@ -2354,6 +2362,8 @@ def curve_reading(t: Dict, c: Dict, gaps: List[float], counts: Tuple[int, int]) 
   if not c["complete"]:
     return (f"{len(gaps)} of {len(c['folds_needed'])} folds have run; the reading waits for "
             f"all of them (mean gap so far {gap:+.4f}).")
+  if noise is None:
+    return noise_wait(c)
   head = (f"Mean gap over the {len(gaps)} folds **{gap:+.4f}**, against the seed noise "
           f"{noise:.4f} of {c['against']} (mean |seed 0 - seed 1| over its folds): ")
   if step is None:
@@ -2424,6 +2434,8 @@ def validation_free_reading(src: Sources, t: Dict, c: Dict, diffs: List[float]) 
     return (f"{len(diffs)} of {len(c['folds_needed'])} folds have run; the reading waits for "
             f"all of them (mean difference so far {diff:+.4f}).")
   noise = against_noise(t, c)
+  if noise is None:
+    return noise_wait(c)
   curves = [k for k in t["comparisons"] if k["kind"] == CURVE and k["against"] == c["against"]]
   step = next((curve_step(t, k, *curve_folds(src, t, k)[1:]) for k in curves), None) or 0.0
   passed = diff > -noise and diff + step > 0

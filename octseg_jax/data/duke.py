@@ -348,11 +348,12 @@ def load_dir(path: str, subjects=None, grader: int = 1,
   return sets
 
 
-def subject_files(path: str, subjects=None) -> list:
+def subject_files(path: str, subjects=None, option: str = "--config.data.duke_dir") -> list:
   """The Duke files of a folder (subject_XX.npz and/or Subject_XX.mat), sorted, optionally only
-  those whose name's last number is one of the listed subjects."""
+  those whose name's last number is one of the listed subjects. `option` is what names the
+  folder, for the message when it is missing."""
   if not os.path.isdir(path):
-    raise fail(path, "no such folder (set --config.data.duke_dir)")
+    raise fail(path, f"no such folder (set {option})")
   files = sorted(glob.glob(os.path.join(path, "*.npz")) + glob.glob(os.path.join(path, "*.mat")))
   if not files:
     raise fail(path, "no .npz or .mat files in this folder")

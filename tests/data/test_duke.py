@@ -165,8 +165,10 @@ def test_a_folder_s_files_are_chosen_by_the_last_number_of_their_names(tmp_path)
       10, None, 567890123]
   with pytest.raises(InputError, match=re.escape(f"{tmp_path}: no files for subjects [7]")):
     duke.subject_files(str(tmp_path), (7,))
-  with pytest.raises(InputError, match="no such folder"):
+  with pytest.raises(InputError, match=re.escape("none: no such folder (set --config.data.")):
     duke.subject_files(str(tmp_path / "none"), (7,))
+  with pytest.raises(InputError, match=re.escape("no such folder (set the plan's duke_dir)")):
+    duke.subject_files(str(tmp_path / "none"), (7,), option="the plan's duke_dir")
 
 
 def test_config_grader_reaches_the_mat_reader(tmp_path):

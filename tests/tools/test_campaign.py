@@ -187,6 +187,20 @@ def test_a_run_whose_scored_files_cannot_be_linked_fails_alone_and_links_are_rec
   assert lines[2].endswith("0.7000 [the fit on its training scans, not new eyes]")
 
 
+def test_a_missing_duke_dir_is_named_as_the_plan_s(tmp_path):
+  """scored_input's message for a plan whose duke_dir does not exist names the plan's field,
+  not eval's option, and no folder of links is made."""
+  from octseg_jax.errors import InputError
+  repo, plan_path = _repo(tmp_path)
+  plan = dict(campaign.load_plan(plan_path), duke_dir="gone")
+  plan["recipes"]["lever"]["score_subjects"] = {"0": [3]}
+  run = {"recipe": "lever", "fold": 0, "seed": 0}
+  with pytest.raises(InputError) as e:
+    campaign.scored_input(plan, run, str(tmp_path / "wd"), str(repo))
+  assert str(e.value) == f"{repo / 'gone'}: no such folder (set the plan's duke_dir)"
+  assert not os.path.exists(tmp_path / "wd_scored")
+
+
 def test_a_plan_with_an_empty_score_subjects_list_is_refused(tmp_path, capsys):
   repo, plan_path = _repo(tmp_path)
   plan = json.loads(open(plan_path).read())

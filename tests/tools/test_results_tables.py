@@ -649,6 +649,12 @@ def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_ru
                           "difference so far -0.0040).")
   with pytest.raises(SystemExit, match="nv/fold0_seed0 scored subjects \\[1, 3\\], not with's"):
     doc_tables.results_validation_free(_validation_free_sources(True, scored_fold0=("1", "3")))
+  src = _validation_free_sources(True)                  # 'with' has run no fold twice
+  t = src.json(doc_tables.CAMPAIGN)
+  t["recipes"]["with"]["seed_gaps"] = []
+  wait = "The reading waits for the seed noise of with: no fold of it has run with two seeds yet."
+  assert doc_tables.results_validation_free(src).endswith("\n\n" + wait)
+  assert doc_tables.curve_reading(t, t["comparisons"][0], [0.03, 0.02], (4, 6)) == wait
 
 
 def test_epoch_selection_leaves_out_runs_that_chose_on_their_training_scans():
