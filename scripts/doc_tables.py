@@ -2199,7 +2199,7 @@ def results_cam_shipped(src: Sources) -> str:
 
 def trained_on(src: Sources, input_path: str) -> int:
   """How many of pretrained/'s members trained on the Duke subject file `input_path`."""
-  subject = int(re.search(r"subject_(\d+)", os.path.basename(input_path)).group(1))
+  subject = duke.subject_number(input_path)
   return sum(subject in m["split"]["train"]["subjects"] for m in shipped_members(src))
 
 
