@@ -3,7 +3,7 @@ held-out subjects at each smoothing sd, and the sd for each fold chosen on the o
 
   python scripts/smoothing_cv.py --output=docs/results/smoothing/cv.json --sds=0,2,4,6,8,12 \\
       --set=shipped:pretrained/members/fold0_seed0,pretrained/members/fold1_seed0,... \\
-      [--set=NAME:WORKDIR,...] [--config.data.duke_dir=DIR]
+      [--set=NAME:WORKDIR,...] [--input=NAME:FOLDER,...] [--config.data.duke_dir=DIR]
 
 Each --set is one recipe's fold models (one per fold, each validated on its own subjects).
 Every model predicts its validation split once, through the one inference path
@@ -11,12 +11,17 @@ Every model predicts its validation split once, through the one inference path
 sd (literature protocol, native resolution, order fix on; sd 0 = no smoothing). For a set,
 each fold's sd is the one with the highest mean layer Dice over the set's other folds
 (leave-one-fold-out), so a fold's gain is measured on subjects that chose nothing; `chosen_sd`
-is the sd with the highest mean over all its folds (the setting to ship). The output JSON is
+is the sd with the highest mean over all its folds (the setting to ship). A set's --input
+names, per fold model in order, a folder of labelled files (read as eval --input reads them) to
+score instead of its validation split: for fold models trained without one (data.split=all),
+the subjects they held out; a model that trained on a subject of its folder is refused. A
+set's fold models must score different subjects. The output JSON is
 written atomically with provenance. `--config.data.duke_dir` reads the data from a moved
 folder, as eval's. Bad input: one line, exit status 2.
 """
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -70,35 +75,69 @@ def parse_sds(text: str) -> list:
   return sorted(sds)
 
 
-def check_disjoint_folds(name: str, workdirs) -> None:
-  """Refuses a set whose fold models share validation subjects (split.json; an ensemble's
-  first member's): leave-one-fold-out needs folds scored on different eyes."""
-  from octseg_jax.serving.inference import is_ensemble, read_ensemble_file
-  from octseg_jax.serving.workdir import SPLIT_FILE, read_json
-  seen = {}
-  for w in workdirs:
-    first = read_ensemble_file(w)["members"][0] if is_ensemble(w) else w
-    path = os.path.join(first, SPLIT_FILE)
-    if not os.path.exists(path):
-      raise InputError(f"--set={name}: {path} does not exist (not a trained workdir?)")
-    for subject in read_json(path)["val"]["subjects"]:
-      if subject in seen:
-        raise InputError(f"--set={name}: {w} and {seen[subject]} both hold out subject "
-                         f"{subject}; a set's fold models must be scored on different subjects")
-      seen[subject] = w
+def parse_inputs(texts, sets: dict) -> dict:
+  """['NAME:FOLDER,...', ...] -> {NAME: [FOLDER, ...]}: one folder per fold model of the --set
+  of that name, in its order."""
+  folders = named_sets.parse(texts, "FOLDER", option="--input")
+  for name, items in folders.items():
+    if name not in sets:
+      raise InputError(f"--input={name}:...: no --set is named {name!r}")
+    if len(items) != len(sets[name]):
+      raise InputError(f"--input={name}:...: {len(items)} folders for the set's "
+                       f"{len(sets[name])} fold models (one each, in order)")
+  return folders
 
 
-def fold_scores(workdir: str, sds, eval_overrides) -> dict:
-  """One fold model's held-out scores at every sd (scoring.score of one prediction)."""
+def claim_subjects(name: str, claimed: dict, subjects, workdir: str) -> None:
+  """Adds a fold model's scored subjects to its set's `claimed` ({subject: workdir}), refusing
+  one an earlier fold model of the set scores: leave-one-fold-out needs different eyes."""
+  for subject in sorted({int(s) for s in subjects}):
+    if subject in claimed:
+      raise InputError(f"--set={name}: {shown(workdir)} and {shown(claimed[subject])} both "
+                       f"score subject {subject}; a set's fold models must score different "
+                       "subjects")
+    claimed[subject] = workdir
+
+
+def input_scans(trained, folder: str):
+  """(images, masks, fluid, subjects, names, row um) of the labelled files `folder` names, read
+  as eval's --input reads them (any unreadable file stops the run); refused when a member
+  trained on one of their subjects."""
+  from octseg_jax.data import inputs, pipeline
+  from octseg_jax.modes import evaluate
+  files = inputs.list_inputs(folder)[0]
+  read = inputs.read_scaled(files, None, trained.config.data, None, stop_on_error=True,
+                            require_masks=True)
+  if not read:
+    raise InputError(f"--input: {folder} holds no scan files")
+  images, masks, subjects, names = pipeline.flatten([s for s, _ in read])
+  trained_on = {t for m in trained.members for t in m.split["train"]["subjects"]}
+  seen = sorted(trained_on & {int(s) for s in subjects})
+  if seen:
+    raise InputError(f"--input: {folder} holds subject {seen[0]}, which {trained.workdir} "
+                     "trained on; a fold model is scored on eyes it never saw")
+  return (images, masks, pipeline.fluid_of([s for s, _ in read]), subjects, names,
+          evaluate.run_scale(read, folder)["row_um"])
+
+
+def fold_scores(workdir: str, sds, eval_overrides, folder: str = None,
+                claim=lambda subjects, workdir: None) -> dict:
+  """One fold model's held-out scores at every sd (scoring.score of one prediction): on its
+  validation split, or on the labelled files of `folder` (input_scans). claim(subjects,
+  workdir) sees the subjects before anything is predicted (claim_subjects)."""
   from octseg_jax.learning import scoring
   from octseg_jax.modes import evaluate
   from octseg_jax.serving import inference
   trained = inference.load_trained(workdir, eval_overrides)
-  images, masks, fluid, subjects, names = evaluate.validation_scans(trained)
+  if folder:
+    images, masks, fluid, subjects, names, pixel_um = input_scans(trained, folder)
+  else:
+    images, masks, fluid, subjects, names = evaluate.validation_scans(trained)
+    pixel_um = float(trained.config.data.pixel_um)
+  claim(subjects, workdir)
   outputs = evaluate.predict_all(trained, images)
   probs = [o["probs"] for o in outputs]
   known = all(f is not None for f in fluid)
-  pixel_um = float(trained.config.data.pixel_um)
   unsmoothed = [geom.predicted_geometry(p) for p in probs]       # the order fix once per model
   by_sd = {}
   for sd in sds:
@@ -107,7 +146,8 @@ def fold_scores(workdir: str, sds, eval_overrides) -> dict:
                          smooth_sd=sd, geometry=geometry)["topology"]
     by_sd[f"{sd:g}"] = summary_of(fix)
   return {"workdir": shown(workdir), "members": [shown(m.workdir) for m in trained.members],
-          "flip": bool(getattr(trained, "flip", False)), "data": evaluate.data_folder_text(trained),
+          "flip": bool(getattr(trained, "flip", False)),
+          "data": shown(folder) if folder else evaluate.data_folder_text(trained),
           "subjects": sorted({int(s) for s in subjects}), "scans": len(names), "by_sd": by_sd}
 
 
@@ -159,6 +199,8 @@ def main(argv=None) -> int:
   p.add_argument("--output", required=True, help="the JSON to write")
   p.add_argument("--sds", default="0,2,4,6,8,12", help="smoothing sds in columns (with 0)")
   p.add_argument("--set", action="append", default=[], help="NAME:WORKDIR,WORKDIR,...")
+  p.add_argument("--input", action="append", default=[],
+                 help="NAME:FOLDER,FOLDER,...: the files each fold model of set NAME scores")
   a = p.parse_args(rest)
   start = time.perf_counter()
   from octseg_jax.runtime import provenance
@@ -171,18 +213,20 @@ def main(argv=None) -> int:
     sds, sets = parse_sds(a.sds), parse_sets(a.set)
     if not sets:
       raise InputError("--set: give at least one NAME:WORKDIR,... set of fold models")
-    for name, workdirs in sets.items():
-      check_disjoint_folds(name, workdirs)
+    folders = parse_inputs(a.input, sets)
     result = {"sds": sds, "sets": {}}
     for name, workdirs in sets.items():
-      folds = {os.path.basename(os.path.normpath(w)): fold_scores(w, sds, eval_overrides)
-               for w in workdirs}
+      folds, claim = {}, functools.partial(claim_subjects, name, {})
+      for w, folder in zip(workdirs, folders.get(name, [None] * len(workdirs))):
+        folds[os.path.basename(os.path.normpath(w))] = fold_scores(w, sds, eval_overrides, folder,
+                                                                   claim)
       result["sets"][name] = {"folds": folds, "cv": leave_one_fold_out(folds, sds)}
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   result["protocol"] = ("literature (mean layer Dice of the 7 layers), native resolution, "
-                        "order fix on; each fold model on its own validation subjects")
+                        "order fix on; each fold model on its own validation subjects, or on "
+                        "the held-out files its set's --input names")
   result["provenance"] = record | {"wall_time_s": time.perf_counter() - start}
   write_json(a.output, result)
   for name, s in result["sets"].items():

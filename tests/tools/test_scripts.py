@@ -147,7 +147,9 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   """By hand: a gets sd 2 (b+c: 1.55 at sd 2 > 1.51 at sd 4), b gets sd 4 (a+c: 1.62 > 1.61),
   c gets sd 2 (a+b: 1.56 > 1.55); each gain is read at that sd against sd 0 (0.01, 0.02,
   0.02); the shipped sd is the best over all folds (2: 2.36). One fold chooses nothing. The
-  script scores a tiny workdir at every sd and refuses bad input in one line."""
+  script scores a tiny workdir at every sd, scores its validation subject's files given with
+  --input exactly as its validation split, and refuses bad input in one line (a folder of a
+  subject it trained on among them)."""
   s = load_script("smoothing_cv")
   sds = [0.0, 2.0, 4.0]
 
@@ -160,18 +162,28 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   assert cv["mean_gain"] == pytest.approx(0.05 / 3) and cv["chosen_sd"] == 2.0
   assert s.leave_one_fold_out({"a": folds["a"]}, sds) is None
   out = tmp_path / "cv.json"
-  assert s.main([f"--output={out}", "--sds=0,3", f"--set=tiny:{trained_workdir[0]}"]) == 0
+  twin = tmp_path / "twin"
+  shutil.copytree(trained_workdir[0], twin)
+  held_out, trained_on = _phantom_subject_folder(tmp_path, 3), _phantom_subject_folder(tmp_path, 1)
+  assert s.main([f"--output={out}", "--sds=0,3", f"--set=tiny:{trained_workdir[0]}",
+                 f"--set=read:{twin}", f"--input=read:{held_out}"]) == 0
   record = json.loads(out.read_text())
   tiny = record["sets"]["tiny"]
   assert tiny["cv"] is None and record["sds"] == [0.0, 3.0]
   only = next(iter(tiny["folds"].values()))
   assert list(only["by_sd"]) == ["0", "3"] and only["members"] == [only["workdir"]]
   assert 0 < only["by_sd"]["3"]["mean_layer_dice"] <= 1
+  read = record["sets"]["read"]["folds"]["twin"]          # the same subject, from its file
+  assert read["by_sd"] == only["by_sd"] and read["subjects"] == [3] and read["scans"] == 4
   capsys.readouterr()
-  twin = tmp_path / "twin"
-  shutil.copytree(trained_workdir[0], twin)
   for args, problem in (([f"--set=tiny:{tmp_path}/nope"], f"{tmp_path}/nope is not a folder"),
-                        ([f"--set=t:{trained_workdir[0]},{twin}"], "both hold out subject"),
+                        ([f"--set=t:{trained_workdir[0]},{twin}"], "both score subject 3"),
+                        ([f"--set=t:{trained_workdir[0]}", f"--input=t:{trained_on}"],
+                         f"{trained_on} holds subject 1, which {trained_workdir[0]} trained on"),
+                        ([f"--set=t:{trained_workdir[0]}", f"--input=t:{held_out},{held_out}"],
+                         "2 folders for the set's 1 fold models"),
+                        ([f"--set=t:{trained_workdir[0]}", f"--input=u:{held_out}"],
+                         "no --set is named 'u'"),
                         (["--sds=0,inf", f"--set=t:{trained_workdir[0]}"], "expected a number"),
                         ([f"--set=t:{trained_workdir[0]}", "--config.predict.smooth_sd_columns=2"],
                          "this script sets it"),
@@ -183,6 +195,20 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and problem in err[0], err
   assert not (tmp_path / "x.json").exists()
+
+
+def _phantom_subject_folder(tmp_path, subject: int) -> str:
+  """A folder holding the tiny config's phantom scans of one subject as a Duke .npz file."""
+  from configs import tiny
+  from octseg_jax.data import synthetic
+  c = tiny.get_config().data.synthetic
+  scans = synthetic.generate(c.num_scans, c.height, c.width, c.seed, c.cysts, c.scans_per_subject)
+  keep = scans.subjects == subject
+  folder = tmp_path / f"subject{subject}"
+  folder.mkdir()
+  np.savez(folder / f"subject_{subject:02d}.npz", images=scans.images[keep],
+           masks=scans.masks[keep], fluid=scans.fluid[keep], subject=scans.subjects[keep])
+  return str(folder)
 
 
 def _fold_eval(folder, subjects, columns, wrong, flagged, hits, own=2.0):
