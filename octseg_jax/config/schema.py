@@ -85,6 +85,9 @@ FIELDS: Dict[str, Field] = {
     "data.augment.column_shift": F(0, v.int_at_least(0), "smooth per-column vertical warp (rows)"),
     "data.augment.shadows": F(0, v.int_at_least(0), "simulated vessel shadows per scan: dark "
                               "column bands from the ILM down (labels unchanged); 0 = off"),
+    "data.augment.row_scale": F(0.0, v.number_in(0.0, 0.5), "stretch each scan's rows by a "
+                                "factor uniform in 1 +- row_scale about the middle row (layer "
+                                "thickness varies between eyes); 0 = off"),
     "data.pixel_um": F(3.87, v.number_in(0.0, 1e6, open_low=True),
                        "axial pixel size (Duke Spectralis) of inputs without their own scale"),
     "data.max_image_side": F(MAX_IMAGE_SIDE, v.int_at_least(8), "larger scans are refused (memory)"),

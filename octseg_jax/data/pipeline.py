@@ -214,7 +214,8 @@ def augment_from_config(key: jax.Array, x: jax.Array, y: jax.Array,
                         aug) -> Tuple[jax.Array, jax.Array]:
   """`augment` with the options of a `config.data.augment` section."""
   return augment(key, x, y, aug.flip, aug.max_shift, aug.intensity, crop_width=aug.crop_width,
-                 speckle=aug.speckle, column_shift=aug.column_shift, shadows=aug.shadows)
+                 speckle=aug.speckle, column_shift=aug.column_shift, shadows=aug.shadows,
+                 row_scale=aug.row_scale)
 
 
 def check_crop_width(crop_width: int, input_shape: Tuple[int, int], multiple: int) -> None:
@@ -253,6 +254,24 @@ def shift_columns(x: jax.Array, y: jax.Array, offsets: jax.Array):
   return x, y
 
 
+def scale_rows(x: jax.Array, y: jax.Array, factor: jax.Array):
+  """x, y [H, W] stretched vertically by `factor` about the middle row c = (H - 1) / 2: output
+  row r reads source row s = c + (r - c) / factor, x interpolated linearly and y from the
+  nearest row (halves up), so each column's labels keep their order; rows whose s lies outside
+  the scan are 0 in x and IGNORE in y."""
+  h = x.shape[0]
+  c = (h - 1) / 2.0
+  src = c + (jnp.arange(h, dtype=jnp.float32) - c) / factor                       # [H]
+  inside = ((src >= 0) & (src <= h - 1))[:, None]
+  low = jnp.clip(jnp.floor(src), 0, max(h - 2, 0)).astype(jnp.int32)
+  t = jnp.clip(src - low, 0.0, 1.0)[:, None]
+  high = jnp.minimum(low + 1, h - 1)
+  x_new = (1.0 - t) * x[low] + t * x[high]
+  nearest = jnp.clip(jnp.floor(src + 0.5), 0, h - 1).astype(jnp.int32)
+  return (jnp.where(inside, x_new, 0.0).astype(x.dtype),
+          jnp.where(inside, y[nearest], jnp.uint8(IGNORE)))
+
+
 def speckle_noise(key: jax.Array, x: jax.Array, sigma: float) -> jax.Array:
   """Multiplicative log-normal noise of mean 1: x * exp(sigma * N(0, 1) - sigma^2 / 2),
   clipped to [0, 1] (OCT speckle is multiplicative)."""
@@ -289,7 +308,8 @@ def vessel_shadows(key: jax.Array, x: jax.Array, y: jax.Array, count: int) -> ja
 
 def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: int,
             intensity: bool, crop_width: int = 0, speckle: float = 0.0,
-            column_shift: int = 0, shadows: int = 0) -> Tuple[jax.Array, jax.Array]:
+            column_shift: int = 0, shadows: int = 0,
+            row_scale: float = 0.0) -> Tuple[jax.Array, jax.Array]:
   """Keyed augmentation inside jit. x float [B, H, W] in [0, 1], y uint8 [B, H, W].
 
   Horizontal flip (a B-scan mirrored is a plausible scan of the other eye), integer shifts of up
@@ -298,14 +318,19 @@ def augment(key: jax.Array, x: jax.Array, y: jax.Array, flip: bool, max_shift: i
   Optional (each off at 0, and then the output is exactly that of the three above):
   crop_width random consecutive columns (output [B, H, crop_width]; cheaper steps), a smooth
   per-column vertical warp of up to column_shift rows, and multiplicative speckle noise of
-  log-sd `speckle`, and `shadows` simulated vessel shadows (vessel_shadows; key from
-  fold_in(key, 2)). Their keys derive from fold_in, so the others' draws do not change.
+  log-sd `speckle`, `shadows` simulated vessel shadows (vessel_shadows; key from
+  fold_in(key, 2)), and a vertical stretch by a factor uniform in 1 +- row_scale (scale_rows;
+  key from fold_in(key, 3)): layer thickness varies between eyes. Their keys derive from
+  fold_in, so the others' draws do not change.
   """
   def one(key, x, y):
     k_flip, k_dy, k_dx, k_g, k_a, k_b = jax.random.split(key, 6)
     k_crop, k_cols, k_speckle = jax.random.split(jax.random.fold_in(key, 1), 3)
     if crop_width:
       x, y = random_column_crop(k_crop, x, y, crop_width)
+    if row_scale:
+      x, y = scale_rows(x, y, jax.random.uniform(jax.random.fold_in(key, 3), (),
+                                                 minval=1.0 - row_scale, maxval=1.0 + row_scale))
     if column_shift:
       x, y = shift_columns(x, y, column_shift_offsets(k_cols, x.shape[1], column_shift))
     if flip:

@@ -73,7 +73,7 @@ def test_options_off_equal_todays_augmentation(flip, shift, intensity):
   key = jax.random.key(3)
   old = pipeline.augment(key, x, y, flip, shift, intensity)
   new = pipeline.augment(key, x, y, flip, shift, intensity, crop_width=0, speckle=0.0,
-                         column_shift=0, shadows=0)
+                         column_shift=0, shadows=0, row_scale=0.0)
   for a, b in zip(old, new):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   aug = default.get_config().data.augment
@@ -120,6 +120,41 @@ def test_shift_columns_by_hand():
   xs, ys = pipeline.shift_columns(x, y, jnp.array([1, -1]))
   np.testing.assert_array_equal(np.asarray(xs), [[0, 4], [1, 6], [3, 0]])
   np.testing.assert_array_equal(np.asarray(ys), [[255, 4], [1, 6], [3, 255]])
+
+
+def test_scale_rows_by_hand():
+  """5 rows, middle row 2. Factor 2: source rows 1, 1.5, 2, 2.5, 3 (x interpolated, y from the
+  nearest row, halves up); factor 0.5: source rows -2, 0, 2, 4, 6 (outside: 0 and IGNORE);
+  factor 1: the scan itself."""
+  x = jnp.array([[0.], [1.], [2.], [4.], [8.]])
+  y = jnp.array([[0], [1], [2], [3], [4]], jnp.uint8)
+  for factor, want_x, want_y in ((2.0, [1, 1.5, 2, 3, 4], [1, 2, 2, 3, 3]),
+                                 (0.5, [0, 0, 2, 8, 0], [255, 0, 2, 4, 255]),
+                                 (1.0, [0, 1, 2, 4, 8], [0, 1, 2, 3, 4])):
+    xs, ys = pipeline.scale_rows(x, y, jnp.float32(factor))
+    np.testing.assert_array_equal(np.asarray(xs)[:, 0], want_x)
+    np.testing.assert_array_equal(np.asarray(ys)[:, 0], want_y)
+
+
+def test_row_scale_stretches_every_layer_by_one_bounded_factor():
+  """Through augment: each scan's band of label 1 (rows 20-39 of 60, about the middle) keeps
+  its order and changes thickness by one factor per scan within 1 +- 0.2 (+-1 row of
+  rounding), the same in every column; factors differ between scans."""
+  h, w = 60, 8
+  y = np.zeros((8, h, w), np.uint8)
+  y[:, 20:40] = 1
+  y[:, 40:] = 2
+  x = y.astype(np.float32) / 2
+  _, ya = pipeline.augment(jax.random.key(5), x, y, False, 0, False, row_scale=0.2)
+  ya = np.asarray(ya)
+  assert (ya == ya[:, :, :1]).all()                          # one factor for a scan's columns
+  thickness = (ya[:, :, 0] == 1).sum(axis=1)
+  assert (thickness >= 20 * 0.8 - 1).all() and (thickness <= 20 * 1.2 + 1).all()
+  assert len(set(thickness)) > 1
+  for column in ya[:, :, 0]:
+    known = np.flatnonzero(column != 255)
+    np.testing.assert_array_equal(known, np.arange(known[0], known[-1] + 1))   # IGNORE at edges
+    assert (np.diff(column[known].astype(int)) >= 0).all()
 
 
 def test_speckle_has_mean_one_and_the_given_log_sd():
