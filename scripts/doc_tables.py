@@ -706,7 +706,7 @@ def campaign_headline(src: Sources) -> str:
           f"{np.mean([x['boundary_mae_um'] for x in runs]):.1f} um"
           f"{fluid_column_clause(src, name, levers, runs)}. "
           f"Levers adopted (paired gain over the base above the seed noise): "
-          f"{', '.join(adopted) or 'none'}.{curve_clause(src)}")
+          f"{', '.join(adopted) or 'none'}.{curve_clause(src)}{validation_free_clause(src)}")
 
 
 def curve_clause(src: Sources) -> str:
@@ -722,6 +722,24 @@ def curve_clause(src: Sources) -> str:
                 "within its seed noise." if step is None else
                 f"beyond its seed noise; read forward, {CURVE_TO} subjects would add about "
                 f"{step:+.4f} (an extrapolation, not a measurement)."))
+  return out
+
+
+def validation_free_clause(src: Sources) -> str:
+  """' Trained without a validation pair (...): ...' for the campaign's complete comparisons of
+  kind validation_free, as section 11 reads them (validation_free_verdict), or ''."""
+  t, out = src.json(CAMPAIGN), ""
+  for c in (c for c in t.get("comparisons", []) if c["kind"] == VALIDATION_FREE and c["complete"]):
+    done = paired_seed0(t, c)[2]
+    diff, noise, _, passed = validation_free_verdict(src, t, c,
+                                                     [c["paired_gains"][r] for r in done])
+    if noise is None:
+      continue
+    out += (f" Trained without a validation pair, as a model of all {CURVE_TO} subjects must "
+            f"be, `{c['against']}` changes by {diff:+.4f} mean layer Dice on the same held-out "
+            f"pairs ({len(done)} folds; tolerance -{noise:.4f}), so " + (
+                f"pretrained/'s members are to be trained on all {CURVE_TO} subjects"
+                if passed else "pretrained/ keeps its fold models") + " (section 11).")
   return out
 
 
@@ -2423,22 +2441,26 @@ def validation_free_row(src: Sources, c: Dict, run: str, pair: Tuple[Dict, Dict]
              " / ".join(str(sp["input_shape"][1]) for sp in splits)])
 
 
+def validation_free_verdict(src: Sources, t: Dict, c: Dict, diffs: List[float]):
+  """Comparison `c` by the rule section 11 states before its runs: (the mean paired difference
+  `diffs` over the seed-0 folds, the tolerance: the other recipe's seed noise (None while it
+  has none), the step the recipe's learning curve reads forward to CURVE_TO subjects
+  (curve_step; 0 when the curve reads none), and whether the members trained on every subject
+  replace the recipe's: the difference above minus the noise and, with the step, positive)."""
+  diff, noise = statistics.mean(diffs), against_noise(t, c)
+  curves = [k for k in t["comparisons"] if k["kind"] == CURVE and k["against"] == c["against"]]
+  step = next((curve_step(t, k, *curve_folds(src, t, k)[1:]) for k in curves), None) or 0.0
+  return diff, noise, step, noise is not None and diff > -noise and diff + step > 0
+
+
 def validation_free_reading(src: Sources, t: Dict, c: Dict, diffs: List[float]) -> str:
-  """Comparison `c` read by the rule section 11 states before its runs: the members trained on
-  every subject replace the recipe's when the mean paired difference over the seed-0 folds is
-  above minus the other recipe's seed noise (a tolerance fixed in advance) and, added to the
-  step the recipe's learning curve reads forward to CURVE_TO subjects (curve_step; 0 when the
-  curve reads none), still positive."""
-  diff = statistics.mean(diffs)
+  """Comparison `c` read by validation_free_verdict's rule, in words."""
+  diff, noise, step, passed = validation_free_verdict(src, t, c, diffs)
   if not c["complete"]:
     return (f"{len(diffs)} of {len(c['folds_needed'])} folds have run; the reading waits for "
             f"all of them (mean difference so far {diff:+.4f}).")
-  noise = against_noise(t, c)
   if noise is None:
     return noise_wait(c)
-  curves = [k for k in t["comparisons"] if k["kind"] == CURVE and k["against"] == c["against"]]
-  step = next((curve_step(t, k, *curve_folds(src, t, k)[1:]) for k in curves), None) or 0.0
-  passed = diff > -noise and diff + step > 0
   return (f"Mean difference over the {len(diffs)} folds **{diff:+.4f}** (tolerance: minus the "
           f"seed noise {noise:.4f} of {c['against']}); with the learning curve's step to "
           f"{CURVE_TO} subjects ({step:+.4f}, an extrapolation) the expected net change is "

@@ -621,6 +621,8 @@ def _validation_free_sources(complete: bool, mine_fold1: float = 0.835, scored_f
 
 
 def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_rule():
+  """results_validation_free's table and reading by hand, the README's clause of the same
+  verdict (nothing while folds or the seed noise are missing), and the refusals."""
   lines = doc_tables.results_validation_free(_validation_free_sources(True)).splitlines()
   assert lines[0].startswith("| fold | held-out subjects | Dice, nv | Dice, with | difference |")
   # Fold 0: 0.826 - 0.830; INL 0.75 - 0.74; OPL 0.69 - 0.70; widths 560 and 560.
@@ -644,6 +646,15 @@ def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_ru
   no_curve = doc_tables.results_validation_free(_validation_free_sources(True, curve=False))
   assert no_curve.endswith("(+0.0000, an extrapolation) the expected net change is -0.0045: by "
                            "the rule above pretrained/ keeps its fold models.")
+  assert doc_tables.validation_free_clause(_validation_free_sources(True)) == (
+      " Trained without a validation pair, as a model of all 8 subjects must be, `with` changes "
+      "by -0.0045 mean layer Dice on the same held-out pairs (2 folds; tolerance -0.0050), so "
+      "pretrained/'s members are to be trained on all 8 subjects (section 11).")
+  assert doc_tables.validation_free_clause(_validation_free_sources(
+      True, mine_fold1=0.830)).endswith("by -0.0070 mean layer Dice on the same held-out pairs "
+                                        "(2 folds; tolerance -0.0050), so pretrained/ keeps its "
+                                        "fold models (section 11).")
+  assert doc_tables.validation_free_clause(_validation_free_sources(False)) == ""
   waiting = doc_tables.results_validation_free(_validation_free_sources(False))
   assert waiting.endswith("1 of 2 folds have run; the reading waits for all of them (mean "
                           "difference so far -0.0040).")
@@ -655,6 +666,7 @@ def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_ru
   wait = "The reading waits for the seed noise of with: no fold of it has run with two seeds yet."
   assert doc_tables.results_validation_free(src).endswith("\n\n" + wait)
   assert doc_tables.curve_reading(t, t["comparisons"][0], [0.03, 0.02], (4, 6)) == wait
+  assert doc_tables.validation_free_clause(src) == ""
 
 
 def test_epoch_selection_leaves_out_runs_that_chose_on_their_training_scans():
