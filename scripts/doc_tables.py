@@ -2367,8 +2367,10 @@ def curve_step(t: Dict, c: Dict, gaps: List[float], counts: Tuple[int, int]) -> 
   every fold exceeds the seed noise of the recipe on more subjects; then the gap read forward
   on a log-linear curve (Dice = a + b ln n through both points) from counts[1] to CURVE_TO
   training subjects. None while folds are missing or when it is not data-limited."""
+  if not c["complete"] or not gaps:
+    return None
   gap, noise = statistics.mean(gaps), against_noise(t, c)
-  if not c["complete"] or noise is None or gap <= noise:
+  if noise is None or gap <= noise:
     return None
   return gap * np.log(CURVE_TO / counts[1]) / np.log(counts[1] / counts[0])
 

@@ -6,22 +6,23 @@ held-out subjects at each smoothing sd, and the sd for each fold chosen on the o
       [--set=NAME:WORKDIR,...] [--input=NAME:FOLDER,...] [--config.data.duke_dir=DIR]
 
 Each --set is one recipe's fold models (one per fold, each validated on its own subjects).
-Every model predicts its validation split once, through the one inference path
+Every model predicts its held-out scans once, through the one inference path
 (serving.inference.predict_outputs), and scoring.score scores the same probabilities at every
 sd (literature protocol, native resolution, order fix on; sd 0 = no smoothing). For a set,
 each fold's sd is the one with the highest mean layer Dice over the set's other folds
 (leave-one-fold-out), so a fold's gain is measured on subjects that chose nothing; `chosen_sd`
-is the sd with the highest mean over all its folds (the setting to ship). A set's --input
-names, per fold model in order, a folder of labelled files (read as eval --input reads them) to
-score instead of its validation split: for fold models trained without one (data.split=all),
-the subjects they held out; a model that trained on a subject of its folder is refused. A
-set's fold models must score different subjects. The output JSON is
-written atomically with provenance. `--config.data.duke_dir` reads the data from a moved
-folder, as eval's. Bad input: one line, exit status 2.
+is the sd with the highest mean over all its folds (the setting to ship). A model's held-out
+scans are its validation split, or, where its set has an --input, the labelled files of that
+option's folder for it (one per fold model, in order; read as eval --input reads files, but
+any unreadable one stops the run): for fold models trained without a validation split
+(data.split=all), the subjects they held out. Every model is loaded and its scans read and
+checked before any predicts: a folder holding a scan the model trained on (by name or pixels,
+or from a volume it trained on) is refused, and so is a subject two fold models of a set
+score. The output JSON is written atomically with provenance. `--config.data.duke_dir` reads
+the data from a moved folder, as eval's. Bad input: one line, exit status 2.
 """
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -76,8 +77,8 @@ def parse_sds(text: str) -> list:
 
 
 def parse_inputs(texts, sets: dict) -> dict:
-  """['NAME:FOLDER,...', ...] -> {NAME: [FOLDER, ...]}: one folder per fold model of the --set
-  of that name, in its order."""
+  """['NAME:FOLDER,...', ...] -> {NAME: [FOLDER, ...]}: one existing folder per fold model of
+  the --set of that name, in its order."""
   folders = named_sets.parse(texts, "FOLDER", option="--input")
   for name, items in folders.items():
     if name not in sets:
@@ -85,6 +86,9 @@ def parse_inputs(texts, sets: dict) -> dict:
     if len(items) != len(sets[name]):
       raise InputError(f"--input={name}:...: {len(items)} folders for the set's "
                        f"{len(sets[name])} fold models (one each, in order)")
+    missing = [f for f in items if not os.path.isdir(f)]
+    if missing:
+      raise InputError(f"--input={name}:...: {missing[0]} is not a folder")
   return folders
 
 
@@ -99,56 +103,79 @@ def claim_subjects(name: str, claimed: dict, subjects, workdir: str) -> None:
     claimed[subject] = workdir
 
 
-def input_scans(trained, folder: str):
-  """(images, masks, fluid, subjects, names, row um) of the labelled files `folder` names, read
-  as eval's --input reads them (any unreadable file stops the run); refused when a member
-  trained on one of their subjects."""
+def input_scans(trained, folder: str) -> dict:
+  """The labelled scans of the files `folder` names (fold_scans' keys), read as eval's --input
+  reads files (any unreadable one stops the run), with what was skipped and the one pixel
+  size; refused when none is labelled or the model trained on one of them or its volume."""
   from octseg_jax.data import inputs, pipeline
   from octseg_jax.modes import evaluate
-  files = inputs.list_inputs(folder)[0]
+  from octseg_jax.serving import inference
+  files, skipped = inputs.list_inputs(folder)
   read = inputs.read_scaled(files, None, trained.config.data, None, stop_on_error=True,
                             require_masks=True)
   if not read:
     raise InputError(f"--input: {folder} holds no scan files")
   images, masks, subjects, names = pipeline.flatten([s for s, _ in read])
-  trained_on = {t for m in trained.members for t in m.split["train"]["subjects"]}
-  seen = sorted(trained_on & {int(s) for s in subjects})
-  if seen:
-    raise InputError(f"--input: {folder} holds subject {seen[0]}, which {trained.workdir} "
-                     "trained on; a fold model is scored on eyes it never saw")
-  return (images, masks, pipeline.fluid_of([s for s, _ in read]), subjects, names,
-          evaluate.run_scale(read, folder)["row_um"])
+  evaluate.check_labelled(masks, f"--input: {folder}")
+  _, from_training = inference.training_scans(trained).flags(names, images)
+  if any(from_training):
+    raise InputError(f"--input: {folder}: {shown(trained.workdir)} trained on its scan "
+                     f"{names[from_training.index(True)]} or that scan's volume; a fold "
+                     "model is scored on eyes it never saw")
+  return {"images": images, "masks": masks, "fluid": pipeline.fluid_of([s for s, _ in read]),
+          "subjects": subjects, "names": names, "data": shown(folder),
+          "skipped": [shown(p) for p in skipped],
+          "pixel_um": evaluate.run_scale(read, folder)["row_um"]}
 
 
-def fold_scores(workdir: str, sds, eval_overrides, folder: str = None,
-                claim=lambda subjects, workdir: None) -> dict:
-  """One fold model's held-out scores at every sd (scoring.score of one prediction): on its
-  validation split, or on the labelled files of `folder` (input_scans). claim(subjects,
-  workdir) sees the subjects before anything is predicted (claim_subjects)."""
-  from octseg_jax.learning import scoring
+def fold_scans(workdir: str, eval_overrides, folder: str = None) -> dict:
+  """A fold model (`trained`) with the scans it is scored on: its validation split, or the
+  labelled files of `folder` (input_scans), and their pixel size."""
   from octseg_jax.modes import evaluate
   from octseg_jax.serving import inference
   trained = inference.load_trained(workdir, eval_overrides)
   if folder:
-    images, masks, fluid, subjects, names, pixel_um = input_scans(trained, folder)
-  else:
-    images, masks, fluid, subjects, names = evaluate.validation_scans(trained)
-    pixel_um = float(trained.config.data.pixel_um)
-  claim(subjects, workdir)
-  outputs = evaluate.predict_all(trained, images)
-  probs = [o["probs"] for o in outputs]
+    return {"trained": trained, **input_scans(trained, folder)}
+  images, masks, fluid, subjects, names = evaluate.validation_scans(trained)
+  return {"trained": trained, "images": images, "masks": masks, "fluid": fluid,
+          "subjects": subjects, "names": names, "data": evaluate.data_folder_text(trained),
+          "pixel_um": float(trained.config.data.pixel_um)}
+
+
+def load_sets(sets: dict, folders: dict, eval_overrides) -> dict:
+  """{set: {fold name: fold_scans}} for every fold model of every set, each with its --input
+  folder if its set has one, checked (claim_subjects) before any model predicts."""
+  loaded = {}
+  for name, workdirs in sets.items():
+    claimed, loaded[name] = {}, {}
+    for w, folder in zip(workdirs, folders.get(name, [None] * len(workdirs))):
+      fold = fold_scans(w, eval_overrides, folder)
+      claim_subjects(name, claimed, fold["subjects"], w)
+      loaded[name][os.path.basename(os.path.normpath(w))] = fold
+  return loaded
+
+
+def fold_scores(fold: dict, sds) -> dict:
+  """One fold model's held-out scores at every sd (scoring.score of one prediction of the
+  scans of fold_scans), with what was scored."""
+  from octseg_jax.learning import scoring
+  from octseg_jax.modes import evaluate
+  trained, masks, subjects, fluid = (fold[k] for k in ("trained", "masks", "subjects", "fluid"))
+  probs = [o["probs"] for o in evaluate.predict_all(trained, fold["images"])]
   known = all(f is not None for f in fluid)
   unsmoothed = [geom.predicted_geometry(p) for p in probs]       # the order fix once per model
   by_sd = {}
   for sd in sds:
     geometry = [geom.smooth_geometry(g, sd) for g in unsmoothed]
-    fix = scoring.score(probs, masks, subjects, pixel_um, fluid=fluid if known else None,
-                         smooth_sd=sd, geometry=geometry)["topology"]
+    fix = scoring.score(probs, masks, subjects, fold["pixel_um"],
+                        fluid=fluid if known else None, smooth_sd=sd,
+                        geometry=geometry)["topology"]
     by_sd[f"{sd:g}"] = summary_of(fix)
-  return {"workdir": shown(workdir), "members": [shown(m.workdir) for m in trained.members],
-          "flip": bool(getattr(trained, "flip", False)),
-          "data": shown(folder) if folder else evaluate.data_folder_text(trained),
-          "subjects": sorted({int(s) for s in subjects}), "scans": len(names), "by_sd": by_sd}
+  return {"workdir": shown(trained.workdir), "members": [shown(m.workdir) for m in trained.members],
+          "flip": bool(getattr(trained, "flip", False)), "data": fold["data"],
+          "subjects": sorted({int(s) for s in subjects}), "scans": len(fold["names"]),
+          "pixel_um": fold["pixel_um"], "by_sd": by_sd} | (
+              {"skipped": fold["skipped"]} if "skipped" in fold else {})
 
 
 def shown(path: str) -> str:
@@ -213,14 +240,11 @@ def main(argv=None) -> int:
     sds, sets = parse_sds(a.sds), parse_sets(a.set)
     if not sets:
       raise InputError("--set: give at least one NAME:WORKDIR,... set of fold models")
-    folders = parse_inputs(a.input, sets)
+    loaded = load_sets(sets, parse_inputs(a.input, sets), eval_overrides)
     result = {"sds": sds, "sets": {}}
-    for name, workdirs in sets.items():
-      folds, claim = {}, functools.partial(claim_subjects, name, {})
-      for w, folder in zip(workdirs, folders.get(name, [None] * len(workdirs))):
-        folds[os.path.basename(os.path.normpath(w))] = fold_scores(w, sds, eval_overrides, folder,
-                                                                   claim)
-      result["sets"][name] = {"folds": folds, "cv": leave_one_fold_out(folds, sds)}
+    for name, folds in loaded.items():
+      scores = {fold: fold_scores(data, sds) for fold, data in folds.items()}
+      result["sets"][name] = {"folds": scores, "cv": leave_one_fold_out(scores, sds)}
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

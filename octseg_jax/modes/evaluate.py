@@ -90,6 +90,13 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, read
           run_scale(read, input_path))
 
 
+def check_labelled(masks, data_name: str) -> None:
+  """Refuses masks with no labelled pixel (every pixel IGNORE): there is nothing to score."""
+  if not any((m != IGNORE).any() for m in masks):
+    raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
+                     "ignore), so there is nothing to score")
+
+
 def read_to_score(input_path, files, run_out: RunOutputs, data_cfg, pixel_um_option):
   """[(ScanSet, scale)] of the readable `files` with masks that input_path names (a single bad
   file stops the run, a folder's go to run_out.failed); none for the validation split, which
@@ -236,9 +243,7 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
   trained = inference.load_trained(workdir, overrides)
   images, masks, fluid, subjects, names, data_name, scale = scans_to_score(
       trained, input_path, run_out, read, skipped)
-  if not any((m != IGNORE).any() for m in masks):
-    raise InputError(f"{data_name}: no labelled pixel in any mask (every pixel is 255 = "
-                     "ignore), so there is nothing to score")
+  check_labelled(masks, data_name)
   run_out.start()                            # reads first: nothing to score, nothing written
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects, scale["row_um"])

@@ -33,7 +33,8 @@ def test_every_default_passes_its_own_check():
 @pytest.mark.parametrize("field, bad", [
     ("model.kernel", (0, 3)), ("model.kernel", (3,)), ("model.position_channel", 1),
     ("data.augment.crop_width", -8), ("data.augment.speckle", float("nan")),
-    ("data.augment.column_shift", -1), ("explain.removal_batch_mb", 0),
+    ("data.augment.column_shift", -1), ("data.augment.row_scale", 0.6),
+    ("data.augment.row_scale", -0.1), ("explain.removal_batch_mb", 0),
     ("data.duke_dir", 3), ("explain.road_noise", 2.0),
 ])
 def test_fields_that_had_no_check_refuse_bad_values(field, bad):

@@ -142,14 +142,12 @@ def test_fluid_column_figure_picks_the_scan_with_the_largest_error_in_fluid_colu
   assert err == [f"error: --output={tmp_path}/no/f.png: its folder does not exist"]
 
 
-def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, tmp_path,
-                                                                capsys):
+def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, tmp_path):
   """By hand: a gets sd 2 (b+c: 1.55 at sd 2 > 1.51 at sd 4), b gets sd 4 (a+c: 1.62 > 1.61),
   c gets sd 2 (a+b: 1.56 > 1.55); each gain is read at that sd against sd 0 (0.01, 0.02,
   0.02); the shipped sd is the best over all folds (2: 2.36). One fold chooses nothing. The
-  script scores a tiny workdir at every sd, scores its validation subject's files given with
-  --input exactly as its validation split, and refuses bad input in one line (a folder of a
-  subject it trained on among them)."""
+  script scores a tiny workdir at every sd, and its validation subject's files given with
+  --input exactly as its validation split."""
   s = load_script("smoothing_cv")
   sds = [0.0, 2.0, 4.0]
 
@@ -164,7 +162,7 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   out = tmp_path / "cv.json"
   twin = tmp_path / "twin"
   shutil.copytree(trained_workdir[0], twin)
-  held_out, trained_on = _phantom_subject_folder(tmp_path, 3), _phantom_subject_folder(tmp_path, 1)
+  held_out = _phantom_subject_folder(tmp_path, 3)
   assert s.main([f"--output={out}", "--sds=0,3", f"--set=tiny:{trained_workdir[0]}",
                  f"--set=read:{twin}", f"--input=read:{held_out}"]) == 0
   record = json.loads(out.read_text())
@@ -175,11 +173,31 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   assert 0 < only["by_sd"]["3"]["mean_layer_dice"] <= 1
   read = record["sets"]["read"]["folds"]["twin"]          # the same subject, from its file
   assert read["by_sd"] == only["by_sd"] and read["subjects"] == [3] and read["scans"] == 4
-  capsys.readouterr()
+  assert read["pixel_um"] == only["pixel_um"] == 3.87 and read["skipped"] == []
+
+
+def test_smoothing_cv_refuses_bad_input_in_one_line_before_any_model_predicts(
+    trained_workdir, tmp_path, capsys, monkeypatch):
+  """Bad options, sets and --input folders (one of scans the model trained on among them) are
+  refused in one line, exit status 2, before any model predicts and with no output written."""
+  from octseg_jax.modes import evaluate
+  s = load_script("smoothing_cv")
+  twin = tmp_path / "twin"
+  shutil.copytree(trained_workdir[0], twin)
+  held_out, trained_on = _phantom_subject_folder(tmp_path, 3), _phantom_subject_folder(tmp_path, 1)
+  unlabelled = _phantom_subject_folder(tmp_path, 3, unlabelled=True)
+
+  def predict_all(*args):
+    raise AssertionError("a model predicted before the input was checked")
+  monkeypatch.setattr(evaluate, "predict_all", predict_all)
   for args, problem in (([f"--set=tiny:{tmp_path}/nope"], f"{tmp_path}/nope is not a folder"),
                         ([f"--set=t:{trained_workdir[0]},{twin}"], "both score subject 3"),
                         ([f"--set=t:{trained_workdir[0]}", f"--input=t:{trained_on}"],
-                         f"{trained_on} holds subject 1, which {trained_workdir[0]} trained on"),
+                         f"{trained_on}: {trained_workdir[0]} trained on its scan subject_01_000"),
+                        ([f"--set=t:{trained_workdir[0]}", f"--input=t:{tmp_path}/none"],
+                         f"--input=t:...: {tmp_path}/none is not a folder"),
+                        ([f"--set=t:{trained_workdir[0]}", f"--input=t:{unlabelled}"],
+                         "no labelled pixel in any mask"),
                         ([f"--set=t:{trained_workdir[0]}", f"--input=t:{held_out},{held_out}"],
                          "2 folders for the set's 1 fold models"),
                         ([f"--set=t:{trained_workdir[0]}", f"--input=u:{held_out}"],
@@ -197,17 +215,19 @@ def test_smoothing_cv_chooses_each_folds_sd_on_the_other_folds(trained_workdir, 
   assert not (tmp_path / "x.json").exists()
 
 
-def _phantom_subject_folder(tmp_path, subject: int) -> str:
-  """A folder holding the tiny config's phantom scans of one subject as a Duke .npz file."""
+def _phantom_subject_folder(tmp_path, subject: int, unlabelled: bool = False) -> str:
+  """A folder holding the tiny config's phantom scans of one subject as a Duke .npz file (with
+  `unlabelled`, every mask pixel 255)."""
   from configs import tiny
   from octseg_jax.data import synthetic
   c = tiny.get_config().data.synthetic
   scans = synthetic.generate(c.num_scans, c.height, c.width, c.seed, c.cysts, c.scans_per_subject)
   keep = scans.subjects == subject
-  folder = tmp_path / f"subject{subject}"
+  folder = tmp_path / f"subject{subject}{'_unlabelled' if unlabelled else ''}"
   folder.mkdir()
-  np.savez(folder / f"subject_{subject:02d}.npz", images=scans.images[keep],
-           masks=scans.masks[keep], fluid=scans.fluid[keep], subject=scans.subjects[keep])
+  masks = np.full_like(scans.masks[keep], 255) if unlabelled else scans.masks[keep]
+  np.savez(folder / f"subject_{subject:02d}.npz", images=scans.images[keep], masks=masks,
+           fluid=scans.fluid[keep], subject=scans.subjects[keep])
   return str(folder)
 
 

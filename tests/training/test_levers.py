@@ -126,13 +126,13 @@ def test_scale_rows_by_hand():
   """5 rows, middle row 2. Factor 2: source rows 1, 1.5, 2, 2.5, 3 (x interpolated, y from the
   nearest row, halves up); factor 0.5: source rows -2, 0, 2, 4, 6 (outside: 0 and IGNORE);
   factor 1: the scan itself."""
-  x = jnp.array([[0.], [1.], [2.], [4.], [8.]])
+  x = jnp.array([[1.], [2.], [3.], [5.], [9.]])
   y = jnp.array([[0], [1], [2], [3], [4]], jnp.uint8)
-  for factor, want_x, want_y in ((2.0, [1, 1.5, 2, 3, 4], [1, 2, 2, 3, 3]),
-                                 (0.5, [0, 0, 2, 8, 0], [255, 0, 2, 4, 255]),
-                                 (1.0, [0, 1, 2, 4, 8], [0, 1, 2, 3, 4])):
+  for factor, want_x, want_y in ((2.0, [2, 2.5, 3, 4, 5], [1, 2, 2, 3, 3]),
+                                 (0.5, [0, 1, 3, 9, 0], [255, 0, 2, 4, 255]),
+                                 (1.0, [1, 2, 3, 5, 9], [0, 1, 2, 3, 4])):
     xs, ys = pipeline.scale_rows(x, y, jnp.float32(factor))
-    np.testing.assert_array_equal(np.asarray(xs)[:, 0], want_x)
+    np.testing.assert_allclose(np.asarray(xs)[:, 0], want_x, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(ys)[:, 0], want_y)
 
 
@@ -155,6 +155,18 @@ def test_row_scale_stretches_every_layer_by_one_bounded_factor():
     known = np.flatnonzero(column != 255)
     np.testing.assert_array_equal(known, np.arange(known[0], known[-1] + 1))   # IGNORE at edges
     assert (np.diff(column[known].astype(int)) >= 0).all()
+
+
+def test_row_scale_leaves_the_other_draws_unchanged():
+  """The stretch draws from its own key: on scans whose value is their column (constant down
+  each column), the flips and shifts with row_scale on move the columns exactly as without it
+  (the middle row, inside the scan at any factor and shift, is the same)."""
+  x, y = _image(b=8, h=40, w=16)
+  key = jax.random.key(6)
+  off = pipeline.augment(key, x, y, True, 2, False)[0]
+  on = pipeline.augment(key, x, y, True, 2, False, row_scale=0.2)[0]
+  np.testing.assert_allclose(np.asarray(on)[:, 20], np.asarray(off)[:, 20], rtol=1e-6)
+  assert len({tuple(np.asarray(off)[b, 20]) for b in range(8)}) > 1    # the draws differ
 
 
 def test_speckle_has_mean_one_and_the_given_log_sd():
