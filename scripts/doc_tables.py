@@ -83,6 +83,10 @@ class Sources:
   def path(self, rel: str) -> str:
     return os.path.join(self.root, rel)
 
+  def exists(self, rel: str) -> bool:
+    """Whether the raw output `rel` is there (read already, or a file under the root)."""
+    return rel in self._cache or os.path.exists(self.path(rel))
+
   def json(self, rel: str):
     if rel not in self._cache:
       with open(self.path(rel)) as f:
@@ -2493,6 +2497,33 @@ def results_validation_free(src: Sources) -> str:
   return "\n\n".join(out)
 
 
+VALIDATION_FREE_SETTINGS = "docs/results/validation_free"   # its run.sh: smoothing, evals, flag
+
+
+def results_validation_free_settings(src: Sources) -> str:
+  """pretrained/'s smoothing sd and single-model flag threshold chosen again on the
+  validation-free fold models, each on its held-out pair (VALIDATION_FREE_SETTINGS: run.sh's
+  smoothing_cv.json and flag_threshold_cv.json), beside the settings pretrained/ ships."""
+  folder = VALIDATION_FREE_SETTINGS
+  if not src.exists(f"{folder}/flag_threshold_cv.json"):
+    return f"Not run yet ({folder}/run.sh)."
+  smooth = src.json(f"{folder}/smoothing_cv.json")
+  cv = smooth["sets"]["noval"]["cv"]
+  flag = src.json(f"{folder}/flag_threshold_cv.json")["sets"]["noval"]["flags"]["position_sd"]
+  shipped = src.json("pretrained/ensemble.json")["settings"]
+  per_fold = ", ".join(f"{v['sd']:g}" for v in cv["per_fold"].values())
+  return (f"Chosen again on the {len(cv['per_fold'])} validation-free fold models, each on "
+          f"its held-out pair (`{folder}/run.sh` at {smooth['provenance']['git']['commit'][:7]}, "
+          "the shared 2-core CPU): boundary smoothing sd "
+          f"**{cv['chosen_sd']:g}** columns (pretrained/ ships "
+          f"{shipped['predict.smooth_sd_columns']:g}; chosen on the other folds: {per_fold}), "
+          f"with a leave-one-fold-out gain of {cv['mean_gain']:+.4f} mean layer Dice; a single "
+          f"model's position-sd flag at **{fmt_um(flag['cv']['chosen_um'])} um** (pretrained/ "
+          f"ships {fmt_um(shipped['predict.uncertain_position_sd_um'])} um), held-out F1 "
+          f"{fmt(flag['cv']['held_out_mean']['f1'], 2)} with each fold's threshold chosen on "
+          "the other folds.")
+
+
 SMOOTHING_KINDS = (("cv.json", "one fold model"), ("cv_pairs.json", "2 fold models, averaged"))
 OPL_ONL = BOUNDARY_NAMES.index("OPL/ONL")
 
@@ -2674,6 +2705,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_flag_threshold, results_seed1_retrained, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_learning_curve, results_validation_free,
+        results_validation_free_settings,
         results_cam_heldout,
         results_cam_default, results_cam_heldout_shipped, results_cam_heldout_shipped_6scans,
         results_cam_shipped, results_explain_cost,

@@ -669,6 +669,30 @@ def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_ru
   assert doc_tables.validation_free_clause(src) == ""
 
 
+def test_settings_chosen_again_without_a_validation_pair_stand_beside_the_shipped_ones(tmp_path):
+  """results_validation_free_settings by hand: the smoothing sd and flag threshold chosen on
+  the validation-free fold models beside pretrained/'s settings; 'Not run yet' before."""
+  folder = doc_tables.VALIDATION_FREE_SETTINGS
+  smooth = {"provenance": {"git": {"commit": "abcdef0123"}}, "sets": {"noval": {"cv": {
+      "per_fold": {"f0": {"sd": 6.0, "gain": 0.002}, "f1": {"sd": 4.0, "gain": 0.001}},
+      "mean_gain": 0.0015, "chosen_sd": 6.0}}}}
+  flag = {"sets": {"noval": {"flags": {"position_sd": {"cv": {
+      "chosen_um": 8.0, "held_out_mean": {"f1": 0.414}}}}}}}
+  shipped = {"settings": {"predict.smooth_sd_columns": 6.0,
+                          "predict.uncertain_position_sd_um": 9.0}}
+  src = _Injected({f"{folder}/smoothing_cv.json": smooth, "pretrained/ensemble.json": shipped,
+                   f"{folder}/flag_threshold_cv.json": flag})
+  assert doc_tables.results_validation_free_settings(src) == (
+      f"Chosen again on the 2 validation-free fold models, each on its held-out pair "
+      f"(`{folder}/run.sh` at abcdef0, the shared 2-core CPU): boundary smoothing sd **6** "
+      "columns (pretrained/ ships 6; chosen on the other folds: 6, 4), with a leave-one-fold-"
+      "out gain of +0.0015 mean layer Dice; a single model's position-sd flag at **8 um** "
+      "(pretrained/ ships 9 um), held-out F1 0.41 with each fold's threshold chosen on the "
+      "other folds.")
+  assert doc_tables.results_validation_free_settings(doc_tables.Sources(str(tmp_path))) == (
+      f"Not run yet ({folder}/run.sh).")
+
+
 def test_epoch_selection_leaves_out_runs_that_chose_on_their_training_scans():
   """selection_text counts the runs that chose their epoch on the subjects they are scored on:
   a recipe without a validation pair chose on its training scans and is left out (by hand:
