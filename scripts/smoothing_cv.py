@@ -107,7 +107,7 @@ def input_scans(trained, folder: str) -> dict:
   """The labelled scans of the files `folder` names (fold_scans' keys), read as eval's --input
   reads files (any unreadable one stops the run), with what was skipped and the one pixel
   size; refused when none is labelled or the model trained on one of them or its volume."""
-  from octseg_jax.data import inputs, pipeline
+  from octseg_jax.data import inputs
   from octseg_jax.modes import evaluate
   from octseg_jax.serving import inference
   files, skipped = inputs.list_inputs(folder)
@@ -115,17 +115,16 @@ def input_scans(trained, folder: str) -> dict:
                             require_masks=True)
   if not read:
     raise InputError(f"--input: {folder} holds no scan files")
-  images, masks, subjects, names = pipeline.flatten([s for s, _ in read])
+  images, masks, fluid, subjects, names, scale = evaluate.read_arrays(read, folder)
   evaluate.check_labelled(masks, f"--input: {folder}")
   _, from_training = inference.training_scans(trained).flags(names, images)
   if any(from_training):
     raise InputError(f"--input: {folder}: {shown(trained.workdir)} trained on its scan "
                      f"{names[from_training.index(True)]} or that scan's volume; a fold "
                      "model is scored on eyes it never saw")
-  return {"images": images, "masks": masks, "fluid": pipeline.fluid_of([s for s, _ in read]),
-          "subjects": subjects, "names": names, "data": shown(folder),
-          "skipped": [shown(p) for p in skipped],
-          "pixel_um": evaluate.run_scale(read, folder)["row_um"]}
+  return {"images": images, "masks": masks, "fluid": fluid, "subjects": subjects,
+          "names": names, "data": shown(folder), "skipped": [shown(p) for p in skipped],
+          "pixel_um": scale["row_um"]}
 
 
 def fold_scans(workdir: str, eval_overrides, folder: str = None) -> dict:

@@ -85,8 +85,16 @@ def scans_to_score(trained, input_path: Optional[str], run_out: RunOutputs, read
     run_out.finish({"input": input_path, "scans": 0})
     raise InputError(f"{input_path}: no scans with masks to score (see "
                      f"{run_out.folder}/errors.csv)")
-  images, masks, subjects, names = pipeline.flatten([s for s, _ in read])
-  return (images, masks, pipeline.fluid_of([s for s, _ in read]), subjects, names, input_path,
+  images, masks, fluid, subjects, names, scale = read_arrays(read, input_path)
+  return images, masks, fluid, subjects, names, input_path, scale
+
+
+def read_arrays(read, input_path: str):
+  """(images, masks, fluid, subjects, names, scale) of read_to_score's [(ScanSet, scale)], the
+  scale their one pixel size (run_scale)."""
+  sets = [s for s, _ in read]
+  images, masks, subjects, names = pipeline.flatten(sets)
+  return (images, masks, pipeline.fluid_of(sets), subjects, names,
           run_scale(read, input_path))
 
 
