@@ -1,0 +1,52 @@
+#!/bin/bash
+# docs/results/validation_free, continued: the ensemble's uncertain-column flag (the members'
+# spread, predict.uncertain_um) chosen again on the validation-free recipe
+# (plateau_80_fluid_skip_wh_ema_noval), as ../flag_threshold chose it for pretrained/'s members:
+#   ensembles/foldF/ensemble.json: fold F's 2-member seed ensemble (seeds 0 and 1, no flip;
+#     scripts/eval_ensemble.py --no_eval), the fold models on this machine's campaign runs;
+#   ensemble_foldF/: its eval (main.py --mode=eval --input) on the held-out pair neither member
+#     trained on, at the smoothing sd run.sh chose (its smoothing_cv.json);
+#   seed_ensembles_cv.json: scripts/flag_threshold_cv.py over those evals (seed_ensembles: the
+#     members' spread and the position sd of their average) beside run.sh's single-model evals
+#     (noval: the position sd).
+# Usage: seed_ensembles.sh COMMIT [FOLD ...] (evaluates those folds' ensembles, whose seed-1
+# runs must be done; default none), then the cross-validation over every fold evaluated so far.
+# From a worktree at COMMIT, nice -n 5 beside the campaign runner on the shared 2-core CPU.
+set -euo pipefail
+COMMIT=${1:?usage: seed_ensembles.sh COMMIT [FOLD ...]}
+shift
+cd "$(dirname "$0")/../../.."
+HERE=$PWD/docs/results/validation_free
+RUNS=/work/campaign/runs/plateau_80_fluid_skip_wh_ema_noval
+DUKE=$(cd ../shared/data/duke_dme_chiu2015 && pwd)
+EXP=/work/exp/validation_free_ensembles
+. /work/venv/bin/activate
+SD=$(python -c "import json, sys; print(json.load(sys.stdin)['sets']['noval']['cv']['chosen_sd'])" \
+     < $HERE/smoothing_cv.json)
+if [ $# -gt 0 ]; then
+  WT=/work/wt_validation_free_ensembles
+  [ -d $WT ] || git worktree add -q --detach $WT "$COMMIT"
+  [ "$(git -C $WT rev-parse HEAD)" = "$(git rev-parse "$COMMIT^{commit}")" ]
+  pairs=("01 02" "03 04" "05 06" "07 08")
+  for f in "$@"; do
+    set -- ${pairs[$f]}
+    rm -rf $EXP/pair$f $EXP/ensemble_fold$f && mkdir -p $EXP/pair$f
+    ln -s $DUKE/subject_$1.npz $DUKE/subject_$2.npz $EXP/pair$f/
+    rm -rf $HERE/ensembles/fold$f
+    (cd $WT && python scripts/eval_ensemble.py --no_eval --no_flip \
+        --output=$HERE/ensembles/fold$f $RUNS/fold${f}_seed0 $RUNS/fold${f}_seed1)
+    (cd $WT && nice -n 5 python main.py --mode=eval --workdir=$HERE/ensembles/fold$f \
+        --input=$EXP/pair$f --output=$EXP/ensemble_fold$f \
+        --config.predict.smooth_sd_columns=$SD > /dev/null)
+    mkdir -p $HERE/ensemble_fold$f
+    cp $EXP/ensemble_fold$f/metrics.json $EXP/ensemble_fold$f/eval_provenance.json \
+       $HERE/ensemble_fold$f/
+  done
+  git worktree remove --force $WT
+fi
+sets=()
+for s in "noval:$HERE/eval_fold" "seed_ensembles:$HERE/ensemble_fold"; do
+  files=$(ls -d ${s#*:}[0-9]/metrics.json 2>/dev/null | paste -sd, -)
+  [ -n "$files" ] && sets+=("--set=${s%%:*}:$files")
+done
+python scripts/flag_threshold_cv.py --output=$HERE/seed_ensembles_cv.json "${sets[@]}"
