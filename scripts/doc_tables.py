@@ -1229,25 +1229,55 @@ def previous_training(src: Sources) -> str:
 
 
 def shipped_members(src: Sources) -> List[Dict]:
-  """Per member of pretrained/: its folder, campaign run (recipe/foldF_seedS, from the
-  ensemble's `sources`), split, training log, best epoch and the run's held-out metrics. A
-  member trained on every subject (fold ALL) has no held-out metrics: refused, since the
-  generators that read these would report its fit as held-out accuracy."""
+  """Per member of pretrained/: its folder (`workdir`), campaign run (recipe/foldF_seedS, from
+  the ensemble's `sources`), split, training log, best epoch and run record (run.json)."""
   spec = src.json("pretrained/ensemble.json")
   out = []
   for member, source in zip(spec["members"], spec["sources"]):
-    run = run_of_workdir(source)
-    if run_parts(run)[1] == ALL:
-      raise SystemExit(f"pretrained/ensemble.json: member {member} ({run}) trained on every "
-                       "subject, so it has no held-out metrics; the pretrained/ tables read "
-                       "its recipe's cross-validation only once they are built for it")
-    folder = f"pretrained/{member}"
-    out.append({"member": member, "run": run, "split": src.json(f"{folder}/split.json"),
+    run, folder = run_of_workdir(source), f"pretrained/{member}"
+    out.append({"member": member, "run": run, "workdir": folder,
+                "split": src.json(f"{folder}/split.json"),
                 "epochs": len(src.log(f"{folder}/log.csv")),
                 "best": max(int(e) for e in os.listdir(src.path(f"{folder}/best"))),
-                "metrics": src.json(f"{CAMPAIGN_RUNS}/{run}/{METRICS}"),
                 "record": src.json(f"{CAMPAIGN_RUNS}/{run}/{RUN_RECORD}")})
   return out
+
+
+def held_out_models(src: Sources) -> List[Dict]:
+  """The fold models whose scores on eyes they never saw stand for pretrained/'s: its members
+  themselves where each holds a fold out, or, where they trained on every subject (fold ALL),
+  the seed-0 fold models of the recipe CAMPAIGN_PLAN names as theirs to cross-validate
+  (`cross_validation`: trained as they were, on each fold's other subjects). Each is a
+  shipped_members record (`workdir` as the evidence names the model: pretrained/MEMBER, or
+  where a stand-in trained) with `metrics` (its run's eval) and `scored_on` (its subjects)."""
+  members = shipped_members(src)
+  folds = {run_parts(m["run"])[1] for m in members}
+  if ALL not in folds:
+    return [m | held_out_scores(src, m["run"]) for m in members]
+  recipe = run_parts(members[0]["run"])[0]
+  cv = src.json(CAMPAIGN_PLAN)["recipes"][recipe].get("cross_validation")
+  if folds != {ALL} or cv is None:
+    raise ValueError(f"pretrained/ensemble.json: members of `{recipe}` trained on every subject "
+                     f"need a `cross_validation` recipe in {CAMPAIGN_PLAN}, and no fold members "
+                     "beside them")
+  out = []
+  for name in sorted(os.listdir(src.path(f"{CAMPAIGN_RUNS}/{cv}"))):
+    if name.startswith("fold") and name.endswith("_seed0"):
+      run = f"{cv}/{name}"
+      scores = held_out_scores(src, run)
+      out.append({"member": None, "run": run, "workdir": scores["metrics"]["workdir"],
+                  "split": src.json(f"{CAMPAIGN_RUNS}/{run}/split.json"),
+                  "epochs": len(src.log(f"{CAMPAIGN_RUNS}/{run}/log.csv")),
+                  "best": scores["metrics"]["checkpoint_epoch"],
+                  "record": src.json(f"{CAMPAIGN_RUNS}/{run}/{RUN_RECORD}")} | scores)
+  return out
+
+
+def held_out_scores(src: Sources, run: str) -> Dict:
+  """A fold run's held-out eval (`metrics`) and the subjects it scored (`scored_on`)."""
+  metrics = src.json(f"{CAMPAIGN_RUNS}/{run}/{METRICS}")
+  return {"metrics": metrics,
+          "scored_on": sorted(int(s) for s in metrics["per_subject_mean_layer_dice"])}
 
 
 def seed_ensembles(src: Sources) -> List[Dict]:
@@ -1286,14 +1316,22 @@ def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], Li
 
 
 def pretrained_members(src: Sources) -> str:
-  """The members: campaign run, subjects trained on and held out, epochs, held-out Dice."""
+  """The members: campaign run, commit, subjects trained on, epochs, and for fold members the
+  subjects held out and their scores there."""
+  members = shipped_members(src)
+  if run_parts(members[0]["run"])[1] == ALL:
+    return table(["member", "campaign run", "commit", "trained on subjects",
+                  "kept epoch (lowest loss on its training scans)"],
+                 [[f"`{m['member']}`", m["run"], m["record"]["commit"][:7],
+                   ", ".join(map(str, m["split"]["train"]["subjects"])),
+                   f"{m['best']} of {m['epochs']}"] for m in members])
   rows = []
-  for m in shipped_members(src):
+  for m in held_out_models(src):
     lit = m["metrics"]["topology"]["literature"]
     fluid = m["metrics"].get("heads", {}).get("fluid", {}).get("dice")
     rows.append([f"`{m['member']}`", m["run"], m["record"]["commit"][:7],
                  ", ".join(map(str, m["split"]["train"]["subjects"])),
-                 ", ".join(map(str, m["split"]["val"]["subjects"])),
+                 ", ".join(map(str, m["scored_on"])),
                  f"{m['best']} of {m['epochs']}", fmt(lit["mean_layer_dice"], 4),
                  "-" if fluid is None else fmt(fluid, 3)])
   return table(["member", "campaign run", "commit", "trained on subjects",
@@ -1302,15 +1340,18 @@ def pretrained_members(src: Sources) -> str:
 
 
 def shipped_numbers(src: Sources) -> Dict:
-  """The shipped ensemble's members, ensemble.json, recipe, the members' held-out mean layer
-  and fluid Dice, and the cross-validated gains of its recipe's seed ensembles."""
-  members, spec = shipped_members(src), src.json("pretrained/ensemble.json")
+  """The shipped ensemble's members, ensemble.json, recipe, its held-out models
+  (held_out_models) with their mean layer and fluid Dice, and the cross-validated gains of its
+  recipe's seed ensembles."""
+  members, spec, models = (shipped_members(src), src.json("pretrained/ensemble.json"),
+                           held_out_models(src))
   recipe = run_parts(members[0]["run"])[0]
   gains, gain_recipes = shipped_gain(src, recipe, spec["flip"])
-  dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in members]
-  smoothing = shipped_smoothing(src, spec, members)
-  return {"members": members, "spec": spec, "recipe": recipe, "dice": dice,
-          "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in members
+  dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
+  smoothing = shipped_smoothing(src, spec, models)
+  return {"members": members, "models": models, "spec": spec, "recipe": recipe, "dice": dice,
+          "stand_ins": run_parts(members[0]["run"])[1] == ALL,   # models are not the members
+          "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in models
                     if "fluid" in m["metrics"].get("heads", {})],
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
           "seed_gaps": src.json(CAMPAIGN)["recipes"].get(recipe, {}).get("seed_gaps", []),
@@ -1323,24 +1364,24 @@ def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:
   return src.json(f"{SMOOTHING}/{name}")["sets"]
 
 
-def shipped_smoothing(src: Sources, spec: Dict, members: List[Dict]) -> Optional[Dict]:
+def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict]) -> Optional[Dict]:
   """The shipped ensemble's predict.smooth_sd_columns (ensemble.json settings) with its
-  cross-validated gains: on its own members (the SMOOTHING/cv.json set whose fold models are
-  exactly pretrained's members, and whose unsmoothed scores are the members' committed ones;
-  refused otherwise) and on 2-member ensembles that hold them (cv_pairs.json), each fold's sd
+  cross-validated gains: on its held-out models (the SMOOTHING/cv.json set whose fold models are
+  exactly held_out_models, and whose unsmoothed scores are their committed ones; refused
+  otherwise) and on 2-member ensembles that hold them (cv_pairs.json), each fold's sd
   chosen on the other folds. None when the setting is off."""
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
   if not sd:
     return None
-  shipped = sorted(os.path.normpath(f"pretrained/{m}") for m in spec["members"])
+  shipped = sorted(os.path.normpath(m["workdir"]) for m in models)
   own = [s for s in smoothing_sets(src, "cv.json").values()
-         if sorted(f["workdir"] for f in s["folds"].values()) == shipped]
+         if sorted(os.path.normpath(f["workdir"]) for f in s["folds"].values()) == shipped]
   if len(own) != 1 or own[0]["cv"]["chosen_sd"] != sd:
     raise ValueError(f"pretrained/ensemble.json smooths with sd {sd:g} columns, but "
                      f"{SMOOTHING}/cv.json has no cross-validation of its members choosing it")
   scored = {f["workdir"]: f["by_sd"]["0"]["mean_layer_dice"] for f in own[0]["folds"].values()}
-  for m in members:
-    name = f"pretrained/{m['member']}"
+  for m in models:
+    name = m["workdir"]
     committed = m["metrics"]["topology"]["literature"]["mean_layer_dice"]
     if abs(scored[name] - committed) > 1e-9:
       raise ValueError(f"{SMOOTHING}/cv.json: {name} scores {scored[name]:.4f} unsmoothed, not "
@@ -1382,12 +1423,20 @@ def pretrained_recipe(src: Sources) -> str:
           f"{train['optimizer'].capitalize()} with the {train['schedule']} schedule for up to "
           f"{train['num_epochs']} epochs (early stopping after "
           f"{train['early_stopping_patience']} epochs without a lower validation loss), "
-          f"{c['data']['recipe']['band_height']}-row retina band at native resolution), one model "
-          "per subject-wise fold of Duke DME subjects 1-8 (grader 1), seed "
-          + ", ".join(str(s) for s in sorted({run_parts(m["run"])[2] for m in n["members"]}))
-          + ": each trained on the "
-          "subjects of its other folds, keeping the checkpoint of its best epoch on its own "
-          "held-out subjects (table below). " + trained_where(n["members"]))
+          f"{c['data']['recipe']['band_height']}-row retina band at native resolution), "
+          + members_trained(n) + " " + trained_where(n["members"]))
+
+
+def members_trained(n: Dict) -> str:
+  """pretrained_recipe's words on what each member trained on and how its epoch was kept."""
+  seeds = ", ".join(str(s) for s in sorted({run_parts(m["run"])[2] for m in n["members"]}))
+  if n["stand_ins"]:
+    return (f"one model per seed ({seeds}), each trained on Duke DME subjects 1-8 (grader 1) "
+            "with no validation pair: its schedule, early stopping and kept epoch read the loss "
+            "on its training scans (table below).")
+  return ("one model per subject-wise fold of Duke DME subjects 1-8 (grader 1), seed "
+          f"{seeds}: each trained on the subjects of its other folds, keeping the checkpoint of "
+          "its best epoch on its own held-out subjects (table below).")
 
 
 def trained_where(members) -> str:
@@ -1400,20 +1449,21 @@ def trained_where(members) -> str:
 def pretrained_accuracy(src: Sources) -> str:
   """Expected accuracy on new eyes: single-member cross-validation plus the ensemble gain."""
   n = shipped_numbers(src)
-  members, dice, fluid, gains = n["members"], n["dice"], n["fluid"], n["gains"]
-  layers = np.mean([m["metrics"]["topology"]["literature"]["layer_dice"] for m in members], axis=0)
-  mae = [statistics.mean(m["metrics"]["topology"]["geometry"]["mae_um"]) for m in members]
-  folds = len(members)
-  held = "; ".join(", ".join(map(str, m["split"]["val"]["subjects"])) for m in members)
+  members, models, dice, fluid, gains = (n["members"], n["models"], n["dice"], n["fluid"],
+                                         n["gains"])
+  layers = np.mean([m["metrics"]["topology"]["literature"]["layer_dice"] for m in models], axis=0)
+  mae = [statistics.mean(m["metrics"]["topology"]["geometry"]["mae_um"]) for m in models]
+  folds = len(models)
+  held = "; ".join(", ".join(map(str, m["scored_on"])) for m in models)
+  each = "folds" if n["stand_ins"] else "members"
   text = (f"Single-member cross-validation ({folds} of the 4 subject-wise folds of subjects "
-          f"1-8, held out: {held}; each member scored on the subjects it never trained on, "
-          "which also chose its best epoch; literature protocol, native resolution, order fix "
-          f"on): mean layer Dice **{mean_sd(dice, 3)}** (population sd over {folds} members; "
-          "members "
+          f"1-8, held out: {held}; {held_out_whose(n)}; literature protocol, native resolution, "
+          f"order fix on): mean layer Dice **{mean_sd(dice, 3)}** (population sd over {folds} "
+          f"{'fold models' if n['stand_ins'] else 'members'}; {each} "
           + ", ".join(f"{v:.3f}" for v in dice) + f"); {layer_list(layers)}; boundary MAE "
           f"{mean_sd(mae, 1)} um")
   if fluid:
-    text += (f"; fluid Dice (split, global) **{np.mean(fluid):.3f}** (members "
+    text += (f"; fluid Dice (split, global) **{np.mean(fluid):.3f}** ({each} "
              + ", ".join(f"{v:.3f}" for v in fluid) + ")")
   text += "." + averaging_sentence(n) + smoothing_sentence(n)
   text += (" The expected mean layer Dice of "
@@ -1433,7 +1483,17 @@ def pretrained_accuracy(src: Sources) -> str:
           + (f"; the folds differ from each other more (sd {np.std(n['dice']):.3f}) than any "
              "gain above, so a new eye's score depends more on the eye than on these choices. "
              if cited and np.std(n["dice"]) > max(cited) else ". ")
-          + previous_on_same_folds(src, members, n["expected"], n["smoothing"]))
+          + previous_on_same_folds(src, models, n["expected"], n["smoothing"]))
+
+
+def held_out_whose(n: Dict) -> str:
+  """Whose scores pretrained_accuracy's cross-validation is (held_out_models)."""
+  if not n["stand_ins"]:
+    return ("each member scored on the subjects it never trained on, which also chose its best "
+            "epoch")
+  return (f"the seed-0 fold models of `{run_parts(n['models'][0]['run'])[0]}`, trained as the "
+          "members were, with no validation pair, on the subjects of the other folds, each "
+          "scored on the subjects it never trained on, which chose nothing")
 
 
 def averaging_sentence(n: Dict) -> str:
@@ -1990,10 +2050,10 @@ def single_member_flag(src: Sources) -> str:
   members (each on its held-out subjects), whose held-out reading it gives."""
   spec = src.json("pretrained/ensemble.json")
   setting = spec.get("settings", {}).get("predict.uncertain_position_sd_um", 0.0)
-  shipped = sorted(os.path.normpath(f"pretrained/{m}") for m in spec["members"])
+  shipped = sorted(os.path.normpath(m["workdir"]) for m in held_out_models(src))
   smoothing = spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0)
   own = [s for s in src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].values()
-         if sorted(map(str, s["workdirs"].values())) == shipped and "position_sd" in s["flags"]
+         if sorted(os.path.normpath(str(w)) for w in s["workdirs"].values()) == shipped and "position_sd" in s["flags"]
          and set(s["smooth_sd_columns"].values()) == {smoothing}]
   cv = own[0]["flags"]["position_sd"]["cv"] if len(own) == 1 else None
   if not setting or cv is None or cv["chosen_um"] != setting:
@@ -2039,12 +2099,12 @@ def results_cam_heldout(src: Sources) -> str:
 
 
 def shipped_cam_runs(src: Sources, folder: str) -> Dict[str, Dict]:
-  """heldout_runs of pretrained/'s members in `folder`; ValueError where a fold explained
-  another model."""
+  """heldout_runs of pretrained/'s held-out models (held_out_models) in `folder`; ValueError
+  where a fold explained another model."""
   runs = heldout_runs(src, folder)
-  members = {os.path.normpath(f"pretrained/{m['member']}") for m in shipped_members(src)}
-  if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != sorted(members):
-    raise ValueError(f"{folder}: not the 4 members of pretrained/; rerun its run.sh")
+  models = sorted(os.path.normpath(m["workdir"]) for m in held_out_models(src))
+  if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != models:
+    raise ValueError(f"{folder}: not the held-out models of pretrained/; rerun its run.sh")
   return runs
 
 
@@ -2656,16 +2716,10 @@ def targets_in_columns(src: Sources) -> str:
 
 
 def pretrained_fluid_columns(src: Sources) -> str:
-  """pretrained/'s members scored apart in the columns with and without fluid: each member's
-  re-scoring (FLUID_COLUMNS/RUN, which must be of that member's own checkpoint)."""
-  members = shipped_members(src)
-  runs = []
-  for m in members:
-    run = src.json(f"{FLUID_COLUMNS}/{m['run']}/metrics.json")
-    if run["workdir"] != f"pretrained/{m['member']}":
-      raise ValueError(f"{FLUID_COLUMNS}/{m['run']}: scored {run['workdir']}, not "
-                       f"pretrained/{m['member']}; rerun its eval")
-    runs.append(run)
+  """pretrained/'s held-out models (held_out_models) scored apart in the columns with and
+  without fluid: their runs' own evals (eval splits every score by fluid columns)."""
+  n = shipped_numbers(src)
+  runs = [m["metrics"] for m in n["models"]]
   splits = [r["topology"]["by_fluid_columns"] for r in runs]
   wet, dry = (fluid_column_means(splits, g) for g in ("with_fluid", "without_fluid"))
   share = 100 * wet["columns"] / (wet["columns"] + dry["columns"])
@@ -2676,12 +2730,13 @@ def pretrained_fluid_columns(src: Sources) -> str:
   sd = {r["topology"].get("smooth_sd_columns", 0.0) for r in runs}
   smoothing = ("no boundary smoothing" if sd == {0.0} else "boundary smoothing sd "
                + ", ".join(f"{v:g}" for v in sorted(sd)) + " columns")
-  return (f"Where it is weakest (each member on its own held-out subjects, order fix on, "
+  whose = "fold model" if n["stand_ins"] else "member"
+  return (f"Where it is weakest (each {whose} on its own held-out subjects, order fix on, "
           f"{smoothing}; docs/results.md section 9): in the B-scan columns where the grader "
           "marked fluid "
           f"({wet['columns']} of {wet['columns'] + dry['columns']} held-out columns, "
           f"{share:.0f}%), {scores(wet)}, with a mean signed OPL/ONL error of "
-          f"{wet['bias'][4]:+.1f} um (negative: above the grader's; members "
+          f"{wet['bias'][4]:+.1f} um (negative: above the grader's; {whose}s "
           + ", ".join(f"{s['with_fluid']['geometry']['signed_um'][4]:+.1f}" for s in splits)
           + " um); in the columns without "
           f"fluid, {scores(dry)}. Layer boundaries drawn through cysts are the least reliable "

@@ -201,16 +201,23 @@ def test_a_missing_duke_dir_is_named_as_the_plan_s(tmp_path):
   assert not os.path.exists(tmp_path / "wd_scored")
 
 
-def test_a_plan_with_an_empty_score_subjects_list_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("change,message", [
+    ({"score_subjects": {"1": []}},
+     "score_subjects of fold 1 must be a non-empty list of subject numbers, not []"),
+    ({"cross_validation": "lever_typo"}, "cross_validation names no recipe of the plan")])
+def test_a_plan_with_a_bad_recipe_field_is_refused(tmp_path, capsys, change, message):
   repo, plan_path = _repo(tmp_path)
   plan = json.loads(open(plan_path).read())
-  plan["recipes"]["lever"]["score_subjects"] = {"1": []}
+  plan["recipes"]["lever"].update(change)
   open(plan_path, "w").write(json.dumps(plan))
   with pytest.raises(SystemExit) as stop:
     campaign.load_plan(plan_path)
   assert stop.value.code == 2
-  assert capsys.readouterr().err == (f"error: {plan_path}: recipe lever: score_subjects of fold "
-                                     "1 must be a non-empty list of subject numbers, not []\n")
+  assert capsys.readouterr().err == f"error: {plan_path}: recipe lever: {message}\n"
+  plan["recipes"]["lever"]["cross_validation"] = "base"          # names a recipe: accepted
+  plan["recipes"]["lever"].pop("score_subjects", None)
+  open(plan_path, "w").write(json.dumps(plan))
+  assert campaign.load_plan(plan_path)["recipes"]["lever"]["cross_validation"] == "base"
 
 
 def test_status_names_a_missing_state_folder(tmp_path, monkeypatch, capsys):

@@ -273,21 +273,13 @@ def shipped_recipe() -> str:
   return doc_tables.run_parts(doc_tables.shipped_members(_Injected({}))[0]["run"])[0]
 
 
-def test_pretrained_fluid_columns_refuse_numbers_of_other_checkpoints():
-  rel = f"{doc_tables.FLUID_COLUMNS}/{shipped_recipe()}/fold1_seed0/metrics.json"
-  other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
-  with pytest.raises(ValueError, match="scored /somewhere/else/fold1_seed0, not "
-                     "pretrained/members/fold1_seed0"):
-    doc_tables.pretrained_fluid_columns(_Injected({rel: other}))
-
-
 def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_class():
   """The members' own held-out CAM table is refused when a fold's run explained another model;
   the README sentence names the classes whose pooled MoRF area is not below random, and is
   refused when pretrained/'s CAM does not rank first on the evidence that chose it."""
   rel = f"{doc_tables.CAM_CHOICE}/fold1/compare_cams.json"
   other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
-  with pytest.raises(ValueError, match="not the 4 members of pretrained/"):
+  with pytest.raises(ValueError, match="not the held-out models of pretrained/"):
     doc_tables.results_cam_heldout_shipped_6scans(_Injected({rel: other}))
   src = doc_tables.Sources(ROOT)
   method, layers = doc_tables.shipped_cam(src)
@@ -327,7 +319,7 @@ def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it
   spec = raw("pretrained/ensemble.json")
   cv, pairs = (raw(f"{doc_tables.SMOOTHING}/{n}") for n in ("cv.json", "cv_pairs.json"))
   src = _Injected({})
-  members = doc_tables.shipped_members(src)
+  members = doc_tables.held_out_models(src)
   got = doc_tables.shipped_smoothing(src, spec, members)
   recipe = shipped_recipe()
   own = cv["sets"][recipe]["cv"]["per_fold"]
@@ -718,14 +710,59 @@ def test_a_reading_s_comparison_gets_its_own_verdict_never_a_replacement():
                   "the seed noise 0.0050, read by the rule of docs/results.md section 11. ")
 
 
-def test_members_trained_on_every_subject_are_refused_by_the_pretrained_tables():
-  """A pretrained/ whose ensemble.json names a fold 'all' run has no held-out metrics: the
-  tables refuse it by name rather than report its fit as held-out accuracy."""
-  src = _Injected({"pretrained/ensemble.json": {
-      "members": ["members/all_seed0"], "sources": ["/w/runs/r/all_seed0"]}})
-  with pytest.raises(SystemExit, match="^pretrained/ensemble.json: member members/all_seed0 "
-                                       "\\(r/all_seed0\\) trained on every subject"):
-    doc_tables.shipped_members(src)
+def _write(root, rel, content):
+  path = root / rel
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(content if isinstance(content, str) else json.dumps(content))
+
+
+def _all8_tree(root, cross_validation="nv"):
+  """A checkout whose pretrained/ holds one member trained on every subject (recipe r8, fold
+  'all'), and whose plan names nv as r8's cross-validation (nv: folds 0-1 seed 0, fold 0 seed
+  1)."""
+  log = "epoch,train_loss\n1,2.0\n2,1.5\n"
+  _write(root, "pretrained/ensemble.json", {"members": ["members/all_seed0"],
+                                            "sources": ["/w/runs/r8/all_seed0"]})
+  _write(root, "pretrained/members/all_seed0/split.json", {"train": {"subjects": [1, 2, 3]}})
+  _write(root, "pretrained/members/all_seed0/log.csv", log)
+  (root / "pretrained/members/all_seed0/best/2").mkdir(parents=True)
+  _write(root, f"{doc_tables.CAMPAIGN_RUNS}/r8/all_seed0/run.json", {"commit": "abcdef01"})
+  _write(root, doc_tables.CAMPAIGN_PLAN, {"recipes": {
+      "r8": {} if cross_validation is None else {"cross_validation": cross_validation},
+      "nv": {}}})
+  for run, scored in (("fold0_seed0", {"2": 0.8, "1": 0.9}), ("fold1_seed0", {"3": 0.7}),
+                      ("fold0_seed1", {"1": 0.5})):
+    folder = f"{doc_tables.CAMPAIGN_RUNS}/nv/{run}"
+    _write(root, f"{folder}/metrics.json", {"workdir": f"/w/runs/nv/{run}",
+                                            "checkpoint_epoch": 2,
+                                            "per_subject_mean_layer_dice": scored})
+    _write(root, f"{folder}/split.json", {"train": {"subjects": [3] if "0" in run else [1, 2]}})
+    _write(root, f"{folder}/log.csv", log)
+    _write(root, f"{folder}/run.json", {"commit": "0123456789"})
+
+
+def test_members_trained_on_every_subject_are_stood_for_by_their_cross_validation(tmp_path):
+  """held_out_models: a pretrained/ of members trained on every subject (fold 'all') is stood
+  for on held-out eyes by the seed-0 fold models of the recipe the plan names as its
+  cross_validation (their workdirs as their evals name them, the subjects scored, the epoch
+  kept), never by its members' fit; without that recipe it is refused. Its members table
+  lists no held-out score."""
+  _all8_tree(tmp_path)
+  src = doc_tables.Sources(str(tmp_path))
+  models = doc_tables.held_out_models(src)
+  assert [(m["run"], m["workdir"], m["scored_on"], m["best"], m["epochs"], m["member"])
+          for m in models] == [
+      ("nv/fold0_seed0", "/w/runs/nv/fold0_seed0", [1, 2], 2, 2, None),
+      ("nv/fold1_seed0", "/w/runs/nv/fold1_seed0", [3], 2, 2, None)]
+  assert doc_tables.pretrained_members(src) == (
+      "| member | campaign run | commit | trained on subjects | kept epoch (lowest loss on its "
+      "training scans) |\n|---|---|---|---|---|\n"
+      "| `members/all_seed0` | r8/all_seed0 | abcdef0 | 1, 2, 3 | 2 of 2 |")
+  bare = tmp_path / "bare"
+  _all8_tree(bare, cross_validation=None)
+  with pytest.raises(ValueError, match="^pretrained/ensemble.json: members of `r8` trained on "
+                                       "every subject need a `cross_validation` recipe"):
+    doc_tables.held_out_models(doc_tables.Sources(str(bare)))
 
 
 def test_the_readme_states_a_complete_learning_curve_as_section_11_reads_it():
