@@ -55,6 +55,8 @@ UNCERTAINTY_SMOOTHING = "docs/results/uncertainty_smoothing"   # its run.sh: eva
 SHIPPED_CALIBRATION = "docs/results/shipped_calibration"   # its run.sh: eval as shipped, band ECE
 SMOOTHING = "docs/results/smoothing"             # scripts/smoothing_cv.py: cv.json, cv_pairs.json
 FLUID_COLUMNS = "docs/results/fluid_columns"     # --mode=eval of fold models: RECIPE/foldF_seed0
+VALIDATION_FREE_SETTINGS = "docs/results/validation_free"   # run.sh: smoothing, evals, flag;
+                                                 # seed_ensembles.sh: the noval seed ensembles
 # The fold models re-scored there: (folder, how they were trained, the runs scored at training).
 FLUID_COLUMN_MODELS = (
     ("plateau_80_fluid_skip_wh_ema", "the shipped members (plateau_80_fluid_skip_wh_ema, "
@@ -1299,6 +1301,29 @@ def seed_ensembles(src: Sources) -> List[Dict]:
   return out
 
 
+def stand_in_gains(src: Sources, models: List[Dict]) -> List[float]:
+  """The averaging gains of the stand-ins' 2-member seed ensembles (VALIDATION_FREE_SETTINGS/
+  ensemble_foldF, seed_ensembles.sh): per fold, the ensemble's mean layer Dice minus the mean of
+  its seed-0 member's (run.sh's eval_foldF, a held-out model) and seed-1 member's (seed1_foldF),
+  all scored with the same smoothing on the pair neither trained on; [] before any is scored."""
+  folder, gains = VALIDATION_FREE_SETTINGS, []
+  shipped = {os.path.normpath(m["workdir"]) for m in models}
+  def dice(rel):
+    return src.json(f"{folder}/{rel}/metrics.json")["topology"]["literature"]["mean_layer_dice"]
+  for name in sorted(os.listdir(src.path(folder)) if src.exists(folder) else []):
+    if not name.startswith("ensemble_fold"):
+      continue
+    fold = name[len("ensemble_fold"):]
+    runs = [src.json(f"{folder}/{r}{fold}/metrics.json") for r in ("eval_fold", "seed1_fold")]
+    smoothing = {m["topology"]["smooth_sd_columns"] for m in runs + [
+        src.json(f"{folder}/{name}/metrics.json")]}
+    if os.path.normpath(runs[0]["workdir"]) not in shipped or len(smoothing) != 1:
+      raise ValueError(f"{folder}/{name}: not a seed ensemble of a held-out model of "
+                       "pretrained/ scored as its members were; rerun seed_ensembles.sh")
+    gains.append(dice(name) - (dice(f"eval_fold{fold}") + dice(f"seed1_fold{fold}")) / 2)
+  return gains
+
+
 def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], List[str]]:
   """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting,
   and the recipes they come from. While `recipe` has none, those of the recipes that train the
@@ -1345,16 +1370,18 @@ def shipped_numbers(src: Sources) -> Dict:
   recipe's seed ensembles."""
   members, spec, models = (shipped_members(src), src.json("pretrained/ensemble.json"),
                            held_out_models(src))
-  recipe = run_parts(members[0]["run"])[0]
-  gains, gain_recipes = shipped_gain(src, recipe, spec["flip"])
+  recipe, stand_ins = run_parts(members[0]["run"])[0], run_parts(members[0]["run"])[1] == ALL
+  cv_recipe = run_parts(models[0]["run"])[0]
+  gains, gain_recipes = ((stand_in_gains(src, models), [cv_recipe]) if stand_ins else
+                         shipped_gain(src, recipe, spec["flip"]))
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models)
   return {"members": members, "models": models, "spec": spec, "recipe": recipe, "dice": dice,
-          "stand_ins": run_parts(members[0]["run"])[1] == ALL,   # models are not the members
+          "stand_ins": stand_ins, "cv_recipe": cv_recipe,    # stand_ins: models aren't members
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in models
                     if "fluid" in m["metrics"].get("heads", {})],
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
-          "seed_gaps": src.json(CAMPAIGN)["recipes"].get(recipe, {}).get("seed_gaps", []),
+          "seed_gaps": src.json(CAMPAIGN)["recipes"].get(cv_recipe, {}).get("seed_gaps", []),
           "expected": float(np.mean(dice) + (np.mean(gains) if gains else 0.0)
                             + (smoothing["ensemble_gain"] if smoothing else 0.0))}
 
@@ -1364,36 +1391,65 @@ def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:
   return src.json(f"{SMOOTHING}/{name}")["sets"]
 
 
+SMOOTHING_EVIDENCE = (f"{SMOOTHING}/cv.json",          # scripts/smoothing_cv.py outputs, each
+                      f"{VALIDATION_FREE_SETTINGS}/smoothing_cv.json")   # set a fold model set
+SCORE_DRIFT = 5e-4   # |a smoothing run's unsmoothed score - the fold run's committed one| allowed:
+                     # 132dc96 moved one band of subject 2 after the noval runs (fold 0: 1.8e-4)
+
+
+def evidence_set(src: Sources, files, models: List[Dict], workdirs) -> Optional[Tuple[str, Dict]]:
+  """(file, set) of the one set among the `sets` of `files` (those committed) whose fold models,
+  workdirs(set), are exactly `models` (held_out_models, by workdir); None where none is."""
+  shipped = sorted(os.path.normpath(m["workdir"]) for m in models)
+  found = [(f, st) for f in files if src.exists(f) for st in src.json(f)["sets"].values()
+           if sorted(os.path.normpath(str(w)) for w in workdirs(st)) == shipped]
+  return found[0] if len(found) == 1 else None
+
+
 def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict]) -> Optional[Dict]:
   """The shipped ensemble's predict.smooth_sd_columns (ensemble.json settings) with its
-  cross-validated gains: on its held-out models (the SMOOTHING/cv.json set whose fold models are
-  exactly held_out_models, and whose unsmoothed scores are their committed ones; refused
-  otherwise) and on 2-member ensembles that hold them (cv_pairs.json), each fold's sd
-  chosen on the other folds. None when the setting is off."""
+  cross-validated gains, each fold's sd chosen on the other folds: on its held-out models (the
+  SMOOTHING_EVIDENCE set of exactly held_out_models, whose unsmoothed scores must be their
+  committed ones within SCORE_DRIFT; refused otherwise) and, for members that are their own
+  held-out models, on 2-member ensembles that hold them (cv_pairs.json), the gain counted (for
+  stand-ins, the averaging gain is read on smoothed outputs, so the models' own is counted).
+  None when the setting is off."""
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
   if not sd:
     return None
-  shipped = sorted(os.path.normpath(m["workdir"]) for m in models)
-  own = [s for s in smoothing_sets(src, "cv.json").values()
-         if sorted(os.path.normpath(f["workdir"]) for f in s["folds"].values()) == shipped]
-  if len(own) != 1 or own[0]["cv"]["chosen_sd"] != sd:
+  found = evidence_set(src, SMOOTHING_EVIDENCE, models,
+                       lambda st: [f["workdir"] for f in st["folds"].values()])
+  if found is None or found[1]["cv"]["chosen_sd"] != sd:
     raise ValueError(f"pretrained/ensemble.json smooths with sd {sd:g} columns, but "
-                     f"{SMOOTHING}/cv.json has no cross-validation of its members choosing it")
-  scored = {f["workdir"]: f["by_sd"]["0"]["mean_layer_dice"] for f in own[0]["folds"].values()}
+                     f"{' or '.join(SMOOTHING_EVIDENCE)} has no cross-validation of its held-out "
+                     "models choosing it")
+  where, own = found
+  scored = {os.path.normpath(f["workdir"]): f["by_sd"]["0"]["mean_layer_dice"]
+            for f in own["folds"].values()}
   for m in models:
-    name = m["workdir"]
+    name = os.path.normpath(m["workdir"])
     committed = m["metrics"]["topology"]["literature"]["mean_layer_dice"]
-    if abs(scored[name] - committed) > 1e-9:
-      raise ValueError(f"{SMOOTHING}/cv.json: {name} scores {scored[name]:.4f} unsmoothed, not "
+    if abs(scored[name] - committed) > SCORE_DRIFT:
+      raise ValueError(f"{where}: {name} scores {scored[name]:.4f} unsmoothed, not "
                        f"its committed {committed:.4f}; rerun the cross-validation")
-  pairs = [(f, s["cv"]["per_fold"][name]) for s in smoothing_sets(src, "cv_pairs.json").values()
-           for name, f in s["folds"].items()
+  out = {"sd": sd, "member_gains": [v["gain"] for v in own["cv"]["per_fold"].values()],
+         "member_sds": [v["sd"] for v in own["cv"]["per_fold"].values()], "pair_gains": []}
+  if where != SMOOTHING_EVIDENCE[0]:
+    return out | {"pairs_share_folds": False, "ensemble_gain": own["cv"]["mean_gain"]}
+  return out | pair_smoothing(src, models)
+
+
+def pair_smoothing(src: Sources, models: List[Dict]) -> Dict:
+  """The smoothing gains of SMOOTHING/cv_pairs.json's 2-member ensembles that hold one of
+  `models`, their mean (`ensemble_gain`) and whether two of them share a fold."""
+  shipped = {os.path.normpath(m["workdir"]) for m in models}
+  pairs = [(f, st["cv"]["per_fold"][name])
+           for st in smoothing_sets(src, "cv_pairs.json").values()
+           for name, f in st["folds"].items()
            if any(os.path.normpath(m) in shipped for m in f["members"])]
   if not pairs:
     raise ValueError(f"{SMOOTHING}/cv_pairs.json: no ensemble holding pretrained's members")
-  return {"sd": sd, "member_gains": [v["gain"] for v in own[0]["cv"]["per_fold"].values()],
-          "member_sds": [v["sd"] for v in own[0]["cv"]["per_fold"].values()],
-          "pair_gains": [v["gain"] for _, v in pairs],
+  return {"pair_gains": [v["gain"] for _, v in pairs],
           "pairs_share_folds": len({tuple(f["subjects"]) for f, _ in pairs}) < len(pairs),
           "ensemble_gain": float(np.mean([v["gain"] for _, v in pairs]))}
 
@@ -1503,6 +1559,7 @@ def averaging_sentence(n: Dict) -> str:
   if not gains:
     return ""
   of = ("the same recipe" if n["gain_recipes"] == [n["recipe"]] else
+        f"`{n['cv_recipe']}`, each ensemble and member smoothed as shipped" if n["stand_ins"] else
         "`" + "`, `".join(n["gain_recipes"]) + "` (the same network; this recipe's own seed "
         "ensembles are not scored yet)")
   return (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
@@ -2555,9 +2612,6 @@ def results_validation_free(src: Sources) -> str:
                + "\n\n" + validation_free_reading(src, t, c,
                                                     [c["paired_gains"][r] for r in done]))
   return "\n\n".join(out)
-
-
-VALIDATION_FREE_SETTINGS = "docs/results/validation_free"   # its run.sh: smoothing, evals, flag
 
 
 def results_validation_free_settings(src: Sources) -> str:
