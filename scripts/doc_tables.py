@@ -830,15 +830,16 @@ def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str
 
 def readme_explain(src: Sources) -> str:
   """pretrained/'s CAM method and layer, the held-out evidence of its own members that chose
-  it (CAM_CHOICE, where it must rank first by issue 30's rule), its cost, and the schema's
+  it (cam_choice, where it must rank first by issue 30's rule), its cost, and the schema's
   default for a newly trained model."""
   method, layers = shipped_cam(src)
-  runs = shipped_cam_runs(src, CAM_CHOICE)
+  folder = cam_choice(src)
+  runs = shipped_cam_runs(src, folder)
   evidence = heldout_evidence(runs)
   ranked = cam_ranking(evidence)
   key = ranked[0][0]
   if place_of(ranked, (method, layers)) != 1:
-    raise ValueError(f"{CAM_CHOICE}: pretrained/ explains with {method} at {layers}, not the "
+    raise ValueError(f"{folder}: pretrained/ explains with {method} at {layers}, not the "
                      f"first by issue 30's rule ({ranked[0][1]} at {ranked[0][2]})")
   found = evidence[method][layers]
   failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
@@ -850,9 +851,13 @@ def readme_explain(src: Sources) -> str:
   scans = len(next(iter(runs.values()))["scans"])
   new = default_cam()
   return (f"`pretrained/` explains with {CAM_METHODS[method]} at `{layers}` (`explain.method`, "
-          f"`explain.layers`, set in its `ensemble.json`), chosen on eyes its members never saw:"
-          f" each of its {len(runs)} members explained {scans} B-scans of the 2 subjects it "
-          f"never trained on, and there it ranks first of the {len(ranked)} candidates by "
+          f"`explain.layers`, set in its `ensemble.json`), chosen on eyes "
+          + (f"never seen by the fold models that stand for its members: each of the {len(runs)} "
+             f"fold models of `{run_parts(held_out_models(src)[0]['run'])[0]}` explained"
+             if folder != CAM_CHOICE else
+             f"its members never saw: each of its {len(runs)} members explained")
+          + f" {scans} B-scans of the 2 subjects it never trained on, and there it ranks first "
+          f"of the {len(ranked)} candidates by "
           f"issue 30's rule (docs/results.md §3.5), beating random removal (ROAD) for {key[0]} "
           f"of 7 layer classes with the areas pooled over the folds "
           f"({', '.join(str(c) for c in found['per_fold_faithful'])} of 7 per fold"
@@ -889,6 +894,8 @@ def evidence_of(src: Sources) -> str:
   folders = {os.path.dirname(os.path.dirname(p))
              for p in src.json("pretrained/cam_evidence.json")["source"]}
   return ("its own members' evidence" if folders == {CAM_CHOICE} else
+          "the evidence of the fold models that stand for its members"
+          if folders == {CAM_EVIDENCE[1]} else
           "the base fold models' evidence" if folders == {HELDOUT} else
           "the evidence of " + ", ".join(sorted(folders)))
 
@@ -1984,6 +1991,8 @@ def uncertainty_cells(rank: Dict, flag: Optional[Dict]) -> List[str]:
 
 
 FLAG_THRESHOLD = "docs/results/flag_threshold"   # its run.sh: scripts/flag_threshold_cv.py
+FLAG_EVIDENCE = (f"{FLAG_THRESHOLD}/cv.json",     # flag_threshold_cv.py outputs, each set a
+                 f"{VALIDATION_FREE_SETTINGS}/flag_threshold_cv.json")   # fold model set's evals
 FIRST_SEED1 = f"{CAMPAIGN_RUNS}/plateau_80_fluid_skip_wh_ema"   # FOLD_seed1: first trainings
 FLAG_NAMES = {"uncertain": "members' spread", "position_sd": "position sd"}
 EVAL_THRESHOLD = {"uncertain": "predict.uncertain_um",
@@ -2103,20 +2112,21 @@ def ensemble_flag_recall(src: Sources) -> str:
 
 def single_member_flag(src: Sources) -> str:
   """pretrained_uncertainty's sentence on --config.predict.members=1: its flag's threshold
-  (ensemble.json settings) must be the one FLAG_THRESHOLD/cv.json chose on exactly pretrained's
-  members (each on its held-out subjects), whose held-out reading it gives."""
+  (ensemble.json settings) must be the one a FLAG_EVIDENCE set chose on exactly pretrained's
+  held-out models (each on its held-out subjects, scored with its smoothing), whose held-out
+  reading it gives."""
   spec = src.json("pretrained/ensemble.json")
   setting = spec.get("settings", {}).get("predict.uncertain_position_sd_um", 0.0)
-  shipped = sorted(os.path.normpath(m["workdir"]) for m in held_out_models(src))
   smoothing = spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0)
-  own = [s for s in src.json(f"{FLAG_THRESHOLD}/cv.json")["sets"].values()
-         if sorted(os.path.normpath(str(w)) for w in s["workdirs"].values()) == shipped and "position_sd" in s["flags"]
-         and set(s["smooth_sd_columns"].values()) == {smoothing}]
-  cv = own[0]["flags"]["position_sd"]["cv"] if len(own) == 1 else None
+  found = evidence_set(src, FLAG_EVIDENCE, held_out_models(src),
+                       lambda st: st["workdirs"].values())
+  own = [found[1]] if found and "position_sd" in found[1]["flags"] and set(
+      found[1]["smooth_sd_columns"].values()) == {smoothing} else []
+  cv = own[0]["flags"]["position_sd"]["cv"] if own else None
   if not setting or cv is None or cv["chosen_um"] != setting:
     raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
-                     f" um, but {FLAG_THRESHOLD}/cv.json has no cross-validation of its members "
-                     f"(scored with its smoothing) choosing it")
+                     f" um, but {' or '.join(FLAG_EVIDENCE)} has no cross-validation of its "
+                     "held-out models (scored with its smoothing) choosing it")
   held = [v["held_out"] for v in cv["per_fold"].values()]
   def pct(key):
     return percent_span(held, key)
@@ -2140,7 +2150,21 @@ def single_member_flag(src: Sources) -> str:
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members
 CAM_CHOICE = f"{CPU}/explain_heldout_shipped_6scans"   # theirs on 6 B-scans per fold: the
                                                        # runs whose ranking chose pretrained/'s CAM
+CAM_EVIDENCE = (CAM_CHOICE,                            # held-out CAM comparisons of fold model
+                f"{CPU}/explain_heldout_noval_6scans")   # sets pretrained/'s CAM may be chosen on
 CAM_COST_BUDGET = 3.0              # issue 30: explain at most 3x predict (whole commands)
+
+
+def cam_choice(src: Sources) -> str:
+  """The CAM_EVIDENCE folder whose runs explained exactly pretrained/'s held-out models (the
+  runs its CAM is chosen on), or ValueError."""
+  models = sorted(os.path.normpath(m["workdir"]) for m in held_out_models(src))
+  for folder in CAM_EVIDENCE:
+    runs = heldout_runs(src, folder)
+    if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) == models:
+      return folder
+  raise ValueError(f"{' and '.join(CAM_EVIDENCE)}: none explained exactly pretrained/'s held-out "
+                   "models; run the comparison on them")
 
 
 def heldout_runs(src: Sources, folder: str = HELDOUT) -> Dict[str, Dict]:

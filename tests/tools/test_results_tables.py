@@ -484,7 +484,7 @@ def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
           "others") in text
   for wrong in (cv(shipped + 1), cv(shipped, dict(list(members.items())[:3])),
                 cv(shipped, smoothing=0.0)):
-    with pytest.raises(ValueError, match="no cross-validation of its members .scored with"):
+    with pytest.raises(ValueError, match="no cross-validation of its held-out models .scored with"):
       doc_tables.single_member_flag(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": wrong}))
 
 
