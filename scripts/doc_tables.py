@@ -34,7 +34,8 @@ from octseg_jax.outputs.cam_report import (  # noqa: E402
     SANITY_PASS, SCAN_PIXELS, heldout_evidence)
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
 from octseg_jax.serving.inference import stored_config  # noqa: E402
-from scripts.campaign import ALL, METRICS, RUN_RECORD, run_of_workdir, run_parts  # noqa: E402
+from scripts.campaign import (  # noqa: E402
+    ALL, METRICS, RUN_RECORD, override_arg, run_of_workdir, run_parts)
 from scripts.campaign_table import (  # noqa: E402
     CURVE, LEVER, READING_VERDICT, READINGS, VALIDATION_FREE)
 from scripts.cam_evidence import HELDOUT  # noqa: E402     # compare_cams.py per fold model
@@ -1471,7 +1472,7 @@ def pretrained_recipe(src: Sources) -> str:
   and what the members' own config.json says they are."""
   n = shipped_numbers(src)
   recipe = src.json(CAMPAIGN_PLAN)["recipes"][n["recipe"]]
-  args = src.json(CAMPAIGN)["recipes"][n["recipe"]]["override_args"]
+  args = [override_arg(k, v) for k, v in recipe.get("overrides", {}).items()]
   c = src.json(f"pretrained/{n['members'][0]['member']}/config.json")
   model, loss, train = c["model"], c["loss"], c["train"]
   net = (f"SegNet {'-'.join(map(str, model['widths']))} with "
@@ -1536,7 +1537,8 @@ def pretrained_accuracy(src: Sources) -> str:
               "no averaging gain counted: its seed ensembles are not scored yet")
            + "): an estimate, not a measurement, since together its members trained on subjects "
            + ", ".join(map(str, sorted({s for m in members
-                                        for s in m["split"]["train"]["subjects"]}))) + ".")
+                                        for s in m["split"]["train"]["subjects"]}))) + "."
+           + more_subjects_sentence(src, n))
   screened = screened_recipes(src)
   sm = n["smoothing"] or {"member_gains": [], "pair_gains": []}
   cited = n["gains"] + sm["member_gains"] + sm["pair_gains"]
@@ -1547,6 +1549,25 @@ def pretrained_accuracy(src: Sources) -> str:
              "gain above, so a new eye's score depends more on the eye than on these choices. "
              if cited and np.std(n["dice"]) > max(cited) else ". ")
           + previous_on_same_folds(src, models, n["expected"], n["smoothing"]))
+
+
+def more_subjects_sentence(src: Sources, n: Dict) -> str:
+  """For members trained on every subject, what the step from their stand-ins' training subjects
+  to all of them may add: the learning curve's step that section 11's reading of the stand-ins'
+  recipe used (validation_free_verdict), not counted in the estimate; '' otherwise."""
+  t = src.json(CAMPAIGN)
+  found = [c for c in t.get("comparisons", []) if c["kind"] == VALIDATION_FREE
+           and c["recipe"] == n.get("cv_recipe") and c["complete"]]
+  if not n["stand_ins"] or not found:
+    return ""
+  c = found[0]
+  step = validation_free_verdict(src, t, c, [c["paired_gains"][r]
+                                             for r in paired_seed0(t, c)[2]])[2]
+  trained = sorted({len(m["split"]["train"]["subjects"]) for m in n["models"]})
+  return (f" The members trained on all {CURVE_TO} subjects, each fold model above on "
+          f"{and_list([str(k) for k in trained])}: the learning curve read forward to "
+          f"{CURVE_TO} subjects adds about {step:+.4f} (docs/results.md section 11), an "
+          "extrapolation, not a measurement, so it is not counted in that estimate.")
 
 
 def held_out_whose(n: Dict) -> str:
@@ -1585,16 +1606,20 @@ def smoothing_sentence(n: Dict) -> str:
   sm = n["smoothing"]
   if not sm:
     return ""
-  return (f" Its ordered boundaries are then smoothed along the B-scan (Gaussian, sd "
+  text = (f" Its ordered boundaries are then smoothed along the B-scan (Gaussian, sd "
           f"{sm['sd']:g} columns: `settings` in `ensemble.json`, predict.smooth_sd_columns), "
-          "the sd "
-          "chosen by cross-validation (docs/results.md section 10): on each member's own "
+          "the sd chosen by cross-validation (docs/results.md section "
+          f"{11 if n['stand_ins'] else 10}): on each "
+          f"{'fold model' if n['stand_ins'] else 'member'}'s own "
           "held-out subjects, with that fold's sd chosen on the other folds ("
           + ", ".join(f"{v:g}" for v in sm["member_sds"]) + f" columns), it gained "
           f"{np.mean(sm['member_gains']):+.4f} (" + ", ".join(f"{g:+.4f}" for g in
-                                                             sm["member_gains"])
-          + f"); on {len(sm['pair_gains'])} held-out 2-member ensembles of a member with another "
-          f"recipe's fold model, {sm['ensemble_gain']:+.4f} (" +
+                                                             sm["member_gains"]) + ")")
+  if n["stand_ins"]:
+    return text + (", the gain counted here (the averaging gain above was read on smoothed "
+                   "outputs)." if n["gains"] else ", the gain counted here.")
+  return (text + f"; on {len(sm['pair_gains'])} held-out 2-member ensembles of a member with "
+          f"another recipe's fold model, {sm['ensemble_gain']:+.4f} (" +
           ", ".join(f"{g:+.4f}" for g in sm["pair_gains"])
           + ("; not independent where a fold appears twice with the same member"
              if sm["pairs_share_folds"] else "; one per fold")

@@ -8,6 +8,7 @@ outputs with one value changed, all of which it must reject.
 """
 
 import json
+import math
 import os
 
 import pytest
@@ -807,6 +808,25 @@ def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
     with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of a held-out"):
       doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models)
     _write(tmp_path, f"{folder}/{rel}/metrics.json", good)
+
+
+def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
+  """more_subjects_sentence for stand-ins of 6 training subjects: the committed learning curve
+  (the 4-subject recipe's paired gaps against the members' recipe, over 4 folds) read forward,
+  gap x ln(8/6) / ln(6/4), not counted; nothing for members that are their own held-out
+  models."""
+  curve = next(c for c in raw(doc_tables.CAMPAIGN)["comparisons"]
+               if c["recipe"] == "plateau_80_fluid_skip_wh_ema_4subjects")
+  gaps = [-g for g in curve["paired_gains"].values()]      # 6 subjects' Dice minus 4's
+  assert curve["against"] == "plateau_80_fluid_skip_wh_ema" and len(gaps) == 4
+  step = sum(gaps) / 4 * math.log(8 / 6) / math.log(6 / 4)
+  n = {"stand_ins": True, "cv_recipe": "plateau_80_fluid_skip_wh_ema_noval",
+       "models": [{"split": {"train": {"subjects": [1, 2, 3, 4, 5, 6]}}}]}
+  assert doc_tables.more_subjects_sentence(_Injected({}), n) == (
+      " The members trained on all 8 subjects, each fold model above on 6: the learning curve "
+      f"read forward to 8 subjects adds about {step:+.4f} (docs/results.md section 11), an "
+      "extrapolation, not a measurement, so it is not counted in that estimate.")
+  assert doc_tables.more_subjects_sentence(_Injected({}), n | {"stand_ins": False}) == ""
 
 
 def test_the_readme_states_a_complete_learning_curve_as_section_11_reads_it():
