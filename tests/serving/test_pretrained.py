@@ -15,34 +15,36 @@ PRETRAINED = os.path.join(ROOT, "pretrained")
 
 
 def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts_any_size():
-  """pretrained/ is self-contained (members by relative path), its members were held out on
-  disjoint subjects that together cover 1-8, and it gives probabilities, fluid and the
-  members' spread at any scan size. It smooths its boundaries along the B-scan with the sd
-  its members' cross-validation chose (docs/results/smoothing/cv.json), and the command line
-  can turn that off."""
+  """pretrained/ is self-contained (members by relative path), the models that stand for it on
+  held-out eyes (doc_tables.held_out_models: its members, or its recipe's cross-validation)
+  were held out on disjoint subjects that together cover 1-8, and it gives probabilities, fluid
+  and the members' spread at any scan size. It smooths its boundaries along the B-scan with the
+  sd those models' cross-validation chose, and the command line can turn that off."""
   trained = inference.load_trained(PRETRAINED)
   assert isinstance(trained, inference.Ensemble) and not trained.flip
-  with open(os.path.join(PRETRAINED, "ensemble.json")) as f:
-    campaign = load_script("campaign")
-    recipe = campaign.run_parts(campaign.run_of_workdir(json.load(f)["sources"][0]))[0]
-  with open(os.path.join(ROOT, "docs/results/smoothing/cv.json")) as f:
-    chosen = json.load(f)["sets"][recipe]["cv"]["chosen_sd"]
-  assert [m.config.predict.smooth_sd_columns for m in trained.members] == [chosen] * 4
+  doc_tables = load_script("doc_tables")
+  src = doc_tables.Sources(ROOT)
+  models = doc_tables.held_out_models(src)
+  chosen = doc_tables.shipped_numbers(src)["smoothing"]["sd"]   # refused unless cross-validated
+  assert [m.config.predict.smooth_sd_columns for m in trained.members] == (
+      [chosen] * len(trained.members))
   off = inference.load_trained(PRETRAINED, {"predict.smooth_sd_columns": 0.0, "predict.members": 1})
   assert off.config.predict.smooth_sd_columns == 0.0
   # The ensemble flags by its members' spread; its first member alone by the position sd, at
-  # the threshold the members' cross-validation chose (docs/results/flag_threshold/cv.json).
+  # the threshold the held-out models' cross-validation chose (doc_tables.FLAG_EVIDENCE).
   from octseg_jax.modes.predict import column_flag
-  with open(os.path.join(ROOT, "docs/results/flag_threshold/cv.json")) as f:
-    chosen_um = json.load(f)["sets"]["members"]["flags"]["position_sd"]["cv"]["chosen_um"]
+  found = doc_tables.evidence_set(src, doc_tables.FLAG_EVIDENCE, models,
+                                  lambda st: st["workdirs"].values())
+  chosen_um = found[1]["flags"]["position_sd"]["cv"]["chosen_um"]
   assert column_flag(trained).key == "boundary_sd_um"
   assert column_flag(off)[:3] == ("boundary_position_sd_um", "uncertain_position_sd_um",
                                   chosen_um)
   assert all(m.workdir.startswith(PRETRAINED) for m in trained.members)
-  held_out = [s for m in trained.members for s in m.split["val"]["subjects"]]
+  held_out = [s for m in models for s in m["scored_on"]]
   assert sorted(held_out) == list(range(1, 9))             # each subject held out exactly once
+  for m in models:
+    assert not set(m["split"]["train"]["subjects"]) & set(m["scored_on"])
   for m in trained.members:
-    assert not set(m.split["train"]["subjects"]) & set(m.split["val"]["subjects"])
     assert tuple(m.config.model.widths) == (16, 32, 64, 128) and m.head_names == ("fluid",)
   image = synthetic.generate(1, 300, 210, seed=3).images[0]
   (out,) = inference.predict_outputs(trained, [image])
@@ -65,12 +67,10 @@ def test_pretrained_segments_real_scans_it_was_trained_on():
 
 
 def test_pretrained_explains_with_its_own_choice_and_carries_its_heldout_evidence():
-  """The members explain with the method and layer of ensemble.json's settings (chosen on their
-  own held-out eyes; doc_tables checks it ranks first there), explain reads the same before
-  loading, and cam_evidence.json is what scripts/cam_evidence.py writes from the members'
-  committed 6-scan held-out runs today."""
-  import json
-  from conftest import load_script
+  """The members explain with the method and layer of ensemble.json's settings (chosen on the
+  held-out eyes of the models that stand for them; doc_tables checks it ranks first there),
+  explain reads the same before loading, and cam_evidence.json is what scripts/cam_evidence.py
+  writes from those models' committed 6-scan held-out runs today (doc_tables.cam_choice)."""
   with open(os.path.join(PRETRAINED, "ensemble.json")) as f:
     settings = json.load(f)["settings"]
   chosen = (settings["explain.method"], tuple(settings["explain.layers"]))
@@ -84,7 +84,8 @@ def test_pretrained_explains_with_its_own_choice_and_carries_its_heldout_evidenc
   try:
     os.chdir(ROOT)
     doc_tables = load_script("doc_tables")
-    assert load_script("cam_evidence").evidence_file(doc_tables.CAM_CHOICE) == shipped
+    chosen_on = doc_tables.cam_choice(doc_tables.Sources(ROOT))
+    assert load_script("cam_evidence").evidence_file(chosen_on) == shipped
     assert doc_tables.shipped_cam(doc_tables.Sources(ROOT)) == (chosen[0], ",".join(chosen[1]))
   finally:
     os.chdir(cwd)
