@@ -1679,12 +1679,33 @@ def pretrained_uncertainty(src: Sources) -> str:
   well its confidence is calibrated: the recipe's seed ensembles scored as pretrained/ predicts
   (SHIPPED_CALIBRATION: the same smoothing, flip and flag threshold)."""
   recipe = run_parts(shipped_members(src)[0]["run"])[0]
+  if held_out_models(src)[0]["member"] is None:
+    return stand_in_uncertainty(src)
   found = shipped_calibration_runs(src)
   if not found:
     return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
   seeds = sorted({seed for _, _, run_seeds in found for seed in run_seeds})
   return (uncertainty_sentence([m["calibration"] for _, m, _ in found], recipe,
                                [str(s) for s in seeds]) + ensemble_flag_recall(src)
+          + single_member_flag(src))
+
+
+def stand_in_uncertainty(src: Sources) -> str:
+  """pretrained_uncertainty for members trained on every subject: the calibration of their
+  stand-ins' seed ensembles (VALIDATION_FREE_SETTINGS/ensemble_foldF, scored with the shipped
+  smoothing on the pairs they never saw), the ensemble's flag and the single member's."""
+  folder, members = VALIDATION_FREE_SETTINGS, shipped_members(src)
+  names = sorted(d for d in os.listdir(src.path(folder)) if d.startswith("ensemble_fold"))
+  if not names:
+    return (f"No held-out measurement of the uncertainty of its stand-ins' seed ensembles yet "
+            f"(`{folder}/seed_ensembles.sh`).")
+  runs = [src.json(f"{folder}/{d}/metrics.json")["calibration"] for d in names]
+  recipe = run_parts(held_out_models(src)[0]["run"])[0]
+  return (f"How its uncertainty relates to its errors on eyes the models never saw "
+          f"({count(len(runs), 'fold')}: the seed 0 and 1 fold models of `{recipe}` averaged, "
+          "scored by eval with the shipped smoothing on the pair neither trained on; "
+          "docs/results.md section 11): " + calibration_words(runs)
+          + (stand_in_ensemble_flag(src, len(members)) if len(members) > 1 else "")
           + single_member_flag(src))
 
 
@@ -1721,8 +1742,14 @@ def uncertainty_sentence(runs: List[Dict], recipe: str, seeds: List[str]) -> str
           f"shipped; docs/results.md section 7): {span(share, 1)}% of the measured columns are "
           f"flagged (spread over {flags[0]['threshold_um']:g} um), with a mean absolute boundary "
           f"error of {span([f['mae_flagged_um'] for f in flags], 1)} um in them against "
-          f"{span([f['mae_unflagged_um'] for f in flags], 1)} um in the others; the spread ranks "
-          "single errors only weakly (Spearman's rho "
+          f"{span([f['mae_unflagged_um'] for f in flags], 1)} um in the others; "
+          + calibration_words(runs))
+
+
+def calibration_words(runs: List[Dict]) -> str:
+  """How weakly the members' spread ranks the errors and how well the confidence is calibrated,
+  from eval's calibration records of `runs`."""
+  return ("the spread ranks single errors only weakly (Spearman's rho "
           f"{span([c['uncertainty_vs_error']['pooled']['rho'] for c in runs], 2)} over column "
           "and boundary). Expected calibration error of the top-class confidence (15 bins): "
           f"{span([c['band']['ece'] for c in runs], 4)} over the pixels of the model's input "
@@ -2143,8 +2170,8 @@ def single_member_flag(src: Sources) -> str:
   spec = src.json("pretrained/ensemble.json")
   setting = spec.get("settings", {}).get("predict.uncertain_position_sd_um", 0.0)
   smoothing = spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0)
-  found = evidence_set(src, FLAG_EVIDENCE, held_out_models(src),
-                       lambda st: st["workdirs"].values())
+  models = held_out_models(src)
+  found = evidence_set(src, FLAG_EVIDENCE, models, lambda st: st["workdirs"].values())
   own = [found[1]] if found and "position_sd" in found[1]["flags"] and set(
       found[1]["smooth_sd_columns"].values()) == {smoothing} else []
   cv = own[0]["flags"]["position_sd"]["cv"] if own else None
@@ -2152,24 +2179,64 @@ def single_member_flag(src: Sources) -> str:
     raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
                      f" um, but {' or '.join(FLAG_EVIDENCE)} has no cross-validation of its "
                      "held-out models (scored with its smoothing) choosing it")
-  held = [v["held_out"] for v in cv["per_fold"].values()]
+  stand_ins = models[0]["member"] is None
+  on = (f"the {len(cv['per_fold'])} fold models of `{run_parts(models[0]['run'])[0]}`"
+        if stand_ins else f"the {len(cv['per_fold'])} members")
+  return (f" With `--config.predict.members=1` the first member alone flags a column where some "
+          f"boundary's position sd exceeds {setting:g} um (`predict.uncertain_position_sd_um`), "
+          + flag_cv_reading(own[0]["flags"]["position_sd"], on, 11 if stand_ins else 7))
+
+
+def flag_cv_reading(flag: Dict, on: str, section: int) -> str:
+  """The shipped flags' words on a threshold chosen by flag_threshold_cv.py (`flag`: one flag
+  of a set, chosen on `on`): the rule, and the held-out reading at each fold's threshold chosen
+  on the other folds (docs/results.md `section`)."""
+  held = [v["held_out"] for v in flag["cv"]["per_fold"].values()]
   def pct(key):
     return percent_span(held, key)
   chosen = sorted({h["threshold_um"] for h in held})
-  return (f" With `--config.predict.members=1` the first member alone flags a column where some "
-          f"boundary's position sd exceeds {setting:g} um (`predict.uncertain_position_sd_um`), "
-          f"the threshold with the best F1 of finding the columns whose boundaries are off by "
-          f"more than {own[0]['flags']['position_sd']['wrong_um']:g} um on average, chosen on "
-          f"the {len(held)} members (each on its own held-out subjects; chosen on the other "
-          f"{count(len(held) - 1, 'fold')}, each fold's threshold was "
-          f"{'-'.join(fmt_um(t) for t in sorted({chosen[0], chosen[-1]}))} um): on the fold left "
-          f"out it flagged {pct('flagged_share')}% of the measured columns and found "
-          f"{pct('recall')}% of those that were off (recall; {pct('wrong_share')}% of the "
-          f"columns were), and "
-          f"{pct('precision')}% of the flagged columns were off (precision), with a mean "
-          f"absolute boundary error of {span(known(h['mae_flagged_um'] for h in held), 1)} um in "
-          f"them against {span(known(h['mae_unflagged_um'] for h in held), 1)} um in the others "
-          f"(docs/results.md section 7).")
+  return (f"the threshold with the best F1 of finding the columns whose boundaries are off by "
+          f"more than {flag['wrong_um']:g} um on average, chosen on {on} (each on its own "
+          f"held-out subjects; chosen on the other {count(len(held) - 1, 'fold')}, each fold's "
+          f"threshold was {'-'.join(fmt_um(t) for t in sorted({chosen[0], chosen[-1]}))} um): "
+          f"on the fold left out it flagged {pct('flagged_share')}% of the measured columns and "
+          f"found {pct('recall')}% of those that were off (recall; {pct('wrong_share')}% of the "
+          f"columns were), and {pct('precision')}% of the flagged columns were off (precision), "
+          f"with a mean absolute boundary error of "
+          f"{span(known(h['mae_flagged_um'] for h in held), 1)} um in them against "
+          f"{span(known(h['mae_unflagged_um'] for h in held), 1)} um in the others "
+          f"(docs/results.md section {section}).")
+
+
+SEED_ENSEMBLE_FLAGS = f"{VALIDATION_FREE_SETTINGS}/seed_ensembles_cv.json"   # seed_ensembles.sh
+
+
+def stand_in_ensemble_flag(src: Sources, members: int) -> str:
+  """For members trained on every subject: the ensemble flag's threshold (predict.uncertain_um
+  as pretrained/ reads it) must be the one SEED_ENSEMBLE_FLAGS chose on the stand-ins' 2-member
+  seed ensembles (ensembles/foldF, whose seed-0 member is a held-out model), whose held-out
+  reading it gives, with how much larger `members` members' spread runs than 2's."""
+  setting = stored_config(src.path("pretrained")).predict.uncertain_um
+  models = held_out_models(src)
+  shipped = {os.path.normpath(m["workdir"]) for m in models}
+  flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
+           src.exists(SEED_ENSEMBLE_FLAGS) else {})
+  firsts = {os.path.normpath(src.json(f"{VALIDATION_FREE_SETTINGS}/ensembles/"
+                                      f"{f[len('ensemble_'):]}/ensemble.json")["members"][0])
+            for f in flags.get("workdirs", {})}
+  flag = flags.get("flags", {}).get("uncertain")
+  if not flag or firsts != shipped or flag["cv"]["chosen_um"] != setting:
+    raise ValueError(f"pretrained/ flags its ensemble at a spread of {setting:g} um, but "
+                     f"{SEED_ENSEMBLE_FLAGS} has no cross-validation of its held-out models' "
+                     "seed ensembles choosing it; run seed_ensembles.sh")
+  ratio = np.sqrt((members - 1) / members / 0.5)
+  return (f" The ensemble flags a column where the members' spread of some boundary exceeds "
+          f"{setting:g} um (`predict.uncertain_um`, set in `ensemble.json`), "
+          + flag_cv_reading(flag, f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles "
+                            f"(seeds 0 and 1) of `{run_parts(models[0]['run'])[0]}`", 11)
+          + f" The population sd of {members} members drawn alike runs about {ratio:.2f}x that "
+          f"of 2 on average, so with {members} members it flags somewhat more columns than "
+          "these readings.")
 
 
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members

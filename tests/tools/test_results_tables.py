@@ -829,6 +829,69 @@ def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
   assert doc_tables.more_subjects_sentence(_Injected({}), n | {"stand_ins": False}) == ""
 
 
+def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand(tmp_path):
+  """stand_in_uncertainty for members trained on every subject: the calibration of the
+  stand-ins' seed-ensemble evals and the single member's flag (one member: no ensemble flag);
+  for 4 members, the ensemble flag at the spread threshold its seed ensembles' cross-validation
+  chose (by hand, with the spread of 4 members against 2: sqrt(1.5) = 1.22); refused where
+  pretrained/ flags at another spread."""
+  _all8_tree(tmp_path)
+  folder = doc_tables.VALIDATION_FREE_SETTINGS
+  config = doc_tables.Sources(ROOT).json("pretrained/members/fold0_seed0/config.json")
+  _write(tmp_path, "pretrained/members/all_seed0/config.json", config)
+  def held(t, share, recall, precision, mae):
+    return {"held_out": {"threshold_um": t, "flagged_share": share, "recall": recall,
+                         "precision": precision, "wrong_share": 0.1, "mae_flagged_um": mae,
+                         "mae_unflagged_um": 4.0}}
+  def flag(chosen):
+    return {"wrong_um": 7.74, "cv": {"chosen_um": chosen, "per_fold": {
+        "f0": held(chosen, 0.2, 0.5, 0.3, 8.0), "f1": held(chosen + 0.5, 0.1, 0.7, 0.4, 12.0)}}}
+  _write(tmp_path, f"{folder}/flag_threshold_cv.json", {"sets": {"nv": {
+      "workdirs": {f"eval_fold{k}": f"/w/runs/nv/fold{k}_seed0" for k in (0, 1)},
+      "smooth_sd_columns": {"eval_fold0": 6.0, "eval_fold1": 6.0},
+      "flags": {"position_sd": flag(9.0)}}}})
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, {"sets": {"seed_ensembles": {
+      "workdirs": {f"ensemble_fold{k}": f"/x/ensembles/fold{k}" for k in (0, 1)},
+      "flags": {"uncertain": flag(3.0)}}}})
+  for k in (0, 1):
+    _write(tmp_path, f"{folder}/ensembles/fold{k}/ensemble.json", {"members": [
+        f"/w/runs/nv/fold{k}_seed0", f"/w/runs/nv/fold{k}_seed1"]})
+    _write(tmp_path, f"{folder}/ensemble_fold{k}/metrics.json",
+           _eval_metrics(0.1 + k / 10, ece=(0.01 + k / 100, 0.004)))
+  spec = {"members": ["members/all_seed0"], "sources": ["/w/runs/r8/all_seed0"],
+          "settings": {"predict.smooth_sd_columns": 6.0,
+                       "predict.uncertain_position_sd_um": 9.0, "predict.uncertain_um": 3.0}}
+  _write(tmp_path, "pretrained/ensemble.json", spec)
+  src = doc_tables.Sources(str(tmp_path))
+  reading = ("the threshold with the best F1 of finding the columns whose boundaries are off by "
+             "more than 7.74 um on average, chosen on the 2 {on} (each on its own held-out "
+             "subjects; chosen on the other 1 fold, each fold's threshold was {t} um): on the "
+             "fold left out it flagged 10-20% of the measured columns and found 50-70% of those "
+             "that were off (recall; 10% of the columns were), and 30-40% of the flagged columns "
+             "were off (precision), with a mean absolute boundary error of 8.0-12.0 um in them "
+             "against 4.0 um in the others (docs/results.md section 11).")
+  assert doc_tables.stand_in_uncertainty(src) == (
+      "How its uncertainty relates to its errors on eyes the models never saw (2 folds: the "
+      "seed 0 and 1 fold models of `nv` averaged, scored by eval with the shipped smoothing on "
+      "the pair neither trained on; docs/results.md section 11): the spread ranks single errors "
+      "only weakly (Spearman's rho 0.10-0.20 over column and boundary). Expected calibration "
+      "error of the top-class confidence (15 bins): 0.0100-0.0200 over the pixels of the "
+      "model's input band, 0.0040 over all labelled pixels (the rows outside the band count as "
+      "certain background). With `--config.predict.members=1` the first member alone flags a "
+      "column where some boundary's position sd exceeds 9 um "
+      "(`predict.uncertain_position_sd_um`), " + reading.format(on="fold models of `nv`",
+                                                                 t="9-9.5"))
+  assert doc_tables.stand_in_ensemble_flag(src, 4) == (
+      " The ensemble flags a column where the members' spread of some boundary exceeds 3 um "
+      "(`predict.uncertain_um`, set in `ensemble.json`), "
+      + reading.format(on="2-member seed ensembles (seeds 0 and 1) of `nv`", t="3-3.5")
+      + " The population sd of 4 members drawn alike runs about 1.22x that of 2 on average, so "
+      "with 4 members it flags somewhat more columns than these readings.")
+  _write(tmp_path, "pretrained/ensemble.json", spec | {"settings": {"predict.uncertain_um": 5.0}})
+  with pytest.raises(ValueError, match="flags its ensemble at a spread of 5 um, but"):
+    doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
+
+
 def test_the_readme_states_a_complete_learning_curve_as_section_11_reads_it():
   """curve_clause: the gap and the extrapolated step of curve_step (by hand as in the section's
   test: gaps 0.03 and 0.02, step 0.025 ln(8/6) / ln(6/4) = 0.0177); nothing while folds wait."""
