@@ -829,16 +829,14 @@ def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
   assert doc_tables.more_subjects_sentence(_Injected({}), n | {"stand_ins": False}) == ""
 
 
-def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand(tmp_path):
-  """stand_in_uncertainty for members trained on every subject: the calibration of the
-  stand-ins' seed-ensemble evals and the single member's flag (one member: no ensemble flag);
-  for 4 members, the ensemble flag at the spread threshold its seed ensembles' cross-validation
-  chose (by hand, with the spread of 4 members against 2: sqrt(1.5) = 1.22); refused where
-  pretrained/ flags at another spread."""
-  _all8_tree(tmp_path)
+def _stand_in_evidence(root):
+  """_all8_tree with its member's config, and the stand-ins' (nv folds 0-1) single-model flag
+  cross-validation, seed ensembles, their evals and flag cross-validation; pretrained/ set at
+  the chosen thresholds (position sd 9 um, spread 3 um). Returns its ensemble.json."""
+  _all8_tree(root)
   folder = doc_tables.VALIDATION_FREE_SETTINGS
   config = doc_tables.Sources(ROOT).json("pretrained/members/fold0_seed0/config.json")
-  _write(tmp_path, "pretrained/members/all_seed0/config.json", config)
+  _write(root, "pretrained/members/all_seed0/config.json", config)
   def held(t, share, recall, precision, mae):
     return {"held_out": {"threshold_um": t, "flagged_share": share, "recall": recall,
                          "precision": precision, "wrong_share": 0.1, "mae_flagged_um": mae,
@@ -846,22 +844,32 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
   def flag(chosen):
     return {"wrong_um": 7.74, "cv": {"chosen_um": chosen, "per_fold": {
         "f0": held(chosen, 0.2, 0.5, 0.3, 8.0), "f1": held(chosen + 0.5, 0.1, 0.7, 0.4, 12.0)}}}
-  _write(tmp_path, f"{folder}/flag_threshold_cv.json", {"sets": {"nv": {
+  _write(root, f"{folder}/flag_threshold_cv.json", {"sets": {"nv": {
       "workdirs": {f"eval_fold{k}": f"/w/runs/nv/fold{k}_seed0" for k in (0, 1)},
       "smooth_sd_columns": {"eval_fold0": 6.0, "eval_fold1": 6.0},
       "flags": {"position_sd": flag(9.0)}}}})
-  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, {"sets": {"seed_ensembles": {
+  _write(root, doc_tables.SEED_ENSEMBLE_FLAGS, {"sets": {"seed_ensembles": {
       "workdirs": {f"ensemble_fold{k}": f"/x/ensembles/fold{k}" for k in (0, 1)},
       "flags": {"uncertain": flag(3.0)}}}})
   for k in (0, 1):
-    _write(tmp_path, f"{folder}/ensembles/fold{k}/ensemble.json", {"members": [
+    _write(root, f"{folder}/ensembles/fold{k}/ensemble.json", {"members": [
         f"/w/runs/nv/fold{k}_seed0", f"/w/runs/nv/fold{k}_seed1"]})
-    _write(tmp_path, f"{folder}/ensemble_fold{k}/metrics.json",
+    _write(root, f"{folder}/ensemble_fold{k}/metrics.json",
            _eval_metrics(0.1 + k / 10, ece=(0.01 + k / 100, 0.004)))
   spec = {"members": ["members/all_seed0"], "sources": ["/w/runs/r8/all_seed0"],
           "settings": {"predict.smooth_sd_columns": 6.0,
                        "predict.uncertain_position_sd_um": 9.0, "predict.uncertain_um": 3.0}}
-  _write(tmp_path, "pretrained/ensemble.json", spec)
+  _write(root, "pretrained/ensemble.json", spec)
+  return spec
+
+
+def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand(tmp_path):
+  """stand_in_uncertainty for members trained on every subject: the calibration of the
+  stand-ins' seed-ensemble evals and the single member's flag (one member: no ensemble flag);
+  for 4 members, the ensemble flag at the spread threshold its seed ensembles' cross-validation
+  chose (by hand, with the spread of 4 members against 2: sqrt(1.5) = 1.22); refused where
+  pretrained/ flags at another spread."""
+  spec = _stand_in_evidence(tmp_path)
   src = doc_tables.Sources(str(tmp_path))
   reading = ("the threshold with the best F1 of finding the columns whose boundaries are off by "
              "more than 7.74 um on average, chosen on the 2 {on} (each on its own held-out "
