@@ -835,7 +835,7 @@ def readme_explain(src: Sources) -> str:
   default for a newly trained model."""
   method, layers = shipped_cam(src)
   folder = cam_choice(src)
-  runs = shipped_cam_runs(src, folder)
+  runs = heldout_runs(src, folder)
   evidence = heldout_evidence(runs)
   ranked = cam_ranking(evidence)
   key = ranked[0][0]
@@ -2271,19 +2271,9 @@ def results_cam_heldout(src: Sources) -> str:
   return cam_heldout_table(heldout_runs(src))
 
 
-def shipped_cam_runs(src: Sources, folder: str) -> Dict[str, Dict]:
-  """heldout_runs of pretrained/'s held-out models (held_out_models) in `folder`; ValueError
-  where a fold explained another model."""
-  runs = heldout_runs(src, folder)
-  models = sorted(os.path.normpath(m["workdir"]) for m in held_out_models(src))
-  if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != models:
-    raise ValueError(f"{folder}: not the held-out models of pretrained/; rerun its run.sh")
-  return runs
-
-
 def shipped_cam_comparison(src: Sources, runs: Dict[str, Dict],
                            ranked: List[Tuple[Tuple, str, str]]) -> str:
-  """The held-out CAM comparison of pretrained/'s members (shipped_cam_runs, the candidates
+  """The held-out CAM comparison of a set of fold models (heldout_runs, the candidates
   only; `ranked` their cam_ranking), and where the schema's default and pretrained/'s CAM rank
   there by issue 30's rule."""
   order = "; ".join(f"({k}) {rank_text(key, m, l, len(runs))}"
@@ -2312,7 +2302,7 @@ def results_cam_heldout_noval(src: Sources) -> str:
 
 def results_cam_heldout_shipped(src: Sources) -> str:
   """shipped_cam_comparison of the members' first runs (2 B-scans per fold)."""
-  runs = shipped_cam_runs(src, HELDOUT_SHIPPED)
+  runs = heldout_runs(src, HELDOUT_SHIPPED)
   return shipped_cam_comparison(src, runs, cam_ranking(heldout_evidence(runs)))
 
 
@@ -2320,10 +2310,10 @@ def results_cam_heldout_shipped_6scans(src: Sources) -> str:
   """shipped_cam_comparison on 6 B-scans per fold (the runs that chose pretrained/'s CAM), how
   narrowly it leads, where it ranked on the first runs' 2 B-scans, and its cost against the
   schema default's (explain_cost_of: the latest timing of each)."""
-  runs = shipped_cam_runs(src, CAM_CHOICE)
+  runs = heldout_runs(src, CAM_CHOICE)
   evidence = heldout_evidence(runs)
   ranked = cam_ranking(evidence)
-  first = cam_ranking(heldout_evidence(shipped_cam_runs(src, HELDOUT_SHIPPED)))
+  first = cam_ranking(heldout_evidence(heldout_runs(src, HELDOUT_SHIPPED)))
   mine, schema_cam = shipped_cam(src), default_cam()
   costs = [explain_cost_of(src, *cam) for cam in (mine, schema_cam)]
   first_place = place_of(first, mine)
