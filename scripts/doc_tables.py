@@ -1263,6 +1263,12 @@ def shipped_members(src: Sources) -> List[Dict]:
   return out
 
 
+def stand_ins(members: List[Dict]) -> bool:
+  """Whether pretrained/'s members (shipped_members) trained on every subject (fold ALL), so that
+  other fold models stand for them on held-out eyes (held_out_models)."""
+  return any(run_parts(m["run"])[1] == ALL for m in members)
+
+
 def held_out_models(src: Sources) -> List[Dict]:
   """The fold models whose scores on eyes they never saw stand for pretrained/'s: its members
   themselves where each holds a fold out, or, where they trained on every subject (fold ALL),
@@ -1271,12 +1277,11 @@ def held_out_models(src: Sources) -> List[Dict]:
   shipped_members record (`workdir` as the evidence names the model: pretrained/MEMBER, or
   where a stand-in trained) with `metrics` (its run's eval) and `scored_on` (its subjects)."""
   members = shipped_members(src)
-  folds = {run_parts(m["run"])[1] for m in members}
-  if ALL not in folds:
+  if not stand_ins(members):
     return [m | held_out_scores(src, m["run"]) for m in members]
   recipe = run_parts(members[0]["run"])[0]
   cv = src.json(CAMPAIGN_PLAN)["recipes"][recipe].get("cross_validation")
-  if folds != {ALL} or cv is None:
+  if {run_parts(m["run"])[1] for m in members} != {ALL} or cv is None:
     raise ValueError(f"pretrained/ensemble.json: members of `{recipe}` trained on every subject "
                      f"need a `cross_validation` recipe in {CAMPAIGN_PLAN}, and no fold members "
                      "beside them")
@@ -1362,7 +1367,7 @@ def pretrained_members(src: Sources) -> str:
   """The members: campaign run, commit, subjects trained on, epochs, and for fold members the
   subjects held out and their scores there."""
   members = shipped_members(src)
-  if run_parts(members[0]["run"])[1] == ALL:
+  if stand_ins(members):
     return table(["member", "campaign run", "commit", "trained on subjects",
                   "kept epoch (lowest loss on its training scans)"],
                  [[f"`{m['member']}`", m["run"], m["record"]["commit"][:7],
@@ -1388,14 +1393,13 @@ def shipped_numbers(src: Sources) -> Dict:
   recipe's seed ensembles."""
   members, spec, models = (shipped_members(src), src.json("pretrained/ensemble.json"),
                            held_out_models(src))
-  recipe, stand_ins = run_parts(members[0]["run"])[0], run_parts(members[0]["run"])[1] == ALL
-  cv_recipe = run_parts(models[0]["run"])[0]
-  gains, gain_recipes = ((stand_in_gains(src, models), [cv_recipe]) if stand_ins else
+  recipe, cv_recipe = run_parts(members[0]["run"])[0], run_parts(models[0]["run"])[0]
+  gains, gain_recipes = ((stand_in_gains(src, models), [cv_recipe]) if stand_ins(members) else
                          shipped_gain(src, recipe, spec["flip"]))
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models)
   return {"members": members, "models": models, "spec": spec, "recipe": recipe, "dice": dice,
-          "stand_ins": stand_ins, "cv_recipe": cv_recipe,    # stand_ins: models aren't members
+          "stand_ins": stand_ins(members), "cv_recipe": cv_recipe,
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in models
                     if "fluid" in m["metrics"].get("heads", {})],
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
@@ -1689,7 +1693,7 @@ def pretrained_uncertainty(src: Sources) -> str:
   well its confidence is calibrated: the recipe's seed ensembles scored as pretrained/ predicts
   (SHIPPED_CALIBRATION: the same smoothing, flip and flag threshold)."""
   recipe = run_parts(shipped_members(src)[0]["run"])[0]
-  if held_out_models(src)[0]["member"] is None:
+  if stand_ins(shipped_members(src)):
     return stand_in_uncertainty(src)
   found = shipped_calibration_runs(src)
   if not found:
@@ -2189,12 +2193,12 @@ def single_member_flag(src: Sources) -> str:
     raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
                      f" um, but {' or '.join(FLAG_EVIDENCE)} has no cross-validation of its "
                      "held-out models (scored with its smoothing) choosing it")
-  stand_ins = models[0]["member"] is None
+  others = stand_ins(shipped_members(src))
   on = (f"the {len(cv['per_fold'])} fold models of `{run_parts(models[0]['run'])[0]}`"
-        if stand_ins else f"the {len(cv['per_fold'])} members")
+        if others else f"the {len(cv['per_fold'])} members")
   return (f" With `--config.predict.members=1` the first member alone flags a column where some "
           f"boundary's position sd exceeds {setting:g} um (`predict.uncertain_position_sd_um`), "
-          + flag_cv_reading(own[0]["flags"]["position_sd"], on, 11 if stand_ins else 7))
+          + flag_cv_reading(own[0]["flags"]["position_sd"], on, 11 if others else 7))
 
 
 def flag_cv_reading(flag: Dict, on: str, section: int) -> str:
