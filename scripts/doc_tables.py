@@ -2243,7 +2243,7 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
     raise ValueError(f"pretrained/ flags its ensemble at a spread of {setting:g} um, but "
                      f"{SEED_ENSEMBLE_FLAGS} has no cross-validation of its held-out models' "
                      "seed ensembles choosing it; run seed_ensembles.sh")
-  ratio = np.sqrt((members - 1) / members / 0.5)
+  ratio = np.sqrt(((members - 1) / members) / ((2 - 1) / 2))   # E[population variance] ratio
   return (f" The ensemble flags a column where the members' spread of some boundary exceeds "
           f"{setting:g} um (`predict.uncertain_um`, set in `ensemble.json`), "
           + flag_cv_reading(flag, f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles "
