@@ -1,0 +1,52 @@
+#!/bin/bash
+# pretrained/ rebuilt from the all-8 members (plateau_80_fluid_skip_wh_ema_all8, seeds 0-3), as
+# the reading of docs/results.md section 11 decided, with every setting read from the evidence
+# of the fold models that stand for them on held-out eyes (plateau_80_fluid_skip_wh_ema_noval,
+# each scored on the pair it never trained on; doc_tables.held_out_models):
+#   predict.smooth_sd_columns       smoothing_cv.json (run.sh)
+#   predict.uncertain_position_sd_um flag_threshold_cv.json (run.sh)
+#   predict.uncertain_um            seed_ensembles_cv.json (seed_ensembles.sh), the spread flag
+#   explain.method, explain.layers  the first candidate by issue 30's rule on
+#                                   ../cpu_2core/explain_heldout_noval_6scans (doc_tables), whose
+#                                   evidence becomes cam_evidence.json (scripts/cam_evidence.py)
+# The members are packaged (scripts/eval_ensemble.py --package, no flip) into pretrained.new with
+# pretrained/README.md, and pretrained/ is replaced only once all of that succeeded.
+# Afterwards: scripts/doc_tables.py --write; with no training running, time explain against
+# predict (benchmarks/explain_vs_predict.sh) and predict's throughput on it; rerun
+# ../cpu_2core/explain_shipped/run.sh; rewrite the golden predictions
+# (OCTSEG_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py).
+# Usage: rebuild_pretrained.sh [RUNS_FOLDER] (the all-8 runs' workdirs, default the runner's)
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+RUNS=${1:-/work/campaign/runs/plateau_80_fluid_skip_wh_ema_all8}
+RESULTS=docs/results/campaign/plateau_80_fluid_skip_wh_ema_all8
+. /work/venv/bin/activate
+members=()
+for seed in 0 1 2 3; do
+  [ -f $RESULTS/all_seed$seed/run.json ] || { echo "$RESULTS/all_seed$seed: not done" >&2; exit 2; }
+  members+=("$RUNS/all_seed$seed")
+done
+read -r SD POS SPREAD METHOD LAYERS < <(python - <<'PY'
+import sys
+sys.path.insert(0, ".")
+from scripts import doc_tables as d
+src, vf = d.Sources("."), d.VALIDATION_FREE_SETTINGS
+sd = src.json(f"{vf}/smoothing_cv.json")["sets"]["noval"]["cv"]["chosen_sd"]
+flag = src.json(f"{vf}/flag_threshold_cv.json")["sets"]["noval"]["flags"]["position_sd"]
+spread = src.json(d.SEED_ENSEMBLE_FLAGS)["sets"]["seed_ensembles"]["flags"]["uncertain"]
+(_, method, layers) = d.cam_ranking(d.heldout_evidence(d.heldout_runs(src, d.CAM_EVIDENCE[1])))[0]
+print(sd, flag["cv"]["chosen_um"], spread["cv"]["chosen_um"], method, layers)
+PY
+)
+echo "smoothing sd $SD, position sd flag $POS um, spread flag $SPREAD um, $METHOD at $LAYERS"
+rm -rf pretrained.new pretrained.new.partial
+python scripts/eval_ensemble.py --package --no_flip --output=pretrained.new "${members[@]}" \
+    --config.predict.smooth_sd_columns="$SD" --config.predict.uncertain_position_sd_um="$POS" \
+    --config.predict.uncertain_um="$SPREAD" --config.explain.method="$METHOD" \
+    --config.explain.layers="$LAYERS"
+python scripts/cam_evidence.py --heldout=docs/results/cpu_2core/explain_heldout_noval_6scans \
+    --output=pretrained.new/cam_evidence.json
+cp pretrained/README.md pretrained.new/
+git rm -rq pretrained
+mv pretrained.new pretrained
+git add pretrained
