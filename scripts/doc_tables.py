@@ -15,6 +15,7 @@ number outside every block.
 import argparse
 import csv
 import json
+import math
 import os
 import re
 import statistics
@@ -1324,27 +1325,43 @@ def seed_ensembles(src: Sources) -> List[Dict]:
   return out
 
 
-def stand_in_gains(src: Sources, models: List[Dict]) -> List[float]:
-  """The averaging gains of the stand-ins' 2-member seed ensembles (VALIDATION_FREE_SETTINGS/
-  ensemble_foldF, seed_ensembles.sh): per fold, the ensemble's mean layer Dice minus the mean of
-  its seed-0 member's (run.sh's eval_foldF, a held-out model) and seed-1 member's (seed1_foldF),
-  all scored with the same smoothing on the pair neither trained on; [] before any is scored."""
-  folder, gains = VALIDATION_FREE_SETTINGS, []
-  shipped = {os.path.normpath(m["workdir"]) for m in models}
-  def dice(rel):
-    return src.json(f"{folder}/{rel}/metrics.json")["topology"]["literature"]["mean_layer_dice"]
-  for name in sorted(os.listdir(src.path(folder)) if src.exists(folder) else []):
-    if not name.startswith("ensemble_fold"):
+def stand_in_seed_ensembles(src: Sources, models: List[Dict], sd: float) -> List[Dict]:
+  """The stand-ins' 2-member seed ensembles (VALIDATION_FREE_SETTINGS, seed_ensembles.sh),
+  verified: for each held-out model of fold F with an ensemble_foldF eval, ensembles/foldF holds
+  exactly it and its seed-1 twin, without flip, and ensemble_foldF, seed0_foldF and seed1_foldF
+  scored those three on the model's held-out subjects, each smoothed with `sd` (the shipped
+  setting), at one commit. Each: fold, ensemble and members' metrics (`ensemble`, `seeds`)."""
+  folder, out = VALIDATION_FREE_SETTINGS, []
+  for m in models:
+    fold = run_parts(m["run"])[1]
+    if not src.exists(f"{folder}/ensemble_fold{fold}/metrics.json"):
       continue
-    fold = name[len("ensemble_fold"):]
-    runs = [src.json(f"{folder}/{r}{fold}/metrics.json") for r in ("eval_fold", "seed1_fold")]
-    smoothing = {m["topology"]["smooth_sd_columns"] for m in runs + [
-        src.json(f"{folder}/{name}/metrics.json")]}
-    if os.path.normpath(runs[0]["workdir"]) not in shipped or len(smoothing) != 1:
-      raise ValueError(f"{folder}/{name}: not a seed ensemble of a held-out model of "
-                       "pretrained/ scored as its members were; rerun seed_ensembles.sh")
-    gains.append(dice(name) - (dice(f"eval_fold{fold}") + dice(f"seed1_fold{fold}")) / 2)
-  return gains
+    twins = [m["workdir"], m["workdir"].replace("_seed0", "_seed1")]
+    spec = src.json(f"{folder}/ensembles/fold{fold}/ensemble.json")
+    runs = [f"ensemble_fold{fold}", f"seed0_fold{fold}", f"seed1_fold{fold}"]
+    metrics = [src.json(f"{folder}/{r}/metrics.json") for r in runs]
+    commits = {src.json(f"{folder}/{r}/eval_provenance.json")["git"]["commit"] for r in runs}
+    if (list(map(os.path.normpath, spec["members"])) != list(map(os.path.normpath, twins))
+        or spec.get("flip", True) or len(commits) != 1
+        or [os.path.normpath(x["workdir"]) for x in metrics[1:]] != twins
+        or any(x["topology"]["smooth_sd_columns"] != sd for x in metrics)
+        or any(sorted(map(int, x["per_subject_mean_layer_dice"])) != m["scored_on"]
+               for x in metrics)):
+      raise ValueError(f"{folder}/ensemble_fold{fold}: not the seed ensemble of {m['workdir']} "
+                       f"and its seed-1 twin, without flip, all scored at one commit on its "
+                       f"held-out subjects with smoothing sd {sd:g}; rerun seed_ensembles.sh")
+    out.append({"fold": fold, "ensemble": metrics[0], "seeds": metrics[1:]})
+  return out
+
+
+def stand_in_gains(src: Sources, models: List[Dict], sd: float) -> List[float]:
+  """The averaging gains of the stand-ins' seed ensembles (stand_in_seed_ensembles): per fold,
+  the ensemble's mean layer Dice minus its two members' mean, all smoothed with `sd`; [] before
+  any is scored."""
+  def dice(m):
+    return m["topology"]["literature"]["mean_layer_dice"]
+  return [dice(e["ensemble"]) - (dice(e["seeds"][0]) + dice(e["seeds"][1])) / 2
+          for e in stand_in_seed_ensembles(src, models, sd)]
 
 
 def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], List[str]]:
@@ -1394,8 +1411,9 @@ def shipped_numbers(src: Sources) -> Dict:
   members, spec, models = (shipped_members(src), src.json("pretrained/ensemble.json"),
                            held_out_models(src))
   recipe, cv_recipe = run_parts(members[0]["run"])[0], run_parts(models[0]["run"])[0]
-  gains, gain_recipes = ((stand_in_gains(src, models), [cv_recipe]) if stand_ins(members) else
-                         shipped_gain(src, recipe, spec["flip"]))
+  sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
+  gains, gain_recipes = ((stand_in_gains(src, models, sd), [cv_recipe]) if stand_ins(members)
+                         else shipped_gain(src, recipe, spec["flip"]))
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models)
   return {"members": members, "models": models, "spec": spec, "recipe": recipe, "dice": dice,
@@ -1708,13 +1726,13 @@ def stand_in_uncertainty(src: Sources) -> str:
   """pretrained_uncertainty for members trained on every subject: the calibration of their
   stand-ins' seed ensembles (VALIDATION_FREE_SETTINGS/ensemble_foldF, scored with the shipped
   smoothing on the pairs they never saw), the ensemble's flag and the single member's."""
-  folder, members = VALIDATION_FREE_SETTINGS, shipped_members(src)
-  names = sorted(d for d in os.listdir(src.path(folder)) if d.startswith("ensemble_fold"))
-  if not names:
+  members, models = shipped_members(src), held_out_models(src)
+  sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
+  runs = [e["ensemble"]["calibration"] for e in stand_in_seed_ensembles(src, models, sd)]
+  if not runs:
     return (f"No held-out measurement of the uncertainty of its stand-ins' seed ensembles yet "
-            f"(`{folder}/seed_ensembles.sh`).")
-  runs = [src.json(f"{folder}/{d}/metrics.json")["calibration"] for d in names]
-  recipe = run_parts(held_out_models(src)[0]["run"])[0]
+            f"(`{VALIDATION_FREE_SETTINGS}/seed_ensembles.sh`).")
+  recipe = run_parts(models[0]["run"])[0]
   return (f"How its uncertainty relates to its errors on eyes the models never saw "
           f"({count(len(runs), 'fold')}: the seed 0 and 1 fold models of `{recipe}` averaged, "
           "scored by eval with the shipped smoothing on the pair neither trained on; "
@@ -2228,29 +2246,37 @@ SEED_ENSEMBLE_FLAGS = f"{VALIDATION_FREE_SETTINGS}/seed_ensembles_cv.json"   # s
 def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   """For members trained on every subject: the ensemble flag's threshold (predict.uncertain_um
   as pretrained/ reads it) must be the one SEED_ENSEMBLE_FLAGS chose on the stand-ins' 2-member
-  seed ensembles (ensembles/foldF, whose seed-0 member is a held-out model), whose held-out
-  reading it gives, with how much larger `members` members' spread runs than 2's."""
-  setting = stored_config(src.path("pretrained")).predict.uncertain_um
-  models = held_out_models(src)
-  shipped = {os.path.normpath(m["workdir"]) for m in models}
+  seed ensembles, each fold's (stand_in_seed_ensembles, all verified; scored with the shipped
+  smoothing), whose held-out reading it gives, with how much larger `members` members' spread
+  runs than 2's (expected_sd_factor)."""
+  predict, models = stored_config(src.path("pretrained")).predict, held_out_models(src)
+  setting, sd = predict.uncertain_um, predict.smooth_sd_columns
+  verified = sorted(f"ensembles/fold{e['fold']}"
+                    for e in stand_in_seed_ensembles(src, models, sd))
   flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
            src.exists(SEED_ENSEMBLE_FLAGS) else {})
-  firsts = {os.path.normpath(src.json(f"{VALIDATION_FREE_SETTINGS}/ensembles/"
-                                      f"{f[len('ensemble_'):]}/ensemble.json")["members"][0])
-            for f in flags.get("workdirs", {})}
+  read = sorted("/".join(os.path.normpath(w).split(os.sep)[-2:])
+                for w in flags.get("workdirs", {}).values())
   flag = flags.get("flags", {}).get("uncertain")
-  if not flag or firsts != shipped or flag["cv"]["chosen_um"] != setting:
+  if (not flag or len(verified) != len(models) or read != verified
+      or set(flags["smooth_sd_columns"].values()) != {sd} or flag["cv"]["chosen_um"] != setting):
     raise ValueError(f"pretrained/ flags its ensemble at a spread of {setting:g} um, but "
                      f"{SEED_ENSEMBLE_FLAGS} has no cross-validation of its held-out models' "
                      "seed ensembles choosing it; run seed_ensembles.sh")
-  ratio = np.sqrt(((members - 1) / members) / ((2 - 1) / 2))   # E[population variance] ratio
+  ratio = expected_sd_factor(members) / expected_sd_factor(2)
   return (f" The ensemble flags a column where the members' spread of some boundary exceeds "
           f"{setting:g} um (`predict.uncertain_um`, set in `ensemble.json`), "
           + flag_cv_reading(flag, f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles "
                             f"(seeds 0 and 1) of `{run_parts(models[0]['run'])[0]}`", 11)
-          + f" The population sd of {members} members drawn alike runs about {ratio:.2f}x that "
-          f"of 2 on average, so with {members} members it flags somewhat more columns than "
-          "these readings.")
+          + f" The population sd of {members} members drawn alike from a normal distribution runs "
+          f"{ratio:.2f}x that of 2 on average, so with {members} members it flags more columns "
+          "than these readings.")
+
+
+def expected_sd_factor(n: int) -> float:
+  """E[population sd of n normal draws] / sigma: sqrt(2 / n) Gamma(n / 2) / Gamma((n - 1) / 2)
+  (c4(n) sqrt((n - 1) / n))."""
+  return float(np.sqrt(2.0 / n) * np.exp(math.lgamma(n / 2) - math.lgamma((n - 1) / 2)))
 
 
 HELDOUT_SHIPPED = f"{CPU}/explain_heldout_shipped"     # the same, pretrained/'s members

@@ -786,28 +786,48 @@ def test_members_trained_on_every_subject_are_stood_for_by_their_cross_validatio
     doc_tables.held_out_models(doc_tables.Sources(str(bare)))
 
 
-def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
-  """stand_in_gains: per fold, the seed ensemble's Dice minus the mean of its two members', all
-  scored with one smoothing (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015); refused where the
-  seed-0 member is not a held-out model or the smoothing differs; [] before any ensemble."""
+def _seed_ensemble(root, fold, dice=(0.86, 0.85, 0.84), subjects=("1", "2"), sd=6.0,
+                   commits=("c1", "c1", "c1"), rho=0.1):
+  """seed_ensembles.sh's outputs for nv fold `fold`: its ensemble.json (seeds 0 and 1, no flip)
+  and the evals of the ensemble and of each member (mean layer Dice `dice` in that order)."""
   folder = doc_tables.VALIDATION_FREE_SETTINGS
-  def metrics(dice, workdir="/w/nv/fold0_seed0", sd=6.0):
-    return {"workdir": workdir, "topology": {"smooth_sd_columns": sd,
-                                             "literature": {"mean_layer_dice": dice}}}
-  models = [{"workdir": "/w/nv/fold0_seed0"}]
+  twins = [f"/w/runs/nv/fold{fold}_seed{s}" for s in (0, 1)]
+  _write(root, f"{folder}/ensembles/fold{fold}/ensemble.json", {"members": twins, "flip": False})
+  for name, d, workdir, commit in zip(("ensemble", "seed0", "seed1"), dice,
+                                      [f"/x/ensembles/fold{fold}"] + twins, commits):
+    metrics = _eval_metrics(rho, sd=sd) | {"workdir": workdir,
+                                           "per_subject_mean_layer_dice": dict.fromkeys(subjects)}
+    metrics["topology"]["literature"] = {"mean_layer_dice": d}
+    _write(root, f"{folder}/{name}_fold{fold}/metrics.json", metrics)
+    _write(root, f"{folder}/{name}_fold{fold}/eval_provenance.json", {"git": {"commit": commit}})
+
+
+def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
+  """stand_in_gains: per fold, the seed ensemble's Dice minus its two members', all scored with
+  the shipped smoothing (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015); refused where the
+  ensemble is not of the fold's model and its seed-1 twin, the smoothing is another, an eval
+  scored other subjects or ran at another commit; [] before any ensemble."""
+  _all8_tree(tmp_path)
   src = doc_tables.Sources(str(tmp_path))
-  assert doc_tables.stand_in_gains(src, models) == []
-  _write(tmp_path, f"{folder}/eval_fold0/metrics.json", metrics(0.85))
-  _write(tmp_path, f"{folder}/seed1_fold0/metrics.json", metrics(0.84, "/w/nv/fold0_seed1"))
-  _write(tmp_path, f"{folder}/ensemble_fold0/metrics.json", metrics(0.86, "/w/ens"))
-  assert doc_tables.stand_in_gains(src, models) == [pytest.approx(0.015, rel=1e-12)]
-  for rel, changed in (("seed1_fold0", metrics(0.84, "/w/nv/fold0_seed1", sd=0.0)),
-                       ("eval_fold0", metrics(0.85, "/w/other"))):
-    good = doc_tables.Sources(str(tmp_path)).json(f"{folder}/{rel}/metrics.json")
-    _write(tmp_path, f"{folder}/{rel}/metrics.json", changed)
-    with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of a held-out"):
-      doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models)
-    _write(tmp_path, f"{folder}/{rel}/metrics.json", good)
+  models = doc_tables.held_out_models(src)
+  assert doc_tables.stand_in_gains(src, models, 6.0) == []
+  _seed_ensemble(tmp_path, 0)
+  assert doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0) == [
+      pytest.approx(0.015, rel=1e-12)]
+  assert doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models[1:], 6.0) == []
+  folder = doc_tables.VALIDATION_FREE_SETTINGS
+  for bad in ({"sd": 0.0}, {"subjects": ("1",)}, {"commits": ("c1", "c2", "c1")}):
+    _seed_ensemble(tmp_path, 0, **bad)
+    with pytest.raises(ValueError, match="ensemble_fold0: not the seed ensemble of"):
+      doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
+  _seed_ensemble(tmp_path, 0)
+  _write(tmp_path, f"{folder}/ensembles/fold0/ensemble.json", {"members": [
+      "/w/runs/nv/fold0_seed0", "/w/runs/nv/fold1_seed1"], "flip": False})
+  with pytest.raises(ValueError, match="ensemble_fold0: not the seed ensemble of"):
+    doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
+  with pytest.raises(ValueError, match="with smoothing sd 4"):
+    _seed_ensemble(tmp_path, 0)
+    doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 4.0)
 
 
 def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
@@ -850,12 +870,13 @@ def _stand_in_evidence(root):
       "flags": {"position_sd": flag(9.0)}}}})
   _write(root, doc_tables.SEED_ENSEMBLE_FLAGS, {"sets": {"seed_ensembles": {
       "workdirs": {f"ensemble_fold{k}": f"/x/ensembles/fold{k}" for k in (0, 1)},
+      "smooth_sd_columns": {f"ensemble_fold{k}": 6.0 for k in (0, 1)},
       "flags": {"uncertain": flag(3.0)}}}})
-  for k in (0, 1):
-    _write(root, f"{folder}/ensembles/fold{k}/ensemble.json", {"members": [
-        f"/w/runs/nv/fold{k}_seed0", f"/w/runs/nv/fold{k}_seed1"]})
-    _write(root, f"{folder}/ensemble_fold{k}/metrics.json",
-           _eval_metrics(0.1 + k / 10, ece=(0.01 + k / 100, 0.004)))
+  for k, subjects in ((0, ("1", "2")), (1, ("3",))):
+    _seed_ensemble(root, k, subjects=subjects, rho=0.1 + k / 10)
+    cal = doc_tables.Sources(str(root)).json(f"{folder}/ensemble_fold{k}/metrics.json")
+    cal["calibration"]["band"]["ece"] = 0.01 + k / 100
+    _write(root, f"{folder}/ensemble_fold{k}/metrics.json", cal)
   spec = {"members": ["members/all_seed0"], "sources": ["/w/runs/r8/all_seed0"],
           "settings": {"predict.smooth_sd_columns": 6.0,
                        "predict.uncertain_position_sd_um": 9.0, "predict.uncertain_um": 3.0}}
@@ -867,8 +888,9 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
   """stand_in_uncertainty for members trained on every subject: the calibration of the
   stand-ins' seed-ensemble evals and the single member's flag (one member: no ensemble flag);
   for 4 members, the ensemble flag at the spread threshold its seed ensembles' cross-validation
-  chose (by hand, with the spread of 4 members against 2: sqrt(1.5) = 1.22); refused where
-  pretrained/ flags at another spread."""
+  chose (by hand, with the expected population sd of 4 normal draws against 2:
+  sqrt(2 / pi) / (1 / sqrt(pi)) = sqrt(2)); refused where pretrained/ flags at another spread,
+  or the cross-validation read evals at another smoothing or not every fold's ensemble."""
   spec = _stand_in_evidence(tmp_path)
   src = doc_tables.Sources(str(tmp_path))
   reading = ("the threshold with the best F1 of finding the columns whose boundaries are off by "
@@ -893,11 +915,21 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
       " The ensemble flags a column where the members' spread of some boundary exceeds 3 um "
       "(`predict.uncertain_um`, set in `ensemble.json`), "
       + reading.format(on="2-member seed ensembles (seeds 0 and 1) of `nv`", t="3-3.5")
-      + " The population sd of 4 members drawn alike runs about 1.22x that of 2 on average, so "
-      "with 4 members it flags somewhat more columns than these readings.")
-  _write(tmp_path, "pretrained/ensemble.json", spec | {"settings": {"predict.uncertain_um": 5.0}})
+      + " The population sd of 4 members drawn alike from a normal distribution runs 1.41x that "
+      "of 2 on average, so with 4 members it flags more columns than these readings.")
+  _write(tmp_path, "pretrained/ensemble.json",
+         spec | {"settings": spec["settings"] | {"predict.uncertain_um": 5.0}})
   with pytest.raises(ValueError, match="flags its ensemble at a spread of 5 um, but"):
     doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
+  _write(tmp_path, "pretrained/ensemble.json", spec)
+  flags = doc_tables.Sources(str(tmp_path)).json(doc_tables.SEED_ENSEMBLE_FLAGS)
+  for key, changed in (("smooth_sd_columns", {"ensemble_fold0": 0.0, "ensemble_fold1": 6.0}),
+                       ("workdirs", {"ensemble_fold0": "/x/ensembles/fold0"})):
+    st = flags["sets"]["seed_ensembles"]
+    _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, {"sets": {"seed_ensembles": st | {
+        key: changed}}})
+    with pytest.raises(ValueError, match="flags its ensemble at a spread of 3 um, but"):
+      doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
 
 
 def test_the_readme_states_a_complete_learning_curve_as_section_11_reads_it():

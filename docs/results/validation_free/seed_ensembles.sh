@@ -5,9 +5,9 @@
 #   ensembles/foldF/ensemble.json: fold F's 2-member seed ensemble (seeds 0 and 1, no flip;
 #     scripts/eval_ensemble.py --no_eval), the fold models on this machine's campaign runs;
 #   ensemble_foldF/: its eval (main.py --mode=eval --input) on the held-out pair neither member
-#     trained on, at the smoothing sd run.sh chose (its smoothing_cv.json); seed1_foldF/: the
-#     seed-1 member's own eval there (run.sh's eval_foldF/ is the seed-0 member's), so that the
-#     averaging gain is read on smoothed outputs on both sides;
+#     trained on, at the smoothing sd run.sh chose (its smoothing_cv.json); seed0_foldF/ and
+#     seed1_foldF/: each member's own eval there, at the same commit, so that the averaging gain
+#     is read on smoothed outputs on both sides;
 #   seed_ensembles_cv.json: scripts/flag_threshold_cv.py over those evals (seed_ensembles: the
 #     members' spread and the position sd of their average) beside run.sh's single-model evals
 #     (noval: the position sd).
@@ -32,7 +32,8 @@ if [ $# -gt 0 ]; then
   pairs=("01 02" "03 04" "05 06" "07 08")
   for f in "$@"; do
     set -- ${pairs[$f]}
-    rm -rf $EXP/pair$f $EXP/ensemble_fold$f $EXP/seed1_fold$f && mkdir -p $EXP/pair$f
+    rm -rf $EXP/pair$f $EXP/ensemble_fold$f $EXP/seed0_fold$f $EXP/seed1_fold$f
+    mkdir -p $EXP/pair$f
     ln -s $DUKE/subject_$1.npz $DUKE/subject_$2.npz $EXP/pair$f/
     rm -rf $HERE/ensembles/fold$f
     (cd $WT && python scripts/eval_ensemble.py --no_eval --no_flip \
@@ -40,10 +41,12 @@ if [ $# -gt 0 ]; then
     (cd $WT && nice -n 5 python main.py --mode=eval --workdir=$HERE/ensembles/fold$f \
         --input=$EXP/pair$f --output=$EXP/ensemble_fold$f \
         --config.predict.smooth_sd_columns=$SD > /dev/null)
-    (cd $WT && nice -n 5 python main.py --mode=eval --workdir=$RUNS/fold${f}_seed1 \
-        --input=$EXP/pair$f --output=$EXP/seed1_fold$f \
-        --config.predict.smooth_sd_columns=$SD > /dev/null)
-    for out in ensemble_fold$f seed1_fold$f; do
+    for seed in 0 1; do
+      (cd $WT && nice -n 5 python main.py --mode=eval --workdir=$RUNS/fold${f}_seed$seed \
+          --input=$EXP/pair$f --output=$EXP/seed${seed}_fold$f \
+          --config.predict.smooth_sd_columns=$SD > /dev/null)
+    done
+    for out in ensemble_fold$f seed0_fold$f seed1_fold$f; do
       mkdir -p $HERE/$out
       cp $EXP/$out/metrics.json $EXP/$out/eval_provenance.json $HERE/$out/
     done
