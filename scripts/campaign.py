@@ -8,9 +8,9 @@ overrides, optional `fold_overrides` per fold, optional `score_subjects` per fol
 whose validation split is its training scans, and the commit they run at; `kind`
 "learning_curve" marks a reading that is never adopted, "validation_free" a recipe trained
 without a validation pair, "final" one trained on every subject, which has no held-out
-score: its optional `cross_validation` names the recipe whose fold models, trained as it is,
-stand for it on held-out eyes) and runs (a fold number, or "all"). The runner takes the runs in order, one at a time,
-under `nice`:
+score: its optional `cross_validation` names the validation_free recipe whose fold models,
+trained as it is, stand for it on held-out eyes) and runs (a fold number, or "all"). The
+runner takes the runs in order, one at a time, under `nice`:
 
 - each recipe's commit is checked out in its own git worktree (STATE/worktrees/SHA), so work on
   main never changes a run in flight, and every run's code is known;
@@ -75,9 +75,11 @@ def load_plan(path=PLAN):
       print(f"error: {path}: run {run} names no recipe of the plan", file=sys.stderr)
       sys.exit(2)
   for name, recipe in plan["recipes"].items():
-    if recipe.get("cross_validation", name) not in plan["recipes"]:
-      print(f"error: {path}: recipe {name}: cross_validation names no recipe of the plan",
-            file=sys.stderr)
+    cv = recipe.get("cross_validation")
+    if cv is not None and (cv == name or plan["recipes"].get(cv, {}).get("kind")
+                           != "validation_free"):
+      print(f"error: {path}: recipe {name}: cross_validation must name another recipe of the "
+            "plan, of kind validation_free", file=sys.stderr)
       sys.exit(2)
     for fold, subjects in recipe.get("score_subjects", {}).items():
       if not (isinstance(subjects, list) and subjects

@@ -921,8 +921,10 @@ def results_seed_noise(src: Sources) -> str:
   parts = [f"{t['seed_noise']:.4f} for its {where} base over {count(len(t['seed_gaps']), 'fold')}"
            for t, where in ((cpu, "CPU"), (gpu, "H200")) if t["seed_gaps"]]
   if n["seed_gaps"]:
-    parts.append(f"{np.mean(n['seed_gaps']):.4f} for the shipped recipe `{n['recipe']}` over "
-                 f"{count(len(n['seed_gaps']), 'fold')}")
+    parts.append(f"{np.mean(n['seed_gaps']):.4f} for "
+                 + (f"`{n['cv_recipe']}`, the shipped members' stand-ins," if n["stand_ins"] else
+                    f"the shipped recipe `{n['recipe']}`")
+                 + f" over {count(len(n['seed_gaps']), 'fold')}")
   return ("Sections 1-5: one run per configuration and fold (seed 0), except one repeat with "
           f"seed 1 on the CPU (section 5), which moved the mean layer Dice by {gap:.3f}: "
           f"differences below about {gap:.2f} Dice are within run-to-run noise there."
@@ -1416,6 +1418,8 @@ def shipped_numbers(src: Sources) -> Dict:
                          else shipped_gain(src, recipe, spec["flip"]))
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models)
+  if stand_ins(members):
+    check_stand_ins(src, recipe, cv_recipe)
   return {"members": members, "models": models, "spec": spec, "recipe": recipe, "dice": dice,
           "stand_ins": stand_ins(members), "cv_recipe": cv_recipe,
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in models
@@ -1586,20 +1590,47 @@ def pretrained_accuracy(src: Sources) -> str:
 def more_subjects_sentence(src: Sources, n: Dict) -> str:
   """For members trained on every subject, what the step from their stand-ins' training subjects
   to all of them may add: the learning curve's step that section 11's reading of the stand-ins'
-  recipe used (validation_free_verdict), not counted in the estimate; '' otherwise."""
-  t = src.json(CAMPAIGN)
-  found = [c for c in t.get("comparisons", []) if c["kind"] == VALIDATION_FREE
-           and c["recipe"] == n.get("cv_recipe") and c["complete"]]
-  if not n["stand_ins"] or not found:
+  recipe used (stand_in_reading), not counted in the estimate; '' otherwise."""
+  if not n["stand_ins"]:
     return ""
-  c = found[0]
-  step = validation_free_verdict(src, t, c, [c["paired_gains"][r]
-                                             for r in paired_seed0(t, c)[2]])[2]
+  step = stand_in_reading(src, n["cv_recipe"])[1]
   trained = sorted({len(m["split"]["train"]["subjects"]) for m in n["models"]})
   return (f" The members trained on all {CURVE_TO} subjects, each fold model above on "
-          f"{and_list([str(k) for k in trained])}: the learning curve read forward to "
+          f"{and_list([str(k) for k in trained])} subjects: the learning curve read forward to "
           f"{CURVE_TO} subjects adds about {step:+.4f} (docs/results.md section 11), an "
           "extrapolation, not a measurement, so it is not counted in that estimate.")
+
+
+def stand_in_reading(src: Sources, cv_recipe: str) -> Tuple[bool, float]:
+  """(whether section 11's reading of `cv_recipe`, a complete comparison of kind
+  validation_free, passed; the learning curve's step it used): validation_free_verdict.
+  (False, 0.0) while no complete reading of it exists."""
+  t = src.json(CAMPAIGN)
+  for c in t.get("comparisons", []):
+    if c["kind"] == VALIDATION_FREE and c["recipe"] == cv_recipe and c["complete"]:
+      _, _, step, passed = validation_free_verdict(
+          src, t, c, [c["paired_gains"][r] for r in paired_seed0(t, c)[2]])
+      return passed, step
+  return False, 0.0
+
+
+SPLIT_FIELDS = ("data.split", "data.subjects")   # what a recipe's stand-ins may set otherwise
+
+
+def check_stand_ins(src: Sources, recipe: str, cv_recipe: str) -> None:
+  """Refuses stand-ins (held_out_models) that are not the members' recipe trained without its
+  validation pair (CAMPAIGN_PLAN: the same config, commit and overrides but SPLIT_FIELDS), or
+  whose reading by section 11's rule has not passed (stand_in_reading)."""
+  plan = src.json(CAMPAIGN_PLAN)["recipes"]
+  def core(r):
+    return (r.get("config"), r.get("commit"),
+            {k: v for k, v in r.get("overrides", {}).items() if k not in SPLIT_FIELDS})
+  if core(plan[recipe]) != core(plan[cv_recipe]):
+    raise ValueError(f"{CAMPAIGN_PLAN}: `{cv_recipe}` is not `{recipe}` without its validation "
+                     "pair (config, commit and overrides but data.split and data.subjects)")
+  if not stand_in_reading(src, cv_recipe)[0]:
+    raise ValueError(f"`{cv_recipe}`: no passed reading by section 11's rule, so its fold models "
+                     f"cannot stand for `{recipe}`'s members")
 
 
 def held_out_whose(n: Dict) -> str:
@@ -1837,9 +1868,10 @@ def h200_ship_text(src: Sources) -> str:
   cost = views * len(n["members"]) * t["recipes"][best]["gflop_per_bscan"]
   ships = gain > 0 and (cost <= 2 * previous or gain > 0.01)
   return (f"The best of them, {best}, scores {np.mean(full[best]):.4f} over its 4 seed-0 fold "
-          f"models, {gain:+.4f} against the shipped members' {np.mean(n['dice']):.4f} on the same "
-          f"folds and seed (different machines). As a {len(n['members'])}-member ensemble it "
-          f"would cost {cost:.1f} GFLOP per B-scan ({cost / previous:.1f}x the first shipped "
+          f"models, {gain:+.4f} against the "
+          + ("shipped members' stand-ins'" if n["stand_ins"] else "shipped members'")
+          + f" {np.mean(n['dice']):.4f} on the same folds and seed (different machines). As a "
+          f"{len(n['members'])}-member ensemble it would cost {cost:.1f} GFLOP per B-scan ({cost / previous:.1f}x the first shipped "
           f"model's {previous:.1f}; pretrained/ now {shipped_gflop_now:.1f}); the issue allows more "
           f"than 2x only for a gain above 0.01 over the cheaper choice (and none without a "
           f"gain), so it "

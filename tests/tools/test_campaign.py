@@ -204,7 +204,12 @@ def test_a_missing_duke_dir_is_named_as_the_plan_s(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ({"score_subjects": {"1": []}},
      "score_subjects of fold 1 must be a non-empty list of subject numbers, not []"),
-    ({"cross_validation": "lever_typo"}, "cross_validation names no recipe of the plan")])
+    ({"cross_validation": "lever_typo"},
+     "cross_validation must name another recipe of the plan, of kind validation_free"),
+    ({"cross_validation": "base"},
+     "cross_validation must name another recipe of the plan, of kind validation_free"),
+    ({"cross_validation": "lever", "kind": "validation_free"},
+     "cross_validation must name another recipe of the plan, of kind validation_free")])
 def test_a_plan_with_a_bad_recipe_field_is_refused(tmp_path, capsys, change, message):
   repo, plan_path = _repo(tmp_path)
   plan = json.loads(open(plan_path).read())
@@ -214,8 +219,13 @@ def test_a_plan_with_a_bad_recipe_field_is_refused(tmp_path, capsys, change, mes
     campaign.load_plan(plan_path)
   assert stop.value.code == 2
   assert capsys.readouterr().err == f"error: {plan_path}: recipe lever: {message}\n"
-  plan["recipes"]["lever"]["cross_validation"] = "base"          # names a recipe: accepted
-  plan["recipes"]["lever"].pop("score_subjects", None)
+
+
+def test_a_final_recipe_names_its_validation_free_cross_validation(tmp_path):
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["recipes"]["base"]["kind"] = "validation_free"
+  plan["recipes"]["lever"].update({"kind": "final", "cross_validation": "base"})
   open(plan_path, "w").write(json.dumps(plan))
   assert campaign.load_plan(plan_path)["recipes"]["lever"]["cross_validation"] == "base"
 

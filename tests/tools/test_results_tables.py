@@ -843,7 +843,8 @@ def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
   n = {"stand_ins": True, "cv_recipe": "plateau_80_fluid_skip_wh_ema_noval",
        "models": [{"split": {"train": {"subjects": [1, 2, 3, 4, 5, 6]}}}]}
   assert doc_tables.more_subjects_sentence(_Injected({}), n) == (
-      " The members trained on all 8 subjects, each fold model above on 6: the learning curve "
+      " The members trained on all 8 subjects, each fold model above on 6 subjects: the "
+      "learning curve "
       f"read forward to 8 subjects adds about {step:+.4f} (docs/results.md section 11), an "
       "extrapolation, not a measurement, so it is not counted in that estimate.")
   assert doc_tables.more_subjects_sentence(_Injected({}), n | {"stand_ins": False}) == ""
@@ -930,6 +931,20 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
         key: changed}}})
     with pytest.raises(ValueError, match="flags its ensemble at a spread of 3 um, but"):
       doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
+
+
+def test_stand_ins_must_be_the_members_recipe_without_its_pair_and_have_passed():
+  """check_stand_ins: the committed all-8 recipe and its noval stand-ins pass; a stand-in with
+  another override, or without a passed reading of section 11, is refused."""
+  all8, noval = "plateau_80_fluid_skip_wh_ema_all8", "plateau_80_fluid_skip_wh_ema_noval"
+  doc_tables.check_stand_ins(_Injected({}), all8, noval)
+  plan = json.loads(json.dumps(raw(doc_tables.CAMPAIGN_PLAN)))
+  plan["recipes"][noval]["overrides"]["train.ema_decay"] = 0.9
+  with pytest.raises(ValueError, match=f"`{noval}` is not `{all8}` without its validation pair"):
+    doc_tables.check_stand_ins(_Injected({doc_tables.CAMPAIGN_PLAN: plan}), all8, noval)
+  levers = raw(doc_tables.CAMPAIGN) | {"comparisons": []}
+  with pytest.raises(ValueError, match=f"`{noval}`: no passed reading by section 11's rule"):
+    doc_tables.check_stand_ins(_Injected({doc_tables.CAMPAIGN: levers}), all8, noval)
 
 
 def test_the_readme_states_a_complete_learning_curve_as_section_11_reads_it():
