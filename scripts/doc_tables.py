@@ -866,7 +866,7 @@ def readme_explain(src: Sources) -> str:
           f"`explain.layers`, set in its `ensemble.json`), chosen on eyes "
           + (f"never seen by the fold models that stand for its members: each of the {len(runs)} "
              f"fold models of `{run_parts(held_out_models(src)[0]['run'])[0]}` explained"
-             if folder != CAM_CHOICE else
+             if stand_ins(shipped_members(src)) else
              f"its members never saw: each of its {len(runs)} members explained")
           + f" {scans} B-scans of the 2 subjects it never trained on, and there it ranks first "
           f"of the {len(ranked)} candidates by "
@@ -1417,7 +1417,7 @@ def shipped_numbers(src: Sources) -> Dict:
   gains, gain_recipes = ((stand_in_gains(src, models, sd), [cv_recipe]) if stand_ins(members)
                          else shipped_gain(src, recipe, spec["flip"]))
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
-  smoothing = shipped_smoothing(src, spec, models)
+  smoothing = shipped_smoothing(src, spec, models, stand_ins(members))
   if stand_ins(members):
     check_stand_ins(src, recipe, cv_recipe)
   return {"members": members, "models": models, "spec": spec, "recipe": recipe, "dice": dice,
@@ -1437,27 +1437,33 @@ def smoothing_sets(src: Sources, name: str) -> Dict[str, Dict]:
 
 SMOOTHING_EVIDENCE = (f"{SMOOTHING}/cv.json",          # scripts/smoothing_cv.py outputs, each
                       f"{VALIDATION_FREE_SETTINGS}/smoothing_cv.json")   # set a fold model set
-SCORE_DRIFT = 5e-4   # |a smoothing run's unsmoothed score - the fold run's committed one| allowed:
-                     # 132dc96 moved one band of subject 2 after the noval runs (fold 0: 1.8e-4)
+SCORE_DRIFT = 5e-4   # |a stand-in's unsmoothed score in its smoothing run - its committed one|
+                     # allowed: 132dc96 moved one band of subject 2 after the noval runs (their
+                     # fold 0: 1.8e-4); the members' own must agree to 1e-9
 
 
 def evidence_set(src: Sources, files, models: List[Dict], workdirs) -> Optional[Tuple[str, Dict]]:
   """(file, set) of the one set among the `sets` of `files` (those committed) whose fold models,
-  workdirs(set), are exactly `models` (held_out_models, by workdir); None where none is."""
+  workdirs(set), are exactly `models` (held_out_models, by workdir); None where none is, and
+  ValueError where several are (which one chose the setting would be a guess)."""
   shipped = sorted(os.path.normpath(m["workdir"]) for m in models)
   found = [(f, st) for f in files if src.exists(f) for st in src.json(f)["sets"].values()
            if sorted(os.path.normpath(str(w)) for w in workdirs(st)) == shipped]
-  return found[0] if len(found) == 1 else None
+  if len(found) > 1:
+    raise ValueError(f"{' and '.join(sorted({f for f, _ in found}))}: {len(found)} sets of "
+                     "pretrained/'s held-out models; keep one")
+  return found[0] if found else None
 
 
-def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict]) -> Optional[Dict]:
+def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict],
+                      others: bool = False) -> Optional[Dict]:
   """The shipped ensemble's predict.smooth_sd_columns (ensemble.json settings) with its
   cross-validated gains, each fold's sd chosen on the other folds: on its held-out models (the
   SMOOTHING_EVIDENCE set of exactly held_out_models, whose unsmoothed scores must be their
-  committed ones within SCORE_DRIFT; refused otherwise) and, for members that are their own
-  held-out models, on 2-member ensembles that hold them (cv_pairs.json), the gain counted (for
-  stand-ins, the averaging gain is read on smoothed outputs, so the models' own is counted).
-  None when the setting is off."""
+  committed ones, within SCORE_DRIFT where `others` (stand-ins) stand for the members; refused
+  otherwise) and, for members that are their own held-out models, on 2-member ensembles that
+  hold them (cv_pairs.json), the gain counted (for stand-ins, the averaging gain is read on
+  smoothed outputs, so the models' own is counted). None when the setting is off."""
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
   if not sd:
     return None
@@ -1473,12 +1479,12 @@ def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict]) -> Optional[
   for m in models:
     name = os.path.normpath(m["workdir"])
     committed = m["metrics"]["topology"]["literature"]["mean_layer_dice"]
-    if abs(scored[name] - committed) > SCORE_DRIFT:
+    if abs(scored[name] - committed) > (SCORE_DRIFT if others else 1e-9):
       raise ValueError(f"{where}: {name} scores {scored[name]:.4f} unsmoothed, not "
                        f"its committed {committed:.4f}; rerun the cross-validation")
   out = {"sd": sd, "member_gains": [v["gain"] for v in own["cv"]["per_fold"].values()],
          "member_sds": [v["sd"] for v in own["cv"]["per_fold"].values()], "pair_gains": []}
-  if where != SMOOTHING_EVIDENCE[0]:
+  if others:
     return out | {"pairs_share_folds": False, "ensemble_gain": own["cv"]["mean_gain"]}
   return out | pair_smoothing(src, models)
 
