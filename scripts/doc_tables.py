@@ -2322,6 +2322,9 @@ CAM_CHOICE = f"{CPU}/explain_heldout_shipped_6scans"   # theirs on 6 B-scans per
                                                        # runs whose ranking chose pretrained/'s CAM
 CAM_EVIDENCE = (CAM_CHOICE,                            # held-out CAM comparisons of fold model
                 f"{CPU}/explain_heldout_noval_6scans")   # sets pretrained/'s CAM may be chosen on
+FOLD_MEMBERS = tuple(f"pretrained/members/fold{f}_seed0" for f in range(4))   # the fold models
+# of plateau_80_fluid_skip_wh_ema that pretrained/ shipped from 2026-12-05: the models that
+# HELDOUT_SHIPPED and CAM_CHOICE explained, read as their record after any rebuild
 CAM_COST_BUDGET = 3.0              # issue 30: explain at most 3x predict (whole commands)
 
 
@@ -2347,6 +2350,15 @@ def heldout_runs(src: Sources, folder: str = HELDOUT) -> Dict[str, Dict]:
 def results_cam_heldout(src: Sources) -> str:
   """The held-out CAM comparison of the campaign's base fold models (cam_heldout_table)."""
   return cam_heldout_table(heldout_runs(src))
+
+
+def fold_member_cam_runs(src: Sources, folder: str) -> Dict[str, Dict]:
+  """heldout_runs of FOLD_MEMBERS in `folder`; ValueError where a fold explained another
+  model."""
+  runs = heldout_runs(src, folder)
+  if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != list(FOLD_MEMBERS):
+    raise ValueError(f"{folder}: not the 4 fold members {', '.join(FOLD_MEMBERS)}")
+  return runs
 
 
 def shipped_cam_comparison(src: Sources, runs: Dict[str, Dict],
@@ -2380,7 +2392,7 @@ def results_cam_heldout_noval(src: Sources) -> str:
 
 def results_cam_heldout_shipped(src: Sources) -> str:
   """shipped_cam_comparison of the members' first runs (2 B-scans per fold)."""
-  runs = heldout_runs(src, HELDOUT_SHIPPED)
+  runs = fold_member_cam_runs(src, HELDOUT_SHIPPED)
   return shipped_cam_comparison(src, runs, cam_ranking(heldout_evidence(runs)))
 
 
@@ -2388,10 +2400,10 @@ def results_cam_heldout_shipped_6scans(src: Sources) -> str:
   """shipped_cam_comparison on 6 B-scans per fold (the runs that chose pretrained/'s CAM), how
   narrowly it leads, where it ranked on the first runs' 2 B-scans, and its cost against the
   schema default's (explain_cost_of: the latest timing of each)."""
-  runs = heldout_runs(src, CAM_CHOICE)
+  runs = fold_member_cam_runs(src, CAM_CHOICE)
   evidence = heldout_evidence(runs)
   ranked = cam_ranking(evidence)
-  first = cam_ranking(heldout_evidence(heldout_runs(src, HELDOUT_SHIPPED)))
+  first = cam_ranking(heldout_evidence(fold_member_cam_runs(src, HELDOUT_SHIPPED)))
   mine, schema_cam = shipped_cam(src), default_cam()
   costs = [explain_cost_of(src, *cam) for cam in (mine, schema_cam)]
   first_place = place_of(first, mine)

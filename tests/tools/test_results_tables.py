@@ -275,13 +275,16 @@ def shipped_recipe() -> str:
 
 
 def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_class():
-  """The README's CAM choice is refused when a fold's run explained another model;
+  """The README's CAM choice and the fold members' record are refused when a fold's run
+  explained another model;
   the README sentence names the classes whose pooled MoRF area is not below random, and is
   refused when pretrained/'s CAM does not rank first on the evidence that chose it."""
   rel = f"{doc_tables.CAM_CHOICE}/fold1/compare_cams.json"
   other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
   with pytest.raises(ValueError, match="none explained exactly pretrained/'s held-out models"):
     doc_tables.readme_explain(_Injected({rel: other}))
+  with pytest.raises(ValueError, match="not the 4 fold members pretrained/members/fold0_seed0"):
+    doc_tables.results_cam_heldout_shipped_6scans(_Injected({rel: other}))
   src = doc_tables.Sources(ROOT)
   method, layers = doc_tables.shipped_cam(src)
   found = doc_tables.heldout_evidence(doc_tables.heldout_runs(src, doc_tables.CAM_CHOICE))
