@@ -1288,6 +1288,11 @@ def held_out_models(src: Sources) -> List[Dict]:
     raise ValueError(f"pretrained/ensemble.json: members of `{recipe}` trained on every subject "
                      f"need a `cross_validation` recipe in {CAMPAIGN_PLAN}, and no fold members "
                      "beside them")
+  return cross_validation_models(src, cv)
+
+
+def cross_validation_models(src: Sources, cv: str) -> List[Dict]:
+  """held_out_models' records of the seed-0 fold runs of recipe `cv` (member None)."""
   out = []
   for name in sorted(os.listdir(src.path(f"{CAMPAIGN_RUNS}/{cv}"))):
     if name.startswith("fold") and name.endswith("_seed0"):
@@ -1455,6 +1460,16 @@ def evidence_set(src: Sources, files, models: List[Dict], workdirs) -> Optional[
   return found[0] if found else None
 
 
+def smoothing_set_models(st: Dict) -> List[str]:
+  """The fold models (workdirs) a set of scripts/smoothing_cv.py scored."""
+  return [f["workdir"] for f in st["folds"].values()]
+
+
+def flag_set_models(st: Dict) -> List[str]:
+  """The fold models (workdirs) whose evals a set of scripts/flag_threshold_cv.py read."""
+  return list(st["workdirs"].values())
+
+
 def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict],
                       others: bool = False) -> Optional[Dict]:
   """The shipped ensemble's predict.smooth_sd_columns (ensemble.json settings) with its
@@ -1468,7 +1483,7 @@ def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict],
   if not sd:
     return None
   found = evidence_set(src, SMOOTHING_EVIDENCE, models,
-                       lambda st: [f["workdir"] for f in st["folds"].values()])
+                       smoothing_set_models)
   if found is None or found[1]["cv"]["chosen_sd"] != sd:
     raise ValueError(f"pretrained/ensemble.json smooths with sd {sd:g} columns, but "
                      f"{' or '.join(SMOOTHING_EVIDENCE)} has no cross-validation of its held-out "
@@ -2241,7 +2256,7 @@ def single_member_flag(src: Sources) -> str:
   setting = spec.get("settings", {}).get("predict.uncertain_position_sd_um", 0.0)
   smoothing = spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0)
   models = held_out_models(src)
-  found = evidence_set(src, FLAG_EVIDENCE, models, lambda st: st["workdirs"].values())
+  found = evidence_set(src, FLAG_EVIDENCE, models, flag_set_models)
   own = [found[1]] if found and "position_sd" in found[1]["flags"] and set(
       found[1]["smooth_sd_columns"].values()) == {smoothing} else []
   cv = own[0]["flags"]["position_sd"]["cv"] if own else None

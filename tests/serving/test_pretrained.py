@@ -34,7 +34,7 @@ def test_pretrained_is_an_ensemble_of_fold_models_with_a_fluid_head_and_predicts
   # the threshold the held-out models' cross-validation chose (doc_tables.FLAG_EVIDENCE).
   from octseg_jax.modes.predict import column_flag
   found = doc_tables.evidence_set(src, doc_tables.FLAG_EVIDENCE, models,
-                                  lambda st: st["workdirs"].values())
+                                  doc_tables.flag_set_models)
   chosen_um = found[1]["flags"]["position_sd"]["cv"]["chosen_um"]
   assert column_flag(trained).key == "boundary_sd_um"
   assert column_flag(off)[:3] == ("boundary_position_sd_um", "uncertain_position_sd_um",

@@ -364,7 +364,7 @@ def test_evidence_of_the_held_out_models_found_twice_is_refused():
   twice = _Injected({f"{doc_tables.VALIDATION_FREE_SETTINGS}/smoothing_cv.json": cv})
   with pytest.raises(ValueError, match="smoothing_cv.json: 2 sets of pretrained/'s held-out"):
     doc_tables.evidence_set(twice, doc_tables.SMOOTHING_EVIDENCE, members,
-                            lambda st: [f["workdir"] for f in st["folds"].values()])
+                            doc_tables.smoothing_set_models)
 
 
 def test_stand_ins_count_their_own_smoothing_gain_read_where_they_were_scored():

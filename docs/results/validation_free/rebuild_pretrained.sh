@@ -10,8 +10,9 @@
 #                                   ../cpu_2core/explain_heldout_noval_6scans (doc_tables), whose
 #                                   evidence becomes cam_evidence.json (scripts/cam_evidence.py)
 # The members are packaged (scripts/eval_ensemble.py --package, no flip) into pretrained.new with
-# pretrained/README.md, and pretrained/ is replaced only once all of that succeeded.
-# Afterwards: scripts/doc_tables.py --write; with no training running, time explain against
+# pretrained/README.md and swapped in; if the documents cannot then be generated from it
+# (scripts/doc_tables.py --write, which checks every setting against its evidence), the old
+# pretrained/ and documents are put back. Afterwards, with no training running, time explain against
 # predict (benchmarks/explain_vs_predict.sh) and predict's throughput on it; rerun
 # ../cpu_2core/explain_shipped/run.sh; rewrite the golden predictions
 # (OCTSEG_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py).
@@ -21,6 +22,10 @@ cd "$(dirname "$0")/../../.."
 RUNS=${1:-/work/campaign/runs/plateau_80_fluid_skip_wh_ema_all8}
 RESULTS=docs/results/campaign/plateau_80_fluid_skip_wh_ema_all8
 . /work/venv/bin/activate
+if ! git diff --quiet -- README.md docs pretrained; then
+  echo "README.md, docs or pretrained/ has uncommitted changes; commit them first" >&2
+  exit 2
+fi
 members=()
 for seed in 0 1 2 3; do
   [ -f $RESULTS/all_seed$seed/run.json ] || { echo "$RESULTS/all_seed$seed: not done" >&2; exit 2; }
@@ -30,16 +35,21 @@ read -r SD POS SPREAD METHOD LAYERS < <(python - <<'PY'
 import sys
 sys.path.insert(0, ".")
 from scripts import doc_tables as d
-src, vf = d.Sources("."), d.VALIDATION_FREE_SETTINGS
-sd = src.json(f"{vf}/smoothing_cv.json")["sets"]["noval"]["cv"]["chosen_sd"]
-flag = src.json(f"{vf}/flag_threshold_cv.json")["sets"]["noval"]["flags"]["position_sd"]
+src = d.Sources(".")
+cv = src.json(d.CAMPAIGN_PLAN)["recipes"]["plateau_80_fluid_skip_wh_ema_all8"]["cross_validation"]
+models = d.cross_validation_models(src, cv)               # the stand-ins, found as the docs do
+smooth = d.evidence_set(src, d.SMOOTHING_EVIDENCE, models, d.smoothing_set_models)[1]
+flag = d.evidence_set(src, d.FLAG_EVIDENCE, models, d.flag_set_models)[1]["flags"]["position_sd"]
 spread = src.json(d.SEED_ENSEMBLE_FLAGS)["sets"]["seed_ensembles"]["flags"]["uncertain"]
-(_, method, layers) = d.cam_ranking(d.heldout_evidence(d.heldout_runs(src, d.CAM_EVIDENCE[1])))[0]
-print(sd, flag["cv"]["chosen_um"], spread["cv"]["chosen_um"], method, layers)
+runs = d.heldout_runs(src, d.CAM_EVIDENCE[1])
+if sorted(r["workdir"] for r in runs.values()) != sorted(m["workdir"] for m in models):
+  sys.exit(f"{d.CAM_EVIDENCE[1]}: not one run per stand-in")
+(_, method, layers) = d.cam_ranking(d.heldout_evidence(runs))[0]
+print(smooth["cv"]["chosen_sd"], flag["cv"]["chosen_um"], spread["cv"]["chosen_um"], method, layers)
 PY
 )
 echo "smoothing sd $SD, position sd flag $POS um, spread flag $SPREAD um, $METHOD at $LAYERS"
-rm -rf pretrained.new pretrained.new.partial
+rm -rf pretrained.new pretrained.new.partial pretrained.old
 python scripts/eval_ensemble.py --package --no_flip --output=pretrained.new "${members[@]}" \
     --config.predict.smooth_sd_columns="$SD" --config.predict.uncertain_position_sd_um="$POS" \
     --config.predict.uncertain_um="$SPREAD" --config.explain.method="$METHOD" \
@@ -47,6 +57,11 @@ python scripts/eval_ensemble.py --package --no_flip --output=pretrained.new "${m
 python scripts/cam_evidence.py --heldout=docs/results/cpu_2core/explain_heldout_noval_6scans \
     --output=pretrained.new/cam_evidence.json
 cp pretrained/README.md pretrained.new/
-git rm -rq pretrained
-mv pretrained.new pretrained
-git add pretrained
+mv pretrained pretrained.old && mv pretrained.new pretrained
+if ! python scripts/doc_tables.py --write; then           # every generated number, checked
+  echo "the documents cannot be generated from the new pretrained/: it is put back" >&2
+  rm -rf pretrained && mv pretrained.old pretrained && git checkout -- README.md docs pretrained
+  exit 2
+fi
+rm -rf pretrained.old
+echo "pretrained/ rebuilt and the documents regenerated; review, then commit"
