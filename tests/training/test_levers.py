@@ -13,6 +13,12 @@ from octseg_jax.errors import InputError
 from octseg_jax.models import create_model
 from octseg_jax.models.segnet import ConvBlock, with_position_channel
 
+# pipeline.augment as training runs it, under jit (its options static); each option's test
+# draws and checks one configuration, faster than op by op.
+augment = jax.jit(pipeline.augment, static_argnames=(
+    "flip", "max_shift", "intensity", "crop_width", "speckle", "column_shift", "shadows",
+    "row_scale"))
+
 
 def _shapes(config_model):
   model = create_model(config_model)
@@ -84,7 +90,7 @@ def test_options_off_equal_todays_augmentation(flip, shift, intensity):
 
 def test_column_crop_takes_consecutive_columns():
   x, y = _image(b=16, w=32)
-  xa, ya = pipeline.augment(jax.random.key(0), x, y, False, 0, False, crop_width=8)
+  xa, ya = augment(jax.random.key(0), x, y, False, 0, False, crop_width=8)
   xa, ya = np.asarray(xa), np.asarray(ya)
   assert xa.shape == (16, 6, 8) and ya.shape == (16, 6, 8)
   cols = np.round(xa * 31).astype(int)                     # back to source column indices
@@ -99,7 +105,7 @@ def test_column_shift_moves_each_column_by_a_smooth_bounded_offset():
   h, w = 20, 16
   x = np.tile((np.arange(h, dtype=np.float32) / 100)[:, None], (4, 1, w))   # value = row/100
   y = np.tile(np.arange(h, dtype=np.uint8)[:, None], (4, 1, w))
-  xa, ya = pipeline.augment(jax.random.key(1), x, y, False, 0, False, column_shift=3)
+  xa, ya = augment(jax.random.key(1), x, y, False, 0, False, column_shift=3)
   xa, ya = np.asarray(xa), np.asarray(ya)
   for b in range(4):
     known = ya[b] != 255
@@ -145,7 +151,7 @@ def test_row_scale_stretches_every_layer_by_one_bounded_factor():
   y[:, 20:40] = 1
   y[:, 40:] = 2
   x = y.astype(np.float32) / 2
-  _, ya = pipeline.augment(jax.random.key(5), x, y, False, 0, False, row_scale=0.2)
+  _, ya = augment(jax.random.key(5), x, y, False, 0, False, row_scale=0.2)
   ya = np.asarray(ya)
   assert (ya == ya[:, :, :1]).all()                          # one factor for a scan's columns
   thickness = (ya[:, :, 0] == 1).sum(axis=1)
@@ -163,8 +169,8 @@ def test_row_scale_leaves_the_other_draws_unchanged():
   (the middle row, inside the scan at any factor and shift, is the same)."""
   x, y = _image(b=8, h=40, w=16)
   key = jax.random.key(6)
-  off = pipeline.augment(key, x, y, True, 2, False)[0]
-  on = pipeline.augment(key, x, y, True, 2, False, row_scale=0.2)[0]
+  off = augment(key, x, y, True, 2, False)[0]
+  on = augment(key, x, y, True, 2, False, row_scale=0.2)[0]
   np.testing.assert_allclose(np.asarray(on)[:, 20], np.asarray(off)[:, 20], rtol=1e-6)
   assert len({tuple(np.asarray(off)[b, 20]) for b in range(8)}) > 1    # the draws differ
 
@@ -172,7 +178,7 @@ def test_row_scale_leaves_the_other_draws_unchanged():
 def test_speckle_has_mean_one_and_the_given_log_sd():
   x = np.full((1, 100, 100), 0.25, np.float32)
   y = np.zeros((1, 100, 100), np.uint8)
-  xa, ya = pipeline.augment(jax.random.key(2), x, y, False, 0, False, speckle=0.3)
+  xa, ya = augment(jax.random.key(2), x, y, False, 0, False, speckle=0.3)
   ratio = np.log(np.asarray(xa, np.float64) / 0.25)        # no clipping: 0.25 * e^(5 sd) > 1 rare
   assert abs(ratio.std() - 0.3) < 0.3 * 5 / np.sqrt(2 * ratio.size)
   assert abs(ratio.mean() + 0.045) < 0.3 * 5 / np.sqrt(ratio.size)
@@ -202,7 +208,7 @@ def test_vessel_shadows_darken_whole_columns_from_the_ilm_down():
   # each shadow's centre column loses at least 0.84 of its smallest depth (width >= 2)
   assert factor.min() <= 1 - 0.84 * pipeline.SHADOW_DEPTH[0]
   x3, y3 = x[None], y[None]
-  xa, ya = pipeline.augment(jax.random.key(5), x3, y3, False, 0, False, shadows=2)
+  xa, ya = augment(jax.random.key(5), x3, y3, False, 0, False, shadows=2)
   np.testing.assert_array_equal(np.asarray(ya), y3)               # labels unchanged
   assert (np.asarray(xa) < 0.5).any()
 
