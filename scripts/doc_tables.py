@@ -1309,8 +1309,17 @@ def cross_validation_models(src: Sources, cv: str) -> List[Dict]:
 def held_out_scores(src: Sources, run: str) -> Dict:
   """A fold run's held-out eval (`metrics`) and the subjects it scored (`scored_on`)."""
   metrics = src.json(f"{CAMPAIGN_RUNS}/{run}/{METRICS}")
-  return {"metrics": metrics,
-          "scored_on": sorted(int(s) for s in metrics["per_subject_mean_layer_dice"])}
+  return {"metrics": metrics, "scored_on": scored_subjects(metrics)}
+
+
+def scored_subjects(metrics: Dict) -> List[int]:
+  """The subjects an eval's metrics.json scored (its per-subject scores), in order."""
+  return sorted(int(s) for s in metrics["per_subject_mean_layer_dice"])
+
+
+def model_set(workdirs) -> List[str]:
+  """Workdir paths as one comparable set of models: normalised and sorted."""
+  return sorted(os.path.normpath(str(w)) for w in workdirs)
 
 
 def seed_ensembles(src: Sources) -> List[Dict]:
@@ -1352,8 +1361,7 @@ def stand_in_seed_ensembles(src: Sources, models: List[Dict], sd: float) -> List
         or spec.get("flip", True) or len(commits) != 1
         or [os.path.normpath(x["workdir"]) for x in metrics[1:]] != twins
         or any(x["topology"]["smooth_sd_columns"] != sd for x in metrics)
-        or any(sorted(map(int, x["per_subject_mean_layer_dice"])) != m["scored_on"]
-               for x in metrics)):
+        or any(scored_subjects(x) != m["scored_on"] for x in metrics)):
       raise ValueError(f"{folder}/ensemble_fold{fold}: not the seed ensemble of {m['workdir']} "
                        f"and its seed-1 twin, without flip, all scored at one commit on its "
                        f"held-out subjects with smoothing sd {sd:g}; rerun seed_ensembles.sh")
@@ -1451,9 +1459,9 @@ def evidence_set(src: Sources, files, models: List[Dict], workdirs) -> Optional[
   """(file, set) of the one set among the `sets` of `files` (those committed) whose fold models,
   workdirs(set), are exactly `models` (held_out_models, by workdir); None where none is, and
   ValueError where several are (which one chose the setting would be a guess)."""
-  shipped = sorted(os.path.normpath(m["workdir"]) for m in models)
+  shipped = model_set(m["workdir"] for m in models)
   found = [(f, st) for f in files if src.exists(f) for st in src.json(f)["sets"].values()
-           if sorted(os.path.normpath(str(w)) for w in workdirs(st)) == shipped]
+           if model_set(workdirs(st)) == shipped]
   if len(found) > 1:
     raise ValueError(f"{' and '.join(sorted({f for f, _ in found}))}: {len(found)} sets of "
                      "pretrained/'s held-out models; keep one")
@@ -1794,9 +1802,9 @@ def stand_in_uncertainty(src: Sources) -> str:
 
 
 def shipped_uncertain_um(src: Sources) -> float:
-  """predict.uncertain_um of pretrained/'s members (their config.json): the ensemble's flag."""
-  first = shipped_members(src)[0]["member"]
-  return src.json(f"pretrained/{first}/config.json")["predict"]["uncertain_um"]
+  """predict.uncertain_um as pretrained/ reads it (stored_config: its ensemble.json settings over
+  its first member's config.json): the ensemble's flag."""
+  return float(stored_config(src.path("pretrained")).predict.uncertain_um)
 
 
 def shipped_calibration_runs(src: Sources) -> List[Tuple[str, Dict, List[int]]]:
@@ -2302,8 +2310,8 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   seed ensembles, each fold's (stand_in_seed_ensembles, all verified; scored with the shipped
   smoothing), whose held-out reading it gives, with how much larger `members` members' spread
   runs than 2's (expected_sd_factor)."""
-  predict, models = stored_config(src.path("pretrained")).predict, held_out_models(src)
-  setting, sd = predict.uncertain_um, predict.smooth_sd_columns
+  setting, models = shipped_uncertain_um(src), held_out_models(src)
+  sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
   verified = sorted(f"ensembles/fold{e['fold']}"
                     for e in stand_in_seed_ensembles(src, models, sd))
   flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
@@ -2346,10 +2354,10 @@ CAM_COST_BUDGET = 3.0              # issue 30: explain at most 3x predict (whole
 def cam_choice(src: Sources) -> str:
   """The CAM_EVIDENCE folder whose runs explained exactly pretrained/'s held-out models (the
   runs its CAM is chosen on), or ValueError."""
-  models = sorted(os.path.normpath(m["workdir"]) for m in held_out_models(src))
+  models = model_set(m["workdir"] for m in held_out_models(src))
   for folder in CAM_EVIDENCE:
     runs = heldout_runs(src, folder)
-    if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) == models:
+    if model_set(r["workdir"] for r in runs.values()) == models:
       return folder
   raise ValueError(f"{' and '.join(CAM_EVIDENCE)}: none explained exactly pretrained/'s held-out "
                    "models; run the comparison on them")
@@ -2371,7 +2379,7 @@ def fold_member_cam_runs(src: Sources, folder: str) -> Dict[str, Dict]:
   """heldout_runs of FOLD_MEMBERS in `folder`; ValueError where a fold explained another
   model."""
   runs = heldout_runs(src, folder)
-  if sorted(os.path.normpath(r["workdir"]) for r in runs.values()) != list(FOLD_MEMBERS):
+  if model_set(r["workdir"] for r in runs.values()) != list(FOLD_MEMBERS):
     raise ValueError(f"{folder}: not the 4 fold members {', '.join(FOLD_MEMBERS)}")
   return runs
 
@@ -2771,7 +2779,7 @@ def validation_free_row(src: Sources, c: Dict, run: str, pair: Tuple[Dict, Dict]
   and last epochs, both boundary MAEs and both padded training widths."""
   mine, other = pair
   runs = [f"{CAMPAIGN_RUNS}/{c[k]}/{run}" for k in ("recipe", "against")]
-  scored = sorted(int(n) for n in src.json(f"{runs[0]}/{METRICS}")["per_subject_mean_layer_dice"])
+  scored = scored_subjects(src.json(f"{runs[0]}/{METRICS}"))
   splits = [src.json(f"{r}/split.json") for r in runs]
   val = sorted(splits[1]["val"]["subjects"])
   if scored != val:
