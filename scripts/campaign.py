@@ -22,7 +22,13 @@ runner takes the runs in order, one at a time, under `nice`:
   commands, commit, seconds and the files scored for score_subjects) are copied to
   docs/results/campaign/RECIPE/foldF_seedS/ in this checkout and committed at once (only those
   paths);
-- a run whose results are committed is skipped; one whose checkpoints were lost starts again.
+- a run whose results are committed is skipped; one whose checkpoints were lost starts again;
+- a queue entry with `"keep_model": true` keeps its model too: its best checkpoint folder
+  (best/) is copied and committed with its results, so that the folder is a model workdir that
+  outlives the machine (pretrained/'s members, the fold models an ensemble is read on). Such a
+  run is done only when its model is committed; one whose results are but whose model is not
+  (trained before it was kept, on a machine since lost) trains again, and the commit says
+  whether its new log.csv equals the committed one.
 
 STATE defaults to ../campaign beside this checkout (checkpoints may be lost with the machine;
 results never are). The runner itself does no JAX work (it imports only the workdir helpers,
@@ -50,6 +56,7 @@ STATE = os.path.join(os.path.dirname(REPO), "campaign")
 RUN_RECORD = "run.json"     # in a finished run's results folder: what ran, where, how long
 RUNNING = "running.json"    # in the runner's state folder: the run in progress
 METRICS = "metrics.json"    # eval's scores (octseg_jax.modes.evaluate.OUTPUTS; no JAX here)
+MODEL = "best"      # a workdir's best checkpoint folder, copied for a run that keeps its model
 RESULT_FILES = {   # copied name: (source folder, file) of a finished run
     "config.json": ("train", "config.json"), "log.csv": ("train", "log.csv"),
     "split.json": ("train", "split.json"), "provenance.json": ("train", "provenance.json"),
@@ -73,6 +80,9 @@ def load_plan(path=PLAN):
   for run in plan["queue"]:
     if run["recipe"] not in plan["recipes"]:
       print(f"error: {path}: run {run} names no recipe of the plan", file=sys.stderr)
+      sys.exit(2)
+    if not isinstance(run.get("keep_model", False), bool):
+      print(f"error: {path}: run {run}: keep_model must be true or false", file=sys.stderr)
       sys.exit(2)
   for name, recipe in plan["recipes"].items():
     cv = recipe.get("cross_validation")
@@ -119,18 +129,26 @@ def result_dir(plan, run, repo=REPO) -> str:
   return os.path.join(repo, plan["results_dir"], run_id(run))
 
 
-def git(*args, repo=REPO, check=True) -> str:
+def git(*args, repo=REPO, check=True, strip=True) -> str:
   out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
   if check and out.returncode:
     raise RuntimeError(f"git {' '.join(args)}: {out.stderr.strip()}")
-  return out.stdout.strip()
+  return out.stdout.strip() if strip else out.stdout
 
 
-def committed(plan, run, repo=REPO) -> bool:
-  """The run's run.json (written last) is in HEAD of this checkout."""
-  rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), RUN_RECORD), repo)
+def committed(plan, run, repo=REPO, name: str = RUN_RECORD) -> bool:
+  """The run's run.json (written last), or another entry `name` of its results folder, is in
+  HEAD of this checkout."""
+  rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), name), repo)
   return subprocess.run(["git", "-C", repo, "cat-file", "-e", f"HEAD:{rel}"],
                         capture_output=True).returncode == 0
+
+
+def done(plan, run, repo=REPO) -> bool:
+  """Nothing left to run: its results are committed, and its model too where the queue entry
+  keeps it."""
+  return committed(plan, run, repo) and (not run.get("keep_model", False)
+                                         or committed(plan, run, repo, MODEL))
 
 
 def worktree(commit: str, state=STATE, repo=REPO) -> str:
@@ -257,6 +275,8 @@ def copy_results(plan, run, workdir: str, eval_dir: str, record: dict, repo=REPO
     path = os.path.join(workdir if where == "train" else eval_dir, src)
     if os.path.exists(path):
       shutil.copyfile(path, os.path.join(tmp, name))
+  if run.get("keep_model", False):
+    shutil.copytree(os.path.join(workdir, MODEL), os.path.join(tmp, MODEL))
   with open(os.path.join(tmp, RUN_RECORD), "w") as f:
     json.dump(record, f, indent=2)
   shutil.rmtree(dest, ignore_errors=True)
@@ -299,12 +319,27 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
   record = run_record(plan, run, workdir, git("rev-parse", "HEAD", repo=tree),
                       (train_cmd, eval_cmd), {"train": train_s, "eval": time.time() - t1}, links)
   record["nice"] = NICE
+  retrained = rerun_note(plan, run, workdir, repo)
   dest = copy_results(plan, run, workdir, eval_dir, record, repo)
   metrics = read_json(os.path.join(dest, METRICS))
   dice = metrics["topology"]["literature"]["mean_layer_dice"]
+  kept = ", model kept" if run.get("keep_model", False) else ""
   commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}"
-                 f"{fit_note(run)}, order fix on, native resolution)", repo)
+                 f"{fit_note(run)}, order fix on, native resolution{kept}){retrained}", repo)
   return True
+
+
+def rerun_note(plan, run, workdir: str, repo=REPO) -> str:
+  """For a run trained again whose results were committed before (to keep its model): whether
+  its new log.csv equals the committed one, as its commit message says it ('' otherwise)."""
+  if not committed(plan, run, repo):
+    return ""
+  rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), "log.csv"), repo)
+  with open(os.path.join(workdir, "log.csv")) as f:
+    same = f.read() == git("show", f"HEAD:{rel}", repo=repo, strip=False)
+  return ("; trained again to keep its model: log.csv equals the committed one" if same else
+          "; trained again to keep its model: log.csv DIFFERS from the committed one, which "
+          "these results replace")
 
 
 def fit_note(run) -> str:
@@ -365,10 +400,13 @@ def write_running(state, run) -> None:
 
 
 def commit_uncommitted(plan, repo=REPO) -> None:
-  """Results copied by an earlier runner that stopped before committing them."""
+  """Results (and a kept model) copied by an earlier runner that stopped before committing
+  them."""
   for run in plan["queue"]:
     dest = result_dir(plan, run, repo)
-    if os.path.exists(os.path.join(dest, RUN_RECORD)) and not committed(plan, run, repo):
+    copied = os.path.exists(os.path.join(dest, RUN_RECORD)) and (
+        not run.get("keep_model", False) or os.path.isdir(os.path.join(dest, MODEL)))
+    if copied and not done(plan, run, repo):
       commit_results([dest], f"Campaign: {run_id(run)} results (committed on restart)", repo)
 
 
@@ -388,7 +426,7 @@ def run_queue(plan_path, state, repo) -> None:
   while True:
     plan = load_plan(plan_path)
     commit_uncommitted(plan, repo)
-    todo = [r for r in plan["queue"] if not committed(plan, r, repo)
+    todo = [r for r in plan["queue"] if not done(plan, r, repo)
             and failures.get(run_id(r), 0) < MAX_ATTEMPTS]
     if not todo:
       print(f"[{now()}] campaign: nothing left to run", flush=True)
@@ -438,7 +476,7 @@ def status_lines(plan, state=STATE, repo=REPO):
   lines, left = [], 0.0
   for run in plan["queue"]:
     rid, est = run_id(run), estimate_s(plan, run["recipe"], seconds)
-    if committed(plan, run, repo):
+    if done(plan, run, repo):
       m = json.load(open(os.path.join(result_dir(plan, run, repo), METRICS)))
       lines.append(f"done     {rid:40s} mean layer Dice "
                    f"{m['topology']['literature']['mean_layer_dice']:.4f}"
@@ -448,7 +486,10 @@ def status_lines(plan, state=STATE, repo=REPO):
     spent = sum(float(r["seconds"]) for r in rows)
     left += max(est - spent, 0.0)
     state_word = "running" if rid == running else "queued"
-    lines.append(f"{state_word:8s} {rid:40s} {len(rows)} epochs so far, ~{est / 60:.0f} min each run")
+    again = (" (results committed, model not: trains again to keep it)"
+             if committed(plan, run, repo) else "")
+    lines.append(f"{state_word:8s} {rid:40s} {len(rows)} epochs so far, ~{est / 60:.0f} min each run"
+                 + again)
   lines.append(f"compute left: ~{left / 3600:.1f} h on this machine "
                f"({'runner alive' if running else 'runner not running'})")
   return lines

@@ -4,6 +4,7 @@ scoring are replaced by a fake that writes what they write, so no model is train
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -42,9 +43,9 @@ def _repo(tmp_path):
   return repo, str(repo / "configs" / "campaign.json")
 
 
-def _fake_run(calls, fail_once=None):
-  """Stands in for run_logged: writes a workdir's files (train) or an eval folder's; the first
-  train call of the run `fail_once` fails."""
+def _fake_run(calls, fail_once=None, log_csv="epoch,seconds\n1,10.5\n2,11.5\n"):
+  """Stands in for run_logged: writes a workdir's files (train: with `log_csv` and a best/
+  checkpoint folder) or an eval folder's; the first train call of the run `fail_once` fails."""
   failed = []
 
   def run_logged(cmd, cwd, log_path):
@@ -62,7 +63,9 @@ def _fake_run(calls, fail_once=None):
     os.makedirs(args["workdir"], exist_ok=True)
     for name in ("config.json", "split.json", "provenance.json"):
       open(os.path.join(args["workdir"], name), "w").write("{}")
-    open(os.path.join(args["workdir"], "log.csv"), "w").write("epoch,seconds\n1,10.5\n2,11.5\n")
+    open(os.path.join(args["workdir"], "log.csv"), "w").write(log_csv)
+    os.makedirs(os.path.join(args["workdir"], "best", "2"), exist_ok=True)
+    open(os.path.join(args["workdir"], "best", "2", "weights"), "w").write(args["workdir"])
     return 0
 
   return run_logged
@@ -221,6 +224,18 @@ def test_a_plan_with_a_bad_recipe_field_is_refused(tmp_path, capsys, change, mes
   assert capsys.readouterr().err == f"error: {plan_path}: recipe lever: {message}\n"
 
 
+def test_a_queue_entry_with_a_bad_keep_model_is_refused(tmp_path, capsys):
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["queue"][1]["keep_model"] = "yes"
+  open(plan_path, "w").write(json.dumps(plan))
+  with pytest.raises(SystemExit) as stop:
+    campaign.load_plan(plan_path)
+  assert stop.value.code == 2
+  assert capsys.readouterr().err == (f"error: {plan_path}: run {plan['queue'][1]}: keep_model "
+                                     "must be true or false\n")
+
+
 def test_a_final_recipe_names_its_validation_free_cross_validation(tmp_path):
   repo, plan_path = _repo(tmp_path)
   plan = json.loads(open(plan_path).read())
@@ -242,6 +257,38 @@ def test_status_names_a_missing_state_folder(tmp_path, monkeypatch, capsys):
                            "not run beside this checkout)")
   assert campaign.main(["--status", f"--plan={plan_path}", f"--state={tmp_path / 'x'}"]) == 2
   assert capsys.readouterr().err == f"error: --state={tmp_path / 'x'}: no such folder\n"
+
+
+def test_a_kept_model_is_committed_and_one_lost_trains_again(tmp_path, monkeypatch):
+  """A queue entry with keep_model commits its best/ folder with its results (the other run's
+  results have none); a run whose results are committed but whose model is not trains again
+  (status says so), and the commit says whether the new log.csv equals the committed one."""
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["queue"][0]["keep_model"] = True
+  open(plan_path, "w").write(json.dumps(plan))
+  state, calls = str(tmp_path / "state"), []
+  monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
+  campaign.run_campaign(plan_path, state, str(repo))
+  kept = "docs/results/campaign/base/fold0_seed0/best/2/weights"
+  assert _git(repo, "show", f"HEAD:{kept}") == f"{state}/runs/base/fold0_seed0"
+  assert "best" not in os.listdir(repo / "docs/results/campaign/lever/fold0_seed0")
+  assert "0.7000, order fix on, native resolution, model kept)" in _git(repo, "log", "--format=%s")
+  for log_csv, note in (("epoch,seconds\n1,10.5\n2,11.5\n", "log.csv equals the committed one"),
+                        ("epoch,seconds\n1,10.5\n2,11.0\n", "log.csv DIFFERS from the committed"
+                         " one, which these results replace")):
+    _git(repo, "rm", "-rq", "docs/results/campaign/base/fold0_seed0/best")
+    _git(repo, "commit", "-qm", "model lost")
+    shutil.rmtree(state)
+    line = campaign.status_lines(campaign.load_plan(plan_path), state, str(repo))[0]
+    assert line == (f"queued   {'base/fold0_seed0':40s} 0 epochs so far, ~0 min each run "
+                    "(results committed, model not: trains again to keep it)")
+    calls.clear()
+    monkeypatch.setattr(campaign, "run_logged", _fake_run(calls, log_csv=log_csv))
+    campaign.run_campaign(plan_path, state, str(repo))
+    assert len(calls) == 2 and _git(repo, "show", f"HEAD:{kept}").endswith("base/fold0_seed0")
+    assert _git(repo, "log", "-1", "--format=%s").endswith(
+        "model kept); trained again to keep its model: " + note)
 
 
 def test_a_run_without_committed_results_runs_again(tmp_path, monkeypatch):
