@@ -120,9 +120,10 @@ def run_parts(run: str):
 
 
 def run_of_workdir(workdir: str) -> str:
-  """The run_id of a run's workdir (.../RECIPE/foldF_seedS, a trailing '/' ignored): how an
-  ensemble's member paths or a record's workdir name their campaign run."""
-  return "/".join(workdir.rstrip("/").split("/")[-2:])
+  """The run_id of a run's workdir (.../RECIPE/foldF_seedS, normalised): how an ensemble's
+  member paths or a record's workdir name their campaign run, one name for the model whether
+  it was read from the runner's workdir or from its results folder (a kept model)."""
+  return "/".join(os.path.normpath(str(workdir)).split(os.sep)[-2:])
 
 
 def result_dir(plan, run, repo=REPO) -> str:

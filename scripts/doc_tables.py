@@ -1317,9 +1317,19 @@ def scored_subjects(metrics: Dict) -> List[int]:
   return sorted(int(s) for s in metrics["per_subject_mean_layer_dice"])
 
 
+def model_name(workdir) -> str:
+  """One name per model: a campaign run's (RECIPE/foldF_seedS) wherever its model was read from,
+  the runner's workdir (STATE/runs/RECIPE/RUN) or the results folder that keeps it
+  (CAMPAIGN_RUNS/RECIPE/RUN); any other folder's normalised path."""
+  path = os.path.normpath(str(workdir))
+  parts = path.split(os.sep)
+  campaign_folder = "/".join(parts[-5:-2]) == CAMPAIGN_RUNS or parts[-3:-2] == ["runs"]
+  return run_of_workdir(path) if campaign_folder else path
+
+
 def model_set(workdirs) -> List[str]:
-  """Workdir paths as one comparable set of models: normalised and sorted."""
-  return sorted(os.path.normpath(str(w)) for w in workdirs)
+  """Workdir paths as one comparable set of models (model_name), sorted."""
+  return sorted(model_name(w) for w in workdirs)
 
 
 def seed_ensembles(src: Sources) -> List[Dict]:
@@ -1352,14 +1362,14 @@ def stand_in_seed_ensembles(src: Sources, models: List[Dict], sd: float) -> List
     fold = run_parts(m["run"])[1]
     if not src.exists(f"{folder}/ensemble_fold{fold}/metrics.json"):
       continue
-    twins = [m["workdir"], m["workdir"].replace("_seed0", "_seed1")]
+    twins = [model_name(m["workdir"]), model_name(m["workdir"]).replace("_seed0", "_seed1")]
     spec = src.json(f"{folder}/ensembles/fold{fold}/ensemble.json")
     runs = [f"ensemble_fold{fold}", f"seed0_fold{fold}", f"seed1_fold{fold}"]
     metrics = [src.json(f"{folder}/{r}/metrics.json") for r in runs]
     commits = {src.json(f"{folder}/{r}/eval_provenance.json")["git"]["commit"] for r in runs}
-    if (list(map(os.path.normpath, spec["members"])) != list(map(os.path.normpath, twins))
+    if (list(map(model_name, spec["members"])) != twins
         or spec.get("flip", True) or len(commits) != 1
-        or [os.path.normpath(x["workdir"]) for x in metrics[1:]] != twins
+        or [model_name(x["workdir"]) for x in metrics[1:]] != twins
         or any(x["topology"]["smooth_sd_columns"] != sd for x in metrics)
         or any(scored_subjects(x) != m["scored_on"] for x in metrics)):
       raise ValueError(f"{folder}/ensemble_fold{fold}: not the seed ensemble of {m['workdir']} "
@@ -1497,10 +1507,10 @@ def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict],
                      f"{' or '.join(SMOOTHING_EVIDENCE)} has no cross-validation of its held-out "
                      "models choosing it")
   where, own = found
-  scored = {os.path.normpath(f["workdir"]): f["by_sd"]["0"]["mean_layer_dice"]
+  scored = {model_name(f["workdir"]): f["by_sd"]["0"]["mean_layer_dice"]
             for f in own["folds"].values()}
   for m in models:
-    name = os.path.normpath(m["workdir"])
+    name = model_name(m["workdir"])
     committed = m["metrics"]["topology"]["literature"]["mean_layer_dice"]
     if abs(scored[name] - committed) > (SCORE_DRIFT if others else 1e-9):
       raise ValueError(f"{where}: {name} scores {scored[name]:.4f} unsmoothed, not "
@@ -1515,11 +1525,11 @@ def shipped_smoothing(src: Sources, spec: Dict, models: List[Dict],
 def pair_smoothing(src: Sources, models: List[Dict]) -> Dict:
   """The smoothing gains of SMOOTHING/cv_pairs.json's 2-member ensembles that hold one of
   `models`, their mean (`ensemble_gain`) and whether two of them share a fold."""
-  shipped = {os.path.normpath(m["workdir"]) for m in models}
+  shipped = set(model_set(m["workdir"] for m in models))
   pairs = [(f, st["cv"]["per_fold"][name])
            for st in smoothing_sets(src, "cv_pairs.json").values()
            for name, f in st["folds"].items()
-           if any(os.path.normpath(m) in shipped for m in f["members"])]
+           if any(model_name(m) in shipped for m in f["members"])]
   if not pairs:
     raise ValueError(f"{SMOOTHING}/cv_pairs.json: no ensemble holding pretrained's members")
   return {"pair_gains": [v["gain"] for _, v in pairs],
@@ -2316,7 +2326,7 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
                     for e in stand_in_seed_ensembles(src, models, sd))
   flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
            src.exists(SEED_ENSEMBLE_FLAGS) else {})
-  read = sorted("/".join(os.path.normpath(w).split(os.sep)[-2:])
+  read = sorted("/".join(os.path.normpath(w).split(os.sep)[-2:])     # ensembles/foldF
                 for w in flags.get("workdirs", {}).values())
   flag = flags.get("flags", {}).get("uncertain")
   if (not flag or len(verified) != len(models) or read != verified
@@ -2379,7 +2389,7 @@ def fold_member_cam_runs(src: Sources, folder: str) -> Dict[str, Dict]:
   """heldout_runs of FOLD_MEMBERS in `folder`; ValueError where a fold explained another
   model."""
   runs = heldout_runs(src, folder)
-  if model_set(r["workdir"] for r in runs.values()) != list(FOLD_MEMBERS):
+  if model_set(r["workdir"] for r in runs.values()) != model_set(FOLD_MEMBERS):
     raise ValueError(f"{folder}: not the 4 fold members {', '.join(FOLD_MEMBERS)}")
   return runs
 

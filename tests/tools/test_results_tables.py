@@ -971,3 +971,18 @@ def test_the_readme_states_a_complete_learning_curve_as_section_11_reads_it():
       "fold, `full` loses 0.0250 mean layer Dice over 2 folds, beyond its seed noise; read "
       "forward, 8 subjects would add about +0.0177 (an extrapolation, not a measurement).")
   assert doc_tables.curve_clause(_curve_sources(complete=False)) == ""
+
+
+def test_a_kept_model_and_its_runner_workdir_are_one_model():
+  """model_name: a campaign run read from the runner's state folder or from the results folder
+  that keeps its model is one model, RECIPE/foldF_seedS; any other folder is its own path."""
+  run = "plateau_80_fluid_skip_wh_ema_noval/fold1_seed0"
+  results = doc_tables.CAMPAIGN_RUNS
+  assert {doc_tables.model_name(p) for p in (
+      f"/work/campaign/runs/{run}", f"/elsewhere/state/runs/{run}/",
+      f"/work/main/{results}/{run}", f"{results}/./{run}")} == {run}
+  member = "pretrained/members/fold0_seed0"
+  assert doc_tables.model_name(member + "/") == member
+  assert doc_tables.model_name("elsewhere/members/fold0_seed0") == "elsewhere/members/fold0_seed0"
+  assert doc_tables.model_set(["b/runs/r/fold1_seed0", "a/runs/r/fold0_seed0"]) == [
+      "r/fold0_seed0", "r/fold1_seed0"]

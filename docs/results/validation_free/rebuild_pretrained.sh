@@ -16,11 +16,12 @@
 # predict (benchmarks/explain_vs_predict.sh) and predict's throughput on it; rerun
 # ../cpu_2core/explain_shipped/run.sh; rewrite the golden predictions
 # (OCTSEG_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py).
-# Usage: rebuild_pretrained.sh [RUNS_FOLDER] (the all-8 runs' workdirs, default the runner's)
+# Usage: rebuild_pretrained.sh [RUNS_FOLDER] (the all-8 runs' workdirs, default the models the
+# campaign keeps with their results)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-RUNS=${1:-/work/campaign/runs/plateau_80_fluid_skip_wh_ema_all8}
 RESULTS=docs/results/campaign/plateau_80_fluid_skip_wh_ema_all8
+RUNS=${1:-$PWD/$RESULTS}
 . /work/venv/bin/activate
 if ! git diff --quiet -- README.md docs pretrained; then
   echo "README.md, docs or pretrained/ has uncommitted changes; commit them first" >&2

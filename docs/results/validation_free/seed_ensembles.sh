@@ -3,7 +3,8 @@
 # spread, predict.uncertain_um) chosen again on the validation-free recipe
 # (plateau_80_fluid_skip_wh_ema_noval), as ../flag_threshold chose it for pretrained/'s members:
 #   ensembles/foldF/ensemble.json: fold F's 2-member seed ensemble (seeds 0 and 1, no flip;
-#     scripts/eval_ensemble.py --no_eval), the fold models on this machine's campaign runs;
+#     scripts/eval_ensemble.py --no_eval) of the fold models the campaign keeps with their
+#     results (keep_model; fold 0's, read before models were kept, from this machine's runner);
 #   ensemble_foldF/: its eval (main.py --mode=eval --input) on the held-out pair neither member
 #     trained on, at the smoothing sd run.sh chose (its smoothing_cv.json); seed0_foldF/ and
 #     seed1_foldF/: each member's own eval there, at the same commit, so that the averaging gain
@@ -19,7 +20,7 @@ COMMIT=${1:?usage: seed_ensembles.sh COMMIT [FOLD ...]}
 shift
 cd "$(dirname "$0")/../../.."
 HERE=$PWD/docs/results/validation_free
-RUNS=/work/campaign/runs/plateau_80_fluid_skip_wh_ema_noval
+RUNS=$PWD/docs/results/campaign/plateau_80_fluid_skip_wh_ema_noval
 DUKE=$(cd ../shared/data/duke_dme_chiu2015 && pwd)
 EXP=/work/exp/validation_free_ensembles
 . /work/venv/bin/activate
