@@ -1354,29 +1354,56 @@ def seed_ensembles(src: Sources) -> List[Dict]:
 def stand_in_seed_ensembles(src: Sources, models: List[Dict], sd: float) -> List[Dict]:
   """The stand-ins' 2-member seed ensembles (VALIDATION_FREE_SETTINGS, seed_ensembles.sh),
   verified: for each held-out model of fold F with an ensemble_foldF eval, ensembles/foldF holds
-  exactly it and its seed-1 twin, without flip, and ensemble_foldF, seed0_foldF and seed1_foldF
-  scored those three on the model's held-out subjects, each smoothed with `sd` (the shipped
-  setting), at one commit. Each: fold, ensemble and members' metrics (`ensemble`, `seeds`)."""
+  two seeds of the model's recipe and fold (seeds 0 and 1 on fold 0; 1 and 2 on folds whose
+  seed-0 model was lost before models were kept: configs/campaign.json), without flip, and
+  ensemble_foldF and each member's seedS_foldF scored them on the model's held-out subjects,
+  each smoothed with `sd` (the shipped setting), at one commit. Each: fold, ensemble and
+  members' metrics (`ensemble`, `members`) and the members' `seeds`."""
   folder, out = VALIDATION_FREE_SETTINGS, []
   for m in models:
     fold = run_parts(m["run"])[1]
     if not src.exists(f"{folder}/ensemble_fold{fold}/metrics.json"):
       continue
-    twins = [model_name(m["workdir"]), model_name(m["workdir"]).replace("_seed0", "_seed1")]
     spec = src.json(f"{folder}/ensembles/fold{fold}/ensemble.json")
-    runs = [f"ensemble_fold{fold}", f"seed0_fold{fold}", f"seed1_fold{fold}"]
+    members = [model_name(w) for w in spec["members"]]
+    seeds = seed_pair(model_name(m["workdir"]), members)
+    runs = [f"ensemble_fold{fold}"] + [f"seed{s}_fold{fold}" for s in seeds]
     metrics = [src.json(f"{folder}/{r}/metrics.json") for r in runs]
     commits = {src.json(f"{folder}/{r}/eval_provenance.json")["git"]["commit"] for r in runs}
-    if (list(map(model_name, spec["members"])) != twins
-        or spec.get("flip", True) or len(commits) != 1
-        or [model_name(x["workdir"]) for x in metrics[1:]] != twins
+    if (not seeds or spec.get("flip", True) or len(commits) != 1
+        or [model_name(x["workdir"]) for x in metrics[1:]] != members
         or any(x["topology"]["smooth_sd_columns"] != sd for x in metrics)
         or any(scored_subjects(x) != m["scored_on"] for x in metrics)):
-      raise ValueError(f"{folder}/ensemble_fold{fold}: not the seed ensemble of {m['workdir']} "
-                       f"and its seed-1 twin, without flip, all scored at one commit on its "
-                       f"held-out subjects with smoothing sd {sd:g}; rerun seed_ensembles.sh")
-    out.append({"fold": fold, "ensemble": metrics[0], "seeds": metrics[1:]})
+      raise ValueError(f"{folder}/ensemble_fold{fold}: not a seed ensemble of two seeds of "
+                       f"{m['run']}'s recipe and fold, without flip, all scored at one commit on "
+                       f"its held-out subjects with smoothing sd {sd:g}; rerun seed_ensembles.sh")
+    out.append({"fold": fold, "seeds": seeds, "ensemble": metrics[0], "members": metrics[1:]})
   return out
+
+
+def pair_seeds(ensembles: List[Dict]) -> str:
+  """Which seeds seed ensembles (stand_in_seed_ensembles) hold, as the text names them: 'seeds 0
+  and 1 of one fold', or per fold where they differ ('two seeds of one fold: 0 and 1 on fold 0,
+  1 and 2 on folds 1, 2')."""
+  folds = {}
+  for e in ensembles:
+    folds.setdefault(e["seeds"], []).append(e["fold"])
+  if len(folds) == 1:
+    return "seeds {} and {} of one fold".format(*next(iter(folds)))
+  return "two seeds of one fold: " + ", ".join(
+      f"{a} and {b} on fold{'s' if len(f) > 1 else ''} {', '.join(map(str, f))}"
+      for (a, b), f in sorted(folds.items()))
+
+
+def seed_pair(model: str, members: List[str]) -> Tuple[int, ...]:
+  """The seeds (a, b), a < b, of `members` when they are two seeds of `model`'s recipe and fold
+  (RECIPE/foldF_seedS names, model_name); () otherwise."""
+  stem = model.rsplit("_seed", 1)[0]
+  seeds = [m[len(stem) + len("_seed"):] for m in members if m.startswith(stem + "_seed")]
+  if len(seeds) != 2 or len(members) != 2 or not all(x.isdigit() for x in seeds):
+    return ()
+  a, b = map(int, seeds)
+  return (a, b) if a < b else ()
 
 
 def stand_in_gains(src: Sources, models: List[Dict], sd: float) -> List[float]:
@@ -1385,7 +1412,7 @@ def stand_in_gains(src: Sources, models: List[Dict], sd: float) -> List[float]:
   any is scored."""
   def dice(m):
     return m["topology"]["literature"]["mean_layer_dice"]
-  return [dice(e["ensemble"]) - (dice(e["seeds"][0]) + dice(e["seeds"][1])) / 2
+  return [dice(e["ensemble"]) - (dice(e["members"][0]) + dice(e["members"][1])) / 2
           for e in stand_in_seed_ensembles(src, models, sd)]
 
 
@@ -1439,6 +1466,8 @@ def shipped_numbers(src: Sources) -> Dict:
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
   gains, gain_recipes = ((stand_in_gains(src, models, sd), [cv_recipe]) if stand_ins(members)
                          else shipped_gain(src, recipe, spec["flip"]))
+  ensemble_seeds = (pair_seeds(stand_in_seed_ensembles(src, models, sd))
+                    if stand_ins(members) and gains else "seeds 0 and 1 of one fold")
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models, stand_ins(members))
   if stand_ins(members):
@@ -1448,6 +1477,7 @@ def shipped_numbers(src: Sources) -> Dict:
           "fluid": [m["metrics"]["heads"]["fluid"]["dice"] for m in models
                     if "fluid" in m["metrics"].get("heads", {})],
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
+          "ensemble_seeds": ensemble_seeds,
           "seed_gaps": src.json(CAMPAIGN)["recipes"].get(cv_recipe, {}).get("seed_gaps", []),
           "expected": float(np.mean(dice) + (np.mean(gains) if gains else 0.0)
                             + (smoothing["ensemble_gain"] if smoothing else 0.0))}
@@ -1692,7 +1722,7 @@ def averaging_sentence(n: Dict) -> str:
         f"`{n['cv_recipe']}`, each ensemble and member smoothed as shipped" if n["stand_ins"] else
         "`" + "`, `".join(n["gain_recipes"]) + "` (the same network; this recipe's own seed "
         "ensembles are not scored yet)")
-  return (f" Averaging gains: 2-member seed ensembles (seeds 0 and 1 of one fold) of {of}, "
+  return (f" Averaging gains: 2-member seed ensembles ({n['ensemble_seeds']}) of {of}, "
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
           f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ")"
@@ -2322,8 +2352,8 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   runs than 2's (expected_sd_factor)."""
   setting, models = shipped_uncertain_um(src), held_out_models(src)
   sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
-  verified = sorted(f"ensembles/fold{e['fold']}"
-                    for e in stand_in_seed_ensembles(src, models, sd))
+  ensembles = stand_in_seed_ensembles(src, models, sd)
+  verified = sorted(f"ensembles/fold{e['fold']}" for e in ensembles)
   flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
            src.exists(SEED_ENSEMBLE_FLAGS) else {})
   read = sorted("/".join(os.path.normpath(w).split(os.sep)[-2:])     # ensembles/foldF
@@ -2338,7 +2368,8 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   return (f" The ensemble flags a column where the members' spread of some boundary exceeds "
           f"{setting:g} um (`predict.uncertain_um`, set in `ensemble.json`), "
           + flag_cv_reading(flag, f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles "
-                            f"(seeds 0 and 1) of `{run_parts(models[0]['run'])[0]}`", 11)
+                            f"({pair_seeds(ensembles)}) of `{run_parts(models[0]['run'])[0]}`",
+                            11)
           + f" The population sd of {members} members drawn alike from a normal distribution runs "
           f"{ratio:.2f}x that of 2 on average, so with {members} members it flags more columns "
           "than these readings.")

@@ -803,13 +803,13 @@ def test_members_trained_on_every_subject_are_stood_for_by_their_cross_validatio
 
 
 def _seed_ensemble(root, fold, dice=(0.86, 0.85, 0.84), subjects=("1", "2"), sd=6.0,
-                   commits=("c1", "c1", "c1"), rho=0.1):
-  """seed_ensembles.sh's outputs for nv fold `fold`: its ensemble.json (seeds 0 and 1, no flip)
-  and the evals of the ensemble and of each member (mean layer Dice `dice` in that order)."""
+                   commits=("c1", "c1", "c1"), rho=0.1, seeds=(0, 1)):
+  """seed_ensembles.sh's outputs for nv fold `fold`: its ensemble.json (`seeds`, no flip) and
+  the evals of the ensemble and of each member (mean layer Dice `dice` in that order)."""
   folder = doc_tables.VALIDATION_FREE_SETTINGS
-  twins = [f"/w/runs/nv/fold{fold}_seed{s}" for s in (0, 1)]
+  twins = [f"/w/runs/nv/fold{fold}_seed{s}" for s in seeds]
   _write(root, f"{folder}/ensembles/fold{fold}/ensemble.json", {"members": twins, "flip": False})
-  for name, d, workdir, commit in zip(("ensemble", "seed0", "seed1"), dice,
+  for name, d, workdir, commit in zip(("ensemble",) + tuple(f"seed{s}" for s in seeds), dice,
                                       [f"/x/ensembles/fold{fold}"] + twins, commits):
     metrics = _eval_metrics(rho, sd=sd) | {"workdir": workdir,
                                            "per_subject_mean_layer_dice": dict.fromkeys(subjects)}
@@ -820,9 +820,11 @@ def _seed_ensemble(root, fold, dice=(0.86, 0.85, 0.84), subjects=("1", "2"), sd=
 
 def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
   """stand_in_gains: per fold, the seed ensemble's Dice minus its two members', all scored with
-  the shipped smoothing (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015); refused where the
-  ensemble is not of the fold's model and its seed-1 twin, the smoothing is another, an eval
-  scored other subjects or ran at another commit; [] before any ensemble."""
+  the shipped smoothing (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015), whether its two seeds
+  are 0 and 1 or 1 and 2 (models read from the runner's workdirs or the results folders that
+  keep them); refused where the ensemble is not of two seeds of the fold's recipe and fold, the
+  smoothing is another, an eval scored other subjects or ran at another commit; [] before any
+  ensemble."""
   _all8_tree(tmp_path)
   src = doc_tables.Sources(str(tmp_path))
   models = doc_tables.held_out_models(src)
@@ -834,13 +836,24 @@ def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
   folder = doc_tables.VALIDATION_FREE_SETTINGS
   for bad in ({"sd": 0.0}, {"subjects": ("1",)}, {"commits": ("c1", "c2", "c1")}):
     _seed_ensemble(tmp_path, 0, **bad)
-    with pytest.raises(ValueError, match="ensemble_fold0: not the seed ensemble of"):
+    with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of"):
       doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
   _seed_ensemble(tmp_path, 0)
-  _write(tmp_path, f"{folder}/ensembles/fold0/ensemble.json", {"members": [
-      "/w/runs/nv/fold0_seed0", "/w/runs/nv/fold1_seed1"], "flip": False})
-  with pytest.raises(ValueError, match="ensemble_fold0: not the seed ensemble of"):
-    doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
+  _seed_ensemble(tmp_path, 1, seeds=(1, 2), dice=(0.85, 0.83, 0.84), subjects=("3",))
+  kept = f"/repo/{doc_tables.CAMPAIGN_RUNS}/nv/fold1_seed"
+  _write(tmp_path, f"{folder}/ensembles/fold1/ensemble.json",
+         {"members": [kept + "1", kept + "2"], "flip": False})
+  assert doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0) == [
+      pytest.approx(0.015, rel=1e-12), pytest.approx(0.015, rel=1e-12)]
+  for members in (["/w/runs/nv/fold0_seed0", "/w/runs/nv/fold1_seed1"],
+                  ["/w/runs/nv/fold0_seed1", "/w/runs/nv/fold0_seed0"],
+                  ["/w/runs/nv/fold0_seed0", "/w/runs/nv/fold0_seed0"]):
+    _seed_ensemble(tmp_path, 0)
+    _write(tmp_path, f"{folder}/ensembles/fold0/ensemble.json", {"members": members,
+                                                                  "flip": False})
+    with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of two seeds of "
+                                         "nv/fold0_seed0's recipe and fold"):
+      doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
   with pytest.raises(ValueError, match="with smoothing sd 4"):
     _seed_ensemble(tmp_path, 0)
     doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 4.0)
@@ -931,7 +944,7 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
   assert doc_tables.stand_in_ensemble_flag(src, 4) == (
       " The ensemble flags a column where the members' spread of some boundary exceeds 3 um "
       "(`predict.uncertain_um`, set in `ensemble.json`), "
-      + reading.format(on="2-member seed ensembles (seeds 0 and 1) of `nv`", t="3-3.5")
+      + reading.format(on="2-member seed ensembles (seeds 0 and 1 of one fold) of `nv`", t="3-3.5")
       + " The population sd of 4 members drawn alike from a normal distribution runs 1.41x that "
       "of 2 on average, so with 4 members it flags more columns than these readings.")
   _write(tmp_path, "pretrained/ensemble.json",
@@ -986,3 +999,16 @@ def test_a_kept_model_and_its_runner_workdir_are_one_model():
   assert doc_tables.model_name("elsewhere/members/fold0_seed0") == "elsewhere/members/fold0_seed0"
   assert doc_tables.model_set(["b/runs/r/fold1_seed0", "a/runs/r/fold0_seed0"]) == [
       "r/fold0_seed0", "r/fold1_seed0"]
+
+
+def test_the_seeds_of_seed_ensembles_are_named_as_they_are():
+  """pair_seeds: one pair for every fold is named once; different pairs are named per fold."""
+  def ensembles(*seeds):
+    return [{"fold": f, "seeds": s} for f, s in enumerate(seeds)]
+  assert doc_tables.pair_seeds(ensembles((0, 1), (0, 1))) == "seeds 0 and 1 of one fold"
+  assert doc_tables.pair_seeds(ensembles((0, 1), (1, 2), (1, 2), (1, 2))) == (
+      "two seeds of one fold: 0 and 1 on fold 0, 1 and 2 on folds 1, 2, 3")
+  assert doc_tables.seed_pair("r/fold1_seed0", ["r/fold1_seed1", "r/fold1_seed2"]) == (1, 2)
+  for members in (["r/fold1_seed2", "r/fold1_seed1"], ["r/fold1_seed1"],
+                  ["r/fold1_seed1", "r/fold2_seed2"], ["r/fold1_seed1", "q/fold1_seed2"]):
+    assert doc_tables.seed_pair("r/fold1_seed0", members) == ()

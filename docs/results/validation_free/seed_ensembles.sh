@@ -2,21 +2,23 @@
 # docs/results/validation_free, continued: the ensemble's uncertain-column flag (the members'
 # spread, predict.uncertain_um) chosen again on the validation-free recipe
 # (plateau_80_fluid_skip_wh_ema_noval), as ../flag_threshold chose it for pretrained/'s members:
-#   ensembles/foldF/ensemble.json: fold F's 2-member seed ensemble (seeds 0 and 1, no flip;
+#   ensembles/foldF/ensemble.json: fold F's 2-member seed ensemble (seeds A and B, no flip;
 #     scripts/eval_ensemble.py --no_eval) of the fold models the campaign keeps with their
-#     results (keep_model; fold 0's, read before models were kept, from this machine's runner);
+#     results (keep_model): seeds 1 and 2 on folds 1-3; fold 0's, seeds 0 and 1, were read
+#     before models were kept, from this machine's runner (configs/campaign.json says why);
 #   ensemble_foldF/: its eval (main.py --mode=eval --input) on the held-out pair neither member
-#     trained on, at the smoothing sd run.sh chose (its smoothing_cv.json); seed0_foldF/ and
-#     seed1_foldF/: each member's own eval there, at the same commit, so that the averaging gain
+#     trained on, at the smoothing sd run.sh chose (its smoothing_cv.json); seedA_foldF/ and
+#     seedB_foldF/: each member's own eval there, at the same commit, so that the averaging gain
 #     is read on smoothed outputs on both sides;
 #   seed_ensembles_cv.json: scripts/flag_threshold_cv.py over those evals (seed_ensembles: the
 #     members' spread and the position sd of their average) beside run.sh's single-model evals
 #     (noval: the position sd).
-# Usage: seed_ensembles.sh COMMIT [FOLD ...] (evaluates those folds' ensembles, whose seed-1
-# runs must be done; default none), then the cross-validation over every fold evaluated so far.
+# Usage: seed_ensembles.sh COMMIT [FOLD:A,B ...] (evaluates those folds' ensembles of seeds A
+# and B, whose models must be kept; default none), then the cross-validation over every fold
+# evaluated so far.
 # From a worktree at COMMIT, nice -n 5 beside the campaign runner on the shared 2-core CPU.
 set -euo pipefail
-COMMIT=${1:?usage: seed_ensembles.sh COMMIT [FOLD ...]}
+COMMIT=${1:?usage: seed_ensembles.sh COMMIT [FOLD:A,B ...]}
 shift
 cd "$(dirname "$0")/../../.."
 HERE=$PWD/docs/results/validation_free
@@ -26,28 +28,38 @@ EXP=/work/exp/validation_free_ensembles
 . /work/venv/bin/activate
 SD=$(python -c "import json, sys; print(json.load(sys.stdin)['sets']['noval']['cv']['chosen_sd'])" \
      < $HERE/smoothing_cv.json)
+pairs=("01 02" "03 04" "05 06" "07 08")
+for arg in "$@"; do                                  # every FOLD:A,B checked before any work
+  IFS=, read -r -a seeds <<< "${arg#*:}"
+  [[ $arg =~ ^[0-3]:[0-9]+,[0-9]+$ ]] || { echo "$arg: not FOLD:A,B (fold 0-3)" >&2; exit 2; }
+  for s in "${seeds[@]}"; do
+    model=$RUNS/fold${arg%%:*}_seed$s
+    [ -d $model/best ] || { echo "$model: no kept model" >&2; exit 2; }
+  done
+done
 if [ $# -gt 0 ]; then
   WT=/work/wt_validation_free_ensembles
   [ -d $WT ] || git worktree add -q --detach $WT "$COMMIT"
   [ "$(git -C $WT rev-parse HEAD)" = "$(git rev-parse "$COMMIT^{commit}")" ]
-  pairs=("01 02" "03 04" "05 06" "07 08")
-  for f in "$@"; do
+  for arg in "$@"; do
+    f=${arg%%:*}
+    IFS=, read -r -a seeds <<< "${arg#*:}"
     set -- ${pairs[$f]}
-    rm -rf $EXP/pair$f $EXP/ensemble_fold$f $EXP/seed0_fold$f $EXP/seed1_fold$f
+    rm -rf $EXP/pair$f $EXP/ensemble_fold$f $EXP/seed*_fold$f
     mkdir -p $EXP/pair$f
     ln -s $DUKE/subject_$1.npz $DUKE/subject_$2.npz $EXP/pair$f/
     rm -rf $HERE/ensembles/fold$f
-    (cd $WT && python scripts/eval_ensemble.py --no_eval --no_flip \
-        --output=$HERE/ensembles/fold$f $RUNS/fold${f}_seed0 $RUNS/fold${f}_seed1)
+    (cd $WT && python scripts/eval_ensemble.py --no_eval --no_flip --output=$HERE/ensembles/fold$f \
+        $RUNS/fold${f}_seed${seeds[0]} $RUNS/fold${f}_seed${seeds[1]})
     (cd $WT && nice -n 5 python main.py --mode=eval --workdir=$HERE/ensembles/fold$f \
         --input=$EXP/pair$f --output=$EXP/ensemble_fold$f \
         --config.predict.smooth_sd_columns=$SD > /dev/null)
-    for seed in 0 1; do
+    for seed in "${seeds[@]}"; do
       (cd $WT && nice -n 5 python main.py --mode=eval --workdir=$RUNS/fold${f}_seed$seed \
           --input=$EXP/pair$f --output=$EXP/seed${seed}_fold$f \
           --config.predict.smooth_sd_columns=$SD > /dev/null)
     done
-    for out in ensemble_fold$f seed0_fold$f seed1_fold$f; do
+    for out in ensemble_fold$f seed${seeds[0]}_fold$f seed${seeds[1]}_fold$f; do
       mkdir -p $HERE/$out
       cp $EXP/$out/metrics.json $EXP/$out/eval_provenance.json $HERE/$out/
     done
