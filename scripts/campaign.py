@@ -489,8 +489,8 @@ def status_lines(plan, state=STATE, repo=REPO):
     state_word = "running" if rid == running else "queued"
     again = (" (results committed, model not: trains again to keep it)"
              if committed(plan, run, repo) else "")
-    lines.append(f"{state_word:8s} {rid:40s} {len(rows)} epochs so far, ~{est / 60:.0f} min each run"
-                 + again)
+    lines.append(f"{state_word:8s} {rid:40s} {len(rows)} epochs so far, "
+                 f"~{est / 60:.0f} min each run{again}")
   lines.append(f"compute left: ~{left / 3600:.1f} h on this machine "
                f"({'runner alive' if running else 'runner not running'})")
   return lines
