@@ -28,7 +28,7 @@ runner takes the runs in order, one at a time, under `nice`:
   outlives the machine (pretrained/'s members, the fold models an ensemble is read on). Such a
   run is done only when its model is committed; one whose results are but whose model is not
   (trained before it was kept, on a machine since lost) trains again, and the commit says
-  whether its new log.csv equals the committed one.
+  whether its new log.csv equals the committed one (but for the seconds each epoch took).
 
 STATE defaults to ../campaign beside this checkout (checkpoints may be lost with the machine;
 results never are). The runner itself does no JAX work (it imports only the workdir helpers,
@@ -143,6 +143,14 @@ def committed(plan, run, repo=REPO, name: str = RUN_RECORD) -> bool:
   rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), name), repo)
   return subprocess.run(["git", "-C", repo, "cat-file", "-e", f"HEAD:{rel}"],
                         capture_output=True).returncode == 0
+
+
+def copied(plan, run, repo=REPO) -> bool:
+  """The run's results are in its results folder on disk (run.json, written last), with its
+  model where the queue entry keeps it; whether committed or not (a machine without git)."""
+  dest = result_dir(plan, run, repo)
+  return os.path.exists(os.path.join(dest, RUN_RECORD)) and (
+      not run.get("keep_model", False) or os.path.isdir(os.path.join(dest, MODEL)))
 
 
 def done(plan, run, repo=REPO) -> bool:
@@ -292,9 +300,9 @@ def commit_results(paths, message: str, repo=REPO, tries: int = 30) -> None:
   for _ in range(tries):
     add = subprocess.run(["git", "-C", repo, "add", "--", *rel], capture_output=True, text=True)
     if add.returncode == 0:
-      done = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", message, "--", *rel],
-                            capture_output=True, text=True)
-      if done.returncode == 0 or "nothing" in done.stdout + done.stderr:
+      out = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", message, "--", *rel],
+                           capture_output=True, text=True)
+      if out.returncode == 0 or "nothing" in out.stdout + out.stderr:
         return
     time.sleep(2.0)
   raise RuntimeError(f"could not commit {rel}")
@@ -320,27 +328,40 @@ def execute(plan, run, state=STATE, repo=REPO) -> bool:
   record = run_record(plan, run, workdir, git("rev-parse", "HEAD", repo=tree),
                       (train_cmd, eval_cmd), {"train": train_s, "eval": time.time() - t1}, links)
   record["nice"] = NICE
-  retrained = rerun_note(plan, run, workdir, repo)
+  if run.get("keep_model", False) and not os.path.isdir(os.path.join(workdir, MODEL)):
+    with open(log_path, "a") as f:
+      f.write(f"campaign: {workdir}/{MODEL}: no best checkpoint to keep\n")
+    return False
   dest = copy_results(plan, run, workdir, eval_dir, record, repo)
-  metrics = read_json(os.path.join(dest, METRICS))
-  dice = metrics["topology"]["literature"]["mean_layer_dice"]
-  kept = ", model kept" if run.get("keep_model", False) else ""
-  commit_results([dest], f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}"
-                 f"{fit_note(run)}, order fix on, native resolution{kept}){retrained}", repo)
+  commit_results([dest], results_message(plan, run, repo), repo)
   return True
 
 
-def rerun_note(plan, run, workdir: str, repo=REPO) -> str:
-  """For a run trained again whose results were committed before (to keep its model): whether
-  its new log.csv equals the committed one, as its commit message says it ('' otherwise)."""
-  if not committed(plan, run, repo):
-    return ""
-  rel = os.path.relpath(os.path.join(result_dir(plan, run, repo), "log.csv"), repo)
-  with open(os.path.join(workdir, "log.csv")) as f:
-    same = f.read() == git("show", f"HEAD:{rel}", repo=repo, strip=False)
-  return ("; trained again to keep its model: log.csv equals the committed one" if same else
-          "; trained again to keep its model: log.csv DIFFERS from the committed one, which "
-          "these results replace")
+def results_message(plan, run, repo=REPO) -> str:
+  """The commit message of a run's copied results: its score, what it scored, whether its model
+  is kept, and, for results committed before (a run that trained again to keep its model),
+  whether its log.csv equals the committed one but for the seconds each epoch took."""
+  dest = result_dir(plan, run, repo)
+  dice = read_json(os.path.join(dest, METRICS))["topology"]["literature"]["mean_layer_dice"]
+  kept = ", model kept" if run.get("keep_model", False) else ""
+  note = ""
+  if committed(plan, run, repo, "log.csv") and os.path.exists(os.path.join(dest, "log.csv")):
+    rel = os.path.relpath(os.path.join(dest, "log.csv"), repo)
+    with open(os.path.join(dest, "log.csv")) as f:
+      same = log_values(f.read()) == log_values(git("show", f"HEAD:{rel}", repo=repo))
+    note = ("; it ran again to keep its model: its log.csv equals the committed one, but for "
+            "the seconds" if same else "; it ran again to keep its model: its log.csv DIFFERS "
+            "from the committed one, which these results replace")
+  return (f"Campaign: {run_id(run)} results (mean layer Dice {dice:.4f}{fit_note(run)}, order "
+          f"fix on, native resolution{kept}){note}")
+
+
+def log_values(text: str) -> list:
+  """A log.csv's rows without their `seconds` (the wall time each epoch took): what a rerun of
+  the same command on the same numbers reproduces."""
+  import csv
+  return [{k: v for k, v in row.items() if k != "seconds"}
+          for row in csv.DictReader(text.splitlines())]
 
 
 def fit_note(run) -> str:
@@ -402,13 +423,11 @@ def write_running(state, run) -> None:
 
 def commit_uncommitted(plan, repo=REPO) -> None:
   """Results (and a kept model) copied by an earlier runner that stopped before committing
-  them."""
+  them, with the message it would have written."""
   for run in plan["queue"]:
-    dest = result_dir(plan, run, repo)
-    copied = os.path.exists(os.path.join(dest, RUN_RECORD)) and (
-        not run.get("keep_model", False) or os.path.isdir(os.path.join(dest, MODEL)))
-    if copied and not done(plan, run, repo):
-      commit_results([dest], f"Campaign: {run_id(run)} results (committed on restart)", repo)
+    if copied(plan, run, repo) and not done(plan, run, repo):
+      commit_results([result_dir(plan, run, repo)],
+                     results_message(plan, run, repo) + " [committed on restart]", repo)
 
 
 def run_campaign(plan_path=PLAN, state=STATE, repo=REPO) -> None:

@@ -206,8 +206,7 @@ def main(argv=None) -> int:
   clock = {"deadline": start + 60 * args.minutes,
            "last_start": start + 60 * (args.minutes - args.min_run_minutes)}
   env = run_env(os.environ, args.jobs, args.platform)
-  todo = [r for r in plan["queue"] if not os.path.exists(
-      os.path.join(campaign.result_dir(plan, r), campaign.RUN_RECORD))]
+  todo = [r for r in plan["queue"] if not campaign.copied(plan, r)]
   state, pack_lock = {"started": [], "outcomes": {}}, threading.Lock()
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
     for f in [pool.submit(worker, plan, r, args, clock, env, pack_lock, state) for r in todo]:

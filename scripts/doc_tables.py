@@ -1323,7 +1323,8 @@ def model_name(workdir) -> str:
   (CAMPAIGN_RUNS/RECIPE/RUN); any other folder's normalised path."""
   path = os.path.normpath(str(workdir))
   parts = path.split(os.sep)
-  campaign_folder = "/".join(parts[-5:-2]) == CAMPAIGN_RUNS or parts[-3:-2] == ["runs"]
+  campaign_folder = ("/".join(parts[-5:-2]) == CAMPAIGN_RUNS or parts[-3:-2] == ["runs"]) and (
+      re.fullmatch(r"(fold\d+|all)_seed\d+", parts[-1]) is not None)
   return run_of_workdir(path) if campaign_folder else path
 
 
@@ -1388,6 +1389,8 @@ def pair_seeds(ensembles: List[Dict]) -> str:
   folds = {}
   for e in ensembles:
     folds.setdefault(e["seeds"], []).append(e["fold"])
+  if not folds:
+    return ""
   if len(folds) == 1:
     return "seeds {} and {} of one fold".format(*next(iter(folds)))
   return "two seeds of one fold: " + ", ".join(
@@ -1406,14 +1409,13 @@ def seed_pair(model: str, members: List[str]) -> Tuple[int, ...]:
   return (a, b) if a < b else ()
 
 
-def stand_in_gains(src: Sources, models: List[Dict], sd: float) -> List[float]:
-  """The averaging gains of the stand-ins' seed ensembles (stand_in_seed_ensembles): per fold,
-  the ensemble's mean layer Dice minus its two members' mean, all smoothed with `sd`; [] before
-  any is scored."""
+def ensemble_gains(ensembles: List[Dict]) -> List[float]:
+  """The averaging gains of seed ensembles (stand_in_seed_ensembles): per fold, the ensemble's
+  mean layer Dice minus its two members' mean; [] before any is scored."""
   def dice(m):
     return m["topology"]["literature"]["mean_layer_dice"]
   return [dice(e["ensemble"]) - (dice(e["members"][0]) + dice(e["members"][1])) / 2
-          for e in stand_in_seed_ensembles(src, models, sd)]
+          for e in ensembles]
 
 
 def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], List[str]]:
@@ -1464,10 +1466,10 @@ def shipped_numbers(src: Sources) -> Dict:
                            held_out_models(src))
   recipe, cv_recipe = run_parts(members[0]["run"])[0], run_parts(models[0]["run"])[0]
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
-  gains, gain_recipes = ((stand_in_gains(src, models, sd), [cv_recipe]) if stand_ins(members)
+  ensembles = stand_in_seed_ensembles(src, models, sd) if stand_ins(members) else []
+  gains, gain_recipes = ((ensemble_gains(ensembles), [cv_recipe]) if stand_ins(members)
                          else shipped_gain(src, recipe, spec["flip"]))
-  ensemble_seeds = (pair_seeds(stand_in_seed_ensembles(src, models, sd))
-                    if stand_ins(members) and gains else "seeds 0 and 1 of one fold")
+  ensemble_seeds = pair_seeds(ensembles) or "seeds 0 and 1 of one fold"   # shipped_gain's
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models, stand_ins(members))
   if stand_ins(members):
@@ -2356,8 +2358,7 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   verified = sorted(f"ensembles/fold{e['fold']}" for e in ensembles)
   flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
            src.exists(SEED_ENSEMBLE_FLAGS) else {})
-  read = sorted("/".join(os.path.normpath(w).split(os.sep)[-2:])     # ensembles/foldF
-                for w in flags.get("workdirs", {}).values())
+  read = sorted(run_of_workdir(w) for w in flags.get("workdirs", {}).values())  # ensembles/foldF
   flag = flags.get("flags", {}).get("uncertain")
   if (not flag or len(verified) != len(models) or read != verified
       or set(flags["smooth_sd_columns"].values()) != {sd} or flag["cv"]["chosen_um"] != setting):

@@ -43,7 +43,7 @@ def _repo(tmp_path):
   return repo, str(repo / "configs" / "campaign.json")
 
 
-def _fake_run(calls, fail_once=None, log_csv="epoch,seconds\n1,10.5\n2,11.5\n"):
+def _fake_run(calls, fail_once=None, log_csv="epoch,train_loss,seconds\n1,4.0,10.5\n2,3.0,11.5\n"):
   """Stands in for run_logged: writes a workdir's files (train: with `log_csv` and a best/
   checkpoint folder) or an eval folder's; the first train call of the run `fail_once` fails."""
   failed = []
@@ -274,9 +274,11 @@ def test_a_kept_model_is_committed_and_one_lost_trains_again(tmp_path, monkeypat
   assert _git(repo, "show", f"HEAD:{kept}") == f"{state}/runs/base/fold0_seed0"
   assert "best" not in os.listdir(repo / "docs/results/campaign/lever/fold0_seed0")
   assert "0.7000, order fix on, native resolution, model kept)" in _git(repo, "log", "--format=%s")
-  for log_csv, note in (("epoch,seconds\n1,10.5\n2,11.5\n", "log.csv equals the committed one"),
-                        ("epoch,seconds\n1,10.5\n2,11.0\n", "log.csv DIFFERS from the committed"
-                         " one, which these results replace")):
+  for log_csv, note in (("epoch,train_loss,seconds\n1,4.0,9.5\n2,3.0,12.5\n",
+                         "its log.csv equals the committed one, but for the seconds"),
+                        ("epoch,train_loss,seconds\n1,4.0,9.5\n2,3.1,12.5\n",
+                         "its log.csv DIFFERS from the committed one, which these results "
+                         "replace")):
     _git(repo, "rm", "-rq", "docs/results/campaign/base/fold0_seed0/best")
     _git(repo, "commit", "-qm", "model lost")
     shutil.rmtree(state)
@@ -288,7 +290,33 @@ def test_a_kept_model_is_committed_and_one_lost_trains_again(tmp_path, monkeypat
     campaign.run_campaign(plan_path, state, str(repo))
     assert len(calls) == 2 and _git(repo, "show", f"HEAD:{kept}").endswith("base/fold0_seed0")
     assert _git(repo, "log", "-1", "--format=%s").endswith(
-        "model kept); trained again to keep its model: " + note)
+        "model kept); it ran again to keep its model: " + note)
+
+
+def test_results_copied_but_not_committed_are_committed_on_restart_with_their_message(
+    tmp_path, monkeypatch):
+  """A runner stopped between copying a kept run's results and committing them: the next
+  runner commits them with the message the first would have written, without training again."""
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["queue"][0]["keep_model"] = True
+  open(plan_path, "w").write(json.dumps(plan))
+  state, calls = str(tmp_path / "state"), []
+  monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
+  commit = campaign.commit_results
+
+  def stopped(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(campaign, "commit_results", stopped)
+  with pytest.raises(KeyboardInterrupt):
+    campaign.run_campaign(plan_path, state, str(repo))
+  assert len(calls) == 2 and "Campaign" not in _git(repo, "log", "--format=%s")
+  monkeypatch.setattr(campaign, "commit_results", commit)
+  campaign.run_campaign(plan_path, state, str(repo))
+  assert len(calls) == 4                                     # only the second run trained
+  assert ("Campaign: base/fold0_seed0 results (mean layer Dice 0.7000, order fix on, native "
+          "resolution, model kept) [committed on restart]") in _git(repo, "log", "--format=%s")
+  assert _git(repo, "ls-files", "docs/results/campaign/base/fold0_seed0/best")
 
 
 def test_a_run_without_committed_results_runs_again(tmp_path, monkeypatch):
@@ -489,3 +517,22 @@ def test_an_interrupted_runner_says_so_in_one_line(monkeypatch, capsys):
   (line,) = capsys.readouterr().out.splitlines()
   assert line.endswith("campaign: interrupted; the run in flight resumes from its last "
                        "checkpoint when the runner is started again")
+
+
+def test_a_kept_run_without_a_best_checkpoint_fails_and_says_why(tmp_path, monkeypatch):
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["queue"] = [dict(plan["queue"][0], keep_model=True)]
+  open(plan_path, "w").write(json.dumps(plan))
+  state, calls = str(tmp_path / "state"), []
+  fake = _fake_run(calls)
+
+  def no_best(cmd, cwd, log_path):
+    code = fake(cmd, cwd, log_path)
+    shutil.rmtree(f"{state}/runs/base/fold0_seed0/best", ignore_errors=True)
+    return code
+  monkeypatch.setattr(campaign, "run_logged", no_best)
+  campaign.run_campaign(plan_path, state, str(repo))
+  assert len(calls) == 4 and "Campaign" not in _git(repo, "log", "--format=%s")   # 2 attempts
+  assert open(f"{state}/runs/base/fold0_seed0.out").read().count(
+      f"campaign: {state}/runs/base/fold0_seed0/best: no best checkpoint to keep") == 2

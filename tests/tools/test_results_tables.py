@@ -818,8 +818,12 @@ def _seed_ensemble(root, fold, dice=(0.86, 0.85, 0.84), subjects=("1", "2"), sd=
     _write(root, f"{folder}/{name}_fold{fold}/eval_provenance.json", {"git": {"commit": commit}})
 
 
+def _gains(src, models, sd):
+  return doc_tables.ensemble_gains(doc_tables.stand_in_seed_ensembles(src, models, sd))
+
+
 def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
-  """stand_in_gains: per fold, the seed ensemble's Dice minus its two members', all scored with
+  """ensemble_gains of stand_in_seed_ensembles: per fold, the seed ensemble's Dice minus its two members', all scored with
   the shipped smoothing (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015), whether its two seeds
   are 0 and 1 or 1 and 2 (models read from the runner's workdirs or the results folders that
   keep them); refused where the ensemble is not of two seeds of the fold's recipe and fold, the
@@ -828,22 +832,22 @@ def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
   _all8_tree(tmp_path)
   src = doc_tables.Sources(str(tmp_path))
   models = doc_tables.held_out_models(src)
-  assert doc_tables.stand_in_gains(src, models, 6.0) == []
+  assert _gains(src, models, 6.0) == []
   _seed_ensemble(tmp_path, 0)
-  assert doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0) == [
+  assert _gains(doc_tables.Sources(str(tmp_path)), models, 6.0) == [
       pytest.approx(0.015, rel=1e-12)]
-  assert doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models[1:], 6.0) == []
+  assert _gains(doc_tables.Sources(str(tmp_path)), models[1:], 6.0) == []
   folder = doc_tables.VALIDATION_FREE_SETTINGS
   for bad in ({"sd": 0.0}, {"subjects": ("1",)}, {"commits": ("c1", "c2", "c1")}):
     _seed_ensemble(tmp_path, 0, **bad)
     with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of"):
-      doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
+      _gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
   _seed_ensemble(tmp_path, 0)
   _seed_ensemble(tmp_path, 1, seeds=(1, 2), dice=(0.85, 0.83, 0.84), subjects=("3",))
   kept = f"/repo/{doc_tables.CAMPAIGN_RUNS}/nv/fold1_seed"
   _write(tmp_path, f"{folder}/ensembles/fold1/ensemble.json",
          {"members": [kept + "1", kept + "2"], "flip": False})
-  assert doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0) == [
+  assert _gains(doc_tables.Sources(str(tmp_path)), models, 6.0) == [
       pytest.approx(0.015, rel=1e-12), pytest.approx(0.015, rel=1e-12)]
   for members in (["/w/runs/nv/fold0_seed0", "/w/runs/nv/fold1_seed1"],
                   ["/w/runs/nv/fold0_seed1", "/w/runs/nv/fold0_seed0"],
@@ -853,10 +857,10 @@ def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
                                                                   "flip": False})
     with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of two seeds of "
                                          "nv/fold0_seed0's recipe and fold"):
-      doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
+      _gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
   with pytest.raises(ValueError, match="with smoothing sd 4"):
     _seed_ensemble(tmp_path, 0)
-    doc_tables.stand_in_gains(doc_tables.Sources(str(tmp_path)), models, 4.0)
+    _gains(doc_tables.Sources(str(tmp_path)), models, 4.0)
 
 
 def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
@@ -996,6 +1000,7 @@ def test_a_kept_model_and_its_runner_workdir_are_one_model():
       f"/work/main/{results}/{run}", f"{results}/./{run}")} == {run}
   member = "pretrained/members/fold0_seed0"
   assert doc_tables.model_name(member + "/") == member
+  assert doc_tables.model_name("/repo/runs/tiny/wd") == "/repo/runs/tiny/wd"   # not a run name
   assert doc_tables.model_name("elsewhere/members/fold0_seed0") == "elsewhere/members/fold0_seed0"
   assert doc_tables.model_set(["b/runs/r/fold1_seed0", "a/runs/r/fold0_seed0"]) == [
       "r/fold0_seed0", "r/fold1_seed0"]
@@ -1008,6 +1013,7 @@ def test_the_seeds_of_seed_ensembles_are_named_as_they_are():
   assert doc_tables.pair_seeds(ensembles((0, 1), (0, 1))) == "seeds 0 and 1 of one fold"
   assert doc_tables.pair_seeds(ensembles((0, 1), (1, 2), (1, 2), (1, 2))) == (
       "two seeds of one fold: 0 and 1 on fold 0, 1 and 2 on folds 1, 2, 3")
+  assert doc_tables.pair_seeds([]) == ""
   assert doc_tables.seed_pair("r/fold1_seed0", ["r/fold1_seed1", "r/fold1_seed2"]) == (1, 2)
   for members in (["r/fold1_seed2", "r/fold1_seed1"], ["r/fold1_seed1"],
                   ["r/fold1_seed1", "r/fold2_seed2"], ["r/fold1_seed1", "q/fold1_seed2"]):

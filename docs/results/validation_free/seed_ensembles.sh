@@ -30,8 +30,9 @@ SD=$(python -c "import json, sys; print(json.load(sys.stdin)['sets']['noval']['c
      < $HERE/smoothing_cv.json)
 pairs=("01 02" "03 04" "05 06" "07 08")
 for arg in "$@"; do                                  # every FOLD:A,B checked before any work
-  IFS=, read -r -a seeds <<< "${arg#*:}"
   [[ $arg =~ ^[0-3]:[0-9]+,[0-9]+$ ]] || { echo "$arg: not FOLD:A,B (fold 0-3)" >&2; exit 2; }
+  IFS=, read -r -a seeds <<< "${arg#*:}"
+  (( seeds[0] < seeds[1] )) || { echo "$arg: seeds A < B, as doc_tables reads them" >&2; exit 2; }
   for s in "${seeds[@]}"; do
     model=$RUNS/fold${arg%%:*}_seed$s
     [ -d $model/best ] || { echo "$model: no kept model" >&2; exit 2; }
@@ -45,7 +46,8 @@ if [ $# -gt 0 ]; then
     f=${arg%%:*}
     IFS=, read -r -a seeds <<< "${arg#*:}"
     set -- ${pairs[$f]}
-    rm -rf $EXP/pair$f $EXP/ensemble_fold$f $EXP/seed*_fold$f
+    rm -rf $EXP/pair$f $EXP/ensemble_fold$f $EXP/seed*_fold$f $HERE/ensemble_fold$f \
+        $HERE/seed*_fold$f
     mkdir -p $EXP/pair$f
     ln -s $DUKE/subject_$1.npz $DUKE/subject_$2.npz $EXP/pair$f/
     rm -rf $HERE/ensembles/fold$f
