@@ -36,6 +36,7 @@ and duke.subject_files to choose the files a score_subjects run is scored on, wh
 records), so editing main while it runs cannot change a run's training.
 """
 
+import csv
 import datetime
 import json
 import os
@@ -130,11 +131,11 @@ def result_dir(plan, run, repo=REPO) -> str:
   return os.path.join(repo, plan["results_dir"], run_id(run))
 
 
-def git(*args, repo=REPO, check=True, strip=True) -> str:
+def git(*args, repo=REPO, check=True) -> str:
   out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
   if check and out.returncode:
     raise RuntimeError(f"git {' '.join(args)}: {out.stderr.strip()}")
-  return out.stdout.strip() if strip else out.stdout
+  return out.stdout.strip()
 
 
 def committed(plan, run, repo=REPO, name: str = RUN_RECORD) -> bool:
@@ -359,7 +360,6 @@ def results_message(plan, run, repo=REPO) -> str:
 def log_values(text: str) -> list:
   """A log.csv's rows without their `seconds` (the wall time each epoch took): what a rerun of
   the same command on the same numbers reproduces."""
-  import csv
   return [{k: v for k, v in row.items() if k != "seconds"}
           for row in csv.DictReader(text.splitlines())]
 
