@@ -19,7 +19,9 @@ def _git(repo, *args):
                         text=True).stdout.strip()
 
 
-def _repo(tmp_path):
+def _repo(tmp_path, keep_first=False):
+  """A git repository with a plan of two recipes and one run of each (the first keeps its
+  model with `keep_first`); returns it and the plan's path."""
   repo = tmp_path / "repo"
   os.makedirs(repo / "configs")
   os.makedirs(repo / "octseg_jax")
@@ -35,7 +37,7 @@ def _repo(tmp_path):
                                "estimate_s": 600},
                       "lever": {"config": "configs/x.py", "overrides": {"model.kernel": [7, 3]},
                                 "commit": sha, "estimate_s": 900}},
-          "queue": [{"recipe": "base", "fold": 0, "seed": 0},
+          "queue": [{"recipe": "base", "fold": 0, "seed": 0, "keep_model": keep_first},
                     {"recipe": "lever", "fold": 0, "seed": 0}]}
   (repo / "configs" / "campaign.json").write_text(json.dumps(plan))
   _git(repo, "add", "-A")
@@ -263,10 +265,7 @@ def test_a_kept_model_is_committed_and_one_lost_trains_again(tmp_path, monkeypat
   """A queue entry with keep_model commits its best/ folder with its results (the other run's
   results have none); a run whose results are committed but whose model is not trains again
   (status says so), and the commit says whether the new log.csv equals the committed one."""
-  repo, plan_path = _repo(tmp_path)
-  plan = json.loads(open(plan_path).read())
-  plan["queue"][0]["keep_model"] = True
-  open(plan_path, "w").write(json.dumps(plan))
+  repo, plan_path = _repo(tmp_path, keep_first=True)
   state, calls = str(tmp_path / "state"), []
   monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
   campaign.run_campaign(plan_path, state, str(repo))
@@ -297,10 +296,7 @@ def test_results_copied_but_not_committed_are_committed_on_restart_with_their_me
     tmp_path, monkeypatch):
   """A runner stopped between copying a kept run's results and committing them: the next
   runner commits them with the message the first would have written, without training again."""
-  repo, plan_path = _repo(tmp_path)
-  plan = json.loads(open(plan_path).read())
-  plan["queue"][0]["keep_model"] = True
-  open(plan_path, "w").write(json.dumps(plan))
+  repo, plan_path = _repo(tmp_path, keep_first=True)
   state, calls = str(tmp_path / "state"), []
   monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
   commit = campaign.commit_results
@@ -520,9 +516,9 @@ def test_an_interrupted_runner_says_so_in_one_line(monkeypatch, capsys):
 
 
 def test_a_kept_run_without_a_best_checkpoint_fails_and_says_why(tmp_path, monkeypatch):
-  repo, plan_path = _repo(tmp_path)
+  repo, plan_path = _repo(tmp_path, keep_first=True)
   plan = json.loads(open(plan_path).read())
-  plan["queue"] = [dict(plan["queue"][0], keep_model=True)]
+  plan["queue"] = plan["queue"][:1]
   open(plan_path, "w").write(json.dumps(plan))
   state, calls = str(tmp_path / "state"), []
   fake = _fake_run(calls)
