@@ -1830,14 +1830,15 @@ def stand_in_uncertainty(src: Sources) -> str:
   smoothing on the pairs they never saw), the ensemble's flag and the single member's."""
   members, models = shipped_members(src), held_out_models(src)
   sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
-  runs = [e["ensemble"]["calibration"] for e in stand_in_seed_ensembles(src, models, sd)]
+  ensembles = stand_in_seed_ensembles(src, models, sd)
+  runs = [e["ensemble"]["calibration"] for e in ensembles]
   if not runs:
     return (f"No held-out measurement of the uncertainty of its stand-ins' seed ensembles yet "
             f"(`{VALIDATION_FREE_SETTINGS}/seed_ensembles.sh`).")
   recipe = run_parts(models[0]["run"])[0]
   return (f"How its uncertainty relates to its errors on eyes the models never saw "
-          f"({count(len(runs), 'fold')}: the seed 0 and 1 fold models of `{recipe}` averaged, "
-          "scored by eval with the shipped smoothing on the pair neither trained on; "
+          f"({count(len(runs), 'fold')}: 2-member seed ensembles ({pair_seeds(ensembles)}) of "
+          f"`{recipe}`, scored by eval with the shipped smoothing on the pair neither trained on; "
           "docs/results.md section 11): " + calibration_words(runs)
           + (stand_in_ensemble_flag(src, len(members)) if len(members) > 1 else "")
           + single_member_flag(src))

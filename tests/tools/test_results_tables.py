@@ -935,9 +935,9 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
              "were off (precision), with a mean absolute boundary error of 8.0-12.0 um in them "
              "against 4.0 um in the others (docs/results.md section 11).")
   assert doc_tables.stand_in_uncertainty(src) == (
-      "How its uncertainty relates to its errors on eyes the models never saw (2 folds: the "
-      "seed 0 and 1 fold models of `nv` averaged, scored by eval with the shipped smoothing on "
-      "the pair neither trained on; docs/results.md section 11): the spread ranks single errors "
+      "How its uncertainty relates to its errors on eyes the models never saw (2 folds: 2-member "
+      "seed ensembles (seeds 0 and 1 of one fold) of `nv`, scored by eval with the shipped "
+      "smoothing on the pair neither trained on; docs/results.md section 11): the spread ranks single errors "
       "only weakly (Spearman's rho 0.10-0.20 over column and boundary). Expected calibration "
       "error of the top-class confidence (15 bins): 0.0100-0.0200 over the pixels of the "
       "model's input band, 0.0040 over all labelled pixels (the rows outside the band count as "
