@@ -823,12 +823,12 @@ def _gains(src, models, sd):
 
 
 def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
-  """ensemble_gains of stand_in_seed_ensembles: per fold, the seed ensemble's Dice minus its two members', all scored with
-  the shipped smoothing (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015), whether its two seeds
-  are 0 and 1 or 1 and 2 (models read from the runner's workdirs or the results folders that
-  keep them); refused where the ensemble is not of two seeds of the fold's recipe and fold, the
-  smoothing is another, an eval scored other subjects or ran at another commit; [] before any
-  ensemble."""
+  """ensemble_gains of stand_in_seed_ensembles: per fold, the seed ensemble's Dice minus its two
+  members', all scored with the shipped smoothing (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015),
+  whether its two seeds are 0 and 1 or 1 and 2 (models read from the runner's workdirs or the
+  results folders that keep them); refused where the ensemble is not of two seeds of the fold's
+  recipe and fold, the smoothing is another, an eval scored other subjects or ran at another
+  commit; [] before any ensemble."""
   _all8_tree(tmp_path)
   src = doc_tables.Sources(str(tmp_path))
   models = doc_tables.held_out_models(src)
@@ -937,12 +937,12 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
   assert doc_tables.stand_in_uncertainty(src) == (
       "How its uncertainty relates to its errors on eyes the models never saw (2 folds: 2-member "
       "seed ensembles (seeds 0 and 1 of one fold) of `nv`, scored by eval with the shipped "
-      "smoothing on the pair neither trained on; docs/results.md section 11): the spread ranks single errors "
-      "only weakly (Spearman's rho 0.10-0.20 over column and boundary). Expected calibration "
-      "error of the top-class confidence (15 bins): 0.0100-0.0200 over the pixels of the "
-      "model's input band, 0.0040 over all labelled pixels (the rows outside the band count as "
-      "certain background). With `--config.predict.members=1` the first member alone flags a "
-      "column where some boundary's position sd exceeds 9 um "
+      "smoothing on the pair neither trained on; docs/results.md section 11): the spread ranks "
+      "single errors only weakly (Spearman's rho 0.10-0.20 over column and boundary). Expected "
+      "calibration error of the top-class confidence (15 bins): 0.0100-0.0200 over the pixels "
+      "of the model's input band, 0.0040 over all labelled pixels (the rows outside the band "
+      "count as certain background). With `--config.predict.members=1` the first member alone "
+      "flags a column where some boundary's position sd exceeds 9 um "
       "(`predict.uncertain_position_sd_um`), " + reading.format(on="fold models of `nv`",
                                                                  t="9-9.5"))
   assert doc_tables.stand_in_ensemble_flag(src, 4) == (
