@@ -1418,20 +1418,23 @@ def ensemble_gains(ensembles: List[Dict]) -> List[float]:
           for e in ensembles]
 
 
-def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], List[str]]:
+def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], List[str],
+                                                                 List[Dict]]:
   """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting,
-  and the recipes they come from. While `recipe` has none, those of the recipes that train the
-  same network (the same `model` in their resolved config.json), named as such."""
+  the recipes they come from, and each one's fold and seeds (as pair_seeds reads them). While
+  `recipe` has none, those of the recipes that train the same network (the same `model` in
+  their resolved config.json), named as such."""
   ensembles = [e for e in seed_ensembles(src) if e["spec"]["flip"] == flip
                and len({run_parts(r)[0] for r in e["runs"]}) == 1]
-  own = [e for e in ensembles if run_parts(e["runs"][0])[0] == recipe]
-  if own:
-    return [e["gain"] for e in own], [recipe]
-  from octseg_jax.serving.workdir import load_config   # fills the defaults of older configs
-  def model(run):
-    return load_config(src.path(f"{CAMPAIGN_RUNS}/{run}")).model.to_dict()
-  same = [e for e in ensembles if model(e["runs"][0]) == model(f"{recipe}/fold0_seed0")]
-  return [e["gain"] for e in same], sorted({run_parts(e["runs"][0])[0] for e in same})
+  used = [e for e in ensembles if run_parts(e["runs"][0])[0] == recipe]
+  if not used:
+    from octseg_jax.serving.workdir import load_config   # fills the defaults of older configs
+    def model(run):
+      return load_config(src.path(f"{CAMPAIGN_RUNS}/{run}")).model.to_dict()
+    used = [e for e in ensembles if model(e["runs"][0]) == model(f"{recipe}/fold0_seed0")]
+  pairs = [{"fold": run_parts(e["runs"][0])[1],
+            "seeds": tuple(sorted(run_parts(r)[2] for r in e["runs"]))} for e in used]
+  return ([e["gain"] for e in used], sorted({run_parts(e["runs"][0])[0] for e in used}), pairs)
 
 
 def pretrained_members(src: Sources) -> str:
@@ -1467,9 +1470,9 @@ def shipped_numbers(src: Sources) -> Dict:
   recipe, cv_recipe = run_parts(members[0]["run"])[0], run_parts(models[0]["run"])[0]
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
   ensembles = stand_in_seed_ensembles(src, models, sd) if stand_ins(members) else []
-  gains, gain_recipes = ((ensemble_gains(ensembles), [cv_recipe]) if stand_ins(members)
-                         else shipped_gain(src, recipe, spec["flip"]))
-  ensemble_seeds = pair_seeds(ensembles) or "seeds 0 and 1 of one fold"   # shipped_gain's
+  gains, gain_recipes, pairs = ((ensemble_gains(ensembles), [cv_recipe], ensembles)
+                                if stand_ins(members) else shipped_gain(src, recipe, spec["flip"]))
+  ensemble_seeds = pair_seeds(pairs)
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models, stand_ins(members))
   if stand_ins(members):
