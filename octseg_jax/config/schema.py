@@ -178,13 +178,14 @@ FIELDS: Dict[str, Field] = {
                                    " and thickness smoothed along the B-scan by a Gaussian of this "
                                    "sd in columns (A-scans, not um; pretrained/'s 6 was chosen on "
                                    "Duke's 11.33 um columns); 0 = off", True, ("eval", "predict")),
-    "predict.uncertain_um": F(2 * SPECTRALIS_ROW_UM, _NUMBER, "a column is 'uncertain' where "
-                              "some boundary's spread (sd) exceeds this (2 Duke axial pixels)",
-                              True, True),
-    "predict.uncertain_position_sd_um": F(0.0, _NUMBER, "a single model's column is 'uncertain' "
-                                          "where some boundary's position sd exceeds this (an "
-                                          "ensemble's flag uses the spread); 0 = no flag",
-                                          True, True),
+    "predict.uncertain_um": F(2 * SPECTRALIS_ROW_UM, _NUMBER, "an ensemble's column is "
+                              "'uncertain' where some boundary's spread (the members' sd) "
+                              "exceeds this (2 Duke axial pixels); 0 = flag by the position sd "
+                              "(predict.uncertain_position_sd_um) instead", True, True),
+    "predict.uncertain_position_sd_um": F(0.0, _NUMBER, "a single model's column (an "
+                                          "ensemble's where predict.uncertain_um is 0) is "
+                                          "'uncertain' where some boundary's position sd exceeds "
+                                          "this; 0 = no such flag", True, True),
     # benchmark
     "benchmark.steps": F(5, v.int_at_least(1), resumable=True),
     "benchmark.warmup": F(2, v.int_at_least(0), resumable=True),

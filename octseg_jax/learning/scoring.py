@@ -171,8 +171,8 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   averaged probabilities, smoothed as the boundaries are) gets the same rank correlation and,
   as the members' spread, the error of the most uncertain tenth of the (boundary, column)
   pairs against the rest (uncertainty.top_share_error), and under position_sd_columns how a
-  flag at position_sd_um on it (uncertain_um where 0) splits the error, and whether predict
-  flags by it (predict_flags: a single model, position_sd_um set). Each flag also gets its
+  flag at position_sd_um on it (uncertain_um where 0) splits the error. Each flag says whether
+  predict flags by it (predict_flags, uncertainty.flag_rule). Each flag also gets its
   curve over thresholds (uncertainty.flag_curve; a column is wrong where its boundaries are off
   by more than uncertainty.WRONG_UM, 2 Duke axial pixels, on average), to choose a threshold by
   cross-validation."""
@@ -187,17 +187,18 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   out["band"] = {"ece": in_band["ece"], "pixels": in_band["pixels"],
                  "about": "the pixels of the model's input band only (the rows outside it are "
                           "certain background in the output and count in 'ece')"}
+  rule = uncertainty.flag_rule("boundary_sd_rows" in outputs[0], uncertain_um, position_sd_um)
   if "boundary_sd_rows" in outputs[0]:
     sd = np.concatenate([o["boundary_sd_rows"] for o in outputs], axis=-1) * pixel_um
     out["uncertainty_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
     out.update(flag_scores("uncertain", sd, pred_bounds, true_bounds, pixel_um, uncertain_um,
                            supported))
+    out["uncertain_columns"]["predict_flags"] = bool(rule) and rule[0] == uncertainty.SPREAD
   if position_sd is not None:
     sd = np.asarray(position_sd) * pixel_um
     out["position_sd_vs_error"] = ranks_errors(sd, pred_bounds, true_bounds, pixel_um)
     out.update(flag_scores("position_sd", sd, pred_bounds, true_bounds, pixel_um,
                            position_sd_um or uncertain_um, supported))
-    rule = uncertainty.flag_rule("boundary_sd_rows" in outputs[0], uncertain_um, position_sd_um)
     out["position_sd_columns"]["predict_flags"] = bool(rule) and rule[0] == uncertainty.POSITION_SD
   return out
 

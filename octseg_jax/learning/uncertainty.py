@@ -44,10 +44,11 @@ SPREAD, POSITION_SD = "spread", "position_sd"    # the uncertainties a column fl
 
 def flag_rule(several_views: bool, uncertain_um: float, position_sd_um: float):
   """What flags a column `uncertain`, as (uncertainty, threshold um), or None: several views
-  (an ensemble) flag by their spread of some boundary over uncertain_um, one view by some
-  boundary's position sd over position_sd_um where that is set (> 0). The one home of the rule:
-  predict's column flag and eval's calibration both follow it."""
-  if several_views:
+  (an ensemble) flag by their spread of some boundary over uncertain_um where that is set
+  (> 0); otherwise, and for one view, some boundary's position sd over position_sd_um where
+  that is set (> 0). The one home of the rule: predict's column flag and eval's calibration
+  both follow it."""
+  if several_views and uncertain_um:
     return SPREAD, float(uncertain_um)
   return (POSITION_SD, float(position_sd_um)) if position_sd_um else None
 

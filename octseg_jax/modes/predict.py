@@ -61,9 +61,10 @@ class ColumnFlag(NamedTuple):
 def column_flag(trained) -> Optional[ColumnFlag]:
   """The flag of uncertainty.flag_rule, named for predict's outputs: an ensemble (several
   views) flags the columns where the members' spread of some boundary exceeds
-  predict.uncertain_um; a single model those where some boundary's position sd exceeds
-  predict.uncertain_position_sd_um, when it is set (pretrained/'s was chosen by cross-validation
-  on its members: docs/results.md); None otherwise."""
+  predict.uncertain_um, when it is set; a single model, or an ensemble whose uncertain_um is 0,
+  those where some boundary's position sd exceeds predict.uncertain_position_sd_um, when it is
+  set (pretrained/'s thresholds were chosen by cross-validation: docs/results.md); None
+  otherwise."""
   config = trained.config.predict
   rule = uncertainty.flag_rule(trained.num_views > 1, config.uncertain_um,
                                config.uncertain_position_sd_um)
@@ -82,16 +83,20 @@ def column_flag(trained) -> Optional[ColumnFlag]:
 
 def print_flag_note(trained, overrides=None) -> None:
   """A console note where a run has no `uncertain` flag (a single model without
-  predict.uncertain_position_sd_um), or where that option was given for an ensemble, which
-  flags by its members' spread instead (column_flag)."""
+  predict.uncertain_position_sd_um, an ensemble without either threshold), or where that option
+  was given for an ensemble that flags by its members' spread instead (column_flag)."""
   field = "predict.uncertain_position_sd_um"
-  if trained.num_views > 1 and field in (overrides or {}):
-    print(f"note: --config.{field} applies to a single model; this ensemble flags columns by its "
-          f"members' spread (--config.predict.uncertain_um)")
-  elif column_flag(trained) is None:
+  flag = column_flag(trained)
+  if flag and flag.config_field == "uncertain_um" and field in (overrides or {}):
+    print(f"note: this ensemble flags columns by its members' spread (--config.predict."
+          f"uncertain_um); --config.{field} applies where that is 0, and to a single model")
+  elif flag is None and trained.num_views == 1:
     print(f"note: no `uncertain` flag: a single model flags columns by its boundaries' position "
           f"sd where --config.{field} is set (0: no flag; pretrained/ sets it for "
           f"--config.predict.members=1)")
+  elif flag is None:
+    print(f"note: no `uncertain` flag: --config.predict.uncertain_um (the members' spread) and "
+          f"--config.{field} (the position sd) are both 0")
 
 
 def batch_geometry(probs: np.ndarray, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:

@@ -323,11 +323,10 @@ def calibration_markdown(cal) -> list:
 
 def flag_text(key: str, flag: Dict) -> str:
   """The opening of the report's sentence on a column flag (calibration_markdown)."""
-  if key == "uncertain_columns":
-    return "Columns predict flags `uncertain` (some boundary's members' spread over"
-  if flag.get("predict_flags"):
-    return "Columns predict flags `uncertain` (some boundary's position sd over"
-  return ("Columns a flag on the position sd would mark, which predict does not flag by (some "
+  what = "members' spread" if key == "uncertain_columns" else "position sd"
+  if flag.get("predict_flags", key == "uncertain_columns"):     # older runs: the spread flagged
+    return f"Columns predict flags `uncertain` (some boundary's {what} over"
+  return (f"Columns a flag on the {what} would mark, which predict does not flag by (some "
           "boundary's over")
 
 

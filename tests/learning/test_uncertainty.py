@@ -44,10 +44,13 @@ def test_flag_columns_ignores_unknown_boundaries():
 
 
 def test_flag_rule_by_case():
-  """Several views flag by their spread (even where a position sd threshold is set); one view
-  by its position sd only where that threshold is set."""
+  """Several views flag by their spread where its threshold is set (even where a position sd
+  threshold is set too), else by the position sd; one view by its position sd only where that
+  threshold is set."""
   assert uncertainty.flag_rule(True, 7.74, 9.0) == (uncertainty.SPREAD, 7.74)
   assert uncertainty.flag_rule(True, 7.74, 0.0) == (uncertainty.SPREAD, 7.74)
+  assert uncertainty.flag_rule(True, 0.0, 9.0) == (uncertainty.POSITION_SD, 9.0)
+  assert uncertainty.flag_rule(True, 0.0, 0.0) is None
   assert uncertainty.flag_rule(False, 7.74, 9.0) == (uncertainty.POSITION_SD, 9.0)
   assert uncertainty.flag_rule(False, 7.74, 0.0) is None
 

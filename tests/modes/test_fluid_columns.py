@@ -184,3 +184,33 @@ def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
   assert (flag["flagged"], flag["threshold_um"], flag["predict_flags"]) == (2, 15.0, True)
   assert ("Columns predict flags `uncertain` (some boundary's position sd over 15 um): 2 of the"
           " 6 columns") in "\n".join(report.calibration_markdown(cal))
+
+
+def test_eval_says_which_uncertainty_an_ensemble_flags_by():
+  """An ensemble flags by its members' spread (predict.uncertain_um), or by the position sd
+  where uncertain_um is 0 (uncertainty.flag_rule): eval's predict_flags and report follow.
+  Spread 1 row in column 0 only (3.87 um); position sd 0..5 rows along the columns."""
+  probs = np.zeros((H, W, 8))
+  probs[..., 0] = 1.0
+  spread = np.zeros((8, W))
+  spread[2, 0] = 1.0
+  outputs = [{"probs": probs, "band": (0, H), "boundary_sd_rows": spread}]
+  true = np.zeros((8, W))
+  pred = true + np.arange(W)[None, :] * 6.0 / (W - 1)
+  sd = np.tile(np.arange(W, dtype=float), (8, 1))
+  args = (outputs, [np.zeros((H, W), np.uint8)], true, UM, pred, np.ones(W, bool))
+  by_spread = scoring.calibration(*args, 2.0, sd, 15.0)
+  assert by_spread["uncertain_columns"]["predict_flags"] is True
+  assert by_spread["uncertain_columns"]["flagged"] == 1
+  assert by_spread["position_sd_columns"]["predict_flags"] is False
+  by_position = scoring.calibration(*args, 0.0, sd, 15.0)
+  assert by_position["uncertain_columns"]["predict_flags"] is False
+  assert by_position["position_sd_columns"]["predict_flags"] is True
+  assert by_position["position_sd_columns"]["flagged"] == 2          # sd 4 and 5 rows
+  text = "\n".join(report.calibration_markdown(by_position))
+  assert ("Columns predict flags `uncertain` (some boundary's position sd over 15 um): 2 of "
+          "the 6 columns") in text
+  assert ("Columns a flag on the members' spread would mark, which predict does not flag by "
+          "(some boundary's over 0 um): 1 of the 6 columns") in text
+  assert ("Columns predict flags `uncertain` (some boundary's members' spread over 2 um): 1 of "
+          "the 6 columns") in "\n".join(report.calibration_markdown(by_spread))

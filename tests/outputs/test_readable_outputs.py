@@ -141,35 +141,41 @@ def test_thickness_csv_leaves_fluid_empty_where_no_retina_was_found():
   assert predict.fluid_area_text(fluid[0], None) == ""                # no lateral scale
 
 
-def _flag_of(views: int, position_sd_um: float = 0.0):
-  """predict.column_flag of a model with `views` views (uncertain_um 7)."""
+def _trained(views: int, position_sd_um: float = 0.0, uncertain_um: float = 7.0):
+  """A stand-in for a loaded model with `views` views and those flag thresholds."""
+  settings = SimpleNamespace(uncertain_um=uncertain_um, uncertain_position_sd_um=position_sd_um)
+  return SimpleNamespace(num_views=views, config=SimpleNamespace(predict=settings))
+
+
+def _flag_of(views: int, position_sd_um: float = 0.0, uncertain_um: float = 7.0):
+  """predict.column_flag of a model with `views` views."""
   from octseg_jax.modes import predict
-  settings = SimpleNamespace(uncertain_um=7.0, uncertain_position_sd_um=position_sd_um)
-  return predict.column_flag(SimpleNamespace(num_views=views,
-                                             config=SimpleNamespace(predict=settings)))
+  return predict.column_flag(_trained(views, position_sd_um, uncertain_um))
 
 
 def test_predict_notes_a_missing_flag_and_an_option_the_ensemble_does_not_use(capsys):
   from octseg_jax.modes import predict
-  def trained(views, position_sd_um):
-    settings = SimpleNamespace(uncertain_um=7.0, uncertain_position_sd_um=position_sd_um)
-    return SimpleNamespace(num_views=views, config=SimpleNamespace(predict=settings))
   field = "predict.uncertain_position_sd_um"
-  predict.print_flag_note(trained(2, 5.0), {field: 5.0})       # given for an ensemble
-  predict.print_flag_note(trained(1, 0.0), {})                 # a single model, no flag
-  predict.print_flag_note(trained(1, 5.0), {field: 5.0})       # a single model's flag: silent
-  predict.print_flag_note(trained(2, 5.0), {})                 # set by settings: silent
+  predict.print_flag_note(_trained(2, 5.0), {field: 5.0})      # given for a spread-flag ensemble
+  predict.print_flag_note(_trained(1, 0.0), {})                # a single model, no flag
+  predict.print_flag_note(_trained(2, 0.0, 0.0), {})           # an ensemble, no flag
+  predict.print_flag_note(_trained(1, 5.0), {field: 5.0})      # a single model's flag: silent
+  predict.print_flag_note(_trained(2, 5.0), {})                # set by settings: silent
+  predict.print_flag_note(_trained(2, 5.0, 0.0), {field: 5.0})  # an ensemble's position sd flag
   assert capsys.readouterr().out.splitlines() == [
-      f"note: --config.{field} applies to a single model; this ensemble flags columns by its "
-      "members' spread (--config.predict.uncertain_um)",
+      f"note: this ensemble flags columns by its members' spread (--config.predict."
+      f"uncertain_um); --config.{field} applies where that is 0, and to a single model",
       f"note: no `uncertain` flag: a single model flags columns by its boundaries' position sd "
       f"where --config.{field} is set (0: no flag; pretrained/ sets it for "
-      "--config.predict.members=1)"]
+      "--config.predict.members=1)",
+      f"note: no `uncertain` flag: --config.predict.uncertain_um (the members' spread) and "
+      f"--config.{field} (the position sd) are both 0"]
 
 
 def test_uncertain_is_empty_where_a_column_is_not_supported():
-  """An ensemble flags by the members' spread, a single model by its position sd where
-  predict.uncertain_position_sd_um is set (here 7 um; not at all where it is 0)."""
+  """An ensemble flags by the members' spread, a single model (or an ensemble whose
+  predict.uncertain_um is 0) by its position sd where predict.uncertain_position_sd_um is set
+  (here 7 um; not at all where it is 0)."""
   from octseg_jax.modes import predict
   sd = np.zeros((1, 8, 4))
   sd[0, 3, [0, 2]] = 9.0                                              # columns 0 and 2 spread
@@ -182,6 +188,8 @@ def test_uncertain_is_empty_where_a_column_is_not_supported():
   single = predict.extra_columns(out, _flag_of(1, 7.0))               # columns 1 and 3 spread
   assert single["uncertain"] == [["0", "1", "", "1"]]
   assert single["uncertain_by"] == [["boundary_position_sd_um"] * 4]
+  by_position = predict.extra_columns(out, _flag_of(2, 7.0, uncertain_um=0.0))   # an ensemble's
+  assert by_position == single
   assert _flag_of(1) is None and predict.extra_columns(out, None) == {}
   assert _flag_of(1, 7.0).legend[-1] == "its position sd > 7 um"
 

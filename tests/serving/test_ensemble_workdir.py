@@ -147,6 +147,7 @@ def test_eval_of_an_ensemble_reports_calibration_and_uncertainty(tmp_path, membe
   assert flag["threshold_um"] == 7.74 and 0 <= flag["flagged"] <= flag["columns"] > 0
   assert result["member_workdirs"] == members
   assert result["calibration"]["position_sd_columns"]["predict_flags"] is False   # spread flags
+  assert flag["predict_flags"] is True
   text = open(tmp_path / "eval" / "metrics.md").read()
   assert "Expected calibration error" in text
   assert f"{flag['flagged']} of the {flag['columns']} columns predict measures" in text
