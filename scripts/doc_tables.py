@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES, PAPER, PAPER_IOU  # noqa: E402
 from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.data import duke  # noqa: E402
+from octseg_jax.learning import uncertainty  # noqa: E402
 from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
 from octseg_jax.outputs.cam_report import (  # noqa: E402
@@ -2314,11 +2315,14 @@ def single_member_flag(src: Sources) -> str:
   own = [found[1]] if found and "position_sd" in found[1]["flags"] and set(
       found[1]["smooth_sd_columns"].values()) == {smoothing} else []
   cv = own[0]["flags"]["position_sd"]["cv"] if own else None
+  members = shipped_members(src)
+  if own and len(members) > 1 and shipped_ensemble_flag(src)[0] == uncertainty.POSITION_SD:
+    return shared_position_flag(src, found, setting, models)   # the ensemble's threshold
   if not setting or cv is None or cv["chosen_um"] != setting:
     raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
                      f" um, but {' or '.join(FLAG_EVIDENCE)} has no cross-validation of its "
                      "held-out models (scored with its smoothing) choosing it")
-  others = stand_ins(shipped_members(src))
+  others = stand_ins(members)
   on = (f"the {len(cv['per_fold'])} fold models of `{run_parts(models[0]['run'])[0]}`"
         if others else f"the {len(cv['per_fold'])} members")
   return (f" With `--config.predict.members=1` the first member alone flags a column where some "
@@ -2326,19 +2330,44 @@ def single_member_flag(src: Sources) -> str:
           + flag_cv_reading(own[0]["flags"]["position_sd"], on, 11 if others else 7))
 
 
+def shared_position_flag(src: Sources, found: Tuple[str, Dict], setting: float,
+                         models: List[Dict]) -> str:
+  """single_member_flag where the ensemble flags by the position sd (stand_in_ensemble_flag
+  checks its threshold): the single member flags at the same threshold, read on each held-out
+  model's eval (the evals of the FLAG_EVIDENCE set `found`, next to its file) at it."""
+  folder, held = os.path.dirname(found[0]), []
+  for name, workdir in sorted(found[1]["workdirs"].items()):
+    metrics = src.json(f"{folder}/{name}/metrics.json")
+    curve = metrics["calibration"]["position_sd_columns_curve"]
+    if model_name(metrics["workdir"]) != model_name(workdir) or setting not in curve[
+        "thresholds_um"]:
+      raise ValueError(f"{folder}/{name}: not the eval of {workdir} with a flag curve at "
+                       f"{setting:g} um; rerun its eval")
+    held.append(uncertainty.flag_stats(curve, curve["thresholds_um"].index(setting)))
+  return (f" With `--config.predict.members=1` the first member alone flags by its position sd "
+          f"at the same {setting:g} um: on each of the {len(held)} fold models of "
+          f"`{run_parts(models[0]['run'])[0]}` at that threshold, on its held-out subjects, "
+          + flag_reading(held, 11))
+
+
 def flag_cv_reading(flag: Dict, on: str, section: int) -> str:
   """The shipped flags' words on a threshold chosen by flag_threshold_cv.py (`flag`: one flag
   of a set, chosen on `on`): the rule, and the held-out reading at each fold's threshold chosen
   on the other folds (docs/results.md `section`)."""
   held = [v["held_out"] for v in flag["cv"]["per_fold"].values()]
-  def pct(key):
-    return percent_span(held, key)
   chosen = sorted({h["threshold_um"] for h in held})
   return (f"the threshold with the best F1 of finding the columns whose boundaries are off by "
           f"more than {flag['wrong_um']:g} um on average, chosen on {on} (each on its own "
           f"held-out subjects; chosen on the other {count(len(held) - 1, 'fold')}, each fold's "
           f"threshold was {'-'.join(fmt_um(t) for t in sorted({chosen[0], chosen[-1]}))} um): "
-          f"on the fold left out it flagged {pct('flagged_share')}% of the measured columns and "
+          "on the fold left out " + flag_reading(held, section))
+
+
+def flag_reading(held: List[Dict], section: int) -> str:
+  """What a flag found on held-out folds (uncertainty.flag_stats of each), in words."""
+  def pct(key):
+    return percent_span(held, key)
+  return (f"it flagged {pct('flagged_share')}% of the measured columns and "
           f"found {pct('recall')}% of those that were off (recall; {pct('wrong_share')}% of the "
           f"columns were), and {pct('precision')}% of the flagged columns were off (precision), "
           f"with a mean absolute boundary error of "
@@ -2350,34 +2379,70 @@ def flag_cv_reading(flag: Dict, on: str, section: int) -> str:
 SEED_ENSEMBLE_FLAGS = f"{VALIDATION_FREE_SETTINGS}/seed_ensembles_cv.json"   # seed_ensembles.sh
 
 
+def ensemble_flag_choice(flags: Dict) -> Tuple[str, Optional[Dict]]:
+  """Which uncertainty an ensemble of members trained on every subject flags by, from its
+  stand-ins' seed-ensemble flags (SEED_ENSEMBLE_FLAGS's `flags`), by the rule of docs/results.md
+  section 11: the position sd of the averaged probabilities, unless the members' spread has the
+  higher mean held-out F1 (or the position sd was not cross-validated). (uncertainty.SPREAD or
+  POSITION_SD, that flag's record, or None where neither was)."""
+  spread, position = flags.get("uncertain"), flags.get("position_sd")
+  if not position or (spread and flag_f1(spread) > flag_f1(position)):
+    return uncertainty.SPREAD, spread
+  return uncertainty.POSITION_SD, position
+
+
+def flag_f1(flag: Dict) -> float:
+  """A cross-validated flag's mean held-out F1 over its folds (flag_threshold_cv.py)."""
+  return float(flag["cv"]["held_out_mean"]["f1"])
+
+
+def shipped_ensemble_flag(src: Sources) -> Tuple[str, float]:
+  """(uncertainty, threshold um) pretrained/'s ensemble flags by (uncertainty.flag_rule on its
+  stored config)."""
+  predict = stored_config(src.path("pretrained")).predict
+  return uncertainty.flag_rule(True, float(predict.uncertain_um),
+                               float(predict.uncertain_position_sd_um)) or ("none", 0.0)
+
+
 def stand_in_ensemble_flag(src: Sources, members: int) -> str:
-  """For members trained on every subject: the ensemble flag's threshold (predict.uncertain_um
-  as pretrained/ reads it) must be the one SEED_ENSEMBLE_FLAGS chose on the stand-ins' 2-member
-  seed ensembles, each fold's (stand_in_seed_ensembles, all verified; scored with the shipped
-  smoothing), whose held-out reading it gives, with how much larger `members` members' spread
-  runs than 2's (expected_sd_factor)."""
-  setting, models = shipped_uncertain_um(src), held_out_models(src)
+  """For members trained on every subject: the ensemble's flag (shipped_ensemble_flag) must be
+  the one SEED_ENSEMBLE_FLAGS chose on the stand-ins' 2-member seed ensembles, each fold's
+  (stand_in_seed_ensembles, all verified; scored with the shipped smoothing), by the rule of
+  ensemble_flag_choice, whose held-out reading it gives, with what `members` members change."""
+  (kind, setting), models = shipped_ensemble_flag(src), held_out_models(src)
   sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
   ensembles = stand_in_seed_ensembles(src, models, sd)
   verified = sorted(f"ensembles/fold{e['fold']}" for e in ensembles)
   flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
            src.exists(SEED_ENSEMBLE_FLAGS) else {})
   read = sorted(run_of_workdir(w) for w in flags.get("workdirs", {}).values())  # ensembles/foldF
-  flag = flags.get("flags", {}).get("uncertain")
-  if (not flag or len(verified) != len(models) or read != verified
+  chosen, flag = ensemble_flag_choice(flags.get("flags", {}))
+  if (not flag or len(verified) != len(models) or read != verified or chosen != kind
       or set(flags["smooth_sd_columns"].values()) != {sd} or flag["cv"]["chosen_um"] != setting):
-    raise ValueError(f"pretrained/ flags its ensemble at a spread of {setting:g} um, but "
-                     f"{SEED_ENSEMBLE_FLAGS} has no cross-validation of its held-out models' "
-                     "seed ensembles choosing it; run seed_ensembles.sh")
-  ratio = expected_sd_factor(members) / expected_sd_factor(2)
-  return (f" The ensemble flags a column where the members' spread of some boundary exceeds "
-          f"{setting:g} um (`predict.uncertain_um`, set in `ensemble.json`), "
-          + flag_cv_reading(flag, f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles "
-                            f"({pair_seeds(ensembles)}) of `{run_parts(models[0]['run'])[0]}`",
-                            11)
-          + f" The population sd of {members} members drawn alike from a normal distribution runs "
-          f"{ratio:.2f}x that of 2 on average, so with {members} members it flags more columns "
-          "than these readings.")
+    raise ValueError(f"pretrained/ flags its ensemble at a {FLAG_NAMES.get(kind, kind)} of "
+                     f"{setting:g} um, but {SEED_ENSEMBLE_FLAGS} has no cross-validation of its "
+                     "held-out models' seed ensembles choosing it (docs/results.md section 11's "
+                     "rule); run seed_ensembles.sh")
+  on = (f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles ({pair_seeds(ensembles)}) "
+        f"of `{run_parts(models[0]['run'])[0]}`")
+  name = "position_sd" if kind == uncertainty.SPREAD else "uncertain"    # the flag not chosen
+  other = flags["flags"].get(name)
+  rule = (f"; chosen over the {FLAG_NAMES[name]} by the rule of docs/results.md section 11: "
+          f"held-out F1 {flag_f1(flag):.2f} against {flag_f1(other):.2f}" if other else "")
+  if kind == uncertainty.SPREAD:
+    ratio = expected_sd_factor(members) / expected_sd_factor(2)
+    return (f" The ensemble flags a column where the members' spread of some boundary exceeds "
+            f"{setting:g} um (`predict.uncertain_um`, set in `ensemble.json`{rule}), "
+            + flag_cv_reading(flag, on, 11)
+            + f" The population sd of {members} members drawn alike from a normal distribution "
+            f"runs {ratio:.2f}x that of 2 on average, so with {members} members it flags more "
+            "columns than these readings.")
+  return (f" The ensemble flags a column where some boundary's position sd in its averaged "
+          f"probabilities exceeds {setting:g} um (`predict.uncertain_position_sd_um`, with "
+          f"`predict.uncertain_um` 0, set in `ensemble.json`{rule}), "
+          + flag_cv_reading(flag, on, 11)
+          + f" With {members} members instead of 2 the part of it that is the members' "
+          "disagreement runs larger; each member's own spread over rows does not change.")
 
 
 def expected_sd_factor(n: int) -> float:

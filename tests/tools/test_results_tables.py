@@ -14,6 +14,7 @@ import os
 import pytest
 
 from conftest import ROOT, load_script
+from octseg_jax.learning import uncertainty
 
 
 doc_tables = load_script("doc_tables")
@@ -1018,3 +1019,79 @@ def test_the_seeds_of_seed_ensembles_are_named_as_they_are():
   for members in (["r/fold1_seed2", "r/fold1_seed1"], ["r/fold1_seed1"],
                   ["r/fold1_seed1", "r/fold2_seed2"], ["r/fold1_seed1", "q/fold1_seed2"]):
     assert doc_tables.seed_pair("r/fold1_seed0", members) == ()
+
+
+def _curve(columns, wrong, flagged, hits, flagged_err):
+  """A flag curve at 9 and 9.5 um, 8 boundaries per column at 5 um of error each on average
+  (the other columns' error follows)."""
+  return {"wrong_um": 7.74, "thresholds_um": [9.0, 9.5], "columns": columns, "wrong": wrong,
+          "pairs": 8 * columns, "error_sum_um": 40.0 * columns, "flagged": flagged,
+          "hits": hits, "flagged_pairs": [8 * f for f in flagged],
+          "flagged_error_sum_um": flagged_err}
+
+
+def _second_member(root):
+  """_all8_tree's member copied as pretrained/members/all_seed1 (campaign run r8/all_seed1)."""
+  for rel in ("split.json", "log.csv", "best/2"):
+    first, second = (root / f"pretrained/members/all_seed{s}" / rel for s in (0, 1))
+    second.parent.mkdir(parents=True, exist_ok=True)
+    second.mkdir() if first.is_dir() else second.write_bytes(first.read_bytes())
+  _write(root, f"{doc_tables.CAMPAIGN_RUNS}/r8/all_seed1/run.json", {"commit": "abcdef01"})
+
+
+def test_an_ensemble_flagging_by_the_position_sd_shares_it_with_its_single_member(tmp_path):
+  """The rule of docs/results.md section 11 (ensemble_flag_choice): the position sd unless the
+  spread's mean held-out F1 is higher. Where the position sd wins (F1 0.45 against 0.40),
+  pretrained/ must flag its ensemble by it (predict.uncertain_um 0) at its chosen 9.5 um, and
+  the single member's sentence reads the fold models' eval curves at that threshold, by hand:
+  fold 0 flags 10 of 100 columns, 4 of its 10 wrong (share 10%, recall 40%, precision 40%,
+  error 960 / 80 = 12.0 um against 3040 / 720 = 4.2 um); fold 1 30 of 200, 15 of 40 (15%,
+  37.5%, 50%, 2400 / 240 = 10.0 um against 5600 / 1360 = 4.1 um). Where the spread's F1 is
+  higher, the spread is the choice, and a pretrained/ that flags by the other is refused."""
+  spec = _stand_in_evidence(tmp_path)
+  folder = doc_tables.VALIDATION_FREE_SETTINGS
+  flags = doc_tables.Sources(str(tmp_path)).json(doc_tables.SEED_ENSEMBLE_FLAGS)
+  st = flags["sets"]["seed_ensembles"]
+  spread = st["flags"]["uncertain"]
+  spread["cv"]["held_out_mean"] = {"f1": 0.40}
+  position = json.loads(json.dumps(spread))
+  position["cv"] |= {"chosen_um": 9.5, "held_out_mean": {"f1": 0.45}}
+  st["flags"]["position_sd"] = position
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  for k, curve in ((0, _curve(100, 10, [20, 10], [5, 4], [1600.0, 960.0])),
+                   (1, _curve(200, 40, [50, 30], [20, 15], [4000.0, 2400.0]))):
+    _write(tmp_path, f"{folder}/eval_fold{k}/metrics.json", {
+        "workdir": f"/w/runs/nv/fold{k}_seed0",
+        "calibration": {"position_sd_columns_curve": curve}})
+  assert doc_tables.ensemble_flag_choice(st["flags"]) == (uncertainty.POSITION_SD, position)
+  src = doc_tables.Sources(str(tmp_path))
+  with pytest.raises(ValueError, match="flags its ensemble at a spread of 3 um, but"):
+    doc_tables.stand_in_ensemble_flag(src, 4)
+  settings = spec["settings"] | {"predict.uncertain_um": 0.0,
+                                 "predict.uncertain_position_sd_um": 9.5}
+  _write(tmp_path, "pretrained/ensemble.json", spec | {
+      "members": ["members/all_seed0", "members/all_seed1"],
+      "sources": ["/w/runs/r8/all_seed0", "/w/runs/r8/all_seed1"], "settings": settings})
+  _second_member(tmp_path)
+  src = doc_tables.Sources(str(tmp_path))
+  text = doc_tables.stand_in_ensemble_flag(src, 4)
+  assert text.startswith(
+      " The ensemble flags a column where some boundary's position sd in its averaged "
+      "probabilities exceeds 9.5 um (`predict.uncertain_position_sd_um`, with "
+      "`predict.uncertain_um` 0, set in `ensemble.json`; chosen over the members' spread by the "
+      "rule of docs/results.md section 11: held-out F1 0.45 against 0.40), the threshold with")
+  assert text.endswith(" With 4 members instead of 2 the part of it that is the members' "
+                       "disagreement runs larger; each member's own spread over rows does not "
+                       "change.")
+  assert doc_tables.single_member_flag(src) == (
+      " With `--config.predict.members=1` the first member alone flags by its position sd at "
+      "the same 9.5 um: on each of the 2 fold models of `nv` at that threshold, on its held-out "
+      "subjects, it flagged 10-15% of the measured columns and found 38-40% of those that were "
+      "off (recall; 10-20% of the columns were), and 40-50% of the flagged columns were off "
+      "(precision), with a mean absolute boundary error of 10.0-12.0 um in them against "
+      "4.1-4.2 um in the others (docs/results.md section 11).")
+  spread["cv"]["held_out_mean"] = {"f1": 0.46}
+  assert doc_tables.ensemble_flag_choice(st["flags"]) == (uncertainty.SPREAD, spread)
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  with pytest.raises(ValueError, match="flags its ensemble at a position sd of 9.5 um, but"):
+    doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)

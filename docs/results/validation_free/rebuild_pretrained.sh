@@ -4,8 +4,12 @@
 # of the fold models that stand for them on held-out eyes (plateau_80_fluid_skip_wh_ema_noval,
 # each scored on the pair it never trained on; doc_tables.held_out_models):
 #   predict.smooth_sd_columns       smoothing_cv.json (run.sh)
-#   predict.uncertain_position_sd_um flag_threshold_cv.json (run.sh)
-#   predict.uncertain_um            seed_ensembles_cv.json (seed_ensembles.sh), the spread flag
+#   predict.uncertain_um,           the ensemble's flag by docs/results.md section 11's rule
+#   predict.uncertain_position_sd_um (doc_tables.ensemble_flag_choice on seed_ensembles_cv.json,
+#                                   seed_ensembles.sh): the members' spread at its chosen
+#                                   threshold, the single member then at flag_threshold_cv.json's
+#                                   (run.sh); or the position sd (uncertain_um 0) at the seed
+#                                   ensembles' choice, for the single member too
 #   explain.method, explain.layers  the first candidate by issue 30's rule on
 #                                   ../cpu_2core/explain_heldout_noval_6scans (doc_tables), whose
 #                                   evidence becomes cam_evidence.json (scripts/cam_evidence.py)
@@ -41,15 +45,19 @@ cv = src.json(d.CAMPAIGN_PLAN)["recipes"]["plateau_80_fluid_skip_wh_ema_all8"]["
 models = d.cross_validation_models(src, cv)               # the stand-ins, found as the docs do
 smooth = d.evidence_set(src, d.SMOOTHING_EVIDENCE, models, d.smoothing_set_models)[1]
 flag = d.evidence_set(src, d.FLAG_EVIDENCE, models, d.flag_set_models)[1]["flags"]["position_sd"]
-spread = src.json(d.SEED_ENSEMBLE_FLAGS)["sets"]["seed_ensembles"]["flags"]["uncertain"]
+kind, chosen = d.ensemble_flag_choice(src.json(d.SEED_ENSEMBLE_FLAGS)["sets"]["seed_ensembles"]
+                                      ["flags"])
+spread, position = ((chosen["cv"]["chosen_um"], flag["cv"]["chosen_um"]) if kind == "spread"
+                    else (0.0, chosen["cv"]["chosen_um"]))
 runs = d.heldout_runs(src, d.CAM_EVIDENCE[1])
 if sorted(r["workdir"] for r in runs.values()) != sorted(m["workdir"] for m in models):
   sys.exit(f"{d.CAM_EVIDENCE[1]}: not one run per stand-in")
 (_, method, layers) = d.cam_ranking(d.heldout_evidence(runs))[0]
-print(smooth["cv"]["chosen_sd"], flag["cv"]["chosen_um"], spread["cv"]["chosen_um"], method, layers)
+print(smooth["cv"]["chosen_sd"], position, spread, method, layers)
 PY
 )
-echo "smoothing sd $SD, position sd flag $POS um, spread flag $SPREAD um, $METHOD at $LAYERS"
+echo "smoothing sd $SD, position sd flag $POS um, spread flag $SPREAD um" \
+     "(0: the ensemble flags by the position sd), $METHOD at $LAYERS"
 rm -rf pretrained.new pretrained.new.partial pretrained.old
 python scripts/eval_ensemble.py --package --no_flip --output=pretrained.new "${members[@]}" \
     --config.predict.smooth_sd_columns="$SD" --config.predict.uncertain_position_sd_um="$POS" \
