@@ -1425,8 +1425,8 @@ def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], Li
   the recipes they come from, and each one's fold and seeds (as pair_seeds reads them). While
   `recipe` has none, those of the recipes that train the same network (the same `model` in
   their resolved config.json), named as such."""
-  ensembles = [e for e in seed_ensembles(src) if e["spec"]["flip"] == flip
-               and len({run_parts(r)[0] for r in e["runs"]}) == 1]
+  ensembles = [e for e in seed_ensembles(src) if e["spec"]["flip"] == flip and len(e["runs"]) == 2
+               and len({run_parts(r)[:2] for r in e["runs"]}) == 1]   # two seeds of one fold
   used = [e for e in ensembles if run_parts(e["runs"][0])[0] == recipe]
   if not used:
     from octseg_jax.serving.workdir import load_config   # fills the defaults of older configs
@@ -1819,6 +1819,10 @@ def pretrained_uncertainty(src: Sources) -> str:
   recipe = run_parts(shipped_members(src)[0]["run"])[0]
   if stand_ins(shipped_members(src)):
     return stand_in_uncertainty(src)
+  if len(shipped_members(src)) > 1 and shipped_ensemble_flag(src)[0] != uncertainty.SPREAD:
+    raise ValueError("pretrained/: its ensemble of fold models flags by the position sd, which "
+                     "the documents read only for members trained on every subject (docs/"
+                     "results.md section 11); set its predict.uncertain_um")
   found = shipped_calibration_runs(src)
   if not found:
     return f"No held-out measurement of the uncertainty of `{recipe}` as shipped yet."
@@ -2316,8 +2320,9 @@ def single_member_flag(src: Sources) -> str:
       found[1]["smooth_sd_columns"].values()) == {smoothing} else []
   cv = own[0]["flags"]["position_sd"]["cv"] if own else None
   members = shipped_members(src)
-  if own and len(members) > 1 and shipped_ensemble_flag(src)[0] == uncertainty.POSITION_SD:
-    return shared_position_flag(src, found, setting, models)   # the ensemble's threshold
+  if (own and stand_ins(members) and len(members) > 1
+      and shipped_ensemble_flag(src)[0] == uncertainty.POSITION_SD):   # the ensemble's threshold
+    return shared_position_flag(src, found, shipped_ensemble_flag(src)[1], models)
   if not setting or cv is None or cv["chosen_um"] != setting:
     raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
                      f" um, but {' or '.join(FLAG_EVIDENCE)} has no cross-validation of its "
@@ -2379,29 +2384,59 @@ def flag_reading(held: List[Dict], section: int) -> str:
 SEED_ENSEMBLE_FLAGS = f"{VALIDATION_FREE_SETTINGS}/seed_ensembles_cv.json"   # seed_ensembles.sh
 
 
-def ensemble_flag_choice(flags: Dict) -> Tuple[str, Optional[Dict]]:
+FLAG_KEY = {uncertainty.SPREAD: "uncertain",          # each flag's record in eval's calibration
+            uncertainty.POSITION_SD: "position_sd"}   # and flag_threshold_cv.py (FLAG_NAMES)
+
+
+def ensemble_flag_choice(flags: Dict) -> Tuple[str, Dict]:
   """Which uncertainty an ensemble of members trained on every subject flags by, from its
   stand-ins' seed-ensemble flags (SEED_ENSEMBLE_FLAGS's `flags`), by the rule of docs/results.md
   section 11: the position sd of the averaged probabilities, unless the members' spread has the
-  higher mean held-out F1 (or the position sd was not cross-validated). (uncertainty.SPREAD or
-  POSITION_SD, that flag's record, or None where neither was)."""
-  spread, position = flags.get("uncertain"), flags.get("position_sd")
-  if not position or (spread and flag_f1(spread) > flag_f1(position)):
-    return uncertainty.SPREAD, spread
-  return uncertainty.POSITION_SD, position
+  higher mean held-out F1 (flag_f1), or the position sd was not cross-validated (no `cv`).
+  (uncertainty.SPREAD or POSITION_SD, that flag's record); ValueError where neither was."""
+  usable = {kind: flags[key] for kind, key in FLAG_KEY.items() if (flags.get(key) or {}).get("cv")}
+  if not usable:
+    raise ValueError(f"{SEED_ENSEMBLE_FLAGS}: no cross-validated flag of the seed ensembles; "
+                     "run seed_ensembles.sh")
+  spread, position = usable.get(uncertainty.SPREAD), usable.get(uncertainty.POSITION_SD)
+  if position and (not spread or flag_f1(spread) <= flag_f1(position)):
+    return uncertainty.POSITION_SD, position
+  return uncertainty.SPREAD, spread
 
 
 def flag_f1(flag: Dict) -> float:
-  """A cross-validated flag's mean held-out F1 over its folds (flag_threshold_cv.py)."""
-  return float(flag["cv"]["held_out_mean"]["f1"])
+  """A cross-validated flag's mean held-out F1 over its folds (flag_threshold_cv.py); -1 where
+  it has none (NaN or null: no column wrong nor flagged), below any F1."""
+  f1 = flag["cv"]["held_out_mean"]["f1"]
+  return -1.0 if f1 is None or math.isnan(f1) else float(f1)
+
+
+def ensemble_flag_settings(src: Sources, single_um: float) -> Tuple[float, float]:
+  """(predict.uncertain_um, predict.uncertain_position_sd_um) of an ensemble of members trained
+  on every subject, by ensemble_flag_choice: the spread at its chosen threshold, the single
+  member then at `single_um` (its own cross-validated choice); or 0 and the position sd's
+  chosen threshold, which the single member shares."""
+  kind, flag = ensemble_flag_choice(seed_ensemble_flags(src).get("flags", {}))
+  chosen = float(flag["cv"]["chosen_um"])
+  return (chosen, float(single_um)) if kind == uncertainty.SPREAD else (0.0, chosen)
+
+
+def seed_ensemble_flags(src: Sources) -> Dict:
+  """SEED_ENSEMBLE_FLAGS's set of the stand-ins' seed ensembles ({} before it is written)."""
+  return (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
+          src.exists(SEED_ENSEMBLE_FLAGS) else {})
 
 
 def shipped_ensemble_flag(src: Sources) -> Tuple[str, float]:
   """(uncertainty, threshold um) pretrained/'s ensemble flags by (uncertainty.flag_rule on its
-  stored config)."""
+  stored config); ValueError where it flags none."""
   predict = stored_config(src.path("pretrained")).predict
-  return uncertainty.flag_rule(True, float(predict.uncertain_um),
-                               float(predict.uncertain_position_sd_um)) or ("none", 0.0)
+  rule = uncertainty.flag_rule(True, float(predict.uncertain_um),
+                               float(predict.uncertain_position_sd_um))
+  if rule is None:
+    raise ValueError("pretrained/: its ensemble flags no column (predict.uncertain_um and "
+                     "predict.uncertain_position_sd_um are both 0)")
+  return rule
 
 
 def stand_in_ensemble_flag(src: Sources, members: int) -> str:
@@ -2413,22 +2448,22 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
   ensembles = stand_in_seed_ensembles(src, models, sd)
   verified = sorted(f"ensembles/fold{e['fold']}" for e in ensembles)
-  flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
-           src.exists(SEED_ENSEMBLE_FLAGS) else {})
+  flags = seed_ensemble_flags(src)
   read = sorted(run_of_workdir(w) for w in flags.get("workdirs", {}).values())  # ensembles/foldF
-  chosen, flag = ensemble_flag_choice(flags.get("flags", {}))
+  chosen, flag = (ensemble_flag_choice(flags["flags"]) if flags.get("flags") else (None, None))
   if (not flag or len(verified) != len(models) or read != verified or chosen != kind
       or set(flags["smooth_sd_columns"].values()) != {sd} or flag["cv"]["chosen_um"] != setting):
-    raise ValueError(f"pretrained/ flags its ensemble at a {FLAG_NAMES.get(kind, kind)} of "
+    raise ValueError(f"pretrained/ flags its ensemble by the {FLAG_NAMES[FLAG_KEY[kind]]} at "
                      f"{setting:g} um, but {SEED_ENSEMBLE_FLAGS} has no cross-validation of its "
                      "held-out models' seed ensembles choosing it (docs/results.md section 11's "
                      "rule); run seed_ensembles.sh")
   on = (f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles ({pair_seeds(ensembles)}) "
         f"of `{run_parts(models[0]['run'])[0]}`")
-  name = "position_sd" if kind == uncertainty.SPREAD else "uncertain"    # the flag not chosen
-  other = flags["flags"].get(name)
+  name = FLAG_KEY[uncertainty.POSITION_SD if kind == uncertainty.SPREAD else uncertainty.SPREAD]
+  other = flags["flags"].get(name)                                    # the flag not chosen
   rule = (f"; chosen over the {FLAG_NAMES[name]} by the rule of docs/results.md section 11: "
-          f"held-out F1 {flag_f1(flag):.2f} against {flag_f1(other):.2f}" if other else "")
+          f"held-out F1 {flag_f1(flag):.2f} against {flag_f1(other):.2f}"
+          if (other or {}).get("cv") else "")
   if kind == uncertainty.SPREAD:
     ratio = expected_sd_factor(members) / expected_sd_factor(2)
     return (f" The ensemble flags a column where the members' spread of some boundary exceeds "

@@ -161,8 +161,8 @@ def calibration(outputs: List[Dict], masks, true_bounds, pixel_um: float,
   labelled pixels, the rows outside the model's band, certain background, included) and under
   'band' the ECE over the band's pixels only;
   for an ensemble also the rank correlation of the members' boundary spread with the boundary
-  error of the averaged prediction, per boundary and pooled, and the error in the columns
-  predict flags uncertain (spread over uncertain_um, among its supported columns) and in the
+  error of the averaged prediction, per boundary and pooled, and the error in the columns a
+  flag on the spread over uncertain_um marks (among the supported columns) and in the
   others. true_bounds, pred_bounds: the masks' boundaries and the prediction's sub-pixel ones
   as predict writes them (geometry.predicted_geometry), [8, sum W]; supported [sum W] its
   columns that predict measures (geometry.supported_columns). The spread is converted at

@@ -494,7 +494,7 @@ def predict_files(outputs: RunOutputs, readable, stem_of, trained, figures, fove
   scale used}), scans_with_low_support, scans_in_training, scans_from_training_volumes, for
   volumes lateralities ({file: laterality used}), with a column flag (column_flag)
   scans_with_uncertain_columns, its threshold (uncertain_um: an ensemble's spread, or
-  uncertain_position_sd_um: a single model's position sd) and uncertain_by (the uncertainty's
+  uncertain_position_sd_um: the position sd, column_flag) and uncertain_by (the uncertainty's
   key in the prediction files). In a folder run a file whose prediction
   fails for any reason becomes a failed row of errors.csv and the run goes on; a single input
   file fails the run."""

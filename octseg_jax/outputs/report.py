@@ -307,7 +307,7 @@ def calibration_markdown(cal) -> list:
       lines += uncertainty_rank_lines(what, cal[key])
   for key in ("uncertain_columns", "position_sd_columns"):
     flag = cal.get(key)
-    if flag:
+    if flag and (flag["threshold_um"] or flag.get("predict_flags")):   # 0: no threshold set
       share = flag["flagged"] / flag["columns"] if flag["columns"] else float("nan")
       lines += [f"{flag_text(key, flag)} {flag['threshold_um']:.4g} um): {flag['flagged']} of "
                 f"the {flag['columns']} columns predict measures (`supported`), {share:.1%} of "
@@ -327,7 +327,7 @@ def flag_text(key: str, flag: Dict) -> str:
   if flag.get("predict_flags", key == "uncertain_columns"):     # older runs: the spread flagged
     return f"Columns predict flags `uncertain` (some boundary's {what} over"
   return (f"Columns a flag on the {what} would mark, which predict does not flag by (some "
-          "boundary's over")
+          f"boundary's {what} over")
 
 
 def uncertainty_rank_lines(what: str, vs: Dict) -> list:

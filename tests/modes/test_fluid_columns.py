@@ -167,8 +167,8 @@ def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
   text = "\n".join(report.calibration_markdown(cal))
   assert "position sd" in text and "members' boundary spread" not in text
   assert ("Columns a flag on the position sd would mark, which predict does not flag by (some "
-          "boundary's over 7.74 um): 3 of the 6 columns predict measures (`supported`), 50.0% "
-          "of them") in text
+          "boundary's position sd over 7.74 um): 3 of the 6 columns predict measures "
+          "(`supported`), 50.0% of them") in text
   assert f"mean absolute error {report.fmt(err[:top].mean(), 2)} um" in text
   # Its curve: wrong beyond 7.74 um are columns 2-5 (errors 2.4-6 rows); at 8 um the flag is
   # the same 3 columns, all wrong.
@@ -188,7 +188,8 @@ def test_eval_ranks_the_boundary_errors_by_the_position_sd_for_one_model():
 
 def test_eval_says_which_uncertainty_an_ensemble_flags_by():
   """An ensemble flags by its members' spread (predict.uncertain_um), or by the position sd
-  where uncertain_um is 0 (uncertainty.flag_rule): eval's predict_flags and report follow.
+  where uncertain_um is 0 (uncertainty.flag_rule): eval's predict_flags and report follow, and
+  the report gives no line for the spread's flag without a threshold.
   Spread 1 row in column 0 only (3.87 um); position sd 0..5 rows along the columns."""
   probs = np.zeros((H, W, 8))
   probs[..., 0] = 1.0
@@ -210,7 +211,6 @@ def test_eval_says_which_uncertainty_an_ensemble_flags_by():
   text = "\n".join(report.calibration_markdown(by_position))
   assert ("Columns predict flags `uncertain` (some boundary's position sd over 15 um): 2 of "
           "the 6 columns") in text
-  assert ("Columns a flag on the members' spread would mark, which predict does not flag by "
-          "(some boundary's over 0 um): 1 of the 6 columns") in text
+  assert "flag on the members' spread" not in text and "over 0 um" not in text   # no threshold
   assert ("Columns predict flags `uncertain` (some boundary's members' spread over 2 um): 1 of "
           "the 6 columns") in "\n".join(report.calibration_markdown(by_spread))

@@ -954,7 +954,7 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
       "of 2 on average, so with 4 members it flags more columns than these readings.")
   _write(tmp_path, "pretrained/ensemble.json",
          spec | {"settings": spec["settings"] | {"predict.uncertain_um": 5.0}})
-  with pytest.raises(ValueError, match="flags its ensemble at a spread of 5 um, but"):
+  with pytest.raises(ValueError, match="flags its ensemble by the members' spread at 5 um, but"):
     doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
   _write(tmp_path, "pretrained/ensemble.json", spec)
   flags = doc_tables.Sources(str(tmp_path)).json(doc_tables.SEED_ENSEMBLE_FLAGS)
@@ -963,7 +963,7 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
     st = flags["sets"]["seed_ensembles"]
     _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, {"sets": {"seed_ensembles": st | {
         key: changed}}})
-    with pytest.raises(ValueError, match="flags its ensemble at a spread of 3 um, but"):
+    with pytest.raises(ValueError, match="flags its ensemble by the members' spread at 3 um, but"):
       doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
 
 
@@ -1030,6 +1030,15 @@ def _curve(columns, wrong, flagged, hits, flagged_err):
           "flagged_error_sum_um": flagged_err}
 
 
+def _fold_model_curves(root, folder):
+  """The nv fold models' evals (folds 0 and 1) with their position sd flag curves."""
+  for k, curve in ((0, _curve(100, 10, [20, 10], [5, 4], [1600.0, 960.0])),
+                   (1, _curve(200, 40, [50, 30], [20, 15], [4000.0, 2400.0]))):
+    _write(root, f"{folder}/eval_fold{k}/metrics.json", {
+        "workdir": f"/w/runs/nv/fold{k}_seed0",
+        "calibration": {"position_sd_columns_curve": curve}})
+
+
 def _second_member(root):
   """_all8_tree's member copied as pretrained/members/all_seed1 (campaign run r8/all_seed1)."""
   for rel in ("split.json", "log.csv", "best/2"):
@@ -1058,14 +1067,10 @@ def test_an_ensemble_flagging_by_the_position_sd_shares_it_with_its_single_membe
   position["cv"] |= {"chosen_um": 9.5, "held_out_mean": {"f1": 0.45}}
   st["flags"]["position_sd"] = position
   _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
-  for k, curve in ((0, _curve(100, 10, [20, 10], [5, 4], [1600.0, 960.0])),
-                   (1, _curve(200, 40, [50, 30], [20, 15], [4000.0, 2400.0]))):
-    _write(tmp_path, f"{folder}/eval_fold{k}/metrics.json", {
-        "workdir": f"/w/runs/nv/fold{k}_seed0",
-        "calibration": {"position_sd_columns_curve": curve}})
+  _fold_model_curves(tmp_path, folder)
   assert doc_tables.ensemble_flag_choice(st["flags"]) == (uncertainty.POSITION_SD, position)
   src = doc_tables.Sources(str(tmp_path))
-  with pytest.raises(ValueError, match="flags its ensemble at a spread of 3 um, but"):
+  with pytest.raises(ValueError, match="flags its ensemble by the members' spread at 3 um, but"):
     doc_tables.stand_in_ensemble_flag(src, 4)
   settings = spec["settings"] | {"predict.uncertain_um": 0.0,
                                  "predict.uncertain_position_sd_um": 9.5}
@@ -1093,5 +1098,34 @@ def test_an_ensemble_flagging_by_the_position_sd_shares_it_with_its_single_membe
   spread["cv"]["held_out_mean"] = {"f1": 0.46}
   assert doc_tables.ensemble_flag_choice(st["flags"]) == (uncertainty.SPREAD, spread)
   _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
-  with pytest.raises(ValueError, match="flags its ensemble at a position sd of 9.5 um, but"):
+  with pytest.raises(ValueError, match="flags its ensemble by the position sd at 9.5 um, but"):
     doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
+  spec = doc_tables.Sources(str(tmp_path)).json("pretrained/ensemble.json")
+  spec["settings"] |= {"predict.uncertain_um": 3.0, "predict.uncertain_position_sd_um": 9.0}
+  _write(tmp_path, "pretrained/ensemble.json", spec)
+  assert ("(`predict.uncertain_um`, set in `ensemble.json`; chosen over the position sd by the "
+          "rule of docs/results.md section 11: held-out F1 0.46 against 0.45), the threshold"
+          ) in doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
+
+
+def test_the_ensemble_flag_rule_by_case(tmp_path):
+  """ensemble_flag_choice: a tie goes to the position sd; a NaN or null F1 counts below any
+  other; a flag without cross-validation is not a candidate; none at all is refused.
+  shared_position_flag refuses an eval without a curve point at the threshold."""
+  def flag(f1, cv=True):
+    return {"cv": {"chosen_um": 1.0, "held_out_mean": {"f1": f1}} if cv else None}
+  choose = doc_tables.ensemble_flag_choice
+  assert choose({"uncertain": flag(0.4), "position_sd": flag(0.4)})[0] == uncertainty.POSITION_SD
+  assert choose({"uncertain": flag(0.3), "position_sd": flag(float("nan"))})[0] == "spread"
+  assert choose({"uncertain": flag(None), "position_sd": flag(0.1)})[0] == "position_sd"
+  assert choose({"uncertain": flag(0.1), "position_sd": flag(0.9, cv=False)})[0] == "spread"
+  with pytest.raises(ValueError, match="no cross-validated flag of the seed ensembles"):
+    choose({"uncertain": flag(0.1, cv=False)})
+  _fold_model_curves(tmp_path, "f")
+  found = ("f/cv.json", {"workdirs": {"eval_fold0": "/w/runs/nv/fold0_seed0"}})
+  models = [{"run": "nv/fold0_seed0"}]
+  src = doc_tables.Sources(str(tmp_path))
+  assert "it flagged 10% of the measured columns" in doc_tables.shared_position_flag(
+      src, found, 9.5, models)
+  with pytest.raises(ValueError, match="f/eval_fold0: not the eval of .* a flag curve at 8 um"):
+    doc_tables.shared_position_flag(src, found, 8.0, models)

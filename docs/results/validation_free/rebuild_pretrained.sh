@@ -14,7 +14,8 @@
 #                                   ../cpu_2core/explain_heldout_noval_6scans (doc_tables), whose
 #                                   evidence becomes cam_evidence.json (scripts/cam_evidence.py)
 # The members are packaged (scripts/eval_ensemble.py --package, no flip) into pretrained.new with
-# pretrained/README.md and swapped in; if the documents cannot then be generated from it
+# pretrained/README.md and swapped in (its hand-written prose, which describes the flag, is then
+# to be rewritten for the flag the rule chose); if the documents cannot then be generated from it
 # (scripts/doc_tables.py --write, which checks every setting against its evidence), the old
 # pretrained/ and documents are put back. Afterwards, with no training running, time explain against
 # predict (benchmarks/explain_vs_predict.sh) and predict's throughput on it; rerun
@@ -45,10 +46,7 @@ cv = src.json(d.CAMPAIGN_PLAN)["recipes"]["plateau_80_fluid_skip_wh_ema_all8"]["
 models = d.cross_validation_models(src, cv)               # the stand-ins, found as the docs do
 smooth = d.evidence_set(src, d.SMOOTHING_EVIDENCE, models, d.smoothing_set_models)[1]
 flag = d.evidence_set(src, d.FLAG_EVIDENCE, models, d.flag_set_models)[1]["flags"]["position_sd"]
-kind, chosen = d.ensemble_flag_choice(src.json(d.SEED_ENSEMBLE_FLAGS)["sets"]["seed_ensembles"]
-                                      ["flags"])
-spread, position = ((chosen["cv"]["chosen_um"], flag["cv"]["chosen_um"]) if kind == "spread"
-                    else (0.0, chosen["cv"]["chosen_um"]))
+spread, position = d.ensemble_flag_settings(src, flag["cv"]["chosen_um"])
 runs = d.heldout_runs(src, d.CAM_EVIDENCE[1])
 if sorted(r["workdir"] for r in runs.values()) != sorted(m["workdir"] for m in models):
   sys.exit(f"{d.CAM_EVIDENCE[1]}: not one run per stand-in")
