@@ -3010,9 +3010,11 @@ def results_validation_free_settings(src: Sources) -> str:
           f"{shipped['predict.smooth_sd_columns']:g}; chosen on the other folds: {per_fold}), "
           f"with a leave-one-fold-out gain of {cv['mean_gain']:+.4f} mean layer Dice; a single "
           f"model's position-sd flag at **{fmt_um(flag['cv']['chosen_um'])} um** (pretrained/ "
-          f"ships {fmt_um(shipped['predict.uncertain_position_sd_um'])} um), held-out F1 "
-          f"{fmt(flag['cv']['held_out_mean']['f1'], 2)} with each fold's threshold chosen on "
-          "the other folds.")
+          f"ships {fmt_um(shipped['predict.uncertain_position_sd_um'])} um"
+          + (", its ensemble's, which flags by the position sd, chosen on the seed ensembles "
+             "by the rule below" if not shipped.get("predict.uncertain_um", 1.0) else "")
+          + f"), held-out F1 {fmt(flag['cv']['held_out_mean']['f1'], 2)} with each fold's "
+          "threshold chosen on the other folds.")
 
 
 SMOOTHING_KINDS = (("cv.json", "one fold model"), ("cv_pairs.json", "2 fold models, averaged"))

@@ -719,6 +719,10 @@ def test_settings_chosen_again_without_a_validation_pair_stand_beside_the_shippe
       "out gain of +0.0015 mean layer Dice; a single model's position-sd flag at **8 um** "
       "(pretrained/ ships 9 um), held-out F1 0.41 with each fold's threshold chosen on the "
       "other folds.")
+  shipped["settings"] |= {"predict.uncertain_um": 0.0, "predict.uncertain_position_sd_um": 9.5}
+  assert ("(pretrained/ ships 9.5 um, its ensemble's, which flags by the position sd, chosen on "
+          "the seed ensembles by the rule below), held-out F1 0.41"
+          ) in doc_tables.results_validation_free_settings(src)
   assert doc_tables.results_validation_free_settings(doc_tables.Sources(str(tmp_path))) == (
       f"Not run yet ({folder}/run.sh).")
 
