@@ -1816,10 +1816,11 @@ def pretrained_uncertainty(src: Sources) -> str:
   """How well the shipped recipe's uncertain flag finds its errors on held-out eyes, and how
   well its confidence is calibrated: the recipe's seed ensembles scored as pretrained/ predicts
   (SHIPPED_CALIBRATION: the same smoothing, flip and flag threshold)."""
-  recipe = run_parts(shipped_members(src)[0]["run"])[0]
-  if stand_ins(shipped_members(src)):
+  members = shipped_members(src)
+  recipe = run_parts(members[0]["run"])[0]
+  if stand_ins(members):
     return stand_in_uncertainty(src)
-  if len(shipped_members(src)) > 1 and shipped_ensemble_flag(src)[0] != uncertainty.SPREAD:
+  if len(members) > 1 and shipped_ensemble_flag(src)[0] != uncertainty.SPREAD:
     raise ValueError("pretrained/: its ensemble of fold models flags by the position sd, which "
                      "the documents read only for members trained on every subject (docs/"
                      "results.md section 11); set its predict.uncertain_um")
@@ -1854,7 +1855,8 @@ def stand_in_uncertainty(src: Sources) -> str:
 
 def shipped_uncertain_um(src: Sources) -> float:
   """predict.uncertain_um as pretrained/ reads it (stored_config: its ensemble.json settings over
-  its first member's config.json): the ensemble's flag."""
+  its first member's config.json): the threshold of the ensemble's spread flag, which fold-model
+  members flag by (pretrained_uncertainty); shipped_ensemble_flag gives the flag itself."""
   return float(stored_config(src.path("pretrained")).predict.uncertain_um)
 
 
@@ -2320,9 +2322,10 @@ def single_member_flag(src: Sources) -> str:
       found[1]["smooth_sd_columns"].values()) == {smoothing} else []
   cv = own[0]["flags"]["position_sd"]["cv"] if own else None
   members = shipped_members(src)
-  if (own and stand_ins(members) and len(members) > 1
-      and shipped_ensemble_flag(src)[0] == uncertainty.POSITION_SD):   # the ensemble's threshold
-    return shared_position_flag(src, found, shipped_ensemble_flag(src)[1], models)
+  if own and stand_ins(members) and len(members) > 1:
+    kind, shared = shipped_ensemble_flag(src)
+    if kind == uncertainty.POSITION_SD:                  # the ensemble's threshold, shared
+      return shared_position_flag(src, found, shared, models)
   if not setting or cv is None or cv["chosen_um"] != setting:
     raise ValueError(f"pretrained/ensemble.json flags a single member at position sd {setting:g}"
                      f" um, but {' or '.join(FLAG_EVIDENCE)} has no cross-validation of its "
