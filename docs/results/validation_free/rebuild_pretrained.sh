@@ -15,12 +15,13 @@
 #                                   evidence becomes cam_evidence.json (scripts/cam_evidence.py)
 # The members are packaged (scripts/eval_ensemble.py --package, no flip) into pretrained.new with
 # pretrained/README.md and swapped in (its hand-written prose, which describes the flag, is then
-# to be rewritten for the flag the rule chose); if the documents cannot then be generated from it
+# to be rewritten for the flag the rule chose), and explain is timed against predict on it
+# (benchmarks/explain_vs_predict.sh; the documents quote that cost, so it runs here, and the
+# script refuses while any training runs). If the documents cannot then be generated from it
 # (scripts/doc_tables.py --write, which checks every setting against its evidence), the old
-# pretrained/ and documents are put back. Afterwards, with no training running, time explain against
-# predict (benchmarks/explain_vs_predict.sh) and predict's throughput on it; rerun
-# ../cpu_2core/explain_shipped/run.sh; rewrite the golden predictions
-# (OCTSEG_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py).
+# pretrained/ and documents are put back. Afterwards time predict's throughput on it
+# (benchmarks/predict_throughput.py), rerun ../cpu_2core/explain_shipped/run.sh and rewrite the
+# golden predictions (OCTSEG_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py).
 # Usage: rebuild_pretrained.sh [RUNS_FOLDER] (the all-8 runs' workdirs, default the models the
 # campaign keeps with their results)
 set -euo pipefail
@@ -28,6 +29,10 @@ cd "$(dirname "$0")/../../.."
 RESULTS=docs/results/campaign/plateau_80_fluid_skip_wh_ema_all8
 RUNS=${1:-$PWD/$RESULTS}
 . /work/venv/bin/activate
+if pgrep -f -- "--mode=train|--config=configs/" > /dev/null; then
+  echo "a training run is in flight; stop the campaign runner first (the script times explain)" >&2
+  exit 2
+fi
 if ! git diff --quiet -- README.md docs pretrained; then
   echo "README.md, docs or pretrained/ has uncommitted changes; commit them first" >&2
   exit 2
@@ -65,9 +70,13 @@ python scripts/cam_evidence.py --heldout=docs/results/cpu_2core/explain_heldout_
     --output=pretrained.new/cam_evidence.json
 cp pretrained/README.md pretrained.new/
 mv pretrained pretrained.old && mv pretrained.new pretrained
-if ! python scripts/doc_tables.py --write; then           # every generated number, checked
-  echo "the documents cannot be generated from the new pretrained/: it is put back" >&2
-  rm -rf pretrained && mv pretrained.old pretrained && git checkout -- README.md docs pretrained
+COST=docs/results/cpu_2core/explain_cost/pretrained_all8_${METHOD}_${LAYERS//,/_}.txt
+if ! benchmarks/explain_vs_predict.sh pretrained ../shared/data/duke_dme_chiu2015/subject_05.npz \
+     "$COST" || ! python scripts/doc_tables.py --write; then  # every generated number, checked
+  echo "explain could not be timed on the new pretrained/, or the documents cannot be" \
+       "generated from it: it is put back" >&2
+  rm -rf pretrained "$COST" && mv pretrained.old pretrained
+  git checkout -- README.md docs pretrained
   exit 2
 fi
 rm -rf pretrained.old
