@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from octseg_jax.runtime import xla_setup  # noqa: E402
+from octseg_jax.runtime import provenance, xla_setup  # noqa: E402
 
 xla_setup.apply_cpu_flags()       # the network-alone timing runs with predict's XLA options
 
@@ -155,7 +155,7 @@ def main() -> None:
       "model": config.model.to_dict(),
       "batch_flag": args.batch or "none (predict's own: octseg_jax.modes.predict.network_batch_size)",
       "recipe": config.data.recipe.to_dict(), "sizes": sizes,
-      "device": {"platform": platform.platform(), "processor": platform.processor(),
+      "device": {"platform": platform.platform(), "processor": provenance.cpu_model(),
                  "cpu_count": os.cpu_count(), "jax": jax.__version__,
                  "jax_devices": [str(d) for d in jax.devices()]},
       "runs": runs, "summary": summary, "network_alone": network,

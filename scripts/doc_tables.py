@@ -747,8 +747,9 @@ def validation_free_clause(src: Sources) -> str:
     out += (f" Trained without a validation pair, as a model of all {CURVE_TO} subjects must "
             f"be, `{c['against']}` changes by {diff:+.4f} mean layer Dice on the same held-out "
             f"pairs ({len(done)} folds; tolerance -{noise:.4f}), so " + (
-                f"pretrained/'s members are to be trained on all {CURVE_TO} subjects"
-                if passed else "pretrained/ keeps its fold models") + " (section 11).")
+                f"pretrained/'s members are {'' if stand_ins(shipped_members(src)) else 'to be '}"
+                f"trained on all {CURVE_TO} subjects" if passed else
+                "pretrained/ keeps its fold models") + " (section 11).")
   return out
 
 
@@ -805,9 +806,10 @@ def readme_predict_time(src: Sources) -> str:
   loads = [runs[str(s)][k][0] for s in sizes for k in ("load_average_before",
                                                         "load_average_after")]
   members = len(src.json("pretrained/ensemble.json")["members"])
+  cpu = bench["device"].get("processor")
   return (f"Shipped ensemble (`{bench['workdir']}/`, {members} members), 496 x 512 phantom "
           "B-scans, default figures, "
-          "2-core CPU, a fresh process per file: "
+          f"2-core CPU{f' ({cpu})' if cpu else ''}, a fresh process per file: "
           + " and ".join(f"{s} B-scans {runs[str(s)]['wall_s']:.1f} s" for s in sizes)
           + f" in all, so {bench['summary']['first']['marginal_s_per_bscan_wall']:.2f} s per "
           f"further B-scan (load average {span(loads)}).")
@@ -816,14 +818,16 @@ def readme_predict_time(src: Sources) -> str:
 def explain_cost_runs(src: Sources) -> List[Dict]:
   """Each benchmarks/explain_vs_predict.sh report in EXPLAIN_COST: its date, flags, what it
   explained ((method, layers) from the run's own cam_stats.json, or None in older reports), the
-  farm-bench medians and the load averages before and after."""
+  CPU model and pairs farm-bench timed, its medians and the load averages before and after."""
   runs = []
   for name in sorted(os.listdir(src.path(EXPLAIN_COST))):
     if not name.endswith(".txt"):
       continue
     text = open(src.path(f"{EXPLAIN_COST}/{name}")).read()
     explained = re.search(r"^explained: (\S+) at (\S+)$", text, re.M)
-    runs.append({"date": re.search(r"^farm-bench \d+ \| ([\d-]+),", text, re.M).group(1),
+    head = re.search(r"^farm-bench \d+ \| ([\d-]+), [^|]*\| ([^|]*?) \|", text, re.M)
+    runs.append({"date": head.group(1), "cpu": head.group(2),
+                 "pairs": int(re.search(r"^runs counted: A (\d+)", text, re.M).group(1)),
                  "flags": re.search(r"explain flags: ([^;]*);", text).group(1),
                  "explained": explained.groups() if explained else None,
                  "medians": farm_bench_medians(text),
@@ -1733,7 +1737,7 @@ def averaging_sentence(n: Dict) -> str:
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
           f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ")"
           + ("" if not n["seed_gaps"] else
-             f"; the recipe's seed noise (mean |seed 0 - seed 1| of the members' Dice) is "
+             f"; the recipe's seed noise (mean |difference| of the two members' Dice) is "
              f"{np.mean(n['seed_gaps']):.4f} ({count(len(n['seed_gaps']), 'fold')}: "
              + ", ".join(f"{g:.4f}" for g in n["seed_gaps"]) + ")")
           + ".")
@@ -1860,6 +1864,17 @@ def shipped_uncertain_um(src: Sources) -> float:
   return float(stored_config(src.path("pretrained")).predict.uncertain_um)
 
 
+def calibration_seed_ensembles(src: Sources) -> List[Tuple[str, Dict, Dict, List]]:
+  """(name, metrics.json, ensemble.json, members' run_parts) of each SHIPPED_CALIBRATION run:
+  seed ensembles of fold models scored with the smoothing, flip and flag threshold of the fold
+  models pretrained/ held when they ran (docs/results.md section 7)."""
+  found = []
+  for name, m in eval_runs(src, SHIPPED_CALIBRATION).items():
+    spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
+    found.append((name, m, spec, [run_parts(run_of_workdir(w)) for w in spec["members"]]))
+  return found
+
+
 def shipped_calibration_runs(src: Sources) -> List[Tuple[str, Dict, List[int]]]:
   """(name, metrics.json, member seeds) of the SHIPPED_CALIBRATION runs that are seed ensembles
   of pretrained/'s recipe scored as it predicts (its smoothing, flip and flag threshold)."""
@@ -1867,15 +1882,11 @@ def shipped_calibration_runs(src: Sources) -> List[Tuple[str, Dict, List[int]]]:
   recipe, shipped = run_parts(first["run"])[0], src.json("pretrained/ensemble.json")
   as_shipped = (shipped["settings"]["predict.smooth_sd_columns"], shipped["flip"],
                 shipped_uncertain_um(src))
-  found = []
-  for name, m in eval_runs(src, SHIPPED_CALIBRATION).items():
-    spec = src.json(f"{ENSEMBLES}/{os.path.basename(m['workdir'])}/ensemble.json")
-    members = [run_parts(run_of_workdir(w)) for w in spec["members"]]
-    if ({r[0] for r in members} == {recipe} and as_shipped == (
-        m["topology"]["smooth_sd_columns"], spec["flip"],
-        m["calibration"]["uncertain_columns"]["threshold_um"])):
-      found.append((name, m, sorted({r[2] for r in members})))
-  return found
+  return [(name, m, sorted({r[2] for r in members}))
+          for name, m, spec, members in calibration_seed_ensembles(src)
+          if {r[0] for r in members} == {recipe} and as_shipped == (
+              m["topology"]["smooth_sd_columns"], spec["flip"],
+              m["calibration"]["uncertain_columns"]["threshold_um"])]
 
 
 def uncertainty_sentence(runs: List[Dict], recipe: str, seeds: List[str]) -> str:
@@ -2154,13 +2165,13 @@ POSITION_SD = "docs/results/position_sd"      # its run.sh: each shipped member 
 
 def results_position_sd(src: Sources) -> str:
   """How well each boundary's position sd (calibration.position_sd_vs_error) and, for an
-  ensemble, the members' spread rank the boundary errors on held-out eyes: each shipped member
-  alone (POSITION_SD) and the shipped recipe's seed ensembles scored as shipped
-  (shipped_calibration_runs) whose eval reports both."""
+  ensemble, the members' spread rank the boundary errors on held-out eyes: each fold-model
+  member then shipped alone (POSITION_SD) and that recipe's seed ensembles scored as shipped
+  (calibration_seed_ensembles) whose eval reports both."""
   runs = [(f"shipped member `{m['workdir']}` alone", m)
           for m in eval_runs(src, POSITION_SD).values()]
-  runs += [(f"seed ensemble of {name} (seeds {and_list([str(x) for x in seeds])})", m)
-           for name, m, seeds in shipped_calibration_runs(src)
+  runs += [(f"seed ensemble of {name} (seeds {and_list(sorted({str(r[2]) for r in members}))})",
+            m) for name, m, _, members in calibration_seed_ensembles(src)
            if "position_sd_vs_error" in m["calibration"]]
   rows = []
   for label, m in runs:
@@ -2440,6 +2451,33 @@ def shipped_ensemble_flag(src: Sources) -> Tuple[str, float]:
     raise ValueError("pretrained/: its ensemble flags no column (predict.uncertain_um and "
                      "predict.uncertain_position_sd_um are both 0)")
   return rule
+
+
+def results_ensemble_flag_rule(src: Sources) -> str:
+  """The reading of docs/results.md section 11's flag rule (ensemble_flag_choice) on the
+  stand-ins' seed ensembles (SEED_ENSEMBLE_FLAGS): each flag's chosen threshold and held-out F1,
+  mean and per fold, and what pretrained/ ships, which must be the choice where its members
+  trained on every subject."""
+  read = seed_ensemble_flags(src)
+  kind, flag = ensemble_flag_choice(read.get("flags", {}))
+  parts = []
+  for key in FLAG_KEY.values():
+    cv = (read["flags"].get(key) or {}).get("cv")
+    if cv:
+      folds = [f"{cv['per_fold'][w]['held_out']['f1']:.3f}" for w in sorted(cv["per_fold"])]
+      parts.append(f"the {FLAG_NAMES[key]} at {cv['chosen_um']:g} um, mean held-out F1 "
+                   f"**{flag_f1(read['flags'][key]):.3f}** (folds {', '.join(folds)})")
+  text = (f"Read over the {len(read['workdirs'])} folds' seed ensembles "
+          f"(`{SEED_ENSEMBLE_FLAGS}`): {and_list(parts)}; by the rule the ensemble flags by the "
+          f"{FLAG_NAMES[FLAG_KEY[kind]]} at {flag['cv']['chosen_um']:g} um.")
+  if not stand_ins(shipped_members(src)):
+    return text + " pretrained/ still holds fold models, whose flag section 7 chose."
+  if shipped_ensemble_flag(src) != (kind, flag["cv"]["chosen_um"]):
+    raise ValueError(f"pretrained/: its ensemble flag is not the rule's choice on "
+                     f"{SEED_ENSEMBLE_FLAGS}")
+  return text + (" pretrained/ ships it (`settings` in its `ensemble.json`), for "
+                 "`--config.predict.members=1` too." if kind == uncertainty.POSITION_SD else
+                 " pretrained/ ships it (`settings` in its `ensemble.json`).")
 
 
 def stand_in_ensemble_flag(src: Sources, members: int) -> str:
@@ -2746,10 +2784,12 @@ def results_explain_cost(src: Sources) -> str:
           else " (pretrained/'s then)"))
     else:
       what = f"`{flags}`" if flags != "none" else "the default"
-    rows.append([what, run["date"], f"{med['A wall s']:.1f}", f"{med['B wall s']:.1f}",
-                 f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}", " -> ".join(run["loads"])])
-  return table(["explain (method at layers)", "timed", "explain wall s", "predict wall s",
-                "ratio (wall)", "ratio (cpu)", "load average before -> after"], rows)
+    rows.append([what, run["date"], run["cpu"], str(run["pairs"]), f"{med['A wall s']:.1f}",
+                 f"{med['B wall s']:.1f}", f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}",
+                 " -> ".join(run["loads"])])
+  return table(["explain (method at layers)", "timed", "CPU (2 cores)", "pairs",
+                "explain wall s", "predict wall s", "ratio (wall)", "ratio (cpu)",
+                "load average before -> after"], rows)
 
 
 def fluid_column_runs(src: Sources, folder: str) -> List[Dict]:
@@ -3196,7 +3236,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_flag_threshold, results_seed1_retrained, results_h200_levers,
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_learning_curve, results_validation_free,
-        results_validation_free_settings, results_cam_heldout_noval,
+        results_validation_free_settings, results_cam_heldout_noval, results_ensemble_flag_rule,
         results_cam_heldout,
         results_cam_default, results_cam_heldout_shipped, results_cam_heldout_shipped_6scans,
         results_cam_shipped, results_explain_cost,

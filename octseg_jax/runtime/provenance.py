@@ -44,6 +44,20 @@ def xla_flags() -> Dict[str, Any]:
           "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS")}
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
+  """The CPU's model name as Linux reports it (the first `model name` of `cpuinfo`), else
+  platform.processor(); None where neither names one. Timings compare only on one model."""
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+          return value.strip()
+  except OSError:
+    pass
+  return platform.processor() or None
+
+
 def device_description(device=None) -> Dict[str, Any]:
   """The device a result ran on (default: JAX's first device), how many there were, and the
   most memory this process had in use on it so far (None where the backend keeps no count, as
@@ -54,6 +68,7 @@ def device_description(device=None) -> Dict[str, Any]:
     stats = device.memory_stats() or {}
     return {"platform": device.platform, "device_kind": device.device_kind,
             "device_count": jax.device_count(), "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
             "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
   except Exception as e:  # Provenance must never stop a run from finishing.
     return {"error": f"{type(e).__name__}: {e}", "cpu_count": os.cpu_count()}

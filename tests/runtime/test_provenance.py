@@ -52,3 +52,16 @@ def test_write_round_trip_leaves_config_json_alone(tmp_path):
   assert record["config_sha256"] == provenance.config_digest(tiny_config())
   assert config_json.read_text() == "{}\n"
   assert sorted(os.listdir(tmp_path)) == ["config.json", "provenance.json"]   # no temp file
+
+
+def test_cpu_model_reads_the_first_model_name_of_cpuinfo(tmp_path, monkeypatch):
+  info = tmp_path / "cpuinfo"
+  info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n\n"
+                  "processor\t: 1\nmodel name\t: Other\n")
+  assert provenance.cpu_model(str(info)) == "AMD EPYC 9B14"
+  monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+  info.write_text("processor\t: 0\nmodel name\t:\n")            # named nowhere: None
+  assert provenance.cpu_model(str(info)) is None
+  assert provenance.cpu_model(str(tmp_path / "absent")) is None
+  monkeypatch.setattr(provenance.platform, "processor", lambda: "arm")
+  assert provenance.cpu_model(str(tmp_path / "absent")) == "arm"

@@ -270,12 +270,61 @@ def test_campaign_fluid_columns_average_the_runs_that_have_the_split():
   assert doc_tables.results_campaign_fluid_columns(none).startswith("No campaign run")
 
 
-def shipped_recipe() -> str:
-  """The campaign recipe of pretrained/'s members (their ensemble.json sources)."""
-  return doc_tables.run_parts(doc_tables.shipped_members(_Injected({}))[0]["run"])[0]
+FOLD_MODEL_RECIPE = "plateau_80_fluid_skip_wh_ema"    # pretrained/'s members until 2026-12-07
 
 
-def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_class():
+class _FoldModels(_Injected):
+  """The committed raw outputs with pretrained/ read from `root`: the ensemble of fold models,
+  each held out on its own pair, that pretrained/ held until 2026-12-07 (git 09dea45), so that
+  the documents' branch for members that are their own held-out models stays tested."""
+
+  def __init__(self, root, files=None):
+    super().__init__(files or {})
+    self._pretrained = str(root)
+
+  def path(self, rel: str) -> str:
+    if rel == "pretrained" or rel.startswith("pretrained/"):
+      return os.path.join(self._pretrained, rel)
+    return super().path(rel)
+
+
+@pytest.fixture(scope="module")
+def fold_models(tmp_path_factory):
+  """_FoldModels over that pretrained/ rebuilt from its members' committed campaign outputs
+  (config, split and log, as packaged; the kept epoch as an empty checkpoint folder), with the
+  settings it shipped and its members' CAM evidence (scripts/cam_evidence.py on CAM_CHOICE); a
+  factory of Sources with some JSON files replaced."""
+  root = tmp_path_factory.mktemp("fold_models")
+  members = []
+  for k in range(4):
+    run = f"{doc_tables.CAMPAIGN_RUNS}/{FOLD_MODEL_RECIPE}/fold{k}_seed0"
+    member = root / "pretrained" / "members" / f"fold{k}_seed0"
+    (member / "best" / str(raw(f"{run}/metrics.json")["checkpoint_epoch"])).mkdir(parents=True)
+    for name in ("config.json", "split.json", "log.csv"):
+      (member / name).write_text(read(f"{run}/{name}"))
+    members.append(f"members/fold{k}_seed0")
+  evidence = load_script("cam_evidence").evidence_file(os.path.join(ROOT, doc_tables.CAM_CHOICE))
+  evidence["source"] = [os.path.relpath(f, ROOT) for f in evidence["source"]]
+  (root / "pretrained" / "cam_evidence.json").write_text(json.dumps(evidence))
+  (root / "pretrained" / "ensemble.json").write_text(json.dumps({
+      "members": members, "flip": False,
+      "sources": [f"/work/campaign/runs/{FOLD_MODEL_RECIPE}/{os.path.basename(m)}"
+                  for m in members],
+      "settings": {"predict.smooth_sd_columns": 6.0, "predict.uncertain_position_sd_um": 9.0,
+                   "explain.method": "gradcam", "explain.layers": ["enc3_conv1"]}}))
+  return lambda files=None: _FoldModels(root, files)
+
+
+def test_the_fold_model_ensemble_is_read_as_its_own_held_out_models(fold_models):
+  src = fold_models()
+  members = doc_tables.shipped_members(src)
+  assert not doc_tables.stand_ins(members)
+  assert [m["workdir"] for m in doc_tables.held_out_models(src)] == [
+      f"pretrained/members/fold{k}_seed0" for k in range(4)]
+  assert [m["best"] for m in members] == [76, 80, 64, 79]        # pretrained/README's table
+
+
+def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_class(fold_models):
   """The README's CAM choice and the fold members' record are refused when a fold's run
   explained another model;
   the README sentence names the classes whose pooled MoRF area is not below random, and is
@@ -283,10 +332,10 @@ def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_cl
   rel = f"{doc_tables.CAM_CHOICE}/fold1/compare_cams.json"
   other = raw(rel) | {"workdir": "/somewhere/else/fold1_seed0"}
   with pytest.raises(ValueError, match="none explained exactly pretrained/'s held-out models"):
-    doc_tables.readme_explain(_Injected({rel: other}))
+    doc_tables.readme_explain(fold_models({rel: other}))
   with pytest.raises(ValueError, match="not the 4 fold members pretrained/members/fold0_seed0"):
-    doc_tables.results_cam_heldout_shipped_6scans(_Injected({rel: other}))
-  src = doc_tables.Sources(ROOT)
+    doc_tables.results_cam_heldout_shipped_6scans(fold_models({rel: other}))
+  src = fold_models()
   method, layers = doc_tables.shipped_cam(src)
   found = doc_tables.heldout_evidence(doc_tables.heldout_runs(src, doc_tables.CAM_CHOICE))
   failing = [doc_tables.LAYER_NAMES[k] for k, ok in enumerate(found[method][layers]["passed"])
@@ -303,7 +352,7 @@ def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_cl
       run["methods"][method]["layers"][layers]["morf_mean"][k] = 9.0
     files[path] = run
   with pytest.raises(ValueError, match="not the first by issue 30's rule"):
-    doc_tables.readme_explain(_Injected(files))
+    doc_tables.readme_explain(fold_models(files))
 
 
 def test_the_readme_refuses_a_shipped_cam_over_the_cost_budget_or_untimed(monkeypatch):
@@ -316,17 +365,17 @@ def test_the_readme_refuses_a_shipped_cam_over_the_cost_budget_or_untimed(monkey
     doc_tables.readme_explain(src)
 
 
-def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it():
+def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it(fold_models):
   """pretrained/'s smoothing sd must be the one its members' own leave-one-fold-out chose
   (SMOOTHING/cv.json, whose unsmoothed scores must be the members' committed ones), and the
   expected accuracy adds the gain on 2-model averages holding a member (cv_pairs.json), by
   hand: the mean of the pooled per-fold gains."""
-  spec = raw("pretrained/ensemble.json")
+  spec = fold_models().json("pretrained/ensemble.json")
   cv, pairs = (raw(f"{doc_tables.SMOOTHING}/{n}") for n in ("cv.json", "cv_pairs.json"))
-  src = _Injected({})
+  src = fold_models()
   members = doc_tables.held_out_models(src)
   got = doc_tables.shipped_smoothing(src, spec, members)
-  recipe = shipped_recipe()
+  recipe = FOLD_MODEL_RECIPE
   own = cv["sets"][recipe]["cv"]["per_fold"]
   gains = [s["cv"]["per_fold"][name]["gain"] for s in pairs["sets"].values()
            for name, fold in s["folds"].items()
@@ -343,26 +392,26 @@ def test_shipped_smoothing_needs_a_cross_validation_of_the_members_that_chose_it
   for fold in moved["sets"][recipe]["folds"].values():
     fold["workdir"] = fold["workdir"].replace("pretrained/", "elsewhere/")
   with pytest.raises(ValueError, match="no cross-validation of its held-out models"):
-    doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": moved}), spec,
+    doc_tables.shipped_smoothing(fold_models({f"{doc_tables.SMOOTHING}/cv.json": moved}), spec,
                                  members)
   stale = json.loads(json.dumps(cv))
   fold1 = stale["sets"][recipe]["folds"]["fold1_seed0"]["by_sd"]["0"]
   fold1["mean_layer_dice"] += 0.9 * doc_tables.SCORE_DRIFT      # allowed stand-ins, not members
   with pytest.raises(ValueError, match="fold1_seed0 scores .* unsmoothed, not its committed"):
-    doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": stale}), spec,
+    doc_tables.shipped_smoothing(fold_models({f"{doc_tables.SMOOTHING}/cv.json": stale}), spec,
                                  members)
   fold1["mean_layer_dice"] = 0.5
   with pytest.raises(ValueError, match="fold1_seed0 scores 0.5000 unsmoothed, not its committed"):
-    doc_tables.shipped_smoothing(_Injected({f"{doc_tables.SMOOTHING}/cv.json": stale}), spec,
+    doc_tables.shipped_smoothing(fold_models({f"{doc_tables.SMOOTHING}/cv.json": stale}), spec,
                                  members)
 
 
-def test_evidence_of_the_held_out_models_found_twice_is_refused():
+def test_evidence_of_the_held_out_models_found_twice_is_refused(fold_models):
   """evidence_set: the members' smoothing set copied into the validation-free file makes two
   candidates for one setting, refused by name rather than one taken at random."""
-  members = doc_tables.held_out_models(_Injected({}))
+  members = doc_tables.held_out_models(fold_models())
   cv = raw(f"{doc_tables.SMOOTHING}/cv.json")
-  twice = _Injected({f"{doc_tables.VALIDATION_FREE_SETTINGS}/smoothing_cv.json": cv})
+  twice = fold_models({f"{doc_tables.VALIDATION_FREE_SETTINGS}/smoothing_cv.json": cv})
   with pytest.raises(ValueError, match="smoothing_cv.json: 2 sets of pretrained/'s held-out"):
     doc_tables.evidence_set(twice, doc_tables.SMOOTHING_EVIDENCE, members,
                             doc_tables.smoothing_set_models)
@@ -413,12 +462,12 @@ def test_uncertainty_smoothing_rows_pair_before_and_after_per_fold():
                   "| 9.0 | 5.5 |"]
 
 
-def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shipped():
+def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shipped(fold_models):
   """The pretrained/README sentence, hand-computed from two hand-built runs of the shipped
   recipe (its seeds read from the members' run names); a run of another recipe, with another
   smoothing, flip or flag threshold than the shipped ones is left out."""
   folder, ensembles = doc_tables.SHIPPED_CALIBRATION, doc_tables.ENSEMBLES
-  recipe = shipped_recipe()
+  recipe = FOLD_MODEL_RECIPE
   def run(name, flagged, mae, rho, sd=6.0, threshold=7.74, ece=(0.0121, 0.0054)):
     return _eval_metrics(rho, name, flagged, 200, mae, sd, threshold, ece)
   def files(after1, members1=f"{recipe}/fold1", flip1=False):
@@ -433,7 +482,7 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
     return {f"{folder}/fold{fold}/metrics.json": run(f"e{fold}", 1, (1, 1), 0.1),
             f"{ensembles}/e{fold}/ensemble.json": {"flip": False, "members": [
                 f"/r/other/fold{fold}_seed0", f"/r/other/fold{fold}_seed1"]}}
-  text = doc_tables.pretrained_uncertainty(_Injected(files(
+  text = doc_tables.pretrained_uncertainty(fold_models(files(
       run("e1", 8, (10.6, 5.8), 0.163, ece=(0.0092, 0.0041)))))
   assert text == (
       f"How well the flag finds errors on eyes the models never saw (2 folds: the seed 0 and 1 "
@@ -444,23 +493,23 @@ def test_pretrained_uncertainty_counts_only_runs_of_the_shipped_recipe_as_shippe
       "boundary). Expected calibration error of the top-class confidence (15 bins): "
       "0.0092-0.0121 over the pixels of the model's input band, 0.0041-0.0054 over all labelled "
       "pixels (the rows outside the band count as certain background)." + doc_tables.
-      ensemble_flag_recall(_Injected({})) + doc_tables.single_member_flag(_Injected({})))
+      ensemble_flag_recall(fold_models()) + doc_tables.single_member_flag(fold_models()))
   for other in (files(run("e1", 8, (1, 1), 0.1), members1="other/fold1"),
                 files(run("e1", 8, (1, 1), 0.1, sd=0.0)), files(run("e1", 8, (1, 1), 0.1),
                                                                flip1=True),
                 files(run("e1", 8, (1, 1), 0.1, threshold=5.0))):
     assert "(1 fold: the seed 0 and 1 models" in doc_tables.pretrained_uncertainty(
-        _Injected(other))
+        fold_models(other))
 
 
-def test_the_ensemble_flag_recall_sentence_by_hand():
+def test_the_ensemble_flag_recall_sentence_by_hand(fold_models):
   """From a hand-built cv.json: two folds at the shipped threshold (7.74 um), one at another
   threshold (left out), one of them flagging nothing (precision null)."""
   def fold(t, recall, precision):
     return {"threshold_um": t, "recall": recall, "precision": precision}
   cv = {"sets": {"seed_ensembles": {"flags": {"uncertain": {"wrong_um": 7.74, "current": {
       "a": fold(7.74, 0.1, 0.5), "b": fold(7.74, 0.0, None), "c": fold(5.0, 0.9, 0.9)}}}}}}
-  text = doc_tables.ensemble_flag_recall(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": cv}))
+  text = doc_tables.ensemble_flag_recall(fold_models({f"{doc_tables.FLAG_THRESHOLD}/cv.json": cv}))
   assert text == (" Read as a search for the columns whose boundaries are off by more than 7.74 um"
                   " on average (2 folds of 2-member seed ensembles, docs/results.md section 7), "
                   "that flag found 0-10% of them (recall), and 50% of the columns it flagged "
@@ -468,14 +517,14 @@ def test_the_ensemble_flag_recall_sentence_by_hand():
                   "chosen on held-out eyes, and it is sparing.")
   none = {"sets": {"members": {"flags": {}}}}
   assert doc_tables.ensemble_flag_recall(
-      _Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": none})) == ""
+      fold_models({f"{doc_tables.FLAG_THRESHOLD}/cv.json": none})) == ""
 
 
-def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
+def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand(fold_models):
   """pretrained_uncertainty's members=1 sentence from a hand-built cv.json over exactly the
   shipped members (3 folds read, one flagging nothing: its precision is null); refused where
   the threshold chosen, the members or their smoothing are not the shipped ones."""
-  spec = doc_tables.Sources(ROOT).json("pretrained/ensemble.json")
+  spec = fold_models().json("pretrained/ensemble.json")
   members = {f"fold{i}": os.path.normpath(f"pretrained/{m}")
              for i, m in enumerate(spec["members"])}
   def held(t, share, recall, precision, wrong, mae):
@@ -490,7 +539,7 @@ def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
                            "flags": {"position_sd": {"wrong_um": 7.74, "cv": {
                                "chosen_um": chosen, "per_fold": per_fold}}}}}}
   shipped = spec["settings"]["predict.uncertain_position_sd_um"]
-  text = doc_tables.single_member_flag(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json":
+  text = doc_tables.single_member_flag(fold_models({f"{doc_tables.FLAG_THRESHOLD}/cv.json":
                                                   cv(shipped)}))
   assert (f"exceeds {shipped:g} um (`predict.uncertain_position_sd_um`), the threshold with "
           "the best F1 of finding the columns whose boundaries are off by more than 7.74 um on "
@@ -503,7 +552,7 @@ def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand():
   for wrong in (cv(shipped + 1), cv(shipped, dict(list(members.items())[:3])),
                 cv(shipped, smoothing=0.0)):
     with pytest.raises(ValueError, match="no cross-validation of its held-out models .scored with"):
-      doc_tables.single_member_flag(_Injected({f"{doc_tables.FLAG_THRESHOLD}/cv.json": wrong}))
+      doc_tables.single_member_flag(fold_models({f"{doc_tables.FLAG_THRESHOLD}/cv.json": wrong}))
 
 
 def test_the_default_cam_is_placed_against_the_candidates_above_it_by_hand():
@@ -650,7 +699,7 @@ def _validation_free_sources(complete: bool, mine_fold1: float = 0.835, scored_f
   return _Injected(files)
 
 
-def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_rule():
+def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_rule(fold_models):
   """results_validation_free's table and reading by hand, the README's clause of the same
   verdict (nothing while folds or the seed noise are missing), and the refusals."""
   lines = doc_tables.results_validation_free(_validation_free_sources(True)).splitlines()
@@ -676,10 +725,14 @@ def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_ru
   no_curve = doc_tables.results_validation_free(_validation_free_sources(True, curve=False))
   assert no_curve.endswith("(+0.0000, an extrapolation) the expected net change is -0.0045: by "
                            "the rule above pretrained/ keeps its fold models.")
-  assert doc_tables.validation_free_clause(_validation_free_sources(True)) == (
-      " Trained without a validation pair, as a model of all 8 subjects must be, `with` changes "
-      "by -0.0045 mean layer Dice on the same held-out pairs (2 folds; tolerance -0.0050), so "
-      "pretrained/'s members are to be trained on all 8 subjects (section 11).")
+  clause = (" Trained without a validation pair, as a model of all 8 subjects must be, `with` "
+            "changes by -0.0045 mean layer Dice on the same held-out pairs (2 folds; tolerance "
+            "-0.0050), so pretrained/'s members are {}trained on all 8 subjects (section 11).")
+  passed = _validation_free_sources(True)
+  before = fold_models(dict(passed._cache))               # pretrained/ before the rebuild
+  assert doc_tables.stand_ins(doc_tables.shipped_members(passed))   # today's pretrained/
+  assert doc_tables.validation_free_clause(passed) == clause.format("")
+  assert doc_tables.validation_free_clause(before) == clause.format("to be ")
   assert doc_tables.validation_free_clause(_validation_free_sources(
       True, mine_fold1=0.830)).endswith("by -0.0070 mean layer Dice on the same held-out pairs "
                                         "(2 folds; tolerance -0.0050), so pretrained/ keeps its "
@@ -894,7 +947,9 @@ def _stand_in_evidence(root):
   the chosen thresholds (position sd 9 um, spread 3 um). Returns its ensemble.json."""
   _all8_tree(root)
   folder = doc_tables.VALIDATION_FREE_SETTINGS
-  config = doc_tables.Sources(ROOT).json("pretrained/members/fold0_seed0/config.json")
+  shipped = doc_tables.Sources(ROOT)
+  config = shipped.json(f"pretrained/{shipped.json('pretrained/ensemble.json')['members'][0]}"
+                        "/config.json")
   _write(root, "pretrained/members/all_seed0/config.json", config)
   def held(t, share, recall, precision, mae):
     return {"held_out": {"threshold_um": t, "flagged_share": share, "recall": recall,
@@ -1110,6 +1165,21 @@ def test_an_ensemble_flagging_by_the_position_sd_shares_it_with_its_single_membe
   assert ("(`predict.uncertain_um`, set in `ensemble.json`; chosen over the position sd by the "
           "rule of docs/results.md section 11: held-out F1 0.46 against 0.45), the threshold"
           ) in doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
+  # docs/results.md's reading of the rule: each flag's per-fold F1, the choice, and refused
+  # where pretrained/ ships another flag.
+  for f1s, flag in (((0.5, 0.42), spread), ((0.3, 0.6), position)):
+    for held, f1 in zip(flag["cv"]["per_fold"].values(), f1s):
+      held["held_out"]["f1"] = f1
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  assert doc_tables.results_ensemble_flag_rule(doc_tables.Sources(str(tmp_path))) == (
+      f"Read over the 2 folds' seed ensembles (`{doc_tables.SEED_ENSEMBLE_FLAGS}`): the members' "
+      "spread at 3 um, mean held-out F1 **0.460** (folds 0.500, 0.420) and the position sd at "
+      "9.5 um, mean held-out F1 **0.450** (folds 0.300, 0.600); by the rule the ensemble flags "
+      "by the members' spread at 3 um. pretrained/ ships it (`settings` in its `ensemble.json`).")
+  spec["settings"] |= {"predict.uncertain_um": 0.0, "predict.uncertain_position_sd_um": 9.5}
+  _write(tmp_path, "pretrained/ensemble.json", spec)
+  with pytest.raises(ValueError, match="its ensemble flag is not the rule's choice"):
+    doc_tables.results_ensemble_flag_rule(doc_tables.Sources(str(tmp_path)))
 
 
 def test_the_ensemble_flag_rule_by_case(tmp_path):
