@@ -2740,10 +2740,15 @@ SHIPPED_EXPLAIN = f"{CPU}/explain_shipped"      # the shipped ensemble, ROAD + s
 
 
 def results_cam_shipped(src: Sources) -> str:
-  """The summary of the shipped predictor's explain run with ROAD and the sanity check."""
+  """The summary of the shipped predictor's explain run with ROAD and the sanity check, which
+  must be of today's pretrained/: its members, method and layer."""
   stats = src.json(f"{SHIPPED_EXPLAIN}/cam_stats.json")
   st = stats["settings"]
   layer = st["layers"][0]
+  if (st.get("member_workdirs") != [m["workdir"] for m in shipped_members(src)]
+          or (st["method"], ",".join(st["layers"])) != shipped_cam(src)):
+    raise ValueError(f"{SHIPPED_EXPLAIN}/cam_stats.json: not an explain run of pretrained/'s "
+                     "members with its CAM; rerun its run.sh")
   s = stats["summary"][layer]
   return (f"On the shipped ensemble itself, `--cam_faithfulness=road --cam_sanity` on the first "
           f"{st['scans']} B-scans of {os.path.basename(st['input'])} with its CAM "

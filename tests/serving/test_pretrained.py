@@ -62,6 +62,23 @@ def test_pretrained_is_an_ensemble_with_a_fluid_head_and_predicts_any_size():
 
 
 @needs_duke
+def test_pretrained_knows_its_training_scans_by_their_pixels():
+  """Every member's split.json fingerprints each scan it trained on (scripts/add_fingerprints.py
+  for members trained before training recorded them), so a Duke training scan under another
+  name is flagged; a changed pixel is not."""
+  trained = inference.load_trained(PRETRAINED)
+  for m in trained.members:
+    train = m.split["train"]
+    assert len(train["fingerprints"]) == len(train["names"]) > 0
+  scans = duke.load_npz(os.path.join(DUKE_DIR, "subject_01.npz"))
+  known = inference.training_scans(trained)
+  image = scans.images[0]
+  changed = image.copy()
+  changed[0, 0] = 1 if changed[0, 0] == 0 else 0
+  assert known.flags(["renamed_copy", "renamed_changed"], [image, changed])[0] == [True, False]
+
+
+@needs_duke
 def test_pretrained_segments_real_scans_it_was_trained_on():
   # A fit check, not a generalisation claim: subjects 1-8 were all in its members' training data.
   trained = inference.load_trained(PRETRAINED)

@@ -355,6 +355,20 @@ def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_cl
     doc_tables.readme_explain(fold_models(files))
 
 
+def test_the_shipped_explain_run_must_be_of_todays_members_and_cam():
+  """results_cam_shipped refuses a cam_stats.json of other members or another CAM."""
+  rel = f"{doc_tables.SHIPPED_EXPLAIN}/cam_stats.json"
+  stats = raw(rel)
+  assert doc_tables.results_cam_shipped(_Injected({})).startswith("On the shipped ensemble")
+  others = [m.replace("all_seed", "fold") for m in stats["settings"]["member_workdirs"]]
+  layer = "enc3_conv1" if stats["settings"]["layers"] != ["enc3_conv1"] else "dec2_conv1"
+  for settings in ({"member_workdirs": others}, {"layers": [layer]}):
+    changed = json.loads(json.dumps(stats))
+    changed["settings"] |= settings
+    with pytest.raises(ValueError, match="not an explain run of pretrained/'s members"):
+      doc_tables.results_cam_shipped(_Injected({rel: changed}))
+
+
 def test_the_readme_refuses_a_shipped_cam_over_the_cost_budget_or_untimed(monkeypatch):
   src = doc_tables.Sources(ROOT)
   monkeypatch.setattr(doc_tables, "explain_cost_of", lambda src, m, l: {"A/B wall": 3.2})

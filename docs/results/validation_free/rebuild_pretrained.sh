@@ -13,13 +13,16 @@
 #   explain.method, explain.layers  the first candidate by issue 30's rule on
 #                                   ../cpu_2core/explain_heldout_noval_6scans (doc_tables), whose
 #                                   evidence becomes cam_evidence.json (scripts/cam_evidence.py)
-# The members are packaged (scripts/eval_ensemble.py --package, no flip) into pretrained.new with
-# pretrained/README.md and swapped in (its hand-written prose, which describes the flag, is then
-# to be rewritten for the flag the rule chose), and explain is timed against predict on it
-# (benchmarks/explain_vs_predict.sh; the documents quote that cost, so it runs here, and the
-# script refuses while any training runs). If the documents cannot then be generated from it
-# (scripts/doc_tables.py --write, which checks every setting against its evidence), the old
-# pretrained/ and documents are put back. Afterwards time predict's throughput on it
+# The members are packaged (scripts/eval_ensemble.py --package, no flip) into pretrained.new,
+# their training scans fingerprinted (scripts/add_fingerprints.py: they trained before training
+# recorded them), with pretrained/README.md, and swapped in (its hand-written prose, which
+# describes the flag, is then to be rewritten for the flag the rule chose), and explain is timed
+# against predict on it (benchmarks/explain_vs_predict.sh, PAIRS pairs, default 3; the documents
+# quote that cost, so it runs here, and the script refuses while the campaign runner, a training
+# or an eval runs, before it starts and again before the timing). If the timing fails, the
+# documents cannot then be generated from it (scripts/doc_tables.py --write, which checks every
+# setting against its evidence) or the script is interrupted, the old pretrained/ and documents
+# are put back. Afterwards time predict's throughput on it
 # (benchmarks/predict_throughput.py), rerun ../cpu_2core/explain_shipped/run.sh and rewrite the
 # golden predictions (OCTSEG_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py).
 # Usage: rebuild_pretrained.sh [RUNS_FOLDER] (the all-8 runs' workdirs, default the models the
@@ -27,12 +30,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 RESULTS=docs/results/campaign/plateau_80_fluid_skip_wh_ema_all8
-RUNS=${1:-$PWD/$RESULTS}
+RUNS_DIR=${1:-$PWD/$RESULTS}
 . /work/venv/bin/activate
-if pgrep -f -- "--mode=train|--config=configs/" > /dev/null; then
-  echo "a training run is in flight; stop the campaign runner first (the script times explain)" >&2
-  exit 2
-fi
+idle() {                                   # no campaign runner, training or eval in flight
+  if pgrep -f -- "run_experiments.py --campaign|--mode=train|--mode=eval" > /dev/null; then
+    echo "the campaign runner, a training or an eval is in flight; stop it first (the script" \
+         "times explain)" >&2
+    return 1
+  fi
+}
+idle || exit 2
 if ! git diff --quiet -- README.md docs pretrained; then
   echo "README.md, docs or pretrained/ has uncommitted changes; commit them first" >&2
   exit 2
@@ -40,7 +47,7 @@ fi
 members=()
 for seed in 0 1 2 3; do
   [ -f $RESULTS/all_seed$seed/run.json ] || { echo "$RESULTS/all_seed$seed: not done" >&2; exit 2; }
-  members+=("$RUNS/all_seed$seed")
+  members+=("$RUNS_DIR/all_seed$seed")
 done
 read -r SD POS SPREAD METHOD LAYERS < <(python - <<'PY'
 import sys
@@ -68,16 +75,22 @@ python scripts/eval_ensemble.py --package --no_flip --output=pretrained.new "${m
     --config.explain.layers="$LAYERS"
 python scripts/cam_evidence.py --heldout=docs/results/cpu_2core/explain_heldout_noval_6scans \
     --output=pretrained.new/cam_evidence.json
+python scripts/add_fingerprints.py pretrained.new/members/*
 cp pretrained/README.md pretrained.new/
-mv pretrained pretrained.old && mv pretrained.new pretrained
 COST=docs/results/cpu_2core/explain_cost/pretrained_all8_${METHOD}_${LAYERS//,/_}.txt
-if ! benchmarks/explain_vs_predict.sh pretrained ../shared/data/duke_dme_chiu2015/subject_05.npz \
-     "$COST" || ! python scripts/doc_tables.py --write; then  # every generated number, checked
-  echo "explain could not be timed on the new pretrained/, or the documents cannot be" \
-       "generated from it: it is put back" >&2
-  rm -rf pretrained "$COST" && mv pretrained.old pretrained
+restore() {
+  echo "explain could not be timed on the new pretrained/, the documents cannot be generated" \
+       "from it, or the script was interrupted: it is put back" >&2
+  rm -rf pretrained "$COST" "$COST.partial" && mv pretrained.old pretrained
   git checkout -- README.md docs pretrained
   exit 2
-fi
+}
+mv pretrained pretrained.old && mv pretrained.new pretrained
+trap restore INT TERM
+idle || restore
+RUNS=${PAIRS:-3} benchmarks/explain_vs_predict.sh pretrained \
+    ../shared/data/duke_dme_chiu2015/subject_05.npz "$COST" || restore
+python scripts/doc_tables.py --write || restore           # every generated number, checked
+trap - INT TERM
 rm -rf pretrained.old
 echo "pretrained/ rebuilt and the documents regenerated; review, then commit"
