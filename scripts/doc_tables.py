@@ -744,12 +744,16 @@ def validation_free_clause(src: Sources) -> str:
                                                      [c["paired_gains"][r] for r in done])
     if noise is None:
       continue
+    all8 = stand_ins(shipped_members(src))
+    if all8 and not passed:
+      raise ValueError(f"pretrained/ holds members trained on every subject, but section 11's "
+                       f"reading of `{c['recipe']}` keeps the fold models")
     out += (f" Trained without a validation pair, as a model of all {CURVE_TO} subjects must "
             f"be, `{c['against']}` changes by {diff:+.4f} mean layer Dice on the same held-out "
             f"pairs ({len(done)} folds; tolerance -{noise:.4f}), so " + (
-                f"pretrained/'s members are {'' if stand_ins(shipped_members(src)) else 'to be '}"
-                f"trained on all {CURVE_TO} subjects" if passed else
-                "pretrained/ keeps its fold models") + " (section 11).")
+                f"pretrained/'s members are {'' if all8 else 'to be '}trained on all "
+                f"{CURVE_TO} subjects" if passed else "pretrained/ keeps its fold models")
+            + " (section 11).")
   return out
 
 
@@ -825,8 +829,8 @@ def explain_cost_runs(src: Sources) -> List[Dict]:
       continue
     text = open(src.path(f"{EXPLAIN_COST}/{name}")).read()
     explained = re.search(r"^explained: (\S+) at (\S+)$", text, re.M)
-    head = re.search(r"^farm-bench \d+ \| ([\d-]+), [^|]*\| ([^|]*?) \|", text, re.M)
-    runs.append({"date": head.group(1), "cpu": head.group(2),
+    head = re.search(r"^farm-bench \d+ \| ([\d-]+), (\d+)c/[^|]*\| ([^|]*?) \|", text, re.M)
+    runs.append({"date": head.group(1), "cpu": f"{head.group(3)} ({head.group(2)} cores)",
                  "pairs": int(re.search(r"^runs counted: A (\d+)", text, re.M).group(1)),
                  "flags": re.search(r"explain flags: ([^;]*);", text).group(1),
                  "explained": explained.groups() if explained else None,
@@ -2166,12 +2170,13 @@ POSITION_SD = "docs/results/position_sd"      # its run.sh: each shipped member 
 def results_position_sd(src: Sources) -> str:
   """How well each boundary's position sd (calibration.position_sd_vs_error) and, for an
   ensemble, the members' spread rank the boundary errors on held-out eyes: each fold-model
-  member then shipped alone (POSITION_SD) and that recipe's seed ensembles scored as shipped
-  (calibration_seed_ensembles) whose eval reports both."""
+  member then shipped alone (POSITION_SD) and the seed ensembles scored as those were shipped
+  (calibration_seed_ensembles, each named with its recipe) whose eval reports both."""
   runs = [(f"shipped member `{m['workdir']}` alone", m)
           for m in eval_runs(src, POSITION_SD).values()]
-  runs += [(f"seed ensemble of {name} (seeds {and_list(sorted({str(r[2]) for r in members}))})",
-            m) for name, m, _, members in calibration_seed_ensembles(src)
+  runs += [(f"seed ensemble of {name} ({', '.join(sorted({r[0] for r in members}))}, seeds "
+            f"{and_list(sorted({str(r[2]) for r in members}))})", m)
+           for name, m, _, members in calibration_seed_ensembles(src)
            if "position_sd_vs_error" in m["calibration"]]
   rows = []
   for label, m in runs:
@@ -2472,19 +2477,18 @@ def results_ensemble_flag_rule(src: Sources) -> str:
           f"{FLAG_NAMES[FLAG_KEY[kind]]} at {flag['cv']['chosen_um']:g} um.")
   if not stand_ins(shipped_members(src)):
     return text + " pretrained/ still holds fold models, whose flag section 7 chose."
-  if shipped_ensemble_flag(src) != (kind, flag["cv"]["chosen_um"]):
-    raise ValueError(f"pretrained/: its ensemble flag is not the rule's choice on "
-                     f"{SEED_ENSEMBLE_FLAGS}")
+  checked_stand_in_flag(src)                     # pretrained/ flags by exactly that choice
   return text + (" pretrained/ ships it (`settings` in its `ensemble.json`), for "
                  "`--config.predict.members=1` too." if kind == uncertainty.POSITION_SD else
                  " pretrained/ ships it (`settings` in its `ensemble.json`).")
 
 
-def stand_in_ensemble_flag(src: Sources, members: int) -> str:
-  """For members trained on every subject: the ensemble's flag (shipped_ensemble_flag) must be
-  the one SEED_ENSEMBLE_FLAGS chose on the stand-ins' 2-member seed ensembles, each fold's
-  (stand_in_seed_ensembles, all verified; scored with the shipped smoothing), by the rule of
-  ensemble_flag_choice, whose held-out reading it gives, with what `members` members change."""
+def checked_stand_in_flag(src: Sources) -> Tuple[str, float, Dict, Dict, List, List]:
+  """For members trained on every subject: (uncertainty, threshold) of the ensemble's flag
+  (shipped_ensemble_flag), which must be the one SEED_ENSEMBLE_FLAGS chose on the stand-ins'
+  2-member seed ensembles, each fold's (stand_in_seed_ensembles, all verified; scored with the
+  shipped smoothing), by the rule of ensemble_flag_choice; with that flag's record, the whole
+  reading, the ensembles and the stand-ins. ValueError otherwise."""
   (kind, setting), models = shipped_ensemble_flag(src), held_out_models(src)
   sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
   ensembles = stand_in_seed_ensembles(src, models, sd)
@@ -2498,6 +2502,13 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
                      f"{setting:g} um, but {SEED_ENSEMBLE_FLAGS} has no cross-validation of its "
                      "held-out models' seed ensembles choosing it (docs/results.md section 11's "
                      "rule); run seed_ensembles.sh")
+  return kind, setting, flag, flags, ensembles, models
+
+
+def stand_in_ensemble_flag(src: Sources, members: int) -> str:
+  """For members trained on every subject: the held-out reading of the ensemble's flag
+  (checked_stand_in_flag), with what `members` members change."""
+  kind, setting, flag, flags, ensembles, models = checked_stand_in_flag(src)
   on = (f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles ({pair_seeds(ensembles)}) "
         f"of `{run_parts(models[0]['run'])[0]}`")
   name = FLAG_KEY[uncertainty.POSITION_SD if kind == uncertainty.SPREAD else uncertainty.SPREAD]
@@ -2792,7 +2803,7 @@ def results_explain_cost(src: Sources) -> str:
     rows.append([what, run["date"], run["cpu"], str(run["pairs"]), f"{med['A wall s']:.1f}",
                  f"{med['B wall s']:.1f}", f"**{med['A/B wall']:.2f}**", f"{med['A/B cpu']:.2f}",
                  " -> ".join(run["loads"])])
-  return table(["explain (method at layers)", "timed", "CPU (2 cores)", "pairs",
+  return table(["explain (method at layers)", "timed", "CPU", "pairs",
                 "explain wall s", "predict wall s", "ratio (wall)", "ratio (cpu)",
                 "load average before -> after"], rows)
 

@@ -369,6 +369,27 @@ def test_the_shipped_explain_run_must_be_of_todays_members_and_cam():
       doc_tables.results_cam_shipped(_Injected({rel: changed}))
 
 
+def test_explain_cost_reports_are_read_with_their_cpu_pairs_and_medians(tmp_path):
+  """explain_cost_runs on a hand-written explain_vs_predict.sh report: date, CPU and cores,
+  pairs counted, what it explained, the median column and the load averages."""
+  _write(tmp_path, f"{doc_tables.EXPLAIN_COST}/x.txt", "\n".join([
+      "workdir: pretrained; scans: ...; explain flags: none; jax 0.10.2",
+      "load average before: 1.50 2.00 2.50",
+      "farm-bench 3 | 2026-12-06, 4c/24GiB | Intel(R) Xeon(R) Processor | not pinned | x",
+      "runs counted: A 4, B 4, in turn (A B A B ...); warm-up runs asked for, not counted: 1",
+      "                     min      median         max   n: A 4, B 4; whole process",
+      "A wall s          27.570      30.274      32.418",
+      "B wall s          11.544      12.171      13.092",
+      "A/B wall          2.1059      2.5133      2.7700",
+      "load average after: 1.46 1.89 2.62",
+      "explained: gradcam at enc3_conv1"]))
+  (run,) = doc_tables.explain_cost_runs(doc_tables.Sources(str(tmp_path)))
+  assert run == {"date": "2026-12-06", "cpu": "Intel(R) Xeon(R) Processor (4 cores)", "pairs": 4,
+                 "flags": "none", "explained": ("gradcam", "enc3_conv1"),
+                 "medians": {"A wall s": 30.274, "B wall s": 12.171, "A/B wall": 2.5133},
+                 "loads": ["1.50", "1.46"]}
+
+
 def test_the_readme_refuses_a_shipped_cam_over_the_cost_budget_or_untimed(monkeypatch):
   src = doc_tables.Sources(ROOT)
   monkeypatch.setattr(doc_tables, "explain_cost_of", lambda src, m, l: {"A/B wall": 3.2})
@@ -747,10 +768,12 @@ def test_training_without_a_validation_pair_is_paired_by_fold_and_read_by_its_ru
   assert doc_tables.stand_ins(doc_tables.shipped_members(passed))   # today's pretrained/
   assert doc_tables.validation_free_clause(passed) == clause.format("")
   assert doc_tables.validation_free_clause(before) == clause.format("to be ")
-  assert doc_tables.validation_free_clause(_validation_free_sources(
-      True, mine_fold1=0.830)).endswith("by -0.0070 mean layer Dice on the same held-out pairs "
-                                        "(2 folds; tolerance -0.0050), so pretrained/ keeps its "
-                                        "fold models (section 11).")
+  failed = _validation_free_sources(True, mine_fold1=0.830)
+  assert doc_tables.validation_free_clause(fold_models(dict(failed._cache))).endswith(
+      "by -0.0070 mean layer Dice on the same held-out pairs (2 folds; tolerance -0.0050), so "
+      "pretrained/ keeps its fold models (section 11).")
+  with pytest.raises(ValueError, match="holds members trained on every subject, but section 11"):
+    doc_tables.validation_free_clause(failed)                # today's all-8 pretrained/
   assert doc_tables.validation_free_clause(_validation_free_sources(False)) == ""
   waiting = doc_tables.results_validation_free(_validation_free_sources(False))
   assert waiting.endswith("1 of 2 folds have run; the reading waits for all of them (mean "
@@ -1179,21 +1202,49 @@ def test_an_ensemble_flagging_by_the_position_sd_shares_it_with_its_single_membe
   assert ("(`predict.uncertain_um`, set in `ensemble.json`; chosen over the position sd by the "
           "rule of docs/results.md section 11: held-out F1 0.46 against 0.45), the threshold"
           ) in doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
-  # docs/results.md's reading of the rule: each flag's per-fold F1, the choice, and refused
-  # where pretrained/ ships another flag.
-  for f1s, flag in (((0.5, 0.42), spread), ((0.3, 0.6), position)):
+
+
+def test_the_reading_of_the_flag_rule_names_both_flags_and_what_pretrained_ships(tmp_path,
+                                                                                 fold_models):
+  """results_ensemble_flag_rule from hand-built seed-ensemble flags (per-fold F1 0.5, 0.42 for
+  the spread at 3 um, mean 0.46; 0.3, 0.6 for the position sd at 9.5 um, mean 0.45): the
+  spread is chosen and shipped; with the mean F1s swapped, the position sd, shared with the
+  single member; refused where pretrained/ ships the other; fold models name no choice."""
+  spec = _stand_in_evidence(tmp_path)
+  flags = doc_tables.Sources(str(tmp_path)).json(doc_tables.SEED_ENSEMBLE_FLAGS)
+  st = flags["sets"]["seed_ensembles"]
+  spread = st["flags"]["uncertain"]
+  position = json.loads(json.dumps(spread))
+  position["cv"]["chosen_um"] = 9.5
+  st["flags"]["position_sd"] = position
+  for f1s, mean, flag in (((0.5, 0.42), 0.46, spread), ((0.3, 0.6), 0.45, position)):
+    flag["cv"]["held_out_mean"] = {"f1": mean}
     for held, f1 in zip(flag["cv"]["per_fold"].values(), f1s):
       held["held_out"]["f1"] = f1
   _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  _write(tmp_path, "pretrained/ensemble.json", spec | {
+      "members": ["members/all_seed0", "members/all_seed1"],
+      "sources": ["/w/runs/r8/all_seed0", "/w/runs/r8/all_seed1"]})
+  _second_member(tmp_path)
+  read = (f"Read over the 2 folds' seed ensembles (`{doc_tables.SEED_ENSEMBLE_FLAGS}`): the "
+          "members' spread at 3 um, mean held-out F1 **{}** (folds 0.500, 0.420) and the "
+          "position sd at 9.5 um, mean held-out F1 **{}** (folds 0.300, 0.600); by the rule the "
+          "ensemble flags by the {}.")
   assert doc_tables.results_ensemble_flag_rule(doc_tables.Sources(str(tmp_path))) == (
-      f"Read over the 2 folds' seed ensembles (`{doc_tables.SEED_ENSEMBLE_FLAGS}`): the members' "
-      "spread at 3 um, mean held-out F1 **0.460** (folds 0.500, 0.420) and the position sd at "
-      "9.5 um, mean held-out F1 **0.450** (folds 0.300, 0.600); by the rule the ensemble flags "
-      "by the members' spread at 3 um. pretrained/ ships it (`settings` in its `ensemble.json`).")
+      read.format("0.460", "0.450", "members' spread at 3 um")
+      + " pretrained/ ships it (`settings` in its `ensemble.json`).")
+  spread["cv"]["held_out_mean"]["f1"], position["cv"]["held_out_mean"]["f1"] = 0.45, 0.46
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  with pytest.raises(ValueError, match="flags its ensemble by the members' spread at 3 um, but"):
+    doc_tables.results_ensemble_flag_rule(doc_tables.Sources(str(tmp_path)))
+  spec = doc_tables.Sources(str(tmp_path)).json("pretrained/ensemble.json")
   spec["settings"] |= {"predict.uncertain_um": 0.0, "predict.uncertain_position_sd_um": 9.5}
   _write(tmp_path, "pretrained/ensemble.json", spec)
-  with pytest.raises(ValueError, match="its ensemble flag is not the rule's choice"):
-    doc_tables.results_ensemble_flag_rule(doc_tables.Sources(str(tmp_path)))
+  assert doc_tables.results_ensemble_flag_rule(doc_tables.Sources(str(tmp_path))) == (
+      read.format("0.450", "0.460", "position sd at 9.5 um") + " pretrained/ ships it "
+      "(`settings` in its `ensemble.json`), for `--config.predict.members=1` too.")
+  assert doc_tables.results_ensemble_flag_rule(fold_models()).endswith(
+      " pretrained/ still holds fold models, whose flag section 7 chose.")
 
 
 def test_the_ensemble_flag_rule_by_case(tmp_path):
