@@ -83,13 +83,18 @@ def column_flag(trained) -> Optional[ColumnFlag]:
 
 def print_flag_note(trained, overrides=None) -> None:
   """A console note where a run has no `uncertain` flag (a single model without
-  predict.uncertain_position_sd_um, an ensemble without either threshold), or where that option
-  was given for an ensemble that flags by its members' spread instead (column_flag)."""
-  field = "predict.uncertain_position_sd_um"
+  predict.uncertain_position_sd_um, an ensemble without either threshold), where that option
+  was given for an ensemble that flags by its members' spread instead (column_flag), or where
+  the spread's threshold was given to one view, which has no spread."""
+  field, given = "predict.uncertain_position_sd_um", overrides or {}
   flag = column_flag(trained)
-  if flag and flag.config_field == "uncertain_um" and field in (overrides or {}):
+  if flag and flag.config_field == "uncertain_um" and field in given:
     print(f"note: this ensemble flags columns by its members' spread (--config.predict."
           f"uncertain_um); --config.{field} applies where that is 0, and to a single model")
+  elif trained.num_views == 1 and given.get("predict.uncertain_um", 0) > 0:
+    print(f"note: --config.predict.uncertain_um (the members' spread) applies to an ensemble; "
+          f"a single model flags columns by its boundaries' position sd, where --config.{field} "
+          "is set")
   elif flag is None and trained.num_views == 1:
     print(f"note: no `uncertain` flag: a single model flags columns by its boundaries' position "
           f"sd where --config.{field} is set (0: no flag; pretrained/ sets it for "

@@ -162,6 +162,8 @@ def test_predict_notes_a_missing_flag_and_an_option_the_ensemble_does_not_use(ca
   predict.print_flag_note(_trained(1, 5.0), {field: 5.0})      # a single model's flag: silent
   predict.print_flag_note(_trained(2, 5.0), {})                # set by settings: silent
   predict.print_flag_note(_trained(2, 5.0, 0.0), {field: 5.0})  # an ensemble's position sd flag
+  predict.print_flag_note(_trained(1, 5.0), {"predict.uncertain_um": 3.0})   # one view: no spread
+  predict.print_flag_note(_trained(2, 5.0, 3.0), {"predict.uncertain_um": 3.0})  # used: silent
   assert capsys.readouterr().out.splitlines() == [
       f"note: this ensemble flags columns by its members' spread (--config.predict."
       f"uncertain_um); --config.{field} applies where that is 0, and to a single model",
@@ -169,7 +171,9 @@ def test_predict_notes_a_missing_flag_and_an_option_the_ensemble_does_not_use(ca
       f"where --config.{field} is set (0: no flag; pretrained/ sets it for "
       "--config.predict.members=1)",
       f"note: no `uncertain` flag: --config.predict.uncertain_um (the members' spread) and "
-      f"--config.{field} (the position sd) are both 0"]
+      f"--config.{field} (the position sd) are both 0",
+      f"note: --config.predict.uncertain_um (the members' spread) applies to an ensemble; a "
+      f"single model flags columns by its boundaries' position sd, where --config.{field} is set"]
 
 
 def test_uncertain_is_empty_where_a_column_is_not_supported():
