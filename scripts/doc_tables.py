@@ -839,14 +839,20 @@ def explain_cost_runs(src: Sources) -> List[Dict]:
   return runs
 
 
-def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str, float]]:
-  """farm-bench medians of the latest explain_vs_predict run that explained METHOD at LAYERS
-  (its cam_stats.json says so, or its flags named both): the members shipped last."""
+def explain_cost_run(src: Sources, method: str, layers: str) -> Optional[Dict]:
+  """The latest explain_vs_predict run (explain_cost_runs) that explained METHOD at LAYERS (its
+  cam_stats.json says so, or its flags named both): on the members shipped that day."""
   for run in sorted(explain_cost_runs(src), key=lambda r: r["date"], reverse=True):
     if (run["explained"] == (method, layers) or
         run["flags"] == f"--cam_method={method} --cam_layers={layers}"):
-      return run["medians"]
+      return run
   return None
+
+
+def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str, float]]:
+  """farm-bench medians of explain_cost_run."""
+  run = explain_cost_run(src, method, layers)
+  return run and run["medians"]
 
 
 def readme_explain(src: Sources) -> str:
@@ -2620,13 +2626,13 @@ def results_cam_heldout_shipped(src: Sources) -> str:
 def results_cam_heldout_shipped_6scans(src: Sources) -> str:
   """shipped_cam_comparison on 6 B-scans per fold (the runs that chose pretrained/'s CAM), how
   narrowly it leads, where it ranked on the first runs' 2 B-scans, and its cost against the
-  schema default's (explain_cost_of: the latest timing of each)."""
+  schema default's (explain_cost_run: the latest timing of each, on the members of its day)."""
   runs = fold_member_cam_runs(src, CAM_CHOICE)
   evidence = heldout_evidence(runs)
   ranked = cam_ranking(evidence)
   first = cam_ranking(heldout_evidence(fold_member_cam_runs(src, HELDOUT_SHIPPED)))
   mine, schema_cam = shipped_cam(src), default_cam()
-  costs = [explain_cost_of(src, *cam) for cam in (mine, schema_cam)]
+  costs = [explain_cost_run(src, *cam) for cam in (mine, schema_cam)]
   first_place = place_of(first, mine)
   if None in costs or first_place is None:
     raise ValueError(f"{CAM_CHOICE}: pretrained/'s CAM or the schema's default was never timed "
@@ -2637,9 +2643,10 @@ def results_cam_heldout_shipped_6scans(src: Sources) -> str:
   return (shipped_cam_comparison(src, runs, ranked) + " " + lead_text(ranked)
           + (f" No candidate beats random for {and_list(failed)} pooled." if failed else "")
           + f" On the first two of these B-scans per fold alone (the table before) it ranked "
-          f"{first_place} of {len(first)}. It costs "
-          f"{costs[0]['A/B wall']:.2f}x predict on the shipped ensemble, the schema's default "
-          f"{costs[1]['A/B wall']:.2f}x (table below).")
+          f"{first_place} of {len(first)}. It costs {costs[0]['medians']['A/B wall']:.2f}x "
+          f"predict, the schema's default {costs[1]['medians']['A/B wall']:.2f}x (each timed on "
+          f"the ensemble shipped that day: {costs[0]['date']} and {costs[1]['date']}; table "
+          "below).")
 
 
 def lead_text(ranked: List[Tuple[Tuple, str, str]]) -> str:
