@@ -439,7 +439,8 @@ def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_pa
   with_masks = all(s.masks is not None for s, _ in sets)
   first = jnp.asarray(inference.prepare(trained, sets[0][0].images[0])[0][None])
   return {"method": method, "target": target, "box": list(box), "layers": list(layers),
-          "scans": len(per_scan), "input": input_path, "epoch": trained.epoch,
+          "scans": len(per_scan), "scans_read": sum(len(s) for s, _ in sets),
+          "input": input_path, "epoch": trained.epoch,
           "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
           "faithfulness": kinds, "sanity": bool(sanity),
           "road_noise": explainer.road_noise,

@@ -251,8 +251,10 @@ def stats_markdown(result: Dict) -> str:
   fr = lambda f: ", ".join(f"{v:.2f}" for v in f[1:])
   lines = ["# Explanation statistics", "",
            f"Method {st['method']}, target pixel set '{st['target']}', "
-           f"{st['scans']} scan{'' if st['scans'] == 1 else 's'} from "
-           f"{st['input']}, checkpoint epoch {epochs_text(st['epoch'])} of {st['workdir']}. "
+           f"{st['scans']} scan{'' if st['scans'] == 1 else 's'} from {st['input']}"
+           + (f" (of {st['scans_read']} read: explain.max_scans per file)"
+              if st.get("scans_read", st["scans"]) > st["scans"] else "")
+           + f", checkpoint epoch {epochs_text(st['epoch'])} of {st['workdir']}. "
            "Means over scans." + (f" **Warning: {training_overlap_text(result, st['scans'])}: "
                                   f"{NOT_HELD_OUT['explain']}.**"
                                   if training_overlap(result) else ""),
