@@ -253,9 +253,11 @@ def run(workdir: str, input_path: Optional[str], output: str, overrides=None,
       trained, input_path, run_out, read, skipped)
   check_labelled(masks, data_name)
   run_out.start()                            # reads first: nothing to score, nothing written
+  overlap = inference.training_overlap(trained, names, images)
+  if report.training_overlap(overlap):          # said before the scoring, and with its numbers
+    print(f"note: {report.training_overlap_text(overlap, len(images))}")
   outputs = predict_all(trained, images)
   result = score_outputs(trained, outputs, masks, fluid, subjects, scale["row_um"])
-  overlap = inference.training_overlap(trained, names, images)
   result.update({"data": data_name, "checkpoint_epoch": trained.epoch, "workdir": workdir,
                  **inference.model_record(trained),
                  **overlap,

@@ -458,3 +458,23 @@ def test_eval_reports_um_at_the_files_own_row_size(trained_workdir, tmp_path, ca
   assert main.run_command(args + ["--pixel_um=2"]) == 2
   assert capsys.readouterr().err.strip().startswith("error: --pixel_um: only for files given "
                                                     "with --input")
+
+
+def test_eval_says_it_scores_training_scans_before_it_scores_them(trained_workdir, tmp_path,
+                                                                    capsys, monkeypatch):
+  """Scoring a workdir's own training scans (all of pretrained/'s validation split) takes
+  minutes: eval notes the overlap before predicting, and warns again with the numbers."""
+  from octseg_jax.serving import inference
+  workdir, _ = trained_workdir
+  s = synthetic.generate(2, 96, 64, seed=5)
+  write_npz(str(tmp_path / "scans.npz"), images=s.images, masks=s.masks)
+  monkeypatch.setattr(inference, "training_overlap",
+                      lambda trained, names, images=None: {"scans_in_training": 2})
+  predict_all = evaluate.predict_all
+  monkeypatch.setattr(evaluate, "predict_all",
+                      lambda *a: print("predicting") or predict_all(*a))
+  evaluate.run(workdir, str(tmp_path / "scans.npz"), str(tmp_path / "eval"))
+  lines = capsys.readouterr().out.splitlines()
+  seen = "2 of 2 scans were in the model's training set (matched by scan name or pixels)"
+  assert lines[:2] == [f"note: {seen}", "predicting"]
+  assert any(line.startswith(f"warning: {seen}") for line in lines[2:])
