@@ -571,8 +571,10 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   write_json(stats_json, result)
   write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
-  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan), **seen})
-  print_explained(per_scan, sum(len(s) for s, _ in sets), int(cfg.max_scans),
+  read = sum(len(s) for s, _ in sets)           # more than explained where max_scans capped
+  run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
+                  "scans_read": read, **seen})
+  print_explained(per_scan, read, int(cfg.max_scans),
                   f"{method}, layers {', '.join(layers)}", run_out, len(skipped), seen)
   run_out.refuse_failures(input_path, "used")
   return result

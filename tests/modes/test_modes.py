@@ -297,6 +297,8 @@ def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out
   assert stats["settings"]["scales"] == {str(tmp_path / "scan.npz"): {
       "row_um": 3.87, "col_um": None, "source": "default (data.pixel_um)"}}
   assert stats["settings"]["scans"] == 1 and stats["settings"]["scans_read"] == 2
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  assert (manifest["scans"], manifest["scans_read"]) == (1, 2)
   md = (tmp_path / "out" / "cam_stats.md").read_text()
   assert f"1 scan from {tmp_path / 'scan.npz'} (of 2 read: explain.max_scans per file)" in md
   assert "removal curves" not in md
