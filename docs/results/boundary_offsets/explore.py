@@ -66,7 +66,8 @@ if __name__ == "__main__":
       d = descend([folds[g] for g in names if g != f])
       after, per = dice(folds[f], d)
       res[f] = {"delta": d.tolist(), "base": base[f], "after": after, "gain": after - base[f]}
-      print(tag, f, "delta", d.tolist(), f"{base[f]:.4f} -> {after:.4f} ({after-base[f]:+.4f})", flush=True)
+      print(tag, f, "delta", d.tolist(),
+            f"{base[f]:.4f} -> {after:.4f} ({after-base[f]:+.4f})", flush=True)
     out[tag] = {"all": all_delta.tolist(), "lofo": res,
                 "mean_gain": float(np.mean([r["gain"] for r in res.values()]))}
     print(tag, "mean LOFO gain", out[tag]["mean_gain"], flush=True)

@@ -27,7 +27,9 @@ for spec in "0 01 02" "1 03 04" "2 05 06" "3 07 08"; do
 done
 python predict_cache.py rowscale/fold{0,1,2,3}_seed0 noval/fold{1,2,3}_seed1 noval/fold{1,2,3}_seed2
 for s in 1 2; do
-  for f in 1 2 3; do ln -sf cache_noval_fold${f}_seed$s.npz cache_novalS${s}_fold${f}_seed$s.npz; done
+  for f in 1 2 3; do
+    ln -sf cache_noval_fold${f}_seed$s.npz cache_novalS${s}_fold${f}_seed$s.npz
+  done
 done
 python explore.py rowscale > explore_rowscale.log
 python explore.py novalS1 novalS2 > explore_noval.log
