@@ -1367,39 +1367,45 @@ def seed_ensembles(src: Sources) -> List[Dict]:
   return out
 
 
-def stand_in_seed_ensembles(src: Sources, models: List[Dict], sd: float) -> List[Dict]:
-  """The stand-ins' 2-member seed ensembles (VALIDATION_FREE_SETTINGS, seed_ensembles.sh),
+def seed_ensemble_folder(size: int) -> str:
+  """Where seed_ensembles.sh writes the stand-ins' seed ensembles of `size` seeds."""
+  return VALIDATION_FREE_SETTINGS + ("" if size == 2 else f"/members{size}")
+
+
+def stand_in_seed_ensembles(src: Sources, models: List[Dict], sd: float,
+                            size: int = 2) -> List[Dict]:
+  """The stand-ins' seed ensembles of `size` members (seed_ensemble_folder, seed_ensembles.sh),
   verified: for each held-out model of fold F with an ensemble_foldF eval, ensembles/foldF holds
-  two seeds of the model's recipe and fold (seeds 0 and 1 on fold 0; 1 and 2 on folds whose
-  seed-0 model was lost before models were kept: configs/campaign.json), without flip, and
+  `size` seeds of the model's recipe and fold (for 2: seeds 0 and 1 on fold 0; 1 and 2 on folds
+  whose seed-0 model was lost before models were kept: configs/campaign.json), without flip, and
   ensemble_foldF and each member's seedS_foldF scored them on the model's held-out subjects,
   each smoothed with `sd` (the shipped setting), at one commit. Each: fold, ensemble and
   members' metrics (`ensemble`, `members`) and the members' `seeds`."""
-  folder, out = VALIDATION_FREE_SETTINGS, []
+  folder, out = seed_ensemble_folder(size), []
   for m in models:
     fold = run_parts(m["run"])[1]
     if not src.exists(f"{folder}/ensemble_fold{fold}/metrics.json"):
       continue
     spec = src.json(f"{folder}/ensembles/fold{fold}/ensemble.json")
     members = [model_name(w) for w in spec["members"]]
-    seeds = seed_pair(model_name(m["workdir"]), members)
+    seeds = seed_set(model_name(m["workdir"]), members)
     runs = [f"ensemble_fold{fold}"] + [f"seed{s}_fold{fold}" for s in seeds]
     metrics = [src.json(f"{folder}/{r}/metrics.json") for r in runs]
     commits = {src.json(f"{folder}/{r}/eval_provenance.json")["git"]["commit"] for r in runs}
-    if (not seeds or spec.get("flip", True) or len(commits) != 1
+    if (len(seeds) != size or spec.get("flip", True) or len(commits) != 1
         or [model_name(x["workdir"]) for x in metrics[1:]] != members
         or any(x["topology"]["smooth_sd_columns"] != sd for x in metrics)
         or any(scored_subjects(x) != m["scored_on"] for x in metrics)):
-      raise ValueError(f"{folder}/ensemble_fold{fold}: not a seed ensemble of two seeds of "
+      raise ValueError(f"{folder}/ensemble_fold{fold}: not a seed ensemble of {size} seeds of "
                        f"{m['run']}'s recipe and fold, without flip, all scored at one commit on "
                        f"its held-out subjects with smoothing sd {sd:g}; rerun seed_ensembles.sh")
     out.append({"fold": fold, "seeds": seeds, "ensemble": metrics[0], "members": metrics[1:]})
   return out
 
 
-def pair_seeds(ensembles: List[Dict]) -> str:
+def ensemble_seeds_text(ensembles: List[Dict]) -> str:
   """Which seeds seed ensembles (stand_in_seed_ensembles) hold, as the text names them: 'seeds 0
-  and 1 of one fold', or per fold where they differ ('two seeds of one fold: 0 and 1 on fold 0,
+  and 1 of one fold', or per fold where they differ ('two seeds of one fold: 0 and 1 on fold 0;
   1 and 2 on folds 1, 2')."""
   folds = {}
   for e in ensembles:
@@ -1407,38 +1413,49 @@ def pair_seeds(ensembles: List[Dict]) -> str:
   if not folds:
     return ""
   if len(folds) == 1:
-    return "seeds {} and {} of one fold".format(*next(iter(folds)))
-  return "two seeds of one fold: " + ", ".join(
-      f"{a} and {b} on fold{'s' if len(f) > 1 else ''} {', '.join(map(str, f))}"
-      for (a, b), f in sorted(folds.items()))
+    return f"seeds {and_list(map(str, next(iter(folds))))} of one fold"
+  return f"{NUMBER_WORDS[len(ensembles[0]['seeds'])]} seeds of one fold: " + "; ".join(
+      f"{and_list(map(str, seeds))} on fold{'s' if len(f) > 1 else ''} {', '.join(map(str, f))}"
+      for seeds, f in sorted(folds.items()))
 
 
-def seed_pair(model: str, members: List[str]) -> Tuple[int, ...]:
-  """The seeds (a, b), a < b, of `members` when they are two seeds of `model`'s recipe and fold
-  (RECIPE/foldF_seedS names, model_name); () otherwise."""
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+
+
+def seed_set(model: str, members: List[str]) -> Tuple[int, ...]:
+  """The seeds, ascending, of `members` when they are 2 or more seeds of `model`'s recipe and
+  fold (RECIPE/foldF_seedS names, model_name), listed in that order; () otherwise."""
   stem = model.rsplit("_seed", 1)[0]
   seeds = [m[len(stem) + len("_seed"):] for m in members if m.startswith(stem + "_seed")]
-  if len(seeds) != 2 or len(members) != 2 or not all(x.isdigit() for x in seeds):
+  if len(seeds) < 2 or len(seeds) != len(members) or not all(x.isdigit() for x in seeds):
     return ()
-  a, b = map(int, seeds)
-  return (a, b) if a < b else ()
+  ints = tuple(map(int, seeds))
+  return ints if all(a < b for a, b in zip(ints, ints[1:])) else ()
 
 
 def ensemble_gains(ensembles: List[Dict]) -> List[float]:
   """The averaging gains of seed ensembles (stand_in_seed_ensembles): per fold, the ensemble's
-  mean layer Dice minus its two members' mean; [] before any is scored."""
+  mean layer Dice minus its members' mean; [] before any is scored."""
   def dice(m):
     return m["topology"]["literature"]["mean_layer_dice"]
-  return [dice(e["ensemble"]) - (dice(e["members"][0]) + dice(e["members"][1])) / 2
+  return [dice(e["ensemble"]) - float(np.mean([dice(x) for x in e["members"]]))
           for e in ensembles]
+
+
+def shipped_size_ensembles(src: Sources, models: List[Dict], sd: float,
+                           size: int) -> List[Dict]:
+  """The stand-ins' seed ensembles that read pretrained/'s averaging gain: those of its own
+  `size` once they cover every held-out model, else the 2-member ones."""
+  own = stand_in_seed_ensembles(src, models, sd, size) if size > 2 else []
+  return own if len(own) == len(models) else stand_in_seed_ensembles(src, models, sd)
 
 
 def shipped_gain(src: Sources, recipe: str, flip: bool) -> Tuple[List[float], List[str],
                                                                  List[Dict]]:
   """The cross-validated gains of the seed ensembles of `recipe` with the shipped flip setting,
-  the recipes they come from, and each one's fold and seeds (as pair_seeds reads them). While
-  `recipe` has none, those of the recipes that train the same network (the same `model` in
-  their resolved config.json), named as such."""
+  the recipes they come from, and each one's fold and seeds (as ensemble_seeds_text reads
+  them). While `recipe` has none, those of the recipes that train the same network (the same
+  `model` in their resolved config.json), named as such."""
   ensembles = [e for e in seed_ensembles(src) if e["spec"]["flip"] == flip and len(e["runs"]) == 2
                and len({run_parts(r)[:2] for r in e["runs"]}) == 1]   # two seeds of one fold
   used = [e for e in ensembles if run_parts(e["runs"][0])[0] == recipe]
@@ -1484,10 +1501,11 @@ def shipped_numbers(src: Sources) -> Dict:
                            held_out_models(src))
   recipe, cv_recipe = run_parts(members[0]["run"])[0], run_parts(models[0]["run"])[0]
   sd = float(spec.get("settings", {}).get("predict.smooth_sd_columns", 0.0))
-  ensembles = stand_in_seed_ensembles(src, models, sd) if stand_ins(members) else []
+  ensembles = (shipped_size_ensembles(src, models, sd, len(members)) if stand_ins(members)
+               else [])
   gains, gain_recipes, pairs = ((ensemble_gains(ensembles), [cv_recipe], ensembles)
                                 if stand_ins(members) else shipped_gain(src, recipe, spec["flip"]))
-  ensemble_seeds = pair_seeds(pairs)
+  ensemble_seeds = ensemble_seeds_text(pairs)
   dice = [m["metrics"]["topology"]["literature"]["mean_layer_dice"] for m in models]
   smoothing = shipped_smoothing(src, spec, models, stand_ins(members))
   if stand_ins(members):
@@ -1498,6 +1516,7 @@ def shipped_numbers(src: Sources) -> Dict:
                     if "fluid" in m["metrics"].get("heads", {})],
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
           "ensemble_seeds": ensemble_seeds,
+          "ensemble_size": len(pairs[0]["seeds"]) if pairs else 2,
           "seed_gaps": src.json(CAMPAIGN)["recipes"].get(cv_recipe, {}).get("seed_gaps", []),
           "expected": float(np.mean(dice) + (np.mean(gains) if gains else 0.0)
                             + (smoothing["ensemble_gain"] if smoothing else 0.0))}
@@ -1658,8 +1677,10 @@ def pretrained_accuracy(src: Sources) -> str:
   text += (" The expected mean layer Dice of "
            f"this {len(members)}-member ensemble on new eyes is therefore about "
            f"**{n['expected']:.3f}** ("
-           + ("more members may add more averaging gain" if gains else
-              "no averaging gain counted: its seed ensembles are not scored yet")
+           + ("no averaging gain counted: its seed ensembles are not scored yet" if not gains
+              else "more members may add more averaging gain"
+              if n["ensemble_size"] < len(members) else
+              "the averaging gain read on seed ensembles of its own size")
            + "): an estimate, not a measurement, since together its members trained on subjects "
            + ", ".join(map(str, sorted({s for m in members
                                         for s in m["split"]["train"]["subjects"]}))) + "."
@@ -1742,7 +1763,8 @@ def averaging_sentence(n: Dict) -> str:
         f"`{n['cv_recipe']}`, each ensemble and member smoothed as shipped" if n["stand_ins"] else
         "`" + "`, `".join(n["gain_recipes"]) + "` (the same network; this recipe's own seed "
         "ensembles are not scored yet)")
-  return (f" Averaging gains: 2-member seed ensembles ({n['ensemble_seeds']}) of {of}, "
+  return (f" Averaging gains: {n['ensemble_size']}-member seed ensembles ({n['ensemble_seeds']}) "
+          f"of {of}, "
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
           f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ")"
@@ -1860,7 +1882,8 @@ def stand_in_uncertainty(src: Sources) -> str:
             f"(`{VALIDATION_FREE_SETTINGS}/seed_ensembles.sh`).")
   recipe = run_parts(models[0]["run"])[0]
   return (f"How its uncertainty relates to its errors on eyes the models never saw "
-          f"({count(len(runs), 'fold')}: 2-member seed ensembles ({pair_seeds(ensembles)}) of "
+          f"({count(len(runs), 'fold')}: 2-member seed ensembles "
+          f"({ensemble_seeds_text(ensembles)}) of "
           f"`{recipe}`, scored by eval with the shipped smoothing on the pair neither trained on; "
           "docs/results.md section 11): " + calibration_words(runs)
           + (stand_in_ensemble_flag(src, len(members)) if len(members) > 1 else "")
@@ -2489,6 +2512,53 @@ def results_ensemble_flag_rule(src: Sources) -> str:
                  " pretrained/ ships it (`settings` in its `ensemble.json`).")
 
 
+def results_ensemble_size(src: Sources) -> str:
+  """The averaging gain by ensemble size: per fold, the stand-ins' 2-seed ensembles and those of
+  pretrained/'s own size (stand_in_seed_ensembles; each scored with the shipped smoothing on the
+  pair no member saw), with the position-sd flag's held-out F1 of each size (SEED_ENSEMBLE_FLAGS
+  sets seed_ensembles and seed_ensembles_N)."""
+  models, size = held_out_models(src), len(shipped_members(src))
+  sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
+  by_size = {n: {e["fold"]: e for e in stand_in_seed_ensembles(src, models, sd, n)}
+             for n in (2, size)}
+  folder = seed_ensemble_folder(size)
+  if size == 2 or not by_size[size]:
+    return (f"No seed ensembles of pretrained/'s {size} members scored yet (`{folder}`, "
+            "seed_ensembles.sh; their runs are queued in configs/campaign.json).")
+  folds = sorted(set(by_size[2]) | set(by_size[size]))
+  held = {run_parts(m["run"])[1]: m["scored_on"] for m in models}
+  rows = [[str(f), ", ".join(map(str, held[f]))]
+          + [cell for n in (2, size) for cell in ensemble_size_cells(by_size[n].get(f))]
+          for f in folds]
+  both = [f for f in folds if f in by_size[2] and f in by_size[size]]
+  gains = {n: ensemble_gains([by_size[n][f] for f in both]) for n in (2, size)}
+  text = table(["fold", "held-out subjects"]
+               + [h.format(n) for n in (2, size) for h in (
+                   "seeds ({})", "members' mean Dice ({})", "ensemble Dice ({})", "gain ({})")],
+               rows)
+  flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"] if src.exists(SEED_ENSEMBLE_FLAGS) else {})
+  f1 = [f"{n} members {flag_f1(st['flags']['position_sd']):.3f} "
+        f"({count(len(st['workdirs']), 'fold')}, threshold chosen on the other folds)"
+        for n, st in ((2, flags.get("seed_ensembles")), (size, flags.get(f"seed_ensembles_{size}")))
+        if st and "position_sd" in st["flags"]]
+  return (text + f"\n\nOn the {count(len(both), 'fold')} with both, the mean averaging gain is "
+          f"**{np.mean(gains[2]):+.4f}** with 2 members and **{np.mean(gains[size]):+.4f}** "
+          f"with {size} (`{folder}`, literature protocol, native resolution, order fix on, "
+          f"smoothing sd {sd:g}, no flip)."
+          + (f" Held-out F1 of the position-sd flag: {'; '.join(f1)}." if f1 else ""))
+
+
+def ensemble_size_cells(e: Optional[Dict]) -> List[str]:
+  """One seed ensemble's cells of results_ensemble_size: its seeds, its members' mean Dice, its
+  own and the gain; dashes where the fold has none."""
+  if e is None:
+    return ["-"] * 4
+  dice = [m["topology"]["literature"]["mean_layer_dice"] for m in e["members"]]
+  own = e["ensemble"]["topology"]["literature"]["mean_layer_dice"]
+  return [", ".join(map(str, e["seeds"])), fmt(float(np.mean(dice)), 4), fmt(own, 4),
+          f"{own - float(np.mean(dice)):+.4f}"]
+
+
 def checked_stand_in_flag(src: Sources) -> Tuple[str, float, Dict, Dict, List, List]:
   """For members trained on every subject: (uncertainty, threshold) of the ensemble's flag
   (shipped_ensemble_flag), which must be the one SEED_ENSEMBLE_FLAGS chose on the stand-ins'
@@ -2515,7 +2585,8 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   """For members trained on every subject: the held-out reading of the ensemble's flag
   (checked_stand_in_flag), with what `members` members change."""
   kind, setting, flag, flags, ensembles, models = checked_stand_in_flag(src)
-  on = (f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles ({pair_seeds(ensembles)}) "
+  on = (f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles "
+        f"({ensemble_seeds_text(ensembles)}) "
         f"of `{run_parts(models[0]['run'])[0]}`")
   name = FLAG_KEY[uncertainty.POSITION_SD if kind == uncertainty.SPREAD else uncertainty.SPREAD]
   other = flags["flags"].get(name)                                    # the flag not chosen
@@ -3260,6 +3331,7 @@ TABLES: Dict[str, Callable[[Sources], str]] = {
         results_h200_layers, results_h200_boundaries, results_fluid_columns,
         results_campaign_fluid_columns, results_learning_curve, results_validation_free,
         results_validation_free_settings, results_cam_heldout_noval, results_ensemble_flag_rule,
+        results_ensemble_size,
         results_cam_heldout,
         results_cam_default, results_cam_heldout_shipped, results_cam_heldout_shipped_6scans,
         results_cam_shipped, results_explain_cost,

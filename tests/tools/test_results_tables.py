@@ -900,8 +900,9 @@ def test_members_trained_on_every_subject_are_stood_for_by_their_cross_validatio
 def _seed_ensemble(root, fold, dice=(0.86, 0.85, 0.84), subjects=("1", "2"), sd=6.0,
                    commits=("c1", "c1", "c1"), rho=0.1, seeds=(0, 1)):
   """seed_ensembles.sh's outputs for nv fold `fold`: its ensemble.json (`seeds`, no flip) and
-  the evals of the ensemble and of each member (mean layer Dice `dice` in that order)."""
-  folder = doc_tables.VALIDATION_FREE_SETTINGS
+  the evals of the ensemble and of each member (mean layer Dice `dice` in that order), in the
+  folder of its size."""
+  folder = doc_tables.seed_ensemble_folder(len(seeds))
   twins = [f"/w/runs/nv/fold{fold}_seed{s}" for s in seeds]
   _write(root, f"{folder}/ensembles/fold{fold}/ensemble.json", {"members": twins, "flip": False})
   for name, d, workdir, commit in zip(("ensemble",) + tuple(f"seed{s}" for s in seeds), dice,
@@ -950,12 +951,39 @@ def test_stand_ins_averaging_gain_is_read_on_smoothed_outputs_by_hand(tmp_path):
     _seed_ensemble(tmp_path, 0)
     _write(tmp_path, f"{folder}/ensembles/fold0/ensemble.json", {"members": members,
                                                                   "flip": False})
-    with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of two seeds of "
+    with pytest.raises(ValueError, match="ensemble_fold0: not a seed ensemble of 2 seeds of "
                                          "nv/fold0_seed0's recipe and fold"):
       _gains(doc_tables.Sources(str(tmp_path)), models, 6.0)
   with pytest.raises(ValueError, match="with smoothing sd 4"):
     _seed_ensemble(tmp_path, 0)
     _gains(doc_tables.Sources(str(tmp_path)), models, 4.0)
+
+
+def test_a_four_member_ensemble_reads_its_gain_on_four_seed_ensembles_once_every_fold_has_one(
+    tmp_path):
+  """shipped_size_ensembles: the averaging gain of a 4-member pretrained/ is read on 4-seed
+  ensembles (seed_ensembles.sh's members4/) once every held-out model's fold has one, the
+  ensemble's Dice minus its 4 members' mean (by hand: 0.87 - (0.85 + 0.84 + 0.86 + 0.85) / 4 =
+  +0.02); until then on the 2-seed ones; a members4/ ensemble of 2 seeds is refused."""
+  _all8_tree(tmp_path)
+  models = doc_tables.held_out_models(doc_tables.Sources(str(tmp_path)))
+  _seed_ensemble(tmp_path, 0)
+  _seed_ensemble(tmp_path, 1, seeds=(1, 2), dice=(0.85, 0.83, 0.84), subjects=("3",))
+  four = {"dice": (0.87, 0.85, 0.84, 0.86, 0.85), "commits": ("c2",) * 5}
+
+  def read():
+    found = doc_tables.shipped_size_ensembles(doc_tables.Sources(str(tmp_path)), models, 6.0, 4)
+    return [e["seeds"] for e in found], doc_tables.ensemble_gains(found)
+  assert read() == ([(0, 1), (1, 2)], [pytest.approx(0.015, rel=1e-12)] * 2)
+  _seed_ensemble(tmp_path, 0, seeds=(2, 3, 4, 5), **four)
+  assert read()[0] == [(0, 1), (1, 2)]                      # fold 1 has no 4-seed ensemble yet
+  _seed_ensemble(tmp_path, 1, seeds=(1, 2, 3, 4), subjects=("3",), **four)
+  assert read() == ([(2, 3, 4, 5), (1, 2, 3, 4)], [pytest.approx(0.02, rel=1e-12)] * 2)
+  folder = doc_tables.seed_ensemble_folder(4)
+  _write(tmp_path, f"{folder}/ensembles/fold0/ensemble.json",
+         {"members": ["/w/runs/nv/fold0_seed2", "/w/runs/nv/fold0_seed3"], "flip": False})
+  with pytest.raises(ValueError, match="members4/ensemble_fold0: not a seed ensemble of 4 seeds"):
+    read()
 
 
 def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
@@ -1013,6 +1041,42 @@ def _stand_in_evidence(root):
                        "predict.uncertain_position_sd_um": 9.0, "predict.uncertain_um": 3.0}}
   _write(root, "pretrained/ensemble.json", spec)
   return spec
+
+
+def test_the_gain_by_ensemble_size_sets_four_seeds_beside_two_by_hand(tmp_path):
+  """results_ensemble_size for a 4-member pretrained/: nothing before a 4-seed ensemble is
+  scored; then per fold the 2-seed and 4-seed ensembles (dashes where a fold has none), the
+  mean gains over the folds with both (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015 and
+  0.87 - 0.85 = +0.02) and each size's held-out flag F1."""
+  spec = _stand_in_evidence(tmp_path)
+  for seed in (1, 2, 3):                              # pretrained/ of 4 members, as _all8_tree's
+    member = f"pretrained/members/all_seed{seed}"
+    _write(tmp_path, f"{member}/split.json", {"train": {"subjects": [1, 2, 3]}})
+    _write(tmp_path, f"{member}/log.csv", "epoch,train_loss\n1,2.0\n2,1.5\n")
+    (tmp_path / member / "best/2").mkdir(parents=True)
+    _write(tmp_path, f"{doc_tables.CAMPAIGN_RUNS}/r8/all_seed{seed}/run.json", {"commit": "ab"})
+  _write(tmp_path, "pretrained/ensemble.json", spec | {
+      "members": [f"members/all_seed{s}" for s in range(4)],
+      "sources": [f"/w/runs/r8/all_seed{s}" for s in range(4)]})
+  assert doc_tables.results_ensemble_size(doc_tables.Sources(str(tmp_path))).startswith(
+      "No seed ensembles of pretrained/'s 4 members scored yet")
+  _seed_ensemble(tmp_path, 1, seeds=(1, 2, 3, 4), subjects=("3",),
+                 dice=(0.87, 0.85, 0.84, 0.86, 0.85), commits=("c2",) * 5)
+  flags = doc_tables.Sources(str(tmp_path)).json(doc_tables.SEED_ENSEMBLE_FLAGS)
+  flags["sets"]["seed_ensembles_4"] = {"workdirs": {"ensemble_fold1": "/x/ensembles/fold1"},
+                                       "flags": {"position_sd": {"cv": {
+                                           "held_out_mean": {"f1": 0.5}}}}}
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  text = doc_tables.results_ensemble_size(doc_tables.Sources(str(tmp_path)))
+  rows = [line for line in text.splitlines() if line.startswith("| 0 |") or
+          line.startswith("| 1 |")]
+  assert rows == ["| 0 | 1, 2 | 0, 1 | 0.8450 | 0.8600 | +0.0150 | - | - | - | - |",
+                  "| 1 | 3 | 0, 1 | 0.8450 | 0.8600 | +0.0150 | 1, 2, 3, 4 | 0.8500 | 0.8700 "
+                  "| +0.0200 |"]
+  assert "On the 1 fold with both, the mean averaging gain is **+0.0150** with 2 members and " \
+         "**+0.0200** with 4" in text
+  assert text.endswith("Held-out F1 of the position-sd flag: 4 members 0.500 (1 fold, "
+                       "threshold chosen on the other folds).")
 
 
 def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand(tmp_path):
@@ -1104,17 +1168,23 @@ def test_a_kept_model_and_its_runner_workdir_are_one_model():
 
 
 def test_the_seeds_of_seed_ensembles_are_named_as_they_are():
-  """pair_seeds: one pair for every fold is named once; different pairs are named per fold."""
+  """ensemble_seeds_text: one seed set for every fold is named once; different sets are named
+  per fold, with their size; seed_set reads 2 or more seeds of one recipe and fold, ascending."""
   def ensembles(*seeds):
     return [{"fold": f, "seeds": s} for f, s in enumerate(seeds)]
-  assert doc_tables.pair_seeds(ensembles((0, 1), (0, 1))) == "seeds 0 and 1 of one fold"
-  assert doc_tables.pair_seeds(ensembles((0, 1), (1, 2), (1, 2), (1, 2))) == (
-      "two seeds of one fold: 0 and 1 on fold 0, 1 and 2 on folds 1, 2, 3")
-  assert doc_tables.pair_seeds([]) == ""
-  assert doc_tables.seed_pair("r/fold1_seed0", ["r/fold1_seed1", "r/fold1_seed2"]) == (1, 2)
+  assert doc_tables.ensemble_seeds_text(ensembles((0, 1), (0, 1))) == "seeds 0 and 1 of one fold"
+  assert doc_tables.ensemble_seeds_text(ensembles((0, 1), (1, 2), (1, 2), (1, 2))) == (
+      "two seeds of one fold: 0 and 1 on fold 0; 1 and 2 on folds 1, 2, 3")
+  assert doc_tables.ensemble_seeds_text(ensembles((2, 3, 4, 5), (1, 2, 3, 4), (1, 2, 3, 4))) == (
+      "four seeds of one fold: 1, 2, 3 and 4 on folds 1, 2; 2, 3, 4 and 5 on fold 0")
+  assert doc_tables.ensemble_seeds_text([]) == ""
+  assert doc_tables.seed_set("r/fold1_seed0", ["r/fold1_seed1", "r/fold1_seed2"]) == (1, 2)
+  assert doc_tables.seed_set("r/fold1_seed0", [f"r/fold1_seed{s}" for s in (1, 2, 3, 4)]) == (
+      1, 2, 3, 4)
   for members in (["r/fold1_seed2", "r/fold1_seed1"], ["r/fold1_seed1"],
-                  ["r/fold1_seed1", "r/fold2_seed2"], ["r/fold1_seed1", "q/fold1_seed2"]):
-    assert doc_tables.seed_pair("r/fold1_seed0", members) == ()
+                  ["r/fold1_seed1", "r/fold2_seed2"], ["r/fold1_seed1", "q/fold1_seed2"],
+                  ["r/fold1_seed1", "r/fold1_seed3", "r/fold1_seed2"]):
+    assert doc_tables.seed_set("r/fold1_seed0", members) == ()
 
 
 def _curve(columns, wrong, flagged, hits, flagged_err):
