@@ -30,21 +30,19 @@ def test_pretrained_is_an_ensemble_with_a_fluid_head_and_predicts_any_size():
       [chosen] * len(trained.members))
   off = inference.load_trained(PRETRAINED, {"predict.smooth_sd_columns": 0.0, "predict.members": 1})
   assert off.config.predict.smooth_sd_columns == 0.0
-  # Fold-model members: the ensemble flags by their spread, the first member alone by the
-  # position sd at the threshold the held-out models' cross-validation chose (FLAG_EVIDENCE).
-  # Members trained on every subject: the ensemble flags as docs/results.md section 11's rule
-  # chose on the stand-ins' seed ensembles, and where that is the position sd, so does one member.
+  # Its members trained on every subject (stand-ins stand for them on held-out eyes): the
+  # ensemble flags as docs/results.md section 11's rule chose on the stand-ins' seed ensembles,
+  # and where that is the position sd, so does one member, at that threshold; otherwise one
+  # member flags by the position sd at the threshold the stand-ins' own cross-validation chose.
   from octseg_jax.modes.predict import column_flag
+  assert doc_tables.stand_ins(doc_tables.shipped_members(src))
   found = doc_tables.evidence_set(src, doc_tables.FLAG_EVIDENCE, models,
                                   doc_tables.flag_set_models)
   chosen_um = found[1]["flags"]["position_sd"]["cv"]["chosen_um"]
   position = ("boundary_position_sd_um", "uncertain_position_sd_um")
-  if doc_tables.stand_ins(doc_tables.shipped_members(src)):
-    spread_um, chosen_um = doc_tables.ensemble_flag_settings(src, chosen_um)
-    assert column_flag(trained)[:3] == (("boundary_sd_um", "uncertain_um", spread_um) if spread_um
-                                        else position + (chosen_um,))
-  else:
-    assert column_flag(trained).key == "boundary_sd_um"
+  spread_um, chosen_um = doc_tables.ensemble_flag_settings(src, chosen_um)
+  assert column_flag(trained)[:3] == (("boundary_sd_um", "uncertain_um", spread_um) if spread_um
+                                      else position + (chosen_um,))
   assert column_flag(off)[:3] == position + (chosen_um,)
   assert all(m.workdir.startswith(PRETRAINED) for m in trained.members)
   held_out = [s for m in models for s in m["scored_on"]]
