@@ -737,14 +737,13 @@ def curve_clause(src: Sources) -> str:
 def validation_free_clause(src: Sources) -> str:
   """' Trained without a validation pair (...): ...' for the campaign's complete comparisons of
   kind validation_free, as section 11 reads them (validation_free_verdict), or ''."""
-  t, out = src.json(CAMPAIGN), ""
+  t, out, all8 = src.json(CAMPAIGN), "", stand_ins(shipped_members(src))
   for c in (c for c in t.get("comparisons", []) if c["kind"] == VALIDATION_FREE and c["complete"]):
     done = paired_seed0(t, c)[2]
     diff, noise, _, passed = validation_free_verdict(src, t, c,
                                                      [c["paired_gains"][r] for r in done])
     if noise is None:
       continue
-    all8 = stand_ins(shipped_members(src))
     if all8 and not passed:
       raise ValueError(f"pretrained/ holds members trained on every subject, but section 11's "
                        f"reading of `{c['recipe']}` keeps the fold models")
