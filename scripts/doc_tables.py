@@ -2539,7 +2539,7 @@ def results_ensemble_size(src: Sources) -> str:
   f1 = [f"{n} members {flag_f1(st['flags']['position_sd']):.3f} "
         f"({count(len(st['workdirs']), 'fold')}, threshold chosen on the other folds)"
         for n, st in ((2, flags.get("seed_ensembles")), (size, flags.get(f"seed_ensembles_{size}")))
-        if st and "position_sd" in st["flags"]]
+        if st and (st["flags"].get("position_sd") or {}).get("cv")]     # none on one fold
   return (text + f"\n\nOn the {count(len(both), 'fold')} with both, the mean averaging gain is "
           f"**{np.mean(gains[2]):+.4f}** with 2 members and **{np.mean(gains[size]):+.4f}** "
           f"with {size} (`{folder}`, literature protocol, native resolution, order fix on, "

@@ -1064,8 +1064,11 @@ def test_the_gain_by_ensemble_size_sets_four_seeds_beside_two_by_hand(tmp_path):
                  dice=(0.87, 0.85, 0.84, 0.86, 0.85), commits=("c2",) * 5)
   flags = doc_tables.Sources(str(tmp_path)).json(doc_tables.SEED_ENSEMBLE_FLAGS)
   flags["sets"]["seed_ensembles_4"] = {"workdirs": {"ensemble_fold1": "/x/ensembles/fold1"},
-                                       "flags": {"position_sd": {"cv": {
-                                           "held_out_mean": {"f1": 0.5}}}}}
+                                       "flags": {"position_sd": {"cv": None}}}   # one fold
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  assert doc_tables.results_ensemble_size(doc_tables.Sources(str(tmp_path))).endswith(
+      "smoothing sd 6, no flip).")
+  flags["sets"]["seed_ensembles_4"]["flags"]["position_sd"]["cv"] = {"held_out_mean": {"f1": 0.5}}
   _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
   text = doc_tables.results_ensemble_size(doc_tables.Sources(str(tmp_path)))
   rows = [line for line in text.splitlines() if line.startswith("| 0 |") or
