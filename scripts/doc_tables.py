@@ -2544,7 +2544,10 @@ def results_ensemble_size(src: Sources) -> str:
           f"**{np.mean(gains[2]):+.4f}** with 2 members and **{np.mean(gains[size]):+.4f}** "
           f"with {size} (`{folder}`, literature protocol, native resolution, order fix on, "
           f"smoothing sd {sd:g}, no flip)."
-          + (f" Held-out F1 of the position-sd flag: {'; '.join(f1)}." if f1 else ""))
+          + (f" Held-out F1 of the position-sd flag: {'; '.join(f1)}" if f1 else "")
+          + ("; the two read different folds, so they are not paired." if len(f1) == 2
+             and len(flags["seed_ensembles"]["workdirs"]) != len(by_size[size]) else
+             "." if f1 else ""))
 
 
 def ensemble_size_cells(e: Optional[Dict]) -> List[str]:

@@ -1080,6 +1080,12 @@ def test_the_gain_by_ensemble_size_sets_four_seeds_beside_two_by_hand(tmp_path):
          "**+0.0200** with 4" in text
   assert text.endswith("Held-out F1 of the position-sd flag: 4 members 0.500 (1 fold, "
                        "threshold chosen on the other folds).")
+  flags["sets"]["seed_ensembles"]["flags"]["position_sd"] = {"cv": {"held_out_mean": {"f1": 0.4}}}
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)               # 2 folds against 1
+  assert doc_tables.results_ensemble_size(doc_tables.Sources(str(tmp_path))).endswith(
+      "flag: 2 members 0.400 (2 folds, threshold chosen on the other folds); 4 members 0.500 "
+      "(1 fold, threshold chosen on the other folds); the two read different folds, so they "
+      "are not paired.")
 
 
 def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand(tmp_path):
