@@ -2468,9 +2468,11 @@ def ensemble_flag_settings(src: Sources, single_um: float) -> Tuple[float, float
   return (chosen, float(single_um)) if kind == uncertainty.SPREAD else (0.0, chosen)
 
 
-def seed_ensemble_flags(src: Sources) -> Dict:
-  """SEED_ENSEMBLE_FLAGS's set of the stand-ins' seed ensembles ({} before it is written)."""
-  return (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get("seed_ensembles", {}) if
+def seed_ensemble_flags(src: Sources, size: int = 2) -> Dict:
+  """SEED_ENSEMBLE_FLAGS's set of the stand-ins' seed ensembles of `size` seeds (seed_ensembles,
+  seed_ensembles_N for N > 2; {} before it is written)."""
+  name = "seed_ensembles" + ("" if size == 2 else f"_{size}")
+  return (src.json(SEED_ENSEMBLE_FLAGS)["sets"].get(name, {}) if
           src.exists(SEED_ENSEMBLE_FLAGS) else {})
 
 
@@ -2535,18 +2537,18 @@ def results_ensemble_size(src: Sources) -> str:
                + [h.format(n) for n in (2, size) for h in (
                    "seeds ({})", "members' mean Dice ({})", "ensemble Dice ({})", "gain ({})")],
                rows)
-  flags = (src.json(SEED_ENSEMBLE_FLAGS)["sets"] if src.exists(SEED_ENSEMBLE_FLAGS) else {})
+  read = [(n, st) for n in (2, size) for st in [seed_ensemble_flags(src, n)]
+          if (st.get("flags", {}).get("position_sd") or {}).get("cv")]   # none on one fold
   f1 = [f"{n} members {flag_f1(st['flags']['position_sd']):.3f} "
         f"({count(len(st['workdirs']), 'fold')}, threshold chosen on the other folds)"
-        for n, st in ((2, flags.get("seed_ensembles")), (size, flags.get(f"seed_ensembles_{size}")))
-        if st and (st["flags"].get("position_sd") or {}).get("cv")]     # none on one fold
+        for n, st in read]
   return (text + f"\n\nOn the {count(len(both), 'fold')} with both, the mean averaging gain is "
           f"**{np.mean(gains[2]):+.4f}** with 2 members and **{np.mean(gains[size]):+.4f}** "
           f"with {size} (`{folder}`, literature protocol, native resolution, order fix on, "
           f"smoothing sd {sd:g}, no flip)."
           + (f" Held-out F1 of the position-sd flag: {'; '.join(f1)}" if f1 else "")
-          + ("; the two read different folds, so they are not paired." if len(f1) == 2
-             and len(flags["seed_ensembles"]["workdirs"]) != len(by_size[size]) else
+          + ("; the two read different folds, so they are not paired." if len(read) == 2
+             and sorted(read[0][1]["workdirs"]) != sorted(read[1][1]["workdirs"]) else
              "." if f1 else ""))
 
 
@@ -2555,10 +2557,9 @@ def ensemble_size_cells(e: Optional[Dict]) -> List[str]:
   own and the gain; dashes where the fold has none."""
   if e is None:
     return ["-"] * 4
-  dice = [m["topology"]["literature"]["mean_layer_dice"] for m in e["members"]]
   own = e["ensemble"]["topology"]["literature"]["mean_layer_dice"]
-  return [", ".join(map(str, e["seeds"])), fmt(float(np.mean(dice)), 4), fmt(own, 4),
-          f"{own - float(np.mean(dice)):+.4f}"]
+  (gain,) = ensemble_gains([e])
+  return [", ".join(map(str, e["seeds"])), fmt(own - gain, 4), fmt(own, 4), f"{gain:+.4f}"]
 
 
 def checked_stand_in_flag(src: Sources) -> Tuple[str, float, Dict, Dict, List, List]:
