@@ -1654,46 +1654,53 @@ def trained_where(members) -> str:
 
 
 def pretrained_accuracy(src: Sources) -> str:
-  """Expected accuracy on new eyes: single-member cross-validation plus the ensemble gain."""
+  """Expected accuracy on new eyes: a headline, then one bullet per reading it is built from
+  (single-member cross-validation, the cross-validated gains) or that qualifies it."""
   n = shipped_numbers(src)
-  members, models, dice, fluid, gains = (n["members"], n["models"], n["dice"], n["fluid"],
-                                         n["gains"])
+  trained = ", ".join(map(str, sorted({s for m in n["members"]
+                                       for s in m["split"]["train"]["subjects"]})))
+  head = (f"Expected mean layer Dice of this {len(n['members'])}-member ensemble on new eyes: "
+          f"about **{n['expected']:.3f}**. This is an estimate, not a measurement, since together "
+          f"its members trained on subjects {trained}. It adds the cross-validated gains below to "
+          "the single-member cross-validation:")
+  bullets = [single_member_cv(n), averaging_sentence(n), smoothing_sentence(n),
+             more_subjects_sentence(src, n), trust_sentence(src, n),
+             previous_on_same_folds(src, n["models"], n["expected"], n["smoothing"])]
+  return head + "\n\n" + "\n".join(f"* {b}" for b in bullets if b)
+
+
+def single_member_cv(n: Dict) -> str:
+  """pretrained_accuracy's first reading: its held-out models' layer, boundary and fluid
+  scores."""
+  models, dice, fluid = n["models"], n["dice"], n["fluid"]
   layers = np.mean([m["metrics"]["topology"]["literature"]["layer_dice"] for m in models], axis=0)
   mae = [statistics.mean(m["metrics"]["topology"]["geometry"]["mae_um"]) for m in models]
-  folds = len(models)
   held = "; ".join(", ".join(map(str, m["scored_on"])) for m in models)
   each = "folds" if n["stand_ins"] else "members"
-  text = (f"Single-member cross-validation ({folds} of the 4 subject-wise folds of subjects "
-          f"1-8, held out: {held}; {held_out_whose(n)}; literature protocol, native resolution, "
-          f"order fix on): mean layer Dice **{mean_sd(dice, 3)}** (population sd over {folds} "
-          f"{'fold models' if n['stand_ins'] else 'members'}; {each} "
+  text = (f"Single-member cross-validation ({len(models)} of the 4 subject-wise folds of "
+          f"subjects 1-8, held out: {held}; {held_out_whose(n)}; literature protocol, native "
+          f"resolution, order fix on): mean layer Dice **{mean_sd(dice, 3)}** (population sd "
+          f"over {len(models)} {'fold models' if n['stand_ins'] else 'members'}; {each} "
           + ", ".join(f"{v:.3f}" for v in dice) + f"); {layer_list(layers)}; boundary MAE "
           f"{mean_sd(mae, 1)} um")
   if fluid:
     text += (f"; fluid Dice (split, global) **{np.mean(fluid):.3f}** ({each} "
              + ", ".join(f"{v:.3f}" for v in fluid) + ")")
-  text += "." + averaging_sentence(n) + smoothing_sentence(n)
-  text += (" The expected mean layer Dice of "
-           f"this {len(members)}-member ensemble on new eyes is therefore about "
-           f"**{n['expected']:.3f}** ("
-           + ("no averaging gain counted: its seed ensembles are not scored yet" if not gains
-              else "more members may add more averaging gain"
-              if n["ensemble_size"] < len(members) else
-              "the averaging gain read on seed ensembles of its own size")
-           + "): an estimate, not a measurement, since together its members trained on subjects "
-           + ", ".join(map(str, sorted({s for m in members
-                                        for s in m["split"]["train"]["subjects"]}))) + "."
-           + more_subjects_sentence(src, n))
-  screened = screened_recipes(src)
+  return text + "."
+
+
+def trust_sentence(src: Sources, n: Dict) -> str:
+  """How far pretrained_accuracy's numbers can be trusted: its recipe was chosen on the same
+  subjects, and whether the folds differ more than any gain it cites."""
   sm = n["smoothing"] or {"member_gains": [], "pair_gains": []}
   cited = n["gains"] + sm["member_gains"] + sm["pair_gains"]
-  return (text + f" Its recipe was chosen among the {screened} recipes the campaign screened "
-          "(CPU and H200) by their scores on these same 8 subjects, and nothing here was scored "
-          "on the untouched subjects 9 and 10, so these numbers lean optimistic"
+  return (f"How far to trust these numbers: its recipe was chosen among the "
+          f"{screened_recipes(src)} recipes the campaign screened (CPU and H200) by their scores "
+          "on these same 8 subjects, and nothing here was scored on the untouched subjects 9 "
+          "and 10, so these numbers lean optimistic"
           + (f"; the folds differ from each other more (sd {np.std(n['dice']):.3f}) than any "
-             "gain above, so a new eye's score depends more on the eye than on these choices. "
-             if cited and np.std(n["dice"]) > max(cited) else ". ")
-          + previous_on_same_folds(src, models, n["expected"], n["smoothing"]))
+             "gain above, so a new eye's score depends more on the eye than on these choices."
+             if cited and np.std(n["dice"]) > max(cited) else "."))
 
 
 def more_subjects_sentence(src: Sources, n: Dict) -> str:
@@ -1704,10 +1711,10 @@ def more_subjects_sentence(src: Sources, n: Dict) -> str:
     return ""
   step = stand_in_reading(src, n["cv_recipe"])[1]
   trained = sorted({len(m["split"]["train"]["subjects"]) for m in n["models"]})
-  return (f" The members trained on all {CURVE_TO} subjects, each fold model above on "
-          f"{and_list([str(k) for k in trained])} subjects: the learning curve read forward to "
+  return (f"Not counted: the members trained on all {CURVE_TO} subjects, each fold model above "
+          f"on {and_list([str(k) for k in trained])} subjects: the learning curve read forward to "
           f"{CURVE_TO} subjects adds about {step:+.4f} (docs/results.md section 11), an "
-          "extrapolation, not a measurement, so it is not counted in that estimate.")
+          "extrapolation, not a measurement.")
 
 
 def stand_in_reading(src: Sources, cv_recipe: str) -> Tuple[bool, float]:
@@ -1753,16 +1760,16 @@ def held_out_whose(n: Dict) -> str:
 
 
 def averaging_sentence(n: Dict) -> str:
-  """The cross-validated gain of 2-member seed ensembles of the shipped recipe (or of recipes
-  training the same network), with the shipped flip setting; '' while none is scored."""
+  """The cross-validated gain of seed ensembles of the shipped recipe (or of recipes training
+  the same network), with the shipped flip setting, and whether they are of its own size."""
   gains = n["gains"]
   if not gains:
-    return ""
+    return "Averaging gain: none counted, since its seed ensembles are not scored yet."
   of = ("the same recipe" if n["gain_recipes"] == [n["recipe"]] else
         f"`{n['cv_recipe']}`, each ensemble and member smoothed as shipped" if n["stand_ins"] else
         "`" + "`, `".join(n["gain_recipes"]) + "` (the same network; this recipe's own seed "
         "ensembles are not scored yet)")
-  return (f" Averaging gains: {n['ensemble_size']}-member seed ensembles ({n['ensemble_seeds']}) "
+  return (f"Averaging gain: {n['ensemble_size']}-member seed ensembles ({n['ensemble_seeds']}) "
           f"of {of}, "
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
@@ -1771,7 +1778,9 @@ def averaging_sentence(n: Dict) -> str:
              f"; the recipe's seed noise (mean |difference| of the two members' Dice) is "
              f"{np.mean(n['seed_gaps']):.4f} ({count(len(n['seed_gaps']), 'fold')}: "
              + ", ".join(f"{g:.4f}" for g in n["seed_gaps"]) + ")")
-          + ".")
+          + ("; ensembles of its own size (" + count(len(n["members"]), "member")
+             + ") may gain more." if n["ensemble_size"] < len(n["members"]) else
+             "; these are ensembles of its own size."))
 
 
 def smoothing_sentence(n: Dict) -> str:
@@ -1779,8 +1788,8 @@ def smoothing_sentence(n: Dict) -> str:
   sm = n["smoothing"]
   if not sm:
     return ""
-  text = (f" Its ordered boundaries are then smoothed along the B-scan (Gaussian, sd "
-          f"{sm['sd']:g} columns: `settings` in `ensemble.json`, predict.smooth_sd_columns), "
+  text = ("Boundary smoothing: the ordered boundaries are smoothed along the B-scan (Gaussian, "
+          f"sd {sm['sd']:g} columns: `settings` in `ensemble.json`, predict.smooth_sd_columns), "
           "the sd chosen by cross-validation (docs/results.md section "
           f"{11 if n['stand_ins'] else 10}): on each "
           f"{'fold model' if n['stand_ins'] else 'member'}'s own "
@@ -1789,14 +1798,14 @@ def smoothing_sentence(n: Dict) -> str:
           f"{np.mean(sm['member_gains']):+.4f} (" + ", ".join(f"{g:+.4f}" for g in
                                                              sm["member_gains"]) + ")")
   if n["stand_ins"]:
-    return text + (", the gain counted here (the averaging gain above was read on smoothed "
-                   "outputs)." if n["gains"] else ", the gain counted here.")
+    return text + ("; this gain is counted too, since the averaging gain above was read on "
+                   "smoothed outputs." if n["gains"] else ".")
   return (text + f"; on {len(sm['pair_gains'])} held-out 2-member ensembles of a member with "
           f"another recipe's fold model, {sm['ensemble_gain']:+.4f} (" +
           ", ".join(f"{g:+.4f}" for g in sm["pair_gains"])
           + ("; not independent where a fold appears twice with the same member"
              if sm["pairs_share_folds"] else "; one per fold")
-          + "), the gain counted here: averaging already steadies the boundaries, so a 4-member "
+          + "), the gain counted: averaging already steadies the boundaries, so a 4-member "
           "average may gain less.")
 
 
@@ -1807,8 +1816,9 @@ def previous_on_same_folds(src: Sources, members, expected: float, smoothing=Non
   folds = [run_parts(m["run"])[1] for m in members]
   cv = src.cv()
   v1 = [cv[f]["native"]["topology"]["mean_layer_dice"] for f in folds]
-  return (f"On the same folds the first shipped model's recipe (v1: `configs/duke_gpu.py`, one "
-          f"SegNet 32..256, H200) scored {np.mean(v1):.3f} with the order fix, as here ("
+  return ("Against the first shipped model: on the same folds its recipe (v1: "
+          f"`configs/duke_gpu.py`, one SegNet 32..256, H200) scored {np.mean(v1):.3f} with the "
+          "order fix, as here ("
           + ", ".join(f"{v:.3f}" for v in v1)
           + f"), {expected - np.mean(v1):+.4f} from it to this predictor's expected "
           f"{expected:.3f}"

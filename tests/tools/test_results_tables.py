@@ -999,10 +999,10 @@ def test_members_on_every_subject_name_the_extrapolated_step_apart_by_hand():
   n = {"stand_ins": True, "cv_recipe": "plateau_80_fluid_skip_wh_ema_noval",
        "models": [{"split": {"train": {"subjects": [1, 2, 3, 4, 5, 6]}}}]}
   assert doc_tables.more_subjects_sentence(_Injected({}), n) == (
-      " The members trained on all 8 subjects, each fold model above on 6 subjects: the "
-      "learning curve "
+      "Not counted: the members trained on all 8 subjects, each fold model above on 6 "
+      "subjects: the learning curve "
       f"read forward to 8 subjects adds about {step:+.4f} (docs/results.md section 11), an "
-      "extrapolation, not a measurement, so it is not counted in that estimate.")
+      "extrapolation, not a measurement.")
   assert doc_tables.more_subjects_sentence(_Injected({}), n | {"stand_ins": False}) == ""
 
 
@@ -1347,3 +1347,20 @@ def test_the_ensemble_flag_rule_by_case(tmp_path):
       src, found, 9.5, models)
   with pytest.raises(ValueError, match="f/eval_fold0: not the eval of .* a flag curve at 8 um"):
     doc_tables.shared_position_flag(src, found, 8.0, models)
+
+
+def test_averaging_sentence_says_whether_the_gain_was_read_at_the_shipped_size():
+  """averaging_sentence on hand-built numbers: the mean of the fold gains, and whether the seed
+  ensembles were of the shipped ensemble's size; none counted while none is scored."""
+  n = {"gains": [0.002, 0.004], "gain_recipes": ["r_noval"], "recipe": "r", "stand_ins": True,
+       "cv_recipe": "r_noval", "ensemble_size": 2, "ensemble_seeds": "seeds 1 and 2",
+       "spec": {"flip": False}, "seed_gaps": [], "members": [{}] * 4}
+  text = doc_tables.averaging_sentence(n)
+  assert text == ("Averaging gain: 2-member seed ensembles (seeds 1 and 2) of `r_noval`, each "
+                  "ensemble and member smoothed as shipped, without flip, scored by "
+                  "cross-validation, gained +0.0030 mean layer Dice over their members (2 folds: "
+                  "+0.0020, +0.0040); ensembles of its own size (4 members) may gain more.")
+  assert doc_tables.averaging_sentence(n | {"ensemble_size": 4}).endswith(
+      "(2 folds: +0.0020, +0.0040); these are ensembles of its own size.")
+  assert doc_tables.averaging_sentence(n | {"gains": []}) == (
+      "Averaging gain: none counted, since its seed ensembles are not scored yet.")
