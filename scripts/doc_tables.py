@@ -1666,7 +1666,14 @@ def pretrained_accuracy(src: Sources) -> str:
   bullets = [single_member_cv(n), averaging_sentence(n), smoothing_sentence(n),
              more_subjects_sentence(src, n), trust_sentence(src, n),
              previous_on_same_folds(src, n["models"], n["expected"], n["smoothing"])]
-  return head + "\n\n" + "\n".join(f"* {b}" for b in bullets if b)
+  return bulleted(head, bullets)
+
+
+def bulleted(head: str, parts: List[str]) -> str:
+  """`head`, then one markdown bullet per non-empty part, stripped and capitalised (the parts
+  may be sentences written to follow others)."""
+  items = [p.strip() for p in parts if p.strip()]
+  return head + "\n\n" + "\n".join(f"* {p[0].upper()}{p[1:]}" for p in items)
 
 
 def single_member_cv(n: Dict) -> str:
@@ -1890,13 +1897,14 @@ def stand_in_uncertainty(src: Sources) -> str:
     return (f"No held-out measurement of the uncertainty of its stand-ins' seed ensembles yet "
             f"(`{VALIDATION_FREE_SETTINGS}/seed_ensembles.sh`).")
   recipe = run_parts(models[0]["run"])[0]
-  return (f"How its uncertainty relates to its errors on eyes the models never saw "
-          f"({count(len(runs), 'fold')}: 2-member seed ensembles "
-          f"({ensemble_seeds_text(ensembles)}) of "
-          f"`{recipe}`, scored by eval with the shipped smoothing on the pair neither trained on; "
-          "docs/results.md section 11): " + calibration_words(runs)
-          + (stand_in_ensemble_flag(src, len(members)) if len(members) > 1 else "")
-          + single_member_flag(src))
+  return bulleted(
+      f"How its uncertainty relates to its errors on eyes the models never saw "
+      f"({count(len(runs), 'fold')}: 2-member seed ensembles ({ensemble_seeds_text(ensembles)}) "
+      f"of `{recipe}`, scored by eval with the shipped smoothing on the pair neither trained on; "
+      "docs/results.md section 11):",
+      [calibration_words(runs),
+       stand_in_ensemble_flag(src, len(members)) if len(members) > 1 else "",
+       single_member_flag(src)])
 
 
 def shipped_uncertain_um(src: Sources) -> float:

@@ -1364,3 +1364,8 @@ def test_averaging_sentence_says_whether_the_gain_was_read_at_the_shipped_size()
       "(2 folds: +0.0020, +0.0040); these are ensembles of its own size.")
   assert doc_tables.averaging_sentence(n | {"gains": []}) == (
       "Averaging gain: none counted, since its seed ensembles are not scored yet.")
+
+
+def test_bulleted_drops_empty_parts_and_capitalises_each_bullet():
+  assert doc_tables.bulleted("Head:", [" the first. ", "", "  ", "`code` second."]) == (
+      "Head:\n\n* The first.\n* `code` second.")
