@@ -1107,11 +1107,12 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
   assert doc_tables.stand_in_uncertainty(src) == (
       "How its uncertainty relates to its errors on eyes the models never saw (2 folds: 2-member "
       "seed ensembles (seeds 0 and 1 of one fold) of `nv`, scored by eval with the shipped "
-      "smoothing on the pair neither trained on; docs/results.md section 11): the spread ranks "
-      "single errors only weakly (Spearman's rho 0.10-0.20 over column and boundary). Expected "
-      "calibration error of the top-class confidence (15 bins): 0.0100-0.0200 over the pixels "
-      "of the model's input band, 0.0040 over all labelled pixels (the rows outside the band "
-      "count as certain background). With `--config.predict.members=1` the first member alone "
+      "smoothing on the pair neither trained on; docs/results.md section 11):\n\n* The spread "
+      "ranks single errors only weakly (Spearman's rho 0.10-0.20 over column and boundary). "
+      "Expected calibration error of the top-class confidence (15 bins): 0.0100-0.0200 over the "
+      "pixels of the model's input band, 0.0040 over all labelled pixels (the rows outside the "
+      "band count as certain background).\n* With `--config.predict.members=1` the first member "
+      "alone "
       "flags a column where some boundary's position sd exceeds 9 um "
       "(`predict.uncertain_position_sd_um`), " + reading.format(on="fold models of `nv`",
                                                                  t="9-9.5"))
