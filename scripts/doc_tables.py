@@ -62,10 +62,12 @@ VALIDATION_FREE_SETTINGS = "docs/results/validation_free"   # run.sh: smoothing,
                                                  # seed_ensembles.sh: the noval seed ensembles
 # The fold models re-scored there: (folder, how they were trained, the runs scored at training).
 FLUID_COLUMN_MODELS = (
-    ("plateau_80_fluid_skip_wh_ema", "the shipped members (plateau_80_fluid_skip_wh_ema, "
-     "16..128, skip connections, ReLayNet's weighted loss, weights averaged, this CPU)",
+    ("plateau_80_fluid_skip_wh_ema", "the members shipped until 2026-12-07 "
+     "(plateau_80_fluid_skip_wh_ema, 16..128, skip connections, ReLayNet's weighted loss, "
+     "weights averaged, this CPU)",
      CAMPAIGN_RUNS),
-    ("plateau_80_fluid", "the members shipped before (plateau_80_fluid, 16..128, this CPU)",
+    ("plateau_80_fluid", "the members shipped until 2026-12-05 (plateau_80_fluid, 16..128, "
+     "this CPU)",
      CAMPAIGN_RUNS),
     ("wide_80_fluid_skip_wh", "wide_80_fluid_skip_wh (32..256, trained on the H200)", H200_RUNS),
     ("plateau_80_fluid_skip_wh", "plateau_80_fluid_skip_wh (16..128, skip connections and "
@@ -1474,7 +1476,7 @@ def pretrained_members(src: Sources) -> str:
   members = shipped_members(src)
   if stand_ins(members):
     return table(["member", "campaign run", "commit", "trained on subjects",
-                  "kept epoch (lowest loss on its training scans)"],
+                  "kept epoch (lowest loss on its training scans) of the epochs run"],
                  [[f"`{m['member']}`", m["run"], m["record"]["commit"][:7],
                    ", ".join(map(str, m["split"]["train"]["subjects"])),
                    f"{m['best']} of {m['epochs']}"] for m in members])
@@ -1763,7 +1765,7 @@ def held_out_whose(n: Dict) -> str:
             "epoch")
   return (f"the seed-0 fold models of `{run_parts(n['models'][0]['run'])[0]}`, trained as the "
           "members were, with no validation pair, on the subjects of the other folds, each "
-          "scored on the subjects it never trained on, which chose nothing")
+          "scored on the subjects it never trained on, which chose none of its epochs")
 
 
 def averaging_sentence(n: Dict) -> str:
@@ -1805,8 +1807,8 @@ def smoothing_sentence(n: Dict) -> str:
           f"{np.mean(sm['member_gains']):+.4f} (" + ", ".join(f"{g:+.4f}" for g in
                                                              sm["member_gains"]) + ")")
   if n["stand_ins"]:
-    return text + ("; this gain is counted too, since the averaging gain above was read on "
-                   "smoothed outputs." if n["gains"] else ".")
+    return text + ("; it adds to the averaging gain, which was read with ensembles and "
+                   "members smoothed alike, so the two do not overlap." if n["gains"] else ".")
   return (text + f"; on {len(sm['pair_gains'])} held-out 2-member ensembles of a member with "
           f"another recipe's fold model, {sm['ensemble_gain']:+.4f} (" +
           ", ".join(f"{g:+.4f}" for g in sm["pair_gains"])
@@ -3322,14 +3324,18 @@ def pretrained_fluid_columns(src: Sources) -> str:
   smoothing = ("no boundary smoothing" if sd == {0.0} else "boundary smoothing sd "
                + ", ".join(f"{v:g}" for v in sorted(sd)) + " columns")
   whose = "fold model" if n["stand_ins"] else "member"
-  return (f"Where it is weakest (each {whose} on its own held-out subjects, order fix on, "
+  biases = [s["with_fluid"]["geometry"]["signed_um"][4] for s in splits]
+  recipe, _, seed = run_parts(n["models"][0]["run"])
+  named = f"seed-{seed} fold model of `{recipe}`" if n["stand_ins"] else "member"
+  return (f"Where it is weakest (each {named} on its own held-out subjects, order fix on, "
           f"{smoothing}; docs/results.md section 9): in the B-scan columns where the grader "
           "marked fluid "
           f"({wet['columns']} of {wet['columns'] + dry['columns']} held-out columns, "
           f"{share:.0f}%), {scores(wet)}, with a mean signed OPL/ONL error of "
           f"{wet['bias'][4]:+.1f} um (negative: above the grader's; {whose}s "
-          + ", ".join(f"{s['with_fluid']['geometry']['signed_um'][4]:+.1f}" for s in splits)
-          + " um); in the columns without "
+          + ", ".join(f"{b:+.1f}" for b in biases) + " um"
+          + (": its sign changes from fold to fold, so it is no fixed offset" if min(biases) < 0
+             < max(biases) else "") + "); in the columns without "
           f"fluid, {scores(dry)}. Layer boundaries drawn through cysts are the least reliable "
           "part of its output.")
 

@@ -888,7 +888,7 @@ def test_members_trained_on_every_subject_are_stood_for_by_their_cross_validatio
       ("nv/fold1_seed0", "/w/runs/nv/fold1_seed0", [3], 2, 2, None)]
   assert doc_tables.pretrained_members(src) == (
       "| member | campaign run | commit | trained on subjects | kept epoch (lowest loss on its "
-      "training scans) |\n|---|---|---|---|---|\n"
+      "training scans) of the epochs run |\n|---|---|---|---|---|\n"
       "| `members/all_seed0` | r8/all_seed0 | abcdef0 | 1, 2, 3 | 2 of 2 |")
   bare = tmp_path / "bare"
   _all8_tree(bare, cross_validation=None)
@@ -1370,3 +1370,32 @@ def test_averaging_sentence_says_whether_the_gain_was_read_at_the_shipped_size()
 def test_bulleted_drops_empty_parts_and_capitalises_each_bullet():
   assert doc_tables.bulleted("Head:", [" the first. ", "", "  ", "`code` second."]) == (
       "Head:\n\n* The first.\n* `code` second.")
+
+
+def _fluid_split(columns, dice, layers, mae, signed):
+  return {"columns": columns, "literature": {"mean_layer_dice": dice, "layer_dice": layers},
+          "geometry": {"mae_um": mae, "signed_um": signed}}
+
+
+def test_pretrained_fluid_columns_names_its_models_and_a_bias_that_changes_sign(monkeypatch):
+  """pretrained_fluid_columns on two hand-built held-out evals: columns summed, scores averaged
+  ((0.7 + 0.9) / 2 = 0.8; OPL/ONL bias (+10 - 30) / 2 = -10), the stand-ins' recipe and seed
+  named, and the sign change said only where the fold models' biases differ in sign."""
+  layers, mae = [0.9, 0.9, 0.6, 0.5, 0.9, 0.9, 0.9], [4.0] * 8
+  def run(fold, wet_bias):
+    wet = _fluid_split(10, 0.7 + 0.2 * fold, layers, mae, [0.0] * 4 + [wet_bias] + [0.0] * 3)
+    dry = _fluid_split(30, 0.9, layers, mae, [0.0] * 8)
+    return {"run": f"nv/fold{fold}_seed0", "metrics": {"topology": {
+        "by_fluid_columns": {"with_fluid": wet, "without_fluid": dry}}}}
+  models = [run(0, 10.0), run(1, -30.0)]
+  monkeypatch.setattr(doc_tables, "shipped_numbers",
+                      lambda src: {"models": models, "stand_ins": True})
+  text = doc_tables.pretrained_fluid_columns(_Injected({}))
+  assert text.startswith("Where it is weakest (each seed-0 fold model of `nv` on its own held-out "
+                         "subjects, order fix on, no boundary smoothing;")
+  assert ("(20 of 80 held-out columns, 25%), mean layer Dice 0.800 (INL 0.600, OPL 0.500) and "
+          "boundary MAE 4.0 um, with a mean signed OPL/ONL error of -10.0 um (negative: above "
+          "the grader's; fold models +10.0, -30.0 um: its sign changes from fold to fold, so it "
+          "is no fixed offset);") in text
+  models[0] = run(0, -10.0)
+  assert "fold models -10.0, -30.0 um);" in doc_tables.pretrained_fluid_columns(_Injected({}))
