@@ -1399,3 +1399,22 @@ def test_pretrained_fluid_columns_names_its_models_and_a_bias_that_changes_sign(
           "is no fixed offset);") in text
   models[0] = run(0, -10.0)
   assert "fold models -10.0, -30.0 um);" in doc_tables.pretrained_fluid_columns(_Injected({}))
+
+
+def test_not_shipped_clause_gives_the_cost_rule_only_for_the_best_recipe_it_refuses(monkeypatch):
+  """not_shipped_clause on a hand-built verdict: 4 members of 36 GFLOP = 144.0 GFLOP, 144 / 27 =
+  5.3x the first shipped model's; nothing where the best recipe is another, ships, or no H200
+  recipe has 4 folds."""
+  v = {"best": "wide", "cost": 144.0, "previous": 27.0, "gain": 0.0023, "ships": False,
+       "n": {"members": [{}] * 4}}
+  monkeypatch.setattr(doc_tables, "h200_ship_verdict", lambda src: v)
+  assert doc_tables.not_shipped_clause(_Injected({}), "wide") == (
+      " `wide` is not what pretrained/ ships: as a 4-member ensemble it would cost 144.0 GFLOP "
+      "per B-scan (5.3x the first shipped model's) for +0.0023 mean layer Dice over the shipped "
+      "recipe's fold models on the same folds (different machines), and the issue allows more "
+      "than 2x only for a gain above 0.01 (section 8).")
+  assert doc_tables.not_shipped_clause(_Injected({}), "plateau") == ""
+  v["ships"] = True
+  assert doc_tables.not_shipped_clause(_Injected({}), "wide") == ""
+  monkeypatch.setattr(doc_tables, "h200_ship_verdict", lambda src: None)
+  assert doc_tables.not_shipped_clause(_Injected({}), "wide") == ""
