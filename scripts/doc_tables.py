@@ -2456,7 +2456,9 @@ def flag_cv_reading(flag: Dict, on: str, section: int) -> str:
   held = [v["held_out"] for v in flag["cv"]["per_fold"].values()]
   chosen = sorted({h["threshold_um"] for h in held})
   return (f"the threshold with the best F1 of finding the columns whose boundaries are off by "
-          f"more than {flag['wrong_um']:g} um on average, chosen on {on} (each on its own "
+          f"more than {flag['wrong_um']:g} um "
+          f"({flag['wrong_um'] / uncertainty.SPECTRALIS_ROW_UM:.3g} rows) on average, chosen on "
+          f"{on} (each on its own "
           f"held-out subjects; chosen on the other {count(len(held) - 1, 'fold')}, each fold's "
           f"threshold was {'-'.join(fmt_um(t) for t in sorted({chosen[0], chosen[-1]}))} um): "
           "on the fold left out " + flag_reading(held, section))

@@ -577,8 +577,9 @@ def test_the_single_member_flag_sentence_reads_its_cross_validation_by_hand(fold
   text = doc_tables.single_member_flag(fold_models({f"{doc_tables.FLAG_THRESHOLD}/cv.json":
                                                   cv(shipped)}))
   assert (f"exceeds {shipped:g} um (`predict.uncertain_position_sd_um`), the threshold with "
-          "the best F1 of finding the columns whose boundaries are off by more than 7.74 um on "
-          "average, chosen on the 3 members (each on its own held-out subjects; chosen on the "
+          "the best F1 of finding the columns whose boundaries are off by more than 7.74 um (2 "
+          "rows) on average, chosen on the 3 members (each on its own held-out subjects; chosen "
+          "on the "
           "other 2 folds, each fold's threshold was 8.5-9 um): on the fold left out it flagged "
           "0-20% of the measured columns and found 0-70% of those that were off (recall; "
           "10-20% of the columns were), and 30-40% of the flagged columns were off (precision), "
@@ -1098,7 +1099,8 @@ def test_stand_ins_uncertainty_reads_their_seed_ensembles_and_both_flags_by_hand
   spec = _stand_in_evidence(tmp_path)
   src = doc_tables.Sources(str(tmp_path))
   reading = ("the threshold with the best F1 of finding the columns whose boundaries are off by "
-             "more than 7.74 um on average, chosen on the 2 {on} (each on its own held-out "
+             "more than 7.74 um (2 rows) on average, chosen on the 2 {on} (each on its own "
+             "held-out "
              "subjects; chosen on the other 1 fold, each fold's threshold was {t} um): on the "
              "fold left out it flagged 10-20% of the measured columns and found 50-70% of those "
              "that were off (recall; 10% of the columns were), and 30-40% of the flagged columns "
