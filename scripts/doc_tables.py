@@ -1907,8 +1907,7 @@ def stand_in_uncertainty(src: Sources) -> str:
   stand-ins' seed ensembles (VALIDATION_FREE_SETTINGS/ensemble_foldF, scored with the shipped
   smoothing on the pairs they never saw), the ensemble's flag and the single member's."""
   members, models = shipped_members(src), held_out_models(src)
-  sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
-  ensembles = stand_in_seed_ensembles(src, models, sd)
+  size, ensembles, _ = flag_evidence(src)
   runs = [e["ensemble"]["calibration"] for e in ensembles]
   if not runs:
     return (f"No held-out measurement of the uncertainty of its stand-ins' seed ensembles yet "
@@ -1916,7 +1915,8 @@ def stand_in_uncertainty(src: Sources) -> str:
   recipe = run_parts(models[0]["run"])[0]
   return bulleted(
       f"How its uncertainty relates to its errors on eyes the models never saw "
-      f"({count(len(runs), 'fold')}: 2-member seed ensembles ({ensemble_seeds_text(ensembles)}) "
+      f"({count(len(runs), 'fold')}: {size}-member seed ensembles "
+      f"({ensemble_seeds_text(ensembles)}) "
       f"of `{recipe}`, scored by eval with the shipped smoothing on the pair neither trained on; "
       "docs/results.md section 11):",
       [calibration_words(runs),
@@ -2525,6 +2525,21 @@ def seed_ensemble_flags(src: Sources, size: int = 2) -> Dict:
           src.exists(SEED_ENSEMBLE_FLAGS) else {})
 
 
+def flag_evidence(src: Sources) -> Tuple[int, List[Dict], Dict]:
+  """(size, the stand-ins' seed ensembles, seed_ensemble_flags of them) that pretrained/'s flag
+  and calibration are read on (docs/results.md section 11): those of its own size once every
+  held-out model has one and their flags were cross-validated over all of them, else the
+  2-member ones. For members trained on every subject (stand_ins)."""
+  models = held_out_models(src)
+  sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
+  size = len(shipped_members(src))
+  own = stand_in_seed_ensembles(src, models, sd, size) if size > 2 else []
+  flags = seed_ensemble_flags(src, size) if own else {}
+  if len(own) == len(models) and len(flags.get("workdirs", {})) == len(models):
+    return size, own, flags
+  return 2, stand_in_seed_ensembles(src, models, sd), seed_ensemble_flags(src)
+
+
 def shipped_ensemble_flag(src: Sources) -> Tuple[str, float]:
   """(uncertainty, threshold um) pretrained/'s ensemble flags by (uncertainty.flag_rule on its
   stored config); ValueError where it flags none."""
@@ -2542,7 +2557,8 @@ def results_ensemble_flag_rule(src: Sources) -> str:
   stand-ins' seed ensembles (SEED_ENSEMBLE_FLAGS): each flag's chosen threshold and held-out F1,
   mean and per fold, and what pretrained/ ships, which must be the choice where its members
   trained on every subject."""
-  read = seed_ensemble_flags(src)
+  size, _, read = (flag_evidence(src) if stand_ins(shipped_members(src)) else
+                    (2, [], seed_ensemble_flags(src)))
   kind, flag = ensemble_flag_choice(read.get("flags", {}))
   parts = []
   for key in FLAG_KEY.values():
@@ -2551,7 +2567,7 @@ def results_ensemble_flag_rule(src: Sources) -> str:
       folds = [f"{cv['per_fold'][w]['held_out']['f1']:.3f}" for w in sorted(cv["per_fold"])]
       parts.append(f"the {FLAG_NAMES[key]} at {cv['chosen_um']:g} um, mean held-out F1 "
                    f"**{flag_f1(read['flags'][key]):.3f}** (folds {', '.join(folds)})")
-  text = (f"Read over the {len(read['workdirs'])} folds' seed ensembles "
+  text = (f"Read over the {len(read['workdirs'])} folds' {size}-member seed ensembles "
           f"(`{SEED_ENSEMBLE_FLAGS}`): {and_list(parts)}; by the rule the ensemble flags by the "
           f"{FLAG_NAMES[FLAG_KEY[kind]]} at {flag['cv']['chosen_um']:g} um.")
   if not stand_ins(shipped_members(src)):
@@ -2614,14 +2630,14 @@ def ensemble_size_cells(e: Optional[Dict]) -> List[str]:
 def checked_stand_in_flag(src: Sources) -> Tuple[str, float, Dict, Dict, List, List]:
   """For members trained on every subject: (uncertainty, threshold) of the ensemble's flag
   (shipped_ensemble_flag), which must be the one SEED_ENSEMBLE_FLAGS chose on the stand-ins'
-  2-member seed ensembles, each fold's (stand_in_seed_ensembles, all verified; scored with the
+  seed ensembles, each fold's (stand_in_seed_ensembles, all verified; scored with the
   shipped smoothing), by the rule of ensemble_flag_choice; with that flag's record, the whole
-  reading, the ensembles and the stand-ins. ValueError otherwise."""
+  reading, the ensembles and the stand-ins. ValueError otherwise. The ensembles are those of
+  pretrained/'s own size once every fold has them (flag_evidence)."""
   (kind, setting), models = shipped_ensemble_flag(src), held_out_models(src)
   sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
-  ensembles = stand_in_seed_ensembles(src, models, sd)
+  _, ensembles, flags = flag_evidence(src)
   verified = sorted(f"ensembles/fold{e['fold']}" for e in ensembles)
-  flags = seed_ensemble_flags(src)
   read = sorted(run_of_workdir(w) for w in flags.get("workdirs", {}).values())  # ensembles/foldF
   chosen, flag = (ensemble_flag_choice(flags["flags"]) if flags.get("flags") else (None, None))
   if (not flag or len(verified) != len(models) or read != verified or chosen != kind
@@ -2637,7 +2653,8 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
   """For members trained on every subject: the held-out reading of the ensemble's flag
   (checked_stand_in_flag), with what `members` members change."""
   kind, setting, flag, flags, ensembles, models = checked_stand_in_flag(src)
-  on = (f"the {len(flag['cv']['per_fold'])} 2-member seed ensembles "
+  size = len(ensembles[0]["seeds"])
+  on = (f"the {len(flag['cv']['per_fold'])} {size}-member seed ensembles "
         f"({ensemble_seeds_text(ensembles)}) "
         f"of `{run_parts(models[0]['run'])[0]}`")
   name = FLAG_KEY[uncertainty.POSITION_SD if kind == uncertainty.SPREAD else uncertainty.SPREAD]
@@ -2646,19 +2663,21 @@ def stand_in_ensemble_flag(src: Sources, members: int) -> str:
           f"held-out F1 {flag_f1(flag):.2f} against {flag_f1(other):.2f}"
           if (other or {}).get("cv") else "")
   if kind == uncertainty.SPREAD:
-    ratio = expected_sd_factor(members) / expected_sd_factor(2)
+    ratio = expected_sd_factor(members) / expected_sd_factor(size)
     return (f" The ensemble flags a column where the members' spread of some boundary exceeds "
             f"{setting:g} um (`predict.uncertain_um`, set in `ensemble.json`{rule}), "
             + flag_cv_reading(flag, on, 11)
-            + f" The population sd of {members} members drawn alike from a normal distribution "
-            f"runs {ratio:.2f}x that of 2 on average, so with {members} members it flags more "
-            "columns than these readings.")
+            + ("" if members == size else
+               f" The population sd of {members} members drawn alike from a normal distribution "
+               f"runs {ratio:.2f}x that of {size} on average, so with {members} members it flags "
+               "more columns than these readings."))
   return (f" The ensemble flags a column where some boundary's position sd in its averaged "
           f"probabilities exceeds {setting:g} um (`predict.uncertain_position_sd_um`, with "
           f"`predict.uncertain_um` 0, set in `ensemble.json`{rule}), "
           + flag_cv_reading(flag, on, 11)
-          + f" With {members} members instead of 2 the part of it that is the members' "
-          "disagreement runs larger; each member's own spread over rows does not change.")
+          + ("" if members == size else
+             f" With {members} members instead of {size} the part of it that is the members' "
+             "disagreement runs larger; each member's own spread over rows does not change."))
 
 
 def expected_sd_factor(n: int) -> float:

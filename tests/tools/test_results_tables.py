@@ -1044,21 +1044,57 @@ def _stand_in_evidence(root):
   return spec
 
 
+def _four_members(root, spec):
+  """_stand_in_evidence's pretrained/ (ensemble.json `spec`) grown to 4 members, as _all8_tree
+  writes its first."""
+  for seed in (1, 2, 3):
+    member = f"pretrained/members/all_seed{seed}"
+    _write(root, f"{member}/split.json", {"train": {"subjects": [1, 2, 3]}})
+    _write(root, f"{member}/log.csv", "epoch,train_loss\n1,2.0\n2,1.5\n")
+    (root / member / "best/2").mkdir(parents=True)
+    _write(root, f"{doc_tables.CAMPAIGN_RUNS}/r8/all_seed{seed}/run.json", {"commit": "ab"})
+  _write(root, "pretrained/ensemble.json", spec | {
+      "members": [f"members/all_seed{s}" for s in range(4)],
+      "sources": [f"/w/runs/r8/all_seed{s}" for s in range(4)]})
+
+
+def test_the_flag_is_read_on_ensembles_of_the_shipped_size_once_every_fold_has_one(tmp_path):
+  """flag_evidence for a 4-member pretrained/: the 2-seed ensembles and their flag set while
+  any fold lacks a 4-seed ensemble or the 4-seed flags were not cross-validated over every
+  fold; then the 4-seed ones (seeds 1-4) and the set seed_ensembles_4."""
+  _four_members(tmp_path, _stand_in_evidence(tmp_path))
+  def evidence():
+    size, ensembles, flags = doc_tables.flag_evidence(doc_tables.Sources(str(tmp_path)))
+    return size, [(e["fold"], list(e["seeds"])) for e in ensembles], sorted(flags["workdirs"])
+  two = (2, [(0, [0, 1]), (1, [0, 1])], ["ensemble_fold0", "ensemble_fold1"])
+  assert evidence() == two
+  flags = doc_tables.Sources(str(tmp_path)).json(doc_tables.SEED_ENSEMBLE_FLAGS)
+  for k, subjects in ((1, ("3",)), (0, ("1", "2"))):
+    _seed_ensemble(tmp_path, k, seeds=(1, 2, 3, 4), subjects=subjects, commits=("c2",) * 5,
+                   dice=(0.87, 0.85, 0.84, 0.86, 0.85))
+    flags["sets"]["seed_ensembles_4"] = {"workdirs": {"ensemble_fold1": "/x/ensembles/fold1"}}
+    _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+    assert evidence() == two                  # fold 0 not scored, or its flags not read yet
+  flags["sets"]["seed_ensembles_4"]["workdirs"]["ensemble_fold0"] = "/x/ensembles/fold0"
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  assert evidence() == (4, [(0, [1, 2, 3, 4]), (1, [1, 2, 3, 4])],
+                        ["ensemble_fold0", "ensemble_fold1"])
+  two_flags = flags["sets"]["seed_ensembles"]                # the spread at 3 um, as shipped
+  flags["sets"]["seed_ensembles_4"] |= {"flags": two_flags["flags"],
+                                        "smooth_sd_columns": two_flags["smooth_sd_columns"]}
+  _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
+  text = doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
+  assert "chosen on the 2 4-member seed ensembles (seeds 1, 2, 3 and 4 of one fold)" in text
+  assert text.endswith("(docs/results.md section 11).")     # read at its size: no sd ratio
+
+
 def test_the_gain_by_ensemble_size_sets_four_seeds_beside_two_by_hand(tmp_path):
   """results_ensemble_size for a 4-member pretrained/: nothing before a 4-seed ensemble is
   scored; then per fold the 2-seed and 4-seed ensembles (dashes where a fold has none), the
   mean gains over the folds with both (by hand: 0.86 - (0.85 + 0.84) / 2 = +0.015 and
   0.87 - 0.85 = +0.02) and each size's held-out flag F1."""
   spec = _stand_in_evidence(tmp_path)
-  for seed in (1, 2, 3):                              # pretrained/ of 4 members, as _all8_tree's
-    member = f"pretrained/members/all_seed{seed}"
-    _write(tmp_path, f"{member}/split.json", {"train": {"subjects": [1, 2, 3]}})
-    _write(tmp_path, f"{member}/log.csv", "epoch,train_loss\n1,2.0\n2,1.5\n")
-    (tmp_path / member / "best/2").mkdir(parents=True)
-    _write(tmp_path, f"{doc_tables.CAMPAIGN_RUNS}/r8/all_seed{seed}/run.json", {"commit": "ab"})
-  _write(tmp_path, "pretrained/ensemble.json", spec | {
-      "members": [f"members/all_seed{s}" for s in range(4)],
-      "sources": [f"/w/runs/r8/all_seed{s}" for s in range(4)]})
+  _four_members(tmp_path, spec)
   assert doc_tables.results_ensemble_size(doc_tables.Sources(str(tmp_path))).startswith(
       "No seed ensembles of pretrained/'s 4 members scored yet")
   _seed_ensemble(tmp_path, 1, seeds=(1, 2, 3, 4), subjects=("3",),
@@ -1308,7 +1344,8 @@ def test_the_reading_of_the_flag_rule_names_both_flags_and_what_pretrained_ships
       "members": ["members/all_seed0", "members/all_seed1"],
       "sources": ["/w/runs/r8/all_seed0", "/w/runs/r8/all_seed1"]})
   _second_member(tmp_path)
-  read = (f"Read over the 2 folds' seed ensembles (`{doc_tables.SEED_ENSEMBLE_FLAGS}`): the "
+  read = (f"Read over the 2 folds' 2-member seed ensembles (`{doc_tables.SEED_ENSEMBLE_FLAGS}`): "
+          "the "
           "members' spread at 3 um, mean held-out F1 **{}** (folds 0.500, 0.420) and the "
           "position sd at 9.5 um, mean held-out F1 **{}** (folds 0.300, 0.600); by the rule the "
           "ensemble flags by the {}.")
