@@ -1904,8 +1904,9 @@ def pretrained_uncertainty(src: Sources) -> str:
 
 def stand_in_uncertainty(src: Sources) -> str:
   """pretrained_uncertainty for members trained on every subject: the calibration of their
-  stand-ins' seed ensembles (VALIDATION_FREE_SETTINGS/ensemble_foldF, scored with the shipped
-  smoothing on the pairs they never saw), the ensemble's flag and the single member's."""
+  stand-ins' seed ensembles (flag_evidence: those of its own size once every fold has one;
+  scored with the shipped smoothing on the pairs they never saw), the ensemble's flag and the
+  single member's."""
   members, models = shipped_members(src), held_out_models(src)
   size, ensembles, _ = flag_evidence(src)
   runs = [e["ensemble"]["calibration"] for e in ensembles]
