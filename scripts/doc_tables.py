@@ -2512,8 +2512,8 @@ def ensemble_flag_settings(src: Sources, single_um: float) -> Tuple[float, float
   """(predict.uncertain_um, predict.uncertain_position_sd_um) of an ensemble of members trained
   on every subject, by ensemble_flag_choice: the spread at its chosen threshold, the single
   member then at `single_um` (its own cross-validated choice); or 0 and the position sd's
-  chosen threshold, which the single member shares."""
-  kind, flag = ensemble_flag_choice(seed_ensemble_flags(src).get("flags", {}))
+  chosen threshold, which the single member shares. Read on flag_evidence's seed ensembles."""
+  kind, flag = ensemble_flag_choice(flag_evidence(src)[2].get("flags", {}))
   chosen = float(flag["cv"]["chosen_um"])
   return (chosen, float(single_um)) if kind == uncertainty.SPREAD else (0.0, chosen)
 
