@@ -2533,12 +2533,12 @@ def flag_evidence(src: Sources) -> Tuple[int, List[Dict], Dict]:
   2-member ones. For members trained on every subject (stand_ins)."""
   models = held_out_models(src)
   sd = stored_config(src.path("pretrained")).predict.smooth_sd_columns
-  size = len(shipped_members(src))
-  own = stand_in_seed_ensembles(src, models, sd, size) if size > 2 else []
-  flags = seed_ensemble_flags(src, size) if own else {}
-  if len(own) == len(models) and len(flags.get("workdirs", {})) == len(models):
-    return size, own, flags
-  return 2, stand_in_seed_ensembles(src, models, sd), seed_ensemble_flags(src)
+  ensembles = shipped_size_ensembles(src, models, sd, len(shipped_members(src)))
+  size = len(ensembles[0]["seeds"]) if ensembles else 2
+  flags = seed_ensemble_flags(src, size)
+  if size > 2 and len(flags.get("workdirs", {})) != len(models):   # flags not read on them all
+    return 2, stand_in_seed_ensembles(src, models, sd), seed_ensemble_flags(src)
+  return size, ensembles, flags
 
 
 def shipped_ensemble_flag(src: Sources) -> Tuple[str, float]:
@@ -2558,8 +2558,9 @@ def results_ensemble_flag_rule(src: Sources) -> str:
   stand-ins' seed ensembles (SEED_ENSEMBLE_FLAGS): each flag's chosen threshold and held-out F1,
   mean and per fold, and what pretrained/ ships, which must be the choice where its members
   trained on every subject."""
-  size, _, read = (flag_evidence(src) if stand_ins(shipped_members(src)) else
-                    (2, [], seed_ensemble_flags(src)))
+  members_are_stand_ins = stand_ins(shipped_members(src))
+  size, _, read = (flag_evidence(src) if members_are_stand_ins else
+                   (2, [], seed_ensemble_flags(src)))
   kind, flag = ensemble_flag_choice(read.get("flags", {}))
   parts = []
   for key in FLAG_KEY.values():
@@ -2571,7 +2572,7 @@ def results_ensemble_flag_rule(src: Sources) -> str:
   text = (f"Read over the {len(read['workdirs'])} folds' {size}-member seed ensembles "
           f"(`{SEED_ENSEMBLE_FLAGS}`): {and_list(parts)}; by the rule the ensemble flags by the "
           f"{FLAG_NAMES[FLAG_KEY[kind]]} at {flag['cv']['chosen_um']:g} um.")
-  if not stand_ins(shipped_members(src)):
+  if not members_are_stand_ins:
     return text + " pretrained/ still holds fold models, whose flag section 7 chose."
   checked_stand_in_flag(src)                     # pretrained/ flags by exactly that choice
   return text + (" pretrained/ ships it (`settings` in its `ensemble.json`), for "
