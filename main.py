@@ -120,6 +120,29 @@ def _badly_typed_override(argv, absl_error: str):
   return None
 
 
+_ABSL_EXPECTED = {"int": "expected a whole number", "bool": "expected true or false"}
+
+
+def _absl_problem(e: flags.Error) -> str:
+  """absl's flag error in the one-line form of every other bad option, `--NAME[=VALUE]: problem`,
+  in our words (absl's name Python internals: "invalid literal for int() with base 10")."""
+  text = " ".join(str(e).split())
+  if isinstance(e, flags.UnrecognizedFlagError):
+    close = text.partition("Did you mean: ")[2].rstrip(" ?").split(", ")[0]
+    return f"--{e.flagname}: no such option" + (f"; did you mean --{close}?" if close else "")
+  if text.startswith("Missing value for flag --"):
+    return f"{text[len('Missing value for flag '):]}: missing value"
+  if not text.startswith("flag --"):
+    return text
+  head, _, detail = text[len("flag "):].partition(": ")
+  name = head[2:].partition("=")[0]
+  allowed = detail.partition("value should be one of <")[2]
+  if allowed.endswith(">"):
+    return f"{head}: valid values are {', '.join(allowed[:-1].split('|'))}"
+  kind = FLAGS[name].flag_type() if name in FLAGS else None
+  return f"{head}: {_ABSL_EXPECTED.get(kind, detail)}"
+
+
 def parse_flags(argv):
   """absl flag parsing with config-file and config-override errors (a missing or broken file,
   a field that does not exist, a value of the wrong type) reported in one line instead of a
@@ -147,7 +170,7 @@ def parse_flags(argv):
   except flags.Error as e:
     if debug:
       raise
-    _fail(_badly_typed_override(argv, str(e)) or " ".join(str(e).split()))
+    _fail(_badly_typed_override(argv, str(e)) or _absl_problem(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if debug:
       raise

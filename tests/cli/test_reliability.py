@@ -362,11 +362,27 @@ def test_a_mode_refuses_the_flags_of_other_modes(trained_workdir, tmp_path, caps
   assert not (tmp_path / "w").exists()
 
 
-def test_absl_s_error_is_kept_when_it_is_not_about_a_config_value(tmp_path, capsys):
+def test_absl_s_error_is_reworded_when_it_is_not_about_a_config_value(tmp_path, capsys):
   status, err = _cli(capsys, "--mode=trian", "--config=configs/tiny.py",
                      "--config.train.num_epochs=abc", f"--workdir={tmp_path / 'w'}")
-  assert status == 2 and err == ["error: flag --mode=trian: value should be one of "
-                                 "<train|eval|predict|explain|benchmark>"]
+  assert status == 2 and err == ["error: --mode=trian: valid values are "
+                                 "train, eval, predict, explain, benchmark"]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--inptu=scan.npz", "--inptu: no such option; did you mean --input?"),
+    ("--zzzzzz", "--zzzzzz: no such option"),
+    ("--figures=some", "--figures=some: valid values are none, first, fovea, all"),
+    ("--num_processes=x", "--num_processes=x: expected a whole number"),
+    ("--volume=maybe", "--volume=maybe: expected true or false"),
+    ("--cam_layers", "--cam_layers: missing value")])
+def test_a_bad_flag_is_one_line_naming_it_in_our_words(tmp_path, capsys, flag, message):
+  """absl's own flag errors (an unknown flag, a value its parser refuses) take the form of every
+  other bad option, `--NAME[=VALUE]: problem`, before anything is written."""
+  status, err = _cli(capsys, "--mode=train", "--config=configs/tiny.py",
+                     f"--workdir={tmp_path / 'w'}", flag)
+  assert status == 2 and err == [f"error: {message}"]
+  assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("override, message", [
