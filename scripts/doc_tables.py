@@ -873,7 +873,7 @@ def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str
 
 def readme_explain(src: Sources) -> str:
   """pretrained/'s CAM method and layer, the held-out evidence of its own members that chose
-  it (cam_choice, where it must rank first by issue 30's rule), its cost, and the schema's
+  it (cam_choice, where it must rank first by the rule of cam_ranking), its cost, and the schema's
   default for a newly trained model."""
   method, layers = shipped_cam(src)
   folder = cam_choice(src)
@@ -883,25 +883,28 @@ def readme_explain(src: Sources) -> str:
   key = ranked[0][0]
   if place_of(ranked, (method, layers)) != 1:
     raise ValueError(f"{folder}: pretrained/ explains with {method} at {layers}, not the "
-                     f"first by issue 30's rule ({ranked[0][1]} at {ranked[0][2]})")
+                     f"first by the rule of docs/results.md §3.5 ({ranked[0][1]} at {ranked[0][2]})")
   found = evidence[method][layers]
   failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
   cost = explain_cost_of(src, method, layers)
   if cost is None or cost["A/B wall"] > CAM_COST_BUDGET:
     raise ValueError(f"{EXPLAIN_COST}: no benchmarks/explain_vs_predict.sh run of {method} at "
                      f"{layers}" if cost is None else f"{method} at {layers} costs "
-                     f"{cost['A/B wall']:.2f}x predict, over issue 30's {CAM_COST_BUDGET}x")
+                     f"{cost['A/B wall']:.2f}x predict, over the budget of {CAM_COST_BUDGET}x")
   scans = len(next(iter(runs.values()))["scans"])
   new = default_cam()
   return (f"`pretrained/` explains with {CAM_METHODS[method]} at `{layers}` (`explain.method`, "
           f"`explain.layers`, set in its `ensemble.json`), chosen on eyes "
           + (f"never seen by the fold models that stand for its members: each of the {len(runs)} "
-             f"fold models of `{run_parts(held_out_models(src)[0]['run'])[0]}` explained"
+             f"fold models of the members' recipe (trained on the other 6 subjects; "
+             f"`{run_parts(held_out_models(src)[0]['run'])[0]}`) explained"
              if stand_ins(shipped_members(src)) else
              f"its members never saw: each of its {len(runs)} members explained")
           + f" {scans} B-scans of the 2 subjects it never trained on, and there it ranks first "
-          f"of the {len(ranked)} candidates by "
-          f"issue 30's rule (docs/results.md §3.5), beating random removal (ROAD) for {key[0]} "
+          f"of the {len(ranked)} candidates by the rule of docs/results.md §3.5 (most layer "
+          f"classes whose map beats random removal, randomisation similarity at most "
+          f"{SANITY_PASS}, at most {CAM_COST_BUDGET:g}x predict's time), beating random removal "
+          f"(ROAD) for {key[0]} "
           f"of 7 layer classes with the areas pooled over the folds "
           f"({', '.join(str(c) for c in found['per_fold_faithful'])} of 7 per fold"
           + (f"; not {and_list(failing)}" if failing else "")
@@ -910,8 +913,8 @@ def readme_explain(src: Sources) -> str:
           "CPU, `benchmarks/explain_vs_predict.sh`). "
           + ("A model you train explains with the same by default. " if new == (method, layers)
              else f"A model you train explains by default with {CAM_METHODS[new[0]]} at "
-             f"`{new[1]}`, the choice on the campaign's base fold models (no skip connections; "
-             "same section). ")
+             f"`{new[1]}`, the choice on fold models of `configs/duke_cpu.py` (no skip "
+             "connections; same section). ")
           + f"`pretrained/cam_evidence.json` carries {evidence_of(src)}, and `cam_stats.md` "
           "says per class whether the map passed on it.")
 

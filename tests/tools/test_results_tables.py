@@ -351,7 +351,7 @@ def test_shipped_members_cam_evidence_is_of_the_members_and_names_the_failing_cl
     for k in (1, 2, 3):
       run["methods"][method]["layers"][layers]["morf_mean"][k] = 9.0
     files[path] = run
-  with pytest.raises(ValueError, match="not the first by issue 30's rule"):
+  with pytest.raises(ValueError, match="not the first by the rule of docs/results.md"):
     doc_tables.readme_explain(fold_models(files))
 
 
@@ -393,7 +393,7 @@ def test_explain_cost_reports_are_read_with_their_cpu_pairs_and_medians(tmp_path
 def test_the_readme_refuses_a_shipped_cam_over_the_cost_budget_or_untimed(monkeypatch):
   src = doc_tables.Sources(ROOT)
   monkeypatch.setattr(doc_tables, "explain_cost_of", lambda src, m, l: {"A/B wall": 3.2})
-  with pytest.raises(ValueError, match="costs 3.20x predict, over issue 30's 3.0x"):
+  with pytest.raises(ValueError, match="costs 3.20x predict, over the budget of 3.0x"):
     doc_tables.readme_explain(src)
   monkeypatch.setattr(doc_tables, "explain_cost_of", lambda src, m, l: None)
   with pytest.raises(ValueError, match="no benchmarks/explain_vs_predict.sh run of"):
