@@ -1424,18 +1424,22 @@ def stand_in_seed_ensembles(src: Sources, models: List[Dict], sd: float,
 
 def ensemble_seeds_text(ensembles: List[Dict]) -> str:
   """Which seeds seed ensembles (stand_in_seed_ensembles) hold, as the text names them: 'seeds 0
-  and 1 of one fold', or per fold where they differ ('two seeds of one fold: 0 and 1 on fold 0;
-  1 and 2 on folds 1, 2')."""
+  and 1 of one fold', or per fold where they differ, in fold order ('the seeds of one fold:
+  seeds 0 and 1 on fold 0, seeds 1 and 2 on folds 1, 2 and 3'; consecutive runs of 3 or more
+  seeds as 'seeds 2-5')."""
   folds = {}
   for e in ensembles:
     folds.setdefault(e["seeds"], []).append(e["fold"])
   if not folds:
     return ""
+  def named(seeds):
+    consecutive = len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[-1] + 1))
+    return f"seeds {seeds[0]}-{seeds[-1]}" if consecutive else f"seeds {and_list(map(str, seeds))}"
   if len(folds) == 1:
-    return f"seeds {and_list(map(str, next(iter(folds))))} of one fold"
-  return f"{NUMBER_WORDS[len(ensembles[0]['seeds'])]} seeds of one fold: " + "; ".join(
-      f"{and_list(map(str, seeds))} on fold{'s' if len(f) > 1 else ''} {', '.join(map(str, f))}"
-      for seeds, f in sorted(folds.items()))
+    return f"{named(next(iter(folds)))} of one fold"
+  return "the seeds of one fold: " + ", ".join(
+      f"{named(seeds)} on fold{'s' if len(f) > 1 else ''} {and_list(map(str, f))}"
+      for seeds, f in sorted(folds.items(), key=lambda item: min(item[1])))
 
 
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}

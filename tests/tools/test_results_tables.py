@@ -1084,7 +1084,7 @@ def test_the_flag_is_read_on_ensembles_of_the_shipped_size_once_every_fold_has_o
                                         "smooth_sd_columns": two_flags["smooth_sd_columns"]}
   _write(tmp_path, doc_tables.SEED_ENSEMBLE_FLAGS, flags)
   text = doc_tables.stand_in_ensemble_flag(doc_tables.Sources(str(tmp_path)), 4)
-  assert "chosen on the 2 4-member seed ensembles (seeds 1, 2, 3 and 4 of one fold)" in text
+  assert "chosen on the 2 4-member seed ensembles (seeds 1-4 of one fold)" in text
   assert text.endswith("(docs/results.md section 11).")     # read at its size: no sd ratio
 
 
@@ -1217,14 +1217,16 @@ def test_a_kept_model_and_its_runner_workdir_are_one_model():
 
 def test_the_seeds_of_seed_ensembles_are_named_as_they_are():
   """ensemble_seeds_text: one seed set for every fold is named once; different sets are named
-  per fold, with their size; seed_set reads 2 or more seeds of one recipe and fold, ascending."""
+  per fold, in fold order, consecutive seeds as a range; seed_set reads 2 or more seeds of one recipe and fold, ascending."""
   def ensembles(*seeds):
     return [{"fold": f, "seeds": s} for f, s in enumerate(seeds)]
   assert doc_tables.ensemble_seeds_text(ensembles((0, 1), (0, 1))) == "seeds 0 and 1 of one fold"
   assert doc_tables.ensemble_seeds_text(ensembles((0, 1), (1, 2), (1, 2), (1, 2))) == (
-      "two seeds of one fold: 0 and 1 on fold 0; 1 and 2 on folds 1, 2, 3")
+      "the seeds of one fold: seeds 0 and 1 on fold 0, seeds 1 and 2 on folds 1, 2 and 3")
   assert doc_tables.ensemble_seeds_text(ensembles((2, 3, 4, 5), (1, 2, 3, 4), (1, 2, 3, 4))) == (
-      "four seeds of one fold: 1, 2, 3 and 4 on folds 1, 2; 2, 3, 4 and 5 on fold 0")
+      "the seeds of one fold: seeds 2-5 on fold 0, seeds 1-4 on folds 1 and 2")
+  assert doc_tables.ensemble_seeds_text(ensembles((0, 2, 3), (0, 2, 3))) == (
+      "seeds 0, 2 and 3 of one fold")
   assert doc_tables.ensemble_seeds_text([]) == ""
   assert doc_tables.seed_set("r/fold1_seed0", ["r/fold1_seed1", "r/fold1_seed2"]) == (1, 2)
   assert doc_tables.seed_set("r/fold1_seed0", [f"r/fold1_seed{s}" for s in (1, 2, 3, 4)]) == (
