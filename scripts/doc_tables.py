@@ -31,7 +31,7 @@ from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.data import duke  # noqa: E402
 from octseg_jax.learning import uncertainty  # noqa: E402
 from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
-from octseg_jax.cam.gradcam import LINEAR_METHODS  # noqa: E402
+from octseg_jax.cam.gradcam import LINEAR_METHODS, METHOD_NAMES  # noqa: E402
 from octseg_jax.outputs.cam_report import (  # noqa: E402
     SANITY_PASS, SCAN_PIXELS, heldout_evidence)
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
@@ -621,10 +621,6 @@ def span(values, digits: int = 0) -> str:
   return lo if lo == hi else f"{lo}{' to ' if '-' in lo + hi else '-'}{hi}"
 
 
-CAM_METHODS = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM", "gradcampp": "Grad-CAM++",
-               "ablation": "Ablation-CAM"}
-
-
 def minutes(seconds: float) -> str:
   whole = int(round(seconds))
   return f"{whole // 60} min {whole % 60} s"
@@ -883,7 +879,8 @@ def readme_explain(src: Sources) -> str:
   key = ranked[0][0]
   if place_of(ranked, (method, layers)) != 1:
     raise ValueError(f"{folder}: pretrained/ explains with {method} at {layers}, not the "
-                     f"first by the rule of docs/results.md §3.5 ({ranked[0][1]} at {ranked[0][2]})")
+                     f"first by the rule of docs/results.md §3.5 ({ranked[0][1]} at "
+                     f"{ranked[0][2]})")
   found = evidence[method][layers]
   failing = [LAYER_NAMES[k] for k in range(1, 8) if not found["passed"][k]]
   cost = explain_cost_of(src, method, layers)
@@ -893,7 +890,7 @@ def readme_explain(src: Sources) -> str:
                      f"{cost['A/B wall']:.2f}x predict, over the budget of {CAM_COST_BUDGET}x")
   scans = len(next(iter(runs.values()))["scans"])
   new = default_cam()
-  return (f"`pretrained/` explains with {CAM_METHODS[method]} at `{layers}` (`explain.method`, "
+  return (f"`pretrained/` explains with {METHOD_NAMES[method]} at `{layers}` (`explain.method`, "
           f"`explain.layers`, set in its `ensemble.json`), chosen on eyes "
           + (f"never seen by the fold models that stand for its members: each of the {len(runs)} "
              f"fold models of the members' recipe (trained on the other 6 subjects; "
@@ -912,7 +909,7 @@ def readme_explain(src: Sources) -> str:
           f"costs {cost['A/B wall']:.2f}x predict on 4 Duke B-scans (whole commands, 2-core "
           "CPU, `benchmarks/explain_vs_predict.sh`). "
           + ("A model you train explains with the same by default. " if new == (method, layers)
-             else f"A model you train explains by default with {CAM_METHODS[new[0]]} at "
+             else f"A model you train explains by default with {METHOD_NAMES[new[0]]} at "
              f"`{new[1]}`, the choice on fold models of `configs/duke_cpu.py` (no skip "
              "connections; same section). ")
           + f"`pretrained/cam_evidence.json` carries {evidence_of(src)}, and `cam_stats.md` "
@@ -2750,7 +2747,7 @@ def shipped_cam_comparison(src: Sources, runs: Dict[str, Dict],
   for what, name, cam in (("The schema's default", "the default", default_cam()),
                           ("pretrained/'s CAM", "pretrained/'s", shipped_cam(src))):
     place = place_of(ranked, cam)
-    text += (f" {what} ({CAM_METHODS[cam[0]]} at `{cam[1]}`) "
+    text += (f" {what} ({METHOD_NAMES[cam[0]]} at `{cam[1]}`) "
              + (f"ranks {place} of {len(ranked)}.{ranked_above(ranked, place, name)}"
                 if place else "fails the rule's sanity limit."))
   return text
@@ -2827,7 +2824,7 @@ def ranked_above(ranked: List[Tuple[Tuple, str, str]], place: int,
   does."""
   own = ranked[place - 1][0]
   above = ranked[:place - 1]
-  ahead = [f"{CAM_METHODS[m]} at `{l}` ({k[0]} of 7 pooled, {name} {own[0]})"
+  ahead = [f"{METHOD_NAMES[m]} at `{l}` ({k[0]} of 7 pooled, {name} {own[0]})"
            for k, m, l in leaders(ranked, place)]
   later = sum(k[0] == own[0] and k != own for k, _, _ in above)
   tied = sum(k == own for k, _, _ in above)
@@ -2869,7 +2866,7 @@ def place_of(ranked: List[Tuple[Tuple, str, str]], cam: Tuple[str, str]):
 
 def rank_text(key: Tuple, method: str, layer: str, folds: int) -> str:
   """One candidate of cam_ranking with its ranking key, in words."""
-  return (f"{CAM_METHODS[method]} at `{layer}`: {key[0]} of 7 pooled, worst fold {key[1]} of 7, "
+  return (f"{METHOD_NAMES[method]} at `{layer}`: {key[0]} of 7 pooled, worst fold {key[1]} of 7, "
           f"{key[2]} of {7 * folds} fold passes, similarity {-key[3]:.3f}")
 
 
@@ -2902,7 +2899,7 @@ def results_cam_default(src: Sources) -> str:
             + (f"{cost['A/B wall']:.2f}x predict" if cost else "cost not measured"))
   return (f"Ranked by that rule over {len(runs)} folds: "
           + "; ".join(f"({i + 1}) {describe(*r)}" for i, r in enumerate(ranked[:3]))
-          + f". The default ({CAM_METHODS[default[0]]} at `{default[1]}`) ranks {place}.")
+          + f". The default ({METHOD_NAMES[default[0]]} at `{default[1]}`) ranks {place}.")
 
 
 SHIPPED_EXPLAIN = f"{CPU}/explain_shipped"      # the shipped ensemble, ROAD + sanity, its run.sh
@@ -2921,7 +2918,7 @@ def results_cam_shipped(src: Sources) -> str:
   s = stats["summary"][layer]
   return (f"On the shipped ensemble itself, `--cam_faithfulness=road --cam_sanity` on the first "
           f"{st['scans']} B-scans of {os.path.basename(st['input'])} with its CAM "
-          f"({CAM_METHODS[st['method']]} at `{layer}`, {st['views']} views): MoRF beats random "
+          f"({METHOD_NAMES[st['method']]} at `{layer}`, {st['views']} views): MoRF beats random "
           f"for **{s['faithful_classes']} of 7** layer classes, randomisation similarity "
           f"**{s['randomisation_similarity']:.3f}**. {trained_on(src, st['input'])} of its "
           f"{len(shipped_members(src))} members trained on this subject, so this shows the "

@@ -38,6 +38,8 @@ import jax.numpy as jnp
 METHODS = ("gradcam", "hirescam", "gradcampp", "ablation")
 GRADIENT_METHODS = METHODS[:3]
 LINEAR_METHODS = METHODS[:2]      # maps linear in the gradient before the ReLU (ensembles)
+METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM", "gradcampp": "Grad-CAM++",
+                "ablation": "Ablation-CAM"}          # as the literature and our figures write them
 ABLATION_CHUNK = 8                # channels Ablation-CAM ablates per pass unless told otherwise
 TARGETS = ("all", "predicted", "box")
 TARGET_TEXT = {"all": "each class's score summed over every pixel",     # for figure titles

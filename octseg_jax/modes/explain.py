@@ -555,7 +555,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     refuse_box_outside_views(sets, trained, box, int(cfg.max_scans))
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
-                                         f"{method}, target '{target}' "
+                                         f"{gradcam.METHOD_NAMES[method]}, target '{target}' "
                                          f"({gradcam.TARGET_TEXT[target]})",
                                          heldout_passed(evidence, method, target))
   if not per_scan:

@@ -1217,7 +1217,8 @@ def test_a_kept_model_and_its_runner_workdir_are_one_model():
 
 def test_the_seeds_of_seed_ensembles_are_named_as_they_are():
   """ensemble_seeds_text: one seed set for every fold is named once; different sets are named
-  per fold, in fold order, consecutive seeds as a range; seed_set reads 2 or more seeds of one recipe and fold, ascending."""
+  per fold, in fold order, consecutive seeds as a range; seed_set reads 2 or more seeds of one
+  recipe and fold, ascending."""
   def ensembles(*seeds):
     return [{"fold": f, "seeds": s} for f, s in enumerate(seeds)]
   assert doc_tables.ensemble_seeds_text(ensembles((0, 1), (0, 1))) == "seeds 0 and 1 of one fold"
