@@ -6,6 +6,7 @@
 """
 
 import os
+import re
 import sys
 
 from octseg_jax.runtime import xla_setup
@@ -20,6 +21,31 @@ from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.modes import cli  # noqa: E402
 from octseg_jax.outputs.plots import DEFAULT_FIGURES, FIGURES  # noqa: E402
 
+def _fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _unreadable_flagfile(argv):
+  """The one-line problem of the first --flagfile that cannot be read, or None: ml_collections
+  reads flag files while --config is defined, before absl could say so in one line."""
+  for i, arg in enumerate(argv[1:], 1):
+    name, eq, path = arg.lstrip("-").partition("=")
+    if name != "flagfile" or not arg.startswith("-"):
+      continue
+    if not eq:
+      if i + 1 == len(argv):
+        return f"{arg}: missing value"
+      path = argv[i + 1]
+    try:
+      open(path).close()
+    except OSError as e:
+      return f"--flagfile={path}: cannot be read ({e.strerror or e})"
+  return None
+
+
+if __name__ == "__main__" and _unreadable_flagfile(sys.argv):
+  _fail(_unreadable_flagfile(sys.argv))
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Training configuration file (configs/*.py). Any field is set with "
@@ -66,11 +92,6 @@ flags.DEFINE_integer("distributed_timeout_s", 300,
 
 
 HELP_FLAGS = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"}
-
-
-def _fail(message: str):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
 
 
 def _config_file_problem(argv):
@@ -120,27 +141,39 @@ def _badly_typed_override(argv, absl_error: str):
   return None
 
 
-_ABSL_EXPECTED = {"int": "expected a whole number", "bool": "expected true or false"}
+# absl's words for a value its parser refuses (after "flag --NAME=VALUE: "), and ours; None: the
+# valid values, from absl's list.
+_ABSL_DETAILS = {r"value should be one of <(?P<allowed>.*)>": None,
+                 r"invalid literal for int\(\).*": "expected a whole number",
+                 r"\('Non-boolean argument to boolean flag'.*": "expected true or false"}
 
 
-def _absl_problem(e: flags.Error) -> str:
+def _absl_problem(e: Exception) -> str:
   """absl's flag error in the one-line form of every other bad option, `--NAME[=VALUE]: problem`,
-  in our words (absl's name Python internals: "invalid literal for int() with base 10")."""
+  in our words where absl's name Python internals ("invalid literal for int() with base 10");
+  a message of another shape is kept as absl words it."""
   text = " ".join(str(e).split())
   if isinstance(e, flags.UnrecognizedFlagError):
     close = text.partition("Did you mean: ")[2].rstrip(" ?").split(", ")[0]
     return f"--{e.flagname}: no such option" + (f"; did you mean --{close}?" if close else "")
-  if text.startswith("Missing value for flag --"):
-    return f"{text[len('Missing value for flag '):]}: missing value"
-  if not text.startswith("flag --"):
-    return text
-  head, _, detail = text[len("flag "):].partition(": ")
-  name = head[2:].partition("=")[0]
-  allowed = detail.partition("value should be one of <")[2]
-  if allowed.endswith(">"):
-    return f"{head}: valid values are {', '.join(allowed[:-1].split('|'))}"
-  kind = FLAGS[name].flag_type() if name in FLAGS else None
-  return f"{head}: {_ABSL_EXPECTED.get(kind, detail)}"
+  for shape, words in ((r"Missing value for flag (-\S+)", "missing value"),
+                       (r"(-\S+) does not take an argument", "takes no value")):
+    m = re.fullmatch(shape, text)
+    if m:
+      return f"{m[1]}: {words}"
+  for detail, words in _ABSL_DETAILS.items():
+    m = re.fullmatch(rf"flag (--[^=\s]+=.*): {detail}", text)
+    if m:
+      return f"{m[1]}: " + (words or "valid values are " + ", ".join(m["allowed"].split("|")))
+  return text[len("flag "):] if text.startswith("flag --") else text
+
+
+def _raised_by_absl(e: Exception) -> bool:
+  """Whether `e` was raised inside absl's flag parser (not by a config override)."""
+  tb, where = e.__traceback__, ""
+  while tb is not None:
+    where, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+  return os.path.join("absl", "flags") in where
 
 
 def parse_flags(argv):
@@ -174,6 +207,8 @@ def parse_flags(argv):
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if debug:
       raise
+    if _raised_by_absl(e):               # such as --noFLAG=VALUE: absl's plain ValueError
+      _fail(_absl_problem(e))
     # ml_collections puts a repr in the message: undo its escaped quotes and newlines.
     text = str(e.args[0] if e.args else e).replace("\\'", "'").replace("\\n", " ")
     if len(text) > 1 and text[0] == text[-1] == "'":

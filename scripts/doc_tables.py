@@ -893,7 +893,7 @@ def readme_explain(src: Sources) -> str:
   return (f"`pretrained/` explains with {METHOD_NAMES[method]} at `{layers}` (`explain.method`, "
           f"`explain.layers`, set in its `ensemble.json`), chosen on eyes "
           + (f"never seen by the fold models that stand for its members: each of the {len(runs)} "
-             f"fold models of the members' recipe (trained on the other 6 subjects; "
+             f"fold models of the members' recipe (each trained on the other subjects; "
              f"`{run_parts(held_out_models(src)[0]['run'])[0]}`) explained"
              if stand_ins(shipped_members(src)) else
              f"its members never saw: each of its {len(runs)} members explained")
@@ -1429,6 +1429,7 @@ def ensemble_seeds_text(ensembles: List[Dict]) -> str:
     folds.setdefault(e["seeds"], []).append(e["fold"])
   if not folds:
     return ""
+
   def named(seeds):
     consecutive = len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[-1] + 1))
     return f"seeds {seeds[0]}-{seeds[-1]}" if consecutive else f"seeds {and_list(map(str, seeds))}"

@@ -375,7 +375,11 @@ def test_absl_s_error_is_reworded_when_it_is_not_about_a_config_value(tmp_path, 
     ("--figures=some", "--figures=some: valid values are none, first, fovea, all"),
     ("--num_processes=x", "--num_processes=x: expected a whole number"),
     ("--volume=maybe", "--volume=maybe: expected true or false"),
-    ("--cam_layers", "--cam_layers: missing value")])
+    ("--cam_layers", "--cam_layers: missing value"),
+    ("-cam_layers", "-cam_layers: missing value"),
+    ("--num_processes=a: b", "--num_processes=a: b: expected a whole number"),
+    ("--novolume=true", "--novolume=true: takes no value"),
+    ("--laterality=", "--laterality=: valid values are OD, OS")])
 def test_a_bad_flag_is_one_line_naming_it_in_our_words(tmp_path, capsys, flag, message):
   """absl's own flag errors (an unknown flag, a value its parser refuses) take the form of every
   other bad option, `--NAME[=VALUE]: problem`, before anything is written."""
@@ -383,6 +387,20 @@ def test_a_bad_flag_is_one_line_naming_it_in_our_words(tmp_path, capsys, flag, m
                      f"--workdir={tmp_path / 'w'}", flag)
   assert status == 2 and err == [f"error: {message}"]
   assert not (tmp_path / "w").exists()
+
+
+def test_a_flag_file_that_cannot_be_read_is_one_line(tmp_path):
+  """ml_collections reads --flagfile while main.py defines --config, so main.py checks it first."""
+  (tmp_path / "flags.txt").write_text("--mode=eval\n")
+  check = main._unreadable_flagfile
+  assert check(["main.py", f"--flagfile={tmp_path / 'flags.txt'}"]) is None
+  assert check(["main.py", "--flagfile", str(tmp_path / "flags.txt")]) is None
+  assert check(["main.py", f"--flagfile={tmp_path / 'no.txt'}"]) == (
+      f"--flagfile={tmp_path / 'no.txt'}: cannot be read (No such file or directory)")
+  assert check(["main.py", f"--flagfile={tmp_path}"]) == (
+      f"--flagfile={tmp_path}: cannot be read (Is a directory)")
+  assert check(["main.py", "--mode=eval", "--flagfile"]) == "--flagfile: missing value"
+  assert check(["main.py", "--flagfiles=x", "--mode=eval"]) is None
 
 
 @pytest.mark.parametrize("override, message", [
