@@ -609,6 +609,11 @@ def wall_clock_s(log_path: str) -> Tuple[float, float, Optional[int]]:
   return wall, cpu, scans
 
 
+def seeds_per_fold(counts: List[int]) -> str:
+  """'2', or '5 or 6' where the folds' seed counts differ."""
+  return " or ".join(str(c) for c in sorted(set(counts)))
+
+
 def and_list(items: List[str]) -> str:
   items = list(items)
   return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -951,16 +956,20 @@ def results_seed_noise(src: Sources) -> str:
   cpu, gpu, n = src.json(CAMPAIGN), src.json(H200), shipped_numbers(src)
   parts = [f"{t['seed_noise']:.4f} for its {where} base over {count(len(t['seed_gaps']), 'fold')}"
            for t, where in ((cpu, "CPU"), (gpu, "H200")) if t["seed_gaps"]]
-  if n["seed_gaps"]:
-    parts.append(f"{np.mean(n['seed_gaps']):.4f} for "
+  gaps, seeds = n["seed_gaps"]
+  if gaps:
+    parts.append(f"{np.mean(gaps):.4f} for "
                  + (f"`{n['cv_recipe']}`, the shipped members' stand-ins," if n["stand_ins"] else
                     f"the shipped recipe `{n['recipe']}`")
-                 + f" over {count(len(n['seed_gaps']), 'fold')}")
+                 + f" over {count(len(gaps), 'fold')}"
+                 + ("" if set(seeds) == {2} else
+                    f" (every pair of its {seeds_per_fold(seeds)} seeds per fold)"))
   return ("Sections 1-5: one run per configuration and fold (seed 0), except one repeat with "
           f"seed 1 on the CPU (section 5), which moved the mean layer Dice by {gap:.3f}: "
           f"differences below about {gap:.2f} Dice are within run-to-run noise there."
-          + (" The accuracy campaign (sections 7-8) measured its own seed noise, mean "
-             f"|seed 0 - seed 1| of the mean layer Dice: {and_list(parts)}." if parts else ""))
+          + (" The accuracy campaign (sections 7-8) measured its own seed noise, the mean "
+             "|difference| of two seeds' mean layer Dice (seeds 0 and 1 unless said): "
+             f"{and_list(parts)}." if parts else ""))
 
 
 def results_paper_iou_gap(src: Sources) -> str:
@@ -1538,7 +1547,8 @@ def shipped_numbers(src: Sources) -> Dict:
           "gains": gains, "gain_recipes": gain_recipes, "smoothing": smoothing,
           "ensemble_seeds": ensemble_seeds,
           "ensemble_size": len(pairs[0]["seeds"]) if pairs else 2,
-          "seed_gaps": src.json(CAMPAIGN)["recipes"].get(cv_recipe, {}).get("seed_gaps", []),
+          "seed_gaps": seed_pair_gaps(src.json(CAMPAIGN)["recipes"].get(cv_recipe, {})
+                                      .get("runs_detail", {})),
           "expected": float(np.mean(dice) + (np.mean(gains) if gains else 0.0)
                             + (smoothing["ensemble_gain"] if smoothing else 0.0))}
 
@@ -1788,6 +1798,18 @@ def held_out_whose(n: Dict) -> str:
           "scored on the subjects it never trained on, which chose none of its epochs")
 
 
+def seed_pair_gaps(runs_detail: Dict[str, Dict]) -> Tuple[List[float], List[int]]:
+  """Per fold with 2 or more seeds, in fold order: the mean |difference| of the mean layer Dice
+  over every pair of its seeds (with 2 seeds, |seed 0 - seed 1|, as campaign_table's seed_gaps),
+  and how many seeds it has."""
+  folds: Dict[int, List[float]] = {}
+  for run, numbers in runs_detail.items():
+    folds.setdefault(run_parts(f"r/{run}")[1], []).append(numbers["mean_layer_dice"])
+  scored = [(f, d) for f, d in sorted(folds.items()) if len(d) > 1]
+  return ([float(np.mean([abs(a - b) for i, a in enumerate(d) for b in d[i + 1:]]))
+           for _, d in scored], [len(d) for _, d in scored])
+
+
 def averaging_sentence(n: Dict) -> str:
   """The cross-validated gain of seed ensembles of the shipped recipe (or of recipes training
   the same network), with the shipped flip setting, and whether they are of its own size."""
@@ -1803,10 +1825,11 @@ def averaging_sentence(n: Dict) -> str:
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
           f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ")"
-          + ("" if not n["seed_gaps"] else
-             f"; the recipe's seed noise (mean |difference| of the two members' Dice) is "
-             f"{np.mean(n['seed_gaps']):.4f} ({count(len(n['seed_gaps']), 'fold')}: "
-             + ", ".join(f"{g:.4f}" for g in n["seed_gaps"]) + ")")
+          + ("" if not n["seed_gaps"][0] else
+             f"; the recipe's seed noise (mean |difference| of two seeds' Dice, over every pair "
+             f"of {seeds_per_fold(n['seed_gaps'][1])} seeds of a fold) is "
+             f"{np.mean(n['seed_gaps'][0]):.4f} ({count(len(n['seed_gaps'][0]), 'fold')}: "
+             + ", ".join(f"{g:.4f}" for g in n["seed_gaps"][0]) + ")")
           + ("; ensembles of its own size (" + count(len(n["members"]), "member")
              + ") may gain more." if n["ensemble_size"] < len(n["members"]) else
              "; these are ensembles of its own size."))

@@ -1397,7 +1397,7 @@ def test_averaging_sentence_says_whether_the_gain_was_read_at_the_shipped_size()
   ensembles were of the shipped ensemble's size; none counted while none is scored."""
   n = {"gains": [0.002, 0.004], "gain_recipes": ["r_noval"], "recipe": "r", "stand_ins": True,
        "cv_recipe": "r_noval", "ensemble_size": 2, "ensemble_seeds": "seeds 1 and 2",
-       "spec": {"flip": False}, "seed_gaps": [], "members": [{}] * 4}
+       "spec": {"flip": False}, "seed_gaps": ([], []), "members": [{}] * 4}
   text = doc_tables.averaging_sentence(n)
   assert text == ("Averaging gain: 2-member seed ensembles (seeds 1 and 2) of `r_noval`, each "
                   "ensemble and member smoothed as shipped, without flip, scored by "
@@ -1407,6 +1407,22 @@ def test_averaging_sentence_says_whether_the_gain_was_read_at_the_shipped_size()
       "(2 folds: +0.0020, +0.0040); these are ensembles of its own size.")
   assert doc_tables.averaging_sentence(n | {"gains": []}) == (
       "Averaging gain: none counted, since its seed ensembles are not scored yet.")
+  assert doc_tables.averaging_sentence(n | {"seed_gaps": ([0.001, 0.003], [3, 2])}).endswith(
+      "; the recipe's seed noise (mean |difference| of two seeds' Dice, over every pair of 2 or "
+      "3 seeds of a fold) is 0.0020 (2 folds: 0.0010, 0.0030); ensembles of its own size "
+      "(4 members) may gain more.")
+
+
+def test_seed_noise_is_read_over_every_pair_of_a_fold_s_seeds():
+  """seed_pair_gaps by hand: fold 0's 3 seeds give pairs |0.80-0.81|, |0.80-0.83|, |0.81-0.83|
+  (mean 0.02); fold 1's 2 seeds |seed 0 - seed 1| = 0.01; a fold with one seed has no gap."""
+  runs = {"fold0_seed0": 0.80, "fold0_seed1": 0.81, "fold0_seed2": 0.83, "fold1_seed0": 0.85,
+          "fold1_seed1": 0.84, "fold2_seed0": 0.9}
+  gaps, seeds = doc_tables.seed_pair_gaps({r: {"mean_layer_dice": d} for r, d in runs.items()})
+  assert gaps == [pytest.approx(0.02, rel=1e-9), pytest.approx(0.01, rel=1e-9)]
+  assert seeds == [3, 2]
+  assert doc_tables.seed_pair_gaps({}) == ([], [])
+  assert doc_tables.seeds_per_fold([5, 6, 5]) == "5 or 6" and doc_tables.seeds_per_fold([2]) == "2"
 
 
 def test_bulleted_drops_empty_parts_and_capitalises_each_bullet():
