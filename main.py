@@ -21,6 +21,7 @@ from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.modes import cli  # noqa: E402
 from octseg_jax.outputs.plots import DEFAULT_FIGURES, FIGURES  # noqa: E402
 
+
 def _fail(message: str):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
@@ -46,6 +47,7 @@ def _unreadable_flagfile(argv):
 
 if __name__ == "__main__" and _unreadable_flagfile(sys.argv):
   _fail(_unreadable_flagfile(sys.argv))
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Training configuration file (configs/*.py). Any field is set with "

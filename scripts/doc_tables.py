@@ -874,7 +874,7 @@ def explain_cost_of(src: Sources, method: str, layers: str) -> Optional[Dict[str
 
 def readme_explain(src: Sources) -> str:
   """pretrained/'s CAM method and layer, the held-out evidence of its own members that chose
-  it (cam_choice, where it must rank first by the rule of cam_ranking), its cost, and the schema's
+  it (cam_choice, where it must rank first by cam_ranking's rule), its cost, and the schema's
   default for a newly trained model."""
   method, layers = shipped_cam(src)
   folder = cam_choice(src)
@@ -1447,9 +1447,6 @@ def ensemble_seeds_text(ensembles: List[Dict]) -> str:
   return "the seeds of one fold: " + ", ".join(
       f"{named(seeds)} on fold{'s' if len(f) > 1 else ''} {and_list(map(str, f))}"
       for seeds, f in sorted(folds.items(), key=lambda item: min(item[1])))
-
-
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
 def seed_set(model: str, members: List[str]) -> Tuple[int, ...]:
