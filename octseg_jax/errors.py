@@ -2,6 +2,8 @@
 errors that decide it."""
 
 import errno
+import os
+from typing import Optional
 
 
 class InputError(Exception):
@@ -28,6 +30,16 @@ def library_reason(error: BaseException, limit: int = 120) -> str:
     head = limit // 3
     text = f"{text[:head]}...{text[head + 3 - limit:]}"
   return f"{type(error).__name__}: {text}"
+
+
+def folder_problem(path) -> Optional[str]:
+  """Why `path` is not a folder to read ('no such folder', or 'is a file, expected a folder'
+  where a file stands there), or None for a folder."""
+  if isinstance(path, str) and os.path.isdir(path):
+    return None
+  if isinstance(path, str) and os.path.exists(path):
+    return "is a file, expected a folder"
+  return "no such folder"
 
 
 def fail(path, problem: str) -> "InputError":

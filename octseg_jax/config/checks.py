@@ -7,13 +7,12 @@ workdir is created or touched, and workdir.load_config on stored configs (whose 
 take their defaults). `check_split_record` / `check_split_names` check a workdir's split.json.
 """
 
-import os
 from typing import Any, Dict
 
 from octseg_jax.config.paths import MISSING, get_field
 from octseg_jax.config.schema import FIELDS
 from octseg_jax.config.values import int_tuple, is_int, is_number
-from octseg_jax.errors import InputError
+from octseg_jax.errors import InputError, folder_problem
 
 
 def _where(prefix: str, field: str, value) -> str:
@@ -70,14 +69,14 @@ def _check_files(config, prefix: str) -> None:
   source = get_field(config, "data.source")
   if source == "duke":
     path = get_field(config, "data.duke_dir")
-    if not isinstance(path, str) or not os.path.isdir(path):
-      raise InputError(f"{_where(prefix, 'data.duke_dir', path)}: no such folder")
+    if folder_problem(path):
+      raise InputError(f"{_where(prefix, 'data.duke_dir', path)}: {folder_problem(path)}")
   if source == "folder":
     path = get_field(config, "data.folder_dir")
     if not isinstance(path, str) or not path:
       raise InputError(f"{prefix}data.folder_dir: no folder given for source 'folder'")
-    if not os.path.isdir(path):
-      raise InputError(f"{_where(prefix, 'data.folder_dir', path)}: no such folder")
+    if folder_problem(path):
+      raise InputError(f"{_where(prefix, 'data.folder_dir', path)}: {folder_problem(path)}")
 
 
 def check_split_record(split: Any, path: str, multiple: int = 1) -> Dict:

@@ -62,7 +62,7 @@ def parse(args: Sequence[str], mode: str) -> Dict[str, object]:
         modes = " and ".join(f"--mode={m}" for m in schema.FIELDS[field].inference)
         raise InputError(f"{option}: only {modes} accepts it, not --mode={mode}")
       if field in schema.FIELDS:
-        raise InputError(f"{option}: changes the trained model, so --mode={mode} cannot "
+        raise InputError(f"{option}: set when the model was trained, so --mode={mode} cannot "
                          "override it (it uses the workdir's config.json); settable: "
                          + ", ".join(settable))
       raise InputError(schema.no_such_field(field))

@@ -21,7 +21,7 @@ import numpy as np
 from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, bscan_name, check_fluid,
                                    check_image_side, check_index_field, check_masks,
                                    to_uint8_images)
-from octseg_jax.errors import InputError, fail, library_reason
+from octseg_jax.errors import InputError, fail, folder_problem, library_reason
 from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
 
@@ -352,8 +352,8 @@ def subject_files(path: str, subjects=None, option: str = "--config.data.duke_di
   """The Duke files of a folder (subject_XX.npz and/or Subject_XX.mat), sorted, optionally only
   those whose name's last number is one of the listed subjects. `option` is what names the
   folder, for the message when it is missing."""
-  if not os.path.isdir(path):
-    raise fail(path, f"no such folder (set {option})")
+  if folder_problem(path):
+    raise fail(path, f"{folder_problem(path)} (set {option})")
   files = sorted(glob.glob(os.path.join(path, "*.npz")) + glob.glob(os.path.join(path, "*.mat")))
   if not files:
     raise fail(path, "no .npz or .mat files in this folder")

@@ -87,9 +87,11 @@ def split_indices(subjects: np.ndarray, data_config, seed: int) -> Tuple[np.ndar
                        f"the data (subjects: {unique.tolist()})")
   else:
     k, f = data_config.num_folds, data_config.fold
-    if not 0 <= f < k or k > len(unique) or k < 2:
-      raise InputError(f"--config.data.fold={f} / num_folds={k}: need 2 <= num_folds <= "
-                       f"{len(unique)} subjects and 0 <= fold < num_folds")
+    if not 2 <= k <= len(unique):
+      raise InputError(f"--config.data.num_folds={k}: need 2 to {len(unique)} folds, at least "
+                       f"one of the data's {len(unique)} subjects each")
+    if not 0 <= f < k:
+      raise InputError(f"--config.data.fold={f}: must be below data.num_folds={k}")
     val_subjects = np.array_split(unique, k)[f]
   is_val = np.isin(subjects, val_subjects)
   if is_val.all() or not is_val.any():

@@ -425,6 +425,17 @@ def test_invalid_config_values_fail_before_the_workdir_exists(tmp_path, capsys, 
   assert not workdir.exists()
 
 
+def test_a_data_folder_that_is_a_file_or_missing_is_named(tmp_path, capsys):
+  scan = tmp_path / "subject_01.npz"
+  scan.write_bytes(b"")
+  for path, problem in ((scan, "is a file, expected a folder"), (tmp_path / "no", "no such folder")):
+    for source in ("duke", "folder"):
+      status, err = _cli(capsys, "--config=configs/tiny.py", f"--config.data.source={source}",
+                         f"--config.data.{source}_dir={path}", f"--workdir={tmp_path / 'w'}")
+      assert status == 2 and err == [f"error: --config.data.{source}_dir='{path}': {problem}"]
+  assert not (tmp_path / "w").exists()
+
+
 def test_config_file_problems(tmp_path, capsys):
   broken = tmp_path / "broken.py"
   broken.write_text("def get_config(:\n")

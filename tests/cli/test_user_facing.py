@@ -100,8 +100,8 @@ def test_overrides_accepted_are_typed():
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("--config.model.widths=(8,16)", "changes the trained model"),
-    ("--config.data.recipe.band_height=64", "changes the trained model"),
+    ("--config.model.widths=(8,16)", "set when the model was trained"),
+    ("--config.data.recipe.band_height=64", "set when the model was trained"),
     ("--config.explain.max_scan=1", "no such field; did you mean --config.explain.max_scans?"),
     ("--config.explain.max_scans=0", "expected an integer >= 1"),
     ("--config.explain.max_scans=two", "expected a whole number"),
@@ -159,7 +159,7 @@ def test_explain_command_line_overrides(trained_workdir, tmp_path, capsys):
       "row_um": 3.87, "col_um": 11.33, "source": "--pixel_um"}}
   import main                                  # the refusals in process (the same entry point)
   capsys.readouterr()
-  for bad, message in ((["--config.model.widths=(4,)"], "changes the trained model"),
+  for bad, message in ((["--config.model.widths=(4,)"], "set when the model was trained"),
                        (["--config=configs/tiny.py"], "uses"),
                        (["--cam_target=all", "--config.explain.target=predicted"], "disagree")):
     assert main.run_command(["main.py", *common, f"--output={tmp_path / 'bad'}", *bad]) == 2

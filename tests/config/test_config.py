@@ -75,7 +75,7 @@ def test_inference_and_training_share_one_range():
     overrides.parse(["--config.explain.road_noise=2"], "explain")
   assert overrides.parse(["--config.explain.road_noise=0.5"], "explain") == \
       {"explain.road_noise": 0.5}
-  with pytest.raises(InputError, match="changes the trained model"):
+  with pytest.raises(InputError, match="set when the model was trained"):
     overrides.parse(["--config.model.kernel=7,3"], "predict")
   with pytest.raises(InputError, match="did you mean --config.explain.max_scans"):
     overrides.parse(["--config.explain.max_scan=2"], "explain")

@@ -169,6 +169,9 @@ def test_a_folder_s_files_are_chosen_by_the_last_number_of_their_names(tmp_path)
     duke.subject_files(str(tmp_path / "none"), (7,))
   with pytest.raises(InputError, match=re.escape("no such folder (set the plan's duke_dir)")):
     duke.subject_files(str(tmp_path / "none"), (7,), option="the plan's duke_dir")
+  with pytest.raises(InputError, match=re.escape(
+      "subject_03.npz: is a file, expected a folder (set --config.data.duke_dir)")):
+    duke.subject_files(str(tmp_path / "subject_03.npz"), (3,))
 
 
 def test_config_grader_reaches_the_mat_reader(tmp_path):

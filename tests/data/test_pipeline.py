@@ -27,6 +27,14 @@ def test_subject_split_named_and_kfold_partition():
   assert seen == list(range(1, 9))           # every subject validated exactly once
   with pytest.raises(InputError, match="val_subjects"):
     pipeline.split_indices(subjects, _data_cfg(val_subjects=(11,)), 0)
+  for fields, message in (({"num_folds": 9}, "--config.data.num_folds=9: need 2 to 8 folds, at "
+                                               "least one of the data's 8 subjects each"),
+                          ({"num_folds": 1, "fold": 0}, "--config.data.num_folds=1: need 2 to 8"),
+                          ({"num_folds": 3, "fold": 3},
+                           "--config.data.fold=3: must be below data.num_folds=3")):
+    with pytest.raises(InputError) as e:
+      pipeline.split_indices(subjects, _data_cfg(**fields), 0)
+    assert str(e.value).startswith(message)
 
 
 def test_random_split_deterministic_and_sized():

@@ -208,7 +208,7 @@ def test_smoothing_cv_refuses_bad_input_in_one_line_before_any_model_predicts(
                         (["--set=tiny"], "expected NAME:WORKDIR"),
                         (["--sds=2,4", f"--set=t:{trained_workdir[0]}"], "including 0"),
                         ([f"--set=t:{trained_workdir[0]}", "--config.model.widths=[4]"],
-                         "changes the trained model")):
+                         "set when the model was trained")):
     assert s.main([f"--output={tmp_path}/x.json"] + args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and problem in err[0], err
