@@ -428,7 +428,8 @@ def test_invalid_config_values_fail_before_the_workdir_exists(tmp_path, capsys, 
 def test_a_data_folder_that_is_a_file_or_missing_is_named(tmp_path, capsys):
   scan = tmp_path / "subject_01.npz"
   scan.write_bytes(b"")
-  for path, problem in ((scan, "is a file, expected a folder"), (tmp_path / "no", "no such folder")):
+  for path, problem in ((scan, "is a file, expected a folder"),
+                        (tmp_path / "no", "no such folder")):
     for source in ("duke", "folder"):
       status, err = _cli(capsys, "--config=configs/tiny.py", f"--config.data.source={source}",
                          f"--config.data.{source}_dir={path}", f"--workdir={tmp_path / 'w'}")
