@@ -45,8 +45,10 @@ def _unreadable_flagfile(argv):
   return None
 
 
-if __name__ == "__main__" and _unreadable_flagfile(sys.argv):
-  _fail(_unreadable_flagfile(sys.argv))
+if __name__ == "__main__":
+  _FLAGFILE_PROBLEM = _unreadable_flagfile(sys.argv)
+  if _FLAGFILE_PROBLEM:
+    _fail(_FLAGFILE_PROBLEM)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

@@ -1810,7 +1810,7 @@ def seed_pair_gaps(runs_detail: Dict[str, Dict]) -> Tuple[List[float], List[int]
 def averaging_sentence(n: Dict) -> str:
   """The cross-validated gain of seed ensembles of the shipped recipe (or of recipes training
   the same network), with the shipped flip setting, and whether they are of its own size."""
-  gains = n["gains"]
+  gains, (gaps, seeds) = n["gains"], n["seed_gaps"]
   if not gains:
     return "Averaging gain: none counted, since its seed ensembles are not scored yet."
   of = ("the same recipe" if n["gain_recipes"] == [n["recipe"]] else
@@ -1822,11 +1822,10 @@ def averaging_sentence(n: Dict) -> str:
           f"{'with' if n['spec']['flip'] else 'without'} flip, scored by cross-validation, "
           f"gained {np.mean(gains):+.4f} mean layer Dice over their members "
           f"({count(len(gains), 'fold')}: " + ", ".join(f"{g:+.4f}" for g in gains) + ")"
-          + ("" if not n["seed_gaps"][0] else
+          + ("" if not gaps else
              f"; the recipe's seed noise (mean |difference| of two seeds' Dice, over every pair "
-             f"of {seeds_per_fold(n['seed_gaps'][1])} seeds of a fold) is "
-             f"{np.mean(n['seed_gaps'][0]):.4f} ({count(len(n['seed_gaps'][0]), 'fold')}: "
-             + ", ".join(f"{g:.4f}" for g in n["seed_gaps"][0]) + ")")
+             f"of {seeds_per_fold(seeds)} seeds of a fold) is {np.mean(gaps):.4f} "
+             f"({count(len(gaps), 'fold')}: " + ", ".join(f"{g:.4f}" for g in gaps) + ")")
           + ("; ensembles of its own size (" + count(len(n["members"]), "member")
              + ") may gain more." if n["ensemble_size"] < len(n["members"]) else
              "; these are ensembles of its own size."))

@@ -69,14 +69,16 @@ def _check_files(config, prefix: str) -> None:
   source = get_field(config, "data.source")
   if source == "duke":
     path = get_field(config, "data.duke_dir")
-    if folder_problem(path):
-      raise InputError(f"{_where(prefix, 'data.duke_dir', path)}: {folder_problem(path)}")
+    problem = folder_problem(path)
+    if problem:
+      raise InputError(f"{_where(prefix, 'data.duke_dir', path)}: {problem}")
   if source == "folder":
     path = get_field(config, "data.folder_dir")
     if not isinstance(path, str) or not path:
       raise InputError(f"{prefix}data.folder_dir: no folder given for source 'folder'")
-    if folder_problem(path):
-      raise InputError(f"{_where(prefix, 'data.folder_dir', path)}: {folder_problem(path)}")
+    problem = folder_problem(path)
+    if problem:
+      raise InputError(f"{_where(prefix, 'data.folder_dir', path)}: {problem}")
 
 
 def check_split_record(split: Any, path: str, multiple: int = 1) -> Dict:

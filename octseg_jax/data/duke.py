@@ -352,8 +352,9 @@ def subject_files(path: str, subjects=None, option: str = "--config.data.duke_di
   """The Duke files of a folder (subject_XX.npz and/or Subject_XX.mat), sorted, optionally only
   those whose name's last number is one of the listed subjects. `option` is what names the
   folder, for the message when it is missing."""
-  if folder_problem(path):
-    raise fail(path, f"{folder_problem(path)} (set {option})")
+  problem = folder_problem(path)
+  if problem:
+    raise fail(path, f"{problem} (set {option})")
   files = sorted(glob.glob(os.path.join(path, "*.npz")) + glob.glob(os.path.join(path, "*.mat")))
   if not files:
     raise fail(path, "no .npz or .mat files in this folder")
