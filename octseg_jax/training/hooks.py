@@ -130,7 +130,8 @@ BEST_METRICS = "best_val_metrics.json"    # in the workdir: the kept checkpoint'
 
 
 class TrainingCurves(Hook):
-  """training_curves.png in the workdir at the end (the paper's Figure 3)."""
+  """training_curves.png in the workdir at the end (the paper's Figure 3), titled with the
+  workdir as the user named it (as predict's figures name the model)."""
 
   def end(self, ctx):
     from octseg_jax.outputs import plots
@@ -138,7 +139,7 @@ class TrainingCurves(Hook):
       best = os.path.join(ctx.workdir, BEST_METRICS)      # written at each improving epoch
       kept = read_json(best).get("epoch") if os.path.exists(best) else None
       plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows,
-                            title=f"training curves of {os.path.abspath(ctx.workdir)}",
+                            title=f"training curves of {ctx.workdir}",
                             kept_epoch=kept)
 
 

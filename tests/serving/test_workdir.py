@@ -134,6 +134,22 @@ def test_metrics_log_aligns_changed_columns_by_name(tmp_path):
   assert lines == ["epoch,train_loss,val_loss,val_extra", "1,0.5,0.6,", "2,0.41,0.45,3"]
 
 
+def test_training_curves_are_titled_with_the_workdir_as_named(tmp_path, monkeypatch):
+  from octseg_jax.outputs import plots
+  drawn = []
+  monkeypatch.setattr(plots, "training_curves", lambda path, rows, title, kept_epoch:
+                      drawn.append((path, title, kept_epoch)))
+  monkeypatch.chdir(tmp_path)
+  os.makedirs("runs/a")
+  log = hooks.MetricsLog("runs/a", resume_epoch=0)
+  log.write({"epoch": 1, "train_loss": 0.5, "val_loss": 0.6})
+  with open("runs/a/" + hooks.BEST_METRICS, "w") as f:
+    f.write('{"epoch": 1}')
+  hooks.TrainingCurves().end(hooks.Context("runs/a", None, None, None, log, None))
+  log.close()
+  assert drawn == [(os.path.join("runs/a", "training_curves.png"), "training curves of runs/a", 1)]
+
+
 def test_a_checkpoint_of_another_model_is_an_error_not_damage(trained_workdir, tmp_path):
   import jax
   import jax.numpy as jnp
