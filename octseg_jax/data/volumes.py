@@ -209,7 +209,8 @@ def eyepy_messages(messages: list):
   class Collect(logging.Handler):
     def emit(self, record):
       text = record.getMessage()
-      about = (" (about the file's own layer annotations, which only eval reads, as its truth)"
+      about = (" (about the file's own layer annotations: the truth eval scores against and "
+               "predict's figures draw dashed)"
                if "layer" in text.lower() else "")
       messages.append(f"eyepy: {text}{about}")
   logger = logging.getLogger("eyepy")

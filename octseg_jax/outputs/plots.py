@@ -135,12 +135,14 @@ def _label_figure(images: Sequence, truths: Sequence, preds: Sequence, names: Se
       ax.set_yticks([])
   fig.legend(handles=class_legend_handles(), loc="outside lower center", ncol=5, fontsize=9,
              frameon=False)
-  ratio = drawn_pixel_ratio(fig, axes[0, 0])
-  shape = ("pixels drawn square" if abs(ratio - 1) < 0.05 else
-           f"each pixel drawn {ratio:.2f}x as tall as wide")
   rows = f"rows {top}-{stop - 1} of {height} (the retina)" if h < height else f"{height} rows"
-  fig.suptitle((f"{title}\n" if title else "") + f"{rows} x {w} columns, {shape} (in um a "
-               "B-scan column is usually wider than a row: not true proportions)", fontsize=10)
+  suptitle = lambda shape: fig.suptitle(
+      (f"{title}\n" if title else "") + f"{rows} x {w} columns, {shape} (in um a B-scan "
+      "column is usually wider than a row: not true proportions)", fontsize=10)
+  suptitle("pixels drawn square")          # a draft: the title takes room from the panels
+  ratio = drawn_pixel_ratio(fig, axes[0, 0])
+  suptitle("pixels drawn square" if abs(ratio - 1) < 0.05 else
+           f"each pixel drawn {ratio:.2f}x as tall as wide")
   return fig
 
 
@@ -223,7 +225,7 @@ def boundary_overlay(path: str, image: np.ndarray, pred_bounds: np.ndarray,
   ax.set_title(heading(title, model, f"{drawn}: solid = prediction" +
                        (", dashed = truth" if true_bounds is not None else "")), fontsize=9)
   ax.set_ylabel("row (pixels)" + (f"; {pixel_um[0]:.4g} um each" if pixel_um is not None else ""))
-  ax.set_xlabel("column (A-scan, pixels); " + _stretch_note(fig, ax, pixel_um))
+  _stretch_label(fig, ax, "column (A-scan, pixels); ", pixel_um)
   save_figure(path, fig)
 
 
@@ -262,14 +264,19 @@ def drawn_pixel_ratio(fig, ax) -> float:
   return (box.height / abs(y1 - y0)) / (box.width / abs(x1 - x0))
 
 
-def _stretch_note(fig, ax, pixel_um) -> str:
-  """How much taller than physical the drawn scan is: displayed height per row over width per
-  column, divided by the physical ratio row size / column size."""
+def _stretch_label(fig, ax, prefix: str, pixel_um) -> None:
+  """Sets the x label: `prefix`, then how much taller than physical the drawn scan is
+  (displayed height per row over width per column, divided by the physical ratio row size /
+  column size). The label itself takes room from the axes, so it is measured with a draft of
+  the label in place."""
   if pixel_um is None or pixel_um[1] is None:
-    return "drawn stretched to fit (lateral pixel size unknown; set --pixel_um=ROW,COL)"
-  shown = drawn_pixel_ratio(fig, ax)
-  return (f"{pixel_um[1]:.4g} um each; drawn {shown / (pixel_um[0] / pixel_um[1]):.1f}x "
-          "taller than true proportions")
+    ax.set_xlabel(prefix + "drawn stretched to fit (lateral pixel size unknown; set "
+                  "--pixel_um=ROW,COL)")
+    return
+  text = lambda stretch: (f"{prefix}{pixel_um[1]:.4g} um each; drawn {stretch:.1f}x taller "
+                          "than true proportions")
+  ax.set_xlabel(text(0.0))
+  ax.set_xlabel(text(drawn_pixel_ratio(fig, ax) / (pixel_um[0] / pixel_um[1])))
 
 
 def unsupported_columns(thickness_um: np.ndarray) -> np.ndarray:

@@ -527,6 +527,49 @@ def test_overlay_shades_exactly_the_uncertain_supported_columns(tmp_path, monkey
   assert (sampled[unsupported, 0] != sampled[~uncertain & ~unsupported][0, 0]).all()
 
 
+def _drawn_row_over_column(fig, ax) -> float:
+  """Displayed height of one row over displayed width of one column, as finally laid out."""
+  fig.canvas.draw()
+  (x0, y0), (x1, y1) = ax.transData.transform([(0.0, 0.0), (1.0, 1.0)])
+  return abs(y1 - y0) / abs(x1 - x0)
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (224, 544)])
+def test_overlay_states_the_stretch_it_draws(tmp_path, monkeypatch, shape):
+  """The x label's "drawn Nx taller than true proportions" is the drawn row height over the
+  drawn column width of the saved layout, over the physical row / column size (to its one
+  decimal), also on a small scan whose label takes much of the figure."""
+  import re
+  from octseg_jax.outputs import atomic, plots
+  figures = []
+  monkeypatch.setattr(atomic, "save_figure", lambda path, fig: figures.append(fig))
+  h, w = shape
+  bounds = np.tile(np.linspace(5, h - 5, 8)[:, None], (1, w))
+  plots.boundary_overlay(str(tmp_path / "o.png"), np.full((h, w), 128, np.uint8), bounds,
+                         bounds, title="scan", model="m", pixel_um=(3.872, 11.819))
+  fig = figures[0]
+  ax = fig.axes[0]
+  stated = float(re.search(r"drawn ([0-9.]+)x taller", ax.get_xlabel()).group(1))
+  drawn = _drawn_row_over_column(fig, ax) / (3.872 / 11.819)
+  plots._plt().close(fig)
+  assert abs(stated - drawn) <= 0.05 + 1e-9, (stated, drawn)
+
+
+def test_label_figure_states_the_pixel_shape_it_draws():
+  """side_by_side's title says how tall a drawn pixel is against its width, as finally laid
+  out with the title in place (two decimals)."""
+  import re
+  from octseg_jax.outputs import plots
+  labels = np.zeros((60, 80), np.uint8)
+  labels[20:40] = 3
+  fig = plots._label_figure([np.full((60, 80), 100, np.uint8)], [labels], [labels],
+                            ["scan"], "a title")
+  drawn = _drawn_row_over_column(fig, fig.axes[0])
+  found = re.search(r"each pixel drawn ([0-9.]+)x as tall as wide", fig.get_suptitle())
+  plots._plt().close(fig)
+  assert found and abs(float(found.group(1)) - drawn) <= 0.005 + 1e-9, (found, drawn)
+
+
 def test_an_overlay_without_no_support_columns_has_no_blank_margin(tmp_path):
   """The saved overlay (tight box) ends at its axis labels whether or not any column lacks
   support: no invisible mark stretches it to the figure's corner."""
