@@ -171,6 +171,9 @@ FIELDS: Dict[str, Field] = {
                                   "images (and of Ablation-CAM's ablated channels)", True,
                                   ("explain",)),
     "explain.max_scans": F(4, v.int_at_least(1), "scans per input file", True, True),
+    "explain.scan_indices": F((), v.positions, "the scans to explain in each "
+                              "file, by position from 0 (predict's scan_index); () = the first "
+                              "max_scans", True, ("explain",)),
     # predict
     "predict.members": F(0, v.int_at_least(0), "of an ensemble: the first N (0 = all; 1 = the "
                          "first member without flip views)", True, True),

@@ -57,6 +57,11 @@ def int_tuple(min_len: int, max_len: int, low: int) -> Check:
   return check
 
 
+def positions(v) -> Optional[str]:
+  """Positions in a file, from 0 (any number of them)."""
+  return int_tuple(0, 10_000, 0)(v) and "expected positions from 0, such as 5 or 2,5"
+
+
 def resize_to(v) -> Optional[str]:
   if isinstance(v, (list, tuple)) and len(v) == 0:
     return None

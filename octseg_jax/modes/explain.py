@@ -1,11 +1,12 @@
 """--mode=explain: per-class CAMs, Table-3 statistics, and optional faithfulness and sanity checks.
 
-Per input scan SCAN (up to explain.max_scans per file): SCAN_cam.npz (input x and, per layer,
-raw and normalised maps [K, h, w] at model-input resolution; where x came from: scan rows
-band_top to band_top + band_rows - 1 of scan_rows, all scan_cols columns, resized to
-x[:input_rows, :input_cols], the rest of x padding, where the maps are 0: class scores,
-normalisation, the maps' statistics and removal curves count the scan's pixels only; the
-network still sees the padding, so alpha and the layer's max activation include it) and
+Per input scan SCAN (explain.scan_indices of each file, or up to explain.max_scans):
+SCAN_cam.npz (input x and, per layer, raw and normalised maps [K, h, w] at model-input
+resolution; where x came from: scan rows band_top to band_top + band_rows - 1 of scan_rows,
+all scan_cols columns, resized to x[:input_rows, :input_cols], the rest of x padding, where
+the maps are 0: class scores, normalisation, the maps' statistics and removal curves count the
+scan's pixels only; the network still sees the padding, so alpha and the layer's max
+activation include it) and
 SCAN_cam.png (paper Figure 6, the model's input band drawn with the scan's pixels square, with
 scale bars at the file's pixel size or --pixel_um), directly in --output; for the whole run
 cam_stats.json and cam_stats.md.
@@ -65,12 +66,28 @@ def model_box(box, placement: preprocessing.Placement, scan: str = "the scan"):
   return out
 
 
-def refuse_box_outside_views(sets, trained, box, max_scans: int) -> None:
-  """InputError (model_box) before anything is written when --cam_box misses the model's view
-  of a scan the run would explain."""
+def chosen_scans(scans, cfg) -> List[int]:
+  """The positions in `scans` that explain explains: explain.scan_indices, or the first
+  explain.max_scans. InputError where a file has no scan at a chosen position (refuse_scans)."""
+  wanted = list(dict.fromkeys(int(i) for i in cfg.scan_indices))       # each scan once
+  if not wanted:
+    return list(range(min(len(scans), int(cfg.max_scans))))
+  missing = [i for i in wanted if i >= len(scans)]
+  if missing:
+    raise InputError(f"--config.explain.scan_indices={','.join(map(str, wanted))}: "
+                     f"{scans.source} has {report.count(len(scans), 'scan')} (positions 0-"
+                     f"{len(scans) - 1}), none at {', '.join(map(str, missing))}")
+  return wanted
+
+
+def refuse_scans(sets, trained, box, target: str) -> None:
+  """InputError before anything is written where a file lacks a chosen scan (chosen_scans) or
+  --cam_box misses the model's view of a scan the run would explain (model_box)."""
   for scans, _ in sets:
-    for image, name in zip(scans.images[:max_scans], scans.names):
-      model_box(box, inference.prepare(trained, image)[2], f"{name} of {scans.source}")
+    for i in chosen_scans(scans, trained.config.explain):
+      if target == "box":
+        model_box(box, inference.prepare(trained, scans.images[i])[2],
+                  f"{scans.names[i]} of {scans.source}")
 
 
 def box_in_view(box, placement: preprocessing.Placement) -> tuple:
@@ -386,19 +403,19 @@ def make_explainer(trained, layers, method, target) -> Explainer:
 
 def explain_sets(sets, trained, explainer: Explainer, run_out, box, kinds, sanity: bool,
                  title: str, checks=None):
-  """Explains up to explain.max_scans scans of each ScanSet of `sets` ((ScanSet, scale)
+  """Explains the chosen scans (chosen_scans) of each ScanSet of `sets` ((ScanSet, scale)
   pairs), writing SCAN_cam.npz/.png as it goes (progress per scan; `checks`, the held-out
   verdicts the figures show: write_scan; titles say when the model learned the scan). Returns
   (per-scan statistics with in_training and training_volume, TrainingScans.flags; the sanity
   result or None)."""
   cfg, layers, target = trained.config.explain, explainer.layers, explainer.target
-  total = sum(min(len(s), int(cfg.max_scans)) for s, _ in sets)
+  total = sum(len(chosen_scans(s, cfg)) for s, _ in sets)
   per_scan, sanity_result, clipped = [], None, False
   training = inference.training_scans(trained)
   key = jax.random.key(trained.config.seed)
   with Progress(total, "explain", unit="scan") as progress:
     for scans, scale in sets:
-      for i in range(min(len(scans), int(cfg.max_scans))):
+      for i in chosen_scans(scans, cfg):
         x, y, place = inference.prepare(
             trained, scans.images[i], None if scans.masks is None else scans.masks[i])
         sbox = model_box(box, place) if target == "box" else ()
@@ -440,6 +457,7 @@ def explain_settings(trained, explainer, sets, per_scan, kinds, sanity, input_pa
   first = jnp.asarray(inference.prepare(trained, sets[0][0].images[0])[0][None])
   return {"method": method, "target": target, "box": list(box), "layers": list(layers),
           "scans": len(per_scan), "scans_read": sum(len(s) for s, _ in sets),
+          "scan_indices": [int(i) for i in trained.config.explain.scan_indices],
           "input": input_path, "epoch": trained.epoch,
           "workdir": workdir, "region": "ground truth" if with_masks else "prediction",
           "faithfulness": kinds, "sanity": bool(sanity),
@@ -487,16 +505,18 @@ def checked_box(flag, target: str, default) -> tuple:
   return box
 
 
-def print_explained(per_scan: List[Dict], available: int, max_scans: int, what: str, run_out,
+def print_explained(per_scan: List[Dict], available: int, cfg, what: str, run_out,
                     skipped: int, seen: Dict) -> None:
-  """The console's closing lines: scans explained (per_scan; of how many, when
-  explain.max_scans capped them), `what` (method and layers), the output folder, failed and
+  """The console's closing lines: scans explained (per_scan; of how many, when the explain
+  config `cfg` chose fewer), `what` (method and layers), the output folder, failed and
   skipped files, and warnings when any of them have little of the layer order predict reports
   (`low_support`) or were in the model's training set or from its training volumes (`seen`:
   inference.training_overlap)."""
   explained = len(per_scan)
-  capped = (f" of {available} (explain.max_scans={max_scans} per file; "
-            "--config.explain.max_scans=N explains more)" if available > explained else "")
+  chosen = (f"explain.scan_indices={','.join(map(str, cfg.scan_indices))}" if cfg.scan_indices
+            else f"explain.max_scans={cfg.max_scans} per file; --config.explain.max_scans=N "
+            "explains more")
+  capped = f" of {available} ({chosen})" if available > explained else ""
   print(f"explained {report.count(explained, 'scan')}{capped} ({what}) -> {run_out.folder}; "
         f"{run_out.num_failed} failed, {skipped} skipped")
   low = sum(p["low_support"] for p in per_scan)
@@ -526,7 +546,7 @@ def layers_source(workdir: str, layers, overrides) -> str:
 def run(workdir: str, input_path: str, output: str, layers=None, method=None, target=None,
         box=None, faithfulness_flag=None, sanity: bool = False, overrides=None,
         pixel_um: str = None) -> Dict:
-  """Explains up to explain.max_scans scans of every readable file that `input_path` names into
+  """Explains the chosen scans (chosen_scans) of every readable file that `input_path` names into
   the folder `output` (files that cannot be read or are refused are listed in errors.csv).
   pixel_um: --pixel_um=ROW[,COL], the pixel size of inputs without their own (scale bars)."""
   pixel_um_option = inputs.parse_pixel_um(pixel_um)
@@ -551,8 +571,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     run_out.skipped(path, "not a scan file (no scan extension)")
   # Read before the folder is made: nothing is written for a bad single file.
   sets = sets or inputs.read_scaled(files, run_out.failed, stored.data, pixel_um_option)
-  if target == "box":
-    refuse_box_outside_views(sets, trained, box, int(cfg.max_scans))
+  refuse_scans(sets, trained, box, target)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{gradcam.METHOD_NAMES[method]}, target '{target}' "
@@ -574,7 +593,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   read = settings["scans_read"]           # more than explained where max_scans capped
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
                   "scans_read": read, **seen})
-  print_explained(per_scan, read, int(cfg.max_scans),
+  print_explained(per_scan, read, cfg,
                   f"{method}, layers {', '.join(layers)}", run_out, len(skipped), seen)
   run_out.refuse_failures(input_path, "used")
   return result

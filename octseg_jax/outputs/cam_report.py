@@ -252,7 +252,9 @@ def stats_markdown(result: Dict) -> str:
   lines = ["# Explanation statistics", "",
            f"Method {st['method']}, target pixel set '{st['target']}', "
            f"{st['scans']} scan{'' if st['scans'] == 1 else 's'} from {st['input']}"
-           + (f" (of {st['scans_read']} read: explain.max_scans per file)"
+           + (f" (of {st['scans_read']} read: "
+              + ("explain.scan_indices)" if st.get("scan_indices") else
+                 "explain.max_scans per file)")
               if st.get("scans_read", st["scans"]) > st["scans"] else "")
            + f", checkpoint epoch {epochs_text(st['epoch'])} of {st['workdir']}. "
            "Means over scans." + (f" **Warning: {training_overlap_text(result, st['scans'])}: "

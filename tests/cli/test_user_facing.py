@@ -115,6 +115,21 @@ def test_overrides_refused_with_one_line(arg, message):
   assert message in text and "\n" not in text and text.startswith(arg.split("=")[0])
 
 
+def test_explains_scan_positions_are_whole_numbers_from_0_and_explain_s_alone():
+  assert ovr.parse(["--config.explain.scan_indices=5"], "explain") == {
+      "explain.scan_indices": (5,)}
+  assert ovr.parse(["--config.explain.scan_indices=2,0"], "explain") == {
+      "explain.scan_indices": (2, 0)}
+  for arg, mode, message in [
+      ("--config.explain.scan_indices=-1", "explain", "--config.explain.scan_indices=-1: "
+       "expected positions from 0, such as 5 or 2,5"),
+      ("--config.explain.scan_indices=5", "predict", "--config.explain.scan_indices: only "
+       "--mode=explain accepts it, not --mode=predict")]:
+    with pytest.raises(InputError) as e:
+      ovr.parse([arg], mode)
+    assert str(e.value) == message
+
+
 def test_alias_flags_must_agree_with_overrides():
   same = ovr.merge_aliases({"explain.method": "hirescam"}, {"cam_method": "hirescam",
                                                             "cam_layers": ["head"]})

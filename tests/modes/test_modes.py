@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -259,6 +260,9 @@ def test_explain_writes_maps_stats_and_figure(trained_workdir, tmp_path):
   assert stats["scans_with_low_support"] == sum(s["low_support"] for s in stats["per_scan"])
 
 
+FIRST_5 = types.SimpleNamespace(scan_indices=(), max_scans=5)     # an explain config
+
+
 def test_explains_closing_lines_warn_about_scans_with_low_support(capsys):
   from types import SimpleNamespace
   run_out = SimpleNamespace(folder="out", num_failed=0)
@@ -266,13 +270,13 @@ def test_explains_closing_lines_warn_about_scans_with_low_support(capsys):
            for low in (True, False, True)]
   cases = ((scans, "2 of 3 scans explained have"), (scans[:1], "1 of 1 scan explained has"))
   for per_scan, line in cases:
-    explain.print_explained(per_scan, len(per_scan), 5, "gradcam", run_out, 0, {})
+    explain.print_explained(per_scan, len(per_scan), FIRST_5, "gradcam", run_out, 0, {})
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == (f"warning: {line} the layers in anatomical order (every boundary found) "
                        "in fewer than 50% of the columns of the model's input (the maps explain "
                        "outputs that predict would not measure): is it a retinal B-scan like the "
                        "model's training data?")
-  explain.print_explained(scans[1:2], 1, 5, "gradcam", run_out, 0, {})
+  explain.print_explained(scans[1:2], 1, FIRST_5, "gradcam", run_out, 0, {})
   assert "warning" not in capsys.readouterr().out
 
 
@@ -304,6 +308,45 @@ def test_explain_without_curves_times_no_curves_and_says_when_scans_are_left_out
   assert "removal curves" not in md
   assert sorted(os.listdir(tmp_path / "out")) == [
       "cam_stats.json", "cam_stats.md", "manifest.json", "scan_000_cam.npz", "scan_000_cam.png"]
+
+
+def test_explain_explains_the_chosen_scans_as_it_explains_them_alone(trained_workdir,
+                                                                      tmp_path, capsys):
+  """explain.scan_indices=(2, 0): those two scans of the file, each with the maps it gets when
+  it is the only scan of its file, and the closing line and cam_stats.md say how they were
+  chosen."""
+  workdir, _ = trained_workdir
+  images = synthetic.generate(3, 96, 64, seed=4).images
+  write_npz(str(tmp_path / "scans.npz"), images=images)
+  result = explain.run(workdir, str(tmp_path / "scans.npz"), str(tmp_path / "out"),
+                       overrides={"explain.scan_indices": (2, 0)})
+  assert "explained 2 scans of 3 (explain.scan_indices=2,0)" in capsys.readouterr().out
+  assert result["settings"]["scan_indices"] == [2, 0]
+  assert sorted(os.listdir(tmp_path / "out")) == [
+      "cam_stats.json", "cam_stats.md", "manifest.json", "scans_000_cam.npz",
+      "scans_000_cam.png", "scans_002_cam.npz", "scans_002_cam.png"]
+  md = (tmp_path / "out" / "cam_stats.md").read_text()
+  assert "2 scans from" in md and "(of 3 read: explain.scan_indices)" in md
+  write_npz(str(tmp_path / "alone.npz"), images=images[2:3])
+  explain.run(workdir, str(tmp_path / "alone.npz"), str(tmp_path / "alone"))
+  chosen = np.load(tmp_path / "out" / "scans_002_cam.npz")
+  alone = np.load(tmp_path / "alone" / "alone_000_cam.npz")
+  assert sorted(chosen.files) == sorted(alone.files)
+  for key in chosen.files:
+    np.testing.assert_allclose(chosen[key], alone[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_chosen_scan_a_file_lacks_is_refused_before_anything_is_written(trained_workdir,
+                                                                          tmp_path):
+  from octseg_jax.errors import InputError
+  workdir, _ = trained_workdir
+  write_npz(str(tmp_path / "scan.npz"), images=synthetic.generate(2, 96, 64, seed=4).images)
+  with pytest.raises(InputError) as e:
+    explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
+                overrides={"explain.scan_indices": (1, 5, 2)})
+  assert str(e.value) == (f"--config.explain.scan_indices=1,5,2: {tmp_path / 'scan.npz'} has 2 "
+                          "scans (positions 0-1), none at 5, 2")
+  assert not (tmp_path / "out").exists()
 
 
 def test_a_box_beyond_the_models_view_is_said_once_and_drawn_as_used(trained_workdir, tmp_path,
