@@ -590,7 +590,7 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
   write_json(stats_json, result)
   write_text(stats_md, stats_markdown(result))
   run_out.wrote(stats_json, stats_md)
-  read = settings["scans_read"]           # more than explained where max_scans capped
+  read = settings["scans_read"]           # more than explained where fewer were chosen
   run_out.finish({"input": input_path, "workdir": workdir, "scans": len(per_scan),
                   "scans_read": read, **seen})
   print_explained(per_scan, read, cfg,
