@@ -58,7 +58,7 @@ def int_tuple(min_len: int, max_len: int, low: int) -> Check:
 
 
 def positions(v) -> Optional[str]:
-  """Positions in a file, from 0 (any number of them)."""
+  """Positions in a file, from 0 (up to 10,000 of them)."""
   return int_tuple(0, 10_000, 0)(v) and "expected positions from 0, such as 5 or 2,5"
 
 

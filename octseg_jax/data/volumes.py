@@ -209,8 +209,8 @@ def eyepy_messages(messages: list):
   class Collect(logging.Handler):
     def emit(self, record):
       text = record.getMessage()
-      about = (" (about the file's own layer annotations: the truth eval scores against and "
-               "predict's figures draw dashed)"
+      about = (" (about the file's own layer annotations: the predictions do not use them; "
+               "where they can be read, eval scores against them and predict draws them)"
                if "layer" in text.lower() else "")
       messages.append(f"eyepy: {text}{about}")
   logger = logging.getLogger("eyepy")

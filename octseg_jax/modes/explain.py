@@ -67,27 +67,42 @@ def model_box(box, placement: preprocessing.Placement, scan: str = "the scan"):
 
 
 def chosen_scans(scans, cfg) -> List[int]:
-  """The positions in `scans` that explain explains: explain.scan_indices, or the first
-  explain.max_scans. InputError where a file has no scan at a chosen position (refuse_scans)."""
-  wanted = list(dict.fromkeys(int(i) for i in cfg.scan_indices))       # each scan once
+  """The positions in `scans` that explain explains: explain.scan_indices (each once), or the
+  first explain.max_scans. InputError where the file has no scan at a chosen position."""
+  wanted = list(dict.fromkeys(int(i) for i in cfg.scan_indices))
   if not wanted:
     return list(range(min(len(scans), int(cfg.max_scans))))
-  missing = [i for i in wanted if i >= len(scans)]
+  missing = sorted({i for i in wanted if i >= len(scans)})
   if missing:
-    raise InputError(f"--config.explain.scan_indices={','.join(map(str, wanted))}: "
+    raise InputError(f"--config.explain.scan_indices={','.join(map(str, cfg.scan_indices))}: "
                      f"{scans.source} has {report.count(len(scans), 'scan')} (positions 0-"
                      f"{len(scans) - 1}), none at {', '.join(map(str, missing))}")
   return wanted
 
 
-def refuse_scans(sets, trained, box, target: str) -> None:
-  """InputError before anything is written where a file lacks a chosen scan (chosen_scans) or
-  --cam_box misses the model's view of a scan the run would explain (model_box)."""
+def with_chosen_scans(sets, cfg, run_out, single: bool) -> list:
+  """The (ScanSet, scale) pairs of `sets` that hold every chosen scan (chosen_scans). A single
+  input file without one stops the run (InputError); a folder's such files fail (errors.csv)
+  and the others are explained."""
+  kept = []
+  for scans, scale in sets:
+    try:
+      chosen_scans(scans, cfg)
+      kept.append((scans, scale))
+    except InputError as e:
+      if single:
+        raise
+      inputs.report_failure(run_out.failed, scans.source, e)
+  return kept
+
+
+def refuse_box_outside_views(sets, trained, box) -> None:
+  """InputError (model_box) before anything is written when --cam_box misses the model's view
+  of a scan the run would explain."""
   for scans, _ in sets:
     for i in chosen_scans(scans, trained.config.explain):
-      if target == "box":
-        model_box(box, inference.prepare(trained, scans.images[i])[2],
-                  f"{scans.names[i]} of {scans.source}")
+      model_box(box, inference.prepare(trained, scans.images[i])[2],
+                f"{scans.names[i]} of {scans.source}")
 
 
 def box_in_view(box, placement: preprocessing.Placement) -> tuple:
@@ -571,7 +586,9 @@ def run(workdir: str, input_path: str, output: str, layers=None, method=None, ta
     run_out.skipped(path, "not a scan file (no scan extension)")
   # Read before the folder is made: nothing is written for a bad single file.
   sets = sets or inputs.read_scaled(files, run_out.failed, stored.data, pixel_um_option)
-  refuse_scans(sets, trained, box, target)
+  sets = with_chosen_scans(sets, trained.config.explain, run_out, single)
+  if target == "box":
+    refuse_box_outside_views(sets, trained, box)
   run_out.start()
   per_scan, sanity_result = explain_sets(sets, trained, explainer, run_out, box, kinds, sanity,
                                          f"{gradcam.METHOD_NAMES[method]}, target '{target}' "

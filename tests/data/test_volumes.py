@@ -184,8 +184,9 @@ def test_heyex_vol_and_xml_fixtures_read_with_scale_and_laterality(caplog):
   vol = volumes.read_volume(os.path.join(FIXTURES, "heyex_vol", "test_volume.vol"))
   # eyepy's log line about the .vol's layer count becomes a note, not a console log line
   assert [n for n in vol.notes if n.startswith("eyepy: ") and "layers" in n] == vol.notes != []
-  assert all(n.endswith("(about the file's own layer annotations: the truth eval scores "
-                        "against and predict's figures draw dashed)") for n in vol.notes)
+  assert all(n.endswith("(about the file's own layer annotations: the predictions do not use "
+                        "them; where they can be read, eval scores against them and predict "
+                        "draws them)") for n in vol.notes)
   assert not [r for r in caplog.records if r.name.startswith("eyepy")]
   vol.notes.clear()
   xml = volumes.read_volume(os.path.join(FIXTURES, "heyex_xml", "test_volume"))

@@ -345,8 +345,32 @@ def test_a_chosen_scan_a_file_lacks_is_refused_before_anything_is_written(traine
     explain.run(workdir, str(tmp_path / "scan.npz"), str(tmp_path / "out"),
                 overrides={"explain.scan_indices": (1, 5, 2)})
   assert str(e.value) == (f"--config.explain.scan_indices=1,5,2: {tmp_path / 'scan.npz'} has 2 "
-                          "scans (positions 0-1), none at 5, 2")
+                          "scans (positions 0-1), none at 2, 5")
   assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_file_without_a_chosen_scan_fails_alone(trained_workdir, tmp_path, capsys):
+  """In a folder run, a file without a scan at a chosen position is listed in errors.csv as
+  failed and the others are explained; the run then ends with its one line (exit status 2)."""
+  from octseg_jax.errors import InputError
+  workdir, _ = trained_workdir
+  folder = tmp_path / "in"
+  folder.mkdir()
+  write_npz(str(folder / "a.npz"), images=synthetic.generate(3, 96, 64, seed=4).images)
+  write_npz(str(folder / "b.npz"), images=synthetic.generate(1, 96, 64, seed=5).images)
+  with pytest.raises(InputError) as e:
+    explain.run(workdir, str(folder), str(tmp_path / "out"),
+                overrides={"explain.scan_indices": (2, 2)})
+  assert str(e.value) == (f"{folder}: 1 of 2 scan files could not be read or used (listed in "
+                          f"{tmp_path / 'out'}/errors.csv)")
+  why = (f"--config.explain.scan_indices=2,2: {folder / 'b.npz'} has 1 scan (positions 0-0), "
+         "none at 2")
+  assert f"failed: {why}" in capsys.readouterr().out
+  with open(tmp_path / "out" / "errors.csv") as f:
+    assert list(csv.reader(f))[1:] == [[str(folder / "b.npz"), "failed", why]]
+  assert sorted(n for n in os.listdir(tmp_path / "out") if n.endswith("_cam.npz")) == [
+      "a_002_cam.npz"]
+  assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"]
 
 
 def test_a_box_beyond_the_models_view_is_said_once_and_drawn_as_used(trained_workdir, tmp_path,
