@@ -19,7 +19,9 @@ from octseg_jax.cam import faithfulness  # noqa: E402
 from octseg_jax.config import overrides as inference_overrides  # noqa: E402
 from octseg_jax.config import schema  # noqa: E402
 from octseg_jax.modes import cli  # noqa: E402
-from octseg_jax.outputs.plots import DEFAULT_FIGURES, FIGURES  # noqa: E402
+from octseg_jax.data import volumes  # noqa: E402
+from octseg_jax.outputs.plots import FIGURES  # noqa: E402
+from octseg_jax.runtime import distributed  # noqa: E402
 
 
 def _fail(message: str):
@@ -69,29 +71,34 @@ flags.DEFINE_enum("cam_method", None, list(schema.choices("explain.method")),
 flags.DEFINE_enum("cam_target", None, list(schema.choices("explain.target")),
                   "explain: pixel set M.")
 flags.DEFINE_list("cam_box", None, "explain: row0,col0,row1,col1 in scan pixels (target box).")
-flags.DEFINE_bool("volume", False, "predict: read an .npz input as one eye's volume.")
-flags.DEFINE_enum("laterality", None, ["OD", "OS"], "predict: eye of a volume without one.")
+flags.DEFINE_bool("volume", cli.mode_default("volume"),
+                  "predict: read an .npz input as one eye's volume.")
+flags.DEFINE_enum("laterality", None, list(volumes.LATERALITIES),
+                  "predict: eye of a volume without one.")
 flags.DEFINE_string("fovea", None, "predict: x_mm,y_mm of the fovea in the maps' mm (x along "
                     "the B-scan from its first column, y the B-scan positions; default: found).")
 flags.DEFINE_string("pixel_um", None, "predict, explain, eval: ROW[,COL] um per pixel row (and "
                     "column) of inputs without their own scale (images, .npz without scale_mm); "
                     "converts units only (explain: its scale bars; eval: its um errors). "
                     "Default: the model config's data.pixel_um per row.")
-flags.DEFINE_enum("figures", DEFAULT_FIGURES, list(FIGURES),
+flags.DEFINE_enum("figures", cli.mode_default("figures"), list(FIGURES),
                   "predict: overlay and thickness figures for no scan, the first scan of each "
                   "file, a volume's B-scan nearest its fovea (the first scan of other files), "
                   "or every scan (a volume's thickness maps are always drawn).")
-flags.DEFINE_enum("cam_faithfulness", "none", list(faithfulness.KINDS),
+flags.DEFINE_enum("cam_faithfulness", cli.mode_default("cam_faithfulness"),
+                  list(faithfulness.KINDS),
                   "explain: removal curves (deletion, ROAD, or both) per scan and layer.")
-flags.DEFINE_bool("cam_sanity", False, "explain: weight-randomisation check (first scan).")
+flags.DEFINE_bool("cam_sanity", cli.mode_default("cam_sanity"),
+                  "explain: weight-randomisation check (first scan).")
 flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-line errors.")
 # Several processes (octseg_jax/runtime/distributed.py; README "Several machines").
-flags.DEFINE_enum("distributed", "off", ["off", "auto"],
+flags.DEFINE_enum("distributed", distributed.DISTRIBUTED_MODES[0],
+                  list(distributed.DISTRIBUTED_MODES),
                   "auto: jax.distributed.initialize() detects the cluster (Slurm, Open MPI).")
 flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (with the next two).")
 flags.DEFINE_integer("num_processes", None, "Number of processes of the run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
-flags.DEFINE_integer("distributed_timeout_s", 300,
+flags.DEFINE_integer("distributed_timeout_s", distributed.DEFAULT_TIMEOUT_S,
                      "Seconds to wait for the coordinator and the other processes.")
 
 

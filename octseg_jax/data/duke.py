@@ -20,7 +20,7 @@ import numpy as np
 
 from octseg_jax.data.scans import (MAX_IMAGE_SIDE, ScanSet, bscan_name, check_fluid,
                                    check_image_side, check_index_field, check_masks,
-                                   to_uint8_images)
+                                   label_map, to_uint8_images)
 from octseg_jax.errors import InputError, fail, folder_problem, library_reason
 from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
 
@@ -132,13 +132,9 @@ def boundaries_to_mask(bounds: np.ndarray, height: int) -> np.ndarray:
   b = np.array(bounds, np.float64)
   b[~np.isfinite(b) | (b <= 0)] = np.nan
   annotated = np.isfinite(b[0]) & np.isfinite(b[-1])
-  for k in range(1, 8):                                   # fill missing from the one above
+  for k in range(1, NUM_BOUNDARIES):                      # fill missing from the one above
     b[k] = np.where(np.isnan(b[k]), b[k - 1], b[k])
-  fb = np.floor(np.nan_to_num(b, nan=0.0))
-  rows = np.arange(height)[:, None]
-  mask = np.zeros((height, b.shape[1]), np.uint8)
-  for k in range(7):
-    mask[(rows >= fb[k]) & (rows < fb[k + 1])] = k + 1
+  mask = label_map(np.nan_to_num(b, nan=0.0), height)
   mask[:, ~annotated] = IGNORE
   return mask
 

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from octseg_jax.errors import fail
-from octseg_jax.anatomy import IGNORE, NUM_CLASSES
+from octseg_jax.anatomy import IGNORE, NUM_CLASSES, NUM_LAYERS
 
 MAX_IMAGE_SIDE = 4096     # default of config data.max_image_side
 SPECTRALIS_ROW_UM = 3.87  # Heidelberg Spectralis axial pixel size (Duke DME): um per row
@@ -45,6 +45,18 @@ class ScanSet:
                    self.subjects[index], [self.names[i] for i in index], self.source,
                    fluid=None if self.fluid is None else self.fluid[index],
                    volume_scale=self.volume_scale)
+
+
+def label_map(bounds: np.ndarray, height: int) -> np.ndarray:
+  """Boundaries [8, W] (finite rows, in anatomical order) -> uint8 [H, W]: row r is layer k
+  when floor(b_k) <= r < floor(b_k+1), background elsewhere. The Duke files' rule for the
+  grader's boundaries (see the data README); the phantom draws its masks with it too."""
+  rows = np.arange(height)[:, None]
+  fb = np.floor(bounds)
+  mask = np.zeros((height, bounds.shape[1]), np.uint8)
+  for k in range(NUM_LAYERS):
+    mask[(rows >= fb[k]) & (rows < fb[k + 1])] = k + 1
+  return mask
 
 
 def bscan_name(stem: str, index: int) -> str:

@@ -10,7 +10,7 @@ images whatever the number of scans asked for.
 import numpy as np
 from scipy import ndimage
 
-from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet, bscan_name
+from octseg_jax.data.scans import SPECTRALIS_ROW_UM, ScanSet, bscan_name, label_map
 
 # Median layer thickness in rows of a 496-row Duke Spectralis B-scan (classes 1..7).
 DUKE_THICKNESS_496 = np.array([9.0, 17.0, 8.0, 7.0, 22.0, 8.0, 7.0])
@@ -52,16 +52,6 @@ def boundaries(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
   for k in range(6, -1, -1):                                      # stack layers upward
     b[k] = b[k + 1] - t[k]
   return b
-
-
-def label_map(b: np.ndarray, height: int) -> np.ndarray:
-  """Boundaries [8, W] -> uint8 [H, W]; row r is class k when floor(b_k) <= r < floor(b_k+1)."""
-  rows = np.arange(height)[:, None]
-  fb = np.floor(b)
-  mask = np.zeros((height, b.shape[1]), np.uint8)
-  for k in range(7):
-    mask[(rows >= fb[k]) & (rows < fb[k + 1])] = k + 1
-  return mask
 
 
 def render(rng: np.random.Generator, mask: np.ndarray, b: np.ndarray, cysts: bool,

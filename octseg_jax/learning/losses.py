@@ -17,7 +17,7 @@ from typing import Callable, Dict, Optional
 import jax
 import jax.numpy as jnp
 
-from octseg_jax.anatomy import IGNORE, NUM_BOUNDARIES
+from octseg_jax.anatomy import FLUID_THRESHOLD, IGNORE, NUM_BOUNDARIES
 
 DICE_MODES = ("global", "class_mean")
 DICE_SMOOTH = 1.0
@@ -227,13 +227,14 @@ def depth_loss_from_sums(sums, xp=jnp):
 
 def fluid_sums(fluid_logit: jax.Array, fluid: jax.Array, known: jax.Array):
   """Sums of the fluid head over pixels whose fluid state is known: binary cross-entropy, the
-  soft Dice sums of sigmoid probabilities, and the hard (p > 0.5) true/false positives and
+  soft Dice sums of sigmoid probabilities, and the hard (p > FLUID_THRESHOLD) true/false positives and
   false negatives."""
   z = fluid_logit.astype(jnp.float32)
   t = fluid.astype(jnp.float32)
   m = known.astype(jnp.float32)
-  p = jax.nn.sigmoid(z) * m
-  hard = (z > 0).astype(jnp.float32) * m
+  prob = jax.nn.sigmoid(z)
+  p = prob * m
+  hard = (prob > FLUID_THRESHOLD).astype(jnp.float32) * m
   return {"fluid_bce_sum": jnp.sum(m * (jax.nn.softplus(z) - z * t)), "fluid_n": jnp.sum(m),
           "fluid_inter": jnp.sum(p * t), "fluid_psum": jnp.sum(p), "fluid_ysum": jnp.sum(m * t),
           "fluid_tp": jnp.sum(hard * t), "fluid_fp": jnp.sum(hard * (1 - t)),

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from octseg_jax.anatomy import IGNORE, NUM_CLASSES, NUM_LAYERS
+from octseg_jax.anatomy import FLUID_THRESHOLD, IGNORE, NUM_CLASSES, NUM_LAYERS
 from octseg_jax.data import preprocessing
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.learning import metrics, uncertainty
@@ -114,12 +114,12 @@ def score_fluid_columns(labels, masks, fluid, pixel_um: float) -> Dict:
 
 def score_fluid(fluid_probs, fluid_true, masks, subjects) -> Dict:
   """Fluid Dice counted globally (over the split, per subject, over the scans with fluid) and
-  the absolute fluid-area error per scan, from fluid probabilities [H, W] thresholded at 0.5.
+  the absolute fluid-area error per scan, from fluid probabilities [H, W] thresholded at FLUID_THRESHOLD.
   Pixels count where the fluid state is known: labelled (mask != 255) or marked fluid."""
   counts = []
   for p, f, m in zip(fluid_probs, fluid_true, masks):
     known = (m != IGNORE) | (f > 0)
-    pred, true = (p > 0.5) & known, (f > 0) & known
+    pred, true = (p > FLUID_THRESHOLD) & known, (f > 0) & known
     counts.append((np.sum(pred & true), np.sum(pred & ~true), np.sum(~pred & true),
                    np.sum(pred), np.sum(true)))
   c = np.asarray(counts, np.float64).reshape(-1, 5)             # tp, fp, fn, pred, true

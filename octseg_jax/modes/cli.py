@@ -106,20 +106,19 @@ def dispatch(flags, override_args=()) -> None:
   if mode == "eval":
     from octseg_jax.modes import evaluate
     evaluate.run(workdir, flags.input, output, overrides=overrides,
-                 pixel_um=getattr(flags, "pixel_um", None))
+                 pixel_um=mode_flag(flags, "pixel_um"))
   elif mode == "predict":
     from octseg_jax.modes import predict
     predict.run(workdir, flags.input, output,
-                figures=getattr(flags, "figures", DEFAULT_FIGURES),
-                volume=getattr(flags, "volume", False),
-                laterality=getattr(flags, "laterality", None), fovea=getattr(flags, "fovea", None),
-                overrides=overrides, pixel_um=getattr(flags, "pixel_um", None))
+                figures=mode_flag(flags, "figures"), volume=mode_flag(flags, "volume"),
+                laterality=mode_flag(flags, "laterality"), fovea=mode_flag(flags, "fovea"),
+                overrides=overrides, pixel_um=mode_flag(flags, "pixel_um"))
   elif mode == "explain":
     from octseg_jax.modes import explain
     explain.run(workdir, flags.input, output,
-                faithfulness_flag=getattr(flags, "cam_faithfulness", "none"),
-                sanity=getattr(flags, "cam_sanity", False), overrides=overrides,
-                pixel_um=getattr(flags, "pixel_um", None))
+                faithfulness_flag=mode_flag(flags, "cam_faithfulness"),
+                sanity=mode_flag(flags, "cam_sanity"), overrides=overrides,
+                pixel_um=mode_flag(flags, "pixel_um"))
 
 
 # the flags of some modes only: their defaults and the modes that use them
@@ -131,11 +130,21 @@ MODE_FLAGS = {"volume": (False, ("predict",)), "laterality": (None, ("predict",)
               **{alias: (None, ("explain",)) for alias in ALIASES}}
 
 
+def mode_default(name: str):
+  """The default of a flag of MODE_FLAGS (main.py declares the flags with it)."""
+  return MODE_FLAGS[name][0]
+
+
+def mode_flag(flags, name: str):
+  """A flag of MODE_FLAGS as given, or its default where `flags` lacks it."""
+  return getattr(flags, name, mode_default(name))
+
+
 def _refuse_mode_flags(flags) -> None:
   """Every mode refuses the flags of MODE_FLAGS it does not use rather than ignore them (a
   --input given to training, a --pixel_um read as the scale of numbers it did not change)."""
   for name, (default, modes) in MODE_FLAGS.items():
-    if flags.mode not in modes and getattr(flags, name, default) != default:
+    if flags.mode not in modes and mode_flag(flags, name) != default:
       raise InputError(f"--{name}: only used by " + " and ".join(f"--mode={m}" for m in modes))
 
 

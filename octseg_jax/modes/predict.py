@@ -34,7 +34,7 @@ from octseg_jax.learning import uncertainty
 from octseg_jax.outputs import plots
 from octseg_jax.outputs import report
 from octseg_jax.data import inputs, volumes
-from octseg_jax.anatomy import IGNORE, LAYER_NAMES
+from octseg_jax.anatomy import FLUID_THRESHOLD, IGNORE, LAYER_NAMES
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import StreamingNpz, write_csv
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder, unique_stems
@@ -169,12 +169,12 @@ def scan_arrays(scans, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
 
 
 def head_outputs(restored) -> Dict[str, np.ndarray]:
-  """The prediction-file arrays of the heads for scans of one size: fluid (uint8, p > 0.5),
+  """The prediction-file arrays of the heads for scans of one size: fluid (uint8, p > FLUID_THRESHOLD),
   fluid_prob (float16) and boundaries_head (the boundary head's rows [8, W]); {} without heads."""
   out = {}
   if "fluid" in restored[0]:
     prob = np.stack([r["fluid"] for r in restored])
-    out.update(fluid=(prob > 0.5).astype(np.uint8), fluid_prob=prob.astype(np.float16))
+    out.update(fluid=(prob > FLUID_THRESHOLD).astype(np.uint8), fluid_prob=prob.astype(np.float16))
   if "boundaries" in restored[0]:
     out["boundaries_head"] = np.stack([r["boundaries"] for r in restored])
   return out

@@ -31,7 +31,7 @@ MESSAGE_BYTES = 1024
 XLA_GRACE_S = 30     # XLA's own join deadline comes this much after ours
 
 
-def initialize(mode: str = "off", coordinator_address: Optional[str] = None,
+def initialize(mode: str = DISTRIBUTED_MODES[0], coordinator_address: Optional[str] = None,
                num_processes: Optional[int] = None, process_id: Optional[int] = None,
                timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
   """Joins the processes of one run; must come before any other JAX computation.
