@@ -5,7 +5,8 @@
 
 The queue is the committed plan file `configs/campaign.json`: recipes (a config file, its
 overrides, optional `fold_overrides` per fold, optional `score_subjects` per fold for a recipe
-whose validation split is its training scans, and the commit they run at; `kind`
+whose validation split is its training scans, the commit they run at, and `estimate_s`, the
+seconds one run is expected to take until one has finished; optional `note`; `kind`
 "learning_curve" marks a reading that is never adopted, "validation_free" a recipe trained
 without a validation pair, "final" one trained on every subject, which has no held-out
 score: its optional `cross_validation` names the validation_free recipe whose fold models,
@@ -32,8 +33,14 @@ runner takes the runs in order, one at a time, under `nice`:
 
 STATE defaults to ../campaign beside this checkout (checkpoints may be lost with the machine;
 results never are). The runner itself does no JAX work (it imports only the workdir helpers,
-and duke.subject_files to choose the files a score_subjects run is scored on, which run.json
-records), so editing main while it runs cannot change a run's training.
+the config schema to check the plan's overrides before any run starts, and duke.subject_files
+to choose the files a score_subjects run is scored on, which run.json records), so editing
+main while it runs cannot change a run's training.
+
+Before it starts anything, and again before each run, the plan is checked (`plan_problem`,
+`runnable_problem`): its keys, each run's recipe, fold and seed, each recipe's commit and its
+overrides' fields and values. A problem is one line and exit status 2, not a run that fails
+hours later.
 """
 
 import csv
@@ -70,35 +77,127 @@ MAX_ATTEMPTS = 2          # per run and runner start: a run that fails twice is 
 NICE = 10
 
 
+PLAN_KEYS = {"recipes": dict, "queue": list, "results_dir": str, "duke_dir": str}
+RECIPE_KEYS = {"config", "commit", "estimate_s", "overrides", "fold_overrides", "score_subjects",
+               "kind", "cross_validation", "note"}
+RUN_KEYS = {"recipe", "fold", "seed", "keep_model"}
+KINDS = ("learning_curve", "validation_free", "final")
+
+
 def load_plan(path=PLAN):
-  """The plan file; one line and exit status 2 if it cannot be read as JSON."""
+  """The plan file; one line and exit status 2 if it cannot be read as JSON or `plan_problem`
+  finds a problem in it."""
   try:
     with open(path) as f:
       plan = json.load(f)
   except (OSError, ValueError) as e:
     print(f"error: {path}: not a readable plan file ({e})", file=sys.stderr)
     sys.exit(2)
-  for run in plan["queue"]:
-    if run["recipe"] not in plan["recipes"]:
-      print(f"error: {path}: run {run} names no recipe of the plan", file=sys.stderr)
-      sys.exit(2)
-    if not isinstance(run.get("keep_model", False), bool):
-      print(f"error: {path}: run {run}: keep_model must be true or false", file=sys.stderr)
-      sys.exit(2)
-  for name, recipe in plan["recipes"].items():
-    cv = recipe.get("cross_validation")
-    if cv is not None and (cv == name or plan["recipes"].get(cv, {}).get("kind")
-                           != "validation_free"):
-      print(f"error: {path}: recipe {name}: cross_validation must name another recipe of the "
-            "plan, of kind validation_free", file=sys.stderr)
-      sys.exit(2)
-    for fold, subjects in recipe.get("score_subjects", {}).items():
-      if not (isinstance(subjects, list) and subjects
-              and all(isinstance(n, int) for n in subjects)):
-        print(f"error: {path}: recipe {name}: score_subjects of fold {fold} must be a non-empty "
-              f"list of subject numbers, not {subjects!r}", file=sys.stderr)
-        sys.exit(2)
+  problem = plan_problem(plan)
+  if problem:
+    print(f"error: {path}: {problem}", file=sys.stderr)
+    sys.exit(2)
   return plan
+
+
+def plan_problem(plan) -> str:
+  """The first problem of a plan's structure ('' if none): its keys, each recipe's and each
+  run's keys and values, and the recipes its comparisons name."""
+  if not isinstance(plan, dict):
+    return "expected a JSON object"
+  for key, kind in PLAN_KEYS.items():
+    if not isinstance(plan.get(key), kind):
+      return f"needs {key!r}, a JSON {'object' if kind is dict else kind.__name__}"
+  for name, recipe in plan["recipes"].items():
+    problem = recipe_problem(plan, name, recipe)
+    if problem:
+      return f"recipe {name}: {problem}"
+  for run in plan["queue"]:
+    problem = run_problem(plan, run)
+    if problem:
+      return f"run {json.dumps(run)}: {problem}"
+  for c in plan.get("comparisons", []):
+    if not (isinstance(c, dict) and c.get("recipe") in plan["recipes"]
+            and c.get("against") in plan["recipes"]):
+      return f"comparison {json.dumps(c)}: needs 'recipe' and 'against', recipes of the plan"
+  return ""
+
+
+def recipe_problem(plan, name: str, recipe) -> str:
+  """The first problem of one recipe of the plan ('' if none)."""
+  if not isinstance(recipe, dict):
+    return "expected a JSON object"
+  unknown = sorted(set(recipe) - RECIPE_KEYS)
+  if unknown or not {"config", "commit", "estimate_s"} <= set(recipe):
+    return (f"unknown key {unknown[0]!r}" if unknown else "") or (
+        "needs 'config' (a config file), 'commit' (the commit it runs at) and 'estimate_s' "
+        "(the expected seconds of one run)")
+  if not (isinstance(recipe["estimate_s"], (int, float)) and recipe["estimate_s"] > 0):
+    return f"estimate_s must be a positive number of seconds, not {recipe['estimate_s']!r}"
+  if recipe.get("kind", KINDS[0]) not in KINDS:
+    return f"kind must be one of {', '.join(KINDS)}, not {recipe['kind']!r}"
+  overrides = [recipe.get("overrides", {})] + list(recipe.get("fold_overrides", {}).values())
+  if not all(isinstance(o, dict) for o in overrides):
+    return "overrides and each fold's fold_overrides must be objects {field: value}"
+  cv = recipe.get("cross_validation")
+  if cv is not None and (cv == name or plan["recipes"].get(cv, {}).get("kind")
+                         != "validation_free"):
+    return "cross_validation must name another recipe of the plan, of kind validation_free"
+  for fold, subjects in recipe.get("score_subjects", {}).items():
+    if not (isinstance(subjects, list) and subjects
+            and all(isinstance(n, int) for n in subjects)):
+      return (f"score_subjects of fold {fold} must be a non-empty list of subject numbers, "
+              f"not {subjects!r}")
+  return ""
+
+
+def run_problem(plan, run) -> str:
+  """The first problem of one queue entry ('' if none)."""
+  if not isinstance(run, dict) or not {"recipe", "fold", "seed"} <= set(run):
+    return "needs 'recipe', 'fold' (a fold number or \"all\") and 'seed'"
+  unknown = sorted(set(run) - RUN_KEYS)
+  if unknown:
+    return f"unknown key {unknown[0]!r}"
+  if run["recipe"] not in plan["recipes"]:
+    return "names no recipe of the plan"
+  if run["fold"] != ALL and not (type(run["fold"]) is int and run["fold"] >= 0):
+    return f"fold must be a fold number from 0 or \"{ALL}\""
+  if not (type(run["seed"]) is int and run["seed"] >= 0):
+    return "seed must be a whole number from 0"
+  if not isinstance(run.get("keep_model", False), bool):
+    return "keep_model must be true or false"
+  return ""
+
+
+def runnable_problem(plan, repo=REPO) -> str:
+  """The first reason a run left to do could not start ('' if none): its recipe's commit is not
+  in the repository, an override is not a config field or has a value the field refuses (by
+  this checkout's config schema: fields are kept for old workdirs, so a pinned commit's are
+  among them), or its fold is beyond the recipe's data.num_folds. Done runs are not checked."""
+  from octseg_jax.config import schema        # field names and checks only; no JAX work
+  todo = [r for r in plan["queue"] if not done(plan, r, repo)]
+  folds = {}
+  for name in dict.fromkeys(r["recipe"] for r in todo):
+    recipe = plan["recipes"][name]
+    if not git("rev-parse", "--verify", "--quiet", recipe["commit"] + "^{commit}", repo=repo,
+               check=False):
+      return f"recipe {name}: commit {recipe['commit']!r} is not a commit of {repo}"
+    for fields in [recipe.get("overrides", {}), *recipe.get("fold_overrides", {}).values()]:
+      for field, value in fields.items():
+        text = override_arg(field, value).split("=", 1)[1]
+        if field not in schema.FIELDS:
+          return f"recipe {name}: override {field} is not a config field"
+        try:
+          schema.FIELDS[field].parse(text)
+        except ValueError as e:
+          return f"recipe {name}: override {field}={text}: {e}"
+    folds[name] = int(recipe.get("overrides", {}).get(
+        "data.num_folds", schema.FIELDS["data.num_folds"].default))
+  for run in todo:
+    if run["fold"] != ALL and run["fold"] >= folds[run["recipe"]]:
+      return (f"run {json.dumps(run)}: fold {run['fold']} is beyond the recipe's "
+              f"{folds[run['recipe']]} folds (data.num_folds)")
+  return ""
 
 
 def read_json(path: str):
@@ -445,6 +544,11 @@ def run_queue(plan_path, state, repo) -> None:
   failures = {}
   while True:
     plan = load_plan(plan_path)
+    problem = runnable_problem(plan, repo)     # the plan may have been edited since the start
+    if problem:
+      print(f"[{now()}] campaign: stopped: {plan_path}: {problem}", flush=True)
+      write_running(state, None)
+      return
     commit_uncommitted(plan, repo)
     todo = [r for r in plan["queue"] if not done(plan, r, repo)
             and failures.get(run_id(r), 0) < MAX_ATTEMPTS]
@@ -523,6 +627,10 @@ def main(argv=None) -> int:
   parser.add_argument("--status", action="store_true")
   args = parser.parse_args(argv)
   plan = load_plan(args.plan)
+  problem = runnable_problem(plan, REPO)
+  if problem:
+    print(f"error: {args.plan}: {problem}", file=sys.stderr)
+    return 2
   state = args.state or STATE
   if args.status:
     if not os.path.isdir(state):

@@ -2,6 +2,7 @@
 
   python scripts/campaign_table.py        # writes docs/results/campaign/levers.json and .md
   python scripts/campaign_table.py --plan=configs/campaign_h200.json   # the H200 screen's, likewise
+  python scripts/campaign_table.py --plan=MY_PLAN.json --dry_run       # print only, write nothing
 
 Every number comes from docs/results/campaign/RECIPE/foldF_seedS/{metrics.json, run.json}
 (written by scripts/run_experiments.py --campaign): mean layer Dice and boundary MAE at native
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import campaign  # noqa: E402
+from octseg_jax.outputs.atomic import write_text  # noqa: E402
 
 BASE = "base"
 LEVER = "lever"            # the default recipe kind: a candidate, adopted by the seed-noise rule
@@ -202,16 +204,21 @@ def markdown(table) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description="The campaign's lever table from its committed runs.")
+  p = argparse.ArgumentParser(
+      description="The campaign's lever table from its committed runs: printed, and written to "
+                  "levers.json and levers.md in the plan's results_dir (which "
+                  "scripts/doc_tables.py --write then copies into the documents).")
   p.add_argument("--plan", default=campaign.PLAN, help="plan file (default configs/campaign.json)")
-  plan = campaign.load_plan(p.parse_args(argv).plan)
+  p.add_argument("--dry_run", action="store_true",
+                 help="print the table only, writing nothing (to preview a plan being edited)")
+  args = p.parse_args(argv)
+  plan = campaign.load_plan(args.plan)
   table = lever_table(plan)
-  out = os.path.join(campaign.REPO, plan["results_dir"])
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "levers.json"), "w") as f:
-    json.dump(table, f, indent=1)
-  with open(os.path.join(out, "levers.md"), "w") as f:
-    f.write(markdown(table))
+  if not args.dry_run:
+    out = os.path.join(campaign.REPO, plan["results_dir"])
+    os.makedirs(out, exist_ok=True)
+    write_text(os.path.join(out, "levers.json"), json.dumps(table, indent=1))
+    write_text(os.path.join(out, "levers.md"), markdown(table))
   print(markdown(table))
   return 0
 

@@ -184,16 +184,27 @@ PLANS = {"gpu": plan_gpu, "cpu": plan_cpu}
 
 
 def main():
-  parser = argparse.ArgumentParser(
-      description=__doc__.splitlines()[0],
-      epilog="--campaign and --status [--state=FOLDER] run or report the accuracy campaign "
-             "(scripts/campaign.py, configs/campaign.json) instead.")
-  parser.add_argument("--plan", choices=sorted(PLANS), default="gpu")
-  parser.add_argument("--out", required=True)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+  parser.add_argument("--plan", choices=sorted(PLANS), default="gpu",
+                      help="the experiment grid (with --campaign or --status: a plan file, "
+                           "default configs/campaign.json)")
+  parser.add_argument("--out", help="the grid's output folder (required without --campaign "
+                                    "and --status)")
   parser.add_argument("--duke_dir", default="../shared/data/duke_dme_chiu2015")
   parser.add_argument("--budget_s", type=float, default=480)
   parser.add_argument("--smoke", action="store_true")
+  campaign_flags = parser.add_argument_group(
+      "the accuracy campaign (scripts/campaign.py; each of these runs it instead of a grid)")
+  campaign_flags.add_argument("--campaign", action="store_true",
+                              help="start (or restart) the runner of the plan's queue")
+  campaign_flags.add_argument("--status", action="store_true",
+                              help="what is done, running and queued, and the compute left")
+  campaign_flags.add_argument("--state", help="the runner's state folder (default ../campaign)")
   args = parser.parse_args()
+  if not args.out:
+    parser.error("--out is required (unless --campaign or --status is given)")
+  if args.state:
+    parser.error("--state: only with --campaign or --status")
   if args.smoke:
     SMOKE.update({"model.widths": (4, 8), "train.num_epochs": 1, "benchmark.steps": 1,
                   "benchmark.warmup": 0, "train.batch_size": 4, "train.eval_batch_size": 4})

@@ -226,16 +226,76 @@ def test_a_plan_with_a_bad_recipe_field_is_refused(tmp_path, capsys, change, mes
   assert capsys.readouterr().err == f"error: {plan_path}: recipe lever: {message}\n"
 
 
-def test_a_queue_entry_with_a_bad_keep_model_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("change,message", [
+    ({"keep_model": "yes"}, "keep_model must be true or false"),
+    ({"seed": "zero"}, "seed must be a whole number from 0"),
+    ({"fold": -1}, 'fold must be a fold number from 0 or "all"'),
+    ({"keep_modle": True}, "unknown key 'keep_modle'"),
+    ({"recipe": "levr"}, "names no recipe of the plan")])
+def test_a_queue_entry_with_a_bad_field_is_refused(tmp_path, capsys, change, message):
   repo, plan_path = _repo(tmp_path)
   plan = json.loads(open(plan_path).read())
-  plan["queue"][1]["keep_model"] = "yes"
+  plan["queue"][1].update(change)
   open(plan_path, "w").write(json.dumps(plan))
   with pytest.raises(SystemExit) as stop:
     campaign.load_plan(plan_path)
   assert stop.value.code == 2
-  assert capsys.readouterr().err == (f"error: {plan_path}: run {plan['queue'][1]}: keep_model "
-                                     "must be true or false\n")
+  assert capsys.readouterr().err == (f"error: {plan_path}: run {json.dumps(plan['queue'][1])}: "
+                                     f"{message}\n")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda p: p.pop("queue"), "needs 'queue', a JSON list"),
+    (lambda p: p["recipes"]["lever"].pop("estimate_s"),
+     "recipe lever: needs 'config' (a config file), 'commit' (the commit it runs at) and "
+     "'estimate_s' (the expected seconds of one run)"),
+    (lambda p: p["recipes"]["lever"].update(estimate_s=0),
+     "recipe lever: estimate_s must be a positive number of seconds, not 0"),
+    (lambda p: p["recipes"]["lever"].update(kind="learning"),
+     "recipe lever: kind must be one of learning_curve, validation_free, final, not 'learning'"),
+    (lambda p: p.update(comparisons=[{"recipe": "lever", "against": "bse"}]),
+     'comparison {"recipe": "lever", "against": "bse"}: needs \'recipe\' and \'against\', '
+     "recipes of the plan")])
+def test_a_plan_missing_a_field_or_naming_no_recipe_is_refused(tmp_path, capsys, edit, message):
+  """What --status and the table would otherwise meet as a KeyError, or table in silence."""
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  edit(plan)
+  open(plan_path, "w").write(json.dumps(plan))
+  with pytest.raises(SystemExit) as stop:
+    campaign.load_plan(plan_path)
+  assert stop.value.code == 2
+  assert capsys.readouterr().err == f"error: {plan_path}: {message}\n"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"commit": "deadbeef"}, "recipe lever: commit 'deadbeef' is not a commit of {repo}"),
+    ({"overrides": {"data.augment.colum_shift": 4}},
+     "recipe lever: override data.augment.colum_shift is not a config field"),
+    ({"overrides": {"model.kernel": [7]}},
+     "recipe lever: override model.kernel=(7,): expected 2 integers >= 1"),
+    ({"fold_overrides": {"0": {"train.num_epochs": "zero"}}},
+     "recipe lever: override train.num_epochs=zero: expected a whole number"),
+    ({"overrides": {"data.num_folds": 2}, "fold": 3},
+     'run {"recipe": "lever", "fold": 3, "seed": 0}: fold 3 is beyond the recipe\'s 2 folds '
+     "(data.num_folds)")])
+def test_a_run_that_could_not_start_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys,
+                                                                    change, message):
+  """--status and the runner check each queued run's commit, its overrides against the config
+  schema and its fold before any run starts: one line and status 2, nothing trained."""
+  repo, plan_path = _repo(tmp_path)
+  plan = json.loads(open(plan_path).read())
+  plan["recipes"]["lever"].update({k: v for k, v in change.items() if k != "fold"})
+  plan["queue"][1]["fold"] = change.get("fold", 0)
+  open(plan_path, "w").write(json.dumps(plan))
+  monkeypatch.setattr(campaign, "REPO", str(repo))
+  calls = []
+  monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
+  state, want = str(tmp_path / "state"), message.replace("{repo}", str(repo))
+  for args in (["--status"], []):
+    assert campaign.main(args + [f"--plan={plan_path}", f"--state={state}"]) == 2
+    assert capsys.readouterr().err == f"error: {plan_path}: {want}\n"
+  assert calls == [] and not os.path.exists(state)
 
 
 def test_a_final_recipe_names_its_validation_free_cross_validation(tmp_path):
@@ -355,6 +415,24 @@ def test_lever_table_pairs_runs_with_the_base_and_adopts_beyond_seed_noise(monke
   assert abs(r["b"]["mean_gain"] - 0.005) < 1e-12 and not r["b"]["adopted"]
   assert r["c"]["paired_gains"] == {"fold0_seed0": 0.9 - 0.8} and not r["c"]["adopted"]
   assert r["base"]["runs"] == 6 and not r["base"]["adopted"]
+
+
+def test_the_table_of_a_plan_being_edited_can_be_previewed_without_writing(tmp_path, monkeypatch,
+                                                                        capsys):
+  """--dry_run prints the table and writes nothing; without it levers.json and levers.md are
+  written in the plan's results_dir (relative to the checkout)."""
+  table_script = load_script("campaign_table")
+  repo, plan_path = _repo(tmp_path)
+  monkeypatch.setattr(table_script.campaign, "REPO", str(repo))
+  monkeypatch.setattr(table_script, "run_numbers", lambda plan, run, repo: None)
+  monkeypatch.setattr(table_script, "gflop_per_bscan", lambda recipe: 1.0)
+  out = repo / "docs" / "results" / "campaign"
+  assert table_script.main([f"--plan={plan_path}", "--dry_run"]) == 0
+  printed = capsys.readouterr().out
+  assert printed.startswith("| recipe | runs |") and not out.exists()
+  assert table_script.main([f"--plan={plan_path}"]) == 0
+  assert (out / "levers.md").read_text() + "\n" == capsys.readouterr().out == printed
+  assert json.loads((out / "levers.json").read_text())["recipes"]["lever"]["runs"] == 0
 
 
 def test_comparison_pairs_a_candidate_with_the_recipe_it_would_replace(monkeypatch):
