@@ -67,6 +67,37 @@ def test_make_phantom_writes_the_training_phantom_in_the_npz_format(tmp_path):
     np.testing.assert_allclose(f["scale_mm"][:2], [0.125, 0.00387 * 496 / 96])
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--num_scans=0"], "--num_scans=0: must be at least 1"),
+    (["--height=-5"], "--height=-5: must be from 16 to 4096 pixels"),
+    (["--width=5000"], "--width=5000: must be from 16 to 4096 pixels"),
+    (["--seed=-1"], "--seed=-1: must be at least 0")])
+def test_make_phantom_refuses_bad_options_in_one_line_writing_nothing(tmp_path, capsys, args,
+                                                                     message):
+  script = load_script("make_phantom")
+  out = tmp_path / "p.npz"
+  assert script.main([f"--output={out}", "--width=32", "--num_scans=2"] + args) == 2
+  assert capsys.readouterr().err == f"error: {message}\n"
+  assert os.listdir(tmp_path) == []
+
+
+def test_make_phantom_never_writes_over_a_file_or_into_a_folder_name(tmp_path, capsys):
+  script = load_script("make_phantom")
+  old = tmp_path / "scans.npz"
+  old.write_bytes(b"earlier scans")
+  assert script.main([f"--output={old}"]) == 2
+  assert capsys.readouterr().err == (f"error: --output={old}: exists; remove it or name another "
+                                     "file\n")
+  assert old.read_bytes() == b"earlier scans"
+  assert script.main([f"--output={tmp_path}"]) == 2
+  assert capsys.readouterr().err == (f"error: --output={tmp_path}: is a folder; name the .npz "
+                                     "file to write\n")
+  assert script.main([f"--output={tmp_path / 'gone' / 'p.npz'}"]) == 2
+  assert capsys.readouterr().err == (f"error: --output={tmp_path / 'gone' / 'p.npz'}: its folder "
+                                     "does not exist\n")
+  assert os.listdir(tmp_path) == ["scans.npz"]
+
+
 def test_compare_cams_resume_keeps_saved_methods_only_for_the_same_run(tmp_path, capsys):
   import json
   import pytest
