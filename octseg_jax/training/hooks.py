@@ -25,17 +25,26 @@ from octseg_jax.serving.workdir import read_json
 
 
 class MetricsLog:
-  """log.csv and TensorBoard scalars of a workdir, resumed after `epoch`."""
+  """log.csv and TensorBoard scalars of a workdir, resumed after `epoch`. The TensorBoard
+  writer (and its event file) is opened when first used, so a run with nothing left to train
+  adds no file."""
 
   def __init__(self, workdir: str, resume_epoch: int):
-    from tensorboardX import SummaryWriter   # heavy import, only when training
     self.path = os.path.join(workdir, training_log.LOG_FILE)
+    self.tensorboard_dir = os.path.join(workdir, "tensorboard")
+    self._writer = None
     rows = training_log.read_rows(self.path)
     self.columns: List[str] = list(rows[0]) if rows else []
     # Rows after the restored checkpoint are dropped: those epochs run again.
     self.rows: List[Dict[str, str]] = [r for r in rows if r.get("epoch", "").isdigit()
                                        and int(r["epoch"]) <= resume_epoch]
-    self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  @property
+  def writer(self):
+    if self._writer is None:
+      from tensorboardX import SummaryWriter   # heavy import, only when training
+      self._writer = SummaryWriter(self.tensorboard_dir)
+    return self._writer
 
   def write(self, row: Dict[str, Any]) -> None:
     """Appends one epoch's row (must have 'epoch') to the CSV and TensorBoard."""
@@ -48,7 +57,8 @@ class MetricsLog:
     self.writer.flush()
 
   def close(self) -> None:
-    self.writer.close()
+    if self._writer is not None:
+      self._writer.close()
 
 
 @dataclasses.dataclass

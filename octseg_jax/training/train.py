@@ -414,7 +414,9 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
     run, plateau = start_run(config, workdir, data)
     trained_before = int(run.loop.epoch)
     hooks = hooks_lib.default_hooks() if hooks is None else hooks
-    run_epochs(run, plateau, hooks if distributed.is_writer() else [])
+    # A finished run keeps its files: no hook redraws its figures or opens an event file.
+    ran_hooks = distributed.is_writer() and not (run.finished() and trained_before)
+    run_epochs(run, plateau, hooks if ran_hooks else [])
     if int(run.loop.epoch) > trained_before or not os.path.exists(
         os.path.join(workdir, provenance.FILENAME)):    # a finished run's record is kept
       distributed.on_writer(lambda: provenance.write(
