@@ -111,25 +111,28 @@ def save_failure(manager: ocp.CheckpointManager, e: BaseException) -> BaseExcept
 
 def restore_newest(manager: ocp.CheckpointManager, abstract: Any,
                    quarantine: Optional[str] = None) -> Tuple[Optional[Any], int, list]:
-  """(payload, epoch, damaged epochs) of the newest checkpoint that restores; (None, 0, ...)
-  if none does.
+  """(payload, epoch, damaged) of the newest checkpoint that restores; (None, 0, damaged) if
+  none does. damaged: (epoch, reason) of each checkpoint that failed to read, newest first.
 
-  A checkpoint that fails to read (truncated, damaged) is reported and skipped; with
+  A checkpoint that fails to read (truncated, damaged) is skipped, with a warning where an
+  older one is tried next (the caller says what follows when none is left); with
   `quarantine` (a folder) it is moved there, so that the epoch can be saved again. A
   checkpoint of another model raises InputError (check_model_matches) and is left alone.
   """
   damaged = []
-  for step in sorted(manager.all_steps(), reverse=True):
+  steps = sorted(manager.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
     check_model_matches(manager, step, abstract)
     try:
       return manager.restore(step, args=ocp.args.StandardRestore(abstract)), step, damaged
     except Exception as e:  # orbax raises many types for damaged files.
       if not os.path.isdir(os.path.join(str(manager.directory), str(step))):
         raise CheckpointVanished(step) from None   # deleted while read: not damage
-      damaged.append(step)
-      first_line = (str(e).splitlines() or [""])[0][:200]
-      print(f"warning: checkpoint {manager.directory}/{step} could not be read "
-            f"({type(e).__name__}: {first_line}); falling back to an older one")
+      reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+      damaged.append((step, reason))
+      if i + 1 < len(steps):
+        print(f"warning: checkpoint {manager.directory}/{step} could not be read ({reason}); "
+              f"falling back to epoch {steps[i + 1]}")
       if quarantine:
         move_to(manager, step, quarantine)
   return None, 0, damaged
@@ -184,14 +187,15 @@ def restore_best(workdir: str, abstract: Any, tries: int = 5) -> Tuple[Any, int]
     manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False),
                                     item_handlers=ocp.StandardCheckpointHandler())
     try:
-      payload, step, _ = restore_newest(manager, abstract)
+      payload, step, damaged = restore_newest(manager, abstract)
     except CheckpointVanished:
       time.sleep(0.2 * (attempt + 1))
       continue
     finally:
       manager.close()
     if payload is None:
-      raise InputError(f"{path}: no readable checkpoint")
+      raise InputError(f"{path}: no readable checkpoint" + (
+          f" (epoch {damaged[0][0]} could not be read: {damaged[0][1]})" if damaged else ""))
     return payload, step
   raise InputError(f"{workdir}: busy: the workdir is being trained (its best checkpoint "
                    "changed while it was read); try again")

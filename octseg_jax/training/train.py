@@ -181,7 +181,7 @@ def _restore(run: Run, plateau) -> None:
   quarantine = os.path.join(run.workdir, "damaged_checkpoints")
   abstract = train_payload(run.state, run.plateau_state, run.loop)
   restored, epoch, damaged = restore_newest(run.ckpt.latest, abstract, quarantine)
-  if damaged:
+  if damaged:                               # an earlier start: later best epochs move aside
     for step in run.ckpt.best.all_steps():
       if step > epoch:
         move_to(run.ckpt.best, step, quarantine)
@@ -190,6 +190,9 @@ def _restore(run: Run, plateau) -> None:
   drop_after(run.ckpt.latest, epoch)
   drop_after(run.ckpt.best, epoch)
   if restored is None:
+    if damaged:
+      say(f"warning: checkpoint {run.ckpt.latest.directory}/{damaged[0][0]} could not be read "
+          f"({damaged[0][1]}) and no older one is left: training starts from the beginning")
     return
   run.state = run.state.replace(step=restored["step"], params=restored["params"],
                                 batch_stats=restored["batch_stats"],

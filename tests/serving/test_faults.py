@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from octseg_jax.training import train
 from conftest import ROOT, tiny_config
@@ -60,4 +61,35 @@ def test_damaged_latest_checkpoint_falls_back_and_says_so(trained_workdir, tmp_p
   train.train_and_evaluate(tiny_config(), workdir, hooks=[])
   out = capsys.readouterr().out
   assert "checkpoints/2 could not be read" in out and "resuming" in out and "after epoch 1" in out
+  assert "falling back to epoch 1" in out
   _assert_same_run(_rows(reference), _rows(workdir))
+
+
+def test_a_model_whose_only_best_checkpoint_is_damaged_is_one_error_naming_why(
+    trained_workdir, tmp_path, capsys):
+  """No warning about falling back to an older checkpoint that does not exist: one error that
+  names the damaged epoch and what failed, and nothing moved."""
+  import shutil
+  import jax
+  from conftest import file_hashes
+  from octseg_jax.errors import InputError
+  from octseg_jax.models import create_model
+  from octseg_jax.serving import checkpoints
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(trained_workdir[0], workdir)
+  best = os.path.join(workdir, "best")
+  (step,) = [int(s) for s in os.listdir(best) if s.isdigit()]
+  for root, _, files in os.walk(os.path.join(best, str(step))):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"\x00garbage")
+  before = file_hashes(workdir)
+  model = create_model(tiny_config().model)
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 48, 64), np.float32)))
+  capsys.readouterr()
+  with pytest.raises(InputError) as e:
+    checkpoints.restore_best(workdir, checkpoints.inference_payload(v["params"],
+                                                                    v["batch_stats"]))
+  assert str(e.value).startswith(f"{os.path.abspath(best)}: no readable checkpoint (epoch {step} "
+                                 "could not be read: ")
+  assert capsys.readouterr().out == "" and file_hashes(workdir) == before
