@@ -43,7 +43,6 @@ overrides' fields and values. A problem is one line and exit status 2, not a run
 hours later.
 """
 
-import csv
 import datetime
 import json
 import os
@@ -128,12 +127,13 @@ def recipe_problem(plan, name: str, recipe) -> str:
   if not isinstance(recipe, dict):
     return "expected a JSON object"
   unknown = sorted(set(recipe) - RECIPE_KEYS)
-  if unknown or not {"config", "commit", "estimate_s"} <= set(recipe):
-    return (f"unknown key {unknown[0]!r}" if unknown else "") or (
-        "needs 'config' (a config file), 'commit' (the commit it runs at) and 'estimate_s' "
-        "(the expected seconds of one run)")
-  if not (isinstance(recipe["estimate_s"], (int, float)) and recipe["estimate_s"] > 0):
-    return f"estimate_s must be a positive number of seconds, not {recipe['estimate_s']!r}"
+  if unknown:
+    return f"unknown key {unknown[0]!r}"
+  if not isinstance(recipe.get("config"), str):
+    return "needs 'config', a config file"
+  seconds = recipe.get("estimate_s", 1)
+  if not (isinstance(seconds, (int, float)) and seconds > 0):
+    return f"estimate_s must be a positive number of seconds, not {seconds!r}"
   if recipe.get("kind", KINDS[0]) not in KINDS:
     return f"kind must be one of {', '.join(KINDS)}, not {recipe['kind']!r}"
   overrides = [recipe.get("overrides", {})] + list(recipe.get("fold_overrides", {}).values())
@@ -179,6 +179,9 @@ def runnable_problem(plan, repo=REPO) -> str:
   folds = {}
   for name in dict.fromkeys(r["recipe"] for r in todo):
     recipe = plan["recipes"][name]
+    if not {"commit", "estimate_s"} <= set(recipe):
+      return (f"recipe {name}: needs 'commit' (the commit its runs check out) and 'estimate_s' "
+              "(the seconds one run is expected to take)")
     if not git("rev-parse", "--verify", "--quiet", recipe["commit"] + "^{commit}", repo=repo,
                check=False):
       return f"recipe {name}: commit {recipe['commit']!r} is not a commit of {repo}"
@@ -460,7 +463,7 @@ def log_values(text: str) -> list:
   """A log.csv's rows without their `seconds` (the wall time each epoch took): what a rerun of
   the same command on the same numbers reproduces."""
   return [{k: v for k, v in row.items() if k != "seconds"}
-          for row in csv.DictReader(text.splitlines())]
+          for row in training_log.parse_rows(text)]
 
 
 def fit_note(run) -> str:
@@ -599,7 +602,7 @@ def status_lines(plan, state=STATE, repo=REPO):
       running = None
   lines, left = [], 0.0
   for run in plan["queue"]:
-    rid, est = run_id(run), estimate_s(plan, run["recipe"], seconds)
+    rid = run_id(run)
     if done(plan, run, repo):
       m = json.load(open(os.path.join(result_dir(plan, run, repo), METRICS)))
       lines.append(f"done     {rid:40s} mean layer Dice "
@@ -607,6 +610,7 @@ def status_lines(plan, state=STATE, repo=REPO):
                    + fit_note(run))
       continue
     rows = training_log.workdir_rows(os.path.join(state, "runs", rid))
+    est = estimate_s(plan, run["recipe"], seconds)
     spent = sum(float(r["seconds"]) for r in rows)
     left += max(est - spent, 0.0)
     state_word = "running" if rid == running else "queued"

@@ -18,7 +18,6 @@ fold that the plan gives the other recipe with seed 0, by the same seed-noise ru
 """
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import campaign  # noqa: E402
+from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.atomic import write_text  # noqa: E402
 
 BASE = "base"
@@ -74,8 +74,7 @@ def run_numbers(plan, run, repo=campaign.REPO):
 def selection(log_path: str, epoch: int):
   """What choosing the checkpoint on the validation subjects bought: the logged validation mean
   layer Dice (model resolution) at the kept epoch minus at the last epoch, and the epochs."""
-  with open(log_path) as f:
-    rows = list(csv.DictReader(f))
+  rows = training_log.read_rows(log_path)
   dice = {int(r["epoch"]): float(r["val_mean_layer_dice"]) for r in rows}
   if len(dice) != len(rows) or epoch not in dice:
     raise SystemExit(f"{log_path}: epochs repeat, or kept epoch {epoch} is not logged")

@@ -13,7 +13,6 @@ number outside every block.
 """
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from octseg_jax.models.flops import model_train_step_conv_flops  # noqa: E402
 from octseg_jax.cam.gradcam import LINEAR_METHODS, METHOD_NAMES  # noqa: E402
 from octseg_jax.outputs.cam_report import (  # noqa: E402
     SANITY_PASS, SCAN_PIXELS, heldout_evidence)
+from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.report import count, fmt, table  # noqa: E402
 from octseg_jax.serving.inference import stored_config  # noqa: E402
 from scripts.campaign import (  # noqa: E402
@@ -102,8 +102,7 @@ class Sources:
 
   def log(self, rel: str) -> List[Dict[str, str]]:
     if rel not in self._cache:
-      with open(self.path(rel)) as f:
-        self._cache[rel] = list(csv.DictReader(f))
+      self._cache[rel] = training_log.read_rows(self.path(rel))
     return self._cache[rel]
 
   def run(self, folder: str, name: str, key: str) -> Dict:

@@ -2,6 +2,7 @@
 the one reader, as rows of strings or as numeric columns."""
 
 import csv
+import io
 import os
 from typing import Dict, List, Sequence
 
@@ -16,7 +17,12 @@ def read_rows(path: str) -> List[Dict[str, str]]:
   if not os.path.exists(path):
     return []
   with open(path, newline="") as f:
-    return list(csv.DictReader(f))
+    return parse_rows(f.read())
+
+
+def parse_rows(text: str) -> List[Dict[str, str]]:
+  """The rows of a log.csv's text (such as a committed version of it) as read_rows gives them."""
+  return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def workdir_rows(workdir: str) -> List[Dict[str, str]]:

@@ -246,9 +246,7 @@ def test_a_queue_entry_with_a_bad_field_is_refused(tmp_path, capsys, change, mes
 
 @pytest.mark.parametrize("edit,message", [
     (lambda p: p.pop("queue"), "needs 'queue', a JSON list"),
-    (lambda p: p["recipes"]["lever"].pop("estimate_s"),
-     "recipe lever: needs 'config' (a config file), 'commit' (the commit it runs at) and "
-     "'estimate_s' (the expected seconds of one run)"),
+    (lambda p: p["recipes"]["lever"].pop("config"), "recipe lever: needs 'config', a config file"),
     (lambda p: p["recipes"]["lever"].update(estimate_s=0),
      "recipe lever: estimate_s must be a positive number of seconds, not 0"),
     (lambda p: p["recipes"]["lever"].update(kind="learning"),
@@ -270,6 +268,8 @@ def test_a_plan_missing_a_field_or_naming_no_recipe_is_refused(tmp_path, capsys,
 
 @pytest.mark.parametrize("change,message", [
     ({"commit": "deadbeef"}, "recipe lever: commit 'deadbeef' is not a commit of {repo}"),
+    ({"estimate_s": None}, "recipe lever: needs 'commit' (the commit its runs check out) and "
+                           "'estimate_s' (the seconds one run is expected to take)"),
     ({"overrides": {"data.augment.colum_shift": 4}},
      "recipe lever: override data.augment.colum_shift is not a config field"),
     ({"overrides": {"model.kernel": [7]}},
@@ -286,6 +286,7 @@ def test_a_run_that_could_not_start_is_refused_before_anything_runs(tmp_path, mo
   repo, plan_path = _repo(tmp_path)
   plan = json.loads(open(plan_path).read())
   plan["recipes"]["lever"].update({k: v for k, v in change.items() if k != "fold"})
+  plan["recipes"]["lever"] = {k: v for k, v in plan["recipes"]["lever"].items() if v is not None}
   plan["queue"][1]["fold"] = change.get("fold", 0)
   open(plan_path, "w").write(json.dumps(plan))
   monkeypatch.setattr(campaign, "REPO", str(repo))
