@@ -22,8 +22,8 @@ from octseg_jax.config.checks import check_split_record  # noqa: E402
 from octseg_jax.data import pipeline  # noqa: E402
 from octseg_jax.errors import InputError, one_line  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
-from octseg_jax.serving.workdir import (SPLIT_FILE, WorkdirLock, load_config,  # noqa: E402
-                                        read_json)
+from octseg_jax.layout import SPLIT_FILE  # noqa: E402
+from octseg_jax.serving.workdir import WorkdirLock, load_config, read_json  # noqa: E402
 
 
 def fingerprinted_split(workdir: str, duke_dir: str = "") -> dict:

@@ -56,6 +56,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from octseg_jax import layout  # noqa: E402
 from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.lock import pid_alive  # noqa: E402  (no JAX: config files and locks only)
 PLAN = os.path.join(REPO, "configs", "campaign.json")
@@ -63,10 +64,10 @@ STATE = os.path.join(os.path.dirname(REPO), "campaign")
 RUN_RECORD = "run.json"     # in a finished run's results folder: what ran, where, how long
 RUNNING = "running.json"    # in the runner's state folder: the run in progress
 METRICS = "metrics.json"    # eval's scores (octseg_jax.modes.evaluate.OUTPUTS; no JAX here)
-MODEL = "best"      # a workdir's best checkpoint folder, copied for a run that keeps its model
+MODEL = layout.BEST_DIR   # a workdir's best checkpoint folder, copied for a run that keeps it
 RESULT_FILES = {   # copied name: (source folder, file) of a finished run
-    "config.json": ("train", "config.json"), "log.csv": ("train", "log.csv"),
-    "split.json": ("train", "split.json"), "provenance.json": ("train", "provenance.json"),
+    **{name: ("train", name) for name in (layout.CONFIG_FILE, layout.LOG_FILE,
+                                          layout.SPLIT_FILE, layout.PROVENANCE_FILE)},
     METRICS: ("eval", METRICS), "metrics.md": ("eval", "metrics.md"),
     "eval_provenance.json": ("eval", "eval_provenance.json"),
 }
@@ -448,9 +449,10 @@ def results_message(plan, run, repo=REPO) -> str:
   dice = read_json(os.path.join(dest, METRICS))["topology"]["literature"]["mean_layer_dice"]
   kept = ", model kept" if run.get("keep_model", False) else ""
   note = ""
-  if committed(plan, run, repo, "log.csv") and os.path.exists(os.path.join(dest, "log.csv")):
-    rel = os.path.relpath(os.path.join(dest, "log.csv"), repo)
-    with open(os.path.join(dest, "log.csv")) as f:
+  log = os.path.join(dest, layout.LOG_FILE)
+  if committed(plan, run, repo, layout.LOG_FILE) and os.path.exists(log):
+    rel = os.path.relpath(log, repo)
+    with open(log) as f:
       same = log_values(f.read()) == log_values(git("show", f"HEAD:{rel}", repo=repo))
     note = ("; it ran again to keep its model: its log.csv equals the committed one, but for "
             "the seconds" if same else "; it ran again to keep its model: its log.csv DIFFERS "

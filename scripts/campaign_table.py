@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import campaign  # noqa: E402
+from octseg_jax import layout  # noqa: E402
 from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.atomic import write_text  # noqa: E402
 
@@ -57,7 +58,7 @@ def run_numbers(plan, run, repo=campaign.REPO):
          "boundary_signed_um_each": fix["geometry"]["signed_um"],
          "train_s": record["train_s_logged"], "epochs": record["epochs"],
          "commit": record["commit"]}
-  out.update(selection(os.path.join(folder, "log.csv"), m["checkpoint_epoch"]))
+  out.update(selection(os.path.join(folder, layout.LOG_FILE), m["checkpoint_epoch"]))
   if "by_fluid_columns" in fix:      # eval from 9c8c308 on: the columns with and without fluid
     out["by_fluid_columns"] = fix["by_fluid_columns"]
   heads = m.get("heads", {})

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from octseg_jax import layout  # noqa: E402  (names only)
 from octseg_jax.outputs import training_log  # noqa: E402  (numpy only: no JAX in the launcher)
 
 LOSSES = ("train_loss", "val_loss")
@@ -97,7 +98,7 @@ def max_rel_diff(a: List[Dict], b: List[Dict], keys=LOSSES) -> Dict[str, float]:
 
 def first_checkpoint_done(workdir: str) -> bool:
   """Epoch 1's resumable checkpoint is finalised (orbax renames its temporary folder)."""
-  folder = os.path.join(workdir, "checkpoints")
+  folder = os.path.join(workdir, layout.CHECKPOINT_DIR)
   return os.path.isdir(os.path.join(folder, "1")) and os.path.exists(
       os.path.join(folder, "1", "_CHECKPOINT_METADATA"))
 
@@ -159,7 +160,7 @@ def run_scenarios(out: str, scenarios: Sequence[str], config: str, epochs: int) 
 
   def reference(devices: int) -> str:
     workdir = os.path.join(out, f"1x{devices}")
-    if devices not in references and os.path.exists(os.path.join(workdir, "log.csv")) and \
+    if devices not in references and os.path.exists(os.path.join(workdir, layout.LOG_FILE)) and \
         len(training_log.workdir_rows(workdir)) == epochs:      # kept from an earlier call
       references[devices] = workdir
     if devices not in references:
@@ -177,7 +178,7 @@ def run_scenarios(out: str, scenarios: Sequence[str], config: str, epochs: int) 
     if name == "restart":     # 2 processes killed after epoch 1's checkpoint, then restarted
       t = time.time()
       killed = kill_after_first_checkpoint(2, train_args(config, workdir, epochs), workdir)
-      after_kill = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+      after_kill = sorted(os.listdir(os.path.join(workdir, layout.CHECKPOINT_DIR)))
       res = launch(2, train_args(config, workdir, epochs))
       report = check_run(name, workdir, res, os.path.join(out, "2x1"), out)
       report.update(killed_before_end=killed, checkpoints_after_kill=after_kill,

@@ -118,7 +118,7 @@ def pack_results(plan, args, lock: threading.Lock) -> None:
 def local_model(args, run) -> str:
   """The run's workdir on this machine if its best checkpoint is here, else ''."""
   workdir = run_workdir(args, run)
-  return workdir if os.path.isdir(os.path.join(workdir, "best")) else ""
+  return workdir if os.path.isdir(os.path.join(workdir, campaign.MODEL)) else ""
 
 
 def local_seed0_runs(plan, args, recipe: str):

@@ -37,9 +37,8 @@ from octseg_jax.errors import InputError  # noqa: E402
 from octseg_jax.modes import evaluate  # noqa: E402
 from octseg_jax.outputs.folder_run import check_output_folder  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
-from octseg_jax.outputs.training_log import LOG_FILE  # noqa: E402
-from octseg_jax.runtime import provenance  # noqa: E402
-from octseg_jax.serving.workdir import CONFIG_FILE, SPLIT_FILE  # noqa: E402
+from octseg_jax.layout import (BEST_DIR, CONFIG_FILE, LOG_FILE, PROVENANCE_FILE,  # noqa: E402
+                               SPLIT_FILE)
 from octseg_jax.serving.inference import (  # noqa: E402
     ENSEMBLE_FILE, check_ensemble_settings, is_ensemble)
 
@@ -62,7 +61,7 @@ def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
              | ({"settings": settings} if settings else {}))
 
 
-MEMBER_FILES = (CONFIG_FILE, SPLIT_FILE, LOG_FILE, provenance.FILENAME)
+MEMBER_FILES = (CONFIG_FILE, SPLIT_FILE, LOG_FILE, PROVENANCE_FILE)
 
 
 def package(output: str, workdirs, flip: bool, settings=None) -> None:
@@ -74,14 +73,14 @@ def package(output: str, workdirs, flip: bool, settings=None) -> None:
   if len(set(names)) != len(names):
     raise InputError(f"member folder names repeat ({', '.join(names)}); give distinct names")
   for w in workdirs:
-    if not os.path.isdir(os.path.join(w, "best")):
+    if not os.path.isdir(os.path.join(w, BEST_DIR)):
       raise InputError(f"{w}: no best/ checkpoint folder (not a trained workdir)")
   partial = output.rstrip("/") + ".partial"
   if os.path.exists(partial):
     raise InputError(f"{partial}: left by an interrupted --package; remove it and rerun")
   for w, name in zip(workdirs, names):
     dst = os.path.join(partial, "members", name)
-    shutil.copytree(os.path.join(w, "best"), os.path.join(dst, "best"))
+    shutil.copytree(os.path.join(w, BEST_DIR), os.path.join(dst, BEST_DIR))
     for f in MEMBER_FILES:
       if os.path.exists(os.path.join(w, f)):
         shutil.copy2(os.path.join(w, f), os.path.join(dst, f))

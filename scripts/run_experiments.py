@@ -42,6 +42,7 @@ from octseg_jax.modes import evaluate
 from octseg_jax.modes import explain
 from octseg_jax.runtime import provenance
 from octseg_jax.training import train
+from octseg_jax import layout  # noqa: E402
 from octseg_jax.config.paths import apply_overrides  # noqa: E402
 from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
@@ -104,7 +105,7 @@ class Runner:
     try:
       best = train.train_and_evaluate(config, workdir)
       train_s = time.time() - t
-      if not os.path.exists(os.path.join(workdir, provenance.FILENAME)):   # train.py writes one
+      if not os.path.exists(os.path.join(workdir, layout.PROVENANCE_FILE)):   # train writes one
         provenance.write(workdir, config, wall_time_s=train_s)
       metrics = evaluate.run(workdir, None, workdir)
       epochs = len(training_log.workdir_rows(workdir))
@@ -147,7 +148,7 @@ def plan_gpu(runner, duke_dir):
                                       "train.compute_dtype": "bfloat16"})
   runner.train_eval("paper_protocol_bf16", "random_split", bf16, 60)
   paper_dir = os.path.join(runner.out, "runs", "paper_protocol", "random_split")
-  if os.path.isdir(os.path.join(paper_dir, "best")):
+  if os.path.isdir(os.path.join(paper_dir, layout.BEST_DIR)):
     try:
       explain.run(paper_dir, os.path.join(duke_dir, "subject_01.npz"),
                   os.path.join(runner.out, "explain_paper"))

@@ -28,7 +28,7 @@ from octseg_jax.models.flops import model_train_step_conv_flops
 from octseg_jax.outputs.atomic import write_json, write_text
 from octseg_jax.models import create_model
 from octseg_jax.learning.task import Task
-from octseg_jax.serving.workdir import CONFIG_FILE
+from octseg_jax.layout import CONFIG_FILE
 
 
 def model_input_shape(config):

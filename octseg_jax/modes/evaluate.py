@@ -21,7 +21,7 @@ from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_json, write_text
 from octseg_jax.outputs.folder_run import RunOutputs, check_output_folder
 from octseg_jax.runtime.progress import Progress
-from octseg_jax.serving.workdir import SPLIT_FILE
+from octseg_jax.layout import SPLIT_FILE
 
 PANEL_SCANS = 3   # scans in the Figure-4 panel (input, truth, prediction) that eval draws
 

@@ -8,7 +8,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-LOG_FILE = "log.csv"
+from octseg_jax.layout import LOG_FILE
+
 
 
 def read_rows(path: str) -> List[Dict[str, str]]:

@@ -16,7 +16,8 @@ import socket
 import subprocess
 from typing import Any, Dict, Optional
 
-FILENAME = "provenance.json"
+from octseg_jax.layout import PROVENANCE_FILE
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,7 +113,7 @@ def collect(config=None, device=None) -> Dict[str, Any]:
 
 
 def write(folder: str, config=None, wall_time_s: Optional[float] = None,
-          extra: Optional[Dict[str, Any]] = None, filename: str = FILENAME) -> str:
+          extra: Optional[Dict[str, Any]] = None, filename: str = PROVENANCE_FILE) -> str:
   """Writes collect() (with wall_time_s and any extra fields) to folder/filename atomically
   and returns the path. wall_time_s: seconds of the whole operation (for training, all of
   train_and_evaluate: data, compilation, epochs, validation, checkpoints)."""

@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from octseg_jax.errors import InputError, disk_full
+from octseg_jax.layout import BEST_DIR, CHECKPOINT_DIR
 
 
 def train_payload(state, plateau_state, loop) -> Dict:
@@ -69,13 +70,13 @@ class Checkpoints:
     opts = dict(create=not read_only, read_only=read_only,
                 enable_async_checkpointing=jax.process_count() == 1)
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
+        os.path.join(workdir, CHECKPOINT_DIR),
         options=ocp.CheckpointManagerOptions(max_to_keep=2, **opts),
         item_handlers=ocp.StandardCheckpointHandler())
     # Saved only when validation improves, so its latest step is the best one; keeping one
     # makes that explicit without best_fn (whose absence makes best_step() the latest).
     self.best = ocp.CheckpointManager(
-        os.path.join(workdir, "best"),
+        os.path.join(workdir, BEST_DIR),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts),
         item_handlers=ocp.StandardCheckpointHandler())
 
@@ -179,7 +180,7 @@ def restore_best(workdir: str, abstract: Any, tries: int = 5) -> Tuple[Any, int]
   before it is read: the listing is read again (`tries` times), and if it keeps changing the
   error says the workdir is busy, not damaged."""
   abstract = on_first_device(abstract)
-  path = os.path.join(os.path.abspath(workdir), "best")
+  path = os.path.join(os.path.abspath(workdir), BEST_DIR)
   if not os.path.isdir(path):
     raise InputError(f"{workdir}: no best/ checkpoint folder (train first, or check --workdir)")
   for attempt in range(tries):

@@ -23,7 +23,8 @@ from octseg_jax.errors import InputError
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.models import create_model
 from octseg_jax.cam.gradcam import LINEAR_METHODS
-from octseg_jax.serving.workdir import SPLIT_FILE, load_config, read_json
+from octseg_jax.layout import SPLIT_FILE
+from octseg_jax.serving.workdir import load_config, read_json
 
 ENSEMBLE_FILE = "ensemble.json"  # in a workdir: {"members": [paths], "flip": bool, "settings"}
 SETTING_PREFIXES = ("predict.", "explain.")   # the fields an ensemble's settings may set

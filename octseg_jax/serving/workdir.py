@@ -22,12 +22,11 @@ import ml_collections
 from octseg_jax.config import schema
 from octseg_jax.config.paths import flatten, set_field
 from octseg_jax.errors import InputError
+from octseg_jax.layout import CONFIG_FILE
 from octseg_jax.outputs.atomic import write_text
 from octseg_jax.outputs.lock import FolderLock
 
 LOCK_NAME = ".lock"
-CONFIG_FILE = "config.json"     # the resolved config of a training workdir
-SPLIT_FILE = "split.json"       # its split record: subjects, scan names, model input shape
 
 
 def config_to_json(config) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from octseg_jax.cam import gradcam
 from octseg_jax.data import preprocessing
+from octseg_jax.layout import BEST_METRICS_FILE, CURVES_FILE, LOG_FILE, TENSORBOARD_DIR
 from octseg_jax.outputs import training_log
 from octseg_jax.outputs.atomic import write_csv
 from octseg_jax.serving.workdir import read_json
@@ -30,8 +31,8 @@ class MetricsLog:
   adds no file."""
 
   def __init__(self, workdir: str, resume_epoch: int):
-    self.path = os.path.join(workdir, training_log.LOG_FILE)
-    self.tensorboard_dir = os.path.join(workdir, "tensorboard")
+    self.path = os.path.join(workdir, LOG_FILE)
+    self.tensorboard_dir = os.path.join(workdir, TENSORBOARD_DIR)
     self._writer = None
     rows = training_log.read_rows(self.path)
     self.columns: List[str] = list(rows[0]) if rows else []
@@ -136,7 +137,6 @@ class ImageSummaries(Hook):
           epoch, dataformats="HWC")
 
 
-BEST_METRICS = "best_val_metrics.json"    # in the workdir: the kept checkpoint's metrics
 
 
 class TrainingCurves(Hook):
@@ -146,9 +146,9 @@ class TrainingCurves(Hook):
   def end(self, ctx):
     from octseg_jax.outputs import plots
     if ctx.log.rows:
-      best = os.path.join(ctx.workdir, BEST_METRICS)      # written at each improving epoch
+      best = os.path.join(ctx.workdir, BEST_METRICS_FILE)   # written at each improving epoch
       kept = read_json(best).get("epoch") if os.path.exists(best) else None
-      plots.training_curves(os.path.join(ctx.workdir, "training_curves.png"), ctx.log.rows,
+      plots.training_curves(os.path.join(ctx.workdir, CURVES_FILE), ctx.log.rows,
                             title=f"training curves of {ctx.workdir}",
                             kept_epoch=kept)
 

@@ -27,6 +27,7 @@ from octseg_jax.serving import workdir as workdir_lib
 from octseg_jax.serving.checkpoints import (Checkpoints, drop_after, inference_payload, move_to,
                                     restore_newest, train_payload)
 from octseg_jax.data import pipeline
+from octseg_jax import layout
 from octseg_jax.errors import InputError
 from octseg_jax.outputs.atomic import write_json
 from octseg_jax.models import create_model
@@ -198,7 +199,7 @@ def _restore(run: Run, plateau) -> None:
                                 batch_stats=restored["batch_stats"],
                                 opt_state=restored["opt_state"], ema=restored.get("ema"))
   run.plateau_state, run.loop = restored["plateau"], restored["loop"]
-  best_path = os.path.join(run.workdir, hooks_lib.BEST_METRICS)
+  best_path = os.path.join(run.workdir, layout.BEST_METRICS_FILE)
   if os.path.exists(best_path):
     run.best = workdir_lib.read_json(best_path)
   say(f"resuming {run.workdir} after epoch {epoch}")
@@ -224,7 +225,7 @@ def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
   plateau = optim.make_plateau(config.train)
 
   def write_files():
-    write_json(os.path.join(workdir, workdir_lib.SPLIT_FILE), record)
+    write_json(os.path.join(workdir, layout.SPLIT_FILE), record)
     workdir_lib.write_config(workdir, config)
 
   ckpt = Checkpoints(workdir)
@@ -374,7 +375,7 @@ def run_epochs(run: Run, plateau, hooks) -> None:
 
     def write_epoch():
       if improved:
-        write_json(os.path.join(workdir, hooks_lib.BEST_METRICS), run.best)
+        write_json(os.path.join(workdir, layout.BEST_METRICS_FILE), run.best)
       run.log.write(row)
       for hook in hooks:
         hook.end_epoch(ctx, epoch, row)
@@ -421,7 +422,7 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
     ran_hooks = distributed.is_writer() and not (run.finished() and trained_before)
     run_epochs(run, plateau, hooks if ran_hooks else [])
     if int(run.loop.epoch) > trained_before or not os.path.exists(
-        os.path.join(workdir, provenance.FILENAME)):    # a finished run's record is kept
+        os.path.join(workdir, layout.PROVENANCE_FILE)):   # a finished run's record is kept
       distributed.on_writer(lambda: provenance.write(
           workdir, config, wall_time_s=time.time() - wall_start,
           extra={"mode": "train", "epochs": int(run.loop.epoch),

@@ -135,6 +135,7 @@ def test_metrics_log_aligns_changed_columns_by_name(tmp_path):
 
 
 def test_training_curves_are_titled_with_the_workdir_as_named(tmp_path, monkeypatch):
+  from octseg_jax import layout
   from octseg_jax.outputs import plots
   drawn = []
   monkeypatch.setattr(plots, "training_curves", lambda path, rows, title, kept_epoch:
@@ -143,7 +144,7 @@ def test_training_curves_are_titled_with_the_workdir_as_named(tmp_path, monkeypa
   os.makedirs("runs/a")
   log = hooks.MetricsLog("runs/a", resume_epoch=0)
   log.write({"epoch": 1, "train_loss": 0.5, "val_loss": 0.6})
-  with open("runs/a/" + hooks.BEST_METRICS, "w") as f:
+  with open("runs/a/" + layout.BEST_METRICS_FILE, "w") as f:
     f.write('{"epoch": 1}')
   hooks.TrainingCurves().end(hooks.Context("runs/a", None, None, None, log, None))
   log.close()
