@@ -273,24 +273,24 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
     raise fail(path, f"grader must be 1 or 2, got {grader}")
   if unannotated not in ("crop", "ignore"):
     raise ValueError(f"unannotated must be 'crop' or 'ignore', got {unannotated!r}")
-  layers_key, fluid_key = f"manualLayers{grader}", f"manualFluid{grader}"
-  data = _read_mat(path, ("images", layers_key, fluid_key), max_side)
-  if annotated_only and layers_key not in data:
+  boundaries_key, fluid_key = f"manualLayers{grader}", f"manualFluid{grader}"
+  data = _read_mat(path, ("images", boundaries_key, fluid_key), max_side)
+  if annotated_only and boundaries_key not in data:
     found = data["__variables__"]
-    missing = [k for k in ("images", layers_key) if k not in data]
+    missing = [k for k in ("images", boundaries_key) if k not in data]
     raise fail(path, f"missing {missing} (keys: {found})")
   images = _volume(data, path, max_side)                              # [S, H, W]
   stem = os.path.splitext(os.path.basename(path))[0]
   subject = subject_number(stem) or 0
-  if layers_key not in data:
+  if boundaries_key not in data:
     names = [bscan_name(stem, s) for s in range(len(images))]
     return ScanSet(images, None, np.full(len(images), subject), names, path)
-  masks, fluid = _grader_masks(data, layers_key, fluid_key, images.shape, path)
+  masks, fluid = _grader_masks(data, boundaries_key, fluid_key, images.shape, path)
   labelled = (masks != IGNORE).any(axis=(1, 2))
   if annotated_only:
     if not labelled.any():
-      raise fail(path, f"{layers_key} annotates no B-scan (the top boundary, ILM, or the bottom "
-                 "one, BM, is missing in every column)")
+      raise fail(path, f"{boundaries_key} annotates no B-scan (the top boundary, ILM, or the "
+                 "bottom one, BM, is missing in every column)")
     keep = np.nonzero(labelled)[0]
     images, masks = images[keep], masks[keep]
     fluid = None if fluid is None else fluid[keep]
@@ -305,16 +305,16 @@ def load_mat(path: str, grader: int = 1, unannotated: str = "crop",
   return ScanSet(images, masks, np.full(len(images), subject), names, path, fluid=fluid)
 
 
-def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str):
+def _grader_masks(data: dict, boundaries_key: str, fluid_key: str, shape, path: str):
   """(masks, fluid) uint8 [S, H, W] from the grader's boundaries [8, W, S] and fluid
   [H, W, S]; fluid is None when the file has no fluid annotation (not 'no fluid')."""
   n, height, width = shape
-  layers = _numeric_field(data, layers_key, path).astype(np.float64)
-  if layers.ndim == 2:
-    layers = layers[..., None]
-  if layers.shape != (8, width, n):
-    raise fail(path, f"images [{height}, {width}, {n}] and {layers_key} {list(layers.shape)} do "
-               "not match [H, W, S] and [8, W, S]")
+  bounds = _numeric_field(data, boundaries_key, path).astype(np.float64)
+  if bounds.ndim == 2:
+    bounds = bounds[..., None]
+  if bounds.shape != (NUM_BOUNDARIES, width, n):
+    raise fail(path, f"images [{height}, {width}, {n}] and {boundaries_key} "
+               f"{list(bounds.shape)} do not match [H, W, S] and [8, W, S]")
   if fluid_key in data:
     fluid = _numeric_field(data, fluid_key, path)
     if fluid.ndim == 2:
@@ -323,8 +323,8 @@ def _grader_masks(data: dict, layers_key: str, fluid_key: str, shape, path: str)
       raise fail(path, f"{fluid_key} has shape {list(fluid.shape)}, images [{height}, {width}, {n}]")
     fluid = np.nan_to_num(fluid.astype(np.float64)) > 0
   else:
-    return np.stack([boundaries_to_mask(layers[..., s], height) for s in range(n)]), None
-  masks = np.stack([resolve_fluid(boundaries_to_mask(layers[..., s], height), fluid[..., s])
+    return np.stack([boundaries_to_mask(bounds[..., s], height) for s in range(n)]), None
+  masks = np.stack([resolve_fluid(boundaries_to_mask(bounds[..., s], height), fluid[..., s])
                     for s in range(n)])
   return masks, np.moveaxis(fluid, -1, 0).astype(np.uint8)
 

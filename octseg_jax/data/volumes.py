@@ -239,7 +239,8 @@ def _import_eyepy(path: str):
 
 
 def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
-  """HEYEX .vol / XML folder / .e2e and eyepy .eye through eyepy, with layers as masks."""
+  """HEYEX .vol / XML folder / .e2e and eyepy .eye through eyepy, with the annotated boundaries
+  (eyepy's layers) as masks."""
   if not os.path.exists(path):
     raise fail(path, "no such file or folder")
   notes = []
@@ -249,7 +250,8 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
       images = np.asarray(ev.data)
       scale, unit = tuple(float(s) for s in ev.scale), ev.scale_unit
       bscan_meta = ev.meta["bscan_meta"]
-      layers = {name: np.asarray(layer.data, np.float64) for name, layer in ev.layers.items()}
+      boundary_rows = {name: np.asarray(layer.data, np.float64)   # eyepy calls them layers
+                       for name, layer in ev.layers.items()}
       found_laterality = ev.meta.get("laterality") if hasattr(ev.meta, "get") else None
       placement = {"localizer": ev.localizer, "bscan_meta": list(bscan_meta),
                    "transform": ev.localizer_transform}
@@ -263,7 +265,7 @@ def read_eyepy_volume(path: str, laterality: Optional[str] = None) -> Volume:
     scale = (DUKE_DME_SCALE_MM[0], SPECTRALIS_ROW_MM, DUKE_DME_SCALE_MM[2])
   source = "file" if unit == "mm" else DEFAULT_SCALE_SOURCE
   positions = _positions_from_meta(bscan_meta, len(images), scale[0])
-  masks, annotated = _masks_from_layers(layers, images.shape)
+  masks, annotated = _masks_from_boundary_rows(boundary_rows, images.shape)
   stem = os.path.splitext(os.path.basename(path.rstrip('/')))[0]
   names = [bscan_name(stem, i) for i in range(len(images))]
   side, side_source = _laterality(found_laterality, laterality, notes, path)
@@ -285,12 +287,13 @@ def _positions_from_meta(bscan_meta, n: int, scale_z: float) -> np.ndarray:
   return np.arange(n) * scale_z
 
 
-def _masks_from_layers(layers: dict, shape) -> Tuple[Optional[np.ndarray], np.ndarray]:
-  """Masks [N, H, W] from the 8 HEYEX_NAMES layers (rows [N, W]); None when any is missing."""
+def _masks_from_boundary_rows(rows: dict, shape) -> Tuple[Optional[np.ndarray], np.ndarray]:
+  """Masks [N, H, W] from the rows [N, W] of the 8 HEYEX_NAMES boundaries (eyepy's layer
+  annotations); None when any is missing."""
   n, h, w = shape
-  if not all(name in layers and layers[name].shape == (n, w) for name in HEYEX_NAMES):
+  if not all(name in rows and rows[name].shape == (n, w) for name in HEYEX_NAMES):
     return None, np.zeros(n, bool)
-  bounds = np.stack([layers[name] for name in HEYEX_NAMES], axis=1)       # [N, 8, W]
+  bounds = np.stack([rows[name] for name in HEYEX_NAMES], axis=1)         # [N, 8, W]
   annotated = (np.isfinite(bounds[:, 0]) & np.isfinite(bounds[:, 7])).any(axis=-1)
   masks = np.stack([duke.boundaries_to_mask(b, h) if a else np.full((h, w), IGNORE, np.uint8)
                     for b, a in zip(bounds, annotated)])
