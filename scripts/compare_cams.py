@@ -36,7 +36,7 @@ from octseg_jax.cam import gradcam  # noqa: E402
 from octseg_jax.data import inputs  # noqa: E402
 from octseg_jax.anatomy import LAYER_NAMES  # noqa: E402
 from octseg_jax.outputs.cam_report import (  # noqa: E402
-    EVIDENCE_TARGET, SCAN_PIXELS, layer_classes)
+    EVIDENCE_TARGET, SCAN_PIXELS, retinal_classes)
 from octseg_jax.serving import inference  # noqa: E402
 from octseg_jax.serving.workdir import read_json  # noqa: E402
 from octseg_jax.outputs.atomic import write_json, write_text  # noqa: E402
@@ -90,10 +90,10 @@ def method_results(trained, method, layers, sanity_layers, scans, key):
   for l in layers:
     morf, rand = np.mean(res[l]["morf"], 0), np.mean(res[l]["random"], 0)
     res[l].update(morf_mean=morf, random_mean=rand,
-                  faithful_classes=int(np.sum((morf < rand)[layer_classes(len(morf))])))
+                  faithful_classes=int(np.sum((morf < rand)[retinal_classes(len(morf))])))
     if "cascade" in res[l]:
       res[l]["randomisation_similarity"] = float(
-          np.nanmean(np.asarray(res[l]["cascade"])[:, layer_classes(len(morf))]))
+          np.nanmean(np.asarray(res[l]["cascade"])[:, retinal_classes(len(morf))]))
   return res, timing
 
 

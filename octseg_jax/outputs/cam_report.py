@@ -1,5 +1,9 @@
 """cam_stats.json and cam_stats.md of --mode=explain: means over scans, the summary of the
 faithfulness and sanity checks, and a report a person can read (pure; writing is the caller's).
+
+Names: a *module* is the network layer a map is taken at (such as dec3_conv1; the config field
+explain.layers and the JSON key "layers" name them, as Grad-CAM's "target layers" do); the
+*retinal classes* are the 7 layer classes of the retina (1..7).
 """
 
 from typing import Dict, List, Optional
@@ -20,59 +24,59 @@ EVIDENCE_TARGET = "all"     # the CAM target the held-out evidence is measured w
 SCAN_PIXELS = "scan only"   # compare_cams.json `pixels`: scores, maps and removal without padding
 
 
-def _mean(per_scan: List[Dict], layer: str, getter) -> np.ndarray:
-  return nanmean(np.stack([np.asarray(getter(p["layers"][layer]), np.float64)
+def _mean(per_scan: List[Dict], module: str, getter) -> np.ndarray:
+  return nanmean(np.stack([np.asarray(getter(p["layers"][module]), np.float64)
                            for p in per_scan]), axis=0)
 
 
-def layer_means(per_scan: List[Dict], layer: str) -> Dict:
-  """Means over scans of one layer's statistics and removal areas (flat keys)."""
-  first = per_scan[0]["layers"][layer]
-  m = {k: _mean(per_scan, layer, lambda s, k=k: s[k]) for k in TABLE3_KEYS}
-  m["activation_max"] = float(np.mean([p["layers"][layer]["activation_max"] for p in per_scan]))
-  alphas = np.stack([p["layers"][layer]["alpha"] for p in per_scan])     # [scans, K, C]
+def module_means(per_scan: List[Dict], module: str) -> Dict:
+  """Means over scans of one network module's statistics and removal areas (flat keys)."""
+  first = per_scan[0]["layers"][module]
+  m = {k: _mean(per_scan, module, lambda s, k=k: s[k]) for k in TABLE3_KEYS}
+  m["activation_max"] = float(np.mean([p["layers"][module]["activation_max"] for p in per_scan]))
+  alphas = np.stack([p["layers"][module]["alpha"] for p in per_scan])     # [scans, K, C]
   m["alpha_spread"] = float(np.max(np.abs(alphas - alphas.mean(0)))
                             / max(np.max(np.abs(alphas)), 1e-30))
   if "road" in first:
     for o in ROAD_ORDERS:
-      m[f"road_{o}_area"] = _mean(per_scan, layer, lambda s, o=o: s["road"][f"{o}_area"])
+      m[f"road_{o}_area"] = _mean(per_scan, module, lambda s, o=o: s["road"][f"{o}_area"])
     m["road_beats_random"] = m["road_morf_area"] < m["road_random_area"]
   if "deletion" in first:
-    m["deletion_area"] = _mean(per_scan, layer, lambda s: s["deletion"]["map_area"])
-    m["random_deletion_area"] = _mean(per_scan, layer, lambda s: s["deletion"]["random_area"])
+    m["deletion_area"] = _mean(per_scan, module, lambda s: s["deletion"]["map_area"])
+    m["random_deletion_area"] = _mean(per_scan, module, lambda s: s["deletion"]["random_area"])
     m["deletion_beats_random"] = m["deletion_area"] < m["random_deletion_area"]
   return m
 
 
-def layer_classes(k: int) -> np.ndarray:
+def retinal_classes(k: int) -> np.ndarray:
   """The retinal layer classes (all but background, class 0)."""
   return np.arange(1, k)
 
 
-def summary(means: Dict, sanity: Optional[Dict], layers) -> Dict:
-  """{layer: {faithful_classes, randomisation_similarity}} in the order explained.
+def summary(means: Dict, sanity: Optional[Dict], modules) -> Dict:
+  """{module: {faithful_classes, randomisation_similarity}} in the order explained.
   faithful_classes: layer classes whose mean ROAD MoRF area is below the mean random-order
   area (None without ROAD); randomisation_similarity: mean over layer classes and cascade
   stages of the raw Spearman correlations (None without the sanity check)."""
   out = {}
-  for layer in layers:
-    m = means[layer]
+  for module in modules:
+    m = means[module]
     k = len(m["alpha_mean"])
-    faithful = (int(np.sum(m["road_beats_random"][layer_classes(k)]))
+    faithful = (int(np.sum(m["road_beats_random"][retinal_classes(k)]))
                 if "road_beats_random" in m else None)
     similarity = None
     if sanity is not None:
-      similarity = float(nanmean(sanity[layer]["cascade"][:, layer_classes(k)]))
-    out[layer] = {"faithful_classes": faithful, "randomisation_similarity": similarity}
+      similarity = float(nanmean(sanity[module]["cascade"][:, retinal_classes(k)]))
+    out[module] = {"faithful_classes": faithful, "randomisation_similarity": similarity}
   return out
 
 
 def summarise(per_scan: List[Dict], sanity: Optional[Dict], settings: Dict) -> Dict:
-  layers = settings["layers"]
-  means = {l: layer_means(per_scan, l) for l in layers}
+  modules = settings["layers"]
+  means = {l: module_means(per_scan, l) for l in modules}
   result = {"settings": settings}
   if settings["faithfulness"] or sanity is not None:
-    result["summary"] = summary(means, sanity, layers)
+    result["summary"] = summary(means, sanity, modules)
   result["mean"] = means
   if sanity is not None:
     result["sanity"] = sanity
@@ -89,26 +93,27 @@ def summarise(per_scan: List[Dict], sanity: Optional[Dict], settings: Dict) -> D
 def heldout_evidence(runs: Dict[str, Dict]) -> Dict:
   """What fold models showed on the eyes they never trained on. runs: {fold: the result of
   scripts/compare_cams.py for that fold's model on its held-out scans}. Returns {method:
-  {layer: ...}} for the methods and layers every fold explained, each with per_fold_faithful
-  (layer classes whose mean ROAD MoRF area beats random, per fold), morf and random (ROAD
-  areas per class [K], averaged over the folds' scan means), passed [K] (pooled MoRF <
-  random), folds_passed [K] (folds whose own means show MoRF < random) and similarity (mean
-  randomisation similarity of the folds that ran the check, None if none did)."""
+  {module: ...}} for the methods and network modules every fold explained, each with
+  per_fold_faithful (retinal classes whose mean ROAD MoRF area beats random, per fold), morf
+  and random (ROAD areas per class [K], averaged over the folds' scan means), passed [K]
+  (pooled MoRF < random), folds_passed [K] (folds whose own means show MoRF < random) and
+  similarity (mean randomisation similarity of the folds that ran the check, None if none
+  did)."""
   folds = sorted(runs)
   common = set.intersection(*(set(runs[f]["methods"]) for f in folds))
   out = {}
   for method in [m for m in runs[folds[0]]["methods"] if m in common]:
     per = [runs[f]["methods"][method]["layers"] for f in folds]
     out[method] = {}
-    for layer in [l for l in per[0] if all(l in p for p in per)]:
-      entries = [p[layer] for p in per]
+    for module in [l for l in per[0] if all(l in p for p in per)]:
+      entries = [p[module] for p in per]
       morf = np.mean([e["morf_mean"] for e in entries], axis=0)
       rand = np.mean([e["random_mean"] for e in entries], axis=0)
       each = np.array([np.asarray(e["morf_mean"]) < np.asarray(e["random_mean"])
                        for e in entries])
       sims = [e["randomisation_similarity"] for e in entries
               if e.get("randomisation_similarity") is not None]
-      out[method][layer] = {
+      out[method][module] = {
           "per_fold_faithful": [int(e["faithful_classes"]) for e in entries],
           "morf": morf.tolist(), "random": rand.tolist(), "passed": (morf < rand).tolist(),
           "folds_passed": each.sum(axis=0).astype(int).tolist(),
@@ -126,20 +131,20 @@ def heldout_verdict(passed: bool, folds_passed: int, folds: int) -> str:
 
 
 def heldout_passed(evidence: Optional[Dict], method: str, target: str) -> Dict[str, List]:
-  """{layer: per class (passed, folds passed, folds): whether `method`'s map there beat random
+  """{module: per class (passed, folds passed, folds): whether `method`'s map there beat random
   removal on held-out eyes, on the ROAD areas averaged over the folds, and in how many of the
   folds it did (None for the background, which cam_stats.md does not judge either)} from a
   workdir's evidence, for explain's figures; {} without evidence or for a target other than
   'all', the one the evidence was measured with (scripts/compare_cams.py)."""
   if evidence is None or target != EVIDENCE_TARGET:
     return {}
-  return {layer: [None] + [(bool(p), int(k), len(found["per_fold_faithful"]))
+  return {module: [None] + [(bool(p), int(k), len(found["per_fold_faithful"]))
                            for p, k in zip(found["passed"][1:], found["folds_passed"][1:])]
-          for layer, found in evidence["methods"].get(method, {}).items()}
+          for module, found in evidence["methods"].get(method, {}).items()}
 
 
-def heldout_markdown(evidence: Optional[Dict], method: str, layer: str, target: str) -> str:
-  """The per-class held-out verdict for one explained layer, or why there is none (as
+def heldout_markdown(evidence: Optional[Dict], method: str, module: str, target: str) -> str:
+  """The per-class held-out verdict for one explained network module, or why there is none (as
   heldout_passed: none without evidence or for a target other than EVIDENCE_TARGET)."""
   if evidence is None:
     return (f"Held-out evidence: none for this model ({EVIDENCE_FILE} in its workdir, written "
@@ -148,31 +153,31 @@ def heldout_markdown(evidence: Optional[Dict], method: str, layer: str, target: 
   if target != EVIDENCE_TARGET:
     return (f"Held-out evidence: measured with target '{EVIDENCE_TARGET}' only "
             f"({evidence['models']}); these maps, of target '{target}', have no held-out verdict.")
-  found = evidence["methods"].get(method, {}).get(layer)
+  found = evidence["methods"].get(method, {}).get(module)
   if found is None:
-    return f"Held-out evidence: {method} at {layer} was not measured ({evidence['models']})."
+    return f"Held-out evidence: {method} at {module} was not measured ({evidence['models']})."
   n = len(found["per_fold_faithful"])
   rows = [[c, LAYER_NAMES[c], fmt(found["morf"][c], 3), fmt(found["random"][c], 3),
            {"yes": "yes", "mixed": "mixed (the mean only)", "no": "**no**"}[heldout_verdict(
                found["passed"][c], found["folds_passed"][c], n)],
            f"{found['folds_passed'][c]} of {n}"]
-          for c in layer_classes(len(found["morf"]))]
+          for c in retinal_classes(len(found["morf"]))]
   return "\n".join([
-      f"Held-out evidence for {method} at {layer}: {evidence['models']}. ROAD areas averaged "
+      f"Held-out evidence for {method} at {module}: {evidence['models']}. ROAD areas averaged "
       f"over the folds; randomisation similarity {fmt(found['similarity'], 3)}.", "",
       table(["class", "region", "ROAD MoRF (held out)", "ROAD random (held out)",
              "passed on held-out eyes", "folds with MoRF < random"], rows)])
 
 
-def alpha_meaning(layer: str, settings: Dict, spread: float, scans: int) -> str:
-  """What the feature-importance weights alpha mean at this layer."""
+def alpha_meaning(module: str, settings: Dict, spread: float, scans: int) -> str:
+  """What the feature-importance weights alpha mean at this network module."""
   method, target = settings["method"], settings["target"]
   feeding, head = settings["last_layer"]
-  if layer == head:
+  if module == head:
     text = ("At the 1x1 head, dY^c/dA^k is 1 for k = c and 0 otherwise: alpha is zero except "
             "for channel c (alpha (mean) = alpha_c / K) and the map is proportional to "
             "ReLU(logit_c), by construction; it carries no more than the logit map.")
-  elif layer == feeding and method in ("gradcam", "hirescam", "ablation"):
+  elif module == feeding and method in ("gradcam", "hirescam", "ablation"):
     text = ("This layer feeds the linear 1x1 head: alpha is the head's weight column W[:, c]"
             + (" (times the share of pixels in the class's pixel set)" if target != "all" else "")
             + ", the same for every image, and the map is ReLU(logit_c - bias_c) up to scale.")
@@ -273,20 +278,20 @@ def stats_markdown(result: Dict) -> str:
     lines += ["## Summary (first row: the default layer)", "",
               table(["layer", "layer classes with ROAD MoRF < random", "randomisation similarity"],
                     rows), ""]
-  for layer in st["layers"]:
-    m = result["mean"][layer]
-    lines += [f"## {layer} (max activation {fmt(m['activation_max'], 3)})", "",
-              alpha_meaning(layer, st, m["alpha_spread"], st["scans"]), "", _table3(m), ""]
+  for module in st["layers"]:
+    m = result["mean"][module]
+    lines += [f"## {module} (max activation {fmt(m['activation_max'], 3)})", "",
+              alpha_meaning(module, st, m["alpha_spread"], st["scans"]), "", _table3(m), ""]
     if st["faithfulness"]:
       lines += [_faithfulness_table(m), ""]
       if "road_beats_random" in m:
-        fails = [LAYER_NAMES[c] for c in layer_classes(len(m["alpha_mean"]))
+        fails = [LAYER_NAMES[c] for c in retinal_classes(len(m["alpha_mean"]))
                  if not m["road_beats_random"][c]]
         lines += ["ROAD: MoRF falls faster than random for every layer class." if not fails
                   else f"ROAD: MoRF does not beat random for {', '.join(fails)}.", ""]
     if "sanity" in result:
-      lines += [_sanity_table(result["sanity"][layer], result["sanity"]["stages"]), ""]
-    lines += [heldout_markdown(result.get("heldout"), st["method"], layer, st["target"]), ""]
+      lines += [_sanity_table(result["sanity"][module], result["sanity"]["stages"]), ""]
+    lines += [heldout_markdown(result.get("heldout"), st["method"], module, st["target"]), ""]
   t = result["timing_per_scan"]
   lines += [f"Time per scan: maps {t['maps_s']:.2f} s"
             + (f", statistics {t['statistics_s']:.2f} s" if "statistics_s" in t else "")
