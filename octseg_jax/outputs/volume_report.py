@@ -30,7 +30,7 @@ import numpy as np
 
 from octseg_jax.geometry import boundaries as geom
 from octseg_jax.geometry import enface
-from octseg_jax.anatomy import LAYER_NAMES
+from octseg_jax.anatomy import BOUNDARY_NAMES, LAYER_NAMES
 from octseg_jax.data.volumes import HEYEX_NAMES, LATERALITY_ASSUMED, Volume
 from octseg_jax.errors import fail
 from octseg_jax.outputs.atomic import atomic_path, save_figure, write_csv
@@ -102,10 +102,10 @@ def check_fovea(volume: Volume, fovea_mm: Optional[Sequence[float]], path: str =
 def thickness_values(boundaries: np.ndarray, row_um: float):
   """Boundaries [N, 8, W] -> (values [N, 8, W]: 7 layers then ILM-BM total, inner [N, W]:
   ILM to OPL/ONL, the inner retina that thins in the foveal pit), all in um."""
-  layers = np.diff(boundaries, axis=1) * row_um
-  total = (boundaries[:, 7] - boundaries[:, 0]) * row_um
-  inner = (boundaries[:, 4] - boundaries[:, 0]) * row_um
-  return np.concatenate([layers, total[:, None]], axis=1), inner
+  ilm, inner_end, bm = (BOUNDARY_NAMES.index(n) for n in ("ILM", "OPL/ONL", "BM"))
+  total = (boundaries[:, bm] - boundaries[:, ilm]) * row_um
+  inner = (boundaries[:, inner_end] - boundaries[:, ilm]) * row_um
+  return np.concatenate([geom.thickness_um(boundaries, row_um), total[:, None]], axis=1), inner
 
 
 def fluid_height_um(fluid: np.ndarray, row_um: float) -> np.ndarray:
