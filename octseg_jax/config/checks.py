@@ -12,6 +12,7 @@ from typing import Any, Dict
 from octseg_jax.config.paths import MISSING, get_field
 from octseg_jax.config.schema import FIELDS
 from octseg_jax.config.values import int_tuple, is_int, is_number
+from octseg_jax.data import preprocessing
 from octseg_jax.errors import InputError, folder_problem
 
 
@@ -59,7 +60,7 @@ def _check_relations(config, prefix: str) -> None:
   recipe = get_field(config, "data.recipe.resize_to")
   widths = get_field(config, "model.widths")
   if isinstance(recipe, (list, tuple)) and len(recipe) == 2 and isinstance(widths, (list, tuple)):
-    multiple = 2 ** len(widths)
+    multiple = preprocessing.input_multiple(widths)
     if any(r % multiple for r in recipe):
       raise InputError(f"{_where(prefix, 'data.recipe.resize_to', tuple(recipe))}: both sizes "
                        f"must be multiples of {multiple} (2 ** len(model.widths))")

@@ -27,7 +27,7 @@ def recipe_from_config(config) -> preprocessing.Recipe:
   return preprocessing.Recipe(
       band_height=int(r.band_height),
       resize_to=tuple(r.resize_to) if len(r.resize_to) else None,
-      multiple=2 ** len(config.model.widths),
+      multiple=preprocessing.input_multiple(config.model.widths),
       normalisation=r.normalisation)
 
 

@@ -172,6 +172,12 @@ class Placement:
   model_cols: int
 
 
+def input_multiple(widths) -> int:
+  """The multiple a model input's sides must be for a SegNet of these channel widths: one 2x
+  pooling step per width, so 2 ** len(widths)."""
+  return 2 ** len(widths)
+
+
 def input_shape(recipe: Recipe, raw_shape: Tuple[int, int]) -> Tuple[int, int]:
   """Model input size (before batch padding) for a raw scan of `raw_shape`."""
   if recipe.resize_to is not None:

@@ -196,7 +196,7 @@ class Explainer:
     """InputError naming `option` (where the layers came from) when a layer is not one of the
     network's: shapes only (nothing is computed), so that a misspelt layer fails before any
     file is read."""
-    side = 2 ** len(self.model.widths)          # the smallest input the network takes
+    side = preprocessing.input_multiple(self.model.widths)   # the smallest input it takes
     try:
       gradcam.activation_shapes(self.model, self.variables[0], jnp.zeros((1, side, side)),
                                 self.layers)

@@ -227,7 +227,8 @@ def load_member(workdir: str, overrides=None) -> Trained:
   """One training workdir: its config (with overrides), model and best checkpoint."""
   config = member_config(workdir, overrides)
   split_path = os.path.join(workdir, SPLIT_FILE)
-  split = check_split_record(read_json(split_path), split_path, 2 ** len(config.model.widths))
+  split = check_split_record(read_json(split_path), split_path,
+                             preprocessing.input_multiple(config.model.widths))
   try:
     model = create_model(config.model, config.train.compute_dtype)
     variables = jax.eval_shape(lambda: model.init(
