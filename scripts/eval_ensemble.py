@@ -40,7 +40,7 @@ from octseg_jax.outputs.atomic import write_json  # noqa: E402
 from octseg_jax.layout import (BEST_DIR, CONFIG_FILE, LOG_FILE, PROVENANCE_FILE,  # noqa: E402
                                SPLIT_FILE)
 from octseg_jax.serving.inference import (  # noqa: E402
-    ENSEMBLE_FILE, check_ensemble_settings, is_ensemble)
+    ENSEMBLE_FILE, check_ensemble_settings, ensemble_record, is_ensemble)
 
 
 def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
@@ -57,8 +57,7 @@ def make_ensemble(output: str, workdirs, flip: bool, settings=None) -> None:
     raise InputError(f"{nested[0]}: is itself an ensemble workdir; members are training "
                      "workdirs (list its members instead)")
   os.makedirs(output, exist_ok=True)
-  write_json(path, {"members": [os.path.abspath(w) for w in workdirs], "flip": flip}
-             | ({"settings": settings} if settings else {}))
+  write_json(path, ensemble_record([os.path.abspath(w) for w in workdirs], flip, settings))
 
 
 MEMBER_FILES = (CONFIG_FILE, SPLIT_FILE, LOG_FILE, PROVENANCE_FILE)
@@ -85,9 +84,8 @@ def package(output: str, workdirs, flip: bool, settings=None) -> None:
       if os.path.exists(os.path.join(w, f)):
         shutil.copy2(os.path.join(w, f), os.path.join(dst, f))
   write_json(os.path.join(partial, ENSEMBLE_FILE),
-             {"members": [f"members/{n}" for n in names], "flip": flip,
-              "sources": [os.path.abspath(w) for w in workdirs]}
-             | ({"settings": settings} if settings else {}))
+             ensemble_record([f"members/{n}" for n in names], flip, settings,
+                             sources=[os.path.abspath(w) for w in workdirs]))
   os.rename(partial, output)
 
 

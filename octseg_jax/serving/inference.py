@@ -414,6 +414,15 @@ class Ensemble:
     return self.device_views_and_heads(x)[1]
 
 
+def ensemble_record(members: List[str], flip: bool, settings=None, sources=None) -> dict:
+  """What ENSEMBLE_FILE holds (read_ensemble_file reads it): the member workdirs (relative to
+  the ensemble's folder, or absolute), flip, the optional settings and, for a packaged
+  ensemble, the sources its members were copied from."""
+  return ({"members": list(members), "flip": bool(flip)}
+          | ({"sources": list(sources)} if sources else {})
+          | ({"settings": settings} if settings else {}))
+
+
 def read_ensemble_file(workdir: str) -> dict:
   """ENSEMBLE_FILE of a workdir, checked: members (a non-empty list of folder paths, relative
   to the workdir or absolute), flip (bool)."""
