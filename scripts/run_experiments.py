@@ -44,6 +44,7 @@ from octseg_jax.runtime import provenance
 from octseg_jax.training import train
 from octseg_jax import layout  # noqa: E402
 from octseg_jax.config.paths import apply_overrides  # noqa: E402
+from octseg_jax.config.schema import FIELDS  # noqa: E402
 from octseg_jax.outputs import training_log  # noqa: E402
 from octseg_jax.outputs.atomic import write_json  # noqa: E402
 
@@ -123,7 +124,10 @@ class Runner:
     return entry[key]
 
 
-def folds(runner, name, module, duke_dir, overrides, min_left_s, fold_list=range(4)):
+NUM_FOLDS = FIELDS["data.num_folds"].default   # the configs' subject-wise folds
+
+
+def folds(runner, name, module, duke_dir, overrides, min_left_s, fold_list=range(NUM_FOLDS)):
   for f in fold_list:
     cfg = configure(module, duke_dir, {**overrides, "data.split": "subject", "data.fold": f})
     runner.train_eval(name, f"fold{f}", cfg, min_left_s)
@@ -165,7 +169,7 @@ def plan_gpu(runner, duke_dir):
                                          "train.plateau_patience": 1000})
   runner.train_eval("pretrained_all_subjects", "all", final, 30)
   # Ablations: fold 0 of each first, then the remaining folds while the budget lasts.
-  for f in range(4):
+  for f in range(NUM_FOLDS):
     for name, overrides in ABLATIONS.items():
       folds(runner, name, duke_gpu, duke_dir, overrides, 40, [f])
 
@@ -191,7 +195,7 @@ def main():
                            "default configs/campaign.json)")
   parser.add_argument("--out", help="the grid's output folder (required without --campaign "
                                     "and --status)")
-  parser.add_argument("--duke_dir", default="../shared/data/duke_dme_chiu2015")
+  parser.add_argument("--duke_dir", default=FIELDS["data.duke_dir"].default)
   parser.add_argument("--budget_s", type=float, default=480)
   parser.add_argument("--smoke", action="store_true")
   campaign_flags = parser.add_argument_group(
