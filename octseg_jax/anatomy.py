@@ -10,8 +10,8 @@ NUM_BOUNDARIES = 8           # the tops of layers 1..7 and the bottom of layer 7
 IGNORE = 255                 # mask value of unlabelled pixels: never counted in loss or metrics
 FLUID_CODE = 16              # label 16 + k: fluid inside layer k (training labels carry fluid)
 FLUID_UNKNOWN_LAYER = 254    # fluid where the grader gave no layer
-FLUID_THRESHOLD = 0.5        # a pixel is called fluid where the fluid head's probability exceeds
-                             # this (its logit > 0): predict's mask and eval's fluid Dice
+FLUID_THRESHOLD = 0.5        # a pixel is called fluid where the fluid head's probability
+                             # exceeds this: predict's mask, eval's fluid Dice, the loss's counts
 
 # Enhanced SegNet (2025), Duke DME, random B-scan split.
 PAPER_IOU = (0.99, 0.82, 0.86, 0.71, 0.68, 0.90, 0.82, 0.78)        # per class, Table 2

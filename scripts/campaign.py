@@ -33,19 +33,20 @@ runner takes the runs in order, one at a time, under `nice`:
 
 STATE defaults to ../campaign beside this checkout (checkpoints may be lost with the machine;
 results never are). The runner itself does no JAX work (it imports only the workdir helpers,
-the config schema to check the plan's overrides before any run starts, and duke.subject_files
-to choose the files a score_subjects run is scored on, which run.json records), so editing
-main while it runs cannot change a run's training.
+and duke.subject_files to choose the files a score_subjects run is scored on, which run.json
+records), so editing main while it runs cannot change a run's training.
 
 Before it starts anything, and again before each run, the plan is checked (`plan_problem`,
-`runnable_problem`): its keys, each run's recipe, fold and seed, each recipe's commit and its
-overrides' fields and values. A problem is one line and exit status 2, not a run that fails
-hours later.
+`runnable_problem`): its keys, each run's recipe, fold and seed, each recipe's commit, and its
+overrides' field names against the config schema at that commit (read from git as text). A
+problem is one line and exit status 2, not a run that fails hours later; an override's value
+is checked by main.py when the run starts.
 """
 
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -116,9 +117,11 @@ def plan_problem(plan) -> str:
     problem = run_problem(plan, run)
     if problem:
       return f"run {json.dumps(run)}: {problem}"
+  if not isinstance(plan.get("comparisons", []), list):
+    return "comparisons must be a JSON list"
   for c in plan.get("comparisons", []):
-    if not (isinstance(c, dict) and c.get("recipe") in plan["recipes"]
-            and c.get("against") in plan["recipes"]):
+    if not (isinstance(c, dict) and all(isinstance(c.get(k), str) and c[k] in plan["recipes"]
+                                        for k in ("recipe", "against"))):
       return f"comparison {json.dumps(c)}: needs 'recipe' and 'against', recipes of the plan"
   return ""
 
@@ -133,16 +136,21 @@ def recipe_problem(plan, name: str, recipe) -> str:
   if not isinstance(recipe.get("config"), str):
     return "needs 'config', a config file"
   seconds = recipe.get("estimate_s", 1)
-  if not (isinstance(seconds, (int, float)) and seconds > 0):
+  if isinstance(seconds, bool) or not (isinstance(seconds, (int, float)) and seconds > 0):
     return f"estimate_s must be a positive number of seconds, not {seconds!r}"
-  if recipe.get("kind", KINDS[0]) not in KINDS:
+  kind = recipe.get("kind", KINDS[0])
+  if not isinstance(kind, str) or kind not in KINDS:
     return f"kind must be one of {', '.join(KINDS)}, not {recipe['kind']!r}"
-  overrides = [recipe.get("overrides", {})] + list(recipe.get("fold_overrides", {}).values())
-  if not all(isinstance(o, dict) for o in overrides):
-    return "overrides and each fold's fold_overrides must be objects {field: value}"
+  by_fold = recipe.get("fold_overrides", {})
+  if not (isinstance(recipe.get("overrides", {}), dict) and isinstance(by_fold, dict)
+          and all(isinstance(o, dict) for o in by_fold.values())):
+    return ("overrides must be an object {field: value}, fold_overrides one of such objects "
+            "per fold {\"F\": {field: value}}")
+  if not isinstance(recipe.get("score_subjects", {}), dict):
+    return "score_subjects must be an object {\"F\": [subject numbers]}"
   cv = recipe.get("cross_validation")
-  if cv is not None and (cv == name or plan["recipes"].get(cv, {}).get("kind")
-                         != "validation_free"):
+  if cv is not None and (not isinstance(cv, str) or cv == name
+                         or plan["recipes"].get(cv, {}).get("kind") != "validation_free"):
     return "cross_validation must name another recipe of the plan, of kind validation_free"
   for fold, subjects in recipe.get("score_subjects", {}).items():
     if not (isinstance(subjects, list) and subjects
@@ -159,7 +167,7 @@ def run_problem(plan, run) -> str:
   unknown = sorted(set(run) - RUN_KEYS)
   if unknown:
     return f"unknown key {unknown[0]!r}"
-  if run["recipe"] not in plan["recipes"]:
+  if not isinstance(run["recipe"], str) or run["recipe"] not in plan["recipes"]:
     return "names no recipe of the plan"
   if run["fold"] != ALL and not (type(run["fold"]) is int and run["fold"] >= 0):
     return f"fold must be a fold number from 0 or \"{ALL}\""
@@ -170,12 +178,25 @@ def run_problem(plan, run) -> str:
   return ""
 
 
+SCHEMA_FILE = "octseg_jax/config/schema.py"
+FIELD_LINE = re.compile(r'^\s*"([a-z_][\w.]*)": F\(', re.M)      # a field's line in FIELDS
+FOLDS_LINE = re.compile(r'"data\.num_folds": F\((\d+)')
+
+
+def schema_at(commit: str, repo=REPO):
+  """(config field names, default data.num_folds) of the schema at `commit`, read from git as
+  text, not imported, so that the runner stays free of JAX and of main's code; (None, None)
+  where that commit has no such file (the layouts before it)."""
+  text = git("show", f"{commit}:{SCHEMA_FILE}", repo=repo, check=False)
+  folds = FOLDS_LINE.search(text)
+  return set(FIELD_LINE.findall(text)) or None, int(folds.group(1)) if folds else None
+
+
 def runnable_problem(plan, repo=REPO) -> str:
-  """The first reason a run left to do could not start ('' if none): its recipe's commit is not
-  in the repository, an override is not a config field or has a value the field refuses (by
-  this checkout's config schema: fields are kept for old workdirs, so a pinned commit's are
-  among them), or its fold is beyond the recipe's data.num_folds. Done runs are not checked."""
-  from octseg_jax.config import schema        # field names and checks only; no JAX work
+  """The first reason a run left to do could not start ('' if none): its recipe has no commit
+  or estimate, its commit is not in the repository, an override is not a config field at that
+  commit, or its fold is beyond the recipe's data.num_folds there. Override values are checked
+  by main.py when the run starts (one line in the run's log). Done runs are not checked."""
   todo = [r for r in plan["queue"] if not done(plan, r, repo)]
   folds = {}
   for name in dict.fromkeys(r["recipe"] for r in todo):
@@ -186,21 +207,18 @@ def runnable_problem(plan, repo=REPO) -> str:
     if not git("rev-parse", "--verify", "--quiet", recipe["commit"] + "^{commit}", repo=repo,
                check=False):
       return f"recipe {name}: commit {recipe['commit']!r} is not a commit of {repo}"
-    for fields in [recipe.get("overrides", {}), *recipe.get("fold_overrides", {}).values()]:
-      for field, value in fields.items():
-        text = override_arg(field, value).split("=", 1)[1]
-        if field not in schema.FIELDS:
-          return f"recipe {name}: override {field} is not a config field"
-        try:
-          schema.FIELDS[field].parse(text)
-        except ValueError as e:
-          return f"recipe {name}: override {field}={text}: {e}"
-    folds[name] = int(recipe.get("overrides", {}).get(
-        "data.num_folds", schema.FIELDS["data.num_folds"].default))
+    fields, num_folds = schema_at(recipe["commit"], repo)
+    for overrides in [recipe.get("overrides", {}), *recipe.get("fold_overrides", {}).values()]:
+      unknown = sorted(set(overrides) - fields) if fields else []
+      if unknown:
+        return (f"recipe {name}: override {unknown[0]} is not a config field at its commit "
+                f"{recipe['commit']}")
+    folds[name] = recipe.get("overrides", {}).get("data.num_folds", num_folds)
   for run in todo:
-    if run["fold"] != ALL and run["fold"] >= folds[run["recipe"]]:
-      return (f"run {json.dumps(run)}: fold {run['fold']} is beyond the recipe's "
-              f"{folds[run['recipe']]} folds (data.num_folds)")
+    limit = folds[run["recipe"]]
+    if run["fold"] != ALL and limit is not None and run["fold"] >= limit:
+      return (f"run {json.dumps(run)}: fold {run['fold']} is beyond the recipe's {limit} folds "
+              "(data.num_folds)")
   return ""
 
 
@@ -534,33 +552,36 @@ def commit_uncommitted(plan, repo=REPO) -> None:
                      results_message(plan, run, repo) + " [committed on restart]", repo)
 
 
-def run_campaign(plan_path=PLAN, state=STATE, repo=REPO) -> None:
+def run_campaign(plan_path=PLAN, state=STATE, repo=REPO) -> int:
   """Runs the plan's queue until every run is committed; rereads the plan between runs, so
-  runs appended to configs/campaign.json on main join the queue."""
+  runs appended to configs/campaign.json on main join the queue. 0, or 2 where an edit of the
+  plan stopped it (runnable_problem)."""
   lock = take_lock(state)
   try:
-    run_queue(plan_path, state, repo)
+    return run_queue(plan_path, state, repo)
   finally:
     lock.release()
 
 
-def run_queue(plan_path, state, repo) -> None:
-  """The runner's loop: the first run of the plan without committed results, until none."""
+def run_queue(plan_path, state, repo) -> int:
+  """The runner's loop: the first run of the plan without committed results, until none (0), or
+  until a check of the plan, reread before each run, finds a problem (2)."""
   failures = {}
   while True:
     plan = load_plan(plan_path)
     problem = runnable_problem(plan, repo)     # the plan may have been edited since the start
     if problem:
-      print(f"[{now()}] campaign: stopped: {plan_path}: {problem}", flush=True)
+      print(f"error: {plan_path}: {problem} (the campaign stopped)", file=sys.stderr,
+            flush=True)
       write_running(state, None)
-      return
+      return 2
     commit_uncommitted(plan, repo)
     todo = [r for r in plan["queue"] if not done(plan, r, repo)
             and failures.get(run_id(r), 0) < MAX_ATTEMPTS]
     if not todo:
       print(f"[{now()}] campaign: nothing left to run", flush=True)
       write_running(state, None)
-      return
+      return 0
     run = todo[0]
     write_running(state, run)
     print(f"[{now()}] campaign: {run_id(run)} starts", flush=True)
@@ -649,12 +670,12 @@ def main(argv=None) -> int:
     return 0
   signal.signal(signal.SIGINT, signal.default_int_handler)   # kill -INT stops it, even when
   try:                                                        # started in the background
-    run_campaign(args.plan, state)
+    status = run_campaign(args.plan, state)
   except KeyboardInterrupt:
     print(f"[{now()}] campaign: interrupted; the run in flight resumes from its last checkpoint "
           "when the runner is started again", flush=True)
     return 130
-  return 0
+  return status
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def run_numbers(plan, run, repo=campaign.REPO):
 def selection(log_path: str, epoch: int):
   """What choosing the checkpoint on the validation subjects bought: the logged validation mean
   layer Dice (model resolution) at the kept epoch minus at the last epoch, and the epochs."""
-  rows = training_log.read_rows(log_path)
+  rows = training_log.read_rows(log_path, missing_ok=False)
   dice = {int(r["epoch"]): float(r["val_mean_layer_dice"]) for r in rows}
   if len(dice) != len(rows) or epoch not in dice:
     raise SystemExit(f"{log_path}: epochs repeat, or kept epoch {epoch} is not logged")

@@ -102,7 +102,7 @@ class Sources:
 
   def log(self, rel: str) -> List[Dict[str, str]]:
     if rel not in self._cache:
-      self._cache[rel] = training_log.read_rows(self.path(rel))
+      self._cache[rel] = training_log.read_rows(self.path(rel), missing_ok=False)
     return self._cache[rel]
 
   def run(self, folder: str, name: str, key: str) -> Dict:

@@ -63,7 +63,8 @@ def draw(workdir: str, output: str, duke_dir=None) -> str:
   error_um = fluid_column_error(pred[i], true[i], fluid[i]) * row_um
   plots.boundary_overlay(
       output, images[i], pred[i], true[i], true_fluid=fluid[i],
-      fluid=(outputs[i]["fluid"] > FLUID_THRESHOLD).astype(np.uint8) if "fluid" in outputs[i] else None,
+      fluid=((outputs[i]["fluid"] > FLUID_THRESHOLD).astype(np.uint8)
+             if "fluid" in outputs[i] else None),
       pixel_um=(row_um, 1e3 * volumes.DUKE_DME_SCALE_MM[2]
                 if trained.config.data.source == "duke" else None),
       title=(f"{names[i]}, held out by {os.path.normpath(workdir)}: the scan whose fluid columns "

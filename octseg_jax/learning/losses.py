@@ -227,8 +227,8 @@ def depth_loss_from_sums(sums, xp=jnp):
 
 def fluid_sums(fluid_logit: jax.Array, fluid: jax.Array, known: jax.Array):
   """Sums of the fluid head over pixels whose fluid state is known: binary cross-entropy, the
-  soft Dice sums of sigmoid probabilities, and the hard (p > FLUID_THRESHOLD) true/false positives and
-  false negatives."""
+  soft Dice sums of sigmoid probabilities, and the hard (p > FLUID_THRESHOLD) true/false
+  positives and false negatives."""
   z = fluid_logit.astype(jnp.float32)
   t = fluid.astype(jnp.float32)
   m = known.astype(jnp.float32)

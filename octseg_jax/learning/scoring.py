@@ -114,7 +114,8 @@ def score_fluid_columns(labels, masks, fluid, pixel_um: float) -> Dict:
 
 def score_fluid(fluid_probs, fluid_true, masks, subjects) -> Dict:
   """Fluid Dice counted globally (over the split, per subject, over the scans with fluid) and
-  the absolute fluid-area error per scan, from fluid probabilities [H, W] thresholded at FLUID_THRESHOLD.
+  the absolute fluid-area error per scan, from fluid probabilities [H, W] thresholded at
+  FLUID_THRESHOLD.
   Pixels count where the fluid state is known: labelled (mask != 255) or marked fluid."""
   counts = []
   for p, f, m in zip(fluid_probs, fluid_true, masks):

@@ -169,8 +169,9 @@ def scan_arrays(scans, smooth_sd: float = 0.0) -> Dict[str, np.ndarray]:
 
 
 def head_outputs(restored) -> Dict[str, np.ndarray]:
-  """The prediction-file arrays of the heads for scans of one size: fluid (uint8, p > FLUID_THRESHOLD),
-  fluid_prob (float16) and boundaries_head (the boundary head's rows [8, W]); {} without heads."""
+  """The prediction-file arrays of the heads for scans of one size: fluid (uint8, p >
+  FLUID_THRESHOLD), fluid_prob (float16) and boundaries_head (the boundary head's rows [8, W]);
+  {} without heads."""
   out = {}
   if "fluid" in restored[0]:
     prob = np.stack([r["fluid"] for r in restored])

@@ -11,12 +11,14 @@ import numpy as np
 from octseg_jax.layout import LOG_FILE
 
 
-
-def read_rows(path: str) -> List[Dict[str, str]]:
-  """The rows of a log.csv as dicts of strings (column name -> cell); [] when the file does not
-  exist or holds no row."""
+def read_rows(path: str, missing_ok: bool = True) -> List[Dict[str, str]]:
+  """The rows of a log.csv as dicts of strings (column name -> cell); [] when the file holds no
+  row, or does not exist and `missing_ok` (else FileNotFoundError: a committed log that must
+  be there)."""
   if not os.path.exists(path):
-    return []
+    if missing_ok:
+      return []
+    raise FileNotFoundError(path)
   with open(path, newline="") as f:
     return parse_rows(f.read())
 

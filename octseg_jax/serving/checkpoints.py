@@ -113,7 +113,8 @@ def save_failure(manager: ocp.CheckpointManager, e: BaseException) -> BaseExcept
 def restore_newest(manager: ocp.CheckpointManager, abstract: Any,
                    quarantine: Optional[str] = None) -> Tuple[Optional[Any], int, list]:
   """(payload, epoch, damaged) of the newest checkpoint that restores; (None, 0, damaged) if
-  none does. damaged: (epoch, reason) of each checkpoint that failed to read, newest first.
+  none does. damaged: (epoch, reason) of each checkpoint that failed to read, newest first
+  (with no payload, the last is the oldest, tried last).
 
   A checkpoint that fails to read (truncated, damaged) is skipped, with a warning where an
   older one is tried next (the caller says what follows when none is left); with
@@ -196,7 +197,7 @@ def restore_best(workdir: str, abstract: Any, tries: int = 5) -> Tuple[Any, int]
       manager.close()
     if payload is None:
       raise InputError(f"{path}: no readable checkpoint" + (
-          f" (epoch {damaged[0][0]} could not be read: {damaged[0][1]})" if damaged else ""))
+          f" (epoch {damaged[-1][0]} could not be read: {damaged[-1][1]})" if damaged else ""))
     return payload, step
   raise InputError(f"{workdir}: busy: the workdir is being trained (its best checkpoint "
                    "changed while it was read); try again")

@@ -137,8 +137,6 @@ class ImageSummaries(Hook):
           epoch, dataformats="HWC")
 
 
-
-
 class TrainingCurves(Hook):
   """training_curves.png in the workdir at the end (the paper's Figure 3), titled with the
   workdir as the user named it (as predict's figures name the model)."""

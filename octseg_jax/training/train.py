@@ -192,8 +192,8 @@ def _restore(run: Run, plateau) -> None:
   drop_after(run.ckpt.best, epoch)
   if restored is None:
     if damaged:
-      say(f"warning: checkpoint {run.ckpt.latest.directory}/{damaged[0][0]} could not be read "
-          f"({damaged[0][1]}) and no older one is left: training starts from the beginning")
+      say(f"warning: checkpoint {run.ckpt.latest.directory}/{damaged[-1][0]} could not be read "
+          f"({damaged[-1][1]}) and no older one is left: training starts from the beginning")
     return
   run.state = run.state.replace(step=restored["step"], params=restored["params"],
                                 batch_stats=restored["batch_stats"],
@@ -418,9 +418,12 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
     run, plateau = start_run(config, workdir, data)
     trained_before = int(run.loop.epoch)
     hooks = hooks_lib.default_hooks() if hooks is None else hooks
-    # A finished run keeps its files: no hook redraws its figures or opens an event file.
-    ran_hooks = distributed.is_writer() and not (run.finished() and trained_before)
-    run_epochs(run, plateau, hooks if ran_hooks else [])
+    if run.finished() and trained_before:
+      # A finished run keeps its files (no event file, no figure drawn again); only curves lost
+      # to a kill after the last checkpoint are drawn.
+      hooks = [h for h in hooks if isinstance(h, hooks_lib.TrainingCurves)
+               and not os.path.exists(os.path.join(workdir, layout.CURVES_FILE))]
+    run_epochs(run, plateau, hooks if distributed.is_writer() else [])
     if int(run.loop.epoch) > trained_before or not os.path.exists(
         os.path.join(workdir, layout.PROVENANCE_FILE)):   # a finished run's record is kept
       distributed.on_writer(lambda: provenance.write(

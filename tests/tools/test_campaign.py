@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -19,13 +20,25 @@ def _git(repo, *args):
                         text=True).stdout.strip()
 
 
+# The config schema of the test repository's commit, as text (the runner reads field names and
+# the default data.num_folds from it without importing it).
+SCHEMA_TEXT = """FIELDS: Dict[str, Field] = {
+    "seed": F(0, v.int_at_least(0), "everything random"),
+    "data.num_folds": F(4, v.int_at_least(2)),
+    "model.kernel": F((3, 3), v.int_tuple(2)),
+    "train.num_epochs": F(40, v.int_at_least(1)),
+}
+"""
+
+
 def _repo(tmp_path, keep_first=False):
   """A git repository with a plan of two recipes and one run of each (the first keeps its
   model with `keep_first`); returns it and the plan's path."""
   repo = tmp_path / "repo"
   os.makedirs(repo / "configs")
-  os.makedirs(repo / "octseg_jax")
+  os.makedirs(repo / "octseg_jax" / "config")
   (repo / "octseg_jax" / "__init__.py").write_text("")
+  (repo / "octseg_jax" / "config" / "schema.py").write_text(SCHEMA_TEXT)
   _git(repo, "init", "-q")
   _git(repo, "config", "user.email", "t@example.com")
   _git(repo, "config", "user.name", "t")
@@ -251,6 +264,19 @@ def test_a_queue_entry_with_a_bad_field_is_refused(tmp_path, capsys, change, mes
      "recipe lever: estimate_s must be a positive number of seconds, not 0"),
     (lambda p: p["recipes"]["lever"].update(kind="learning"),
      "recipe lever: kind must be one of learning_curve, validation_free, final, not 'learning'"),
+    (lambda p: p["recipes"]["lever"].update(estimate_s=True),
+     "recipe lever: estimate_s must be a positive number of seconds, not True"),
+    (lambda p: p["recipes"]["lever"].update(fold_overrides=[]),
+     'recipe lever: overrides must be an object {field: value}, fold_overrides one of such '
+     'objects per fold {"F": {field: value}}'),
+    (lambda p: p["recipes"]["lever"].update(score_subjects=[]),
+     'recipe lever: score_subjects must be an object {"F": [subject numbers]}'),
+    (lambda p: p["recipes"]["lever"].update(cross_validation=["base"]),
+     "recipe lever: cross_validation must name another recipe of the plan, of kind "
+     "validation_free"),
+    (lambda p: p["queue"][1].update(recipe=["lever"]),
+     'run {"recipe": ["lever"], "fold": 0, "seed": 0}: names no recipe of the plan'),
+    (lambda p: p.update(comparisons={"lever": "base"}), "comparisons must be a JSON list"),
     (lambda p: p.update(comparisons=[{"recipe": "lever", "against": "bse"}]),
      'comparison {"recipe": "lever", "against": "bse"}: needs \'recipe\' and \'against\', '
      "recipes of the plan")])
@@ -266,23 +292,62 @@ def test_a_plan_missing_a_field_or_naming_no_recipe_is_refused(tmp_path, capsys,
   assert capsys.readouterr().err == f"error: {plan_path}: {message}\n"
 
 
+def test_a_plan_edited_wrongly_while_the_runner_runs_stops_it_before_the_next_run(
+    tmp_path, monkeypatch, capsys):
+  """The plan is checked again before each run: an override misspelt on main while the first
+  run trains stops the runner with one line and status 2; the first run is committed and the
+  second never starts."""
+  repo, plan_path = _repo(tmp_path)
+  calls = []
+  fake = _fake_run(calls)
+
+  def run_and_edit(cmd, cwd, log_path):
+    plan = json.loads(open(plan_path).read())
+    plan["recipes"]["lever"]["overrides"] = {"model.kernal": [7, 3]}
+    open(plan_path, "w").write(json.dumps(plan))
+    return fake(cmd, cwd, log_path)
+
+  monkeypatch.setattr(campaign, "run_logged", run_and_edit)
+  assert campaign.run_campaign(plan_path, str(tmp_path / "state"), str(repo)) == 2
+  sha = json.loads(open(plan_path).read())["recipes"]["lever"]["commit"]
+  assert capsys.readouterr().err == (f"error: {plan_path}: recipe lever: override model.kernal "
+                                     f"is not a config field at its commit {sha} (the campaign "
+                                     "stopped)\n")
+  assert [c for c in calls if "lever" in " ".join(c[0])] == []
+  assert "base/fold0_seed0" in _git(repo, "log", "-1", "--format=%s")
+
+
+def test_the_runner_and_status_import_no_jax(tmp_path):
+  """The runner and --status read the plan and the schema as text: no JAX in their process
+  (a 2.5 s, 200 MB import, and main's code, which may be mid-edit)."""
+  repo, plan_path = _repo(tmp_path)
+  code = ("import sys; sys.path.insert(0, 'scripts'); import campaign; "
+          f"campaign.REPO = {str(repo)!r}; "
+          f"code = campaign.main(['--status', '--plan={plan_path}', '--state={tmp_path}']); "
+          "print(code, 'jax' in sys.modules)")
+  from conftest import ROOT
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert out.stdout.splitlines()[-1] == "0 False", out.stderr
+
+
 @pytest.mark.parametrize("change,message", [
     ({"commit": "deadbeef"}, "recipe lever: commit 'deadbeef' is not a commit of {repo}"),
     ({"estimate_s": None}, "recipe lever: needs 'commit' (the commit its runs check out) and "
                            "'estimate_s' (the seconds one run is expected to take)"),
-    ({"overrides": {"data.augment.colum_shift": 4}},
-     "recipe lever: override data.augment.colum_shift is not a config field"),
-    ({"overrides": {"model.kernel": [7]}},
-     "recipe lever: override model.kernel=(7,): expected 2 integers >= 1"),
-    ({"fold_overrides": {"0": {"train.num_epochs": "zero"}}},
-     "recipe lever: override train.num_epochs=zero: expected a whole number"),
+    ({"overrides": {"model.kernal": [7, 3]}},
+     "recipe lever: override model.kernal is not a config field at its commit {sha}"),
+    ({"fold_overrides": {"0": {"train.ema_decay": 0.98}}},       # a field of later commits
+     "recipe lever: override train.ema_decay is not a config field at its commit {sha}"),
+    ({"fold": 4}, 'run {"recipe": "lever", "fold": 4, "seed": 0}: fold 4 is beyond the recipe\'s '
+                  "4 folds (data.num_folds)"),
     ({"overrides": {"data.num_folds": 2}, "fold": 3},
      'run {"recipe": "lever", "fold": 3, "seed": 0}: fold 3 is beyond the recipe\'s 2 folds '
      "(data.num_folds)")])
 def test_a_run_that_could_not_start_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys,
                                                                     change, message):
-  """--status and the runner check each queued run's commit, its overrides against the config
-  schema and its fold before any run starts: one line and status 2, nothing trained."""
+  """--status and the runner check each queued run's commit, its overrides' fields against the
+  config schema at that commit and its fold before any run starts: one line and status 2,
+  nothing trained."""
   repo, plan_path = _repo(tmp_path)
   plan = json.loads(open(plan_path).read())
   plan["recipes"]["lever"].update({k: v for k, v in change.items() if k != "fold"})
@@ -292,7 +357,9 @@ def test_a_run_that_could_not_start_is_refused_before_anything_runs(tmp_path, mo
   monkeypatch.setattr(campaign, "REPO", str(repo))
   calls = []
   monkeypatch.setattr(campaign, "run_logged", _fake_run(calls))
-  state, want = str(tmp_path / "state"), message.replace("{repo}", str(repo))
+  sha = plan["recipes"]["lever"].get("commit", "")
+  state = str(tmp_path / "state")
+  want = message.replace("{repo}", str(repo)).replace("{sha}", sha)
   for args in (["--status"], []):
     assert campaign.main(args + [f"--plan={plan_path}", f"--state={state}"]) == 2
     assert capsys.readouterr().err == f"error: {plan_path}: {want}\n"

@@ -76,6 +76,13 @@ def test_a_finished_run_trains_nothing_and_keeps_its_record(trained_workdir, tmp
             "its config.json is kept") in capsys.readouterr().out
     assert file_hashes(workdir) == kept
     assert best == trained_workdir[1]
+  # Only curves lost (a kill after the last checkpoint, before the figure) are drawn again.
+  os.remove(os.path.join(workdir, "training_curves.png"))
+  train.train_and_evaluate(tiny_config(), workdir)
+  again = file_hashes(workdir)
+  assert "training_curves.png" in again
+  assert {k: v for k, v in again.items() if k != "training_curves.png"} == {
+      k: v for k, v in kept.items() if k != "training_curves.png"}
 
 
 def _weights64(state):
