@@ -157,6 +157,10 @@ class Run:
   def finished(self) -> bool:
     return bool(int(self.loop.stopped)) or int(self.loop.epoch) >= self.config.train.num_epochs
 
+  def nothing_to_train(self) -> bool:
+    """A run resumed finished (it trained before and has no epoch left): its files stay."""
+    return self.finished() and int(self.loop.epoch) > 0
+
 
 def _shardings(config) -> Tuple[NamedSharding, NamedSharding]:
   mesh = make_mesh(config.train.num_devices)
@@ -233,7 +237,7 @@ def start_run(config, workdir: str, data) -> Tuple[Run, Any]:
             distributed.replicate(state, replicated), _host_values(plateau.init(jnp.zeros(()))),
             optim.LoopState.initial(), ckpt, None, batch_sharding, replicated)
   _restore(run, plateau)
-  if run.finished() and int(run.loop.epoch):      # a finished run: its record stays as it is
+  if run.nothing_to_train():                       # a finished run: its record stays as it is
     say(f"nothing to train: {workdir} has trained {int(run.loop.epoch)} epochs"
         + (" and stopped early" if int(run.loop.stopped) else "")
         + f" (train.num_epochs={config.train.num_epochs}); its config.json is kept")
@@ -418,7 +422,7 @@ def train_and_evaluate(config, workdir: str, hooks=None) -> Dict:
     run, plateau = start_run(config, workdir, data)
     trained_before = int(run.loop.epoch)
     hooks = hooks_lib.default_hooks() if hooks is None else hooks
-    if run.finished() and trained_before:
+    if run.nothing_to_train():
       # A finished run keeps its files (no event file, no figure drawn again); only curves lost
       # to a kill after the last checkpoint are drawn.
       hooks = [h for h in hooks if isinstance(h, hooks_lib.TrainingCurves)
